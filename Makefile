@@ -1,0 +1,103 @@
+# lmc: build the compiler, the runtime, trainers and tests.  See README.md.
+
+CC       ?= clang
+ifeq ($(origin CC),default)
+CC        = clang
+endif
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+WARN      = -std=c11 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L
+LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)
+LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null)
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null)
+SAN      ?=
+# TRAINER_CFLAGS: how emitted trainers are compiled (add -march=native to opt in)
+TRAINER_CFLAGS ?= -O3
+
+MODEL   ?= lstm
+DATA    ?= data/wikitext-2
+EPOCHS  ?= 6
+ARGS    ?=
+LMCFLAGS ?=
+
+B = build
+COMPILER_SRC := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
+COMPILER_OBJ := $(COMPILER_SRC:%.c=$(B)/obj/%.o)
+RUNTIME_SRC  := $(filter-out runtime/main.c,$(wildcard runtime/*.c))
+RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(B)/obj/%.o)
+CHECK_SRC    := $(wildcard tests/check_*.c)
+CHECK_BIN    := $(CHECK_SRC:tests/%.c=$(B)/tests/%)
+MODELS       := $(basename $(notdir $(wildcard graphs/*.lua)))
+
+.PHONY: all deps test test-deps generate trainer train clean sanitize bench tune plot graphs-png
+all: $(B)/lmc $(B)/liblmcrt.a $(B)/obj/runtime/main.o
+
+$(B)/obj/compiler/%.o: compiler/%.c compiler/lmc.h runtime/lmc_rt.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) $(WARN) $(LUA_CFLAGS) -Iruntime -c $< -o $@
+
+$(B)/obj/runtime/%.o: runtime/%.c runtime/lmc_rt.h $(wildcard runtime/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) $(WARN) $(BLAS_CFLAGS) -Iruntime -c $< -o $@
+
+$(B)/liblmc.a: $(COMPILER_OBJ)
+	@rm -f $@; ar rcs $@ $^
+
+$(B)/liblmcrt.a: $(RUNTIME_OBJ)
+	@rm -f $@; ar rcs $@ $^
+
+$(B)/lmc: $(B)/obj/compiler/main.o $(B)/liblmc.a $(B)/liblmcrt.a
+	$(CC) $(SAN) -o $@ $^ $(LUA_LIBS) -lm
+
+$(B)/tests/check_%: tests/check_%.c $(B)/liblmc.a $(B)/liblmcrt.a tests/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) $(WARN) $(LUA_CFLAGS) -Icompiler -Iruntime -Itests -o $@ $< $(B)/liblmc.a $(B)/liblmcrt.a $(CHECK_LIBS) $(LUA_LIBS) $(BLAS_LIBS) -lm
+
+# The runtime against a hand-written model (tests/fake_model.c), both called
+# directly and through fake_trainer, a trainer built from it with main.o.
+$(B)/tests/check_train: tests/check_train.c tests/fake_model.c $(B)/liblmcrt.a $(B)/obj/runtime/main.o tests/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) $(WARN) $(BLAS_CFLAGS) -Iruntime -o $(B)/tests/fake_trainer tests/fake_model.c $(B)/obj/runtime/main.o $(B)/liblmcrt.a $(BLAS_LIBS) -lm
+	$(CC) $(CFLAGS) $(SAN) $(WARN) $(BLAS_CFLAGS) -Iruntime -Itests -DFAKE_TRAINER='"$(B)/tests/fake_trainer"' -o $@ $< tests/fake_model.c $(B)/liblmcrt.a $(CHECK_LIBS) $(BLAS_LIBS) -lm
+
+deps:
+	@sh tools/deps.sh build
+
+test-deps:
+	@sh tools/deps.sh test
+
+test: test-deps
+	@$(MAKE) --no-print-directory all $(CHECK_BIN)
+	@sh tests/run.sh $(CHECK_BIN)
+
+# Sanitizer run of the whole suite in a separate build folder.
+sanitize: test-deps
+	@$(MAKE) --no-print-directory B=build/san SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" CFLAGS="-O1 -g" test
+
+generate: $(B)/lmc
+	@for m in $(MODELS); do echo "lmc compile graphs/$$m.lua -> generated/$$m.c"; \
+	  $(B)/lmc compile graphs/$$m.lua -o generated/$$m.c || exit 1; done
+
+# A trainer for MODEL compiled for the vocabulary of DATA.
+trainer: all
+	@mkdir -p $(B)/gen
+	@ntok=$$($(B)/lmc vocab $(DATA) | cut -f1) || exit 1; \
+	  flags=""; [ -f $(B)/tune/$(MODEL).flags ] && flags=$$(cat $(B)/tune/$(MODEL).flags); \
+	  echo "lmc compile graphs/$(MODEL).lua -D ntoken=$$ntok $$flags $(LMCFLAGS)"; \
+	  $(B)/lmc compile graphs/$(MODEL).lua -o $(B)/gen/$(MODEL).c -D ntoken=$$ntok $$flags $(LMCFLAGS) || exit 1
+	$(CC) $(TRAINER_CFLAGS) -std=c11 -Wall -Wextra -Werror $(BLAS_CFLAGS) -Iruntime -o $(B)/$(MODEL) \
+	  $(B)/gen/$(MODEL).c $(B)/obj/runtime/main.o $(B)/liblmcrt.a $(BLAS_LIBS) -lm
+
+train: deps
+	@$(MAKE) --no-print-directory trainer
+	$(B)/$(MODEL) train --data $(DATA) --epochs $(EPOCHS) --save $(B)/$(MODEL).safetensors $(ARGS)
+
+# A PNG of a training log or --log-csv file, next to it.
+plot:
+	@[ -n "$(LOG)" ] || { echo "usage: make plot LOG=FILE (a training log or a --log-csv file)" >&2; exit 2; }
+	@sh tools/plot.sh "$(LOG)"
+
+clean:
+	rm -rf build

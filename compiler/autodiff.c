@@ -1,0 +1,368 @@
+/*
+ * autodiff.c: reverse-mode differentiation on the IR.
+ *
+ * Appends to the graph the gradient of the scalar output "loss" with
+ * respect to every parameter, as outputs "grad:<name>".  The backward nodes
+ * live in the same graph as the forward ones, so every later pass (fusion,
+ * memory planning) sees both.
+ *
+ * Top-level nodes are visited in reverse schedule order; each node's
+ * gradient is the sum of the contributions of its users (gradients of
+ * values used more than once, such as a weight used at every step or a tied
+ * embedding, accumulate), and the op's vector-Jacobian product (vjp())
+ * turns it into contributions to its inputs.
+ *
+ * A loop is transposed as JAX transposes scan: its backward is a loop
+ * running the other way whose body is the VJP of the forward body.
+ *   - The reverse loop carries, for each forward carry, the gradient of the
+ *     carry's next value; it starts from the gradient of the FINAL value and
+ *     ends as the gradient of the initial value.
+ *   - Forward body values the VJP needs are read at step t through a STACK
+ *     of the forward node (every body node is stored per step) and a STEP
+ *     inside the reverse body.
+ *   - Gradients of per-step inputs (STEP) are stacked into the gradient of
+ *     the sequence they came from.
+ *   - Gradients of captured top-level values (weights, biases) are not
+ *     summed step by step: the same VJP is applied once after the reverse
+ *     loop to the stacked operands and summed over time, so W_hh's gradient
+ *     is one GEMM over all T*B rows instead of T small ones.
+ * State inputs are not differentiated, which detaches the hidden state
+ * between batches.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "lmc.h"
+
+typedef struct {
+  Graph *g;
+  int *grad;       /* top-level node -> accumulated gradient node, or -1 */
+  bool *needs;     /* node depends on a parameter */
+} Diff;
+
+/* ------------------------------------------------------------- helpers */
+
+static void at(Graph *g, int node)
+{
+  g->cur_file = g->node[node].file;
+  g->cur_line = g->node[node].line;
+}
+
+static int zeros(Graph *g, const Shape *s)
+{
+  return ir_op1(g, OP_BROADCAST, ir_const(g, 0), &(Attr){.shape = *s});
+}
+
+/* Sums dy over the dims that were broadcast to reach it from shape *to. */
+static int unbroadcast(Graph *g, int dy, const Shape *to)
+{
+  if (shape_eq(&g->node[dy].shape, to))
+    return dy;
+  return ir_op1(g, OP_SUM, dy, &(Attr){.shape = *to});
+}
+
+static void accumulate(Graph *g, int *slot, int contribution)
+{
+  if (contribution < 0)
+    return;
+  *slot = *slot < 0 ? contribution : ir_op2(g, OP_ADD, *slot, contribution, NULL);
+}
+
+/* The vector-Jacobian product of node n for its input k: the contribution
+ * of output gradient dy to that input's gradient.  x[] are the node's
+ * inputs and y its value, as seen where the product is built (inside a
+ * reverse loop they are per-step views of the forward values; after it,
+ * whole stacks).  Returns -1 when the input has no gradient. */
+static int vjp(Graph *g, const Node *n, int k, int dy, const int *x, int y)
+{
+  const Shape *xs = &g->node[x[k]].shape;
+  Attr a = {0};
+  int r;
+  switch (n->op) {
+  case OP_NEG:
+    return ir_op1(g, OP_NEG, dy, NULL);
+  case OP_EXP:
+    return ir_op2(g, OP_MUL, dy, y, NULL);
+  case OP_LOG:
+    return ir_op2(g, OP_DIV, dy, x[0], NULL);
+  case OP_SQRT:
+    return ir_op2(g, OP_DIV, dy, ir_op2(g, OP_MUL, y, ir_const(g, 2), NULL), NULL);
+  case OP_SIN:
+    return ir_op2(g, OP_MUL, dy, ir_op1(g, OP_COS, x[0], NULL), NULL);
+  case OP_COS:
+    return ir_op1(g, OP_NEG, ir_op2(g, OP_MUL, dy, ir_op1(g, OP_SIN, x[0], NULL), NULL), NULL);
+  case OP_TANH:
+    return ir_op2(g, OP_TANH_GRAD, dy, y, NULL);
+  case OP_SIGMOID:
+    return ir_op2(g, OP_SIGMOID_GRAD, dy, y, NULL);
+  case OP_RELU:
+    return ir_op2(g, OP_RELU_GRAD, dy, y, NULL);
+  case OP_ADD:
+    return unbroadcast(g, dy, xs);
+  case OP_SUB:
+    return unbroadcast(g, k == 0 ? dy : ir_op1(g, OP_NEG, dy, NULL), xs);
+  case OP_MUL:
+    return unbroadcast(g, ir_op2(g, OP_MUL, dy, x[1 - k], NULL), xs);
+  case OP_DIV:
+    if (k == 0)
+      return unbroadcast(g, ir_op2(g, OP_DIV, dy, x[1], NULL), xs);
+    /* d(a/b)/db = -(a/b) / b */
+    r = ir_op2(g, OP_DIV, ir_op2(g, OP_MUL, dy, y, NULL), x[1], NULL);
+    return unbroadcast(g, ir_op1(g, OP_NEG, r, NULL), xs);
+  case OP_DROPOUT:
+    return ir_op1(g, OP_DROPOUT_GRAD, dy, &n->a);
+  case OP_MATMUL:
+    if (n->a.ta)
+      die("matmul with a transposed left operand has no gradient rule");
+    if (k == 0)   /* dy (..., N) times b: (N, K) */
+      return ir_op2(g, OP_MATMUL, dy, x[1], &(Attr){.tb = !n->a.tb});
+    /* b: a^T dy (K, N), or dy^T a (N, K) when b is stored transposed */
+    return n->a.tb ? ir_op2(g, OP_MATMUL, dy, x[0], &(Attr){.ta = 1})
+                   : ir_op2(g, OP_MATMUL, x[0], dy, &(Attr){.ta = 1});
+  case OP_BMM:
+    if (!n->a.ta && !n->a.tb)
+      return k == 0 ? ir_op2(g, OP_BMM, dy, x[1], &(Attr){.tb = 1})
+                    : ir_op2(g, OP_BMM, x[0], dy, &(Attr){.ta = 1});
+    if (!n->a.ta && n->a.tb)
+      return k == 0 ? ir_op2(g, OP_BMM, dy, x[1], NULL)
+                    : ir_op2(g, OP_BMM, dy, x[0], &(Attr){.ta = 1});
+    if (n->a.ta && !n->a.tb)
+      return k == 0 ? ir_op2(g, OP_BMM, x[1], dy, &(Attr){.tb = 1})
+                    : ir_op2(g, OP_BMM, x[0], dy, NULL);
+    die("bmm with both operands transposed has no gradient rule");
+  case OP_EMBEDDING:
+    if (k == 1)
+      return -1;
+    return ir_op2(g, OP_EMBEDDING_GRAD, dy, x[1], &(Attr){.shape = *xs});
+  case OP_SOFTMAX:
+    return ir_op2(g, OP_SOFTMAX_GRAD, dy, y, NULL);
+  case OP_LOG_SOFTMAX:
+    return ir_op2(g, OP_LOG_SOFTMAX_GRAD, dy, y, NULL);
+  case OP_NORMALIZE:
+    return ir_op2(g, OP_NORMALIZE_GRAD, dy, x[0], &n->a);
+  case OP_NLL_LOSS:
+    if (k == 1)
+      return -1;
+    return ir_op(g, OP_NLL_LOSS_GRAD, 3, (int[]){dy, x[0], x[1]}, NULL);
+  case OP_SUM:
+    return ir_op1(g, OP_BROADCAST, dy, &(Attr){.shape = *xs});
+  case OP_BROADCAST:
+    return unbroadcast(g, dy, xs);
+  case OP_RESHAPE:
+    return ir_op1(g, OP_RESHAPE, dy, &(Attr){.shape = *xs});
+  case OP_TRANSPOSE:
+    for (int i = 0; i < xs->rank; i++)
+      a.perm[n->a.perm[i]] = i;
+    return ir_op1(g, OP_TRANSPOSE, dy, &a);
+  case OP_SLICE:
+    a.shape = *xs;
+    a.axis = n->a.axis;
+    a.start = n->a.start;
+    return ir_op1(g, OP_PAD, dy, &a);
+  case OP_CONCAT:
+    a.axis = n->a.axis;
+    a.start = k == 0 ? 0 : g->node[x[0]].shape.dim[n->a.axis];
+    a.len = xs->dim[n->a.axis];
+    return ir_op1(g, OP_SLICE, dy, &a);
+  default:
+    die("no gradient rule for %s", op_info[n->op].name);
+  }
+}
+
+/* ----------------------------------------------------------------- loops */
+
+typedef struct {
+  int node;        /* forward body node */
+  int k;           /* its input that is a captured top-level value */
+  int dy;          /* gradient of the node, in the reverse body */
+} Capture;
+
+/* Transposes forward loop `lp` whose body is nodes [first, last]. */
+static void diff_loop(Diff *d, int lp, int first, int last)
+{
+  Graph *g = d->g;
+  int nfwd = g->nnode;
+  int *stacked = xcalloc((size_t)nfwd, sizeof(int));   /* forward body node -> STACK */
+  int *seen = xcalloc((size_t)nfwd, sizeof(int));      /* -> STEP of that STACK in the reverse body */
+  int *gb = xcalloc((size_t)nfwd, sizeof(int));        /* forward body node -> gradient, reverse body */
+  int *rcarry = xcalloc((size_t)nfwd, sizeof(int));    /* forward carry -> reverse carry */
+  for (int i = 0; i < nfwd; i++)
+    stacked[i] = seen[i] = gb[i] = rcarry[i] = -1;
+  Capture *cap = xcalloc((size_t)(last - first + 1) * MAXIN, sizeof(Capture));
+  int ncap = 0;
+
+  /* Before the reverse loop: whole stacks of the forward body values, and
+   * zero gradients for carries whose final value has none. */
+  int *init = xcalloc((size_t)nfwd, sizeof(int));
+  for (int i = first; i <= last; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || n->loop != lp)
+      continue;
+    at(g, i);
+    stacked[i] = ir_stack(g, i);
+    if (n->op == OP_CARRY && d->needs[i]) {
+      init[i] = -1;
+      for (int j = last + 1; j < nfwd; j++)
+        if (g->node[j].op == OP_FINAL && g->node[j].in[0] == i && d->grad[j] >= 0)
+          accumulate(g, &init[i], d->grad[j]);
+      if (init[i] < 0)
+        init[i] = zeros(g, &n->shape);
+    }
+  }
+
+  ir_loop_begin(g, !g->loop[lp].reverse);
+  for (int i = first; i <= last; i++)
+    if (g->node[i].op == OP_CARRY && !g->node[i].dead && g->node[i].loop == lp && d->needs[i]) {
+      at(g, i);
+      rcarry[i] = ir_carry(g, init[i]);
+    }
+  /* Gradients arriving from after the loop: stacked outputs and the carry
+   * of the next step. */
+  for (int j = last + 1; j < nfwd; j++) {
+    Node *s = &g->node[j];
+    if (s->dead || s->op != OP_STACK || d->grad[j] < 0 || g->node[s->in[0]].loop != lp)
+      continue;
+    at(g, j);
+    accumulate(g, &gb[s->in[0]], ir_step(g, d->grad[j]));
+  }
+  for (int i = first; i <= last; i++)
+    if (rcarry[i] >= 0)
+      accumulate(g, &gb[g->node[i].in[1]], rcarry[i]);
+
+  for (int i = last; i >= first; i--) {
+    Node *n = &g->node[i];
+    if (n->dead || n->loop != lp || gb[i] < 0 || n->op == OP_CARRY || n->op == OP_STEP)
+      continue;
+    at(g, i);
+    int x[MAXIN];
+    for (int k = 0; k < n->nin; k++) {
+      int j = n->in[k];
+      if (g->node[j].loop == lp && stacked[j] >= 0) {
+        if (seen[j] < 0)
+          seen[j] = ir_step(g, stacked[j]);
+        x[k] = seen[j];
+      } else {
+        x[k] = j;   /* a captured top-level value, or one that needs no gradient */
+      }
+    }
+    if (seen[i] < 0)
+      seen[i] = ir_step(g, stacked[i]);
+    for (int k = 0; k < n->nin; k++) {
+      int j = n->in[k];
+      if (!d->needs[j])
+        continue;
+      if (g->node[j].loop == lp)
+        accumulate(g, &gb[j], vjp(g, n, k, gb[i], x, seen[i]));
+      else
+        cap[ncap++] = (Capture){i, k, gb[i]};
+    }
+  }
+  for (int i = first; i <= last; i++)
+    if (rcarry[i] >= 0) {
+      at(g, i);
+      ir_carry_next(g, rcarry[i], gb[i] >= 0 ? gb[i] : zeros(g, &g->node[i].shape));
+    }
+  ir_loop_end(g);
+
+  /* After the reverse loop: gradients of the sequences read by STEP, of the
+   * carries' initial values, and of captured values. */
+  for (int i = first; i <= last; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || n->loop != lp)
+      continue;
+    at(g, i);
+    if (n->op == OP_STEP && gb[i] >= 0 && d->needs[n->in[0]])
+      accumulate(g, &d->grad[n->in[0]], ir_stack(g, gb[i]));
+    if (n->op == OP_CARRY && rcarry[i] >= 0 && d->needs[n->in[0]])
+      accumulate(g, &d->grad[n->in[0]], ir_final(g, rcarry[i]));
+  }
+  for (int c = 0; c < ncap; c++) {
+    Node *n = &g->node[cap[c].node];
+    at(g, cap[c].node);
+    int x[MAXIN];
+    for (int k = 0; k < n->nin; k++) {
+      int j = n->in[k];
+      x[k] = g->node[j].loop == lp ? stacked[j] : j;
+    }
+    int dy = ir_stack(g, cap[c].dy);
+    int contribution = vjp(g, n, cap[c].k, dy, x, stacked[cap[c].node]);
+    if (contribution >= 0)
+      contribution = unbroadcast(g, contribution, &g->node[n->in[cap[c].k]].shape);
+    accumulate(g, &d->grad[n->in[cap[c].k]], contribution);
+  }
+  free(stacked);
+  free(seen);
+  free(gb);
+  free(rcarry);
+  free(init);
+  free(cap);
+}
+
+/* ------------------------------------------------------------------ main */
+
+/* needs[i]: node i depends on a parameter (only those get gradients). */
+static bool *find_needs(Graph *g)
+{
+  bool *needs = xcalloc((size_t)g->nnode, sizeof(bool));
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (int i = 0; i < g->nnode; i++) {
+      Node *n = &g->node[i];
+      if (n->dead || needs[i])
+        continue;
+      bool v = n->op == OP_PARAM;
+      for (int k = 0; k < n->nin && !v; k++)
+        v = needs[n->in[k]] && g->node[n->in[k]].dtype != DT_I32;
+      if (v && n->dtype != DT_I32) {
+        needs[i] = true;
+        changed = true;
+      }
+    }
+  }
+  return needs;
+}
+
+void autodiff(Graph *g)
+{
+  int loss = ir_find_output(g, "loss");
+  if (loss < 0)
+    die("autodiff: no output named loss");
+  if (g->node[loss].shape.rank != 0)
+    ir_error_node(g, loss, "output 'loss' must be a scalar, got %s", shape_str(&g->node[loss].shape));
+  int nfwd = g->nnode;
+  Diff d = {g, xcalloc((size_t)nfwd, sizeof(int)), find_needs(g)};
+  for (int i = 0; i < nfwd; i++)
+    d.grad[i] = -1;
+  at(g, loss);
+  d.grad[loss] = ir_const(g, 1);
+
+  for (int i = nfwd - 1; i >= 0; i--) {
+    Node *n = &g->node[i];
+    if (n->dead)
+      continue;
+    if (n->loop != 0) {
+      int first = i;
+      while (first > 0 && (g->node[first - 1].loop == n->loop || op_is(g->node[first - 1].op, P_LEAF)))
+        first--;
+      diff_loop(&d, n->loop, first, i);
+      i = first;
+      continue;
+    }
+    if (d.grad[i] < 0 || !d.needs[i] || op_is(n->op, P_LEAF) || n->op == OP_STACK || n->op == OP_FINAL)
+      continue;
+    at(g, i);
+    for (int k = 0; k < n->nin; k++)
+      if (d.needs[n->in[k]])
+        accumulate(g, &d.grad[n->in[k]], vjp(g, n, k, d.grad[i], n->in, i));
+  }
+
+  for (int i = 0; i < nfwd; i++) {
+    Node *n = &g->node[i];
+    if (n->op != OP_PARAM || n->dead)
+      continue;
+    at(g, i);
+    int gr = d.grad[i] >= 0 ? d.grad[i] : zeros(g, &n->shape);
+    ir_output(g, xasprintf("grad:%s", n->a.name), gr);
+  }
+  free(d.grad);
+  free(d.needs);
+}

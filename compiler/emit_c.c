@@ -1,0 +1,1676 @@
+/*
+ * emit_c.c: the C emitter, the last stage of the pipeline.
+ *
+ * A Program holds the same network specialised three times (train: forward
+ * and backward at the training batch; eval and gen: forward only).  emit_c
+ * writes them as one standalone C file that includes lmc_rt.h and
+ * <cblas.h> and defines `lmc_model`, the descriptor the runtime drives.
+ * The file reads top to bottom: parameter, hyper-parameter and dropout
+ * tables; for each program its kernels, its state table and its run(); the
+ * optimizer; the model.  docs/emitted-code.md describes it for readers.
+ *
+ * Every live node that computes something becomes one `static void` kernel
+ * named after it (train_k17_tanh), preceded by a comment with its shapes
+ * and the Lua line that built it, and specialised to its shapes: static
+ * sizes are literals, sizes that scale with the sequence length are written
+ * in terms of the kernel's argument T.  Every size in a shape is a monomial
+ * c * T^k, so the emitter computes with those (Mono), never with strings.
+ * Elementwise ops, sums, broadcasts, transposes, slices and concatenations
+ * are all one loop nest (Nest): a list of loop sizes and, for each operand,
+ * its stride along each loop; adjacent loops that walk every operand
+ * contiguously are merged, so an unbroadcast add is one flat loop.
+ *
+ * Views (reshape, step, stack, final) emit no kernel: they are pointers
+ * into their source's buffer (Loc).  A loop becomes a C for loop around
+ * the kernels of its body; a body node's buffer holds max_seq copies of its
+ * per-step value, and its kernel is called with pointers offset to step t.
+ *
+ * Buffers: parameters live in c->param, hidden state in c->state, tokens
+ * and targets are run()'s arguments, every other value in c->work at the
+ * offset plan_work() gives it (a bump allocator; a liveness-based memory
+ * plan replaces that one function).
+ *
+ * The output is deterministic: everything is emitted in node order and
+ * nothing depends on addresses, hashing or time.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmc.h"
+
+/* ------------------------------------------------------------ text */
+
+typedef struct {
+  char *s;
+  size_t len, cap;
+} Buf;
+
+static void bvprintf(Buf *b, const char *fmt, va_list ap)
+{
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  if (n < 0)
+    die("vsnprintf failed");
+  if (b->len + (size_t)n + 1 > b->cap) {
+    b->cap = (b->len + (size_t)n + 1) * 2;
+    b->s = xrealloc(b->s, b->cap);
+  }
+  vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
+  b->len += (size_t)n;
+}
+
+static void bprintf(Buf *b, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  bvprintf(b, fmt, ap);
+  va_end(ap);
+}
+
+static void indent(Buf *b, int depth)
+{
+  for (int i = 0; i < depth; i++)
+    bprintf(b, "  ");
+}
+
+static const char *bstr(Buf *b)
+{
+  return b->s ? b->s : "";
+}
+
+static void bfree(Buf *b)
+{
+  free(b->s);
+  *b = (Buf){0};
+}
+
+/* A C string literal. */
+static void bquote(Buf *b, const char *s)
+{
+  bprintf(b, "\"");
+  for (; s && *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\')
+      bprintf(b, "\\%c", ch);
+    else if (ch < 32 || ch >= 127)
+      bprintf(b, "\\%03o", ch);
+    else
+      bprintf(b, "%c", ch);
+  }
+  bprintf(b, "\"");
+}
+
+/* Text inside a comment: never closes it. */
+static void bcomment(Buf *b, const char *s)
+{
+  for (; s && *s; s++) {
+    if ((s[0] == '*' && s[1] == '/') || (s[0] == '/' && s[1] == '*')) {
+      bprintf(b, "%c %c", s[0], s[1]);
+      s++;
+    } else {
+      bprintf(b, "%c", *s == '\n' ? ' ' : *s);
+    }
+  }
+}
+
+/* A double as a C literal that keeps its value (and sign of zero). */
+static void bdouble(Buf *b, double v)
+{
+  if (isnan(v)) {
+    bprintf(b, "NAN");
+    return;
+  }
+  if (isinf(v)) {
+    bprintf(b, v < 0 ? "-INFINITY" : "INFINITY");
+    return;
+  }
+  char s[64];
+  snprintf(s, sizeof s, "%.17g", v);
+  bprintf(b, "%s%s", s, strpbrk(s, ".e") ? "" : ".0");
+}
+
+/* ------------------------------------------------------------ sizes */
+
+typedef struct {
+  int64_t c;
+  int k;
+} Mono;   /* c * T^k: every size and stride of a shape is one */
+
+static Mono mono(int64_t c, int k)
+{
+  return (Mono){c, c ? k : 0};
+}
+
+static Mono mmul(Mono a, Mono b)
+{
+  return mono(a.c * b.c, a.k + b.k);
+}
+
+static Mono mdiv(Mono a, Mono b)
+{
+  if (!b.c || a.c % b.c || a.k < b.k)
+    die("size %" PRId64 "*T^%d is not a multiple of %" PRId64 "*T^%d", a.c, a.k, b.c, b.k);
+  return mono(a.c / b.c, a.k - b.k);
+}
+
+static bool meq(Mono a, Mono b)
+{
+  return a.c == b.c && a.k == b.k;
+}
+
+static bool mone(Mono a)
+{
+  return a.c == 1 && a.k == 0;
+}
+
+static Mono mdim(const Shape *s, int i)
+{
+  return mono(s->dim[i], (int)((s->seq >> i) & 1));
+}
+
+static Mono mnumel(const Shape *s)
+{
+  Mono m = mono(1, 0);
+  for (int i = 0; i < s->rank; i++)
+    m = mmul(m, mdim(s, i));
+  return m;
+}
+
+static size_t mval(Mono m, int T)
+{
+  size_t v = (size_t)m.c;
+  for (int i = 0; i < m.k; i++)
+    v *= (size_t)T;
+  return v;
+}
+
+/* Row-major strides of a contiguous tensor of shape s. */
+static void contig(const Shape *s, Mono *st)
+{
+  Mono m = mono(1, 0);
+  for (int i = s->rank - 1; i >= 0; i--) {
+    st[i] = m;
+    m = mmul(m, mdim(s, i));
+  }
+}
+
+/* ------------------------------------------------------------ emitter state */
+
+enum { L_NONE, L_WORK, L_PARAM, L_STATE, L_TOKENS, L_TARGETS };
+
+/* Where a node's value lives. */
+typedef struct {
+  int kind;
+  size_t off;             /* element offset in c->work, c->param or c->state */
+  bool stacked;           /* a body node: step t at + t * step */
+  bool last;              /* plus (T - 1) * step: the last slot of a forward loop */
+  Mono step;              /* per-step size of a stacked buffer */
+} Loc;
+
+/* What the kernel parameters receive at the call. */
+enum { ARG_Y = -1, ARG_KEY = -2, ARG_P = -3, ARG_IDX0 = -4 };   /* >= 0: input k */
+enum { MAXARG = MAXIN + 4 };
+
+typedef struct {
+  bool has;               /* the node has a kernel */
+  int narg;
+  int arg[MAXARG];
+  char decl[MAXARG][48];
+  bool T;                 /* takes int T */
+} Sig;
+
+typedef struct {
+  const char *name;
+  int node;               /* first PARAM node in p->train */
+  Shape shape;
+  size_t off, numel;
+} Param;
+
+typedef struct {
+  Program *p;
+  Param *param;
+  int nparam;
+  size_t param_numel;
+  /* dropout slots, recovered from the training graph's dropout nodes */
+  int nslot;
+  const char **slot_name;
+  double *slot_default;
+  /* the program being emitted */
+  Graph *g;
+  const char *prog;       /* "train", "eval", "gen" */
+  bool training;          /* dropout applies */
+  Loc *loc;
+  Sig *sig;
+  size_t *off;            /* plan_work: offset in c->work, or SIZE_MAX */
+  size_t work_numel;
+  size_t targets_off;     /* stand-in targets when run() gets NULL */
+  /* what the text being generated mentions */
+  bool uses_T, uses_w, uses_c, uses_tokens;
+  char ring[32][256];
+  int nring;
+} E;
+
+/* A size as a C expression: 200, T, 20*T, 4*T*T. */
+static const char *mstr(E *e, Mono m)
+{
+  char *s = e->ring[e->nring++ % 32];
+  if (m.k == 0) {
+    snprintf(s, 256, "%" PRId64, m.c);
+    return s;
+  }
+  if (m.k > MAXRANK)
+    die("size with T^%d", m.k);
+  e->uses_T = true;
+  int n = m.c == 1 ? snprintf(s, 256, "T") : snprintf(s, 256, "%" PRId64 "*T", m.c);
+  for (int i = 1; i < m.k; i++)
+    n += snprintf(s + n, (size_t)(256 - n), "*T");
+  return s;
+}
+
+static const char *ctype(DType dt)
+{
+  return dt == DT_I32 ? "int32_t" : "real";
+}
+
+/* A libm function for the program's real type: expf or exp. */
+static const char *fn(E *e, const char *name)
+{
+  char *s = e->ring[e->nring++ % 32];
+  snprintf(s, 256, "%s%s", name, e->g->real == DT_F32 ? "f" : "");
+  return s;
+}
+
+static Node *N(E *e, int id)
+{
+  return &e->g->node[id];
+}
+
+static Node *IN(E *e, Node *n, int k)
+{
+  return &e->g->node[n->in[k]];
+}
+
+/* ------------------------------------------------------------ parameters */
+
+static Param *find_param(E *e, const char *name)
+{
+  for (int i = 0; i < e->nparam; i++)
+    if (!strcmp(e->param[i].name, name))
+      return &e->param[i];
+  return NULL;
+}
+
+static int desc_rank(const Shape *s, const char *what, const char *name)
+{
+  if (s->seq)
+    die("%s %s has a sequence-length dimension %s", what, name, shape_str(s));
+  if (s->rank > 4)
+    die("%s %s has rank %d, the runtime allows 4", what, name, s->rank);
+  return s->rank;
+}
+
+/* Parameters in order of first appearance in the training program; the
+ * same name is the same storage in every program (a tied weight is one
+ * name, so it is counted once).  Dead PARAM nodes count too: a pass may
+ * find a parameter unused, but it is still part of the state_dict. */
+static void layout_params(E *e)
+{
+  Graph *g = e->p->train;
+  e->param = xcalloc((size_t)g->nnode + 1, sizeof *e->param);
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->op != OP_PARAM)
+      continue;
+    Param *q = find_param(e, n->a.name);
+    if (q) {
+      if (!shape_eq(&q->shape, &n->shape))
+        die("parameter %s used with shapes %s and %s", n->a.name, shape_str(&q->shape), shape_str(&n->shape));
+      continue;
+    }
+    desc_rank(&n->shape, "parameter", n->a.name);
+    q = &e->param[e->nparam++];
+    q->name = n->a.name;
+    q->node = i;
+    q->shape = n->shape;
+    q->off = e->param_numel;
+    q->numel = mval(mnumel(&n->shape), 1);
+    e->param_numel += q->numel;
+  }
+}
+
+/* The run-time dropout probabilities: slot a.id2 of a dropout node is the
+ * hyper-parameter a.name, compiled default a.f.  Dead nodes count, so a
+ * pass that removes a dropout does not renumber the table. */
+static void find_slots(E *e)
+{
+  Graph *g = e->p->train;
+  for (int i = 0; i < g->nnode; i++)
+    if (g->node[i].op == OP_DROPOUT && g->node[i].a.id2 >= e->nslot)
+      e->nslot = g->node[i].a.id2 + 1;
+  e->slot_name = xcalloc((size_t)e->nslot + 1, sizeof *e->slot_name);
+  e->slot_default = xcalloc((size_t)e->nslot + 1, sizeof *e->slot_default);
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->op != OP_DROPOUT || n->a.id2 < 0 || e->slot_name[n->a.id2])
+      continue;
+    e->slot_name[n->a.id2] = n->a.name ? n->a.name : "dropout";
+    e->slot_default[n->a.id2] = n->a.f;
+  }
+  for (int s = 0; s < e->nslot; s++)
+    if (!e->slot_name[s])
+      die("dropout slot %d has no dropout node", s);
+}
+
+/* ------------------------------------------------------------ memory */
+
+/* Views share their source's bytes.  A reshape in a loop body of a
+ * top-level value is a copy instead, so that every body value is stored
+ * per step. */
+static bool is_view(Graph *g, const Node *n)
+{
+  if (n->op == OP_RESHAPE)
+    return !n->loop || g->node[n->in[0]].loop;
+  return n->op == OP_STEP || n->op == OP_STACK || n->op == OP_FINAL;
+}
+
+static bool needs_work(Graph *g, const Node *n)
+{
+  return !n->dead && !is_view(g, n) && n->op != OP_INPUT && n->op != OP_PARAM;
+}
+
+static bool reads_targets(Graph *g)
+{
+  for (int i = 0; i < g->nnode; i++)
+    if (!g->node[i].dead && g->node[i].op == OP_INPUT && !strcmp(g->node[i].a.name, "targets"))
+      return true;
+  return false;
+}
+
+static size_t align16(size_t n)
+{
+  return (n + 15) & ~(size_t)15;
+}
+
+/* The memory plan: an offset in c->work for every node that needs its own
+ * buffer, sized for T = max_seq (a body node holds max_seq steps), then the
+ * stand-in targets.  A simple bump allocation: nothing is reused.  This is
+ * the one function a liveness-based plan replaces. */
+static void plan_work(E *e)
+{
+  Graph *g = e->g;
+  size_t top = 0;
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    e->off[i] = SIZE_MAX;
+    if (!needs_work(g, n))
+      continue;
+    size_t numel = mval(mnumel(&n->shape), g->max_seq);
+    if (n->loop)
+      numel *= (size_t)g->max_seq;
+    e->off[i] = top;
+    top = align16(top + numel);
+  }
+  e->targets_off = SIZE_MAX;
+  if (reads_targets(g)) {
+    e->targets_off = top;
+    top = align16(top + (size_t)g->max_seq * (size_t)g->batch);
+  }
+  e->work_numel = top;
+}
+
+/* Where every live node's value lives: its own work buffer, or for a view
+ * its source's, and for inputs and parameters their blocks. */
+static void locate(E *e)
+{
+  Graph *g = e->g;
+  size_t state_off = 0;
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    Loc *l = &e->loc[i];
+    *l = (Loc){.kind = L_NONE};
+    if (n->dead)
+      continue;
+    switch (n->op) {
+    case OP_INPUT:
+      if (n->a.state) {
+        l->kind = L_STATE;
+        l->off = state_off;
+        state_off += mval(mnumel(&n->shape), 1);
+      } else if (!strcmp(n->a.name, "tokens")) {
+        l->kind = L_TOKENS;
+      } else if (!strcmp(n->a.name, "targets")) {
+        l->kind = L_TARGETS;
+      } else {
+        die("input %s is neither tokens, targets nor state", n->a.name);
+      }
+      if (!n->a.state && n->dtype != DT_I32)
+        die("input %s is not i32", n->a.name);
+      break;
+    case OP_PARAM: {
+      Param *q = find_param(e, n->a.name);
+      if (!q)
+        die("parameter %s of the %s program is not in the training program", n->a.name, e->prog);
+      if (!shape_eq(&q->shape, &n->shape))
+        die("parameter %s has shape %s in %s, %s in train", n->a.name, shape_str(&n->shape), e->prog,
+            shape_str(&q->shape));
+      l->kind = L_PARAM;
+      l->off = q->off;
+      break;
+    }
+    case OP_RESHAPE:
+      if (is_view(g, n))
+        *l = e->loc[n->in[0]];
+      else
+        *l = (Loc){.kind = L_WORK, .off = e->off[i], .stacked = true, .step = mnumel(&n->shape)};
+      break;
+    case OP_STEP:
+      *l = e->loc[n->in[0]];
+      if (l->stacked || N(e, n->in[0])->loop)
+        die("n%d: step of a loop-body value", i);
+      l->stacked = true;
+      l->step = mnumel(&n->shape);
+      break;
+    case OP_STACK:
+      *l = e->loc[n->in[0]];
+      if (!l->stacked)
+        die("n%d: stack of n%d, which is not stored per step", i, n->in[0]);
+      l->stacked = false;
+      break;
+    case OP_FINAL: {
+      Node *carry = N(e, n->in[0]);
+      if (carry->op != OP_CARRY)
+        die("n%d: final of a %s", i, op_info[carry->op].name);
+      *l = e->loc[carry->in[1]];
+      if (l->stacked) {
+        l->stacked = false;
+        l->last = !g->loop[carry->loop].reverse;
+      }
+      break;
+    }
+    default:
+      l->kind = L_WORK;
+      l->off = e->off[i];
+      l->stacked = n->loop != 0;
+      l->step = mnumel(&n->shape);
+      break;
+    }
+    if (l->kind == L_NONE)
+      die("n%d (%s) reads a dead or unplaced node", i, op_info[n->op].name);
+  }
+}
+
+/* A pointer to node id's value as a C expression; tsel is the step
+ * ("t", "(t - 1)") for stacked values read inside a loop, else NULL. */
+static const char *ptr(E *e, int id, const char *tsel)
+{
+  Loc *l = &e->loc[id];
+  DType dt = N(e, id)->dtype;
+  char *s = e->ring[e->nring++ % 32];
+  int n = 0;
+  switch (l->kind) {
+  case L_WORK:
+    e->uses_w = true;
+    if (dt == DT_I32)
+      n = snprintf(s, 256, "(int32_t *)(w + %zu)", l->off);
+    else if (l->off)
+      n = snprintf(s, 256, "w + %zu", l->off);
+    else
+      n = snprintf(s, 256, "w");
+    break;
+  case L_PARAM:
+    e->uses_c = true;
+    n = snprintf(s, 256, "c->param + %zu", l->off);
+    break;
+  case L_STATE:
+    e->uses_c = true;
+    n = snprintf(s, 256, "c->state + %zu", l->off);
+    break;
+  case L_TOKENS:
+    e->uses_tokens = true;
+    n = snprintf(s, 256, "tokens");
+    break;
+  case L_TARGETS:
+    n = snprintf(s, 256, "targets");
+    break;
+  default:
+    die("n%d has no storage", id);
+  }
+  /* each part is under 80 characters, so the 256 bytes hold them all */
+  if (l->last) {
+    e->uses_T = true;
+    n += snprintf(s + n, (size_t)(256 - n), " + (T - 1) * %s", mstr(e, l->step));
+  }
+  if (l->stacked && tsel)
+    n += snprintf(s + n, (size_t)(256 - n), " + %s * %s", tsel, mstr(e, l->step));
+  return s;
+}
+
+/* ------------------------------------------------------------ loop nests */
+
+enum { MAXOPND = MAXIN + 1 };
+
+/* Loops over sizes size[0..n) (outermost first); operand j is read or
+ * written at base[j] + sum of i_d * stride[j][d]; a zero stride
+ * broadcasts. */
+typedef struct {
+  int n;
+  Mono size[MAXRANK];
+  int nop;
+  Mono stride[MAXOPND][MAXRANK];
+  Mono base[MAXOPND];
+} Nest;
+
+static void nest_init(Nest *ns, const Shape *s)
+{
+  memset(ns, 0, sizeof *ns);
+  ns->n = s->rank;
+  for (int i = 0; i < s->rank; i++)
+    ns->size[i] = mdim(s, i);
+}
+
+/* An operand of shape x broadcast against the loop sizes as numpy does:
+ * right-aligned, dims of size 1 (and missing dims) repeat. */
+static void nest_bcast(Nest *ns, const Shape *x)
+{
+  int j = ns->nop++;
+  Mono st = mono(1, 0);
+  ns->base[j] = mono(0, 0);
+  for (int i = ns->n - 1, xi = x->rank - 1; i >= 0; i--, xi--) {
+    if (xi < 0) {
+      ns->stride[j][i] = mono(0, 0);
+      continue;
+    }
+    Mono d = mdim(x, xi);
+    ns->stride[j][i] = mone(d) && !mone(ns->size[i]) ? mono(0, 0) : st;
+    st = mmul(st, d);
+  }
+}
+
+static void nest_strided(Nest *ns, const Mono *stride, Mono base)
+{
+  int j = ns->nop++;
+  for (int i = 0; i < ns->n; i++)
+    ns->stride[j][i] = stride[i];
+  ns->base[j] = base;
+}
+
+/* Drops loops of size 1 and merges an outer loop into the next inner one
+ * where every operand walks both as one run. */
+static void nest_simplify(Nest *ns)
+{
+  int m = 0;
+  for (int i = 0; i < ns->n; i++) {
+    if (mone(ns->size[i]))
+      continue;
+    bool merge = m > 0;
+    for (int j = 0; j < ns->nop && merge; j++)
+      merge = meq(ns->stride[j][m - 1], mmul(ns->stride[j][i], ns->size[i]));
+    if (merge) {
+      ns->size[m - 1] = mmul(ns->size[m - 1], ns->size[i]);
+      for (int j = 0; j < ns->nop; j++)
+        ns->stride[j][m - 1] = ns->stride[j][i];
+      continue;
+    }
+    ns->size[m] = ns->size[i];
+    for (int j = 0; j < ns->nop; j++)
+      ns->stride[j][m] = ns->stride[j][i];
+    m++;
+  }
+  ns->n = m;
+}
+
+/* Writes the loops at depth `depth` and the index of every operand into
+ * idx; returns the depth of the loop body. */
+static int nest_open(E *e, Buf *b, Nest *ns, int depth, char idx[MAXOPND][512])
+{
+  nest_simplify(ns);
+  for (int i = 0; i < ns->n; i++) {
+    indent(b, depth + i);
+    bprintf(b, "for (long i%d = 0; i%d < %s; i%d++)\n", i, i, mstr(e, ns->size[i]), i);
+  }
+  for (int j = 0; j < ns->nop; j++) {
+    char *s = idx[j];
+    int n = 0;
+    s[0] = 0;
+    /* at most MAXRANK + 1 terms of under 60 characters each */
+    if (ns->base[j].c)
+      n += snprintf(s + n, (size_t)(512 - n), "%s", mstr(e, ns->base[j]));
+    for (int i = 0; i < ns->n; i++) {
+      Mono st = ns->stride[j][i];
+      if (!st.c)
+        continue;
+      n += snprintf(s + n, (size_t)(512 - n), "%si%d", n ? " + " : "", i);
+      if (!mone(st))
+        n += snprintf(s + n, (size_t)(512 - n), " * %s", mstr(e, st));
+    }
+    if (!n)
+      snprintf(s, 512, "0");
+  }
+  return depth + ns->n;
+}
+
+/* ------------------------------------------------------------ kernels */
+
+static void karg(Sig *k, int what, const char *fmt, ...)
+{
+  if (k->narg == MAXARG)
+    die("too many kernel arguments");
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(k->decl[k->narg], sizeof k->decl[0], fmt, ap);
+  va_end(ap);
+  k->arg[k->narg++] = what;
+}
+
+/* The output parameter: dx for the backward ops, y for the others. */
+static const char *out_name(Op op)
+{
+  return strstr(op_info[op].name, "_grad") ? "dx" : "y";
+}
+
+static void kout(Sig *k, Node *n)
+{
+  karg(k, ARG_Y, "%s *%s", ctype(n->dtype), out_name(n->op));
+}
+
+static void kin(E *e, Sig *k, Node *n, int i, const char *name)
+{
+  karg(k, i, "const %s *%s", ctype(IN(e, n, i)->dtype), name);
+}
+
+/* The expression an elementwise op computes from its operands v[]; idx is
+ * the output index (for dropout's mask). */
+static void elem_expr(E *e, Buf *b, Node *n, char v[MAXOPND][640], const char *idx)
+{
+  const char *x = v[1], *y = v[2];
+  switch (n->op) {
+  case OP_NEG:     bprintf(b, "-%s", x); break;
+  case OP_EXP:     bprintf(b, "%s(%s)", fn(e, "exp"), x); break;
+  case OP_LOG:     bprintf(b, "%s(%s)", fn(e, "log"), x); break;
+  case OP_SQRT:    bprintf(b, "%s(%s)", fn(e, "sqrt"), x); break;
+  case OP_SIN:     bprintf(b, "%s(%s)", fn(e, "sin"), x); break;
+  case OP_COS:     bprintf(b, "%s(%s)", fn(e, "cos"), x); break;
+  case OP_TANH:    bprintf(b, "%s(%s)", fn(e, "tanh"), x); break;
+  case OP_SIGMOID: bprintf(b, "1 / (1 + %s(-%s))", fn(e, "exp"), x); break;
+  case OP_RELU:    bprintf(b, "%s > 0 ? %s : 0", x, x); break;
+  case OP_ADD:     bprintf(b, "%s + %s", x, y); break;
+  case OP_SUB:     bprintf(b, "%s - %s", x, y); break;
+  case OP_MUL:     bprintf(b, "%s * %s", x, y); break;
+  case OP_DIV:     bprintf(b, "%s / %s", x, y); break;
+  case OP_TANH_GRAD:    bprintf(b, "%s * (1 - %s * %s)", x, y, y); break;
+  case OP_SIGMOID_GRAD: bprintf(b, "%s * %s * (1 - %s)", x, y, y); break;
+  case OP_RELU_GRAD:    bprintf(b, "%s > 0 ? %s : 0", y, x); break;
+  case OP_DROPOUT:
+  case OP_DROPOUT_GRAD:
+    bprintf(b, "lmc_keep(key, (uint64_t)(idx0 + %s), p) ? %s * scale : 0", idx, x);
+    break;
+  default:
+    die("%s is not elementwise", op_info[n->op].name);
+  }
+}
+
+/* The parameter name of an elementwise op's input k. */
+static const char *elem_name(Op op, int k)
+{
+  switch (op) {
+  case OP_TANH_GRAD:
+  case OP_SIGMOID_GRAD:
+  case OP_RELU_GRAD:
+    return k ? "y" : "dy";
+  case OP_DROPOUT_GRAD:
+    return "dy";
+  default:
+    return op_info[op].nin == 1 ? "x" : k ? "b" : "a";
+  }
+}
+
+static void k_elementwise(E *e, Buf *b, Sig *k, Node *n)
+{
+  Nest ns;
+  char idx[MAXOPND][512], v[MAXOPND][640];
+  kout(k, n);
+  nest_init(&ns, &n->shape);
+  nest_bcast(&ns, &n->shape);
+  for (int i = 0; i < n->nin; i++) {
+    kin(e, k, n, i, elem_name(n->op, i));
+    nest_bcast(&ns, &IN(e, n, i)->shape);
+  }
+  if (n->op == OP_DROPOUT || n->op == OP_DROPOUT_GRAD) {
+    karg(k, ARG_KEY, "uint64_t key");
+    karg(k, ARG_P, "double p");
+    karg(k, ARG_IDX0, "long idx0");
+    bprintf(b, "  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;\n");
+  }
+  int d = nest_open(e, b, &ns, 1, idx);
+  snprintf(v[0], sizeof v[0], "%s[%s]", out_name(n->op), idx[0]);
+  for (int i = 0; i < n->nin; i++)
+    snprintf(v[i + 1], sizeof v[0], "%s[%s]", elem_name(n->op, i), idx[i + 1]);
+  indent(b, d);
+  bprintf(b, "%s = ", v[0]);
+  elem_expr(e, b, n, v, idx[0]);
+  bprintf(b, ";\n");
+}
+
+/* const: every element a.f; arange: a.f + i * a.f2 along dim 0. */
+static void k_fill(E *e, Buf *b, Sig *k, Node *n)
+{
+  Nest ns;
+  char idx[MAXOPND][512];
+  kout(k, n);
+  if (n->op == OP_CONST) {
+    nest_init(&ns, &n->shape);
+    nest_bcast(&ns, &n->shape);
+    int d = nest_open(e, b, &ns, 1, idx);
+    indent(b, d);
+    bprintf(b, "y[%s] = ", idx[0]);
+    bdouble(b, n->a.f);
+    bprintf(b, ";\n");
+    return;
+  }
+  if (n->shape.rank < 1)
+    die("n%d: arange of rank 0", (int)(n - e->g->node));
+  Mono rows = mdim(&n->shape, 0);
+  Mono inner = mdiv(mnumel(&n->shape), rows);
+  bprintf(b, "  for (long i = 0; i < %s; i++)\n", mstr(e, rows));
+  if (mone(inner)) {
+    bprintf(b, "    y[i] = (%s)(", ctype(n->dtype));
+  } else {
+    bprintf(b, "    for (long j = 0; j < %s; j++)\n", mstr(e, inner));
+    bprintf(b, "      y[i * %s + j] = (%s)(", mstr(e, inner), ctype(n->dtype));
+  }
+  bdouble(b, n->a.f);
+  bprintf(b, " + i * ");
+  bdouble(b, n->a.f2);
+  bprintf(b, ");\n");
+}
+
+static void k_triu_mask(E *e, Buf *b, Sig *k, Node *n)
+{
+  kout(k, n);
+  if (n->shape.rank != 2)
+    die("triu_mask of rank %d", n->shape.rank);
+  const char *cols = mstr(e, mdim(&n->shape, 1));
+  bprintf(b, "  for (long i = 0; i < %s; i++)\n", mstr(e, mdim(&n->shape, 0)));
+  bprintf(b, "    for (long j = 0; j < %s; j++)\n", cols);
+  bprintf(b, "      y[i * %s + j] = j > i ? -INFINITY : 0;\n", cols);
+}
+
+static void k_copy(E *e, Buf *b, Sig *k, Node *n)
+{
+  kout(k, n);
+  kin(e, k, n, 0, "x");
+  bprintf(b, "  memcpy(y, x, %s * sizeof *y);\n", mstr(e, mnumel(&n->shape)));
+}
+
+/* sum: y (a.shape, broadcastable to x) = x summed over the broadcast dims;
+ * broadcast: the other way round. */
+static void k_sum_broadcast(E *e, Buf *b, Sig *k, Node *n)
+{
+  Nest ns;
+  char idx[MAXOPND][512];
+  Node *x = IN(e, n, 0);
+  kout(k, n);
+  kin(e, k, n, 0, "x");
+  if (n->op == OP_SUM) {
+    bprintf(b, "  memset(y, 0, %s * sizeof *y);\n", mstr(e, mnumel(&n->shape)));
+    nest_init(&ns, &x->shape);
+    nest_bcast(&ns, &n->shape);
+    nest_bcast(&ns, &x->shape);
+    int d = nest_open(e, b, &ns, 1, idx);
+    indent(b, d);
+    bprintf(b, "y[%s] += x[%s];\n", idx[0], idx[1]);
+  } else {
+    nest_init(&ns, &n->shape);
+    nest_bcast(&ns, &n->shape);
+    nest_bcast(&ns, &x->shape);
+    int d = nest_open(e, b, &ns, 1, idx);
+    indent(b, d);
+    bprintf(b, "y[%s] = x[%s];\n", idx[0], idx[1]);
+  }
+}
+
+static int norm_axis(int axis, int rank)
+{
+  return axis < 0 ? axis + rank : axis;
+}
+
+/* transpose, slice, pad, concat: strided copies. */
+static void k_shuffle(E *e, Buf *b, Sig *k, Node *n)
+{
+  Nest ns;
+  char idx[MAXOPND][512];
+  Mono yst[MAXRANK], xst[MAXRANK], st[MAXRANK];
+  Node *x = IN(e, n, 0);
+  int axis = norm_axis(n->a.axis, n->shape.rank);
+  kout(k, n);
+  contig(&n->shape, yst);
+  contig(&x->shape, xst);
+  switch (n->op) {
+  case OP_TRANSPOSE:
+    kin(e, k, n, 0, "x");
+    for (int i = 0; i < n->shape.rank; i++)
+      st[i] = xst[n->a.perm[i]];
+    nest_init(&ns, &n->shape);
+    nest_strided(&ns, yst, mono(0, 0));
+    nest_strided(&ns, st, mono(0, 0));
+    break;
+  case OP_SLICE:
+    kin(e, k, n, 0, "x");
+    nest_init(&ns, &n->shape);
+    nest_strided(&ns, yst, mono(0, 0));
+    nest_strided(&ns, xst, mmul(mono(n->a.start, 0), xst[axis]));
+    break;
+  case OP_PAD:
+    kin(e, k, n, 0, "x");
+    bprintf(b, "  memset(y, 0, %s * sizeof *y);\n", mstr(e, mnumel(&n->shape)));
+    nest_init(&ns, &x->shape);
+    nest_strided(&ns, yst, mmul(mono(n->a.start, 0), yst[axis]));
+    nest_strided(&ns, xst, mono(0, 0));
+    break;
+  case OP_CONCAT: {
+    kin(e, k, n, 0, "a");
+    kin(e, k, n, 1, "b");
+    Mono at = mmul(mdim(&x->shape, axis), yst[axis]);
+    for (int j = 0; j < 2; j++) {
+      Node *xj = IN(e, n, j);
+      contig(&xj->shape, xst);
+      nest_init(&ns, &xj->shape);
+      nest_strided(&ns, yst, j ? at : mono(0, 0));
+      nest_strided(&ns, xst, mono(0, 0));
+      int d = nest_open(e, b, &ns, 1, idx);
+      indent(b, d);
+      bprintf(b, "y[%s] = %s[%s];\n", idx[0], j ? "b" : "a", idx[1]);
+    }
+    return;
+  }
+  default:
+    die("not a copy: %s", op_info[n->op].name);
+  }
+  int d = nest_open(e, b, &ns, 1, idx);
+  indent(b, d);
+  bprintf(b, "y[%s] = x[%s];\n", idx[0], idx[1]);
+}
+
+/* The 2-D view of a matmul operand: leading dims flattened. */
+static void as_matrix(const Shape *s, Mono *rows, Mono *cols)
+{
+  if (s->rank < 1)
+    die("matmul of a scalar");
+  *cols = mdim(s, s->rank - 1);
+  *rows = mdiv(mnumel(s), *cols);
+}
+
+static const char *gemm(E *e)
+{
+  return e->g->real == DT_F64 ? "cblas_dgemm" : "cblas_sgemm";
+}
+
+/* y = op(a) @ op(b); op transposes where a.ta / a.tb is set.  MATMUL: a and
+ * b are matrices with leading dims flattened; BMM: batches of matrices
+ * over the leading dims (an operand whose leading dims are all 1 is the
+ * same matrix for every batch). */
+static void k_matmul(E *e, Buf *b, Sig *k, Node *n)
+{
+  Node *a = IN(e, n, 0), *bb = IN(e, n, 1);
+  Mono ar, ac, br, bc, batch = mono(1, 0), sa = mono(0, 0), sb = mono(0, 0);
+  kout(k, n);
+  kin(e, k, n, 0, "a");
+  kin(e, k, n, 1, "b");
+  if (n->op == OP_MATMUL) {
+    as_matrix(&a->shape, &ar, &ac);
+    as_matrix(&bb->shape, &br, &bc);
+  } else {
+    if (a->shape.rank < 2 || bb->shape.rank < 2 || n->shape.rank < 2)
+      die("bmm operands of rank < 2");
+    ar = mdim(&a->shape, a->shape.rank - 2);
+    ac = mdim(&a->shape, a->shape.rank - 1);
+    br = mdim(&bb->shape, bb->shape.rank - 2);
+    bc = mdim(&bb->shape, bb->shape.rank - 1);
+    batch = mdiv(mnumel(&n->shape), mmul(mdim(&n->shape, n->shape.rank - 2), mdim(&n->shape, n->shape.rank - 1)));
+    if (!mone(mdiv(mnumel(&a->shape), mmul(ar, ac))))
+      sa = mmul(ar, ac);
+    if (!mone(mdiv(mnumel(&bb->shape), mmul(br, bc))))
+      sb = mmul(br, bc);
+  }
+  Mono m = n->a.ta ? ac : ar, kk = n->a.ta ? ar : ac;
+  Mono kb = n->a.tb ? bc : br, nn = n->a.tb ? br : bc;
+  if (!meq(kk, kb))
+    die("n%d: matmul inner sizes differ", (int)(n - e->g->node));
+  if (!meq(mmul(batch, mmul(m, nn)), mnumel(&n->shape)))
+    die("n%d: matmul output %s does not hold the product", (int)(n - e->g->node), shape_str(&n->shape));
+  const char *ta = n->a.ta ? "CblasTrans" : "CblasNoTrans";
+  const char *tb = n->a.tb ? "CblasTrans" : "CblasNoTrans";
+  if (mone(batch)) {
+    bprintf(b, "  %s(CblasRowMajor, %s, %s, %s, %s, %s,\n", gemm(e), ta, tb, mstr(e, m), mstr(e, nn), mstr(e, kk));
+    bprintf(b, "              1, a, %s, b, %s, 0, y, %s);\n", mstr(e, ac), mstr(e, bc), mstr(e, nn));
+    return;
+  }
+  const char *ia = sa.c ? mstr(e, sa) : NULL, *ib = sb.c ? mstr(e, sb) : NULL;
+  char pa[128], pb[128];
+  snprintf(pa, sizeof pa, ia ? "a + i * %s" : "a", ia);
+  snprintf(pb, sizeof pb, ib ? "b + i * %s" : "b", ib);
+  bprintf(b, "  for (long i = 0; i < %s; i++)\n", mstr(e, batch));
+  bprintf(b, "    %s(CblasRowMajor, %s, %s, %s, %s, %s,\n", gemm(e), ta, tb, mstr(e, m), mstr(e, nn), mstr(e, kk));
+  bprintf(b, "                1, %s, %s, %s, %s, 0, y + i * %s, %s);\n", pa, mstr(e, ac), pb, mstr(e, bc),
+          mstr(e, mmul(m, nn)), mstr(e, nn));
+}
+
+static void k_embedding(E *e, Buf *b, Sig *k, Node *n)
+{
+  Node *ids = IN(e, n, 1);
+  Mono rows = mnumel(&ids->shape);
+  kout(k, n);
+  if (n->op == OP_EMBEDDING) {
+    Mono dim = mdiv(mnumel(&n->shape), rows);
+    kin(e, k, n, 0, "w");
+    kin(e, k, n, 1, "ids");
+    const char *d = mstr(e, dim);
+    bprintf(b, "  for (long i = 0; i < %s; i++)\n", mstr(e, rows));
+    bprintf(b, "    memcpy(y + i * %s, w + (long)ids[i] * %s, %s * sizeof *y);\n", d, d, d);
+  } else {
+    Mono dim = mdim(&n->shape, n->shape.rank - 1);
+    kin(e, k, n, 0, "dy");
+    kin(e, k, n, 1, "ids");
+    const char *d = mstr(e, dim);
+    bprintf(b, "  memset(dx, 0, %s * sizeof *dx);\n", mstr(e, mnumel(&n->shape)));
+    bprintf(b, "  for (long i = 0; i < %s; i++)\n", mstr(e, rows));
+    bprintf(b, "    for (long j = 0; j < %s; j++)\n", d);
+    bprintf(b, "      dx[(long)ids[i] * %s + j] += dy[i * %s + j];\n", d, d);
+  }
+}
+
+/* Row ops along the last dim: rows of n elements. */
+static void rows_open(E *e, Buf *b, const Shape *s)
+{
+  Mono n = mdim(s, s->rank - 1);
+  bprintf(b, "  const long n = %s;\n", mstr(e, n));
+  bprintf(b, "  for (long r = 0; r < %s; r++) {\n", mstr(e, mdiv(mnumel(s), n)));
+}
+
+static void k_softmax(E *e, Buf *b, Sig *k, Node *n)
+{
+  const char *ex = fn(e, "exp");
+  kout(k, n);
+  switch (n->op) {
+  case OP_SOFTMAX:
+  case OP_LOG_SOFTMAX:
+    kin(e, k, n, 0, "x");
+    rows_open(e, b, &n->shape);
+    bprintf(b, "    const real *xr = x + r * n;\n");
+    bprintf(b, "    real *yr = y + r * n;\n");
+    bprintf(b, "    real max = xr[0];\n");
+    bprintf(b, "    for (long i = 1; i < n; i++)\n");
+    bprintf(b, "      max = xr[i] > max ? xr[i] : max;\n");
+    bprintf(b, "    double sum = 0;\n");
+    if (n->op == OP_SOFTMAX) {
+      bprintf(b, "    for (long i = 0; i < n; i++) {\n");
+      bprintf(b, "      yr[i] = %s(xr[i] - max);\n", ex);
+      bprintf(b, "      sum += yr[i];\n");
+      bprintf(b, "    }\n");
+      bprintf(b, "    for (long i = 0; i < n; i++)\n");
+      bprintf(b, "      yr[i] = (real)(yr[i] / sum);\n");
+    } else {
+      bprintf(b, "    for (long i = 0; i < n; i++)\n");
+      bprintf(b, "      sum += %s(xr[i] - max);\n", ex);
+      bprintf(b, "    real lse = max + (real)log(sum);\n");
+      bprintf(b, "    for (long i = 0; i < n; i++)\n");
+      bprintf(b, "      yr[i] = xr[i] - lse;\n");
+    }
+    break;
+  case OP_SOFTMAX_GRAD:
+  case OP_LOG_SOFTMAX_GRAD:
+    /* softmax: dx = y * (dy - sum(dy * y)); log_softmax: dx = dy - exp(y) * sum(dy) */
+    kin(e, k, n, 0, "dy");
+    kin(e, k, n, 1, "y");
+    rows_open(e, b, &n->shape);
+    bprintf(b, "    const real *dyr = dy + r * n, *yr = y + r * n;\n");
+    bprintf(b, "    real *dxr = dx + r * n;\n");
+    bprintf(b, "    double sum = 0;\n");
+    bprintf(b, "    for (long i = 0; i < n; i++)\n");
+    if (n->op == OP_SOFTMAX_GRAD) {
+      bprintf(b, "      sum += dyr[i] * yr[i];\n");
+      bprintf(b, "    for (long i = 0; i < n; i++)\n");
+      bprintf(b, "      dxr[i] = yr[i] * (dyr[i] - (real)sum);\n");
+    } else {
+      bprintf(b, "      sum += dyr[i];\n");
+      bprintf(b, "    for (long i = 0; i < n; i++)\n");
+      bprintf(b, "      dxr[i] = dyr[i] - %s(yr[i]) * (real)sum;\n", ex);
+    }
+    break;
+  default:
+    die("not a softmax: %s", op_info[n->op].name);
+  }
+  bprintf(b, "  }\n");
+}
+
+/* (x - mean) / sqrt(var + eps) over the last dim, var biased, as
+ * torch.nn.functional.layer_norm without its affine part. */
+static void k_normalize(E *e, Buf *b, Sig *k, Node *n)
+{
+  kout(k, n);
+  if (n->op == OP_NORMALIZE)
+    kin(e, k, n, 0, "x");
+  else {
+    kin(e, k, n, 0, "dy");
+    kin(e, k, n, 1, "x");
+  }
+  rows_open(e, b, &n->shape);
+  bprintf(b, "    const real *xr = x + r * n;\n");
+  bprintf(b, "    double mean = 0, var = 0;\n");
+  bprintf(b, "    for (long i = 0; i < n; i++)\n");
+  bprintf(b, "      mean += xr[i];\n");
+  bprintf(b, "    mean /= n;\n");
+  bprintf(b, "    for (long i = 0; i < n; i++)\n");
+  bprintf(b, "      var += (xr[i] - mean) * (xr[i] - mean);\n");
+  bprintf(b, "    double rstd = 1 / sqrt(var / n + ");
+  bdouble(b, n->a.f);
+  bprintf(b, ");\n");
+  if (n->op == OP_NORMALIZE) {
+    bprintf(b, "    for (long i = 0; i < n; i++)\n");
+    bprintf(b, "      y[r * n + i] = (real)((xr[i] - mean) * rstd);\n");
+  } else {
+    /* dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat)) */
+    bprintf(b, "    const real *dyr = dy + r * n;\n");
+    bprintf(b, "    double mdy = 0, mdyx = 0;\n");
+    bprintf(b, "    for (long i = 0; i < n; i++) {\n");
+    bprintf(b, "      mdy += dyr[i];\n");
+    bprintf(b, "      mdyx += dyr[i] * (xr[i] - mean) * rstd;\n");
+    bprintf(b, "    }\n");
+    bprintf(b, "    mdy /= n;\n");
+    bprintf(b, "    mdyx /= n;\n");
+    bprintf(b, "    for (long i = 0; i < n; i++)\n");
+    bprintf(b, "      dx[r * n + i] = (real)(rstd * (dyr[i] - mdy - (xr[i] - mean) * rstd * mdyx));\n");
+  }
+  bprintf(b, "  }\n");
+}
+
+/* nll_loss: y = -mean over rows of logp[row, target[row]];
+ * nll_loss_grad: dlogp = -dloss / rows at each target, 0 elsewhere. */
+static void k_nll(E *e, Buf *b, Sig *k, Node *n)
+{
+  kout(k, n);
+  if (n->op == OP_NLL_LOSS) {
+    Node *lp = IN(e, n, 0);
+    Mono c = mdim(&lp->shape, lp->shape.rank - 1);
+    Mono rows = mdiv(mnumel(&lp->shape), c);
+    kin(e, k, n, 0, "logp");
+    kin(e, k, n, 1, "target");
+    const char *cs = mstr(e, c), *rs = mstr(e, rows);
+    bprintf(b, "  double sum = 0;\n");
+    bprintf(b, "  for (long i = 0; i < %s; i++)\n", rs);
+    bprintf(b, "    sum -= logp[i * %s + target[i]];\n", cs);
+    bprintf(b, "  y[0] = (real)(sum / (%s));\n", rs);
+  } else {
+    Mono c = mdim(&n->shape, n->shape.rank - 1);
+    Mono rows = mdiv(mnumel(&n->shape), c);
+    kin(e, k, n, 0, "dloss");
+    kin(e, k, n, 2, "target");
+    const char *cs = mstr(e, c), *rs = mstr(e, rows);
+    bprintf(b, "  memset(dx, 0, %s * sizeof *dx);\n", mstr(e, mnumel(&n->shape)));
+    bprintf(b, "  for (long i = 0; i < %s; i++)\n", rs);
+    bprintf(b, "    dx[i * %s + target[i]] = -dloss[0] / (%s);\n", cs, rs);
+  }
+}
+
+/* Writes node id's kernel body into b and its signature into k; false for
+ * nodes without a kernel. */
+static bool kernel(E *e, int id, Buf *b, Sig *k)
+{
+  Node *n = N(e, id);
+  memset(k, 0, sizeof *k);
+  if (n->dead || n->op == OP_INPUT || n->op == OP_PARAM || is_view(e->g, n))
+    return false;
+  e->uses_T = false;
+  if (op_is(n->op, P_ELEM))
+    k_elementwise(e, b, k, n);
+  else
+    switch (n->op) {
+    case OP_CONST:
+    case OP_ARANGE:         k_fill(e, b, k, n); break;
+    case OP_TRIU_MASK:      k_triu_mask(e, b, k, n); break;
+    case OP_CARRY:
+    case OP_RESHAPE:        k_copy(e, b, k, n); break;
+    case OP_MATMUL:
+    case OP_BMM:            k_matmul(e, b, k, n); break;
+    case OP_EMBEDDING:
+    case OP_EMBEDDING_GRAD: k_embedding(e, b, k, n); break;
+    case OP_SOFTMAX:
+    case OP_LOG_SOFTMAX:
+    case OP_SOFTMAX_GRAD:
+    case OP_LOG_SOFTMAX_GRAD: k_softmax(e, b, k, n); break;
+    case OP_NORMALIZE:
+    case OP_NORMALIZE_GRAD: k_normalize(e, b, k, n); break;
+    case OP_NLL_LOSS:
+    case OP_NLL_LOSS_GRAD:  k_nll(e, b, k, n); break;
+    case OP_SUM:
+    case OP_BROADCAST:      k_sum_broadcast(e, b, k, n); break;
+    case OP_TRANSPOSE:
+    case OP_SLICE:
+    case OP_PAD:
+    case OP_CONCAT:         k_shuffle(e, b, k, n); break;
+    default:
+      die("no kernel for %s", op_info[n->op].name);
+    }
+  k->has = true;
+  k->T = e->uses_T;
+  return true;
+}
+
+/* The comment above a kernel: what it computes, its shapes (per step in a
+ * loop body) and the Lua line that built it. */
+static void kernel_comment(E *e, Buf *b, int id)
+{
+  Node *n = N(e, id);
+  bprintf(b, "/* n%d = %s(", id, op_info[n->op].name);
+  for (int i = 0; i < n->nin; i++)
+    bprintf(b, "%sn%d", i ? ", " : "", n->in[i]);
+  bprintf(b, ")");
+  switch (n->op) {
+  case OP_CONST:     bprintf(b, " value "); bdouble(b, n->a.f); break;
+  case OP_ARANGE:    bprintf(b, " start %g step %g", n->a.f, n->a.f2); break;
+  case OP_MATMUL:
+  case OP_BMM:       bprintf(b, "%s%s", n->a.ta ? " a^T" : "", n->a.tb ? " b^T" : ""); break;
+  case OP_DROPOUT:
+  case OP_DROPOUT_GRAD: bprintf(b, " stream %d, p = slot %d", n->a.id, n->a.id2); break;
+  case OP_NORMALIZE:
+  case OP_NORMALIZE_GRAD: bprintf(b, " eps %g", n->a.f); break;
+  case OP_SLICE:     bprintf(b, " axis %d from %d", n->a.axis, n->a.start); break;
+  case OP_PAD:       bprintf(b, " axis %d at %d", n->a.axis, n->a.start); break;
+  case OP_CONCAT:    bprintf(b, " axis %d", n->a.axis); break;
+  case OP_TRANSPOSE:
+    bprintf(b, " perm");
+    for (int i = 0; i < n->shape.rank; i++)
+      bprintf(b, " %d", n->a.perm[i]);
+    break;
+  default:
+    break;
+  }
+  bprintf(b, "\n *   %s%s", n->loop ? "per step: " : "", shape_str(&n->shape));
+  for (int i = 0; i < n->nin; i++)
+    bprintf(b, "%s%s", i ? ", " : " <- ", shape_str(&IN(e, n, i)->shape));
+  bprintf(b, "\n *   ");
+  bcomment(b, n->file ? n->file : "?");
+  bprintf(b, ":%d */\n", n->line);
+}
+
+static void emit_kernels(E *e, Buf *out)
+{
+  Graph *g = e->g;
+  for (int i = 0; i < g->nnode; i++) {
+    Buf body = {0};
+    Sig *k = &e->sig[i];
+    if (!kernel(e, i, &body, k)) {
+      bfree(&body);
+      continue;
+    }
+    kernel_comment(e, out, i);
+    bprintf(out, "static void %s_k%d_%s(", e->prog, i, op_info[g->node[i].op].name);
+    for (int a = 0; a < k->narg; a++)
+      bprintf(out, "%s%s", a ? ", " : "", k->decl[a]);
+    bprintf(out, "%s)\n{\n%s}\n\n", k->T ? ", int T" : "", bstr(&body));
+    bfree(&body);
+  }
+}
+
+/* ------------------------------------------------------------ run() */
+
+static void emit_call(E *e, Buf *b, int id, int depth)
+{
+  Node *n = N(e, id);
+  Sig *k = &e->sig[id];
+  const char *t = n->loop ? "t" : NULL;
+  bool reverse = n->loop && e->g->loop[n->loop].reverse;
+  indent(b, depth);
+  bprintf(b, "%s_k%d_%s(", e->prog, id, op_info[n->op].name);
+  for (int a = 0; a < k->narg; a++) {
+    int w = k->arg[a];
+    if (a)
+      bprintf(b, ", ");
+    if (w == ARG_Y) {
+      bprintf(b, "%s", ptr(e, id, t));
+    } else if (w == ARG_KEY) {
+      e->uses_c = e->uses_c || e->training;
+      if (e->training)
+        bprintf(b, "lmc_dropout_key(c->seed, c->step, %d)", n->a.id);
+      else
+        bprintf(b, "0");
+    } else if (w == ARG_P) {
+      if (e->training)
+        bprintf(b, "c->dropout[%d]", n->a.id2);
+      else
+        bprintf(b, "0");
+    } else if (w == ARG_IDX0) {
+      if (n->loop)
+        bprintf(b, "t * %s", mstr(e, mnumel(&n->shape)));
+      else
+        bprintf(b, "0");
+    } else if (n->op == OP_CARRY) {
+      /* the initial value at the first step, else the next value of the
+       * step before */
+      bprintf(b, "%s ? %s : %s", reverse ? "t == T - 1" : "t == 0", ptr(e, n->in[0], NULL),
+              ptr(e, n->in[1], reverse ? "(t + 1)" : "(t - 1)"));
+    } else {
+      bprintf(b, "%s", ptr(e, n->in[w], t));
+    }
+  }
+  if (k->T)
+    bprintf(b, "%sT", k->narg ? ", " : "");
+  bprintf(b, ");\n");
+}
+
+static int find_state(Graph *g, const char *name)
+{
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (!n->dead && n->op == OP_INPUT && n->a.state && !strcmp(n->a.name, name))
+      return i;
+  }
+  return -1;
+}
+
+static bool same_loc(const Loc *a, const Loc *b)
+{
+  return a->kind == b->kind && a->off == b->off && a->last == b->last && !a->stacked && !b->stacked;
+}
+
+typedef struct {
+  size_t state_numel;
+  int nstate;
+  bool has_backward;
+  bool has_logp;
+  size_t logp_offset;
+} ProgInfo;
+
+static void emit_state_table(E *e, Buf *out, ProgInfo *pi)
+{
+  Graph *g = e->g;
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || n->op != OP_INPUT || !n->a.state)
+      continue;
+    if (!pi->nstate)
+      bprintf(out, "static const LmcTensorDesc %s_state[] = {\n", e->prog);
+    int rank = desc_rank(&n->shape, "state", n->a.name);
+    size_t numel = mval(mnumel(&n->shape), 1);
+    bprintf(out, "  { .name = ");
+    bquote(out, n->a.name);
+    bprintf(out, ", .rank = %d, .shape = {", rank);
+    for (int d = 0; d < rank; d++)
+      bprintf(out, "%s %d", d ? "," : "", n->shape.dim[d]);
+    if (!rank)
+      bprintf(out, " 0");
+    bprintf(out, " }, .offset = %zu, .numel = %zu, .init = LMC_INIT_ZERO, .alias = -1 },\n", e->loc[i].off, numel);
+    pi->nstate++;
+    pi->state_numel += numel;
+  }
+  if (pi->nstate)
+    bprintf(out, "};\n\n");
+}
+
+/* run(): the kernels in node order, loops as C loops, then the outputs. */
+static void emit_run(E *e, Buf *out, ProgInfo *pi)
+{
+  Graph *g = e->g;
+  Buf b = {0};
+  e->uses_T = e->uses_w = e->uses_c = e->uses_tokens = false;
+  bool has_targets = e->targets_off != SIZE_MAX;
+  bool has_loss = ir_find_output(g, "loss") >= 0;
+  if (has_targets) {
+    if (has_loss)
+      bprintf(&b, "  const int have_targets = targets != NULL;\n");
+    bprintf(&b, "  if (!targets)   /* no loss wanted: read zeros */\n");
+    bprintf(&b, "    targets = memset(w + %zu, 0, %d * sizeof *targets);\n", e->targets_off,
+            g->max_seq * g->batch);
+    e->uses_w = true;
+  }
+  /* Loop k is the run of nodes first[k]..last[k]; top-level leaves built
+   * inside that run are computed before the loop. */
+  int *first = xcalloc((size_t)g->nloop + 1, sizeof(int));
+  int *last = xcalloc((size_t)g->nloop + 1, sizeof(int));
+  for (int k = 0; k <= g->nloop; k++)
+    first[k] = last[k] = -1;
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || !n->loop)
+      continue;
+    if (n->loop < 0 || n->loop >= g->nloop)
+      die("n%d: no loop %d", i, n->loop);
+    if (first[n->loop] < 0)
+      first[n->loop] = i;
+    last[n->loop] = i;
+  }
+  int cur = 0;
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead)
+      continue;
+    if (n->loop && !cur) {
+      cur = n->loop;
+      for (int j = i + 1; j < last[cur]; j++) {
+        Node *m = &g->node[j];
+        if (m->dead || m->loop == cur)
+          continue;
+        if (m->loop || !op_is(m->op, P_LEAF))
+          die("loop %d (n%d..n%d) is not one run of nodes: n%d", cur, i, last[cur], j);
+        if (e->sig[j].has)
+          emit_call(e, &b, j, 1);
+      }
+      if (g->loop[cur].reverse)
+        bprintf(&b, "  for (int t = T - 1; t >= 0; t--) {   /* loop %d, reverse */\n", cur);
+      else
+        bprintf(&b, "  for (int t = 0; t < T; t++) {   /* loop %d */\n", cur);
+      e->uses_T = true;
+    }
+    if (cur && !n->loop)
+      continue;   /* a leaf, computed before the loop */
+    if (e->sig[i].has)
+      emit_call(e, &b, i, cur ? 2 : 1);
+    if (cur && i == last[cur]) {
+      bprintf(&b, "  }\n");
+      cur = 0;
+    }
+  }
+  free(first);
+  free(last);
+
+  /* outputs */
+  const char *loss = NULL;
+  for (int o = 0; o < g->nout; o++) {
+    Output *op = &g->out[o];
+    Node *n = N(e, op->node);
+    Loc *l = &e->loc[op->node];
+    if (n->dead)
+      die("output %s is dead", op->name);
+    if (!strcmp(op->name, "loss")) {
+      if (l->kind == L_WORK && !l->last)
+        loss = xasprintf("w[%zu]", l->off);
+      else
+        loss = xasprintf("(%s)[0]", ptr(e, op->node, NULL));
+    } else if (!strcmp(op->name, "logp")) {
+      if (l->kind != L_WORK || l->stacked || l->last)
+        die("logp is not a buffer in c->work");
+      pi->has_logp = true;
+      pi->logp_offset = l->off;
+    } else if (!strncmp(op->name, "grad:", 5)) {
+      Param *q = find_param(e, op->name + 5);
+      if (!q)
+        die("output %s: no such parameter", op->name);
+      if (mval(mnumel(&n->shape), g->max_seq) != q->numel || mnumel(&n->shape).k)
+        die("output %s has shape %s, the parameter %s", op->name, shape_str(&n->shape), shape_str(&q->shape));
+      if (!pi->has_backward)
+        bprintf(&b, "  /* gradients */\n");
+      pi->has_backward = true;
+      e->uses_c = true;
+      bprintf(&b, "  memcpy(c->grad + %zu, %s, %zu * sizeof(real));   /* ", q->off, ptr(e, op->node, NULL), q->numel);
+      bcomment(&b, q->name);
+      bprintf(&b, " */\n");
+    } else if (find_state(g, op->name) >= 0) {
+      int s = find_state(g, op->name);
+      Node *sn = N(e, s);
+      if (mnumel(&n->shape).k || mval(mnumel(&n->shape), 1) != mval(mnumel(&sn->shape), 1))
+        die("state output %s has shape %s, the input %s", op->name, shape_str(&n->shape), shape_str(&sn->shape));
+      if (same_loc(l, &e->loc[s]))
+        continue;
+      bprintf(&b, "  memcpy(%s, ", ptr(e, s, NULL));
+      bprintf(&b, "%s, %zu * sizeof(real));   /* state ", ptr(e, op->node, NULL), mval(mnumel(&sn->shape), 1));
+      bcomment(&b, op->name);
+      bprintf(&b, ", detached */\n");
+    }
+  }
+  if (pi->has_backward) {
+    /* parameters without a gradient output get zeros */
+    for (int q = 0; q < e->nparam; q++) {
+      char name[512];
+      snprintf(name, sizeof name, "grad:%s", e->param[q].name);
+      if (ir_find_output(g, name) >= 0)
+        continue;
+      e->uses_c = true;
+      bprintf(&b, "  memset(c->grad + %zu, 0, %zu * sizeof(real));   /* ", e->param[q].off, e->param[q].numel);
+      bcomment(&b, e->param[q].name);
+      bprintf(&b, ": no gradient */\n");
+    }
+  }
+  if (loss && has_targets)
+    bprintf(&b, "  return have_targets ? %s : 0;\n", loss);
+  else if (loss)
+    bprintf(&b, "  return %s;\n", loss);
+  else
+    bprintf(&b, "  return 0;\n");
+  free((char *)loss);
+
+  const char *body = bstr(&b);
+  bprintf(out, "static double %s_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)\n{\n", e->prog);
+  if (e->uses_w)
+    bprintf(out, "  real *w = c->work;\n");
+  else if (!e->uses_c)
+    bprintf(out, "  (void)c;\n");
+  if (!e->uses_tokens)
+    bprintf(out, "  (void)tokens;\n");
+  if (!has_targets)
+    bprintf(out, "  (void)targets;\n");
+  if (!e->uses_T)
+    bprintf(out, "  (void)T;\n");
+  bprintf(out, "%s}\n\n", body);
+  bfree(&b);
+}
+
+static void emit_program(E *e, Buf *out, Graph *g, const char *prog, bool training, ProgInfo *pi)
+{
+  memset(pi, 0, sizeof *pi);
+  e->g = g;
+  e->prog = prog;
+  e->training = training;
+  e->loc = xcalloc((size_t)g->nnode + 1, sizeof *e->loc);
+  e->sig = xcalloc((size_t)g->nnode + 1, sizeof *e->sig);
+  e->off = xcalloc((size_t)g->nnode + 1, sizeof *e->off);
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead)
+      continue;
+    for (int k = 0; k < n->nin; k++)
+      if (n->in[k] < 0 || n->in[k] >= g->nnode || g->node[n->in[k]].dead)
+        die("n%d reads a dead or missing node n%d", i, n->in[k]);
+    if ((n->op == OP_DROPOUT || n->op == OP_DROPOUT_GRAD) && e->training &&
+        (n->a.id2 < 0 || n->a.id2 >= e->nslot))
+      die("n%d reads dropout slot %d of %d", i, n->a.id2, e->nslot);
+  }
+  plan_work(e);
+  locate(e);
+
+  bprintf(out, "/* ---------------------------------------------------------------- %s: batch %d */\n\n", prog, g->batch);
+  emit_kernels(e, out);
+  emit_state_table(e, out, pi);
+  emit_run(e, out, pi);
+  free(e->loc);
+  free(e->sig);
+  free(e->off);
+}
+
+/* ------------------------------------------------------------ the model */
+
+static void emit_tables(E *e, Buf *out)
+{
+  Program *p = e->p;
+  Graph *g = p->train;
+  static const char *const init[] = {
+    [INIT_ZERO] = "LMC_INIT_ZERO", [INIT_ONE] = "LMC_INIT_ONE",
+    [INIT_UNIFORM] = "LMC_INIT_UNIFORM", [INIT_XAVIER] = "LMC_INIT_XAVIER",
+  };
+  if (e->nparam) {
+    bprintf(out, "static const LmcTensorDesc lmc_param[] = {\n");
+    for (int i = 0; i < e->nparam; i++) {
+      Param *q = &e->param[i];
+      Node *n = &g->node[q->node];
+      bprintf(out, "  { .name = ");
+      bquote(out, q->name);
+      bprintf(out, ", .rank = %d, .shape = {", q->shape.rank);
+      for (int d = 0; d < q->shape.rank; d++)
+        bprintf(out, "%s %d", d ? "," : "", q->shape.dim[d]);
+      if (!q->shape.rank)
+        bprintf(out, " 0");
+      if ((unsigned)n->a.init > INIT_XAVIER)
+        die("parameter %s: unknown initialiser %d", q->name, (int)n->a.init);
+      bprintf(out, " }, .offset = %zu, .numel = %zu,\n    .init = %s, .init_a = ", q->off, q->numel, init[n->a.init]);
+      bdouble(out, n->a.init_a);
+      bprintf(out, ", .alias = -1 },\n");
+    }
+    bprintf(out, "};\n\n");
+  }
+  if (p->nhyper) {
+    bprintf(out, "static const char *const lmc_hyper[][2] = {\n");
+    for (int i = 0; i < p->nhyper; i++) {
+      bprintf(out, "  { ");
+      bquote(out, p->hyper[i].name);
+      bprintf(out, ", ");
+      bquote(out, p->hyper[i].value);
+      bprintf(out, " },\n");
+    }
+    bprintf(out, "};\n\n");
+  }
+  if (e->nslot) {
+    bprintf(out, "static const LmcDropoutSlot lmc_dropout[] = {\n");
+    for (int i = 0; i < e->nslot; i++) {
+      bprintf(out, "  { ");
+      bquote(out, e->slot_name[i]);
+      bprintf(out, ", ");
+      bdouble(out, e->slot_default[i]);
+      bprintf(out, " },\n");
+    }
+    bprintf(out, "};\n\n");
+  }
+}
+
+/* clip, sgd and adamw over the whole parameter block. */
+static void emit_optimizer(E *e, Buf *out)
+{
+  size_t n = e->param_numel;
+  const char *sq = fn(e, "sqrt");
+  bprintf(out, "/* ---------------------------------------------------------------- optimizer */\n\n");
+  bprintf(out, "/* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when\n"
+               " * that is below 1; returns the norm before clipping. */\n");
+  bprintf(out, "static double lmc_clip(real *grad, double clip)\n{\n");
+  bprintf(out, "  double sum = 0;\n");
+  bprintf(out, "  for (size_t i = 0; i < %zu; i++)\n", n);
+  bprintf(out, "    sum += (double)grad[i] * grad[i];\n");
+  bprintf(out, "  double norm = sqrt(sum);\n");
+  bprintf(out, "  double scale = clip / (norm + 1e-6);\n");
+  bprintf(out, "  if (clip > 0 && scale < 1)\n");
+  bprintf(out, "    for (size_t i = 0; i < %zu; i++)\n", n);
+  bprintf(out, "      grad[i] = (real)(grad[i] * scale);\n");
+  bprintf(out, "  return norm;\n}\n\n");
+
+  bprintf(out, "static void lmc_sgd(real *param, const real *grad, double lr)\n{\n");
+  bprintf(out, "  real r = (real)lr;\n");
+  bprintf(out, "  for (size_t i = 0; i < %zu; i++)\n", n);
+  bprintf(out, "    param[i] -= r * grad[i];\n}\n\n");
+
+  bprintf(out, "/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction. */\n");
+  bprintf(out, "static void lmc_adamw(real *param, const real *grad, real *m, real *v, double lr, double wd, long t)\n{\n");
+  bprintf(out, "  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;\n");
+  bprintf(out, "  real decay = (real)(1 - lr * wd);\n");
+  bprintf(out, "  real step = (real)(lr / (1 - pow(b1, (double)t)));\n");
+  bprintf(out, "  real bc2 = (real)sqrt(1 - pow(b2, (double)t));\n");
+  bprintf(out, "  for (size_t i = 0; i < %zu; i++) {\n", n);
+  bprintf(out, "    param[i] *= decay;\n");
+  bprintf(out, "    m[i] = (real)b1 * m[i] + (real)(1 - b1) * grad[i];\n");
+  bprintf(out, "    v[i] = (real)b2 * v[i] + (real)(1 - b2) * grad[i] * grad[i];\n");
+  bprintf(out, "    param[i] -= step * m[i] / (%s(v[i]) / bc2 + (real)eps);\n", sq);
+  bprintf(out, "  }\n}\n\n");
+}
+
+static void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *prog, ProgInfo *pi, size_t work)
+{
+  if (!g) {
+    bprintf(out, "  .%s = { .run = NULL },\n", field);
+    return;
+  }
+  bprintf(out, "  .%s = {\n", field);
+  bprintf(out, "    .batch = %d,\n", g->batch);
+  bprintf(out, "    .max_seq = %d,\n", g->max_seq);
+  bprintf(out, "    .work_numel = %zu,\n", work);
+  bprintf(out, "    .state_numel = %zu,\n", pi->state_numel);
+  bprintf(out, "    .nstate = %d,\n", pi->nstate);
+  if (pi->nstate)
+    bprintf(out, "    .state = %s_state,\n", prog);
+  else
+    bprintf(out, "    .state = NULL,\n");
+  bprintf(out, "    .has_backward = %d,\n", pi->has_backward);
+  bprintf(out, "    .run = %s_run,\n", prog);
+  bprintf(out, "    .logp_offset = %zu,\n", pi->logp_offset);
+  bprintf(out, "  },\n");
+}
+
+void emit_c(Program *p, FILE *f)
+{
+  E e = {.p = p};
+  Graph *g = p->train;
+  Buf out = {0};
+  if (!g)
+    die("emit_c without a training program");
+  e.g = g;
+  layout_params(&e);
+  find_slots(&e);
+
+  bprintf(&out, "/*\n * Generated by lmc %s from ", LMC_VERSION);
+  bcomment(&out, p->source ? p->source : "?");
+  bprintf(&out, "; do not edit.\n *   ");
+  bcomment(&out, p->flags ? p->flags : "");
+  bprintf(&out, "\n * The layout of this file: docs/emitted-code.md in the lmc sources.\n */\n");
+  if (g->real == DT_F64)
+    bprintf(&out, "#define LMC_REAL double\n");
+  bprintf(&out, "#include <math.h>\n#include <stdint.h>\n#include <string.h>\n\n#include <cblas.h>\n\n#include \"lmc_rt.h\"\n\n");
+  emit_tables(&e, &out);
+
+  Graph *gs[3] = {p->train, p->eval, p->gen};
+  static const char *const names[3] = {"train", "eval", "gen"};
+  ProgInfo pi[3] = {{0}};
+  size_t work[3] = {0};
+  for (int i = 0; i < 3; i++) {
+    if (!gs[i])
+      continue;
+    if (gs[i]->real != g->real)
+      die("the %s program is not in the training program's precision", names[i]);
+    emit_program(&e, &out, gs[i], names[i], i == 0, &pi[i]);
+    work[i] = e.work_numel;
+  }
+  e.g = g;
+  emit_optimizer(&e, &out);
+
+  const char *ntoken = "0";
+  for (int i = 0; i < p->nhyper; i++)
+    if (!strcmp(p->hyper[i].name, "ntoken"))
+      ntoken = p->hyper[i].value;
+  bprintf(&out, "/* ---------------------------------------------------------------- the model */\n\n");
+  bprintf(&out, "const LmcModel lmc_model = {\n");
+  bprintf(&out, "  .kind = ");
+  bquote(&out, g->kind ? g->kind : "");
+  bprintf(&out, ",\n  .version = ");
+  bquote(&out, LMC_VERSION);
+  bprintf(&out, ",\n  .flags = ");
+  bquote(&out, p->flags ? p->flags : "");
+  bprintf(&out, ",\n  .nhyper = %d,\n", p->nhyper);
+  bprintf(&out, "  .hyper = %s,\n", p->nhyper ? "lmc_hyper" : "NULL");
+  bprintf(&out, "  .ntoken = %ld,\n", strtol(ntoken, NULL, 10));
+  bprintf(&out, "  .bptt = %d,\n", g->max_seq);
+  bprintf(&out, "  .nparam = %d,\n", e.nparam);
+  bprintf(&out, "  .param = %s,\n", e.nparam ? "lmc_param" : "NULL");
+  bprintf(&out, "  .param_numel = %zu,\n", e.param_numel);
+  bprintf(&out, "  .ndropout = %d,\n", e.nslot);
+  bprintf(&out, "  .dropout = %s,\n", e.nslot ? "lmc_dropout" : "NULL");
+  for (int i = 0; i < 3; i++)
+    emit_prog_struct(&out, names[i], gs[i], names[i], &pi[i], work[i]);
+  bprintf(&out, "  .clip = lmc_clip,\n");
+  bprintf(&out, "  .sgd = lmc_sgd,\n");
+  bprintf(&out, "  .adamw = lmc_adamw,\n");
+  bprintf(&out, "};\n");
+
+  fwrite(out.s, 1, out.len, f);
+  bfree(&out);
+  free(e.param);
+  free(e.slot_name);
+  free(e.slot_default);
+}

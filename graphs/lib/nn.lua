@@ -1,0 +1,210 @@
+-- graphs/lib/nn.lua: torch.nn layers built from lmc ops.
+--
+-- Parameter names, shapes and initialisers follow PyTorch: the state_dict of
+-- the matching torch.nn module (rnn.weight_ih_l0, ...), gate order included
+-- (LSTM i,f,g,o; GRU r,z,n), and the word_language_model example's
+-- init_weights for its encoder and decoder.  Shapes in comments: T is the
+-- run-time sequence length, B the batch.
+--
+-- Recurrent layers compute the input projection x W_ih^T + b_ih of every
+-- step outside the scan as one matmul over (T, B, nin); only h W_hh^T + b_hh
+-- is left in the loop body.  Their state is (nlayers, B, nhid); layer l's
+-- slice is the scan's initial state and the final states are concatenated
+-- back into (nlayers, B, nhid).
+--
+-- Mistakes are reported with error(msg, 0): lmc then points at the graph
+-- file line that called the layer.
+local nn = {}
+
+local function fmt_shape(t)
+  local dims = {}
+  for i, d in ipairs(t.shape) do dims[i] = tostring(d) end
+  return "(" .. table.concat(dims, ", ") .. ")"
+end
+
+-- embedding(name, idx (...), ntoken, emsize) -> (..., emsize)
+-- <name>.weight (ntoken, emsize) ~ U(-0.1, 0.1), as RNNModel.init_weights.
+function nn.embedding(name, idx, ntoken, emsize)
+  local w = param(name .. ".weight", { ntoken, emsize }, { uniform = 0.1 })
+  return embedding(w, idx)
+end
+
+-- linear(name, x (..., nin), nin, nout [, opts]) -> (..., nout)
+-- <name>.weight (nout, nin), <name>.bias (nout).  opts:
+--   tie = "encoder.weight" (or a tensor): use that weight; <name>.weight
+--         becomes an alias of it (both names in checkpoints, one storage)
+--   init = weight init (default { uniform = 0.1 }, RNNModel's decoder)
+--   bias_init = bias init (default "zeros"); bias = false: no bias
+function nn.linear(name, x, nin, nout, opts)
+  opts = opts or {}
+  local w
+  if opts.tie then
+    w = opts.tie
+    if type(w) == "string" then
+      w = find_param(opts.tie)
+      if not w then
+        error(("%s: cannot tie to '%s': no such parameter"):format(name, opts.tie), 0)
+      end
+    end
+    local s = w.shape
+    if s[1] ~= nout or s[2] ~= nin then
+      error(("%s: the tied weight is %s but the layer needs (%d, %d)"):format(
+        name, fmt_shape(w), nout, nin), 0)
+    end
+    alias(name .. ".weight", w)
+  else
+    w = param(name .. ".weight", { nout, nin }, opts.init or { uniform = 0.1 })
+  end
+  local y = matmul(x, w, { tb = true })
+  if opts.bias ~= false then
+    y = y + param(name .. ".bias", { nout }, opts.bias_init or "zeros")
+  end
+  return y
+end
+
+-- dropout(x, p [, slot]): the identity unless training; slot names the
+-- hyper-parameter holding the run-time probability (default "dropout").
+function nn.dropout(x, p, slot)
+  return dropout(x, p, slot)
+end
+
+-- layer_norm(name, x (..., d), d [, eps]) as torch.nn.LayerNorm:
+-- <name>.weight ones, <name>.bias zeros.
+function nn.layer_norm(name, x, d, eps)
+  local w = param(name .. ".weight", { d }, "ones")
+  local b = param(name .. ".bias", { d }, "zeros")
+  return normalize(x, eps or 1e-5) * w + b
+end
+
+-- The state of a recurrent layer: (nlayers, B, nhid), carried across batches.
+function nn.rnn_state(name, nlayers, nhid)
+  return state(name, { nlayers, batch(), nhid })
+end
+
+-- LSTM state: { h = <name>.h, c = <name>.c }, each (nlayers, B, nhid).
+function nn.lstm_state(name, nlayers, nhid)
+  return { h = state(name .. ".h", { nlayers, batch(), nhid }),
+           c = state(name .. ".c", { nlayers, batch(), nhid }) }
+end
+
+-- Layer l of a (nlayers, B, nhid) state, as (B, nhid).
+local function layer(s, l)
+  local sh = s.shape
+  return reshape(slice(s, 0, l, 1), { sh[2], sh[3] })
+end
+
+-- (B, nhid) states of every layer back into (nlayers, B, nhid).
+local function stack_layers(list)
+  for i, s in ipairs(list) do
+    local sh = s.shape
+    list[i] = reshape(s, { 1, sh[1], sh[2] })
+  end
+  return concat(list, 0)
+end
+
+-- Parameters of layer l of a torch.nn.RNN/LSTM/GRU with ngates gates, in
+-- state_dict order, each ~ U(-1/sqrt(nhid), 1/sqrt(nhid)).
+local function rnn_params(name, l, nin, nhid, ngates)
+  local init = { uniform = 1 / math.sqrt(nhid) }
+  local function p(what, shape)
+    return param(("%s.%s_l%d"):format(name, what, l), shape, init)
+  end
+  return p("weight_ih", { ngates * nhid, nin }), p("weight_hh", { ngates * nhid, nhid }),
+         p("bias_ih", { ngates * nhid }), p("bias_hh", { ngates * nhid })
+end
+
+-- Runs `cell` over nlayers layers: cell(l, x, nin, states of layer l) returns
+-- the layer's output (T, B, nhid) and its final states.  Dropout between
+-- layers, not after the last, as torch.nn.RNN does.
+local function stacked(x, states, nin, nhid, nlayers, p, cell)
+  local finals = {}
+  for k = 1, #states do finals[k] = {} end
+  for l = 0, nlayers - 1 do
+    local s0 = {}
+    for k, s in ipairs(states) do s0[k] = layer(s, l) end
+    local y, fin = cell(l, x, l == 0 and nin or nhid, s0)
+    for k = 1, #states do finals[k][l + 1] = fin[k] end
+    x = y
+    if l < nlayers - 1 then x = dropout(x, p) end
+  end
+  for k = 1, #states do finals[k] = stack_layers(finals[k]) end
+  return x, finals
+end
+
+local function check_nonlinearity(nl)
+  if nl ~= "tanh" and nl ~= "relu" then
+    error(("rnn: nonlinearity must be \"tanh\" or \"relu\", got %s"):format(tostring(nl)), 0)
+  end
+end
+
+-- rnn(name, x (T, B, nin), h0 (nlayers, B, nhid), nin, nhid, nlayers,
+--     nonlinearity, dropout) -> (T, B, nhid), h (nlayers, B, nhid)
+-- torch.nn.RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh).
+function nn.rnn(name, x, h0, nin, nhid, nlayers, nonlinearity, p)
+  check_nonlinearity(nonlinearity)
+  local act = nonlinearity == "relu" and relu or tanh
+  local y, finals = stacked(x, { h0 }, nin, nhid, nlayers, p, function(l, x, nin, s0)
+    local w_ih, w_hh, b_ih, b_hh = rnn_params(name, l, nin, nhid, 1)
+    local xw = matmul(x, w_ih, { tb = true }) + b_ih          -- (T, B, nhid), all steps
+    local ys, fin = scan {
+      xs = { xw }, init = s0,
+      body = function(xw_t, h)
+        local h_next = act(xw_t + matmul(h, w_hh, { tb = true }) + b_hh)
+        return { h_next }, { h_next }
+      end,
+    }
+    return ys[1], fin
+  end)
+  return y, finals[1]
+end
+
+-- lstm(name, x (T, B, nin), { h = h0, c = c0 } (nlayers, B, nhid) each, nin,
+--      nhid, nlayers, dropout) -> (T, B, nhid), { h = ..., c = ... }
+-- torch.nn.LSTM, gates i, f, g, o in rows of W (4*nhid, .).
+function nn.lstm(name, x, s, nin, nhid, nlayers, p)
+  local y, finals = stacked(x, { s.h, s.c }, nin, nhid, nlayers, p, function(l, x, nin, s0)
+    local w_ih, w_hh, b_ih, b_hh = rnn_params(name, l, nin, nhid, 4)
+    local xw = matmul(x, w_ih, { tb = true }) + b_ih          -- (T, B, 4*nhid)
+    local ys, fin = scan {
+      xs = { xw }, init = s0,
+      body = function(xw_t, h, c)
+        local gates = xw_t + matmul(h, w_hh, { tb = true }) + b_hh
+        local i = sigmoid(slice(gates, 1, 0, nhid))
+        local f = sigmoid(slice(gates, 1, nhid, nhid))
+        local g = tanh(slice(gates, 1, 2 * nhid, nhid))
+        local o = sigmoid(slice(gates, 1, 3 * nhid, nhid))
+        local c_next = f * c + i * g
+        local h_next = o * tanh(c_next)
+        return { h_next }, { h_next, c_next }
+      end,
+    }
+    return ys[1], fin
+  end)
+  return y, { h = finals[1], c = finals[2] }
+end
+
+-- gru(name, x (T, B, nin), h0 (nlayers, B, nhid), nin, nhid, nlayers,
+--     dropout) -> (T, B, nhid), h (nlayers, B, nhid)
+-- torch.nn.GRU, gates r, z, n: n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)),
+-- h' = (1 - z) * n + z * h.
+function nn.gru(name, x, h0, nin, nhid, nlayers, p)
+  local y, finals = stacked(x, { h0 }, nin, nhid, nlayers, p, function(l, x, nin, s0)
+    local w_ih, w_hh, b_ih, b_hh = rnn_params(name, l, nin, nhid, 3)
+    local xw = matmul(x, w_ih, { tb = true }) + b_ih          -- (T, B, 3*nhid)
+    local ys, fin = scan {
+      xs = { xw }, init = s0,
+      body = function(xw_t, h)
+        local hw = matmul(h, w_hh, { tb = true }) + b_hh
+        local r = sigmoid(slice(xw_t, 1, 0, nhid) + slice(hw, 1, 0, nhid))
+        local z = sigmoid(slice(xw_t, 1, nhid, nhid) + slice(hw, 1, nhid, nhid))
+        local n = tanh(slice(xw_t, 1, 2 * nhid, nhid) + r * slice(hw, 1, 2 * nhid, nhid))
+        local h_next = (1 - z) * n + z * h
+        return { h_next }, { h_next }
+      end,
+    }
+    return ys[1], fin
+  end)
+  return y, finals[1]
+end
+
+return nn

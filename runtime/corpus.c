@@ -1,0 +1,371 @@
+/*
+ * corpus.c: the dictionary, the tokenizer and batching of the PyTorch
+ * example's data.py, byte for byte.
+ *
+ * data.py reads each file in text mode (UTF-8, universal newlines), and for
+ * every line appends line.split() + ['<eos>'] to one dictionary shared by
+ * train, valid and test, in that order, so word ids are first-seen order
+ * over the three files.  We reproduce that on raw bytes:
+ *
+ *   lines   end at "\n", "\r\n" or a lone "\r" (Python's universal
+ *           newlines); the last line may lack its end; an empty file has no
+ *           lines, and every line, empty or not, gives one <eos>.
+ *   words   runs of bytes between whitespace as str.isspace() defines it
+ *           on the decoded text: ASCII \t \n \v \f \r, space and \x1c-\x1f,
+ *           and the UTF-8 encodings of U+0085, U+00A0, U+1680,
+ *           U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000.
+ *
+ * Where Python would fail (bytes that are not UTF-8) we refuse the file
+ * with its line number; NUL bytes, which Python accepts but which C strings
+ * cannot hold, are refused too.
+ *
+ * batchify and get_batch are data.view(bsz, -1).t().contiguous() and
+ * main.py's get_batch: the stream cut into bsz columns of nrows tokens,
+ * read in windows of bptt rows, the last one shorter.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt.h"
+
+/* ---------------------------------------------------------- dictionary */
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)s[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+void dict_init(Dict *d)
+{
+  memset(d, 0, sizeof *d);
+}
+
+/* Slot of word w (len n): the one holding it, or the empty one where it
+ * would go.  nslot is a power of two, at most half full. */
+static size_t dict_slot(const Dict *d, const char *w, size_t n)
+{
+  size_t mask = d->nslot - 1;
+  size_t i = (size_t)fnv1a(w, n) & mask;
+  for (;;) {
+    int id = d->slot[i] - 1;
+    if (id < 0)
+      return i;
+    const char *v = d->word[id];
+    if (strncmp(v, w, n) == 0 && v[n] == '\0')
+      return i;
+    i = (i + 1) & mask;
+  }
+}
+
+static void dict_grow(Dict *d)
+{
+  size_t nslot = d->nslot ? d->nslot * 2 : 1024;
+  int *old = d->slot;
+  size_t oldn = d->nslot;
+  d->slot = calloc(nslot, sizeof *d->slot);
+  if (!d->slot) {
+    perror("lmc: out of memory");
+    abort();
+  }
+  d->nslot = nslot;
+  for (size_t i = 0; i < oldn; i++)
+    if (old[i]) {
+      const char *w = d->word[old[i] - 1];
+      d->slot[dict_slot(d, w, strlen(w))] = old[i];
+    }
+  free(old);
+}
+
+static int dict_find_n(const Dict *d, const char *w, size_t n)
+{
+  if (d->nslot == 0)
+    return -1;
+  return d->slot[dict_slot(d, w, n)] - 1;
+}
+
+static int dict_add_n(Dict *d, const char *w, size_t n)
+{
+  if (2 * ((size_t)d->nword + 1) > d->nslot)
+    dict_grow(d);
+  size_t i = dict_slot(d, w, n);
+  if (d->slot[i])
+    return d->slot[i] - 1;
+  int nw = d->nword;   /* word holds 16, then doubles when full */
+  if (nw == 0 || (nw >= 16 && (nw & (nw - 1)) == 0)) {
+    char **w2 = realloc(d->word, (nw ? 2 * (size_t)nw : 16) * sizeof *w2);
+    if (!w2) {
+      perror("lmc: out of memory");
+      abort();
+    }
+    d->word = w2;
+  }
+  char *s = malloc(n + 1);
+  if (!s) {
+    perror("lmc: out of memory");
+    abort();
+  }
+  memcpy(s, w, n);
+  s[n] = '\0';
+  d->word[d->nword] = s;
+  d->slot[i] = ++d->nword;
+  return d->nword - 1;
+}
+
+int dict_add(Dict *d, const char *w)
+{
+  return dict_add_n(d, w, strlen(w));
+}
+
+int dict_find(const Dict *d, const char *w)
+{
+  return dict_find_n(d, w, strlen(w));
+}
+
+uint64_t dict_hash(const Dict *d)
+{
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (int i = 0; i < d->nword; i++) {
+    const unsigned char *s = (const unsigned char *)d->word[i];
+    do {
+      h ^= *s;
+      h *= 0x100000001b3ull;
+    } while (*s++);
+  }
+  return h;
+}
+
+void dict_free(Dict *d)
+{
+  for (int i = 0; i < d->nword; i++)
+    free(d->word[i]);
+  free(d->word);
+  free(d->slot);
+  dict_init(d);
+}
+
+/* ----------------------------------------------------------- tokenizer */
+
+/* Length of the UTF-8 sequence at p (end e), or 0 when it is not valid
+ * UTF-8 as Python's strict decoder sees it (no overlongs, no surrogates,
+ * nothing above U+10FFFF). */
+static int utf8_len(const unsigned char *p, const unsigned char *e)
+{
+  unsigned c = p[0];
+  int n;
+  unsigned lo = 0x80, hi = 0xbf;
+  if (c < 0x80) return 1;
+  else if (c >= 0xc2 && c <= 0xdf) n = 2;
+  else if (c >= 0xe0 && c <= 0xef) {
+    n = 3;
+    if (c == 0xe0) lo = 0xa0;
+    if (c == 0xed) hi = 0x9f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4;
+    if (c == 0xf0) lo = 0x90;
+    if (c == 0xf4) hi = 0x8f;
+  } else
+    return 0;
+  if (e - p < n) return 0;
+  if (p[1] < lo || p[1] > hi) return 0;
+  for (int i = 2; i < n; i++)
+    if (p[i] < 0x80 || p[i] > 0xbf) return 0;
+  return n;
+}
+
+/* Bytes of the whitespace character at p (of UTF-8 length n), else 0. */
+static int space_len(const unsigned char *p, int n)
+{
+  if (n == 1) {
+    unsigned c = p[0];
+    return (c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f)) ? 1 : 0;
+  }
+  if (n == 2)
+    return (p[0] == 0xc2 && (p[1] == 0x85 || p[1] == 0xa0)) ? 2 : 0;
+  if (n == 3) {
+    unsigned cp = ((p[0] & 0x0fu) << 12) | ((p[1] & 0x3fu) << 6) | (p[2] & 0x3fu);
+    if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
+        cp == 0x202f || cp == 0x205f || cp == 0x3000)
+      return 3;
+  }
+  return 0;
+}
+
+static void tokens_push(Tokens *t, size_t *cap, int32_t id)
+{
+  if (t->n == *cap) {
+    *cap = *cap ? *cap * 2 : 4096;
+    int32_t *nid = realloc(t->id, *cap * sizeof *nid);
+    if (!nid) {
+      perror("lmc: out of memory");
+      abort();
+    }
+    t->id = nid;
+  }
+  t->id[t->n++] = id;
+}
+
+/* Reads the whole file at path into a malloc'd buffer. */
+static char *read_file(const char *path, size_t *len, char *err)
+{
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(err, ERRLEN, "%s: error: cannot open: %s", path, strerror(errno));
+    return NULL;
+  }
+  size_t cap = 1 << 16, n = 0;
+  char *buf = malloc(cap);
+  for (;;) {
+    if (!buf) {
+      perror("lmc: out of memory");
+      abort();
+    }
+    n += fread(buf + n, 1, cap - n, f);
+    if (n < cap)
+      break;
+    cap *= 2;
+    buf = realloc(buf, cap);
+  }
+  if (ferror(f)) {
+    snprintf(err, ERRLEN, "%s: error: cannot read: %s", path, strerror(errno));
+    fclose(f);
+    free(buf);
+    return NULL;
+  }
+  fclose(f);
+  *len = n;
+  return buf;
+}
+
+int tokenize_file(Dict *d, const char *path, Tokens *out, char *err)
+{
+  size_t len;
+  char *buf = read_file(path, &len, err);
+  if (!buf)
+    return -1;
+  Tokens t = {0};
+  size_t cap = len / 4 + 16;   /* English text: about one token per 5 bytes */
+  t.id = malloc(cap * sizeof *t.id);
+  if (!t.id) {
+    perror("lmc: out of memory");
+    abort();
+  }
+  /* <eos> gets its id when first seen: after the first line's words */
+  int eos = dict_find(d, "<eos>");
+
+  const unsigned char *p = (const unsigned char *)buf, *e = p + len;
+  int line = 1;
+  while (p < e) {
+    /* one line: words up to the line end, then <eos> */
+    const unsigned char *w = NULL;   /* start of the current word */
+    for (;;) {
+      if (p == e || *p == '\n' || *p == '\r') {
+        if (w) tokens_push(&t, &cap, dict_add_n(d, (const char *)w, (size_t)(p - w)));
+        break;
+      }
+      if (*p == 0) {
+        snprintf(err, ERRLEN, "%s:%d: error: NUL byte in text", path, line);
+        goto fail;
+      }
+      int n = utf8_len(p, e);
+      if (n == 0) {
+        snprintf(err, ERRLEN, "%s:%d: error: invalid UTF-8 (byte 0x%02x at offset %zu)", path, line,
+                 *p, (size_t)(p - (const unsigned char *)buf));
+        goto fail;
+      }
+      if (space_len(p, n)) {
+        if (w) tokens_push(&t, &cap, dict_add_n(d, (const char *)w, (size_t)(p - w)));
+        w = NULL;
+      } else if (!w)
+        w = p;
+      p += n;
+    }
+    if (eos < 0)
+      eos = dict_add(d, "<eos>");
+    tokens_push(&t, &cap, eos);
+    if (p < e && *p++ == '\r' && p < e && *p == '\n')
+      p++;
+    line++;
+  }
+  free(buf);
+  *out = t;
+  return 0;
+fail:
+  free(buf);
+  free(t.id);
+  return -1;
+}
+
+int corpus_load(Corpus *c, const char *dir, char *err)
+{
+  static const char *const name[3] = { "train.txt", "valid.txt", "test.txt" };
+  memset(c, 0, sizeof *c);
+  dict_init(&c->dict);
+  Tokens *split[3] = { &c->train, &c->valid, &c->test };
+  size_t dl = strlen(dir);
+  const char *sep = dl > 0 && dir[dl - 1] == '/' ? "" : "/";
+  for (int i = 0; i < 3; i++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s%s%s", dir, sep, name[i]);
+    if (tokenize_file(&c->dict, path, split[i], err) < 0) {
+      corpus_free(c);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+void corpus_free(Corpus *c)
+{
+  dict_free(&c->dict);
+  free(c->train.id);
+  free(c->valid.id);
+  free(c->test.id);
+  memset(c, 0, sizeof *c);
+}
+
+/* ------------------------------------------------------------ batching */
+
+void batchify(const Tokens *t, int bsz, Batches *out)
+{
+  out->bsz = bsz;
+  out->nrows = bsz > 0 ? t->n / (size_t)bsz : 0;
+  out->data = NULL;
+  if (out->nrows == 0)
+    return;
+  out->data = malloc(out->nrows * (size_t)bsz * sizeof *out->data);
+  if (!out->data) {
+    perror("lmc: out of memory");
+    abort();
+  }
+  for (size_t i = 0; i < out->nrows; i++)
+    for (int j = 0; j < bsz; j++)
+      out->data[i * (size_t)bsz + (size_t)j] = t->id[(size_t)j * out->nrows + i];
+}
+
+void batches_free(Batches *b)
+{
+  free(b->data);
+  b->data = NULL;
+  b->nrows = 0;
+}
+
+int get_batch(const Batches *b, size_t i, int bptt, const int32_t **x, const int32_t **y)
+{
+  if (b->nrows == 0 || i + 1 >= b->nrows || bptt <= 0) {
+    *x = *y = NULL;
+    return 0;
+  }
+  size_t T = b->nrows - 1 - i;
+  if (T > (size_t)bptt)
+    T = (size_t)bptt;
+  *x = b->data + i * (size_t)b->bsz;
+  *y = b->data + (i + 1) * (size_t)b->bsz;
+  return (int)T;
+}

@@ -1,0 +1,133 @@
+/*
+ * lmc_rt.h: the one public header of the lmc runtime.
+ *
+ * Every C file that lmc emits includes it and defines `lmc_model`, an
+ * LmcModel describing the compiled network: its parameters (names and
+ * layouts as PyTorch's state_dict), its hidden state, and three programs,
+ * each the network specialised to one batch size:
+ *   train  batch_size (20), forward + backward, dropout on
+ *   eval   eval batch (10), forward only, dropout off
+ *   gen    batch 1, forward only, dropout off
+ * The runtime (corpus, batching, training loop, evaluation, checkpoints,
+ * generation, command line) drives those programs through LmcCtx.
+ *
+ * Numbers are `real`: float, or double when the emitted file was compiled
+ * with --dtype=f64 (then LMC_REAL is defined as double before this header;
+ * only test harnesses link such files).
+ */
+#ifndef LMC_RT_H
+#define LMC_RT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef LMC_REAL
+#define LMC_REAL float
+#endif
+typedef LMC_REAL real;
+
+enum { LMC_MAXRANK = 4 };
+
+typedef enum {
+  LMC_INIT_ZERO,
+  LMC_INIT_ONE,
+  LMC_INIT_UNIFORM,      /* U(-init_a, init_a) */
+  LMC_INIT_XAVIER,       /* U(-a, a), a = sqrt(6 / (fan_in + fan_out)) */
+} LmcInit;
+
+typedef struct {
+  const char *name;      /* state_dict name: "rnn.weight_ih_l0" */
+  int rank;
+  int shape[LMC_MAXRANK];
+  size_t offset;         /* element offset in the parameter block */
+  size_t numel;
+  LmcInit init;
+  double init_a;
+  int alias;             /* tied: index of the tensor whose storage this is, else -1 */
+} LmcTensorDesc;
+
+struct LmcCtx;
+
+typedef struct {
+  int batch;             /* B */
+  int max_seq;           /* T <= max_seq */
+  size_t work_numel;     /* activation arena, in reals */
+  size_t state_numel;    /* hidden state carried across calls, in reals */
+  int nstate;
+  const LmcTensorDesc *state;   /* offsets into LmcCtx.state */
+  int has_backward;
+  /* Runs the program on tokens (T, B) (row t holds step t of every column).
+   * With targets (T, B): returns the mean NLL per token and, when
+   * has_backward, writes the gradient of that mean into c->grad.  Reads the
+   * hidden state from c->state and leaves the new one there (detached).
+   * Leaves the log-probabilities, (T, B, ntoken), at c->work + logp_offset
+   * (step t of column b at ((t * B) + b) * ntoken). */
+  double (*run)(struct LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T);
+  size_t logp_offset;
+} LmcProgram;
+
+typedef struct {
+  const char *name;      /* hyper-parameter, e.g. "dropout" */
+  double value;          /* compiled default */
+} LmcDropoutSlot;
+
+typedef struct LmcModel {
+  const char *kind;      /* "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "Transformer" */
+  const char *version;   /* lmc version */
+  const char *flags;     /* lmc command line */
+  int nhyper;
+  const char *const (*hyper)[2];   /* name, value: every hyper-parameter */
+  int ntoken, bptt;
+  int nparam;
+  const LmcTensorDesc *param;
+  size_t param_numel;    /* a tied tensor counted once */
+  int ndropout;
+  const LmcDropoutSlot *dropout;
+  LmcProgram train, eval, gen;
+  /* One optimizer step over the whole block: clip the global gradient norm
+   * to clip (when clip > 0) and return the norm before clipping; then
+   * sgd: p -= lr * g; adamw: PyTorch's AdamW with m, v (param_numel each),
+   * betas 0.9/0.999, eps 1e-8, weight decay wd, step count t (1-based). */
+  double (*clip)(real *grad, double clip);
+  void (*sgd)(real *param, const real *grad, double lr);
+  void (*adamw)(real *param, const real *grad, real *m, real *v, double lr, double wd, long t);
+} LmcModel;
+
+typedef struct LmcCtx {
+  const LmcModel *m;
+  real *param;           /* (param_numel) */
+  real *grad;            /* (param_numel), training only */
+  real *work;            /* (prog->work_numel) */
+  real *state;           /* (prog->state_numel) */
+  double *dropout;       /* (m->ndropout) run-time probabilities; the programs
+                            other than train ignore them */
+  uint64_t seed;         /* dropout masks depend on seed, step, stream, index */
+  uint64_t step;         /* training steps taken: advanced by the runtime */
+  int threads;
+} LmcCtx;
+
+extern const LmcModel lmc_model;
+
+/* Counter-based dropout generator: a uniform float in [0, 1) from the key
+ * (seed, step, stream) and the element index, so masks do not depend on
+ * evaluation order, threads or fusion, and backward can redraw them. */
+static inline uint64_t lmc_mix64(uint64_t z)
+{
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static inline uint64_t lmc_dropout_key(uint64_t seed, uint64_t step, uint64_t stream)
+{
+  return lmc_mix64(lmc_mix64(lmc_mix64(seed) ^ step) ^ (stream * 0xd1b54a32d192ed03ull));
+}
+
+/* 1 when element idx is kept with drop probability p. */
+static inline int lmc_keep(uint64_t key, uint64_t idx, double p)
+{
+  return (double)(lmc_mix64(key ^ lmc_mix64(idx)) >> 11) * 0x1p-53 >= p;
+}
+
+#endif

@@ -1,0 +1,1100 @@
+/*
+ * train.c: main.py's training loop and evaluation, generate.py's sampling,
+ * and `info`, driving the three programs of an emitted LmcModel.
+ *
+ * One allocation (a Net) holds the parameters, their gradient, the AdamW
+ * moments (only when AdamW is chosen), and the activation arena and hidden
+ * state of each program in use; every program gets an LmcCtx into it, all
+ * sharing the parameters.
+ *
+ * The loop follows main.py where numbers or printed lines depend on it:
+ *   - each epoch starts from a zero hidden state, carried (detached) from
+ *     window to window; windows are get_batch(train, i) for i in
+ *     range(0, nrows - 1, bptt), the last one shorter;
+ *   - after each step: clip the global gradient norm, sgd or adamw, then
+ *     ctx.step++ (the dropout key);
+ *   - a log line every log_interval batches (at batch % interval == 0,
+ *     batch > 0, the loss summed since the last line divided by the
+ *     interval, quirks included), tok/s appended;
+ *   - evaluate() is main.py's: sum over windows of T * mean loss, divided
+ *     by nrows - 1, from a zero state with dropout off;
+ *   - save on a new best validation loss, else lr /= 4; at the end (or on
+ *     Ctrl-C / SIGTERM, noticed between batches) reload the best model and
+ *     report test loss.
+ *
+ * Checkpoints hold the model's state_dict, loadable by torch with
+ * strict=True, and metadata: format_version, kind, every compiled
+ * hyper-parameter, vocab (words joined by '\n' in id order), vocab_size,
+ * vocab_hash, seed, lmc_version, lmc_flags, and for --resume lr, epoch,
+ * step, optimizer, valid_loss.  AdamW's moments live in a companion file
+ * FILE.optim (named by the optimizer_state key) so that the model file
+ * stays a plain state_dict.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rt.h"
+
+extern void openblas_set_num_threads(int);
+
+const char *rt_progname = "lmc";
+
+enum { EVAL_DRY_WINDOWS = 3, GEN_LOG_INTERVAL = 100 };
+#define DEFAULT_SAVE "model.safetensors"
+#define FORMAT_VERSION "1"
+
+static double now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void error(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "%s: error: ", rt_progname);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+static void warning(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "%s: warning: ", rt_progname);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+/* "lstm" for LSTM: the graph file and make's MODEL name. */
+static void model_name(const LmcModel *m, char *buf, size_t n)
+{
+  size_t i = 0;
+  for (; m->kind[i] && i + 1 < n; i++)
+    buf[i] = (char)(m->kind[i] >= 'A' && m->kind[i] <= 'Z' ? m->kind[i] - 'A' + 'a' : m->kind[i]);
+  buf[i] = '\0';
+}
+
+/* ---------------------------------------------------------- generator */
+
+/* splitmix64: parameter init and sampling (dropout has its own, in lmc_rt.h). */
+typedef struct {
+  uint64_t s;
+} Rng;
+
+static Rng rng_new(uint64_t seed, uint64_t stream)
+{
+  return (Rng){ lmc_mix64(lmc_mix64(seed) ^ stream) };
+}
+
+static uint64_t rng_next(Rng *r)
+{
+  uint64_t z = r->s;
+  r->s += 0x9e3779b97f4a7c15ull;
+  return lmc_mix64(z);
+}
+
+static double rng_uniform(Rng *r)   /* [0, 1) */
+{
+  return (double)(rng_next(r) >> 11) * 0x1p-53;
+}
+
+/* ---------------------------------------------------------------- Net */
+
+typedef struct {
+  real *block;
+  real *param;                  /* (param_numel) */
+  real *exp_avg, *exp_avg_sq;   /* (param_numel) each, AdamW only */
+  double *dropout;              /* (ndropout) */
+  LmcCtx train, eval, gen;
+} Net;
+
+enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8 };
+
+static size_t pad(size_t n)   /* to 128 bytes */
+{
+  size_t k = 128 / sizeof(real);
+  return (n + k - 1) / k * k;
+}
+
+/* Checks what the runtime relies on, so a broken descriptor fails here. */
+static int check_model(const LmcModel *m)
+{
+  const char *why = NULL;
+  if (m->ntoken <= 0 || m->bptt <= 0) why = "ntoken and bptt must be positive";
+  else if (m->train.max_seq < m->bptt || m->eval.max_seq < m->bptt) why = "a program's max_seq is below bptt";
+  else if (!m->train.has_backward) why = "the train program has no backward";
+  else if (m->gen.batch != 1 || m->gen.max_seq < 1) why = "the gen program must have batch 1";
+  else if (m->train.batch < 1 || m->eval.batch < 1) why = "a program has no batch";
+  for (int i = 0; !why && i < m->nparam; i++) {
+    const LmcTensorDesc *d = &m->param[i];
+    if (d->offset + d->numel > m->param_numel) why = "a parameter lies outside the parameter block";
+    else if (d->alias >= m->nparam) why = "a parameter aliases a tensor that does not exist";
+  }
+  if (why) {
+    error("model descriptor of %s is inconsistent: %s", m->kind, why);
+    return -1;
+  }
+  return 0;
+}
+
+static int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, double dropout)
+{
+  const LmcProgram *prog[3] = { &m->train, &m->eval, &m->gen };
+  LmcCtx *ctx[3] = { &n->train, &n->eval, &n->gen };
+  memset(n, 0, sizeof *n);
+  size_t total = pad(m->param_numel);
+  if (use & USE_TRAIN) total += pad(m->param_numel);
+  if (use & USE_ADAMW) total += 2 * pad(m->param_numel);
+  for (int k = 0; k < 3; k++)
+    if (use & (1 << k)) total += pad(prog[k]->work_numel) + pad(prog[k]->state_numel);
+  n->block = aligned_alloc(128, total * sizeof(real));
+  n->dropout = calloc((size_t)m->ndropout + 1, sizeof *n->dropout);
+  if (!n->block || !n->dropout) {
+    error("out of memory (%.0f MiB)", (double)(total * sizeof(real)) / (1 << 20));
+    free(n->block);
+    free(n->dropout);
+    return -1;
+  }
+  memset(n->block, 0, total * sizeof(real));
+  for (int i = 0; i < m->ndropout; i++)
+    n->dropout[i] = dropout < 0 ? m->dropout[i].value : dropout;
+  real *p = n->block;
+  n->param = p, p += pad(m->param_numel);
+  real *grad = NULL;
+  if (use & USE_TRAIN) grad = p, p += pad(m->param_numel);
+  if (use & USE_ADAMW) {
+    n->exp_avg = p, p += pad(m->param_numel);
+    n->exp_avg_sq = p, p += pad(m->param_numel);
+  }
+  for (int k = 0; k < 3; k++) {
+    if (!(use & (1 << k))) continue;
+    LmcCtx *c = ctx[k];
+    c->m = m;
+    c->param = n->param;
+    c->grad = k == 0 ? grad : NULL;
+    c->work = p, p += pad(prog[k]->work_numel);
+    c->state = p, p += pad(prog[k]->state_numel);
+    c->dropout = n->dropout;
+    c->seed = seed;
+    c->threads = threads;
+  }
+  return 0;
+}
+
+static void net_free(Net *n)
+{
+  free(n->block);
+  free(n->dropout);
+  memset(n, 0, sizeof *n);
+}
+
+/* torch.nn.init.xavier_uniform_'s bound, from the shape. */
+static double xavier_bound(const LmcTensorDesc *d)
+{
+  double fan_in, fan_out;
+  if (d->rank < 2)
+    fan_in = fan_out = d->rank ? d->shape[0] : 1;
+  else {
+    double rf = 1;
+    for (int i = 2; i < d->rank; i++) rf *= d->shape[i];
+    fan_in = d->shape[1] * rf;
+    fan_out = d->shape[0] * rf;
+  }
+  return sqrt(6.0 / (fan_in + fan_out));
+}
+
+/* Every tensor per its descriptor, in order, from one seeded stream;
+ * an alias shares its target's storage and is skipped.  XAVIER uses
+ * init_a when the compiler gave one, else the bound from the shape. */
+static void init_params(const LmcModel *m, real *param, uint64_t seed)
+{
+  Rng r = rng_new(seed, 0x696e6974);   /* "init" */
+  for (int i = 0; i < m->nparam; i++) {
+    const LmcTensorDesc *d = &m->param[i];
+    if (d->alias >= 0) continue;
+    real *x = param + d->offset;
+    double a = d->init_a;
+    switch (d->init) {
+    case LMC_INIT_ZERO:
+      for (size_t j = 0; j < d->numel; j++) x[j] = 0;
+      break;
+    case LMC_INIT_ONE:
+      for (size_t j = 0; j < d->numel; j++) x[j] = 1;
+      break;
+    case LMC_INIT_XAVIER:
+      if (!(a > 0)) a = xavier_bound(d);
+      /* fall through */
+    case LMC_INIT_UNIFORM:
+      for (size_t j = 0; j < d->numel; j++) x[j] = (real)(a * (2 * rng_uniform(&r) - 1));
+      break;
+    }
+  }
+}
+
+/* ------------------------------------------------------------ corpus */
+
+static int load_corpus(const LmcModel *m, Corpus *c, const char *dir)
+{
+  char err[ERRLEN];
+  memset(c, 0, sizeof *c);
+  if (corpus_load(c, dir, err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    return -1;
+  }
+  if (c->dict.nword != m->ntoken) {
+    char name[64];
+    model_name(m, name, sizeof name);
+    error("%s has a vocabulary of %d words, but this trainer was compiled for %d;\n"
+          "  recompile for it: make trainer MODEL=%s DATA=%s\n"
+          "  (or: lmc compile graphs/%s.lua -D ntoken=%d ...)",
+          dir, c->dict.nword, m->ntoken, name, dir, name, c->dict.nword);
+    corpus_free(c);
+    return -1;
+  }
+  return 0;
+}
+
+static char *vocab_join(const Dict *d)
+{
+  size_t n = 1;
+  for (int i = 0; i < d->nword; i++) n += strlen(d->word[i]) + 1;
+  char *s = malloc(n), *p = s;
+  if (!s) return NULL;
+  for (int i = 0; i < d->nword; i++) {
+    size_t k = strlen(d->word[i]);
+    memcpy(p, d->word[i], k);
+    p += k;
+    if (i + 1 < d->nword) *p++ = '\n';
+  }
+  *p = '\0';
+  return s;
+}
+
+/* The dictionary stored in a checkpoint's metadata; 0 when there is none. */
+static int vocab_from_meta(const MetaList *meta, Dict *d)
+{
+  const char *v = meta_get(meta, "vocab");
+  dict_init(d);
+  if (!v) return 0;
+  const char *p = v;
+  char *w = malloc(strlen(v) + 1);
+  for (;;) {
+    const char *e = strchr(p, '\n');
+    size_t k = e ? (size_t)(e - p) : strlen(p);
+    memcpy(w, p, k);
+    w[k] = '\0';
+    if (dict_add(d, w) != d->nword - 1) {
+      free(w);
+      return -1;   /* a word twice */
+    }
+    if (!e) break;
+    p = e + 1;
+  }
+  free(w);
+  return 1;
+}
+
+static void hash_hex(uint64_t h, char *buf)
+{
+  snprintf(buf, 17, "%016llx", (unsigned long long)h);
+}
+
+/* A checkpoint's vocabulary must be the corpus's, word for word. */
+static int check_vocab(const MetaList *meta, const Dict *corpus, const char *ckpt, const char *dir)
+{
+  Dict d;
+  int have = vocab_from_meta(meta, &d);
+  if (have < 0) {
+    error("%s: the vocabulary in the metadata repeats a word", ckpt);
+    dict_free(&d);
+    return -1;
+  }
+  if (!have) {
+    const char *h = meta_get(meta, "vocab_hash");
+    char mine[17];
+    hash_hex(dict_hash(corpus), mine);
+    if (h && strcmp(h, mine) != 0) {
+      error("%s was trained on another vocabulary than %s's (hash %s, %s's is %s)", ckpt, dir, h, dir, mine);
+      return -1;
+    }
+    if (!h) warning("%s holds no vocabulary; assuming %s's", ckpt, dir);
+    return 0;
+  }
+  int rc = 0;
+  if (d.nword != corpus->nword) {
+    error("%s was trained on a vocabulary of %d words, %s has %d", ckpt, d.nword, dir, corpus->nword);
+    rc = -1;
+  } else
+    for (int i = 0; i < d.nword; i++)
+      if (strcmp(d.word[i], corpus->word[i]) != 0) {
+        error("%s was trained on another vocabulary than %s's: word %d is '%s' there, '%s' here", ckpt, dir,
+              i, d.word[i], corpus->word[i]);
+        rc = -1;
+        break;
+      }
+  dict_free(&d);
+  return rc;
+}
+
+static int check_kind(const MetaList *meta, const LmcModel *m, const char *ckpt)
+{
+  const char *k = meta_get(meta, "kind");
+  if (k && strcmp(k, m->kind) != 0) {
+    error("%s holds a %s model, this trainer is compiled for %s", ckpt, k, m->kind);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------- evaluate */
+
+/* main.py's evaluate(): zero state, no dropout, sum over windows of
+ * T * mean loss, divided by the rows covered (nrows - 1 for all of them).
+ * max_windows > 0 stops early (dry run).  *ntok: targets scored. */
+static double evaluate(LmcCtx *c, const LmcProgram *p, const Batches *b, int bptt, long max_windows,
+                       size_t *ntok)
+{
+  memset(c->state, 0, p->state_numel * sizeof(real));
+  double total = 0;
+  size_t rows = 0;
+  long k = 0;
+  for (size_t i = 0; i + 1 < b->nrows; i += (size_t)bptt) {
+    if (max_windows > 0 && k++ >= max_windows) break;
+    const int32_t *x, *y;
+    int T = get_batch(b, i, bptt, &x, &y);
+    total += T * p->run(c, x, y, T);
+    rows += (size_t)T;
+  }
+  if (ntok) *ntok = rows * (size_t)b->bsz;
+  return rows ? total / (double)rows : NAN;
+}
+
+/* ------------------------------------------------------------- train */
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+  (void)sig;
+  stop_requested = 1;
+}
+
+typedef struct {
+  const LmcModel *m;
+  const TrainOptions *o;
+  Corpus corpus;
+  Batches train, valid, test;
+  Net net;
+  double lr;
+  int epoch;             /* the one running, or the last done */
+  bool has_best;
+  double best;
+  const char *save;      /* where a new best goes */
+  const char *best_path; /* the file holding the best model, NULL when none yet */
+  long eval_windows;     /* 0: all */
+  FILE *csv;
+  bool tty, progress;    /* stderr is a terminal; a progress line is showing */
+} Trainer;
+
+static void clear_progress(Trainer *t)
+{
+  if (t->progress) {
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+    t->progress = false;
+  }
+}
+
+static void out(Trainer *t, const char *fmt, ...)
+{
+  clear_progress(t);
+  va_list ap;
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+  fflush(stdout);
+}
+
+static void rule(Trainer *t, char c)
+{
+  char line[90];
+  memset(line, c, 89);
+  line[89] = '\0';
+  out(t, "%s\n", line);
+}
+
+static void fmt_duration(double s, char *buf, size_t n)
+{
+  long x = (long)(s + 0.5);
+  if (x >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", x / 3600, x / 60 % 60, x % 60);
+  else snprintf(buf, n, "%ld:%02ld", x / 60, x % 60);
+}
+
+static void setf(MetaList *l, const char *key, const char *fmt, ...)
+{
+  char buf[64];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  meta_set(l, key, buf);
+}
+
+/* What every checkpoint says about the model and its vocabulary. */
+static int meta_model(MetaList *l, const LmcModel *m, const Dict *d, uint64_t seed)
+{
+  meta_set(l, "format_version", FORMAT_VERSION);
+  meta_set(l, "kind", m->kind);
+  for (int i = 0; i < m->nhyper; i++) meta_set(l, m->hyper[i][0], m->hyper[i][1]);
+  setf(l, "ntoken", "%d", m->ntoken);
+  setf(l, "bptt", "%d", m->bptt);
+  char *v = vocab_join(d);
+  if (!v) return -1;
+  meta_set(l, "vocab", v);
+  free(v);
+  setf(l, "vocab_size", "%d", d->nword);
+  char h[17];
+  hash_hex(dict_hash(d), h);
+  meta_set(l, "vocab_hash", h);
+  setf(l, "seed", "%llu", (unsigned long long)seed);
+  meta_set(l, "lmc_version", m->version);
+  meta_set(l, "lmc_flags", m->flags);
+  return 0;
+}
+
+static char *optim_path(const char *path)
+{
+  char *s = malloc(strlen(path) + 7);
+  if (s) sprintf(s, "%s.optim", path);
+  return s;
+}
+
+static const char *base_name(const char *p)
+{
+  const char *s = strrchr(p, '/');
+  return s ? s + 1 : p;
+}
+
+static int save_checkpoint(Trainer *t, const char *path, double val_loss)
+{
+  const LmcModel *m = t->m;
+  char err[ERRLEN];
+  MetaList meta = { 0 };
+  int rc = -1;
+  char *opath = NULL;
+  if (meta_model(&meta, m, &t->corpus.dict, t->o->seed) < 0) goto oom;
+  setf(&meta, "lr", "%.17g", t->lr);
+  setf(&meta, "epoch", "%d", t->epoch);
+  setf(&meta, "step", "%llu", (unsigned long long)t->net.train.step);
+  meta_set(&meta, "optimizer", t->o->adamw ? "adamw" : "sgd");
+  setf(&meta, "valid_loss", "%.17g", val_loss);
+  setf(&meta, "clip", "%.17g", t->o->clip);
+  if (t->o->adamw) {
+    /* moments first: the model file, renamed last, commits the pair */
+    if (!(opath = optim_path(path))) goto oom;
+    meta_set(&meta, "optimizer_state", base_name(opath));
+    MetaList om = { 0 };
+    meta_set(&om, "format_version", FORMAT_VERSION);
+    meta_set(&om, "kind", m->kind);
+    meta_set(&om, "optimizer", "adamw");
+    setf(&om, "step", "%llu", (unsigned long long)t->net.train.step);
+    ExtraBlock ex[2] = { { "optimizer.exp_avg.", t->net.exp_avg }, { "optimizer.exp_avg_sq.", t->net.exp_avg_sq } };
+    int r = ckpt_save(opath, m, t->net.param, ex, 2, &om, err);
+    meta_free(&om);
+    if (r < 0) {
+      fprintf(stderr, "%s\n", err);
+      goto done;
+    }
+  }
+  if (ckpt_save(path, m, t->net.param, NULL, 0, &meta, err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    goto done;
+  }
+  rc = 0;
+  goto done;
+oom:
+  error("out of memory");
+done:
+  free(opath);
+  meta_free(&meta);
+  return rc;
+}
+
+static double meta_num(const MetaList *l, const char *key, double dflt)
+{
+  const char *s = meta_get(l, key);
+  if (!s) return dflt;
+  char *e;
+  double v = strtod(s, &e);
+  return e != s && *e == '\0' ? v : dflt;
+}
+
+/* --resume: parameters, lr, epoch, step, best valid loss, AdamW moments. */
+static int resume(Trainer *t, bool lr_given)
+{
+  const LmcModel *m = t->m;
+  const char *path = t->o->resume;
+  char err[ERRLEN];
+  MetaList meta = { 0 };
+  int rc = -1;
+  char *opath = NULL;
+  if (ckpt_load(path, m, t->net.param, NULL, 0, &meta, err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    goto done;
+  }
+  if (check_kind(&meta, m, path) < 0 || check_vocab(&meta, &t->corpus.dict, path, t->o->data) < 0) goto done;
+  double lr = meta_num(&meta, "lr", 0), ep = meta_num(&meta, "epoch", 0), st = meta_num(&meta, "step", 0);
+  if (!lr_given && lr > 0) t->lr = lr;
+  t->epoch = ep >= 0 && ep < 1e9 ? (int)ep : 0;
+  t->net.train.step = st >= 0 && st < 1e19 ? (uint64_t)st : 0;
+  double vl = meta_num(&meta, "valid_loss", NAN);
+  if (isfinite(vl)) {
+    t->has_best = true;
+    t->best = vl;
+    t->best_path = path;
+  }
+  const char *opt = meta_get(&meta, "optimizer");
+  if (t->o->adamw) {
+    const char *oname = meta_get(&meta, "optimizer_state");
+    if (!oname) {
+      warning("%s holds no AdamW state%s%s; the moments start from zero", path, opt ? ": it was trained with " : "",
+              opt ? opt : "");
+    } else {
+      /* the companion file sits next to the model file */
+      const char *slash = strrchr(path, '/');
+      size_t dl = slash ? (size_t)(slash - path + 1) : 0;
+      if (!(opath = malloc(dl + strlen(oname) + 1))) goto done;
+      memcpy(opath, path, dl);
+      strcpy(opath + dl, oname);
+      real *tmp = calloc(m->param_numel, sizeof(real));
+      MetaList om = { 0 };
+      ExtraBlock ex[2] = { { "optimizer.exp_avg.", t->net.exp_avg }, { "optimizer.exp_avg_sq.", t->net.exp_avg_sq } };
+      int r = tmp ? ckpt_load(opath, m, tmp, ex, 2, &om, err) : -1;
+      const char *ost = r < 0 ? NULL : meta_get(&om, "step");
+      const char *mst = meta_get(&meta, "step");
+      bool ok = false;
+      if (r < 0)
+        fprintf(stderr, "%s\n", tmp ? err : "out of memory");
+      else if (!ex[0].data || !ex[1].data)
+        error("%s holds no AdamW moments", opath);
+      else if (!ost || !mst || strcmp(ost, mst) != 0)
+        error("%s is from step %s, %s from step %s: they do not belong together", opath, ost ? ost : "?", path,
+              mst ? mst : "?");
+      else
+        ok = true;
+      free(tmp);
+      meta_free(&om);
+      if (!ok) goto done;
+    }
+  } else if (opt && strcmp(opt, "sgd") != 0)
+    warning("%s was trained with %s; continuing with sgd", path, opt);
+  printf("resuming from %s: %d epochs done, %llu steps, lr %g\n", path, t->epoch,
+         (unsigned long long)t->net.train.step, t->lr);
+  rc = 0;
+done:
+  free(opath);
+  meta_free(&meta);
+  return rc;
+}
+
+static void log_line(Trainer *t, long batch, long nbatch, double loss, double ms, double tps)
+{
+  out(t, "| epoch %3d | %5ld/%5ld batches | lr %02.2f | ms/batch %5.2f | loss %5.2f | ppl %8.2f | tok/s %.0f\n",
+      t->epoch, batch, nbatch, t->lr, ms, loss, exp(loss), tps);
+  if (t->csv) {
+    fprintf(t->csv, "%d,%ld,%.9g,%.9g,%.9g,%.6g,%.6g\n", t->epoch, batch, t->lr, loss, exp(loss), ms, tps);
+    fflush(t->csv);
+  }
+}
+
+/* One epoch of main.py's train().  0: done, 1: stop requested, -1: error. */
+static int train_epoch(Trainer *t)
+{
+  const LmcModel *m = t->m;
+  const TrainOptions *o = t->o;
+  LmcCtx *c = &t->net.train;
+  const Batches *b = &t->train;
+  const int bptt = m->bptt;
+  memset(c->state, 0, m->train.state_numel * sizeof(real));
+  long nbatch = (long)(b->nrows / (size_t)bptt);   /* as main.py prints it */
+  long limit = b->nrows > 1 ? (long)((b->nrows - 2) / (size_t)bptt + 1) : 0;
+  if (o->max_batches > 0 && o->max_batches < limit) limit = o->max_batches;
+  if (o->dry_run && limit > 1) limit = 1;
+  double total_loss = 0, epoch_start = now(), start = epoch_start, last_shown = 0;
+  size_t tokens = 0;
+  long batch = 0;
+  for (size_t i = 0; batch < limit; batch++, i += (size_t)bptt) {
+    if (stop_requested) return 1;
+    const int32_t *x, *y;
+    int T = get_batch(b, i, bptt, &x, &y);
+    memset(c->grad, 0, m->param_numel * sizeof(real));
+    double loss = m->train.run(c, x, y, T);
+    if (!isfinite(loss)) {
+      clear_progress(t);
+      fflush(stdout);
+      error("loss is %s at epoch %d batch %ld", isnan(loss) ? "nan" : "inf", t->epoch, batch);
+      return -1;
+    }
+    if (o->clip > 0) m->clip(c->grad, o->clip);
+    if (o->adamw)
+      m->adamw(c->param, c->grad, t->net.exp_avg, t->net.exp_avg_sq, t->lr, 0.01, (long)c->step + 1);
+    else
+      m->sgd(c->param, c->grad, t->lr);
+    c->step++;
+    total_loss += loss;
+    tokens += (size_t)T * (size_t)b->bsz;
+    double tn = now();
+    if ((batch % o->log_interval == 0 && batch > 0) || (o->dry_run && batch == limit - 1)) {
+      double elapsed = tn - start;
+      double k = batch > 0 ? o->log_interval : 1;
+      log_line(t, batch, nbatch, total_loss / k, elapsed * 1000 / k, elapsed > 0 ? (double)tokens / elapsed : 0);
+      total_loss = 0;
+      tokens = 0;
+      start = tn;
+    } else if (t->tty && tn - last_shown > 0.2) {
+      double el = tn - epoch_start;
+      char eta[32];
+      fmt_duration(el / (double)(batch + 1) * (double)(limit - batch - 1), eta, sizeof eta);
+      fprintf(stderr, "\r| epoch %3d | %5ld/%5ld batches | tok/s %.0f | ETA %s\033[K", t->epoch, batch + 1, limit,
+              tn > start ? (double)tokens / (tn - start) : 0, eta);
+      fflush(stderr);
+      t->progress = true;
+      last_shown = tn;
+    }
+  }
+  clear_progress(t);
+  return 0;
+}
+
+static char *temp_path(void)
+{
+  const char *dir = getenv("TMPDIR");
+  if (!dir || !*dir) dir = "/tmp";
+  char *s = malloc(strlen(dir) + 64);
+  if (s) sprintf(s, "%s/lmc-dry-run-%ld.safetensors", dir, (long)getpid());
+  return s;
+}
+
+/* The dry run's reload: the file must give back the parameters bit for bit. */
+static int check_reload(Trainer *t, const char *path)
+{
+  const LmcModel *m = t->m;
+  char err[ERRLEN];
+  real *p = malloc(m->param_numel * sizeof(real));
+  MetaList meta = { 0 };
+  int rc = -1;
+  if (!p)
+    error("out of memory");
+  else if (ckpt_load(path, m, p, NULL, 0, &meta, err) < 0)
+    fprintf(stderr, "%s\n", err);
+  else if (memcmp(p, t->net.param, m->param_numel * sizeof(real)) != 0)
+    error("%s: the reloaded parameters differ from the saved ones", path);
+  else if (check_vocab(&meta, &t->corpus.dict, path, t->o->data) == 0) {
+    out(t, "| dry run | saved and reloaded %s (%zu parameters)\n", path, m->param_numel);
+    rc = 0;
+  }
+  free(p);
+  meta_free(&meta);
+  return rc;
+}
+
+int run_train(const LmcModel *m, const TrainOptions *o)
+{
+  Trainer t = { 0 };
+  t.m = m;
+  t.o = o;
+  t.tty = isatty(STDERR_FILENO);
+  t.eval_windows = o->dry_run ? EVAL_DRY_WINDOWS : 0;
+  char *tmp = NULL;
+  int rc = 1;
+  struct sigaction sa = { 0 }, old_int, old_term;
+  bool handlers = false;
+
+  if (check_model(m) < 0) return 1;
+  if (o->log_interval < 1 || o->epochs < 1 || o->threads < 1) {
+    error("log_interval, epochs and threads must be positive");
+    return 2;
+  }
+  t.save = o->save ? o->save : DEFAULT_SAVE;
+  if (o->dry_run && !o->save) {
+    if (!(tmp = temp_path())) return 1;
+    t.save = tmp;
+  }
+  t.lr = o->lr > 0 ? o->lr : o->adamw ? 0.001 : 20;
+  openblas_set_num_threads(o->threads);
+
+  if (load_corpus(m, &t.corpus, o->data) < 0) goto done_tmp;
+  batchify(&t.corpus.train, m->train.batch, &t.train);
+  batchify(&t.corpus.valid, m->eval.batch, &t.valid);
+  batchify(&t.corpus.test, m->eval.batch, &t.test);
+  const char *tiny = t.train.nrows < 2 ? "train" : t.valid.nrows < 2 ? "valid" : t.test.nrows < 2 ? "test" : NULL;
+  if (tiny) {
+    error("%s/%s.txt is too small for batches of %d columns", o->data, tiny,
+          tiny[1] == 'r' ? m->train.batch : m->eval.batch);
+    goto done_corpus;
+  }
+  if (net_alloc(&t.net, m, USE_TRAIN | USE_EVAL | (o->adamw ? USE_ADAMW : 0), o->seed, o->threads,
+                o->dropout) < 0)
+    goto done_corpus;
+  init_params(m, t.net.param, o->seed);
+  if (o->resume && resume(&t, o->lr > 0) < 0) goto done_net;
+
+  if (o->log_csv) {
+    bool append = false;
+    if (o->resume) {
+      FILE *f = fopen(o->log_csv, "r");
+      if (f) {
+        append = fgetc(f) != EOF;
+        fclose(f);
+      }
+    }
+    if (!(t.csv = fopen(o->log_csv, append ? "a" : "w"))) {
+      error("%s: cannot write: %s", o->log_csv, strerror(errno));
+      goto done_net;
+    }
+    if (!append) fprintf(t.csv, "epoch,batch,lr,loss,ppl,ms_per_batch,tokens_per_s\n");
+  }
+
+  stop_requested = 0;
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESETHAND;   /* a second Ctrl-C kills */
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  handlers = true;
+
+  bool stopped = false;
+  int first = t.epoch + 1, last = o->dry_run ? first : o->epochs;
+  if (first > last)
+    out(&t, "| nothing to train: %s is at epoch %d of %d\n", o->resume, t.epoch, o->epochs);
+  for (int epoch = first; epoch <= last && !stopped; epoch++) {
+    t.epoch = epoch;
+    double epoch_start = now();
+    int r = train_epoch(&t);
+    if (r < 0) goto done_net;
+    if (r > 0) {
+      stopped = true;
+      break;
+    }
+    double val_loss = evaluate(&t.net.eval, &m->eval, &t.valid, m->bptt, t.eval_windows, NULL);
+    rule(&t, '-');
+    out(&t, "| end of epoch %3d | time: %5.2fs | valid loss %5.2f | valid ppl %8.2f\n", epoch, now() - epoch_start,
+        val_loss, exp(val_loss));
+    rule(&t, '-');
+    if (!isfinite(val_loss)) {
+      error("valid loss is %s after epoch %d", isnan(val_loss) ? "nan" : "inf", epoch);
+      goto done_net;
+    }
+    if (!t.has_best || val_loss < t.best) {
+      if (save_checkpoint(&t, t.save, val_loss) < 0) goto done_net;
+      t.has_best = true;
+      t.best = val_loss;
+      t.best_path = t.save;
+    } else
+      t.lr /= 4.0;
+    if (stop_requested) stopped = true;
+  }
+  if (stopped) {
+    rule(&t, '-');
+    out(&t, "Exiting from training early\n");
+  }
+
+  /* the best model, as main.py reloads it */
+  if (t.best_path) {
+    if (o->dry_run) {
+      if (check_reload(&t, t.best_path) < 0) goto done_net;
+    } else {
+      char err[ERRLEN];
+      MetaList meta = { 0 };
+      int r = ckpt_load(t.best_path, m, t.net.param, NULL, 0, &meta, err);
+      meta_free(&meta);
+      if (r < 0) {
+        fprintf(stderr, "%s\n", err);
+        goto done_net;
+      }
+    }
+  } else
+    warning("no model was saved; testing the current parameters");
+  double test_loss = evaluate(&t.net.eval, &m->eval, &t.test, m->bptt, t.eval_windows, NULL);
+  rule(&t, '=');
+  out(&t, "| End of training | test loss %5.2f | test ppl %8.2f\n", test_loss, exp(test_loss));
+  rule(&t, '=');
+  rc = isfinite(test_loss) ? 0 : 1;
+
+done_net:
+  if (handlers) {
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+  }
+  if (t.csv) fclose(t.csv);
+  net_free(&t.net);
+done_corpus:
+  batches_free(&t.train);
+  batches_free(&t.valid);
+  batches_free(&t.test);
+  corpus_free(&t.corpus);
+done_tmp:
+  if (tmp) {
+    char *op = optim_path(tmp);
+    remove(tmp);
+    if (op) remove(op);
+    free(op);
+    free(tmp);
+  }
+  return rc;
+}
+
+/* -------------------------------------------------------------- eval */
+
+int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const char *split, bool json)
+{
+  if (check_model(m) < 0) return 1;
+  if (strcmp(split, "valid") != 0 && strcmp(split, "test") != 0) {
+    error("--split: expected 'valid' or 'test', got '%s'", split);
+    return 2;
+  }
+  openblas_set_num_threads(1);
+  Corpus c;
+  if (load_corpus(m, &c, data) < 0) return 1;
+  int rc = 1;
+  Net n;
+  Batches b = { 0 };
+  MetaList meta = { 0 };
+  char err[ERRLEN];
+  if (net_alloc(&n, m, USE_EVAL, 0, 1, 0) < 0) goto done_corpus;
+  if (ckpt_load(checkpoint, m, n.param, NULL, 0, &meta, err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    goto done;
+  }
+  if (check_kind(&meta, m, checkpoint) < 0 || check_vocab(&meta, &c.dict, checkpoint, data) < 0) goto done;
+  batchify(split[0] == 'v' ? &c.valid : &c.test, m->eval.batch, &b);
+  if (b.nrows < 2) {
+    error("%s/%s.txt is too small for batches of %d columns", data, split, m->eval.batch);
+    goto done;
+  }
+  size_t ntok;
+  double loss = evaluate(&n.eval, &m->eval, &b, m->bptt, 0, &ntok), ppl = exp(loss);
+  if (json) {
+    char l[32] = "null", p[32] = "null";
+    if (isfinite(loss)) snprintf(l, sizeof l, "%.17g", loss);
+    if (isfinite(ppl)) snprintf(p, sizeof p, "%.17g", ppl);
+    printf("{\"loss\": %s, \"ppl\": %s, \"tokens\": %zu}\n", l, p, ntok);
+  } else
+    printf("| %s loss %5.2f | %s ppl %8.2f\n", split, loss, split, ppl);
+  fflush(stdout);
+  if (!isfinite(loss)) error("%s loss is %s", split, isnan(loss) ? "nan" : "inf");
+  else rc = 0;
+done:
+  batches_free(&b);
+  meta_free(&meta);
+  net_free(&n);
+done_corpus:
+  corpus_free(&c);
+  return rc;
+}
+
+/* ---------------------------------------------------------- generate */
+
+/* The vocabulary for generate: the checkpoint's, or data/wikitext-2's for a
+ * state_dict saved without one. */
+static int gen_vocab(const LmcModel *m, const MetaList *meta, const char *ckpt, Dict *d)
+{
+  int have = vocab_from_meta(meta, d);
+  if (have < 0) {
+    error("%s: the vocabulary in the metadata repeats a word", ckpt);
+    dict_free(d);
+    return -1;
+  }
+  if (!have) {
+    const char *dir = "data/wikitext-2";
+    Corpus c;
+    warning("%s holds no vocabulary; using %s's", ckpt, dir);
+    if (load_corpus(m, &c, dir) < 0) return -1;
+    *d = c.dict;
+    dict_init(&c.dict);
+    corpus_free(&c);
+  }
+  if (d->nword != m->ntoken) {
+    error("%s has a vocabulary of %d words, this trainer was compiled for %d", ckpt, d->nword, m->ntoken);
+    dict_free(d);
+    return -1;
+  }
+  const char *h = meta_get(meta, "vocab_hash");
+  char mine[17];
+  hash_hex(dict_hash(d), mine);
+  if (have && h && strcmp(h, mine) != 0) {
+    error("%s: the vocabulary does not match its hash (%s, computed %s)", ckpt, h, mine);
+    dict_free(d);
+    return -1;
+  }
+  return 0;
+}
+
+/* Runs the gen program on the history and returns the log-probabilities of
+ * the next token.  With a hidden state (RNNs) only the newest n tokens are
+ * fed; without one (Transformer) the window of the last max_seq tokens. */
+static const real *gen_feed(LmcCtx *c, const LmcProgram *p, const int32_t *hist, size_t len, size_t n)
+{
+  int T;
+  const int32_t *x;
+  if (p->nstate > 0) {
+    for (size_t k = len - n; k + 1 < len; k++) p->run(c, hist + k, NULL, 1);
+    x = hist + len - 1;
+    T = 1;
+  } else {
+    T = len < (size_t)p->max_seq ? (int)len : p->max_seq;
+    x = hist + len - (size_t)T;
+  }
+  p->run(c, x, NULL, T);
+  return c->work + p->logp_offset + (size_t)(T - 1) * (size_t)c->m->ntoken;
+}
+
+int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature, uint64_t seed,
+                 const char *prompt, const char *outf)
+{
+  if (check_model(m) < 0) return 1;
+  if (!(temperature >= 1e-3) || words < 0) {
+    error("--temperature must be at least 1e-3 and --words non-negative");
+    return 2;
+  }
+  openblas_set_num_threads(1);
+  int rc = 1;
+  Net n;
+  MetaList meta = { 0 };
+  Dict d;
+  dict_init(&d);
+  char err[ERRLEN];
+  int32_t *hist = NULL;
+  double *w = NULL;
+  FILE *f = NULL;
+  if (net_alloc(&n, m, USE_GEN, seed, 1, 0) < 0) return 1;
+  if (ckpt_load(checkpoint, m, n.param, NULL, 0, &meta, err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    goto done;
+  }
+  if (check_kind(&meta, m, checkpoint) < 0 || gen_vocab(m, &meta, checkpoint, &d) < 0) goto done;
+
+  /* history: the prompt (or one random word), then what we generate */
+  size_t plen = 0, cap = 16;
+  if (prompt)
+    for (const char *p = prompt; *p;) {
+      while (*p && strchr(" \t\n\r\v\f", *p)) p++;
+      if (*p) plen++;
+      while (*p && !strchr(" \t\n\r\v\f", *p)) p++;
+    }
+  cap += plen + (size_t)words;
+  hist = malloc(cap * sizeof *hist);
+  w = malloc((size_t)m->ntoken * sizeof *w);
+  if (!hist || !w) {
+    error("out of memory");
+    goto done;
+  }
+  Rng r = rng_new(seed, 0x67656e);   /* "gen" */
+  size_t len = 0;
+  if (plen) {
+    int unk = dict_find(&d, "<unk>");
+    for (const char *p = prompt; *p;) {
+      while (*p && strchr(" \t\n\r\v\f", *p)) p++;
+      const char *s = p;
+      while (*p && !strchr(" \t\n\r\v\f", *p)) p++;
+      if (p == s) break;
+      char word[256];
+      size_t k = (size_t)(p - s) < sizeof word - 1 ? (size_t)(p - s) : sizeof word - 1;
+      memcpy(word, s, k);
+      word[k] = '\0';
+      int id = dict_find(&d, word);
+      if (id < 0) {
+        if (unk < 0) {
+          error("--prompt: '%s' is not in the vocabulary, which has no <unk>", word);
+          goto done;
+        }
+        warning("--prompt: '%s' is not in the vocabulary; using <unk>", word);
+        id = unk;
+      }
+      hist[len++] = id;
+    }
+  } else
+    hist[len++] = (int32_t)(rng_next(&r) % (uint64_t)m->ntoken);   /* torch.randint(ntokens, (1, 1)) */
+
+  if (strcmp(outf, "-") == 0) f = stdout;
+  else if (!(f = fopen(outf, "w"))) {
+    error("%s: cannot write: %s", outf, strerror(errno));
+    goto done;
+  }
+  const real *logp = gen_feed(&n.gen, &m->gen, hist, len, len);
+  for (int i = 0; i < words; i++) {
+    /* torch.multinomial(exp(logp / temperature), 1) */
+    double mx = -INFINITY, total = 0;
+    for (int v = 0; v < m->ntoken; v++)
+      if (logp[v] > mx) mx = logp[v];
+    for (int v = 0; v < m->ntoken; v++) total += w[v] = exp((logp[v] - mx) / temperature);
+    double u = rng_uniform(&r) * total, acc = 0;
+    int idx = m->ntoken - 1;
+    for (int v = 0; v < m->ntoken; v++)
+      if ((acc += w[v]) > u && w[v] > 0) {
+        idx = v;
+        break;
+      }
+    fputs(d.word[idx], f);
+    fputc(i % 20 == 19 ? '\n' : ' ', f);
+    if (i % GEN_LOG_INTERVAL == 0) fprintf(stderr, "| Generated %d/%d words\n", i, words);
+    hist[len++] = idx;
+    if (i + 1 < words) logp = gen_feed(&n.gen, &m->gen, hist, len, 1);
+  }
+  if (f == stdout ? fflush(f) != 0 : fclose(f) != 0) {
+    f = NULL;
+    error("%s: cannot write: %s", outf, strerror(errno));
+    goto done;
+  }
+  f = NULL;
+  rc = 0;
+done:
+  if (f && f != stdout) fclose(f);
+  free(hist);
+  free(w);
+  dict_free(&d);
+  meta_free(&meta);
+  net_free(&n);
+  return rc;
+}
+
+/* -------------------------------------------------------------- info */
+
+void run_info(const LmcModel *m)
+{
+  printf("kind          %s\n", m->kind);
+  printf("lmc           %s\n", m->version);
+  printf("flags         %s\n", m->flags);
+  printf("vocabulary    %d words (ntoken)\n", m->ntoken);
+  printf("bptt          %d\n", m->bptt);
+  printf("batch         train %d, eval %d, generate %d\n", m->train.batch, m->eval.batch, m->gen.batch);
+  for (int i = 0; i < m->nhyper; i++) printf("  %-11s %s\n", m->hyper[i][0], m->hyper[i][1]);
+  for (int i = 0; i < m->ndropout; i++)
+    printf("dropout       %s = %g (run time: --dropout)\n", m->dropout[i].name, m->dropout[i].value);
+  printf("parameters    %zu\n", m->param_numel);
+  for (int i = 0; i < m->nparam; i++) {
+    const LmcTensorDesc *d = &m->param[i];
+    printf("  %-40s (", d->name);
+    for (int k = 0; k < d->rank; k++) printf(k ? ", %d" : "%d", d->shape[k]);
+    printf(")");
+    if (d->alias >= 0) printf(" tied to %s", m->param[d->alias].name);
+    printf("\n");
+  }
+  const LmcProgram *p[3] = { &m->train, &m->eval, &m->gen };
+  const char *pn[3] = { "train", "eval", "generate" };
+  for (int k = 0; k < 3; k++)
+    printf("memory        %-8s activations %.1f MiB, state %zu\n", pn[k],
+           (double)(p[k]->work_numel * sizeof(real)) / (1 << 20), p[k]->state_numel);
+}

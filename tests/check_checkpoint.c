@@ -1,0 +1,562 @@
+/*
+ * check_checkpoint.c: safetensors save and load on a small fake model.
+ *
+ * The model has a tied pair (decoder.weight is encoder.weight's storage,
+ * as with --tied), so a file holds five tensors for four storages.  Files
+ * with hand-written headers test what the loader accepts (F64, either name
+ * of a tied pair, unknown tensors) and what it refuses, with the exact
+ * message; every refusal must leave the parameters as they were.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "rt.h"
+#include "testutil.h"
+
+/* sorted by name in the file:          data_offsets
+ *   decoder.bias      (5)              [0, 20]
+ *   decoder.weight    (5, 3) tied      [20, 80]
+ *   encoder.weight    (5, 3)           [80, 140]
+ *   rnn.bias_ih_l0    (4)              [140, 156]
+ *   rnn.weight_ih_l0  (4, 3)           [156, 204] */
+static const LmcTensorDesc params[] = {
+  { "encoder.weight", 2, { 5, 3 }, 0, 15, LMC_INIT_UNIFORM, 0.1, -1 },
+  { "rnn.weight_ih_l0", 2, { 4, 3 }, 15, 12, LMC_INIT_UNIFORM, 0.1, -1 },
+  { "rnn.bias_ih_l0", 1, { 4 }, 27, 4, LMC_INIT_ZERO, 0, -1 },
+  { "decoder.weight", 2, { 5, 3 }, 0, 15, LMC_INIT_UNIFORM, 0.1, 0 },
+  { "decoder.bias", 1, { 5 }, 31, 5, LMC_INIT_ZERO, 0, -1 },
+};
+enum { NUMEL = 36, DATA_BYTES = 204 };
+
+static const LmcModel model = {
+  .kind = "LSTM",
+  .version = "test",
+  .flags = "",
+  .ntoken = 5,
+  .bptt = 4,
+  .nparam = 5,
+  .param = params,
+  .param_numel = NUMEL,
+};
+
+static char dir[256], path[512], tmppath[600];
+
+static void setup(void)
+{
+  snprintf(dir, sizeof dir, "%s/lmc_ckpt_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  ck_assert(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  snprintf(tmppath, sizeof tmppath, "%s.tmp", path);
+}
+
+static void teardown(void)
+{
+  unlink(path);
+  unlink(tmppath);
+  rmdir(tmppath);
+  rmdir(dir);
+}
+
+static void fill(real *p, int n, double scale)
+{
+  for (int i = 0; i < n; i++)
+    p[i] = (real)(scale * (i - 17.25) / (1 + i % 7));
+  p[3] = (real)-0.0;
+  p[5] = (real)1e-40;      /* subnormal in float */
+  p[8] = (real)3.4e38;
+}
+
+static unsigned char *slurp(const char *p, size_t *n)
+{
+  FILE *f = fopen(p, "rb");
+  ck_assert_msg(f != NULL, "%s: %s", p, strerror(errno));
+  static unsigned char buf[1 << 20];
+  *n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  unsigned char *out = malloc(*n + 1);
+  memcpy(out, buf, *n);
+  return out;
+}
+
+static void spit(const char *p, const void *data, size_t n)
+{
+  FILE *f = fopen(p, "wb");
+  ck_assert_msg(f != NULL, "%s: %s", p, strerror(errno));
+  ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+  fclose(f);
+}
+
+/* A safetensors file with a hand-written header and n little-endian
+ * float32 values v (or, with f64, float64). */
+static void write_raw(const char *json, const double *v, int n, int f64)
+{
+  size_t hl = strlen(json), sz = f64 ? 8 : 4;
+  size_t total = 8 + hl + (size_t)n * sz;
+  unsigned char *b = malloc(total);
+  for (int i = 0; i < 8; i++)
+    b[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+  memcpy(b + 8, json, hl);
+  for (int i = 0; i < n; i++) {
+    uint64_t u;
+    if (f64)
+      memcpy(&u, &v[i], 8);
+    else {
+      float f = (float)v[i];
+      uint32_t u32;
+      memcpy(&u32, &f, 4);
+      u = u32;
+    }
+    for (size_t k = 0; k < sz; k++)
+      b[8 + hl + (size_t)i * sz + k] = (unsigned char)(u >> (8 * k));
+  }
+  spit(path, b, total);
+  free(b);
+}
+
+/* Loads path expecting a refusal with message "PATH: error: want";
+ * param must stay as it was. */
+static void refused(const char *want)
+{
+  real param[NUMEL], before[NUMEL];
+  fill(param, NUMEL, 0.5);
+  memcpy(before, param, sizeof param);
+  char err[ERRLEN] = "", full[ERRLEN + 600];
+  MetaList meta = { 0 };
+  ck_assert_int_eq(ckpt_load(path, &model, param, NULL, 0, &meta, err), -1);
+  snprintf(full, sizeof full, "%s: error: %s", path, want);
+  ck_assert_str_eq(err, full);
+  ck_assert_int_eq(memcmp(param, before, sizeof param), 0);
+  ck_assert_int_eq(meta.nmeta, 0);
+}
+
+/* A header for the model's five tensors with one of them replaced. */
+static const char *const good_entries[5] = {
+  "\"decoder.bias\":{\"dtype\":\"F32\",\"shape\":[5],\"data_offsets\":[0,20]}",
+  "\"decoder.weight\":{\"dtype\":\"F32\",\"shape\":[5,3],\"data_offsets\":[20,80]}",
+  "\"encoder.weight\":{\"dtype\":\"F32\",\"shape\":[5,3],\"data_offsets\":[80,140]}",
+  "\"rnn.bias_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[140,156]}",
+  "\"rnn.weight_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[156,204]}",
+};
+
+static void header_with(char *out, size_t len, int which, const char *entry)
+{
+  size_t k = (size_t)snprintf(out, len, "{");
+  for (int i = 0; i < 5; i++) {
+    const char *e = i == which ? entry : good_entries[i];
+    if (e)
+      k += (size_t)snprintf(out + k, len - k, "%s%s", k > 1 ? "," : "", e);
+  }
+  snprintf(out + k, len - k, "}");
+}
+
+/* Values of a file laid out as good_entries: decoder.bias, decoder.weight,
+ * encoder.weight, rnn.bias_ih_l0, rnn.weight_ih_l0. */
+static void file_values(double *v)
+{
+  for (int i = 0; i < DATA_BYTES / 4; i++)
+    v[i] = i * 0.25 - 3;
+  for (int i = 0; i < 15; i++)    /* the tied pair agrees */
+    v[20 + i] = v[5 + i];
+}
+
+START_TEST(test_round_trip)
+{
+  real param[NUMEL], m[NUMEL], v[NUMEL], back[NUMEL], mb[NUMEL], vb[NUMEL];
+  fill(param, NUMEL, 1);
+  fill(m, NUMEL, 0.001);
+  fill(v, NUMEL, 1e-6);
+  m[0] = 7;
+  ExtraBlock ex[2] = { { "optimizer.exp_avg.", m }, { "optimizer.exp_avg_sq.", v } };
+  char err[ERRLEN] = "";
+  ck_assert_msg(ckpt_save(path, &model, param, ex, 2, NULL, err) == 0, "%s", err);
+  ck_assert_int_eq(access(tmppath, F_OK), -1);
+
+  memset(back, 0x55, sizeof back);
+  memset(mb, 0x55, sizeof mb);
+  memset(vb, 0x55, sizeof vb);
+  ExtraBlock in[2] = { { "optimizer.exp_avg.", mb }, { "optimizer.exp_avg_sq.", vb } };
+  MetaList meta = { 0 };
+  ck_assert_msg(ckpt_load(path, &model, back, in, 2, &meta, err) == 0, "%s", err);
+  ck_assert_int_eq(memcmp(back, param, sizeof back), 0);
+  ck_assert_int_eq(memcmp(mb, m, sizeof mb), 0);
+  ck_assert_int_eq(memcmp(vb, v, sizeof vb), 0);
+  ck_assert_ptr_eq(in[0].data, mb);
+  ck_assert_int_eq(meta.nmeta, 0);
+
+  /* the layout: header padded to 8, both names of the tied pair, F32 data */
+  size_t n;
+  unsigned char *b = slurp(path, &n);
+  uint64_t hl = 0;
+  for (int i = 0; i < 8; i++)
+    hl |= (uint64_t)b[i] << (8 * i);
+  ck_assert_uint_eq(hl % 8, 0);
+  ck_assert_uint_eq(n, 8 + hl + DATA_BYTES + 2 * (DATA_BYTES - 60));   /* extras skip the alias */
+  b[8 + hl] = 0;
+  ck_assert_ptr_nonnull(strstr((char *)b + 8,
+                               "\"decoder.weight\":{\"dtype\":\"F32\",\"shape\":[5,3],\"data_offsets\":[20,80]}"));
+  ck_assert_ptr_nonnull(strstr((char *)b + 8, "\"optimizer.exp_avg.encoder.weight\""));
+  ck_assert_ptr_null(strstr((char *)b + 8, "\"optimizer.exp_avg.decoder.weight\""));
+  free(b);
+
+  /* without its extra blocks, a file still loads; the blocks say absent */
+  ck_assert_msg(ckpt_save(path, &model, param, NULL, 0, NULL, err) == 0, "%s", err);
+  memset(mb, 0x55, sizeof mb);
+  real keep[NUMEL];
+  memcpy(keep, mb, sizeof keep);
+  in[0].data = mb;
+  in[1].data = NULL;           /* not asked for */
+  ck_assert_msg(ckpt_load(path, &model, back, in, 2, NULL, err) == 0, "%s", err);
+  ck_assert_ptr_null(in[0].data);
+  ck_assert_int_eq(memcmp(mb, keep, sizeof mb), 0);
+  ck_assert_int_eq(memcmp(back, param, sizeof back), 0);
+}
+END_TEST
+
+START_TEST(test_metadata)
+{
+  MetaList meta = { 0 }, got = { 0 };
+  char big[100000];
+  for (size_t i = 0; i < sizeof big - 1; i++)
+    big[i] = (char)('a' + i % 26);
+  big[sizeof big - 1] = 0;
+  meta_set(&meta, "format", "1");
+  meta_set(&meta, "kind", "LSTM");
+  meta_set(&meta, "vocab", "<eos> = caf\xc3\xa9 \"quoted\" back\\slash\ttab\nnewline \x01 end");
+  meta_set(&meta, "empty", "");
+  meta_set(&meta, "big", big);
+  meta_set(&meta, "kind", "GRU");                /* replaces */
+  ck_assert_int_eq(meta.nmeta, 5);
+  ck_assert_str_eq(meta_get(&meta, "kind"), "GRU");
+  ck_assert_ptr_null(meta_get(&meta, "nope"));
+
+  real param[NUMEL], back[NUMEL];
+  fill(param, NUMEL, 1);
+  char err[ERRLEN] = "";
+  ck_assert_msg(ckpt_save(path, &model, param, NULL, 0, &meta, err) == 0, "%s", err);
+  ck_assert_msg(ckpt_load(path, &model, back, NULL, 0, &got, err) == 0, "%s", err);
+  ck_assert_int_eq(got.nmeta, 5);
+  for (int i = 0; i < meta.nmeta; i++) {
+    const char *v = meta_get(&got, meta.meta[i].key);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_str_eq(v, meta.meta[i].value);
+  }
+  meta_free(&got);
+  meta_free(&meta);
+  ck_assert_int_eq(meta.nmeta, 0);
+
+  /* JSON escapes a writer other than ours may use */
+  double v[DATA_BYTES / 4];
+  file_values(v);
+  char h[2048];
+  header_with(h, sizeof h, -1, NULL);
+  char full[2300];
+  snprintf(full, sizeof full, "{\"__metadata__\":{\"k\\u00e9y\":\"\\ud83d\\ude00 \\/ \\\" \\u0041\"},%s", h + 1);
+  write_raw(full, v, DATA_BYTES / 4, 0);
+  ck_assert_msg(ckpt_load(path, &model, back, NULL, 0, &got, err) == 0, "%s", err);
+  ck_assert_str_eq(meta_get(&got, "k\xc3\xa9y"), "\xf0\x9f\x98\x80 / \" A");
+  meta_free(&got);
+}
+END_TEST
+
+/* What else the loader accepts: F64, a tied pair under one name, unknown
+ * tensors, padding. */
+START_TEST(test_accepts)
+{
+  double v[DATA_BYTES / 4];
+  file_values(v);
+  char h[2048], err[ERRLEN] = "";
+  real param[NUMEL];
+
+  /* only decoder.weight of the tied pair, and an unknown int64 tensor */
+  header_with(h, sizeof h, 2, "\"extra.counter\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[80,96]},"
+                              "\"rnn.scale\":{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[96,98]}");
+  strcat(h, "    ");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  ck_assert_msg(ckpt_load(path, &model, param, NULL, 0, NULL, err) == 0, "%s", err);
+  for (int i = 0; i < 15; i++)
+    ck_assert(param[i] == (real)v[5 + i]);             /* encoder storage from decoder.weight */
+  for (int i = 0; i < 12; i++)
+    ck_assert(param[15 + i] == (real)v[39 + i]);       /* rnn.weight_ih_l0 */
+  for (int i = 0; i < 5; i++)
+    ck_assert(param[31 + i] == (real)v[i]);            /* decoder.bias */
+
+  /* the whole file in F64 */
+  char h64[2048];
+  snprintf(h64, sizeof h64,
+           "{\"decoder.bias\":{\"dtype\":\"F64\",\"shape\":[5],\"data_offsets\":[0,40]},"
+           "\"decoder.weight\":{\"dtype\":\"F64\",\"shape\":[5,3],\"data_offsets\":[40,160]},"
+           "\"encoder.weight\":{\"shape\":[5,3],\"dtype\":\"F64\",\"data_offsets\":[160,280],\"x\":[1,{}]},"
+           "\"rnn.bias_ih_l0\":{\"dtype\":\"F64\",\"shape\":[4],\"data_offsets\":[280,312]},"
+           "\"rnn.weight_ih_l0\":{\"dtype\":\"F64\",\"shape\":[4,3],\"data_offsets\":[312,408]}}");
+  v[7] = 0.1;
+  v[22] = 0.1;
+  write_raw(h64, v, DATA_BYTES / 4, 1);
+  ck_assert_msg(ckpt_load(path, &model, param, NULL, 0, NULL, err) == 0, "%s", err);
+  ck_assert(param[2] == (real)0.1);
+  ck_assert(param[27] == (real)v[35]);
+}
+END_TEST
+
+START_TEST(test_refuses_bad_files)
+{
+  real param[NUMEL];
+  fill(param, NUMEL, 1);
+  char err[ERRLEN] = "", want[ERRLEN];
+  ck_assert_msg(ckpt_save(path, &model, param, NULL, 0, NULL, err) == 0, "%s", err);
+  size_t n;
+  unsigned char *b = slurp(path, &n);
+  uint64_t hl = 0;
+  for (int i = 0; i < 8; i++)
+    hl |= (uint64_t)b[i] << (8 * i);
+
+  spit(path, b, n - 10);                              /* truncated data */
+  snprintf(want, sizeof want, "rnn.weight_ih_l0: data_offsets [156, 204] beyond the 194 bytes of data: file truncated");
+  refused(want);
+  spit(path, b, 5);
+  refused("file too short (5 bytes) for a safetensors header");
+  spit(path, b, 8 + hl - 3);                          /* truncated header */
+  snprintf(want, sizeof want, "header length %llu beyond the file size (%llu bytes)", (unsigned long long)hl,
+           (unsigned long long)(8 + hl - 3));
+  refused(want);
+
+  unsigned char *c = malloc(n);
+  memcpy(c, b, n);
+  c[0] = 0x40, c[1] = 0x42, c[2] = 0x0f;              /* 1000000 */
+  for (int i = 3; i < 8; i++) c[i] = 0;
+  spit(path, c, n);
+  snprintf(want, sizeof want, "header length 1000000 beyond the file size (%zu bytes)", n);
+  refused(want);
+
+  memcpy(c, b, n);
+  unsigned char *colon = memchr(c + 8, ':', hl);
+  *colon = ' ';                                        /* {"decoder.bias" {...  */
+  spit(path, c, n);
+  snprintf(want, sizeof want, "malformed JSON header at byte %td: expected ':'", colon - (c + 8) + 1);
+  refused(want);
+  memcpy(c, b, n);
+  c[8 + hl - 1] = '}';                                 /* padding replaced */
+  spit(path, c, n);
+  snprintf(want, sizeof want, "malformed JSON header at byte %llu: text after the header object",
+           (unsigned long long)(hl - 1));
+  refused(want);
+  free(c);
+  free(b);
+
+  write_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},}", NULL, 0, 0);
+  refused("malformed JSON header at byte 54: expected '\"'");
+  write_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", NULL, 0, 0);
+  refused("malformed JSON header at byte 29: expected a non-negative integer");
+  write_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[1], \"data_offsets\":[0]}}", NULL, 0, 0);
+  refused("malformed JSON header at byte 51: data_offsets must hold two integers");
+  write_raw("{\"__metadata__\":{\"k\":1}}", NULL, 0, 0);
+  refused("malformed JSON header at byte 21: __metadata__ values must be strings");
+  write_raw("[]", NULL, 0, 0);
+  refused("malformed JSON header at byte 0: expected '{'");
+  write_raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]", NULL, 0, 0);
+  refused("malformed JSON header at byte 52: expected '}', found the end");
+  write_raw("", NULL, 0, 0);
+  refused("malformed JSON header at byte 0: expected '{', found the end");
+}
+END_TEST
+
+START_TEST(test_refuses_mismatches)
+{
+  double v[DATA_BYTES / 4];
+  file_values(v);
+  char h[2048];
+
+  header_with(h, sizeof h, 3, NULL);
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("missing tensor rnn.bias_ih_l0; the file has 4 tensors: decoder.bias, decoder.weight, "
+          "encoder.weight, rnn.weight_ih_l0");
+  char h2[2048];
+  snprintf(h2, sizeof h2, "{\"decoder.bias\":{\"dtype\":\"F32\",\"shape\":[5],\"data_offsets\":[0,20]}}");
+  write_raw(h2, v, 5, 0);
+  refused("missing tensor encoder.weight (or its tied decoder.weight); the file has 1 tensor: decoder.bias");
+
+  header_with(h, sizeof h, 4, "\"rnn.weight_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4,2],\"data_offsets\":[156,188]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("rnn.weight_ih_l0: shape [4, 2] in file, [4, 3] compiled");
+  header_with(h, sizeof h, 4, "\"rnn.weight_ih_l0\":{\"dtype\":\"F32\",\"shape\":[12],\"data_offsets\":[156,204]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("rnn.weight_ih_l0: shape [12] in file, [4, 3] compiled");
+  header_with(h, sizeof h, 3, "\"rnn.bias_ih_l0\":{\"dtype\":\"F16\",\"shape\":[8],\"data_offsets\":[140,156]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("rnn.bias_ih_l0: dtype F16 in file, F32 or F64 expected");
+  header_with(h, sizeof h, 3, "\"rnn.bias_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[140,152]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("rnn.bias_ih_l0: data_offsets [140, 152] hold 12 bytes, shape [4] of F32 needs 16");
+  header_with(h, sizeof h, 3, "\"rnn.bias_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[300,316]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("rnn.bias_ih_l0: data_offsets [300, 316] beyond the 204 bytes of data: file truncated");
+  header_with(h, sizeof h, 3, "\"rnn.bias_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[156,140]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("rnn.bias_ih_l0: data_offsets [156, 140] end before they begin");
+  header_with(h, sizeof h, 3, "\"rnn.bias_ih_l0\":{\"dtype\":\"F32\",\"data_offsets\":[140,156]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("rnn.bias_ih_l0: no shape in the header");
+  header_with(h, sizeof h, 3, "\"decoder.bias\":{\"dtype\":\"F32\",\"shape\":[5],\"data_offsets\":[0,20]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("tensor decoder.bias appears twice in the header");
+
+  header_with(h, sizeof h, -1, NULL);
+  v[20 + 7] = 0.5;                                     /* encoder.weight[7] != decoder.weight[7] */
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("encoder.weight and decoder.weight are tied but differ in the file (element 7: 0.5 vs 0)");
+}
+END_TEST
+
+/* Extra blocks: all of a block or nothing; names under a requested
+ * prefix must be parameters. */
+START_TEST(test_extra_blocks)
+{
+  real param[NUMEL], m[NUMEL], back[NUMEL], mb[NUMEL], before[NUMEL];
+  fill(param, NUMEL, 1);
+  fill(m, NUMEL, 2);
+  ExtraBlock ex = { "opt.m.", m };
+  char err[ERRLEN] = "", want[ERRLEN + 600];
+  ck_assert_msg(ckpt_save(path, &model, param, &ex, 1, NULL, err) == 0, "%s", err);
+  /* the block under another prefix is just unknown tensors */
+  ExtraBlock other = { "opt.v.", mb };
+  ck_assert_msg(ckpt_load(path, &model, back, &other, 1, NULL, err) == 0, "%s", err);
+  ck_assert_ptr_null(other.data);
+
+  double v[DATA_BYTES / 4];
+  file_values(v);
+  char h[2048];
+  header_with(h, sizeof h, -1, NULL);
+  h[strlen(h) - 1] = 0;
+  strcat(h, ",\"opt.m.rnn.bias_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[140,156]}}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  fill(back, NUMEL, 3);
+  memcpy(before, back, sizeof back);
+  ExtraBlock in = { "opt.m.", mb };
+  ck_assert_int_eq(ckpt_load(path, &model, back, &in, 1, NULL, err), -1);
+  snprintf(want, sizeof want, "%s: error: missing tensor opt.m.encoder.weight (the file has other tensors under opt.m.)", path);
+  ck_assert_str_eq(err, want);
+  ck_assert_int_eq(memcmp(back, before, sizeof back), 0);
+  ck_assert_ptr_eq(in.data, mb);
+  /* not asked for: ignored */
+  ck_assert_msg(ckpt_load(path, &model, back, NULL, 0, NULL, err) == 0, "%s", err);
+
+  header_with(h, sizeof h, -1, NULL);
+  h[strlen(h) - 1] = 0;
+  strcat(h, ",\"opt.m.rnn.gain\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[140,156]}}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  ck_assert_int_eq(ckpt_load(path, &model, back, &in, 1, NULL, err), -1);
+  snprintf(want, sizeof want, "%s: error: opt.m.rnn.gain: not a parameter of the compiled model (under opt.m.)", path);
+  ck_assert_str_eq(err, want);
+}
+END_TEST
+
+static void check_untouched(const unsigned char *old, size_t n)
+{
+  size_t n2;
+  unsigned char *now = slurp(path, &n2);
+  ck_assert_uint_eq(n2, n);
+  ck_assert_int_eq(memcmp(now, old, n), 0);
+  free(now);
+}
+
+START_TEST(test_failed_save)
+{
+  real param[NUMEL], other[NUMEL];
+  fill(param, NUMEL, 1);
+  fill(other, NUMEL, -2);
+  char err[ERRLEN] = "", want[ERRLEN + 600];
+  MetaList meta = { 0 };
+  meta_set(&meta, "format", "1");
+  ck_assert_msg(ckpt_save(path, &model, param, NULL, 0, &meta, err) == 0, "%s", err);
+  size_t n;
+  unsigned char *old = slurp(path, &n);
+
+  /* the temporary name is taken by a folder */
+  ck_assert_int_eq(mkdir(tmppath, 0700), 0);
+  ck_assert_int_eq(ckpt_save(path, &model, other, NULL, 0, &meta, err), -1);
+  snprintf(want, sizeof want, "%s: error: cannot create %s: Is a directory", path, tmppath);
+  ck_assert_str_eq(err, want);
+  check_untouched(old, n);
+  ck_assert_int_eq(rmdir(tmppath), 0);
+
+  /* the disk fills up half way: the file size limit stands in for it */
+  struct rlimit rl, small = { 300, 300 };
+  ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &rl), 0);
+  small.rlim_max = rl.rlim_max;
+  signal(SIGXFSZ, SIG_IGN);
+  ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
+  int rc = ckpt_save(path, &model, other, NULL, 0, &meta, err);
+  ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+  ck_assert_int_eq(rc, -1);
+  snprintf(want, sizeof want, "%s: error: cannot write %s: File too large", path, tmppath);
+  ck_assert_str_eq(err, want);
+  ck_assert_int_eq(access(tmppath, F_OK), -1);         /* removed */
+  check_untouched(old, n);
+
+  /* a folder that does not exist */
+  char nodir[600];
+  snprintf(nodir, sizeof nodir, "%s/nodir/m.safetensors", dir);
+  ck_assert_int_eq(ckpt_save(nodir, &model, other, NULL, 0, &meta, err), -1);
+  snprintf(want, sizeof want, "%s: error: cannot create %s.tmp: No such file or directory", nodir, nodir);
+  ck_assert_str_eq(err, want);
+
+  /* a read-only folder (root writes anyway, so only as another user) */
+  if (geteuid() != 0) {
+    ck_assert_int_eq(chmod(dir, 0500), 0);
+    rc = ckpt_save(path, &model, other, NULL, 0, &meta, err);
+    chmod(dir, 0700);
+    ck_assert_int_eq(rc, -1);
+    snprintf(want, sizeof want, "%s: error: cannot create %s: Permission denied", path, tmppath);
+    ck_assert_str_eq(err, want);
+    check_untouched(old, n);
+  }
+
+  /* and a good save replaces it */
+  ck_assert_msg(ckpt_save(path, &model, other, NULL, 0, &meta, err) == 0, "%s", err);
+  real back[NUMEL];
+  ck_assert_msg(ckpt_load(path, &model, back, NULL, 0, NULL, err) == 0, "%s", err);
+  ck_assert_int_eq(memcmp(back, other, sizeof back), 0);
+  free(old);
+  meta_free(&meta);
+}
+END_TEST
+
+START_TEST(test_missing_file)
+{
+  real param[NUMEL];
+  char err[ERRLEN] = "", want[ERRLEN + 600];
+  ck_assert_int_eq(ckpt_load(path, &model, param, NULL, 0, NULL, err), -1);
+  snprintf(want, sizeof want, "%s: error: cannot open: No such file or directory", path);
+  ck_assert_str_eq(err, want);
+  snprintf(want, sizeof want, "%s: error: not a regular file", dir);
+  ck_assert_int_eq(ckpt_load(dir, &model, param, NULL, 0, NULL, err), -1);
+  ck_assert_str_eq(err, want);
+}
+END_TEST
+
+static Suite *checkpoint_suite(void)
+{
+  Suite *s = suite_create("checkpoint");
+  TCase *tc = tcase_create("checkpoint");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_round_trip);
+  tcase_add_test(tc, test_metadata);
+  tcase_add_test(tc, test_accepts);
+  tcase_add_test(tc, test_refuses_bad_files);
+  tcase_add_test(tc, test_refuses_mismatches);
+  tcase_add_test(tc, test_extra_blocks);
+  tcase_add_test(tc, test_failed_save);
+  tcase_add_test(tc, test_missing_file);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void)
+{
+  return run_suite(checkpoint_suite());
+}

@@ -1,0 +1,304 @@
+/*
+ * check_corpus.c: the dictionary, tokenizer and batching against data.py.
+ *
+ * The small corpus below is written to a temporary folder; its word ids
+ * are written out by hand (and agree with data.py run on the same bytes).
+ * The real WikiText-2 must give PyTorch's numbers: 33278 words, 2088628
+ * train tokens.  Run from the repository root (make test does).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rt.h"
+#include "testutil.h"
+
+static char tmpdir[256];
+
+static void write_file(const char *dir, const char *name, const char *text, size_t len)
+{
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "wb");
+  ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+  ck_assert_uint_eq(fwrite(text, 1, len, f), len);
+  fclose(f);
+}
+
+#define WRITE(dir, name, lit) write_file(dir, name, lit, sizeof lit - 1)
+
+static void setup(void)
+{
+  snprintf(tmpdir, sizeof tmpdir, "%s/lmc_corpus_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  ck_assert(mkdtemp(tmpdir) != NULL);
+}
+
+static void teardown(void)
+{
+  static const char *const f[] = { "train.txt", "valid.txt", "test.txt" };
+  char path[512];
+  for (int i = 0; i < 3; i++) {
+    snprintf(path, sizeof path, "%s/%s", tmpdir, f[i]);
+    unlink(path);
+  }
+  rmdir(tmpdir);
+}
+
+static void check_ids(const char *what, const Tokens *t, const int32_t *want, size_t n)
+{
+  ck_assert_msg(t->n == n, "%s: %zu tokens, want %zu", what, t->n, n);
+  for (size_t i = 0; i < n; i++)
+    ck_assert_msg(t->id[i] == want[i], "%s: token %zu is %d, want %d", what, i, t->id[i], want[i]);
+}
+
+/* Lines: runs of spaces and tabs, an empty line, non-ASCII spaces, \r\n
+ * and a lone \r, a last line without its \n, words seen again later. */
+START_TEST(test_tokenize_small)
+{
+  WRITE(tmpdir, "train.txt",
+        "the cat  sat\n"                         /* the cat sat <eos>          0 1 2 3 */
+        "\n"                                     /* <eos>                          3 */
+        "\tthe\tdog \n"                          /* the dog <eos>              0 4 3 */
+        "a\xc2\xa0" "b\xe3\x80\x80" "c\n"        /* U+00A0, U+3000: a b c      5 6 7 3 */
+        "x\x1fy\r\n"                             /* \x1f; \r\n is one line end 8 9 3 */
+        "\x0bv\x0c m\xc2\x85n\xe2\x80\xa8o"      /* \v \f U+0085 U+2028 */
+        "\xe1\x9a\x80p\xe2\x80\x8aq\xe2\x80\xafr" /* U+1680 U+200A U+202F */
+        "\xe2\x81\x9fs\xe2\x80\xa9t\n"           /* U+205F U+2029: v m n o p q r s t <eos> */
+        "caf\xc3\xa9 \xe2\x80\x8bz");            /* U+200B is not a space; no final \n */
+  WRITE(tmpdir, "valid.txt", "the end\rcat\n");  /* a lone \r ends a line */
+  WRITE(tmpdir, "test.txt", "sat   dog\n\n");
+  static const int32_t train[] = {
+    0, 1, 2, 3,
+    3,
+    0, 4, 3,
+    5, 6, 7, 3,
+    8, 9, 3,
+    10, 11, 12, 13, 14, 15, 16, 17, 18, 3,
+    19, 20, 3,
+  };
+  static const int32_t valid[] = { 0, 21, 3, 1, 3 };
+  static const int32_t test[] = { 2, 4, 3, 3 };
+  static const char *const words[] = {
+    "the", "cat", "sat", "<eos>", "dog", "a", "b", "c", "x", "y", "v", "m", "n", "o", "p",
+    "q", "r", "s", "t", "caf\xc3\xa9", "\xe2\x80\x8bz", "end",
+  };
+  Corpus c;
+  char err[ERRLEN] = "";
+  ck_assert_msg(corpus_load(&c, tmpdir, err) == 0, "%s", err);
+  check_ids("train", &c.train, train, sizeof train / sizeof train[0]);
+  check_ids("valid", &c.valid, valid, sizeof valid / sizeof valid[0]);
+  check_ids("test", &c.test, test, sizeof test / sizeof test[0]);
+  ck_assert_int_eq(c.dict.nword, (int)(sizeof words / sizeof words[0]));
+  for (int i = 0; i < c.dict.nword; i++) {
+    ck_assert_str_eq(c.dict.word[i], words[i]);
+    ck_assert_int_eq(dict_find(&c.dict, words[i]), i);
+  }
+  ck_assert_int_eq(dict_find(&c.dict, "cafe"), -1);
+  corpus_free(&c);
+}
+END_TEST
+
+START_TEST(test_empty_and_eos_order)
+{
+  /* an empty file has no lines; <eos> gets its id after the first line's words */
+  WRITE(tmpdir, "train.txt", "");
+  WRITE(tmpdir, "valid.txt", "b a\n");
+  WRITE(tmpdir, "test.txt", "\r\r\n");
+  Corpus c;
+  char err[ERRLEN] = "";
+  ck_assert_msg(corpus_load(&c, tmpdir, err) == 0, "%s", err);
+  ck_assert_uint_eq(c.train.n, 0);
+  static const int32_t valid[] = { 0, 1, 2 }, test[] = { 2, 2 };
+  check_ids("valid", &c.valid, valid, 3);
+  check_ids("test", &c.test, test, 2);
+  ck_assert_str_eq(c.dict.word[2], "<eos>");
+  corpus_free(&c);
+}
+END_TEST
+
+START_TEST(test_bad_bytes)
+{
+  Dict d;
+  Tokens t;
+  char err[ERRLEN] = "", path[512], want[700];
+  dict_init(&d);
+  WRITE(tmpdir, "train.txt", "ok\nbad \xff here\n");
+  snprintf(path, sizeof path, "%s/train.txt", tmpdir);
+  ck_assert_int_eq(tokenize_file(&d, path, &t, err), -1);
+  snprintf(want, sizeof want, "%s:2: error: invalid UTF-8 (byte 0xff at offset 7)", path);
+  ck_assert_str_eq(err, want);
+  WRITE(tmpdir, "train.txt", "nul\0here\n");
+  ck_assert_int_eq(tokenize_file(&d, path, &t, err), -1);
+  snprintf(want, sizeof want, "%s:1: error: NUL byte in text", path);
+  ck_assert_str_eq(err, want);
+  dict_free(&d);
+}
+END_TEST
+
+START_TEST(test_missing_file)
+{
+  Corpus c;
+  char err[ERRLEN] = "", want[700];
+  ck_assert_int_eq(corpus_load(&c, tmpdir, err), -1);
+  snprintf(want, sizeof want, "%s/train.txt: error: cannot open: No such file or directory", tmpdir);
+  ck_assert_str_eq(err, want);
+  WRITE(tmpdir, "train.txt", "a b\n");
+  WRITE(tmpdir, "test.txt", "a b\n");
+  ck_assert_int_eq(corpus_load(&c, tmpdir, err), -1);
+  snprintf(want, sizeof want, "%s/valid.txt: error: cannot open: No such file or directory", tmpdir);
+  ck_assert_str_eq(err, want);
+}
+END_TEST
+
+START_TEST(test_dict)
+{
+  Dict d;
+  dict_init(&d);
+  ck_assert_int_eq(dict_find(&d, "x"), -1);
+  /* FNV-1a 64 of the empty dictionary is the offset basis */
+  ck_assert(dict_hash(&d) == 0xcbf29ce484222325ull);
+  char w[32];
+  for (int i = 0; i < 5000; i++) {
+    snprintf(w, sizeof w, "w%d", i);
+    ck_assert_int_eq(dict_add(&d, w), i);
+  }
+  for (int i = 0; i < 5000; i++) {
+    snprintf(w, sizeof w, "w%d", i);
+    ck_assert_int_eq(dict_add(&d, w), i);
+    ck_assert_int_eq(dict_find(&d, w), i);
+    ck_assert_str_eq(d.word[i], w);
+  }
+  ck_assert_int_eq(d.nword, 5000);
+  ck_assert_int_eq(dict_find(&d, "w5000"), -1);
+  dict_free(&d);
+  /* "a\0b\0": by hand from the FNV-1a definition */
+  dict_init(&d);
+  dict_add(&d, "a");
+  dict_add(&d, "b");
+  uint64_t h = 0xcbf29ce484222325ull;
+  const unsigned char bytes[] = { 'a', 0, 'b', 0 };
+  for (int i = 0; i < 4; i++) {
+    h ^= bytes[i];
+    h *= 0x100000001b3ull;
+  }
+  ck_assert(dict_hash(&d) == h);
+  dict_free(&d);
+}
+END_TEST
+
+/* 23 tokens 0..22 in 4 columns: nrows 5, the last 3 tokens dropped. */
+START_TEST(test_batchify)
+{
+  int32_t ids[23];
+  for (int i = 0; i < 23; i++)
+    ids[i] = i;
+  Tokens t = { ids, 23 };
+  Batches b;
+  batchify(&t, 4, &b);
+  ck_assert_uint_eq(b.nrows, 5);
+  ck_assert_int_eq(b.bsz, 4);
+  static const int32_t want[5][4] = {
+    { 0, 5, 10, 15 },
+    { 1, 6, 11, 16 },
+    { 2, 7, 12, 17 },
+    { 3, 8, 13, 18 },
+    { 4, 9, 14, 19 },
+  };
+  for (int i = 0; i < 5; i++)
+    for (int j = 0; j < 4; j++)
+      ck_assert_int_eq(b.data[i * 4 + j], want[i][j]);
+
+  const int32_t *x, *y;
+  ck_assert_int_eq(get_batch(&b, 0, 3, &x, &y), 3);    /* rows 0..2, targets 1..3 */
+  ck_assert_ptr_eq(x, &b.data[0]);
+  ck_assert_ptr_eq(y, &b.data[4]);
+  ck_assert_int_eq(x[4 * 2 + 3], 17);
+  ck_assert_int_eq(y[4 * 2 + 3], 18);
+  ck_assert_int_eq(get_batch(&b, 3, 3, &x, &y), 1);    /* the shorter last window */
+  static const int32_t x3[4] = { 3, 8, 13, 18 }, y3[4] = { 4, 9, 14, 19 };
+  for (int j = 0; j < 4; j++) {
+    ck_assert_int_eq(x[j], x3[j]);
+    ck_assert_int_eq(y[j], y3[j]);
+  }
+  ck_assert_int_eq(get_batch(&b, 2, 5, &x, &y), 2);
+  ck_assert_int_eq(x[0], 2);
+  ck_assert_int_eq(y[4 + 3], 19);
+  ck_assert_int_eq(get_batch(&b, 4, 3, &x, &y), 0);    /* no target row left */
+  batches_free(&b);
+
+  Tokens few = { ids, 3 };                             /* fewer tokens than columns */
+  batchify(&few, 4, &b);
+  ck_assert_uint_eq(b.nrows, 0);
+  ck_assert_int_eq(get_batch(&b, 0, 3, &x, &y), 0);
+  batches_free(&b);
+}
+END_TEST
+
+/* tests/data/tiny: the first lines of WikiText-2, for small trainers. */
+START_TEST(test_tiny)
+{
+  Corpus c;
+  char err[ERRLEN] = "";
+  ck_assert_msg(corpus_load(&c, "tests/data/tiny", err) == 0, "%s (run from the repository root)", err);
+  ck_assert_int_eq(c.dict.nword, 751);
+  ck_assert_uint_eq(c.train.n, 1562);
+  ck_assert_uint_eq(c.valid.n, 156);
+  ck_assert_uint_eq(c.test.n, 334);
+  ck_assert(dict_hash(&c.dict) == 0xd27cf8b8bcbc6449ull);
+  corpus_free(&c);
+}
+END_TEST
+
+/* Numbers from data.py's Corpus on the same files. */
+START_TEST(test_wikitext2)
+{
+  Corpus c;
+  char err[ERRLEN] = "";
+  ck_assert_msg(corpus_load(&c, "data/wikitext-2", err) == 0, "%s (run from the repository root)", err);
+  printf("wikitext-2: %d words, train %zu, valid %zu, test %zu tokens, hash %016llx\n", c.dict.nword,
+         c.train.n, c.valid.n, c.test.n, (unsigned long long)dict_hash(&c.dict));
+  ck_assert_int_eq(c.dict.nword, 33278);
+  ck_assert_uint_eq(c.train.n, 2088628);
+  ck_assert_uint_eq(c.valid.n, 217646);
+  ck_assert_uint_eq(c.test.n, 245569);
+  ck_assert(dict_hash(&c.dict) == 0x87db9c29adaccbf3ull);
+  static const char *const first[] = { "<eos>", "=", "Valkyria", "Chronicles", "III", "Senj\xc5\x8d", "no", "3" };
+  for (int i = 0; i < 8; i++)
+    ck_assert_str_eq(c.dict.word[i], first[i]);
+  ck_assert_str_eq(c.dict.word[33277], "gallinae");
+  static const int32_t head[] = { 0, 1, 2, 3, 4, 1, 0, 0, 5, 6, 2, 7 };
+  for (int i = 0; i < 12; i++)
+    ck_assert_int_eq(c.train.id[i], head[i]);
+  Batches b;
+  batchify(&c.train, 20, &b);
+  ck_assert_uint_eq(b.nrows, 104431);                  /* 2088628 / 20 */
+  ck_assert_int_eq(b.data[1], c.train.id[104431]);
+  batches_free(&b);
+  corpus_free(&c);
+}
+END_TEST
+
+static Suite *corpus_suite(void)
+{
+  Suite *s = suite_create("corpus");
+  TCase *tc = tcase_create("corpus");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_tokenize_small);
+  tcase_add_test(tc, test_empty_and_eos_order);
+  tcase_add_test(tc, test_bad_bytes);
+  tcase_add_test(tc, test_missing_file);
+  tcase_add_test(tc, test_dict);
+  tcase_add_test(tc, test_batchify);
+  tcase_add_test(tc, test_tiny);
+  tcase_add_test(tc, test_wikitext2);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void)
+{
+  return run_suite(corpus_suite());
+}

@@ -1,0 +1,847 @@
+/*
+ * check_train.c: the runtime's training loop, evaluation, generation and
+ * command line, against the bigram model of tests/fake_model.c on the tiny
+ * corpus in tests/data/tiny_train (22 words with <eos> and <unk>).
+ *
+ * run_train, run_eval and run_generate are called directly, with stdout
+ * and stderr captured to files, so the fake model's hooks (how often the
+ * state was found zeroed, the step counter, ...) can be read; the command
+ * line is tested through FAKE_TRAINER, the same model linked with main.o.
+ */
+#include <regex.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "rt.h"
+#include "testutil.h"
+
+#ifndef FAKE_TRAINER
+#define FAKE_TRAINER "build/tests/fake_trainer"
+#endif
+#define DATA "tests/data/tiny_train"
+
+extern long fake_calls[3], fake_fresh[3];
+extern int fake_last_T[3], fake_max_T[3];
+extern uint64_t fake_last_step;
+extern double fake_last_dropout;
+extern long fake_nan_at, fake_signal_at;
+extern double fake_eval_penalty[16];
+extern int fake_eval_nan;
+extern const LmcModel fake_window_model;
+
+/* ------------------------------------------------------------ helpers */
+
+static char tmpdir[256];
+/* tmp()'s strings, freed by teardown */
+static char *tmps[256];
+static int ntmps;
+
+
+static void fake_reset(void)
+{
+  memset(fake_calls, 0, sizeof fake_calls);
+  memset(fake_fresh, 0, sizeof fake_fresh);
+  memset(fake_max_T, 0, sizeof fake_max_T);
+  memset(fake_eval_penalty, 0, sizeof fake_eval_penalty);
+  fake_nan_at = fake_signal_at = -1;
+  fake_eval_nan = 0;
+}
+
+static void setup(void)
+{
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/check_train.XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+  fake_reset();
+}
+
+static void teardown(void)
+{
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+  if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmpdir);
+  while (ntmps > 0) free(tmps[--ntmps]);
+}
+
+/* tmpdir/name, valid until teardown */
+static const char *tmp(const char *name)
+{
+  for (int i = 0; i < ntmps; i++)
+    if (strcmp(tmps[i] + strlen(tmpdir) + 1, name) == 0) return tmps[i];
+  ck_assert_int_lt(ntmps, 256);
+  char *s = malloc(strlen(tmpdir) + strlen(name) + 2);
+  sprintf(s, "%s/%s", tmpdir, name);
+  return tmps[ntmps++] = s;
+}
+
+static char *slurp(const char *path)
+{
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  size_t cap = 4096, n = 0;
+  char *s = malloc(cap);
+  for (size_t k; (k = fread(s + n, 1, cap - n - 1, f)) > 0;) {
+    n += k;
+    if (n + 1 == cap) s = realloc(s, cap *= 2);
+  }
+  s[n] = '\0';
+  fclose(f);
+  return s;
+}
+
+static void spit(const char *path, const char *text)
+{
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+/* stdout and stderr of direct calls, into out.txt and err.txt of tmpdir */
+static int saved_fd[2];
+static char *out_text, *err_text;
+
+static void capture(void)
+{
+  fflush(stdout);
+  fflush(stderr);
+  saved_fd[0] = dup(1);
+  saved_fd[1] = dup(2);
+  FILE *o = fopen(tmp("out.txt"), "w"), *e = fopen(tmp("err.txt"), "w");
+  dup2(fileno(o), 1);
+  dup2(fileno(e), 2);
+  fclose(o);
+  fclose(e);
+}
+
+static void release(void)
+{
+  fflush(stdout);
+  fflush(stderr);
+  dup2(saved_fd[0], 1);
+  dup2(saved_fd[1], 2);
+  close(saved_fd[0]);
+  close(saved_fd[1]);
+  free(out_text);
+  free(err_text);
+  out_text = slurp(tmp("out.txt"));
+  err_text = slurp(tmp("err.txt"));
+}
+
+/* FAKE_TRAINER with arguments (a shell string); its exit status, output in
+ * out_text and err_text. */
+static int trainer(const char *fmt, ...)
+{
+  char args[2048], cmd[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(args, sizeof args, fmt, ap);
+  va_end(ap);
+  snprintf(cmd, sizeof cmd, "%s %s >'%s' 2>'%s' </dev/null", FAKE_TRAINER, args, tmp("out.txt"), tmp("err.txt"));
+  int st = system(cmd);
+  free(out_text);
+  free(err_text);
+  out_text = slurp(tmp("out.txt"));
+  err_text = slurp(tmp("err.txt"));
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static TrainOptions options(int epochs)
+{
+  return (TrainOptions){
+    .data = DATA, .lr = 0, .clip = 0.25, .epochs = epochs, .seed = 1111, .dropout = -1,
+    .log_interval = 40, .save = tmp("model.safetensors"), .threads = 1,
+  };
+}
+
+static int train(const TrainOptions *o)
+{
+  capture();
+  int rc = run_train(&lmc_model, o);
+  release();
+  return rc;
+}
+
+/* Windows per epoch of the tiny corpus's training data, and its rows. */
+static long train_windows(size_t *nrows)
+{
+  Corpus c;
+  char err[ERRLEN];
+  ck_assert_msg(corpus_load(&c, DATA, err) == 0, "%s", err);
+  ck_assert_int_eq(c.dict.nword, lmc_model.ntoken);
+  size_t n = c.train.n / (size_t)lmc_model.train.batch;
+  corpus_free(&c);
+  if (nrows) *nrows = n;
+  return (long)((n - 2) / (size_t)lmc_model.bptt + 1);
+}
+
+static size_t split_rows(char which)
+{
+  Corpus c;
+  char err[ERRLEN];
+  ck_assert_msg(corpus_load(&c, DATA, err) == 0, "%s", err);
+  size_t n = (which == 'v' ? c.valid.n : c.test.n) / (size_t)lmc_model.eval.batch;
+  corpus_free(&c);
+  return n;
+}
+
+/* The number after `key` in the last line of text holding it. */
+static double number_after(const char *text, const char *key)
+{
+  const char *p = NULL;
+  for (const char *q = text; (q = strstr(q, key)); q++) p = q;
+  ck_assert_msg(p != NULL, "no '%s' in:\n%s", key, text);
+  return strtod(p + strlen(key), NULL);
+}
+
+static int count(const char *text, const char *needle)
+{
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle)) n++;
+  return n;
+}
+
+static bool matches(const char *line, const char *re)
+{
+  regex_t r;
+  ck_assert_int_eq(regcomp(&r, re, REG_EXTENDED | REG_NOSUB), 0);
+  bool ok = regexec(&r, line, 0, NULL, 0) == 0;
+  regfree(&r);
+  return ok;
+}
+
+static MetaList load_meta(const char *path, real *param)
+{
+  MetaList meta = { 0 };
+  real scratch[22 * 22 + 22];
+  char err[ERRLEN];
+  ck_assert_msg(ckpt_load(path, &lmc_model, param ? param : scratch, NULL, 0, &meta, err) == 0, "%s", err);
+  return meta;
+}
+
+/* -------------------------------------------------------------- train */
+
+START_TEST(test_train_lowers_loss)
+{
+  size_t nrows;
+  long nb = train_windows(&nrows);
+  TrainOptions o = options(3);
+  o.lr = 5;   /* 20 overshoots on a bigram table */
+  ck_assert_int_eq(train(&o), 0);
+  double test_loss = number_after(out_text, "| End of training | test loss");
+  printf("tiny corpus: test loss %.2f after 3 epochs (uniform: %.2f, bound 0.90)\n", test_loss, log(22.0));
+  ck_assert_double_lt(test_loss, 0.9);
+  /* the valid loss goes down epoch by epoch on this easy corpus */
+  ck_assert_int_eq(count(out_text, "| end of epoch"), 3);
+  /* every window, in order, the last one shorter; the state zeroed once
+   * per epoch (then carried) and once per evaluation */
+  ck_assert_int_eq(fake_calls[0], 3 * nb);
+  ck_assert_int_eq(fake_fresh[0], 3);
+  ck_assert_int_eq(fake_fresh[1], 3 + 1);
+  ck_assert_int_eq(fake_max_T[0], lmc_model.bptt);
+  ck_assert_int_eq(fake_last_T[0], (int)((nrows - 1) % 8 ? (nrows - 1) % 8 : 8));
+  ck_assert_uint_eq(fake_last_step, (uint64_t)(3 * nb - 1));
+  ck_assert_double_eq(fake_last_dropout, 0.2);   /* the compiled default */
+  MetaList meta = load_meta(o.save, NULL);
+  ck_assert_int_eq(atoi(meta_get(&meta, "step")), 3 * nb);
+  ck_assert_str_eq(meta_get(&meta, "format_version"), "1");
+  ck_assert_str_eq(meta_get(&meta, "kind"), "LSTM");
+  ck_assert_str_eq(meta_get(&meta, "optimizer"), "sgd");
+  ck_assert_str_eq(meta_get(&meta, "nhid"), "22");
+  ck_assert_str_eq(meta_get(&meta, "vocab_size"), "22");
+  ck_assert_str_eq(meta_get(&meta, "seed"), "1111");
+  ck_assert_str_eq(meta_get(&meta, "lmc_version"), "0.0-fake");
+  ck_assert_ptr_nonnull(strstr(meta_get(&meta, "vocab"), "the\nsmall\n"));
+  meta_free(&meta);
+}
+END_TEST
+
+START_TEST(test_log_format)
+{
+  long nb = train_windows(NULL);
+  TrainOptions o = options(2);
+  o.log_csv = tmp("log.csv");
+  ck_assert_int_eq(train(&o), 0);
+  const char *log_re = "^\\| epoch +[0-9]+ \\| +[0-9]+/ +[0-9]+ batches \\| lr [0-9]+\\.[0-9]{2} \\| "
+                       "ms/batch +[0-9]+\\.[0-9]{2} \\| loss +[0-9]+\\.[0-9]{2} \\| ppl +[0-9]+\\.[0-9]{2} \\| "
+                       "tok/s [0-9]+$";
+  char head[64];
+  int nlog = 0, nend = 0, ndash = 0, neq = 0, nfinal = 0;
+  char *text = strdup(out_text);
+  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    if (strncmp(line, "| epoch ", 8) == 0) {
+      ck_assert_msg(matches(line, log_re), "bad log line: '%s'", line);
+      nlog++;
+    } else if (strncmp(line, "| end of epoch", 14) == 0) {
+      ck_assert_msg(matches(line, "^\\| end of epoch +[0-9]+ \\| time: +[0-9]+\\.[0-9]{2}s \\| valid loss +[0-9]+\\.[0-9]{2} "
+                                  "\\| valid ppl +[0-9]+\\.[0-9]{2}$"),
+                    "bad end-of-epoch line: '%s'", line);
+      nend++;
+    } else if (line[0] == '-') {
+      ck_assert_int_eq(strlen(line), 89);
+      ck_assert(strspn(line, "-") == 89);
+      ndash++;
+    } else if (line[0] == '=') {
+      ck_assert(strspn(line, "=") == 89 && strlen(line) == 89);
+      neq++;
+    } else if (strncmp(line, "| End of training", 17) == 0) {
+      ck_assert_msg(matches(line, "^\\| End of training \\| test loss +[0-9]+\\.[0-9]{2} \\| test ppl +[0-9]+\\.[0-9]{2}$"),
+                    "bad end line: '%s'", line);
+      nfinal++;
+    } else
+      ck_abort_msg("unexpected line: '%s'", line);
+  }
+  free(text);
+  /* main.py: lines at batch 40, 80, 120 of nrows // bptt; exact widths */
+  int per_epoch = (int)((nb - 1) / 40);
+  ck_assert_int_eq(nlog, 2 * per_epoch);
+  ck_assert_int_eq(nend, 2);
+  ck_assert_int_eq(ndash, 4);
+  ck_assert_int_eq(neq, 2);
+  ck_assert_int_eq(nfinal, 1);
+  size_t nrows;
+  train_windows(&nrows);
+  snprintf(head, sizeof head, "| epoch   1 |    40/%5zu batches | lr 20.00 | ms/batch ", nrows / 8);
+  ck_assert_msg(strncmp(out_text, head, strlen(head)) == 0, "first line '%.80s', expected '%s'", out_text, head);
+  ck_assert_ptr_nonnull(strstr(out_text, "\n| end of epoch   1 | time: "));
+  ck_assert_ptr_nonnull(strstr(out_text, "\n| epoch   2 |    80/"));
+
+  /* the CSV: a header and one row per log line */
+  char *csv = slurp(o.log_csv);
+  ck_assert_ptr_nonnull(csv);
+  ck_assert(strncmp(csv, "epoch,batch,lr,loss,ppl,ms_per_batch,tokens_per_s\n", 50) == 0);
+  ck_assert_int_eq(count(csv, "\n"), 1 + nlog);
+  int ep, b;
+  double lr, loss, ppl, ms, tps;
+  ck_assert_int_eq(sscanf(strchr(csv, '\n') + 1, "%d,%d,%lf,%lf,%lf,%lf,%lf", &ep, &b, &lr, &loss, &ppl, &ms, &tps), 7);
+  ck_assert_int_eq(ep, 1);
+  ck_assert_int_eq(b, 40);
+  ck_assert_double_eq(lr, 20);
+  ck_assert_double_eq_tol(ppl, exp(loss), 1e-6 * ppl);
+  free(csv);
+}
+END_TEST
+
+START_TEST(test_init_and_seed)
+{
+  /* one step with a negligible lr leaves the initial parameters */
+  TrainOptions o = options(1);
+  o.max_batches = 1;
+  o.lr = 1e-30;
+  ck_assert_int_eq(train(&o), 0);
+  real a[22 * 22 + 22], b[22 * 22 + 22];
+  MetaList m = load_meta(o.save, a);
+  meta_free(&m);
+  double bound = sqrt(6.0 / 44), maxw = 0, maxb = 0;
+  for (int i = 0; i < 22 * 22; i++) maxw = fmax(maxw, fabs(a[i]));
+  for (int i = 0; i < 22; i++) maxb = fmax(maxb, fabs(a[22 * 22 + i]));
+  printf("init: max |W| %.4f (xavier bound %.4f), max |b| %.4f (bound 0.1)\n", maxw, bound, maxb);
+  ck_assert_double_le(maxw, bound);
+  ck_assert_double_gt(maxw, 0.8 * bound);
+  ck_assert_double_le(maxb, 0.1);
+  ck_assert_double_gt(maxb, 0.05);
+  /* same seed, same parameters; another seed, others */
+  ck_assert_int_eq(train(&o), 0);
+  m = load_meta(o.save, b);
+  meta_free(&m);
+  ck_assert(memcmp(a, b, sizeof a) == 0);
+  o.seed = 1;
+  ck_assert_int_eq(train(&o), 0);
+  m = load_meta(o.save, b);
+  meta_free(&m);
+  ck_assert(memcmp(a, b, sizeof a) != 0);
+}
+END_TEST
+
+START_TEST(test_dropout_option)
+{
+  TrainOptions o = options(1);
+  o.max_batches = 2;
+  o.dropout = 0.5;
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_double_eq(fake_last_dropout, 0.5);
+  ck_assert_int_eq(fake_calls[0], 2);
+}
+END_TEST
+
+START_TEST(test_save_on_best_and_anneal)
+{
+  /* the second evaluation is made worse: no save, lr / 4 */
+  long nb = train_windows(NULL);
+  fake_eval_penalty[2] = 5;
+  TrainOptions o = options(2);
+  ck_assert_int_eq(train(&o), 0);
+  MetaList m = load_meta(o.save, NULL);
+  ck_assert_str_eq(meta_get(&m, "epoch"), "1");
+  ck_assert_double_eq(atof(meta_get(&m, "lr")), 20);
+  ck_assert_int_eq(atoi(meta_get(&m, "step")), nb);
+  meta_free(&m);
+
+  fake_reset();
+  fake_eval_penalty[2] = 5;
+  o.epochs = 3;
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "| epoch   2 |    40/"));
+  ck_assert_ptr_nonnull(strstr(out_text, "| epoch   3 |    40/"));
+  ck_assert_ptr_nonnull(strstr(strstr(out_text, "| epoch   3 |    40/"), "| lr 5.00 |"));
+  m = load_meta(o.save, NULL);
+  ck_assert_str_eq(meta_get(&m, "epoch"), "3");
+  ck_assert_double_eq(atof(meta_get(&m, "lr")), 5);
+  ck_assert_int_eq(atoi(meta_get(&m, "step")), 3 * nb);
+  meta_free(&m);
+
+  /* the test evaluation uses the best model (epoch 1), not the last one */
+  fake_reset();
+  fake_eval_penalty[2] = 5;
+  o.epochs = 2;
+  ck_assert_int_eq(train(&o), 0);
+  double end = number_after(out_text, "| End of training | test loss");
+  capture();
+  ck_assert_int_eq(run_eval(&lmc_model, o.save, DATA, "test", true), 0);
+  release();
+  ck_assert_double_eq_tol(number_after(out_text, "\"loss\":"), end, 0.0051);
+}
+END_TEST
+
+START_TEST(test_resume_sgd)
+{
+  long nb = train_windows(NULL);
+  /* two epochs straight ... */
+  TrainOptions o = options(2);
+  ck_assert_int_eq(train(&o), 0);
+  real straight[22 * 22 + 22], resumed[22 * 22 + 22];
+  MetaList m = load_meta(o.save, straight);
+  meta_free(&m);
+  /* ... and one, then one more from the checkpoint */
+  o.epochs = 1;
+  o.save = tmp("one.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  fake_reset();
+  o.epochs = 2;
+  o.resume = tmp("one.safetensors");
+  o.save = tmp("two.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_ptr_null(strstr(out_text, "| epoch   1 |"));
+  ck_assert_ptr_nonnull(strstr(out_text, "| epoch   2 |    40/"));
+  ck_assert_int_eq(fake_calls[0], nb);
+  ck_assert_uint_eq(fake_last_step, (uint64_t)(2 * nb - 1));
+  m = load_meta(o.save, resumed);
+  ck_assert_str_eq(meta_get(&m, "epoch"), "2");
+  meta_free(&m);
+  ck_assert_msg(memcmp(straight, resumed, sizeof straight) == 0, "resumed run differs from the straight one");
+
+  /* the saved lr wins over the default, a given --lr over the saved one */
+  fake_reset();
+  fake_eval_penalty[2] = 5;   /* epoch 2 worse: lr / 4, epoch 3 saved with it */
+  o.resume = NULL;
+  o.epochs = 3;
+  o.save = tmp("annealed.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  m = load_meta(o.save, NULL);
+  ck_assert_str_eq(meta_get(&m, "epoch"), "3");
+  ck_assert_str_eq(meta_get(&m, "lr"), "5");
+  meta_free(&m);
+  o.resume = o.save;
+  o.save = tmp("four.safetensors");
+  o.epochs = 4;
+  fake_reset();
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "| epoch   4 |    40/"));
+  ck_assert_ptr_nonnull(strstr(strstr(out_text, "| epoch   4 |    40/"), "| lr 5.00 |"));
+  o.lr = 7;
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_ptr_nonnull(strstr(strstr(out_text, "| epoch   4 |    40/"), "| lr 7.00 |"));
+
+  /* nothing left to train: straight to the test */
+  o.lr = 0;
+  o.resume = tmp("two.safetensors");
+  o.epochs = 2;
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "nothing to train"));
+  ck_assert_ptr_nonnull(strstr(out_text, "| End of training |"));
+}
+END_TEST
+
+START_TEST(test_resume_adamw)
+{
+  TrainOptions o = options(2);
+  o.adamw = true;
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "| lr 0.00 |"));   /* 0.001 as main.py prints it */
+  real straight[22 * 22 + 22], resumed[22 * 22 + 22];
+  MetaList m = load_meta(o.save, straight);
+  ck_assert_str_eq(meta_get(&m, "optimizer"), "adamw");
+  ck_assert_str_eq(meta_get(&m, "optimizer_state"), "model.safetensors.optim");
+  ck_assert_double_eq(atof(meta_get(&m, "lr")), 0.001);
+  meta_free(&m);
+  /* the model file alone is a plain state_dict: no optimizer tensors */
+  char *head = slurp(o.save);
+  ck_assert_ptr_null(strstr(head + 8, "exp_avg"));
+  free(head);
+
+  o.epochs = 1;
+  o.save = tmp("one.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  o.epochs = 2;
+  o.resume = tmp("one.safetensors");
+  o.save = tmp("two.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  m = load_meta(o.save, resumed);
+  meta_free(&m);
+  ck_assert_msg(memcmp(straight, resumed, sizeof straight) == 0, "resumed AdamW run differs from the straight one");
+
+  /* without its moments, an AdamW checkpoint does not resume */
+  ck_assert_int_eq(remove(tmp("one.safetensors.optim")), 0);
+  ck_assert_int_ne(train(&o), 0);
+  ck_assert_ptr_nonnull(strstr(err_text, "one.safetensors.optim"));
+}
+END_TEST
+
+START_TEST(test_nan_stops)
+{
+  long nb = train_windows(NULL);
+  TrainOptions o = options(3);
+  fake_nan_at = nb + 5;
+  ck_assert_int_ne(train(&o), 0);
+  ck_assert_ptr_nonnull(strstr(err_text, "error: loss is nan at epoch 2 batch 5\n"));
+  ck_assert_ptr_null(strstr(out_text, "End of training"));
+  MetaList m = load_meta(o.save, NULL);
+  ck_assert_str_eq(meta_get(&m, "epoch"), "1");
+  meta_free(&m);
+}
+END_TEST
+
+START_TEST(test_interrupt)
+{
+  long nb = train_windows(NULL);
+  TrainOptions o = options(5);
+  fake_signal_at = nb + 10;
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_int_eq(fake_calls[0], nb + 11);   /* stopped at the next batch boundary */
+  ck_assert_ptr_nonnull(strstr(out_text, "-\nExiting from training early\n"));
+  ck_assert_ptr_nonnull(strstr(out_text, "| End of training | test loss"));
+  ck_assert_int_eq(count(out_text, "| end of epoch"), 1);
+}
+END_TEST
+
+START_TEST(test_dry_run)
+{
+  TrainOptions o = options(40);
+  o.dry_run = true;
+  o.save = NULL;
+  char cwd[1024];
+  ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+  struct stat st;
+  bool had = stat("model.safetensors", &st) == 0;
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_int_eq(fake_calls[0], 1);
+  ck_assert_int_eq(fake_calls[1], 3 + 3);
+  ck_assert_ptr_nonnull(strstr(out_text, "saved and reloaded"));
+  ck_assert_ptr_nonnull(strstr(out_text, "| End of training |"));
+  ck_assert_int_eq(stat("model.safetensors", &st) == 0, had);   /* a temp file, removed */
+
+  o.save = tmp("dry.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_int_eq(stat(o.save, &st), 0);
+}
+END_TEST
+
+/* --------------------------------------------------------------- eval */
+
+START_TEST(test_eval_json)
+{
+  TrainOptions o = options(1);
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_int_eq(trainer("eval --checkpoint %s --data %s --json", o.save, DATA), 0);
+  ck_assert_int_eq(count(out_text, "\n"), 1);
+  double loss, ppl;
+  size_t tokens;
+  ck_assert_int_eq(sscanf(out_text, "{\"loss\": %lf, \"ppl\": %lf, \"tokens\": %zu}\n", &loss, &ppl, &tokens), 3);
+  ck_assert(matches(out_text, "^\\{\"loss\": [0-9.e+-]+, \"ppl\": [0-9.e+-]+, \"tokens\": [0-9]+\\}\n$"));
+  ck_assert_double_eq_tol(ppl, exp(loss), 1e-12 * ppl);
+  ck_assert_uint_eq(tokens, (split_rows('t') - 1) * 2);
+
+  /* the plain line, on valid */
+  ck_assert_int_eq(trainer("eval --checkpoint %s --data %s --split valid", o.save, DATA), 0);
+  ck_assert_msg(matches(out_text, "^\\| valid loss +[0-9]+\\.[0-9]{2} \\| valid ppl +[0-9]+\\.[0-9]{2}\n$"), "'%s'", out_text);
+
+  /* direct, with a broken model: null and a failure */
+  fake_eval_nan = 1;
+  capture();
+  int rc = run_eval(&lmc_model, o.save, DATA, "valid", true);
+  release();
+  ck_assert_int_ne(rc, 0);
+  ck_assert_msg(strncmp(out_text, "{\"loss\": null, \"ppl\": null, \"tokens\": ", 38) == 0, "'%s'", out_text);
+}
+END_TEST
+
+START_TEST(test_vocab_mismatch)
+{
+  /* a corpus with another vocabulary size: say how to recompile */
+  ck_assert_int_eq(mkdir(tmp("other"), 0777), 0);
+  spit(tmp("other/train.txt"), "a b c\n");
+  spit(tmp("other/valid.txt"), "a b\n");
+  spit(tmp("other/test.txt"), "a c\n");
+  TrainOptions o = options(1);
+  o.data = tmp("other");
+  ck_assert_int_ne(train(&o), 0);
+  ck_assert_ptr_nonnull(strstr(err_text, "has a vocabulary of 4 words, but this trainer was compiled for 22"));
+  ck_assert_ptr_nonnull(strstr(err_text, "make trainer MODEL=lstm DATA="));
+  ck_assert_ptr_nonnull(strstr(err_text, "-D ntoken=4"));
+
+  /* the same 22 words in another order: a checkpoint does not fit it */
+  o = options(1);
+  o.max_batches = 1;
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_int_eq(mkdir(tmp("shuffled"), 0777), 0);
+  char *t = slurp(DATA "/train.txt");
+  size_t n = strlen(t) + 64;
+  char *s = malloc(n);
+  snprintf(s, n, "cat the\n%s", t);
+  spit(tmp("shuffled/train.txt"), s);
+  free(s);
+  free(t);
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "cp " DATA "/valid.txt " DATA "/test.txt '%s'", tmp("shuffled"));
+  ck_assert_int_eq(system(cmd), 0);
+  capture();
+  int rc = run_eval(&lmc_model, o.save, tmp("shuffled"), "valid", false);
+  release();
+  ck_assert_int_ne(rc, 0);
+  ck_assert_msg(strstr(err_text, "another vocabulary") && strstr(err_text, "word 0 is 'the' there, 'cat' here"), "%s",
+                err_text);
+  o.resume = o.save;
+  o.data = tmp("shuffled");
+  o.save = tmp("x.safetensors");
+  ck_assert_int_ne(train(&o), 0);
+  ck_assert_ptr_nonnull(strstr(err_text, "another vocabulary"));
+}
+END_TEST
+
+/* ----------------------------------------------------------- generate */
+
+static void check_layout(const char *text, int words)
+{
+  int w = 0, inword = 0, line_words = 0;
+  for (const char *p = text; *p; p++) {
+    if (*p == ' ' || *p == '\n') {
+      ck_assert_msg(inword, "two separators in a row at offset %td", p - text);
+      inword = 0;
+      line_words++;
+      if (*p == '\n') {
+        ck_assert_int_eq(line_words, 20);
+        line_words = 0;
+      }
+    } else if (!inword) {
+      inword = 1;
+      w++;
+    }
+  }
+  ck_assert_int_eq(w, words);
+  ck_assert(!inword);   /* every word has its separator */
+  ck_assert_int_eq(line_words, words % 20);
+}
+
+static char *generate(const LmcModel *m, const char *ckpt, int words, double temp, uint64_t seed, const char *prompt)
+{
+  const char *outf = tmp("gen.txt");
+  capture();
+  int rc = run_generate(m, ckpt, words, temp, seed, prompt, outf);
+  release();
+  ck_assert_msg(rc == 0, "%s", err_text);
+  return slurp(outf);
+}
+
+START_TEST(test_generate)
+{
+  TrainOptions o = options(2);
+  ck_assert_int_eq(train(&o), 0);
+  char *a = generate(&lmc_model, o.save, 45, 1.0, 7, NULL);
+  check_layout(a, 45);
+  ck_assert_int_eq(count(err_text, "| Generated "), 1);
+  ck_assert_ptr_nonnull(strstr(err_text, "| Generated 0/45 words\n"));
+  /* deterministic for a seed, different for another */
+  char *b = generate(&lmc_model, o.save, 45, 1.0, 7, NULL);
+  ck_assert_str_eq(a, b);
+  free(b);
+  b = generate(&lmc_model, o.save, 45, 1.0, 8, NULL);
+  ck_assert_str_ne(a, b);
+  free(b);
+  /* every word from the vocabulary, and the bigram learnt: "on" is followed by "a" */
+  ck_assert_ptr_null(strstr(a, "on the"));
+  /* a model without state (Transformer) gets the window; a bigram gives the same text */
+  b = generate(&fake_window_model, o.save, 45, 1.0, 7, NULL);
+  ck_assert_str_eq(a, b);
+  ck_assert_int_eq(fake_max_T[2], 8);
+  ck_assert_int_eq(fake_last_T[2], 8);
+  free(b);
+  free(a);
+  /* a prompt; unknown words become <unk> with a warning */
+  a = generate(&lmc_model, o.save, 20, 1.0, 7, "the zebra");
+  check_layout(a, 20);
+  ck_assert_ptr_nonnull(strstr(err_text, "'zebra' is not in the vocabulary; using <unk>"));
+  b = generate(&fake_window_model, o.save, 20, 1.0, 7, "the zebra");
+  ck_assert_str_eq(a, b);
+  ck_assert_int_eq(fake_max_T[2], 8);
+  free(a);
+  free(b);
+  /* near-greedy sampling does not depend on the seed */
+  a = generate(&lmc_model, o.save, 30, 1e-3, 1, "sat on");
+  b = generate(&lmc_model, o.save, 30, 1e-3, 2, "sat on");
+  ck_assert_str_eq(a, b);
+  ck_assert(strncmp(a, "a ", 2) == 0);
+  free(a);
+  free(b);
+  /* through the command line, to stdout */
+  ck_assert_int_eq(trainer("generate --checkpoint %s --words 40 --seed 7 --outf -", o.save), 0);
+  check_layout(out_text, 40);
+  b = strdup(out_text);
+  a = generate(&lmc_model, o.save, 40, 1.0, 7, NULL);
+  ck_assert_str_eq(a, b);
+  free(a);
+  free(b);
+}
+END_TEST
+
+/* ------------------------------------------------------- command line */
+
+static void bad_args(const char *args, const char *message)
+{
+  int rc = trainer("%s", args);
+  ck_assert_msg(rc == 2, "'%s': exit %d, expected 2\n%s", args, rc, err_text);
+  char want[512];
+  snprintf(want, sizeof want, "fake_trainer: error: %s", message);
+  ck_assert_msg(strncmp(err_text, want, strlen(want)) == 0, "'%s': got '%s', expected '%s'", args, err_text, want);
+  ck_assert_str_eq(out_text, "");
+}
+
+START_TEST(test_cli_errors)
+{
+  bad_args("train --lr abc", "--lr: expected a number, got 'abc'\n");
+  bad_args("train --lr=abc", "--lr: expected a number, got 'abc'\n");
+  bad_args("train --lr -1", "--lr: expected a positive number, got '-1'\n");
+  bad_args("train --epochs -3", "--epochs: expected a positive integer, got '-3'\n");
+  bad_args("train --epochs 2.5", "--epochs: expected a positive integer, got '2.5'\n");
+  bad_args("train --clip x", "--clip: expected a number, got 'x'\n");
+  bad_args("train --dropout 1", "--dropout: expected a probability in [0, 1), got '1'\n");
+  bad_args("train --seed -5", "--seed: expected a non-negative integer, got '-5'\n");
+  bad_args("train --threads 0", "--threads: expected a positive integer, got '0'\n");
+  bad_args("train --optimizer adam", "--optimizer: expected 'sgd' or 'adamw', got 'adam'\n");
+  bad_args("train --lr", "--lr: missing value\n");
+  bad_args("train --save --dry-run", "--save: missing value\n");
+  bad_args("train --dry-run=yes", "--dry-run: takes no value, got 'yes'\n");
+  bad_args("train --cuda", "train: unknown option '--cuda'");
+  bad_args("train extra", "train: unexpected argument 'extra'\n");
+  bad_args("train --bptt 70", "--bptt: bptt is fixed at compile time (this trainer: 8); recompile:\n"
+                              "  make trainer MODEL=lstm LMCFLAGS=\"-D bptt=70\"\n");
+  bad_args("train --batch-size 3", "--batch-size: batch_size is fixed at compile time (this trainer: 4)");
+  bad_args("train --emsize=650", "--emsize: emsize is fixed at compile time (this trainer: 22); recompile:\n"
+                                 "  make trainer MODEL=lstm LMCFLAGS=\"-D emsize=650\"\n");
+  bad_args("train --nhid 650", "--nhid: nhid is fixed at compile time");
+  bad_args("train --nlayers 3", "--nlayers: nlayers is fixed at compile time");
+  bad_args("train --nhead 2", "--nhead: nhead is fixed at compile time");
+  bad_args("train --tied", "--tied: tied is fixed at compile time (this trainer: true)");
+  bad_args("train --model GRU", "--model: this trainer is compiled for LSTM");
+  bad_args("eval --data " DATA, "eval: --checkpoint FILE is required\n");
+  bad_args("eval --checkpoint x --split train", "--split: expected 'valid' or 'test', got 'train'\n");
+  bad_args("generate --checkpoint x --temperature 0", "--temperature: expected a number >= 1e-3, got '0'\n");
+  bad_args("generate --checkpoint x --temperature -1", "--temperature: expected a number >= 1e-3, got '-1'\n");
+  bad_args("generate --checkpoint x --words many", "--words: expected a non-negative integer, got 'many'\n");
+  bad_args("generate --checkpoint x --lr 1", "generate: unknown option '--lr'");
+  bad_args("info --verbose", "info: unknown option '--verbose'");
+  bad_args("fit", "unknown command 'fit'");
+  ck_assert_int_eq(trainer(""), 2);
+  ck_assert_ptr_nonnull(strstr(err_text, "usage:"));
+}
+END_TEST
+
+START_TEST(test_cli_commands)
+{
+  ck_assert_int_eq(trainer("--help"), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "usage: fake_trainer train"));
+  ck_assert_ptr_nonnull(strstr(out_text, "usage: fake_trainer generate"));
+  ck_assert_int_eq(trainer("train --help"), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "--log-csv FILE"));
+  ck_assert_ptr_null(strstr(out_text, "usage: fake_trainer eval"));
+  ck_assert_int_eq(trainer("info"), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "kind          LSTM\n"));
+  ck_assert_ptr_nonnull(strstr(out_text, "vocabulary    22 words"));
+  ck_assert_ptr_nonnull(strstr(out_text, "parameters    506\n"));
+  ck_assert_ptr_nonnull(strstr(out_text, "0.0-fake"));
+  /* a whole run through the command line, every train option */
+  ck_assert_int_eq(trainer("train --data %s --lr 10 --clip 0.5 --epochs 2 --seed 3 --dropout 0.1 "
+                           "--log-interval 50 --save %s --optimizer sgd --max-batches 60 --threads 1 --log-csv %s",
+                           DATA, tmp("cli.safetensors"), tmp("cli.csv")),
+                   0);
+  ck_assert_int_eq(count(out_text, "| epoch "), 2);
+  ck_assert_ptr_nonnull(strstr(out_text, "| epoch   1 |    50/"));
+  ck_assert_ptr_nonnull(strstr(out_text, "| lr 10.00 |"));
+  ck_assert_int_eq(trainer("train --data=%s --dry-run", DATA), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "saved and reloaded"));
+  ck_assert_int_eq(trainer("train --data %s --epochs 3 --resume %s --save %s", DATA, tmp("cli.safetensors"),
+                           tmp("cli3.safetensors")),
+                   0);
+  ck_assert_ptr_nonnull(strstr(out_text, "| end of epoch   3 |"));
+  ck_assert_ptr_null(strstr(out_text, "| end of epoch   2 |"));
+  /* a missing corpus or checkpoint: exit 1 with the file named */
+  ck_assert_int_eq(trainer("train --data %s", tmp("nowhere")), 1);
+  ck_assert_ptr_nonnull(strstr(err_text, "nowhere/train.txt"));
+  ck_assert_int_eq(trainer("eval --checkpoint %s --data %s", tmp("none.safetensors"), DATA), 1);
+  ck_assert_ptr_nonnull(strstr(err_text, "none.safetensors"));
+}
+END_TEST
+
+START_TEST(test_plot)
+{
+  if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    printf("test_plot: gnuplot not installed, skipped\n");
+    return;
+  }
+  TrainOptions o = options(2);
+  o.log_csv = tmp("run.csv");
+  ck_assert_int_eq(train(&o), 0);
+  spit(tmp("run.log"), out_text);
+  char cmd[1024];
+  for (int k = 0; k < 2; k++) {
+    snprintf(cmd, sizeof cmd, "sh tools/plot.sh '%s' >/dev/null", tmp(k ? "run.csv" : "run.log"));
+    ck_assert_int_eq(system(cmd), 0);
+    char *png = slurp(tmp("run.png"));
+    ck_assert_ptr_nonnull(png);
+    ck_assert(memcmp(png, "\x89PNG", 4) == 0);
+    free(png);
+    remove(tmp("run.png"));
+  }
+}
+END_TEST
+
+static Suite *train_suite(void)
+{
+  Suite *s = suite_create("train");
+  struct {
+    const char *name;
+    const TTest *test;
+  } tests[] = {
+    { "train", test_train_lowers_loss }, { "log", test_log_format },
+    { "init", test_init_and_seed }, { "dropout", test_dropout_option },
+    { "anneal", test_save_on_best_and_anneal }, { "resume_sgd", test_resume_sgd },
+    { "resume_adamw", test_resume_adamw }, { "nan", test_nan_stops },
+    { "interrupt", test_interrupt }, { "dry_run", test_dry_run },
+    { "eval", test_eval_json }, { "vocab", test_vocab_mismatch },
+    { "generate", test_generate }, { "cli_errors", test_cli_errors },
+    { "cli", test_cli_commands }, { "plot", test_plot },
+  };
+  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+    TCase *tc = tcase_create(tests[i].name);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, tests[i].test);
+    suite_add_tcase(s, tc);
+  }
+  return s;
+}
+
+int main(void)
+{
+  return run_suite(train_suite());
+}

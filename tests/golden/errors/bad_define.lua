@@ -1,0 +1,2 @@
+-- -D value of the wrong type
+local p = params { nhid = 200 }

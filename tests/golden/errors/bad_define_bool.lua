@@ -1,0 +1,2 @@
+-- -D boolean must be true or false
+local p = params { tied = false }

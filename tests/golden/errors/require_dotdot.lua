@@ -1,0 +1,2 @@
+-- require escaping with ..
+local m = require "lib..nn"

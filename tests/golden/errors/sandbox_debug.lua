@@ -1,0 +1,2 @@
+-- debug is not available
+local info = debug.getinfo(1)

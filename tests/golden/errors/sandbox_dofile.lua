@@ -1,0 +1,2 @@
+-- dofile is not available
+dofile("/etc/passwd")

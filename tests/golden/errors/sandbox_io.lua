@@ -1,0 +1,2 @@
+-- io is not available
+local f = io.open("/etc/passwd")

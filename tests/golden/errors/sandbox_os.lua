@@ -1,0 +1,2 @@
+-- os is not available
+os.execute("touch /tmp/lmc-escaped")

@@ -1,0 +1,91 @@
+/*
+ * driver.c: gradient check of one emitted f64 program.
+ *
+ * Linked with a file emitted by `lmc compile --dtype=f64`.  Fills the
+ * parameters with seeded values, runs the training program once for the
+ * analytic gradient, then compares every parameter element with the central
+ * difference (L(p + h) - L(p - h)) / 2h.  Prints, per tensor, the
+ * norm-wise relative error ||g - fd|| / max(||fd||, 1e-12) and the
+ * tolerance; exits 1 if any tensor is above it.
+ *
+ * usage: driver [T] [dropout-probability]
+ */
+#define LMC_REAL double
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lmc_rt.h"
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+
+static double uniform(void)   /* [-1, 1) */
+{
+  rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+  return (double)(rng >> 11) * 0x1p-52 - 1;
+}
+
+int main(int argc, char **argv)
+{
+  const LmcModel *m = &lmc_model;
+  const LmcProgram *p = &m->train;
+  int T = argc > 1 ? atoi(argv[1]) : p->max_seq;
+  double drop = argc > 2 ? atof(argv[2]) : 0;
+  double tol = 1e-6, h = 1e-6;
+  if (T < 1 || T > p->max_seq)
+    T = p->max_seq;
+
+  LmcCtx c = {.m = m, .seed = 7, .step = 3, .threads = 1};
+  c.param = calloc(m->param_numel + 1, sizeof(double));
+  c.grad = calloc(m->param_numel + 1, sizeof(double));
+  c.work = calloc(p->work_numel + 1, sizeof(double));
+  c.state = calloc(p->state_numel + 1, sizeof(double));
+  double *state0 = calloc(p->state_numel + 1, sizeof(double));
+  double *dropout = calloc((size_t)m->ndropout + 1, sizeof(double));
+  for (int i = 0; i < m->ndropout; i++)
+    dropout[i] = drop;
+  c.dropout = dropout;
+  for (size_t i = 0; i < m->param_numel; i++)
+    c.param[i] = uniform();
+  for (size_t i = 0; i < p->state_numel; i++)
+    state0[i] = 0.5 * uniform();
+  int n = T * p->batch, V = m->ntoken > 0 ? m->ntoken : 1;
+  int32_t *tokens = calloc((size_t)n, sizeof(int32_t)), *targets = calloc((size_t)n, sizeof(int32_t));
+  for (int i = 0; i < n; i++) {
+    tokens[i] = (int32_t)((uniform() + 1) / 2 * V) % V;
+    targets[i] = (int32_t)((uniform() + 1) / 2 * V) % V;
+  }
+
+  memcpy(c.state, state0, sizeof(double) * p->state_numel);
+  double loss = p->run(&c, tokens, targets, T);
+  double *grad = malloc(sizeof(double) * (m->param_numel + 1));
+  memcpy(grad, c.grad, sizeof(double) * m->param_numel);
+  printf("T=%d B=%d loss=%.12g dropout=%g\n", T, p->batch, loss, drop);
+
+  int bad = 0;
+  for (int k = 0; k < m->nparam; k++) {
+    const LmcTensorDesc *d = &m->param[k];
+    if (d->alias >= 0)
+      continue;
+    double num = 0, den = 0;
+    for (size_t i = 0; i < d->numel; i++) {
+      double *x = &c.param[d->offset + i], saved = *x;
+      *x = saved + h;
+      memcpy(c.state, state0, sizeof(double) * p->state_numel);
+      double lp = p->run(&c, tokens, targets, T);
+      *x = saved - h;
+      memcpy(c.state, state0, sizeof(double) * p->state_numel);
+      double lm = p->run(&c, tokens, targets, T);
+      *x = saved;
+      double fd = (lp - lm) / (2 * h), g = grad[d->offset + i];
+      num += (g - fd) * (g - fd);
+      den += fd * fd;
+    }
+    double err = sqrt(num) / fmax(sqrt(den), 1e-12);
+    printf("%-32s %8zu elements  |grad| %-10.4g rel. error %.3g (tolerance %.0e)%s\n", d->name, d->numel,
+           sqrt(den), err, tol, err <= tol ? "" : "  FAIL");
+    if (!(err <= tol))
+      bad = 1;
+  }
+  return bad;
+}

@@ -1,0 +1,7 @@
+-- matmul with the right operand plain and transposed (nn.Linear)
+local x = param("x", {2, 3, 4}, {uniform = 1})
+local w = param("w", {4, 5}, {uniform = 1})
+local v = param("v", {6, 5}, {uniform = 1})
+local r = param("r", {2, 3, 6}, {uniform = 1})
+local y = matmul(matmul(x, w), v, {tb = true})
+output("loss", sum(y * r, {}))

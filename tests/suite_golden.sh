@@ -1,0 +1,66 @@
+#!/bin/sh
+# Golden tests of the front end, run from the repository root:
+#   tests/golden/ir/NAME.ir       expected IR as the front end builds it
+#                                  (lmc compile --dump-ir=after:front) for
+#                                  NAME.lua, or for the graph whose path is
+#                                  in NAME.graph; extra lmc flags in NAME.flags
+#   tests/golden/errors/NAME.lua  a bad graph (or NAME.graph: the path of
+#                                  one): lmc must exit with status 1, print
+#                                  exactly NAME.err on stderr and write no
+#                                  output file; extra flags in NAME.flags
+# A mismatch prints a diff -u.  Ends with "N passed, N failed".
+# UPDATE=1 rewrites the expected files from what lmc prints.
+cd "$(dirname "$0")/.." || exit 1
+LMC=${LMC:-build/lmc}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0
+failed=0
+
+pass() { passed=$((passed + 1)); }
+fail() { echo "FAIL: $1"; failed=$((failed + 1)); }
+
+flags_of() { [ -f "$1.flags" ] && cat "$1.flags"; }
+
+for want in tests/golden/ir/*.ir; do
+  [ -f "$want" ] || continue
+  base=${want%.ir}
+  if [ -f "$base.lua" ]; then graph=$base.lua; else graph=$(cat "$base.graph"); fi
+  # shellcheck disable=SC2046
+  $LMC compile "$graph" --emit=ir --dump-ir=after:front -o "$tmp/out.ir" $(flags_of "$base") \
+    >"$tmp/got" 2>"$tmp/err"
+  rc=$?
+  [ -n "$UPDATE" ] && [ $rc -eq 0 ] && cp "$tmp/got" "$want"
+  if [ $rc -ne 0 ]; then
+    fail "$want: lmc exited with $rc"; cat "$tmp/err"
+  elif ! diff -u "$want" "$tmp/got"; then
+    fail "$want"
+  else
+    pass
+  fi
+done
+
+for src in tests/golden/errors/*.lua tests/golden/errors/*.graph; do
+  [ -f "$src" ] || continue
+  base=${src%.*}
+  [ "${src##*.}" = graph ] && src=$(cat "$src")
+  rm -f "$tmp"/out.c*
+  # shellcheck disable=SC2046
+  $LMC compile "$src" -o "$tmp/out.c" $(flags_of "$base") >"$tmp/got.out" 2>"$tmp/got"
+  rc=$?
+  [ -n "$UPDATE" ] && cp "$tmp/got" "$base.err"
+  if [ $rc -ne 1 ]; then
+    fail "$src: exit status $rc, expected 1"; cat "$tmp/got"
+  elif ls "$tmp"/out.c* >/dev/null 2>&1; then
+    fail "$src: an output file was written"
+  elif [ ! -f "$base.err" ]; then
+    fail "$src: no $base.err"
+  elif ! diff -u "$base.err" "$tmp/got"; then
+    fail "$src"
+  else
+    pass
+  fi
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Installs the Debian packages lmc needs, only when some are missing.
+#   deps.sh build   what building and training need
+#   deps.sh test    that, plus what the test suites need
+set -e
+pkgs="clang lua5.4 liblua5.4-dev check libopenblas-dev pkg-config libomp-dev time"
+[ "$1" = test ] && pkgs="$pkgs python3-torch python3-numpy"
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing"
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo=sudo
+$sudo apt-get update -q
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing
