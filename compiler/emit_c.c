@@ -234,6 +234,7 @@ typedef struct {
   Program *p;
   Param *param;
   int nparam;
+  int nalias;             /* tied names ("alias:<name>" outputs) after the parameters */
   size_t param_numel;
   /* dropout slots, recovered from the training graph's dropout nodes */
   int nslot;
@@ -340,6 +341,9 @@ static void layout_params(E *e)
     q->numel = mval(mnumel(&n->shape), 1);
     e->param_numel += q->numel;
   }
+  for (int o = 0; o < g->nout; o++)
+    if (!strncmp(g->out[o].name, "alias:", 6))
+      e->nalias++;
 }
 
 /* The run-time dropout probabilities: slot a.id2 of a dropout node is the
@@ -1518,6 +1522,22 @@ static void emit_tables(E *e, Buf *out)
       bdouble(out, n->a.init_a);
       bprintf(out, ", .alias = -1 },\n");
     }
+    /* A tied weight: a second name for a parameter's storage, written
+     * under both names in checkpoints as PyTorch's state_dict does. */
+    for (int o = 0; o < g->nout; o++) {
+      if (strncmp(g->out[o].name, "alias:", 6))
+        continue;
+      Param *q = find_param(e, g->node[g->out[o].node].a.name);
+      if (!q)
+        die("alias %s of a parameter the training program does not have", g->out[o].name);
+      bprintf(out, "  { .name = ");
+      bquote(out, g->out[o].name + 6);
+      bprintf(out, ", .rank = %d, .shape = {", q->shape.rank);
+      for (int d = 0; d < q->shape.rank; d++)
+        bprintf(out, "%s %d", d ? "," : "", q->shape.dim[d]);
+      bprintf(out, " }, .offset = %zu, .numel = %zu,\n    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = %d },\n",
+              q->off, q->numel, (int)(q - e->param));
+    }
     bprintf(out, "};\n\n");
   }
   if (p->nhyper) {
@@ -1656,7 +1676,7 @@ void emit_c(Program *p, FILE *f)
   bprintf(&out, "  .hyper = %s,\n", p->nhyper ? "lmc_hyper" : "NULL");
   bprintf(&out, "  .ntoken = %ld,\n", strtol(ntoken, NULL, 10));
   bprintf(&out, "  .bptt = %d,\n", g->max_seq);
-  bprintf(&out, "  .nparam = %d,\n", e.nparam);
+  bprintf(&out, "  .nparam = %d,\n", e.nparam + e.nalias);
   bprintf(&out, "  .param = %s,\n", e.nparam ? "lmc_param" : "NULL");
   bprintf(&out, "  .param_numel = %zu,\n", e.param_numel);
   bprintf(&out, "  .ndropout = %d,\n", e.nslot);
