@@ -31,7 +31,7 @@ CHECK_SRC    := $(wildcard tests/check_*.c)
 CHECK_BIN    := $(CHECK_SRC:tests/%.c=$(B)/tests/%)
 MODELS       := $(basename $(notdir $(wildcard graphs/*.lua)))
 
-.PHONY: all deps test test-deps generate trainer train clean sanitize bench tune plot graphs-png
+.PHONY: all deps test test-deps generate trainer train clean sanitize bench tune plot graphs-png bench-passes
 all: $(B)/lmc $(B)/liblmcrt.a $(B)/obj/runtime/main.o
 
 $(B)/obj/compiler/%.o: compiler/%.c compiler/lmc.h runtime/lmc_rt.h
@@ -72,9 +72,18 @@ test: test-deps
 	@$(MAKE) --no-print-directory all $(CHECK_BIN)
 	@sh tests/run.sh $(CHECK_BIN)
 
-# Sanitizer run of the whole suite in a separate build folder.
-sanitize: test-deps
-	@$(MAKE) --no-print-directory B=build/san SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" CFLAGS="-O1 -g" test
+# Every suite under AddressSanitizer (LeakSanitizer included) and UBSan,
+# built in build/san: the compiler, the runtime, the check binaries, and the
+# C that check_emit, check_grad and suite_trainer.sh emit and compile (they
+# add $SAN to their clang lines).  Any report fails its test.
+SANITIZERS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+SAN_CHECKS := $(CHECK_SRC:tests/%.c=build/san/tests/%)
+sanitize:
+	@sh tools/deps.sh sanitize
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory B=build/san SAN="$(SANITIZERS)" CFLAGS="-O1 -g" all $(SAN_CHECKS)
+	@B=build/san LMC=build/san/lmc SAN="$(SANITIZERS)" LMC_LIBDIR="$(CURDIR)/graphs/lib" \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh tests/run.sh $(SAN_CHECKS)
 
 generate: $(B)/lmc
 	@for m in $(MODELS); do echo "lmc compile graphs/$$m.lua -> generated/$$m.c"; \
@@ -98,6 +107,31 @@ train: deps
 plot:
 	@[ -n "$(LOG)" ] || { echo "usage: make plot LOG=FILE (a training log or a --log-csv file)" >&2; exit 2; }
 	@sh tools/plot.sh "$(LOG)"
+
+# lmc's trainers against PyTorch in one run: bench/README.md, bench/chart.png.
+# BENCH_QUICK=1 for a short run; BENCH_MODELS, BENCH_THREADS, ... in bench/bench.py.
+bench: test-deps
+	@$(MAKE) --no-print-directory all
+	@CC="$(CC)" TRAINER_CFLAGS="$(TRAINER_CFLAGS)" BLAS_CFLAGS="$(BLAS_CFLAGS)" BLAS_LIBS="$(BLAS_LIBS)" \
+	  DATA="$(DATA)" /usr/bin/python3 bench/bench.py
+
+# Times MODEL's trainer under each pass configuration; the fastest goes to
+# build/tune/MODEL.flags, which `make trainer` reads.
+tune: all
+	@CC="$(CC)" TRAINER_CFLAGS="$(TRAINER_CFLAGS)" BLAS_CFLAGS="$(BLAS_CFLAGS)" BLAS_LIBS="$(BLAS_LIBS)" \
+	  DATA="$(DATA)" MODEL="$(MODEL)" LMCFLAGS="$(LMCFLAGS)" sh bench/tune.sh
+
+# docs/MODEL.png: every model's training graph after the passes, loops and
+# fused kernels as clusters (lmc compile --emit=dot, then Graphviz).
+graphs-png: $(B)/lmc
+	@for m in $(MODELS); do echo "lmc compile graphs/$$m.lua --emit=dot | dot -Tpng > docs/$$m.png"; \
+	  $(B)/lmc compile graphs/$$m.lua --emit=dot -o $(B)/$$m.dot && dot -Tpng $(B)/$$m.dot -o docs/$$m.png || exit 1; done
+
+# What each optimization pass buys: ms per training batch and peak memory of
+# every model with each pass on and off, -O0 against -O2 (bench/passes.md).
+bench-passes: all
+	@CC="$(CC)" TRAINER_CFLAGS="$(TRAINER_CFLAGS)" BLAS_CFLAGS="$(BLAS_CFLAGS)" BLAS_LIBS="$(BLAS_LIBS)" \
+	  DATA="$(DATA)" sh bench/passes.sh
 
 clean:
 	rm -rf build

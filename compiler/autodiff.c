@@ -37,6 +37,7 @@ typedef struct {
   Graph *g;
   int *grad;       /* top-level node -> accumulated gradient node, or -1 */
   bool *needs;     /* node depends on a parameter */
+  int nfwd;        /* forward nodes: grad and needs cover [0, nfwd) */
 } Diff;
 
 /* ------------------------------------------------------------- helpers */
@@ -49,7 +50,8 @@ static void at(Graph *g, int node)
 
 static int zeros(Graph *g, const Shape *s)
 {
-  return ir_op1(g, OP_BROADCAST, ir_const(g, 0), &(Attr){.shape = *s});
+  Attr a = {.shape = *s};   /* before ir_const, which may move *s */
+  return ir_op1(g, OP_BROADCAST, ir_const(g, 0), &a);
 }
 
 /* Sums dy over the dims that were broadcast to reach it from shape *to. */
@@ -74,7 +76,7 @@ static void accumulate(Graph *g, int *slot, int contribution)
  * whole stacks).  Returns -1 when the input has no gradient. */
 static int vjp(Graph *g, const Node *n, int k, int dy, const int *x, int y)
 {
-  const Shape *xs = &g->node[x[k]].shape;
+  Shape xshape = g->node[x[k]].shape, *xs = &xshape;   /* a copy: g->node moves as nodes are added */
   Attr a = {0};
   int r;
   switch (n->op) {
@@ -194,14 +196,14 @@ static void diff_loop(Diff *d, int lp, int first, int last)
    * zero gradients for carries whose final value has none. */
   int *init = xcalloc((size_t)nfwd, sizeof(int));
   for (int i = first; i <= last; i++) {
-    Node *n = &g->node[i];
+    Node copy = g->node[i], *n = &copy;   /* g->node moves as nodes are added */
     if (n->dead || n->loop != lp)
       continue;
     at(g, i);
     stacked[i] = ir_stack(g, i);
     if (n->op == OP_CARRY && d->needs[i]) {
       init[i] = -1;
-      for (int j = last + 1; j < nfwd; j++)
+      for (int j = last + 1; j < d->nfwd; j++)
         if (g->node[j].op == OP_FINAL && g->node[j].in[0] == i && d->grad[j] >= 0)
           accumulate(g, &init[i], d->grad[j]);
       if (init[i] < 0)
@@ -217,8 +219,8 @@ static void diff_loop(Diff *d, int lp, int first, int last)
     }
   /* Gradients arriving from after the loop: stacked outputs and the carry
    * of the next step. */
-  for (int j = last + 1; j < nfwd; j++) {
-    Node *s = &g->node[j];
+  for (int j = last + 1; j < d->nfwd; j++) {
+    Node copy = g->node[j], *s = &copy;
     if (s->dead || s->op != OP_STACK || d->grad[j] < 0 || g->node[s->in[0]].loop != lp)
       continue;
     at(g, j);
@@ -229,7 +231,7 @@ static void diff_loop(Diff *d, int lp, int first, int last)
       accumulate(g, &gb[g->node[i].in[1]], rcarry[i]);
 
   for (int i = last; i >= first; i--) {
-    Node *n = &g->node[i];
+    Node copy = g->node[i], *n = &copy;
     if (n->dead || n->loop != lp || gb[i] < 0 || n->op == OP_CARRY || n->op == OP_STEP)
       continue;
     at(g, i);
@@ -266,7 +268,7 @@ static void diff_loop(Diff *d, int lp, int first, int last)
   /* After the reverse loop: gradients of the sequences read by STEP, of the
    * carries' initial values, and of captured values. */
   for (int i = first; i <= last; i++) {
-    Node *n = &g->node[i];
+    Node copy = g->node[i], *n = &copy;
     if (n->dead || n->loop != lp)
       continue;
     at(g, i);
@@ -276,7 +278,7 @@ static void diff_loop(Diff *d, int lp, int first, int last)
       accumulate(g, &d->grad[n->in[0]], ir_final(g, rcarry[i]));
   }
   for (int c = 0; c < ncap; c++) {
-    Node *n = &g->node[cap[c].node];
+    Node copy = g->node[cap[c].node], *n = &copy;
     at(g, cap[c].node);
     int x[MAXIN];
     for (int k = 0; k < n->nin; k++) {
@@ -329,14 +331,14 @@ void autodiff(Graph *g)
   if (g->node[loss].shape.rank != 0)
     ir_error_node(g, loss, "output 'loss' must be a scalar, got %s", shape_str(&g->node[loss].shape));
   int nfwd = g->nnode;
-  Diff d = {g, xcalloc((size_t)nfwd, sizeof(int)), find_needs(g)};
+  Diff d = {g, xcalloc((size_t)nfwd, sizeof(int)), find_needs(g), nfwd};
   for (int i = 0; i < nfwd; i++)
     d.grad[i] = -1;
   at(g, loss);
   d.grad[loss] = ir_const(g, 1);
 
   for (int i = nfwd - 1; i >= 0; i--) {
-    Node *n = &g->node[i];
+    Node copy = g->node[i], *n = &copy;
     if (n->dead)
       continue;
     if (n->loop != 0) {
@@ -356,12 +358,12 @@ void autodiff(Graph *g)
   }
 
   for (int i = 0; i < nfwd; i++) {
-    Node *n = &g->node[i];
+    Node copy = g->node[i], *n = &copy;
     if (n->op != OP_PARAM || n->dead)
       continue;
     at(g, i);
     int gr = d.grad[i] >= 0 ? d.grad[i] : zeros(g, &n->shape);
-    ir_output(g, xasprintf("grad:%s", n->a.name), gr);
+    ir_output(g, arena_printf("grad:%s", n->a.name), gr);
   }
   free(d.grad);
   free(d.needs);

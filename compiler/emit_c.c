@@ -200,27 +200,43 @@ static void contig(const Shape *s, Mono *st)
 
 /* ------------------------------------------------------------ emitter state */
 
-enum { L_NONE, L_WORK, L_PARAM, L_STATE, L_TOKENS, L_TARGETS };
+enum { L_NONE, L_WORK, L_PARAM, L_STATE, L_TOKENS, L_TARGETS, L_CONST };
 
 /* Where a node's value lives. */
 typedef struct {
   int kind;
-  size_t off;             /* element offset in c->work, c->param or c->state */
+  size_t off;             /* element offset in c->work, c->param, c->state or the table */
+  int table;              /* L_CONST: lmc_const<table> */
   bool stacked;           /* a body node: step t at + t * step */
   bool last;              /* plus (T - 1) * step: the last slot of a forward loop */
   Mono step;              /* per-step size of a stacked buffer */
 } Loc;
 
-/* What the kernel parameters receive at the call. */
-enum { ARG_Y = -1, ARG_KEY = -2, ARG_P = -3, ARG_IDX0 = -4 };   /* >= 0: input k */
-enum { MAXARG = MAXIN + 4 };
+/* What a kernel parameter receives at the call. */
+typedef enum {
+  A_PTR,                  /* node's value (at step t in a loop) */
+  A_CARRY,                /* carry node's source: its initial value at the first step, else next at t - 1 */
+  A_KEY,                  /* dropout node's mask key */
+  A_P,                    /* dropout node's probability */
+  A_IDX0,                 /* t * numel of node `shape`: where this step's mask indices start */
+} ArgKind;
 
 typedef struct {
-  bool has;               /* the node has a kernel */
+  ArgKind kind;
+  int node;
+  int shape;              /* A_IDX0: the node whose per-step size is the stride */
+} Arg;
+
+enum { MAXARG = 96 };
+
+typedef struct {
+  bool has;               /* the node has a kernel (a fused kernel: its anchor has) */
   int narg;
-  int arg[MAXARG];
+  Arg arg[MAXARG];
   char decl[MAXARG][48];
   bool T;                 /* takes int T */
+  const char *name;       /* the op part of its name: "tanh", "fused" */
+  Shape iter;             /* a fused kernel: the shape its loop nest covers */
 } Sig;
 
 typedef struct {
@@ -247,6 +263,13 @@ typedef struct {
   Loc *loc;
   Sig *sig;
   size_t *off;            /* plan_work: offset in c->work, or SIZE_MAX */
+  Users users;
+  bool *skip;             /* not emitted: see locate() */
+  int *anchor;            /* per group: the member whose position runs the kernel, or -1 */
+  /* folded tables (literal nodes) of every program, one array per distinct table */
+  int ntable;
+  const double **table;
+  size_t *table_n;
   size_t work_numel;
   size_t targets_off;     /* stand-in targets when run() gets NULL */
   /* what the text being generated mentions */
@@ -346,6 +369,11 @@ static void layout_params(E *e)
       e->nalias++;
 }
 
+static bool is_dropout_op(Op op)
+{
+  return op == OP_DROPOUT || op == OP_DROPOUT_GRAD || op == OP_ADD_DROPOUT || op == OP_DROPOUT_ADD;
+}
+
 /* The run-time dropout probabilities: slot a.id2 of a dropout node is the
  * hyper-parameter a.name, compiled default a.f.  Dead nodes count, so a
  * pass that removes a dropout does not renumber the table. */
@@ -353,13 +381,13 @@ static void find_slots(E *e)
 {
   Graph *g = e->p->train;
   for (int i = 0; i < g->nnode; i++)
-    if (g->node[i].op == OP_DROPOUT && g->node[i].a.id2 >= e->nslot)
+    if (is_dropout_op(g->node[i].op) && g->node[i].a.id2 >= e->nslot)
       e->nslot = g->node[i].a.id2 + 1;
   e->slot_name = xcalloc((size_t)e->nslot + 1, sizeof *e->slot_name);
   e->slot_default = xcalloc((size_t)e->nslot + 1, sizeof *e->slot_default);
   for (int i = 0; i < g->nnode; i++) {
     Node *n = &g->node[i];
-    if (n->op != OP_DROPOUT || n->a.id2 < 0 || e->slot_name[n->a.id2])
+    if (!is_dropout_op(n->op) || n->a.id2 < 0 || e->slot_name[n->a.id2])
       continue;
     e->slot_name[n->a.id2] = n->a.name ? n->a.name : "dropout";
     e->slot_default[n->a.id2] = n->a.f;
@@ -371,20 +399,6 @@ static void find_slots(E *e)
 
 /* ------------------------------------------------------------ memory */
 
-/* Views share their source's bytes.  A reshape in a loop body of a
- * top-level value is a copy instead, so that every body value is stored
- * per step. */
-static bool is_view(Graph *g, const Node *n)
-{
-  if (n->op == OP_RESHAPE)
-    return !n->loop || g->node[n->in[0]].loop;
-  return n->op == OP_STEP || n->op == OP_STACK || n->op == OP_FINAL;
-}
-
-static bool needs_work(Graph *g, const Node *n)
-{
-  return !n->dead && !is_view(g, n) && n->op != OP_INPUT && n->op != OP_PARAM;
-}
 
 static bool reads_targets(Graph *g)
 {
@@ -400,30 +414,51 @@ static size_t align16(size_t n)
 }
 
 /* The memory plan: an offset in c->work for every node that needs its own
- * buffer, sized for T = max_seq (a body node holds max_seq steps), then the
- * stand-in targets.  A simple bump allocation: nothing is reused.  This is
- * the one function a liveness-based plan replaces. */
+ * buffer, sized for T = max_seq (a body node holds max_seq steps, or one
+ * where plan-memory found that enough), then the stand-in targets.  With
+ * plan-memory (g->plan) buffers share bytes by lifetime; without it this is
+ * a bump allocation that reuses nothing. */
 static void plan_work(E *e)
 {
   Graph *g = e->g;
+  bool *need = buffers_needed(g);
   size_t top = 0;
   for (int i = 0; i < g->nnode; i++) {
-    Node *n = &g->node[i];
     e->off[i] = SIZE_MAX;
-    if (!needs_work(g, n))
+    if (!need[i])
       continue;
-    size_t numel = mval(mnumel(&n->shape), g->max_seq);
-    if (n->loop)
-      numel *= (size_t)g->max_seq;
+    if (g->plan) {
+      if (g->plan->off[i] == SIZE_MAX)
+        die("n%d needs a buffer the memory plan does not give it", i);
+      e->off[i] = g->plan->off[i];
+      continue;
+    }
     e->off[i] = top;
-    top = align16(top + numel);
+    top = align16(top + buffer_numel(g, i));
   }
+  if (g->plan)
+    top = g->plan->numel;
+  free(need);
   e->targets_off = SIZE_MAX;
   if (reads_targets(g)) {
     e->targets_off = top;
     top = align16(top + (size_t)g->max_seq * (size_t)g->batch);
   }
   e->work_numel = top;
+}
+
+/* The folded table holding these values: an index into e->table, shared by
+ * every program that folds the same values. */
+static int find_table(E *e, const double *data, size_t n)
+{
+  for (int t = 0; t < e->ntable; t++)
+    if (e->table_n[t] == n && !memcmp(e->table[t], data, n * sizeof(double)))
+      return t;
+  e->table = xrealloc(e->table, sizeof(double *) * (size_t)(e->ntable + 1));
+  e->table_n = xrealloc(e->table_n, sizeof(size_t) * (size_t)(e->ntable + 1));
+  e->table[e->ntable] = data;
+  e->table_n[e->ntable] = n;
+  return e->ntable++;
 }
 
 /* Where every live node's value lives: its own work buffer, or for a view
@@ -437,6 +472,14 @@ static void locate(E *e)
     Loc *l = &e->loc[i];
     *l = (Loc){.kind = L_NONE};
     if (n->dead)
+      continue;
+    /* without dce, a node no output needs may read a value that only a
+     * fused kernel sees: it is left out like a dead one */
+    e->skip[i] = false;
+    for (int k = 0; k < n->nin && !e->users.live[i]; k++)
+      if (e->skip[n->in[k]] || (e->loc[n->in[k]].kind == L_NONE && !(n->op == OP_CARRY && k == 1)))
+        e->skip[i] = true;
+    if (e->skip[i])
       continue;
     switch (n->op) {
     case OP_INPUT:
@@ -465,11 +508,32 @@ static void locate(E *e)
       l->off = q->off;
       break;
     }
+    case OP_LITERAL:
+      l->kind = L_CONST;
+      l->table = find_table(e, n->a.data, mval(mnumel(&n->shape), 1));
+      break;
+    case OP_SLICE:
+      if (!is_view(g, n))
+        goto own;
+      /* a contiguous run of the source: all dims before the axis are 1 */
+      *l = e->loc[n->in[0]];
+      {
+        Node *x = N(e, n->in[0]);
+        Mono st[MAXRANK];
+        contig(&x->shape, st);
+        for (int d = 0; d < n->a.axis; d++)
+          if (!mone(mdim(&x->shape, d)))
+            die("n%d: a slice view along axis %d of %s", i, n->a.axis, shape_str(&x->shape));
+        if (l->stacked || l->last || st[n->a.axis].k)
+          die("n%d: a slice view of a value stored per step", i);
+        l->off += (size_t)n->a.start * (size_t)st[n->a.axis].c;
+      }
+      break;
     case OP_RESHAPE:
       if (is_view(g, n))
         *l = e->loc[n->in[0]];
       else
-        *l = (Loc){.kind = L_WORK, .off = e->off[i], .stacked = true, .step = mnumel(&n->shape)};
+        goto own;
       break;
     case OP_STEP:
       *l = e->loc[n->in[0]];
@@ -496,9 +560,15 @@ static void locate(E *e)
       break;
     }
     default:
+    own:
+      if (e->off[i] == SIZE_MAX) {
+        if (n->group)
+          continue;   /* computed inside its fused kernel only */
+        die("n%d (%s) has no buffer", i, op_info[n->op].name);
+      }
       l->kind = L_WORK;
       l->off = e->off[i];
-      l->stacked = n->loop != 0;
+      l->stacked = n->loop != 0 && !(g->plan && g->plan->one_step[i]);
       l->step = mnumel(&n->shape);
       break;
     }
@@ -540,6 +610,9 @@ static const char *ptr(E *e, int id, const char *tsel)
   case L_TARGETS:
     n = snprintf(s, 256, "targets");
     break;
+  case L_CONST:
+    n = l->off ? snprintf(s, 256, "lmc_const%d + %zu", l->table, l->off) : snprintf(s, 256, "lmc_const%d", l->table);
+    break;
   default:
     die("n%d has no storage", id);
   }
@@ -555,7 +628,7 @@ static const char *ptr(E *e, int id, const char *tsel)
 
 /* ------------------------------------------------------------ loop nests */
 
-enum { MAXOPND = MAXIN + 1 };
+enum { MAXOPND = 64 };
 
 /* Loops over sizes size[0..n) (outermost first); operand j is read or
  * written at base[j] + sum of i_d * stride[j][d]; a zero stride
@@ -578,9 +651,16 @@ static void nest_init(Nest *ns, const Shape *s)
 
 /* An operand of shape x broadcast against the loop sizes as numpy does:
  * right-aligned, dims of size 1 (and missing dims) repeat. */
+static int nest_add(Nest *ns)
+{
+  if (ns->nop == MAXOPND)
+    die("a loop nest of more than %d operands", MAXOPND);
+  return ns->nop++;
+}
+
 static void nest_bcast(Nest *ns, const Shape *x)
 {
-  int j = ns->nop++;
+  int j = nest_add(ns);
   Mono st = mono(1, 0);
   ns->base[j] = mono(0, 0);
   for (int i = ns->n - 1, xi = x->rank - 1; i >= 0; i--, xi--) {
@@ -596,7 +676,7 @@ static void nest_bcast(Nest *ns, const Shape *x)
 
 static void nest_strided(Nest *ns, const Mono *stride, Mono base)
 {
-  int j = ns->nop++;
+  int j = nest_add(ns);
   for (int i = 0; i < ns->n; i++)
     ns->stride[j][i] = stride[i];
   ns->base[j] = base;
@@ -628,13 +708,15 @@ static void nest_simplify(Nest *ns)
 }
 
 /* Writes the loops at depth `depth` and the index of every operand into
- * idx; returns the depth of the loop body. */
-static int nest_open(E *e, Buf *b, Nest *ns, int depth, char idx[MAXOPND][512])
+ * idx; returns the depth of the loop body.  With block, the innermost loop
+ * opens a { } block (the caller closes it) for a body of several lines. */
+static int nest_open_block(E *e, Buf *b, Nest *ns, int depth, char idx[][512], bool block)
 {
   nest_simplify(ns);
   for (int i = 0; i < ns->n; i++) {
     indent(b, depth + i);
-    bprintf(b, "for (long i%d = 0; i%d < %s; i%d++)\n", i, i, mstr(e, ns->size[i]), i);
+    bprintf(b, "for (long i%d = 0; i%d < %s; i%d++)%s\n", i, i, mstr(e, ns->size[i]), i,
+            block && i == ns->n - 1 ? " {" : "");
   }
   for (int j = 0; j < ns->nop; j++) {
     char *s = idx[j];
@@ -657,9 +739,14 @@ static int nest_open(E *e, Buf *b, Nest *ns, int depth, char idx[MAXOPND][512])
   return depth + ns->n;
 }
 
+static int nest_open(E *e, Buf *b, Nest *ns, int depth, char idx[][512])
+{
+  return nest_open_block(e, b, ns, depth, idx, false);
+}
+
 /* ------------------------------------------------------------ kernels */
 
-static void karg(Sig *k, int what, const char *fmt, ...)
+static void karg(Sig *k, ArgKind kind, int node, int shape, const char *fmt, ...)
 {
   if (k->narg == MAXARG)
     die("too many kernel arguments");
@@ -667,7 +754,7 @@ static void karg(Sig *k, int what, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(k->decl[k->narg], sizeof k->decl[0], fmt, ap);
   va_end(ap);
-  k->arg[k->narg++] = what;
+  k->arg[k->narg++] = (Arg){kind, node, shape};
 }
 
 /* The output parameter: dx for the backward ops, y for the others. */
@@ -676,22 +763,42 @@ static const char *out_name(Op op)
   return strstr(op_info[op].name, "_grad") ? "dx" : "y";
 }
 
-static void kout(Sig *k, Node *n)
+static int id_of(E *e, Node *n)
 {
-  karg(k, ARG_Y, "%s *%s", ctype(n->dtype), out_name(n->op));
+  return (int)(n - e->g->node);
+}
+
+static void kout(E *e, Sig *k, Node *n)
+{
+  karg(k, A_PTR, id_of(e, n), -1, "%s *%s", ctype(n->dtype), out_name(n->op));
 }
 
 static void kin(E *e, Sig *k, Node *n, int i, const char *name)
 {
-  karg(k, i, "const %s *%s", ctype(IN(e, n, i)->dtype), name);
+  if (n->op == OP_CARRY)
+    karg(k, A_CARRY, id_of(e, n), -1, "const %s *%s", ctype(IN(e, n, i)->dtype), name);
+  else
+    karg(k, A_PTR, n->in[i], -1, "const %s *%s", ctype(IN(e, n, i)->dtype), name);
 }
 
-/* The expression an elementwise op computes from its operands v[]; idx is
- * the output index (for dropout's mask). */
-static void elem_expr(E *e, Buf *b, Node *n, char v[MAXOPND][640], const char *idx)
+/* key, p and idx0 of dropout node n, its mask indices counted in the
+ * elements of node `shape`; sfx tells several apart in a fused kernel. */
+static void kdropout(E *e, Buf *b, Sig *k, Node *n, int shape, const char *sfx)
 {
-  const char *x = v[1], *y = v[2];
-  switch (n->op) {
+  int id = id_of(e, n);
+  karg(k, A_KEY, id, -1, "uint64_t key%s", sfx);
+  karg(k, A_P, id, -1, "double p%s", sfx);
+  karg(k, A_IDX0, id, shape, "long idx0%s", sfx);
+  bprintf(b, "  real scale%s = p%s < 1 ? (real)(1 / (1 - p%s)) : 0;\n", sfx, sfx, sfx);
+}
+
+/* The expression elementwise op `op` computes from operands x and y; a
+ * dropout draws element `idx` of its mask with key<sfx>, p<sfx>,
+ * scale<sfx> and idx0<sfx>.  The same text is used for a node's own kernel
+ * and inside a fused one, so both compute the same bits. */
+static void elem_expr(E *e, Buf *b, Op op, const char *x, const char *y, const char *idx, const char *sfx)
+{
+  switch (op) {
   case OP_NEG:     bprintf(b, "-%s", x); break;
   case OP_EXP:     bprintf(b, "%s(%s)", fn(e, "exp"), x); break;
   case OP_LOG:     bprintf(b, "%s(%s)", fn(e, "log"), x); break;
@@ -710,10 +817,18 @@ static void elem_expr(E *e, Buf *b, Node *n, char v[MAXOPND][640], const char *i
   case OP_RELU_GRAD:    bprintf(b, "%s > 0 ? %s : 0", y, x); break;
   case OP_DROPOUT:
   case OP_DROPOUT_GRAD:
-    bprintf(b, "lmc_keep(key, (uint64_t)(idx0 + %s), p) ? %s * scale : 0", idx, x);
+    bprintf(b, "lmc_keep(key%s, (uint64_t)(idx0%s + %s), p%s) ? %s * scale%s : 0", sfx, sfx, idx, sfx, x, sfx);
+    break;
+  case OP_ADD_DROPOUT:   /* a + dropout(b) */
+    bprintf(b, "%s + (lmc_keep(key%s, (uint64_t)(idx0%s + %s), p%s) ? %s * scale%s : 0)", x, sfx, sfx, idx, sfx, y,
+            sfx);
+    break;
+  case OP_DROPOUT_ADD:   /* dropout(a + b) */
+    bprintf(b, "lmc_keep(key%s, (uint64_t)(idx0%s + %s), p%s) ? (%s + %s) * scale%s : 0", sfx, sfx, idx, sfx, x, y,
+            sfx);
     break;
   default:
-    die("%s is not elementwise", op_info[n->op].name);
+    die("%s is not elementwise", op_info[op].name);
   }
 }
 
@@ -736,26 +851,24 @@ static void k_elementwise(E *e, Buf *b, Sig *k, Node *n)
 {
   Nest ns;
   char idx[MAXOPND][512], v[MAXOPND][640];
-  kout(k, n);
+  kout(e, k, n);
   nest_init(&ns, &n->shape);
   nest_bcast(&ns, &n->shape);
   for (int i = 0; i < n->nin; i++) {
     kin(e, k, n, i, elem_name(n->op, i));
     nest_bcast(&ns, &IN(e, n, i)->shape);
   }
-  if (n->op == OP_DROPOUT || n->op == OP_DROPOUT_GRAD) {
-    karg(k, ARG_KEY, "uint64_t key");
-    karg(k, ARG_P, "double p");
-    karg(k, ARG_IDX0, "long idx0");
-    bprintf(b, "  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;\n");
-  }
+  /* the mask is over y's elements, or b's for a + dropout(b) */
+  int mask = n->op == OP_ADD_DROPOUT ? 2 : 0;
+  if (is_dropout_op(n->op))
+    kdropout(e, b, k, n, n->op == OP_ADD_DROPOUT ? n->in[1] : id_of(e, n), "");
   int d = nest_open(e, b, &ns, 1, idx);
   snprintf(v[0], sizeof v[0], "%s[%s]", out_name(n->op), idx[0]);
   for (int i = 0; i < n->nin; i++)
     snprintf(v[i + 1], sizeof v[0], "%s[%s]", elem_name(n->op, i), idx[i + 1]);
   indent(b, d);
   bprintf(b, "%s = ", v[0]);
-  elem_expr(e, b, n, v, idx[0]);
+  elem_expr(e, b, n->op, v[1], n->nin > 1 ? v[2] : NULL, idx[mask], "");
   bprintf(b, ";\n");
 }
 
@@ -764,7 +877,7 @@ static void k_fill(E *e, Buf *b, Sig *k, Node *n)
 {
   Nest ns;
   char idx[MAXOPND][512];
-  kout(k, n);
+  kout(e, k, n);
   if (n->op == OP_CONST) {
     nest_init(&ns, &n->shape);
     nest_bcast(&ns, &n->shape);
@@ -794,7 +907,7 @@ static void k_fill(E *e, Buf *b, Sig *k, Node *n)
 
 static void k_triu_mask(E *e, Buf *b, Sig *k, Node *n)
 {
-  kout(k, n);
+  kout(e, k, n);
   if (n->shape.rank != 2)
     die("triu_mask of rank %d", n->shape.rank);
   const char *cols = mstr(e, mdim(&n->shape, 1));
@@ -805,7 +918,7 @@ static void k_triu_mask(E *e, Buf *b, Sig *k, Node *n)
 
 static void k_copy(E *e, Buf *b, Sig *k, Node *n)
 {
-  kout(k, n);
+  kout(e, k, n);
   kin(e, k, n, 0, "x");
   bprintf(b, "  memcpy(y, x, %s * sizeof *y);\n", mstr(e, mnumel(&n->shape)));
 }
@@ -817,7 +930,7 @@ static void k_sum_broadcast(E *e, Buf *b, Sig *k, Node *n)
   Nest ns;
   char idx[MAXOPND][512];
   Node *x = IN(e, n, 0);
-  kout(k, n);
+  kout(e, k, n);
   kin(e, k, n, 0, "x");
   if (n->op == OP_SUM) {
     bprintf(b, "  memset(y, 0, %s * sizeof *y);\n", mstr(e, mnumel(&n->shape)));
@@ -850,7 +963,7 @@ static void k_shuffle(E *e, Buf *b, Sig *k, Node *n)
   Mono yst[MAXRANK], xst[MAXRANK], st[MAXRANK];
   Node *x = IN(e, n, 0);
   int axis = norm_axis(n->a.axis, n->shape.rank);
-  kout(k, n);
+  kout(e, k, n);
   contig(&n->shape, yst);
   contig(&x->shape, xst);
   switch (n->op) {
@@ -921,10 +1034,10 @@ static void k_matmul(E *e, Buf *b, Sig *k, Node *n)
 {
   Node *a = IN(e, n, 0), *bb = IN(e, n, 1);
   Mono ar, ac, br, bc, batch = mono(1, 0), sa = mono(0, 0), sb = mono(0, 0);
-  kout(k, n);
+  kout(e, k, n);
   kin(e, k, n, 0, "a");
   kin(e, k, n, 1, "b");
-  if (n->op == OP_MATMUL) {
+  if (n->op != OP_BMM) {
     as_matrix(&a->shape, &ar, &ac);
     as_matrix(&bb->shape, &br, &bc);
   } else {
@@ -940,6 +1053,20 @@ static void k_matmul(E *e, Buf *b, Sig *k, Node *n)
     if (!mone(mdiv(mnumel(&bb->shape), mmul(br, bc))))
       sb = mmul(br, bc);
   }
+  /* matmul_bias: y starts as the broadcast bias and the product is added */
+  const char *beta = "0";
+  if (n->op == OP_MATMUL_BIAS) {
+    Nest ns;
+    char idx[MAXOPND][512];
+    kin(e, k, n, 2, "c");
+    nest_init(&ns, &n->shape);
+    nest_bcast(&ns, &n->shape);
+    nest_bcast(&ns, &IN(e, n, 2)->shape);
+    int d = nest_open(e, b, &ns, 1, idx);
+    indent(b, d);
+    bprintf(b, "y[%s] = c[%s];\n", idx[0], idx[1]);
+    beta = "1";
+  }
   Mono m = n->a.ta ? ac : ar, kk = n->a.ta ? ar : ac;
   Mono kb = n->a.tb ? bc : br, nn = n->a.tb ? br : bc;
   if (!meq(kk, kb))
@@ -950,7 +1077,7 @@ static void k_matmul(E *e, Buf *b, Sig *k, Node *n)
   const char *tb = n->a.tb ? "CblasTrans" : "CblasNoTrans";
   if (mone(batch)) {
     bprintf(b, "  %s(CblasRowMajor, %s, %s, %s, %s, %s,\n", gemm(e), ta, tb, mstr(e, m), mstr(e, nn), mstr(e, kk));
-    bprintf(b, "              1, a, %s, b, %s, 0, y, %s);\n", mstr(e, ac), mstr(e, bc), mstr(e, nn));
+    bprintf(b, "              1, a, %s, b, %s, %s, y, %s);\n", mstr(e, ac), mstr(e, bc), beta, mstr(e, nn));
     return;
   }
   const char *ia = sa.c ? mstr(e, sa) : NULL, *ib = sb.c ? mstr(e, sb) : NULL;
@@ -967,7 +1094,7 @@ static void k_embedding(E *e, Buf *b, Sig *k, Node *n)
 {
   Node *ids = IN(e, n, 1);
   Mono rows = mnumel(&ids->shape);
-  kout(k, n);
+  kout(e, k, n);
   if (n->op == OP_EMBEDDING) {
     Mono dim = mdiv(mnumel(&n->shape), rows);
     kin(e, k, n, 0, "w");
@@ -998,7 +1125,7 @@ static void rows_open(E *e, Buf *b, const Shape *s)
 static void k_softmax(E *e, Buf *b, Sig *k, Node *n)
 {
   const char *ex = fn(e, "exp");
-  kout(k, n);
+  kout(e, k, n);
   switch (n->op) {
   case OP_SOFTMAX:
   case OP_LOG_SOFTMAX:
@@ -1041,8 +1168,10 @@ static void k_softmax(E *e, Buf *b, Sig *k, Node *n)
       bprintf(b, "      dxr[i] = yr[i] * (dyr[i] - (real)sum);\n");
     } else {
       bprintf(b, "      sum += dyr[i];\n");
-      bprintf(b, "    for (long i = 0; i < n; i++)\n");
-      bprintf(b, "      dxr[i] = dyr[i] - %s(yr[i]) * (real)sum;\n", ex);
+      bprintf(b, "    for (long i = 0; i < n; i++) {\n");
+      bprintf(b, "      real e = %s(yr[i]) * (real)sum;\n", ex);
+      bprintf(b, "      dxr[i] = dyr[i] - e;\n");
+      bprintf(b, "    }\n");
     }
     break;
   default:
@@ -1055,7 +1184,7 @@ static void k_softmax(E *e, Buf *b, Sig *k, Node *n)
  * torch.nn.functional.layer_norm without its affine part. */
 static void k_normalize(E *e, Buf *b, Sig *k, Node *n)
 {
-  kout(k, n);
+  kout(e, k, n);
   if (n->op == OP_NORMALIZE)
     kin(e, k, n, 0, "x");
   else {
@@ -1096,7 +1225,7 @@ static void k_normalize(E *e, Buf *b, Sig *k, Node *n)
  * nll_loss_grad: dlogp = -dloss / rows at each target, 0 elsewhere. */
 static void k_nll(E *e, Buf *b, Sig *k, Node *n)
 {
-  kout(k, n);
+  kout(e, k, n);
   if (n->op == OP_NLL_LOSS) {
     Node *lp = IN(e, n, 0);
     Mono c = mdim(&lp->shape, lp->shape.rank - 1);
@@ -1108,7 +1237,7 @@ static void k_nll(E *e, Buf *b, Sig *k, Node *n)
     bprintf(b, "  for (long i = 0; i < %s; i++)\n", rs);
     bprintf(b, "    sum -= logp[i * %s + target[i]];\n", cs);
     bprintf(b, "  y[0] = (real)(sum / (%s));\n", rs);
-  } else {
+  } else if (n->op == OP_NLL_LOSS_GRAD) {
     Mono c = mdim(&n->shape, n->shape.rank - 1);
     Mono rows = mdiv(mnumel(&n->shape), c);
     kin(e, k, n, 0, "dloss");
@@ -1117,19 +1246,393 @@ static void k_nll(E *e, Buf *b, Sig *k, Node *n)
     bprintf(b, "  memset(dx, 0, %s * sizeof *dx);\n", mstr(e, mnumel(&n->shape)));
     bprintf(b, "  for (long i = 0; i < %s; i++)\n", rs);
     bprintf(b, "    dx[i * %s + target[i]] = -dloss[0] / (%s);\n", cs, rs);
+  } else {
+    /* nll_loss_grad and log_softmax_grad in one pass: with s = dloss / rows,
+     * sum(dy) over a row is exactly -s, so dx = exp(logp) * s at every
+     * column and that minus s at the target, the bits the pair computes */
+    Mono c = mdim(&n->shape, n->shape.rank - 1);
+    Mono rows = mdiv(mnumel(&n->shape), c);
+    kin(e, k, n, 0, "dloss");
+    kin(e, k, n, 1, "logp");
+    kin(e, k, n, 2, "target");
+    bprintf(b, "  const real s = -(-dloss[0] / (%s));\n", mstr(e, rows));
+    bprintf(b, "  const long n = %s;\n", mstr(e, c));
+    bprintf(b, "  for (long r = 0; r < %s; r++) {\n", mstr(e, rows));
+    bprintf(b, "    const real *lr = logp + r * n;\n");
+    bprintf(b, "    real *dxr = dx + r * n;\n");
+    bprintf(b, "    for (long i = 0; i < n; i++)\n");
+    bprintf(b, "      dxr[i] = %s(lr[i]) * s;\n", fn(e, "exp"));
+    bprintf(b, "    dxr[target[r]] -= s;\n");
+    bprintf(b, "  }\n");
   }
 }
 
+/* ------------------------------------------------------------ fused kernels */
+
+/* A fused kernel (fuse_elem.c) computes the live members of one group in
+ * one loop nest over the group's shape, the shape of every member it
+ * stores.  Each member is evaluated at an index map: for each of its dims,
+ * the loop (a dim of the group shape) it follows, or none, plus a constant
+ * offset.  A stored member is evaluated at the identity; its inputs at
+ * the maps its op implies (an elementwise op broadcasts right-aligned, a
+ * slice shifts its axis by its start), so a member read through slices,
+ * like the (B, 4*nhid) gate pre-activations of an LSTM step, is computed
+ * in pieces and never stored.  Values outside the group are loaded through
+ * nest operands; a scalar const is a literal.  Every member is its own
+ * statement, so the arithmetic (and its rounding) is what its own kernel
+ * would do. */
+
+typedef struct {
+  int node;
+  int var[MAXRANK];       /* the group loop this dim follows, or -1 */
+  int off[MAXRANK];
+} Map;
+
+typedef struct {
+  E *e;
+  int group;
+  Node *shape;            /* a stored member: the group's shape */
+  Sig *k;
+  Nest ns;
+  Buf pro, body;          /* before the loops; inside them, with operand markers */
+  Map *memo;              /* evaluated (node, map) pairs */
+  char **val;
+  int nmemo;
+  Map opnd[MAXOPND];      /* nest operands 1..: loads and mask indices */
+  bool opnd_load[MAXOPND];
+  bool *in_arg, *drop_arg;   /* per node: has its pointer / dropout parameters */
+  int ntemp;
+} Fused;
+
+static bool map_eq(const Map *a, const Map *b, int rank)
+{
+  if (a->node != b->node)
+    return false;
+  for (int d = 0; d < rank; d++)
+    if (a->var[d] != b->var[d] || a->off[d] != b->off[d])
+      return false;
+  return true;
+}
+
+/* The map of input `in` of member m evaluated at map mm. */
+static Map map_input(E *e, Node *m, const Map *mm, int in)
+{
+  Node *x = N(e, in);
+  Map r = {.node = in};
+  if (m->op == OP_SLICE) {
+    r = *mm;
+    r.node = in;
+    r.off[m->a.axis] += m->a.start;
+    return r;
+  }
+  for (int d = 0; d < x->shape.rank; d++) {
+    int md = d + m->shape.rank - x->shape.rank;
+    if (mone(mdim(&x->shape, d))) {
+      r.var[d] = -1;
+      r.off[d] = 0;
+    } else {
+      r.var[d] = mm->var[md];
+      r.off[d] = mm->off[md];
+    }
+  }
+  return r;
+}
+
+/* The nest operand walking node map->node's contiguous layout at *map. */
+static int fused_operand(Fused *F, const Map *map, bool load)
+{
+  Node *x = N(F->e, map->node);
+  for (int j = 1; j < F->ns.nop; j++)
+    if (F->opnd_load[j] == load && map_eq(&F->opnd[j], map, x->shape.rank))
+      return j;
+  Mono st[MAXRANK], stride[MAXRANK], base = mono(0, 0);
+  contig(&x->shape, st);
+  for (int v = 0; v < F->ns.n; v++)
+    stride[v] = mono(0, 0);
+  for (int d = 0; d < x->shape.rank; d++) {
+    if (map->var[d] >= 0) {
+      if (stride[map->var[d]].c)
+        die("n%d: two dims follow one loop", map->node);
+      stride[map->var[d]] = st[d];
+    }
+    if (map->off[d]) {
+      Mono o = mmul(mono(map->off[d], 0), st[d]);
+      if (base.c && base.k != o.k)
+        die("n%d: offset %s", map->node, "mixes sizes with and without T");
+      base = mono(base.c + o.c, o.k);
+    }
+  }
+  int j = F->ns.nop;
+  nest_strided(&F->ns, stride, base);
+  F->opnd[j] = *map;
+  F->opnd_load[j] = load;
+  return j;
+}
+
+static char *fused_value(Fused *F, const Map *map);
+
+static char *fused_member(Fused *F, Node *m, const Map *map)
+{
+  E *e = F->e;
+  int id = map->node;
+  if (m->op == OP_SLICE || m->op == OP_BROADCAST) {
+    Map r = map_input(e, m, map, m->in[0]);
+    return xstrdup(fused_value(F, &r));
+  }
+  if (!op_is(m->op, P_ELEM))
+    die("n%d: %s in a fused kernel", id, op_info[m->op].name);
+  char *x[2] = {NULL, NULL};
+  for (int k = 0; k < m->nin; k++) {
+    Map r = map_input(e, m, map, m->in[k]);
+    x[k] = fused_value(F, &r);
+  }
+  char sfx[16], idx[24] = "";
+  snprintf(sfx, sizeof sfx, "_%d", id);
+  if (is_dropout_op(m->op)) {
+    int shape = m->op == OP_ADD_DROPOUT ? m->in[1] : id;
+    if (!F->drop_arg[id]) {
+      F->drop_arg[id] = true;
+      kdropout(e, &F->pro, F->k, m, shape, sfx);
+    }
+    Map r = m->op == OP_ADD_DROPOUT ? map_input(e, m, map, m->in[1]) : *map;
+    snprintf(idx, sizeof idx, "\x01%d\x02", fused_operand(F, &r, false));
+  }
+  int t = F->ntemp++;
+  bprintf(&F->body, "real v%d = ", t);
+  elem_expr(e, &F->body, m->op, x[0], x[1], idx, sfx);
+  bprintf(&F->body, ";   /* n%d %s */\n", id, op_info[m->op].name);
+  return xasprintf("v%d", t);
+}
+
+/* The value of node map->node at *map, as a C expression. */
+static char *fused_value(Fused *F, const Map *map)
+{
+  E *e = F->e;
+  Node *x = N(e, map->node);
+  for (int i = 0; i < F->nmemo; i++)
+    if (map_eq(&F->memo[i], map, x->shape.rank))
+      return F->val[i];
+  char *v;
+  if (x->group != F->group) {
+    if (x->op == OP_CONST) {
+      Buf lit = {0};
+      bprintf(&lit, "(real)");
+      bdouble(&lit, x->a.f);
+      v = xasprintf("%s", bstr(&lit));
+      bfree(&lit);
+    } else {
+      if (!F->in_arg[map->node]) {
+        F->in_arg[map->node] = true;
+        karg(F->k, A_PTR, map->node, -1, "const real *x%d", map->node);
+      }
+      v = xasprintf("x%d[\x01%d\x02]", map->node, fused_operand(F, map, true));
+    }
+  } else {
+    v = fused_member(F, x, map);
+  }
+  F->memo = xrealloc(F->memo, sizeof(Map) * (size_t)(F->nmemo + 1));
+  F->val = xrealloc(F->val, sizeof(char *) * (size_t)(F->nmemo + 1));
+  F->memo[F->nmemo] = *map;
+  F->val[F->nmemo++] = v;
+  return v;
+}
+
+/* Copies text with each operand marker \1j\2 replaced by idx[j]. */
+static void put_indexed(Buf *b, const char *s, char idx[][512], int depth)
+{
+  bool bol = true;
+  for (; *s; s++) {
+    if (bol) {
+      indent(b, depth);
+      bol = false;
+    }
+    if (*s == '\x01') {
+      int j = (int)strtol(s + 1, (char **)&s, 10);
+      bprintf(b, "%s", idx[j]);
+      continue;   /* s is at the \2 */
+    }
+    bprintf(b, "%c", *s);
+    bol = *s == '\n';
+  }
+}
+
+/* Is member x of the group a sum of pads of values the group computes (a
+ * gradient assembled from the gradients of slices), stored window by
+ * window? */
+static bool assembled(E *e, int group, int x)
+{
+  Node *n = N(e, x);
+  if (n->group != group)
+    return false;
+  if (n->op == OP_PAD)
+    return true;
+  return n->op == OP_ADD && assembled(e, group, n->in[0]) && assembled(e, group, n->in[1]);
+}
+
+/* Stores the pads under assembled node x into y<root>, each pad's value at
+ * its window. */
+static void store_assembled(Fused *F, int root, int x)
+{
+  E *e = F->e;
+  Node *n = N(e, x);
+  if (n->op == OP_ADD) {
+    store_assembled(F, root, n->in[0]);
+    store_assembled(F, root, n->in[1]);
+    return;
+  }
+  Map v = {.node = n->in[0]};
+  for (int d = 0; d < n->shape.rank; d++)
+    v.var[d] = d;
+  char *val = fused_value(F, &v);
+  Map at = v;
+  at.node = root;
+  at.off[n->a.axis] = n->a.start;
+  bprintf(&F->body, "y%d[\x01%d\x02] = %s;   /* n%d pad at %d */\n", root, fused_operand(F, &at, true), val, x,
+          n->a.start);
+}
+
+/* The kernel of group `group`, whose members are the nodes with that group. */
+static void k_fused(E *e, Buf *b, Sig *k, int group)
+{
+  Graph *g = e->g;
+  Fused F = {.e = e, .group = group, .k = k};
+  F.in_arg = xcalloc((size_t)g->nnode + 1, sizeof(bool));
+  F.drop_arg = xcalloc((size_t)g->nnode + 1, sizeof(bool));
+  /* the group's shape: of every member it stores, or what its pads pad */
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || n->group != group)
+      continue;
+    Node *s = NULL;
+    if (n->op == OP_PAD)
+      s = IN(e, n, 0);
+    else if (e->off[i] != SIZE_MAX && !assembled(e, group, i))
+      s = n;
+    if (!s)
+      continue;
+    if (!F.shape)
+      F.shape = s;
+    else if (!shape_eq(&F.shape->shape, &s->shape))
+      die("group %d computes n%d %s and n%d %s", group, id_of(e, F.shape), shape_str(&F.shape->shape),
+          id_of(e, s), shape_str(&s->shape));
+  }
+  if (!F.shape)
+    die("group %d stores nothing", group);
+  k->iter = F.shape->shape;
+  nest_init(&F.ns, &F.shape->shape);
+  nest_bcast(&F.ns, &F.shape->shape);   /* operand 0: the group's shape */
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || n->group != group || e->off[i] == SIZE_MAX)
+      continue;
+    karg(k, A_PTR, i, -1, "real *y%d", i);
+    if (assembled(e, group, i)) {
+      store_assembled(&F, i, i);
+      continue;
+    }
+    Map id = {.node = i};
+    for (int d = 0; d < n->shape.rank; d++)
+      id.var[d] = d;
+    char *v = fused_value(&F, &id);
+    bprintf(&F.body, "y%d[\x01%d\x02] = %s;\n", i, 0, v);
+  }
+  char (*idx)[512] = xcalloc(MAXOPND, 512);
+  bprintf(b, "%s", bstr(&F.pro));
+  int d = nest_open_block(e, b, &F.ns, 1, idx, F.ns.n > 0);
+  put_indexed(b, bstr(&F.body), idx, d);
+  if (F.ns.n > 0) {
+    indent(b, d - 1);
+    bprintf(b, "}\n");
+  }
+  free(idx);
+  for (int i = 0; i < F.nmemo; i++)
+    free(F.val[i]);
+  free(F.val);
+  free(F.memo);
+  free(F.in_arg);
+  free(F.drop_arg);
+  bfree(&F.pro);
+  bfree(&F.body);
+}
+
+/* log_softmax and the gradient of nll_loss through it (fuse_nll.c): per
+ * row the exponentials go into logp and are summed as log_softmax sums
+ * them, then dx and logp are written in one pass that reads each x before
+ * it writes dx, so dx may take x's bytes (plan.c gives it them when x dies
+ * here: the logits and their gradient are the biggest tensors). */
+static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
+{
+  Graph *g = e->g;
+  Node *lsm = NULL, *grad = NULL;
+  for (int i = 0; i < g->nnode; i++)
+    if (!g->node[i].dead && g->node[i].group == group) {
+      if (g->node[i].op == OP_LOG_SOFTMAX)
+        lsm = &g->node[i];
+      else if (g->node[i].op == OP_NLL_LOG_SOFTMAX_GRAD)
+        grad = &g->node[i];
+    }
+  if (!lsm || !grad || IN(e, grad, 1) != lsm || IN(e, grad, 0)->op != OP_CONST)
+    die("group %d is not log_softmax and its nll gradient", group);
+  int il = id_of(e, lsm), ig = id_of(e, grad);
+  karg(k, A_PTR, il, -1, "real *logp");
+  karg(k, A_PTR, ig, -1, "real *dx");
+  karg(k, A_PTR, lsm->in[0], -1, "const real *x");   /* not restrict: may be dx */
+  karg(k, A_PTR, grad->in[2], -1, "const int32_t *target");
+  Mono c = mdim(&lsm->shape, lsm->shape.rank - 1);
+  Mono rows = mdiv(mnumel(&lsm->shape), c);
+  bprintf(b, "  const real s = -(-(real)");
+  bdouble(b, IN(e, grad, 0)->a.f);
+  bprintf(b, " / (%s));   /* dloss / rows */\n", mstr(e, rows));
+  bprintf(b, "  const long n = %s;\n", mstr(e, c));
+  bprintf(b, "  for (long r = 0; r < %s; r++) {\n", mstr(e, rows));
+  bprintf(b, "    const real *xr = x + r * n;\n");
+  bprintf(b, "    real *yr = logp + r * n, *dxr = dx + r * n;\n");
+  bprintf(b, "    real max = xr[0];\n");
+  bprintf(b, "    for (long i = 1; i < n; i++)\n");
+  bprintf(b, "      max = xr[i] > max ? xr[i] : max;\n");
+  bprintf(b, "    for (long i = 0; i < n; i++)\n");
+  bprintf(b, "      yr[i] = %s(xr[i] - max);\n", fn(e, "exp"));
+  bprintf(b, "    double sum = 0;\n");
+  bprintf(b, "    for (long i = 0; i < n; i++)\n");
+  bprintf(b, "      sum += yr[i];\n");
+  bprintf(b, "    real lse = max + (real)log(sum);\n");
+  bprintf(b, "    double q = s / sum;\n");
+  bprintf(b, "    for (long i = 0; i < n; i++) {   /* x is read before dx is written: dx may be x */\n");
+  bprintf(b, "      real xi = xr[i];\n");
+  bprintf(b, "      dxr[i] = (real)(yr[i] * q);\n");
+  bprintf(b, "      yr[i] = xi - lse;\n");
+  bprintf(b, "    }\n");
+  bprintf(b, "    dxr[target[r]] -= s;\n");
+  bprintf(b, "  }\n");
+  k->iter = lsm->shape;
+}
+
+/* ------------------------------------------------------------ kernels, calls */
+
 /* Writes node id's kernel body into b and its signature into k; false for
- * nodes without a kernel. */
+ * nodes without a kernel (a fused group's kernel belongs to its anchor). */
 static bool kernel(E *e, int id, Buf *b, Sig *k)
 {
   Node *n = N(e, id);
   memset(k, 0, sizeof *k);
-  if (n->dead || n->op == OP_INPUT || n->op == OP_PARAM || is_view(e->g, n))
+  if (n->dead || e->skip[id] || n->op == OP_INPUT || n->op == OP_PARAM || n->op == OP_LITERAL || is_view(e->g, n))
     return false;
   e->uses_T = false;
-  if (op_is(n->op, P_ELEM))
+  k->name = op_info[n->op].name;
+  if (n->group) {
+    if (e->anchor[n->group] != id)
+      return false;
+    bool stores = false;
+    for (int i = 0; i < e->g->nnode && !stores; i++)
+      stores = !e->g->node[i].dead && e->g->node[i].group == n->group && e->off[i] != SIZE_MAX;
+    if (!stores)
+      return false;   /* nothing reads what it would compute */
+    k->name = "fused";
+    if (n->op == OP_LOG_SOFTMAX)
+      k_log_softmax_nll(e, b, k, n->group);
+    else
+      k_fused(e, b, k, n->group);
+  } else if (op_is(n->op, P_ELEM))
     k_elementwise(e, b, k, n);
   else
     switch (n->op) {
@@ -1139,6 +1642,7 @@ static bool kernel(E *e, int id, Buf *b, Sig *k)
     case OP_CARRY:
     case OP_RESHAPE:        k_copy(e, b, k, n); break;
     case OP_MATMUL:
+    case OP_MATMUL_BIAS:
     case OP_BMM:            k_matmul(e, b, k, n); break;
     case OP_EMBEDDING:
     case OP_EMBEDDING_GRAD: k_embedding(e, b, k, n); break;
@@ -1149,7 +1653,8 @@ static bool kernel(E *e, int id, Buf *b, Sig *k)
     case OP_NORMALIZE:
     case OP_NORMALIZE_GRAD: k_normalize(e, b, k, n); break;
     case OP_NLL_LOSS:
-    case OP_NLL_LOSS_GRAD:  k_nll(e, b, k, n); break;
+    case OP_NLL_LOSS_GRAD:
+    case OP_NLL_LOG_SOFTMAX_GRAD: k_nll(e, b, k, n); break;
     case OP_SUM:
     case OP_BROADCAST:      k_sum_broadcast(e, b, k, n); break;
     case OP_TRANSPOSE:
@@ -1164,12 +1669,12 @@ static bool kernel(E *e, int id, Buf *b, Sig *k)
   return true;
 }
 
-/* The comment above a kernel: what it computes, its shapes (per step in a
- * loop body) and the Lua line that built it. */
-static void kernel_comment(E *e, Buf *b, int id)
+/* What node n computes, for a kernel comment: "n19 = tanh(n18)" and the
+ * attributes that matter. */
+static void node_comment(E *e, Buf *b, int id)
 {
   Node *n = N(e, id);
-  bprintf(b, "/* n%d = %s(", id, op_info[n->op].name);
+  bprintf(b, "n%d = %s(", id, op_info[n->op].name);
   for (int i = 0; i < n->nin; i++)
     bprintf(b, "%sn%d", i ? ", " : "", n->in[i]);
   bprintf(b, ")");
@@ -1177,9 +1682,12 @@ static void kernel_comment(E *e, Buf *b, int id)
   case OP_CONST:     bprintf(b, " value "); bdouble(b, n->a.f); break;
   case OP_ARANGE:    bprintf(b, " start %g step %g", n->a.f, n->a.f2); break;
   case OP_MATMUL:
+  case OP_MATMUL_BIAS:
   case OP_BMM:       bprintf(b, "%s%s", n->a.ta ? " a^T" : "", n->a.tb ? " b^T" : ""); break;
   case OP_DROPOUT:
-  case OP_DROPOUT_GRAD: bprintf(b, " stream %d, p = slot %d", n->a.id, n->a.id2); break;
+  case OP_DROPOUT_GRAD:
+  case OP_ADD_DROPOUT:
+  case OP_DROPOUT_ADD: bprintf(b, " stream %d, p = slot %d", n->a.id, n->a.id2); break;
   case OP_NORMALIZE:
   case OP_NORMALIZE_GRAD: bprintf(b, " eps %g", n->a.f); break;
   case OP_SLICE:     bprintf(b, " axis %d from %d", n->a.axis, n->a.start); break;
@@ -1193,10 +1701,37 @@ static void kernel_comment(E *e, Buf *b, int id)
   default:
     break;
   }
-  bprintf(b, "\n *   %s%s", n->loop ? "per step: " : "", shape_str(&n->shape));
-  for (int i = 0; i < n->nin; i++)
-    bprintf(b, "%s%s", i ? ", " : " <- ", shape_str(&IN(e, n, i)->shape));
-  bprintf(b, "\n *   ");
+}
+
+/* The comment above a kernel: what it computes, its shapes (per step in a
+ * loop body) and the Lua line that built it.  A fused kernel lists its
+ * members, the shape of each and which it stores. */
+static void kernel_comment(E *e, Buf *b, int id)
+{
+  Node *n = N(e, id);
+  if (n->group) {
+    Graph *g = e->g;
+    int cnt = 0;
+    for (int i = 0; i < g->nnode; i++)
+      cnt += !g->node[i].dead && g->node[i].group == n->group;
+    bprintf(b, "/* fused: %d nodes in one loop over %s%s\n", cnt, shape_str(&e->sig[id].iter),
+            n->loop ? " per step" : "");
+    for (int i = 0; i < g->nnode; i++) {
+      if (g->node[i].dead || g->node[i].group != n->group)
+        continue;
+      bprintf(b, " *   ");
+      node_comment(e, b, i);
+      bprintf(b, " %s%s\n", shape_str(&g->node[i].shape), e->off[i] != SIZE_MAX ? ", stored" : "");
+    }
+  } else {
+    bprintf(b, "/* ");
+    node_comment(e, b, id);
+    bprintf(b, "\n *   %s%s", n->loop ? "per step: " : "", shape_str(&n->shape));
+    for (int i = 0; i < n->nin; i++)
+      bprintf(b, "%s%s", i ? ", " : " <- ", shape_str(&IN(e, n, i)->shape));
+    bprintf(b, "\n");
+  }
+  bprintf(b, " *   ");
   bcomment(b, n->file ? n->file : "?");
   bprintf(b, ":%d */\n", n->line);
 }
@@ -1212,7 +1747,7 @@ static void emit_kernels(E *e, Buf *out)
       continue;
     }
     kernel_comment(e, out, i);
-    bprintf(out, "static void %s_k%d_%s(", e->prog, i, op_info[g->node[i].op].name);
+    bprintf(out, "static void %s_k%d_%s(", e->prog, i, k->name);
     for (int a = 0; a < k->narg; a++)
       bprintf(out, "%s%s", a ? ", " : "", k->decl[a]);
     bprintf(out, "%s)\n{\n%s}\n\n", k->T ? ", int T" : "", bstr(&body));
@@ -1229,36 +1764,41 @@ static void emit_call(E *e, Buf *b, int id, int depth)
   const char *t = n->loop ? "t" : NULL;
   bool reverse = n->loop && e->g->loop[n->loop].reverse;
   indent(b, depth);
-  bprintf(b, "%s_k%d_%s(", e->prog, id, op_info[n->op].name);
+  bprintf(b, "%s_k%d_%s(", e->prog, id, k->name);
   for (int a = 0; a < k->narg; a++) {
-    int w = k->arg[a];
+    Arg *w = &k->arg[a];
+    Node *x = N(e, w->node);
     if (a)
       bprintf(b, ", ");
-    if (w == ARG_Y) {
-      bprintf(b, "%s", ptr(e, id, t));
-    } else if (w == ARG_KEY) {
-      e->uses_c = e->uses_c || e->training;
-      if (e->training)
-        bprintf(b, "lmc_dropout_key(c->seed, c->step, %d)", n->a.id);
-      else
-        bprintf(b, "0");
-    } else if (w == ARG_P) {
-      if (e->training)
-        bprintf(b, "c->dropout[%d]", n->a.id2);
-      else
-        bprintf(b, "0");
-    } else if (w == ARG_IDX0) {
-      if (n->loop)
-        bprintf(b, "t * %s", mstr(e, mnumel(&n->shape)));
-      else
-        bprintf(b, "0");
-    } else if (n->op == OP_CARRY) {
+    switch (w->kind) {
+    case A_PTR:
+      bprintf(b, "%s", ptr(e, w->node, t));
+      break;
+    case A_CARRY:
       /* the initial value at the first step, else the next value of the
        * step before */
-      bprintf(b, "%s ? %s : %s", reverse ? "t == T - 1" : "t == 0", ptr(e, n->in[0], NULL),
-              ptr(e, n->in[1], reverse ? "(t + 1)" : "(t - 1)"));
-    } else {
-      bprintf(b, "%s", ptr(e, n->in[w], t));
+      bprintf(b, "%s ? %s : %s", reverse ? "t == T - 1" : "t == 0", ptr(e, x->in[0], NULL),
+              ptr(e, x->in[1], reverse ? "(t + 1)" : "(t - 1)"));
+      break;
+    case A_KEY:
+      e->uses_c = e->uses_c || e->training;
+      if (e->training)
+        bprintf(b, "lmc_dropout_key(c->seed, c->step, %d)", x->a.id);
+      else
+        bprintf(b, "0");
+      break;
+    case A_P:
+      if (e->training)
+        bprintf(b, "c->dropout[%d]", x->a.id2);
+      else
+        bprintf(b, "0");
+      break;
+    case A_IDX0:
+      if (n->loop)
+        bprintf(b, "t * %s", mstr(e, mnumel(&N(e, w->shape)->shape)));
+      else
+        bprintf(b, "0");
+      break;
     }
   }
   if (k->T)
@@ -1478,10 +2018,12 @@ static void emit_program(E *e, Buf *out, Graph *g, const char *prog, bool traini
     for (int k = 0; k < n->nin; k++)
       if (n->in[k] < 0 || n->in[k] >= g->nnode || g->node[n->in[k]].dead)
         die("n%d reads a dead or missing node n%d", i, n->in[k]);
-    if ((n->op == OP_DROPOUT || n->op == OP_DROPOUT_GRAD) && e->training &&
-        (n->a.id2 < 0 || n->a.id2 >= e->nslot))
+    if (is_dropout_op(n->op) && e->training && (n->a.id2 < 0 || n->a.id2 >= e->nslot))
       die("n%d reads dropout slot %d of %d", i, n->a.id2, e->nslot);
   }
+  e->anchor = group_anchors(g);
+  e->users = users_make(g);
+  e->skip = xcalloc((size_t)g->nnode + 1, sizeof(bool));
   plan_work(e);
   locate(e);
 
@@ -1492,6 +2034,25 @@ static void emit_program(E *e, Buf *out, Graph *g, const char *prog, bool traini
   free(e->loc);
   free(e->sig);
   free(e->off);
+  free(e->anchor);
+  free(e->skip);
+  users_free(&e->users);
+}
+
+/* The folded tables: static arrays of exact hexadecimal literals. */
+static void emit_const_tables(E *e, Buf *out)
+{
+  for (int t = 0; t < e->ntable; t++) {
+    bprintf(out, "/* a table folded at compile time (fold-constants) */\n");
+    bprintf(out, "static const real lmc_const%d[%zu] = {", t, e->table_n[t]);
+    for (size_t i = 0; i < e->table_n[t]; i++) {
+      double v = e->table[t][i];
+      if (!isfinite(v))
+        die("folded table %d holds %g", t, v);
+      bprintf(out, "%s%a", i % 6 ? ", " : i ? ",\n  " : "\n  ", v);
+    }
+    bprintf(out, "\n};\n\n");
+  }
 }
 
 /* ------------------------------------------------------------ the model */
@@ -1649,14 +2210,20 @@ void emit_c(Program *p, FILE *f)
   static const char *const names[3] = {"train", "eval", "gen"};
   ProgInfo pi[3] = {{0}};
   size_t work[3] = {0};
+  Buf progs = {0};
   for (int i = 0; i < 3; i++) {
     if (!gs[i])
       continue;
     if (gs[i]->real != g->real)
       die("the %s program is not in the training program's precision", names[i]);
-    emit_program(&e, &out, gs[i], names[i], i == 0, &pi[i]);
+    emit_program(&e, &progs, gs[i], names[i], i == 0, &pi[i]);
     work[i] = e.work_numel;
   }
+  emit_const_tables(&e, &out);
+  bprintf(&out, "%s", bstr(&progs));
+  bfree(&progs);
+  free(e.table);
+  free(e.table_n);
   e.g = g;
   emit_optimizer(&e, &out);
 

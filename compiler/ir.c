@@ -8,6 +8,10 @@
  * ir_error() at that location: "graphs/x.lua:14: error: matmul: inner
  * dimensions differ (200 vs 650)".  Passes and autodiff build nodes through
  * the same function, so their nodes are checked the same way.
+ *
+ * A graph lives in the compilation arena (util.c) with its node, loop and
+ * output arrays; the strings its nodes and outputs point to must live there
+ * too (arena_strdup).  arena_free_all() frees every graph at once.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -146,13 +150,13 @@ static Shape flatten_leading(const Shape *s)
 
 Graph *ir_new(int max_seq, int batch, DType real)
 {
-  Graph *g = xcalloc(1, sizeof *g);
+  Graph *g = arena_calloc(1, sizeof *g);
   g->max_seq = max_seq;
   g->batch = batch;
   g->real = real;
   g->nloop = 1;   /* loop 0 is the top level */
   g->caploop = 4;
-  g->loop = xcalloc((size_t)g->caploop, sizeof *g->loop);
+  g->loop = arena_calloc((size_t)g->caploop, sizeof *g->loop);
   g->kind = "";
   g->cur_file = "<graph>";
   return g;
@@ -512,7 +516,7 @@ static int append(Graph *g, Op op, int nin, const int *in, const Attr *a)
 {
   if (g->nnode == g->capnode) {
     g->capnode = g->capnode ? 2 * g->capnode : 256;
-    g->node = xrealloc(g->node, sizeof(Node) * (size_t)g->capnode);
+    g->node = arena_realloc(g->node, sizeof(Node) * (size_t)g->capnode);
   }
   int id = g->nnode++;
   Node *n = &g->node[id];
@@ -596,7 +600,7 @@ void ir_output(Graph *g, const char *name, int node)
     ir_error(g, "output '%s': a value inside a scan body cannot be an output", name);
   if (g->nout == g->capout) {
     g->capout = g->capout ? 2 * g->capout : 16;
-    g->out = xrealloc(g->out, sizeof(Output) * (size_t)g->capout);
+    g->out = arena_realloc(g->out, sizeof(Output) * (size_t)g->capout);
   }
   g->out[g->nout++] = (Output){name, node};
 }
@@ -617,7 +621,7 @@ int ir_loop_begin(Graph *g, bool reverse)
     ir_error(g, "scan: nested scans are not supported");
   if (g->nloop == g->caploop) {
     g->caploop *= 2;
-    g->loop = xrealloc(g->loop, sizeof(Loop) * (size_t)g->caploop);
+    g->loop = arena_realloc(g->loop, sizeof(Loop) * (size_t)g->caploop);
   }
   g->loop[g->nloop] = (Loop){.reverse = reverse};
   return g->cur_loop = g->nloop++;

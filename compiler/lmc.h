@@ -53,6 +53,13 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t size);
 char *xstrdup(const char *s);
 char *xasprintf(const char *fmt, ...);
+/* The compilation arena: graphs and every string they point to.  Freed
+ * all at once by arena_free_all(), never piece by piece. */
+void *arena_calloc(size_t n, size_t size);
+void *arena_realloc(void *p, size_t size);     /* p from the arena, or NULL */
+char *arena_strdup(const char *s);
+char *arena_printf(const char *fmt, ...);
+void arena_free_all(void);
 
 /* ------------------------------------------------------------------ ops */
 
@@ -92,7 +99,10 @@ enum {
   X(SIGMOID_GRAD, "sigmoid_grad", 2, P_ELEM) /* dy * y * (1 - y), in: dy, y */ \
   X(RELU_GRAD,    "relu_grad",    2, P_ELEM) /* y > 0 ? dy : 0, in: dy, y */ \
   X(DROPOUT_GRAD, "dropout_grad", 1, P_ELEM) /* dy * mask / (1 - p), the mask redrawn */ \
-  X(MATMUL,       "matmul",       2, P_FOLD | P_GRAD) /* a @ b, a.ta / a.tb transpose */ \
+  X(ADD_DROPOUT,  "add_dropout",  2, P_ELEM) /* a + dropout(b), fused; mask over b's elements */ \
+  X(DROPOUT_ADD,  "dropout_add",  2, P_ELEM) /* dropout(a + b), fused; mask over y's elements */ \
+  X(MATMUL,       "matmul",       2, P_GRAD) /* a @ b, a.ta / a.tb transpose */ \
+  X(MATMUL_BIAS,  "matmul_bias",  3, 0) /* a @ b + c, c broadcast to y (a bias): gemm with beta 1 */ \
   X(BMM,          "bmm",          2, P_GRAD) /* batched a @ b over leading dims */ \
   X(EMBEDDING,    "embedding",    2, P_GRAD) /* rows of in[0] (V, E) picked by i32 in[1] */ \
   X(EMBEDDING_GRAD,"embedding_grad",2, 0) /* scatter-add dy in[0] into (V, E) rows in[1] */ \
@@ -104,6 +114,7 @@ enum {
   X(NORMALIZE_GRAD,"normalize_grad",2, 0) /* in: dy, a */ \
   X(NLL_LOSS,     "nll_loss",     2, P_GRAD) /* mean of -in[0][.., in[1][..]] */ \
   X(NLL_LOSS_GRAD,"nll_loss_grad",3, 0) /* in: dloss (scalar), logp, target */ \
+  X(NLL_LOG_SOFTMAX_GRAD,"nll_log_softmax_grad",3, 0) /* fused: (exp(logp) - onehot(target)) * dloss / rows */ \
   X(SUM,          "sum",          1, P_GRAD) /* sum to shape a.shape (dims of size 1 or missing) */ \
   X(BROADCAST,    "broadcast",    1, P_GRAD) /* broadcast to shape a.shape */ \
   X(RESHAPE,      "reshape",      1, P_GRAD | P_VIEW | P_FOLD) /* same elements, shape a.shape */ \
@@ -112,6 +123,7 @@ enum {
   X(PAD,          "pad",          1, 0) /* inverse of slice: zeros around, shape a.shape */ \
   X(CONCAT,       "concat",       2, P_GRAD | P_FOLD) /* in[0], in[1] joined along a.axis */ \
   X(TRIU_MASK,    "triu_mask",    0, P_LEAF | P_FOLD) /* (T, T): 0 on and below the diagonal, -inf above */ \
+  X(LITERAL,      "literal",      0, P_LEAF | P_FOLD) /* a.data: values folded at compile time, a static array */ \
   X(STEP,         "step",         1, P_LOOP | P_GRAD) /* body: x[t] */ \
   X(CARRY,        "carry",        2, P_LOOP | P_GRAD) /* body: carried state (init, next) */ \
   X(STACK,        "stack",        1, P_LOOP | P_GRAD) /* top: (T, ...) stack of a body node */ \
@@ -171,6 +183,8 @@ typedef struct {
   int id;                 /* dropout: stream number, stable across passes */
   int id2;                /* dropout: run-time probability slot */
   bool state;             /* input: carried across batches (hidden state) */
+  bool view;              /* slice: no copy, a pointer into in[0] (set by passes) */
+  const double *data;     /* literal: the values, row-major (exact in the node's dtype) */
 } Attr;
 
 typedef struct {
@@ -184,6 +198,7 @@ typedef struct {
   const char *file;       /* Lua location that built the node */
   int line;
   bool dead;              /* removed by a pass; skipped by everything */
+  int group;              /* 0, or the fused kernel (1..g->ngroup) that computes it */
 } Node;
 
 typedef struct {
@@ -200,6 +215,15 @@ typedef struct {
   const char *value;      /* as written after -D or as the default */
 } Hyper;
 
+/* The static memory plan of one program (plan.c): where each node's value
+ * lives in the work arena. */
+typedef struct {
+  size_t *off;            /* per node: offset in c->work, or SIZE_MAX for none */
+  bool *one_step;         /* per body node: stored for the current step only */
+  size_t numel;           /* the arena: the peak of the plan */
+  size_t naive;           /* every buffer its own region, for comparison */
+} Plan;
+
 typedef struct Graph {
   Node *node;
   int nnode, capnode;
@@ -212,12 +236,16 @@ typedef struct Graph {
   DType real;             /* DT_F32 or DT_F64: dtype of every float node */
   const char *kind;       /* "LSTM", "GRU", "RNN_TANH", "RNN_RELU", "Transformer" */
   int ndropout;           /* dropout streams */
+  int ngroup;             /* fused kernels (Node.group) */
+  Plan *plan;             /* set by plan-memory; NULL: every buffer its own region */
   /* where new nodes are being built */
   int cur_loop;
   const char *cur_file;
   int cur_line;
 } Graph;
 
+/* A graph and its arrays live in the compilation arena; so must every name
+ * given to ir_input, ir_param, ir_output or put in an Attr or g->kind. */
 Graph *ir_new(int max_seq, int batch, DType real);
 Node *ir_get(Graph *g, int id);
 /* Appends a node built by op with inputs in[0..nin) and attributes *a (may be
@@ -302,11 +330,64 @@ extern const Pass passes[];
 extern const int npasses;
 const Pass *find_pass(const char *name);
 
-void dce(Graph *g);        /* dce.c */
+/* Who reads each node: u[i][0..n[i]) are the nodes that have node i as an
+ * input (once per input slot) and that some output depends on; outputs
+ * are not users. */
+typedef struct {
+  int nnode;
+  int *n;                  /* nusers per node */
+  int **u;
+  bool *out;               /* node is a graph output */
+  bool *live;              /* some output depends on the node */
+} Users;
+Users users_make(Graph *g);
+void users_free(Users *u);
+/* Marks node i dead, with the nodes no output depends on that read it
+ * (dce would remove them; the verifier must not see them read a dead node). */
+void kill_node(Graph *g, const Users *u, int i);
+void replace_uses(Graph *g, int from, int to);   /* inputs and outputs */
+bool same_attr(const Node *a, const Node *b);     /* attributes that matter to op */
+bool is_view(const Graph *g, const Node *n);      /* shares in[0]'s bytes: no kernel, no buffer */
+
+void fold_constants(Graph *g);   /* fold.c */
+void cse(Graph *g);              /* cse.c */
+void dce(Graph *g);              /* dce.c */
+void fuse_add_dropout(Graph *g); /* fuse_dropout.c */
+void fuse_nll(Graph *g);         /* fuse_nll.c */
+void fuse_matmul_bias(Graph *g); /* fuse_bias.c */
+void fuse_elementwise(Graph *g); /* fuse_elem.c */
+void plan_memory(Graph *g);      /* plan.c */
+
+/* fold.c: the largest folded table written into the emitted file, in
+ * elements; bigger constants are computed at run time. */
+enum { FOLD_MAX_TABLE = 1 << 18 };
+
+/* ---------------------------------------------------------------- plan.c */
+
+/* need[i]: node i has a work buffer of its own: it computes a value that
+ * is not a view, an input, a parameter or a literal, and a fused kernel
+ * that computes it also stores it (an output, or read outside the kernel). */
+bool *buffers_needed(Graph *g);
+/* Elements of node i's buffer: its shape at T = max_seq, times max_seq for
+ * a body node stored for every step. */
+size_t buffer_numel(const Graph *g, int i);
+/* Where each fused kernel runs: anchor[k] for group k (1..ngroup) is its
+ * last live member (its log_softmax for log_softmax fused with its nll
+ * gradient, see fuse_nll.c), -1 when all are dead; ngroup + 1 entries. */
+int *group_anchors(const Graph *g);
+
+/* --------------------------------------------------------------- stats.c */
+
+typedef struct Program Program;
+void print_stats(Program *p, FILE *f);
+
+/* ------------------------------------------------------------ emit_dot.c */
+
+void emit_dot(Graph *g, FILE *f);
 
 /* -------------------------------------------------------------- emit_c.c */
 
-typedef struct {
+struct Program {
   Graph *train;           /* batch_size, forward and backward */
   Graph *eval;            /* eval batch, forward only */
   Graph *gen;             /* batch 1, forward only */
@@ -314,7 +395,7 @@ typedef struct {
   int nhyper;
   const char *flags;      /* the lmc command line, for `info` and checkpoints */
   const char *source;     /* graph file name */
-} Program;
+};
 
 void emit_c(Program *p, FILE *out);
 

@@ -112,7 +112,7 @@ static const char *intern_file(Front *F, const char *name)
     F->capfile = F->capfile ? 2 * F->capfile : 8;
     F->file = xrealloc(F->file, sizeof(char *) * (size_t)F->capfile);
   }
-  return F->file[F->nfile++] = xstrdup(name);
+  return F->file[F->nfile++] = arena_strdup(name);
 }
 
 static bool is_lib(Front *F, const char *source)
@@ -1109,7 +1109,7 @@ static int l_kind(lua_State *L)
   const char *k = check_str(L, 1, "kind", "the model kind");
   if (!*k)
     ferr(L, "kind: the model kind is empty");
-  graph(L)->kind = xstrdup(k);
+  graph(L)->kind = arena_strdup(k);
   return 0;
 }
 
@@ -1142,7 +1142,7 @@ static int l_input(lua_State *L)
   DType dt = check_dtype(L, 2, "input");
   Shape s = check_shape(L, 3, "input", false);
   here(L);
-  return push_tensor(L, ir_input(graph(L), xstrdup(name), dt, s, false));
+  return push_tensor(L, ir_input(graph(L), arena_strdup(name), dt, s, false));
 }
 
 static int l_state(lua_State *L)
@@ -1150,7 +1150,7 @@ static int l_state(lua_State *L)
   const char *name = check_str(L, 1, "state", "the name");
   Shape s = check_shape(L, 2, "state", false);
   here(L);
-  return push_tensor(L, ir_input(graph(L), xstrdup(name), graph(L)->real, s, true));
+  return push_tensor(L, ir_input(graph(L), arena_strdup(name), graph(L)->real, s, true));
 }
 
 static int l_param(lua_State *L)
@@ -1183,7 +1183,7 @@ static int l_param(lua_State *L)
          name, type_of(L, 3));
   }
   here(L);
-  return push_tensor(L, ir_param(graph(L), xstrdup(name), s, init, a));
+  return push_tensor(L, ir_param(graph(L), arena_strdup(name), s, init, a));
 }
 
 static int l_find_param(lua_State *L)
@@ -1206,7 +1206,7 @@ static int l_alias(lua_State *L)
   if (ir_find_param(graph(L), name) >= 0)
     ferr(L, "alias '%s': a parameter of that name exists", name);
   here(L);
-  ir_output(graph(L), xasprintf("alias:%s", name), p);
+  ir_output(graph(L), arena_printf("alias:%s", name), p);
   return 0;
 }
 
@@ -1215,7 +1215,7 @@ static int l_output(lua_State *L)
   const char *name = check_str(L, 1, "output", "the name");
   int x = check_tensor(L, 2, "output");
   here(L);
-  ir_output(graph(L), xstrdup(name), x);
+  ir_output(graph(L), arena_strdup(name), x);
   return 0;
 }
 
@@ -1261,7 +1261,7 @@ static int slot_of(Front *F, const char *name)
     F->capslot = F->capslot ? 2 * F->capslot : 4;
     F->slot = xrealloc(F->slot, sizeof(char *) * (size_t)F->capslot);
   }
-  F->slot[F->nslot] = xstrdup(name);
+  F->slot[F->nslot] = arena_strdup(name);
   return F->nslot++;
 }
 
@@ -1707,16 +1707,19 @@ Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
   for (int i = 0; i < o->ndef; i++)
     if (!F.def_used[i]) {
       char *known = known_names(&F);
-      char *msg = xasprintf("-D %s=%s: unknown hyper-parameter '%s' (known: %s)",
-                            o->def[i].name, o->def[i].value, o->def[i].name, known);
+      char *msg = arena_printf("-D %s=%s: unknown hyper-parameter '%s' (known: %s)",
+                               o->def[i].name, o->def[i].value, o->def[i].name, known);
+      free(known);
       fail_at(o->path, 0, msg);
     }
   lua_close(L);
 
   *nhyper = F.nhyp;
-  *hyper = xcalloc((size_t)F.nhyp + 1, sizeof(Hyper));
+  *hyper = arena_calloc((size_t)F.nhyp + 1, sizeof(Hyper));
   for (int i = 0; i < F.nhyp; i++) {
-    (*hyper)[i] = (Hyper){F.hyp[i].name, F.hyp[i].text};
+    (*hyper)[i] = (Hyper){arena_strdup(F.hyp[i].name), arena_strdup(F.hyp[i].text)};
+    free(F.hyp[i].name);
+    free(F.hyp[i].text);
     free(F.hyp[i].s);
   }
   free(F.hyp);

@@ -20,7 +20,7 @@
 static const char usage[] =
   "usage: lmc compile GRAPH.lua [-o OUT.c] [-D name=value]... [-O0|-O1|-O2]\n"
   "                   [--disable-pass=NAME[,NAME]] [--enable-pass=NAME[,NAME]]\n"
-  "                   [--emit=c|ir] [--dump-ir=after:PASS] [--dtype=f32|f64]\n"
+  "                   [--emit=c|ir|dot] [--dump-ir=after:PASS] [--stats] [--dtype=f32|f64]\n"
   "       lmc vocab DIR      vocabulary size and hash of a corpus folder\n"
   "       lmc passes         list the optimization passes\n"
   "       lmc --help | --version\n";
@@ -31,6 +31,7 @@ typedef struct {
   int ndef;
   int level;
   bool enabled[64], disabled[64];
+  bool stats;
   DType real;
 } CompileOptions;
 
@@ -67,12 +68,12 @@ static void add_define(CompileOptions *o, const char *def)
     usage_error("-D %s: expected name=value", def);
   if (o->ndef == (int)(sizeof o->def / sizeof o->def[0]))
     usage_error("-D %s: too many -D options", def);
-  o->def[o->ndef++] = (Define){xasprintf("%.*s", (int)(eq - def), def), eq + 1};
+  o->def[o->ndef++] = (Define){arena_printf("%.*s", (int)(eq - def), def), eq + 1};
 }
 
 static void set_passes(CompileOptions *o, const char *list, bool *which)
 {
-  char *copy = xstrdup(list);
+  char *copy = arena_strdup(list);
   for (char *name = strtok(copy, ","); name; name = strtok(NULL, ",")) {
     const Pass *p = find_pass(name);
     if (!p)
@@ -170,7 +171,7 @@ static char *join_args(int argc, char **argv)
   size_t n = 1;
   for (int i = 0; i < argc; i++)
     n += strlen(argv[i]) + 1;
-  char *s = xcalloc(n, 1);
+  char *s = arena_calloc(n, 1);
   for (int i = 0; i < argc; i++) {
     if (i)
       strcat(s, " ");
@@ -202,8 +203,10 @@ static int cmd_compile(int argc, char **argv)
       set_passes(&o, a + 14, o.enabled);
     } else if (!strncmp(a, "--emit=", 7)) {
       o.emit = a + 7;
-      if (strcmp(o.emit, "c") && strcmp(o.emit, "ir"))
-        usage_error("--emit=%s: expected c or ir", o.emit);
+      if (strcmp(o.emit, "c") && strcmp(o.emit, "ir") && strcmp(o.emit, "dot"))
+        usage_error("--emit=%s: expected c, ir or dot", o.emit);
+    } else if (!strcmp(a, "--stats")) {
+      o.stats = true;
     } else if (!strncmp(a, "--dump-ir=after:", 16)) {
       o.dump_after = a + 16;
       if (!find_pass(o.dump_after) && strcmp(o.dump_after, "front") && strcmp(o.dump_after, "autodiff"))
@@ -231,11 +234,15 @@ static int cmd_compile(int argc, char **argv)
   Program p = {.source = o.graph, .flags = join_args(argc, argv)};
   p.train = load(&o, 0, true, &p.hyper, &p.nhyper);
   optimize(p.train, &o, true);
-  if (!strcmp(o.emit, "ir")) {
+  if (strcmp(o.emit, "c") && !o.stats) {
     char *tmp;
     FILE *f = open_output(o.out, &tmp);
-    print_ir(p.train, f);
+    if (!strcmp(o.emit, "ir"))
+      print_ir(p.train, f);
+    else
+      emit_dot(p.train, f);
     close_output(f, o.out, tmp);
+    arena_free_all();
     return 0;
   }
   p.eval = load(&o, -1, false, &hyper, &nhyper);
@@ -244,8 +251,17 @@ static int cmd_compile(int argc, char **argv)
   optimize(p.gen, &o, false);
   char *tmp;
   FILE *f = open_output(o.out, &tmp);
-  emit_c(&p, f);
+  if (!strcmp(o.emit, "c"))
+    emit_c(&p, f);
+  else if (!strcmp(o.emit, "ir"))
+    print_ir(p.train, f);
+  else
+    emit_dot(p.train, f);
+  /* the statistics go to stdout, or to stderr when the output does */
+  if (o.stats)
+    print_stats(&p, f == stdout ? stderr : stdout);
   close_output(f, o.out, tmp);
+  arena_free_all();
   return 0;
 }
 

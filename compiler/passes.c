@@ -1,14 +1,29 @@
 /*
- * passes.c: the table of optimization passes, in the order they run.
+ * passes.c: the table of optimization passes, in the order they run, and
+ * the small helpers they share.
  *
- * `-O0` runs none, `-O1` those of level 1, `-O2` (the default) all;
- * --disable-pass / --enable-pass switch single passes by name.
+ * `-O0` runs none (every op its own kernel, nothing folded, every buffer
+ * its own region), `-O1` those of level 1, `-O2` (the default) all;
+ * --disable-pass / --enable-pass switch single passes by name.  Every
+ * pass runs over forward and backward together (autodiff runs first), and
+ * the verifier runs after each.  The order matters: folding and cse make
+ * identical nodes identical, the fusions find their patterns in a cleaned
+ * graph, dce drops what the fusions orphaned, and plan-memory, which must
+ * be last, places what is left.
  */
+#include <stdlib.h>
 #include <string.h>
 #include "lmc.h"
 
 const Pass passes[] = {
+  {"fold-constants", "evaluate subgraphs of constants at compile time into static tables", 1, fold_constants},
+  {"cse", "merge identical nodes (duplicate stacks, constants, sums)", 1, cse},
+  {"fuse-add-dropout", "dropout(a + b) and a + dropout(b) as one kernel (forward and backward)", 1, fuse_add_dropout},
+  {"fuse-nll", "nll_loss_grad + log_softmax_grad as one pass: (exp(logp) - onehot) * dloss / N", 2, fuse_nll},
+  {"fuse-matmul-bias", "matmul + bias as one gemm that adds onto the broadcast bias (beta = 1)", 2, fuse_matmul_bias},
+  {"fuse-elementwise", "chains of elementwise ops (gate arithmetic, bias + activation) as one loop", 2, fuse_elementwise},
   {"dce", "delete nodes that no output depends on", 1, dce},
+  {"plan-memory", "one arena: buffers reuse regions whose lifetimes do not overlap", 1, plan_memory},
 };
 
 const int npasses = sizeof passes / sizeof passes[0];
@@ -19,4 +34,164 @@ const Pass *find_pass(const char *name)
     if (!strcmp(passes[i].name, name))
       return &passes[i];
   return NULL;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+/* Users of every node, counting only nodes an output depends on: a pass
+ * sees the graph as dce would leave it (autodiff stacks every body value,
+ * and most of those stacks are never read). */
+Users users_make(Graph *g)
+{
+  Users u;
+  u.nnode = g->nnode;
+  u.n = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  u.u = xcalloc((size_t)g->nnode + 1, sizeof(int *));
+  u.out = xcalloc((size_t)g->nnode + 1, sizeof(bool));
+  bool *live = xcalloc((size_t)g->nnode + 1, sizeof(bool));
+  for (int o = 0; o < g->nout; o++)
+    live[g->out[o].node] = u.out[g->out[o].node] = true;
+  for (bool changed = true; changed;) {   /* carries point forward */
+    changed = false;
+    for (int i = g->nnode - 1; i >= 0; i--) {
+      Node *n = &g->node[i];
+      if (n->dead || !live[i])
+        continue;
+      for (int k = 0; k < n->nin; k++)
+        if (!live[n->in[k]]) {
+          live[n->in[k]] = true;
+          changed |= n->in[k] > i;
+        }
+    }
+  }
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || !live[i])
+      continue;
+    for (int k = 0; k < n->nin; k++)
+      u.n[n->in[k]]++;
+  }
+  for (int i = 0; i < g->nnode; i++)
+    u.u[i] = xcalloc((size_t)u.n[i] + 1, sizeof(int));
+  int *fill = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || !live[i])
+      continue;
+    for (int k = 0; k < n->nin; k++)
+      u.u[n->in[k]][fill[n->in[k]]++] = i;
+  }
+  free(fill);
+  u.live = live;
+  return u;
+}
+
+void kill_node(Graph *g, const Users *u, int i)
+{
+  g->node[i].dead = true;
+  for (int pass = 0; pass < 2; pass++)   /* twice: a carry reads forward */
+    for (int j = 0; j < g->nnode; j++) {
+      Node *n = &g->node[j];
+      if (n->dead || u->live[j])
+        continue;
+      for (int k = 0; k < n->nin; k++)
+        if (g->node[n->in[k]].dead)
+          n->dead = true;
+    }
+}
+
+void users_free(Users *u)
+{
+  for (int i = 0; i < u->nnode; i++)
+    free(u->u[i]);
+  free(u->u);
+  free(u->n);
+  free(u->out);
+  free(u->live);
+  memset(u, 0, sizeof *u);
+}
+
+void replace_uses(Graph *g, int from, int to)
+{
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead)
+      continue;
+    for (int k = 0; k < n->nin; k++)
+      if (n->in[k] == from)
+        n->in[k] = to;
+  }
+  for (int o = 0; o < g->nout; o++)
+    if (g->out[o].node == from)
+      g->out[o].node = to;
+}
+
+static bool same_shape_attr(const Shape *a, const Shape *b)
+{
+  return shape_eq(a, b);
+}
+
+/* The attributes each op reads; two nodes with the same op, inputs and
+ * these compute the same value. */
+bool same_attr(const Node *x, const Node *y)
+{
+  const Attr *a = &x->a, *b = &y->a;
+  if (x->op != y->op || x->dtype != y->dtype || !shape_eq(&x->shape, &y->shape))
+    return false;
+  switch (x->op) {
+  case OP_CONST:
+    return !memcmp(&a->f, &b->f, sizeof a->f);
+  case OP_ARANGE:
+    return !memcmp(&a->f, &b->f, sizeof a->f) && !memcmp(&a->f2, &b->f2, sizeof a->f2);
+  case OP_LITERAL: {
+    int64_t n = shape_numel(&x->shape, 1);
+    return a->data == b->data || !memcmp(a->data, b->data, sizeof(double) * (size_t)n);
+  }
+  case OP_DROPOUT:
+  case OP_DROPOUT_GRAD:
+  case OP_ADD_DROPOUT:
+  case OP_DROPOUT_ADD:
+    return a->id == b->id && a->id2 == b->id2 && a->f == b->f;
+  case OP_MATMUL:
+  case OP_MATMUL_BIAS:
+  case OP_BMM:
+    return a->ta == b->ta && a->tb == b->tb;
+  case OP_NORMALIZE:
+  case OP_NORMALIZE_GRAD:
+    return a->f == b->f;
+  case OP_SLICE:
+    return a->axis == b->axis && a->start == b->start && a->len == b->len && a->view == b->view;
+  case OP_PAD:
+    return a->axis == b->axis && a->start == b->start;
+  case OP_CONCAT:
+  case OP_SOFTMAX:
+  case OP_LOG_SOFTMAX:
+    return a->axis == b->axis;
+  case OP_TRANSPOSE:
+    return !memcmp(a->perm, b->perm, sizeof a->perm);
+  case OP_SUM:
+  case OP_BROADCAST:
+  case OP_RESHAPE:
+  case OP_EMBEDDING_GRAD:
+    return same_shape_attr(&a->shape, &b->shape);
+  case OP_INPUT:
+  case OP_PARAM:
+  case OP_CARRY:
+    return false;   /* each is its own value */
+  default:
+    return true;
+  }
+}
+
+/* Views share their source's bytes.  A reshape in a loop body of a
+ * top-level value is a copy instead, so that every body value is stored
+ * per step; a slice is a view only where a pass made it one (a contiguous
+ * run of a top-level value). */
+bool is_view(const Graph *g, const Node *n)
+{
+  if (n->op == OP_RESHAPE)
+    return !n->loop || g->node[n->in[0]].loop;
+  if (n->op == OP_SLICE)
+    return n->a.view;
+  return n->op == OP_STEP || n->op == OP_STACK || n->op == OP_FINAL;
 }

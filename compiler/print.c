@@ -8,6 +8,7 @@
  * the run-time sequence length as T.  `lmc compile --emit=ir` prints the
  * training graph; `--dump-ir=after:PASS` prints it after a pass.
  */
+#include <stdint.h>
 #include <string.h>
 #include "lmc.h"
 
@@ -47,9 +48,12 @@ static void print_attrs(Graph *g, Node *n, FILE *f)
     break;
   case OP_DROPOUT:
   case OP_DROPOUT_GRAD:
+  case OP_ADD_DROPOUT:
+  case OP_DROPOUT_ADD:
     fprintf(f, " p=%.9g stream=%d slot=%d", a->f, a->id, a->id2);
     break;
   case OP_MATMUL:
+  case OP_MATMUL_BIAS:
   case OP_BMM:
     if (a->ta)
       fprintf(f, " ta");
@@ -66,7 +70,17 @@ static void print_attrs(Graph *g, Node *n, FILE *f)
       fprintf(f, a->len == -1 ? "T" : "%d*T", -a->len);
     else
       fprintf(f, "%d", a->len);
+    if (a->view)
+      fprintf(f, " view");
     break;
+  case OP_LITERAL: {
+    int64_t cnt = shape_numel(&n->shape, 1);
+    fprintf(f, " [");
+    for (int64_t i = 0; i < cnt && i < 4; i++)
+      fprintf(f, "%s%a", i ? ", " : "", a->data[i]);
+    fprintf(f, "%s] values=%lld", cnt > 4 ? ", ..." : "", (long long)cnt);
+    break;
+  }
   case OP_CONCAT:
     fprintf(f, " axis=%d", a->axis);
     break;
@@ -106,6 +120,10 @@ void print_ir(Graph *g, FILE *f)
       fprintf(f, "%s %%%d", k ? "," : "", n->in[k]);
     print_attrs(g, n, f);
     fprintf(f, " : %s %s", dtype_name(n->dtype), shape_str(&n->shape));
+    if (n->group)
+      fprintf(f, " fused=%d", n->group);
+    if (g->plan && g->plan->off[i] != SIZE_MAX)
+      fprintf(f, " @%zu%s", g->plan->off[i], g->plan->one_step[i] ? " one-step" : "");
     if (n->file)
       fprintf(f, "  ; %s:%d", n->file, n->line);
     fputc('\n', f);

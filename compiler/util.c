@@ -1,5 +1,18 @@
 /*
- * util.c: allocation that cannot fail quietly, and die() for compiler bugs.
+ * util.c: allocation that cannot fail quietly, the compilation arena, and
+ * die() for compiler bugs.
+ *
+ * Two kinds of memory:
+ *   x*()      plain heap memory for a pass's own scratch (a liveness array,
+ *             an output buffer): the pass frees it with free() when done.
+ *   arena_*() memory that lives as long as the compilation: the graphs,
+ *             their nodes, loops and outputs, and every string a node, an
+ *             output or a hyper-parameter points to.  Nothing in the arena
+ *             is freed alone; arena_free_all() frees all of it at once at
+ *             the end of a compilation (QBE's pools, chibicc's "never free"
+ *             made leak-free).  Never free() or xrealloc() arena memory.
+ * Each arena block is a malloc() of its own with a small header linking it
+ * into one list, so the sanitizers still see every block's bounds.
  *
  * A compiler bug (an invariant broken inside lmc, never a user's mistake)
  * stops with the C source location, as QBE's die() does.  User mistakes go
@@ -53,4 +66,83 @@ char *xasprintf(const char *fmt, ...)
   vsnprintf(s, (size_t)n + 1, fmt, ap);
   va_end(ap);
   return s;
+}
+
+/* ----------------------------------------------------------------- arena */
+
+typedef union Block Block;
+union Block {
+  struct {
+    Block *prev, *next;
+  } link;
+  max_align_t align;      /* keeps the memory after the header aligned */
+};
+
+static Block arena = {{&arena, &arena}};   /* circular list, arena is its head */
+
+static void *link_block(Block *b)
+{
+  b->link.prev = arena.link.prev;
+  b->link.next = &arena;
+  arena.link.prev->link.next = b;
+  arena.link.prev = b;
+  return b + 1;
+}
+
+static void unlink_block(Block *b)
+{
+  b->link.prev->link.next = b->link.next;
+  b->link.next->link.prev = b->link.prev;
+}
+
+void *arena_calloc(size_t n, size_t size)
+{
+  if (size && n > (SIZE_MAX - sizeof(Block)) / size)
+    die("out of memory");
+  Block *b = calloc(1, sizeof(Block) + n * size);
+  if (!b)
+    die("out of memory");
+  return link_block(b);
+}
+
+void *arena_realloc(void *p, size_t size)
+{
+  if (!p)
+    return arena_calloc(1, size);
+  if (size > SIZE_MAX - sizeof(Block))
+    die("out of memory");
+  Block *b = (Block *)p - 1;
+  unlink_block(b);
+  Block *nb = realloc(b, sizeof(Block) + size);
+  if (!nb)
+    die("out of memory");
+  return link_block(nb);
+}
+
+char *arena_strdup(const char *s)
+{
+  size_t n = strlen(s) + 1;
+  return memcpy(arena_calloc(n, 1), s, n);
+}
+
+char *arena_printf(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  char *s = arena_calloc((size_t)n + 1, 1);
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+void arena_free_all(void)
+{
+  for (Block *b = arena.link.next, *next; b != &arena; b = next) {
+    next = b->link.next;
+    free(b);
+  }
+  arena.link.prev = arena.link.next = &arena;
 }

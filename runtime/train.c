@@ -168,8 +168,10 @@ static int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int thre
     return -1;
   }
   memset(n->block, 0, total * sizeof(real));
+  /* --dropout sets the model's "dropout" slot, as the example's --dropout
+   * does; other slots (the Transformer's dropout_inner) keep their value. */
   for (int i = 0; i < m->ndropout; i++)
-    n->dropout[i] = dropout < 0 ? m->dropout[i].value : dropout;
+    n->dropout[i] = dropout < 0 || strcmp(m->dropout[i].name, "dropout") ? m->dropout[i].value : dropout;
   real *p = n->block;
   n->param = p, p += pad(m->param_numel);
   real *grad = NULL;
@@ -1082,7 +1084,8 @@ void run_info(const LmcModel *m)
   printf("batch         train %d, eval %d, generate %d\n", m->train.batch, m->eval.batch, m->gen.batch);
   for (int i = 0; i < m->nhyper; i++) printf("  %-11s %s\n", m->hyper[i][0], m->hyper[i][1]);
   for (int i = 0; i < m->ndropout; i++)
-    printf("dropout       %s = %g (run time: --dropout)\n", m->dropout[i].name, m->dropout[i].value);
+    printf("dropout       %s = %g%s\n", m->dropout[i].name, m->dropout[i].value,
+           strcmp(m->dropout[i].name, "dropout") ? "" : " (run time: --dropout)");
   printf("parameters    %zu\n", m->param_numel);
   for (int i = 0; i < m->nparam; i++) {
     const LmcTensorDesc *d = &m->param[i];

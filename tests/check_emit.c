@@ -59,10 +59,12 @@ static void run(Program *p, const char *args, Run *r)
   fputs(r->src, f);
   fclose(f);
   /* the driver must see the same `real` as the emitted file */
-  char *cc = xasprintf("clang -std=c11 -O2 -Wall -Wextra -Werror -Iruntime %s "
+  /* SAN: extra flags (the sanitizers of `make sanitize`) */
+  char *cc = xasprintf("clang -std=c11 -O2 %s -Wall -Wextra -Werror -Iruntime %s "
                        "$(pkg-config --cflags openblas 2>/dev/null) -o %s %s tests/emit/driver.c "
                        "$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lm 2>&1",
-                       p->train->real == DT_F64 ? "-DLMC_REAL=double" : "", prog, path);
+                       getenv("SAN") ? getenv("SAN") : "", p->train->real == DT_F64 ? "-DLMC_REAL=double" : "",
+                       prog, path);
   fflush(stdout);
   int rc = system(cc);
   ck_assert_msg(rc == 0, "the emitted C does not compile cleanly: %s", path);
@@ -956,6 +958,7 @@ int main(void)
 {
   Suite *s = suite_create("emit");
   TCase *tc = tcase_create("emit");
+  tcase_add_checked_fixture(tc, NULL, arena_free_all);   /* the graphs a test built */
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, elementwise_broadcast);
   tcase_add_test(tc, unary_math_and_grads);

@@ -114,6 +114,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+  arena_free_all();   /* the graphs a test built */
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   if (system(cmd) != 0)

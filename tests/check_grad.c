@@ -1,6 +1,6 @@
 /*
- * check_grad.c: every op's gradient, and a whole small LSTM language model,
- * against central finite differences.
+ * check_grad.c: every op's gradient, and the five language models of graphs/
+ * at tiny shapes, against central finite differences.
  *
  * Each case is a graph file compiled with `lmc compile --dtype=f64`, linked
  * with tests/grad/driver.c and run; the driver prints each parameter's
@@ -35,6 +35,16 @@ static const Case cases[] = {
   {"graphs/rnn_tanh.lua",
    "-D ntoken=11 -D emsize=5 -D nhid=4 -D nlayers=3 -D bptt=3 -D batch_size=2 -D eval_batch_size=2",
    "3 0.1"},
+  {"graphs/rnn_relu.lua",
+   "-D ntoken=11 -D emsize=5 -D nhid=4 -D nlayers=2 -D bptt=3 -D batch_size=2 -D eval_batch_size=2",
+   "2 0.1"},
+  {"graphs/gru.lua",
+   "-D ntoken=11 -D emsize=5 -D nhid=4 -D nlayers=2 -D bptt=3 -D batch_size=2 -D eval_batch_size=2",
+   "3 0.1"},
+  /* the Transformer: attention over a run-time T, both dropout slots on */
+  {"graphs/transformer.lua",
+   "-D ntoken=13 -D emsize=8 -D nhid=6 -D nhead=2 -D nlayers=2 -D bptt=4 -D batch_size=3 -D eval_batch_size=2",
+   "3 0.2"},
 };
 
 static int sh(const char *cmd)
@@ -53,11 +63,14 @@ START_TEST(gradient)
   char name[64], cmd[1024];
   snprintf(name, sizeof name, "%.*s", (int)(strlen(base) - 4), base);
   ck_assert_int_eq(system("mkdir -p build/grad"), 0);
-  snprintf(cmd, sizeof cmd, "build/lmc compile %s --dtype=f64 %s -o build/grad/%s.c", c->graph, c->defs, name);
+  /* LMC and SAN (extra flags for the emitted C) from `make sanitize` */
+  const char *lmc = getenv("LMC") ? getenv("LMC") : "build/lmc";
+  const char *san = getenv("SAN") ? getenv("SAN") : "";
+  snprintf(cmd, sizeof cmd, "%s compile %s --dtype=f64 %s -o build/grad/%s.c", lmc, c->graph, c->defs, name);
   ck_assert_msg(sh(cmd) == 0, "lmc compile failed: %s", c->graph);
   snprintf(cmd, sizeof cmd,
-           "clang -std=c11 -O1 -Wall -Wextra -Werror -Iruntime -o build/grad/%s build/grad/%s.c "
-           "tests/grad/driver.c -lopenblas -lm", name, name);
+           "clang -std=c11 -O1 %s -Wall -Wextra -Werror -Iruntime -o build/grad/%s build/grad/%s.c "
+           "tests/grad/driver.c -lopenblas -lm", san, name, name);
   ck_assert_msg(sh(cmd) == 0, "clang failed: %s", c->graph);
   snprintf(cmd, sizeof cmd, "build/grad/%s %s", name, c->args);
   ck_assert_msg(sh(cmd) == 0, "gradient check failed: %s", c->graph);

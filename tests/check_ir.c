@@ -218,6 +218,7 @@ int main(void)
 {
   Suite *s = suite_create("ir");
   TCase *tc = tcase_create("ir");
+  tcase_add_checked_fixture(tc, NULL, arena_free_all);   /* the graphs a test built */
   tcase_add_test(tc, matmul_shapes);
   tcase_add_exit_test(tc, matmul_mismatch_exits, 1);
   tcase_add_test(tc, broadcast_shapes);

@@ -1,10 +1,14 @@
 #!/bin/sh
 # Installs the Debian packages lmc needs, only when some are missing.
-#   deps.sh build   what building and training need
-#   deps.sh test    that, plus what the test suites need
+#   deps.sh build      what building and training need
+#   deps.sh test       that, plus what the test suites need
+#   deps.sh sanitize   that, plus clang's sanitizer runtimes (make sanitize)
 set -e
 pkgs="clang lua5.4 liblua5.4-dev check libopenblas-dev pkg-config libomp-dev time"
-[ "$1" = test ] && pkgs="$pkgs python3-torch python3-numpy"
+case "$1" in
+  test) pkgs="$pkgs python3-torch python3-numpy" ;;
+  sanitize) pkgs="$pkgs python3-torch python3-numpy libclang-rt-dev" ;;
+esac
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

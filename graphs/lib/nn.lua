@@ -207,4 +207,84 @@ function nn.gru(name, x, h0, nin, nhid, nlayers, p)
   return y, finals[1]
 end
 
+-- ------------------------------------------------------------ Transformer
+--
+-- The example's TransformerModel is an nn.Transformer (so its encoder ends
+-- with the LayerNorm encoder.norm, and its layers use nn.Transformer's
+-- defaults: dropout 0.1, ReLU, eps 1e-5, post-norm) with an embedding
+-- input_emb, a PositionalEncoding and a Linear decoder.  Sequence-first
+-- layout as torch.nn's batch_first = False: x is (T, B, d).
+
+-- positional_encoding(d, max_len) -> (max_len, d), PositionalEncoding's
+-- table pe: pe[:, 0::2] = sin(position * div_term), pe[:, 1::2] = cos(...),
+-- div_term = exp(arange(0, d, 2) * (-log(10000) / d)).  The columns are
+-- interleaved by stacking sin and cos along a new last dim:
+-- (max_len, d/2, 2) -> (max_len, d).
+function nn.positional_encoding(d, max_len)
+  if d % 2 ~= 0 then
+    error(("positional_encoding: d_model must be even, got %d"):format(d), 0)
+  end
+  local half = d // 2
+  local position = reshape(arange(max_len), { max_len, 1 })              -- (max_len, 1)
+  local div_term = exp(arange(half, 0, 2) * (-math.log(10000.0) / d))    -- (d/2)
+  local angle = position * div_term                                       -- (max_len, d/2)
+  local pe = concat(reshape(sin(angle), { max_len, half, 1 }),
+                    reshape(cos(angle), { max_len, half, 1 }), 2)         -- (max_len, d/2, 2)
+  return reshape(pe, { max_len, d })
+end
+
+-- self_attention(name, x (T, B, d), d, nhead, mask (T, T), p [, slot]) ->
+-- (T, B, d): torch.nn.MultiheadAttention(d, nhead, dropout = p) called as
+-- self_attn(x, x, x, attn_mask = mask).  <name>.in_proj_weight (3d, d)
+-- holds the q, k, v projections in that order, xavier; <name>.in_proj_bias
+-- (3d) zeros; <name>.out_proj.weight (d, d) xavier, .bias zeros.  Heads
+-- are (B, nhead, T, d/nhead), torch's (B*nhead, T, d/nhead); the scores
+-- q k^T / sqrt(d/nhead) + mask, softmax, dropout p on the weights.
+function nn.self_attention(name, x, d, nhead, mask, p, slot)
+  if d % nhead ~= 0 then
+    error(("%s: embed_dim %d is not divisible by num_heads %d"):format(name, d, nhead), 0)
+  end
+  local hd, B = d // nhead, x.shape[2]
+  local w = param(name .. ".in_proj_weight", { 3 * d, d }, "xavier")
+  local b = param(name .. ".in_proj_bias", { 3 * d }, "zeros")
+  local qkv = matmul(x, w, { tb = true }) + b                             -- (T, B, 3d)
+  local function heads(k)                                                  -- (B, nhead, T, hd)
+    local y = reshape(slice(qkv, 2, k * d, d), { seq(), B, nhead, hd })
+    return transpose(y, { 1, 2, 0, 3 })
+  end
+  local q, k, v = heads(0) / math.sqrt(hd), heads(1), heads(2)
+  local scores = bmm(q, k, { tb = true }) + mask                          -- (B, nhead, T, T)
+  local attn = dropout(softmax(scores), p, slot)
+  local o = transpose(bmm(attn, v), { 2, 0, 1, 3 })                       -- (T, B, nhead, hd)
+  return nn.linear(name .. ".out_proj", reshape(o, { seq(), B, d }), d, d,
+                   { init = "xavier", bias_init = "zeros" })
+end
+
+-- transformer_encoder_layer(name, x (T, B, d), d, nhead, nhid, mask, p
+-- [, slot]) -> (T, B, d): torch.nn.TransformerEncoderLayer(d, nhead, nhid,
+-- dropout = p), post-norm:
+--   x = norm1(x + dropout(self_attn(x)))
+--   x = norm2(x + dropout(linear2(dropout(relu(linear1(x))))))
+-- Weights xavier (nn.Transformer's _reset_parameters); linear biases keep
+-- nn.Linear's U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+function nn.transformer_encoder_layer(name, x, d, nhead, nhid, mask, p, slot)
+  local sa = nn.self_attention(name .. ".self_attn", x, d, nhead, mask, p, slot)
+  x = nn.layer_norm(name .. ".norm1", x + dropout(sa, p, slot), d)
+  local h = nn.linear(name .. ".linear1", x, d, nhid,
+                      { init = "xavier", bias_init = { uniform = 1 / math.sqrt(d) } })
+  h = nn.linear(name .. ".linear2", dropout(relu(h), p, slot), nhid, d,
+                { init = "xavier", bias_init = { uniform = 1 / math.sqrt(nhid) } })
+  return nn.layer_norm(name .. ".norm2", x + dropout(h, p, slot), d)
+end
+
+-- transformer_encoder(name, x (T, B, d), d, nhead, nhid, nlayers, mask, p
+-- [, slot]) -> (T, B, d): torch.nn.TransformerEncoder with the final
+-- LayerNorm that nn.Transformer gives it: <name>.layers.{l}.*, <name>.norm.*.
+function nn.transformer_encoder(name, x, d, nhead, nhid, nlayers, mask, p, slot)
+  for l = 0, nlayers - 1 do
+    x = nn.transformer_encoder_layer(("%s.layers.%d"):format(name, l), x, d, nhead, nhid, mask, p, slot)
+  end
+  return nn.layer_norm(name .. ".norm", x, d)
+end
+
 return nn

@@ -65,6 +65,10 @@ static int optimizer(const LmcModel *m)
   double unclipped = m->clip(g, 1e9);
   printf("unclipped - 1 %.17g\n", unclipped);
   print("after_big_clip", "-", g, n);
+  free(p);
+  free(g);
+  free(mm);
+  free(v);
   return 0;
 }
 
@@ -125,5 +129,11 @@ int main(int argc, char **argv)
       print("grad", m->param[i].name, c.grad + m->param[i].offset, m->param[i].numel);
   if (nlogp)
     print("logp", "-", c.work + p->logp_offset, nlogp);
+  free(c.param);
+  free(c.grad);
+  free(c.work);
+  free(c.state);
+  free(tokens);
+  free(targets);
   return 0;
 }

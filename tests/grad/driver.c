@@ -87,5 +87,14 @@ int main(int argc, char **argv)
     if (!(err <= tol))
       bad = 1;
   }
+  free(c.param);
+  free(c.grad);
+  free(c.work);
+  free(c.state);
+  free(state0);
+  free(dropout);
+  free(tokens);
+  free(targets);
+  free(grad);
   return bad;
 }

@@ -1,0 +1,711 @@
+#!/usr/bin/python3
+"""bench.py: lmc's emitted trainers against the PyTorch reference
+(bench/torch_lm.py), in the same run, on the same WikiText-2 batches.
+
+  make bench                    the full table (under 30 minutes on 2 cores)
+  BENCH_QUICK=1 make bench      LSTM only, fewer batches (under 5 minutes)
+
+For every model (graphs/rnn_tanh, rnn_relu, lstm, gru, transformer at their
+default sizes, and lstm at emsize = nhid = 650; a graph that does not exist
+yet is skipped with a note) and every thread count (1 and 2):
+
+  1. build/lmc compile the graph (timed, best of 3) and clang the trainer
+     (timed) into build/bench/, as `make trainer` does, with
+     build/tune/MODEL.flags when `make tune` wrote one;
+  2. run, alternating lmc and PyTorch, each in its own process under
+     /usr/bin/time -v with OMP_NUM_THREADS and OPENBLAS_NUM_THREADS set (and
+     --threads N for both):
+       train      --epochs 1 --max-batches 2K+1 --log-interval K: the first
+                  log line (K+1 batches) is the warm-up, the second times K
+                  batches; then the epoch's evaluation of the valid split,
+                  which build/bench/data cuts to E windows (bench/mkdata.sh)
+       generate   G words; timed from the "Generated 100" line to the last
+                  one, as the lines arrive
+  3. SGEMM at the decoder's shapes and the same thread count (bench/sgemm.c),
+     before the first model that needs it and again at the end; the faster
+     of the two is kept, so that a busy moment does not lower the yardstick.
+
+Figures: ms per training batch, training tokens/s (bptt * batch / time),
+evaluation tokens/s (lmc: the end-of-epoch time minus the logged training
+time; PyTorch: its own "| eval |" line), ms per generated word, peak RSS of
+the training process (training and evaluation) and of the generating one,
+GFLOP/s of training (FLOPs per step from `lmc compile --stats` when it gives
+them, else flops_per_step() below) and that as a percentage of the decoder
+SGEMM rate, and lmc / PyTorch for each.  Results: bench/README.md (table),
+bench/chart.png (gnuplot), bench/results.json (every number).
+
+Settings come from the environment (defaults full / quick):
+  BENCH_MODELS   comma-separated names from CONFIGS   (all / lstm)
+  BENCH_THREADS  comma-separated thread counts        (1,2 / 1,2)
+  BENCH_BATCHES  K, batches per timed interval         (8 / 3)
+  BENCH_EVAL     E, evaluation windows                 (15 / 5)
+  BENCH_WORDS    G, generated words                    (301 / 301)
+  BENCH_REPS     runs of each pair, alternating order  (1 / 1)
+  BENCH_OUT      where README.md, chart.png and results.json go (bench)
+and the Makefile passes CC, TRAINER_CFLAGS, BLAS_CFLAGS, BLAS_LIBS, DATA.
+"""
+import datetime
+import json
+import os
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+B = "build/bench"
+LMC = "build/lmc"
+PY = "/usr/bin/python3"
+
+# name, graph, torch --model, extra lmc -D flags
+CONFIGS = [
+    ("rnn_tanh", "rnn_tanh", "RNN_TANH", []),
+    ("rnn_relu", "rnn_relu", "RNN_RELU", []),
+    ("lstm", "lstm", "LSTM", []),
+    ("gru", "gru", "GRU", []),
+    ("transformer", "transformer", "Transformer", []),
+    ("lstm-650", "lstm", "LSTM", ["-D", "emsize=650", "-D", "nhid=650"]),
+]
+
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+
+
+def env_list(name, default):
+    v = os.environ.get(name, "")
+    return [s.strip() for s in v.split(",") if s.strip()] if v else default
+
+
+def env_int(name, full, quick):
+    v = os.environ.get(name, "")
+    return int(v) if v else (quick if QUICK else full)
+
+
+MODELS = env_list("BENCH_MODELS", ["lstm"] if QUICK else [c[0] for c in CONFIGS])
+THREADS = [int(t) for t in env_list("BENCH_THREADS", ["1", "2"])]
+K = env_int("BENCH_BATCHES", 8, 3)
+EVAL_WINDOWS = env_int("BENCH_EVAL", 15, 5)
+WORDS = env_int("BENCH_WORDS", 301, 301)
+REPS = env_int("BENCH_REPS", 1, 1)
+OUT = os.environ.get("BENCH_OUT", "bench")
+DATA = os.environ.get("DATA", "data/wikitext-2")
+CC = os.environ.get("CC", "clang")
+TRAINER_CFLAGS = os.environ.get("TRAINER_CFLAGS", "-O3")
+
+
+def pkg(flag, fallback):
+    r = subprocess.run(["pkg-config", flag, "openblas"], capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else fallback
+
+
+BLAS_CFLAGS = os.environ.get("BLAS_CFLAGS") or pkg("--cflags", "")
+BLAS_LIBS = os.environ.get("BLAS_LIBS") or pkg("--libs", "-lopenblas")
+
+
+def note(msg):
+    print("bench: " + msg, flush=True)
+
+
+def die(msg):
+    print("bench: error: " + msg, file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+# ------------------------------------------------------------------ FLOPs
+
+def flops_per_step(kind, h):
+    """GEMM FLOPs of one training step on a full window (2 per multiply-add).
+
+    N = bptt * batch rows.  Forward: a recurrent layer with g gate blocks
+    (g = 1 for RNN_TANH/RNN_RELU, 4 for LSTM, 3 for GRU) costs
+    2 N in g nhid + 2 N nhid g nhid, with in = emsize for layer 0 and nhid
+    above; a Transformer layer (d = emsize, f = nhid) costs 2 N d 3d (q, k,
+    v) + 2 * 2 batch bptt^2 d (scores and weighted sum over all heads) +
+    2 N d d (out projection) + 2 * 2 N d f (feed-forward); the decoder
+    2 N nhid ntoken (d ntoken).  Backward computes two products of the same
+    size per forward product (input and weight gradients), so a step is
+    3 x forward.  Elementwise ops, softmax, embedding and the optimizer are
+    memory-bound and not counted."""
+    T, Bt, V = h["bptt"], h["batch"], h["ntoken"]
+    N = T * Bt
+    E, H, L = h["emsize"], h["nhid"], h["nlayers"]
+    if kind == "Transformer":
+        d, f = E, H
+        layer = 2 * N * d * 3 * d + 2 * 2 * Bt * T * T * d + 2 * N * d * d + 2 * 2 * N * d * f
+        fwd = L * layer + 2 * N * d * V
+    else:
+        g = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}[kind]
+        fwd = sum(2 * N * (E if l == 0 else H) * g * H + 2 * N * H * g * H for l in range(L))
+        fwd += 2 * N * H * V
+    return 3 * fwd
+
+
+def stats_flops(cmd):
+    """GEMM FLOPs per training step from `lmc compile --stats`, or None.  Its
+    line reads "FLOPs per step: TOTAL (matmul M, other O), ..."; M is taken,
+    the figure comparable with flops_per_step() and the SGEMM rate."""
+    r = sh(cmd + ["--stats", "-o", os.devnull])
+    if r.returncode != 0:
+        return None
+    num = r"([0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)"
+    for line in (r.stdout + r.stderr).splitlines():
+        m = re.match(r"^FLOPs per step:\s*" + num + r"(?:\s*\(matmul\s*" + num + ")?", line.strip())
+        if m:
+            return float(m.group(2) or m.group(1))
+    return None
+
+
+# ------------------------------------------------------------------ build
+
+def hyper_of(exe):
+    """Compiled shapes, from `MODEL info`."""
+    r = sh([exe, "info"])
+    if r.returncode != 0:
+        die(f"{exe} info failed: {r.stderr.strip()}")
+    h = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"^kind\s+(\S+)", line)
+        if m:
+            h["kind"] = m.group(1)
+        m = re.match(r"^vocabulary\s+(\d+)", line)
+        if m:
+            h["ntoken"] = int(m.group(1))
+        m = re.match(r"^bptt\s+(\d+)", line)
+        if m:
+            h["bptt"] = int(m.group(1))
+        m = re.match(r"^batch\s+train (\d+), eval (\d+)", line)
+        if m:
+            h["batch"], h["eval_batch"] = int(m.group(1)), int(m.group(2))
+        m = re.match(r"^  ([a-z_]+)\s+([^\s(]+)$", line)
+        if m and m.group(1) not in h:
+            v = m.group(2)
+            h[m.group(1)] = int(v) if v.isdigit() else v
+    for k in ("kind", "ntoken", "bptt", "batch", "emsize", "nhid", "nlayers"):
+        if k not in h:
+            die(f"{exe} info: no {k}")
+    return h
+
+
+def build(cfg, ntok, do_clang):
+    """lmc compile (best of 3) and clang; returns a dict of what it did."""
+    name, graph, _, defines = cfg
+    flags = []
+    ff = f"build/tune/{graph}.flags"
+    if os.path.exists(ff):
+        flags = shlex.split(open(ff).read())
+    src = f"{B}/gen/{name}.c"
+    cmd = [LMC, "compile", f"graphs/{graph}.lua", "-D", f"ntoken={ntok}"] + flags + defines
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        r = sh(cmd + ["-o", src])
+        times.append(time.perf_counter() - t0)
+        if r.returncode != 0:
+            return {"error": "lmc compile failed: " + r.stderr.strip()[-400:], "lmc_flags": flags}
+    res = {"lmc_flags": flags, "lmc_compile_s": min(times), "c_lines": sum(1 for _ in open(src))}
+    fl = stats_flops(cmd)
+    res["stats_flops"] = fl
+    if fl:
+        res["flops"], res["flops_source"] = fl, "lmc --stats"
+    if not do_clang:
+        return res
+    exe = f"{B}/{name}"
+    cc = ([CC] + shlex.split(TRAINER_CFLAGS) + ["-std=c11", "-Wall", "-Wextra", "-Werror"] + shlex.split(BLAS_CFLAGS)
+          + ["-Iruntime", "-o", exe, src, "build/obj/runtime/main.o", "build/liblmcrt.a"] + shlex.split(BLAS_LIBS)
+          + ["-lm"])
+    t0 = time.perf_counter()
+    r = sh(cc)
+    res["clang_s"] = time.perf_counter() - t0
+    if r.returncode != 0:
+        res["error"] = "clang failed: " + r.stderr.strip()[-400:]
+        return res
+    res["exe"] = exe
+    return res
+
+
+def build_sgemm():
+    exe = f"{B}/sgemm"
+    cmd = ([CC, "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-D_POSIX_C_SOURCE=200809L"] + shlex.split(BLAS_CFLAGS)
+           + ["-o", exe, "bench/sgemm.c"] + shlex.split(BLAS_LIBS))
+    r = sh(cmd)
+    if r.returncode != 0:
+        die("building bench/sgemm.c failed:\n" + r.stderr)
+    return exe
+
+
+# ------------------------------------------------------------------- runs
+
+def thread_env(n):
+    e = dict(os.environ)
+    e.update(OMP_NUM_THREADS=str(n), OPENBLAS_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n))
+    return e
+
+
+def timed(cmd, threads, tag, watch=None):
+    """Runs cmd under /usr/bin/time -v; returns (rc, output lines, peak RSS MiB,
+    {watch match: arrival time})."""
+    tf = f"{B}/run/{tag}.time"
+    full = ["/usr/bin/time", "-v", "-o", tf] + cmd
+    p = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=thread_env(threads),
+                         bufsize=1)
+    lines, seen = [], {}
+    for line in p.stdout:
+        t = time.perf_counter()
+        lines.append(line.rstrip("\n"))
+        if watch:
+            m = watch.search(line)
+            if m:
+                seen[int(m.group(1))] = t
+    rc = p.wait()
+    rss = None
+    try:
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(tf).read())
+        rss = int(m.group(1)) / 1024 if m else None
+    except OSError:
+        pass
+    with open(f"{B}/run/{tag}.log", "w") as f:
+        f.write(" ".join(shlex.quote(c) for c in cmd) + "\n" + "\n".join(lines) + "\n")
+    return rc, lines, rss, seen
+
+
+LOG = re.compile(r"^\| epoch\s+\d+ \|\s*(\d+)/\s*\d+ batches .*\| ms/batch\s+([0-9.]+)")
+EPOCH = re.compile(r"^\| end of epoch\s+\d+ \| time:\s*([0-9.]+)s")
+EVAL = re.compile(r"^\| eval \| windows (\d+) \| tokens (\d+) \| time ([0-9.]+) s")
+GEN = re.compile(r"\| Generated (\d+)/\d+ words")
+
+
+def parse_train(lines, eval_tokens, who):
+    ms = [float(m.group(2)) for m in map(LOG.match, lines) if m]
+    if len(ms) < 2:
+        return {"error": "no timed interval in the log:\n" + "\n".join(lines[-8:])}
+    r = {"ms_batch": statistics.mean(ms[1:])}
+    if who == "torch":
+        for m in map(EVAL.match, lines):
+            if m:
+                r["eval_tok_s"] = int(m.group(2)) / float(m.group(3))
+    else:
+        for m in map(EPOCH.match, lines):
+            if m:
+                ev = float(m.group(1)) - sum(ms) * K / 1000
+                r["eval_s"] = ev
+                r["eval_tok_s"] = eval_tokens / ev if ev > 0 else None
+    return r
+
+
+def parse_gen(seen):
+    first = [i for i in seen if i >= 100]
+    if len(first) < 2:
+        return {"error": "fewer than two 'Generated' lines after word 100"}
+    a, b = min(first), max(first)
+    return {"gen_ms_word": (seen[b] - seen[a]) * 1000 / (b - a)}
+
+
+def run_lmc(exe, name, threads, rep, eval_tokens):
+    tag = f"{name}-t{threads}-r{rep}-lmc"
+    ck = f"{B}/run/{name}.safetensors"
+    cmd = [exe, "train", "--data", f"{B}/data", "--epochs", "1", "--max-batches", str(2 * K + 1), "--log-interval",
+           str(K), "--threads", str(threads), "--save", ck]
+    rc, lines, rss, _ = timed(cmd, threads, tag + "-train")
+    if rc != 0:
+        return {"error": f"train exited {rc}: " + " | ".join(lines[-4:])}
+    r = parse_train(lines, eval_tokens, "lmc")
+    r["rss_train_mib"] = rss
+    cmd = [exe, "generate", "--checkpoint", ck, "--words", str(WORDS), "--outf", os.devnull]
+    rc, lines, rss, seen = timed(cmd, threads, tag + "-gen", GEN)
+    if rc != 0:
+        r["gen_error"] = f"generate exited {rc}: " + " | ".join(lines[-4:])
+    else:
+        r.update(parse_gen(seen))
+        r["rss_gen_mib"] = rss
+    return r
+
+
+def run_torch(h, name, threads, rep):
+    tag = f"{name}-t{threads}-r{rep}-torch"
+    base = [PY, "bench/torch_lm.py", "--data", f"{B}/data", "--model", h["kind"], "--emsize", str(h["emsize"]),
+            "--nhid", str(h["nhid"]), "--nlayers", str(h["nlayers"]), "--bptt", str(h["bptt"]),
+            "--batch_size", str(h["batch"]), "--threads", str(threads)]
+    if "nhead" in h:
+        base += ["--nhead", str(h["nhead"])]
+    if "dropout" in h:
+        base += ["--dropout", str(h["dropout"])]
+    if "dropout_inner" in h:
+        base += ["--inner-dropout", str(h["dropout_inner"])]
+    if str(h.get("tied", "false")) == "true":
+        base += ["--tied"]
+    cmd = base + ["--epochs", "1", "--max-batches", str(2 * K + 1), "--log-interval", str(K)]
+    rc, lines, rss, _ = timed(cmd, threads, tag + "-train")
+    if rc != 0:
+        return {"error": f"train exited {rc}: " + " | ".join(lines[-4:])}
+    r = parse_train(lines, None, "torch")
+    r["rss_train_mib"] = rss
+    cmd = base + ["--gen-words", str(WORDS), "--outf", os.devnull]
+    rc, lines, rss, seen = timed(cmd, threads, tag + "-gen", GEN)
+    if rc != 0:
+        r["gen_error"] = f"generate exited {rc}: " + " | ".join(lines[-4:])
+    else:
+        r.update(parse_gen(seen))
+        r["rss_gen_mib"] = rss
+    return r
+
+
+def sgemm(exe, m, k, n, threads):
+    r = subprocess.run([exe, str(m), str(k), str(n), str(threads), "0.5" if QUICK else "1"], capture_output=True,
+                       text=True, env=thread_env(threads))
+    if r.returncode != 0:
+        die("sgemm failed: " + r.stderr)
+    out = {}
+    for line in r.stdout.splitlines():
+        f = line.split()
+        out[f[0]] = float(f[4])
+    return out
+
+
+def merge(runs):
+    """Mean of each figure over repetitions."""
+    runs = [r for r in runs if "error" not in r]
+    if not runs:
+        return None
+    keys = {k for r in runs for k, v in r.items() if isinstance(v, (int, float))}
+    return {k: statistics.mean(r[k] for r in runs if isinstance(r.get(k), (int, float))) for k in keys}
+
+
+# ----------------------------------------------------------------- report
+
+def machine():
+    model, cores = "?", os.cpu_count()
+    r = sh(["lscpu"])
+    socks = cps = None
+    for line in r.stdout.splitlines():
+        k, _, v = line.partition(":")
+        v = v.strip()
+        if k == "Model name":
+            model = v
+        elif k == "Core(s) per socket":
+            cps = int(v)
+        elif k == "Socket(s)":
+            socks = int(v)
+    if cps and socks:
+        cores = cps * socks
+    return model, cores
+
+
+def versions():
+    def first(cmd):
+        r = sh(cmd)
+        return (r.stdout or r.stderr).strip().splitlines()[0] if r.returncode == 0 and (r.stdout or r.stderr) else "?"
+    v = {"cc": first([CC, "--version"]), "lmc": first([LMC, "--version"]).removeprefix("lmc ")}
+    r = sh(["dpkg-query", "-W", "-f=${Version}", "python3-torch"])
+    v["torch"] = r.stdout.strip() or "?"
+    r = sh(["dpkg-query", "-W", "-f=${Version}", "libopenblas0-pthread"])
+    v["openblas"] = r.stdout.strip() or "?"
+    r = sh(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT)
+    v["commit"] = r.stdout.strip() or "?"
+    r = sh(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT)
+    if r.stdout.strip():
+        v["commit"] += " (with uncommitted changes)"
+    return v
+
+
+def fmt(v, nd=1):
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    return f"{v:.{nd}f}"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a is not None and b not in (None, 0) else "-"
+
+
+FIGS = [("ms_batch", "ms/batch", 1), ("train_tok_s", "train tok/s", 0), ("eval_tok_s", "eval tok/s", 0),
+        ("gen_ms_word", "gen ms/word", 2), ("rss_train_mib", "RSS train MiB", 0), ("rss_gen_mib", "RSS gen MiB", 0),
+        ("gflops", "GFLOP/s", 1), ("pct_sgemm", "% SGEMM", 0)]
+
+
+def report(res, meta):
+    os.makedirs(OUT, exist_ok=True)
+    L = []
+    w = L.append
+    w("# Benchmark: lmc against PyTorch\n")
+    w("Written by `bench/bench.py` (`make bench`); do not edit by hand.\n")
+    w(f"- **run**: {meta['date']}, `{meta['command']}`{' (quick variant)' if QUICK else ''}, "
+      f"{meta['wall_min']:.1f} min in all")
+    w(f"- **machine**: {meta['cpu']}, {meta['cores']} cores; load average at the start {meta['load']}")
+    v = meta["versions"]
+    w(f"- **software**: lmc {v['lmc']} at {v['commit']}; {v['cc']}, trainers built with `{TRAINER_CFLAGS}`; "
+      f"PyTorch {v['torch']} (Debian, CPU); OpenBLAS {v['openblas']} (pthreads)")
+    w(f"- **settings**: {2 * K + 1} training batches per run, the first {K + 1} a warm-up, the last {K} timed; "
+      f"evaluation on {meta['eval_tokens']} tokens of valid ({EVAL_WINDOWS} window(s) of batch 10); "
+      f"{WORDS} generated words, the first 100 a warm-up; threads {', '.join(map(str, THREADS))}; "
+      f"{REPS} run(s) of each, lmc and PyTorch alternating")
+    if meta["notes"]:
+        for n in meta["notes"]:
+            w(f"- **note**: {n}")
+    w("")
+    w("## Training, evaluation, generation\n")
+    w("Per model and thread count: lmc, PyTorch, and lmc / PyTorch for each figure (for ms and MiB lower is "
+      "better, so a ratio below 1 favours lmc; for tok/s, GFLOP/s and % SGEMM a ratio above 1 does).\n")
+    w("| model | threads | | " + " | ".join(f[1] for f in FIGS) + " |")
+    w("| --- | ---: | --- |" + " ---: |" * len(FIGS))
+    for row in res["rows"]:
+        a, b = row.get("lmc"), row.get("torch")
+        head = f"| {row['name']} | {row['threads']} |"
+        for who, d in (("lmc", a), ("PyTorch", b)):
+            if d is None:
+                err = row.get(("lmc" if who == "lmc" else "torch") + "_error", "failed")
+                w(f"{head} {who} | failed: {err[:120].replace('|', '/')} |" + " |" * (len(FIGS) - 1))
+            else:
+                w(f"{head} {who} | " + " | ".join(fmt(d.get(k), nd) for k, _, nd in FIGS) + " |")
+            head = "| | |"
+        w("| | | lmc / PyTorch | " + " | ".join(
+            ratio(a.get(k) if a else None, b.get(k) if b else None) for k, _, _ in FIGS) + " |")
+    w("")
+    w("lmc's `generate` and `eval` commands run on one thread whatever OMP/OPENBLAS say (runtime/train.c "
+      "calls openblas_set_num_threads(1)), so lmc's generation figure at 2 threads is a one-thread figure; "
+      "lmc's evaluation figure comes from the training process, which does use --threads.\n")
+    w("![training, evaluation and generation throughput](chart.png)\n")
+    w("## SGEMM at the decoder's shapes\n")
+    w("`build/bench/sgemm M K N THREADS` (bench/sgemm.c): cblas_sgemm on the decoder's three products of a "
+      "training step, best of repeated calls, GFLOP/s, measured before the models and again after them (the "
+      "faster kept). `total` is their FLOPs over the sum of their times, the rate `% SGEMM` above divides by.\n")
+    w("| M x K x N | threads | fwd X W^T | dX = dY W | dW = dY^T X | total |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for key, s in sorted(res["sgemm"].items()):
+        m, k, n, t = key.split(",")
+        w(f"| {m} x {k} x {n} | {t} | {s['fwd']:.1f} | {s['dx']:.1f} | {s['dw']:.1f} | {s['total']:.1f} |")
+    w("")
+    w("## Compile speed\n")
+    w("`lmc compile` (best of 3; target under 0.5 s) and the clang build of the emitted trainer "
+      "(target under 30 s), for the trainer the table above ran.\n")
+    w("| model | lmc compile s | clang s | emitted C lines | GFLOP per step | FLOPs from | formula GFLOP | pass flags |")
+    w("| --- | ---: | ---: | ---: | ---: | --- | ---: | --- |")
+    for name, b in res["builds"].items():
+        if "lmc_compile_s" not in b:
+            w(f"| {name} | failed | | | | | | {b.get('error', '')[:100].replace('|', '/')} |")
+            continue
+        cl = f"{b['clang_s']:.1f}" if "clang_s" in b else "not built"
+        gf = f"{b['flops'] / 1e9:.2f}" if b.get("flops") else "-"
+        ff = f"{b['formula_flops'] / 1e9:.2f}" if b.get("formula_flops") else "-"
+        ok = "" if b["lmc_compile_s"] < 0.5 else " (over target)"
+        okc = "" if b.get("clang_s", 0) < 30 else " (over target)"
+        w(f"| {name} | {b['lmc_compile_s']:.3f}{ok} | {cl}{okc} | {b['c_lines']} | {gf} | "
+          f"{b.get('flops_source', '-')} | {ff} | `{' '.join(b['lmc_flags']) or '(default)'}` |")
+    w("")
+    w("## How the figures are measured\n")
+    w("- Both programs read the same corpus folder, `build/bench/data`: WikiText-2's train split, and valid "
+      "and test cut to their first lines (`bench/mkdata.sh`; the dictionary, checked with `lmc vocab`, stays "
+      "the full one), so the training batches are the same `get_batch` windows of the same `batchify` "
+      "columns, from the first, and each run's end-of-epoch evaluation is short.")
+    w(f"- **ms/batch**: `train --epochs 1 --max-batches {2 * K + 1} --log-interval {K}`; main.py's log line "
+      f"at batch {K} (covering {K + 1} batches) is the warm-up, the line at batch {2 * K} times batches "
+      f"{K + 1}..{2 * K}. **train tok/s** = bptt * batch / (ms/batch).")
+    w("- **eval tok/s**: the evaluation of the cut valid split after the epoch, batch 10, no dropout. "
+      "PyTorch prints its time; for lmc it is the `end of epoch` time minus the logged training time.")
+    w("- **gen ms/word**: `generate --words G` (lmc, from the checkpoint the training run saved) and "
+      "`torch_lm.py --gen-words G` (generate.py's loop); the time between the `Generated 100` line and the "
+      "last one as they arrive on the pipe, over the words between. The Transformer sees the last bptt words.")
+    w("- **RSS**: `Maximum resident set size` of `/usr/bin/time -v`, per process: the training one (which "
+      "also evaluates) and the generating one.")
+    w("- **GFLOP/s**: FLOPs of a training step on a full window over ms/batch. FLOPs come from "
+      "`lmc compile --stats` when it prints them, else from the formula in `flops_per_step()` "
+      "(bench/bench.py): GEMM FLOPs only, 2 per multiply-add, backward = 2 x forward; a recurrent layer "
+      "with g gate blocks (1 RNN, 4 LSTM, 3 GRU) 2N(in + nhid) g nhid, a Transformer layer "
+      "2N d 3d + 4 batch bptt^2 d + 2N d^2 + 4N d nhid, the decoder 2N nhid ntoken, N = bptt * batch. "
+      "**% SGEMM**: that over the `total` SGEMM rate at the decoder's shape and the same threads.")
+    w("- Each process gets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS = N, and "
+      "`--threads N` (lmc) / `torch.set_num_threads(N)` (PyTorch). Every run's log is in build/bench/run/.")
+    w("")
+    w("## Reproducing\n")
+    w("```\nmake bench                  # the full table, under 30 minutes\nBENCH_QUICK=1 make bench    "
+      "# LSTM only, fewer batches, under 5 minutes\nBENCH_MODELS=lstm,gru BENCH_THREADS=1 make bench\n"
+      "make tune MODEL=lstm        # pass configurations; the fastest goes to build/tune/lstm.flags\n```")
+    with open(os.path.join(OUT, "README.md"), "w") as f:
+        f.write("\n".join(L) + "\n")
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump({"meta": meta, "results": res}, f, indent=1, sort_keys=True)
+        f.write("\n")
+    chart(res)
+
+
+def chart(res):
+    if not shutil.which("gnuplot"):
+        note("gnuplot not found (apt-get install gnuplot-nox): no chart")
+        return
+    dat = f"{B}/chart.dat"
+    with open(dat, "w") as f:
+        f.write("# config lmc_train torch_train lmc_eval torch_eval lmc_gen torch_gen\n")
+        for row in res["rows"]:
+            a, b = row.get("lmc") or {}, row.get("torch") or {}
+
+            def g(d, k):
+                v = d.get(k)
+                return f"{v:.3f}" if v else "NaN"
+
+            def wps(d):
+                v = d.get("gen_ms_word")
+                return f"{1000 / v:.3f}" if v else "NaN"
+            f.write(f"\"{row['name']} {row['threads']}t\" {g(a, 'train_tok_s')} {g(b, 'train_tok_s')} "
+                    f"{g(a, 'eval_tok_s')} {g(b, 'eval_tok_s')} {wps(a)} {wps(b)}\n")
+    out = os.path.join(OUT, "chart.png")
+    n = len(res["rows"])
+    gp = f"""
+set terminal pngcairo size {max(900, 110 * n + 200)},900 noenhanced font 'sans,10'
+set output '{out}'
+set xrange [-0.6:{n} - 0.4]
+set offsets 0, 0, graph 0.18, 0
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set grid ytics
+set key top right horizontal
+set xtics rotate by -25 nomirror
+set yrange [0:*]
+set multiplot layout 3,1 title "lmc vs PyTorch ({res['cpu']}, higher is better)"
+set ylabel 'training tokens/s'
+plot '{dat}' using 2:xtic(1) title 'lmc' lc rgb '#1f77b4', '' using 3 title 'PyTorch' lc rgb '#ff7f0e'
+set ylabel 'evaluation tokens/s'
+plot '{dat}' using 4:xtic(1) title 'lmc' lc rgb '#1f77b4', '' using 5 title 'PyTorch' lc rgb '#ff7f0e'
+set ylabel 'generated words/s'
+plot '{dat}' using 6:xtic(1) title 'lmc' lc rgb '#1f77b4', '' using 7 title 'PyTorch' lc rgb '#ff7f0e'
+unset multiplot
+"""
+    r = subprocess.run(["gnuplot"], input=gp, capture_output=True, text=True)
+    if r.returncode != 0:
+        note("gnuplot failed: " + r.stderr.strip())
+    else:
+        note(f"wrote {out}")
+
+
+# ------------------------------------------------------------------- main
+
+def main():
+    os.chdir(ROOT)
+    t_start = time.perf_counter()
+    for p in (LMC, "build/liblmcrt.a", "build/obj/runtime/main.o"):
+        if not os.path.exists(p):
+            die(f"{p} is missing: run make first")
+    if not os.path.exists("/usr/bin/time"):
+        die("/usr/bin/time is missing (apt-get install time)")
+    if sh([PY, "-c", "import torch"]).returncode != 0:
+        die(f"{PY} cannot import torch (make test-deps installs python3-torch)")
+    unknown = [m for m in MODELS if m not in [c[0] for c in CONFIGS]]
+    if unknown:
+        die(f"BENCH_MODELS: unknown {', '.join(unknown)} (known: {', '.join(c[0] for c in CONFIGS)})")
+    for d in ("gen", "run"):
+        os.makedirs(f"{B}/{d}", exist_ok=True)
+    notes = []
+    load = open("/proc/loadavg").read().split()[0]
+    if float(load) > 0.5:
+        note(f"load average is {load}: other work is running, figures will be noisy")
+
+    r = sh(["sh", "bench/mkdata.sh", DATA, f"{B}/data", str((EVAL_WINDOWS * 35 + 1) * 10), "700"])
+    if r.returncode != 0:
+        die(r.stderr.strip())
+    ntok_line = sh([LMC, "vocab", DATA]).stdout.split()
+    ntok = int(ntok_line[0])
+    vtoks = sum(len(line.split()) + 1 for line in open(f"{B}/data/valid.txt", encoding="utf8"))
+
+    # builds: lmc compile for every model, clang for those we run
+    builds, hypers = {}, {}
+    for cfg in CONFIGS:
+        name, graph = cfg[0], cfg[1]
+        if not os.path.exists(f"graphs/{graph}.lua"):
+            if name in MODELS:
+                notes.append(f"{name}: graphs/{graph}.lua does not exist yet; skipped")
+                note(notes[-1])
+            continue
+        run_it = name in MODELS
+        note(f"building {name}" + ("" if run_it else " (lmc compile only)"))
+        b = build(cfg, ntok, run_it)
+        builds[name] = b
+        if "error" in b:
+            note(f"{name}: {b['error']}")
+            if run_it:
+                notes.append(f"{name}: build failed; skipped ({b['error'][:200]})")
+            continue
+        if run_it:
+            h = hyper_of(b["exe"])
+            hypers[name] = h
+            b["formula_flops"] = flops_per_step(h["kind"], h)
+            if not b["stats_flops"]:
+                b["flops"], b["flops_source"] = b["formula_flops"], "formula"
+            note(f"  lmc compile {b['lmc_compile_s']:.3f} s, clang {b['clang_s']:.1f} s, "
+                 f"{b['flops'] / 1e9:.2f} GFLOP per step ({b['flops_source']})")
+
+    sg_exe = build_sgemm()
+    res = {"rows": [], "sgemm": {}, "builds": builds}
+    for threads in THREADS:
+        for name in [m for m in MODELS if m in hypers]:
+            h = hypers[name]
+            eval_tokens = (vtoks // h["eval_batch"] - 1) * h["eval_batch"]
+            dec_k = h["emsize"] if h["kind"] == "Transformer" else h["nhid"]
+            shape = (h["bptt"] * h["batch"], dec_k, h["ntoken"])
+            key = ",".join(map(str, shape + (threads,)))
+            if key not in res["sgemm"]:
+                note(f"sgemm {shape[0]}x{shape[1]}x{shape[2]} at {threads} thread(s)")
+                res["sgemm"][key] = sgemm(sg_exe, *shape, threads)
+            lr, tr = [], []
+            for rep in range(REPS):
+                order = ("lmc", "torch") if (rep + len(res["rows"])) % 2 == 0 else ("torch", "lmc")
+                for who in order:
+                    note(f"{name} threads {threads} run {rep + 1}/{REPS}: {who}")
+                    if who == "lmc":
+                        x = run_lmc(builds[name]["exe"], name, threads, rep, eval_tokens)
+                        lr.append(x)
+                    else:
+                        x = run_torch(h, name, threads, rep)
+                        tr.append(x)
+                    if "error" in x or "gen_error" in x:
+                        note(f"  {who}: {x.get('error') or x.get('gen_error')}")
+                    else:
+                        note(f"  {who}: {x['ms_batch']:.1f} ms/batch, eval {fmt(x.get('eval_tok_s'), 0)} tok/s, "
+                             f"gen {fmt(x.get('gen_ms_word'), 2)} ms/word, RSS {fmt(x.get('rss_train_mib'), 0)} MiB")
+            row = {"name": name, "threads": threads, "lmc_runs": lr, "torch_runs": tr}
+            tokens = h["bptt"] * h["batch"]
+            for who, runs in (("lmc", lr), ("torch", tr)):
+                m = merge(runs)
+                if m is None:
+                    row[who + "_error"] = runs[0].get("error", "failed") if runs else "not run"
+                    row[who] = None
+                    continue
+                m["train_tok_s"] = tokens / (m["ms_batch"] / 1000)
+                m["gflops"] = builds[name]["flops"] / (m["ms_batch"] / 1000) / 1e9
+                row[who] = m
+            res["rows"].append(row)
+    for key in res["sgemm"]:
+        m, k, n, t = map(int, key.split(","))
+        note(f"sgemm {m}x{k}x{n} at {t} thread(s), again")
+        again = sgemm(sg_exe, m, k, n, t)
+        res["sgemm"][key] = {p: max(v, again[p]) for p, v in res["sgemm"][key].items()}
+    for row in res["rows"]:
+        h = hypers[row["name"]]
+        dec_k = h["emsize"] if h["kind"] == "Transformer" else h["nhid"]
+        key = ",".join(map(str, (h["bptt"] * h["batch"], dec_k, h["ntoken"], row["threads"])))
+        for who in ("lmc", "torch"):
+            if row.get(who):
+                row[who]["pct_sgemm"] = 100 * row[who]["gflops"] / res["sgemm"][key]["total"]
+    cpu, cores = machine()
+    res["cpu"] = cpu
+    cmd = "make bench"
+    env_set = [f"{k}={os.environ[k]}" for k in ("BENCH_QUICK", "BENCH_MODELS", "BENCH_THREADS", "BENCH_BATCHES",
+                                                 "BENCH_EVAL", "BENCH_WORDS", "BENCH_REPS") if os.environ.get(k)]
+    if env_set:
+        cmd = " ".join(env_set) + " " + cmd
+    meta = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "command": cmd, "cpu": cpu, "cores": cores,
+            "load": load, "versions": versions(), "notes": notes, "eval_tokens": (vtoks // 10 - 1) * 10,
+            "wall_min": (time.perf_counter() - t_start) / 60}
+    report(res, meta)
+    note(f"wrote {os.path.join(OUT, 'README.md')} in {meta['wall_min']:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+#!/bin/sh
+# tune.sh: which optimization passes make MODEL's trainer fastest on this
+# machine (make tune MODEL=lstm [LMCFLAGS="-D nhid=650 -D emsize=650"]).
+#
+# The configurations come from `lmc passes` at run time, so a new pass is
+# tried without touching this file:
+#   -O0, -O1, -O2 (the default);
+#   -O2 --disable-pass=P   for every pass P that -O2 runs;
+#   -O1 --enable-pass=P    for every pass P that -O1 does not run;
+#   -O2 with every fuse-* pass disabled together, when there are several.
+# Each is compiled with lmc (timed) for the corpus vocabulary; a
+# configuration whose emitted C is byte-identical to an earlier one's shares
+# its trainer and timing.  Every distinct trainer is built with clang
+# (timed), all before any is run so that builds do not disturb timings, and
+# then runs
+#   train --epochs 1 --max-batches 2K+1 --log-interval K --threads N
+# on build/tune/data (the corpus with valid and test cut short, see
+# bench/mkdata.sh); the first log line (K+1 batches) is the warm-up, the
+# second gives ms/batch.  With TUNE_REPS > 1 the configurations run in turn
+# REPS times and each keeps its best.
+#
+# The table goes to stdout and build/tune/MODEL.txt; the fastest
+# configuration's flags go to build/tune/MODEL.flags, which `make trainer`
+# passes to lmc compile (before LMCFLAGS).  A configuration must beat -O2 by
+# more than TUNE_MARGIN percent to be chosen over it (timings on a shared
+# machine are noisy).
+#
+# Environment: MODEL (lstm), DATA (data/wikitext-2), LMCFLAGS, CC (clang),
+# TRAINER_CFLAGS (-O3), BLAS_CFLAGS, BLAS_LIBS, TUNE_BATCHES (K, 5),
+# TUNE_THREADS (1), TUNE_REPS (1), TUNE_MARGIN (2), TUNE_DIR (build/tune: where
+# MODEL.flags, MODEL.txt and the work folder MODEL/ go).
+model=${MODEL:-lstm}
+data=${DATA:-data/wikitext-2}
+lmcflags=${LMCFLAGS:-}
+cc=${CC:-clang}
+cflags=${TRAINER_CFLAGS:--O3}
+blas_cflags=${BLAS_CFLAGS-$(pkg-config --cflags openblas 2>/dev/null)}
+blas_libs=${BLAS_LIBS:-$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas)}
+k=${TUNE_BATCHES:-5}
+threads=${TUNE_THREADS:-1}
+reps=${TUNE_REPS:-1}
+margin=${TUNE_MARGIN:-2}
+top=${TUNE_DIR:-build/tune}
+lmc=build/lmc
+graph=graphs/$model.lua
+dir=$top/$model
+
+die() { echo "tune: error: $*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+
+[ -f "$graph" ] || die "$graph does not exist (MODEL=$model)"
+for f in "$lmc" build/liblmcrt.a build/obj/runtime/main.o; do
+  [ -f "$f" ] || die "$f is missing: run make first"
+done
+rm -rf "$dir"
+mkdir -p "$dir"
+LMC=$lmc sh bench/mkdata.sh "$data" "$top/data" 360 360 || exit 1
+ntok=$("$lmc" vocab "$data" | cut -f1) || exit 1
+export OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads"
+
+# ---- the configurations, one line of flags each
+"$lmc" passes >"$dir/passes" || die "lmc passes failed"
+{
+  echo "-O0"
+  echo "-O1"
+  echo "-O2"
+  awk '$1 != "pass" && NF >= 2 { print $1, $2 }' "$dir/passes" | while read -r name levels; do
+    case ",$levels," in *,-O2,*) echo "-O2 --disable-pass=$name" ;; esac
+    case ",$levels," in *,-O1,*) ;; *) echo "-O1 --enable-pass=$name" ;; esac
+  done
+  fuse=$(awk '$1 != "pass" && $1 ~ /^fuse-/ && $2 ~ /-O2/ { printf "%s%s", n++ ? "," : "", $1 } END { if (n < 2) printf "" }' \
+    "$dir/passes")
+  case $fuse in *,*) echo "-O2 --disable-pass=$fuse" ;; esac
+} | awk '!seen[$0]++' >"$dir/configs"
+n=$(wc -l <"$dir/configs")
+echo "tune: $model, $n configurations, $((2 * k + 1)) batches each (K=$k), $threads thread(s)${lmcflags:+, $lmcflags}"
+
+# ---- compile and build every configuration
+i=0
+while read -r flags; do
+  i=$((i + 1))
+  echo "$flags" >"$dir/c$i.flags"
+  t0=$(now)
+  # shellcheck disable=SC2086
+  if ! "$lmc" compile "$graph" -o "$dir/c$i.c" -D ntoken="$ntok" $flags $lmcflags 2>"$dir/c$i.err" </dev/null; then
+    echo "compile failed" >"$dir/c$i.status"
+    echo "tune: [$i/$n] $flags: lmc compile failed: $(head -n 1 "$dir/c$i.err")"
+    continue
+  fi
+  since "$t0" >"$dir/c$i.lmc_s"
+  j=1
+  while [ "$j" -lt "$i" ]; do
+    if [ -f "$dir/c$j.c" ] && cmp -s "$dir/c$j.c" "$dir/c$i.c"; then
+      echo "$j" >"$dir/c$i.same"
+      break
+    fi
+    j=$((j + 1))
+  done
+  if [ -f "$dir/c$i.same" ]; then
+    echo "tune: [$i/$n] $flags: same C as [$j] ($(cat "$dir/c$j.flags"))"
+    continue
+  fi
+  t0=$(now)
+  # shellcheck disable=SC2086
+  if ! $cc $cflags -std=c11 -Wall -Wextra -Werror $blas_cflags -Iruntime -o "$dir/t$i" "$dir/c$i.c" \
+      build/obj/runtime/main.o build/liblmcrt.a $blas_libs -lm 2>"$dir/c$i.err" </dev/null; then
+    echo "build failed" >"$dir/c$i.status"
+    echo "tune: [$i/$n] $flags: clang failed: $(head -n 1 "$dir/c$i.err")"
+    continue
+  fi
+  since "$t0" >"$dir/c$i.clang_s"
+  echo "tune: [$i/$n] $flags: lmc $(cat "$dir/c$i.lmc_s") s, clang $(cat "$dir/c$i.clang_s") s"
+done <"$dir/configs"
+
+# ---- time every distinct trainer, REPS rounds, each keeping its best
+r=1
+while [ "$r" -le "$reps" ]; do
+  i=1
+  while [ "$i" -le "$n" ]; do
+    if [ -x "$dir/t$i" ] && [ ! -f "$dir/c$i.status" ]; then
+      "$dir/t$i" train --data "$top/data" --epochs 1 --max-batches $((2 * k + 1)) --log-interval "$k" \
+        --threads "$threads" --save "$dir/ck.safetensors" >"$dir/c$i.log" 2>&1 </dev/null
+      ms=$(awk '/^\| epoch .*ms\/batch/ { n++; if (n > 1) { s = $0; sub(/.*ms\/batch */, "", s); sub(/ .*/, "", s); t += s; m++ } }
+                END { if (m) printf "%.2f", t / m }' "$dir/c$i.log")
+      if [ -z "$ms" ]; then
+        echo "run failed" >"$dir/c$i.status"
+        echo "tune: [$i/$n] $(cat "$dir/c$i.flags"): the run failed: $(tail -n 1 "$dir/c$i.log")"
+      else
+        best=$(cat "$dir/c$i.ms" 2>/dev/null)
+        if [ -z "$best" ] || awk -v a="$ms" -v b="$best" 'BEGIN { exit !(a < b) }'; then echo "$ms" >"$dir/c$i.ms"; fi
+        echo "tune: [$i/$n] $(cat "$dir/c$i.flags"): $ms ms/batch"
+      fi
+    fi
+    i=$((i + 1))
+  done
+  r=$((r + 1))
+done
+
+# ---- the table and the choice
+base=""
+i=1
+while [ "$i" -le "$n" ]; do
+  src=$i
+  [ -f "$dir/c$i.same" ] && src=$(cat "$dir/c$i.same")
+  [ "$(cat "$dir/c$i.flags")" = "-O2" ] && base=$(cat "$dir/c$src.ms" 2>/dev/null)
+  i=$((i + 1))
+done
+{
+  echo "make tune MODEL=$model${lmcflags:+ LMCFLAGS=\"$lmcflags\"}: $((2 * k + 1)) training batches (the last $k timed), $threads thread(s), $(date '+%Y-%m-%d %H:%M')"
+  printf '%-3s %-58s %8s %8s %10s %8s\n' "#" "flags" "lmc s" "clang s" "ms/batch" "vs -O2"
+  i=1
+  while [ "$i" -le "$n" ]; do
+    src=$i
+    [ -f "$dir/c$i.same" ] && src=$(cat "$dir/c$i.same")
+    flags=$(cat "$dir/c$i.flags")
+    lmc_s=$(cat "$dir/c$i.lmc_s" 2>/dev/null || echo -)
+    clang_s=$(cat "$dir/c$src.clang_s" 2>/dev/null || echo -)
+    [ "$src" != "$i" ] && clang_s="=[$src]"
+    ms=$(cat "$dir/c$src.ms" 2>/dev/null)
+    if [ -n "$ms" ]; then
+      rel=$(awk -v a="$ms" -v b="$base" 'BEGIN { if (b > 0) printf "%.3f", a / b; else printf "-" }')
+      printf '%-3s %-58s %8s %8s %10s %8s\n' "$i" "$flags" "$lmc_s" "$clang_s" "$ms" "$rel"
+    else
+      printf '%-3s %-58s %8s %8s %10s %8s\n' "$i" "$flags" "$lmc_s" "$clang_s" \
+        "$(cat "$dir/c$src.status" 2>/dev/null || echo failed)" "-"
+    fi
+    i=$((i + 1))
+  done
+} >"$dir/table"
+
+best=""
+bestms=""
+i=1
+while [ "$i" -le "$n" ]; do
+  src=$i
+  [ -f "$dir/c$i.same" ] && src=$(cat "$dir/c$i.same")
+  ms=$(cat "$dir/c$src.ms" 2>/dev/null)
+  if [ -n "$ms" ] && { [ -z "$bestms" ] || awk -v a="$ms" -v b="$bestms" 'BEGIN { exit !(a < b) }'; }; then
+    best=$i
+    bestms=$ms
+  fi
+  i=$((i + 1))
+done
+[ -n "$best" ] || { cat "$dir/table"; die "no configuration ran"; }
+flags=$(cat "$dir/c$best.flags")
+if [ -n "$base" ] && [ "$flags" != "-O2" ] &&
+  ! awk -v a="$bestms" -v b="$base" -v m="$margin" 'BEGIN { exit !(a < b * (1 - m / 100)) }'; then
+  why="[$best] $flags is within $margin% of -O2; keeping -O2"
+  flags="-O2"
+else
+  why="fastest: [$best] $flags"
+fi
+echo "$why" >>"$dir/table"
+tee "$top/$model.txt" <"$dir/table"
+echo "$flags" >"$top/$model.flags"
+echo "tune: wrote $top/$model.flags ($flags)"
+[ "$top" = build/tune ] && echo "tune: make trainer MODEL=$model now compiles with it"
+exit 0

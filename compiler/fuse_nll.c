@@ -1,0 +1,63 @@
+/*
+ * fuse_nll.c: fuse-nll, the backward of log_softmax + nll_loss in one pass.
+ *
+ * Autodiff differentiates nll_loss(log_softmax(x)) one op at a time:
+ * nll_loss_grad writes a (rows, ntoken) tensor that is -dloss/rows at each
+ * target and zero elsewhere (a memset of the whole tensor), and
+ * log_softmax_grad reads it twice and log_softmax's output once to write
+ * dx = dy - exp(logp) * sum(dy).  For a word-level model those tensors are
+ * the biggest of all (700 x 33278 floats, 93 MB, for the default LSTM), so
+ * the pair becomes one op,
+ *
+ *   nll_log_softmax_grad(dloss, logp, target):
+ *     dx = exp(logp) * s - (i == target ? s : 0),   s = dloss / rows
+ *
+ * which reads logp once and writes dx once.  It is the same arithmetic in
+ * the same order as the pair computes (sum(dy) is exactly -s), so dx is
+ * bit for bit the unfused build's.
+ *
+ * That still computes every exponential twice, once for log_softmax's sum
+ * and once here, 23 million expf calls each for the default LSTM, most of
+ * the time of both kernels.  When dloss is a constant (it is: the loss's
+ * own gradient, 1), the gradient needs nothing the backward computes, so
+ * log_softmax and it become one fused kernel that runs where log_softmax
+ * does (emit_c.c's k_log_softmax_nll): per row, the exponentials
+ * e = exp(x - max) are written into dx, summed (the same sum, so logp and
+ * the loss are bit for bit the unfused ones), and then
+ *   logp = x - lse,   dx = e * (s / sum) - (i == target ? s : 0)
+ * in one pass.  dx differs from exp(logp) * s by rounding only (a few
+ * units in the last place: one rounding of e * (s / sum) in double,
+ * against exp of a rounded logp).
+ */
+#include "lmc.h"
+
+void fuse_nll(Graph *g)
+{
+  Users u = users_make(g);
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || n->op != OP_LOG_SOFTMAX_GRAD)
+      continue;
+    int d = n->in[0];
+    Node *ng = &g->node[d];
+    if (ng->op != OP_NLL_LOSS_GRAD || ng->in[1] != n->in[1] || u.n[d] != 1 || u.out[d])
+      continue;
+    if (g->node[n->in[1]].op != OP_LOG_SOFTMAX || ng->loop != n->loop)
+      continue;
+    n->op = OP_NLL_LOG_SOFTMAX_GRAD;
+    n->nin = 3;
+    n->in[0] = ng->in[0];
+    n->in[1] = ng->in[1];
+    n->in[2] = ng->in[2];
+    kill_node(g, &u, d);
+    /* with a constant dloss (the loss's own gradient, 1) the gradient
+     * needs nothing the backward computes: one kernel writes it with the
+     * forward's log-probabilities, from the same exponentials */
+    Node *x = &g->node[n->in[1]];
+    if (g->node[n->in[0]].op == OP_CONST && !n->loop && !x->loop && !x->group) {
+      g->ngroup++;
+      x->group = n->group = g->ngroup;
+    }
+  }
+  users_free(&u);
+}

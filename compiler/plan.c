@@ -1,0 +1,262 @@
+/*
+ * plan.c: plan-memory, the static memory plan of one program.
+ *
+ * Every value that needs a buffer of its own (buffers_needed) gets an
+ * offset in one work arena, sized for T = max_seq.  Two buffers share
+ * bytes when their lifetimes do not overlap.  Lifetimes come from the
+ * schedule, forward and backward together, in node positions:
+ *   - a value is born where its kernel runs (a fused kernel runs at its
+ *     anchor, the last live member) and dies at its last use; a use by a
+ *     view (reshape, step, stack, final, a viewing slice) is a use of the
+ *     viewed buffer, so views alias their source for as long as they live;
+ *   - a loop body value lives across the whole loop (step t + 1 may read
+ *     step t through a carry), and after it for as long as a STACK of it
+ *     is read; a top-level value read inside a loop lives to the loop's end;
+ *   - outputs live to the end of run(): the runtime reads logp, the loss,
+ *     the gradients and the next state after it returns.
+ * The bounds are inclusive, so a kernel's output never shares bytes with
+ * one of its inputs.
+ *
+ * A body value that no STACK reads is needed for one step only (a carry
+ * reads the previous step's next value before this step overwrites it,
+ * and FINAL reads the last step's), so it is stored once instead of
+ * max_seq times: most of an evaluation program's loop values, and the
+ * backward loops' temporaries.
+ *
+ * One kernel writes in place: log_softmax fused with its nll gradient
+ * (fuse_nll.c) reads each logit before it writes its gradient, so when the
+ * logits die there the gradient takes their buffer (93 MB less for the
+ * default models).
+ *
+ * Placement is greedy by size (largest first, ties by node order), each
+ * buffer at the lowest offset free over its whole lifetime: deterministic,
+ * and within a few percent of the peak of simultaneously live bytes on
+ * these graphs (stats print both).  Without this pass every buffer has its
+ * own region (emit_c.c's bump allocation).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lmc.h"
+
+static size_t align16(size_t n)
+{
+  return (n + 15) & ~(size_t)15;
+}
+
+int *group_anchors(const Graph *g)
+{
+  int *a = xcalloc((size_t)g->ngroup + 1, sizeof(int));
+  for (int k = 0; k <= g->ngroup; k++)
+    a[k] = -1;
+  for (int i = 0; i < g->nnode; i++)
+    if (!g->node[i].dead && g->node[i].group)
+      a[g->node[i].group] = i;
+  /* log_softmax fused with its nll gradient runs where log_softmax is */
+  for (int i = 0; i < g->nnode; i++)
+    if (!g->node[i].dead && g->node[i].group && g->node[i].op == OP_LOG_SOFTMAX)
+      a[g->node[i].group] = i;
+  return a;
+}
+
+bool *buffers_needed(Graph *g)
+{
+  bool *need = xcalloc((size_t)g->nnode + 1, sizeof(bool));
+  Users u = users_make(g);
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || is_view(g, n) || n->op == OP_INPUT || n->op == OP_PARAM || n->op == OP_LITERAL)
+      continue;
+    bool stored = !n->group || u.out[i];
+    for (int k = 0; k < u.n[i] && !stored; k++)
+      stored = g->node[u.u[i][k]].group != n->group;
+    need[i] = stored;
+  }
+  users_free(&u);
+  return need;
+}
+
+size_t buffer_numel(const Graph *g, int i)
+{
+  const Node *n = &g->node[i];
+  size_t numel = (size_t)shape_numel(&n->shape, g->max_seq);
+  if (n->loop && !(g->plan && g->plan->one_step[i]))
+    numel *= (size_t)g->max_seq;
+  return numel;
+}
+
+/* The node whose buffer node i's value lives in (itself, or what a view
+ * reads), or -1 for none in the work arena. */
+static int root_of(const Graph *g, const bool *need, int i)
+{
+  for (;;) {
+    const Node *n = &g->node[i];
+    if (need[i])
+      return i;
+    if (n->op == OP_FINAL)
+      i = g->node[n->in[0]].in[1];
+    else if (is_view(g, n))
+      i = n->in[0];
+    else
+      return -1;
+  }
+}
+
+typedef struct {
+  int node;
+  size_t size;
+  int start, end;
+} Buffer;
+
+static int by_size(const void *a, const void *b)
+{
+  const Buffer *x = a, *y = b;
+  if (x->size != y->size)
+    return x->size < y->size ? 1 : -1;
+  return x->node - y->node;
+}
+
+void plan_memory(Graph *g)
+{
+  int nn = g->nnode;
+  bool *need = buffers_needed(g);
+  int *anchor = group_anchors(g);
+  int *first = xcalloc((size_t)g->nloop + 1, sizeof(int));
+  int *last = xcalloc((size_t)g->nloop + 1, sizeof(int));
+  for (int k = 0; k < g->nloop; k++)
+    first[k] = last[k] = -1;
+  for (int i = 0; i < nn; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || !n->loop)
+      continue;
+    if (first[n->loop] < 0)
+      first[n->loop] = i;
+    last[n->loop] = i;
+  }
+  /* where each node runs: a fused kernel at its anchor; a top-level leaf
+   * built inside a loop's run before the loop */
+  int *pos = xcalloc((size_t)nn + 1, sizeof(int));
+  int *inloop = xcalloc((size_t)nn + 1, sizeof(int));   /* loop whose run holds position i */
+  for (int k = 1; k < g->nloop; k++)
+    for (int i = first[k]; i >= 0 && i <= last[k]; i++)
+      inloop[i] = k;
+  for (int i = 0; i < nn; i++) {
+    Node *n = &g->node[i];
+    pos[i] = n->group && anchor[n->group] >= 0 ? anchor[n->group] : i;
+    if (!n->loop && inloop[i])
+      pos[i] = first[inloop[i]];
+  }
+
+  int *root = xcalloc((size_t)nn + 1, sizeof(int));
+  int *start = xcalloc((size_t)nn + 1, sizeof(int));
+  int *end = xcalloc((size_t)nn + 1, sizeof(int));
+  bool *stacked = xcalloc((size_t)nn + 1, sizeof(bool));
+  for (int i = 0; i < nn; i++) {
+    root[i] = g->node[i].dead ? -1 : root_of(g, need, i);
+    start[i] = end[i] = -1;
+  }
+  for (int i = 0; i < nn; i++) {
+    if (!need[i])
+      continue;
+    Node *n = &g->node[i];
+    start[i] = n->loop ? first[n->loop] : pos[i];
+    end[i] = n->loop ? last[n->loop] : pos[i];
+  }
+  for (int i = 0; i < nn; i++) {
+    Node *n = &g->node[i];
+    if (n->dead)
+      continue;
+    if (n->op == OP_STACK && root[i] >= 0)
+      stacked[root[i]] = true;
+    for (int k = 0; k < n->nin; k++) {
+      int r = root[n->in[k]];
+      if (r < 0)
+        continue;
+      int at = pos[i];
+      if (n->loop && !g->node[r].loop)
+        at = last[n->loop];   /* a capture: read at every step */
+      if (at > end[r])
+        end[r] = at;
+    }
+  }
+  for (int o = 0; o < g->nout; o++) {
+    int r = root[g->out[o].node];
+    if (r >= 0)
+      end[r] = nn;
+  }
+
+  /* log_softmax fused with its nll gradient writes the gradient over the
+   * logits when nothing reads them later (emit_c.c's k_log_softmax_nll):
+   * the two are one buffer */
+  int *same = xcalloc((size_t)nn + 1, sizeof(int));
+  for (int i = 0; i < nn; i++)
+    same[i] = -1;
+  for (int i = 0; i < nn; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || n->op != OP_NLL_LOG_SOFTMAX_GRAD || !n->group || !need[i])
+      continue;
+    int a = anchor[n->group];
+    int x = root[g->node[a].in[0]];
+    if (x < 0 || g->node[x].loop || end[x] != pos[a] || buffer_numel(g, x) != buffer_numel(g, i))
+      continue;
+    same[i] = x;
+    end[x] = end[i] > end[x] ? end[i] : end[x];
+  }
+
+  g->plan = arena_calloc(1, sizeof *g->plan);
+  Plan *p = g->plan;
+  p->off = arena_calloc((size_t)nn + 1, sizeof(size_t));
+  p->one_step = arena_calloc((size_t)nn + 1, sizeof(bool));
+  Buffer *buf = xcalloc((size_t)nn + 1, sizeof(Buffer));
+  int nbuf = 0;
+  for (int i = 0; i < nn; i++) {
+    p->off[i] = SIZE_MAX;
+    if (!need[i])
+      continue;
+    p->naive = align16(p->naive + buffer_numel(g, i));
+    p->one_step[i] = g->node[i].loop && !stacked[i];
+    if (same[i] < 0)
+      buf[nbuf++] = (Buffer){i, align16(buffer_numel(g, i)), start[i], end[i]};
+  }
+  qsort(buf, (size_t)nbuf, sizeof *buf, by_size);
+
+  /* first fit by address among the placed buffers that overlap in time */
+  size_t *lo = xcalloc((size_t)nbuf + 1, sizeof(size_t)), *hi = xcalloc((size_t)nbuf + 1, sizeof(size_t));
+  for (int b = 0; b < nbuf; b++) {
+    int nlive = 0;
+    for (int c = 0; c < b; c++)
+      if (buf[c].start <= buf[b].end && buf[b].start <= buf[c].end) {
+        lo[nlive] = p->off[buf[c].node];
+        hi[nlive++] = p->off[buf[c].node] + buf[c].size;
+      }
+    size_t at = 0;
+    for (bool moved = true; moved;) {
+      moved = false;
+      for (int c = 0; c < nlive; c++)
+        if (at < hi[c] && lo[c] < at + buf[b].size) {
+          at = hi[c];
+          moved = true;
+        }
+    }
+    p->off[buf[b].node] = at;
+    if (at + buf[b].size > p->numel)
+      p->numel = at + buf[b].size;
+  }
+  for (int i = 0; i < nn; i++)
+    if (same[i] >= 0)
+      p->off[i] = p->off[same[i]];
+  free(same);
+  free(lo);
+  free(hi);
+  free(buf);
+  free(need);
+  free(anchor);
+  free(first);
+  free(last);
+  free(pos);
+  free(inloop);
+  free(root);
+  free(start);
+  free(end);
+  free(stacked);
+}

@@ -1,0 +1,226 @@
+#!/bin/sh
+# The emitted trainer end to end, from the repository root: lmc compiles
+# graphs/lstm.lua, clang links it with the runtime, and the trainer's four
+# commands run on real and synthetic corpora.  check_train covers the
+# runtime against a hand-written model; this covers what only a compiled
+# graph can show.  Each check prints PASS or FAIL with the figure it
+# measured; the suite ends with "N passed, N failed" (about a minute).
+#
+#    1  lmc vocab data/wikitext-2 is 33278 words
+#    2  make trainer with DATA= and LMCFLAGS= builds a tiny LSTM
+#       (into a scratch copy of the build folder: build/lstm is untouched)
+#    3  the tiny LSTM overfits tests/data/overfit, a repeated sentence
+#    4  a trainer compiled for another vocabulary says how to recompile
+#    5  a truncated checkpoint is refused, and left as it was
+#    6  same seed and --threads: the same log, number for number
+#    7  train --dry-run of the default LSTM on data/wikitext-2, with its
+#       checkpoint save and reload
+#    8  eval --json on the dry-run checkpoint: one line, loss, ppl, tokens
+#    9  generate: the words asked for, 20 a line, same seed same text
+#
+# Environment: B (build folder, default build), LMC (default $B/lmc), SAN
+# (extra compiler flags for the trainers, e.g. the sanitizers of `make
+# sanitize`; the runtime in $B must have been built with them).
+cd "$(dirname "$0")/.." || exit 1
+B=${B:-build}
+LMC=${LMC:-$B/lmc}
+SAN=${SAN:-}
+TRAINER_CFLAGS="-O2"
+[ -n "$SAN" ] && TRAINER_CFLAGS="-O1 -g $SAN"
+LMC_LIBDIR=${LMC_LIBDIR:-$(pwd)/graphs/lib}
+OPENBLAS_NUM_THREADS=1
+export LMC_LIBDIR OPENBLAS_NUM_THREADS
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/suite_trainer.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+passed=0
+failed=0
+
+# result N WHAT FIGURE STATUS: STATUS 0 passes
+result() {
+  if [ "$4" -eq 0 ]; then
+    echo "PASS $1 $2: $3"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $1 $2: $3"
+    failed=$((failed + 1))
+  fi
+}
+
+# show FILE: a failed check's evidence, indented
+show() { sed 's/^/    /' "$1" | tail -n 20; }
+
+# field NAME FILE: the number after NAME in the last line of FILE holding it
+field() {
+  awk -v k="$1" 'i = index($0, k) { s = substr($0, i + length(k)); sub(/^ +/, "", s)
+    v = match(s, /^[0-9.e+-]+/) ? substr(s, 1, RLENGTH) : "" } END { print v }' "$2"
+}
+
+# lt A B: A < B as numbers (awk; an empty or non-numeric A is false)
+lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a ~ /^[0-9.e+-]+$/ && a + 0 < b + 0) }'; }
+
+sum() { sha256sum "$1" | cut -d' ' -f1; }
+
+# ---------------------------------------------------------------- 1 vocab
+n=$($LMC vocab data/wikitext-2 2>"$tmp/err" | cut -f1)
+[ "$n" = 33278 ]
+result 1 "lmc vocab data/wikitext-2" "${n:-no output} words (want 33278)" $?
+[ "$n" = 33278 ] || show "$tmp/err"
+
+# ------------------------------------------------ 2 make trainer DATA= LMCFLAGS=
+# A scratch build folder holding copies of the compiler and the runtime
+# (timestamps kept, and -o: make rebuilds none of them), so make writes
+# only $tb/gen/lstm.c and $tb/lstm.
+tb=$tmp/b
+mkdir -p "$tb/obj/runtime"
+cp -p "$LMC" "$tb/lmc" && cp -p "$B/liblmcrt.a" "$tb/" && cp -p "$B/obj/runtime/main.o" "$tb/obj/runtime/"
+tiny="-D emsize=32 -D nhid=32 -D nlayers=1 -D bptt=8 -D batch_size=4 -D eval_batch_size=2"
+make --no-print-directory -o "$tb/lmc" -o "$tb/liblmcrt.a" -o "$tb/obj/runtime/main.o" \
+  trainer B="$tb" MODEL=lstm DATA=tests/data/overfit LMCFLAGS="$tiny" TRAINER_CFLAGS="$TRAINER_CFLAGS" \
+  >"$tmp/make.log" 2>&1
+rc=$?
+T=$tb/lstm
+"$T" info >"$tmp/info" 2>&1
+grep -q "^vocabulary    9 words" "$tmp/info" && grep -q "^  emsize      32$" "$tmp/info" &&
+  grep -q "^  nlayers     1$" "$tmp/info" && grep -q "ntoken=9 .*-D emsize=32" "$tmp/make.log"
+ok=$?
+[ $rc -eq 0 ] && [ $ok -eq 0 ]
+result 2 "make trainer MODEL=lstm DATA=tests/data/overfit LMCFLAGS=..." \
+  "exit $rc; info: $(grep '^vocabulary' "$tmp/info"), emsize $(field '  emsize' "$tmp/info")" $?
+[ $rc -eq 0 ] && [ $ok -eq 0 ] || { show "$tmp/make.log"; show "$tmp/info"; }
+
+# ------------------------------------------------------------ 3 overfitting
+# "the quick brown fox jumps over the lazy dog" and <eos>, 160 times: 9
+# words, 10 tokens a line.  An untrained model is at ln 9 = 2.20 nats; the
+# best unigram model at 2.16; the best bigram model at 0.2 ln 2 = 0.139
+# (after "the" comes "quick" or "lazy").  Below 0.10 the LSTM must have
+# learnt the sentence, using its state.
+bound=0.10
+"$T" train --data tests/data/overfit --epochs 2 --dropout 0 --seed 1 --log-interval 10 \
+  --save "$tmp/tiny.safetensors" >"$tmp/train.log" 2>&1
+rc=$?
+first=$(grep '| epoch ' "$tmp/train.log" | head -n 1 | sed -E 's/.*\| loss +([0-9.]+).*/\1/')
+last=$(field '| loss' "$tmp/train.log")
+"$T" eval --checkpoint "$tmp/tiny.safetensors" --data tests/data/overfit --json >"$tmp/eval" 2>&1
+erc=$?
+test_loss=$(sed -nE 's/^\{"loss": ([0-9.e+-]+),.*/\1/p' "$tmp/eval")
+[ $rc -eq 0 ] && [ $erc -eq 0 ] && lt "$last" $bound && lt "$test_loss" $bound
+result 3 "tiny LSTM overfits tests/data/overfit" \
+  "train loss ${first:-?} -> ${last:-?}, test loss ${test_loss:-?} (bound $bound; untrained 2.20, bigram 0.139)" $?
+[ $rc -eq 0 ] && [ $erc -eq 0 ] && lt "$last" $bound && lt "$test_loss" $bound || { show "$tmp/train.log"; show "$tmp/eval"; }
+
+# ---------------------------------------------------- 4 another vocabulary
+"$T" train --data tests/data/tiny --epochs 1 --save "$tmp/other.safetensors" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+grep -q "has a vocabulary of 751 words, but this trainer was compiled for 9" "$tmp/err" &&
+  grep -q "make trainer MODEL=lstm DATA=tests/data/tiny" "$tmp/err" && grep -q -- "-D ntoken=751" "$tmp/err"
+ok=$?
+[ $rc -ne 0 ] && [ $ok -eq 0 ] && [ ! -e "$tmp/other.safetensors" ]
+result 4 "9-word trainer on tests/data/tiny (751 words)" "exit $rc, '$(grep -m1 -o 'make trainer[^)]*' "$tmp/err")'" $?
+[ $rc -ne 0 ] && [ $ok -eq 0 ] || show "$tmp/err"
+
+# ---------------------------------------------------- 5 truncated checkpoint
+# Cut inside the length, the JSON header and the last tensor; eval,
+# generate and train --resume (saving over it) each refuse it with a
+# message naming the file, exit 1, and leave it as it was.
+size=$(stat -c %s "$tmp/tiny.safetensors")
+bad=0
+msgs=0
+for cut in 4 100 $((size - 1)); do
+  ck=$tmp/cut$cut.safetensors
+  head -c "$cut" "$tmp/tiny.safetensors" >"$ck"
+  before=$(sum "$ck")
+  for cmd in "eval --checkpoint $ck --data tests/data/overfit" "generate --checkpoint $ck --words 5 --outf $tmp/gen" \
+             "train --data tests/data/overfit --epochs 1 --resume $ck --save $ck"; do
+    # shellcheck disable=SC2086
+    "$T" $cmd >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if [ $rc -eq 1 ] && grep -q "^$ck: error: .*\(truncated\|too short\|beyond the file size\)" "$tmp/err" &&
+       [ "$(sum "$ck")" = "$before" ]; then
+      msgs=$((msgs + 1))
+    else
+      bad=1
+      echo "  $cmd: exit $rc"; show "$tmp/err"
+    fi
+  done
+done
+[ $bad -eq 0 ]
+result 5 "truncated checkpoints refused, unmodified" \
+  "$msgs/9 refusals, e.g. '$(sed "s|$tmp/||" "$tmp/err" | head -n 1)'" $?
+
+# ------------------------------------------------------------ 6 determinism
+# Log lines without their timings (ms/batch, tok/s, time:), and the CSV's
+# losses, of two runs with one seed; a third seed must differ somewhere.
+run() {
+  "$T" train --data tests/data/overfit --epochs 2 --max-batches 12 --log-interval 1 --threads 2 --seed "$1" \
+    --save "$tmp/det.safetensors" --log-csv "$tmp/det$2.csv" >"$tmp/det$2.raw" 2>&1 || echo "exit $?" >>"$tmp/det.rc"
+  sed -E 's/ms\/batch +[0-9.]+ \|//; s/ \| tok\/s +[0-9.]+//; s/time: +[0-9.]+s//' "$tmp/det$2.raw" >"$tmp/det$2.log"
+  cut -d, -f1-5 "$tmp/det$2.csv" >>"$tmp/det$2.log"
+}
+run 7 a
+run 7 b
+run 8 c
+lines=$(grep -c '| epoch ' "$tmp/deta.log")
+cmp -s "$tmp/deta.log" "$tmp/detb.log" && ! cmp -s "$tmp/deta.log" "$tmp/detc.log" && [ "$lines" -ge 20 ] &&
+  [ ! -e "$tmp/det.rc" ]
+result 6 "same seed and --threads 2, same log" \
+  "$lines log lines and $(($(wc -l <"$tmp/deta.csv") - 1)) CSV rows identical; another seed differs" $?
+[ -e "$tmp/det.rc" ] && { cat "$tmp/det.rc"; show "$tmp/deta.raw"; }
+cmp -s "$tmp/deta.log" "$tmp/detb.log" || diff -u "$tmp/deta.log" "$tmp/detb.log" | head -n 20
+
+# ---------------------------------------------- 7 dry run of the default LSTM
+D=$tmp/default
+"$LMC" compile graphs/lstm.lua -D ntoken=33278 -o "$D.c" >"$tmp/out" 2>&1 &&
+  # shellcheck disable=SC2086
+  clang $TRAINER_CFLAGS -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags openblas 2>/dev/null) -Iruntime -o "$D" "$D.c" \
+    "$B/obj/runtime/main.o" "$B/liblmcrt.a" $(pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lm \
+    >>"$tmp/out" 2>&1
+rc=$?
+if [ $rc -eq 0 ]; then
+  start=$(date +%s)
+  "$D" train --data data/wikitext-2 --dry-run --save "$tmp/dry.safetensors" >"$tmp/dry.log" 2>&1
+  rc=$?
+  secs=$(($(date +%s) - start))
+fi
+grep -q "saved and reloaded" "$tmp/dry.log" 2>/dev/null && grep -q "| End of training | test loss" "$tmp/dry.log" &&
+  [ -s "$tmp/dry.safetensors" ]
+ok=$?
+[ $rc -eq 0 ] && [ $ok -eq 0 ]
+result 7 "train --dry-run, default LSTM on data/wikitext-2" \
+  "exit $rc in ${secs:-?}s, test loss $(field '| test loss' "$tmp/dry.log" 2>/dev/null), $(grep -o '([0-9]* parameters)' "$tmp/dry.log" 2>/dev/null)" $?
+[ $rc -eq 0 ] && [ $ok -eq 0 ] || { show "$tmp/out"; show "$tmp/dry.log"; }
+
+# ------------------------------------------------------------ 8 eval --json
+# The full test split takes minutes; a corpus with the same dictionary
+# (train.txt holds all three files, so first-seen order is unchanged) and
+# a 60-line test split takes seconds.
+mkdir "$tmp/wt"
+cat data/wikitext-2/train.txt data/wikitext-2/valid.txt data/wikitext-2/test.txt >"$tmp/wt/train.txt"
+head -n 60 data/wikitext-2/test.txt >"$tmp/wt/test.txt"
+head -n 60 data/wikitext-2/valid.txt >"$tmp/wt/valid.txt"
+ntok=$(awk '{ n += NF + 1 } END { print n }' "$tmp/wt/test.txt")
+want=$(((ntok / 10 - 1) * 10))   # batchify into 10 columns; the last row has no target
+"$D" eval --checkpoint "$tmp/dry.safetensors" --data "$tmp/wt" --json >"$tmp/json" 2>"$tmp/err"
+rc=$?
+line=$(cat "$tmp/json")
+echo "$line" | grep -Eq '^\{"loss": [0-9.e+-]+, "ppl": [0-9.e+-]+, "tokens": [0-9]+\}$' &&
+  [ "$(wc -l <"$tmp/json")" -eq 1 ] &&
+  echo "$line" | awk -v want="$want" -F'[:,}]' '{ l = $2; p = $4; t = $6
+    exit !(l > 9 && l < 11 && (p - exp(l)) ^ 2 < (1e-9 * p) ^ 2 && t == want) }'
+result 8 "eval --json on the dry-run checkpoint" "exit $rc, $line (want $want tokens, loss near ln 33278 = 10.41)" $?
+[ $rc -eq 0 ] || show "$tmp/err"
+
+# --------------------------------------------------------------- 9 generate
+gen() { "$D" generate --checkpoint "$tmp/dry.safetensors" --words "$1" --seed "$2" --outf "$3" 2>"$tmp/err"; }
+gen 45 11 "$tmp/g1" >/dev/null && gen 45 11 "$tmp/g2" >/dev/null && gen 45 12 "$tmp/g3" >/dev/null &&
+  gen 40 11 - >"$tmp/g4"
+rc=$?
+shape=$(awk '{ printf "%s%d", (NR > 1 ? "," : ""), NF }' "$tmp/g1" 2>/dev/null)
+words=$(wc -w <"$tmp/g1" 2>/dev/null)
+[ $rc -eq 0 ] && [ "$shape" = "20,20,5" ] && cmp -s "$tmp/g1" "$tmp/g2" && ! cmp -s "$tmp/g1" "$tmp/g3" &&
+  [ "$(wc -w <"$tmp/g4")" -eq 40 ] && [ "$(awk 'END { print NR }' "$tmp/g4")" -eq 2 ]
+result 9 "generate --words 45, seeds 11, 11, 12" \
+  "exit $rc, $words words in lines of $shape; same seed same text, another seed other text; --outf -: $(wc -w <"$tmp/g4") words" $?
+[ $rc -eq 0 ] || show "$tmp/err"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
