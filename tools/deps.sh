@@ -6,8 +6,8 @@
 set -e
 pkgs="clang lua5.4 liblua5.4-dev check libopenblas-dev pkg-config libomp-dev time"
 case "$1" in
-  test) pkgs="$pkgs python3-torch python3-numpy" ;;
-  sanitize) pkgs="$pkgs python3-torch python3-numpy libclang-rt-dev" ;;
+  test) pkgs="$pkgs python3-torch python3-numpy gnuplot-nox graphviz" ;;
+  sanitize) pkgs="$pkgs python3-torch python3-numpy gnuplot-nox graphviz libclang-rt-dev" ;;
 esac
 missing=""
 for p in $pkgs; do
