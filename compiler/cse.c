@@ -8,7 +8,10 @@
  * value for every use after the reverse loop, a `const 0` for every zero
  * gradient, the bias gradients of an LSTM layer (b_ih and b_hh get the
  * same sum over the same stack).  Dropout nodes merge only with the same
- * stream, so equal masks; inputs, parameters and carries never merge.
+ * stream, so equal masks; inputs, parameters and carries never merge, and
+ * neither do pads: fuse-elementwise stores a sum of pads window by window
+ * into the sum, which a pad shared by two sums (the GRU's gradients of
+ * x W_ih^T and h W_hh^T) would prevent, and a fused pad costs nothing.
  *
  * One pass in schedule order suffices: inputs are made canonical before a
  * node is looked up, so a merge makes its users identical in turn.  A
@@ -48,7 +51,7 @@ void cse(Graph *g)
     for (int k = 0; k < n->nin; k++)
       if (!(n->op == OP_CARRY && k == 1))
         n->in[k] = rep[n->in[k]];
-    if (n->op == OP_INPUT || n->op == OP_PARAM || n->op == OP_CARRY)
+    if (n->op == OP_INPUT || n->op == OP_PARAM || n->op == OP_CARRY || n->op == OP_PAD)
       continue;
     size_t h = (size_t)key(n) & (cap - 1);
     for (;; h = (h + 1) & (cap - 1)) {

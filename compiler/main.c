@@ -228,6 +228,9 @@ static int cmd_compile(int argc, char **argv)
   }
   if (!o.graph)
     usage_error("%s", "compile: no graph file");
+  if (o.dump_after && find_pass(o.dump_after) && !pass_on(&o, (int)(find_pass(o.dump_after) - passes)))
+    fprintf(stderr, "lmc: note: --dump-ir=after:%s: that pass does not run with these flags; nothing dumped\n",
+            o.dump_after);
 
   Hyper *hyper;
   int nhyper;

@@ -28,7 +28,7 @@
  *   - golden IR dumps after fold-constants and fuse-add-dropout
  *     (tests/golden/passes/NAME.ir; NAME.graph holds the graph's path,
  *     NAME.flags lmc's flags; UPDATE=1 rewrites them);
- *   - --emit=dot and --stats.
+ *   - --emit=dot and --stats, and that compiling twice gives the same bytes.
  */
 #include <glob.h>
 #include <stdarg.h>
@@ -752,6 +752,18 @@ START_TEST(dot_and_stats)
 }
 END_TEST
 
+/* The same graph and flags give the same bytes, passes and all. */
+START_TEST(deterministic)
+{
+  const char *graph = model(_i);
+  /* the same -o too: the file quotes the command line */
+  ck_assert_int_eq(sh("%s compile %s -o %s/det%d.c && mv %s/det%d.c %s/det%d.first && %s compile %s -o %s/det%d.c && "
+                      "cmp %s/det%d.first %s/det%d.c",
+                      lmc, graph, tmpdir, _i, tmpdir, _i, tmpdir, _i, lmc, graph, tmpdir, _i, tmpdir, _i, tmpdir, _i),
+                   0);
+}
+END_TEST
+
 static void setup(void)
 {
   static bool ready;
@@ -794,6 +806,7 @@ int main(void)
   tcase_add_test(tc, folded_table_equals_runtime);
   tcase_add_test(tc, golden_dumps);
   tcase_add_test(tc, dot_and_stats);
+  tcase_add_loop_test(tc, deterministic, 0, (int)models.gl_pathc);
   tcase_add_loop_test(tc, numerics_across_builds, 0, (int)models.gl_pathc);
   suite_add_tcase(s, tc);
   int rc = run_suite(s);
