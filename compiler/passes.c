@@ -19,7 +19,7 @@ const Pass passes[] = {
   {"fold-constants", "evaluate subgraphs of constants at compile time into static tables", 1, fold_constants},
   {"cse", "merge identical nodes (duplicate stacks, constants, sums)", 1, cse},
   {"fuse-add-dropout", "dropout(a + b) and a + dropout(b) as one kernel (forward and backward)", 1, fuse_add_dropout},
-  {"fuse-nll", "nll_loss_grad + log_softmax_grad as one pass: (exp(logp) - onehot) * dloss / N", 2, fuse_nll},
+  {"fuse-nll", "nll_loss's gradient through log_softmax in log_softmax's own pass: one exp per logit", 2, fuse_nll},
   {"fuse-matmul-bias", "matmul + bias as one gemm that adds onto the broadcast bias (beta = 1)", 2, fuse_matmul_bias},
   {"fuse-elementwise", "chains of elementwise ops (gate arithmetic, bias + activation) as one loop", 2, fuse_elementwise},
   {"dce", "delete nodes that no output depends on", 1, dce},

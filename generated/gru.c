@@ -410,37 +410,6 @@ static void train_k128_fused(real *y128, const real *x113, const real *x121, con
   }
 }
 
-/* n134 = mul(n128, n131)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k134_mul(real *y, const real *a, const real *b)
-{
-  for (long i0 = 0; i0 < 4000; i0++)
-    y[i0] = a[i0] * b[i0];
-}
-
-/* n136 = pad(n134) axis 1 at 400
- *   per step: (20, 600) <- (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k136_pad(real *y, const real *x)
-{
-  memset(y, 0, 12000 * sizeof *y);
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[400 + i0 * 600 + i1] = x[i0 * 200 + i1];
-}
-
-/* n138 = pad(n128) axis 1 at 400
- *   per step: (20, 600) <- (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k138_pad(real *y, const real *x)
-{
-  memset(y, 0, 12000 * sizeof *y);
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[400 + i0 * 600 + i1] = x[i0 * 200 + i1];
-}
-
 /* fused: 5 nodes in one loop over (20, 200) per step
  *   n119 = mul(n113, n118) (20, 200)
  *   n123 = mul(n113, n122) (20, 200)
@@ -460,65 +429,45 @@ static void train_k140_fused(real *y140, const real *x113, const real *x118, con
   }
 }
 
-/* n143 = pad(n140) axis 1 at 200
- *   per step: (20, 600) <- (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k143_pad(real *y, const real *x)
-{
-  memset(y, 0, 12000 * sizeof *y);
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[200 + i0 * 600 + i1] = x[i0 * 200 + i1];
-}
-
-/* fused: 2 nodes in one loop over (20, 200) per step
+/* fused: 8 nodes in one loop over (20, 200) per step
  *   n133 = mul(n128, n132) (20, 200)
- *   n148 = sigmoid_grad(n133, n131) (20, 200), stored
- *   graphs/gru.lua:18 */
-static void train_k148_fused(real *y148, const real *x128, const real *x132, const real *x131)
-{
-  for (long i0 = 0; i0 < 4000; i0++) {
-    real v0 = x128[i0] * x132[i0];   /* n133 mul */
-    real v1 = v0 * x131[i0] * (1 - x131[i0]);   /* n148 sigmoid_grad */
-    y148[i0] = v1;
-  }
-}
-
-/* n151 = pad(n148) axis 1 at 0
- *   per step: (20, 600) <- (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k151_pad(real *y, const real *x)
-{
-  memset(y, 0, 12000 * sizeof *y);
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 600 + i1] = x[i0 * 200 + i1];
-}
-
-/* fused: 2 nodes in one loop over (20, 600) per step
+ *   n134 = mul(n128, n131) (20, 200)
+ *   n136 = pad(n134) axis 1 at 400 (20, 600)
+ *   n143 = pad(n140) axis 1 at 200 (20, 600)
  *   n144 = add(n136, n143) (20, 600)
+ *   n148 = sigmoid_grad(n133, n131) (20, 200), stored
+ *   n151 = pad(n148) axis 1 at 0 (20, 600)
  *   n152 = add(n144, n151) (20, 600), stored
  *   graphs/gru.lua:18 */
-static void train_k152_fused(real *y152, const real *x136, const real *x143, const real *x151)
+static void train_k152_fused(real *y148, const real *x128, const real *x132, const real *x131, real *y152, const real *x140)
 {
-  for (long i0 = 0; i0 < 12000; i0++) {
-    real v0 = x136[i0] + x143[i0];   /* n144 add */
-    real v1 = v0 + x151[i0];   /* n152 add */
-    y152[i0] = v1;
-  }
+  for (long i0 = 0; i0 < 20; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      real v0 = x128[i0 * 200 + i1] * x132[i0 * 200 + i1];   /* n133 mul */
+      real v1 = v0 * x131[i0 * 200 + i1] * (1 - x131[i0 * 200 + i1]);   /* n148 sigmoid_grad */
+      y148[i0 * 200 + i1] = v1;
+      real v2 = x128[i0 * 200 + i1] * x131[i0 * 200 + i1];   /* n134 mul */
+      y152[400 + i0 * 600 + i1] = v2;   /* n136 pad at 400 */
+      y152[200 + i0 * 600 + i1] = x140[i0 * 200 + i1];   /* n143 pad at 200 */
+      y152[i0 * 600 + i1] = v1;   /* n151 pad at 0 */
+    }
 }
 
-/* fused: 2 nodes in one loop over (20, 600) per step
- *   n146 = add(n138, n143) (20, 600)
- *   n154 = add(n146, n151) (20, 600), stored
+/* fused: 5 nodes in one loop over (20, 200) per step
+ *   n138 = pad(n128) axis 1 at 400 (20, 600)
+ *   n145 = pad(n140) axis 1 at 200 (20, 600)
+ *   n146 = add(n138, n145) (20, 600)
+ *   n153 = pad(n148) axis 1 at 0 (20, 600)
+ *   n154 = add(n146, n153) (20, 600), stored
  *   graphs/gru.lua:18 */
-static void train_k154_fused(real *y154, const real *x138, const real *x143, const real *x151)
+static void train_k154_fused(real *y154, const real *x128, const real *x140, const real *x148)
 {
-  for (long i0 = 0; i0 < 12000; i0++) {
-    real v0 = x138[i0] + x143[i0];   /* n146 add */
-    real v1 = v0 + x151[i0];   /* n154 add */
-    y154[i0] = v1;
-  }
+  for (long i0 = 0; i0 < 20; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      y154[400 + i0 * 600 + i1] = x128[i0 * 200 + i1];   /* n138 pad at 400 */
+      y154[200 + i0 * 600 + i1] = x140[i0 * 200 + i1];   /* n145 pad at 200 */
+      y154[i0 * 600 + i1] = x148[i0 * 200 + i1];   /* n153 pad at 0 */
+    }
 }
 
 /* n156 = matmul(n152, n42)
@@ -623,37 +572,6 @@ static void train_k207_fused(real *y207, const real *x192, const real *x200, con
   }
 }
 
-/* n213 = mul(n207, n210)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k213_mul(real *y, const real *a, const real *b)
-{
-  for (long i0 = 0; i0 < 4000; i0++)
-    y[i0] = a[i0] * b[i0];
-}
-
-/* n215 = pad(n213) axis 1 at 400
- *   per step: (20, 600) <- (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k215_pad(real *y, const real *x)
-{
-  memset(y, 0, 12000 * sizeof *y);
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[400 + i0 * 600 + i1] = x[i0 * 200 + i1];
-}
-
-/* n217 = pad(n207) axis 1 at 400
- *   per step: (20, 600) <- (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k217_pad(real *y, const real *x)
-{
-  memset(y, 0, 12000 * sizeof *y);
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[400 + i0 * 600 + i1] = x[i0 * 200 + i1];
-}
-
 /* fused: 5 nodes in one loop over (20, 200) per step
  *   n198 = mul(n192, n197) (20, 200)
  *   n202 = mul(n192, n201) (20, 200)
@@ -673,65 +591,45 @@ static void train_k219_fused(real *y219, const real *x192, const real *x197, con
   }
 }
 
-/* n222 = pad(n219) axis 1 at 200
- *   per step: (20, 600) <- (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k222_pad(real *y, const real *x)
-{
-  memset(y, 0, 12000 * sizeof *y);
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[200 + i0 * 600 + i1] = x[i0 * 200 + i1];
-}
-
-/* fused: 2 nodes in one loop over (20, 200) per step
+/* fused: 8 nodes in one loop over (20, 200) per step
  *   n212 = mul(n207, n211) (20, 200)
- *   n227 = sigmoid_grad(n212, n210) (20, 200), stored
- *   graphs/gru.lua:18 */
-static void train_k227_fused(real *y227, const real *x207, const real *x211, const real *x210)
-{
-  for (long i0 = 0; i0 < 4000; i0++) {
-    real v0 = x207[i0] * x211[i0];   /* n212 mul */
-    real v1 = v0 * x210[i0] * (1 - x210[i0]);   /* n227 sigmoid_grad */
-    y227[i0] = v1;
-  }
-}
-
-/* n230 = pad(n227) axis 1 at 0
- *   per step: (20, 600) <- (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k230_pad(real *y, const real *x)
-{
-  memset(y, 0, 12000 * sizeof *y);
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 600 + i1] = x[i0 * 200 + i1];
-}
-
-/* fused: 2 nodes in one loop over (20, 600) per step
+ *   n213 = mul(n207, n210) (20, 200)
+ *   n215 = pad(n213) axis 1 at 400 (20, 600)
+ *   n222 = pad(n219) axis 1 at 200 (20, 600)
  *   n223 = add(n215, n222) (20, 600)
+ *   n227 = sigmoid_grad(n212, n210) (20, 200), stored
+ *   n230 = pad(n227) axis 1 at 0 (20, 600)
  *   n231 = add(n223, n230) (20, 600), stored
  *   graphs/gru.lua:18 */
-static void train_k231_fused(real *y231, const real *x215, const real *x222, const real *x230)
+static void train_k231_fused(real *y227, const real *x207, const real *x211, const real *x210, real *y231, const real *x219)
 {
-  for (long i0 = 0; i0 < 12000; i0++) {
-    real v0 = x215[i0] + x222[i0];   /* n223 add */
-    real v1 = v0 + x230[i0];   /* n231 add */
-    y231[i0] = v1;
-  }
+  for (long i0 = 0; i0 < 20; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      real v0 = x207[i0 * 200 + i1] * x211[i0 * 200 + i1];   /* n212 mul */
+      real v1 = v0 * x210[i0 * 200 + i1] * (1 - x210[i0 * 200 + i1]);   /* n227 sigmoid_grad */
+      y227[i0 * 200 + i1] = v1;
+      real v2 = x207[i0 * 200 + i1] * x210[i0 * 200 + i1];   /* n213 mul */
+      y231[400 + i0 * 600 + i1] = v2;   /* n215 pad at 400 */
+      y231[200 + i0 * 600 + i1] = x219[i0 * 200 + i1];   /* n222 pad at 200 */
+      y231[i0 * 600 + i1] = v1;   /* n230 pad at 0 */
+    }
 }
 
-/* fused: 2 nodes in one loop over (20, 600) per step
- *   n225 = add(n217, n222) (20, 600)
- *   n233 = add(n225, n230) (20, 600), stored
+/* fused: 5 nodes in one loop over (20, 200) per step
+ *   n217 = pad(n207) axis 1 at 400 (20, 600)
+ *   n224 = pad(n219) axis 1 at 200 (20, 600)
+ *   n225 = add(n217, n224) (20, 600)
+ *   n232 = pad(n227) axis 1 at 0 (20, 600)
+ *   n233 = add(n225, n232) (20, 600), stored
  *   graphs/gru.lua:18 */
-static void train_k233_fused(real *y233, const real *x217, const real *x222, const real *x230)
+static void train_k233_fused(real *y233, const real *x207, const real *x219, const real *x227)
 {
-  for (long i0 = 0; i0 < 12000; i0++) {
-    real v0 = x217[i0] + x222[i0];   /* n225 add */
-    real v1 = v0 + x230[i0];   /* n233 add */
-    y233[i0] = v1;
-  }
+  for (long i0 = 0; i0 < 20; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      y233[400 + i0 * 600 + i1] = x207[i0 * 200 + i1];   /* n217 pad at 400 */
+      y233[200 + i0 * 600 + i1] = x219[i0 * 200 + i1];   /* n224 pad at 200 */
+      y233[i0 * 600 + i1] = x227[i0 * 200 + i1];   /* n232 pad at 0 */
+    }
 }
 
 /* n235 = matmul(n231, n9)
@@ -863,22 +761,16 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k85_matmul(w + 55344816, w, c->param + 7138000, T);
   train_k86_matmul(w + 46589216, w, w + 55204816, T);
   train_k90_const(w);
-  train_k91_broadcast(w + 1028000, w);
+  train_k91_broadcast(w + 980000, w);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
-    train_k111_carry(w + 888000, t == T - 1 ? w + 1028000 : w + 916000);
-    train_k113_add_dropout(w + 892000, w + 888000, w + 55344816 + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000);
-    train_k128_fused(w + 896000, w + 892000, w + 55064816 + t * 4000, w + 54924816 + t * 4000);
-    train_k134_mul(w + 900000, w + 896000, w + 54504816 + t * 4000);
-    train_k136_pad(w + 840000, w + 900000);
-    train_k138_pad(w + 852000, w + 896000);
-    train_k140_fused(w + 904000, w + 892000, w + 54364816 + t * 4000, w + 54924816 + t * 4000, w + 54644816 + t * 4000);
-    train_k143_pad(w + 864000, w + 904000);
-    train_k148_fused(w + 908000, w + 896000, w + 54784816 + t * 4000, w + 54504816 + t * 4000);
-    train_k151_pad(w + 876000, w + 908000);
-    train_k152_fused(w + t * 12000, w + 840000, w + 864000, w + 876000);
-    train_k154_fused(w + 420000 + t * 12000, w + 852000, w + 864000, w + 876000);
-    train_k156_matmul(w + 912000, w + t * 12000, c->param + 7016800);
-    train_k157_fused(w + 916000, w + 892000, w + 54644816 + t * 4000, w + 912000);
+    train_k111_carry(w + 840000, t == T - 1 ? w + 980000 : w + 864000);
+    train_k113_add_dropout(w + 844000, w + 840000, w + 55344816 + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000);
+    train_k128_fused(w + 848000, w + 844000, w + 55064816 + t * 4000, w + 54924816 + t * 4000);
+    train_k140_fused(w + 852000, w + 844000, w + 54364816 + t * 4000, w + 54924816 + t * 4000, w + 54644816 + t * 4000);
+    train_k152_fused(w + 856000, w + 848000, w + 54784816 + t * 4000, w + 54504816 + t * 4000, w + t * 12000, w + 852000);
+    train_k154_fused(w + 420000 + t * 12000, w + 848000, w + 852000, w + 856000);
+    train_k156_matmul(w + 860000, w + t * 12000, c->param + 7016800);
+    train_k157_fused(w + 864000, w + 844000, w + 54644816 + t * 4000, w + 860000);
   }
   train_k160_sum(w + 7275600, w, T);
   train_k162_matmul(w + 6795600, w, w + 54364816, T);
@@ -886,20 +778,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k164_matmul(w + 840000, w + 420000, c->param + 6896800, T);
   train_k165_matmul(w + 6915600, w + 420000, w + 54224816, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
-    train_k190_carry(w + 1032000, t == T - 1 ? w + 1028000 : w + 1060000);
-    train_k192_add_dropout(w + 1036000, w + 1032000, w + 840000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000);
-    train_k207_fused(w + 1040000, w + 1036000, w + 54084816 + t * 4000, w + 53944816 + t * 4000);
-    train_k213_mul(w + 1044000, w + 1040000, w + 53524816 + t * 4000);
-    train_k215_pad(w + 980000, w + 1044000);
-    train_k217_pad(w + 992000, w + 1040000);
-    train_k219_fused(w + 1048000, w + 1036000, w + 53384816 + t * 4000, w + 53944816 + t * 4000, w + 53664816 + t * 4000);
-    train_k222_pad(w + 1004000, w + 1048000);
-    train_k227_fused(w + 1052000, w + 1040000, w + 53804816 + t * 4000, w + 53524816 + t * 4000);
-    train_k230_pad(w + 1016000, w + 1052000);
-    train_k231_fused(w + t * 12000, w + 980000, w + 1004000, w + 1016000);
-    train_k233_fused(w + 420000 + t * 12000, w + 992000, w + 1004000, w + 1016000);
-    train_k235_matmul(w + 1056000, w + t * 12000, c->param + 6775600);
-    train_k236_fused(w + 1060000, w + 1036000, w + 53664816 + t * 4000, w + 1056000);
+    train_k190_carry(w + 984000, t == T - 1 ? w + 980000 : w + 1008000);
+    train_k192_add_dropout(w + 988000, w + 984000, w + 840000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000);
+    train_k207_fused(w + 992000, w + 988000, w + 54084816 + t * 4000, w + 53944816 + t * 4000);
+    train_k219_fused(w + 996000, w + 988000, w + 53384816 + t * 4000, w + 53944816 + t * 4000, w + 53664816 + t * 4000);
+    train_k231_fused(w + 1000000, w + 992000, w + 53804816 + t * 4000, w + 53524816 + t * 4000, w + t * 12000, w + 996000);
+    train_k233_fused(w + 420000 + t * 12000, w + 992000, w + 996000, w + 1000000);
+    train_k235_matmul(w + 1004000, w + t * 12000, c->param + 6775600);
+    train_k236_fused(w + 1008000, w + 988000, w + 53664816 + t * 4000, w + 1004000);
   }
   train_k239_sum(w + 7276816, w, T);
   train_k241_matmul(w + 7035600, w, w + 53384816, T);
