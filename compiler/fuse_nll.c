@@ -28,6 +28,14 @@
  * in one pass.  dx differs from exp(logp) * s by rounding only (a few
  * units in the last place: one rounding of e * (s / sum) in double,
  * against exp of a rounded logp).
+ *
+ * nll_loss of log_softmax joins the same kernel (and makes one of its own
+ * with log_softmax in the programs without a backward): it reads one
+ * log-probability per row, x[target] - lse, which the kernel has at hand,
+ * so when nothing else reads the log-probabilities they are never stored
+ * (700 x 33278 floats written and read again for 700 of them) and the
+ * exponentials go straight into dx.  The loss is the same sum in the same
+ * order over the same rounded values, bit for bit the unfused one.
  */
 #include "lmc.h"
 
@@ -58,6 +66,19 @@ void fuse_nll(Graph *g)
       g->ngroup++;
       x->group = n->group = g->ngroup;
     }
+  }
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || n->op != OP_NLL_LOSS || n->loop || n->group)
+      continue;
+    Node *x = &g->node[n->in[0]];
+    if (x->op != OP_LOG_SOFTMAX || x->loop)
+      continue;
+    if (!x->group) {
+      g->ngroup++;
+      x->group = g->ngroup;
+    }
+    n->group = x->group;
   }
   users_free(&u);
 }

@@ -605,6 +605,16 @@ void ir_output(Graph *g, const char *name, int node)
   g->out[g->nout++] = (Output){name, node};
 }
 
+/* Drops output name, if there is one; what only it read dies in dce. */
+void ir_drop_output(Graph *g, const char *name)
+{
+  int k = 0;
+  for (int i = 0; i < g->nout; i++)
+    if (strcmp(g->out[i].name, name))
+      g->out[k++] = g->out[i];
+  g->nout = k;
+}
+
 int ir_find_output(Graph *g, const char *name)
 {
   for (int i = 0; i < g->nout; i++)

@@ -219,6 +219,8 @@ typedef struct {
  * lives in the work arena. */
 typedef struct {
   size_t *off;            /* per node: offset in c->work, or SIZE_MAX for none */
+  int *grad_out;          /* per node: the "grad:" output whose c->grad slot
+                             it is computed in (outside the arena), or -1 */
   bool *one_step;         /* per body node: stored for the current step only */
   size_t numel;           /* the arena: the peak of the plan */
   size_t naive;           /* every buffer its own region, for comparison */
@@ -259,6 +261,7 @@ int ir_input(Graph *g, const char *name, DType dt, Shape s, bool state);
 int ir_param(Graph *g, const char *name, Shape s, Init init, double init_a);
 void ir_output(Graph *g, const char *name, int node);
 int ir_find_output(Graph *g, const char *name);   /* node, or -1 */
+void ir_drop_output(Graph *g, const char *name);
 int ir_find_param(Graph *g, const char *name);    /* node, or -1 */
 
 /* Loops: begin, build STEP / CARRY nodes and the body, set each carry's

@@ -236,6 +236,8 @@ static int cmd_compile(int argc, char **argv)
   int nhyper;
   Program p = {.source = o.graph, .flags = join_args(argc, argv)};
   p.train = load(&o, 0, true, &p.hyper, &p.nhyper);
+  if (!strcmp(o.emit, "c"))
+    ir_drop_output(p.train, "logp");   /* only generation reads it */
   optimize(p.train, &o, true);
   if (strcmp(o.emit, "c") && !o.stats) {
     char *tmp;
@@ -249,6 +251,7 @@ static int cmd_compile(int argc, char **argv)
     return 0;
   }
   p.eval = load(&o, -1, false, &hyper, &nhyper);
+  ir_drop_output(p.eval, "logp");
   optimize(p.eval, &o, false);
   p.gen = load(&o, 1, false, &hyper, &nhyper);
   optimize(p.gen, &o, false);

@@ -203,8 +203,24 @@ void plan_memory(Graph *g)
     end[x] = end[i] > end[x] ? end[i] : end[x];
   }
 
+  /* a gradient output is computed where the runtime wants it, in c->grad,
+   * not in the arena and copied there: a whole-tensor value of its own
+   * (not a view, not per step, not sharing bytes), the first output of it */
   g->plan = arena_calloc(1, sizeof *g->plan);
   Plan *p = g->plan;
+  p->grad_out = arena_calloc((size_t)nn + 1, sizeof(int));
+  for (int i = 0; i < nn; i++)
+    p->grad_out[i] = -1;
+  for (int o = 0; o < g->nout; o++) {
+    int r = g->out[o].node;
+    if (strncmp(g->out[o].name, "grad:", 5) || !need[r] || g->node[r].loop || p->grad_out[r] >= 0)
+      continue;
+    bool shared = same[r] >= 0;
+    for (int i = 0; i < nn && !shared; i++)
+      shared = same[i] == r;
+    if (!shared)
+      p->grad_out[r] = o;
+  }
   p->off = arena_calloc((size_t)nn + 1, sizeof(size_t));
   p->one_step = arena_calloc((size_t)nn + 1, sizeof(bool));
   Buffer *buf = xcalloc((size_t)nn + 1, sizeof(Buffer));
@@ -215,7 +231,7 @@ void plan_memory(Graph *g)
       continue;
     p->naive = align16(p->naive + buffer_numel(g, i));
     p->one_step[i] = g->node[i].loop && !stacked[i];
-    if (same[i] < 0)
+    if (same[i] < 0 && p->grad_out[i] < 0)
       buf[nbuf++] = (Buffer){i, align16(buffer_numel(g, i)), start[i], end[i]};
   }
   qsort(buf, (size_t)nbuf, sizeof *buf, by_size);

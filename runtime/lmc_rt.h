@@ -18,6 +18,7 @@
 #ifndef LMC_RT_H
 #define LMC_RT_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,9 +61,11 @@ typedef struct {
    * With targets (T, B): returns the mean NLL per token and, when
    * has_backward, writes the gradient of that mean into c->grad.  Reads the
    * hidden state from c->state and leaves the new one there (detached).
-   * Leaves the log-probabilities, (T, B, ntoken), at c->work + logp_offset
+   * When has_logp (lmc compile keeps them for the generation program only),
+   * leaves the log-probabilities, (T, B, ntoken), at c->work + logp_offset
    * (step t of column b at ((t * B) + b) * ntoken). */
   double (*run)(struct LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T);
+  int has_logp;
   size_t logp_offset;
 } LmcProgram;
 
@@ -128,6 +131,125 @@ static inline uint64_t lmc_dropout_key(uint64_t seed, uint64_t step, uint64_t st
 static inline int lmc_keep(uint64_t key, uint64_t idx, double p)
 {
   return (double)(lmc_mix64(key ^ lmc_mix64(idx)) >> 11) * 0x1p-53 >= p;
+}
+
+/* exp for float, branch-free so that loops calling it vectorise (four or
+ * eight lanes where libm's expf is one call per element): round x / ln 2
+ * to n, r = x - n ln 2 in two parts (Cody-Waite), exp(r) by the Cephes
+ * degree-6 polynomial, times 2^n built in the exponent bits.  Within 4.2
+ * ulp of libm's expf over [-87.3, 88.7] (tests/check_math.c); 0 below
+ * ln(FLT_MIN) where expf returns subnormals, inf above ln(FLT_MAX), NaN
+ * for NaN.  Used by the softmax kernels and sigmoid; fold-constants and the
+ * exp op keep libm's, so a folded table matches the run-time one. */
+static inline float lmc_expf(float x)
+{
+  union { float f; uint32_t u; } s;
+  float xc = x < -87.33654f ? -87.33654f : x;
+  xc = xc > 88.72283f ? 88.72283f : xc;
+  xc = xc == xc ? xc : 0.0f;
+  float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* 1.5 * 2^23 rounds */
+  n = n > 127.0f ? 127.0f : n;
+  float r = xc - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float z = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * z + r + 1.0f;
+  s.u = (uint32_t)((int32_t)n + 127) << 23;
+  float y = p * s.f;
+  y = x < -87.33654f ? 0.0f : y;
+  y = x > 88.72283f ? INFINITY : y;
+  return x == x ? y : x;
+}
+
+/* Row kernels of the softmax family, written so that clang and gcc
+ * vectorise them at -O3 without -ffast-math: the exponentials in a loop of
+ * their own (in place, or between buffers that do not overlap; kept out of
+ * line, because inlined into a caller's row loop the compiler no longer
+ * proves that loop safe), max and sum over eight lanes.  A sum adds lane
+ * i % 8 for i below n rounded down to 8, the rest into lane 0 in order,
+ * and the lanes pairwise, so the three exp_sum variants return the same
+ * bits for the same row. */
+#if defined(__GNUC__) || defined(__clang__)
+#define LMC_NOINLINE __attribute__((noinline))
+#else
+#define LMC_NOINLINE
+#endif
+
+static inline real lmc_exp_real(real x)
+{
+  return sizeof(real) == sizeof(float) ? (real)lmc_expf((float)x) : (real)exp((double)x);
+}
+
+static inline real lmc_row_max(const real *x, long n)
+{
+  real m[8];
+  for (int j = 0; j < 8; j++)
+    m[j] = x[0];
+  long i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++)
+      m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+  for (; i < n; i++)
+    m[0] = x[i] > m[0] ? x[i] : m[0];
+  for (int j = 1; j < 8; j++)
+    m[0] = m[j] > m[0] ? m[j] : m[0];
+  return m[0];
+}
+
+static inline void lmc_lanes_add(double s[8], const real *x, long from, long to)
+{
+  for (long i = from; i < to; i += 8)
+    for (int j = 0; j < 8; j++)
+      s[j] += x[i + j];
+}
+
+static inline double lmc_lanes_total(double s[8], const real *x, long from, long n)
+{
+  for (long i = from; i < n; i++)
+    s[0] += x[i];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* x[i] = exp(x[i] - max); returns the sum of the new x. */
+static inline LMC_NOINLINE double lmc_exp_sum_inplace(real *x, long n, real max)
+{
+  for (long i = 0; i < n; i++)
+    x[i] = lmc_exp_real(x[i] - max);
+  double s[8] = { 0 };
+  lmc_lanes_add(s, x, 0, n & ~7L);
+  return lmc_lanes_total(s, x, n & ~7L, n);
+}
+
+/* y[i] = exp(x[i] - max), y and x apart; returns the sum of y. */
+static inline LMC_NOINLINE double lmc_exp_sum_to(real *restrict y, const real *restrict x, long n, real max)
+{
+  for (long i = 0; i < n; i++)
+    y[i] = lmc_exp_real(x[i] - max);
+  double s[8] = { 0 };
+  lmc_lanes_add(s, y, 0, n & ~7L);
+  return lmc_lanes_total(s, y, n & ~7L, n);
+}
+
+/* The sum of exp(x[i] - max), stored nowhere (through a stack chunk). */
+static inline LMC_NOINLINE double lmc_exp_sum(const real *x, long n, real max)
+{
+  real buf[512];
+  double s[8] = { 0 };
+  long n8 = n & ~7L;
+  for (long i = 0; i < n8; i += 512) {
+    long k = n8 - i < 512 ? n8 - i : 512;
+    for (long j = 0; j < k; j++)
+      buf[j] = lmc_exp_real(x[i + j] - max);
+    lmc_lanes_add(s, buf, 0, k);
+  }
+  for (long i = n8; i < n; i++)
+    s[0] += lmc_exp_real(x[i] - max);
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
 #endif

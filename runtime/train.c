@@ -136,6 +136,7 @@ static int check_model(const LmcModel *m)
   else if (m->train.max_seq < m->bptt || m->eval.max_seq < m->bptt) why = "a program's max_seq is below bptt";
   else if (!m->train.has_backward) why = "the train program has no backward";
   else if (m->gen.batch != 1 || m->gen.max_seq < 1) why = "the gen program must have batch 1";
+  else if (!m->gen.has_logp) why = "the gen program keeps no log-probabilities";
   else if (m->train.batch < 1 || m->eval.batch < 1) why = "a program has no batch";
   for (int i = 0; !why && i < m->nparam; i++) {
     const LmcTensorDesc *d = &m->param[i];

@@ -127,7 +127,7 @@ int main(int argc, char **argv)
   if (p->has_backward)
     for (int i = 0; i < m->nparam; i++)
       print("grad", m->param[i].name, c.grad + m->param[i].offset, m->param[i].numel);
-  if (nlogp)
+  if (nlogp && p->has_logp)
     print("logp", "-", c.work + p->logp_offset, nlogp);
   free(c.param);
   free(c.grad);

@@ -1,5 +1,6 @@
 -- tests/passes/pe_table.lua: the positional encoding table alone, rows
--- [0, T) broadcast over the batch as "logp", so that a driver prints what
+-- [0, T) broadcast over the batch as "logp" (which lmc compile keeps in the
+-- generation program), so that a driver prints what
 -- an -O0 build computes at run time and tests/check_passes.c can compare
 -- it with the table an -O2 build folds.
 local nn = require "nn"
