@@ -13,8 +13,13 @@ BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null)
 SAN      ?=
-# TRAINER_CFLAGS: how emitted trainers are compiled (add -march=native to opt in)
-TRAINER_CFLAGS ?= -O3
+# TRAINER_CFLAGS: how emitted trainers are compiled.  OpenMP (the kernels'
+# row loops on --threads threads) when the compiler has it; NATIVE=1 adds
+# -march=native (AVX2/FMA where the CPU has them; the binary then runs on
+# this CPU only), off by default so that trainers stay portable.
+OMP_CFLAGS := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
+NATIVE   ?=
+TRAINER_CFLAGS ?= -O3 $(OMP_CFLAGS) $(if $(filter 1,$(NATIVE)),-march=native)
 
 MODEL   ?= lstm
 DATA    ?= data/wikitext-2

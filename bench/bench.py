@@ -285,16 +285,10 @@ def parse_train(lines, eval_tokens, who):
     if len(ms) < 2:
         return {"error": "no timed interval in the log:\n" + "\n".join(lines[-8:])}
     r = {"ms_batch": statistics.mean(ms[1:])}
-    if who == "torch":
+    if who == "torch":   # lmc's comes from its own eval run (run_lmc)
         for m in map(EVAL.match, lines):
             if m:
                 r["eval_tok_s"] = int(m.group(2)) / float(m.group(3))
-    else:
-        for m in map(EPOCH.match, lines):
-            if m:
-                ev = float(m.group(1)) - sum(ms) * K / 1000
-                r["eval_s"] = ev
-                r["eval_tok_s"] = eval_tokens / ev if ev > 0 else None
     return r
 
 
@@ -316,7 +310,16 @@ def run_lmc(exe, name, threads, rep, eval_tokens):
         return {"error": f"train exited {rc}: " + " | ".join(lines[-4:])}
     r = parse_train(lines, eval_tokens, "lmc")
     r["rss_train_mib"] = rss
-    cmd = [exe, "generate", "--checkpoint", ck, "--words", str(WORDS), "--outf", os.devnull]
+    # evaluation on its own: the same valid windows, timed by the trainer
+    # around its evaluation loop ("seconds" of eval --json)
+    cmd = [exe, "eval", "--checkpoint", ck, "--data", f"{B}/data", "--split", "valid", "--threads", str(threads),
+           "--json"]
+    rc, lines, _, _ = timed(cmd, threads, tag + "-eval")
+    m = re.search(r'"tokens": (\d+), "seconds": ([0-9.eE+-]+)', "\n".join(lines))
+    if rc == 0 and m and float(m.group(2)) > 0:
+        r["eval_tok_s"] = int(m.group(1)) / float(m.group(2))
+    cmd = [exe, "generate", "--checkpoint", ck, "--words", str(WORDS), "--outf", os.devnull, "--threads",
+           str(threads)]
     rc, lines, rss, seen = timed(cmd, threads, tag + "-gen", GEN)
     if rc != 0:
         r["gen_error"] = f"generate exited {rc}: " + " | ".join(lines[-4:])
@@ -468,9 +471,6 @@ def report(res, meta):
         w("| | | lmc / PyTorch | " + " | ".join(
             ratio(a.get(k) if a else None, b.get(k) if b else None) for k, _, _ in FIGS) + " |")
     w("")
-    w("lmc's `generate` and `eval` commands run on one thread whatever OMP/OPENBLAS say (runtime/train.c "
-      "calls openblas_set_num_threads(1)), so lmc's generation figure at 2 threads is a one-thread figure; "
-      "lmc's evaluation figure comes from the training process, which does use --threads.\n")
     w("![training, evaluation and generation throughput](chart.png)\n")
     w("## SGEMM at the decoder's shapes\n")
     w("`build/bench/sgemm M K N THREADS` (bench/sgemm.c): cblas_sgemm on the decoder's three products of a "
@@ -507,9 +507,10 @@ def report(res, meta):
     w(f"- **ms/batch**: `train --epochs 1 --max-batches {2 * K + 1} --log-interval {K}`; main.py's log line "
       f"at batch {K} (covering {K + 1} batches) is the warm-up, the line at batch {2 * K} times batches "
       f"{K + 1}..{2 * K}. **train tok/s** = bptt * batch / (ms/batch).")
-    w("- **eval tok/s**: the evaluation of the cut valid split after the epoch, batch 10, no dropout. "
-      "PyTorch prints its time; for lmc it is the `end of epoch` time minus the logged training time.")
-    w("- **gen ms/word**: `generate --words G` (lmc, from the checkpoint the training run saved) and "
+    w("- **eval tok/s**: evaluation of the cut valid split, batch 10, no dropout, timed around the evaluation "
+      "loop by the program itself: PyTorch's after the training epoch (its `| eval |` line), lmc's by "
+      "`eval --split valid --threads N --json` on the checkpoint the training run saved (its `seconds`).")
+    w("- **gen ms/word**: `generate --words G --threads N` (lmc, from the checkpoint the training run saved) and "
       "`torch_lm.py --gen-words G` (generate.py's loop); the time between the `Generated 100` line and the "
       "last one as they arrive on the pipe, over the words between. The Transformer sees the last bptt words.")
     w("- **RSS**: `Maximum resident set size` of `/usr/bin/time -v`, per process: the training one (which "

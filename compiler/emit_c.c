@@ -219,6 +219,7 @@ typedef enum {
   A_KEY,                  /* dropout node's mask key */
   A_P,                    /* dropout node's probability */
   A_IDX0,                 /* t * numel of node `shape`: where this step's mask indices start */
+  A_THREADS,              /* c->threads, for a kernel's parallel loop */
 } ArgKind;
 
 typedef struct {
@@ -1643,6 +1644,7 @@ static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
   int target = grad ? grad->in[2] : nll ? nll->in[1] : -1;
   if (target >= 0)
     karg(k, A_PTR, target, -1, "const int32_t *target");
+  karg(k, A_THREADS, id_of(e, lsm), -1, "int nt");
   Mono c = mdim(&lsm->shape, lsm->shape.rank - 1);
   Mono rows = mdiv(mnumel(&lsm->shape), c);
   if (grad) {
@@ -1651,17 +1653,18 @@ static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
     bprintf(b, " / (%s));   /* dloss / rows */\n", mstr(e, rows));
   }
   if (nll)
-    bprintf(b, "  double nll = 0;\n");
+    bprintf(b, "  double nll_row[%zu];   /* summed in row order after the loop */\n", mval(rows, g->max_seq));
   bprintf(b, "  const long n = %s;\n", mstr(e, c));
+  bprintf(b, "  LMC_PARALLEL_FOR(nt)\n");
   bprintf(b, "  for (long r = 0; r < %s; r++) {\n", mstr(e, rows));
   if (grad)
     bprintf(b, "    real *dxr = dx + r * n;\n");
   bprintf(b, inplace ? "    const real *xr = dxr;\n" : "    const real *xr = x + r * n;\n");
   if (logp)
     bprintf(b, "    real *yr = logp + r * n;\n");
+  bprintf(b, "    real max = lmc_row_max(xr, n);\n");
   if (nll)
     bprintf(b, "    const real xt = xr[target[r]];\n");
-  bprintf(b, "    real max = lmc_row_max(xr, n);\n");
   if (logp)
     bprintf(b, "    double sum = lmc_exp_sum_to(yr, xr, n, max);\n");
   else if (inplace)
@@ -1689,10 +1692,14 @@ static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
   if (grad)
     bprintf(b, "    dxr[target[r]] -= s;\n");
   if (nll)
-    bprintf(b, "    nll -= (real)(xt - lse);\n");
+    bprintf(b, "    nll_row[r] = (real)(xt - lse);\n");
   bprintf(b, "  }\n");
-  if (nll)
+  if (nll) {
+    bprintf(b, "  double nll = 0;\n");
+    bprintf(b, "  for (long r = 0; r < %s; r++)\n", mstr(e, rows));
+    bprintf(b, "    nll -= nll_row[r];\n");
     bprintf(b, "  loss[0] = (real)(nll / (%s));\n", mstr(e, rows));
+  }
   k->iter = lsm->shape;
 }
 
@@ -1881,6 +1888,10 @@ static void emit_call(E *e, Buf *b, int id, int depth)
         bprintf(b, "c->dropout[%d]", x->a.id2);
       else
         bprintf(b, "0");
+      break;
+    case A_THREADS:
+      e->uses_c = true;
+      bprintf(b, "c->threads");
       break;
     case A_IDX0:
       if (n->loop)

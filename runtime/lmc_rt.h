@@ -252,4 +252,15 @@ static inline LMC_NOINLINE double lmc_exp_sum(const real *x, long n, real max)
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+/* Before a loop over rows that the emitted code runs on nt threads when it
+ * is compiled with OpenMP (make's OMP_CFLAGS), on one otherwise.  Every
+ * iteration writes its own rows and nothing else, so results do not
+ * depend on nt. */
+#ifdef _OPENMP
+#define LMC_PRAGMA(x) _Pragma(#x)
+#define LMC_PARALLEL_FOR(nt) LMC_PRAGMA(omp parallel for num_threads(nt) schedule(static) if ((nt) > 1))
+#else
+#define LMC_PARALLEL_FOR(nt) (void)(nt);
+#endif
+
 #endif

@@ -2,7 +2,7 @@
  * main.c: the command line of an emitted trainer.
  *
  *   build/MODEL train    [--data DIR] [--lr F] [--clip F] [--epochs N] ...
- *   build/MODEL eval     --checkpoint FILE [--data DIR] [--split valid|test] [--json]
+ *   build/MODEL eval     --checkpoint FILE [--data DIR] [--split valid|test] [--json] ...
  *   build/MODEL generate --checkpoint FILE [--words N] [--temperature F] ...
  *   build/MODEL info
  *   build/MODEL --help
@@ -65,7 +65,8 @@ static void help(FILE *f, const char *which)
             "  loss and perplexity of a checkpoint on a split\n"
             "  --data DIR          corpus folder (data/wikitext-2)\n"
             "  --split NAME        valid or test (test)\n"
-            "  --json              one line: {\"loss\": L, \"ppl\": P, \"tokens\": N}\n",
+            "  --json              one line: {\"loss\": L, \"ppl\": P, \"tokens\": N}\n"
+            "  --threads N         BLAS and kernel threads (1)\n",
             prog);
   if (!which || strcmp(which, "generate") == 0)
     fprintf(f,
@@ -75,7 +76,8 @@ static void help(FILE *f, const char *which)
             "  --temperature F     higher is more diverse, at least 1e-3 (1.0)\n"
             "  --seed N            random seed (1111)\n"
             "  --prompt TEXT       words to start from (a random word)\n"
-            "  --outf FILE         output file, - for stdout (generated.txt)\n",
+            "  --outf FILE         output file, - for stdout (generated.txt)\n"
+            "  --threads N         BLAS and kernel threads (1)\n",
             prog);
   if (!which || strcmp(which, "info") == 0)
     fprintf(f,
@@ -257,6 +259,7 @@ static int cmd_eval(Args *a)
 {
   const char *ckpt = NULL, *data = "data/wikitext-2", *split = "test";
   bool json = false;
+  int threads = 1;
   while (next_option(a)) {
     if (is(a, "--checkpoint")) ckpt = value(a);
     else if (is(a, "--data")) data = value(a);
@@ -265,16 +268,17 @@ static int cmd_eval(Args *a)
       if (strcmp(split, "valid") != 0 && strcmp(split, "test") != 0)
         usage_error("--split: expected 'valid' or 'test', got '%s'", split);
     } else if (is(a, "--json")) no_value(a), json = true;
+    else if (is(a, "--threads")) threads = (int)integer(a, 1, 4096, "a positive integer");
     else unknown(a);
   }
   if (!ckpt) usage_error("eval: --checkpoint FILE is required");
-  return run_eval(&lmc_model, ckpt, data, split, json);
+  return run_eval(&lmc_model, ckpt, data, split, json, threads);
 }
 
 static int cmd_generate(Args *a)
 {
   const char *ckpt = NULL, *prompt = NULL, *outf = "generated.txt";
-  int words = 1000;
+  int words = 1000, threads = 1;
   double temperature = 1.0;
   uint64_t seed = 1111;
   while (next_option(a)) {
@@ -284,14 +288,17 @@ static int cmd_generate(Args *a)
     else if (is(a, "--seed")) seed = seed_value(a);
     else if (is(a, "--prompt")) prompt = a->inline_val ? a->inline_val : a->i < a->argc ? a->argv[a->i++] : value(a);
     else if (is(a, "--outf")) outf = value(a);
+    else if (is(a, "--threads")) threads = (int)integer(a, 1, 4096, "a positive integer");
     else unknown(a);
   }
   if (!ckpt) usage_error("generate: --checkpoint FILE is required");
-  return run_generate(&lmc_model, ckpt, words, temperature, seed, prompt, outf);
+  return run_generate(&lmc_model, ckpt, words, temperature, seed, prompt, outf, threads);
 }
 
 int main(int argc, char **argv)
 {
+  /* OpenMP workers of the kernels sleep rather than spin on a core while OpenBLAS's threads compute */
+  setenv("OMP_WAIT_POLICY", "passive", 0);
   if (argc > 0 && argv[0]) {
     const char *s = strrchr(argv[0], '/');
     prog = s ? s + 1 : argv[0];

@@ -127,9 +127,11 @@ typedef struct {
 } TrainOptions;
 
 int run_train(const LmcModel *m, const TrainOptions *o);
-int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const char *split, bool json);
+/* threads: BLAS and kernel threads (positive) */
+int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const char *split, bool json,
+             int threads);
 int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature,
-                 uint64_t seed, const char *prompt, const char *outf);
+                 uint64_t seed, const char *prompt, const char *outf, int threads);
 void run_info(const LmcModel *m);
 
 #endif

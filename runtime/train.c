@@ -3,16 +3,17 @@
  * and `info`, driving the three programs of an emitted LmcModel.
  *
  * One allocation (a Net) holds the parameters, their gradient, the AdamW
- * moments (only when AdamW is chosen), and the activation arena and hidden
- * state of each program in use; every program gets an LmcCtx into it, all
- * sharing the parameters.
+ * moments (only when AdamW is chosen), one activation arena sized for the
+ * largest program in use, and the hidden state of each program in use;
+ * every program gets an LmcCtx into it, all sharing the parameters and the
+ * arena.
  *
  * The loop follows main.py where numbers or printed lines depend on it:
  *   - each epoch starts from a zero hidden state, carried (detached) from
  *     window to window; windows are get_batch(train, i) for i in
  *     range(0, nrows - 1, bptt), the last one shorter;
  *   - after each step: clip the global gradient norm, sgd or adamw, then
- *     ctx.step++ (the dropout key);
+ *     ctx.step++ (the dropout key); sgd takes the clip as a smaller lr;
  *   - a log line every log_interval batches (at batch % interval == 0,
  *     batch > 0, the loss summed since the last line divided by the
  *     interval, quirks included), tok/s appended;
@@ -158,8 +159,16 @@ static int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int thre
   size_t total = pad(m->param_numel);
   if (use & USE_TRAIN) total += pad(m->param_numel);
   if (use & USE_ADAMW) total += 2 * pad(m->param_numel);
+  /* one activation arena for every program in use: it is scratch, nothing
+   * in it lives from one run() to the next, and the programs never run at
+   * the same time (train and eval take turns); states stay apart */
+  size_t work = 0;
   for (int k = 0; k < 3; k++)
-    if (use & (1 << k)) total += pad(prog[k]->work_numel) + pad(prog[k]->state_numel);
+    if (use & (1 << k)) {
+      if (prog[k]->work_numel > work) work = prog[k]->work_numel;
+      total += pad(prog[k]->state_numel);
+    }
+  total += pad(work);
   n->block = aligned_alloc(128, total * sizeof(real));
   n->dropout = calloc((size_t)m->ndropout + 1, sizeof *n->dropout);
   if (!n->block || !n->dropout) {
@@ -181,13 +190,15 @@ static int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int thre
     n->exp_avg = p, p += pad(m->param_numel);
     n->exp_avg_sq = p, p += pad(m->param_numel);
   }
+  real *shared = p;
+  p += pad(work);
   for (int k = 0; k < 3; k++) {
     if (!(use & (1 << k))) continue;
     LmcCtx *c = ctx[k];
     c->m = m;
     c->param = n->param;
     c->grad = k == 0 ? grad : NULL;
-    c->work = p, p += pad(prog[k]->work_numel);
+    c->work = shared;
     c->state = p, p += pad(prog[k]->state_numel);
     c->dropout = n->dropout;
     c->seed = seed;
@@ -650,11 +661,20 @@ static int train_epoch(Trainer *t)
       error("loss is %s at epoch %d batch %ld", isnan(loss) ? "nan" : "inf", t->epoch, batch);
       return -1;
     }
-    if (o->clip > 0) m->clip(c->grad, o->clip);
-    if (o->adamw)
+    if (o->adamw) {
+      if (o->clip > 0) m->clip(c->grad, o->clip);
       m->adamw(c->param, c->grad, t->net.exp_avg, t->net.exp_avg_sq, t->lr, 0.01, (long)c->step + 1);
-    else
-      m->sgd(c->param, c->grad, t->lr);
+    } else {
+      /* sgd: clip's scale folded into lr, one pass over the gradient less
+       * (clip 0 only measures the norm; a NaN norm scales nothing, as
+       * before); c->grad then holds the unclipped gradient */
+      double lr = t->lr;
+      if (o->clip > 0) {
+        double scale = o->clip / (m->clip(c->grad, 0) + 1e-6);   /* as lmc_clip */
+        if (scale < 1) lr *= scale;
+      }
+      m->sgd(c->param, c->grad, lr);
+    }
     c->step++;
     total_loss += loss;
     tokens += (size_t)T * (size_t)b->bsz;
@@ -861,14 +881,19 @@ done_tmp:
 
 /* -------------------------------------------------------------- eval */
 
-int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const char *split, bool json)
+int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const char *split, bool json,
+             int threads)
 {
   if (check_model(m) < 0) return 1;
   if (strcmp(split, "valid") != 0 && strcmp(split, "test") != 0) {
     error("--split: expected 'valid' or 'test', got '%s'", split);
     return 2;
   }
-  openblas_set_num_threads(1);
+  if (threads < 1) {
+    error("threads must be positive");
+    return 2;
+  }
+  openblas_set_num_threads(threads);
   Corpus c;
   if (load_corpus(m, &c, data) < 0) return 1;
   int rc = 1;
@@ -876,7 +901,7 @@ int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const 
   Batches b = { 0 };
   MetaList meta = { 0 };
   char err[ERRLEN];
-  if (net_alloc(&n, m, USE_EVAL, 0, 1, 0) < 0) goto done_corpus;
+  if (net_alloc(&n, m, USE_EVAL, 0, threads, 0) < 0) goto done_corpus;
   if (ckpt_load(checkpoint, m, n.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);
     goto done;
@@ -965,14 +990,14 @@ static const real *gen_feed(LmcCtx *c, const LmcProgram *p, const int32_t *hist,
 }
 
 int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature, uint64_t seed,
-                 const char *prompt, const char *outf)
+                 const char *prompt, const char *outf, int threads)
 {
   if (check_model(m) < 0) return 1;
-  if (!(temperature >= 1e-3) || words < 0) {
-    error("--temperature must be at least 1e-3 and --words non-negative");
+  if (!(temperature >= 1e-3) || words < 0 || threads < 1) {
+    error("--temperature must be at least 1e-3, --words non-negative and --threads positive");
     return 2;
   }
-  openblas_set_num_threads(1);
+  openblas_set_num_threads(threads);
   int rc = 1;
   Net n;
   MetaList meta = { 0 };
@@ -982,7 +1007,7 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
   int32_t *hist = NULL;
   double *w = NULL;
   FILE *f = NULL;
-  if (net_alloc(&n, m, USE_GEN, seed, 1, 0) < 0) return 1;
+  if (net_alloc(&n, m, USE_GEN, seed, threads, 0) < 0) return 1;
   if (ckpt_load(checkpoint, m, n.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);
     goto done;

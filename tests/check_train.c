@@ -355,6 +355,36 @@ START_TEST(test_init_and_seed)
 }
 END_TEST
 
+/* SGD takes the clip as a smaller lr: one step moves the parameters by
+ * lr * clip in norm when the gradient norm is above clip, by lr * norm
+ * without clipping. */
+START_TEST(test_clip_sgd)
+{
+  enum { N = 22 * 22 + 22 };
+  TrainOptions o = options(1);
+  o.max_batches = 1;
+  o.lr = 1e-30;
+  ck_assert_int_eq(train(&o), 0);
+  real a[N], b[N];
+  MetaList m = load_meta(o.save, a);
+  meta_free(&m);
+  double moved[2];
+  for (int k = 0; k < 2; k++) {
+    o.lr = 2;
+    o.clip = k ? 0 : 0.01;
+    ck_assert_int_eq(train(&o), 0);
+    m = load_meta(o.save, b);
+    meta_free(&m);
+    double ss = 0;
+    for (int i = 0; i < N; i++) ss += ((double)b[i] - a[i]) * ((double)b[i] - a[i]);
+    moved[k] = sqrt(ss);
+  }
+  printf("clip + sgd: a step of lr 2 moves %.6f with clip 0.01 (want 0.02), %.4f without\n", moved[0], moved[1]);
+  ck_assert_double_eq_tol(moved[0], 2 * 0.01, 1e-4);
+  ck_assert_double_gt(moved[1], 0.1);   /* the gradient's norm is well above 0.01 */
+}
+END_TEST
+
 START_TEST(test_dropout_option)
 {
   TrainOptions o = options(1);
@@ -399,7 +429,7 @@ START_TEST(test_save_on_best_and_anneal)
   ck_assert_int_eq(train(&o), 0);
   double end = number_after(out_text, "| End of training | test loss");
   capture();
-  ck_assert_int_eq(run_eval(&lmc_model, o.save, DATA, "test", true), 0);
+  ck_assert_int_eq(run_eval(&lmc_model, o.save, DATA, "test", true, 1), 0);
   release();
   ck_assert_double_eq_tol(number_after(out_text, "\"loss\":"), end, 0.0051);
 }
@@ -570,7 +600,7 @@ START_TEST(test_eval_json)
   /* direct, with a broken model: null and a failure */
   fake_eval_nan = 1;
   capture();
-  int rc = run_eval(&lmc_model, o.save, DATA, "valid", true);
+  int rc = run_eval(&lmc_model, o.save, DATA, "valid", true, 1);
   release();
   ck_assert_int_ne(rc, 0);
   ck_assert_msg(strncmp(out_text, "{\"loss\": null, \"ppl\": null, \"tokens\": ", 38) == 0, "'%s'", out_text);
@@ -607,7 +637,7 @@ START_TEST(test_vocab_mismatch)
   snprintf(cmd, sizeof cmd, "cp " DATA "/valid.txt " DATA "/test.txt '%s'", tmp("shuffled"));
   ck_assert_int_eq(system(cmd), 0);
   capture();
-  int rc = run_eval(&lmc_model, o.save, tmp("shuffled"), "valid", false);
+  int rc = run_eval(&lmc_model, o.save, tmp("shuffled"), "valid", false, 1);
   release();
   ck_assert_int_ne(rc, 0);
   ck_assert_msg(strstr(err_text, "another vocabulary") && strstr(err_text, "word 0 is 'the' there, 'cat' here"), "%s",
@@ -648,7 +678,7 @@ static char *generate(const LmcModel *m, const char *ckpt, int words, double tem
 {
   const char *outf = tmp("gen.txt");
   capture();
-  int rc = run_generate(m, ckpt, words, temp, seed, prompt, outf);
+  int rc = run_generate(m, ckpt, words, temp, seed, prompt, outf, 1);
   release();
   ck_assert_msg(rc == 0, "%s", err_text);
   return slurp(outf);
@@ -793,6 +823,53 @@ START_TEST(test_cli_commands)
 }
 END_TEST
 
+/* eval and generate --threads N: the same numbers and text as one thread
+ * (the fake model does not depend on it); 0 or a non-number is refused. */
+START_TEST(test_eval_generate_threads)
+{
+  TrainOptions o = options(1);
+  o.threads = 2;   /* the end-of-epoch evaluation with the train --threads */
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "| end of epoch   1 |"));
+  char *one;
+  ck_assert_int_eq(trainer("eval --checkpoint %s --data %s --json", o.save, DATA), 0);
+  one = strdup(out_text);
+  ck_assert_int_eq(trainer("eval --checkpoint %s --data %s --json --threads 2", o.save, DATA), 0);
+  ck_assert_str_eq(out_text, one);
+  ck_assert_int_eq(trainer("eval --checkpoint %s --data %s --json --threads=3", o.save, DATA), 0);
+  ck_assert_str_eq(out_text, one);
+  free(one);
+  ck_assert_int_eq(trainer("generate --checkpoint %s --words 40 --seed 7 --outf -", o.save), 0);
+  check_layout(out_text, 40);
+  one = strdup(out_text);
+  ck_assert_int_eq(trainer("generate --checkpoint %s --words 40 --seed 7 --outf - --threads 2", o.save), 0);
+  ck_assert_str_eq(out_text, one);
+  free(one);
+  bad_args("eval --checkpoint x --threads 0", "--threads: expected a positive integer, got '0'\n");
+  bad_args("eval --checkpoint x --threads x", "--threads: expected a positive integer, got 'x'\n");
+  bad_args("eval --checkpoint x --threads -2", "--threads: expected a positive integer, got '-2'\n");
+  bad_args("eval --checkpoint x --threads", "--threads: missing value\n");
+  bad_args("generate --checkpoint x --threads 0", "--threads: expected a positive integer, got '0'\n");
+  bad_args("generate --checkpoint x --threads x", "--threads: expected a positive integer, got 'x'\n");
+  bad_args("generate --checkpoint x --threads=1.5", "--threads: expected a positive integer, got '1.5'\n");
+  /* direct calls check it too */
+  capture();
+  int rc = run_eval(&lmc_model, o.save, DATA, "test", true, 0);
+  int rg = run_generate(&lmc_model, o.save, 5, 1.0, 7, NULL, tmp("gen0.txt"), 0);
+  release();
+  ck_assert_int_eq(rc, 2);
+  ck_assert_int_eq(rg, 2);
+  ck_assert_str_eq(out_text, "");
+  ck_assert_int_eq(count(err_text, "threads"), 2);
+  ck_assert_ptr_null(slurp(tmp("gen0.txt")));
+  /* the help names it */
+  ck_assert_int_eq(trainer("eval --help"), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "--threads N"));
+  ck_assert_int_eq(trainer("generate --help"), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "--threads N"));
+}
+END_TEST
+
 START_TEST(test_plot)
 {
   if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
@@ -824,11 +901,12 @@ static Suite *train_suite(void)
     const TTest *test;
   } tests[] = {
     { "train", test_train_lowers_loss }, { "log", test_log_format },
-    { "init", test_init_and_seed }, { "dropout", test_dropout_option },
+    { "init", test_init_and_seed }, { "clip_sgd", test_clip_sgd }, { "dropout", test_dropout_option },
     { "anneal", test_save_on_best_and_anneal }, { "resume_sgd", test_resume_sgd },
     { "resume_adamw", test_resume_adamw }, { "nan", test_nan_stops },
     { "interrupt", test_interrupt }, { "dry_run", test_dry_run },
-    { "eval", test_eval_json }, { "vocab", test_vocab_mismatch },
+    { "eval", test_eval_json }, { "threads", test_eval_generate_threads },
+    { "vocab", test_vocab_mismatch },
     { "generate", test_generate }, { "cli_errors", test_cli_errors },
     { "cli", test_cli_commands }, { "plot", test_plot },
   };

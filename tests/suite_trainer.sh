@@ -17,6 +17,8 @@
 #       checkpoint save and reload
 #    8  eval --json on the dry-run checkpoint: one line, loss, ppl, tokens
 #    9  generate: the words asked for, 20 a line, same seed same text
+#   10  eval and generate --threads 2: one thread's loss and text;
+#       --threads 0 and x refused
 #
 # Environment: B (build folder, default build), LMC (default $B/lmc), SAN
 # (extra compiler flags for the trainers, e.g. the sanitizers of `make
@@ -221,6 +223,28 @@ words=$(wc -w <"$tmp/g1" 2>/dev/null)
 result 9 "generate --words 45, seeds 11, 11, 12" \
   "exit $rc, $words words in lines of $shape; same seed same text, another seed other text; --outf -: $(wc -w <"$tmp/g4") words" $?
 [ $rc -eq 0 ] || show "$tmp/err"
+
+# ------------------------------------------------------- 10 --threads 2
+# The BLAS calls and kernels split rows, not sums, among threads: the
+# loss within 1e-6 of check 8's, and check 9's text for seed 11.
+"$D" eval --checkpoint "$tmp/dry.safetensors" --data "$tmp/wt" --json --threads 2 >"$tmp/json2" 2>"$tmp/err"
+rc=$?
+line2=$(cat "$tmp/json2")
+"$D" generate --checkpoint "$tmp/dry.safetensors" --words 45 --seed 11 --outf "$tmp/g5" --threads 2 2>>"$tmp/err"
+grc=$?
+refused=0
+for bad in 0 x; do
+  "$D" eval --checkpoint "$tmp/dry.safetensors" --data "$tmp/wt" --threads "$bad" >"$tmp/out" 2>>"$tmp/err"
+  [ $? -eq 2 ] && refused=$((refused + 1))
+  "$D" generate --checkpoint "$tmp/dry.safetensors" --words 5 --outf "$tmp/g6" --threads "$bad" >"$tmp/out" 2>>"$tmp/err"
+  [ $? -eq 2 ] && refused=$((refused + 1))
+done
+[ $rc -eq 0 ] && [ $grc -eq 0 ] && [ $refused -eq 4 ] && cmp -s "$tmp/g1" "$tmp/g5" &&
+  printf '%s\n%s\n' "$line" "$line2" | awk -F'[:,}]' 'NR == 1 { l = $2; t = $6 }
+    NR == 2 { exit !(l > 0 && ($2 - l) ^ 2 < (1e-6 * l) ^ 2 && $6 == t) }'
+result 10 "eval and generate --threads 2" \
+  "exit $rc and $grc, $line2 (1 thread: loss $(echo "$line" | cut -d, -f1 | cut -d' ' -f2)), $(cmp -s "$tmp/g1" "$tmp/g5" && echo same || echo other) text; $refused/4 bad --threads refused" $?
+[ $rc -eq 0 ] && [ $grc -eq 0 ] || show "$tmp/err"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
