@@ -65,7 +65,7 @@ static void help(FILE *f, const char *which)
             "  loss and perplexity of a checkpoint on a split\n"
             "  --data DIR          corpus folder (data/wikitext-2)\n"
             "  --split NAME        valid or test (test)\n"
-            "  --json              one line: {\"loss\": L, \"ppl\": P, \"tokens\": N}\n"
+            "  --json              one line: {\"loss\": L, \"ppl\": P, \"tokens\": N, \"seconds\": S}\n"
             "  --threads N         BLAS and kernel threads (1)\n",
             prog);
   if (!which || strcmp(which, "generate") == 0)

@@ -913,12 +913,14 @@ int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const 
     goto done;
   }
   size_t ntok;
+  double t0 = now();
   double loss = evaluate(&n.eval, &m->eval, &b, m->bptt, 0, &ntok), ppl = exp(loss);
+  double seconds = now() - t0;   /* the evaluation loop alone, for benchmarks */
   if (json) {
     char l[32] = "null", p[32] = "null";
     if (isfinite(loss)) snprintf(l, sizeof l, "%.17g", loss);
     if (isfinite(ppl)) snprintf(p, sizeof p, "%.17g", ppl);
-    printf("{\"loss\": %s, \"ppl\": %s, \"tokens\": %zu}\n", l, p, ntok);
+    printf("{\"loss\": %s, \"ppl\": %s, \"tokens\": %zu, \"seconds\": %.6f}\n", l, p, ntok, seconds);
   } else
     printf("| %s loss %5.2f | %s ppl %8.2f\n", split, loss, split, ppl);
   fflush(stdout);

@@ -204,7 +204,7 @@ want=$(((ntok / 10 - 1) * 10))   # batchify into 10 columns; the last row has no
 "$D" eval --checkpoint "$tmp/dry.safetensors" --data "$tmp/wt" --json >"$tmp/json" 2>"$tmp/err"
 rc=$?
 line=$(cat "$tmp/json")
-echo "$line" | grep -Eq '^\{"loss": [0-9.e+-]+, "ppl": [0-9.e+-]+, "tokens": [0-9]+\}$' &&
+echo "$line" | grep -Eq '^\{"loss": [0-9.e+-]+, "ppl": [0-9.e+-]+, "tokens": [0-9]+, "seconds": [0-9.]+\}$' &&
   [ "$(wc -l <"$tmp/json")" -eq 1 ] &&
   echo "$line" | awk -v want="$want" -F'[:,}]' '{ l = $2; p = $4; t = $6
     exit !(l > 9 && l < 11 && (p - exp(l)) ^ 2 < (1e-9 * p) ^ 2 && t == want) }'
