@@ -39,7 +39,7 @@ MODELS       := $(basename $(notdir $(wildcard graphs/*.lua)))
 .PHONY: all deps test test-deps generate trainer train clean sanitize bench tune plot graphs-png bench-passes
 all: $(B)/lmc $(B)/liblmcrt.a $(B)/obj/runtime/main.o
 
-$(B)/obj/compiler/%.o: compiler/%.c compiler/lmc.h runtime/lmc_rt.h
+$(B)/obj/compiler/%.o: compiler/%.c compiler/lmc.h runtime/lmc_rt.h runtime/lmc_math.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) $(WARN) $(LUA_CFLAGS) -Iruntime -c $< -o $@
 

@@ -309,11 +309,16 @@ static const char *fn(E *e, const char *name)
   return s;
 }
 
-/* exp where speed matters: the vectorisable lmc_expf of lmc_rt.h for
- * float, libm's exp for double. */
+/* exp and tanh where speed matters: the vectorisable lmc_expf and
+ * lmc_tanhf of lmc_math.h for float, libm's for double. */
 static const char *fast_exp(E *e)
 {
   return e->g->real == DT_F32 ? "lmc_expf" : "exp";
+}
+
+static const char *fast_tanh(E *e)
+{
+  return e->g->real == DT_F32 ? "lmc_tanhf" : "tanh";
 }
 
 static Node *N(E *e, int id)
@@ -836,7 +841,7 @@ static void elem_expr(E *e, Buf *b, Op op, const char *x, const char *y, const c
   case OP_SQRT:    bprintf(b, "%s(%s)", fn(e, "sqrt"), x); break;
   case OP_SIN:     bprintf(b, "%s(%s)", fn(e, "sin"), x); break;
   case OP_COS:     bprintf(b, "%s(%s)", fn(e, "cos"), x); break;
-  case OP_TANH:    bprintf(b, "%s(%s)", fn(e, "tanh"), x); break;
+  case OP_TANH:    bprintf(b, "%s(%s)", fast_tanh(e), x); break;
   case OP_SIGMOID: bprintf(b, "1 / (1 + %s(-%s))", fast_exp(e), x); break;
   case OP_RELU:    bprintf(b, "%s > 0 ? %s : 0", x, x); break;
   case OP_ADD:     bprintf(b, "%s + %s", x, y); break;

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "lmc.h"
+#include "lmc_math.h"
 
 enum { FOLD_MAX_EVAL = 1 << 23 };   /* elements of an intermediate value */
 
@@ -84,8 +85,8 @@ static bool elem32(Op op, float x, float y, float *r)
   case OP_SQRT:    *r = sqrtf(x); break;
   case OP_SIN:     *r = sinf(x); break;
   case OP_COS:     *r = cosf(x); break;
-  case OP_TANH:    *r = tanhf(x); break;
-  case OP_SIGMOID: *r = 1 / (1 + expf(-x)); break;
+  case OP_TANH:    *r = lmc_tanhf(x); break;
+  case OP_SIGMOID: *r = 1 / (1 + lmc_expf(-x)); break;
   case OP_RELU:    *r = x > 0 ? x : 0; break;
   case OP_ADD:     *r = x + y; break;
   case OP_SUB:     *r = x - y; break;

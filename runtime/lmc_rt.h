@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lmc_math.h"
+
 #ifndef LMC_REAL
 #define LMC_REAL float
 #endif
@@ -131,39 +133,6 @@ static inline uint64_t lmc_dropout_key(uint64_t seed, uint64_t step, uint64_t st
 static inline int lmc_keep(uint64_t key, uint64_t idx, double p)
 {
   return (double)(lmc_mix64(key ^ lmc_mix64(idx)) >> 11) * 0x1p-53 >= p;
-}
-
-/* exp for float, branch-free so that loops calling it vectorise (four or
- * eight lanes where libm's expf is one call per element): round x / ln 2
- * to n, r = x - n ln 2 in two parts (Cody-Waite), exp(r) by the Cephes
- * degree-6 polynomial, times 2^n built in the exponent bits.  Within 4.2
- * ulp of libm's expf over [-87.3, 88.7] (tests/check_math.c); 0 below
- * ln(FLT_MIN) where expf returns subnormals, inf above ln(FLT_MAX), NaN
- * for NaN.  Used by the softmax kernels and sigmoid; fold-constants and the
- * exp op keep libm's, so a folded table matches the run-time one. */
-static inline float lmc_expf(float x)
-{
-  union { float f; uint32_t u; } s;
-  float xc = x < -87.33654f ? -87.33654f : x;
-  xc = xc > 88.72283f ? 88.72283f : xc;
-  xc = xc == xc ? xc : 0.0f;
-  float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* 1.5 * 2^23 rounds */
-  n = n > 127.0f ? 127.0f : n;
-  float r = xc - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float z = r * r;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * z + r + 1.0f;
-  s.u = (uint32_t)((int32_t)n + 127) << 23;
-  float y = p * s.f;
-  y = x < -87.33654f ? 0.0f : y;
-  y = x > 88.72283f ? INFINITY : y;
-  return x == x ? y : x;
 }
 
 /* Row kernels of the softmax family, written so that clang and gcc
