@@ -552,6 +552,13 @@ static void locate(E *e)
       else
         goto own;
       break;
+    case OP_LAST_STEP:
+      *l = e->loc[n->in[0]];
+      if (l->stacked || l->last || N(e, n->in[0])->loop)
+        die("n%d: last_step of a value stored per step", i);
+      l->last = true;
+      l->step = mnumel(&n->shape);
+      break;
     case OP_STEP:
       *l = e->loc[n->in[0]];
       if (l->stacked || N(e, n->in[0])->loop)
@@ -1925,7 +1932,7 @@ typedef struct {
   size_t state_numel;
   int nstate;
   bool has_backward;
-  bool has_logp;
+  bool has_logp, logp_last;
   size_t logp_offset;
 } ProgInfo;
 
@@ -2038,6 +2045,7 @@ static void emit_run(E *e, Buf *out, ProgInfo *pi)
       if (l->kind != L_WORK || l->stacked || l->last)
         die("logp is not a buffer in c->work");
       pi->has_logp = true;
+      pi->logp_last = !(n->shape.seq & 1);   /* last-step: the last position's rows only */
       pi->logp_offset = l->off;
     } else if (!strncmp(op->name, "grad:", 5)) {
       Param *q = find_param(e, op->name + 5);
@@ -2291,6 +2299,7 @@ static void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *
   bprintf(out, "    .has_backward = %d,\n", pi->has_backward);
   bprintf(out, "    .run = %s_run,\n", prog);
   bprintf(out, "    .has_logp = %d,\n", pi->has_logp);
+  bprintf(out, "    .logp_last = %d,\n", pi->logp_last);
   bprintf(out, "    .logp_offset = %zu,\n", pi->logp_offset);
   bprintf(out, "  },\n");
 }

@@ -505,6 +505,13 @@ static void infer(Graph *g, Node *n)
     n->dtype = g->node[n->in[0]].dtype;
     n->shape = *x;
     break;
+  case OP_LAST_STEP:
+    n->dtype = g->node[n->in[0]].dtype;
+    if (x->rank < 1 || !(x->seq & 1) || x->dim[0] != 1)
+      ir_error(g, "last_step: %s does not have the sequence (T) as its first dimension", shape_str(x));
+    n->shape = *x;
+    n->shape.seq &= ~1u;
+    break;
   default:
     die("no shape rule for %s", op);
   }

@@ -127,7 +127,8 @@ enum {
   X(STEP,         "step",         1, P_LOOP | P_GRAD) /* body: x[t] */ \
   X(CARRY,        "carry",        2, P_LOOP | P_GRAD) /* body: carried state (init, next) */ \
   X(STACK,        "stack",        1, P_LOOP | P_GRAD) /* top: (T, ...) stack of a body node */ \
-  X(FINAL,        "final",        1, P_LOOP | P_GRAD) /* top: carry after the last step */
+  X(FINAL,        "final",        1, P_LOOP | P_GRAD) /* top: carry after the last step */ \
+  X(LAST_STEP,    "last_step",    1, 0) /* x[T - 1] of a (T, ...) tensor, as (1, ...): a view */
 
 typedef enum {
 #define X(id, text, nin, props) OP_##id,
@@ -360,6 +361,7 @@ void fuse_nll(Graph *g);         /* fuse_nll.c */
 void fuse_matmul_bias(Graph *g); /* fuse_bias.c */
 void fuse_elementwise(Graph *g); /* fuse_elem.c */
 void plan_memory(Graph *g);      /* plan.c */
+void last_step(Graph *g);        /* last_step.c */
 
 /* fold.c: the largest folded table written into the emitted file, in
  * elements; bigger constants are computed at run time. */

@@ -254,6 +254,7 @@ static int cmd_compile(int argc, char **argv)
   ir_drop_output(p.eval, "logp");
   optimize(p.eval, &o, false);
   p.gen = load(&o, 1, false, &hyper, &nhyper);
+  ir_drop_output(p.gen, "loss");   /* generation samples from logp; see last_step.c */
   optimize(p.gen, &o, false);
   char *tmp;
   FILE *f = open_output(o.out, &tmp);

@@ -6,7 +6,8 @@
  * its own region), `-O1` those of level 1, `-O2` (the default) all;
  * --disable-pass / --enable-pass switch single passes by name.  Every
  * pass runs over forward and backward together (autodiff runs first), and
- * the verifier runs after each.  The order matters: folding and cse make
+ * the verifier runs after each.  The order matters: last-step rebuilds the
+ * generation program's output on the last position first, folding and cse make
  * identical nodes identical, the fusions find their patterns in a cleaned
  * graph, dce drops what the fusions orphaned, and plan-memory, which must
  * be last, places what is left.
@@ -16,10 +17,12 @@
 #include "lmc.h"
 
 const Pass passes[] = {
+  {"last-step", "the generation program's log-probabilities for the last position only", 1, last_step},
   {"fold-constants", "evaluate subgraphs of constants at compile time into static tables", 1, fold_constants},
   {"cse", "merge identical nodes (duplicate stacks, constants, sums)", 1, cse},
   {"fuse-add-dropout", "dropout(a + b) and a + dropout(b) as one kernel (forward and backward)", 1, fuse_add_dropout},
-  {"fuse-nll", "nll_loss's gradient through log_softmax in log_softmax's own pass: one exp per logit", 2, fuse_nll},
+  {"fuse-nll", "nll_loss and its gradient in log_softmax's pass: one exp per logit, logp stored only if read", 2,
+   fuse_nll},
   {"fuse-matmul-bias", "matmul + bias as one gemm that adds onto the broadcast bias (beta = 1)", 2, fuse_matmul_bias},
   {"fuse-elementwise", "chains of elementwise ops (gate arithmetic, bias + activation) as one loop", 2, fuse_elementwise},
   {"dce", "delete nodes that no output depends on", 1, dce},
@@ -193,5 +196,5 @@ bool is_view(const Graph *g, const Node *n)
     return !n->loop || g->node[n->in[0]].loop;
   if (n->op == OP_SLICE)
     return n->a.view;
-  return n->op == OP_STEP || n->op == OP_STACK || n->op == OP_FINAL;
+  return n->op == OP_STEP || n->op == OP_STACK || n->op == OP_FINAL || n->op == OP_LAST_STEP;
 }

@@ -792,11 +792,17 @@ static int read_entry(FILE *f, uint64_t base, const Entry *t, real *dst, size_t 
 int ckpt_load(const char *path, const LmcModel *m, real *param,
               ExtraBlock *extra, int nextra, MetaList *meta, char *err)
 {
+  return ckpt_load_via(path, m, param, NULL, extra, nextra, meta, err);
+}
+
+int ckpt_load_via(const char *path, const LmcModel *m, real *param, real *given,
+                  ExtraBlock *extra, int nextra, MetaList *meta, char *err)
+{
   char msg[ERRLEN];
   msg[0] = '\0';
   Json j = {0};
   char *head = NULL;
-  real *scratch = NULL, *tmp = NULL;
+  real *scratch = NULL, *into = NULL, *tmp = NULL;
   real **xs = NULL;              /* scratch of each extra block, NULL: not loaded */
   int rc = -1;
   FILE *f = fopen(path, "rb");
@@ -881,7 +887,8 @@ int ckpt_load(const char *path, const LmcModel *m, real *param,
     }
   }
 
-  /* the model's tensors, read into scratch */
+  /* the model's tensors, read into `into`: a scratch block (ours or the
+   * caller's), or param itself when the caller gives up on failure */
   for (int i = 0; i < m->nparam; i++) {
     const LmcTensorDesc *d = &m->param[i];
     if (d->offset + d->numel > m->param_numel) {
@@ -889,8 +896,11 @@ int ckpt_load(const char *path, const LmcModel *m, real *param,
       goto out;
     }
   }
-  scratch = xmalloc(m->param_numel * sizeof *scratch);
-  memcpy(scratch, param, m->param_numel * sizeof *scratch);
+  into = given;
+  if (!into)
+    into = scratch = xmalloc(m->param_numel * sizeof *scratch);
+  if (into != param)
+    memcpy(into, param, m->param_numel * sizeof *into);
   size_t maxn = 0;
   for (int i = 0; i < m->nparam; i++)
     if (m->param[i].numel > maxn) maxn = m->param[i].numel;
@@ -911,7 +921,7 @@ int ckpt_load(const char *path, const LmcModel *m, real *param,
         continue;
       if (check_entry(t, e, msg, sizeof msg) < 0)
         goto out;
-      real *dst = first ? tmp : scratch + d->offset;
+      real *dst = first ? tmp : into + d->offset;
       if (read_entry(f, base, t, dst, d->numel) < 0) {
         snprintf(msg, sizeof msg, "%s: cannot read its data: %s", t->name,
                  ferror(f) ? strerror(errno) : "file truncated");
@@ -922,9 +932,9 @@ int ckpt_load(const char *path, const LmcModel *m, real *param,
         continue;
       }
       for (size_t n = 0; n < d->numel; n++)
-        if (memcmp(&tmp[n], &scratch[d->offset + n], sizeof(real)) != 0) {
+        if (memcmp(&tmp[n], &into[d->offset + n], sizeof(real)) != 0) {
           snprintf(msg, sizeof msg, "%s and %s are tied but differ in the file (element %zu: %.9g vs %.9g)",
-                   first->name, t->name, n, (double)scratch[d->offset + n], (double)tmp[n]);
+                   first->name, t->name, n, (double)into[d->offset + n], (double)tmp[n]);
           goto out;
         }
     }
@@ -990,7 +1000,8 @@ int ckpt_load(const char *path, const LmcModel *m, real *param,
   }
 
   /* accepted: copy out */
-  memcpy(param, scratch, m->param_numel * sizeof *param);
+  if (into != param)
+    memcpy(param, into, m->param_numel * sizeof *param);
   for (int k = 0; k < nextra; k++) {
     if (!extra[k].data)
       continue;

@@ -68,6 +68,7 @@ typedef struct {
    * (step t of column b at ((t * B) + b) * ntoken). */
   double (*run)(struct LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T);
   int has_logp;
+  int logp_last;         /* the log-probabilities of step T - 1 only, (1, B, ntoken) */
   size_t logp_offset;
 } LmcProgram;
 

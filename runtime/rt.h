@@ -103,6 +103,14 @@ int ckpt_save(const char *path, const LmcModel *m, const real *param,
  * the extra buffers nor meta are changed. */
 int ckpt_load(const char *path, const LmcModel *m, real *param,
               ExtraBlock *extra, int nextra, MetaList *meta, char *err);
+/* ckpt_load with the parameters read first into scratch (param_numel
+ * reals) instead of a block of its own, so that peak memory does not grow
+ * by a second copy of the model: a buffer the caller no longer needs (the
+ * gradients, at the end of training).  scratch == param reads straight
+ * into param, for a caller that gives up on failure (param is then
+ * undefined); NULL allocates, as ckpt_load does. */
+int ckpt_load_via(const char *path, const LmcModel *m, real *param, real *scratch,
+                  ExtraBlock *extra, int nextra, MetaList *meta, char *err);
 
 /* ------------------------------------------------------------- train.c */
 

@@ -841,7 +841,9 @@ int run_train(const LmcModel *m, const TrainOptions *o)
     } else {
       char err[ERRLEN];
       MetaList meta = { 0 };
-      int r = ckpt_load(t.best_path, m, t.net.param, NULL, 0, &meta, err);
+      /* through the gradient block, unused from here on: no second copy
+       * of the model in memory at the end of training */
+      int r = ckpt_load_via(t.best_path, m, t.net.param, t.net.train.grad, NULL, 0, &meta, err);
       meta_free(&meta);
       if (r < 0) {
         fprintf(stderr, "%s\n", err);
@@ -902,7 +904,8 @@ int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const 
   MetaList meta = { 0 };
   char err[ERRLEN];
   if (net_alloc(&n, m, USE_EVAL, 0, threads, 0) < 0) goto done_corpus;
-  if (ckpt_load(checkpoint, m, n.param, NULL, 0, &meta, err) < 0) {
+  /* straight into the parameters: on failure we stop */
+  if (ckpt_load_via(checkpoint, m, n.param, n.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);
     goto done;
   }
@@ -988,7 +991,7 @@ static const real *gen_feed(LmcCtx *c, const LmcProgram *p, const int32_t *hist,
     x = hist + len - (size_t)T;
   }
   p->run(c, x, NULL, T);
-  return c->work + p->logp_offset + (size_t)(T - 1) * (size_t)c->m->ntoken;
+  return c->work + p->logp_offset + (p->logp_last ? 0 : (size_t)(T - 1) * (size_t)c->m->ntoken);
 }
 
 int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature, uint64_t seed,
@@ -1010,7 +1013,8 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
   double *w = NULL;
   FILE *f = NULL;
   if (net_alloc(&n, m, USE_GEN, seed, threads, 0) < 0) return 1;
-  if (ckpt_load(checkpoint, m, n.param, NULL, 0, &meta, err) < 0) {
+  /* straight into the parameters: on failure we stop */
+  if (ckpt_load_via(checkpoint, m, n.param, n.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);
     goto done;
   }

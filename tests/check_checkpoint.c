@@ -455,6 +455,38 @@ START_TEST(test_extra_blocks)
 }
 END_TEST
 
+/* ckpt_load_via: through the caller's scratch block, or straight into
+ * param; a refused file leaves param as it was when scratch is another
+ * block. */
+START_TEST(test_load_via)
+{
+  real param[NUMEL], back[NUMEL], scratch[NUMEL], keep[NUMEL];
+  fill(param, NUMEL, 1);
+  char err[ERRLEN] = "";
+  ck_assert_msg(ckpt_save(path, &model, param, NULL, 0, NULL, err) == 0, "%s", err);
+
+  memset(back, 0x55, sizeof back);
+  memset(scratch, 0x33, sizeof scratch);
+  ck_assert_msg(ckpt_load_via(path, &model, back, scratch, NULL, 0, NULL, err) == 0, "%s", err);
+  ck_assert_int_eq(memcmp(back, param, sizeof back), 0);
+
+  memset(back, 0x55, sizeof back);
+  ck_assert_msg(ckpt_load_via(path, &model, back, back, NULL, 0, NULL, err) == 0, "%s", err);
+  ck_assert_int_eq(memcmp(back, param, sizeof back), 0);
+
+  size_t n;
+  unsigned char *b = slurp(path, &n);
+  ck_assert_int_eq(truncate(path, (off_t)(n - 4)), 0);
+  free(b);
+  fill(back, NUMEL, -5);
+  memcpy(keep, back, sizeof keep);
+  ck_assert_int_eq(ckpt_load_via(path, &model, back, scratch, NULL, 0, NULL, err), -1);
+  ck_assert_int_eq(memcmp(back, keep, sizeof back), 0);
+  printf("load via a scratch block and in place: the saved values; a truncated file refused (%s), "
+         "the parameters untouched\n", err);
+}
+END_TEST
+
 static void check_untouched(const unsigned char *old, size_t n)
 {
   size_t n2;
@@ -545,6 +577,7 @@ static Suite *checkpoint_suite(void)
   TCase *tc = tcase_create("checkpoint");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_round_trip);
+  tcase_add_test(tc, test_load_via);
   tcase_add_test(tc, test_metadata);
   tcase_add_test(tc, test_accepts);
   tcase_add_test(tc, test_refuses_bad_files);

@@ -11,7 +11,7 @@
  *     keep the suite fast; the arithmetic is the same at any clang level,
  *     which never reassociates floats).  One training step (loss, every
  *     gradient, the new hidden state, dropout on at the compiled 0.2) and
- *     one evaluation (loss, log-probabilities) are compared with the -O0
+ *     one evaluation (the loss) are compared with the -O0
  *     build's, array by array, as the norm-wise relative difference
  *     ||a - b|| / ||a||.  Most passes are bit-exact; fuse-nll computes the
  *     gradient of the logits from log_softmax's own exponentials (a few

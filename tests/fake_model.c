@@ -168,7 +168,7 @@ static void adamw(real *p, const real *g, real *m, real *v, double lr, double wd
 }
 
 #define PROGRAM(B, SEQ, NSTATE, BACKWARD, RUN) \
-  { B, SEQ, (size_t)(SEQ) * (B) * V, NSTATE, NSTATE, state, BACKWARD, RUN, 1, 0 }
+  { B, SEQ, (size_t)(SEQ) * (B) * V, NSTATE, NSTATE, state, BACKWARD, RUN, 1, 0, 0 }
 
 #define MODEL(GEN)                                                                  \
   {                                                                                 \

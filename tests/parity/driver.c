@@ -248,7 +248,7 @@ static void generate(const LmcModel *m, real *param, double *dropout, const Toke
       x = h->id + i + 1 - T;
     }
     p->run(&c, x, NULL, T);
-    memcpy(out + i * V, c.work + p->logp_offset + (size_t)(T - 1) * V, V * sizeof(real));
+    memcpy(out + i * V, c.work + p->logp_offset + (p->logp_last ? 0 : (size_t)(T - 1) * V), V * sizeof(real));
   }
   out_add("", "gen_logp", 2, (int[]){(int)h->n, (int)V}, out, h->n * V);
   free(out);
