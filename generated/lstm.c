@@ -151,25 +151,25 @@ static void train_k35_fused(real *y24, const real *x17, const real *x20, const r
     for (long i1 = 0; i1 < 200; i1++) {
       real v0 = x17[i0 * 800 + i1] + x20[i0 * 800 + i1];   /* n21 add */
       real v1 = v0 + x14[i1];   /* n22 add */
-      real v2 = 1 / (1 + expf(-v1));   /* n24 sigmoid */
+      real v2 = 1 / (1 + lmc_expf(-v1));   /* n24 sigmoid */
       y24[i0 * 200 + i1] = v2;
       real v3 = x17[200 + i0 * 800 + i1] + x20[200 + i0 * 800 + i1];   /* n21 add */
       real v4 = v3 + x14[200 + i1];   /* n22 add */
-      real v5 = 1 / (1 + expf(-v4));   /* n26 sigmoid */
+      real v5 = 1 / (1 + lmc_expf(-v4));   /* n26 sigmoid */
       y26[i0 * 200 + i1] = v5;
       real v6 = x17[400 + i0 * 800 + i1] + x20[400 + i0 * 800 + i1];   /* n21 add */
       real v7 = v6 + x14[400 + i1];   /* n22 add */
-      real v8 = tanhf(v7);   /* n28 tanh */
+      real v8 = lmc_tanhf(v7);   /* n28 tanh */
       y28[i0 * 200 + i1] = v8;
       real v9 = x17[600 + i0 * 800 + i1] + x20[600 + i0 * 800 + i1];   /* n21 add */
       real v10 = v9 + x14[600 + i1];   /* n22 add */
-      real v11 = 1 / (1 + expf(-v10));   /* n30 sigmoid */
+      real v11 = 1 / (1 + lmc_expf(-v10));   /* n30 sigmoid */
       y30[i0 * 200 + i1] = v11;
       real v12 = v5 * x19[i0 * 200 + i1];   /* n31 mul */
       real v13 = v2 * v8;   /* n32 mul */
       real v14 = v12 + v13;   /* n33 add */
       y33[i0 * 200 + i1] = v14;
-      real v15 = tanhf(v14);   /* n34 tanh */
+      real v15 = lmc_tanhf(v14);   /* n34 tanh */
       y34[i0 * 200 + i1] = v15;
       real v16 = v11 * v15;   /* n35 mul */
       y35[i0 * 200 + i1] = v16;
@@ -264,25 +264,25 @@ static void train_k68_fused(real *y57, const real *x50, const real *x53, const r
     for (long i1 = 0; i1 < 200; i1++) {
       real v0 = x50[i0 * 800 + i1] + x53[i0 * 800 + i1];   /* n54 add */
       real v1 = v0 + x47[i1];   /* n55 add */
-      real v2 = 1 / (1 + expf(-v1));   /* n57 sigmoid */
+      real v2 = 1 / (1 + lmc_expf(-v1));   /* n57 sigmoid */
       y57[i0 * 200 + i1] = v2;
       real v3 = x50[200 + i0 * 800 + i1] + x53[200 + i0 * 800 + i1];   /* n54 add */
       real v4 = v3 + x47[200 + i1];   /* n55 add */
-      real v5 = 1 / (1 + expf(-v4));   /* n59 sigmoid */
+      real v5 = 1 / (1 + lmc_expf(-v4));   /* n59 sigmoid */
       y59[i0 * 200 + i1] = v5;
       real v6 = x50[400 + i0 * 800 + i1] + x53[400 + i0 * 800 + i1];   /* n54 add */
       real v7 = v6 + x47[400 + i1];   /* n55 add */
-      real v8 = tanhf(v7);   /* n61 tanh */
+      real v8 = lmc_tanhf(v7);   /* n61 tanh */
       y61[i0 * 200 + i1] = v8;
       real v9 = x50[600 + i0 * 800 + i1] + x53[600 + i0 * 800 + i1];   /* n54 add */
       real v10 = v9 + x47[600 + i1];   /* n55 add */
-      real v11 = 1 / (1 + expf(-v10));   /* n63 sigmoid */
+      real v11 = 1 / (1 + lmc_expf(-v10));   /* n63 sigmoid */
       y63[i0 * 200 + i1] = v11;
       real v12 = v5 * x52[i0 * 200 + i1];   /* n64 mul */
       real v13 = v2 * v8;   /* n65 mul */
       real v14 = v12 + v13;   /* n66 add */
       y66[i0 * 200 + i1] = v14;
-      real v15 = tanhf(v14);   /* n67 tanh */
+      real v15 = lmc_tanhf(v14);   /* n67 tanh */
       y67[i0 * 200 + i1] = v15;
       real v16 = v11 * v15;   /* n68 mul */
       y68[i0 * 200 + i1] = v16;
@@ -333,45 +333,34 @@ static void train_k82_matmul_bias(real *y, const real *a, const real *b, const r
               1, a, 200, b, 200, 1, y, 33278);
 }
 
-/* fused: 2 nodes in one loop over (T, 20, 33278)
- *   n83 = log_softmax(n82) (T, 20, 33278), stored
+/* fused: 3 nodes in one loop over (T, 20, 33278)
+ *   n83 = log_softmax(n82) (T, 20, 33278)
+ *   n84 = nll_loss(n83, n1) (), stored
  *   n87 = nll_log_softmax_grad(n85, n83, n1) (T, 20, 33278), stored
  *   graphs/lstm.lua:21 */
-static void train_k83_fused(real *logp, real *dx, const real *x, const int32_t *target, int T)
+static void train_k83_fused(real *dx /* over x */, real *loss, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
+  double nll_row[700];   /* summed in row order after the loop */
   const long n = 33278;
+  LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 20*T; r++) {
-    const real *xr = x + r * n;
-    real *yr = logp + r * n, *dxr = dx + r * n;
-    real max = xr[0];
-    for (long i = 1; i < n; i++)
-      max = xr[i] > max ? xr[i] : max;
-    for (long i = 0; i < n; i++)
-      yr[i] = expf(xr[i] - max);
-    double sum = 0;
-    for (long i = 0; i < n; i++)
-      sum += yr[i];
+    real *dxr = dx + r * n;
+    const real *xr = dxr;
+    real max = lmc_row_max(xr, n);
+    const real xt = xr[target[r]];
+    double sum = lmc_exp_sum_inplace(dxr, n, max);
     real lse = max + (real)log(sum);
     double q = s / sum;
-    for (long i = 0; i < n; i++) {   /* x is read before dx is written: dx may be x */
-      real xi = xr[i];
-      dxr[i] = (real)(yr[i] * q);
-      yr[i] = xi - lse;
-    }
+    for (long i = 0; i < n; i++)
+      dxr[i] = (real)(dxr[i] * q);
     dxr[target[r]] -= s;
+    nll_row[r] = (real)(xt - lse);
   }
-}
-
-/* n84 = nll_loss(n83, n1)
- *   () <- (T, 20, 33278), (T, 20)
- *   graphs/lstm.lua:24 */
-static void train_k84_nll_loss(real *y, const real *logp, const int32_t *target, int T)
-{
-  double sum = 0;
-  for (long i = 0; i < 20*T; i++)
-    sum -= logp[i * 33278 + target[i]];
-  y[0] = (real)(sum / (20*T));
+  double nll = 0;
+  for (long r = 0; r < 20*T; r++)
+    nll -= nll_row[r];
+  loss[0] = (real)(nll / (20*T));
 }
 
 /* n85 = const() value 1.0
@@ -681,77 +670,67 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   real *w = c->work;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 55814112, 0, 700 * sizeof *targets);
+    targets = memset(w + 25830624, 0, 700 * sizeof *targets);
   train_k5_embedding(w, c->param + 0, tokens, T);
-  train_k6_dropout(w + 53244816, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_k6_dropout(w + 23294608, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
   train_k7_slice(w + 716000, c->state + 0);
   train_k9_slice(w + 720000, c->state + 8000);
-  train_k16_matmul_bias(w, w + 53244816, c->param + 6655600, c->param + 6975600, T);
+  train_k16_matmul_bias(w, w + 23294608, c->param + 6655600, c->param + 6975600, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    train_k18_carry(w + 53384816 + t * 4000, t == 0 ? w + 716000 : w + 560000 + (t - 1) * 4000);
-    train_k19_carry(w + 53524816 + t * 4000, t == 0 ? w + 720000 : w + 856000);
-    train_k20_matmul(w + 700000, w + 53384816 + t * 4000, c->param + 6815600);
-    train_k35_fused(w + 53664816 + t * 4000, w + t * 16000, w + 700000, c->param + 6976400, w + 53804816 + t * 4000, w + 53944816 + t * 4000, w + 54084816 + t * 4000, w + 856000, w + 53524816 + t * 4000, w + 54224816 + t * 4000, w + 560000 + t * 4000);
+    train_k18_carry(w + 23434608 + t * 4000, t == 0 ? w + 716000 : w + 560000 + (t - 1) * 4000);
+    train_k19_carry(w + 23574608 + t * 4000, t == 0 ? w + 720000 : w + 856000);
+    train_k20_matmul(w + 700000, w + 23434608 + t * 4000, c->param + 6815600);
+    train_k35_fused(w + 23714608 + t * 4000, w + t * 16000, w + 700000, c->param + 6976400, w + 23854608 + t * 4000, w + 23994608 + t * 4000, w + 24134608 + t * 4000, w + 856000, w + 23574608 + t * 4000, w + 24274608 + t * 4000, w + 560000 + t * 4000);
   }
-  train_k39_dropout(w + 54364816, w + 560000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
+  train_k39_dropout(w + 24414608, w + 560000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
   train_k40_slice(w + 860000, c->state + 0);
   train_k42_slice(w + 864000, c->state + 8000);
-  train_k49_matmul_bias(w, w + 54364816, c->param + 6977200, c->param + 7297200, T);
+  train_k49_matmul_bias(w, w + 24414608, c->param + 6977200, c->param + 7297200, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    train_k51_carry(w + 54504816 + t * 4000, t == 0 ? w + 860000 : w + 700000 + (t - 1) * 4000);
-    train_k52_carry(w + 54644816 + t * 4000, t == 0 ? w + 864000 : w + 868000);
-    train_k53_matmul(w + 840000, w + 54504816 + t * 4000, c->param + 7137200);
-    train_k68_fused(w + 54784816 + t * 4000, w + t * 16000, w + 840000, c->param + 7298000, w + 54924816 + t * 4000, w + 55064816 + t * 4000, w + 55204816 + t * 4000, w + 868000, w + 54644816 + t * 4000, w + 55344816 + t * 4000, w + 700000 + t * 4000);
+    train_k51_carry(w + 24554608 + t * 4000, t == 0 ? w + 860000 : w + 700000 + (t - 1) * 4000);
+    train_k52_carry(w + 24694608 + t * 4000, t == 0 ? w + 864000 : w + 868000);
+    train_k53_matmul(w + 840000, w + 24554608 + t * 4000, c->param + 7137200);
+    train_k68_fused(w + 24834608 + t * 4000, w + t * 16000, w + 840000, c->param + 7298000, w + 24974608 + t * 4000, w + 25114608 + t * 4000, w + 25254608 + t * 4000, w + 868000, w + 24694608 + t * 4000, w + 25394608 + t * 4000, w + 700000 + t * 4000);
   }
-  train_k74_concat(w + 55798096, w + 560000 + (T - 1) * 4000, w + 700000 + (T - 1) * 4000);
-  train_k77_concat(w + 55806096, w + 856000, w + 868000);
-  train_k78_dropout(w + 55484816, w + 700000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
-  train_k82_matmul_bias(w, w + 55484816, c->param + 7298800, c->param + 13954400, T);
-  train_k83_fused(w + 23294608, w, w, targets, T);
-  train_k84_nll_loss(w + 55814096, w + 23294608, targets, T);
-  train_k85_const(w + 46589216);
-  train_k88_sum(w + 55764816, w, T);
-  train_k89_matmul(w + 55624816, w, c->param + 7298800, T);
-  train_k90_matmul(w + 46589216, w, w + 55484816, T);
+  train_k74_concat(w + 25814608, w + 560000 + (T - 1) * 4000, w + 700000 + (T - 1) * 4000);
+  train_k77_concat(w + 25822608, w + 856000, w + 868000);
+  train_k78_dropout(w + 25534608, w + 700000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
+  train_k82_matmul_bias(w, w + 25534608, c->param + 7298800, c->param + 13954400, T);
+  train_k83_fused(w, w + 25830608, targets, c->threads, T);
+  train_k85_const(w + 25674608);
+  train_k88_sum(c->grad + 13954400, w, T);
+  train_k89_matmul(w + 25674608, w, c->param + 7298800, T);
+  train_k90_matmul(c->grad + 7298800, w, w + 25534608, T);
   train_k94_const(w);
   train_k95_broadcast(w + 700000, w);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
     train_k115_carry(w + 560000, t == T - 1 ? w + 700000 : w + 572000);
     train_k116_carry(w + 564000, t == T - 1 ? w + 700000 : w + 568000);
-    train_k152_fused(w + 568000, w + 564000, w + 560000, w + 55624816 + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, w + 55204816 + t * 4000, w + 55344816 + t * 4000, w + 54924816 + t * 4000, w + t * 16000, w + 54784816 + t * 4000, w + 55064816 + t * 4000, w + 54644816 + t * 4000);
+    train_k152_fused(w + 568000, w + 564000, w + 560000, w + 25674608 + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, w + 25254608 + t * 4000, w + 25394608 + t * 4000, w + 24974608 + t * 4000, w + t * 16000, w + 24834608 + t * 4000, w + 25114608 + t * 4000, w + 24694608 + t * 4000);
     train_k157_matmul(w + 572000, w + t * 16000, c->param + 7137200);
   }
-  train_k160_sum(w + 7435600, w, T);
-  train_k162_matmul(w + 6655600, w, w + 54504816, T);
+  train_k160_sum(c->grad + 7297200, w, T);
+  train_k162_matmul(c->grad + 7137200, w, w + 24554608, T);
   train_k164_matmul(w + 560000, w, c->param + 6977200, T);
-  train_k165_matmul(w + 6815600, w, w + 54364816, T);
+  train_k165_matmul(c->grad + 6977200, w, w + 24414608, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
     train_k190_carry(w + 704000, t == T - 1 ? w + 700000 : w + 716000);
     train_k191_carry(w + 708000, t == T - 1 ? w + 700000 : w + 712000);
-    train_k227_fused(w + 712000, w + 708000, w + 704000, w + 560000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, w + 54084816 + t * 4000, w + 54224816 + t * 4000, w + 53804816 + t * 4000, w + t * 16000, w + 53664816 + t * 4000, w + 53944816 + t * 4000, w + 53524816 + t * 4000);
+    train_k227_fused(w + 712000, w + 708000, w + 704000, w + 560000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, w + 24134608 + t * 4000, w + 24274608 + t * 4000, w + 23854608 + t * 4000, w + t * 16000, w + 23714608 + t * 4000, w + 23994608 + t * 4000, w + 23574608 + t * 4000);
     train_k232_matmul(w + 716000, w + t * 16000, c->param + 6815600);
   }
-  train_k235_sum(w + 7436400, w, T);
-  train_k237_matmul(w + 6975600, w, w + 53384816, T);
+  train_k235_sum(c->grad + 6975600, w, T);
+  train_k237_matmul(c->grad + 6815600, w, w + 23434608, T);
   train_k239_matmul(w + 560000, w, c->param + 6655600, T);
-  train_k240_matmul(w + 7135600, w, w + 53244816, T);
-  train_k241_dropout_grad(w + 7295600, w + 560000, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_k242_embedding_grad(w, w + 7295600, tokens, T);
-  memcpy(c->state + 0, w + 55798096, 8000 * sizeof(real));   /* state hidden.h, detached */
-  memcpy(c->state + 8000, w + 55806096, 8000 * sizeof(real));   /* state hidden.c, detached */
+  train_k240_matmul(c->grad + 6655600, w, w + 23294608, T);
+  train_k241_dropout_grad(w, w + 560000, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_k242_embedding_grad(c->grad + 0, w, tokens, T);
+  memcpy(c->state + 0, w + 25814608, 8000 * sizeof(real));   /* state hidden.h, detached */
+  memcpy(c->state + 8000, w + 25822608, 8000 * sizeof(real));   /* state hidden.c, detached */
   /* gradients */
-  memcpy(c->grad + 0, w, 6655600 * sizeof(real));   /* encoder.weight */
-  memcpy(c->grad + 6655600, w + 7135600, 160000 * sizeof(real));   /* rnn.weight_ih_l0 */
-  memcpy(c->grad + 6815600, w + 6975600, 160000 * sizeof(real));   /* rnn.weight_hh_l0 */
-  memcpy(c->grad + 6975600, w + 7436400, 800 * sizeof(real));   /* rnn.bias_ih_l0 */
-  memcpy(c->grad + 6976400, w + 7436400, 800 * sizeof(real));   /* rnn.bias_hh_l0 */
-  memcpy(c->grad + 6977200, w + 6815600, 160000 * sizeof(real));   /* rnn.weight_ih_l1 */
-  memcpy(c->grad + 7137200, w + 6655600, 160000 * sizeof(real));   /* rnn.weight_hh_l1 */
-  memcpy(c->grad + 7297200, w + 7435600, 800 * sizeof(real));   /* rnn.bias_ih_l1 */
-  memcpy(c->grad + 7298000, w + 7435600, 800 * sizeof(real));   /* rnn.bias_hh_l1 */
-  memcpy(c->grad + 7298800, w + 46589216, 6655600 * sizeof(real));   /* decoder.weight */
-  memcpy(c->grad + 13954400, w + 55764816, 33278 * sizeof(real));   /* decoder.bias */
-  return have_targets ? w[55814096] : 0;
+  memcpy(c->grad + 6976400, c->grad + 6975600, 800 * sizeof(real));   /* rnn.bias_hh_l0 */
+  memcpy(c->grad + 7298000, c->grad + 7297200, 800 * sizeof(real));   /* rnn.bias_hh_l1 */
+  return have_targets ? w[25830608] : 0;
 }
 
 /* ---------------------------------------------------------------- eval: batch 10 */
@@ -843,21 +822,21 @@ static void eval_k34_fused(real *y32, const real *x16, const real *x19, const re
     for (long i1 = 0; i1 < 200; i1++) {
       real v0 = x16[200 + i0 * 800 + i1] + x19[200 + i0 * 800 + i1];   /* n20 add */
       real v1 = v0 + x13[200 + i1];   /* n21 add */
-      real v2 = 1 / (1 + expf(-v1));   /* n25 sigmoid */
+      real v2 = 1 / (1 + lmc_expf(-v1));   /* n25 sigmoid */
       real v3 = v2 * x18[i0 * 200 + i1];   /* n30 mul */
       real v4 = x16[i0 * 800 + i1] + x19[i0 * 800 + i1];   /* n20 add */
       real v5 = v4 + x13[i1];   /* n21 add */
-      real v6 = 1 / (1 + expf(-v5));   /* n23 sigmoid */
+      real v6 = 1 / (1 + lmc_expf(-v5));   /* n23 sigmoid */
       real v7 = x16[400 + i0 * 800 + i1] + x19[400 + i0 * 800 + i1];   /* n20 add */
       real v8 = v7 + x13[400 + i1];   /* n21 add */
-      real v9 = tanhf(v8);   /* n27 tanh */
+      real v9 = lmc_tanhf(v8);   /* n27 tanh */
       real v10 = v6 * v9;   /* n31 mul */
       real v11 = v3 + v10;   /* n32 add */
       y32[i0 * 200 + i1] = v11;
       real v12 = x16[600 + i0 * 800 + i1] + x19[600 + i0 * 800 + i1];   /* n20 add */
       real v13 = v12 + x13[600 + i1];   /* n21 add */
-      real v14 = 1 / (1 + expf(-v13));   /* n29 sigmoid */
-      real v15 = tanhf(v11);   /* n33 tanh */
+      real v14 = 1 / (1 + lmc_expf(-v13));   /* n29 sigmoid */
+      real v15 = lmc_tanhf(v11);   /* n33 tanh */
       real v16 = v14 * v15;   /* n34 mul */
       y34[i0 * 200 + i1] = v16;
     }
@@ -941,21 +920,21 @@ static void eval_k66_fused(real *y64, const real *x48, const real *x51, const re
     for (long i1 = 0; i1 < 200; i1++) {
       real v0 = x48[200 + i0 * 800 + i1] + x51[200 + i0 * 800 + i1];   /* n52 add */
       real v1 = v0 + x45[200 + i1];   /* n53 add */
-      real v2 = 1 / (1 + expf(-v1));   /* n57 sigmoid */
+      real v2 = 1 / (1 + lmc_expf(-v1));   /* n57 sigmoid */
       real v3 = v2 * x50[i0 * 200 + i1];   /* n62 mul */
       real v4 = x48[i0 * 800 + i1] + x51[i0 * 800 + i1];   /* n52 add */
       real v5 = v4 + x45[i1];   /* n53 add */
-      real v6 = 1 / (1 + expf(-v5));   /* n55 sigmoid */
+      real v6 = 1 / (1 + lmc_expf(-v5));   /* n55 sigmoid */
       real v7 = x48[400 + i0 * 800 + i1] + x51[400 + i0 * 800 + i1];   /* n52 add */
       real v8 = v7 + x45[400 + i1];   /* n53 add */
-      real v9 = tanhf(v8);   /* n59 tanh */
+      real v9 = lmc_tanhf(v8);   /* n59 tanh */
       real v10 = v6 * v9;   /* n63 mul */
       real v11 = v3 + v10;   /* n64 add */
       y64[i0 * 200 + i1] = v11;
       real v12 = x48[600 + i0 * 800 + i1] + x51[600 + i0 * 800 + i1];   /* n52 add */
       real v13 = v12 + x45[600 + i1];   /* n53 add */
-      real v14 = 1 / (1 + expf(-v13));   /* n61 sigmoid */
-      real v15 = tanhf(v11);   /* n65 tanh */
+      real v14 = 1 / (1 + lmc_expf(-v13));   /* n61 sigmoid */
+      real v15 = lmc_tanhf(v11);   /* n65 tanh */
       real v16 = v14 * v15;   /* n66 mul */
       y66[i0 * 200 + i1] = v16;
     }
@@ -995,36 +974,27 @@ static void eval_k79_matmul_bias(real *y, const real *a, const real *b, const re
               1, a, 200, b, 200, 1, y, 33278);
 }
 
-/* n80 = log_softmax(n79)
- *   (T, 10, 33278) <- (T, 10, 33278)
+/* fused: 2 nodes in one loop over (T, 10, 33278)
+ *   n80 = log_softmax(n79) (T, 10, 33278)
+ *   n81 = nll_loss(n80, n1) (), stored
  *   graphs/lstm.lua:21 */
-static void eval_k80_log_softmax(real *y, const real *x, int T)
+static void eval_k80_fused(real *loss, const real *x, const int32_t *target, int nt, int T)
 {
+  double nll_row[350];   /* summed in row order after the loop */
   const long n = 33278;
+  LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 10*T; r++) {
     const real *xr = x + r * n;
-    real *yr = y + r * n;
-    real max = xr[0];
-    for (long i = 1; i < n; i++)
-      max = xr[i] > max ? xr[i] : max;
-    double sum = 0;
-    for (long i = 0; i < n; i++)
-      sum += expf(xr[i] - max);
+    real max = lmc_row_max(xr, n);
+    const real xt = xr[target[r]];
+    double sum = lmc_exp_sum(xr, n, max);
     real lse = max + (real)log(sum);
-    for (long i = 0; i < n; i++)
-      yr[i] = xr[i] - lse;
+    nll_row[r] = (real)(xt - lse);
   }
-}
-
-/* n81 = nll_loss(n80, n1)
- *   () <- (T, 10, 33278), (T, 10)
- *   graphs/lstm.lua:24 */
-static void eval_k81_nll_loss(real *y, const real *logp, const int32_t *target, int T)
-{
-  double sum = 0;
-  for (long i = 0; i < 10*T; i++)
-    sum -= logp[i * 33278 + target[i]];
-  y[0] = (real)(sum / (10*T));
+  double nll = 0;
+  for (long r = 0; r < 10*T; r++)
+    nll -= nll_row[r];
+  loss[0] = (real)(nll / (10*T));
 }
 
 static const LmcTensorDesc eval_state[] = {
@@ -1037,7 +1007,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *w = c->work;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 23302624, 0, 350 * sizeof *targets);
+    targets = memset(w + 11725312, 0, 350 * sizeof *targets);
   eval_k5_embedding(w + 280000, c->param + 0, tokens, T);
   eval_k6_slice(w + 358000, c->state + 0);
   eval_k8_slice(w + 360000, c->state + 4000);
@@ -1057,14 +1027,13 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
     eval_k51_matmul(w + 350000, w + 362000, c->param + 7137200);
     eval_k66_fused(w + 368000, w + t * 8000, w + 350000, c->param + 7298000, w + 364000, w + 11647312 + t * 2000);
   }
-  eval_k72_concat(w + 23294624, w + 280000 + (T - 1) * 2000, w + 11647312 + (T - 1) * 2000);
-  eval_k75_concat(w + 23298624, w + 366000, w + 368000);
+  eval_k72_concat(w + 11717312, w + 280000 + (T - 1) * 2000, w + 11647312 + (T - 1) * 2000);
+  eval_k75_concat(w + 11721312, w + 366000, w + 368000);
   eval_k79_matmul_bias(w, w + 11647312, c->param + 7298800, c->param + 13954400, T);
-  eval_k80_log_softmax(w + 11647312, w, T);
-  eval_k81_nll_loss(w, w + 11647312, targets, T);
-  memcpy(c->state + 0, w + 23294624, 4000 * sizeof(real));   /* state hidden.h, detached */
-  memcpy(c->state + 4000, w + 23298624, 4000 * sizeof(real));   /* state hidden.c, detached */
-  return have_targets ? w[0] : 0;
+  eval_k80_fused(w + 11647312, w, targets, c->threads, T);
+  memcpy(c->state + 0, w + 11717312, 4000 * sizeof(real));   /* state hidden.h, detached */
+  memcpy(c->state + 4000, w + 11721312, 4000 * sizeof(real));   /* state hidden.c, detached */
+  return have_targets ? w[11647312] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -1101,8 +1070,11 @@ static void gen_k8_slice(real *y, const real *x)
  *   graphs/lstm.lua:18 */
 static void gen_k14_matmul(real *y, const real *a, const real *b, int T)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 800, 200,
-              1, a, 200, b, 200, 0, y, 800);
+  if (T == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, 800, 200, 1, b, 200, a, 1, 0, y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 800, 200,
+                1, a, 200, b, 200, 0, y, 800);
 }
 
 /* n15 = add(n14, n12)
@@ -1136,8 +1108,7 @@ static void gen_k18_carry(real *y, const real *x)
  *   graphs/lstm.lua:18 */
 static void gen_k19_matmul(real *y, const real *a, const real *b)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, 800, 200,
-              1, a, 200, b, 200, 0, y, 800);
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, 800, 200, 1, b, 200, a, 1, 0, y, 1);
 }
 
 /* fused: 15 nodes in one loop over (1, 200) per step
@@ -1162,22 +1133,22 @@ static void gen_k34_fused(real *y32, const real *x16, const real *x19, const rea
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x16[200 + i0] + x19[200 + i0];   /* n20 add */
     real v1 = v0 + x13[200 + i0];   /* n21 add */
-    real v2 = 1 / (1 + expf(-v1));   /* n25 sigmoid */
+    real v2 = 1 / (1 + lmc_expf(-v1));   /* n25 sigmoid */
     real v3 = v2 * x18[i0];   /* n30 mul */
     real v4 = x16[i0] + x19[i0];   /* n20 add */
     real v5 = v4 + x13[i0];   /* n21 add */
-    real v6 = 1 / (1 + expf(-v5));   /* n23 sigmoid */
+    real v6 = 1 / (1 + lmc_expf(-v5));   /* n23 sigmoid */
     real v7 = x16[400 + i0] + x19[400 + i0];   /* n20 add */
     real v8 = v7 + x13[400 + i0];   /* n21 add */
-    real v9 = tanhf(v8);   /* n27 tanh */
+    real v9 = lmc_tanhf(v8);   /* n27 tanh */
     real v10 = v6 * v9;   /* n31 mul */
     real v11 = v3 + v10;   /* n32 add */
     y32[i0] = v11;
     real v12 = x16[600 + i0] + x19[600 + i0];   /* n20 add */
     real v13 = v12 + x13[600 + i0];   /* n21 add */
-    real v14 = 1 / (1 + expf(-v13));   /* n29 sigmoid */
+    real v14 = 1 / (1 + lmc_expf(-v13));   /* n29 sigmoid */
     real v15 = v3 + v10;   /* n32 add */
-    real v16 = tanhf(v15);   /* n33 tanh */
+    real v16 = lmc_tanhf(v15);   /* n33 tanh */
     real v17 = v14 * v16;   /* n34 mul */
     y34[i0] = v17;
   }
@@ -1206,8 +1177,11 @@ static void gen_k40_slice(real *y, const real *x)
  *   graphs/lstm.lua:18 */
 static void gen_k46_matmul(real *y, const real *a, const real *b, int T)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 800, 200,
-              1, a, 200, b, 200, 0, y, 800);
+  if (T == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, 800, 200, 1, b, 200, a, 1, 0, y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 800, 200,
+                1, a, 200, b, 200, 0, y, 800);
 }
 
 /* n47 = add(n46, n44)
@@ -1241,8 +1215,7 @@ static void gen_k50_carry(real *y, const real *x)
  *   graphs/lstm.lua:18 */
 static void gen_k51_matmul(real *y, const real *a, const real *b)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, 800, 200,
-              1, a, 200, b, 200, 0, y, 800);
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, 800, 200, 1, b, 200, a, 1, 0, y, 1);
 }
 
 /* fused: 15 nodes in one loop over (1, 200) per step
@@ -1267,22 +1240,22 @@ static void gen_k66_fused(real *y64, const real *x48, const real *x51, const rea
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x48[200 + i0] + x51[200 + i0];   /* n52 add */
     real v1 = v0 + x45[200 + i0];   /* n53 add */
-    real v2 = 1 / (1 + expf(-v1));   /* n57 sigmoid */
+    real v2 = 1 / (1 + lmc_expf(-v1));   /* n57 sigmoid */
     real v3 = v2 * x50[i0];   /* n62 mul */
     real v4 = x48[i0] + x51[i0];   /* n52 add */
     real v5 = v4 + x45[i0];   /* n53 add */
-    real v6 = 1 / (1 + expf(-v5));   /* n55 sigmoid */
+    real v6 = 1 / (1 + lmc_expf(-v5));   /* n55 sigmoid */
     real v7 = x48[400 + i0] + x51[400 + i0];   /* n52 add */
     real v8 = v7 + x45[400 + i0];   /* n53 add */
-    real v9 = tanhf(v8);   /* n59 tanh */
+    real v9 = lmc_tanhf(v8);   /* n59 tanh */
     real v10 = v6 * v9;   /* n63 mul */
     real v11 = v3 + v10;   /* n64 add */
     y64[i0] = v11;
     real v12 = x48[600 + i0] + x51[600 + i0];   /* n52 add */
     real v13 = v12 + x45[600 + i0];   /* n53 add */
-    real v14 = 1 / (1 + expf(-v13));   /* n61 sigmoid */
+    real v14 = 1 / (1 + lmc_expf(-v13));   /* n61 sigmoid */
     real v15 = v3 + v10;   /* n64 add */
-    real v16 = tanhf(v15);   /* n65 tanh */
+    real v16 = lmc_tanhf(v15);   /* n65 tanh */
     real v17 = v14 * v16;   /* n66 mul */
     y66[i0] = v17;
   }
@@ -1310,55 +1283,38 @@ static void gen_k75_concat(real *y, const real *a, const real *b)
     y[200 + i0] = b[i0];
 }
 
-/* n77 = matmul(n67, n76) b^T
- *   (T, 1, 33278) <- (T, 1, 200), (33278, 200)
- *   graphs/lstm.lua:19 */
-static void gen_k77_matmul(real *y, const real *a, const real *b, int T)
+/* n83 = matmul(n82, n76) b^T
+ *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
+ *   graphs/lstm.lua:18 */
+static void gen_k83_matmul(real *y, const real *a, const real *b)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 33278, 200,
-              1, a, 200, b, 200, 0, y, 33278);
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, 33278, 200, 1, b, 200, a, 1, 0, y, 1);
 }
 
-/* n79 = add(n77, n78)
- *   (T, 1, 33278) <- (T, 1, 33278), (33278)
- *   graphs/lstm.lua:19 */
-static void gen_k79_add(real *y, const real *a, const real *b, int T)
+/* n84 = add(n83, n78)
+ *   (1, 1, 33278) <- (1, 1, 33278), (33278)
+ *   graphs/lstm.lua:18 */
+static void gen_k84_add(real *y, const real *a, const real *b)
 {
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 33278; i1++)
-      y[i0 * 33278 + i1] = a[i0 * 33278 + i1] + b[i1];
+  for (long i0 = 0; i0 < 33278; i0++)
+    y[i0] = a[i0] + b[i0];
 }
 
-/* n80 = log_softmax(n79)
- *   (T, 1, 33278) <- (T, 1, 33278)
- *   graphs/lstm.lua:21 */
-static void gen_k80_log_softmax(real *y, const real *x, int T)
+/* n85 = log_softmax(n84)
+ *   (1, 1, 33278) <- (1, 1, 33278)
+ *   graphs/lstm.lua:18 */
+static void gen_k85_log_softmax(real *y, const real *x)
 {
   const long n = 33278;
-  for (long r = 0; r < T; r++) {
+  for (long r = 0; r < 1; r++) {
     const real *xr = x + r * n;
     real *yr = y + r * n;
-    real max = xr[0];
-    for (long i = 1; i < n; i++)
-      max = xr[i] > max ? xr[i] : max;
-    double sum = 0;
-    for (long i = 0; i < n; i++)
-      sum += expf(xr[i] - max);
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum(xr, n, max);
     real lse = max + (real)log(sum);
     for (long i = 0; i < n; i++)
       yr[i] = xr[i] - lse;
   }
-}
-
-/* n81 = nll_loss(n80, n1)
- *   () <- (T, 1, 33278), (T, 1)
- *   graphs/lstm.lua:24 */
-static void gen_k81_nll_loss(real *y, const real *logp, const int32_t *target, int T)
-{
-  double sum = 0;
-  for (long i = 0; i < T; i++)
-    sum -= logp[i * 33278 + target[i]];
-  y[0] = (real)(sum / (T));
 }
 
 static const LmcTensorDesc gen_state[] = {
@@ -1369,9 +1325,8 @@ static const LmcTensorDesc gen_state[] = {
 static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
-  const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 2330272, 0, 35 * sizeof *targets);
+    targets = memset(w + 71024, 0, 35 * sizeof *targets);
   gen_k5_embedding(w + 28000, c->param + 0, tokens, T);
   gen_k6_slice(w + 63008, c->state + 0);
   gen_k8_slice(w + 63216, c->state + 400);
@@ -1379,29 +1334,28 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_k15_add(w + 28000, w, c->param + 6975600, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     gen_k17_carry(w + 800, t == 0 ? w + 63008 : w + 56000 + (t - 1) * 200);
-    gen_k18_carry(w + 1008, t == 0 ? w + 63216 : w + 63424);
+    gen_k18_carry(w + 1008, t == 0 ? w + 63216 : w + 70816);
     gen_k19_matmul(w, w + 800, c->param + 6815600);
-    gen_k34_fused(w + 63424, w + 28000 + t * 800, w, c->param + 6976400, w + 1008, w + 56000 + t * 200);
+    gen_k34_fused(w + 70816, w + 28000 + t * 800, w, c->param + 6976400, w + 1008, w + 56000 + t * 200);
   }
-  gen_k38_slice(w + 63008, c->state + 0);
-  gen_k40_slice(w + 63216, c->state + 400);
+  gen_k38_slice(w + 70016, c->state + 0);
+  gen_k40_slice(w + 70224, c->state + 400);
   gen_k46_matmul(w, w + 56000, c->param + 6977200, T);
   gen_k47_add(w + 28000, w, c->param + 7297200, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    gen_k49_carry(w + 800, t == 0 ? w + 63008 : w + 1164736 + (t - 1) * 200);
-    gen_k50_carry(w + 1008, t == 0 ? w + 63216 : w + 1216);
+    gen_k49_carry(w + 800, t == 0 ? w + 70016 : w + 63008 + (t - 1) * 200);
+    gen_k50_carry(w + 1008, t == 0 ? w + 70224 : w + 1216);
     gen_k51_matmul(w, w + 800, c->param + 7137200);
-    gen_k66_fused(w + 1216, w + 28000 + t * 800, w, c->param + 7298000, w + 1008, w + 1164736 + t * 200);
+    gen_k66_fused(w + 1216, w + 28000 + t * 800, w, c->param + 7298000, w + 1008, w + 63008 + t * 200);
   }
-  gen_k72_concat(w + 2329472, w + 56000 + (T - 1) * 200, w + 1164736 + (T - 1) * 200);
-  gen_k75_concat(w + 2329872, w + 63424, w + 1216);
-  gen_k77_matmul(w, w + 1164736, c->param + 7298800, T);
-  gen_k79_add(w + 1164736, w, c->param + 13954400, T);
-  gen_k80_log_softmax(w, w + 1164736, T);
-  gen_k81_nll_loss(w + 1164736, w, targets, T);
-  memcpy(c->state + 0, w + 2329472, 400 * sizeof(real));   /* state hidden.h, detached */
-  memcpy(c->state + 400, w + 2329872, 400 * sizeof(real));   /* state hidden.c, detached */
-  return have_targets ? w[1164736] : 0;
+  gen_k72_concat(w + 70016, w + 56000 + (T - 1) * 200, w + 63008 + (T - 1) * 200);
+  gen_k75_concat(w + 70416, w + 70816, w + 1216);
+  gen_k83_matmul(w, w + 63008 + (T - 1) * 200, c->param + 7298800);
+  gen_k84_add(w + 33280, w, c->param + 13954400);
+  gen_k85_log_softmax(w, w + 33280);
+  memcpy(c->state + 0, w + 70016, 400 * sizeof(real));   /* state hidden.h, detached */
+  memcpy(c->state + 400, w + 70416, 400 * sizeof(real));   /* state hidden.c, detached */
+  return 0;
 }
 
 /* ---------------------------------------------------------------- optimizer */
@@ -1410,10 +1364,13 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
  * that is below 1; returns the norm before clipping. */
 static double lmc_clip(real *grad, double clip)
 {
-  double sum = 0;
-  for (size_t i = 0; i < 13987678; i++)
-    sum += (double)grad[i] * grad[i];
-  double norm = sqrt(sum);
+  double s[8] = { 0 };   /* eight lanes, added pairwise: vectorises, same bits every run */
+  for (size_t i = 0; i < 13987672; i += 8)
+    for (int j = 0; j < 8; j++)
+      s[j] += (double)grad[i + j] * grad[i + j];
+  for (size_t i = 13987672; i < 13987678; i++)
+    s[0] += (double)grad[i] * grad[i];
+  double norm = sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
   double scale = clip / (norm + 1e-6);
   if (clip > 0 && scale < 1)
     for (size_t i = 0; i < 13987678; i++)
@@ -1461,34 +1418,40 @@ const LmcModel lmc_model = {
   .train = {
     .batch = 20,
     .max_seq = 35,
-    .work_numel = 55814816,
+    .work_numel = 25831328,
     .state_numel = 16000,
     .nstate = 2,
     .state = train_state,
     .has_backward = 1,
     .run = train_run,
-    .logp_offset = 23294608,
+    .has_logp = 0,
+    .logp_last = 0,
+    .logp_offset = 0,
   },
   .eval = {
     .batch = 10,
     .max_seq = 35,
-    .work_numel = 23302976,
+    .work_numel = 11725664,
     .state_numel = 8000,
     .nstate = 2,
     .state = eval_state,
     .has_backward = 0,
     .run = eval_run,
-    .logp_offset = 11647312,
+    .has_logp = 0,
+    .logp_last = 0,
+    .logp_offset = 0,
   },
   .gen = {
     .batch = 1,
     .max_seq = 35,
-    .work_numel = 2330320,
+    .work_numel = 71072,
     .state_numel = 800,
     .nstate = 2,
     .state = gen_state,
     .has_backward = 0,
     .run = gen_run,
+    .has_logp = 1,
+    .logp_last = 1,
     .logp_offset = 0,
   },
   .clip = lmc_clip,

@@ -1428,14 +1428,8 @@ static void train_k41_softmax(real *y, const real *x, int T)
   for (long r = 0; r < 40*T; r++) {
     const real *xr = x + r * n;
     real *yr = y + r * n;
-    real max = xr[0];
-    for (long i = 1; i < n; i++)
-      max = xr[i] > max ? xr[i] : max;
-    double sum = 0;
-    for (long i = 0; i < n; i++) {
-      yr[i] = expf(xr[i] - max);
-      sum += yr[i];
-    }
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
     for (long i = 0; i < n; i++)
       yr[i] = (real)(yr[i] / sum);
   }
@@ -1728,14 +1722,8 @@ static void train_k91_softmax(real *y, const real *x, int T)
   for (long r = 0; r < 40*T; r++) {
     const real *xr = x + r * n;
     real *yr = y + r * n;
-    real max = xr[0];
-    for (long i = 1; i < n; i++)
-      max = xr[i] > max ? xr[i] : max;
-    double sum = 0;
-    for (long i = 0; i < n; i++) {
-      yr[i] = expf(xr[i] - max);
-      sum += yr[i];
-    }
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
     for (long i = 0; i < n; i++)
       yr[i] = (real)(yr[i] / sum);
   }
@@ -1961,45 +1949,34 @@ static void train_k132_matmul_bias(real *y, const real *a, const real *b, const 
               1, a, 200, b, 200, 1, y, 33278);
 }
 
-/* fused: 2 nodes in one loop over (T, 20, 33278)
- *   n133 = log_softmax(n132) (T, 20, 33278), stored
+/* fused: 3 nodes in one loop over (T, 20, 33278)
+ *   n133 = log_softmax(n132) (T, 20, 33278)
+ *   n134 = nll_loss(n133, n1) (), stored
  *   n137 = nll_log_softmax_grad(n135, n133, n1) (T, 20, 33278), stored
  *   graphs/transformer.lua:29 */
-static void train_k133_fused(real *logp, real *dx, const real *x, const int32_t *target, int T)
+static void train_k133_fused(real *dx /* over x */, real *loss, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
+  double nll_row[700];   /* summed in row order after the loop */
   const long n = 33278;
+  LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 20*T; r++) {
-    const real *xr = x + r * n;
-    real *yr = logp + r * n, *dxr = dx + r * n;
-    real max = xr[0];
-    for (long i = 1; i < n; i++)
-      max = xr[i] > max ? xr[i] : max;
-    for (long i = 0; i < n; i++)
-      yr[i] = expf(xr[i] - max);
-    double sum = 0;
-    for (long i = 0; i < n; i++)
-      sum += yr[i];
+    real *dxr = dx + r * n;
+    const real *xr = dxr;
+    real max = lmc_row_max(xr, n);
+    const real xt = xr[target[r]];
+    double sum = lmc_exp_sum_inplace(dxr, n, max);
     real lse = max + (real)log(sum);
     double q = s / sum;
-    for (long i = 0; i < n; i++) {   /* x is read before dx is written: dx may be x */
-      real xi = xr[i];
-      dxr[i] = (real)(yr[i] * q);
-      yr[i] = xi - lse;
-    }
+    for (long i = 0; i < n; i++)
+      dxr[i] = (real)(dxr[i] * q);
     dxr[target[r]] -= s;
+    nll_row[r] = (real)(xt - lse);
   }
-}
-
-/* n134 = nll_loss(n133, n1)
- *   () <- (T, 20, 33278), (T, 20)
- *   graphs/transformer.lua:32 */
-static void train_k134_nll_loss(real *y, const real *logp, const int32_t *target, int T)
-{
-  double sum = 0;
-  for (long i = 0; i < 20*T; i++)
-    sum -= logp[i * 33278 + target[i]];
-  y[0] = (real)(sum / (20*T));
+  double nll = 0;
+  for (long r = 0; r < 20*T; r++)
+    nll -= nll_row[r];
+  loss[0] = (real)(nll / (20*T));
 }
 
 /* n135 = const() value 1.0
@@ -3074,190 +3051,160 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   (void)T;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 57394176, 0, 700 * sizeof *targets);
+    targets = memset(w + 27410688, 0, 700 * sizeof *targets);
   train_k16_embedding(w, c->param + 0, tokens, T);
-  train_k17_const(w + 57394128);
-  train_k22_fused(w + 53244816, w, lmc_const0, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_k17_const(w + 27410640);
+  train_k22_fused(w + 23294608, w, lmc_const0, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
   train_k23_triu_mask(w + 700000, T);
-  train_k27_matmul_bias(w, w + 53244816, c->param + 6655600, c->param + 6775600, T);
+  train_k27_matmul_bias(w, w + 23294608, c->param + 6655600, c->param + 6775600, T);
   train_k28_slice(w + 420000, w, T);
   train_k30_transpose(w + 560000, w + 420000, T);
-  train_k31_const(w + 57394144);
-  train_k32_div(w + 53384816, w + 560000, w + 57394144, T);
+  train_k31_const(w + 27410656);
+  train_k32_div(w + 23434608, w + 560000, w + 27410656, T);
   train_k33_slice(w + 420000, w, T);
-  train_k35_transpose(w + 53524816, w + 420000, T);
+  train_k35_transpose(w + 23574608, w + 420000, T);
   train_k36_slice(w + 420000, w, T);
-  train_k38_transpose(w + 53664816, w + 420000, T);
-  train_k39_bmm(w, w + 53384816, w + 53524816, T);
+  train_k38_transpose(w + 23714608, w + 420000, T);
+  train_k39_bmm(w, w + 23434608, w + 23574608, T);
   train_k40_add(w + 49008, w, w + 700000, T);
-  train_k41_softmax(w + 57164816, w + 49008, T);
-  train_k42_dropout(w + 57213824, w + 57164816, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
-  train_k43_bmm(w, w + 57213824, w + 53664816, T);
-  train_k44_transpose(w + 53804816, w, T);
-  train_k47_matmul(w, w + 53804816, c->param + 6776200, T);
-  train_k51_fused(w + 53944816, w + 53244816, w, c->param + 6816200, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
-  train_k54_normalize(w + 54084816, w + 53944816, T);
-  train_k56_fused(w + 54224816, w + 54084816, c->param + 6816400, c->param + 6816600, T);
-  train_k60_matmul_bias(w, w + 54224816, c->param + 6816800, c->param + 6856800, T);
-  train_k62_fused(w + 54364816, w, w + 54504816, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, T);
-  train_k64_matmul(w, w + 54504816, c->param + 6857000, T);
-  train_k68_fused(w + 54644816, w + 54224816, w, c->param + 6897000, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
-  train_k71_normalize(w + 54784816, w + 54644816, T);
-  train_k73_fused(w + 54924816, w + 54784816, c->param + 6897200, c->param + 6897400, T);
-  train_k77_matmul_bias(w, w + 54924816, c->param + 6897600, c->param + 7017600, T);
+  train_k41_softmax(w + 27214608, w + 49008, T);
+  train_k42_dropout(w + 27263616, w + 27214608, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
+  train_k43_bmm(w, w + 27263616, w + 23714608, T);
+  train_k44_transpose(w + 23854608, w, T);
+  train_k47_matmul(w, w + 23854608, c->param + 6776200, T);
+  train_k51_fused(w + 23994608, w + 23294608, w, c->param + 6816200, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
+  train_k54_normalize(w + 24134608, w + 23994608, T);
+  train_k56_fused(w + 24274608, w + 24134608, c->param + 6816400, c->param + 6816600, T);
+  train_k60_matmul_bias(w, w + 24274608, c->param + 6816800, c->param + 6856800, T);
+  train_k62_fused(w + 24414608, w, w + 24554608, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, T);
+  train_k64_matmul(w, w + 24554608, c->param + 6857000, T);
+  train_k68_fused(w + 24694608, w + 24274608, w, c->param + 6897000, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
+  train_k71_normalize(w + 24834608, w + 24694608, T);
+  train_k73_fused(w + 24974608, w + 24834608, c->param + 6897200, c->param + 6897400, T);
+  train_k77_matmul_bias(w, w + 24974608, c->param + 6897600, c->param + 7017600, T);
   train_k78_slice(w + 420000, w, T);
   train_k80_transpose(w + 560000, w + 420000, T);
-  train_k82_div(w + 55064816, w + 560000, w + 57394144, T);
+  train_k82_div(w + 25114608, w + 560000, w + 27410656, T);
   train_k83_slice(w + 420000, w, T);
-  train_k85_transpose(w + 55204816, w + 420000, T);
+  train_k85_transpose(w + 25254608, w + 420000, T);
   train_k86_slice(w + 420000, w, T);
-  train_k88_transpose(w + 55344816, w + 420000, T);
-  train_k89_bmm(w, w + 55064816, w + 55204816, T);
+  train_k88_transpose(w + 25394608, w + 420000, T);
+  train_k89_bmm(w, w + 25114608, w + 25254608, T);
   train_k90_add(w + 49008, w, w + 700000, T);
-  train_k91_softmax(w + 57262832, w + 49008, T);
-  train_k92_dropout(w + 57311840, w + 57262832, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
-  train_k93_bmm(w, w + 57311840, w + 55344816, T);
-  train_k94_transpose(w + 55484816, w, T);
-  train_k97_matmul(w, w + 55484816, c->param + 7018200, T);
-  train_k101_fused(w + 55624816, w + 54924816, w, c->param + 7058200, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
-  train_k104_normalize(w + 55764816, w + 55624816, T);
-  train_k106_fused(w + 55904816, w + 55764816, c->param + 7058400, c->param + 7058600, T);
-  train_k110_matmul_bias(w, w + 55904816, c->param + 7058800, c->param + 7098800, T);
-  train_k112_fused(w + 56044816, w, w + 56184816, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, T);
-  train_k114_matmul(w, w + 56184816, c->param + 7099000, T);
-  train_k118_fused(w + 56324816, w + 55904816, w, c->param + 7139000, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
-  train_k121_normalize(w + 56464816, w + 56324816, T);
-  train_k123_fused(w + 56604816, w + 56464816, c->param + 7139200, c->param + 7139400, T);
-  train_k126_normalize(w + 56744816, w + 56604816, T);
-  train_k128_fused(w + 56884816, w + 56744816, c->param + 7139600, c->param + 7139800, T);
-  train_k132_matmul_bias(w, w + 56884816, c->param + 7140000, c->param + 13795600, T);
-  train_k133_fused(w + 23294608, w, w, targets, T);
-  train_k134_nll_loss(w + 57394160, w + 23294608, targets, T);
-  train_k135_const(w + 46589216);
-  train_k138_sum(w + 57360848, w, T);
-  train_k139_matmul(w + 57024816, w, c->param + 7140000, T);
-  train_k140_matmul(w + 46589216, w, w + 56884816, T);
-  train_k141_sum(w + 7276816, w + 57024816, T);
-  train_k142_mul(w, w + 57024816, c->param + 7139600, T);
-  train_k143_mul(w + 140000, w + 57024816, w + 56744816, T);
-  train_k144_sum(w + 7277024, w + 140000, T);
-  train_k145_normalize_grad(w + 140000, w, w + 56604816, T);
-  train_k146_sum(w + 7277232, w + 140000, T);
+  train_k91_softmax(w + 27312624, w + 49008, T);
+  train_k92_dropout(w + 27361632, w + 27312624, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
+  train_k93_bmm(w, w + 27361632, w + 25394608, T);
+  train_k94_transpose(w + 25534608, w, T);
+  train_k97_matmul(w, w + 25534608, c->param + 7018200, T);
+  train_k101_fused(w + 25674608, w + 24974608, w, c->param + 7058200, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
+  train_k104_normalize(w + 25814608, w + 25674608, T);
+  train_k106_fused(w + 25954608, w + 25814608, c->param + 7058400, c->param + 7058600, T);
+  train_k110_matmul_bias(w, w + 25954608, c->param + 7058800, c->param + 7098800, T);
+  train_k112_fused(w + 26094608, w, w + 26234608, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, T);
+  train_k114_matmul(w, w + 26234608, c->param + 7099000, T);
+  train_k118_fused(w + 26374608, w + 25954608, w, c->param + 7139000, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
+  train_k121_normalize(w + 26514608, w + 26374608, T);
+  train_k123_fused(w + 26654608, w + 26514608, c->param + 7139200, c->param + 7139400, T);
+  train_k126_normalize(w + 26794608, w + 26654608, T);
+  train_k128_fused(w + 26934608, w + 26794608, c->param + 7139600, c->param + 7139800, T);
+  train_k132_matmul_bias(w, w + 26934608, c->param + 7140000, c->param + 13795600, T);
+  train_k133_fused(w, w + 27410672, targets, c->threads, T);
+  train_k135_const(w + 27074608);
+  train_k138_sum(c->grad + 13795600, w, T);
+  train_k139_matmul(w + 27074608, w, c->param + 7140000, T);
+  train_k140_matmul(c->grad + 7140000, w, w + 26934608, T);
+  train_k141_sum(c->grad + 7139800, w + 27074608, T);
+  train_k142_mul(w, w + 27074608, c->param + 7139600, T);
+  train_k143_mul(w + 140000, w + 27074608, w + 26794608, T);
+  train_k144_sum(c->grad + 7139600, w + 140000, T);
+  train_k145_normalize_grad(w + 140000, w, w + 26654608, T);
+  train_k146_sum(c->grad + 7139400, w + 140000, T);
   train_k147_mul(w, w + 140000, c->param + 7139200, T);
-  train_k148_mul(w + 280000, w + 140000, w + 56464816, T);
-  train_k149_sum(w + 7277440, w + 280000, T);
-  train_k150_normalize_grad(w + 140000, w, w + 56324816, T);
+  train_k148_mul(w + 280000, w + 140000, w + 26514608, T);
+  train_k149_sum(c->grad + 7139200, w + 280000, T);
+  train_k150_normalize_grad(w + 140000, w, w + 26374608, T);
   train_k151_dropout_grad(w, w + 140000, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
-  train_k152_sum(w + 7277648, w, T);
+  train_k152_sum(c->grad + 7139000, w, T);
   train_k153_matmul(w + 280000, w, c->param + 7099000, T);
-  train_k154_matmul(w + 7035600, w, w + 56184816, T);
-  train_k156_fused(w, w + 280000, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, w + 56044816, T);
-  train_k157_sum(w + 7277856, w, T);
+  train_k154_matmul(c->grad + 7099000, w, w + 26234608, T);
+  train_k156_fused(w, w + 280000, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, w + 26094608, T);
+  train_k157_sum(c->grad + 7098800, w, T);
   train_k158_matmul(w + 280000, w, c->param + 7058800, T);
   train_k159_add(w + 420000, w + 140000, w + 280000, T);
-  train_k160_matmul(w + 7075600, w, w + 55904816, T);
-  train_k161_sum(w + 7278064, w + 420000, T);
+  train_k160_matmul(c->grad + 7058800, w, w + 25954608, T);
+  train_k161_sum(c->grad + 7058600, w + 420000, T);
   train_k162_mul(w, w + 420000, c->param + 7058400, T);
-  train_k163_mul(w + 140000, w + 420000, w + 55764816, T);
-  train_k164_sum(w + 7278272, w + 140000, T);
-  train_k165_normalize_grad(w + 1680000, w, w + 55624816, T);
+  train_k163_mul(w + 140000, w + 420000, w + 25814608, T);
+  train_k164_sum(c->grad + 7058400, w + 140000, T);
+  train_k165_normalize_grad(w + 1680000, w, w + 25674608, T);
   train_k166_dropout_grad(w, w + 1680000, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
-  train_k167_sum(w + 7278480, w, T);
+  train_k167_sum(c->grad + 7058200, w, T);
   train_k168_matmul(w + 140000, w, c->param + 7018200, T);
-  train_k169_matmul(w + 7115600, w, w + 55484816, T);
+  train_k169_matmul(c->grad + 7018200, w, w + 25534608, T);
   train_k171_transpose(w, w + 140000, T);
-  train_k172_bmm(w + 280000, w, w + 55344816, T);
-  train_k173_bmm(w + 140000, w + 57311840, w, T);
+  train_k172_bmm(w + 280000, w, w + 25394608, T);
+  train_k173_bmm(w + 140000, w + 27361632, w, T);
   train_k174_dropout_grad(w, w + 280000, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
-  train_k175_softmax_grad(w + 49008, w, w + 57262832, T);
-  train_k176_bmm(w + 840000, w + 49008, w + 55204816, T);
-  train_k177_bmm(w + 420000, w + 49008, w + 55064816, T);
+  train_k175_softmax_grad(w + 49008, w, w + 27312624, T);
+  train_k176_bmm(w + 840000, w + 49008, w + 25254608, T);
+  train_k177_bmm(w + 420000, w + 49008, w + 25114608, T);
   train_k178_transpose(w + 560000, w + 140000, T);
   train_k180_pad(w, w + 560000, T);
   train_k181_transpose(w + 980000, w + 420000, T);
   train_k183_pad(w + 420000, w + 980000, T);
-  train_k185_div(w + 980000, w + 840000, w + 57394144, T);
+  train_k185_div(w + 980000, w + 840000, w + 27410656, T);
   train_k186_transpose(w + 1260000, w + 980000, T);
   train_k188_pad(w + 840000, w + 1260000, T);
   train_k189_fused(w + 1260000, w, w + 420000, w + 840000, T);
-  train_k190_sum(w + 7275600, w + 1260000, T);
+  train_k190_sum(c->grad + 7017600, w + 1260000, T);
   train_k191_matmul(w, w + 1260000, c->param + 6897600, T);
   train_k192_add(w + 140000, w + 1680000, w, T);
-  train_k193_matmul(w + 6795600, w + 1260000, w + 54924816, T);
-  train_k194_sum(w + 7278688, w + 140000, T);
+  train_k193_matmul(c->grad + 6897600, w + 1260000, w + 24974608, T);
+  train_k194_sum(c->grad + 6897400, w + 140000, T);
   train_k195_mul(w, w + 140000, c->param + 6897200, T);
-  train_k196_mul(w + 280000, w + 140000, w + 54784816, T);
-  train_k197_sum(w + 7278896, w + 280000, T);
-  train_k198_normalize_grad(w + 140000, w, w + 54644816, T);
+  train_k196_mul(w + 280000, w + 140000, w + 24834608, T);
+  train_k197_sum(c->grad + 6897200, w + 280000, T);
+  train_k198_normalize_grad(w + 140000, w, w + 24694608, T);
   train_k199_dropout_grad(w, w + 140000, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
-  train_k200_sum(w + 7279104, w, T);
+  train_k200_sum(c->grad + 6897000, w, T);
   train_k201_matmul(w + 280000, w, c->param + 6857000, T);
-  train_k202_matmul(w + 7155600, w, w + 54504816, T);
-  train_k204_fused(w, w + 280000, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, w + 54364816, T);
-  train_k205_sum(w + 7279312, w, T);
+  train_k202_matmul(c->grad + 6857000, w, w + 24554608, T);
+  train_k204_fused(w, w + 280000, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, w + 24414608, T);
+  train_k205_sum(c->grad + 6856800, w, T);
   train_k206_matmul(w + 280000, w, c->param + 6816800, T);
   train_k207_add(w + 420000, w + 140000, w + 280000, T);
-  train_k208_matmul(w + 7195600, w, w + 54224816, T);
-  train_k209_sum(w + 7279520, w + 420000, T);
+  train_k208_matmul(c->grad + 6816800, w, w + 24274608, T);
+  train_k209_sum(c->grad + 6816600, w + 420000, T);
   train_k210_mul(w, w + 420000, c->param + 6816400, T);
-  train_k211_mul(w + 140000, w + 420000, w + 54084816, T);
-  train_k212_sum(w + 7279728, w + 140000, T);
-  train_k213_normalize_grad(w + 1680000, w, w + 53944816, T);
+  train_k211_mul(w + 140000, w + 420000, w + 24134608, T);
+  train_k212_sum(c->grad + 6816400, w + 140000, T);
+  train_k213_normalize_grad(w + 1680000, w, w + 23994608, T);
   train_k214_dropout_grad(w, w + 1680000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
-  train_k215_sum(w + 7279936, w, T);
+  train_k215_sum(c->grad + 6816200, w, T);
   train_k216_matmul(w + 140000, w, c->param + 6776200, T);
-  train_k217_matmul(w + 7235600, w, w + 53804816, T);
+  train_k217_matmul(c->grad + 6776200, w, w + 23854608, T);
   train_k219_transpose(w, w + 140000, T);
-  train_k220_bmm(w + 280000, w, w + 53664816, T);
-  train_k221_bmm(w + 140000, w + 57213824, w, T);
+  train_k220_bmm(w + 280000, w, w + 23714608, T);
+  train_k221_bmm(w + 140000, w + 27263616, w, T);
   train_k222_dropout_grad(w, w + 280000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
-  train_k223_softmax_grad(w + 49008, w, w + 57164816, T);
-  train_k224_bmm(w + 840000, w + 49008, w + 53524816, T);
-  train_k225_bmm(w + 420000, w + 49008, w + 53384816, T);
+  train_k223_softmax_grad(w + 49008, w, w + 27214608, T);
+  train_k224_bmm(w + 840000, w + 49008, w + 23574608, T);
+  train_k225_bmm(w + 420000, w + 49008, w + 23434608, T);
   train_k226_transpose(w + 560000, w + 140000, T);
   train_k228_pad(w, w + 560000, T);
   train_k229_transpose(w + 980000, w + 420000, T);
   train_k231_pad(w + 420000, w + 980000, T);
-  train_k233_div(w + 980000, w + 840000, w + 57394144, T);
+  train_k233_div(w + 980000, w + 840000, w + 27410656, T);
   train_k234_transpose(w + 1260000, w + 980000, T);
   train_k236_pad(w + 840000, w + 1260000, T);
   train_k237_fused(w + 1260000, w, w + 420000, w + 840000, T);
-  train_k238_sum(w + 7276208, w + 1260000, T);
+  train_k238_sum(c->grad + 6775600, w + 1260000, T);
   train_k239_matmul(w, w + 1260000, c->param + 6655600, T);
-  train_k241_matmul(w + 6915600, w + 1260000, w + 53244816, T);
-  train_k243_fused(w + 6655600, w + 1680000, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_k244_embedding_grad(w, w + 6655600, tokens, T);
+  train_k241_matmul(c->grad + 6655600, w + 1260000, w + 23294608, T);
+  train_k243_fused(w + 140000, w + 1680000, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_k244_embedding_grad(c->grad + 0, w + 140000, tokens, T);
   /* gradients */
-  memcpy(c->grad + 0, w, 6655600 * sizeof(real));   /* input_emb.weight */
-  memcpy(c->grad + 6655600, w + 6915600, 120000 * sizeof(real));   /* encoder.layers.0.self_attn.in_proj_weight */
-  memcpy(c->grad + 6775600, w + 7276208, 600 * sizeof(real));   /* encoder.layers.0.self_attn.in_proj_bias */
-  memcpy(c->grad + 6776200, w + 7235600, 40000 * sizeof(real));   /* encoder.layers.0.self_attn.out_proj.weight */
-  memcpy(c->grad + 6816200, w + 7279936, 200 * sizeof(real));   /* encoder.layers.0.self_attn.out_proj.bias */
-  memcpy(c->grad + 6816400, w + 7279728, 200 * sizeof(real));   /* encoder.layers.0.norm1.weight */
-  memcpy(c->grad + 6816600, w + 7279520, 200 * sizeof(real));   /* encoder.layers.0.norm1.bias */
-  memcpy(c->grad + 6816800, w + 7195600, 40000 * sizeof(real));   /* encoder.layers.0.linear1.weight */
-  memcpy(c->grad + 6856800, w + 7279312, 200 * sizeof(real));   /* encoder.layers.0.linear1.bias */
-  memcpy(c->grad + 6857000, w + 7155600, 40000 * sizeof(real));   /* encoder.layers.0.linear2.weight */
-  memcpy(c->grad + 6897000, w + 7279104, 200 * sizeof(real));   /* encoder.layers.0.linear2.bias */
-  memcpy(c->grad + 6897200, w + 7278896, 200 * sizeof(real));   /* encoder.layers.0.norm2.weight */
-  memcpy(c->grad + 6897400, w + 7278688, 200 * sizeof(real));   /* encoder.layers.0.norm2.bias */
-  memcpy(c->grad + 6897600, w + 6795600, 120000 * sizeof(real));   /* encoder.layers.1.self_attn.in_proj_weight */
-  memcpy(c->grad + 7017600, w + 7275600, 600 * sizeof(real));   /* encoder.layers.1.self_attn.in_proj_bias */
-  memcpy(c->grad + 7018200, w + 7115600, 40000 * sizeof(real));   /* encoder.layers.1.self_attn.out_proj.weight */
-  memcpy(c->grad + 7058200, w + 7278480, 200 * sizeof(real));   /* encoder.layers.1.self_attn.out_proj.bias */
-  memcpy(c->grad + 7058400, w + 7278272, 200 * sizeof(real));   /* encoder.layers.1.norm1.weight */
-  memcpy(c->grad + 7058600, w + 7278064, 200 * sizeof(real));   /* encoder.layers.1.norm1.bias */
-  memcpy(c->grad + 7058800, w + 7075600, 40000 * sizeof(real));   /* encoder.layers.1.linear1.weight */
-  memcpy(c->grad + 7098800, w + 7277856, 200 * sizeof(real));   /* encoder.layers.1.linear1.bias */
-  memcpy(c->grad + 7099000, w + 7035600, 40000 * sizeof(real));   /* encoder.layers.1.linear2.weight */
-  memcpy(c->grad + 7139000, w + 7277648, 200 * sizeof(real));   /* encoder.layers.1.linear2.bias */
-  memcpy(c->grad + 7139200, w + 7277440, 200 * sizeof(real));   /* encoder.layers.1.norm2.weight */
-  memcpy(c->grad + 7139400, w + 7277232, 200 * sizeof(real));   /* encoder.layers.1.norm2.bias */
-  memcpy(c->grad + 7139600, w + 7277024, 200 * sizeof(real));   /* encoder.norm.weight */
-  memcpy(c->grad + 7139800, w + 7276816, 200 * sizeof(real));   /* encoder.norm.bias */
-  memcpy(c->grad + 7140000, w + 46589216, 6655600 * sizeof(real));   /* decoder.weight */
-  memcpy(c->grad + 13795600, w + 57360848, 33278 * sizeof(real));   /* decoder.bias */
-  return have_targets ? w[57394160] : 0;
+  return have_targets ? w[27410672] : 0;
 }
 
 /* ---------------------------------------------------------------- eval: batch 10 */
@@ -3425,14 +3372,8 @@ static void eval_k40_softmax(real *y, const real *x, int T)
   for (long r = 0; r < 20*T; r++) {
     const real *xr = x + r * n;
     real *yr = y + r * n;
-    real max = xr[0];
-    for (long i = 1; i < n; i++)
-      max = xr[i] > max ? xr[i] : max;
-    double sum = 0;
-    for (long i = 0; i < n; i++) {
-      yr[i] = expf(xr[i] - max);
-      sum += yr[i];
-    }
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
     for (long i = 0; i < n; i++)
       yr[i] = (real)(yr[i] / sum);
   }
@@ -3703,14 +3644,8 @@ static void eval_k86_softmax(real *y, const real *x, int T)
   for (long r = 0; r < 20*T; r++) {
     const real *xr = x + r * n;
     real *yr = y + r * n;
-    real max = xr[0];
-    for (long i = 1; i < n; i++)
-      max = xr[i] > max ? xr[i] : max;
-    double sum = 0;
-    for (long i = 0; i < n; i++) {
-      yr[i] = expf(xr[i] - max);
-      sum += yr[i];
-    }
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
     for (long i = 0; i < n; i++)
       yr[i] = (real)(yr[i] / sum);
   }
@@ -3914,36 +3849,27 @@ static void eval_k123_matmul_bias(real *y, const real *a, const real *b, const r
               1, a, 200, b, 200, 1, y, 33278);
 }
 
-/* n124 = log_softmax(n123)
- *   (T, 10, 33278) <- (T, 10, 33278)
+/* fused: 2 nodes in one loop over (T, 10, 33278)
+ *   n124 = log_softmax(n123) (T, 10, 33278)
+ *   n125 = nll_loss(n124, n1) (), stored
  *   graphs/transformer.lua:29 */
-static void eval_k124_log_softmax(real *y, const real *x, int T)
+static void eval_k124_fused(real *loss, const real *x, const int32_t *target, int nt, int T)
 {
+  double nll_row[350];   /* summed in row order after the loop */
   const long n = 33278;
+  LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 10*T; r++) {
     const real *xr = x + r * n;
-    real *yr = y + r * n;
-    real max = xr[0];
-    for (long i = 1; i < n; i++)
-      max = xr[i] > max ? xr[i] : max;
-    double sum = 0;
-    for (long i = 0; i < n; i++)
-      sum += expf(xr[i] - max);
+    real max = lmc_row_max(xr, n);
+    const real xt = xr[target[r]];
+    double sum = lmc_exp_sum(xr, n, max);
     real lse = max + (real)log(sum);
-    for (long i = 0; i < n; i++)
-      yr[i] = xr[i] - lse;
+    nll_row[r] = (real)(xt - lse);
   }
-}
-
-/* n125 = nll_loss(n124, n1)
- *   () <- (T, 10, 33278), (T, 10)
- *   graphs/transformer.lua:32 */
-static void eval_k125_nll_loss(real *y, const real *logp, const int32_t *target, int T)
-{
-  double sum = 0;
-  for (long i = 0; i < 10*T; i++)
-    sum -= logp[i * 33278 + target[i]];
-  y[0] = (real)(sum / (10*T));
+  double nll = 0;
+  for (long r = 0; r < 10*T; r++)
+    nll -= nll_row[r];
+  loss[0] = (real)(nll / (10*T));
 }
 
 static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
@@ -3952,7 +3878,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   (void)T;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 23294624, 0, 350 * sizeof *targets);
+    targets = memset(w + 11717312, 0, 350 * sizeof *targets);
   eval_k16_embedding(w, c->param + 0, tokens, T);
   eval_k17_const(w + 70000);
   eval_k21_fused(w + 210000, w, lmc_const0, T);
@@ -4007,9 +3933,8 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   eval_k117_normalize(w, w + 70000, T);
   eval_k119_fused(w + 11647312, w, c->param + 7139600, c->param + 7139800, T);
   eval_k123_matmul_bias(w, w + 11647312, c->param + 7140000, c->param + 13795600, T);
-  eval_k124_log_softmax(w + 11647312, w, T);
-  eval_k125_nll_loss(w, w + 11647312, targets, T);
-  return have_targets ? w[0] : 0;
+  eval_k124_fused(w + 11647312, w, targets, c->threads, T);
+  return have_targets ? w[11647312] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -4059,8 +3984,11 @@ static void gen_k22_triu_mask(real *y, int T)
  *   graphs/transformer.lua:25 */
 static void gen_k25_matmul(real *y, const real *a, const real *b, int T)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 600, 200,
-              1, a, 200, b, 200, 0, y, 600);
+  if (T == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, 600, 200, 1, b, 200, a, 1, 0, y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 600, 200,
+                1, a, 200, b, 200, 0, y, 600);
 }
 
 /* n26 = add(n25, n24)
@@ -4182,14 +4110,8 @@ static void gen_k40_softmax(real *y, const real *x, int T)
   for (long r = 0; r < 2*T; r++) {
     const real *xr = x + r * n;
     real *yr = y + r * n;
-    real max = xr[0];
-    for (long i = 1; i < n; i++)
-      max = xr[i] > max ? xr[i] : max;
-    double sum = 0;
-    for (long i = 0; i < n; i++) {
-      yr[i] = expf(xr[i] - max);
-      sum += yr[i];
-    }
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
     for (long i = 0; i < n; i++)
       yr[i] = (real)(yr[i] / sum);
   }
@@ -4221,8 +4143,11 @@ static void gen_k42_transpose(real *y, const real *x, int T)
  *   graphs/transformer.lua:25 */
 static void gen_k45_matmul(real *y, const real *a, const real *b, int T)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
+  if (T == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
+                1, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 2 nodes in one loop over (T, 1, 200)
@@ -4278,8 +4203,11 @@ static void gen_k53_fused(real *y53, const real *x51, const real *x49, const rea
  *   graphs/transformer.lua:25 */
 static void gen_k55_matmul(real *y, const real *a, const real *b, int T)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
+  if (T == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
+                1, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 2 nodes in one loop over (T, 1, 200)
@@ -4301,8 +4229,11 @@ static void gen_k58_fused(real *y58, const real *x55, const real *x56, int T)
  *   graphs/transformer.lua:25 */
 static void gen_k60_matmul(real *y, const real *a, const real *b, int T)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
+  if (T == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
+                1, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 2 nodes in one loop over (T, 1, 200)
@@ -4358,8 +4289,11 @@ static void gen_k68_fused(real *y68, const real *x66, const real *x64, const rea
  *   graphs/transformer.lua:25 */
 static void gen_k71_matmul(real *y, const real *a, const real *b, int T)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 600, 200,
-              1, a, 200, b, 200, 0, y, 600);
+  if (T == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, 600, 200, 1, b, 200, a, 1, 0, y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 600, 200,
+                1, a, 200, b, 200, 0, y, 600);
 }
 
 /* n72 = add(n71, n70)
@@ -4473,14 +4407,8 @@ static void gen_k86_softmax(real *y, const real *x, int T)
   for (long r = 0; r < 2*T; r++) {
     const real *xr = x + r * n;
     real *yr = y + r * n;
-    real max = xr[0];
-    for (long i = 1; i < n; i++)
-      max = xr[i] > max ? xr[i] : max;
-    double sum = 0;
-    for (long i = 0; i < n; i++) {
-      yr[i] = expf(xr[i] - max);
-      sum += yr[i];
-    }
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
     for (long i = 0; i < n; i++)
       yr[i] = (real)(yr[i] / sum);
   }
@@ -4507,36 +4435,38 @@ static void gen_k88_transpose(real *y, const real *x, int T)
         y[i0 * 200 + i1 * 100 + i2] = x[i0 * 100 + i1 * 100*T + i2];
 }
 
-/* n91 = matmul(n89, n90) b^T
- *   (T, 1, 200) <- (T, 1, 200), (200, 200)
+/* n131 = matmul(n130, n44) b^T
+ *   (1, 1, 200) <- (1, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k91_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k131_matmul(real *y, const real *a, const real *b)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
 }
 
-/* fused: 2 nodes in one loop over (T, 1, 200)
- *   n93 = add(n91, n92) (T, 1, 200)
- *   n94 = add(n68, n93) (T, 1, 200), stored
+/* fused: 4 nodes in one loop over (1, 1, 200)
+ *   n127 = mul(n126, n17) (1, 1, 200)
+ *   n129 = add(n127, n128) (1, 1, 200)
+ *   n132 = add(n131, n46) (1, 1, 200)
+ *   n133 = add(n129, n132) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k94_fused(real *y94, const real *x68, const real *x91, const real *x92, int T)
+static void gen_k133_fused(real *y133, const real *x126, const real *x128, const real *x131, const real *x46)
 {
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x91[i0 * 200 + i1] + x92[i1];   /* n93 add */
-      real v1 = x68[i0 * 200 + i1] + v0;   /* n94 add */
-      y94[i0 * 200 + i1] = v1;
-    }
+  for (long i0 = 0; i0 < 200; i0++) {
+    real v0 = x126[i0] * (real)14.142135623730951;   /* n127 mul */
+    real v1 = v0 + x128[i0];   /* n129 add */
+    real v2 = x131[i0] + x46[i0];   /* n132 add */
+    real v3 = v1 + v2;   /* n133 add */
+    y133[i0] = v3;
+  }
 }
 
-/* n97 = normalize(n94) eps 1e-05
- *   (T, 1, 200) <- (T, 1, 200)
+/* n134 = normalize(n133) eps 1e-05
+ *   (1, 1, 200) <- (1, 1, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k97_normalize(real *y, const real *x, int T)
+static void gen_k134_normalize(real *y, const real *x)
 {
   const long n = 200;
-  for (long r = 0; r < T; r++) {
+  for (long r = 0; r < 1; r++) {
     const real *xr = x + r * n;
     double mean = 0, var = 0;
     for (long i = 0; i < n; i++)
@@ -4550,73 +4480,68 @@ static void gen_k97_normalize(real *y, const real *x, int T)
   }
 }
 
-/* fused: 2 nodes in one loop over (T, 1, 200)
- *   n98 = mul(n97, n95) (T, 1, 200)
- *   n99 = add(n98, n96) (T, 1, 200), stored
+/* fused: 2 nodes in one loop over (1, 1, 200)
+ *   n135 = mul(n134, n49) (1, 1, 200)
+ *   n136 = add(n135, n50) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k99_fused(real *y99, const real *x97, const real *x95, const real *x96, int T)
+static void gen_k136_fused(real *y136, const real *x134, const real *x49, const real *x50)
 {
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x97[i0 * 200 + i1] * x95[i1];   /* n98 mul */
-      real v1 = v0 + x96[i1];   /* n99 add */
-      y99[i0 * 200 + i1] = v1;
-    }
+  for (long i0 = 0; i0 < 200; i0++) {
+    real v0 = x134[i0] * x49[i0];   /* n135 mul */
+    real v1 = v0 + x50[i0];   /* n136 add */
+    y136[i0] = v1;
+  }
 }
 
-/* n101 = matmul(n99, n100) b^T
- *   (T, 1, 200) <- (T, 1, 200), (200, 200)
+/* n137 = matmul(n136, n54) b^T
+ *   (1, 1, 200) <- (1, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k101_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k137_matmul(real *y, const real *a, const real *b)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
 }
 
-/* fused: 2 nodes in one loop over (T, 1, 200)
- *   n103 = add(n101, n102) (T, 1, 200)
- *   n104 = relu(n103) (T, 1, 200), stored
+/* fused: 2 nodes in one loop over (1, 1, 200)
+ *   n138 = add(n137, n56) (1, 1, 200)
+ *   n139 = relu(n138) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k104_fused(real *y104, const real *x101, const real *x102, int T)
+static void gen_k139_fused(real *y139, const real *x137, const real *x56)
 {
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x101[i0 * 200 + i1] + x102[i1];   /* n103 add */
-      real v1 = v0 > 0 ? v0 : 0;   /* n104 relu */
-      y104[i0 * 200 + i1] = v1;
-    }
+  for (long i0 = 0; i0 < 200; i0++) {
+    real v0 = x137[i0] + x56[i0];   /* n138 add */
+    real v1 = v0 > 0 ? v0 : 0;   /* n139 relu */
+    y139[i0] = v1;
+  }
 }
 
-/* n106 = matmul(n104, n105) b^T
- *   (T, 1, 200) <- (T, 1, 200), (200, 200)
+/* n140 = matmul(n139, n59) b^T
+ *   (1, 1, 200) <- (1, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k106_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k140_matmul(real *y, const real *a, const real *b)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
 }
 
-/* fused: 2 nodes in one loop over (T, 1, 200)
- *   n108 = add(n106, n107) (T, 1, 200)
- *   n109 = add(n99, n108) (T, 1, 200), stored
+/* fused: 2 nodes in one loop over (1, 1, 200)
+ *   n141 = add(n140, n61) (1, 1, 200)
+ *   n142 = add(n136, n141) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k109_fused(real *y109, const real *x99, const real *x106, const real *x107, int T)
+static void gen_k142_fused(real *y142, const real *x136, const real *x140, const real *x61)
 {
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x106[i0 * 200 + i1] + x107[i1];   /* n108 add */
-      real v1 = x99[i0 * 200 + i1] + v0;   /* n109 add */
-      y109[i0 * 200 + i1] = v1;
-    }
+  for (long i0 = 0; i0 < 200; i0++) {
+    real v0 = x140[i0] + x61[i0];   /* n141 add */
+    real v1 = x136[i0] + v0;   /* n142 add */
+    y142[i0] = v1;
+  }
 }
 
-/* n112 = normalize(n109) eps 1e-05
- *   (T, 1, 200) <- (T, 1, 200)
+/* n143 = normalize(n142) eps 1e-05
+ *   (1, 1, 200) <- (1, 1, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k112_normalize(real *y, const real *x, int T)
+static void gen_k143_normalize(real *y, const real *x)
 {
   const long n = 200;
-  for (long r = 0; r < T; r++) {
+  for (long r = 0; r < 1; r++) {
     const real *xr = x + r * n;
     double mean = 0, var = 0;
     for (long i = 0; i < n; i++)
@@ -4630,27 +4555,38 @@ static void gen_k112_normalize(real *y, const real *x, int T)
   }
 }
 
-/* fused: 2 nodes in one loop over (T, 1, 200)
- *   n113 = mul(n112, n110) (T, 1, 200)
- *   n114 = add(n113, n111) (T, 1, 200), stored
+/* n147 = matmul(n146, n90) b^T
+ *   (1, 1, 200) <- (1, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k114_fused(real *y114, const real *x112, const real *x110, const real *x111, int T)
+static void gen_k147_matmul(real *y, const real *a, const real *b)
 {
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x112[i0 * 200 + i1] * x110[i1];   /* n113 mul */
-      real v1 = v0 + x111[i1];   /* n114 add */
-      y114[i0 * 200 + i1] = v1;
-    }
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
 }
 
-/* n117 = normalize(n114) eps 1e-05
- *   (T, 1, 200) <- (T, 1, 200)
+/* fused: 4 nodes in one loop over (1, 1, 200)
+ *   n144 = mul(n143, n64) (1, 1, 200)
+ *   n145 = add(n144, n65) (1, 1, 200)
+ *   n148 = add(n147, n92) (1, 1, 200)
+ *   n149 = add(n145, n148) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k117_normalize(real *y, const real *x, int T)
+static void gen_k149_fused(real *y149, const real *x143, const real *x64, const real *x65, const real *x147, const real *x92)
+{
+  for (long i0 = 0; i0 < 200; i0++) {
+    real v0 = x143[i0] * x64[i0];   /* n144 mul */
+    real v1 = v0 + x65[i0];   /* n145 add */
+    real v2 = x147[i0] + x92[i0];   /* n148 add */
+    real v3 = v1 + v2;   /* n149 add */
+    y149[i0] = v3;
+  }
+}
+
+/* n150 = normalize(n149) eps 1e-05
+ *   (1, 1, 200) <- (1, 1, 200)
+ *   graphs/transformer.lua:25 */
+static void gen_k150_normalize(real *y, const real *x)
 {
   const long n = 200;
-  for (long r = 0; r < T; r++) {
+  for (long r = 0; r < 1; r++) {
     const real *xr = x + r * n;
     double mean = 0, var = 0;
     for (long i = 0; i < n; i++)
@@ -4664,99 +4600,187 @@ static void gen_k117_normalize(real *y, const real *x, int T)
   }
 }
 
-/* fused: 2 nodes in one loop over (T, 1, 200)
- *   n118 = mul(n117, n115) (T, 1, 200)
- *   n119 = add(n118, n116) (T, 1, 200), stored
+/* fused: 2 nodes in one loop over (1, 1, 200)
+ *   n151 = mul(n150, n95) (1, 1, 200)
+ *   n152 = add(n151, n96) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k119_fused(real *y119, const real *x117, const real *x115, const real *x116, int T)
+static void gen_k152_fused(real *y152, const real *x150, const real *x95, const real *x96)
 {
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x117[i0 * 200 + i1] * x115[i1];   /* n118 mul */
-      real v1 = v0 + x116[i1];   /* n119 add */
-      y119[i0 * 200 + i1] = v1;
-    }
+  for (long i0 = 0; i0 < 200; i0++) {
+    real v0 = x150[i0] * x95[i0];   /* n151 mul */
+    real v1 = v0 + x96[i0];   /* n152 add */
+    y152[i0] = v1;
+  }
 }
 
-/* n121 = matmul(n119, n120) b^T
- *   (T, 1, 33278) <- (T, 1, 200), (33278, 200)
- *   graphs/transformer.lua:27 */
-static void gen_k121_matmul(real *y, const real *a, const real *b, int T)
+/* n153 = matmul(n152, n100) b^T
+ *   (1, 1, 200) <- (1, 1, 200), (200, 200)
+ *   graphs/transformer.lua:25 */
+static void gen_k153_matmul(real *y, const real *a, const real *b)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 33278, 200,
-              1, a, 200, b, 200, 0, y, 33278);
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
 }
 
-/* n123 = add(n121, n122)
- *   (T, 1, 33278) <- (T, 1, 33278), (33278)
- *   graphs/transformer.lua:27 */
-static void gen_k123_add(real *y, const real *a, const real *b, int T)
+/* fused: 2 nodes in one loop over (1, 1, 200)
+ *   n154 = add(n153, n102) (1, 1, 200)
+ *   n155 = relu(n154) (1, 1, 200), stored
+ *   graphs/transformer.lua:25 */
+static void gen_k155_fused(real *y155, const real *x153, const real *x102)
 {
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 33278; i1++)
-      y[i0 * 33278 + i1] = a[i0 * 33278 + i1] + b[i1];
+  for (long i0 = 0; i0 < 200; i0++) {
+    real v0 = x153[i0] + x102[i0];   /* n154 add */
+    real v1 = v0 > 0 ? v0 : 0;   /* n155 relu */
+    y155[i0] = v1;
+  }
 }
 
-/* n124 = log_softmax(n123)
- *   (T, 1, 33278) <- (T, 1, 33278)
- *   graphs/transformer.lua:29 */
-static void gen_k124_log_softmax(real *y, const real *x, int T)
+/* n156 = matmul(n155, n105) b^T
+ *   (1, 1, 200) <- (1, 1, 200), (200, 200)
+ *   graphs/transformer.lua:25 */
+static void gen_k156_matmul(real *y, const real *a, const real *b)
+{
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+}
+
+/* fused: 2 nodes in one loop over (1, 1, 200)
+ *   n157 = add(n156, n107) (1, 1, 200)
+ *   n158 = add(n152, n157) (1, 1, 200), stored
+ *   graphs/transformer.lua:25 */
+static void gen_k158_fused(real *y158, const real *x152, const real *x156, const real *x107)
+{
+  for (long i0 = 0; i0 < 200; i0++) {
+    real v0 = x156[i0] + x107[i0];   /* n157 add */
+    real v1 = x152[i0] + v0;   /* n158 add */
+    y158[i0] = v1;
+  }
+}
+
+/* n159 = normalize(n158) eps 1e-05
+ *   (1, 1, 200) <- (1, 1, 200)
+ *   graphs/transformer.lua:25 */
+static void gen_k159_normalize(real *y, const real *x)
+{
+  const long n = 200;
+  for (long r = 0; r < 1; r++) {
+    const real *xr = x + r * n;
+    double mean = 0, var = 0;
+    for (long i = 0; i < n; i++)
+      mean += xr[i];
+    mean /= n;
+    for (long i = 0; i < n; i++)
+      var += (xr[i] - mean) * (xr[i] - mean);
+    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
+    for (long i = 0; i < n; i++)
+      y[r * n + i] = (real)((xr[i] - mean) * rstd);
+  }
+}
+
+/* fused: 2 nodes in one loop over (1, 1, 200)
+ *   n160 = mul(n159, n110) (1, 1, 200)
+ *   n161 = add(n160, n111) (1, 1, 200), stored
+ *   graphs/transformer.lua:25 */
+static void gen_k161_fused(real *y161, const real *x159, const real *x110, const real *x111)
+{
+  for (long i0 = 0; i0 < 200; i0++) {
+    real v0 = x159[i0] * x110[i0];   /* n160 mul */
+    real v1 = v0 + x111[i0];   /* n161 add */
+    y161[i0] = v1;
+  }
+}
+
+/* n162 = normalize(n161) eps 1e-05
+ *   (1, 1, 200) <- (1, 1, 200)
+ *   graphs/transformer.lua:25 */
+static void gen_k162_normalize(real *y, const real *x)
+{
+  const long n = 200;
+  for (long r = 0; r < 1; r++) {
+    const real *xr = x + r * n;
+    double mean = 0, var = 0;
+    for (long i = 0; i < n; i++)
+      mean += xr[i];
+    mean /= n;
+    for (long i = 0; i < n; i++)
+      var += (xr[i] - mean) * (xr[i] - mean);
+    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
+    for (long i = 0; i < n; i++)
+      y[r * n + i] = (real)((xr[i] - mean) * rstd);
+  }
+}
+
+/* fused: 2 nodes in one loop over (1, 1, 200)
+ *   n163 = mul(n162, n115) (1, 1, 200)
+ *   n164 = add(n163, n116) (1, 1, 200), stored
+ *   graphs/transformer.lua:25 */
+static void gen_k164_fused(real *y164, const real *x162, const real *x115, const real *x116)
+{
+  for (long i0 = 0; i0 < 200; i0++) {
+    real v0 = x162[i0] * x115[i0];   /* n163 mul */
+    real v1 = v0 + x116[i0];   /* n164 add */
+    y164[i0] = v1;
+  }
+}
+
+/* n165 = matmul(n164, n120) b^T
+ *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
+ *   graphs/transformer.lua:25 */
+static void gen_k165_matmul(real *y, const real *a, const real *b)
+{
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, 33278, 200, 1, b, 200, a, 1, 0, y, 1);
+}
+
+/* n166 = add(n165, n122)
+ *   (1, 1, 33278) <- (1, 1, 33278), (33278)
+ *   graphs/transformer.lua:25 */
+static void gen_k166_add(real *y, const real *a, const real *b)
+{
+  for (long i0 = 0; i0 < 33278; i0++)
+    y[i0] = a[i0] + b[i0];
+}
+
+/* n167 = log_softmax(n166)
+ *   (1, 1, 33278) <- (1, 1, 33278)
+ *   graphs/transformer.lua:25 */
+static void gen_k167_log_softmax(real *y, const real *x)
 {
   const long n = 33278;
-  for (long r = 0; r < T; r++) {
+  for (long r = 0; r < 1; r++) {
     const real *xr = x + r * n;
     real *yr = y + r * n;
-    real max = xr[0];
-    for (long i = 1; i < n; i++)
-      max = xr[i] > max ? xr[i] : max;
-    double sum = 0;
-    for (long i = 0; i < n; i++)
-      sum += expf(xr[i] - max);
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum(xr, n, max);
     real lse = max + (real)log(sum);
     for (long i = 0; i < n; i++)
       yr[i] = xr[i] - lse;
   }
 }
 
-/* n125 = nll_loss(n124, n1)
- *   () <- (T, 1, 33278), (T, 1)
- *   graphs/transformer.lua:32 */
-static void gen_k125_nll_loss(real *y, const real *logp, const int32_t *target, int T)
-{
-  double sum = 0;
-  for (long i = 0; i < T; i++)
-    sum -= logp[i * 33278 + target[i]];
-  y[0] = (real)(sum / (T));
-}
-
 static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
-  (void)T;
-  const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 2329472, 0, 35 * sizeof *targets);
-  gen_k16_embedding(w, c->param + 0, tokens, T);
-  gen_k17_const(w + 7008);
-  gen_k21_fused(w + 42016, w, lmc_const0, T);
-  gen_k22_triu_mask(w + 56032, T);
-  gen_k25_matmul(w, w + 42016, c->param + 6655600, T);
+    targets = memset(w + 66560, 0, 35 * sizeof *targets);
+  gen_k16_embedding(w + 42016, c->param + 0, tokens, T);
+  gen_k17_const(w + 64272);
+  gen_k21_fused(w + 49024, w + 42016, lmc_const0, T);
+  gen_k22_triu_mask(w + 63040, T);
+  gen_k25_matmul(w, w + 49024, c->param + 6655600, T);
   gen_k26_add(w + 21008, w, c->param + 6775600, T);
   gen_k27_slice(w, w + 21008, T);
   gen_k29_transpose(w + 7008, w, T);
-  gen_k30_const(w + 57264);
-  gen_k31_div(w, w + 7008, w + 57264, T);
+  gen_k30_const(w + 64288);
+  gen_k31_div(w, w + 7008, w + 64288, T);
   gen_k32_slice(w + 7008, w + 21008, T);
-  gen_k34_transpose(w + 49024, w + 7008, T);
+  gen_k34_transpose(w + 56032, w + 7008, T);
   gen_k35_slice(w + 7008, w + 21008, T);
   gen_k37_transpose(w + 14016, w + 7008, T);
-  gen_k38_bmm(w + 7008, w, w + 49024, T);
-  gen_k39_add(w, w + 7008, w + 56032, T);
+  gen_k38_bmm(w + 7008, w, w + 56032, T);
+  gen_k39_add(w, w + 7008, w + 63040, T);
   gen_k40_softmax(w + 7008, w, T);
   gen_k41_bmm(w, w + 7008, w + 14016, T);
-  gen_k42_transpose(w + 7008, w, T);
-  gen_k45_matmul(w, w + 7008, c->param + 6776200, T);
-  gen_k48_fused(w + 7008, w + 42016, w, c->param + 6816200, T);
+  gen_k42_transpose(w + 56032, w, T);
+  gen_k45_matmul(w, w + 56032, c->param + 6776200, T);
+  gen_k48_fused(w + 7008, w + 49024, w, c->param + 6816200, T);
   gen_k51_normalize(w, w + 7008, T);
   gen_k53_fused(w + 7008, w, c->param + 6816400, c->param + 6816600, T);
   gen_k55_matmul(w, w + 7008, c->param + 6816800, T);
@@ -4764,38 +4788,46 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_k60_matmul(w, w + 14016, c->param + 6857000, T);
   gen_k63_fused(w + 14016, w + 7008, w, c->param + 6897000, T);
   gen_k66_normalize(w, w + 14016, T);
-  gen_k68_fused(w + 42016, w, c->param + 6897200, c->param + 6897400, T);
-  gen_k71_matmul(w, w + 42016, c->param + 6897600, T);
+  gen_k68_fused(w + 21008, w, c->param + 6897200, c->param + 6897400, T);
+  gen_k71_matmul(w, w + 21008, c->param + 6897600, T);
   gen_k72_add(w + 21008, w, c->param + 7017600, T);
   gen_k73_slice(w, w + 21008, T);
   gen_k75_transpose(w + 7008, w, T);
-  gen_k77_div(w, w + 7008, w + 57264, T);
+  gen_k77_div(w, w + 7008, w + 64288, T);
   gen_k78_slice(w + 7008, w + 21008, T);
   gen_k80_transpose(w + 49024, w + 7008, T);
   gen_k81_slice(w + 7008, w + 21008, T);
   gen_k83_transpose(w + 14016, w + 7008, T);
   gen_k84_bmm(w + 7008, w, w + 49024, T);
-  gen_k85_add(w, w + 7008, w + 56032, T);
+  gen_k85_add(w, w + 7008, w + 63040, T);
   gen_k86_softmax(w + 7008, w, T);
   gen_k87_bmm(w, w + 7008, w + 14016, T);
   gen_k88_transpose(w + 7008, w, T);
-  gen_k91_matmul(w, w + 7008, c->param + 7018200, T);
-  gen_k94_fused(w + 7008, w + 42016, w, c->param + 7058200, T);
-  gen_k97_normalize(w, w + 7008, T);
-  gen_k99_fused(w + 7008, w, c->param + 7058400, c->param + 7058600, T);
-  gen_k101_matmul(w, w + 7008, c->param + 7058800, T);
-  gen_k104_fused(w + 14016, w, c->param + 7098800, T);
-  gen_k106_matmul(w, w + 14016, c->param + 7099000, T);
-  gen_k109_fused(w + 14016, w + 7008, w, c->param + 7139000, T);
-  gen_k112_normalize(w, w + 14016, T);
-  gen_k114_fused(w + 7008, w, c->param + 7139200, c->param + 7139400, T);
-  gen_k117_normalize(w, w + 7008, T);
-  gen_k119_fused(w + 1164736, w, c->param + 7139600, c->param + 7139800, T);
-  gen_k121_matmul(w, w + 1164736, c->param + 7140000, T);
-  gen_k123_add(w + 1164736, w, c->param + 13795600, T);
-  gen_k124_log_softmax(w, w + 1164736, T);
-  gen_k125_nll_loss(w + 1164736, w, targets, T);
-  return have_targets ? w[1164736] : 0;
+  gen_k131_matmul(w, w + 56032 + (T - 1) * 200, c->param + 6776200);
+  gen_k133_fused(w + 208, w + 42016 + (T - 1) * 200, lmc_const0 + (T - 1) * 200, w, c->param + 6816200);
+  gen_k134_normalize(w, w + 208);
+  gen_k136_fused(w + 208, w, c->param + 6816400, c->param + 6816600);
+  gen_k137_matmul(w, w + 208, c->param + 6816800);
+  gen_k139_fused(w + 416, w, c->param + 6856800);
+  gen_k140_matmul(w, w + 416, c->param + 6857000);
+  gen_k142_fused(w + 416, w + 208, w, c->param + 6897000);
+  gen_k143_normalize(w, w + 416);
+  gen_k147_matmul(w + 208, w + 7008 + (T - 1) * 200, c->param + 7018200);
+  gen_k149_fused(w + 416, w, c->param + 6897200, c->param + 6897400, w + 208, c->param + 7058200);
+  gen_k150_normalize(w, w + 416);
+  gen_k152_fused(w + 208, w, c->param + 7058400, c->param + 7058600);
+  gen_k153_matmul(w, w + 208, c->param + 7058800);
+  gen_k155_fused(w + 416, w, c->param + 7098800);
+  gen_k156_matmul(w, w + 416, c->param + 7099000);
+  gen_k158_fused(w + 416, w + 208, w, c->param + 7139000);
+  gen_k159_normalize(w, w + 416);
+  gen_k161_fused(w + 208, w, c->param + 7139200, c->param + 7139400);
+  gen_k162_normalize(w, w + 208);
+  gen_k164_fused(w + 33280, w, c->param + 7139600, c->param + 7139800);
+  gen_k165_matmul(w, w + 33280, c->param + 7140000);
+  gen_k166_add(w + 33280, w, c->param + 13795600);
+  gen_k167_log_softmax(w, w + 33280);
+  return 0;
 }
 
 /* ---------------------------------------------------------------- optimizer */
@@ -4804,10 +4836,13 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
  * that is below 1; returns the norm before clipping. */
 static double lmc_clip(real *grad, double clip)
 {
-  double sum = 0;
-  for (size_t i = 0; i < 13828878; i++)
-    sum += (double)grad[i] * grad[i];
-  double norm = sqrt(sum);
+  double s[8] = { 0 };   /* eight lanes, added pairwise: vectorises, same bits every run */
+  for (size_t i = 0; i < 13828872; i += 8)
+    for (int j = 0; j < 8; j++)
+      s[j] += (double)grad[i + j] * grad[i + j];
+  for (size_t i = 13828872; i < 13828878; i++)
+    s[0] += (double)grad[i] * grad[i];
+  double norm = sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
   double scale = clip / (norm + 1e-6);
   if (clip > 0 && scale < 1)
     for (size_t i = 0; i < 13828878; i++)
@@ -4855,34 +4890,40 @@ const LmcModel lmc_model = {
   .train = {
     .batch = 20,
     .max_seq = 35,
-    .work_numel = 57394880,
+    .work_numel = 27411392,
     .state_numel = 0,
     .nstate = 0,
     .state = NULL,
     .has_backward = 1,
     .run = train_run,
-    .logp_offset = 23294608,
+    .has_logp = 0,
+    .logp_last = 0,
+    .logp_offset = 0,
   },
   .eval = {
     .batch = 10,
     .max_seq = 35,
-    .work_numel = 23294976,
+    .work_numel = 11717664,
     .state_numel = 0,
     .nstate = 0,
     .state = NULL,
     .has_backward = 0,
     .run = eval_run,
-    .logp_offset = 11647312,
+    .has_logp = 0,
+    .logp_last = 0,
+    .logp_offset = 0,
   },
   .gen = {
     .batch = 1,
     .max_seq = 35,
-    .work_numel = 2329520,
+    .work_numel = 66608,
     .state_numel = 0,
     .nstate = 0,
     .state = NULL,
     .has_backward = 0,
     .run = gen_run,
+    .has_logp = 1,
+    .logp_last = 1,
     .logp_offset = 0,
   },
   .clip = lmc_clip,
