@@ -120,7 +120,7 @@ plot:
 bench: test-deps
 	@$(MAKE) --no-print-directory all
 	@CC="$(CC)" TRAINER_CFLAGS="$(TRAINER_CFLAGS)" BLAS_CFLAGS="$(BLAS_CFLAGS)" BLAS_LIBS="$(BLAS_LIBS)" \
-	  DATA="$(DATA)" /usr/bin/python3 bench/bench.py
+	  DATA="$(DATA)" NATIVE="$(NATIVE)" /usr/bin/python3 bench/bench.py
 
 # Times MODEL's trainer under each pass configuration; the fastest goes to
 # build/tune/MODEL.flags, which `make trainer` reads.

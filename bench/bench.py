@@ -451,6 +451,51 @@ FIGS = [("ms_batch", "ms/batch", 1), ("train_tok_s", "train tok/s", 0), ("eval_t
         ("gflops", "GFLOP/s", 1), ("pct_sgemm", "% SGEMM", 0)]
 
 
+# The performance issue's targets at one thread: (figure, what, lmc / PyTorch
+# at most, the figure is a rate), for the models it names.
+TARGETS = [("ms_batch", "ms per training batch", 0.65, False),
+           ("eval_tok_s", "evaluation time per token", 0.65, True),
+           ("gen_ms_word", "ms per generated word", 1 / 3, False),
+           ("rss_train_mib", "peak RSS of training", 0.5, False)]
+TARGET_MODELS = ("lstm", "lstm-650", "transformer")
+
+
+def targets(res, w):
+    """The targets against this run's ratios, and two threads against one."""
+    rows = {(r["name"], r["threads"]): r for r in res["rows"]}
+    w("## Targets\n")
+    w("At one thread: lmc's figure over PyTorch's (for evaluation, time per token: PyTorch's tok/s over lmc's), "
+      "against the target.\n")
+    w("| model | figure | lmc / PyTorch | target | |")
+    w("| --- | --- | ---: | ---: | --- |")
+    for name in TARGET_MODELS:
+        r = rows.get((name, 1))
+        for key, what, limit, rate in TARGETS:
+            a = r and r.get("lmc") and r["lmc"].get(key)
+            b = r and r.get("torch") and r["torch"].get(key)
+            if not a or not b:
+                w(f"| {name} | {what} | - | {limit:.2f} | not measured |")
+                continue
+            q = b / a if rate else a / b
+            w(f"| {name} | {what} | {q:.2f} | {limit:.2f} | {'met' if q <= limit else 'not met'} |")
+    w("")
+    w("lmc at two threads against one (lower ms, higher tok/s is faster):\n")
+    w("| model | ms/batch 1 / 2 | eval tok/s 1 / 2 | gen ms/word 1 / 2 | two threads |")
+    w("| --- | ---: | ---: | ---: | --- |")
+    for name in dict.fromkeys(r["name"] for r in res["rows"]):
+        a, b = rows.get((name, 1), {}).get("lmc"), rows.get((name, 2), {}).get("lmc")
+        if not a or not b:
+            w(f"| {name} | - | - | - | not measured |")
+            continue
+        slower = [f for f, worse in (("training", b["ms_batch"] > a["ms_batch"]),
+                                     ("evaluation", b.get("eval_tok_s", 0) < a.get("eval_tok_s", 0)),
+                                     ("generation", b.get("gen_ms_word", 0) > a.get("gen_ms_word", 0))) if worse]
+        w(f"| {name} | {a['ms_batch']:.0f} / {b['ms_batch']:.0f} | {fmt(a.get('eval_tok_s'), 0)} / "
+          f"{fmt(b.get('eval_tok_s'), 0)} | {fmt(a.get('gen_ms_word'), 2)} / {fmt(b.get('gen_ms_word'), 2)} | "
+          f"{'slower: ' + ', '.join(slower) if slower else 'never slower'} |")
+    w("")
+
+
 def report(res, meta):
     os.makedirs(OUT, exist_ok=True)
     L = []
@@ -491,6 +536,7 @@ def report(res, meta):
             ratio(a.get(k) if a else None, b.get(k) if b else None) for k, _, _ in FIGS) + " |")
     w("")
     w("![training, evaluation and generation throughput](chart.png)\n")
+    targets(res, w)
     w("## SGEMM at the decoder's shapes\n")
     w("`build/bench/sgemm M K N THREADS` (bench/sgemm.c): cblas_sgemm on the decoder's three products of a "
       "training step, best of repeated calls, GFLOP/s, measured before the models and again after them (the "
@@ -544,7 +590,7 @@ def report(res, meta):
       "`--threads N` (lmc) / `torch.set_num_threads(N)` (PyTorch). Every run's log is in build/bench/run/.")
     w("")
     w("## Reproducing\n")
-    w("```\nmake bench                  # the full table, under 30 minutes\nBENCH_QUICK=1 make bench    "
+    w("```\nmake bench                  # the full table, under 30 minutes\nmake bench NATIVE=1         # trainers built with -march=native (opt-in, not portable)\nBENCH_QUICK=1 make bench    "
       "# LSTM only, fewer batches, under 5 minutes\nBENCH_MODELS=lstm,gru BENCH_THREADS=1 make bench\n"
       "make tune MODEL=lstm        # pass configurations; the fastest goes to build/tune/lstm.flags\n```")
     with open(os.path.join(OUT, "README.md"), "w") as f:
@@ -716,7 +762,7 @@ def main():
                 row[who]["pct_sgemm"] = 100 * row[who]["gflops"] / res["sgemm"][key]["total"]
     cpu, cores = machine()
     res["cpu"] = cpu
-    cmd = "make bench"
+    cmd = "make bench" + (" NATIVE=1" if os.environ.get("NATIVE") == "1" else "")
     env_set = [f"{k}={os.environ[k]}" for k in ("BENCH_QUICK", "BENCH_MODELS", "BENCH_THREADS", "BENCH_BATCHES",
                                                  "BENCH_EVAL", "BENCH_WORDS", "BENCH_REPS") if os.environ.get(k)]
     if env_set:
@@ -729,4 +775,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--report"]:   # README.md and chart.png again from results.json
+        saved = json.load(open(os.path.join(OUT, "results.json")))
+        report(saved["results"], saved["meta"])
+    else:
+        main()
