@@ -119,9 +119,28 @@ static void optimize(Graph *g, const CompileOptions *o, bool primary)
   }
 }
 
-static Graph *load(const CompileOptions *o, int batch, bool training, Hyper **hyper, int *nhyper)
+/* A recurrent model's evaluation program runs EVAL_SPAN windows of bptt
+ * in one call.  Evaluation carries the hidden state from window to window
+ * and has no gradient to truncate, so a longer window gives main.py's
+ * per-token losses exactly, and the decoder's GEMM and log_softmax get
+ * EVAL_SPAN times the rows (700 for the default LSTM, the training
+ * shape, where GEMM runs faster than at 350).  A model without state (the
+ * Transformer attends within its window) keeps bptt.  The runtime
+ * evaluates in windows of the program's max_seq when it has state. */
+enum { EVAL_SPAN = 2 };
+
+static bool has_state(const Graph *g)
+{
+  for (int i = 0; i < g->nnode; i++)
+    if (!g->node[i].dead && g->node[i].op == OP_INPUT && g->node[i].a.state)
+      return true;
+  return false;
+}
+
+static Graph *load(const CompileOptions *o, int batch, bool training, int max_seq, Hyper **hyper, int *nhyper)
 {
   FrontOptions fo = {
+    .max_seq = max_seq,
     .path = o->graph,
     .libdir = find_libdir(),
     .def = (Define *)o->def,
@@ -235,7 +254,7 @@ static int cmd_compile(int argc, char **argv)
   Hyper *hyper;
   int nhyper;
   Program p = {.source = o.graph, .flags = join_args(argc, argv)};
-  p.train = load(&o, 0, true, &p.hyper, &p.nhyper);
+  p.train = load(&o, 0, true, 0, &p.hyper, &p.nhyper);
   if (!strcmp(o.emit, "c"))
     ir_drop_output(p.train, "logp");   /* only generation reads it */
   optimize(p.train, &o, true);
@@ -250,10 +269,12 @@ static int cmd_compile(int argc, char **argv)
     arena_free_all();
     return 0;
   }
-  p.eval = load(&o, -1, false, &hyper, &nhyper);
+  p.eval = load(&o, -1, false, 0, &hyper, &nhyper);
+  if (has_state(p.eval))   /* see eval_span */
+    p.eval = load(&o, -1, false, EVAL_SPAN * p.eval->max_seq, &hyper, &nhyper);
   ir_drop_output(p.eval, "logp");
   optimize(p.eval, &o, false);
-  p.gen = load(&o, 1, false, &hyper, &nhyper);
+  p.gen = load(&o, 1, false, 0, &hyper, &nhyper);
   ir_drop_output(p.gen, "loss");   /* generation samples from logp; see last_step.c */
   optimize(p.gen, &o, false);
   char *tmp;

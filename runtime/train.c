@@ -377,9 +377,15 @@ static int check_kind(const MetaList *meta, const LmcModel *m, const char *ckpt)
 /* main.py's evaluate(): zero state, no dropout, sum over windows of
  * T * mean loss, divided by the rows covered (nrows - 1 for all of them).
  * max_windows > 0 stops early (dry run).  *ntok: targets scored. */
+/* Windows of bptt, or of the program's max_seq for a model with hidden
+ * state: its evaluation program is compiled for several bptt (lmc's
+ * compiler/main.c, EVAL_SPAN), which gives the same per-token losses, the
+ * state being carried across windows either way. */
 static double evaluate(LmcCtx *c, const LmcProgram *p, const Batches *b, int bptt, long max_windows,
                        size_t *ntok)
 {
+  if (p->nstate > 0 && p->max_seq > bptt)
+    bptt = p->max_seq;
   memset(c->state, 0, p->state_numel * sizeof(real));
   double total = 0;
   size_t rows = 0;
