@@ -993,7 +993,7 @@ static void eval_k75_matmul_bias(real *y, const real *a, const real *b, const re
  *   graphs/gru.lua:21 */
 static void eval_k76_fused(real *loss, const real *x, const int32_t *target, int nt, int T)
 {
-  double nll_row[350];   /* summed in row order after the loop */
+  double nll_row[700];   /* summed in row order after the loop */
   const long n = 33278;
   LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 10*T; r++) {
@@ -1019,28 +1019,28 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *w = c->work;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 11721312, 0, 350 * sizeof *targets);
-  eval_k4_embedding(w + 210000, c->param + 0, tokens, T);
-  eval_k5_slice(w + 286000, c->state + 0);
-  eval_k12_matmul_bias(w, w + 210000, c->param + 6655600, c->param + 6895600, T);
-  eval_k30_const(w + 290000);
+    targets = memset(w + 23438608, 0, 700 * sizeof *targets);
+  eval_k4_embedding(w + 420000, c->param + 0, tokens, T);
+  eval_k5_slice(w + 566000, c->state + 0);
+  eval_k12_matmul_bias(w, w + 420000, c->param + 6655600, c->param + 6895600, T);
+  eval_k30_const(w + 570000);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    eval_k14_carry(w + 288000, t == 0 ? w + 286000 : w + 210000 + (t - 1) * 2000);
-    eval_k16_matmul_bias(w + 280000, w + 288000, c->param + 6775600, c->param + 6896200);
-    eval_k34_fused(w + 210000 + t * 2000, w + t * 6000, w + 280000, w + 288000);
+    eval_k14_carry(w + 568000, t == 0 ? w + 566000 : w + 420000 + (t - 1) * 2000);
+    eval_k16_matmul_bias(w + 560000, w + 568000, c->param + 6775600, c->param + 6896200);
+    eval_k34_fused(w + 420000 + t * 2000, w + t * 6000, w + 560000, w + 568000);
   }
-  eval_k37_slice(w + 286000, c->state + 0);
-  eval_k44_matmul_bias(w, w + 210000, c->param + 6896800, c->param + 7136800, T);
+  eval_k37_slice(w + 566000, c->state + 0);
+  eval_k44_matmul_bias(w, w + 420000, c->param + 6896800, c->param + 7136800, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    eval_k46_carry(w + 288000, t == 0 ? w + 286000 : w + 11647312 + (t - 1) * 2000);
-    eval_k48_matmul_bias(w + 280000, w + 288000, c->param + 7016800, c->param + 7137400);
-    eval_k66_fused(w + 11647312 + t * 2000, w + t * 6000, w + 280000, w + 288000);
+    eval_k46_carry(w + 568000, t == 0 ? w + 566000 : w + 23294608 + (t - 1) * 2000);
+    eval_k48_matmul_bias(w + 560000, w + 568000, c->param + 7016800, c->param + 7137400);
+    eval_k66_fused(w + 23294608 + t * 2000, w + t * 6000, w + 560000, w + 568000);
   }
-  eval_k71_concat(w + 11717312, w + 210000 + (T - 1) * 2000, w + 11647312 + (T - 1) * 2000);
-  eval_k75_matmul_bias(w, w + 11647312, c->param + 7138000, c->param + 13793600, T);
-  eval_k76_fused(w + 11647312, w, targets, c->threads, T);
-  memcpy(c->state + 0, w + 11717312, 4000 * sizeof(real));   /* state hidden, detached */
-  return have_targets ? w[11647312] : 0;
+  eval_k71_concat(w + 23434608, w + 420000 + (T - 1) * 2000, w + 23294608 + (T - 1) * 2000);
+  eval_k75_matmul_bias(w, w + 23294608, c->param + 7138000, c->param + 13793600, T);
+  eval_k76_fused(w + 23294608, w, targets, c->threads, T);
+  memcpy(c->state + 0, w + 23434608, 4000 * sizeof(real));   /* state hidden, detached */
+  return have_targets ? w[23294608] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -1390,8 +1390,8 @@ const LmcModel lmc_model = {
   },
   .eval = {
     .batch = 10,
-    .max_seq = 35,
-    .work_numel = 11721664,
+    .max_seq = 70,
+    .work_numel = 23439312,
     .state_numel = 4000,
     .nstate = 1,
     .state = eval_state,

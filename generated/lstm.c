@@ -980,7 +980,7 @@ static void eval_k79_matmul_bias(real *y, const real *a, const real *b, const re
  *   graphs/lstm.lua:21 */
 static void eval_k80_fused(real *loss, const real *x, const int32_t *target, int nt, int T)
 {
-  double nll_row[350];   /* summed in row order after the loop */
+  double nll_row[700];   /* summed in row order after the loop */
   const long n = 33278;
   LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 10*T; r++) {
@@ -1007,33 +1007,33 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *w = c->work;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 11725312, 0, 350 * sizeof *targets);
-  eval_k5_embedding(w + 280000, c->param + 0, tokens, T);
-  eval_k6_slice(w + 358000, c->state + 0);
-  eval_k8_slice(w + 360000, c->state + 4000);
-  eval_k15_matmul_bias(w, w + 280000, c->param + 6655600, c->param + 6975600, T);
+    targets = memset(w + 23442608, 0, 700 * sizeof *targets);
+  eval_k5_embedding(w + 560000, c->param + 0, tokens, T);
+  eval_k6_slice(w + 708000, c->state + 0);
+  eval_k8_slice(w + 710000, c->state + 4000);
+  eval_k15_matmul_bias(w, w + 560000, c->param + 6655600, c->param + 6975600, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    eval_k17_carry(w + 362000, t == 0 ? w + 358000 : w + 280000 + (t - 1) * 2000);
-    eval_k18_carry(w + 364000, t == 0 ? w + 360000 : w + 366000);
-    eval_k19_matmul(w + 350000, w + 362000, c->param + 6815600);
-    eval_k34_fused(w + 366000, w + t * 8000, w + 350000, c->param + 6976400, w + 364000, w + 280000 + t * 2000);
+    eval_k17_carry(w + 712000, t == 0 ? w + 708000 : w + 560000 + (t - 1) * 2000);
+    eval_k18_carry(w + 714000, t == 0 ? w + 710000 : w + 716000);
+    eval_k19_matmul(w + 700000, w + 712000, c->param + 6815600);
+    eval_k34_fused(w + 716000, w + t * 8000, w + 700000, c->param + 6976400, w + 714000, w + 560000 + t * 2000);
   }
-  eval_k38_slice(w + 358000, c->state + 0);
-  eval_k40_slice(w + 360000, c->state + 4000);
-  eval_k47_matmul_bias(w, w + 280000, c->param + 6977200, c->param + 7297200, T);
+  eval_k38_slice(w + 708000, c->state + 0);
+  eval_k40_slice(w + 710000, c->state + 4000);
+  eval_k47_matmul_bias(w, w + 560000, c->param + 6977200, c->param + 7297200, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    eval_k49_carry(w + 362000, t == 0 ? w + 358000 : w + 11647312 + (t - 1) * 2000);
-    eval_k50_carry(w + 364000, t == 0 ? w + 360000 : w + 368000);
-    eval_k51_matmul(w + 350000, w + 362000, c->param + 7137200);
-    eval_k66_fused(w + 368000, w + t * 8000, w + 350000, c->param + 7298000, w + 364000, w + 11647312 + t * 2000);
+    eval_k49_carry(w + 712000, t == 0 ? w + 708000 : w + 23294608 + (t - 1) * 2000);
+    eval_k50_carry(w + 714000, t == 0 ? w + 710000 : w + 718000);
+    eval_k51_matmul(w + 700000, w + 712000, c->param + 7137200);
+    eval_k66_fused(w + 718000, w + t * 8000, w + 700000, c->param + 7298000, w + 714000, w + 23294608 + t * 2000);
   }
-  eval_k72_concat(w + 11717312, w + 280000 + (T - 1) * 2000, w + 11647312 + (T - 1) * 2000);
-  eval_k75_concat(w + 11721312, w + 366000, w + 368000);
-  eval_k79_matmul_bias(w, w + 11647312, c->param + 7298800, c->param + 13954400, T);
-  eval_k80_fused(w + 11647312, w, targets, c->threads, T);
-  memcpy(c->state + 0, w + 11717312, 4000 * sizeof(real));   /* state hidden.h, detached */
-  memcpy(c->state + 4000, w + 11721312, 4000 * sizeof(real));   /* state hidden.c, detached */
-  return have_targets ? w[11647312] : 0;
+  eval_k72_concat(w + 23434608, w + 560000 + (T - 1) * 2000, w + 23294608 + (T - 1) * 2000);
+  eval_k75_concat(w + 23438608, w + 716000, w + 718000);
+  eval_k79_matmul_bias(w, w + 23294608, c->param + 7298800, c->param + 13954400, T);
+  eval_k80_fused(w + 23294608, w, targets, c->threads, T);
+  memcpy(c->state + 0, w + 23434608, 4000 * sizeof(real));   /* state hidden.h, detached */
+  memcpy(c->state + 4000, w + 23438608, 4000 * sizeof(real));   /* state hidden.c, detached */
+  return have_targets ? w[23294608] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -1430,8 +1430,8 @@ const LmcModel lmc_model = {
   },
   .eval = {
     .batch = 10,
-    .max_seq = 35,
-    .work_numel = 11725664,
+    .max_seq = 70,
+    .work_numel = 23443312,
     .state_numel = 8000,
     .nstate = 2,
     .state = eval_state,

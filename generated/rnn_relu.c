@@ -679,7 +679,7 @@ static void eval_k43_matmul_bias(real *y, const real *a, const real *b, const re
  *   graphs/rnn_relu.lua:21 */
 static void eval_k44_fused(real *loss, const real *x, const int32_t *target, int nt, int T)
 {
-  double nll_row[350];   /* summed in row order after the loop */
+  double nll_row[700];   /* summed in row order after the loop */
   const long n = 33278;
   LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 10*T; r++) {
@@ -705,27 +705,27 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *w = c->work;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 11721312, 0, 350 * sizeof *targets);
+    targets = memset(w + 23438608, 0, 700 * sizeof *targets);
   eval_k4_embedding(w, c->param + 0, tokens, T);
-  eval_k5_slice(w + 140000, c->state + 0);
-  eval_k12_matmul_bias(w + 70000, w, c->param + 6655600, c->param + 6735600, T);
+  eval_k5_slice(w + 280000, c->state + 0);
+  eval_k12_matmul_bias(w + 140000, w, c->param + 6655600, c->param + 6735600, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    eval_k14_carry(w + 142000, t == 0 ? w + 140000 : w + (t - 1) * 2000);
-    eval_k15_matmul(w + 144000, w + 142000, c->param + 6695600);
-    eval_k18_fused(w + t * 2000, w + 70000 + t * 2000, w + 144000, c->param + 6735800);
+    eval_k14_carry(w + 282000, t == 0 ? w + 280000 : w + (t - 1) * 2000);
+    eval_k15_matmul(w + 284000, w + 282000, c->param + 6695600);
+    eval_k18_fused(w + t * 2000, w + 140000 + t * 2000, w + 284000, c->param + 6735800);
   }
-  eval_k21_slice(w + 140000, c->state + 0);
-  eval_k28_matmul_bias(w + 70000, w, c->param + 6736000, c->param + 6816000, T);
+  eval_k21_slice(w + 280000, c->state + 0);
+  eval_k28_matmul_bias(w + 140000, w, c->param + 6736000, c->param + 6816000, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    eval_k30_carry(w + 142000, t == 0 ? w + 140000 : w + 11647312 + (t - 1) * 2000);
-    eval_k31_matmul(w + 144000, w + 142000, c->param + 6776000);
-    eval_k34_fused(w + 11647312 + t * 2000, w + 70000 + t * 2000, w + 144000, c->param + 6816200);
+    eval_k30_carry(w + 282000, t == 0 ? w + 280000 : w + 23294608 + (t - 1) * 2000);
+    eval_k31_matmul(w + 284000, w + 282000, c->param + 6776000);
+    eval_k34_fused(w + 23294608 + t * 2000, w + 140000 + t * 2000, w + 284000, c->param + 6816200);
   }
-  eval_k39_concat(w + 11717312, w + (T - 1) * 2000, w + 11647312 + (T - 1) * 2000);
-  eval_k43_matmul_bias(w, w + 11647312, c->param + 6816400, c->param + 13472000, T);
-  eval_k44_fused(w + 11647312, w, targets, c->threads, T);
-  memcpy(c->state + 0, w + 11717312, 4000 * sizeof(real));   /* state hidden, detached */
-  return have_targets ? w[11647312] : 0;
+  eval_k39_concat(w + 23434608, w + (T - 1) * 2000, w + 23294608 + (T - 1) * 2000);
+  eval_k43_matmul_bias(w, w + 23294608, c->param + 6816400, c->param + 13472000, T);
+  eval_k44_fused(w + 23294608, w, targets, c->threads, T);
+  memcpy(c->state + 0, w + 23434608, 4000 * sizeof(real));   /* state hidden, detached */
+  return have_targets ? w[23294608] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -1014,8 +1014,8 @@ const LmcModel lmc_model = {
   },
   .eval = {
     .batch = 10,
-    .max_seq = 35,
-    .work_numel = 11721664,
+    .max_seq = 70,
+    .work_numel = 23439312,
     .state_numel = 4000,
     .nstate = 1,
     .state = eval_state,
