@@ -352,6 +352,7 @@ void kill_node(Graph *g, const Users *u, int i);
 void replace_uses(Graph *g, int from, int to);   /* inputs and outputs */
 bool same_attr(const Node *a, const Node *b);     /* attributes that matter to op */
 bool is_view(const Graph *g, const Node *n);      /* shares in[0]'s bytes: no kernel, no buffer */
+void mark_live(const Graph *g, bool *live);      /* outputs' entries set: closes over their inputs */
 
 void fold_constants(Graph *g);   /* fold.c */
 void cse(Graph *g);              /* cse.c */

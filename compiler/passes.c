@@ -44,16 +44,11 @@ const Pass *find_pass(const char *name)
 /* Users of every node, counting only nodes an output depends on: a pass
  * sees the graph as dce would leave it (autodiff stacks every body value,
  * and most of those stacks are never read). */
-Users users_make(Graph *g)
+/* live[i]: some output depends on node i (the caller sets the outputs'
+ * entries).  Carries point forward (in[1]), so the walk runs to a fixed
+ * point. */
+void mark_live(const Graph *g, bool *live)
 {
-  Users u;
-  u.nnode = g->nnode;
-  u.n = xcalloc((size_t)g->nnode + 1, sizeof(int));
-  u.u = xcalloc((size_t)g->nnode + 1, sizeof(int *));
-  u.out = xcalloc((size_t)g->nnode + 1, sizeof(bool));
-  bool *live = xcalloc((size_t)g->nnode + 1, sizeof(bool));
-  for (int o = 0; o < g->nout; o++)
-    live[g->out[o].node] = u.out[g->out[o].node] = true;
   for (bool changed = true; changed;) {   /* carries point forward */
     changed = false;
     for (int i = g->nnode - 1; i >= 0; i--) {
@@ -67,6 +62,19 @@ Users users_make(Graph *g)
         }
     }
   }
+}
+
+Users users_make(Graph *g)
+{
+  Users u;
+  u.nnode = g->nnode;
+  u.n = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  u.u = xcalloc((size_t)g->nnode + 1, sizeof(int *));
+  u.out = xcalloc((size_t)g->nnode + 1, sizeof(bool));
+  bool *live = xcalloc((size_t)g->nnode + 1, sizeof(bool));
+  for (int o = 0; o < g->nout; o++)
+    live[g->out[o].node] = u.out[g->out[o].node] = true;
+  mark_live(g, live);
   for (int i = 0; i < g->nnode; i++) {
     Node *n = &g->node[i];
     if (n->dead || !live[i])
