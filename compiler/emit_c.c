@@ -1064,6 +1064,9 @@ static void as_matrix(const Shape *s, Mono *rows, Mono *cols)
   *rows = mdiv(mnumel(s), *cols);
 }
 
+/* a @ b^T of at most this many fixed rows goes to lmc_sgemm_abt_mt. */
+enum { SMALL_GEMM_ROWS = 64 };
+
 static const char *gemm(E *e)
 {
   return e->g->real == DT_F64 ? "cblas_dgemm" : "cblas_sgemm";
@@ -1123,6 +1126,27 @@ static void k_matmul(E *e, Buf *b, Sig *k, Node *n)
     die("n%d: matmul output %s does not hold the product", (int)(n - e->g->node), shape_str(&n->shape));
   const char *ta = n->a.ta ? "CblasTrans" : "CblasNoTrans";
   const char *tb = n->a.tb ? "CblasTrans" : "CblasNoTrans";
+  /* a @ b^T with few fixed rows in single precision (a recurrent layer's
+   * per-step products, generation's single row): lmc_sgemm_abt_mt, which
+   * reads b in place where OpenBLAS packs all of it on every call */
+  bool few = m.k == 0 && m.c >= 1 && m.c <= SMALL_GEMM_ROWS;
+  bool one_maybe = m.c == 1 && m.k == 1;
+  if (mone(batch) && e->g->real == DT_F32 && !n->a.ta && n->a.tb && (few || one_maybe)) {
+    karg(k, A_THREADS, id_of(e, n), -1, "int nt");
+    const char *ind = "  ";
+    if (one_maybe) {
+      bprintf(b, "  if (%s == 1)\n", mstr(e, m));
+      ind = "    ";
+    }
+    bprintf(b, "%slmc_sgemm_abt_mt(nt, %s, %s, %s, a, %s, b, %s, %s, y, %s);\n", ind, few ? mstr(e, m) : "1",
+            mstr(e, nn), mstr(e, kk), mstr(e, ac), mstr(e, bc), beta, mstr(e, nn));
+    if (few)
+      return;
+    bprintf(b, "  else\n");
+    bprintf(b, "    %s(CblasRowMajor, %s, %s, %s, %s, %s,\n", gemm(e), ta, tb, mstr(e, m), mstr(e, nn), mstr(e, kk));
+    bprintf(b, "                1, a, %s, b, %s, %s, y, %s);\n", mstr(e, ac), mstr(e, bc), beta, mstr(e, nn));
+    return;
+  }
   if (mone(batch)) {
     /* one row (generation's single step): a matrix-vector product, which
      * reads b in place where GEMM would first pack all of it */

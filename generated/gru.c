@@ -105,13 +105,12 @@ static void train_k15_carry(real *y, const real *x)
 /* n17 = matmul_bias(n15, n9, n11) b^T
  *   per step: (20, 600) <- (20, 200), (600, 200), (600)
  *   graphs/gru.lua:18 */
-static void train_k17_matmul_bias(real *y, const real *a, const real *b, const real *c)
+static void train_k17_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 600; i1++)
       y[i0 * 600 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20, 600, 200,
-              1, a, 200, b, 200, 1, y, 600);
+  lmc_sgemm_abt_mt(nt, 20, 600, 200, a, 200, b, 200, 1, y, 600);
 }
 
 /* n31 = const() value 1.0
@@ -207,13 +206,12 @@ static void train_k48_carry(real *y, const real *x)
 /* n50 = matmul_bias(n48, n42, n44) b^T
  *   per step: (20, 600) <- (20, 200), (600, 200), (600)
  *   graphs/gru.lua:18 */
-static void train_k50_matmul_bias(real *y, const real *a, const real *b, const real *c)
+static void train_k50_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 600; i1++)
       y[i0 * 600 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20, 600, 200,
-              1, a, 200, b, 200, 1, y, 600);
+  lmc_sgemm_abt_mt(nt, 20, 600, 200, a, 200, b, 200, 1, y, 600);
 }
 
 /* fused: 17 nodes in one loop over (20, 200) per step
@@ -730,7 +728,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k31_const(w + 25394608);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     train_k15_carry(w + 23434608 + t * 4000, t == 0 ? w + 572000 : w + 420000 + (t - 1) * 4000);
-    train_k17_matmul_bias(w + 560000, w + 23434608 + t * 4000, c->param + 6775600, c->param + 6896200);
+    train_k17_matmul_bias(w + 560000, w + 23434608 + t * 4000, c->param + 6775600, c->param + 6896200, c->threads);
     train_k35_fused(w + 23574608 + t * 4000, w + t * 12000, w + 560000, w + 23714608 + t * 4000, w + 23854608 + t * 4000, w + 23994608 + t * 4000, w + 24134608 + t * 4000, w + 420000 + t * 4000, w + 23434608 + t * 4000);
   }
   train_k38_dropout(w + 24274608, w + 420000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
@@ -738,7 +736,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k46_matmul_bias(w, w + 24274608, c->param + 6896800, c->param + 7136800, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     train_k48_carry(w + 24414608 + t * 4000, t == 0 ? w + 712000 : w + 560000 + (t - 1) * 4000);
-    train_k50_matmul_bias(w + 700000, w + 24414608 + t * 4000, c->param + 7016800, c->param + 7137400);
+    train_k50_matmul_bias(w + 700000, w + 24414608 + t * 4000, c->param + 7016800, c->param + 7137400, c->threads);
     train_k68_fused(w + 24554608 + t * 4000, w + t * 12000, w + 700000, w + 24694608 + t * 4000, w + 24834608 + t * 4000, w + 24974608 + t * 4000, w + 25114608 + t * 4000, w + 560000 + t * 4000, w + 24414608 + t * 4000);
   }
   train_k73_concat(w + 25534608, w + 420000 + (T - 1) * 4000, w + 560000 + (T - 1) * 4000);
@@ -830,13 +828,12 @@ static void eval_k14_carry(real *y, const real *x)
 /* n16 = matmul_bias(n14, n8, n10) b^T
  *   per step: (10, 600) <- (10, 200), (600, 200), (600)
  *   graphs/gru.lua:18 */
-static void eval_k16_matmul_bias(real *y, const real *a, const real *b, const real *c)
+static void eval_k16_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 600; i1++)
       y[i0 * 600 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10, 600, 200,
-              1, a, 200, b, 200, 1, y, 600);
+  lmc_sgemm_abt_mt(nt, 10, 600, 200, a, 200, b, 200, 1, y, 600);
 }
 
 /* n30 = const() value 1.0
@@ -917,13 +914,12 @@ static void eval_k46_carry(real *y, const real *x)
 /* n48 = matmul_bias(n46, n40, n42) b^T
  *   per step: (10, 600) <- (10, 200), (600, 200), (600)
  *   graphs/gru.lua:18 */
-static void eval_k48_matmul_bias(real *y, const real *a, const real *b, const real *c)
+static void eval_k48_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 600; i1++)
       y[i0 * 600 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10, 600, 200,
-              1, a, 200, b, 200, 1, y, 600);
+  lmc_sgemm_abt_mt(nt, 10, 600, 200, a, 200, b, 200, 1, y, 600);
 }
 
 /* fused: 17 nodes in one loop over (10, 200) per step
@@ -1026,14 +1022,14 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   eval_k30_const(w + 570000);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     eval_k14_carry(w + 568000, t == 0 ? w + 566000 : w + 420000 + (t - 1) * 2000);
-    eval_k16_matmul_bias(w + 560000, w + 568000, c->param + 6775600, c->param + 6896200);
+    eval_k16_matmul_bias(w + 560000, w + 568000, c->param + 6775600, c->param + 6896200, c->threads);
     eval_k34_fused(w + 420000 + t * 2000, w + t * 6000, w + 560000, w + 568000);
   }
   eval_k37_slice(w + 566000, c->state + 0);
   eval_k44_matmul_bias(w, w + 420000, c->param + 6896800, c->param + 7136800, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     eval_k46_carry(w + 568000, t == 0 ? w + 566000 : w + 23294608 + (t - 1) * 2000);
-    eval_k48_matmul_bias(w + 560000, w + 568000, c->param + 7016800, c->param + 7137400);
+    eval_k48_matmul_bias(w + 560000, w + 568000, c->param + 7016800, c->param + 7137400, c->threads);
     eval_k66_fused(w + 23294608 + t * 2000, w + t * 6000, w + 560000, w + 568000);
   }
   eval_k71_concat(w + 23434608, w + 420000 + (T - 1) * 2000, w + 23294608 + (T - 1) * 2000);
@@ -1066,10 +1062,10 @@ static void gen_k5_slice(real *y, const real *x)
 /* n11 = matmul(n4, n7) b^T
  *   (T, 1, 600) <- (T, 1, 200), (600, 200)
  *   graphs/gru.lua:18 */
-static void gen_k11_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k11_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   if (T == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, 600, 200, 1, b, 200, a, 1, 0, y, 1);
+    lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
   else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 600, 200,
                 1, a, 200, b, 200, 0, y, 600);
@@ -1096,9 +1092,9 @@ static void gen_k14_carry(real *y, const real *x)
 /* n15 = matmul(n14, n8) b^T
  *   per step: (1, 600) <- (1, 200), (600, 200)
  *   graphs/gru.lua:18 */
-static void gen_k15_matmul(real *y, const real *a, const real *b)
+static void gen_k15_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 600, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
 }
 
 /* n30 = const() value 1.0
@@ -1162,10 +1158,10 @@ static void gen_k37_slice(real *y, const real *x)
 /* n43 = matmul(n35, n39) b^T
  *   (T, 1, 600) <- (T, 1, 200), (600, 200)
  *   graphs/gru.lua:18 */
-static void gen_k43_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k43_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   if (T == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, 600, 200, 1, b, 200, a, 1, 0, y, 1);
+    lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
   else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 600, 200,
                 1, a, 200, b, 200, 0, y, 600);
@@ -1192,9 +1188,9 @@ static void gen_k46_carry(real *y, const real *x)
 /* n47 = matmul(n46, n40) b^T
  *   per step: (1, 600) <- (1, 200), (600, 200)
  *   graphs/gru.lua:18 */
-static void gen_k47_matmul(real *y, const real *a, const real *b)
+static void gen_k47_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 600, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
 }
 
 /* fused: 18 nodes in one loop over (1, 200) per step
@@ -1252,9 +1248,9 @@ static void gen_k71_concat(real *y, const real *a, const real *b)
 /* n79 = matmul(n78, n72) b^T
  *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
  *   graphs/gru.lua:18 */
-static void gen_k79_matmul(real *y, const real *a, const real *b)
+static void gen_k79_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 33278, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
 }
 
 /* n80 = add(n79, n74)
@@ -1294,24 +1290,24 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
     targets = memset(w + 66960, 0, 35 * sizeof *targets);
   gen_k4_embedding(w + 21008, c->param + 0, tokens, T);
   gen_k5_slice(w + 49024, c->state + 0);
-  gen_k11_matmul(w, w + 21008, c->param + 6655600, T);
+  gen_k11_matmul(w, w + 21008, c->param + 6655600, c->threads, T);
   gen_k12_add(w + 21008, w, c->param + 6895600, T);
   gen_k30_const(w + 56240);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     gen_k14_carry(w + 608, t == 0 ? w + 49024 : w + 42016 + (t - 1) * 200);
-    gen_k15_matmul(w, w + 608, c->param + 6775600);
+    gen_k15_matmul(w, w + 608, c->param + 6775600, c->threads);
     gen_k34_fused(w + 42016 + t * 200, w + 21008 + t * 600, w, c->param + 6896200, w + 608);
   }
   gen_k37_slice(w + 56032, c->state + 0);
-  gen_k43_matmul(w, w + 42016, c->param + 6896800, T);
+  gen_k43_matmul(w, w + 42016, c->param + 6896800, c->threads, T);
   gen_k44_add(w + 21008, w, c->param + 7136800, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     gen_k46_carry(w + 608, t == 0 ? w + 56032 : w + 49024 + (t - 1) * 200);
-    gen_k47_matmul(w, w + 608, c->param + 7016800);
+    gen_k47_matmul(w, w + 608, c->param + 7016800, c->threads);
     gen_k66_fused(w + 49024 + t * 200, w + 21008 + t * 600, w, c->param + 7137400, w + 608);
   }
   gen_k71_concat(w + 66560, w + 42016 + (T - 1) * 200, w + 49024 + (T - 1) * 200);
-  gen_k79_matmul(w, w + 49024 + (T - 1) * 200, c->param + 7138000);
+  gen_k79_matmul(w, w + 49024 + (T - 1) * 200, c->param + 7138000, c->threads);
   gen_k80_add(w + 33280, w, c->param + 13793600);
   gen_k81_log_softmax(w, w + 33280);
   memcpy(c->state + 0, w + 66560, 400 * sizeof(real));   /* state hidden, detached */

@@ -122,10 +122,9 @@ static void train_k19_carry(real *y, const real *x)
 /* n20 = matmul(n18, n12) b^T
  *   per step: (20, 800) <- (20, 200), (800, 200)
  *   graphs/lstm.lua:18 */
-static void train_k20_matmul(real *y, const real *a, const real *b)
+static void train_k20_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20, 800, 200,
-              1, a, 200, b, 200, 0, y, 800);
+  lmc_sgemm_abt_mt(nt, 20, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
 /* fused: 15 nodes in one loop over (20, 200) per step
@@ -235,10 +234,9 @@ static void train_k52_carry(real *y, const real *x)
 /* n53 = matmul(n51, n45) b^T
  *   per step: (20, 800) <- (20, 200), (800, 200)
  *   graphs/lstm.lua:18 */
-static void train_k53_matmul(real *y, const real *a, const real *b)
+static void train_k53_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20, 800, 200,
-              1, a, 200, b, 200, 0, y, 800);
+  lmc_sgemm_abt_mt(nt, 20, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
 /* fused: 15 nodes in one loop over (20, 200) per step
@@ -679,7 +677,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = 0; t < T; t++) {   /* loop 1 */
     train_k18_carry(w + 23434608 + t * 4000, t == 0 ? w + 716000 : w + 560000 + (t - 1) * 4000);
     train_k19_carry(w + 23574608 + t * 4000, t == 0 ? w + 720000 : w + 856000);
-    train_k20_matmul(w + 700000, w + 23434608 + t * 4000, c->param + 6815600);
+    train_k20_matmul(w + 700000, w + 23434608 + t * 4000, c->param + 6815600, c->threads);
     train_k35_fused(w + 23714608 + t * 4000, w + t * 16000, w + 700000, c->param + 6976400, w + 23854608 + t * 4000, w + 23994608 + t * 4000, w + 24134608 + t * 4000, w + 856000, w + 23574608 + t * 4000, w + 24274608 + t * 4000, w + 560000 + t * 4000);
   }
   train_k39_dropout(w + 24414608, w + 560000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
@@ -689,7 +687,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = 0; t < T; t++) {   /* loop 2 */
     train_k51_carry(w + 24554608 + t * 4000, t == 0 ? w + 860000 : w + 700000 + (t - 1) * 4000);
     train_k52_carry(w + 24694608 + t * 4000, t == 0 ? w + 864000 : w + 868000);
-    train_k53_matmul(w + 840000, w + 24554608 + t * 4000, c->param + 7137200);
+    train_k53_matmul(w + 840000, w + 24554608 + t * 4000, c->param + 7137200, c->threads);
     train_k68_fused(w + 24834608 + t * 4000, w + t * 16000, w + 840000, c->param + 7298000, w + 24974608 + t * 4000, w + 25114608 + t * 4000, w + 25254608 + t * 4000, w + 868000, w + 24694608 + t * 4000, w + 25394608 + t * 4000, w + 700000 + t * 4000);
   }
   train_k74_concat(w + 25814608, w + 560000 + (T - 1) * 4000, w + 700000 + (T - 1) * 4000);
@@ -793,10 +791,9 @@ static void eval_k18_carry(real *y, const real *x)
 /* n19 = matmul(n17, n11) b^T
  *   per step: (10, 800) <- (10, 200), (800, 200)
  *   graphs/lstm.lua:18 */
-static void eval_k19_matmul(real *y, const real *a, const real *b)
+static void eval_k19_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10, 800, 200,
-              1, a, 200, b, 200, 0, y, 800);
+  lmc_sgemm_abt_mt(nt, 10, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
 /* fused: 15 nodes in one loop over (10, 200) per step
@@ -891,10 +888,9 @@ static void eval_k50_carry(real *y, const real *x)
 /* n51 = matmul(n49, n43) b^T
  *   per step: (10, 800) <- (10, 200), (800, 200)
  *   graphs/lstm.lua:18 */
-static void eval_k51_matmul(real *y, const real *a, const real *b)
+static void eval_k51_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10, 800, 200,
-              1, a, 200, b, 200, 0, y, 800);
+  lmc_sgemm_abt_mt(nt, 10, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
 /* fused: 15 nodes in one loop over (10, 200) per step
@@ -1015,7 +1011,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   for (int t = 0; t < T; t++) {   /* loop 1 */
     eval_k17_carry(w + 712000, t == 0 ? w + 708000 : w + 560000 + (t - 1) * 2000);
     eval_k18_carry(w + 714000, t == 0 ? w + 710000 : w + 716000);
-    eval_k19_matmul(w + 700000, w + 712000, c->param + 6815600);
+    eval_k19_matmul(w + 700000, w + 712000, c->param + 6815600, c->threads);
     eval_k34_fused(w + 716000, w + t * 8000, w + 700000, c->param + 6976400, w + 714000, w + 560000 + t * 2000);
   }
   eval_k38_slice(w + 708000, c->state + 0);
@@ -1024,7 +1020,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   for (int t = 0; t < T; t++) {   /* loop 2 */
     eval_k49_carry(w + 712000, t == 0 ? w + 708000 : w + 23294608 + (t - 1) * 2000);
     eval_k50_carry(w + 714000, t == 0 ? w + 710000 : w + 718000);
-    eval_k51_matmul(w + 700000, w + 712000, c->param + 7137200);
+    eval_k51_matmul(w + 700000, w + 712000, c->param + 7137200, c->threads);
     eval_k66_fused(w + 718000, w + t * 8000, w + 700000, c->param + 7298000, w + 714000, w + 23294608 + t * 2000);
   }
   eval_k72_concat(w + 23434608, w + 560000 + (T - 1) * 2000, w + 23294608 + (T - 1) * 2000);
@@ -1068,10 +1064,10 @@ static void gen_k8_slice(real *y, const real *x)
 /* n14 = matmul(n5, n10) b^T
  *   (T, 1, 800) <- (T, 1, 200), (800, 200)
  *   graphs/lstm.lua:18 */
-static void gen_k14_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k14_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   if (T == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, 800, 200, 1, b, 200, a, 1, 0, y, 1);
+    lmc_sgemm_abt_mt(nt, 1, 800, 200, a, 200, b, 200, 0, y, 800);
   else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 800, 200,
                 1, a, 200, b, 200, 0, y, 800);
@@ -1106,9 +1102,9 @@ static void gen_k18_carry(real *y, const real *x)
 /* n19 = matmul(n17, n11) b^T
  *   per step: (1, 800) <- (1, 200), (800, 200)
  *   graphs/lstm.lua:18 */
-static void gen_k19_matmul(real *y, const real *a, const real *b)
+static void gen_k19_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 800, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
 /* fused: 15 nodes in one loop over (1, 200) per step
@@ -1175,10 +1171,10 @@ static void gen_k40_slice(real *y, const real *x)
 /* n46 = matmul(n35, n42) b^T
  *   (T, 1, 800) <- (T, 1, 200), (800, 200)
  *   graphs/lstm.lua:18 */
-static void gen_k46_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k46_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   if (T == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, 800, 200, 1, b, 200, a, 1, 0, y, 1);
+    lmc_sgemm_abt_mt(nt, 1, 800, 200, a, 200, b, 200, 0, y, 800);
   else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 800, 200,
                 1, a, 200, b, 200, 0, y, 800);
@@ -1213,9 +1209,9 @@ static void gen_k50_carry(real *y, const real *x)
 /* n51 = matmul(n49, n43) b^T
  *   per step: (1, 800) <- (1, 200), (800, 200)
  *   graphs/lstm.lua:18 */
-static void gen_k51_matmul(real *y, const real *a, const real *b)
+static void gen_k51_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 800, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
 /* fused: 15 nodes in one loop over (1, 200) per step
@@ -1286,9 +1282,9 @@ static void gen_k75_concat(real *y, const real *a, const real *b)
 /* n83 = matmul(n82, n76) b^T
  *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
  *   graphs/lstm.lua:18 */
-static void gen_k83_matmul(real *y, const real *a, const real *b)
+static void gen_k83_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 33278, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
 }
 
 /* n84 = add(n83, n78)
@@ -1330,27 +1326,27 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_k5_embedding(w + 28000, c->param + 0, tokens, T);
   gen_k6_slice(w + 63008, c->state + 0);
   gen_k8_slice(w + 63216, c->state + 400);
-  gen_k14_matmul(w, w + 28000, c->param + 6655600, T);
+  gen_k14_matmul(w, w + 28000, c->param + 6655600, c->threads, T);
   gen_k15_add(w + 28000, w, c->param + 6975600, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     gen_k17_carry(w + 800, t == 0 ? w + 63008 : w + 56000 + (t - 1) * 200);
     gen_k18_carry(w + 1008, t == 0 ? w + 63216 : w + 70816);
-    gen_k19_matmul(w, w + 800, c->param + 6815600);
+    gen_k19_matmul(w, w + 800, c->param + 6815600, c->threads);
     gen_k34_fused(w + 70816, w + 28000 + t * 800, w, c->param + 6976400, w + 1008, w + 56000 + t * 200);
   }
   gen_k38_slice(w + 70016, c->state + 0);
   gen_k40_slice(w + 70224, c->state + 400);
-  gen_k46_matmul(w, w + 56000, c->param + 6977200, T);
+  gen_k46_matmul(w, w + 56000, c->param + 6977200, c->threads, T);
   gen_k47_add(w + 28000, w, c->param + 7297200, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     gen_k49_carry(w + 800, t == 0 ? w + 70016 : w + 63008 + (t - 1) * 200);
     gen_k50_carry(w + 1008, t == 0 ? w + 70224 : w + 1216);
-    gen_k51_matmul(w, w + 800, c->param + 7137200);
+    gen_k51_matmul(w, w + 800, c->param + 7137200, c->threads);
     gen_k66_fused(w + 1216, w + 28000 + t * 800, w, c->param + 7298000, w + 1008, w + 63008 + t * 200);
   }
   gen_k72_concat(w + 70016, w + 56000 + (T - 1) * 200, w + 63008 + (T - 1) * 200);
   gen_k75_concat(w + 70416, w + 70816, w + 1216);
-  gen_k83_matmul(w, w + 63008 + (T - 1) * 200, c->param + 7298800);
+  gen_k83_matmul(w, w + 63008 + (T - 1) * 200, c->param + 7298800, c->threads);
   gen_k84_add(w + 33280, w, c->param + 13954400);
   gen_k85_log_softmax(w, w + 33280);
   memcpy(c->state + 0, w + 70016, 400 * sizeof(real));   /* state hidden.h, detached */

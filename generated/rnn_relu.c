@@ -105,10 +105,9 @@ static void train_k15_carry(real *y, const real *x)
 /* n16 = matmul(n15, n9) b^T
  *   per step: (20, 200) <- (20, 200), (200, 200)
  *   graphs/rnn_relu.lua:18 */
-static void train_k16_matmul(real *y, const real *a, const real *b)
+static void train_k16_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
+  lmc_sgemm_abt_mt(nt, 20, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 3 nodes in one loop over (20, 200) per step
@@ -169,10 +168,9 @@ static void train_k32_carry(real *y, const real *x)
 /* n33 = matmul(n32, n26) b^T
  *   per step: (20, 200) <- (20, 200), (200, 200)
  *   graphs/rnn_relu.lua:18 */
-static void train_k33_matmul(real *y, const real *a, const real *b)
+static void train_k33_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
+  lmc_sgemm_abt_mt(nt, 20, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 3 nodes in one loop over (20, 200) per step
@@ -483,7 +481,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k13_matmul_bias(w, w + 23294608, c->param + 6655600, c->param + 6735600, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     train_k15_carry(w + 23434608 + t * 4000, t == 0 ? w + 140000 : w + 23574608 + (t - 1) * 4000);
-    train_k16_matmul(w + 144000, w + 23434608 + t * 4000, c->param + 6695600);
+    train_k16_matmul(w + 144000, w + 23434608 + t * 4000, c->param + 6695600, c->threads);
     train_k19_fused(w + 23574608 + t * 4000, w + t * 4000, w + 144000, c->param + 6735800);
   }
   train_k22_dropout(w + 23714608, w + 23574608, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
@@ -491,7 +489,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k30_matmul_bias(w, w + 23714608, c->param + 6736000, c->param + 6816000, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     train_k32_carry(w + 23854608 + t * 4000, t == 0 ? w + 140000 : w + 23994608 + (t - 1) * 4000);
-    train_k33_matmul(w + 144000, w + 23854608 + t * 4000, c->param + 6776000);
+    train_k33_matmul(w + 144000, w + 23854608 + t * 4000, c->param + 6776000, c->threads);
     train_k36_fused(w + 23994608 + t * 4000, w + t * 4000, w + 144000, c->param + 6816200);
   }
   train_k41_concat(w + 24414608, w + 23574608 + (T - 1) * 4000, w + 23994608 + (T - 1) * 4000);
@@ -574,10 +572,9 @@ static void eval_k14_carry(real *y, const real *x)
 /* n15 = matmul(n14, n8) b^T
  *   per step: (10, 200) <- (10, 200), (200, 200)
  *   graphs/rnn_relu.lua:18 */
-static void eval_k15_matmul(real *y, const real *a, const real *b)
+static void eval_k15_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
+  lmc_sgemm_abt_mt(nt, 10, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 3 nodes in one loop over (10, 200) per step
@@ -628,10 +625,9 @@ static void eval_k30_carry(real *y, const real *x)
 /* n31 = matmul(n30, n24) b^T
  *   per step: (10, 200) <- (10, 200), (200, 200)
  *   graphs/rnn_relu.lua:18 */
-static void eval_k31_matmul(real *y, const real *a, const real *b)
+static void eval_k31_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
+  lmc_sgemm_abt_mt(nt, 10, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 3 nodes in one loop over (10, 200) per step
@@ -711,14 +707,14 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   eval_k12_matmul_bias(w + 140000, w, c->param + 6655600, c->param + 6735600, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     eval_k14_carry(w + 282000, t == 0 ? w + 280000 : w + (t - 1) * 2000);
-    eval_k15_matmul(w + 284000, w + 282000, c->param + 6695600);
+    eval_k15_matmul(w + 284000, w + 282000, c->param + 6695600, c->threads);
     eval_k18_fused(w + t * 2000, w + 140000 + t * 2000, w + 284000, c->param + 6735800);
   }
   eval_k21_slice(w + 280000, c->state + 0);
   eval_k28_matmul_bias(w + 140000, w, c->param + 6736000, c->param + 6816000, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     eval_k30_carry(w + 282000, t == 0 ? w + 280000 : w + 23294608 + (t - 1) * 2000);
-    eval_k31_matmul(w + 284000, w + 282000, c->param + 6776000);
+    eval_k31_matmul(w + 284000, w + 282000, c->param + 6776000, c->threads);
     eval_k34_fused(w + 23294608 + t * 2000, w + 140000 + t * 2000, w + 284000, c->param + 6816200);
   }
   eval_k39_concat(w + 23434608, w + (T - 1) * 2000, w + 23294608 + (T - 1) * 2000);
@@ -751,10 +747,10 @@ static void gen_k5_slice(real *y, const real *x)
 /* n11 = matmul(n4, n7) b^T
  *   (T, 1, 200) <- (T, 1, 200), (200, 200)
  *   graphs/rnn_relu.lua:18 */
-static void gen_k11_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k11_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   if (T == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+    lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
   else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
                 1, a, 200, b, 200, 0, y, 200);
@@ -781,9 +777,9 @@ static void gen_k14_carry(real *y, const real *x)
 /* n15 = matmul(n14, n8) b^T
  *   per step: (1, 200) <- (1, 200), (200, 200)
  *   graphs/rnn_relu.lua:18 */
-static void gen_k15_matmul(real *y, const real *a, const real *b)
+static void gen_k15_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 3 nodes in one loop over (1, 200) per step
@@ -813,10 +809,10 @@ static void gen_k21_slice(real *y, const real *x)
 /* n27 = matmul(n19, n23) b^T
  *   (T, 1, 200) <- (T, 1, 200), (200, 200)
  *   graphs/rnn_relu.lua:18 */
-static void gen_k27_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k27_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   if (T == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+    lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
   else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
                 1, a, 200, b, 200, 0, y, 200);
@@ -843,9 +839,9 @@ static void gen_k30_carry(real *y, const real *x)
 /* n31 = matmul(n30, n24) b^T
  *   per step: (1, 200) <- (1, 200), (200, 200)
  *   graphs/rnn_relu.lua:18 */
-static void gen_k31_matmul(real *y, const real *a, const real *b)
+static void gen_k31_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 3 nodes in one loop over (1, 200) per step
@@ -877,9 +873,9 @@ static void gen_k39_concat(real *y, const real *a, const real *b)
 /* n47 = matmul(n46, n40) b^T
  *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
  *   graphs/rnn_relu.lua:18 */
-static void gen_k47_matmul(real *y, const real *a, const real *b)
+static void gen_k47_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 33278, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
 }
 
 /* n48 = add(n47, n42)
@@ -919,23 +915,23 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
     targets = memset(w + 66960, 0, 35 * sizeof *targets);
   gen_k4_embedding(w, c->param + 0, tokens, T);
   gen_k5_slice(w + 14016, c->state + 0);
-  gen_k11_matmul(w + 7008, w, c->param + 6655600, T);
+  gen_k11_matmul(w + 7008, w, c->param + 6655600, c->threads, T);
   gen_k12_add(w, w + 7008, c->param + 6735600, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     gen_k14_carry(w + 14224, t == 0 ? w + 14016 : w + 7008 + (t - 1) * 200);
-    gen_k15_matmul(w + 14432, w + 14224, c->param + 6695600);
+    gen_k15_matmul(w + 14432, w + 14224, c->param + 6695600, c->threads);
     gen_k18_fused(w + 7008 + t * 200, w + t * 200, w + 14432, c->param + 6735800);
   }
   gen_k21_slice(w + 21024, c->state + 0);
-  gen_k27_matmul(w, w + 7008, c->param + 6736000, T);
+  gen_k27_matmul(w, w + 7008, c->param + 6736000, c->threads, T);
   gen_k28_add(w + 14016, w, c->param + 6816000, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     gen_k30_carry(w, t == 0 ? w + 21024 : w + 33280 + (t - 1) * 200);
-    gen_k31_matmul(w + 208, w, c->param + 6776000);
+    gen_k31_matmul(w + 208, w, c->param + 6776000, c->threads);
     gen_k34_fused(w + 33280 + t * 200, w + 14016 + t * 200, w + 208, c->param + 6816200);
   }
   gen_k39_concat(w + 66560, w + 7008 + (T - 1) * 200, w + 33280 + (T - 1) * 200);
-  gen_k47_matmul(w, w + 33280 + (T - 1) * 200, c->param + 6816400);
+  gen_k47_matmul(w, w + 33280 + (T - 1) * 200, c->param + 6816400, c->threads);
   gen_k48_add(w + 33280, w, c->param + 13472000);
   gen_k49_log_softmax(w, w + 33280);
   memcpy(c->state + 0, w + 66560, 400 * sizeof(real));   /* state hidden, detached */

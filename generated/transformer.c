@@ -3982,10 +3982,10 @@ static void gen_k22_triu_mask(real *y, int T)
 /* n25 = matmul(n21, n23) b^T
  *   (T, 1, 600) <- (T, 1, 200), (600, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k25_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k25_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   if (T == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, 600, 200, 1, b, 200, a, 1, 0, y, 1);
+    lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
   else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 600, 200,
                 1, a, 200, b, 200, 0, y, 600);
@@ -4141,10 +4141,10 @@ static void gen_k42_transpose(real *y, const real *x, int T)
 /* n45 = matmul(n43, n44) b^T
  *   (T, 1, 200) <- (T, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k45_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k45_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   if (T == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+    lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
   else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
                 1, a, 200, b, 200, 0, y, 200);
@@ -4201,10 +4201,10 @@ static void gen_k53_fused(real *y53, const real *x51, const real *x49, const rea
 /* n55 = matmul(n53, n54) b^T
  *   (T, 1, 200) <- (T, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k55_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k55_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   if (T == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+    lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
   else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
                 1, a, 200, b, 200, 0, y, 200);
@@ -4227,10 +4227,10 @@ static void gen_k58_fused(real *y58, const real *x55, const real *x56, int T)
 /* n60 = matmul(n58, n59) b^T
  *   (T, 1, 200) <- (T, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k60_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k60_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   if (T == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+    lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
   else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
                 1, a, 200, b, 200, 0, y, 200);
@@ -4287,10 +4287,10 @@ static void gen_k68_fused(real *y68, const real *x66, const real *x64, const rea
 /* n71 = matmul(n68, n69) b^T
  *   (T, 1, 600) <- (T, 1, 200), (600, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k71_matmul(real *y, const real *a, const real *b, int T)
+static void gen_k71_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   if (T == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, 600, 200, 1, b, 200, a, 1, 0, y, 1);
+    lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
   else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 600, 200,
                 1, a, 200, b, 200, 0, y, 600);
@@ -4438,9 +4438,9 @@ static void gen_k88_transpose(real *y, const real *x, int T)
 /* n131 = matmul(n130, n44) b^T
  *   (1, 1, 200) <- (1, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k131_matmul(real *y, const real *a, const real *b)
+static void gen_k131_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 4 nodes in one loop over (1, 1, 200)
@@ -4496,9 +4496,9 @@ static void gen_k136_fused(real *y136, const real *x134, const real *x49, const 
 /* n137 = matmul(n136, n54) b^T
  *   (1, 1, 200) <- (1, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k137_matmul(real *y, const real *a, const real *b)
+static void gen_k137_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 2 nodes in one loop over (1, 1, 200)
@@ -4517,9 +4517,9 @@ static void gen_k139_fused(real *y139, const real *x137, const real *x56)
 /* n140 = matmul(n139, n59) b^T
  *   (1, 1, 200) <- (1, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k140_matmul(real *y, const real *a, const real *b)
+static void gen_k140_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 2 nodes in one loop over (1, 1, 200)
@@ -4558,9 +4558,9 @@ static void gen_k143_normalize(real *y, const real *x)
 /* n147 = matmul(n146, n90) b^T
  *   (1, 1, 200) <- (1, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k147_matmul(real *y, const real *a, const real *b)
+static void gen_k147_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 4 nodes in one loop over (1, 1, 200)
@@ -4616,9 +4616,9 @@ static void gen_k152_fused(real *y152, const real *x150, const real *x95, const 
 /* n153 = matmul(n152, n100) b^T
  *   (1, 1, 200) <- (1, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k153_matmul(real *y, const real *a, const real *b)
+static void gen_k153_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 2 nodes in one loop over (1, 1, 200)
@@ -4637,9 +4637,9 @@ static void gen_k155_fused(real *y155, const real *x153, const real *x102)
 /* n156 = matmul(n155, n105) b^T
  *   (1, 1, 200) <- (1, 1, 200), (200, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k156_matmul(real *y, const real *a, const real *b)
+static void gen_k156_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 200, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 2 nodes in one loop over (1, 1, 200)
@@ -4724,9 +4724,9 @@ static void gen_k164_fused(real *y164, const real *x162, const real *x115, const
 /* n165 = matmul(n164, n120) b^T
  *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
  *   graphs/transformer.lua:25 */
-static void gen_k165_matmul(real *y, const real *a, const real *b)
+static void gen_k165_matmul(real *y, const real *a, const real *b, int nt)
 {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, 33278, 200, 1, b, 200, a, 1, 0, y, 1);
+  lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
 }
 
 /* n166 = add(n165, n122)
@@ -4764,7 +4764,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_k17_const(w + 64272);
   gen_k21_fused(w + 49024, w + 42016, lmc_const0, T);
   gen_k22_triu_mask(w + 63040, T);
-  gen_k25_matmul(w, w + 49024, c->param + 6655600, T);
+  gen_k25_matmul(w, w + 49024, c->param + 6655600, c->threads, T);
   gen_k26_add(w + 21008, w, c->param + 6775600, T);
   gen_k27_slice(w, w + 21008, T);
   gen_k29_transpose(w + 7008, w, T);
@@ -4779,17 +4779,17 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_k40_softmax(w + 7008, w, T);
   gen_k41_bmm(w, w + 7008, w + 14016, T);
   gen_k42_transpose(w + 56032, w, T);
-  gen_k45_matmul(w, w + 56032, c->param + 6776200, T);
+  gen_k45_matmul(w, w + 56032, c->param + 6776200, c->threads, T);
   gen_k48_fused(w + 7008, w + 49024, w, c->param + 6816200, T);
   gen_k51_normalize(w, w + 7008, T);
   gen_k53_fused(w + 7008, w, c->param + 6816400, c->param + 6816600, T);
-  gen_k55_matmul(w, w + 7008, c->param + 6816800, T);
+  gen_k55_matmul(w, w + 7008, c->param + 6816800, c->threads, T);
   gen_k58_fused(w + 14016, w, c->param + 6856800, T);
-  gen_k60_matmul(w, w + 14016, c->param + 6857000, T);
+  gen_k60_matmul(w, w + 14016, c->param + 6857000, c->threads, T);
   gen_k63_fused(w + 14016, w + 7008, w, c->param + 6897000, T);
   gen_k66_normalize(w, w + 14016, T);
   gen_k68_fused(w + 21008, w, c->param + 6897200, c->param + 6897400, T);
-  gen_k71_matmul(w, w + 21008, c->param + 6897600, T);
+  gen_k71_matmul(w, w + 21008, c->param + 6897600, c->threads, T);
   gen_k72_add(w + 21008, w, c->param + 7017600, T);
   gen_k73_slice(w, w + 21008, T);
   gen_k75_transpose(w + 7008, w, T);
@@ -4803,28 +4803,28 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_k86_softmax(w + 7008, w, T);
   gen_k87_bmm(w, w + 7008, w + 14016, T);
   gen_k88_transpose(w + 7008, w, T);
-  gen_k131_matmul(w, w + 56032 + (T - 1) * 200, c->param + 6776200);
+  gen_k131_matmul(w, w + 56032 + (T - 1) * 200, c->param + 6776200, c->threads);
   gen_k133_fused(w + 208, w + 42016 + (T - 1) * 200, lmc_const0 + (T - 1) * 200, w, c->param + 6816200);
   gen_k134_normalize(w, w + 208);
   gen_k136_fused(w + 208, w, c->param + 6816400, c->param + 6816600);
-  gen_k137_matmul(w, w + 208, c->param + 6816800);
+  gen_k137_matmul(w, w + 208, c->param + 6816800, c->threads);
   gen_k139_fused(w + 416, w, c->param + 6856800);
-  gen_k140_matmul(w, w + 416, c->param + 6857000);
+  gen_k140_matmul(w, w + 416, c->param + 6857000, c->threads);
   gen_k142_fused(w + 416, w + 208, w, c->param + 6897000);
   gen_k143_normalize(w, w + 416);
-  gen_k147_matmul(w + 208, w + 7008 + (T - 1) * 200, c->param + 7018200);
+  gen_k147_matmul(w + 208, w + 7008 + (T - 1) * 200, c->param + 7018200, c->threads);
   gen_k149_fused(w + 416, w, c->param + 6897200, c->param + 6897400, w + 208, c->param + 7058200);
   gen_k150_normalize(w, w + 416);
   gen_k152_fused(w + 208, w, c->param + 7058400, c->param + 7058600);
-  gen_k153_matmul(w, w + 208, c->param + 7058800);
+  gen_k153_matmul(w, w + 208, c->param + 7058800, c->threads);
   gen_k155_fused(w + 416, w, c->param + 7098800);
-  gen_k156_matmul(w, w + 416, c->param + 7099000);
+  gen_k156_matmul(w, w + 416, c->param + 7099000, c->threads);
   gen_k158_fused(w + 416, w + 208, w, c->param + 7139000);
   gen_k159_normalize(w, w + 416);
   gen_k161_fused(w + 208, w, c->param + 7139200, c->param + 7139400);
   gen_k162_normalize(w, w + 208);
   gen_k164_fused(w + 33280, w, c->param + 7139600, c->param + 7139800);
-  gen_k165_matmul(w, w + 33280, c->param + 7140000);
+  gen_k165_matmul(w, w + 33280, c->param + 7140000, c->threads);
   gen_k166_add(w + 33280, w, c->param + 13795600);
   gen_k167_log_softmax(w, w + 33280);
   return 0;

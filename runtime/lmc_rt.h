@@ -233,4 +233,28 @@ static inline LMC_NOINLINE double lmc_exp_sum(const real *x, long n, real max)
 #define LMC_PARALLEL_FOR(nt) (void)(nt);
 #endif
 
+/* C (M, N) = A (M, K) B^T + beta C in single precision, B (N, K), for
+ * products of few rows (runtime/gemm.c); beta is 0 or 1.  Each output is
+ * summed in an order that does not depend on M, N or which columns a call
+ * covers: lmc_sgemm_abt_mt splits the columns between nt threads and
+ * gives the same bits at any nt. */
+void lmc_sgemm_abt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                   int ldc);
+int lmc_sgemm_abt_native(void);   /* 1: the AVX2 kernels run, 0: cblas_sgemm */
+
+static inline void lmc_sgemm_abt_mt(int nt, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                                    float beta, float *C, int ldc)
+{
+  if (nt <= 1 || N < 48 * nt || !lmc_sgemm_abt_native()) {
+    lmc_sgemm_abt(M, N, K, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  LMC_PARALLEL_FOR(nt)
+  for (int p = 0; p < nt; p++) {
+    int n0 = (int)((long)N * p / nt / 48 * 48);
+    int n1 = p + 1 == nt ? N : (int)((long)N * (p + 1) / nt / 48 * 48);
+    lmc_sgemm_abt(M, n1 - n0, K, A, lda, B + (long)n0 * ldb, ldb, beta, C + n0, ldc);
+  }
+}
+
 #endif

@@ -61,10 +61,10 @@ static void run(Program *p, const char *args, Run *r)
   /* the driver must see the same `real` as the emitted file */
   /* SAN: extra flags (the sanitizers of `make sanitize`) */
   char *cc = xasprintf("clang -std=c11 -O2 %s -Wall -Wextra -Werror -Iruntime %s "
-                       "$(pkg-config --cflags openblas 2>/dev/null) -o %s %s tests/emit/driver.c "
+                       "$(pkg-config --cflags openblas 2>/dev/null) -o %s %s tests/emit/driver.c %s "
                        "$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lm 2>&1",
                        getenv("SAN") ? getenv("SAN") : "", p->train->real == DT_F64 ? "-DLMC_REAL=double" : "",
-                       prog, path);
+                       prog, path, runtime_lib());
   fflush(stdout);
   int rc = system(cc);
   ck_assert_msg(rc == 0, "the emitted C does not compile cleanly: %s", path);

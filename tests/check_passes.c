@@ -486,9 +486,9 @@ static char *normalized(const char *path)
  * evaluation; false when anything fails. */
 static bool build_run(const char *name, Out *train, Out *eval)
 {
-  if (sh("clang -std=c11 -O0 %s -Wall -Wextra -Werror -Iruntime -o %s/%s %s/%s.c %s/driver.o "
+  if (sh("clang -std=c11 -O0 %s -Wall -Wextra -Werror -Iruntime -o %s/%s %s/%s.c %s/driver.o %s "
          "$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lm",
-         san, tmpdir, name, tmpdir, name, tmpdir))
+         san, tmpdir, name, tmpdir, name, tmpdir, runtime_lib()))
     return false;
   if (sh("OPENBLAS_NUM_THREADS=1 %s/%s train 4 156 >%s/%s.train", tmpdir, name, tmpdir, name) ||
       sh("OPENBLAS_NUM_THREADS=1 %s/%s eval 4 104 >%s/%s.eval", tmpdir, name, tmpdir, name))
@@ -639,8 +639,10 @@ START_TEST(folded_table_equals_runtime)
   char path[512];
   ck_assert_int_eq(sh("%s compile tests/passes/pe_table.lua -O0 -D batch_size=%d -o %s/pe0.c", lmc, B, tmpdir), 0);
   ck_assert_int_eq(sh("%s compile tests/passes/pe_table.lua -O2 -D batch_size=%d -o %s/pe2.c", lmc, B, tmpdir), 0);
-  ck_assert_int_eq(sh("clang -std=c11 -O0 %s -Wall -Wextra -Werror -Iruntime -o %s/pe0 %s/pe0.c %s/driver.o "
-                      "$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lm", san, tmpdir, tmpdir, tmpdir), 0);
+  ck_assert_int_eq(sh("clang -std=c11 -O0 %s -Wall -Wextra -Werror -Iruntime -o %s/pe0 %s/pe0.c %s/driver.o %s "
+                      "$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lm",
+                      san, tmpdir, tmpdir, tmpdir, runtime_lib()),
+                   0);
   /* the generation program: lmc compile keeps "logp" there only */
   ck_assert_int_eq(sh("%s/pe0 gen %d %d >%s/pe0.out", tmpdir, BPTT, BPTT * D, tmpdir), 0);
   Out o = {0};

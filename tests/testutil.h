@@ -19,6 +19,16 @@ static inline int run_suite(Suite *s)
   return nfail == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+/* The runtime library the emitted C links against (its product kernels):
+ * $B/liblmcrt.a, B the build directory (build, or build/san under make
+ * sanitize). */
+static inline const char *runtime_lib(void)
+{
+  static char path[512];
+  snprintf(path, sizeof path, "%s/liblmcrt.a", getenv("B") && *getenv("B") ? getenv("B") : "build");
+  return path;
+}
+
 /* Largest absolute difference of two arrays, printed next to the tolerance. */
 static inline double max_abs_diff(const char *what, const double *a, const double *b, int n, double tol)
 {
