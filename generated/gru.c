@@ -345,8 +345,9 @@ static void train_k85_matmul(real *y, const real *a, const real *b, int T)
  *   graphs/gru.lua:19 */
 static void train_k86_matmul(real *y, const real *a, const real *b, int T)
 {
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 33278, 200, 20*T,
-              1, a, 33278, b, 200, 0, y, 200);
+  for (long r = 0; r < 33278; r += 2048)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 2048 <= 33278 ? 2048 : 33278 - r, 200, 20*T,
+                1, a + r, 33278, b, 200, 0, y + r * 200, 200);
 }
 
 /* n90 = const() value 0.0

@@ -2012,8 +2012,9 @@ static void train_k139_matmul(real *y, const real *a, const real *b, int T)
  *   graphs/transformer.lua:27 */
 static void train_k140_matmul(real *y, const real *a, const real *b, int T)
 {
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 33278, 200, 20*T,
-              1, a, 33278, b, 200, 0, y, 200);
+  for (long r = 0; r < 33278; r += 2048)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 2048 <= 33278 ? 2048 : 33278 - r, 200, 20*T,
+                1, a + r, 33278, b, 200, 0, y + r * 200, 200);
 }
 
 /* n141 = sum(n139)

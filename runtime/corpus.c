@@ -321,12 +321,19 @@ int corpus_load(Corpus *c, const char *dir, char *err)
   return 0;
 }
 
+void tokens_free(Tokens *t)
+{
+  free(t->id);
+  t->id = NULL;
+  t->n = 0;
+}
+
 void corpus_free(Corpus *c)
 {
   dict_free(&c->dict);
-  free(c->train.id);
-  free(c->valid.id);
-  free(c->test.id);
+  tokens_free(&c->train);
+  tokens_free(&c->valid);
+  tokens_free(&c->test);
   memset(c, 0, sizeof *c);
 }
 

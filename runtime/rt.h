@@ -50,6 +50,7 @@ int tokenize_file(Dict *d, const char *path, Tokens *out, char *err);
 /* Loads DIR/train.txt, DIR/valid.txt, DIR/test.txt. */
 int corpus_load(Corpus *c, const char *dir, char *err);
 void corpus_free(Corpus *c);
+void tokens_free(Tokens *t);   /* the list's memory; n = 0 */
 
 /* batchify: the first nrows*bsz tokens as a (nrows, bsz) row-major matrix
  * whose column j is tokens [j*nrows, (j+1)*nrows): data.view(bsz, -1).t(). */
