@@ -1065,9 +1065,9 @@ static void as_matrix(const Shape *s, Mono *rows, Mono *cols)
 }
 
 /* a @ b^T of at most SMALL_GEMM_ROWS fixed rows goes to lmc_sgemm_abt_mt;
- * a^T b with more than WEIGHT_GRAD_ROWS rows is computed in blocks of that
- * many. */
-enum { SMALL_GEMM_ROWS = 64, WEIGHT_GRAD_ROWS = 2048 };
+ * a^T b with more than WEIGHT_GRAD_SPLIT rows is computed in blocks of
+ * WEIGHT_GRAD_ROWS. */
+enum { SMALL_GEMM_ROWS = 64, WEIGHT_GRAD_SPLIT = 8192, WEIGHT_GRAD_ROWS = 2048 };
 
 static const char *gemm(E *e)
 {
@@ -1149,11 +1149,11 @@ static void k_matmul(E *e, Buf *b, Sig *k, Node *n)
     bprintf(b, "                1, a, %s, b, %s, %s, y, %s);\n", mstr(e, ac), mstr(e, bc), beta, mstr(e, nn));
     return;
   }
-  if (mone(batch) && n->a.ta && !n->a.tb && m.k == 0 && m.c > WEIGHT_GRAD_ROWS) {
+  if (mone(batch) && n->a.ta && !n->a.tb && m.k == 0 && m.c > WEIGHT_GRAD_SPLIT) {
     /* a weight gradient a^T b with many rows (the decoder's, 33278): in
      * blocks of rows, or OpenBLAS packs all of a's columns at once, 41 MiB
-     * more of peak memory at nhid 650, 2.6 in blocks (each output is summed
-     * as before) */
+     * more of peak memory at nhid 650, 2.6 in blocks, 1.5% slower (each
+     * output is summed as before) */
     bprintf(b, "  for (long r = 0; r < %s; r += %d)\n", mstr(e, m), WEIGHT_GRAD_ROWS);
     bprintf(b, "    %s(CblasRowMajor, %s, %s, r + %d <= %s ? %d : %s - r, %s, %s,\n", gemm(e), ta, tb,
             WEIGHT_GRAD_ROWS, mstr(e, m), WEIGHT_GRAD_ROWS, mstr(e, m), mstr(e, nn), mstr(e, kk));

@@ -61,7 +61,8 @@ typedef struct {
   int has_backward;
   /* Runs the program on tokens (T, B) (row t holds step t of every column).
    * With targets (T, B): returns the mean NLL per token and, when
-   * has_backward, writes the gradient of that mean into c->grad.  Reads the
+   * has_backward, writes the gradient of that mean into c->grad, every
+   * element of it (zeros where the loss does not reach).  Reads the
    * hidden state from c->state and leaves the new one there (detached).
    * When has_logp (lmc compile keeps them for the generation program only),
    * leaves the log-probabilities, (T, B, ntoken), at c->work + logp_offset

@@ -659,7 +659,8 @@ static int train_epoch(Trainer *t)
     if (stop_requested) return 1;
     const int32_t *x, *y;
     int T = get_batch(b, i, bptt, &x, &y);
-    memset(c->grad, 0, m->param_numel * sizeof(real));
+    /* run() writes every gradient (a parameter the loss does not reach
+     * gets zeros): no clearing pass over the block first */
     double loss = m->train.run(c, x, y, T);
     if (!isfinite(loss)) {
       clear_progress(t);
