@@ -1664,7 +1664,7 @@ static void k_fused(E *e, Buf *b, Sig *k, int group)
 static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
 {
   Graph *g = e->g;
-  Node *lsm = NULL, *grad = NULL, *nll = NULL;
+  Node *lsm = NULL, *grad = NULL, *nll = NULL, *bias = NULL;
   for (int i = 0; i < g->nnode; i++)
     if (!g->node[i].dead && g->node[i].group == group) {
       if (g->node[i].op == OP_LOG_SOFTMAX)
@@ -1673,16 +1673,22 @@ static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
         grad = &g->node[i];
       else if (g->node[i].op == OP_NLL_LOSS)
         nll = &g->node[i];
+      else if (g->node[i].op == OP_ADD)
+        bias = &g->node[i];
     }
   if (grad && e->off[id_of(e, grad)] == SIZE_MAX)
     grad = NULL;
   if (nll && e->off[id_of(e, nll)] == SIZE_MAX)
     nll = NULL;
-  if (!lsm || (grad && (IN(e, grad, 1) != lsm || IN(e, grad, 0)->op != OP_CONST)) || (nll && IN(e, nll, 0) != lsm))
+  if (!lsm || (grad && (IN(e, grad, 1) != lsm || IN(e, grad, 0)->op != OP_CONST)) || (nll && IN(e, nll, 0) != lsm) ||
+      (bias && IN(e, lsm, 0) != bias))
     die("group %d is not log_softmax with nll_loss or its gradient", group);
   bool logp = e->off[id_of(e, lsm)] != SIZE_MAX;
+  /* x: the logits, or with a bias fused in (fuse_nll.c) the product it is
+   * added to, in place: nothing else reads it */
+  int xin = bias ? bias->in[0] : lsm->in[0];
   /* dx in x's bytes: one pointer, so the loops are plainly in place */
-  bool inplace = grad && same_loc(&e->loc[id_of(e, grad)], &e->loc[lsm->in[0]]);
+  bool inplace = grad && same_loc(&e->loc[id_of(e, grad)], &e->loc[xin]);
   if (logp)
     karg(k, A_PTR, id_of(e, lsm), -1, "real *logp");
   if (grad)
@@ -1690,7 +1696,9 @@ static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
   if (nll)
     karg(k, A_PTR, id_of(e, nll), -1, "real *loss");
   if (!inplace)
-    karg(k, A_PTR, lsm->in[0], -1, "const real *x");
+    karg(k, A_PTR, xin, -1, bias ? "real *x" : "const real *x");
+  if (bias)
+    karg(k, A_PTR, bias->in[1], -1, "const real *bias");
   int target = grad ? grad->in[2] : nll ? nll->in[1] : -1;
   if (target >= 0)
     karg(k, A_PTR, target, -1, "const int32_t *target");
@@ -1709,7 +1717,13 @@ static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
   bprintf(b, "  for (long r = 0; r < %s; r++) {\n", mstr(e, rows));
   if (grad)
     bprintf(b, "    real *dxr = dx + r * n;\n");
-  bprintf(b, inplace ? "    const real *xr = dxr;\n" : "    const real *xr = x + r * n;\n");
+  if (bias) {
+    bprintf(b, inplace ? "    real *xr = dxr;\n" : "    real *xr = x + r * n;\n");
+    bprintf(b, "    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */\n");
+    bprintf(b, "      xr[i] += bias[i];\n");
+  } else {
+    bprintf(b, inplace ? "    const real *xr = dxr;\n" : "    const real *xr = x + r * n;\n");
+  }
   if (logp)
     bprintf(b, "    real *yr = logp + r * n;\n");
   bprintf(b, "    real max = lmc_row_max(xr, n);\n");

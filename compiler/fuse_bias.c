@@ -24,7 +24,7 @@ void fuse_matmul_bias(Graph *g)
   Users u = users_make(g);
   for (int i = 0; i < g->nnode; i++) {
     Node *n = &g->node[i];
-    if (n->dead || n->op != OP_ADD)
+    if (n->dead || n->op != OP_ADD || n->group)   /* grouped: fuse-nll adds it */
       continue;
     for (int k = 0; k < 2; k++) {
       int m = n->in[k], b = n->in[1 - k];

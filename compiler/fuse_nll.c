@@ -36,6 +36,15 @@
  * (700 x 33278 floats written and read again for 700 of them) and the
  * exponentials go straight into dx.  The loss is the same sum in the same
  * order over the same rounded values, bit for bit the unfused one.
+ *
+ * A bias added to the logits joins too: add(m, b) read by nothing but the
+ * log_softmax, b a vector over the last dim and m (the decoder's product)
+ * read by nothing but the add.  The kernel adds b to each row of m in
+ * place as its first pass over the row, which then stays in L2 for the
+ * passes that follow; fuse-matmul-bias would instead fill the 93 MB of
+ * logits with the bias and have the GEMM read them back (beta = 1), two
+ * passes over memory.  The sums are round(round(m) + b), the unfused
+ * add's.
  */
 #include "lmc.h"
 
@@ -79,6 +88,28 @@ void fuse_nll(Graph *g)
       x->group = g->ngroup;
     }
     n->group = x->group;
+  }
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || n->op != OP_LOG_SOFTMAX || !n->group || n->a.axis != n->shape.rank - 1)
+      continue;
+    Node *x = &g->node[n->in[0]];
+    if (x->op != OP_ADD || x->group || x->loop || u.n[n->in[0]] != 1 || u.out[n->in[0]])
+      continue;
+    for (int k = 0; k < 2; k++) {
+      int m = x->in[k], b = x->in[1 - k];
+      Node *mm = &g->node[m], *bias = &g->node[b];
+      if (mm->loop || u.n[m] != 1 || u.out[m] || is_view(g, mm) || mm->op == OP_PARAM || mm->op == OP_INPUT ||
+          mm->op == OP_LITERAL || !shape_eq(&mm->shape, &x->shape))
+        continue;
+      if (bias->shape.rank != 1 || bias->shape.seq || bias->shape.dim[0] != x->shape.dim[x->shape.rank - 1] ||
+          (x->shape.seq >> (x->shape.rank - 1)) & 1)
+        continue;
+      x->in[0] = m;   /* the kernel reads the product first, the bias second */
+      x->in[1] = b;
+      x->group = n->group;
+      break;
+    }
   }
   users_free(&u);
 }

@@ -195,8 +195,10 @@ void plan_memory(Graph *g)
     Node *n = &g->node[i];
     if (n->dead || n->op != OP_NLL_LOG_SOFTMAX_GRAD || !n->group || !need[i])
       continue;
-    int a = anchor[n->group];
-    int x = root[g->node[a].in[0]];
+    int a = anchor[n->group], in = g->node[a].in[0];
+    if (g->node[in].op == OP_ADD && g->node[in].group == n->group)
+      in = g->node[in].in[0];   /* a bias fused in: the product's buffer */
+    int x = root[in];
     if (x < 0 || g->node[x].loop || end[x] != pos[a] || buffer_numel(g, x) != buffer_numel(g, i))
       continue;
     same[i] = x;

@@ -278,24 +278,22 @@ static void train_k74_dropout(real *y, const real *x, uint64_t key, double p, lo
     y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
 }
 
-/* n78 = matmul_bias(n74, n75, n77) b^T
- *   (T, 20, 33278) <- (T, 20, 200), (33278, 200), (33278)
+/* n76 = matmul(n74, n75) b^T
+ *   (T, 20, 33278) <- (T, 20, 200), (33278, 200)
  *   graphs/gru.lua:19 */
-static void train_k78_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void train_k76_matmul(real *y, const real *a, const real *b, int T)
 {
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 33278; i1++)
-      y[i0 * 33278 + i1] = c[i1];
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 33278, 200,
-              1, a, 200, b, 200, 1, y, 33278);
+              1, a, 200, b, 200, 0, y, 33278);
 }
 
-/* fused: 3 nodes in one loop over (T, 20, 33278)
+/* fused: 4 nodes in one loop over (T, 20, 33278)
+ *   n78 = add(n76, n77) (T, 20, 33278)
  *   n79 = log_softmax(n78) (T, 20, 33278)
  *   n80 = nll_loss(n79, n1) (), stored
  *   n83 = nll_log_softmax_grad(n31, n79, n1) (T, 20, 33278), stored
  *   graphs/gru.lua:21 */
-static void train_k79_fused(real *dx /* over x */, real *loss, const int32_t *target, int nt, int T)
+static void train_k79_fused(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
   double nll_row[700];   /* summed in row order after the loop */
@@ -303,7 +301,9 @@ static void train_k79_fused(real *dx /* over x */, real *loss, const int32_t *ta
   LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 20*T; r++) {
     real *dxr = dx + r * n;
-    const real *xr = dxr;
+    real *xr = dxr;
+    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
+      xr[i] += bias[i];
     real max = lmc_row_max(xr, n);
     const real xt = xr[target[r]];
     double sum = lmc_exp_sum_inplace(dxr, n, max);
@@ -742,8 +742,8 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   }
   train_k73_concat(w + 25534608, w + 420000 + (T - 1) * 4000, w + 560000 + (T - 1) * 4000);
   train_k74_dropout(w + 25254608, w + 560000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
-  train_k78_matmul_bias(w, w + 25254608, c->param + 7138000, c->param + 13793600, T);
-  train_k79_fused(w, w + 25542608, targets, c->threads, T);
+  train_k76_matmul(w, w + 25254608, c->param + 7138000, T);
+  train_k79_fused(w, w + 25542608, c->param + 13793600, targets, c->threads, T);
   train_k84_sum(c->grad + 13793600, w, T);
   train_k85_matmul(w + 25394608, w, c->param + 7138000, T);
   train_k86_matmul(c->grad + 7138000, w, w + 25254608, T);
@@ -972,29 +972,29 @@ static void eval_k71_concat(real *y, const real *a, const real *b)
     y[2000 + i0] = b[i0];
 }
 
-/* n75 = matmul_bias(n67, n72, n74) b^T
- *   (T, 10, 33278) <- (T, 10, 200), (33278, 200), (33278)
+/* n73 = matmul(n67, n72) b^T
+ *   (T, 10, 33278) <- (T, 10, 200), (33278, 200)
  *   graphs/gru.lua:19 */
-static void eval_k75_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_k73_matmul(real *y, const real *a, const real *b, int T)
 {
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 33278; i1++)
-      y[i0 * 33278 + i1] = c[i1];
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 33278, 200,
-              1, a, 200, b, 200, 1, y, 33278);
+              1, a, 200, b, 200, 0, y, 33278);
 }
 
-/* fused: 2 nodes in one loop over (T, 10, 33278)
+/* fused: 3 nodes in one loop over (T, 10, 33278)
+ *   n75 = add(n73, n74) (T, 10, 33278)
  *   n76 = log_softmax(n75) (T, 10, 33278)
  *   n77 = nll_loss(n76, n1) (), stored
  *   graphs/gru.lua:21 */
-static void eval_k76_fused(real *loss, const real *x, const int32_t *target, int nt, int T)
+static void eval_k76_fused(real *loss, real *x, const real *bias, const int32_t *target, int nt, int T)
 {
   double nll_row[700];   /* summed in row order after the loop */
   const long n = 33278;
   LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 10*T; r++) {
-    const real *xr = x + r * n;
+    real *xr = x + r * n;
+    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
+      xr[i] += bias[i];
     real max = lmc_row_max(xr, n);
     const real xt = xr[target[r]];
     double sum = lmc_exp_sum(xr, n, max);
@@ -1034,8 +1034,8 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
     eval_k66_fused(w + 23294608 + t * 2000, w + t * 6000, w + 560000, w + 568000);
   }
   eval_k71_concat(w + 23434608, w + 420000 + (T - 1) * 2000, w + 23294608 + (T - 1) * 2000);
-  eval_k75_matmul_bias(w, w + 23294608, c->param + 7138000, c->param + 13793600, T);
-  eval_k76_fused(w + 23294608, w, targets, c->threads, T);
+  eval_k73_matmul(w, w + 23294608, c->param + 7138000, T);
+  eval_k76_fused(w + 23294608, w, c->param + 13793600, targets, c->threads, T);
   memcpy(c->state + 0, w + 23434608, 4000 * sizeof(real));   /* state hidden, detached */
   return have_targets ? w[23294608] : 0;
 }

@@ -319,24 +319,22 @@ static void train_k78_dropout(real *y, const real *x, uint64_t key, double p, lo
     y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
 }
 
-/* n82 = matmul_bias(n78, n79, n81) b^T
- *   (T, 20, 33278) <- (T, 20, 200), (33278, 200), (33278)
+/* n80 = matmul(n78, n79) b^T
+ *   (T, 20, 33278) <- (T, 20, 200), (33278, 200)
  *   graphs/lstm.lua:19 */
-static void train_k82_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void train_k80_matmul(real *y, const real *a, const real *b, int T)
 {
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 33278; i1++)
-      y[i0 * 33278 + i1] = c[i1];
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 33278, 200,
-              1, a, 200, b, 200, 1, y, 33278);
+              1, a, 200, b, 200, 0, y, 33278);
 }
 
-/* fused: 3 nodes in one loop over (T, 20, 33278)
+/* fused: 4 nodes in one loop over (T, 20, 33278)
+ *   n82 = add(n80, n81) (T, 20, 33278)
  *   n83 = log_softmax(n82) (T, 20, 33278)
  *   n84 = nll_loss(n83, n1) (), stored
  *   n87 = nll_log_softmax_grad(n85, n83, n1) (T, 20, 33278), stored
  *   graphs/lstm.lua:21 */
-static void train_k83_fused(real *dx /* over x */, real *loss, const int32_t *target, int nt, int T)
+static void train_k83_fused(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
   double nll_row[700];   /* summed in row order after the loop */
@@ -344,7 +342,9 @@ static void train_k83_fused(real *dx /* over x */, real *loss, const int32_t *ta
   LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 20*T; r++) {
     real *dxr = dx + r * n;
-    const real *xr = dxr;
+    real *xr = dxr;
+    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
+      xr[i] += bias[i];
     real max = lmc_row_max(xr, n);
     const real xt = xr[target[r]];
     double sum = lmc_exp_sum_inplace(dxr, n, max);
@@ -694,8 +694,8 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k74_concat(w + 25814608, w + 560000 + (T - 1) * 4000, w + 700000 + (T - 1) * 4000);
   train_k77_concat(w + 25822608, w + 856000, w + 868000);
   train_k78_dropout(w + 25534608, w + 700000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
-  train_k82_matmul_bias(w, w + 25534608, c->param + 7298800, c->param + 13954400, T);
-  train_k83_fused(w, w + 25830608, targets, c->threads, T);
+  train_k80_matmul(w, w + 25534608, c->param + 7298800, T);
+  train_k83_fused(w, w + 25830608, c->param + 13954400, targets, c->threads, T);
   train_k85_const(w + 25674608);
   train_k88_sum(c->grad + 13954400, w, T);
   train_k89_matmul(w + 25674608, w, c->param + 7298800, T);
@@ -959,29 +959,29 @@ static void eval_k75_concat(real *y, const real *a, const real *b)
     y[2000 + i0] = b[i0];
 }
 
-/* n79 = matmul_bias(n67, n76, n78) b^T
- *   (T, 10, 33278) <- (T, 10, 200), (33278, 200), (33278)
+/* n77 = matmul(n67, n76) b^T
+ *   (T, 10, 33278) <- (T, 10, 200), (33278, 200)
  *   graphs/lstm.lua:19 */
-static void eval_k79_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_k77_matmul(real *y, const real *a, const real *b, int T)
 {
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 33278; i1++)
-      y[i0 * 33278 + i1] = c[i1];
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 33278, 200,
-              1, a, 200, b, 200, 1, y, 33278);
+              1, a, 200, b, 200, 0, y, 33278);
 }
 
-/* fused: 2 nodes in one loop over (T, 10, 33278)
+/* fused: 3 nodes in one loop over (T, 10, 33278)
+ *   n79 = add(n77, n78) (T, 10, 33278)
  *   n80 = log_softmax(n79) (T, 10, 33278)
  *   n81 = nll_loss(n80, n1) (), stored
  *   graphs/lstm.lua:21 */
-static void eval_k80_fused(real *loss, const real *x, const int32_t *target, int nt, int T)
+static void eval_k80_fused(real *loss, real *x, const real *bias, const int32_t *target, int nt, int T)
 {
   double nll_row[700];   /* summed in row order after the loop */
   const long n = 33278;
   LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 10*T; r++) {
-    const real *xr = x + r * n;
+    real *xr = x + r * n;
+    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
+      xr[i] += bias[i];
     real max = lmc_row_max(xr, n);
     const real xt = xr[target[r]];
     double sum = lmc_exp_sum(xr, n, max);
@@ -1026,8 +1026,8 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   }
   eval_k72_concat(w + 23434608, w + 560000 + (T - 1) * 2000, w + 23294608 + (T - 1) * 2000);
   eval_k75_concat(w + 23438608, w + 716000, w + 718000);
-  eval_k79_matmul_bias(w, w + 23294608, c->param + 7298800, c->param + 13954400, T);
-  eval_k80_fused(w + 23294608, w, targets, c->threads, T);
+  eval_k77_matmul(w, w + 23294608, c->param + 7298800, T);
+  eval_k80_fused(w + 23294608, w, c->param + 13954400, targets, c->threads, T);
   memcpy(c->state + 0, w + 23434608, 4000 * sizeof(real));   /* state hidden.h, detached */
   memcpy(c->state + 4000, w + 23438608, 4000 * sizeof(real));   /* state hidden.c, detached */
   return have_targets ? w[23294608] : 0;

@@ -210,24 +210,22 @@ static void train_k42_dropout(real *y, const real *x, uint64_t key, double p, lo
     y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
 }
 
-/* n46 = matmul_bias(n42, n43, n45) b^T
- *   (T, 20, 33278) <- (T, 20, 200), (33278, 200), (33278)
+/* n44 = matmul(n42, n43) b^T
+ *   (T, 20, 33278) <- (T, 20, 200), (33278, 200)
  *   graphs/rnn_tanh.lua:19 */
-static void train_k46_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void train_k44_matmul(real *y, const real *a, const real *b, int T)
 {
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 33278; i1++)
-      y[i0 * 33278 + i1] = c[i1];
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 33278, 200,
-              1, a, 200, b, 200, 1, y, 33278);
+              1, a, 200, b, 200, 0, y, 33278);
 }
 
-/* fused: 3 nodes in one loop over (T, 20, 33278)
+/* fused: 4 nodes in one loop over (T, 20, 33278)
+ *   n46 = add(n44, n45) (T, 20, 33278)
  *   n47 = log_softmax(n46) (T, 20, 33278)
  *   n48 = nll_loss(n47, n1) (), stored
  *   n51 = nll_log_softmax_grad(n49, n47, n1) (T, 20, 33278), stored
  *   graphs/rnn_tanh.lua:21 */
-static void train_k47_fused(real *dx /* over x */, real *loss, const int32_t *target, int nt, int T)
+static void train_k47_fused(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
   double nll_row[700];   /* summed in row order after the loop */
@@ -235,7 +233,9 @@ static void train_k47_fused(real *dx /* over x */, real *loss, const int32_t *ta
   LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 20*T; r++) {
     real *dxr = dx + r * n;
-    const real *xr = dxr;
+    real *xr = dxr;
+    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
+      xr[i] += bias[i];
     real max = lmc_row_max(xr, n);
     const real xt = xr[target[r]];
     double sum = lmc_exp_sum_inplace(dxr, n, max);
@@ -495,8 +495,8 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   }
   train_k41_concat(w + 24414608, w + 23574608 + (T - 1) * 4000, w + 23994608 + (T - 1) * 4000);
   train_k42_dropout(w + 24134608, w + 23994608, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
-  train_k46_matmul_bias(w, w + 24134608, c->param + 6816400, c->param + 13472000, T);
-  train_k47_fused(w, w + 24422608, targets, c->threads, T);
+  train_k44_matmul(w, w + 24134608, c->param + 6816400, T);
+  train_k47_fused(w, w + 24422608, c->param + 13472000, targets, c->threads, T);
   train_k49_const(w + 24274608);
   train_k52_sum(c->grad + 13472000, w, T);
   train_k53_matmul(w + 24274608, w, c->param + 6816400, T);
@@ -658,29 +658,29 @@ static void eval_k39_concat(real *y, const real *a, const real *b)
     y[2000 + i0] = b[i0];
 }
 
-/* n43 = matmul_bias(n35, n40, n42) b^T
- *   (T, 10, 33278) <- (T, 10, 200), (33278, 200), (33278)
+/* n41 = matmul(n35, n40) b^T
+ *   (T, 10, 33278) <- (T, 10, 200), (33278, 200)
  *   graphs/rnn_tanh.lua:19 */
-static void eval_k43_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_k41_matmul(real *y, const real *a, const real *b, int T)
 {
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 33278; i1++)
-      y[i0 * 33278 + i1] = c[i1];
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 33278, 200,
-              1, a, 200, b, 200, 1, y, 33278);
+              1, a, 200, b, 200, 0, y, 33278);
 }
 
-/* fused: 2 nodes in one loop over (T, 10, 33278)
+/* fused: 3 nodes in one loop over (T, 10, 33278)
+ *   n43 = add(n41, n42) (T, 10, 33278)
  *   n44 = log_softmax(n43) (T, 10, 33278)
  *   n45 = nll_loss(n44, n1) (), stored
  *   graphs/rnn_tanh.lua:21 */
-static void eval_k44_fused(real *loss, const real *x, const int32_t *target, int nt, int T)
+static void eval_k44_fused(real *loss, real *x, const real *bias, const int32_t *target, int nt, int T)
 {
   double nll_row[700];   /* summed in row order after the loop */
   const long n = 33278;
   LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 10*T; r++) {
-    const real *xr = x + r * n;
+    real *xr = x + r * n;
+    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
+      xr[i] += bias[i];
     real max = lmc_row_max(xr, n);
     const real xt = xr[target[r]];
     double sum = lmc_exp_sum(xr, n, max);
@@ -719,8 +719,8 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
     eval_k34_fused(w + 23294608 + t * 2000, w + 140000 + t * 2000, w + 284000, c->param + 6816200);
   }
   eval_k39_concat(w + 23434608, w + (T - 1) * 2000, w + 23294608 + (T - 1) * 2000);
-  eval_k43_matmul_bias(w, w + 23294608, c->param + 6816400, c->param + 13472000, T);
-  eval_k44_fused(w + 23294608, w, targets, c->threads, T);
+  eval_k41_matmul(w, w + 23294608, c->param + 6816400, T);
+  eval_k44_fused(w + 23294608, w, c->param + 13472000, targets, c->threads, T);
   memcpy(c->state + 0, w + 23434608, 4000 * sizeof(real));   /* state hidden, detached */
   return have_targets ? w[23294608] : 0;
 }

@@ -1937,24 +1937,22 @@ static void train_k128_fused(real *y128, const real *x126, const real *x124, con
     }
 }
 
-/* n132 = matmul_bias(n128, n129, n131) b^T
- *   (T, 20, 33278) <- (T, 20, 200), (33278, 200), (33278)
+/* n130 = matmul(n128, n129) b^T
+ *   (T, 20, 33278) <- (T, 20, 200), (33278, 200)
  *   graphs/transformer.lua:27 */
-static void train_k132_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void train_k130_matmul(real *y, const real *a, const real *b, int T)
 {
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 33278; i1++)
-      y[i0 * 33278 + i1] = c[i1];
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 33278, 200,
-              1, a, 200, b, 200, 1, y, 33278);
+              1, a, 200, b, 200, 0, y, 33278);
 }
 
-/* fused: 3 nodes in one loop over (T, 20, 33278)
+/* fused: 4 nodes in one loop over (T, 20, 33278)
+ *   n132 = add(n130, n131) (T, 20, 33278)
  *   n133 = log_softmax(n132) (T, 20, 33278)
  *   n134 = nll_loss(n133, n1) (), stored
  *   n137 = nll_log_softmax_grad(n135, n133, n1) (T, 20, 33278), stored
  *   graphs/transformer.lua:29 */
-static void train_k133_fused(real *dx /* over x */, real *loss, const int32_t *target, int nt, int T)
+static void train_k133_fused(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
   double nll_row[700];   /* summed in row order after the loop */
@@ -1962,7 +1960,9 @@ static void train_k133_fused(real *dx /* over x */, real *loss, const int32_t *t
   LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 20*T; r++) {
     real *dxr = dx + r * n;
-    const real *xr = dxr;
+    real *xr = dxr;
+    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
+      xr[i] += bias[i];
     real max = lmc_row_max(xr, n);
     const real xt = xr[target[r]];
     double sum = lmc_exp_sum_inplace(dxr, n, max);
@@ -3108,8 +3108,8 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k123_fused(w + 26654608, w + 26514608, c->param + 7139200, c->param + 7139400, T);
   train_k126_normalize(w + 26794608, w + 26654608, T);
   train_k128_fused(w + 26934608, w + 26794608, c->param + 7139600, c->param + 7139800, T);
-  train_k132_matmul_bias(w, w + 26934608, c->param + 7140000, c->param + 13795600, T);
-  train_k133_fused(w, w + 27410672, targets, c->threads, T);
+  train_k130_matmul(w, w + 26934608, c->param + 7140000, T);
+  train_k133_fused(w, w + 27410672, c->param + 13795600, targets, c->threads, T);
   train_k135_const(w + 27074608);
   train_k138_sum(c->grad + 13795600, w, T);
   train_k139_matmul(w + 27074608, w, c->param + 7140000, T);
@@ -3838,29 +3838,29 @@ static void eval_k119_fused(real *y119, const real *x117, const real *x115, cons
     }
 }
 
-/* n123 = matmul_bias(n119, n120, n122) b^T
- *   (T, 10, 33278) <- (T, 10, 200), (33278, 200), (33278)
+/* n121 = matmul(n119, n120) b^T
+ *   (T, 10, 33278) <- (T, 10, 200), (33278, 200)
  *   graphs/transformer.lua:27 */
-static void eval_k123_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_k121_matmul(real *y, const real *a, const real *b, int T)
 {
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 33278; i1++)
-      y[i0 * 33278 + i1] = c[i1];
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 33278, 200,
-              1, a, 200, b, 200, 1, y, 33278);
+              1, a, 200, b, 200, 0, y, 33278);
 }
 
-/* fused: 2 nodes in one loop over (T, 10, 33278)
+/* fused: 3 nodes in one loop over (T, 10, 33278)
+ *   n123 = add(n121, n122) (T, 10, 33278)
  *   n124 = log_softmax(n123) (T, 10, 33278)
  *   n125 = nll_loss(n124, n1) (), stored
  *   graphs/transformer.lua:29 */
-static void eval_k124_fused(real *loss, const real *x, const int32_t *target, int nt, int T)
+static void eval_k124_fused(real *loss, real *x, const real *bias, const int32_t *target, int nt, int T)
 {
   double nll_row[350];   /* summed in row order after the loop */
   const long n = 33278;
   LMC_PARALLEL_FOR(nt)
   for (long r = 0; r < 10*T; r++) {
-    const real *xr = x + r * n;
+    real *xr = x + r * n;
+    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
+      xr[i] += bias[i];
     real max = lmc_row_max(xr, n);
     const real xt = xr[target[r]];
     double sum = lmc_exp_sum(xr, n, max);
@@ -3933,8 +3933,8 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   eval_k114_fused(w + 70000, w, c->param + 7139200, c->param + 7139400, T);
   eval_k117_normalize(w, w + 70000, T);
   eval_k119_fused(w + 11647312, w, c->param + 7139600, c->param + 7139800, T);
-  eval_k123_matmul_bias(w, w + 11647312, c->param + 7140000, c->param + 13795600, T);
-  eval_k124_fused(w + 11647312, w, targets, c->threads, T);
+  eval_k121_matmul(w, w + 11647312, c->param + 7140000, T);
+  eval_k124_fused(w + 11647312, w, c->param + 13795600, targets, c->threads, T);
   return have_targets ? w[11647312] : 0;
 }
 

@@ -233,12 +233,32 @@ START_TEST(fuse_nll_and_bias)
   ck_assert_int_eq(live(g, OP_NLL_LOSS_GRAD) + live(g, OP_LOG_SOFTMAX_GRAD), 0);
   int f = find_live(g, OP_NLL_LOG_SOFTMAX_GRAD);
   ck_assert(f >= 0 && g->node[f].in[1] == lp && g->node[f].in[2] == tgt);
-  fuse_matmul_bias(g);
+  /* the bias joins the log_softmax's kernel, the product first */
+  int add = g->node[lp].in[0];
+  ck_assert_int_eq(g->node[add].op, OP_ADD);
+  ck_assert(g->node[lp].group && g->node[add].group == g->node[lp].group && g->node[f].group == g->node[lp].group);
+  ck_assert_int_eq(g->node[g->node[add].in[0]].op, OP_MATMUL);
+  ck_assert_int_eq(g->node[add].in[1], bias);
+  fuse_matmul_bias(g);   /* leaves it there */
   check_valid(g);
-  int mb = find_live(g, OP_MATMUL_BIAS);
-  ck_assert(mb >= 0 && g->node[mb].in[0] == x && g->node[mb].in[1] == w && g->node[mb].in[2] == bias);
-  ck_assert(g->node[mb].a.tb && !g->node[mb].a.ta);
-  ck_assert_int_eq(live(g, OP_MATMUL), 1);   /* the weight gradient's product has no bias */
+  ck_assert_int_eq(live(g, OP_MATMUL_BIAS), 0);
+  ck_assert_int_eq(g->node[add].op, OP_ADD);
+  ck_assert_int_eq(live(g, OP_MATMUL), 2);   /* the product and the weight gradient's */
+
+  /* a biased product read by anything else: one matmul_bias */
+  Graph *h = graph(4, 2);
+  x = ir_input(h, "x", DT_F32, shp(3, 1, 1, 2, 3), false);
+  w = ir_param(h, "w", shp(2, 0, 5, 3), INIT_UNIFORM, 0.1);
+  bias = ir_param(h, "b", shp(1, 0, 5), INIT_ZERO, 0);
+  ir_output(h, "y", ir_op1(h, OP_TANH, ir_op2(h, OP_ADD, ir_op2(h, OP_MATMUL, x, w, &(Attr){.tb = 1}), bias, NULL),
+                            NULL));
+  fuse_nll(h);
+  fuse_matmul_bias(h);
+  check_valid(h);
+  int mb = find_live(h, OP_MATMUL_BIAS);
+  ck_assert(mb >= 0 && h->node[mb].in[0] == x && h->node[mb].in[1] == w && h->node[mb].in[2] == bias);
+  ck_assert(h->node[mb].a.tb && !h->node[mb].a.ta);
+  ck_assert_int_eq(live(h, OP_MATMUL), 0);
 }
 END_TEST
 
