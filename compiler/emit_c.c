@@ -1128,15 +1128,16 @@ static void k_matmul(E *e, Buf *b, Sig *k, Node *n)
     die("n%d: matmul output %s does not hold the product", (int)(n - e->g->node), shape_str(&n->shape));
   const char *ta = n->a.ta ? "CblasTrans" : "CblasNoTrans";
   const char *tb = n->a.tb ? "CblasTrans" : "CblasNoTrans";
-  /* a @ b^T with few fixed rows in single precision (a recurrent layer's
-   * per-step products, generation's single row): lmc_sgemm_abt_mt, which
-   * reads b in place where OpenBLAS packs all of it on every call */
-  bool few = m.k == 0 && m.c >= 1 && m.c <= SMALL_GEMM_ROWS;
+  /* a @ b^T with few rows in single precision (a recurrent layer's
+   * per-step products, generation's rows: at most bptt): lmc_sgemm_abt_mt,
+   * which reads b in place where OpenBLAS packs all of it on every call */
+  bool few = m.c >= 1 && ((m.k == 0 && m.c <= SMALL_GEMM_ROWS) ||
+                           (m.k == 1 && m.c * e->g->max_seq <= SMALL_GEMM_ROWS));
   bool one_maybe = m.c == 1 && m.k == 1;
   if (mone(batch) && e->g->real == DT_F32 && !n->a.ta && n->a.tb && (few || one_maybe)) {
     karg(k, A_THREADS, id_of(e, n), -1, "int nt");
     const char *ind = "  ";
-    if (one_maybe) {
+    if (!few) {
       bprintf(b, "  if (%s == 1)\n", mstr(e, m));
       ind = "    ";
     }

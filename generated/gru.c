@@ -1065,11 +1065,7 @@ static void gen_k5_slice(real *y, const real *x)
  *   graphs/gru.lua:18 */
 static void gen_k11_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
-  if (T == 1)
-    lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 600, 200,
-                1, a, 200, b, 200, 0, y, 600);
+  lmc_sgemm_abt_mt(nt, T, 600, 200, a, 200, b, 200, 0, y, 600);
 }
 
 /* n12 = add(n11, n9)
@@ -1161,11 +1157,7 @@ static void gen_k37_slice(real *y, const real *x)
  *   graphs/gru.lua:18 */
 static void gen_k43_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
-  if (T == 1)
-    lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 600, 200,
-                1, a, 200, b, 200, 0, y, 600);
+  lmc_sgemm_abt_mt(nt, T, 600, 200, a, 200, b, 200, 0, y, 600);
 }
 
 /* n44 = add(n43, n41)

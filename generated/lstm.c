@@ -1067,11 +1067,7 @@ static void gen_k8_slice(real *y, const real *x)
  *   graphs/lstm.lua:18 */
 static void gen_k14_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
-  if (T == 1)
-    lmc_sgemm_abt_mt(nt, 1, 800, 200, a, 200, b, 200, 0, y, 800);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 800, 200,
-                1, a, 200, b, 200, 0, y, 800);
+  lmc_sgemm_abt_mt(nt, T, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
 /* n15 = add(n14, n12)
@@ -1174,11 +1170,7 @@ static void gen_k40_slice(real *y, const real *x)
  *   graphs/lstm.lua:18 */
 static void gen_k46_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
-  if (T == 1)
-    lmc_sgemm_abt_mt(nt, 1, 800, 200, a, 200, b, 200, 0, y, 800);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 800, 200,
-                1, a, 200, b, 200, 0, y, 800);
+  lmc_sgemm_abt_mt(nt, T, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
 /* n47 = add(n46, n44)

@@ -750,11 +750,7 @@ static void gen_k5_slice(real *y, const real *x)
  *   graphs/rnn_relu.lua:18 */
 static void gen_k11_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
-  if (T == 1)
-    lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
-                1, a, 200, b, 200, 0, y, 200);
+  lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* n12 = add(n11, n9)
@@ -812,11 +808,7 @@ static void gen_k21_slice(real *y, const real *x)
  *   graphs/rnn_relu.lua:18 */
 static void gen_k27_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
-  if (T == 1)
-    lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
-                1, a, 200, b, 200, 0, y, 200);
+  lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* n28 = add(n27, n25)

@@ -3985,11 +3985,7 @@ static void gen_k22_triu_mask(real *y, int T)
  *   graphs/transformer.lua:25 */
 static void gen_k25_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
-  if (T == 1)
-    lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 600, 200,
-                1, a, 200, b, 200, 0, y, 600);
+  lmc_sgemm_abt_mt(nt, T, 600, 200, a, 200, b, 200, 0, y, 600);
 }
 
 /* n26 = add(n25, n24)
@@ -4144,11 +4140,7 @@ static void gen_k42_transpose(real *y, const real *x, int T)
  *   graphs/transformer.lua:25 */
 static void gen_k45_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
-  if (T == 1)
-    lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
-                1, a, 200, b, 200, 0, y, 200);
+  lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 2 nodes in one loop over (T, 1, 200)
@@ -4204,11 +4196,7 @@ static void gen_k53_fused(real *y53, const real *x51, const real *x49, const rea
  *   graphs/transformer.lua:25 */
 static void gen_k55_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
-  if (T == 1)
-    lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
-                1, a, 200, b, 200, 0, y, 200);
+  lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 2 nodes in one loop over (T, 1, 200)
@@ -4230,11 +4218,7 @@ static void gen_k58_fused(real *y58, const real *x55, const real *x56, int T)
  *   graphs/transformer.lua:25 */
 static void gen_k60_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
-  if (T == 1)
-    lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 200, 200,
-                1, a, 200, b, 200, 0, y, 200);
+  lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 2 nodes in one loop over (T, 1, 200)
@@ -4290,11 +4274,7 @@ static void gen_k68_fused(real *y68, const real *x66, const real *x64, const rea
  *   graphs/transformer.lua:25 */
 static void gen_k71_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
-  if (T == 1)
-    lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 600, 200,
-                1, a, 200, b, 200, 0, y, 600);
+  lmc_sgemm_abt_mt(nt, T, 600, 200, a, 200, b, 200, 0, y, 600);
 }
 
 /* n72 = add(n71, n70)
