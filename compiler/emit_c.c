@@ -1662,10 +1662,60 @@ static void k_fused(E *e, Buf *b, Sig *k, int group)
  * is read before either is written.  dx may take x's bytes (plan.c gives
  * it them when x dies here: the logits and their gradient are the biggest
  * tensors), so every x is read before the dx at its index is written. */
+/* The loss of log_softmax(h W^T + bias) without storing the logits
+ * (fuse_nll.c): blocks of LOGIT_BLOCK columns computed into a buffer that
+ * stays in cache, a running maximum and sum of exponentials per row. */
+enum { LOGIT_BLOCK = 1024 };
+
+static void k_logits_nll(E *e, Buf *b, Sig *k, Node *lsm, Node *prod, Node *bias, Node *nll)
+{
+  Graph *g = e->g;
+  Node *w = IN(e, prod, 1);
+  Mono c = mdim(&lsm->shape, lsm->shape.rank - 1), kk = mdim(&w->shape, 1);
+  Mono rows = mdiv(mnumel(&lsm->shape), c);
+  size_t maxrows = mval(rows, g->max_seq);
+  karg(k, A_PTR, id_of(e, nll), -1, "real *loss");
+  karg(k, A_PTR, prod->in[0], -1, "const real *h");
+  karg(k, A_PTR, prod->in[1], -1, "const real *w");
+  if (bias)
+    karg(k, A_PTR, bias->in[1], -1, "const real *bias");
+  karg(k, A_PTR, nll->in[1], -1, "const int32_t *target");
+  karg(k, A_THREADS, id_of(e, lsm), -1, "int nt");
+  bprintf(b, "  static real block[%zu * %d];   /* rows x columns of one block: in cache */\n", maxrows, LOGIT_BLOCK);
+  bprintf(b, "  real max[%zu];\n  double sum[%zu], nll_row[%zu];\n", maxrows, maxrows, maxrows);
+  bprintf(b, "  const long n = %s, rows = %s;\n", mstr(e, c), mstr(e, rows));
+  bprintf(b, "  for (long j0 = 0; j0 < n; j0 += %d) {\n", LOGIT_BLOCK);
+  bprintf(b, "    const long nb = n - j0 < %d ? n - j0 : %d;\n", LOGIT_BLOCK, LOGIT_BLOCK);
+  bprintf(b, "    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, %s,\n", mstr(e, kk));
+  bprintf(b, "                1, h, %s, w + j0 * %s, %s, 0, block, nb);\n", mstr(e, kk), mstr(e, kk), mstr(e, kk));
+  bprintf(b, "    LMC_PARALLEL_FOR(nt)\n");
+  bprintf(b, "    for (long r = 0; r < rows; r++) {\n");
+  bprintf(b, "      real *xr = block + r * nb;\n");
+  if (bias) {
+    bprintf(b, "      for (long i = 0; i < nb; i++)\n");
+    bprintf(b, "        xr[i] += bias[j0 + i];\n");
+  }
+  bprintf(b, "      real m = lmc_row_max(xr, nb);\n");
+  bprintf(b, "      if (j0 == 0 || m > max[r]) {   /* a new maximum: the sum so far rescaled */\n");
+  bprintf(b, "        sum[r] = j0 == 0 ? 0 : sum[r] * exp((double)max[r] - m);\n");
+  bprintf(b, "        max[r] = m;\n");
+  bprintf(b, "      }\n");
+  bprintf(b, "      sum[r] += lmc_exp_sum(xr, nb, max[r]);\n");
+  bprintf(b, "      if (target[r] >= j0 && target[r] < j0 + nb)\n");
+  bprintf(b, "        nll_row[r] = xr[target[r] - j0];\n");
+  bprintf(b, "    }\n");
+  bprintf(b, "  }\n");
+  bprintf(b, "  double nll = 0;\n");
+  bprintf(b, "  for (long r = 0; r < rows; r++)\n");
+  bprintf(b, "    nll -= (real)(nll_row[r] - (max[r] + (real)log(sum[r])));\n");
+  bprintf(b, "  loss[0] = (real)(nll / rows);\n");
+  k->iter = lsm->shape;
+}
+
 static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
 {
   Graph *g = e->g;
-  Node *lsm = NULL, *grad = NULL, *nll = NULL, *bias = NULL;
+  Node *lsm = NULL, *grad = NULL, *nll = NULL, *bias = NULL, *prod = NULL;
   for (int i = 0; i < g->nnode; i++)
     if (!g->node[i].dead && g->node[i].group == group) {
       if (g->node[i].op == OP_LOG_SOFTMAX)
@@ -1676,6 +1726,8 @@ static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
         nll = &g->node[i];
       else if (g->node[i].op == OP_ADD)
         bias = &g->node[i];
+      else if (g->node[i].op == OP_MATMUL)
+        prod = &g->node[i];
     }
   if (grad && e->off[id_of(e, grad)] == SIZE_MAX)
     grad = NULL;
@@ -1685,6 +1737,12 @@ static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
       (bias && IN(e, lsm, 0) != bias))
     die("group %d is not log_softmax with nll_loss or its gradient", group);
   bool logp = e->off[id_of(e, lsm)] != SIZE_MAX;
+  if (prod) {
+    if (!nll || grad || logp)
+      die("group %d: a product fused with log_softmax computes the loss only", group);
+    k_logits_nll(e, b, k, lsm, prod, bias, nll);
+    return;
+  }
   /* x: the logits, or with a bias fused in (fuse_nll.c) the product it is
    * added to, in place: nothing else reads it */
   int xin = bias ? bias->in[0] : lsm->in[0];

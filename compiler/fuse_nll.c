@@ -47,8 +47,27 @@
  * ms per batch), but here the sums are the unfused add's,
  * round(round(m) + b), at any hidden size, where the GEMM adds the bias
  * before its last K block.
+ *
+ * Where the loss is all the group computes (no gradient, log-probabilities
+ * unread: the evaluation program), the product joins as well: matmul(h, W)
+ * with W^T (the decoder), read by nothing but the add.  The kernel then
+ * never stores the logits: it computes them a block of columns at a time
+ * (rows x 1024, in cache) and keeps a running maximum and sum of
+ * exponentials per row, the sum rescaled when the maximum grows (as
+ * flash attention does).  The 93 MB of logits are not written, cleared
+ * and read again; the loss differs from the two-pass one by rounding (the
+ * sums are in double).
  */
 #include "lmc.h"
+
+/* log_softmax node i is read by one nll_loss of its group and nothing else. */
+static bool loss_only(const Graph *g, const Users *u, int i)
+{
+  if (u->n[i] != 1)
+    return false;
+  const Node *r = &g->node[u->u[i][0]];
+  return r->op == OP_NLL_LOSS && r->group == g->node[i].group;
+}
 
 void fuse_nll(Graph *g)
 {
@@ -112,6 +131,18 @@ void fuse_nll(Graph *g)
       x->group = n->group;
       break;
     }
+  }
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || n->op != OP_LOG_SOFTMAX || !n->group || u.out[i] || !loss_only(g, &u, i))
+      continue;
+    Node *x = &g->node[n->in[0]];
+    int mi = x->op == OP_ADD && x->group == n->group ? x->in[0] : n->in[0];
+    Node *mm = &g->node[mi];
+    if (mm->op != OP_MATMUL || mm->group || mm->loop || !mm->a.tb || mm->a.ta || u.n[mi] != 1 || u.out[mi] ||
+        g->node[mm->in[1]].shape.rank != 2 || g->node[mm->in[1]].shape.seq || g->real != DT_F32)
+      continue;
+    mm->group = n->group;
   }
   users_free(&u);
 }

@@ -972,39 +972,41 @@ static void eval_k71_concat(real *y, const real *a, const real *b)
     y[2000 + i0] = b[i0];
 }
 
-/* n73 = matmul(n67, n72) b^T
- *   (T, 10, 33278) <- (T, 10, 200), (33278, 200)
- *   graphs/gru.lua:19 */
-static void eval_k73_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 33278, 200,
-              1, a, 200, b, 200, 0, y, 33278);
-}
-
-/* fused: 3 nodes in one loop over (T, 10, 33278)
+/* fused: 4 nodes in one loop over (T, 10, 33278)
+ *   n73 = matmul(n67, n72) b^T (T, 10, 33278)
  *   n75 = add(n73, n74) (T, 10, 33278)
  *   n76 = log_softmax(n75) (T, 10, 33278)
  *   n77 = nll_loss(n76, n1) (), stored
  *   graphs/gru.lua:21 */
-static void eval_k76_fused(real *loss, real *x, const real *bias, const int32_t *target, int nt, int T)
+static void eval_k76_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, int T)
 {
-  double nll_row[700];   /* summed in row order after the loop */
-  const long n = 33278;
-  LMC_PARALLEL_FOR(nt)
-  for (long r = 0; r < 10*T; r++) {
-    real *xr = x + r * n;
-    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
-      xr[i] += bias[i];
-    real max = lmc_row_max(xr, n);
-    const real xt = xr[target[r]];
-    double sum = lmc_exp_sum(xr, n, max);
-    real lse = max + (real)log(sum);
-    nll_row[r] = (real)(xt - lse);
+  static real block[700 * 1024];   /* rows x columns of one block: in cache */
+  real max[700];
+  double sum[700], nll_row[700];
+  const long n = 33278, rows = 10*T;
+  for (long j0 = 0; j0 < n; j0 += 1024) {
+    const long nb = n - j0 < 1024 ? n - j0 : 1024;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, 200,
+                1, h, 200, w + j0 * 200, 200, 0, block, nb);
+    LMC_PARALLEL_FOR(nt)
+    for (long r = 0; r < rows; r++) {
+      real *xr = block + r * nb;
+      for (long i = 0; i < nb; i++)
+        xr[i] += bias[j0 + i];
+      real m = lmc_row_max(xr, nb);
+      if (j0 == 0 || m > max[r]) {   /* a new maximum: the sum so far rescaled */
+        sum[r] = j0 == 0 ? 0 : sum[r] * exp((double)max[r] - m);
+        max[r] = m;
+      }
+      sum[r] += lmc_exp_sum(xr, nb, max[r]);
+      if (target[r] >= j0 && target[r] < j0 + nb)
+        nll_row[r] = xr[target[r] - j0];
+    }
   }
   double nll = 0;
-  for (long r = 0; r < 10*T; r++)
-    nll -= nll_row[r];
-  loss[0] = (real)(nll / (10*T));
+  for (long r = 0; r < rows; r++)
+    nll -= (real)(nll_row[r] - (max[r] + (real)log(sum[r])));
+  loss[0] = (real)(nll / rows);
 }
 
 static const LmcTensorDesc eval_state[] = {
@@ -1016,28 +1018,27 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *w = c->work;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 23438608, 0, 700 * sizeof *targets);
+    targets = memset(w + 710016, 0, 700 * sizeof *targets);
   eval_k4_embedding(w + 420000, c->param + 0, tokens, T);
   eval_k5_slice(w + 566000, c->state + 0);
   eval_k12_matmul_bias(w, w + 420000, c->param + 6655600, c->param + 6895600, T);
-  eval_k30_const(w + 570000);
+  eval_k30_const(w + 710000);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     eval_k14_carry(w + 568000, t == 0 ? w + 566000 : w + 420000 + (t - 1) * 2000);
     eval_k16_matmul_bias(w + 560000, w + 568000, c->param + 6775600, c->param + 6896200, c->threads);
     eval_k34_fused(w + 420000 + t * 2000, w + t * 6000, w + 560000, w + 568000);
   }
-  eval_k37_slice(w + 566000, c->state + 0);
+  eval_k37_slice(w + 706000, c->state + 0);
   eval_k44_matmul_bias(w, w + 420000, c->param + 6896800, c->param + 7136800, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    eval_k46_carry(w + 568000, t == 0 ? w + 566000 : w + 23294608 + (t - 1) * 2000);
-    eval_k48_matmul_bias(w + 560000, w + 568000, c->param + 7016800, c->param + 7137400, c->threads);
-    eval_k66_fused(w + 23294608 + t * 2000, w + t * 6000, w + 560000, w + 568000);
+    eval_k46_carry(w + 708000, t == 0 ? w + 706000 : w + 560000 + (t - 1) * 2000);
+    eval_k48_matmul_bias(w + 700000, w + 708000, c->param + 7016800, c->param + 7137400, c->threads);
+    eval_k66_fused(w + 560000 + t * 2000, w + t * 6000, w + 700000, w + 708000);
   }
-  eval_k71_concat(w + 23434608, w + 420000 + (T - 1) * 2000, w + 23294608 + (T - 1) * 2000);
-  eval_k73_matmul(w, w + 23294608, c->param + 7138000, T);
-  eval_k76_fused(w + 23294608, w, c->param + 13793600, targets, c->threads, T);
-  memcpy(c->state + 0, w + 23434608, 4000 * sizeof(real));   /* state hidden, detached */
-  return have_targets ? w[23294608] : 0;
+  eval_k71_concat(w, w + 420000 + (T - 1) * 2000, w + 560000 + (T - 1) * 2000);
+  eval_k76_fused(w + 4000, w + 560000, c->param + 7138000, c->param + 13793600, targets, c->threads, T);
+  memcpy(c->state + 0, w, 4000 * sizeof(real));   /* state hidden, detached */
+  return have_targets ? w[4000] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -1380,7 +1381,7 @@ const LmcModel lmc_model = {
   .eval = {
     .batch = 10,
     .max_seq = 70,
-    .work_numel = 23439312,
+    .work_numel = 710720,
     .state_numel = 4000,
     .nstate = 1,
     .state = eval_state,

@@ -959,39 +959,41 @@ static void eval_k75_concat(real *y, const real *a, const real *b)
     y[2000 + i0] = b[i0];
 }
 
-/* n77 = matmul(n67, n76) b^T
- *   (T, 10, 33278) <- (T, 10, 200), (33278, 200)
- *   graphs/lstm.lua:19 */
-static void eval_k77_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 33278, 200,
-              1, a, 200, b, 200, 0, y, 33278);
-}
-
-/* fused: 3 nodes in one loop over (T, 10, 33278)
+/* fused: 4 nodes in one loop over (T, 10, 33278)
+ *   n77 = matmul(n67, n76) b^T (T, 10, 33278)
  *   n79 = add(n77, n78) (T, 10, 33278)
  *   n80 = log_softmax(n79) (T, 10, 33278)
  *   n81 = nll_loss(n80, n1) (), stored
  *   graphs/lstm.lua:21 */
-static void eval_k80_fused(real *loss, real *x, const real *bias, const int32_t *target, int nt, int T)
+static void eval_k80_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, int T)
 {
-  double nll_row[700];   /* summed in row order after the loop */
-  const long n = 33278;
-  LMC_PARALLEL_FOR(nt)
-  for (long r = 0; r < 10*T; r++) {
-    real *xr = x + r * n;
-    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
-      xr[i] += bias[i];
-    real max = lmc_row_max(xr, n);
-    const real xt = xr[target[r]];
-    double sum = lmc_exp_sum(xr, n, max);
-    real lse = max + (real)log(sum);
-    nll_row[r] = (real)(xt - lse);
+  static real block[700 * 1024];   /* rows x columns of one block: in cache */
+  real max[700];
+  double sum[700], nll_row[700];
+  const long n = 33278, rows = 10*T;
+  for (long j0 = 0; j0 < n; j0 += 1024) {
+    const long nb = n - j0 < 1024 ? n - j0 : 1024;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, 200,
+                1, h, 200, w + j0 * 200, 200, 0, block, nb);
+    LMC_PARALLEL_FOR(nt)
+    for (long r = 0; r < rows; r++) {
+      real *xr = block + r * nb;
+      for (long i = 0; i < nb; i++)
+        xr[i] += bias[j0 + i];
+      real m = lmc_row_max(xr, nb);
+      if (j0 == 0 || m > max[r]) {   /* a new maximum: the sum so far rescaled */
+        sum[r] = j0 == 0 ? 0 : sum[r] * exp((double)max[r] - m);
+        max[r] = m;
+      }
+      sum[r] += lmc_exp_sum(xr, nb, max[r]);
+      if (target[r] >= j0 && target[r] < j0 + nb)
+        nll_row[r] = xr[target[r] - j0];
+    }
   }
   double nll = 0;
-  for (long r = 0; r < 10*T; r++)
-    nll -= nll_row[r];
-  loss[0] = (real)(nll / (10*T));
+  for (long r = 0; r < rows; r++)
+    nll -= (real)(nll_row[r] - (max[r] + (real)log(sum[r])));
+  loss[0] = (real)(nll / rows);
 }
 
 static const LmcTensorDesc eval_state[] = {
@@ -1004,33 +1006,32 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *w = c->work;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 23442608, 0, 700 * sizeof *targets);
+    targets = memset(w + 860000, 0, 700 * sizeof *targets);
   eval_k5_embedding(w + 560000, c->param + 0, tokens, T);
   eval_k6_slice(w + 708000, c->state + 0);
   eval_k8_slice(w + 710000, c->state + 4000);
   eval_k15_matmul_bias(w, w + 560000, c->param + 6655600, c->param + 6975600, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     eval_k17_carry(w + 712000, t == 0 ? w + 708000 : w + 560000 + (t - 1) * 2000);
-    eval_k18_carry(w + 714000, t == 0 ? w + 710000 : w + 716000);
+    eval_k18_carry(w + 714000, t == 0 ? w + 710000 : w + 848000);
     eval_k19_matmul(w + 700000, w + 712000, c->param + 6815600, c->threads);
-    eval_k34_fused(w + 716000, w + t * 8000, w + 700000, c->param + 6976400, w + 714000, w + 560000 + t * 2000);
+    eval_k34_fused(w + 848000, w + t * 8000, w + 700000, c->param + 6976400, w + 714000, w + 560000 + t * 2000);
   }
-  eval_k38_slice(w + 708000, c->state + 0);
-  eval_k40_slice(w + 710000, c->state + 4000);
+  eval_k38_slice(w + 850000, c->state + 0);
+  eval_k40_slice(w + 852000, c->state + 4000);
   eval_k47_matmul_bias(w, w + 560000, c->param + 6977200, c->param + 7297200, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    eval_k49_carry(w + 712000, t == 0 ? w + 708000 : w + 23294608 + (t - 1) * 2000);
-    eval_k50_carry(w + 714000, t == 0 ? w + 710000 : w + 718000);
-    eval_k51_matmul(w + 700000, w + 712000, c->param + 7137200, c->threads);
-    eval_k66_fused(w + 718000, w + t * 8000, w + 700000, c->param + 7298000, w + 714000, w + 23294608 + t * 2000);
+    eval_k49_carry(w + 854000, t == 0 ? w + 850000 : w + 700000 + (t - 1) * 2000);
+    eval_k50_carry(w + 856000, t == 0 ? w + 852000 : w + 858000);
+    eval_k51_matmul(w + 840000, w + 854000, c->param + 7137200, c->threads);
+    eval_k66_fused(w + 858000, w + t * 8000, w + 840000, c->param + 7298000, w + 856000, w + 700000 + t * 2000);
   }
-  eval_k72_concat(w + 23434608, w + 560000 + (T - 1) * 2000, w + 23294608 + (T - 1) * 2000);
-  eval_k75_concat(w + 23438608, w + 716000, w + 718000);
-  eval_k77_matmul(w, w + 23294608, c->param + 7298800, T);
-  eval_k80_fused(w + 23294608, w, c->param + 13954400, targets, c->threads, T);
-  memcpy(c->state + 0, w + 23434608, 4000 * sizeof(real));   /* state hidden.h, detached */
-  memcpy(c->state + 4000, w + 23438608, 4000 * sizeof(real));   /* state hidden.c, detached */
-  return have_targets ? w[23294608] : 0;
+  eval_k72_concat(w, w + 560000 + (T - 1) * 2000, w + 700000 + (T - 1) * 2000);
+  eval_k75_concat(w + 4000, w + 848000, w + 858000);
+  eval_k80_fused(w + 8000, w + 700000, c->param + 7298800, c->param + 13954400, targets, c->threads, T);
+  memcpy(c->state + 0, w, 4000 * sizeof(real));   /* state hidden.h, detached */
+  memcpy(c->state + 4000, w + 4000, 4000 * sizeof(real));   /* state hidden.c, detached */
+  return have_targets ? w[8000] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -1420,7 +1421,7 @@ const LmcModel lmc_model = {
   .eval = {
     .batch = 10,
     .max_seq = 70,
-    .work_numel = 23443312,
+    .work_numel = 860704,
     .state_numel = 8000,
     .nstate = 2,
     .state = eval_state,

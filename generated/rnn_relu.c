@@ -658,39 +658,41 @@ static void eval_k39_concat(real *y, const real *a, const real *b)
     y[2000 + i0] = b[i0];
 }
 
-/* n41 = matmul(n35, n40) b^T
- *   (T, 10, 33278) <- (T, 10, 200), (33278, 200)
- *   graphs/rnn_relu.lua:19 */
-static void eval_k41_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 33278, 200,
-              1, a, 200, b, 200, 0, y, 33278);
-}
-
-/* fused: 3 nodes in one loop over (T, 10, 33278)
+/* fused: 4 nodes in one loop over (T, 10, 33278)
+ *   n41 = matmul(n35, n40) b^T (T, 10, 33278)
  *   n43 = add(n41, n42) (T, 10, 33278)
  *   n44 = log_softmax(n43) (T, 10, 33278)
  *   n45 = nll_loss(n44, n1) (), stored
  *   graphs/rnn_relu.lua:21 */
-static void eval_k44_fused(real *loss, real *x, const real *bias, const int32_t *target, int nt, int T)
+static void eval_k44_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, int T)
 {
-  double nll_row[700];   /* summed in row order after the loop */
-  const long n = 33278;
-  LMC_PARALLEL_FOR(nt)
-  for (long r = 0; r < 10*T; r++) {
-    real *xr = x + r * n;
-    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
-      xr[i] += bias[i];
-    real max = lmc_row_max(xr, n);
-    const real xt = xr[target[r]];
-    double sum = lmc_exp_sum(xr, n, max);
-    real lse = max + (real)log(sum);
-    nll_row[r] = (real)(xt - lse);
+  static real block[700 * 1024];   /* rows x columns of one block: in cache */
+  real max[700];
+  double sum[700], nll_row[700];
+  const long n = 33278, rows = 10*T;
+  for (long j0 = 0; j0 < n; j0 += 1024) {
+    const long nb = n - j0 < 1024 ? n - j0 : 1024;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, 200,
+                1, h, 200, w + j0 * 200, 200, 0, block, nb);
+    LMC_PARALLEL_FOR(nt)
+    for (long r = 0; r < rows; r++) {
+      real *xr = block + r * nb;
+      for (long i = 0; i < nb; i++)
+        xr[i] += bias[j0 + i];
+      real m = lmc_row_max(xr, nb);
+      if (j0 == 0 || m > max[r]) {   /* a new maximum: the sum so far rescaled */
+        sum[r] = j0 == 0 ? 0 : sum[r] * exp((double)max[r] - m);
+        max[r] = m;
+      }
+      sum[r] += lmc_exp_sum(xr, nb, max[r]);
+      if (target[r] >= j0 && target[r] < j0 + nb)
+        nll_row[r] = xr[target[r] - j0];
+    }
   }
   double nll = 0;
-  for (long r = 0; r < 10*T; r++)
-    nll -= nll_row[r];
-  loss[0] = (real)(nll / (10*T));
+  for (long r = 0; r < rows; r++)
+    nll -= (real)(nll_row[r] - (max[r] + (real)log(sum[r])));
+  loss[0] = (real)(nll / rows);
 }
 
 static const LmcTensorDesc eval_state[] = {
@@ -702,7 +704,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *w = c->work;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 23438608, 0, 700 * sizeof *targets);
+    targets = memset(w + 426000, 0, 700 * sizeof *targets);
   eval_k4_embedding(w, c->param + 0, tokens, T);
   eval_k5_slice(w + 280000, c->state + 0);
   eval_k12_matmul_bias(w + 140000, w, c->param + 6655600, c->param + 6735600, T);
@@ -711,18 +713,17 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
     eval_k15_matmul(w + 284000, w + 282000, c->param + 6695600, c->threads);
     eval_k18_fused(w + t * 2000, w + 140000 + t * 2000, w + 284000, c->param + 6735800);
   }
-  eval_k21_slice(w + 280000, c->state + 0);
+  eval_k21_slice(w + 420000, c->state + 0);
   eval_k28_matmul_bias(w + 140000, w, c->param + 6736000, c->param + 6816000, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    eval_k30_carry(w + 282000, t == 0 ? w + 280000 : w + 23294608 + (t - 1) * 2000);
-    eval_k31_matmul(w + 284000, w + 282000, c->param + 6776000, c->threads);
-    eval_k34_fused(w + 23294608 + t * 2000, w + 140000 + t * 2000, w + 284000, c->param + 6816200);
+    eval_k30_carry(w + 422000, t == 0 ? w + 420000 : w + 280000 + (t - 1) * 2000);
+    eval_k31_matmul(w + 424000, w + 422000, c->param + 6776000, c->threads);
+    eval_k34_fused(w + 280000 + t * 2000, w + 140000 + t * 2000, w + 424000, c->param + 6816200);
   }
-  eval_k39_concat(w + 23434608, w + (T - 1) * 2000, w + 23294608 + (T - 1) * 2000);
-  eval_k41_matmul(w, w + 23294608, c->param + 6816400, T);
-  eval_k44_fused(w + 23294608, w, c->param + 13472000, targets, c->threads, T);
-  memcpy(c->state + 0, w + 23434608, 4000 * sizeof(real));   /* state hidden, detached */
-  return have_targets ? w[23294608] : 0;
+  eval_k39_concat(w + 140000, w + (T - 1) * 2000, w + 280000 + (T - 1) * 2000);
+  eval_k44_fused(w, w + 280000, c->param + 6816400, c->param + 13472000, targets, c->threads, T);
+  memcpy(c->state + 0, w + 140000, 4000 * sizeof(real));   /* state hidden, detached */
+  return have_targets ? w[0] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -1004,7 +1005,7 @@ const LmcModel lmc_model = {
   .eval = {
     .batch = 10,
     .max_seq = 70,
-    .work_numel = 23439312,
+    .work_numel = 426704,
     .state_numel = 4000,
     .nstate = 1,
     .state = eval_state,

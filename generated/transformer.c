@@ -3838,39 +3838,41 @@ static void eval_k119_fused(real *y119, const real *x117, const real *x115, cons
     }
 }
 
-/* n121 = matmul(n119, n120) b^T
- *   (T, 10, 33278) <- (T, 10, 200), (33278, 200)
- *   graphs/transformer.lua:27 */
-static void eval_k121_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 33278, 200,
-              1, a, 200, b, 200, 0, y, 33278);
-}
-
-/* fused: 3 nodes in one loop over (T, 10, 33278)
+/* fused: 4 nodes in one loop over (T, 10, 33278)
+ *   n121 = matmul(n119, n120) b^T (T, 10, 33278)
  *   n123 = add(n121, n122) (T, 10, 33278)
  *   n124 = log_softmax(n123) (T, 10, 33278)
  *   n125 = nll_loss(n124, n1) (), stored
  *   graphs/transformer.lua:29 */
-static void eval_k124_fused(real *loss, real *x, const real *bias, const int32_t *target, int nt, int T)
+static void eval_k124_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, int T)
 {
-  double nll_row[350];   /* summed in row order after the loop */
-  const long n = 33278;
-  LMC_PARALLEL_FOR(nt)
-  for (long r = 0; r < 10*T; r++) {
-    real *xr = x + r * n;
-    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
-      xr[i] += bias[i];
-    real max = lmc_row_max(xr, n);
-    const real xt = xr[target[r]];
-    double sum = lmc_exp_sum(xr, n, max);
-    real lse = max + (real)log(sum);
-    nll_row[r] = (real)(xt - lse);
+  static real block[350 * 1024];   /* rows x columns of one block: in cache */
+  real max[350];
+  double sum[350], nll_row[350];
+  const long n = 33278, rows = 10*T;
+  for (long j0 = 0; j0 < n; j0 += 1024) {
+    const long nb = n - j0 < 1024 ? n - j0 : 1024;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, 200,
+                1, h, 200, w + j0 * 200, 200, 0, block, nb);
+    LMC_PARALLEL_FOR(nt)
+    for (long r = 0; r < rows; r++) {
+      real *xr = block + r * nb;
+      for (long i = 0; i < nb; i++)
+        xr[i] += bias[j0 + i];
+      real m = lmc_row_max(xr, nb);
+      if (j0 == 0 || m > max[r]) {   /* a new maximum: the sum so far rescaled */
+        sum[r] = j0 == 0 ? 0 : sum[r] * exp((double)max[r] - m);
+        max[r] = m;
+      }
+      sum[r] += lmc_exp_sum(xr, nb, max[r]);
+      if (target[r] >= j0 && target[r] < j0 + nb)
+        nll_row[r] = xr[target[r] - j0];
+    }
   }
   double nll = 0;
-  for (long r = 0; r < 10*T; r++)
-    nll -= nll_row[r];
-  loss[0] = (real)(nll / (10*T));
+  for (long r = 0; r < rows; r++)
+    nll -= (real)(nll_row[r] - (max[r] + (real)log(sum[r])));
+  loss[0] = (real)(nll / rows);
 }
 
 static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
@@ -3879,7 +3881,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   (void)T;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 11717312, 0, 350 * sizeof *targets);
+    targets = memset(w + 491248, 0, 350 * sizeof *targets);
   eval_k16_embedding(w, c->param + 0, tokens, T);
   eval_k17_const(w + 70000);
   eval_k21_fused(w + 210000, w, lmc_const0, T);
@@ -3932,10 +3934,9 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   eval_k112_normalize(w, w + 140000, T);
   eval_k114_fused(w + 70000, w, c->param + 7139200, c->param + 7139400, T);
   eval_k117_normalize(w, w + 70000, T);
-  eval_k119_fused(w + 11647312, w, c->param + 7139600, c->param + 7139800, T);
-  eval_k121_matmul(w, w + 11647312, c->param + 7140000, T);
-  eval_k124_fused(w + 11647312, w, c->param + 13795600, targets, c->threads, T);
-  return have_targets ? w[11647312] : 0;
+  eval_k119_fused(w + 70000, w, c->param + 7139600, c->param + 7139800, T);
+  eval_k124_fused(w, w + 70000, c->param + 7140000, c->param + 13795600, targets, c->threads, T);
+  return have_targets ? w[0] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -4884,7 +4885,7 @@ const LmcModel lmc_model = {
   .eval = {
     .batch = 10,
     .max_seq = 35,
-    .work_numel = 11717664,
+    .work_numel = 491600,
     .state_numel = 0,
     .nstate = 0,
     .state = NULL,

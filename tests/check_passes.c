@@ -245,6 +245,26 @@ START_TEST(fuse_nll_and_bias)
   ck_assert_int_eq(g->node[add].op, OP_ADD);
   ck_assert_int_eq(live(g, OP_MATMUL), 2);   /* the product and the weight gradient's */
 
+  /* the loss alone (an evaluation program): the product joins the kernel,
+   * the logits are never stored */
+  Graph *ev = graph(4, 2);
+  x = ir_input(ev, "x", DT_F32, shp(3, 1, 1, 2, 3), false);
+  tgt = ir_input(ev, "targets", DT_I32, shp(2, 1, 1, 2), false);
+  w = ir_param(ev, "w", shp(2, 0, 5, 3), INIT_UNIFORM, 0.1);
+  bias = ir_param(ev, "b", shp(1, 0, 5), INIT_ZERO, 0);
+  int prod = ir_op2(ev, OP_MATMUL, x, w, &(Attr){.tb = 1});
+  add = ir_op2(ev, OP_ADD, bias, prod, NULL);
+  lp = ir_op1(ev, OP_LOG_SOFTMAX, add, &(Attr){.axis = 2});
+  int loss = ir_op2(ev, OP_NLL_LOSS, lp, tgt, NULL);
+  ir_output(ev, "loss", loss);
+  fuse_nll(ev);
+  fuse_matmul_bias(ev);
+  check_valid(ev);
+  ck_assert(ev->node[lp].group && ev->node[prod].group == ev->node[lp].group &&
+            ev->node[add].group == ev->node[lp].group && ev->node[loss].group == ev->node[lp].group);
+  ck_assert(ev->node[add].in[0] == prod && ev->node[add].in[1] == bias);   /* the product first */
+  ck_assert_int_eq(live(ev, OP_MATMUL_BIAS), 0);
+
   /* a biased product read by anything else: one matmul_bias */
   Graph *h = graph(4, 2);
   x = ir_input(h, "x", DT_F32, shp(3, 1, 1, 2, 3), false);
