@@ -220,7 +220,10 @@ typedef enum {
   A_P,                    /* dropout node's probability */
   A_IDX0,                 /* t * numel of node `shape`: where this step's mask indices start */
   A_THREADS,              /* c->threads, for a kernel's parallel loop */
+  A_SCRATCH,              /* the program's kernel scratch in c->work (E.scratch_off) */
 } ArgKind;
+
+enum { LOGIT_BLOCK = 1024 };   /* columns of logits per block in k_logits_nll */
 
 typedef struct {
   ArgKind kind;
@@ -273,6 +276,7 @@ typedef struct {
   size_t *table_n;
   size_t work_numel;
   size_t targets_off;     /* stand-in targets when run() gets NULL */
+  size_t scratch_off;     /* k_logits_nll's block of logits, SIZE_MAX if none */
   /* what the text being generated mentions */
   bool uses_T, uses_w, uses_c, uses_tokens;
   char ring[32][256];
@@ -461,6 +465,17 @@ static void plan_work(E *e)
     e->targets_off = top;
     top = align16(top + (size_t)g->max_seq * (size_t)g->batch);
   }
+  /* a loss kernel that computes its logits a block at a time (fuse_nll.c)
+   * keeps the block at the end of the arena: the arena of the largest
+   * program (training's) covers it, so it costs no memory of its own */
+  e->scratch_off = SIZE_MAX;
+  for (int i = 0; i < g->nnode; i++)
+    if (!g->node[i].dead && g->node[i].group && g->node[i].op == OP_MATMUL) {
+      e->scratch_off = top;
+      top = align16(top + mval(mdiv(mnumel(&g->node[i].shape), mdim(&g->node[i].shape, g->node[i].shape.rank - 1)),
+                               g->max_seq) * LOGIT_BLOCK);
+      break;
+    }
   e->work_numel = top;
 }
 
@@ -1067,7 +1082,7 @@ static void as_matrix(const Shape *s, Mono *rows, Mono *cols)
 /* a @ b^T of at most SMALL_GEMM_ROWS fixed rows goes to lmc_sgemm_abt_mt;
  * a^T b with more than WEIGHT_GRAD_SPLIT rows is computed in blocks of
  * WEIGHT_GRAD_ROWS. */
-enum { SMALL_GEMM_ROWS = 64, WEIGHT_GRAD_SPLIT = 8192, WEIGHT_GRAD_ROWS = 2048 };
+enum { SMALL_GEMM_ROWS = 64, WEIGHT_GRAD_SPLIT = 1024, WEIGHT_GRAD_ROWS = 1024 };
 
 static const char *gemm(E *e)
 {
@@ -1151,10 +1166,11 @@ static void k_matmul(E *e, Buf *b, Sig *k, Node *n)
     return;
   }
   if (mone(batch) && n->a.ta && !n->a.tb && m.k == 0 && m.c > WEIGHT_GRAD_SPLIT) {
-    /* a weight gradient a^T b with many rows (the decoder's, 33278): in
-     * blocks of rows, or OpenBLAS packs all of a's columns at once, 41 MiB
-     * more of peak memory at nhid 650, 2.6 in blocks, 1.5% slower (each
-     * output is summed as before) */
+    /* a weight gradient a^T b with many rows (the decoder's, 33278; an
+     * LSTM's 4 nhid): in blocks of rows, or OpenBLAS packs all of a's
+     * columns at once, 41 MiB more of peak memory for the decoder at
+     * nhid 650, 1.3 MiB in blocks, about 2% slower (each output is summed
+     * as before) */
     bprintf(b, "  for (long r = 0; r < %s; r += %d)\n", mstr(e, m), WEIGHT_GRAD_ROWS);
     bprintf(b, "    %s(CblasRowMajor, %s, %s, r + %d <= %s ? %d : %s - r, %s, %s,\n", gemm(e), ta, tb,
             WEIGHT_GRAD_ROWS, mstr(e, m), WEIGHT_GRAD_ROWS, mstr(e, m), mstr(e, nn), mstr(e, kk));
@@ -1664,8 +1680,8 @@ static void k_fused(E *e, Buf *b, Sig *k, int group)
  * tensors), so every x is read before the dx at its index is written. */
 /* The loss of log_softmax(h W^T + bias) without storing the logits
  * (fuse_nll.c): blocks of LOGIT_BLOCK columns computed into a buffer that
- * stays in cache, a running maximum and sum of exponentials per row. */
-enum { LOGIT_BLOCK = 1024 };
+ * stays in cache (E.scratch_off), a running maximum and sum of
+ * exponentials per row. */
 
 static void k_logits_nll(E *e, Buf *b, Sig *k, Node *lsm, Node *prod, Node *bias, Node *nll)
 {
@@ -1681,7 +1697,7 @@ static void k_logits_nll(E *e, Buf *b, Sig *k, Node *lsm, Node *prod, Node *bias
     karg(k, A_PTR, bias->in[1], -1, "const real *bias");
   karg(k, A_PTR, nll->in[1], -1, "const int32_t *target");
   karg(k, A_THREADS, id_of(e, lsm), -1, "int nt");
-  bprintf(b, "  static real block[%zu * %d];   /* rows x columns of one block: in cache */\n", maxrows, LOGIT_BLOCK);
+  karg(k, A_SCRATCH, id_of(e, prod), -1, "real *block /* rows x 1024 logits, in cache */");
   bprintf(b, "  real max[%zu];\n  double sum[%zu], nll_row[%zu];\n", maxrows, maxrows, maxrows);
   bprintf(b, "  const long n = %s, rows = %s;\n", mstr(e, c), mstr(e, rows));
   bprintf(b, "  for (long j0 = 0; j0 < n; j0 += %d) {\n", LOGIT_BLOCK);
@@ -2015,6 +2031,9 @@ static void emit_call(E *e, Buf *b, int id, int depth)
     case A_THREADS:
       e->uses_c = true;
       bprintf(b, "c->threads");
+      break;
+    case A_SCRATCH:
+      bprintf(b, "w + %zu", e->scratch_off);
       break;
     case A_IDX0:
       if (n->loop)

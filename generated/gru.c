@@ -345,8 +345,8 @@ static void train_k85_matmul(real *y, const real *a, const real *b, int T)
  *   graphs/gru.lua:19 */
 static void train_k86_matmul(real *y, const real *a, const real *b, int T)
 {
-  for (long r = 0; r < 33278; r += 2048)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 2048 <= 33278 ? 2048 : 33278 - r, 200, 20*T,
+  for (long r = 0; r < 33278; r += 1024)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 33278 ? 1024 : 33278 - r, 200, 20*T,
                 1, a + r, 33278, b, 200, 0, y + r * 200, 200);
 }
 
@@ -978,9 +978,8 @@ static void eval_k71_concat(real *y, const real *a, const real *b)
  *   n76 = log_softmax(n75) (T, 10, 33278)
  *   n77 = nll_loss(n76, n1) (), stored
  *   graphs/gru.lua:21 */
-static void eval_k76_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, int T)
+static void eval_k76_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
 {
-  static real block[700 * 1024];   /* rows x columns of one block: in cache */
   real max[700];
   double sum[700], nll_row[700];
   const long n = 33278, rows = 10*T;
@@ -1036,7 +1035,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
     eval_k66_fused(w + 560000 + t * 2000, w + t * 6000, w + 700000, w + 708000);
   }
   eval_k71_concat(w, w + 420000 + (T - 1) * 2000, w + 560000 + (T - 1) * 2000);
-  eval_k76_fused(w + 4000, w + 560000, c->param + 7138000, c->param + 13793600, targets, c->threads, T);
+  eval_k76_fused(w + 4000, w + 560000, c->param + 7138000, c->param + 13793600, targets, c->threads, w + 710720, T);
   memcpy(c->state + 0, w, 4000 * sizeof(real));   /* state hidden, detached */
   return have_targets ? w[4000] : 0;
 }
@@ -1381,7 +1380,7 @@ const LmcModel lmc_model = {
   .eval = {
     .batch = 10,
     .max_seq = 70,
-    .work_numel = 710720,
+    .work_numel = 1427520,
     .state_numel = 4000,
     .nstate = 1,
     .state = eval_state,

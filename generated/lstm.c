@@ -394,8 +394,8 @@ static void train_k89_matmul(real *y, const real *a, const real *b, int T)
  *   graphs/lstm.lua:19 */
 static void train_k90_matmul(real *y, const real *a, const real *b, int T)
 {
-  for (long r = 0; r < 33278; r += 2048)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 2048 <= 33278 ? 2048 : 33278 - r, 200, 20*T,
+  for (long r = 0; r < 33278; r += 1024)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 33278 ? 1024 : 33278 - r, 200, 20*T,
                 1, a + r, 33278, b, 200, 0, y + r * 200, 200);
 }
 
@@ -965,9 +965,8 @@ static void eval_k75_concat(real *y, const real *a, const real *b)
  *   n80 = log_softmax(n79) (T, 10, 33278)
  *   n81 = nll_loss(n80, n1) (), stored
  *   graphs/lstm.lua:21 */
-static void eval_k80_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, int T)
+static void eval_k80_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
 {
-  static real block[700 * 1024];   /* rows x columns of one block: in cache */
   real max[700];
   double sum[700], nll_row[700];
   const long n = 33278, rows = 10*T;
@@ -1028,7 +1027,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   }
   eval_k72_concat(w, w + 560000 + (T - 1) * 2000, w + 700000 + (T - 1) * 2000);
   eval_k75_concat(w + 4000, w + 848000, w + 858000);
-  eval_k80_fused(w + 8000, w + 700000, c->param + 7298800, c->param + 13954400, targets, c->threads, T);
+  eval_k80_fused(w + 8000, w + 700000, c->param + 7298800, c->param + 13954400, targets, c->threads, w + 860704, T);
   memcpy(c->state + 0, w, 4000 * sizeof(real));   /* state hidden.h, detached */
   memcpy(c->state + 4000, w + 4000, 4000 * sizeof(real));   /* state hidden.c, detached */
   return have_targets ? w[8000] : 0;
@@ -1421,7 +1420,7 @@ const LmcModel lmc_model = {
   .eval = {
     .batch = 10,
     .max_seq = 70,
-    .work_numel = 860704,
+    .work_numel = 1577504,
     .state_numel = 8000,
     .nstate = 2,
     .state = eval_state,

@@ -285,8 +285,8 @@ static void train_k53_matmul(real *y, const real *a, const real *b, int T)
  *   graphs/rnn_relu.lua:19 */
 static void train_k54_matmul(real *y, const real *a, const real *b, int T)
 {
-  for (long r = 0; r < 33278; r += 2048)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 2048 <= 33278 ? 2048 : 33278 - r, 200, 20*T,
+  for (long r = 0; r < 33278; r += 1024)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 33278 ? 1024 : 33278 - r, 200, 20*T,
                 1, a + r, 33278, b, 200, 0, y + r * 200, 200);
 }
 
@@ -664,9 +664,8 @@ static void eval_k39_concat(real *y, const real *a, const real *b)
  *   n44 = log_softmax(n43) (T, 10, 33278)
  *   n45 = nll_loss(n44, n1) (), stored
  *   graphs/rnn_relu.lua:21 */
-static void eval_k44_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, int T)
+static void eval_k44_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
 {
-  static real block[700 * 1024];   /* rows x columns of one block: in cache */
   real max[700];
   double sum[700], nll_row[700];
   const long n = 33278, rows = 10*T;
@@ -721,7 +720,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
     eval_k34_fused(w + 280000 + t * 2000, w + 140000 + t * 2000, w + 424000, c->param + 6816200);
   }
   eval_k39_concat(w + 140000, w + (T - 1) * 2000, w + 280000 + (T - 1) * 2000);
-  eval_k44_fused(w, w + 280000, c->param + 6816400, c->param + 13472000, targets, c->threads, T);
+  eval_k44_fused(w, w + 280000, c->param + 6816400, c->param + 13472000, targets, c->threads, w + 426704, T);
   memcpy(c->state + 0, w + 140000, 4000 * sizeof(real));   /* state hidden, detached */
   return have_targets ? w[0] : 0;
 }
@@ -1005,7 +1004,7 @@ const LmcModel lmc_model = {
   .eval = {
     .batch = 10,
     .max_seq = 70,
-    .work_numel = 426704,
+    .work_numel = 1143504,
     .state_numel = 4000,
     .nstate = 1,
     .state = eval_state,

@@ -2012,8 +2012,8 @@ static void train_k139_matmul(real *y, const real *a, const real *b, int T)
  *   graphs/transformer.lua:27 */
 static void train_k140_matmul(real *y, const real *a, const real *b, int T)
 {
-  for (long r = 0; r < 33278; r += 2048)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 2048 <= 33278 ? 2048 : 33278 - r, 200, 20*T,
+  for (long r = 0; r < 33278; r += 1024)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 33278 ? 1024 : 33278 - r, 200, 20*T,
                 1, a + r, 33278, b, 200, 0, y + r * 200, 200);
 }
 
@@ -3844,9 +3844,8 @@ static void eval_k119_fused(real *y119, const real *x117, const real *x115, cons
  *   n124 = log_softmax(n123) (T, 10, 33278)
  *   n125 = nll_loss(n124, n1) (), stored
  *   graphs/transformer.lua:29 */
-static void eval_k124_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, int T)
+static void eval_k124_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
 {
-  static real block[350 * 1024];   /* rows x columns of one block: in cache */
   real max[350];
   double sum[350], nll_row[350];
   const long n = 33278, rows = 10*T;
@@ -3935,7 +3934,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   eval_k114_fused(w + 70000, w, c->param + 7139200, c->param + 7139400, T);
   eval_k117_normalize(w, w + 70000, T);
   eval_k119_fused(w + 70000, w, c->param + 7139600, c->param + 7139800, T);
-  eval_k124_fused(w, w + 70000, c->param + 7140000, c->param + 13795600, targets, c->threads, T);
+  eval_k124_fused(w, w + 70000, c->param + 7140000, c->param + 13795600, targets, c->threads, w + 491600, T);
   return have_targets ? w[0] : 0;
 }
 
@@ -4885,7 +4884,7 @@ const LmcModel lmc_model = {
   .eval = {
     .batch = 10,
     .max_seq = 35,
-    .work_numel = 491600,
+    .work_numel = 850000,
     .state_numel = 0,
     .nstate = 0,
     .state = NULL,
