@@ -225,6 +225,13 @@ typedef enum {
 
 enum { LOGIT_BLOCK = 1024 };   /* columns of logits per block in k_logits_nll */
 
+/* Rows of a product of logits at T = max_seq: its numel over its last dim. */
+static size_t logit_rows(const Graph *g, const Node *prod)
+{
+  const Shape *s = &prod->shape;
+  return mval(mdiv(mnumel(s), mdim(s, s->rank - 1)), g->max_seq);
+}
+
 typedef struct {
   ArgKind kind;
   int node;
@@ -472,8 +479,7 @@ static void plan_work(E *e)
   for (int i = 0; i < g->nnode; i++)
     if (!g->node[i].dead && g->node[i].group && g->node[i].op == OP_MATMUL) {
       e->scratch_off = top;
-      top = align16(top + mval(mdiv(mnumel(&g->node[i].shape), mdim(&g->node[i].shape, g->node[i].shape.rank - 1)),
-                               g->max_seq) * LOGIT_BLOCK);
+      top = align16(top + logit_rows(g, &g->node[i]) * LOGIT_BLOCK);
       break;
     }
   e->work_numel = top;
@@ -1667,29 +1673,17 @@ static void k_fused(E *e, Buf *b, Sig *k, int group)
   bfree(&F.body);
 }
 
-/* log_softmax with nll_loss and the loss's gradient through it
- * (fuse_nll.c), whichever of the two the group has, in one pass over the
- * rows.  Per row: the max, the exponentials and their sum (as log_softmax
- * alone computes them), lse = max + log(sum); then
- *   logp = x - lse                         where something else reads it,
- *   dx = e * (s / sum) - (i == target ? s : 0),   s = dloss / rows,
- *   loss -= x[target] - lse                (nll_loss's sum, in row order).
- * The exponentials go into logp when it is stored, else into dx; x[target]
- * is read before either is written.  dx may take x's bytes (plan.c gives
- * it them when x dies here: the logits and their gradient are the biggest
- * tensors), so every x is read before the dx at its index is written. */
 /* The loss of log_softmax(h W^T + bias) without storing the logits
  * (fuse_nll.c): blocks of LOGIT_BLOCK columns computed into a buffer that
  * stays in cache (E.scratch_off), a running maximum and sum of
  * exponentials per row. */
-
 static void k_logits_nll(E *e, Buf *b, Sig *k, Node *lsm, Node *prod, Node *bias, Node *nll)
 {
   Graph *g = e->g;
   Node *w = IN(e, prod, 1);
   Mono c = mdim(&lsm->shape, lsm->shape.rank - 1), kk = mdim(&w->shape, 1);
   Mono rows = mdiv(mnumel(&lsm->shape), c);
-  size_t maxrows = mval(rows, g->max_seq);
+  size_t maxrows = logit_rows(g, prod);
   karg(k, A_PTR, id_of(e, nll), -1, "real *loss");
   karg(k, A_PTR, prod->in[0], -1, "const real *h");
   karg(k, A_PTR, prod->in[1], -1, "const real *w");
@@ -1728,6 +1722,17 @@ static void k_logits_nll(E *e, Buf *b, Sig *k, Node *lsm, Node *prod, Node *bias
   k->iter = lsm->shape;
 }
 
+/* log_softmax with nll_loss and the loss's gradient through it
+ * (fuse_nll.c), whichever of the two the group has, in one pass over the
+ * rows.  Per row: the max, the exponentials and their sum (as log_softmax
+ * alone computes them), lse = max + log(sum); then
+ *   logp = x - lse                         where something else reads it,
+ *   dx = e * (s / sum) - (i == target ? s : 0),   s = dloss / rows,
+ *   loss -= x[target] - lse                (nll_loss's sum, in row order).
+ * The exponentials go into logp when it is stored, else into dx; x[target]
+ * is read before either is written.  dx may take x's bytes (plan.c gives
+ * it them when x dies here: the logits and their gradient are the biggest
+ * tensors), so every x is read before the dx at its index is written. */
 static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
 {
   Graph *g = e->g;
