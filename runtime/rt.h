@@ -142,5 +142,7 @@ int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const 
 int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature,
                  uint64_t seed, const char *prompt, const char *outf, int threads);
 void run_info(const LmcModel *m);
+/* one word drawn from exp(logp / temperature); u in [0, 1); w: n scratch */
+int sample_word(const real *logp, int n, double temperature, double u, real *w);
 
 #endif

@@ -987,6 +987,31 @@ static int gen_vocab(const LmcModel *m, const MetaList *meta, const char *ckpt, 
   return 0;
 }
 
+/* torch.multinomial(exp(logp / temperature), 1) for one word: the first
+ * index whose running sum of weights passes u (in [0, 1)) times their
+ * total; w (n) holds the weights, exp((logp - max) / temperature), by the
+ * softmax kernels' vectorised exp (libm's exp took a tenth of a word's
+ * time).  Words of weight 0 are never drawn. */
+int sample_word(const real *logp, int n, double temperature, double u, real *w)
+{
+  real mx = lmc_row_max(logp, n);
+  double total;
+  if (temperature == 1)
+    total = lmc_exp_sum_to(w, logp, n, mx);
+  else {
+    for (int v = 0; v < n; v++) w[v] = (real)(logp[v] / temperature);
+    total = lmc_exp_sum_inplace(w, n, (real)(mx / temperature));
+  }
+  double at = u * total, acc = 0;
+  for (int v = 0; v < n; v++)
+    if ((acc += w[v]) > at && w[v] > 0)
+      return v;
+  for (int v = n - 1; v > 0; v--)   /* rounding: the last word of weight > 0 */
+    if (w[v] > 0)
+      return v;
+  return 0;
+}
+
 /* Runs the gen program on the history and returns the log-probabilities of
  * the next token.  With a hidden state (RNNs) only the newest n tokens are
  * fed; without one (Transformer) the window of the last max_seq tokens. */
@@ -1022,7 +1047,7 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
   dict_init(&d);
   char err[ERRLEN];
   int32_t *hist = NULL;
-  double *w = NULL;
+  real *w = NULL;
   FILE *f = NULL;
   if (net_alloc(&n, m, USE_GEN, seed, threads, 0) < 0) return 1;
   /* straight into the parameters: on failure we stop */
@@ -1081,18 +1106,7 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
   }
   const real *logp = gen_feed(&n.gen, &m->gen, hist, len, len);
   for (int i = 0; i < words; i++) {
-    /* torch.multinomial(exp(logp / temperature), 1) */
-    double mx = -INFINITY, total = 0;
-    for (int v = 0; v < m->ntoken; v++)
-      if (logp[v] > mx) mx = logp[v];
-    for (int v = 0; v < m->ntoken; v++) total += w[v] = exp((logp[v] - mx) / temperature);
-    double u = rng_uniform(&r) * total, acc = 0;
-    int idx = m->ntoken - 1;
-    for (int v = 0; v < m->ntoken; v++)
-      if ((acc += w[v]) > u && w[v] > 0) {
-        idx = v;
-        break;
-      }
+    int idx = sample_word(logp, m->ntoken, temperature, rng_uniform(&r), w);
     fputs(d.word[idx], f);
     fputc(i % 20 == 19 ? '\n' : ' ', f);
     if (i % GEN_LOG_INTERVAL == 0) fprintf(stderr, "| Generated %d/%d words\n", i, words);

@@ -688,6 +688,42 @@ static char *generate(const LmcModel *m, const char *ckpt, int words, double tem
   return slurp(outf);
 }
 
+/* sample_word draws the first word whose running weight passes u * total,
+ * with weights p^(1 / temperature) */
+START_TEST(test_sample_word)
+{
+  real logp[37], w[37];
+  const double p[4] = { 0.1, 0.2, 0.3, 0.4 };
+  for (int v = 0; v < 4; v++) logp[v] = (real)log(p[v]);
+  /* temperature 1: boundaries at 0.1, 0.3, 0.6 */
+  const double u1[] = { 0, 0.05, 0.099, 0.101, 0.299, 0.301, 0.599, 0.601, 0.999999 };
+  const int want1[] = { 0, 0, 0, 1, 1, 2, 2, 3, 3 };
+  for (size_t i = 0; i < sizeof u1 / sizeof u1[0]; i++)
+    ck_assert_int_eq(sample_word(logp, 4, 1.0, u1[i], w), want1[i]);
+  for (int v = 0; v < 4; v++)   /* the weights: p / max p, within 1e-6 */
+    ck_assert_double_eq_tol(w[v], p[v] / 0.4, 1e-6);
+  /* temperature 2: weights sqrt(p), boundaries at 0.1628, 0.3929, 0.6747 */
+  double s = 0, cum[4];
+  for (int v = 0; v < 4; v++) cum[v] = s += sqrt(p[v]);
+  for (int v = 0; v < 3; v++) {
+    ck_assert_int_eq(sample_word(logp, 4, 2.0, cum[v] / s - 1e-4, w), v);
+    ck_assert_int_eq(sample_word(logp, 4, 2.0, cum[v] / s + 1e-4, w), v + 1);
+  }
+  /* near-greedy: the most likely word whatever u */
+  for (double u = 0; u < 1; u += 0.125)
+    ck_assert_int_eq(sample_word(logp, 4, 1e-3, u, w), 3);
+  /* words of probability 0 are never drawn, at either end */
+  logp[0] = logp[3] = -INFINITY;
+  logp[1] = logp[2] = (real)log(0.5);
+  ck_assert_int_eq(sample_word(logp, 4, 1.0, 0, w), 1);
+  ck_assert_int_eq(sample_word(logp, 4, 1.0, 0.999999, w), 2);
+  /* a vocabulary not a multiple of the vector width, uniform */
+  for (int v = 0; v < 37; v++) logp[v] = (real)log(1.0 / 37);
+  for (int v = 0; v < 37; v++)
+    ck_assert_int_eq(sample_word(logp, 37, 1.0, (v + 0.5) / 37, w), v);
+}
+END_TEST
+
 START_TEST(test_generate)
 {
   TrainOptions o = options(2);
@@ -923,7 +959,7 @@ static Suite *train_suite(void)
     { "interrupt", test_interrupt }, { "dry_run", test_dry_run },
     { "eval", test_eval_json }, { "threads", test_eval_generate_threads },
     { "vocab", test_vocab_mismatch },
-    { "generate", test_generate }, { "cli_errors", test_cli_errors },
+    { "sample", test_sample_word }, { "generate", test_generate }, { "cli_errors", test_cli_errors },
     { "cli", test_cli_commands }, { "plot", test_plot },
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
