@@ -255,6 +255,11 @@ typedef struct {
   int node;               /* first PARAM node in p->train */
   Shape shape;
   size_t off, numel;
+  /* its gradient in c->grad: at goff, gnumel reals (layout_grads); with
+   * rows (row-grad) max_rows rows of row_len, then their ids and count */
+  size_t goff, gnumel;
+  bool rows;
+  size_t max_rows, row_len;
 } Param;
 
 typedef struct {
@@ -263,6 +268,7 @@ typedef struct {
   int nparam;
   int nalias;             /* tied names ("alias:<name>" outputs) after the parameters */
   size_t param_numel;
+  size_t grad_numel;      /* the gradient block: param_numel unless a gradient is rows */
   /* dropout slots, recovered from the training graph's dropout nodes */
   int nslot;
   const char **slot_name;
@@ -391,6 +397,35 @@ static void layout_params(E *e)
   for (int o = 0; o < g->nout; o++)
     if (!strncmp(g->out[o].name, "alias:", 6))
       e->nalias++;
+}
+
+/* The gradient block: each parameter's gradient in the parameters' order,
+ * dense at the same size, or, marked rows by row-grad, as max_rows rows of
+ * row_len, then max_rows + 1 int32 (the rows' ids, ascending, then how
+ * many), padded so that every region keeps its parameter's offset modulo
+ * 8 (lmc_clip's lanes).  Nothing moves when no gradient is rows. */
+static void layout_grads(E *e)
+{
+  Graph *g = e->p->train;
+  size_t rs = g->real == DT_F64 ? sizeof(double) : sizeof(float);
+  e->grad_numel = 0;
+  for (int i = 0; i < e->nparam; i++) {
+    Param *q = &e->param[i];
+    char name[512];
+    snprintf(name, sizeof name, "grad:%s", q->name);
+    int o = ir_find_output(g, name);
+    Node *n = o >= 0 ? &g->node[o] : NULL;
+    q->gnumel = q->numel;
+    if (n && !n->dead && n->op == OP_EMBEDDING_GRAD && n->a.rows) {
+      q->rows = true;
+      q->max_rows = (size_t)shape_numel(&g->node[n->in[1]].shape, g->max_seq);
+      q->row_len = (size_t)n->shape.dim[1];
+      q->gnumel = q->max_rows * q->row_len + (4 * (q->max_rows + 1) + rs - 1) / rs;
+      q->gnumel += (q->numel % 8 + 8 - q->gnumel % 8) % 8;
+    }
+    q->goff = e->grad_numel;
+    e->grad_numel += q->gnumel;
+  }
 }
 
 static bool is_dropout_op(Op op)
@@ -612,7 +647,7 @@ static void locate(E *e)
         if (!q || q->numel != mval(mnumel(&n->shape), g->max_seq) || mnumel(&n->shape).k)
           die("n%d is the gradient of %s but not of its size", i, name);
         l->kind = L_GRAD;
-        l->off = q->off;
+        l->off = q->goff;
         e->uses_c = true;
         break;
       }
@@ -1232,6 +1267,21 @@ static void k_embedding(E *e, Buf *b, Sig *k, Node *n)
     kin(e, k, n, 0, "dy");
     kin(e, k, n, 1, "ids");
     const char *d = mstr(e, dim);
+    if (n->a.rows) {
+      /* row-grad: the rows ids reads, in ascending order of id, each summed
+       * over i as the dense scatter below sums it; then ids and count */
+      size_t max_rows = (size_t)mval(rows, e->g->max_seq);
+      bprintf(b, "  int32_t *row = (int32_t *)(dx + %zu);   /* the rows' ids, ascending; row[%zu]: how many */\n",
+              max_rows * (size_t)mval(dim, 1), max_rows);
+      bprintf(b, "  const long nrow = row[%zu] = (int32_t)lmc_unique_ids(ids, %s, row);\n", max_rows, mstr(e, rows));
+      bprintf(b, "  memset(dx, 0, nrow * %s * sizeof *dx);\n", d);
+      bprintf(b, "  for (long i = 0; i < %s; i++) {\n", mstr(e, rows));
+      bprintf(b, "    real *d = dx + lmc_find_id(row, nrow, ids[i]) * %s;\n", d);
+      bprintf(b, "    for (long j = 0; j < %s; j++)\n", d);
+      bprintf(b, "      d[j] += dy[i * %s + j];\n", d);
+      bprintf(b, "  }\n");
+      return;
+    }
     bprintf(b, "  memset(dx, 0, %s * sizeof *dx);\n", mstr(e, mnumel(&n->shape)));
     bprintf(b, "  for (long i = 0; i < %s; i++)\n", mstr(e, rows));
     bprintf(b, "    for (long j = 0; j < %s; j++)\n", d);
@@ -2192,9 +2242,11 @@ static void emit_run(E *e, Buf *out, ProgInfo *pi)
         bprintf(&b, "  /* gradients */\n");
       pi->has_backward = true;
       e->uses_c = true;
-      if (l->kind == L_GRAD && l->off == q->off)
+      if (l->kind == L_GRAD && l->off == q->goff)
         continue;   /* computed in place */
-      bprintf(&b, "  memcpy(c->grad + %zu, %s, %zu * sizeof(real));   /* ", q->off, ptr(e, op->node, NULL), q->numel);
+      if (q->rows)
+        die("output %s: rows of a gradient not computed in c->grad", op->name);
+      bprintf(&b, "  memcpy(c->grad + %zu, %s, %zu * sizeof(real));   /* ", q->goff, ptr(e, op->node, NULL), q->numel);
       bcomment(&b, q->name);
       bprintf(&b, " */\n");
     } else if (find_state(g, op->name) >= 0) {
@@ -2218,7 +2270,7 @@ static void emit_run(E *e, Buf *out, ProgInfo *pi)
       if (ir_find_output(g, name) >= 0)
         continue;
       e->uses_c = true;
-      bprintf(&b, "  memset(c->grad + %zu, 0, %zu * sizeof(real));   /* ", e->param[q].off, e->param[q].numel);
+      bprintf(&b, "  memset(c->grad + %zu, 0, %zu * sizeof(real));   /* ", e->param[q].goff, e->param[q].numel);
       bcomment(&b, e->param[q].name);
       bprintf(&b, ": no gradient */\n");
     }
@@ -2371,11 +2423,10 @@ static void emit_tables(E *e, Buf *out)
 }
 
 /* clip, sgd and adamw over the whole parameter block. */
-static void emit_optimizer(E *e, Buf *out)
+static void emit_optimizer_dense(E *e, Buf *out)
 {
   size_t n = e->param_numel;
   const char *sq = fn(e, "sqrt");
-  bprintf(out, "/* ---------------------------------------------------------------- optimizer */\n\n");
   bprintf(out, "/* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when\n"
                " * that is below 1; returns the norm before clipping. */\n");
   bprintf(out, "static double lmc_clip(real *grad, double clip)\n{\n");
@@ -2413,6 +2464,200 @@ static void emit_optimizer(E *e, Buf *out)
   bprintf(out, "    v[i] = (real)b2 * v[i] + (real)(1 - b2) * grad[i] * grad[i];\n");
   bprintf(out, "    param[i] -= step * m[i] / (%s(v[i]) / bc2 + (real)eps);\n", sq);
   bprintf(out, "  }\n}\n\n");
+
+  bprintf(out, "/* The gradient block is parameter-shaped. */\n");
+  bprintf(out, "static void lmc_grad_dense(const real *grad, real *dense)\n{\n");
+  bprintf(out, "  memcpy(dense, grad, %zu * sizeof *dense);\n}\n\n", n);
+}
+
+/* The next run of dense gradients from parameter i: [*i, *j). */
+static bool dense_run(E *e, int *i, int *j)
+{
+  while (*i < e->nparam && e->param[*i].rows)
+    ++*i;
+  if (*i >= e->nparam)
+    return false;
+  for (*j = *i; *j < e->nparam && !e->param[*j].rows; ++*j)
+    ;
+  return true;
+}
+
+/* lmc_clip's squares of grad[a, b), whose dense positions are congruent
+ * to a, b modulo 8: in the lanes of those positions, and from dense
+ * position tail on (the last partial group of 8) in lane 0, as the dense
+ * loop adds them. */
+static void clip_range(Buf *out, size_t a, size_t b, size_t dense_a, size_t tail)
+{
+  size_t t = dense_a + (b - a) > tail ? (tail > dense_a ? a + (tail - dense_a) : a) : b;   /* tail, in grad indices */
+  size_t a8 = (a + 7) & ~(size_t)7, t8 = t & ~(size_t)7;
+  if (a8 > t8)
+    a8 = t8 = t;
+  if (a < a8)
+    bprintf(out, "  for (size_t i = %zu; i < %zu; i++)\n    s[i & 7] += (double)grad[i] * grad[i];\n", a, a8);
+  if (a8 < t8) {
+    bprintf(out, "  for (size_t i = %zu; i < %zu; i += 8)\n", a8, t8);
+    bprintf(out, "    for (int j = 0; j < 8; j++)\n      s[j] += (double)grad[i + j] * grad[i + j];\n");
+  }
+  if (t8 < t)
+    bprintf(out, "  for (size_t i = %zu; i < %zu; i++)\n    s[i & 7] += (double)grad[i] * grad[i];\n", t8, t);
+  if (t < b)
+    bprintf(out, "  for (size_t i = %zu; i < %zu; i++)\n    s[0] += (double)grad[i] * grad[i];\n", t, b);
+}
+
+/* A block over rows gradient p's rows: g, row, and a loop over k. */
+static void rows_grad_open(Buf *out, Param *p, const char *what)
+{
+  bprintf(out, "  {   /* ");
+  bcomment(out, p->name);
+  bprintf(out, "%s */\n", what);
+  bprintf(out, "    const real *g = grad + %zu;\n", p->goff);
+  bprintf(out, "    const int32_t *row = (const int32_t *)(g + %zu);\n", p->max_rows * p->row_len);
+  bprintf(out, "    for (long k = 0; k < row[%zu]; k++)\n", p->max_rows);
+}
+
+/* The same three with rows gradients (row-grad): each dense run of the
+ * block as one loop, each rows gradient over its nrow rows. */
+static void emit_optimizer_rows(E *e, Buf *out)
+{
+  const char *sq = fn(e, "sqrt");
+  size_t tail = e->param_numel & ~(size_t)7;
+  bprintf(out, "/* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when\n"
+               " * that is below 1; returns the norm before clipping.  Every square in\n"
+               " * the lane of its position in a dense block, in the dense order: a\n"
+               " * rows gradient's zero rows add nothing to it. */\n");
+  bprintf(out, "static double lmc_clip(real *grad, double clip)\n{\n");
+  bprintf(out, "  double s[8] = { 0 };   /* eight lanes, added pairwise: same bits every run */\n");
+  for (int q = 0; q < e->nparam; q++) {
+    Param *p = &e->param[q];
+    if (!p->rows) {
+      int j;
+      for (j = q; j < e->nparam && !e->param[j].rows; j++)
+        ;
+      Param *l = &e->param[j - 1];
+      clip_range(out, p->goff, l->goff + l->numel, p->off, tail);
+      q = j - 1;
+      continue;
+    }
+    rows_grad_open(out, p, ": its rows");
+    bprintf(out, "      for (size_t j = 0, at = %zu + (size_t)row[k] * %zu; j < %zu; j++, at++)\n", p->off, p->row_len,
+            p->row_len);
+    if (p->off + p->numel > tail)
+      bprintf(out, "        s[at >= %zu ? 0 : at & 7] += (double)g[k * %zu + j] * g[k * %zu + j];\n", tail,
+              p->row_len, p->row_len);
+    else
+      bprintf(out, "        s[at & 7] += (double)g[k * %zu + j] * g[k * %zu + j];\n", p->row_len, p->row_len);
+    bprintf(out, "  }\n");
+  }
+  bprintf(out, "  double norm = sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));\n");
+  bprintf(out, "  double scale = clip / (norm + 1e-6);\n");
+  bprintf(out, "  if (!(clip > 0 && scale < 1))\n    return norm;\n");
+  for (int i = 0, j; dense_run(e, &i, &j); i = j) {
+    Param *l = &e->param[j - 1];
+    bprintf(out, "  for (size_t i = %zu; i < %zu; i++)\n", e->param[i].goff, l->goff + l->numel);
+    bprintf(out, "    grad[i] = (real)(grad[i] * scale);\n");
+  }
+  for (int q = 0; q < e->nparam; q++) {
+    Param *p = &e->param[q];
+    if (!p->rows)
+      continue;
+    bprintf(out, "  for (size_t i = %zu; i < %zu + (size_t)((const int32_t *)(grad + %zu))[%zu] * %zu; i++)\n",
+            p->goff, p->goff, p->goff + p->max_rows * p->row_len, p->max_rows, p->row_len);
+    bprintf(out, "    grad[i] = (real)(grad[i] * scale);\n");
+  }
+  bprintf(out, "  return norm;\n}\n\n");
+
+  bprintf(out, "/* p -= lr g; a rows gradient's other rows are zero and left alone */\n");
+  bprintf(out, "static void lmc_sgd(real *param, const real *grad, double lr)\n{\n");
+  bprintf(out, "  real r = (real)lr;\n");
+  for (int i = 0, j; dense_run(e, &i, &j); i = j) {
+    Param *l = &e->param[j - 1];
+    bprintf(out, "  for (size_t i = 0; i < %zu; i++)\n", l->goff + l->numel - e->param[i].goff);
+    bprintf(out, "    param[%zu + i] -= r * grad[%zu + i];\n", e->param[i].off, e->param[i].goff);
+  }
+  for (int q = 0; q < e->nparam; q++) {
+    Param *p = &e->param[q];
+    if (!p->rows)
+      continue;
+    rows_grad_open(out, p, "");
+    bprintf(out, "      for (size_t j = 0; j < %zu; j++)\n", p->row_len);
+    bprintf(out, "        param[%zu + (size_t)row[k] * %zu + j] -= r * g[k * %zu + j];\n", p->off, p->row_len,
+            p->row_len);
+    bprintf(out, "  }\n");
+  }
+  bprintf(out, "}\n\n");
+
+  bprintf(out, "/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction;\n"
+               " * every element moves, a rows gradient's other rows with gradient 0. */\n");
+  bprintf(out, "static void lmc_adamw(real *param, const real *grad, real *m, real *v, double lr, double wd, long t)\n{\n");
+  bprintf(out, "  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;\n");
+  bprintf(out, "  real decay = (real)(1 - lr * wd);\n");
+  bprintf(out, "  real step = (real)(lr / (1 - pow(b1, (double)t)));\n");
+  bprintf(out, "  real bc2 = (real)sqrt(1 - pow(b2, (double)t));\n");
+  for (int q = 0; q < e->nparam; q++) {
+    Param *p = &e->param[q];
+    const char *ind = "    ";
+    if (!p->rows) {
+      int j;
+      for (j = q; j < e->nparam && !e->param[j].rows; j++)
+        ;
+      Param *l = &e->param[j - 1];
+      bprintf(out, "  for (size_t i = %zu; i < %zu; i++) {\n", p->off, l->off + l->numel);
+      bprintf(out, "    real gv = grad[%zu + (i - %zu)];\n", p->goff, p->off);
+      q = j - 1;
+    } else {
+      ind = "        ";
+      bprintf(out, "  {   /* ");
+      bcomment(out, p->name);
+      bprintf(out, ": row r's gradient is its rows entry, or 0 */\n");
+      bprintf(out, "    const int32_t *row = (const int32_t *)(grad + %zu);\n", p->goff + p->max_rows * p->row_len);
+      bprintf(out, "    for (size_t r = 0, k = 0; r < %zu; r++) {\n", p->numel / p->row_len);
+      bprintf(out, "      const real *g = k < (size_t)row[%zu] && (size_t)row[k] == r ? grad + %zu + k++ * %zu : NULL;\n",
+              p->max_rows, p->goff, p->row_len);
+      bprintf(out, "      for (size_t j = 0, i = %zu + r * %zu; j < %zu; j++, i++) {\n", p->off, p->row_len, p->row_len);
+      bprintf(out, "        real gv = g ? g[j] : 0;\n");
+    }
+    bprintf(out, "%sparam[i] *= decay;\n", ind);
+    bprintf(out, "%sm[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;\n", ind);
+    bprintf(out, "%sv[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;\n", ind);
+    bprintf(out, "%sparam[i] -= step * m[i] / (%s(v[i]) / bc2 + (real)eps);\n", ind, sq);
+    bprintf(out, p->rows ? "      }\n    }\n  }\n" : "  }\n");
+  }
+  bprintf(out, "}\n\n");
+
+  bprintf(out, "/* The gradient block as a parameter-shaped one (test drivers). */\n");
+  bprintf(out, "static void lmc_grad_dense(const real *grad, real *dense)\n{\n");
+  for (int i = 0, j; dense_run(e, &i, &j); i = j) {
+    Param *l = &e->param[j - 1];
+    bprintf(out, "  memcpy(dense + %zu, grad + %zu, %zu * sizeof *dense);\n", e->param[i].off, e->param[i].goff,
+            l->goff + l->numel - e->param[i].goff);
+  }
+  for (int q = 0; q < e->nparam; q++) {
+    Param *p = &e->param[q];
+    if (!p->rows)
+      continue;
+    bprintf(out, "  {   /* ");
+    bcomment(out, p->name);
+    bprintf(out, " */\n");
+    bprintf(out, "    const int32_t *row = (const int32_t *)(grad + %zu);\n", p->goff + p->max_rows * p->row_len);
+    bprintf(out, "    memset(dense + %zu, 0, %zu * sizeof *dense);\n", p->off, p->numel);
+    bprintf(out, "    for (long k = 0; k < row[%zu]; k++)\n", p->max_rows);
+    bprintf(out, "      memcpy(dense + %zu + (size_t)row[k] * %zu, grad + %zu + k * %zu, %zu * sizeof *dense);\n", p->off,
+            p->row_len, p->goff, p->row_len, p->row_len);
+    bprintf(out, "  }\n");
+  }
+  bprintf(out, "}\n\n");
+}
+
+static void emit_optimizer(E *e, Buf *out)
+{
+  bprintf(out, "/* ---------------------------------------------------------------- optimizer */\n\n");
+  bool rows = false;
+  for (int q = 0; q < e->nparam; q++)
+    rows |= e->param[q].rows;
+  if (rows)
+    emit_optimizer_rows(e, out);
+  else
+    emit_optimizer_dense(e, out);
 }
 
 static void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *prog, ProgInfo *pi, size_t work)
@@ -2448,6 +2693,7 @@ void emit_c(Program *p, FILE *f)
     die("emit_c without a training program");
   e.g = g;
   layout_params(&e);
+  layout_grads(&e);
   find_slots(&e);
 
   bprintf(&out, "/*\n * Generated by lmc %s from ", LMC_VERSION);
@@ -2500,6 +2746,7 @@ void emit_c(Program *p, FILE *f)
   bprintf(&out, "  .nparam = %d,\n", e.nparam + e.nalias);
   bprintf(&out, "  .param = %s,\n", e.nparam ? "lmc_param" : "NULL");
   bprintf(&out, "  .param_numel = %zu,\n", e.param_numel);
+  bprintf(&out, "  .grad_numel = %zu,\n", e.grad_numel);
   bprintf(&out, "  .ndropout = %d,\n", e.nslot);
   bprintf(&out, "  .dropout = %s,\n", e.nslot ? "lmc_dropout" : "NULL");
   for (int i = 0; i < 3; i++)
@@ -2507,6 +2754,7 @@ void emit_c(Program *p, FILE *f)
   bprintf(&out, "  .clip = lmc_clip,\n");
   bprintf(&out, "  .sgd = lmc_sgd,\n");
   bprintf(&out, "  .adamw = lmc_adamw,\n");
+  bprintf(&out, "  .grad_dense = lmc_grad_dense,\n");
   bprintf(&out, "};\n");
 
   fwrite(out.s, 1, out.len, f);

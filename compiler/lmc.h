@@ -185,6 +185,7 @@ typedef struct {
   int id2;                /* dropout: run-time probability slot */
   bool state;             /* input: carried across batches (hidden state) */
   bool view;              /* slice: no copy, a pointer into in[0] (set by passes) */
+  bool rows;              /* embedding_grad: the rows ids read, not the table (row-grad) */
   const double *data;     /* literal: the values, row-major (exact in the node's dtype) */
 } Attr;
 
@@ -361,6 +362,7 @@ void fuse_add_dropout(Graph *g); /* fuse_dropout.c */
 void fuse_nll(Graph *g);         /* fuse_nll.c */
 void fuse_matmul_bias(Graph *g); /* fuse_bias.c */
 void fuse_elementwise(Graph *g); /* fuse_elem.c */
+void row_grad(Graph *g);         /* row_grad.c */
 void plan_memory(Graph *g);      /* plan.c */
 void last_step(Graph *g);        /* last_step.c */
 

@@ -9,8 +9,9 @@
  * the verifier runs after each.  The order matters: last-step rebuilds the
  * generation program's output on the last position first, folding and cse make
  * identical nodes identical, the fusions find their patterns in a cleaned
- * graph, dce drops what the fusions orphaned, and plan-memory, which must
- * be last, places what is left.
+ * graph, dce drops what the fusions orphaned, row-grad marks the embedding
+ * gradients that are left as rows, and plan-memory, which must be last,
+ * places what is left.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@ const Pass passes[] = {
   {"fuse-matmul-bias", "matmul + bias as one gemm that adds onto the broadcast bias (beta = 1)", 2, fuse_matmul_bias},
   {"fuse-elementwise", "chains of elementwise ops (gate arithmetic, bias + activation) as one loop", 2, fuse_elementwise},
   {"dce", "delete nodes that no output depends on", 1, dce},
+  {"row-grad", "an embedding table's gradient as the rows the batch read (ids, count), not V x E", 1, row_grad},
   {"plan-memory", "one arena: buffers reuse regions whose lifetimes do not overlap", 1, plan_memory},
 };
 

@@ -93,6 +93,9 @@ static void print_attrs(Graph *g, Node *n, FILE *f)
     fprintf(f, " axis=%d start=%d", a->axis, a->start);
     break;
   case OP_EMBEDDING_GRAD:
+    if (a->rows)
+      fprintf(f, " rows");
+    break;
   case OP_SUM:
   case OP_BROADCAST:
   case OP_RESHAPE:

@@ -126,7 +126,21 @@ void print_stats(Program *p, FILE *f)
   fprintf(f, "model:              %s, %s, %s, bptt %d, batch %d\n", p->source ? p->source : "?",
           g->kind && g->kind[0] ? g->kind : "-", g->real == DT_F64 ? "f64" : "f32", g->max_seq, g->batch);
   fprintf(f, "parameters:         %.0f (%.2f MB)\n", nparam, mb(nparam * real));
-  fprintf(f, "gradients:          %.2f MB\n", mb(nparam * real));
+  /* a rows gradient (row-grad) holds its batch's rows, their ids and count */
+  double ngrad = nparam, rows_saved = 0;
+  for (int o = 0; o < g->nout; o++) {
+    Node *n = &g->node[g->out[o].node];
+    if (strncmp(g->out[o].name, "grad:", 5) || n->dead || n->op != OP_EMBEDDING_GRAD || !n->a.rows)
+      continue;
+    double r = (double)shape_numel(&g->node[n->in[1]].shape, g->max_seq), e = n->shape.dim[1];
+    rows_saved += (double)shape_numel(&n->shape, 1) - (r * e + (4 * (r + 1) + real - 1) / real);
+  }
+  ngrad -= rows_saved;
+  if (rows_saved > 0)
+    fprintf(f, "gradients:          %.2f MB (embedding tables as the batch's rows: %.2f MB less)\n", mb(ngrad * real),
+            mb(rows_saved * real));
+  else
+    fprintf(f, "gradients:          %.2f MB\n", mb(ngrad * real));
   fprintf(f, "optimizer state:    %.2f MB with AdamW (m and v), 0 with SGD\n", mb(2 * nparam * real));
   Graph *gs[3] = {p->train, p->eval, p->gen};
   static const char *const names[3] = {"train", "eval", "gen"};
@@ -148,5 +162,5 @@ void print_stats(Program *p, FILE *f)
             c.kernels, c.calls, gs[k]->max_seq);
   }
   fprintf(f, "train peak:         %.2f MB: parameters, gradients and arena (SGD)\n",
-          mb(2 * nparam * real + (double)cost(g).peak * real));
+          mb((nparam + ngrad) * real + (double)cost(g).peak * real));
 }

@@ -62,7 +62,8 @@ typedef struct {
   /* Runs the program on tokens (T, B) (row t holds step t of every column).
    * With targets (T, B): returns the mean NLL per token and, when
    * has_backward, writes the gradient of that mean into c->grad, every
-   * element of it (zeros where the loss does not reach).  Reads the
+   * element of it (zeros where the loss does not reach; a rows gradient,
+   * see LmcModel.grad_numel, its rows, ids and count).  Reads the
    * hidden state from c->state and leaves the new one there (detached).
    * When has_logp (lmc compile keeps them for the generation program only),
    * leaves the log-probabilities, (T, B, ntoken), at c->work + logp_offset
@@ -88,6 +89,14 @@ typedef struct LmcModel {
   int nparam;
   const LmcTensorDesc *param;
   size_t param_numel;    /* a tied tensor counted once */
+  /* The gradient block, c->grad: each parameter's gradient in the
+   * parameters' order, parameter-shaped, except an embedding table's
+   * marked rows by lmc's row-grad pass: R rows (R = the tokens of a
+   * batch), the rows the batch read in ascending order of id, then R + 1
+   * int32, those ids and how many there are.  grad_numel <= param_numel;
+   * equal when no gradient is rows.  clip, sgd and adamw below read this
+   * layout; grad_dense writes it out parameter-shaped (param_numel). */
+  size_t grad_numel;
   int ndropout;
   const LmcDropoutSlot *dropout;
   LmcProgram train, eval, gen;
@@ -98,12 +107,13 @@ typedef struct LmcModel {
   double (*clip)(real *grad, double clip);
   void (*sgd)(real *param, const real *grad, double lr);
   void (*adamw)(real *param, const real *grad, real *m, real *v, double lr, double wd, long t);
+  void (*grad_dense)(const real *grad, real *dense);
 } LmcModel;
 
 typedef struct LmcCtx {
   const LmcModel *m;
   real *param;           /* (param_numel) */
-  real *grad;            /* (param_numel), training only */
+  real *grad;            /* (grad_numel), training only */
   real *work;            /* (prog->work_numel) */
   real *state;           /* (prog->state_numel) */
   double *dropout;       /* (m->ndropout) run-time probabilities; the programs
@@ -150,6 +160,36 @@ static inline int lmc_keep(uint64_t key, uint64_t idx, double p)
 #else
 #define LMC_NOINLINE
 #endif
+
+/* A rows gradient's ids (row-grad): ids[0..n) in ascending order without
+ * repeats into out (n); returns how many. */
+static inline long lmc_unique_ids(const int32_t *ids, long n, int32_t *out)
+{
+  for (long i = 0; i < n; i++) {   /* insertion sort: n is a batch of tokens */
+    int32_t x = ids[i];
+    long j = i;
+    for (; j > 0 && out[j - 1] > x; j--)
+      out[j] = out[j - 1];
+    out[j] = x;
+  }
+  long m = 0;
+  for (long i = 0; i < n; i++)
+    if (m == 0 || out[i] != out[m - 1])
+      out[m++] = out[i];
+  return m;
+}
+
+/* The index of id in sorted[0..n), which holds it. */
+static inline long lmc_find_id(const int32_t *sorted, long n, int32_t id)
+{
+  long lo = 0, hi = n - 1;
+  while (lo < hi) {
+    long mid = (lo + hi) / 2;
+    if (sorted[mid] < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
 
 static inline real lmc_exp_real(real x)
 {

@@ -117,6 +117,7 @@ typedef struct {
   real *block;
   real *param;                  /* (param_numel) */
   real *exp_avg, *exp_avg_sq;   /* (param_numel) each, AdamW only */
+  real *spare;                  /* param_numel reals free once training ends, or NULL */
   double *dropout;              /* (ndropout) */
   LmcCtx train, eval, gen;
 } Net;
@@ -139,6 +140,7 @@ static int check_model(const LmcModel *m)
   else if (m->gen.batch != 1 || m->gen.max_seq < 1) why = "the gen program must have batch 1";
   else if (!m->gen.has_logp) why = "the gen program keeps no log-probabilities";
   else if (m->train.batch < 1 || m->eval.batch < 1) why = "a program has no batch";
+  else if (m->grad_numel > m->param_numel || !m->grad_dense) why = "the gradient block does not fit the parameters";
   for (int i = 0; !why && i < m->nparam; i++) {
     const LmcTensorDesc *d = &m->param[i];
     if (d->offset + d->numel > m->param_numel) why = "a parameter lies outside the parameter block";
@@ -157,7 +159,7 @@ static int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int thre
   LmcCtx *ctx[3] = { &n->train, &n->eval, &n->gen };
   memset(n, 0, sizeof *n);
   size_t total = pad(m->param_numel);
-  if (use & USE_TRAIN) total += pad(m->param_numel);
+  if (use & USE_TRAIN) total += pad(m->grad_numel);
   if (use & USE_ADAMW) total += 2 * pad(m->param_numel);
   /* one activation arena for every program in use: it is scratch, nothing
    * in it lives from one run() to the next, and the programs never run at
@@ -182,16 +184,21 @@ static int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int thre
    * does; other slots (the Transformer's dropout_inner) keep their value. */
   for (int i = 0; i < m->ndropout; i++)
     n->dropout[i] = dropout < 0 || strcmp(m->dropout[i].name, "dropout") ? m->dropout[i].value : dropout;
+  /* parameters | gradients | arena | AdamW's moments | states: the
+   * gradients and the arena together hold a copy of the parameters when
+   * they are large enough (the best model reloaded at the end) */
   real *p = n->block;
   n->param = p, p += pad(m->param_numel);
   real *grad = NULL;
-  if (use & USE_TRAIN) grad = p, p += pad(m->param_numel);
+  if (use & USE_TRAIN) grad = p, p += pad(m->grad_numel);
+  real *shared = p;
+  p += pad(work);
   if (use & USE_ADAMW) {
     n->exp_avg = p, p += pad(m->param_numel);
     n->exp_avg_sq = p, p += pad(m->param_numel);
   }
-  real *shared = p;
-  p += pad(work);
+  if (grad && pad(m->grad_numel) + pad(work) >= m->param_numel) n->spare = grad;
+  else n->spare = n->exp_avg;
   for (int k = 0; k < 3; k++) {
     if (!(use & (1 << k))) continue;
     LmcCtx *c = ctx[k];
@@ -853,9 +860,10 @@ int run_train(const LmcModel *m, const TrainOptions *o)
     } else {
       char err[ERRLEN];
       MetaList meta = { 0 };
-      /* through the gradient block, unused from here on: no second copy
-       * of the model in memory at the end of training */
-      int r = ckpt_load_via(t.best_path, m, t.net.param, t.net.train.grad, NULL, 0, &meta, err);
+      /* through the gradients and the arena (or AdamW's moments), unused
+       * from here on: no second copy of the model in memory at the end of
+       * training where they hold it; else through a block of its own */
+      int r = ckpt_load_via(t.best_path, m, t.net.param, t.net.spare, NULL, 0, &meta, err);
       meta_free(&meta);
       if (r < 0) {
         fprintf(stderr, "%s\n", err);

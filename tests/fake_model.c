@@ -149,6 +149,11 @@ static double clip(real *g, double max_norm)
   return norm;
 }
 
+static void grad_dense(const real *g, real *dense)
+{
+  memcpy(dense, g, ((size_t)V * V + V) * sizeof *dense);
+}
+
 static void sgd(real *p, const real *g, double lr)
 {
   for (int i = 0; i < V * V + V; i++) p[i] = (real)(p[i] - lr * g[i]);
@@ -175,10 +180,11 @@ static void adamw(real *p, const real *g, real *m, real *v, double lr, double wd
     .kind = "LSTM", .version = "0.0-fake", .flags = "tests/fake_model.c",           \
     .nhyper = (int)(sizeof hyper / sizeof hyper[0]), .hyper = hyper,                \
     .ntoken = V, .bptt = BPTT, .nparam = 3, .param = params,                        \
-    .param_numel = (size_t)V * V + V, .ndropout = 1, .dropout = dropout,            \
+    .param_numel = (size_t)V * V + V, .grad_numel = (size_t)V * V + V,              \
+    .ndropout = 1, .dropout = dropout,                                              \
     .train = PROGRAM(TRAIN_B, BPTT, 1, 1, run_train),                               \
     .eval = PROGRAM(EVAL_B, BPTT, 1, 0, run_eval), .gen = GEN,                      \
-    .clip = clip, .sgd = sgd, .adamw = adamw,                                       \
+    .clip = clip, .sgd = sgd, .adamw = adamw, .grad_dense = grad_dense,             \
   }
 
 const LmcModel lmc_model = MODEL(PROGRAM(1, 1, 1, 0, run_gen));

@@ -98,7 +98,7 @@ int main(int argc, char **argv)
 
   LmcCtx c = {.m = m, .seed = 1234, .step = 5, .threads = 1};
   c.param = fill(m->param_numel, 0.5, 0.37, 0.1);
-  c.grad = fill(m->param_numel, 9, 1, 0);   /* garbage the program must overwrite */
+  c.grad = fill(m->grad_numel, 9, 1, 0);   /* garbage the program must overwrite */
   c.work = fill(p->work_numel, 7, 1, 0);
   c.state = fill(p->state_numel, 0.3, 0.91, 0.5);
   double dropout[16] = {0};
@@ -124,9 +124,13 @@ int main(int argc, char **argv)
   printf("loss - 1 %.17g\n", loss);
   for (int i = 0; i < p->nstate; i++)
     print("newstate", p->state[i].name, c.state + p->state[i].offset, p->state[i].numel);
-  if (p->has_backward)
+  real *dense = fill(m->param_numel, 0, 0, 0);
+  if (p->has_backward) {
+    m->grad_dense(c.grad, dense);   /* rows gradients (row-grad) written out */
     for (int i = 0; i < m->nparam; i++)
-      print("grad", m->param[i].name, c.grad + m->param[i].offset, m->param[i].numel);
+      print("grad", m->param[i].name, dense + m->param[i].offset, m->param[i].numel);
+  }
+  free(dense);
   if (nlogp && p->has_logp)
     print("logp", "-", c.work + p->logp_offset, nlogp);
   free(c.param);

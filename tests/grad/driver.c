@@ -37,7 +37,7 @@ int main(int argc, char **argv)
 
   LmcCtx c = {.m = m, .seed = 7, .step = 3, .threads = 1};
   c.param = calloc(m->param_numel + 1, sizeof(double));
-  c.grad = calloc(m->param_numel + 1, sizeof(double));
+  c.grad = calloc(m->grad_numel + 1, sizeof(double));
   c.work = calloc(p->work_numel + 1, sizeof(double));
   c.state = calloc(p->state_numel + 1, sizeof(double));
   double *state0 = calloc(p->state_numel + 1, sizeof(double));
@@ -59,7 +59,7 @@ int main(int argc, char **argv)
   memcpy(c.state, state0, sizeof(double) * p->state_numel);
   double loss = p->run(&c, tokens, targets, T);
   double *grad = malloc(sizeof(double) * (m->param_numel + 1));
-  memcpy(grad, c.grad, sizeof(double) * m->param_numel);
+  m->grad_dense(c.grad, grad);   /* rows gradients (row-grad) written out */
   printf("T=%d B=%d loss=%.12g dropout=%g\n", T, p->batch, loss, drop);
 
   int bad = 0;

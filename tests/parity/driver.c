@@ -165,7 +165,7 @@ static LmcCtx ctx(const LmcModel *m, const LmcProgram *p, real *param, double *d
   LmcCtx c = {.m = m, .param = param, .dropout = dropout, .seed = 1, .threads = 1};
   c.work = xcalloc(p->work_numel, sizeof(real));
   c.state = xcalloc(p->state_numel, sizeof(real));
-  if (p->has_backward) c.grad = xcalloc(m->param_numel, sizeof(real));
+  if (p->has_backward) c.grad = xcalloc(m->grad_numel, sizeof(real));
   return c;
 }
 
@@ -208,10 +208,13 @@ static void train(const LmcModel *m, real *param, double *dropout, const Job *j,
     c.step = (uint64_t)s;
     double loss = p->run(&c, x, y, T);
     if (s == 0) {
+      real *dense = xcalloc(m->param_numel, sizeof(real));
+      m->grad_dense(c.grad, dense);   /* rows gradients (row-grad) written out */
       for (int k = 0; k < m->nparam; k++) {
         const LmcTensorDesc *d = &m->param[k];
-        out_add("grad.", d->name, d->rank, d->shape, c.grad + d->offset, d->numel);
+        out_add("grad.", d->name, d->rank, d->shape, dense + d->offset, d->numel);
       }
+      free(dense);
     }
     norms[s] = m->clip(c.grad, j->clip);
     if (j->adamw) m->adamw(param, c.grad, mom, vel, j->lr, j->wd, s + 1);
