@@ -41,7 +41,10 @@ Settings come from the environment (defaults full / quick):
   BENCH_EVAL     E, evaluation windows                 (15 / 5)
   BENCH_WORDS    G, generated words                    (301 / 301)
   BENCH_REPS     runs of each pair, alternating order  (2 / 1);
-                 each figure is the best of them (merge())
+                 each figure is the best of them (merge()); the
+                 target rows (one thread; lstm, lstm-650, transformer)
+                 get one run more in the full run: this machine's speed
+                 swings by 10-50% from minute to minute
   BENCH_OUT      where README.md, chart.png and results.json go (bench)
 and the Makefile passes CC, TRAINER_CFLAGS, BLAS_CFLAGS, BLAS_LIBS, DATA.
 """
@@ -308,6 +311,11 @@ def parse_gen(seen):
 LR = {"rnn_relu": 2}
 
 
+def reps_for(name, threads):
+    """Runs of each program for a row: one more for the targets' rows."""
+    return REPS + (1 if threads == 1 and name in TARGET_MODELS and not QUICK else 0)
+
+
 def train_lr(name):
     return ["--lr", str(LR[name])] if name in LR else []
 
@@ -511,7 +519,8 @@ def report(res, meta):
     w(f"- **settings**: {2 * K + 1} training batches per run, the first {K + 1} a warm-up, the last {K} timed; "
       f"evaluation on {meta['eval_tokens']} tokens of valid ({EVAL_WINDOWS} window(s) of batch 10); "
       f"{WORDS} generated words, the first 100 a warm-up; threads {', '.join(map(str, THREADS))}; "
-      f"{REPS} run(s) of each, lmc and PyTorch alternating, the best of them kept for each figure "
+      f"{REPS} run(s) of each ({reps_for('lstm', 1)} for the target models at one thread), lmc and PyTorch "
+      f"alternating, the best of them kept for each figure "
       f"(the lowest time and memory, the highest rate; the same rule for both)")
     if meta["notes"]:
         for n in meta["notes"]:
@@ -721,10 +730,11 @@ def main():
                 note(f"sgemm {shape[0]}x{shape[1]}x{shape[2]} at {threads} thread(s)")
                 res["sgemm"][key] = sgemm(sg_exe, *shape, threads)
             lr, tr = [], []
-            for rep in range(REPS):
+            reps = reps_for(name, threads)
+            for rep in range(reps):
                 order = ("lmc", "torch") if (rep + len(res["rows"])) % 2 == 0 else ("torch", "lmc")
                 for who in order:
-                    note(f"{name} threads {threads} run {rep + 1}/{REPS}: {who}")
+                    note(f"{name} threads {threads} run {rep + 1}/{reps}: {who}")
                     if who == "lmc":
                         x = run_lmc(builds[name]["exe"], name, threads, rep, eval_tokens)
                         lr.append(x)
