@@ -283,10 +283,14 @@ void lmc_sgemm_abt(int M, int N, int K, const float *A, int lda, const float *B,
                    int ldc);
 int lmc_sgemm_abt_native(void);   /* 1: the AVX2 kernels run, 0: cblas_sgemm */
 
+/* Below this many multiply-adds (a GRU's per-word product at generation:
+ * 600 x 200) waking a second thread costs more than it saves. */
+enum { LMC_SGEMM_MT_MIN = 1 << 20 };
+
 static inline void lmc_sgemm_abt_mt(int nt, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                                     float beta, float *C, int ldc)
 {
-  if (nt <= 1 || N < 48 * nt || !lmc_sgemm_abt_native()) {
+  if (nt <= 1 || N < 48 * nt || (long)M * N * K < LMC_SGEMM_MT_MIN || !lmc_sgemm_abt_native()) {
     lmc_sgemm_abt(M, N, K, A, lda, B, ldb, beta, C, ldc);
     return;
   }
