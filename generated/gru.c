@@ -706,10 +706,14 @@ static void train_k245_dropout_grad(real *dx, const real *dy, uint64_t key, doub
  *   graphs/gru.lua:17 */
 static void train_k246_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
 {
-  memset(dx, 0, 6655600 * sizeof *dx);
-  for (long i = 0; i < 20*T; i++)
+  int32_t *row = (int32_t *)(dx + 140000);   /* the rows' ids, ascending; row[700]: how many */
+  const long nrow = row[700] = (int32_t)lmc_unique_ids(ids, 20*T, row);
+  memset(dx, 0, nrow * 200 * sizeof *dx);
+  for (long i = 0; i < 20*T; i++) {
+    real *d = dx + lmc_find_id(row, nrow, ids[i]) * 200;
     for (long j = 0; j < 200; j++)
-      dx[(long)ids[i] * 200 + j] += dy[i * 200 + j];
+      d[j] += dy[i * 200 + j];
+  }
 }
 
 static const LmcTensorDesc train_state[] = {
@@ -744,9 +748,9 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k74_dropout(w + 25254608, w + 560000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
   train_k76_matmul(w, w + 25254608, c->param + 7138000, T);
   train_k79_fused(w, w + 25542608, c->param + 13793600, targets, c->threads, T);
-  train_k84_sum(c->grad + 13793600, w, T);
+  train_k84_sum(c->grad + 7278704, w, T);
   train_k85_matmul(w + 25394608, w, c->param + 7138000, T);
-  train_k86_matmul(c->grad + 7138000, w, w + 25254608, T);
+  train_k86_matmul(c->grad + 623104, w, w + 25254608, T);
   train_k90_const(w);
   train_k91_broadcast(w + 980000, w);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
@@ -759,11 +763,11 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_k156_matmul(w + 860000, w + t * 12000, c->param + 7016800);
     train_k157_fused(w + 864000, w + 844000, w + 24694608 + t * 4000, w + 860000);
   }
-  train_k160_sum(c->grad + 7137400, w, T);
-  train_k162_matmul(c->grad + 7016800, w, w + 24414608, T);
-  train_k163_sum(c->grad + 7136800, w + 420000, T);
+  train_k160_sum(c->grad + 622504, w, T);
+  train_k162_matmul(c->grad + 501904, w, w + 24414608, T);
+  train_k163_sum(c->grad + 621904, w + 420000, T);
   train_k164_matmul(w + 840000, w + 420000, c->param + 6896800, T);
-  train_k165_matmul(c->grad + 6896800, w + 420000, w + 24274608, T);
+  train_k165_matmul(c->grad + 381904, w + 420000, w + 24274608, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
     train_k190_carry(w + 984000, t == T - 1 ? w + 980000 : w + 1008000);
     train_k192_add_dropout(w + 988000, w + 984000, w + 840000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000);
@@ -774,11 +778,11 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_k235_matmul(w + 1004000, w + t * 12000, c->param + 6775600);
     train_k236_fused(w + 1008000, w + 988000, w + 23714608 + t * 4000, w + 1004000);
   }
-  train_k239_sum(c->grad + 6896200, w, T);
-  train_k241_matmul(c->grad + 6775600, w, w + 23434608, T);
-  train_k242_sum(c->grad + 6895600, w + 420000, T);
+  train_k239_sum(c->grad + 381304, w, T);
+  train_k241_matmul(c->grad + 260704, w, w + 23434608, T);
+  train_k242_sum(c->grad + 380704, w + 420000, T);
   train_k243_matmul(w, w + 420000, c->param + 6655600, T);
-  train_k244_matmul(c->grad + 6655600, w + 420000, w + 23294608, T);
+  train_k244_matmul(c->grad + 140704, w + 420000, w + 23294608, T);
   train_k245_dropout_grad(w + 140000, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
   train_k246_embedding_grad(c->grad + 0, w + 140000, tokens, T);
   memcpy(c->state + 0, w + 25534608, 8000 * sizeof(real));   /* state hidden, detached */
@@ -1310,42 +1314,89 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
 /* ---------------------------------------------------------------- optimizer */
 
 /* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when
- * that is below 1; returns the norm before clipping. */
+ * that is below 1; returns the norm before clipping.  Every square in
+ * the lane of its position in a dense block, in the dense order: a
+ * rows gradient's zero rows add nothing to it. */
 static double lmc_clip(real *grad, double clip)
 {
-  double s[8] = { 0 };   /* eight lanes, added pairwise: vectorises, same bits every run */
-  for (size_t i = 0; i < 13826872; i += 8)
+  double s[8] = { 0 };   /* eight lanes, added pairwise: same bits every run */
+  {   /* encoder.weight: its rows */
+    const real *g = grad + 0;
+    const int32_t *row = (const int32_t *)(g + 140000);
+    for (long k = 0; k < row[700]; k++)
+      for (size_t j = 0, at = 0 + (size_t)row[k] * 200; j < 200; j++, at++)
+        s[at & 7] += (double)g[k * 200 + j] * g[k * 200 + j];
+  }
+  for (size_t i = 140704; i < 7311976; i += 8)
     for (int j = 0; j < 8; j++)
       s[j] += (double)grad[i + j] * grad[i + j];
-  for (size_t i = 13826872; i < 13826878; i++)
+  for (size_t i = 7311976; i < 7311982; i++)
     s[0] += (double)grad[i] * grad[i];
   double norm = sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
   double scale = clip / (norm + 1e-6);
-  if (clip > 0 && scale < 1)
-    for (size_t i = 0; i < 13826878; i++)
-      grad[i] = (real)(grad[i] * scale);
+  if (!(clip > 0 && scale < 1))
+    return norm;
+  for (size_t i = 140704; i < 7311982; i++)
+    grad[i] = (real)(grad[i] * scale);
+  for (size_t i = 0; i < 0 + (size_t)((const int32_t *)(grad + 140000))[700] * 200; i++)
+    grad[i] = (real)(grad[i] * scale);
   return norm;
 }
 
+/* p -= lr g; a rows gradient's other rows are zero and left alone */
 static void lmc_sgd(real *param, const real *grad, double lr)
 {
   real r = (real)lr;
-  for (size_t i = 0; i < 13826878; i++)
-    param[i] -= r * grad[i];
+  for (size_t i = 0; i < 7171278; i++)
+    param[6655600 + i] -= r * grad[140704 + i];
+  {   /* encoder.weight */
+    const real *g = grad + 0;
+    const int32_t *row = (const int32_t *)(g + 140000);
+    for (long k = 0; k < row[700]; k++)
+      for (size_t j = 0; j < 200; j++)
+        param[0 + (size_t)row[k] * 200 + j] -= r * g[k * 200 + j];
+  }
 }
 
-/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction. */
+/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction;
+ * every element moves, a rows gradient's other rows with gradient 0. */
 static void lmc_adamw(real *param, const real *grad, real *m, real *v, double lr, double wd, long t)
 {
   const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
   real decay = (real)(1 - lr * wd);
   real step = (real)(lr / (1 - pow(b1, (double)t)));
   real bc2 = (real)sqrt(1 - pow(b2, (double)t));
-  for (size_t i = 0; i < 13826878; i++) {
+  {   /* encoder.weight: row r's gradient is its rows entry, or 0 */
+    const int32_t *row = (const int32_t *)(grad + 140000);
+    for (size_t r = 0, k = 0; r < 33278; r++) {
+      const real *g = k < (size_t)row[700] && (size_t)row[k] == r ? grad + 0 + k++ * 200 : NULL;
+      for (size_t j = 0, i = 0 + r * 200; j < 200; j++, i++) {
+        real gv = g ? g[j] : 0;
+        param[i] *= decay;
+        m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
+        v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
+        param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
+      }
+    }
+  }
+  for (size_t i = 6655600; i < 13826878; i++) {
+    real gv = grad[140704 + (i - 6655600)];
     param[i] *= decay;
-    m[i] = (real)b1 * m[i] + (real)(1 - b1) * grad[i];
-    v[i] = (real)b2 * v[i] + (real)(1 - b2) * grad[i] * grad[i];
+    m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
+    v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
     param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
+  }
+}
+
+/* The gradient block as a parameter-shaped one (test drivers). */
+static void lmc_grad_dense(const real *grad, real *dense)
+{
+  memcpy(dense + 6655600, grad + 140704, 7171278 * sizeof *dense);
+  {   /* encoder.weight */
+    const int32_t *row = (const int32_t *)(grad + 140000);
+    memset(dense + 0, 0, 6655600 * sizeof *dense);
+    for (long k = 0; k < row[700]; k++)
+      memcpy(dense + 0 + (size_t)row[k] * 200, grad + 0 + k * 200, 200 * sizeof *dense);
   }
 }
 
@@ -1362,6 +1413,7 @@ const LmcModel lmc_model = {
   .nparam = 11,
   .param = lmc_param,
   .param_numel = 13826878,
+  .grad_numel = 7311982,
   .ndropout = 1,
   .dropout = lmc_dropout,
   .train = {
@@ -1406,4 +1458,5 @@ const LmcModel lmc_model = {
   .clip = lmc_clip,
   .sgd = lmc_sgd,
   .adamw = lmc_adamw,
+  .grad_dense = lmc_grad_dense,
 };

@@ -653,10 +653,14 @@ static void train_k241_dropout_grad(real *dx, const real *dy, uint64_t key, doub
  *   graphs/lstm.lua:17 */
 static void train_k242_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
 {
-  memset(dx, 0, 6655600 * sizeof *dx);
-  for (long i = 0; i < 20*T; i++)
+  int32_t *row = (int32_t *)(dx + 140000);   /* the rows' ids, ascending; row[700]: how many */
+  const long nrow = row[700] = (int32_t)lmc_unique_ids(ids, 20*T, row);
+  memset(dx, 0, nrow * 200 * sizeof *dx);
+  for (long i = 0; i < 20*T; i++) {
+    real *d = dx + lmc_find_id(row, nrow, ids[i]) * 200;
     for (long j = 0; j < 200; j++)
-      dx[(long)ids[i] * 200 + j] += dy[i * 200 + j];
+      d[j] += dy[i * 200 + j];
+  }
 }
 
 static const LmcTensorDesc train_state[] = {
@@ -697,9 +701,9 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k80_matmul(w, w + 25534608, c->param + 7298800, T);
   train_k83_fused(w, w + 25830608, c->param + 13954400, targets, c->threads, T);
   train_k85_const(w + 25674608);
-  train_k88_sum(c->grad + 13954400, w, T);
+  train_k88_sum(c->grad + 7439504, w, T);
   train_k89_matmul(w + 25674608, w, c->param + 7298800, T);
-  train_k90_matmul(c->grad + 7298800, w, w + 25534608, T);
+  train_k90_matmul(c->grad + 783904, w, w + 25534608, T);
   train_k94_const(w);
   train_k95_broadcast(w + 700000, w);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
@@ -708,27 +712,27 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_k152_fused(w + 568000, w + 564000, w + 560000, w + 25674608 + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, w + 25254608 + t * 4000, w + 25394608 + t * 4000, w + 24974608 + t * 4000, w + t * 16000, w + 24834608 + t * 4000, w + 25114608 + t * 4000, w + 24694608 + t * 4000);
     train_k157_matmul(w + 572000, w + t * 16000, c->param + 7137200);
   }
-  train_k160_sum(c->grad + 7297200, w, T);
-  train_k162_matmul(c->grad + 7137200, w, w + 24554608, T);
+  train_k160_sum(c->grad + 782304, w, T);
+  train_k162_matmul(c->grad + 622304, w, w + 24554608, T);
   train_k164_matmul(w + 560000, w, c->param + 6977200, T);
-  train_k165_matmul(c->grad + 6977200, w, w + 24414608, T);
+  train_k165_matmul(c->grad + 462304, w, w + 24414608, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
     train_k190_carry(w + 704000, t == T - 1 ? w + 700000 : w + 716000);
     train_k191_carry(w + 708000, t == T - 1 ? w + 700000 : w + 712000);
     train_k227_fused(w + 712000, w + 708000, w + 704000, w + 560000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, w + 24134608 + t * 4000, w + 24274608 + t * 4000, w + 23854608 + t * 4000, w + t * 16000, w + 23714608 + t * 4000, w + 23994608 + t * 4000, w + 23574608 + t * 4000);
     train_k232_matmul(w + 716000, w + t * 16000, c->param + 6815600);
   }
-  train_k235_sum(c->grad + 6975600, w, T);
-  train_k237_matmul(c->grad + 6815600, w, w + 23434608, T);
+  train_k235_sum(c->grad + 460704, w, T);
+  train_k237_matmul(c->grad + 300704, w, w + 23434608, T);
   train_k239_matmul(w + 560000, w, c->param + 6655600, T);
-  train_k240_matmul(c->grad + 6655600, w, w + 23294608, T);
+  train_k240_matmul(c->grad + 140704, w, w + 23294608, T);
   train_k241_dropout_grad(w, w + 560000, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
   train_k242_embedding_grad(c->grad + 0, w, tokens, T);
   memcpy(c->state + 0, w + 25814608, 8000 * sizeof(real));   /* state hidden.h, detached */
   memcpy(c->state + 8000, w + 25822608, 8000 * sizeof(real));   /* state hidden.c, detached */
   /* gradients */
-  memcpy(c->grad + 6976400, c->grad + 6975600, 800 * sizeof(real));   /* rnn.bias_hh_l0 */
-  memcpy(c->grad + 7298000, c->grad + 7297200, 800 * sizeof(real));   /* rnn.bias_hh_l1 */
+  memcpy(c->grad + 461504, c->grad + 460704, 800 * sizeof(real));   /* rnn.bias_hh_l0 */
+  memcpy(c->grad + 783104, c->grad + 782304, 800 * sizeof(real));   /* rnn.bias_hh_l1 */
   return have_targets ? w[25830608] : 0;
 }
 
@@ -1350,42 +1354,89 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
 /* ---------------------------------------------------------------- optimizer */
 
 /* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when
- * that is below 1; returns the norm before clipping. */
+ * that is below 1; returns the norm before clipping.  Every square in
+ * the lane of its position in a dense block, in the dense order: a
+ * rows gradient's zero rows add nothing to it. */
 static double lmc_clip(real *grad, double clip)
 {
-  double s[8] = { 0 };   /* eight lanes, added pairwise: vectorises, same bits every run */
-  for (size_t i = 0; i < 13987672; i += 8)
+  double s[8] = { 0 };   /* eight lanes, added pairwise: same bits every run */
+  {   /* encoder.weight: its rows */
+    const real *g = grad + 0;
+    const int32_t *row = (const int32_t *)(g + 140000);
+    for (long k = 0; k < row[700]; k++)
+      for (size_t j = 0, at = 0 + (size_t)row[k] * 200; j < 200; j++, at++)
+        s[at & 7] += (double)g[k * 200 + j] * g[k * 200 + j];
+  }
+  for (size_t i = 140704; i < 7472776; i += 8)
     for (int j = 0; j < 8; j++)
       s[j] += (double)grad[i + j] * grad[i + j];
-  for (size_t i = 13987672; i < 13987678; i++)
+  for (size_t i = 7472776; i < 7472782; i++)
     s[0] += (double)grad[i] * grad[i];
   double norm = sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
   double scale = clip / (norm + 1e-6);
-  if (clip > 0 && scale < 1)
-    for (size_t i = 0; i < 13987678; i++)
-      grad[i] = (real)(grad[i] * scale);
+  if (!(clip > 0 && scale < 1))
+    return norm;
+  for (size_t i = 140704; i < 7472782; i++)
+    grad[i] = (real)(grad[i] * scale);
+  for (size_t i = 0; i < 0 + (size_t)((const int32_t *)(grad + 140000))[700] * 200; i++)
+    grad[i] = (real)(grad[i] * scale);
   return norm;
 }
 
+/* p -= lr g; a rows gradient's other rows are zero and left alone */
 static void lmc_sgd(real *param, const real *grad, double lr)
 {
   real r = (real)lr;
-  for (size_t i = 0; i < 13987678; i++)
-    param[i] -= r * grad[i];
+  for (size_t i = 0; i < 7332078; i++)
+    param[6655600 + i] -= r * grad[140704 + i];
+  {   /* encoder.weight */
+    const real *g = grad + 0;
+    const int32_t *row = (const int32_t *)(g + 140000);
+    for (long k = 0; k < row[700]; k++)
+      for (size_t j = 0; j < 200; j++)
+        param[0 + (size_t)row[k] * 200 + j] -= r * g[k * 200 + j];
+  }
 }
 
-/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction. */
+/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction;
+ * every element moves, a rows gradient's other rows with gradient 0. */
 static void lmc_adamw(real *param, const real *grad, real *m, real *v, double lr, double wd, long t)
 {
   const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
   real decay = (real)(1 - lr * wd);
   real step = (real)(lr / (1 - pow(b1, (double)t)));
   real bc2 = (real)sqrt(1 - pow(b2, (double)t));
-  for (size_t i = 0; i < 13987678; i++) {
+  {   /* encoder.weight: row r's gradient is its rows entry, or 0 */
+    const int32_t *row = (const int32_t *)(grad + 140000);
+    for (size_t r = 0, k = 0; r < 33278; r++) {
+      const real *g = k < (size_t)row[700] && (size_t)row[k] == r ? grad + 0 + k++ * 200 : NULL;
+      for (size_t j = 0, i = 0 + r * 200; j < 200; j++, i++) {
+        real gv = g ? g[j] : 0;
+        param[i] *= decay;
+        m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
+        v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
+        param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
+      }
+    }
+  }
+  for (size_t i = 6655600; i < 13987678; i++) {
+    real gv = grad[140704 + (i - 6655600)];
     param[i] *= decay;
-    m[i] = (real)b1 * m[i] + (real)(1 - b1) * grad[i];
-    v[i] = (real)b2 * v[i] + (real)(1 - b2) * grad[i] * grad[i];
+    m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
+    v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
     param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
+  }
+}
+
+/* The gradient block as a parameter-shaped one (test drivers). */
+static void lmc_grad_dense(const real *grad, real *dense)
+{
+  memcpy(dense + 6655600, grad + 140704, 7332078 * sizeof *dense);
+  {   /* encoder.weight */
+    const int32_t *row = (const int32_t *)(grad + 140000);
+    memset(dense + 0, 0, 6655600 * sizeof *dense);
+    for (long k = 0; k < row[700]; k++)
+      memcpy(dense + 0 + (size_t)row[k] * 200, grad + 0 + k * 200, 200 * sizeof *dense);
   }
 }
 
@@ -1402,6 +1453,7 @@ const LmcModel lmc_model = {
   .nparam = 11,
   .param = lmc_param,
   .param_numel = 13987678,
+  .grad_numel = 7472782,
   .ndropout = 1,
   .dropout = lmc_dropout,
   .train = {
@@ -1446,4 +1498,5 @@ const LmcModel lmc_model = {
   .clip = lmc_clip,
   .sgd = lmc_sgd,
   .adamw = lmc_adamw,
+  .grad_dense = lmc_grad_dense,
 };

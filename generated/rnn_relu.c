@@ -460,10 +460,14 @@ static void train_k111_dropout_grad(real *dx, const real *dy, uint64_t key, doub
  *   graphs/rnn_relu.lua:17 */
 static void train_k112_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
 {
-  memset(dx, 0, 6655600 * sizeof *dx);
-  for (long i = 0; i < 20*T; i++)
+  int32_t *row = (int32_t *)(dx + 140000);   /* the rows' ids, ascending; row[700]: how many */
+  const long nrow = row[700] = (int32_t)lmc_unique_ids(ids, 20*T, row);
+  memset(dx, 0, nrow * 200 * sizeof *dx);
+  for (long i = 0; i < 20*T; i++) {
+    real *d = dx + lmc_find_id(row, nrow, ids[i]) * 200;
     for (long j = 0; j < 200; j++)
-      dx[(long)ids[i] * 200 + j] += dy[i * 200 + j];
+      d[j] += dy[i * 200 + j];
+  }
 }
 
 static const LmcTensorDesc train_state[] = {
@@ -498,9 +502,9 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k44_matmul(w, w + 24134608, c->param + 6816400, T);
   train_k47_fused(w, w + 24422608, c->param + 13472000, targets, c->threads, T);
   train_k49_const(w + 24274608);
-  train_k52_sum(c->grad + 13472000, w, T);
+  train_k52_sum(c->grad + 6957104, w, T);
   train_k53_matmul(w + 24274608, w, c->param + 6816400, T);
-  train_k54_matmul(c->grad + 6816400, w, w + 24134608, T);
+  train_k54_matmul(c->grad + 301504, w, w + 24134608, T);
   train_k58_const(w);
   train_k59_broadcast(w + 280000, w);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
@@ -508,25 +512,25 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_k69_fused(w + t * 4000, w + 140000, w + 24274608 + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, w + 23994608 + t * 4000);
     train_k74_matmul(w + 144000, w + t * 4000, c->param + 6776000);
   }
-  train_k77_sum(c->grad + 6816000, w, T);
-  train_k79_matmul(c->grad + 6776000, w, w + 23854608, T);
+  train_k77_sum(c->grad + 301104, w, T);
+  train_k79_matmul(c->grad + 261104, w, w + 23854608, T);
   train_k81_matmul(w + 140000, w, c->param + 6736000, T);
-  train_k82_matmul(c->grad + 6736000, w, w + 23714608, T);
+  train_k82_matmul(c->grad + 221104, w, w + 23714608, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
     train_k92_carry(w + 284000, t == T - 1 ? w + 280000 : w + 288000);
     train_k97_fused(w + t * 4000, w + 284000, w + 140000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, w + 23574608 + t * 4000);
     train_k102_matmul(w + 288000, w + t * 4000, c->param + 6695600);
   }
-  train_k105_sum(c->grad + 6735600, w, T);
-  train_k107_matmul(c->grad + 6695600, w, w + 23434608, T);
+  train_k105_sum(c->grad + 220704, w, T);
+  train_k107_matmul(c->grad + 180704, w, w + 23434608, T);
   train_k109_matmul(w + 140000, w, c->param + 6655600, T);
-  train_k110_matmul(c->grad + 6655600, w, w + 23294608, T);
+  train_k110_matmul(c->grad + 140704, w, w + 23294608, T);
   train_k111_dropout_grad(w, w + 140000, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
   train_k112_embedding_grad(c->grad + 0, w, tokens, T);
   memcpy(c->state + 0, w + 24414608, 8000 * sizeof(real));   /* state hidden, detached */
   /* gradients */
-  memcpy(c->grad + 6735800, c->grad + 6735600, 200 * sizeof(real));   /* rnn.bias_hh_l0 */
-  memcpy(c->grad + 6816200, c->grad + 6816000, 200 * sizeof(real));   /* rnn.bias_hh_l1 */
+  memcpy(c->grad + 220904, c->grad + 220704, 200 * sizeof(real));   /* rnn.bias_hh_l0 */
+  memcpy(c->grad + 301304, c->grad + 301104, 200 * sizeof(real));   /* rnn.bias_hh_l1 */
   return have_targets ? w[24422608] : 0;
 }
 
@@ -934,42 +938,89 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
 /* ---------------------------------------------------------------- optimizer */
 
 /* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when
- * that is below 1; returns the norm before clipping. */
+ * that is below 1; returns the norm before clipping.  Every square in
+ * the lane of its position in a dense block, in the dense order: a
+ * rows gradient's zero rows add nothing to it. */
 static double lmc_clip(real *grad, double clip)
 {
-  double s[8] = { 0 };   /* eight lanes, added pairwise: vectorises, same bits every run */
-  for (size_t i = 0; i < 13505272; i += 8)
+  double s[8] = { 0 };   /* eight lanes, added pairwise: same bits every run */
+  {   /* encoder.weight: its rows */
+    const real *g = grad + 0;
+    const int32_t *row = (const int32_t *)(g + 140000);
+    for (long k = 0; k < row[700]; k++)
+      for (size_t j = 0, at = 0 + (size_t)row[k] * 200; j < 200; j++, at++)
+        s[at & 7] += (double)g[k * 200 + j] * g[k * 200 + j];
+  }
+  for (size_t i = 140704; i < 6990376; i += 8)
     for (int j = 0; j < 8; j++)
       s[j] += (double)grad[i + j] * grad[i + j];
-  for (size_t i = 13505272; i < 13505278; i++)
+  for (size_t i = 6990376; i < 6990382; i++)
     s[0] += (double)grad[i] * grad[i];
   double norm = sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
   double scale = clip / (norm + 1e-6);
-  if (clip > 0 && scale < 1)
-    for (size_t i = 0; i < 13505278; i++)
-      grad[i] = (real)(grad[i] * scale);
+  if (!(clip > 0 && scale < 1))
+    return norm;
+  for (size_t i = 140704; i < 6990382; i++)
+    grad[i] = (real)(grad[i] * scale);
+  for (size_t i = 0; i < 0 + (size_t)((const int32_t *)(grad + 140000))[700] * 200; i++)
+    grad[i] = (real)(grad[i] * scale);
   return norm;
 }
 
+/* p -= lr g; a rows gradient's other rows are zero and left alone */
 static void lmc_sgd(real *param, const real *grad, double lr)
 {
   real r = (real)lr;
-  for (size_t i = 0; i < 13505278; i++)
-    param[i] -= r * grad[i];
+  for (size_t i = 0; i < 6849678; i++)
+    param[6655600 + i] -= r * grad[140704 + i];
+  {   /* encoder.weight */
+    const real *g = grad + 0;
+    const int32_t *row = (const int32_t *)(g + 140000);
+    for (long k = 0; k < row[700]; k++)
+      for (size_t j = 0; j < 200; j++)
+        param[0 + (size_t)row[k] * 200 + j] -= r * g[k * 200 + j];
+  }
 }
 
-/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction. */
+/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction;
+ * every element moves, a rows gradient's other rows with gradient 0. */
 static void lmc_adamw(real *param, const real *grad, real *m, real *v, double lr, double wd, long t)
 {
   const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
   real decay = (real)(1 - lr * wd);
   real step = (real)(lr / (1 - pow(b1, (double)t)));
   real bc2 = (real)sqrt(1 - pow(b2, (double)t));
-  for (size_t i = 0; i < 13505278; i++) {
+  {   /* encoder.weight: row r's gradient is its rows entry, or 0 */
+    const int32_t *row = (const int32_t *)(grad + 140000);
+    for (size_t r = 0, k = 0; r < 33278; r++) {
+      const real *g = k < (size_t)row[700] && (size_t)row[k] == r ? grad + 0 + k++ * 200 : NULL;
+      for (size_t j = 0, i = 0 + r * 200; j < 200; j++, i++) {
+        real gv = g ? g[j] : 0;
+        param[i] *= decay;
+        m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
+        v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
+        param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
+      }
+    }
+  }
+  for (size_t i = 6655600; i < 13505278; i++) {
+    real gv = grad[140704 + (i - 6655600)];
     param[i] *= decay;
-    m[i] = (real)b1 * m[i] + (real)(1 - b1) * grad[i];
-    v[i] = (real)b2 * v[i] + (real)(1 - b2) * grad[i] * grad[i];
+    m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
+    v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
     param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
+  }
+}
+
+/* The gradient block as a parameter-shaped one (test drivers). */
+static void lmc_grad_dense(const real *grad, real *dense)
+{
+  memcpy(dense + 6655600, grad + 140704, 6849678 * sizeof *dense);
+  {   /* encoder.weight */
+    const int32_t *row = (const int32_t *)(grad + 140000);
+    memset(dense + 0, 0, 6655600 * sizeof *dense);
+    for (long k = 0; k < row[700]; k++)
+      memcpy(dense + 0 + (size_t)row[k] * 200, grad + 0 + k * 200, 200 * sizeof *dense);
   }
 }
 
@@ -986,6 +1037,7 @@ const LmcModel lmc_model = {
   .nparam = 11,
   .param = lmc_param,
   .param_numel = 13505278,
+  .grad_numel = 6990382,
   .ndropout = 1,
   .dropout = lmc_dropout,
   .train = {
@@ -1030,4 +1082,5 @@ const LmcModel lmc_model = {
   .clip = lmc_clip,
   .sgd = lmc_sgd,
   .adamw = lmc_adamw,
+  .grad_dense = lmc_grad_dense,
 };

@@ -3040,10 +3040,14 @@ static void train_k243_fused(real *y243, const real *x213, const real *x239, uin
  *   graphs/transformer.lua:23 */
 static void train_k244_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
 {
-  memset(dx, 0, 6655600 * sizeof *dx);
-  for (long i = 0; i < 20*T; i++)
+  int32_t *row = (int32_t *)(dx + 140000);   /* the rows' ids, ascending; row[700]: how many */
+  const long nrow = row[700] = (int32_t)lmc_unique_ids(ids, 20*T, row);
+  memset(dx, 0, nrow * 200 * sizeof *dx);
+  for (long i = 0; i < 20*T; i++) {
+    real *d = dx + lmc_find_id(row, nrow, ids[i]) * 200;
     for (long j = 0; j < 200; j++)
-      dx[(long)ids[i] * 200 + j] += dy[i * 200 + j];
+      d[j] += dy[i * 200 + j];
+  }
 }
 
 static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
@@ -3111,37 +3115,37 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k130_matmul(w, w + 26934608, c->param + 7140000, T);
   train_k133_fused(w, w + 27410672, c->param + 13795600, targets, c->threads, T);
   train_k135_const(w + 27074608);
-  train_k138_sum(c->grad + 13795600, w, T);
+  train_k138_sum(c->grad + 7280704, w, T);
   train_k139_matmul(w + 27074608, w, c->param + 7140000, T);
-  train_k140_matmul(c->grad + 7140000, w, w + 26934608, T);
-  train_k141_sum(c->grad + 7139800, w + 27074608, T);
+  train_k140_matmul(c->grad + 625104, w, w + 26934608, T);
+  train_k141_sum(c->grad + 624904, w + 27074608, T);
   train_k142_mul(w, w + 27074608, c->param + 7139600, T);
   train_k143_mul(w + 140000, w + 27074608, w + 26794608, T);
-  train_k144_sum(c->grad + 7139600, w + 140000, T);
+  train_k144_sum(c->grad + 624704, w + 140000, T);
   train_k145_normalize_grad(w + 140000, w, w + 26654608, T);
-  train_k146_sum(c->grad + 7139400, w + 140000, T);
+  train_k146_sum(c->grad + 624504, w + 140000, T);
   train_k147_mul(w, w + 140000, c->param + 7139200, T);
   train_k148_mul(w + 280000, w + 140000, w + 26514608, T);
-  train_k149_sum(c->grad + 7139200, w + 280000, T);
+  train_k149_sum(c->grad + 624304, w + 280000, T);
   train_k150_normalize_grad(w + 140000, w, w + 26374608, T);
   train_k151_dropout_grad(w, w + 140000, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
-  train_k152_sum(c->grad + 7139000, w, T);
+  train_k152_sum(c->grad + 624104, w, T);
   train_k153_matmul(w + 280000, w, c->param + 7099000, T);
-  train_k154_matmul(c->grad + 7099000, w, w + 26234608, T);
+  train_k154_matmul(c->grad + 584104, w, w + 26234608, T);
   train_k156_fused(w, w + 280000, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, w + 26094608, T);
-  train_k157_sum(c->grad + 7098800, w, T);
+  train_k157_sum(c->grad + 583904, w, T);
   train_k158_matmul(w + 280000, w, c->param + 7058800, T);
   train_k159_add(w + 420000, w + 140000, w + 280000, T);
-  train_k160_matmul(c->grad + 7058800, w, w + 25954608, T);
-  train_k161_sum(c->grad + 7058600, w + 420000, T);
+  train_k160_matmul(c->grad + 543904, w, w + 25954608, T);
+  train_k161_sum(c->grad + 543704, w + 420000, T);
   train_k162_mul(w, w + 420000, c->param + 7058400, T);
   train_k163_mul(w + 140000, w + 420000, w + 25814608, T);
-  train_k164_sum(c->grad + 7058400, w + 140000, T);
+  train_k164_sum(c->grad + 543504, w + 140000, T);
   train_k165_normalize_grad(w + 1680000, w, w + 25674608, T);
   train_k166_dropout_grad(w, w + 1680000, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
-  train_k167_sum(c->grad + 7058200, w, T);
+  train_k167_sum(c->grad + 543304, w, T);
   train_k168_matmul(w + 140000, w, c->param + 7018200, T);
-  train_k169_matmul(c->grad + 7018200, w, w + 25534608, T);
+  train_k169_matmul(c->grad + 503304, w, w + 25534608, T);
   train_k171_transpose(w, w + 140000, T);
   train_k172_bmm(w + 280000, w, w + 25394608, T);
   train_k173_bmm(w + 140000, w + 27361632, w, T);
@@ -3157,33 +3161,33 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k186_transpose(w + 1260000, w + 980000, T);
   train_k188_pad(w + 840000, w + 1260000, T);
   train_k189_fused(w + 1260000, w, w + 420000, w + 840000, T);
-  train_k190_sum(c->grad + 7017600, w + 1260000, T);
+  train_k190_sum(c->grad + 502704, w + 1260000, T);
   train_k191_matmul(w, w + 1260000, c->param + 6897600, T);
   train_k192_add(w + 140000, w + 1680000, w, T);
-  train_k193_matmul(c->grad + 6897600, w + 1260000, w + 24974608, T);
-  train_k194_sum(c->grad + 6897400, w + 140000, T);
+  train_k193_matmul(c->grad + 382704, w + 1260000, w + 24974608, T);
+  train_k194_sum(c->grad + 382504, w + 140000, T);
   train_k195_mul(w, w + 140000, c->param + 6897200, T);
   train_k196_mul(w + 280000, w + 140000, w + 24834608, T);
-  train_k197_sum(c->grad + 6897200, w + 280000, T);
+  train_k197_sum(c->grad + 382304, w + 280000, T);
   train_k198_normalize_grad(w + 140000, w, w + 24694608, T);
   train_k199_dropout_grad(w, w + 140000, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
-  train_k200_sum(c->grad + 6897000, w, T);
+  train_k200_sum(c->grad + 382104, w, T);
   train_k201_matmul(w + 280000, w, c->param + 6857000, T);
-  train_k202_matmul(c->grad + 6857000, w, w + 24554608, T);
+  train_k202_matmul(c->grad + 342104, w, w + 24554608, T);
   train_k204_fused(w, w + 280000, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, w + 24414608, T);
-  train_k205_sum(c->grad + 6856800, w, T);
+  train_k205_sum(c->grad + 341904, w, T);
   train_k206_matmul(w + 280000, w, c->param + 6816800, T);
   train_k207_add(w + 420000, w + 140000, w + 280000, T);
-  train_k208_matmul(c->grad + 6816800, w, w + 24274608, T);
-  train_k209_sum(c->grad + 6816600, w + 420000, T);
+  train_k208_matmul(c->grad + 301904, w, w + 24274608, T);
+  train_k209_sum(c->grad + 301704, w + 420000, T);
   train_k210_mul(w, w + 420000, c->param + 6816400, T);
   train_k211_mul(w + 140000, w + 420000, w + 24134608, T);
-  train_k212_sum(c->grad + 6816400, w + 140000, T);
+  train_k212_sum(c->grad + 301504, w + 140000, T);
   train_k213_normalize_grad(w + 1680000, w, w + 23994608, T);
   train_k214_dropout_grad(w, w + 1680000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
-  train_k215_sum(c->grad + 6816200, w, T);
+  train_k215_sum(c->grad + 301304, w, T);
   train_k216_matmul(w + 140000, w, c->param + 6776200, T);
-  train_k217_matmul(c->grad + 6776200, w, w + 23854608, T);
+  train_k217_matmul(c->grad + 261304, w, w + 23854608, T);
   train_k219_transpose(w, w + 140000, T);
   train_k220_bmm(w + 280000, w, w + 23714608, T);
   train_k221_bmm(w + 140000, w + 27263616, w, T);
@@ -3199,9 +3203,9 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_k234_transpose(w + 1260000, w + 980000, T);
   train_k236_pad(w + 840000, w + 1260000, T);
   train_k237_fused(w + 1260000, w, w + 420000, w + 840000, T);
-  train_k238_sum(c->grad + 6775600, w + 1260000, T);
+  train_k238_sum(c->grad + 260704, w + 1260000, T);
   train_k239_matmul(w, w + 1260000, c->param + 6655600, T);
-  train_k241_matmul(c->grad + 6655600, w + 1260000, w + 23294608, T);
+  train_k241_matmul(c->grad + 140704, w + 1260000, w + 23294608, T);
   train_k243_fused(w + 140000, w + 1680000, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
   train_k244_embedding_grad(c->grad + 0, w + 140000, tokens, T);
   /* gradients */
@@ -4814,42 +4818,89 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
 /* ---------------------------------------------------------------- optimizer */
 
 /* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when
- * that is below 1; returns the norm before clipping. */
+ * that is below 1; returns the norm before clipping.  Every square in
+ * the lane of its position in a dense block, in the dense order: a
+ * rows gradient's zero rows add nothing to it. */
 static double lmc_clip(real *grad, double clip)
 {
-  double s[8] = { 0 };   /* eight lanes, added pairwise: vectorises, same bits every run */
-  for (size_t i = 0; i < 13828872; i += 8)
+  double s[8] = { 0 };   /* eight lanes, added pairwise: same bits every run */
+  {   /* input_emb.weight: its rows */
+    const real *g = grad + 0;
+    const int32_t *row = (const int32_t *)(g + 140000);
+    for (long k = 0; k < row[700]; k++)
+      for (size_t j = 0, at = 0 + (size_t)row[k] * 200; j < 200; j++, at++)
+        s[at & 7] += (double)g[k * 200 + j] * g[k * 200 + j];
+  }
+  for (size_t i = 140704; i < 7313976; i += 8)
     for (int j = 0; j < 8; j++)
       s[j] += (double)grad[i + j] * grad[i + j];
-  for (size_t i = 13828872; i < 13828878; i++)
+  for (size_t i = 7313976; i < 7313982; i++)
     s[0] += (double)grad[i] * grad[i];
   double norm = sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
   double scale = clip / (norm + 1e-6);
-  if (clip > 0 && scale < 1)
-    for (size_t i = 0; i < 13828878; i++)
-      grad[i] = (real)(grad[i] * scale);
+  if (!(clip > 0 && scale < 1))
+    return norm;
+  for (size_t i = 140704; i < 7313982; i++)
+    grad[i] = (real)(grad[i] * scale);
+  for (size_t i = 0; i < 0 + (size_t)((const int32_t *)(grad + 140000))[700] * 200; i++)
+    grad[i] = (real)(grad[i] * scale);
   return norm;
 }
 
+/* p -= lr g; a rows gradient's other rows are zero and left alone */
 static void lmc_sgd(real *param, const real *grad, double lr)
 {
   real r = (real)lr;
-  for (size_t i = 0; i < 13828878; i++)
-    param[i] -= r * grad[i];
+  for (size_t i = 0; i < 7173278; i++)
+    param[6655600 + i] -= r * grad[140704 + i];
+  {   /* input_emb.weight */
+    const real *g = grad + 0;
+    const int32_t *row = (const int32_t *)(g + 140000);
+    for (long k = 0; k < row[700]; k++)
+      for (size_t j = 0; j < 200; j++)
+        param[0 + (size_t)row[k] * 200 + j] -= r * g[k * 200 + j];
+  }
 }
 
-/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction. */
+/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction;
+ * every element moves, a rows gradient's other rows with gradient 0. */
 static void lmc_adamw(real *param, const real *grad, real *m, real *v, double lr, double wd, long t)
 {
   const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
   real decay = (real)(1 - lr * wd);
   real step = (real)(lr / (1 - pow(b1, (double)t)));
   real bc2 = (real)sqrt(1 - pow(b2, (double)t));
-  for (size_t i = 0; i < 13828878; i++) {
+  {   /* input_emb.weight: row r's gradient is its rows entry, or 0 */
+    const int32_t *row = (const int32_t *)(grad + 140000);
+    for (size_t r = 0, k = 0; r < 33278; r++) {
+      const real *g = k < (size_t)row[700] && (size_t)row[k] == r ? grad + 0 + k++ * 200 : NULL;
+      for (size_t j = 0, i = 0 + r * 200; j < 200; j++, i++) {
+        real gv = g ? g[j] : 0;
+        param[i] *= decay;
+        m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
+        v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
+        param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
+      }
+    }
+  }
+  for (size_t i = 6655600; i < 13828878; i++) {
+    real gv = grad[140704 + (i - 6655600)];
     param[i] *= decay;
-    m[i] = (real)b1 * m[i] + (real)(1 - b1) * grad[i];
-    v[i] = (real)b2 * v[i] + (real)(1 - b2) * grad[i] * grad[i];
+    m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
+    v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
     param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
+  }
+}
+
+/* The gradient block as a parameter-shaped one (test drivers). */
+static void lmc_grad_dense(const real *grad, real *dense)
+{
+  memcpy(dense + 6655600, grad + 140704, 7173278 * sizeof *dense);
+  {   /* input_emb.weight */
+    const int32_t *row = (const int32_t *)(grad + 140000);
+    memset(dense + 0, 0, 6655600 * sizeof *dense);
+    for (long k = 0; k < row[700]; k++)
+      memcpy(dense + 0 + (size_t)row[k] * 200, grad + 0 + k * 200, 200 * sizeof *dense);
   }
 }
 
@@ -4866,6 +4917,7 @@ const LmcModel lmc_model = {
   .nparam = 29,
   .param = lmc_param,
   .param_numel = 13828878,
+  .grad_numel = 7313982,
   .ndropout = 2,
   .dropout = lmc_dropout,
   .train = {
@@ -4910,4 +4962,5 @@ const LmcModel lmc_model = {
   .clip = lmc_clip,
   .sgd = lmc_sgd,
   .adamw = lmc_adamw,
+  .grad_dense = lmc_grad_dense,
 };
