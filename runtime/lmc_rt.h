@@ -151,10 +151,11 @@ static inline int lmc_keep(uint64_t key, uint64_t idx, double p)
  * vectorise them at -O3 without -ffast-math: the exponentials in a loop of
  * their own (in place, or between buffers that do not overlap; kept out of
  * line, because inlined into a caller's row loop the compiler no longer
- * proves that loop safe), max and sum over eight lanes.  A sum adds lane
- * i % 8 for i below n rounded down to 8, the rest into lane 0 in order,
- * and the lanes pairwise, so the three exp_sum variants return the same
- * bits for the same row. */
+ * proves that loop safe), max and sum over eight lanes; in single
+ * precision the exponentials are runtime/vexp.c's.  A sum adds lane i % 8
+ * for i below n rounded down to 8, the rest into lane 0 in order, and the
+ * lanes pairwise, so the three exp_sum variants return the same bits for
+ * the same row. */
 #if defined(__GNUC__) || defined(__clang__)
 #define LMC_NOINLINE __attribute__((noinline))
 #else
@@ -226,9 +227,18 @@ static inline double lmc_lanes_total(double s[8], const real *x, long from, long
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+/* Single precision goes to runtime/vexp.c (AVX2 where the CPU has it);
+ * y may be x there. */
+double lmc_exp_sum_to_f32(float *y, const float *x, long n, float max);
+double lmc_exp_sum_f32(const float *x, long n, float max);
+
+#define LMC_IS_F32 (sizeof(real) == sizeof(float))
+
 /* x[i] = exp(x[i] - max); returns the sum of the new x. */
 static inline LMC_NOINLINE double lmc_exp_sum_inplace(real *x, long n, real max)
 {
+  if (LMC_IS_F32)
+    return lmc_exp_sum_to_f32((float *)x, (const float *)x, n, (float)max);
   for (long i = 0; i < n; i++)
     x[i] = lmc_exp_real(x[i] - max);
   double s[8] = { 0 };
@@ -239,6 +249,8 @@ static inline LMC_NOINLINE double lmc_exp_sum_inplace(real *x, long n, real max)
 /* y[i] = exp(x[i] - max), y and x apart; returns the sum of y. */
 static inline LMC_NOINLINE double lmc_exp_sum_to(real *restrict y, const real *restrict x, long n, real max)
 {
+  if (LMC_IS_F32)
+    return lmc_exp_sum_to_f32((float *)y, (const float *)x, n, (float)max);
   for (long i = 0; i < n; i++)
     y[i] = lmc_exp_real(x[i] - max);
   double s[8] = { 0 };
@@ -249,6 +261,8 @@ static inline LMC_NOINLINE double lmc_exp_sum_to(real *restrict y, const real *r
 /* The sum of exp(x[i] - max), stored nowhere (through a stack chunk). */
 static inline LMC_NOINLINE double lmc_exp_sum(const real *x, long n, real max)
 {
+  if (LMC_IS_F32)
+    return lmc_exp_sum_f32((const float *)x, n, (float)max);
   real buf[512];
   double s[8] = { 0 };
   long n8 = n & ~7L;
@@ -282,6 +296,7 @@ static inline LMC_NOINLINE double lmc_exp_sum(const real *x, long n, real max)
 void lmc_sgemm_abt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C,
                    int ldc);
 int lmc_sgemm_abt_native(void);   /* 1: the AVX2 kernels run, 0: cblas_sgemm */
+
 
 /* Below this many multiply-adds (a GRU's per-word product at generation:
  * 600 x 200) waking a second thread costs more than it saves. */

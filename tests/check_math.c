@@ -1,7 +1,7 @@
 /*
  * check_math.c: the vectorisable float functions of runtime/lmc_math.h
- * against libm, and the softmax row helpers of runtime/lmc_rt.h against
- * plain loops in double.  Errors are in ulp of libm's float result.
+ * against libm, and the softmax row helpers of runtime/lmc_rt.h (with
+ * runtime/vexp.c) against plain loops in double and against lmc_expf.  Errors are in ulp of libm's float result.
  */
 #include <float.h>
 #include <stdint.h>
@@ -130,6 +130,44 @@ START_TEST(test_rows)
 }
 END_TEST
 
+/* runtime/vexp.c against lmc_expf element by element, with the edges in
+ * vector lanes and in the tail (a row of 19: two vectors and 3): below
+ * ln(FLT_MIN) and -inf give 0, above ln(FLT_MAX) inf, NaN stays NaN and
+ * makes the sum NaN (the trainer's NaN stop reads it there). */
+START_TEST(test_rows_edges)
+{
+  enum { N = 19 };
+  real x[N], y[N], z[N];
+  for (int i = 0; i < N; i++)
+    x[i] = 12 * uniform() - 10;
+  x[2] = -INFINITY, x[17] = -INFINITY;
+  x[3] = -200, x[18] = -200;
+  x[4] = -87.5f;
+  double worst = 0;
+  double s = lmc_exp_sum_to(y, x, N, 0);
+  for (int i = 0; i < N; i++) {
+    double e = ulp_error(y[i], lmc_expf(x[i]));
+    worst = e > worst ? e : worst;
+  }
+  printf("exp_sum edges: worst %.2f ulp against lmc_expf (tolerance 1: multiply-adds fused or not)\n", worst);
+  ck_assert(worst <= 1);
+  ck_assert(y[2] == 0 && y[17] == 0 && y[3] == 0 && y[18] == 0 && y[4] == 0);
+  ck_assert(s == lmc_exp_sum(x, N, 0));
+
+  x[5] = 100;   /* x - max above ln(FLT_MAX) */
+  s = lmc_exp_sum_to(y, x, N, 0);
+  ck_assert(isinf(y[5]) && y[5] > 0 && isinf(s));
+
+  for (int at = 6; at < N; at += 10) {   /* a vector lane, then the tail */
+    memcpy(z, x, sizeof z);
+    z[5] = 0;
+    z[at] = NAN;
+    ck_assert(isnan(lmc_exp_sum(z, N, 0)));
+    ck_assert(isnan(lmc_exp_sum_inplace(z, N, 0)) && isnan(z[at]) && !isnan(z[at - 1]));
+  }
+}
+END_TEST
+
 static Suite *math_suite(void)
 {
   Suite *s = suite_create("math");
@@ -138,6 +176,7 @@ static Suite *math_suite(void)
   tcase_add_test(tc, test_expf);
   tcase_add_test(tc, test_tanhf);
   tcase_add_test(tc, test_rows);
+  tcase_add_test(tc, test_rows_edges);
   suite_add_tcase(s, tc);
   return s;
 }
