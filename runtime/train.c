@@ -163,11 +163,11 @@ static int check_model(const LmcModel *m)
  * works the same in small pages. */
 static real *block_alloc(size_t bytes)
 {
-  enum { HUGE = 2 << 20 };
-  if (bytes < 4 * (size_t)HUGE)
+  enum { HUGE_PAGE = 2 << 20 };
+  if (bytes < 4 * (size_t)HUGE_PAGE)
     return aligned_alloc(128, (bytes + 127) / 128 * 128);
-  bytes = (bytes + HUGE - 1) / HUGE * HUGE;
-  real *p = aligned_alloc(HUGE, bytes);
+  bytes = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+  real *p = aligned_alloc(HUGE_PAGE, bytes);
 #ifdef MADV_HUGEPAGE
   if (p)
     madvise(p, bytes, MADV_HUGEPAGE);
