@@ -140,7 +140,7 @@ static void train_k31_const(real *y)
  *   n34 = mul(n25, n15) (20, 200)
  *   n35 = add(n33, n34) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k35_fused(real *y21, const real *x14, const real *x17, real *y25, real *y27, real *y30, real *y32, real *y35, const real *x15)
+static void train_k35_fused(real *restrict y21, const real *x14, const real *x17, real *restrict y25, real *restrict y27, real *restrict y30, real *restrict y32, real *restrict y35, const real *x15)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -233,7 +233,7 @@ static void train_k50_matmul_bias(real *y, const real *a, const real *b, const r
  *   n67 = mul(n58, n48) (20, 200)
  *   n68 = add(n66, n67) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k68_fused(real *y54, const real *x47, const real *x50, real *y58, real *y60, real *y63, real *y65, real *y68, const real *x48)
+static void train_k68_fused(real *restrict y54, const real *x47, const real *x50, real *restrict y58, real *restrict y60, real *restrict y63, real *restrict y65, real *restrict y68, const real *x48)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -389,7 +389,7 @@ static void train_k113_add_dropout(real *y, const real *a, const real *b, uint64
  *   n124 = mul(n113, n121) (20, 200)
  *   n128 = tanh_grad(n124, n122) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k128_fused(real *y128, const real *x113, const real *x121, const real *x122)
+static void train_k128_fused(real *restrict y128, const real *x113, const real *x121, const real *x122)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
     real v0 = x113[i0] * x121[i0];   /* n124 mul */
@@ -405,7 +405,7 @@ static void train_k128_fused(real *y128, const real *x113, const real *x121, con
  *   n126 = add(n119, n125) (20, 200)
  *   n140 = sigmoid_grad(n126, n117) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k140_fused(real *y140, const real *x113, const real *x118, const real *x122, const real *x117)
+static void train_k140_fused(real *restrict y140, const real *x113, const real *x118, const real *x122, const real *x117)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
     real v0 = x113[i0] * x118[i0];   /* n119 mul */
@@ -427,7 +427,7 @@ static void train_k140_fused(real *y140, const real *x113, const real *x118, con
  *   n151 = pad(n148) axis 1 at 0 (20, 600)
  *   n152 = add(n144, n151) (20, 600), stored
  *   graphs/gru.lua:18 */
-static void train_k152_fused(real *y148, const real *x128, const real *x132, const real *x131, real *y152, const real *x140)
+static void train_k152_fused(real *restrict y148, const real *x128, const real *x132, const real *x131, real *restrict y152, const real *x140)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -448,7 +448,7 @@ static void train_k152_fused(real *y148, const real *x128, const real *x132, con
  *   n153 = pad(n148) axis 1 at 0 (20, 600)
  *   n154 = add(n146, n153) (20, 600), stored
  *   graphs/gru.lua:18 */
-static void train_k154_fused(real *y154, const real *x128, const real *x140, const real *x148)
+static void train_k154_fused(real *restrict y154, const real *x128, const real *x140, const real *x148)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -471,7 +471,7 @@ static void train_k156_matmul(real *y, const real *a, const real *b)
  *   n120 = mul(n113, n117) (20, 200)
  *   n157 = add(n120, n156) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k157_fused(real *y157, const real *x113, const real *x117, const real *x156)
+static void train_k157_fused(real *restrict y157, const real *x113, const real *x117, const real *x156)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
     real v0 = x113[i0] * x117[i0];   /* n120 mul */
@@ -551,7 +551,7 @@ static void train_k192_add_dropout(real *y, const real *a, const real *b, uint64
  *   n203 = mul(n192, n200) (20, 200)
  *   n207 = tanh_grad(n203, n201) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k207_fused(real *y207, const real *x192, const real *x200, const real *x201)
+static void train_k207_fused(real *restrict y207, const real *x192, const real *x200, const real *x201)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
     real v0 = x192[i0] * x200[i0];   /* n203 mul */
@@ -567,7 +567,7 @@ static void train_k207_fused(real *y207, const real *x192, const real *x200, con
  *   n205 = add(n198, n204) (20, 200)
  *   n219 = sigmoid_grad(n205, n196) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k219_fused(real *y219, const real *x192, const real *x197, const real *x201, const real *x196)
+static void train_k219_fused(real *restrict y219, const real *x192, const real *x197, const real *x201, const real *x196)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
     real v0 = x192[i0] * x197[i0];   /* n198 mul */
@@ -589,7 +589,7 @@ static void train_k219_fused(real *y219, const real *x192, const real *x197, con
  *   n230 = pad(n227) axis 1 at 0 (20, 600)
  *   n231 = add(n223, n230) (20, 600), stored
  *   graphs/gru.lua:18 */
-static void train_k231_fused(real *y227, const real *x207, const real *x211, const real *x210, real *y231, const real *x219)
+static void train_k231_fused(real *restrict y227, const real *x207, const real *x211, const real *x210, real *restrict y231, const real *x219)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -610,7 +610,7 @@ static void train_k231_fused(real *y227, const real *x207, const real *x211, con
  *   n232 = pad(n227) axis 1 at 0 (20, 600)
  *   n233 = add(n225, n232) (20, 600), stored
  *   graphs/gru.lua:18 */
-static void train_k233_fused(real *y233, const real *x207, const real *x219, const real *x227)
+static void train_k233_fused(real *restrict y233, const real *x207, const real *x219, const real *x227)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -633,7 +633,7 @@ static void train_k235_matmul(real *y, const real *a, const real *b)
  *   n199 = mul(n192, n196) (20, 200)
  *   n236 = add(n199, n235) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k236_fused(real *y236, const real *x192, const real *x196, const real *x235)
+static void train_k236_fused(real *restrict y236, const real *x192, const real *x196, const real *x235)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
     real v0 = x192[i0] * x196[i0];   /* n199 mul */
@@ -868,7 +868,7 @@ static void eval_k30_const(real *y)
  *   n33 = mul(n24, n14) (10, 200)
  *   n34 = add(n32, n33) (10, 200), stored
  *   graphs/gru.lua:18 */
-static void eval_k34_fused(real *y34, const real *x13, const real *x16, const real *x14)
+static void eval_k34_fused(real *restrict y34, const real *x13, const real *x16, const real *x14)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -946,7 +946,7 @@ static void eval_k48_matmul_bias(real *y, const real *a, const real *b, const re
  *   n65 = mul(n56, n46) (10, 200)
  *   n66 = add(n64, n65) (10, 200), stored
  *   graphs/gru.lua:18 */
-static void eval_k66_fused(real *y66, const real *x45, const real *x48, const real *x46)
+static void eval_k66_fused(real *restrict y66, const real *x45, const real *x48, const real *x46)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -1126,7 +1126,7 @@ static void gen_k30_const(real *y)
  *   n33 = mul(n24, n14) (1, 200)
  *   n34 = add(n32, n33) (1, 200), stored
  *   graphs/gru.lua:18 */
-static void gen_k34_fused(real *y34, const real *x13, const real *x15, const real *x10, const real *x14)
+static void gen_k34_fused(real *restrict y34, const real *x13, const real *x15, const real *x10, const real *x14)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x15[200 + i0] + x10[200 + i0];   /* n16 add */
@@ -1210,7 +1210,7 @@ static void gen_k47_matmul(real *y, const real *a, const real *b, int nt)
  *   n65 = mul(n56, n46) (1, 200)
  *   n66 = add(n64, n65) (1, 200), stored
  *   graphs/gru.lua:18 */
-static void gen_k66_fused(real *y66, const real *x45, const real *x47, const real *x42, const real *x46)
+static void gen_k66_fused(real *restrict y66, const real *x45, const real *x47, const real *x42, const real *x46)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x47[200 + i0] + x42[200 + i0];   /* n48 add */

@@ -144,7 +144,7 @@ static void train_k20_matmul(real *y, const real *a, const real *b, int nt)
  *   n34 = tanh(n33) (20, 200), stored
  *   n35 = mul(n30, n34) (20, 200), stored
  *   graphs/lstm.lua:18 */
-static void train_k35_fused(real *y24, const real *x17, const real *x20, const real *x14, real *y26, real *y28, real *y30, real *y33, const real *x19, real *y34, real *y35)
+static void train_k35_fused(real *restrict y24, const real *x17, const real *x20, const real *x14, real *restrict y26, real *restrict y28, real *restrict y30, real *restrict y33, const real *x19, real *restrict y34, real *restrict y35)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -256,7 +256,7 @@ static void train_k53_matmul(real *y, const real *a, const real *b, int nt)
  *   n67 = tanh(n66) (20, 200), stored
  *   n68 = mul(n63, n67) (20, 200), stored
  *   graphs/lstm.lua:18 */
-static void train_k68_fused(real *y57, const real *x50, const real *x53, const real *x47, real *y59, real *y61, real *y63, real *y66, const real *x52, real *y67, real *y68)
+static void train_k68_fused(real *restrict y57, const real *x50, const real *x53, const real *x47, real *restrict y59, real *restrict y61, real *restrict y63, real *restrict y66, const real *x52, real *restrict y67, real *restrict y68)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -454,7 +454,7 @@ static void train_k116_carry(real *y, const real *x)
  *   n151 = pad(n150) axis 1 at 0 (20, 800)
  *   n152 = add(n148, n151) (20, 800), stored
  *   graphs/lstm.lua:18 */
-static void train_k152_fused(real *y136, const real *x116, const real *x115, const real *x117, uint64_t key_118, double p_118, long idx0_118, const real *x119, const real *x120, const real *x133, real *y152, const real *x129, const real *x130, const real *x134)
+static void train_k152_fused(real *restrict y136, const real *x116, const real *x115, const real *x117, uint64_t key_118, double p_118, long idx0_118, const real *x119, const real *x120, const real *x133, real *restrict y152, const real *x129, const real *x130, const real *x134)
 {
   real scale_118 = p_118 < 1 ? (real)(1 / (1 - p_118)) : 0;
   for (long i0 = 0; i0 < 20; i0++)
@@ -565,7 +565,7 @@ static void train_k191_carry(real *y, const real *x)
  *   n226 = pad(n225) axis 1 at 0 (20, 800)
  *   n227 = add(n223, n226) (20, 800), stored
  *   graphs/lstm.lua:18 */
-static void train_k227_fused(real *y211, const real *x191, const real *x190, const real *x192, uint64_t key_193, double p_193, long idx0_193, const real *x194, const real *x195, const real *x208, real *y227, const real *x204, const real *x205, const real *x209)
+static void train_k227_fused(real *restrict y211, const real *x191, const real *x190, const real *x192, uint64_t key_193, double p_193, long idx0_193, const real *x194, const real *x195, const real *x208, real *restrict y227, const real *x204, const real *x205, const real *x209)
 {
   real scale_193 = p_193 < 1 ? (real)(1 / (1 - p_193)) : 0;
   for (long i0 = 0; i0 < 20; i0++)
@@ -818,7 +818,7 @@ static void eval_k19_matmul(real *y, const real *a, const real *b, int nt)
  *   n33 = tanh(n32) (10, 200)
  *   n34 = mul(n29, n33) (10, 200), stored
  *   graphs/lstm.lua:18 */
-static void eval_k34_fused(real *y32, const real *x16, const real *x19, const real *x13, const real *x18, real *y34)
+static void eval_k34_fused(real *restrict y32, const real *x16, const real *x19, const real *x13, const real *x18, real *restrict y34)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -915,7 +915,7 @@ static void eval_k51_matmul(real *y, const real *a, const real *b, int nt)
  *   n65 = tanh(n64) (10, 200)
  *   n66 = mul(n61, n65) (10, 200), stored
  *   graphs/lstm.lua:18 */
-static void eval_k66_fused(real *y64, const real *x48, const real *x51, const real *x45, const real *x50, real *y66)
+static void eval_k66_fused(real *restrict y64, const real *x48, const real *x51, const real *x45, const real *x50, real *restrict y66)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -1125,7 +1125,7 @@ static void gen_k19_matmul(real *y, const real *a, const real *b, int nt)
  *   n33 = tanh(n32) (1, 200)
  *   n34 = mul(n29, n33) (1, 200), stored
  *   graphs/lstm.lua:18 */
-static void gen_k34_fused(real *y32, const real *x16, const real *x19, const real *x13, const real *x18, real *y34)
+static void gen_k34_fused(real *restrict y32, const real *x16, const real *x19, const real *x13, const real *x18, real *restrict y34)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x16[200 + i0] + x19[200 + i0];   /* n20 add */
@@ -1228,7 +1228,7 @@ static void gen_k51_matmul(real *y, const real *a, const real *b, int nt)
  *   n65 = tanh(n64) (1, 200)
  *   n66 = mul(n61, n65) (1, 200), stored
  *   graphs/lstm.lua:18 */
-static void gen_k66_fused(real *y64, const real *x48, const real *x51, const real *x45, const real *x50, real *y66)
+static void gen_k66_fused(real *restrict y64, const real *x48, const real *x51, const real *x45, const real *x50, real *restrict y66)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x48[200 + i0] + x51[200 + i0];   /* n52 add */

@@ -115,7 +115,7 @@ static void train_k16_matmul(real *y, const real *a, const real *b, int nt)
  *   n18 = add(n17, n11) (20, 200)
  *   n19 = relu(n18) (20, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void train_k19_fused(real *y19, const real *x14, const real *x16, const real *x11)
+static void train_k19_fused(real *restrict y19, const real *x14, const real *x16, const real *x11)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -178,7 +178,7 @@ static void train_k33_matmul(real *y, const real *a, const real *b, int nt)
  *   n35 = add(n34, n28) (20, 200)
  *   n36 = relu(n35) (20, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void train_k36_fused(real *y36, const real *x31, const real *x33, const real *x28)
+static void train_k36_fused(real *restrict y36, const real *x31, const real *x33, const real *x28)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -319,7 +319,7 @@ static void train_k64_carry(real *y, const real *x)
  *   n66 = add_dropout(n64, n65) stream 2, p = slot 0 (20, 200)
  *   n69 = relu_grad(n66, n68) (20, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void train_k69_fused(real *y69, const real *x64, const real *x65, uint64_t key_66, double p_66, long idx0_66, const real *x68)
+static void train_k69_fused(real *restrict y69, const real *x64, const real *x65, uint64_t key_66, double p_66, long idx0_66, const real *x68)
 {
   real scale_66 = p_66 < 1 ? (real)(1 / (1 - p_66)) : 0;
   for (long i0 = 0; i0 < 4000; i0++) {
@@ -388,7 +388,7 @@ static void train_k92_carry(real *y, const real *x)
  *   n94 = add_dropout(n92, n93) stream 1, p = slot 0 (20, 200)
  *   n97 = relu_grad(n94, n96) (20, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void train_k97_fused(real *y97, const real *x92, const real *x93, uint64_t key_94, double p_94, long idx0_94, const real *x96)
+static void train_k97_fused(real *restrict y97, const real *x92, const real *x93, uint64_t key_94, double p_94, long idx0_94, const real *x96)
 {
   real scale_94 = p_94 < 1 ? (real)(1 / (1 - p_94)) : 0;
   for (long i0 = 0; i0 < 4000; i0++) {
@@ -587,7 +587,7 @@ static void eval_k15_matmul(real *y, const real *a, const real *b, int nt)
  *   n17 = add(n16, n10) (10, 200)
  *   n18 = relu(n17) (10, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void eval_k18_fused(real *y18, const real *x13, const real *x15, const real *x10)
+static void eval_k18_fused(real *restrict y18, const real *x13, const real *x15, const real *x10)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -640,7 +640,7 @@ static void eval_k31_matmul(real *y, const real *a, const real *b, int nt)
  *   n33 = add(n32, n26) (10, 200)
  *   n34 = relu(n33) (10, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void eval_k34_fused(real *y34, const real *x29, const real *x31, const real *x26)
+static void eval_k34_fused(real *restrict y34, const real *x29, const real *x31, const real *x26)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -788,7 +788,7 @@ static void gen_k15_matmul(real *y, const real *a, const real *b, int nt)
  *   n17 = add(n16, n10) (1, 200)
  *   n18 = relu(n17) (1, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void gen_k18_fused(real *y18, const real *x13, const real *x15, const real *x10)
+static void gen_k18_fused(real *restrict y18, const real *x13, const real *x15, const real *x10)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x13[i0] + x15[i0];   /* n16 add */
@@ -846,7 +846,7 @@ static void gen_k31_matmul(real *y, const real *a, const real *b, int nt)
  *   n33 = add(n32, n26) (1, 200)
  *   n34 = relu(n33) (1, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void gen_k34_fused(real *y34, const real *x29, const real *x31, const real *x26)
+static void gen_k34_fused(real *restrict y34, const real *x29, const real *x31, const real *x26)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x29[i0] + x31[i0];   /* n32 add */

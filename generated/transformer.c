@@ -1285,7 +1285,7 @@ static void train_k17_const(real *y)
  *   n18 = mul(n16, n17) (T, 20, 200)
  *   n22 = dropout_add(n18, n20) stream 0, p = slot 0 (T, 20, 200), stored
  *   graphs/transformer.lua:24 */
-static void train_k22_fused(real *y22, const real *x16, const real *x20, uint64_t key_22, double p_22, long idx0_22, int T)
+static void train_k22_fused(real *restrict y22, const real *x16, const real *x20, uint64_t key_22, double p_22, long idx0_22, int T)
 {
   real scale_22 = p_22 < 1 ? (real)(1 / (1 - p_22)) : 0;
   for (long i0 = 0; i0 < T; i0++)
@@ -1479,7 +1479,7 @@ static void train_k47_matmul(real *y, const real *a, const real *b, int T)
  *   n50 = dropout_add(n47, n48) stream 2, p = slot 1 (T, 20, 200)
  *   n51 = add(n22, n50) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k51_fused(real *y51, const real *x22, const real *x47, const real *x48, uint64_t key_50, double p_50, long idx0_50, int T)
+static void train_k51_fused(real *restrict y51, const real *x22, const real *x47, const real *x48, uint64_t key_50, double p_50, long idx0_50, int T)
 {
   real scale_50 = p_50 < 1 ? (real)(1 / (1 - p_50)) : 0;
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1514,7 +1514,7 @@ static void train_k54_normalize(real *y, const real *x, int T)
  *   n55 = mul(n54, n52) (T, 20, 200)
  *   n56 = add(n55, n53) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k56_fused(real *y56, const real *x54, const real *x52, const real *x53, int T)
+static void train_k56_fused(real *restrict y56, const real *x54, const real *x52, const real *x53, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -1540,7 +1540,7 @@ static void train_k60_matmul_bias(real *y, const real *a, const real *b, const r
  *   n61 = relu(n60) (T, 20, 200), stored
  *   n62 = dropout(n61) stream 3, p = slot 1 (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k62_fused(real *y61, const real *x60, real *y62, uint64_t key_62, double p_62, long idx0_62, int T)
+static void train_k62_fused(real *restrict y61, const real *x60, real *restrict y62, uint64_t key_62, double p_62, long idx0_62, int T)
 {
   real scale_62 = p_62 < 1 ? (real)(1 / (1 - p_62)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
@@ -1564,7 +1564,7 @@ static void train_k64_matmul(real *y, const real *a, const real *b, int T)
  *   n67 = dropout_add(n64, n65) stream 4, p = slot 1 (T, 20, 200)
  *   n68 = add(n56, n67) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k68_fused(real *y68, const real *x56, const real *x64, const real *x65, uint64_t key_67, double p_67, long idx0_67, int T)
+static void train_k68_fused(real *restrict y68, const real *x56, const real *x64, const real *x65, uint64_t key_67, double p_67, long idx0_67, int T)
 {
   real scale_67 = p_67 < 1 ? (real)(1 / (1 - p_67)) : 0;
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1599,7 +1599,7 @@ static void train_k71_normalize(real *y, const real *x, int T)
  *   n72 = mul(n71, n69) (T, 20, 200)
  *   n73 = add(n72, n70) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k73_fused(real *y73, const real *x71, const real *x69, const real *x70, int T)
+static void train_k73_fused(real *restrict y73, const real *x71, const real *x69, const real *x70, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -1773,7 +1773,7 @@ static void train_k97_matmul(real *y, const real *a, const real *b, int T)
  *   n100 = dropout_add(n97, n98) stream 6, p = slot 1 (T, 20, 200)
  *   n101 = add(n73, n100) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k101_fused(real *y101, const real *x73, const real *x97, const real *x98, uint64_t key_100, double p_100, long idx0_100, int T)
+static void train_k101_fused(real *restrict y101, const real *x73, const real *x97, const real *x98, uint64_t key_100, double p_100, long idx0_100, int T)
 {
   real scale_100 = p_100 < 1 ? (real)(1 / (1 - p_100)) : 0;
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1808,7 +1808,7 @@ static void train_k104_normalize(real *y, const real *x, int T)
  *   n105 = mul(n104, n102) (T, 20, 200)
  *   n106 = add(n105, n103) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k106_fused(real *y106, const real *x104, const real *x102, const real *x103, int T)
+static void train_k106_fused(real *restrict y106, const real *x104, const real *x102, const real *x103, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -1834,7 +1834,7 @@ static void train_k110_matmul_bias(real *y, const real *a, const real *b, const 
  *   n111 = relu(n110) (T, 20, 200), stored
  *   n112 = dropout(n111) stream 7, p = slot 1 (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k112_fused(real *y111, const real *x110, real *y112, uint64_t key_112, double p_112, long idx0_112, int T)
+static void train_k112_fused(real *restrict y111, const real *x110, real *restrict y112, uint64_t key_112, double p_112, long idx0_112, int T)
 {
   real scale_112 = p_112 < 1 ? (real)(1 / (1 - p_112)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
@@ -1858,7 +1858,7 @@ static void train_k114_matmul(real *y, const real *a, const real *b, int T)
  *   n117 = dropout_add(n114, n115) stream 8, p = slot 1 (T, 20, 200)
  *   n118 = add(n106, n117) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k118_fused(real *y118, const real *x106, const real *x114, const real *x115, uint64_t key_117, double p_117, long idx0_117, int T)
+static void train_k118_fused(real *restrict y118, const real *x106, const real *x114, const real *x115, uint64_t key_117, double p_117, long idx0_117, int T)
 {
   real scale_117 = p_117 < 1 ? (real)(1 / (1 - p_117)) : 0;
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1893,7 +1893,7 @@ static void train_k121_normalize(real *y, const real *x, int T)
  *   n122 = mul(n121, n119) (T, 20, 200)
  *   n123 = add(n122, n120) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k123_fused(real *y123, const real *x121, const real *x119, const real *x120, int T)
+static void train_k123_fused(real *restrict y123, const real *x121, const real *x119, const real *x120, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -1927,7 +1927,7 @@ static void train_k126_normalize(real *y, const real *x, int T)
  *   n127 = mul(n126, n124) (T, 20, 200)
  *   n128 = add(n127, n125) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k128_fused(real *y128, const real *x126, const real *x124, const real *x125, int T)
+static void train_k128_fused(real *restrict y128, const real *x126, const real *x124, const real *x125, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -2198,7 +2198,7 @@ static void train_k154_matmul(real *y, const real *a, const real *b, int T)
  *   n155 = dropout_grad(n153) stream 7, p = slot 1 (T, 20, 200)
  *   n156 = relu_grad(n155, n111) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k156_fused(real *y156, const real *x153, uint64_t key_155, double p_155, long idx0_155, const real *x111, int T)
+static void train_k156_fused(real *restrict y156, const real *x153, uint64_t key_155, double p_155, long idx0_155, const real *x111, int T)
 {
   real scale_155 = p_155 < 1 ? (real)(1 / (1 - p_155)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
@@ -2511,7 +2511,7 @@ static void train_k188_pad(real *y, const real *x, int T)
  *   n184 = add(n180, n183) (T, 20, 600)
  *   n189 = add(n184, n188) (T, 20, 600), stored
  *   graphs/transformer.lua:25 */
-static void train_k189_fused(real *y189, const real *x180, const real *x183, const real *x188, int T)
+static void train_k189_fused(real *restrict y189, const real *x180, const real *x183, const real *x188, int T)
 {
   for (long i0 = 0; i0 < 12000*T; i0++) {
     real v0 = x180[i0] + x183[i0];   /* n184 add */
@@ -2670,7 +2670,7 @@ static void train_k202_matmul(real *y, const real *a, const real *b, int T)
  *   n203 = dropout_grad(n201) stream 3, p = slot 1 (T, 20, 200)
  *   n204 = relu_grad(n203, n61) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k204_fused(real *y204, const real *x201, uint64_t key_203, double p_203, long idx0_203, const real *x61, int T)
+static void train_k204_fused(real *restrict y204, const real *x201, uint64_t key_203, double p_203, long idx0_203, const real *x61, int T)
 {
   real scale_203 = p_203 < 1 ? (real)(1 / (1 - p_203)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
@@ -2983,7 +2983,7 @@ static void train_k236_pad(real *y, const real *x, int T)
  *   n232 = add(n228, n231) (T, 20, 600)
  *   n237 = add(n232, n236) (T, 20, 600), stored
  *   graphs/transformer.lua:25 */
-static void train_k237_fused(real *y237, const real *x228, const real *x231, const real *x236, int T)
+static void train_k237_fused(real *restrict y237, const real *x228, const real *x231, const real *x236, int T)
 {
   for (long i0 = 0; i0 < 12000*T; i0++) {
     real v0 = x228[i0] + x231[i0];   /* n232 add */
@@ -3025,7 +3025,7 @@ static void train_k241_matmul(real *y, const real *a, const real *b, int T)
  *   n242 = dropout_add(n213, n239) stream 0, p = slot 0 (T, 20, 200)
  *   n243 = mul(n242, n17) (T, 20, 200), stored
  *   graphs/transformer.lua:23 */
-static void train_k243_fused(real *y243, const real *x213, const real *x239, uint64_t key_242, double p_242, long idx0_242, int T)
+static void train_k243_fused(real *restrict y243, const real *x213, const real *x239, uint64_t key_242, double p_242, long idx0_242, int T)
 {
   real scale_242 = p_242 < 1 ? (real)(1 / (1 - p_242)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
@@ -3235,7 +3235,7 @@ static void eval_k17_const(real *y)
  *   n18 = mul(n16, n17) (T, 10, 200)
  *   n21 = add(n18, n20) (T, 10, 200), stored
  *   graphs/transformer.lua:24 */
-static void eval_k21_fused(real *y21, const real *x16, const real *x20, int T)
+static void eval_k21_fused(real *restrict y21, const real *x16, const real *x20, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 10; i1++)
@@ -3450,7 +3450,7 @@ static void eval_k51_normalize(real *y, const real *x, int T)
  *   n52 = mul(n51, n49) (T, 10, 200)
  *   n53 = add(n52, n50) (T, 10, 200), stored
  *   graphs/transformer.lua:25 */
-static void eval_k53_fused(real *y53, const real *x51, const real *x49, const real *x50, int T)
+static void eval_k53_fused(real *restrict y53, const real *x51, const real *x49, const real *x50, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -3526,7 +3526,7 @@ static void eval_k66_normalize(real *y, const real *x, int T)
  *   n67 = mul(n66, n64) (T, 10, 200)
  *   n68 = add(n67, n65) (T, 10, 200), stored
  *   graphs/transformer.lua:25 */
-static void eval_k68_fused(real *y68, const real *x66, const real *x64, const real *x65, int T)
+static void eval_k68_fused(real *restrict y68, const real *x66, const real *x64, const real *x65, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -3722,7 +3722,7 @@ static void eval_k97_normalize(real *y, const real *x, int T)
  *   n98 = mul(n97, n95) (T, 10, 200)
  *   n99 = add(n98, n96) (T, 10, 200), stored
  *   graphs/transformer.lua:25 */
-static void eval_k99_fused(real *y99, const real *x97, const real *x95, const real *x96, int T)
+static void eval_k99_fused(real *restrict y99, const real *x97, const real *x95, const real *x96, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -3798,7 +3798,7 @@ static void eval_k112_normalize(real *y, const real *x, int T)
  *   n113 = mul(n112, n110) (T, 10, 200)
  *   n114 = add(n113, n111) (T, 10, 200), stored
  *   graphs/transformer.lua:25 */
-static void eval_k114_fused(real *y114, const real *x112, const real *x110, const real *x111, int T)
+static void eval_k114_fused(real *restrict y114, const real *x112, const real *x110, const real *x111, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -3832,7 +3832,7 @@ static void eval_k117_normalize(real *y, const real *x, int T)
  *   n118 = mul(n117, n115) (T, 10, 200)
  *   n119 = add(n118, n116) (T, 10, 200), stored
  *   graphs/transformer.lua:25 */
-static void eval_k119_fused(real *y119, const real *x117, const real *x115, const real *x116, int T)
+static void eval_k119_fused(real *restrict y119, const real *x117, const real *x115, const real *x116, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -3965,7 +3965,7 @@ static void gen_k17_const(real *y)
  *   n18 = mul(n16, n17) (T, 1, 200)
  *   n21 = add(n18, n20) (T, 1, 200), stored
  *   graphs/transformer.lua:24 */
-static void gen_k21_fused(real *y21, const real *x16, const real *x20, int T)
+static void gen_k21_fused(real *restrict y21, const real *x16, const real *x20, int T)
 {
   for (long i0 = 0; i0 < 200*T; i0++) {
     real v0 = x16[i0] * (real)14.142135623730951;   /* n18 mul */
@@ -4151,7 +4151,7 @@ static void gen_k45_matmul(real *y, const real *a, const real *b, int nt, int T)
  *   n47 = add(n45, n46) (T, 1, 200)
  *   n48 = add(n21, n47) (T, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k48_fused(real *y48, const real *x21, const real *x45, const real *x46, int T)
+static void gen_k48_fused(real *restrict y48, const real *x21, const real *x45, const real *x46, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -4185,7 +4185,7 @@ static void gen_k51_normalize(real *y, const real *x, int T)
  *   n52 = mul(n51, n49) (T, 1, 200)
  *   n53 = add(n52, n50) (T, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k53_fused(real *y53, const real *x51, const real *x49, const real *x50, int T)
+static void gen_k53_fused(real *restrict y53, const real *x51, const real *x49, const real *x50, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -4207,7 +4207,7 @@ static void gen_k55_matmul(real *y, const real *a, const real *b, int nt, int T)
  *   n57 = add(n55, n56) (T, 1, 200)
  *   n58 = relu(n57) (T, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k58_fused(real *y58, const real *x55, const real *x56, int T)
+static void gen_k58_fused(real *restrict y58, const real *x55, const real *x56, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -4229,7 +4229,7 @@ static void gen_k60_matmul(real *y, const real *a, const real *b, int nt, int T)
  *   n62 = add(n60, n61) (T, 1, 200)
  *   n63 = add(n53, n62) (T, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k63_fused(real *y63, const real *x53, const real *x60, const real *x61, int T)
+static void gen_k63_fused(real *restrict y63, const real *x53, const real *x60, const real *x61, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -4263,7 +4263,7 @@ static void gen_k66_normalize(real *y, const real *x, int T)
  *   n67 = mul(n66, n64) (T, 1, 200)
  *   n68 = add(n67, n65) (T, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k68_fused(real *y68, const real *x66, const real *x64, const real *x65, int T)
+static void gen_k68_fused(real *restrict y68, const real *x66, const real *x64, const real *x65, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -4434,7 +4434,7 @@ static void gen_k131_matmul(real *y, const real *a, const real *b, int nt)
  *   n132 = add(n131, n46) (1, 1, 200)
  *   n133 = add(n129, n132) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k133_fused(real *y133, const real *x126, const real *x128, const real *x131, const real *x46)
+static void gen_k133_fused(real *restrict y133, const real *x126, const real *x128, const real *x131, const real *x46)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x126[i0] * (real)14.142135623730951;   /* n127 mul */
@@ -4469,7 +4469,7 @@ static void gen_k134_normalize(real *y, const real *x)
  *   n135 = mul(n134, n49) (1, 1, 200)
  *   n136 = add(n135, n50) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k136_fused(real *y136, const real *x134, const real *x49, const real *x50)
+static void gen_k136_fused(real *restrict y136, const real *x134, const real *x49, const real *x50)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x134[i0] * x49[i0];   /* n135 mul */
@@ -4490,7 +4490,7 @@ static void gen_k137_matmul(real *y, const real *a, const real *b, int nt)
  *   n138 = add(n137, n56) (1, 1, 200)
  *   n139 = relu(n138) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k139_fused(real *y139, const real *x137, const real *x56)
+static void gen_k139_fused(real *restrict y139, const real *x137, const real *x56)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x137[i0] + x56[i0];   /* n138 add */
@@ -4511,7 +4511,7 @@ static void gen_k140_matmul(real *y, const real *a, const real *b, int nt)
  *   n141 = add(n140, n61) (1, 1, 200)
  *   n142 = add(n136, n141) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k142_fused(real *y142, const real *x136, const real *x140, const real *x61)
+static void gen_k142_fused(real *restrict y142, const real *x136, const real *x140, const real *x61)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x140[i0] + x61[i0];   /* n141 add */
@@ -4554,7 +4554,7 @@ static void gen_k147_matmul(real *y, const real *a, const real *b, int nt)
  *   n148 = add(n147, n92) (1, 1, 200)
  *   n149 = add(n145, n148) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k149_fused(real *y149, const real *x143, const real *x64, const real *x65, const real *x147, const real *x92)
+static void gen_k149_fused(real *restrict y149, const real *x143, const real *x64, const real *x65, const real *x147, const real *x92)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x143[i0] * x64[i0];   /* n144 mul */
@@ -4589,7 +4589,7 @@ static void gen_k150_normalize(real *y, const real *x)
  *   n151 = mul(n150, n95) (1, 1, 200)
  *   n152 = add(n151, n96) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k152_fused(real *y152, const real *x150, const real *x95, const real *x96)
+static void gen_k152_fused(real *restrict y152, const real *x150, const real *x95, const real *x96)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x150[i0] * x95[i0];   /* n151 mul */
@@ -4610,7 +4610,7 @@ static void gen_k153_matmul(real *y, const real *a, const real *b, int nt)
  *   n154 = add(n153, n102) (1, 1, 200)
  *   n155 = relu(n154) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k155_fused(real *y155, const real *x153, const real *x102)
+static void gen_k155_fused(real *restrict y155, const real *x153, const real *x102)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x153[i0] + x102[i0];   /* n154 add */
@@ -4631,7 +4631,7 @@ static void gen_k156_matmul(real *y, const real *a, const real *b, int nt)
  *   n157 = add(n156, n107) (1, 1, 200)
  *   n158 = add(n152, n157) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k158_fused(real *y158, const real *x152, const real *x156, const real *x107)
+static void gen_k158_fused(real *restrict y158, const real *x152, const real *x156, const real *x107)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x156[i0] + x107[i0];   /* n157 add */
@@ -4664,7 +4664,7 @@ static void gen_k159_normalize(real *y, const real *x)
  *   n160 = mul(n159, n110) (1, 1, 200)
  *   n161 = add(n160, n111) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k161_fused(real *y161, const real *x159, const real *x110, const real *x111)
+static void gen_k161_fused(real *restrict y161, const real *x159, const real *x110, const real *x111)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x159[i0] * x110[i0];   /* n160 mul */
@@ -4697,7 +4697,7 @@ static void gen_k162_normalize(real *y, const real *x)
  *   n163 = mul(n162, n115) (1, 1, 200)
  *   n164 = add(n163, n116) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k164_fused(real *y164, const real *x162, const real *x115, const real *x116)
+static void gen_k164_fused(real *restrict y164, const real *x162, const real *x115, const real *x116)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x162[i0] * x115[i0];   /* n163 mul */
