@@ -1755,11 +1755,10 @@ static void k_logits_nll(E *e, Buf *b, Sig *k, Node *lsm, Node *prod, Node *bias
   bprintf(b, "    LMC_PARALLEL_FOR(nt)\n");
   bprintf(b, "    for (long r = 0; r < rows; r++) {\n");
   bprintf(b, "      real *xr = block + r * nb;\n");
-  if (bias) {
-    bprintf(b, "      for (long i = 0; i < nb; i++)\n");
-    bprintf(b, "        xr[i] += bias[j0 + i];\n");
-  }
-  bprintf(b, "      real m = lmc_row_max(xr, nb);\n");
+  if (bias)
+    bprintf(b, "      real m = lmc_add_row_max(xr, bias + j0, nb);\n");
+  else
+    bprintf(b, "      real m = lmc_row_max(xr, nb);\n");
   bprintf(b, "      if (j0 == 0 || m > max[r]) {   /* a new maximum: the sum so far rescaled */\n");
   bprintf(b, "        sum[r] = j0 == 0 ? 0 : sum[r] * exp((double)max[r] - m);\n");
   bprintf(b, "        max[r] = m;\n");
@@ -1851,16 +1850,16 @@ static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
   bprintf(b, "  for (long r = 0; r < %s; r++) {\n", mstr(e, rows));
   if (grad)
     bprintf(b, "    real *dxr = dx + r * n;\n");
-  if (bias) {
+  if (bias)
     bprintf(b, inplace ? "    real *xr = dxr;\n" : "    real *xr = x + r * n;\n");
-    bprintf(b, "    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */\n");
-    bprintf(b, "      xr[i] += bias[i];\n");
-  } else {
+  else
     bprintf(b, inplace ? "    const real *xr = dxr;\n" : "    const real *xr = x + r * n;\n");
-  }
   if (logp)
     bprintf(b, "    real *yr = logp + r * n;\n");
-  bprintf(b, "    real max = lmc_row_max(xr, n);\n");
+  if (bias)   /* the bias added as the row comes into cache */
+    bprintf(b, "    real max = lmc_add_row_max(xr, bias, n);\n");
+  else
+    bprintf(b, "    real max = lmc_row_max(xr, n);\n");
   if (nll)
     bprintf(b, "    const real xt = xr[target[r]];\n");
   if (logp)

@@ -234,9 +234,7 @@ static void train_k47_fused(real *dx /* over x */, real *loss, const real *bias,
   for (long r = 0; r < 20*T; r++) {
     real *dxr = dx + r * n;
     real *xr = dxr;
-    for (long i = 0; i < n; i++)   /* the bias, as the row comes into cache */
-      xr[i] += bias[i];
-    real max = lmc_row_max(xr, n);
+    real max = lmc_add_row_max(xr, bias, n);
     const real xt = xr[target[r]];
     double sum = lmc_exp_sum_inplace(dxr, n, max);
     real lse = max + (real)log(sum);
@@ -680,9 +678,7 @@ static void eval_k44_fused(real *loss, const real *h, const real *w, const real 
     LMC_PARALLEL_FOR(nt)
     for (long r = 0; r < rows; r++) {
       real *xr = block + r * nb;
-      for (long i = 0; i < nb; i++)
-        xr[i] += bias[j0 + i];
-      real m = lmc_row_max(xr, nb);
+      real m = lmc_add_row_max(xr, bias + j0, nb);
       if (j0 == 0 || m > max[r]) {   /* a new maximum: the sum so far rescaled */
         sum[r] = j0 == 0 ? 0 : sum[r] * exp((double)max[r] - m);
         max[r] = m;

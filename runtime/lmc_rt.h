@@ -197,8 +197,16 @@ static inline real lmc_exp_real(real x)
   return sizeof(real) == sizeof(float) ? (real)lmc_expf((float)x) : (real)exp((double)x);
 }
 
+/* Single precision goes to runtime/vexp.c (AVX2 where the CPU has it). */
+float lmc_row_max_f32(const float *x, long n);
+float lmc_add_row_max_f32(float *x, const float *bias, long n);
+
+/* The largest x[i] (n >= 1), over eight lanes: lane i % 8 below n rounded
+ * down to 8, the rest in lane 0, then the lanes into lane 0. */
 static inline real lmc_row_max(const real *x, long n)
 {
+  if (sizeof(real) == sizeof(float))
+    return (real)lmc_row_max_f32((const float *)x, n);
   real m[8];
   for (int j = 0; j < 8; j++)
     m[j] = x[0];
@@ -211,6 +219,16 @@ static inline real lmc_row_max(const real *x, long n)
   for (int j = 1; j < 8; j++)
     m[0] = m[j] > m[0] ? m[j] : m[0];
   return m[0];
+}
+
+/* x[i] += bias[i], then lmc_row_max(x, n), in one pass. */
+static inline real lmc_add_row_max(real *x, const real *bias, long n)
+{
+  if (sizeof(real) == sizeof(float))
+    return (real)lmc_add_row_max_f32((float *)x, (const float *)bias, n);
+  for (long i = 0; i < n; i++)
+    x[i] += bias[i];
+  return lmc_row_max(x, n);
 }
 
 static inline void lmc_lanes_add(double s[8], const real *x, long from, long to)

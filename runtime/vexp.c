@@ -14,8 +14,10 @@
  * -march=native build; a portable build's scalar lmc_expf rounds the
  * products apart, at most 1 ulp away), and each sum adds lane i % 8 in
  * the order of lmc_rt.h's row kernels, so the three forms return the same
- * bits for the same row.  Where the CPU lacks AVX2 and FMA the scalar
- * loops below run.
+ * bits for the same row.  The row's maximum, with or without a bias
+ * added on the way, is here too: inlined into the emitted row loops,
+ * clang left lmc_rt.h's eight-lane max scalar.  Where the CPU lacks AVX2
+ * and FMA the scalar loops below run.
  */
 #include "lmc_rt.h"
 
@@ -55,6 +57,31 @@ static double exp_sum_scalar(const float *x, long n, float max)
   for (long i = n8; i < n; i++)
     s[0] += lmc_expf(x[i] - max);
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* max over lanes as lmc_rt.h's lmc_row_max: lane i % 8, the tail into
+ * lane 0, then lanes 1..7 into lane 0; a NaN is kept only as x[0]. */
+static float row_max_scalar(const float *x, long n)
+{
+  float m[8];
+  for (int j = 0; j < 8; j++)
+    m[j] = x[0];
+  long i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++)
+      m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+  for (; i < n; i++)
+    m[0] = x[i] > m[0] ? x[i] : m[0];
+  for (int j = 1; j < 8; j++)
+    m[0] = m[j] > m[0] ? m[j] : m[0];
+  return m[0];
+}
+
+static float add_row_max_scalar(float *x, const float *bias, long n)
+{
+  for (long i = 0; i < n; i++)
+    x[i] += bias[i];
+  return row_max_scalar(x, n);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -134,6 +161,44 @@ AVX2 static double exp_sum_avx2(const float *x, long n, float max)
   return finish(s0, s1, tail, n - i);
 }
 
+/* The lanes of m after the vector part, the tail, then lanes 1..7 into 0
+ * (_mm256_max_ps(a, b) is a > b ? a : b, the scalar form's select). */
+AVX2 INLINE float max_finish(__m256 m, const float *x, long i, long n)
+{
+  float l[8];
+  _mm256_storeu_ps(l, m);
+  for (; i < n; i++)
+    l[0] = x[i] > l[0] ? x[i] : l[0];
+  for (int j = 1; j < 8; j++)
+    l[0] = l[j] > l[0] ? l[j] : l[0];
+  return l[0];
+}
+
+AVX2 static float row_max_avx2(const float *x, long n)
+{
+  __m256 m = _mm256_set1_ps(x[0]);
+  long i = 0;
+  for (; i + 8 <= n; i += 8)
+    m = _mm256_max_ps(_mm256_loadu_ps(x + i), m);
+  return max_finish(m, x, i, n);
+}
+
+AVX2 static float add_row_max_avx2(float *x, const float *bias, long n)
+{
+  if (n < 8)
+    return add_row_max_scalar(x, bias, n);
+  __m256 m = _mm256_set1_ps(x[0] + bias[0]);
+  long i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(bias + i));
+    _mm256_storeu_ps(x + i, v);
+    m = _mm256_max_ps(v, m);
+  }
+  for (long j = i; j < n; j++)
+    x[j] += bias[j];
+  return max_finish(m, x, i, n);
+}
+
 static int have_avx2(void)
 {
   return lmc_sgemm_abt_native();
@@ -156,6 +221,16 @@ static double exp_sum_avx2(const float *x, long n, float max)
   return exp_sum_scalar(x, n, max);
 }
 
+static float row_max_avx2(const float *x, long n)
+{
+  return row_max_scalar(x, n);
+}
+
+static float add_row_max_avx2(float *x, const float *bias, long n)
+{
+  return add_row_max_scalar(x, bias, n);
+}
+
 #endif
 
 double lmc_exp_sum_to_f32(float *y, const float *x, long n, float max)
@@ -166,4 +241,14 @@ double lmc_exp_sum_to_f32(float *y, const float *x, long n, float max)
 double lmc_exp_sum_f32(const float *x, long n, float max)
 {
   return have_avx2() ? exp_sum_avx2(x, n, max) : exp_sum_scalar(x, n, max);
+}
+
+float lmc_row_max_f32(const float *x, long n)
+{
+  return have_avx2() ? row_max_avx2(x, n) : row_max_scalar(x, n);
+}
+
+float lmc_add_row_max_f32(float *x, const float *bias, long n)
+{
+  return have_avx2() ? add_row_max_avx2(x, bias, n) : add_row_max_scalar(x, bias, n);
 }

@@ -158,6 +158,27 @@ START_TEST(test_rows_edges)
   s = lmc_exp_sum_to(y, x, N, 0);
   ck_assert(isinf(y[5]) && y[5] > 0 && isinf(s));
 
+  /* the max with a bias added on the way: the same sums in x, the plain
+   * max of them; a NaN counts only as the first element (x > m is false) */
+  real w[N], bias[N];
+  for (int i = 0; i < N; i++)
+    bias[i] = 4 * uniform() - 2;
+  for (int len = 1; len <= N; len += 6) {
+    memcpy(w, x, sizeof w);
+    real m = lmc_add_row_max(w, bias, len), want = x[0] + bias[0];
+    for (int i = 0; i < len; i++) {
+      ck_assert(w[i] == x[i] + bias[i] || (isnan(w[i]) && isnan(x[i])));
+      want = w[i] > want ? w[i] : want;
+    }
+    ck_assert_msg(m == want, "len %d: max %g, want %g", len, m, want);
+    ck_assert(lmc_row_max(w, len) == want);
+  }
+  memcpy(w, x, sizeof w);
+  w[9] = NAN, w[18] = NAN;
+  ck_assert(lmc_row_max(w, N) == lmc_row_max(x, N));
+  w[0] = NAN;
+  ck_assert(isnan(lmc_row_max(w, N)));
+
   for (int at = 6; at < N; at += 10) {   /* a vector lane, then the tail */
     memcpy(z, x, sizeof z);
     z[5] = 0;
