@@ -8,6 +8,8 @@
 #                                  one): lmc must exit with status 1, print
 #                                  exactly NAME.err on stderr and write no
 #                                  output file; extra flags in NAME.flags
+#   generated/NAME.c              what lmc compile graphs/NAME.lua emits
+#                                  (make generate), its output path aside
 # A mismatch prints a diff -u.  Ends with "N passed, N failed".
 # UPDATE=1 rewrites the expected files from what lmc prints.
 cd "$(dirname "$0")/.." || exit 1
@@ -57,6 +59,24 @@ for src in tests/golden/errors/*.lua tests/golden/errors/*.graph; do
     fail "$src: no $base.err"
   elif ! diff -u "$base.err" "$tmp/got"; then
     fail "$src"
+  else
+    pass
+  fi
+done
+
+# generated/NAME.c is what `make generate` writes for graphs/NAME.lua: the
+# emitted C of the current compiler, the output path it names aside
+for want in generated/*.c; do
+  [ -f "$want" ] || continue
+  name=$(basename "$want" .c)
+  if ! $LMC compile "graphs/$name.lua" -o "$tmp/gen.c" 2>"$tmp/err"; then
+    fail "$want: lmc compile graphs/$name.lua failed"; cat "$tmp/err"
+    continue
+  fi
+  sed 's| -o [^ "]*||' "$want" >"$tmp/gen.want"   # the output path, in the header and .flags
+  sed 's| -o [^ "]*||' "$tmp/gen.c" >"$tmp/gen.got"
+  if ! diff -u "$tmp/gen.want" "$tmp/gen.got" >"$tmp/gen.diff"; then
+    fail "$want is stale: run make generate"; head -n 40 "$tmp/gen.diff"
   else
     pass
   fi
