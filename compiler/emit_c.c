@@ -2247,9 +2247,11 @@ static void emit_run(E *e, Buf *out, ProgInfo *pi)
       e->uses_c = true;
       if (l->kind == L_GRAD && l->off == q->goff)
         continue;   /* computed in place */
-      if (q->rows)
-        die("output %s: rows of a gradient not computed in c->grad", op->name);
-      bprintf(&b, "  memcpy(c->grad + %zu, %s, %zu * sizeof(real));   /* ", q->goff, ptr(e, op->node, NULL), q->numel);
+      /* a rows gradient (row-grad) computed in the arena, without
+       * plan-memory: its rows, ids and count, gnumel reals from the start
+       * of its buffer */
+      bprintf(&b, "  memcpy(c->grad + %zu, %s, %zu * sizeof(real));   /* ", q->goff, ptr(e, op->node, NULL),
+              q->gnumel);
       bcomment(&b, q->name);
       bprintf(&b, " */\n");
     } else if (find_state(g, op->name) >= 0) {

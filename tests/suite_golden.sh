@@ -10,6 +10,7 @@
 #                                  output file; extra flags in NAME.flags
 #   generated/NAME.c              what lmc compile graphs/NAME.lua emits
 #                                  (make generate), its output path aside
+#   graphs/NAME.lua               compiles with any one pass switched off
 # A mismatch prints a diff -u.  Ends with "N passed, N failed".
 # UPDATE=1 rewrites the expected files from what lmc prints.
 cd "$(dirname "$0")/.." || exit 1
@@ -77,6 +78,20 @@ for want in generated/*.c; do
   sed 's| -o [^ "]*||' "$tmp/gen.c" >"$tmp/gen.got"
   if ! diff -u "$tmp/gen.want" "$tmp/gen.got" >"$tmp/gen.diff"; then
     fail "$want is stale: run make generate"; head -n 40 "$tmp/gen.diff"
+  else
+    pass
+  fi
+done
+
+# every graph compiles with each pass switched off on its own (the
+# configurations make tune tries): a pass may not assume another ran
+for graph in graphs/*.lua; do
+  bad=""
+  for pass in $($LMC passes | awk 'NR > 1 { print $1 }'); do
+    $LMC compile "$graph" --disable-pass="$pass" -o "$tmp/off.c" 2>"$tmp/err" || bad="$bad $pass"
+  done
+  if [ -n "$bad" ]; then
+    fail "$graph: lmc compile failed with one of these passes off:$bad"; cat "$tmp/err"
   else
     pass
   fi

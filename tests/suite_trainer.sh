@@ -251,7 +251,8 @@ result 10 "eval and generate --threads 2" \
 # --------------------------------------------------------- 11 row-grad
 # The embedding table's gradient as the batch's rows gives the dense
 # gradient's training bit for bit: a 2-layer LSTM on tests/data/tiny (751
-# words, 20 rows a batch), compiled with and without the pass, 6 batches
+# words, 20 rows a batch), compiled with and without the pass (and with it
+# but without plan-memory: rows computed in the arena, copied), 6 batches
 # with clipping on (clip 0.05: every step clips), with SGD and with AdamW;
 # the checkpoints' tensor bytes must match.  The rows build must be the
 # one whose gradient block is smaller (lmc --stats).
@@ -259,9 +260,10 @@ rg="-D ntoken=751 -D emsize=16 -D nhid=12 -D nlayers=2 -D bptt=5 -D batch_size=4
 # data BYTES FILE: a safetensors file's tensor bytes (after its header)
 data() { n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +$((9 + n)) "$1"; }
 bad=0
-for v in rows dense; do
+for v in rows dense noplan; do
   flags=""
   [ $v = dense ] && flags="--disable-pass=row-grad"
+  [ $v = noplan ] && flags="--disable-pass=plan-memory"   # rows computed in the arena, copied to c->grad
   # shellcheck disable=SC2086
   "$LMC" compile graphs/lstm.lua $rg $flags -o "$tmp/rg_$v.c" >"$tmp/out" 2>&1 &&
     "$LMC" compile graphs/lstm.lua $rg $flags --stats -o "$tmp/rg_$v.c" >"$tmp/stats_$v" 2>&1 &&
@@ -274,16 +276,18 @@ for v in rows dense; do
     data "$tmp/rg_${v}_$opt.safetensors" >"$tmp/rg_${v}_$opt.bin"
   done
 done
-grep -q "lmc_unique_ids" "$tmp/rg_rows.c" && ! grep -q "lmc_unique_ids" "$tmp/rg_dense.c" &&
+grep -q "lmc_unique_ids" "$tmp/rg_rows.c" && grep -q "lmc_unique_ids" "$tmp/rg_noplan.c" &&
+  ! grep -q "lmc_unique_ids" "$tmp/rg_dense.c" &&
   grep -q "as the batch's rows" "$tmp/stats_rows" && ! grep -q "as the batch's rows" "$tmp/stats_dense"
 used=$?
 same=0
 for opt in sgd adamw; do
   [ -s "$tmp/rg_rows_$opt.bin" ] && cmp -s "$tmp/rg_rows_$opt.bin" "$tmp/rg_dense_$opt.bin" && same=$((same + 1))
+  [ -s "$tmp/rg_noplan_$opt.bin" ] && cmp -s "$tmp/rg_noplan_$opt.bin" "$tmp/rg_dense_$opt.bin" && same=$((same + 1))
 done
-[ $bad -eq 0 ] && [ $used -eq 0 ] && [ $same -eq 2 ]
-result 11 "row-grad: the same parameters as the dense gradient" \
-  "$same/2 optimizers bit-identical after 6 clipped steps ($(wc -c <"$tmp/rg_rows_sgd.bin") bytes); $(grep "^gradients" "$tmp/stats_rows" | sed 's/ \{2,\}/ /g') against $(grep "^gradients" "$tmp/stats_dense" | sed 's/.*: *//')" $?
+[ $bad -eq 0 ] && [ $used -eq 0 ] && [ $same -eq 4 ]
+result 11 "row-grad: the same parameters as the dense gradient, with and without plan-memory" \
+  "$same/4 (optimizer, build) pairs bit-identical after 6 clipped steps ($(wc -c <"$tmp/rg_rows_sgd.bin") bytes); $(grep "^gradients" "$tmp/stats_rows" | sed 's/ \{2,\}/ /g') against $(grep "^gradients" "$tmp/stats_dense" | sed 's/.*: *//')" $?
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
