@@ -171,9 +171,14 @@ fastest() {
 fastest
 d=1
 if [ -n "$fast" ] && [ -n "$base_i" ] && [ "$fast" != "$base_i" ]; then
-  while [ "$d" -le "$duel" ]; do
-    time_config "$base_i"
-    time_config "$fast"
+  while [ "$d" -le "$duel" ]; do   # in turn, the first alternating: the
+    if [ $((d % 2)) -eq 1 ]; then    # second of a pair ran faster more often
+      time_config "$base_i"
+      time_config "$fast"
+    else
+      time_config "$fast"
+      time_config "$base_i"
+    fi
     d=$((d + 1))
   done
 fi
