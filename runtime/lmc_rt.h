@@ -197,16 +197,19 @@ static inline real lmc_exp_real(real x)
   return sizeof(real) == sizeof(float) ? (real)lmc_expf((float)x) : (real)exp((double)x);
 }
 
-/* Single precision goes to runtime/vexp.c (AVX2 where the CPU has it). */
+/* The portable forms (the _c functions below) serve double precision and
+ * CPUs without AVX2; single precision otherwise goes to runtime/vexp.c,
+ * which computes the same values in the same lanes. */
+#define LMC_IS_F32 (sizeof(real) == sizeof(float))
 float lmc_row_max_f32(const float *x, long n);
 float lmc_add_row_max_f32(float *x, const float *bias, long n);
+double lmc_exp_sum_to_f32(float *y, const float *x, long n, float max);   /* y may be x */
+double lmc_exp_sum_f32(const float *x, long n, float max);
 
 /* The largest x[i] (n >= 1), over eight lanes: lane i % 8 below n rounded
  * down to 8, the rest in lane 0, then the lanes into lane 0. */
-static inline real lmc_row_max(const real *x, long n)
+static inline real lmc_row_max_c(const real *x, long n)
 {
-  if (sizeof(real) == sizeof(float))
-    return (real)lmc_row_max_f32((const float *)x, n);
   real m[8];
   for (int j = 0; j < 8; j++)
     m[j] = x[0];
@@ -221,14 +224,26 @@ static inline real lmc_row_max(const real *x, long n)
   return m[0];
 }
 
-/* x[i] += bias[i], then lmc_row_max(x, n), in one pass. */
-static inline real lmc_add_row_max(real *x, const real *bias, long n)
+static inline real lmc_row_max(const real *x, long n)
 {
-  if (sizeof(real) == sizeof(float))
-    return (real)lmc_add_row_max_f32((float *)x, (const float *)bias, n);
+  if (LMC_IS_F32)
+    return (real)lmc_row_max_f32((const float *)x, n);
+  return lmc_row_max_c(x, n);
+}
+
+/* x[i] += bias[i], then the max of x, in one pass. */
+static inline real lmc_add_row_max_c(real *x, const real *bias, long n)
+{
   for (long i = 0; i < n; i++)
     x[i] += bias[i];
-  return lmc_row_max(x, n);
+  return lmc_row_max_c(x, n);
+}
+
+static inline real lmc_add_row_max(real *x, const real *bias, long n)
+{
+  if (LMC_IS_F32)
+    return (real)lmc_add_row_max_f32((float *)x, (const float *)bias, n);
+  return lmc_add_row_max_c(x, bias, n);
 }
 
 static inline void lmc_lanes_add(double s[8], const real *x, long from, long to)
@@ -245,30 +260,10 @@ static inline double lmc_lanes_total(double s[8], const real *x, long from, long
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-/* Single precision goes to runtime/vexp.c (AVX2 where the CPU has it);
- * y may be x there. */
-double lmc_exp_sum_to_f32(float *y, const float *x, long n, float max);
-double lmc_exp_sum_f32(const float *x, long n, float max);
-
-#define LMC_IS_F32 (sizeof(real) == sizeof(float))
-
-/* x[i] = exp(x[i] - max); returns the sum of the new x. */
-static inline LMC_NOINLINE double lmc_exp_sum_inplace(real *x, long n, real max)
+/* y[i] = exp(x[i] - max), y either x or apart from it; returns the sum
+ * of y. */
+static inline LMC_NOINLINE double lmc_exp_sum_to_c(real *y, const real *x, long n, real max)
 {
-  if (LMC_IS_F32)
-    return lmc_exp_sum_to_f32((float *)x, (const float *)x, n, (float)max);
-  for (long i = 0; i < n; i++)
-    x[i] = lmc_exp_real(x[i] - max);
-  double s[8] = { 0 };
-  lmc_lanes_add(s, x, 0, n & ~7L);
-  return lmc_lanes_total(s, x, n & ~7L, n);
-}
-
-/* y[i] = exp(x[i] - max), y and x apart; returns the sum of y. */
-static inline LMC_NOINLINE double lmc_exp_sum_to(real *restrict y, const real *restrict x, long n, real max)
-{
-  if (LMC_IS_F32)
-    return lmc_exp_sum_to_f32((float *)y, (const float *)x, n, (float)max);
   for (long i = 0; i < n; i++)
     y[i] = lmc_exp_real(x[i] - max);
   double s[8] = { 0 };
@@ -277,10 +272,8 @@ static inline LMC_NOINLINE double lmc_exp_sum_to(real *restrict y, const real *r
 }
 
 /* The sum of exp(x[i] - max), stored nowhere (through a stack chunk). */
-static inline LMC_NOINLINE double lmc_exp_sum(const real *x, long n, real max)
+static inline LMC_NOINLINE double lmc_exp_sum_c(const real *x, long n, real max)
 {
-  if (LMC_IS_F32)
-    return lmc_exp_sum_f32((const float *)x, n, (float)max);
   real buf[512];
   double s[8] = { 0 };
   long n8 = n & ~7L;
@@ -293,6 +286,29 @@ static inline LMC_NOINLINE double lmc_exp_sum(const real *x, long n, real max)
   for (long i = n8; i < n; i++)
     s[0] += lmc_exp_real(x[i] - max);
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* x[i] = exp(x[i] - max); returns the sum of the new x. */
+static inline double lmc_exp_sum_inplace(real *x, long n, real max)
+{
+  if (LMC_IS_F32)
+    return lmc_exp_sum_to_f32((float *)x, (const float *)x, n, (float)max);
+  return lmc_exp_sum_to_c(x, x, n, max);
+}
+
+/* y[i] = exp(x[i] - max), y and x apart; returns the sum of y. */
+static inline double lmc_exp_sum_to(real *y, const real *x, long n, real max)
+{
+  if (LMC_IS_F32)
+    return lmc_exp_sum_to_f32((float *)y, (const float *)x, n, (float)max);
+  return lmc_exp_sum_to_c(y, x, n, max);
+}
+
+static inline double lmc_exp_sum(const real *x, long n, real max)
+{
+  if (LMC_IS_F32)
+    return lmc_exp_sum_f32((const float *)x, n, (float)max);
+  return lmc_exp_sum_c(x, n, max);
 }
 
 /* Before a loop over rows that the emitted code runs on nt threads when it
@@ -314,7 +330,6 @@ static inline LMC_NOINLINE double lmc_exp_sum(const real *x, long n, real max)
 void lmc_sgemm_abt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C,
                    int ldc);
 int lmc_sgemm_abt_native(void);   /* 1: the AVX2 kernels run, 0: cblas_sgemm */
-
 
 /* Below this many multiply-adds (a GRU's per-word product at generation:
  * 600 x 200) waking a second thread costs more than it saves. */

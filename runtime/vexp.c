@@ -17,72 +17,12 @@
  * bits for the same row.  The row's maximum, with or without a bias
  * added on the way, is here too: inlined into the emitted row loops,
  * clang left lmc_rt.h's eight-lane max scalar.  Where the CPU lacks AVX2
- * and FMA the scalar loops below run.
+ * and FMA, lmc_rt.h's portable forms run.
  */
 #include "lmc_rt.h"
 
-/* The scalar forms: lmc_expf per element, then the lanes. */
-static double lanes_sum(const float *y, long n)
-{
-  double s[8] = { 0 };
-  long n8 = n & ~7L;
-  for (long i = 0; i < n8; i += 8)
-    for (int j = 0; j < 8; j++)
-      s[j] += y[i + j];
-  for (long i = n8; i < n; i++)
-    s[0] += y[i];
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-static double exp_sum_to_scalar(float *y, const float *x, long n, float max)
-{
-  for (long i = 0; i < n; i++)
-    y[i] = lmc_expf(x[i] - max);
-  return lanes_sum(y, n);
-}
-
-static double exp_sum_scalar(const float *x, long n, float max)
-{
-  float buf[512];
-  double s[8] = { 0 };
-  long n8 = n & ~7L;
-  for (long i = 0; i < n8; i += 512) {
-    long k = n8 - i < 512 ? n8 - i : 512;
-    for (long j = 0; j < k; j++)
-      buf[j] = lmc_expf(x[i + j] - max);
-    for (long j = 0; j < k; j += 8)
-      for (int l = 0; l < 8; l++)
-        s[l] += buf[j + l];
-  }
-  for (long i = n8; i < n; i++)
-    s[0] += lmc_expf(x[i] - max);
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-/* max over lanes as lmc_rt.h's lmc_row_max: lane i % 8, the tail into
- * lane 0, then lanes 1..7 into lane 0; a NaN is kept only as x[0]. */
-static float row_max_scalar(const float *x, long n)
-{
-  float m[8];
-  for (int j = 0; j < 8; j++)
-    m[j] = x[0];
-  long i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; j++)
-      m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
-  for (; i < n; i++)
-    m[0] = x[i] > m[0] ? x[i] : m[0];
-  for (int j = 1; j < 8; j++)
-    m[0] = m[j] > m[0] ? m[j] : m[0];
-  return m[0];
-}
-
-static float add_row_max_scalar(float *x, const float *bias, long n)
-{
-  for (long i = 0; i < n; i++)
-    x[i] += bias[i];
-  return row_max_scalar(x, n);
-}
+/* lmc_rt.h's portable forms are the fallback here: real is float. */
+_Static_assert(sizeof(real) == sizeof(float), "vexp.c is the single-precision path");
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -186,7 +126,7 @@ AVX2 static float row_max_avx2(const float *x, long n)
 AVX2 static float add_row_max_avx2(float *x, const float *bias, long n)
 {
   if (n < 8)
-    return add_row_max_scalar(x, bias, n);
+    return lmc_add_row_max_c(x, bias, n);
   __m256 m = _mm256_set1_ps(x[0] + bias[0]);
   long i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -213,42 +153,42 @@ static int have_avx2(void)
 
 static double exp_sum_to_avx2(float *y, const float *x, long n, float max)
 {
-  return exp_sum_to_scalar(y, x, n, max);
+  return lmc_exp_sum_to_c(y, x, n, max);
 }
 
 static double exp_sum_avx2(const float *x, long n, float max)
 {
-  return exp_sum_scalar(x, n, max);
+  return lmc_exp_sum_c(x, n, max);
 }
 
 static float row_max_avx2(const float *x, long n)
 {
-  return row_max_scalar(x, n);
+  return lmc_row_max_c(x, n);
 }
 
 static float add_row_max_avx2(float *x, const float *bias, long n)
 {
-  return add_row_max_scalar(x, bias, n);
+  return lmc_add_row_max_c(x, bias, n);
 }
 
 #endif
 
 double lmc_exp_sum_to_f32(float *y, const float *x, long n, float max)
 {
-  return have_avx2() ? exp_sum_to_avx2(y, x, n, max) : exp_sum_to_scalar(y, x, n, max);
+  return have_avx2() ? exp_sum_to_avx2(y, x, n, max) : lmc_exp_sum_to_c(y, x, n, max);
 }
 
 double lmc_exp_sum_f32(const float *x, long n, float max)
 {
-  return have_avx2() ? exp_sum_avx2(x, n, max) : exp_sum_scalar(x, n, max);
+  return have_avx2() ? exp_sum_avx2(x, n, max) : lmc_exp_sum_c(x, n, max);
 }
 
 float lmc_row_max_f32(const float *x, long n)
 {
-  return have_avx2() ? row_max_avx2(x, n) : row_max_scalar(x, n);
+  return have_avx2() ? row_max_avx2(x, n) : lmc_row_max_c(x, n);
 }
 
 float lmc_add_row_max_f32(float *x, const float *bias, long n)
 {
-  return have_avx2() ? add_row_max_avx2(x, bias, n) : add_row_max_scalar(x, bias, n);
+  return have_avx2() ? add_row_max_avx2(x, bias, n) : lmc_add_row_max_c(x, bias, n);
 }

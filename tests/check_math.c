@@ -110,6 +110,14 @@ START_TEST(test_rows)
     double s_none = lmc_exp_sum(x, n, max);
     ck_assert_msg(s_to == s_in && s_to == s_none, "n %ld: sums %.17g %.17g %.17g", n, s_to, s_in, s_none);
     ck_assert(memcmp(y, z, (size_t)n * sizeof *y) == 0);
+    /* the portable forms (double precision, CPUs without AVX2): the same
+     * lanes, values at most an ulp away where multiply-adds are not fused */
+    ck_assert(lmc_row_max_c(x, n) == max);
+    double c_to = lmc_exp_sum_to_c(z, x, n, max), c_none = lmc_exp_sum_c(x, n, max);
+    ck_assert_msg(c_to == c_none && fabs(c_to - s_to) <= 1e-6 * s_to, "n %ld: portable sums %.17g %.17g, %.17g",
+                  n, c_to, c_none, s_to);
+    for (long i = 0; i < n; i++)
+      ck_assert(ulp_error(z[i], y[i]) <= 1);
 
     double ref = 0;
     for (long i = 0; i < n; i++) {
