@@ -151,16 +151,18 @@ done
 # before a configuration other than -O2 is believed (on this machine a
 # round's winner by 4% was -O2's own code with one pass that changed
 # nothing it times)
+# fastest: the fastest configuration (fast, fastms) and -O2's (base_i, base)
 fastest() {
   fast=""
   fastms=""
   base_i=""
+  base=""
   i=1
   while [ "$i" -le "$n" ]; do
     src=$i
     [ -f "$dir/c$i.same" ] && src=$(cat "$dir/c$i.same")
     ms=$(cat "$dir/c$src.ms" 2>/dev/null)
-    [ "$(cat "$dir/c$i.flags")" = "-O2" ] && base_i=$src
+    [ "$(cat "$dir/c$i.flags")" = "-O2" ] && base_i=$src && base=$ms
     if [ -n "$ms" ] && { [ -z "$fastms" ] || awk -v a="$ms" -v b="$fastms" 'BEGIN { exit !(a < b) }'; }; then
       fast=$src
       fastms=$ms
@@ -184,14 +186,7 @@ if [ -n "$fast" ] && [ -n "$base_i" ] && [ "$fast" != "$base_i" ]; then
 fi
 
 # ---- the table and the choice
-base=""
-i=1
-while [ "$i" -le "$n" ]; do
-  src=$i
-  [ -f "$dir/c$i.same" ] && src=$(cat "$dir/c$i.same")
-  [ "$(cat "$dir/c$i.flags")" = "-O2" ] && base=$(cat "$dir/c$src.ms" 2>/dev/null)
-  i=$((i + 1))
-done
+fastest
 {
   echo "make tune MODEL=$model${lmcflags:+ LMCFLAGS=\"$lmcflags\"}: $((2 * k + 1)) training batches (the last $k timed), $threads thread(s), $(date '+%Y-%m-%d %H:%M')"
   printf '%-3s %-58s %8s %8s %10s %8s\n' "#" "flags" "lmc s" "clang s" "ms/batch" "vs -O2"
@@ -215,27 +210,14 @@ done
   done
 } >"$dir/table"
 
-best=""
-bestms=""
-i=1
-while [ "$i" -le "$n" ]; do
-  src=$i
-  [ -f "$dir/c$i.same" ] && src=$(cat "$dir/c$i.same")
-  ms=$(cat "$dir/c$src.ms" 2>/dev/null)
-  if [ -n "$ms" ] && { [ -z "$bestms" ] || awk -v a="$ms" -v b="$bestms" 'BEGIN { exit !(a < b) }'; }; then
-    best=$i
-    bestms=$ms
-  fi
-  i=$((i + 1))
-done
-[ -n "$best" ] || { cat "$dir/table"; die "no configuration ran"; }
-flags=$(cat "$dir/c$best.flags")
+[ -n "$fast" ] || { cat "$dir/table"; die "no configuration ran"; }
+flags=$(cat "$dir/c$fast.flags")
 if [ -n "$base" ] && [ "$flags" != "-O2" ] &&
-  ! awk -v a="$bestms" -v b="$base" -v m="$margin" 'BEGIN { exit !(a < b * (1 - m / 100)) }'; then
-  why="[$best] $flags is within $margin% of -O2; keeping -O2"
+  ! awk -v a="$fastms" -v b="$base" -v m="$margin" 'BEGIN { exit !(a < b * (1 - m / 100)) }'; then
+  why="[$fast] $flags is within $margin% of -O2; keeping -O2"
   flags="-O2"
 else
-  why="fastest: [$best] $flags"
+  why="fastest: [$fast] $flags"
 fi
 echo "$why" >>"$dir/table"
 tee "$top/$model.txt" <"$dir/table"
