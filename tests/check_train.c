@@ -543,6 +543,43 @@ START_TEST(test_nan_stops)
 }
 END_TEST
 
+/* A --save that cannot be written fails before the first batch, with the
+ * message the save itself would give, and leaves what is there alone. */
+START_TEST(test_save_path_checked)
+{
+  TrainOptions o = options(1);
+  const char *nodir = tmp("no-such-folder/model.safetensors");
+  o.save = nodir;
+  ck_assert_int_eq(train(&o), 1);
+  char want[600];
+  snprintf(want, sizeof want, "%s: error: cannot create %s.tmp: No such file or directory\n", nodir, nodir);
+  ck_assert_str_eq(err_text, want);
+  ck_assert_int_eq(fake_calls[0], 0);
+  ck_assert_ptr_null(strstr(out_text, "| epoch"));
+
+  o.save = tmp("");   /* the test's folder */
+  ck_assert_int_eq(train(&o), 1);
+  snprintf(want, sizeof want, "%s: error: cannot save there: is a directory\n", o.save);
+  ck_assert_str_eq(err_text, want);
+  ck_assert_int_eq(fake_calls[0], 0);
+
+  /* a stale PATH.tmp of an interrupted save does not stop training, and
+   * the save replaces it */
+  o = options(1);
+  const char *stale = tmp("model.safetensors.tmp");
+  FILE *f = fopen(stale, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("partial", f);
+  fclose(f);
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_int_gt(fake_calls[0], 0);
+  ck_assert_int_eq(access(stale, F_OK), -1);
+  MetaList m = load_meta(o.save, NULL);
+  ck_assert_str_eq(meta_get(&m, "epoch"), "1");
+  meta_free(&m);
+}
+END_TEST
+
 START_TEST(test_interrupt)
 {
   long nb = train_windows(NULL);
@@ -955,7 +992,7 @@ static Suite *train_suite(void)
     { "train", test_train_lowers_loss }, { "log", test_log_format },
     { "init", test_init_and_seed }, { "clip_sgd", test_clip_sgd }, { "dropout", test_dropout_option },
     { "anneal", test_save_on_best_and_anneal }, { "resume_sgd", test_resume_sgd },
-    { "resume_adamw", test_resume_adamw }, { "nan", test_nan_stops },
+    { "resume_adamw", test_resume_adamw }, { "nan", test_nan_stops }, { "save_path", test_save_path_checked },
     { "interrupt", test_interrupt }, { "dry_run", test_dry_run },
     { "eval", test_eval_json }, { "threads", test_eval_generate_threads },
     { "vocab", test_vocab_mismatch },
