@@ -122,6 +122,12 @@ bench: test-deps
 	@CC="$(CC)" TRAINER_CFLAGS="$(TRAINER_CFLAGS)" BLAS_CFLAGS="$(BLAS_CFLAGS)" BLAS_LIBS="$(BLAS_LIBS)" \
 	  DATA="$(DATA)" NATIVE="$(NATIVE)" /usr/bin/python3 bench/bench.py
 
+# A preloaded cblas_sgemm timer: the time and GFLOP/s of each product
+# shape a trainer runs (usage in bench/gemmtime.c).
+$(B)/bench/gemmtime.so: bench/gemmtime.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -std=c11 -Wall -Wextra -Werror -shared -fPIC $(BLAS_CFLAGS) -o $@ $< -ldl
+
 # Times MODEL's trainer under each pass configuration; the fastest goes to
 # build/tune/MODEL.flags, which `make trainer` reads.
 tune: all
