@@ -15,10 +15,12 @@
  *   dw   dW = dY^T X    (M, N)^T x (M, K)  -> (N, K)
  *
  * Each is called once to warm up, then repeated for at least SECONDS
- * (default 1) and at least 3 times; the best call is reported, as
- * "NAME M K N GFLOPS" lines, then "total - - - GFLOPS" for the three
- * together (their FLOPs over the sum of their best times).  THREADS goes to
- * openblas_set_num_threads; the caller also sets OPENBLAS_NUM_THREADS.
+ * (default 1) and at least 3 times; reported as "NAME M K N BEST MEAN"
+ * lines, the GFLOP/s of the best call and of all of them (the sustained
+ * rate, which is what a program calling it once per step sees), then
+ * "total - - - BEST MEAN" for the three together (their FLOPs over the sum
+ * of their times).  THREADS goes to openblas_set_num_threads; the caller
+ * also sets OPENBLAS_NUM_THREADS.
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -58,19 +60,21 @@ typedef struct {
   float *c;
 } Product;
 
-/* Best seconds per call. */
-static double best_time(const Product *p, double seconds)
+/* Seconds per call: the best one and the mean. */
+static void time_calls(const Product *p, double seconds, double *best, double *mean)
 {
   cblas_sgemm(CblasRowMajor, p->ta, p->tb, p->m, p->n, p->k, 1.0f, p->a, p->lda, p->b, p->ldb, 0.0f, p->c, p->n);
-  double best = 1e30, start = now();
-  for (int rep = 0; rep < 3 || now() - start < seconds; rep++) {
+  double start = now();
+  int rep;
+  *best = 1e30;
+  for (rep = 0; rep < 3 || now() - start < seconds; rep++) {
     double t0 = now();
     cblas_sgemm(CblasRowMajor, p->ta, p->tb, p->m, p->n, p->k, 1.0f, p->a, p->lda, p->b, p->ldb, 0.0f, p->c,
                 p->n);
     double t = now() - t0;
-    if (t < best) best = t;
+    if (t < *best) *best = t;
   }
-  return best;
+  *mean = (now() - start) / rep;
 }
 
 int main(int argc, char **argv)
@@ -93,14 +97,16 @@ int main(int argc, char **argv)
     { "dx", CblasNoTrans, CblasNoTrans, M, K, N, dy, w, N, K, dx },
     { "dw", CblasTrans, CblasNoTrans, N, K, M, dy, x, N, K, dw },
   };
-  double flops = 2.0 * M * K * N, total = 0;
+  double flops = 2.0 * M * K * N, total_best = 0, total_mean = 0;
   for (int i = 0; i < 3; i++) {
-    double t = best_time(&prods[i], seconds);
-    total += t;
-    printf("%s %d %d %d %.2f\n", prods[i].name, M, K, N, flops / t * 1e-9);
+    double best, mean;
+    time_calls(&prods[i], seconds, &best, &mean);
+    total_best += best;
+    total_mean += mean;
+    printf("%s %d %d %d %.2f %.2f\n", prods[i].name, M, K, N, flops / best * 1e-9, flops / mean * 1e-9);
     fflush(stdout);
   }
-  printf("total - - - %.2f\n", 3 * flops / total * 1e-9);
+  printf("total - - - %.2f %.2f\n", 3 * flops / total_best * 1e-9, 3 * flops / total_mean * 1e-9);
   free(x), free(w), free(dy), free(y), free(dx), free(dw);
   return 0;
 }
