@@ -21,10 +21,12 @@
 #
 # The table goes to stdout and build/tune/MODEL.txt; the fastest
 # configuration's flags go to build/tune/MODEL.flags, which `make trainer`
-# passes to lmc compile (before LMCFLAGS).  A configuration must beat -O2 by
-# more than TUNE_MARGIN percent to be chosen over it, after TUNE_DUEL more
-# runs of each, in turn, each keeping its best (timings on a shared machine
-# are noisy: the same binary's ms/batch moves by 10-30% within minutes).
+# passes to lmc compile (before LMCFLAGS).  The rounds' fastest other than
+# -O2 is then run TUNE_DUEL more times against -O2, in turn, and chosen only
+# when the median of those pairs' ratios is more than TUNE_MARGIN percent
+# below 1 (timings on a shared machine are noisy: the same binary's
+# ms/batch moves by 10-30% within minutes, and the best of the fastest of
+# some twenty configurations is a lucky run more often than a faster one).
 #
 # Environment: MODEL (lstm), DATA (data/wikitext-2), LMCFLAGS, CC (clang),
 # TRAINER_CFLAGS (-O3), BLAS_CFLAGS, BLAS_LIBS, TUNE_BATCHES (K, 5),
@@ -171,19 +173,28 @@ fastest() {
   done
 }
 fastest
+challenger=""
+: >"$dir/duel"
 d=1
 if [ -n "$fast" ] && [ -n "$base_i" ] && [ "$fast" != "$base_i" ]; then
+  challenger=$fast
   while [ "$d" -le "$duel" ]; do   # in turn, the first alternating: the
     if [ $((d % 2)) -eq 1 ]; then    # second of a pair ran faster more often
-      time_config "$base_i"
-      time_config "$fast"
+      time_config "$base_i"; base_ms=$ms
+      time_config "$challenger"; fast_ms=$ms
     else
-      time_config "$fast"
-      time_config "$base_i"
+      time_config "$challenger"; fast_ms=$ms
+      time_config "$base_i"; base_ms=$ms
+    fi
+    if [ -n "$base_ms" ] && [ -n "$fast_ms" ]; then
+      awk -v a="$fast_ms" -v b="$base_ms" 'BEGIN { printf "%.3f\n", a / b }' >>"$dir/duel"
     fi
     d=$((d + 1))
   done
 fi
+# the duel's median ratio (challenger / -O2): its runs are fresh, whereas
+# the rounds' best of the fastest of many configurations is biased low
+duel_median=$(sort -n "$dir/duel" | awk '{ r[NR] = $1 } END { if (NR) print r[int((NR + 1) / 2)] }')
 
 # ---- the table and the choice
 fastest
@@ -211,13 +222,21 @@ fastest
 } >"$dir/table"
 
 [ -n "$fast" ] || { cat "$dir/table"; die "no configuration ran"; }
-flags=$(cat "$dir/c$fast.flags")
-if [ -n "$base" ] && [ "$flags" != "-O2" ] &&
-  ! awk -v a="$fastms" -v b="$base" -v m="$margin" 'BEGIN { exit !(a < b * (1 - m / 100)) }'; then
-  why="[$fast] $flags is within $margin% of -O2; keeping -O2"
+if [ -z "$base_i" ]; then
+  flags=$(cat "$dir/c$fast.flags")
+  why="fastest: [$fast] $flags (-O2 did not run)"
+elif [ -z "$challenger" ]; then
   flags="-O2"
+  why="fastest: -O2"
 else
-  why="fastest: [$fast] $flags"
+  flags=$(cat "$dir/c$challenger.flags")
+  ratios=$(tr '\n' ' ' <"$dir/duel")
+  if [ -n "$duel_median" ] && awk -v r="$duel_median" -v m="$margin" 'BEGIN { exit !(r < 1 - m / 100) }'; then
+    why="fastest: [$challenger] $flags (against -O2, run in turn: ${ratios}median $duel_median)"
+  else
+    why="[$challenger] $flags against -O2, run in turn: ${ratios:-no pair ran }(median ${duel_median:--}): not $margin% faster; keeping -O2"
+    flags="-O2"
+  fi
 fi
 echo "$why" >>"$dir/table"
 tee "$top/$model.txt" <"$dir/table"
