@@ -565,10 +565,12 @@ static void locate(E *e)
       } else if (!strcmp(n->a.name, "targets")) {
         l->kind = L_TARGETS;
       } else {
-        die("input %s is neither tokens, targets nor state", n->a.name);
+        ir_error_node(e->g, i, "input '%s': the emitted C takes the inputs \"tokens\" and \"targets\" (i32) "
+                      "and state; use --emit=ir or --emit=dot for other graphs", n->a.name);
       }
       if (!n->a.state && n->dtype != DT_I32)
-        die("input %s is not i32", n->a.name);
+        ir_error_node(e->g, i, "input '%s': token ids are i32, not %s", n->a.name,
+                      n->dtype == DT_F64 ? "f64" : "f32");
       break;
     case OP_PARAM: {
       Param *q = find_param(e, n->a.name);

@@ -154,6 +154,17 @@ static Graph *load(const CompileOptions *o, int batch, bool training, int max_se
   return front_load(&fo, hyper, nhyper);
 }
 
+/* The temporary output of the compile in progress, removed at exit unless
+ * close_output renamed it into place: an error found while emitting exits
+ * from wherever it is found. */
+static char *pending_tmp;
+
+static void remove_pending_output(void)
+{
+  if (pending_tmp)
+    remove(pending_tmp);
+}
+
 /* Writes through a temporary file renamed into place, so a failed compile
  * leaves no output and never a half-written one. */
 static FILE *open_output(const char *path, char **tmp)
@@ -168,6 +179,10 @@ static FILE *open_output(const char *path, char **tmp)
     fprintf(stderr, "%s: error: cannot write: %s\n", path, strerror(errno));
     exit(1);
   }
+  static bool registered;
+  if (!registered)
+    registered = atexit(remove_pending_output) == 0;
+  pending_tmp = *tmp;
   return f;
 }
 
@@ -179,9 +194,9 @@ static void close_output(FILE *f, const char *path, char *tmp)
   }
   if (ferror(f) | fclose(f) || rename(tmp, path) != 0) {
     fprintf(stderr, "%s: error: cannot write: %s\n", path, strerror(errno));
-    remove(tmp);
-    exit(1);
+    exit(1);   /* remove_pending_output removes tmp */
   }
+  pending_tmp = NULL;
   free(tmp);
 }
 

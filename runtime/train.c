@@ -138,9 +138,12 @@ static size_t pad(size_t n)   /* to 128 bytes */
 static int check_model(const LmcModel *m)
 {
   const char *why = NULL;
-  if (m->ntoken <= 0 || m->bptt <= 0) why = "ntoken and bptt must be positive";
+  if (!m->kind || !m->kind[0] || m->ntoken <= 0)
+    why = "no kind or no ntoken: the graph is not a language model (docs/graph-api.md: kind, params { ntoken }, "
+          "inputs tokens and targets, outputs loss and logp)";
+  else if (m->bptt <= 0) why = "bptt must be positive";
   else if (m->train.max_seq < m->bptt || m->eval.max_seq < m->bptt) why = "a program's max_seq is below bptt";
-  else if (!m->train.has_backward) why = "the train program has no backward";
+  else if (!m->train.has_backward) why = "the train program has no backward (the graph has no output loss)";
   else if (m->gen.batch != 1 || m->gen.max_seq < 1) why = "the gen program must have batch 1";
   else if (!m->gen.has_logp) why = "the gen program keeps no log-probabilities";
   else if (m->train.batch < 1 || m->eval.batch < 1) why = "a program has no batch";
@@ -151,7 +154,7 @@ static int check_model(const LmcModel *m)
     else if (d->alias >= m->nparam) why = "a parameter aliases a tensor that does not exist";
   }
   if (why) {
-    error("model descriptor of %s is inconsistent: %s", m->kind, why);
+    error("model descriptor of %s is inconsistent: %s", m->kind && m->kind[0] ? m->kind : "a graph without kind", why);
     return -1;
   }
   return 0;

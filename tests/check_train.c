@@ -543,6 +543,30 @@ START_TEST(test_nan_stops)
 }
 END_TEST
 
+/* A program compiled from a graph that is not a language model (no kind,
+ * no ntoken, no loss) is refused before anything is read, with the reason. */
+START_TEST(test_descriptor_checked)
+{
+  TrainOptions o = options(1);
+  LmcModel m = lmc_model;
+  m.kind = "";
+  capture();
+  int rc = run_train(&m, &o);
+  release();
+  ck_assert_int_eq(rc, 1);
+  ck_assert_ptr_nonnull(strstr(err_text, "model descriptor of a graph without kind is inconsistent: no kind or no "
+                                         "ntoken: the graph is not a language model"));
+  m = lmc_model;
+  m.train.has_backward = false;
+  capture();
+  rc = run_train(&m, &o);
+  release();
+  ck_assert_int_eq(rc, 1);
+  ck_assert_ptr_nonnull(strstr(err_text, "the train program has no backward (the graph has no output loss)"));
+  ck_assert_int_eq(fake_calls[0], 0);
+}
+END_TEST
+
 /* A --save that cannot be written fails before the first batch, with the
  * message the save itself would give, and leaves what is there alone. */
 START_TEST(test_save_path_checked)
@@ -993,6 +1017,7 @@ static Suite *train_suite(void)
     { "init", test_init_and_seed }, { "clip_sgd", test_clip_sgd }, { "dropout", test_dropout_option },
     { "anneal", test_save_on_best_and_anneal }, { "resume_sgd", test_resume_sgd },
     { "resume_adamw", test_resume_adamw }, { "nan", test_nan_stops }, { "save_path", test_save_path_checked },
+    { "descriptor", test_descriptor_checked },
     { "interrupt", test_interrupt }, { "dry_run", test_dry_run },
     { "eval", test_eval_json }, { "threads", test_eval_generate_threads },
     { "vocab", test_vocab_mismatch },
