@@ -887,6 +887,13 @@ int ckpt_load_via(const char *path, const LmcModel *m, real *param, real *given,
     }
   }
 
+  /* a model of another kind: said first, not as its tensors' shapes */
+  const char *kind = meta_get(&j.meta, "kind");
+  if (kind && m->kind && strcmp(kind, m->kind) != 0) {
+    snprintf(msg, sizeof msg, "holds a %s model, this program is compiled for %s", kind, m->kind);
+    goto out;
+  }
+
   /* the model's tensors, read into `into`: a scratch block (ours or the
    * caller's), or param itself when the caller gives up on failure */
   for (int i = 0; i < m->nparam; i++) {

@@ -396,16 +396,6 @@ static int check_vocab(const MetaList *meta, const Dict *corpus, const char *ckp
   return rc;
 }
 
-static int check_kind(const MetaList *meta, const LmcModel *m, const char *ckpt)
-{
-  const char *k = meta_get(meta, "kind");
-  if (k && strcmp(k, m->kind) != 0) {
-    error("%s holds a %s model, this trainer is compiled for %s", ckpt, k, m->kind);
-    return -1;
-  }
-  return 0;
-}
-
 /* ---------------------------------------------------------- evaluate */
 
 /* main.py's evaluate(): zero state, no dropout, sum over windows of
@@ -637,7 +627,7 @@ static int resume(Trainer *t, bool lr_given)
     fprintf(stderr, "%s\n", err);
     goto done;
   }
-  if (check_kind(&meta, m, path) < 0 || check_vocab(&meta, &t->corpus.dict, path, t->o->data) < 0) goto done;
+  if (check_vocab(&meta, &t->corpus.dict, path, t->o->data) < 0) goto done;
   double lr = meta_num(&meta, "lr", 0), ep = meta_num(&meta, "epoch", 0), st = meta_num(&meta, "step", 0);
   if (!lr_given && lr > 0) t->lr = lr;
   t->epoch = ep >= 0 && ep < 1e9 ? (int)ep : 0;
@@ -986,7 +976,7 @@ int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const 
     fprintf(stderr, "%s\n", err);
     goto done;
   }
-  if (check_kind(&meta, m, checkpoint) < 0 || check_vocab(&meta, &c.dict, checkpoint, data) < 0) goto done;
+  if (check_vocab(&meta, &c.dict, checkpoint, data) < 0) goto done;
   batchify(split[0] == 'v' ? &c.valid : &c.test, m->eval.batch, &b);
   if (b.nrows < 2) {
     error("%s/%s.txt is too small for batches of %d columns", data, split, m->eval.batch);
@@ -1120,7 +1110,7 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
     fprintf(stderr, "%s\n", err);
     goto done;
   }
-  if (check_kind(&meta, m, checkpoint) < 0 || gen_vocab(m, &meta, checkpoint, &d) < 0) goto done;
+  if (gen_vocab(m, &meta, checkpoint, &d) < 0) goto done;
 
   /* history: the prompt (or one random word), then what we generate */
   size_t plen = 0, cap = 16;

@@ -226,13 +226,13 @@ START_TEST(test_metadata)
     big[i] = (char)('a' + i % 26);
   big[sizeof big - 1] = 0;
   meta_set(&meta, "format", "1");
-  meta_set(&meta, "kind", "LSTM");
+  meta_set(&meta, "note", "first");
   meta_set(&meta, "vocab", "<eos> = caf\xc3\xa9 \"quoted\" back\\slash\ttab\nnewline \x01 end");
   meta_set(&meta, "empty", "");
   meta_set(&meta, "big", big);
-  meta_set(&meta, "kind", "GRU");                /* replaces */
+  meta_set(&meta, "note", "second");             /* replaces */
   ck_assert_int_eq(meta.nmeta, 5);
-  ck_assert_str_eq(meta_get(&meta, "kind"), "GRU");
+  ck_assert_str_eq(meta_get(&meta, "note"), "second");
   ck_assert_ptr_null(meta_get(&meta, "nope"));
 
   real param[NUMEL], back[NUMEL];
@@ -404,6 +404,18 @@ START_TEST(test_refuses_mismatches)
   header_with(h, sizeof h, 3, "\"decoder.bias\":{\"dtype\":\"F32\",\"shape\":[5],\"data_offsets\":[0,20]}");
   write_raw(h, v, DATA_BYTES / 4, 0);
   refused("tensor decoder.bias appears twice in the header");
+
+  /* another kind of model: named before any tensor's shape is compared */
+  LmcModel gru = model;
+  gru.kind = "GRU";
+  MetaList gm = { 0 };
+  meta_set(&gm, "kind", "GRU");
+  real gp[NUMEL];
+  fill(gp, NUMEL, 0.25);
+  char gerr[ERRLEN];
+  ck_assert_msg(ckpt_save(path, &gru, gp, NULL, 0, &gm, gerr) == 0, "%s", gerr);
+  meta_free(&gm);
+  refused("holds a GRU model, this program is compiled for LSTM");
 
   header_with(h, sizeof h, -1, NULL);
   v[20 + 7] = 0.5;                                     /* encoder.weight[7] != decoder.weight[7] */
