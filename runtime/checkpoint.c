@@ -261,6 +261,26 @@ static void fsync_dir(const char *path)
   free(dir);
 }
 
+int ckpt_check_path(const char *path, char *err)
+{
+  struct stat st;
+  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+    snprintf(err, ERRLEN, "%s: error: cannot save there: is a directory", path);
+    return -1;
+  }
+  char *tmp = concat(path, ".tmp");
+  int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+  if (fd >= 0) {
+    close(fd);
+    unlink(tmp);
+  } else if (errno != EEXIST || access(tmp, W_OK) != 0) {
+    snprintf(err, ERRLEN, "%s: error: cannot create %s: %s", path, tmp, strerror(errno));
+    rc = -1;
+  }
+  free(tmp);
+  return rc;
+}
+
 int ckpt_save(const char *path, const LmcModel *m, const real *param,
               const ExtraBlock *extra, int nextra, const MetaList *meta, char *err)
 {

@@ -93,6 +93,10 @@ typedef struct {
 
 int ckpt_save(const char *path, const LmcModel *m, const real *param,
               const ExtraBlock *extra, int nextra, const MetaList *meta, char *err);
+/* Whether ckpt_save could write path: path is not a folder and path.tmp
+ * can be created (a stale path.tmp, which a save replaces, is fine).  Checked
+ * before training, so that a bad --save fails at once. */
+int ckpt_check_path(const char *path, char *err);
 /* Reads path into param (and extra blocks when present and data != NULL),
  * checking every tensor of m is there with its shape and dtype F32 (F64
  * accepted and converted); a tied pair must agree.  Refuses truncated or

@@ -33,7 +33,6 @@
  */
 #define _DEFAULT_SOURCE   /* madvise */
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -41,7 +40,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -531,35 +529,6 @@ static const char *base_name(const char *p)
   return s ? s + 1 : p;
 }
 
-/* Whether a checkpoint can be written at path: what ckpt_save will do later
- * (create path.tmp, then rename it over path) tried now, before training,
- * so that a mistyped --save fails at once and not after the first epoch. */
-static int check_save_path(const char *path)
-{
-  struct stat st;
-  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-    fprintf(stderr, "%s: error: cannot save there: is a directory\n", path);
-    return -1;
-  }
-  char *tmp = malloc(strlen(path) + 5);
-  if (!tmp) {
-    error("out of memory");
-    return -1;
-  }
-  sprintf(tmp, "%s.tmp", path);
-  int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
-  if (fd >= 0) {
-    close(fd);
-    unlink(tmp);
-  } else if (errno != EEXIST || access(tmp, W_OK) != 0) {
-    /* EEXIST: a stale PATH.tmp of an interrupted save, which the save replaces */
-    fprintf(stderr, "%s: error: cannot create %s: %s\n", path, tmp, strerror(errno));
-    rc = -1;
-  }
-  free(tmp);
-  return rc;
-}
-
 static int save_checkpoint(Trainer *t, const char *path, double val_loss)
 {
   const LmcModel *m = t->m;
@@ -815,7 +784,13 @@ int run_train(const LmcModel *m, const TrainOptions *o)
     if (!(tmp = temp_path())) return 1;
     t.save = tmp;
   }
-  if (check_save_path(t.save) < 0) goto done_tmp;
+  {
+    char err[ERRLEN];   /* a mistyped --save fails now, not after the first epoch */
+    if (ckpt_check_path(t.save, err) < 0) {
+      fprintf(stderr, "%s\n", err);
+      goto done_tmp;
+    }
+  }
   t.lr = o->lr > 0 ? o->lr : o->adamw ? 0.001 : 20;
   openblas_set_num_threads(o->threads);
 
