@@ -24,9 +24,12 @@
  * read in windows of bptt rows, the last one shorter.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "rt.h"
 
@@ -211,15 +214,71 @@ static void tokens_push(Tokens *t, size_t *cap, int32_t id)
   t->id[t->n++] = id;
 }
 
-/* Reads the whole file at path into a malloc'd buffer. */
+/* The largest corpus file read: 8 GiB by default (WikiText-103's train.txt
+ * is 540 MB), LMC_CORPUS_MAX_BYTES to change it.  A folder, FIFO or device
+ * at train.txt (/dev/zero would be read forever) is refused before a byte
+ * is read. */
+#define CORPUS_MAX_BYTES ((size_t)8 << 30)
+
+static size_t corpus_max_bytes(void)
+{
+  const char *s = getenv("LMC_CORPUS_MAX_BYTES");
+  if (s && *s) {
+    char *e;
+    errno = 0;
+    unsigned long long v = strtoull(s, &e, 10);
+    if (!*e && !errno && v > 0 && !strchr(s, '-'))
+      return (size_t)v;
+  }
+  return CORPUS_MAX_BYTES;
+}
+
+static const char *file_kind(mode_t m)
+{
+  if (S_ISDIR(m)) return "a folder";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISSOCK(m)) return "a socket";
+  return "not a regular file";
+}
+
+/* Reads the whole of the regular file at path into a malloc'd buffer.
+ * Opened without blocking, so that a FIFO is refused rather than waited on. */
 static char *read_file(const char *path, size_t *len, char *err)
 {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
     snprintf(err, ERRLEN, "%s: error: cannot open: %s", path, strerror(errno));
     return NULL;
   }
-  size_t cap = 1 << 16, n = 0;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    snprintf(err, ERRLEN, "%s: error: cannot read: %s", path, strerror(errno));
+    close(fd);
+    return NULL;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    snprintf(err, ERRLEN, "%s: error: not a regular file (it is %s)", path, file_kind(st.st_mode));
+    close(fd);
+    return NULL;
+  }
+  size_t max = corpus_max_bytes();
+  if ((unsigned long long)st.st_size > max) {
+    snprintf(err, ERRLEN, "%s: error: %lld bytes, more than the %zu a corpus file may have (LMC_CORPUS_MAX_BYTES)",
+             path, (long long)st.st_size, max);
+    close(fd);
+    return NULL;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  FILE *f = fdopen(fd, "rb");
+  if (!f) {
+    snprintf(err, ERRLEN, "%s: error: cannot read: %s", path, strerror(errno));
+    close(fd);
+    return NULL;
+  }
+  /* up to one byte past the cap: a file that grew since fstat is refused */
+  size_t cap = (size_t)st.st_size + 1, n = 0;
   char *buf = malloc(cap);
   for (;;) {
     if (!buf) {
@@ -227,9 +286,16 @@ static char *read_file(const char *path, size_t *len, char *err)
       abort();
     }
     n += fread(buf + n, 1, cap - n, f);
-    if (n < cap)
+    if (n < cap || ferror(f))
       break;
-    cap *= 2;
+    if (n > max) {
+      snprintf(err, ERRLEN, "%s: error: more than the %zu bytes a corpus file may have (LMC_CORPUS_MAX_BYTES)",
+               path, max);
+      fclose(f);
+      free(buf);
+      return NULL;
+    }
+    cap = cap * 2 < max + 1 ? cap * 2 : max + 1;
     buf = realloc(buf, cap);
   }
   if (ferror(f)) {

@@ -6,10 +6,13 @@
  * The real WikiText-2 must give PyTorch's numbers: 33278 words, 2088628
  * train tokens.  Run from the repository root (make test does).
  */
+#define _DEFAULT_SOURCE   /* mknod, makedev */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "rt.h"
@@ -152,6 +155,60 @@ START_TEST(test_missing_file)
 }
 END_TEST
 
+/* Only regular files are read, and at most LMC_CORPUS_MAX_BYTES of them:
+ * a FIFO is refused at once (fopen used to wait for a writer), a device
+ * node (here a /dev/null made in the test folder) is not read as an empty
+ * file, a folder is named.  alarm() fails the test if anything blocks. */
+START_TEST(test_not_regular)
+{
+  Dict d;
+  Tokens t;
+  char err[ERRLEN] = "", path[512], want[700];
+  snprintf(path, sizeof path, "%s/train.txt", tmpdir);
+  dict_init(&d);
+  alarm(20);
+  ck_assert_int_eq(mkfifo(path, 0600), 0);
+  ck_assert_int_eq(tokenize_file(&d, path, &t, err), -1);
+  snprintf(want, sizeof want, "%s: error: not a regular file (it is a FIFO)", path);
+  ck_assert_str_eq(err, want);
+  unlink(path);
+  ck_assert_int_eq(mknod(path, S_IFCHR | 0666, makedev(1, 3)), 0);
+  ck_assert_int_eq(tokenize_file(&d, path, &t, err), -1);
+  snprintf(want, sizeof want, "%s: error: not a regular file (it is a character device)", path);
+  ck_assert_str_eq(err, want);
+  unlink(path);
+  ck_assert_int_eq(mkdir(path, 0700), 0);
+  ck_assert_int_eq(tokenize_file(&d, path, &t, err), -1);
+  snprintf(want, sizeof want, "%s: error: not a regular file (it is a folder)", path);
+  ck_assert_str_eq(err, want);
+  rmdir(path);
+  alarm(0);
+  dict_free(&d);
+}
+END_TEST
+
+START_TEST(test_size_cap)
+{
+  Dict d;
+  Tokens t;
+  char err[ERRLEN] = "", path[512], want[700];
+  snprintf(path, sizeof path, "%s/train.txt", tmpdir);
+  dict_init(&d);
+  WRITE(tmpdir, "train.txt", "a b c d\n");   /* 8 bytes */
+  setenv("LMC_CORPUS_MAX_BYTES", "8", 1);
+  ck_assert_int_eq(tokenize_file(&d, path, &t, err), 0);
+  ck_assert_uint_eq(t.n, 5);
+  tokens_free(&t);
+  setenv("LMC_CORPUS_MAX_BYTES", "7", 1);
+  ck_assert_int_eq(tokenize_file(&d, path, &t, err), -1);
+  snprintf(want, sizeof want,
+           "%s: error: 8 bytes, more than the 7 a corpus file may have (LMC_CORPUS_MAX_BYTES)", path);
+  ck_assert_str_eq(err, want);
+  unsetenv("LMC_CORPUS_MAX_BYTES");
+  dict_free(&d);
+}
+END_TEST
+
 START_TEST(test_dict)
 {
   Dict d;
@@ -290,6 +347,8 @@ static Suite *corpus_suite(void)
   tcase_add_test(tc, test_empty_and_eos_order);
   tcase_add_test(tc, test_bad_bytes);
   tcase_add_test(tc, test_missing_file);
+  tcase_add_test(tc, test_not_regular);
+  tcase_add_test(tc, test_size_cap);
   tcase_add_test(tc, test_dict);
   tcase_add_test(tc, test_batchify);
   tcase_add_test(tc, test_tiny);
