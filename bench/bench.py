@@ -154,7 +154,8 @@ def stats_flops(cmd):
     """GEMM FLOPs per training step from `lmc compile --stats`, or None.  Its
     line reads "FLOPs per step: TOTAL (matmul M, other O), ..."; M is taken,
     the figure comparable with flops_per_step() and the SGEMM rate."""
-    r = sh(cmd + ["--stats", "-o", os.devnull])
+    os.makedirs(f"{B}/run", exist_ok=True)
+    r = sh(cmd + ["--stats", "-o", f"{B}/run/stats.c"])   # never a device: lmc replaces its -o
     if r.returncode != 0:
         return None
     num = r"([0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)"
@@ -338,7 +339,7 @@ def run_lmc(exe, name, threads, rep, eval_tokens):
     m = re.search(r'"tokens": (\d+), "seconds": ([0-9.eE+-]+)', "\n".join(lines))
     if rc == 0 and m and float(m.group(2)) > 0:
         r["eval_tok_s"] = int(m.group(1)) / float(m.group(2))
-    cmd = [exe, "generate", "--checkpoint", ck, "--words", str(WORDS), "--outf", os.devnull, "--threads",
+    cmd = [exe, "generate", "--checkpoint", ck, "--words", str(WORDS), "--outf", f"{B}/run/{tag}.gen.txt", "--threads",
            str(threads)]
     rc, lines, rss, seen = timed(cmd, threads, tag + "-gen", GEN)
     if rc != 0:

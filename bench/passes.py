@@ -90,7 +90,7 @@ def normalized_c(path):
 
 def stats(model, ntoken, flags):
     r = sh([LMC, "compile", "graphs/%s.lua" % model, "-D", "ntoken=%d" % ntoken] + flags +
-           ["--stats", "-o", os.devnull])
+           ["--stats", "-o", os.path.join(OUT, "stats.c")])   # never a device: lmc replaces its -o
     s = {}
     for line in r.stdout.splitlines():
         m = re.match(r"train activations:\s*([0-9.]+) MB arena", line)

@@ -13,8 +13,10 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "lmc.h"
+#include "outfile.h"
 #include "rt.h"
 
 static const char usage[] =
@@ -154,50 +156,82 @@ static Graph *load(const CompileOptions *o, int batch, bool training, int max_se
   return front_load(&fo, hyper, nhyper);
 }
 
-/* The temporary output of the compile in progress, removed at exit unless
- * close_output renamed it into place: an error found while emitting exits
- * from wherever it is found. */
-static char *pending_tmp;
+/* The output file of the compile in progress (outfile.h), abandoned at
+ * exit unless write_output committed it: an error found while emitting
+ * exits from wherever it is found, and a failed compile leaves no output,
+ * never a half-written one. */
+static OutFile pending;
 
-static void remove_pending_output(void)
+static void abandon_output(void)
 {
-  if (pending_tmp)
-    remove(pending_tmp);
+  outfile_abort(&pending);
 }
 
-/* Writes through a temporary file renamed into place, so a failed compile
- * leaves no output and never a half-written one. */
-static FILE *open_output(const char *path, char **tmp)
+static bool to_stdout(const char *path)
 {
-  if (!path || !strcmp(path, "-")) {
-    *tmp = NULL;
+  return !path || !strcmp(path, "-");
+}
+
+static FILE *open_output(const char *path)
+{
+  if (to_stdout(path))
     return stdout;
-  }
-  *tmp = xasprintf("%s.tmp%d", path, (int)getpid());
-  FILE *f = fopen(*tmp, "w");
-  if (!f) {
-    fprintf(stderr, "%s: error: cannot write: %s\n", path, strerror(errno));
+  char err[ERRLEN];
+  if (outfile_open(&pending, path, err, sizeof err) < 0) {
+    fprintf(stderr, "%s\n", err);
     exit(1);
   }
   static bool registered;
   if (!registered)
-    registered = atexit(remove_pending_output) == 0;
-  pending_tmp = *tmp;
-  return f;
+    registered = atexit(abandon_output) == 0;
+  return pending.f;
 }
 
-static void close_output(FILE *f, const char *path, char *tmp)
+static void close_output(FILE *f)
 {
-  if (!tmp) {
-    fflush(f);
+  if (f == stdout)
+    return;   /* main checks stdout at exit */
+  char err[ERRLEN];
+  if (outfile_commit(&pending, false, err, sizeof err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    exit(1);
+  }
+}
+
+/* Before any work: the graph must be a regular file of sane size (a FIFO
+ * or /dev/zero would hang the front end), and the output a path that may
+ * be replaced and is not the graph itself. */
+enum { GRAPH_MAX_BYTES = 16 << 20 };
+
+static void check_files(const CompileOptions *o)
+{
+  struct stat st;
+  if (stat(o->graph, &st) != 0) {
+    fprintf(stderr, "%s: error: cannot open: %s\n", o->graph, strerror(errno));
+    exit(1);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    fprintf(stderr, "%s: error: a graph file must be a regular file, not %s\n", o->graph,
+            S_ISDIR(st.st_mode) ? "a folder" : S_ISFIFO(st.st_mode) ? "a FIFO" :
+            S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a special file");
+    exit(1);
+  }
+  if (st.st_size > GRAPH_MAX_BYTES) {
+    fprintf(stderr, "%s: error: %lld bytes; a graph file may have at most %d\n", o->graph,
+            (long long)st.st_size, GRAPH_MAX_BYTES);
+    exit(1);
+  }
+  if (to_stdout(o->out))
     return;
+  if (outfile_same_file(o->out, o->graph)) {
+    fprintf(stderr, "%s: error: the output would replace the graph file %s\n", o->out, o->graph);
+    exit(1);
   }
-  if (ferror(f) | fclose(f) || rename(tmp, path) != 0) {
-    fprintf(stderr, "%s: error: cannot write: %s\n", path, strerror(errno));
-    exit(1);   /* remove_pending_output removes tmp */
+  char err[ERRLEN];
+  if (outfile_check(o->out, err, sizeof err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    exit(1);
   }
-  pending_tmp = NULL;
-  free(tmp);
 }
 
 static char *join_args(int argc, char **argv)
@@ -220,8 +254,8 @@ static int cmd_compile(int argc, char **argv)
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "-o")) {
-      if (i + 1 >= argc)
-        usage_error("%s needs a file name", a);
+      if (i + 1 >= argc || !argv[i + 1][0])
+        usage_error("%s needs a file name (- for standard output)", a);
       o.out = argv[++i];
     } else if (!strcmp(a, "-D")) {
       if (i + 1 >= argc)
@@ -262,6 +296,7 @@ static int cmd_compile(int argc, char **argv)
   }
   if (!o.graph)
     usage_error("%s", "compile: no graph file");
+  check_files(&o);
   if (o.dump_after && find_pass(o.dump_after) && !pass_on(&o, (int)(find_pass(o.dump_after) - passes)))
     fprintf(stderr, "lmc: note: --dump-ir=after:%s: that pass does not run with these flags; nothing dumped\n",
             o.dump_after);
@@ -274,13 +309,12 @@ static int cmd_compile(int argc, char **argv)
     ir_drop_output(p.train, "logp");   /* only generation reads it */
   optimize(p.train, &o, true);
   if (strcmp(o.emit, "c") && !o.stats) {
-    char *tmp;
-    FILE *f = open_output(o.out, &tmp);
+    FILE *f = open_output(o.out);
     if (!strcmp(o.emit, "ir"))
       print_ir(p.train, f);
     else
       emit_dot(p.train, f);
-    close_output(f, o.out, tmp);
+    close_output(f);
     arena_free_all();
     return 0;
   }
@@ -292,8 +326,7 @@ static int cmd_compile(int argc, char **argv)
   p.gen = load(&o, 1, false, 0, &hyper, &nhyper);
   ir_drop_output(p.gen, "loss");   /* generation samples from logp; see last_step.c */
   optimize(p.gen, &o, false);
-  char *tmp;
-  FILE *f = open_output(o.out, &tmp);
+  FILE *f = open_output(o.out);
   if (!strcmp(o.emit, "c"))
     emit_c(&p, f);
   else if (!strcmp(o.emit, "ir"))
@@ -303,7 +336,7 @@ static int cmd_compile(int argc, char **argv)
   /* the statistics go to stdout, or to stderr when the output does */
   if (o.stats)
     print_stats(&p, f == stdout ? stderr : stdout);
-  close_output(f, o.out, tmp);
+  close_output(f);
   arena_free_all();
   return 0;
 }
@@ -335,21 +368,30 @@ static int cmd_passes(void)
   return 0;
 }
 
+/* Every command's standard output is checked at exit: `lmc compile -o -
+ * >/dev/full` must not exit 0. */
+static int finish(int rc)
+{
+  if (outfile_close_stdout("lmc") < 0 && rc == 0)
+    rc = 1;
+  return rc;
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     fputs(usage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
+    return finish(argc < 2 ? 2 : 0);
   }
   if (!strcmp(argv[1], "--version")) {
     printf("lmc %s\n", LMC_VERSION);
-    return 0;
+    return finish(0);
   }
   if (!strcmp(argv[1], "compile"))
-    return cmd_compile(argc - 2, argv + 2);
+    return finish(cmd_compile(argc - 2, argv + 2));
   if (!strcmp(argv[1], "vocab"))
-    return cmd_vocab(argc - 2, argv + 2);
+    return finish(cmd_vocab(argc - 2, argv + 2));
   if (!strcmp(argv[1], "passes"))
-    return cmd_passes();
+    return finish(cmd_passes());
   usage_error("unknown command '%s'", argv[1]);
 }
