@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "outfile.h"
 #include "rt.h"
 
 extern void openblas_set_num_threads(int);
@@ -446,7 +447,7 @@ typedef struct {
   const char *save;      /* where a new best goes */
   const char *best_path; /* the file holding the best model, NULL when none yet */
   long eval_windows;     /* 0: all */
-  FILE *csv;
+  OutFile csv;           /* --log-csv, as PATH.tmp until training ends */
   bool tty, progress;    /* stderr is a terminal; a progress line is showing */
 } Trainer;
 
@@ -655,9 +656,9 @@ static void log_line(Trainer *t, long batch, long nbatch, double loss, double ms
 {
   out(t, "| epoch %3d | %5ld/%5ld batches | lr %02.2f | ms/batch %5.2f | loss %5.2f | ppl %8.2f | tok/s %.0f\n",
       t->epoch, batch, nbatch, t->lr, ms, loss, exp(loss), tps);
-  if (t->csv) {
-    fprintf(t->csv, "%d,%ld,%.9g,%.9g,%.9g,%.6g,%.6g\n", t->epoch, batch, t->lr, loss, exp(loss), ms, tps);
-    fflush(t->csv);
+  if (t->csv.f) {
+    fprintf(t->csv.f, "%d,%ld,%.9g,%.9g,%.9g,%.6g,%.6g\n", t->epoch, batch, t->lr, loss, exp(loss), ms, tps);
+    fflush(t->csv.f);
   }
 }
 
@@ -762,6 +763,36 @@ static int check_reload(Trainer *t, const char *path)
   return rc;
 }
 
+/* --log-csv: written as PATH.tmp and renamed over PATH when training ends,
+ * however it ends; a resumed run's log starts with the old one's lines. */
+static int open_csv(Trainer *t)
+{
+  const char *path = t->o->log_csv;
+  char err[ERRLEN];
+  if (outfile_open(&t->csv, path, err, sizeof err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    return -1;
+  }
+  bool append = false;
+  if (t->o->resume) {
+    FILE *old = fopen(path, "rb");   /* outfile_open found a regular file or none */
+    if (old) {
+      char buf[1 << 14];
+      for (size_t n; (n = fread(buf, 1, sizeof buf, old)) > 0; append = true)
+        fwrite(buf, 1, n, t->csv.f);
+      bool bad = ferror(old);
+      fclose(old);
+      if (bad) {
+        error("%s: cannot read: %s", path, strerror(errno));
+        outfile_abort(&t->csv);
+        return -1;
+      }
+    }
+  }
+  if (!append) fprintf(t->csv.f, "epoch,batch,lr,loss,ppl,ms_per_batch,tokens_per_s\n");
+  return 0;
+}
+
 int run_train(const LmcModel *m, const TrainOptions *o)
 {
   Trainer t = { 0 };
@@ -790,6 +821,10 @@ int run_train(const LmcModel *m, const TrainOptions *o)
       fprintf(stderr, "%s\n", err);
       goto done_tmp;
     }
+    if (o->log_csv && outfile_check(o->log_csv, err, sizeof err) < 0) {
+      fprintf(stderr, "%s\n", err);
+      goto done_tmp;
+    }
   }
   t.lr = o->lr > 0 ? o->lr : o->adamw ? 0.001 : 20;
   openblas_set_num_threads(o->threads);
@@ -815,21 +850,7 @@ int run_train(const LmcModel *m, const TrainOptions *o)
   init_params(m, t.net.param, o->seed);
   if (o->resume && resume(&t, o->lr > 0) < 0) goto done_net;
 
-  if (o->log_csv) {
-    bool append = false;
-    if (o->resume) {
-      FILE *f = fopen(o->log_csv, "r");
-      if (f) {
-        append = fgetc(f) != EOF;
-        fclose(f);
-      }
-    }
-    if (!(t.csv = fopen(o->log_csv, append ? "a" : "w"))) {
-      error("%s: cannot write: %s", o->log_csv, strerror(errno));
-      goto done_net;
-    }
-    if (!append) fprintf(t.csv, "epoch,batch,lr,loss,ppl,ms_per_batch,tokens_per_s\n");
-  }
+  if (o->log_csv && open_csv(&t) < 0) goto done_net;
 
   stop_requested = 0;
   sa.sa_handler = on_signal;
@@ -905,7 +926,13 @@ done_net:
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
   }
-  if (t.csv) fclose(t.csv);
+  if (t.csv.f) {
+    char err[ERRLEN];
+    if (outfile_commit(&t.csv, false, err, sizeof err) < 0) {
+      fprintf(stderr, "%s\n", err);
+      rc = 1;
+    }
+  }
   net_free(&t.net);
 done_corpus:
   batches_free(&t.train);
@@ -1069,16 +1096,22 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
     error("--temperature must be at least 1e-3, --words non-negative and --threads positive");
     return 2;
   }
+  bool to_stdout = strcmp(outf, "-") == 0;
+  char err[ERRLEN];
+  if (!to_stdout && outfile_check(outf, err, sizeof err) < 0) {   /* before the checkpoint is read */
+    fprintf(stderr, "%s\n", err);
+    return 1;
+  }
   openblas_set_num_threads(threads);
   int rc = 1;
   Net n;
   MetaList meta = { 0 };
   Dict d;
   dict_init(&d);
-  char err[ERRLEN];
   int32_t *hist = NULL;
   real *w = NULL;
   FILE *f = NULL;
+  OutFile of = { 0 };
   if (net_alloc(&n, m, USE_GEN, seed, threads, 0) < 0) return 1;
   /* straight into the parameters: on failure we stop */
   if (ckpt_load_via(checkpoint, m, n.param, n.param, NULL, 0, &meta, err) < 0) {
@@ -1129,11 +1162,12 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
   } else
     hist[len++] = (int32_t)(rng_next(&r) % (uint64_t)m->ntoken);   /* torch.randint(ntokens, (1, 1)) */
 
-  if (strcmp(outf, "-") == 0) f = stdout;
-  else if (!(f = fopen(outf, "w"))) {
-    error("%s: cannot write: %s", outf, strerror(errno));
+  if (to_stdout) f = stdout;
+  else if (outfile_open(&of, outf, err, sizeof err) < 0) {
+    fprintf(stderr, "%s\n", err);
     goto done;
-  }
+  } else
+    f = of.f;
   const real *logp = gen_feed(&n.gen, &m->gen, hist, len, len);
   for (int i = 0; i < words; i++) {
     int idx = sample_word(logp, m->ntoken, temperature, rng_uniform(&r), w);
@@ -1143,15 +1177,14 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
     hist[len++] = idx;
     if (i + 1 < words) logp = gen_feed(&n.gen, &m->gen, hist, len, 1);
   }
-  if (f == stdout ? fflush(f) != 0 : fclose(f) != 0) {
-    f = NULL;
-    error("%s: cannot write: %s", outf, strerror(errno));
+  if (to_stdout ? fflush(f) != 0 || ferror(f) : outfile_commit(&of, false, err, sizeof err) < 0) {
+    if (to_stdout) error("cannot write standard output: %s", strerror(errno));
+    else fprintf(stderr, "%s\n", err);
     goto done;
   }
-  f = NULL;
   rc = 0;
 done:
-  if (f && f != stdout) fclose(f);
+  outfile_abort(&of);
   free(hist);
   free(w);
   dict_free(&d);

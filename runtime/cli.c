@@ -1,0 +1,360 @@
+/*
+ * cli.c: the command line of an emitted trainer (cli.h).
+ *
+ *   MODEL train    [--data DIR] [--lr F] [--clip F] [--epochs N] ...
+ *   MODEL eval     --checkpoint FILE [--data DIR] [--split valid|test] [--json] ...
+ *   MODEL generate --checkpoint FILE [--words N] [--temperature F] ...
+ *   MODEL info
+ *   MODEL --help
+ *
+ * Options are "--name VALUE" or "--name=VALUE".  A user's mistake is one
+ * line, "MODEL: error: --lr: expected a number, got 'abc'", returned in err
+ * (main.c prints it and exits 2): the parser jumps back to cli_parse from
+ * wherever it finds the mistake, as Lua's errors do, and allocates nothing
+ * on the way.  Options of main.py that set a compiled shape (--bptt,
+ * --emsize, ...) are recognised so that the error can say how to recompile.
+ */
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+void cli_help(FILE *f, const LmcModel *m, const char *prog, const char *which)
+{
+  if (!which || strcmp(which, "train") == 0)
+    fprintf(f,
+            "usage: %s train [options]\n"
+            "  train %s on a corpus, as PyTorch's word_language_model/main.py\n"
+            "  --data DIR          corpus folder with train/valid/test.txt (data/wikitext-2)\n"
+            "  --lr F              initial learning rate (20; 0.001 with --optimizer adamw)\n"
+            "  --clip F            gradient norm clipping, 0 for none (0.25)\n"
+            "  --epochs N          upper epoch limit (40)\n"
+            "  --seed N            random seed (1111)\n"
+            "  --dropout F         dropout probability (the compiled default)\n"
+            "  --log-interval N    batches between log lines (200)\n"
+            "  --save FILE         where the best model goes (model.safetensors)\n"
+            "  --dry-run           one batch, a few evaluation batches, one save and reload\n"
+            "  --optimizer NAME    sgd or adamw (sgd)\n"
+            "  --max-batches N     at most N batches per epoch\n"
+            "  --threads N         BLAS and kernel threads (1)\n"
+            "  --resume FILE       continue from a checkpoint: its lr, epoch and step\n"
+            "  --log-csv FILE      also write the log lines as CSV\n",
+            prog, m->kind);
+  if (!which || strcmp(which, "eval") == 0)
+    fprintf(f,
+            "usage: %s eval --checkpoint FILE [options]\n"
+            "  loss and perplexity of a checkpoint on a split\n"
+            "  --data DIR          corpus folder (data/wikitext-2)\n"
+            "  --split NAME        valid or test (test)\n"
+            "  --json              one line: {\"loss\": L, \"ppl\": P, \"tokens\": N, \"seconds\": S}\n"
+            "  --threads N         BLAS and kernel threads (1)\n",
+            prog);
+  if (!which || strcmp(which, "generate") == 0)
+    fprintf(f,
+            "usage: %s generate --checkpoint FILE [options]\n"
+            "  sample text, as word_language_model/generate.py\n"
+            "  --words N           words to generate (1000)\n"
+            "  --temperature F     higher is more diverse, at least 1e-3 (1.0)\n"
+            "  --seed N            random seed (1111)\n"
+            "  --prompt TEXT       words to start from (a random word)\n"
+            "  --outf FILE         output file, - for stdout (generated.txt)\n"
+            "  --threads N         BLAS and kernel threads (1)\n",
+            prog);
+  if (!which || strcmp(which, "info") == 0)
+    fprintf(f,
+            "usage: %s info\n"
+            "  the shapes compiled in, vocabulary size, lmc version and flags\n",
+            prog);
+  if (!which)
+    fprintf(f,
+            "Shapes (bptt, batch size, emsize, nhid, nlayers, nhead, tied, vocabulary) are\n"
+            "fixed at compile time: make trainer MODEL=... LMCFLAGS=\"-D name=value\".\n");
+}
+
+/* ------------------------------------------------------------ options */
+
+typedef struct {
+  const LmcModel *m;
+  const char *prog, *cmd;   /* the program's name, the command being parsed */
+  int argc;
+  char **argv;
+  int i;                 /* next argument */
+  const char *name;      /* current option, without "=VALUE" */
+  char namebuf[64];
+  const char *inline_val;
+  char *err;             /* the message of a mistake, then a jump to fail */
+  size_t errlen;
+  jmp_buf fail;
+} Args;
+
+static _Noreturn void usage_error(Args *a, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  int n = snprintf(a->err, a->errlen, "%s: error: ", a->prog);
+  if (n >= 0 && (size_t)n < a->errlen) vsnprintf(a->err + n, a->errlen - (size_t)n, fmt, ap);
+  va_end(ap);
+  longjmp(a->fail, 1);
+}
+
+/* Next option name, or NULL at the end. */
+static const char *next_option(Args *a)
+{
+  if (a->i >= a->argc) return NULL;
+  const char *s = a->argv[a->i++];
+  if (strncmp(s, "--", 2) != 0 || !s[2]) usage_error(a, "%s: unexpected argument '%s'", a->cmd, s);
+  const char *eq = strchr(s, '=');
+  a->inline_val = NULL;
+  a->name = s;
+  if (eq) {
+    size_t n = (size_t)(eq - s);
+    if (n >= sizeof a->namebuf) n = sizeof a->namebuf - 1;
+    memcpy(a->namebuf, s, n);
+    a->namebuf[n] = '\0';
+    a->name = a->namebuf;
+    a->inline_val = eq + 1;
+  }
+  return a->name;
+}
+
+static bool is(const Args *a, const char *name)
+{
+  return strcmp(a->name, name) == 0;
+}
+
+static const char *value(Args *a)
+{
+  if (a->inline_val) return a->inline_val;
+  if (a->i >= a->argc || strncmp(a->argv[a->i], "--", 2) == 0) usage_error(a, "%s: missing value", a->name);
+  return a->argv[a->i++];
+}
+
+/* A file or folder name: never empty ("--save=" is a mistake, not the
+ * current folder). */
+static const char *path_value(Args *a)
+{
+  const char *s = value(a);
+  if (!*s) usage_error(a, "%s: expected a file name, got ''", a->name);
+  return s;
+}
+
+static void no_value(Args *a)
+{
+  if (a->inline_val) usage_error(a, "%s: takes no value, got '%s'", a->name, a->inline_val);
+}
+
+/* A finite number in [lo, hi]; what names the range in messages. */
+static double number(Args *a, double lo, double hi, const char *what)
+{
+  const char *s = value(a);
+  char *e;
+  errno = 0;
+  double v = strtod(s, &e);
+  if (e == s || *e || !isfinite(v)) usage_error(a, "%s: expected a number, got '%s'", a->name, s);
+  if (v < lo || v > hi) usage_error(a, "%s: expected %s, got '%s'", a->name, what, s);
+  return v;
+}
+
+static long long integer(Args *a, long long lo, long long hi, const char *what)
+{
+  const char *s = value(a);
+  char *e;
+  errno = 0;
+  long long v = strtoll(s, &e, 10);
+  if (e == s || *e || errno) usage_error(a, "%s: expected %s, got '%s'", a->name, what, s);
+  if (v < lo || v > hi) usage_error(a, "%s: expected %s, got '%s'", a->name, what, s);
+  return v;
+}
+
+static uint64_t seed_value(Args *a)
+{
+  const char *s = value(a);
+  char *e;
+  errno = 0;
+  unsigned long long v = strtoull(s, &e, 10);
+  if (e == s || *e || errno || strchr(s, '-'))
+    usage_error(a, "%s: expected a non-negative integer, got '%s'", a->name, s);
+  return (uint64_t)v;
+}
+
+static const char *hyper(const LmcModel *m, const char *name)
+{
+  for (int i = 0; i < m->nhyper; i++)
+    if (strcmp(m->hyper[i][0], name) == 0) return m->hyper[i][1];
+  return NULL;
+}
+
+/* main.py's options for what is compiled in: say how to recompile. */
+static void compiled_option(Args *a)
+{
+  const LmcModel *m = a->m;
+  static const char *const shapes[][2] = {
+    { "--bptt", "bptt" }, { "--batch-size", "batch_size" }, { "--batch_size", "batch_size" },
+    { "--emsize", "emsize" }, { "--nhid", "nhid" }, { "--nlayers", "nlayers" },
+    { "--nhead", "nhead" }, { "--tied", "tied" }, { "--ntoken", "ntoken" }, { "--model", "model" },
+  };
+  char model[64];
+  size_t k = 0;
+  for (const char *p = m->kind; *p && k + 1 < sizeof model; p++)
+    model[k++] = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+  model[k] = '\0';
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    if (!is(a, shapes[i][0])) continue;
+    const char *h = shapes[i][1];
+    const char *given = a->inline_val;
+    if (!given && strcmp(h, "tied") != 0 && a->i < a->argc && strncmp(a->argv[a->i], "--", 2) != 0)
+      given = a->argv[a->i];
+    if (strcmp(h, "model") == 0)
+      usage_error(a, "--model: this trainer is compiled for %s; build another one:\n"
+                  "  make trainer MODEL=%s",
+                  m->kind, given ? given : "lstm");
+    if (strcmp(h, "ntoken") == 0)
+      usage_error(a, "--ntoken: the vocabulary size is fixed at compile time (%d); recompile for a corpus:\n"
+                  "  make trainer MODEL=%s DATA=DIR",
+                  m->ntoken, model);
+    const char *cur = hyper(m, h);
+    char example[64];
+    if (strcmp(h, "tied") == 0) snprintf(example, sizeof example, cur && strcmp(cur, "true") == 0 ? "false" : "true");
+    else if (given) snprintf(example, sizeof example, "%.40s", given);
+    else snprintf(example, sizeof example, "N");
+    usage_error(a, "%s: %s is fixed at compile time (this trainer: %s); recompile:\n"
+                "  make trainer MODEL=%s LMCFLAGS=\"-D %s=%s\"",
+                a->name, h, cur ? cur : "not a parameter of this model", model, h, example);
+  }
+}
+
+static _Noreturn void unknown(Args *a)
+{
+  compiled_option(a);
+  usage_error(a, "%s: unknown option '%s' (see '%s %s --help')", a->cmd, a->name, a->prog, a->cmd);
+}
+
+/* ----------------------------------------------------------- commands */
+
+static void parse_train(Args *a, TrainOptions *out)
+{
+  TrainOptions o = {
+    .data = "data/wikitext-2", .lr = 0, .clip = 0.25, .epochs = 40, .seed = 1111, .dropout = -1,
+    .log_interval = 200, .save = NULL, .threads = 1,
+  };
+  while (next_option(a)) {
+    if (is(a, "--data")) o.data = path_value(a);
+    else if (is(a, "--lr")) o.lr = number(a, 1e-300, INFINITY, "a positive number");
+    else if (is(a, "--clip")) o.clip = number(a, 0, INFINITY, "a non-negative number (0: no clipping)");
+    else if (is(a, "--epochs")) o.epochs = (int)integer(a, 1, 1000000000, "a positive integer");
+    else if (is(a, "--seed")) o.seed = seed_value(a);
+    else if (is(a, "--dropout")) o.dropout = number(a, 0, nextafter(1.0, 0.0), "a probability in [0, 1)");
+    else if (is(a, "--log-interval")) o.log_interval = (int)integer(a, 1, 1000000000, "a positive integer");
+    else if (is(a, "--save")) o.save = path_value(a);
+    else if (is(a, "--dry-run")) no_value(a), o.dry_run = true;
+    else if (is(a, "--optimizer")) {
+      const char *v = value(a);
+      if (strcmp(v, "sgd") == 0) o.adamw = false;
+      else if (strcmp(v, "adamw") == 0) o.adamw = true;
+      else usage_error(a, "--optimizer: expected 'sgd' or 'adamw', got '%s'", v);
+    } else if (is(a, "--max-batches")) o.max_batches = (long)integer(a, 1, 1000000000000LL, "a positive integer");
+    else if (is(a, "--threads")) o.threads = (int)integer(a, 1, 4096, "a positive integer");
+    else if (is(a, "--resume")) o.resume = path_value(a);
+    else if (is(a, "--log-csv")) o.log_csv = path_value(a);
+    else unknown(a);
+  }
+  *out = o;
+}
+
+static void parse_eval(Args *a, CliOptions *out)
+{
+  const char *ckpt = NULL, *data = "data/wikitext-2", *split = "test";
+  bool json = false;
+  int threads = 1;
+  while (next_option(a)) {
+    if (is(a, "--checkpoint")) ckpt = path_value(a);
+    else if (is(a, "--data")) data = path_value(a);
+    else if (is(a, "--split")) {
+      split = value(a);
+      if (strcmp(split, "valid") != 0 && strcmp(split, "test") != 0)
+        usage_error(a, "--split: expected 'valid' or 'test', got '%s'", split);
+    } else if (is(a, "--json")) no_value(a), json = true;
+    else if (is(a, "--threads")) threads = (int)integer(a, 1, 4096, "a positive integer");
+    else unknown(a);
+  }
+  if (!ckpt) usage_error(a, "eval: --checkpoint FILE is required");
+  out->eval.checkpoint = ckpt;
+  out->eval.data = data;
+  out->eval.split = split;
+  out->eval.json = json;
+  out->eval.threads = threads;
+}
+
+static void parse_generate(Args *a, CliOptions *out)
+{
+  const char *ckpt = NULL, *prompt = NULL, *outf = "generated.txt";
+  int words = 1000, threads = 1;
+  double temperature = 1.0;
+  uint64_t seed = 1111;
+  while (next_option(a)) {
+    if (is(a, "--checkpoint")) ckpt = path_value(a);
+    else if (is(a, "--words")) words = (int)integer(a, 0, 1000000000, "a non-negative integer");
+    else if (is(a, "--temperature")) temperature = number(a, 1e-3, INFINITY, "a number >= 1e-3");
+    else if (is(a, "--seed")) seed = seed_value(a);
+    else if (is(a, "--prompt")) prompt = a->inline_val ? a->inline_val : a->i < a->argc ? a->argv[a->i++] : value(a);
+    else if (is(a, "--outf")) outf = path_value(a);
+    else if (is(a, "--threads")) threads = (int)integer(a, 1, 4096, "a positive integer");
+    else unknown(a);
+  }
+  if (!ckpt) usage_error(a, "generate: --checkpoint FILE is required");
+  out->gen.checkpoint = ckpt;
+  out->gen.prompt = prompt;
+  out->gen.outf = outf;
+  out->gen.words = words;
+  out->gen.threads = threads;
+  out->gen.temperature = temperature;
+  out->gen.seed = seed;
+}
+
+int cli_parse(const LmcModel *m, const char *prog, int argc, char **argv, CliOptions *o, char *err,
+              size_t errlen)
+{
+  *o = (CliOptions){ 0 };
+  if (errlen) err[0] = '\0';
+  Args a = { .m = m, .prog = prog, .cmd = argc > 1 ? argv[1] : "", .argc = argc, .argv = argv, .i = 2,
+             .err = err, .errlen = errlen };
+  if (setjmp(a.fail)) return 2;
+  if (argc < 2) usage_error(&a, "no command: expected train, eval, generate or info (see '%s --help')", prog);
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    o->cmd = CLI_HELP;
+    return 0;
+  }
+  bool known = strcmp(cmd, "train") == 0 || strcmp(cmd, "eval") == 0 || strcmp(cmd, "generate") == 0 ||
+               strcmp(cmd, "info") == 0;
+  if (!known)
+    usage_error(&a, "unknown command '%s': expected train, eval, generate or info (see '%s --help')", cmd, prog);
+  for (int i = 2; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      o->cmd = CLI_HELP;
+      o->help = cmd;
+      return 0;
+    }
+    /* the value of --prompt may be anything */
+    if (strcmp(argv[i], "--prompt") == 0) i++;
+  }
+  if (strcmp(cmd, "train") == 0) {
+    o->cmd = CLI_TRAIN;
+    parse_train(&a, &o->train);
+  } else if (strcmp(cmd, "eval") == 0) {
+    o->cmd = CLI_EVAL;
+    parse_eval(&a, o);
+  } else if (strcmp(cmd, "generate") == 0) {
+    o->cmd = CLI_GENERATE;
+    parse_generate(&a, o);
+  } else {
+    o->cmd = CLI_INFO;
+    if (next_option(&a)) unknown(&a);
+  }
+  return 0;
+}
