@@ -16,32 +16,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "lmc.h"
+#include "options.h"
 #include "outfile.h"
 #include "rt.h"
-
-static const char usage[] =
-  "usage: lmc compile GRAPH.lua [-o OUT.c] [-D name=value]... [-O0|-O1|-O2]\n"
-  "                   [--disable-pass=NAME[,NAME]] [--enable-pass=NAME[,NAME]]\n"
-  "                   [--emit=c|ir|dot] [--dump-ir=after:PASS] [--stats] [--dtype=f32|f64]\n"
-  "       lmc vocab DIR      vocabulary size and hash of a corpus folder\n"
-  "       lmc passes         list the optimization passes\n"
-  "       lmc --help | --version\n";
-
-typedef struct {
-  const char *graph, *out, *emit, *dump_after;
-  Define def[256];
-  int ndef;
-  int level;
-  bool enabled[64], disabled[64];
-  bool stats;
-  DType real;
-} CompileOptions;
 
 static _Noreturn void usage_error(const char *fmt, const char *arg)
 {
   fprintf(stderr, "lmc: error: ");
   fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\n%s", usage);
+  fprintf(stderr, "\n%s", lmc_usage);
   exit(2);
 }
 
@@ -61,28 +44,6 @@ static const char *find_libdir(void)
   memmove(path, dir, strlen(dir) + 1);
   strcat(path, "/graphs/lib");
   return path;
-}
-
-static void add_define(CompileOptions *o, const char *def)
-{
-  const char *eq = strchr(def, '=');
-  if (!eq || eq == def)
-    usage_error("-D %s: expected name=value", def);
-  if (o->ndef == (int)(sizeof o->def / sizeof o->def[0]))
-    usage_error("-D %s: too many -D options", def);
-  o->def[o->ndef++] = (Define){arena_printf("%.*s", (int)(eq - def), def), eq + 1};
-}
-
-static void set_passes(CompileOptions *o, const char *list, bool *which)
-{
-  char *copy = arena_strdup(list);
-  for (char *name = strtok(copy, ","); name; name = strtok(NULL, ",")) {
-    const Pass *p = find_pass(name);
-    if (!p)
-      usage_error("unknown pass '%s' (see lmc passes)", name);
-    which[p - passes] = true;
-  }
-  (void)o;
 }
 
 static bool pass_on(const CompileOptions *o, int i)
@@ -250,52 +211,12 @@ static char *join_args(int argc, char **argv)
 
 static int cmd_compile(int argc, char **argv)
 {
-  CompileOptions o = {.level = 2, .emit = "c", .real = DT_F32};
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-o")) {
-      if (i + 1 >= argc || !argv[i + 1][0])
-        usage_error("%s needs a file name (- for standard output)", a);
-      o.out = argv[++i];
-    } else if (!strcmp(a, "-D")) {
-      if (i + 1 >= argc)
-        usage_error("%s needs name=value", a);
-      add_define(&o, argv[++i]);
-    } else if (!strncmp(a, "-D", 2)) {
-      add_define(&o, a + 2);
-    } else if (!strcmp(a, "-O0") || !strcmp(a, "-O1") || !strcmp(a, "-O2")) {
-      o.level = a[2] - '0';
-    } else if (!strncmp(a, "--disable-pass=", 15)) {
-      set_passes(&o, a + 15, o.disabled);
-    } else if (!strncmp(a, "--enable-pass=", 14)) {
-      set_passes(&o, a + 14, o.enabled);
-    } else if (!strncmp(a, "--emit=", 7)) {
-      o.emit = a + 7;
-      if (strcmp(o.emit, "c") && strcmp(o.emit, "ir") && strcmp(o.emit, "dot"))
-        usage_error("--emit=%s: expected c, ir or dot", o.emit);
-    } else if (!strcmp(a, "--stats")) {
-      o.stats = true;
-    } else if (!strncmp(a, "--dump-ir=after:", 16)) {
-      o.dump_after = a + 16;
-      if (!find_pass(o.dump_after) && strcmp(o.dump_after, "front") && strcmp(o.dump_after, "autodiff"))
-        usage_error("--dump-ir=after:%s: unknown pass (see lmc passes)", o.dump_after);
-    } else if (!strncmp(a, "--dtype=", 8)) {
-      if (!strcmp(a + 8, "f32"))
-        o.real = DT_F32;
-      else if (!strcmp(a + 8, "f64"))
-        o.real = DT_F64;
-      else
-        usage_error("%s: expected --dtype=f32 or --dtype=f64", a);
-    } else if (a[0] == '-') {
-      usage_error("unknown option '%s'", a);
-    } else if (o.graph) {
-      usage_error("more than one graph file ('%s')", a);
-    } else {
-      o.graph = a;
-    }
+  CompileOptions o;
+  char err[ERRLEN];
+  if (options_parse(argc, argv, &o, err, sizeof err) != 0) {
+    fprintf(stderr, "%s\n%s", err, lmc_usage);
+    exit(2);
   }
-  if (!o.graph)
-    usage_error("%s", "compile: no graph file");
   check_files(&o);
   if (o.dump_after && find_pass(o.dump_after) && !pass_on(&o, (int)(find_pass(o.dump_after) - passes)))
     fprintf(stderr, "lmc: note: --dump-ir=after:%s: that pass does not run with these flags; nothing dumped\n",
@@ -380,7 +301,7 @@ static int finish(int rc)
 int main(int argc, char **argv)
 {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-    fputs(usage, argc < 2 ? stderr : stdout);
+    fputs(lmc_usage, argc < 2 ? stderr : stdout);
     return finish(argc < 2 ? 2 : 0);
   }
   if (!strcmp(argv[1], "--version")) {

@@ -1178,8 +1178,11 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
     if (i + 1 < words) logp = gen_feed(&n.gen, &m->gen, hist, len, 1);
   }
   if (to_stdout ? fflush(f) != 0 || ferror(f) : outfile_commit(&of, false, err, sizeof err) < 0) {
-    if (to_stdout) error("cannot write standard output: %s", strerror(errno));
-    else fprintf(stderr, "%s\n", err);
+    if (to_stdout) {
+      error("cannot write standard output: %s", strerror(errno));
+      clearerr(stdout);   /* said once: main's check at exit finds nothing more to report */
+    } else
+      fprintf(stderr, "%s\n", err);
     goto done;
   }
   rc = 0;
