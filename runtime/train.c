@@ -763,6 +763,12 @@ static int check_reload(Trainer *t, const char *path)
   return rc;
 }
 
+/* Whether two paths name one file, existing or not yet. */
+static bool same_path(const char *a, const char *b)
+{
+  return strcmp(a, b) == 0 || outfile_same_file(a, b);
+}
+
 /* --log-csv: written as PATH.tmp and renamed over PATH when training ends,
  * however it ends; a resumed run's log starts with the old one's lines. */
 static int open_csv(Trainer *t)
@@ -823,6 +829,10 @@ int run_train(const LmcModel *m, const TrainOptions *o)
     }
     if (o->log_csv && outfile_check(o->log_csv, err, sizeof err) < 0) {
       fprintf(stderr, "%s\n", err);
+      goto done_tmp;
+    }
+    if (o->log_csv && (same_path(o->log_csv, t.save) || (o->resume && same_path(o->log_csv, o->resume)))) {
+      error("--log-csv %s: that is the checkpoint's file; the log needs a file of its own", o->log_csv);
       goto done_tmp;
     }
   }
@@ -1100,6 +1110,10 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
   char err[ERRLEN];
   if (!to_stdout && outfile_check(outf, err, sizeof err) < 0) {   /* before the checkpoint is read */
     fprintf(stderr, "%s\n", err);
+    return 1;
+  }
+  if (!to_stdout && same_path(outf, checkpoint)) {
+    error("--outf %s: that is the checkpoint; the text needs a file of its own", outf);
     return 1;
   }
   openblas_set_num_threads(threads);

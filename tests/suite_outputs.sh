@@ -11,7 +11,8 @@
 #   lmc compile -o -, lmc vocab, lmc passes, a trainer's info, eval --json
 #   and generate --outf -
 #   a graph or corpus file that is a device or FIFO is refused at once
-#   an empty output name is a usage error
+#   an empty output name is a usage error; an output that is the
+#   checkpoint read or saved is refused
 # Ends with "N passed, N failed".
 cd "$(dirname "$0")/.." || exit 1
 LMC=${LMC:-build/lmc}
@@ -230,6 +231,24 @@ if [ $rc -ne 1 ] || ! grep -q "train.txt: error: not a regular file (it is a FIF
   fail "train --data with a FIFO at train.txt: exit $rc"
 else
   pass "train --data with a FIFO at train.txt: exit 1 at once, '$(cat "$tmp/err")'"
+fi
+
+# 13. an output that is the checkpoint is refused, the checkpoint unchanged
+cp "$tmp/ck.safetensors" "$tmp/keep.safetensors"
+"$FAKE" generate --checkpoint "$tmp/ck.safetensors" --words 5 --outf "$tmp/ck.safetensors" >"$tmp/out" 2>"$tmp/err"
+rc1=$?
+"$FAKE" train --data $DATA --epochs 1 --save "$tmp/ck.safetensors" --log-csv "$tmp/ck.safetensors" >"$tmp/out" 2>>"$tmp/err"
+rc2=$?
+"$FAKE" train --data $DATA --epochs 2 --resume "$tmp/ck.safetensors" --save "$tmp/other.safetensors" \
+  --log-csv "$tmp/./ck.safetensors" >"$tmp/out" 2>>"$tmp/err"
+rc3=$?
+if [ $rc1 -ne 1 ] || [ $rc2 -ne 1 ] || [ $rc3 -ne 1 ]; then
+  fail "generate --outf CK, train --log-csv SAVE, --log-csv RESUME: exit $rc1, $rc2, $rc3, expected 1"
+elif ! cmp -s "$tmp/ck.safetensors" "$tmp/keep.safetensors" || [ -e "$tmp/other.safetensors" ] ||
+  [ "$(grep -c "needs a file of its own" "$tmp/err")" -ne 3 ]; then
+  fail "generate --outf CK, train --log-csv SAVE: the checkpoint changed or no message"
+else
+  pass "generate --outf CK, train --log-csv SAVE or RESUME: exit 1, the checkpoint unchanged, '$(head -n 1 "$tmp/err")'"
 fi
 
 echo "$passed passed, $failed failed"
