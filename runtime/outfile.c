@@ -187,6 +187,32 @@ void outfile_abort(OutFile *o)
   *o = (OutFile){ 0 };
 }
 
+FILE *outfile_open_log(const char *path, bool append, char *err, size_t errlen)
+{
+  if (outfile_check(path, err, errlen) < 0)
+    return NULL;
+  int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | (append ? O_APPEND : 0);
+  int fd = open(path, flags, 0666);
+  if (fd < 0) {
+    snprintf(err, errlen, "%s: error: cannot write: %s", path, strerror(errno));
+    return NULL;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    snprintf(err, errlen, "%s: error: refusing to write it: not a regular file", path);
+    close(fd);
+    return NULL;
+  }
+  FILE *f = NULL;
+  if ((append || ftruncate(fd, 0) == 0) && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK & ~O_CREAT) == 0)
+    f = fdopen(fd, append ? "ab" : "wb");
+  if (!f) {
+    snprintf(err, errlen, "%s: error: cannot write: %s", path, strerror(errno));
+    close(fd);
+  }
+  return f;
+}
+
 bool outfile_same_file(const char *a, const char *b)
 {
   struct stat sa, sb;

@@ -16,6 +16,9 @@
  *                          and renames PATH.tmp over PATH; PATH is either
  *                          the old file or the complete new one
  *   outfile_abort(o)       closes and removes PATH.tmp
+ *   outfile_open_log(path) a log written as it goes (--log-csv): opened in
+ *                          place without following a link or blocking, and
+ *                          kept only when it is a regular file
  *
  * Errors are "PATH: error: ..." in err (errlen bytes) and a -1 return.
  */
@@ -36,6 +39,8 @@ int outfile_check(const char *path, char *err, size_t errlen);
 int outfile_open(OutFile *o, const char *path, char *err, size_t errlen);
 int outfile_commit(OutFile *o, bool durable, char *err, size_t errlen);
 void outfile_abort(OutFile *o);
+
+FILE *outfile_open_log(const char *path, bool append, char *err, size_t errlen);
 
 /* Whether a and b name the same existing file (device and inode). */
 bool outfile_same_file(const char *a, const char *b);

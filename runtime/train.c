@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -447,7 +448,7 @@ typedef struct {
   const char *save;      /* where a new best goes */
   const char *best_path; /* the file holding the best model, NULL when none yet */
   long eval_windows;     /* 0: all */
-  OutFile csv;           /* --log-csv, as PATH.tmp until training ends */
+  FILE *csv;             /* --log-csv, a line per logged batch */
   bool tty, progress;    /* stderr is a terminal; a progress line is showing */
 } Trainer;
 
@@ -656,9 +657,9 @@ static void log_line(Trainer *t, long batch, long nbatch, double loss, double ms
 {
   out(t, "| epoch %3d | %5ld/%5ld batches | lr %02.2f | ms/batch %5.2f | loss %5.2f | ppl %8.2f | tok/s %.0f\n",
       t->epoch, batch, nbatch, t->lr, ms, loss, exp(loss), tps);
-  if (t->csv.f) {
-    fprintf(t->csv.f, "%d,%ld,%.9g,%.9g,%.9g,%.6g,%.6g\n", t->epoch, batch, t->lr, loss, exp(loss), ms, tps);
-    fflush(t->csv.f);
+  if (t->csv) {
+    fprintf(t->csv, "%d,%ld,%.9g,%.9g,%.9g,%.6g,%.6g\n", t->epoch, batch, t->lr, loss, exp(loss), ms, tps);
+    fflush(t->csv);
   }
 }
 
@@ -769,33 +770,22 @@ static bool same_path(const char *a, const char *b)
   return strcmp(a, b) == 0 || outfile_same_file(a, b);
 }
 
-/* --log-csv: written as PATH.tmp and renamed over PATH when training ends,
- * however it ends; a resumed run's log starts with the old one's lines. */
+/* --log-csv: written line by line as training goes, so it can be watched
+ * and a killed run keeps its rows; a resumed run appends to a log that has
+ * lines, and a fresh run starts it anew. */
 static int open_csv(Trainer *t)
 {
   const char *path = t->o->log_csv;
   char err[ERRLEN];
-  if (outfile_open(&t->csv, path, err, sizeof err) < 0) {
+  bool append = false;
+  struct stat st;
+  if (t->o->resume && lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+    append = true;
+  if (!(t->csv = outfile_open_log(path, append, err, sizeof err))) {
     fprintf(stderr, "%s\n", err);
     return -1;
   }
-  bool append = false;
-  if (t->o->resume) {
-    FILE *old = fopen(path, "rb");   /* outfile_open found a regular file or none */
-    if (old) {
-      char buf[1 << 14];
-      for (size_t n; (n = fread(buf, 1, sizeof buf, old)) > 0; append = true)
-        fwrite(buf, 1, n, t->csv.f);
-      bool bad = ferror(old);
-      fclose(old);
-      if (bad) {
-        error("%s: cannot read: %s", path, strerror(errno));
-        outfile_abort(&t->csv);
-        return -1;
-      }
-    }
-  }
-  if (!append) fprintf(t->csv.f, "epoch,batch,lr,loss,ppl,ms_per_batch,tokens_per_s\n");
+  if (!append) fprintf(t->csv, "epoch,batch,lr,loss,ppl,ms_per_batch,tokens_per_s\n");
   return 0;
 }
 
@@ -936,12 +926,9 @@ done_net:
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
   }
-  if (t.csv.f) {
-    char err[ERRLEN];
-    if (outfile_commit(&t.csv, false, err, sizeof err) < 0) {
-      fprintf(stderr, "%s\n", err);
-      rc = 1;
-    }
+  if (t.csv && (ferror(t.csv) | fclose(t.csv))) {
+    error("%s: cannot write: %s", o->log_csv, strerror(errno));
+    rc = 1;
   }
   net_free(&t.net);
 done_corpus:

@@ -174,8 +174,9 @@ for target in dev fifo link; do
 done
 [ -z "$bad" ] && pass "train --log-csv, generate --outf at a device node, FIFO, symlink: 6/6 refused with exit 1 before any work, left as they were"
 
-# 9. --log-csv writes through PATH.tmp; a resumed run keeps the old rows
-rm -f "$tmp/log.csv"
+# 9. --log-csv is written as training goes (a stale regular log is started anew,
+# no PATH.tmp); a resumed run keeps the old rows
+printf 'stale\n' >"$tmp/log.csv"
 "$FAKE" train --data $DATA --epochs 1 --save "$tmp/r.safetensors" --log-interval 1 --log-csv "$tmp/log.csv" \
   >"$tmp/out" 2>"$tmp/err"
 rc1=$?
@@ -186,7 +187,7 @@ rc2=$?
 rows2=$(wc -l <"$tmp/log.csv" 2>/dev/null || echo 0)
 if [ $rc1 -ne 0 ] || [ $rc2 -ne 0 ]; then
   fail "train --log-csv, then --resume: exit $rc1, $rc2"
-elif [ "$rows1" -lt 2 ] || [ "$rows2" -le "$rows1" ] || [ "$(grep -c '^epoch,' "$tmp/log.csv")" -ne 1 ] ||
+elif [ "$rows1" -lt 2 ] || [ "$rows2" -le "$rows1" ] || [ "$(grep -c '^epoch,' "$tmp/log.csv")" -ne 1 ] || grep -q stale "$tmp/log.csv" ||
   [ -e "$tmp/log.csv.tmp" ] || [ "$(grep -c '^2,' "$tmp/log.csv")" -lt 1 ]; then
   fail "train --log-csv, then --resume: $rows1 rows, then $rows2 (one header, epoch 2 appended, no log.csv.tmp)"
 else
