@@ -583,7 +583,8 @@ START_TEST(test_save_path_checked)
 
   o.save = tmp("");   /* the test's folder */
   ck_assert_int_eq(train(&o), 1);
-  snprintf(want, sizeof want, "%s: error: cannot save there: is a directory\n", o.save);
+  snprintf(want, sizeof want, "%s: error: refusing to write %s: it exists and is a folder, not a regular file\n",
+           o.save, o.save);
   ck_assert_str_eq(err_text, want);
   ck_assert_int_eq(fake_calls[0], 0);
 
