@@ -556,11 +556,11 @@ static char *read_key(const char *path)
 }
 
 /* Before new moments replace PATH.optim: when PATH.optim is the one PATH
- * names, it moves to PATH.optim.prev, so that PATH keeps its moments
- * until the new PATH is in place.  A PATH.optim that is not PATH's (left
- * by a kill between the two files) stays where it is, to be replaced; the
- * PATH.optim.prev that PATH then names is kept. */
-static int keep_paired_moments(const char *path, const char *opath, const char *prev)
+ * names, it moves to PATH.optim.prev (*moved set), so that PATH keeps its
+ * moments until the new PATH is in place.  A PATH.optim that is not
+ * PATH's (left by a kill between the two files) stays where it is, to be
+ * replaced; the PATH.optim.prev that PATH then names is kept. */
+static int keep_paired_moments(const char *path, const char *opath, const char *prev, bool *moved)
 {
   char err[ERRLEN];
   char *kf = read_key(path), *ko = kf ? read_key(opath) : NULL;
@@ -572,7 +572,8 @@ static int keep_paired_moments(const char *path, const char *opath, const char *
     } else if (rename(opath, prev) != 0) {
       error("%s: cannot rename %s to %s: %s", path, opath, prev, strerror(errno));
       rc = -1;
-    }
+    } else
+      *moved = true;
   }
   free(kf);
   free(ko);
@@ -596,7 +597,9 @@ static int keep_paired_moments(const char *path, const char *opath, const char *
  * A kill before c leaves the old PATH, whose moments are PATH.optim
  * (before a) or PATH.optim.prev (after a); from c on, the new PATH and
  * PATH.optim.  --resume takes whichever of PATH.optim and PATH.optim.prev
- * holds PATH's key (load_moments); eval and generate read PATH alone.
+ * holds PATH's key (load_moments); eval and generate read PATH alone.  A
+ * save that fails (a full disk) before c undoes a: the files are then as
+ * they were, names and bytes.
  */
 static int save_checkpoint(Trainer *t, const char *path, double val_loss)
 {
@@ -605,6 +608,7 @@ static int save_checkpoint(Trainer *t, const char *path, double val_loss)
   MetaList meta = { 0 };
   int rc = -1;
   char *opath = NULL, *prev = NULL;
+  bool moved = false;
   if (meta_model(&meta, m, &t->corpus.dict, t->o->seed) < 0) goto oom;
   setf(&meta, "lr", "%.17g", t->lr);
   setf(&meta, "epoch", "%d", t->epoch);
@@ -618,7 +622,7 @@ static int save_checkpoint(Trainer *t, const char *path, double val_loss)
     meta_set(&meta, "optimizer_state", base_name(opath));
     setf(&meta, "optimizer_key", "%016llx-%llu", (unsigned long long)t->run_id,
          (unsigned long long)t->net.train.step);
-    if (keep_paired_moments(path, opath, prev) < 0) goto done;
+    if (keep_paired_moments(path, opath, prev, &moved) < 0) goto done;
     ckpt_test_pause();
     MetaList om = { 0 };
     meta_set(&om, "format_version", FORMAT_VERSION);
@@ -639,6 +643,7 @@ static int save_checkpoint(Trainer *t, const char *path, double val_loss)
     fprintf(stderr, "%s\n", err);
     goto done;
   }
+  moved = false;
   if (prev) {
     ckpt_test_pause();
     if (unlink(prev) != 0 && errno != ENOENT)
@@ -649,6 +654,8 @@ static int save_checkpoint(Trainer *t, const char *path, double val_loss)
 oom:
   error("out of memory");
 done:
+  if (moved && rename(prev, opath) != 0)
+    warning("cannot rename %s back to %s: %s (--resume finds it there)", prev, opath, strerror(errno));
   free(opath);
   free(prev);
   meta_free(&meta);
