@@ -136,7 +136,7 @@ static void buf_add(Buf *b, const char *s, size_t n)
 {
   if (b->n + n + 1 > b->cap) {
     while (b->n + n + 1 > b->cap)
-      b->cap = b->cap ? 2 * b->cap : 1024;
+      b->cap = b->cap ? 2 * b->cap : 64;
     b->s = xrealloc(b->s, b->cap);
   }
   memcpy(b->s + b->n, s, n);
