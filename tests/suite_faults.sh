@@ -14,10 +14,11 @@
 #    4  a device node, FIFO or symlink at --save, PATH.tmp or PATH.optim is
 #       refused before the first batch, and stays what it was
 #
-# The kills come LMC_TEST_SAVE_PAUSE_MS (a test hook of runtime/checkpoint.c)
-# into the saves: each of a save's stages sleeps that long, so that random
-# kill times land in all of them.  FAULT_SEED=N repeats a run's kill times;
-# KILLS=N sets the kills per optimizer (default 30).
+# LMC_TEST_SAVE_PAUSE_MS (a test hook of runtime/checkpoint.c) makes each
+# stage of a save sleep 5 ms, so that kill times drawn at random in
+# [0.02, 0.42] s land in every stage of the saves of a run that saves
+# every epoch (at most 200 epochs, a few seconds).  FAULT_SEED=N repeats a
+# run's kill times; KILLS=N sets the kills per optimizer (default 30).
 #
 # Environment: B (build folder, default build), holding tests/fake_trainer.
 cd "$(dirname "$0")/.." || exit 1
@@ -77,7 +78,7 @@ for opt in sgd adamw; do
     mkdir "$d"
     cp "$base"/m.safetensors* "$d/"
     delay=$(awk -v s="$SEED" -v i=$i -v n=$n 'BEGIN { srand(s + 1000 * n + i); printf "%.3f", 0.02 + 0.4 * rand() }')
-    LMC_TEST_SAVE_PAUSE_MS=5 "$T" train --data $DATA --optimizer $opt --epochs 100000 \
+    LMC_TEST_SAVE_PAUSE_MS=5 "$T" train --data $DATA --optimizer $opt --epochs 200 \
       --resume "$d/m.safetensors" --save "$d/m.safetensors" >"$d/train.log" 2>&1 &
     pid=$!
     sleep "$delay"
