@@ -15,13 +15,21 @@
  * We write F32 always (from float or double `real`), tensors sorted by
  * name, packed in that order, the header padded with spaces to a multiple
  * of 8 bytes as the reference writer does.  A tied tensor is written under
- * each of its names, as state_dict does.  Writes go to PATH.tmp, which is
- * flushed, fsync'd and renamed over PATH, so PATH is either the old file or
- * the complete new one.
+ * each of its names, as state_dict does.  Writes go through outfile.h:
+ * PATH.tmp, created exclusively, flushed, fsync'd and renamed over PATH,
+ * so PATH is either the old file or the complete new one, and a PATH that
+ * is a device, FIFO or link is refused, never replaced.
  *
- * Reading trusts nothing: the header length, the JSON, every tensor's
- * dtype, shape and data_offsets are checked against the file and against
- * the compiled model before one value is copied into the caller's
+ * Reading trusts nothing, and enforces the format as the reference
+ * implementation does (safetensors' Metadata::validate): a header of at
+ * most 100 MB of valid UTF-8 JSON, no name twice (tensors or metadata
+ * keys), a known dtype, byte sizes equal to numel x dtype size without
+ * overflow, and data_offsets that, sorted, are contiguous from 0 to the
+ * end of the file: no overlap, no gap, nothing after the last tensor.
+ * Names are checked for repeats by sorting, so a header of 200000 empty
+ * tensors costs n log n, not n^2.  All of this, then the compiled model's
+ * names, dtypes and shapes, is checked before one value is copied into the
+ * caller's
  * parameters, and the values go through a scratch copy, so a refused file
  * leaves param untouched.  F32 and F64 are accepted.  Tensors the model
  * does not have are ignored, except inside a requested extra block
@@ -38,9 +46,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "outfile.h"
 #include "rt.h"
+
+enum { MAX_HEADER = 100000000 };   /* bytes: the reference's MAX_HEADER_SIZE */
 
 static void *xmalloc(size_t n)
 {
@@ -124,7 +136,7 @@ static void buf_add(Buf *b, const char *s, size_t n)
 {
   if (b->n + n + 1 > b->cap) {
     while (b->n + n + 1 > b->cap)
-      b->cap = b->cap ? 2 * b->cap : 1024;
+      b->cap = b->cap ? 2 * b->cap : 64;
     b->s = xrealloc(b->s, b->cap);
   }
   memcpy(b->s + b->n, s, n);
@@ -247,38 +259,52 @@ static int write_f32(FILE *f, const real *x, size_t n)
   return 0;
 }
 
-static void fsync_dir(const char *path)
+/* LMC_TEST_SAVE_PAUSE_MS=N: sleep N ms at each stage of a save, so that
+ * tests/suite_faults.sh can kill a trainer at any moment of one. */
+void ckpt_test_pause(void)
 {
-  char *dir = xstrdup(path);
-  char *slash = strrchr(dir, '/');
-  if (slash)
-    slash[slash == dir ? 1 : 0] = '\0';
-  int fd = open(slash ? dir : ".", O_RDONLY);
-  if (fd >= 0) {
-    (void)fsync(fd);
-    close(fd);
+  const char *s = getenv("LMC_TEST_SAVE_PAUSE_MS");
+  long ms = s ? atol(s) : 0;
+  if (ms > 0 && ms <= 10000) {
+    struct timespec ts = { ms / 1000, ms % 1000 * 1000000L };
+    nanosleep(&ts, NULL);
   }
-  free(dir);
 }
 
 int ckpt_check_path(const char *path, char *err)
 {
-  struct stat st;
-  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-    snprintf(err, ERRLEN, "%s: error: cannot save there: is a directory", path);
-    return -1;
+  return outfile_check(path, err, ERRLEN);
+}
+
+/* The header: sorted items packed in order, metadata first, padded to 8. */
+static void save_header(Buf *h, const SaveItem *item, int nitem, const MetaList *meta)
+{
+  buf_puts(h, "{");
+  if (meta && meta->nmeta > 0) {
+    buf_puts(h, "\"__metadata__\":{");
+    for (int i = 0; i < meta->nmeta; i++) {
+      if (i) buf_puts(h, ",");
+      buf_json_string(h, meta->meta[i].key);
+      buf_puts(h, ":");
+      buf_json_string(h, meta->meta[i].value);
+    }
+    buf_puts(h, "}");
   }
-  char *tmp = concat(path, ".tmp");
-  int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
-  if (fd >= 0) {
-    close(fd);
-    unlink(tmp);
-  } else if (errno != EEXIST || access(tmp, W_OK) != 0) {
-    snprintf(err, ERRLEN, "%s: error: cannot create %s: %s", path, tmp, strerror(errno));
-    rc = -1;
+  uint64_t off = 0;
+  for (int i = 0; i < nitem; i++) {
+    const LmcTensorDesc *d = item[i].d;
+    if (i || (meta && meta->nmeta > 0)) buf_puts(h, ",");
+    buf_json_string(h, item[i].name);
+    buf_puts(h, ":{\"dtype\":\"F32\",\"shape\":[");
+    for (int r = 0; r < d->rank; r++)
+      buf_printf(h, "%s%d", r ? "," : "", d->shape[r]);
+    uint64_t end = off + 4 * (uint64_t)d->numel;
+    buf_printf(h, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off, end);
+    off = end;
   }
-  free(tmp);
-  return rc;
+  buf_puts(h, "}");
+  while (h->n % 8)
+    buf_puts(h, " ");
 }
 
 int ckpt_save(const char *path, const LmcModel *m, const real *param,
@@ -299,80 +325,35 @@ int ckpt_save(const char *path, const LmcModel *m, const real *param,
     }
   qsort(item, (size_t)nitem, sizeof *item, cmp_item);
 
-  char *tmp = concat(path, ".tmp");
-  FILE *f = NULL;
-  int created = 0, rc = -1;
+  int rc = -1;
   Buf h = {0};
+  OutFile o;
   for (int i = 1; i < nitem; i++)
     if (strcmp(item[i - 1].name, item[i].name) == 0) {
       snprintf(err, ERRLEN, "%s: error: two tensors named %s", path, item[i].name);
       goto out;
     }
-
-  buf_puts(&h, "{");
-  if (meta && meta->nmeta > 0) {
-    buf_puts(&h, "\"__metadata__\":{");
-    for (int i = 0; i < meta->nmeta; i++) {
-      if (i) buf_puts(&h, ",");
-      buf_json_string(&h, meta->meta[i].key);
-      buf_puts(&h, ":");
-      buf_json_string(&h, meta->meta[i].value);
-    }
-    buf_puts(&h, "}");
-  }
-  uint64_t off = 0;
-  for (int i = 0; i < nitem; i++) {
-    const LmcTensorDesc *d = item[i].d;
-    if (i || (meta && meta->nmeta > 0)) buf_puts(&h, ",");
-    buf_json_string(&h, item[i].name);
-    buf_puts(&h, ":{\"dtype\":\"F32\",\"shape\":[");
-    for (int r = 0; r < d->rank; r++)
-      buf_printf(&h, "%s%d", r ? "," : "", d->shape[r]);
-    uint64_t end = off + 4 * (uint64_t)d->numel;
-    buf_printf(&h, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off, end);
-    off = end;
-  }
-  buf_puts(&h, "}");
-  while (h.n % 8)
-    buf_puts(&h, " ");
-
-  f = fopen(tmp, "wb");
-  if (!f) {
-    snprintf(err, ERRLEN, "%s: error: cannot create %s: %s", path, tmp, strerror(errno));
+  save_header(&h, item, nitem, meta);
+  if (outfile_open(&o, path, err, ERRLEN) < 0)
     goto out;
-  }
-  created = 1;
   unsigned char len8[8];
   for (int i = 0; i < 8; i++)
     len8[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
-  if (fwrite(len8, 1, 8, f) != 8 || fwrite(h.s, 1, h.n, f) != h.n)
-    goto write_error;
-  for (int i = 0; i < nitem; i++)
-    if (write_f32(f, item[i].src, item[i].d->numel) < 0)
-      goto write_error;
-  if (fflush(f) != 0 || fsync(fileno(f)) != 0)
-    goto write_error;
-  FILE *g = f;
-  f = NULL;
-  if (fclose(g) != 0)
-    goto write_error;
-  if (rename(tmp, path) != 0) {
-    snprintf(err, ERRLEN, "%s: error: cannot rename %s to it: %s", path, tmp, strerror(errno));
+  int bad = fwrite(len8, 1, 8, o.f) != 8 || fwrite(h.s, 1, h.n, o.f) != h.n;
+  ckpt_test_pause();
+  for (int i = 0; i < nitem && !bad; i++)
+    bad = write_f32(o.f, item[i].src, item[i].d->numel) < 0;
+  if (bad) {
+    int e = errno;
+    snprintf(err, ERRLEN, "%s: error: cannot write %s: %s", path, o.tmp, strerror(e ? e : EIO));
+    outfile_abort(&o);
     goto out;
   }
-  created = 0;
-  fsync_dir(path);
+  ckpt_test_pause();
+  if (outfile_commit(&o, true, err, ERRLEN) < 0)
+    goto out;
   rc = 0;
-  goto out;
-
-write_error:
-  snprintf(err, ERRLEN, "%s: error: cannot write %s: %s", path, tmp, strerror(errno));
 out:
-  if (f)
-    fclose(f);
-  if (created)
-    unlink(tmp);
-  free(tmp);
   free(h.s);
   for (int i = 0; i < nitem; i++)
     free(item[i].name);
@@ -395,8 +376,10 @@ typedef struct {
   const char *s, *p, *e; /* header text, cursor, end */
   char msg[256];
   Entry *ent;
-  int nent;
-  MetaList meta;
+  int nent, capent;
+  Meta *mk;              /* __metadata__ in file order, repeats kept (refused later) */
+  int nmk, capmk;
+  int nmetaobj;          /* how many "__metadata__" keys */
 } Json;
 
 static int js_fail(Json *j, const char *what)
@@ -672,9 +655,11 @@ static int js_metadata(Json *j)
       free(key);
       return -1;
     }
-    meta_set(&j->meta, key, value);
-    free(key);
-    free(value);
+    if (j->nmk == j->capmk) {
+      j->capmk = j->capmk ? 2 * j->capmk : 16;
+      j->mk = xrealloc(j->mk, (size_t)j->capmk * sizeof *j->mk);
+    }
+    j->mk[j->nmk++] = (Meta){ key, value };
     if (js_peek(j, ',')) { j->p++; continue; }
     return js_expect(j, '}');
   }
@@ -689,8 +674,14 @@ static void entries_free(Json *j)
   }
   free(j->ent);
   j->ent = NULL;
-  j->nent = 0;
-  meta_free(&j->meta);
+  j->nent = j->capent = 0;
+  for (int i = 0; i < j->nmk; i++) {
+    free(j->mk[i].key);
+    free(j->mk[i].value);
+  }
+  free(j->mk);
+  j->mk = NULL;
+  j->nmk = j->capmk = 0;
 }
 
 static int js_header(Json *j)
@@ -710,10 +701,14 @@ static int js_header(Json *j)
       }
       if (strcmp(key, "__metadata__") == 0) {
         free(key);
+        j->nmetaobj++;
         if (js_metadata(j) < 0)
           return -1;
       } else {
-        j->ent = xrealloc(j->ent, (size_t)(j->nent + 1) * sizeof *j->ent);
+        if (j->nent == j->capent) {
+          j->capent = j->capent ? 2 * j->capent : 16;
+          j->ent = xrealloc(j->ent, (size_t)j->capent * sizeof *j->ent);
+        }
         Entry *t = &j->ent[j->nent++];
         *t = (Entry){ .name = key, .rank = -1, .noff = -1 };
         if (js_tensor(j, t) < 0)
@@ -815,6 +810,262 @@ int ckpt_load(const char *path, const LmcModel *m, real *param,
   return ckpt_load_via(path, m, param, NULL, extra, nextra, meta, err);
 }
 
+/* Length of the longest prefix of s[0, n) that is valid UTF-8 (RFC 3629:
+ * no overlong forms, surrogates or code points above U+10FFFF). */
+static size_t utf8_prefix(const unsigned char *s, size_t n)
+{
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t len;
+    unsigned lo = 0x80, hi = 0xbf;   /* the second byte's range */
+    if (c >= 0xc2 && c <= 0xdf) len = 2;
+    else if (c >= 0xe0 && c <= 0xef) len = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+    else if (c >= 0xf0 && c <= 0xf4) len = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+    else return i;
+    if (n - i < len || s[i + 1] < lo || s[i + 1] > hi) return i;
+    for (size_t k = 2; k < len; k++)
+      if ((s[i + k] & 0xc0) != 0x80) return i;
+    i += len;
+  }
+  return n;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A name given twice among names[0, n) (sorted in place), or NULL. */
+static const char *repeated(const char **names, size_t n)
+{
+  qsort(names, n, sizeof *names, cmp_name);
+  for (size_t i = 1; i < n; i++)
+    if (strcmp(names[i - 1], names[i]) == 0)
+      return names[i];
+  return NULL;
+}
+
+/* No tensor name and no metadata key twice: n log n, not n^2. */
+static int check_names(const Json *j, char *msg, size_t len)
+{
+  if (j->nmetaobj > 1) {
+    snprintf(msg, len, "__metadata__ appears twice in the header");
+    return -1;
+  }
+  size_t n = (size_t)(j->nent > j->nmk ? j->nent : j->nmk);
+  const char **names = xmalloc(n * sizeof *names), *dup;
+  for (int i = 0; i < j->nent; i++) names[i] = j->ent[i].name;
+  if ((dup = repeated(names, (size_t)j->nent)))
+    snprintf(msg, len, "tensor %s appears twice in the header", dup);
+  else {
+    for (int i = 0; i < j->nmk; i++) names[i] = j->mk[i].key;
+    if ((dup = repeated(names, (size_t)j->nmk)))
+      snprintf(msg, len, "__metadata__ key %s appears twice in the header", dup);
+  }
+  free(names);
+  return dup ? -1 : 0;
+}
+
+/* Entry t complete, of a known dtype, its bytes numel x dtype size, inside
+ * the datalen bytes of data. */
+static int check_entry_layout(const Entry *t, uint64_t datalen, char *msg, size_t len)
+{
+  if (!t->dtype || t->rank < 0 || t->noff < 0) {
+    snprintf(msg, len, "%s: no %s in the header", t->name, !t->dtype ? "dtype" : t->rank < 0 ? "shape" : "data_offsets");
+    return -1;
+  }
+  if (t->off[0] > t->off[1]) {
+    snprintf(msg, len, "%s: data_offsets [%" PRIu64 ", %" PRIu64 "] end before they begin", t->name, t->off[0],
+             t->off[1]);
+    return -1;
+  }
+  int sz = itemsize(t->dtype);
+  if (!sz) {
+    snprintf(msg, len, "%s: unknown dtype %s", t->name, t->dtype);
+    return -1;
+  }
+  char s[128];
+  fmt_shape(s, sizeof s, t->rank, t->shape);
+  uint64_t bytes = (uint64_t)sz;
+  for (int r = 0; r < t->rank; r++) {
+    if (t->shape[r] && bytes > UINT64_MAX / t->shape[r]) {
+      snprintf(msg, len, "%s: shape %s of %s holds more than 2^64 bytes", t->name, s, t->dtype);
+      return -1;
+    }
+    bytes *= t->shape[r];
+  }
+  if (bytes != t->off[1] - t->off[0]) {
+    snprintf(msg, len, "%s: data_offsets [%" PRIu64 ", %" PRIu64 "] hold %" PRIu64 " bytes, shape %s of %s needs %" PRIu64,
+             t->name, t->off[0], t->off[1], t->off[1] - t->off[0], s, t->dtype, bytes);
+    return -1;
+  }
+  if (t->off[1] > datalen) {
+    snprintf(msg, len, "%s: data_offsets [%" PRIu64 ", %" PRIu64 "] beyond the %" PRIu64 " bytes of data: file truncated",
+             t->name, t->off[0], t->off[1], datalen);
+    return -1;
+  }
+  return 0;
+}
+
+static int cmp_offsets(const void *a, const void *b)
+{
+  const Entry *x = *(const Entry *const *)a, *y = *(const Entry *const *)b;
+  if (x->off[0] != y->off[0]) return x->off[0] < y->off[0] ? -1 : 1;
+  if (x->off[1] != y->off[1]) return x->off[1] < y->off[1] ? -1 : 1;
+  return strcmp(x->name, y->name);
+}
+
+/* Sorted by offset, the tensors tile the data: from byte 0, each one
+ * beginning where the one before ends, the last one at the end of the file. */
+static int check_tiling(const Json *j, uint64_t datalen, char *msg, size_t len)
+{
+  const Entry **by = xmalloc((size_t)j->nent * sizeof *by), *prev = NULL;
+  for (int i = 0; i < j->nent; i++) by[i] = &j->ent[i];
+  qsort(by, (size_t)j->nent, sizeof *by, cmp_offsets);
+  uint64_t at = 0;
+  int rc = 0;
+  for (int i = 0; i < j->nent && rc == 0; i++) {
+    const Entry *t = by[i];
+    if (t->off[0] < at) {
+      snprintf(msg, len, "%s: data_offsets [%" PRIu64 ", %" PRIu64 "] overlap %s's [%" PRIu64 ", %" PRIu64 "]",
+               t->name, t->off[0], t->off[1], prev->name, prev->off[0], prev->off[1]);
+      rc = -1;
+    } else if (t->off[0] > at) {
+      snprintf(msg, len, "bytes [%" PRIu64 ", %" PRIu64 ") of the data, before %s, belong to no tensor", at,
+               t->off[0], t->name);
+      rc = -1;
+    }
+    at = t->off[1];
+    prev = t;
+  }
+  if (rc == 0 && at != datalen) {
+    snprintf(msg, len, "bytes [%" PRIu64 ", %" PRIu64 ") of the data, after the last tensor, belong to no tensor",
+             at, datalen);
+    rc = -1;
+  }
+  free(by);
+  return rc;
+}
+
+/* Reads the header of f (size bytes) into j, its text into *head, and
+ * checks the whole layout; *base: where the data begins. */
+static int read_header(FILE *f, uint64_t size, Json *j, char **head, uint64_t *base, char *msg, size_t len)
+{
+  unsigned char len8[8];
+  if (size < 8 || fread(len8, 1, 8, f) != 8) {
+    snprintf(msg, len, "file too short (%" PRIu64 " bytes) for a safetensors header", size);
+    return -1;
+  }
+  uint64_t hlen = 0;
+  for (int i = 0; i < 8; i++)
+    hlen |= (uint64_t)len8[i] << (8 * i);
+  if (hlen > MAX_HEADER) {
+    snprintf(msg, len, "header length %" PRIu64 " is over the format's limit of %d bytes", hlen, MAX_HEADER);
+    return -1;
+  }
+  if (hlen > size - 8) {
+    snprintf(msg, len, "header length %" PRIu64 " beyond the file size (%" PRIu64 " bytes)", hlen, size);
+    return -1;
+  }
+  if (!(*head = malloc((size_t)hlen + 1))) {
+    snprintf(msg, len, "out of memory for a header of %" PRIu64 " bytes", hlen);
+    return -1;
+  }
+  if (fread(*head, 1, (size_t)hlen, f) != (size_t)hlen) {
+    snprintf(msg, len, "cannot read the header: %s", ferror(f) ? strerror(errno) : "file shrank");
+    return -1;
+  }
+  size_t good = utf8_prefix((const unsigned char *)*head, (size_t)hlen);
+  if (good != hlen) {
+    snprintf(msg, len, "header is not valid UTF-8 (byte %zu)", good);
+    return -1;
+  }
+  j->s = j->p = *head;
+  j->e = *head + hlen;
+  if (js_header(j) < 0) {
+    snprintf(msg, len, "%s", j->msg);
+    return -1;
+  }
+  if (check_names(j, msg, len) < 0)
+    return -1;
+  *base = 8 + hlen;
+  for (int i = 0; i < j->nent; i++)
+    if (check_entry_layout(&j->ent[i], size - *base, msg, len) < 0)
+      return -1;
+  return check_tiling(j, size - *base, msg, len);
+}
+
+/* Opens path for reading: a regular file (a FIFO is refused, not waited
+ * on), its size in *size. */
+static FILE *open_checkpoint(const char *path, uint64_t *size, char *err)
+{
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(err, ERRLEN, "%s: error: cannot open: %s", path, strerror(errno));
+    return NULL;
+  }
+  struct stat st;
+  const char *why = NULL;
+  char buf[128];
+  if (fstat(fd, &st) != 0) {
+    snprintf(buf, sizeof buf, "cannot stat: %s", strerror(errno));
+    why = buf;
+  } else if (!S_ISREG(st.st_mode))
+    why = "not a regular file";
+  FILE *f = NULL;
+  if (!why && (fcntl(fd, F_SETFL, 0) != 0 || !(f = fdopen(fd, "rb")))) {
+    snprintf(buf, sizeof buf, "cannot open: %s", strerror(errno));
+    why = buf;
+  }
+  if (why) {
+    snprintf(err, ERRLEN, "%s: error: %s", path, why);
+    close(fd);
+    return NULL;
+  }
+  *size = (uint64_t)st.st_size;
+  return f;
+}
+
+/* The file's metadata into meta: moved when meta is empty (a header of
+ * many keys costs no n^2 meta_set), else merged key by key. */
+static void give_meta(Json *j, MetaList *meta)
+{
+  if (meta->nmeta == 0) {
+    free(meta->meta);
+    meta->meta = j->mk;
+    meta->nmeta = j->nmk;
+    j->mk = NULL;
+    j->nmk = j->capmk = 0;
+    return;
+  }
+  for (int i = 0; i < j->nmk; i++)
+    meta_set(meta, j->mk[i].key, j->mk[i].value);
+}
+
+int ckpt_read_meta(const char *path, MetaList *meta, char *err)
+{
+  uint64_t size, base;
+  FILE *f = open_checkpoint(path, &size, err);
+  if (!f)
+    return -1;
+  char msg[ERRLEN] = "", *head = NULL;
+  Json j = {0};
+  int rc = read_header(f, size, &j, &head, &base, msg, sizeof msg);
+  if (rc < 0)
+    snprintf(err, ERRLEN, "%s: error: %s", path, msg);
+  else
+    give_meta(&j, meta);
+  fclose(f);
+  free(head);
+  entries_free(&j);
+  return rc;
+}
+
 int ckpt_load_via(const char *path, const LmcModel *m, real *param, real *given,
                   ExtraBlock *extra, int nextra, MetaList *meta, char *err)
 {
@@ -825,90 +1076,17 @@ int ckpt_load_via(const char *path, const LmcModel *m, real *param, real *given,
   real *scratch = NULL, *into = NULL, *tmp = NULL;
   real **xs = NULL;              /* scratch of each extra block, NULL: not loaded */
   int rc = -1;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, ERRLEN, "%s: error: cannot open: %s", path, strerror(errno));
+  uint64_t size, base;
+  FILE *f = open_checkpoint(path, &size, err);
+  if (!f)
     return -1;
-  }
-  struct stat st;
-  if (fstat(fileno(f), &st) != 0) {
-    snprintf(msg, sizeof msg, "cannot stat: %s", strerror(errno));
+  if (read_header(f, size, &j, &head, &base, msg, sizeof msg) < 0)
     goto out;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    snprintf(msg, sizeof msg, "not a regular file");
-    goto out;
-  }
-  uint64_t size = (uint64_t)st.st_size;
-  unsigned char len8[8];
-  if (size < 8 || fread(len8, 1, 8, f) != 8) {
-    snprintf(msg, sizeof msg, "file too short (%" PRIu64 " bytes) for a safetensors header", size);
-    goto out;
-  }
-  uint64_t hlen = 0;
-  for (int i = 0; i < 8; i++)
-    hlen |= (uint64_t)len8[i] << (8 * i);
-  if (hlen > size - 8) {
-    snprintf(msg, sizeof msg, "header length %" PRIu64 " beyond the file size (%" PRIu64 " bytes)", hlen, size);
-    goto out;
-  }
-  head = xmalloc((size_t)hlen + 1);
-  if (fread(head, 1, (size_t)hlen, f) != (size_t)hlen) {
-    snprintf(msg, sizeof msg, "cannot read the header: %s", ferror(f) ? strerror(errno) : "file shrank");
-    goto out;
-  }
-  j.s = j.p = head;
-  j.e = head + hlen;
-  if (js_header(&j) < 0) {
-    snprintf(msg, sizeof msg, "%s", j.msg);
-    goto out;
-  }
-
-  /* every entry: complete, offsets matching its shape, inside the file */
-  uint64_t base = 8 + hlen, datalen = size - base;
-  for (int i = 0; i < j.nent; i++) {
-    const Entry *t = &j.ent[i];
-    for (int k = 0; k < i; k++)
-      if (strcmp(j.ent[k].name, t->name) == 0) {
-        snprintf(msg, sizeof msg, "tensor %s appears twice in the header", t->name);
-        goto out;
-      }
-    if (!t->dtype || t->rank < 0 || t->noff < 0) {
-      snprintf(msg, sizeof msg, "%s: no %s in the header", t->name,
-               !t->dtype ? "dtype" : t->rank < 0 ? "shape" : "data_offsets");
-      goto out;
-    }
-    if (t->off[0] > t->off[1]) {
-      snprintf(msg, sizeof msg, "%s: data_offsets [%" PRIu64 ", %" PRIu64 "] end before they begin", t->name,
-               t->off[0], t->off[1]);
-      goto out;
-    }
-    int sz = itemsize(t->dtype);
-    if (sz) {
-      uint64_t bytes = (uint64_t)sz;
-      int overflow = 0;
-      for (int r = 0; r < t->rank; r++) {
-        if (t->shape[r] && bytes > UINT64_MAX / t->shape[r]) overflow = 1;
-        bytes *= t->shape[r];
-      }
-      if (overflow || bytes != t->off[1] - t->off[0]) {
-        char s[128];
-        fmt_shape(s, sizeof s, t->rank, t->shape);
-        snprintf(msg, sizeof msg, "%s: data_offsets [%" PRIu64 ", %" PRIu64 "] hold %" PRIu64
-                 " bytes, shape %s of %s needs %s%" PRIu64, t->name, t->off[0], t->off[1],
-                 t->off[1] - t->off[0], s, t->dtype, overflow ? "more than " : "", overflow ? UINT64_MAX : bytes);
-        goto out;
-      }
-    }
-    if (t->off[1] > datalen) {
-      snprintf(msg, sizeof msg, "%s: data_offsets [%" PRIu64 ", %" PRIu64 "] beyond the %" PRIu64
-               " bytes of data: file truncated", t->name, t->off[0], t->off[1], datalen);
-      goto out;
-    }
-  }
 
   /* a model of another kind: said first, not as its tensors' shapes */
-  const char *kind = meta_get(&j.meta, "kind");
+  const char *kind = NULL;
+  for (int i = 0; i < j.nmk; i++)
+    if (strcmp(j.mk[i].key, "kind") == 0) kind = j.mk[i].value;
   if (kind && m->kind && strcmp(kind, m->kind) != 0) {
     snprintf(msg, sizeof msg, "holds a %s model, this program is compiled for %s", kind, m->kind);
     goto out;
@@ -1038,8 +1216,7 @@ int ckpt_load_via(const char *path, const LmcModel *m, real *param, real *given,
       extra[k].data = NULL;
   }
   if (meta)
-    for (int i = 0; i < j.meta.nmeta; i++)
-      meta_set(meta, j.meta.meta[i].key, j.meta.meta[i].value);
+    give_meta(&j, meta);
   rc = 0;
 
 out:

@@ -83,7 +83,7 @@ const char *meta_get(const MetaList *l, const char *key);   /* NULL if absent */
 void meta_free(MetaList *l);
 
 /* Writes the parameters of m (from param, as float32) and metadata to
- * path atomically: path.tmp, fsync, rename.  A tied tensor is written
+ * path atomically through outfile.h: path.tmp, fsync, rename.  A tied tensor is written
  * under both names.  Extra tensors (optimizer state) may be given as
  * (name, data, numel) triples with data laid out like param. */
 typedef struct {
@@ -93,10 +93,16 @@ typedef struct {
 
 int ckpt_save(const char *path, const LmcModel *m, const real *param,
               const ExtraBlock *extra, int nextra, const MetaList *meta, char *err);
-/* Whether ckpt_save could write path: path is not a folder and path.tmp
- * can be created (a stale path.tmp, which a save replaces, is fine).  Checked
- * before training, so that a bad --save fails at once. */
+/* Whether ckpt_save could write path (outfile_check): path and path.tmp
+ * are absent or regular files, and path.tmp can be created in the folder.
+ * Checked before training, so that a bad --save fails at once. */
 int ckpt_check_path(const char *path, char *err);
+/* Reads and checks the header of path (the whole format, as ckpt_load
+ * does, but no model) and adds its metadata to meta. */
+int ckpt_read_meta(const char *path, MetaList *meta, char *err);
+/* Test hook: sleeps LMC_TEST_SAVE_PAUSE_MS ms (when set) between the
+ * stages of a save, so that a kill can land in any of them. */
+void ckpt_test_pause(void);
 /* Reads path into param (and extra blocks when present and data != NULL),
  * checking every tensor of m is there with its shape and dtype F32 (F64
  * accepted and converted); a tied pair must agree.  Refuses truncated or

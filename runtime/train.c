@@ -28,8 +28,8 @@
  * hyper-parameter, vocab (words joined by '\n' in id order), vocab_size,
  * vocab_hash, seed, lmc_version, lmc_flags, and for --resume lr, epoch,
  * step, optimizer, valid_loss.  AdamW's moments live in a companion file
- * FILE.optim (named by the optimizer_state key) so that the model file
- * stays a plain state_dict.
+ * FILE.optim so that the model file stays a plain state_dict; how the two
+ * stay a pair through a kill at any moment is told at save_checkpoint.
  */
 #define _DEFAULT_SOURCE   /* madvise */
 #include <errno.h>
@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -447,6 +448,7 @@ typedef struct {
   double best;
   const char *save;      /* where a new best goes */
   const char *best_path; /* the file holding the best model, NULL when none yet */
+  uint64_t run_id;       /* random, drawn at start: pairs this run's model and moments files */
   long eval_windows;     /* 0: all */
   FILE *csv;             /* --log-csv, a line per logged batch */
   bool tty, progress;    /* stderr is a terminal; a progress line is showing */
@@ -518,11 +520,22 @@ static int meta_model(MetaList *l, const LmcModel *m, const Dict *d, uint64_t se
   return 0;
 }
 
+/* PATH + suffix (malloc'd) */
+static char *suffixed(const char *path, const char *suffix)
+{
+  char *s = malloc(strlen(path) + strlen(suffix) + 1);
+  if (s) sprintf(s, "%s%s", path, suffix);
+  return s;
+}
+
 static char *optim_path(const char *path)
 {
-  char *s = malloc(strlen(path) + 7);
-  if (s) sprintf(s, "%s.optim", path);
-  return s;
+  return suffixed(path, ".optim");
+}
+
+static char *prev_path(const char *path)
+{
+  return suffixed(path, ".optim.prev");
 }
 
 static const char *base_name(const char *p)
@@ -531,13 +544,73 @@ static const char *base_name(const char *p)
   return s ? s + 1 : p;
 }
 
+/* The optimizer_key in path's metadata (malloc'd), NULL when path is
+ * absent, unreadable or has none. */
+static char *read_key(const char *path)
+{
+  MetaList meta = { 0 };
+  char err[ERRLEN];
+  char *key = NULL;
+  if (ckpt_read_meta(path, &meta, err) == 0 && meta_get(&meta, "optimizer_key"))
+    key = strdup(meta_get(&meta, "optimizer_key"));
+  meta_free(&meta);
+  return key;
+}
+
+/* Before new moments replace PATH.optim: when PATH.optim is the one PATH
+ * names, it moves to PATH.optim.prev (*moved set), so that PATH keeps its
+ * moments until the new PATH is in place.  A PATH.optim that is not
+ * PATH's (left by a kill between the two files) stays where it is, to be
+ * replaced; the PATH.optim.prev that PATH then names is kept. */
+static int keep_paired_moments(const char *path, const char *opath, const char *prev, bool *moved)
+{
+  char err[ERRLEN];
+  char *kf = read_key(path), *ko = kf ? read_key(opath) : NULL;
+  int rc = 0;
+  if (kf && ko && strcmp(kf, ko) == 0) {
+    if (ckpt_check_path(prev, err) < 0) {
+      fprintf(stderr, "%s\n", err);
+      rc = -1;
+    } else if (rename(opath, prev) != 0) {
+      error("%s: cannot rename %s to %s: %s", path, opath, prev, strerror(errno));
+      rc = -1;
+    } else
+      *moved = true;
+  }
+  free(kf);
+  free(ko);
+  return rc;
+}
+
+/*
+ * A checkpoint is the model file PATH and, with AdamW, its moments in
+ * PATH.optim.  Both name the pair's key in their metadata,
+ * optimizer_key = RUNID-STEP: a random 64-bit run id drawn when training
+ * starts and the step of the save, so that another run's PATH.optim at the
+ * same step never pairs.  The key is a name, never a path: the companion
+ * is always found from PATH's own name.  A save, each file written to
+ * FILE.tmp, fsync'd and renamed over FILE (ckpt_save):
+ *
+ *   a. if PATH.optim holds PATH's key, rename it to PATH.optim.prev
+ *   b. write the new moments to PATH.optim
+ *   c. write the new model to PATH: the commit point
+ *   d. remove PATH.optim.prev
+ *
+ * A kill before c leaves the old PATH, whose moments are PATH.optim
+ * (before a) or PATH.optim.prev (after a); from c on, the new PATH and
+ * PATH.optim.  --resume takes whichever of PATH.optim and PATH.optim.prev
+ * holds PATH's key (load_moments); eval and generate read PATH alone.  A
+ * save that fails (a full disk) before c undoes a: the files are then as
+ * they were, names and bytes.
+ */
 static int save_checkpoint(Trainer *t, const char *path, double val_loss)
 {
   const LmcModel *m = t->m;
   char err[ERRLEN];
   MetaList meta = { 0 };
   int rc = -1;
-  char *opath = NULL;
+  char *opath = NULL, *prev = NULL;
+  bool moved = false;
   if (meta_model(&meta, m, &t->corpus.dict, t->o->seed) < 0) goto oom;
   setf(&meta, "lr", "%.17g", t->lr);
   setf(&meta, "epoch", "%d", t->epoch);
@@ -546,14 +619,19 @@ static int save_checkpoint(Trainer *t, const char *path, double val_loss)
   setf(&meta, "valid_loss", "%.17g", val_loss);
   setf(&meta, "clip", "%.17g", t->o->clip);
   if (t->o->adamw) {
-    /* moments first: the model file, renamed last, commits the pair */
-    if (!(opath = optim_path(path))) goto oom;
+    if (!(opath = optim_path(path)) || !(prev = prev_path(path))) goto oom;
+    /* optimizer_state: for readers; lmc itself never opens a path read from a file */
     meta_set(&meta, "optimizer_state", base_name(opath));
+    setf(&meta, "optimizer_key", "%016llx-%llu", (unsigned long long)t->run_id,
+         (unsigned long long)t->net.train.step);
+    if (keep_paired_moments(path, opath, prev, &moved) < 0) goto done;
+    ckpt_test_pause();
     MetaList om = { 0 };
     meta_set(&om, "format_version", FORMAT_VERSION);
     meta_set(&om, "kind", m->kind);
     meta_set(&om, "optimizer", "adamw");
-    setf(&om, "step", "%llu", (unsigned long long)t->net.train.step);
+    meta_set(&om, "step", meta_get(&meta, "step"));
+    meta_set(&om, "optimizer_key", meta_get(&meta, "optimizer_key"));
     ExtraBlock ex[2] = { { "optimizer.exp_avg.", t->net.exp_avg }, { "optimizer.exp_avg_sq.", t->net.exp_avg_sq } };
     int r = ckpt_save(opath, m, t->net.param, ex, 2, &om, err);
     meta_free(&om);
@@ -561,19 +639,56 @@ static int save_checkpoint(Trainer *t, const char *path, double val_loss)
       fprintf(stderr, "%s\n", err);
       goto done;
     }
+    ckpt_test_pause();
   }
   if (ckpt_save(path, m, t->net.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);
     goto done;
+  }
+  moved = false;
+  if (prev) {
+    ckpt_test_pause();
+    if (unlink(prev) != 0 && errno != ENOENT)
+      warning("cannot remove %s: %s", prev, strerror(errno));
   }
   rc = 0;
   goto done;
 oom:
   error("out of memory");
 done:
+  if (moved && rename(prev, opath) != 0)
+    warning("cannot rename %s back to %s: %s (--resume finds it there)", prev, opath, strerror(errno));
   free(opath);
+  free(prev);
   meta_free(&meta);
   return rc;
+}
+
+/* A mistyped --save, or one that names a device, FIFO, link or folder (or
+ * whose .tmp, and with AdamW .optim, .optim.tmp, .optim.prev, does), fails
+ * at start, not after the first epoch. */
+static int check_save_paths(const char *save, bool adamw)
+{
+  char err[ERRLEN];
+  char *companion[2] = { adamw ? optim_path(save) : NULL, adamw ? prev_path(save) : NULL };
+  int rc = ckpt_check_path(save, err);
+  for (int k = 0; k < 2 && adamw && rc == 0; k++)
+    rc = companion[k] ? ckpt_check_path(companion[k], err) : (snprintf(err, sizeof err, "out of memory"), -1);
+  if (rc < 0) fprintf(stderr, "%s\n", err);
+  free(companion[0]);
+  free(companion[1]);
+  return rc;
+}
+
+/* A run id no other run has: getrandom, else the clock and the pid. */
+static uint64_t new_run_id(void)
+{
+  uint64_t id;
+  if (getrandom(&id, sizeof id, 0) == (ssize_t)sizeof id) return id;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  id = (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 40;
+  return id * 0x9e3779b97f4a7c15u;
 }
 
 static double meta_num(const MetaList *l, const char *key, double dflt)
@@ -585,7 +700,49 @@ static double meta_num(const MetaList *l, const char *key, double dflt)
   return e != s && *e == '\0' ? v : dflt;
 }
 
-/* --resume: parameters, lr, epoch, step, best valid loss, AdamW moments. */
+/* The AdamW moments of the checkpoint at path, whose optimizer_key is
+ * key: from PATH.optim or PATH.optim.prev, whichever holds the same key
+ * (see save_checkpoint), never from a path the file names. */
+static int load_moments(Trainer *t, const char *path, const char *key)
+{
+  const LmcModel *m = t->m;
+  char *cand[2] = { optim_path(path), prev_path(path) };
+  const char *why[2] = { "absent", "absent" };
+  char err[ERRLEN];
+  real *tmp = calloc(m->param_numel, sizeof(real));
+  int rc = -1;
+  if (!tmp || !cand[0] || !cand[1]) {
+    error("out of memory");
+    goto done;
+  }
+  for (int i = 0; i < 2; i++) {
+    if (access(cand[i], F_OK) != 0) continue;
+    char *k = read_key(cand[i]);
+    why[i] = !k ? "unreadable or without a key" : strcmp(k, key) != 0 ? "another save's" : NULL;
+    free(k);
+    if (why[i]) continue;
+    ExtraBlock ex[2] = { { "optimizer.exp_avg.", t->net.exp_avg }, { "optimizer.exp_avg_sq.", t->net.exp_avg_sq } };
+    if (ckpt_load(cand[i], m, tmp, ex, 2, NULL, err) < 0)
+      fprintf(stderr, "%s\n", err);
+    else if (!ex[0].data || !ex[1].data)
+      error("%s holds no AdamW moments", cand[i]);
+    else
+      rc = 0;
+    goto done;
+  }
+  error("%s: its AdamW moments (optimizer_key %s) are in neither %s (%s) nor %s (%s)", path, key, cand[0], why[0],
+        cand[1], why[1]);
+done:
+  free(tmp);
+  free(cand[0]);
+  free(cand[1]);
+  return rc;
+}
+
+/* --resume: parameters, lr, epoch, step, best valid loss, AdamW moments.
+ * A checkpoint of the other optimizer continues with this one's default lr
+ * (unless --lr is given; sgd's 20 would wreck AdamW) and, for AdamW, zero
+ * moments, and says so. */
 static int resume(Trainer *t, bool lr_given)
 {
   const LmcModel *m = t->m;
@@ -593,14 +750,15 @@ static int resume(Trainer *t, bool lr_given)
   char err[ERRLEN];
   MetaList meta = { 0 };
   int rc = -1;
-  char *opath = NULL;
   if (ckpt_load(path, m, t->net.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);
     goto done;
   }
   if (check_vocab(&meta, &t->corpus.dict, path, t->o->data) < 0) goto done;
   double lr = meta_num(&meta, "lr", 0), ep = meta_num(&meta, "epoch", 0), st = meta_num(&meta, "step", 0);
-  if (!lr_given && lr > 0) t->lr = lr;
+  const char *opt = meta_get(&meta, "optimizer"), *mine = t->o->adamw ? "adamw" : "sgd";
+  bool other = opt && strcmp(opt, mine) != 0;
+  if (!lr_given && lr > 0 && !other) t->lr = lr;
   t->epoch = ep >= 0 && ep < 1e9 ? (int)ep : 0;
   t->net.train.step = st >= 0 && st < 1e19 ? (uint64_t)st : 0;
   double vl = meta_num(&meta, "valid_loss", NAN);
@@ -609,46 +767,19 @@ static int resume(Trainer *t, bool lr_given)
     t->best = vl;
     t->best_path = path;
   }
-  const char *opt = meta_get(&meta, "optimizer");
-  if (t->o->adamw) {
-    const char *oname = meta_get(&meta, "optimizer_state");
-    if (!oname) {
-      warning("%s holds no AdamW state%s%s; the moments start from zero", path, opt ? ": it was trained with " : "",
-              opt ? opt : "");
-    } else {
-      /* the companion file sits next to the model file */
-      const char *slash = strrchr(path, '/');
-      size_t dl = slash ? (size_t)(slash - path + 1) : 0;
-      if (!(opath = malloc(dl + strlen(oname) + 1))) goto done;
-      memcpy(opath, path, dl);
-      strcpy(opath + dl, oname);
-      real *tmp = calloc(m->param_numel, sizeof(real));
-      MetaList om = { 0 };
-      ExtraBlock ex[2] = { { "optimizer.exp_avg.", t->net.exp_avg }, { "optimizer.exp_avg_sq.", t->net.exp_avg_sq } };
-      int r = tmp ? ckpt_load(opath, m, tmp, ex, 2, &om, err) : -1;
-      const char *ost = r < 0 ? NULL : meta_get(&om, "step");
-      const char *mst = meta_get(&meta, "step");
-      bool ok = false;
-      if (r < 0)
-        fprintf(stderr, "%s\n", tmp ? err : "out of memory");
-      else if (!ex[0].data || !ex[1].data)
-        error("%s holds no AdamW moments", opath);
-      else if (!ost || !mst || strcmp(ost, mst) != 0)
-        error("%s is from step %s, %s from step %s: they do not belong together", opath, ost ? ost : "?", path,
-              mst ? mst : "?");
-      else
-        ok = true;
-      free(tmp);
-      meta_free(&om);
-      if (!ok) goto done;
-    }
-  } else if (opt && strcmp(opt, "sgd") != 0)
-    warning("%s was trained with %s; continuing with sgd", path, opt);
+  const char *key = meta_get(&meta, "optimizer_key");
+  if (other)
+    warning("%s was trained with %s (lr %g); continuing with %s at lr %g (%s)%s", path, opt, lr, mine, t->lr,
+            lr_given ? "--lr" : "its default", t->o->adamw ? ", the moments from zero" : "");
+  else if (t->o->adamw && !key)
+    warning("%s holds no AdamW state%s; the moments start from zero", path,
+            opt ? " it can pair with (no optimizer_key)" : "");
+  else if (t->o->adamw && load_moments(t, path, key) < 0)
+    goto done;
   printf("resuming from %s: %d epochs done, %llu steps, lr %g\n", path, t->epoch,
          (unsigned long long)t->net.train.step, t->lr);
   rc = 0;
 done:
-  free(opath);
   meta_free(&meta);
   return rc;
 }
@@ -807,21 +938,23 @@ int run_train(const LmcModel *m, const TrainOptions *o)
     return 2;
   }
   t.save = o->save ? o->save : DEFAULT_SAVE;
+  if (!*t.save) {
+    error("--save: the path is empty");
+    return 1;
+  }
   if (o->dry_run && !o->save) {
     if (!(tmp = temp_path())) return 1;
     t.save = tmp;
   }
-  {
-    char err[ERRLEN];   /* a mistyped --save fails now, not after the first epoch */
-    if (ckpt_check_path(t.save, err) < 0) {
+  if (check_save_paths(t.save, o->adamw) < 0) goto done_tmp;
+  t.run_id = new_run_id();
+  if (o->log_csv) {
+    char err[ERRLEN];   /* a mistyped --log-csv fails now, not after the first epoch */
+    if (outfile_check(o->log_csv, err, sizeof err) < 0) {
       fprintf(stderr, "%s\n", err);
       goto done_tmp;
     }
-    if (o->log_csv && outfile_check(o->log_csv, err, sizeof err) < 0) {
-      fprintf(stderr, "%s\n", err);
-      goto done_tmp;
-    }
-    if (o->log_csv && (same_path(o->log_csv, t.save) || (o->resume && same_path(o->log_csv, o->resume)))) {
+    if (same_path(o->log_csv, t.save) || (o->resume && same_path(o->log_csv, o->resume))) {
       error("--log-csv %s: that is the checkpoint's file; the log needs a file of its own", o->log_csv);
       goto done_tmp;
     }
@@ -938,10 +1071,12 @@ done_corpus:
   corpus_free(&t.corpus);
 done_tmp:
   if (tmp) {
-    char *op = optim_path(tmp);
+    char *op = optim_path(tmp), *pp = prev_path(tmp);
     remove(tmp);
     if (op) remove(op);
+    if (pp) remove(pp);
     free(op);
+    free(pp);
     free(tmp);
   }
   return rc;
@@ -1085,6 +1220,23 @@ static const real *gen_feed(LmcCtx *c, const LmcProgram *p, const int32_t *hist,
   return c->work + p->logp_offset + (p->logp_last ? 0 : (size_t)(T - 1) * (size_t)c->m->ntoken);
 }
 
+/* Sampling needs finite weights: a NaN or infinite one is refused before
+ * any word, as eval refuses the NaN loss such weights give. */
+static int check_finite(const LmcModel *m, const real *param, const char *ckpt)
+{
+  for (int i = 0; i < m->nparam; i++) {
+    const LmcTensorDesc *d = &m->param[i];
+    if (d->alias >= 0) continue;
+    for (size_t k = 0; k < d->numel; k++)
+      if (!isfinite(param[d->offset + k])) {
+        error("%s: %s holds %s at element %zu: the weights are not finite", ckpt, d->name,
+              isnan(param[d->offset + k]) ? "nan" : "inf", k);
+        return -1;
+      }
+  }
+  return 0;
+}
+
 int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature, uint64_t seed,
                  const char *prompt, const char *outf, int threads)
 {
@@ -1119,6 +1271,7 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
     fprintf(stderr, "%s\n", err);
     goto done;
   }
+  if (check_finite(m, n.param, checkpoint) < 0) goto done;
   if (gen_vocab(m, &meta, checkpoint, &d) < 0) goto done;
 
   /* history: the prompt (or one random word), then what we generate */

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rt.h"
@@ -275,7 +276,7 @@ START_TEST(test_accepts)
 
   /* only decoder.weight of the tied pair, and an unknown int64 tensor */
   header_with(h, sizeof h, 2, "\"extra.counter\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[80,96]},"
-                              "\"rnn.scale\":{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[96,98]}");
+                              "\"rnn.scale\":{\"dtype\":\"BF16\",\"shape\":[22],\"data_offsets\":[96,140]}");
   strcat(h, "    ");
   write_raw(h, v, DATA_BYTES / 4, 0);
   ck_assert_msg(ckpt_load(path, &model, param, NULL, 0, NULL, err) == 0, "%s", err);
@@ -371,17 +372,17 @@ START_TEST(test_refuses_mismatches)
   file_values(v);
   char h[2048];
 
-  header_with(h, sizeof h, 3, NULL);
+  header_with(h, sizeof h, 3, "\"rnn.bias_hh_l0\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[140,156]}");
   write_raw(h, v, DATA_BYTES / 4, 0);
-  refused("missing tensor rnn.bias_ih_l0; the file has 4 tensors: decoder.bias, decoder.weight, "
-          "encoder.weight, rnn.weight_ih_l0");
+  refused("missing tensor rnn.bias_ih_l0; the file has 5 tensors: decoder.bias, decoder.weight, "
+          "encoder.weight, rnn.bias_hh_l0, rnn.weight_ih_l0");
   char h2[2048];
   snprintf(h2, sizeof h2, "{\"decoder.bias\":{\"dtype\":\"F32\",\"shape\":[5],\"data_offsets\":[0,20]}}");
   write_raw(h2, v, 5, 0);
   refused("missing tensor encoder.weight (or its tied decoder.weight); the file has 1 tensor: decoder.bias");
 
   header_with(h, sizeof h, 4, "\"rnn.weight_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4,2],\"data_offsets\":[156,188]}");
-  write_raw(h, v, DATA_BYTES / 4, 0);
+  write_raw(h, v, DATA_BYTES / 4 - 4, 0);
   refused("rnn.weight_ih_l0: shape [4, 2] in file, [4, 3] compiled");
   header_with(h, sizeof h, 4, "\"rnn.weight_ih_l0\":{\"dtype\":\"F32\",\"shape\":[12],\"data_offsets\":[156,204]}");
   write_raw(h, v, DATA_BYTES / 4, 0);
@@ -439,13 +440,13 @@ START_TEST(test_extra_blocks)
   ck_assert_msg(ckpt_load(path, &model, back, &other, 1, NULL, err) == 0, "%s", err);
   ck_assert_ptr_null(other.data);
 
-  double v[DATA_BYTES / 4];
+  double v[DATA_BYTES / 4 + 4] = { 0 };
   file_values(v);
   char h[2048];
   header_with(h, sizeof h, -1, NULL);
   h[strlen(h) - 1] = 0;
-  strcat(h, ",\"opt.m.rnn.bias_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[140,156]}}");
-  write_raw(h, v, DATA_BYTES / 4, 0);
+  strcat(h, ",\"opt.m.rnn.bias_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[204,220]}}");
+  write_raw(h, v, DATA_BYTES / 4 + 4, 0);
   fill(back, NUMEL, 3);
   memcpy(before, back, sizeof back);
   ExtraBlock in = { "opt.m.", mb };
@@ -459,8 +460,8 @@ START_TEST(test_extra_blocks)
 
   header_with(h, sizeof h, -1, NULL);
   h[strlen(h) - 1] = 0;
-  strcat(h, ",\"opt.m.rnn.gain\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[140,156]}}");
-  write_raw(h, v, DATA_BYTES / 4, 0);
+  strcat(h, ",\"opt.m.rnn.gain\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[204,220]}}");
+  write_raw(h, v, DATA_BYTES / 4 + 4, 0);
   ck_assert_int_eq(ckpt_load(path, &model, back, &in, 1, NULL, err), -1);
   snprintf(want, sizeof want, "%s: error: opt.m.rnn.gain: not a parameter of the compiled model (under opt.m.)", path);
   ck_assert_str_eq(err, want);
@@ -523,7 +524,8 @@ START_TEST(test_failed_save)
   /* the temporary name is taken by a folder */
   ck_assert_int_eq(mkdir(tmppath, 0700), 0);
   ck_assert_int_eq(ckpt_save(path, &model, other, NULL, 0, &meta, err), -1);
-  snprintf(want, sizeof want, "%s: error: cannot create %s: Is a directory", path, tmppath);
+  snprintf(want, sizeof want, "%s: error: refusing to write %s: it exists and is a folder, not a regular file",
+           path, tmppath);
   ck_assert_str_eq(err, want);
   check_untouched(old, n);
   ck_assert_int_eq(rmdir(tmppath), 0);
@@ -583,6 +585,208 @@ START_TEST(test_missing_file)
 }
 END_TEST
 
+/* ------------------------------------------- the format, as the reference enforces it */
+
+/* A file of size bytes, sparse, whose header length field says hlen. */
+static void sparse_file(uint64_t hlen, off_t size)
+{
+  unsigned char len8[8];
+  for (int i = 0; i < 8; i++)
+    len8[i] = (unsigned char)(hlen >> (8 * i));
+  spit(path, len8, 8);
+  ck_assert_int_eq(truncate(path, size), 0);
+}
+
+/* A 64 GiB header length in a 64 GiB (sparse) file is refused before any
+ * allocation (it was xmalloc'd: SIGABRT), as is one byte over 100 MB. */
+START_TEST(test_header_limits)
+{
+  sparse_file(UINT64_C(1) << 36, (off_t)((UINT64_C(1) << 36) + 64));
+  refused("header length 68719476736 is over the format's limit of 100000000 bytes");
+  sparse_file(100000001, 100000001 + 8 + 16);
+  refused("header length 100000001 is over the format's limit of 100000000 bytes");
+  unlink(path);
+}
+END_TEST
+
+/* Byte offset of the first occurrence of needle in the header text h. */
+static size_t at(const char *h, const char *needle)
+{
+  const char *p = strstr(h, needle);
+  ck_assert_ptr_nonnull(p);
+  return (size_t)(p - h);
+}
+
+START_TEST(test_refuses_bad_utf8)
+{
+  double v[DATA_BYTES / 4];
+  file_values(v);
+  char h[2048], full[2400], want[256];
+  header_with(h, sizeof h, 3, "\"rnn.bias_ih_\xff\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[140,156]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  snprintf(want, sizeof want, "header is not valid UTF-8 (byte %zu)", at(h, "\xff"));
+  refused(want);
+
+  header_with(h, sizeof h, -1, NULL);
+  /* an overlong '/' in a value, a UTF-16 surrogate encoded in a key, a
+   * sequence cut short by the closing quote */
+  const char *bad[] = { "\"note\":\"a\xc0\xafz\"", "\"k\xed\xa0\x80\":\"1\"", "\"note\":\"caf\xc3\"" };
+  const char *mark[] = { "\xc0", "\xed", "\xc3" };
+  for (int i = 0; i < 3; i++) {
+    snprintf(full, sizeof full, "{\"__metadata__\":{%s},%s", bad[i], h + 1);
+    write_raw(full, v, DATA_BYTES / 4, 0);
+    snprintf(want, sizeof want, "header is not valid UTF-8 (byte %zu)", at(full, mark[i]));
+    refused(want);
+  }
+  /* and the largest code point is fine */
+  snprintf(full, sizeof full, "{\"__metadata__\":{\"note\":\"\xf4\x8f\xbf\xbf\"},%s", h + 1);
+  write_raw(full, v, DATA_BYTES / 4, 0);
+  real param[NUMEL];
+  char err[ERRLEN];
+  ck_assert_msg(ckpt_load(path, &model, param, NULL, 0, NULL, err) == 0, "%s", err);
+}
+END_TEST
+
+START_TEST(test_refuses_repeated_metadata)
+{
+  double v[DATA_BYTES / 4];
+  file_values(v);
+  char h[2048], full[2400];
+  header_with(h, sizeof h, -1, NULL);
+  snprintf(full, sizeof full, "{\"__metadata__\":{\"kind\":\"LSTM\",\"step\":\"1\",\"kind\":\"GRU\"},%s", h + 1);
+  write_raw(full, v, DATA_BYTES / 4, 0);
+  refused("__metadata__ key kind appears twice in the header");
+  snprintf(full, sizeof full, "{\"__metadata__\":{\"a\":\"1\"},\"__metadata__\":{\"b\":\"2\"},%s", h + 1);
+  write_raw(full, v, DATA_BYTES / 4, 0);
+  refused("__metadata__ appears twice in the header");
+}
+END_TEST
+
+/* Sorted by offset, the tensors must tile the data exactly. */
+START_TEST(test_refuses_bad_tiling)
+{
+  double v[DATA_BYTES / 4 + 1] = { 0 };
+  file_values(v);
+  char h[2048];
+  header_with(h, sizeof h, 2, "\"encoder.weight\":{\"dtype\":\"F32\",\"shape\":[5,3],\"data_offsets\":[20,80]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("encoder.weight: data_offsets [20, 80] overlap decoder.weight's [20, 80]");
+
+  header_with(h, sizeof h, 4, "\"rnn.weight_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[160,208]}");
+  write_raw(h, v, DATA_BYTES / 4 + 1, 0);
+  refused("bytes [156, 160) of the data, before rnn.weight_ih_l0, belong to no tensor");
+
+  header_with(h, sizeof h, -1, NULL);
+  write_raw(h, v, DATA_BYTES / 4 + 1, 0);
+  refused("bytes [204, 208) of the data, after the last tensor, belong to no tensor");
+
+  write_raw("{}", v, 1, 0);
+  refused("bytes [0, 4) of the data, after the last tensor, belong to no tensor");
+
+  header_with(h, sizeof h, 0, "\"decoder.bias\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[4,20]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("bytes [0, 4) of the data, before decoder.bias, belong to no tensor");
+
+  /* the header's order is not the data's: any order that tiles is fine */
+  const char *rev = "{\"rnn.weight_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]},"
+                    "\"rnn.bias_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[48,64]},"
+                    "\"encoder.weight\":{\"dtype\":\"F32\",\"shape\":[5,3],\"data_offsets\":[64,124]},"
+                    "\"decoder.bias\":{\"dtype\":\"F32\",\"shape\":[5],\"data_offsets\":[184,204]},"
+                    "\"empty\":{\"dtype\":\"F32\",\"shape\":[0,7],\"data_offsets\":[124,124]},"
+                    "\"decoder.weight\":{\"dtype\":\"F32\",\"shape\":[5,3],\"data_offsets\":[124,184]}}";
+  for (int i = 0; i < 15; i++) v[31 + i] = v[16 + i];   /* the tied pair agrees */
+  write_raw(rev, v, DATA_BYTES / 4, 0);
+  real param[NUMEL];
+  char err[ERRLEN];
+  ck_assert_msg(ckpt_load(path, &model, param, NULL, 0, NULL, err) == 0, "%s", err);
+  ck_assert(param[15] == (real)v[0]);                  /* rnn.weight_ih_l0 */
+  ck_assert(param[31] == (real)v[46]);                 /* decoder.bias */
+}
+END_TEST
+
+START_TEST(test_refuses_bad_sizes)
+{
+  double v[DATA_BYTES / 4];
+  file_values(v);
+  char h[2048];
+  header_with(h, sizeof h, 3, "\"rnn.bias_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,2],"
+                              "\"data_offsets\":[140,156]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("rnn.bias_ih_l0: shape [4294967296, 4294967296, 2] of F32 holds more than 2^64 bytes");
+  /* numel 2^64 exactly wraps to 0 bytes in 64-bit arithmetic */
+  header_with(h, sizeof h, 3, "\"rnn.bias_ih_l0\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296],"
+                              "\"data_offsets\":[140,140]},\"rnn.pad\":{\"dtype\":\"F32\",\"shape\":[4],"
+                              "\"data_offsets\":[140,156]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("rnn.bias_ih_l0: shape [4294967296, 4294967296] of U8 holds more than 2^64 bytes");
+  /* a dtype the format does not have, even on a tensor the model ignores */
+  header_with(h, sizeof h, 3, "\"rnn.bias_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[140,156]},"
+                              "\"rnn.q\":{\"dtype\":\"Q4\",\"shape\":[0],\"data_offsets\":[156,156]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("rnn.q: unknown dtype Q4");
+}
+END_TEST
+
+static double seconds(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* 200000 empty tensors and 200000 metadata keys: the repeat checks sort
+ * (they compared every pair: minutes), the metadata is moved, not merged
+ * key by key. */
+START_TEST(test_many_entries)
+{
+  enum { MANY = 200000 };
+  double v[DATA_BYTES / 4];
+  file_values(v);
+  char h[2048];
+  header_with(h, sizeof h, -1, NULL);
+  size_t cap = (size_t)MANY * 80 + 4096, k = 0;
+  char *big = malloc(cap);
+  k += (size_t)snprintf(big + k, cap - k, "{\"__metadata__\":{");
+  for (int i = 0; i < MANY; i++)
+    k += (size_t)snprintf(big + k, cap - k, "%s\"k%06d\":\"v\"", i ? "," : "", i);
+  k += (size_t)snprintf(big + k, cap - k, "},");
+  for (int i = 0; i < MANY; i++)
+    k += (size_t)snprintf(big + k, cap - k, "\"t%06d\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]},", i);
+  snprintf(big + k, cap - k, "%s", h + 1);
+  write_raw(big, v, DATA_BYTES / 4, 0);
+  double t0 = seconds();
+  real param[NUMEL];
+  char err[ERRLEN];
+  MetaList meta = { 0 };
+  ck_assert_msg(ckpt_load(path, &model, param, NULL, 0, &meta, err) == 0, "%s", err);
+  double t1 = seconds();
+  ck_assert_int_eq(meta.nmeta, MANY);
+  ck_assert_str_eq(meta_get(&meta, "k199999"), "v");
+  meta_free(&meta);
+  ck_assert_msg(ckpt_read_meta(path, &meta, err) == 0, "%s", err);
+  ck_assert_int_eq(meta.nmeta, MANY);
+  meta_free(&meta);
+  printf("%d empty tensors and %d metadata keys (a %.1f MB header): loaded in %.2f s (bound 20 s)\n", MANY, MANY,
+         (double)strlen(big) / 1e6, t1 - t0);
+  ck_assert_double_lt(t1 - t0, 20);
+
+  /* a repeat among them is still found */
+  memcpy(strstr(big, "\"t123457\""), "\"t123456\"", 9);
+  write_raw(big, v, DATA_BYTES / 4, 0);
+  refused("tensor t123456 appears twice in the header");
+  free(big);
+}
+END_TEST
+
+/* A FIFO given as a checkpoint is refused, not waited on. */
+START_TEST(test_refuses_fifo)
+{
+  ck_assert_int_eq(mkfifo(path, 0600), 0);
+  refused("not a regular file");
+  unlink(path);
+}
+END_TEST
+
 static Suite *checkpoint_suite(void)
 {
   Suite *s = suite_create("checkpoint");
@@ -597,7 +801,18 @@ static Suite *checkpoint_suite(void)
   tcase_add_test(tc, test_extra_blocks);
   tcase_add_test(tc, test_failed_save);
   tcase_add_test(tc, test_missing_file);
+  tcase_add_test(tc, test_header_limits);
+  tcase_add_test(tc, test_refuses_bad_utf8);
+  tcase_add_test(tc, test_refuses_repeated_metadata);
+  tcase_add_test(tc, test_refuses_bad_tiling);
+  tcase_add_test(tc, test_refuses_bad_sizes);
+  tcase_add_test(tc, test_refuses_fifo);
   suite_add_tcase(s, tc);
+  TCase *many = tcase_create("many");   /* its own time limit: the old n^2 checks ran for minutes */
+  tcase_add_checked_fixture(many, setup, teardown);
+  tcase_set_timeout(many, 120);
+  tcase_add_test(many, test_many_entries);
+  suite_add_tcase(s, many);
   return s;
 }
 

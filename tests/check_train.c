@@ -8,10 +8,12 @@
  * state was found zeroed, the step counter, ...) can be read; the command
  * line is tested through FAKE_TRAINER, the same model linked with main.o.
  */
+#define _DEFAULT_SOURCE   /* mknod, S_IFCHR */
 #include <regex.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -583,7 +585,8 @@ START_TEST(test_save_path_checked)
 
   o.save = tmp("");   /* the test's folder */
   ck_assert_int_eq(train(&o), 1);
-  snprintf(want, sizeof want, "%s: error: cannot save there: is a directory\n", o.save);
+  snprintf(want, sizeof want, "%s: error: refusing to write %s: it exists and is a folder, not a regular file\n",
+           o.save, o.save);
   ck_assert_str_eq(err_text, want);
   ck_assert_int_eq(fake_calls[0], 0);
 
@@ -1006,6 +1009,226 @@ START_TEST(test_plot)
 }
 END_TEST
 
+/* ---------------------------------------- checkpoints you did not make (issue 14) */
+
+static void copy_file(const char *from, const char *to)
+{
+  FILE *f = fopen(from, "rb"), *g = fopen(to, "wb");
+  ck_assert_msg(f && g, "copy %s to %s", from, to);
+  char buf[65536];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;)
+    ck_assert_uint_eq(fwrite(buf, 1, n, g), n);
+  fclose(f);
+  ck_assert_int_eq(fclose(g), 0);
+}
+
+/* path's metadata key set to value (the parameters as they are) */
+static void set_meta(const char *path, const char *key, const char *value)
+{
+  real p[22 * 22 + 22];
+  MetaList m = load_meta(path, p);
+  meta_set(&m, key, value);
+  char err[ERRLEN];
+  ck_assert_msg(ckpt_save(path, &lmc_model, p, NULL, 0, &m, err) == 0, "%s", err);
+  meta_free(&m);
+}
+
+/* optimizer_state is never a path: a crafted "../evil.optim" pointing at a
+ * matching moments file outside the checkpoint's folder is not opened; the
+ * companion comes from the checkpoint's own name. */
+START_TEST(test_ckpt_companion_from_own_path)
+{
+  ck_assert_int_eq(mkdir(tmp("a"), 0700), 0);
+  TrainOptions o = options(1);
+  o.adamw = true;
+  o.save = tmp("a/m.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_int_eq(rename(tmp("a/m.safetensors.optim"), tmp("evil.optim")), 0);
+  set_meta(o.save, "optimizer_state", "../evil.optim");
+  fake_reset();
+  o.resume = o.save;
+  o.save = tmp("b.safetensors");
+  o.epochs = 2;
+  ck_assert_int_eq(train(&o), 1);
+  ck_assert_ptr_null(strstr(err_text, "evil"));
+  ck_assert_ptr_nonnull(strstr(err_text, "a/m.safetensors.optim (absent) nor "));
+  ck_assert_int_eq(fake_calls[0], 0);
+}
+END_TEST
+
+/* Another run's moments at the same step do not pair: the key holds a
+ * random run id. */
+START_TEST(test_ckpt_other_runs_moments)
+{
+  TrainOptions o = options(1);
+  o.adamw = true;
+  o.save = tmp("a.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  o.save = tmp("b.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  MetaList ma = load_meta(tmp("a.safetensors"), NULL), mb = load_meta(tmp("b.safetensors"), NULL);
+  ck_assert_str_eq(meta_get(&ma, "step"), meta_get(&mb, "step"));
+  ck_assert_str_ne(meta_get(&ma, "optimizer_key"), meta_get(&mb, "optimizer_key"));
+  meta_free(&ma);
+  meta_free(&mb);
+  copy_file(tmp("b.safetensors.optim"), tmp("a.safetensors.optim"));
+  o.resume = tmp("a.safetensors");
+  o.save = tmp("c.safetensors");
+  o.epochs = 2;
+  ck_assert_int_eq(train(&o), 1);
+  ck_assert_ptr_nonnull(strstr(err_text, "a.safetensors.optim (another save's) nor "));
+}
+END_TEST
+
+/* A kill between the two files of a save leaves the old model, the new
+ * moments in .optim and the old ones in .optim.prev: --resume takes .prev
+ * and continues exactly as from the old pair; the next save makes a clean
+ * pair of it. */
+START_TEST(test_ckpt_killed_between_files)
+{
+  TrainOptions o = options(1);
+  o.adamw = true;
+  o.save = tmp("one.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  o.epochs = 2;
+  o.resume = tmp("one.safetensors");
+  o.save = tmp("two.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  real straight[22 * 22 + 22], resumed[22 * 22 + 22];
+  MetaList m = load_meta(o.save, straight);
+  meta_free(&m);
+
+  /* the kill: one's model, two's moments, one's moments as .prev */
+  ck_assert_int_eq(mkdir(tmp("k"), 0700), 0);
+  copy_file(tmp("one.safetensors"), tmp("k/one.safetensors"));
+  copy_file(tmp("two.safetensors.optim"), tmp("k/one.safetensors.optim"));
+  copy_file(tmp("one.safetensors.optim"), tmp("k/one.safetensors.optim.prev"));
+  o.resume = tmp("k/one.safetensors");
+  o.save = tmp("k2.safetensors");
+  ck_assert_msg(train(&o) == 0, "%s", err_text);
+  m = load_meta(o.save, resumed);
+  meta_free(&m);
+  ck_assert_msg(memcmp(straight, resumed, sizeof straight) == 0, "resumed from .prev differs from the straight run");
+
+  /* saving over it: the pair is (new model, new .optim), .prev goes */
+  o.save = tmp("k/one.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_int_eq(access(tmp("k/one.safetensors.optim.prev"), F_OK), -1);
+  m = load_meta(o.save, NULL);
+  ck_assert_str_eq(meta_get(&m, "epoch"), "2");
+  meta_free(&m);
+  o.epochs = 3;
+  ck_assert_msg(train(&o) == 0, "%s", err_text);
+}
+END_TEST
+
+/* An SGD checkpoint resumed with AdamW starts at AdamW's lr, not sgd's 20,
+ * and says so; the other way round too. */
+START_TEST(test_ckpt_other_optimizer)
+{
+  TrainOptions o = options(1);
+  o.save = tmp("sgd.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  o.adamw = true;
+  o.epochs = 2;
+  o.resume = o.save;
+  o.save = tmp("adamw.safetensors");
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_ptr_nonnull(strstr(err_text, "sgd.safetensors was trained with sgd (lr 20); continuing with adamw at lr "
+                                         "0.001 (its default), the moments from zero\n"));
+  ck_assert_ptr_nonnull(strstr(out_text, "| epoch   2 |    40/"));
+  ck_assert_ptr_nonnull(strstr(strstr(out_text, "| epoch   2 |    40/"), "| lr 0.00 |"));
+  o.adamw = false;
+  o.resume = tmp("adamw.safetensors");
+  o.save = tmp("sgd2.safetensors");
+  o.epochs = 3;
+  ck_assert_int_eq(train(&o), 0);
+  ck_assert_ptr_nonnull(strstr(err_text, "adamw.safetensors was trained with adamw (lr 0.001); continuing with sgd "
+                                         "at lr 20 (its default)\n"));
+  ck_assert_ptr_nonnull(strstr(strstr(out_text, "| epoch   3 |    40/"), "| lr 20.00 |"));
+}
+END_TEST
+
+/* --save at a device node, a FIFO or a symlink (or such a thing at its
+ * .optim or .optim.prev) is refused before the first batch and stays what
+ * it was; an empty --save is refused. */
+START_TEST(test_ckpt_special_save_paths)
+{
+  struct stat st;
+  TrainOptions o = options(1);
+  bool dev = mknod(tmp("dev"), S_IFCHR | 0666, makedev(1, 3)) == 0;
+  if (!dev) printf("mknod not permitted: the device node cases are skipped\n");
+  ck_assert_int_eq(mkfifo(tmp("fifo"), 0600), 0);
+  spit(tmp("target"), "keep");
+  ck_assert_int_eq(symlink(tmp("target"), tmp("link")), 0);
+  const char *paths[] = { "dev", "fifo", "link" }, *kinds[] = { "a character device", "a FIFO", "a symbolic link" };
+  for (int i = dev ? 0 : 1; i < 3; i++) {
+    o.save = tmp(paths[i]);
+    ck_assert_int_eq(train(&o), 1);
+    char want[600];
+    snprintf(want, sizeof want, "%s: error: refusing to write %s: it exists and is %s, not a regular file\n",
+             o.save, o.save, kinds[i]);
+    ck_assert_str_eq(err_text, want);
+    ck_assert_int_eq(fake_calls[0], 0);
+  }
+  if (dev) ck_assert(lstat(tmp("dev"), &st) == 0 && S_ISCHR(st.st_mode));
+  ck_assert(lstat(tmp("fifo"), &st) == 0 && S_ISFIFO(st.st_mode));
+  ck_assert(lstat(tmp("link"), &st) == 0 && S_ISLNK(st.st_mode));
+  char *kept = slurp(tmp("target"));
+  ck_assert_str_eq(kept, "keep");
+  free(kept);
+
+  /* the companions of an AdamW save */
+  o.adamw = true;
+  o.save = tmp("m.safetensors");
+  ck_assert_int_eq(symlink(tmp("target"), tmp("m.safetensors.optim")), 0);
+  ck_assert_int_eq(train(&o), 1);
+  ck_assert_ptr_nonnull(strstr(err_text, "m.safetensors.optim: it exists and is a symbolic link"));
+  ck_assert_int_eq(unlink(tmp("m.safetensors.optim")), 0);
+  ck_assert_int_eq(mkfifo(tmp("m.safetensors.optim.prev"), 0600), 0);
+  ck_assert_int_eq(train(&o), 1);
+  ck_assert_ptr_nonnull(strstr(err_text, "m.safetensors.optim.prev: it exists and is a FIFO"));
+  ck_assert_int_eq(fake_calls[0], 0);
+  ck_assert_int_eq(access(tmp("m.safetensors"), F_OK), -1);
+
+  o.save = "";
+  ck_assert_int_eq(train(&o), 1);
+  ck_assert_str_eq(err_text, "lmc: error: --save: the path is empty\n");
+  /* on the command line it is a usage error, refused by the parser */
+  ck_assert_int_eq(trainer("train --data %s --save ''", DATA), 2);
+  ck_assert_ptr_nonnull(strstr(err_text, "--save: expected a file name"));
+}
+END_TEST
+
+/* generate refuses NaN or infinite weights, as eval refuses their loss. */
+START_TEST(test_ckpt_generate_nonfinite)
+{
+  TrainOptions o = options(1);
+  ck_assert_int_eq(train(&o), 0);
+  real p[22 * 22 + 22];
+  MetaList m = load_meta(o.save, p);
+  char err[ERRLEN];
+  p[5] = NAN;
+  ck_assert_msg(ckpt_save(tmp("nan.safetensors"), &lmc_model, p, NULL, 0, &m, err) == 0, "%s", err);
+  p[5] = 0;
+  p[22 * 22 + 3] = -INFINITY;
+  ck_assert_msg(ckpt_save(tmp("inf.safetensors"), &lmc_model, p, NULL, 0, &m, err) == 0, "%s", err);
+  meta_free(&m);
+  ck_assert_int_eq(trainer("eval --checkpoint %s --data %s", tmp("nan.safetensors"), DATA), 1);
+  ck_assert_ptr_nonnull(strstr(err_text, "fake_trainer: error: test loss is nan"));
+  ck_assert_int_eq(trainer("generate --checkpoint %s --words 5 --outf -", tmp("nan.safetensors")), 1);
+  char want[600];
+  snprintf(want, sizeof want, "fake_trainer: error: %s: encoder.weight holds nan at element 5: the weights are not "
+           "finite\n", tmp("nan.safetensors"));
+  ck_assert_str_eq(err_text, want);
+  ck_assert_str_eq(out_text, "");
+  ck_assert_int_eq(trainer("generate --checkpoint %s --words 5 --outf -", tmp("inf.safetensors")), 1);
+  snprintf(want, sizeof want, "fake_trainer: error: %s: decoder.bias holds inf at element 3: the weights are not "
+           "finite\n", tmp("inf.safetensors"));
+  ck_assert_str_eq(err_text, want);
+}
+END_TEST
+
 static Suite *train_suite(void)
 {
   Suite *s = suite_create("train");
@@ -1023,6 +1246,9 @@ static Suite *train_suite(void)
     { "vocab", test_vocab_mismatch },
     { "sample", test_sample_word }, { "generate", test_generate }, { "cli_errors", test_cli_errors },
     { "cli", test_cli_commands }, { "plot", test_plot },
+    { "ckpt_companion", test_ckpt_companion_from_own_path }, { "ckpt_other_run", test_ckpt_other_runs_moments },
+    { "ckpt_killed", test_ckpt_killed_between_files }, { "ckpt_optimizer", test_ckpt_other_optimizer },
+    { "ckpt_special", test_ckpt_special_save_paths }, { "ckpt_nonfinite", test_ckpt_generate_nonfinite },
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     TCase *tc = tcase_create(tests[i].name);

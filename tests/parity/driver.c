@@ -6,7 +6,7 @@
  *   driver WEIGHTS.safetensors JOB OUT.safetensors
  *
  * WEIGHTS is a state_dict in F64, read with the runtime's own ckpt_load
- * (this file is linked with runtime/checkpoint.c and runtime/corpus.c built
+ * (this file is linked with runtime/checkpoint.c, outfile.c and corpus.c built
  * with LMC_REAL=double, so no value goes through float).  JOB is a text
  * file of lines "key value...":
  *
