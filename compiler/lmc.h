@@ -407,4 +407,9 @@ struct Program {
 
 void emit_c(Program *p, FILE *out);
 
+/* s as emit_c writes it inside a C string literal (literal) or a block
+ * comment: whatever s holds, the literal or comment does not end early.
+ * Returns a malloc'ed string. */
+char *emit_c_escape(const char *s, bool literal);
+
 #endif

@@ -262,6 +262,66 @@ START_TEST(sandbox_unknown_global)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ names */
+
+/* Runs a C file with the strings escaped as emit_c escapes them, in
+ * comments and in literals, through clang (warnings are errors, trigraphs
+ * on): the program prints every literal back. */
+START_TEST(names_escape)
+{
+  static const char *const text[] = {
+    "a\\\r*/ int x; /*", "\n#include <stdio.h>\n", "q\"uote'", "?\?/\n?\?=?\?'", "back\\", "*/", "/",
+    "*", "x/", "x*", "/*", "tab\tdel\x7f\x80\xff", "encoder.layers.0.weight", "\\\n", "",
+  };
+  int n = (int)(sizeof text / sizeof text[0]);
+  /* names come out unchanged, and a few exact forms */
+  for (int lit = 0; lit < 2; lit++) {
+    char *e = emit_c_escape("encoder.layers.0.self_attn.in_proj_weight", lit);
+    ck_assert_str_eq(e, "encoder.layers.0.self_attn.in_proj_weight");
+    free(e);
+  }
+  struct { const char *s; bool lit; const char *want; } exact[] = {
+    {"a*/b", false, "a* /b"}, {"a/*b", false, "a/ *b"}, {"x/", false, "x/ "}, {"x\\\r", false, "x\\134\\015"},
+    {"?\?/", true, "?\\?/"}, {"q\"\\", true, "q\\\"\\\\"}, {"\n", true, "\\012"}, {"graphs/lstm.lua", false, "graphs/lstm.lua"},
+  };
+  for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++) {
+    char *e = emit_c_escape(exact[i].s, exact[i].lit);
+    ck_assert_str_eq(e, exact[i].want);
+    free(e);
+  }
+  char path[300], prog[300], out[300];
+  snprintf(path, sizeof path, "%s/esc.c", dir);
+  snprintf(prog, sizeof prog, "%s/esc", dir);
+  snprintf(out, sizeof out, "%s/esc.out", dir);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("#include <stdio.h>\n#include <string.h>\n", f);
+  fputs("static const char *const text[] = {\n", f);
+  for (int i = 0; i < n; i++) {
+    char *c = emit_c_escape(text[i], false), *l = emit_c_escape(text[i], true);
+    fprintf(f, "  /* %s */ \"%s\",   /* %s */\n", c, l, c);
+    free(c);
+    free(l);
+  }
+  fprintf(f, "};\nint main(void)\n{\n  for (int i = 0; i < %d; i++)\n"
+             "    printf(\"%%zu:%%s\", strlen(text[i]), text[i]);\n  return 0;\n}\n", n);
+  fclose(f);
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "clang -std=c11 -trigraphs -Wall -Wextra -Wcomment -Wtrigraphs -Werror -o %s %s "
+           "&& %s > %s", prog, path, prog, out);
+  ck_assert_msg(system(cmd) == 0, "%s does not build and run", path);
+  char want[2048] = "", got[2048];
+  for (int i = 0; i < n; i++)
+    snprintf(want + strlen(want), sizeof want - strlen(want), "%zu:%s", strlen(text[i]), text[i]);
+  f = fopen(out, "rb");
+  ck_assert_ptr_nonnull(f);
+  size_t k = fread(got, 1, sizeof got - 1, f);
+  fclose(f);
+  got[k] = 0;
+  ck_assert_str_eq(got, want);
+}
+END_TEST
+
 /* --------------------------------------------------------------- errors */
 
 START_TEST(errors_lua)
@@ -719,6 +779,7 @@ int main(void)
                  sandbox_require_c, sandbox_require_paths, sandbox_require_local, sandbox_require_cycle,
                  sandbox_binary_chunk, sandbox_binary_file, sandbox_instruction_limit,
                  sandbox_instruction_limit_pcall, sandbox_memory_limit, sandbox_unknown_global}},
+    {"names", {names_escape}},
     {"errors", {errors_lua, errors_arguments, errors_ir_location}},
     {"hyper", {hyper_defaults, hyper_overrides, hyper_number_from_integer_text, hyper_errors,
                hyper_builtin_defaults, hyper_batch_specialisations}},
