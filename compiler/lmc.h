@@ -308,6 +308,7 @@ typedef struct {
   DType real;
   size_t mem_limit;       /* bytes of Lua heap */
   long instr_limit;       /* Lua VM instructions */
+  double time_limit;      /* seconds of wall clock per run of the graph file; 0: 10 */
 } FrontOptions;
 
 /* Runs the graph file in a sandbox and returns the graph it built; the

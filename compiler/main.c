@@ -21,6 +21,7 @@ static const char usage[] =
   "usage: lmc compile GRAPH.lua [-o OUT.c] [-D name=value]... [-O0|-O1|-O2]\n"
   "                   [--disable-pass=NAME[,NAME]] [--enable-pass=NAME[,NAME]]\n"
   "                   [--emit=c|ir|dot] [--dump-ir=after:PASS] [--stats] [--dtype=f32|f64]\n"
+  "                   [--time-limit=SECONDS]   (each run of the graph file; default 10)\n"
   "       lmc vocab DIR      vocabulary size and hash of a corpus folder\n"
   "       lmc passes         list the optimization passes\n"
   "       lmc --help | --version\n";
@@ -33,6 +34,7 @@ typedef struct {
   bool enabled[64], disabled[64];
   bool stats;
   DType real;
+  double time_limit;      /* seconds per run of the graph file, 0: the front end's default */
 } CompileOptions;
 
 static _Noreturn void usage_error(const char *fmt, const char *arg)
@@ -150,6 +152,7 @@ static Graph *load(const CompileOptions *o, int batch, bool training, int max_se
     .real = o->real,
     .mem_limit = 256u << 20,
     .instr_limit = 200000000,
+    .time_limit = o->time_limit,
   };
   return front_load(&fo, hyper, nhyper);
 }
@@ -252,6 +255,11 @@ static int cmd_compile(int argc, char **argv)
         o.real = DT_F64;
       else
         usage_error("%s: expected --dtype=f32 or --dtype=f64", a);
+    } else if (!strncmp(a, "--time-limit=", 13)) {
+      char *end;
+      o.time_limit = strtod(a + 13, &end);
+      if (end == a + 13 || *end || !(o.time_limit > 0 && o.time_limit <= 86400))
+        usage_error("%s: expected a number of seconds, more than 0 and at most 86400", a);
     } else if (a[0] == '-') {
       usage_error("unknown option '%s'", a);
     } else if (o.graph) {
