@@ -88,33 +88,55 @@ static void bfree(Buf *b)
   *b = (Buf){0};
 }
 
+/* The one way text that came from outside (names, file names, the command
+ * line, string hyper-parameters) enters the emitted C: s written for the
+ * inside of a string literal (literal) or of a block comment, so that no
+ * input can end the literal or the comment early.  Bytes outside printable
+ * ASCII and the backslash become three-digit octal escapes (\015), so no
+ * line break or line splice (backslash-newline) is ever written; in a
+ * literal '"' becomes \"; the second '?' of "??" becomes \? (no trigraph,
+ * for compilers that have them on); in a comment "*" and "/" are never
+ * written next to each other, nor as the text's last character (the
+ * caller's next character could complete a "*" "/"; every caller writes a
+ * space or a letter before the text).  Names the front end
+ * accepts ([A-Za-z_][A-Za-z0-9_.]*) come out unchanged. */
+static void bescape(Buf *b, const char *s, bool literal)
+{
+  for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
+    unsigned c = *p;
+    if (c < 32 || c >= 127 || (c == '\\' && !literal))
+      bprintf(b, "\\%03o", c);
+    else if (literal && (c == '"' || c == '\\'))
+      bprintf(b, "\\%c", c);
+    else if (c == '?' && p > (const unsigned char *)s && p[-1] == '?')
+      bprintf(b, "\\?");
+    else if (!literal && (c == '*' || c == '/') && (!p[1] || p[1] == (c == '*' ? '/' : '*')))
+      bprintf(b, "%c ", c);
+    else
+      bprintf(b, "%c", c);
+  }
+}
+
 /* A C string literal. */
 static void bquote(Buf *b, const char *s)
 {
   bprintf(b, "\"");
-  for (; s && *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\')
-      bprintf(b, "\\%c", ch);
-    else if (ch < 32 || ch >= 127)
-      bprintf(b, "\\%03o", ch);
-    else
-      bprintf(b, "%c", ch);
-  }
+  bescape(b, s, true);
   bprintf(b, "\"");
 }
 
-/* Text inside a comment: never closes it. */
+/* Text inside a block comment: never closes it. */
 static void bcomment(Buf *b, const char *s)
 {
-  for (; s && *s; s++) {
-    if ((s[0] == '*' && s[1] == '/') || (s[0] == '/' && s[1] == '*')) {
-      bprintf(b, "%c %c", s[0], s[1]);
-      s++;
-    } else {
-      bprintf(b, "%c", *s == '\n' ? ' ' : *s);
-    }
-  }
+  bescape(b, s, false);
+}
+
+char *emit_c_escape(const char *s, bool literal)
+{
+  Buf b = {0};
+  bprintf(&b, "%s", "");
+  bescape(&b, s, literal);
+  return b.s;
 }
 
 /* A double as a C literal that keeps its value (and sign of zero). */

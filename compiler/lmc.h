@@ -308,6 +308,7 @@ typedef struct {
   DType real;
   size_t mem_limit;       /* bytes of Lua heap */
   long instr_limit;       /* Lua VM instructions */
+  double time_limit;      /* seconds of wall clock per run of the graph file; 0: 10 */
 } FrontOptions;
 
 /* Runs the graph file in a sandbox and returns the graph it built; the
@@ -406,5 +407,10 @@ struct Program {
 };
 
 void emit_c(Program *p, FILE *out);
+
+/* s as emit_c writes it inside a C string literal (literal) or a block
+ * comment: whatever s holds, the literal or comment does not end early.
+ * Returns a malloc'ed string. */
+char *emit_c_escape(const char *s, bool literal);
 
 #endif

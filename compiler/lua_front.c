@@ -16,8 +16,17 @@
  *   - only the base, table, string, math and utf8 libraries, without
  *     dofile, loadfile, collectgarbage, math.random (a graph must be
  *     deterministic) and with print going to stderr;
+ *   - library functions that loop in C (string.rep, the pattern functions,
+ *     table.move and friends) charge their work to the instruction count
+ *     and are refused when it would pass the limit; setmetatable refuses
+ *     __gc (finalizers run with hooks off); a wall-clock timer
+ *     (o->time_limit) backs all of this up;
  *   - load() takes text chunks only, and require() is ours: a dotted name
  *     resolved to <graph file's folder>/name.lua, then <libdir>/name.lua;
+ *     the graph file and modules are read only from regular files of at
+ *     most SOURCE_MAX bytes;
+ *   - every name the file gives is checked ([A-Za-z_][A-Za-z0-9_.]*, at
+ *     most 128 bytes) at the line that gives it;
  *   - reading an undefined global is an error ("unknown global 'sigmod'
  *     (did you mean 'sigmoid'?)"), which is also what io, os, debug and
  *     package look like from inside.
@@ -47,11 +56,15 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -94,6 +107,7 @@ typedef struct {
   char **file;                 /* interned file names for node locations */
   int nfile, capfile;
   int in_scan;
+  double time_limit;           /* seconds */
 } Front;
 
 static Front *front(lua_State *L)
@@ -253,6 +267,105 @@ static void call(lua_State *L, int nargs, int nres)
   lua_remove(L, base);
 }
 
+/* ------------------------------------------------------------------ names */
+
+/* Names from the graph file (parameters, inputs, states, outputs, aliases,
+ * the kind, hyper-parameters, dropout slots) end up in the emitted C, in
+ * checkpoints and in messages, so each is checked at the line that gives
+ * it: a letter or '_', then letters, digits, '_' and '.', at most GRAPH_NAME_MAX
+ * bytes (PyTorch's state_dict names, "encoder.layers.0.self_attn.in_proj_weight",
+ * fit).  A string hyper-parameter's value may be any printable text (UTF-8
+ * included) of at most VALUE_MAX bytes.  The emitter escapes whatever it
+ * writes anyway (emit_c_escape). */
+enum { GRAPH_NAME_MAX = 128, VALUE_MAX = 1024, SHOWN_MAX = 40 };
+
+/* What is wrong with s as a name, or NULL. */
+static const char *name_problem(const char *s, size_t len)
+{
+  if (len == 0)
+    return "is empty";
+  if (len > GRAPH_NAME_MAX)
+    return "is too long";
+  if (isdigit((unsigned char)s[0]) || s[0] == '.')
+    return "does not start with a letter or '_'";
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!isalnum(c) && c != '_' && c != '.')
+      return c < 32 || c >= 127 ? "holds a control character or a byte outside ASCII"
+                                : "holds a character other than letters, digits, '_' and '.'";
+  }
+  return NULL;
+}
+
+/* s as a message may show it: in quotes, at most SHOWN_MAX bytes, control
+ * characters, quotes and backslashes escaped; in one of four buffers, so
+ * a message can show a few. */
+static const char *shown(const char *s, size_t len)
+{
+  static char buf[4][4 * SHOWN_MAX + 48];   /* "\xNN" each, quotes, "... (N bytes)" */
+  static int k;
+  char *b = buf[k++ % 4], *o = b;
+  *o++ = '"';
+  for (size_t i = 0; i < len && i < SHOWN_MAX; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 32 || c >= 127 || c == '"' || c == '\\')
+      o += sprintf(o, c == '"' || c == '\\' ? "\\%c" : "\\x%02x", c);
+    else
+      *o++ = (char)c;
+  }
+  *o++ = '"';
+  if (len > SHOWN_MAX)
+    o += sprintf(o, "... (%zu bytes)", len);
+  *o = 0;
+  return b;
+}
+
+/* shown() of the string at stack index idx (a non-string as its type). */
+static const char *shown_arg(lua_State *L, int idx)
+{
+  size_t len;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    return luaL_typename(L, idx);
+  const char *s = lua_tolstring(L, idx, &len);
+  return shown(s, len);
+}
+
+/* s itself for a message when it is short printable text without quotes
+ * or backslashes, else shown(s). */
+static const char *safe_text(const char *s)
+{
+  size_t len = strlen(s);
+  bool plain = len <= SHOWN_MAX;
+  for (size_t i = 0; plain && i < len; i++)
+    plain = s[i] >= 32 && s[i] < 127 && s[i] != '\'' && s[i] != '"' && s[i] != '\\';
+  return plain ? s : shown(s, len);
+}
+
+/* The name at stack index arg, checked (fn and what say whose it is). */
+static const char *check_name(lua_State *L, int arg, const char *fn, const char *what)
+{
+  if (lua_type(L, arg) != LUA_TSTRING)
+    ferr(L, "%s: %s must be a string, got %s", fn, what, luaL_typename(L, arg));
+  size_t len;
+  const char *s = lua_tolstring(L, arg, &len);
+  const char *bad = name_problem(s, len);
+  if (bad)
+    ferr(L, "%s: %s %s %s; a name is a letter or '_' followed by letters, digits, '_' and '.', "
+         "at most %d characters", fn, what, shown(s, len), bad, GRAPH_NAME_MAX);
+  return s;
+}
+
+/* What is wrong with s as a string hyper-parameter's value, or NULL. */
+static const char *value_problem(const char *s, size_t len)
+{
+  if (len > VALUE_MAX)
+    return "is too long";
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char)s[i] < 32 || s[i] == 127)
+      return "holds a control character";
+  return NULL;
+}
+
 /* ----------------------------------------------------------------- sandbox */
 
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -276,10 +389,70 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
   return p;
 }
 
+/* The wall-clock limit, a backstop behind the instruction count for
+ * whatever still runs long (a C function not wrapped below).  A POSIX
+ * timer raises SIGALRM when the limit passes: the first time, the handler
+ * sets time_up, which the count hook turns into an error at the user's
+ * line; if the hook has not run a second later (a C function that does
+ * not return), the handler writes "FILE: error: ..." and _exits.  Both
+ * are async-signal-safe, and nothing needs cleaning up: the front end
+ * runs before lmc opens its output. */
+static volatile sig_atomic_t time_up;
+static char time_msg[PATH_MAX + 128];
+static size_t time_msg_len;
+
+static void on_alarm(int sig)
+{
+  (void)sig;
+  if (!time_up) {
+    time_up = 1;
+    return;
+  }
+  ssize_t rc = write(2, time_msg, time_msg_len);
+  (void)rc;
+  _exit(1);
+}
+
+typedef struct {
+  timer_t timer;
+  struct sigaction old;
+} Alarm;
+
+static void alarm_start(Front *F, Alarm *a)
+{
+  time_up = 0;
+  snprintf(time_msg, sizeof time_msg,
+           "%s: error: the graph file ran longer than the time limit (%g s; --time-limit)\n",
+           F->path, F->time_limit);
+  time_msg_len = strlen(time_msg);
+  struct sigaction sa = {.sa_handler = on_alarm, .sa_flags = SA_RESTART};
+  sigemptyset(&sa.sa_mask);
+  struct sigevent ev = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGALRM};
+  if (sigaction(SIGALRM, &sa, &a->old) != 0 || timer_create(CLOCK_MONOTONIC, &ev, &a->timer) != 0)
+    fail_at(F->path, 0, "cannot start the timer of the time limit");
+  double whole = floor(F->time_limit);
+  struct itimerspec its = {
+    .it_value = {.tv_sec = (time_t)whole, .tv_nsec = (long)((F->time_limit - whole) * 1e9)},
+    .it_interval = {.tv_sec = 1},
+  };
+  if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+    its.it_value.tv_nsec = 1;
+  timer_settime(a->timer, 0, &its, NULL);
+}
+
+static void alarm_stop(Alarm *a)
+{
+  timer_delete(a->timer);
+  sigaction(SIGALRM, &a->old, NULL);
+  time_up = 0;
+}
+
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
   Front *F = front(L);
   (void)ar;
+  if (time_up)
+    ferr(L, "the graph file ran longer than the time limit (%g s; --time-limit)", F->time_limit);
   F->instr += F->hook_every;
   if (F->instr >= F->instr_limit)
     ferr(L, "instruction limit exceeded (%ld instructions)", F->instr_limit);
@@ -337,8 +510,8 @@ static int l_unknown_global(lua_State *L)
     }
   }
   if (best && bestd <= (strlen(k) > 3 ? 2 : 1))
-    ferr(L, "unknown global '%s' (did you mean '%s'?)", k, best);
-  ferr(L, "unknown global '%s'", k);
+    ferr(L, "unknown global '%s' (did you mean '%s'?)", safe_text(k), best);
+  ferr(L, "unknown global '%s'", safe_text(k));
 }
 
 /* load(chunk [, chunkname [, mode [, env]]]): text chunks given as strings. */
@@ -353,7 +526,7 @@ static int l_load(lua_State *L)
   if (len > 0 && s[0] == LUA_SIGNATURE[0])
     ferr(L, "load: binary chunks are not allowed in graph files");
   if (!strchr(mode, 't'))
-    ferr(L, "load: mode '%s' is not allowed in graph files (only \"t\", text)", mode);
+    ferr(L, "load: mode '%s' is not allowed in graph files (only \"t\", text)", safe_text(mode));
   bool env = !lua_isnone(L, 4);
   if (luaL_loadbufferx(L, s, len, name, "t") != LUA_OK) {
     lua_pushnil(L);
@@ -396,40 +569,67 @@ static bool valid_module_name(const char *s)
   return true;
 }
 
-static char *read_file(const char *path, size_t *len)
+/* Reads a graph file or module: only a regular file, of at most
+ * SOURCE_MAX bytes.  The open does not block (a FIFO would wait for a
+ * writer) and the checks are made on the opened file, so nothing can be
+ * swapped in between.  Returns NULL with the reason in why ("is not a
+ * regular file ..."). */
+enum { SOURCE_MAX = 4 << 20 };
+
+static char *read_source(const char *path, size_t *len, char *why, size_t whylen)
 {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return NULL;
-  size_t cap = 4096, n = 0;
-  char *buf = xcalloc(cap, 1);
-  size_t k;
-  while ((k = fread(buf + n, 1, cap - n, f)) > 0) {
-    n += k;
-    if (n == cap)
-      buf = xrealloc(buf, cap *= 2);
-  }
-  bool bad = ferror(f);
-  fclose(f);
-  if (bad) {
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    snprintf(why, whylen, "cannot read: %s", strerror(errno));
+  } else if (S_ISDIR(st.st_mode)) {
+    snprintf(why, whylen, "is a folder, not a Lua source file");
+  } else if (!S_ISREG(st.st_mode)) {
+    snprintf(why, whylen, "is not a regular file; graph files and modules are read only from "
+             "regular files");
+  } else if (st.st_size > SOURCE_MAX) {
+    snprintf(why, whylen, "is %lld bytes; graph files and modules may be at most %d bytes",
+             (long long)st.st_size, SOURCE_MAX);
+  } else {
+    size_t cap = (size_t)st.st_size + 1, n = 0;
+    char *buf = xcalloc(cap, 1);
+    ssize_t k;
+    while ((k = read(fd, buf + n, cap - n)) != 0) {
+      if (k < 0 && errno == EINTR)
+        continue;
+      if (k < 0 || (n += (size_t)k) > SOURCE_MAX)
+        break;
+      if (n == cap)
+        buf = xrealloc(buf, cap = 2 * cap);
+    }
+    if (k == 0) {
+      close(fd);
+      *len = n;
+      return buf;
+    }
+    if (k < 0)
+      snprintf(why, whylen, "cannot read: %s", strerror(errno));
+    else
+      snprintf(why, whylen, "grew past %d bytes while it was read", SOURCE_MAX);
     free(buf);
-    return NULL;
   }
-  *len = n;
-  return buf;
+  if (fd >= 0)
+    close(fd);
+  return NULL;
 }
 
-/* Loads a file as a text chunk named "@path"; syntax errors end the
+/* Loads a file as a text chunk named "@path"; a file that cannot be read
+ * (reported at the require line when required) and syntax errors end the
  * program. */
-static void load_file(lua_State *L, const char *path)
+static void load_file(lua_State *L, const char *path, const char *required_as)
 {
   size_t len;
-  char *src = read_file(path, &len);
-  if (!src) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "cannot read: %s", strerror(errno));
-    fail_at(path, 0, msg);
-  }
+  char why[256];
+  char *src = read_source(path, &len, why, sizeof why);
+  if (!src && required_as)
+    ferr(L, "require '%s': %s %s", required_as, path, why);
+  if (!src)
+    fail_at(path, 0, why);
   if (len > 0 && src[0] == LUA_SIGNATURE[0])
     fail_at(path, 0, "binary chunks are not allowed; a graph file is Lua source");
   lua_pushfstring(L, "@%s", path);
@@ -440,12 +640,12 @@ static void load_file(lua_State *L, const char *path)
   lua_remove(L, -2);
 }
 
+/* Whether anything is at path (stat does not open it: a FIFO or a device
+ * is found here and refused by read_source). */
 static bool file_exists(const char *path)
 {
-  FILE *f = fopen(path, "r");
-  if (f)
-    fclose(f);
-  return f != NULL;
+  struct stat st;
+  return stat(path, &st) == 0;
 }
 
 /* require(name): a Lua file from the graph's folder or the library folder. */
@@ -454,15 +654,16 @@ static int l_require(lua_State *L)
   Front *F = front(L);
   if (lua_type(L, 1) != LUA_TSTRING)
     ferr(L, "require: module name must be a string, got %s", luaL_typename(L, 1));
-  const char *name = lua_tostring(L, 1);
+  const char *name = lua_tostring(L, 1), *as = safe_text(name);
   if (name[0] == '/' || strchr(name, '/') || strchr(name, '\\'))
     ferr(L, "require '%s': paths are not allowed; name a module such as 'nn' "
-         "(found in the graph's folder or %s)", name, F->libdir);
+         "(found in the graph's folder or %s)", as, F->libdir);
   if (strstr(name, ".."))
     ferr(L, "require '%s': '..' is not allowed; modules come only from the graph's folder or %s",
-         name, F->libdir);
-  if (!valid_module_name(name))
-    ferr(L, "require '%s': a module name is letters, digits and '_' joined by dots", name);
+         as, F->libdir);
+  if (!valid_module_name(name) || strlen(name) > GRAPH_NAME_MAX || strlen(name) != lua_rawlen(L, 1))
+    ferr(L, "require '%s': a module name is letters, digits and '_' joined by dots, "
+         "at most %d characters", as, GRAPH_NAME_MAX);
   lua_getfield(L, LUA_REGISTRYINDEX, "lmc.loaded");
   lua_getfield(L, -1, name);
   if (!lua_isnil(L, -1)) {
@@ -487,7 +688,7 @@ static int l_require(lua_State *L)
   free(rel);
   lua_pushlightuserdata(L, F);         /* loading: catches cycles */
   lua_setfield(L, -2, name);
-  load_file(L, path);
+  load_file(L, path, name);
   lua_pushstring(L, name);
   lua_pushstring(L, path);
   free(path);
@@ -499,6 +700,251 @@ static int l_require(lua_State *L)
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, name);
   return 1;
+}
+
+/* ------------------------------------------- library functions that loop in C */
+
+/* The count hook runs between VM instructions only, so a library function
+ * that loops in C (string.rep of an empty string a billion times,
+ * table.move over maxinteger slots, a backtracking pattern) would run past
+ * the instruction limit.  Each of those is wrapped: the wrapper bounds the
+ * work the call can do, charges it to the instruction count (a moved
+ * slot or a matcher step as one VM instruction, string.rep's copies at
+ * about what they cost against one) and
+ * refuses the call at the user's line when it would pass the limit, or
+ * when its result would not fit the memory limit, then calls Lua's own
+ * function (upvalue 1) with the same arguments. */
+
+static void charge(lua_State *L, const char *fn, double work)
+{
+  Front *F = front(L);
+  double left = (double)(F->instr_limit - F->instr);
+  if (work > left)
+    ferr(L, "%s: this call could take %.3g steps, more than is left of the instruction limit "
+         "(%ld instructions)", fn, work, F->instr_limit);
+  F->instr += (long)work;
+}
+
+/* Calls upvalue 1 with this call's arguments and returns what it returns. */
+static int call_original(lua_State *L)
+{
+  int n = lua_gettop(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, n, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+static int capped_rep(lua_State *L)
+{
+  Front *F = front(L);
+  size_t ls, lsep;
+  luaL_checklstring(L, 1, &ls);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_optlstring(L, 3, "", &lsep);
+  if (n > 0) {
+    double bytes = (double)n * (double)ls + (double)(n - 1) * (double)lsep;
+    if (bytes > (double)F->limit)
+      ferr(L, "string.rep: memory limit exceeded (%zu bytes; the result would be %.0f)",
+           F->limit, bytes);
+    charge(L, "string.rep", (double)n / 8 + bytes / 128);   /* a copy is cheaper than a VM instruction */
+  }
+  return call_original(L);
+}
+
+/* The most matcher steps of one match of pattern p (lp bytes, no leading
+ * '^') against ls bytes of subject: each path through the pattern visits
+ * at most lp + 1 items; a '*', '+' or '-' item tries up to ls + 1
+ * continuations, a '?' two; %b and a back-reference scan the subject. */
+static double match_steps(const char *p, size_t lp, size_t ls)
+{
+  double paths = 1, scans = 0, n = (double)ls + 1;
+  size_t i = 0;
+  while (i < lp) {
+    char c = p[i];
+    if (c == '(' || c == ')' || (c == '$' && i + 1 == lp)) {
+      i++;
+      continue;
+    }
+    size_t start = i;
+    if (c == '%' && i + 1 < lp && p[i + 1] == 'b') {
+      i += 4;
+      scans++;
+      continue;
+    }
+    if (c == '%' && i + 1 < lp && p[i + 1] == 'f') {
+      i += 2;
+      c = '[';
+    } else if (c == '%' && i + 1 < lp && isdigit((unsigned char)p[i + 1])) {
+      i += 2;
+      scans++;
+      continue;
+    }
+    if (c == '[') {                       /* a set: [^]...] */
+      i++;
+      if (i < lp && p[i] == '^')
+        i++;
+      do {
+        if (i < lp && p[i] == '%')
+          i++;
+        i++;
+      } while (i < lp && p[i] != ']');
+      i++;
+      if (p[start] == '%')                /* %f[set] is no single-char item */
+        continue;
+    } else {
+      i += c == '%' ? 2 : 1;
+    }
+    if (i < lp && (p[i] == '*' || p[i] == '+' || p[i] == '-')) {
+      paths *= n;
+      i++;
+    } else if (i < lp && p[i] == '?') {
+      paths *= 2;
+      i++;
+    }
+  }
+  return paths * ((double)lp + 1) * (1 + scans * n);
+}
+
+/* Whether p holds a character special in patterns (as lstrlib's
+ * nospecials, NUL bytes included). */
+static bool has_specials(const char *p, size_t lp)
+{
+  for (size_t i = 0; i < lp; i++)
+    if (strchr("^$*+?.([%-", p[i]) && p[i])
+      return true;
+  return false;
+}
+
+/* The subject from init on and the pattern of a find, match, gmatch or
+ * gsub call; charges the steps of every match the call may try. */
+static void charge_pattern(lua_State *L, const char *fn, bool has_init, bool plain, bool anchors)
+{
+  size_t ls, lp;
+  luaL_checklstring(L, 1, &ls);
+  const char *p = luaL_checklstring(L, 2, &lp);
+  if (has_init) {
+    lua_Integer init = luaL_optinteger(L, 3, 1);
+    if (init < 0)
+      init = init < -(lua_Integer)ls ? 1 : (lua_Integer)ls + init + 1;
+    if (init > 1)
+      ls = init > (lua_Integer)ls ? 0 : ls - (size_t)(init - 1);
+  }
+  if (plain || !has_specials(p, lp)) {
+    charge(L, fn, ((double)ls + 1) * ((double)lp + 1) / 16 + (double)ls);
+    return;
+  }
+  bool anchored = anchors && lp > 0 && p[0] == '^';
+  double starts = anchored ? 1 : (double)ls + 1;
+  charge(L, fn, starts * match_steps(p + anchored, lp - anchored, ls));
+}
+
+static int capped_find(lua_State *L)
+{
+  charge_pattern(L, "string.find", true, lua_toboolean(L, 4), true);
+  return call_original(L);
+}
+
+static int capped_match(lua_State *L)
+{
+  charge_pattern(L, "string.match", true, false, true);
+  return call_original(L);
+}
+
+static int capped_gmatch(lua_State *L)
+{
+  charge_pattern(L, "string.gmatch", true, false, false);
+  return call_original(L);
+}
+
+static int capped_gsub(lua_State *L)
+{
+  charge_pattern(L, "string.gsub", false, false, true);
+  return call_original(L);
+}
+
+/* The length of the table argument at 1 as table.* functions see it. */
+static double table_len(lua_State *L)
+{
+  luaL_checkany(L, 1);
+  return (double)luaL_len(L, 1);
+}
+
+static int capped_move(lua_State *L)
+{
+  lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
+  if (e >= f)
+    charge(L, "table.move", (double)e - (double)f + 1);
+  return call_original(L);
+}
+
+static int capped_insert(lua_State *L)
+{
+  charge(L, "table.insert", fabs(table_len(L)));
+  return call_original(L);
+}
+
+static int capped_remove(lua_State *L)
+{
+  charge(L, "table.remove", fabs(table_len(L)));
+  return call_original(L);
+}
+
+static int capped_sort(lua_State *L)
+{
+  double n = fabs(table_len(L));
+  charge(L, "table.sort", n * (log2(n + 1) + 1));
+  return call_original(L);
+}
+
+static int capped_concat(lua_State *L)
+{
+  lua_Integer i = luaL_optinteger(L, 3, 1);
+  double j = lua_isnoneornil(L, 4) ? table_len(L) : (double)luaL_checkinteger(L, 4);
+  if (j >= (double)i)
+    charge(L, "table.concat", j - (double)i + 1);
+  return call_original(L);
+}
+
+/* setmetatable refuses __gc: Lua runs finalizers with hooks off (and at
+ * lua_close), where no limit could stop them. */
+static int capped_setmetatable(lua_State *L)
+{
+  if (lua_istable(L, 2)) {
+    lua_pushliteral(L, "__gc");
+    if (lua_rawget(L, 2) != LUA_TNIL)
+      ferr(L, "setmetatable: a metatable with __gc is not allowed in graph files (finalizers "
+           "would run outside the instruction and time limits)");
+    lua_pop(L, 1);
+  }
+  return call_original(L);
+}
+
+/* Replaces lib.name (lib a global table, or NULL for a global) by fn, a
+ * closure over the original. */
+static void wrap(lua_State *L, const char *lib, const char *name, lua_CFunction fn)
+{
+  if (lib)
+    lua_getglobal(L, lib);
+  else
+    lua_pushglobaltable(L);
+  lua_getfield(L, -1, name);
+  lua_pushcclosure(L, fn, 1);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+}
+
+static void wrap_looping_functions(lua_State *L)
+{
+  static const struct { const char *lib, *name; lua_CFunction fn; } w[] = {
+    {"string", "rep", capped_rep}, {"string", "find", capped_find}, {"string", "match", capped_match},
+    {"string", "gmatch", capped_gmatch}, {"string", "gsub", capped_gsub},
+    {"table", "move", capped_move}, {"table", "insert", capped_insert}, {"table", "remove", capped_remove},
+    {"table", "sort", capped_sort}, {"table", "concat", capped_concat},
+    {NULL, "setmetatable", capped_setmetatable},
+  };
+  for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+    wrap(L, w[i].lib, w[i].name, w[i].fn);
 }
 
 static void open_sandbox(lua_State *L)
@@ -526,6 +972,7 @@ static void open_sandbox(lua_State *L)
   lua_register(L, "load", l_load);
   lua_register(L, "require", l_require);
   lua_register(L, "print", l_print);
+  wrap_looping_functions(L);
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, "lmc.loaded");
 }
@@ -534,7 +981,8 @@ static void open_sandbox(lua_State *L)
 
 static const char *htype_name(HType t)
 {
-  static const char *const n[] = {"an integer", "a number", "a boolean (true or false)", "a string"};
+  static const char *const n[] = {"an integer", "a number", "a boolean (true or false)",
+                                  "a string (at most 1024 bytes of printable text)"};
   return n[t];
 }
 
@@ -610,6 +1058,8 @@ static bool bind_define(Front *F, Hyp *h, const char **bad)
     h->b = !strcmp(v, "true");
     break;
   case HT_STR:
+    if (value_problem(v, strlen(v)))
+      return false;
     free(h->s);
     h->s = xstrdup(v);
     break;
@@ -695,7 +1145,7 @@ static int l_params_index(lua_State *L)
   Front *F = front(L);
   const char *k = lua_tostring(L, 2);
   char *known = known_names(F);
-  ferr(L, "unknown hyper-parameter '%s' (known: %s)", k ? k : "?", known);
+  ferr(L, "unknown hyper-parameter '%s' (known: %s)", k ? safe_text(k) : "?", known);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -714,6 +1164,7 @@ static int l_params(lua_State *L)
   while (lua_next(L, 1)) {
     if (lua_type(L, -2) != LUA_TSTRING)
       ferr(L, "params: every key must be a name, got a %s key", luaL_typename(L, -2));
+    check_name(L, -2, "params", "the hyper-parameter");
     lua_pop(L, 1);
     n++;
   }
@@ -742,10 +1193,17 @@ static int l_params(lua_State *L)
       tmp.type = HT_BOOL;
       tmp.b = lua_toboolean(L, -1);
       break;
-    case LUA_TSTRING:
+    case LUA_TSTRING: {
+      size_t len;
+      const char *v = lua_tolstring(L, -1, &len);
+      const char *bad = value_problem(v, len);
+      if (bad)
+        ferr(L, "params: the default of '%s', %s, %s; a string value is at most %d bytes of "
+             "printable text", names[i], shown(v, len), bad, VALUE_MAX);
       tmp.type = HT_STR;
-      tmp.s = xstrdup(lua_tostring(L, -1));
+      tmp.s = xstrdup(v);
       break;
+    }
     default:
       ferr(L, "params: '%s' has a %s default; expected an integer, number, boolean or string",
            names[i], luaL_typename(L, -1));
@@ -976,7 +1434,7 @@ static void check_opts(lua_State *L, int arg, const char *fn, const char *const 
     for (int i = 0; k && keys[i]; i++)
       ok |= !strcmp(k, keys[i]);
     if (!ok)
-      ferr(L, "%s: unknown option '%s'", fn, k ? k : luaL_typename(L, -1));
+      ferr(L, "%s: unknown option '%s'", fn, k ? safe_text(k) : luaL_typename(L, -1));
   }
 }
 
@@ -1059,7 +1517,7 @@ static int l_index(lua_State *L)
   if (lua_rawget(L, -2) != LUA_TNIL)
     return 1;
   ferr(L, "tensor has no field '%s' (fields: shape, rank, dtype, op, and the ops as methods)",
-       k ? k : luaL_typename(L, 2));
+       k ? safe_text(k) : luaL_typename(L, 2));
 }
 
 /* ------------------------------------------------------------ seq() marker */
@@ -1106,9 +1564,7 @@ static int l_seq(lua_State *L)
 
 static int l_kind(lua_State *L)
 {
-  const char *k = check_str(L, 1, "kind", "the model kind");
-  if (!*k)
-    ferr(L, "kind: the model kind is empty");
+  const char *k = check_name(L, 1, "kind", "the model kind");
   graph(L)->kind = arena_strdup(k);
   return 0;
 }
@@ -1133,12 +1589,12 @@ static DType check_dtype(lua_State *L, int arg, const char *fn)
     return DT_I32;
   if (!strcmp(d, "f32"))
     return graph(L)->real;
-  ferr(L, "%s: dtype must be \"i32\" or \"f32\", got \"%s\"", fn, d);
+  ferr(L, "%s: dtype must be \"i32\" or \"f32\", got %s", fn, shown_arg(L, arg));
 }
 
 static int l_input(lua_State *L)
 {
-  const char *name = check_str(L, 1, "input", "the name");
+  const char *name = check_name(L, 1, "input", "the name");
   DType dt = check_dtype(L, 2, "input");
   Shape s = check_shape(L, 3, "input", false);
   here(L);
@@ -1147,7 +1603,7 @@ static int l_input(lua_State *L)
 
 static int l_state(lua_State *L)
 {
-  const char *name = check_str(L, 1, "state", "the name");
+  const char *name = check_name(L, 1, "state", "the name");
   Shape s = check_shape(L, 2, "state", false);
   here(L);
   return push_tensor(L, ir_input(graph(L), arena_strdup(name), graph(L)->real, s, true));
@@ -1155,7 +1611,7 @@ static int l_state(lua_State *L)
 
 static int l_param(lua_State *L)
 {
-  const char *name = check_str(L, 1, "param", "the name");
+  const char *name = check_name(L, 1, "param", "the name");
   Shape s = check_shape(L, 2, "param", false);
   Init init = INIT_ZERO;
   double a = 0;
@@ -1168,8 +1624,8 @@ static int l_param(lua_State *L)
     else if (!strcmp(i, "xavier"))
       init = INIT_XAVIER;
     else
-      ferr(L, "param '%s': unknown init \"%s\" (expected \"zeros\", \"ones\", \"xavier\" or "
-           "{ uniform = a })", name, i);
+      ferr(L, "param '%s': unknown init %s (expected \"zeros\", \"ones\", \"xavier\" or "
+           "{ uniform = a })", name, shown_arg(L, 3));
   } else if (lua_istable(L, 3)) {
     check_opts(L, 3, "param", (const char *const[]){"uniform", NULL});
     lua_getfield(L, 3, "uniform");
@@ -1188,7 +1644,7 @@ static int l_param(lua_State *L)
 
 static int l_find_param(lua_State *L)
 {
-  const char *name = check_str(L, 1, "find_param", "the name");
+  const char *name = check_name(L, 1, "find_param", "the name");
   int id = ir_find_param(graph(L), name);
   if (id < 0)
     return lua_pushnil(L), 1;
@@ -1199,7 +1655,7 @@ static int l_find_param(lua_State *L)
  * decoder.weight is encoder.weight).  Recorded as output "alias:<name>". */
 static int l_alias(lua_State *L)
 {
-  const char *name = check_str(L, 1, "alias", "the name");
+  const char *name = check_name(L, 1, "alias", "the name");
   int p = check_tensor(L, 2, "alias");
   if (ir_get(graph(L), p)->op != OP_PARAM)
     ferr(L, "alias '%s': expected a parameter, got a %s node", name, op_info[ir_get(graph(L), p)->op].name);
@@ -1212,7 +1668,7 @@ static int l_alias(lua_State *L)
 
 static int l_output(lua_State *L)
 {
-  const char *name = check_str(L, 1, "output", "the name");
+  const char *name = check_name(L, 1, "output", "the name");
   int x = check_tensor(L, 2, "output");
   here(L);
   ir_output(graph(L), arena_strdup(name), x);
@@ -1273,7 +1729,7 @@ static int l_dropout(lua_State *L)
   Front *F = front(L);
   int x = check_tensor(L, 1, "dropout");
   double p = check_num(L, 2, "dropout", "the probability");
-  const char *slot = lua_isnoneornil(L, 3) ? "dropout" : check_str(L, 3, "dropout", "the slot");
+  const char *slot = lua_isnoneornil(L, 3) ? "dropout" : check_name(L, 3, "dropout", "the slot");
   Hyp *h = find_hyp(F, slot);
   if ((h || strcmp(slot, "dropout")) && (!h || (h->type != HT_NUM && h->type != HT_INT)))
     ferr(L, "dropout: slot '%s' must name a numeric hyper-parameter declared with params{}", slot);
@@ -1675,6 +2131,7 @@ Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
     .path = o->path,
     .limit = o->mem_limit ? o->mem_limit : (size_t)64 << 20,
     .instr_limit = o->instr_limit > 0 ? o->instr_limit : 100000000,
+    .time_limit = o->time_limit > 0 ? o->time_limit : 10,
   };
   const char *slash = strrchr(o->path, '/');
   F.dir = slash ? xasprintf("%.*s/", (int)(slash - o->path), o->path) : xstrdup("");
@@ -1693,6 +2150,8 @@ Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
   F.g->cur_file = intern_file(&F, o->path);
   apply_builtins(&F);
 
+  Alarm alarm;
+  alarm_start(&F, &alarm);
   lua_State *L = lua_newstate(l_alloc, &F);
   if (!L)
     fail_at(o->path, 0, "cannot create a Lua state");
@@ -1701,7 +2160,7 @@ Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
   open_sandbox(L);
   open_api(L);
 
-  load_file(L, o->path);
+  load_file(L, o->path, NULL);
   call(L, 0, 0);
 
   for (int i = 0; i < o->ndef; i++)
@@ -1713,6 +2172,7 @@ Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
       fail_at(o->path, 0, msg);
     }
   lua_close(L);
+  alarm_stop(&alarm);
 
   *nhyper = F.nhyp;
   *hyper = arena_calloc((size_t)F.nhyp + 1, sizeof(Hyper));

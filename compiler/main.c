@@ -113,6 +113,7 @@ static Graph *load(const CompileOptions *o, int batch, bool training, int max_se
     .real = o->real,
     .mem_limit = 256u << 20,
     .instr_limit = 200000000,
+    .time_limit = o->time_limit,
   };
   return front_load(&fo, hyper, nhyper);
 }

@@ -10,6 +10,7 @@
  */
 #include <setjmp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "options.h"
@@ -18,6 +19,7 @@ const char lmc_usage[] =
   "usage: lmc compile GRAPH.lua [-o OUT.c] [-D name=value]... [-O0|-O1|-O2]\n"
   "                   [--disable-pass=NAME[,NAME]] [--enable-pass=NAME[,NAME]]\n"
   "                   [--emit=c|ir|dot] [--dump-ir=after:PASS] [--stats] [--dtype=f32|f64]\n"
+  "                   [--time-limit=SECONDS]   (each run of the graph file; default 10)\n"
   "       lmc vocab DIR      vocabulary size and hash of a corpus folder\n"
   "       lmc passes         list the optimization passes\n"
   "       lmc --help | --version\n";
@@ -100,6 +102,11 @@ int options_parse(int argc, char **argv, CompileOptions *out, char *err, size_t 
         o.real = DT_F64;
       else
         usage_error(&p, "%s: expected --dtype=f32 or --dtype=f64", a);
+    } else if (!strncmp(a, "--time-limit=", 13)) {
+      char *end;
+      o.time_limit = strtod(a + 13, &end);
+      if (end == a + 13 || *end || !(o.time_limit > 0 && o.time_limit <= 86400))
+        usage_error(&p, "%s: expected a number of seconds, more than 0 and at most 86400", a);
     } else if (a[0] == '-') {
       usage_error(&p, "unknown option '%s'", a);
     } else if (o.graph) {

@@ -26,6 +26,7 @@ typedef struct {
   bool enabled[64], disabled[64];   /* by index in passes[] */
   bool stats;
   DType real;
+  double time_limit;     /* seconds per run of the graph file, 0: the front end's default */
 } CompileOptions;
 
 extern const char lmc_usage[];

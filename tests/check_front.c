@@ -8,7 +8,9 @@
  * Run from the repository root (the library folder is graphs/lib).
  */
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include "lmc.h"
 #include "testutil.h"
@@ -59,6 +61,7 @@ static int run(FrontOptions o, char *err, size_t errlen)
   if (pid == 0) {
     close(fd[0]);
     dup2(fd[1], 2);
+    alarm(60);   /* a graph that hangs the front end fails its test, not the suite */
     Hyper *h;
     int nh;
     front_load(&o, &h, &nh);
@@ -259,6 +262,280 @@ START_TEST(sandbox_unknown_global)
   fails("local x = input('x', 'f32', {2})\nlocal y = sigmod(x)\n",
         "g.lua:2: error: unknown global 'sigmod' (did you mean 'sigmoid'?)");
   fails("local y = frobnicate\n", "unknown global 'frobnicate'\n");
+}
+END_TEST
+
+/* ------------------------------------------------------------------ names */
+
+/* Hostile text, as Lua expressions: a comment closed by a line splice, a
+ * preprocessor line, quotes, a NUL byte, 100 KB, and names that are just
+ * wrong (empty, a leading digit, a space, ':' as in "alias:", a '/'). */
+static const char *const hostile[] = {
+  "'a\\\\\\r*/ int x; /*'", "'\\n#include <stdio.h>'", "'q\"uo\\'te'", "'nul\\0byte'",
+  "string.rep('a', 100000)", "''", "'1abc'", "'a b'", "'alias:x'", "'a/b'", "'a\\r'",
+};
+
+/* Every string argument of the graph API that names something, S the
+ * hostile text, and what the error at line 2 begins with. */
+static const struct { const char *call, *want; } named[] = {
+  {"kind(S)", "kind: the model kind "},
+  {"local x = input(S, 'i32', {2})", "input: the name "},
+  {"local x = state(S, {2})", "state: the name "},
+  {"local w = param(S, {2}, 'zeros')", "param: the name "},
+  {"local w = find_param(S)", "find_param: the name "},
+  {"alias(S, param('w', {2}, 'zeros'))", "alias: the name "},
+  {"output(S, input('x', 'f32', {2}))", "output: the name "},
+  {"local y = dropout(input('x', 'f32', {2}), 0.1, S)", "dropout: the slot "},
+  {"local p = params { [S] = 1 }", "params: the hyper-parameter "},
+  {"local x = input('x', S, {2})", "input: dtype must be \"i32\" or \"f32\", got "},
+  {"local w = param('w', {2}, S)", "param 'w': unknown init "},
+  {"local m = require(S)", "require "},
+};
+
+START_TEST(names_hostile)
+{
+  char src[512], want[256], err[2048];
+  for (size_t c = 0; c < sizeof named / sizeof named[0]; c++)
+    for (size_t h = 0; h < sizeof hostile / sizeof hostile[0]; h++) {
+      snprintf(src, sizeof src, "local S = %s\n%s\n", hostile[h], named[c].call);
+      snprintf(want, sizeof want, "g.lua:2: error: %s", named[c].want);
+      int rc = run(opts(put("g.lua", src)), err, sizeof err);
+      if (rc != 1 || !strstr(err, want))
+        ck_abort_msg("status %d, stderr:\n%s\nexpected status 1 and: %s\nfor:\n%s", rc, err, want, src);
+      /* one line, with the text shown escaped and cut short */
+      ck_assert_msg(strchr(err, '\n') == err + strlen(err) - 1 && !strchr(err, '\r') && strlen(err) < 600,
+                    "the message is not one short line: %s", err);
+    }
+  /* string values may be any printable text, not control characters, at most 1024 bytes */
+  fails("local S = 'a\\r*/'\nlocal p = params { act = S }\n",
+        "g.lua:2: error: params: the default of 'act', \"a\\x0d*/\", holds a control character");
+  fails("local p = params { act = ('x'):rep(1025) }\n", "g.lua:1: error: params: the default of 'act'");
+  fails_def("local p = params { act = 'tanh' }\n", (Define[]){{"act", "a\nb"}}, 1,
+            "-D act=a\nb: expected a string (at most 1024 bytes of printable text)");
+  /* ordinary names and values pass */
+  loads("kind 'RNN_TANH'\nlocal p = params { act = 'tanh */ \"?\?/\\\\', _x9 = 1 }\n"
+        "local x = input('x', 'f32', {2})\n"
+        "output('encoder.layers.0.self_attn.in_proj_weight', param('_a.B9', {2}, 'zeros') + x)\n"
+        "assert(find_param(('a'):rep(128)) == nil)\n");
+  fails("local w = find_param(('a'):rep(129))\n", "find_param: the name \"aaaa");
+}
+END_TEST
+
+/* Runs a C file with the strings escaped as emit_c escapes them, in
+ * comments and in literals, through clang (warnings are errors, trigraphs
+ * on): the program prints every literal back. */
+START_TEST(names_escape)
+{
+  static const char *const text[] = {
+    "a\\\r*/ int x; /*", "\n#include <stdio.h>\n", "q\"uote'", "?\?/\n?\?=?\?'", "back\\", "*/", "/",
+    "*", "x/", "x*", "/*", "tab\tdel\x7f\x80\xff", "encoder.layers.0.weight", "\\\n", "",
+  };
+  int n = (int)(sizeof text / sizeof text[0]);
+  /* names come out unchanged, and a few exact forms */
+  for (int lit = 0; lit < 2; lit++) {
+    char *e = emit_c_escape("encoder.layers.0.self_attn.in_proj_weight", lit);
+    ck_assert_str_eq(e, "encoder.layers.0.self_attn.in_proj_weight");
+    free(e);
+  }
+  struct { const char *s; bool lit; const char *want; } exact[] = {
+    {"a*/b", false, "a* /b"}, {"a/*b", false, "a/ *b"}, {"x/", false, "x/ "}, {"x\\\r", false, "x\\134\\015"},
+    {"?\?/", true, "?\\?/"}, {"q\"\\", true, "q\\\"\\\\"}, {"\n", true, "\\012"}, {"graphs/lstm.lua", false, "graphs/lstm.lua"},
+  };
+  for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++) {
+    char *e = emit_c_escape(exact[i].s, exact[i].lit);
+    ck_assert_str_eq(e, exact[i].want);
+    free(e);
+  }
+  char path[300], prog[300], out[300];
+  snprintf(path, sizeof path, "%s/esc.c", dir);
+  snprintf(prog, sizeof prog, "%s/esc", dir);
+  snprintf(out, sizeof out, "%s/esc.out", dir);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("#include <stdio.h>\n#include <string.h>\n", f);
+  fputs("static const char *const text[] = {\n", f);
+  for (int i = 0; i < n; i++) {
+    char *c = emit_c_escape(text[i], false), *l = emit_c_escape(text[i], true);
+    fprintf(f, "  /* %s */ \"%s\",   /* %s */\n", c, l, c);
+    free(c);
+    free(l);
+  }
+  fprintf(f, "};\nint main(void)\n{\n  for (int i = 0; i < %d; i++)\n"
+             "    printf(\"%%zu:%%s\", strlen(text[i]), text[i]);\n  return 0;\n}\n", n);
+  fclose(f);
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "clang -std=c11 -trigraphs -Wall -Wextra -Wcomment -Wtrigraphs -Werror -o %s %s "
+           "&& %s > %s", prog, path, prog, out);
+  ck_assert_msg(system(cmd) == 0, "%s does not build and run", path);
+  char want[2048] = "", got[2048];
+  for (int i = 0; i < n; i++)
+    snprintf(want + strlen(want), sizeof want - strlen(want), "%zu:%s", strlen(text[i]), text[i]);
+  f = fopen(out, "rb");
+  ck_assert_ptr_nonnull(f);
+  size_t k = fread(got, 1, sizeof got - 1, f);
+  fclose(f);
+  got[k] = 0;
+  ck_assert_str_eq(got, want);
+}
+END_TEST
+
+/* --------------------------------------------- C functions and the limits */
+
+static double now(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* fails(), and within max_s seconds. */
+static void fails_within(double max_s, const char *src, const char *want)
+{
+  double t0 = now();
+  fails(src, want);
+  double dt = now() - t0;
+  ck_assert_msg(dt < max_s, "took %.2f s, more than %.1f s: %s", dt, max_s, src);
+}
+
+START_TEST(limits_c_loops)
+{
+  /* each looped in C for hours, where the count hook does not run */
+  fails_within(2, "local x = 1\nlocal s = string.rep('', math.maxinteger)\n",
+               "g.lua:2: error: string.rep: this call could take");
+  fails_within(2, "local s = (''):rep(1e15, '')\n", "g.lua:1: error: string.rep: this call could take");
+  fails_within(2, "local s = ('x'):rep(1 << 40)\n", "g.lua:1: error: string.rep: memory limit exceeded");
+  fails_within(2, "\ntable.move({}, 1, math.maxinteger - 1, 1, {})\n",
+               "g.lua:2: error: table.move: this call could take");
+  fails_within(2, "local s = ('a'):rep(40)\nlocal i = string.find(s, ('a*'):rep(30) .. 'b')\n",
+               "g.lua:2: error: string.find: this call could take");
+  fails_within(2, "local s = ('a'):rep(40)\nlocal i = s:match(('a-'):rep(30) .. 'b')\n",
+               "g.lua:2: error: string.match: this call could take");
+  fails_within(2, "local s = ('a'):rep(40)\nlocal i = s:gsub(('.?'):rep(60) .. 'b', '')\n",
+               "g.lua:2: error: string.gsub: this call could take");
+  fails_within(2, "local s = ('a'):rep(40)\nfor w in s:gmatch(('a+'):rep(30) .. 'b') do end\n",
+               "g.lua:2: error: string.gmatch: this call could take");
+  /* a table whose __len is maxinteger: insert, remove, sort and concat loop over it */
+  const char *big = "local t = setmetatable({}, { __len = function() return math.maxinteger end, "
+                    "__index = rawlen })\n";
+  char src[512];
+  const char *call[] = {"table.insert(t, 1, 0)", "table.remove(t, 1)", "table.sort(t)", "table.concat(t)"};
+  const char *fn[] = {"table.insert", "table.remove", "table.sort", "table.concat"};
+  for (int i = 0; i < 4; i++) {
+    char want[128];
+    snprintf(src, sizeof src, "%s%s\n", big, call[i]);
+    snprintf(want, sizeof want, "g.lua:2: error: %s: this call could take", fn[i]);
+    fails_within(2, src, want);
+  }
+  /* pcall cannot catch the refusal */
+  fails_within(2, "pcall(string.rep, '', 1e18)\nerror('escaped')\n", "g.lua:1: error: string.rep");
+}
+END_TEST
+
+START_TEST(limits_gc)
+{
+  /* Lua runs finalizers with hooks off, and at lua_close */
+  fails_within(2, "local t = {}\nsetmetatable(t, { __gc = function() while true do end end })\n",
+               "g.lua:2: error: setmetatable: a metatable with __gc is not allowed");
+  fails_within(2, "local mt = { __gc = false }\nlocal t = setmetatable({}, mt)\n",
+               "g.lua:2: error: setmetatable: a metatable with __gc");
+  fails("local f = collectgarbage\nf('stop')\n", "g.lua:1: error: 'collectgarbage' is not available");
+}
+END_TEST
+
+START_TEST(limits_ordinary_use)
+{
+  /* what graph files do with these functions still works */
+  loads("assert(('a.b.c'):gsub('%.', '_') == 'a_b_c')\n"
+        "local a, b = ('encoder.layers.0.weight'):match('^(.-)%.(.*)$')\n"
+        "assert(a == 'encoder' and b == 'layers.0.weight')\n"
+        "local n = 0\nfor w in ('x,y,z'):gmatch('[^,]+') do n = n + 1 end\nassert(n == 3)\n"
+        "assert(('hello world'):find('o w', 1, true) == 5 and ('f(a(b)c)'):match('%b()') == '(a(b)c)')\n"
+        "assert(('THE (quick) fox'):find('%f[%a]%a+%f[%A]') == 1)\n"
+        "local t = {3, 1, 2}\ntable.sort(t)\ntable.insert(t, 4)\nassert(table.remove(t) == 4)\n"
+        "assert(table.concat(t, ',') == '1,2,3' and #table.move(t, 1, 3, 1, {}) == 3)\n"
+        "assert(('ab'):rep(3, '-') == 'ab-ab-ab' and #('x'):rep(1000000) == 1000000)\n"
+        "assert(setmetatable({}, { __index = function() return 1 end }).x == 1)\n"
+        "assert(not pcall(string.find, 'x', '%'))\n");
+}
+END_TEST
+
+/* run() with a time limit and an instruction limit that does not end it first */
+static int run_timed(const char *src, double limit, char *err, size_t errlen, double *took)
+{
+  FrontOptions o = opts(put("g.lua", src));
+  o.instr_limit = 1000000000000000000;
+  o.time_limit = limit;
+  double t0 = now();
+  int rc = run(o, err, errlen);
+  *took = now() - t0;
+  return rc;
+}
+
+START_TEST(limits_time)
+{
+  char err[1024];
+  double took;
+  /* Lua code: the count hook stops it at the user's line */
+  int rc = run_timed("local n = 0\nwhile true do n = n + 1 end\n", 0.3, err, sizeof err, &took);
+  ck_assert_msg(rc == 1 && strstr(err, "g.lua:2: error: the graph file ran longer than the time limit "
+                                       "(0.3 s; --time-limit)\n"), "status %d: %s", rc, err);
+  ck_assert_msg(took < 2, "took %.2f s", took);
+  /* a C function that does not return (a backtracking pattern under a huge
+   * instruction limit): the timer itself ends the program a second later */
+  rc = run_timed("local s = ('a'):rep(30)\nlocal i = s:find(('a*'):rep(10) .. 'b')\n", 0.2, err, sizeof err,
+                 &took);
+  ck_assert_msg(rc == 1 && strstr(err, "g.lua: error: the graph file ran longer than the time limit "
+                                       "(0.2 s; --time-limit)\n"), "status %d: %s", rc, err);
+  ck_assert_msg(took < 4, "took %.2f s", took);
+  /* the default is 10 s */
+  rc = run_timed("while true do end\n", 0, err, sizeof err, &took);
+  ck_assert_msg(rc == 1 && strstr(err, "g.lua:1: error: the graph file ran longer than the time limit "
+                                       "(10 s; --time-limit)\n"), "status %d: %s", rc, err);
+  ck_assert_msg(took > 9.5 && took < 15, "took %.2f s", took);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ files */
+
+START_TEST(files_not_regular)
+{
+  char err[1024], fifo[300];
+  snprintf(fifo, sizeof fifo, "%s/fifo.lua", dir);
+  ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+  double t0 = now();
+  int rc = run(opts(fifo), err, sizeof err);
+  ck_assert_msg(rc == 1 && strstr(err, "fifo.lua: error: is not a regular file"), "status %d: %s", rc, err);
+  rc = run(opts("/dev/zero"), err, sizeof err);
+  ck_assert_msg(rc == 1 && strstr(err, "/dev/zero: error: is not a regular file"), "status %d: %s", rc, err);
+  rc = run(opts(dir), err, sizeof err);
+  ck_assert_msg(rc == 1 && strstr(err, "error: is a folder"), "status %d: %s", rc, err);
+  /* a module that is a FIFO: at the require line */
+  char mod[300];
+  snprintf(mod, sizeof mod, "%s/m.lua", dir);
+  ck_assert_int_eq(mkfifo(mod, 0600), 0);
+  fails("local x = 1\nlocal m = require 'm'\n", "g.lua:2: error: require 'm': ");
+  fails("local m = require 'm'\n", "m.lua is not a regular file");
+  ck_assert_msg(now() - t0 < 5, "took %.2f s", now() - t0);
+}
+END_TEST
+
+START_TEST(files_size_cap)
+{
+  char path[300];
+  snprintf(path, sizeof path, "%s/big.lua", dir);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  for (int i = 0; i < (4 << 20) / 64 + 1; i++)
+    fputs("-- a comment line of sixty-four bytes, over and over again ....\n", f);
+  fclose(f);
+  char err[1024];
+  int rc = run(opts(path), err, sizeof err);
+  ck_assert_msg(rc == 1 && strstr(err, "big.lua: error: is 4194368 bytes; graph files and modules may be at "
+                                       "most 4194304 bytes"), "status %d: %s", rc, err);
+  char mod[300];
+  snprintf(mod, sizeof mod, "%s/m.lua", dir);
+  ck_assert_int_eq(rename(path, mod), 0);
+  fails("local m = require 'm'\n", "g.lua:1: error: require 'm': ");
 }
 END_TEST
 
@@ -719,6 +996,9 @@ int main(void)
                  sandbox_require_c, sandbox_require_paths, sandbox_require_local, sandbox_require_cycle,
                  sandbox_binary_chunk, sandbox_binary_file, sandbox_instruction_limit,
                  sandbox_instruction_limit_pcall, sandbox_memory_limit, sandbox_unknown_global}},
+    {"names", {names_hostile, names_escape}},
+    {"limits", {limits_c_loops, limits_gc, limits_ordinary_use, limits_time}},
+    {"files", {files_not_regular, files_size_cap}},
     {"errors", {errors_lua, errors_arguments, errors_ir_location}},
     {"hyper", {hyper_defaults, hyper_overrides, hyper_number_from_integer_text, hyper_errors,
                hyper_builtin_defaults, hyper_batch_specialisations}},
@@ -731,6 +1011,7 @@ int main(void)
   for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
     TCase *tc = tcase_create(groups[i].name);
     tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);   /* limits_time waits out the default 10 s limit */
     for (int k = 0; k < 16 && groups[i].t[k]; k++)
       tcase_add_test(tc, groups[i].t[k]);
     suite_add_tcase(s, tc);

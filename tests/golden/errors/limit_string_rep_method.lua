@@ -1,0 +1,2 @@
+-- the same as a method, with an empty separator
+local s = (""):rep(1e15, "")

@@ -1,0 +1,2 @@
+-- a kind with a NUL byte
+kind "LSTM\0x"
