@@ -23,7 +23,8 @@
  *     package look like from inside.
  *
  * Errors.  Everything the front end reports is "file:line: error: message"
- * followed by exit(1), like ir_error().  The line is the user's: the
+ * followed by user_error_exit(), like ir_error() (exit(1); a longjmp in the
+ * fuzz target, after front_load has closed the Lua state).  The line is the user's: the
  * innermost Lua frame not in the library folder, so a shape mismatch in
  * nn.linear points at the graph file line that called nn.linear.  Lua's own
  * errors (syntax, runtime, error()) keep the location Lua gives them.
@@ -165,7 +166,7 @@ static _Noreturn void fail_at(const char *file, int line, const char *msg)
     fprintf(stderr, "%s:%d: error: %s\n", file, line, msg);
   else
     fprintf(stderr, "%s: error: %s\n", file, msg);
-  exit(1);
+  user_error_exit();
 }
 
 /* Reports a mistake found by the front end at the user's call site. */
@@ -200,13 +201,13 @@ static _Noreturn void fail_lua(Front *F, const char *msg)
         q += 2;
         bool has = !strncmp(q, "error: ", 7);
         fprintf(stderr, "%.*s%s%s\n", (int)(q - msg), msg, has ? "" : "error: ", q);
-        exit(1);
+        user_error_exit();
       }
     }
     p++;
   }
   fprintf(stderr, "%s: error: %s\n", F->path, msg);
-  exit(1);
+  user_error_exit();
 }
 
 /* Message handler: gives a location-less error the user's location, and a
@@ -559,12 +560,13 @@ static Hyp *find_hyp(Front *F, const char *name)
   return NULL;
 }
 
+/* In the arena: an error message's part, which a caught error never frees. */
 static char *known_names(Front *F)
 {
   size_t n = 1;
   for (int i = 0; i < F->nhyp; i++)
     n += strlen(F->hyp[i].name) + 2;
-  char *s = xcalloc(n, 1);
+  char *s = arena_calloc(n, 1);
   for (int i = 0; i < F->nhyp; i++) {
     if (i)
       strcat(s, ", ");
@@ -1668,6 +1670,23 @@ static char *display_libdir(const char *libdir)
   return xstrdup(libdir);
 }
 
+/* What a load holds outside the arena and the Lua state. */
+static void free_front(Front *F)
+{
+  for (int i = 0; i < F->nhyp; i++) {
+    free(F->hyp[i].name);
+    free(F->hyp[i].text);
+    free(F->hyp[i].s);
+  }
+  free(F->hyp);
+  free(F->def_used);
+  free(F->slot);       /* the slot names live on in the dropout nodes */
+  free(F->file);       /* the names live on in the nodes */
+  free(F->dir);
+  free(F->libsrc);
+  free(F->libdir);
+}
+
 Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
 {
   Front F = {
@@ -1676,6 +1695,20 @@ Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
     .limit = o->mem_limit ? o->mem_limit : (size_t)64 << 20,
     .instr_limit = o->instr_limit > 0 ? o->instr_limit : 100000000,
   };
+  /* A caller catching user errors (user_error_jmp) gets them after the
+   * Lua state is closed and F freed. */
+  jmp_buf caught, *outer = user_error_jmp;
+  lua_State *volatile L = NULL;
+  if (outer) {
+    if (setjmp(caught)) {
+      user_error_jmp = outer;
+      if (L)
+        lua_close(L);
+      free_front(&F);
+      longjmp(*outer, 1);
+    }
+    user_error_jmp = &caught;
+  }
   const char *slash = strrchr(o->path, '/');
   F.dir = slash ? xasprintf("%.*s/", (int)(slash - o->path), o->path) : xstrdup("");
   if (o->libdir)
@@ -1693,7 +1726,7 @@ Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
   F.g->cur_file = intern_file(&F, o->path);
   apply_builtins(&F);
 
-  lua_State *L = lua_newstate(l_alloc, &F);
+  L = lua_newstate(l_alloc, &F);
   if (!L)
     fail_at(o->path, 0, "cannot create a Lua state");
   *(Front **)lua_getextraspace(L) = &F;
@@ -1709,25 +1742,16 @@ Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
       char *known = known_names(&F);
       char *msg = arena_printf("-D %s=%s: unknown hyper-parameter '%s' (known: %s)",
                                o->def[i].name, o->def[i].value, o->def[i].name, known);
-      free(known);
       fail_at(o->path, 0, msg);
     }
   lua_close(L);
+  L = NULL;
 
   *nhyper = F.nhyp;
   *hyper = arena_calloc((size_t)F.nhyp + 1, sizeof(Hyper));
-  for (int i = 0; i < F.nhyp; i++) {
+  for (int i = 0; i < F.nhyp; i++)
     (*hyper)[i] = (Hyper){arena_strdup(F.hyp[i].name), arena_strdup(F.hyp[i].text)};
-    free(F.hyp[i].name);
-    free(F.hyp[i].text);
-    free(F.hyp[i].s);
-  }
-  free(F.hyp);
-  free(F.def_used);
-  free(F.slot);       /* the slot names live on in the dropout nodes */
-  free(F.file);   /* the names live on in the nodes */
-  free(F.dir);
-  free(F.libsrc);
-  free(F.libdir);
+  free_front(&F);
+  user_error_jmp = outer;
   return F.g;
 }

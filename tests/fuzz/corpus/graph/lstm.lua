@@ -1,0 +1,26 @@
+-- graphs/lstm.lua: the word_language_model example's RNNModel with nn.LSTM.
+--   tokens, targets (T, B) -> logp (T, B, ntoken), loss
+--   state hidden.h, hidden.c (nlayers, B, nhid): PyTorch's (h, c) tuple
+local nn = require "nn"
+
+kind "LSTM"
+local p = params { ntoken = 33278, emsize = 200, nhid = 200, nlayers = 2,
+                   dropout = 0.2, tied = false }
+if p.tied and p.nhid ~= p.emsize then
+  error(("tied = true needs nhid == emsize (nhid = %d, emsize = %d)"):format(p.nhid, p.emsize))
+end
+
+local tokens  = input("tokens", "i32", { seq(), batch() })
+local targets = input("targets", "i32", { seq(), batch() })
+local hidden  = nn.lstm_state("hidden", p.nlayers, p.nhid)
+
+local emb     = dropout(nn.embedding("encoder", tokens, p.ntoken, p.emsize), p.dropout)
+local out, s  = nn.lstm("rnn", emb, hidden, p.emsize, p.nhid, p.nlayers, p.dropout)
+local logits  = nn.linear("decoder", dropout(out, p.dropout), p.nhid, p.ntoken,
+                          { tie = p.tied and "encoder.weight" })
+local logp    = log_softmax(logits)
+
+output("logp", logp)
+output("loss", nll_loss(logp, targets))
+output("hidden.h", s.h)
+output("hidden.c", s.c)
