@@ -397,25 +397,25 @@ static bool valid_module_name(const char *s)
   return true;
 }
 
+/* In the arena, as the other scratch an error may leave behind (a caught
+ * error, user_error_jmp, frees only the arena). */
 static char *read_file(const char *path, size_t *len)
 {
   FILE *f = fopen(path, "rb");
   if (!f)
     return NULL;
   size_t cap = 4096, n = 0;
-  char *buf = xcalloc(cap, 1);
+  char *buf = arena_calloc(cap, 1);
   size_t k;
   while ((k = fread(buf + n, 1, cap - n, f)) > 0) {
     n += k;
     if (n == cap)
-      buf = xrealloc(buf, cap *= 2);
+      buf = arena_realloc(buf, cap *= 2);
   }
   bool bad = ferror(f);
   fclose(f);
-  if (bad) {
-    free(buf);
+  if (bad)
     return NULL;
-  }
   *len = n;
   return buf;
 }
@@ -435,7 +435,6 @@ static void load_file(lua_State *L, const char *path)
     fail_at(path, 0, "binary chunks are not allowed; a graph file is Lua source");
   lua_pushfstring(L, "@%s", path);
   int rc = luaL_loadbufferx(L, src, len, lua_tostring(L, -1), "t");
-  free(src);
   if (rc != LUA_OK)
     fail_lua(front(L), lua_tostring(L, -1));
   lua_remove(L, -2);
@@ -472,26 +471,23 @@ static int l_require(lua_State *L)
     return 1;
   }
   lua_pop(L, 1);
-  char *rel = xstrdup(name);
+  char *rel = arena_strdup(name);
   for (char *p = rel; *p; p++)
     if (*p == '.')
       *p = '/';
-  char *path = xasprintf("%s%s.lua", F->dir, rel);
+  char *path = arena_printf("%s%s.lua", F->dir, rel);
   if (!file_exists(path)) {
-    free(path);
-    path = xasprintf("%s/%s.lua", F->libdir, rel);
+    path = arena_printf("%s/%s.lua", F->libdir, rel);
     if (!file_exists(path))
       ferr(L, "require '%s': no %s%s.lua or %s; graph files can require only Lua files from "
            "these two folders (no C modules or standard libraries)",
            name, F->dir, rel, path);
   }
-  free(rel);
   lua_pushlightuserdata(L, F);         /* loading: catches cycles */
   lua_setfield(L, -2, name);
   load_file(L, path);
   lua_pushstring(L, name);
   lua_pushstring(L, path);
-  free(path);
   call(L, 2, 1);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
@@ -719,11 +715,11 @@ static int l_params(lua_State *L)
     lua_pop(L, 1);
     n++;
   }
-  char **names = xcalloc((size_t)n + 1, sizeof(char *));
+  char **names = arena_calloc((size_t)n + 1, sizeof(char *));
   n = 0;
   lua_pushnil(L);
   while (lua_next(L, 1)) {
-    names[n++] = xstrdup(lua_tostring(L, -2));
+    names[n++] = arena_strdup(lua_tostring(L, -2));
     lua_pop(L, 1);
   }
   qsort(names, (size_t)n, sizeof(char *), cmp_str);
@@ -746,7 +742,7 @@ static int l_params(lua_State *L)
       break;
     case LUA_TSTRING:
       tmp.type = HT_STR;
-      tmp.s = xstrdup(lua_tostring(L, -1));
+      tmp.s = arena_strdup(lua_tostring(L, -1));
       break;
     default:
       ferr(L, "params: '%s' has a %s default; expected an integer, number, boolean or string",
@@ -773,15 +769,12 @@ static int l_params(lua_State *L)
     h->i = tmp.i;
     h->d = tmp.d;
     h->b = tmp.b;
-    h->s = tmp.s;
+    h->s = tmp.s ? xstrdup(tmp.s) : NULL;
     set_text(h);
     const char *bad;
     if (!bind_define(F, h, &bad))
       define_error(F, h, bad);
   }
-  for (int i = 0; i < n; i++)
-    free(names[i]);
-  free(names);
   apply_builtins(F);
 
   lua_createtable(L, 0, F->nhyp);
