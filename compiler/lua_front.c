@@ -498,6 +498,21 @@ static int l_require(lua_State *L)
   return 1;
 }
 
+/* setmetatable(t, mt) without __gc: Lua runs finalizers with hooks off,
+ * so the instruction limit could not stop one (a __gc that loops forever
+ * hung lmc, at the latest in lua_close).  Upvalue 1 is the original. */
+static int l_setmetatable(lua_State *L)
+{
+  lua_pushliteral(L, "__gc");
+  if (lua_type(L, 2) == LUA_TTABLE && lua_rawget(L, 2) != LUA_TNIL)
+    ferr(L, "setmetatable: __gc metamethods are not available in graph files");
+  lua_settop(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
 static void open_sandbox(lua_State *L)
 {
   static const luaL_Reg libs[] = {
@@ -520,6 +535,9 @@ static void open_sandbox(lua_State *L)
   lua_pushnil(L);
   lua_setfield(L, -2, "randomseed");
   lua_pop(L, 1);
+  lua_getglobal(L, "setmetatable");
+  lua_pushcclosure(L, l_setmetatable, 1);
+  lua_setglobal(L, "setmetatable");
   lua_register(L, "load", l_load);
   lua_register(L, "require", l_require);
   lua_register(L, "print", l_print);
