@@ -4,6 +4,7 @@
 # fuzz calls it after building build/fuzz/fuzz_NAME.  Prints each target's
 # execution count; any crash, leak, timeout or out-of-memory fails the run
 # and prints the reproducer, which build/fuzz/fuzz_NAME FILE replays.
+# tests/fuzz/NAME.dict, when there, is the target's dictionary of tokens.
 # tests/fuzz/corpus is never written.
 secs=${FUZZ_SECONDS:-60}
 dir=build/fuzz
@@ -15,7 +16,9 @@ for name in "$@"; do
   mkdir -p "$corpus"
   [ -d tests/fuzz/corpus/$name ] && cp tests/fuzz/corpus/$name/* "$corpus"/ 2>/dev/null
   log=$dir/fuzz_$name.log
-  "$dir/fuzz_$name" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  dict=""
+  [ -f tests/fuzz/$name.dict ] && dict=-dict=tests/fuzz/$name.dict
+  "$dir/fuzz_$name" $dict -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -close_fd_mask=3 -artifact_prefix="$dir/artifacts/$name-" "$corpus" >"$log" 2>&1
   rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
