@@ -10,6 +10,10 @@ secs=${FUZZ_SECONDS:-60}
 dir=build/fuzz
 mkdir -p $dir/artifacts
 failed=0
+# the targets' temporary files, left behind by a crash
+TMPDIR=$(mktemp -d) || exit 1
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 for name in "$@"; do
   corpus=$dir/corpus-$name
   rm -rf "$corpus"
