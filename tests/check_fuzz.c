@@ -4,9 +4,10 @@
  * The three libFuzzer targets of tests/fuzz/ are compiled in here (their
  * entry points renamed) and run on every file of tests/fuzz/regress/NAME/,
  * the reproducers of what `make fuzz` found, and of the seed corpus
- * tests/fuzz/corpus/NAME/.  A target aborts on a finding it checks itself
- * (a malformed refusal, a token id out of range) and a compiler bug exits:
- * either fails the test.  A reproducer also runs four more times, and the
+ * tests/fuzz/corpus/NAME/ (for the graph target, the models in graphs/
+ * too).  A target aborts on a finding it checks itself (a malformed
+ * refusal, a token id out of range) and a compiler bug exits: either fails
+ * the test.  A reproducer also runs four more times, and the
  * heap in use (mallinfo2) must not grow from the second run to the last:
  * a user error caught through user_error_jmp must free what it held.  The
  * suite runs itself again without glibc's thread cache (GLIBC_TUNABLES),
@@ -17,6 +18,7 @@
 #include <dirent.h>
 #include <malloc.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "testutil.h"
 
@@ -68,10 +70,11 @@ static int replay(const char *dir, TestOne one, int repeat)
   char grew[4096] = "";
   struct dirent *e;
   while ((e = readdir(d))) {
-    if (e->d_name[0] == '.')
-      continue;
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    struct stat st;
+    if (e->d_name[0] == '.' || stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+      continue;
     size_t n;
     uint8_t *data = slurp(path, &n);
     fprintf(stderr, "replay %s\n", path);
@@ -104,6 +107,7 @@ START_TEST(graph_seeds)
 {
   graph_init(NULL, NULL);
   ck_assert_int_gt(replay("tests/fuzz/corpus/graph", graph_one, 1), 0);
+  ck_assert_int_ge(replay("graphs", graph_one, 1), 5);
 }
 END_TEST
 

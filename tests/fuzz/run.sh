@@ -19,6 +19,7 @@ for name in "$@"; do
   rm -rf "$corpus"
   mkdir -p "$corpus"
   [ -d tests/fuzz/corpus/$name ] && cp tests/fuzz/corpus/$name/* "$corpus"/ 2>/dev/null
+  [ "$name" = graph ] && cp graphs/*.lua "$corpus"/     # the five models seed it too
   log=$dir/fuzz_$name.log
   dict=""
   [ -f tests/fuzz/$name.dict ] && dict=-dict=tests/fuzz/$name.dict
