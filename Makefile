@@ -38,7 +38,7 @@ CHECK_SRC    := $(wildcard tests/check_*.c)
 CHECK_BIN    := $(CHECK_SRC:tests/%.c=$(B)/tests/%)
 MODELS       := $(basename $(notdir $(wildcard graphs/*.lua)))
 
-.PHONY: all deps test test-deps generate trainer train clean sanitize bench tune plot graphs-png bench-passes
+.PHONY: all deps test test-deps generate trainer train clean sanitize fuzz bench tune plot graphs-png bench-passes
 all: $(B)/lmc $(B)/liblmcrt.a $(B)/obj/runtime/main.o
 
 $(B)/obj/compiler/%.o: compiler/%.c compiler/lmc.h runtime/lmc_rt.h runtime/lmc_math.h
@@ -91,6 +91,26 @@ sanitize:
 	@$(MAKE) --no-print-directory B=build/san SAN="$(SANITIZERS)" CFLAGS="-O1 -g" all $(SAN_CHECKS)
 	@B=build/san LMC=build/san/lmc SAN="$(SANITIZERS)" LMC_LIBDIR="$(CURDIR)/graphs/lib" \
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh tests/run.sh $(SAN_CHECKS)
+
+# libFuzzer targets (tests/fuzz/fuzz_*.c, README.md there): the compiler
+# and the runtime built in build/fuzz with coverage, ASan and UBSan, each
+# target linked with libFuzzer and run for FUZZ_SECONDS on a copy of its
+# seed corpus tests/fuzz/corpus/NAME/.  Fails on any crash, leak, timeout
+# or out-of-memory, printing the reproducer (build/fuzz/artifacts/); prints
+# each target's execution count.  One target: make fuzz FUZZ_TARGETS=graph.
+FUZZ_SECONDS ?= 60
+FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_TARGETS ?= $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+fuzz:
+	@sh tools/deps.sh fuzz
+	@$(MAKE) --no-print-directory B=build/fuzz SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" CFLAGS="-O1 -g" \
+	  build/fuzz/liblmc.a build/fuzz/liblmcrt.a $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) LMC_LIBDIR="$(CURDIR)/graphs/lib" sh tests/fuzz/run.sh $(FUZZ_TARGETS)
+
+$(B)/fuzz_%: tests/fuzz/fuzz_%.c $(B)/liblmc.a $(B)/liblmcrt.a
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) $(WARN) $(LUA_CFLAGS) $(BLAS_CFLAGS) -Icompiler -Iruntime -o $@ $< \
+	  $(B)/liblmc.a $(B)/liblmcrt.a $(LUA_LIBS) $(BLAS_LIBS) -lm
 
 generate: $(B)/lmc
 	@for m in $(MODELS); do echo "lmc compile graphs/$$m.lua -> generated/$$m.c"; \

@@ -186,7 +186,7 @@ _Noreturn void ir_error(Graph *g, const char *fmt, ...)
   va_start(ap, fmt);
   verror_at(g->cur_file, g->cur_line, fmt, ap);
   va_end(ap);
-  exit(1);
+  user_error_exit();
 }
 
 _Noreturn void ir_error_node(Graph *g, int node, const char *fmt, ...)
@@ -196,7 +196,7 @@ _Noreturn void ir_error_node(Graph *g, int node, const char *fmt, ...)
   va_start(ap, fmt);
   verror_at(n->file ? n->file : g->cur_file, n->line, fmt, ap);
   va_end(ap);
-  exit(1);
+  user_error_exit();
 }
 
 static const char *dtype_name(DType t)

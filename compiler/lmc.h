@@ -34,6 +34,7 @@
 #ifndef LMC_H
 #define LMC_H
 
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -49,6 +50,11 @@
 
 _Noreturn void die_at(const char *file, int line, const char *fmt, ...);
 #define die(...) die_at(__FILE__, __LINE__, __VA_ARGS__)
+/* Where a user's mistake ends, once its message is printed: exit(1), or a
+ * longjmp to *user_error_jmp when a caller that compiles many graphs in
+ * one process (tests/fuzz/fuzz_graph.c) has set it.  die() always exits. */
+extern jmp_buf *user_error_jmp;
+_Noreturn void user_error_exit(void);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t size);
 char *xstrdup(const char *s);

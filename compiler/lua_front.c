@@ -32,7 +32,8 @@
  *     package look like from inside.
  *
  * Errors.  Everything the front end reports is "file:line: error: message"
- * followed by exit(1), like ir_error().  The line is the user's: the
+ * followed by user_error_exit(), like ir_error() (exit(1); a longjmp in the
+ * fuzz target, after front_load has closed the Lua state).  The line is the user's: the
  * innermost Lua frame not in the library folder, so a shape mismatch in
  * nn.linear points at the graph file line that called nn.linear.  Lua's own
  * errors (syntax, runtime, error()) keep the location Lua gives them.
@@ -179,7 +180,7 @@ static _Noreturn void fail_at(const char *file, int line, const char *msg)
     fprintf(stderr, "%s:%d: error: %s\n", file, line, msg);
   else
     fprintf(stderr, "%s: error: %s\n", file, msg);
-  exit(1);
+  user_error_exit();
 }
 
 /* Reports a mistake found by the front end at the user's call site. */
@@ -214,13 +215,13 @@ static _Noreturn void fail_lua(Front *F, const char *msg)
         q += 2;
         bool has = !strncmp(q, "error: ", 7);
         fprintf(stderr, "%.*s%s%s\n", (int)(q - msg), msg, has ? "" : "error: ", q);
-        exit(1);
+        user_error_exit();
       }
     }
     p++;
   }
   fprintf(stderr, "%s: error: %s\n", F->path, msg);
-  exit(1);
+  user_error_exit();
 }
 
 /* Message handler: gives a location-less error the user's location, and a
@@ -592,7 +593,7 @@ static char *read_source(const char *path, size_t *len, char *why, size_t whylen
              (long long)st.st_size, SOURCE_MAX);
   } else {
     size_t cap = (size_t)st.st_size + 1, n = 0;
-    char *buf = xcalloc(cap, 1);
+    char *buf = arena_calloc(cap, 1);   /* arena: a caught error frees it */
     ssize_t k;
     while ((k = read(fd, buf + n, cap - n)) != 0) {
       if (k < 0 && errno == EINTR)
@@ -600,7 +601,7 @@ static char *read_source(const char *path, size_t *len, char *why, size_t whylen
       if (k < 0 || (n += (size_t)k) > SOURCE_MAX)
         break;
       if (n == cap)
-        buf = xrealloc(buf, cap = 2 * cap);
+        buf = arena_realloc(buf, cap = 2 * cap);
     }
     if (k == 0) {
       close(fd);
@@ -611,7 +612,6 @@ static char *read_source(const char *path, size_t *len, char *why, size_t whylen
       snprintf(why, whylen, "cannot read: %s", strerror(errno));
     else
       snprintf(why, whylen, "grew past %d bytes while it was read", SOURCE_MAX);
-    free(buf);
   }
   if (fd >= 0)
     close(fd);
@@ -634,7 +634,6 @@ static void load_file(lua_State *L, const char *path, const char *required_as)
     fail_at(path, 0, "binary chunks are not allowed; a graph file is Lua source");
   lua_pushfstring(L, "@%s", path);
   int rc = luaL_loadbufferx(L, src, len, lua_tostring(L, -1), "t");
-  free(src);
   if (rc != LUA_OK)
     fail_lua(front(L), lua_tostring(L, -1));
   lua_remove(L, -2);
@@ -672,26 +671,23 @@ static int l_require(lua_State *L)
     return 1;
   }
   lua_pop(L, 1);
-  char *rel = xstrdup(name);
+  char *rel = arena_strdup(name);
   for (char *p = rel; *p; p++)
     if (*p == '.')
       *p = '/';
-  char *path = xasprintf("%s%s.lua", F->dir, rel);
+  char *path = arena_printf("%s%s.lua", F->dir, rel);
   if (!file_exists(path)) {
-    free(path);
-    path = xasprintf("%s/%s.lua", F->libdir, rel);
+    path = arena_printf("%s/%s.lua", F->libdir, rel);
     if (!file_exists(path))
       ferr(L, "require '%s': no %s%s.lua or %s; graph files can require only Lua files from "
            "these two folders (no C modules or standard libraries)",
            name, F->dir, rel, path);
   }
-  free(rel);
   lua_pushlightuserdata(L, F);         /* loading: catches cycles */
   lua_setfield(L, -2, name);
   load_file(L, path, name);
   lua_pushstring(L, name);
   lua_pushstring(L, path);
-  free(path);
   call(L, 2, 1);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
@@ -1007,12 +1003,13 @@ static Hyp *find_hyp(Front *F, const char *name)
   return NULL;
 }
 
+/* In the arena: an error message's part, which a caught error never frees. */
 static char *known_names(Front *F)
 {
   size_t n = 1;
   for (int i = 0; i < F->nhyp; i++)
     n += strlen(F->hyp[i].name) + 2;
-  char *s = xcalloc(n, 1);
+  char *s = arena_calloc(n, 1);
   for (int i = 0; i < F->nhyp; i++) {
     if (i)
       strcat(s, ", ");
@@ -1168,11 +1165,11 @@ static int l_params(lua_State *L)
     lua_pop(L, 1);
     n++;
   }
-  char **names = xcalloc((size_t)n + 1, sizeof(char *));
+  char **names = arena_calloc((size_t)n + 1, sizeof(char *));
   n = 0;
   lua_pushnil(L);
   while (lua_next(L, 1)) {
-    names[n++] = xstrdup(lua_tostring(L, -2));
+    names[n++] = arena_strdup(lua_tostring(L, -2));
     lua_pop(L, 1);
   }
   qsort(names, (size_t)n, sizeof(char *), cmp_str);
@@ -1201,7 +1198,7 @@ static int l_params(lua_State *L)
         ferr(L, "params: the default of '%s', %s, %s; a string value is at most %d bytes of "
              "printable text", names[i], shown(v, len), bad, VALUE_MAX);
       tmp.type = HT_STR;
-      tmp.s = xstrdup(v);
+      tmp.s = arena_strdup(v);
       break;
     }
     default:
@@ -1229,15 +1226,12 @@ static int l_params(lua_State *L)
     h->i = tmp.i;
     h->d = tmp.d;
     h->b = tmp.b;
-    h->s = tmp.s;
+    h->s = tmp.s ? xstrdup(tmp.s) : NULL;
     set_text(h);
     const char *bad;
     if (!bind_define(F, h, &bad))
       define_error(F, h, bad);
   }
-  for (int i = 0; i < n; i++)
-    free(names[i]);
-  free(names);
   apply_builtins(F);
 
   lua_createtable(L, 0, F->nhyp);
@@ -2124,6 +2118,23 @@ static char *display_libdir(const char *libdir)
   return xstrdup(libdir);
 }
 
+/* What a load holds outside the arena and the Lua state. */
+static void free_front(Front *F)
+{
+  for (int i = 0; i < F->nhyp; i++) {
+    free(F->hyp[i].name);
+    free(F->hyp[i].text);
+    free(F->hyp[i].s);
+  }
+  free(F->hyp);
+  free(F->def_used);
+  free(F->slot);       /* the slot names live on in the dropout nodes */
+  free(F->file);       /* the names live on in the nodes */
+  free(F->dir);
+  free(F->libsrc);
+  free(F->libdir);
+}
+
 Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
 {
   Front F = {
@@ -2133,6 +2144,24 @@ Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
     .instr_limit = o->instr_limit > 0 ? o->instr_limit : 100000000,
     .time_limit = o->time_limit > 0 ? o->time_limit : 10,
   };
+  /* A caller catching user errors (user_error_jmp) gets them after the
+   * Lua state is closed and F freed. */
+  jmp_buf caught, *outer = user_error_jmp;
+  lua_State *volatile L = NULL;
+  Alarm alarm;
+  volatile bool alarm_on = false;
+  if (outer) {
+    if (setjmp(caught)) {
+      user_error_jmp = outer;
+      if (L)
+        lua_close(L);
+      if (alarm_on)
+        alarm_stop(&alarm);
+      free_front(&F);
+      longjmp(*outer, 1);
+    }
+    user_error_jmp = &caught;
+  }
   const char *slash = strrchr(o->path, '/');
   F.dir = slash ? xasprintf("%.*s/", (int)(slash - o->path), o->path) : xstrdup("");
   if (o->libdir)
@@ -2150,9 +2179,9 @@ Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
   F.g->cur_file = intern_file(&F, o->path);
   apply_builtins(&F);
 
-  Alarm alarm;
   alarm_start(&F, &alarm);
-  lua_State *L = lua_newstate(l_alloc, &F);
+  alarm_on = true;
+  L = lua_newstate(l_alloc, &F);
   if (!L)
     fail_at(o->path, 0, "cannot create a Lua state");
   *(Front **)lua_getextraspace(L) = &F;
@@ -2168,26 +2197,18 @@ Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
       char *known = known_names(&F);
       char *msg = arena_printf("-D %s=%s: unknown hyper-parameter '%s' (known: %s)",
                                o->def[i].name, o->def[i].value, o->def[i].name, known);
-      free(known);
       fail_at(o->path, 0, msg);
     }
   lua_close(L);
+  L = NULL;
   alarm_stop(&alarm);
+  alarm_on = false;
 
   *nhyper = F.nhyp;
   *hyper = arena_calloc((size_t)F.nhyp + 1, sizeof(Hyper));
-  for (int i = 0; i < F.nhyp; i++) {
+  for (int i = 0; i < F.nhyp; i++)
     (*hyper)[i] = (Hyper){arena_strdup(F.hyp[i].name), arena_strdup(F.hyp[i].text)};
-    free(F.hyp[i].name);
-    free(F.hyp[i].text);
-    free(F.hyp[i].s);
-  }
-  free(F.hyp);
-  free(F.def_used);
-  free(F.slot);       /* the slot names live on in the dropout nodes */
-  free(F.file);   /* the names live on in the nodes */
-  free(F.dir);
-  free(F.libsrc);
-  free(F.libdir);
+  free_front(&F);
+  user_error_jmp = outer;
   return F.g;
 }

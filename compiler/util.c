@@ -16,7 +16,7 @@
  *
  * A compiler bug (an invariant broken inside lmc, never a user's mistake)
  * stops with the C source location, as QBE's die() does.  User mistakes go
- * through ir_error() instead.
+ * through ir_error() instead, which ends in user_error_exit().
  */
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +31,15 @@ _Noreturn void die_at(const char *file, int line, const char *fmt, ...)
   va_end(ap);
   fputc('\n', stderr);
   exit(2);
+}
+
+jmp_buf *user_error_jmp;
+
+_Noreturn void user_error_exit(void)
+{
+  if (user_error_jmp)
+    longjmp(*user_error_jmp, 1);
+  exit(1);
 }
 
 void *xcalloc(size_t n, size_t size)

@@ -3,11 +3,13 @@
 #   deps.sh build      what building and training need
 #   deps.sh test       that, plus what the test suites need
 #   deps.sh sanitize   that, plus clang's sanitizer runtimes (make sanitize)
+#   deps.sh fuzz       what building needs, plus those runtimes, libFuzzer's among them (make fuzz)
 set -e
 pkgs="clang lua5.4 liblua5.4-dev check libopenblas-dev pkg-config libomp-dev time"
 case "$1" in
   test) pkgs="$pkgs python3-torch python3-numpy gnuplot-nox graphviz" ;;
   sanitize) pkgs="$pkgs python3-torch python3-numpy gnuplot-nox graphviz libclang-rt-dev" ;;
+  fuzz) pkgs="$pkgs libclang-rt-dev" ;;
 esac
 missing=""
 for p in $pkgs; do

@@ -1,0 +1,2 @@
+-- require with a path
+local m = require "../../../etc/passwd"

@@ -1,0 +1,3 @@
+-- a Lua runtime error
+local layers = {}
+local x = layers[1].weight
