@@ -31,7 +31,10 @@
  * Placement is greedy by size (largest first, ties by node order), each
  * buffer at the lowest offset free over its whole lifetime: deterministic,
  * and within a few percent of the peak of simultaneously live bytes on
- * these graphs (stats print both).  Without this pass every buffer has its
+ * these graphs (stats print both).  The placed buffers are kept in order
+ * of offset, so the lowest free offset is one sweep from offset 0 that
+ * stops at the first gap big enough: its cost is the number of placed
+ * buffers below the answer, not the square of their number.  Without this pass every buffer has its
  * own region (emit_c.c's bump allocation).
  */
 #include <stdint.h>
@@ -114,6 +117,47 @@ static int by_size(const void *a, const void *b)
   if (x->size != y->size)
     return x->size < y->size ? 1 : -1;
   return x->node - y->node;
+}
+
+typedef struct {
+  size_t lo, hi;          /* bytes [lo, hi) of the arena */
+  int start, end;         /* lifetime */
+} Placed;
+
+/* First fit by address: each buffer, in the order of buf, at the lowest
+ * offset where it overlaps no placed buffer that it overlaps in time.
+ * placed[] is in order of offset; the sweep up it moves `at` past each
+ * buffer live at the same time that it would overlap, and stops at the
+ * first that starts at or above at + size. */
+static void place(Plan *p, const Buffer *buf, int nbuf)
+{
+  Placed *placed = xcalloc((size_t)nbuf + 1, sizeof(Placed));
+  int nplaced = 0;
+  for (int b = 0; b < nbuf; b++) {
+    const Buffer *x = &buf[b];
+    size_t at = 0;
+    int c = 0;
+    for (; c < nplaced; c++) {
+      const Placed *q = &placed[c];
+      if (q->start > x->end || x->start > q->end)
+        continue;   /* not live at the same time */
+      if (q->lo >= at + x->size)
+        break;
+      if (q->hi > at)
+        at = q->hi;
+    }
+    /* insert in order of offset: after every placed buffer below at */
+    int k = nplaced;
+    while (k > 0 && placed[k - 1].lo > at)
+      k--;
+    memmove(&placed[k + 1], &placed[k], sizeof(Placed) * (size_t)(nplaced - k));
+    placed[k] = (Placed){at, at + x->size, x->start, x->end};
+    nplaced++;
+    p->off[x->node] = at;
+    if (at + x->size > p->numel)
+      p->numel = at + x->size;
+  }
+  free(placed);
 }
 
 void plan_memory(Graph *g)
@@ -213,16 +257,18 @@ void plan_memory(Graph *g)
   p->grad_out = arena_calloc((size_t)nn + 1, sizeof(int));
   for (int i = 0; i < nn; i++)
     p->grad_out[i] = -1;
+  bool *shares = xcalloc((size_t)nn + 1, sizeof(bool));   /* another node writes over it */
+  for (int i = 0; i < nn; i++)
+    if (same[i] >= 0)
+      shares[same[i]] = true;
   for (int o = 0; o < g->nout; o++) {
     int r = g->out[o].node;
     if (strncmp(g->out[o].name, "grad:", 5) || !need[r] || g->node[r].loop || p->grad_out[r] >= 0)
       continue;
-    bool shared = same[r] >= 0;
-    for (int i = 0; i < nn && !shared; i++)
-      shared = same[i] == r;
-    if (!shared)
+    if (same[r] < 0 && !shares[r])
       p->grad_out[r] = o;
   }
+  free(shares);
   p->off = arena_calloc((size_t)nn + 1, sizeof(size_t));
   p->one_step = arena_calloc((size_t)nn + 1, sizeof(bool));
   Buffer *buf = xcalloc((size_t)nn + 1, sizeof(Buffer));
@@ -238,34 +284,11 @@ void plan_memory(Graph *g)
   }
   qsort(buf, (size_t)nbuf, sizeof *buf, by_size);
 
-  /* first fit by address among the placed buffers that overlap in time */
-  size_t *lo = xcalloc((size_t)nbuf + 1, sizeof(size_t)), *hi = xcalloc((size_t)nbuf + 1, sizeof(size_t));
-  for (int b = 0; b < nbuf; b++) {
-    int nlive = 0;
-    for (int c = 0; c < b; c++)
-      if (buf[c].start <= buf[b].end && buf[b].start <= buf[c].end) {
-        lo[nlive] = p->off[buf[c].node];
-        hi[nlive++] = p->off[buf[c].node] + buf[c].size;
-      }
-    size_t at = 0;
-    for (bool moved = true; moved;) {
-      moved = false;
-      for (int c = 0; c < nlive; c++)
-        if (at < hi[c] && lo[c] < at + buf[b].size) {
-          at = hi[c];
-          moved = true;
-        }
-    }
-    p->off[buf[b].node] = at;
-    if (at + buf[b].size > p->numel)
-      p->numel = at + buf[b].size;
-  }
+  place(p, buf, nbuf);
   for (int i = 0; i < nn; i++)
     if (same[i] >= 0)
       p->off[i] = p->off[same[i]];
   free(same);
-  free(lo);
-  free(hi);
   free(buf);
   free(need);
   free(anchor);
