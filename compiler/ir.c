@@ -556,8 +556,8 @@ static void check_size(Graph *g, Node *n)
   const char *when = n->loop ? arena_printf(" for %d steps", g->max_seq)
                      : n->shape.seq ? arena_printf(" at T = %d", g->max_seq) : "";
   if (wraps)
-    ir_error(g, "%s: %s%s has more elements than a 64-bit integer counts", what,
-             shape_str(&n->shape), when);
+    ir_error(g, "%s: %s%s is too large: its size does not fit in 64 bits", what, shape_str(&n->shape),
+             when);
   ir_error(g, "%s: %s needs %.1f GiB%s; a tensor may have at most %d GiB", what, shape_str(&n->shape),
            (double)bytes / (1 << 30), when, LMC_MAX_GIB);
 }

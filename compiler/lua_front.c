@@ -665,6 +665,11 @@ static void declare_builtin(Front *F, const char *name, long long def)
     snprintf(msg, sizeof msg, "-D %s=%s: must be at least 1", name, h->text);
     fail_at(F->path, 0, msg);
   }
+  if (h->i > 1 << 30) {   /* an int, even times the evaluation span */
+    char msg[256];
+    snprintf(msg, sizeof msg, "-D %s=%s: must be at most %d", name, h->text, 1 << 30);
+    fail_at(F->path, 0, msg);
+  }
 }
 
 static long long builtin(Front *F, const char *name)
