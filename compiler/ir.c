@@ -231,6 +231,25 @@ static void need_int(Graph *g, Node *n, int k, const char *what)
              dtype_name(x->dtype));
 }
 
+/* Dimension i of s at T = max_seq; below the size limit, as s is. */
+static int64_t dim_at_max(const Graph *g, const Shape *s, int i)
+{
+  return (int64_t)s->dim[i] * (s->seq >> i & 1 ? g->max_seq : 1);
+}
+
+/* A product's matrices go to the BLAS, whose sizes are ints: s as a
+ * matrix (its leading dims flattened into rows) must have at most INT_MAX
+ * rows. */
+static void check_rows(Graph *g, const char *op, const Shape *s)
+{
+  int64_t rows = 1;
+  for (int i = 0; i + 1 < s->rank; i++)
+    rows *= dim_at_max(g, s, i);
+  if (rows > INT_MAX)
+    ir_error(g, "%s: %s is %lld rows as a matrix at T = %d; a product takes at most %d", op, shape_str(s),
+             (long long)rows, g->max_seq, INT_MAX);
+}
+
 static void infer_matmul(Graph *g, Node *n, const Shape *a, const Shape *b)
 {
   const char *op = op_info[n->op].name;
@@ -244,6 +263,7 @@ static void infer_matmul(Graph *g, Node *n, const Shape *a, const Shape *b)
       ir_error(g, "%s: leading dimensions differ: %s and %s", op, shape_str(a), shape_str(b));
     if ((a->seq >> (a->rank - 1) & 1) || (b->seq >> (b->rank - 1) & 1))
       ir_error(g, "%s: the last dimension cannot be the sequence", op);
+    check_rows(g, op, a);
     n->shape = shape_make(2, (int[]){a->dim[a->rank - 1], b->dim[b->rank - 1]}, 0);
     return;
   }
@@ -255,6 +275,7 @@ static void infer_matmul(Graph *g, Node *n, const Shape *a, const Shape *b)
     ir_error(g, "%s: inner dimension of the left operand is the sequence", op);
   if (ka != k)
     ir_error(g, "%s: inner dimensions differ (%d vs %d)", op, ka, k);
+  check_rows(g, op, a);
   n->shape = *a;
   n->shape.dim[a->rank - 1] = nn;
 }
@@ -271,6 +292,10 @@ static void infer_bmm(Graph *g, Node *n, const Shape *a, const Shape *b)
   int bk = n->a.tb ? r - 1 : r - 2, bn = n->a.tb ? r - 2 : r - 1;
   if (!dim_eq(a, ak, b, bk))
     ir_error(g, "bmm: inner dimensions differ (%s vs %s)", dim_str(a, ak), dim_str(b, bk));
+  for (int i = r - 2; i < r; i++)   /* each matrix goes to the BLAS: int sizes */
+    if (dim_at_max(g, a, i) > INT_MAX || dim_at_max(g, b, i) > INT_MAX)
+      ir_error(g, "bmm: a matrix of %s or %s has a side over %d at T = %d", shape_str(a), shape_str(b), INT_MAX,
+               g->max_seq);
   Shape s = *a;
   s.seq &= (1u << (r - 2)) - 1;
   s.dim[r - 2] = a->dim[am];

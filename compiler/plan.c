@@ -129,8 +129,9 @@ typedef struct {
  * placed[] is in order of offset; the sweep up it moves `at` past each
  * buffer live at the same time that it would overlap, and stops at the
  * first that starts at or above at + size. */
-static void place(Plan *p, const Buffer *buf, int nbuf)
+static void place(Graph *g, Plan *p, const Buffer *buf, int nbuf)
 {
+  int64_t real = g->real == DT_F64 ? 8 : 4;
   Placed *placed = xcalloc((size_t)nbuf + 1, sizeof(Placed));
   int nplaced = 0;
   for (int b = 0; b < nbuf; b++) {
@@ -153,6 +154,10 @@ static void place(Plan *p, const Buffer *buf, int nbuf)
     memmove(&placed[k + 1], &placed[k], sizeof(Placed) * (size_t)(nplaced - k));
     placed[k] = (Placed){at, at + x->size, x->start, x->end};
     nplaced++;
+    if ((int64_t)(at + x->size) > LMC_MAX_BYTES / real)   /* at and size are below it */
+      ir_error_node(g, x->node, "%s: %s needs %.1f GiB of work memory with the values live at the same time; at most %d GiB",
+                    op_info[g->node[x->node].op].name, shape_str(&g->node[x->node].shape),
+                    (double)(at + x->size) * real / (1 << 30), LMC_MAX_GIB);
     p->off[x->node] = at;
     if (at + x->size > p->numel)
       p->numel = at + x->size;
@@ -284,7 +289,7 @@ void plan_memory(Graph *g)
   }
   qsort(buf, (size_t)nbuf, sizeof *buf, by_size);
 
-  place(p, buf, nbuf);
+  place(g, p, buf, nbuf);
   for (int i = 0; i < nn; i++)
     if (same[i] >= 0)
       p->off[i] = p->off[same[i]];

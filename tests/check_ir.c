@@ -257,6 +257,16 @@ START_TEST(matmul_rows_beyond_int_exits)
 }
 END_TEST
 
+/* (T, 100000000, 1) at T = 35: 3500000000 rows, more than the BLAS's int */
+START_TEST(matmul_rows_over_int_exits)
+{
+  Graph *g = G();
+  int x = ir_input(g, "x", DT_F32, S(3, 1, 100000000, 1, 1), false);
+  int w = ir_input(g, "w", DT_F32, S(2, 1, 2, 0, 0), false);
+  ir_op2(g, OP_MATMUL, x, w, NULL);
+}
+END_TEST
+
 START_TEST(concat_beyond_int_exits)
 {
   Graph *g = G();
@@ -337,6 +347,7 @@ int main(void)
   tcase_add_exit_test(tc, tensor_over_the_size_limit_exits, 1);
   tcase_add_exit_test(tc, matmul_result_too_large_exits, 1);
   tcase_add_exit_test(tc, matmul_rows_beyond_int_exits, 1);
+  tcase_add_exit_test(tc, matmul_rows_over_int_exits, 1);
   tcase_add_exit_test(tc, concat_beyond_int_exits, 1);
   tcase_add_exit_test(tc, broadcast_beyond_int64_exits, 1);
   tcase_add_exit_test(tc, parameters_over_the_size_limit_exit, 1);
