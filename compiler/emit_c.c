@@ -266,6 +266,7 @@ typedef struct {
   Program *p;
   Param *param;
   int nparam;
+  StrMap param_index;     /* name -> index in param */
   int nalias;             /* tied names ("alias:<name>" outputs) after the parameters */
   size_t param_numel;
   size_t grad_numel;      /* the gradient block: param_numel unless a gradient is rows */
@@ -355,10 +356,8 @@ static Node *IN(E *e, Node *n, int k)
 
 static Param *find_param(E *e, const char *name)
 {
-  for (int i = 0; i < e->nparam; i++)
-    if (!strcmp(e->param[i].name, name))
-      return &e->param[i];
-  return NULL;
+  int i = strmap_get(&e->param_index, name);
+  return i < 0 ? NULL : &e->param[i];
 }
 
 static int desc_rank(const Shape *s, const char *what, const char *name)
@@ -389,6 +388,7 @@ static void layout_params(E *e)
       continue;
     }
     desc_rank(&n->shape, "parameter", n->a.name);
+    strmap_put(&e->param_index, n->a.name, e->nparam);
     q = &e->param[e->nparam++];
     q->name = n->a.name;
     q->node = i;
