@@ -18,8 +18,10 @@ compiles() {
   shift
   rm -rf "$tmp/out"
   mkdir "$tmp/out"
-  if ! "$LMC" compile "$@" -o "$tmp/out/x.c" 2>"$tmp/err"; then
-    echo "FAIL: $name: lmc exited with $?"; head -5 "$tmp/err"; failed=$((failed + 1))
+  "$LMC" compile "$@" -o "$tmp/out/x.c" 2>"$tmp/err"
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "FAIL: $name: lmc exited with $rc"; head -5 "$tmp/err"; failed=$((failed + 1))
   elif [ "$(ls "$tmp/out")" != x.c ] || ! grep -q '^const LmcModel lmc_model = {' "$tmp/out/x.c"; then
     echo "FAIL: $name: the output is not one complete C file"; ls "$tmp/out"; failed=$((failed + 1))
   else
