@@ -34,6 +34,7 @@
  * nothing depends on addresses, hashing or time.
  */
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,14 +305,17 @@ typedef struct {
 static const char *mstr(E *e, Mono m)
 {
   char *s = e->ring[e->nring++ % 32];
-  if (m.k == 0) {
-    snprintf(s, 256, "%" PRId64, m.c);
-    return s;
-  }
   if (m.k > MAXRANK)
     die("size with T^%d", m.k);
+  /* T and t are ints: a size past INT_MAX at T = max_seq (below the size
+   * limit, so it fits a long) is a long from its first factor on */
+  const char *l = e->g && mval(m, e->g->max_seq) > INT_MAX ? "L" : "";
+  if (m.k == 0) {
+    snprintf(s, 256, "%" PRId64 "%s", m.c, l);
+    return s;
+  }
   e->uses_T = true;
-  int n = m.c == 1 ? snprintf(s, 256, "T") : snprintf(s, 256, "%" PRId64 "*T", m.c);
+  int n = m.c == 1 && !*l ? snprintf(s, 256, "T") : snprintf(s, 256, "%" PRId64 "%s*T", m.c, l);
   for (int i = 1; i < m.k; i++)
     n += snprintf(s + n, (size_t)(256 - n), "*T");
   return s;

@@ -36,5 +36,16 @@ compiles "LSTM, 300 layers" graphs/lstm.lua -D nlayers=300
 compiles "GRU, 100 layers" graphs/gru.lua -D nlayers=100
 compiles "Transformer, 100 layers" graphs/transformer.lua -D nlayers=100
 
+# (T, 1, 70000000) is 2450000000 elements at T = 35, past INT_MAX: its size
+# in the emitted C is a long, 70000000L*T, never 70000000*T (an int product
+# that wraps, T being an int)
+compiles "a size past INT_MAX" tests/cost/chain.lua -D n=1 -D emsize=70000000 -D batch_size=1 -D eval_batch_size=1
+if [ -f "$tmp/out/x.c" ] && grep -q '70000000L\*T' "$tmp/out/x.c" && ! grep -q '70000000\*T' "$tmp/out/x.c"; then
+  passed=$((passed + 1))
+else
+  echo "FAIL: a size past INT_MAX is not a long in the emitted C"; grep -m3 '70000000' "$tmp/out/x.c"
+  failed=$((failed + 1))
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
