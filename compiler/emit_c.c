@@ -505,9 +505,11 @@ static void plan_work(E *e)
     }
     e->off[i] = top;
     top = align16(top + buffer_numel(g, i));
-    if ((int64_t)top > LMC_MAX_BYTES / (g->real == DT_F64 ? 8 : 4))   /* each buffer is below it */
+    if ((int64_t)top > LMC_MAX_BYTES / (g->real == DT_F64 ? 8 : 4)) {   /* each buffer is below it */
+      free(need);
       ir_error_node(g, i, "%s: %s needs more than %d GiB of work memory with every value before it (without plan-memory)",
                     op_info[g->node[i].op].name, shape_str(&g->node[i].shape), LMC_MAX_GIB);
+    }
   }
   if (g->plan)
     top = g->plan->numel;

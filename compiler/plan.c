@@ -126,10 +126,12 @@ typedef struct {
 
 /* First fit by address: each buffer, in the order of buf, at the lowest
  * offset where it overlaps no placed buffer that it overlaps in time.
+ * Returns -1, or the first buffer that would end past LMC_MAX_BYTES (its
+ * end, in elements, in *over).
  * placed[] is in order of offset; the sweep up it moves `at` past each
  * buffer live at the same time that it would overlap, and stops at the
  * first that starts at or above at + size. */
-static void place(Graph *g, Plan *p, const Buffer *buf, int nbuf)
+static int place(const Graph *g, Plan *p, const Buffer *buf, int nbuf, size_t *over)
 {
   int64_t real = g->real == DT_F64 ? 8 : 4;
   Placed *placed = xcalloc((size_t)nbuf + 1, sizeof(Placed));
@@ -154,15 +156,17 @@ static void place(Graph *g, Plan *p, const Buffer *buf, int nbuf)
     memmove(&placed[k + 1], &placed[k], sizeof(Placed) * (size_t)(nplaced - k));
     placed[k] = (Placed){at, at + x->size, x->start, x->end};
     nplaced++;
-    if ((int64_t)(at + x->size) > LMC_MAX_BYTES / real)   /* at and size are below it */
-      ir_error_node(g, x->node, "%s: %s needs %.1f GiB of work memory with the values live at the same time; at most %d GiB",
-                    op_info[g->node[x->node].op].name, shape_str(&g->node[x->node].shape),
-                    (double)(at + x->size) * real / (1 << 30), LMC_MAX_GIB);
+    if ((int64_t)(at + x->size) > LMC_MAX_BYTES / real) {   /* at and size are below it */
+      *over = at + x->size;
+      free(placed);
+      return x->node;
+    }
     p->off[x->node] = at;
     if (at + x->size > p->numel)
       p->numel = at + x->size;
   }
   free(placed);
+  return -1;
 }
 
 void plan_memory(Graph *g)
@@ -289,7 +293,8 @@ void plan_memory(Graph *g)
   }
   qsort(buf, (size_t)nbuf, sizeof *buf, by_size);
 
-  place(g, p, buf, nbuf);
+  size_t over = 0;
+  int too_big = place(g, p, buf, nbuf, &over);
   for (int i = 0; i < nn; i++)
     if (same[i] >= 0)
       p->off[i] = p->off[same[i]];
@@ -305,4 +310,8 @@ void plan_memory(Graph *g)
   free(start);
   free(end);
   free(stacked);
+  if (too_big >= 0)
+    ir_error_node(g, too_big, "%s: %s needs %.1f GiB of work memory with the values live at the same time; at most %d GiB",
+                  op_info[g->node[too_big].op].name, shape_str(&g->node[too_big].shape),
+                  (double)over * (g->real == DT_F64 ? 8 : 4) / (1 << 30), LMC_MAX_GIB);
 }
