@@ -38,6 +38,11 @@ typedef struct {
   int *grad;       /* top-level node -> accumulated gradient node, or -1 */
   bool *needs;     /* node depends on a parameter */
   int nfwd;        /* forward nodes: grad and needs cover [0, nfwd) */
+  /* the forward graph's loop outputs, so that transposing a loop does not
+   * search the graph: final[final_start[c] ..) the FINALs of carry c,
+   * stack[stack_start[l] ..) the STACKs of loop l's body nodes, in node order */
+  int *final_start, *final;
+  int *stack_start, *stack;
 } Diff;
 
 /* ------------------------------------------------------------- helpers */
@@ -182,32 +187,33 @@ typedef struct {
 static void diff_loop(Diff *d, int lp, int first, int last)
 {
   Graph *g = d->g;
-  int nfwd = g->nnode;
-  int *stacked = xcalloc((size_t)nfwd, sizeof(int));   /* forward body node -> STACK */
-  int *seen = xcalloc((size_t)nfwd, sizeof(int));      /* -> STEP of that STACK in the reverse body */
-  int *gb = xcalloc((size_t)nfwd, sizeof(int));        /* forward body node -> gradient, reverse body */
-  int *rcarry = xcalloc((size_t)nfwd, sizeof(int));    /* forward carry -> reverse carry */
-  for (int i = 0; i < nfwd; i++)
+  /* per forward body node i, at [i - first] (the loop's nodes are [first, last]) */
+  int nbody = last - first + 1;
+  int *stacked = xcalloc((size_t)nbody, sizeof(int));   /* forward body node -> STACK */
+  int *seen = xcalloc((size_t)nbody, sizeof(int));      /* -> STEP of that STACK in the reverse body */
+  int *gb = xcalloc((size_t)nbody, sizeof(int));        /* forward body node -> gradient, reverse body */
+  int *rcarry = xcalloc((size_t)nbody, sizeof(int));    /* forward carry -> reverse carry */
+  for (int i = 0; i < nbody; i++)
     stacked[i] = seen[i] = gb[i] = rcarry[i] = -1;
-  Capture *cap = xcalloc((size_t)(last - first + 1) * MAXIN, sizeof(Capture));
+  Capture *cap = xcalloc((size_t)nbody * MAXIN, sizeof(Capture));
   int ncap = 0;
 
   /* Before the reverse loop: whole stacks of the forward body values, and
    * zero gradients for carries whose final value has none. */
-  int *init = xcalloc((size_t)nfwd, sizeof(int));
+  int *init = xcalloc((size_t)nbody, sizeof(int));
   for (int i = first; i <= last; i++) {
     Node copy = g->node[i], *n = &copy;   /* g->node moves as nodes are added */
     if (n->dead || n->loop != lp)
       continue;
     at(g, i);
-    stacked[i] = ir_stack(g, i);
+    stacked[i - first] = ir_stack(g, i);
     if (n->op == OP_CARRY && d->needs[i]) {
-      init[i] = -1;
-      for (int j = last + 1; j < d->nfwd; j++)
-        if (g->node[j].op == OP_FINAL && g->node[j].in[0] == i && d->grad[j] >= 0)
-          accumulate(g, &init[i], d->grad[j]);
-      if (init[i] < 0)
-        init[i] = zeros(g, &n->shape);
+      init[i - first] = -1;
+      for (int f = d->final_start[i]; f < d->final_start[i + 1]; f++)
+        if (d->grad[d->final[f]] >= 0)
+          accumulate(g, &init[i - first], d->grad[d->final[f]]);
+      if (init[i - first] < 0)
+        init[i - first] = zeros(g, &n->shape);
     }
   }
 
@@ -215,53 +221,54 @@ static void diff_loop(Diff *d, int lp, int first, int last)
   for (int i = first; i <= last; i++)
     if (g->node[i].op == OP_CARRY && !g->node[i].dead && g->node[i].loop == lp && d->needs[i]) {
       at(g, i);
-      rcarry[i] = ir_carry(g, init[i]);
+      rcarry[i - first] = ir_carry(g, init[i - first]);
     }
   /* Gradients arriving from after the loop: stacked outputs and the carry
    * of the next step. */
-  for (int j = last + 1; j < d->nfwd; j++) {
+  for (int f = d->stack_start[lp]; f < d->stack_start[lp + 1]; f++) {
+    int j = d->stack[f];
     Node copy = g->node[j], *s = &copy;
-    if (s->dead || s->op != OP_STACK || d->grad[j] < 0 || g->node[s->in[0]].loop != lp)
+    if (s->dead || d->grad[j] < 0)
       continue;
     at(g, j);
-    accumulate(g, &gb[s->in[0]], ir_step(g, d->grad[j]));
+    accumulate(g, &gb[s->in[0] - first], ir_step(g, d->grad[j]));
   }
   for (int i = first; i <= last; i++)
-    if (rcarry[i] >= 0)
-      accumulate(g, &gb[g->node[i].in[1]], rcarry[i]);
+    if (rcarry[i - first] >= 0)
+      accumulate(g, &gb[g->node[i].in[1] - first], rcarry[i - first]);
 
   for (int i = last; i >= first; i--) {
     Node copy = g->node[i], *n = &copy;
-    if (n->dead || n->loop != lp || gb[i] < 0 || n->op == OP_CARRY || n->op == OP_STEP)
+    if (n->dead || n->loop != lp || gb[i - first] < 0 || n->op == OP_CARRY || n->op == OP_STEP)
       continue;
     at(g, i);
     int x[MAXIN];
     for (int k = 0; k < n->nin; k++) {
       int j = n->in[k];
-      if (g->node[j].loop == lp && stacked[j] >= 0) {
-        if (seen[j] < 0)
-          seen[j] = ir_step(g, stacked[j]);
-        x[k] = seen[j];
+      if (g->node[j].loop == lp && stacked[j - first] >= 0) {
+        if (seen[j - first] < 0)
+          seen[j - first] = ir_step(g, stacked[j - first]);
+        x[k] = seen[j - first];
       } else {
         x[k] = j;   /* a captured top-level value, or one that needs no gradient */
       }
     }
-    if (seen[i] < 0)
-      seen[i] = ir_step(g, stacked[i]);
+    if (seen[i - first] < 0)
+      seen[i - first] = ir_step(g, stacked[i - first]);
     for (int k = 0; k < n->nin; k++) {
       int j = n->in[k];
       if (!d->needs[j])
         continue;
       if (g->node[j].loop == lp)
-        accumulate(g, &gb[j], vjp(g, n, k, gb[i], x, seen[i]));
+        accumulate(g, &gb[j - first], vjp(g, n, k, gb[i - first], x, seen[i - first]));
       else
-        cap[ncap++] = (Capture){i, k, gb[i]};
+        cap[ncap++] = (Capture){i, k, gb[i - first]};
     }
   }
   for (int i = first; i <= last; i++)
-    if (rcarry[i] >= 0) {
+    if (rcarry[i - first] >= 0) {
       at(g, i);
-      ir_carry_next(g, rcarry[i], gb[i] >= 0 ? gb[i] : zeros(g, &g->node[i].shape));
+      ir_carry_next(g, rcarry[i - first], gb[i - first] >= 0 ? gb[i - first] : zeros(g, &g->node[i].shape));
     }
   ir_loop_end(g);
 
@@ -272,10 +279,10 @@ static void diff_loop(Diff *d, int lp, int first, int last)
     if (n->dead || n->loop != lp)
       continue;
     at(g, i);
-    if (n->op == OP_STEP && gb[i] >= 0 && d->needs[n->in[0]])
-      accumulate(g, &d->grad[n->in[0]], ir_stack(g, gb[i]));
-    if (n->op == OP_CARRY && rcarry[i] >= 0 && d->needs[n->in[0]])
-      accumulate(g, &d->grad[n->in[0]], ir_final(g, rcarry[i]));
+    if (n->op == OP_STEP && gb[i - first] >= 0 && d->needs[n->in[0]])
+      accumulate(g, &d->grad[n->in[0]], ir_stack(g, gb[i - first]));
+    if (n->op == OP_CARRY && rcarry[i - first] >= 0 && d->needs[n->in[0]])
+      accumulate(g, &d->grad[n->in[0]], ir_final(g, rcarry[i - first]));
   }
   for (int c = 0; c < ncap; c++) {
     Node copy = g->node[cap[c].node], *n = &copy;
@@ -283,10 +290,10 @@ static void diff_loop(Diff *d, int lp, int first, int last)
     int x[MAXIN];
     for (int k = 0; k < n->nin; k++) {
       int j = n->in[k];
-      x[k] = g->node[j].loop == lp ? stacked[j] : j;
+      x[k] = g->node[j].loop == lp ? stacked[j - first] : j;
     }
     int dy = ir_stack(g, cap[c].dy);
-    int contribution = vjp(g, n, cap[c].k, dy, x, stacked[cap[c].node]);
+    int contribution = vjp(g, n, cap[c].k, dy, x, stacked[cap[c].node - first]);
     if (contribution >= 0)
       contribution = unbroadcast(g, contribution, &g->node[n->in[cap[c].k]].shape);
     accumulate(g, &d->grad[n->in[cap[c].k]], contribution);
@@ -300,6 +307,34 @@ static void diff_loop(Diff *d, int lp, int first, int last)
 }
 
 /* ------------------------------------------------------------------ main */
+
+/* d->final and d->stack: the loop outputs of the forward graph. */
+static void find_loop_outputs(Diff *d)
+{
+  Graph *g = d->g;
+  d->final_start = xcalloc((size_t)d->nfwd + 2, sizeof(int));
+  d->stack_start = xcalloc((size_t)g->nloop + 2, sizeof(int));
+  for (int j = 0; j < d->nfwd; j++) {
+    Node *n = &g->node[j];
+    if (n->op == OP_FINAL)
+      d->final_start[n->in[0] + 2]++;
+    else if (n->op == OP_STACK)
+      d->stack_start[g->node[n->in[0]].loop + 2]++;
+  }
+  for (int i = 0; i < d->nfwd; i++)
+    d->final_start[i + 2] += d->final_start[i + 1];
+  for (int l = 0; l < g->nloop; l++)
+    d->stack_start[l + 2] += d->stack_start[l + 1];
+  d->final = xcalloc((size_t)d->final_start[d->nfwd + 1] + 1, sizeof(int));
+  d->stack = xcalloc((size_t)d->stack_start[g->nloop + 1] + 1, sizeof(int));
+  for (int j = 0; j < d->nfwd; j++) {
+    Node *n = &g->node[j];
+    if (n->op == OP_FINAL)
+      d->final[d->final_start[n->in[0] + 1]++] = j;
+    else if (n->op == OP_STACK)
+      d->stack[d->stack_start[g->node[n->in[0]].loop + 1]++] = j;
+  }
+}
 
 /* needs[i]: node i depends on a parameter (only those get gradients). */
 static bool *find_needs(Graph *g)
@@ -331,9 +366,10 @@ void autodiff(Graph *g)
   if (g->node[loss].shape.rank != 0)
     ir_error_node(g, loss, "output 'loss' must be a scalar, got %s", shape_str(&g->node[loss].shape));
   int nfwd = g->nnode;
-  Diff d = {g, xcalloc((size_t)nfwd, sizeof(int)), find_needs(g), nfwd};
+  Diff d = {.g = g, .grad = xcalloc((size_t)nfwd, sizeof(int)), .needs = find_needs(g), .nfwd = nfwd};
   for (int i = 0; i < nfwd; i++)
     d.grad[i] = -1;
+  find_loop_outputs(&d);
   at(g, loss);
   d.grad[loss] = ir_const(g, 1);
 
@@ -367,4 +403,8 @@ void autodiff(Graph *g)
   }
   free(d.grad);
   free(d.needs);
+  free(d.final_start);
+  free(d.final);
+  free(d.stack_start);
+  free(d.stack);
 }

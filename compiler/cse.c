@@ -32,6 +32,25 @@ static uint64_t key(const Node *n)
     MIX(n->shape.dim[i]);
   for (int k = 0; k < n->nin; k++)
     MIX(n->in[k]);
+  /* attributes same_attr compares exactly, so that the constants, or the
+   * slices of one state for every layer, do not all share one key */
+  uint64_t bits;
+  switch (n->op) {
+  case OP_CONST:
+  case OP_ARANGE:
+    memcpy(&bits, &n->a.f, sizeof bits);
+    MIX(bits);
+    memcpy(&bits, &n->a.f2, sizeof bits);
+    MIX(n->op == OP_ARANGE ? bits : 0);
+    break;
+  case OP_SLICE:
+  case OP_PAD:
+    MIX(n->a.axis);
+    MIX(n->a.start);
+    break;
+  default:
+    break;
+  }
 #undef MIX
   return h;
 }

@@ -34,6 +34,7 @@
  * nothing depends on addresses, hashing or time.
  */
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +289,7 @@ typedef struct {
   Program *p;
   Param *param;
   int nparam;
+  StrMap param_index;     /* name -> index in param */
   int nalias;             /* tied names ("alias:<name>" outputs) after the parameters */
   size_t param_numel;
   size_t grad_numel;      /* the gradient block: param_numel unless a gradient is rows */
@@ -305,6 +307,9 @@ typedef struct {
   Users users;
   bool *skip;             /* not emitted: see locate() */
   int *anchor;            /* per group: the member whose position runs the kernel, or -1 */
+  int *member_start;      /* group k's live members, in node order: */
+  int *member;            /* member[member_start[k] .. member_start[k + 1]) */
+  int *in_arg, *drop_arg; /* per node: the fused kernel (group) that has its pointer / dropout parameters */
   /* folded tables (literal nodes) of every program, one array per distinct table */
   int ntable;
   const double **table;
@@ -322,14 +327,17 @@ typedef struct {
 static const char *mstr(E *e, Mono m)
 {
   char *s = e->ring[e->nring++ % 32];
-  if (m.k == 0) {
-    snprintf(s, 256, "%" PRId64, m.c);
-    return s;
-  }
   if (m.k > MAXRANK)
     die("size with T^%d", m.k);
+  /* T and t are ints: a size past INT_MAX at T = max_seq (below the size
+   * limit, so it fits a long) is a long from its first factor on */
+  const char *l = e->g && mval(m, e->g->max_seq) > INT_MAX ? "L" : "";
+  if (m.k == 0) {
+    snprintf(s, 256, "%" PRId64 "%s", m.c, l);
+    return s;
+  }
   e->uses_T = true;
-  int n = m.c == 1 ? snprintf(s, 256, "T") : snprintf(s, 256, "%" PRId64 "*T", m.c);
+  int n = m.c == 1 && !*l ? snprintf(s, 256, "T") : snprintf(s, 256, "%" PRId64 "%s*T", m.c, l);
   for (int i = 1; i < m.k; i++)
     n += snprintf(s + n, (size_t)(256 - n), "*T");
   return s;
@@ -374,10 +382,8 @@ static Node *IN(E *e, Node *n, int k)
 
 static Param *find_param(E *e, const char *name)
 {
-  for (int i = 0; i < e->nparam; i++)
-    if (!strcmp(e->param[i].name, name))
-      return &e->param[i];
-  return NULL;
+  int i = strmap_get(&e->param_index, name);
+  return i < 0 ? NULL : &e->param[i];
 }
 
 static int desc_rank(const Shape *s, const char *what, const char *name)
@@ -408,6 +414,7 @@ static void layout_params(E *e)
       continue;
     }
     desc_rank(&n->shape, "parameter", n->a.name);
+    strmap_put(&e->param_index, n->a.name, e->nparam);
     q = &e->param[e->nparam++];
     q->name = n->a.name;
     q->node = i;
@@ -520,6 +527,11 @@ static void plan_work(E *e)
     }
     e->off[i] = top;
     top = align16(top + buffer_numel(g, i));
+    if ((int64_t)top > LMC_MAX_BYTES / (g->real == DT_F64 ? 8 : 4)) {   /* each buffer is below it */
+      free(need);
+      ir_error_node(g, i, "%s: %s needs more than %d GiB of work memory with every value before it (without plan-memory)",
+                    op_info[g->node[i].op].name, shape_str(&g->node[i].shape), LMC_MAX_GIB);
+    }
   }
   if (g->plan)
     top = g->plan->numel;
@@ -1492,7 +1504,6 @@ typedef struct {
   int nmemo;
   Map opnd[MAXOPND];      /* nest operands 1..: loads and mask indices */
   bool opnd_load[MAXOPND];
-  bool *in_arg, *drop_arg;   /* per node: has its pointer / dropout parameters */
   int ntemp;
 } Fused;
 
@@ -1582,8 +1593,8 @@ static char *fused_member(Fused *F, Node *m, const Map *map)
   snprintf(sfx, sizeof sfx, "_%d", id);
   if (is_dropout_op(m->op)) {
     int shape = m->op == OP_ADD_DROPOUT ? m->in[1] : id;
-    if (!F->drop_arg[id]) {
-      F->drop_arg[id] = true;
+    if (e->drop_arg[id] != F->group) {
+      e->drop_arg[id] = F->group;
       kdropout(e, &F->pro, F->k, m, shape, sfx);
     }
     Map r = m->op == OP_ADD_DROPOUT ? map_input(e, m, map, m->in[1]) : *map;
@@ -1613,8 +1624,8 @@ static char *fused_value(Fused *F, const Map *map)
       v = xasprintf("%s", bstr(&lit));
       bfree(&lit);
     } else {
-      if (!F->in_arg[map->node]) {
-        F->in_arg[map->node] = true;
+      if (e->in_arg[map->node] != F->group) {
+        e->in_arg[map->node] = F->group;
         karg(F->k, A_PTR, map->node, -1, "const real *x%d", map->node);
       }
       v = xasprintf("x%d[\x01%d\x02]", map->node, fused_operand(F, map, true));
@@ -1688,13 +1699,10 @@ static void k_fused(E *e, Buf *b, Sig *k, int group)
 {
   Graph *g = e->g;
   Fused F = {.e = e, .group = group, .k = k};
-  F.in_arg = xcalloc((size_t)g->nnode + 1, sizeof(bool));
-  F.drop_arg = xcalloc((size_t)g->nnode + 1, sizeof(bool));
   /* the group's shape: of every member it stores, or what its pads pad */
-  for (int i = 0; i < g->nnode; i++) {
+  for (int m = e->member_start[group]; m < e->member_start[group + 1]; m++) {
+    int i = e->member[m];
     Node *n = &g->node[i];
-    if (n->dead || n->group != group)
-      continue;
     Node *s = NULL;
     if (n->op == OP_PAD)
       s = IN(e, n, 0);
@@ -1713,9 +1721,10 @@ static void k_fused(E *e, Buf *b, Sig *k, int group)
   k->iter = F.shape->shape;
   nest_init(&F.ns, &F.shape->shape);
   nest_bcast(&F.ns, &F.shape->shape);   /* operand 0: the group's shape */
-  for (int i = 0; i < g->nnode; i++) {
+  for (int m = e->member_start[group]; m < e->member_start[group + 1]; m++) {
+    int i = e->member[m];
     Node *n = &g->node[i];
-    if (n->dead || n->group != group || e->off[i] == SIZE_MAX)
+    if (e->off[i] == SIZE_MAX)
       continue;
     /* restrict: a kernel's outputs share no bytes with its inputs or
      * with each other (plan.c), and saying so lets the compiler vectorise
@@ -1745,8 +1754,6 @@ static void k_fused(E *e, Buf *b, Sig *k, int group)
     free(F.val[i]);
   free(F.val);
   free(F.memo);
-  free(F.in_arg);
-  free(F.drop_arg);
   bfree(&F.pro);
   bfree(&F.body);
 }
@@ -1814,19 +1821,19 @@ static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
 {
   Graph *g = e->g;
   Node *lsm = NULL, *grad = NULL, *nll = NULL, *bias = NULL, *prod = NULL;
-  for (int i = 0; i < g->nnode; i++)
-    if (!g->node[i].dead && g->node[i].group == group) {
-      if (g->node[i].op == OP_LOG_SOFTMAX)
-        lsm = &g->node[i];
-      else if (g->node[i].op == OP_NLL_LOG_SOFTMAX_GRAD)
-        grad = &g->node[i];
-      else if (g->node[i].op == OP_NLL_LOSS)
-        nll = &g->node[i];
-      else if (g->node[i].op == OP_ADD)
-        bias = &g->node[i];
-      else if (g->node[i].op == OP_MATMUL)
-        prod = &g->node[i];
-    }
+  for (int m = e->member_start[group]; m < e->member_start[group + 1]; m++) {
+    Node *n = &g->node[e->member[m]];
+    if (n->op == OP_LOG_SOFTMAX)
+      lsm = n;
+    else if (n->op == OP_NLL_LOG_SOFTMAX_GRAD)
+      grad = n;
+    else if (n->op == OP_NLL_LOSS)
+      nll = n;
+    else if (n->op == OP_ADD)
+      bias = n;
+    else if (n->op == OP_MATMUL)
+      prod = n;
+  }
   if (grad && e->off[id_of(e, grad)] == SIZE_MAX)
     grad = NULL;
   if (nll && e->off[id_of(e, nll)] == SIZE_MAX)
@@ -1931,17 +1938,17 @@ static void k_log_softmax_nll(E *e, Buf *b, Sig *k, int group)
 static bool kernel(E *e, int id, Buf *b, Sig *k)
 {
   Node *n = N(e, id);
-  memset(k, 0, sizeof *k);
   if (n->dead || e->skip[id] || n->op == OP_INPUT || n->op == OP_PARAM || n->op == OP_LITERAL || is_view(e->g, n))
-    return false;
+    return false;   /* *k stays as calloc left it: no kernel */
+  memset(k, 0, sizeof *k);
   e->uses_T = false;
   k->name = op_info[n->op].name;
   if (n->group) {
     if (e->anchor[n->group] != id)
       return false;
     bool stores = false;
-    for (int i = 0; i < e->g->nnode && !stores; i++)
-      stores = !e->g->node[i].dead && e->g->node[i].group == n->group && e->off[i] != SIZE_MAX;
+    for (int m = e->member_start[n->group]; m < e->member_start[n->group + 1] && !stores; m++)
+      stores = e->off[e->member[m]] != SIZE_MAX;
     if (!stores)
       return false;   /* nothing reads what it would compute */
     k->name = "fused";
@@ -2028,14 +2035,11 @@ static void kernel_comment(E *e, Buf *b, int id)
   Node *n = N(e, id);
   if (n->group) {
     Graph *g = e->g;
-    int cnt = 0;
-    for (int i = 0; i < g->nnode; i++)
-      cnt += !g->node[i].dead && g->node[i].group == n->group;
+    int cnt = e->member_start[n->group + 1] - e->member_start[n->group];
     bprintf(b, "/* fused: %d nodes in one loop over %s%s\n", cnt, shape_str(&e->sig[id].iter),
             n->loop ? " per step" : "");
-    for (int i = 0; i < g->nnode; i++) {
-      if (g->node[i].dead || g->node[i].group != n->group)
-        continue;
+    for (int m = e->member_start[n->group]; m < e->member_start[n->group + 1]; m++) {
+      int i = e->member[m];
       bprintf(b, " *   ");
       node_comment(e, b, i);
       bprintf(b, " %s%s\n", shape_str(&g->node[i].shape), e->off[i] != SIZE_MAX ? ", stored" : "");
@@ -2328,6 +2332,23 @@ static void emit_run(E *e, Buf *out, ProgInfo *pi)
   bfree(&b);
 }
 
+/* e->member: the live members of each fused kernel, so that emitting one
+ * walks its members, not the graph. */
+static void group_members(E *e)
+{
+  Graph *g = e->g;
+  e->member_start = xcalloc((size_t)g->ngroup + 3, sizeof(int));
+  e->member = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  for (int i = 0; i < g->nnode; i++)
+    if (!g->node[i].dead && g->node[i].group)
+      e->member_start[g->node[i].group + 2]++;
+  for (int k = 0; k <= g->ngroup; k++)
+    e->member_start[k + 2] += e->member_start[k + 1];
+  for (int i = 0; i < g->nnode; i++)
+    if (!g->node[i].dead && g->node[i].group)
+      e->member[e->member_start[g->node[i].group + 1]++] = i;
+}
+
 static void emit_program(E *e, Buf *out, Graph *g, const char *prog, bool training, ProgInfo *pi)
 {
   memset(pi, 0, sizeof *pi);
@@ -2348,6 +2369,9 @@ static void emit_program(E *e, Buf *out, Graph *g, const char *prog, bool traini
       die("n%d reads dropout slot %d of %d", i, n->a.id2, e->nslot);
   }
   e->anchor = group_anchors(g);
+  group_members(e);
+  e->in_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  e->drop_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
   e->users = users_make(g);
   e->skip = xcalloc((size_t)g->nnode + 1, sizeof(bool));
   plan_work(e);
@@ -2361,6 +2385,10 @@ static void emit_program(E *e, Buf *out, Graph *g, const char *prog, bool traini
   free(e->sig);
   free(e->off);
   free(e->anchor);
+  free(e->member_start);
+  free(e->member);
+  free(e->in_arg);
+  free(e->drop_arg);
   free(e->skip);
   users_free(&e->users);
 }

@@ -44,6 +44,8 @@ typedef struct {
   Users u;
   bool *in;               /* in the group being grown */
   bool *want;             /* an input of a member */
+  int *wanted;            /* the nodes want marks, each once */
+  int nwanted;
   int *members;
   int nm;
   int root;
@@ -73,7 +75,10 @@ static void add_member(Fuse *F, int j)
   F->members[F->nm++] = j;
   F->in[j] = true;
   for (int k = 0; k < n->nin; k++)
-    F->want[n->in[k]] = true;
+    if (!F->want[n->in[k]]) {
+      F->want[n->in[k]] = true;
+      F->wanted[F->nwanted++] = n->in[k];
+    }
 }
 
 /* Is node x a sum of pads along one axis whose windows are disjoint and
@@ -202,11 +207,13 @@ void fuse_elementwise(Graph *g)
   F.in = xcalloc((size_t)nn + 1, sizeof(bool));
   F.want = xcalloc((size_t)nn + 1, sizeof(bool));
   F.members = xcalloc((size_t)nn + 1, sizeof(int));
+  F.wanted = xcalloc((size_t)nn + 1, sizeof(int));
   for (int r = nn - 1; r >= 0; r--) {
     Node *root = &g->node[r];
     if (root->dead || root->group)
       continue;
     F.nm = 0;
+    F.nwanted = 0;
     F.root = r;
     int axis = -1;
     int64_t covered = 0;
@@ -219,27 +226,33 @@ void fuse_elementwise(Graph *g)
     } else {
       continue;
     }
-    for (int j = r - 1; j >= 0; j--) {
-      if (!F.want[j] || F.in[j])
-        continue;
+    /* the producers in decreasing node order: the highest wanted node
+     * not in the group below a cursor, which steps down past each one
+     * tried, or back up when a sibling joined, to look again at what it
+     * reads (the wanted nodes are few: a search of them, not the graph) */
+    for (int cursor = r - 1;;) {
+      int j = -1;
+      for (int w = 0; w < F.nwanted; w++)
+        if (F.wanted[w] <= cursor && F.wanted[w] > j && !F.in[F.wanted[w]])
+          j = F.wanted[w];
+      if (j < 0)
+        break;
       int hi = try_join(&F, j);
-      if (hi > j)
-        j = hi;   /* a sibling joined: look again at what it reads */
+      cursor = (hi > j ? hi : j) - 1;
     }
     if (F.nm > 1) {
       g->ngroup++;
       for (int m = 0; m < F.nm; m++)
         g->node[F.members[m]].group = g->ngroup;
     }
-    for (int m = 0; m < F.nm; m++) {
-      Node *n = &g->node[F.members[m]];
+    for (int m = 0; m < F.nm; m++)
       F.in[F.members[m]] = false;
-      for (int k = 0; k < n->nin; k++)
-        F.want[n->in[k]] = false;
-    }
+    for (int w = 0; w < F.nwanted; w++)
+      F.want[F.wanted[w]] = false;
   }
   free(F.in);
   free(F.want);
   free(F.members);
+  free(F.wanted);
   users_free(&F.u);
 }

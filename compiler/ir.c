@@ -9,10 +9,17 @@
  * dimensions differ (200 vs 650)".  Passes and autodiff build nodes through
  * the same function, so their nodes are checked the same way.
  *
+ * Sizes are checked as they are made (check_size): every dimension fits
+ * an int, and every node's buffer, and all parameters together, fit in
+ * LMC_MAX_BYTES, so no later element count or offset can wrap; a graph
+ * over LMC_MAX_NODES nodes stops at the line making the next one.  Every
+ * product or sum of dimensions here is checked (__builtin_*_overflow).
+ *
  * A graph lives in the compilation arena (util.c) with its node, loop and
  * output arrays; the strings its nodes and outputs point to must live there
  * too (arena_strdup).  arena_free_all() frees every graph at once.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lmc.h"
@@ -134,16 +141,18 @@ static bool broadcasts_to(const Shape *from, const Shape *to)
   return from->rank <= to->rank && broadcast_shapes(from, to, &s) && shape_eq(&s, to);
 }
 
-/* Product of the leading dims (all but the last); seq bits folded in. */
-static Shape flatten_leading(const Shape *s)
+/* Do a and b have as many rows: the same product of the leading dims (all
+ * but the last), T factors counted?  The products are below the size
+ * limit, as a and b are. */
+static bool same_leading(const Shape *a, const Shape *b)
 {
-  Shape f = {.rank = 1, .dim = {1}};
-  for (int i = 0; i + 1 < s->rank; i++) {
-    f.dim[0] *= s->dim[i];
-    if (s->seq >> i & 1)
-      f.seq++;   /* counts T factors; compared, never printed */
-  }
-  return f;
+  int64_t na = 1, nb = 1;
+  for (int i = 0; i + 1 < a->rank; i++)
+    na *= a->dim[i];
+  for (int i = 0; i + 1 < b->rank; i++)
+    nb *= b->dim[i];
+  return na == nb && __builtin_popcount(a->seq & ((1u << (a->rank - 1)) - 1)) ==
+                     __builtin_popcount(b->seq & ((1u << (b->rank - 1)) - 1));
 }
 
 /* ------------------------------------------------------------------ graph */
@@ -222,6 +231,25 @@ static void need_int(Graph *g, Node *n, int k, const char *what)
              dtype_name(x->dtype));
 }
 
+/* Dimension i of s at T = max_seq; below the size limit, as s is. */
+static int64_t dim_at_max(const Graph *g, const Shape *s, int i)
+{
+  return (int64_t)s->dim[i] * (s->seq >> i & 1 ? g->max_seq : 1);
+}
+
+/* A product's matrices go to the BLAS, whose sizes are ints: s as a
+ * matrix (its leading dims flattened into rows) must have at most INT_MAX
+ * rows. */
+static void check_rows(Graph *g, const char *op, const Shape *s)
+{
+  int64_t rows = 1;
+  for (int i = 0; i + 1 < s->rank; i++)
+    rows *= dim_at_max(g, s, i);
+  if (rows > INT_MAX)
+    ir_error(g, "%s: %s is %lld rows as a matrix at T = %d; a product takes at most %d", op, shape_str(s),
+             (long long)rows, g->max_seq, INT_MAX);
+}
+
 static void infer_matmul(Graph *g, Node *n, const Shape *a, const Shape *b)
 {
   const char *op = op_info[n->op].name;
@@ -231,11 +259,11 @@ static void infer_matmul(Graph *g, Node *n, const Shape *a, const Shape *b)
     /* a (..., K) flattened to (M, K), transposed; b (..., N) flattened to (M, N) */
     if (n->a.tb)
       ir_error(g, "%s: transposing both operands is not supported", op);
-    Shape ma = flatten_leading(a), mb = flatten_leading(b);
-    if (a->rank < 2 || b->rank < 2 || !shape_eq(&ma, &mb))
+    if (a->rank < 2 || b->rank < 2 || !same_leading(a, b))
       ir_error(g, "%s: leading dimensions differ: %s and %s", op, shape_str(a), shape_str(b));
     if ((a->seq >> (a->rank - 1) & 1) || (b->seq >> (b->rank - 1) & 1))
       ir_error(g, "%s: the last dimension cannot be the sequence", op);
+    check_rows(g, op, a);
     n->shape = shape_make(2, (int[]){a->dim[a->rank - 1], b->dim[b->rank - 1]}, 0);
     return;
   }
@@ -247,6 +275,7 @@ static void infer_matmul(Graph *g, Node *n, const Shape *a, const Shape *b)
     ir_error(g, "%s: inner dimension of the left operand is the sequence", op);
   if (ka != k)
     ir_error(g, "%s: inner dimensions differ (%d vs %d)", op, ka, k);
+  check_rows(g, op, a);
   n->shape = *a;
   n->shape.dim[a->rank - 1] = nn;
 }
@@ -263,6 +292,10 @@ static void infer_bmm(Graph *g, Node *n, const Shape *a, const Shape *b)
   int bk = n->a.tb ? r - 1 : r - 2, bn = n->a.tb ? r - 2 : r - 1;
   if (!dim_eq(a, ak, b, bk))
     ir_error(g, "bmm: inner dimensions differ (%s vs %s)", dim_str(a, ak), dim_str(b, bk));
+  for (int i = r - 2; i < r; i++)   /* each matrix goes to the BLAS: int sizes */
+    if (dim_at_max(g, a, i) > INT_MAX || dim_at_max(g, b, i) > INT_MAX)
+      ir_error(g, "bmm: a matrix of %s or %s has a side over %d at T = %d", shape_str(a), shape_str(b), INT_MAX,
+               g->max_seq);
   Shape s = *a;
   s.seq &= (1u << (r - 2)) - 1;
   s.dim[r - 2] = a->dim[am];
@@ -284,8 +317,9 @@ static void infer_reshape(Graph *g, Node *n, const Shape *x)
       unknown = i;
     } else if (s.dim[i] <= 0) {
       ir_error(g, "reshape: dimension %d is %d", i, s.dim[i]);
-    } else {
-      coef *= s.dim[i];
+    } else if (__builtin_mul_overflow(coef, s.dim[i], &coef) || coef > LMC_MAX_BYTES) {
+      ir_error(g, "reshape: the target shape %s has more than %lld elements", shape_str(&s),
+               (long long)LMC_MAX_BYTES);
     }
   }
   int64_t xcoef = 1;
@@ -296,6 +330,9 @@ static void infer_reshape(Graph *g, Node *n, const Shape *x)
     s.seq &= ~(1u << unknown);
     if (coef == 0 || xcoef % coef != 0 || xpow - spow < 0 || xpow - spow > 1)
       ir_error(g, "reshape: cannot reshape %s into %s", shape_str(x), shape_str(&n->a.shape));
+    if (xcoef / coef > INT_MAX)
+      ir_error(g, "reshape: dimension %d of %s would be %lld, more than %d", unknown,
+               shape_str(&n->a.shape), (long long)(xcoef / coef), INT_MAX);
     s.dim[unknown] = (int)(xcoef / coef);
     if (xpow - spow == 1)
       s.seq |= 1u << unknown;
@@ -448,10 +485,11 @@ static void infer(Graph *g, Node *n)
     int ax = n->a.axis = check_axis(g, n, n->a.axis, x->rank);
     if (x->seq >> ax & 1)
       ir_error(g, "slice: cannot slice the sequence dimension %s", shape_str(x));
-    int len = n->a.len, maxlen = len < 0 ? -len * g->max_seq : len;
+    int len = n->a.len;
+    int64_t maxlen = len < 0 ? -(int64_t)len * g->max_seq : len;
     if (len == 0 || n->a.start < 0 || n->a.start + maxlen > x->dim[ax])
-      ir_error(g, "slice: [%d, %d) out of range for dimension %d of %s", n->a.start,
-               n->a.start + maxlen, ax, shape_str(x));
+      ir_error(g, "slice: [%d, %lld) out of range for dimension %d of %s", n->a.start,
+               (long long)(n->a.start + maxlen), ax, shape_str(x));
     n->shape = *x;
     n->shape.dim[ax] = len < 0 ? -len : len;
     if (len < 0)
@@ -471,7 +509,9 @@ static void infer(Graph *g, Node *n)
     if (!ok)
       ir_error(g, "concat: shapes %s and %s differ outside axis %d", shape_str(x), shape_str(y), ax);
     n->shape = *x;
-    n->shape.dim[ax] += y->dim[ax];
+    if (__builtin_add_overflow(x->dim[ax], y->dim[ax], &n->shape.dim[ax]))
+      ir_error(g, "concat: dimension %d would be %lld, more than %d", ax,
+               (long long)x->dim[ax] + y->dim[ax], INT_MAX);
     break;
   }
   case OP_STEP:
@@ -517,10 +557,50 @@ static void infer(Graph *g, Node *n)
   }
 }
 
+/* Node n's buffer fits in LMC_MAX_BYTES: its elements at T = max_seq,
+ * times max_seq for a loop body value (stored once per step).  The
+ * products are checked, so a shape that wraps an int64_t is caught too. */
+static void check_size(Graph *g, Node *n)
+{
+  int64_t numel = 1;
+  bool wraps = false;
+  for (int i = 0; i < n->shape.rank; i++) {
+    wraps |= __builtin_mul_overflow(numel, n->shape.dim[i], &numel);
+    if (n->shape.seq >> i & 1)
+      wraps |= __builtin_mul_overflow(numel, g->max_seq, &numel);
+  }
+  if (n->loop)
+    wraps |= __builtin_mul_overflow(numel, g->max_seq, &numel);
+  int64_t bytes;
+  wraps |= __builtin_mul_overflow(numel, n->dtype == DT_F64 ? 8 : 4, &bytes);
+  if (!wraps && bytes <= LMC_MAX_BYTES)
+    return;
+  const char *what = op_info[n->op].name;
+  if (n->op == OP_PARAM || n->op == OP_INPUT)
+    what = arena_printf("%s '%s'", what, n->a.name);
+  const char *when = n->loop ? arena_printf(" for %d steps", g->max_seq)
+                     : n->shape.seq ? arena_printf(" at T = %d", g->max_seq) : "";
+  if (wraps)
+    ir_error(g, "%s: %s%s is too large: its size does not fit in 64 bits", what, shape_str(&n->shape),
+             when);
+  ir_error(g, "%s: %s needs %.1f GiB%s; a tensor may have at most %d GiB", what, shape_str(&n->shape),
+           (double)bytes / (1 << 30), when, LMC_MAX_GIB);
+}
+
+/* The node's dtype and shape, from its inputs; a size beyond the limits
+ * is an error at its line. */
+static void infer_checked(Graph *g, Node *n)
+{
+  infer(g, n);
+  check_size(g, n);
+}
+
 /* -------------------------------------------------------------- builders */
 
 static int append(Graph *g, Op op, int nin, const int *in, const Attr *a)
 {
+  if (g->nnode >= LMC_MAX_NODES)
+    ir_error(g, "the graph has more than %d nodes", LMC_MAX_NODES);
   if (g->nnode == g->capnode) {
     g->capnode = g->capnode ? 2 * g->capnode : 256;
     g->node = arena_realloc(g->node, sizeof(Node) * (size_t)g->capnode);
@@ -555,7 +635,7 @@ int ir_op(Graph *g, Op op, int nin, const int *in, const Attr *a)
                op_info[op].name);
   }
   int id = append(g, op, nin, in, a);
-  infer(g, &g->node[id]);
+  infer_checked(g, &g->node[id]);
   return id;
 }
 
@@ -588,12 +668,21 @@ int ir_param(Graph *g, const char *name, Shape s, Init init, double init_a)
 {
   if (ir_find_param(g, name) >= 0)
     ir_error(g, "parameter '%s' is declared twice", name);
-  return ir_op(g, OP_PARAM, 0, NULL, &(Attr){.shape = s, .name = name, .init = init, .init_a = init_a});
+  int id = ir_op(g, OP_PARAM, 0, NULL, &(Attr){.shape = s, .name = name, .init = init, .init_a = init_a});
+  g->param_bytes += (int64_t)shape_numel(&g->node[id].shape, 0) * (g->real == DT_F64 ? 8 : 4);
+  if (g->param_bytes > LMC_MAX_BYTES)
+    ir_error(g, "param '%s': the parameters need %.1f GiB in all; at most %d GiB", name,
+             (double)g->param_bytes / (1 << 30), LMC_MAX_GIB);
+  strmap_put(&g->param_names, name, id);
+  return id;
 }
 
 int ir_find_param(Graph *g, const char *name)
 {
-  for (int i = 0; i < g->nnode; i++)
+  int id = strmap_get(&g->param_names, name);
+  if (id < 0 || !g->node[id].dead)
+    return id;
+  for (int i = 0; i < g->nnode; i++)   /* killed, and declared again? */
     if (g->node[i].op == OP_PARAM && !g->node[i].dead && !strcmp(g->node[i].a.name, name))
       return i;
   return -1;
@@ -609,25 +698,29 @@ void ir_output(Graph *g, const char *name, int node)
     g->capout = g->capout ? 2 * g->capout : 16;
     g->out = arena_realloc(g->out, sizeof(Output) * (size_t)g->capout);
   }
+  strmap_put(&g->out_names, name, g->nout);
   g->out[g->nout++] = (Output){name, node};
 }
 
 /* Drops output name, if there is one; what only it read dies in dce. */
 void ir_drop_output(Graph *g, const char *name)
 {
+  if (strmap_get(&g->out_names, name) < 0)
+    return;
   int k = 0;
+  strmap_clear(&g->out_names);
   for (int i = 0; i < g->nout; i++)
-    if (strcmp(g->out[i].name, name))
+    if (strcmp(g->out[i].name, name)) {
+      strmap_put(&g->out_names, g->out[i].name, k);
       g->out[k++] = g->out[i];
+    }
   g->nout = k;
 }
 
 int ir_find_output(Graph *g, const char *name)
 {
-  for (int i = 0; i < g->nout; i++)
-    if (!strcmp(g->out[i].name, name))
-      return g->out[i].node;
-  return -1;
+  int o = strmap_get(&g->out_names, name);
+  return o < 0 ? -1 : g->out[o].node;
 }
 
 /* ----------------------------------------------------------------- loops */
@@ -641,6 +734,7 @@ int ir_loop_begin(Graph *g, bool reverse)
     g->loop = arena_realloc(g->loop, sizeof(Loop) * (size_t)g->caploop);
   }
   g->loop[g->nloop] = (Loop){.reverse = reverse};
+  g->cur_loop_start = g->nnode;
   return g->cur_loop = g->nloop++;
 }
 
@@ -659,7 +753,7 @@ int ir_carry(Graph *g, int init)
     ir_error(g, "scan: the initial state must be computed outside the body");
   int id = append(g, OP_CARRY, 2, (int[]){init, init}, NULL);
   g->node[id].in[1] = -1;
-  infer(g, &g->node[id]);
+  infer_checked(g, &g->node[id]);
   return id;
 }
 
@@ -681,7 +775,7 @@ void ir_loop_end(Graph *g)
   int k = g->cur_loop;
   if (k == 0)
     die("ir_loop_end outside a loop");
-  for (int i = 0; i < g->nnode; i++)
+  for (int i = g->cur_loop_start; i < g->nnode; i++)
     if (g->node[i].op == OP_CARRY && g->node[i].loop == k && g->node[i].in[1] < 0)
       ir_error(g, "scan: a carried state has no next value");
   g->cur_loop = 0;
@@ -694,7 +788,7 @@ int ir_stack(Graph *g, int body_node)
   if (g->node[body_node].loop == 0)
     ir_error(g, "scan: a per-step output must be computed in the body");
   int id = append(g, OP_STACK, 1, &body_node, NULL);
-  infer(g, &g->node[id]);
+  infer_checked(g, &g->node[id]);
   return id;
 }
 
@@ -705,6 +799,6 @@ int ir_final(Graph *g, int carry)
   if (g->node[carry].op != OP_CARRY)
     die("ir_final of %s", op_info[g->node[carry].op].name);
   int id = append(g, OP_FINAL, 1, &carry, NULL);
-  infer(g, &g->node[id]);
+  infer_checked(g, &g->node[id]);
   return id;
 }

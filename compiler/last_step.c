@@ -51,48 +51,79 @@ typedef struct {
   int restricted; /* ops rebuilt on the last step */
 } Last;
 
-static int last_of(Last *L, int x);
-
-/* An operand of a rebuilt op: its last step, or itself when it does not
- * depend on the position (a weight, a bias). */
-static int operand(Last *L, int x)
+/* How node x is rebuilt on the last step: from the last steps of its
+ * first nops operands (those that depend on the position), or, for -1, as
+ * a last_step view of x. */
+static int rebuilt_operands(const Graph *g, const Node *n)
 {
-  return L->g->node[x].shape.seq ? last_of(L, x) : x;
+  bool seq_only_first = n->shape.seq == 1u;
+  if (seq_only_first && row_wise_unary(n->op))
+    return 1;
+  if (seq_only_first && (n->op == OP_ADD || n->op == OP_SUB || n->op == OP_MUL || n->op == OP_DIV)) {
+    const Shape *a = &g->node[n->in[0]].shape, *b = &g->node[n->in[1]].shape;
+    if ((!a->seq || (seq_first(a) && a->rank == n->shape.rank)) && (!b->seq || (seq_first(b) && b->rank == n->shape.rank)))
+      return 2;
+    return -1;
+  }
+  if (seq_only_first && (n->op == OP_MATMUL || n->op == OP_MATMUL_BIAS) && !n->a.ta &&
+      seq_first(&g->node[n->in[0]].shape) && g->node[n->in[0]].shape.seq == 1u &&
+      !g->node[n->in[1]].shape.seq && (n->op == OP_MATMUL || !g->node[n->in[2]].shape.seq))
+    return n->nin;
+  return -1;
 }
 
+typedef struct {
+  int x;          /* the node being rebuilt */
+  int k;          /* operands done */
+  int nops;       /* rebuilt_operands */
+  int in[MAXIN];
+} Frame;
+
+/* The last-step node of x, memoised.  Depth first over the operands that
+ * depend on the position, with a stack of its own (a graph may be tens of
+ * thousands of ops deep): each node is built after its operands, at the
+ * location of the last node visited, as a recursive walk would. */
 static int last_of(Last *L, int x)
 {
   Graph *g = L->g;
   if (L->memo[x] >= 0)
     return L->memo[x];
-  Node n = g->node[x];   /* a copy: building nodes may move the array */
-  g->cur_file = n.file;
-  g->cur_line = n.line;
-  int in[MAXIN], r = -1;
-  bool seq_only_first = n.shape.seq == 1u;
-  if (seq_only_first && row_wise_unary(n.op)) {
-    in[0] = operand(L, n.in[0]);
-    r = ir_op(g, n.op, 1, in, &n.a);
-  } else if (seq_only_first && (n.op == OP_ADD || n.op == OP_SUB || n.op == OP_MUL || n.op == OP_DIV)) {
-    const Shape *a = &g->node[n.in[0]].shape, *b = &g->node[n.in[1]].shape;
-    if ((!a->seq || (seq_first(a) && a->rank == n.shape.rank)) && (!b->seq || (seq_first(b) && b->rank == n.shape.rank))) {
-      in[0] = operand(L, n.in[0]);
-      in[1] = operand(L, n.in[1]);
-      r = ir_op(g, n.op, 2, in, &n.a);
+  int cap = 64, top = 0;
+  Frame *st = xcalloc((size_t)cap, sizeof(Frame));
+  st[top++] = (Frame){.x = x, .k = -1};
+  while (top > 0) {
+    Frame *f = &st[top - 1];
+    Node n = g->node[f->x];   /* a copy: building nodes may move the array */
+    if (f->k < 0) {           /* first visit */
+      g->cur_file = n.file;
+      g->cur_line = n.line;
+      f->nops = rebuilt_operands(g, &n);
+      f->k = 0;
     }
-  } else if (seq_only_first && (n.op == OP_MATMUL || n.op == OP_MATMUL_BIAS) && !n.a.ta &&
-             seq_first(&g->node[n.in[0]].shape) && g->node[n.in[0]].shape.seq == 1u &&
-             !g->node[n.in[1]].shape.seq && (n.op == OP_MATMUL || !g->node[n.in[2]].shape.seq)) {
-    for (int k = 0; k < n.nin; k++)
-      in[k] = operand(L, n.in[k]);
-    r = ir_op(g, n.op, n.nin, in, &n.a);
+    /* an operand that does not depend on the position is itself */
+    while (f->k < f->nops && (!g->node[n.in[f->k]].shape.seq || L->memo[n.in[f->k]] >= 0)) {
+      int j = n.in[f->k];
+      f->in[f->k++] = g->node[j].shape.seq ? L->memo[j] : j;
+    }
+    if (f->k < f->nops) {
+      int child = n.in[f->k];
+      if (top == cap)
+        st = xrealloc(st, sizeof(Frame) * (size_t)(cap *= 2));
+      st[top++] = (Frame){.x = child, .k = -1};
+      continue;
+    }
+    int r;
+    if (f->nops >= 0) {
+      r = ir_op(g, n.op, n.nin, f->in, &n.a);
+      L->restricted++;
+    } else {
+      r = ir_op1(g, OP_LAST_STEP, f->x, NULL);
+    }
+    L->memo[f->x] = r;
+    top--;
   }
-  if (r >= 0)
-    L->restricted++;
-  else
-    r = ir_op1(g, OP_LAST_STEP, x, NULL);
-  L->memo[x] = r;
-  return r;
+  free(st);
+  return L->memo[x];
 }
 
 void last_step(Graph *g)

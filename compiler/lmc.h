@@ -66,6 +66,15 @@ void *arena_realloc(void *p, size_t size);     /* p from the arena, or NULL */
 char *arena_strdup(const char *s);
 char *arena_printf(const char *fmt, ...);
 void arena_free_all(void);
+/* Names to numbers, in the arena; keys are not copied (arena strings). */
+typedef struct {
+  const char **key;
+  int *val;
+  size_t n, cap;          /* cap: 0 or a power of two */
+} StrMap;
+int strmap_get(const StrMap *m, const char *key);   /* the value, or -1 */
+void strmap_put(StrMap *m, const char *key, int val);
+void strmap_clear(StrMap *m);
 
 /* ------------------------------------------------------------------ ops */
 
@@ -234,6 +243,19 @@ typedef struct {
   size_t naive;           /* every buffer its own region, for comparison */
 } Plan;
 
+/* Size limits, checked as each node is made (ir.c); a graph beyond one is
+ * the graph file's mistake, reported at the line that made the node (a
+ * runaway loop, a hyper-parameter that makes a shape too large).
+ * LMC_MAX_NODES counts every node of one specialisation, autodiff's and the
+ * passes' too: the Transformer at nlayers=4000 makes 392049 in training.
+ * LMC_MAX_BYTES bounds one tensor's buffer (times max_seq for a loop value
+ * stored for every step), all parameters together, and the work arena; it
+ * keeps every element count and byte offset the compiler and the emitted C
+ * compute far inside int64_t and size_t. */
+enum { LMC_MAX_NODES = 1000000 };
+#define LMC_MAX_GIB 64
+#define LMC_MAX_BYTES ((int64_t)LMC_MAX_GIB << 30)
+
 typedef struct Graph {
   Node *node;
   int nnode, capnode;
@@ -248,8 +270,12 @@ typedef struct Graph {
   int ndropout;           /* dropout streams */
   int ngroup;             /* fused kernels (Node.group) */
   Plan *plan;             /* set by plan-memory; NULL: every buffer its own region */
+  StrMap param_names;     /* parameter name -> node */
+  StrMap out_names;       /* output name -> index in out */
+  int64_t param_bytes;    /* all parameters (at most LMC_MAX_BYTES) */
   /* where new nodes are being built */
   int cur_loop;
+  int cur_loop_start;     /* first node of the loop being built */
   const char *cur_file;
   int cur_line;
 } Graph;
@@ -351,11 +377,15 @@ typedef struct {
   int **u;
   bool *out;               /* node is a graph output */
   bool *live;              /* some output depends on the node */
+  int *idle_start;         /* the readers no output depends on, of node i: */
+  int *idle;               /* idle[idle_start[i] .. idle_start[i + 1]) */
 } Users;
 Users users_make(Graph *g);
 void users_free(Users *u);
-/* Marks node i dead, with the nodes no output depends on that read it
- * (dce would remove them; the verifier must not see them read a dead node). */
+/* Marks node i dead, with the nodes no output depends on that read it,
+ * directly or through others such (dce would remove them; the verifier
+ * must not see them read a dead node).  Walks u->idle: as many steps as
+ * it kills nodes. */
 void kill_node(Graph *g, const Users *u, int i);
 void replace_uses(Graph *g, int from, int to);   /* inputs and outputs */
 bool same_attr(const Node *a, const Node *b);     /* attributes that matter to op */

@@ -1112,6 +1112,11 @@ static void declare_builtin(Front *F, const char *name, long long def)
     snprintf(msg, sizeof msg, "-D %s=%s: must be at least 1", name, h->text);
     fail_at(F->path, 0, msg);
   }
+  if (h->i > 1 << 30) {   /* an int, even times the evaluation span */
+    char msg[256];
+    snprintf(msg, sizeof msg, "-D %s=%s: must be at most %d", name, h->text, 1 << 30);
+    fail_at(F->path, 0, msg);
+  }
 }
 
 static long long builtin(Front *F, const char *name)
@@ -1859,34 +1864,33 @@ static int l_slice(lua_State *L)
   return push_tensor(L, ir_op1(graph(L), OP_SLICE, x, &a));
 }
 
-/* concat(a, b, axis) or concat({a, b, ...}, axis) */
+/* Entry i of concat's list: a tensor. */
+static int concat_entry(lua_State *L, lua_Integer i)
+{
+  lua_geti(L, 1, i);
+  if (!luaL_testudata(L, -1, TENSOR))
+    ferr(L, "concat: entry %lld of the list must be a tensor, got %s", (long long)i, type_of(L, -1));
+  int id = ((TensorUD *)lua_touserdata(L, -1))->id;
+  lua_pop(L, 1);
+  return id;
+}
+
+/* concat(a, b, axis) or concat({a, b, ...}, axis), any number of tensors:
+ * a chain of two-input concats. */
 static int l_concat(lua_State *L)
 {
-  int axis_arg, n;
-  int in[64];
-  if (lua_istable(L, 1) && !luaL_testudata(L, 1, TENSOR)) {
-    n = (int)luaL_len(L, 1);
-    if (n < 1 || n > 64)
-      ferr(L, "concat: expected 1 to 64 tensors, got %d", n);
-    for (int i = 0; i < n; i++) {
-      lua_geti(L, 1, i + 1);
-      if (!luaL_testudata(L, -1, TENSOR))
-        ferr(L, "concat: entry %d of the list must be a tensor, got %s", i + 1, type_of(L, -1));
-      in[i] = ((TensorUD *)lua_touserdata(L, -1))->id;
-      lua_pop(L, 1);
-    }
-    axis_arg = 2;
-  } else {
-    in[0] = check_tensor(L, 1, "concat");
-    in[1] = check_tensor(L, 2, "concat");
-    n = 2;
-    axis_arg = 3;
+  bool list = lua_istable(L, 1) && !luaL_testudata(L, 1, TENSOR);
+  lua_Integer n = list ? luaL_len(L, 1) : 2;
+  if (n < 1)
+    ferr(L, "concat: expected a list of tensors, got an empty one");
+  int first = list ? concat_entry(L, 1) : check_tensor(L, 1, "concat");
+  int axis = check_axis(L, list ? 2 : 3, "concat", ir_get(graph(L), first)->shape.rank);
+  int acc = first;
+  for (lua_Integer i = 2; i <= n; i++) {
+    int next = list ? concat_entry(L, i) : check_tensor(L, 2, "concat");
+    here(L);
+    acc = ir_op2(graph(L), OP_CONCAT, acc, next, &(Attr){.axis = axis});
   }
-  int axis = check_axis(L, axis_arg, "concat", ir_get(graph(L), in[0])->shape.rank);
-  here(L);
-  int acc = in[0];
-  for (int i = 1; i < n; i++)
-    acc = ir_op2(graph(L), OP_CONCAT, acc, in[i], &(Attr){.axis = axis});
   return push_tensor(L, acc);
 }
 

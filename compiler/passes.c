@@ -96,21 +96,48 @@ Users users_make(Graph *g)
   }
   free(fill);
   u.live = live;
+
+  /* the readers no output depends on, for kill_node */
+  u.idle_start = xcalloc((size_t)g->nnode + 2, sizeof(int));
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (!n->dead && !live[i])
+      for (int k = 0; k < n->nin; k++)
+        u.idle_start[n->in[k] + 2]++;
+  }
+  for (int i = 0; i < g->nnode; i++)
+    u.idle_start[i + 2] += u.idle_start[i + 1];
+  u.idle = xcalloc((size_t)u.idle_start[g->nnode + 1] + 1, sizeof(int));
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (!n->dead && !live[i])
+      for (int k = 0; k < n->nin; k++)
+        u.idle[u.idle_start[n->in[k] + 1]++] = i;
+  }
   return u;
 }
 
 void kill_node(Graph *g, const Users *u, int i)
 {
+  if (i >= u->nnode)
+    die("kill_node: node %d is newer than the users (%d nodes)", i, u->nnode);
+  int cap = 16, ntodo = 0;
+  int *todo = xcalloc((size_t)cap, sizeof(int));
   g->node[i].dead = true;
-  for (int pass = 0; pass < 2; pass++)   /* twice: a carry reads forward */
-    for (int j = 0; j < g->nnode; j++) {
-      Node *n = &g->node[j];
-      if (n->dead || u->live[j])
+  todo[ntodo++] = i;
+  while (ntodo > 0) {
+    int x = todo[--ntodo];
+    for (int k = u->idle_start[x]; k < u->idle_start[x + 1]; k++) {
+      int j = u->idle[k];
+      if (g->node[j].dead)
         continue;
-      for (int k = 0; k < n->nin; k++)
-        if (g->node[n->in[k]].dead)
-          n->dead = true;
+      g->node[j].dead = true;
+      if (ntodo == cap)
+        todo = xrealloc(todo, sizeof(int) * (size_t)(cap *= 2));
+      todo[ntodo++] = j;
     }
+  }
+  free(todo);
 }
 
 void users_free(Users *u)
@@ -121,6 +148,8 @@ void users_free(Users *u)
   free(u->n);
   free(u->out);
   free(u->live);
+  free(u->idle_start);
+  free(u->idle);
   memset(u, 0, sizeof *u);
 }
 

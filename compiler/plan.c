@@ -31,7 +31,10 @@
  * Placement is greedy by size (largest first, ties by node order), each
  * buffer at the lowest offset free over its whole lifetime: deterministic,
  * and within a few percent of the peak of simultaneously live bytes on
- * these graphs (stats print both).  Without this pass every buffer has its
+ * these graphs (stats print both).  The placed buffers are kept in order
+ * of offset, so the lowest free offset is one sweep from offset 0 that
+ * stops at the first gap big enough, and crosses a run of buffers that
+ * leave no gap and are all live at the time in one step (see Run).  Without this pass every buffer has its
  * own region (emit_c.c's bump allocation).
  */
 #include <stdint.h>
@@ -114,6 +117,143 @@ static int by_size(const void *a, const void *b)
   if (x->size != y->size)
     return x->size < y->size ? 1 : -1;
   return x->node - y->node;
+}
+
+typedef struct {
+  size_t lo, hi;          /* bytes [lo, hi) of the arena */
+  int start, end;         /* lifetime */
+} Placed;
+
+/* The placed buffers in order of offset, cut into runs of at most
+ * 2 * RUN.  A run records its extent and the lifetimes of its members:
+ * when its members leave no gap between them and all are live at the
+ * same time as the buffer being placed, the sweep crosses the run in one
+ * step (each member starts below the end of those before it, so each
+ * pushes `at` to its end): deep models, whose forward values all live
+ * until the backward pass, stack thousands of such buffers.  A run none
+ * of whose members is live then is skipped in one step too. */
+enum { RUN = 64 };
+
+typedef struct {
+  Placed m[2 * RUN];      /* in order of offset */
+  int n;
+  size_t lo, hi;          /* the lowest start, the highest end */
+  int min_start, max_start, min_end, max_end;   /* births and deaths */
+  bool gapless;           /* [lo, hi) is covered by the members */
+} Run;
+
+static void summarize(Run *r)
+{
+  r->lo = r->m[0].lo;
+  r->hi = r->m[0].hi;
+  r->min_start = r->max_start = r->m[0].start;
+  r->min_end = r->max_end = r->m[0].end;
+  r->gapless = true;
+  for (int i = 1; i < r->n; i++) {
+    const Placed *q = &r->m[i];
+    r->gapless &= q->lo <= r->hi;
+    r->hi = q->hi > r->hi ? q->hi : r->hi;
+    r->min_start = q->start < r->min_start ? q->start : r->min_start;
+    r->max_start = q->start > r->max_start ? q->start : r->max_start;
+    r->min_end = q->end < r->min_end ? q->end : r->min_end;
+    r->max_end = q->end > r->max_end ? q->end : r->max_end;
+  }
+}
+
+/* The lowest offset from which buffer x overlaps no placed buffer live at
+ * the same time: a sweep up the placed buffers that moves `at` past each
+ * one live with x that it would overlap, and stops at the first that
+ * starts at or above at + size. */
+static size_t first_fit(Run **run, int nrun, const Buffer *x)
+{
+  size_t at = 0;
+  for (int k = 0; k < nrun; k++) {
+    const Run *r = run[k];
+    if (r->min_start > x->end || r->max_end < x->start)
+      continue;   /* none is live at the same time */
+    if (r->gapless && x->size > 0 && r->max_start <= x->end && r->min_end >= x->start) {
+      if (r->lo >= at + x->size)
+        return at;
+      at = r->hi > at ? r->hi : at;
+      continue;
+    }
+    for (int i = 0; i < r->n; i++) {
+      const Placed *q = &r->m[i];
+      if (q->start > x->end || x->start > q->end)
+        continue;   /* not live at the same time */
+      if (q->lo >= at + x->size)
+        return at;
+      if (q->hi > at)
+        at = q->hi;
+    }
+  }
+  return at;
+}
+
+/* Inserts q after every placed buffer that starts at or below q->lo;
+ * *run may grow (a full run splits in two). */
+static void insert_placed(Run ***run, int *nrun, int *caprun, Placed q)
+{
+  int k = *nrun - 1;
+  while (k > 0 && (*run)[k]->lo > q.lo)
+    k--;
+  if (k < 0) {
+    *run = xcalloc(*caprun = 16, sizeof **run);
+    (*run)[0] = xcalloc(1, sizeof(Run));
+    *nrun = k = 0;
+    (*nrun)++;
+  }
+  Run *r = (*run)[k];
+  if (r->n == 2 * RUN) {   /* split: the upper half moves to a new run after it */
+    if (*nrun == *caprun)
+      *run = xrealloc(*run, sizeof **run * (size_t)(*caprun *= 2));
+    memmove(&(*run)[k + 2], &(*run)[k + 1], sizeof **run * (size_t)(*nrun - k - 1));
+    Run *upper = xcalloc(1, sizeof(Run));
+    memcpy(upper->m, r->m + RUN, sizeof(Placed) * RUN);
+    upper->n = RUN;
+    r->n = RUN;
+    summarize(r);
+    summarize(upper);
+    (*run)[k + 1] = upper;
+    (*nrun)++;
+    if (upper->lo <= q.lo)
+      r = upper;
+  }
+  int i = r->n;
+  while (i > 0 && r->m[i - 1].lo > q.lo)
+    i--;
+  memmove(&r->m[i + 1], &r->m[i], sizeof(Placed) * (size_t)(r->n - i));
+  r->m[i] = q;
+  r->n++;
+  summarize(r);
+}
+
+/* First fit by address: each buffer, in the order of buf, at the lowest
+ * offset where it overlaps no placed buffer that it overlaps in time.
+ * Returns -1, or the first buffer that would end past LMC_MAX_BYTES (its
+ * end, in elements, in *over). */
+static int place(const Graph *g, Plan *p, const Buffer *buf, int nbuf, size_t *over)
+{
+  int64_t real = g->real == DT_F64 ? 8 : 4;
+  Run **run = NULL;
+  int nrun = 0, caprun = 0, too_big = -1;
+  for (int b = 0; b < nbuf && too_big < 0; b++) {
+    const Buffer *x = &buf[b];
+    size_t at = first_fit(run, nrun, x);
+    if ((int64_t)(at + x->size) > LMC_MAX_BYTES / real) {   /* at and size are below it */
+      *over = at + x->size;
+      too_big = x->node;
+      break;
+    }
+    insert_placed(&run, &nrun, &caprun, (Placed){at, at + x->size, x->start, x->end});
+    p->off[x->node] = at;
+    if (at + x->size > p->numel)
+      p->numel = at + x->size;
+  }
+  for (int k = 0; k < nrun; k++)
+    free(run[k]);
+  free(run);
+  return too_big;
 }
 
 void plan_memory(Graph *g)
@@ -213,16 +353,18 @@ void plan_memory(Graph *g)
   p->grad_out = arena_calloc((size_t)nn + 1, sizeof(int));
   for (int i = 0; i < nn; i++)
     p->grad_out[i] = -1;
+  bool *shares = xcalloc((size_t)nn + 1, sizeof(bool));   /* another node writes over it */
+  for (int i = 0; i < nn; i++)
+    if (same[i] >= 0)
+      shares[same[i]] = true;
   for (int o = 0; o < g->nout; o++) {
     int r = g->out[o].node;
     if (strncmp(g->out[o].name, "grad:", 5) || !need[r] || g->node[r].loop || p->grad_out[r] >= 0)
       continue;
-    bool shared = same[r] >= 0;
-    for (int i = 0; i < nn && !shared; i++)
-      shared = same[i] == r;
-    if (!shared)
+    if (same[r] < 0 && !shares[r])
       p->grad_out[r] = o;
   }
+  free(shares);
   p->off = arena_calloc((size_t)nn + 1, sizeof(size_t));
   p->one_step = arena_calloc((size_t)nn + 1, sizeof(bool));
   Buffer *buf = xcalloc((size_t)nn + 1, sizeof(Buffer));
@@ -238,34 +380,12 @@ void plan_memory(Graph *g)
   }
   qsort(buf, (size_t)nbuf, sizeof *buf, by_size);
 
-  /* first fit by address among the placed buffers that overlap in time */
-  size_t *lo = xcalloc((size_t)nbuf + 1, sizeof(size_t)), *hi = xcalloc((size_t)nbuf + 1, sizeof(size_t));
-  for (int b = 0; b < nbuf; b++) {
-    int nlive = 0;
-    for (int c = 0; c < b; c++)
-      if (buf[c].start <= buf[b].end && buf[b].start <= buf[c].end) {
-        lo[nlive] = p->off[buf[c].node];
-        hi[nlive++] = p->off[buf[c].node] + buf[c].size;
-      }
-    size_t at = 0;
-    for (bool moved = true; moved;) {
-      moved = false;
-      for (int c = 0; c < nlive; c++)
-        if (at < hi[c] && lo[c] < at + buf[b].size) {
-          at = hi[c];
-          moved = true;
-        }
-    }
-    p->off[buf[b].node] = at;
-    if (at + buf[b].size > p->numel)
-      p->numel = at + buf[b].size;
-  }
+  size_t over = 0;
+  int too_big = place(g, p, buf, nbuf, &over);
   for (int i = 0; i < nn; i++)
     if (same[i] >= 0)
       p->off[i] = p->off[same[i]];
   free(same);
-  free(lo);
-  free(hi);
   free(buf);
   free(need);
   free(anchor);
@@ -277,4 +397,8 @@ void plan_memory(Graph *g)
   free(start);
   free(end);
   free(stacked);
+  if (too_big >= 0)
+    ir_error_node(g, too_big, "%s: %s needs %.1f GiB of work memory with the values live at the same time; at most %d GiB",
+                  op_info[g->node[too_big].op].name, shape_str(&g->node[too_big].shape),
+                  (double)over * (g->real == DT_F64 ? 8 : 4) / (1 << 30), LMC_MAX_GIB);
 }

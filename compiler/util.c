@@ -14,6 +14,10 @@
  * Each arena block is a malloc() of its own with a small header linking it
  * into one list, so the sanitizers still see every block's bounds.
  *
+ * A StrMap maps names to node or output numbers in expected constant time
+ * (open addressing, FNV-1a), so that looking a parameter or an output up by
+ * name does not make building a graph of many parameters quadratic.
+ *
  * A compiler bug (an invariant broken inside lmc, never a user's mistake)
  * stops with the C source location, as QBE's die() does.  User mistakes go
  * through ir_error() instead, which ends in user_error_exit().
@@ -154,4 +158,55 @@ void arena_free_all(void)
     free(b);
   }
   arena.link.prev = arena.link.next = &arena;
+}
+
+/* ---------------------------------------------------------------- StrMap */
+
+static size_t hash_str(const char *s)
+{
+  size_t h = 2166136261u;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 16777619u;
+  return h;
+}
+
+int strmap_get(const StrMap *m, const char *key)
+{
+  if (!m->cap)
+    return -1;
+  for (size_t i = hash_str(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+    if (!m->key[i])
+      return -1;
+    if (!strcmp(m->key[i], key))
+      return m->val[i];
+  }
+}
+
+void strmap_put(StrMap *m, const char *key, int val)
+{
+  if (2 * (m->n + 1) > m->cap) {   /* at most half full */
+    StrMap old = *m;
+    m->cap = old.cap ? 2 * old.cap : 64;
+    m->n = 0;
+    m->key = arena_calloc(m->cap, sizeof *m->key);
+    m->val = arena_calloc(m->cap, sizeof *m->val);
+    for (size_t i = 0; i < old.cap; i++)
+      if (old.key[i])
+        strmap_put(m, old.key[i], old.val[i]);
+  }
+  size_t i = hash_str(key) & (m->cap - 1);
+  while (m->key[i] && strcmp(m->key[i], key))
+    i = (i + 1) & (m->cap - 1);
+  if (!m->key[i])
+    m->n++;
+  m->key[i] = key;
+  m->val[i] = val;
+}
+
+void strmap_clear(StrMap *m)
+{
+  if (m->cap) {
+    memset(m->key, 0, m->cap * sizeof *m->key);
+    m->n = 0;
+  }
 }

@@ -214,6 +214,119 @@ START_TEST(dce_removes_unused)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- sizes */
+
+static Shape S4(int d0, int d1, int d2)
+{
+  return shape_make(3, (int[]){d0, d1, d2}, 0);
+}
+
+/* 64 GiB is allowed, one element more is not */
+START_TEST(tensor_at_the_size_limit)
+{
+  Graph *g = G();
+  int p = ir_param(g, "p", shape_make(2, (int[]){16, 1 << 30}, 0), INIT_ZERO, 0);
+  ck_assert_int_eq(shape_numel(&g->node[p].shape, 35) * 4, LMC_MAX_BYTES);
+}
+END_TEST
+
+START_TEST(tensor_over_the_size_limit_exits)
+{
+  Graph *g = G();
+  ir_input(g, "x", DT_F32, shape_make(2, (int[]){16, (1 << 30) + 1}, 0), false);
+}
+END_TEST
+
+/* (T, 20, 2^31 - 1) at T = 35: 5.6 TB */
+START_TEST(matmul_result_too_large_exits)
+{
+  Graph *g = G();
+  int x = ir_input(g, "x", DT_F32, S(3, 1, 20, 4, 1), false);
+  int w = ir_input(g, "w", DT_F32, S(2, 4, 2147483647, 0, 0), false);
+  ir_op2(g, OP_MATMUL, x, w, NULL);
+}
+END_TEST
+
+/* rows of 2^32 and 2^33: equal as wrapped ints (0), not equal */
+START_TEST(matmul_rows_beyond_int_exits)
+{
+  Graph *g = G();
+  int a = ir_input(g, "a", DT_F32, S4(65536, 65536, 2), false);
+  int b = ir_input(g, "b", DT_F32, S4(131072, 65536, 1), false);
+  ir_op2(g, OP_MATMUL, a, b, &(Attr){.ta = 1});
+}
+END_TEST
+
+/* (T, 100000000, 1) at T = 35: 3500000000 rows, more than the BLAS's int */
+START_TEST(matmul_rows_over_int_exits)
+{
+  Graph *g = G();
+  int x = ir_input(g, "x", DT_F32, S(3, 1, 100000000, 1, 1), false);
+  int w = ir_input(g, "w", DT_F32, S(2, 1, 2, 0, 0), false);
+  ir_op2(g, OP_MATMUL, x, w, NULL);
+}
+END_TEST
+
+START_TEST(concat_beyond_int_exits)
+{
+  Graph *g = G();
+  int a = ir_input(g, "a", DT_F32, shape_make(1, (int[]){1200000000}, 0), false);
+  ir_op2(g, OP_CONCAT, a, a, &(Attr){.axis = 0});
+}
+END_TEST
+
+/* (2^31 - 1, 2^31 - 1, 1) * 4 bytes does not fit in an int64_t */
+START_TEST(broadcast_beyond_int64_exits)
+{
+  Graph *g = G();
+  int a = ir_input(g, "a", DT_F32, S4(2147483647, 1, 1), false);
+  int b = ir_input(g, "b", DT_F32, S4(1, 2147483647, 1), false);
+  ir_op2(g, OP_ADD, a, b, NULL);
+}
+END_TEST
+
+START_TEST(parameters_over_the_size_limit_exit)
+{
+  Graph *g = G();
+  for (int i = 0; i < 6; i++)   /* 12 GiB each */
+    ir_param(g, arena_printf("p%d", i), shape_make(2, (int[]){3, 1 << 30}, 0), INIT_ZERO, 0);
+}
+END_TEST
+
+START_TEST(node_limit_exits)
+{
+  Graph *g = G();
+  int x = ir_input(g, "x", DT_F32, S(2, 4, 8, 0, 0), false);
+  for (int i = 0; i <= LMC_MAX_NODES; i++)
+    x = ir_op1(g, OP_TANH, x, NULL);
+}
+END_TEST
+
+/* outputs and parameters are found by name (a hash map), also after one
+ * is dropped */
+START_TEST(names_found_after_a_drop)
+{
+  Graph *g = G();
+  int x = ir_input(g, "x", DT_F32, S(2, 4, 8, 0, 0), false);
+  int y[300];
+  for (int i = 0; i < 300; i++) {
+    y[i] = ir_op1(g, OP_TANH, x, NULL);
+    ir_output(g, arena_printf("y%d", i), y[i]);
+    ir_param(g, arena_printf("w%d", i), S(1, 8, 0, 0, 0), INIT_ZERO, 0);
+  }
+  ir_drop_output(g, "y7");
+  ck_assert_int_eq(g->nout, 299);
+  ck_assert_int_eq(ir_find_output(g, "y7"), -1);
+  for (int i = 0; i < 300; i++)
+    if (i != 7)
+      ck_assert_int_eq(ir_find_output(g, arena_printf("y%d", i)), y[i]);
+  ir_output(g, "y7", y[3]);
+  ck_assert_int_eq(ir_find_output(g, "y7"), y[3]);
+  ck_assert_int_eq(g->node[ir_find_param(g, "w299")].op, OP_PARAM);
+  ck_assert_int_eq(ir_find_param(g, "w300"), -1);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("ir");
@@ -230,6 +343,16 @@ int main(void)
   tcase_add_test(tc, verifier_catches_malformed);
   tcase_add_test(tc, autodiff_structure);
   tcase_add_test(tc, dce_removes_unused);
+  tcase_add_test(tc, tensor_at_the_size_limit);
+  tcase_add_exit_test(tc, tensor_over_the_size_limit_exits, 1);
+  tcase_add_exit_test(tc, matmul_result_too_large_exits, 1);
+  tcase_add_exit_test(tc, matmul_rows_beyond_int_exits, 1);
+  tcase_add_exit_test(tc, matmul_rows_over_int_exits, 1);
+  tcase_add_exit_test(tc, concat_beyond_int_exits, 1);
+  tcase_add_exit_test(tc, broadcast_beyond_int64_exits, 1);
+  tcase_add_exit_test(tc, parameters_over_the_size_limit_exit, 1);
+  tcase_add_exit_test(tc, node_limit_exits, 1);
+  tcase_add_test(tc, names_found_after_a_drop);
   suite_add_tcase(s, tc);
   return run_suite(s);
 }
