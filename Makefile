@@ -41,7 +41,7 @@ MODELS       := $(basename $(notdir $(wildcard graphs/*.lua)))
 .PHONY: all deps test test-deps generate trainer train clean sanitize fuzz bench tune plot graphs-png bench-passes
 all: $(B)/lmc $(B)/liblmcrt.a $(B)/obj/runtime/main.o
 
-$(B)/obj/compiler/%.o: compiler/%.c compiler/lmc.h runtime/lmc_rt.h runtime/lmc_math.h
+$(B)/obj/compiler/%.o: compiler/%.c $(wildcard compiler/*.h) $(wildcard runtime/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) $(WARN) $(LUA_CFLAGS) -Iruntime -c $< -o $@
 

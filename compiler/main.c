@@ -160,10 +160,10 @@ static void close_output(FILE *f)
   }
 }
 
-/* Before any work: the graph must be a regular file of sane size (a FIFO
- * or /dev/zero would hang the front end), and the output a path that may
- * be replaced and is not the graph itself. */
-enum { GRAPH_MAX_BYTES = 16 << 20 };
+/* Before any work: the graph must be a regular file (a FIFO or /dev/zero
+ * would hang the front end; its size cap is the front end's, shared with
+ * modules), and the output a path that may be replaced and is not the
+ * graph itself. */
 
 static void check_files(const CompileOptions *o)
 {
@@ -176,11 +176,6 @@ static void check_files(const CompileOptions *o)
     fprintf(stderr, "%s: error: a graph file must be a regular file, not %s\n", o->graph,
             S_ISDIR(st.st_mode) ? "a folder" : S_ISFIFO(st.st_mode) ? "a FIFO" :
             S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a special file");
-    exit(1);
-  }
-  if (st.st_size > GRAPH_MAX_BYTES) {
-    fprintf(stderr, "%s: error: %lld bytes; a graph file may have at most %d\n", o->graph,
-            (long long)st.st_size, GRAPH_MAX_BYTES);
     exit(1);
   }
   if (to_stdout(o->out))
