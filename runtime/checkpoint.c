@@ -1047,6 +1047,16 @@ static void give_meta(Json *j, MetaList *meta)
     meta_set(meta, j->mk[i].key, j->mk[i].value);
 }
 
+/* A refusal quotes names and values from the file; a control byte among
+ * them (a name holding "\n" or an escape sequence) becomes '?', so the
+ * message stays one line and cannot drive the terminal. */
+static void printable(char *s)
+{
+  for (; *s; s++)
+    if ((unsigned char)*s < 0x20 || *s == 0x7f)
+      *s = '?';
+}
+
 int ckpt_read_meta(const char *path, MetaList *meta, char *err)
 {
   uint64_t size, base;
@@ -1056,8 +1066,10 @@ int ckpt_read_meta(const char *path, MetaList *meta, char *err)
   char msg[ERRLEN] = "", *head = NULL;
   Json j = {0};
   int rc = read_header(f, size, &j, &head, &base, msg, sizeof msg);
-  if (rc < 0)
+  if (rc < 0) {
+    printable(msg);
     snprintf(err, ERRLEN, "%s: error: %s", path, msg);
+  }
   else
     give_meta(&j, meta);
   fclose(f);
@@ -1220,8 +1232,10 @@ int ckpt_load_via(const char *path, const LmcModel *m, real *param, real *given,
   rc = 0;
 
 out:
-  if (rc < 0)
+  if (rc < 0) {
+    printable(msg);
     snprintf(err, ERRLEN, "%s: error: %s", path, msg);
+  }
   fclose(f);
   free(head);
   entries_free(&j);
