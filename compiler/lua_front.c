@@ -173,13 +173,27 @@ static void here(lua_State *L)
   }
 }
 
+/* Writes n bytes of text a graph file made (an error message, print's
+ * arguments) to stderr with its control bytes as '?' ('\t' and '\n'
+ * kept): a graph cannot send escape sequences to the terminal. */
+static void put_text(const char *s, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    bool control = (c < 0x20 && c != '\t' && c != '\n') || c == 0x7f;
+    fputc(control ? '?' : c, stderr);
+  }
+}
+
 static _Noreturn void fail_at(const char *file, int line, const char *msg)
 {
   fflush(stdout);
+  put_text(file, strlen(file));
   if (line > 0)
-    fprintf(stderr, "%s:%d: error: %s\n", file, line, msg);
-  else
-    fprintf(stderr, "%s: error: %s\n", file, msg);
+    fprintf(stderr, ":%d", line);
+  fputs(": error: ", stderr);
+  put_text(msg, strlen(msg));
+  fputc('\n', stderr);
   user_error_exit();
 }
 
@@ -214,14 +228,16 @@ static _Noreturn void fail_lua(Front *F, const char *msg)
       if (q[0] == ':' && q[1] == ' ') {
         q += 2;
         bool has = !strncmp(q, "error: ", 7);
-        fprintf(stderr, "%.*s%s%s\n", (int)(q - msg), msg, has ? "" : "error: ", q);
+        put_text(msg, (size_t)(q - msg));
+        fputs(has ? "" : "error: ", stderr);
+        put_text(q, strlen(q));
+        fputc('\n', stderr);
         user_error_exit();
       }
     }
     p++;
   }
-  fprintf(stderr, "%s: error: %s\n", F->path, msg);
-  user_error_exit();
+  fail_at(F->path, 0, msg);
 }
 
 /* Message handler: gives a location-less error the user's location, and a
@@ -550,7 +566,7 @@ static int l_print(lua_State *L)
     const char *s = luaL_tolstring(L, i, &len);
     if (i > 1)
       fputc('\t', stderr);
-    fwrite(s, 1, len, stderr);
+    put_text(s, len);
     lua_pop(L, 1);
   }
   fputc('\n', stderr);
