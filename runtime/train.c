@@ -63,13 +63,24 @@ static double now(void)
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Prints "PROG: LEVEL: message" with the message's control bytes as '?':
+ * messages quote words, names and values read from checkpoints and corpora,
+ * which must not reach the terminal as escape sequences. */
+static void report(const char *level, const char *fmt, va_list ap)
+{
+  char msg[2048];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  for (char *p = msg; *p; p++)
+    if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+      *p = '?';
+  fprintf(stderr, "%s: %s: %s\n", rt_progname, level, msg);
+}
+
 static void error(const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "%s: error: ", rt_progname);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  report("error", fmt, ap);
   va_end(ap);
 }
 
@@ -77,9 +88,7 @@ static void warning(const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "%s: warning: ", rt_progname);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  report("warning", fmt, ap);
   va_end(ap);
 }
 

@@ -710,6 +710,17 @@ START_TEST(test_vocab_mismatch)
   ck_assert_int_ne(rc, 0);
   ck_assert_msg(strstr(err_text, "another vocabulary") && strstr(err_text, "word 0 is 'the' there, 'cat' here"), "%s",
                 err_text);
+
+  /* a word holding an escape sequence is quoted with its control bytes as '?' */
+  ck_assert_int_eq(mkdir(tmp("escape"), 0777), 0);
+  snprintf(cmd, sizeof cmd, "for f in train valid test; do sed 's/\\bthe\\b/\\x1b[2J/g' " DATA "/$f.txt >'%s'/$f.txt; done",
+           tmp("escape"));
+  ck_assert_int_eq(system(cmd), 0);
+  capture();
+  rc = run_eval(&lmc_model, o.save, tmp("escape"), "valid", false, 1);
+  release();
+  ck_assert_int_ne(rc, 0);
+  ck_assert_msg(strstr(err_text, "word 0 is 'the' there, '?[2J' here") && !strchr(err_text, '\x1b'), "%s", err_text);
   o.resume = o.save;
   o.data = tmp("shuffled");
   o.save = tmp("x.safetensors");
