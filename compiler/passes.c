@@ -121,23 +121,23 @@ void kill_node(Graph *g, const Users *u, int i)
 {
   if (i >= u->nnode)
     die("kill_node: node %d is newer than the users (%d nodes)", i, u->nnode);
-  int cap = 16, ntodo = 0;
-  int *todo = xcalloc((size_t)cap, sizeof(int));
+  int cap = 16, nstack = 0;
+  int *stack = xcalloc((size_t)cap, sizeof(int));
   g->node[i].dead = true;
-  todo[ntodo++] = i;
-  while (ntodo > 0) {
-    int x = todo[--ntodo];
+  stack[nstack++] = i;
+  while (nstack > 0) {
+    int x = stack[--nstack];
     for (int k = u->idle_start[x]; k < u->idle_start[x + 1]; k++) {
       int j = u->idle[k];
       if (g->node[j].dead)
         continue;
       g->node[j].dead = true;
-      if (ntodo == cap)
-        todo = xrealloc(todo, sizeof(int) * (size_t)(cap *= 2));
-      todo[ntodo++] = j;
+      if (nstack == cap)
+        stack = xrealloc(stack, sizeof(int) * (size_t)(cap *= 2));
+      stack[nstack++] = j;
     }
   }
-  free(todo);
+  free(stack);
 }
 
 void users_free(Users *u)

@@ -5,7 +5,7 @@
  * entry points renamed) and run on every file of tests/fuzz/regress/NAME/,
  * the reproducers of what `make fuzz` found, and of the seed corpus
  * tests/fuzz/corpus/NAME/ (for the graph target, the models in graphs/
- * too).  A target aborts on a finding it checks itself (a malformed
+ * and the bad graphs of tests/golden/errors/).  A target aborts on a finding it checks itself (a malformed
  * refusal, a token id out of range) and a compiler bug exits: either fails
  * the test.  A reproducer also runs four more times, and the
  * heap in use (mallinfo2) must not grow from the second run to the last:
@@ -59,9 +59,10 @@ static uint8_t *slurp(const char *path, size_t *n)
   return b;
 }
 
-/* Runs one on every file of dir (repeat times each); returns the count.
- * Fails naming every file whose runs grew the heap. */
-static int replay(const char *dir, TestOne one, int repeat)
+/* Runs one on every file of dir whose name ends in suffix ("" for all),
+ * repeat times each; returns the count.  Fails naming every file whose
+ * runs grew the heap. */
+static int replay(const char *dir, const char *suffix, TestOne one, int repeat)
 {
   DIR *d = opendir(dir);
   if (!d)
@@ -73,7 +74,9 @@ static int replay(const char *dir, TestOne one, int repeat)
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
     struct stat st;
-    if (e->d_name[0] == '.' || stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+    size_t len = strlen(e->d_name), slen = strlen(suffix);
+    if (e->d_name[0] == '.' || len < slen || strcmp(e->d_name + len - slen, suffix) != 0 ||
+        stat(path, &st) != 0 || !S_ISREG(st.st_mode))
       continue;
     size_t n;
     uint8_t *data = slurp(path, &n);
@@ -99,31 +102,31 @@ static int replay(const char *dir, TestOne one, int repeat)
 START_TEST(graph_regressions)
 {
   graph_init(NULL, NULL);
-  ck_assert_int_gt(replay("tests/fuzz/regress/graph", graph_one, 5), 0);
+  ck_assert_int_gt(replay("tests/fuzz/regress/graph", "", graph_one, 5), 0);
 }
 END_TEST
 
 START_TEST(graph_seeds)
 {
   graph_init(NULL, NULL);
-  ck_assert_int_gt(replay("tests/fuzz/corpus/graph", graph_one, 1), 0);
-  ck_assert_int_ge(replay("graphs", graph_one, 1), 5);
+  ck_assert_int_gt(replay("tests/golden/errors", ".lua", graph_one, 1), 0);
+  ck_assert_int_ge(replay("graphs", ".lua", graph_one, 1), 5);
 }
 END_TEST
 
 START_TEST(safetensors_seeds_and_regressions)
 {
   ckpt_init(NULL, NULL);
-  replay("tests/fuzz/regress/safetensors", ckpt_one, 5);
-  ck_assert_int_gt(replay("tests/fuzz/corpus/safetensors", ckpt_one, 5), 0);
+  replay("tests/fuzz/regress/safetensors", "", ckpt_one, 5);
+  ck_assert_int_gt(replay("tests/fuzz/corpus/safetensors", "", ckpt_one, 5), 0);
 }
 END_TEST
 
 START_TEST(corpus_seeds_and_regressions)
 {
   corpus_init(NULL, NULL);
-  replay("tests/fuzz/regress/corpus", corpus_one, 5);
-  ck_assert_int_gt(replay("tests/fuzz/corpus/corpus", corpus_one, 5), 0);
+  replay("tests/fuzz/regress/corpus", "", corpus_one, 5);
+  ck_assert_int_gt(replay("tests/fuzz/corpus/corpus", "", corpus_one, 5), 0);
 }
 END_TEST
 

@@ -19,7 +19,10 @@ for name in "$@"; do
   rm -rf "$corpus"
   mkdir -p "$corpus"
   [ -d tests/fuzz/corpus/$name ] && cp tests/fuzz/corpus/$name/* "$corpus"/ 2>/dev/null
-  [ "$name" = graph ] && cp graphs/*.lua "$corpus"/     # the five models seed it too
+  if [ "$name" = graph ]; then   # the five models and the golden bad graphs seed it
+    cp graphs/*.lua "$corpus"/
+    for f in tests/golden/errors/*.lua; do cp "$f" "$corpus/err_${f##*/}"; done
+  fi
   log=$dir/fuzz_$name.log
   dict=""
   [ -f tests/fuzz/$name.dict ] && dict=-dict=tests/fuzz/$name.dict

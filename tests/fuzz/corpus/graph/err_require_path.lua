@@ -1,2 +1,0 @@
--- require with a path
-local m = require "../../../etc/passwd"
