@@ -51,6 +51,7 @@ static void at(Graph *g, int node)
 {
   g->cur_file = g->node[node].file;
   g->cur_line = g->node[node].line;
+  g->cur_scope = g->node[node].scope;
 }
 
 static int zeros(Graph *g, const Shape *s)
@@ -365,7 +366,7 @@ void autodiff(Graph *g)
     die("autodiff: no output named loss");
   if (g->node[loss].shape.rank != 0)
     ir_error_node(g, loss, "output 'loss' must be a scalar, got %s", shape_str(&g->node[loss].shape));
-  int nfwd = g->nnode;
+  int nfwd = g->backward_start = g->nnode;
   Diff d = {.g = g, .grad = xcalloc((size_t)nfwd, sizeof(int)), .needs = find_needs(g), .nfwd = nfwd};
   for (int i = 0; i < nfwd; i++)
     d.grad[i] = -1;

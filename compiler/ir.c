@@ -2,8 +2,8 @@
  * ir.c: building the IR, with shape and dtype inference.
  *
  * Every node is made by ir_op(), which appends it to the graph, stamps it
- * with the Lua location being built (g->cur_file:cur_line) and the loop
- * being built (g->cur_loop), then infers its dtype and shape from its
+ * with the Lua location being built (g->cur_file:cur_line), the scope
+ * (g->cur_scope) and the loop being built (g->cur_loop), then infers its dtype and shape from its
  * inputs.  A mismatch is the graph file's mistake and is reported with
  * ir_error() at that location: "graphs/x.lua:14: error: matmul: inner
  * dimensions differ (200 vs 650)".  Passes and autodiff build nodes through
@@ -168,6 +168,7 @@ Graph *ir_new(int max_seq, int batch, DType real)
   g->loop = arena_calloc((size_t)g->caploop, sizeof *g->loop);
   g->kind = "";
   g->cur_file = "<graph>";
+  g->cur_scope = "";
   return g;
 }
 
@@ -617,6 +618,7 @@ static int append(Graph *g, Op op, int nin, const int *in, const Attr *a)
   n->loop = op_is(op, P_LEAF) ? 0 : g->cur_loop;
   n->file = g->cur_file;
   n->line = g->cur_line;
+  n->scope = g->cur_scope;
   return id;
 }
 

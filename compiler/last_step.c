@@ -97,6 +97,7 @@ static int last_of(Last *L, int x)
     if (f->k < 0) {           /* first visit */
       g->cur_file = n.file;
       g->cur_line = n.line;
+      g->cur_scope = n.scope;
       f->nops = rebuilt_operands(g, &n);
       f->k = 0;
     }

@@ -214,6 +214,9 @@ typedef struct {
   Attr a;
   const char *file;       /* Lua location that built the node */
   int line;
+  const char *scope;      /* the layer that built it ("encoder", "rnn.l0"; "" at
+                             top level); a backward node has its forward
+                             node's, a node a pass makes its anchor's */
   bool dead;              /* removed by a pass; skipped by everything */
   int group;              /* 0, or the fused kernel (1..g->ngroup) that computes it */
 } Node;
@@ -273,11 +276,13 @@ typedef struct Graph {
   StrMap param_names;     /* parameter name -> node */
   StrMap out_names;       /* output name -> index in out */
   int64_t param_bytes;    /* all parameters (at most LMC_MAX_BYTES) */
+  int backward_start;     /* the first node autodiff appended; 0: no backward */
   /* where new nodes are being built */
   int cur_loop;
   int cur_loop_start;     /* first node of the loop being built */
   const char *cur_file;
   int cur_line;
+  const char *cur_scope;  /* never NULL: "" at top level */
 } Graph;
 
 /* A graph and its arrays live in the compilation arena; so must every name
@@ -425,6 +430,17 @@ int *group_anchors(const Graph *g);
 
 typedef struct Program Program;
 void print_stats(Program *p, FILE *f);
+
+/* --------------------------------------------------------- kernel_name.c */
+
+/* The C name of the kernel that computes node id of program prog ("train",
+ * "eval", "gen"), or the fused group that id anchors: prog, the node's
+ * scope as an identifier and what the kernel computes, e.g.
+ * "train_rnn_l0_cell", "train_decoder_matmul_bias_grad".  used counts the
+ * kernels given each name so far in the program (start it empty, one per
+ * program): a name given before gets a suffix _2, _3, ..., so calls in
+ * node order name deterministically. */
+const char *kernel_name(const Graph *g, int id, const char *prog, StrMap *used);
 
 /* ------------------------------------------------------------ emit_dot.c */
 

@@ -108,6 +108,9 @@ typedef struct {
   char **file;                 /* interned file names for node locations */
   int nfile, capfile;
   int in_scan;
+  StrMap scope_ids;            /* scope name -> index in scope_name */
+  const char **scope_name;     /* interned scope names (arena) */
+  int nscope_name, capscope_name, scope_depth;
   double time_limit;           /* seconds */
 } Front;
 
@@ -287,9 +290,9 @@ static void call(lua_State *L, int nargs, int nres)
 /* ------------------------------------------------------------------ names */
 
 /* Names from the graph file (parameters, inputs, states, outputs, aliases,
- * the kind, hyper-parameters, dropout slots) end up in the emitted C, in
- * checkpoints and in messages, so each is checked at the line that gives
- * it: a letter or '_', then letters, digits, '_' and '.', at most GRAPH_NAME_MAX
+ * scopes, the kind, hyper-parameters, dropout slots) end up in the emitted
+ * C, in checkpoints and in messages, so each is checked at the line that
+ * gives it: a letter or '_', then letters, digits, '_' and '.', at most GRAPH_NAME_MAX
  * bytes (PyTorch's state_dict names, "encoder.layers.0.self_attn.in_proj_weight",
  * fit).  A string hyper-parameter's value may be any printable text (UTF-8
  * included) of at most VALUE_MAX bytes.  The emitter escapes whatever it
@@ -381,6 +384,69 @@ static const char *value_problem(const char *s, size_t len)
     if ((unsigned char)s[i] < 32 || s[i] == 127)
       return "holds a control character";
   return NULL;
+}
+
+/* ----------------------------------------------------------------- scopes */
+
+/* scope(name, fn, ...) calls fn(...) with name as the scope of every node
+ * built meanwhile (Node.scope: the layer that made it) and returns what fn
+ * returns.  The name is whole ("encoder.layers.0.self_attn", as parameter
+ * names are) and replaces the enclosing scope until fn returns or raises an
+ * error: a to-be-closed guard on the C stack puts the enclosing one back,
+ * so a pcall around a failing scope cannot leave it set.  Names are
+ * checked as other names and interned: one arena string per distinct name,
+ * at most LMC_MAX_NODES of them; scopes nest at most SCOPE_DEPTH_MAX deep. */
+enum { SCOPE_DEPTH_MAX = 64 };
+#define SCOPE_GUARD "lmc.scope"
+
+static const char *intern_scope(lua_State *L, const char *name)
+{
+  Front *F = front(L);
+  int k = strmap_get(&F->scope_ids, name);
+  if (k >= 0)
+    return F->scope_name[k];
+  if (F->nscope_name == LMC_MAX_NODES)
+    ferr(L, "scope: more than %d scope names", LMC_MAX_NODES);
+  if (F->nscope_name == F->capscope_name) {
+    F->capscope_name = F->capscope_name ? 2 * F->capscope_name : 64;
+    F->scope_name = arena_realloc(F->scope_name, sizeof(char *) * (size_t)F->capscope_name);
+  }
+  const char *s = F->scope_name[F->nscope_name] = arena_strdup(name);
+  strmap_put(&F->scope_ids, s, F->nscope_name++);
+  return s;
+}
+
+/* The guard's __close: the enclosing scope again. */
+static int l_scope_close(lua_State *L)
+{
+  Front *F = front(L);
+  F->g->cur_scope = *(const char **)lua_touserdata(L, 1);
+  F->scope_depth--;
+  return 0;
+}
+
+static int l_scope(lua_State *L)
+{
+  Front *F = front(L);
+  const char *name = check_name(L, 1, "scope", "the name");
+  if (lua_type(L, 2) != LUA_TFUNCTION)
+    ferr(L, "scope: the body must be a function, got %s", luaL_typename(L, 2));
+  if (F->scope_depth == SCOPE_DEPTH_MAX)
+    ferr(L, "scope: more than %d scopes inside one another", SCOPE_DEPTH_MAX);
+  const char *inner = intern_scope(L, name);
+  const char **outer = lua_newuserdatauv(L, sizeof *outer, 0);
+  *outer = F->g->cur_scope;
+  if (luaL_newmetatable(L, SCOPE_GUARD)) {
+    lua_pushcfunction(L, l_scope_close);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_setmetatable(L, -2);
+  lua_rotate(L, 2, 1);       /* name, guard, fn, fn's arguments */
+  lua_toclose(L, 2);
+  F->g->cur_scope = inner;
+  F->scope_depth++;
+  lua_call(L, lua_gettop(L) - 3, LUA_MULTRET);
+  return lua_gettop(L) - 2;
 }
 
 /* ----------------------------------------------------------------- sandbox */
@@ -2079,7 +2145,7 @@ static const luaL_Reg graph_api[] = {
   {"training", l_training}, {"input", l_input}, {"state", l_state},
   {"param", l_param}, {"find_param", l_find_param}, {"alias", l_alias}, {"output", l_output},
   {"const", l_const}, {"arange", l_arange}, {"triu_mask", l_triu_mask},
-  {"scan", l_scan},
+  {"scan", l_scan}, {"scope", l_scope},
   {NULL, NULL},
 };
 

@@ -4,9 +4,9 @@
  *   graph file --front_load--> IR --verify--> autodiff --> passes --> emit_c
  *
  * The graph file is loaded once per specialisation (training at batch_size
- * with dropout, evaluation at eval_batch_size, generation at batch 1); each
- * goes through the same pipeline, and emit_c writes the three into one C
- * file sharing one parameter layout.
+ * with dropout, evaluation at eval_batch_size, generation at batch 1): three
+ * runs of it.  Each goes through the same pipeline, and emit_c writes the
+ * three into one C file sharing one parameter layout.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -88,8 +88,12 @@ static void optimize(Graph *g, const CompileOptions *o, bool primary)
  * per-token losses exactly, and the decoder's GEMM and log_softmax get
  * EVAL_SPAN times the rows (700 for the default LSTM, the training
  * shape, where GEMM runs faster than at 350).  A model without state (the
- * Transformer attends within its window) keeps bptt.  The runtime
- * evaluates in windows of the program's max_seq when it has state. */
+ * Transformer attends within its window) keeps bptt.  Whether the model
+ * has state is the training program's answer, read before the evaluation
+ * program is loaded, which needs its max_seq from the start.  The runtime
+ * evaluates in windows of the program's max_seq when it has state (so a
+ * graph that declared state in one specialisation only would still be
+ * evaluated right, in windows of bptt). */
 enum { EVAL_SPAN = 2 };
 
 static bool has_state(const Graph *g)
@@ -222,6 +226,7 @@ static int cmd_compile(int argc, char **argv)
   int nhyper;
   Program p = {.source = o.graph, .flags = join_args(argc, argv)};
   p.train = load(&o, 0, true, 0, &p.hyper, &p.nhyper);
+  int eval_seq = has_state(p.train) ? EVAL_SPAN * p.train->max_seq : 0;   /* see EVAL_SPAN */
   if (!strcmp(o.emit, "c"))
     ir_drop_output(p.train, "logp");   /* only generation reads it */
   optimize(p.train, &o, true);
@@ -235,9 +240,7 @@ static int cmd_compile(int argc, char **argv)
     arena_free_all();
     return 0;
   }
-  p.eval = load(&o, -1, false, 0, &hyper, &nhyper);
-  if (has_state(p.eval))   /* see eval_span */
-    p.eval = load(&o, -1, false, EVAL_SPAN * p.eval->max_seq, &hyper, &nhyper);
+  p.eval = load(&o, -1, false, eval_seq, &hyper, &nhyper);
   ir_drop_output(p.eval, "logp");
   optimize(p.eval, &o, false);
   p.gen = load(&o, 1, false, 0, &hyper, &nhyper);

@@ -113,16 +113,16 @@ local function rnn_params(name, l, nin, nhid, ngates)
          p("bias_ih", { ngates * nhid }), p("bias_hh", { ngates * nhid })
 end
 
--- Runs `cell` over nlayers layers: cell(l, x, nin, states of layer l) returns
--- the layer's output (T, B, nhid) and its final states.  Dropout between
--- layers, not after the last, as torch.nn.RNN does.
-local function stacked(x, states, nin, nhid, nlayers, p, cell)
+-- Runs `cell` over the nlayers layers of `name`, layer l in scope <name>.l<l>:
+-- cell(l, x, nin, states of layer l) returns its output (T, B, nhid) and final
+-- states.  Dropout between layers, not after the last, as torch.nn.RNN does.
+local function stacked(name, x, states, nin, nhid, nlayers, p, cell)
   local finals = {}
   for k = 1, #states do finals[k] = {} end
   for l = 0, nlayers - 1 do
     local s0 = {}
     for k, s in ipairs(states) do s0[k] = layer(s, l) end
-    local y, fin = cell(l, x, l == 0 and nin or nhid, s0)
+    local y, fin = scope(("%s.l%d"):format(name, l), cell, l, x, l == 0 and nin or nhid, s0)
     for k = 1, #states do finals[k][l + 1] = fin[k] end
     x = y
     if l < nlayers - 1 then x = dropout(x, p) end
@@ -143,7 +143,7 @@ end
 function nn.rnn(name, x, h0, nin, nhid, nlayers, nonlinearity, p)
   check_nonlinearity(nonlinearity)
   local act = nonlinearity == "relu" and relu or tanh
-  local y, finals = stacked(x, { h0 }, nin, nhid, nlayers, p, function(l, x, nin, s0)
+  local y, finals = stacked(name, x, { h0 }, nin, nhid, nlayers, p, function(l, x, nin, s0)
     local w_ih, w_hh, b_ih, b_hh = rnn_params(name, l, nin, nhid, 1)
     local xw = matmul(x, w_ih, { tb = true }) + b_ih          -- (T, B, nhid), all steps
     local ys, fin = scan {
@@ -162,7 +162,7 @@ end
 --      nhid, nlayers, dropout) -> (T, B, nhid), { h = ..., c = ... }
 -- torch.nn.LSTM, gates i, f, g, o in rows of W (4*nhid, .).
 function nn.lstm(name, x, s, nin, nhid, nlayers, p)
-  local y, finals = stacked(x, { s.h, s.c }, nin, nhid, nlayers, p, function(l, x, nin, s0)
+  local y, finals = stacked(name, x, { s.h, s.c }, nin, nhid, nlayers, p, function(l, x, nin, s0)
     local w_ih, w_hh, b_ih, b_hh = rnn_params(name, l, nin, nhid, 4)
     local xw = matmul(x, w_ih, { tb = true }) + b_ih          -- (T, B, 4*nhid)
     local ys, fin = scan {
@@ -188,7 +188,7 @@ end
 -- torch.nn.GRU, gates r, z, n: n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)),
 -- h' = (1 - z) * n + z * h.
 function nn.gru(name, x, h0, nin, nhid, nlayers, p)
-  local y, finals = stacked(x, { h0 }, nin, nhid, nlayers, p, function(l, x, nin, s0)
+  local y, finals = stacked(name, x, { h0 }, nin, nhid, nlayers, p, function(l, x, nin, s0)
     local w_ih, w_hh, b_ih, b_hh = rnn_params(name, l, nin, nhid, 3)
     local xw = matmul(x, w_ih, { tb = true }) + b_ih          -- (T, B, 3*nhid)
     local ys, fin = scan {
@@ -285,6 +285,18 @@ function nn.transformer_encoder(name, x, d, nhead, nhid, nlayers, mask, p, slot)
     x = nn.transformer_encoder_layer(("%s.layers.%d"):format(name, l), x, d, nhead, nhid, mask, p, slot)
   end
   return nn.layer_norm(name .. ".norm", x, d)
+end
+
+-- ------------------------------------------------------------------ scopes
+--
+-- Every layer that takes a name builds its nodes in scope(name, ...), so
+-- that each node knows the layer that made it ("decoder", "rnn.l0",
+-- "encoder.layers.0.self_attn"): kernels are named after it.  Layers that
+-- call layers (self_attention calls nn.linear) nest their scopes.
+for _, layer in ipairs { "embedding", "linear", "layer_norm", "rnn", "lstm", "gru", "self_attention",
+                         "transformer_encoder_layer", "transformer_encoder" } do
+  local build = nn[layer]
+  nn[layer] = function(name, ...) return scope(name, build, name, ...) end
 end
 
 return nn
