@@ -105,7 +105,8 @@ static const MathFn math_fns[] = {
   {"expf", expf, NULL},   {"exp", NULL, exp},     {"logf", logf, NULL},   {"log", NULL, log},
   {"sqrtf", sqrtf, NULL}, {"sqrt", NULL, sqrt},   {"sinf", sinf, NULL},   {"sin", NULL, sin},
   {"cosf", cosf, NULL},   {"cos", NULL, cos},     {"tanhf", tanhf, NULL}, {"tanh", NULL, tanh},
-  {"lmc_expf", lmc_expf, NULL}, {"lmc_tanhf", lmc_tanhf, NULL},
+  {"erff", erff, NULL},   {"erf", NULL, erf},     {"lmc_expf", lmc_expf, NULL},
+  {"lmc_tanhf", lmc_tanhf, NULL},
 };
 
 enum { C_ARG, C_NUM, C_CALL, C_NEG, C_SEL, C_MUL, C_DIV, C_ADD, C_SUB, C_LT, C_GT, C_LE, C_GE, C_EQ, C_NE };

@@ -141,6 +141,8 @@ typedef enum {
  *
  * Ops with a gradient but no grad column (matmul, the shape ops, loops)
  * have their rule in autodiff.c's vjp(). */
+/* gelu's tanh(sqrt(2/pi) (x + 0.044715 x^3)) of operand x, for its value and its gradient */
+#define GELU_TANH(x) "$vtanh$f(0.7978845608028654$f * (" x " + 0.044715$f * (" x " * " x " * " x ")))"
 #define OPS(X) \
   X(INPUT,        "input",        0, P_LEAF | P_UNIQUE, A_INPUT, (NULL), NULL, (NULL)) /* named run-time input: tokens, targets, state */ \
   X(PARAM,        "param",        0, P_LEAF | P_UNIQUE, A_PARAM, (NULL), NULL, (NULL)) /* trained parameter, named as PyTorch's state_dict */ \
@@ -155,6 +157,12 @@ typedef enum {
   X(TANH,         "tanh",         1, P_MATH, A_NONE, ("x"), "$vtanh$f($0)", ("tanh_grad($dy, $y)")) \
   X(SIGMOID,      "sigmoid",      1, P_MATH, A_NONE, ("x"), "1 / (1 + $vexp$f(-$0))", ("sigmoid_grad($dy, $y)")) \
   X(RELU,         "relu",         1, P_MATH, A_NONE, ("x"), "$0 > 0 ? $0 : 0", ("relu_grad($dy, $y)")) \
+  X(GELU,         "gelu",         1, P_MATH, A_NONE, ("x"), "0.5$f * $0 * (1 + " GELU_TANH("$0") ")", \
+    ("gelu_grad($dy, $0)")) /* tanh form, as torch.nn.GELU(approximate='tanh') */ \
+  X(SILU,         "silu",         1, P_MATH, A_NONE, ("x"), "$0 / (1 + $vexp$f(-$0))", \
+    ("mul($dy, add(sigmoid($0), mul($y, sub(1, sigmoid($0)))))")) /* x * sigmoid(x) */ \
+  X(ERF,          "erf",          1, P_MATH, A_NONE, ("x"), "erf$f($0)", \
+    ("mul($dy, mul(1.1283791670955126, exp(neg(mul($0, $0)))))")) /* 1.1283791670955126 = 2/sqrt(pi) */ \
   X(ADD,          "add",          2, P_MATH, A_NONE, ("a", "b"), "$0 + $1", ("$dy", "$dy")) \
   X(SUB,          "sub",          2, P_MATH, A_NONE, ("a", "b"), "$0 - $1", ("$dy", "neg($dy)")) \
   X(MUL,          "mul",          2, P_MATH, A_NONE, ("a", "b"), "$0 * $1", ("mul($dy, $1)", "mul($dy, $0)")) \
@@ -166,6 +174,9 @@ typedef enum {
   X(TANH_GRAD,    "tanh_grad",    2, P_ELEM | P_ROWS, A_NONE, ("dy", "y"), "$0 * (1 - $1 * $1)", (NULL)) \
   X(SIGMOID_GRAD, "sigmoid_grad", 2, P_ELEM | P_ROWS, A_NONE, ("dy", "y"), "$0 * $1 * (1 - $1)", (NULL)) \
   X(RELU_GRAD,    "relu_grad",    2, P_ELEM | P_ROWS, A_NONE, ("dy", "y"), "$1 > 0 ? $0 : 0", (NULL)) \
+  X(GELU_GRAD,    "gelu_grad",    2, P_ELEM | P_ROWS, A_NONE, ("dy", "x"), \
+    "$0 * (0.5$f * (1 + " GELU_TANH("$1") ") + 0.5$f * $1 * (1 - " GELU_TANH("$1") " * " GELU_TANH("$1") ") * " \
+    "0.7978845608028654$f * (1 + 0.134145$f * $1 * $1))", (NULL)) /* dy * gelu'(x), 0.134145 = 3 * 0.044715 */ \
   X(DROPOUT_GRAD, "dropout_grad", 1, P_ELEM, A_DROPOUT, ("dy"), \
     "lmc_keep(key$s, (uint64_t)(idx0$s + $i), p$s) ? $0 * scale$s : 0", (NULL)) /* the mask redrawn */ \
   X(ADD_DROPOUT,  "add_dropout",  2, P_ELEM, A_DROPOUT, ("a", "b"), \
