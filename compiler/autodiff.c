@@ -75,49 +75,103 @@ static void accumulate(Graph *g, int *slot, int contribution)
   *slot = *slot < 0 ? contribution : ir_op2(g, OP_ADD, *slot, contribution, NULL);
 }
 
+/* ---------------------------------------------------- gradient templates */
+
+/* A gradient template of the op table (lmc.h: "op(args...)", $dy, $y, $0
+ * $1 $2 and numbers), built node by node, arguments left to right. */
+typedef struct {
+  Graph *g;
+  const Node *n;          /* the node differentiated */
+  const char *text, *p;
+  int dy, y;
+  const int *x;
+} Tmpl;
+
+static _Noreturn void tmpl_fail(const Tmpl *t)
+{
+  die("%s: bad gradient template \"%s\" at \"%s\"", op_info[t->n->op].name, t->text, t->p);
+}
+
+static bool tmpl_eat(Tmpl *t, char c)
+{
+  while (*t->p == ' ')
+    t->p++;
+  if (*t->p != c)
+    return false;
+  t->p++;
+  return true;
+}
+
+static int tmpl_build(Tmpl *t)
+{
+  while (*t->p == ' ')
+    t->p++;
+  const char *s = t->p;
+  if (tmpl_eat(t, '$')) {
+    t->p += s[1] == 'd' ? 2 : 1;
+    if (!strncmp(s, "$dy", 3))
+      return t->dy;
+    if (s[1] == 'y')
+      return t->y;
+    if (s[1] >= '0' && s[1] < '0' + t->n->nin)
+      return t->x[s[1] - '0'];
+    tmpl_fail(t);
+  }
+  if ((*s >= '0' && *s <= '9') || *s == '.') {
+    char *end;
+    double v = strtod(s, &end);
+    t->p = end;
+    return ir_const(t->g, v);
+  }
+  size_t len = strspn(s, "abcdefghijklmnopqrstuvwxyz_");
+  int op = 0;
+  while (op < NOPS && (strlen(op_info[op].name) != len || strncmp(op_info[op].name, s, len)))
+    op++;
+  t->p += len;
+  if (op == NOPS || !tmpl_eat(t, '('))
+    tmpl_fail(t);
+  int in[MAXIN], nin = 0;
+  do {
+    if (nin == MAXIN)
+      tmpl_fail(t);
+    in[nin++] = tmpl_build(t);
+  } while (tmpl_eat(t, ','));
+  if (!tmpl_eat(t, ')') || nin != op_info[op].nin)
+    tmpl_fail(t);
+  AttrKind kind = op_info[t->n->op].attr;
+  bool same_kind = kind != A_NONE && op_info[op].attr == kind;   /* dropout_grad of a dropout */
+  return ir_op(t->g, (Op)op, nin, in, same_kind ? &t->n->a : NULL);
+}
+
+static bool has_grad_template(Op op)
+{
+  for (int k = 0; k < op_info[op].nin; k++)
+    if (op_info[op].grad[k])
+      return true;
+  return false;
+}
+
 /* The vector-Jacobian product of node n for its input k: the contribution
  * of output gradient dy to that input's gradient.  x[] are the node's
  * inputs and y its value, as seen where the product is built (inside a
  * reverse loop they are per-step views of the forward values; after it,
- * whole stacks).  Returns -1 when the input has no gradient. */
+ * whole stacks).  Returns -1 when the input has no gradient.  An op with
+ * gradient templates in the op table gets them; the others' rules are
+ * here. */
 static int vjp(Graph *g, const Node *n, int k, int dy, const int *x, int y)
 {
   Shape xshape = g->node[x[k]].shape, *xs = &xshape;   /* a copy: g->node moves as nodes are added */
   Attr a = {0};
-  int r;
+  if (has_grad_template(n->op)) {
+    Tmpl t = {g, n, op_info[n->op].grad[k], op_info[n->op].grad[k], dy, y, x};
+    if (!t.text)
+      return -1;
+    int r = tmpl_build(&t);
+    if (*t.p)
+      tmpl_fail(&t);
+    return unbroadcast(g, r, xs);
+  }
   switch (n->op) {
-  case OP_NEG:
-    return ir_op1(g, OP_NEG, dy, NULL);
-  case OP_EXP:
-    return ir_op2(g, OP_MUL, dy, y, NULL);
-  case OP_LOG:
-    return ir_op2(g, OP_DIV, dy, x[0], NULL);
-  case OP_SQRT:
-    return ir_op2(g, OP_DIV, dy, ir_op2(g, OP_MUL, y, ir_const(g, 2), NULL), NULL);
-  case OP_SIN:
-    return ir_op2(g, OP_MUL, dy, ir_op1(g, OP_COS, x[0], NULL), NULL);
-  case OP_COS:
-    return ir_op1(g, OP_NEG, ir_op2(g, OP_MUL, dy, ir_op1(g, OP_SIN, x[0], NULL), NULL), NULL);
-  case OP_TANH:
-    return ir_op2(g, OP_TANH_GRAD, dy, y, NULL);
-  case OP_SIGMOID:
-    return ir_op2(g, OP_SIGMOID_GRAD, dy, y, NULL);
-  case OP_RELU:
-    return ir_op2(g, OP_RELU_GRAD, dy, y, NULL);
-  case OP_ADD:
-    return unbroadcast(g, dy, xs);
-  case OP_SUB:
-    return unbroadcast(g, k == 0 ? dy : ir_op1(g, OP_NEG, dy, NULL), xs);
-  case OP_MUL:
-    return unbroadcast(g, ir_op2(g, OP_MUL, dy, x[1 - k], NULL), xs);
-  case OP_DIV:
-    if (k == 0)
-      return unbroadcast(g, ir_op2(g, OP_DIV, dy, x[1], NULL), xs);
-    /* d(a/b)/db = -(a/b) / b */
-    r = ir_op2(g, OP_DIV, ir_op2(g, OP_MUL, dy, y, NULL), x[1], NULL);
-    return unbroadcast(g, ir_op1(g, OP_NEG, r, NULL), xs);
-  case OP_DROPOUT:
-    return ir_op1(g, OP_DROPOUT_GRAD, dy, &n->a);
   case OP_MATMUL:
     if (n->a.ta)
       die("matmul with a transposed left operand has no gradient rule");
@@ -141,16 +195,6 @@ static int vjp(Graph *g, const Node *n, int k, int dy, const int *x, int y)
     if (k == 1)
       return -1;
     return ir_op2(g, OP_EMBEDDING_GRAD, dy, x[1], &(Attr){.shape = *xs});
-  case OP_SOFTMAX:
-    return ir_op2(g, OP_SOFTMAX_GRAD, dy, y, NULL);
-  case OP_LOG_SOFTMAX:
-    return ir_op2(g, OP_LOG_SOFTMAX_GRAD, dy, y, NULL);
-  case OP_NORMALIZE:
-    return ir_op2(g, OP_NORMALIZE_GRAD, dy, x[0], &n->a);
-  case OP_NLL_LOSS:
-    if (k == 1)
-      return -1;
-    return ir_op(g, OP_NLL_LOSS_GRAD, 3, (int[]){dy, x[0], x[1]}, NULL);
   case OP_SUM:
     return ir_op1(g, OP_BROADCAST, dy, &(Attr){.shape = *xs});
   case OP_BROADCAST:

@@ -32,25 +32,7 @@ static uint64_t key(const Node *n)
     MIX(n->shape.dim[i]);
   for (int k = 0; k < n->nin; k++)
     MIX(n->in[k]);
-  /* attributes same_attr compares exactly, so that the constants, or the
-   * slices of one state for every layer, do not all share one key */
-  uint64_t bits;
-  switch (n->op) {
-  case OP_CONST:
-  case OP_ARANGE:
-    memcpy(&bits, &n->a.f, sizeof bits);
-    MIX(bits);
-    memcpy(&bits, &n->a.f2, sizeof bits);
-    MIX(n->op == OP_ARANGE ? bits : 0);
-    break;
-  case OP_SLICE:
-  case OP_PAD:
-    MIX(n->a.axis);
-    MIX(n->a.start);
-    break;
-  default:
-    break;
-  }
+  MIX(attr_hash(n));
 #undef MIX
   return h;
 }
@@ -70,7 +52,7 @@ void cse(Graph *g)
     for (int k = 0; k < n->nin; k++)
       if (!(n->op == OP_CARRY && k == 1))
         n->in[k] = rep[n->in[k]];
-    if (n->op == OP_INPUT || n->op == OP_PARAM || n->op == OP_CARRY || n->op == OP_PAD)
+    if (op_is(n->op, P_UNIQUE) || n->op == OP_PAD)
       continue;
     size_t h = (size_t)key(n) & (cap - 1);
     for (;; h = (h + 1) & (cap - 1)) {

@@ -352,20 +352,15 @@ static const char *ctype(DType dt)
 static const char *fn(E *e, const char *name)
 {
   char *s = e->ring[e->nring++ % 32];
-  snprintf(s, 256, "%s%s", name, e->g->real == DT_F32 ? "f" : "");
+  snprintf(s, 256, "%s%s", name, libm_suffix(e->g->real));
   return s;
 }
 
-/* exp and tanh where speed matters: the vectorisable lmc_expf and
- * lmc_tanhf of lmc_math.h for float, libm's for double. */
+/* exp where speed matters: the vectorisable lmc_expf of lmc_math.h for
+ * float, libm's for double. */
 static const char *fast_exp(E *e)
 {
   return e->g->real == DT_F32 ? "lmc_expf" : "exp";
-}
-
-static const char *fast_tanh(E *e)
-{
-  return e->g->real == DT_F32 ? "lmc_tanhf" : "tanh";
 }
 
 static Node *N(E *e, int id)
@@ -927,59 +922,22 @@ static void kdropout(E *e, Buf *b, Sig *k, Node *n, int shape, const char *sfx)
   bprintf(b, "  real scale%s = p%s < 1 ? (real)(1 / (1 - p%s)) : 0;\n", sfx, sfx, sfx);
 }
 
-/* The expression elementwise op `op` computes from operands x and y; a
- * dropout draws element `idx` of its mask with key<sfx>, p<sfx>,
- * scale<sfx> and idx0<sfx>.  The same text is used for a node's own kernel
- * and inside a fused one, so both compute the same bits. */
+/* The expression elementwise op `op` computes from operands x and y (its
+ * row of the op table, ops.c); a dropout draws element `idx` of its mask
+ * with key<sfx>, p<sfx>, scale<sfx> and idx0<sfx>.  The same text is used
+ * for a node's own kernel and inside a fused one, so both compute the same
+ * bits. */
 static void elem_expr(E *e, Buf *b, Op op, const char *x, const char *y, const char *idx, const char *sfx)
 {
-  switch (op) {
-  case OP_NEG:     bprintf(b, "-%s", x); break;
-  case OP_EXP:     bprintf(b, "%s(%s)", fn(e, "exp"), x); break;
-  case OP_LOG:     bprintf(b, "%s(%s)", fn(e, "log"), x); break;
-  case OP_SQRT:    bprintf(b, "%s(%s)", fn(e, "sqrt"), x); break;
-  case OP_SIN:     bprintf(b, "%s(%s)", fn(e, "sin"), x); break;
-  case OP_COS:     bprintf(b, "%s(%s)", fn(e, "cos"), x); break;
-  case OP_TANH:    bprintf(b, "%s(%s)", fast_tanh(e), x); break;
-  case OP_SIGMOID: bprintf(b, "1 / (1 + %s(-%s))", fast_exp(e), x); break;
-  case OP_RELU:    bprintf(b, "%s > 0 ? %s : 0", x, x); break;
-  case OP_ADD:     bprintf(b, "%s + %s", x, y); break;
-  case OP_SUB:     bprintf(b, "%s - %s", x, y); break;
-  case OP_MUL:     bprintf(b, "%s * %s", x, y); break;
-  case OP_DIV:     bprintf(b, "%s / %s", x, y); break;
-  case OP_TANH_GRAD:    bprintf(b, "%s * (1 - %s * %s)", x, y, y); break;
-  case OP_SIGMOID_GRAD: bprintf(b, "%s * %s * (1 - %s)", x, y, y); break;
-  case OP_RELU_GRAD:    bprintf(b, "%s > 0 ? %s : 0", y, x); break;
-  case OP_DROPOUT:
-  case OP_DROPOUT_GRAD:
-    bprintf(b, "lmc_keep(key%s, (uint64_t)(idx0%s + %s), p%s) ? %s * scale%s : 0", sfx, sfx, idx, sfx, x, sfx);
-    break;
-  case OP_ADD_DROPOUT:   /* a + dropout(b) */
-    bprintf(b, "%s + (lmc_keep(key%s, (uint64_t)(idx0%s + %s), p%s) ? %s * scale%s : 0)", x, sfx, sfx, idx, sfx, y,
-            sfx);
-    break;
-  case OP_DROPOUT_ADD:   /* dropout(a + b) */
-    bprintf(b, "lmc_keep(key%s, (uint64_t)(idx0%s + %s), p%s) ? (%s + %s) * scale%s : 0", sfx, sfx, idx, sfx, x, y,
-            sfx);
-    break;
-  default:
-    die("%s is not elementwise", op_info[op].name);
-  }
+  char *s = op_c_expr(op, e->g->real, (const char *const[]){x, y}, idx, sfx);
+  bprintf(b, "%s", s);
+  free(s);
 }
 
 /* The parameter name of an elementwise op's input k. */
 static const char *elem_name(Op op, int k)
 {
-  switch (op) {
-  case OP_TANH_GRAD:
-  case OP_SIGMOID_GRAD:
-  case OP_RELU_GRAD:
-    return k ? "y" : "dy";
-  case OP_DROPOUT_GRAD:
-    return "dy";
-  default:
-    return op_info[op].nin == 1 ? "x" : k ? "b" : "a";
-  }
+  return op_info[op].arg[k];
 }
 
 static void k_elementwise(E *e, Buf *b, Sig *k, Node *n)

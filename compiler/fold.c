@@ -75,57 +75,257 @@ static void unravel(const Shape *s, int64_t flat, int *idx)
   }
 }
 
-/* One elementwise op in float, as the f32 kernel computes it. */
-static bool elem32(Op op, float x, float y, float *r)
+/* ------------------------------------------------ elementwise expressions */
+
+/* An elementwise op is folded by running the C text the emitter writes for
+ * it (op_c_expr, from its row of the op table) with C's own rules: int,
+ * float and double values, the usual arithmetic conversions, a literal
+ * with an f suffix a float, the libm and lmc_math.h functions the text
+ * calls.  So expf against exp, lmc_tanhf against tanh and the order of
+ * every operation are those of the emitted kernel, and the folded value
+ * is the one the kernel computes.  The text is compiled once per node into
+ * postfix code over the operands x0 and x1.  The C it understands: numbers,
+ * x0, x1, calls of the functions below, unary -, * /, + -, < > <= >= ==
+ * !=, ?: and parentheses; an op whose text is more is a compiler bug. */
+
+typedef enum { T_INT, T_FLOAT, T_DOUBLE } CType;
+
+typedef struct {
+  double v;               /* an int or a float held exactly */
+  CType t;
+} Val;
+
+typedef struct {
+  const char *name;
+  float (*f)(float);      /* one of the two */
+  double (*d)(double);
+} MathFn;
+
+static const MathFn math_fns[] = {
+  {"expf", expf, NULL},   {"exp", NULL, exp},     {"logf", logf, NULL},   {"log", NULL, log},
+  {"sqrtf", sqrtf, NULL}, {"sqrt", NULL, sqrt},   {"sinf", sinf, NULL},   {"sin", NULL, sin},
+  {"cosf", cosf, NULL},   {"cos", NULL, cos},     {"tanhf", tanhf, NULL}, {"tanh", NULL, tanh},
+  {"erff", erff, NULL},   {"erf", NULL, erf},     {"lmc_expf", lmc_expf, NULL},
+  {"lmc_tanhf", lmc_tanhf, NULL},
+};
+
+enum { C_ARG, C_NUM, C_CALL, C_NEG, C_SEL, C_MUL, C_DIV, C_ADD, C_SUB, C_LT, C_GT, C_LE, C_GE, C_EQ, C_NE };
+
+typedef struct {
+  int op;
+  Val num;                /* C_NUM */
+  int arg;                /* C_ARG: operand */
+  const MathFn *fn;       /* C_CALL */
+} Ins;
+
+enum { EXPR_MAX = 256, EXPR_DEPTH = 32 };
+
+typedef struct {
+  char *text;             /* the whole text (malloc'ed) */
+  const char *p;          /* where parsing is */
+  Op op;
+  Ins code[EXPR_MAX];
+  int n;
+  int depth;              /* of the value stack, at this point of the code */
+  int max_depth;
+} Expr;
+
+static _Noreturn void expr_fail(Expr *x)
 {
-  switch (op) {
-  case OP_NEG:     *r = -x; break;
-  case OP_EXP:     *r = expf(x); break;
-  case OP_LOG:     *r = logf(x); break;
-  case OP_SQRT:    *r = sqrtf(x); break;
-  case OP_SIN:     *r = sinf(x); break;
-  case OP_COS:     *r = cosf(x); break;
-  case OP_TANH:    *r = lmc_tanhf(x); break;
-  case OP_SIGMOID: *r = 1 / (1 + lmc_expf(-x)); break;
-  case OP_RELU:    *r = x > 0 ? x : 0; break;
-  case OP_ADD:     *r = x + y; break;
-  case OP_SUB:     *r = x - y; break;
-  case OP_MUL:     *r = x * y; break;
-  case OP_DIV:
-    if (y == 0)
-      return false;
-    *r = x / y;
-    break;
-  default:
-    return false;
-  }
-  return isfinite(*r);
+  die("fold-constants: %s: cannot evaluate \"%s\" at \"%s\"", op_info[x->op].name, x->text, x->p);
 }
 
-/* The same in double, as the f64 kernel computes it. */
-static bool elem64(Op op, double x, double y, double *r)
+static void emit(Expr *x, Ins in, int push)
 {
-  switch (op) {
-  case OP_NEG:     *r = -x; break;
-  case OP_EXP:     *r = exp(x); break;
-  case OP_LOG:     *r = log(x); break;
-  case OP_SQRT:    *r = sqrt(x); break;
-  case OP_SIN:     *r = sin(x); break;
-  case OP_COS:     *r = cos(x); break;
-  case OP_TANH:    *r = tanh(x); break;
-  case OP_SIGMOID: *r = 1 / (1 + exp(-x)); break;
-  case OP_RELU:    *r = x > 0 ? x : 0; break;
-  case OP_ADD:     *r = x + y; break;
-  case OP_SUB:     *r = x - y; break;
-  case OP_MUL:     *r = x * y; break;
-  case OP_DIV:
-    if (y == 0)
-      return false;
-    *r = x / y;
-    break;
-  default:
+  if (x->n == EXPR_MAX)
+    expr_fail(x);
+  x->code[x->n++] = in;
+  x->depth += push;
+  x->max_depth = x->depth > x->max_depth ? x->depth : x->max_depth;
+  if (x->max_depth > EXPR_DEPTH)
+    expr_fail(x);
+}
+
+static bool eat(Expr *x, const char *tok)
+{
+  while (*x->p == ' ')
+    x->p++;
+  size_t n = strlen(tok);
+  if (strncmp(x->p, tok, n))
     return false;
+  x->p += n;
+  return true;
+}
+
+static void parse_cond(Expr *x);
+
+static void parse_primary(Expr *x)
+{
+  while (*x->p == ' ')
+    x->p++;
+  const char *s = x->p;
+  if (eat(x, "(")) {
+    parse_cond(x);
+    if (!eat(x, ")"))
+      expr_fail(x);
+  } else if ((*s >= '0' && *s <= '9') || *s == '.') {
+    char *end;
+    Val v = {strtod(s, &end), T_INT};
+    for (const char *c = s; c < end; c++)
+      v.t = *c == '.' || *c == 'e' || *c == 'E' ? T_DOUBLE : v.t;
+    if (*end == 'f') {
+      v = (Val){strtof(s, &end), T_FLOAT};
+      end++;
+    }
+    x->p = end;
+    emit(x, (Ins){.op = C_NUM, .num = v}, 1);
+  } else {
+    size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyz_0123456789");
+    x->p += n;
+    if (n == 2 && s[0] == 'x' && (s[1] == '0' || s[1] == '1')) {
+      emit(x, (Ins){.op = C_ARG, .arg = s[1] - '0'}, 1);
+      return;
+    }
+    const MathFn *fn = NULL;
+    for (size_t i = 0; i < sizeof math_fns / sizeof *math_fns; i++)
+      if (strlen(math_fns[i].name) == n && !strncmp(math_fns[i].name, s, n))
+        fn = &math_fns[i];
+    if (!fn || !eat(x, "("))
+      expr_fail(x);
+    parse_cond(x);
+    if (!eat(x, ")"))
+      expr_fail(x);
+    emit(x, (Ins){.op = C_CALL, .fn = fn}, 0);
   }
+}
+
+static void parse_unary(Expr *x)
+{
+  if (eat(x, "-")) {
+    parse_unary(x);
+    emit(x, (Ins){.op = C_NEG}, 0);
+  } else {
+    parse_primary(x);
+  }
+}
+
+/* Binary operators by precedence, each level a list of (token, op); a
+ * two-character token before its one-character prefix. */
+static const struct { const char *tok; int op; } levels[][4] = {
+  {{"*", C_MUL}, {"/", C_DIV}},
+  {{"+", C_ADD}, {"-", C_SUB}},
+  {{"<=", C_LE}, {">=", C_GE}, {"<", C_LT}, {">", C_GT}},
+  {{"==", C_EQ}, {"!=", C_NE}},
+};
+
+static void parse_binary(Expr *x, int level)
+{
+  if (level < 0) {
+    parse_unary(x);
+    return;
+  }
+  parse_binary(x, level - 1);
+  for (;;) {
+    int op = -1;
+    for (int i = 0; i < 4 && levels[level][i].tok && op < 0; i++)
+      if (eat(x, levels[level][i].tok))
+        op = levels[level][i].op;
+    if (op < 0)
+      return;
+    parse_binary(x, level - 1);
+    emit(x, (Ins){.op = op}, -1);
+  }
+}
+
+static void parse_cond(Expr *x)
+{
+  parse_binary(x, 3);
+  if (!eat(x, "?"))
+    return;
+  parse_cond(x);
+  if (!eat(x, ":"))
+    expr_fail(x);
+  parse_cond(x);
+  emit(x, (Ins){.op = C_SEL}, -2);
+}
+
+static void expr_compile(Expr *x, Op op, DType real)
+{
+  char *text = op_c_expr(op, real, (const char *const[]){"x0", "x1"}, NULL, NULL);
+  *x = (Expr){.text = text, .p = text, .op = op};
+  parse_cond(x);
+  while (*x->p == ' ')
+    x->p++;
+  if (*x->p)
+    expr_fail(x);
+}
+
+static Val convert(Val v, CType t)
+{
+  if (t == T_FLOAT)
+    return (Val){(float)v.v, T_FLOAT};
+  return (Val){v.v, t};
+}
+
+/* a op b, for the binary operators, in their common type; false for an
+ * integer division by zero. */
+static bool binary(int op, Val a, Val b, Val *r)
+{
+  CType t = a.t > b.t ? a.t : b.t;
+  double x = convert(a, t).v, y = convert(b, t).v, z = 0;
+  float xf = (float)x, yf = (float)y;
+  bool f = t == T_FLOAT;
+  switch (op) {
+  case C_MUL: z = f ? (double)(xf * yf) : x * y; break;
+  case C_DIV:
+    if (t == T_INT && y == 0)
+      return false;
+    z = f ? (double)(xf / yf) : t == T_INT ? (double)((int64_t)x / (int64_t)y) : x / y;
+    break;
+  case C_ADD: z = f ? (double)(xf + yf) : x + y; break;
+  case C_SUB: z = f ? (double)(xf - yf) : x - y; break;
+  case C_LT: *r = (Val){x < y, T_INT}; return true;
+  case C_GT: *r = (Val){x > y, T_INT}; return true;
+  case C_LE: *r = (Val){x <= y, T_INT}; return true;
+  case C_GE: *r = (Val){x >= y, T_INT}; return true;
+  case C_EQ: *r = (Val){x == y, T_INT}; return true;
+  case C_NE: *r = (Val){x != y, T_INT}; return true;
+  }
+  *r = (Val){z, t};
+  return true;
+}
+
+/* The value of the compiled text at operands u and v, stored as `real`;
+ * false when it is not finite or the text divides an int by zero. */
+static bool expr_eval(const Expr *x, DType real, double u, double v, double *r)
+{
+  CType rt = real == DT_F32 ? T_FLOAT : T_DOUBLE;
+  Val st[EXPR_DEPTH + 1], arg[2] = {convert((Val){u, rt}, rt), convert((Val){v, rt}, rt)};
+  int sp = 0;
+  for (int i = 0; i < x->n; i++) {
+    const Ins *in = &x->code[i];
+    Val *top = &st[sp - 1];
+    switch (in->op) {
+    case C_ARG: st[sp++] = arg[in->arg]; break;
+    case C_NUM: st[sp++] = in->num; break;
+    case C_NEG: top->v = -top->v; break;
+    case C_CALL:
+      *top = in->fn->f ? (Val){in->fn->f((float)top->v), T_FLOAT} : (Val){in->fn->d(convert(*top, T_DOUBLE).v), T_DOUBLE};
+      break;
+    case C_SEL: {
+      Val c = st[sp - 3], a = st[sp - 2], b = st[sp - 1];
+      CType t = a.t > b.t ? a.t : b.t;
+      st[sp - 3] = convert(c.v != 0 ? a : b, t);
+      sp -= 2;
+      break;
+    }
+    default:
+      if (!binary(in->op, st[sp - 2], st[sp - 1], &st[sp - 2]))
+        return false;
+      sp--;
+    }
+  }
+  *r = convert(st[0], rt).v;
   return isfinite(*r);
 }
 
@@ -214,21 +414,18 @@ static double *eval(Fold *F, int i)
     if (!op_is(n->op, P_ELEM))
       goto refuse;
     Node *a = &g->node[n->in[0]], *b = n->nin > 1 ? &g->node[n->in[1]] : NULL;
-    for (int64_t j = 0; j < cnt; j++) {
+    Expr ex;
+    expr_compile(&ex, n->op, n->dtype);
+    bool ok = true;
+    for (int64_t j = 0; j < cnt && ok; j++) {
       unravel(&n->shape, j, idx);
       double u = x0[bcast_index(&n->shape, &a->shape, idx)];
       double v = b ? x1[bcast_index(&n->shape, &b->shape, idx)] : 0;
-      bool ok;
-      if (n->dtype == DT_F32) {
-        float r;
-        ok = elem32(n->op, (float)u, (float)v, &r);
-        y[j] = r;
-      } else {
-        ok = elem64(n->op, u, v, &y[j]);
-      }
-      if (!ok)
-        goto refuse;
+      ok = expr_eval(&ex, n->dtype, u, v, &y[j]);
     }
+    free(ex.text);
+    if (!ok)
+      goto refuse;
     break;
   }
   }

@@ -24,17 +24,6 @@
 #include <string.h>
 #include "lmc.h"
 
-const OpInfo op_info[NOPS] = {
-#define X(id, text, nin, props) [OP_##id] = {text, nin, props},
-  OPS(X)
-#undef X
-};
-
-bool op_is(Op op, int prop)
-{
-  return (op_info[op].props & prop) != 0;
-}
-
 /* ---------------------------------------------------------------- shapes */
 
 Shape shape_make(int rank, const int *dim, unsigned seq)

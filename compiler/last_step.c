@@ -14,8 +14,9 @@
  *   log_softmax(matmul_bias(x, W, b))  ->  log_softmax(matmul_bias(last_step(x), W, b))
  *
  * walking up from the output through ops that treat each position on its
- * own (elementwise ops with a broadcast operand, softmax and log_softmax,
- * normalize, matmul and matmul_bias of rows by a weight) and stopping at
+ * own (the P_ROWS ops of the op table: elementwise ops but dropout, with a
+ * broadcast operand, softmax and log_softmax, normalize; and matmul and
+ * matmul_bias of rows by a weight) and stopping at
  * the first op that mixes positions (attention, the recurrent loop's
  * stack), whose last step is a view: last_step(x) is x + (T - 1) rows, no
  * copy.  The output then has shape (1, B, ntoken) where it had (T, B,
@@ -34,17 +35,6 @@ static bool seq_first(const Shape *s)
   return s->rank >= 1 && (s->seq & 1) && s->dim[0] == 1;
 }
 
-static bool row_wise_unary(Op op)
-{
-  switch (op) {
-  case OP_NEG: case OP_EXP: case OP_LOG: case OP_SQRT: case OP_TANH: case OP_SIGMOID: case OP_RELU:
-  case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_NORMALIZE:
-    return true;
-  default:
-    return false;
-  }
-}
-
 typedef struct {
   Graph *g;
   int *memo;      /* per node: its last-step node, or -1 */
@@ -57,9 +47,9 @@ typedef struct {
 static int rebuilt_operands(const Graph *g, const Node *n)
 {
   bool seq_only_first = n->shape.seq == 1u;
-  if (seq_only_first && row_wise_unary(n->op))
+  if (seq_only_first && op_is(n->op, P_ROWS) && n->nin == 1)
     return 1;
-  if (seq_only_first && (n->op == OP_ADD || n->op == OP_SUB || n->op == OP_MUL || n->op == OP_DIV)) {
+  if (seq_only_first && op_is(n->op, P_ROWS) && op_is(n->op, P_ELEM) && n->nin == 2) {
     const Shape *a = &g->node[n->in[0]].shape, *b = &g->node[n->in[1]].shape;
     if ((!a->seq || (seq_first(a) && a->rank == n->shape.rank)) && (!b->seq || (seq_first(b) && b->rank == n->shape.rank)))
       return 2;

@@ -88,65 +88,132 @@ enum {
   P_LEAF = 1 << 3,   /* no inputs: a value from outside or a constant */
   P_LOOP = 1 << 4,   /* connects a loop body with the outside */
   P_VIEW = 1 << 5,   /* same bytes as in[0], another shape */
+  P_ROWS = 1 << 6,   /* row t along dim 0 needs only row t of its operands (last-step) */
+  P_LUA  = 1 << 7,   /* a Lua function and tensor method of its name (lua_front.c) */
+  P_UNIQUE = 1 << 8, /* its own value, never the same as another node's (cse) */
+  /* a plain elementwise math op: a Lua function, folded, differentiated by its row */
+  P_MATH = P_ELEM | P_FOLD | P_GRAD | P_ROWS | P_LUA,
 };
 
-/*     name          text            inputs  properties */
+/* Which fields of Attr an op reads (attr.c prints, compares and hashes
+ * them by this kind). */
+typedef enum {
+  A_NONE,         /* none */
+  A_INPUT,        /* name, state */
+  A_PARAM,        /* name, init, init_a */
+  A_CONST,        /* f: the value */
+  A_ARANGE,       /* f: start, f2: step */
+  A_LITERAL,      /* data */
+  A_DROPOUT,      /* f: p, id: stream, id2: run-time slot */
+  A_MATMUL,       /* ta, tb */
+  A_EPS,          /* f: epsilon */
+  A_SLICE,        /* axis, start, len, view */
+  A_PAD,          /* axis, start (the target shape is the node's own) */
+  A_AXIS,         /* axis */
+  A_LAST_AXIS,    /* axis, always the last: compared, not printed */
+  A_PERM,         /* perm */
+  A_SHAPE,        /* shape, the node's own: compared, not printed */
+  A_ROWS,         /* shape (compared), rows (printed) */
+} AttrKind;
+
+/* The op table.  Columns: the Op, its IR name, its number of inputs, its
+ * properties, its attribute kind, and for elementwise ops three more:
+ *
+ *   args   the names of its inputs in an emitted kernel's parameters
+ *   value  the C expression of its value, a template over
+ *            $0 $1   the inputs
+ *            $f      "f" in an f32 program, "" in an f64 one: libm's expf
+ *                    against exp (exp$f), a float literal (0.5$f)
+ *            $v      "lmc_" in an f32 program, "" in an f64 one: the
+ *                    vectorisable lmc_expf and lmc_tanhf of lmc_math.h
+ *                    ($vexp$f, $vtanh$f) against libm's exp and tanh
+ *            $i $s   dropout: the mask element's index, and the suffix
+ *                    naming its key, p, scale and idx0 in a fused kernel
+ *          The emitter writes it with operands substituted (op_c_expr) and
+ *          fold-constants evaluates the same text, with C's types.
+ *   grad   per input, the gradient the input gets, an expression over ops
+ *          that autodiff builds node by node: op(args...) by the op's IR
+ *          name, $dy the incoming gradient, $y the node's value, $0 $1 $2
+ *          its inputs, numbers scalar constants; summed down to the
+ *          input's shape where it was broadcast.  NULL: that input has no
+ *          gradient.  An op built this way with the attribute kind of the
+ *          node (dropout_grad of dropout) takes the node's attributes.
+ *
+ * Ops with a gradient but no grad column (matmul, the shape ops, loops)
+ * have their rule in autodiff.c's vjp(). */
+/* gelu's tanh(sqrt(2/pi) (x + 0.044715 x^3)) of operand x, for its value and its gradient */
+#define GELU_TANH(x) "$vtanh$f(0.7978845608028654$f * (" x " + 0.044715$f * (" x " * " x " * " x ")))"
 #define OPS(X) \
-  X(INPUT,        "input",        0, P_LEAF) /* named run-time input: tokens, targets, state */ \
-  X(PARAM,        "param",        0, P_LEAF) /* trained parameter, named as PyTorch's state_dict */ \
-  X(CONST,        "const",        0, P_LEAF | P_FOLD) /* scalar constant a.f, broadcast */ \
-  X(ARANGE,       "arange",       0, P_LEAF | P_FOLD) /* a.f + i * a.f2, i < dim 0 */ \
-  X(NEG,          "neg",          1, P_ELEM | P_FOLD | P_GRAD) /* -a */ \
-  X(EXP,          "exp",          1, P_ELEM | P_FOLD | P_GRAD) /* exp(a) */ \
-  X(LOG,          "log",          1, P_ELEM | P_FOLD | P_GRAD) /* log(a) */ \
-  X(SQRT,         "sqrt",         1, P_ELEM | P_FOLD | P_GRAD) /* sqrt(a) */ \
-  X(SIN,          "sin",          1, P_ELEM | P_FOLD | P_GRAD) /* sin(a) */ \
-  X(COS,          "cos",          1, P_ELEM | P_FOLD | P_GRAD) /* cos(a) */ \
-  X(TANH,         "tanh",         1, P_ELEM | P_FOLD | P_GRAD) /* tanh(a) */ \
-  X(SIGMOID,      "sigmoid",      1, P_ELEM | P_FOLD | P_GRAD) /* 1 / (1 + exp(-a)) */ \
-  X(RELU,         "relu",         1, P_ELEM | P_FOLD | P_GRAD) /* max(a, 0) */ \
-  X(ADD,          "add",          2, P_ELEM | P_FOLD | P_GRAD) /* a + b */ \
-  X(SUB,          "sub",          2, P_ELEM | P_FOLD | P_GRAD) /* a - b */ \
-  X(MUL,          "mul",          2, P_ELEM | P_FOLD | P_GRAD) /* a * b */ \
-  X(DIV,          "div",          2, P_ELEM | P_FOLD | P_GRAD) /* a / b */ \
-  X(DROPOUT,      "dropout",      1, P_ELEM | P_GRAD) /* a * mask / (1 - p); p is run-time slot a.id2 */ \
-  X(TANH_GRAD,    "tanh_grad",    2, P_ELEM) /* dy * (1 - y*y), in: dy, y */ \
-  X(SIGMOID_GRAD, "sigmoid_grad", 2, P_ELEM) /* dy * y * (1 - y), in: dy, y */ \
-  X(RELU_GRAD,    "relu_grad",    2, P_ELEM) /* y > 0 ? dy : 0, in: dy, y */ \
-  X(DROPOUT_GRAD, "dropout_grad", 1, P_ELEM) /* dy * mask / (1 - p), the mask redrawn */ \
-  X(ADD_DROPOUT,  "add_dropout",  2, P_ELEM) /* a + dropout(b), fused; mask over b's elements */ \
-  X(DROPOUT_ADD,  "dropout_add",  2, P_ELEM) /* dropout(a + b), fused; mask over y's elements */ \
-  X(MATMUL,       "matmul",       2, P_GRAD) /* a @ b, a.ta / a.tb transpose */ \
-  X(MATMUL_BIAS,  "matmul_bias",  3, 0) /* a @ b + c, c broadcast to y (a bias): gemm with beta 1 */ \
-  X(BMM,          "bmm",          2, P_GRAD) /* batched a @ b over leading dims */ \
-  X(EMBEDDING,    "embedding",    2, P_GRAD) /* rows of in[0] (V, E) picked by i32 in[1] */ \
-  X(EMBEDDING_GRAD,"embedding_grad",2, 0) /* scatter-add dy in[0] into (V, E) rows in[1] */ \
-  X(SOFTMAX,      "softmax",      1, P_GRAD) /* along the last dim */ \
-  X(LOG_SOFTMAX,  "log_softmax",  1, P_GRAD) /* along the last dim */ \
-  X(SOFTMAX_GRAD, "softmax_grad", 2, 0) /* in: dy, y = softmax */ \
-  X(LOG_SOFTMAX_GRAD,"log_softmax_grad",2, 0) /* in: dy, y = log_softmax */ \
-  X(NORMALIZE,    "normalize",    1, P_GRAD) /* (a - mean) / sqrt(var + a.f), last dim */ \
-  X(NORMALIZE_GRAD,"normalize_grad",2, 0) /* in: dy, a */ \
-  X(NLL_LOSS,     "nll_loss",     2, P_GRAD) /* mean of -in[0][.., in[1][..]] */ \
-  X(NLL_LOSS_GRAD,"nll_loss_grad",3, 0) /* in: dloss (scalar), logp, target */ \
-  X(NLL_LOG_SOFTMAX_GRAD,"nll_log_softmax_grad",3, 0) /* fused: (exp(logp) - onehot(target)) * dloss / rows */ \
-  X(SUM,          "sum",          1, P_GRAD) /* sum to shape a.shape (dims of size 1 or missing) */ \
-  X(BROADCAST,    "broadcast",    1, P_GRAD) /* broadcast to shape a.shape */ \
-  X(RESHAPE,      "reshape",      1, P_GRAD | P_VIEW | P_FOLD) /* same elements, shape a.shape */ \
-  X(TRANSPOSE,    "transpose",    1, P_GRAD | P_FOLD) /* permute dims by a.perm */ \
-  X(SLICE,        "slice",        1, P_GRAD | P_FOLD) /* a.len items from a.start along a.axis */ \
-  X(PAD,          "pad",          1, 0) /* inverse of slice: zeros around, shape a.shape */ \
-  X(CONCAT,       "concat",       2, P_GRAD | P_FOLD) /* in[0], in[1] joined along a.axis */ \
-  X(TRIU_MASK,    "triu_mask",    0, P_LEAF | P_FOLD) /* (T, T): 0 on and below the diagonal, -inf above */ \
-  X(LITERAL,      "literal",      0, P_LEAF | P_FOLD) /* a.data: values folded at compile time, a static array */ \
-  X(STEP,         "step",         1, P_LOOP | P_GRAD) /* body: x[t] */ \
-  X(CARRY,        "carry",        2, P_LOOP | P_GRAD) /* body: carried state (init, next) */ \
-  X(STACK,        "stack",        1, P_LOOP | P_GRAD) /* top: (T, ...) stack of a body node */ \
-  X(FINAL,        "final",        1, P_LOOP | P_GRAD) /* top: carry after the last step */ \
-  X(LAST_STEP,    "last_step",    1, 0) /* x[T - 1] of a (T, ...) tensor, as (1, ...): a view */
+  X(INPUT,        "input",        0, P_LEAF | P_UNIQUE, A_INPUT, (NULL), NULL, (NULL)) /* named run-time input: tokens, targets, state */ \
+  X(PARAM,        "param",        0, P_LEAF | P_UNIQUE, A_PARAM, (NULL), NULL, (NULL)) /* trained parameter, named as PyTorch's state_dict */ \
+  X(CONST,        "const",        0, P_LEAF | P_FOLD, A_CONST, (NULL), NULL, (NULL)) /* scalar constant a.f, broadcast */ \
+  X(ARANGE,       "arange",       0, P_LEAF | P_FOLD, A_ARANGE, (NULL), NULL, (NULL)) /* a.f + i * a.f2, i < dim 0 */ \
+  X(NEG,          "neg",          1, P_MATH, A_NONE, ("x"), "-$0", ("neg($dy)")) \
+  X(EXP,          "exp",          1, P_MATH, A_NONE, ("x"), "exp$f($0)", ("mul($dy, $y)")) \
+  X(LOG,          "log",          1, P_MATH, A_NONE, ("x"), "log$f($0)", ("div($dy, $0)")) \
+  X(SQRT,         "sqrt",         1, P_MATH, A_NONE, ("x"), "sqrt$f($0)", ("div($dy, mul($y, 2))")) \
+  X(SIN,          "sin",          1, P_MATH, A_NONE, ("x"), "sin$f($0)", ("mul($dy, cos($0))")) \
+  X(COS,          "cos",          1, P_MATH, A_NONE, ("x"), "cos$f($0)", ("neg(mul($dy, sin($0)))")) \
+  X(TANH,         "tanh",         1, P_MATH, A_NONE, ("x"), "$vtanh$f($0)", ("tanh_grad($dy, $y)")) \
+  X(SIGMOID,      "sigmoid",      1, P_MATH, A_NONE, ("x"), "1 / (1 + $vexp$f(-$0))", ("sigmoid_grad($dy, $y)")) \
+  X(RELU,         "relu",         1, P_MATH, A_NONE, ("x"), "$0 > 0 ? $0 : 0", ("relu_grad($dy, $y)")) \
+  X(GELU,         "gelu",         1, P_MATH, A_NONE, ("x"), "0.5$f * $0 * (1 + " GELU_TANH("$0") ")", \
+    ("gelu_grad($dy, $0)")) /* tanh form, as torch.nn.GELU(approximate='tanh') */ \
+  X(SILU,         "silu",         1, P_MATH, A_NONE, ("x"), "$0 / (1 + $vexp$f(-$0))", \
+    ("mul($dy, add(sigmoid($0), mul($y, sub(1, sigmoid($0)))))")) /* x * sigmoid(x) */ \
+  X(ERF,          "erf",          1, P_MATH, A_NONE, ("x"), "erf$f($0)", \
+    ("mul($dy, mul(1.1283791670955126, exp(neg(mul($0, $0)))))")) /* 1.1283791670955126 = 2/sqrt(pi) */ \
+  X(ADD,          "add",          2, P_MATH, A_NONE, ("a", "b"), "$0 + $1", ("$dy", "$dy")) \
+  X(SUB,          "sub",          2, P_MATH, A_NONE, ("a", "b"), "$0 - $1", ("$dy", "neg($dy)")) \
+  X(MUL,          "mul",          2, P_MATH, A_NONE, ("a", "b"), "$0 * $1", ("mul($dy, $1)", "mul($dy, $0)")) \
+  X(DIV,          "div",          2, P_MATH, A_NONE, ("a", "b"), "$0 / $1", \
+    ("div($dy, $1)", "neg(div(mul($dy, $y), $1))")) /* d(a/b)/db = -(a/b) / b */ \
+  X(DROPOUT,      "dropout",      1, P_ELEM | P_GRAD, A_DROPOUT, ("x"), \
+    "lmc_keep(key$s, (uint64_t)(idx0$s + $i), p$s) ? $0 * scale$s : 0", \
+    ("dropout_grad($dy)")) /* a * mask / (1 - p); p is run-time slot a.id2 */ \
+  X(TANH_GRAD,    "tanh_grad",    2, P_ELEM | P_ROWS, A_NONE, ("dy", "y"), "$0 * (1 - $1 * $1)", (NULL)) \
+  X(SIGMOID_GRAD, "sigmoid_grad", 2, P_ELEM | P_ROWS, A_NONE, ("dy", "y"), "$0 * $1 * (1 - $1)", (NULL)) \
+  X(RELU_GRAD,    "relu_grad",    2, P_ELEM | P_ROWS, A_NONE, ("dy", "y"), "$1 > 0 ? $0 : 0", (NULL)) \
+  X(GELU_GRAD,    "gelu_grad",    2, P_ELEM | P_ROWS, A_NONE, ("dy", "x"), \
+    "$0 * (0.5$f * (1 + " GELU_TANH("$1") ") + 0.5$f * $1 * (1 - " GELU_TANH("$1") " * " GELU_TANH("$1") ") * " \
+    "0.7978845608028654$f * (1 + 0.134145$f * $1 * $1))", (NULL)) /* dy * gelu'(x), 0.134145 = 3 * 0.044715 */ \
+  X(DROPOUT_GRAD, "dropout_grad", 1, P_ELEM, A_DROPOUT, ("dy"), \
+    "lmc_keep(key$s, (uint64_t)(idx0$s + $i), p$s) ? $0 * scale$s : 0", (NULL)) /* the mask redrawn */ \
+  X(ADD_DROPOUT,  "add_dropout",  2, P_ELEM, A_DROPOUT, ("a", "b"), \
+    "$0 + (lmc_keep(key$s, (uint64_t)(idx0$s + $i), p$s) ? $1 * scale$s : 0)", (NULL)) /* a + dropout(b), fused; mask over b's elements */ \
+  X(DROPOUT_ADD,  "dropout_add",  2, P_ELEM, A_DROPOUT, ("a", "b"), \
+    "lmc_keep(key$s, (uint64_t)(idx0$s + $i), p$s) ? ($0 + $1) * scale$s : 0", (NULL)) /* dropout(a + b), fused; mask over y's elements */ \
+  X(MATMUL,       "matmul",       2, P_GRAD, A_MATMUL, (NULL), NULL, (NULL)) /* a @ b, a.ta / a.tb transpose */ \
+  X(MATMUL_BIAS,  "matmul_bias",  3, 0, A_MATMUL, (NULL), NULL, (NULL)) /* a @ b + c, c broadcast to y (a bias): gemm with beta 1 */ \
+  X(BMM,          "bmm",          2, P_GRAD, A_MATMUL, (NULL), NULL, (NULL)) /* batched a @ b over leading dims */ \
+  X(EMBEDDING,    "embedding",    2, P_GRAD, A_NONE, (NULL), NULL, (NULL)) /* rows of in[0] (V, E) picked by i32 in[1] */ \
+  X(EMBEDDING_GRAD,"embedding_grad",2, 0, A_ROWS, (NULL), NULL, (NULL)) /* scatter-add dy in[0] into (V, E) rows in[1] */ \
+  X(SOFTMAX,      "softmax",      1, P_GRAD | P_ROWS, A_LAST_AXIS, (NULL), NULL, ("softmax_grad($dy, $y)")) /* along the last dim */ \
+  X(LOG_SOFTMAX,  "log_softmax",  1, P_GRAD | P_ROWS, A_LAST_AXIS, (NULL), NULL, ("log_softmax_grad($dy, $y)")) /* along the last dim */ \
+  X(SOFTMAX_GRAD, "softmax_grad", 2, 0, A_NONE, (NULL), NULL, (NULL)) /* in: dy, y = softmax */ \
+  X(LOG_SOFTMAX_GRAD,"log_softmax_grad",2, 0, A_NONE, (NULL), NULL, (NULL)) /* in: dy, y = log_softmax */ \
+  X(NORMALIZE,    "normalize",    1, P_GRAD | P_ROWS, A_EPS, (NULL), NULL, ("normalize_grad($dy, $0)")) /* (a - mean) / sqrt(var + a.f), last dim */ \
+  X(NORMALIZE_GRAD,"normalize_grad",2, 0, A_EPS, (NULL), NULL, (NULL)) /* in: dy, a */ \
+  X(NLL_LOSS,     "nll_loss",     2, P_GRAD, A_NONE, (NULL), NULL, ("nll_loss_grad($dy, $0, $1)", NULL)) /* mean of -in[0][.., in[1][..]] */ \
+  X(NLL_LOSS_GRAD,"nll_loss_grad",3, 0, A_NONE, (NULL), NULL, (NULL)) /* in: dloss (scalar), logp, target */ \
+  X(NLL_LOG_SOFTMAX_GRAD,"nll_log_softmax_grad",3, 0, A_NONE, (NULL), NULL, (NULL)) /* fused: (exp(logp) - onehot(target)) * dloss / rows */ \
+  X(SUM,          "sum",          1, P_GRAD, A_SHAPE, (NULL), NULL, (NULL)) /* sum to shape a.shape (dims of size 1 or missing) */ \
+  X(BROADCAST,    "broadcast",    1, P_GRAD, A_SHAPE, (NULL), NULL, (NULL)) /* broadcast to shape a.shape */ \
+  X(RESHAPE,      "reshape",      1, P_GRAD | P_VIEW | P_FOLD, A_SHAPE, (NULL), NULL, (NULL)) /* same elements, shape a.shape */ \
+  X(TRANSPOSE,    "transpose",    1, P_GRAD | P_FOLD, A_PERM, (NULL), NULL, (NULL)) /* permute dims by a.perm */ \
+  X(SLICE,        "slice",        1, P_GRAD | P_FOLD, A_SLICE, (NULL), NULL, (NULL)) /* a.len items from a.start along a.axis */ \
+  X(PAD,          "pad",          1, 0, A_PAD, (NULL), NULL, (NULL)) /* inverse of slice: zeros around, shape a.shape */ \
+  X(CONCAT,       "concat",       2, P_GRAD | P_FOLD, A_AXIS, (NULL), NULL, (NULL)) /* in[0], in[1] joined along a.axis */ \
+  X(TRIU_MASK,    "triu_mask",    0, P_LEAF | P_FOLD, A_NONE, (NULL), NULL, (NULL)) /* (T, T): 0 on and below the diagonal, -inf above */ \
+  X(LITERAL,      "literal",      0, P_LEAF | P_FOLD, A_LITERAL, (NULL), NULL, (NULL)) /* a.data: values folded at compile time, a static array */ \
+  X(STEP,         "step",         1, P_LOOP | P_GRAD, A_NONE, (NULL), NULL, (NULL)) /* body: x[t] */ \
+  X(CARRY,        "carry",        2, P_LOOP | P_GRAD | P_UNIQUE, A_NONE, (NULL), NULL, (NULL)) /* body: carried state (init, next) */ \
+  X(STACK,        "stack",        1, P_LOOP | P_GRAD, A_NONE, (NULL), NULL, (NULL)) /* top: (T, ...) stack of a body node */ \
+  X(FINAL,        "final",        1, P_LOOP | P_GRAD, A_NONE, (NULL), NULL, (NULL)) /* top: carry after the last step */ \
+  X(LAST_STEP,    "last_step",    1, 0, A_NONE, (NULL), NULL, (NULL)) /* x[T - 1] of a (T, ...) tensor, as (1, ...): a view */
 
 typedef enum {
-#define X(id, text, nin, props) OP_##id,
+#define X(id, text, nin, props, attr, args, value, grad) OP_##id,
   OPS(X)
 #undef X
   NOPS
@@ -154,12 +221,23 @@ typedef enum {
 
 typedef struct {
   const char *name;
-  int nin;      /* fixed number of inputs */
+  int nin;                  /* fixed number of inputs */
   int props;
+  AttrKind attr;
+  const char *arg[MAXIN];   /* elementwise: input names in a kernel */
+  const char *value;        /* elementwise: the C template */
+  const char *grad[MAXIN];  /* per input: the gradient template, or NULL */
 } OpInfo;
 
 extern const OpInfo op_info[NOPS];
 bool op_is(Op op, int prop);
+/* "f" and "lmc_" for an f32 program, "" for an f64 one: $f and $v of a template. */
+const char *libm_suffix(DType real);
+const char *fast_prefix(DType real);
+/* The value template of elementwise op `op` with $0, $1 replaced by x[0],
+ * x[1], $i by idx and $s by sfx, for a program of float type `real`; a
+ * malloc'ed string. */
+char *op_c_expr(Op op, DType real, const char *const *x, const char *idx, const char *sfx);
 
 /* -------------------------------------------------------------- shapes */
 
@@ -327,6 +405,12 @@ void verify_or_die(Graph *g, const char *after);
 
 void print_ir(Graph *g, FILE *f);        /* the text format of docs/ir.md */
 
+/* ---------------------------------------------------------------- attr.c */
+
+void attr_print(const Node *n, FILE *f);          /* as print_ir writes them */
+bool same_attr(const Node *a, const Node *b);     /* same op, type, shape and attributes that matter to it */
+uint64_t attr_hash(const Node *n);                /* equal for nodes same_attr finds equal */
+
 /* ------------------------------------------------------------ lua_front.c */
 
 typedef struct {
@@ -393,7 +477,6 @@ void users_free(Users *u);
  * it kills nodes. */
 void kill_node(Graph *g, const Users *u, int i);
 void replace_uses(Graph *g, int from, int to);   /* inputs and outputs */
-bool same_attr(const Node *a, const Node *b);     /* attributes that matter to op */
 bool is_view(const Graph *g, const Node *n);      /* shares in[0]'s bytes: no kernel, no buffer */
 void mark_live(const Graph *g, bool *live);      /* outputs' entries set: closes over their inputs */
 

@@ -1538,21 +1538,28 @@ static int binary(lua_State *L, Op op, const char *fn)
   return push_tensor(L, ir_op2(graph(L), op, a, b, NULL));
 }
 
-#define UNARY(name, OP) static int l_##name(lua_State *L) { return unary(L, OP, #name); }
-#define BINARY(name, OP) static int l_##name(lua_State *L) { return binary(L, OP, #name); }
-UNARY(neg, OP_NEG)
-UNARY(exp, OP_EXP)
-UNARY(log, OP_LOG)
-UNARY(sqrt, OP_SQRT)
-UNARY(sin, OP_SIN)
-UNARY(cos, OP_COS)
-UNARY(tanh, OP_TANH)
-UNARY(sigmoid, OP_SIGMOID)
-UNARY(relu, OP_RELU)
-BINARY(add, OP_ADD)
-BINARY(sub, OP_SUB)
-BINARY(mul, OP_MUL)
-BINARY(div, OP_DIV)
+/* An op of the table with property P_LUA, called by its name, as a tensor
+ * method or (with upvalue 2 true) as a metamethod: upvalue 1 is the op.
+ * Lua passes __unm its operand twice; a call with more arguments than
+ * the op has inputs is an error. */
+static int l_elementwise(lua_State *L)
+{
+  Op op = (Op)lua_tointeger(L, lua_upvalueindex(1));
+  const char *fn = op_info[op].name;
+  int nin = op_info[op].nin;
+  if (lua_toboolean(L, lua_upvalueindex(2)))
+    lua_settop(L, nin);
+  else if (lua_gettop(L) > nin)
+    ferr(L, "%s: takes %d argument%s, got %d", fn, nin, nin == 1 ? "" : "s", lua_gettop(L));
+  return nin == 1 ? unary(L, op, fn) : binary(L, op, fn);
+}
+
+static void push_elementwise(lua_State *L, Op op, bool meta)
+{
+  lua_pushinteger(L, op);
+  lua_pushboolean(L, meta);
+  lua_pushcclosure(L, l_elementwise, 2);
+}
 
 static int l_pow(lua_State *L)
 {
@@ -2127,12 +2134,10 @@ static int l_scan(lua_State *L)
   return 2;
 }
 
-/* The tensor ops, also methods of tensors. */
+/* The tensor ops, also methods of tensors; with them the P_LUA ops of the
+ * op table (add_elementwise). */
 static const luaL_Reg tensor_ops[] = {
   {"matmul", l_matmul}, {"bmm", l_bmm}, {"embedding", l_embedding},
-  {"add", l_add}, {"sub", l_sub}, {"mul", l_mul}, {"div", l_div}, {"neg", l_neg},
-  {"exp", l_exp}, {"log", l_log}, {"sqrt", l_sqrt}, {"sin", l_sin}, {"cos", l_cos},
-  {"tanh", l_tanh}, {"sigmoid", l_sigmoid}, {"relu", l_relu},
   {"dropout", l_dropout}, {"softmax", l_softmax}, {"log_softmax", l_log_softmax},
   {"normalize", l_normalize}, {"nll_loss", l_nll_loss}, {"sum", l_sum},
   {"broadcast", l_broadcast}, {"reshape", l_reshape}, {"transpose", l_transpose},
@@ -2149,24 +2154,44 @@ static const luaL_Reg graph_api[] = {
   {NULL, NULL},
 };
 
+/* The P_LUA ops as functions of their names in the table at -2 (the
+ * globals) and the table at -1 (the methods), one function in both. */
+static void add_elementwise(lua_State *L)
+{
+  for (int op = 0; op < NOPS; op++) {
+    if (!op_is(op, P_LUA))
+      continue;
+    push_elementwise(L, op, false);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, op_info[op].name);
+    lua_setfield(L, -3, op_info[op].name);
+  }
+}
+
 static void open_api(lua_State *L)
 {
   lua_pushglobaltable(L);
   luaL_setfuncs(L, tensor_ops, 0);
   luaL_setfuncs(L, graph_api, 0);
-  lua_pop(L, 1);
-
   lua_newtable(L);
   luaL_setfuncs(L, tensor_ops, 0);
+  add_elementwise(L);
   lua_setfield(L, LUA_REGISTRYINDEX, "lmc.methods");
+  lua_pop(L, 1);
 
   static const luaL_Reg meta[] = {
-    {"__add", l_add}, {"__sub", l_sub}, {"__mul", l_mul}, {"__div", l_div},
-    {"__unm", l_neg}, {"__pow", l_pow}, {"__index", l_index}, {"__newindex", l_newindex},
+    {"__pow", l_pow}, {"__index", l_index}, {"__newindex", l_newindex},
     {"__tostring", l_tostring}, {NULL, NULL},
+  };
+  static const struct { const char *event; Op op; } arith[] = {
+    {"__add", OP_ADD}, {"__sub", OP_SUB}, {"__mul", OP_MUL}, {"__div", OP_DIV}, {"__unm", OP_NEG},
   };
   luaL_newmetatable(L, TENSOR);
   luaL_setfuncs(L, meta, 0);
+  for (size_t i = 0; i < sizeof arith / sizeof *arith; i++) {
+    push_elementwise(L, arith[i].op, true);
+    lua_setfield(L, -2, arith[i].event);
+  }
   lua_pushliteral(L, "tensor");
   lua_setfield(L, -2, "__metatable");
   lua_pop(L, 1);

@@ -168,63 +168,6 @@ void replace_uses(Graph *g, int from, int to)
       g->out[o].node = to;
 }
 
-static bool same_shape_attr(const Shape *a, const Shape *b)
-{
-  return shape_eq(a, b);
-}
-
-/* The attributes each op reads; two nodes with the same op, inputs and
- * these compute the same value. */
-bool same_attr(const Node *x, const Node *y)
-{
-  const Attr *a = &x->a, *b = &y->a;
-  if (x->op != y->op || x->dtype != y->dtype || !shape_eq(&x->shape, &y->shape))
-    return false;
-  switch (x->op) {
-  case OP_CONST:
-    return !memcmp(&a->f, &b->f, sizeof a->f);
-  case OP_ARANGE:
-    return !memcmp(&a->f, &b->f, sizeof a->f) && !memcmp(&a->f2, &b->f2, sizeof a->f2);
-  case OP_LITERAL: {
-    int64_t n = shape_numel(&x->shape, 1);
-    return a->data == b->data || !memcmp(a->data, b->data, sizeof(double) * (size_t)n);
-  }
-  case OP_DROPOUT:
-  case OP_DROPOUT_GRAD:
-  case OP_ADD_DROPOUT:
-  case OP_DROPOUT_ADD:
-    return a->id == b->id && a->id2 == b->id2 && a->f == b->f;
-  case OP_MATMUL:
-  case OP_MATMUL_BIAS:
-  case OP_BMM:
-    return a->ta == b->ta && a->tb == b->tb;
-  case OP_NORMALIZE:
-  case OP_NORMALIZE_GRAD:
-    return a->f == b->f;
-  case OP_SLICE:
-    return a->axis == b->axis && a->start == b->start && a->len == b->len && a->view == b->view;
-  case OP_PAD:
-    return a->axis == b->axis && a->start == b->start;
-  case OP_CONCAT:
-  case OP_SOFTMAX:
-  case OP_LOG_SOFTMAX:
-    return a->axis == b->axis;
-  case OP_TRANSPOSE:
-    return !memcmp(a->perm, b->perm, sizeof a->perm);
-  case OP_SUM:
-  case OP_BROADCAST:
-  case OP_RESHAPE:
-  case OP_EMBEDDING_GRAD:
-    return same_shape_attr(&a->shape, &b->shape);
-  case OP_INPUT:
-  case OP_PARAM:
-  case OP_CARRY:
-    return false;   /* each is its own value */
-  default:
-    return true;
-  }
-}
-
 /* Views share their source's bytes.  A reshape in a loop body of a
  * top-level value is a copy instead, so that every body value is stored
  * per step; a slice is a view only where a pass made it one (a contiguous

@@ -21,6 +21,7 @@ typedef struct {
 static const Case cases[] = {
   {"tests/grad/unary.lua", "", "", NULL, false},
   {"tests/grad/log_sqrt.lua", "", "", NULL, false},
+  {"tests/grad/activations.lua", "", "", NULL, false},
   {"tests/grad/binary.lua", "", "", NULL, false},
   {"tests/grad/matmul.lua", "", "", NULL, false},
   {"tests/grad/bmm.lua", "", "", NULL, false},

@@ -35,6 +35,9 @@ sequence lengths, a shorter last window):
                     torch's loss (rel. 1e-6)
          generate   `generate` writes the asked number of words
 
+and the elementwise ops torch has but no model uses (gelu, silu, erf:
+activations.py), values and gradients.
+
 Every comparison prints its largest error next to its tolerance, and the
 error of every tensor.  PARITY_ONLY=lstm,gru_tied runs only those cases.
 """
@@ -55,6 +58,7 @@ sys.path.insert(0, HERE)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import activations  # noqa: E402
 import model as ref  # noqa: E402
 import safetensors_to_torch  # noqa: E402
 import torch_to_safetensors  # noqa: E402
@@ -511,6 +515,8 @@ def main():
             except Exception as e:
                 torch.set_default_dtype(torch.float32)
                 rep.check(f"{c.name} f32", False, str(e))
+
+    activations.check(rep, LMC, OUT, SAN)   # gelu, silu, erf against torch
 
     # The whole pickled models, converted by the tool in a fresh process in
     # which the reference's module `model` is not importable (as for a user
