@@ -430,7 +430,7 @@ void print_stats(Program *p, FILE *f);
 
 void emit_dot(Graph *g, FILE *f);
 
-/* -------------------------------------------------------------- emit_c.c */
+/* ----------------------------------------------------- emit/ (model.c, text.c) */
 
 struct Program {
   Graph *train;           /* batch_size, forward and backward */
