@@ -257,8 +257,8 @@ typedef struct {
 void nest_init(Nest *ns, const Shape *s);
 void nest_bcast(Nest *ns, const Shape *x);
 void nest_strided(Nest *ns, const Mono *stride, Mono base);
-int nest_open_block(Text *k, Buf *b, Nest *ns, int depth, char idx[][512], bool block);
-int nest_open(Text *k, Buf *b, Nest *ns, int depth, char idx[][512]);
+int nest_open_block(Text *k, Buf *b, Nest *ns, int depth, Str *idx, bool block);
+int nest_open(Text *k, Buf *b, Nest *ns, int depth, Str *idx);
 
 /* ------------------------------------------------------------ elem.c */
 

@@ -9,7 +9,7 @@
 void k_elementwise(Text *k, Buf *b, Node *n)
 {
   Nest ns;
-  char idx[MAXOPND][512], v[MAXOPND][640];
+  Str idx[MAXOPND], v[MAXIN + 1] = {{""}};
   kout(k, n);
   nest_init(&ns, &n->shape);
   nest_bcast(&ns, &n->shape);
@@ -22,12 +22,12 @@ void k_elementwise(Text *k, Buf *b, Node *n)
   if (is_dropout_op(n->op))
     kdropout(k, b, n, n->op == OP_ADD_DROPOUT ? n->in[1] : id_of(k->p, n), "");
   int d = nest_open(k, b, &ns, 1, idx);
-  snprintf(v[0], sizeof v[0], "%s[%s]", out_name(n->op), idx[0]);
+  sprint(&v[0], "%s[%s]", out_name(n->op), idx[0].s);
   for (int i = 0; i < n->nin; i++)
-    snprintf(v[i + 1], sizeof v[0], "%s[%s]", elem_name(n->op, i), idx[i + 1]);
+    sprint(&v[i + 1], "%s[%s]", elem_name(n->op, i), idx[i + 1].s);
   indent(b, d);
-  bprintf(b, "%s = ", v[0]);
-  elem_expr(k->p->g, b, n->op, v[1], n->nin > 1 ? v[2] : NULL, idx[mask], "");
+  bprintf(b, "%s = ", v[0].s);
+  elem_expr(k->p->g, b, n->op, v[1].s, n->nin > 1 ? v[2].s : NULL, idx[mask].s, "");
   bprintf(b, ";\n");
 }
 
@@ -35,14 +35,14 @@ void k_elementwise(Text *k, Buf *b, Node *n)
 void k_fill(Text *k, Buf *b, Node *n)
 {
   Nest ns;
-  char idx[MAXOPND][512];
+  Str idx[MAXOPND];
   kout(k, n);
   if (n->op == OP_CONST) {
     nest_init(&ns, &n->shape);
     nest_bcast(&ns, &n->shape);
     int d = nest_open(k, b, &ns, 1, idx);
     indent(b, d);
-    bprintf(b, "y[%s] = ", idx[0]);
+    bprintf(b, "y[%s] = ", idx[0].s);
     bdouble(b, n->a.f);
     bprintf(b, ";\n");
     return;
@@ -87,7 +87,7 @@ void k_copy(Text *k, Buf *b, Node *n)
 void k_sum_broadcast(Text *k, Buf *b, Node *n)
 {
   Nest ns;
-  char idx[MAXOPND][512];
+  Str idx[MAXOPND];
   Node *x = IN(k->p, n, 0);
   kout(k, n);
   kin(k, n, 0, "x");
@@ -98,14 +98,14 @@ void k_sum_broadcast(Text *k, Buf *b, Node *n)
     nest_bcast(&ns, &x->shape);
     int d = nest_open(k, b, &ns, 1, idx);
     indent(b, d);
-    bprintf(b, "y[%s] += x[%s];\n", idx[0], idx[1]);
+    bprintf(b, "y[%s] += x[%s];\n", idx[0].s, idx[1].s);
   } else {
     nest_init(&ns, &n->shape);
     nest_bcast(&ns, &n->shape);
     nest_bcast(&ns, &x->shape);
     int d = nest_open(k, b, &ns, 1, idx);
     indent(b, d);
-    bprintf(b, "y[%s] = x[%s];\n", idx[0], idx[1]);
+    bprintf(b, "y[%s] = x[%s];\n", idx[0].s, idx[1].s);
   }
 }
 
@@ -118,7 +118,7 @@ static int norm_axis(int axis, int rank)
 void k_shuffle(Text *k, Buf *b, Node *n)
 {
   Nest ns;
-  char idx[MAXOPND][512];
+  Str idx[MAXOPND];
   Mono yst[MAXRANK], xst[MAXRANK], st[MAXRANK];
   Node *x = IN(k->p, n, 0);
   int axis = norm_axis(n->a.axis, n->shape.rank);
@@ -159,7 +159,7 @@ void k_shuffle(Text *k, Buf *b, Node *n)
       nest_strided(&ns, xst, mono(0, 0));
       int d = nest_open(k, b, &ns, 1, idx);
       indent(b, d);
-      bprintf(b, "y[%s] = %s[%s];\n", idx[0], j ? "b" : "a", idx[1]);
+      bprintf(b, "y[%s] = %s[%s];\n", idx[0].s, j ? "b" : "a", idx[1].s);
     }
     return;
   }
@@ -168,5 +168,5 @@ void k_shuffle(Text *k, Buf *b, Node *n)
   }
   int d = nest_open(k, b, &ns, 1, idx);
   indent(b, d);
-  bprintf(b, "y[%s] = x[%s];\n", idx[0], idx[1]);
+  bprintf(b, "y[%s] = x[%s];\n", idx[0].s, idx[1].s);
 }

@@ -123,20 +123,20 @@ static char *fused_member(Fused *F, Node *m, const Map *map)
     Map r = map_input(p, m, map, m->in[k]);
     x[k] = fused_value(F, &r);
   }
-  char sfx[16], idx[24] = "";
-  snprintf(sfx, sizeof sfx, "_%d", id);
+  Str sfx = {""}, idx = {""};
+  sprint(&sfx, "_%d", id);
   if (is_dropout_op(m->op)) {
     int shape = m->op == OP_ADD_DROPOUT ? m->in[1] : id;
     if (p->drop_arg[id] != F->group) {
       p->drop_arg[id] = F->group;
-      kdropout(F->k, &F->pro, m, shape, sfx);
+      kdropout(F->k, &F->pro, m, shape, sfx.s);
     }
     Map r = m->op == OP_ADD_DROPOUT ? map_input(p, m, map, m->in[1]) : *map;
-    snprintf(idx, sizeof idx, "\x01%d\x02", fused_operand(F, &r, false));
+    sprint(&idx, "\x01%d\x02", fused_operand(F, &r, false));
   }
   int t = F->ntemp++;
   bprintf(&F->body, "real v%d = ", t);
-  elem_expr(p->g, &F->body, m->op, x[0], x[1], idx, sfx);
+  elem_expr(p->g, &F->body, m->op, x[0], x[1], idx.s, sfx.s);
   bprintf(&F->body, ";   /* n%d %s */\n", id, op_info[m->op].name);
   return xasprintf("v%d", t);
 }
@@ -175,7 +175,7 @@ static char *fused_value(Fused *F, const Map *map)
 }
 
 /* Copies text with each operand marker \1j\2 replaced by idx[j]. */
-static void put_indexed(Buf *b, const char *s, char idx[][512], int depth)
+static void put_indexed(Buf *b, const char *s, const Str *idx, int depth)
 {
   bool bol = true;
   for (; *s; s++) {
@@ -185,7 +185,7 @@ static void put_indexed(Buf *b, const char *s, char idx[][512], int depth)
     }
     if (*s == '\x01') {
       int j = (int)strtol(s + 1, (char **)&s, 10);
-      bprintf(b, "%s", idx[j]);
+      bprintf(b, "%s", idx[j].s);
       continue;   /* s is at the \2 */
     }
     bprintf(b, "%c", *s);
@@ -275,7 +275,7 @@ void k_fused(Text *k, Buf *b, int group)
     char *v = fused_value(&F, &id);
     bprintf(&F.body, "y%d[\x01%d\x02] = %s;\n", i, 0, v);
   }
-  char (*idx)[512] = xcalloc(MAXOPND, 512);
+  Str *idx = xcalloc(MAXOPND, sizeof *idx);
   bprintf(b, "%s", bstr(&F.pro));
   int d = nest_open_block(k, b, &F.ns, 1, idx, F.ns.n > 0);
   put_indexed(b, bstr(&F.body), idx, d);

@@ -60,14 +60,14 @@ void k_matmul(Text *k, Buf *b, Node *n)
   const char *beta = "0";
   if (n->op == OP_MATMUL_BIAS) {
     Nest ns;
-    char idx[MAXOPND][512];
+    Str idx[MAXOPND];
     kin(k, n, 2, "c");
     nest_init(&ns, &n->shape);
     nest_bcast(&ns, &n->shape);
     nest_bcast(&ns, &IN(k->p, n, 2)->shape);
     int d = nest_open(k, b, &ns, 1, idx);
     indent(b, d);
-    bprintf(b, "y[%s] = c[%s];\n", idx[0], idx[1]);
+    bprintf(b, "y[%s] = c[%s];\n", idx[0].s, idx[1].s);
     beta = "1";
   }
   Mono m = n->a.ta ? ac : ar, kk = n->a.ta ? ar : ac;

@@ -21,8 +21,10 @@ void karg(Text *k, ArgKind kind, int node, int shape, const char *fmt, ...)
     die("too many kernel arguments");
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(s->decl[s->narg], sizeof s->decl[0], fmt, ap);
+  int n = vsnprintf(s->decl[s->narg], sizeof s->decl[0], fmt, ap);
   va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof s->decl[0])
+    die("a kernel parameter of more than %zu characters", sizeof s->decl[0] - 1);
   s->arg[s->narg++] = (Arg){kind, node, shape};
 }
 

@@ -68,9 +68,9 @@ void layout_grads(Model *m)
   m->grad_numel = 0;
   for (int i = 0; i < m->nparam; i++) {
     Param *q = &m->param[i];
-    char name[512];
-    snprintf(name, sizeof name, "grad:%s", q->name);
-    int o = ir_find_output(g, name);
+    Str name = {""};
+    sprint(&name, "grad:%s", q->name);
+    int o = ir_find_output(g, name.s);
     Node *n = o >= 0 ? &g->node[o] : NULL;
     q->gnumel = q->numel;
     if (n && !n->dead && n->op == OP_EMBEDDING_GRAD && n->a.rows) {

@@ -78,7 +78,7 @@ static void nest_simplify(Nest *ns)
 /* Writes the loops at depth `depth` and the index of every operand into
  * idx; returns the depth of the loop body.  With block, the innermost loop
  * opens a { } block (the caller closes it) for a body of several lines. */
-int nest_open_block(Text *k, Buf *b, Nest *ns, int depth, char idx[][512], bool block)
+int nest_open_block(Text *k, Buf *b, Nest *ns, int depth, Str *idx, bool block)
 {
   nest_simplify(ns);
   for (int i = 0; i < ns->n; i++) {
@@ -87,27 +87,25 @@ int nest_open_block(Text *k, Buf *b, Nest *ns, int depth, char idx[][512], bool 
             block && i == ns->n - 1 ? " {" : "");
   }
   for (int j = 0; j < ns->nop; j++) {
-    char *s = idx[j];
-    int n = 0;
-    s[0] = 0;
-    /* at most MAXRANK + 1 terms of under 60 characters each */
+    Str *s = &idx[j];
+    *s = (Str){""};
     if (ns->base[j].c)
-      n += snprintf(s + n, (size_t)(512 - n), "%s", mstr(k, ns->base[j]).s);
+      sprint(s, "%s", mstr(k, ns->base[j]).s);
     for (int i = 0; i < ns->n; i++) {
       Mono st = ns->stride[j][i];
       if (!st.c)
         continue;
-      n += snprintf(s + n, (size_t)(512 - n), "%si%d", n ? " + " : "", i);
+      sprint(s, "%si%d", s->s[0] ? " + " : "", i);
       if (!mone(st))
-        n += snprintf(s + n, (size_t)(512 - n), " * %s", mstr(k, st).s);
+        sprint(s, " * %s", mstr(k, st).s);
     }
-    if (!n)
-      snprintf(s, 512, "0");
+    if (!s->s[0])
+      sprint(s, "0");
   }
   return depth + ns->n;
 }
 
-int nest_open(Text *k, Buf *b, Nest *ns, int depth, char idx[][512])
+int nest_open(Text *k, Buf *b, Nest *ns, int depth, Str *idx)
 {
   return nest_open_block(k, b, ns, depth, idx, false);
 }

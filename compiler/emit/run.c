@@ -223,9 +223,9 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
   if (pi->has_backward) {
     /* parameters without a gradient output get zeros */
     for (int q = 0; q < p->m->nparam; q++) {
-      char name[512];
-      snprintf(name, sizeof name, "grad:%s", p->m->param[q].name);
-      if (ir_find_output(g, name) >= 0)
+      Str name = {""};
+      sprint(&name, "grad:%s", p->m->param[q].name);
+      if (ir_find_output(g, name.s) >= 0)
         continue;
       t.uses_c = true;
       bprintf(&b, "  memset(c->grad + %zu, 0, %zu * sizeof(real));   /* ", p->m->param[q].goff, p->m->param[q].numel);
