@@ -20,7 +20,7 @@ const char *fast_exp(const Graph *g)
   return g->real == DT_F32 ? "lmc_expf" : "exp";
 }
 
-const char *fast_tanh(const Graph *g)
+static const char *fast_tanh(const Graph *g)
 {
   return g->real == DT_F32 ? "lmc_tanhf" : "tanh";
 }

@@ -264,7 +264,6 @@ int nest_open(Text *k, Buf *b, Nest *ns, int depth, Str *idx);
 
 Str fn(const Graph *g, const char *name);
 const char *fast_exp(const Graph *g);
-const char *fast_tanh(const Graph *g);
 void elem_expr(const Graph *g, Buf *b, Op op, const char *x, const char *y, const char *idx, const char *sfx);
 const char *elem_name(Op op, int k);
 

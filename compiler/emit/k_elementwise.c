@@ -48,7 +48,7 @@ void k_fill(Text *k, Buf *b, Node *n)
     return;
   }
   if (n->shape.rank < 1)
-    die("n%d: arange of rank 0", (int)(n - k->p->g->node));
+    die("n%d: arange of rank 0", id_of(k->p, n));
   Mono rows = mdim(&n->shape, 0);
   Mono inner = mdiv(mnumel(&n->shape), rows);
   bprintf(b, "  for (long i = 0; i < %s; i++)\n", mstr(k, rows).s);
