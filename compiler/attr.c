@@ -1,7 +1,8 @@
 /*
  * attr.c: a node's attributes, by the attribute kind of its op (the A_
  * column of the op table): printed in the IR text format (print.c),
- * compared (cse, through same_attr) and hashed (cse's table).
+ * compared (cse, through same_attr), hashed (cse's table) and described
+ * in the comment above a kernel of the emitted C (attr_comment).
  *
  * Attr is one struct for every op; the kind says which of its fields an
  * op reads, so the three agree on what matters: two nodes whose fields of
@@ -89,6 +90,31 @@ void attr_print(const Node *n, FILE *f)
   case A_LAST_AXIS:
   case A_SHAPE:
     break;   /* nothing, or the node's own shape */
+  }
+}
+
+/* The attributes as the comment above a kernel gives them (" a^T",
+ * " stream 0, p = slot 1"), or "": malloc'ed. */
+char *attr_comment(const Node *n)
+{
+  const Attr *a = &n->a;
+  char d[C_DOUBLE_LEN];
+  switch (op_info[n->op].attr) {
+  case A_CONST:   return xasprintf(" value %s", c_double(a->f, d));
+  case A_ARANGE:  return xasprintf(" start %g step %g", a->f, a->f2);
+  case A_MATMUL:  return xasprintf("%s%s", a->ta ? " a^T" : "", a->tb ? " b^T" : "");
+  case A_DROPOUT: return xasprintf(" stream %d, p = slot %d", a->id, a->id2);
+  case A_EPS:     return xasprintf(" eps %g", a->f);
+  case A_SLICE:   return xasprintf(" axis %d from %d", a->axis, a->start);
+  case A_PAD:     return xasprintf(" axis %d at %d", a->axis, a->start);
+  case A_AXIS:    return xasprintf(" axis %d", a->axis);
+  case A_PERM: {
+    char s[8 + MAXRANK * 12] = " perm";
+    for (int i = 0; i < n->shape.rank; i++)
+      snprintf(s + strlen(s), sizeof s - strlen(s), " %d", a->perm[i]);
+    return xstrdup(s);
+  }
+  default:        return xstrdup("");
   }
 }
 

@@ -59,6 +59,10 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t size);
 char *xstrdup(const char *s);
 char *xasprintf(const char *fmt, ...);
+/* v as a C literal that keeps its value and the sign of zero ("0.5",
+ * "-0.0", "1e+30", "INFINITY"): written into out, or a constant string. */
+enum { C_DOUBLE_LEN = 32 };
+const char *c_double(double v, char out[C_DOUBLE_LEN]);
 /* The compilation arena: graphs and every string they point to.  Freed
  * all at once by arena_free_all(), never piece by piece. */
 void *arena_calloc(size_t n, size_t size);
@@ -408,6 +412,7 @@ void print_ir(Graph *g, FILE *f);        /* the text format of docs/ir.md */
 /* ---------------------------------------------------------------- attr.c */
 
 void attr_print(const Node *n, FILE *f);          /* as print_ir writes them */
+char *attr_comment(const Node *n);               /* as a kernel's comment in the emitted C: malloc'ed */
 bool same_attr(const Node *a, const Node *b);     /* same op, type, shape and attributes that matter to it */
 uint64_t attr_hash(const Node *n);                /* equal for nodes same_attr finds equal */
 

@@ -22,6 +22,7 @@
  * stops with the C source location, as QBE's die() does.  User mistakes go
  * through ir_error() instead, which ends in user_error_exit().
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lmc.h"
@@ -79,6 +80,18 @@ char *xasprintf(const char *fmt, ...)
   vsnprintf(s, (size_t)n + 1, fmt, ap);
   va_end(ap);
   return s;
+}
+
+const char *c_double(double v, char out[C_DOUBLE_LEN])
+{
+  if (isnan(v))
+    return "NAN";
+  if (isinf(v))
+    return v < 0 ? "-INFINITY" : "INFINITY";
+  snprintf(out, C_DOUBLE_LEN, "%.17g", v);
+  if (!strpbrk(out, ".e"))
+    strcat(out, ".0");
+  return out;
 }
 
 /* ----------------------------------------------------------------- arena */

@@ -5,6 +5,7 @@
  * kernel() picks the k_* function that writes its body (k_*.c) while the
  * helpers here build its signature (Sig), the parameters run() passes.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "emit.h"
@@ -127,29 +128,9 @@ static void node_comment(Prog *p, Buf *b, int id)
   for (int i = 0; i < n->nin; i++)
     bprintf(b, "%sn%d", i ? ", " : "", n->in[i]);
   bprintf(b, ")");
-  switch (n->op) {
-  case OP_CONST:     bprintf(b, " value "); bdouble(b, n->a.f); break;
-  case OP_ARANGE:    bprintf(b, " start %g step %g", n->a.f, n->a.f2); break;
-  case OP_MATMUL:
-  case OP_MATMUL_BIAS:
-  case OP_BMM:       bprintf(b, "%s%s", n->a.ta ? " a^T" : "", n->a.tb ? " b^T" : ""); break;
-  case OP_DROPOUT:
-  case OP_DROPOUT_GRAD:
-  case OP_ADD_DROPOUT:
-  case OP_DROPOUT_ADD: bprintf(b, " stream %d, p = slot %d", n->a.id, n->a.id2); break;
-  case OP_NORMALIZE:
-  case OP_NORMALIZE_GRAD: bprintf(b, " eps %g", n->a.f); break;
-  case OP_SLICE:     bprintf(b, " axis %d from %d", n->a.axis, n->a.start); break;
-  case OP_PAD:       bprintf(b, " axis %d at %d", n->a.axis, n->a.start); break;
-  case OP_CONCAT:    bprintf(b, " axis %d", n->a.axis); break;
-  case OP_TRANSPOSE:
-    bprintf(b, " perm");
-    for (int i = 0; i < n->shape.rank; i++)
-      bprintf(b, " %d", n->a.perm[i]);
-    break;
-  default:
-    break;
-  }
+  char *attr = attr_comment(n);
+  bprintf(b, "%s", attr);
+  free(attr);
 }
 
 /* The comment above a kernel: what it computes, its shapes (per step in a

@@ -101,17 +101,8 @@ char *emit_c_escape(const char *s, bool literal)
 
 void bdouble(Buf *b, double v)
 {
-  if (isnan(v)) {
-    bprintf(b, "NAN");
-    return;
-  }
-  if (isinf(v)) {
-    bprintf(b, v < 0 ? "-INFINITY" : "INFINITY");
-    return;
-  }
-  char s[64];
-  snprintf(s, sizeof s, "%.17g", v);
-  bprintf(b, "%s%s", s, strpbrk(s, ".e") ? "" : ".0");
+  char s[C_DOUBLE_LEN];
+  bprintf(b, "%s", c_double(v, s));
 }
 
 void sprint(Str *s, const char *fmt, ...)
