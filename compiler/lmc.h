@@ -258,6 +258,23 @@ int shape_seqpow(const Shape *s);                /* power of T in the element co
 const char *shape_str(const Shape *s);           /* "(T, 20, 200)", static buffer ring */
 const char *dim_str(const Shape *s, int i);      /* "20", "T" or "20*T" */
 
+/* mono.c: the size algebra.  Every size and stride of a shape is a
+ * monomial c * T^k in the run-time sequence length T. */
+typedef struct {
+  int64_t c;
+  int k;
+} Mono;
+
+Mono mono(int64_t c, int k);
+Mono mmul(Mono a, Mono b);
+Mono mdiv(Mono a, Mono b);
+bool meq(Mono a, Mono b);
+bool mone(Mono a);
+Mono mdim(const Shape *s, int i);
+Mono mnumel(const Shape *s);
+size_t mval(Mono m, int T);
+void contig(const Shape *s, Mono *st);   /* row-major strides of a contiguous tensor */
+
 /* ------------------------------------------------------------------ IR */
 
 /* Parameter initialisers, as the PyTorch example and torch.nn apply them. */
@@ -317,15 +334,39 @@ typedef struct {
   const char *value;      /* as written after -D or as the default */
 } Hyper;
 
-/* The static memory plan of one program (plan.c): where each node's value
- * lives in the work arena. */
+/* Where a node's value lives (place.c). */
+enum { L_NONE, L_WORK, L_PARAM, L_GRAD, L_STATE, L_TOKENS, L_TARGETS, L_CONST };
+
 typedef struct {
-  size_t *off;            /* per node: offset in c->work, or SIZE_MAX for none */
+  int kind;
+  size_t off;             /* element offset in c->work, c->param, c->grad, c->state or the table */
+  int table;              /* L_CONST: lmc_const<table>, an index into Layout.table */
+  bool stacked;           /* a body node: step t at + t * step */
+  bool last;              /* plus (T - 1) * step: the last slot of a forward loop */
+  Mono step;              /* per-step size of a stacked buffer */
+} Loc;
+
+/* The memory of one program (plan.c, place.c): where each node's value
+ * lives.  plan-memory makes off, grad_out and one_step with buffers
+ * sharing bytes by lifetime (shared); without it, plan_arena makes them
+ * as a bump layout that reuses nothing.  plan_arena adds the stand-in
+ * targets and the scratch block after the buffers, and place resolves
+ * every live node, views included, to its Loc. */
+typedef struct {
+  size_t *off;            /* per node: its own buffer's offset in c->work, or
+                             SIZE_MAX for none (or one in c->grad) */
   int *grad_out;          /* per node: the "grad:" output whose c->grad slot
                              it is computed in (outside the arena), or -1 */
   bool *one_step;         /* per body node: stored for the current step only */
-  size_t numel;           /* the arena: the peak of the plan */
+  size_t numel;           /* the buffers: the peak of the plan */
   size_t naive;           /* every buffer its own region, for comparison */
+  bool shared;            /* made by plan-memory; false: the bump layout */
+  size_t targets_off;     /* stand-in targets when run() gets NULL, or SIZE_MAX */
+  size_t scratch_off;     /* k_logits_nll's block of logits (fuse_nll.c), or SIZE_MAX */
+  size_t work_numel;      /* the arena: buffers, targets and scratch */
+  Loc *loc;               /* per node: where its value lives; L_NONE: dead or skipped */
+  bool *skip;             /* per node: no output needs it and it reads a value
+                             only a fused kernel sees: not emitted */
 } Plan;
 
 /* Size limits, checked as each node is made (ir.c); a graph beyond one is
@@ -354,7 +395,7 @@ typedef struct Graph {
   const char *kind;       /* "LSTM", "GRU", "RNN_TANH", "RNN_RELU", "Transformer" */
   int ndropout;           /* dropout streams */
   int ngroup;             /* fused kernels (Node.group) */
-  Plan *plan;             /* set by plan-memory; NULL: every buffer its own region */
+  Plan *plan;             /* set by plan-memory, or by plan_arena (plan.c) */
   StrMap param_names;     /* parameter name -> node */
   StrMap out_names;       /* output name -> index in out */
   int64_t param_bytes;    /* all parameters (at most LMC_MAX_BYTES) */
@@ -404,6 +445,10 @@ _Noreturn void ir_error_node(Graph *g, int node, const char *fmt, ...);
  * first broken one into err and returns -1. */
 int verify(Graph *g, char *err, size_t errlen);
 void verify_or_die(Graph *g, const char *after);
+/* The inputs the emitted C feeds a program: "tokens" and "targets" (i32)
+ * and state; another is the user's mistake, reported at its line
+ * (--emit=ir and --emit=dot take any). */
+void verify_c_inputs(Graph *g);
 
 /* --------------------------------------------------------------- print.c */
 
@@ -513,10 +558,57 @@ size_t buffer_numel(const Graph *g, int i);
  * last live member (its log_softmax for log_softmax fused with its nll
  * gradient, see fuse_nll.c), -1 when all are dead; ngroup + 1 entries. */
 int *group_anchors(const Graph *g);
+/* Rows of a product of logits at T = max_seq: its numel over its last dim. */
+size_t logit_rows(const Graph *g, const Node *prod);
+enum { LOGIT_BLOCK = 1024 };   /* columns of logits per block in k_logits_nll */
+/* The work arena in every configuration: plan-memory's plan, or without
+ * it a bump layout (a user error past LMC_MAX_BYTES), then the stand-in
+ * targets and the scratch block; sets g->plan but for loc and skip. */
+void plan_arena(Graph *g);
+
+/* --------------------------------------------------------------- place.c */
+
+/* A parameter in the parameter block, and its gradient in the gradient
+ * block. */
+typedef struct {
+  const char *name;
+  int node;               /* first PARAM node in p->train */
+  Shape shape;
+  size_t off, numel;
+  /* its gradient in c->grad: at goff, gnumel reals; with rows (row-grad)
+   * max_rows rows of row_len, then their ids and count */
+  size_t goff, gnumel;
+  bool rows;
+  size_t max_rows, row_len;
+} Param;
+
+/* What the programs of one emitted file share: the parameter block, the
+ * gradient block and the folded constant tables. */
+typedef struct {
+  Param *param;
+  int nparam;
+  StrMap index;           /* name -> index in param */
+  int nalias;             /* tied names ("alias:<name>" outputs) after the parameters */
+  size_t param_numel;
+  size_t grad_numel;      /* the gradient block: param_numel unless a gradient is rows */
+  int ntable;             /* folded tables (literal nodes) of every program, one per distinct table */
+  const double **table;
+  size_t *table_n;
+} Layout;
+
+typedef struct Program Program;
+/* The memory of a program to be emitted as C: lays out p->layout, then
+ * gives each specialisation its arena (plan_arena) and every live node of
+ * it its Loc (g->plan->loc).  Reports the user's errors: a work arena
+ * past the limit, inputs the emitted C does not take. */
+void place(Program *p);
+Param *find_param(const Layout *l, const char *name);
+/* s's rank, for a tensor descriptor of the runtime (what, name: for the
+ * compiler bug it die()s with: a sequence-length dim, rank over 4). */
+int desc_rank(const Shape *s, const char *what, const char *name);
 
 /* --------------------------------------------------------------- stats.c */
 
-typedef struct Program Program;
 void print_stats(Program *p, FILE *f);
 
 /* --------------------------------------------------------- kernel_name.c */
@@ -544,6 +636,7 @@ struct Program {
   int nhyper;
   const char *flags;      /* the lmc command line, for `info` and checkpoints */
   const char *source;     /* graph file name */
+  Layout *layout;         /* place() */
 };
 
 void emit_c(Program *p, FILE *out);

@@ -1,7 +1,7 @@
 /*
  * main.c: the lmc command line, and the pipeline it runs.
  *
- *   graph file --front_load--> IR --verify--> autodiff --> passes --> emit_c
+ *   graph file --front_load--> IR --verify--> autodiff --> passes --> place --> emit_c
  *
  * The graph file is loaded once per specialisation (training at batch_size
  * with dropout, evaluation at eval_batch_size, generation at batch 1): three
@@ -246,6 +246,8 @@ static int cmd_compile(int argc, char **argv)
   p.gen = load(&o, 1, false, 0, &hyper, &nhyper);
   ir_drop_output(p.gen, "loss");   /* generation samples from logp; see last_step.c */
   optimize(p.gen, &o, false);
+  if (!strcmp(o.emit, "c"))
+    place(&p);   /* where every value lives: the layout, each program's arena */
   FILE *f = open_output(o.out);
   if (!strcmp(o.emit, "c"))
     emit_c(&p, f);

@@ -34,8 +34,12 @@
  * these graphs (stats print both).  The placed buffers are kept in order
  * of offset, so the lowest free offset is one sweep from offset 0 that
  * stops at the first gap big enough, and crosses a run of buffers that
- * leave no gap and are all live at the time in one step (see Run).  Without this pass every buffer has its
- * own region (emit_c.c's bump allocation).
+ * leave no gap and are all live at the time in one step (see Run).
+ *
+ * Without this pass plan_arena lays every buffer out in its own region,
+ * in node order (the bump layout), so the emitted C always finds its work
+ * arena here: plan_arena also puts the stand-in targets and the scratch
+ * block of a blockwise loss kernel after the buffers.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -232,7 +236,7 @@ static void insert_placed(Run ***run, int *nrun, int *caprun, Placed q)
  * offset where it overlaps no placed buffer that it overlaps in time.
  * Returns -1, or the first buffer that would end past LMC_MAX_BYTES (its
  * end, in elements, in *over). */
-static int place(const Graph *g, Plan *p, const Buffer *buf, int nbuf, size_t *over)
+static int place_buffers(const Graph *g, Plan *p, const Buffer *buf, int nbuf, size_t *over)
 {
   int64_t real = g->real == DT_F64 ? 8 : 4;
   Run **run = NULL;
@@ -256,149 +260,249 @@ static int place(const Graph *g, Plan *p, const Buffer *buf, int nbuf, size_t *o
   return too_big;
 }
 
-void plan_memory(Graph *g)
+/* What plan-memory knows of each node while it plans (nn + 1 entries
+ * each; first and last nloop + 1). */
+typedef struct {
+  int nn;
+  bool *need;             /* buffers_needed */
+  int *anchor;            /* group_anchors */
+  int *first, *last;      /* loop k is the run of nodes first[k]..last[k] */
+  int *pos;               /* where node i runs */
+  int *root;              /* whose buffer node i's value lives in, or -1 */
+  int *start, *end;       /* a buffer's lifetime, in positions */
+  bool *stacked;          /* a STACK reads the buffer */
+  int *same;              /* the buffer node i writes over (in place), or -1 */
+} Life;
+
+/* Where each node runs: a fused kernel at its anchor; a top-level leaf
+ * built inside a loop's run before the loop. */
+static void positions(const Graph *g, Life *f)
 {
-  int nn = g->nnode;
-  bool *need = buffers_needed(g);
-  int *anchor = group_anchors(g);
-  int *first = xcalloc((size_t)g->nloop + 1, sizeof(int));
-  int *last = xcalloc((size_t)g->nloop + 1, sizeof(int));
   for (int k = 0; k < g->nloop; k++)
-    first[k] = last[k] = -1;
-  for (int i = 0; i < nn; i++) {
-    Node *n = &g->node[i];
+    f->first[k] = f->last[k] = -1;
+  for (int i = 0; i < f->nn; i++) {
+    const Node *n = &g->node[i];
     if (n->dead || !n->loop)
       continue;
-    if (first[n->loop] < 0)
-      first[n->loop] = i;
-    last[n->loop] = i;
+    if (f->first[n->loop] < 0)
+      f->first[n->loop] = i;
+    f->last[n->loop] = i;
   }
-  /* where each node runs: a fused kernel at its anchor; a top-level leaf
-   * built inside a loop's run before the loop */
-  int *pos = xcalloc((size_t)nn + 1, sizeof(int));
-  int *inloop = xcalloc((size_t)nn + 1, sizeof(int));   /* loop whose run holds position i */
+  int *inloop = xcalloc((size_t)f->nn + 1, sizeof(int));   /* loop whose run holds position i */
   for (int k = 1; k < g->nloop; k++)
-    for (int i = first[k]; i >= 0 && i <= last[k]; i++)
+    for (int i = f->first[k]; i >= 0 && i <= f->last[k]; i++)
       inloop[i] = k;
-  for (int i = 0; i < nn; i++) {
-    Node *n = &g->node[i];
-    pos[i] = n->group && anchor[n->group] >= 0 ? anchor[n->group] : i;
+  for (int i = 0; i < f->nn; i++) {
+    const Node *n = &g->node[i];
+    f->pos[i] = n->group && f->anchor[n->group] >= 0 ? f->anchor[n->group] : i;
     if (!n->loop && inloop[i])
-      pos[i] = first[inloop[i]];
+      f->pos[i] = f->first[inloop[i]];
   }
+  free(inloop);
+}
 
-  int *root = xcalloc((size_t)nn + 1, sizeof(int));
-  int *start = xcalloc((size_t)nn + 1, sizeof(int));
-  int *end = xcalloc((size_t)nn + 1, sizeof(int));
-  bool *stacked = xcalloc((size_t)nn + 1, sizeof(bool));
-  for (int i = 0; i < nn; i++) {
-    root[i] = g->node[i].dead ? -1 : root_of(g, need, i);
-    start[i] = end[i] = -1;
-  }
-  for (int i = 0; i < nn; i++) {
-    if (!need[i])
+/* Each buffer's lifetime: from where it is computed (a body value: its
+ * loop's start) to its last read, through views, to the loop's end for a
+ * capture, to the end of run() for an output. */
+static void lifetimes(const Graph *g, Life *f)
+{
+  for (int i = 0; i < f->nn; i++) {
+    f->root[i] = g->node[i].dead ? -1 : root_of(g, f->need, i);
+    f->start[i] = f->end[i] = -1;
+    if (!f->need[i])
       continue;
-    Node *n = &g->node[i];
-    start[i] = n->loop ? first[n->loop] : pos[i];
-    end[i] = n->loop ? last[n->loop] : pos[i];
+    const Node *n = &g->node[i];
+    f->start[i] = n->loop ? f->first[n->loop] : f->pos[i];
+    f->end[i] = n->loop ? f->last[n->loop] : f->pos[i];
   }
-  for (int i = 0; i < nn; i++) {
-    Node *n = &g->node[i];
+  for (int i = 0; i < f->nn; i++) {
+    const Node *n = &g->node[i];
     if (n->dead)
       continue;
-    if (n->op == OP_STACK && root[i] >= 0)
-      stacked[root[i]] = true;
+    if (n->op == OP_STACK && f->root[i] >= 0)
+      f->stacked[f->root[i]] = true;
     for (int k = 0; k < n->nin; k++) {
-      int r = root[n->in[k]];
+      int r = f->root[n->in[k]];
       if (r < 0)
         continue;
-      int at = pos[i];
+      int at = f->pos[i];
       if (n->loop && !g->node[r].loop)
-        at = last[n->loop];   /* a capture: read at every step */
-      if (at > end[r])
-        end[r] = at;
+        at = f->last[n->loop];   /* a capture: read at every step */
+      if (at > f->end[r])
+        f->end[r] = at;
     }
   }
   for (int o = 0; o < g->nout; o++) {
-    int r = root[g->out[o].node];
+    int r = f->root[g->out[o].node];
     if (r >= 0)
-      end[r] = nn;
+      f->end[r] = f->nn;
   }
+}
 
-  /* log_softmax fused with its nll gradient writes the gradient over the
-   * logits when nothing reads them later (emit_c.c's k_log_softmax_nll):
-   * the two are one buffer */
-  int *same = xcalloc((size_t)nn + 1, sizeof(int));
-  for (int i = 0; i < nn; i++)
-    same[i] = -1;
-  for (int i = 0; i < nn; i++) {
-    Node *n = &g->node[i];
-    if (n->dead || n->op != OP_NLL_LOG_SOFTMAX_GRAD || !n->group || !need[i])
+/* log_softmax fused with its nll gradient writes the gradient over the
+ * logits when nothing reads them later (k_log_softmax_nll): the two are
+ * one buffer. */
+static void in_place(const Graph *g, Life *f)
+{
+  for (int i = 0; i < f->nn; i++) {
+    f->same[i] = -1;
+    const Node *n = &g->node[i];
+    if (n->dead || n->op != OP_NLL_LOG_SOFTMAX_GRAD || !n->group || !f->need[i])
       continue;
-    int a = anchor[n->group], in = g->node[a].in[0];
+    int a = f->anchor[n->group], in = g->node[a].in[0];
     if (g->node[in].op == OP_ADD && g->node[in].group == n->group)
       in = g->node[in].in[0];   /* a bias fused in: the product's buffer */
-    int x = root[in];
-    if (x < 0 || g->node[x].loop || end[x] != pos[a] || buffer_numel(g, x) != buffer_numel(g, i))
+    int x = f->root[in];
+    if (x < 0 || g->node[x].loop || f->end[x] != f->pos[a] || buffer_numel(g, x) != buffer_numel(g, i))
       continue;
-    same[i] = x;
-    end[x] = end[i] > end[x] ? end[i] : end[x];
+    f->same[i] = x;
+    f->end[x] = f->end[i] > f->end[x] ? f->end[i] : f->end[x];
   }
+}
 
-  /* a gradient output is computed where the runtime wants it, in c->grad,
-   * not in the arena and copied there: a whole-tensor value of its own
-   * (not a view, not per step, not sharing bytes), the first output of it */
-  g->plan = arena_calloc(1, sizeof *g->plan);
-  Plan *p = g->plan;
-  p->grad_out = arena_calloc((size_t)nn + 1, sizeof(int));
-  for (int i = 0; i < nn; i++)
+/* A gradient output is computed where the runtime wants it, in c->grad,
+ * not in the arena and copied there: a whole-tensor value of its own (not
+ * a view, not per step, not sharing bytes), the first output of it. */
+static void gradient_outputs(const Graph *g, const Life *f, Plan *p)
+{
+  p->grad_out = arena_calloc((size_t)f->nn + 1, sizeof(int));
+  for (int i = 0; i < f->nn; i++)
     p->grad_out[i] = -1;
-  bool *shares = xcalloc((size_t)nn + 1, sizeof(bool));   /* another node writes over it */
-  for (int i = 0; i < nn; i++)
-    if (same[i] >= 0)
-      shares[same[i]] = true;
+  bool *shares = xcalloc((size_t)f->nn + 1, sizeof(bool));   /* another node writes over it */
+  for (int i = 0; i < f->nn; i++)
+    if (f->same[i] >= 0)
+      shares[f->same[i]] = true;
   for (int o = 0; o < g->nout; o++) {
     int r = g->out[o].node;
-    if (strncmp(g->out[o].name, "grad:", 5) || !need[r] || g->node[r].loop || p->grad_out[r] >= 0)
+    if (strncmp(g->out[o].name, "grad:", 5) || !f->need[r] || g->node[r].loop || p->grad_out[r] >= 0)
       continue;
-    if (same[r] < 0 && !shares[r])
+    if (f->same[r] < 0 && !shares[r])
       p->grad_out[r] = o;
   }
   free(shares);
-  p->off = arena_calloc((size_t)nn + 1, sizeof(size_t));
-  p->one_step = arena_calloc((size_t)nn + 1, sizeof(bool));
-  Buffer *buf = xcalloc((size_t)nn + 1, sizeof(Buffer));
-  int nbuf = 0;
-  for (int i = 0; i < nn; i++) {
-    p->off[i] = SIZE_MAX;
-    if (!need[i])
+}
+
+/* The buffers to place, largest first: each that needs one and neither
+ * writes over another's nor lives in c->grad.  Sets one_step and naive. */
+static Buffer *buffers(const Graph *g, const Life *f, Plan *p, int *nbuf)
+{
+  p->one_step = arena_calloc((size_t)f->nn + 1, sizeof(bool));
+  Buffer *buf = xcalloc((size_t)f->nn + 1, sizeof(Buffer));
+  *nbuf = 0;
+  for (int i = 0; i < f->nn; i++) {
+    if (!f->need[i])
       continue;
     p->naive = align16(p->naive + buffer_numel(g, i));
-    p->one_step[i] = g->node[i].loop && !stacked[i];
-    if (same[i] < 0 && p->grad_out[i] < 0)
-      buf[nbuf++] = (Buffer){i, align16(buffer_numel(g, i)), start[i], end[i]};
+    p->one_step[i] = g->node[i].loop && !f->stacked[i];
+    if (f->same[i] < 0 && p->grad_out[i] < 0)
+      buf[(*nbuf)++] = (Buffer){i, align16(buffer_numel(g, i)), f->start[i], f->end[i]};
   }
-  qsort(buf, (size_t)nbuf, sizeof *buf, by_size);
+  qsort(buf, (size_t)*nbuf, sizeof *buf, by_size);
+  return buf;
+}
 
-  size_t over = 0;
-  int too_big = place(g, p, buf, nbuf, &over);
+static void *ints(int n)
+{
+  return xcalloc((size_t)n + 1, sizeof(int));
+}
+
+void plan_memory(Graph *g)
+{
+  int nn = g->nnode;
+  Life f = {.nn = nn, .need = buffers_needed(g), .anchor = group_anchors(g), .first = ints(g->nloop),
+            .last = ints(g->nloop), .pos = ints(nn), .root = ints(nn), .start = ints(nn), .end = ints(nn),
+            .stacked = xcalloc((size_t)nn + 1, sizeof(bool)), .same = ints(nn)};
+  positions(g, &f);
+  lifetimes(g, &f);
+  in_place(g, &f);
+  g->plan = arena_calloc(1, sizeof *g->plan);
+  Plan *p = g->plan;
+  p->shared = true;
+  gradient_outputs(g, &f, p);
+  int nbuf;
+  Buffer *buf = buffers(g, &f, p, &nbuf);
+  p->off = arena_calloc((size_t)nn + 1, sizeof(size_t));
   for (int i = 0; i < nn; i++)
-    if (same[i] >= 0)
-      p->off[i] = p->off[same[i]];
-  free(same);
+    p->off[i] = SIZE_MAX;
+  size_t over = 0;
+  int too_big = place_buffers(g, p, buf, nbuf, &over);
+  for (int i = 0; i < nn; i++)
+    if (f.same[i] >= 0)
+      p->off[i] = p->off[f.same[i]];
   free(buf);
-  free(need);
-  free(anchor);
-  free(first);
-  free(last);
-  free(pos);
-  free(inloop);
-  free(root);
-  free(start);
-  free(end);
-  free(stacked);
+  void *arrays[] = {f.need, f.anchor, f.first, f.last, f.pos, f.root, f.start, f.end, f.stacked, f.same};
+  for (size_t k = 0; k < sizeof arrays / sizeof *arrays; k++)
+    free(arrays[k]);
   if (too_big >= 0)
     ir_error_node(g, too_big, "%s: %s needs %.1f GiB of work memory with the values live at the same time; at most %d GiB",
                   op_info[g->node[too_big].op].name, shape_str(&g->node[too_big].shape),
                   (double)over * (g->real == DT_F64 ? 8 : 4) / (1 << 30), LMC_MAX_GIB);
+}
+
+/* ---------------------------------------------------------------- the arena */
+
+size_t logit_rows(const Graph *g, const Node *prod)
+{
+  const Shape *s = &prod->shape;
+  return mval(mdiv(mnumel(s), mdim(s, s->rank - 1)), g->max_seq);
+}
+
+/* Without plan-memory, every buffer its own region, in node order. */
+static Plan *bump_layout(Graph *g)
+{
+  int nn = g->nnode;
+  Plan *p = arena_calloc(1, sizeof *p);
+  p->off = arena_calloc((size_t)nn + 1, sizeof(size_t));
+  p->grad_out = arena_calloc((size_t)nn + 1, sizeof(int));
+  p->one_step = arena_calloc((size_t)nn + 1, sizeof(bool));
+  g->plan = p;   /* buffer_numel reads one_step: none */
+  bool *need = buffers_needed(g);
+  for (int i = 0; i < nn; i++) {
+    p->off[i] = SIZE_MAX;
+    p->grad_out[i] = -1;
+    if (!need[i])
+      continue;
+    p->off[i] = p->numel;
+    p->numel = align16(p->numel + buffer_numel(g, i));
+    if ((int64_t)p->numel > LMC_MAX_BYTES / (g->real == DT_F64 ? 8 : 4)) {   /* each buffer is below it */
+      free(need);
+      ir_error_node(g, i, "%s: %s needs more than %d GiB of work memory with every value before it (without plan-memory)",
+                    op_info[g->node[i].op].name, shape_str(&g->node[i].shape), LMC_MAX_GIB);
+    }
+  }
+  free(need);
+  p->naive = p->numel;
+  return p;
+}
+
+static bool reads_targets(const Graph *g)
+{
+  for (int i = 0; i < g->nnode; i++)
+    if (!g->node[i].dead && g->node[i].op == OP_INPUT && !strcmp(g->node[i].a.name, "targets"))
+      return true;
+  return false;
+}
+
+void plan_arena(Graph *g)
+{
+  if (!g->plan || !g->plan->shared)
+    bump_layout(g);
+  Plan *p = g->plan;
+  size_t top = p->numel;
+  p->targets_off = SIZE_MAX;
+  if (reads_targets(g)) {
+    p->targets_off = top;
+    top = align16(top + (size_t)g->max_seq * (size_t)g->batch);
+  }
+  /* a loss kernel that computes its logits a block at a time (fuse_nll.c)
+   * keeps the block at the end of the arena: the arena of the largest
+   * program (training's) covers it, so it costs no memory of its own */
+  p->scratch_off = SIZE_MAX;
+  for (int i = 0; i < g->nnode; i++)
+    if (!g->node[i].dead && g->node[i].group && g->node[i].op == OP_MATMUL) {
+      p->scratch_off = top;
+      top = align16(top + logit_rows(g, &g->node[i]) * LOGIT_BLOCK);
+      break;
+    }
+  p->work_numel = top;
 }

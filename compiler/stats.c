@@ -79,6 +79,7 @@ static Cost cost(Graph *g)
   Cost c = {0};
   bool *need = buffers_needed(g);
   int *anchor = group_anchors(g);
+  bool shared = g->plan && g->plan->shared;   /* plan-memory ran */
   for (int i = 0; i < g->nnode; i++) {
     Node *n = &g->node[i];
     if (n->dead)
@@ -93,11 +94,11 @@ static Cost cost(Graph *g)
       c.kernels++;
       c.calls += n->loop ? g->max_seq : 1;
     }
-    if (need[i] && !g->plan) {
+    if (need[i] && !shared) {
       c.naive += (buffer_numel(g, i) + 15) & ~(size_t)15;
     }
   }
-  if (g->plan) {
+  if (shared) {
     c.naive = g->plan->naive;
     c.peak = g->plan->numel;
   } else {
@@ -149,7 +150,7 @@ void print_stats(Program *p, FILE *f)
       continue;
     Cost c = cost(gs[k]);
     fprintf(f, "%s activations:%*s", names[k], (int)(7 - strlen(names[k])), "");
-    if (gs[k]->plan)
+    if (gs[k]->plan && gs[k]->plan->shared)
       fprintf(f, "%.2f MB arena, the memory plan's peak (%.2f MB with every buffer its own region)\n",
               mb((double)c.peak * real), mb((double)c.naive * real));
     else

@@ -4,6 +4,10 @@
  * Runs after the front end and between passes (as QBE runs ssacheck), so a
  * pass that breaks the graph is caught where it broke it.  A failure here
  * is a compiler bug, never the user's mistake.
+ *
+ * verify_c_inputs checks what the C target takes of a graph that the IR
+ * allows: the inputs the emitted C feeds a program.  A failure there is
+ * the user's, reported at the input's line.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -107,4 +111,18 @@ void verify_or_die(Graph *g, const char *after)
   char err[512];
   if (verify(g, err, sizeof err) != 0)
     die("IR invalid after %s: %s", after, err);
+}
+
+void verify_c_inputs(Graph *g)
+{
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || n->op != OP_INPUT || n->a.state)
+      continue;
+    if (strcmp(n->a.name, "tokens") && strcmp(n->a.name, "targets"))
+      ir_error_node(g, i, "input '%s': the emitted C takes the inputs \"tokens\" and \"targets\" (i32) "
+                    "and state; use --emit=ir or --emit=dot for other graphs", n->a.name);
+    if (n->dtype != DT_I32)
+      ir_error_node(g, i, "input '%s': token ids are i32, not %s", n->a.name, n->dtype == DT_F64 ? "f64" : "f32");
+  }
 }

@@ -40,6 +40,7 @@ static char *emit_text(Program *p)
   size_t n = 0;
   FILE *f = open_memstream(&s, &n);
   ck_assert(f != NULL);
+  place(p);
   emit_c(p, f);
   fclose(f);
   return s;

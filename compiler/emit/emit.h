@@ -27,9 +27,10 @@
  * per-step value, and its kernel is called with pointers offset to step t.
  *
  * Buffers: parameters live in c->param, hidden state in c->state, tokens
- * and targets are run()'s arguments, every other value in c->work at the
- * offset plan_work() gives it (a bump allocator; a liveness-based memory
- * plan replaces that one function).
+ * and targets are run()'s arguments, every other value in c->work; where
+ * each node's value lives (its Loc) is decided before emission, by
+ * plan-memory or plan_arena (plan.c) and place (place.c): the emitter
+ * only reads g->plan.
  *
  * The emitter's state comes in three lifetimes: the Model (one per emitted
  * file: the parameter and gradient layout, the dropout slots, the folded
@@ -72,34 +73,7 @@ void sprint(Str *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ------------------------------------------------------------ size.c */
 
-typedef struct {
-  int64_t c;
-  int k;
-} Mono;   /* c * T^k: every size and stride of a shape is one */
-
-Mono mono(int64_t c, int k);
-Mono mmul(Mono a, Mono b);
-Mono mdiv(Mono a, Mono b);
-bool meq(Mono a, Mono b);
-bool mone(Mono a);
-Mono mdim(const Shape *s, int i);
-Mono mnumel(const Shape *s);
-size_t mval(Mono m, int T);
-void contig(const Shape *s, Mono *st);   /* row-major strides of a contiguous tensor */
-
 /* ------------------------------------------------------------ the emitter's state */
-
-enum { L_NONE, L_WORK, L_PARAM, L_GRAD, L_STATE, L_TOKENS, L_TARGETS, L_CONST };
-
-/* Where a node's value lives. */
-typedef struct {
-  int kind;
-  size_t off;             /* element offset in c->work, c->param, c->state or the table */
-  int table;              /* L_CONST: lmc_const<table> */
-  bool stacked;           /* a body node: step t at + t * step */
-  bool last;              /* plus (T - 1) * step: the last slot of a forward loop */
-  Mono step;              /* per-step size of a stacked buffer */
-} Loc;
 
 /* What a kernel parameter receives at the call. */
 typedef enum {
@@ -109,10 +83,8 @@ typedef enum {
   A_P,                    /* dropout node's probability */
   A_IDX0,                 /* t * numel of node `shape`: where this step's mask indices start */
   A_THREADS,              /* c->threads, for a kernel's parallel loop */
-  A_SCRATCH,              /* the program's kernel scratch in c->work (Prog.scratch_off) */
+  A_SCRATCH,              /* the program's kernel scratch in c->work (Plan.scratch_off) */
 } ArgKind;
-
-enum { LOGIT_BLOCK = 1024 };   /* columns of logits per block in k_logits_nll */
 
 typedef struct {
   ArgKind kind;
@@ -132,35 +104,14 @@ typedef struct {
   Shape iter;             /* a fused kernel: the shape its loop nest covers */
 } Sig;
 
-typedef struct {
-  const char *name;
-  int node;               /* first PARAM node in p->train */
-  Shape shape;
-  size_t off, numel;
-  /* its gradient in c->grad: at goff, gnumel reals (layout_grads); with
-   * rows (row-grad) max_rows rows of row_len, then their ids and count */
-  size_t goff, gnumel;
-  bool rows;
-  size_t max_rows, row_len;
-} Param;
-
 /* One per emitted file: what every program shares. */
 typedef struct {
   Program *p;
-  Param *param;
-  int nparam;
-  StrMap param_index;     /* name -> index in param */
-  int nalias;             /* tied names ("alias:<name>" outputs) after the parameters */
-  size_t param_numel;
-  size_t grad_numel;      /* the gradient block: param_numel unless a gradient is rows */
+  const Layout *lay;      /* p->layout: the parameter and gradient blocks, the folded tables */
   /* dropout slots, recovered from the training graph's dropout nodes */
   int nslot;
   const char **slot_name;
   double *slot_default;
-  /* folded tables (literal nodes) of every program, one array per distinct table */
-  int ntable;
-  const double **table;
-  size_t *table_n;
 } Model;
 
 /* One per program being emitted. */
@@ -169,18 +120,13 @@ typedef struct {
   Graph *g;
   const char *name;       /* "train", "eval", "gen" */
   bool training;          /* dropout applies */
-  Loc *loc;
+  Loc *loc;               /* g->plan->loc: where each value lives (place.c) */
   Sig *sig;
-  size_t *off;            /* plan_work: offset in c->work, or SIZE_MAX */
-  Users users;
-  bool *skip;             /* not emitted: see locate() */
+  bool *skip;             /* g->plan->skip: not emitted */
   int *anchor;            /* per group: the member whose position runs the kernel, or -1 */
   int *member_start;      /* group k's live members, in node order: */
   int *member;            /* member[member_start[k] .. member_start[k + 1]) */
   int *in_arg, *drop_arg; /* per node: the fused kernel (group) that has its pointer / dropout parameters */
-  size_t work_numel;
-  size_t targets_off;     /* stand-in targets when run() gets NULL */
-  size_t scratch_off;     /* k_logits_nll's block of logits, SIZE_MAX if none */
 } Prog;
 
 /* The text being written, one kernel's body or run()'s, and what it
@@ -217,25 +163,23 @@ static inline int id_of(Prog *p, Node *n)
   return (int)(n - p->g->node);
 }
 
+/* Node id has a buffer of its own: in c->work, or its gradient's in c->grad. */
+static inline bool stored(Prog *p, int id)
+{
+  return p->g->plan->off[id] != SIZE_MAX || p->g->plan->grad_out[id] >= 0;
+}
+
 /* size.c: a size as a C expression (200, T, 20*T, 4*T*T); sets uses_T. */
 Str mstr(Text *k, Mono m);
 
 /* ------------------------------------------------------------ layout.c */
 
-Param *find_param(Model *m, const char *name);
-int desc_rank(const Shape *s, const char *what, const char *name);
-void layout_params(Model *m);
-void layout_grads(Model *m);
 bool is_dropout_op(Op op);
 void find_slots(Model *m);
-int find_table(Model *m, const double *data, size_t n);
 void emit_const_tables(Model *m, Buf *out);
 
 /* ------------------------------------------------------------ memory.c */
 
-size_t logit_rows(const Graph *g, const Node *prod);
-void plan_work(Prog *p);
-void locate(Prog *p);
 bool same_loc(const Loc *a, const Loc *b);
 Str ptr(Text *k, int id, const char *tsel);
 

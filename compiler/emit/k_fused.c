@@ -236,7 +236,7 @@ static void fused_walk(Fused *F)
   for (int m = p->member_start[F->group]; m < p->member_start[F->group + 1]; m++) {
     int i = p->member[m];
     Node *n = N(p, i);
-    if (p->off[i] == SIZE_MAX)
+    if (!stored(p, i))
       continue;
     /* restrict: a kernel's outputs share no bytes with its inputs or
      * with each other (plan.c), and saying so lets the compiler vectorise
@@ -272,7 +272,7 @@ void k_fused(Text *k, Buf *b, int group)
     Node *s = NULL;
     if (n->op == OP_PAD)
       s = IN(k->p, n, 0);
-    else if (k->p->off[i] != SIZE_MAX && !assembled(k->p, group, i))
+    else if (stored(k->p, i) && !assembled(k->p, group, i))
       s = n;
     if (!s)
       continue;

@@ -238,14 +238,14 @@ static LsmGroup lsm_group(Prog *p, int group)
     else if (n->op == OP_MATMUL)
       G.prod = n;
   }
-  if (G.grad && p->off[id_of(p, G.grad)] == SIZE_MAX)
+  if (G.grad && !stored(p, id_of(p, G.grad)))
     G.grad = NULL;
-  if (G.nll && p->off[id_of(p, G.nll)] == SIZE_MAX)
+  if (G.nll && !stored(p, id_of(p, G.nll)))
     G.nll = NULL;
   if (!G.lsm || (G.grad && (IN(p, G.grad, 1) != G.lsm || IN(p, G.grad, 0)->op != OP_CONST)) ||
       (G.nll && IN(p, G.nll, 0) != G.lsm) || (G.bias && IN(p, G.lsm, 0) != G.bias))
     die("group %d is not log_softmax with nll_loss or its gradient", group);
-  G.logp = p->off[id_of(p, G.lsm)] != SIZE_MAX;
+  G.logp = stored(p, id_of(p, G.lsm));
   if (G.prod && (!G.nll || G.grad || G.logp))
     die("group %d: a product fused with log_softmax computes the loss only", group);
   /* dx in x's bytes: one pointer, so the loops are plainly in place */

@@ -74,7 +74,7 @@ static bool kernel(Prog *p, int id, Buf *b, Sig *s)
       return false;
     bool stores = false;
     for (int m = p->member_start[n->group]; m < p->member_start[n->group + 1] && !stores; m++)
-      stores = p->off[p->member[m]] != SIZE_MAX;
+      stores = stored(p, p->member[m]);
     if (!stores)
       return false;   /* nothing reads what it would compute */
     s->name = "fused";
@@ -148,7 +148,7 @@ static void kernel_comment(Prog *p, Buf *b, int id)
       int i = p->member[m];
       bprintf(b, " *   ");
       node_comment(p, b, i);
-      bprintf(b, " %s%s\n", shape_str(&g->node[i].shape), p->off[i] != SIZE_MAX ? ", stored" : "");
+      bprintf(b, " %s%s\n", shape_str(&g->node[i].shape), stored(p, i) ? ", stored" : "");
     }
   } else {
     bprintf(b, "/* ");

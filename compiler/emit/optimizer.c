@@ -9,7 +9,7 @@
 /* clip, sgd and adamw over the whole parameter block. */
 static void emit_optimizer_dense(Model *m, Buf *out)
 {
-  size_t n = m->param_numel;
+  size_t n = m->lay->param_numel;
   Str sq = fn(m->p->train, "sqrt");
   bprintf(out, "/* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when\n"
                " * that is below 1; returns the norm before clipping. */\n");
@@ -57,11 +57,11 @@ static void emit_optimizer_dense(Model *m, Buf *out)
 /* The next run of dense gradients from parameter i: [*i, *j). */
 static bool dense_run(Model *m, int *i, int *j)
 {
-  while (*i < m->nparam && m->param[*i].rows)
+  while (*i < m->lay->nparam && m->lay->param[*i].rows)
     ++*i;
-  if (*i >= m->nparam)
+  if (*i >= m->lay->nparam)
     return false;
-  for (*j = *i; *j < m->nparam && !m->param[*j].rows; ++*j)
+  for (*j = *i; *j < m->lay->nparam && !m->lay->param[*j].rows; ++*j)
     ;
   return true;
 }
@@ -104,20 +104,20 @@ static void rows_grad_open(Buf *out, Param *p, const char *what)
 static void emit_optimizer_rows(Model *m, Buf *out)
 {
   Str sq = fn(m->p->train, "sqrt");
-  size_t tail = m->param_numel & ~(size_t)7;
+  size_t tail = m->lay->param_numel & ~(size_t)7;
   bprintf(out, "/* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when\n"
                " * that is below 1; returns the norm before clipping.  Every square in\n"
                " * the lane of its position in a dense block, in the dense order: a\n"
                " * rows gradient's zero rows add nothing to it. */\n");
   bprintf(out, "static double lmc_clip(real *grad, double clip)\n{\n");
   bprintf(out, "  double s[8] = { 0 };   /* eight lanes, added pairwise: same bits every run */\n");
-  for (int q = 0; q < m->nparam; q++) {
-    Param *p = &m->param[q];
+  for (int q = 0; q < m->lay->nparam; q++) {
+    Param *p = &m->lay->param[q];
     if (!p->rows) {
       int j;
-      for (j = q; j < m->nparam && !m->param[j].rows; j++)
+      for (j = q; j < m->lay->nparam && !m->lay->param[j].rows; j++)
         ;
-      Param *l = &m->param[j - 1];
+      Param *l = &m->lay->param[j - 1];
       clip_range(out, p->goff, l->goff + l->numel, p->off, tail);
       q = j - 1;
       continue;
@@ -136,12 +136,12 @@ static void emit_optimizer_rows(Model *m, Buf *out)
   bprintf(out, "  double scale = clip / (norm + 1e-6);\n");
   bprintf(out, "  if (!(clip > 0 && scale < 1))\n    return norm;\n");
   for (int i = 0, j; dense_run(m, &i, &j); i = j) {
-    Param *l = &m->param[j - 1];
-    bprintf(out, "  for (size_t i = %zu; i < %zu; i++)\n", m->param[i].goff, l->goff + l->numel);
+    Param *l = &m->lay->param[j - 1];
+    bprintf(out, "  for (size_t i = %zu; i < %zu; i++)\n", m->lay->param[i].goff, l->goff + l->numel);
     bprintf(out, "    grad[i] = (real)(grad[i] * scale);\n");
   }
-  for (int q = 0; q < m->nparam; q++) {
-    Param *p = &m->param[q];
+  for (int q = 0; q < m->lay->nparam; q++) {
+    Param *p = &m->lay->param[q];
     if (!p->rows)
       continue;
     bprintf(out, "  for (size_t i = %zu; i < %zu + (size_t)((const int32_t *)(grad + %zu))[%zu] * %zu; i++)\n",
@@ -154,12 +154,12 @@ static void emit_optimizer_rows(Model *m, Buf *out)
   bprintf(out, "static void lmc_sgd(real *param, const real *grad, double lr)\n{\n");
   bprintf(out, "  real r = (real)lr;\n");
   for (int i = 0, j; dense_run(m, &i, &j); i = j) {
-    Param *l = &m->param[j - 1];
-    bprintf(out, "  for (size_t i = 0; i < %zu; i++)\n", l->goff + l->numel - m->param[i].goff);
-    bprintf(out, "    param[%zu + i] -= r * grad[%zu + i];\n", m->param[i].off, m->param[i].goff);
+    Param *l = &m->lay->param[j - 1];
+    bprintf(out, "  for (size_t i = 0; i < %zu; i++)\n", l->goff + l->numel - m->lay->param[i].goff);
+    bprintf(out, "    param[%zu + i] -= r * grad[%zu + i];\n", m->lay->param[i].off, m->lay->param[i].goff);
   }
-  for (int q = 0; q < m->nparam; q++) {
-    Param *p = &m->param[q];
+  for (int q = 0; q < m->lay->nparam; q++) {
+    Param *p = &m->lay->param[q];
     if (!p->rows)
       continue;
     rows_grad_open(out, p, "");
@@ -177,14 +177,14 @@ static void emit_optimizer_rows(Model *m, Buf *out)
   bprintf(out, "  real decay = (real)(1 - lr * wd);\n");
   bprintf(out, "  real step = (real)(lr / (1 - pow(b1, (double)t)));\n");
   bprintf(out, "  real bc2 = (real)sqrt(1 - pow(b2, (double)t));\n");
-  for (int q = 0; q < m->nparam; q++) {
-    Param *p = &m->param[q];
+  for (int q = 0; q < m->lay->nparam; q++) {
+    Param *p = &m->lay->param[q];
     const char *ind = "    ";
     if (!p->rows) {
       int j;
-      for (j = q; j < m->nparam && !m->param[j].rows; j++)
+      for (j = q; j < m->lay->nparam && !m->lay->param[j].rows; j++)
         ;
-      Param *l = &m->param[j - 1];
+      Param *l = &m->lay->param[j - 1];
       bprintf(out, "  for (size_t i = %zu; i < %zu; i++) {\n", p->off, l->off + l->numel);
       bprintf(out, "    real gv = grad[%zu + (i - %zu)];\n", p->goff, p->off);
       q = j - 1;
@@ -211,12 +211,13 @@ static void emit_optimizer_rows(Model *m, Buf *out)
   bprintf(out, "/* The gradient block as a parameter-shaped one (test drivers). */\n");
   bprintf(out, "static void lmc_grad_dense(const real *grad, real *dense)\n{\n");
   for (int i = 0, j; dense_run(m, &i, &j); i = j) {
-    Param *l = &m->param[j - 1];
-    bprintf(out, "  memcpy(dense + %zu, grad + %zu, %zu * sizeof *dense);\n", m->param[i].off, m->param[i].goff,
-            l->goff + l->numel - m->param[i].goff);
+    Param *l = &m->lay->param[j - 1];
+    bprintf(out, "  memcpy(dense + %zu, grad + %zu, %zu * sizeof *dense);\n", m->lay->param[i].off,
+            m->lay->param[i].goff,
+            l->goff + l->numel - m->lay->param[i].goff);
   }
-  for (int q = 0; q < m->nparam; q++) {
-    Param *p = &m->param[q];
+  for (int q = 0; q < m->lay->nparam; q++) {
+    Param *p = &m->lay->param[q];
     if (!p->rows)
       continue;
     bprintf(out, "  {   /* ");
@@ -236,8 +237,8 @@ void emit_optimizer(Model *m, Buf *out)
 {
   bprintf(out, "/* ---------------------------------------------------------------- optimizer */\n\n");
   bool rows = false;
-  for (int q = 0; q < m->nparam; q++)
-    rows |= m->param[q].rows;
+  for (int q = 0; q < m->lay->nparam; q++)
+    rows |= m->lay->param[q].rows;
   if (rows)
     emit_optimizer_rows(m, out);
   else

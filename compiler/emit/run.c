@@ -52,7 +52,7 @@ static void emit_call(Text *t, Buf *b, int id, int depth)
       bprintf(b, "c->threads");
       break;
     case A_SCRATCH:
-      bprintf(b, "w + %zu", p->scratch_off);
+      bprintf(b, "w + %zu", p->g->plan->scratch_off);
       break;
     case A_IDX0:
       if (n->loop)
@@ -118,8 +118,6 @@ static void emit_calls(Text *t, Buf *b)
     Node *n = &g->node[i];
     if (n->dead || !n->loop)
       continue;
-    if (n->loop < 0 || n->loop >= g->nloop)
-      die("n%d: no loop %d", i, n->loop);
     if (first[n->loop] < 0)
       first[n->loop] = i;
     last[n->loop] = i;
@@ -133,11 +131,7 @@ static void emit_calls(Text *t, Buf *b)
       cur = n->loop;
       for (int j = i + 1; j < last[cur]; j++) {
         Node *m = &g->node[j];
-        if (m->dead || m->loop == cur)
-          continue;
-        if (m->loop || !op_is(m->op, P_LEAF))
-          die("loop %d (n%d..n%d) is not one run of nodes: n%d", cur, i, last[cur], j);
-        if (p->sig[j].has)
+        if (!m->dead && m->loop != cur && p->sig[j].has)
           emit_call(t, b, j, 1);
       }
       if (g->loop[cur].reverse)
@@ -185,7 +179,7 @@ static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
       pi->logp_last = !(n->shape.seq & 1);   /* last-step: the last position's rows only */
       pi->logp_offset = l->off;
     } else if (!strncmp(op->name, "grad:", 5)) {
-      Param *q = find_param(p->m, op->name + 5);
+      Param *q = find_param(p->m->lay, op->name + 5);
       if (!q)
         die("output %s: no such parameter", op->name);
       if (mval(mnumel(&n->shape), g->max_seq) != q->numel || mnumel(&n->shape).k)
@@ -218,14 +212,15 @@ static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
   }
   if (pi->has_backward) {
     /* parameters without a gradient output get zeros */
-    for (int q = 0; q < p->m->nparam; q++) {
+    for (int q = 0; q < p->m->lay->nparam; q++) {
       Str name = {""};
-      sprint(&name, "grad:%s", p->m->param[q].name);
+      sprint(&name, "grad:%s", p->m->lay->param[q].name);
       if (ir_find_output(g, name.s) >= 0)
         continue;
       t->uses_c = true;
-      bprintf(b, "  memset(c->grad + %zu, 0, %zu * sizeof(real));   /* ", p->m->param[q].goff, p->m->param[q].numel);
-      bcomment(b, p->m->param[q].name);
+      bprintf(b, "  memset(c->grad + %zu, 0, %zu * sizeof(real));   /* ", p->m->lay->param[q].goff,
+              p->m->lay->param[q].numel);
+      bcomment(b, p->m->lay->param[q].name);
       bprintf(b, ": no gradient */\n");
     }
   }
@@ -238,13 +233,13 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
   Graph *g = p->g;
   Buf b = {0};
   Text t = {.p = p};
-  bool has_targets = p->targets_off != SIZE_MAX;
+  bool has_targets = g->plan->targets_off != SIZE_MAX;
   bool has_loss = ir_find_output(g, "loss") >= 0;
   if (has_targets) {
     if (has_loss)
       bprintf(&b, "  const int have_targets = targets != NULL;\n");
     bprintf(&b, "  if (!targets)   /* no loss wanted: read zeros */\n");
-    bprintf(&b, "    targets = memset(w + %zu, 0, %d * sizeof *targets);\n", p->targets_off,
+    bprintf(&b, "    targets = memset(w + %zu, 0, %d * sizeof *targets);\n", g->plan->targets_off,
             g->max_seq * g->batch);
     t.uses_w = true;
   }
@@ -295,43 +290,32 @@ void emit_program(Model *m, Buf *out, Graph *g, const char *prog, bool training,
 {
   Prog p = {.m = m, .g = g, .name = prog, .training = training};
   memset(pi, 0, sizeof *pi);
-  p.loc = xcalloc((size_t)g->nnode + 1, sizeof *p.loc);
+  if (!g->plan || !g->plan->loc)
+    die("the %s program is not placed", prog);
+  p.loc = g->plan->loc;
+  p.skip = g->plan->skip;
   p.sig = xcalloc((size_t)g->nnode + 1, sizeof *p.sig);
-  p.off = xcalloc((size_t)g->nnode + 1, sizeof *p.off);
   for (int i = 0; i < g->nnode; i++) {
     Node *n = &g->node[i];
-    if (n->dead)
-      continue;
-    for (int k = 0; k < n->nin; k++)
-      if (n->in[k] < 0 || n->in[k] >= g->nnode || g->node[n->in[k]].dead)
-        die("n%d reads a dead or missing node n%d", i, n->in[k]);
-    if (is_dropout_op(n->op) && p.training && (n->a.id2 < 0 || n->a.id2 >= m->nslot))
+    if (!n->dead && is_dropout_op(n->op) && p.training && (n->a.id2 < 0 || n->a.id2 >= m->nslot))
       die("n%d reads dropout slot %d of %d", i, n->a.id2, m->nslot);
   }
   p.anchor = group_anchors(g);
   group_members(&p);
   p.in_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
   p.drop_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
-  p.users = users_make(g);
-  p.skip = xcalloc((size_t)g->nnode + 1, sizeof(bool));
-  plan_work(&p);
-  locate(&p);
-  pi->work_numel = p.work_numel;
+  pi->work_numel = g->plan->work_numel;
 
   bprintf(out, "/* ---------------------------------------------------------------- %s: batch %d */\n\n", prog, g->batch);
   emit_kernels(&p, out);
   emit_state_table(&p, out, pi);
   emit_run(&p, out, pi);
-  free(p.loc);
   free(p.sig);
-  free(p.off);
   free(p.anchor);
   free(p.member_start);
   free(p.member);
   free(p.in_arg);
   free(p.drop_arg);
-  free(p.skip);
-  users_free(&p.users);
 }
 
 void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *prog, ProgInfo *pi)
