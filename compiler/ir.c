@@ -342,24 +342,29 @@ static int check_axis(Graph *g, Node *n, int axis, int rank)
   return axis;
 }
 
-static void infer(Graph *g, Node *n)
+/* Each infer_<family> sets n's dtype and shape from its inputs x and y
+ * (NULL where n has fewer) and returns true, or returns false for an op
+ * not of its family; infer() tries them in turn. */
+
+/* Elementwise ops, with broadcasting between two operands. */
+static bool infer_elem(Graph *g, Node *n, const Shape *x, const Shape *y)
+{
+  if (!op_is(n->op, P_ELEM))
+    return false;
+  for (int k = 0; k < n->nin; k++)
+    need_real(g, n, k);
+  n->shape = *x;
+  if (n->nin == 2 && !broadcast_shapes(x, y, &n->shape))
+    ir_error(g, "%s: shapes %s and %s do not broadcast", op_info[n->op].name, shape_str(x), shape_str(y));
+  if (n->op == OP_DROPOUT && !(n->a.f >= 0 && n->a.f < 1))
+    ir_error(g, "dropout: probability %g is not in [0, 1)", n->a.f);
+  return true;
+}
+
+/* Nodes without inputs: their shape is given. */
+static bool infer_leaf(Graph *g, Node *n)
 {
   const char *op = op_info[n->op].name;
-  Shape *x = n->nin > 0 ? &g->node[n->in[0]].shape : NULL;
-  Shape *y = n->nin > 1 ? &g->node[n->in[1]].shape : NULL;
-  n->dtype = g->real;
-
-  if (op_is(n->op, P_ELEM)) {
-    for (int k = 0; k < n->nin; k++)
-      need_real(g, n, k);
-    n->shape = *x;
-    if (n->nin == 2 && !broadcast_shapes(x, y, &n->shape))
-      ir_error(g, "%s: shapes %s and %s do not broadcast", op, shape_str(x), shape_str(y));
-    if (n->op == OP_DROPOUT && !(n->a.f >= 0 && n->a.f < 1))
-      ir_error(g, "dropout: probability %g is not in [0, 1)", n->a.f);
-    return;
-  }
-
   switch (n->op) {
   case OP_INPUT:
   case OP_PARAM:
@@ -381,6 +386,16 @@ static void infer(Graph *g, Node *n)
   case OP_TRIU_MASK:
     n->shape = shape_make(2, (int[]){1, 1}, 3);
     break;
+  default:
+    return false;
+  }
+  return true;
+}
+
+/* Products, and the embedding (a product with a one-hot matrix). */
+static bool infer_product(Graph *g, Node *n, const Shape *x, const Shape *y)
+{
+  switch (n->op) {
   case OP_MATMUL:
     need_real(g, n, 0);
     need_real(g, n, 1);
@@ -410,6 +425,17 @@ static void infer(Graph *g, Node *n)
                shape_str(&n->a.shape));
     n->shape = n->a.shape;
     break;
+  default:
+    return false;
+  }
+  return true;
+}
+
+/* Ops over the last dimension's rows, and their gradients. */
+static bool infer_rows(Graph *g, Node *n, const Shape *x, const Shape *y)
+{
+  const char *op = op_info[n->op].name;
+  switch (n->op) {
   case OP_SOFTMAX:
   case OP_LOG_SOFTMAX:
   case OP_NORMALIZE:
@@ -439,71 +465,102 @@ static void infer(Graph *g, Node *n)
   case OP_NLL_LOSS_GRAD:
     n->shape = *y;
     break;
+  default:
+    return false;
+  }
+  return true;
+}
+
+static void infer_transpose(Graph *g, Node *n, const Shape *x)
+{
+  unsigned seen = 0;
+  Shape s = {.rank = x->rank};
+  for (int i = 0; i < x->rank; i++) {
+    int p = n->a.perm[i];
+    if (p < 0 || p >= x->rank || (seen >> p & 1))
+      ir_error(g, "transpose: %s is not a permutation of %d dimensions", "perm", x->rank);
+    seen |= 1u << p;
+    s.dim[i] = x->dim[p];
+    s.seq |= (x->seq >> p & 1) << i;
+  }
+  n->shape = s;
+}
+
+static void infer_slice(Graph *g, Node *n, const Shape *x)
+{
+  int ax = n->a.axis = check_axis(g, n, n->a.axis, x->rank);
+  if (x->seq >> ax & 1)
+    ir_error(g, "slice: cannot slice the sequence dimension %s", shape_str(x));
+  int len = n->a.len;
+  int64_t maxlen = len < 0 ? -(int64_t)len * g->max_seq : len;
+  if (len == 0 || n->a.start < 0 || n->a.start + maxlen > x->dim[ax])
+    ir_error(g, "slice: [%d, %lld) out of range for dimension %d of %s", n->a.start,
+             (long long)(n->a.start + maxlen), ax, shape_str(x));
+  n->shape = *x;
+  n->shape.dim[ax] = len < 0 ? -len : len;
+  if (len < 0)
+    n->shape.seq |= 1u << ax;
+}
+
+static void infer_concat(Graph *g, Node *n, const Shape *x, const Shape *y)
+{
+  int ax = n->a.axis = check_axis(g, n, n->a.axis, x->rank);
+  bool ok = x->rank == y->rank && !(x->seq >> ax & 1) && !(y->seq >> ax & 1);
+  for (int i = 0; ok && i < x->rank; i++)
+    if (i != ax && !dim_eq(x, i, y, i))
+      ok = false;
+  if (!ok)
+    ir_error(g, "concat: shapes %s and %s differ outside axis %d", shape_str(x), shape_str(y), ax);
+  n->shape = *x;
+  if (__builtin_add_overflow(x->dim[ax], y->dim[ax], &n->shape.dim[ax]))
+    ir_error(g, "concat: dimension %d would be %lld, more than %d", ax,
+             (long long)x->dim[ax] + y->dim[ax], INT_MAX);
+}
+
+/* Ops that move or reduce elements without computing on them. */
+static bool infer_shape_op(Graph *g, Node *n, const Shape *x, const Shape *y)
+{
+  switch (n->op) {
   case OP_SUM:
     need_real(g, n, 0);
     if (!broadcasts_to(&n->a.shape, x))
       ir_error(g, "sum: %s cannot be summed to %s", shape_str(x), shape_str(&n->a.shape));
     n->shape = n->a.shape;
-    break;
+    return true;
   case OP_BROADCAST:
     need_real(g, n, 0);
     if (!broadcasts_to(x, &n->a.shape))
       ir_error(g, "broadcast: %s does not broadcast to %s", shape_str(x), shape_str(&n->a.shape));
     n->shape = n->a.shape;
-    break;
+    return true;
+  case OP_PAD:
+    n->shape = n->a.shape;
+    return true;
   case OP_RESHAPE:
     n->dtype = g->node[n->in[0]].dtype;
     infer_reshape(g, n, x);
-    break;
-  case OP_TRANSPOSE: {
+    return true;
+  case OP_TRANSPOSE:
     n->dtype = g->node[n->in[0]].dtype;
-    unsigned seen = 0;
-    Shape s = {.rank = x->rank};
-    for (int i = 0; i < x->rank; i++) {
-      int p = n->a.perm[i];
-      if (p < 0 || p >= x->rank || (seen >> p & 1))
-        ir_error(g, "transpose: %s is not a permutation of %d dimensions", "perm", x->rank);
-      seen |= 1u << p;
-      s.dim[i] = x->dim[p];
-      s.seq |= (x->seq >> p & 1) << i;
-    }
-    n->shape = s;
-    break;
-  }
-  case OP_SLICE: {
+    infer_transpose(g, n, x);
+    return true;
+  case OP_SLICE:
     n->dtype = g->node[n->in[0]].dtype;
-    int ax = n->a.axis = check_axis(g, n, n->a.axis, x->rank);
-    if (x->seq >> ax & 1)
-      ir_error(g, "slice: cannot slice the sequence dimension %s", shape_str(x));
-    int len = n->a.len;
-    int64_t maxlen = len < 0 ? -(int64_t)len * g->max_seq : len;
-    if (len == 0 || n->a.start < 0 || n->a.start + maxlen > x->dim[ax])
-      ir_error(g, "slice: [%d, %lld) out of range for dimension %d of %s", n->a.start,
-               (long long)(n->a.start + maxlen), ax, shape_str(x));
-    n->shape = *x;
-    n->shape.dim[ax] = len < 0 ? -len : len;
-    if (len < 0)
-      n->shape.seq |= 1u << ax;
-    break;
-  }
-  case OP_PAD:
-    n->shape = n->a.shape;
-    break;
-  case OP_CONCAT: {
+    infer_slice(g, n, x);
+    return true;
+  case OP_CONCAT:
     n->dtype = g->node[n->in[0]].dtype;
-    int ax = n->a.axis = check_axis(g, n, n->a.axis, x->rank);
-    bool ok = x->rank == y->rank && !(x->seq >> ax & 1) && !(y->seq >> ax & 1);
-    for (int i = 0; ok && i < x->rank; i++)
-      if (i != ax && !dim_eq(x, i, y, i))
-        ok = false;
-    if (!ok)
-      ir_error(g, "concat: shapes %s and %s differ outside axis %d", shape_str(x), shape_str(y), ax);
-    n->shape = *x;
-    if (__builtin_add_overflow(x->dim[ax], y->dim[ax], &n->shape.dim[ax]))
-      ir_error(g, "concat: dimension %d would be %lld, more than %d", ax,
-               (long long)x->dim[ax] + y->dim[ax], INT_MAX);
-    break;
+    infer_concat(g, n, x, y);
+    return true;
+  default:
+    return false;
   }
+}
+
+/* The ops that connect a loop with the outside, and last_step. */
+static bool infer_loop_op(Graph *g, Node *n, const Shape *x)
+{
+  switch (n->op) {
   case OP_STEP:
     n->dtype = g->node[n->in[0]].dtype;
     if (x->rank < 1 || !(x->seq & 1) || x->dim[0] != 1)
@@ -543,8 +600,19 @@ static void infer(Graph *g, Node *n)
     n->shape.seq &= ~1u;
     break;
   default:
-    die("no shape rule for %s", op);
+    return false;
   }
+  return true;
+}
+
+static void infer(Graph *g, Node *n)
+{
+  const Shape *x = n->nin > 0 ? &g->node[n->in[0]].shape : NULL;
+  const Shape *y = n->nin > 1 ? &g->node[n->in[1]].shape : NULL;
+  n->dtype = g->real;
+  if (!infer_elem(g, n, x, y) && !infer_leaf(g, n) && !infer_product(g, n, x, y) &&
+      !infer_rows(g, n, x, y) && !infer_shape_op(g, n, x, y) && !infer_loop_op(g, n, x))
+    die("no shape rule for %s", op_info[n->op].name);
 }
 
 /* Node n's buffer fits in LMC_MAX_BYTES: its elements at T = max_seq,

@@ -1,5 +1,5 @@
 /*
- * check_front.c: the Lua front end (compiler/lua_front.c).
+ * check_front.c: the Lua front end (compiler/lua_*.c, front.h).
  *
  * Graph files are written to a temporary folder and loaded with
  * front_load().  A graph the front end rejects prints one error and exits,
