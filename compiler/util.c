@@ -63,6 +63,20 @@ void *xrealloc(void *p, size_t size)
   return p;
 }
 
+/* fmt's text in memory from alloc: xcalloc, or arena_calloc. */
+static char *vformat(void *(*alloc)(size_t, size_t), const char *fmt, va_list ap)
+{
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  if (n < 0)
+    die("vsnprintf failed");
+  char *s = alloc((size_t)n + 1, 1);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  return s;
+}
+
 char *xstrdup(const char *s)
 {
   size_t n = strlen(s) + 1;
@@ -73,11 +87,7 @@ char *xasprintf(const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  char *s = xcalloc((size_t)n + 1, 1);
-  va_start(ap, fmt);
-  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  char *s = vformat(xcalloc, fmt, ap);
   va_end(ap);
   return s;
 }
@@ -155,11 +165,7 @@ char *arena_printf(const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  char *s = arena_calloc((size_t)n + 1, 1);
-  va_start(ap, fmt);
-  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  char *s = vformat(arena_calloc, fmt, ap);
   va_end(ap);
   return s;
 }
