@@ -30,6 +30,9 @@
 
 #define ERRLEN 1024
 
+/* OpenBLAS's thread count (its header is not needed for one call). */
+extern void openblas_set_num_threads(int);
+
 /* -------------------------------------------------------------- util.c */
 
 /* Name of the running program ("lstm"), prefixed to messages; main sets it. */
@@ -272,9 +275,6 @@ void net_free(Net *n);   /* also of a zeroed or failed Net */
 /* Every tensor per its descriptor, from one stream of seed. */
 void init_params(const LmcModel *m, real *param, uint64_t seed);
 void run_info(const LmcModel *m);
-
-/* OpenBLAS's thread count (its header is not needed for one call). */
-extern void openblas_set_num_threads(int);
 
 /* ------------------------------------------------------------- vocab.c */
 
