@@ -72,11 +72,7 @@ static void dict_grow(Dict *d)
   size_t nslot = d->nslot ? d->nslot * 2 : 1024;
   int *old = d->slot;
   size_t oldn = d->nslot;
-  d->slot = calloc(nslot, sizeof *d->slot);
-  if (!d->slot) {
-    perror("lmc: out of memory");
-    abort();
-  }
+  d->slot = rt_calloc(nslot, sizeof *d->slot, "the dictionary");
   d->nslot = nslot;
   for (size_t i = 0; i < oldn; i++)
     if (old[i]) {
@@ -102,18 +98,9 @@ static int dict_add_n(Dict *d, const char *w, size_t n)
     return d->slot[i] - 1;
   int nw = d->nword;   /* word holds 16, then doubles when full */
   if (nw == 0 || (nw >= 16 && (nw & (nw - 1)) == 0)) {
-    char **w2 = realloc(d->word, (nw ? 2 * (size_t)nw : 16) * sizeof *w2);
-    if (!w2) {
-      perror("lmc: out of memory");
-      abort();
-    }
-    d->word = w2;
+    d->word = rt_realloc(d->word, (nw ? 2 * (size_t)nw : 16) * sizeof *d->word, "the dictionary");
   }
-  char *s = malloc(n + 1);
-  if (!s) {
-    perror("lmc: out of memory");
-    abort();
-  }
+  char *s = rt_malloc(n + 1, "a word");
   memcpy(s, w, n);
   s[n] = '\0';
   d->word[d->nword] = s;
@@ -204,12 +191,7 @@ static void tokens_push(Tokens *t, size_t *cap, int32_t id)
 {
   if (t->n == *cap) {
     *cap = *cap ? *cap * 2 : 4096;
-    int32_t *nid = realloc(t->id, *cap * sizeof *nid);
-    if (!nid) {
-      perror("lmc: out of memory");
-      abort();
-    }
-    t->id = nid;
+    t->id = rt_realloc(t->id, *cap * sizeof *t->id, "a corpus's tokens");
   }
   t->id[t->n++] = id;
 }
@@ -279,12 +261,8 @@ static char *read_file(const char *path, size_t *len, char *err)
   }
   /* up to one byte past the cap: a file that grew since fstat is refused */
   size_t cap = (size_t)st.st_size + 1, n = 0;
-  char *buf = malloc(cap);
+  char *buf = rt_malloc(cap, "a corpus file");
   for (;;) {
-    if (!buf) {
-      perror("lmc: out of memory");
-      abort();
-    }
     n += fread(buf + n, 1, cap - n, f);
     if (n < cap || ferror(f))
       break;
@@ -296,7 +274,7 @@ static char *read_file(const char *path, size_t *len, char *err)
       return NULL;
     }
     cap = cap * 2 < max + 1 ? cap * 2 : max + 1;
-    buf = realloc(buf, cap);
+    buf = rt_realloc(buf, cap, "a corpus file");
   }
   if (ferror(f)) {
     snprintf(err, ERRLEN, "%s: error: cannot read: %s", path, strerror(errno));
@@ -317,11 +295,7 @@ int tokenize_file(Dict *d, const char *path, Tokens *out, char *err)
     return -1;
   Tokens t = {0};
   size_t cap = len / 4 + 16;   /* English text: about one token per 5 bytes */
-  t.id = malloc(cap * sizeof *t.id);
-  if (!t.id) {
-    perror("lmc: out of memory");
-    abort();
-  }
+  t.id = rt_malloc(cap * sizeof *t.id, "a corpus's tokens");
   /* <eos> gets its id when first seen: after the first line's words */
   int eos = dict_find(d, "<eos>");
 
@@ -412,11 +386,7 @@ void batchify(const Tokens *t, int bsz, Batches *out)
   out->data = NULL;
   if (out->nrows == 0)
     return;
-  out->data = malloc(out->nrows * (size_t)bsz * sizeof *out->data);
-  if (!out->data) {
-    perror("lmc: out of memory");
-    abort();
-  }
+  out->data = rt_malloc(out->nrows * (size_t)bsz * sizeof *out->data, "batches");
   for (size_t i = 0; i < out->nrows; i++)
     for (int j = 0; j < bsz; j++)
       out->data[i * (size_t)bsz + (size_t)j] = t->id[(size_t)j * out->nrows + i];

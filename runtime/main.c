@@ -7,9 +7,10 @@
  *   build/MODEL info
  *   build/MODEL --help
  *
- * cli_parse (cli.c) reads the options; run_train and friends (train.c) do
- * the work.  A user's mistake on the command line is one line and exit 2.
- * Standard output is checked at exit: `build/MODEL info >/dev/full` fails.
+ * cli_parse (cli.c) reads the options; run_train (train.c), run_eval
+ * (eval.c), run_generate (generate.c) and run_info (model.c) do the work.
+ * A user's mistake on the command line is one line and exit 2.  Standard
+ * output is checked at exit: `build/MODEL info >/dev/full` fails.
  *
  * Not part of liblmcrt.a: linked next to it into each trainer, whose C
  * defines lmc_model.

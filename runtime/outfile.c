@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "outfile.h"
+#include "rt.h"
 
 static const char *kind_of(mode_t m)
 {
@@ -29,13 +30,7 @@ static const char *kind_of(mode_t m)
 
 static char *tmp_name(const char *path)
 {
-  size_t n = strlen(path);
-  char *s = malloc(n + 5);
-  if (s) {
-    memcpy(s, path, n);
-    memcpy(s + n, ".tmp", 5);
-  }
-  return s;
+  return rt_concat(path, ".tmp", "a path");
 }
 
 /* 0 when p does not exist or is a regular file; else an error naming it. */
@@ -63,10 +58,6 @@ int outfile_check(const char *path, char *err, size_t errlen)
     return -1;
   }
   char *tmp = tmp_name(path);
-  if (!tmp) {
-    snprintf(err, errlen, "%s: error: out of memory", path);
-    return -1;
-  }
   int rc = -1;
   if (replaceable(path, path, err, errlen) < 0 || replaceable(path, tmp, err, errlen) < 0)
     goto done;
@@ -97,12 +88,8 @@ int outfile_open(OutFile *o, const char *path, char *err, size_t errlen)
   *o = (OutFile){ 0 };
   if (outfile_check(path, err, errlen) < 0)
     return -1;
-  o->path = strdup(path);
+  o->path = rt_strdup(path, "a path");
   o->tmp = tmp_name(path);
-  if (!o->path || !o->tmp) {
-    snprintf(err, errlen, "%s: error: out of memory", path);
-    goto fail;
-  }
   if (unlink(o->tmp) != 0 && errno != ENOENT) {   /* a stale regular PATH.tmp */
     snprintf(err, errlen, "%s: error: cannot remove %s: %s", path, o->tmp, strerror(errno));
     goto fail;
@@ -128,9 +115,7 @@ fail:
 
 static void fsync_dir(const char *path)
 {
-  char *dir = strdup(path);
-  if (!dir)
-    return;
+  char *dir = rt_strdup(path, "a path");
   char *slash = strrchr(dir, '/');
   if (slash)
     slash[slash == dir ? 1 : 0] = '\0';

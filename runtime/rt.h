@@ -2,13 +2,22 @@
  * rt.h: internal interfaces between the runtime's files (not for emitted
  * code, which sees only lmc_rt.h).
  *
- *   corpus.c      dictionary, tokenizer and batching with data.py's semantics
- *   checkpoint.c  safetensors files with PyTorch state_dict names
- *   train.c       main.py's training loop, evaluation, generation
- *   main.c        the command line of an emitted trainer
+ *   util.c         the program's name, messages, clock, paths, memory
+ *   corpus.c       dictionary, tokenizer and batching with data.py's semantics
+ *   json.c         the JSON of safetensors headers: a growing string, a reader
+ *   safetensors.c  the safetensors format: writing, validating, reading tensors
+ *   checkpoint.c   a model's parameters and optimizer state in safetensors
+ *                  files, under PyTorch state_dict names
+ *   model.c        the network in memory (Net), its initialisation, `info`
+ *   vocab.c        a corpus against the compiled model and a checkpoint
+ *   train.c        main.py's training loop, checkpoints saved and resumed
+ *   eval.c         main.py's evaluate() and the `eval` command
+ *   generate.c     generate.py's sampling
+ *   main.c         the command line of an emitted trainer
  *
  * Errors are reported as "file: error: ..." or "file:line: error: ..." into
  * a caller's buffer (err, ERRLEN) and a -1 return; callers print them once.
+ * The commands (run_*) print theirs with rt_error.  Memory: util.c.
  */
 #ifndef RT_H
 #define RT_H
@@ -16,9 +25,33 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "lmc_rt.h"
 
 #define ERRLEN 1024
+
+/* OpenBLAS's thread count (its header is not needed for one call). */
+extern void openblas_set_num_threads(int);
+
+/* -------------------------------------------------------------- util.c */
+
+/* Name of the running program ("lstm"), prefixed to messages; main sets it. */
+extern const char *rt_progname;
+
+/* "PROG: error: ..." and "PROG: warning: ..." on stderr, control bytes as '?'. */
+void rt_error(const char *fmt, ...);
+void rt_warning(const char *fmt, ...);
+/* Control bytes of s (tab too, unless keep_tab) and DEL to '?'. */
+void rt_printable(char *s, bool keep_tab);
+double rt_now(void);                               /* seconds, monotonic */
+bool rt_same_path(const char *a, const char *b);   /* one file, existing or not yet */
+/* Never NULL: out of memory prints "PROG: error: out of memory (N bytes
+ * for WHAT)" and exits 1 (the policy, and its two exceptions: util.c). */
+void *rt_malloc(size_t bytes, const char *what);
+void *rt_calloc(size_t n, size_t size, const char *what);
+void *rt_realloc(void *p, size_t bytes, const char *what);
+char *rt_strdup(const char *s, const char *what);
+char *rt_concat(const char *a, const char *b, const char *what);   /* a then b */
 
 /* ------------------------------------------------------------ corpus.c */
 
@@ -66,7 +99,7 @@ void batches_free(Batches *b);
  * y = rows [i+1, i+1+T); returns T. */
 int get_batch(const Batches *b, size_t i, int bptt, const int32_t **x, const int32_t **y);
 
-/* -------------------------------------------------------- checkpoint.c */
+/* ---------------------------------------------- checkpoint.c: metadata */
 
 typedef struct {
   char *key;
@@ -81,6 +114,91 @@ typedef struct {
 void meta_set(MetaList *l, const char *key, const char *value);
 const char *meta_get(const MetaList *l, const char *key);   /* NULL if absent */
 void meta_free(MetaList *l);
+
+/* -------------------------------------------------------------- json.c */
+
+/* A growing string, NUL-terminated: s (n bytes), cap allocated. */
+typedef struct {
+  char *s;
+  size_t n, cap;
+} Buf;
+
+void buf_add(Buf *b, const char *s, size_t n);
+void buf_puts(Buf *b, const char *s);
+void buf_printf(Buf *b, const char *fmt, ...);   /* at most 255 bytes */
+void buf_json_string(Buf *b, const char *s);     /* s quoted and escaped */
+
+/* A reader over the text [s, e), at p.  Each call skips whitespace first
+ * and returns 0, or -1 with the first failure in msg. */
+typedef struct {
+  const char *s, *p, *e;
+  char msg[256];
+} JsonReader;
+
+int json_fail(JsonReader *j, const char *what);  /* "malformed JSON header at byte N: what" */
+int json_peek(JsonReader *j, char c);            /* 1 when c is next (not taken) */
+int json_expect(JsonReader *j, char c);
+/* A string; *out gets it decoded (malloc'd) unless out is NULL. */
+int json_string(JsonReader *j, char **out);
+/* [n, ...] of at most 64 non-negative integers of 63 bits, into *out (malloc'd) and *n. */
+int json_uint_array(JsonReader *j, uint64_t **out, int *n);
+int json_skip(JsonReader *j, int depth);         /* any value, checked */
+bool json_at_end(JsonReader *j);
+
+/* ------------------------------------------------------- safetensors.c */
+
+/* One tensor of a header, as the file has it. */
+typedef struct {
+  char *name;
+  char *dtype;
+  uint64_t *shape;
+  int rank;              /* -1: no shape */
+  uint64_t off[2];
+  int noff;              /* -1: no data_offsets */
+} StEntry;
+
+/* An open safetensors file whose header has passed every check of the format. */
+typedef struct {
+  FILE *f;
+  uint64_t size;         /* of the file, bytes */
+  uint64_t base;         /* where the data begins */
+  char *head;            /* the header's text */
+  StEntry *ent;          /* in file order */
+  int nent, capent;
+  Meta *mk;              /* __metadata__ in file order */
+  int nmk, capmk;
+  int nmetaobj;          /* how many "__metadata__" keys */
+} StFile;
+
+/* A tensor to write: d's shape, numel values from src, as F32. */
+typedef struct {
+  char *name;
+  const LmcTensorDesc *d;
+  const real *src;       /* (d->numel) */
+} StItem;
+
+/* Writes the items, sorted here by name (a name twice is refused), and
+ * meta to path through outfile.h, durably. */
+int st_save(const char *path, StItem *item, int nitem, const MetaList *meta, char *err);
+/* Opens path (a regular file) and reads and checks its header; on failure
+ * nothing is left open.  st_close afterwards (also on a zeroed h). */
+int st_open(StFile *h, const char *path, char *err);
+void st_close(StFile *h);
+/* err = "PATH: error: msg", msg's control bytes as '?'. */
+void st_refuse(char *err, const char *path, char *msg);
+const char *st_meta_get(const StFile *h, const char *key);   /* NULL if absent */
+/* The file's metadata into meta: moved when meta is empty (a header of
+ * many keys costs no n^2 meta_set), else merged key by key. */
+void st_take_meta(StFile *h, MetaList *meta);
+const StEntry *st_find(const StFile *h, const char *name);   /* NULL if absent */
+/* "the file has 3 tensors: a, b, c" (shortened to fit len) */
+void st_file_has(const StFile *h, char *out, size_t len);
+/* Whether t can be the model's tensor d: dtype F32 or F64, d's shape. */
+int st_check_entry(const StEntry *t, const LmcTensorDesc *d, char *msg, size_t len);
+/* t's values into dst (numel reals), converted from F32 or F64. */
+int st_read(const StFile *h, const StEntry *t, real *dst, size_t numel, char *msg, size_t len);
+
+/* -------------------------------------------------------- checkpoint.c */
 
 /* Writes the parameters of m (from param, as float32) and metadata to
  * path atomically through outfile.h: path.tmp, fsync, rename.  A tied tensor is written
@@ -123,10 +241,72 @@ int ckpt_load(const char *path, const LmcModel *m, real *param,
 int ckpt_load_via(const char *path, const LmcModel *m, real *param, real *scratch,
                   ExtraBlock *extra, int nextra, MetaList *meta, char *err);
 
-/* ------------------------------------------------------------- train.c */
+/* ------------------------------------------------------------- model.c */
 
-/* Name of the running program ("lstm"), prefixed to messages; main sets it. */
-extern const char *rt_progname;
+/* splitmix64: parameter init and sampling (dropout has its own, in lmc_rt.h). */
+typedef struct {
+  uint64_t s;
+} Rng;
+
+Rng rng_new(uint64_t seed, uint64_t stream);
+uint64_t rng_next(Rng *r);
+double rng_uniform(Rng *r);   /* [0, 1) */
+
+/* Checks what the runtime relies on, so a broken descriptor fails here
+ * (said, -1). */
+int model_check(const LmcModel *m);
+
+/* The network's memory: one block, and an LmcCtx per program in use. */
+typedef struct {
+  real *block;
+  real *param;                  /* (param_numel) */
+  real *exp_avg, *exp_avg_sq;   /* (param_numel) each, AdamW only */
+  real *spare;                  /* param_numel reals free once training ends, or NULL */
+  double *dropout;              /* (ndropout) */
+  LmcCtx train, eval, gen;
+} Net;
+
+enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8 };
+
+/* The programs in use (USE_*) and their memory, zeroed; dropout < 0: the
+ * compiled probabilities.  -1, said, when the block cannot be had. */
+int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, double dropout);
+void net_free(Net *n);   /* also of a zeroed or failed Net */
+/* Every tensor per its descriptor, from one stream of seed. */
+void init_params(const LmcModel *m, real *param, uint64_t seed);
+void run_info(const LmcModel *m);
+
+/* ------------------------------------------------------------- vocab.c */
+
+/* corpus_load, and the corpus's vocabulary must be the one the model is
+ * compiled for (ntoken); -1, said, else. */
+int vocab_load_corpus(const LmcModel *m, Corpus *c, const char *dir);
+char *vocab_join(const Dict *d);   /* the words joined by '\n' (malloc'd) */
+void vocab_hash_hex(const Dict *d, char hex[17]);   /* dict_hash in hex */
+/* A checkpoint's vocabulary (its metadata) must be corpus's, word for
+ * word; without one its hash must match, when it has one. */
+int vocab_check(const MetaList *meta, const Dict *corpus, const char *ckpt, const char *dir);
+/* generate's vocabulary into d: the checkpoint's, or data/wikitext-2's
+ * for a state_dict saved without one. */
+int vocab_for_generate(const LmcModel *m, const MetaList *meta, const char *ckpt, Dict *d);
+
+/* -------------------------------------------------------------- eval.c */
+
+/* main.py's evaluate() of program p over b: the mean loss per token;
+ * max_windows > 0 stops early (dry run); *ntok: targets scored. */
+double eval_loss(LmcCtx *c, const LmcProgram *p, const Batches *b, int bptt, long max_windows, size_t *ntok);
+/* threads: BLAS and kernel threads (positive) */
+int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const char *split, bool json,
+             int threads);
+
+/* ---------------------------------------------------------- generate.c */
+
+int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature,
+                 uint64_t seed, const char *prompt, const char *outf, int threads);
+/* one word drawn from exp(logp / temperature); u in [0, 1); w: n scratch */
+int sample_word(const real *logp, int n, double temperature, double u, real *w);
+
+/* ------------------------------------------------------------- train.c */
 
 typedef struct {
   const char *data;      /* corpus folder */
@@ -146,13 +326,5 @@ typedef struct {
 } TrainOptions;
 
 int run_train(const LmcModel *m, const TrainOptions *o);
-/* threads: BLAS and kernel threads (positive) */
-int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const char *split, bool json,
-             int threads);
-int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature,
-                 uint64_t seed, const char *prompt, const char *outf, int threads);
-void run_info(const LmcModel *m);
-/* one word drawn from exp(logp / temperature); u in [0, 1); w: n scratch */
-int sample_word(const real *logp, int n, double temperature, double u, real *w);
 
 #endif

@@ -6,9 +6,9 @@
  *   driver WEIGHTS.safetensors JOB OUT.safetensors
  *
  * WEIGHTS is a state_dict in F64, read with the runtime's own ckpt_load
- * (this file is linked with runtime/checkpoint.c, outfile.c and corpus.c built
- * with LMC_REAL=double, so no value goes through float).  JOB is a text
- * file of lines "key value...":
+ * (this file is linked with runtime/checkpoint.c, safetensors.c, json.c,
+ * util.c, outfile.c and corpus.c built with LMC_REAL=double, so no value
+ * goes through float).  JOB is a text file of lines "key value...":
  *
  *   eval N id...     a token stream for main.py's evaluate() at the eval
  *                    batch: batchify, windows of bptt (the last shorter),

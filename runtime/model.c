@@ -1,0 +1,234 @@
+/*
+ * model.c: the compiled network in memory: the check of its descriptor,
+ * its one allocation (a Net), the initialisation of its parameters, the
+ * generator behind initialisation and sampling, and `info`.
+ *
+ * One allocation (a Net) holds the parameters, their gradient, the AdamW
+ * moments (only when AdamW is chosen), one activation arena sized for the
+ * largest program in use, and the hidden state of each program in use;
+ * every program gets an LmcCtx into it, all sharing the parameters and the
+ * arena.
+ */
+#define _DEFAULT_SOURCE   /* madvise */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "rt.h"
+
+/* ---------------------------------------------------------- generator */
+
+/* splitmix64 */
+Rng rng_new(uint64_t seed, uint64_t stream)
+{
+  return (Rng){ lmc_mix64(lmc_mix64(seed) ^ stream) };
+}
+
+uint64_t rng_next(Rng *r)
+{
+  uint64_t z = r->s;
+  r->s += 0x9e3779b97f4a7c15ull;
+  return lmc_mix64(z);
+}
+
+double rng_uniform(Rng *r)
+{
+  return (double)(rng_next(r) >> 11) * 0x1p-53;
+}
+
+/* ---------------------------------------------------------------- Net */
+
+static size_t pad(size_t n)   /* to 128 bytes */
+{
+  size_t k = 128 / sizeof(real);
+  return (n + k - 1) / k * k;
+}
+
+/* Checks what the runtime relies on, so a broken descriptor fails here. */
+int model_check(const LmcModel *m)
+{
+  const char *why = NULL;
+  if (!m->kind || !m->kind[0] || m->ntoken <= 0)
+    why = "no kind or no ntoken: the graph is not a language model (docs/graph-api.md: kind, params { ntoken }, "
+          "inputs tokens and targets, outputs loss and logp)";
+  else if (m->bptt <= 0) why = "bptt must be positive";
+  else if (m->train.max_seq < m->bptt || m->eval.max_seq < m->bptt) why = "a program's max_seq is below bptt";
+  else if (!m->train.has_backward) why = "the train program has no backward (the graph has no output loss)";
+  else if (m->gen.batch != 1 || m->gen.max_seq < 1) why = "the gen program must have batch 1";
+  else if (!m->gen.has_logp) why = "the gen program keeps no log-probabilities";
+  else if (m->train.batch < 1 || m->eval.batch < 1) why = "a program has no batch";
+  else if (m->grad_numel > m->param_numel || !m->grad_dense) why = "the gradient block does not fit the parameters";
+  for (int i = 0; !why && i < m->nparam; i++) {
+    const LmcTensorDesc *d = &m->param[i];
+    if (d->offset + d->numel > m->param_numel) why = "a parameter lies outside the parameter block";
+    else if (d->alias >= m->nparam) why = "a parameter aliases a tensor that does not exist";
+  }
+  if (why) {
+    rt_error("model descriptor of %s is inconsistent: %s", m->kind && m->kind[0] ? m->kind : "a graph without kind",
+             why);
+    return -1;
+  }
+  return 0;
+}
+
+/* The parameter block, on 2 MiB boundaries when it is large, with
+ * transparent huge pages asked for (where the kernel gives them only on
+ * request, as Debian's does): the GEMMs and generation's matrix-vector
+ * product stream tens of MB of weights, which in 4 KiB pages is a TLB
+ * miss every 4 KiB.  The advice is advice: where it is refused the block
+ * works the same in small pages. */
+static real *block_alloc(size_t bytes)
+{
+  enum { HUGE_PAGE = 2 << 20 };
+  if (bytes < 4 * (size_t)HUGE_PAGE)
+    return aligned_alloc(128, (bytes + 127) / 128 * 128);
+  bytes = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+  real *p = aligned_alloc(HUGE_PAGE, bytes);
+#ifdef MADV_HUGEPAGE
+  if (p)
+    madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+  return p;
+}
+
+int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, double dropout)
+{
+  const LmcProgram *prog[3] = { &m->train, &m->eval, &m->gen };
+  LmcCtx *ctx[3] = { &n->train, &n->eval, &n->gen };
+  memset(n, 0, sizeof *n);
+  size_t total = pad(m->param_numel);
+  if (use & USE_TRAIN) total += pad(m->grad_numel);
+  if (use & USE_ADAMW) total += 2 * pad(m->param_numel);
+  /* one activation arena for every program in use: it is scratch, nothing
+   * in it lives from one run() to the next, and the programs never run at
+   * the same time (train and eval take turns); states stay apart */
+  size_t work = 0;
+  for (int k = 0; k < 3; k++)
+    if (use & (1 << k)) {
+      if (prog[k]->work_numel > work) work = prog[k]->work_numel;
+      total += pad(prog[k]->state_numel);
+    }
+  total += pad(work);
+  /* not rt_malloc: the one block of the model, reported by its size (util.c) */
+  n->block = block_alloc(total * sizeof(real));
+  if (!n->block) {
+    rt_error("out of memory (%.0f MiB)", (double)(total * sizeof(real)) / (1 << 20));
+    return -1;
+  }
+  n->dropout = rt_calloc((size_t)m->ndropout + 1, sizeof *n->dropout, "the dropout probabilities");
+  memset(n->block, 0, total * sizeof(real));
+  /* --dropout sets the model's "dropout" slot, as the example's --dropout
+   * does; other slots (the Transformer's dropout_inner) keep their value. */
+  for (int i = 0; i < m->ndropout; i++)
+    n->dropout[i] = dropout < 0 || strcmp(m->dropout[i].name, "dropout") ? m->dropout[i].value : dropout;
+  /* parameters | gradients | arena | AdamW's moments | states: the
+   * gradients and the arena together hold a copy of the parameters when
+   * they are large enough (the best model reloaded at the end) */
+  real *p = n->block;
+  n->param = p, p += pad(m->param_numel);
+  real *grad = NULL;
+  if (use & USE_TRAIN) grad = p, p += pad(m->grad_numel);
+  real *shared = p;
+  p += pad(work);
+  if (use & USE_ADAMW) {
+    n->exp_avg = p, p += pad(m->param_numel);
+    n->exp_avg_sq = p, p += pad(m->param_numel);
+  }
+  if (grad && pad(m->grad_numel) + pad(work) >= m->param_numel) n->spare = grad;
+  else n->spare = n->exp_avg;
+  for (int k = 0; k < 3; k++) {
+    if (!(use & (1 << k))) continue;
+    LmcCtx *c = ctx[k];
+    c->m = m;
+    c->param = n->param;
+    c->grad = k == 0 ? grad : NULL;
+    c->work = shared;
+    c->state = p, p += pad(prog[k]->state_numel);
+    c->dropout = n->dropout;
+    c->seed = seed;
+    c->threads = threads;
+  }
+  return 0;
+}
+
+void net_free(Net *n)
+{
+  free(n->block);
+  free(n->dropout);
+  memset(n, 0, sizeof *n);
+}
+
+/* torch.nn.init.xavier_uniform_'s bound, from the shape. */
+static double xavier_bound(const LmcTensorDesc *d)
+{
+  double fan_in, fan_out;
+  if (d->rank < 2)
+    fan_in = fan_out = d->rank ? d->shape[0] : 1;
+  else {
+    double rf = 1;
+    for (int i = 2; i < d->rank; i++) rf *= d->shape[i];
+    fan_in = d->shape[1] * rf;
+    fan_out = d->shape[0] * rf;
+  }
+  return sqrt(6.0 / (fan_in + fan_out));
+}
+
+/* Every tensor per its descriptor, in order, from one seeded stream;
+ * an alias shares its target's storage and is skipped.  XAVIER uses
+ * init_a when the compiler gave one, else the bound from the shape. */
+void init_params(const LmcModel *m, real *param, uint64_t seed)
+{
+  Rng r = rng_new(seed, 0x696e6974);   /* "init" */
+  for (int i = 0; i < m->nparam; i++) {
+    const LmcTensorDesc *d = &m->param[i];
+    if (d->alias >= 0) continue;
+    real *x = param + d->offset;
+    double a = d->init_a;
+    switch (d->init) {
+    case LMC_INIT_ZERO:
+      for (size_t j = 0; j < d->numel; j++) x[j] = 0;
+      break;
+    case LMC_INIT_ONE:
+      for (size_t j = 0; j < d->numel; j++) x[j] = 1;
+      break;
+    case LMC_INIT_XAVIER:
+      if (!(a > 0)) a = xavier_bound(d);
+      /* fall through */
+    case LMC_INIT_UNIFORM:
+      for (size_t j = 0; j < d->numel; j++) x[j] = (real)(a * (2 * rng_uniform(&r) - 1));
+      break;
+    }
+  }
+}
+
+/* -------------------------------------------------------------- info */
+
+void run_info(const LmcModel *m)
+{
+  printf("kind          %s\n", m->kind);
+  printf("lmc           %s\n", m->version);
+  printf("flags         %s\n", m->flags);
+  printf("vocabulary    %d words (ntoken)\n", m->ntoken);
+  printf("bptt          %d\n", m->bptt);
+  printf("batch         train %d, eval %d, generate %d\n", m->train.batch, m->eval.batch, m->gen.batch);
+  for (int i = 0; i < m->nhyper; i++) printf("  %-11s %s\n", m->hyper[i][0], m->hyper[i][1]);
+  for (int i = 0; i < m->ndropout; i++)
+    printf("dropout       %s = %g%s\n", m->dropout[i].name, m->dropout[i].value,
+           strcmp(m->dropout[i].name, "dropout") ? "" : " (run time: --dropout)");
+  printf("parameters    %zu\n", m->param_numel);
+  for (int i = 0; i < m->nparam; i++) {
+    const LmcTensorDesc *d = &m->param[i];
+    printf("  %-40s (", d->name);
+    for (int k = 0; k < d->rank; k++) printf(k ? ", %d" : "%d", d->shape[k]);
+    printf(")");
+    if (d->alias >= 0) printf(" tied to %s", m->param[d->alias].name);
+    printf("\n");
+  }
+  const LmcProgram *p[3] = { &m->train, &m->eval, &m->gen };
+  const char *pn[3] = { "train", "eval", "generate" };
+  for (int k = 0; k < 3; k++)
+    printf("memory        %-8s activations %.1f MiB, state %zu\n", pn[k],
+           (double)(p[k]->work_numel * sizeof(real)) / (1 << 20), p[k]->state_numel);
+}

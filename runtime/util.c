@@ -1,0 +1,121 @@
+/*
+ * util.c: what every file of the runtime shares: the program's name and
+ * its messages, the clock, paths, and memory.
+ *
+ * Messages go to stderr as "PROG: error: ..." or "PROG: warning: ...",
+ * PROG being rt_progname (main sets it to the trainer's name; "lmc" in the
+ * compiler, which links the corpus and outfile code).  A message's control
+ * bytes print as '?': messages quote words, names and values read from
+ * checkpoints and corpora, which must not reach the terminal as escape
+ * sequences.
+ *
+ * Out of memory has one policy in the whole runtime: rt_malloc, rt_calloc,
+ * rt_realloc and rt_strdup never return NULL.  When the system refuses,
+ * they print "PROG: error: out of memory (N bytes for WHAT)" and exit 1.
+ * What the runtime allocates is bookkeeping it sized itself (names,
+ * lists, a corpus, scratch of the model's size), without which a run
+ * cannot go on; a kill at any moment leaves the files consistent (outfile.h,
+ * train.c's save_checkpoint), and so does this exit.  Two allocations
+ * whose size is not the runtime's to choose return NULL instead, their
+ * callers reporting the failure in their own words: the model's block
+ * (net_alloc: "out of memory (N MiB)", huge-page aligned) and a
+ * checkpoint's header (its length read from the file: a refusal of that
+ * file, "out of memory for a header of N bytes").
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "outfile.h"
+#include "rt.h"
+
+const char *rt_progname = "lmc";
+
+void rt_printable(char *s, bool keep_tab)
+{
+  for (; *s; s++)
+    if (((unsigned char)*s < 0x20 && !(keep_tab && *s == '\t')) || *s == 0x7f)
+      *s = '?';
+}
+
+static void report(const char *level, const char *fmt, va_list ap)
+{
+  char msg[2048];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  rt_printable(msg, true);
+  fprintf(stderr, "%s: %s: %s\n", rt_progname, level, msg);
+}
+
+void rt_error(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  report("error", fmt, ap);
+  va_end(ap);
+}
+
+void rt_warning(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  report("warning", fmt, ap);
+  va_end(ap);
+}
+
+double rt_now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+bool rt_same_path(const char *a, const char *b)
+{
+  return strcmp(a, b) == 0 || outfile_same_file(a, b);
+}
+
+/* ------------------------------------------------------------- memory */
+
+static _Noreturn void out_of_memory(size_t bytes, const char *what)
+{
+  rt_error("out of memory (%zu bytes for %s)", bytes, what);
+  exit(1);
+}
+
+void *rt_malloc(size_t bytes, const char *what)
+{
+  void *p = malloc(bytes ? bytes : 1);
+  if (!p) out_of_memory(bytes, what);
+  return p;
+}
+
+void *rt_calloc(size_t n, size_t size, const char *what)
+{
+  void *p = calloc(n ? n : 1, size ? size : 1);
+  if (!p) out_of_memory(size && n > SIZE_MAX / size ? SIZE_MAX : n * size, what);
+  return p;
+}
+
+void *rt_realloc(void *p, size_t bytes, const char *what)
+{
+  p = realloc(p, bytes ? bytes : 1);
+  if (!p) out_of_memory(bytes, what);
+  return p;
+}
+
+char *rt_strdup(const char *s, const char *what)
+{
+  size_t n = strlen(s) + 1;
+  return memcpy(rt_malloc(n, what), s, n);
+}
+
+char *rt_concat(const char *a, const char *b, const char *what)
+{
+  size_t na = strlen(a), nb = strlen(b);
+  char *s = rt_malloc(na + nb + 1, what);
+  memcpy(s, a, na);
+  memcpy(s + na, b, nb + 1);
+  return s;
+}
