@@ -33,9 +33,8 @@ int vocab_load_corpus(const LmcModel *m, Corpus *c, const char *dir)
   if (c->dict.nword != m->ntoken) {
     char name[64];
     model_name(m, name, sizeof name);
-    rt_error("%s has a vocabulary of %d words, but this trainer was compiled for %d;\n"
-             "  recompile for it: make trainer MODEL=%s DATA=%s\n"
-             "  (or: lmc compile graphs/%s.lua -D ntoken=%d ...)",
+    rt_error("%s has a vocabulary of %d words, but this trainer was compiled for %d; "
+             "recompile for it: make trainer MODEL=%s DATA=%s (or: lmc compile graphs/%s.lua -D ntoken=%d ...)",
              dir, c->dict.nword, m->ntoken, name, dir, name, c->dict.nword);
     corpus_free(c);
     return -1;
