@@ -30,7 +30,7 @@ ARGS    ?=
 LMCFLAGS ?=
 
 B = build
-COMPILER_SRC := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
+COMPILER_SRC := $(filter-out compiler/main.c,$(wildcard compiler/*.c compiler/emit/*.c))
 COMPILER_OBJ := $(COMPILER_SRC:%.c=$(B)/obj/%.o)
 RUNTIME_SRC  := $(filter-out runtime/main.c,$(wildcard runtime/*.c))
 RUNTIME_OBJ  := $(RUNTIME_SRC:%.c=$(B)/obj/%.o)
@@ -41,7 +41,7 @@ MODELS       := $(basename $(notdir $(wildcard graphs/*.lua)))
 .PHONY: all deps test test-deps generate trainer train clean sanitize fuzz bench tune plot graphs-png bench-passes
 all: $(B)/lmc $(B)/liblmcrt.a $(B)/obj/runtime/main.o
 
-$(B)/obj/compiler/%.o: compiler/%.c $(wildcard compiler/*.h) $(wildcard runtime/*.h)
+$(B)/obj/compiler/%.o: compiler/%.c $(wildcard compiler/*.h compiler/emit/*.h) $(wildcard runtime/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) $(WARN) $(LUA_CFLAGS) -Iruntime -c $< -o $@
 

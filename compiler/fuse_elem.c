@@ -6,7 +6,7 @@
  * dozen; each as its own kernel reads and writes its operands in memory.
  * This pass groups them: a group is a set of nodes of one loop (or of the
  * top level) that one kernel computes in one loop nest over the group's
- * shape (emit_c.c's k_fused), with intermediate values in registers.  A
+ * shape (emit/k_fused.c), with intermediate values in registers.  A
  * node's group is Node.group; the kernel runs where the group's last live
  * member is (its anchor).
  *

@@ -21,7 +21,7 @@
  * the time of both kernels.  When dloss is a constant (it is: the loss's
  * own gradient, 1), the gradient needs nothing the backward computes, so
  * log_softmax and it become one fused kernel that runs where log_softmax
- * does (emit_c.c's k_log_softmax_nll): per row, the exponentials
+ * does (emit/k_rows.c's k_log_softmax_nll): per row, the exponentials
  * e = exp(x - max) are written into dx, summed (the same sum, so logp and
  * the loss are bit for bit the unfused ones), and then
  *   logp = x - lse,   dx = e * (s / sum) - (i == target ? s : 0)

@@ -446,7 +446,7 @@ const char *kernel_name(const Graph *g, int id, const char *prog, StrMap *used);
 
 void emit_dot(Graph *g, FILE *f);
 
-/* -------------------------------------------------------------- emit_c.c */
+/* ----------------------------------------------------- emit/ (model.c, text.c) */
 
 struct Program {
   Graph *train;           /* batch_size, forward and backward */

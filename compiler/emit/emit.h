@@ -1,0 +1,303 @@
+/*
+ * emit.h: the C emitter's internal header, shared by the files of
+ * compiler/emit/ (lmc.h declares only emit_c and emit_c_escape).
+ *
+ * A Program holds the same network specialised three times (train: forward
+ * and backward at the training batch; eval and gen: forward only).  emit_c
+ * writes them as one standalone C file that includes lmc_rt.h and
+ * <cblas.h> and defines `lmc_model`, the descriptor the runtime drives.
+ * The file reads top to bottom: parameter, hyper-parameter and dropout
+ * tables; for each program its kernels, its state table and its run(); the
+ * optimizer; the model.  docs/emitted-code.md describes it for readers.
+ *
+ * Every live node that computes something becomes one `static void` kernel
+ * named after it (train_k17_tanh), preceded by a comment with its shapes
+ * and the Lua line that built it, and specialised to its shapes: static
+ * sizes are literals, sizes that scale with the sequence length are written
+ * in terms of the kernel's argument T.  Every size in a shape is a monomial
+ * c * T^k, so the emitter computes with those (Mono), never with strings.
+ * Elementwise ops, sums, broadcasts, transposes, slices and concatenations
+ * are all one loop nest (Nest): a list of loop sizes and, for each operand,
+ * its stride along each loop; adjacent loops that walk every operand
+ * contiguously are merged, so an unbroadcast add is one flat loop.
+ *
+ * Views (reshape, step, stack, final) emit no kernel: they are pointers
+ * into their source's buffer (Loc).  A loop becomes a C for loop around
+ * the kernels of its body; a body node's buffer holds max_seq copies of its
+ * per-step value, and its kernel is called with pointers offset to step t.
+ *
+ * Buffers: parameters live in c->param, hidden state in c->state, tokens
+ * and targets are run()'s arguments, every other value in c->work at the
+ * offset plan_work() gives it (a bump allocator; a liveness-based memory
+ * plan replaces that one function).
+ *
+ * The emitter's state comes in three lifetimes: the Model (one per emitted
+ * file: the parameter and gradient layout, the dropout slots, the folded
+ * tables), the Prog (one per program: its graph, where each value lives,
+ * each kernel's signature) and the Text (one kernel's body, or run()'s,
+ * while it is written: what that text mentions).
+ *
+ * The output is deterministic: everything is emitted in node order and
+ * nothing depends on addresses, hashing or time.
+ */
+#ifndef EMIT_H
+#define EMIT_H
+
+#include "../lmc.h"
+
+/* ------------------------------------------------------------ text.c */
+
+typedef struct {
+  char *s;
+  size_t len, cap;
+} Buf;
+
+void bprintf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void indent(Buf *b, int depth);
+const char *bstr(Buf *b);
+void bfree(Buf *b);
+void bquote(Buf *b, const char *s);     /* a C string literal */
+void bcomment(Buf *b, const char *s);   /* text inside a block comment: never closes it */
+void bdouble(Buf *b, double v);         /* a C literal that keeps v's value (and sign of zero) */
+
+/* A short C expression (a size, a pointer, an index), by value: it lives
+ * as long as the caller's copy, so any number of them can be arguments of
+ * one bprintf.  sprint appends to one and die()s rather than truncate. */
+enum { STR_MAX = 512 };
+typedef struct {
+  char s[STR_MAX];
+} Str;
+
+void sprint(Str *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ------------------------------------------------------------ size.c */
+
+typedef struct {
+  int64_t c;
+  int k;
+} Mono;   /* c * T^k: every size and stride of a shape is one */
+
+Mono mono(int64_t c, int k);
+Mono mmul(Mono a, Mono b);
+Mono mdiv(Mono a, Mono b);
+bool meq(Mono a, Mono b);
+bool mone(Mono a);
+Mono mdim(const Shape *s, int i);
+Mono mnumel(const Shape *s);
+size_t mval(Mono m, int T);
+void contig(const Shape *s, Mono *st);   /* row-major strides of a contiguous tensor */
+
+/* ------------------------------------------------------------ the emitter's state */
+
+enum { L_NONE, L_WORK, L_PARAM, L_GRAD, L_STATE, L_TOKENS, L_TARGETS, L_CONST };
+
+/* Where a node's value lives. */
+typedef struct {
+  int kind;
+  size_t off;             /* element offset in c->work, c->param, c->state or the table */
+  int table;              /* L_CONST: lmc_const<table> */
+  bool stacked;           /* a body node: step t at + t * step */
+  bool last;              /* plus (T - 1) * step: the last slot of a forward loop */
+  Mono step;              /* per-step size of a stacked buffer */
+} Loc;
+
+/* What a kernel parameter receives at the call. */
+typedef enum {
+  A_PTR,                  /* node's value (at step t in a loop) */
+  A_CARRY,                /* carry node's source: its initial value at the first step, else next at t - 1 */
+  A_KEY,                  /* dropout node's mask key */
+  A_P,                    /* dropout node's probability */
+  A_IDX0,                 /* t * numel of node `shape`: where this step's mask indices start */
+  A_THREADS,              /* c->threads, for a kernel's parallel loop */
+  A_SCRATCH,              /* the program's kernel scratch in c->work (Prog.scratch_off) */
+} ArgKind;
+
+enum { LOGIT_BLOCK = 1024 };   /* columns of logits per block in k_logits_nll */
+
+typedef struct {
+  ArgKind kind;
+  int node;
+  int shape;              /* A_IDX0: the node whose per-step size is the stride */
+} Arg;
+
+enum { MAXARG = 96 };
+
+typedef struct {
+  bool has;               /* the node has a kernel (a fused kernel: its anchor has) */
+  int narg;
+  Arg arg[MAXARG];
+  char decl[MAXARG][48];
+  bool T;                 /* takes int T */
+  const char *name;       /* the op part of its name: "tanh", "fused" */
+  Shape iter;             /* a fused kernel: the shape its loop nest covers */
+} Sig;
+
+typedef struct {
+  const char *name;
+  int node;               /* first PARAM node in p->train */
+  Shape shape;
+  size_t off, numel;
+  /* its gradient in c->grad: at goff, gnumel reals (layout_grads); with
+   * rows (row-grad) max_rows rows of row_len, then their ids and count */
+  size_t goff, gnumel;
+  bool rows;
+  size_t max_rows, row_len;
+} Param;
+
+/* One per emitted file: what every program shares. */
+typedef struct {
+  Program *p;
+  Param *param;
+  int nparam;
+  StrMap param_index;     /* name -> index in param */
+  int nalias;             /* tied names ("alias:<name>" outputs) after the parameters */
+  size_t param_numel;
+  size_t grad_numel;      /* the gradient block: param_numel unless a gradient is rows */
+  /* dropout slots, recovered from the training graph's dropout nodes */
+  int nslot;
+  const char **slot_name;
+  double *slot_default;
+  /* folded tables (literal nodes) of every program, one array per distinct table */
+  int ntable;
+  const double **table;
+  size_t *table_n;
+} Model;
+
+/* One per program being emitted. */
+typedef struct {
+  Model *m;
+  Graph *g;
+  const char *name;       /* "train", "eval", "gen" */
+  bool training;          /* dropout applies */
+  Loc *loc;
+  Sig *sig;
+  size_t *off;            /* plan_work: offset in c->work, or SIZE_MAX */
+  Users users;
+  bool *skip;             /* not emitted: see locate() */
+  int *anchor;            /* per group: the member whose position runs the kernel, or -1 */
+  int *member_start;      /* group k's live members, in node order: */
+  int *member;            /* member[member_start[k] .. member_start[k + 1]) */
+  int *in_arg, *drop_arg; /* per node: the fused kernel (group) that has its pointer / dropout parameters */
+  size_t work_numel;
+  size_t targets_off;     /* stand-in targets when run() gets NULL */
+  size_t scratch_off;     /* k_logits_nll's block of logits, SIZE_MAX if none */
+} Prog;
+
+/* The text being written, one kernel's body or run()'s, and what it
+ * mentions: a kernel whose body names T takes int T; run() declares w and
+ * casts c, tokens and T to void by these. */
+typedef struct {
+  Prog *p;
+  Sig *sig;               /* the kernel's signature; NULL for run() */
+  bool uses_T, uses_w, uses_c, uses_tokens;
+} Text;
+
+/* What the model's descriptor says about one program. */
+typedef struct {
+  size_t work_numel;
+  size_t state_numel;
+  int nstate;
+  bool has_backward;
+  bool has_logp, logp_last;
+  size_t logp_offset;
+} ProgInfo;
+
+static inline Node *N(Prog *p, int id)
+{
+  return &p->g->node[id];
+}
+
+static inline Node *IN(Prog *p, Node *n, int k)
+{
+  return &p->g->node[n->in[k]];
+}
+
+static inline int id_of(Prog *p, Node *n)
+{
+  return (int)(n - p->g->node);
+}
+
+/* size.c: a size as a C expression (200, T, 20*T, 4*T*T); sets uses_T. */
+Str mstr(Text *k, Mono m);
+
+/* ------------------------------------------------------------ layout.c */
+
+Param *find_param(Model *m, const char *name);
+int desc_rank(const Shape *s, const char *what, const char *name);
+void layout_params(Model *m);
+void layout_grads(Model *m);
+bool is_dropout_op(Op op);
+void find_slots(Model *m);
+int find_table(Model *m, const double *data, size_t n);
+void emit_const_tables(Model *m, Buf *out);
+
+/* ------------------------------------------------------------ memory.c */
+
+size_t logit_rows(const Graph *g, const Node *prod);
+void plan_work(Prog *p);
+void locate(Prog *p);
+bool same_loc(const Loc *a, const Loc *b);
+Str ptr(Text *k, int id, const char *tsel);
+
+/* ------------------------------------------------------------ nest.c */
+
+enum { MAXOPND = 64 };
+
+/* Loops over sizes size[0..n) (outermost first); operand j is read or
+ * written at base[j] + sum of i_d * stride[j][d]; a zero stride
+ * broadcasts. */
+typedef struct {
+  int n;
+  Mono size[MAXRANK];
+  int nop;
+  Mono stride[MAXOPND][MAXRANK];
+  Mono base[MAXOPND];
+} Nest;
+
+void nest_init(Nest *ns, const Shape *s);
+void nest_bcast(Nest *ns, const Shape *x);
+void nest_strided(Nest *ns, const Mono *stride, Mono base);
+int nest_open_block(Text *k, Buf *b, Nest *ns, int depth, Str *idx, bool block);
+int nest_open(Text *k, Buf *b, Nest *ns, int depth, Str *idx);
+
+/* ------------------------------------------------------------ elem.c */
+
+Str fn(const Graph *g, const char *name);
+const char *fast_exp(const Graph *g);
+const char *fast_tanh(const Graph *g);
+void elem_expr(const Graph *g, Buf *b, Op op, const char *x, const char *y, const char *idx, const char *sfx);
+const char *elem_name(Op op, int k);
+
+/* ------------------------------------------------------------ kernel.c */
+
+const char *ctype(DType dt);
+void karg(Text *k, ArgKind kind, int node, int shape, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+const char *out_name(Op op);
+void kout(Text *k, Node *n);
+void kin(Text *k, Node *n, int i, const char *name);
+void kdropout(Text *k, Buf *b, Node *n, int shape, const char *sfx);
+void emit_kernels(Prog *p, Buf *out);
+
+/* ------------------------------------------------------------ the kernels */
+
+void k_elementwise(Text *k, Buf *b, Node *n);   /* k_elementwise.c */
+void k_fill(Text *k, Buf *b, Node *n);
+void k_triu_mask(Text *k, Buf *b, Node *n);
+void k_copy(Text *k, Buf *b, Node *n);
+void k_sum_broadcast(Text *k, Buf *b, Node *n);
+void k_shuffle(Text *k, Buf *b, Node *n);
+void k_matmul(Text *k, Buf *b, Node *n);        /* k_matmul.c */
+void k_embedding(Text *k, Buf *b, Node *n);
+void k_softmax(Text *k, Buf *b, Node *n);       /* k_rows.c */
+void k_normalize(Text *k, Buf *b, Node *n);
+void k_nll(Text *k, Buf *b, Node *n);
+void k_log_softmax_nll(Text *k, Buf *b, int group);
+void k_fused(Text *k, Buf *b, int group);       /* k_fused.c */
+
+/* ------------------------------------------------------------ run.c, optimizer.c */
+
+void emit_program(Model *m, Buf *out, Graph *g, const char *prog, bool training, ProgInfo *pi);
+void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *prog, ProgInfo *pi);
+void emit_optimizer(Model *m, Buf *out);
+
+#endif

@@ -1,0 +1,185 @@
+/*
+ * k_matmul.c: the kernels that call BLAS or index rows: matmul, bmm and
+ * matmul_bias as GEMM (or GEMV, or lmc_sgemm_abt_mt for few rows), and
+ * embedding with its gradient, dense or as rows (row-grad).
+ */
+#include "emit.h"
+
+/* The 2-D view of a matmul operand: leading dims flattened. */
+static void as_matrix(const Shape *s, Mono *rows, Mono *cols)
+{
+  if (s->rank < 1)
+    die("matmul of a scalar");
+  *cols = mdim(s, s->rank - 1);
+  *rows = mdiv(mnumel(s), *cols);
+}
+
+/* a @ b^T of at most SMALL_GEMM_ROWS fixed rows goes to lmc_sgemm_abt_mt;
+ * a^T b with more than WEIGHT_GRAD_SPLIT rows is computed in blocks of
+ * WEIGHT_GRAD_ROWS. */
+enum { SMALL_GEMM_ROWS = 64, WEIGHT_GRAD_SPLIT = 1024, WEIGHT_GRAD_ROWS = 1024 };
+
+static const char *gemm(const Graph *g)
+{
+  return g->real == DT_F64 ? "cblas_dgemm" : "cblas_sgemm";
+}
+
+static const char *gemv(const Graph *g)
+{
+  return g->real == DT_F64 ? "cblas_dgemv" : "cblas_sgemv";
+}
+
+/* y = op(a) @ op(b); op transposes where a.ta / a.tb is set.  MATMUL: a and
+ * b are matrices with leading dims flattened; BMM: batches of matrices
+ * over the leading dims (an operand whose leading dims are all 1 is the
+ * same matrix for every batch). */
+void k_matmul(Text *k, Buf *b, Node *n)
+{
+  Node *a = IN(k->p, n, 0), *bb = IN(k->p, n, 1);
+  Mono ar, ac, br, bc, batch = mono(1, 0), sa = mono(0, 0), sb = mono(0, 0);
+  kout(k, n);
+  kin(k, n, 0, "a");
+  kin(k, n, 1, "b");
+  if (n->op != OP_BMM) {
+    as_matrix(&a->shape, &ar, &ac);
+    as_matrix(&bb->shape, &br, &bc);
+  } else {
+    if (a->shape.rank < 2 || bb->shape.rank < 2 || n->shape.rank < 2)
+      die("bmm operands of rank < 2");
+    ar = mdim(&a->shape, a->shape.rank - 2);
+    ac = mdim(&a->shape, a->shape.rank - 1);
+    br = mdim(&bb->shape, bb->shape.rank - 2);
+    bc = mdim(&bb->shape, bb->shape.rank - 1);
+    batch = mdiv(mnumel(&n->shape), mmul(mdim(&n->shape, n->shape.rank - 2), mdim(&n->shape, n->shape.rank - 1)));
+    if (!mone(mdiv(mnumel(&a->shape), mmul(ar, ac))))
+      sa = mmul(ar, ac);
+    if (!mone(mdiv(mnumel(&bb->shape), mmul(br, bc))))
+      sb = mmul(br, bc);
+  }
+  /* matmul_bias: y starts as the broadcast bias and the product is added */
+  const char *beta = "0";
+  if (n->op == OP_MATMUL_BIAS) {
+    Nest ns;
+    Str idx[MAXOPND];
+    kin(k, n, 2, "c");
+    nest_init(&ns, &n->shape);
+    nest_bcast(&ns, &n->shape);
+    nest_bcast(&ns, &IN(k->p, n, 2)->shape);
+    int d = nest_open(k, b, &ns, 1, idx);
+    indent(b, d);
+    bprintf(b, "y[%s] = c[%s];\n", idx[0].s, idx[1].s);
+    beta = "1";
+  }
+  Mono m = n->a.ta ? ac : ar, kk = n->a.ta ? ar : ac;
+  Mono kb = n->a.tb ? bc : br, nn = n->a.tb ? br : bc;
+  if (!meq(kk, kb))
+    die("n%d: matmul inner sizes differ", (int)(n - k->p->g->node));
+  if (!meq(mmul(batch, mmul(m, nn)), mnumel(&n->shape)))
+    die("n%d: matmul output %s does not hold the product", (int)(n - k->p->g->node), shape_str(&n->shape));
+  const char *ta = n->a.ta ? "CblasTrans" : "CblasNoTrans";
+  const char *tb = n->a.tb ? "CblasTrans" : "CblasNoTrans";
+  /* a @ b^T with few rows in single precision (a recurrent layer's
+   * per-step products, generation's rows: at most bptt): lmc_sgemm_abt_mt,
+   * which reads b in place where OpenBLAS packs all of it on every call */
+  bool few = m.c >= 1 && ((m.k == 0 && m.c <= SMALL_GEMM_ROWS) ||
+                           (m.k == 1 && m.c * k->p->g->max_seq <= SMALL_GEMM_ROWS));
+  bool one_maybe = m.c == 1 && m.k == 1;
+  if (mone(batch) && k->p->g->real == DT_F32 && !n->a.ta && n->a.tb && (few || one_maybe)) {
+    karg(k, A_THREADS, id_of(k->p, n), -1, "int nt");
+    const char *ind = "  ";
+    if (!few) {
+      bprintf(b, "  if (%s == 1)\n", mstr(k, m).s);
+      ind = "    ";
+    }
+    bprintf(b, "%slmc_sgemm_abt_mt(nt, %s, %s, %s, a, %s, b, %s, %s, y, %s);\n", ind, few ? mstr(k, m).s : "1",
+            mstr(k, nn).s, mstr(k, kk).s, mstr(k, ac).s, mstr(k, bc).s, beta, mstr(k, nn).s);
+    if (few)
+      return;
+    bprintf(b, "  else\n");
+    bprintf(b, "    %s(CblasRowMajor, %s, %s, %s, %s, %s,\n", gemm(k->p->g), ta, tb, mstr(k, m).s, mstr(k, nn).s, mstr(k, kk).s);
+    bprintf(b, "                1, a, %s, b, %s, %s, y, %s);\n", mstr(k, ac).s, mstr(k, bc).s, beta, mstr(k, nn).s);
+    return;
+  }
+  if (mone(batch) && n->a.ta && !n->a.tb && m.k == 0 && m.c > WEIGHT_GRAD_SPLIT) {
+    /* a weight gradient a^T b with many rows (the decoder's, 33278; an
+     * LSTM's 4 nhid): in blocks of rows, or OpenBLAS packs all of a's
+     * columns at once, 41 MiB more of peak memory for the decoder at
+     * nhid 650, 1.3 MiB in blocks, about 2% slower (each output is summed
+     * as before) */
+    bprintf(b, "  for (long r = 0; r < %s; r += %d)\n", mstr(k, m).s, WEIGHT_GRAD_ROWS);
+    bprintf(b, "    %s(CblasRowMajor, %s, %s, r + %d <= %s ? %d : %s - r, %s, %s,\n", gemm(k->p->g), ta, tb,
+            WEIGHT_GRAD_ROWS, mstr(k, m).s, WEIGHT_GRAD_ROWS, mstr(k, m).s, mstr(k, nn).s, mstr(k, kk).s);
+    bprintf(b, "                1, a + r, %s, b, %s, %s, y + r * %s, %s);\n", mstr(k, ac).s, mstr(k, bc).s, beta,
+            mstr(k, nn).s, mstr(k, nn).s);
+    return;
+  }
+  if (mone(batch)) {
+    /* one row (generation's single step): a matrix-vector product, which
+     * reads b in place where GEMM would first pack all of it */
+    bool one = mone(m), maybe_one = m.c == 1 && m.k == 1;
+    const char *ind = "  ";
+    if (one || maybe_one) {
+      if (maybe_one)
+        bprintf(b, "  if (%s == 1)\n  ", mstr(k, m).s);
+      bprintf(b, "  %s(CblasRowMajor, %s, %s, %s, 1, b, %s, a, %s, %s, y, 1);\n", gemv(k->p->g),
+              n->a.tb ? "CblasNoTrans" : "CblasTrans", mstr(k, br).s, mstr(k, bc).s, mstr(k, bc).s,
+              n->a.ta ? mstr(k, ac).s : "1", beta);
+      if (one)
+        return;
+      bprintf(b, "  else\n");
+      ind = "    ";
+    }
+    bprintf(b, "%s%s(CblasRowMajor, %s, %s, %s, %s, %s,\n", ind, gemm(k->p->g), ta, tb, mstr(k, m).s, mstr(k, nn).s,
+            mstr(k, kk).s);
+    bprintf(b, "%s            1, a, %s, b, %s, %s, y, %s);\n", ind, mstr(k, ac).s, mstr(k, bc).s, beta, mstr(k, nn).s);
+    return;
+  }
+  Str pa = {"a"}, pb = {"b"};   /* batch i's matrices */
+  if (sa.c)
+    sprint(&pa, " + i * %s", mstr(k, sa).s);
+  if (sb.c)
+    sprint(&pb, " + i * %s", mstr(k, sb).s);
+  bprintf(b, "  for (long i = 0; i < %s; i++)\n", mstr(k, batch).s);
+  bprintf(b, "    %s(CblasRowMajor, %s, %s, %s, %s, %s,\n", gemm(k->p->g), ta, tb, mstr(k, m).s, mstr(k, nn).s, mstr(k, kk).s);
+  bprintf(b, "                1, %s, %s, %s, %s, 0, y + i * %s, %s);\n", pa.s, mstr(k, ac).s, pb.s, mstr(k, bc).s,
+          mstr(k, mmul(m, nn)).s, mstr(k, nn).s);
+}
+
+void k_embedding(Text *k, Buf *b, Node *n)
+{
+  Node *ids = IN(k->p, n, 1);
+  Mono rows = mnumel(&ids->shape);
+  kout(k, n);
+  if (n->op == OP_EMBEDDING) {
+    Mono dim = mdiv(mnumel(&n->shape), rows);
+    kin(k, n, 0, "w");
+    kin(k, n, 1, "ids");
+    Str d = mstr(k, dim);
+    bprintf(b, "  for (long i = 0; i < %s; i++)\n", mstr(k, rows).s);
+    bprintf(b, "    memcpy(y + i * %s, w + (long)ids[i] * %s, %s * sizeof *y);\n", d.s, d.s, d.s);
+  } else {
+    Mono dim = mdim(&n->shape, n->shape.rank - 1);
+    kin(k, n, 0, "dy");
+    kin(k, n, 1, "ids");
+    Str d = mstr(k, dim);
+    if (n->a.rows) {
+      /* row-grad: the rows ids reads, in ascending order of id, each summed
+       * over i as the dense scatter below sums it; then ids and count */
+      size_t max_rows = (size_t)mval(rows, k->p->g->max_seq);
+      bprintf(b, "  int32_t *row = (int32_t *)(dx + %zu);   /* the rows' ids, ascending; row[%zu]: how many */\n",
+              max_rows * (size_t)mval(dim, 1), max_rows);
+      bprintf(b, "  const long nrow = row[%zu] = (int32_t)lmc_unique_ids(ids, %s, row);\n", max_rows, mstr(k, rows).s);
+      bprintf(b, "  memset(dx, 0, nrow * %s * sizeof *dx);\n", d.s);
+      bprintf(b, "  for (long i = 0; i < %s; i++) {\n", mstr(k, rows).s);
+      bprintf(b, "    real *d = dx + lmc_find_id(row, nrow, ids[i]) * %s;\n", d.s);
+      bprintf(b, "    for (long j = 0; j < %s; j++)\n", d.s);
+      bprintf(b, "      d[j] += dy[i * %s + j];\n", d.s);
+      bprintf(b, "  }\n");
+      return;
+    }
+    bprintf(b, "  memset(dx, 0, %s * sizeof *dx);\n", mstr(k, mnumel(&n->shape)).s);
+    bprintf(b, "  for (long i = 0; i < %s; i++)\n", mstr(k, rows).s);
+    bprintf(b, "    for (long j = 0; j < %s; j++)\n", d.s);
+    bprintf(b, "      dx[(long)ids[i] * %s + j] += dy[i * %s + j];\n", d.s, d.s);
+  }
+}

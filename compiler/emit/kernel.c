@@ -1,0 +1,202 @@
+/*
+ * kernel.c: a program's kernels.  Every live node that computes something
+ * becomes one `static void` kernel named after it (train_k17_tanh),
+ * preceded by a comment with its shapes and the Lua line that built it;
+ * kernel() picks the k_* function that writes its body (k_*.c) while the
+ * helpers here build its signature (Sig), the parameters run() passes.
+ */
+#include <string.h>
+
+#include "emit.h"
+
+const char *ctype(DType dt)
+{
+  return dt == DT_I32 ? "int32_t" : "real";
+}
+
+void karg(Text *k, ArgKind kind, int node, int shape, const char *fmt, ...)
+{
+  Sig *s = k->sig;
+  if (s->narg == MAXARG)
+    die("too many kernel arguments");
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(s->decl[s->narg], sizeof s->decl[0], fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof s->decl[0])
+    die("a kernel parameter of more than %zu characters", sizeof s->decl[0] - 1);
+  s->arg[s->narg++] = (Arg){kind, node, shape};
+}
+
+/* The output parameter: dx for the backward ops, y for the others. */
+const char *out_name(Op op)
+{
+  return strstr(op_info[op].name, "_grad") ? "dx" : "y";
+}
+
+void kout(Text *k, Node *n)
+{
+  karg(k, A_PTR, id_of(k->p, n), -1, "%s *%s", ctype(n->dtype), out_name(n->op));
+}
+
+void kin(Text *k, Node *n, int i, const char *name)
+{
+  if (n->op == OP_CARRY)
+    karg(k, A_CARRY, id_of(k->p, n), -1, "const %s *%s", ctype(IN(k->p, n, i)->dtype), name);
+  else
+    karg(k, A_PTR, n->in[i], -1, "const %s *%s", ctype(IN(k->p, n, i)->dtype), name);
+}
+
+/* key, p and idx0 of dropout node n, its mask indices counted in the
+ * elements of node `shape`; sfx tells several apart in a fused kernel. */
+void kdropout(Text *k, Buf *b, Node *n, int shape, const char *sfx)
+{
+  int id = id_of(k->p, n);
+  karg(k, A_KEY, id, -1, "uint64_t key%s", sfx);
+  karg(k, A_P, id, -1, "double p%s", sfx);
+  karg(k, A_IDX0, id, shape, "long idx0%s", sfx);
+  bprintf(b, "  real scale%s = p%s < 1 ? (real)(1 / (1 - p%s)) : 0;\n", sfx, sfx, sfx);
+}
+
+/* Writes node id's kernel body into b and its signature into s; false for
+ * nodes without a kernel (a fused group's kernel belongs to its anchor). */
+static bool kernel(Prog *p, int id, Buf *b, Sig *s)
+{
+  Node *n = N(p, id);
+  if (n->dead || p->skip[id] || n->op == OP_INPUT || n->op == OP_PARAM || n->op == OP_LITERAL || is_view(p->g, n))
+    return false;   /* *s stays as calloc left it: no kernel */
+  memset(s, 0, sizeof *s);
+  Text k = {.p = p, .sig = s};
+  s->name = op_info[n->op].name;
+  if (n->group) {
+    if (p->anchor[n->group] != id)
+      return false;
+    bool stores = false;
+    for (int m = p->member_start[n->group]; m < p->member_start[n->group + 1] && !stores; m++)
+      stores = p->off[p->member[m]] != SIZE_MAX;
+    if (!stores)
+      return false;   /* nothing reads what it would compute */
+    s->name = "fused";
+    if (n->op == OP_LOG_SOFTMAX)
+      k_log_softmax_nll(&k, b, n->group);
+    else
+      k_fused(&k, b, n->group);
+  } else if (op_is(n->op, P_ELEM))
+    k_elementwise(&k, b, n);
+  else
+    switch (n->op) {
+    case OP_CONST:
+    case OP_ARANGE:         k_fill(&k, b, n); break;
+    case OP_TRIU_MASK:      k_triu_mask(&k, b, n); break;
+    case OP_CARRY:
+    case OP_RESHAPE:        k_copy(&k, b, n); break;
+    case OP_MATMUL:
+    case OP_MATMUL_BIAS:
+    case OP_BMM:            k_matmul(&k, b, n); break;
+    case OP_EMBEDDING:
+    case OP_EMBEDDING_GRAD: k_embedding(&k, b, n); break;
+    case OP_SOFTMAX:
+    case OP_LOG_SOFTMAX:
+    case OP_SOFTMAX_GRAD:
+    case OP_LOG_SOFTMAX_GRAD: k_softmax(&k, b, n); break;
+    case OP_NORMALIZE:
+    case OP_NORMALIZE_GRAD: k_normalize(&k, b, n); break;
+    case OP_NLL_LOSS:
+    case OP_NLL_LOSS_GRAD:
+    case OP_NLL_LOG_SOFTMAX_GRAD: k_nll(&k, b, n); break;
+    case OP_SUM:
+    case OP_BROADCAST:      k_sum_broadcast(&k, b, n); break;
+    case OP_TRANSPOSE:
+    case OP_SLICE:
+    case OP_PAD:
+    case OP_CONCAT:         k_shuffle(&k, b, n); break;
+    default:
+      die("no kernel for %s", op_info[n->op].name);
+    }
+  s->has = true;
+  s->T = k.uses_T;
+  return true;
+}
+
+/* What node n computes, for a kernel comment: "n19 = tanh(n18)" and the
+ * attributes that matter. */
+static void node_comment(Prog *p, Buf *b, int id)
+{
+  Node *n = N(p, id);
+  bprintf(b, "n%d = %s(", id, op_info[n->op].name);
+  for (int i = 0; i < n->nin; i++)
+    bprintf(b, "%sn%d", i ? ", " : "", n->in[i]);
+  bprintf(b, ")");
+  switch (n->op) {
+  case OP_CONST:     bprintf(b, " value "); bdouble(b, n->a.f); break;
+  case OP_ARANGE:    bprintf(b, " start %g step %g", n->a.f, n->a.f2); break;
+  case OP_MATMUL:
+  case OP_MATMUL_BIAS:
+  case OP_BMM:       bprintf(b, "%s%s", n->a.ta ? " a^T" : "", n->a.tb ? " b^T" : ""); break;
+  case OP_DROPOUT:
+  case OP_DROPOUT_GRAD:
+  case OP_ADD_DROPOUT:
+  case OP_DROPOUT_ADD: bprintf(b, " stream %d, p = slot %d", n->a.id, n->a.id2); break;
+  case OP_NORMALIZE:
+  case OP_NORMALIZE_GRAD: bprintf(b, " eps %g", n->a.f); break;
+  case OP_SLICE:     bprintf(b, " axis %d from %d", n->a.axis, n->a.start); break;
+  case OP_PAD:       bprintf(b, " axis %d at %d", n->a.axis, n->a.start); break;
+  case OP_CONCAT:    bprintf(b, " axis %d", n->a.axis); break;
+  case OP_TRANSPOSE:
+    bprintf(b, " perm");
+    for (int i = 0; i < n->shape.rank; i++)
+      bprintf(b, " %d", n->a.perm[i]);
+    break;
+  default:
+    break;
+  }
+}
+
+/* The comment above a kernel: what it computes, its shapes (per step in a
+ * loop body) and the Lua line that built it.  A fused kernel lists its
+ * members, the shape of each and which it stores. */
+static void kernel_comment(Prog *p, Buf *b, int id)
+{
+  Node *n = N(p, id);
+  if (n->group) {
+    Graph *g = p->g;
+    int cnt = p->member_start[n->group + 1] - p->member_start[n->group];
+    bprintf(b, "/* fused: %d nodes in one loop over %s%s\n", cnt, shape_str(&p->sig[id].iter),
+            n->loop ? " per step" : "");
+    for (int m = p->member_start[n->group]; m < p->member_start[n->group + 1]; m++) {
+      int i = p->member[m];
+      bprintf(b, " *   ");
+      node_comment(p, b, i);
+      bprintf(b, " %s%s\n", shape_str(&g->node[i].shape), p->off[i] != SIZE_MAX ? ", stored" : "");
+    }
+  } else {
+    bprintf(b, "/* ");
+    node_comment(p, b, id);
+    bprintf(b, "\n *   %s%s", n->loop ? "per step: " : "", shape_str(&n->shape));
+    for (int i = 0; i < n->nin; i++)
+      bprintf(b, "%s%s", i ? ", " : " <- ", shape_str(&IN(p, n, i)->shape));
+    bprintf(b, "\n");
+  }
+  bprintf(b, " *   ");
+  bcomment(b, n->file ? n->file : "?");
+  bprintf(b, ":%d */\n", n->line);
+}
+
+void emit_kernels(Prog *p, Buf *out)
+{
+  Graph *g = p->g;
+  for (int i = 0; i < g->nnode; i++) {
+    Buf body = {0};
+    Sig *s = &p->sig[i];
+    if (!kernel(p, i, &body, s)) {
+      bfree(&body);
+      continue;
+    }
+    kernel_comment(p, out, i);
+    bprintf(out, "static void %s_k%d_%s(", p->name, i, s->name);
+    for (int a = 0; a < s->narg; a++)
+      bprintf(out, "%s%s", a ? ", " : "", s->decl[a]);
+    bprintf(out, "%s)\n{\n%s}\n\n", s->T ? ", int T" : "", bstr(&body));
+    bfree(&body);
+  }
+}

@@ -1,0 +1,342 @@
+/*
+ * run.c: one program of the emitted file: where its values live, its
+ * kernels (kernel.c), its state table and its run(), which calls the
+ * kernels in node order, loops as C loops, and then copies the outputs
+ * (gradients, detached state) where the runtime reads them; and the
+ * program's entry in lmc_model.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "emit.h"
+
+static void emit_call(Text *t, Buf *b, int id, int depth)
+{
+  Prog *p = t->p;
+  Node *n = N(p, id);
+  Sig *s = &p->sig[id];
+  const char *step = n->loop ? "t" : NULL;
+  bool reverse = n->loop && p->g->loop[n->loop].reverse;
+  indent(b, depth);
+  bprintf(b, "%s_k%d_%s(", p->name, id, s->name);
+  for (int a = 0; a < s->narg; a++) {
+    Arg *w = &s->arg[a];
+    Node *x = N(p, w->node);
+    if (a)
+      bprintf(b, ", ");
+    switch (w->kind) {
+    case A_PTR:
+      bprintf(b, "%s", ptr(t, w->node, step).s);
+      break;
+    case A_CARRY:
+      /* the initial value at the first step, else the next value of the
+       * step before */
+      bprintf(b, "%s ? %s : %s", reverse ? "t == T - 1" : "t == 0", ptr(t, x->in[0], NULL).s,
+              ptr(t, x->in[1], reverse ? "(t + 1)" : "(t - 1)").s);
+      break;
+    case A_KEY:
+      t->uses_c = t->uses_c || p->training;
+      if (p->training)
+        bprintf(b, "lmc_dropout_key(c->seed, c->step, %d)", x->a.id);
+      else
+        bprintf(b, "0");
+      break;
+    case A_P:
+      if (p->training)
+        bprintf(b, "c->dropout[%d]", x->a.id2);
+      else
+        bprintf(b, "0");
+      break;
+    case A_THREADS:
+      t->uses_c = true;
+      bprintf(b, "c->threads");
+      break;
+    case A_SCRATCH:
+      bprintf(b, "w + %zu", p->scratch_off);
+      break;
+    case A_IDX0:
+      if (n->loop)
+        bprintf(b, "t * %s", mstr(t, mnumel(&N(p, w->shape)->shape)).s);
+      else
+        bprintf(b, "0");
+      break;
+    }
+  }
+  if (s->T)
+    bprintf(b, "%sT", s->narg ? ", " : "");
+  bprintf(b, ");\n");
+}
+
+static int find_state(Graph *g, const char *name)
+{
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (!n->dead && n->op == OP_INPUT && n->a.state && !strcmp(n->a.name, name))
+      return i;
+  }
+  return -1;
+}
+
+static void emit_state_table(Prog *p, Buf *out, ProgInfo *pi)
+{
+  Graph *g = p->g;
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || n->op != OP_INPUT || !n->a.state)
+      continue;
+    if (!pi->nstate)
+      bprintf(out, "static const LmcTensorDesc %s_state[] = {\n", p->name);
+    int rank = desc_rank(&n->shape, "state", n->a.name);
+    size_t numel = mval(mnumel(&n->shape), 1);
+    bprintf(out, "  { .name = ");
+    bquote(out, n->a.name);
+    bprintf(out, ", .rank = %d, .shape = {", rank);
+    for (int d = 0; d < rank; d++)
+      bprintf(out, "%s %d", d ? "," : "", n->shape.dim[d]);
+    if (!rank)
+      bprintf(out, " 0");
+    bprintf(out, " }, .offset = %zu, .numel = %zu, .init = LMC_INIT_ZERO, .alias = -1 },\n", p->loc[i].off, numel);
+    pi->nstate++;
+    pi->state_numel += numel;
+  }
+  if (pi->nstate)
+    bprintf(out, "};\n\n");
+}
+
+/* run(): the kernels in node order, loops as C loops, then the outputs. */
+static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
+{
+  Graph *g = p->g;
+  Buf b = {0};
+  Text t = {.p = p};
+  bool has_targets = p->targets_off != SIZE_MAX;
+  bool has_loss = ir_find_output(g, "loss") >= 0;
+  if (has_targets) {
+    if (has_loss)
+      bprintf(&b, "  const int have_targets = targets != NULL;\n");
+    bprintf(&b, "  if (!targets)   /* no loss wanted: read zeros */\n");
+    bprintf(&b, "    targets = memset(w + %zu, 0, %d * sizeof *targets);\n", p->targets_off,
+            g->max_seq * g->batch);
+    t.uses_w = true;
+  }
+  /* Loop k is the run of nodes first[k]..last[k]; top-level leaves built
+   * inside that run are computed before the loop. */
+  int *first = xcalloc((size_t)g->nloop + 1, sizeof(int));
+  int *last = xcalloc((size_t)g->nloop + 1, sizeof(int));
+  for (int k = 0; k <= g->nloop; k++)
+    first[k] = last[k] = -1;
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || !n->loop)
+      continue;
+    if (n->loop < 0 || n->loop >= g->nloop)
+      die("n%d: no loop %d", i, n->loop);
+    if (first[n->loop] < 0)
+      first[n->loop] = i;
+    last[n->loop] = i;
+  }
+  int cur = 0;
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead)
+      continue;
+    if (n->loop && !cur) {
+      cur = n->loop;
+      for (int j = i + 1; j < last[cur]; j++) {
+        Node *m = &g->node[j];
+        if (m->dead || m->loop == cur)
+          continue;
+        if (m->loop || !op_is(m->op, P_LEAF))
+          die("loop %d (n%d..n%d) is not one run of nodes: n%d", cur, i, last[cur], j);
+        if (p->sig[j].has)
+          emit_call(&t, &b, j, 1);
+      }
+      if (g->loop[cur].reverse)
+        bprintf(&b, "  for (int t = T - 1; t >= 0; t--) {   /* loop %d, reverse */\n", cur);
+      else
+        bprintf(&b, "  for (int t = 0; t < T; t++) {   /* loop %d */\n", cur);
+      t.uses_T = true;
+    }
+    if (cur && !n->loop)
+      continue;   /* a leaf, computed before the loop */
+    if (p->sig[i].has)
+      emit_call(&t, &b, i, cur ? 2 : 1);
+    if (cur && i == last[cur]) {
+      bprintf(&b, "  }\n");
+      cur = 0;
+    }
+  }
+  free(first);
+  free(last);
+
+  /* outputs */
+  const char *loss = NULL;
+  for (int o = 0; o < g->nout; o++) {
+    Output *op = &g->out[o];
+    Node *n = N(p, op->node);
+    Loc *l = &p->loc[op->node];
+    if (n->dead)
+      die("output %s is dead", op->name);
+    if (!strcmp(op->name, "loss")) {
+      if (l->kind == L_WORK && !l->last)
+        loss = xasprintf("w[%zu]", l->off);
+      else
+        loss = xasprintf("(%s)[0]", ptr(&t, op->node, NULL).s);
+    } else if (!strcmp(op->name, "logp")) {
+      if (l->kind != L_WORK || l->stacked || l->last)
+        die("logp is not a buffer in c->work");
+      pi->has_logp = true;
+      pi->logp_last = !(n->shape.seq & 1);   /* last-step: the last position's rows only */
+      pi->logp_offset = l->off;
+    } else if (!strncmp(op->name, "grad:", 5)) {
+      Param *q = find_param(p->m, op->name + 5);
+      if (!q)
+        die("output %s: no such parameter", op->name);
+      if (mval(mnumel(&n->shape), g->max_seq) != q->numel || mnumel(&n->shape).k)
+        die("output %s has shape %s, the parameter %s", op->name, shape_str(&n->shape), shape_str(&q->shape));
+      if (!pi->has_backward)
+        bprintf(&b, "  /* gradients */\n");
+      pi->has_backward = true;
+      t.uses_c = true;
+      if (l->kind == L_GRAD && l->off == q->goff)
+        continue;   /* computed in place */
+      /* a rows gradient (row-grad) computed in the arena, without
+       * plan-memory: its rows, ids and count, gnumel reals from the start
+       * of its buffer */
+      bprintf(&b, "  memcpy(c->grad + %zu, %s, %zu * sizeof(real));   /* ", q->goff, ptr(&t, op->node, NULL).s,
+              q->gnumel);
+      bcomment(&b, q->name);
+      bprintf(&b, " */\n");
+    } else if (find_state(g, op->name) >= 0) {
+      int s = find_state(g, op->name);
+      Node *sn = N(p, s);
+      if (mnumel(&n->shape).k || mval(mnumel(&n->shape), 1) != mval(mnumel(&sn->shape), 1))
+        die("state output %s has shape %s, the input %s", op->name, shape_str(&n->shape), shape_str(&sn->shape));
+      if (same_loc(l, &p->loc[s]))
+        continue;
+      bprintf(&b, "  memcpy(%s, ", ptr(&t, s, NULL).s);
+      bprintf(&b, "%s, %zu * sizeof(real));   /* state ", ptr(&t, op->node, NULL).s, mval(mnumel(&sn->shape), 1));
+      bcomment(&b, op->name);
+      bprintf(&b, ", detached */\n");
+    }
+  }
+  if (pi->has_backward) {
+    /* parameters without a gradient output get zeros */
+    for (int q = 0; q < p->m->nparam; q++) {
+      Str name = {""};
+      sprint(&name, "grad:%s", p->m->param[q].name);
+      if (ir_find_output(g, name.s) >= 0)
+        continue;
+      t.uses_c = true;
+      bprintf(&b, "  memset(c->grad + %zu, 0, %zu * sizeof(real));   /* ", p->m->param[q].goff, p->m->param[q].numel);
+      bcomment(&b, p->m->param[q].name);
+      bprintf(&b, ": no gradient */\n");
+    }
+  }
+  if (loss && has_targets)
+    bprintf(&b, "  return have_targets ? %s : 0;\n", loss);
+  else if (loss)
+    bprintf(&b, "  return %s;\n", loss);
+  else
+    bprintf(&b, "  return 0;\n");
+  free((char *)loss);
+
+  const char *body = bstr(&b);
+  bprintf(out, "static double %s_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)\n{\n", p->name);
+  if (t.uses_w)
+    bprintf(out, "  real *w = c->work;\n");
+  else if (!t.uses_c)
+    bprintf(out, "  (void)c;\n");
+  if (!t.uses_tokens)
+    bprintf(out, "  (void)tokens;\n");
+  if (!has_targets)
+    bprintf(out, "  (void)targets;\n");
+  if (!t.uses_T)
+    bprintf(out, "  (void)T;\n");
+  bprintf(out, "%s}\n\n", body);
+  bfree(&b);
+}
+
+/* p->member: the live members of each fused kernel, so that emitting one
+ * walks its members, not the graph. */
+static void group_members(Prog *p)
+{
+  Graph *g = p->g;
+  p->member_start = xcalloc((size_t)g->ngroup + 3, sizeof(int));
+  p->member = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  for (int i = 0; i < g->nnode; i++)
+    if (!g->node[i].dead && g->node[i].group)
+      p->member_start[g->node[i].group + 2]++;
+  for (int k = 0; k <= g->ngroup; k++)
+    p->member_start[k + 2] += p->member_start[k + 1];
+  for (int i = 0; i < g->nnode; i++)
+    if (!g->node[i].dead && g->node[i].group)
+      p->member[p->member_start[g->node[i].group + 1]++] = i;
+}
+
+void emit_program(Model *m, Buf *out, Graph *g, const char *prog, bool training, ProgInfo *pi)
+{
+  Prog p = {.m = m, .g = g, .name = prog, .training = training};
+  memset(pi, 0, sizeof *pi);
+  p.loc = xcalloc((size_t)g->nnode + 1, sizeof *p.loc);
+  p.sig = xcalloc((size_t)g->nnode + 1, sizeof *p.sig);
+  p.off = xcalloc((size_t)g->nnode + 1, sizeof *p.off);
+  for (int i = 0; i < g->nnode; i++) {
+    Node *n = &g->node[i];
+    if (n->dead)
+      continue;
+    for (int k = 0; k < n->nin; k++)
+      if (n->in[k] < 0 || n->in[k] >= g->nnode || g->node[n->in[k]].dead)
+        die("n%d reads a dead or missing node n%d", i, n->in[k]);
+    if (is_dropout_op(n->op) && p.training && (n->a.id2 < 0 || n->a.id2 >= m->nslot))
+      die("n%d reads dropout slot %d of %d", i, n->a.id2, m->nslot);
+  }
+  p.anchor = group_anchors(g);
+  group_members(&p);
+  p.in_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  p.drop_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  p.users = users_make(g);
+  p.skip = xcalloc((size_t)g->nnode + 1, sizeof(bool));
+  plan_work(&p);
+  locate(&p);
+  pi->work_numel = p.work_numel;
+
+  bprintf(out, "/* ---------------------------------------------------------------- %s: batch %d */\n\n", prog, g->batch);
+  emit_kernels(&p, out);
+  emit_state_table(&p, out, pi);
+  emit_run(&p, out, pi);
+  free(p.loc);
+  free(p.sig);
+  free(p.off);
+  free(p.anchor);
+  free(p.member_start);
+  free(p.member);
+  free(p.in_arg);
+  free(p.drop_arg);
+  free(p.skip);
+  users_free(&p.users);
+}
+
+void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *prog, ProgInfo *pi)
+{
+  if (!g) {
+    bprintf(out, "  .%s = { .run = NULL },\n", field);
+    return;
+  }
+  bprintf(out, "  .%s = {\n", field);
+  bprintf(out, "    .batch = %d,\n", g->batch);
+  bprintf(out, "    .max_seq = %d,\n", g->max_seq);
+  bprintf(out, "    .work_numel = %zu,\n", pi->work_numel);
+  bprintf(out, "    .state_numel = %zu,\n", pi->state_numel);
+  bprintf(out, "    .nstate = %d,\n", pi->nstate);
+  if (pi->nstate)
+    bprintf(out, "    .state = %s_state,\n", prog);
+  else
+    bprintf(out, "    .state = NULL,\n");
+  bprintf(out, "    .has_backward = %d,\n", pi->has_backward);
+  bprintf(out, "    .run = %s_run,\n", prog);
+  bprintf(out, "    .has_logp = %d,\n", pi->has_logp);
+  bprintf(out, "    .logp_last = %d,\n", pi->logp_last);
+  bprintf(out, "    .logp_offset = %zu,\n", pi->logp_offset);
+  bprintf(out, "  },\n");
+}
