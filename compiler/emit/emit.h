@@ -128,7 +128,7 @@ typedef struct {
   Arg arg[MAXARG];
   char decl[MAXARG][48];
   bool T;                 /* takes int T */
-  const char *name;       /* the op part of its name: "tanh", "fused" */
+  int kernel;             /* the one run() calls: index in Model.kernel */
   Shape iter;             /* a fused kernel: the shape its loop nest covers */
 } Sig;
 
@@ -143,6 +143,22 @@ typedef struct {
   bool rows;
   size_t max_rows, row_len;
 } Param;
+
+/* A kernel the file defines: one for every kernel whose parameters and
+ * body read the same, in the section of the program that uses it first. */
+typedef struct {
+  const char *own;        /* the name it would have alone (kernel_name): train_rnn_l0_carry */
+  const char *scope, *what;
+} KernelUse;
+
+typedef struct {
+  const char *name;       /* its C name (name_kernels, once every program's kernels are in) */
+  const char *prog;       /* the program whose section defines it: "train", "eval", "gen" */
+  const char *comment;    /* its comment, open: what it computes, its shapes, the Lua line */
+  const char *text;       /* its parameter list and body */
+  int nuse;
+  KernelUse *use;         /* the kernels it stands for, in program and node order */
+} Kernel;
 
 /* One per emitted file: what every program shares. */
 typedef struct {
@@ -161,6 +177,10 @@ typedef struct {
   int ntable;
   const double **table;
   size_t *table_n;
+  /* the kernels of every program, each text once */
+  Kernel *kernel;
+  int nkernel;
+  StrMap kernel_index;    /* text -> index in kernel */
 } Model;
 
 /* One per program being emitted. */
@@ -276,7 +296,9 @@ const char *out_name(Op op);
 void kout(Text *k, Node *n);
 void kin(Text *k, Node *n, int i, const char *name);
 void kdropout(Text *k, Buf *b, Node *n, int shape, const char *sfx);
-void emit_kernels(Prog *p, Buf *out);
+void emit_kernels(Prog *p);
+void name_kernels(Model *m);
+void emit_kernel_defs(Model *m, const char *prog, Buf *out);
 
 /* ------------------------------------------------------------ the kernels */
 
@@ -296,7 +318,8 @@ void k_fused(Text *k, Buf *b, int group);       /* k_fused.c */
 
 /* ------------------------------------------------------------ run.c, optimizer.c */
 
-void emit_program(Model *m, Buf *out, Graph *g, const char *prog, bool training, ProgInfo *pi);
+Prog *open_program(Model *m, Graph *g, const char *prog, bool training);
+void emit_program(Prog *p, Buf *out, ProgInfo *pi);
 void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *prog, ProgInfo *pi);
 void emit_optimizer(Model *m, Buf *out);
 

@@ -1,9 +1,11 @@
 /*
- * run.c: one program of the emitted file: where its values live, its
- * kernels (kernel.c), its state table and its run(), which calls the
- * kernels in node order, loops as C loops, and then copies the outputs
- * (gradients, detached state) where the runtime reads them; and the
- * program's entry in lmc_model.
+ * run.c: one program of the emitted file.  open_program finds where its
+ * values live and adds its kernels to the model's (kernel.c), which are
+ * named once every program's are in; emit_program then writes its state
+ * table and its run(), which calls the kernels in node order, loops as C
+ * loops, and then copies the outputs (gradients, detached state) where the
+ * runtime reads them; and emit_prog_struct the program's entry in
+ * lmc_model.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +20,7 @@ static void emit_call(Text *t, Buf *b, int id, int depth)
   const char *step = n->loop ? "t" : NULL;
   bool reverse = n->loop && p->g->loop[n->loop].reverse;
   indent(b, depth);
-  bprintf(b, "%s_k%d_%s(", p->name, id, s->name);
+  bprintf(b, "%s(", p->m->kernel[s->kernel].name);
   for (int a = 0; a < s->narg; a++) {
     Arg *w = &s->arg[a];
     Node *x = N(p, w->node);
@@ -274,13 +276,13 @@ static void group_members(Prog *p)
       p->member[p->member_start[g->node[i].group + 1]++] = i;
 }
 
-void emit_program(Model *m, Buf *out, Graph *g, const char *prog, bool training, ProgInfo *pi)
+Prog *open_program(Model *m, Graph *g, const char *prog, bool training)
 {
-  Prog p = {.m = m, .g = g, .name = prog, .training = training};
-  memset(pi, 0, sizeof *pi);
-  p.loc = xcalloc((size_t)g->nnode + 1, sizeof *p.loc);
-  p.sig = xcalloc((size_t)g->nnode + 1, sizeof *p.sig);
-  p.off = xcalloc((size_t)g->nnode + 1, sizeof *p.off);
+  Prog *p = xcalloc(1, sizeof *p);
+  *p = (Prog){.m = m, .g = g, .name = prog, .training = training};
+  p->loc = xcalloc((size_t)g->nnode + 1, sizeof *p->loc);
+  p->sig = xcalloc((size_t)g->nnode + 1, sizeof *p->sig);
+  p->off = xcalloc((size_t)g->nnode + 1, sizeof *p->off);
   for (int i = 0; i < g->nnode; i++) {
     Node *n = &g->node[i];
     if (n->dead)
@@ -288,33 +290,38 @@ void emit_program(Model *m, Buf *out, Graph *g, const char *prog, bool training,
     for (int k = 0; k < n->nin; k++)
       if (n->in[k] < 0 || n->in[k] >= g->nnode || g->node[n->in[k]].dead)
         die("n%d reads a dead or missing node n%d", i, n->in[k]);
-    if (is_dropout_op(n->op) && p.training && (n->a.id2 < 0 || n->a.id2 >= m->nslot))
+    if (is_dropout_op(n->op) && p->training && (n->a.id2 < 0 || n->a.id2 >= m->nslot))
       die("n%d reads dropout slot %d of %d", i, n->a.id2, m->nslot);
   }
-  p.anchor = group_anchors(g);
-  group_members(&p);
-  p.in_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
-  p.drop_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
-  p.users = users_make(g);
-  p.skip = xcalloc((size_t)g->nnode + 1, sizeof(bool));
-  plan_work(&p);
-  locate(&p);
-  pi->work_numel = p.work_numel;
+  p->anchor = group_anchors(g);
+  group_members(p);
+  p->in_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  p->drop_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  p->users = users_make(g);
+  p->skip = xcalloc((size_t)g->nnode + 1, sizeof(bool));
+  plan_work(p);
+  locate(p);
+  emit_kernels(p);
+  return p;
+}
 
-  bprintf(out, "/* ---------------------------------------------------------------- %s: batch %d */\n\n", prog, g->batch);
-  emit_kernels(&p, out);
-  emit_state_table(&p, out, pi);
-  emit_run(&p, out, pi);
-  free(p.loc);
-  free(p.sig);
-  free(p.off);
-  free(p.anchor);
-  free(p.member_start);
-  free(p.member);
-  free(p.in_arg);
-  free(p.drop_arg);
-  free(p.skip);
-  users_free(&p.users);
+void emit_program(Prog *p, Buf *out, ProgInfo *pi)
+{
+  memset(pi, 0, sizeof *pi);
+  pi->work_numel = p->work_numel;
+  emit_state_table(p, out, pi);
+  emit_run(p, out, pi);
+  free(p->loc);
+  free(p->sig);
+  free(p->off);
+  free(p->anchor);
+  free(p->member_start);
+  free(p->member);
+  free(p->in_arg);
+  free(p->drop_arg);
+  free(p->skip);
+  users_free(&p->users);
+  free(p);
 }
 
 void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *prog, ProgInfo *pi)
