@@ -32,7 +32,12 @@ typedef struct {
   int group;
   Node *shape;            /* a stored member: the group's shape */
   Nest ns;
-  Buf pro, body;          /* before the loops; inside them, with operand markers */
+  /* Two walks over the members: the first finds the nest's operands and
+   * the kernel's parameters, and its statements are dropped; the second,
+   * with the loops open and idx[j] the index of operand j, writes them. */
+  const Str *idx;         /* NULL in the first walk */
+  int depth;              /* the loop body's, in the second */
+  Buf pro, *body;         /* before the loops; the statements */
   Map *memo;              /* evaluated (node, map) pairs */
   char **val;
   int nmemo;
@@ -82,6 +87,8 @@ static int fused_operand(Fused *F, const Map *map, bool load)
   for (int j = 1; j < F->ns.nop; j++)
     if (F->opnd_load[j] == load && map_eq(&F->opnd[j], map, x->shape.rank))
       return j;
+  if (F->idx)
+    die("n%d: an operand the first walk did not find", map->node);
   Mono st[MAXRANK], stride[MAXRANK], base = mono(0, 0);
   contig(&x->shape, st);
   for (int v = 0; v < F->ns.n; v++)
@@ -104,6 +111,17 @@ static int fused_operand(Fused *F, const Map *map, bool load)
   F->opnd[j] = *map;
   F->opnd_load[j] = load;
   return j;
+}
+
+/* Operand j's index as C; nothing in the first walk, whose text is dropped. */
+static const char *index_of(Fused *F, int j)
+{
+  return F->idx ? F->idx[j].s : "";
+}
+
+static const char *operand(Fused *F, const Map *map, bool load)
+{
+  return index_of(F, fused_operand(F, map, load));
 }
 
 static char *fused_value(Fused *F, const Map *map);
@@ -132,12 +150,13 @@ static char *fused_member(Fused *F, Node *m, const Map *map)
       kdropout(F->k, &F->pro, m, shape, sfx.s);
     }
     Map r = m->op == OP_ADD_DROPOUT ? map_input(p, m, map, m->in[1]) : *map;
-    sprint(&idx, "\x01%d\x02", fused_operand(F, &r, false));
+    sprint(&idx, "%s", operand(F, &r, false));
   }
   int t = F->ntemp++;
-  bprintf(&F->body, "real v%d = ", t);
-  elem_expr(p->g, &F->body, m->op, x[0], x[1], idx.s, sfx.s);
-  bprintf(&F->body, ";   /* n%d %s */\n", id, op_info[m->op].name);
+  indent(F->body, F->depth);
+  bprintf(F->body, "real v%d = ", t);
+  elem_expr(p->g, F->body, m->op, x[0], x[1], idx.s, sfx.s);
+  bprintf(F->body, ";   /* n%d %s */\n", id, op_info[m->op].name);
   return xasprintf("v%d", t);
 }
 
@@ -162,7 +181,7 @@ static char *fused_value(Fused *F, const Map *map)
         p->in_arg[map->node] = F->group;
         karg(F->k, A_PTR, map->node, -1, "const real *x%d", map->node);
       }
-      v = xasprintf("x%d[\x01%d\x02]", map->node, fused_operand(F, map, true));
+      v = xasprintf("x%d[%s]", map->node, operand(F, map, true));
     }
   } else {
     v = fused_member(F, x, map);
@@ -172,25 +191,6 @@ static char *fused_value(Fused *F, const Map *map)
   F->memo[F->nmemo] = *map;
   F->val[F->nmemo++] = v;
   return v;
-}
-
-/* Copies text with each operand marker \1j\2 replaced by idx[j]. */
-static void put_indexed(Buf *b, const char *s, const Str *idx, int depth)
-{
-  bool bol = true;
-  for (; *s; s++) {
-    if (bol) {
-      indent(b, depth);
-      bol = false;
-    }
-    if (*s == '\x01') {
-      int j = (int)strtol(s + 1, (char **)&s, 10);
-      bprintf(b, "%s", idx[j].s);
-      continue;   /* s is at the \2 */
-    }
-    bprintf(b, "%c", *s);
-    bol = *s == '\n';
-  }
 }
 
 /* Is member x of the group a sum of pads of values the group computes (a
@@ -224,8 +224,40 @@ static void store_assembled(Fused *F, int root, int x)
   Map at = v;
   at.node = root;
   at.off[n->a.axis] = n->a.start;
-  bprintf(&F->body, "y%d[\x01%d\x02] = %s;   /* n%d pad at %d */\n", root, fused_operand(F, &at, true), val, x,
-          n->a.start);
+  indent(F->body, F->depth);
+  bprintf(F->body, "y%d[%s] = %s;   /* n%d pad at %d */\n", root, operand(F, &at, true), val, x, n->a.start);
+}
+
+/* One walk over the members the group stores, in node order; forgets
+ * the values it computed, so that the next walk computes them again. */
+static void fused_walk(Fused *F)
+{
+  Prog *p = F->k->p;
+  for (int m = p->member_start[F->group]; m < p->member_start[F->group + 1]; m++) {
+    int i = p->member[m];
+    Node *n = N(p, i);
+    if (p->off[i] == SIZE_MAX)
+      continue;
+    /* restrict: a kernel's outputs share no bytes with its inputs or
+     * with each other (plan.c), and saying so lets the compiler vectorise
+     * loops with more operands than its run-time overlap checks cover
+     * (an LSTM cell: four gate inputs, the carry, two outputs) */
+    if (!F->idx)
+      karg(F->k, A_PTR, i, -1, "real *restrict y%d", i);
+    if (assembled(p, F->group, i)) {
+      store_assembled(F, i, i);
+      continue;
+    }
+    Map id = {.node = i};
+    for (int d = 0; d < n->shape.rank; d++)
+      id.var[d] = d;
+    char *v = fused_value(F, &id);
+    indent(F->body, F->depth);
+    bprintf(F->body, "y%d[%s] = %s;\n", i, index_of(F, 0), v);
+  }
+  for (int i = 0; i < F->nmemo; i++)
+    free(F->val[i]);
+  F->nmemo = F->ntemp = 0;
 }
 
 /* The kernel of group `group`, whose members are the nodes with that group. */
@@ -255,39 +287,22 @@ void k_fused(Text *k, Buf *b, int group)
   k->sig->iter = F.shape->shape;
   nest_init(&F.ns, &F.shape->shape);
   nest_bcast(&F.ns, &F.shape->shape);   /* operand 0: the group's shape */
-  for (int m = k->p->member_start[group]; m < k->p->member_start[group + 1]; m++) {
-    int i = k->p->member[m];
-    Node *n = &g->node[i];
-    if (k->p->off[i] == SIZE_MAX)
-      continue;
-    /* restrict: a kernel's outputs share no bytes with its inputs or
-     * with each other (plan.c), and saying so lets the compiler vectorise
-     * loops with more operands than its run-time overlap checks cover
-     * (an LSTM cell: four gate inputs, the carry, two outputs) */
-    karg(k, A_PTR, i, -1, "real *restrict y%d", i);
-    if (assembled(k->p, group, i)) {
-      store_assembled(&F, i, i);
-      continue;
-    }
-    Map id = {.node = i};
-    for (int d = 0; d < n->shape.rank; d++)
-      id.var[d] = d;
-    char *v = fused_value(&F, &id);
-    bprintf(&F.body, "y%d[\x01%d\x02] = %s;\n", i, 0, v);
-  }
+  Buf dropped = {0};
+  F.body = &dropped;
+  fused_walk(&F);
+  bfree(&dropped);
   Str *idx = xcalloc(MAXOPND, sizeof *idx);
   bprintf(b, "%s", bstr(&F.pro));
-  int d = nest_open_block(k, b, &F.ns, 1, idx, F.ns.n > 0);
-  put_indexed(b, bstr(&F.body), idx, d);
+  F.depth = nest_open_block(k, b, &F.ns, 1, idx, F.ns.n > 0);
+  F.idx = idx;
+  F.body = b;
+  fused_walk(&F);
   if (F.ns.n > 0) {
-    indent(b, d - 1);
+    indent(b, F.depth - 1);
     bprintf(b, "}\n");
   }
   free(idx);
-  for (int i = 0; i < F.nmemo; i++)
-    free(F.val[i]);
   free(F.val);
   free(F.memo);
   bfree(&F.pro);
-  bfree(&F.body);
 }

@@ -29,6 +29,100 @@ static const char *gemv(const Graph *g)
   return g->real == DT_F64 ? "cblas_dgemv" : "cblas_sgemv";
 }
 
+/* One product y (m x nn) = op(a) (m x kk) @ op(b) (kk x nn): a's rows
+ * hold ac elements, b's br rows bc; beta "1" adds onto y. */
+typedef struct {
+  Mono m, nn, kk, ac, br, bc;
+  const char *ta, *tb, *beta;
+} Gemm;
+
+/* The GEMM of the whole product, its lines indented by ind. */
+static void gemm_call(Text *k, Buf *b, const Gemm *q, const char *ind)
+{
+  bprintf(b, "%s%s(CblasRowMajor, %s, %s, %s, %s, %s,\n", ind, gemm(k->p->g), q->ta, q->tb, mstr(k, q->m).s,
+          mstr(k, q->nn).s, mstr(k, q->kk).s);
+  bprintf(b, "%s            1, a, %s, b, %s, %s, y, %s);\n", ind, mstr(k, q->ac).s, mstr(k, q->bc).s, q->beta,
+          mstr(k, q->nn).s);
+}
+
+/* a @ b^T with few rows in single precision (a recurrent layer's per-step
+ * products, generation's rows: at most bptt): lmc_sgemm_abt_mt, which
+ * reads b in place where OpenBLAS packs all of it on every call; with
+ * T rows (maybe 1), only when T is 1.  False if the product is not one. */
+static bool gemm_few_rows(Text *k, Buf *b, Node *n, const Gemm *q)
+{
+  Mono m = q->m;
+  bool few = m.c >= 1 && ((m.k == 0 && m.c <= SMALL_GEMM_ROWS) ||
+                           (m.k == 1 && m.c * k->p->g->max_seq <= SMALL_GEMM_ROWS));
+  bool one_maybe = m.c == 1 && m.k == 1;
+  if (k->p->g->real != DT_F32 || n->a.ta || !n->a.tb || !(few || one_maybe))
+    return false;
+  karg(k, A_THREADS, id_of(k->p, n), -1, "int nt");
+  const char *ind = "  ";
+  if (!few) {
+    bprintf(b, "  if (%s == 1)\n", mstr(k, m).s);
+    ind = "    ";
+  }
+  bprintf(b, "%slmc_sgemm_abt_mt(nt, %s, %s, %s, a, %s, b, %s, %s, y, %s);\n", ind, few ? mstr(k, m).s : "1",
+          mstr(k, q->nn).s, mstr(k, q->kk).s, mstr(k, q->ac).s, mstr(k, q->bc).s, q->beta, mstr(k, q->nn).s);
+  if (!few) {
+    bprintf(b, "  else\n");
+    gemm_call(k, b, q, "    ");
+  }
+  return true;
+}
+
+/* A weight gradient a^T b with many rows (the decoder's, 33278; an LSTM's
+ * 4 nhid): in blocks of rows, or OpenBLAS packs all of a's columns at
+ * once, 41 MiB more of peak memory for the decoder at nhid 650, 1.3 MiB
+ * in blocks, about 2% slower (each output is summed as before). */
+static void gemm_row_blocks(Text *k, Buf *b, const Gemm *q)
+{
+  Str m = mstr(k, q->m), nn = mstr(k, q->nn);
+  bprintf(b, "  for (long r = 0; r < %s; r += %d)\n", m.s, WEIGHT_GRAD_ROWS);
+  bprintf(b, "    %s(CblasRowMajor, %s, %s, r + %d <= %s ? %d : %s - r, %s, %s,\n", gemm(k->p->g), q->ta, q->tb,
+          WEIGHT_GRAD_ROWS, m.s, WEIGHT_GRAD_ROWS, m.s, nn.s, mstr(k, q->kk).s);
+  bprintf(b, "                1, a + r, %s, b, %s, %s, y + r * %s, %s);\n", mstr(k, q->ac).s, mstr(k, q->bc).s,
+          q->beta, nn.s, nn.s);
+}
+
+/* One matrix product; with one row (generation's single step), or T rows
+ * when T is 1, a matrix-vector product, which reads b in place where GEMM
+ * would first pack all of it. */
+static void gemm_one(Text *k, Buf *b, Node *n, const Gemm *q)
+{
+  bool one = mone(q->m), maybe_one = q->m.c == 1 && q->m.k == 1;
+  const char *ind = "  ";
+  if (one || maybe_one) {
+    if (maybe_one)
+      bprintf(b, "  if (%s == 1)\n  ", mstr(k, q->m).s);
+    bprintf(b, "  %s(CblasRowMajor, %s, %s, %s, 1, b, %s, a, %s, %s, y, 1);\n", gemv(k->p->g),
+            n->a.tb ? "CblasNoTrans" : "CblasTrans", mstr(k, q->br).s, mstr(k, q->bc).s, mstr(k, q->bc).s,
+            n->a.ta ? mstr(k, q->ac).s : "1", q->beta);
+    if (one)
+      return;
+    bprintf(b, "  else\n");
+    ind = "    ";
+  }
+  gemm_call(k, b, q, ind);
+}
+
+/* A batch of products; a matrix whose step sa (sb) is 0 is the same for
+ * every one. */
+static void gemm_batched(Text *k, Buf *b, const Gemm *q, Mono batch, Mono sa, Mono sb)
+{
+  Str pa = {"a"}, pb = {"b"};   /* batch i's matrices */
+  if (sa.c)
+    sprint(&pa, " + i * %s", mstr(k, sa).s);
+  if (sb.c)
+    sprint(&pb, " + i * %s", mstr(k, sb).s);
+  bprintf(b, "  for (long i = 0; i < %s; i++)\n", mstr(k, batch).s);
+  bprintf(b, "    %s(CblasRowMajor, %s, %s, %s, %s, %s,\n", gemm(k->p->g), q->ta, q->tb, mstr(k, q->m).s,
+          mstr(k, q->nn).s, mstr(k, q->kk).s);
+  bprintf(b, "                1, %s, %s, %s, %s, 0, y + i * %s, %s);\n", pa.s, mstr(k, q->ac).s, pb.s,
+          mstr(k, q->bc).s, mstr(k, mmul(q->m, q->nn)).s, mstr(k, q->nn).s);
+}
+
 /* y = op(a) @ op(b); op transposes where a.ta / a.tb is set.  MATMUL: a and
  * b are matrices with leading dims flattened; BMM: batches of matrices
  * over the leading dims (an operand whose leading dims are all 1 is the
@@ -56,8 +150,10 @@ void k_matmul(Text *k, Buf *b, Node *n)
     if (!mone(mdiv(mnumel(&bb->shape), mmul(br, bc))))
       sb = mmul(br, bc);
   }
+  Gemm q = {.m = n->a.ta ? ac : ar, .kk = n->a.ta ? ar : ac, .nn = n->a.tb ? br : bc, .ac = ac, .br = br, .bc = bc,
+            .ta = n->a.ta ? "CblasTrans" : "CblasNoTrans", .tb = n->a.tb ? "CblasTrans" : "CblasNoTrans",
+            .beta = "0"};
   /* matmul_bias: y starts as the broadcast bias and the product is added */
-  const char *beta = "0";
   if (n->op == OP_MATMUL_BIAS) {
     Nest ns;
     Str idx[MAXOPND];
@@ -68,81 +164,20 @@ void k_matmul(Text *k, Buf *b, Node *n)
     int d = nest_open(k, b, &ns, 1, idx);
     indent(b, d);
     bprintf(b, "y[%s] = c[%s];\n", idx[0].s, idx[1].s);
-    beta = "1";
+    q.beta = "1";
   }
-  Mono m = n->a.ta ? ac : ar, kk = n->a.ta ? ar : ac;
-  Mono kb = n->a.tb ? bc : br, nn = n->a.tb ? br : bc;
-  if (!meq(kk, kb))
-    die("n%d: matmul inner sizes differ", (int)(n - k->p->g->node));
-  if (!meq(mmul(batch, mmul(m, nn)), mnumel(&n->shape)))
-    die("n%d: matmul output %s does not hold the product", (int)(n - k->p->g->node), shape_str(&n->shape));
-  const char *ta = n->a.ta ? "CblasTrans" : "CblasNoTrans";
-  const char *tb = n->a.tb ? "CblasTrans" : "CblasNoTrans";
-  /* a @ b^T with few rows in single precision (a recurrent layer's
-   * per-step products, generation's rows: at most bptt): lmc_sgemm_abt_mt,
-   * which reads b in place where OpenBLAS packs all of it on every call */
-  bool few = m.c >= 1 && ((m.k == 0 && m.c <= SMALL_GEMM_ROWS) ||
-                           (m.k == 1 && m.c * k->p->g->max_seq <= SMALL_GEMM_ROWS));
-  bool one_maybe = m.c == 1 && m.k == 1;
-  if (mone(batch) && k->p->g->real == DT_F32 && !n->a.ta && n->a.tb && (few || one_maybe)) {
-    karg(k, A_THREADS, id_of(k->p, n), -1, "int nt");
-    const char *ind = "  ";
-    if (!few) {
-      bprintf(b, "  if (%s == 1)\n", mstr(k, m).s);
-      ind = "    ";
-    }
-    bprintf(b, "%slmc_sgemm_abt_mt(nt, %s, %s, %s, a, %s, b, %s, %s, y, %s);\n", ind, few ? mstr(k, m).s : "1",
-            mstr(k, nn).s, mstr(k, kk).s, mstr(k, ac).s, mstr(k, bc).s, beta, mstr(k, nn).s);
-    if (few)
-      return;
-    bprintf(b, "  else\n");
-    bprintf(b, "    %s(CblasRowMajor, %s, %s, %s, %s, %s,\n", gemm(k->p->g), ta, tb, mstr(k, m).s, mstr(k, nn).s, mstr(k, kk).s);
-    bprintf(b, "                1, a, %s, b, %s, %s, y, %s);\n", mstr(k, ac).s, mstr(k, bc).s, beta, mstr(k, nn).s);
+  if (!meq(q.kk, n->a.tb ? bc : br))
+    die("n%d: matmul inner sizes differ", id_of(k->p, n));
+  if (!meq(mmul(batch, mmul(q.m, q.nn)), mnumel(&n->shape)))
+    die("n%d: matmul output %s does not hold the product", id_of(k->p, n), shape_str(&n->shape));
+  if (!mone(batch))
+    gemm_batched(k, b, &q, batch, sa, sb);
+  else if (gemm_few_rows(k, b, n, &q))
     return;
-  }
-  if (mone(batch) && n->a.ta && !n->a.tb && m.k == 0 && m.c > WEIGHT_GRAD_SPLIT) {
-    /* a weight gradient a^T b with many rows (the decoder's, 33278; an
-     * LSTM's 4 nhid): in blocks of rows, or OpenBLAS packs all of a's
-     * columns at once, 41 MiB more of peak memory for the decoder at
-     * nhid 650, 1.3 MiB in blocks, about 2% slower (each output is summed
-     * as before) */
-    bprintf(b, "  for (long r = 0; r < %s; r += %d)\n", mstr(k, m).s, WEIGHT_GRAD_ROWS);
-    bprintf(b, "    %s(CblasRowMajor, %s, %s, r + %d <= %s ? %d : %s - r, %s, %s,\n", gemm(k->p->g), ta, tb,
-            WEIGHT_GRAD_ROWS, mstr(k, m).s, WEIGHT_GRAD_ROWS, mstr(k, m).s, mstr(k, nn).s, mstr(k, kk).s);
-    bprintf(b, "                1, a + r, %s, b, %s, %s, y + r * %s, %s);\n", mstr(k, ac).s, mstr(k, bc).s, beta,
-            mstr(k, nn).s, mstr(k, nn).s);
-    return;
-  }
-  if (mone(batch)) {
-    /* one row (generation's single step): a matrix-vector product, which
-     * reads b in place where GEMM would first pack all of it */
-    bool one = mone(m), maybe_one = m.c == 1 && m.k == 1;
-    const char *ind = "  ";
-    if (one || maybe_one) {
-      if (maybe_one)
-        bprintf(b, "  if (%s == 1)\n  ", mstr(k, m).s);
-      bprintf(b, "  %s(CblasRowMajor, %s, %s, %s, 1, b, %s, a, %s, %s, y, 1);\n", gemv(k->p->g),
-              n->a.tb ? "CblasNoTrans" : "CblasTrans", mstr(k, br).s, mstr(k, bc).s, mstr(k, bc).s,
-              n->a.ta ? mstr(k, ac).s : "1", beta);
-      if (one)
-        return;
-      bprintf(b, "  else\n");
-      ind = "    ";
-    }
-    bprintf(b, "%s%s(CblasRowMajor, %s, %s, %s, %s, %s,\n", ind, gemm(k->p->g), ta, tb, mstr(k, m).s, mstr(k, nn).s,
-            mstr(k, kk).s);
-    bprintf(b, "%s            1, a, %s, b, %s, %s, y, %s);\n", ind, mstr(k, ac).s, mstr(k, bc).s, beta, mstr(k, nn).s);
-    return;
-  }
-  Str pa = {"a"}, pb = {"b"};   /* batch i's matrices */
-  if (sa.c)
-    sprint(&pa, " + i * %s", mstr(k, sa).s);
-  if (sb.c)
-    sprint(&pb, " + i * %s", mstr(k, sb).s);
-  bprintf(b, "  for (long i = 0; i < %s; i++)\n", mstr(k, batch).s);
-  bprintf(b, "    %s(CblasRowMajor, %s, %s, %s, %s, %s,\n", gemm(k->p->g), ta, tb, mstr(k, m).s, mstr(k, nn).s, mstr(k, kk).s);
-  bprintf(b, "                1, %s, %s, %s, %s, 0, y + i * %s, %s);\n", pa.s, mstr(k, ac).s, pb.s, mstr(k, bc).s,
-          mstr(k, mmul(m, nn)).s, mstr(k, nn).s);
+  else if (n->a.ta && !n->a.tb && q.m.k == 0 && q.m.c > WEIGHT_GRAD_SPLIT)
+    gemm_row_blocks(k, b, &q);
+  else
+    gemm_one(k, b, n, &q);
 }
 
 void k_embedding(Text *k, Buf *b, Node *n)

@@ -176,8 +176,9 @@ static void k_logits_nll(Text *k, Buf *b, Node *lsm, Node *prod, Node *bias, Nod
   bprintf(b, "  const long n = %s, rows = %s;\n", mstr(k, c).s, mstr(k, rows).s);
   bprintf(b, "  for (long j0 = 0; j0 < n; j0 += %d) {\n", LOGIT_BLOCK);
   bprintf(b, "    const long nb = n - j0 < %d ? n - j0 : %d;\n", LOGIT_BLOCK, LOGIT_BLOCK);
-  bprintf(b, "    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, %s,\n", mstr(k, kk).s);
-  bprintf(b, "                1, h, %s, w + j0 * %s, %s, 0, block, nb);\n", mstr(k, kk).s, mstr(k, kk).s, mstr(k, kk).s);
+  Str ks = mstr(k, kk);
+  bprintf(b, "    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, %s,\n", ks.s);
+  bprintf(b, "                1, h, %s, w + j0 * %s, %s, 0, block, nb);\n", ks.s, ks.s, ks.s);
   bprintf(b, "    LMC_PARALLEL_FOR(nt)\n");
   bprintf(b, "    for (long r = 0; r < rows; r++) {\n");
   bprintf(b, "      real *xr = block + r * nb;\n");
@@ -212,77 +213,61 @@ static void k_logits_nll(Text *k, Buf *b, Node *lsm, Node *prod, Node *bias, Nod
  * is read before either is written.  dx may take x's bytes (plan.c gives
  * it them when x dies here: the logits and their gradient are the biggest
  * tensors), so every x is read before the dx at its index is written. */
-void k_log_softmax_nll(Text *k, Buf *b, int group)
+/* The members of a log_softmax group (what it stores: logp when read,
+ * the gradient and the loss when live), checked to be one of the forms
+ * fuse_nll.c makes. */
+typedef struct {
+  Node *lsm, *grad, *nll, *bias, *prod;
+  bool logp;              /* log_softmax's value is stored */
+  bool inplace;           /* dx takes x's bytes */
+} LsmGroup;
+
+static LsmGroup lsm_group(Prog *p, int group)
 {
-  Graph *g = k->p->g;
-  Node *lsm = NULL, *grad = NULL, *nll = NULL, *bias = NULL, *prod = NULL;
-  for (int m = k->p->member_start[group]; m < k->p->member_start[group + 1]; m++) {
-    Node *n = &g->node[k->p->member[m]];
+  LsmGroup G = {0};
+  for (int m = p->member_start[group]; m < p->member_start[group + 1]; m++) {
+    Node *n = N(p, p->member[m]);
     if (n->op == OP_LOG_SOFTMAX)
-      lsm = n;
+      G.lsm = n;
     else if (n->op == OP_NLL_LOG_SOFTMAX_GRAD)
-      grad = n;
+      G.grad = n;
     else if (n->op == OP_NLL_LOSS)
-      nll = n;
+      G.nll = n;
     else if (n->op == OP_ADD)
-      bias = n;
+      G.bias = n;
     else if (n->op == OP_MATMUL)
-      prod = n;
+      G.prod = n;
   }
-  if (grad && k->p->off[id_of(k->p, grad)] == SIZE_MAX)
-    grad = NULL;
-  if (nll && k->p->off[id_of(k->p, nll)] == SIZE_MAX)
-    nll = NULL;
-  if (!lsm || (grad && (IN(k->p, grad, 1) != lsm || IN(k->p, grad, 0)->op != OP_CONST)) || (nll && IN(k->p, nll, 0) != lsm) ||
-      (bias && IN(k->p, lsm, 0) != bias))
+  if (G.grad && p->off[id_of(p, G.grad)] == SIZE_MAX)
+    G.grad = NULL;
+  if (G.nll && p->off[id_of(p, G.nll)] == SIZE_MAX)
+    G.nll = NULL;
+  if (!G.lsm || (G.grad && (IN(p, G.grad, 1) != G.lsm || IN(p, G.grad, 0)->op != OP_CONST)) ||
+      (G.nll && IN(p, G.nll, 0) != G.lsm) || (G.bias && IN(p, G.lsm, 0) != G.bias))
     die("group %d is not log_softmax with nll_loss or its gradient", group);
-  bool logp = k->p->off[id_of(k->p, lsm)] != SIZE_MAX;
-  if (prod) {
-    if (!nll || grad || logp)
-      die("group %d: a product fused with log_softmax computes the loss only", group);
-    k_logits_nll(k, b, lsm, prod, bias, nll);
-    return;
-  }
-  /* x: the logits, or with a bias fused in (fuse_nll.c) the product it is
-   * added to, in place: nothing else reads it */
-  int xin = bias ? bias->in[0] : lsm->in[0];
+  G.logp = p->off[id_of(p, G.lsm)] != SIZE_MAX;
+  if (G.prod && (!G.nll || G.grad || G.logp))
+    die("group %d: a product fused with log_softmax computes the loss only", group);
   /* dx in x's bytes: one pointer, so the loops are plainly in place */
-  bool inplace = grad && same_loc(&k->p->loc[id_of(k->p, grad)], &k->p->loc[xin]);
-  if (logp)
-    karg(k, A_PTR, id_of(k->p, lsm), -1, "real *logp");
-  if (grad)
-    karg(k, A_PTR, id_of(k->p, grad), -1, inplace ? "real *dx /* over x */" : "real *dx");
-  if (nll)
-    karg(k, A_PTR, id_of(k->p, nll), -1, "real *loss");
-  if (!inplace)
-    karg(k, A_PTR, xin, -1, bias ? "real *x" : "const real *x");
-  if (bias)
-    karg(k, A_PTR, bias->in[1], -1, "const real *bias");
-  int target = grad ? grad->in[2] : nll ? nll->in[1] : -1;
-  if (target >= 0)
-    karg(k, A_PTR, target, -1, "const int32_t *target");
-  karg(k, A_THREADS, id_of(k->p, lsm), -1, "int nt");
-  Mono c = mdim(&lsm->shape, lsm->shape.rank - 1);
-  Mono rows = mdiv(mnumel(&lsm->shape), c);
-  if (grad) {
-    bprintf(b, "  const real s = -(-(real)");
-    bdouble(b, IN(k->p, grad, 0)->a.f);
-    bprintf(b, " / (%s));   /* dloss / rows */\n", mstr(k, rows).s);
-  }
-  if (nll)
-    bprintf(b, "  double nll_row[%zu];   /* summed in row order after the loop */\n", mval(rows, g->max_seq));
-  bprintf(b, "  const long n = %s;\n", mstr(k, c).s);
-  bprintf(b, "  LMC_PARALLEL_FOR(nt)\n");
-  bprintf(b, "  for (long r = 0; r < %s; r++) {\n", mstr(k, rows).s);
+  int xin = G.bias ? G.bias->in[0] : G.lsm->in[0];
+  G.inplace = G.grad && same_loc(&p->loc[id_of(p, G.grad)], &p->loc[xin]);
+  return G;
+}
+
+/* The body of the loop over rows r: max, exponentials and their sum, then
+ * logp, dx and the row's loss. */
+static void lsm_row(Buf *b, const LsmGroup *G)
+{
+  bool grad = G->grad, nll = G->nll, logp = G->logp, inplace = G->inplace;
   if (grad)
     bprintf(b, "    real *dxr = dx + r * n;\n");
-  if (bias)
+  if (G->bias)
     bprintf(b, inplace ? "    real *xr = dxr;\n" : "    real *xr = x + r * n;\n");
   else
     bprintf(b, inplace ? "    const real *xr = dxr;\n" : "    const real *xr = x + r * n;\n");
   if (logp)
     bprintf(b, "    real *yr = logp + r * n;\n");
-  if (bias)   /* the bias added as the row comes into cache */
+  if (G->bias)   /* the bias added as the row comes into cache */
     bprintf(b, "    real max = lmc_add_row_max(xr, bias, n);\n");
   else
     bprintf(b, "    real max = lmc_row_max(xr, n);\n");
@@ -316,6 +301,47 @@ void k_log_softmax_nll(Text *k, Buf *b, int group)
     bprintf(b, "    dxr[target[r]] -= s;\n");
   if (nll)
     bprintf(b, "    nll_row[r] = (real)(xt - lse);\n");
+}
+
+void k_log_softmax_nll(Text *k, Buf *b, int group)
+{
+  Prog *p = k->p;
+  LsmGroup G = lsm_group(p, group);
+  Node *lsm = G.lsm, *grad = G.grad, *nll = G.nll, *bias = G.bias;
+  if (G.prod) {
+    k_logits_nll(k, b, lsm, G.prod, bias, nll);
+    return;
+  }
+  /* x: the logits, or with a bias fused in (fuse_nll.c) the product it is
+   * added to, in place: nothing else reads it */
+  int xin = bias ? bias->in[0] : lsm->in[0];
+  if (G.logp)
+    karg(k, A_PTR, id_of(p, lsm), -1, "real *logp");
+  if (grad)
+    karg(k, A_PTR, id_of(p, grad), -1, G.inplace ? "real *dx /* over x */" : "real *dx");
+  if (nll)
+    karg(k, A_PTR, id_of(p, nll), -1, "real *loss");
+  if (!G.inplace)
+    karg(k, A_PTR, xin, -1, bias ? "real *x" : "const real *x");
+  if (bias)
+    karg(k, A_PTR, bias->in[1], -1, "const real *bias");
+  int target = grad ? grad->in[2] : nll ? nll->in[1] : -1;
+  if (target >= 0)
+    karg(k, A_PTR, target, -1, "const int32_t *target");
+  karg(k, A_THREADS, id_of(p, lsm), -1, "int nt");
+  Mono c = mdim(&lsm->shape, lsm->shape.rank - 1);
+  Mono rows = mdiv(mnumel(&lsm->shape), c);
+  if (grad) {
+    bprintf(b, "  const real s = -(-(real)");
+    bdouble(b, IN(p, grad, 0)->a.f);
+    bprintf(b, " / (%s));   /* dloss / rows */\n", mstr(k, rows).s);
+  }
+  if (nll)
+    bprintf(b, "  double nll_row[%zu];   /* summed in row order after the loop */\n", mval(rows, p->g->max_seq));
+  bprintf(b, "  const long n = %s;\n", mstr(k, c).s);
+  bprintf(b, "  LMC_PARALLEL_FOR(nt)\n");
+  bprintf(b, "  for (long r = 0; r < %s; r++) {\n", mstr(k, rows).s);
+  lsm_row(b, &G);
   bprintf(b, "  }\n");
   if (nll) {
     bprintf(b, "  double nll = 0;\n");

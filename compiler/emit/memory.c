@@ -83,6 +83,143 @@ void plan_work(Prog *p)
   p->work_numel = top;
 }
 
+/* Where input, parameter or literal node i lives: the state block (in
+ * order, from *state_off on), run()'s arguments, the parameter block, a
+ * folded table. */
+static void locate_leaf(Prog *p, int i, size_t *state_off)
+{
+  Node *n = N(p, i);
+  Loc *l = &p->loc[i];
+  switch (n->op) {
+  case OP_INPUT:
+    if (n->a.state) {
+      l->kind = L_STATE;
+      l->off = *state_off;
+      *state_off += mval(mnumel(&n->shape), 1);
+    } else if (!strcmp(n->a.name, "tokens")) {
+      l->kind = L_TOKENS;
+    } else if (!strcmp(n->a.name, "targets")) {
+      l->kind = L_TARGETS;
+    } else {
+      ir_error_node(p->g, i, "input '%s': the emitted C takes the inputs \"tokens\" and \"targets\" (i32) "
+                    "and state; use --emit=ir or --emit=dot for other graphs", n->a.name);
+    }
+    if (!n->a.state && n->dtype != DT_I32)
+      ir_error_node(p->g, i, "input '%s': token ids are i32, not %s", n->a.name,
+                    n->dtype == DT_F64 ? "f64" : "f32");
+    break;
+  case OP_PARAM: {
+    Param *q = find_param(p->m, n->a.name);
+    if (!q)
+      die("parameter %s of the %s program is not in the training program", n->a.name, p->name);
+    if (!shape_eq(&q->shape, &n->shape))
+      die("parameter %s has shape %s in %s, %s in train", n->a.name, shape_str(&n->shape), p->name,
+          shape_str(&q->shape));
+    l->kind = L_PARAM;
+    l->off = q->off;
+    break;
+  }
+  default:   /* OP_LITERAL */
+    l->kind = L_CONST;
+    l->table = find_table(p->m, n->a.data, mval(mnumel(&n->shape), 1));
+    break;
+  }
+}
+
+/* Where view node i lives: in its source's bytes.  False if i is not a
+ * view (a slice or reshape that copies is not). */
+static bool locate_view(Prog *p, int i)
+{
+  Graph *g = p->g;
+  Node *n = N(p, i);
+  Loc *l = &p->loc[i];
+  switch (n->op) {
+  case OP_SLICE: {
+    if (!is_view(g, n))
+      return false;
+    /* a contiguous run of the source: all dims before the axis are 1 */
+    *l = p->loc[n->in[0]];
+    Node *x = N(p, n->in[0]);
+    Mono st[MAXRANK];
+    contig(&x->shape, st);
+    for (int d = 0; d < n->a.axis; d++)
+      if (!mone(mdim(&x->shape, d)))
+        die("n%d: a slice view along axis %d of %s", i, n->a.axis, shape_str(&x->shape));
+    if (l->stacked || l->last || st[n->a.axis].k)
+      die("n%d: a slice view of a value stored per step", i);
+    l->off += (size_t)n->a.start * (size_t)st[n->a.axis].c;
+    return true;
+  }
+  case OP_RESHAPE:
+    if (!is_view(g, n))
+      return false;
+    *l = p->loc[n->in[0]];
+    return true;
+  case OP_LAST_STEP:
+    *l = p->loc[n->in[0]];
+    if (l->stacked || l->last || N(p, n->in[0])->loop)
+      die("n%d: last_step of a value stored per step", i);
+    l->last = true;
+    l->step = mnumel(&n->shape);
+    return true;
+  case OP_STEP:
+    *l = p->loc[n->in[0]];
+    if (l->stacked || N(p, n->in[0])->loop)
+      die("n%d: step of a loop-body value", i);
+    l->stacked = true;
+    l->step = mnumel(&n->shape);
+    return true;
+  case OP_STACK:
+    *l = p->loc[n->in[0]];
+    if (!l->stacked)
+      die("n%d: stack of n%d, which is not stored per step", i, n->in[0]);
+    l->stacked = false;
+    return true;
+  case OP_FINAL: {
+    Node *carry = N(p, n->in[0]);
+    if (carry->op != OP_CARRY)
+      die("n%d: final of a %s", i, op_info[carry->op].name);
+    *l = p->loc[carry->in[1]];
+    if (l->stacked) {
+      l->stacked = false;
+      l->last = !g->loop[carry->loop].reverse;
+    }
+    return true;
+  }
+  default:
+    return false;
+  }
+}
+
+/* Where node i, which computes its value, stores it: its work buffer, or
+ * the gradient block for a parameter's gradient that plan-memory puts
+ * there.  False if it is computed inside its fused kernel only. */
+static bool locate_own(Prog *p, int i)
+{
+  Graph *g = p->g;
+  Node *n = N(p, i);
+  Loc *l = &p->loc[i];
+  if (g->plan && g->plan->grad_out[i] >= 0) {
+    const char *name = g->out[g->plan->grad_out[i]].name + 5;
+    Param *q = find_param(p->m, name);
+    if (!q || q->numel != mval(mnumel(&n->shape), g->max_seq) || mnumel(&n->shape).k)
+      die("n%d is the gradient of %s but not of its size", i, name);
+    l->kind = L_GRAD;
+    l->off = q->goff;
+    return true;
+  }
+  if (p->off[i] == SIZE_MAX) {
+    if (n->group)
+      return false;
+    die("n%d (%s) has no buffer", i, op_info[n->op].name);
+  }
+  l->kind = L_WORK;
+  l->off = p->off[i];
+  l->stacked = n->loop != 0 && !(g->plan && g->plan->one_step[i]);
+  l->step = mnumel(&n->shape);
+  return true;
+}
+
 /* Where every live node's value lives: its own work buffer, or for a view
  * its source's, and for inputs and parameters their blocks. */
 void locate(Prog *p)
@@ -103,115 +240,10 @@ void locate(Prog *p)
         p->skip[i] = true;
     if (p->skip[i])
       continue;
-    switch (n->op) {
-    case OP_INPUT:
-      if (n->a.state) {
-        l->kind = L_STATE;
-        l->off = state_off;
-        state_off += mval(mnumel(&n->shape), 1);
-      } else if (!strcmp(n->a.name, "tokens")) {
-        l->kind = L_TOKENS;
-      } else if (!strcmp(n->a.name, "targets")) {
-        l->kind = L_TARGETS;
-      } else {
-        ir_error_node(p->g, i, "input '%s': the emitted C takes the inputs \"tokens\" and \"targets\" (i32) "
-                      "and state; use --emit=ir or --emit=dot for other graphs", n->a.name);
-      }
-      if (!n->a.state && n->dtype != DT_I32)
-        ir_error_node(p->g, i, "input '%s': token ids are i32, not %s", n->a.name,
-                      n->dtype == DT_F64 ? "f64" : "f32");
-      break;
-    case OP_PARAM: {
-      Param *q = find_param(p->m, n->a.name);
-      if (!q)
-        die("parameter %s of the %s program is not in the training program", n->a.name, p->name);
-      if (!shape_eq(&q->shape, &n->shape))
-        die("parameter %s has shape %s in %s, %s in train", n->a.name, shape_str(&n->shape), p->name,
-            shape_str(&q->shape));
-      l->kind = L_PARAM;
-      l->off = q->off;
-      break;
-    }
-    case OP_LITERAL:
-      l->kind = L_CONST;
-      l->table = find_table(p->m, n->a.data, mval(mnumel(&n->shape), 1));
-      break;
-    case OP_SLICE:
-      if (!is_view(g, n))
-        goto own;
-      /* a contiguous run of the source: all dims before the axis are 1 */
-      *l = p->loc[n->in[0]];
-      {
-        Node *x = N(p, n->in[0]);
-        Mono st[MAXRANK];
-        contig(&x->shape, st);
-        for (int d = 0; d < n->a.axis; d++)
-          if (!mone(mdim(&x->shape, d)))
-            die("n%d: a slice view along axis %d of %s", i, n->a.axis, shape_str(&x->shape));
-        if (l->stacked || l->last || st[n->a.axis].k)
-          die("n%d: a slice view of a value stored per step", i);
-        l->off += (size_t)n->a.start * (size_t)st[n->a.axis].c;
-      }
-      break;
-    case OP_RESHAPE:
-      if (is_view(g, n))
-        *l = p->loc[n->in[0]];
-      else
-        goto own;
-      break;
-    case OP_LAST_STEP:
-      *l = p->loc[n->in[0]];
-      if (l->stacked || l->last || N(p, n->in[0])->loop)
-        die("n%d: last_step of a value stored per step", i);
-      l->last = true;
-      l->step = mnumel(&n->shape);
-      break;
-    case OP_STEP:
-      *l = p->loc[n->in[0]];
-      if (l->stacked || N(p, n->in[0])->loop)
-        die("n%d: step of a loop-body value", i);
-      l->stacked = true;
-      l->step = mnumel(&n->shape);
-      break;
-    case OP_STACK:
-      *l = p->loc[n->in[0]];
-      if (!l->stacked)
-        die("n%d: stack of n%d, which is not stored per step", i, n->in[0]);
-      l->stacked = false;
-      break;
-    case OP_FINAL: {
-      Node *carry = N(p, n->in[0]);
-      if (carry->op != OP_CARRY)
-        die("n%d: final of a %s", i, op_info[carry->op].name);
-      *l = p->loc[carry->in[1]];
-      if (l->stacked) {
-        l->stacked = false;
-        l->last = !g->loop[carry->loop].reverse;
-      }
-      break;
-    }
-    default:
-    own:
-      if (g->plan && g->plan->grad_out[i] >= 0) {
-        const char *name = g->out[g->plan->grad_out[i]].name + 5;
-        Param *q = find_param(p->m, name);
-        if (!q || q->numel != mval(mnumel(&n->shape), g->max_seq) || mnumel(&n->shape).k)
-          die("n%d is the gradient of %s but not of its size", i, name);
-        l->kind = L_GRAD;
-        l->off = q->goff;
-        break;
-      }
-      if (p->off[i] == SIZE_MAX) {
-        if (n->group)
-          continue;   /* computed inside its fused kernel only */
-        die("n%d (%s) has no buffer", i, op_info[n->op].name);
-      }
-      l->kind = L_WORK;
-      l->off = p->off[i];
-      l->stacked = n->loop != 0 && !(g->plan && g->plan->one_step[i]);
-      l->step = mnumel(&n->shape);
-      break;
-    }
+    if (n->op == OP_INPUT || n->op == OP_PARAM || n->op == OP_LITERAL)
+      locate_leaf(p, i, &state_off);
+    else if (!locate_view(p, i) && !locate_own(p, i))
+      continue;   /* computed inside its fused kernel only */
     if (l->kind == L_NONE)
       die("n%d (%s) reads a dead or unplaced node", i, op_info[n->op].name);
   }

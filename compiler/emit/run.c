@@ -105,22 +105,11 @@ static void emit_state_table(Prog *p, Buf *out, ProgInfo *pi)
     bprintf(out, "};\n\n");
 }
 
-/* run(): the kernels in node order, loops as C loops, then the outputs. */
-static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
+/* The kernels' calls in node order, a loop as a C loop around its body's. */
+static void emit_calls(Text *t, Buf *b)
 {
+  Prog *p = t->p;
   Graph *g = p->g;
-  Buf b = {0};
-  Text t = {.p = p};
-  bool has_targets = p->targets_off != SIZE_MAX;
-  bool has_loss = ir_find_output(g, "loss") >= 0;
-  if (has_targets) {
-    if (has_loss)
-      bprintf(&b, "  const int have_targets = targets != NULL;\n");
-    bprintf(&b, "  if (!targets)   /* no loss wanted: read zeros */\n");
-    bprintf(&b, "    targets = memset(w + %zu, 0, %d * sizeof *targets);\n", p->targets_off,
-            g->max_seq * g->batch);
-    t.uses_w = true;
-  }
   /* Loop k is the run of nodes first[k]..last[k]; top-level leaves built
    * inside that run are computed before the loop. */
   int *first = xcalloc((size_t)g->nloop + 1, sizeof(int));
@@ -151,28 +140,35 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
         if (m->loop || !op_is(m->op, P_LEAF))
           die("loop %d (n%d..n%d) is not one run of nodes: n%d", cur, i, last[cur], j);
         if (p->sig[j].has)
-          emit_call(&t, &b, j, 1);
+          emit_call(t, b, j, 1);
       }
       if (g->loop[cur].reverse)
-        bprintf(&b, "  for (int t = T - 1; t >= 0; t--) {   /* loop %d, reverse */\n", cur);
+        bprintf(b, "  for (int t = T - 1; t >= 0; t--) {   /* loop %d, reverse */\n", cur);
       else
-        bprintf(&b, "  for (int t = 0; t < T; t++) {   /* loop %d */\n", cur);
-      t.uses_T = true;
+        bprintf(b, "  for (int t = 0; t < T; t++) {   /* loop %d */\n", cur);
+      t->uses_T = true;
     }
     if (cur && !n->loop)
       continue;   /* a leaf, computed before the loop */
     if (p->sig[i].has)
-      emit_call(&t, &b, i, cur ? 2 : 1);
+      emit_call(t, b, i, cur ? 2 : 1);
     if (cur && i == last[cur]) {
-      bprintf(&b, "  }\n");
+      bprintf(b, "  }\n");
       cur = 0;
     }
   }
   free(first);
   free(last);
+}
 
-  /* outputs */
-  const char *loss = NULL;
+/* The outputs: the loss as run()'s value (returned, NULL if none), logp's
+ * place, and the gradients and detached state copied where the runtime
+ * reads them (zeros for a parameter without a gradient output). */
+static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
+{
+  Prog *p = t->p;
+  Graph *g = p->g;
+  char *loss = NULL;
   for (int o = 0; o < g->nout; o++) {
     Output *op = &g->out[o];
     Node *n = N(p, op->node);
@@ -183,7 +179,7 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
       if (l->kind == L_WORK && !l->last)
         loss = xasprintf("w[%zu]", l->off);
       else
-        loss = xasprintf("(%s)[0]", ptr(&t, op->node, NULL).s);
+        loss = xasprintf("(%s)[0]", ptr(t, op->node, NULL).s);
     } else if (!strcmp(op->name, "logp")) {
       if (l->kind != L_WORK || l->stacked || l->last)
         die("logp is not a buffer in c->work");
@@ -197,18 +193,18 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
       if (mval(mnumel(&n->shape), g->max_seq) != q->numel || mnumel(&n->shape).k)
         die("output %s has shape %s, the parameter %s", op->name, shape_str(&n->shape), shape_str(&q->shape));
       if (!pi->has_backward)
-        bprintf(&b, "  /* gradients */\n");
+        bprintf(b, "  /* gradients */\n");
       pi->has_backward = true;
-      t.uses_c = true;
+      t->uses_c = true;
       if (l->kind == L_GRAD && l->off == q->goff)
         continue;   /* computed in place */
       /* a rows gradient (row-grad) computed in the arena, without
        * plan-memory: its rows, ids and count, gnumel reals from the start
        * of its buffer */
-      bprintf(&b, "  memcpy(c->grad + %zu, %s, %zu * sizeof(real));   /* ", q->goff, ptr(&t, op->node, NULL).s,
+      bprintf(b, "  memcpy(c->grad + %zu, %s, %zu * sizeof(real));   /* ", q->goff, ptr(t, op->node, NULL).s,
               q->gnumel);
-      bcomment(&b, q->name);
-      bprintf(&b, " */\n");
+      bcomment(b, q->name);
+      bprintf(b, " */\n");
     } else if (find_state(g, op->name) >= 0) {
       int s = find_state(g, op->name);
       Node *sn = N(p, s);
@@ -216,10 +212,10 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
         die("state output %s has shape %s, the input %s", op->name, shape_str(&n->shape), shape_str(&sn->shape));
       if (same_loc(l, &p->loc[s]))
         continue;
-      bprintf(&b, "  memcpy(%s, ", ptr(&t, s, NULL).s);
-      bprintf(&b, "%s, %zu * sizeof(real));   /* state ", ptr(&t, op->node, NULL).s, mval(mnumel(&sn->shape), 1));
-      bcomment(&b, op->name);
-      bprintf(&b, ", detached */\n");
+      bprintf(b, "  memcpy(%s, ", ptr(t, s, NULL).s);
+      bprintf(b, "%s, %zu * sizeof(real));   /* state ", ptr(t, op->node, NULL).s, mval(mnumel(&sn->shape), 1));
+      bcomment(b, op->name);
+      bprintf(b, ", detached */\n");
     }
   }
   if (pi->has_backward) {
@@ -229,19 +225,40 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
       sprint(&name, "grad:%s", p->m->param[q].name);
       if (ir_find_output(g, name.s) >= 0)
         continue;
-      t.uses_c = true;
-      bprintf(&b, "  memset(c->grad + %zu, 0, %zu * sizeof(real));   /* ", p->m->param[q].goff, p->m->param[q].numel);
-      bcomment(&b, p->m->param[q].name);
-      bprintf(&b, ": no gradient */\n");
+      t->uses_c = true;
+      bprintf(b, "  memset(c->grad + %zu, 0, %zu * sizeof(real));   /* ", p->m->param[q].goff, p->m->param[q].numel);
+      bcomment(b, p->m->param[q].name);
+      bprintf(b, ": no gradient */\n");
     }
   }
+  return loss;
+}
+
+/* run(): the kernels in node order, loops as C loops, then the outputs. */
+static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
+{
+  Graph *g = p->g;
+  Buf b = {0};
+  Text t = {.p = p};
+  bool has_targets = p->targets_off != SIZE_MAX;
+  bool has_loss = ir_find_output(g, "loss") >= 0;
+  if (has_targets) {
+    if (has_loss)
+      bprintf(&b, "  const int have_targets = targets != NULL;\n");
+    bprintf(&b, "  if (!targets)   /* no loss wanted: read zeros */\n");
+    bprintf(&b, "    targets = memset(w + %zu, 0, %d * sizeof *targets);\n", p->targets_off,
+            g->max_seq * g->batch);
+    t.uses_w = true;
+  }
+  emit_calls(&t, &b);
+  char *loss = emit_outputs(&t, &b, pi);
   if (loss && has_targets)
     bprintf(&b, "  return have_targets ? %s : 0;\n", loss);
   else if (loss)
     bprintf(&b, "  return %s;\n", loss);
   else
     bprintf(&b, "  return 0;\n");
-  free((char *)loss);
+  free(loss);
 
   const char *body = bstr(&b);
   bprintf(out, "static double %s_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)\n{\n", p->name);
