@@ -39,9 +39,8 @@ static void put(const char *id, char **o, char c)
     *(*o)++ = c;
 }
 
-const char *kernel_scope(const Graph *g, int id)
+const char *kernel_ident(const char *scope)
 {
-  const char *scope = g->node[id].scope;
   char *ident = arena_calloc(strlen(scope) + 1, 1), *o = ident;
   for (const char *p = scope; *p;) {
     size_t n = strcspn(p, ".");
@@ -74,14 +73,30 @@ static bool ends_with(const char *s, const char *tail)
   return n >= t && !strcmp(s + n - t, tail);
 }
 
+const char *kernel_scope(const Graph *g, int id)
+{
+  return kernel_ident(g->node[id].scope);
+}
+
+/* what, ending in _grad for a node of the backward */
+static const char *in_pass(const Graph *g, int id, const char *what)
+{
+  bool backward = g->backward_start > 0 && id >= g->backward_start;
+  return backward && !ends_with(what, "_grad") ? arena_printf("%s_grad", what) : what;
+}
+
 const char *kernel_what(const Graph *g, int id)
 {
   const Node *n = &g->node[id];
   const char *what = op_info[n->op].name;
   if (n->group)
     what = n->op == OP_LOG_SOFTMAX ? "log_softmax_nll" : n->loop ? "cell" : "fused";
-  bool backward = g->backward_start > 0 && id >= g->backward_start;
-  return backward && !ends_with(what, "_grad") ? arena_printf("%s_grad", what) : what;
+  return in_pass(g, id, what);
+}
+
+const char *value_what(const Graph *g, int id)
+{
+  return in_pass(g, id, op_info[g->node[id].op].name);
 }
 
 const char *kernel_numbered(StrMap *used, const char *base)

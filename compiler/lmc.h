@@ -441,8 +441,10 @@ void print_stats(Program *p, FILE *f);
  * program): a name given before gets a suffix _2, _3, ... (kernel_numbered),
  * so calls in node order name deterministically. */
 const char *kernel_name(const Graph *g, int id, const char *prog, StrMap *used);
-const char *kernel_scope(const Graph *g, int id);          /* "encoder_l0_self_attn" */
+const char *kernel_ident(const char *scope);              /* "encoder.layers.0.norm1": "encoder_l0_norm1" */
+const char *kernel_scope(const Graph *g, int id);          /* the node's scope as kernel_ident writes it */
 const char *kernel_what(const Graph *g, int id);           /* "matmul_grad", "cell" */
+const char *value_what(const Graph *g, int id);            /* the node's own op, not its group's: "sigmoid" */
 const char *kernel_numbered(StrMap *used, const char *base);
 /* The name (before numbering) of one kernel standing for n whose code
  * reads the same, of the given scopes and whats: prog, the scope words they

@@ -579,71 +579,152 @@ static const LmcTensorDesc train_state[] = {
 static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (600, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6895600;   /* rnn.bias_ih_l0 (600) */
+  const real *rnn_weight_hh_l0 = c->param + 6775600;   /* rnn.weight_hh_l0 (600, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6896200;   /* rnn.bias_hh_l0 (600) */
+  const real *rnn_weight_ih_l1 = c->param + 6896800;   /* rnn.weight_ih_l1 (600, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7136800;   /* rnn.bias_ih_l1 (600) */
+  const real *rnn_weight_hh_l1 = c->param + 7016800;   /* rnn.weight_hh_l1 (600, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7137400;   /* rnn.bias_hh_l1 (600) */
+  const real *decoder_weight = c->param + 7138000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13793600;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 20, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 25542624;   /* read as targets when run() gets none */
+  real *encoder_embedding = w;   /* (T, 20, 200), graphs/gru.lua:17 */
+  real *dropout = w + 23294608;   /* (T, 20, 200), graphs/gru.lua:17 */
+  real *rnn_slice = w + 572000;   /* (1, 20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_matmul_bias = w;   /* (T, 20, 600), graphs/gru.lua:18 */
+  real *rnn_l0_const = w + 25394608;   /* (), graphs/gru.lua:18 */
+  real *rnn_l0_carry = w + 23434608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_add = w + 420000;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_matmul_bias_2 = w + 560000;   /* (20, 600), graphs/gru.lua:18 */
+  real *rnn_l0_sigmoid = w + 23574608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_sigmoid_2 = w + 23714608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_slice = w + 23854608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_tanh = w + 23994608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_sub = w + 24134608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_dropout = w + 24274608;   /* (T, 20, 200), graphs/gru.lua:18 */
+  real *rnn_slice_2 = w + 712000;   /* (1, 20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_matmul_bias = w;   /* (T, 20, 600), graphs/gru.lua:18 */
+  real *rnn_l1_carry = w + 24414608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_add = w + 560000;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_matmul_bias_2 = w + 700000;   /* (20, 600), graphs/gru.lua:18 */
+  real *rnn_l1_sigmoid = w + 24554608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_sigmoid_2 = w + 24694608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_slice = w + 24834608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_tanh = w + 24974608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_sub = w + 25114608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_concat = w + 25534608;   /* (2, 20, 200), graphs/gru.lua:18 */
+  real *dropout_2 = w + 25254608;   /* (T, 20, 200), graphs/gru.lua:19 */
+  real *decoder_matmul = w;   /* (T, 20, 33278), graphs/gru.lua:19 */
+  real *nll_log_softmax_grad = w;   /* (T, 20, 33278), graphs/gru.lua:21 */
+  real *nll_loss = w + 25542608;   /* (), graphs/gru.lua:24 */
+  real *decoder_matmul_grad = w + 25394608;   /* (T, 20, 200), graphs/gru.lua:19 */
+  real *rnn_l1_const_grad = w;   /* (), graphs/gru.lua:18 */
+  real *rnn_l1_broadcast_grad = w + 980000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_carry_grad = w + 840000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_add_grad = w + 864000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_add_dropout_grad = w + 844000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_tanh_grad = w + 848000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_sigmoid_grad = w + 852000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_sigmoid_grad_2 = w + 856000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_add_grad_2 = w;   /* (20, 600) per step, graphs/gru.lua:18 */
+  real *rnn_l1_add_grad_3 = w + 420000;   /* (20, 600) per step, graphs/gru.lua:18 */
+  real *rnn_l1_matmul_grad = w + 860000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_matmul_grad_2 = w + 840000;   /* (T, 20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_carry_grad = w + 984000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_add_grad = w + 1008000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_add_dropout_grad = w + 988000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_tanh_grad = w + 992000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_sigmoid_grad = w + 996000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_sigmoid_grad_2 = w + 1000000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_add_grad_2 = w;   /* (20, 600) per step, graphs/gru.lua:18 */
+  real *rnn_l0_add_grad_3 = w + 420000;   /* (20, 600) per step, graphs/gru.lua:18 */
+  real *rnn_l0_matmul_grad = w + 1004000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_matmul_grad_2 = w;   /* (T, 20, 200), graphs/gru.lua:18 */
+  real *dropout_grad = w + 140000;   /* (T, 20, 200), graphs/gru.lua:17 */
+  /* gradients */
+  real *d_decoder_bias = c->grad + 7278704;   /* gradient of decoder.bias (33278) */
+  real *d_decoder_weight = c->grad + 623104;   /* gradient of decoder.weight (33278, 200) */
+  real *d_rnn_bias_hh_l1 = c->grad + 622504;   /* gradient of rnn.bias_hh_l1 (600) */
+  real *d_rnn_weight_hh_l1 = c->grad + 501904;   /* gradient of rnn.weight_hh_l1 (600, 200) */
+  real *d_rnn_bias_ih_l1 = c->grad + 621904;   /* gradient of rnn.bias_ih_l1 (600) */
+  real *d_rnn_weight_ih_l1 = c->grad + 381904;   /* gradient of rnn.weight_ih_l1 (600, 200) */
+  real *d_rnn_bias_hh_l0 = c->grad + 381304;   /* gradient of rnn.bias_hh_l0 (600) */
+  real *d_rnn_weight_hh_l0 = c->grad + 260704;   /* gradient of rnn.weight_hh_l0 (600, 200) */
+  real *d_rnn_bias_ih_l0 = c->grad + 380704;   /* gradient of rnn.bias_ih_l0 (600) */
+  real *d_rnn_weight_ih_l0 = c->grad + 140704;   /* gradient of rnn.weight_ih_l0 (600, 200) */
+  real *d_encoder_weight = c->grad;   /* gradient of encoder.weight (33278, 200) */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 25542624, 0, 700 * sizeof *targets);
-  train_encoder_embedding(w, c->param + 0, tokens, T);
-  train_dropout(w + 23294608, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_rnn_slice(w + 572000, c->state + 0);
-  train_rnn_matmul_bias(w, w + 23294608, c->param + 6655600, c->param + 6895600, T);
-  train_rnn_l0_const(w + 25394608);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  train_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_rnn_slice(rnn_slice, hidden);
+  train_rnn_matmul_bias(rnn_l0_matmul_bias, dropout, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
+  train_rnn_l0_const(rnn_l0_const);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    train_rnn_carry(w + 23434608 + t * 4000, t == 0 ? w + 572000 : w + 420000 + (t - 1) * 4000);
-    train_rnn_matmul_bias_2(w + 560000, w + 23434608 + t * 4000, c->param + 6775600, c->param + 6896200, c->threads);
-    train_rnn_l0_cell(w + 23574608 + t * 4000, w + t * 12000, w + 560000, w + 23714608 + t * 4000, w + 23854608 + t * 4000, w + 23994608 + t * 4000, w + 24134608 + t * 4000, w + 420000 + t * 4000, w + 23434608 + t * 4000);
+    train_rnn_carry(rnn_l0_carry + t * 4000, t == 0 ? rnn_slice : rnn_l0_add + (t - 1) * 4000);
+    train_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, rnn_bias_hh_l0, c->threads);
+    train_rnn_l0_cell(rnn_l0_sigmoid + t * 4000, rnn_l0_matmul_bias + t * 12000, rnn_l0_matmul_bias_2, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_slice + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sub + t * 4000, rnn_l0_add + t * 4000, rnn_l0_carry + t * 4000);
   }
-  train_dropout(w + 24274608, w + 420000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
-  train_rnn_slice_2(w + 712000, c->state + 0);
-  train_rnn_matmul_bias(w, w + 24274608, c->param + 6896800, c->param + 7136800, T);
+  train_dropout(rnn_dropout, rnn_l0_add, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
+  train_rnn_slice_2(rnn_slice_2, hidden);
+  train_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_dropout, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    train_rnn_carry(w + 24414608 + t * 4000, t == 0 ? w + 712000 : w + 560000 + (t - 1) * 4000);
-    train_rnn_matmul_bias_2(w + 700000, w + 24414608 + t * 4000, c->param + 7016800, c->param + 7137400, c->threads);
-    train_rnn_l1_cell(w + 24554608 + t * 4000, w + t * 12000, w + 700000, w + 24694608 + t * 4000, w + 24834608 + t * 4000, w + 24974608 + t * 4000, w + 25114608 + t * 4000, w + 560000 + t * 4000, w + 24414608 + t * 4000);
+    train_rnn_carry(rnn_l1_carry + t * 4000, t == 0 ? rnn_slice_2 : rnn_l1_add + (t - 1) * 4000);
+    train_rnn_matmul_bias_2(rnn_l1_matmul_bias_2, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, rnn_bias_hh_l1, c->threads);
+    train_rnn_l1_cell(rnn_l1_sigmoid + t * 4000, rnn_l1_matmul_bias + t * 12000, rnn_l1_matmul_bias_2, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_slice + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sub + t * 4000, rnn_l1_add + t * 4000, rnn_l1_carry + t * 4000);
   }
-  train_rnn_concat(w + 25534608, w + 420000 + (T - 1) * 4000, w + 560000 + (T - 1) * 4000);
-  train_dropout(w + 25254608, w + 560000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
-  train_decoder_matmul(w, w + 25254608, c->param + 7138000, T);
-  train_log_softmax_nll(w, w + 25542608, c->param + 13793600, targets, c->threads, T);
-  train_decoder_sum_grad(c->grad + 7278704, w, T);
-  train_decoder_matmul_grad(w + 25394608, w, c->param + 7138000, T);
-  train_decoder_matmul_grad_2(c->grad + 623104, w, w + 25254608, T);
-  train_rnn_l1_const_grad(w);
-  train_rnn_l1_broadcast_grad(w + 980000, w);
+  train_rnn_concat(rnn_concat, rnn_l0_add + (T - 1) * 4000, rnn_l1_add + (T - 1) * 4000);
+  train_dropout(dropout_2, rnn_l1_add, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
+  train_decoder_matmul(decoder_matmul, dropout_2, decoder_weight, T);
+  train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
+  train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
+  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, T);
+  train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, dropout_2, T);
+  train_rnn_l1_const_grad(rnn_l1_const_grad);
+  train_rnn_l1_broadcast_grad(rnn_l1_broadcast_grad, rnn_l1_const_grad);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
-    train_rnn_carry(w + 840000, t == T - 1 ? w + 980000 : w + 864000);
-    train_rnn_add_dropout_grad(w + 844000, w + 840000, w + 25394608 + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000);
-    train_rnn_l1_cell_grad(w + 848000, w + 844000, w + 25114608 + t * 4000, w + 24974608 + t * 4000);
-    train_rnn_l1_cell_grad_2(w + 852000, w + 844000, w + 24414608 + t * 4000, w + 24974608 + t * 4000, w + 24694608 + t * 4000);
-    train_rnn_l1_cell_grad_3(w + 856000, w + 848000, w + 24834608 + t * 4000, w + 24554608 + t * 4000, w + t * 12000, w + 852000);
-    train_rnn_l1_cell_grad_4(w + 420000 + t * 12000, w + 848000, w + 852000, w + 856000);
-    train_rnn_matmul_grad(w + 860000, w + t * 12000, c->param + 7016800);
-    train_rnn_l1_cell_grad_5(w + 864000, w + 844000, w + 24694608 + t * 4000, w + 860000);
+    train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_add_grad);
+    train_rnn_add_dropout_grad(rnn_l1_add_dropout_grad, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000);
+    train_rnn_l1_cell_grad(rnn_l1_tanh_grad, rnn_l1_add_dropout_grad, rnn_l1_sub + t * 4000, rnn_l1_tanh + t * 4000);
+    train_rnn_l1_cell_grad_2(rnn_l1_sigmoid_grad, rnn_l1_add_dropout_grad, rnn_l1_carry + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sigmoid_2 + t * 4000);
+    train_rnn_l1_cell_grad_3(rnn_l1_sigmoid_grad_2, rnn_l1_tanh_grad, rnn_l1_slice + t * 4000, rnn_l1_sigmoid + t * 4000, rnn_l1_add_grad_2 + t * 12000, rnn_l1_sigmoid_grad);
+    train_rnn_l1_cell_grad_4(rnn_l1_add_grad_3 + t * 12000, rnn_l1_tanh_grad, rnn_l1_sigmoid_grad, rnn_l1_sigmoid_grad_2);
+    train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_add_grad_2 + t * 12000, rnn_weight_hh_l1);
+    train_rnn_l1_cell_grad_5(rnn_l1_add_grad, rnn_l1_add_dropout_grad, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_matmul_grad);
   }
-  train_rnn_sum_grad(c->grad + 622504, w, T);
-  train_rnn_matmul_grad_2(c->grad + 501904, w, w + 24414608, T);
-  train_rnn_sum_grad(c->grad + 621904, w + 420000, T);
-  train_rnn_matmul_grad_3(w + 840000, w + 420000, c->param + 6896800, T);
-  train_rnn_matmul_grad_2(c->grad + 381904, w + 420000, w + 24274608, T);
+  train_rnn_sum_grad(d_rnn_bias_hh_l1, rnn_l1_add_grad_2, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l1, rnn_l1_add_grad_2, rnn_l1_carry, T);
+  train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_add_grad_3, T);
+  train_rnn_matmul_grad_3(rnn_l1_matmul_grad_2, rnn_l1_add_grad_3, rnn_weight_ih_l1, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l1, rnn_l1_add_grad_3, rnn_dropout, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
-    train_rnn_carry(w + 984000, t == T - 1 ? w + 980000 : w + 1008000);
-    train_rnn_add_dropout_grad(w + 988000, w + 984000, w + 840000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000);
-    train_rnn_l0_cell_grad(w + 992000, w + 988000, w + 24134608 + t * 4000, w + 23994608 + t * 4000);
-    train_rnn_l0_cell_grad_2(w + 996000, w + 988000, w + 23434608 + t * 4000, w + 23994608 + t * 4000, w + 23714608 + t * 4000);
-    train_rnn_l0_cell_grad_3(w + 1000000, w + 992000, w + 23854608 + t * 4000, w + 23574608 + t * 4000, w + t * 12000, w + 996000);
-    train_rnn_l0_cell_grad_4(w + 420000 + t * 12000, w + 992000, w + 996000, w + 1000000);
-    train_rnn_matmul_grad(w + 1004000, w + t * 12000, c->param + 6775600);
-    train_rnn_l0_cell_grad_5(w + 1008000, w + 988000, w + 23714608 + t * 4000, w + 1004000);
+    train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_add_grad);
+    train_rnn_add_dropout_grad(rnn_l0_add_dropout_grad, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000);
+    train_rnn_l0_cell_grad(rnn_l0_tanh_grad, rnn_l0_add_dropout_grad, rnn_l0_sub + t * 4000, rnn_l0_tanh + t * 4000);
+    train_rnn_l0_cell_grad_2(rnn_l0_sigmoid_grad, rnn_l0_add_dropout_grad, rnn_l0_carry + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sigmoid_2 + t * 4000);
+    train_rnn_l0_cell_grad_3(rnn_l0_sigmoid_grad_2, rnn_l0_tanh_grad, rnn_l0_slice + t * 4000, rnn_l0_sigmoid + t * 4000, rnn_l0_add_grad_2 + t * 12000, rnn_l0_sigmoid_grad);
+    train_rnn_l0_cell_grad_4(rnn_l0_add_grad_3 + t * 12000, rnn_l0_tanh_grad, rnn_l0_sigmoid_grad, rnn_l0_sigmoid_grad_2);
+    train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_add_grad_2 + t * 12000, rnn_weight_hh_l0);
+    train_rnn_l0_cell_grad_5(rnn_l0_add_grad, rnn_l0_add_dropout_grad, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_matmul_grad);
   }
-  train_rnn_sum_grad(c->grad + 381304, w, T);
-  train_rnn_matmul_grad_2(c->grad + 260704, w, w + 23434608, T);
-  train_rnn_sum_grad(c->grad + 380704, w + 420000, T);
-  train_rnn_matmul_grad_3(w, w + 420000, c->param + 6655600, T);
-  train_rnn_matmul_grad_2(c->grad + 140704, w + 420000, w + 23294608, T);
-  train_dropout_grad(w + 140000, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_encoder_embedding_grad(c->grad + 0, w + 140000, tokens, T);
-  memcpy(c->state + 0, w + 25534608, 8000 * sizeof(real));   /* state hidden, detached */
+  train_rnn_sum_grad(d_rnn_bias_hh_l0, rnn_l0_add_grad_2, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l0, rnn_l0_add_grad_2, rnn_l0_carry, T);
+  train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_add_grad_3, T);
+  train_rnn_matmul_grad_3(rnn_l0_matmul_grad_2, rnn_l0_add_grad_3, rnn_weight_ih_l0, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l0, rnn_l0_add_grad_3, dropout, T);
+  train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_encoder_embedding_grad(d_encoder_weight, dropout_grad, tokens, T);
+  memcpy(hidden, rnn_concat, 8000 * sizeof(real));   /* state hidden, detached */
   /* gradients */
-  return have_targets ? w[25542608] : 0;
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- eval: batch 10 */
@@ -837,29 +918,60 @@ static const LmcTensorDesc eval_state[] = {
 static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (600, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6895600;   /* rnn.bias_ih_l0 (600) */
+  const real *rnn_weight_hh_l0 = c->param + 6775600;   /* rnn.weight_hh_l0 (600, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6896200;   /* rnn.bias_hh_l0 (600) */
+  const real *rnn_weight_ih_l1 = c->param + 6896800;   /* rnn.weight_ih_l1 (600, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7136800;   /* rnn.bias_ih_l1 (600) */
+  const real *rnn_weight_hh_l1 = c->param + 7016800;   /* rnn.weight_hh_l1 (600, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7137400;   /* rnn.bias_hh_l1 (600) */
+  const real *decoder_weight = c->param + 7138000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13793600;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 10, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 710016;   /* read as targets when run() gets none */
+  real *encoder_embedding = w + 420000;   /* (T, 10, 200), graphs/gru.lua:17 */
+  real *rnn_slice = w + 566000;   /* (1, 10, 200), graphs/gru.lua:18 */
+  real *rnn_l0_matmul_bias = w;   /* (T, 10, 600), graphs/gru.lua:18 */
+  real *rnn_l0_const = w + 710000;   /* (), graphs/gru.lua:18 */
+  real *rnn_l0_carry = w + 568000;   /* (10, 200), graphs/gru.lua:18 */
+  real *rnn_l0_add = w + 420000;   /* (10, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_matmul_bias_2 = w + 560000;   /* (10, 600), graphs/gru.lua:18 */
+  real *rnn_slice_2 = w + 706000;   /* (1, 10, 200), graphs/gru.lua:18 */
+  real *rnn_l1_matmul_bias = w;   /* (T, 10, 600), graphs/gru.lua:18 */
+  real *rnn_l1_carry = w + 708000;   /* (10, 200), graphs/gru.lua:18 */
+  real *rnn_l1_add = w + 560000;   /* (10, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_matmul_bias_2 = w + 700000;   /* (10, 600), graphs/gru.lua:18 */
+  real *rnn_concat = w;   /* (2, 10, 200), graphs/gru.lua:18 */
+  real *nll_loss = w + 4000;   /* (), graphs/gru.lua:24 */
+  real *logit_block = w + 710720;   /* the loss kernel's logits, 1024 columns at a time */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 710016, 0, 700 * sizeof *targets);
-  eval_encoder_embedding(w + 420000, c->param + 0, tokens, T);
-  eval_rnn_slice(w + 566000, c->state + 0);
-  eval_rnn_matmul_bias(w, w + 420000, c->param + 6655600, c->param + 6895600, T);
-  train_rnn_l0_const(w + 710000);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  eval_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  eval_rnn_slice(rnn_slice, hidden);
+  eval_rnn_matmul_bias(rnn_l0_matmul_bias, encoder_embedding, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
+  train_rnn_l0_const(rnn_l0_const);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    eval_rnn_carry(w + 568000, t == 0 ? w + 566000 : w + 420000 + (t - 1) * 2000);
-    eval_rnn_matmul_bias_2(w + 560000, w + 568000, c->param + 6775600, c->param + 6896200, c->threads);
-    eval_rnn_l0_cell(w + 420000 + t * 2000, w + t * 6000, w + 560000, w + 568000);
+    eval_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_add + (t - 1) * 2000);
+    eval_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry, rnn_weight_hh_l0, rnn_bias_hh_l0, c->threads);
+    eval_rnn_l0_cell(rnn_l0_add + t * 2000, rnn_l0_matmul_bias + t * 6000, rnn_l0_matmul_bias_2, rnn_l0_carry);
   }
-  eval_rnn_slice_2(w + 706000, c->state + 0);
-  eval_rnn_matmul_bias(w, w + 420000, c->param + 6896800, c->param + 7136800, T);
+  eval_rnn_slice_2(rnn_slice_2, hidden);
+  eval_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_add, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    eval_rnn_carry(w + 708000, t == 0 ? w + 706000 : w + 560000 + (t - 1) * 2000);
-    eval_rnn_matmul_bias_2(w + 700000, w + 708000, c->param + 7016800, c->param + 7137400, c->threads);
-    eval_rnn_l1_cell(w + 560000 + t * 2000, w + t * 6000, w + 700000, w + 708000);
+    eval_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_add + (t - 1) * 2000);
+    eval_rnn_matmul_bias_2(rnn_l1_matmul_bias_2, rnn_l1_carry, rnn_weight_hh_l1, rnn_bias_hh_l1, c->threads);
+    eval_rnn_l1_cell(rnn_l1_add + t * 2000, rnn_l1_matmul_bias + t * 6000, rnn_l1_matmul_bias_2, rnn_l1_carry);
   }
-  eval_rnn_concat(w, w + 420000 + (T - 1) * 2000, w + 560000 + (T - 1) * 2000);
-  eval_log_softmax_nll(w + 4000, w + 560000, c->param + 7138000, c->param + 13793600, targets, c->threads, w + 710720, T);
-  memcpy(c->state + 0, w, 4000 * sizeof(real));   /* state hidden, detached */
-  return have_targets ? w[4000] : 0;
+  eval_rnn_concat(rnn_concat, rnn_l0_add + (T - 1) * 2000, rnn_l1_add + (T - 1) * 2000);
+  eval_log_softmax_nll(nll_loss, rnn_l1_add, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
+  memcpy(hidden, rnn_concat, 4000 * sizeof(real));   /* state hidden, detached */
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -1063,31 +1175,65 @@ static const LmcTensorDesc gen_state[] = {
 static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (600, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6895600;   /* rnn.bias_ih_l0 (600) */
+  const real *rnn_weight_hh_l0 = c->param + 6775600;   /* rnn.weight_hh_l0 (600, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6896200;   /* rnn.bias_hh_l0 (600) */
+  const real *rnn_weight_ih_l1 = c->param + 6896800;   /* rnn.weight_ih_l1 (600, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7136800;   /* rnn.bias_ih_l1 (600) */
+  const real *rnn_weight_hh_l1 = c->param + 7016800;   /* rnn.weight_hh_l1 (600, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7137400;   /* rnn.bias_hh_l1 (600) */
+  const real *decoder_weight = c->param + 7138000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13793600;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 1, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 66960;   /* read as targets when run() gets none */
+  real *encoder_embedding = w + 21008;   /* (T, 1, 200), graphs/gru.lua:17 */
+  real *rnn_slice = w + 49024;   /* (1, 1, 200), graphs/gru.lua:18 */
+  real *rnn_l0_matmul = w;   /* (T, 1, 600), graphs/gru.lua:18 */
+  real *rnn_l0_add = w + 21008;   /* (T, 1, 600), graphs/gru.lua:18 */
+  real *rnn_l0_const = w + 56240;   /* (), graphs/gru.lua:18 */
+  real *rnn_l0_carry = w + 608;   /* (1, 200), graphs/gru.lua:18 */
+  real *rnn_l0_add_2 = w + 42016;   /* (1, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_matmul_2 = w;   /* (1, 600), graphs/gru.lua:18 */
+  real *rnn_slice_2 = w + 56032;   /* (1, 1, 200), graphs/gru.lua:18 */
+  real *rnn_l1_matmul = w;   /* (T, 1, 600), graphs/gru.lua:18 */
+  real *rnn_l1_add = w + 21008;   /* (T, 1, 600), graphs/gru.lua:18 */
+  real *rnn_l1_carry = w + 608;   /* (1, 200), graphs/gru.lua:18 */
+  real *rnn_l1_add_2 = w + 49024;   /* (1, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_matmul_2 = w;   /* (1, 600), graphs/gru.lua:18 */
+  real *rnn_concat = w + 66560;   /* (2, 1, 200), graphs/gru.lua:18 */
+  real *decoder_matmul = w;   /* (1, 1, 33278), graphs/gru.lua:19 */
+  real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/gru.lua:19 */
+  real *log_softmax = w;   /* (1, 1, 33278), graphs/gru.lua:21 */
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 66960, 0, 35 * sizeof *targets);
-  gen_encoder_embedding(w + 21008, c->param + 0, tokens, T);
-  gen_rnn_slice(w + 49024, c->state + 0);
-  gen_rnn_matmul(w, w + 21008, c->param + 6655600, c->threads, T);
-  gen_rnn_add(w + 21008, w, c->param + 6895600, T);
-  train_rnn_l0_const(w + 56240);
+    targets = memset(no_targets, 0, 35 * sizeof *targets);
+  gen_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  gen_rnn_slice(rnn_slice, hidden);
+  gen_rnn_matmul(rnn_l0_matmul, encoder_embedding, rnn_weight_ih_l0, c->threads, T);
+  gen_rnn_add(rnn_l0_add, rnn_l0_matmul, rnn_bias_ih_l0, T);
+  train_rnn_l0_const(rnn_l0_const);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    gen_rnn_carry(w + 608, t == 0 ? w + 49024 : w + 42016 + (t - 1) * 200);
-    gen_rnn_matmul_2(w, w + 608, c->param + 6775600, c->threads);
-    gen_rnn_l0_cell(w + 42016 + t * 200, w + 21008 + t * 600, w, c->param + 6896200, w + 608);
+    gen_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_add_2 + (t - 1) * 200);
+    gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    gen_rnn_l0_cell(rnn_l0_add_2 + t * 200, rnn_l0_add + t * 600, rnn_l0_matmul_2, rnn_bias_hh_l0, rnn_l0_carry);
   }
-  gen_rnn_slice_2(w + 56032, c->state + 0);
-  gen_rnn_matmul(w, w + 42016, c->param + 6896800, c->threads, T);
-  gen_rnn_add(w + 21008, w, c->param + 7136800, T);
+  gen_rnn_slice_2(rnn_slice_2, hidden);
+  gen_rnn_matmul(rnn_l1_matmul, rnn_l0_add_2, rnn_weight_ih_l1, c->threads, T);
+  gen_rnn_add(rnn_l1_add, rnn_l1_matmul, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    gen_rnn_carry(w + 608, t == 0 ? w + 56032 : w + 49024 + (t - 1) * 200);
-    gen_rnn_matmul_2(w, w + 608, c->param + 7016800, c->threads);
-    gen_rnn_l1_cell(w + 49024 + t * 200, w + 21008 + t * 600, w, c->param + 7137400, w + 608);
+    gen_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_add_2 + (t - 1) * 200);
+    gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    gen_rnn_l1_cell(rnn_l1_add_2 + t * 200, rnn_l1_add + t * 600, rnn_l1_matmul_2, rnn_bias_hh_l1, rnn_l1_carry);
   }
-  gen_rnn_concat(w + 66560, w + 42016 + (T - 1) * 200, w + 49024 + (T - 1) * 200);
-  gen_decoder_matmul(w, w + 49024 + (T - 1) * 200, c->param + 7138000, c->threads);
-  gen_decoder_add(w + 33280, w, c->param + 13793600);
-  gen_log_softmax(w, w + 33280);
-  memcpy(c->state + 0, w + 66560, 400 * sizeof(real));   /* state hidden, detached */
+  gen_rnn_concat(rnn_concat, rnn_l0_add_2 + (T - 1) * 200, rnn_l1_add_2 + (T - 1) * 200);
+  gen_decoder_matmul(decoder_matmul, rnn_l1_add_2 + (T - 1) * 200, decoder_weight, c->threads);
+  gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
+  gen_log_softmax(log_softmax, decoder_add);
+  memcpy(hidden, rnn_concat, 400 * sizeof(real));   /* state hidden, detached */
   return 0;
 }
 

@@ -503,69 +503,150 @@ static const LmcTensorDesc train_state[] = {
 static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (800, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6975600;   /* rnn.bias_ih_l0 (800) */
+  const real *rnn_weight_hh_l0 = c->param + 6815600;   /* rnn.weight_hh_l0 (800, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6976400;   /* rnn.bias_hh_l0 (800) */
+  const real *rnn_weight_ih_l1 = c->param + 6977200;   /* rnn.weight_ih_l1 (800, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7297200;   /* rnn.bias_ih_l1 (800) */
+  const real *rnn_weight_hh_l1 = c->param + 7137200;   /* rnn.weight_hh_l1 (800, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7298000;   /* rnn.bias_hh_l1 (800) */
+  const real *decoder_weight = c->param + 7298800;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13954400;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden_h = c->state;   /* state hidden.h (2, 20, 200) */
+  real *hidden_c = c->state + 8000;   /* state hidden.c (2, 20, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 25830624;   /* read as targets when run() gets none */
+  real *encoder_embedding = w;   /* (T, 20, 200), graphs/lstm.lua:17 */
+  real *dropout = w + 23294608;   /* (T, 20, 200), graphs/lstm.lua:17 */
+  real *rnn_slice = w + 716000;   /* (1, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_2 = w + 720000;   /* (1, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul_bias = w;   /* (T, 20, 800), graphs/lstm.lua:18 */
+  real *rnn_l0_carry = w + 23434608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_mul = w + 560000;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_carry_2 = w + 23574608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_add = w + 856000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul = w + 700000;   /* (20, 800), graphs/lstm.lua:18 */
+  real *rnn_l0_sigmoid = w + 23714608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_sigmoid_2 = w + 23854608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_tanh = w + 23994608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_sigmoid_3 = w + 24134608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_tanh_2 = w + 24274608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_dropout = w + 24414608;   /* (T, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_3 = w + 860000;   /* (1, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_4 = w + 864000;   /* (1, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul_bias = w;   /* (T, 20, 800), graphs/lstm.lua:18 */
+  real *rnn_l1_carry = w + 24554608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_mul = w + 700000;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_carry_2 = w + 24694608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_add = w + 868000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul = w + 840000;   /* (20, 800), graphs/lstm.lua:18 */
+  real *rnn_l1_sigmoid = w + 24834608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_sigmoid_2 = w + 24974608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_tanh = w + 25114608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_sigmoid_3 = w + 25254608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_tanh_2 = w + 25394608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_concat = w + 25814608;   /* (2, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_concat_2 = w + 25822608;   /* (2, 20, 200), graphs/lstm.lua:18 */
+  real *dropout_2 = w + 25534608;   /* (T, 20, 200), graphs/lstm.lua:19 */
+  real *decoder_matmul = w;   /* (T, 20, 33278), graphs/lstm.lua:19 */
+  real *nll_log_softmax_grad = w;   /* (T, 20, 33278), graphs/lstm.lua:21 */
+  real *nll_loss = w + 25830608;   /* (), graphs/lstm.lua:24 */
+  real *const_grad = w + 25674608;   /* (), graphs/lstm.lua:24 */
+  real *decoder_matmul_grad = w + 25674608;   /* (T, 20, 200), graphs/lstm.lua:19 */
+  real *rnn_l1_const_grad = w;   /* (), graphs/lstm.lua:18 */
+  real *rnn_l1_broadcast_grad = w + 700000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_carry_grad = w + 560000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul_grad = w + 572000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_carry_grad_2 = w + 564000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_mul_grad = w + 568000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_add_grad = w;   /* (20, 800) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_matmul_grad_2 = w + 560000;   /* (T, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_carry_grad = w + 704000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul_grad = w + 716000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_carry_grad_2 = w + 708000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_mul_grad = w + 712000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_add_grad = w;   /* (20, 800) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_matmul_grad_2 = w + 560000;   /* (T, 20, 200), graphs/lstm.lua:18 */
+  real *dropout_grad = w;   /* (T, 20, 200), graphs/lstm.lua:17 */
+  /* gradients */
+  real *d_decoder_bias = c->grad + 7439504;   /* gradient of decoder.bias (33278) */
+  real *d_decoder_weight = c->grad + 783904;   /* gradient of decoder.weight (33278, 200) */
+  real *d_rnn_bias_ih_l1 = c->grad + 782304;   /* gradient of rnn.bias_ih_l1 (800) */
+  real *d_rnn_weight_hh_l1 = c->grad + 622304;   /* gradient of rnn.weight_hh_l1 (800, 200) */
+  real *d_rnn_weight_ih_l1 = c->grad + 462304;   /* gradient of rnn.weight_ih_l1 (800, 200) */
+  real *d_rnn_bias_ih_l0 = c->grad + 460704;   /* gradient of rnn.bias_ih_l0 (800) */
+  real *d_rnn_weight_hh_l0 = c->grad + 300704;   /* gradient of rnn.weight_hh_l0 (800, 200) */
+  real *d_rnn_weight_ih_l0 = c->grad + 140704;   /* gradient of rnn.weight_ih_l0 (800, 200) */
+  real *d_encoder_weight = c->grad;   /* gradient of encoder.weight (33278, 200) */
+  real *d_rnn_bias_hh_l0 = c->grad + 461504;   /* gradient of rnn.bias_hh_l0 (800) */
+  real *d_rnn_bias_hh_l1 = c->grad + 783104;   /* gradient of rnn.bias_hh_l1 (800) */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 25830624, 0, 700 * sizeof *targets);
-  train_encoder_embedding(w, c->param + 0, tokens, T);
-  train_dropout(w + 23294608, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_rnn_slice(w + 716000, c->state + 0);
-  train_rnn_slice(w + 720000, c->state + 8000);
-  train_rnn_matmul_bias(w, w + 23294608, c->param + 6655600, c->param + 6975600, T);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  train_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_rnn_slice(rnn_slice, hidden_h);
+  train_rnn_slice(rnn_slice_2, hidden_c);
+  train_rnn_matmul_bias(rnn_l0_matmul_bias, dropout, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    train_rnn_carry(w + 23434608 + t * 4000, t == 0 ? w + 716000 : w + 560000 + (t - 1) * 4000);
-    train_rnn_carry(w + 23574608 + t * 4000, t == 0 ? w + 720000 : w + 856000);
-    train_rnn_matmul(w + 700000, w + 23434608 + t * 4000, c->param + 6815600, c->threads);
-    train_rnn_l0_cell(w + 23714608 + t * 4000, w + t * 16000, w + 700000, c->param + 6976400, w + 23854608 + t * 4000, w + 23994608 + t * 4000, w + 24134608 + t * 4000, w + 856000, w + 23574608 + t * 4000, w + 24274608 + t * 4000, w + 560000 + t * 4000);
+    train_rnn_carry(rnn_l0_carry + t * 4000, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 4000);
+    train_rnn_carry(rnn_l0_carry_2 + t * 4000, t == 0 ? rnn_slice_2 : rnn_l0_add);
+    train_rnn_matmul(rnn_l0_matmul, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, c->threads);
+    train_rnn_l0_cell(rnn_l0_sigmoid + t * 4000, rnn_l0_matmul_bias + t * 16000, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_add, rnn_l0_carry_2 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_mul + t * 4000);
   }
-  train_dropout(w + 24414608, w + 560000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
-  train_rnn_slice_2(w + 860000, c->state + 0);
-  train_rnn_slice_2(w + 864000, c->state + 8000);
-  train_rnn_matmul_bias(w, w + 24414608, c->param + 6977200, c->param + 7297200, T);
+  train_dropout(rnn_dropout, rnn_l0_mul, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
+  train_rnn_slice_2(rnn_slice_3, hidden_h);
+  train_rnn_slice_2(rnn_slice_4, hidden_c);
+  train_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_dropout, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    train_rnn_carry(w + 24554608 + t * 4000, t == 0 ? w + 860000 : w + 700000 + (t - 1) * 4000);
-    train_rnn_carry(w + 24694608 + t * 4000, t == 0 ? w + 864000 : w + 868000);
-    train_rnn_matmul(w + 840000, w + 24554608 + t * 4000, c->param + 7137200, c->threads);
-    train_rnn_l1_cell(w + 24834608 + t * 4000, w + t * 16000, w + 840000, c->param + 7298000, w + 24974608 + t * 4000, w + 25114608 + t * 4000, w + 25254608 + t * 4000, w + 868000, w + 24694608 + t * 4000, w + 25394608 + t * 4000, w + 700000 + t * 4000);
+    train_rnn_carry(rnn_l1_carry + t * 4000, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 4000);
+    train_rnn_carry(rnn_l1_carry_2 + t * 4000, t == 0 ? rnn_slice_4 : rnn_l1_add);
+    train_rnn_matmul(rnn_l1_matmul, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, c->threads);
+    train_rnn_l1_cell(rnn_l1_sigmoid + t * 4000, rnn_l1_matmul_bias + t * 16000, rnn_l1_matmul, rnn_bias_hh_l1, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sigmoid_3 + t * 4000, rnn_l1_add, rnn_l1_carry_2 + t * 4000, rnn_l1_tanh_2 + t * 4000, rnn_l1_mul + t * 4000);
   }
-  train_rnn_concat(w + 25814608, w + 560000 + (T - 1) * 4000, w + 700000 + (T - 1) * 4000);
-  train_rnn_concat(w + 25822608, w + 856000, w + 868000);
-  train_dropout(w + 25534608, w + 700000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
-  train_decoder_matmul(w, w + 25534608, c->param + 7298800, T);
-  train_log_softmax_nll(w, w + 25830608, c->param + 13954400, targets, c->threads, T);
-  train_const_grad(w + 25674608);
-  train_decoder_sum_grad(c->grad + 7439504, w, T);
-  train_decoder_matmul_grad(w + 25674608, w, c->param + 7298800, T);
-  train_decoder_matmul_grad_2(c->grad + 783904, w, w + 25534608, T);
-  train_rnn_l1_const_grad(w);
-  train_rnn_l1_broadcast_grad(w + 700000, w);
+  train_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 4000, rnn_l1_mul + (T - 1) * 4000);
+  train_rnn_concat(rnn_concat_2, rnn_l0_add, rnn_l1_add);
+  train_dropout(dropout_2, rnn_l1_mul, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
+  train_decoder_matmul(decoder_matmul, dropout_2, decoder_weight, T);
+  train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
+  train_const_grad(const_grad);
+  train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
+  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, T);
+  train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, dropout_2, T);
+  train_rnn_l1_const_grad(rnn_l1_const_grad);
+  train_rnn_l1_broadcast_grad(rnn_l1_broadcast_grad, rnn_l1_const_grad);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
-    train_rnn_carry(w + 560000, t == T - 1 ? w + 700000 : w + 572000);
-    train_rnn_carry(w + 564000, t == T - 1 ? w + 700000 : w + 568000);
-    train_rnn_l1_cell_grad(w + 568000, w + 564000, w + 560000, w + 25674608 + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, w + 25254608 + t * 4000, w + 25394608 + t * 4000, w + 24974608 + t * 4000, w + t * 16000, w + 24834608 + t * 4000, w + 25114608 + t * 4000, w + 24694608 + t * 4000);
-    train_rnn_matmul_grad(w + 572000, w + t * 16000, c->param + 7137200);
+    train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_matmul_grad);
+    train_rnn_carry(rnn_l1_carry_grad_2, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_mul_grad);
+    train_rnn_l1_cell_grad(rnn_l1_mul_grad, rnn_l1_carry_grad_2, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, rnn_l1_sigmoid_3 + t * 4000, rnn_l1_tanh_2 + t * 4000, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_add_grad + t * 16000, rnn_l1_sigmoid + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_carry_2 + t * 4000);
+    train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_add_grad + t * 16000, rnn_weight_hh_l1);
   }
-  train_rnn_sum_grad(c->grad + 782304, w, T);
-  train_rnn_matmul_grad_2(c->grad + 622304, w, w + 24554608, T);
-  train_rnn_matmul_grad_3(w + 560000, w, c->param + 6977200, T);
-  train_rnn_matmul_grad_2(c->grad + 462304, w, w + 24414608, T);
+  train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_add_grad, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l1, rnn_l1_add_grad, rnn_l1_carry, T);
+  train_rnn_matmul_grad_3(rnn_l1_matmul_grad_2, rnn_l1_add_grad, rnn_weight_ih_l1, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l1, rnn_l1_add_grad, rnn_dropout, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
-    train_rnn_carry(w + 704000, t == T - 1 ? w + 700000 : w + 716000);
-    train_rnn_carry(w + 708000, t == T - 1 ? w + 700000 : w + 712000);
-    train_rnn_l0_cell_grad(w + 712000, w + 708000, w + 704000, w + 560000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, w + 24134608 + t * 4000, w + 24274608 + t * 4000, w + 23854608 + t * 4000, w + t * 16000, w + 23714608 + t * 4000, w + 23994608 + t * 4000, w + 23574608 + t * 4000);
-    train_rnn_matmul_grad(w + 716000, w + t * 16000, c->param + 6815600);
+    train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_matmul_grad);
+    train_rnn_carry(rnn_l0_carry_grad_2, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_mul_grad);
+    train_rnn_l0_cell_grad(rnn_l0_mul_grad, rnn_l0_carry_grad_2, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_add_grad + t * 16000, rnn_l0_sigmoid + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_carry_2 + t * 4000);
+    train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_add_grad + t * 16000, rnn_weight_hh_l0);
   }
-  train_rnn_sum_grad(c->grad + 460704, w, T);
-  train_rnn_matmul_grad_2(c->grad + 300704, w, w + 23434608, T);
-  train_rnn_matmul_grad_3(w + 560000, w, c->param + 6655600, T);
-  train_rnn_matmul_grad_2(c->grad + 140704, w, w + 23294608, T);
-  train_dropout_grad(w, w + 560000, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_encoder_embedding_grad(c->grad + 0, w, tokens, T);
-  memcpy(c->state + 0, w + 25814608, 8000 * sizeof(real));   /* state hidden.h, detached */
-  memcpy(c->state + 8000, w + 25822608, 8000 * sizeof(real));   /* state hidden.c, detached */
+  train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_add_grad, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l0, rnn_l0_add_grad, rnn_l0_carry, T);
+  train_rnn_matmul_grad_3(rnn_l0_matmul_grad_2, rnn_l0_add_grad, rnn_weight_ih_l0, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l0, rnn_l0_add_grad, dropout, T);
+  train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_encoder_embedding_grad(d_encoder_weight, dropout_grad, tokens, T);
+  memcpy(hidden_h, rnn_concat, 8000 * sizeof(real));   /* state hidden.h, detached */
+  memcpy(hidden_c, rnn_concat_2, 8000 * sizeof(real));   /* state hidden.c, detached */
   /* gradients */
-  memcpy(c->grad + 461504, c->grad + 460704, 800 * sizeof(real));   /* rnn.bias_hh_l0 */
-  memcpy(c->grad + 783104, c->grad + 782304, 800 * sizeof(real));   /* rnn.bias_hh_l1 */
-  return have_targets ? w[25830608] : 0;
+  memcpy(d_rnn_bias_hh_l0, d_rnn_bias_ih_l0, 800 * sizeof(real));   /* rnn.bias_hh_l0 */
+  memcpy(d_rnn_bias_hh_l1, d_rnn_bias_ih_l1, 800 * sizeof(real));   /* rnn.bias_hh_l1 */
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- eval: batch 10 */
@@ -771,34 +852,72 @@ static const LmcTensorDesc eval_state[] = {
 static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (800, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6975600;   /* rnn.bias_ih_l0 (800) */
+  const real *rnn_weight_hh_l0 = c->param + 6815600;   /* rnn.weight_hh_l0 (800, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6976400;   /* rnn.bias_hh_l0 (800) */
+  const real *rnn_weight_ih_l1 = c->param + 6977200;   /* rnn.weight_ih_l1 (800, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7297200;   /* rnn.bias_ih_l1 (800) */
+  const real *rnn_weight_hh_l1 = c->param + 7137200;   /* rnn.weight_hh_l1 (800, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7298000;   /* rnn.bias_hh_l1 (800) */
+  const real *decoder_weight = c->param + 7298800;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13954400;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden_h = c->state;   /* state hidden.h (2, 10, 200) */
+  real *hidden_c = c->state + 4000;   /* state hidden.c (2, 10, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 860000;   /* read as targets when run() gets none */
+  real *encoder_embedding = w + 560000;   /* (T, 10, 200), graphs/lstm.lua:17 */
+  real *rnn_slice = w + 708000;   /* (1, 10, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_2 = w + 710000;   /* (1, 10, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul_bias = w;   /* (T, 10, 800), graphs/lstm.lua:18 */
+  real *rnn_l0_carry = w + 712000;   /* (10, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_mul = w + 560000;   /* (10, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_carry_2 = w + 714000;   /* (10, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_add = w + 848000;   /* (10, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul = w + 700000;   /* (10, 800), graphs/lstm.lua:18 */
+  real *rnn_slice_3 = w + 850000;   /* (1, 10, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_4 = w + 852000;   /* (1, 10, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul_bias = w;   /* (T, 10, 800), graphs/lstm.lua:18 */
+  real *rnn_l1_carry = w + 854000;   /* (10, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_mul = w + 700000;   /* (10, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_carry_2 = w + 856000;   /* (10, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_add = w + 858000;   /* (10, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul = w + 840000;   /* (10, 800), graphs/lstm.lua:18 */
+  real *rnn_concat = w;   /* (2, 10, 200), graphs/lstm.lua:18 */
+  real *rnn_concat_2 = w + 4000;   /* (2, 10, 200), graphs/lstm.lua:18 */
+  real *nll_loss = w + 8000;   /* (), graphs/lstm.lua:24 */
+  real *logit_block = w + 860704;   /* the loss kernel's logits, 1024 columns at a time */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 860000, 0, 700 * sizeof *targets);
-  eval_encoder_embedding(w + 560000, c->param + 0, tokens, T);
-  eval_rnn_slice(w + 708000, c->state + 0);
-  eval_rnn_slice(w + 710000, c->state + 4000);
-  eval_rnn_matmul_bias(w, w + 560000, c->param + 6655600, c->param + 6975600, T);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  eval_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  eval_rnn_slice(rnn_slice, hidden_h);
+  eval_rnn_slice(rnn_slice_2, hidden_c);
+  eval_rnn_matmul_bias(rnn_l0_matmul_bias, encoder_embedding, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    eval_rnn_carry(w + 712000, t == 0 ? w + 708000 : w + 560000 + (t - 1) * 2000);
-    eval_rnn_carry(w + 714000, t == 0 ? w + 710000 : w + 848000);
-    eval_rnn_matmul(w + 700000, w + 712000, c->param + 6815600, c->threads);
-    eval_rnn_l0_cell(w + 848000, w + t * 8000, w + 700000, c->param + 6976400, w + 714000, w + 560000 + t * 2000);
+    eval_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 2000);
+    eval_rnn_carry(rnn_l0_carry_2, t == 0 ? rnn_slice_2 : rnn_l0_add);
+    eval_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    eval_rnn_l0_cell(rnn_l0_add, rnn_l0_matmul_bias + t * 8000, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_carry_2, rnn_l0_mul + t * 2000);
   }
-  eval_rnn_slice_2(w + 850000, c->state + 0);
-  eval_rnn_slice_2(w + 852000, c->state + 4000);
-  eval_rnn_matmul_bias(w, w + 560000, c->param + 6977200, c->param + 7297200, T);
+  eval_rnn_slice_2(rnn_slice_3, hidden_h);
+  eval_rnn_slice_2(rnn_slice_4, hidden_c);
+  eval_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_mul, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    eval_rnn_carry(w + 854000, t == 0 ? w + 850000 : w + 700000 + (t - 1) * 2000);
-    eval_rnn_carry(w + 856000, t == 0 ? w + 852000 : w + 858000);
-    eval_rnn_matmul(w + 840000, w + 854000, c->param + 7137200, c->threads);
-    eval_rnn_l1_cell(w + 858000, w + t * 8000, w + 840000, c->param + 7298000, w + 856000, w + 700000 + t * 2000);
+    eval_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 2000);
+    eval_rnn_carry(rnn_l1_carry_2, t == 0 ? rnn_slice_4 : rnn_l1_add);
+    eval_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    eval_rnn_l1_cell(rnn_l1_add, rnn_l1_matmul_bias + t * 8000, rnn_l1_matmul, rnn_bias_hh_l1, rnn_l1_carry_2, rnn_l1_mul + t * 2000);
   }
-  eval_rnn_concat(w, w + 560000 + (T - 1) * 2000, w + 700000 + (T - 1) * 2000);
-  eval_rnn_concat(w + 4000, w + 848000, w + 858000);
-  eval_log_softmax_nll(w + 8000, w + 700000, c->param + 7298800, c->param + 13954400, targets, c->threads, w + 860704, T);
-  memcpy(c->state + 0, w, 4000 * sizeof(real));   /* state hidden.h, detached */
-  memcpy(c->state + 4000, w + 4000, 4000 * sizeof(real));   /* state hidden.c, detached */
-  return have_targets ? w[8000] : 0;
+  eval_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 2000, rnn_l1_mul + (T - 1) * 2000);
+  eval_rnn_concat(rnn_concat_2, rnn_l0_add, rnn_l1_add);
+  eval_log_softmax_nll(nll_loss, rnn_l1_mul, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
+  memcpy(hidden_h, rnn_concat, 4000 * sizeof(real));   /* state hidden.h, detached */
+  memcpy(hidden_c, rnn_concat_2, 4000 * sizeof(real));   /* state hidden.c, detached */
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -1011,36 +1130,77 @@ static const LmcTensorDesc gen_state[] = {
 static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (800, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6975600;   /* rnn.bias_ih_l0 (800) */
+  const real *rnn_weight_hh_l0 = c->param + 6815600;   /* rnn.weight_hh_l0 (800, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6976400;   /* rnn.bias_hh_l0 (800) */
+  const real *rnn_weight_ih_l1 = c->param + 6977200;   /* rnn.weight_ih_l1 (800, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7297200;   /* rnn.bias_ih_l1 (800) */
+  const real *rnn_weight_hh_l1 = c->param + 7137200;   /* rnn.weight_hh_l1 (800, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7298000;   /* rnn.bias_hh_l1 (800) */
+  const real *decoder_weight = c->param + 7298800;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13954400;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden_h = c->state;   /* state hidden.h (2, 1, 200) */
+  real *hidden_c = c->state + 400;   /* state hidden.c (2, 1, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 71024;   /* read as targets when run() gets none */
+  real *encoder_embedding = w + 28000;   /* (T, 1, 200), graphs/lstm.lua:17 */
+  real *rnn_slice = w + 63008;   /* (1, 1, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_2 = w + 63216;   /* (1, 1, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul = w;   /* (T, 1, 800), graphs/lstm.lua:18 */
+  real *rnn_l0_add = w + 28000;   /* (T, 1, 800), graphs/lstm.lua:18 */
+  real *rnn_l0_carry = w + 800;   /* (1, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_mul = w + 56000;   /* (1, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_carry_2 = w + 1008;   /* (1, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_add_2 = w + 70816;   /* (1, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul_2 = w;   /* (1, 800), graphs/lstm.lua:18 */
+  real *rnn_slice_3 = w + 70016;   /* (1, 1, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_4 = w + 70224;   /* (1, 1, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul = w;   /* (T, 1, 800), graphs/lstm.lua:18 */
+  real *rnn_l1_add = w + 28000;   /* (T, 1, 800), graphs/lstm.lua:18 */
+  real *rnn_l1_carry = w + 800;   /* (1, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_mul = w + 63008;   /* (1, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_carry_2 = w + 1008;   /* (1, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_add_2 = w + 1216;   /* (1, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul_2 = w;   /* (1, 800), graphs/lstm.lua:18 */
+  real *rnn_concat = w + 70016;   /* (2, 1, 200), graphs/lstm.lua:18 */
+  real *rnn_concat_2 = w + 70416;   /* (2, 1, 200), graphs/lstm.lua:18 */
+  real *decoder_matmul = w;   /* (1, 1, 33278), graphs/lstm.lua:19 */
+  real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/lstm.lua:19 */
+  real *log_softmax = w;   /* (1, 1, 33278), graphs/lstm.lua:21 */
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 71024, 0, 35 * sizeof *targets);
-  gen_encoder_embedding(w + 28000, c->param + 0, tokens, T);
-  gen_rnn_slice(w + 63008, c->state + 0);
-  gen_rnn_slice(w + 63216, c->state + 400);
-  gen_rnn_matmul(w, w + 28000, c->param + 6655600, c->threads, T);
-  gen_rnn_add(w + 28000, w, c->param + 6975600, T);
+    targets = memset(no_targets, 0, 35 * sizeof *targets);
+  gen_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  gen_rnn_slice(rnn_slice, hidden_h);
+  gen_rnn_slice(rnn_slice_2, hidden_c);
+  gen_rnn_matmul(rnn_l0_matmul, encoder_embedding, rnn_weight_ih_l0, c->threads, T);
+  gen_rnn_add(rnn_l0_add, rnn_l0_matmul, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    gen_rnn_carry(w + 800, t == 0 ? w + 63008 : w + 56000 + (t - 1) * 200);
-    gen_rnn_carry(w + 1008, t == 0 ? w + 63216 : w + 70816);
-    gen_rnn_matmul_2(w, w + 800, c->param + 6815600, c->threads);
-    gen_rnn_l0_cell(w + 70816, w + 28000 + t * 800, w, c->param + 6976400, w + 1008, w + 56000 + t * 200);
+    gen_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 200);
+    gen_rnn_carry(rnn_l0_carry_2, t == 0 ? rnn_slice_2 : rnn_l0_add_2);
+    gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    gen_rnn_l0_cell(rnn_l0_add_2, rnn_l0_add + t * 800, rnn_l0_matmul_2, rnn_bias_hh_l0, rnn_l0_carry_2, rnn_l0_mul + t * 200);
   }
-  gen_rnn_slice_2(w + 70016, c->state + 0);
-  gen_rnn_slice_2(w + 70224, c->state + 400);
-  gen_rnn_matmul(w, w + 56000, c->param + 6977200, c->threads, T);
-  gen_rnn_add(w + 28000, w, c->param + 7297200, T);
+  gen_rnn_slice_2(rnn_slice_3, hidden_h);
+  gen_rnn_slice_2(rnn_slice_4, hidden_c);
+  gen_rnn_matmul(rnn_l1_matmul, rnn_l0_mul, rnn_weight_ih_l1, c->threads, T);
+  gen_rnn_add(rnn_l1_add, rnn_l1_matmul, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    gen_rnn_carry(w + 800, t == 0 ? w + 70016 : w + 63008 + (t - 1) * 200);
-    gen_rnn_carry(w + 1008, t == 0 ? w + 70224 : w + 1216);
-    gen_rnn_matmul_2(w, w + 800, c->param + 7137200, c->threads);
-    gen_rnn_l1_cell(w + 1216, w + 28000 + t * 800, w, c->param + 7298000, w + 1008, w + 63008 + t * 200);
+    gen_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 200);
+    gen_rnn_carry(rnn_l1_carry_2, t == 0 ? rnn_slice_4 : rnn_l1_add_2);
+    gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    gen_rnn_l1_cell(rnn_l1_add_2, rnn_l1_add + t * 800, rnn_l1_matmul_2, rnn_bias_hh_l1, rnn_l1_carry_2, rnn_l1_mul + t * 200);
   }
-  gen_rnn_concat(w + 70016, w + 56000 + (T - 1) * 200, w + 63008 + (T - 1) * 200);
-  gen_rnn_concat(w + 70416, w + 70816, w + 1216);
-  gen_decoder_matmul(w, w + 63008 + (T - 1) * 200, c->param + 7298800, c->threads);
-  gen_decoder_add(w + 33280, w, c->param + 13954400);
-  gen_log_softmax(w, w + 33280);
-  memcpy(c->state + 0, w + 70016, 400 * sizeof(real));   /* state hidden.h, detached */
-  memcpy(c->state + 400, w + 70416, 400 * sizeof(real));   /* state hidden.c, detached */
+  gen_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 200, rnn_l1_mul + (T - 1) * 200);
+  gen_rnn_concat(rnn_concat_2, rnn_l0_add_2, rnn_l1_add_2);
+  gen_decoder_matmul(decoder_matmul, rnn_l1_mul + (T - 1) * 200, decoder_weight, c->threads);
+  gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
+  gen_log_softmax(log_softmax, decoder_add);
+  memcpy(hidden_h, rnn_concat, 400 * sizeof(real));   /* state hidden.h, detached */
+  memcpy(hidden_c, rnn_concat_2, 400 * sizeof(real));   /* state hidden.c, detached */
   return 0;
 }
 

@@ -365,61 +365,120 @@ static const LmcTensorDesc train_state[] = {
 static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (200, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6735600;   /* rnn.bias_ih_l0 (200) */
+  const real *rnn_weight_hh_l0 = c->param + 6695600;   /* rnn.weight_hh_l0 (200, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6735800;   /* rnn.bias_hh_l0 (200) */
+  const real *rnn_weight_ih_l1 = c->param + 6736000;   /* rnn.weight_ih_l1 (200, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 6816000;   /* rnn.bias_ih_l1 (200) */
+  const real *rnn_weight_hh_l1 = c->param + 6776000;   /* rnn.weight_hh_l1 (200, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 6816200;   /* rnn.bias_hh_l1 (200) */
+  const real *decoder_weight = c->param + 6816400;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13472000;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 20, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 24422624;   /* read as targets when run() gets none */
+  real *encoder_embedding = w;   /* (T, 20, 200), graphs/rnn_relu.lua:17 */
+  real *dropout = w + 23294608;   /* (T, 20, 200), graphs/rnn_relu.lua:17 */
+  real *rnn_slice = w + 140000;   /* (1, 20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul_bias = w;   /* (T, 20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_carry = w + 23434608;   /* (20, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l0_relu = w + 23574608;   /* (20, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul = w + 144000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_dropout = w + 23714608;   /* (T, 20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_slice_2 = w + 140000;   /* (1, 20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul_bias = w;   /* (T, 20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_carry = w + 23854608;   /* (20, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l1_relu = w + 23994608;   /* (20, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul = w + 144000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_concat = w + 24414608;   /* (2, 20, 200), graphs/rnn_relu.lua:18 */
+  real *dropout_2 = w + 24134608;   /* (T, 20, 200), graphs/rnn_relu.lua:19 */
+  real *decoder_matmul = w;   /* (T, 20, 33278), graphs/rnn_relu.lua:19 */
+  real *nll_log_softmax_grad = w;   /* (T, 20, 33278), graphs/rnn_relu.lua:21 */
+  real *nll_loss = w + 24422608;   /* (), graphs/rnn_relu.lua:24 */
+  real *const_grad = w + 24274608;   /* (), graphs/rnn_relu.lua:24 */
+  real *decoder_matmul_grad = w + 24274608;   /* (T, 20, 200), graphs/rnn_relu.lua:19 */
+  real *rnn_l1_const_grad = w;   /* (), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_broadcast_grad = w + 280000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_carry_grad = w + 140000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul_grad = w + 144000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_relu_grad = w;   /* (20, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul_grad_2 = w + 140000;   /* (T, 20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_carry_grad = w + 284000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul_grad = w + 288000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_relu_grad = w;   /* (20, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul_grad_2 = w + 140000;   /* (T, 20, 200), graphs/rnn_relu.lua:18 */
+  real *dropout_grad = w;   /* (T, 20, 200), graphs/rnn_relu.lua:17 */
+  /* gradients */
+  real *d_decoder_bias = c->grad + 6957104;   /* gradient of decoder.bias (33278) */
+  real *d_decoder_weight = c->grad + 301504;   /* gradient of decoder.weight (33278, 200) */
+  real *d_rnn_bias_ih_l1 = c->grad + 301104;   /* gradient of rnn.bias_ih_l1 (200) */
+  real *d_rnn_weight_hh_l1 = c->grad + 261104;   /* gradient of rnn.weight_hh_l1 (200, 200) */
+  real *d_rnn_weight_ih_l1 = c->grad + 221104;   /* gradient of rnn.weight_ih_l1 (200, 200) */
+  real *d_rnn_bias_ih_l0 = c->grad + 220704;   /* gradient of rnn.bias_ih_l0 (200) */
+  real *d_rnn_weight_hh_l0 = c->grad + 180704;   /* gradient of rnn.weight_hh_l0 (200, 200) */
+  real *d_rnn_weight_ih_l0 = c->grad + 140704;   /* gradient of rnn.weight_ih_l0 (200, 200) */
+  real *d_encoder_weight = c->grad;   /* gradient of encoder.weight (33278, 200) */
+  real *d_rnn_bias_hh_l0 = c->grad + 220904;   /* gradient of rnn.bias_hh_l0 (200) */
+  real *d_rnn_bias_hh_l1 = c->grad + 301304;   /* gradient of rnn.bias_hh_l1 (200) */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 24422624, 0, 700 * sizeof *targets);
-  train_encoder_embedding(w, c->param + 0, tokens, T);
-  train_dropout(w + 23294608, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_rnn_slice(w + 140000, c->state + 0);
-  train_rnn_matmul_bias(w, w + 23294608, c->param + 6655600, c->param + 6735600, T);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  train_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_rnn_slice(rnn_slice, hidden);
+  train_rnn_matmul_bias(rnn_l0_matmul_bias, dropout, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    train_rnn_carry(w + 23434608 + t * 4000, t == 0 ? w + 140000 : w + 23574608 + (t - 1) * 4000);
-    train_rnn_matmul(w + 144000, w + 23434608 + t * 4000, c->param + 6695600, c->threads);
-    train_rnn_l0_cell(w + 23574608 + t * 4000, w + t * 4000, w + 144000, c->param + 6735800);
+    train_rnn_carry(rnn_l0_carry + t * 4000, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 4000);
+    train_rnn_matmul(rnn_l0_matmul, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, c->threads);
+    train_rnn_l0_cell(rnn_l0_relu + t * 4000, rnn_l0_matmul_bias + t * 4000, rnn_l0_matmul, rnn_bias_hh_l0);
   }
-  train_dropout(w + 23714608, w + 23574608, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
-  train_rnn_slice_2(w + 140000, c->state + 0);
-  train_rnn_matmul_bias(w, w + 23714608, c->param + 6736000, c->param + 6816000, T);
+  train_dropout(rnn_dropout, rnn_l0_relu, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
+  train_rnn_slice_2(rnn_slice_2, hidden);
+  train_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_dropout, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    train_rnn_carry(w + 23854608 + t * 4000, t == 0 ? w + 140000 : w + 23994608 + (t - 1) * 4000);
-    train_rnn_matmul(w + 144000, w + 23854608 + t * 4000, c->param + 6776000, c->threads);
-    train_rnn_l1_cell(w + 23994608 + t * 4000, w + t * 4000, w + 144000, c->param + 6816200);
+    train_rnn_carry(rnn_l1_carry + t * 4000, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 4000);
+    train_rnn_matmul(rnn_l1_matmul, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, c->threads);
+    train_rnn_l1_cell(rnn_l1_relu + t * 4000, rnn_l1_matmul_bias + t * 4000, rnn_l1_matmul, rnn_bias_hh_l1);
   }
-  train_rnn_concat(w + 24414608, w + 23574608 + (T - 1) * 4000, w + 23994608 + (T - 1) * 4000);
-  train_dropout(w + 24134608, w + 23994608, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
-  train_decoder_matmul(w, w + 24134608, c->param + 6816400, T);
-  train_log_softmax_nll(w, w + 24422608, c->param + 13472000, targets, c->threads, T);
-  train_const_grad(w + 24274608);
-  train_decoder_sum_grad(c->grad + 6957104, w, T);
-  train_decoder_matmul_grad(w + 24274608, w, c->param + 6816400, T);
-  train_decoder_matmul_grad_2(c->grad + 301504, w, w + 24134608, T);
-  train_rnn_l1_const_grad(w);
-  train_rnn_l1_broadcast_grad(w + 280000, w);
+  train_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 4000, rnn_l1_relu + (T - 1) * 4000);
+  train_dropout(dropout_2, rnn_l1_relu, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
+  train_decoder_matmul(decoder_matmul, dropout_2, decoder_weight, T);
+  train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
+  train_const_grad(const_grad);
+  train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
+  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, T);
+  train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, dropout_2, T);
+  train_rnn_l1_const_grad(rnn_l1_const_grad);
+  train_rnn_l1_broadcast_grad(rnn_l1_broadcast_grad, rnn_l1_const_grad);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
-    train_rnn_carry(w + 140000, t == T - 1 ? w + 280000 : w + 144000);
-    train_rnn_l1_cell_grad(w + t * 4000, w + 140000, w + 24274608 + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, w + 23994608 + t * 4000);
-    train_rnn_matmul_grad(w + 144000, w + t * 4000, c->param + 6776000);
+    train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_matmul_grad);
+    train_rnn_l1_cell_grad(rnn_l1_relu_grad + t * 4000, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, rnn_l1_relu + t * 4000);
+    train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_relu_grad + t * 4000, rnn_weight_hh_l1);
   }
-  train_rnn_sum_grad(c->grad + 301104, w, T);
-  train_rnn_matmul_grad_2(c->grad + 261104, w, w + 23854608, T);
-  train_rnn_matmul_grad_3(w + 140000, w, c->param + 6736000, T);
-  train_rnn_matmul_grad_2(c->grad + 221104, w, w + 23714608, T);
+  train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_relu_grad, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l1, rnn_l1_relu_grad, rnn_l1_carry, T);
+  train_rnn_matmul_grad_3(rnn_l1_matmul_grad_2, rnn_l1_relu_grad, rnn_weight_ih_l1, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l1, rnn_l1_relu_grad, rnn_dropout, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
-    train_rnn_carry(w + 284000, t == T - 1 ? w + 280000 : w + 288000);
-    train_rnn_l0_cell_grad(w + t * 4000, w + 284000, w + 140000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, w + 23574608 + t * 4000);
-    train_rnn_matmul_grad(w + 288000, w + t * 4000, c->param + 6695600);
+    train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_matmul_grad);
+    train_rnn_l0_cell_grad(rnn_l0_relu_grad + t * 4000, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, rnn_l0_relu + t * 4000);
+    train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_relu_grad + t * 4000, rnn_weight_hh_l0);
   }
-  train_rnn_sum_grad(c->grad + 220704, w, T);
-  train_rnn_matmul_grad_2(c->grad + 180704, w, w + 23434608, T);
-  train_rnn_matmul_grad_3(w + 140000, w, c->param + 6655600, T);
-  train_rnn_matmul_grad_2(c->grad + 140704, w, w + 23294608, T);
-  train_dropout_grad(w, w + 140000, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_encoder_embedding_grad(c->grad + 0, w, tokens, T);
-  memcpy(c->state + 0, w + 24414608, 8000 * sizeof(real));   /* state hidden, detached */
+  train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_relu_grad, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l0, rnn_l0_relu_grad, rnn_l0_carry, T);
+  train_rnn_matmul_grad_3(rnn_l0_matmul_grad_2, rnn_l0_relu_grad, rnn_weight_ih_l0, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l0, rnn_l0_relu_grad, dropout, T);
+  train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_encoder_embedding_grad(d_encoder_weight, dropout_grad, tokens, T);
+  memcpy(hidden, rnn_concat, 8000 * sizeof(real));   /* state hidden, detached */
   /* gradients */
-  memcpy(c->grad + 220904, c->grad + 220704, 200 * sizeof(real));   /* rnn.bias_hh_l0 */
-  memcpy(c->grad + 301304, c->grad + 301104, 200 * sizeof(real));   /* rnn.bias_hh_l1 */
-  return have_targets ? w[24422608] : 0;
+  memcpy(d_rnn_bias_hh_l0, d_rnn_bias_ih_l0, 200 * sizeof(real));   /* rnn.bias_hh_l0 */
+  memcpy(d_rnn_bias_hh_l1, d_rnn_bias_ih_l1, 200 * sizeof(real));   /* rnn.bias_hh_l1 */
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- eval: batch 10 */
@@ -566,28 +625,58 @@ static const LmcTensorDesc eval_state[] = {
 static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (200, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6735600;   /* rnn.bias_ih_l0 (200) */
+  const real *rnn_weight_hh_l0 = c->param + 6695600;   /* rnn.weight_hh_l0 (200, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6735800;   /* rnn.bias_hh_l0 (200) */
+  const real *rnn_weight_ih_l1 = c->param + 6736000;   /* rnn.weight_ih_l1 (200, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 6816000;   /* rnn.bias_ih_l1 (200) */
+  const real *rnn_weight_hh_l1 = c->param + 6776000;   /* rnn.weight_hh_l1 (200, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 6816200;   /* rnn.bias_hh_l1 (200) */
+  const real *decoder_weight = c->param + 6816400;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13472000;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 10, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 426000;   /* read as targets when run() gets none */
+  real *encoder_embedding = w;   /* (T, 10, 200), graphs/rnn_relu.lua:17 */
+  real *rnn_slice = w + 280000;   /* (1, 10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul_bias = w + 140000;   /* (T, 10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_carry = w + 282000;   /* (10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_relu = w;   /* (10, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul = w + 284000;   /* (10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_slice_2 = w + 420000;   /* (1, 10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul_bias = w + 140000;   /* (T, 10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_carry = w + 422000;   /* (10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_relu = w + 280000;   /* (10, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul = w + 424000;   /* (10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_concat = w + 140000;   /* (2, 10, 200), graphs/rnn_relu.lua:18 */
+  real *nll_loss = w;   /* (), graphs/rnn_relu.lua:24 */
+  real *logit_block = w + 426704;   /* the loss kernel's logits, 1024 columns at a time */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 426000, 0, 700 * sizeof *targets);
-  eval_encoder_embedding(w, c->param + 0, tokens, T);
-  eval_rnn_slice(w + 280000, c->state + 0);
-  eval_rnn_matmul_bias(w + 140000, w, c->param + 6655600, c->param + 6735600, T);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  eval_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  eval_rnn_slice(rnn_slice, hidden);
+  eval_rnn_matmul_bias(rnn_l0_matmul_bias, encoder_embedding, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    eval_rnn_carry(w + 282000, t == 0 ? w + 280000 : w + (t - 1) * 2000);
-    eval_rnn_matmul(w + 284000, w + 282000, c->param + 6695600, c->threads);
-    eval_rnn_l0_cell(w + t * 2000, w + 140000 + t * 2000, w + 284000, c->param + 6735800);
+    eval_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 2000);
+    eval_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    eval_rnn_l0_cell(rnn_l0_relu + t * 2000, rnn_l0_matmul_bias + t * 2000, rnn_l0_matmul, rnn_bias_hh_l0);
   }
-  eval_rnn_slice_2(w + 420000, c->state + 0);
-  eval_rnn_matmul_bias(w + 140000, w, c->param + 6736000, c->param + 6816000, T);
+  eval_rnn_slice_2(rnn_slice_2, hidden);
+  eval_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_relu, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    eval_rnn_carry(w + 422000, t == 0 ? w + 420000 : w + 280000 + (t - 1) * 2000);
-    eval_rnn_matmul(w + 424000, w + 422000, c->param + 6776000, c->threads);
-    eval_rnn_l1_cell(w + 280000 + t * 2000, w + 140000 + t * 2000, w + 424000, c->param + 6816200);
+    eval_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 2000);
+    eval_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    eval_rnn_l1_cell(rnn_l1_relu + t * 2000, rnn_l1_matmul_bias + t * 2000, rnn_l1_matmul, rnn_bias_hh_l1);
   }
-  eval_rnn_concat(w + 140000, w + (T - 1) * 2000, w + 280000 + (T - 1) * 2000);
-  eval_log_softmax_nll(w, w + 280000, c->param + 6816400, c->param + 13472000, targets, c->threads, w + 426704, T);
-  memcpy(c->state + 0, w + 140000, 4000 * sizeof(real));   /* state hidden, detached */
-  return have_targets ? w[0] : 0;
+  eval_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 2000, rnn_l1_relu + (T - 1) * 2000);
+  eval_log_softmax_nll(nll_loss, rnn_l1_relu, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
+  memcpy(hidden, rnn_concat, 4000 * sizeof(real));   /* state hidden, detached */
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -739,30 +828,63 @@ static const LmcTensorDesc gen_state[] = {
 static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (200, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6735600;   /* rnn.bias_ih_l0 (200) */
+  const real *rnn_weight_hh_l0 = c->param + 6695600;   /* rnn.weight_hh_l0 (200, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6735800;   /* rnn.bias_hh_l0 (200) */
+  const real *rnn_weight_ih_l1 = c->param + 6736000;   /* rnn.weight_ih_l1 (200, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 6816000;   /* rnn.bias_ih_l1 (200) */
+  const real *rnn_weight_hh_l1 = c->param + 6776000;   /* rnn.weight_hh_l1 (200, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 6816200;   /* rnn.bias_hh_l1 (200) */
+  const real *decoder_weight = c->param + 6816400;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13472000;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 1, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 66960;   /* read as targets when run() gets none */
+  real *encoder_embedding = w;   /* (T, 1, 200), graphs/rnn_relu.lua:17 */
+  real *rnn_slice = w + 14016;   /* (1, 1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul = w + 7008;   /* (T, 1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_add = w;   /* (T, 1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_carry = w + 14224;   /* (1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_relu = w + 7008;   /* (1, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul_2 = w + 14432;   /* (1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_slice_2 = w + 21024;   /* (1, 1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul = w;   /* (T, 1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_add = w + 14016;   /* (T, 1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_carry = w;   /* (1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_relu = w + 33280;   /* (1, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul_2 = w + 208;   /* (1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_concat = w + 66560;   /* (2, 1, 200), graphs/rnn_relu.lua:18 */
+  real *decoder_matmul = w;   /* (1, 1, 33278), graphs/rnn_relu.lua:19 */
+  real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/rnn_relu.lua:19 */
+  real *log_softmax = w;   /* (1, 1, 33278), graphs/rnn_relu.lua:21 */
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 66960, 0, 35 * sizeof *targets);
-  gen_encoder_embedding(w, c->param + 0, tokens, T);
-  gen_rnn_slice(w + 14016, c->state + 0);
-  gen_rnn_matmul(w + 7008, w, c->param + 6655600, c->threads, T);
-  gen_rnn_add(w, w + 7008, c->param + 6735600, T);
+    targets = memset(no_targets, 0, 35 * sizeof *targets);
+  gen_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  gen_rnn_slice(rnn_slice, hidden);
+  gen_rnn_matmul(rnn_l0_matmul, encoder_embedding, rnn_weight_ih_l0, c->threads, T);
+  gen_rnn_add(rnn_l0_add, rnn_l0_matmul, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    gen_rnn_carry(w + 14224, t == 0 ? w + 14016 : w + 7008 + (t - 1) * 200);
-    gen_rnn_matmul_2(w + 14432, w + 14224, c->param + 6695600, c->threads);
-    gen_rnn_l0_cell(w + 7008 + t * 200, w + t * 200, w + 14432, c->param + 6735800);
+    gen_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 200);
+    gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    gen_rnn_l0_cell(rnn_l0_relu + t * 200, rnn_l0_add + t * 200, rnn_l0_matmul_2, rnn_bias_hh_l0);
   }
-  gen_rnn_slice_2(w + 21024, c->state + 0);
-  gen_rnn_matmul(w, w + 7008, c->param + 6736000, c->threads, T);
-  gen_rnn_add(w + 14016, w, c->param + 6816000, T);
+  gen_rnn_slice_2(rnn_slice_2, hidden);
+  gen_rnn_matmul(rnn_l1_matmul, rnn_l0_relu, rnn_weight_ih_l1, c->threads, T);
+  gen_rnn_add(rnn_l1_add, rnn_l1_matmul, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    gen_rnn_carry(w, t == 0 ? w + 21024 : w + 33280 + (t - 1) * 200);
-    gen_rnn_matmul_2(w + 208, w, c->param + 6776000, c->threads);
-    gen_rnn_l1_cell(w + 33280 + t * 200, w + 14016 + t * 200, w + 208, c->param + 6816200);
+    gen_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 200);
+    gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    gen_rnn_l1_cell(rnn_l1_relu + t * 200, rnn_l1_add + t * 200, rnn_l1_matmul_2, rnn_bias_hh_l1);
   }
-  gen_rnn_concat(w + 66560, w + 7008 + (T - 1) * 200, w + 33280 + (T - 1) * 200);
-  gen_decoder_matmul(w, w + 33280 + (T - 1) * 200, c->param + 6816400, c->threads);
-  gen_decoder_add(w + 33280, w, c->param + 13472000);
-  gen_log_softmax(w, w + 33280);
-  memcpy(c->state + 0, w + 66560, 400 * sizeof(real));   /* state hidden, detached */
+  gen_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 200, rnn_l1_relu + (T - 1) * 200);
+  gen_decoder_matmul(decoder_matmul, rnn_l1_relu + (T - 1) * 200, decoder_weight, c->threads);
+  gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
+  gen_log_softmax(log_softmax, decoder_add);
+  memcpy(hidden, rnn_concat, 400 * sizeof(real));   /* state hidden, detached */
   return 0;
 }
 

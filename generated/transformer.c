@@ -2120,163 +2120,350 @@ static void train_input_emb_embedding_grad(real *dx, const real *dy, const int32
 static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *input_emb_weight = c->param;   /* input_emb.weight (33278, 200) */
+  const real *encoder_l0_self_attn_in_proj_weight = c->param + 6655600;   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l0_self_attn_in_proj_bias = c->param + 6775600;   /* encoder.layers.0.self_attn.in_proj_bias (600) */
+  const real *encoder_l0_self_attn_out_proj_weight = c->param + 6776200;   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l0_self_attn_out_proj_bias = c->param + 6816200;   /* encoder.layers.0.self_attn.out_proj.bias (200) */
+  const real *encoder_l0_norm1_weight = c->param + 6816400;   /* encoder.layers.0.norm1.weight (200) */
+  const real *encoder_l0_norm1_bias = c->param + 6816600;   /* encoder.layers.0.norm1.bias (200) */
+  const real *encoder_l0_linear1_weight = c->param + 6816800;   /* encoder.layers.0.linear1.weight (200, 200) */
+  const real *encoder_l0_linear1_bias = c->param + 6856800;   /* encoder.layers.0.linear1.bias (200) */
+  const real *encoder_l0_linear2_weight = c->param + 6857000;   /* encoder.layers.0.linear2.weight (200, 200) */
+  const real *encoder_l0_linear2_bias = c->param + 6897000;   /* encoder.layers.0.linear2.bias (200) */
+  const real *encoder_l0_norm2_weight = c->param + 6897200;   /* encoder.layers.0.norm2.weight (200) */
+  const real *encoder_l0_norm2_bias = c->param + 6897400;   /* encoder.layers.0.norm2.bias (200) */
+  const real *encoder_l1_self_attn_in_proj_weight = c->param + 6897600;   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l1_self_attn_in_proj_bias = c->param + 7017600;   /* encoder.layers.1.self_attn.in_proj_bias (600) */
+  const real *encoder_l1_self_attn_out_proj_weight = c->param + 7018200;   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l1_self_attn_out_proj_bias = c->param + 7058200;   /* encoder.layers.1.self_attn.out_proj.bias (200) */
+  const real *encoder_l1_norm1_weight = c->param + 7058400;   /* encoder.layers.1.norm1.weight (200) */
+  const real *encoder_l1_norm1_bias = c->param + 7058600;   /* encoder.layers.1.norm1.bias (200) */
+  const real *encoder_l1_linear1_weight = c->param + 7058800;   /* encoder.layers.1.linear1.weight (200, 200) */
+  const real *encoder_l1_linear1_bias = c->param + 7098800;   /* encoder.layers.1.linear1.bias (200) */
+  const real *encoder_l1_linear2_weight = c->param + 7099000;   /* encoder.layers.1.linear2.weight (200, 200) */
+  const real *encoder_l1_linear2_bias = c->param + 7139000;   /* encoder.layers.1.linear2.bias (200) */
+  const real *encoder_l1_norm2_weight = c->param + 7139200;   /* encoder.layers.1.norm2.weight (200) */
+  const real *encoder_l1_norm2_bias = c->param + 7139400;   /* encoder.layers.1.norm2.bias (200) */
+  const real *encoder_norm_weight = c->param + 7139600;   /* encoder.norm.weight (200) */
+  const real *encoder_norm_bias = c->param + 7139800;   /* encoder.norm.bias (200) */
+  const real *decoder_weight = c->param + 7140000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13795600;   /* decoder.bias (33278) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 27410688;   /* read as targets when run() gets none */
+  real *input_emb_embedding = w;   /* (T, 20, 200), graphs/transformer.lua:23 */
+  real *const_2 = w + 27410640;   /* (), graphs/transformer.lua:23 */
+  real *dropout_add = w + 23294608;   /* (T, 20, 200), graphs/transformer.lua:24 */
+  real *triu_mask = w + 700000;   /* (T, T), graphs/transformer.lua:26 */
+  real *encoder_l0_self_attn_matmul_bias = w;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose = w + 560000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_const = w + 27410656;   /* (), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_div = w + 23434608;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_2 = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_2 = w + 23574608;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_3 = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_3 = w + 23714608;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm = w;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add = w + 49008;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_softmax = w + 27214608;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_dropout = w + 27263616;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_2 = w;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_4 = w + 23854608;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add = w + 23994608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize = w + 24134608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add = w + 24274608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_bias = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu = w + 24414608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_dropout = w + 24554608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_2 = w + 24694608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize = w + 24834608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_add = w + 24974608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_matmul_bias = w;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose = w + 560000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_div = w + 25114608;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_2 = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_2 = w + 25254608;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_3 = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_3 = w + 25394608;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm = w;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add = w + 49008;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_softmax = w + 27312624;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_dropout = w + 27361632;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_2 = w;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_4 = w + 25534608;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_out_proj_matmul = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add = w + 25674608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_normalize = w + 25814608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_add = w + 25954608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_matmul_bias = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_relu = w + 26094608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_dropout = w + 26234608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear2_matmul = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add_2 = w + 26374608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_normalize = w + 26514608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_add = w + 26654608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_normalize = w + 26794608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_add = w + 26934608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *decoder_matmul = w;   /* (T, 20, 33278), graphs/transformer.lua:27 */
+  real *nll_log_softmax_grad = w;   /* (T, 20, 33278), graphs/transformer.lua:29 */
+  real *nll_loss = w + 27410672;   /* (), graphs/transformer.lua:32 */
+  real *const_grad = w + 27074608;   /* (), graphs/transformer.lua:32 */
+  real *decoder_matmul_grad = w + 27074608;   /* (T, 20, 200), graphs/transformer.lua:27 */
+  real *encoder_norm_mul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_mul_grad_2 = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_normalize_grad = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_mul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_mul_grad_2 = w + 280000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_normalize_grad = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_dropout_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear2_matmul_grad = w + 280000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_relu_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_matmul_grad = w + 280000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_add_grad = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_mul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_mul_grad_2 = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_normalize_grad = w + 1680000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_dropout_grad_2 = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_out_proj_matmul_grad = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_grad = w;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_grad = w + 280000;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_grad_2 = w + 140000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_dropout_grad = w;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_softmax_grad = w + 49008;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_grad_3 = w + 840000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_grad_4 = w + 420000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_grad_2 = w + 560000;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_pad_grad = w;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_grad_3 = w + 980000;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_pad_grad_2 = w + 420000;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_div_grad = w + 980000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_grad_4 = w + 1260000;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_pad_grad_3 = w + 840000;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add_grad = w + 1260000;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_matmul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add_grad_2 = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_mul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_mul_grad_2 = w + 280000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize_grad = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_dropout_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_grad = w + 280000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_grad = w + 280000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_add_grad = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_mul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_mul_grad_2 = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize_grad = w + 1680000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_dropout_grad_2 = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_grad = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_grad = w;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_grad = w + 280000;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_grad_2 = w + 140000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_dropout_grad = w;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_softmax_grad = w + 49008;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_grad_3 = w + 840000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_grad_4 = w + 420000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_grad_2 = w + 560000;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_pad_grad = w;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_grad_3 = w + 980000;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_pad_grad_2 = w + 420000;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_div_grad = w + 980000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_grad_4 = w + 1260000;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_pad_grad_3 = w + 840000;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add_grad = w + 1260000;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_matmul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *mul_grad = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:23 */
+  /* gradients */
+  real *d_decoder_bias = c->grad + 7280704;   /* gradient of decoder.bias (33278) */
+  real *d_decoder_weight = c->grad + 625104;   /* gradient of decoder.weight (33278, 200) */
+  real *d_encoder_norm_bias = c->grad + 624904;   /* gradient of encoder.norm.bias (200) */
+  real *d_encoder_norm_weight = c->grad + 624704;   /* gradient of encoder.norm.weight (200) */
+  real *d_encoder_l1_norm2_bias = c->grad + 624504;   /* gradient of encoder.layers.1.norm2.bias (200) */
+  real *d_encoder_l1_norm2_weight = c->grad + 624304;   /* gradient of encoder.layers.1.norm2.weight (200) */
+  real *d_encoder_l1_linear2_bias = c->grad + 624104;   /* gradient of encoder.layers.1.linear2.bias (200) */
+  real *d_encoder_l1_linear2_weight = c->grad + 584104;   /* gradient of encoder.layers.1.linear2.weight (200, 200) */
+  real *d_encoder_l1_linear1_bias = c->grad + 583904;   /* gradient of encoder.layers.1.linear1.bias (200) */
+  real *d_encoder_l1_linear1_weight = c->grad + 543904;   /* gradient of encoder.layers.1.linear1.weight (200, 200) */
+  real *d_encoder_l1_norm1_bias = c->grad + 543704;   /* gradient of encoder.layers.1.norm1.bias (200) */
+  real *d_encoder_l1_norm1_weight = c->grad + 543504;   /* gradient of encoder.layers.1.norm1.weight (200) */
+  real *d_encoder_l1_self_attn_out_proj_bias = c->grad + 543304;   /* gradient of encoder.layers.1.self_attn.out_proj.bias (200) */
+  real *d_encoder_l1_self_attn_out_proj_weight = c->grad + 503304;   /* gradient of encoder.layers.1.self_attn.out_proj.weight (200, 200) */
+  real *d_encoder_l1_self_attn_in_proj_bias = c->grad + 502704;   /* gradient of encoder.layers.1.self_attn.in_proj_bias (600) */
+  real *d_encoder_l1_self_attn_in_proj_weight = c->grad + 382704;   /* gradient of encoder.layers.1.self_attn.in_proj_weight (600, 200) */
+  real *d_encoder_l0_norm2_bias = c->grad + 382504;   /* gradient of encoder.layers.0.norm2.bias (200) */
+  real *d_encoder_l0_norm2_weight = c->grad + 382304;   /* gradient of encoder.layers.0.norm2.weight (200) */
+  real *d_encoder_l0_linear2_bias = c->grad + 382104;   /* gradient of encoder.layers.0.linear2.bias (200) */
+  real *d_encoder_l0_linear2_weight = c->grad + 342104;   /* gradient of encoder.layers.0.linear2.weight (200, 200) */
+  real *d_encoder_l0_linear1_bias = c->grad + 341904;   /* gradient of encoder.layers.0.linear1.bias (200) */
+  real *d_encoder_l0_linear1_weight = c->grad + 301904;   /* gradient of encoder.layers.0.linear1.weight (200, 200) */
+  real *d_encoder_l0_norm1_bias = c->grad + 301704;   /* gradient of encoder.layers.0.norm1.bias (200) */
+  real *d_encoder_l0_norm1_weight = c->grad + 301504;   /* gradient of encoder.layers.0.norm1.weight (200) */
+  real *d_encoder_l0_self_attn_out_proj_bias = c->grad + 301304;   /* gradient of encoder.layers.0.self_attn.out_proj.bias (200) */
+  real *d_encoder_l0_self_attn_out_proj_weight = c->grad + 261304;   /* gradient of encoder.layers.0.self_attn.out_proj.weight (200, 200) */
+  real *d_encoder_l0_self_attn_in_proj_bias = c->grad + 260704;   /* gradient of encoder.layers.0.self_attn.in_proj_bias (600) */
+  real *d_encoder_l0_self_attn_in_proj_weight = c->grad + 140704;   /* gradient of encoder.layers.0.self_attn.in_proj_weight (600, 200) */
+  real *d_input_emb_weight = c->grad;   /* gradient of input_emb.weight (33278, 200) */
   (void)T;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 27410688, 0, 700 * sizeof *targets);
-  train_input_emb_embedding(w, c->param + 0, tokens, T);
-  train_const(w + 27410640);
-  train_fused(w + 23294608, w, lmc_const0, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_triu_mask(w + 700000, T);
-  train_encoder_self_attn_matmul_bias(w, w + 23294608, c->param + 6655600, c->param + 6775600, T);
-  train_encoder_self_attn_slice(w + 420000, w, T);
-  train_encoder_self_attn_transpose(w + 560000, w + 420000, T);
-  train_encoder_l0_self_attn_const(w + 27410656);
-  train_encoder_self_attn_div(w + 23434608, w + 560000, w + 27410656, T);
-  train_encoder_self_attn_slice_2(w + 420000, w, T);
-  train_encoder_self_attn_transpose(w + 23574608, w + 420000, T);
-  train_encoder_self_attn_slice_3(w + 420000, w, T);
-  train_encoder_self_attn_transpose(w + 23714608, w + 420000, T);
-  train_encoder_self_attn_bmm(w, w + 23434608, w + 23574608, T);
-  train_encoder_self_attn_add(w + 49008, w, w + 700000, T);
-  train_encoder_self_attn_softmax(w + 27214608, w + 49008, T);
-  train_encoder_self_attn_dropout(w + 27263616, w + 27214608, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
-  train_encoder_self_attn_bmm_2(w, w + 27263616, w + 23714608, T);
-  train_encoder_self_attn_transpose_2(w + 23854608, w, T);
-  train_encoder_matmul(w, w + 23854608, c->param + 6776200, T);
-  train_encoder_l0_fused(w + 23994608, w + 23294608, w, c->param + 6816200, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
-  train_encoder_normalize(w + 24134608, w + 23994608, T);
-  train_encoder_l0_norm1_fused(w + 24274608, w + 24134608, c->param + 6816400, c->param + 6816600, T);
-  train_encoder_linear1_matmul_bias(w, w + 24274608, c->param + 6816800, c->param + 6856800, T);
-  train_encoder_l0_fused_2(w + 24414608, w, w + 24554608, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, T);
-  train_encoder_matmul(w, w + 24554608, c->param + 6857000, T);
-  train_encoder_l0_fused_3(w + 24694608, w + 24274608, w, c->param + 6897000, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
-  train_encoder_normalize(w + 24834608, w + 24694608, T);
-  train_encoder_l0_norm2_fused(w + 24974608, w + 24834608, c->param + 6897200, c->param + 6897400, T);
-  train_encoder_self_attn_matmul_bias(w, w + 24974608, c->param + 6897600, c->param + 7017600, T);
-  train_encoder_self_attn_slice(w + 420000, w, T);
-  train_encoder_self_attn_transpose(w + 560000, w + 420000, T);
-  train_encoder_self_attn_div(w + 25114608, w + 560000, w + 27410656, T);
-  train_encoder_self_attn_slice_2(w + 420000, w, T);
-  train_encoder_self_attn_transpose(w + 25254608, w + 420000, T);
-  train_encoder_self_attn_slice_3(w + 420000, w, T);
-  train_encoder_self_attn_transpose(w + 25394608, w + 420000, T);
-  train_encoder_self_attn_bmm(w, w + 25114608, w + 25254608, T);
-  train_encoder_self_attn_add(w + 49008, w, w + 700000, T);
-  train_encoder_self_attn_softmax(w + 27312624, w + 49008, T);
-  train_encoder_self_attn_dropout(w + 27361632, w + 27312624, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
-  train_encoder_self_attn_bmm_2(w, w + 27361632, w + 25394608, T);
-  train_encoder_self_attn_transpose_2(w + 25534608, w, T);
-  train_encoder_matmul(w, w + 25534608, c->param + 7018200, T);
-  train_encoder_l1_fused(w + 25674608, w + 24974608, w, c->param + 7058200, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
-  train_encoder_normalize(w + 25814608, w + 25674608, T);
-  train_encoder_l1_norm1_fused(w + 25954608, w + 25814608, c->param + 7058400, c->param + 7058600, T);
-  train_encoder_linear1_matmul_bias(w, w + 25954608, c->param + 7058800, c->param + 7098800, T);
-  train_encoder_l1_fused_2(w + 26094608, w, w + 26234608, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, T);
-  train_encoder_matmul(w, w + 26234608, c->param + 7099000, T);
-  train_encoder_l1_fused_3(w + 26374608, w + 25954608, w, c->param + 7139000, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
-  train_encoder_normalize(w + 26514608, w + 26374608, T);
-  train_encoder_l1_norm2_fused(w + 26654608, w + 26514608, c->param + 7139200, c->param + 7139400, T);
-  train_encoder_normalize(w + 26794608, w + 26654608, T);
-  train_encoder_norm_fused(w + 26934608, w + 26794608, c->param + 7139600, c->param + 7139800, T);
-  train_decoder_matmul(w, w + 26934608, c->param + 7140000, T);
-  train_log_softmax_nll(w, w + 27410672, c->param + 13795600, targets, c->threads, T);
-  train_const_grad(w + 27074608);
-  train_decoder_sum_grad(c->grad + 7280704, w, T);
-  train_decoder_matmul_grad(w + 27074608, w, c->param + 7140000, T);
-  train_decoder_matmul_grad_2(c->grad + 625104, w, w + 26934608, T);
-  train_encoder_sum_grad(c->grad + 624904, w + 27074608, T);
-  train_encoder_mul_grad(w, w + 27074608, c->param + 7139600, T);
-  train_encoder_mul_grad_2(w + 140000, w + 27074608, w + 26794608, T);
-  train_encoder_sum_grad(c->grad + 624704, w + 140000, T);
-  train_encoder_normalize_grad(w + 140000, w, w + 26654608, T);
-  train_encoder_sum_grad(c->grad + 624504, w + 140000, T);
-  train_encoder_mul_grad(w, w + 140000, c->param + 7139200, T);
-  train_encoder_mul_grad_2(w + 280000, w + 140000, w + 26514608, T);
-  train_encoder_sum_grad(c->grad + 624304, w + 280000, T);
-  train_encoder_normalize_grad(w + 140000, w, w + 26374608, T);
-  train_encoder_dropout_grad(w, w + 140000, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
-  train_encoder_sum_grad(c->grad + 624104, w, T);
-  train_encoder_matmul_grad(w + 280000, w, c->param + 7099000, T);
-  train_encoder_matmul_grad_2(c->grad + 584104, w, w + 26234608, T);
-  train_encoder_l1_fused_grad(w, w + 280000, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, w + 26094608, T);
-  train_encoder_sum_grad(c->grad + 583904, w, T);
-  train_encoder_matmul_grad(w + 280000, w, c->param + 7058800, T);
-  train_encoder_add_grad(w + 420000, w + 140000, w + 280000, T);
-  train_encoder_matmul_grad_2(c->grad + 543904, w, w + 25954608, T);
-  train_encoder_sum_grad(c->grad + 543704, w + 420000, T);
-  train_encoder_mul_grad(w, w + 420000, c->param + 7058400, T);
-  train_encoder_mul_grad_2(w + 140000, w + 420000, w + 25814608, T);
-  train_encoder_sum_grad(c->grad + 543504, w + 140000, T);
-  train_encoder_normalize_grad(w + 1680000, w, w + 25674608, T);
-  train_encoder_dropout_grad(w, w + 1680000, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
-  train_encoder_sum_grad(c->grad + 543304, w, T);
-  train_encoder_matmul_grad(w + 140000, w, c->param + 7018200, T);
-  train_encoder_matmul_grad_2(c->grad + 503304, w, w + 25534608, T);
-  train_encoder_self_attn_transpose(w, w + 140000, T);
-  train_encoder_self_attn_bmm(w + 280000, w, w + 25394608, T);
-  train_encoder_self_attn_bmm_grad(w + 140000, w + 27361632, w, T);
-  train_encoder_self_attn_dropout_grad(w, w + 280000, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
-  train_encoder_self_attn_softmax_grad(w + 49008, w, w + 27312624, T);
-  train_encoder_self_attn_bmm_2(w + 840000, w + 49008, w + 25254608, T);
-  train_encoder_self_attn_bmm_grad(w + 420000, w + 49008, w + 25114608, T);
-  train_encoder_self_attn_transpose_2(w + 560000, w + 140000, T);
-  train_encoder_self_attn_pad_grad(w, w + 560000, T);
-  train_encoder_self_attn_transpose_2(w + 980000, w + 420000, T);
-  train_encoder_self_attn_pad_grad_2(w + 420000, w + 980000, T);
-  train_encoder_self_attn_div(w + 980000, w + 840000, w + 27410656, T);
-  train_encoder_self_attn_transpose_2(w + 1260000, w + 980000, T);
-  train_encoder_self_attn_pad_grad_3(w + 840000, w + 1260000, T);
-  train_encoder_l1_self_attn_fused_grad(w + 1260000, w, w + 420000, w + 840000, T);
-  train_encoder_self_attn_sum_grad(c->grad + 502704, w + 1260000, T);
-  train_encoder_self_attn_matmul_grad(w, w + 1260000, c->param + 6897600, T);
-  train_encoder_add_grad(w + 140000, w + 1680000, w, T);
-  train_encoder_self_attn_matmul_grad_2(c->grad + 382704, w + 1260000, w + 24974608, T);
-  train_encoder_sum_grad(c->grad + 382504, w + 140000, T);
-  train_encoder_mul_grad(w, w + 140000, c->param + 6897200, T);
-  train_encoder_mul_grad_2(w + 280000, w + 140000, w + 24834608, T);
-  train_encoder_sum_grad(c->grad + 382304, w + 280000, T);
-  train_encoder_normalize_grad(w + 140000, w, w + 24694608, T);
-  train_encoder_dropout_grad(w, w + 140000, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
-  train_encoder_sum_grad(c->grad + 382104, w, T);
-  train_encoder_matmul_grad(w + 280000, w, c->param + 6857000, T);
-  train_encoder_matmul_grad_2(c->grad + 342104, w, w + 24554608, T);
-  train_encoder_l0_fused_grad(w, w + 280000, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, w + 24414608, T);
-  train_encoder_sum_grad(c->grad + 341904, w, T);
-  train_encoder_matmul_grad(w + 280000, w, c->param + 6816800, T);
-  train_encoder_add_grad(w + 420000, w + 140000, w + 280000, T);
-  train_encoder_matmul_grad_2(c->grad + 301904, w, w + 24274608, T);
-  train_encoder_sum_grad(c->grad + 301704, w + 420000, T);
-  train_encoder_mul_grad(w, w + 420000, c->param + 6816400, T);
-  train_encoder_mul_grad_2(w + 140000, w + 420000, w + 24134608, T);
-  train_encoder_sum_grad(c->grad + 301504, w + 140000, T);
-  train_encoder_normalize_grad(w + 1680000, w, w + 23994608, T);
-  train_encoder_dropout_grad(w, w + 1680000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
-  train_encoder_sum_grad(c->grad + 301304, w, T);
-  train_encoder_matmul_grad(w + 140000, w, c->param + 6776200, T);
-  train_encoder_matmul_grad_2(c->grad + 261304, w, w + 23854608, T);
-  train_encoder_self_attn_transpose(w, w + 140000, T);
-  train_encoder_self_attn_bmm(w + 280000, w, w + 23714608, T);
-  train_encoder_self_attn_bmm_grad(w + 140000, w + 27263616, w, T);
-  train_encoder_self_attn_dropout_grad(w, w + 280000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
-  train_encoder_self_attn_softmax_grad(w + 49008, w, w + 27214608, T);
-  train_encoder_self_attn_bmm_2(w + 840000, w + 49008, w + 23574608, T);
-  train_encoder_self_attn_bmm_grad(w + 420000, w + 49008, w + 23434608, T);
-  train_encoder_self_attn_transpose_2(w + 560000, w + 140000, T);
-  train_encoder_self_attn_pad_grad(w, w + 560000, T);
-  train_encoder_self_attn_transpose_2(w + 980000, w + 420000, T);
-  train_encoder_self_attn_pad_grad_2(w + 420000, w + 980000, T);
-  train_encoder_self_attn_div(w + 980000, w + 840000, w + 27410656, T);
-  train_encoder_self_attn_transpose_2(w + 1260000, w + 980000, T);
-  train_encoder_self_attn_pad_grad_3(w + 840000, w + 1260000, T);
-  train_encoder_l0_self_attn_fused_grad(w + 1260000, w, w + 420000, w + 840000, T);
-  train_encoder_self_attn_sum_grad(c->grad + 260704, w + 1260000, T);
-  train_encoder_self_attn_matmul_grad(w, w + 1260000, c->param + 6655600, T);
-  train_encoder_self_attn_matmul_grad_2(c->grad + 140704, w + 1260000, w + 23294608, T);
-  train_fused_grad(w + 140000, w + 1680000, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_input_emb_embedding_grad(c->grad + 0, w + 140000, tokens, T);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  train_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
+  train_const(const_2);
+  train_fused(dropout_add, input_emb_embedding, lmc_const0, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_triu_mask(triu_mask, T);
+  train_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, dropout_add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, T);
+  train_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_matmul_bias, T);
+  train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
+  train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
+  train_encoder_self_attn_div(encoder_l0_self_attn_div, encoder_l0_self_attn_transpose, encoder_l0_self_attn_const, T);
+  train_encoder_self_attn_slice_2(encoder_l0_self_attn_slice_2, encoder_l0_self_attn_matmul_bias, T);
+  train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
+  train_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_matmul_bias, T);
+  train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
+  train_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
+  train_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_bmm, triu_mask, T);
+  train_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add, T);
+  train_encoder_self_attn_dropout(encoder_l0_self_attn_dropout, encoder_l0_self_attn_softmax, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
+  train_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_dropout, encoder_l0_self_attn_transpose_3, T);
+  train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
+  train_encoder_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, T);
+  train_encoder_l0_fused(encoder_l0_add, dropout_add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
+  train_encoder_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
+  train_encoder_l0_norm1_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  train_encoder_linear1_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, T);
+  train_encoder_l0_fused_2(encoder_l0_relu, encoder_l0_linear1_matmul_bias, encoder_l0_dropout, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, T);
+  train_encoder_matmul(encoder_l0_linear2_matmul, encoder_l0_dropout, encoder_l0_linear2_weight, T);
+  train_encoder_l0_fused_3(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
+  train_encoder_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
+  train_encoder_l0_norm2_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  train_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, T);
+  train_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_matmul_bias, T);
+  train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
+  train_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
+  train_encoder_self_attn_slice_2(encoder_l1_self_attn_slice_2, encoder_l1_self_attn_matmul_bias, T);
+  train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
+  train_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_matmul_bias, T);
+  train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
+  train_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
+  train_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_bmm, triu_mask, T);
+  train_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add, T);
+  train_encoder_self_attn_dropout(encoder_l1_self_attn_dropout, encoder_l1_self_attn_softmax, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
+  train_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_dropout, encoder_l1_self_attn_transpose_3, T);
+  train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
+  train_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_out_proj_weight, T);
+  train_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_add, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
+  train_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add, T);
+  train_encoder_l1_norm1_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias, T);
+  train_encoder_linear1_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, T);
+  train_encoder_l1_fused_2(encoder_l1_relu, encoder_l1_linear1_matmul_bias, encoder_l1_dropout, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, T);
+  train_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_dropout, encoder_l1_linear2_weight, T);
+  train_encoder_l1_fused_3(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
+  train_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2, T);
+  train_encoder_l1_norm2_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias, T);
+  train_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add, T);
+  train_encoder_norm_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias, T);
+  train_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, T);
+  train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
+  train_const_grad(const_grad);
+  train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
+  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, T);
+  train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, encoder_norm_add, T);
+  train_encoder_sum_grad(d_encoder_norm_bias, decoder_matmul_grad, T);
+  train_encoder_mul_grad(encoder_norm_mul_grad, decoder_matmul_grad, encoder_norm_weight, T);
+  train_encoder_mul_grad_2(encoder_norm_mul_grad_2, decoder_matmul_grad, encoder_norm_normalize, T);
+  train_encoder_sum_grad(d_encoder_norm_weight, encoder_norm_mul_grad_2, T);
+  train_encoder_normalize_grad(encoder_norm_normalize_grad, encoder_norm_mul_grad, encoder_l1_norm2_add, T);
+  train_encoder_sum_grad(d_encoder_l1_norm2_bias, encoder_norm_normalize_grad, T);
+  train_encoder_mul_grad(encoder_l1_norm2_mul_grad, encoder_norm_normalize_grad, encoder_l1_norm2_weight, T);
+  train_encoder_mul_grad_2(encoder_l1_norm2_mul_grad_2, encoder_norm_normalize_grad, encoder_l1_norm2_normalize, T);
+  train_encoder_sum_grad(d_encoder_l1_norm2_weight, encoder_l1_norm2_mul_grad_2, T);
+  train_encoder_normalize_grad(encoder_l1_norm2_normalize_grad, encoder_l1_norm2_mul_grad, encoder_l1_add_2, T);
+  train_encoder_dropout_grad(encoder_l1_dropout_grad, encoder_l1_norm2_normalize_grad, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
+  train_encoder_sum_grad(d_encoder_l1_linear2_bias, encoder_l1_dropout_grad, T);
+  train_encoder_matmul_grad(encoder_l1_linear2_matmul_grad, encoder_l1_dropout_grad, encoder_l1_linear2_weight, T);
+  train_encoder_matmul_grad_2(d_encoder_l1_linear2_weight, encoder_l1_dropout_grad, encoder_l1_dropout, T);
+  train_encoder_l1_fused_grad(encoder_l1_relu_grad, encoder_l1_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, encoder_l1_relu, T);
+  train_encoder_sum_grad(d_encoder_l1_linear1_bias, encoder_l1_relu_grad, T);
+  train_encoder_matmul_grad(encoder_l1_linear1_matmul_grad, encoder_l1_relu_grad, encoder_l1_linear1_weight, T);
+  train_encoder_add_grad(encoder_l1_linear1_add_grad, encoder_l1_norm2_normalize_grad, encoder_l1_linear1_matmul_grad, T);
+  train_encoder_matmul_grad_2(d_encoder_l1_linear1_weight, encoder_l1_relu_grad, encoder_l1_norm1_add, T);
+  train_encoder_sum_grad(d_encoder_l1_norm1_bias, encoder_l1_linear1_add_grad, T);
+  train_encoder_mul_grad(encoder_l1_norm1_mul_grad, encoder_l1_linear1_add_grad, encoder_l1_norm1_weight, T);
+  train_encoder_mul_grad_2(encoder_l1_norm1_mul_grad_2, encoder_l1_linear1_add_grad, encoder_l1_norm1_normalize, T);
+  train_encoder_sum_grad(d_encoder_l1_norm1_weight, encoder_l1_norm1_mul_grad_2, T);
+  train_encoder_normalize_grad(encoder_l1_norm1_normalize_grad, encoder_l1_norm1_mul_grad, encoder_l1_add, T);
+  train_encoder_dropout_grad(encoder_l1_dropout_grad_2, encoder_l1_norm1_normalize_grad, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
+  train_encoder_sum_grad(d_encoder_l1_self_attn_out_proj_bias, encoder_l1_dropout_grad_2, T);
+  train_encoder_matmul_grad(encoder_l1_self_attn_out_proj_matmul_grad, encoder_l1_dropout_grad_2, encoder_l1_self_attn_out_proj_weight, T);
+  train_encoder_matmul_grad_2(d_encoder_l1_self_attn_out_proj_weight, encoder_l1_dropout_grad_2, encoder_l1_self_attn_transpose_4, T);
+  train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_grad, encoder_l1_self_attn_out_proj_matmul_grad, T);
+  train_encoder_self_attn_bmm(encoder_l1_self_attn_bmm_grad, encoder_l1_self_attn_transpose_grad, encoder_l1_self_attn_transpose_3, T);
+  train_encoder_self_attn_bmm_grad(encoder_l1_self_attn_bmm_grad_2, encoder_l1_self_attn_dropout, encoder_l1_self_attn_transpose_grad, T);
+  train_encoder_self_attn_dropout_grad(encoder_l1_self_attn_dropout_grad, encoder_l1_self_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
+  train_encoder_self_attn_softmax_grad(encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_dropout_grad, encoder_l1_self_attn_softmax, T);
+  train_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_grad_3, encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_transpose_2, T);
+  train_encoder_self_attn_bmm_grad(encoder_l1_self_attn_bmm_grad_4, encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_div, T);
+  train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_grad_2, encoder_l1_self_attn_bmm_grad_2, T);
+  train_encoder_self_attn_pad_grad(encoder_l1_self_attn_pad_grad, encoder_l1_self_attn_transpose_grad_2, T);
+  train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_grad_3, encoder_l1_self_attn_bmm_grad_4, T);
+  train_encoder_self_attn_pad_grad_2(encoder_l1_self_attn_pad_grad_2, encoder_l1_self_attn_transpose_grad_3, T);
+  train_encoder_self_attn_div(encoder_l1_self_attn_div_grad, encoder_l1_self_attn_bmm_grad_3, encoder_l0_self_attn_const, T);
+  train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_grad_4, encoder_l1_self_attn_div_grad, T);
+  train_encoder_self_attn_pad_grad_3(encoder_l1_self_attn_pad_grad_3, encoder_l1_self_attn_transpose_grad_4, T);
+  train_encoder_l1_self_attn_fused_grad(encoder_l1_self_attn_add_grad, encoder_l1_self_attn_pad_grad, encoder_l1_self_attn_pad_grad_2, encoder_l1_self_attn_pad_grad_3, T);
+  train_encoder_self_attn_sum_grad(d_encoder_l1_self_attn_in_proj_bias, encoder_l1_self_attn_add_grad, T);
+  train_encoder_self_attn_matmul_grad(encoder_l1_self_attn_matmul_grad, encoder_l1_self_attn_add_grad, encoder_l1_self_attn_in_proj_weight, T);
+  train_encoder_add_grad(encoder_l1_self_attn_add_grad_2, encoder_l1_norm1_normalize_grad, encoder_l1_self_attn_matmul_grad, T);
+  train_encoder_self_attn_matmul_grad_2(d_encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_add_grad, encoder_l0_norm2_add, T);
+  train_encoder_sum_grad(d_encoder_l0_norm2_bias, encoder_l1_self_attn_add_grad_2, T);
+  train_encoder_mul_grad(encoder_l0_norm2_mul_grad, encoder_l1_self_attn_add_grad_2, encoder_l0_norm2_weight, T);
+  train_encoder_mul_grad_2(encoder_l0_norm2_mul_grad_2, encoder_l1_self_attn_add_grad_2, encoder_l0_norm2_normalize, T);
+  train_encoder_sum_grad(d_encoder_l0_norm2_weight, encoder_l0_norm2_mul_grad_2, T);
+  train_encoder_normalize_grad(encoder_l0_norm2_normalize_grad, encoder_l0_norm2_mul_grad, encoder_l0_add_2, T);
+  train_encoder_dropout_grad(encoder_l0_dropout_grad, encoder_l0_norm2_normalize_grad, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
+  train_encoder_sum_grad(d_encoder_l0_linear2_bias, encoder_l0_dropout_grad, T);
+  train_encoder_matmul_grad(encoder_l0_linear2_matmul_grad, encoder_l0_dropout_grad, encoder_l0_linear2_weight, T);
+  train_encoder_matmul_grad_2(d_encoder_l0_linear2_weight, encoder_l0_dropout_grad, encoder_l0_dropout, T);
+  train_encoder_l0_fused_grad(encoder_l0_relu_grad, encoder_l0_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, encoder_l0_relu, T);
+  train_encoder_sum_grad(d_encoder_l0_linear1_bias, encoder_l0_relu_grad, T);
+  train_encoder_matmul_grad(encoder_l0_linear1_matmul_grad, encoder_l0_relu_grad, encoder_l0_linear1_weight, T);
+  train_encoder_add_grad(encoder_l0_linear1_add_grad, encoder_l0_norm2_normalize_grad, encoder_l0_linear1_matmul_grad, T);
+  train_encoder_matmul_grad_2(d_encoder_l0_linear1_weight, encoder_l0_relu_grad, encoder_l0_norm1_add, T);
+  train_encoder_sum_grad(d_encoder_l0_norm1_bias, encoder_l0_linear1_add_grad, T);
+  train_encoder_mul_grad(encoder_l0_norm1_mul_grad, encoder_l0_linear1_add_grad, encoder_l0_norm1_weight, T);
+  train_encoder_mul_grad_2(encoder_l0_norm1_mul_grad_2, encoder_l0_linear1_add_grad, encoder_l0_norm1_normalize, T);
+  train_encoder_sum_grad(d_encoder_l0_norm1_weight, encoder_l0_norm1_mul_grad_2, T);
+  train_encoder_normalize_grad(encoder_l0_norm1_normalize_grad, encoder_l0_norm1_mul_grad, encoder_l0_add, T);
+  train_encoder_dropout_grad(encoder_l0_dropout_grad_2, encoder_l0_norm1_normalize_grad, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
+  train_encoder_sum_grad(d_encoder_l0_self_attn_out_proj_bias, encoder_l0_dropout_grad_2, T);
+  train_encoder_matmul_grad(encoder_l0_self_attn_out_proj_matmul_grad, encoder_l0_dropout_grad_2, encoder_l0_self_attn_out_proj_weight, T);
+  train_encoder_matmul_grad_2(d_encoder_l0_self_attn_out_proj_weight, encoder_l0_dropout_grad_2, encoder_l0_self_attn_transpose_4, T);
+  train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_grad, encoder_l0_self_attn_out_proj_matmul_grad, T);
+  train_encoder_self_attn_bmm(encoder_l0_self_attn_bmm_grad, encoder_l0_self_attn_transpose_grad, encoder_l0_self_attn_transpose_3, T);
+  train_encoder_self_attn_bmm_grad(encoder_l0_self_attn_bmm_grad_2, encoder_l0_self_attn_dropout, encoder_l0_self_attn_transpose_grad, T);
+  train_encoder_self_attn_dropout_grad(encoder_l0_self_attn_dropout_grad, encoder_l0_self_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
+  train_encoder_self_attn_softmax_grad(encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_dropout_grad, encoder_l0_self_attn_softmax, T);
+  train_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_grad_3, encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_transpose_2, T);
+  train_encoder_self_attn_bmm_grad(encoder_l0_self_attn_bmm_grad_4, encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_div, T);
+  train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_grad_2, encoder_l0_self_attn_bmm_grad_2, T);
+  train_encoder_self_attn_pad_grad(encoder_l0_self_attn_pad_grad, encoder_l0_self_attn_transpose_grad_2, T);
+  train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_grad_3, encoder_l0_self_attn_bmm_grad_4, T);
+  train_encoder_self_attn_pad_grad_2(encoder_l0_self_attn_pad_grad_2, encoder_l0_self_attn_transpose_grad_3, T);
+  train_encoder_self_attn_div(encoder_l0_self_attn_div_grad, encoder_l0_self_attn_bmm_grad_3, encoder_l0_self_attn_const, T);
+  train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_grad_4, encoder_l0_self_attn_div_grad, T);
+  train_encoder_self_attn_pad_grad_3(encoder_l0_self_attn_pad_grad_3, encoder_l0_self_attn_transpose_grad_4, T);
+  train_encoder_l0_self_attn_fused_grad(encoder_l0_self_attn_add_grad, encoder_l0_self_attn_pad_grad, encoder_l0_self_attn_pad_grad_2, encoder_l0_self_attn_pad_grad_3, T);
+  train_encoder_self_attn_sum_grad(d_encoder_l0_self_attn_in_proj_bias, encoder_l0_self_attn_add_grad, T);
+  train_encoder_self_attn_matmul_grad(encoder_l0_self_attn_matmul_grad, encoder_l0_self_attn_add_grad, encoder_l0_self_attn_in_proj_weight, T);
+  train_encoder_self_attn_matmul_grad_2(d_encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_add_grad, dropout_add, T);
+  train_fused_grad(mul_grad, encoder_l0_norm1_normalize_grad, encoder_l0_self_attn_matmul_grad, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_input_emb_embedding_grad(d_input_emb_weight, mul_grad, tokens, T);
   /* gradients */
-  return have_targets ? w[27410672] : 0;
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- eval: batch 10 */
@@ -2614,65 +2801,152 @@ static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const
 static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *input_emb_weight = c->param;   /* input_emb.weight (33278, 200) */
+  const real *encoder_l0_self_attn_in_proj_weight = c->param + 6655600;   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l0_self_attn_in_proj_bias = c->param + 6775600;   /* encoder.layers.0.self_attn.in_proj_bias (600) */
+  const real *encoder_l0_self_attn_out_proj_weight = c->param + 6776200;   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l0_self_attn_out_proj_bias = c->param + 6816200;   /* encoder.layers.0.self_attn.out_proj.bias (200) */
+  const real *encoder_l0_norm1_weight = c->param + 6816400;   /* encoder.layers.0.norm1.weight (200) */
+  const real *encoder_l0_norm1_bias = c->param + 6816600;   /* encoder.layers.0.norm1.bias (200) */
+  const real *encoder_l0_linear1_weight = c->param + 6816800;   /* encoder.layers.0.linear1.weight (200, 200) */
+  const real *encoder_l0_linear1_bias = c->param + 6856800;   /* encoder.layers.0.linear1.bias (200) */
+  const real *encoder_l0_linear2_weight = c->param + 6857000;   /* encoder.layers.0.linear2.weight (200, 200) */
+  const real *encoder_l0_linear2_bias = c->param + 6897000;   /* encoder.layers.0.linear2.bias (200) */
+  const real *encoder_l0_norm2_weight = c->param + 6897200;   /* encoder.layers.0.norm2.weight (200) */
+  const real *encoder_l0_norm2_bias = c->param + 6897400;   /* encoder.layers.0.norm2.bias (200) */
+  const real *encoder_l1_self_attn_in_proj_weight = c->param + 6897600;   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l1_self_attn_in_proj_bias = c->param + 7017600;   /* encoder.layers.1.self_attn.in_proj_bias (600) */
+  const real *encoder_l1_self_attn_out_proj_weight = c->param + 7018200;   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l1_self_attn_out_proj_bias = c->param + 7058200;   /* encoder.layers.1.self_attn.out_proj.bias (200) */
+  const real *encoder_l1_norm1_weight = c->param + 7058400;   /* encoder.layers.1.norm1.weight (200) */
+  const real *encoder_l1_norm1_bias = c->param + 7058600;   /* encoder.layers.1.norm1.bias (200) */
+  const real *encoder_l1_linear1_weight = c->param + 7058800;   /* encoder.layers.1.linear1.weight (200, 200) */
+  const real *encoder_l1_linear1_bias = c->param + 7098800;   /* encoder.layers.1.linear1.bias (200) */
+  const real *encoder_l1_linear2_weight = c->param + 7099000;   /* encoder.layers.1.linear2.weight (200, 200) */
+  const real *encoder_l1_linear2_bias = c->param + 7139000;   /* encoder.layers.1.linear2.bias (200) */
+  const real *encoder_l1_norm2_weight = c->param + 7139200;   /* encoder.layers.1.norm2.weight (200) */
+  const real *encoder_l1_norm2_bias = c->param + 7139400;   /* encoder.layers.1.norm2.bias (200) */
+  const real *encoder_norm_weight = c->param + 7139600;   /* encoder.norm.weight (200) */
+  const real *encoder_norm_bias = c->param + 7139800;   /* encoder.norm.bias (200) */
+  const real *decoder_weight = c->param + 7140000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13795600;   /* decoder.bias (33278) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 491248;   /* read as targets when run() gets none */
+  real *input_emb_embedding = w;   /* (T, 10, 200), graphs/transformer.lua:23 */
+  real *const_2 = w + 70000;   /* (), graphs/transformer.lua:23 */
+  real *add = w + 210000;   /* (T, 10, 200), graphs/transformer.lua:24 */
+  real *triu_mask = w + 490000;   /* (T, T), graphs/transformer.lua:26 */
+  real *encoder_l0_self_attn_matmul_bias = w;   /* (T, 10, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice = w + 280000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose = w + 350000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_const = w + 491232;   /* (), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_div = w + 280000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_2 = w + 350000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_2 = w + 420000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_3 = w + 350000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_3 = w;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm = w + 70000;   /* (10, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add = w + 94512;   /* (10, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_softmax = w + 140000;   /* (10, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_2 = w + 70000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_4 = w;   /* (T, 10, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_bias = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_bias = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu = w + 140000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_bias = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_2 = w + 140000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_add = w + 210000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_matmul_bias = w;   /* (T, 10, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice = w + 280000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose = w + 350000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_div = w + 280000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_2 = w + 350000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_2 = w + 420000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_3 = w + 350000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_3 = w;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm = w + 70000;   /* (10, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add = w + 94512;   /* (10, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_softmax = w + 140000;   /* (10, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_2 = w + 70000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_4 = w;   /* (T, 10, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_out_proj_matmul_bias = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_normalize = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_add = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_matmul_bias = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_relu = w + 140000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear2_matmul_bias = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add_2 = w + 140000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_normalize = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_add = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_normalize = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_add = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *nll_loss = w;   /* (), graphs/transformer.lua:32 */
+  real *logit_block = w + 491600;   /* the loss kernel's logits, 1024 columns at a time */
   (void)T;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 491248, 0, 350 * sizeof *targets);
-  eval_input_emb_embedding(w, c->param + 0, tokens, T);
-  train_const(w + 70000);
-  eval_fused(w + 210000, w, lmc_const0, T);
-  train_triu_mask(w + 490000, T);
-  eval_encoder_self_attn_matmul_bias(w, w + 210000, c->param + 6655600, c->param + 6775600, T);
-  eval_encoder_self_attn_slice(w + 280000, w, T);
-  eval_encoder_self_attn_transpose(w + 350000, w + 280000, T);
-  train_encoder_l0_self_attn_const(w + 491232);
-  eval_encoder_self_attn_div(w + 280000, w + 350000, w + 491232, T);
-  eval_encoder_self_attn_slice_2(w + 350000, w, T);
-  eval_encoder_self_attn_transpose(w + 420000, w + 350000, T);
-  eval_encoder_self_attn_slice_3(w + 350000, w, T);
-  eval_encoder_self_attn_transpose(w, w + 350000, T);
-  eval_encoder_self_attn_bmm(w + 70000, w + 280000, w + 420000, T);
-  eval_encoder_self_attn_add(w + 94512, w + 70000, w + 490000, T);
-  eval_encoder_self_attn_softmax(w + 140000, w + 94512, T);
-  eval_encoder_self_attn_bmm_2(w + 70000, w + 140000, w, T);
-  eval_encoder_self_attn_transpose_2(w, w + 70000, T);
-  eval_encoder_matmul_bias(w + 70000, w, c->param + 6776200, c->param + 6816200, T);
-  eval_encoder_add(w, w + 210000, w + 70000, T);
-  eval_encoder_normalize(w + 70000, w, T);
-  eval_encoder_l0_norm1_fused(w, w + 70000, c->param + 6816400, c->param + 6816600, T);
-  eval_encoder_matmul_bias(w + 70000, w, c->param + 6816800, c->param + 6856800, T);
-  eval_encoder_relu(w + 140000, w + 70000, T);
-  eval_encoder_matmul_bias(w + 70000, w + 140000, c->param + 6857000, c->param + 6897000, T);
-  eval_encoder_add(w + 140000, w, w + 70000, T);
-  eval_encoder_normalize(w, w + 140000, T);
-  eval_encoder_l0_norm2_fused(w + 210000, w, c->param + 6897200, c->param + 6897400, T);
-  eval_encoder_self_attn_matmul_bias(w, w + 210000, c->param + 6897600, c->param + 7017600, T);
-  eval_encoder_self_attn_slice(w + 280000, w, T);
-  eval_encoder_self_attn_transpose(w + 350000, w + 280000, T);
-  eval_encoder_self_attn_div(w + 280000, w + 350000, w + 491232, T);
-  eval_encoder_self_attn_slice_2(w + 350000, w, T);
-  eval_encoder_self_attn_transpose(w + 420000, w + 350000, T);
-  eval_encoder_self_attn_slice_3(w + 350000, w, T);
-  eval_encoder_self_attn_transpose(w, w + 350000, T);
-  eval_encoder_self_attn_bmm(w + 70000, w + 280000, w + 420000, T);
-  eval_encoder_self_attn_add(w + 94512, w + 70000, w + 490000, T);
-  eval_encoder_self_attn_softmax(w + 140000, w + 94512, T);
-  eval_encoder_self_attn_bmm_2(w + 70000, w + 140000, w, T);
-  eval_encoder_self_attn_transpose_2(w, w + 70000, T);
-  eval_encoder_matmul_bias(w + 70000, w, c->param + 7018200, c->param + 7058200, T);
-  eval_encoder_add(w, w + 210000, w + 70000, T);
-  eval_encoder_normalize(w + 70000, w, T);
-  eval_encoder_l1_norm1_fused(w, w + 70000, c->param + 7058400, c->param + 7058600, T);
-  eval_encoder_matmul_bias(w + 70000, w, c->param + 7058800, c->param + 7098800, T);
-  eval_encoder_relu(w + 140000, w + 70000, T);
-  eval_encoder_matmul_bias(w + 70000, w + 140000, c->param + 7099000, c->param + 7139000, T);
-  eval_encoder_add(w + 140000, w, w + 70000, T);
-  eval_encoder_normalize(w, w + 140000, T);
-  eval_encoder_l1_norm2_fused(w + 70000, w, c->param + 7139200, c->param + 7139400, T);
-  eval_encoder_normalize(w, w + 70000, T);
-  eval_encoder_norm_fused(w + 70000, w, c->param + 7139600, c->param + 7139800, T);
-  eval_log_softmax_nll(w, w + 70000, c->param + 7140000, c->param + 13795600, targets, c->threads, w + 491600, T);
-  return have_targets ? w[0] : 0;
+    targets = memset(no_targets, 0, 350 * sizeof *targets);
+  eval_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
+  train_const(const_2);
+  eval_fused(add, input_emb_embedding, lmc_const0, T);
+  train_triu_mask(triu_mask, T);
+  eval_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, T);
+  eval_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_matmul_bias, T);
+  eval_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
+  train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
+  eval_encoder_self_attn_div(encoder_l0_self_attn_div, encoder_l0_self_attn_transpose, encoder_l0_self_attn_const, T);
+  eval_encoder_self_attn_slice_2(encoder_l0_self_attn_slice_2, encoder_l0_self_attn_matmul_bias, T);
+  eval_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
+  eval_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_matmul_bias, T);
+  eval_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
+  eval_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
+  eval_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_bmm, triu_mask, T);
+  eval_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add, T);
+  eval_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_transpose_3, T);
+  eval_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
+  eval_encoder_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, T);
+  eval_encoder_add(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul_bias, T);
+  eval_encoder_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
+  eval_encoder_l0_norm1_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  eval_encoder_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, T);
+  eval_encoder_relu(encoder_l0_relu, encoder_l0_linear1_matmul_bias, T);
+  eval_encoder_matmul_bias(encoder_l0_linear2_matmul_bias, encoder_l0_relu, encoder_l0_linear2_weight, encoder_l0_linear2_bias, T);
+  eval_encoder_add(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul_bias, T);
+  eval_encoder_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
+  eval_encoder_l0_norm2_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  eval_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, T);
+  eval_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_matmul_bias, T);
+  eval_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
+  eval_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
+  eval_encoder_self_attn_slice_2(encoder_l1_self_attn_slice_2, encoder_l1_self_attn_matmul_bias, T);
+  eval_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
+  eval_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_matmul_bias, T);
+  eval_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
+  eval_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
+  eval_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_bmm, triu_mask, T);
+  eval_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add, T);
+  eval_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_transpose_3, T);
+  eval_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
+  eval_encoder_matmul_bias(encoder_l1_self_attn_out_proj_matmul_bias, encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_bias, T);
+  eval_encoder_add(encoder_l1_add, encoder_l0_norm2_add, encoder_l1_self_attn_out_proj_matmul_bias, T);
+  eval_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add, T);
+  eval_encoder_l1_norm1_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias, T);
+  eval_encoder_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, T);
+  eval_encoder_relu(encoder_l1_relu, encoder_l1_linear1_matmul_bias, T);
+  eval_encoder_matmul_bias(encoder_l1_linear2_matmul_bias, encoder_l1_relu, encoder_l1_linear2_weight, encoder_l1_linear2_bias, T);
+  eval_encoder_add(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul_bias, T);
+  eval_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2, T);
+  eval_encoder_l1_norm2_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias, T);
+  eval_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add, T);
+  eval_encoder_norm_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias, T);
+  eval_log_softmax_nll(nll_loss, encoder_norm_add, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -3156,75 +3430,174 @@ static void gen_log_softmax(real *y, const real *x)
 static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *input_emb_weight = c->param;   /* input_emb.weight (33278, 200) */
+  const real *encoder_l0_self_attn_in_proj_weight = c->param + 6655600;   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l0_self_attn_in_proj_bias = c->param + 6775600;   /* encoder.layers.0.self_attn.in_proj_bias (600) */
+  const real *encoder_l0_self_attn_out_proj_weight = c->param + 6776200;   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l0_self_attn_out_proj_bias = c->param + 6816200;   /* encoder.layers.0.self_attn.out_proj.bias (200) */
+  const real *encoder_l0_norm1_weight = c->param + 6816400;   /* encoder.layers.0.norm1.weight (200) */
+  const real *encoder_l0_norm1_bias = c->param + 6816600;   /* encoder.layers.0.norm1.bias (200) */
+  const real *encoder_l0_linear1_weight = c->param + 6816800;   /* encoder.layers.0.linear1.weight (200, 200) */
+  const real *encoder_l0_linear1_bias = c->param + 6856800;   /* encoder.layers.0.linear1.bias (200) */
+  const real *encoder_l0_linear2_weight = c->param + 6857000;   /* encoder.layers.0.linear2.weight (200, 200) */
+  const real *encoder_l0_linear2_bias = c->param + 6897000;   /* encoder.layers.0.linear2.bias (200) */
+  const real *encoder_l0_norm2_weight = c->param + 6897200;   /* encoder.layers.0.norm2.weight (200) */
+  const real *encoder_l0_norm2_bias = c->param + 6897400;   /* encoder.layers.0.norm2.bias (200) */
+  const real *encoder_l1_self_attn_in_proj_weight = c->param + 6897600;   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l1_self_attn_in_proj_bias = c->param + 7017600;   /* encoder.layers.1.self_attn.in_proj_bias (600) */
+  const real *encoder_l1_self_attn_out_proj_weight = c->param + 7018200;   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l1_self_attn_out_proj_bias = c->param + 7058200;   /* encoder.layers.1.self_attn.out_proj.bias (200) */
+  const real *encoder_l1_norm1_weight = c->param + 7058400;   /* encoder.layers.1.norm1.weight (200) */
+  const real *encoder_l1_norm1_bias = c->param + 7058600;   /* encoder.layers.1.norm1.bias (200) */
+  const real *encoder_l1_linear1_weight = c->param + 7058800;   /* encoder.layers.1.linear1.weight (200, 200) */
+  const real *encoder_l1_linear1_bias = c->param + 7098800;   /* encoder.layers.1.linear1.bias (200) */
+  const real *encoder_l1_linear2_weight = c->param + 7099000;   /* encoder.layers.1.linear2.weight (200, 200) */
+  const real *encoder_l1_linear2_bias = c->param + 7139000;   /* encoder.layers.1.linear2.bias (200) */
+  const real *encoder_l1_norm2_weight = c->param + 7139200;   /* encoder.layers.1.norm2.weight (200) */
+  const real *encoder_l1_norm2_bias = c->param + 7139400;   /* encoder.layers.1.norm2.bias (200) */
+  const real *encoder_norm_weight = c->param + 7139600;   /* encoder.norm.weight (200) */
+  const real *encoder_norm_bias = c->param + 7139800;   /* encoder.norm.bias (200) */
+  const real *decoder_weight = c->param + 7140000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13795600;   /* decoder.bias (33278) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 66560;   /* read as targets when run() gets none */
+  real *input_emb_embedding = w + 42016;   /* (T, 1, 200), graphs/transformer.lua:23 */
+  real *const_2 = w + 64272;   /* (), graphs/transformer.lua:23 */
+  real *add = w + 49024;   /* (T, 1, 200), graphs/transformer.lua:24 */
+  real *triu_mask = w + 63040;   /* (T, T), graphs/transformer.lua:26 */
+  real *encoder_l0_self_attn_matmul = w;   /* (T, 1, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add = w + 21008;   /* (T, 1, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose = w + 7008;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_const = w + 64288;   /* (), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_div = w;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_2 = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_2 = w + 56032;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_3 = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_3 = w + 14016;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm = w + 7008;   /* (1, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add_2 = w;   /* (1, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_softmax = w + 7008;   /* (1, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_2 = w;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_4 = w + 56032;   /* (T, 1, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu = w + 14016;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_2 = w + 14016;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_add = w + 21008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_matmul = w;   /* (T, 1, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add = w + 21008;   /* (T, 1, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose = w + 7008;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_div = w;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_2 = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_2 = w + 49024;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_3 = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_3 = w + 14016;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm = w + 7008;   /* (1, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add_2 = w;   /* (1, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_softmax = w + 7008;   /* (1, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_2 = w;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_4 = w + 7008;   /* (T, 1, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_3 = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add_2 = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu_2 = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_4 = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_out_proj_matmul = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_normalize = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_add = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_matmul = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_relu = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear2_matmul = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add_2 = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_normalize = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_add = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_normalize = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_add = w + 33280;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *decoder_matmul = w;   /* (1, 1, 33278), graphs/transformer.lua:27 */
+  real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/transformer.lua:27 */
+  real *log_softmax = w;   /* (1, 1, 33278), graphs/transformer.lua:29 */
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 66560, 0, 35 * sizeof *targets);
-  gen_input_emb_embedding(w + 42016, c->param + 0, tokens, T);
-  train_const(w + 64272);
-  gen_fused(w + 49024, w + 42016, lmc_const0, T);
-  train_triu_mask(w + 63040, T);
-  gen_encoder_self_attn_matmul(w, w + 49024, c->param + 6655600, c->threads, T);
-  gen_encoder_self_attn_add(w + 21008, w, c->param + 6775600, T);
-  gen_encoder_self_attn_slice(w, w + 21008, T);
-  gen_encoder_self_attn_transpose(w + 7008, w, T);
-  train_encoder_l0_self_attn_const(w + 64288);
-  gen_encoder_self_attn_div(w, w + 7008, w + 64288, T);
-  gen_encoder_self_attn_slice_2(w + 7008, w + 21008, T);
-  gen_encoder_self_attn_transpose(w + 56032, w + 7008, T);
-  gen_encoder_self_attn_slice_3(w + 7008, w + 21008, T);
-  gen_encoder_self_attn_transpose(w + 14016, w + 7008, T);
-  gen_encoder_self_attn_bmm(w + 7008, w, w + 56032, T);
-  gen_encoder_self_attn_add_2(w, w + 7008, w + 63040, T);
-  gen_encoder_self_attn_softmax(w + 7008, w, T);
-  gen_encoder_self_attn_bmm_2(w, w + 7008, w + 14016, T);
-  gen_encoder_self_attn_transpose_2(w + 56032, w, T);
-  gen_encoder_l0_matmul(w, w + 56032, c->param + 6776200, c->threads, T);
-  gen_encoder_l0_fused(w + 7008, w + 49024, w, c->param + 6816200, T);
-  gen_encoder_l0_normalize(w, w + 7008, T);
-  gen_encoder_l0_norm1_fused(w + 7008, w, c->param + 6816400, c->param + 6816600, T);
-  gen_encoder_l0_matmul(w, w + 7008, c->param + 6816800, c->threads, T);
-  gen_encoder_l0_fused_2(w + 14016, w, c->param + 6856800, T);
-  gen_encoder_l0_matmul(w, w + 14016, c->param + 6857000, c->threads, T);
-  gen_encoder_l0_fused_3(w + 14016, w + 7008, w, c->param + 6897000, T);
-  gen_encoder_l0_normalize(w, w + 14016, T);
-  gen_encoder_l0_norm2_fused(w + 21008, w, c->param + 6897200, c->param + 6897400, T);
-  gen_encoder_self_attn_matmul(w, w + 21008, c->param + 6897600, c->threads, T);
-  gen_encoder_self_attn_add(w + 21008, w, c->param + 7017600, T);
-  gen_encoder_self_attn_slice(w, w + 21008, T);
-  gen_encoder_self_attn_transpose(w + 7008, w, T);
-  gen_encoder_self_attn_div(w, w + 7008, w + 64288, T);
-  gen_encoder_self_attn_slice_2(w + 7008, w + 21008, T);
-  gen_encoder_self_attn_transpose(w + 49024, w + 7008, T);
-  gen_encoder_self_attn_slice_3(w + 7008, w + 21008, T);
-  gen_encoder_self_attn_transpose(w + 14016, w + 7008, T);
-  gen_encoder_self_attn_bmm(w + 7008, w, w + 49024, T);
-  gen_encoder_self_attn_add_2(w, w + 7008, w + 63040, T);
-  gen_encoder_self_attn_softmax(w + 7008, w, T);
-  gen_encoder_self_attn_bmm_2(w, w + 7008, w + 14016, T);
-  gen_encoder_self_attn_transpose_2(w + 7008, w, T);
-  gen_encoder_matmul(w, w + 56032 + (T - 1) * 200, c->param + 6776200, c->threads);
-  gen_encoder_l0_fused_4(w + 208, w + 42016 + (T - 1) * 200, lmc_const0 + (T - 1) * 200, w, c->param + 6816200);
-  gen_encoder_normalize(w, w + 208);
-  gen_encoder_l0_norm1_fused_2(w + 208, w, c->param + 6816400, c->param + 6816600);
-  gen_encoder_matmul(w, w + 208, c->param + 6816800, c->threads);
-  gen_encoder_l0_fused_5(w + 416, w, c->param + 6856800);
-  gen_encoder_matmul(w, w + 416, c->param + 6857000, c->threads);
-  gen_encoder_l0_fused_6(w + 416, w + 208, w, c->param + 6897000);
-  gen_encoder_normalize(w, w + 416);
-  gen_encoder_matmul(w + 208, w + 7008 + (T - 1) * 200, c->param + 7018200, c->threads);
-  gen_encoder_l1_fused(w + 416, w, c->param + 6897200, c->param + 6897400, w + 208, c->param + 7058200);
-  gen_encoder_normalize(w, w + 416);
-  gen_encoder_l1_norm1_fused(w + 208, w, c->param + 7058400, c->param + 7058600);
-  gen_encoder_matmul(w, w + 208, c->param + 7058800, c->threads);
-  gen_encoder_l1_fused_2(w + 416, w, c->param + 7098800);
-  gen_encoder_matmul(w, w + 416, c->param + 7099000, c->threads);
-  gen_encoder_l1_fused_3(w + 416, w + 208, w, c->param + 7139000);
-  gen_encoder_normalize(w, w + 416);
-  gen_encoder_l1_norm2_fused(w + 208, w, c->param + 7139200, c->param + 7139400);
-  gen_encoder_normalize(w, w + 208);
-  gen_encoder_norm_fused(w + 33280, w, c->param + 7139600, c->param + 7139800);
-  gen_decoder_matmul(w, w + 33280, c->param + 7140000, c->threads);
-  gen_decoder_add(w + 33280, w, c->param + 13795600);
-  gen_log_softmax(w, w + 33280);
+    targets = memset(no_targets, 0, 35 * sizeof *targets);
+  gen_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
+  train_const(const_2);
+  gen_fused(add, input_emb_embedding, lmc_const0, T);
+  train_triu_mask(triu_mask, T);
+  gen_encoder_self_attn_matmul(encoder_l0_self_attn_matmul, add, encoder_l0_self_attn_in_proj_weight, c->threads, T);
+  gen_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_matmul, encoder_l0_self_attn_in_proj_bias, T);
+  gen_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
+  train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
+  gen_encoder_self_attn_div(encoder_l0_self_attn_div, encoder_l0_self_attn_transpose, encoder_l0_self_attn_const, T);
+  gen_encoder_self_attn_slice_2(encoder_l0_self_attn_slice_2, encoder_l0_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
+  gen_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
+  gen_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
+  gen_encoder_self_attn_add_2(encoder_l0_self_attn_add_2, encoder_l0_self_attn_bmm, triu_mask, T);
+  gen_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add_2, T);
+  gen_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_transpose_3, T);
+  gen_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
+  gen_encoder_l0_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, c->threads, T);
+  gen_encoder_l0_fused(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, T);
+  gen_encoder_l0_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
+  gen_encoder_l0_norm1_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  gen_encoder_l0_matmul(encoder_l0_linear1_matmul, encoder_l0_norm1_add, encoder_l0_linear1_weight, c->threads, T);
+  gen_encoder_l0_fused_2(encoder_l0_relu, encoder_l0_linear1_matmul, encoder_l0_linear1_bias, T);
+  gen_encoder_l0_matmul(encoder_l0_linear2_matmul, encoder_l0_relu, encoder_l0_linear2_weight, c->threads, T);
+  gen_encoder_l0_fused_3(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, T);
+  gen_encoder_l0_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
+  gen_encoder_l0_norm2_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  gen_encoder_self_attn_matmul(encoder_l1_self_attn_matmul, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, c->threads, T);
+  gen_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_matmul, encoder_l1_self_attn_in_proj_bias, T);
+  gen_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
+  gen_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
+  gen_encoder_self_attn_slice_2(encoder_l1_self_attn_slice_2, encoder_l1_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
+  gen_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
+  gen_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
+  gen_encoder_self_attn_add_2(encoder_l1_self_attn_add_2, encoder_l1_self_attn_bmm, triu_mask, T);
+  gen_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add_2, T);
+  gen_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_transpose_3, T);
+  gen_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
+  gen_encoder_matmul(encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 200, encoder_l0_self_attn_out_proj_weight, c->threads);
+  gen_encoder_l0_fused_4(encoder_l0_add_3, input_emb_embedding + (T - 1) * 200, lmc_const0 + (T - 1) * 200, encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_out_proj_bias);
+  gen_encoder_normalize(encoder_l0_norm1_normalize_2, encoder_l0_add_3);
+  gen_encoder_l0_norm1_fused_2(encoder_l0_norm1_add_2, encoder_l0_norm1_normalize_2, encoder_l0_norm1_weight, encoder_l0_norm1_bias);
+  gen_encoder_matmul(encoder_l0_linear1_matmul_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, c->threads);
+  gen_encoder_l0_fused_5(encoder_l0_relu_2, encoder_l0_linear1_matmul_2, encoder_l0_linear1_bias);
+  gen_encoder_matmul(encoder_l0_linear2_matmul_2, encoder_l0_relu_2, encoder_l0_linear2_weight, c->threads);
+  gen_encoder_l0_fused_6(encoder_l0_add_4, encoder_l0_norm1_add_2, encoder_l0_linear2_matmul_2, encoder_l0_linear2_bias);
+  gen_encoder_normalize(encoder_l0_norm2_normalize_2, encoder_l0_add_4);
+  gen_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4 + (T - 1) * 200, encoder_l1_self_attn_out_proj_weight, c->threads);
+  gen_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_normalize_2, encoder_l0_norm2_weight, encoder_l0_norm2_bias, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias);
+  gen_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add);
+  gen_encoder_l1_norm1_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias);
+  gen_encoder_matmul(encoder_l1_linear1_matmul, encoder_l1_norm1_add, encoder_l1_linear1_weight, c->threads);
+  gen_encoder_l1_fused_2(encoder_l1_relu, encoder_l1_linear1_matmul, encoder_l1_linear1_bias);
+  gen_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_relu, encoder_l1_linear2_weight, c->threads);
+  gen_encoder_l1_fused_3(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias);
+  gen_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2);
+  gen_encoder_l1_norm2_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias);
+  gen_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add);
+  gen_encoder_norm_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias);
+  gen_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, c->threads);
+  gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
+  gen_log_softmax(log_softmax, decoder_add);
   return 0;
 }
 

@@ -99,6 +99,7 @@ typedef struct {
   bool stacked;           /* a body node: step t at + t * step */
   bool last;              /* plus (T - 1) * step: the last slot of a forward loop */
   Mono step;              /* per-step size of a stacked buffer */
+  int node;               /* whose buffer this is: the node, or a view's source's (run()'s pointer to it) */
 } Loc;
 
 /* What a kernel parameter receives at the call. */
@@ -210,6 +211,13 @@ typedef struct {
   Prog *p;
   Sig *sig;               /* the kernel's signature; NULL for run() */
   bool uses_T, uses_w, uses_c, uses_tokens;
+  /* run() only: the pointers it declares (pointers.c), in order of first
+   * use, by what they point to: parameters, state, c->work, gradients */
+  Buf decl[4];
+  StrMap given, next;     /* names declared; base name -> next number to try */
+  const char **node_ptr;  /* per node (a Loc's node): the pointer to its buffer, or NULL */
+  const char **grad_ptr;  /* per parameter: the pointer to its gradient, or NULL */
+  const char *scratch_ptr, *targets_ptr;
 } Text;
 
 /* What the model's descriptor says about one program. */
@@ -257,7 +265,16 @@ size_t logit_rows(const Graph *g, const Node *prod);
 void plan_work(Prog *p);
 void locate(Prog *p);
 bool same_loc(const Loc *a, const Loc *b);
-Str ptr(Text *k, int id, const char *tsel);
+
+/* ------------------------------------------------------------ pointers.c */
+
+void pointers_init(Text *t);
+void pointers_write(Text *t, Buf *out);
+void pointers_free(Text *t);
+Str ptr(Text *t, int id, const char *tsel);
+const char *grad_ptr(Text *t, const Param *q);
+const char *scratch_ptr(Text *t);
+const char *targets_ptr(Text *t);
 
 /* ------------------------------------------------------------ nest.c */
 

@@ -1,9 +1,9 @@
 /*
  * memory.c: where a program's values live.  plan_work gives every value
  * that needs a buffer its offset in c->work (plan-memory's plan, or a
- * bump allocation), locate gives every live node its Loc (its own buffer,
- * a view's source, the parameter, gradient, state or folded table), and
- * ptr writes a Loc as a C pointer expression.
+ * bump allocation), and locate gives every live node its Loc (its own
+ * buffer, a view's source, the parameter, gradient, state or folded
+ * table), which pointers.c writes as C.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +148,8 @@ static bool locate_view(Prog *p, int i)
     if (l->stacked || l->last || st[n->a.axis].k)
       die("n%d: a slice view of a value stored per step", i);
     l->off += (size_t)n->a.start * (size_t)st[n->a.axis].c;
+    if (n->a.start)
+      l->node = i;   /* a pointer of its own */
     return true;
   }
   case OP_RESHAPE:
@@ -229,7 +231,7 @@ void locate(Prog *p)
   for (int i = 0; i < g->nnode; i++) {
     Node *n = &g->node[i];
     Loc *l = &p->loc[i];
-    *l = (Loc){.kind = L_NONE};
+    *l = (Loc){.kind = L_NONE, .node = i};
     if (n->dead)
       continue;
     /* without dce, a node no output needs may read a value that only a
@@ -252,58 +254,4 @@ void locate(Prog *p)
 bool same_loc(const Loc *a, const Loc *b)
 {
   return a->kind == b->kind && a->off == b->off && a->last == b->last && !a->stacked && !b->stacked;
-}
-
-/* A pointer to node id's value as a C expression; tsel is the step
- * ("t", "(t - 1)") for stacked values read inside a loop, else NULL. */
-Str ptr(Text *k, int id, const char *tsel)
-{
-  Loc *l = &k->p->loc[id];
-  DType dt = N(k->p, id)->dtype;
-  Str s = {""};
-  switch (l->kind) {
-  case L_WORK:
-    k->uses_w = true;
-    if (dt == DT_I32)
-      sprint(&s, "(int32_t *)(w + %zu)", l->off);
-    else if (l->off)
-      sprint(&s, "w + %zu", l->off);
-    else
-      sprint(&s, "w");
-    break;
-  case L_PARAM:
-    k->uses_c = true;
-    sprint(&s, "c->param + %zu", l->off);
-    break;
-  case L_GRAD:
-    k->uses_c = true;
-    sprint(&s, "c->grad + %zu", l->off);
-    break;
-  case L_STATE:
-    k->uses_c = true;
-    sprint(&s, "c->state + %zu", l->off);
-    break;
-  case L_TOKENS:
-    k->uses_tokens = true;
-    sprint(&s, "tokens");
-    break;
-  case L_TARGETS:
-    sprint(&s, "targets");
-    break;
-  case L_CONST:
-    if (l->off)
-      sprint(&s, "lmc_const%d + %zu", l->table, l->off);
-    else
-      sprint(&s, "lmc_const%d", l->table);
-    break;
-  default:
-    die("n%d has no storage", id);
-  }
-  if (l->last) {
-    k->uses_T = true;
-    sprint(&s, " + (T - 1) * %s", mstr(k, l->step).s);
-  }
-  if (l->stacked && tsel)
-    sprint(&s, " + %s * %s", tsel, mstr(k, l->step).s);
-  return s;
 }

@@ -54,7 +54,7 @@ static void emit_call(Text *t, Buf *b, int id, int depth)
       bprintf(b, "c->threads");
       break;
     case A_SCRATCH:
-      bprintf(b, "w + %zu", p->scratch_off);
+      bprintf(b, "%s", scratch_ptr(t));
       break;
     case A_IDX0:
       if (n->loop)
@@ -176,10 +176,8 @@ static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
     if (n->dead)
       die("output %s is dead", op->name);
     if (!strcmp(op->name, "loss")) {
-      if (l->kind == L_WORK && !l->last)
-        loss = xasprintf("w[%zu]", l->off);
-      else
-        loss = xasprintf("(%s)[0]", ptr(t, op->node, NULL).s);
+      Str at = ptr(t, op->node, NULL);
+      loss = xasprintf(strchr(at.s, ' ') ? "(%s)[0]" : "%s[0]", at.s);
     } else if (!strcmp(op->name, "logp")) {
       if (l->kind != L_WORK || l->stacked || l->last)
         die("logp is not a buffer in c->work");
@@ -201,8 +199,7 @@ static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
       /* a rows gradient (row-grad) computed in the arena, without
        * plan-memory: its rows, ids and count, gnumel reals from the start
        * of its buffer */
-      bprintf(b, "  memcpy(c->grad + %zu, %s, %zu * sizeof(real));   /* ", q->goff, ptr(t, op->node, NULL).s,
-              q->gnumel);
+      bprintf(b, "  memcpy(%s, %s, %zu * sizeof(real));   /* ", grad_ptr(t, q), ptr(t, op->node, NULL).s, q->gnumel);
       bcomment(b, q->name);
       bprintf(b, " */\n");
     } else if (find_state(g, op->name) >= 0) {
@@ -225,8 +222,7 @@ static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
       sprint(&name, "grad:%s", p->m->param[q].name);
       if (ir_find_output(g, name.s) >= 0)
         continue;
-      t->uses_c = true;
-      bprintf(b, "  memset(c->grad + %zu, 0, %zu * sizeof(real));   /* ", p->m->param[q].goff, p->m->param[q].numel);
+      bprintf(b, "  memset(%s, 0, %zu * sizeof(real));   /* ", grad_ptr(t, &p->m->param[q]), p->m->param[q].numel);
       bcomment(b, p->m->param[q].name);
       bprintf(b, ": no gradient */\n");
     }
@@ -240,15 +236,14 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
   Graph *g = p->g;
   Buf b = {0};
   Text t = {.p = p};
+  pointers_init(&t);
   bool has_targets = p->targets_off != SIZE_MAX;
   bool has_loss = ir_find_output(g, "loss") >= 0;
   if (has_targets) {
     if (has_loss)
       bprintf(&b, "  const int have_targets = targets != NULL;\n");
     bprintf(&b, "  if (!targets)   /* no loss wanted: read zeros */\n");
-    bprintf(&b, "    targets = memset(w + %zu, 0, %d * sizeof *targets);\n", p->targets_off,
-            g->max_seq * g->batch);
-    t.uses_w = true;
+    bprintf(&b, "    targets = memset(%s, 0, %d * sizeof *targets);\n", targets_ptr(&t), g->max_seq * g->batch);
   }
   emit_calls(&t, &b);
   char *loss = emit_outputs(&t, &b, pi);
@@ -264,7 +259,8 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
   bprintf(out, "static double %s_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)\n{\n", p->name);
   if (t.uses_w)
     bprintf(out, "  real *w = c->work;\n");
-  else if (!t.uses_c)
+  pointers_write(&t, out);
+  if (!t.uses_w && !t.uses_c)
     bprintf(out, "  (void)c;\n");
   if (!t.uses_tokens)
     bprintf(out, "  (void)tokens;\n");
@@ -274,6 +270,7 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
     bprintf(out, "  (void)T;\n");
   bprintf(out, "%s}\n\n", body);
   bfree(&b);
+  pointers_free(&t);
 }
 
 /* p->member: the live members of each fused kernel, so that emitting one
