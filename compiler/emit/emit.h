@@ -10,11 +10,12 @@
  * tables; for each program its kernels, its state table and its run(); the
  * optimizer; the model.  docs/emitted-code.md describes it for readers.
  *
- * Every live node that computes something becomes one `static void` kernel
- * named after it (train_k17_tanh), preceded by a comment with its shapes
- * and the Lua line that built it, and specialised to its shapes: static
- * sizes are literals, sizes that scale with the sequence length are written
- * in terms of the kernel's argument T.  Every size in a shape is a monomial
+ * Every live node that computes something gets one `static void` kernel
+ * named after its layer and op (train_rnn_l0_cell, kernel_name.c), preceded
+ * by a comment with its shapes and the Lua line that built it (kernels that
+ * read the same are defined once in the file), and specialised to its
+ * shapes: static sizes are literals, sizes that scale with the sequence
+ * length are written in terms of the kernel's argument T.  Every size in a shape is a monomial
  * c * T^k, so the emitter computes with those (Mono), never with strings.
  * Elementwise ops, sums, broadcasts, transposes, slices and concatenations
  * are all one loop nest (Nest): a list of loop sizes and, for each operand,
@@ -25,6 +26,7 @@
  * into their source's buffer (Loc).  A loop becomes a C for loop around
  * the kernels of its body; a body node's buffer holds max_seq copies of its
  * per-step value, and its kernel is called with pointers offset to step t.
+ * run() names every buffer it passes (pointers.c).
  *
  * Buffers: parameters live in c->param, hidden state in c->state, tokens
  * and targets are run()'s arguments, every other value in c->work at the

@@ -246,13 +246,17 @@ void name_kernels(Model *m)
   }
 }
 
+enum { MAX_USES_SHOWN = 16 };
+
 /* The line of a shared kernel's comment that names the kernels it stands
- * for, wrapped before the 80th column. */
+ * for (the first MAX_USES_SHOWN, and how many more), wrapped before the
+ * 80th column. */
 static void uses_line(Buf *out, const Kernel *k)
 {
   bprintf(out, "\n *   shared by");
   size_t col = 14;
-  for (int u = 0; u < k->nuse; u++) {
+  int shown = k->nuse > MAX_USES_SHOWN ? MAX_USES_SHOWN : k->nuse;
+  for (int u = 0; u < shown; u++) {
     size_t n = strlen(k->use[u].own) + 2;
     if (col > 14 && col + n > 80) {
       bprintf(out, "\n *            ");
@@ -261,6 +265,8 @@ static void uses_line(Buf *out, const Kernel *k)
     bprintf(out, " %s%s", k->use[u].own, u + 1 < k->nuse ? "," : "");
     col += n;
   }
+  if (shown < k->nuse)
+    bprintf(out, "%s and %d more", col + 16 > 80 ? "\n *            " : "", k->nuse - shown);
 }
 
 /* The definitions of the kernels the section of program prog holds, in

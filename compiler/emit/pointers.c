@@ -109,11 +109,16 @@ static const char *at(const char *block, size_t off)
   return off ? arena_printf("%s + %zu", block, off) : block;
 }
 
-static const Param *param_at(Model *m, size_t off, bool grad)
+/* The parameter whose block (or, for L_GRAD, whose gradient's) node id's
+ * Loc is, or NULL for a view into one. */
+static const Param *param_of(Prog *p, int id)
 {
-  for (int q = 0; q < m->nparam; q++)
-    if ((grad ? m->param[q].goff : m->param[q].off) == off)
-      return &m->param[q];
+  Graph *g = p->g;
+  Node *n = N(p, id);
+  if (p->loc[id].kind == L_PARAM && n->op == OP_PARAM)
+    return find_param(p->m, n->a.name);
+  if (p->loc[id].kind == L_GRAD && g->plan && g->plan->grad_out[id] >= 0)
+    return find_param(p->m, g->out[g->plan->grad_out[id]].name + 5);
   return NULL;
 }
 
@@ -156,11 +161,11 @@ static const char *node_ptr(Text *t, int id)
   Node *n = N(p, id);
   if (t->node_ptr[id])
     return t->node_ptr[id];
-  const Param *q = l->kind == L_PARAM || l->kind == L_GRAD ? param_at(p->m, l->off, l->kind == L_GRAD) : NULL;
+  const Param *q = param_of(p, id);
   const char *name;
   if (l->kind == L_GRAD && q) {
     name = grad_ptr(t, q);
-  } else if (l->kind == L_PARAM && q && n->op == OP_PARAM) {
+  } else if (l->kind == L_PARAM && q) {
     t->uses_c = true;
     name = declare(t, D_PARAM, "const real *", kernel_ident(q->name), at("c->param", l->off),
                    arena_printf("%s %s", q->name, shape_str(&q->shape)));
