@@ -72,7 +72,7 @@ typedef struct {
 /* The last-step node of x, memoised.  Depth first over the operands that
  * depend on the position, with a stack of its own (a graph may be tens of
  * thousands of ops deep): each node is built after its operands, at the
- * location of the last node visited, as a recursive walk would. */
+ * location and in the scope of the node it restricts. */
 static int last_of(Last *L, int x)
 {
   Graph *g = L->g;
@@ -85,9 +85,6 @@ static int last_of(Last *L, int x)
     Frame *f = &st[top - 1];
     Node n = g->node[f->x];   /* a copy: building nodes may move the array */
     if (f->k < 0) {           /* first visit */
-      g->cur_file = n.file;
-      g->cur_line = n.line;
-      g->cur_scope = n.scope;
       f->nops = rebuilt_operands(g, &n);
       f->k = 0;
     }
@@ -104,6 +101,9 @@ static int last_of(Last *L, int x)
       continue;
     }
     int r;
+    g->cur_file = n.file;
+    g->cur_line = n.line;
+    g->cur_scope = n.scope;
     if (f->nops >= 0) {
       r = ir_op(g, n.op, n.nin, f->in, &n.a);
       L->restricted++;

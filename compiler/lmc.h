@@ -344,7 +344,9 @@ typedef struct {
   bool stacked;           /* a body node: step t at + t * step */
   bool last;              /* plus (T - 1) * step: the last slot of a forward loop */
   Mono step;              /* per-step size of a stacked buffer */
+  int node;               /* whose buffer this is: the node, or a view's source's (run()'s pointer to it) */
 } Loc;
+bool same_loc(const Loc *a, const Loc *b);   /* the same bytes, neither stored per step */
 
 /* The memory of one program (plan.c, place.c): where each node's value
  * lives.  plan-memory makes off, grad_out and one_step with buffers
@@ -615,12 +617,22 @@ void print_stats(Program *p, FILE *f);
 
 /* The C name of the kernel that computes node id of program prog ("train",
  * "eval", "gen"), or the fused group that id anchors: prog, the node's
- * scope as an identifier and what the kernel computes, e.g.
- * "train_rnn_l0_cell", "train_decoder_matmul_bias_grad".  used counts the
- * kernels given each name so far in the program (start it empty, one per
- * program): a name given before gets a suffix _2, _3, ..., so calls in
- * node order name deterministically. */
+ * scope as an identifier (kernel_scope) and what the kernel computes
+ * (kernel_what), e.g. "train_rnn_l0_cell", "train_decoder_matmul_bias_grad".
+ * used counts the kernels given each name so far (start it empty, one per
+ * program): a name given before gets a suffix _2, _3, ... (kernel_numbered),
+ * so calls in node order name deterministically. */
 const char *kernel_name(const Graph *g, int id, const char *prog, StrMap *used);
+const char *kernel_ident(const char *scope);              /* "encoder.layers.0.norm1": "encoder_l0_norm1" */
+const char *kernel_scope(const Graph *g, int id);          /* the node's scope as kernel_ident writes it */
+const char *kernel_what(const Graph *g, int id);           /* "matmul_grad", "cell" */
+const char *value_what(const Graph *g, int id);            /* the node's own op, not its group's: "sigmoid" */
+const char *kernel_numbered(StrMap *used, const char *base);
+/* The name (before numbering) of one kernel standing for n whose code
+ * reads the same, of the given scopes and whats: prog, the scope words they
+ * all start and end with, the what words they all start with (the first's
+ * what if none): rnn_l0 carry and rnn_l1 carry are rnn carry. */
+const char *kernel_shared_name(const char *prog, int n, const char *const *scope, const char *const *what);
 
 /* ------------------------------------------------------------ emit_dot.c */
 

@@ -105,7 +105,7 @@ static int find_table(Layout *l, const double *data, size_t n)
 static Loc leaf_loc(Graph *g, Layout *l, int i, size_t *state_off)
 {
   Node *n = &g->node[i];
-  Loc loc = {.kind = L_NONE};
+  Loc loc = {.kind = L_NONE, .node = i};
   if (n->op == OP_INPUT && n->a.state) {
     loc.kind = L_STATE;
     loc.off = *state_off;
@@ -129,6 +129,11 @@ static Loc leaf_loc(Graph *g, Layout *l, int i, size_t *state_off)
   return loc;
 }
 
+bool same_loc(const Loc *a, const Loc *b)
+{
+  return a->kind == b->kind && a->off == b->off && a->last == b->last && !a->stacked && !b->stacked;
+}
+
 /* A view: where its source's value lives, moved to the part it views. */
 static Loc view_loc(Graph *g, const Loc *at, int i)
 {
@@ -144,6 +149,8 @@ static Loc view_loc(Graph *g, const Loc *at, int i)
     if (loc.stacked || loc.last || st[n->a.axis].k)
       die("n%d: a slice view of a value stored per step", i);
     loc.off += (size_t)n->a.start * (size_t)st[n->a.axis].c;
+    if (n->a.start)
+      loc.node = i;   /* a pointer of its own */
     break;
   }
   case OP_RESHAPE:
@@ -187,7 +194,7 @@ static Loc own_loc(Graph *g, Layout *l, int i)
 {
   Node *n = &g->node[i];
   Plan *p = g->plan;
-  Loc loc = {.kind = L_NONE};
+  Loc loc = {.kind = L_NONE, .node = i};
   if (p->grad_out[i] >= 0) {
     const char *name = g->out[p->grad_out[i]].name + 5;
     Param *q = find_param(l, name);
@@ -217,7 +224,7 @@ static void locate(Graph *g, Layout *l)
   size_t state_off = 0;
   for (int i = 0; i < g->nnode; i++) {
     Node *n = &g->node[i];
-    p->loc[i] = (Loc){.kind = L_NONE};
+    p->loc[i] = (Loc){.kind = L_NONE, .node = i};
     if (n->dead)
       continue;
     for (int k = 0; k < n->nin && !u.live[i]; k++)

@@ -57,7 +57,7 @@ static const LmcDropoutSlot lmc_dropout[] = {
 /* n4 = embedding(n3, n0)
  *   (T, 20, 200) <- (33278, 200), (T, 20)
  *   graphs/gru.lua:17 */
-static void train_k4_embedding(real *y, const real *w, const int32_t *ids, int T)
+static void train_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 20*T; i++)
     memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
@@ -65,8 +65,9 @@ static void train_k4_embedding(real *y, const real *w, const int32_t *ids, int T
 
 /* n5 = dropout(n4) stream 0, p = slot 0
  *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/gru.lua:17 */
-static void train_k5_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
+ *   graphs/gru.lua:17
+ *   shared by train_dropout, train_rnn_dropout, train_dropout_2 */
+static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
@@ -76,7 +77,7 @@ static void train_k5_dropout(real *y, const real *x, uint64_t key, double p, lon
 /* n6 = slice(n2) axis 0 from 0
  *   (1, 20, 200) <- (2, 20, 200)
  *   graphs/gru.lua:18 */
-static void train_k6_slice(real *y, const real *x)
+static void train_rnn_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = x[i0];
@@ -84,8 +85,9 @@ static void train_k6_slice(real *y, const real *x)
 
 /* n13 = matmul_bias(n5, n8, n10) b^T
  *   (T, 20, 600) <- (T, 20, 200), (600, 200), (600)
- *   graphs/gru.lua:18 */
-static void train_k13_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l0_matmul_bias, train_rnn_l1_matmul_bias */
+static void train_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 600; i1++)
@@ -96,16 +98,19 @@ static void train_k13_matmul_bias(real *y, const real *a, const real *b, const r
 
 /* n15 = carry(n7, n35)
  *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k15_carry(real *y, const real *x)
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l0_carry, train_rnn_l1_carry, train_rnn_l1_carry_grad,
+ *             train_rnn_l0_carry_grad */
+static void train_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 4000 * sizeof *y);
 }
 
 /* n17 = matmul_bias(n15, n9, n11) b^T
  *   per step: (20, 600) <- (20, 200), (600, 200), (600)
- *   graphs/gru.lua:18 */
-static void train_k17_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l0_matmul_bias_2, train_rnn_l1_matmul_bias_2 */
+static void train_rnn_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 600; i1++)
@@ -115,8 +120,9 @@ static void train_k17_matmul_bias(real *y, const real *a, const real *b, const r
 
 /* n31 = const() value 1.0
  *   ()
- *   graphs/gru.lua:18 */
-static void train_k31_const(real *y)
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l0_const, eval_rnn_l0_const, gen_rnn_l0_const */
+static void train_rnn_l0_const(real *y)
 {
   y[0] = 1.0;
 }
@@ -140,7 +146,7 @@ static void train_k31_const(real *y)
  *   n34 = mul(n25, n15) (20, 200)
  *   n35 = add(n33, n34) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k35_fused(real *restrict y21, const real *x14, const real *x17, real *restrict y25, real *restrict y27, real *restrict y30, real *restrict y32, real *restrict y35, const real *x15)
+static void train_rnn_l0_cell(real *restrict y21, const real *x14, const real *x17, real *restrict y25, real *restrict y27, real *restrict y30, real *restrict y32, real *restrict y35, const real *x15)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -164,54 +170,13 @@ static void train_k35_fused(real *restrict y21, const real *x14, const real *x17
     }
 }
 
-/* n38 = dropout(n36) stream 1, p = slot 0
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/gru.lua:18 */
-static void train_k38_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
-{
-  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
-}
-
 /* n39 = slice(n2) axis 0 from 1
  *   (1, 20, 200) <- (2, 20, 200)
  *   graphs/gru.lua:18 */
-static void train_k39_slice(real *y, const real *x)
+static void train_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = x[4000 + i0];
-}
-
-/* n46 = matmul_bias(n38, n41, n43) b^T
- *   (T, 20, 600) <- (T, 20, 200), (600, 200), (600)
- *   graphs/gru.lua:18 */
-static void train_k46_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 600; i1++)
-      y[i0 * 600 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 600, 200,
-              1, a, 200, b, 200, 1, y, 600);
-}
-
-/* n48 = carry(n40, n68)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k48_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
-}
-
-/* n50 = matmul_bias(n48, n42, n44) b^T
- *   per step: (20, 600) <- (20, 200), (600, 200), (600)
- *   graphs/gru.lua:18 */
-static void train_k50_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
-{
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 600; i1++)
-      y[i0 * 600 + i1] = c[i1];
-  lmc_sgemm_abt_mt(nt, 20, 600, 200, a, 200, b, 200, 1, y, 600);
 }
 
 /* fused: 17 nodes in one loop over (20, 200) per step
@@ -233,7 +198,7 @@ static void train_k50_matmul_bias(real *y, const real *a, const real *b, const r
  *   n67 = mul(n58, n48) (20, 200)
  *   n68 = add(n66, n67) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k68_fused(real *restrict y54, const real *x47, const real *x50, real *restrict y58, real *restrict y60, real *restrict y63, real *restrict y65, real *restrict y68, const real *x48)
+static void train_rnn_l1_cell(real *restrict y54, const real *x47, const real *x50, real *restrict y58, real *restrict y60, real *restrict y63, real *restrict y65, real *restrict y68, const real *x48)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -260,7 +225,7 @@ static void train_k68_fused(real *restrict y54, const real *x47, const real *x50
 /* n73 = concat(n71, n72) axis 0
  *   (2, 20, 200) <- (1, 20, 200), (1, 20, 200)
  *   graphs/gru.lua:18 */
-static void train_k73_concat(real *y, const real *a, const real *b)
+static void train_rnn_concat(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = a[i0];
@@ -268,20 +233,10 @@ static void train_k73_concat(real *y, const real *a, const real *b)
     y[4000 + i0] = b[i0];
 }
 
-/* n74 = dropout(n69) stream 2, p = slot 0
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/gru.lua:19 */
-static void train_k74_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
-{
-  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
-}
-
 /* n76 = matmul(n74, n75) b^T
  *   (T, 20, 33278) <- (T, 20, 200), (33278, 200)
  *   graphs/gru.lua:19 */
-static void train_k76_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 33278, 200,
               1, a, 200, b, 200, 0, y, 33278);
@@ -293,7 +248,7 @@ static void train_k76_matmul(real *y, const real *a, const real *b, int T)
  *   n80 = nll_loss(n79, n1) (), stored
  *   n83 = nll_log_softmax_grad(n31, n79, n1) (T, 20, 33278), stored
  *   graphs/gru.lua:21 */
-static void train_k79_fused(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
+static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
   double nll_row[700];   /* summed in row order after the loop */
@@ -321,7 +276,7 @@ static void train_k79_fused(real *dx /* over x */, real *loss, const real *bias,
 /* n84 = sum(n83)
  *   (33278) <- (T, 20, 33278)
  *   graphs/gru.lua:19 */
-static void train_k84_sum(real *y, const real *x, int T)
+static void train_decoder_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 33278 * sizeof *y);
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -332,7 +287,7 @@ static void train_k84_sum(real *y, const real *x, int T)
 /* n85 = matmul(n83, n75)
  *   (T, 20, 200) <- (T, 20, 33278), (33278, 200)
  *   graphs/gru.lua:19 */
-static void train_k85_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 33278,
               1, a, 33278, b, 200, 0, y, 200);
@@ -341,7 +296,7 @@ static void train_k85_matmul(real *y, const real *a, const real *b, int T)
 /* n86 = matmul(n83, n74) a^T
  *   (33278, 200) <- (T, 20, 33278), (T, 20, 200)
  *   graphs/gru.lua:19 */
-static void train_k86_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   for (long r = 0; r < 33278; r += 1024)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 33278 ? 1024 : 33278 - r, 200, 20*T,
@@ -351,7 +306,7 @@ static void train_k86_matmul(real *y, const real *a, const real *b, int T)
 /* n90 = const() value 0.0
  *   ()
  *   graphs/gru.lua:18 */
-static void train_k90_const(real *y)
+static void train_rnn_l1_const_grad(real *y)
 {
   y[0] = 0.0;
 }
@@ -359,24 +314,17 @@ static void train_k90_const(real *y)
 /* n91 = broadcast(n90)
  *   (20, 200) <- ()
  *   graphs/gru.lua:18 */
-static void train_k91_broadcast(real *y, const real *x)
+static void train_rnn_l1_broadcast_grad(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = x[0];
 }
 
-/* n111 = carry(n91, n157)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k111_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
-}
-
 /* n113 = add_dropout(n111, n112) stream 2, p = slot 0
  *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k113_add_dropout(real *y, const real *a, const real *b, uint64_t key, double p, long idx0)
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l1_add_dropout_grad, train_rnn_l0_add_dropout_grad */
+static void train_rnn_add_dropout_grad(real *y, const real *a, const real *b, uint64_t key, double p, long idx0)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000; i0++)
@@ -387,7 +335,7 @@ static void train_k113_add_dropout(real *y, const real *a, const real *b, uint64
  *   n124 = mul(n113, n121) (20, 200)
  *   n128 = tanh_grad(n124, n122) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k128_fused(real *restrict y128, const real *x113, const real *x121, const real *x122)
+static void train_rnn_l1_cell_grad(real *restrict y128, const real *x113, const real *x121, const real *x122)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
     real v0 = x113[i0] * x121[i0];   /* n124 mul */
@@ -403,7 +351,7 @@ static void train_k128_fused(real *restrict y128, const real *x113, const real *
  *   n126 = add(n119, n125) (20, 200)
  *   n140 = sigmoid_grad(n126, n117) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k140_fused(real *restrict y140, const real *x113, const real *x118, const real *x122, const real *x117)
+static void train_rnn_l1_cell_grad_2(real *restrict y140, const real *x113, const real *x118, const real *x122, const real *x117)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
     real v0 = x113[i0] * x118[i0];   /* n119 mul */
@@ -425,7 +373,7 @@ static void train_k140_fused(real *restrict y140, const real *x113, const real *
  *   n151 = pad(n148) axis 1 at 0 (20, 600)
  *   n152 = add(n144, n151) (20, 600), stored
  *   graphs/gru.lua:18 */
-static void train_k152_fused(real *restrict y148, const real *x128, const real *x132, const real *x131, real *restrict y152, const real *x140)
+static void train_rnn_l1_cell_grad_3(real *restrict y148, const real *x128, const real *x132, const real *x131, real *restrict y152, const real *x140)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -446,7 +394,7 @@ static void train_k152_fused(real *restrict y148, const real *x128, const real *
  *   n153 = pad(n148) axis 1 at 0 (20, 600)
  *   n154 = add(n146, n153) (20, 600), stored
  *   graphs/gru.lua:18 */
-static void train_k154_fused(real *restrict y154, const real *x128, const real *x140, const real *x148)
+static void train_rnn_l1_cell_grad_4(real *restrict y154, const real *x128, const real *x140, const real *x148)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -458,8 +406,9 @@ static void train_k154_fused(real *restrict y154, const real *x128, const real *
 
 /* n156 = matmul(n152, n42)
  *   per step: (20, 200) <- (20, 600), (600, 200)
- *   graphs/gru.lua:18 */
-static void train_k156_matmul(real *y, const real *a, const real *b)
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l1_matmul_grad, train_rnn_l0_matmul_grad */
+static void train_rnn_matmul_grad(real *y, const real *a, const real *b)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 600,
               1, a, 600, b, 200, 0, y, 200);
@@ -469,7 +418,7 @@ static void train_k156_matmul(real *y, const real *a, const real *b)
  *   n120 = mul(n113, n117) (20, 200)
  *   n157 = add(n120, n156) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k157_fused(real *restrict y157, const real *x113, const real *x117, const real *x156)
+static void train_rnn_l1_cell_grad_5(real *restrict y157, const real *x113, const real *x117, const real *x156)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
     real v0 = x113[i0] * x117[i0];   /* n120 mul */
@@ -480,8 +429,10 @@ static void train_k157_fused(real *restrict y157, const real *x113, const real *
 
 /* n160 = sum(n159)
  *   (600) <- (T, 20, 600)
- *   graphs/gru.lua:18 */
-static void train_k160_sum(real *y, const real *x, int T)
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l1_sum_grad, train_rnn_l1_sum_grad_2,
+ *             train_rnn_l0_sum_grad, train_rnn_l0_sum_grad_2 */
+static void train_rnn_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 600 * sizeof *y);
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -491,65 +442,30 @@ static void train_k160_sum(real *y, const real *x, int T)
 
 /* n162 = matmul(n159, n89) a^T
  *   (600, 200) <- (T, 20, 600), (T, 20, 200)
- *   graphs/gru.lua:18 */
-static void train_k162_matmul(real *y, const real *a, const real *b, int T)
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l1_matmul_grad_2, train_rnn_l1_matmul_grad_4,
+ *             train_rnn_l0_matmul_grad_2, train_rnn_l0_matmul_grad_4 */
+static void train_rnn_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 600, 200, 20*T,
               1, a, 600, b, 200, 0, y, 200);
-}
-
-/* n163 = sum(n158)
- *   (600) <- (T, 20, 600)
- *   graphs/gru.lua:18 */
-static void train_k163_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 600 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 600; i1++)
-      y[i1] += x[i0 * 600 + i1];
 }
 
 /* n164 = matmul(n158, n41)
  *   (T, 20, 200) <- (T, 20, 600), (600, 200)
- *   graphs/gru.lua:18 */
-static void train_k164_matmul(real *y, const real *a, const real *b, int T)
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l1_matmul_grad_3, train_rnn_l0_matmul_grad_3 */
+static void train_rnn_matmul_grad_3(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 600,
               1, a, 600, b, 200, 0, y, 200);
-}
-
-/* n165 = matmul(n158, n38) a^T
- *   (600, 200) <- (T, 20, 600), (T, 20, 200)
- *   graphs/gru.lua:18 */
-static void train_k165_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 600, 200, 20*T,
-              1, a, 600, b, 200, 0, y, 200);
-}
-
-/* n190 = carry(n91, n236)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k190_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
-}
-
-/* n192 = add_dropout(n190, n191) stream 1, p = slot 0
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/gru.lua:18 */
-static void train_k192_add_dropout(real *y, const real *a, const real *b, uint64_t key, double p, long idx0)
-{
-  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
-  for (long i0 = 0; i0 < 4000; i0++)
-    y[i0] = a[i0] + (lmc_keep(key, (uint64_t)(idx0 + i0), p) ? b[i0] * scale : 0);
 }
 
 /* fused: 2 nodes in one loop over (20, 200) per step
  *   n203 = mul(n192, n200) (20, 200)
  *   n207 = tanh_grad(n203, n201) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k207_fused(real *restrict y207, const real *x192, const real *x200, const real *x201)
+static void train_rnn_l0_cell_grad(real *restrict y207, const real *x192, const real *x200, const real *x201)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
     real v0 = x192[i0] * x200[i0];   /* n203 mul */
@@ -565,7 +481,7 @@ static void train_k207_fused(real *restrict y207, const real *x192, const real *
  *   n205 = add(n198, n204) (20, 200)
  *   n219 = sigmoid_grad(n205, n196) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k219_fused(real *restrict y219, const real *x192, const real *x197, const real *x201, const real *x196)
+static void train_rnn_l0_cell_grad_2(real *restrict y219, const real *x192, const real *x197, const real *x201, const real *x196)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
     real v0 = x192[i0] * x197[i0];   /* n198 mul */
@@ -587,7 +503,7 @@ static void train_k219_fused(real *restrict y219, const real *x192, const real *
  *   n230 = pad(n227) axis 1 at 0 (20, 600)
  *   n231 = add(n223, n230) (20, 600), stored
  *   graphs/gru.lua:18 */
-static void train_k231_fused(real *restrict y227, const real *x207, const real *x211, const real *x210, real *restrict y231, const real *x219)
+static void train_rnn_l0_cell_grad_3(real *restrict y227, const real *x207, const real *x211, const real *x210, real *restrict y231, const real *x219)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -608,7 +524,7 @@ static void train_k231_fused(real *restrict y227, const real *x207, const real *
  *   n232 = pad(n227) axis 1 at 0 (20, 600)
  *   n233 = add(n225, n232) (20, 600), stored
  *   graphs/gru.lua:18 */
-static void train_k233_fused(real *restrict y233, const real *x207, const real *x219, const real *x227)
+static void train_rnn_l0_cell_grad_4(real *restrict y233, const real *x207, const real *x219, const real *x227)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -618,20 +534,11 @@ static void train_k233_fused(real *restrict y233, const real *x207, const real *
     }
 }
 
-/* n235 = matmul(n231, n9)
- *   per step: (20, 200) <- (20, 600), (600, 200)
- *   graphs/gru.lua:18 */
-static void train_k235_matmul(real *y, const real *a, const real *b)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 600,
-              1, a, 600, b, 200, 0, y, 200);
-}
-
 /* fused: 2 nodes in one loop over (20, 200) per step
  *   n199 = mul(n192, n196) (20, 200)
  *   n236 = add(n199, n235) (20, 200), stored
  *   graphs/gru.lua:18 */
-static void train_k236_fused(real *restrict y236, const real *x192, const real *x196, const real *x235)
+static void train_rnn_l0_cell_grad_5(real *restrict y236, const real *x192, const real *x196, const real *x235)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
     real v0 = x192[i0] * x196[i0];   /* n199 mul */
@@ -640,59 +547,10 @@ static void train_k236_fused(real *restrict y236, const real *x192, const real *
   }
 }
 
-/* n239 = sum(n238)
- *   (600) <- (T, 20, 600)
- *   graphs/gru.lua:18 */
-static void train_k239_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 600 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 600; i1++)
-      y[i1] += x[i0 * 600 + i1];
-}
-
-/* n241 = matmul(n238, n168) a^T
- *   (600, 200) <- (T, 20, 600), (T, 20, 200)
- *   graphs/gru.lua:18 */
-static void train_k241_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 600, 200, 20*T,
-              1, a, 600, b, 200, 0, y, 200);
-}
-
-/* n242 = sum(n237)
- *   (600) <- (T, 20, 600)
- *   graphs/gru.lua:18 */
-static void train_k242_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 600 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 600; i1++)
-      y[i1] += x[i0 * 600 + i1];
-}
-
-/* n243 = matmul(n237, n8)
- *   (T, 20, 200) <- (T, 20, 600), (600, 200)
- *   graphs/gru.lua:18 */
-static void train_k243_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 600,
-              1, a, 600, b, 200, 0, y, 200);
-}
-
-/* n244 = matmul(n237, n5) a^T
- *   (600, 200) <- (T, 20, 600), (T, 20, 200)
- *   graphs/gru.lua:18 */
-static void train_k244_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 600, 200, 20*T,
-              1, a, 600, b, 200, 0, y, 200);
-}
-
 /* n245 = dropout_grad(n243) stream 0, p = slot 0
  *   (T, 20, 200) <- (T, 20, 200)
  *   graphs/gru.lua:17 */
-static void train_k245_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
+static void train_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
@@ -702,7 +560,7 @@ static void train_k245_dropout_grad(real *dx, const real *dy, uint64_t key, doub
 /* n246 = embedding_grad(n245, n0)
  *   (33278, 200) <- (T, 20, 200), (T, 20)
  *   graphs/gru.lua:17 */
-static void train_k246_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
+static void train_encoder_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
 {
   int32_t *row = (int32_t *)(dx + 140000);   /* the rows' ids, ascending; row[700]: how many */
   const long nrow = row[700] = (int32_t)lmc_unique_ids(ids, 20*T, row);
@@ -721,71 +579,152 @@ static const LmcTensorDesc train_state[] = {
 static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (600, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6895600;   /* rnn.bias_ih_l0 (600) */
+  const real *rnn_weight_hh_l0 = c->param + 6775600;   /* rnn.weight_hh_l0 (600, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6896200;   /* rnn.bias_hh_l0 (600) */
+  const real *rnn_weight_ih_l1 = c->param + 6896800;   /* rnn.weight_ih_l1 (600, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7136800;   /* rnn.bias_ih_l1 (600) */
+  const real *rnn_weight_hh_l1 = c->param + 7016800;   /* rnn.weight_hh_l1 (600, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7137400;   /* rnn.bias_hh_l1 (600) */
+  const real *decoder_weight = c->param + 7138000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13793600;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 20, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 25542624;   /* read as targets when run() gets none */
+  real *encoder_embedding = w;   /* (T, 20, 200), graphs/gru.lua:17 */
+  real *dropout = w + 23294608;   /* (T, 20, 200), graphs/gru.lua:17 */
+  real *rnn_slice = w + 572000;   /* (1, 20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_matmul_bias = w;   /* (T, 20, 600), graphs/gru.lua:18 */
+  real *rnn_l0_const = w + 25394608;   /* (), graphs/gru.lua:18 */
+  real *rnn_l0_carry = w + 23434608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_add = w + 420000;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_matmul_bias_2 = w + 560000;   /* (20, 600), graphs/gru.lua:18 */
+  real *rnn_l0_sigmoid = w + 23574608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_sigmoid_2 = w + 23714608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_slice = w + 23854608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_tanh = w + 23994608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_sub = w + 24134608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_dropout = w + 24274608;   /* (T, 20, 200), graphs/gru.lua:18 */
+  real *rnn_slice_2 = w + 712000;   /* (1, 20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_matmul_bias = w;   /* (T, 20, 600), graphs/gru.lua:18 */
+  real *rnn_l1_carry = w + 24414608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_add = w + 560000;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_matmul_bias_2 = w + 700000;   /* (20, 600), graphs/gru.lua:18 */
+  real *rnn_l1_sigmoid = w + 24554608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_sigmoid_2 = w + 24694608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_slice = w + 24834608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_tanh = w + 24974608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_sub = w + 25114608;   /* (20, 200) per step, graphs/gru.lua:18 */
+  real *rnn_concat = w + 25534608;   /* (2, 20, 200), graphs/gru.lua:18 */
+  real *dropout_2 = w + 25254608;   /* (T, 20, 200), graphs/gru.lua:19 */
+  real *decoder_matmul = w;   /* (T, 20, 33278), graphs/gru.lua:19 */
+  real *nll_log_softmax_grad = w;   /* (T, 20, 33278), graphs/gru.lua:21 */
+  real *nll_loss = w + 25542608;   /* (), graphs/gru.lua:24 */
+  real *decoder_matmul_grad = w + 25394608;   /* (T, 20, 200), graphs/gru.lua:19 */
+  real *rnn_l1_const_grad = w;   /* (), graphs/gru.lua:18 */
+  real *rnn_l1_broadcast_grad = w + 980000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_carry_grad = w + 840000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_add_grad = w + 864000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_add_dropout_grad = w + 844000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_tanh_grad = w + 848000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_sigmoid_grad = w + 852000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_sigmoid_grad_2 = w + 856000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_add_grad_2 = w;   /* (20, 600) per step, graphs/gru.lua:18 */
+  real *rnn_l1_add_grad_3 = w + 420000;   /* (20, 600) per step, graphs/gru.lua:18 */
+  real *rnn_l1_matmul_grad = w + 860000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l1_matmul_grad_2 = w + 840000;   /* (T, 20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_carry_grad = w + 984000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_add_grad = w + 1008000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_add_dropout_grad = w + 988000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_tanh_grad = w + 992000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_sigmoid_grad = w + 996000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_sigmoid_grad_2 = w + 1000000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_add_grad_2 = w;   /* (20, 600) per step, graphs/gru.lua:18 */
+  real *rnn_l0_add_grad_3 = w + 420000;   /* (20, 600) per step, graphs/gru.lua:18 */
+  real *rnn_l0_matmul_grad = w + 1004000;   /* (20, 200), graphs/gru.lua:18 */
+  real *rnn_l0_matmul_grad_2 = w;   /* (T, 20, 200), graphs/gru.lua:18 */
+  real *dropout_grad = w + 140000;   /* (T, 20, 200), graphs/gru.lua:17 */
+  /* gradients */
+  real *d_decoder_bias = c->grad + 7278704;   /* gradient of decoder.bias (33278) */
+  real *d_decoder_weight = c->grad + 623104;   /* gradient of decoder.weight (33278, 200) */
+  real *d_rnn_bias_hh_l1 = c->grad + 622504;   /* gradient of rnn.bias_hh_l1 (600) */
+  real *d_rnn_weight_hh_l1 = c->grad + 501904;   /* gradient of rnn.weight_hh_l1 (600, 200) */
+  real *d_rnn_bias_ih_l1 = c->grad + 621904;   /* gradient of rnn.bias_ih_l1 (600) */
+  real *d_rnn_weight_ih_l1 = c->grad + 381904;   /* gradient of rnn.weight_ih_l1 (600, 200) */
+  real *d_rnn_bias_hh_l0 = c->grad + 381304;   /* gradient of rnn.bias_hh_l0 (600) */
+  real *d_rnn_weight_hh_l0 = c->grad + 260704;   /* gradient of rnn.weight_hh_l0 (600, 200) */
+  real *d_rnn_bias_ih_l0 = c->grad + 380704;   /* gradient of rnn.bias_ih_l0 (600) */
+  real *d_rnn_weight_ih_l0 = c->grad + 140704;   /* gradient of rnn.weight_ih_l0 (600, 200) */
+  real *d_encoder_weight = c->grad;   /* gradient of encoder.weight (33278, 200) */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 25542624, 0, 700 * sizeof *targets);
-  train_k4_embedding(w, c->param + 0, tokens, T);
-  train_k5_dropout(w + 23294608, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_k6_slice(w + 572000, c->state + 0);
-  train_k13_matmul_bias(w, w + 23294608, c->param + 6655600, c->param + 6895600, T);
-  train_k31_const(w + 25394608);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  train_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_rnn_slice(rnn_slice, hidden);
+  train_rnn_matmul_bias(rnn_l0_matmul_bias, dropout, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
+  train_rnn_l0_const(rnn_l0_const);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    train_k15_carry(w + 23434608 + t * 4000, t == 0 ? w + 572000 : w + 420000 + (t - 1) * 4000);
-    train_k17_matmul_bias(w + 560000, w + 23434608 + t * 4000, c->param + 6775600, c->param + 6896200, c->threads);
-    train_k35_fused(w + 23574608 + t * 4000, w + t * 12000, w + 560000, w + 23714608 + t * 4000, w + 23854608 + t * 4000, w + 23994608 + t * 4000, w + 24134608 + t * 4000, w + 420000 + t * 4000, w + 23434608 + t * 4000);
+    train_rnn_carry(rnn_l0_carry + t * 4000, t == 0 ? rnn_slice : rnn_l0_add + (t - 1) * 4000);
+    train_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, rnn_bias_hh_l0, c->threads);
+    train_rnn_l0_cell(rnn_l0_sigmoid + t * 4000, rnn_l0_matmul_bias + t * 12000, rnn_l0_matmul_bias_2, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_slice + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sub + t * 4000, rnn_l0_add + t * 4000, rnn_l0_carry + t * 4000);
   }
-  train_k38_dropout(w + 24274608, w + 420000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
-  train_k39_slice(w + 712000, c->state + 0);
-  train_k46_matmul_bias(w, w + 24274608, c->param + 6896800, c->param + 7136800, T);
+  train_dropout(rnn_dropout, rnn_l0_add, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
+  train_rnn_slice_2(rnn_slice_2, hidden);
+  train_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_dropout, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    train_k48_carry(w + 24414608 + t * 4000, t == 0 ? w + 712000 : w + 560000 + (t - 1) * 4000);
-    train_k50_matmul_bias(w + 700000, w + 24414608 + t * 4000, c->param + 7016800, c->param + 7137400, c->threads);
-    train_k68_fused(w + 24554608 + t * 4000, w + t * 12000, w + 700000, w + 24694608 + t * 4000, w + 24834608 + t * 4000, w + 24974608 + t * 4000, w + 25114608 + t * 4000, w + 560000 + t * 4000, w + 24414608 + t * 4000);
+    train_rnn_carry(rnn_l1_carry + t * 4000, t == 0 ? rnn_slice_2 : rnn_l1_add + (t - 1) * 4000);
+    train_rnn_matmul_bias_2(rnn_l1_matmul_bias_2, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, rnn_bias_hh_l1, c->threads);
+    train_rnn_l1_cell(rnn_l1_sigmoid + t * 4000, rnn_l1_matmul_bias + t * 12000, rnn_l1_matmul_bias_2, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_slice + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sub + t * 4000, rnn_l1_add + t * 4000, rnn_l1_carry + t * 4000);
   }
-  train_k73_concat(w + 25534608, w + 420000 + (T - 1) * 4000, w + 560000 + (T - 1) * 4000);
-  train_k74_dropout(w + 25254608, w + 560000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
-  train_k76_matmul(w, w + 25254608, c->param + 7138000, T);
-  train_k79_fused(w, w + 25542608, c->param + 13793600, targets, c->threads, T);
-  train_k84_sum(c->grad + 7278704, w, T);
-  train_k85_matmul(w + 25394608, w, c->param + 7138000, T);
-  train_k86_matmul(c->grad + 623104, w, w + 25254608, T);
-  train_k90_const(w);
-  train_k91_broadcast(w + 980000, w);
+  train_rnn_concat(rnn_concat, rnn_l0_add + (T - 1) * 4000, rnn_l1_add + (T - 1) * 4000);
+  train_dropout(dropout_2, rnn_l1_add, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
+  train_decoder_matmul(decoder_matmul, dropout_2, decoder_weight, T);
+  train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
+  train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
+  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, T);
+  train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, dropout_2, T);
+  train_rnn_l1_const_grad(rnn_l1_const_grad);
+  train_rnn_l1_broadcast_grad(rnn_l1_broadcast_grad, rnn_l1_const_grad);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
-    train_k111_carry(w + 840000, t == T - 1 ? w + 980000 : w + 864000);
-    train_k113_add_dropout(w + 844000, w + 840000, w + 25394608 + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000);
-    train_k128_fused(w + 848000, w + 844000, w + 25114608 + t * 4000, w + 24974608 + t * 4000);
-    train_k140_fused(w + 852000, w + 844000, w + 24414608 + t * 4000, w + 24974608 + t * 4000, w + 24694608 + t * 4000);
-    train_k152_fused(w + 856000, w + 848000, w + 24834608 + t * 4000, w + 24554608 + t * 4000, w + t * 12000, w + 852000);
-    train_k154_fused(w + 420000 + t * 12000, w + 848000, w + 852000, w + 856000);
-    train_k156_matmul(w + 860000, w + t * 12000, c->param + 7016800);
-    train_k157_fused(w + 864000, w + 844000, w + 24694608 + t * 4000, w + 860000);
+    train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_add_grad);
+    train_rnn_add_dropout_grad(rnn_l1_add_dropout_grad, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000);
+    train_rnn_l1_cell_grad(rnn_l1_tanh_grad, rnn_l1_add_dropout_grad, rnn_l1_sub + t * 4000, rnn_l1_tanh + t * 4000);
+    train_rnn_l1_cell_grad_2(rnn_l1_sigmoid_grad, rnn_l1_add_dropout_grad, rnn_l1_carry + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sigmoid_2 + t * 4000);
+    train_rnn_l1_cell_grad_3(rnn_l1_sigmoid_grad_2, rnn_l1_tanh_grad, rnn_l1_slice + t * 4000, rnn_l1_sigmoid + t * 4000, rnn_l1_add_grad_2 + t * 12000, rnn_l1_sigmoid_grad);
+    train_rnn_l1_cell_grad_4(rnn_l1_add_grad_3 + t * 12000, rnn_l1_tanh_grad, rnn_l1_sigmoid_grad, rnn_l1_sigmoid_grad_2);
+    train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_add_grad_2 + t * 12000, rnn_weight_hh_l1);
+    train_rnn_l1_cell_grad_5(rnn_l1_add_grad, rnn_l1_add_dropout_grad, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_matmul_grad);
   }
-  train_k160_sum(c->grad + 622504, w, T);
-  train_k162_matmul(c->grad + 501904, w, w + 24414608, T);
-  train_k163_sum(c->grad + 621904, w + 420000, T);
-  train_k164_matmul(w + 840000, w + 420000, c->param + 6896800, T);
-  train_k165_matmul(c->grad + 381904, w + 420000, w + 24274608, T);
+  train_rnn_sum_grad(d_rnn_bias_hh_l1, rnn_l1_add_grad_2, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l1, rnn_l1_add_grad_2, rnn_l1_carry, T);
+  train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_add_grad_3, T);
+  train_rnn_matmul_grad_3(rnn_l1_matmul_grad_2, rnn_l1_add_grad_3, rnn_weight_ih_l1, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l1, rnn_l1_add_grad_3, rnn_dropout, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
-    train_k190_carry(w + 984000, t == T - 1 ? w + 980000 : w + 1008000);
-    train_k192_add_dropout(w + 988000, w + 984000, w + 840000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000);
-    train_k207_fused(w + 992000, w + 988000, w + 24134608 + t * 4000, w + 23994608 + t * 4000);
-    train_k219_fused(w + 996000, w + 988000, w + 23434608 + t * 4000, w + 23994608 + t * 4000, w + 23714608 + t * 4000);
-    train_k231_fused(w + 1000000, w + 992000, w + 23854608 + t * 4000, w + 23574608 + t * 4000, w + t * 12000, w + 996000);
-    train_k233_fused(w + 420000 + t * 12000, w + 992000, w + 996000, w + 1000000);
-    train_k235_matmul(w + 1004000, w + t * 12000, c->param + 6775600);
-    train_k236_fused(w + 1008000, w + 988000, w + 23714608 + t * 4000, w + 1004000);
+    train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_add_grad);
+    train_rnn_add_dropout_grad(rnn_l0_add_dropout_grad, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000);
+    train_rnn_l0_cell_grad(rnn_l0_tanh_grad, rnn_l0_add_dropout_grad, rnn_l0_sub + t * 4000, rnn_l0_tanh + t * 4000);
+    train_rnn_l0_cell_grad_2(rnn_l0_sigmoid_grad, rnn_l0_add_dropout_grad, rnn_l0_carry + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sigmoid_2 + t * 4000);
+    train_rnn_l0_cell_grad_3(rnn_l0_sigmoid_grad_2, rnn_l0_tanh_grad, rnn_l0_slice + t * 4000, rnn_l0_sigmoid + t * 4000, rnn_l0_add_grad_2 + t * 12000, rnn_l0_sigmoid_grad);
+    train_rnn_l0_cell_grad_4(rnn_l0_add_grad_3 + t * 12000, rnn_l0_tanh_grad, rnn_l0_sigmoid_grad, rnn_l0_sigmoid_grad_2);
+    train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_add_grad_2 + t * 12000, rnn_weight_hh_l0);
+    train_rnn_l0_cell_grad_5(rnn_l0_add_grad, rnn_l0_add_dropout_grad, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_matmul_grad);
   }
-  train_k239_sum(c->grad + 381304, w, T);
-  train_k241_matmul(c->grad + 260704, w, w + 23434608, T);
-  train_k242_sum(c->grad + 380704, w + 420000, T);
-  train_k243_matmul(w, w + 420000, c->param + 6655600, T);
-  train_k244_matmul(c->grad + 140704, w + 420000, w + 23294608, T);
-  train_k245_dropout_grad(w + 140000, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_k246_embedding_grad(c->grad + 0, w + 140000, tokens, T);
-  memcpy(c->state + 0, w + 25534608, 8000 * sizeof(real));   /* state hidden, detached */
+  train_rnn_sum_grad(d_rnn_bias_hh_l0, rnn_l0_add_grad_2, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l0, rnn_l0_add_grad_2, rnn_l0_carry, T);
+  train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_add_grad_3, T);
+  train_rnn_matmul_grad_3(rnn_l0_matmul_grad_2, rnn_l0_add_grad_3, rnn_weight_ih_l0, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l0, rnn_l0_add_grad_3, dropout, T);
+  train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_encoder_embedding_grad(d_encoder_weight, dropout_grad, tokens, T);
+  memcpy(hidden, rnn_concat, 8000 * sizeof(real));   /* state hidden, detached */
   /* gradients */
-  return have_targets ? w[25542608] : 0;
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- eval: batch 10 */
@@ -793,7 +732,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
 /* n4 = embedding(n3, n0)
  *   (T, 10, 200) <- (33278, 200), (T, 10)
  *   graphs/gru.lua:17 */
-static void eval_k4_embedding(real *y, const real *w, const int32_t *ids, int T)
+static void eval_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 10*T; i++)
     memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
@@ -802,7 +741,7 @@ static void eval_k4_embedding(real *y, const real *w, const int32_t *ids, int T)
 /* n5 = slice(n2) axis 0 from 0
  *   (1, 10, 200) <- (2, 10, 200)
  *   graphs/gru.lua:18 */
-static void eval_k5_slice(real *y, const real *x)
+static void eval_rnn_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 2000; i0++)
     y[i0] = x[i0];
@@ -810,8 +749,9 @@ static void eval_k5_slice(real *y, const real *x)
 
 /* n12 = matmul_bias(n4, n7, n9) b^T
  *   (T, 10, 600) <- (T, 10, 200), (600, 200), (600)
- *   graphs/gru.lua:18 */
-static void eval_k12_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+ *   graphs/gru.lua:18
+ *   shared by eval_rnn_l0_matmul_bias, eval_rnn_l1_matmul_bias */
+static void eval_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 600; i1++)
@@ -822,29 +762,23 @@ static void eval_k12_matmul_bias(real *y, const real *a, const real *b, const re
 
 /* n14 = carry(n6, n34)
  *   per step: (10, 200) <- (10, 200), (10, 200)
- *   graphs/gru.lua:18 */
-static void eval_k14_carry(real *y, const real *x)
+ *   graphs/gru.lua:18
+ *   shared by eval_rnn_l0_carry, eval_rnn_l1_carry */
+static void eval_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 2000 * sizeof *y);
 }
 
 /* n16 = matmul_bias(n14, n8, n10) b^T
  *   per step: (10, 600) <- (10, 200), (600, 200), (600)
- *   graphs/gru.lua:18 */
-static void eval_k16_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
+ *   graphs/gru.lua:18
+ *   shared by eval_rnn_l0_matmul_bias_2, eval_rnn_l1_matmul_bias_2 */
+static void eval_rnn_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 600; i1++)
       y[i0 * 600 + i1] = c[i1];
   lmc_sgemm_abt_mt(nt, 10, 600, 200, a, 200, b, 200, 1, y, 600);
-}
-
-/* n30 = const() value 1.0
- *   ()
- *   graphs/gru.lua:18 */
-static void eval_k30_const(real *y)
-{
-  y[0] = 1.0;
 }
 
 /* fused: 17 nodes in one loop over (10, 200) per step
@@ -866,7 +800,7 @@ static void eval_k30_const(real *y)
  *   n33 = mul(n24, n14) (10, 200)
  *   n34 = add(n32, n33) (10, 200), stored
  *   graphs/gru.lua:18 */
-static void eval_k34_fused(real *restrict y34, const real *x13, const real *x16, const real *x14)
+static void eval_rnn_l0_cell(real *restrict y34, const real *x13, const real *x16, const real *x14)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -888,41 +822,10 @@ static void eval_k34_fused(real *restrict y34, const real *x13, const real *x16,
 /* n37 = slice(n2) axis 0 from 1
  *   (1, 10, 200) <- (2, 10, 200)
  *   graphs/gru.lua:18 */
-static void eval_k37_slice(real *y, const real *x)
+static void eval_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 2000; i0++)
     y[i0] = x[2000 + i0];
-}
-
-/* n44 = matmul_bias(n35, n39, n41) b^T
- *   (T, 10, 600) <- (T, 10, 200), (600, 200), (600)
- *   graphs/gru.lua:18 */
-static void eval_k44_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 600; i1++)
-      y[i0 * 600 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 600, 200,
-              1, a, 200, b, 200, 1, y, 600);
-}
-
-/* n46 = carry(n38, n66)
- *   per step: (10, 200) <- (10, 200), (10, 200)
- *   graphs/gru.lua:18 */
-static void eval_k46_carry(real *y, const real *x)
-{
-  memcpy(y, x, 2000 * sizeof *y);
-}
-
-/* n48 = matmul_bias(n46, n40, n42) b^T
- *   per step: (10, 600) <- (10, 200), (600, 200), (600)
- *   graphs/gru.lua:18 */
-static void eval_k48_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
-{
-  for (long i0 = 0; i0 < 10; i0++)
-    for (long i1 = 0; i1 < 600; i1++)
-      y[i0 * 600 + i1] = c[i1];
-  lmc_sgemm_abt_mt(nt, 10, 600, 200, a, 200, b, 200, 1, y, 600);
 }
 
 /* fused: 17 nodes in one loop over (10, 200) per step
@@ -944,7 +847,7 @@ static void eval_k48_matmul_bias(real *y, const real *a, const real *b, const re
  *   n65 = mul(n56, n46) (10, 200)
  *   n66 = add(n64, n65) (10, 200), stored
  *   graphs/gru.lua:18 */
-static void eval_k66_fused(real *restrict y66, const real *x45, const real *x48, const real *x46)
+static void eval_rnn_l1_cell(real *restrict y66, const real *x45, const real *x48, const real *x46)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -966,7 +869,7 @@ static void eval_k66_fused(real *restrict y66, const real *x45, const real *x48,
 /* n71 = concat(n69, n70) axis 0
  *   (2, 10, 200) <- (1, 10, 200), (1, 10, 200)
  *   graphs/gru.lua:18 */
-static void eval_k71_concat(real *y, const real *a, const real *b)
+static void eval_rnn_concat(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 2000; i0++)
     y[i0] = a[i0];
@@ -980,7 +883,7 @@ static void eval_k71_concat(real *y, const real *a, const real *b)
  *   n76 = log_softmax(n75) (T, 10, 33278)
  *   n77 = nll_loss(n76, n1) (), stored
  *   graphs/gru.lua:21 */
-static void eval_k76_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
+static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
 {
   real max[700];
   double sum[700], nll_row[700];
@@ -1015,29 +918,60 @@ static const LmcTensorDesc eval_state[] = {
 static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (600, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6895600;   /* rnn.bias_ih_l0 (600) */
+  const real *rnn_weight_hh_l0 = c->param + 6775600;   /* rnn.weight_hh_l0 (600, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6896200;   /* rnn.bias_hh_l0 (600) */
+  const real *rnn_weight_ih_l1 = c->param + 6896800;   /* rnn.weight_ih_l1 (600, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7136800;   /* rnn.bias_ih_l1 (600) */
+  const real *rnn_weight_hh_l1 = c->param + 7016800;   /* rnn.weight_hh_l1 (600, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7137400;   /* rnn.bias_hh_l1 (600) */
+  const real *decoder_weight = c->param + 7138000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13793600;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 10, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 710016;   /* read as targets when run() gets none */
+  real *encoder_embedding = w + 420000;   /* (T, 10, 200), graphs/gru.lua:17 */
+  real *rnn_slice = w + 566000;   /* (1, 10, 200), graphs/gru.lua:18 */
+  real *rnn_l0_matmul_bias = w;   /* (T, 10, 600), graphs/gru.lua:18 */
+  real *rnn_l0_const = w + 710000;   /* (), graphs/gru.lua:18 */
+  real *rnn_l0_carry = w + 568000;   /* (10, 200), graphs/gru.lua:18 */
+  real *rnn_l0_add = w + 420000;   /* (10, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_matmul_bias_2 = w + 560000;   /* (10, 600), graphs/gru.lua:18 */
+  real *rnn_slice_2 = w + 706000;   /* (1, 10, 200), graphs/gru.lua:18 */
+  real *rnn_l1_matmul_bias = w;   /* (T, 10, 600), graphs/gru.lua:18 */
+  real *rnn_l1_carry = w + 708000;   /* (10, 200), graphs/gru.lua:18 */
+  real *rnn_l1_add = w + 560000;   /* (10, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_matmul_bias_2 = w + 700000;   /* (10, 600), graphs/gru.lua:18 */
+  real *rnn_concat = w;   /* (2, 10, 200), graphs/gru.lua:18 */
+  real *nll_loss = w + 4000;   /* (), graphs/gru.lua:24 */
+  real *logit_block = w + 710720;   /* the loss kernel's logits, 1024 columns at a time */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 710016, 0, 700 * sizeof *targets);
-  eval_k4_embedding(w + 420000, c->param + 0, tokens, T);
-  eval_k5_slice(w + 566000, c->state + 0);
-  eval_k12_matmul_bias(w, w + 420000, c->param + 6655600, c->param + 6895600, T);
-  eval_k30_const(w + 710000);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  eval_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  eval_rnn_slice(rnn_slice, hidden);
+  eval_rnn_matmul_bias(rnn_l0_matmul_bias, encoder_embedding, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
+  train_rnn_l0_const(rnn_l0_const);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    eval_k14_carry(w + 568000, t == 0 ? w + 566000 : w + 420000 + (t - 1) * 2000);
-    eval_k16_matmul_bias(w + 560000, w + 568000, c->param + 6775600, c->param + 6896200, c->threads);
-    eval_k34_fused(w + 420000 + t * 2000, w + t * 6000, w + 560000, w + 568000);
+    eval_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_add + (t - 1) * 2000);
+    eval_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry, rnn_weight_hh_l0, rnn_bias_hh_l0, c->threads);
+    eval_rnn_l0_cell(rnn_l0_add + t * 2000, rnn_l0_matmul_bias + t * 6000, rnn_l0_matmul_bias_2, rnn_l0_carry);
   }
-  eval_k37_slice(w + 706000, c->state + 0);
-  eval_k44_matmul_bias(w, w + 420000, c->param + 6896800, c->param + 7136800, T);
+  eval_rnn_slice_2(rnn_slice_2, hidden);
+  eval_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_add, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    eval_k46_carry(w + 708000, t == 0 ? w + 706000 : w + 560000 + (t - 1) * 2000);
-    eval_k48_matmul_bias(w + 700000, w + 708000, c->param + 7016800, c->param + 7137400, c->threads);
-    eval_k66_fused(w + 560000 + t * 2000, w + t * 6000, w + 700000, w + 708000);
+    eval_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_add + (t - 1) * 2000);
+    eval_rnn_matmul_bias_2(rnn_l1_matmul_bias_2, rnn_l1_carry, rnn_weight_hh_l1, rnn_bias_hh_l1, c->threads);
+    eval_rnn_l1_cell(rnn_l1_add + t * 2000, rnn_l1_matmul_bias + t * 6000, rnn_l1_matmul_bias_2, rnn_l1_carry);
   }
-  eval_k71_concat(w, w + 420000 + (T - 1) * 2000, w + 560000 + (T - 1) * 2000);
-  eval_k76_fused(w + 4000, w + 560000, c->param + 7138000, c->param + 13793600, targets, c->threads, w + 710720, T);
-  memcpy(c->state + 0, w, 4000 * sizeof(real));   /* state hidden, detached */
-  return have_targets ? w[4000] : 0;
+  eval_rnn_concat(rnn_concat, rnn_l0_add + (T - 1) * 2000, rnn_l1_add + (T - 1) * 2000);
+  eval_log_softmax_nll(nll_loss, rnn_l1_add, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
+  memcpy(hidden, rnn_concat, 4000 * sizeof(real));   /* state hidden, detached */
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -1045,7 +979,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
 /* n4 = embedding(n3, n0)
  *   (T, 1, 200) <- (33278, 200), (T, 1)
  *   graphs/gru.lua:17 */
-static void gen_k4_embedding(real *y, const real *w, const int32_t *ids, int T)
+static void gen_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < T; i++)
     memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
@@ -1054,7 +988,7 @@ static void gen_k4_embedding(real *y, const real *w, const int32_t *ids, int T)
 /* n5 = slice(n2) axis 0 from 0
  *   (1, 1, 200) <- (2, 1, 200)
  *   graphs/gru.lua:18 */
-static void gen_k5_slice(real *y, const real *x)
+static void gen_rnn_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 200; i0++)
     y[i0] = x[i0];
@@ -1062,16 +996,18 @@ static void gen_k5_slice(real *y, const real *x)
 
 /* n11 = matmul(n4, n7) b^T
  *   (T, 1, 600) <- (T, 1, 200), (600, 200)
- *   graphs/gru.lua:18 */
-static void gen_k11_matmul(real *y, const real *a, const real *b, int nt, int T)
+ *   graphs/gru.lua:18
+ *   shared by gen_rnn_l0_matmul, gen_rnn_l1_matmul */
+static void gen_rnn_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   lmc_sgemm_abt_mt(nt, T, 600, 200, a, 200, b, 200, 0, y, 600);
 }
 
 /* n12 = add(n11, n9)
  *   (T, 1, 600) <- (T, 1, 600), (600)
- *   graphs/gru.lua:18 */
-static void gen_k12_add(real *y, const real *a, const real *b, int T)
+ *   graphs/gru.lua:18
+ *   shared by gen_rnn_l0_add, gen_rnn_l1_add */
+static void gen_rnn_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 600; i1++)
@@ -1080,26 +1016,20 @@ static void gen_k12_add(real *y, const real *a, const real *b, int T)
 
 /* n14 = carry(n6, n34)
  *   per step: (1, 200) <- (1, 200), (1, 200)
- *   graphs/gru.lua:18 */
-static void gen_k14_carry(real *y, const real *x)
+ *   graphs/gru.lua:18
+ *   shared by gen_rnn_l0_carry, gen_rnn_l1_carry */
+static void gen_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 200 * sizeof *y);
 }
 
 /* n15 = matmul(n14, n8) b^T
  *   per step: (1, 600) <- (1, 200), (600, 200)
- *   graphs/gru.lua:18 */
-static void gen_k15_matmul(real *y, const real *a, const real *b, int nt)
+ *   graphs/gru.lua:18
+ *   shared by gen_rnn_l0_matmul_2, gen_rnn_l1_matmul_2 */
+static void gen_rnn_matmul_2(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
-}
-
-/* n30 = const() value 1.0
- *   ()
- *   graphs/gru.lua:18 */
-static void gen_k30_const(real *y)
-{
-  y[0] = 1.0;
 }
 
 /* fused: 18 nodes in one loop over (1, 200) per step
@@ -1122,7 +1052,7 @@ static void gen_k30_const(real *y)
  *   n33 = mul(n24, n14) (1, 200)
  *   n34 = add(n32, n33) (1, 200), stored
  *   graphs/gru.lua:18 */
-static void gen_k34_fused(real *restrict y34, const real *x13, const real *x15, const real *x10, const real *x14)
+static void gen_rnn_l0_cell(real *restrict y34, const real *x13, const real *x15, const real *x10, const real *x14)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x15[200 + i0] + x10[200 + i0];   /* n16 add */
@@ -1146,44 +1076,10 @@ static void gen_k34_fused(real *restrict y34, const real *x13, const real *x15, 
 /* n37 = slice(n2) axis 0 from 1
  *   (1, 1, 200) <- (2, 1, 200)
  *   graphs/gru.lua:18 */
-static void gen_k37_slice(real *y, const real *x)
+static void gen_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 200; i0++)
     y[i0] = x[200 + i0];
-}
-
-/* n43 = matmul(n35, n39) b^T
- *   (T, 1, 600) <- (T, 1, 200), (600, 200)
- *   graphs/gru.lua:18 */
-static void gen_k43_matmul(real *y, const real *a, const real *b, int nt, int T)
-{
-  lmc_sgemm_abt_mt(nt, T, 600, 200, a, 200, b, 200, 0, y, 600);
-}
-
-/* n44 = add(n43, n41)
- *   (T, 1, 600) <- (T, 1, 600), (600)
- *   graphs/gru.lua:18 */
-static void gen_k44_add(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 600; i1++)
-      y[i0 * 600 + i1] = a[i0 * 600 + i1] + b[i1];
-}
-
-/* n46 = carry(n38, n66)
- *   per step: (1, 200) <- (1, 200), (1, 200)
- *   graphs/gru.lua:18 */
-static void gen_k46_carry(real *y, const real *x)
-{
-  memcpy(y, x, 200 * sizeof *y);
-}
-
-/* n47 = matmul(n46, n40) b^T
- *   per step: (1, 600) <- (1, 200), (600, 200)
- *   graphs/gru.lua:18 */
-static void gen_k47_matmul(real *y, const real *a, const real *b, int nt)
-{
-  lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
 }
 
 /* fused: 18 nodes in one loop over (1, 200) per step
@@ -1206,7 +1102,7 @@ static void gen_k47_matmul(real *y, const real *a, const real *b, int nt)
  *   n65 = mul(n56, n46) (1, 200)
  *   n66 = add(n64, n65) (1, 200), stored
  *   graphs/gru.lua:18 */
-static void gen_k66_fused(real *restrict y66, const real *x45, const real *x47, const real *x42, const real *x46)
+static void gen_rnn_l1_cell(real *restrict y66, const real *x45, const real *x47, const real *x42, const real *x46)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x47[200 + i0] + x42[200 + i0];   /* n48 add */
@@ -1230,7 +1126,7 @@ static void gen_k66_fused(real *restrict y66, const real *x45, const real *x47, 
 /* n71 = concat(n69, n70) axis 0
  *   (2, 1, 200) <- (1, 1, 200), (1, 1, 200)
  *   graphs/gru.lua:18 */
-static void gen_k71_concat(real *y, const real *a, const real *b)
+static void gen_rnn_concat(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 200; i0++)
     y[i0] = a[i0];
@@ -1240,16 +1136,16 @@ static void gen_k71_concat(real *y, const real *a, const real *b)
 
 /* n79 = matmul(n78, n72) b^T
  *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
- *   graphs/gru.lua:18 */
-static void gen_k79_matmul(real *y, const real *a, const real *b, int nt)
+ *   graphs/gru.lua:19 */
+static void gen_decoder_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
 }
 
 /* n80 = add(n79, n74)
  *   (1, 1, 33278) <- (1, 1, 33278), (33278)
- *   graphs/gru.lua:18 */
-static void gen_k80_add(real *y, const real *a, const real *b)
+ *   graphs/gru.lua:19 */
+static void gen_decoder_add(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 33278; i0++)
     y[i0] = a[i0] + b[i0];
@@ -1257,8 +1153,8 @@ static void gen_k80_add(real *y, const real *a, const real *b)
 
 /* n81 = log_softmax(n80)
  *   (1, 1, 33278) <- (1, 1, 33278)
- *   graphs/gru.lua:18 */
-static void gen_k81_log_softmax(real *y, const real *x)
+ *   graphs/gru.lua:21 */
+static void gen_log_softmax(real *y, const real *x)
 {
   const long n = 33278;
   for (long r = 0; r < 1; r++) {
@@ -1279,31 +1175,65 @@ static const LmcTensorDesc gen_state[] = {
 static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (600, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6895600;   /* rnn.bias_ih_l0 (600) */
+  const real *rnn_weight_hh_l0 = c->param + 6775600;   /* rnn.weight_hh_l0 (600, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6896200;   /* rnn.bias_hh_l0 (600) */
+  const real *rnn_weight_ih_l1 = c->param + 6896800;   /* rnn.weight_ih_l1 (600, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7136800;   /* rnn.bias_ih_l1 (600) */
+  const real *rnn_weight_hh_l1 = c->param + 7016800;   /* rnn.weight_hh_l1 (600, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7137400;   /* rnn.bias_hh_l1 (600) */
+  const real *decoder_weight = c->param + 7138000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13793600;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 1, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 66960;   /* read as targets when run() gets none */
+  real *encoder_embedding = w + 21008;   /* (T, 1, 200), graphs/gru.lua:17 */
+  real *rnn_slice = w + 49024;   /* (1, 1, 200), graphs/gru.lua:18 */
+  real *rnn_l0_matmul = w;   /* (T, 1, 600), graphs/gru.lua:18 */
+  real *rnn_l0_add = w + 21008;   /* (T, 1, 600), graphs/gru.lua:18 */
+  real *rnn_l0_const = w + 56240;   /* (), graphs/gru.lua:18 */
+  real *rnn_l0_carry = w + 608;   /* (1, 200), graphs/gru.lua:18 */
+  real *rnn_l0_add_2 = w + 42016;   /* (1, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l0_matmul_2 = w;   /* (1, 600), graphs/gru.lua:18 */
+  real *rnn_slice_2 = w + 56032;   /* (1, 1, 200), graphs/gru.lua:18 */
+  real *rnn_l1_matmul = w;   /* (T, 1, 600), graphs/gru.lua:18 */
+  real *rnn_l1_add = w + 21008;   /* (T, 1, 600), graphs/gru.lua:18 */
+  real *rnn_l1_carry = w + 608;   /* (1, 200), graphs/gru.lua:18 */
+  real *rnn_l1_add_2 = w + 49024;   /* (1, 200) per step, graphs/gru.lua:18 */
+  real *rnn_l1_matmul_2 = w;   /* (1, 600), graphs/gru.lua:18 */
+  real *rnn_concat = w + 66560;   /* (2, 1, 200), graphs/gru.lua:18 */
+  real *decoder_matmul = w;   /* (1, 1, 33278), graphs/gru.lua:19 */
+  real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/gru.lua:19 */
+  real *log_softmax = w;   /* (1, 1, 33278), graphs/gru.lua:21 */
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 66960, 0, 35 * sizeof *targets);
-  gen_k4_embedding(w + 21008, c->param + 0, tokens, T);
-  gen_k5_slice(w + 49024, c->state + 0);
-  gen_k11_matmul(w, w + 21008, c->param + 6655600, c->threads, T);
-  gen_k12_add(w + 21008, w, c->param + 6895600, T);
-  gen_k30_const(w + 56240);
+    targets = memset(no_targets, 0, 35 * sizeof *targets);
+  gen_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  gen_rnn_slice(rnn_slice, hidden);
+  gen_rnn_matmul(rnn_l0_matmul, encoder_embedding, rnn_weight_ih_l0, c->threads, T);
+  gen_rnn_add(rnn_l0_add, rnn_l0_matmul, rnn_bias_ih_l0, T);
+  train_rnn_l0_const(rnn_l0_const);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    gen_k14_carry(w + 608, t == 0 ? w + 49024 : w + 42016 + (t - 1) * 200);
-    gen_k15_matmul(w, w + 608, c->param + 6775600, c->threads);
-    gen_k34_fused(w + 42016 + t * 200, w + 21008 + t * 600, w, c->param + 6896200, w + 608);
+    gen_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_add_2 + (t - 1) * 200);
+    gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    gen_rnn_l0_cell(rnn_l0_add_2 + t * 200, rnn_l0_add + t * 600, rnn_l0_matmul_2, rnn_bias_hh_l0, rnn_l0_carry);
   }
-  gen_k37_slice(w + 56032, c->state + 0);
-  gen_k43_matmul(w, w + 42016, c->param + 6896800, c->threads, T);
-  gen_k44_add(w + 21008, w, c->param + 7136800, T);
+  gen_rnn_slice_2(rnn_slice_2, hidden);
+  gen_rnn_matmul(rnn_l1_matmul, rnn_l0_add_2, rnn_weight_ih_l1, c->threads, T);
+  gen_rnn_add(rnn_l1_add, rnn_l1_matmul, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    gen_k46_carry(w + 608, t == 0 ? w + 56032 : w + 49024 + (t - 1) * 200);
-    gen_k47_matmul(w, w + 608, c->param + 7016800, c->threads);
-    gen_k66_fused(w + 49024 + t * 200, w + 21008 + t * 600, w, c->param + 7137400, w + 608);
+    gen_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_add_2 + (t - 1) * 200);
+    gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    gen_rnn_l1_cell(rnn_l1_add_2 + t * 200, rnn_l1_add + t * 600, rnn_l1_matmul_2, rnn_bias_hh_l1, rnn_l1_carry);
   }
-  gen_k71_concat(w + 66560, w + 42016 + (T - 1) * 200, w + 49024 + (T - 1) * 200);
-  gen_k79_matmul(w, w + 49024 + (T - 1) * 200, c->param + 7138000, c->threads);
-  gen_k80_add(w + 33280, w, c->param + 13793600);
-  gen_k81_log_softmax(w, w + 33280);
-  memcpy(c->state + 0, w + 66560, 400 * sizeof(real));   /* state hidden, detached */
+  gen_rnn_concat(rnn_concat, rnn_l0_add_2 + (T - 1) * 200, rnn_l1_add_2 + (T - 1) * 200);
+  gen_decoder_matmul(decoder_matmul, rnn_l1_add_2 + (T - 1) * 200, decoder_weight, c->threads);
+  gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
+  gen_log_softmax(log_softmax, decoder_add);
+  memcpy(hidden, rnn_concat, 400 * sizeof(real));   /* state hidden, detached */
   return 0;
 }
 

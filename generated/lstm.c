@@ -57,7 +57,7 @@ static const LmcDropoutSlot lmc_dropout[] = {
 /* n5 = embedding(n4, n0)
  *   (T, 20, 200) <- (33278, 200), (T, 20)
  *   graphs/lstm.lua:17 */
-static void train_k5_embedding(real *y, const real *w, const int32_t *ids, int T)
+static void train_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 20*T; i++)
     memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
@@ -65,8 +65,9 @@ static void train_k5_embedding(real *y, const real *w, const int32_t *ids, int T
 
 /* n6 = dropout(n5) stream 0, p = slot 0
  *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/lstm.lua:17 */
-static void train_k6_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
+ *   graphs/lstm.lua:17
+ *   shared by train_dropout, train_rnn_dropout, train_dropout_2 */
+static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
@@ -75,17 +76,9 @@ static void train_k6_dropout(real *y, const real *x, uint64_t key, double p, lon
 
 /* n7 = slice(n2) axis 0 from 0
  *   (1, 20, 200) <- (2, 20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k7_slice(real *y, const real *x)
-{
-  for (long i0 = 0; i0 < 4000; i0++)
-    y[i0] = x[i0];
-}
-
-/* n9 = slice(n3) axis 0 from 0
- *   (1, 20, 200) <- (2, 20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k9_slice(real *y, const real *x)
+ *   graphs/lstm.lua:18
+ *   shared by train_rnn_slice, train_rnn_slice_2 */
+static void train_rnn_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = x[i0];
@@ -93,8 +86,9 @@ static void train_k9_slice(real *y, const real *x)
 
 /* n16 = matmul_bias(n6, n11, n13) b^T
  *   (T, 20, 800) <- (T, 20, 200), (800, 200), (800)
- *   graphs/lstm.lua:18 */
-static void train_k16_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+ *   graphs/lstm.lua:18
+ *   shared by train_rnn_l0_matmul_bias, train_rnn_l1_matmul_bias */
+static void train_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 800; i1++)
@@ -105,24 +99,21 @@ static void train_k16_matmul_bias(real *y, const real *a, const real *b, const r
 
 /* n18 = carry(n8, n35)
  *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k18_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
-}
-
-/* n19 = carry(n10, n33)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k19_carry(real *y, const real *x)
+ *   graphs/lstm.lua:18
+ *   shared by train_rnn_l0_carry, train_rnn_l0_carry_2, train_rnn_l1_carry,
+ *             train_rnn_l1_carry_2, train_rnn_l1_carry_grad,
+ *             train_rnn_l1_carry_grad_2, train_rnn_l0_carry_grad,
+ *             train_rnn_l0_carry_grad_2 */
+static void train_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 4000 * sizeof *y);
 }
 
 /* n20 = matmul(n18, n12) b^T
  *   per step: (20, 800) <- (20, 200), (800, 200)
- *   graphs/lstm.lua:18 */
-static void train_k20_matmul(real *y, const real *a, const real *b, int nt)
+ *   graphs/lstm.lua:18
+ *   shared by train_rnn_l0_matmul, train_rnn_l1_matmul */
+static void train_rnn_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 20, 800, 200, a, 200, b, 200, 0, y, 800);
 }
@@ -144,7 +135,7 @@ static void train_k20_matmul(real *y, const real *a, const real *b, int nt)
  *   n34 = tanh(n33) (20, 200), stored
  *   n35 = mul(n30, n34) (20, 200), stored
  *   graphs/lstm.lua:18 */
-static void train_k35_fused(real *restrict y24, const real *x17, const real *x20, const real *x14, real *restrict y26, real *restrict y28, real *restrict y30, real *restrict y33, const real *x19, real *restrict y34, real *restrict y35)
+static void train_rnn_l0_cell(real *restrict y24, const real *x17, const real *x20, const real *x14, real *restrict y26, real *restrict y28, real *restrict y30, real *restrict y33, const real *x19, real *restrict y34, real *restrict y35)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -175,68 +166,14 @@ static void train_k35_fused(real *restrict y24, const real *x17, const real *x20
     }
 }
 
-/* n39 = dropout(n36) stream 1, p = slot 0
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k39_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
-{
-  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
-}
-
 /* n40 = slice(n2) axis 0 from 1
  *   (1, 20, 200) <- (2, 20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k40_slice(real *y, const real *x)
+ *   graphs/lstm.lua:18
+ *   shared by train_rnn_slice_3, train_rnn_slice_4 */
+static void train_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = x[4000 + i0];
-}
-
-/* n42 = slice(n3) axis 0 from 1
- *   (1, 20, 200) <- (2, 20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k42_slice(real *y, const real *x)
-{
-  for (long i0 = 0; i0 < 4000; i0++)
-    y[i0] = x[4000 + i0];
-}
-
-/* n49 = matmul_bias(n39, n44, n46) b^T
- *   (T, 20, 800) <- (T, 20, 200), (800, 200), (800)
- *   graphs/lstm.lua:18 */
-static void train_k49_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 800; i1++)
-      y[i0 * 800 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 800, 200,
-              1, a, 200, b, 200, 1, y, 800);
-}
-
-/* n51 = carry(n41, n68)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k51_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
-}
-
-/* n52 = carry(n43, n66)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k52_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
-}
-
-/* n53 = matmul(n51, n45) b^T
- *   per step: (20, 800) <- (20, 200), (800, 200)
- *   graphs/lstm.lua:18 */
-static void train_k53_matmul(real *y, const real *a, const real *b, int nt)
-{
-  lmc_sgemm_abt_mt(nt, 20, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
 /* fused: 15 nodes in one loop over (20, 200) per step
@@ -256,7 +193,7 @@ static void train_k53_matmul(real *y, const real *a, const real *b, int nt)
  *   n67 = tanh(n66) (20, 200), stored
  *   n68 = mul(n63, n67) (20, 200), stored
  *   graphs/lstm.lua:18 */
-static void train_k68_fused(real *restrict y57, const real *x50, const real *x53, const real *x47, real *restrict y59, real *restrict y61, real *restrict y63, real *restrict y66, const real *x52, real *restrict y67, real *restrict y68)
+static void train_rnn_l1_cell(real *restrict y57, const real *x50, const real *x53, const real *x47, real *restrict y59, real *restrict y61, real *restrict y63, real *restrict y66, const real *x52, real *restrict y67, real *restrict y68)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -289,40 +226,20 @@ static void train_k68_fused(real *restrict y57, const real *x50, const real *x53
 
 /* n74 = concat(n72, n73) axis 0
  *   (2, 20, 200) <- (1, 20, 200), (1, 20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k74_concat(real *y, const real *a, const real *b)
+ *   graphs/lstm.lua:18
+ *   shared by train_rnn_concat, train_rnn_concat_2 */
+static void train_rnn_concat(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = a[i0];
   for (long i0 = 0; i0 < 4000; i0++)
     y[4000 + i0] = b[i0];
-}
-
-/* n77 = concat(n75, n76) axis 0
- *   (2, 20, 200) <- (1, 20, 200), (1, 20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k77_concat(real *y, const real *a, const real *b)
-{
-  for (long i0 = 0; i0 < 4000; i0++)
-    y[i0] = a[i0];
-  for (long i0 = 0; i0 < 4000; i0++)
-    y[4000 + i0] = b[i0];
-}
-
-/* n78 = dropout(n69) stream 2, p = slot 0
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/lstm.lua:19 */
-static void train_k78_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
-{
-  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
 }
 
 /* n80 = matmul(n78, n79) b^T
  *   (T, 20, 33278) <- (T, 20, 200), (33278, 200)
  *   graphs/lstm.lua:19 */
-static void train_k80_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 33278, 200,
               1, a, 200, b, 200, 0, y, 33278);
@@ -334,7 +251,7 @@ static void train_k80_matmul(real *y, const real *a, const real *b, int T)
  *   n84 = nll_loss(n83, n1) (), stored
  *   n87 = nll_log_softmax_grad(n85, n83, n1) (T, 20, 33278), stored
  *   graphs/lstm.lua:21 */
-static void train_k83_fused(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
+static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
   double nll_row[700];   /* summed in row order after the loop */
@@ -362,7 +279,7 @@ static void train_k83_fused(real *dx /* over x */, real *loss, const real *bias,
 /* n85 = const() value 1.0
  *   ()
  *   graphs/lstm.lua:24 */
-static void train_k85_const(real *y)
+static void train_const_grad(real *y)
 {
   y[0] = 1.0;
 }
@@ -370,7 +287,7 @@ static void train_k85_const(real *y)
 /* n88 = sum(n87)
  *   (33278) <- (T, 20, 33278)
  *   graphs/lstm.lua:19 */
-static void train_k88_sum(real *y, const real *x, int T)
+static void train_decoder_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 33278 * sizeof *y);
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -381,7 +298,7 @@ static void train_k88_sum(real *y, const real *x, int T)
 /* n89 = matmul(n87, n79)
  *   (T, 20, 200) <- (T, 20, 33278), (33278, 200)
  *   graphs/lstm.lua:19 */
-static void train_k89_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 33278,
               1, a, 33278, b, 200, 0, y, 200);
@@ -390,7 +307,7 @@ static void train_k89_matmul(real *y, const real *a, const real *b, int T)
 /* n90 = matmul(n87, n78) a^T
  *   (33278, 200) <- (T, 20, 33278), (T, 20, 200)
  *   graphs/lstm.lua:19 */
-static void train_k90_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   for (long r = 0; r < 33278; r += 1024)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 33278 ? 1024 : 33278 - r, 200, 20*T,
@@ -400,7 +317,7 @@ static void train_k90_matmul(real *y, const real *a, const real *b, int T)
 /* n94 = const() value 0.0
  *   ()
  *   graphs/lstm.lua:18 */
-static void train_k94_const(real *y)
+static void train_rnn_l1_const_grad(real *y)
 {
   y[0] = 0.0;
 }
@@ -408,26 +325,10 @@ static void train_k94_const(real *y)
 /* n95 = broadcast(n94)
  *   (20, 200) <- ()
  *   graphs/lstm.lua:18 */
-static void train_k95_broadcast(real *y, const real *x)
+static void train_rnn_l1_broadcast_grad(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = x[0];
-}
-
-/* n115 = carry(n95, n157)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k115_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
-}
-
-/* n116 = carry(n95, n136)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k116_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
 }
 
 /* fused: 20 nodes in one loop over (20, 200) per step
@@ -452,7 +353,7 @@ static void train_k116_carry(real *y, const real *x)
  *   n151 = pad(n150) axis 1 at 0 (20, 800)
  *   n152 = add(n148, n151) (20, 800), stored
  *   graphs/lstm.lua:18 */
-static void train_k152_fused(real *restrict y136, const real *x116, const real *x115, const real *x117, uint64_t key_118, double p_118, long idx0_118, const real *x119, const real *x120, const real *x133, real *restrict y152, const real *x129, const real *x130, const real *x134)
+static void train_rnn_l1_cell_grad(real *restrict y136, const real *x116, const real *x115, const real *x117, uint64_t key_118, double p_118, long idx0_118, const real *x119, const real *x120, const real *x133, real *restrict y152, const real *x129, const real *x130, const real *x134)
 {
   real scale_118 = p_118 < 1 ? (real)(1 / (1 - p_118)) : 0;
   for (long i0 = 0; i0 < 20; i0++)
@@ -480,8 +381,9 @@ static void train_k152_fused(real *restrict y136, const real *x116, const real *
 
 /* n157 = matmul(n152, n45)
  *   per step: (20, 200) <- (20, 800), (800, 200)
- *   graphs/lstm.lua:18 */
-static void train_k157_matmul(real *y, const real *a, const real *b)
+ *   graphs/lstm.lua:18
+ *   shared by train_rnn_l1_matmul_grad, train_rnn_l0_matmul_grad */
+static void train_rnn_matmul_grad(real *y, const real *a, const real *b)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 800,
               1, a, 800, b, 200, 0, y, 200);
@@ -489,8 +391,9 @@ static void train_k157_matmul(real *y, const real *a, const real *b)
 
 /* n160 = sum(n158)
  *   (800) <- (T, 20, 800)
- *   graphs/lstm.lua:18 */
-static void train_k160_sum(real *y, const real *x, int T)
+ *   graphs/lstm.lua:18
+ *   shared by train_rnn_l1_sum_grad, train_rnn_l0_sum_grad */
+static void train_rnn_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 800 * sizeof *y);
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -500,8 +403,10 @@ static void train_k160_sum(real *y, const real *x, int T)
 
 /* n162 = matmul(n158, n93) a^T
  *   (800, 200) <- (T, 20, 800), (T, 20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k162_matmul(real *y, const real *a, const real *b, int T)
+ *   graphs/lstm.lua:18
+ *   shared by train_rnn_l1_matmul_grad_2, train_rnn_l1_matmul_grad_4,
+ *             train_rnn_l0_matmul_grad_2, train_rnn_l0_matmul_grad_4 */
+static void train_rnn_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 800, 200, 20*T,
               1, a, 800, b, 200, 0, y, 200);
@@ -509,36 +414,12 @@ static void train_k162_matmul(real *y, const real *a, const real *b, int T)
 
 /* n164 = matmul(n158, n44)
  *   (T, 20, 200) <- (T, 20, 800), (800, 200)
- *   graphs/lstm.lua:18 */
-static void train_k164_matmul(real *y, const real *a, const real *b, int T)
+ *   graphs/lstm.lua:18
+ *   shared by train_rnn_l1_matmul_grad_3, train_rnn_l0_matmul_grad_3 */
+static void train_rnn_matmul_grad_3(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 800,
               1, a, 800, b, 200, 0, y, 200);
-}
-
-/* n165 = matmul(n158, n39) a^T
- *   (800, 200) <- (T, 20, 800), (T, 20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k165_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 800, 200, 20*T,
-              1, a, 800, b, 200, 0, y, 200);
-}
-
-/* n190 = carry(n95, n232)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k190_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
-}
-
-/* n191 = carry(n95, n211)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k191_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
 }
 
 /* fused: 20 nodes in one loop over (20, 200) per step
@@ -563,7 +444,7 @@ static void train_k191_carry(real *y, const real *x)
  *   n226 = pad(n225) axis 1 at 0 (20, 800)
  *   n227 = add(n223, n226) (20, 800), stored
  *   graphs/lstm.lua:18 */
-static void train_k227_fused(real *restrict y211, const real *x191, const real *x190, const real *x192, uint64_t key_193, double p_193, long idx0_193, const real *x194, const real *x195, const real *x208, real *restrict y227, const real *x204, const real *x205, const real *x209)
+static void train_rnn_l0_cell_grad(real *restrict y211, const real *x191, const real *x190, const real *x192, uint64_t key_193, double p_193, long idx0_193, const real *x194, const real *x195, const real *x208, real *restrict y227, const real *x204, const real *x205, const real *x209)
 {
   real scale_193 = p_193 < 1 ? (real)(1 / (1 - p_193)) : 0;
   for (long i0 = 0; i0 < 20; i0++)
@@ -589,57 +470,10 @@ static void train_k227_fused(real *restrict y211, const real *x191, const real *
     }
 }
 
-/* n232 = matmul(n227, n12)
- *   per step: (20, 200) <- (20, 800), (800, 200)
- *   graphs/lstm.lua:18 */
-static void train_k232_matmul(real *y, const real *a, const real *b)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 800,
-              1, a, 800, b, 200, 0, y, 200);
-}
-
-/* n235 = sum(n233)
- *   (800) <- (T, 20, 800)
- *   graphs/lstm.lua:18 */
-static void train_k235_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 800 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 800; i1++)
-      y[i1] += x[i0 * 800 + i1];
-}
-
-/* n237 = matmul(n233, n168) a^T
- *   (800, 200) <- (T, 20, 800), (T, 20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k237_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 800, 200, 20*T,
-              1, a, 800, b, 200, 0, y, 200);
-}
-
-/* n239 = matmul(n233, n11)
- *   (T, 20, 200) <- (T, 20, 800), (800, 200)
- *   graphs/lstm.lua:18 */
-static void train_k239_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 800,
-              1, a, 800, b, 200, 0, y, 200);
-}
-
-/* n240 = matmul(n233, n6) a^T
- *   (800, 200) <- (T, 20, 800), (T, 20, 200)
- *   graphs/lstm.lua:18 */
-static void train_k240_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 800, 200, 20*T,
-              1, a, 800, b, 200, 0, y, 200);
-}
-
 /* n241 = dropout_grad(n239) stream 0, p = slot 0
  *   (T, 20, 200) <- (T, 20, 200)
  *   graphs/lstm.lua:17 */
-static void train_k241_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
+static void train_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
@@ -649,7 +483,7 @@ static void train_k241_dropout_grad(real *dx, const real *dy, uint64_t key, doub
 /* n242 = embedding_grad(n241, n0)
  *   (33278, 200) <- (T, 20, 200), (T, 20)
  *   graphs/lstm.lua:17 */
-static void train_k242_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
+static void train_encoder_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
 {
   int32_t *row = (int32_t *)(dx + 140000);   /* the rows' ids, ascending; row[700]: how many */
   const long nrow = row[700] = (int32_t)lmc_unique_ids(ids, 20*T, row);
@@ -669,69 +503,150 @@ static const LmcTensorDesc train_state[] = {
 static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (800, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6975600;   /* rnn.bias_ih_l0 (800) */
+  const real *rnn_weight_hh_l0 = c->param + 6815600;   /* rnn.weight_hh_l0 (800, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6976400;   /* rnn.bias_hh_l0 (800) */
+  const real *rnn_weight_ih_l1 = c->param + 6977200;   /* rnn.weight_ih_l1 (800, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7297200;   /* rnn.bias_ih_l1 (800) */
+  const real *rnn_weight_hh_l1 = c->param + 7137200;   /* rnn.weight_hh_l1 (800, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7298000;   /* rnn.bias_hh_l1 (800) */
+  const real *decoder_weight = c->param + 7298800;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13954400;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden_h = c->state;   /* state hidden.h (2, 20, 200) */
+  real *hidden_c = c->state + 8000;   /* state hidden.c (2, 20, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 25830624;   /* read as targets when run() gets none */
+  real *encoder_embedding = w;   /* (T, 20, 200), graphs/lstm.lua:17 */
+  real *dropout = w + 23294608;   /* (T, 20, 200), graphs/lstm.lua:17 */
+  real *rnn_slice = w + 716000;   /* (1, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_2 = w + 720000;   /* (1, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul_bias = w;   /* (T, 20, 800), graphs/lstm.lua:18 */
+  real *rnn_l0_carry = w + 23434608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_mul = w + 560000;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_carry_2 = w + 23574608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_add = w + 856000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul = w + 700000;   /* (20, 800), graphs/lstm.lua:18 */
+  real *rnn_l0_sigmoid = w + 23714608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_sigmoid_2 = w + 23854608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_tanh = w + 23994608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_sigmoid_3 = w + 24134608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_tanh_2 = w + 24274608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_dropout = w + 24414608;   /* (T, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_3 = w + 860000;   /* (1, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_4 = w + 864000;   /* (1, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul_bias = w;   /* (T, 20, 800), graphs/lstm.lua:18 */
+  real *rnn_l1_carry = w + 24554608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_mul = w + 700000;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_carry_2 = w + 24694608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_add = w + 868000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul = w + 840000;   /* (20, 800), graphs/lstm.lua:18 */
+  real *rnn_l1_sigmoid = w + 24834608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_sigmoid_2 = w + 24974608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_tanh = w + 25114608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_sigmoid_3 = w + 25254608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_tanh_2 = w + 25394608;   /* (20, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_concat = w + 25814608;   /* (2, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_concat_2 = w + 25822608;   /* (2, 20, 200), graphs/lstm.lua:18 */
+  real *dropout_2 = w + 25534608;   /* (T, 20, 200), graphs/lstm.lua:19 */
+  real *decoder_matmul = w;   /* (T, 20, 33278), graphs/lstm.lua:19 */
+  real *nll_log_softmax_grad = w;   /* (T, 20, 33278), graphs/lstm.lua:21 */
+  real *nll_loss = w + 25830608;   /* (), graphs/lstm.lua:24 */
+  real *const_grad = w + 25674608;   /* (), graphs/lstm.lua:24 */
+  real *decoder_matmul_grad = w + 25674608;   /* (T, 20, 200), graphs/lstm.lua:19 */
+  real *rnn_l1_const_grad = w;   /* (), graphs/lstm.lua:18 */
+  real *rnn_l1_broadcast_grad = w + 700000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_carry_grad = w + 560000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul_grad = w + 572000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_carry_grad_2 = w + 564000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_mul_grad = w + 568000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_add_grad = w;   /* (20, 800) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_matmul_grad_2 = w + 560000;   /* (T, 20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_carry_grad = w + 704000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul_grad = w + 716000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_carry_grad_2 = w + 708000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_mul_grad = w + 712000;   /* (20, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_add_grad = w;   /* (20, 800) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_matmul_grad_2 = w + 560000;   /* (T, 20, 200), graphs/lstm.lua:18 */
+  real *dropout_grad = w;   /* (T, 20, 200), graphs/lstm.lua:17 */
+  /* gradients */
+  real *d_decoder_bias = c->grad + 7439504;   /* gradient of decoder.bias (33278) */
+  real *d_decoder_weight = c->grad + 783904;   /* gradient of decoder.weight (33278, 200) */
+  real *d_rnn_bias_ih_l1 = c->grad + 782304;   /* gradient of rnn.bias_ih_l1 (800) */
+  real *d_rnn_weight_hh_l1 = c->grad + 622304;   /* gradient of rnn.weight_hh_l1 (800, 200) */
+  real *d_rnn_weight_ih_l1 = c->grad + 462304;   /* gradient of rnn.weight_ih_l1 (800, 200) */
+  real *d_rnn_bias_ih_l0 = c->grad + 460704;   /* gradient of rnn.bias_ih_l0 (800) */
+  real *d_rnn_weight_hh_l0 = c->grad + 300704;   /* gradient of rnn.weight_hh_l0 (800, 200) */
+  real *d_rnn_weight_ih_l0 = c->grad + 140704;   /* gradient of rnn.weight_ih_l0 (800, 200) */
+  real *d_encoder_weight = c->grad;   /* gradient of encoder.weight (33278, 200) */
+  real *d_rnn_bias_hh_l0 = c->grad + 461504;   /* gradient of rnn.bias_hh_l0 (800) */
+  real *d_rnn_bias_hh_l1 = c->grad + 783104;   /* gradient of rnn.bias_hh_l1 (800) */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 25830624, 0, 700 * sizeof *targets);
-  train_k5_embedding(w, c->param + 0, tokens, T);
-  train_k6_dropout(w + 23294608, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_k7_slice(w + 716000, c->state + 0);
-  train_k9_slice(w + 720000, c->state + 8000);
-  train_k16_matmul_bias(w, w + 23294608, c->param + 6655600, c->param + 6975600, T);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  train_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_rnn_slice(rnn_slice, hidden_h);
+  train_rnn_slice(rnn_slice_2, hidden_c);
+  train_rnn_matmul_bias(rnn_l0_matmul_bias, dropout, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    train_k18_carry(w + 23434608 + t * 4000, t == 0 ? w + 716000 : w + 560000 + (t - 1) * 4000);
-    train_k19_carry(w + 23574608 + t * 4000, t == 0 ? w + 720000 : w + 856000);
-    train_k20_matmul(w + 700000, w + 23434608 + t * 4000, c->param + 6815600, c->threads);
-    train_k35_fused(w + 23714608 + t * 4000, w + t * 16000, w + 700000, c->param + 6976400, w + 23854608 + t * 4000, w + 23994608 + t * 4000, w + 24134608 + t * 4000, w + 856000, w + 23574608 + t * 4000, w + 24274608 + t * 4000, w + 560000 + t * 4000);
+    train_rnn_carry(rnn_l0_carry + t * 4000, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 4000);
+    train_rnn_carry(rnn_l0_carry_2 + t * 4000, t == 0 ? rnn_slice_2 : rnn_l0_add);
+    train_rnn_matmul(rnn_l0_matmul, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, c->threads);
+    train_rnn_l0_cell(rnn_l0_sigmoid + t * 4000, rnn_l0_matmul_bias + t * 16000, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_add, rnn_l0_carry_2 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_mul + t * 4000);
   }
-  train_k39_dropout(w + 24414608, w + 560000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
-  train_k40_slice(w + 860000, c->state + 0);
-  train_k42_slice(w + 864000, c->state + 8000);
-  train_k49_matmul_bias(w, w + 24414608, c->param + 6977200, c->param + 7297200, T);
+  train_dropout(rnn_dropout, rnn_l0_mul, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
+  train_rnn_slice_2(rnn_slice_3, hidden_h);
+  train_rnn_slice_2(rnn_slice_4, hidden_c);
+  train_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_dropout, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    train_k51_carry(w + 24554608 + t * 4000, t == 0 ? w + 860000 : w + 700000 + (t - 1) * 4000);
-    train_k52_carry(w + 24694608 + t * 4000, t == 0 ? w + 864000 : w + 868000);
-    train_k53_matmul(w + 840000, w + 24554608 + t * 4000, c->param + 7137200, c->threads);
-    train_k68_fused(w + 24834608 + t * 4000, w + t * 16000, w + 840000, c->param + 7298000, w + 24974608 + t * 4000, w + 25114608 + t * 4000, w + 25254608 + t * 4000, w + 868000, w + 24694608 + t * 4000, w + 25394608 + t * 4000, w + 700000 + t * 4000);
+    train_rnn_carry(rnn_l1_carry + t * 4000, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 4000);
+    train_rnn_carry(rnn_l1_carry_2 + t * 4000, t == 0 ? rnn_slice_4 : rnn_l1_add);
+    train_rnn_matmul(rnn_l1_matmul, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, c->threads);
+    train_rnn_l1_cell(rnn_l1_sigmoid + t * 4000, rnn_l1_matmul_bias + t * 16000, rnn_l1_matmul, rnn_bias_hh_l1, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sigmoid_3 + t * 4000, rnn_l1_add, rnn_l1_carry_2 + t * 4000, rnn_l1_tanh_2 + t * 4000, rnn_l1_mul + t * 4000);
   }
-  train_k74_concat(w + 25814608, w + 560000 + (T - 1) * 4000, w + 700000 + (T - 1) * 4000);
-  train_k77_concat(w + 25822608, w + 856000, w + 868000);
-  train_k78_dropout(w + 25534608, w + 700000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
-  train_k80_matmul(w, w + 25534608, c->param + 7298800, T);
-  train_k83_fused(w, w + 25830608, c->param + 13954400, targets, c->threads, T);
-  train_k85_const(w + 25674608);
-  train_k88_sum(c->grad + 7439504, w, T);
-  train_k89_matmul(w + 25674608, w, c->param + 7298800, T);
-  train_k90_matmul(c->grad + 783904, w, w + 25534608, T);
-  train_k94_const(w);
-  train_k95_broadcast(w + 700000, w);
+  train_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 4000, rnn_l1_mul + (T - 1) * 4000);
+  train_rnn_concat(rnn_concat_2, rnn_l0_add, rnn_l1_add);
+  train_dropout(dropout_2, rnn_l1_mul, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
+  train_decoder_matmul(decoder_matmul, dropout_2, decoder_weight, T);
+  train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
+  train_const_grad(const_grad);
+  train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
+  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, T);
+  train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, dropout_2, T);
+  train_rnn_l1_const_grad(rnn_l1_const_grad);
+  train_rnn_l1_broadcast_grad(rnn_l1_broadcast_grad, rnn_l1_const_grad);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
-    train_k115_carry(w + 560000, t == T - 1 ? w + 700000 : w + 572000);
-    train_k116_carry(w + 564000, t == T - 1 ? w + 700000 : w + 568000);
-    train_k152_fused(w + 568000, w + 564000, w + 560000, w + 25674608 + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, w + 25254608 + t * 4000, w + 25394608 + t * 4000, w + 24974608 + t * 4000, w + t * 16000, w + 24834608 + t * 4000, w + 25114608 + t * 4000, w + 24694608 + t * 4000);
-    train_k157_matmul(w + 572000, w + t * 16000, c->param + 7137200);
+    train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_matmul_grad);
+    train_rnn_carry(rnn_l1_carry_grad_2, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_mul_grad);
+    train_rnn_l1_cell_grad(rnn_l1_mul_grad, rnn_l1_carry_grad_2, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, rnn_l1_sigmoid_3 + t * 4000, rnn_l1_tanh_2 + t * 4000, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_add_grad + t * 16000, rnn_l1_sigmoid + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_carry_2 + t * 4000);
+    train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_add_grad + t * 16000, rnn_weight_hh_l1);
   }
-  train_k160_sum(c->grad + 782304, w, T);
-  train_k162_matmul(c->grad + 622304, w, w + 24554608, T);
-  train_k164_matmul(w + 560000, w, c->param + 6977200, T);
-  train_k165_matmul(c->grad + 462304, w, w + 24414608, T);
+  train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_add_grad, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l1, rnn_l1_add_grad, rnn_l1_carry, T);
+  train_rnn_matmul_grad_3(rnn_l1_matmul_grad_2, rnn_l1_add_grad, rnn_weight_ih_l1, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l1, rnn_l1_add_grad, rnn_dropout, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
-    train_k190_carry(w + 704000, t == T - 1 ? w + 700000 : w + 716000);
-    train_k191_carry(w + 708000, t == T - 1 ? w + 700000 : w + 712000);
-    train_k227_fused(w + 712000, w + 708000, w + 704000, w + 560000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, w + 24134608 + t * 4000, w + 24274608 + t * 4000, w + 23854608 + t * 4000, w + t * 16000, w + 23714608 + t * 4000, w + 23994608 + t * 4000, w + 23574608 + t * 4000);
-    train_k232_matmul(w + 716000, w + t * 16000, c->param + 6815600);
+    train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_matmul_grad);
+    train_rnn_carry(rnn_l0_carry_grad_2, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_mul_grad);
+    train_rnn_l0_cell_grad(rnn_l0_mul_grad, rnn_l0_carry_grad_2, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_add_grad + t * 16000, rnn_l0_sigmoid + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_carry_2 + t * 4000);
+    train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_add_grad + t * 16000, rnn_weight_hh_l0);
   }
-  train_k235_sum(c->grad + 460704, w, T);
-  train_k237_matmul(c->grad + 300704, w, w + 23434608, T);
-  train_k239_matmul(w + 560000, w, c->param + 6655600, T);
-  train_k240_matmul(c->grad + 140704, w, w + 23294608, T);
-  train_k241_dropout_grad(w, w + 560000, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_k242_embedding_grad(c->grad + 0, w, tokens, T);
-  memcpy(c->state + 0, w + 25814608, 8000 * sizeof(real));   /* state hidden.h, detached */
-  memcpy(c->state + 8000, w + 25822608, 8000 * sizeof(real));   /* state hidden.c, detached */
+  train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_add_grad, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l0, rnn_l0_add_grad, rnn_l0_carry, T);
+  train_rnn_matmul_grad_3(rnn_l0_matmul_grad_2, rnn_l0_add_grad, rnn_weight_ih_l0, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l0, rnn_l0_add_grad, dropout, T);
+  train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_encoder_embedding_grad(d_encoder_weight, dropout_grad, tokens, T);
+  memcpy(hidden_h, rnn_concat, 8000 * sizeof(real));   /* state hidden.h, detached */
+  memcpy(hidden_c, rnn_concat_2, 8000 * sizeof(real));   /* state hidden.c, detached */
   /* gradients */
-  memcpy(c->grad + 461504, c->grad + 460704, 800 * sizeof(real));   /* rnn.bias_hh_l0 */
-  memcpy(c->grad + 783104, c->grad + 782304, 800 * sizeof(real));   /* rnn.bias_hh_l1 */
-  return have_targets ? w[25830608] : 0;
+  memcpy(d_rnn_bias_hh_l0, d_rnn_bias_ih_l0, 800 * sizeof(real));   /* rnn.bias_hh_l0 */
+  memcpy(d_rnn_bias_hh_l1, d_rnn_bias_ih_l1, 800 * sizeof(real));   /* rnn.bias_hh_l1 */
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- eval: batch 10 */
@@ -739,7 +654,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
 /* n5 = embedding(n4, n0)
  *   (T, 10, 200) <- (33278, 200), (T, 10)
  *   graphs/lstm.lua:17 */
-static void eval_k5_embedding(real *y, const real *w, const int32_t *ids, int T)
+static void eval_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 10*T; i++)
     memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
@@ -747,17 +662,9 @@ static void eval_k5_embedding(real *y, const real *w, const int32_t *ids, int T)
 
 /* n6 = slice(n2) axis 0 from 0
  *   (1, 10, 200) <- (2, 10, 200)
- *   graphs/lstm.lua:18 */
-static void eval_k6_slice(real *y, const real *x)
-{
-  for (long i0 = 0; i0 < 2000; i0++)
-    y[i0] = x[i0];
-}
-
-/* n8 = slice(n3) axis 0 from 0
- *   (1, 10, 200) <- (2, 10, 200)
- *   graphs/lstm.lua:18 */
-static void eval_k8_slice(real *y, const real *x)
+ *   graphs/lstm.lua:18
+ *   shared by eval_rnn_slice, eval_rnn_slice_2 */
+static void eval_rnn_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 2000; i0++)
     y[i0] = x[i0];
@@ -765,8 +672,9 @@ static void eval_k8_slice(real *y, const real *x)
 
 /* n15 = matmul_bias(n5, n10, n12) b^T
  *   (T, 10, 800) <- (T, 10, 200), (800, 200), (800)
- *   graphs/lstm.lua:18 */
-static void eval_k15_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+ *   graphs/lstm.lua:18
+ *   shared by eval_rnn_l0_matmul_bias, eval_rnn_l1_matmul_bias */
+static void eval_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 800; i1++)
@@ -777,24 +685,19 @@ static void eval_k15_matmul_bias(real *y, const real *a, const real *b, const re
 
 /* n17 = carry(n7, n34)
  *   per step: (10, 200) <- (10, 200), (10, 200)
- *   graphs/lstm.lua:18 */
-static void eval_k17_carry(real *y, const real *x)
-{
-  memcpy(y, x, 2000 * sizeof *y);
-}
-
-/* n18 = carry(n9, n32)
- *   per step: (10, 200) <- (10, 200), (10, 200)
- *   graphs/lstm.lua:18 */
-static void eval_k18_carry(real *y, const real *x)
+ *   graphs/lstm.lua:18
+ *   shared by eval_rnn_l0_carry, eval_rnn_l0_carry_2, eval_rnn_l1_carry,
+ *             eval_rnn_l1_carry_2 */
+static void eval_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 2000 * sizeof *y);
 }
 
 /* n19 = matmul(n17, n11) b^T
  *   per step: (10, 800) <- (10, 200), (800, 200)
- *   graphs/lstm.lua:18 */
-static void eval_k19_matmul(real *y, const real *a, const real *b, int nt)
+ *   graphs/lstm.lua:18
+ *   shared by eval_rnn_l0_matmul, eval_rnn_l1_matmul */
+static void eval_rnn_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 10, 800, 200, a, 200, b, 200, 0, y, 800);
 }
@@ -816,7 +719,7 @@ static void eval_k19_matmul(real *y, const real *a, const real *b, int nt)
  *   n33 = tanh(n32) (10, 200)
  *   n34 = mul(n29, n33) (10, 200), stored
  *   graphs/lstm.lua:18 */
-static void eval_k34_fused(real *restrict y32, const real *x16, const real *x19, const real *x13, const real *x18, real *restrict y34)
+static void eval_rnn_l0_cell(real *restrict y32, const real *x16, const real *x19, const real *x13, const real *x18, real *restrict y34)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -844,56 +747,12 @@ static void eval_k34_fused(real *restrict y32, const real *x16, const real *x19,
 
 /* n38 = slice(n2) axis 0 from 1
  *   (1, 10, 200) <- (2, 10, 200)
- *   graphs/lstm.lua:18 */
-static void eval_k38_slice(real *y, const real *x)
+ *   graphs/lstm.lua:18
+ *   shared by eval_rnn_slice_3, eval_rnn_slice_4 */
+static void eval_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 2000; i0++)
     y[i0] = x[2000 + i0];
-}
-
-/* n40 = slice(n3) axis 0 from 1
- *   (1, 10, 200) <- (2, 10, 200)
- *   graphs/lstm.lua:18 */
-static void eval_k40_slice(real *y, const real *x)
-{
-  for (long i0 = 0; i0 < 2000; i0++)
-    y[i0] = x[2000 + i0];
-}
-
-/* n47 = matmul_bias(n35, n42, n44) b^T
- *   (T, 10, 800) <- (T, 10, 200), (800, 200), (800)
- *   graphs/lstm.lua:18 */
-static void eval_k47_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 800; i1++)
-      y[i0 * 800 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 800, 200,
-              1, a, 200, b, 200, 1, y, 800);
-}
-
-/* n49 = carry(n39, n66)
- *   per step: (10, 200) <- (10, 200), (10, 200)
- *   graphs/lstm.lua:18 */
-static void eval_k49_carry(real *y, const real *x)
-{
-  memcpy(y, x, 2000 * sizeof *y);
-}
-
-/* n50 = carry(n41, n64)
- *   per step: (10, 200) <- (10, 200), (10, 200)
- *   graphs/lstm.lua:18 */
-static void eval_k50_carry(real *y, const real *x)
-{
-  memcpy(y, x, 2000 * sizeof *y);
-}
-
-/* n51 = matmul(n49, n43) b^T
- *   per step: (10, 800) <- (10, 200), (800, 200)
- *   graphs/lstm.lua:18 */
-static void eval_k51_matmul(real *y, const real *a, const real *b, int nt)
-{
-  lmc_sgemm_abt_mt(nt, 10, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
 /* fused: 15 nodes in one loop over (10, 200) per step
@@ -913,7 +772,7 @@ static void eval_k51_matmul(real *y, const real *a, const real *b, int nt)
  *   n65 = tanh(n64) (10, 200)
  *   n66 = mul(n61, n65) (10, 200), stored
  *   graphs/lstm.lua:18 */
-static void eval_k66_fused(real *restrict y64, const real *x48, const real *x51, const real *x45, const real *x50, real *restrict y66)
+static void eval_rnn_l1_cell(real *restrict y64, const real *x48, const real *x51, const real *x45, const real *x50, real *restrict y66)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -941,19 +800,9 @@ static void eval_k66_fused(real *restrict y64, const real *x48, const real *x51,
 
 /* n72 = concat(n70, n71) axis 0
  *   (2, 10, 200) <- (1, 10, 200), (1, 10, 200)
- *   graphs/lstm.lua:18 */
-static void eval_k72_concat(real *y, const real *a, const real *b)
-{
-  for (long i0 = 0; i0 < 2000; i0++)
-    y[i0] = a[i0];
-  for (long i0 = 0; i0 < 2000; i0++)
-    y[2000 + i0] = b[i0];
-}
-
-/* n75 = concat(n73, n74) axis 0
- *   (2, 10, 200) <- (1, 10, 200), (1, 10, 200)
- *   graphs/lstm.lua:18 */
-static void eval_k75_concat(real *y, const real *a, const real *b)
+ *   graphs/lstm.lua:18
+ *   shared by eval_rnn_concat, eval_rnn_concat_2 */
+static void eval_rnn_concat(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 2000; i0++)
     y[i0] = a[i0];
@@ -967,7 +816,7 @@ static void eval_k75_concat(real *y, const real *a, const real *b)
  *   n80 = log_softmax(n79) (T, 10, 33278)
  *   n81 = nll_loss(n80, n1) (), stored
  *   graphs/lstm.lua:21 */
-static void eval_k80_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
+static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
 {
   real max[700];
   double sum[700], nll_row[700];
@@ -1003,34 +852,72 @@ static const LmcTensorDesc eval_state[] = {
 static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (800, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6975600;   /* rnn.bias_ih_l0 (800) */
+  const real *rnn_weight_hh_l0 = c->param + 6815600;   /* rnn.weight_hh_l0 (800, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6976400;   /* rnn.bias_hh_l0 (800) */
+  const real *rnn_weight_ih_l1 = c->param + 6977200;   /* rnn.weight_ih_l1 (800, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7297200;   /* rnn.bias_ih_l1 (800) */
+  const real *rnn_weight_hh_l1 = c->param + 7137200;   /* rnn.weight_hh_l1 (800, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7298000;   /* rnn.bias_hh_l1 (800) */
+  const real *decoder_weight = c->param + 7298800;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13954400;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden_h = c->state;   /* state hidden.h (2, 10, 200) */
+  real *hidden_c = c->state + 4000;   /* state hidden.c (2, 10, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 860000;   /* read as targets when run() gets none */
+  real *encoder_embedding = w + 560000;   /* (T, 10, 200), graphs/lstm.lua:17 */
+  real *rnn_slice = w + 708000;   /* (1, 10, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_2 = w + 710000;   /* (1, 10, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul_bias = w;   /* (T, 10, 800), graphs/lstm.lua:18 */
+  real *rnn_l0_carry = w + 712000;   /* (10, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_mul = w + 560000;   /* (10, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_carry_2 = w + 714000;   /* (10, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_add = w + 848000;   /* (10, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul = w + 700000;   /* (10, 800), graphs/lstm.lua:18 */
+  real *rnn_slice_3 = w + 850000;   /* (1, 10, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_4 = w + 852000;   /* (1, 10, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul_bias = w;   /* (T, 10, 800), graphs/lstm.lua:18 */
+  real *rnn_l1_carry = w + 854000;   /* (10, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_mul = w + 700000;   /* (10, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_carry_2 = w + 856000;   /* (10, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_add = w + 858000;   /* (10, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul = w + 840000;   /* (10, 800), graphs/lstm.lua:18 */
+  real *rnn_concat = w;   /* (2, 10, 200), graphs/lstm.lua:18 */
+  real *rnn_concat_2 = w + 4000;   /* (2, 10, 200), graphs/lstm.lua:18 */
+  real *nll_loss = w + 8000;   /* (), graphs/lstm.lua:24 */
+  real *logit_block = w + 860704;   /* the loss kernel's logits, 1024 columns at a time */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 860000, 0, 700 * sizeof *targets);
-  eval_k5_embedding(w + 560000, c->param + 0, tokens, T);
-  eval_k6_slice(w + 708000, c->state + 0);
-  eval_k8_slice(w + 710000, c->state + 4000);
-  eval_k15_matmul_bias(w, w + 560000, c->param + 6655600, c->param + 6975600, T);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  eval_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  eval_rnn_slice(rnn_slice, hidden_h);
+  eval_rnn_slice(rnn_slice_2, hidden_c);
+  eval_rnn_matmul_bias(rnn_l0_matmul_bias, encoder_embedding, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    eval_k17_carry(w + 712000, t == 0 ? w + 708000 : w + 560000 + (t - 1) * 2000);
-    eval_k18_carry(w + 714000, t == 0 ? w + 710000 : w + 848000);
-    eval_k19_matmul(w + 700000, w + 712000, c->param + 6815600, c->threads);
-    eval_k34_fused(w + 848000, w + t * 8000, w + 700000, c->param + 6976400, w + 714000, w + 560000 + t * 2000);
+    eval_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 2000);
+    eval_rnn_carry(rnn_l0_carry_2, t == 0 ? rnn_slice_2 : rnn_l0_add);
+    eval_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    eval_rnn_l0_cell(rnn_l0_add, rnn_l0_matmul_bias + t * 8000, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_carry_2, rnn_l0_mul + t * 2000);
   }
-  eval_k38_slice(w + 850000, c->state + 0);
-  eval_k40_slice(w + 852000, c->state + 4000);
-  eval_k47_matmul_bias(w, w + 560000, c->param + 6977200, c->param + 7297200, T);
+  eval_rnn_slice_2(rnn_slice_3, hidden_h);
+  eval_rnn_slice_2(rnn_slice_4, hidden_c);
+  eval_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_mul, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    eval_k49_carry(w + 854000, t == 0 ? w + 850000 : w + 700000 + (t - 1) * 2000);
-    eval_k50_carry(w + 856000, t == 0 ? w + 852000 : w + 858000);
-    eval_k51_matmul(w + 840000, w + 854000, c->param + 7137200, c->threads);
-    eval_k66_fused(w + 858000, w + t * 8000, w + 840000, c->param + 7298000, w + 856000, w + 700000 + t * 2000);
+    eval_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 2000);
+    eval_rnn_carry(rnn_l1_carry_2, t == 0 ? rnn_slice_4 : rnn_l1_add);
+    eval_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    eval_rnn_l1_cell(rnn_l1_add, rnn_l1_matmul_bias + t * 8000, rnn_l1_matmul, rnn_bias_hh_l1, rnn_l1_carry_2, rnn_l1_mul + t * 2000);
   }
-  eval_k72_concat(w, w + 560000 + (T - 1) * 2000, w + 700000 + (T - 1) * 2000);
-  eval_k75_concat(w + 4000, w + 848000, w + 858000);
-  eval_k80_fused(w + 8000, w + 700000, c->param + 7298800, c->param + 13954400, targets, c->threads, w + 860704, T);
-  memcpy(c->state + 0, w, 4000 * sizeof(real));   /* state hidden.h, detached */
-  memcpy(c->state + 4000, w + 4000, 4000 * sizeof(real));   /* state hidden.c, detached */
-  return have_targets ? w[8000] : 0;
+  eval_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 2000, rnn_l1_mul + (T - 1) * 2000);
+  eval_rnn_concat(rnn_concat_2, rnn_l0_add, rnn_l1_add);
+  eval_log_softmax_nll(nll_loss, rnn_l1_mul, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
+  memcpy(hidden_h, rnn_concat, 4000 * sizeof(real));   /* state hidden.h, detached */
+  memcpy(hidden_c, rnn_concat_2, 4000 * sizeof(real));   /* state hidden.c, detached */
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -1038,7 +925,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
 /* n5 = embedding(n4, n0)
  *   (T, 1, 200) <- (33278, 200), (T, 1)
  *   graphs/lstm.lua:17 */
-static void gen_k5_embedding(real *y, const real *w, const int32_t *ids, int T)
+static void gen_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < T; i++)
     memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
@@ -1046,17 +933,9 @@ static void gen_k5_embedding(real *y, const real *w, const int32_t *ids, int T)
 
 /* n6 = slice(n2) axis 0 from 0
  *   (1, 1, 200) <- (2, 1, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k6_slice(real *y, const real *x)
-{
-  for (long i0 = 0; i0 < 200; i0++)
-    y[i0] = x[i0];
-}
-
-/* n8 = slice(n3) axis 0 from 0
- *   (1, 1, 200) <- (2, 1, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k8_slice(real *y, const real *x)
+ *   graphs/lstm.lua:18
+ *   shared by gen_rnn_slice, gen_rnn_slice_2 */
+static void gen_rnn_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 200; i0++)
     y[i0] = x[i0];
@@ -1064,16 +943,18 @@ static void gen_k8_slice(real *y, const real *x)
 
 /* n14 = matmul(n5, n10) b^T
  *   (T, 1, 800) <- (T, 1, 200), (800, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k14_matmul(real *y, const real *a, const real *b, int nt, int T)
+ *   graphs/lstm.lua:18
+ *   shared by gen_rnn_l0_matmul, gen_rnn_l1_matmul */
+static void gen_rnn_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   lmc_sgemm_abt_mt(nt, T, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
 /* n15 = add(n14, n12)
  *   (T, 1, 800) <- (T, 1, 800), (800)
- *   graphs/lstm.lua:18 */
-static void gen_k15_add(real *y, const real *a, const real *b, int T)
+ *   graphs/lstm.lua:18
+ *   shared by gen_rnn_l0_add, gen_rnn_l1_add */
+static void gen_rnn_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 800; i1++)
@@ -1082,24 +963,19 @@ static void gen_k15_add(real *y, const real *a, const real *b, int T)
 
 /* n17 = carry(n7, n34)
  *   per step: (1, 200) <- (1, 200), (1, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k17_carry(real *y, const real *x)
-{
-  memcpy(y, x, 200 * sizeof *y);
-}
-
-/* n18 = carry(n9, n32)
- *   per step: (1, 200) <- (1, 200), (1, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k18_carry(real *y, const real *x)
+ *   graphs/lstm.lua:18
+ *   shared by gen_rnn_l0_carry, gen_rnn_l0_carry_2, gen_rnn_l1_carry,
+ *             gen_rnn_l1_carry_2 */
+static void gen_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 200 * sizeof *y);
 }
 
 /* n19 = matmul(n17, n11) b^T
  *   per step: (1, 800) <- (1, 200), (800, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k19_matmul(real *y, const real *a, const real *b, int nt)
+ *   graphs/lstm.lua:18
+ *   shared by gen_rnn_l0_matmul_2, gen_rnn_l1_matmul_2 */
+static void gen_rnn_matmul_2(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 800, 200, a, 200, b, 200, 0, y, 800);
 }
@@ -1121,7 +997,7 @@ static void gen_k19_matmul(real *y, const real *a, const real *b, int nt)
  *   n33 = tanh(n32) (1, 200)
  *   n34 = mul(n29, n33) (1, 200), stored
  *   graphs/lstm.lua:18 */
-static void gen_k34_fused(real *restrict y32, const real *x16, const real *x19, const real *x13, const real *x18, real *restrict y34)
+static void gen_rnn_l0_cell(real *restrict y32, const real *x16, const real *x19, const real *x13, const real *x18, real *restrict y34)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x16[200 + i0] + x19[200 + i0];   /* n20 add */
@@ -1149,62 +1025,12 @@ static void gen_k34_fused(real *restrict y32, const real *x16, const real *x19, 
 
 /* n38 = slice(n2) axis 0 from 1
  *   (1, 1, 200) <- (2, 1, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k38_slice(real *y, const real *x)
+ *   graphs/lstm.lua:18
+ *   shared by gen_rnn_slice_3, gen_rnn_slice_4 */
+static void gen_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 200; i0++)
     y[i0] = x[200 + i0];
-}
-
-/* n40 = slice(n3) axis 0 from 1
- *   (1, 1, 200) <- (2, 1, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k40_slice(real *y, const real *x)
-{
-  for (long i0 = 0; i0 < 200; i0++)
-    y[i0] = x[200 + i0];
-}
-
-/* n46 = matmul(n35, n42) b^T
- *   (T, 1, 800) <- (T, 1, 200), (800, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k46_matmul(real *y, const real *a, const real *b, int nt, int T)
-{
-  lmc_sgemm_abt_mt(nt, T, 800, 200, a, 200, b, 200, 0, y, 800);
-}
-
-/* n47 = add(n46, n44)
- *   (T, 1, 800) <- (T, 1, 800), (800)
- *   graphs/lstm.lua:18 */
-static void gen_k47_add(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 800; i1++)
-      y[i0 * 800 + i1] = a[i0 * 800 + i1] + b[i1];
-}
-
-/* n49 = carry(n39, n66)
- *   per step: (1, 200) <- (1, 200), (1, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k49_carry(real *y, const real *x)
-{
-  memcpy(y, x, 200 * sizeof *y);
-}
-
-/* n50 = carry(n41, n64)
- *   per step: (1, 200) <- (1, 200), (1, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k50_carry(real *y, const real *x)
-{
-  memcpy(y, x, 200 * sizeof *y);
-}
-
-/* n51 = matmul(n49, n43) b^T
- *   per step: (1, 800) <- (1, 200), (800, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k51_matmul(real *y, const real *a, const real *b, int nt)
-{
-  lmc_sgemm_abt_mt(nt, 1, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
 /* fused: 15 nodes in one loop over (1, 200) per step
@@ -1224,7 +1050,7 @@ static void gen_k51_matmul(real *y, const real *a, const real *b, int nt)
  *   n65 = tanh(n64) (1, 200)
  *   n66 = mul(n61, n65) (1, 200), stored
  *   graphs/lstm.lua:18 */
-static void gen_k66_fused(real *restrict y64, const real *x48, const real *x51, const real *x45, const real *x50, real *restrict y66)
+static void gen_rnn_l1_cell(real *restrict y64, const real *x48, const real *x51, const real *x45, const real *x50, real *restrict y66)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x48[200 + i0] + x51[200 + i0];   /* n52 add */
@@ -1252,19 +1078,9 @@ static void gen_k66_fused(real *restrict y64, const real *x48, const real *x51, 
 
 /* n72 = concat(n70, n71) axis 0
  *   (2, 1, 200) <- (1, 1, 200), (1, 1, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k72_concat(real *y, const real *a, const real *b)
-{
-  for (long i0 = 0; i0 < 200; i0++)
-    y[i0] = a[i0];
-  for (long i0 = 0; i0 < 200; i0++)
-    y[200 + i0] = b[i0];
-}
-
-/* n75 = concat(n73, n74) axis 0
- *   (2, 1, 200) <- (1, 1, 200), (1, 1, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k75_concat(real *y, const real *a, const real *b)
+ *   graphs/lstm.lua:18
+ *   shared by gen_rnn_concat, gen_rnn_concat_2 */
+static void gen_rnn_concat(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 200; i0++)
     y[i0] = a[i0];
@@ -1274,16 +1090,16 @@ static void gen_k75_concat(real *y, const real *a, const real *b)
 
 /* n83 = matmul(n82, n76) b^T
  *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
- *   graphs/lstm.lua:18 */
-static void gen_k83_matmul(real *y, const real *a, const real *b, int nt)
+ *   graphs/lstm.lua:19 */
+static void gen_decoder_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
 }
 
 /* n84 = add(n83, n78)
  *   (1, 1, 33278) <- (1, 1, 33278), (33278)
- *   graphs/lstm.lua:18 */
-static void gen_k84_add(real *y, const real *a, const real *b)
+ *   graphs/lstm.lua:19 */
+static void gen_decoder_add(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 33278; i0++)
     y[i0] = a[i0] + b[i0];
@@ -1291,8 +1107,8 @@ static void gen_k84_add(real *y, const real *a, const real *b)
 
 /* n85 = log_softmax(n84)
  *   (1, 1, 33278) <- (1, 1, 33278)
- *   graphs/lstm.lua:18 */
-static void gen_k85_log_softmax(real *y, const real *x)
+ *   graphs/lstm.lua:21 */
+static void gen_log_softmax(real *y, const real *x)
 {
   const long n = 33278;
   for (long r = 0; r < 1; r++) {
@@ -1314,36 +1130,77 @@ static const LmcTensorDesc gen_state[] = {
 static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (800, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6975600;   /* rnn.bias_ih_l0 (800) */
+  const real *rnn_weight_hh_l0 = c->param + 6815600;   /* rnn.weight_hh_l0 (800, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6976400;   /* rnn.bias_hh_l0 (800) */
+  const real *rnn_weight_ih_l1 = c->param + 6977200;   /* rnn.weight_ih_l1 (800, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7297200;   /* rnn.bias_ih_l1 (800) */
+  const real *rnn_weight_hh_l1 = c->param + 7137200;   /* rnn.weight_hh_l1 (800, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7298000;   /* rnn.bias_hh_l1 (800) */
+  const real *decoder_weight = c->param + 7298800;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13954400;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden_h = c->state;   /* state hidden.h (2, 1, 200) */
+  real *hidden_c = c->state + 400;   /* state hidden.c (2, 1, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 71024;   /* read as targets when run() gets none */
+  real *encoder_embedding = w + 28000;   /* (T, 1, 200), graphs/lstm.lua:17 */
+  real *rnn_slice = w + 63008;   /* (1, 1, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_2 = w + 63216;   /* (1, 1, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul = w;   /* (T, 1, 800), graphs/lstm.lua:18 */
+  real *rnn_l0_add = w + 28000;   /* (T, 1, 800), graphs/lstm.lua:18 */
+  real *rnn_l0_carry = w + 800;   /* (1, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_mul = w + 56000;   /* (1, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_carry_2 = w + 1008;   /* (1, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_add_2 = w + 70816;   /* (1, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul_2 = w;   /* (1, 800), graphs/lstm.lua:18 */
+  real *rnn_slice_3 = w + 70016;   /* (1, 1, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_4 = w + 70224;   /* (1, 1, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul = w;   /* (T, 1, 800), graphs/lstm.lua:18 */
+  real *rnn_l1_add = w + 28000;   /* (T, 1, 800), graphs/lstm.lua:18 */
+  real *rnn_l1_carry = w + 800;   /* (1, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_mul = w + 63008;   /* (1, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_carry_2 = w + 1008;   /* (1, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_add_2 = w + 1216;   /* (1, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul_2 = w;   /* (1, 800), graphs/lstm.lua:18 */
+  real *rnn_concat = w + 70016;   /* (2, 1, 200), graphs/lstm.lua:18 */
+  real *rnn_concat_2 = w + 70416;   /* (2, 1, 200), graphs/lstm.lua:18 */
+  real *decoder_matmul = w;   /* (1, 1, 33278), graphs/lstm.lua:19 */
+  real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/lstm.lua:19 */
+  real *log_softmax = w;   /* (1, 1, 33278), graphs/lstm.lua:21 */
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 71024, 0, 35 * sizeof *targets);
-  gen_k5_embedding(w + 28000, c->param + 0, tokens, T);
-  gen_k6_slice(w + 63008, c->state + 0);
-  gen_k8_slice(w + 63216, c->state + 400);
-  gen_k14_matmul(w, w + 28000, c->param + 6655600, c->threads, T);
-  gen_k15_add(w + 28000, w, c->param + 6975600, T);
+    targets = memset(no_targets, 0, 35 * sizeof *targets);
+  gen_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  gen_rnn_slice(rnn_slice, hidden_h);
+  gen_rnn_slice(rnn_slice_2, hidden_c);
+  gen_rnn_matmul(rnn_l0_matmul, encoder_embedding, rnn_weight_ih_l0, c->threads, T);
+  gen_rnn_add(rnn_l0_add, rnn_l0_matmul, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    gen_k17_carry(w + 800, t == 0 ? w + 63008 : w + 56000 + (t - 1) * 200);
-    gen_k18_carry(w + 1008, t == 0 ? w + 63216 : w + 70816);
-    gen_k19_matmul(w, w + 800, c->param + 6815600, c->threads);
-    gen_k34_fused(w + 70816, w + 28000 + t * 800, w, c->param + 6976400, w + 1008, w + 56000 + t * 200);
+    gen_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 200);
+    gen_rnn_carry(rnn_l0_carry_2, t == 0 ? rnn_slice_2 : rnn_l0_add_2);
+    gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    gen_rnn_l0_cell(rnn_l0_add_2, rnn_l0_add + t * 800, rnn_l0_matmul_2, rnn_bias_hh_l0, rnn_l0_carry_2, rnn_l0_mul + t * 200);
   }
-  gen_k38_slice(w + 70016, c->state + 0);
-  gen_k40_slice(w + 70224, c->state + 400);
-  gen_k46_matmul(w, w + 56000, c->param + 6977200, c->threads, T);
-  gen_k47_add(w + 28000, w, c->param + 7297200, T);
+  gen_rnn_slice_2(rnn_slice_3, hidden_h);
+  gen_rnn_slice_2(rnn_slice_4, hidden_c);
+  gen_rnn_matmul(rnn_l1_matmul, rnn_l0_mul, rnn_weight_ih_l1, c->threads, T);
+  gen_rnn_add(rnn_l1_add, rnn_l1_matmul, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    gen_k49_carry(w + 800, t == 0 ? w + 70016 : w + 63008 + (t - 1) * 200);
-    gen_k50_carry(w + 1008, t == 0 ? w + 70224 : w + 1216);
-    gen_k51_matmul(w, w + 800, c->param + 7137200, c->threads);
-    gen_k66_fused(w + 1216, w + 28000 + t * 800, w, c->param + 7298000, w + 1008, w + 63008 + t * 200);
+    gen_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 200);
+    gen_rnn_carry(rnn_l1_carry_2, t == 0 ? rnn_slice_4 : rnn_l1_add_2);
+    gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    gen_rnn_l1_cell(rnn_l1_add_2, rnn_l1_add + t * 800, rnn_l1_matmul_2, rnn_bias_hh_l1, rnn_l1_carry_2, rnn_l1_mul + t * 200);
   }
-  gen_k72_concat(w + 70016, w + 56000 + (T - 1) * 200, w + 63008 + (T - 1) * 200);
-  gen_k75_concat(w + 70416, w + 70816, w + 1216);
-  gen_k83_matmul(w, w + 63008 + (T - 1) * 200, c->param + 7298800, c->threads);
-  gen_k84_add(w + 33280, w, c->param + 13954400);
-  gen_k85_log_softmax(w, w + 33280);
-  memcpy(c->state + 0, w + 70016, 400 * sizeof(real));   /* state hidden.h, detached */
-  memcpy(c->state + 400, w + 70416, 400 * sizeof(real));   /* state hidden.c, detached */
+  gen_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 200, rnn_l1_mul + (T - 1) * 200);
+  gen_rnn_concat(rnn_concat_2, rnn_l0_add_2, rnn_l1_add_2);
+  gen_decoder_matmul(decoder_matmul, rnn_l1_mul + (T - 1) * 200, decoder_weight, c->threads);
+  gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
+  gen_log_softmax(log_softmax, decoder_add);
+  memcpy(hidden_h, rnn_concat, 400 * sizeof(real));   /* state hidden.h, detached */
+  memcpy(hidden_c, rnn_concat_2, 400 * sizeof(real));   /* state hidden.c, detached */
   return 0;
 }
 

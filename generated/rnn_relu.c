@@ -57,7 +57,7 @@ static const LmcDropoutSlot lmc_dropout[] = {
 /* n4 = embedding(n3, n0)
  *   (T, 20, 200) <- (33278, 200), (T, 20)
  *   graphs/rnn_relu.lua:17 */
-static void train_k4_embedding(real *y, const real *w, const int32_t *ids, int T)
+static void train_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 20*T; i++)
     memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
@@ -65,8 +65,9 @@ static void train_k4_embedding(real *y, const real *w, const int32_t *ids, int T
 
 /* n5 = dropout(n4) stream 0, p = slot 0
  *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/rnn_relu.lua:17 */
-static void train_k5_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
+ *   graphs/rnn_relu.lua:17
+ *   shared by train_dropout, train_rnn_dropout, train_dropout_2 */
+static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
@@ -76,7 +77,7 @@ static void train_k5_dropout(real *y, const real *x, uint64_t key, double p, lon
 /* n6 = slice(n2) axis 0 from 0
  *   (1, 20, 200) <- (2, 20, 200)
  *   graphs/rnn_relu.lua:18 */
-static void train_k6_slice(real *y, const real *x)
+static void train_rnn_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = x[i0];
@@ -84,8 +85,9 @@ static void train_k6_slice(real *y, const real *x)
 
 /* n13 = matmul_bias(n5, n8, n10) b^T
  *   (T, 20, 200) <- (T, 20, 200), (200, 200), (200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k13_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+ *   graphs/rnn_relu.lua:18
+ *   shared by train_rnn_l0_matmul_bias, train_rnn_l1_matmul_bias */
+static void train_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
@@ -96,16 +98,19 @@ static void train_k13_matmul_bias(real *y, const real *a, const real *b, const r
 
 /* n15 = carry(n7, n19)
  *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k15_carry(real *y, const real *x)
+ *   graphs/rnn_relu.lua:18
+ *   shared by train_rnn_l0_carry, train_rnn_l1_carry, train_rnn_l1_carry_grad,
+ *             train_rnn_l0_carry_grad */
+static void train_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 4000 * sizeof *y);
 }
 
 /* n16 = matmul(n15, n9) b^T
  *   per step: (20, 200) <- (20, 200), (200, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k16_matmul(real *y, const real *a, const real *b, int nt)
+ *   graphs/rnn_relu.lua:18
+ *   shared by train_rnn_l0_matmul, train_rnn_l1_matmul */
+static void train_rnn_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 20, 200, 200, a, 200, b, 200, 0, y, 200);
 }
@@ -115,7 +120,7 @@ static void train_k16_matmul(real *y, const real *a, const real *b, int nt)
  *   n18 = add(n17, n11) (20, 200)
  *   n19 = relu(n18) (20, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void train_k19_fused(real *restrict y19, const real *x14, const real *x16, const real *x11)
+static void train_rnn_l0_cell(real *restrict y19, const real *x14, const real *x16, const real *x11)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -126,51 +131,13 @@ static void train_k19_fused(real *restrict y19, const real *x14, const real *x16
     }
 }
 
-/* n22 = dropout(n20) stream 1, p = slot 0
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k22_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
-{
-  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
-}
-
 /* n23 = slice(n2) axis 0 from 1
  *   (1, 20, 200) <- (2, 20, 200)
  *   graphs/rnn_relu.lua:18 */
-static void train_k23_slice(real *y, const real *x)
+static void train_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = x[4000 + i0];
-}
-
-/* n30 = matmul_bias(n22, n25, n27) b^T
- *   (T, 20, 200) <- (T, 20, 200), (200, 200), (200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k30_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 200, 200,
-              1, a, 200, b, 200, 1, y, 200);
-}
-
-/* n32 = carry(n24, n36)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k32_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
-}
-
-/* n33 = matmul(n32, n26) b^T
- *   per step: (20, 200) <- (20, 200), (200, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k33_matmul(real *y, const real *a, const real *b, int nt)
-{
-  lmc_sgemm_abt_mt(nt, 20, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 3 nodes in one loop over (20, 200) per step
@@ -178,7 +145,7 @@ static void train_k33_matmul(real *y, const real *a, const real *b, int nt)
  *   n35 = add(n34, n28) (20, 200)
  *   n36 = relu(n35) (20, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void train_k36_fused(real *restrict y36, const real *x31, const real *x33, const real *x28)
+static void train_rnn_l1_cell(real *restrict y36, const real *x31, const real *x33, const real *x28)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -192,7 +159,7 @@ static void train_k36_fused(real *restrict y36, const real *x31, const real *x33
 /* n41 = concat(n39, n40) axis 0
  *   (2, 20, 200) <- (1, 20, 200), (1, 20, 200)
  *   graphs/rnn_relu.lua:18 */
-static void train_k41_concat(real *y, const real *a, const real *b)
+static void train_rnn_concat(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = a[i0];
@@ -200,20 +167,10 @@ static void train_k41_concat(real *y, const real *a, const real *b)
     y[4000 + i0] = b[i0];
 }
 
-/* n42 = dropout(n37) stream 2, p = slot 0
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/rnn_relu.lua:19 */
-static void train_k42_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
-{
-  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
-}
-
 /* n44 = matmul(n42, n43) b^T
  *   (T, 20, 33278) <- (T, 20, 200), (33278, 200)
  *   graphs/rnn_relu.lua:19 */
-static void train_k44_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 33278, 200,
               1, a, 200, b, 200, 0, y, 33278);
@@ -225,7 +182,7 @@ static void train_k44_matmul(real *y, const real *a, const real *b, int T)
  *   n48 = nll_loss(n47, n1) (), stored
  *   n51 = nll_log_softmax_grad(n49, n47, n1) (T, 20, 33278), stored
  *   graphs/rnn_relu.lua:21 */
-static void train_k47_fused(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
+static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
   double nll_row[700];   /* summed in row order after the loop */
@@ -253,7 +210,7 @@ static void train_k47_fused(real *dx /* over x */, real *loss, const real *bias,
 /* n49 = const() value 1.0
  *   ()
  *   graphs/rnn_relu.lua:24 */
-static void train_k49_const(real *y)
+static void train_const_grad(real *y)
 {
   y[0] = 1.0;
 }
@@ -261,7 +218,7 @@ static void train_k49_const(real *y)
 /* n52 = sum(n51)
  *   (33278) <- (T, 20, 33278)
  *   graphs/rnn_relu.lua:19 */
-static void train_k52_sum(real *y, const real *x, int T)
+static void train_decoder_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 33278 * sizeof *y);
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -272,7 +229,7 @@ static void train_k52_sum(real *y, const real *x, int T)
 /* n53 = matmul(n51, n43)
  *   (T, 20, 200) <- (T, 20, 33278), (33278, 200)
  *   graphs/rnn_relu.lua:19 */
-static void train_k53_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 33278,
               1, a, 33278, b, 200, 0, y, 200);
@@ -281,7 +238,7 @@ static void train_k53_matmul(real *y, const real *a, const real *b, int T)
 /* n54 = matmul(n51, n42) a^T
  *   (33278, 200) <- (T, 20, 33278), (T, 20, 200)
  *   graphs/rnn_relu.lua:19 */
-static void train_k54_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   for (long r = 0; r < 33278; r += 1024)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 33278 ? 1024 : 33278 - r, 200, 20*T,
@@ -291,7 +248,7 @@ static void train_k54_matmul(real *y, const real *a, const real *b, int T)
 /* n58 = const() value 0.0
  *   ()
  *   graphs/rnn_relu.lua:18 */
-static void train_k58_const(real *y)
+static void train_rnn_l1_const_grad(real *y)
 {
   y[0] = 0.0;
 }
@@ -299,25 +256,17 @@ static void train_k58_const(real *y)
 /* n59 = broadcast(n58)
  *   (20, 200) <- ()
  *   graphs/rnn_relu.lua:18 */
-static void train_k59_broadcast(real *y, const real *x)
+static void train_rnn_l1_broadcast_grad(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = x[0];
-}
-
-/* n64 = carry(n59, n74)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k64_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
 }
 
 /* fused: 2 nodes in one loop over (20, 200) per step
  *   n66 = add_dropout(n64, n65) stream 2, p = slot 0 (20, 200)
  *   n69 = relu_grad(n66, n68) (20, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void train_k69_fused(real *restrict y69, const real *x64, const real *x65, uint64_t key_66, double p_66, long idx0_66, const real *x68)
+static void train_rnn_l1_cell_grad(real *restrict y69, const real *x64, const real *x65, uint64_t key_66, double p_66, long idx0_66, const real *x68)
 {
   real scale_66 = p_66 < 1 ? (real)(1 / (1 - p_66)) : 0;
   for (long i0 = 0; i0 < 4000; i0++) {
@@ -329,8 +278,9 @@ static void train_k69_fused(real *restrict y69, const real *x64, const real *x65
 
 /* n74 = matmul(n69, n26)
  *   per step: (20, 200) <- (20, 200), (200, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k74_matmul(real *y, const real *a, const real *b)
+ *   graphs/rnn_relu.lua:18
+ *   shared by train_rnn_l1_matmul_grad, train_rnn_l0_matmul_grad */
+static void train_rnn_matmul_grad(real *y, const real *a, const real *b)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 200,
               1, a, 200, b, 200, 0, y, 200);
@@ -338,8 +288,9 @@ static void train_k74_matmul(real *y, const real *a, const real *b)
 
 /* n77 = sum(n75)
  *   (200) <- (T, 20, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k77_sum(real *y, const real *x, int T)
+ *   graphs/rnn_relu.lua:18
+ *   shared by train_rnn_l1_sum_grad, train_rnn_l0_sum_grad */
+static void train_rnn_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 200 * sizeof *y);
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -349,8 +300,10 @@ static void train_k77_sum(real *y, const real *x, int T)
 
 /* n79 = matmul(n75, n57) a^T
  *   (200, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k79_matmul(real *y, const real *a, const real *b, int T)
+ *   graphs/rnn_relu.lua:18
+ *   shared by train_rnn_l1_matmul_grad_2, train_rnn_l1_matmul_grad_4,
+ *             train_rnn_l0_matmul_grad_2, train_rnn_l0_matmul_grad_4 */
+static void train_rnn_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
               1, a, 200, b, 200, 0, y, 200);
@@ -358,35 +311,19 @@ static void train_k79_matmul(real *y, const real *a, const real *b, int T)
 
 /* n81 = matmul(n75, n25)
  *   (T, 20, 200) <- (T, 20, 200), (200, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k81_matmul(real *y, const real *a, const real *b, int T)
+ *   graphs/rnn_relu.lua:18
+ *   shared by train_rnn_l1_matmul_grad_3, train_rnn_l0_matmul_grad_3 */
+static void train_rnn_matmul_grad_3(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 200,
               1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n82 = matmul(n75, n22) a^T
- *   (200, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k82_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n92 = carry(n59, n102)
- *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k92_carry(real *y, const real *x)
-{
-  memcpy(y, x, 4000 * sizeof *y);
 }
 
 /* fused: 2 nodes in one loop over (20, 200) per step
  *   n94 = add_dropout(n92, n93) stream 1, p = slot 0 (20, 200)
  *   n97 = relu_grad(n94, n96) (20, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void train_k97_fused(real *restrict y97, const real *x92, const real *x93, uint64_t key_94, double p_94, long idx0_94, const real *x96)
+static void train_rnn_l0_cell_grad(real *restrict y97, const real *x92, const real *x93, uint64_t key_94, double p_94, long idx0_94, const real *x96)
 {
   real scale_94 = p_94 < 1 ? (real)(1 / (1 - p_94)) : 0;
   for (long i0 = 0; i0 < 4000; i0++) {
@@ -396,57 +333,10 @@ static void train_k97_fused(real *restrict y97, const real *x92, const real *x93
   }
 }
 
-/* n102 = matmul(n97, n9)
- *   per step: (20, 200) <- (20, 200), (200, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k102_matmul(real *y, const real *a, const real *b)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n105 = sum(n103)
- *   (200) <- (T, 20, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k105_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n107 = matmul(n103, n85) a^T
- *   (200, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k107_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n109 = matmul(n103, n8)
- *   (T, 20, 200) <- (T, 20, 200), (200, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k109_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n110 = matmul(n103, n5) a^T
- *   (200, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/rnn_relu.lua:18 */
-static void train_k110_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
 /* n111 = dropout_grad(n109) stream 0, p = slot 0
  *   (T, 20, 200) <- (T, 20, 200)
  *   graphs/rnn_relu.lua:17 */
-static void train_k111_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
+static void train_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
@@ -456,7 +346,7 @@ static void train_k111_dropout_grad(real *dx, const real *dy, uint64_t key, doub
 /* n112 = embedding_grad(n111, n0)
  *   (33278, 200) <- (T, 20, 200), (T, 20)
  *   graphs/rnn_relu.lua:17 */
-static void train_k112_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
+static void train_encoder_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
 {
   int32_t *row = (int32_t *)(dx + 140000);   /* the rows' ids, ascending; row[700]: how many */
   const long nrow = row[700] = (int32_t)lmc_unique_ids(ids, 20*T, row);
@@ -475,61 +365,120 @@ static const LmcTensorDesc train_state[] = {
 static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (200, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6735600;   /* rnn.bias_ih_l0 (200) */
+  const real *rnn_weight_hh_l0 = c->param + 6695600;   /* rnn.weight_hh_l0 (200, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6735800;   /* rnn.bias_hh_l0 (200) */
+  const real *rnn_weight_ih_l1 = c->param + 6736000;   /* rnn.weight_ih_l1 (200, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 6816000;   /* rnn.bias_ih_l1 (200) */
+  const real *rnn_weight_hh_l1 = c->param + 6776000;   /* rnn.weight_hh_l1 (200, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 6816200;   /* rnn.bias_hh_l1 (200) */
+  const real *decoder_weight = c->param + 6816400;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13472000;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 20, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 24422624;   /* read as targets when run() gets none */
+  real *encoder_embedding = w;   /* (T, 20, 200), graphs/rnn_relu.lua:17 */
+  real *dropout = w + 23294608;   /* (T, 20, 200), graphs/rnn_relu.lua:17 */
+  real *rnn_slice = w + 140000;   /* (1, 20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul_bias = w;   /* (T, 20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_carry = w + 23434608;   /* (20, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l0_relu = w + 23574608;   /* (20, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul = w + 144000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_dropout = w + 23714608;   /* (T, 20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_slice_2 = w + 140000;   /* (1, 20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul_bias = w;   /* (T, 20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_carry = w + 23854608;   /* (20, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l1_relu = w + 23994608;   /* (20, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul = w + 144000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_concat = w + 24414608;   /* (2, 20, 200), graphs/rnn_relu.lua:18 */
+  real *dropout_2 = w + 24134608;   /* (T, 20, 200), graphs/rnn_relu.lua:19 */
+  real *decoder_matmul = w;   /* (T, 20, 33278), graphs/rnn_relu.lua:19 */
+  real *nll_log_softmax_grad = w;   /* (T, 20, 33278), graphs/rnn_relu.lua:21 */
+  real *nll_loss = w + 24422608;   /* (), graphs/rnn_relu.lua:24 */
+  real *const_grad = w + 24274608;   /* (), graphs/rnn_relu.lua:24 */
+  real *decoder_matmul_grad = w + 24274608;   /* (T, 20, 200), graphs/rnn_relu.lua:19 */
+  real *rnn_l1_const_grad = w;   /* (), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_broadcast_grad = w + 280000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_carry_grad = w + 140000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul_grad = w + 144000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_relu_grad = w;   /* (20, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul_grad_2 = w + 140000;   /* (T, 20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_carry_grad = w + 284000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul_grad = w + 288000;   /* (20, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_relu_grad = w;   /* (20, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul_grad_2 = w + 140000;   /* (T, 20, 200), graphs/rnn_relu.lua:18 */
+  real *dropout_grad = w;   /* (T, 20, 200), graphs/rnn_relu.lua:17 */
+  /* gradients */
+  real *d_decoder_bias = c->grad + 6957104;   /* gradient of decoder.bias (33278) */
+  real *d_decoder_weight = c->grad + 301504;   /* gradient of decoder.weight (33278, 200) */
+  real *d_rnn_bias_ih_l1 = c->grad + 301104;   /* gradient of rnn.bias_ih_l1 (200) */
+  real *d_rnn_weight_hh_l1 = c->grad + 261104;   /* gradient of rnn.weight_hh_l1 (200, 200) */
+  real *d_rnn_weight_ih_l1 = c->grad + 221104;   /* gradient of rnn.weight_ih_l1 (200, 200) */
+  real *d_rnn_bias_ih_l0 = c->grad + 220704;   /* gradient of rnn.bias_ih_l0 (200) */
+  real *d_rnn_weight_hh_l0 = c->grad + 180704;   /* gradient of rnn.weight_hh_l0 (200, 200) */
+  real *d_rnn_weight_ih_l0 = c->grad + 140704;   /* gradient of rnn.weight_ih_l0 (200, 200) */
+  real *d_encoder_weight = c->grad;   /* gradient of encoder.weight (33278, 200) */
+  real *d_rnn_bias_hh_l0 = c->grad + 220904;   /* gradient of rnn.bias_hh_l0 (200) */
+  real *d_rnn_bias_hh_l1 = c->grad + 301304;   /* gradient of rnn.bias_hh_l1 (200) */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 24422624, 0, 700 * sizeof *targets);
-  train_k4_embedding(w, c->param + 0, tokens, T);
-  train_k5_dropout(w + 23294608, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_k6_slice(w + 140000, c->state + 0);
-  train_k13_matmul_bias(w, w + 23294608, c->param + 6655600, c->param + 6735600, T);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  train_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_rnn_slice(rnn_slice, hidden);
+  train_rnn_matmul_bias(rnn_l0_matmul_bias, dropout, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    train_k15_carry(w + 23434608 + t * 4000, t == 0 ? w + 140000 : w + 23574608 + (t - 1) * 4000);
-    train_k16_matmul(w + 144000, w + 23434608 + t * 4000, c->param + 6695600, c->threads);
-    train_k19_fused(w + 23574608 + t * 4000, w + t * 4000, w + 144000, c->param + 6735800);
+    train_rnn_carry(rnn_l0_carry + t * 4000, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 4000);
+    train_rnn_matmul(rnn_l0_matmul, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, c->threads);
+    train_rnn_l0_cell(rnn_l0_relu + t * 4000, rnn_l0_matmul_bias + t * 4000, rnn_l0_matmul, rnn_bias_hh_l0);
   }
-  train_k22_dropout(w + 23714608, w + 23574608, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
-  train_k23_slice(w + 140000, c->state + 0);
-  train_k30_matmul_bias(w, w + 23714608, c->param + 6736000, c->param + 6816000, T);
+  train_dropout(rnn_dropout, rnn_l0_relu, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
+  train_rnn_slice_2(rnn_slice_2, hidden);
+  train_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_dropout, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    train_k32_carry(w + 23854608 + t * 4000, t == 0 ? w + 140000 : w + 23994608 + (t - 1) * 4000);
-    train_k33_matmul(w + 144000, w + 23854608 + t * 4000, c->param + 6776000, c->threads);
-    train_k36_fused(w + 23994608 + t * 4000, w + t * 4000, w + 144000, c->param + 6816200);
+    train_rnn_carry(rnn_l1_carry + t * 4000, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 4000);
+    train_rnn_matmul(rnn_l1_matmul, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, c->threads);
+    train_rnn_l1_cell(rnn_l1_relu + t * 4000, rnn_l1_matmul_bias + t * 4000, rnn_l1_matmul, rnn_bias_hh_l1);
   }
-  train_k41_concat(w + 24414608, w + 23574608 + (T - 1) * 4000, w + 23994608 + (T - 1) * 4000);
-  train_k42_dropout(w + 24134608, w + 23994608, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
-  train_k44_matmul(w, w + 24134608, c->param + 6816400, T);
-  train_k47_fused(w, w + 24422608, c->param + 13472000, targets, c->threads, T);
-  train_k49_const(w + 24274608);
-  train_k52_sum(c->grad + 6957104, w, T);
-  train_k53_matmul(w + 24274608, w, c->param + 6816400, T);
-  train_k54_matmul(c->grad + 301504, w, w + 24134608, T);
-  train_k58_const(w);
-  train_k59_broadcast(w + 280000, w);
+  train_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 4000, rnn_l1_relu + (T - 1) * 4000);
+  train_dropout(dropout_2, rnn_l1_relu, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
+  train_decoder_matmul(decoder_matmul, dropout_2, decoder_weight, T);
+  train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
+  train_const_grad(const_grad);
+  train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
+  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, T);
+  train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, dropout_2, T);
+  train_rnn_l1_const_grad(rnn_l1_const_grad);
+  train_rnn_l1_broadcast_grad(rnn_l1_broadcast_grad, rnn_l1_const_grad);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
-    train_k64_carry(w + 140000, t == T - 1 ? w + 280000 : w + 144000);
-    train_k69_fused(w + t * 4000, w + 140000, w + 24274608 + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, w + 23994608 + t * 4000);
-    train_k74_matmul(w + 144000, w + t * 4000, c->param + 6776000);
+    train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_matmul_grad);
+    train_rnn_l1_cell_grad(rnn_l1_relu_grad + t * 4000, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, rnn_l1_relu + t * 4000);
+    train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_relu_grad + t * 4000, rnn_weight_hh_l1);
   }
-  train_k77_sum(c->grad + 301104, w, T);
-  train_k79_matmul(c->grad + 261104, w, w + 23854608, T);
-  train_k81_matmul(w + 140000, w, c->param + 6736000, T);
-  train_k82_matmul(c->grad + 221104, w, w + 23714608, T);
+  train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_relu_grad, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l1, rnn_l1_relu_grad, rnn_l1_carry, T);
+  train_rnn_matmul_grad_3(rnn_l1_matmul_grad_2, rnn_l1_relu_grad, rnn_weight_ih_l1, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l1, rnn_l1_relu_grad, rnn_dropout, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
-    train_k92_carry(w + 284000, t == T - 1 ? w + 280000 : w + 288000);
-    train_k97_fused(w + t * 4000, w + 284000, w + 140000 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, w + 23574608 + t * 4000);
-    train_k102_matmul(w + 288000, w + t * 4000, c->param + 6695600);
+    train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_matmul_grad);
+    train_rnn_l0_cell_grad(rnn_l0_relu_grad + t * 4000, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, rnn_l0_relu + t * 4000);
+    train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_relu_grad + t * 4000, rnn_weight_hh_l0);
   }
-  train_k105_sum(c->grad + 220704, w, T);
-  train_k107_matmul(c->grad + 180704, w, w + 23434608, T);
-  train_k109_matmul(w + 140000, w, c->param + 6655600, T);
-  train_k110_matmul(c->grad + 140704, w, w + 23294608, T);
-  train_k111_dropout_grad(w, w + 140000, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_k112_embedding_grad(c->grad + 0, w, tokens, T);
-  memcpy(c->state + 0, w + 24414608, 8000 * sizeof(real));   /* state hidden, detached */
+  train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_relu_grad, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l0, rnn_l0_relu_grad, rnn_l0_carry, T);
+  train_rnn_matmul_grad_3(rnn_l0_matmul_grad_2, rnn_l0_relu_grad, rnn_weight_ih_l0, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l0, rnn_l0_relu_grad, dropout, T);
+  train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_encoder_embedding_grad(d_encoder_weight, dropout_grad, tokens, T);
+  memcpy(hidden, rnn_concat, 8000 * sizeof(real));   /* state hidden, detached */
   /* gradients */
-  memcpy(c->grad + 220904, c->grad + 220704, 200 * sizeof(real));   /* rnn.bias_hh_l0 */
-  memcpy(c->grad + 301304, c->grad + 301104, 200 * sizeof(real));   /* rnn.bias_hh_l1 */
-  return have_targets ? w[24422608] : 0;
+  memcpy(d_rnn_bias_hh_l0, d_rnn_bias_ih_l0, 200 * sizeof(real));   /* rnn.bias_hh_l0 */
+  memcpy(d_rnn_bias_hh_l1, d_rnn_bias_ih_l1, 200 * sizeof(real));   /* rnn.bias_hh_l1 */
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- eval: batch 10 */
@@ -537,7 +486,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
 /* n4 = embedding(n3, n0)
  *   (T, 10, 200) <- (33278, 200), (T, 10)
  *   graphs/rnn_relu.lua:17 */
-static void eval_k4_embedding(real *y, const real *w, const int32_t *ids, int T)
+static void eval_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 10*T; i++)
     memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
@@ -546,7 +495,7 @@ static void eval_k4_embedding(real *y, const real *w, const int32_t *ids, int T)
 /* n5 = slice(n2) axis 0 from 0
  *   (1, 10, 200) <- (2, 10, 200)
  *   graphs/rnn_relu.lua:18 */
-static void eval_k5_slice(real *y, const real *x)
+static void eval_rnn_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 2000; i0++)
     y[i0] = x[i0];
@@ -554,8 +503,9 @@ static void eval_k5_slice(real *y, const real *x)
 
 /* n12 = matmul_bias(n4, n7, n9) b^T
  *   (T, 10, 200) <- (T, 10, 200), (200, 200), (200)
- *   graphs/rnn_relu.lua:18 */
-static void eval_k12_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+ *   graphs/rnn_relu.lua:18
+ *   shared by eval_rnn_l0_matmul_bias, eval_rnn_l1_matmul_bias */
+static void eval_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
@@ -566,16 +516,18 @@ static void eval_k12_matmul_bias(real *y, const real *a, const real *b, const re
 
 /* n14 = carry(n6, n18)
  *   per step: (10, 200) <- (10, 200), (10, 200)
- *   graphs/rnn_relu.lua:18 */
-static void eval_k14_carry(real *y, const real *x)
+ *   graphs/rnn_relu.lua:18
+ *   shared by eval_rnn_l0_carry, eval_rnn_l1_carry */
+static void eval_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 2000 * sizeof *y);
 }
 
 /* n15 = matmul(n14, n8) b^T
  *   per step: (10, 200) <- (10, 200), (200, 200)
- *   graphs/rnn_relu.lua:18 */
-static void eval_k15_matmul(real *y, const real *a, const real *b, int nt)
+ *   graphs/rnn_relu.lua:18
+ *   shared by eval_rnn_l0_matmul, eval_rnn_l1_matmul */
+static void eval_rnn_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 10, 200, 200, a, 200, b, 200, 0, y, 200);
 }
@@ -585,7 +537,7 @@ static void eval_k15_matmul(real *y, const real *a, const real *b, int nt)
  *   n17 = add(n16, n10) (10, 200)
  *   n18 = relu(n17) (10, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void eval_k18_fused(real *restrict y18, const real *x13, const real *x15, const real *x10)
+static void eval_rnn_l0_cell(real *restrict y18, const real *x13, const real *x15, const real *x10)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -599,38 +551,10 @@ static void eval_k18_fused(real *restrict y18, const real *x13, const real *x15,
 /* n21 = slice(n2) axis 0 from 1
  *   (1, 10, 200) <- (2, 10, 200)
  *   graphs/rnn_relu.lua:18 */
-static void eval_k21_slice(real *y, const real *x)
+static void eval_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 2000; i0++)
     y[i0] = x[2000 + i0];
-}
-
-/* n28 = matmul_bias(n19, n23, n25) b^T
- *   (T, 10, 200) <- (T, 10, 200), (200, 200), (200)
- *   graphs/rnn_relu.lua:18 */
-static void eval_k28_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 200, 200,
-              1, a, 200, b, 200, 1, y, 200);
-}
-
-/* n30 = carry(n22, n34)
- *   per step: (10, 200) <- (10, 200), (10, 200)
- *   graphs/rnn_relu.lua:18 */
-static void eval_k30_carry(real *y, const real *x)
-{
-  memcpy(y, x, 2000 * sizeof *y);
-}
-
-/* n31 = matmul(n30, n24) b^T
- *   per step: (10, 200) <- (10, 200), (200, 200)
- *   graphs/rnn_relu.lua:18 */
-static void eval_k31_matmul(real *y, const real *a, const real *b, int nt)
-{
-  lmc_sgemm_abt_mt(nt, 10, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 3 nodes in one loop over (10, 200) per step
@@ -638,7 +562,7 @@ static void eval_k31_matmul(real *y, const real *a, const real *b, int nt)
  *   n33 = add(n32, n26) (10, 200)
  *   n34 = relu(n33) (10, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void eval_k34_fused(real *restrict y34, const real *x29, const real *x31, const real *x26)
+static void eval_rnn_l1_cell(real *restrict y34, const real *x29, const real *x31, const real *x26)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -652,7 +576,7 @@ static void eval_k34_fused(real *restrict y34, const real *x29, const real *x31,
 /* n39 = concat(n37, n38) axis 0
  *   (2, 10, 200) <- (1, 10, 200), (1, 10, 200)
  *   graphs/rnn_relu.lua:18 */
-static void eval_k39_concat(real *y, const real *a, const real *b)
+static void eval_rnn_concat(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 2000; i0++)
     y[i0] = a[i0];
@@ -666,7 +590,7 @@ static void eval_k39_concat(real *y, const real *a, const real *b)
  *   n44 = log_softmax(n43) (T, 10, 33278)
  *   n45 = nll_loss(n44, n1) (), stored
  *   graphs/rnn_relu.lua:21 */
-static void eval_k44_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
+static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
 {
   real max[700];
   double sum[700], nll_row[700];
@@ -701,28 +625,58 @@ static const LmcTensorDesc eval_state[] = {
 static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (200, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6735600;   /* rnn.bias_ih_l0 (200) */
+  const real *rnn_weight_hh_l0 = c->param + 6695600;   /* rnn.weight_hh_l0 (200, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6735800;   /* rnn.bias_hh_l0 (200) */
+  const real *rnn_weight_ih_l1 = c->param + 6736000;   /* rnn.weight_ih_l1 (200, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 6816000;   /* rnn.bias_ih_l1 (200) */
+  const real *rnn_weight_hh_l1 = c->param + 6776000;   /* rnn.weight_hh_l1 (200, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 6816200;   /* rnn.bias_hh_l1 (200) */
+  const real *decoder_weight = c->param + 6816400;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13472000;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 10, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 426000;   /* read as targets when run() gets none */
+  real *encoder_embedding = w;   /* (T, 10, 200), graphs/rnn_relu.lua:17 */
+  real *rnn_slice = w + 280000;   /* (1, 10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul_bias = w + 140000;   /* (T, 10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_carry = w + 282000;   /* (10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_relu = w;   /* (10, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul = w + 284000;   /* (10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_slice_2 = w + 420000;   /* (1, 10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul_bias = w + 140000;   /* (T, 10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_carry = w + 422000;   /* (10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_relu = w + 280000;   /* (10, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul = w + 424000;   /* (10, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_concat = w + 140000;   /* (2, 10, 200), graphs/rnn_relu.lua:18 */
+  real *nll_loss = w;   /* (), graphs/rnn_relu.lua:24 */
+  real *logit_block = w + 426704;   /* the loss kernel's logits, 1024 columns at a time */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 426000, 0, 700 * sizeof *targets);
-  eval_k4_embedding(w, c->param + 0, tokens, T);
-  eval_k5_slice(w + 280000, c->state + 0);
-  eval_k12_matmul_bias(w + 140000, w, c->param + 6655600, c->param + 6735600, T);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  eval_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  eval_rnn_slice(rnn_slice, hidden);
+  eval_rnn_matmul_bias(rnn_l0_matmul_bias, encoder_embedding, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    eval_k14_carry(w + 282000, t == 0 ? w + 280000 : w + (t - 1) * 2000);
-    eval_k15_matmul(w + 284000, w + 282000, c->param + 6695600, c->threads);
-    eval_k18_fused(w + t * 2000, w + 140000 + t * 2000, w + 284000, c->param + 6735800);
+    eval_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 2000);
+    eval_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    eval_rnn_l0_cell(rnn_l0_relu + t * 2000, rnn_l0_matmul_bias + t * 2000, rnn_l0_matmul, rnn_bias_hh_l0);
   }
-  eval_k21_slice(w + 420000, c->state + 0);
-  eval_k28_matmul_bias(w + 140000, w, c->param + 6736000, c->param + 6816000, T);
+  eval_rnn_slice_2(rnn_slice_2, hidden);
+  eval_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_relu, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    eval_k30_carry(w + 422000, t == 0 ? w + 420000 : w + 280000 + (t - 1) * 2000);
-    eval_k31_matmul(w + 424000, w + 422000, c->param + 6776000, c->threads);
-    eval_k34_fused(w + 280000 + t * 2000, w + 140000 + t * 2000, w + 424000, c->param + 6816200);
+    eval_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 2000);
+    eval_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    eval_rnn_l1_cell(rnn_l1_relu + t * 2000, rnn_l1_matmul_bias + t * 2000, rnn_l1_matmul, rnn_bias_hh_l1);
   }
-  eval_k39_concat(w + 140000, w + (T - 1) * 2000, w + 280000 + (T - 1) * 2000);
-  eval_k44_fused(w, w + 280000, c->param + 6816400, c->param + 13472000, targets, c->threads, w + 426704, T);
-  memcpy(c->state + 0, w + 140000, 4000 * sizeof(real));   /* state hidden, detached */
-  return have_targets ? w[0] : 0;
+  eval_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 2000, rnn_l1_relu + (T - 1) * 2000);
+  eval_log_softmax_nll(nll_loss, rnn_l1_relu, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
+  memcpy(hidden, rnn_concat, 4000 * sizeof(real));   /* state hidden, detached */
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -730,7 +684,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
 /* n4 = embedding(n3, n0)
  *   (T, 1, 200) <- (33278, 200), (T, 1)
  *   graphs/rnn_relu.lua:17 */
-static void gen_k4_embedding(real *y, const real *w, const int32_t *ids, int T)
+static void gen_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < T; i++)
     memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
@@ -739,7 +693,7 @@ static void gen_k4_embedding(real *y, const real *w, const int32_t *ids, int T)
 /* n5 = slice(n2) axis 0 from 0
  *   (1, 1, 200) <- (2, 1, 200)
  *   graphs/rnn_relu.lua:18 */
-static void gen_k5_slice(real *y, const real *x)
+static void gen_rnn_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 200; i0++)
     y[i0] = x[i0];
@@ -747,16 +701,18 @@ static void gen_k5_slice(real *y, const real *x)
 
 /* n11 = matmul(n4, n7) b^T
  *   (T, 1, 200) <- (T, 1, 200), (200, 200)
- *   graphs/rnn_relu.lua:18 */
-static void gen_k11_matmul(real *y, const real *a, const real *b, int nt, int T)
+ *   graphs/rnn_relu.lua:18
+ *   shared by gen_rnn_l0_matmul, gen_rnn_l1_matmul */
+static void gen_rnn_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* n12 = add(n11, n9)
  *   (T, 1, 200) <- (T, 1, 200), (200)
- *   graphs/rnn_relu.lua:18 */
-static void gen_k12_add(real *y, const real *a, const real *b, int T)
+ *   graphs/rnn_relu.lua:18
+ *   shared by gen_rnn_l0_add, gen_rnn_l1_add */
+static void gen_rnn_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
@@ -765,16 +721,18 @@ static void gen_k12_add(real *y, const real *a, const real *b, int T)
 
 /* n14 = carry(n6, n18)
  *   per step: (1, 200) <- (1, 200), (1, 200)
- *   graphs/rnn_relu.lua:18 */
-static void gen_k14_carry(real *y, const real *x)
+ *   graphs/rnn_relu.lua:18
+ *   shared by gen_rnn_l0_carry, gen_rnn_l1_carry */
+static void gen_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 200 * sizeof *y);
 }
 
 /* n15 = matmul(n14, n8) b^T
  *   per step: (1, 200) <- (1, 200), (200, 200)
- *   graphs/rnn_relu.lua:18 */
-static void gen_k15_matmul(real *y, const real *a, const real *b, int nt)
+ *   graphs/rnn_relu.lua:18
+ *   shared by gen_rnn_l0_matmul_2, gen_rnn_l1_matmul_2 */
+static void gen_rnn_matmul_2(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
@@ -784,7 +742,7 @@ static void gen_k15_matmul(real *y, const real *a, const real *b, int nt)
  *   n17 = add(n16, n10) (1, 200)
  *   n18 = relu(n17) (1, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void gen_k18_fused(real *restrict y18, const real *x13, const real *x15, const real *x10)
+static void gen_rnn_l0_cell(real *restrict y18, const real *x13, const real *x15, const real *x10)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x13[i0] + x15[i0];   /* n16 add */
@@ -797,44 +755,10 @@ static void gen_k18_fused(real *restrict y18, const real *x13, const real *x15, 
 /* n21 = slice(n2) axis 0 from 1
  *   (1, 1, 200) <- (2, 1, 200)
  *   graphs/rnn_relu.lua:18 */
-static void gen_k21_slice(real *y, const real *x)
+static void gen_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 200; i0++)
     y[i0] = x[200 + i0];
-}
-
-/* n27 = matmul(n19, n23) b^T
- *   (T, 1, 200) <- (T, 1, 200), (200, 200)
- *   graphs/rnn_relu.lua:18 */
-static void gen_k27_matmul(real *y, const real *a, const real *b, int nt, int T)
-{
-  lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
-}
-
-/* n28 = add(n27, n25)
- *   (T, 1, 200) <- (T, 1, 200), (200)
- *   graphs/rnn_relu.lua:18 */
-static void gen_k28_add(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = a[i0 * 200 + i1] + b[i1];
-}
-
-/* n30 = carry(n22, n34)
- *   per step: (1, 200) <- (1, 200), (1, 200)
- *   graphs/rnn_relu.lua:18 */
-static void gen_k30_carry(real *y, const real *x)
-{
-  memcpy(y, x, 200 * sizeof *y);
-}
-
-/* n31 = matmul(n30, n24) b^T
- *   per step: (1, 200) <- (1, 200), (200, 200)
- *   graphs/rnn_relu.lua:18 */
-static void gen_k31_matmul(real *y, const real *a, const real *b, int nt)
-{
-  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 3 nodes in one loop over (1, 200) per step
@@ -842,7 +766,7 @@ static void gen_k31_matmul(real *y, const real *a, const real *b, int nt)
  *   n33 = add(n32, n26) (1, 200)
  *   n34 = relu(n33) (1, 200), stored
  *   graphs/rnn_relu.lua:18 */
-static void gen_k34_fused(real *restrict y34, const real *x29, const real *x31, const real *x26)
+static void gen_rnn_l1_cell(real *restrict y34, const real *x29, const real *x31, const real *x26)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x29[i0] + x31[i0];   /* n32 add */
@@ -855,7 +779,7 @@ static void gen_k34_fused(real *restrict y34, const real *x29, const real *x31, 
 /* n39 = concat(n37, n38) axis 0
  *   (2, 1, 200) <- (1, 1, 200), (1, 1, 200)
  *   graphs/rnn_relu.lua:18 */
-static void gen_k39_concat(real *y, const real *a, const real *b)
+static void gen_rnn_concat(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 200; i0++)
     y[i0] = a[i0];
@@ -865,16 +789,16 @@ static void gen_k39_concat(real *y, const real *a, const real *b)
 
 /* n47 = matmul(n46, n40) b^T
  *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
- *   graphs/rnn_relu.lua:18 */
-static void gen_k47_matmul(real *y, const real *a, const real *b, int nt)
+ *   graphs/rnn_relu.lua:19 */
+static void gen_decoder_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
 }
 
 /* n48 = add(n47, n42)
  *   (1, 1, 33278) <- (1, 1, 33278), (33278)
- *   graphs/rnn_relu.lua:18 */
-static void gen_k48_add(real *y, const real *a, const real *b)
+ *   graphs/rnn_relu.lua:19 */
+static void gen_decoder_add(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 33278; i0++)
     y[i0] = a[i0] + b[i0];
@@ -882,8 +806,8 @@ static void gen_k48_add(real *y, const real *a, const real *b)
 
 /* n49 = log_softmax(n48)
  *   (1, 1, 33278) <- (1, 1, 33278)
- *   graphs/rnn_relu.lua:18 */
-static void gen_k49_log_softmax(real *y, const real *x)
+ *   graphs/rnn_relu.lua:21 */
+static void gen_log_softmax(real *y, const real *x)
 {
   const long n = 33278;
   for (long r = 0; r < 1; r++) {
@@ -904,30 +828,63 @@ static const LmcTensorDesc gen_state[] = {
 static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (200, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6735600;   /* rnn.bias_ih_l0 (200) */
+  const real *rnn_weight_hh_l0 = c->param + 6695600;   /* rnn.weight_hh_l0 (200, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6735800;   /* rnn.bias_hh_l0 (200) */
+  const real *rnn_weight_ih_l1 = c->param + 6736000;   /* rnn.weight_ih_l1 (200, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 6816000;   /* rnn.bias_ih_l1 (200) */
+  const real *rnn_weight_hh_l1 = c->param + 6776000;   /* rnn.weight_hh_l1 (200, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 6816200;   /* rnn.bias_hh_l1 (200) */
+  const real *decoder_weight = c->param + 6816400;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13472000;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 1, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 66960;   /* read as targets when run() gets none */
+  real *encoder_embedding = w;   /* (T, 1, 200), graphs/rnn_relu.lua:17 */
+  real *rnn_slice = w + 14016;   /* (1, 1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul = w + 7008;   /* (T, 1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_add = w;   /* (T, 1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_carry = w + 14224;   /* (1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l0_relu = w + 7008;   /* (1, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l0_matmul_2 = w + 14432;   /* (1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_slice_2 = w + 21024;   /* (1, 1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul = w;   /* (T, 1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_add = w + 14016;   /* (T, 1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_carry = w;   /* (1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_l1_relu = w + 33280;   /* (1, 200) per step, graphs/rnn_relu.lua:18 */
+  real *rnn_l1_matmul_2 = w + 208;   /* (1, 200), graphs/rnn_relu.lua:18 */
+  real *rnn_concat = w + 66560;   /* (2, 1, 200), graphs/rnn_relu.lua:18 */
+  real *decoder_matmul = w;   /* (1, 1, 33278), graphs/rnn_relu.lua:19 */
+  real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/rnn_relu.lua:19 */
+  real *log_softmax = w;   /* (1, 1, 33278), graphs/rnn_relu.lua:21 */
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 66960, 0, 35 * sizeof *targets);
-  gen_k4_embedding(w, c->param + 0, tokens, T);
-  gen_k5_slice(w + 14016, c->state + 0);
-  gen_k11_matmul(w + 7008, w, c->param + 6655600, c->threads, T);
-  gen_k12_add(w, w + 7008, c->param + 6735600, T);
+    targets = memset(no_targets, 0, 35 * sizeof *targets);
+  gen_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  gen_rnn_slice(rnn_slice, hidden);
+  gen_rnn_matmul(rnn_l0_matmul, encoder_embedding, rnn_weight_ih_l0, c->threads, T);
+  gen_rnn_add(rnn_l0_add, rnn_l0_matmul, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
-    gen_k14_carry(w + 14224, t == 0 ? w + 14016 : w + 7008 + (t - 1) * 200);
-    gen_k15_matmul(w + 14432, w + 14224, c->param + 6695600, c->threads);
-    gen_k18_fused(w + 7008 + t * 200, w + t * 200, w + 14432, c->param + 6735800);
+    gen_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 200);
+    gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    gen_rnn_l0_cell(rnn_l0_relu + t * 200, rnn_l0_add + t * 200, rnn_l0_matmul_2, rnn_bias_hh_l0);
   }
-  gen_k21_slice(w + 21024, c->state + 0);
-  gen_k27_matmul(w, w + 7008, c->param + 6736000, c->threads, T);
-  gen_k28_add(w + 14016, w, c->param + 6816000, T);
+  gen_rnn_slice_2(rnn_slice_2, hidden);
+  gen_rnn_matmul(rnn_l1_matmul, rnn_l0_relu, rnn_weight_ih_l1, c->threads, T);
+  gen_rnn_add(rnn_l1_add, rnn_l1_matmul, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
-    gen_k30_carry(w, t == 0 ? w + 21024 : w + 33280 + (t - 1) * 200);
-    gen_k31_matmul(w + 208, w, c->param + 6776000, c->threads);
-    gen_k34_fused(w + 33280 + t * 200, w + 14016 + t * 200, w + 208, c->param + 6816200);
+    gen_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 200);
+    gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    gen_rnn_l1_cell(rnn_l1_relu + t * 200, rnn_l1_add + t * 200, rnn_l1_matmul_2, rnn_bias_hh_l1);
   }
-  gen_k39_concat(w + 66560, w + 7008 + (T - 1) * 200, w + 33280 + (T - 1) * 200);
-  gen_k47_matmul(w, w + 33280 + (T - 1) * 200, c->param + 6816400, c->threads);
-  gen_k48_add(w + 33280, w, c->param + 13472000);
-  gen_k49_log_softmax(w, w + 33280);
-  memcpy(c->state + 0, w + 66560, 400 * sizeof(real));   /* state hidden, detached */
+  gen_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 200, rnn_l1_relu + (T - 1) * 200);
+  gen_decoder_matmul(decoder_matmul, rnn_l1_relu + (T - 1) * 200, decoder_weight, c->threads);
+  gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
+  gen_log_softmax(log_softmax, decoder_add);
+  memcpy(hidden, rnn_concat, 400 * sizeof(real));   /* state hidden, detached */
   return 0;
 }
 

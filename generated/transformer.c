@@ -1267,7 +1267,7 @@ static const real lmc_const0[7000] = {
 /* n16 = embedding(n15, n0)
  *   (T, 20, 200) <- (33278, 200), (T, 20)
  *   graphs/transformer.lua:23 */
-static void train_k16_embedding(real *y, const real *w, const int32_t *ids, int T)
+static void train_input_emb_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 20*T; i++)
     memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
@@ -1275,8 +1275,9 @@ static void train_k16_embedding(real *y, const real *w, const int32_t *ids, int 
 
 /* n17 = const() value 14.142135623730951
  *   ()
- *   graphs/transformer.lua:23 */
-static void train_k17_const(real *y)
+ *   graphs/transformer.lua:23
+ *   shared by train_const, eval_const, gen_const */
+static void train_const(real *y)
 {
   y[0] = 14.142135623730951;
 }
@@ -1285,7 +1286,7 @@ static void train_k17_const(real *y)
  *   n18 = mul(n16, n17) (T, 20, 200)
  *   n22 = dropout_add(n18, n20) stream 0, p = slot 0 (T, 20, 200), stored
  *   graphs/transformer.lua:24 */
-static void train_k22_fused(real *restrict y22, const real *x16, const real *x20, uint64_t key_22, double p_22, long idx0_22, int T)
+static void train_fused(real *restrict y22, const real *x16, const real *x20, uint64_t key_22, double p_22, long idx0_22, int T)
 {
   real scale_22 = p_22 < 1 ? (real)(1 / (1 - p_22)) : 0;
   for (long i0 = 0; i0 < T; i0++)
@@ -1299,8 +1300,9 @@ static void train_k22_fused(real *restrict y22, const real *x16, const real *x20
 
 /* n23 = triu_mask()
  *   (T, T)
- *   graphs/transformer.lua:26 */
-static void train_k23_triu_mask(real *y, int T)
+ *   graphs/transformer.lua:26
+ *   shared by train_triu_mask, eval_triu_mask, gen_triu_mask */
+static void train_triu_mask(real *y, int T)
 {
   for (long i = 0; i < T; i++)
     for (long j = 0; j < T; j++)
@@ -1309,8 +1311,10 @@ static void train_k23_triu_mask(real *y, int T)
 
 /* n27 = matmul_bias(n22, n24, n25) b^T
  *   (T, 20, 600) <- (T, 20, 200), (600, 200), (600)
- *   graphs/transformer.lua:25 */
-static void train_k27_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_matmul_bias,
+ *             train_encoder_l1_self_attn_matmul_bias */
+static void train_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 600; i1++)
@@ -1321,8 +1325,10 @@ static void train_k27_matmul_bias(real *y, const real *a, const real *b, const r
 
 /* n28 = slice(n27) axis 2 from 0
  *   (T, 20, 200) <- (T, 20, 600)
- *   graphs/transformer.lua:25 */
-static void train_k28_slice(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_slice,
+ *             train_encoder_l1_self_attn_slice */
+static void train_encoder_self_attn_slice(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
@@ -1331,8 +1337,16 @@ static void train_k28_slice(real *y, const real *x, int T)
 
 /* n30 = transpose(n29) perm 1 2 0 3
  *   (20, 2, T, 100) <- (T, 20, 2, 100)
- *   graphs/transformer.lua:25 */
-static void train_k30_transpose(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_transpose,
+ *             train_encoder_l0_self_attn_transpose_2,
+ *             train_encoder_l0_self_attn_transpose_3,
+ *             train_encoder_l1_self_attn_transpose,
+ *             train_encoder_l1_self_attn_transpose_2,
+ *             train_encoder_l1_self_attn_transpose_3,
+ *             train_encoder_l1_self_attn_transpose_grad,
+ *             train_encoder_l0_self_attn_transpose_grad */
+static void train_encoder_self_attn_transpose(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 40; i0++)
     for (long i1 = 0; i1 < T; i1++)
@@ -1342,16 +1356,21 @@ static void train_k30_transpose(real *y, const real *x, int T)
 
 /* n31 = const() value 10.0
  *   ()
- *   graphs/transformer.lua:25 */
-static void train_k31_const(real *y)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_const,
+ *             eval_encoder_l0_self_attn_const, gen_encoder_l0_self_attn_const */
+static void train_encoder_l0_self_attn_const(real *y)
 {
   y[0] = 10.0;
 }
 
 /* n32 = div(n30, n31)
  *   (20, 2, T, 100) <- (20, 2, T, 100), ()
- *   graphs/transformer.lua:25 */
-static void train_k32_div(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_div, train_encoder_l1_self_attn_div,
+ *             train_encoder_l1_self_attn_div_grad,
+ *             train_encoder_l0_self_attn_div_grad */
+static void train_encoder_self_attn_div(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 4000*T; i0++)
     y[i0] = a[i0] / b[0];
@@ -1359,50 +1378,35 @@ static void train_k32_div(real *y, const real *a, const real *b, int T)
 
 /* n33 = slice(n27) axis 2 from 200
  *   (T, 20, 200) <- (T, 20, 600)
- *   graphs/transformer.lua:25 */
-static void train_k33_slice(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_slice_2,
+ *             train_encoder_l1_self_attn_slice_2 */
+static void train_encoder_self_attn_slice_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = x[200 + i0 * 600 + i1];
 }
 
-/* n35 = transpose(n34) perm 1 2 0 3
- *   (20, 2, T, 100) <- (T, 20, 2, 100)
- *   graphs/transformer.lua:25 */
-static void train_k35_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 40; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 4000 + i2];
-}
-
 /* n36 = slice(n27) axis 2 from 400
  *   (T, 20, 200) <- (T, 20, 600)
- *   graphs/transformer.lua:25 */
-static void train_k36_slice(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_slice_3,
+ *             train_encoder_l1_self_attn_slice_3 */
+static void train_encoder_self_attn_slice_3(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = x[400 + i0 * 600 + i1];
 }
 
-/* n38 = transpose(n37) perm 1 2 0 3
- *   (20, 2, T, 100) <- (T, 20, 2, 100)
- *   graphs/transformer.lua:25 */
-static void train_k38_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 40; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 4000 + i2];
-}
-
 /* n39 = bmm(n32, n35) b^T
  *   (20, 2, T, T) <- (20, 2, T, 100), (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k39_bmm(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_bmm, train_encoder_l1_self_attn_bmm,
+ *             train_encoder_l1_self_attn_bmm_grad,
+ *             train_encoder_l0_self_attn_bmm_grad */
+static void train_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 40; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
@@ -1411,8 +1415,9 @@ static void train_k39_bmm(real *y, const real *a, const real *b, int T)
 
 /* n40 = add(n39, n23)
  *   (20, 2, T, T) <- (20, 2, T, T), (T, T)
- *   graphs/transformer.lua:25 */
-static void train_k40_add(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_add, train_encoder_l1_self_attn_add */
+static void train_encoder_self_attn_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 40; i0++)
     for (long i1 = 0; i1 < T*T; i1++)
@@ -1421,8 +1426,10 @@ static void train_k40_add(real *y, const real *a, const real *b, int T)
 
 /* n41 = softmax(n40)
  *   (20, 2, T, T) <- (20, 2, T, T)
- *   graphs/transformer.lua:25 */
-static void train_k41_softmax(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_softmax,
+ *             train_encoder_l1_self_attn_softmax */
+static void train_encoder_self_attn_softmax(real *y, const real *x, int T)
 {
   const long n = T;
   for (long r = 0; r < 40*T; r++) {
@@ -1437,8 +1444,10 @@ static void train_k41_softmax(real *y, const real *x, int T)
 
 /* n42 = dropout(n41) stream 1, p = slot 1
  *   (20, 2, T, T) <- (20, 2, T, T)
- *   graphs/transformer.lua:25 */
-static void train_k42_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_dropout,
+ *             train_encoder_l1_self_attn_dropout */
+static void train_encoder_self_attn_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 40*T*T; i0++)
@@ -1447,8 +1456,12 @@ static void train_k42_dropout(real *y, const real *x, uint64_t key, double p, lo
 
 /* n43 = bmm(n42, n38)
  *   (20, 2, T, 100) <- (20, 2, T, T), (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k43_bmm(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_bmm_2,
+ *             train_encoder_l1_self_attn_bmm_2,
+ *             train_encoder_l1_self_attn_bmm_grad_3,
+ *             train_encoder_l0_self_attn_bmm_grad_3 */
+static void train_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 40; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
@@ -1457,8 +1470,16 @@ static void train_k43_bmm(real *y, const real *a, const real *b, int T)
 
 /* n44 = transpose(n43) perm 2 0 1 3
  *   (T, 20, 2, 100) <- (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k44_transpose(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_transpose_4,
+ *             train_encoder_l1_self_attn_transpose_4,
+ *             train_encoder_l1_self_attn_transpose_grad_2,
+ *             train_encoder_l1_self_attn_transpose_grad_3,
+ *             train_encoder_l1_self_attn_transpose_grad_4,
+ *             train_encoder_l0_self_attn_transpose_grad_2,
+ *             train_encoder_l0_self_attn_transpose_grad_3,
+ *             train_encoder_l0_self_attn_transpose_grad_4 */
+static void train_encoder_self_attn_transpose_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 40; i1++)
@@ -1468,8 +1489,12 @@ static void train_k44_transpose(real *y, const real *x, int T)
 
 /* n47 = matmul(n45, n46) b^T
  *   (T, 20, 200) <- (T, 20, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void train_k47_matmul(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_self_attn_out_proj_matmul,
+ *             train_encoder_l0_linear2_matmul,
+ *             train_encoder_l1_self_attn_out_proj_matmul,
+ *             train_encoder_l1_linear2_matmul */
+static void train_encoder_matmul(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 200, 200,
               1, a, 200, b, 200, 0, y, 200);
@@ -1479,7 +1504,7 @@ static void train_k47_matmul(real *y, const real *a, const real *b, int T)
  *   n50 = dropout_add(n47, n48) stream 2, p = slot 1 (T, 20, 200)
  *   n51 = add(n22, n50) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k51_fused(real *restrict y51, const real *x22, const real *x47, const real *x48, uint64_t key_50, double p_50, long idx0_50, int T)
+static void train_encoder_l0_fused(real *restrict y51, const real *x22, const real *x47, const real *x48, uint64_t key_50, double p_50, long idx0_50, int T)
 {
   real scale_50 = p_50 < 1 ? (real)(1 / (1 - p_50)) : 0;
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1492,8 +1517,12 @@ static void train_k51_fused(real *restrict y51, const real *x22, const real *x47
 
 /* n54 = normalize(n51) eps 1e-05
  *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k54_normalize(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_norm1_normalize,
+ *             train_encoder_l0_norm2_normalize,
+ *             train_encoder_l1_norm1_normalize,
+ *             train_encoder_l1_norm2_normalize, train_encoder_norm_normalize */
+static void train_encoder_normalize(real *y, const real *x, int T)
 {
   const long n = 200;
   for (long r = 0; r < 20*T; r++) {
@@ -1514,7 +1543,7 @@ static void train_k54_normalize(real *y, const real *x, int T)
  *   n55 = mul(n54, n52) (T, 20, 200)
  *   n56 = add(n55, n53) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k56_fused(real *restrict y56, const real *x54, const real *x52, const real *x53, int T)
+static void train_encoder_l0_norm1_fused(real *restrict y56, const real *x54, const real *x52, const real *x53, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -1526,8 +1555,10 @@ static void train_k56_fused(real *restrict y56, const real *x54, const real *x52
 
 /* n60 = matmul_bias(n56, n57, n59) b^T
  *   (T, 20, 200) <- (T, 20, 200), (200, 200), (200)
- *   graphs/transformer.lua:25 */
-static void train_k60_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_linear1_matmul_bias,
+ *             train_encoder_l1_linear1_matmul_bias */
+static void train_encoder_linear1_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
@@ -1540,7 +1571,7 @@ static void train_k60_matmul_bias(real *y, const real *a, const real *b, const r
  *   n61 = relu(n60) (T, 20, 200), stored
  *   n62 = dropout(n61) stream 3, p = slot 1 (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k62_fused(real *restrict y61, const real *x60, real *restrict y62, uint64_t key_62, double p_62, long idx0_62, int T)
+static void train_encoder_l0_fused_2(real *restrict y61, const real *x60, real *restrict y62, uint64_t key_62, double p_62, long idx0_62, int T)
 {
   real scale_62 = p_62 < 1 ? (real)(1 / (1 - p_62)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
@@ -1551,20 +1582,11 @@ static void train_k62_fused(real *restrict y61, const real *x60, real *restrict 
   }
 }
 
-/* n64 = matmul(n62, n63) b^T
- *   (T, 20, 200) <- (T, 20, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void train_k64_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n67 = dropout_add(n64, n65) stream 4, p = slot 1 (T, 20, 200)
  *   n68 = add(n56, n67) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k68_fused(real *restrict y68, const real *x56, const real *x64, const real *x65, uint64_t key_67, double p_67, long idx0_67, int T)
+static void train_encoder_l0_fused_3(real *restrict y68, const real *x56, const real *x64, const real *x65, uint64_t key_67, double p_67, long idx0_67, int T)
 {
   real scale_67 = p_67 < 1 ? (real)(1 / (1 - p_67)) : 0;
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1575,31 +1597,11 @@ static void train_k68_fused(real *restrict y68, const real *x56, const real *x64
     }
 }
 
-/* n71 = normalize(n68) eps 1e-05
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k71_normalize(real *y, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < 20*T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
-}
-
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n72 = mul(n71, n69) (T, 20, 200)
  *   n73 = add(n72, n70) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k73_fused(real *restrict y73, const real *x71, const real *x69, const real *x70, int T)
+static void train_encoder_l0_norm2_fused(real *restrict y73, const real *x71, const real *x69, const real *x70, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -1609,171 +1611,11 @@ static void train_k73_fused(real *restrict y73, const real *x71, const real *x69
     }
 }
 
-/* n77 = matmul_bias(n73, n74, n75) b^T
- *   (T, 20, 600) <- (T, 20, 200), (600, 200), (600)
- *   graphs/transformer.lua:25 */
-static void train_k77_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 600; i1++)
-      y[i0 * 600 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 600, 200,
-              1, a, 200, b, 200, 1, y, 600);
-}
-
-/* n78 = slice(n77) axis 2 from 0
- *   (T, 20, 200) <- (T, 20, 600)
- *   graphs/transformer.lua:25 */
-static void train_k78_slice(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = x[i0 * 600 + i1];
-}
-
-/* n80 = transpose(n79) perm 1 2 0 3
- *   (20, 2, T, 100) <- (T, 20, 2, 100)
- *   graphs/transformer.lua:25 */
-static void train_k80_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 40; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 4000 + i2];
-}
-
-/* n82 = div(n80, n31)
- *   (20, 2, T, 100) <- (20, 2, T, 100), ()
- *   graphs/transformer.lua:25 */
-static void train_k82_div(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = a[i0] / b[0];
-}
-
-/* n83 = slice(n77) axis 2 from 200
- *   (T, 20, 200) <- (T, 20, 600)
- *   graphs/transformer.lua:25 */
-static void train_k83_slice(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = x[200 + i0 * 600 + i1];
-}
-
-/* n85 = transpose(n84) perm 1 2 0 3
- *   (20, 2, T, 100) <- (T, 20, 2, 100)
- *   graphs/transformer.lua:25 */
-static void train_k85_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 40; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 4000 + i2];
-}
-
-/* n86 = slice(n77) axis 2 from 400
- *   (T, 20, 200) <- (T, 20, 600)
- *   graphs/transformer.lua:25 */
-static void train_k86_slice(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = x[400 + i0 * 600 + i1];
-}
-
-/* n88 = transpose(n87) perm 1 2 0 3
- *   (20, 2, T, 100) <- (T, 20, 2, 100)
- *   graphs/transformer.lua:25 */
-static void train_k88_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 40; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 4000 + i2];
-}
-
-/* n89 = bmm(n82, n85) b^T
- *   (20, 2, T, T) <- (20, 2, T, 100), (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k89_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 40; i++)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
-                1, a + i * 100*T, 100, b + i * 100*T, 100, 0, y + i * T*T, T);
-}
-
-/* n90 = add(n89, n23)
- *   (20, 2, T, T) <- (20, 2, T, T), (T, T)
- *   graphs/transformer.lua:25 */
-static void train_k90_add(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 40; i0++)
-    for (long i1 = 0; i1 < T*T; i1++)
-      y[i0 * T*T + i1] = a[i0 * T*T + i1] + b[i1];
-}
-
-/* n91 = softmax(n90)
- *   (20, 2, T, T) <- (20, 2, T, T)
- *   graphs/transformer.lua:25 */
-static void train_k91_softmax(real *y, const real *x, int T)
-{
-  const long n = T;
-  for (long r = 0; r < 40*T; r++) {
-    const real *xr = x + r * n;
-    real *yr = y + r * n;
-    real max = lmc_row_max(xr, n);
-    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
-    for (long i = 0; i < n; i++)
-      yr[i] = (real)(yr[i] / sum);
-  }
-}
-
-/* n92 = dropout(n91) stream 5, p = slot 1
- *   (20, 2, T, T) <- (20, 2, T, T)
- *   graphs/transformer.lua:25 */
-static void train_k92_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
-{
-  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
-  for (long i0 = 0; i0 < 40*T*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
-}
-
-/* n93 = bmm(n92, n88)
- *   (20, 2, T, 100) <- (20, 2, T, T), (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k93_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 40; i++)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
-                1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
-}
-
-/* n94 = transpose(n93) perm 2 0 1 3
- *   (T, 20, 2, 100) <- (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k94_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 40; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 4000 + i1 * 100 + i2] = x[i0 * 100 + i1 * 100*T + i2];
-}
-
-/* n97 = matmul(n95, n96) b^T
- *   (T, 20, 200) <- (T, 20, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void train_k97_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n100 = dropout_add(n97, n98) stream 6, p = slot 1 (T, 20, 200)
  *   n101 = add(n73, n100) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k101_fused(real *restrict y101, const real *x73, const real *x97, const real *x98, uint64_t key_100, double p_100, long idx0_100, int T)
+static void train_encoder_l1_fused(real *restrict y101, const real *x73, const real *x97, const real *x98, uint64_t key_100, double p_100, long idx0_100, int T)
 {
   real scale_100 = p_100 < 1 ? (real)(1 / (1 - p_100)) : 0;
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1784,31 +1626,11 @@ static void train_k101_fused(real *restrict y101, const real *x73, const real *x
     }
 }
 
-/* n104 = normalize(n101) eps 1e-05
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k104_normalize(real *y, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < 20*T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
-}
-
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n105 = mul(n104, n102) (T, 20, 200)
  *   n106 = add(n105, n103) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k106_fused(real *restrict y106, const real *x104, const real *x102, const real *x103, int T)
+static void train_encoder_l1_norm1_fused(real *restrict y106, const real *x104, const real *x102, const real *x103, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -1818,23 +1640,11 @@ static void train_k106_fused(real *restrict y106, const real *x104, const real *
     }
 }
 
-/* n110 = matmul_bias(n106, n107, n109) b^T
- *   (T, 20, 200) <- (T, 20, 200), (200, 200), (200)
- *   graphs/transformer.lua:25 */
-static void train_k110_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 200, 200,
-              1, a, 200, b, 200, 1, y, 200);
-}
-
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n111 = relu(n110) (T, 20, 200), stored
  *   n112 = dropout(n111) stream 7, p = slot 1 (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k112_fused(real *restrict y111, const real *x110, real *restrict y112, uint64_t key_112, double p_112, long idx0_112, int T)
+static void train_encoder_l1_fused_2(real *restrict y111, const real *x110, real *restrict y112, uint64_t key_112, double p_112, long idx0_112, int T)
 {
   real scale_112 = p_112 < 1 ? (real)(1 / (1 - p_112)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
@@ -1845,20 +1655,11 @@ static void train_k112_fused(real *restrict y111, const real *x110, real *restri
   }
 }
 
-/* n114 = matmul(n112, n113) b^T
- *   (T, 20, 200) <- (T, 20, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void train_k114_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n117 = dropout_add(n114, n115) stream 8, p = slot 1 (T, 20, 200)
  *   n118 = add(n106, n117) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k118_fused(real *restrict y118, const real *x106, const real *x114, const real *x115, uint64_t key_117, double p_117, long idx0_117, int T)
+static void train_encoder_l1_fused_3(real *restrict y118, const real *x106, const real *x114, const real *x115, uint64_t key_117, double p_117, long idx0_117, int T)
 {
   real scale_117 = p_117 < 1 ? (real)(1 / (1 - p_117)) : 0;
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1869,31 +1670,11 @@ static void train_k118_fused(real *restrict y118, const real *x106, const real *
     }
 }
 
-/* n121 = normalize(n118) eps 1e-05
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k121_normalize(real *y, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < 20*T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
-}
-
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n122 = mul(n121, n119) (T, 20, 200)
  *   n123 = add(n122, n120) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k123_fused(real *restrict y123, const real *x121, const real *x119, const real *x120, int T)
+static void train_encoder_l1_norm2_fused(real *restrict y123, const real *x121, const real *x119, const real *x120, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -1903,31 +1684,11 @@ static void train_k123_fused(real *restrict y123, const real *x121, const real *
     }
 }
 
-/* n126 = normalize(n123) eps 1e-05
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k126_normalize(real *y, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < 20*T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
-}
-
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n127 = mul(n126, n124) (T, 20, 200)
  *   n128 = add(n127, n125) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k128_fused(real *restrict y128, const real *x126, const real *x124, const real *x125, int T)
+static void train_encoder_norm_fused(real *restrict y128, const real *x126, const real *x124, const real *x125, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -1940,7 +1701,7 @@ static void train_k128_fused(real *restrict y128, const real *x126, const real *
 /* n130 = matmul(n128, n129) b^T
  *   (T, 20, 33278) <- (T, 20, 200), (33278, 200)
  *   graphs/transformer.lua:27 */
-static void train_k130_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 33278, 200,
               1, a, 200, b, 200, 0, y, 33278);
@@ -1952,7 +1713,7 @@ static void train_k130_matmul(real *y, const real *a, const real *b, int T)
  *   n134 = nll_loss(n133, n1) (), stored
  *   n137 = nll_log_softmax_grad(n135, n133, n1) (T, 20, 33278), stored
  *   graphs/transformer.lua:29 */
-static void train_k133_fused(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
+static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
   double nll_row[700];   /* summed in row order after the loop */
@@ -1980,7 +1741,7 @@ static void train_k133_fused(real *dx /* over x */, real *loss, const real *bias
 /* n135 = const() value 1.0
  *   ()
  *   graphs/transformer.lua:32 */
-static void train_k135_const(real *y)
+static void train_const_grad(real *y)
 {
   y[0] = 1.0;
 }
@@ -1988,7 +1749,7 @@ static void train_k135_const(real *y)
 /* n138 = sum(n137)
  *   (33278) <- (T, 20, 33278)
  *   graphs/transformer.lua:27 */
-static void train_k138_sum(real *y, const real *x, int T)
+static void train_decoder_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 33278 * sizeof *y);
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1999,7 +1760,7 @@ static void train_k138_sum(real *y, const real *x, int T)
 /* n139 = matmul(n137, n129)
  *   (T, 20, 200) <- (T, 20, 33278), (33278, 200)
  *   graphs/transformer.lua:27 */
-static void train_k139_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 33278,
               1, a, 33278, b, 200, 0, y, 200);
@@ -2008,7 +1769,7 @@ static void train_k139_matmul(real *y, const real *a, const real *b, int T)
 /* n140 = matmul(n137, n128) a^T
  *   (33278, 200) <- (T, 20, 33278), (T, 20, 200)
  *   graphs/transformer.lua:27 */
-static void train_k140_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   for (long r = 0; r < 33278; r += 1024)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 33278 ? 1024 : 33278 - r, 200, 20*T,
@@ -2017,8 +1778,23 @@ static void train_k140_matmul(real *y, const real *a, const real *b, int T)
 
 /* n141 = sum(n139)
  *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k141_sum(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_norm_sum_grad, train_encoder_norm_sum_grad_2,
+ *             train_encoder_l1_norm2_sum_grad,
+ *             train_encoder_l1_norm2_sum_grad_2,
+ *             train_encoder_l1_linear2_sum_grad,
+ *             train_encoder_l1_linear1_sum_grad,
+ *             train_encoder_l1_norm1_sum_grad,
+ *             train_encoder_l1_norm1_sum_grad_2,
+ *             train_encoder_l1_self_attn_out_proj_sum_grad,
+ *             train_encoder_l0_norm2_sum_grad,
+ *             train_encoder_l0_norm2_sum_grad_2,
+ *             train_encoder_l0_linear2_sum_grad,
+ *             train_encoder_l0_linear1_sum_grad,
+ *             train_encoder_l0_norm1_sum_grad,
+ *             train_encoder_l0_norm1_sum_grad_2,
+ *             train_encoder_l0_self_attn_out_proj_sum_grad */
+static void train_encoder_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 200 * sizeof *y);
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -2028,8 +1804,11 @@ static void train_k141_sum(real *y, const real *x, int T)
 
 /* n142 = mul(n139, n124)
  *   (T, 20, 200) <- (T, 20, 200), (200)
- *   graphs/transformer.lua:25 */
-static void train_k142_mul(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_norm_mul_grad, train_encoder_l1_norm2_mul_grad,
+ *             train_encoder_l1_norm1_mul_grad, train_encoder_l0_norm2_mul_grad,
+ *             train_encoder_l0_norm1_mul_grad */
+static void train_encoder_mul_grad(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
@@ -2038,97 +1817,26 @@ static void train_k142_mul(real *y, const real *a, const real *b, int T)
 
 /* n143 = mul(n139, n126)
  *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k143_mul(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_norm_mul_grad_2, train_encoder_l1_norm2_mul_grad_2,
+ *             train_encoder_l1_norm1_mul_grad_2,
+ *             train_encoder_l0_norm2_mul_grad_2,
+ *             train_encoder_l0_norm1_mul_grad_2 */
+static void train_encoder_mul_grad_2(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 4000*T; i0++)
     y[i0] = a[i0] * b[i0];
-}
-
-/* n144 = sum(n143)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k144_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
 }
 
 /* n145 = normalize_grad(n142, n123) eps 1e-05
  *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k145_normalize_grad(real *dx, const real *dy, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < 20*T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    const real *dyr = dy + r * n;
-    double mdy = 0, mdyx = 0;
-    for (long i = 0; i < n; i++) {
-      mdy += dyr[i];
-      mdyx += dyr[i] * (xr[i] - mean) * rstd;
-    }
-    mdy /= n;
-    mdyx /= n;
-    for (long i = 0; i < n; i++)
-      dx[r * n + i] = (real)(rstd * (dyr[i] - mdy - (xr[i] - mean) * rstd * mdyx));
-  }
-}
-
-/* n146 = sum(n145)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k146_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n147 = mul(n145, n119)
- *   (T, 20, 200) <- (T, 20, 200), (200)
- *   graphs/transformer.lua:25 */
-static void train_k147_mul(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = a[i0 * 200 + i1] * b[i1];
-}
-
-/* n148 = mul(n145, n121)
- *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k148_mul(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = a[i0] * b[i0];
-}
-
-/* n149 = sum(n148)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k149_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n150 = normalize_grad(n147, n118) eps 1e-05
- *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k150_normalize_grad(real *dx, const real *dy, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_norm_normalize_grad,
+ *             train_encoder_l1_norm2_normalize_grad,
+ *             train_encoder_l1_norm1_normalize_grad,
+ *             train_encoder_l0_norm2_normalize_grad,
+ *             train_encoder_l0_norm1_normalize_grad */
+static void train_encoder_normalize_grad(real *dx, const real *dy, const real *x, int T)
 {
   const long n = 200;
   for (long r = 0; r < 20*T; r++) {
@@ -2155,29 +1863,26 @@ static void train_k150_normalize_grad(real *dx, const real *dy, const real *x, i
 
 /* n151 = dropout_grad(n150) stream 8, p = slot 1
  *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k151_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_dropout_grad, train_encoder_l1_dropout_grad_2,
+ *             train_encoder_l0_dropout_grad, train_encoder_l0_dropout_grad_2 */
+static void train_encoder_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
     dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? dy[i0] * scale : 0;
 }
 
-/* n152 = sum(n151)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k152_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
 /* n153 = matmul(n151, n113)
  *   (T, 20, 200) <- (T, 20, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void train_k153_matmul(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_linear2_matmul_grad,
+ *             train_encoder_l1_linear1_matmul_grad,
+ *             train_encoder_l1_self_attn_out_proj_matmul_grad,
+ *             train_encoder_l0_linear2_matmul_grad,
+ *             train_encoder_l0_linear1_matmul_grad,
+ *             train_encoder_l0_self_attn_out_proj_matmul_grad */
+static void train_encoder_matmul_grad(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 200,
               1, a, 200, b, 200, 0, y, 200);
@@ -2185,8 +1890,14 @@ static void train_k153_matmul(real *y, const real *a, const real *b, int T)
 
 /* n154 = matmul(n151, n112) a^T
  *   (200, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k154_matmul(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_linear2_matmul_grad_2,
+ *             train_encoder_l1_linear1_matmul_grad_2,
+ *             train_encoder_l1_self_attn_out_proj_matmul_grad_2,
+ *             train_encoder_l0_linear2_matmul_grad_2,
+ *             train_encoder_l0_linear1_matmul_grad_2,
+ *             train_encoder_l0_self_attn_out_proj_matmul_grad_2 */
+static void train_encoder_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
               1, a, 200, b, 200, 0, y, 200);
@@ -2196,7 +1907,7 @@ static void train_k154_matmul(real *y, const real *a, const real *b, int T)
  *   n155 = dropout_grad(n153) stream 7, p = slot 1 (T, 20, 200)
  *   n156 = relu_grad(n155, n111) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k156_fused(real *restrict y156, const real *x153, uint64_t key_155, double p_155, long idx0_155, const real *x111, int T)
+static void train_encoder_l1_fused_grad(real *restrict y156, const real *x153, uint64_t key_155, double p_155, long idx0_155, const real *x111, int T)
 {
   real scale_155 = p_155 < 1 ? (real)(1 / (1 - p_155)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
@@ -2206,177 +1917,26 @@ static void train_k156_fused(real *restrict y156, const real *x153, uint64_t key
   }
 }
 
-/* n157 = sum(n156)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k157_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n158 = matmul(n156, n107)
- *   (T, 20, 200) <- (T, 20, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void train_k158_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
 /* n159 = add(n150, n158)
  *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k159_add(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_linear1_add_grad,
+ *             train_encoder_l1_self_attn_add_grad,
+ *             train_encoder_l0_linear1_add_grad */
+static void train_encoder_add_grad(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 4000*T; i0++)
     y[i0] = a[i0] + b[i0];
 }
 
-/* n160 = matmul(n156, n106) a^T
- *   (200, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k160_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n161 = sum(n159)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k161_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n162 = mul(n159, n102)
- *   (T, 20, 200) <- (T, 20, 200), (200)
- *   graphs/transformer.lua:25 */
-static void train_k162_mul(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = a[i0 * 200 + i1] * b[i1];
-}
-
-/* n163 = mul(n159, n104)
- *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k163_mul(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = a[i0] * b[i0];
-}
-
-/* n164 = sum(n163)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k164_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n165 = normalize_grad(n162, n101) eps 1e-05
- *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k165_normalize_grad(real *dx, const real *dy, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < 20*T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    const real *dyr = dy + r * n;
-    double mdy = 0, mdyx = 0;
-    for (long i = 0; i < n; i++) {
-      mdy += dyr[i];
-      mdyx += dyr[i] * (xr[i] - mean) * rstd;
-    }
-    mdy /= n;
-    mdyx /= n;
-    for (long i = 0; i < n; i++)
-      dx[r * n + i] = (real)(rstd * (dyr[i] - mdy - (xr[i] - mean) * rstd * mdyx));
-  }
-}
-
-/* n166 = dropout_grad(n165) stream 6, p = slot 1
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k166_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
-{
-  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? dy[i0] * scale : 0;
-}
-
-/* n167 = sum(n166)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k167_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n168 = matmul(n166, n96)
- *   (T, 20, 200) <- (T, 20, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void train_k168_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n169 = matmul(n166, n95) a^T
- *   (200, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k169_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n171 = transpose(n170) perm 1 2 0 3
- *   (20, 2, T, 100) <- (T, 20, 2, 100)
- *   graphs/transformer.lua:25 */
-static void train_k171_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 40; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 4000 + i2];
-}
-
-/* n172 = bmm(n171, n88) b^T
- *   (20, 2, T, T) <- (20, 2, T, 100), (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k172_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 40; i++)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
-                1, a + i * 100*T, 100, b + i * 100*T, 100, 0, y + i * T*T, T);
-}
-
 /* n173 = bmm(n92, n171) a^T
  *   (20, 2, T, 100) <- (20, 2, T, T), (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k173_bmm(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_self_attn_bmm_grad_2,
+ *             train_encoder_l1_self_attn_bmm_grad_4,
+ *             train_encoder_l0_self_attn_bmm_grad_2,
+ *             train_encoder_l0_self_attn_bmm_grad_4 */
+static void train_encoder_self_attn_bmm_grad(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 40; i++)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, 100, T,
@@ -2385,8 +1945,10 @@ static void train_k173_bmm(real *y, const real *a, const real *b, int T)
 
 /* n174 = dropout_grad(n172) stream 5, p = slot 1
  *   (20, 2, T, T) <- (20, 2, T, T)
- *   graphs/transformer.lua:25 */
-static void train_k174_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_self_attn_dropout_grad,
+ *             train_encoder_l0_self_attn_dropout_grad */
+static void train_encoder_self_attn_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 40*T*T; i0++)
@@ -2395,8 +1957,10 @@ static void train_k174_dropout_grad(real *dx, const real *dy, uint64_t key, doub
 
 /* n175 = softmax_grad(n174, n91)
  *   (20, 2, T, T) <- (20, 2, T, T), (20, 2, T, T)
- *   graphs/transformer.lua:25 */
-static void train_k175_softmax_grad(real *dx, const real *dy, const real *y, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_self_attn_softmax_grad,
+ *             train_encoder_l0_self_attn_softmax_grad */
+static void train_encoder_self_attn_softmax_grad(real *dx, const real *dy, const real *y, int T)
 {
   const long n = T;
   for (long r = 0; r < 40*T; r++) {
@@ -2410,41 +1974,12 @@ static void train_k175_softmax_grad(real *dx, const real *dy, const real *y, int
   }
 }
 
-/* n176 = bmm(n175, n85)
- *   (20, 2, T, 100) <- (20, 2, T, T), (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k176_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 40; i++)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
-                1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
-}
-
-/* n177 = bmm(n175, n82) a^T
- *   (20, 2, T, 100) <- (20, 2, T, T), (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k177_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 40; i++)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, 100, T,
-                1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
-}
-
-/* n178 = transpose(n173) perm 2 0 1 3
- *   (T, 20, 2, 100) <- (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k178_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 40; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 4000 + i1 * 100 + i2] = x[i0 * 100 + i1 * 100*T + i2];
-}
-
 /* n180 = pad(n179) axis 2 at 400
  *   (T, 20, 600) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k180_pad(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_self_attn_pad_grad,
+ *             train_encoder_l0_self_attn_pad_grad */
+static void train_encoder_self_attn_pad_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 12000*T * sizeof *y);
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -2452,21 +1987,12 @@ static void train_k180_pad(real *y, const real *x, int T)
       y[400 + i0 * 600 + i1] = x[i0 * 200 + i1];
 }
 
-/* n181 = transpose(n177) perm 2 0 1 3
- *   (T, 20, 2, 100) <- (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k181_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 40; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 4000 + i1 * 100 + i2] = x[i0 * 100 + i1 * 100*T + i2];
-}
-
 /* n183 = pad(n182) axis 2 at 200
  *   (T, 20, 600) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k183_pad(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_self_attn_pad_grad_2,
+ *             train_encoder_l0_self_attn_pad_grad_2 */
+static void train_encoder_self_attn_pad_grad_2(real *y, const real *x, int T)
 {
   memset(y, 0, 12000*T * sizeof *y);
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -2474,30 +2000,12 @@ static void train_k183_pad(real *y, const real *x, int T)
       y[200 + i0 * 600 + i1] = x[i0 * 200 + i1];
 }
 
-/* n185 = div(n176, n31)
- *   (20, 2, T, 100) <- (20, 2, T, 100), ()
- *   graphs/transformer.lua:25 */
-static void train_k185_div(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = a[i0] / b[0];
-}
-
-/* n186 = transpose(n185) perm 2 0 1 3
- *   (T, 20, 2, 100) <- (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k186_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 40; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 4000 + i1 * 100 + i2] = x[i0 * 100 + i1 * 100*T + i2];
-}
-
 /* n188 = pad(n187) axis 2 at 0
  *   (T, 20, 600) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k188_pad(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_self_attn_pad_grad_3,
+ *             train_encoder_l0_self_attn_pad_grad_3 */
+static void train_encoder_self_attn_pad_grad_3(real *y, const real *x, int T)
 {
   memset(y, 0, 12000*T * sizeof *y);
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -2509,7 +2017,7 @@ static void train_k188_pad(real *y, const real *x, int T)
  *   n184 = add(n180, n183) (T, 20, 600)
  *   n189 = add(n184, n188) (T, 20, 600), stored
  *   graphs/transformer.lua:25 */
-static void train_k189_fused(real *restrict y189, const real *x180, const real *x183, const real *x188, int T)
+static void train_encoder_l1_self_attn_fused_grad(real *restrict y189, const real *x180, const real *x183, const real *x188, int T)
 {
   for (long i0 = 0; i0 < 12000*T; i0++) {
     real v0 = x180[i0] + x183[i0];   /* n184 add */
@@ -2520,8 +2028,10 @@ static void train_k189_fused(real *restrict y189, const real *x180, const real *
 
 /* n190 = sum(n189)
  *   (600) <- (T, 20, 600)
- *   graphs/transformer.lua:25 */
-static void train_k190_sum(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_self_attn_sum_grad,
+ *             train_encoder_l0_self_attn_sum_grad */
+static void train_encoder_self_attn_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 600 * sizeof *y);
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -2531,144 +2041,31 @@ static void train_k190_sum(real *y, const real *x, int T)
 
 /* n191 = matmul(n189, n74)
  *   (T, 20, 200) <- (T, 20, 600), (600, 200)
- *   graphs/transformer.lua:25 */
-static void train_k191_matmul(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_self_attn_matmul_grad,
+ *             train_encoder_l0_self_attn_matmul_grad */
+static void train_encoder_self_attn_matmul_grad(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 600,
               1, a, 600, b, 200, 0, y, 200);
 }
 
-/* n192 = add(n165, n191)
- *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k192_add(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = a[i0] + b[i0];
-}
-
 /* n193 = matmul(n189, n73) a^T
  *   (600, 200) <- (T, 20, 600), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k193_matmul(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_self_attn_matmul_grad_2,
+ *             train_encoder_l0_self_attn_matmul_grad_2 */
+static void train_encoder_self_attn_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 600, 200, 20*T,
               1, a, 600, b, 200, 0, y, 200);
-}
-
-/* n194 = sum(n192)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k194_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n195 = mul(n192, n69)
- *   (T, 20, 200) <- (T, 20, 200), (200)
- *   graphs/transformer.lua:25 */
-static void train_k195_mul(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = a[i0 * 200 + i1] * b[i1];
-}
-
-/* n196 = mul(n192, n71)
- *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k196_mul(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = a[i0] * b[i0];
-}
-
-/* n197 = sum(n196)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k197_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n198 = normalize_grad(n195, n68) eps 1e-05
- *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k198_normalize_grad(real *dx, const real *dy, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < 20*T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    const real *dyr = dy + r * n;
-    double mdy = 0, mdyx = 0;
-    for (long i = 0; i < n; i++) {
-      mdy += dyr[i];
-      mdyx += dyr[i] * (xr[i] - mean) * rstd;
-    }
-    mdy /= n;
-    mdyx /= n;
-    for (long i = 0; i < n; i++)
-      dx[r * n + i] = (real)(rstd * (dyr[i] - mdy - (xr[i] - mean) * rstd * mdyx));
-  }
-}
-
-/* n199 = dropout_grad(n198) stream 4, p = slot 1
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k199_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
-{
-  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? dy[i0] * scale : 0;
-}
-
-/* n200 = sum(n199)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k200_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n201 = matmul(n199, n63)
- *   (T, 20, 200) <- (T, 20, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void train_k201_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n202 = matmul(n199, n62) a^T
- *   (200, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k202_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
-              1, a, 200, b, 200, 0, y, 200);
 }
 
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n203 = dropout_grad(n201) stream 3, p = slot 1 (T, 20, 200)
  *   n204 = relu_grad(n203, n61) (T, 20, 200), stored
  *   graphs/transformer.lua:25 */
-static void train_k204_fused(real *restrict y204, const real *x201, uint64_t key_203, double p_203, long idx0_203, const real *x61, int T)
+static void train_encoder_l0_fused_grad(real *restrict y204, const real *x201, uint64_t key_203, double p_203, long idx0_203, const real *x61, int T)
 {
   real scale_203 = p_203 < 1 ? (real)(1 / (1 - p_203)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
@@ -2678,310 +2075,11 @@ static void train_k204_fused(real *restrict y204, const real *x201, uint64_t key
   }
 }
 
-/* n205 = sum(n204)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k205_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n206 = matmul(n204, n57)
- *   (T, 20, 200) <- (T, 20, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void train_k206_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n207 = add(n198, n206)
- *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k207_add(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = a[i0] + b[i0];
-}
-
-/* n208 = matmul(n204, n56) a^T
- *   (200, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k208_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n209 = sum(n207)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k209_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n210 = mul(n207, n52)
- *   (T, 20, 200) <- (T, 20, 200), (200)
- *   graphs/transformer.lua:25 */
-static void train_k210_mul(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = a[i0 * 200 + i1] * b[i1];
-}
-
-/* n211 = mul(n207, n54)
- *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k211_mul(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = a[i0] * b[i0];
-}
-
-/* n212 = sum(n211)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k212_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n213 = normalize_grad(n210, n51) eps 1e-05
- *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k213_normalize_grad(real *dx, const real *dy, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < 20*T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    const real *dyr = dy + r * n;
-    double mdy = 0, mdyx = 0;
-    for (long i = 0; i < n; i++) {
-      mdy += dyr[i];
-      mdyx += dyr[i] * (xr[i] - mean) * rstd;
-    }
-    mdy /= n;
-    mdyx /= n;
-    for (long i = 0; i < n; i++)
-      dx[r * n + i] = (real)(rstd * (dyr[i] - mdy - (xr[i] - mean) * rstd * mdyx));
-  }
-}
-
-/* n214 = dropout_grad(n213) stream 2, p = slot 1
- *   (T, 20, 200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k214_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
-{
-  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? dy[i0] * scale : 0;
-}
-
-/* n215 = sum(n214)
- *   (200) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k215_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 200 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i1] += x[i0 * 200 + i1];
-}
-
-/* n216 = matmul(n214, n46)
- *   (T, 20, 200) <- (T, 20, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void train_k216_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 200,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n217 = matmul(n214, n45) a^T
- *   (200, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k217_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
-              1, a, 200, b, 200, 0, y, 200);
-}
-
-/* n219 = transpose(n218) perm 1 2 0 3
- *   (20, 2, T, 100) <- (T, 20, 2, 100)
- *   graphs/transformer.lua:25 */
-static void train_k219_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 40; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 4000 + i2];
-}
-
-/* n220 = bmm(n219, n38) b^T
- *   (20, 2, T, T) <- (20, 2, T, 100), (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k220_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 40; i++)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
-                1, a + i * 100*T, 100, b + i * 100*T, 100, 0, y + i * T*T, T);
-}
-
-/* n221 = bmm(n42, n219) a^T
- *   (20, 2, T, 100) <- (20, 2, T, T), (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k221_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 40; i++)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, 100, T,
-                1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
-}
-
-/* n222 = dropout_grad(n220) stream 1, p = slot 1
- *   (20, 2, T, T) <- (20, 2, T, T)
- *   graphs/transformer.lua:25 */
-static void train_k222_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
-{
-  real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
-  for (long i0 = 0; i0 < 40*T*T; i0++)
-    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? dy[i0] * scale : 0;
-}
-
-/* n223 = softmax_grad(n222, n41)
- *   (20, 2, T, T) <- (20, 2, T, T), (20, 2, T, T)
- *   graphs/transformer.lua:25 */
-static void train_k223_softmax_grad(real *dx, const real *dy, const real *y, int T)
-{
-  const long n = T;
-  for (long r = 0; r < 40*T; r++) {
-    const real *dyr = dy + r * n, *yr = y + r * n;
-    real *dxr = dx + r * n;
-    double sum = 0;
-    for (long i = 0; i < n; i++)
-      sum += dyr[i] * yr[i];
-    for (long i = 0; i < n; i++)
-      dxr[i] = yr[i] * (dyr[i] - (real)sum);
-  }
-}
-
-/* n224 = bmm(n223, n35)
- *   (20, 2, T, 100) <- (20, 2, T, T), (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k224_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 40; i++)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
-                1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
-}
-
-/* n225 = bmm(n223, n32) a^T
- *   (20, 2, T, 100) <- (20, 2, T, T), (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k225_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 40; i++)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, 100, T,
-                1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
-}
-
-/* n226 = transpose(n221) perm 2 0 1 3
- *   (T, 20, 2, 100) <- (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k226_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 40; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 4000 + i1 * 100 + i2] = x[i0 * 100 + i1 * 100*T + i2];
-}
-
-/* n228 = pad(n227) axis 2 at 400
- *   (T, 20, 600) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k228_pad(real *y, const real *x, int T)
-{
-  memset(y, 0, 12000*T * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[400 + i0 * 600 + i1] = x[i0 * 200 + i1];
-}
-
-/* n229 = transpose(n225) perm 2 0 1 3
- *   (T, 20, 2, 100) <- (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k229_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 40; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 4000 + i1 * 100 + i2] = x[i0 * 100 + i1 * 100*T + i2];
-}
-
-/* n231 = pad(n230) axis 2 at 200
- *   (T, 20, 600) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k231_pad(real *y, const real *x, int T)
-{
-  memset(y, 0, 12000*T * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[200 + i0 * 600 + i1] = x[i0 * 200 + i1];
-}
-
-/* n233 = div(n224, n31)
- *   (20, 2, T, 100) <- (20, 2, T, 100), ()
- *   graphs/transformer.lua:25 */
-static void train_k233_div(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = a[i0] / b[0];
-}
-
-/* n234 = transpose(n233) perm 2 0 1 3
- *   (T, 20, 2, 100) <- (20, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void train_k234_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 40; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 4000 + i1 * 100 + i2] = x[i0 * 100 + i1 * 100*T + i2];
-}
-
-/* n236 = pad(n235) axis 2 at 0
- *   (T, 20, 600) <- (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k236_pad(real *y, const real *x, int T)
-{
-  memset(y, 0, 12000*T * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 600 + i1] = x[i0 * 200 + i1];
-}
-
 /* fused: 2 nodes in one loop over (T, 20, 600)
  *   n232 = add(n228, n231) (T, 20, 600)
  *   n237 = add(n232, n236) (T, 20, 600), stored
  *   graphs/transformer.lua:25 */
-static void train_k237_fused(real *restrict y237, const real *x228, const real *x231, const real *x236, int T)
+static void train_encoder_l0_self_attn_fused_grad(real *restrict y237, const real *x228, const real *x231, const real *x236, int T)
 {
   for (long i0 = 0; i0 < 12000*T; i0++) {
     real v0 = x228[i0] + x231[i0];   /* n232 add */
@@ -2990,40 +2088,11 @@ static void train_k237_fused(real *restrict y237, const real *x228, const real *
   }
 }
 
-/* n238 = sum(n237)
- *   (600) <- (T, 20, 600)
- *   graphs/transformer.lua:25 */
-static void train_k238_sum(real *y, const real *x, int T)
-{
-  memset(y, 0, 600 * sizeof *y);
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 600; i1++)
-      y[i1] += x[i0 * 600 + i1];
-}
-
-/* n239 = matmul(n237, n24)
- *   (T, 20, 200) <- (T, 20, 600), (600, 200)
- *   graphs/transformer.lua:25 */
-static void train_k239_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 600,
-              1, a, 600, b, 200, 0, y, 200);
-}
-
-/* n241 = matmul(n237, n22) a^T
- *   (600, 200) <- (T, 20, 600), (T, 20, 200)
- *   graphs/transformer.lua:25 */
-static void train_k241_matmul(real *y, const real *a, const real *b, int T)
-{
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 600, 200, 20*T,
-              1, a, 600, b, 200, 0, y, 200);
-}
-
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n242 = dropout_add(n213, n239) stream 0, p = slot 0 (T, 20, 200)
  *   n243 = mul(n242, n17) (T, 20, 200), stored
  *   graphs/transformer.lua:23 */
-static void train_k243_fused(real *restrict y243, const real *x213, const real *x239, uint64_t key_242, double p_242, long idx0_242, int T)
+static void train_fused_grad(real *restrict y243, const real *x213, const real *x239, uint64_t key_242, double p_242, long idx0_242, int T)
 {
   real scale_242 = p_242 < 1 ? (real)(1 / (1 - p_242)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
@@ -3036,7 +2105,7 @@ static void train_k243_fused(real *restrict y243, const real *x213, const real *
 /* n244 = embedding_grad(n243, n0)
  *   (33278, 200) <- (T, 20, 200), (T, 20)
  *   graphs/transformer.lua:23 */
-static void train_k244_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
+static void train_input_emb_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
 {
   int32_t *row = (int32_t *)(dx + 140000);   /* the rows' ids, ascending; row[700]: how many */
   const long nrow = row[700] = (int32_t)lmc_unique_ids(ids, 20*T, row);
@@ -3051,163 +2120,350 @@ static void train_k244_embedding_grad(real *dx, const real *dy, const int32_t *i
 static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *input_emb_weight = c->param;   /* input_emb.weight (33278, 200) */
+  const real *encoder_l0_self_attn_in_proj_weight = c->param + 6655600;   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l0_self_attn_in_proj_bias = c->param + 6775600;   /* encoder.layers.0.self_attn.in_proj_bias (600) */
+  const real *encoder_l0_self_attn_out_proj_weight = c->param + 6776200;   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l0_self_attn_out_proj_bias = c->param + 6816200;   /* encoder.layers.0.self_attn.out_proj.bias (200) */
+  const real *encoder_l0_norm1_weight = c->param + 6816400;   /* encoder.layers.0.norm1.weight (200) */
+  const real *encoder_l0_norm1_bias = c->param + 6816600;   /* encoder.layers.0.norm1.bias (200) */
+  const real *encoder_l0_linear1_weight = c->param + 6816800;   /* encoder.layers.0.linear1.weight (200, 200) */
+  const real *encoder_l0_linear1_bias = c->param + 6856800;   /* encoder.layers.0.linear1.bias (200) */
+  const real *encoder_l0_linear2_weight = c->param + 6857000;   /* encoder.layers.0.linear2.weight (200, 200) */
+  const real *encoder_l0_linear2_bias = c->param + 6897000;   /* encoder.layers.0.linear2.bias (200) */
+  const real *encoder_l0_norm2_weight = c->param + 6897200;   /* encoder.layers.0.norm2.weight (200) */
+  const real *encoder_l0_norm2_bias = c->param + 6897400;   /* encoder.layers.0.norm2.bias (200) */
+  const real *encoder_l1_self_attn_in_proj_weight = c->param + 6897600;   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l1_self_attn_in_proj_bias = c->param + 7017600;   /* encoder.layers.1.self_attn.in_proj_bias (600) */
+  const real *encoder_l1_self_attn_out_proj_weight = c->param + 7018200;   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l1_self_attn_out_proj_bias = c->param + 7058200;   /* encoder.layers.1.self_attn.out_proj.bias (200) */
+  const real *encoder_l1_norm1_weight = c->param + 7058400;   /* encoder.layers.1.norm1.weight (200) */
+  const real *encoder_l1_norm1_bias = c->param + 7058600;   /* encoder.layers.1.norm1.bias (200) */
+  const real *encoder_l1_linear1_weight = c->param + 7058800;   /* encoder.layers.1.linear1.weight (200, 200) */
+  const real *encoder_l1_linear1_bias = c->param + 7098800;   /* encoder.layers.1.linear1.bias (200) */
+  const real *encoder_l1_linear2_weight = c->param + 7099000;   /* encoder.layers.1.linear2.weight (200, 200) */
+  const real *encoder_l1_linear2_bias = c->param + 7139000;   /* encoder.layers.1.linear2.bias (200) */
+  const real *encoder_l1_norm2_weight = c->param + 7139200;   /* encoder.layers.1.norm2.weight (200) */
+  const real *encoder_l1_norm2_bias = c->param + 7139400;   /* encoder.layers.1.norm2.bias (200) */
+  const real *encoder_norm_weight = c->param + 7139600;   /* encoder.norm.weight (200) */
+  const real *encoder_norm_bias = c->param + 7139800;   /* encoder.norm.bias (200) */
+  const real *decoder_weight = c->param + 7140000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13795600;   /* decoder.bias (33278) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 27410688;   /* read as targets when run() gets none */
+  real *input_emb_embedding = w;   /* (T, 20, 200), graphs/transformer.lua:23 */
+  real *const_2 = w + 27410640;   /* (), graphs/transformer.lua:23 */
+  real *dropout_add = w + 23294608;   /* (T, 20, 200), graphs/transformer.lua:24 */
+  real *triu_mask = w + 700000;   /* (T, T), graphs/transformer.lua:26 */
+  real *encoder_l0_self_attn_matmul_bias = w;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose = w + 560000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_const = w + 27410656;   /* (), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_div = w + 23434608;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_2 = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_2 = w + 23574608;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_3 = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_3 = w + 23714608;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm = w;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add = w + 49008;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_softmax = w + 27214608;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_dropout = w + 27263616;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_2 = w;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_4 = w + 23854608;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add = w + 23994608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize = w + 24134608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add = w + 24274608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_bias = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu = w + 24414608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_dropout = w + 24554608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_2 = w + 24694608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize = w + 24834608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_add = w + 24974608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_matmul_bias = w;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose = w + 560000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_div = w + 25114608;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_2 = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_2 = w + 25254608;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_3 = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_3 = w + 25394608;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm = w;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add = w + 49008;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_softmax = w + 27312624;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_dropout = w + 27361632;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_2 = w;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_4 = w + 25534608;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_out_proj_matmul = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add = w + 25674608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_normalize = w + 25814608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_add = w + 25954608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_matmul_bias = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_relu = w + 26094608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_dropout = w + 26234608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear2_matmul = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add_2 = w + 26374608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_normalize = w + 26514608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_add = w + 26654608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_normalize = w + 26794608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_add = w + 26934608;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *decoder_matmul = w;   /* (T, 20, 33278), graphs/transformer.lua:27 */
+  real *nll_log_softmax_grad = w;   /* (T, 20, 33278), graphs/transformer.lua:29 */
+  real *nll_loss = w + 27410672;   /* (), graphs/transformer.lua:32 */
+  real *const_grad = w + 27074608;   /* (), graphs/transformer.lua:32 */
+  real *decoder_matmul_grad = w + 27074608;   /* (T, 20, 200), graphs/transformer.lua:27 */
+  real *encoder_norm_mul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_mul_grad_2 = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_normalize_grad = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_mul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_mul_grad_2 = w + 280000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_normalize_grad = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_dropout_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear2_matmul_grad = w + 280000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_relu_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_matmul_grad = w + 280000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_add_grad = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_mul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_mul_grad_2 = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_normalize_grad = w + 1680000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_dropout_grad_2 = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_out_proj_matmul_grad = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_grad = w;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_grad = w + 280000;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_grad_2 = w + 140000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_dropout_grad = w;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_softmax_grad = w + 49008;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_grad_3 = w + 840000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_grad_4 = w + 420000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_grad_2 = w + 560000;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_pad_grad = w;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_grad_3 = w + 980000;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_pad_grad_2 = w + 420000;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_div_grad = w + 980000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_grad_4 = w + 1260000;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_pad_grad_3 = w + 840000;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add_grad = w + 1260000;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_matmul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add_grad_2 = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_mul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_mul_grad_2 = w + 280000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize_grad = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_dropout_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_grad = w + 280000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_grad = w + 280000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_add_grad = w + 420000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_mul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_mul_grad_2 = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize_grad = w + 1680000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_dropout_grad_2 = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_grad = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_grad = w;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_grad = w + 280000;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_grad_2 = w + 140000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_dropout_grad = w;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_softmax_grad = w + 49008;   /* (20, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_grad_3 = w + 840000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_grad_4 = w + 420000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_grad_2 = w + 560000;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_pad_grad = w;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_grad_3 = w + 980000;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_pad_grad_2 = w + 420000;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_div_grad = w + 980000;   /* (20, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_grad_4 = w + 1260000;   /* (T, 20, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_pad_grad_3 = w + 840000;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add_grad = w + 1260000;   /* (T, 20, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_matmul_grad = w;   /* (T, 20, 200), graphs/transformer.lua:25 */
+  real *mul_grad = w + 140000;   /* (T, 20, 200), graphs/transformer.lua:23 */
+  /* gradients */
+  real *d_decoder_bias = c->grad + 7280704;   /* gradient of decoder.bias (33278) */
+  real *d_decoder_weight = c->grad + 625104;   /* gradient of decoder.weight (33278, 200) */
+  real *d_encoder_norm_bias = c->grad + 624904;   /* gradient of encoder.norm.bias (200) */
+  real *d_encoder_norm_weight = c->grad + 624704;   /* gradient of encoder.norm.weight (200) */
+  real *d_encoder_l1_norm2_bias = c->grad + 624504;   /* gradient of encoder.layers.1.norm2.bias (200) */
+  real *d_encoder_l1_norm2_weight = c->grad + 624304;   /* gradient of encoder.layers.1.norm2.weight (200) */
+  real *d_encoder_l1_linear2_bias = c->grad + 624104;   /* gradient of encoder.layers.1.linear2.bias (200) */
+  real *d_encoder_l1_linear2_weight = c->grad + 584104;   /* gradient of encoder.layers.1.linear2.weight (200, 200) */
+  real *d_encoder_l1_linear1_bias = c->grad + 583904;   /* gradient of encoder.layers.1.linear1.bias (200) */
+  real *d_encoder_l1_linear1_weight = c->grad + 543904;   /* gradient of encoder.layers.1.linear1.weight (200, 200) */
+  real *d_encoder_l1_norm1_bias = c->grad + 543704;   /* gradient of encoder.layers.1.norm1.bias (200) */
+  real *d_encoder_l1_norm1_weight = c->grad + 543504;   /* gradient of encoder.layers.1.norm1.weight (200) */
+  real *d_encoder_l1_self_attn_out_proj_bias = c->grad + 543304;   /* gradient of encoder.layers.1.self_attn.out_proj.bias (200) */
+  real *d_encoder_l1_self_attn_out_proj_weight = c->grad + 503304;   /* gradient of encoder.layers.1.self_attn.out_proj.weight (200, 200) */
+  real *d_encoder_l1_self_attn_in_proj_bias = c->grad + 502704;   /* gradient of encoder.layers.1.self_attn.in_proj_bias (600) */
+  real *d_encoder_l1_self_attn_in_proj_weight = c->grad + 382704;   /* gradient of encoder.layers.1.self_attn.in_proj_weight (600, 200) */
+  real *d_encoder_l0_norm2_bias = c->grad + 382504;   /* gradient of encoder.layers.0.norm2.bias (200) */
+  real *d_encoder_l0_norm2_weight = c->grad + 382304;   /* gradient of encoder.layers.0.norm2.weight (200) */
+  real *d_encoder_l0_linear2_bias = c->grad + 382104;   /* gradient of encoder.layers.0.linear2.bias (200) */
+  real *d_encoder_l0_linear2_weight = c->grad + 342104;   /* gradient of encoder.layers.0.linear2.weight (200, 200) */
+  real *d_encoder_l0_linear1_bias = c->grad + 341904;   /* gradient of encoder.layers.0.linear1.bias (200) */
+  real *d_encoder_l0_linear1_weight = c->grad + 301904;   /* gradient of encoder.layers.0.linear1.weight (200, 200) */
+  real *d_encoder_l0_norm1_bias = c->grad + 301704;   /* gradient of encoder.layers.0.norm1.bias (200) */
+  real *d_encoder_l0_norm1_weight = c->grad + 301504;   /* gradient of encoder.layers.0.norm1.weight (200) */
+  real *d_encoder_l0_self_attn_out_proj_bias = c->grad + 301304;   /* gradient of encoder.layers.0.self_attn.out_proj.bias (200) */
+  real *d_encoder_l0_self_attn_out_proj_weight = c->grad + 261304;   /* gradient of encoder.layers.0.self_attn.out_proj.weight (200, 200) */
+  real *d_encoder_l0_self_attn_in_proj_bias = c->grad + 260704;   /* gradient of encoder.layers.0.self_attn.in_proj_bias (600) */
+  real *d_encoder_l0_self_attn_in_proj_weight = c->grad + 140704;   /* gradient of encoder.layers.0.self_attn.in_proj_weight (600, 200) */
+  real *d_input_emb_weight = c->grad;   /* gradient of input_emb.weight (33278, 200) */
   (void)T;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 27410688, 0, 700 * sizeof *targets);
-  train_k16_embedding(w, c->param + 0, tokens, T);
-  train_k17_const(w + 27410640);
-  train_k22_fused(w + 23294608, w, lmc_const0, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_k23_triu_mask(w + 700000, T);
-  train_k27_matmul_bias(w, w + 23294608, c->param + 6655600, c->param + 6775600, T);
-  train_k28_slice(w + 420000, w, T);
-  train_k30_transpose(w + 560000, w + 420000, T);
-  train_k31_const(w + 27410656);
-  train_k32_div(w + 23434608, w + 560000, w + 27410656, T);
-  train_k33_slice(w + 420000, w, T);
-  train_k35_transpose(w + 23574608, w + 420000, T);
-  train_k36_slice(w + 420000, w, T);
-  train_k38_transpose(w + 23714608, w + 420000, T);
-  train_k39_bmm(w, w + 23434608, w + 23574608, T);
-  train_k40_add(w + 49008, w, w + 700000, T);
-  train_k41_softmax(w + 27214608, w + 49008, T);
-  train_k42_dropout(w + 27263616, w + 27214608, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
-  train_k43_bmm(w, w + 27263616, w + 23714608, T);
-  train_k44_transpose(w + 23854608, w, T);
-  train_k47_matmul(w, w + 23854608, c->param + 6776200, T);
-  train_k51_fused(w + 23994608, w + 23294608, w, c->param + 6816200, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
-  train_k54_normalize(w + 24134608, w + 23994608, T);
-  train_k56_fused(w + 24274608, w + 24134608, c->param + 6816400, c->param + 6816600, T);
-  train_k60_matmul_bias(w, w + 24274608, c->param + 6816800, c->param + 6856800, T);
-  train_k62_fused(w + 24414608, w, w + 24554608, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, T);
-  train_k64_matmul(w, w + 24554608, c->param + 6857000, T);
-  train_k68_fused(w + 24694608, w + 24274608, w, c->param + 6897000, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
-  train_k71_normalize(w + 24834608, w + 24694608, T);
-  train_k73_fused(w + 24974608, w + 24834608, c->param + 6897200, c->param + 6897400, T);
-  train_k77_matmul_bias(w, w + 24974608, c->param + 6897600, c->param + 7017600, T);
-  train_k78_slice(w + 420000, w, T);
-  train_k80_transpose(w + 560000, w + 420000, T);
-  train_k82_div(w + 25114608, w + 560000, w + 27410656, T);
-  train_k83_slice(w + 420000, w, T);
-  train_k85_transpose(w + 25254608, w + 420000, T);
-  train_k86_slice(w + 420000, w, T);
-  train_k88_transpose(w + 25394608, w + 420000, T);
-  train_k89_bmm(w, w + 25114608, w + 25254608, T);
-  train_k90_add(w + 49008, w, w + 700000, T);
-  train_k91_softmax(w + 27312624, w + 49008, T);
-  train_k92_dropout(w + 27361632, w + 27312624, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
-  train_k93_bmm(w, w + 27361632, w + 25394608, T);
-  train_k94_transpose(w + 25534608, w, T);
-  train_k97_matmul(w, w + 25534608, c->param + 7018200, T);
-  train_k101_fused(w + 25674608, w + 24974608, w, c->param + 7058200, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
-  train_k104_normalize(w + 25814608, w + 25674608, T);
-  train_k106_fused(w + 25954608, w + 25814608, c->param + 7058400, c->param + 7058600, T);
-  train_k110_matmul_bias(w, w + 25954608, c->param + 7058800, c->param + 7098800, T);
-  train_k112_fused(w + 26094608, w, w + 26234608, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, T);
-  train_k114_matmul(w, w + 26234608, c->param + 7099000, T);
-  train_k118_fused(w + 26374608, w + 25954608, w, c->param + 7139000, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
-  train_k121_normalize(w + 26514608, w + 26374608, T);
-  train_k123_fused(w + 26654608, w + 26514608, c->param + 7139200, c->param + 7139400, T);
-  train_k126_normalize(w + 26794608, w + 26654608, T);
-  train_k128_fused(w + 26934608, w + 26794608, c->param + 7139600, c->param + 7139800, T);
-  train_k130_matmul(w, w + 26934608, c->param + 7140000, T);
-  train_k133_fused(w, w + 27410672, c->param + 13795600, targets, c->threads, T);
-  train_k135_const(w + 27074608);
-  train_k138_sum(c->grad + 7280704, w, T);
-  train_k139_matmul(w + 27074608, w, c->param + 7140000, T);
-  train_k140_matmul(c->grad + 625104, w, w + 26934608, T);
-  train_k141_sum(c->grad + 624904, w + 27074608, T);
-  train_k142_mul(w, w + 27074608, c->param + 7139600, T);
-  train_k143_mul(w + 140000, w + 27074608, w + 26794608, T);
-  train_k144_sum(c->grad + 624704, w + 140000, T);
-  train_k145_normalize_grad(w + 140000, w, w + 26654608, T);
-  train_k146_sum(c->grad + 624504, w + 140000, T);
-  train_k147_mul(w, w + 140000, c->param + 7139200, T);
-  train_k148_mul(w + 280000, w + 140000, w + 26514608, T);
-  train_k149_sum(c->grad + 624304, w + 280000, T);
-  train_k150_normalize_grad(w + 140000, w, w + 26374608, T);
-  train_k151_dropout_grad(w, w + 140000, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
-  train_k152_sum(c->grad + 624104, w, T);
-  train_k153_matmul(w + 280000, w, c->param + 7099000, T);
-  train_k154_matmul(c->grad + 584104, w, w + 26234608, T);
-  train_k156_fused(w, w + 280000, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, w + 26094608, T);
-  train_k157_sum(c->grad + 583904, w, T);
-  train_k158_matmul(w + 280000, w, c->param + 7058800, T);
-  train_k159_add(w + 420000, w + 140000, w + 280000, T);
-  train_k160_matmul(c->grad + 543904, w, w + 25954608, T);
-  train_k161_sum(c->grad + 543704, w + 420000, T);
-  train_k162_mul(w, w + 420000, c->param + 7058400, T);
-  train_k163_mul(w + 140000, w + 420000, w + 25814608, T);
-  train_k164_sum(c->grad + 543504, w + 140000, T);
-  train_k165_normalize_grad(w + 1680000, w, w + 25674608, T);
-  train_k166_dropout_grad(w, w + 1680000, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
-  train_k167_sum(c->grad + 543304, w, T);
-  train_k168_matmul(w + 140000, w, c->param + 7018200, T);
-  train_k169_matmul(c->grad + 503304, w, w + 25534608, T);
-  train_k171_transpose(w, w + 140000, T);
-  train_k172_bmm(w + 280000, w, w + 25394608, T);
-  train_k173_bmm(w + 140000, w + 27361632, w, T);
-  train_k174_dropout_grad(w, w + 280000, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
-  train_k175_softmax_grad(w + 49008, w, w + 27312624, T);
-  train_k176_bmm(w + 840000, w + 49008, w + 25254608, T);
-  train_k177_bmm(w + 420000, w + 49008, w + 25114608, T);
-  train_k178_transpose(w + 560000, w + 140000, T);
-  train_k180_pad(w, w + 560000, T);
-  train_k181_transpose(w + 980000, w + 420000, T);
-  train_k183_pad(w + 420000, w + 980000, T);
-  train_k185_div(w + 980000, w + 840000, w + 27410656, T);
-  train_k186_transpose(w + 1260000, w + 980000, T);
-  train_k188_pad(w + 840000, w + 1260000, T);
-  train_k189_fused(w + 1260000, w, w + 420000, w + 840000, T);
-  train_k190_sum(c->grad + 502704, w + 1260000, T);
-  train_k191_matmul(w, w + 1260000, c->param + 6897600, T);
-  train_k192_add(w + 140000, w + 1680000, w, T);
-  train_k193_matmul(c->grad + 382704, w + 1260000, w + 24974608, T);
-  train_k194_sum(c->grad + 382504, w + 140000, T);
-  train_k195_mul(w, w + 140000, c->param + 6897200, T);
-  train_k196_mul(w + 280000, w + 140000, w + 24834608, T);
-  train_k197_sum(c->grad + 382304, w + 280000, T);
-  train_k198_normalize_grad(w + 140000, w, w + 24694608, T);
-  train_k199_dropout_grad(w, w + 140000, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
-  train_k200_sum(c->grad + 382104, w, T);
-  train_k201_matmul(w + 280000, w, c->param + 6857000, T);
-  train_k202_matmul(c->grad + 342104, w, w + 24554608, T);
-  train_k204_fused(w, w + 280000, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, w + 24414608, T);
-  train_k205_sum(c->grad + 341904, w, T);
-  train_k206_matmul(w + 280000, w, c->param + 6816800, T);
-  train_k207_add(w + 420000, w + 140000, w + 280000, T);
-  train_k208_matmul(c->grad + 301904, w, w + 24274608, T);
-  train_k209_sum(c->grad + 301704, w + 420000, T);
-  train_k210_mul(w, w + 420000, c->param + 6816400, T);
-  train_k211_mul(w + 140000, w + 420000, w + 24134608, T);
-  train_k212_sum(c->grad + 301504, w + 140000, T);
-  train_k213_normalize_grad(w + 1680000, w, w + 23994608, T);
-  train_k214_dropout_grad(w, w + 1680000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
-  train_k215_sum(c->grad + 301304, w, T);
-  train_k216_matmul(w + 140000, w, c->param + 6776200, T);
-  train_k217_matmul(c->grad + 261304, w, w + 23854608, T);
-  train_k219_transpose(w, w + 140000, T);
-  train_k220_bmm(w + 280000, w, w + 23714608, T);
-  train_k221_bmm(w + 140000, w + 27263616, w, T);
-  train_k222_dropout_grad(w, w + 280000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
-  train_k223_softmax_grad(w + 49008, w, w + 27214608, T);
-  train_k224_bmm(w + 840000, w + 49008, w + 23574608, T);
-  train_k225_bmm(w + 420000, w + 49008, w + 23434608, T);
-  train_k226_transpose(w + 560000, w + 140000, T);
-  train_k228_pad(w, w + 560000, T);
-  train_k229_transpose(w + 980000, w + 420000, T);
-  train_k231_pad(w + 420000, w + 980000, T);
-  train_k233_div(w + 980000, w + 840000, w + 27410656, T);
-  train_k234_transpose(w + 1260000, w + 980000, T);
-  train_k236_pad(w + 840000, w + 1260000, T);
-  train_k237_fused(w + 1260000, w, w + 420000, w + 840000, T);
-  train_k238_sum(c->grad + 260704, w + 1260000, T);
-  train_k239_matmul(w, w + 1260000, c->param + 6655600, T);
-  train_k241_matmul(c->grad + 140704, w + 1260000, w + 23294608, T);
-  train_k243_fused(w + 140000, w + 1680000, w, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
-  train_k244_embedding_grad(c->grad + 0, w + 140000, tokens, T);
+    targets = memset(no_targets, 0, 700 * sizeof *targets);
+  train_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
+  train_const(const_2);
+  train_fused(dropout_add, input_emb_embedding, lmc_const0, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_triu_mask(triu_mask, T);
+  train_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, dropout_add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, T);
+  train_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_matmul_bias, T);
+  train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
+  train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
+  train_encoder_self_attn_div(encoder_l0_self_attn_div, encoder_l0_self_attn_transpose, encoder_l0_self_attn_const, T);
+  train_encoder_self_attn_slice_2(encoder_l0_self_attn_slice_2, encoder_l0_self_attn_matmul_bias, T);
+  train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
+  train_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_matmul_bias, T);
+  train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
+  train_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
+  train_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_bmm, triu_mask, T);
+  train_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add, T);
+  train_encoder_self_attn_dropout(encoder_l0_self_attn_dropout, encoder_l0_self_attn_softmax, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
+  train_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_dropout, encoder_l0_self_attn_transpose_3, T);
+  train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
+  train_encoder_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, T);
+  train_encoder_l0_fused(encoder_l0_add, dropout_add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
+  train_encoder_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
+  train_encoder_l0_norm1_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  train_encoder_linear1_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, T);
+  train_encoder_l0_fused_2(encoder_l0_relu, encoder_l0_linear1_matmul_bias, encoder_l0_dropout, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, T);
+  train_encoder_matmul(encoder_l0_linear2_matmul, encoder_l0_dropout, encoder_l0_linear2_weight, T);
+  train_encoder_l0_fused_3(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
+  train_encoder_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
+  train_encoder_l0_norm2_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  train_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, T);
+  train_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_matmul_bias, T);
+  train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
+  train_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
+  train_encoder_self_attn_slice_2(encoder_l1_self_attn_slice_2, encoder_l1_self_attn_matmul_bias, T);
+  train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
+  train_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_matmul_bias, T);
+  train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
+  train_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
+  train_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_bmm, triu_mask, T);
+  train_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add, T);
+  train_encoder_self_attn_dropout(encoder_l1_self_attn_dropout, encoder_l1_self_attn_softmax, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
+  train_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_dropout, encoder_l1_self_attn_transpose_3, T);
+  train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
+  train_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_out_proj_weight, T);
+  train_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_add, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
+  train_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add, T);
+  train_encoder_l1_norm1_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias, T);
+  train_encoder_linear1_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, T);
+  train_encoder_l1_fused_2(encoder_l1_relu, encoder_l1_linear1_matmul_bias, encoder_l1_dropout, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, T);
+  train_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_dropout, encoder_l1_linear2_weight, T);
+  train_encoder_l1_fused_3(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
+  train_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2, T);
+  train_encoder_l1_norm2_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias, T);
+  train_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add, T);
+  train_encoder_norm_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias, T);
+  train_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, T);
+  train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
+  train_const_grad(const_grad);
+  train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
+  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, T);
+  train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, encoder_norm_add, T);
+  train_encoder_sum_grad(d_encoder_norm_bias, decoder_matmul_grad, T);
+  train_encoder_mul_grad(encoder_norm_mul_grad, decoder_matmul_grad, encoder_norm_weight, T);
+  train_encoder_mul_grad_2(encoder_norm_mul_grad_2, decoder_matmul_grad, encoder_norm_normalize, T);
+  train_encoder_sum_grad(d_encoder_norm_weight, encoder_norm_mul_grad_2, T);
+  train_encoder_normalize_grad(encoder_norm_normalize_grad, encoder_norm_mul_grad, encoder_l1_norm2_add, T);
+  train_encoder_sum_grad(d_encoder_l1_norm2_bias, encoder_norm_normalize_grad, T);
+  train_encoder_mul_grad(encoder_l1_norm2_mul_grad, encoder_norm_normalize_grad, encoder_l1_norm2_weight, T);
+  train_encoder_mul_grad_2(encoder_l1_norm2_mul_grad_2, encoder_norm_normalize_grad, encoder_l1_norm2_normalize, T);
+  train_encoder_sum_grad(d_encoder_l1_norm2_weight, encoder_l1_norm2_mul_grad_2, T);
+  train_encoder_normalize_grad(encoder_l1_norm2_normalize_grad, encoder_l1_norm2_mul_grad, encoder_l1_add_2, T);
+  train_encoder_dropout_grad(encoder_l1_dropout_grad, encoder_l1_norm2_normalize_grad, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
+  train_encoder_sum_grad(d_encoder_l1_linear2_bias, encoder_l1_dropout_grad, T);
+  train_encoder_matmul_grad(encoder_l1_linear2_matmul_grad, encoder_l1_dropout_grad, encoder_l1_linear2_weight, T);
+  train_encoder_matmul_grad_2(d_encoder_l1_linear2_weight, encoder_l1_dropout_grad, encoder_l1_dropout, T);
+  train_encoder_l1_fused_grad(encoder_l1_relu_grad, encoder_l1_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, encoder_l1_relu, T);
+  train_encoder_sum_grad(d_encoder_l1_linear1_bias, encoder_l1_relu_grad, T);
+  train_encoder_matmul_grad(encoder_l1_linear1_matmul_grad, encoder_l1_relu_grad, encoder_l1_linear1_weight, T);
+  train_encoder_add_grad(encoder_l1_linear1_add_grad, encoder_l1_norm2_normalize_grad, encoder_l1_linear1_matmul_grad, T);
+  train_encoder_matmul_grad_2(d_encoder_l1_linear1_weight, encoder_l1_relu_grad, encoder_l1_norm1_add, T);
+  train_encoder_sum_grad(d_encoder_l1_norm1_bias, encoder_l1_linear1_add_grad, T);
+  train_encoder_mul_grad(encoder_l1_norm1_mul_grad, encoder_l1_linear1_add_grad, encoder_l1_norm1_weight, T);
+  train_encoder_mul_grad_2(encoder_l1_norm1_mul_grad_2, encoder_l1_linear1_add_grad, encoder_l1_norm1_normalize, T);
+  train_encoder_sum_grad(d_encoder_l1_norm1_weight, encoder_l1_norm1_mul_grad_2, T);
+  train_encoder_normalize_grad(encoder_l1_norm1_normalize_grad, encoder_l1_norm1_mul_grad, encoder_l1_add, T);
+  train_encoder_dropout_grad(encoder_l1_dropout_grad_2, encoder_l1_norm1_normalize_grad, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
+  train_encoder_sum_grad(d_encoder_l1_self_attn_out_proj_bias, encoder_l1_dropout_grad_2, T);
+  train_encoder_matmul_grad(encoder_l1_self_attn_out_proj_matmul_grad, encoder_l1_dropout_grad_2, encoder_l1_self_attn_out_proj_weight, T);
+  train_encoder_matmul_grad_2(d_encoder_l1_self_attn_out_proj_weight, encoder_l1_dropout_grad_2, encoder_l1_self_attn_transpose_4, T);
+  train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_grad, encoder_l1_self_attn_out_proj_matmul_grad, T);
+  train_encoder_self_attn_bmm(encoder_l1_self_attn_bmm_grad, encoder_l1_self_attn_transpose_grad, encoder_l1_self_attn_transpose_3, T);
+  train_encoder_self_attn_bmm_grad(encoder_l1_self_attn_bmm_grad_2, encoder_l1_self_attn_dropout, encoder_l1_self_attn_transpose_grad, T);
+  train_encoder_self_attn_dropout_grad(encoder_l1_self_attn_dropout_grad, encoder_l1_self_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
+  train_encoder_self_attn_softmax_grad(encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_dropout_grad, encoder_l1_self_attn_softmax, T);
+  train_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_grad_3, encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_transpose_2, T);
+  train_encoder_self_attn_bmm_grad(encoder_l1_self_attn_bmm_grad_4, encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_div, T);
+  train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_grad_2, encoder_l1_self_attn_bmm_grad_2, T);
+  train_encoder_self_attn_pad_grad(encoder_l1_self_attn_pad_grad, encoder_l1_self_attn_transpose_grad_2, T);
+  train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_grad_3, encoder_l1_self_attn_bmm_grad_4, T);
+  train_encoder_self_attn_pad_grad_2(encoder_l1_self_attn_pad_grad_2, encoder_l1_self_attn_transpose_grad_3, T);
+  train_encoder_self_attn_div(encoder_l1_self_attn_div_grad, encoder_l1_self_attn_bmm_grad_3, encoder_l0_self_attn_const, T);
+  train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_grad_4, encoder_l1_self_attn_div_grad, T);
+  train_encoder_self_attn_pad_grad_3(encoder_l1_self_attn_pad_grad_3, encoder_l1_self_attn_transpose_grad_4, T);
+  train_encoder_l1_self_attn_fused_grad(encoder_l1_self_attn_add_grad, encoder_l1_self_attn_pad_grad, encoder_l1_self_attn_pad_grad_2, encoder_l1_self_attn_pad_grad_3, T);
+  train_encoder_self_attn_sum_grad(d_encoder_l1_self_attn_in_proj_bias, encoder_l1_self_attn_add_grad, T);
+  train_encoder_self_attn_matmul_grad(encoder_l1_self_attn_matmul_grad, encoder_l1_self_attn_add_grad, encoder_l1_self_attn_in_proj_weight, T);
+  train_encoder_add_grad(encoder_l1_self_attn_add_grad_2, encoder_l1_norm1_normalize_grad, encoder_l1_self_attn_matmul_grad, T);
+  train_encoder_self_attn_matmul_grad_2(d_encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_add_grad, encoder_l0_norm2_add, T);
+  train_encoder_sum_grad(d_encoder_l0_norm2_bias, encoder_l1_self_attn_add_grad_2, T);
+  train_encoder_mul_grad(encoder_l0_norm2_mul_grad, encoder_l1_self_attn_add_grad_2, encoder_l0_norm2_weight, T);
+  train_encoder_mul_grad_2(encoder_l0_norm2_mul_grad_2, encoder_l1_self_attn_add_grad_2, encoder_l0_norm2_normalize, T);
+  train_encoder_sum_grad(d_encoder_l0_norm2_weight, encoder_l0_norm2_mul_grad_2, T);
+  train_encoder_normalize_grad(encoder_l0_norm2_normalize_grad, encoder_l0_norm2_mul_grad, encoder_l0_add_2, T);
+  train_encoder_dropout_grad(encoder_l0_dropout_grad, encoder_l0_norm2_normalize_grad, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
+  train_encoder_sum_grad(d_encoder_l0_linear2_bias, encoder_l0_dropout_grad, T);
+  train_encoder_matmul_grad(encoder_l0_linear2_matmul_grad, encoder_l0_dropout_grad, encoder_l0_linear2_weight, T);
+  train_encoder_matmul_grad_2(d_encoder_l0_linear2_weight, encoder_l0_dropout_grad, encoder_l0_dropout, T);
+  train_encoder_l0_fused_grad(encoder_l0_relu_grad, encoder_l0_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, encoder_l0_relu, T);
+  train_encoder_sum_grad(d_encoder_l0_linear1_bias, encoder_l0_relu_grad, T);
+  train_encoder_matmul_grad(encoder_l0_linear1_matmul_grad, encoder_l0_relu_grad, encoder_l0_linear1_weight, T);
+  train_encoder_add_grad(encoder_l0_linear1_add_grad, encoder_l0_norm2_normalize_grad, encoder_l0_linear1_matmul_grad, T);
+  train_encoder_matmul_grad_2(d_encoder_l0_linear1_weight, encoder_l0_relu_grad, encoder_l0_norm1_add, T);
+  train_encoder_sum_grad(d_encoder_l0_norm1_bias, encoder_l0_linear1_add_grad, T);
+  train_encoder_mul_grad(encoder_l0_norm1_mul_grad, encoder_l0_linear1_add_grad, encoder_l0_norm1_weight, T);
+  train_encoder_mul_grad_2(encoder_l0_norm1_mul_grad_2, encoder_l0_linear1_add_grad, encoder_l0_norm1_normalize, T);
+  train_encoder_sum_grad(d_encoder_l0_norm1_weight, encoder_l0_norm1_mul_grad_2, T);
+  train_encoder_normalize_grad(encoder_l0_norm1_normalize_grad, encoder_l0_norm1_mul_grad, encoder_l0_add, T);
+  train_encoder_dropout_grad(encoder_l0_dropout_grad_2, encoder_l0_norm1_normalize_grad, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
+  train_encoder_sum_grad(d_encoder_l0_self_attn_out_proj_bias, encoder_l0_dropout_grad_2, T);
+  train_encoder_matmul_grad(encoder_l0_self_attn_out_proj_matmul_grad, encoder_l0_dropout_grad_2, encoder_l0_self_attn_out_proj_weight, T);
+  train_encoder_matmul_grad_2(d_encoder_l0_self_attn_out_proj_weight, encoder_l0_dropout_grad_2, encoder_l0_self_attn_transpose_4, T);
+  train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_grad, encoder_l0_self_attn_out_proj_matmul_grad, T);
+  train_encoder_self_attn_bmm(encoder_l0_self_attn_bmm_grad, encoder_l0_self_attn_transpose_grad, encoder_l0_self_attn_transpose_3, T);
+  train_encoder_self_attn_bmm_grad(encoder_l0_self_attn_bmm_grad_2, encoder_l0_self_attn_dropout, encoder_l0_self_attn_transpose_grad, T);
+  train_encoder_self_attn_dropout_grad(encoder_l0_self_attn_dropout_grad, encoder_l0_self_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
+  train_encoder_self_attn_softmax_grad(encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_dropout_grad, encoder_l0_self_attn_softmax, T);
+  train_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_grad_3, encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_transpose_2, T);
+  train_encoder_self_attn_bmm_grad(encoder_l0_self_attn_bmm_grad_4, encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_div, T);
+  train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_grad_2, encoder_l0_self_attn_bmm_grad_2, T);
+  train_encoder_self_attn_pad_grad(encoder_l0_self_attn_pad_grad, encoder_l0_self_attn_transpose_grad_2, T);
+  train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_grad_3, encoder_l0_self_attn_bmm_grad_4, T);
+  train_encoder_self_attn_pad_grad_2(encoder_l0_self_attn_pad_grad_2, encoder_l0_self_attn_transpose_grad_3, T);
+  train_encoder_self_attn_div(encoder_l0_self_attn_div_grad, encoder_l0_self_attn_bmm_grad_3, encoder_l0_self_attn_const, T);
+  train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_grad_4, encoder_l0_self_attn_div_grad, T);
+  train_encoder_self_attn_pad_grad_3(encoder_l0_self_attn_pad_grad_3, encoder_l0_self_attn_transpose_grad_4, T);
+  train_encoder_l0_self_attn_fused_grad(encoder_l0_self_attn_add_grad, encoder_l0_self_attn_pad_grad, encoder_l0_self_attn_pad_grad_2, encoder_l0_self_attn_pad_grad_3, T);
+  train_encoder_self_attn_sum_grad(d_encoder_l0_self_attn_in_proj_bias, encoder_l0_self_attn_add_grad, T);
+  train_encoder_self_attn_matmul_grad(encoder_l0_self_attn_matmul_grad, encoder_l0_self_attn_add_grad, encoder_l0_self_attn_in_proj_weight, T);
+  train_encoder_self_attn_matmul_grad_2(d_encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_add_grad, dropout_add, T);
+  train_fused_grad(mul_grad, encoder_l0_norm1_normalize_grad, encoder_l0_self_attn_matmul_grad, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_input_emb_embedding_grad(d_input_emb_weight, mul_grad, tokens, T);
   /* gradients */
-  return have_targets ? w[27410672] : 0;
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- eval: batch 10 */
@@ -3215,25 +2471,17 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
 /* n16 = embedding(n15, n0)
  *   (T, 10, 200) <- (33278, 200), (T, 10)
  *   graphs/transformer.lua:23 */
-static void eval_k16_embedding(real *y, const real *w, const int32_t *ids, int T)
+static void eval_input_emb_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 10*T; i++)
     memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
-}
-
-/* n17 = const() value 14.142135623730951
- *   ()
- *   graphs/transformer.lua:23 */
-static void eval_k17_const(real *y)
-{
-  y[0] = 14.142135623730951;
 }
 
 /* fused: 2 nodes in one loop over (T, 10, 200)
  *   n18 = mul(n16, n17) (T, 10, 200)
  *   n21 = add(n18, n20) (T, 10, 200), stored
  *   graphs/transformer.lua:24 */
-static void eval_k21_fused(real *restrict y21, const real *x16, const real *x20, int T)
+static void eval_fused(real *restrict y21, const real *x16, const real *x20, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 10; i1++)
@@ -3244,20 +2492,12 @@ static void eval_k21_fused(real *restrict y21, const real *x16, const real *x20,
       }
 }
 
-/* n22 = triu_mask()
- *   (T, T)
- *   graphs/transformer.lua:26 */
-static void eval_k22_triu_mask(real *y, int T)
-{
-  for (long i = 0; i < T; i++)
-    for (long j = 0; j < T; j++)
-      y[i * T + j] = j > i ? -INFINITY : 0;
-}
-
 /* n26 = matmul_bias(n21, n23, n24) b^T
  *   (T, 10, 600) <- (T, 10, 200), (600, 200), (600)
- *   graphs/transformer.lua:25 */
-static void eval_k26_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_self_attn_matmul_bias,
+ *             eval_encoder_l1_self_attn_matmul_bias */
+static void eval_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 600; i1++)
@@ -3268,8 +2508,9 @@ static void eval_k26_matmul_bias(real *y, const real *a, const real *b, const re
 
 /* n27 = slice(n26) axis 2 from 0
  *   (T, 10, 200) <- (T, 10, 600)
- *   graphs/transformer.lua:25 */
-static void eval_k27_slice(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_self_attn_slice, eval_encoder_l1_self_attn_slice */
+static void eval_encoder_self_attn_slice(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
@@ -3278,8 +2519,14 @@ static void eval_k27_slice(real *y, const real *x, int T)
 
 /* n29 = transpose(n28) perm 1 2 0 3
  *   (10, 2, T, 100) <- (T, 10, 2, 100)
- *   graphs/transformer.lua:25 */
-static void eval_k29_transpose(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_self_attn_transpose,
+ *             eval_encoder_l0_self_attn_transpose_2,
+ *             eval_encoder_l0_self_attn_transpose_3,
+ *             eval_encoder_l1_self_attn_transpose,
+ *             eval_encoder_l1_self_attn_transpose_2,
+ *             eval_encoder_l1_self_attn_transpose_3 */
+static void eval_encoder_self_attn_transpose(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < T; i1++)
@@ -3287,18 +2534,11 @@ static void eval_k29_transpose(real *y, const real *x, int T)
         y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 2000 + i2];
 }
 
-/* n30 = const() value 10.0
- *   ()
- *   graphs/transformer.lua:25 */
-static void eval_k30_const(real *y)
-{
-  y[0] = 10.0;
-}
-
 /* n31 = div(n29, n30)
  *   (10, 2, T, 100) <- (10, 2, T, 100), ()
- *   graphs/transformer.lua:25 */
-static void eval_k31_div(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_self_attn_div, eval_encoder_l1_self_attn_div */
+static void eval_encoder_self_attn_div(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 2000*T; i0++)
     y[i0] = a[i0] / b[0];
@@ -3306,50 +2546,33 @@ static void eval_k31_div(real *y, const real *a, const real *b, int T)
 
 /* n32 = slice(n26) axis 2 from 200
  *   (T, 10, 200) <- (T, 10, 600)
- *   graphs/transformer.lua:25 */
-static void eval_k32_slice(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_self_attn_slice_2,
+ *             eval_encoder_l1_self_attn_slice_2 */
+static void eval_encoder_self_attn_slice_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = x[200 + i0 * 600 + i1];
 }
 
-/* n34 = transpose(n33) perm 1 2 0 3
- *   (10, 2, T, 100) <- (T, 10, 2, 100)
- *   graphs/transformer.lua:25 */
-static void eval_k34_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 2000 + i2];
-}
-
 /* n35 = slice(n26) axis 2 from 400
  *   (T, 10, 200) <- (T, 10, 600)
- *   graphs/transformer.lua:25 */
-static void eval_k35_slice(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_self_attn_slice_3,
+ *             eval_encoder_l1_self_attn_slice_3 */
+static void eval_encoder_self_attn_slice_3(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = x[400 + i0 * 600 + i1];
 }
 
-/* n37 = transpose(n36) perm 1 2 0 3
- *   (10, 2, T, 100) <- (T, 10, 2, 100)
- *   graphs/transformer.lua:25 */
-static void eval_k37_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 2000 + i2];
-}
-
 /* n38 = bmm(n31, n34) b^T
  *   (10, 2, T, T) <- (10, 2, T, 100), (10, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void eval_k38_bmm(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_self_attn_bmm, eval_encoder_l1_self_attn_bmm */
+static void eval_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 20; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
@@ -3358,8 +2581,9 @@ static void eval_k38_bmm(real *y, const real *a, const real *b, int T)
 
 /* n39 = add(n38, n22)
  *   (10, 2, T, T) <- (10, 2, T, T), (T, T)
- *   graphs/transformer.lua:25 */
-static void eval_k39_add(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_self_attn_add, eval_encoder_l1_self_attn_add */
+static void eval_encoder_self_attn_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < T*T; i1++)
@@ -3368,8 +2592,10 @@ static void eval_k39_add(real *y, const real *a, const real *b, int T)
 
 /* n40 = softmax(n39)
  *   (10, 2, T, T) <- (10, 2, T, T)
- *   graphs/transformer.lua:25 */
-static void eval_k40_softmax(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_self_attn_softmax,
+ *             eval_encoder_l1_self_attn_softmax */
+static void eval_encoder_self_attn_softmax(real *y, const real *x, int T)
 {
   const long n = T;
   for (long r = 0; r < 20*T; r++) {
@@ -3384,8 +2610,9 @@ static void eval_k40_softmax(real *y, const real *x, int T)
 
 /* n41 = bmm(n40, n37)
  *   (10, 2, T, 100) <- (10, 2, T, T), (10, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void eval_k41_bmm(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_self_attn_bmm_2, eval_encoder_l1_self_attn_bmm_2 */
+static void eval_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 20; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
@@ -3394,8 +2621,10 @@ static void eval_k41_bmm(real *y, const real *a, const real *b, int T)
 
 /* n42 = transpose(n41) perm 2 0 1 3
  *   (T, 10, 2, 100) <- (10, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void eval_k42_transpose(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_self_attn_transpose_4,
+ *             eval_encoder_l1_self_attn_transpose_4 */
+static void eval_encoder_self_attn_transpose_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 20; i1++)
@@ -3405,8 +2634,14 @@ static void eval_k42_transpose(real *y, const real *x, int T)
 
 /* n47 = matmul_bias(n43, n44, n46) b^T
  *   (T, 10, 200) <- (T, 10, 200), (200, 200), (200)
- *   graphs/transformer.lua:25 */
-static void eval_k47_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_self_attn_out_proj_matmul_bias,
+ *             eval_encoder_l0_linear1_matmul_bias,
+ *             eval_encoder_l0_linear2_matmul_bias,
+ *             eval_encoder_l1_self_attn_out_proj_matmul_bias,
+ *             eval_encoder_l1_linear1_matmul_bias,
+ *             eval_encoder_l1_linear2_matmul_bias */
+static void eval_encoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
@@ -3417,8 +2652,10 @@ static void eval_k47_matmul_bias(real *y, const real *a, const real *b, const re
 
 /* n48 = add(n21, n47)
  *   (T, 10, 200) <- (T, 10, 200), (T, 10, 200)
- *   graphs/transformer.lua:25 */
-static void eval_k48_add(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_add, eval_encoder_l0_add_2, eval_encoder_l1_add,
+ *             eval_encoder_l1_add_2 */
+static void eval_encoder_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 2000*T; i0++)
     y[i0] = a[i0] + b[i0];
@@ -3426,8 +2663,11 @@ static void eval_k48_add(real *y, const real *a, const real *b, int T)
 
 /* n51 = normalize(n48) eps 1e-05
  *   (T, 10, 200) <- (T, 10, 200)
- *   graphs/transformer.lua:25 */
-static void eval_k51_normalize(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_norm1_normalize, eval_encoder_l0_norm2_normalize,
+ *             eval_encoder_l1_norm1_normalize, eval_encoder_l1_norm2_normalize,
+ *             eval_encoder_norm_normalize */
+static void eval_encoder_normalize(real *y, const real *x, int T)
 {
   const long n = 200;
   for (long r = 0; r < 10*T; r++) {
@@ -3448,7 +2688,7 @@ static void eval_k51_normalize(real *y, const real *x, int T)
  *   n52 = mul(n51, n49) (T, 10, 200)
  *   n53 = add(n52, n50) (T, 10, 200), stored
  *   graphs/transformer.lua:25 */
-static void eval_k53_fused(real *restrict y53, const real *x51, const real *x49, const real *x50, int T)
+static void eval_encoder_l0_norm1_fused(real *restrict y53, const real *x51, const real *x49, const real *x50, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -3458,73 +2698,21 @@ static void eval_k53_fused(real *restrict y53, const real *x51, const real *x49,
     }
 }
 
-/* n57 = matmul_bias(n53, n54, n56) b^T
- *   (T, 10, 200) <- (T, 10, 200), (200, 200), (200)
- *   graphs/transformer.lua:25 */
-static void eval_k57_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 200, 200,
-              1, a, 200, b, 200, 1, y, 200);
-}
-
 /* n58 = relu(n57)
  *   (T, 10, 200) <- (T, 10, 200)
- *   graphs/transformer.lua:25 */
-static void eval_k58_relu(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_relu, eval_encoder_l1_relu */
+static void eval_encoder_relu(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 2000*T; i0++)
     y[i0] = x[i0] > 0 ? x[i0] : 0;
-}
-
-/* n62 = matmul_bias(n58, n59, n61) b^T
- *   (T, 10, 200) <- (T, 10, 200), (200, 200), (200)
- *   graphs/transformer.lua:25 */
-static void eval_k62_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 200, 200,
-              1, a, 200, b, 200, 1, y, 200);
-}
-
-/* n63 = add(n53, n62)
- *   (T, 10, 200) <- (T, 10, 200), (T, 10, 200)
- *   graphs/transformer.lua:25 */
-static void eval_k63_add(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 2000*T; i0++)
-    y[i0] = a[i0] + b[i0];
-}
-
-/* n66 = normalize(n63) eps 1e-05
- *   (T, 10, 200) <- (T, 10, 200)
- *   graphs/transformer.lua:25 */
-static void eval_k66_normalize(real *y, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < 10*T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
 }
 
 /* fused: 2 nodes in one loop over (T, 10, 200)
  *   n67 = mul(n66, n64) (T, 10, 200)
  *   n68 = add(n67, n65) (T, 10, 200), stored
  *   graphs/transformer.lua:25 */
-static void eval_k68_fused(real *restrict y68, const real *x66, const real *x64, const real *x65, int T)
+static void eval_encoder_l0_norm2_fused(real *restrict y68, const real *x66, const real *x64, const real *x65, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -3534,193 +2722,11 @@ static void eval_k68_fused(real *restrict y68, const real *x66, const real *x64,
     }
 }
 
-/* n72 = matmul_bias(n68, n69, n70) b^T
- *   (T, 10, 600) <- (T, 10, 200), (600, 200), (600)
- *   graphs/transformer.lua:25 */
-static void eval_k72_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 600; i1++)
-      y[i0 * 600 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 600, 200,
-              1, a, 200, b, 200, 1, y, 600);
-}
-
-/* n73 = slice(n72) axis 2 from 0
- *   (T, 10, 200) <- (T, 10, 600)
- *   graphs/transformer.lua:25 */
-static void eval_k73_slice(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = x[i0 * 600 + i1];
-}
-
-/* n75 = transpose(n74) perm 1 2 0 3
- *   (10, 2, T, 100) <- (T, 10, 2, 100)
- *   graphs/transformer.lua:25 */
-static void eval_k75_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 2000 + i2];
-}
-
-/* n77 = div(n75, n30)
- *   (10, 2, T, 100) <- (10, 2, T, 100), ()
- *   graphs/transformer.lua:25 */
-static void eval_k77_div(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 2000*T; i0++)
-    y[i0] = a[i0] / b[0];
-}
-
-/* n78 = slice(n72) axis 2 from 200
- *   (T, 10, 200) <- (T, 10, 600)
- *   graphs/transformer.lua:25 */
-static void eval_k78_slice(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = x[200 + i0 * 600 + i1];
-}
-
-/* n80 = transpose(n79) perm 1 2 0 3
- *   (10, 2, T, 100) <- (T, 10, 2, 100)
- *   graphs/transformer.lua:25 */
-static void eval_k80_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 2000 + i2];
-}
-
-/* n81 = slice(n72) axis 2 from 400
- *   (T, 10, 200) <- (T, 10, 600)
- *   graphs/transformer.lua:25 */
-static void eval_k81_slice(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = x[400 + i0 * 600 + i1];
-}
-
-/* n83 = transpose(n82) perm 1 2 0 3
- *   (10, 2, T, 100) <- (T, 10, 2, 100)
- *   graphs/transformer.lua:25 */
-static void eval_k83_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 2000 + i2];
-}
-
-/* n84 = bmm(n77, n80) b^T
- *   (10, 2, T, T) <- (10, 2, T, 100), (10, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void eval_k84_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 20; i++)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
-                1, a + i * 100*T, 100, b + i * 100*T, 100, 0, y + i * T*T, T);
-}
-
-/* n85 = add(n84, n22)
- *   (10, 2, T, T) <- (10, 2, T, T), (T, T)
- *   graphs/transformer.lua:25 */
-static void eval_k85_add(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < T*T; i1++)
-      y[i0 * T*T + i1] = a[i0 * T*T + i1] + b[i1];
-}
-
-/* n86 = softmax(n85)
- *   (10, 2, T, T) <- (10, 2, T, T)
- *   graphs/transformer.lua:25 */
-static void eval_k86_softmax(real *y, const real *x, int T)
-{
-  const long n = T;
-  for (long r = 0; r < 20*T; r++) {
-    const real *xr = x + r * n;
-    real *yr = y + r * n;
-    real max = lmc_row_max(xr, n);
-    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
-    for (long i = 0; i < n; i++)
-      yr[i] = (real)(yr[i] / sum);
-  }
-}
-
-/* n87 = bmm(n86, n83)
- *   (10, 2, T, 100) <- (10, 2, T, T), (10, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void eval_k87_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 20; i++)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
-                1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
-}
-
-/* n88 = transpose(n87) perm 2 0 1 3
- *   (T, 10, 2, 100) <- (10, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void eval_k88_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 20; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 2000 + i1 * 100 + i2] = x[i0 * 100 + i1 * 100*T + i2];
-}
-
-/* n93 = matmul_bias(n89, n90, n92) b^T
- *   (T, 10, 200) <- (T, 10, 200), (200, 200), (200)
- *   graphs/transformer.lua:25 */
-static void eval_k93_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 200, 200,
-              1, a, 200, b, 200, 1, y, 200);
-}
-
-/* n94 = add(n68, n93)
- *   (T, 10, 200) <- (T, 10, 200), (T, 10, 200)
- *   graphs/transformer.lua:25 */
-static void eval_k94_add(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 2000*T; i0++)
-    y[i0] = a[i0] + b[i0];
-}
-
-/* n97 = normalize(n94) eps 1e-05
- *   (T, 10, 200) <- (T, 10, 200)
- *   graphs/transformer.lua:25 */
-static void eval_k97_normalize(real *y, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < 10*T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
-}
-
 /* fused: 2 nodes in one loop over (T, 10, 200)
  *   n98 = mul(n97, n95) (T, 10, 200)
  *   n99 = add(n98, n96) (T, 10, 200), stored
  *   graphs/transformer.lua:25 */
-static void eval_k99_fused(real *restrict y99, const real *x97, const real *x95, const real *x96, int T)
+static void eval_encoder_l1_norm1_fused(real *restrict y99, const real *x97, const real *x95, const real *x96, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -3730,73 +2736,11 @@ static void eval_k99_fused(real *restrict y99, const real *x97, const real *x95,
     }
 }
 
-/* n103 = matmul_bias(n99, n100, n102) b^T
- *   (T, 10, 200) <- (T, 10, 200), (200, 200), (200)
- *   graphs/transformer.lua:25 */
-static void eval_k103_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 200, 200,
-              1, a, 200, b, 200, 1, y, 200);
-}
-
-/* n104 = relu(n103)
- *   (T, 10, 200) <- (T, 10, 200)
- *   graphs/transformer.lua:25 */
-static void eval_k104_relu(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 2000*T; i0++)
-    y[i0] = x[i0] > 0 ? x[i0] : 0;
-}
-
-/* n108 = matmul_bias(n104, n105, n107) b^T
- *   (T, 10, 200) <- (T, 10, 200), (200, 200), (200)
- *   graphs/transformer.lua:25 */
-static void eval_k108_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = c[i1];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 200, 200,
-              1, a, 200, b, 200, 1, y, 200);
-}
-
-/* n109 = add(n99, n108)
- *   (T, 10, 200) <- (T, 10, 200), (T, 10, 200)
- *   graphs/transformer.lua:25 */
-static void eval_k109_add(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 2000*T; i0++)
-    y[i0] = a[i0] + b[i0];
-}
-
-/* n112 = normalize(n109) eps 1e-05
- *   (T, 10, 200) <- (T, 10, 200)
- *   graphs/transformer.lua:25 */
-static void eval_k112_normalize(real *y, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < 10*T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
-}
-
 /* fused: 2 nodes in one loop over (T, 10, 200)
  *   n113 = mul(n112, n110) (T, 10, 200)
  *   n114 = add(n113, n111) (T, 10, 200), stored
  *   graphs/transformer.lua:25 */
-static void eval_k114_fused(real *restrict y114, const real *x112, const real *x110, const real *x111, int T)
+static void eval_encoder_l1_norm2_fused(real *restrict y114, const real *x112, const real *x110, const real *x111, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -3806,31 +2750,11 @@ static void eval_k114_fused(real *restrict y114, const real *x112, const real *x
     }
 }
 
-/* n117 = normalize(n114) eps 1e-05
- *   (T, 10, 200) <- (T, 10, 200)
- *   graphs/transformer.lua:25 */
-static void eval_k117_normalize(real *y, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < 10*T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
-}
-
 /* fused: 2 nodes in one loop over (T, 10, 200)
  *   n118 = mul(n117, n115) (T, 10, 200)
  *   n119 = add(n118, n116) (T, 10, 200), stored
  *   graphs/transformer.lua:25 */
-static void eval_k119_fused(real *restrict y119, const real *x117, const real *x115, const real *x116, int T)
+static void eval_encoder_norm_fused(real *restrict y119, const real *x117, const real *x115, const real *x116, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -3846,7 +2770,7 @@ static void eval_k119_fused(real *restrict y119, const real *x117, const real *x
  *   n124 = log_softmax(n123) (T, 10, 33278)
  *   n125 = nll_loss(n124, n1) (), stored
  *   graphs/transformer.lua:29 */
-static void eval_k124_fused(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
+static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
 {
   real max[350];
   double sum[350], nll_row[350];
@@ -3877,65 +2801,152 @@ static void eval_k124_fused(real *loss, const real *h, const real *w, const real
 static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *input_emb_weight = c->param;   /* input_emb.weight (33278, 200) */
+  const real *encoder_l0_self_attn_in_proj_weight = c->param + 6655600;   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l0_self_attn_in_proj_bias = c->param + 6775600;   /* encoder.layers.0.self_attn.in_proj_bias (600) */
+  const real *encoder_l0_self_attn_out_proj_weight = c->param + 6776200;   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l0_self_attn_out_proj_bias = c->param + 6816200;   /* encoder.layers.0.self_attn.out_proj.bias (200) */
+  const real *encoder_l0_norm1_weight = c->param + 6816400;   /* encoder.layers.0.norm1.weight (200) */
+  const real *encoder_l0_norm1_bias = c->param + 6816600;   /* encoder.layers.0.norm1.bias (200) */
+  const real *encoder_l0_linear1_weight = c->param + 6816800;   /* encoder.layers.0.linear1.weight (200, 200) */
+  const real *encoder_l0_linear1_bias = c->param + 6856800;   /* encoder.layers.0.linear1.bias (200) */
+  const real *encoder_l0_linear2_weight = c->param + 6857000;   /* encoder.layers.0.linear2.weight (200, 200) */
+  const real *encoder_l0_linear2_bias = c->param + 6897000;   /* encoder.layers.0.linear2.bias (200) */
+  const real *encoder_l0_norm2_weight = c->param + 6897200;   /* encoder.layers.0.norm2.weight (200) */
+  const real *encoder_l0_norm2_bias = c->param + 6897400;   /* encoder.layers.0.norm2.bias (200) */
+  const real *encoder_l1_self_attn_in_proj_weight = c->param + 6897600;   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l1_self_attn_in_proj_bias = c->param + 7017600;   /* encoder.layers.1.self_attn.in_proj_bias (600) */
+  const real *encoder_l1_self_attn_out_proj_weight = c->param + 7018200;   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l1_self_attn_out_proj_bias = c->param + 7058200;   /* encoder.layers.1.self_attn.out_proj.bias (200) */
+  const real *encoder_l1_norm1_weight = c->param + 7058400;   /* encoder.layers.1.norm1.weight (200) */
+  const real *encoder_l1_norm1_bias = c->param + 7058600;   /* encoder.layers.1.norm1.bias (200) */
+  const real *encoder_l1_linear1_weight = c->param + 7058800;   /* encoder.layers.1.linear1.weight (200, 200) */
+  const real *encoder_l1_linear1_bias = c->param + 7098800;   /* encoder.layers.1.linear1.bias (200) */
+  const real *encoder_l1_linear2_weight = c->param + 7099000;   /* encoder.layers.1.linear2.weight (200, 200) */
+  const real *encoder_l1_linear2_bias = c->param + 7139000;   /* encoder.layers.1.linear2.bias (200) */
+  const real *encoder_l1_norm2_weight = c->param + 7139200;   /* encoder.layers.1.norm2.weight (200) */
+  const real *encoder_l1_norm2_bias = c->param + 7139400;   /* encoder.layers.1.norm2.bias (200) */
+  const real *encoder_norm_weight = c->param + 7139600;   /* encoder.norm.weight (200) */
+  const real *encoder_norm_bias = c->param + 7139800;   /* encoder.norm.bias (200) */
+  const real *decoder_weight = c->param + 7140000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13795600;   /* decoder.bias (33278) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 491248;   /* read as targets when run() gets none */
+  real *input_emb_embedding = w;   /* (T, 10, 200), graphs/transformer.lua:23 */
+  real *const_2 = w + 70000;   /* (), graphs/transformer.lua:23 */
+  real *add = w + 210000;   /* (T, 10, 200), graphs/transformer.lua:24 */
+  real *triu_mask = w + 490000;   /* (T, T), graphs/transformer.lua:26 */
+  real *encoder_l0_self_attn_matmul_bias = w;   /* (T, 10, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice = w + 280000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose = w + 350000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_const = w + 491232;   /* (), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_div = w + 280000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_2 = w + 350000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_2 = w + 420000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_3 = w + 350000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_3 = w;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm = w + 70000;   /* (10, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add = w + 94512;   /* (10, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_softmax = w + 140000;   /* (10, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_2 = w + 70000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_4 = w;   /* (T, 10, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_bias = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_bias = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu = w + 140000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_bias = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_2 = w + 140000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_add = w + 210000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_matmul_bias = w;   /* (T, 10, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice = w + 280000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose = w + 350000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_div = w + 280000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_2 = w + 350000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_2 = w + 420000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_3 = w + 350000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_3 = w;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm = w + 70000;   /* (10, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add = w + 94512;   /* (10, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_softmax = w + 140000;   /* (10, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_2 = w + 70000;   /* (10, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_4 = w;   /* (T, 10, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_out_proj_matmul_bias = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_normalize = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_add = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_matmul_bias = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_relu = w + 140000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear2_matmul_bias = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add_2 = w + 140000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_normalize = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_add = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_normalize = w;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_add = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
+  real *nll_loss = w;   /* (), graphs/transformer.lua:32 */
+  real *logit_block = w + 491600;   /* the loss kernel's logits, 1024 columns at a time */
   (void)T;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 491248, 0, 350 * sizeof *targets);
-  eval_k16_embedding(w, c->param + 0, tokens, T);
-  eval_k17_const(w + 70000);
-  eval_k21_fused(w + 210000, w, lmc_const0, T);
-  eval_k22_triu_mask(w + 490000, T);
-  eval_k26_matmul_bias(w, w + 210000, c->param + 6655600, c->param + 6775600, T);
-  eval_k27_slice(w + 280000, w, T);
-  eval_k29_transpose(w + 350000, w + 280000, T);
-  eval_k30_const(w + 491232);
-  eval_k31_div(w + 280000, w + 350000, w + 491232, T);
-  eval_k32_slice(w + 350000, w, T);
-  eval_k34_transpose(w + 420000, w + 350000, T);
-  eval_k35_slice(w + 350000, w, T);
-  eval_k37_transpose(w, w + 350000, T);
-  eval_k38_bmm(w + 70000, w + 280000, w + 420000, T);
-  eval_k39_add(w + 94512, w + 70000, w + 490000, T);
-  eval_k40_softmax(w + 140000, w + 94512, T);
-  eval_k41_bmm(w + 70000, w + 140000, w, T);
-  eval_k42_transpose(w, w + 70000, T);
-  eval_k47_matmul_bias(w + 70000, w, c->param + 6776200, c->param + 6816200, T);
-  eval_k48_add(w, w + 210000, w + 70000, T);
-  eval_k51_normalize(w + 70000, w, T);
-  eval_k53_fused(w, w + 70000, c->param + 6816400, c->param + 6816600, T);
-  eval_k57_matmul_bias(w + 70000, w, c->param + 6816800, c->param + 6856800, T);
-  eval_k58_relu(w + 140000, w + 70000, T);
-  eval_k62_matmul_bias(w + 70000, w + 140000, c->param + 6857000, c->param + 6897000, T);
-  eval_k63_add(w + 140000, w, w + 70000, T);
-  eval_k66_normalize(w, w + 140000, T);
-  eval_k68_fused(w + 210000, w, c->param + 6897200, c->param + 6897400, T);
-  eval_k72_matmul_bias(w, w + 210000, c->param + 6897600, c->param + 7017600, T);
-  eval_k73_slice(w + 280000, w, T);
-  eval_k75_transpose(w + 350000, w + 280000, T);
-  eval_k77_div(w + 280000, w + 350000, w + 491232, T);
-  eval_k78_slice(w + 350000, w, T);
-  eval_k80_transpose(w + 420000, w + 350000, T);
-  eval_k81_slice(w + 350000, w, T);
-  eval_k83_transpose(w, w + 350000, T);
-  eval_k84_bmm(w + 70000, w + 280000, w + 420000, T);
-  eval_k85_add(w + 94512, w + 70000, w + 490000, T);
-  eval_k86_softmax(w + 140000, w + 94512, T);
-  eval_k87_bmm(w + 70000, w + 140000, w, T);
-  eval_k88_transpose(w, w + 70000, T);
-  eval_k93_matmul_bias(w + 70000, w, c->param + 7018200, c->param + 7058200, T);
-  eval_k94_add(w, w + 210000, w + 70000, T);
-  eval_k97_normalize(w + 70000, w, T);
-  eval_k99_fused(w, w + 70000, c->param + 7058400, c->param + 7058600, T);
-  eval_k103_matmul_bias(w + 70000, w, c->param + 7058800, c->param + 7098800, T);
-  eval_k104_relu(w + 140000, w + 70000, T);
-  eval_k108_matmul_bias(w + 70000, w + 140000, c->param + 7099000, c->param + 7139000, T);
-  eval_k109_add(w + 140000, w, w + 70000, T);
-  eval_k112_normalize(w, w + 140000, T);
-  eval_k114_fused(w + 70000, w, c->param + 7139200, c->param + 7139400, T);
-  eval_k117_normalize(w, w + 70000, T);
-  eval_k119_fused(w + 70000, w, c->param + 7139600, c->param + 7139800, T);
-  eval_k124_fused(w, w + 70000, c->param + 7140000, c->param + 13795600, targets, c->threads, w + 491600, T);
-  return have_targets ? w[0] : 0;
+    targets = memset(no_targets, 0, 350 * sizeof *targets);
+  eval_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
+  train_const(const_2);
+  eval_fused(add, input_emb_embedding, lmc_const0, T);
+  train_triu_mask(triu_mask, T);
+  eval_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, T);
+  eval_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_matmul_bias, T);
+  eval_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
+  train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
+  eval_encoder_self_attn_div(encoder_l0_self_attn_div, encoder_l0_self_attn_transpose, encoder_l0_self_attn_const, T);
+  eval_encoder_self_attn_slice_2(encoder_l0_self_attn_slice_2, encoder_l0_self_attn_matmul_bias, T);
+  eval_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
+  eval_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_matmul_bias, T);
+  eval_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
+  eval_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
+  eval_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_bmm, triu_mask, T);
+  eval_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add, T);
+  eval_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_transpose_3, T);
+  eval_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
+  eval_encoder_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, T);
+  eval_encoder_add(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul_bias, T);
+  eval_encoder_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
+  eval_encoder_l0_norm1_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  eval_encoder_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, T);
+  eval_encoder_relu(encoder_l0_relu, encoder_l0_linear1_matmul_bias, T);
+  eval_encoder_matmul_bias(encoder_l0_linear2_matmul_bias, encoder_l0_relu, encoder_l0_linear2_weight, encoder_l0_linear2_bias, T);
+  eval_encoder_add(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul_bias, T);
+  eval_encoder_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
+  eval_encoder_l0_norm2_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  eval_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, T);
+  eval_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_matmul_bias, T);
+  eval_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
+  eval_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
+  eval_encoder_self_attn_slice_2(encoder_l1_self_attn_slice_2, encoder_l1_self_attn_matmul_bias, T);
+  eval_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
+  eval_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_matmul_bias, T);
+  eval_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
+  eval_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
+  eval_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_bmm, triu_mask, T);
+  eval_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add, T);
+  eval_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_transpose_3, T);
+  eval_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
+  eval_encoder_matmul_bias(encoder_l1_self_attn_out_proj_matmul_bias, encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_bias, T);
+  eval_encoder_add(encoder_l1_add, encoder_l0_norm2_add, encoder_l1_self_attn_out_proj_matmul_bias, T);
+  eval_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add, T);
+  eval_encoder_l1_norm1_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias, T);
+  eval_encoder_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, T);
+  eval_encoder_relu(encoder_l1_relu, encoder_l1_linear1_matmul_bias, T);
+  eval_encoder_matmul_bias(encoder_l1_linear2_matmul_bias, encoder_l1_relu, encoder_l1_linear2_weight, encoder_l1_linear2_bias, T);
+  eval_encoder_add(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul_bias, T);
+  eval_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2, T);
+  eval_encoder_l1_norm2_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias, T);
+  eval_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add, T);
+  eval_encoder_norm_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias, T);
+  eval_log_softmax_nll(nll_loss, encoder_norm_add, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- gen: batch 1 */
@@ -3943,25 +2954,17 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
 /* n16 = embedding(n15, n0)
  *   (T, 1, 200) <- (33278, 200), (T, 1)
  *   graphs/transformer.lua:23 */
-static void gen_k16_embedding(real *y, const real *w, const int32_t *ids, int T)
+static void gen_input_emb_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < T; i++)
     memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
-}
-
-/* n17 = const() value 14.142135623730951
- *   ()
- *   graphs/transformer.lua:23 */
-static void gen_k17_const(real *y)
-{
-  y[0] = 14.142135623730951;
 }
 
 /* fused: 2 nodes in one loop over (T, 1, 200)
  *   n18 = mul(n16, n17) (T, 1, 200)
  *   n21 = add(n18, n20) (T, 1, 200), stored
  *   graphs/transformer.lua:24 */
-static void gen_k21_fused(real *restrict y21, const real *x16, const real *x20, int T)
+static void gen_fused(real *restrict y21, const real *x16, const real *x20, int T)
 {
   for (long i0 = 0; i0 < 200*T; i0++) {
     real v0 = x16[i0] * (real)14.142135623730951;   /* n18 mul */
@@ -3970,28 +2973,20 @@ static void gen_k21_fused(real *restrict y21, const real *x16, const real *x20, 
   }
 }
 
-/* n22 = triu_mask()
- *   (T, T)
- *   graphs/transformer.lua:26 */
-static void gen_k22_triu_mask(real *y, int T)
-{
-  for (long i = 0; i < T; i++)
-    for (long j = 0; j < T; j++)
-      y[i * T + j] = j > i ? -INFINITY : 0;
-}
-
 /* n25 = matmul(n21, n23) b^T
  *   (T, 1, 600) <- (T, 1, 200), (600, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k25_matmul(real *y, const real *a, const real *b, int nt, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_matmul, gen_encoder_l1_self_attn_matmul */
+static void gen_encoder_self_attn_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   lmc_sgemm_abt_mt(nt, T, 600, 200, a, 200, b, 200, 0, y, 600);
 }
 
 /* n26 = add(n25, n24)
  *   (T, 1, 600) <- (T, 1, 600), (600)
- *   graphs/transformer.lua:25 */
-static void gen_k26_add(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_add, gen_encoder_l1_self_attn_add */
+static void gen_encoder_self_attn_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 600; i1++)
@@ -4000,8 +2995,9 @@ static void gen_k26_add(real *y, const real *a, const real *b, int T)
 
 /* n27 = slice(n26) axis 2 from 0
  *   (T, 1, 200) <- (T, 1, 600)
- *   graphs/transformer.lua:25 */
-static void gen_k27_slice(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_slice, gen_encoder_l1_self_attn_slice */
+static void gen_encoder_self_attn_slice(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
@@ -4010,8 +3006,14 @@ static void gen_k27_slice(real *y, const real *x, int T)
 
 /* n29 = transpose(n28) perm 1 2 0 3
  *   (1, 2, T, 100) <- (T, 1, 2, 100)
- *   graphs/transformer.lua:25 */
-static void gen_k29_transpose(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_transpose,
+ *             gen_encoder_l0_self_attn_transpose_2,
+ *             gen_encoder_l0_self_attn_transpose_3,
+ *             gen_encoder_l1_self_attn_transpose,
+ *             gen_encoder_l1_self_attn_transpose_2,
+ *             gen_encoder_l1_self_attn_transpose_3 */
+static void gen_encoder_self_attn_transpose(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 2; i0++)
     for (long i1 = 0; i1 < T; i1++)
@@ -4019,18 +3021,11 @@ static void gen_k29_transpose(real *y, const real *x, int T)
         y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 200 + i2];
 }
 
-/* n30 = const() value 10.0
- *   ()
- *   graphs/transformer.lua:25 */
-static void gen_k30_const(real *y)
-{
-  y[0] = 10.0;
-}
-
 /* n31 = div(n29, n30)
  *   (1, 2, T, 100) <- (1, 2, T, 100), ()
- *   graphs/transformer.lua:25 */
-static void gen_k31_div(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_div, gen_encoder_l1_self_attn_div */
+static void gen_encoder_self_attn_div(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 200*T; i0++)
     y[i0] = a[i0] / b[0];
@@ -4038,50 +3033,33 @@ static void gen_k31_div(real *y, const real *a, const real *b, int T)
 
 /* n32 = slice(n26) axis 2 from 200
  *   (T, 1, 200) <- (T, 1, 600)
- *   graphs/transformer.lua:25 */
-static void gen_k32_slice(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_slice_2,
+ *             gen_encoder_l1_self_attn_slice_2 */
+static void gen_encoder_self_attn_slice_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = x[200 + i0 * 600 + i1];
 }
 
-/* n34 = transpose(n33) perm 1 2 0 3
- *   (1, 2, T, 100) <- (T, 1, 2, 100)
- *   graphs/transformer.lua:25 */
-static void gen_k34_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 2; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 200 + i2];
-}
-
 /* n35 = slice(n26) axis 2 from 400
  *   (T, 1, 200) <- (T, 1, 600)
- *   graphs/transformer.lua:25 */
-static void gen_k35_slice(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_slice_3,
+ *             gen_encoder_l1_self_attn_slice_3 */
+static void gen_encoder_self_attn_slice_3(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = x[400 + i0 * 600 + i1];
 }
 
-/* n37 = transpose(n36) perm 1 2 0 3
- *   (1, 2, T, 100) <- (T, 1, 2, 100)
- *   graphs/transformer.lua:25 */
-static void gen_k37_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 2; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 200 + i2];
-}
-
 /* n38 = bmm(n31, n34) b^T
  *   (1, 2, T, T) <- (1, 2, T, 100), (1, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void gen_k38_bmm(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_bmm, gen_encoder_l1_self_attn_bmm */
+static void gen_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 2; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
@@ -4090,8 +3068,9 @@ static void gen_k38_bmm(real *y, const real *a, const real *b, int T)
 
 /* n39 = add(n38, n22)
  *   (1, 2, T, T) <- (1, 2, T, T), (T, T)
- *   graphs/transformer.lua:25 */
-static void gen_k39_add(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_add_2, gen_encoder_l1_self_attn_add_2 */
+static void gen_encoder_self_attn_add_2(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 2; i0++)
     for (long i1 = 0; i1 < T*T; i1++)
@@ -4100,8 +3079,10 @@ static void gen_k39_add(real *y, const real *a, const real *b, int T)
 
 /* n40 = softmax(n39)
  *   (1, 2, T, T) <- (1, 2, T, T)
- *   graphs/transformer.lua:25 */
-static void gen_k40_softmax(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_softmax,
+ *             gen_encoder_l1_self_attn_softmax */
+static void gen_encoder_self_attn_softmax(real *y, const real *x, int T)
 {
   const long n = T;
   for (long r = 0; r < 2*T; r++) {
@@ -4116,8 +3097,9 @@ static void gen_k40_softmax(real *y, const real *x, int T)
 
 /* n41 = bmm(n40, n37)
  *   (1, 2, T, 100) <- (1, 2, T, T), (1, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void gen_k41_bmm(real *y, const real *a, const real *b, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_bmm_2, gen_encoder_l1_self_attn_bmm_2 */
+static void gen_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 2; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
@@ -4126,8 +3108,10 @@ static void gen_k41_bmm(real *y, const real *a, const real *b, int T)
 
 /* n42 = transpose(n41) perm 2 0 1 3
  *   (T, 1, 2, 100) <- (1, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void gen_k42_transpose(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_transpose_4,
+ *             gen_encoder_l1_self_attn_transpose_4 */
+static void gen_encoder_self_attn_transpose_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 2; i1++)
@@ -4137,8 +3121,10 @@ static void gen_k42_transpose(real *y, const real *x, int T)
 
 /* n45 = matmul(n43, n44) b^T
  *   (T, 1, 200) <- (T, 1, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k45_matmul(real *y, const real *a, const real *b, int nt, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_out_proj_matmul,
+ *             gen_encoder_l0_linear1_matmul, gen_encoder_l0_linear2_matmul */
+static void gen_encoder_l0_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
 }
@@ -4147,7 +3133,7 @@ static void gen_k45_matmul(real *y, const real *a, const real *b, int nt, int T)
  *   n47 = add(n45, n46) (T, 1, 200)
  *   n48 = add(n21, n47) (T, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k48_fused(real *restrict y48, const real *x21, const real *x45, const real *x46, int T)
+static void gen_encoder_l0_fused(real *restrict y48, const real *x21, const real *x45, const real *x46, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -4159,8 +3145,9 @@ static void gen_k48_fused(real *restrict y48, const real *x21, const real *x45, 
 
 /* n51 = normalize(n48) eps 1e-05
  *   (T, 1, 200) <- (T, 1, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k51_normalize(real *y, const real *x, int T)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_norm1_normalize, gen_encoder_l0_norm2_normalize */
+static void gen_encoder_l0_normalize(real *y, const real *x, int T)
 {
   const long n = 200;
   for (long r = 0; r < T; r++) {
@@ -4181,7 +3168,7 @@ static void gen_k51_normalize(real *y, const real *x, int T)
  *   n52 = mul(n51, n49) (T, 1, 200)
  *   n53 = add(n52, n50) (T, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k53_fused(real *restrict y53, const real *x51, const real *x49, const real *x50, int T)
+static void gen_encoder_l0_norm1_fused(real *restrict y53, const real *x51, const real *x49, const real *x50, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -4191,19 +3178,11 @@ static void gen_k53_fused(real *restrict y53, const real *x51, const real *x49, 
     }
 }
 
-/* n55 = matmul(n53, n54) b^T
- *   (T, 1, 200) <- (T, 1, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k55_matmul(real *y, const real *a, const real *b, int nt, int T)
-{
-  lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
-}
-
 /* fused: 2 nodes in one loop over (T, 1, 200)
  *   n57 = add(n55, n56) (T, 1, 200)
  *   n58 = relu(n57) (T, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k58_fused(real *restrict y58, const real *x55, const real *x56, int T)
+static void gen_encoder_l0_fused_2(real *restrict y58, const real *x55, const real *x56, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -4213,19 +3192,11 @@ static void gen_k58_fused(real *restrict y58, const real *x55, const real *x56, 
     }
 }
 
-/* n60 = matmul(n58, n59) b^T
- *   (T, 1, 200) <- (T, 1, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k60_matmul(real *y, const real *a, const real *b, int nt, int T)
-{
-  lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
-}
-
 /* fused: 2 nodes in one loop over (T, 1, 200)
  *   n62 = add(n60, n61) (T, 1, 200)
  *   n63 = add(n53, n62) (T, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k63_fused(real *restrict y63, const real *x53, const real *x60, const real *x61, int T)
+static void gen_encoder_l0_fused_3(real *restrict y63, const real *x53, const real *x60, const real *x61, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -4235,31 +3206,11 @@ static void gen_k63_fused(real *restrict y63, const real *x53, const real *x60, 
     }
 }
 
-/* n66 = normalize(n63) eps 1e-05
- *   (T, 1, 200) <- (T, 1, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k66_normalize(real *y, const real *x, int T)
-{
-  const long n = 200;
-  for (long r = 0; r < T; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
-}
-
 /* fused: 2 nodes in one loop over (T, 1, 200)
  *   n67 = mul(n66, n64) (T, 1, 200)
  *   n68 = add(n67, n65) (T, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k68_fused(real *restrict y68, const real *x66, const real *x64, const real *x65, int T)
+static void gen_encoder_l0_norm2_fused(real *restrict y68, const real *x66, const real *x64, const real *x65, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
@@ -4269,157 +3220,14 @@ static void gen_k68_fused(real *restrict y68, const real *x66, const real *x64, 
     }
 }
 
-/* n71 = matmul(n68, n69) b^T
- *   (T, 1, 600) <- (T, 1, 200), (600, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k71_matmul(real *y, const real *a, const real *b, int nt, int T)
-{
-  lmc_sgemm_abt_mt(nt, T, 600, 200, a, 200, b, 200, 0, y, 600);
-}
-
-/* n72 = add(n71, n70)
- *   (T, 1, 600) <- (T, 1, 600), (600)
- *   graphs/transformer.lua:25 */
-static void gen_k72_add(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 600; i1++)
-      y[i0 * 600 + i1] = a[i0 * 600 + i1] + b[i1];
-}
-
-/* n73 = slice(n72) axis 2 from 0
- *   (T, 1, 200) <- (T, 1, 600)
- *   graphs/transformer.lua:25 */
-static void gen_k73_slice(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = x[i0 * 600 + i1];
-}
-
-/* n75 = transpose(n74) perm 1 2 0 3
- *   (1, 2, T, 100) <- (T, 1, 2, 100)
- *   graphs/transformer.lua:25 */
-static void gen_k75_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 2; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 200 + i2];
-}
-
-/* n77 = div(n75, n30)
- *   (1, 2, T, 100) <- (1, 2, T, 100), ()
- *   graphs/transformer.lua:25 */
-static void gen_k77_div(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 200*T; i0++)
-    y[i0] = a[i0] / b[0];
-}
-
-/* n78 = slice(n72) axis 2 from 200
- *   (T, 1, 200) <- (T, 1, 600)
- *   graphs/transformer.lua:25 */
-static void gen_k78_slice(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = x[200 + i0 * 600 + i1];
-}
-
-/* n80 = transpose(n79) perm 1 2 0 3
- *   (1, 2, T, 100) <- (T, 1, 2, 100)
- *   graphs/transformer.lua:25 */
-static void gen_k80_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 2; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 200 + i2];
-}
-
-/* n81 = slice(n72) axis 2 from 400
- *   (T, 1, 200) <- (T, 1, 600)
- *   graphs/transformer.lua:25 */
-static void gen_k81_slice(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 200; i1++)
-      y[i0 * 200 + i1] = x[400 + i0 * 600 + i1];
-}
-
-/* n83 = transpose(n82) perm 1 2 0 3
- *   (1, 2, T, 100) <- (T, 1, 2, 100)
- *   graphs/transformer.lua:25 */
-static void gen_k83_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < 2; i0++)
-    for (long i1 = 0; i1 < T; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 200 + i2];
-}
-
-/* n84 = bmm(n77, n80) b^T
- *   (1, 2, T, T) <- (1, 2, T, 100), (1, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void gen_k84_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 2; i++)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
-                1, a + i * 100*T, 100, b + i * 100*T, 100, 0, y + i * T*T, T);
-}
-
-/* n85 = add(n84, n22)
- *   (1, 2, T, T) <- (1, 2, T, T), (T, T)
- *   graphs/transformer.lua:25 */
-static void gen_k85_add(real *y, const real *a, const real *b, int T)
-{
-  for (long i0 = 0; i0 < 2; i0++)
-    for (long i1 = 0; i1 < T*T; i1++)
-      y[i0 * T*T + i1] = a[i0 * T*T + i1] + b[i1];
-}
-
-/* n86 = softmax(n85)
- *   (1, 2, T, T) <- (1, 2, T, T)
- *   graphs/transformer.lua:25 */
-static void gen_k86_softmax(real *y, const real *x, int T)
-{
-  const long n = T;
-  for (long r = 0; r < 2*T; r++) {
-    const real *xr = x + r * n;
-    real *yr = y + r * n;
-    real max = lmc_row_max(xr, n);
-    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
-    for (long i = 0; i < n; i++)
-      yr[i] = (real)(yr[i] / sum);
-  }
-}
-
-/* n87 = bmm(n86, n83)
- *   (1, 2, T, 100) <- (1, 2, T, T), (1, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void gen_k87_bmm(real *y, const real *a, const real *b, int T)
-{
-  for (long i = 0; i < 2; i++)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
-                1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
-}
-
-/* n88 = transpose(n87) perm 2 0 1 3
- *   (T, 1, 2, 100) <- (1, 2, T, 100)
- *   graphs/transformer.lua:25 */
-static void gen_k88_transpose(real *y, const real *x, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 2; i1++)
-      for (long i2 = 0; i2 < 100; i2++)
-        y[i0 * 200 + i1 * 100 + i2] = x[i0 * 100 + i1 * 100*T + i2];
-}
-
 /* n131 = matmul(n130, n44) b^T
  *   (1, 1, 200) <- (1, 1, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k131_matmul(real *y, const real *a, const real *b, int nt)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_self_attn_out_proj_matmul_2,
+ *             gen_encoder_l0_linear1_matmul_2, gen_encoder_l0_linear2_matmul_2,
+ *             gen_encoder_l1_self_attn_out_proj_matmul,
+ *             gen_encoder_l1_linear1_matmul, gen_encoder_l1_linear2_matmul */
+static void gen_encoder_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
@@ -4430,7 +3238,7 @@ static void gen_k131_matmul(real *y, const real *a, const real *b, int nt)
  *   n132 = add(n131, n46) (1, 1, 200)
  *   n133 = add(n129, n132) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k133_fused(real *restrict y133, const real *x126, const real *x128, const real *x131, const real *x46)
+static void gen_encoder_l0_fused_4(real *restrict y133, const real *x126, const real *x128, const real *x131, const real *x46)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x126[i0] * (real)14.142135623730951;   /* n127 mul */
@@ -4443,8 +3251,11 @@ static void gen_k133_fused(real *restrict y133, const real *x126, const real *x1
 
 /* n134 = normalize(n133) eps 1e-05
  *   (1, 1, 200) <- (1, 1, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k134_normalize(real *y, const real *x)
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_norm1_normalize_2,
+ *             gen_encoder_l0_norm2_normalize_2, gen_encoder_l1_norm1_normalize,
+ *             gen_encoder_l1_norm2_normalize, gen_encoder_norm_normalize */
+static void gen_encoder_normalize(real *y, const real *x)
 {
   const long n = 200;
   for (long r = 0; r < 1; r++) {
@@ -4465,7 +3276,7 @@ static void gen_k134_normalize(real *y, const real *x)
  *   n135 = mul(n134, n49) (1, 1, 200)
  *   n136 = add(n135, n50) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k136_fused(real *restrict y136, const real *x134, const real *x49, const real *x50)
+static void gen_encoder_l0_norm1_fused_2(real *restrict y136, const real *x134, const real *x49, const real *x50)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x134[i0] * x49[i0];   /* n135 mul */
@@ -4474,19 +3285,11 @@ static void gen_k136_fused(real *restrict y136, const real *x134, const real *x4
   }
 }
 
-/* n137 = matmul(n136, n54) b^T
- *   (1, 1, 200) <- (1, 1, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k137_matmul(real *y, const real *a, const real *b, int nt)
-{
-  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
-}
-
 /* fused: 2 nodes in one loop over (1, 1, 200)
  *   n138 = add(n137, n56) (1, 1, 200)
  *   n139 = relu(n138) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k139_fused(real *restrict y139, const real *x137, const real *x56)
+static void gen_encoder_l0_fused_5(real *restrict y139, const real *x137, const real *x56)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x137[i0] + x56[i0];   /* n138 add */
@@ -4495,19 +3298,11 @@ static void gen_k139_fused(real *restrict y139, const real *x137, const real *x5
   }
 }
 
-/* n140 = matmul(n139, n59) b^T
- *   (1, 1, 200) <- (1, 1, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k140_matmul(real *y, const real *a, const real *b, int nt)
-{
-  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
-}
-
 /* fused: 2 nodes in one loop over (1, 1, 200)
  *   n141 = add(n140, n61) (1, 1, 200)
  *   n142 = add(n136, n141) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k142_fused(real *restrict y142, const real *x136, const real *x140, const real *x61)
+static void gen_encoder_l0_fused_6(real *restrict y142, const real *x136, const real *x140, const real *x61)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x140[i0] + x61[i0];   /* n141 add */
@@ -4516,41 +3311,13 @@ static void gen_k142_fused(real *restrict y142, const real *x136, const real *x1
   }
 }
 
-/* n143 = normalize(n142) eps 1e-05
- *   (1, 1, 200) <- (1, 1, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k143_normalize(real *y, const real *x)
-{
-  const long n = 200;
-  for (long r = 0; r < 1; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
-}
-
-/* n147 = matmul(n146, n90) b^T
- *   (1, 1, 200) <- (1, 1, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k147_matmul(real *y, const real *a, const real *b, int nt)
-{
-  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
-}
-
 /* fused: 4 nodes in one loop over (1, 1, 200)
  *   n144 = mul(n143, n64) (1, 1, 200)
  *   n145 = add(n144, n65) (1, 1, 200)
  *   n148 = add(n147, n92) (1, 1, 200)
  *   n149 = add(n145, n148) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k149_fused(real *restrict y149, const real *x143, const real *x64, const real *x65, const real *x147, const real *x92)
+static void gen_encoder_l1_fused(real *restrict y149, const real *x143, const real *x64, const real *x65, const real *x147, const real *x92)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x143[i0] * x64[i0];   /* n144 mul */
@@ -4561,31 +3328,11 @@ static void gen_k149_fused(real *restrict y149, const real *x143, const real *x6
   }
 }
 
-/* n150 = normalize(n149) eps 1e-05
- *   (1, 1, 200) <- (1, 1, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k150_normalize(real *y, const real *x)
-{
-  const long n = 200;
-  for (long r = 0; r < 1; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
-}
-
 /* fused: 2 nodes in one loop over (1, 1, 200)
  *   n151 = mul(n150, n95) (1, 1, 200)
  *   n152 = add(n151, n96) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k152_fused(real *restrict y152, const real *x150, const real *x95, const real *x96)
+static void gen_encoder_l1_norm1_fused(real *restrict y152, const real *x150, const real *x95, const real *x96)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x150[i0] * x95[i0];   /* n151 mul */
@@ -4594,19 +3341,11 @@ static void gen_k152_fused(real *restrict y152, const real *x150, const real *x9
   }
 }
 
-/* n153 = matmul(n152, n100) b^T
- *   (1, 1, 200) <- (1, 1, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k153_matmul(real *y, const real *a, const real *b, int nt)
-{
-  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
-}
-
 /* fused: 2 nodes in one loop over (1, 1, 200)
  *   n154 = add(n153, n102) (1, 1, 200)
  *   n155 = relu(n154) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k155_fused(real *restrict y155, const real *x153, const real *x102)
+static void gen_encoder_l1_fused_2(real *restrict y155, const real *x153, const real *x102)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x153[i0] + x102[i0];   /* n154 add */
@@ -4615,19 +3354,11 @@ static void gen_k155_fused(real *restrict y155, const real *x153, const real *x1
   }
 }
 
-/* n156 = matmul(n155, n105) b^T
- *   (1, 1, 200) <- (1, 1, 200), (200, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k156_matmul(real *y, const real *a, const real *b, int nt)
-{
-  lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
-}
-
 /* fused: 2 nodes in one loop over (1, 1, 200)
  *   n157 = add(n156, n107) (1, 1, 200)
  *   n158 = add(n152, n157) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k158_fused(real *restrict y158, const real *x152, const real *x156, const real *x107)
+static void gen_encoder_l1_fused_3(real *restrict y158, const real *x152, const real *x156, const real *x107)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x156[i0] + x107[i0];   /* n157 add */
@@ -4636,31 +3367,11 @@ static void gen_k158_fused(real *restrict y158, const real *x152, const real *x1
   }
 }
 
-/* n159 = normalize(n158) eps 1e-05
- *   (1, 1, 200) <- (1, 1, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k159_normalize(real *y, const real *x)
-{
-  const long n = 200;
-  for (long r = 0; r < 1; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
-}
-
 /* fused: 2 nodes in one loop over (1, 1, 200)
  *   n160 = mul(n159, n110) (1, 1, 200)
  *   n161 = add(n160, n111) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k161_fused(real *restrict y161, const real *x159, const real *x110, const real *x111)
+static void gen_encoder_l1_norm2_fused(real *restrict y161, const real *x159, const real *x110, const real *x111)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x159[i0] * x110[i0];   /* n160 mul */
@@ -4669,31 +3380,11 @@ static void gen_k161_fused(real *restrict y161, const real *x159, const real *x1
   }
 }
 
-/* n162 = normalize(n161) eps 1e-05
- *   (1, 1, 200) <- (1, 1, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k162_normalize(real *y, const real *x)
-{
-  const long n = 200;
-  for (long r = 0; r < 1; r++) {
-    const real *xr = x + r * n;
-    double mean = 0, var = 0;
-    for (long i = 0; i < n; i++)
-      mean += xr[i];
-    mean /= n;
-    for (long i = 0; i < n; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
-    for (long i = 0; i < n; i++)
-      y[r * n + i] = (real)((xr[i] - mean) * rstd);
-  }
-}
-
 /* fused: 2 nodes in one loop over (1, 1, 200)
  *   n163 = mul(n162, n115) (1, 1, 200)
  *   n164 = add(n163, n116) (1, 1, 200), stored
  *   graphs/transformer.lua:25 */
-static void gen_k164_fused(real *restrict y164, const real *x162, const real *x115, const real *x116)
+static void gen_encoder_norm_fused(real *restrict y164, const real *x162, const real *x115, const real *x116)
 {
   for (long i0 = 0; i0 < 200; i0++) {
     real v0 = x162[i0] * x115[i0];   /* n163 mul */
@@ -4704,16 +3395,16 @@ static void gen_k164_fused(real *restrict y164, const real *x162, const real *x1
 
 /* n165 = matmul(n164, n120) b^T
  *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
- *   graphs/transformer.lua:25 */
-static void gen_k165_matmul(real *y, const real *a, const real *b, int nt)
+ *   graphs/transformer.lua:27 */
+static void gen_decoder_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
 }
 
 /* n166 = add(n165, n122)
  *   (1, 1, 33278) <- (1, 1, 33278), (33278)
- *   graphs/transformer.lua:25 */
-static void gen_k166_add(real *y, const real *a, const real *b)
+ *   graphs/transformer.lua:27 */
+static void gen_decoder_add(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 33278; i0++)
     y[i0] = a[i0] + b[i0];
@@ -4721,8 +3412,8 @@ static void gen_k166_add(real *y, const real *a, const real *b)
 
 /* n167 = log_softmax(n166)
  *   (1, 1, 33278) <- (1, 1, 33278)
- *   graphs/transformer.lua:25 */
-static void gen_k167_log_softmax(real *y, const real *x)
+ *   graphs/transformer.lua:29 */
+static void gen_log_softmax(real *y, const real *x)
 {
   const long n = 33278;
   for (long r = 0; r < 1; r++) {
@@ -4739,75 +3430,174 @@ static void gen_k167_log_softmax(real *y, const real *x)
 static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
 {
   real *w = c->work;
+  /* parameters */
+  const real *input_emb_weight = c->param;   /* input_emb.weight (33278, 200) */
+  const real *encoder_l0_self_attn_in_proj_weight = c->param + 6655600;   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l0_self_attn_in_proj_bias = c->param + 6775600;   /* encoder.layers.0.self_attn.in_proj_bias (600) */
+  const real *encoder_l0_self_attn_out_proj_weight = c->param + 6776200;   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l0_self_attn_out_proj_bias = c->param + 6816200;   /* encoder.layers.0.self_attn.out_proj.bias (200) */
+  const real *encoder_l0_norm1_weight = c->param + 6816400;   /* encoder.layers.0.norm1.weight (200) */
+  const real *encoder_l0_norm1_bias = c->param + 6816600;   /* encoder.layers.0.norm1.bias (200) */
+  const real *encoder_l0_linear1_weight = c->param + 6816800;   /* encoder.layers.0.linear1.weight (200, 200) */
+  const real *encoder_l0_linear1_bias = c->param + 6856800;   /* encoder.layers.0.linear1.bias (200) */
+  const real *encoder_l0_linear2_weight = c->param + 6857000;   /* encoder.layers.0.linear2.weight (200, 200) */
+  const real *encoder_l0_linear2_bias = c->param + 6897000;   /* encoder.layers.0.linear2.bias (200) */
+  const real *encoder_l0_norm2_weight = c->param + 6897200;   /* encoder.layers.0.norm2.weight (200) */
+  const real *encoder_l0_norm2_bias = c->param + 6897400;   /* encoder.layers.0.norm2.bias (200) */
+  const real *encoder_l1_self_attn_in_proj_weight = c->param + 6897600;   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l1_self_attn_in_proj_bias = c->param + 7017600;   /* encoder.layers.1.self_attn.in_proj_bias (600) */
+  const real *encoder_l1_self_attn_out_proj_weight = c->param + 7018200;   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l1_self_attn_out_proj_bias = c->param + 7058200;   /* encoder.layers.1.self_attn.out_proj.bias (200) */
+  const real *encoder_l1_norm1_weight = c->param + 7058400;   /* encoder.layers.1.norm1.weight (200) */
+  const real *encoder_l1_norm1_bias = c->param + 7058600;   /* encoder.layers.1.norm1.bias (200) */
+  const real *encoder_l1_linear1_weight = c->param + 7058800;   /* encoder.layers.1.linear1.weight (200, 200) */
+  const real *encoder_l1_linear1_bias = c->param + 7098800;   /* encoder.layers.1.linear1.bias (200) */
+  const real *encoder_l1_linear2_weight = c->param + 7099000;   /* encoder.layers.1.linear2.weight (200, 200) */
+  const real *encoder_l1_linear2_bias = c->param + 7139000;   /* encoder.layers.1.linear2.bias (200) */
+  const real *encoder_l1_norm2_weight = c->param + 7139200;   /* encoder.layers.1.norm2.weight (200) */
+  const real *encoder_l1_norm2_bias = c->param + 7139400;   /* encoder.layers.1.norm2.bias (200) */
+  const real *encoder_norm_weight = c->param + 7139600;   /* encoder.norm.weight (200) */
+  const real *encoder_norm_bias = c->param + 7139800;   /* encoder.norm.bias (200) */
+  const real *decoder_weight = c->param + 7140000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13795600;   /* decoder.bias (33278) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 66560;   /* read as targets when run() gets none */
+  real *input_emb_embedding = w + 42016;   /* (T, 1, 200), graphs/transformer.lua:23 */
+  real *const_2 = w + 64272;   /* (), graphs/transformer.lua:23 */
+  real *add = w + 49024;   /* (T, 1, 200), graphs/transformer.lua:24 */
+  real *triu_mask = w + 63040;   /* (T, T), graphs/transformer.lua:26 */
+  real *encoder_l0_self_attn_matmul = w;   /* (T, 1, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add = w + 21008;   /* (T, 1, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose = w + 7008;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_const = w + 64288;   /* (), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_div = w;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_2 = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_2 = w + 56032;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_3 = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_3 = w + 14016;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm = w + 7008;   /* (1, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add_2 = w;   /* (1, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_softmax = w + 7008;   /* (1, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_2 = w;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_4 = w + 56032;   /* (T, 1, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu = w + 14016;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_2 = w + 14016;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_add = w + 21008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_matmul = w;   /* (T, 1, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add = w + 21008;   /* (T, 1, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose = w + 7008;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_div = w;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_2 = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_2 = w + 49024;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_3 = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_3 = w + 14016;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm = w + 7008;   /* (1, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add_2 = w;   /* (1, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_softmax = w + 7008;   /* (1, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_2 = w;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_4 = w + 7008;   /* (T, 1, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_3 = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add_2 = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu_2 = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_4 = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_out_proj_matmul = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_normalize = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_add = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_matmul = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_relu = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear2_matmul = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add_2 = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_normalize = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_add = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_normalize = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_add = w + 33280;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *decoder_matmul = w;   /* (1, 1, 33278), graphs/transformer.lua:27 */
+  real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/transformer.lua:27 */
+  real *log_softmax = w;   /* (1, 1, 33278), graphs/transformer.lua:29 */
   if (!targets)   /* no loss wanted: read zeros */
-    targets = memset(w + 66560, 0, 35 * sizeof *targets);
-  gen_k16_embedding(w + 42016, c->param + 0, tokens, T);
-  gen_k17_const(w + 64272);
-  gen_k21_fused(w + 49024, w + 42016, lmc_const0, T);
-  gen_k22_triu_mask(w + 63040, T);
-  gen_k25_matmul(w, w + 49024, c->param + 6655600, c->threads, T);
-  gen_k26_add(w + 21008, w, c->param + 6775600, T);
-  gen_k27_slice(w, w + 21008, T);
-  gen_k29_transpose(w + 7008, w, T);
-  gen_k30_const(w + 64288);
-  gen_k31_div(w, w + 7008, w + 64288, T);
-  gen_k32_slice(w + 7008, w + 21008, T);
-  gen_k34_transpose(w + 56032, w + 7008, T);
-  gen_k35_slice(w + 7008, w + 21008, T);
-  gen_k37_transpose(w + 14016, w + 7008, T);
-  gen_k38_bmm(w + 7008, w, w + 56032, T);
-  gen_k39_add(w, w + 7008, w + 63040, T);
-  gen_k40_softmax(w + 7008, w, T);
-  gen_k41_bmm(w, w + 7008, w + 14016, T);
-  gen_k42_transpose(w + 56032, w, T);
-  gen_k45_matmul(w, w + 56032, c->param + 6776200, c->threads, T);
-  gen_k48_fused(w + 7008, w + 49024, w, c->param + 6816200, T);
-  gen_k51_normalize(w, w + 7008, T);
-  gen_k53_fused(w + 7008, w, c->param + 6816400, c->param + 6816600, T);
-  gen_k55_matmul(w, w + 7008, c->param + 6816800, c->threads, T);
-  gen_k58_fused(w + 14016, w, c->param + 6856800, T);
-  gen_k60_matmul(w, w + 14016, c->param + 6857000, c->threads, T);
-  gen_k63_fused(w + 14016, w + 7008, w, c->param + 6897000, T);
-  gen_k66_normalize(w, w + 14016, T);
-  gen_k68_fused(w + 21008, w, c->param + 6897200, c->param + 6897400, T);
-  gen_k71_matmul(w, w + 21008, c->param + 6897600, c->threads, T);
-  gen_k72_add(w + 21008, w, c->param + 7017600, T);
-  gen_k73_slice(w, w + 21008, T);
-  gen_k75_transpose(w + 7008, w, T);
-  gen_k77_div(w, w + 7008, w + 64288, T);
-  gen_k78_slice(w + 7008, w + 21008, T);
-  gen_k80_transpose(w + 49024, w + 7008, T);
-  gen_k81_slice(w + 7008, w + 21008, T);
-  gen_k83_transpose(w + 14016, w + 7008, T);
-  gen_k84_bmm(w + 7008, w, w + 49024, T);
-  gen_k85_add(w, w + 7008, w + 63040, T);
-  gen_k86_softmax(w + 7008, w, T);
-  gen_k87_bmm(w, w + 7008, w + 14016, T);
-  gen_k88_transpose(w + 7008, w, T);
-  gen_k131_matmul(w, w + 56032 + (T - 1) * 200, c->param + 6776200, c->threads);
-  gen_k133_fused(w + 208, w + 42016 + (T - 1) * 200, lmc_const0 + (T - 1) * 200, w, c->param + 6816200);
-  gen_k134_normalize(w, w + 208);
-  gen_k136_fused(w + 208, w, c->param + 6816400, c->param + 6816600);
-  gen_k137_matmul(w, w + 208, c->param + 6816800, c->threads);
-  gen_k139_fused(w + 416, w, c->param + 6856800);
-  gen_k140_matmul(w, w + 416, c->param + 6857000, c->threads);
-  gen_k142_fused(w + 416, w + 208, w, c->param + 6897000);
-  gen_k143_normalize(w, w + 416);
-  gen_k147_matmul(w + 208, w + 7008 + (T - 1) * 200, c->param + 7018200, c->threads);
-  gen_k149_fused(w + 416, w, c->param + 6897200, c->param + 6897400, w + 208, c->param + 7058200);
-  gen_k150_normalize(w, w + 416);
-  gen_k152_fused(w + 208, w, c->param + 7058400, c->param + 7058600);
-  gen_k153_matmul(w, w + 208, c->param + 7058800, c->threads);
-  gen_k155_fused(w + 416, w, c->param + 7098800);
-  gen_k156_matmul(w, w + 416, c->param + 7099000, c->threads);
-  gen_k158_fused(w + 416, w + 208, w, c->param + 7139000);
-  gen_k159_normalize(w, w + 416);
-  gen_k161_fused(w + 208, w, c->param + 7139200, c->param + 7139400);
-  gen_k162_normalize(w, w + 208);
-  gen_k164_fused(w + 33280, w, c->param + 7139600, c->param + 7139800);
-  gen_k165_matmul(w, w + 33280, c->param + 7140000, c->threads);
-  gen_k166_add(w + 33280, w, c->param + 13795600);
-  gen_k167_log_softmax(w, w + 33280);
+    targets = memset(no_targets, 0, 35 * sizeof *targets);
+  gen_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
+  train_const(const_2);
+  gen_fused(add, input_emb_embedding, lmc_const0, T);
+  train_triu_mask(triu_mask, T);
+  gen_encoder_self_attn_matmul(encoder_l0_self_attn_matmul, add, encoder_l0_self_attn_in_proj_weight, c->threads, T);
+  gen_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_matmul, encoder_l0_self_attn_in_proj_bias, T);
+  gen_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
+  train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
+  gen_encoder_self_attn_div(encoder_l0_self_attn_div, encoder_l0_self_attn_transpose, encoder_l0_self_attn_const, T);
+  gen_encoder_self_attn_slice_2(encoder_l0_self_attn_slice_2, encoder_l0_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
+  gen_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
+  gen_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
+  gen_encoder_self_attn_add_2(encoder_l0_self_attn_add_2, encoder_l0_self_attn_bmm, triu_mask, T);
+  gen_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add_2, T);
+  gen_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_transpose_3, T);
+  gen_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
+  gen_encoder_l0_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, c->threads, T);
+  gen_encoder_l0_fused(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, T);
+  gen_encoder_l0_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
+  gen_encoder_l0_norm1_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  gen_encoder_l0_matmul(encoder_l0_linear1_matmul, encoder_l0_norm1_add, encoder_l0_linear1_weight, c->threads, T);
+  gen_encoder_l0_fused_2(encoder_l0_relu, encoder_l0_linear1_matmul, encoder_l0_linear1_bias, T);
+  gen_encoder_l0_matmul(encoder_l0_linear2_matmul, encoder_l0_relu, encoder_l0_linear2_weight, c->threads, T);
+  gen_encoder_l0_fused_3(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, T);
+  gen_encoder_l0_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
+  gen_encoder_l0_norm2_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  gen_encoder_self_attn_matmul(encoder_l1_self_attn_matmul, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, c->threads, T);
+  gen_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_matmul, encoder_l1_self_attn_in_proj_bias, T);
+  gen_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
+  gen_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
+  gen_encoder_self_attn_slice_2(encoder_l1_self_attn_slice_2, encoder_l1_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
+  gen_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
+  gen_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
+  gen_encoder_self_attn_add_2(encoder_l1_self_attn_add_2, encoder_l1_self_attn_bmm, triu_mask, T);
+  gen_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add_2, T);
+  gen_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_transpose_3, T);
+  gen_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
+  gen_encoder_matmul(encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 200, encoder_l0_self_attn_out_proj_weight, c->threads);
+  gen_encoder_l0_fused_4(encoder_l0_add_3, input_emb_embedding + (T - 1) * 200, lmc_const0 + (T - 1) * 200, encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_out_proj_bias);
+  gen_encoder_normalize(encoder_l0_norm1_normalize_2, encoder_l0_add_3);
+  gen_encoder_l0_norm1_fused_2(encoder_l0_norm1_add_2, encoder_l0_norm1_normalize_2, encoder_l0_norm1_weight, encoder_l0_norm1_bias);
+  gen_encoder_matmul(encoder_l0_linear1_matmul_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, c->threads);
+  gen_encoder_l0_fused_5(encoder_l0_relu_2, encoder_l0_linear1_matmul_2, encoder_l0_linear1_bias);
+  gen_encoder_matmul(encoder_l0_linear2_matmul_2, encoder_l0_relu_2, encoder_l0_linear2_weight, c->threads);
+  gen_encoder_l0_fused_6(encoder_l0_add_4, encoder_l0_norm1_add_2, encoder_l0_linear2_matmul_2, encoder_l0_linear2_bias);
+  gen_encoder_normalize(encoder_l0_norm2_normalize_2, encoder_l0_add_4);
+  gen_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4 + (T - 1) * 200, encoder_l1_self_attn_out_proj_weight, c->threads);
+  gen_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_normalize_2, encoder_l0_norm2_weight, encoder_l0_norm2_bias, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias);
+  gen_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add);
+  gen_encoder_l1_norm1_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias);
+  gen_encoder_matmul(encoder_l1_linear1_matmul, encoder_l1_norm1_add, encoder_l1_linear1_weight, c->threads);
+  gen_encoder_l1_fused_2(encoder_l1_relu, encoder_l1_linear1_matmul, encoder_l1_linear1_bias);
+  gen_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_relu, encoder_l1_linear2_weight, c->threads);
+  gen_encoder_l1_fused_3(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias);
+  gen_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2);
+  gen_encoder_l1_norm2_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias);
+  gen_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add);
+  gen_encoder_norm_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias);
+  gen_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, c->threads);
+  gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
+  gen_log_softmax(log_softmax, decoder_add);
   return 0;
 }
 

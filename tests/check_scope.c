@@ -5,8 +5,10 @@
  *
  * The last tests compile the LSTM and the Transformer training programs
  * as lmc compile does (-O2) and print the name of every node that has a
- * kernel of its own, as the emitter picks them, so the names can be read
- * in the test log.  Run from the repository root (graphs/, graphs/lib).
+ * kernel of its own, as the emitter names them (identical kernels then
+ * share one definition and a name kernel_shared_name gives), so the names
+ * can be read in the test log.  Run from the repository root (graphs/,
+ * graphs/lib).
  */
 #include <ctype.h>
 #include <string.h>
@@ -323,6 +325,28 @@ START_TEST(names_of_groups_and_the_backward)
 }
 END_TEST
 
+/* One kernel standing for several identical ones: named by the scope words
+ * they all start and end with and the what words they all start with. */
+START_TEST(names_shared)
+{
+  struct {
+    int n;
+    const char *scope[4], *what[4], *want;
+  } cases[] = {
+    {1, {"decoder"}, {"matmul_grad"}, "train_decoder_matmul_grad"},
+    {4, {"rnn_l0", "rnn_l0", "rnn_l1", "rnn_l1"}, {"carry", "carry", "carry_grad", "carry_grad"}, "train_rnn_carry"},
+    {2, {"encoder_l0_self_attn", "encoder_l1_self_attn"}, {"div", "div_grad"}, "train_encoder_self_attn_div"},
+    {2, {"encoder_l0_self_attn_out_proj", "encoder_l0_linear2"}, {"matmul", "matmul"}, "train_encoder_l0_matmul"},
+    {3, {"", "rnn", ""}, {"dropout", "dropout", "dropout"}, "train_dropout"},
+    {2, {"a_b", "a_b_b"}, {"exp", "exp"}, "train_a_b_exp"},
+    {2, {"a_x_b", "a_b"}, {"exp", "exp"}, "train_a_b_exp"},
+    {2, {"a", "b"}, {"carry", "reshape"}, "train_carry"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+    ck_assert_str_eq(kernel_shared_name("train", cases[i].n, cases[i].scope, cases[i].what), cases[i].want);
+}
+END_TEST
+
 /* A numbered name (_2) is never another kernel's first name: every name
  * without a number ends in a letter. */
 START_TEST(names_end_in_a_letter)
@@ -432,6 +456,7 @@ int main(void)
   tcase_add_test(tc, names_from_scopes);
   tcase_add_test(tc, names_unique_in_node_order);
   tcase_add_test(tc, names_of_groups_and_the_backward);
+  tcase_add_test(tc, names_shared);
   tcase_add_test(tc, names_end_in_a_letter);
   tcase_add_test(tc, names_of_the_lstm);
   tcase_add_test(tc, names_of_the_transformer);

@@ -10,11 +10,12 @@
  * tables; for each program its kernels, its state table and its run(); the
  * optimizer; the model.  docs/emitted-code.md describes it for readers.
  *
- * Every live node that computes something becomes one `static void` kernel
- * named after it (train_k17_tanh), preceded by a comment with its shapes
- * and the Lua line that built it, and specialised to its shapes: static
- * sizes are literals, sizes that scale with the sequence length are written
- * in terms of the kernel's argument T.  Every size in a shape is a monomial
+ * Every live node that computes something gets one `static void` kernel
+ * named after its layer and op (train_rnn_l0_cell, kernel_name.c), preceded
+ * by a comment with its shapes and the Lua line that built it (kernels that
+ * read the same are defined once in the file), and specialised to its
+ * shapes: static sizes are literals, sizes that scale with the sequence
+ * length are written in terms of the kernel's argument T.  Every size in a shape is a monomial
  * c * T^k, so the emitter computes with those (Mono), never with strings.
  * Elementwise ops, sums, broadcasts, transposes, slices and concatenations
  * are all one loop nest (Nest): a list of loop sizes and, for each operand,
@@ -25,6 +26,7 @@
  * into their source's buffer (Loc).  A loop becomes a C for loop around
  * the kernels of its body; a body node's buffer holds max_seq copies of its
  * per-step value, and its kernel is called with pointers offset to step t.
+ * run() names every buffer it passes (pointers.c).
  *
  * Buffers: parameters live in c->param, hidden state in c->state, tokens
  * and targets are run()'s arguments, every other value in c->work; where
@@ -100,9 +102,25 @@ typedef struct {
   Arg arg[MAXARG];
   char decl[MAXARG][48];
   bool T;                 /* takes int T */
-  const char *name;       /* the op part of its name: "tanh", "fused" */
+  int kernel;             /* the one run() calls: index in Model.kernel */
   Shape iter;             /* a fused kernel: the shape its loop nest covers */
 } Sig;
+
+/* A kernel the file defines: one for every kernel whose parameters and
+ * body read the same, in the section of the program that uses it first. */
+typedef struct {
+  const char *own;        /* the name it would have alone (kernel_name): train_rnn_l0_carry */
+  const char *scope, *what;
+} KernelUse;
+
+typedef struct {
+  const char *name;       /* its C name (name_kernels, once every program's kernels are in) */
+  const char *prog;       /* the program whose section defines it: "train", "eval", "gen" */
+  const char *comment;    /* its comment, open: what it computes, its shapes, the Lua line */
+  const char *text;       /* its parameter list and body */
+  int nuse;
+  KernelUse *use;         /* the kernels it stands for, in program and node order */
+} Kernel;
 
 /* One per emitted file: what every program shares. */
 typedef struct {
@@ -112,6 +130,10 @@ typedef struct {
   int nslot;
   const char **slot_name;
   double *slot_default;
+  /* the kernels of every program, each text once */
+  Kernel *kernel;
+  int nkernel;
+  StrMap kernel_index;    /* text -> index in kernel */
 } Model;
 
 /* One per program being emitted. */
@@ -136,6 +158,13 @@ typedef struct {
   Prog *p;
   Sig *sig;               /* the kernel's signature; NULL for run() */
   bool uses_T, uses_w, uses_c, uses_tokens;
+  /* run() only: the pointers it declares (pointers.c), in order of first
+   * use, by what they point to: parameters, state, c->work, gradients */
+  Buf decl[4];
+  StrMap given, next;     /* names declared; base name -> next number to try */
+  const char **node_ptr;  /* per node (a Loc's node): the pointer to its buffer, or NULL */
+  const char **grad_ptr;  /* per parameter: the pointer to its gradient, or NULL */
+  const char *scratch_ptr, *targets_ptr;
 } Text;
 
 /* What the model's descriptor says about one program. */
@@ -178,10 +207,15 @@ bool is_dropout_op(Op op);
 void find_slots(Model *m);
 void emit_const_tables(Model *m, Buf *out);
 
-/* ------------------------------------------------------------ memory.c */
+/* ------------------------------------------------------------ pointers.c */
 
-bool same_loc(const Loc *a, const Loc *b);
-Str ptr(Text *k, int id, const char *tsel);
+void pointers_init(Text *t);
+void pointers_write(Text *t, Buf *out);
+void pointers_free(Text *t);
+Str ptr(Text *t, int id, const char *tsel);
+const char *grad_ptr(Text *t, const Param *q);
+const char *scratch_ptr(Text *t);
+const char *targets_ptr(Text *t);
 
 /* ------------------------------------------------------------ nest.c */
 
@@ -219,7 +253,9 @@ const char *out_name(Op op);
 void kout(Text *k, Node *n);
 void kin(Text *k, Node *n, int i, const char *name);
 void kdropout(Text *k, Buf *b, Node *n, int shape, const char *sfx);
-void emit_kernels(Prog *p, Buf *out);
+void emit_kernels(Prog *p);
+void name_kernels(Model *m);
+void emit_kernel_defs(Model *m, const char *prog, Buf *out);
 
 /* ------------------------------------------------------------ the kernels */
 
@@ -239,7 +275,8 @@ void k_fused(Text *k, Buf *b, int group);       /* k_fused.c */
 
 /* ------------------------------------------------------------ run.c, optimizer.c */
 
-void emit_program(Model *m, Buf *out, Graph *g, const char *prog, bool training, ProgInfo *pi);
+Prog *open_program(Model *m, Graph *g, const char *prog, bool training);
+void emit_program(Prog *p, Buf *out, ProgInfo *pi);
 void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *prog, ProgInfo *pi);
 void emit_optimizer(Model *m, Buf *out);
 

@@ -1,9 +1,13 @@
 /*
  * kernel.c: a program's kernels.  Every live node that computes something
- * becomes one `static void` kernel named after it (train_k17_tanh),
- * preceded by a comment with its shapes and the Lua line that built it;
- * kernel() picks the k_* function that writes its body (k_*.c) while the
- * helpers here build its signature (Sig), the parameters run() passes.
+ * becomes one `static void` kernel named after what it computes and the
+ * layer that built it (kernel_name.c: train_rnn_l0_cell), preceded by a
+ * comment with its shapes and the Lua line that built it; kernel() picks
+ * the k_* function that writes its body (k_*.c) while the helpers here
+ * build its signature (Sig), the parameters run() passes.  Kernels whose
+ * parameters and body read the same are defined once in the file, by the
+ * first of them in program and node order (Model.kernel), whose comment
+ * names the others; their calls go to it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +72,6 @@ static bool kernel(Prog *p, int id, Buf *b, Sig *s)
     return false;   /* *s stays as calloc left it: no kernel */
   memset(s, 0, sizeof *s);
   Text k = {.p = p, .sig = s};
-  s->name = op_info[n->op].name;
   if (n->group) {
     if (p->anchor[n->group] != id)
       return false;
@@ -77,7 +80,6 @@ static bool kernel(Prog *p, int id, Buf *b, Sig *s)
       stores = stored(p, p->member[m]);
     if (!stores)
       return false;   /* nothing reads what it would compute */
-    s->name = "fused";
     if (n->op == OP_LOG_SOFTMAX)
       k_log_softmax_nll(&k, b, n->group);
     else
@@ -133,9 +135,9 @@ static void node_comment(Prog *p, Buf *b, int id)
   free(attr);
 }
 
-/* The comment above a kernel: what it computes, its shapes (per step in a
- * loop body) and the Lua line that built it.  A fused kernel lists its
- * members, the shape of each and which it stores. */
+/* The comment above a kernel, left open: what it computes, its shapes (per
+ * step in a loop body) and the Lua line that built it.  A fused kernel
+ * lists its members, the shape of each and which it stores. */
 static void kernel_comment(Prog *p, Buf *b, int id)
 {
   Node *n = N(p, id);
@@ -160,24 +162,105 @@ static void kernel_comment(Prog *p, Buf *b, int id)
   }
   bprintf(b, " *   ");
   bcomment(b, n->file ? n->file : "?");
-  bprintf(b, ":%d */\n", n->line);
+  bprintf(b, ":%d", n->line);
 }
 
-void emit_kernels(Prog *p, Buf *out)
+/* Adds node id's kernel, of the given body, to the model's kernels, unless
+ * one of the same text is there: then that one stands for it too. */
+static void add_kernel(Prog *p, int id, const char *own, Buf *body)
+{
+  Model *m = p->m;
+  Sig *s = &p->sig[id];
+  Buf text = {0};
+  bprintf(&text, "(");
+  for (int a = 0; a < s->narg; a++)
+    bprintf(&text, "%s%s", a ? ", " : "", s->decl[a]);
+  bprintf(&text, "%s)\n{\n%s}\n", s->T ? ", int T" : "", bstr(body));
+  s->kernel = strmap_get(&m->kernel_index, bstr(&text));
+  if (s->kernel < 0) {
+    if ((m->nkernel & (m->nkernel - 1)) == 0)   /* 0, 1, 2, 4, ...: full */
+      m->kernel = arena_realloc(m->kernel, (size_t)(m->nkernel ? 2 * m->nkernel : 1) * sizeof *m->kernel);
+    Buf comment = {0};
+    kernel_comment(p, &comment, id);
+    s->kernel = m->nkernel++;
+    m->kernel[s->kernel] = (Kernel){.prog = p->name, .comment = arena_strdup(bstr(&comment)),
+                                    .text = arena_strdup(bstr(&text))};
+    strmap_put(&m->kernel_index, m->kernel[s->kernel].text, s->kernel);
+    bfree(&comment);
+  }
+  bfree(&text);
+  Kernel *k = &m->kernel[s->kernel];
+  if ((k->nuse & (k->nuse - 1)) == 0)
+    k->use = arena_realloc(k->use, (size_t)(k->nuse ? 2 * k->nuse : 1) * sizeof *k->use);
+  k->use[k->nuse++] = (KernelUse){own, kernel_scope(p->g, id), kernel_what(p->g, id)};
+}
+
+/* The kernels of program p, into the model's kernels; their own names are
+ * given in node order, one name space per program. */
+void emit_kernels(Prog *p)
 {
   Graph *g = p->g;
+  StrMap used = {0};
   for (int i = 0; i < g->nnode; i++) {
     Buf body = {0};
-    Sig *s = &p->sig[i];
-    if (!kernel(p, i, &body, s)) {
-      bfree(&body);
-      continue;
-    }
-    kernel_comment(p, out, i);
-    bprintf(out, "static void %s_k%d_%s(", p->name, i, s->name);
-    for (int a = 0; a < s->narg; a++)
-      bprintf(out, "%s%s", a ? ", " : "", s->decl[a]);
-    bprintf(out, "%s)\n{\n%s}\n\n", s->T ? ", int T" : "", bstr(&body));
+    if (kernel(p, i, &body, &p->sig[i]))
+      add_kernel(p, i, kernel_name(g, i, p->name, &used), &body);
     bfree(&body);
+  }
+}
+
+/* The names of the file's kernels, in the order they are defined: a
+ * kernel standing for several is named by what their names share
+ * (kernel_shared_name), and a name given before gets _2, _3, ... */
+void name_kernels(Model *m)
+{
+  StrMap used = {0};
+  for (int i = 0; i < m->nkernel; i++) {
+    Kernel *k = &m->kernel[i];
+    const char **scope = arena_calloc((size_t)k->nuse, sizeof *scope);
+    const char **what = arena_calloc((size_t)k->nuse, sizeof *what);
+    for (int u = 0; u < k->nuse; u++) {
+      scope[u] = k->use[u].scope;
+      what[u] = k->use[u].what;
+    }
+    k->name = kernel_numbered(&used, kernel_shared_name(k->prog, k->nuse, scope, what));
+  }
+}
+
+enum { MAX_USES_SHOWN = 16 };
+
+/* The line of a shared kernel's comment that names the kernels it stands
+ * for (the first MAX_USES_SHOWN, and how many more), wrapped before the
+ * 80th column. */
+static void uses_line(Buf *out, const Kernel *k)
+{
+  bprintf(out, "\n *   shared by");
+  size_t col = 14;
+  int shown = k->nuse > MAX_USES_SHOWN ? MAX_USES_SHOWN : k->nuse;
+  for (int u = 0; u < shown; u++) {
+    size_t n = strlen(k->use[u].own) + 2;
+    if (col > 14 && col + n > 80) {
+      bprintf(out, "\n *            ");
+      col = 14;
+    }
+    bprintf(out, " %s%s", k->use[u].own, u + 1 < k->nuse ? "," : "");
+    col += n;
+  }
+  if (shown < k->nuse)
+    bprintf(out, "%s and %d more", col + 16 > 80 ? "\n *            " : "", k->nuse - shown);
+}
+
+/* The definitions of the kernels the section of program prog holds, in
+ * node order. */
+void emit_kernel_defs(Model *m, const char *prog, Buf *out)
+{
+  for (int i = 0; i < m->nkernel; i++) {
+    Kernel *k = &m->kernel[i];
+    if (strcmp(k->prog, prog))
+      continue;
+    bprintf(out, "%s", k->comment);
+    if (k->nuse > 1)
+      uses_line(out, k);
+    bprintf(out, " */\nstatic void %s%s\n", k->name, k->text);
   }
 }

@@ -99,17 +99,26 @@ void emit_c(Program *p, FILE *f)
   Graph *gs[3] = {p->train, p->eval, p->gen};
   static const char *const names[3] = {"train", "eval", "gen"};
   ProgInfo pi[3] = {{0}};
-  Buf progs = {0};
+  Prog *prog[3] = {NULL};
   for (int i = 0; i < 3; i++) {
     if (!gs[i])
       continue;
     if (gs[i]->real != g->real)
       die("the %s program is not in the training program's precision", names[i]);
-    emit_program(&m, &progs, gs[i], names[i], i == 0, &pi[i]);
+    prog[i] = open_program(&m, gs[i], names[i], i == 0);
   }
+  name_kernels(&m);
   emit_const_tables(&m, &out);
-  bprintf(&out, "%s", bstr(&progs));
-  bfree(&progs);
+  /* each program's section: the kernels it is the first to use, its
+   * state table and run() */
+  for (int i = 0; i < 3; i++) {
+    if (!gs[i])
+      continue;
+    bprintf(&out, "/* ---------------------------------------------------------------- %s: batch %d */\n\n", names[i],
+            gs[i]->batch);
+    emit_kernel_defs(&m, names[i], &out);
+    emit_program(prog[i], &out, &pi[i]);
+  }
   emit_optimizer(&m, &out);
 
   const char *ntoken = "0";

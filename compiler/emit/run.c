@@ -1,9 +1,11 @@
 /*
- * run.c: one program of the emitted file: where its values live, its
- * kernels (kernel.c), its state table and its run(), which calls the
- * kernels in node order, loops as C loops, and then copies the outputs
- * (gradients, detached state) where the runtime reads them; and the
- * program's entry in lmc_model.
+ * run.c: one program of the emitted file.  open_program finds where its
+ * values live and adds its kernels to the model's (kernel.c), which are
+ * named once every program's are in; emit_program then writes its state
+ * table and its run(), which calls the kernels in node order, loops as C
+ * loops, and then copies the outputs (gradients, detached state) where the
+ * runtime reads them; and emit_prog_struct the program's entry in
+ * lmc_model.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +20,7 @@ static void emit_call(Text *t, Buf *b, int id, int depth)
   const char *step = n->loop ? "t" : NULL;
   bool reverse = n->loop && p->g->loop[n->loop].reverse;
   indent(b, depth);
-  bprintf(b, "%s_k%d_%s(", p->name, id, s->name);
+  bprintf(b, "%s(", p->m->kernel[s->kernel].name);
   for (int a = 0; a < s->narg; a++) {
     Arg *w = &s->arg[a];
     Node *x = N(p, w->node);
@@ -52,7 +54,7 @@ static void emit_call(Text *t, Buf *b, int id, int depth)
       bprintf(b, "c->threads");
       break;
     case A_SCRATCH:
-      bprintf(b, "w + %zu", p->g->plan->scratch_off);
+      bprintf(b, "%s", scratch_ptr(t));
       break;
     case A_IDX0:
       if (n->loop)
@@ -168,10 +170,8 @@ static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
     if (n->dead)
       die("output %s is dead", op->name);
     if (!strcmp(op->name, "loss")) {
-      if (l->kind == L_WORK && !l->last)
-        loss = xasprintf("w[%zu]", l->off);
-      else
-        loss = xasprintf("(%s)[0]", ptr(t, op->node, NULL).s);
+      Str at = ptr(t, op->node, NULL);
+      loss = xasprintf(strchr(at.s, ' ') ? "(%s)[0]" : "%s[0]", at.s);
     } else if (!strcmp(op->name, "logp")) {
       if (l->kind != L_WORK || l->stacked || l->last)
         die("logp is not a buffer in c->work");
@@ -193,8 +193,7 @@ static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
       /* a rows gradient (row-grad) computed in the arena, without
        * plan-memory: its rows, ids and count, gnumel reals from the start
        * of its buffer */
-      bprintf(b, "  memcpy(c->grad + %zu, %s, %zu * sizeof(real));   /* ", q->goff, ptr(t, op->node, NULL).s,
-              q->gnumel);
+      bprintf(b, "  memcpy(%s, %s, %zu * sizeof(real));   /* ", grad_ptr(t, q), ptr(t, op->node, NULL).s, q->gnumel);
       bcomment(b, q->name);
       bprintf(b, " */\n");
     } else if (find_state(g, op->name) >= 0) {
@@ -217,8 +216,7 @@ static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
       sprint(&name, "grad:%s", p->m->lay->param[q].name);
       if (ir_find_output(g, name.s) >= 0)
         continue;
-      t->uses_c = true;
-      bprintf(b, "  memset(c->grad + %zu, 0, %zu * sizeof(real));   /* ", p->m->lay->param[q].goff,
+      bprintf(b, "  memset(%s, 0, %zu * sizeof(real));   /* ", grad_ptr(t, &p->m->lay->param[q]),
               p->m->lay->param[q].numel);
       bcomment(b, p->m->lay->param[q].name);
       bprintf(b, ": no gradient */\n");
@@ -233,15 +231,14 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
   Graph *g = p->g;
   Buf b = {0};
   Text t = {.p = p};
+  pointers_init(&t);
   bool has_targets = g->plan->targets_off != SIZE_MAX;
   bool has_loss = ir_find_output(g, "loss") >= 0;
   if (has_targets) {
     if (has_loss)
       bprintf(&b, "  const int have_targets = targets != NULL;\n");
     bprintf(&b, "  if (!targets)   /* no loss wanted: read zeros */\n");
-    bprintf(&b, "    targets = memset(w + %zu, 0, %d * sizeof *targets);\n", g->plan->targets_off,
-            g->max_seq * g->batch);
-    t.uses_w = true;
+    bprintf(&b, "    targets = memset(%s, 0, %d * sizeof *targets);\n", targets_ptr(&t), g->max_seq * g->batch);
   }
   emit_calls(&t, &b);
   char *loss = emit_outputs(&t, &b, pi);
@@ -257,7 +254,8 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
   bprintf(out, "static double %s_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)\n{\n", p->name);
   if (t.uses_w)
     bprintf(out, "  real *w = c->work;\n");
-  else if (!t.uses_c)
+  pointers_write(&t, out);
+  if (!t.uses_w && !t.uses_c)
     bprintf(out, "  (void)c;\n");
   if (!t.uses_tokens)
     bprintf(out, "  (void)tokens;\n");
@@ -267,6 +265,7 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
     bprintf(out, "  (void)T;\n");
   bprintf(out, "%s}\n\n", body);
   bfree(&b);
+  pointers_free(&t);
 }
 
 /* p->member: the live members of each fused kernel, so that emitting one
@@ -286,36 +285,41 @@ static void group_members(Prog *p)
       p->member[p->member_start[g->node[i].group + 1]++] = i;
 }
 
-void emit_program(Model *m, Buf *out, Graph *g, const char *prog, bool training, ProgInfo *pi)
+Prog *open_program(Model *m, Graph *g, const char *prog, bool training)
 {
-  Prog p = {.m = m, .g = g, .name = prog, .training = training};
-  memset(pi, 0, sizeof *pi);
+  Prog *p = xcalloc(1, sizeof *p);
+  *p = (Prog){.m = m, .g = g, .name = prog, .training = training};
   if (!g->plan || !g->plan->loc)
     die("the %s program is not placed", prog);
-  p.loc = g->plan->loc;
-  p.skip = g->plan->skip;
-  p.sig = xcalloc((size_t)g->nnode + 1, sizeof *p.sig);
+  p->loc = g->plan->loc;
+  p->skip = g->plan->skip;
+  p->sig = xcalloc((size_t)g->nnode + 1, sizeof *p->sig);
   for (int i = 0; i < g->nnode; i++) {
     Node *n = &g->node[i];
-    if (!n->dead && is_dropout_op(n->op) && p.training && (n->a.id2 < 0 || n->a.id2 >= m->nslot))
+    if (!n->dead && is_dropout_op(n->op) && p->training && (n->a.id2 < 0 || n->a.id2 >= m->nslot))
       die("n%d reads dropout slot %d of %d", i, n->a.id2, m->nslot);
   }
-  p.anchor = group_anchors(g);
-  group_members(&p);
-  p.in_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
-  p.drop_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
-  pi->work_numel = g->plan->work_numel;
+  p->anchor = group_anchors(g);
+  group_members(p);
+  p->in_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  p->drop_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  emit_kernels(p);
+  return p;
+}
 
-  bprintf(out, "/* ---------------------------------------------------------------- %s: batch %d */\n\n", prog, g->batch);
-  emit_kernels(&p, out);
-  emit_state_table(&p, out, pi);
-  emit_run(&p, out, pi);
-  free(p.sig);
-  free(p.anchor);
-  free(p.member_start);
-  free(p.member);
-  free(p.in_arg);
-  free(p.drop_arg);
+void emit_program(Prog *p, Buf *out, ProgInfo *pi)
+{
+  memset(pi, 0, sizeof *pi);
+  pi->work_numel = p->g->plan->work_numel;
+  emit_state_table(p, out, pi);
+  emit_run(p, out, pi);
+  free(p->sig);
+  free(p->anchor);
+  free(p->member_start);
+  free(p->member);
+  free(p->in_arg);
+  free(p->drop_arg);
+  free(p);
 }
 
 void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *prog, ProgInfo *pi)
