@@ -38,7 +38,7 @@ CHECK_SRC    := $(wildcard tests/check_*.c)
 CHECK_BIN    := $(CHECK_SRC:tests/%.c=$(B)/tests/%)
 MODELS       := $(basename $(notdir $(wildcard graphs/*.lua)))
 
-.PHONY: all deps test test-deps generate trainer train clean sanitize fuzz bench tune plot graphs-png bench-passes
+.PHONY: all deps test test-deps generate trainer train clean sanitize fuzz bench tune plot graphs-png docs-png bench-passes
 all: $(B)/lmc $(B)/liblmcrt.a $(B)/obj/runtime/main.o
 
 $(B)/obj/compiler/%.o: compiler/%.c $(wildcard compiler/*.h compiler/emit/*.h) $(wildcard runtime/*.h)
@@ -156,6 +156,10 @@ tune: all
 
 # docs/MODEL.png: every model's training graph after the passes, loops and
 # fused kernels as clusters (lmc compile --emit=dot, then Graphviz).
+# The picture of docs/architecture.md, from its hand-drawn docs/architecture.dot.
+docs-png:
+	dot -Tpng -Gdpi=80 docs/architecture.dot -o docs/architecture.png
+
 graphs-png: $(B)/lmc
 	@for m in $(MODELS); do echo "lmc compile graphs/$$m.lua --emit=dot | dot -Tpng > docs/$$m.png"; \
 	  $(B)/lmc compile graphs/$$m.lua --emit=dot -o $(B)/$$m.dot && dot -Tpng $(B)/$$m.dot -o docs/$$m.png || exit 1; done
