@@ -157,7 +157,7 @@ static int check_model(const LmcModel *m)
   else if (m->gen.batch != 1 || m->gen.max_seq < 1) why = "the gen program must have batch 1";
   else if (!m->gen.has_logp) why = "the gen program keeps no log-probabilities";
   else if (m->train.batch < 1 || m->eval.batch < 1) why = "a program has no batch";
-  else if (m->grad_numel > m->param_numel || !m->grad_dense) why = "the gradient block does not fit the parameters";
+  else if (m->grad_numel > m->param_numel) why = "the gradient block does not fit the parameters";
   for (int i = 0; !why && i < m->nparam; i++) {
     const LmcTensorDesc *d = &m->param[i];
     if (d->offset + d->numel > m->param_numel) why = "a parameter lies outside the parameter block";
@@ -833,18 +833,18 @@ static int train_epoch(Trainer *t)
       return -1;
     }
     if (o->adamw) {
-      if (o->clip > 0) m->clip(c->grad, o->clip);
-      m->adamw(c->param, c->grad, t->net.exp_avg, t->net.exp_avg_sq, t->lr, 0.01, (long)c->step + 1);
+      if (o->clip > 0) lmc_clip(m, c->grad, o->clip);
+      lmc_adamw(m, c->param, c->grad, t->net.exp_avg, t->net.exp_avg_sq, t->lr, 0.01, (long)c->step + 1);
     } else {
       /* sgd: clip's scale folded into lr, one pass over the gradient less
        * (clip 0 only measures the norm; a NaN norm scales nothing, as
        * before); c->grad then holds the unclipped gradient */
       double lr = t->lr;
       if (o->clip > 0) {
-        double scale = o->clip / (m->clip(c->grad, 0) + 1e-6);   /* as lmc_clip */
+        double scale = o->clip / (lmc_clip(m, c->grad, 0) + 1e-6);   /* as lmc_clip */
         if (scale < 1) lr *= scale;
       }
-      m->sgd(c->param, c->grad, lr);
+      lmc_sgd(m, c->param, c->grad, lr);
     }
     c->step++;
     total_loss += loss;
