@@ -50,7 +50,8 @@ typedef struct {
   /* A parameter's gradient in the gradient block (LmcModel.grad_numel),
    * which the optimizer reads: at grad_offset, parameter-shaped when
    * grad_rows is 0, else a rows gradient (row-grad) of at most grad_rows
-   * rows of numel / shape[0] reals, then grad_rows + 1 int32. */
+   * rows of numel / shape[0] reals, then grad_rows + 1 int32.  Unused
+   * (0) in an alias and in a state table. */
   size_t grad_offset;
   size_t grad_rows;
 } LmcTensorDesc;

@@ -157,8 +157,10 @@ INLINE void adamw_step(const LmcModel *model, real *param, const real *grad, rea
     if (d->alias >= 0)
       continue;
     if (!d->grad_rows) {
-      for (size_t i = d->offset; i < d->offset + d->numel; i++)
-        adamw_one(&a, param, m, v, i, grad[d->grad_offset + (i - d->offset)]);
+      real *p = param + d->offset, *pm = m + d->offset, *pv = v + d->offset;
+      const real *g = grad + d->grad_offset;
+      for (size_t i = 0; i < d->numel; i++)
+        adamw_one(&a, p, pm, pv, i, g[i]);
       continue;
     }
     const int32_t *row = row_ids(d, grad);
