@@ -66,7 +66,7 @@ static void layout_params(Layout *l, Graph *g)
  * dense at the same size, or, marked rows by row-grad, as max_rows rows of
  * row_len, then max_rows + 1 int32 (the rows' ids, ascending, then how
  * many), padded so that every region keeps its parameter's offset modulo
- * 8 (lmc_clip's lanes).  Nothing moves when no gradient is rows. */
+ * 8 (the optimizer's lanes).  Nothing moves when no gradient is rows. */
 static void layout_grads(Layout *l, Graph *g)
 {
   size_t rs = g->real == DT_F64 ? sizeof(double) : sizeof(float);

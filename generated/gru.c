@@ -13,27 +13,38 @@
 
 static const LmcTensorDesc lmc_param[] = {
   { .name = "encoder.weight", .rank = 2, .shape = { 33278, 200 }, .offset = 0, .numel = 6655600,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.10000000000000001, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.10000000000000001, .alias = -1,
+    .grad_offset = 0, .grad_rows = 700 },
   { .name = "rnn.weight_ih_l0", .rank = 2, .shape = { 600, 200 }, .offset = 6655600, .numel = 120000,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 140704, .grad_rows = 0 },
   { .name = "rnn.weight_hh_l0", .rank = 2, .shape = { 600, 200 }, .offset = 6775600, .numel = 120000,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 260704, .grad_rows = 0 },
   { .name = "rnn.bias_ih_l0", .rank = 1, .shape = { 600 }, .offset = 6895600, .numel = 600,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 380704, .grad_rows = 0 },
   { .name = "rnn.bias_hh_l0", .rank = 1, .shape = { 600 }, .offset = 6896200, .numel = 600,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 381304, .grad_rows = 0 },
   { .name = "rnn.weight_ih_l1", .rank = 2, .shape = { 600, 200 }, .offset = 6896800, .numel = 120000,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 381904, .grad_rows = 0 },
   { .name = "rnn.weight_hh_l1", .rank = 2, .shape = { 600, 200 }, .offset = 7016800, .numel = 120000,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 501904, .grad_rows = 0 },
   { .name = "rnn.bias_ih_l1", .rank = 1, .shape = { 600 }, .offset = 7136800, .numel = 600,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 621904, .grad_rows = 0 },
   { .name = "rnn.bias_hh_l1", .rank = 1, .shape = { 600 }, .offset = 7137400, .numel = 600,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 622504, .grad_rows = 0 },
   { .name = "decoder.weight", .rank = 2, .shape = { 33278, 200 }, .offset = 7138000, .numel = 6655600,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.10000000000000001, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.10000000000000001, .alias = -1,
+    .grad_offset = 623104, .grad_rows = 0 },
   { .name = "decoder.bias", .rank = 1, .shape = { 33278 }, .offset = 13793600, .numel = 33278,
-    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1,
+    .grad_offset = 7278704, .grad_rows = 0 },
 };
 
 static const char *const lmc_hyper[][2] = {
@@ -1237,95 +1248,6 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   return 0;
 }
 
-/* ---------------------------------------------------------------- optimizer */
-
-/* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when
- * that is below 1; returns the norm before clipping.  Every square in
- * the lane of its position in a dense block, in the dense order: a
- * rows gradient's zero rows add nothing to it. */
-static double lmc_clip(real *grad, double clip)
-{
-  double s[8] = { 0 };   /* eight lanes, added pairwise: same bits every run */
-  {   /* encoder.weight: its rows */
-    const real *g = grad + 0;
-    const int32_t *row = (const int32_t *)(g + 140000);
-    for (long k = 0; k < row[700]; k++)
-      for (size_t j = 0, at = 0 + (size_t)row[k] * 200; j < 200; j++, at++)
-        s[at & 7] += (double)g[k * 200 + j] * g[k * 200 + j];
-  }
-  for (size_t i = 140704; i < 7311976; i += 8)
-    for (int j = 0; j < 8; j++)
-      s[j] += (double)grad[i + j] * grad[i + j];
-  for (size_t i = 7311976; i < 7311982; i++)
-    s[0] += (double)grad[i] * grad[i];
-  double norm = sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
-  double scale = clip / (norm + 1e-6);
-  if (!(clip > 0 && scale < 1))
-    return norm;
-  for (size_t i = 140704; i < 7311982; i++)
-    grad[i] = (real)(grad[i] * scale);
-  for (size_t i = 0; i < 0 + (size_t)((const int32_t *)(grad + 140000))[700] * 200; i++)
-    grad[i] = (real)(grad[i] * scale);
-  return norm;
-}
-
-/* p -= lr g; a rows gradient's other rows are zero and left alone */
-static void lmc_sgd(real *param, const real *grad, double lr)
-{
-  real r = (real)lr;
-  for (size_t i = 0; i < 7171278; i++)
-    param[6655600 + i] -= r * grad[140704 + i];
-  {   /* encoder.weight */
-    const real *g = grad + 0;
-    const int32_t *row = (const int32_t *)(g + 140000);
-    for (long k = 0; k < row[700]; k++)
-      for (size_t j = 0; j < 200; j++)
-        param[0 + (size_t)row[k] * 200 + j] -= r * g[k * 200 + j];
-  }
-}
-
-/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction;
- * every element moves, a rows gradient's other rows with gradient 0. */
-static void lmc_adamw(real *param, const real *grad, real *m, real *v, double lr, double wd, long t)
-{
-  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-  real decay = (real)(1 - lr * wd);
-  real step = (real)(lr / (1 - pow(b1, (double)t)));
-  real bc2 = (real)sqrt(1 - pow(b2, (double)t));
-  {   /* encoder.weight: row r's gradient is its rows entry, or 0 */
-    const int32_t *row = (const int32_t *)(grad + 140000);
-    for (size_t r = 0, k = 0; r < 33278; r++) {
-      const real *g = k < (size_t)row[700] && (size_t)row[k] == r ? grad + 0 + k++ * 200 : NULL;
-      for (size_t j = 0, i = 0 + r * 200; j < 200; j++, i++) {
-        real gv = g ? g[j] : 0;
-        param[i] *= decay;
-        m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
-        v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
-        param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
-      }
-    }
-  }
-  for (size_t i = 6655600; i < 13826878; i++) {
-    real gv = grad[140704 + (i - 6655600)];
-    param[i] *= decay;
-    m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
-    v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
-    param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
-  }
-}
-
-/* The gradient block as a parameter-shaped one (test drivers). */
-static void lmc_grad_dense(const real *grad, real *dense)
-{
-  memcpy(dense + 6655600, grad + 140704, 7171278 * sizeof *dense);
-  {   /* encoder.weight */
-    const int32_t *row = (const int32_t *)(grad + 140000);
-    memset(dense + 0, 0, 6655600 * sizeof *dense);
-    for (long k = 0; k < row[700]; k++)
-      memcpy(dense + 0 + (size_t)row[k] * 200, grad + 0 + k * 200, 200 * sizeof *dense);
-  }
-}
-
 /* ---------------------------------------------------------------- the model */
 
 const LmcModel lmc_model = {
@@ -1381,8 +1303,5 @@ const LmcModel lmc_model = {
     .logp_last = 1,
     .logp_offset = 0,
   },
-  .clip = lmc_clip,
-  .sgd = lmc_sgd,
-  .adamw = lmc_adamw,
-  .grad_dense = lmc_grad_dense,
+  .fma = LMC_FMA,
 };

@@ -13,27 +13,38 @@
 
 static const LmcTensorDesc lmc_param[] = {
   { .name = "encoder.weight", .rank = 2, .shape = { 33278, 200 }, .offset = 0, .numel = 6655600,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.10000000000000001, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.10000000000000001, .alias = -1,
+    .grad_offset = 0, .grad_rows = 700 },
   { .name = "rnn.weight_ih_l0", .rank = 2, .shape = { 200, 200 }, .offset = 6655600, .numel = 40000,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 140704, .grad_rows = 0 },
   { .name = "rnn.weight_hh_l0", .rank = 2, .shape = { 200, 200 }, .offset = 6695600, .numel = 40000,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 180704, .grad_rows = 0 },
   { .name = "rnn.bias_ih_l0", .rank = 1, .shape = { 200 }, .offset = 6735600, .numel = 200,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 220704, .grad_rows = 0 },
   { .name = "rnn.bias_hh_l0", .rank = 1, .shape = { 200 }, .offset = 6735800, .numel = 200,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 220904, .grad_rows = 0 },
   { .name = "rnn.weight_ih_l1", .rank = 2, .shape = { 200, 200 }, .offset = 6736000, .numel = 40000,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 221104, .grad_rows = 0 },
   { .name = "rnn.weight_hh_l1", .rank = 2, .shape = { 200, 200 }, .offset = 6776000, .numel = 40000,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 261104, .grad_rows = 0 },
   { .name = "rnn.bias_ih_l1", .rank = 1, .shape = { 200 }, .offset = 6816000, .numel = 200,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 301104, .grad_rows = 0 },
   { .name = "rnn.bias_hh_l1", .rank = 1, .shape = { 200 }, .offset = 6816200, .numel = 200,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 301304, .grad_rows = 0 },
   { .name = "decoder.weight", .rank = 2, .shape = { 33278, 200 }, .offset = 6816400, .numel = 6655600,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.10000000000000001, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.10000000000000001, .alias = -1,
+    .grad_offset = 301504, .grad_rows = 0 },
   { .name = "decoder.bias", .rank = 1, .shape = { 33278 }, .offset = 13472000, .numel = 33278,
-    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1,
+    .grad_offset = 6957104, .grad_rows = 0 },
 };
 
 static const char *const lmc_hyper[][2] = {
@@ -888,95 +899,6 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   return 0;
 }
 
-/* ---------------------------------------------------------------- optimizer */
-
-/* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when
- * that is below 1; returns the norm before clipping.  Every square in
- * the lane of its position in a dense block, in the dense order: a
- * rows gradient's zero rows add nothing to it. */
-static double lmc_clip(real *grad, double clip)
-{
-  double s[8] = { 0 };   /* eight lanes, added pairwise: same bits every run */
-  {   /* encoder.weight: its rows */
-    const real *g = grad + 0;
-    const int32_t *row = (const int32_t *)(g + 140000);
-    for (long k = 0; k < row[700]; k++)
-      for (size_t j = 0, at = 0 + (size_t)row[k] * 200; j < 200; j++, at++)
-        s[at & 7] += (double)g[k * 200 + j] * g[k * 200 + j];
-  }
-  for (size_t i = 140704; i < 6990376; i += 8)
-    for (int j = 0; j < 8; j++)
-      s[j] += (double)grad[i + j] * grad[i + j];
-  for (size_t i = 6990376; i < 6990382; i++)
-    s[0] += (double)grad[i] * grad[i];
-  double norm = sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
-  double scale = clip / (norm + 1e-6);
-  if (!(clip > 0 && scale < 1))
-    return norm;
-  for (size_t i = 140704; i < 6990382; i++)
-    grad[i] = (real)(grad[i] * scale);
-  for (size_t i = 0; i < 0 + (size_t)((const int32_t *)(grad + 140000))[700] * 200; i++)
-    grad[i] = (real)(grad[i] * scale);
-  return norm;
-}
-
-/* p -= lr g; a rows gradient's other rows are zero and left alone */
-static void lmc_sgd(real *param, const real *grad, double lr)
-{
-  real r = (real)lr;
-  for (size_t i = 0; i < 6849678; i++)
-    param[6655600 + i] -= r * grad[140704 + i];
-  {   /* encoder.weight */
-    const real *g = grad + 0;
-    const int32_t *row = (const int32_t *)(g + 140000);
-    for (long k = 0; k < row[700]; k++)
-      for (size_t j = 0; j < 200; j++)
-        param[0 + (size_t)row[k] * 200 + j] -= r * g[k * 200 + j];
-  }
-}
-
-/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction;
- * every element moves, a rows gradient's other rows with gradient 0. */
-static void lmc_adamw(real *param, const real *grad, real *m, real *v, double lr, double wd, long t)
-{
-  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-  real decay = (real)(1 - lr * wd);
-  real step = (real)(lr / (1 - pow(b1, (double)t)));
-  real bc2 = (real)sqrt(1 - pow(b2, (double)t));
-  {   /* encoder.weight: row r's gradient is its rows entry, or 0 */
-    const int32_t *row = (const int32_t *)(grad + 140000);
-    for (size_t r = 0, k = 0; r < 33278; r++) {
-      const real *g = k < (size_t)row[700] && (size_t)row[k] == r ? grad + 0 + k++ * 200 : NULL;
-      for (size_t j = 0, i = 0 + r * 200; j < 200; j++, i++) {
-        real gv = g ? g[j] : 0;
-        param[i] *= decay;
-        m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
-        v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
-        param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
-      }
-    }
-  }
-  for (size_t i = 6655600; i < 13505278; i++) {
-    real gv = grad[140704 + (i - 6655600)];
-    param[i] *= decay;
-    m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
-    v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
-    param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
-  }
-}
-
-/* The gradient block as a parameter-shaped one (test drivers). */
-static void lmc_grad_dense(const real *grad, real *dense)
-{
-  memcpy(dense + 6655600, grad + 140704, 6849678 * sizeof *dense);
-  {   /* encoder.weight */
-    const int32_t *row = (const int32_t *)(grad + 140000);
-    memset(dense + 0, 0, 6655600 * sizeof *dense);
-    for (long k = 0; k < row[700]; k++)
-      memcpy(dense + 0 + (size_t)row[k] * 200, grad + 0 + k * 200, 200 * sizeof *dense);
-  }
-}
-
 /* ---------------------------------------------------------------- the model */
 
 const LmcModel lmc_model = {
@@ -1032,8 +954,5 @@ const LmcModel lmc_model = {
     .logp_last = 1,
     .logp_offset = 0,
   },
-  .clip = lmc_clip,
-  .sgd = lmc_sgd,
-  .adamw = lmc_adamw,
-  .grad_dense = lmc_grad_dense,
+  .fma = LMC_FMA,
 };

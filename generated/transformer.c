@@ -13,63 +13,92 @@
 
 static const LmcTensorDesc lmc_param[] = {
   { .name = "input_emb.weight", .rank = 2, .shape = { 33278, 200 }, .offset = 0, .numel = 6655600,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.10000000000000001, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.10000000000000001, .alias = -1,
+    .grad_offset = 0, .grad_rows = 700 },
   { .name = "encoder.layers.0.self_attn.in_proj_weight", .rank = 2, .shape = { 600, 200 }, .offset = 6655600, .numel = 120000,
-    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1,
+    .grad_offset = 140704, .grad_rows = 0 },
   { .name = "encoder.layers.0.self_attn.in_proj_bias", .rank = 1, .shape = { 600 }, .offset = 6775600, .numel = 600,
-    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1,
+    .grad_offset = 260704, .grad_rows = 0 },
   { .name = "encoder.layers.0.self_attn.out_proj.weight", .rank = 2, .shape = { 200, 200 }, .offset = 6776200, .numel = 40000,
-    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1,
+    .grad_offset = 261304, .grad_rows = 0 },
   { .name = "encoder.layers.0.self_attn.out_proj.bias", .rank = 1, .shape = { 200 }, .offset = 6816200, .numel = 200,
-    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1,
+    .grad_offset = 301304, .grad_rows = 0 },
   { .name = "encoder.layers.0.norm1.weight", .rank = 1, .shape = { 200 }, .offset = 6816400, .numel = 200,
-    .init = LMC_INIT_ONE, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ONE, .init_a = 0.0, .alias = -1,
+    .grad_offset = 301504, .grad_rows = 0 },
   { .name = "encoder.layers.0.norm1.bias", .rank = 1, .shape = { 200 }, .offset = 6816600, .numel = 200,
-    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1,
+    .grad_offset = 301704, .grad_rows = 0 },
   { .name = "encoder.layers.0.linear1.weight", .rank = 2, .shape = { 200, 200 }, .offset = 6816800, .numel = 40000,
-    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1,
+    .grad_offset = 301904, .grad_rows = 0 },
   { .name = "encoder.layers.0.linear1.bias", .rank = 1, .shape = { 200 }, .offset = 6856800, .numel = 200,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 341904, .grad_rows = 0 },
   { .name = "encoder.layers.0.linear2.weight", .rank = 2, .shape = { 200, 200 }, .offset = 6857000, .numel = 40000,
-    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1,
+    .grad_offset = 342104, .grad_rows = 0 },
   { .name = "encoder.layers.0.linear2.bias", .rank = 1, .shape = { 200 }, .offset = 6897000, .numel = 200,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 382104, .grad_rows = 0 },
   { .name = "encoder.layers.0.norm2.weight", .rank = 1, .shape = { 200 }, .offset = 6897200, .numel = 200,
-    .init = LMC_INIT_ONE, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ONE, .init_a = 0.0, .alias = -1,
+    .grad_offset = 382304, .grad_rows = 0 },
   { .name = "encoder.layers.0.norm2.bias", .rank = 1, .shape = { 200 }, .offset = 6897400, .numel = 200,
-    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1,
+    .grad_offset = 382504, .grad_rows = 0 },
   { .name = "encoder.layers.1.self_attn.in_proj_weight", .rank = 2, .shape = { 600, 200 }, .offset = 6897600, .numel = 120000,
-    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1,
+    .grad_offset = 382704, .grad_rows = 0 },
   { .name = "encoder.layers.1.self_attn.in_proj_bias", .rank = 1, .shape = { 600 }, .offset = 7017600, .numel = 600,
-    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1,
+    .grad_offset = 502704, .grad_rows = 0 },
   { .name = "encoder.layers.1.self_attn.out_proj.weight", .rank = 2, .shape = { 200, 200 }, .offset = 7018200, .numel = 40000,
-    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1,
+    .grad_offset = 503304, .grad_rows = 0 },
   { .name = "encoder.layers.1.self_attn.out_proj.bias", .rank = 1, .shape = { 200 }, .offset = 7058200, .numel = 200,
-    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1,
+    .grad_offset = 543304, .grad_rows = 0 },
   { .name = "encoder.layers.1.norm1.weight", .rank = 1, .shape = { 200 }, .offset = 7058400, .numel = 200,
-    .init = LMC_INIT_ONE, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ONE, .init_a = 0.0, .alias = -1,
+    .grad_offset = 543504, .grad_rows = 0 },
   { .name = "encoder.layers.1.norm1.bias", .rank = 1, .shape = { 200 }, .offset = 7058600, .numel = 200,
-    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1,
+    .grad_offset = 543704, .grad_rows = 0 },
   { .name = "encoder.layers.1.linear1.weight", .rank = 2, .shape = { 200, 200 }, .offset = 7058800, .numel = 40000,
-    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1,
+    .grad_offset = 543904, .grad_rows = 0 },
   { .name = "encoder.layers.1.linear1.bias", .rank = 1, .shape = { 200 }, .offset = 7098800, .numel = 200,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 583904, .grad_rows = 0 },
   { .name = "encoder.layers.1.linear2.weight", .rank = 2, .shape = { 200, 200 }, .offset = 7099000, .numel = 40000,
-    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_XAVIER, .init_a = 0.0, .alias = -1,
+    .grad_offset = 584104, .grad_rows = 0 },
   { .name = "encoder.layers.1.linear2.bias", .rank = 1, .shape = { 200 }, .offset = 7139000, .numel = 200,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.070710678118654752, .alias = -1,
+    .grad_offset = 624104, .grad_rows = 0 },
   { .name = "encoder.layers.1.norm2.weight", .rank = 1, .shape = { 200 }, .offset = 7139200, .numel = 200,
-    .init = LMC_INIT_ONE, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ONE, .init_a = 0.0, .alias = -1,
+    .grad_offset = 624304, .grad_rows = 0 },
   { .name = "encoder.layers.1.norm2.bias", .rank = 1, .shape = { 200 }, .offset = 7139400, .numel = 200,
-    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1,
+    .grad_offset = 624504, .grad_rows = 0 },
   { .name = "encoder.norm.weight", .rank = 1, .shape = { 200 }, .offset = 7139600, .numel = 200,
-    .init = LMC_INIT_ONE, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ONE, .init_a = 0.0, .alias = -1,
+    .grad_offset = 624704, .grad_rows = 0 },
   { .name = "encoder.norm.bias", .rank = 1, .shape = { 200 }, .offset = 7139800, .numel = 200,
-    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1,
+    .grad_offset = 624904, .grad_rows = 0 },
   { .name = "decoder.weight", .rank = 2, .shape = { 33278, 200 }, .offset = 7140000, .numel = 6655600,
-    .init = LMC_INIT_UNIFORM, .init_a = 0.10000000000000001, .alias = -1 },
+    .init = LMC_INIT_UNIFORM, .init_a = 0.10000000000000001, .alias = -1,
+    .grad_offset = 625104, .grad_rows = 0 },
   { .name = "decoder.bias", .rank = 1, .shape = { 33278 }, .offset = 13795600, .numel = 33278,
-    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1 },
+    .init = LMC_INIT_ZERO, .init_a = 0.0, .alias = -1,
+    .grad_offset = 7280704, .grad_rows = 0 },
 };
 
 static const char *const lmc_hyper[][2] = {
@@ -3601,95 +3630,6 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   return 0;
 }
 
-/* ---------------------------------------------------------------- optimizer */
-
-/* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when
- * that is below 1; returns the norm before clipping.  Every square in
- * the lane of its position in a dense block, in the dense order: a
- * rows gradient's zero rows add nothing to it. */
-static double lmc_clip(real *grad, double clip)
-{
-  double s[8] = { 0 };   /* eight lanes, added pairwise: same bits every run */
-  {   /* input_emb.weight: its rows */
-    const real *g = grad + 0;
-    const int32_t *row = (const int32_t *)(g + 140000);
-    for (long k = 0; k < row[700]; k++)
-      for (size_t j = 0, at = 0 + (size_t)row[k] * 200; j < 200; j++, at++)
-        s[at & 7] += (double)g[k * 200 + j] * g[k * 200 + j];
-  }
-  for (size_t i = 140704; i < 7313976; i += 8)
-    for (int j = 0; j < 8; j++)
-      s[j] += (double)grad[i + j] * grad[i + j];
-  for (size_t i = 7313976; i < 7313982; i++)
-    s[0] += (double)grad[i] * grad[i];
-  double norm = sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
-  double scale = clip / (norm + 1e-6);
-  if (!(clip > 0 && scale < 1))
-    return norm;
-  for (size_t i = 140704; i < 7313982; i++)
-    grad[i] = (real)(grad[i] * scale);
-  for (size_t i = 0; i < 0 + (size_t)((const int32_t *)(grad + 140000))[700] * 200; i++)
-    grad[i] = (real)(grad[i] * scale);
-  return norm;
-}
-
-/* p -= lr g; a rows gradient's other rows are zero and left alone */
-static void lmc_sgd(real *param, const real *grad, double lr)
-{
-  real r = (real)lr;
-  for (size_t i = 0; i < 7173278; i++)
-    param[6655600 + i] -= r * grad[140704 + i];
-  {   /* input_emb.weight */
-    const real *g = grad + 0;
-    const int32_t *row = (const int32_t *)(g + 140000);
-    for (long k = 0; k < row[700]; k++)
-      for (size_t j = 0; j < 200; j++)
-        param[0 + (size_t)row[k] * 200 + j] -= r * g[k * 200 + j];
-  }
-}
-
-/* PyTorch's AdamW: decoupled weight decay, then Adam with bias correction;
- * every element moves, a rows gradient's other rows with gradient 0. */
-static void lmc_adamw(real *param, const real *grad, real *m, real *v, double lr, double wd, long t)
-{
-  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-  real decay = (real)(1 - lr * wd);
-  real step = (real)(lr / (1 - pow(b1, (double)t)));
-  real bc2 = (real)sqrt(1 - pow(b2, (double)t));
-  {   /* input_emb.weight: row r's gradient is its rows entry, or 0 */
-    const int32_t *row = (const int32_t *)(grad + 140000);
-    for (size_t r = 0, k = 0; r < 33278; r++) {
-      const real *g = k < (size_t)row[700] && (size_t)row[k] == r ? grad + 0 + k++ * 200 : NULL;
-      for (size_t j = 0, i = 0 + r * 200; j < 200; j++, i++) {
-        real gv = g ? g[j] : 0;
-        param[i] *= decay;
-        m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
-        v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
-        param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
-      }
-    }
-  }
-  for (size_t i = 6655600; i < 13828878; i++) {
-    real gv = grad[140704 + (i - 6655600)];
-    param[i] *= decay;
-    m[i] = (real)b1 * m[i] + (real)(1 - b1) * gv;
-    v[i] = (real)b2 * v[i] + (real)(1 - b2) * gv * gv;
-    param[i] -= step * m[i] / (sqrtf(v[i]) / bc2 + (real)eps);
-  }
-}
-
-/* The gradient block as a parameter-shaped one (test drivers). */
-static void lmc_grad_dense(const real *grad, real *dense)
-{
-  memcpy(dense + 6655600, grad + 140704, 7173278 * sizeof *dense);
-  {   /* input_emb.weight */
-    const int32_t *row = (const int32_t *)(grad + 140000);
-    memset(dense + 0, 0, 6655600 * sizeof *dense);
-    for (long k = 0; k < row[700]; k++)
-      memcpy(dense + 0 + (size_t)row[k] * 200, grad + 0 + k * 200, 200 * sizeof *dense);
-  }
-}
-
 /* ---------------------------------------------------------------- the model */
 
 const LmcModel lmc_model = {
@@ -3745,8 +3685,5 @@ const LmcModel lmc_model = {
     .logp_last = 1,
     .logp_offset = 0,
   },
-  .clip = lmc_clip,
-  .sgd = lmc_sgd,
-  .adamw = lmc_adamw,
-  .grad_dense = lmc_grad_dense,
+  .fma = LMC_FMA,
 };

@@ -47,6 +47,13 @@ typedef struct {
   LmcInit init;
   double init_a;
   int alias;             /* tied: index of the tensor whose storage this is, else -1 */
+  /* A parameter's gradient in the gradient block (LmcModel.grad_numel),
+   * which the optimizer reads: at grad_offset, parameter-shaped when
+   * grad_rows is 0, else a rows gradient (row-grad) of at most grad_rows
+   * rows of numel / shape[0] reals, then grad_rows + 1 int32.  Unused
+   * (0) in an alias and in a state table. */
+  size_t grad_offset;
+  size_t grad_rows;
 } LmcTensorDesc;
 
 struct LmcCtx;
@@ -93,21 +100,14 @@ typedef struct LmcModel {
    * parameters' order, parameter-shaped, except an embedding table's
    * marked rows by lmc's row-grad pass: R rows (R = the tokens of a
    * batch), the rows the batch read in ascending order of id, then R + 1
-   * int32, those ids and how many there are.  grad_numel <= param_numel;
-   * equal when no gradient is rows.  clip, sgd and adamw below read this
-   * layout; grad_dense writes it out parameter-shaped (param_numel). */
+   * int32, those ids and how many there are (LmcTensorDesc.grad_offset,
+   * grad_rows).  grad_numel <= param_numel; equal when no gradient is
+   * rows.  Every region keeps its parameter's offset modulo 8. */
   size_t grad_numel;
   int ndropout;
   const LmcDropoutSlot *dropout;
   LmcProgram train, eval, gen;
-  /* One optimizer step over the whole block: clip the global gradient norm
-   * to clip (when clip > 0) and return the norm before clipping; then
-   * sgd: p -= lr * g; adamw: PyTorch's AdamW with m, v (param_numel each),
-   * betas 0.9/0.999, eps 1e-8, weight decay wd, step count t (1-based). */
-  double (*clip)(real *grad, double clip);
-  void (*sgd)(real *param, const real *grad, double lr);
-  void (*adamw)(real *param, const real *grad, real *m, real *v, double lr, double wd, long t);
-  void (*grad_dense)(const real *grad, real *dense);
+  int fma;               /* LMC_FMA where the emitted file was compiled */
 } LmcModel;
 
 typedef struct LmcCtx {
@@ -124,6 +124,38 @@ typedef struct LmcCtx {
 } LmcCtx;
 
 extern const LmcModel lmc_model;
+
+/* 1 in a file compiled for a target with fused multiply-add (make's
+ * NATIVE=1 on such a CPU): there clang contracts a * b + c into one
+ * rounding, and the optimizer then rounds the same way (LmcModel.fma). */
+#ifdef __FMA__
+#define LMC_FMA 1
+#else
+#define LMC_FMA 0
+#endif
+
+/* The optimizer (runtime/optimizer.c): one step over the whole block, as
+ * the table m->param lays it out.  lmc_clip scales the gradients to the
+ * global norm clip when clip > 0 (torch.nn.utils.clip_grad_norm_) and
+ * returns the norm before clipping; lmc_sgd: p -= lr * g; lmc_adamw:
+ * PyTorch's AdamW with the moments exp_avg, exp_avg_sq (param_numel
+ * each), betas 0.9/0.999, eps 1e-8, weight decay wd, step count t
+ * (1-based); lmc_grad_dense writes the gradient block out
+ * parameter-shaped (param_numel).  Built once per real type (the library
+ * holds float's; a double harness compiles runtime/optimizer.c with
+ * -DLMC_REAL=double), their names carry it, so that a file of one
+ * precision cannot link the other's. */
+#define LMC_CAT_(a, b) a##b
+#define LMC_CAT(a, b) LMC_CAT_(a, b)
+#define lmc_clip LMC_CAT(lmc_clip_, LMC_REAL)
+#define lmc_sgd LMC_CAT(lmc_sgd_, LMC_REAL)
+#define lmc_adamw LMC_CAT(lmc_adamw_, LMC_REAL)
+#define lmc_grad_dense LMC_CAT(lmc_grad_dense_, LMC_REAL)
+double lmc_clip(const LmcModel *m, real *grad, double clip);
+void lmc_sgd(const LmcModel *m, real *param, const real *grad, double lr);
+void lmc_adamw(const LmcModel *m, real *param, const real *grad, real *exp_avg, real *exp_avg_sq, double lr, double wd,
+               long t);
+void lmc_grad_dense(const LmcModel *m, const real *grad, real *dense);
 
 /* Counter-based dropout generator: a uniform float in [0, 1) from the key
  * (seed, step, stream) and the element index, so masks do not depend on

@@ -59,7 +59,7 @@ int model_check(const LmcModel *m)
   else if (m->gen.batch != 1 || m->gen.max_seq < 1) why = "the gen program must have batch 1";
   else if (!m->gen.has_logp) why = "the gen program keeps no log-probabilities";
   else if (m->train.batch < 1 || m->eval.batch < 1) why = "a program has no batch";
-  else if (m->grad_numel > m->param_numel || !m->grad_dense) why = "the gradient block does not fit the parameters";
+  else if (m->grad_numel > m->param_numel) why = "the gradient block does not fit the parameters";
   for (int i = 0; !why && i < m->nparam; i++) {
     const LmcTensorDesc *d = &m->param[i];
     if (d->offset + d->numel > m->param_numel) why = "a parameter lies outside the parameter block";

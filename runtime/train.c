@@ -427,18 +427,18 @@ static int train_epoch(Trainer *t)
       return -1;
     }
     if (o->adamw) {
-      if (o->clip > 0) m->clip(c->grad, o->clip);
-      m->adamw(c->param, c->grad, t->net.exp_avg, t->net.exp_avg_sq, t->lr, 0.01, (long)c->step + 1);
+      if (o->clip > 0) lmc_clip(m, c->grad, o->clip);
+      lmc_adamw(m, c->param, c->grad, t->net.exp_avg, t->net.exp_avg_sq, t->lr, 0.01, (long)c->step + 1);
     } else {
       /* sgd: clip's scale folded into lr, one pass over the gradient less
        * (clip 0 only measures the norm; a NaN norm scales nothing, as
        * before); c->grad then holds the unclipped gradient */
       double lr = t->lr;
       if (o->clip > 0) {
-        double scale = o->clip / (m->clip(c->grad, 0) + 1e-6);   /* as lmc_clip */
+        double scale = o->clip / (lmc_clip(m, c->grad, 0) + 1e-6);   /* as lmc_clip */
         if (scale < 1) lr *= scale;
       }
-      m->sgd(c->param, c->grad, lr);
+      lmc_sgd(m, c->param, c->grad, lr);
     }
     c->step++;
     total_loss += loss;

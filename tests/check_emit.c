@@ -59,13 +59,15 @@ static void run(Program *p, const char *args, Run *r)
   ck_assert(f != NULL);
   fputs(r->src, f);
   fclose(f);
-  /* the driver must see the same `real` as the emitted file */
+  /* the driver and the optimizer must see the same `real` as the emitted
+   * file (the library's optimizer is float's) */
   /* SAN: extra flags (the sanitizers of `make sanitize`) */
+  bool f64 = p->train->real == DT_F64;
   char *cc = xasprintf("clang -std=c11 -O2 %s -Wall -Wextra -Werror -Iruntime %s "
-                       "$(pkg-config --cflags openblas 2>/dev/null) -o %s %s tests/emit/driver.c %s "
+                       "$(pkg-config --cflags openblas 2>/dev/null) -o %s %s tests/emit/driver.c %s %s "
                        "$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lm 2>&1",
-                       getenv("SAN") ? getenv("SAN") : "", p->train->real == DT_F64 ? "-DLMC_REAL=double" : "",
-                       prog, path, runtime_lib());
+                       getenv("SAN") ? getenv("SAN") : "", f64 ? "-DLMC_REAL=double" : "", prog, path,
+                       f64 ? "runtime/optimizer.c" : "", runtime_lib());
   fflush(stdout);
   int rc = system(cc);
   ck_assert_msg(rc == 0, "the emitted C does not compile cleanly: %s", path);

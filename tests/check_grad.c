@@ -3,7 +3,7 @@
  * at tiny shapes, against central finite differences.
  *
  * Each case is a graph file compiled with `lmc compile --dtype=f64`, linked
- * with tests/grad/driver.c and run; the driver prints each parameter's
+ * with tests/grad/driver.c and runtime/optimizer.c and run; the driver prints each parameter's
  * norm-wise relative error next to the tolerance (1e-6) and fails above it.
  */
 #include <stdbool.h>
@@ -87,8 +87,8 @@ START_TEST(gradient)
   ck_assert_msg((system(cmd) == 0) == c->rows, "%s: the embedding's gradient %s rows", name,
                 c->rows ? "is not" : "is");
   snprintf(cmd, sizeof cmd,
-           "clang -std=c11 -O1 %s -Wall -Wextra -Werror -Iruntime -o build/grad/%s build/grad/%s.c "
-           "tests/grad/driver.c -lopenblas -lm", san, name, name);
+           "clang -std=c11 -O1 %s -Wall -Wextra -Werror -Iruntime -DLMC_REAL=double -o build/grad/%s build/grad/%s.c "
+           "tests/grad/driver.c runtime/optimizer.c -lopenblas -lm", san, name, name);
   ck_assert_msg(sh(cmd) == 0, "clang failed: %s", c->graph);
   snprintf(cmd, sizeof cmd, "build/grad/%s %s", name, c->args);
   ck_assert_msg(sh(cmd) == 0, "gradient check failed: %s", c->graph);

@@ -41,13 +41,13 @@ double fake_eval_penalty[16];/* added to eval losses of the k-th evaluation (fak
 int fake_eval_nan;           /* eval runs return NaN */
 
 static const LmcTensorDesc params[] = {
-  { "encoder.weight", 2, { V, V }, 0, (size_t)V * V, LMC_INIT_XAVIER, 0, -1 },
-  { "decoder.weight", 2, { V, V }, 0, (size_t)V * V, LMC_INIT_XAVIER, 0, 0 },
-  { "decoder.bias", 1, { V }, (size_t)V * V, V, LMC_INIT_UNIFORM, 0.1, -1 },
+  { "encoder.weight", 2, { V, V }, 0, (size_t)V * V, LMC_INIT_XAVIER, 0, -1, 0, 0 },
+  { "decoder.weight", 2, { V, V }, 0, (size_t)V * V, LMC_INIT_XAVIER, 0, 0, 0, 0 },
+  { "decoder.bias", 1, { V }, (size_t)V * V, V, LMC_INIT_UNIFORM, 0.1, -1, (size_t)V * V, 0 },
 };
 
 static const LmcTensorDesc state[] = {
-  { "hidden", 1, { 1 }, 0, 1, LMC_INIT_ZERO, 0, -1 },
+  { "hidden", 1, { 1 }, 0, 1, LMC_INIT_ZERO, 0, -1, 0, 0 },
 };
 
 static const char *const hyper[][2] = {
@@ -135,43 +135,6 @@ static double run_gen_window(LmcCtx *c, const int32_t *x, const int32_t *y, int 
   return bigram(c, 2, 1, 0, x, y, T, 0);
 }
 
-/* torch.nn.utils.clip_grad_norm_ */
-static double clip(real *g, double max_norm)
-{
-  double ss = 0;
-  for (int i = 0; i < V * V + V; i++) ss += (double)g[i] * g[i];
-  double norm = sqrt(ss);
-  if (max_norm > 0) {
-    double coef = max_norm / (norm + 1e-6);
-    if (coef < 1)
-      for (int i = 0; i < V * V + V; i++) g[i] = (real)(g[i] * coef);
-  }
-  return norm;
-}
-
-static void grad_dense(const real *g, real *dense)
-{
-  memcpy(dense, g, ((size_t)V * V + V) * sizeof *dense);
-}
-
-static void sgd(real *p, const real *g, double lr)
-{
-  for (int i = 0; i < V * V + V; i++) p[i] = (real)(p[i] - lr * g[i]);
-}
-
-/* torch.optim.AdamW, one step */
-static void adamw(real *p, const real *g, real *m, real *v, double lr, double wd, long t)
-{
-  double bc1 = 1 - pow(0.9, (double)t), bc2 = 1 - pow(0.999, (double)t);
-  for (int i = 0; i < V * V + V; i++) {
-    p[i] = (real)(p[i] * (1 - lr * wd));
-    m[i] = (real)(0.9 * m[i] + 0.1 * g[i]);
-    v[i] = (real)(0.999 * v[i] + 0.001 * (double)g[i] * g[i]);
-    double denom = sqrt(v[i]) / sqrt(bc2) + 1e-8;
-    p[i] = (real)(p[i] - lr / bc1 * m[i] / denom);
-  }
-}
-
 #define PROGRAM(B, SEQ, NSTATE, BACKWARD, RUN) \
   { B, SEQ, (size_t)(SEQ) * (B) * V, NSTATE, NSTATE, state, BACKWARD, RUN, 1, 0, 0 }
 
@@ -184,7 +147,6 @@ static void adamw(real *p, const real *g, real *m, real *v, double lr, double wd
     .ndropout = 1, .dropout = dropout,                                              \
     .train = PROGRAM(TRAIN_B, BPTT, 1, 1, run_train),                               \
     .eval = PROGRAM(EVAL_B, BPTT, 1, 0, run_eval), .gen = GEN,                      \
-    .clip = clip, .sgd = sgd, .adamw = adamw, .grad_dense = grad_dense,             \
   }
 
 const LmcModel lmc_model = MODEL(PROGRAM(1, 1, 1, 0, run_gen));

@@ -8,7 +8,8 @@
  * <cblas.h> and defines `lmc_model`, the descriptor the runtime drives.
  * The file reads top to bottom: parameter, hyper-parameter and dropout
  * tables; for each program its kernels, its state table and its run(); the
- * optimizer; the model.  docs/emitted-code.md describes it for readers.
+ * model.  The optimizer is the runtime's (runtime/optimizer.c), driven by
+ * the parameter table.  docs/emitted-code.md describes it for readers.
  *
  * Every live node that computes something gets one `static void` kernel
  * named after its layer and op (train_rnn_l0_cell, kernel_name.c), preceded
@@ -273,11 +274,10 @@ void k_nll(Text *k, Buf *b, Node *n);
 void k_log_softmax_nll(Text *k, Buf *b, int group);
 void k_fused(Text *k, Buf *b, int group);       /* k_fused.c */
 
-/* ------------------------------------------------------------ run.c, optimizer.c */
+/* ------------------------------------------------------------ run.c */
 
 Prog *open_program(Model *m, Graph *g, const char *prog, bool training);
 void emit_program(Prog *p, Buf *out, ProgInfo *pi);
 void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *prog, ProgInfo *pi);
-void emit_optimizer(Model *m, Buf *out);
 
 #endif

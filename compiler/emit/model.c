@@ -1,8 +1,8 @@
 /*
  * model.c: emit_c itself: the file's preamble, the parameter,
- * hyper-parameter and dropout tables, each program (run.c), the folded
- * tables, the optimizer, and `lmc_model`, the descriptor the runtime
- * drives.
+ * hyper-parameter and dropout tables (the parameter table also drives the
+ * runtime's optimizer), each program (run.c), the folded tables, and
+ * `lmc_model`, the descriptor the runtime drives.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -31,9 +31,11 @@ static void emit_tables(Model *m, Buf *out)
         bprintf(out, " 0");
       if ((unsigned)n->a.init > INIT_XAVIER)
         die("parameter %s: unknown initialiser %d", q->name, (int)n->a.init);
+      if (q->rows && q->row_len * (size_t)q->shape.dim[0] != q->numel)
+        die("parameter %s: rows of %zu reals do not tile it", q->name, q->row_len);
       bprintf(out, " }, .offset = %zu, .numel = %zu,\n    .init = %s, .init_a = ", q->off, q->numel, init[n->a.init]);
       bdouble(out, n->a.init_a);
-      bprintf(out, ", .alias = -1 },\n");
+      bprintf(out, ", .alias = -1,\n    .grad_offset = %zu, .grad_rows = %zu },\n", q->goff, q->rows ? q->max_rows : 0);
     }
     /* A tied weight: a second name for a parameter's storage, written
      * under both names in checkpoints as PyTorch's state_dict does. */
@@ -119,7 +121,6 @@ void emit_c(Program *p, FILE *f)
     emit_kernel_defs(&m, names[i], &out);
     emit_program(prog[i], &out, &pi[i]);
   }
-  emit_optimizer(&m, &out);
 
   const char *ntoken = "0";
   for (int i = 0; i < p->nhyper; i++)
@@ -145,10 +146,7 @@ void emit_c(Program *p, FILE *f)
   bprintf(&out, "  .dropout = %s,\n", m.nslot ? "lmc_dropout" : "NULL");
   for (int i = 0; i < 3; i++)
     emit_prog_struct(&out, names[i], gs[i], names[i], &pi[i]);
-  bprintf(&out, "  .clip = lmc_clip,\n");
-  bprintf(&out, "  .sgd = lmc_sgd,\n");
-  bprintf(&out, "  .adamw = lmc_adamw,\n");
-  bprintf(&out, "  .grad_dense = lmc_grad_dense,\n");
+  bprintf(&out, "  .fma = LMC_FMA,\n");
   bprintf(&out, "};\n");
 
   fwrite(out.s, 1, out.len, f);

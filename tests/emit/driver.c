@@ -53,16 +53,16 @@ static int optimizer(const LmcModel *m)
   print("grad", "-", g, n);
   print("m", "-", mm, n);
   print("v", "-", v, n);
-  double norm = m->clip(g, 1.5);
+  double norm = lmc_clip(m, g, 1.5);
   printf("norm - 1 %.17g\n", norm);
   print("clipped", "-", g, n);
-  m->sgd(p, g, 0.25);
+  lmc_sgd(m, p, g, 0.25);
   print("sgd", "-", p, n);
-  m->adamw(p, g, mm, v, 0.01, 0.1, 3);
+  lmc_adamw(m, p, g, mm, v, 0.01, 0.1, 3);
   print("adamw", "-", p, n);
   print("adamw_m", "-", mm, n);
   print("adamw_v", "-", v, n);
-  double unclipped = m->clip(g, 1e9);
+  double unclipped = lmc_clip(m, g, 1e9);
   printf("unclipped - 1 %.17g\n", unclipped);
   print("after_big_clip", "-", g, n);
   free(p);
@@ -126,7 +126,7 @@ int main(int argc, char **argv)
     print("newstate", p->state[i].name, c.state + p->state[i].offset, p->state[i].numel);
   real *dense = fill(m->param_numel, 0, 0, 0);
   if (p->has_backward) {
-    m->grad_dense(c.grad, dense);   /* rows gradients (row-grad) written out */
+    lmc_grad_dense(m, c.grad, dense);   /* rows gradients (row-grad) written out */
     for (int i = 0; i < m->nparam; i++)
       print("grad", m->param[i].name, dense + m->param[i].offset, m->param[i].numel);
   }

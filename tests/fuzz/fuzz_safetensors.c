@@ -14,11 +14,11 @@
 #include "rt.h"
 
 static const LmcTensorDesc params[] = {
-  { "encoder.weight", 2, { 5, 3 }, 0, 15, LMC_INIT_UNIFORM, 0.1, -1 },
-  { "rnn.weight_ih_l0", 2, { 4, 3 }, 15, 12, LMC_INIT_UNIFORM, 0.1, -1 },
-  { "rnn.bias_ih_l0", 1, { 4 }, 27, 4, LMC_INIT_ZERO, 0, -1 },
-  { "decoder.weight", 2, { 5, 3 }, 0, 15, LMC_INIT_UNIFORM, 0.1, 0 },
-  { "decoder.bias", 1, { 5 }, 31, 5, LMC_INIT_ZERO, 0, -1 },
+  { "encoder.weight", 2, { 5, 3 }, 0, 15, LMC_INIT_UNIFORM, 0.1, -1, 0, 0 },
+  { "rnn.weight_ih_l0", 2, { 4, 3 }, 15, 12, LMC_INIT_UNIFORM, 0.1, -1, 15, 0 },
+  { "rnn.bias_ih_l0", 1, { 4 }, 27, 4, LMC_INIT_ZERO, 0, -1, 27, 0 },
+  { "decoder.weight", 2, { 5, 3 }, 0, 15, LMC_INIT_UNIFORM, 0.1, 0, 0, 0 },
+  { "decoder.bias", 1, { 5 }, 31, 5, LMC_INIT_ZERO, 0, -1, 31, 0 },
 };
 enum { NUMEL = 36 };
 

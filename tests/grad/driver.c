@@ -1,7 +1,8 @@
 /*
  * driver.c: gradient check of one emitted f64 program.
  *
- * Linked with a file emitted by `lmc compile --dtype=f64`.  Fills the
+ * Linked with a file emitted by `lmc compile --dtype=f64` and with
+ * runtime/optimizer.c built with LMC_REAL=double (lmc_grad_dense).  Fills the
  * parameters with seeded values, runs the training program once for the
  * analytic gradient, then compares every parameter element with the central
  * difference (L(p + h) - L(p - h)) / 2h.  Prints, per tensor, the
@@ -59,7 +60,7 @@ int main(int argc, char **argv)
   memcpy(c.state, state0, sizeof(double) * p->state_numel);
   double loss = p->run(&c, tokens, targets, T);
   double *grad = malloc(sizeof(double) * (m->param_numel + 1));
-  m->grad_dense(c.grad, grad);   /* rows gradients (row-grad) written out */
+  lmc_grad_dense(m, c.grad, grad);   /* rows gradients (row-grad) written out */
   printf("T=%d B=%d loss=%.12g dropout=%g\n", T, p->batch, loss, drop);
 
   int bad = 0;

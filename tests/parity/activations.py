@@ -20,7 +20,7 @@ def run_driver(lmc, out, dtype, san):
     subprocess.run([lmc, "compile", GRAPH, f"--dtype={dtype}", "-o", src], check=True)
     subprocess.run(["clang", "-std=c11", "-O2", *san, "-Wall", "-Wextra", "-Werror", "-Iruntime",
                     *(["-DLMC_REAL=double"] if dtype == "f64" else []), "-o", exe, src,
-                    "tests/emit/driver.c", "-lopenblas", "-lm"], check=True)
+                    "tests/emit/driver.c", "runtime/optimizer.c", "-lopenblas", "-lm"], check=True)
     text = subprocess.run([exe, "train", "1", "0"], check=True, stdout=subprocess.PIPE, text=True).stdout
     arrays = {}
     for line in text.splitlines():

@@ -7,8 +7,8 @@
  *
  * WEIGHTS is a state_dict in F64, read with the runtime's own ckpt_load
  * (this file is linked with runtime/checkpoint.c, safetensors.c, json.c,
- * util.c, outfile.c and corpus.c built with LMC_REAL=double, so no value
- * goes through float).  JOB is a text file of lines "key value...":
+ * util.c, outfile.c, corpus.c and optimizer.c built with LMC_REAL=double,
+ * so no value goes through float).  JOB is a text file of lines "key value...":
  *
  *   eval N id...     a token stream for main.py's evaluate() at the eval
  *                    batch: batchify, windows of bptt (the last shorter),
@@ -209,16 +209,16 @@ static void train(const LmcModel *m, real *param, double *dropout, const Job *j,
     double loss = p->run(&c, x, y, T);
     if (s == 0) {
       real *dense = xcalloc(m->param_numel, sizeof(real));
-      m->grad_dense(c.grad, dense);   /* rows gradients (row-grad) written out */
+      lmc_grad_dense(m, c.grad, dense);   /* rows gradients (row-grad) written out */
       for (int k = 0; k < m->nparam; k++) {
         const LmcTensorDesc *d = &m->param[k];
         out_add("grad.", d->name, d->rank, d->shape, dense + d->offset, d->numel);
       }
       free(dense);
     }
-    norms[s] = m->clip(c.grad, j->clip);
-    if (j->adamw) m->adamw(param, c.grad, mom, vel, j->lr, j->wd, s + 1);
-    else m->sgd(param, c.grad, j->lr);
+    norms[s] = lmc_clip(m, c.grad, j->clip);
+    if (j->adamw) lmc_adamw(m, param, c.grad, mom, vel, j->lr, j->wd, s + 1);
+    else lmc_sgd(m, param, c.grad, j->lr);
     if (s == 0) out_params("step1.", m, param);
     fprintf(json, "%s%.17g", s ? ", " : "", loss);
   }
