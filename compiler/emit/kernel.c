@@ -63,6 +63,23 @@ void kdropout(Text *k, Buf *b, Node *n, int shape, const char *sfx)
   bprintf(b, "  real scale%s = p%s < 1 ? (real)(1 / (1 - p%s)) : 0;\n", sfx, sfx, sfx);
 }
 
+/* The kernel family of each op that is not elementwise and has a kernel
+ * of its own (views, leaves and fused groups have none). */
+static void (*const kernel_of[NOPS])(Text *k, Buf *b, Node *n) = {
+  [OP_CONST] = k_fill,             [OP_ARANGE] = k_fill,
+  [OP_TRIU_MASK] = k_triu_mask,
+  [OP_CARRY] = k_copy,             [OP_RESHAPE] = k_copy,
+  [OP_MATMUL] = k_matmul,          [OP_MATMUL_BIAS] = k_matmul,       [OP_BMM] = k_matmul,
+  [OP_EMBEDDING] = k_embedding,    [OP_EMBEDDING_GRAD] = k_embedding,
+  [OP_SOFTMAX] = k_softmax,        [OP_LOG_SOFTMAX] = k_softmax,
+  [OP_SOFTMAX_GRAD] = k_softmax,   [OP_LOG_SOFTMAX_GRAD] = k_softmax,
+  [OP_NORMALIZE] = k_normalize,    [OP_NORMALIZE_GRAD] = k_normalize,
+  [OP_NLL_LOSS] = k_nll,           [OP_NLL_LOSS_GRAD] = k_nll,        [OP_NLL_LOG_SOFTMAX_GRAD] = k_nll,
+  [OP_SUM] = k_sum_broadcast,      [OP_BROADCAST] = k_sum_broadcast,
+  [OP_TRANSPOSE] = k_shuffle,      [OP_SLICE] = k_shuffle,            [OP_PAD] = k_shuffle,
+  [OP_CONCAT] = k_shuffle,
+};
+
 /* Writes node id's kernel body into b and its signature into s; false for
  * nodes without a kernel (a fused group's kernel belongs to its anchor). */
 static bool kernel(Prog *p, int id, Buf *b, Sig *s)
@@ -84,38 +101,13 @@ static bool kernel(Prog *p, int id, Buf *b, Sig *s)
       k_log_softmax_nll(&k, b, n->group);
     else
       k_fused(&k, b, n->group);
-  } else if (op_is(n->op, P_ELEM))
+  } else if (op_is(n->op, P_ELEM)) {
     k_elementwise(&k, b, n);
-  else
-    switch (n->op) {
-    case OP_CONST:
-    case OP_ARANGE:         k_fill(&k, b, n); break;
-    case OP_TRIU_MASK:      k_triu_mask(&k, b, n); break;
-    case OP_CARRY:
-    case OP_RESHAPE:        k_copy(&k, b, n); break;
-    case OP_MATMUL:
-    case OP_MATMUL_BIAS:
-    case OP_BMM:            k_matmul(&k, b, n); break;
-    case OP_EMBEDDING:
-    case OP_EMBEDDING_GRAD: k_embedding(&k, b, n); break;
-    case OP_SOFTMAX:
-    case OP_LOG_SOFTMAX:
-    case OP_SOFTMAX_GRAD:
-    case OP_LOG_SOFTMAX_GRAD: k_softmax(&k, b, n); break;
-    case OP_NORMALIZE:
-    case OP_NORMALIZE_GRAD: k_normalize(&k, b, n); break;
-    case OP_NLL_LOSS:
-    case OP_NLL_LOSS_GRAD:
-    case OP_NLL_LOG_SOFTMAX_GRAD: k_nll(&k, b, n); break;
-    case OP_SUM:
-    case OP_BROADCAST:      k_sum_broadcast(&k, b, n); break;
-    case OP_TRANSPOSE:
-    case OP_SLICE:
-    case OP_PAD:
-    case OP_CONCAT:         k_shuffle(&k, b, n); break;
-    default:
-      die("no kernel for %s", op_info[n->op].name);
-    }
+  } else if (kernel_of[n->op]) {
+    kernel_of[n->op](&k, b, n);
+  } else {
+    die("no kernel for %s", op_info[n->op].name);
+  }
   s->has = true;
   s->T = k.uses_T;
   return true;
