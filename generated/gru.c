@@ -77,7 +77,8 @@ static void train_encoder_embedding(real *y, const real *w, const int32_t *ids, 
 /* n5 = dropout(n4) stream 0, p = slot 0
  *   (T, 20, 200) <- (T, 20, 200)
  *   graphs/gru.lua:17
- *   shared by train_dropout, train_rnn_dropout, train_dropout_2 */
+ *   shared by train_dropout, train_rnn_dropout, train_dropout_2
+ *   (the nodes above are train_dropout's) */
 static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
@@ -97,7 +98,8 @@ static void train_rnn_slice(real *y, const real *x)
 /* n13 = matmul_bias(n5, n8, n10) b^T
  *   (T, 20, 600) <- (T, 20, 200), (600, 200), (600)
  *   graphs/gru.lua:18
- *   shared by train_rnn_l0_matmul_bias, train_rnn_l1_matmul_bias */
+ *   shared by train_rnn_l0_matmul_bias, train_rnn_l1_matmul_bias
+ *   (the nodes above are train_rnn_l0_matmul_bias's) */
 static void train_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -111,7 +113,8 @@ static void train_rnn_matmul_bias(real *y, const real *a, const real *b, const r
  *   per step: (20, 200) <- (20, 200), (20, 200)
  *   graphs/gru.lua:18
  *   shared by train_rnn_l0_carry, train_rnn_l1_carry, train_rnn_l1_carry_grad,
- *             train_rnn_l0_carry_grad */
+ *             train_rnn_l0_carry_grad
+ *   (the nodes above are train_rnn_l0_carry's) */
 static void train_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 4000 * sizeof *y);
@@ -120,7 +123,8 @@ static void train_rnn_carry(real *y, const real *x)
 /* n17 = matmul_bias(n15, n9, n11) b^T
  *   per step: (20, 600) <- (20, 200), (600, 200), (600)
  *   graphs/gru.lua:18
- *   shared by train_rnn_l0_matmul_bias_2, train_rnn_l1_matmul_bias_2 */
+ *   shared by train_rnn_l0_matmul_bias_2, train_rnn_l1_matmul_bias_2
+ *   (the nodes above are train_rnn_l0_matmul_bias_2's) */
 static void train_rnn_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
 {
   for (long i0 = 0; i0 < 20; i0++)
@@ -132,7 +136,8 @@ static void train_rnn_matmul_bias_2(real *y, const real *a, const real *b, const
 /* n31 = const() value 1.0
  *   ()
  *   graphs/gru.lua:18
- *   shared by train_rnn_l0_const, eval_rnn_l0_const, gen_rnn_l0_const */
+ *   shared by train_rnn_l0_const, eval_rnn_l0_const, gen_rnn_l0_const
+ *   (the nodes above are train_rnn_l0_const's) */
 static void train_rnn_l0_const(real *y)
 {
   y[0] = 1.0;
@@ -142,42 +147,45 @@ static void train_rnn_l0_const(real *y)
  *   n18 = slice(n14) axis 1 from 0 (20, 200)
  *   n19 = slice(n17) axis 1 from 0 (20, 200)
  *   n20 = add(n18, n19) (20, 200)
- *   n21 = sigmoid(n20) (20, 200), stored
+ *   n21 = sigmoid(n20) (20, 200), stored in y0
  *   n22 = slice(n14) axis 1 from 200 (20, 200)
  *   n23 = slice(n17) axis 1 from 200 (20, 200)
  *   n24 = add(n22, n23) (20, 200)
- *   n25 = sigmoid(n24) (20, 200), stored
+ *   n25 = sigmoid(n24) (20, 200), stored in y1
  *   n26 = slice(n14) axis 1 from 400 (20, 200)
- *   n27 = slice(n17) axis 1 from 400 (20, 200), stored
+ *   n27 = slice(n17) axis 1 from 400 (20, 200), stored in y2
  *   n28 = mul(n21, n27) (20, 200)
  *   n29 = add(n26, n28) (20, 200)
- *   n30 = tanh(n29) (20, 200), stored
- *   n32 = sub(n31, n25) (20, 200), stored
+ *   n30 = tanh(n29) (20, 200), stored in y3
+ *   n32 = sub(n31, n25) (20, 200), stored in y4
  *   n33 = mul(n32, n30) (20, 200)
  *   n34 = mul(n25, n15) (20, 200)
- *   n35 = add(n33, n34) (20, 200), stored
- *   graphs/gru.lua:18 */
-static void train_rnn_l0_cell(real *restrict y21, const real *x14, const real *x17, real *restrict y25, real *restrict y27, real *restrict y30, real *restrict y32, real *restrict y35, const real *x15)
+ *   n35 = add(n33, n34) (20, 200), stored in y5
+ *   reads x0 = n14, x1 = n17, x2 = n15
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l0_cell, train_rnn_l1_cell
+ *   (the nodes above are train_rnn_l0_cell's) */
+static void train_rnn_cell(real *restrict y0, const real *x0, const real *x1, real *restrict y1, real *restrict y2, real *restrict y3, real *restrict y4, real *restrict y5, const real *x2)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x14[i0 * 600 + i1] + x17[i0 * 600 + i1];   /* n20 add */
-      real v1 = 1 / (1 + lmc_expf(-v0));   /* n21 sigmoid */
-      y21[i0 * 200 + i1] = v1;
-      real v2 = x14[200 + i0 * 600 + i1] + x17[200 + i0 * 600 + i1];   /* n24 add */
-      real v3 = 1 / (1 + lmc_expf(-v2));   /* n25 sigmoid */
-      y25[i0 * 200 + i1] = v3;
-      y27[i0 * 200 + i1] = x17[400 + i0 * 600 + i1];
-      real v4 = v1 * x17[400 + i0 * 600 + i1];   /* n28 mul */
-      real v5 = x14[400 + i0 * 600 + i1] + v4;   /* n29 add */
-      real v6 = lmc_tanhf(v5);   /* n30 tanh */
-      y30[i0 * 200 + i1] = v6;
-      real v7 = (real)1.0 - v3;   /* n32 sub */
-      y32[i0 * 200 + i1] = v7;
-      real v8 = v7 * v6;   /* n33 mul */
-      real v9 = v3 * x15[i0 * 200 + i1];   /* n34 mul */
-      real v10 = v8 + v9;   /* n35 add */
-      y35[i0 * 200 + i1] = v10;
+      real v0 = x0[i0 * 600 + i1] + x1[i0 * 600 + i1];   /* add */
+      real v1 = 1 / (1 + lmc_expf(-v0));   /* sigmoid */
+      y0[i0 * 200 + i1] = v1;
+      real v2 = x0[200 + i0 * 600 + i1] + x1[200 + i0 * 600 + i1];   /* add */
+      real v3 = 1 / (1 + lmc_expf(-v2));   /* sigmoid */
+      y1[i0 * 200 + i1] = v3;
+      y2[i0 * 200 + i1] = x1[400 + i0 * 600 + i1];
+      real v4 = v1 * x1[400 + i0 * 600 + i1];   /* mul */
+      real v5 = x0[400 + i0 * 600 + i1] + v4;   /* add */
+      real v6 = lmc_tanhf(v5);   /* tanh */
+      y3[i0 * 200 + i1] = v6;
+      real v7 = (real)1.0 - v3;   /* sub */
+      y4[i0 * 200 + i1] = v7;
+      real v8 = v7 * v6;   /* mul */
+      real v9 = v3 * x2[i0 * 200 + i1];   /* mul */
+      real v10 = v8 + v9;   /* add */
+      y5[i0 * 200 + i1] = v10;
     }
 }
 
@@ -188,49 +196,6 @@ static void train_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = x[4000 + i0];
-}
-
-/* fused: 17 nodes in one loop over (20, 200) per step
- *   n51 = slice(n47) axis 1 from 0 (20, 200)
- *   n52 = slice(n50) axis 1 from 0 (20, 200)
- *   n53 = add(n51, n52) (20, 200)
- *   n54 = sigmoid(n53) (20, 200), stored
- *   n55 = slice(n47) axis 1 from 200 (20, 200)
- *   n56 = slice(n50) axis 1 from 200 (20, 200)
- *   n57 = add(n55, n56) (20, 200)
- *   n58 = sigmoid(n57) (20, 200), stored
- *   n59 = slice(n47) axis 1 from 400 (20, 200)
- *   n60 = slice(n50) axis 1 from 400 (20, 200), stored
- *   n61 = mul(n54, n60) (20, 200)
- *   n62 = add(n59, n61) (20, 200)
- *   n63 = tanh(n62) (20, 200), stored
- *   n65 = sub(n31, n58) (20, 200), stored
- *   n66 = mul(n65, n63) (20, 200)
- *   n67 = mul(n58, n48) (20, 200)
- *   n68 = add(n66, n67) (20, 200), stored
- *   graphs/gru.lua:18 */
-static void train_rnn_l1_cell(real *restrict y54, const real *x47, const real *x50, real *restrict y58, real *restrict y60, real *restrict y63, real *restrict y65, real *restrict y68, const real *x48)
-{
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x47[i0 * 600 + i1] + x50[i0 * 600 + i1];   /* n53 add */
-      real v1 = 1 / (1 + lmc_expf(-v0));   /* n54 sigmoid */
-      y54[i0 * 200 + i1] = v1;
-      real v2 = x47[200 + i0 * 600 + i1] + x50[200 + i0 * 600 + i1];   /* n57 add */
-      real v3 = 1 / (1 + lmc_expf(-v2));   /* n58 sigmoid */
-      y58[i0 * 200 + i1] = v3;
-      y60[i0 * 200 + i1] = x50[400 + i0 * 600 + i1];
-      real v4 = v1 * x50[400 + i0 * 600 + i1];   /* n61 mul */
-      real v5 = x47[400 + i0 * 600 + i1] + v4;   /* n62 add */
-      real v6 = lmc_tanhf(v5);   /* n63 tanh */
-      y63[i0 * 200 + i1] = v6;
-      real v7 = (real)1.0 - v3;   /* n65 sub */
-      y65[i0 * 200 + i1] = v7;
-      real v8 = v7 * v6;   /* n66 mul */
-      real v9 = v3 * x48[i0 * 200 + i1];   /* n67 mul */
-      real v10 = v8 + v9;   /* n68 add */
-      y68[i0 * 200 + i1] = v10;
-    }
 }
 
 /* n73 = concat(n71, n72) axis 0
@@ -255,9 +220,10 @@ static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
 
 /* fused: 4 nodes in one loop over (T, 20, 33278)
  *   n78 = add(n76, n77) (T, 20, 33278)
- *   n79 = log_softmax(n78) (T, 20, 33278)
- *   n80 = nll_loss(n79, n1) (), stored
- *   n83 = nll_log_softmax_grad(n31, n79, n1) (T, 20, 33278), stored
+ *   n79 = log_softmax(n78) (T, 20, 33278), with nt
+ *   n80 = nll_loss(n79, n1) (), stored in loss
+ *   n83 = nll_log_softmax_grad(n31, n79, n1) (T, 20, 33278), stored in 
+ *   reads bias = n77, target = n1
  *   graphs/gru.lua:21 */
 static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
@@ -334,7 +300,8 @@ static void train_rnn_l1_broadcast_grad(real *y, const real *x)
 /* n113 = add_dropout(n111, n112) stream 2, p = slot 0
  *   per step: (20, 200) <- (20, 200), (20, 200)
  *   graphs/gru.lua:18
- *   shared by train_rnn_l1_add_dropout_grad, train_rnn_l0_add_dropout_grad */
+ *   shared by train_rnn_l1_add_dropout_grad, train_rnn_l0_add_dropout_grad
+ *   (the nodes above are train_rnn_l1_add_dropout_grad's) */
 static void train_rnn_add_dropout_grad(real *y, const real *a, const real *b, uint64_t key, double p, long idx0)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
@@ -344,14 +311,17 @@ static void train_rnn_add_dropout_grad(real *y, const real *a, const real *b, ui
 
 /* fused: 2 nodes in one loop over (20, 200) per step
  *   n124 = mul(n113, n121) (20, 200)
- *   n128 = tanh_grad(n124, n122) (20, 200), stored
- *   graphs/gru.lua:18 */
-static void train_rnn_l1_cell_grad(real *restrict y128, const real *x113, const real *x121, const real *x122)
+ *   n128 = tanh_grad(n124, n122) (20, 200), stored in y0
+ *   reads x0 = n113, x1 = n121, x2 = n122
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l1_cell_grad, train_rnn_l0_cell_grad
+ *   (the nodes above are train_rnn_l1_cell_grad's) */
+static void train_rnn_cell_grad(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
-    real v0 = x113[i0] * x121[i0];   /* n124 mul */
-    real v1 = v0 * (1 - x122[i0] * x122[i0]);   /* n128 tanh_grad */
-    y128[i0] = v1;
+    real v0 = x0[i0] * x1[i0];   /* mul */
+    real v1 = v0 * (1 - x2[i0] * x2[i0]);   /* tanh_grad */
+    y0[i0] = v1;
   }
 }
 
@@ -360,17 +330,20 @@ static void train_rnn_l1_cell_grad(real *restrict y128, const real *x113, const 
  *   n123 = mul(n113, n122) (20, 200)
  *   n125 = neg(n123) (20, 200)
  *   n126 = add(n119, n125) (20, 200)
- *   n140 = sigmoid_grad(n126, n117) (20, 200), stored
- *   graphs/gru.lua:18 */
-static void train_rnn_l1_cell_grad_2(real *restrict y140, const real *x113, const real *x118, const real *x122, const real *x117)
+ *   n140 = sigmoid_grad(n126, n117) (20, 200), stored in y0
+ *   reads x0 = n113, x1 = n118, x2 = n122, x3 = n117
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l1_cell_grad_2, train_rnn_l0_cell_grad_2
+ *   (the nodes above are train_rnn_l1_cell_grad_2's) */
+static void train_rnn_cell_grad_2(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
-    real v0 = x113[i0] * x118[i0];   /* n119 mul */
-    real v1 = x113[i0] * x122[i0];   /* n123 mul */
-    real v2 = -v1;   /* n125 neg */
-    real v3 = v0 + v2;   /* n126 add */
-    real v4 = v3 * x117[i0] * (1 - x117[i0]);   /* n140 sigmoid_grad */
-    y140[i0] = v4;
+    real v0 = x0[i0] * x1[i0];   /* mul */
+    real v1 = x0[i0] * x2[i0];   /* mul */
+    real v2 = -v1;   /* neg */
+    real v3 = v0 + v2;   /* add */
+    real v4 = v3 * x3[i0] * (1 - x3[i0]);   /* sigmoid_grad */
+    y0[i0] = v4;
   }
 }
 
@@ -380,21 +353,24 @@ static void train_rnn_l1_cell_grad_2(real *restrict y140, const real *x113, cons
  *   n136 = pad(n134) axis 1 at 400 (20, 600)
  *   n143 = pad(n140) axis 1 at 200 (20, 600)
  *   n144 = add(n136, n143) (20, 600)
- *   n148 = sigmoid_grad(n133, n131) (20, 200), stored
+ *   n148 = sigmoid_grad(n133, n131) (20, 200), stored in y0
  *   n151 = pad(n148) axis 1 at 0 (20, 600)
- *   n152 = add(n144, n151) (20, 600), stored
- *   graphs/gru.lua:18 */
-static void train_rnn_l1_cell_grad_3(real *restrict y148, const real *x128, const real *x132, const real *x131, real *restrict y152, const real *x140)
+ *   n152 = add(n144, n151) (20, 600), stored in y1
+ *   reads x0 = n128, x1 = n132, x2 = n131, x3 = n140
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l1_cell_grad_3, train_rnn_l0_cell_grad_3
+ *   (the nodes above are train_rnn_l1_cell_grad_3's) */
+static void train_rnn_cell_grad_3(real *restrict y0, const real *x0, const real *x1, const real *x2, real *restrict y1, const real *x3)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x128[i0 * 200 + i1] * x132[i0 * 200 + i1];   /* n133 mul */
-      real v1 = v0 * x131[i0 * 200 + i1] * (1 - x131[i0 * 200 + i1]);   /* n148 sigmoid_grad */
-      y148[i0 * 200 + i1] = v1;
-      real v2 = x128[i0 * 200 + i1] * x131[i0 * 200 + i1];   /* n134 mul */
-      y152[400 + i0 * 600 + i1] = v2;   /* n136 pad at 400 */
-      y152[200 + i0 * 600 + i1] = x140[i0 * 200 + i1];   /* n143 pad at 200 */
-      y152[i0 * 600 + i1] = v1;   /* n151 pad at 0 */
+      real v0 = x0[i0 * 200 + i1] * x1[i0 * 200 + i1];   /* mul */
+      real v1 = v0 * x2[i0 * 200 + i1] * (1 - x2[i0 * 200 + i1]);   /* sigmoid_grad */
+      y0[i0 * 200 + i1] = v1;
+      real v2 = x0[i0 * 200 + i1] * x2[i0 * 200 + i1];   /* mul */
+      y1[400 + i0 * 600 + i1] = v2;   /* pad at 400 */
+      y1[200 + i0 * 600 + i1] = x3[i0 * 200 + i1];   /* pad at 200 */
+      y1[i0 * 600 + i1] = v1;   /* pad at 0 */
     }
 }
 
@@ -403,22 +379,26 @@ static void train_rnn_l1_cell_grad_3(real *restrict y148, const real *x128, cons
  *   n145 = pad(n140) axis 1 at 200 (20, 600)
  *   n146 = add(n138, n145) (20, 600)
  *   n153 = pad(n148) axis 1 at 0 (20, 600)
- *   n154 = add(n146, n153) (20, 600), stored
- *   graphs/gru.lua:18 */
-static void train_rnn_l1_cell_grad_4(real *restrict y154, const real *x128, const real *x140, const real *x148)
+ *   n154 = add(n146, n153) (20, 600), stored in y0
+ *   reads x0 = n128, x1 = n140, x2 = n148
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l1_cell_grad_4, train_rnn_l0_cell_grad_4
+ *   (the nodes above are train_rnn_l1_cell_grad_4's) */
+static void train_rnn_cell_grad_4(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      y154[400 + i0 * 600 + i1] = x128[i0 * 200 + i1];   /* n138 pad at 400 */
-      y154[200 + i0 * 600 + i1] = x140[i0 * 200 + i1];   /* n145 pad at 200 */
-      y154[i0 * 600 + i1] = x148[i0 * 200 + i1];   /* n153 pad at 0 */
+      y0[400 + i0 * 600 + i1] = x0[i0 * 200 + i1];   /* pad at 400 */
+      y0[200 + i0 * 600 + i1] = x1[i0 * 200 + i1];   /* pad at 200 */
+      y0[i0 * 600 + i1] = x2[i0 * 200 + i1];   /* pad at 0 */
     }
 }
 
 /* n156 = matmul(n152, n42)
  *   per step: (20, 200) <- (20, 600), (600, 200)
  *   graphs/gru.lua:18
- *   shared by train_rnn_l1_matmul_grad, train_rnn_l0_matmul_grad */
+ *   shared by train_rnn_l1_matmul_grad, train_rnn_l0_matmul_grad
+ *   (the nodes above are train_rnn_l1_matmul_grad's) */
 static void train_rnn_matmul_grad(real *y, const real *a, const real *b)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 600,
@@ -427,14 +407,17 @@ static void train_rnn_matmul_grad(real *y, const real *a, const real *b)
 
 /* fused: 2 nodes in one loop over (20, 200) per step
  *   n120 = mul(n113, n117) (20, 200)
- *   n157 = add(n120, n156) (20, 200), stored
- *   graphs/gru.lua:18 */
-static void train_rnn_l1_cell_grad_5(real *restrict y157, const real *x113, const real *x117, const real *x156)
+ *   n157 = add(n120, n156) (20, 200), stored in y0
+ *   reads x0 = n113, x1 = n117, x2 = n156
+ *   graphs/gru.lua:18
+ *   shared by train_rnn_l1_cell_grad_5, train_rnn_l0_cell_grad_5
+ *   (the nodes above are train_rnn_l1_cell_grad_5's) */
+static void train_rnn_cell_grad_5(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 4000; i0++) {
-    real v0 = x113[i0] * x117[i0];   /* n120 mul */
-    real v1 = v0 + x156[i0];   /* n157 add */
-    y157[i0] = v1;
+    real v0 = x0[i0] * x1[i0];   /* mul */
+    real v1 = v0 + x2[i0];   /* add */
+    y0[i0] = v1;
   }
 }
 
@@ -442,7 +425,8 @@ static void train_rnn_l1_cell_grad_5(real *restrict y157, const real *x113, cons
  *   (600) <- (T, 20, 600)
  *   graphs/gru.lua:18
  *   shared by train_rnn_l1_sum_grad, train_rnn_l1_sum_grad_2,
- *             train_rnn_l0_sum_grad, train_rnn_l0_sum_grad_2 */
+ *             train_rnn_l0_sum_grad, train_rnn_l0_sum_grad_2
+ *   (the nodes above are train_rnn_l1_sum_grad's) */
 static void train_rnn_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 600 * sizeof *y);
@@ -455,7 +439,8 @@ static void train_rnn_sum_grad(real *y, const real *x, int T)
  *   (600, 200) <- (T, 20, 600), (T, 20, 200)
  *   graphs/gru.lua:18
  *   shared by train_rnn_l1_matmul_grad_2, train_rnn_l1_matmul_grad_4,
- *             train_rnn_l0_matmul_grad_2, train_rnn_l0_matmul_grad_4 */
+ *             train_rnn_l0_matmul_grad_2, train_rnn_l0_matmul_grad_4
+ *   (the nodes above are train_rnn_l1_matmul_grad_2's) */
 static void train_rnn_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 600, 200, 20*T,
@@ -465,97 +450,12 @@ static void train_rnn_matmul_grad_2(real *y, const real *a, const real *b, int T
 /* n164 = matmul(n158, n41)
  *   (T, 20, 200) <- (T, 20, 600), (600, 200)
  *   graphs/gru.lua:18
- *   shared by train_rnn_l1_matmul_grad_3, train_rnn_l0_matmul_grad_3 */
+ *   shared by train_rnn_l1_matmul_grad_3, train_rnn_l0_matmul_grad_3
+ *   (the nodes above are train_rnn_l1_matmul_grad_3's) */
 static void train_rnn_matmul_grad_3(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 600,
               1, a, 600, b, 200, 0, y, 200);
-}
-
-/* fused: 2 nodes in one loop over (20, 200) per step
- *   n203 = mul(n192, n200) (20, 200)
- *   n207 = tanh_grad(n203, n201) (20, 200), stored
- *   graphs/gru.lua:18 */
-static void train_rnn_l0_cell_grad(real *restrict y207, const real *x192, const real *x200, const real *x201)
-{
-  for (long i0 = 0; i0 < 4000; i0++) {
-    real v0 = x192[i0] * x200[i0];   /* n203 mul */
-    real v1 = v0 * (1 - x201[i0] * x201[i0]);   /* n207 tanh_grad */
-    y207[i0] = v1;
-  }
-}
-
-/* fused: 5 nodes in one loop over (20, 200) per step
- *   n198 = mul(n192, n197) (20, 200)
- *   n202 = mul(n192, n201) (20, 200)
- *   n204 = neg(n202) (20, 200)
- *   n205 = add(n198, n204) (20, 200)
- *   n219 = sigmoid_grad(n205, n196) (20, 200), stored
- *   graphs/gru.lua:18 */
-static void train_rnn_l0_cell_grad_2(real *restrict y219, const real *x192, const real *x197, const real *x201, const real *x196)
-{
-  for (long i0 = 0; i0 < 4000; i0++) {
-    real v0 = x192[i0] * x197[i0];   /* n198 mul */
-    real v1 = x192[i0] * x201[i0];   /* n202 mul */
-    real v2 = -v1;   /* n204 neg */
-    real v3 = v0 + v2;   /* n205 add */
-    real v4 = v3 * x196[i0] * (1 - x196[i0]);   /* n219 sigmoid_grad */
-    y219[i0] = v4;
-  }
-}
-
-/* fused: 8 nodes in one loop over (20, 200) per step
- *   n212 = mul(n207, n211) (20, 200)
- *   n213 = mul(n207, n210) (20, 200)
- *   n215 = pad(n213) axis 1 at 400 (20, 600)
- *   n222 = pad(n219) axis 1 at 200 (20, 600)
- *   n223 = add(n215, n222) (20, 600)
- *   n227 = sigmoid_grad(n212, n210) (20, 200), stored
- *   n230 = pad(n227) axis 1 at 0 (20, 600)
- *   n231 = add(n223, n230) (20, 600), stored
- *   graphs/gru.lua:18 */
-static void train_rnn_l0_cell_grad_3(real *restrict y227, const real *x207, const real *x211, const real *x210, real *restrict y231, const real *x219)
-{
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x207[i0 * 200 + i1] * x211[i0 * 200 + i1];   /* n212 mul */
-      real v1 = v0 * x210[i0 * 200 + i1] * (1 - x210[i0 * 200 + i1]);   /* n227 sigmoid_grad */
-      y227[i0 * 200 + i1] = v1;
-      real v2 = x207[i0 * 200 + i1] * x210[i0 * 200 + i1];   /* n213 mul */
-      y231[400 + i0 * 600 + i1] = v2;   /* n215 pad at 400 */
-      y231[200 + i0 * 600 + i1] = x219[i0 * 200 + i1];   /* n222 pad at 200 */
-      y231[i0 * 600 + i1] = v1;   /* n230 pad at 0 */
-    }
-}
-
-/* fused: 5 nodes in one loop over (20, 200) per step
- *   n217 = pad(n207) axis 1 at 400 (20, 600)
- *   n224 = pad(n219) axis 1 at 200 (20, 600)
- *   n225 = add(n217, n224) (20, 600)
- *   n232 = pad(n227) axis 1 at 0 (20, 600)
- *   n233 = add(n225, n232) (20, 600), stored
- *   graphs/gru.lua:18 */
-static void train_rnn_l0_cell_grad_4(real *restrict y233, const real *x207, const real *x219, const real *x227)
-{
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      y233[400 + i0 * 600 + i1] = x207[i0 * 200 + i1];   /* n217 pad at 400 */
-      y233[200 + i0 * 600 + i1] = x219[i0 * 200 + i1];   /* n224 pad at 200 */
-      y233[i0 * 600 + i1] = x227[i0 * 200 + i1];   /* n232 pad at 0 */
-    }
-}
-
-/* fused: 2 nodes in one loop over (20, 200) per step
- *   n199 = mul(n192, n196) (20, 200)
- *   n236 = add(n199, n235) (20, 200), stored
- *   graphs/gru.lua:18 */
-static void train_rnn_l0_cell_grad_5(real *restrict y236, const real *x192, const real *x196, const real *x235)
-{
-  for (long i0 = 0; i0 < 4000; i0++) {
-    real v0 = x192[i0] * x196[i0];   /* n199 mul */
-    real v1 = v0 + x235[i0];   /* n236 add */
-    y236[i0] = v1;
-  }
 }
 
 /* n245 = dropout_grad(n243) stream 0, p = slot 0
@@ -682,7 +582,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = 0; t < T; t++) {   /* loop 1 */
     train_rnn_carry(rnn_l0_carry + t * 4000, t == 0 ? rnn_slice : rnn_l0_add + (t - 1) * 4000);
     train_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, rnn_bias_hh_l0, c->threads);
-    train_rnn_l0_cell(rnn_l0_sigmoid + t * 4000, rnn_l0_matmul_bias + t * 12000, rnn_l0_matmul_bias_2, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_slice + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sub + t * 4000, rnn_l0_add + t * 4000, rnn_l0_carry + t * 4000);
+    train_rnn_cell(rnn_l0_sigmoid + t * 4000, rnn_l0_matmul_bias + t * 12000, rnn_l0_matmul_bias_2, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_slice + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sub + t * 4000, rnn_l0_add + t * 4000, rnn_l0_carry + t * 4000);
   }
   train_dropout(rnn_dropout, rnn_l0_add, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
   train_rnn_slice_2(rnn_slice_2, hidden);
@@ -690,7 +590,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = 0; t < T; t++) {   /* loop 2 */
     train_rnn_carry(rnn_l1_carry + t * 4000, t == 0 ? rnn_slice_2 : rnn_l1_add + (t - 1) * 4000);
     train_rnn_matmul_bias_2(rnn_l1_matmul_bias_2, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, rnn_bias_hh_l1, c->threads);
-    train_rnn_l1_cell(rnn_l1_sigmoid + t * 4000, rnn_l1_matmul_bias + t * 12000, rnn_l1_matmul_bias_2, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_slice + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sub + t * 4000, rnn_l1_add + t * 4000, rnn_l1_carry + t * 4000);
+    train_rnn_cell(rnn_l1_sigmoid + t * 4000, rnn_l1_matmul_bias + t * 12000, rnn_l1_matmul_bias_2, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_slice + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sub + t * 4000, rnn_l1_add + t * 4000, rnn_l1_carry + t * 4000);
   }
   train_rnn_concat(rnn_concat, rnn_l0_add + (T - 1) * 4000, rnn_l1_add + (T - 1) * 4000);
   train_dropout(dropout_2, rnn_l1_add, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
@@ -704,12 +604,12 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
     train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_add_grad);
     train_rnn_add_dropout_grad(rnn_l1_add_dropout_grad, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000);
-    train_rnn_l1_cell_grad(rnn_l1_tanh_grad, rnn_l1_add_dropout_grad, rnn_l1_sub + t * 4000, rnn_l1_tanh + t * 4000);
-    train_rnn_l1_cell_grad_2(rnn_l1_sigmoid_grad, rnn_l1_add_dropout_grad, rnn_l1_carry + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sigmoid_2 + t * 4000);
-    train_rnn_l1_cell_grad_3(rnn_l1_sigmoid_grad_2, rnn_l1_tanh_grad, rnn_l1_slice + t * 4000, rnn_l1_sigmoid + t * 4000, rnn_l1_add_grad_2 + t * 12000, rnn_l1_sigmoid_grad);
-    train_rnn_l1_cell_grad_4(rnn_l1_add_grad_3 + t * 12000, rnn_l1_tanh_grad, rnn_l1_sigmoid_grad, rnn_l1_sigmoid_grad_2);
+    train_rnn_cell_grad(rnn_l1_tanh_grad, rnn_l1_add_dropout_grad, rnn_l1_sub + t * 4000, rnn_l1_tanh + t * 4000);
+    train_rnn_cell_grad_2(rnn_l1_sigmoid_grad, rnn_l1_add_dropout_grad, rnn_l1_carry + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sigmoid_2 + t * 4000);
+    train_rnn_cell_grad_3(rnn_l1_sigmoid_grad_2, rnn_l1_tanh_grad, rnn_l1_slice + t * 4000, rnn_l1_sigmoid + t * 4000, rnn_l1_add_grad_2 + t * 12000, rnn_l1_sigmoid_grad);
+    train_rnn_cell_grad_4(rnn_l1_add_grad_3 + t * 12000, rnn_l1_tanh_grad, rnn_l1_sigmoid_grad, rnn_l1_sigmoid_grad_2);
     train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_add_grad_2 + t * 12000, rnn_weight_hh_l1);
-    train_rnn_l1_cell_grad_5(rnn_l1_add_grad, rnn_l1_add_dropout_grad, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_matmul_grad);
+    train_rnn_cell_grad_5(rnn_l1_add_grad, rnn_l1_add_dropout_grad, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_matmul_grad);
   }
   train_rnn_sum_grad(d_rnn_bias_hh_l1, rnn_l1_add_grad_2, T);
   train_rnn_matmul_grad_2(d_rnn_weight_hh_l1, rnn_l1_add_grad_2, rnn_l1_carry, T);
@@ -719,12 +619,12 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
     train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_add_grad);
     train_rnn_add_dropout_grad(rnn_l0_add_dropout_grad, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000);
-    train_rnn_l0_cell_grad(rnn_l0_tanh_grad, rnn_l0_add_dropout_grad, rnn_l0_sub + t * 4000, rnn_l0_tanh + t * 4000);
-    train_rnn_l0_cell_grad_2(rnn_l0_sigmoid_grad, rnn_l0_add_dropout_grad, rnn_l0_carry + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sigmoid_2 + t * 4000);
-    train_rnn_l0_cell_grad_3(rnn_l0_sigmoid_grad_2, rnn_l0_tanh_grad, rnn_l0_slice + t * 4000, rnn_l0_sigmoid + t * 4000, rnn_l0_add_grad_2 + t * 12000, rnn_l0_sigmoid_grad);
-    train_rnn_l0_cell_grad_4(rnn_l0_add_grad_3 + t * 12000, rnn_l0_tanh_grad, rnn_l0_sigmoid_grad, rnn_l0_sigmoid_grad_2);
+    train_rnn_cell_grad(rnn_l0_tanh_grad, rnn_l0_add_dropout_grad, rnn_l0_sub + t * 4000, rnn_l0_tanh + t * 4000);
+    train_rnn_cell_grad_2(rnn_l0_sigmoid_grad, rnn_l0_add_dropout_grad, rnn_l0_carry + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sigmoid_2 + t * 4000);
+    train_rnn_cell_grad_3(rnn_l0_sigmoid_grad_2, rnn_l0_tanh_grad, rnn_l0_slice + t * 4000, rnn_l0_sigmoid + t * 4000, rnn_l0_add_grad_2 + t * 12000, rnn_l0_sigmoid_grad);
+    train_rnn_cell_grad_4(rnn_l0_add_grad_3 + t * 12000, rnn_l0_tanh_grad, rnn_l0_sigmoid_grad, rnn_l0_sigmoid_grad_2);
     train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_add_grad_2 + t * 12000, rnn_weight_hh_l0);
-    train_rnn_l0_cell_grad_5(rnn_l0_add_grad, rnn_l0_add_dropout_grad, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_matmul_grad);
+    train_rnn_cell_grad_5(rnn_l0_add_grad, rnn_l0_add_dropout_grad, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_matmul_grad);
   }
   train_rnn_sum_grad(d_rnn_bias_hh_l0, rnn_l0_add_grad_2, T);
   train_rnn_matmul_grad_2(d_rnn_weight_hh_l0, rnn_l0_add_grad_2, rnn_l0_carry, T);
@@ -761,7 +661,8 @@ static void eval_rnn_slice(real *y, const real *x)
 /* n12 = matmul_bias(n4, n7, n9) b^T
  *   (T, 10, 600) <- (T, 10, 200), (600, 200), (600)
  *   graphs/gru.lua:18
- *   shared by eval_rnn_l0_matmul_bias, eval_rnn_l1_matmul_bias */
+ *   shared by eval_rnn_l0_matmul_bias, eval_rnn_l1_matmul_bias
+ *   (the nodes above are eval_rnn_l0_matmul_bias's) */
 static void eval_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
@@ -774,7 +675,8 @@ static void eval_rnn_matmul_bias(real *y, const real *a, const real *b, const re
 /* n14 = carry(n6, n34)
  *   per step: (10, 200) <- (10, 200), (10, 200)
  *   graphs/gru.lua:18
- *   shared by eval_rnn_l0_carry, eval_rnn_l1_carry */
+ *   shared by eval_rnn_l0_carry, eval_rnn_l1_carry
+ *   (the nodes above are eval_rnn_l0_carry's) */
 static void eval_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 2000 * sizeof *y);
@@ -783,7 +685,8 @@ static void eval_rnn_carry(real *y, const real *x)
 /* n16 = matmul_bias(n14, n8, n10) b^T
  *   per step: (10, 600) <- (10, 200), (600, 200), (600)
  *   graphs/gru.lua:18
- *   shared by eval_rnn_l0_matmul_bias_2, eval_rnn_l1_matmul_bias_2 */
+ *   shared by eval_rnn_l0_matmul_bias_2, eval_rnn_l1_matmul_bias_2
+ *   (the nodes above are eval_rnn_l0_matmul_bias_2's) */
 static void eval_rnn_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
 {
   for (long i0 = 0; i0 < 10; i0++)
@@ -809,24 +712,27 @@ static void eval_rnn_matmul_bias_2(real *y, const real *a, const real *b, const 
  *   n31 = sub(n30, n24) (10, 200)
  *   n32 = mul(n31, n29) (10, 200)
  *   n33 = mul(n24, n14) (10, 200)
- *   n34 = add(n32, n33) (10, 200), stored
- *   graphs/gru.lua:18 */
-static void eval_rnn_l0_cell(real *restrict y34, const real *x13, const real *x16, const real *x14)
+ *   n34 = add(n32, n33) (10, 200), stored in y0
+ *   reads x0 = n13, x1 = n16, x2 = n14
+ *   graphs/gru.lua:18
+ *   shared by eval_rnn_l0_cell, eval_rnn_l1_cell
+ *   (the nodes above are eval_rnn_l0_cell's) */
+static void eval_rnn_cell(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x13[200 + i0 * 600 + i1] + x16[200 + i0 * 600 + i1];   /* n23 add */
-      real v1 = 1 / (1 + lmc_expf(-v0));   /* n24 sigmoid */
-      real v2 = (real)1.0 - v1;   /* n31 sub */
-      real v3 = x13[i0 * 600 + i1] + x16[i0 * 600 + i1];   /* n19 add */
-      real v4 = 1 / (1 + lmc_expf(-v3));   /* n20 sigmoid */
-      real v5 = v4 * x16[400 + i0 * 600 + i1];   /* n27 mul */
-      real v6 = x13[400 + i0 * 600 + i1] + v5;   /* n28 add */
-      real v7 = lmc_tanhf(v6);   /* n29 tanh */
-      real v8 = v2 * v7;   /* n32 mul */
-      real v9 = v1 * x14[i0 * 200 + i1];   /* n33 mul */
-      real v10 = v8 + v9;   /* n34 add */
-      y34[i0 * 200 + i1] = v10;
+      real v0 = x0[200 + i0 * 600 + i1] + x1[200 + i0 * 600 + i1];   /* add */
+      real v1 = 1 / (1 + lmc_expf(-v0));   /* sigmoid */
+      real v2 = (real)1.0 - v1;   /* sub */
+      real v3 = x0[i0 * 600 + i1] + x1[i0 * 600 + i1];   /* add */
+      real v4 = 1 / (1 + lmc_expf(-v3));   /* sigmoid */
+      real v5 = v4 * x1[400 + i0 * 600 + i1];   /* mul */
+      real v6 = x0[400 + i0 * 600 + i1] + v5;   /* add */
+      real v7 = lmc_tanhf(v6);   /* tanh */
+      real v8 = v2 * v7;   /* mul */
+      real v9 = v1 * x2[i0 * 200 + i1];   /* mul */
+      real v10 = v8 + v9;   /* add */
+      y0[i0 * 200 + i1] = v10;
     }
 }
 
@@ -837,44 +743,6 @@ static void eval_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 2000; i0++)
     y[i0] = x[2000 + i0];
-}
-
-/* fused: 17 nodes in one loop over (10, 200) per step
- *   n49 = slice(n45) axis 1 from 0 (10, 200)
- *   n50 = slice(n48) axis 1 from 0 (10, 200)
- *   n51 = add(n49, n50) (10, 200)
- *   n52 = sigmoid(n51) (10, 200)
- *   n53 = slice(n45) axis 1 from 200 (10, 200)
- *   n54 = slice(n48) axis 1 from 200 (10, 200)
- *   n55 = add(n53, n54) (10, 200)
- *   n56 = sigmoid(n55) (10, 200)
- *   n57 = slice(n45) axis 1 from 400 (10, 200)
- *   n58 = slice(n48) axis 1 from 400 (10, 200)
- *   n59 = mul(n52, n58) (10, 200)
- *   n60 = add(n57, n59) (10, 200)
- *   n61 = tanh(n60) (10, 200)
- *   n63 = sub(n30, n56) (10, 200)
- *   n64 = mul(n63, n61) (10, 200)
- *   n65 = mul(n56, n46) (10, 200)
- *   n66 = add(n64, n65) (10, 200), stored
- *   graphs/gru.lua:18 */
-static void eval_rnn_l1_cell(real *restrict y66, const real *x45, const real *x48, const real *x46)
-{
-  for (long i0 = 0; i0 < 10; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x45[200 + i0 * 600 + i1] + x48[200 + i0 * 600 + i1];   /* n55 add */
-      real v1 = 1 / (1 + lmc_expf(-v0));   /* n56 sigmoid */
-      real v2 = (real)1.0 - v1;   /* n63 sub */
-      real v3 = x45[i0 * 600 + i1] + x48[i0 * 600 + i1];   /* n51 add */
-      real v4 = 1 / (1 + lmc_expf(-v3));   /* n52 sigmoid */
-      real v5 = v4 * x48[400 + i0 * 600 + i1];   /* n59 mul */
-      real v6 = x45[400 + i0 * 600 + i1] + v5;   /* n60 add */
-      real v7 = lmc_tanhf(v6);   /* n61 tanh */
-      real v8 = v2 * v7;   /* n64 mul */
-      real v9 = v1 * x46[i0 * 200 + i1];   /* n65 mul */
-      real v10 = v8 + v9;   /* n66 add */
-      y66[i0 * 200 + i1] = v10;
-    }
 }
 
 /* n71 = concat(n69, n70) axis 0
@@ -889,10 +757,11 @@ static void eval_rnn_concat(real *y, const real *a, const real *b)
 }
 
 /* fused: 4 nodes in one loop over (T, 10, 33278)
- *   n73 = matmul(n67, n72) b^T (T, 10, 33278)
+ *   n73 = matmul(n67, n72) b^T (T, 10, 33278), with 
  *   n75 = add(n73, n74) (T, 10, 33278)
- *   n76 = log_softmax(n75) (T, 10, 33278)
- *   n77 = nll_loss(n76, n1) (), stored
+ *   n76 = log_softmax(n75) (T, 10, 33278), with nt
+ *   n77 = nll_loss(n76, n1) (), stored in loss
+ *   reads h = n67, w = n72, bias = n74, target = n1
  *   graphs/gru.lua:21 */
 static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
 {
@@ -970,14 +839,14 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   for (int t = 0; t < T; t++) {   /* loop 1 */
     eval_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_add + (t - 1) * 2000);
     eval_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry, rnn_weight_hh_l0, rnn_bias_hh_l0, c->threads);
-    eval_rnn_l0_cell(rnn_l0_add + t * 2000, rnn_l0_matmul_bias + t * 6000, rnn_l0_matmul_bias_2, rnn_l0_carry);
+    eval_rnn_cell(rnn_l0_add + t * 2000, rnn_l0_matmul_bias + t * 6000, rnn_l0_matmul_bias_2, rnn_l0_carry);
   }
   eval_rnn_slice_2(rnn_slice_2, hidden);
   eval_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_add, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     eval_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_add + (t - 1) * 2000);
     eval_rnn_matmul_bias_2(rnn_l1_matmul_bias_2, rnn_l1_carry, rnn_weight_hh_l1, rnn_bias_hh_l1, c->threads);
-    eval_rnn_l1_cell(rnn_l1_add + t * 2000, rnn_l1_matmul_bias + t * 6000, rnn_l1_matmul_bias_2, rnn_l1_carry);
+    eval_rnn_cell(rnn_l1_add + t * 2000, rnn_l1_matmul_bias + t * 6000, rnn_l1_matmul_bias_2, rnn_l1_carry);
   }
   eval_rnn_concat(rnn_concat, rnn_l0_add + (T - 1) * 2000, rnn_l1_add + (T - 1) * 2000);
   eval_log_softmax_nll(nll_loss, rnn_l1_add, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
@@ -1008,7 +877,8 @@ static void gen_rnn_slice(real *y, const real *x)
 /* n11 = matmul(n4, n7) b^T
  *   (T, 1, 600) <- (T, 1, 200), (600, 200)
  *   graphs/gru.lua:18
- *   shared by gen_rnn_l0_matmul, gen_rnn_l1_matmul */
+ *   shared by gen_rnn_l0_matmul, gen_rnn_l1_matmul
+ *   (the nodes above are gen_rnn_l0_matmul's) */
 static void gen_rnn_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   lmc_sgemm_abt_mt(nt, T, 600, 200, a, 200, b, 200, 0, y, 600);
@@ -1017,7 +887,8 @@ static void gen_rnn_matmul(real *y, const real *a, const real *b, int nt, int T)
 /* n12 = add(n11, n9)
  *   (T, 1, 600) <- (T, 1, 600), (600)
  *   graphs/gru.lua:18
- *   shared by gen_rnn_l0_add, gen_rnn_l1_add */
+ *   shared by gen_rnn_l0_add, gen_rnn_l1_add
+ *   (the nodes above are gen_rnn_l0_add's) */
 static void gen_rnn_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -1028,7 +899,8 @@ static void gen_rnn_add(real *y, const real *a, const real *b, int T)
 /* n14 = carry(n6, n34)
  *   per step: (1, 200) <- (1, 200), (1, 200)
  *   graphs/gru.lua:18
- *   shared by gen_rnn_l0_carry, gen_rnn_l1_carry */
+ *   shared by gen_rnn_l0_carry, gen_rnn_l1_carry
+ *   (the nodes above are gen_rnn_l0_carry's) */
 static void gen_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 200 * sizeof *y);
@@ -1037,7 +909,8 @@ static void gen_rnn_carry(real *y, const real *x)
 /* n15 = matmul(n14, n8) b^T
  *   per step: (1, 600) <- (1, 200), (600, 200)
  *   graphs/gru.lua:18
- *   shared by gen_rnn_l0_matmul_2, gen_rnn_l1_matmul_2 */
+ *   shared by gen_rnn_l0_matmul_2, gen_rnn_l1_matmul_2
+ *   (the nodes above are gen_rnn_l0_matmul_2's) */
 static void gen_rnn_matmul_2(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
@@ -1061,26 +934,29 @@ static void gen_rnn_matmul_2(real *y, const real *a, const real *b, int nt)
  *   n31 = sub(n30, n24) (1, 200)
  *   n32 = mul(n31, n29) (1, 200)
  *   n33 = mul(n24, n14) (1, 200)
- *   n34 = add(n32, n33) (1, 200), stored
- *   graphs/gru.lua:18 */
-static void gen_rnn_l0_cell(real *restrict y34, const real *x13, const real *x15, const real *x10, const real *x14)
+ *   n34 = add(n32, n33) (1, 200), stored in y0
+ *   reads x0 = n13, x1 = n15, x2 = n10, x3 = n14
+ *   graphs/gru.lua:18
+ *   shared by gen_rnn_l0_cell, gen_rnn_l1_cell
+ *   (the nodes above are gen_rnn_l0_cell's) */
+static void gen_rnn_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3)
 {
   for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x15[200 + i0] + x10[200 + i0];   /* n16 add */
-    real v1 = x13[200 + i0] + v0;   /* n23 add */
-    real v2 = 1 / (1 + lmc_expf(-v1));   /* n24 sigmoid */
-    real v3 = (real)1.0 - v2;   /* n31 sub */
-    real v4 = x15[i0] + x10[i0];   /* n16 add */
-    real v5 = x13[i0] + v4;   /* n19 add */
-    real v6 = 1 / (1 + lmc_expf(-v5));   /* n20 sigmoid */
-    real v7 = x15[400 + i0] + x10[400 + i0];   /* n16 add */
-    real v8 = v6 * v7;   /* n27 mul */
-    real v9 = x13[400 + i0] + v8;   /* n28 add */
-    real v10 = lmc_tanhf(v9);   /* n29 tanh */
-    real v11 = v3 * v10;   /* n32 mul */
-    real v12 = v2 * x14[i0];   /* n33 mul */
-    real v13 = v11 + v12;   /* n34 add */
-    y34[i0] = v13;
+    real v0 = x1[200 + i0] + x2[200 + i0];   /* add */
+    real v1 = x0[200 + i0] + v0;   /* add */
+    real v2 = 1 / (1 + lmc_expf(-v1));   /* sigmoid */
+    real v3 = (real)1.0 - v2;   /* sub */
+    real v4 = x1[i0] + x2[i0];   /* add */
+    real v5 = x0[i0] + v4;   /* add */
+    real v6 = 1 / (1 + lmc_expf(-v5));   /* sigmoid */
+    real v7 = x1[400 + i0] + x2[400 + i0];   /* add */
+    real v8 = v6 * v7;   /* mul */
+    real v9 = x0[400 + i0] + v8;   /* add */
+    real v10 = lmc_tanhf(v9);   /* tanh */
+    real v11 = v3 * v10;   /* mul */
+    real v12 = v2 * x3[i0];   /* mul */
+    real v13 = v11 + v12;   /* add */
+    y0[i0] = v13;
   }
 }
 
@@ -1091,47 +967,6 @@ static void gen_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 200; i0++)
     y[i0] = x[200 + i0];
-}
-
-/* fused: 18 nodes in one loop over (1, 200) per step
- *   n48 = add(n47, n42) (1, 600)
- *   n49 = slice(n45) axis 1 from 0 (1, 200)
- *   n50 = slice(n48) axis 1 from 0 (1, 200)
- *   n51 = add(n49, n50) (1, 200)
- *   n52 = sigmoid(n51) (1, 200)
- *   n53 = slice(n45) axis 1 from 200 (1, 200)
- *   n54 = slice(n48) axis 1 from 200 (1, 200)
- *   n55 = add(n53, n54) (1, 200)
- *   n56 = sigmoid(n55) (1, 200)
- *   n57 = slice(n45) axis 1 from 400 (1, 200)
- *   n58 = slice(n48) axis 1 from 400 (1, 200)
- *   n59 = mul(n52, n58) (1, 200)
- *   n60 = add(n57, n59) (1, 200)
- *   n61 = tanh(n60) (1, 200)
- *   n63 = sub(n30, n56) (1, 200)
- *   n64 = mul(n63, n61) (1, 200)
- *   n65 = mul(n56, n46) (1, 200)
- *   n66 = add(n64, n65) (1, 200), stored
- *   graphs/gru.lua:18 */
-static void gen_rnn_l1_cell(real *restrict y66, const real *x45, const real *x47, const real *x42, const real *x46)
-{
-  for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x47[200 + i0] + x42[200 + i0];   /* n48 add */
-    real v1 = x45[200 + i0] + v0;   /* n55 add */
-    real v2 = 1 / (1 + lmc_expf(-v1));   /* n56 sigmoid */
-    real v3 = (real)1.0 - v2;   /* n63 sub */
-    real v4 = x47[i0] + x42[i0];   /* n48 add */
-    real v5 = x45[i0] + v4;   /* n51 add */
-    real v6 = 1 / (1 + lmc_expf(-v5));   /* n52 sigmoid */
-    real v7 = x47[400 + i0] + x42[400 + i0];   /* n48 add */
-    real v8 = v6 * v7;   /* n59 mul */
-    real v9 = x45[400 + i0] + v8;   /* n60 add */
-    real v10 = lmc_tanhf(v9);   /* n61 tanh */
-    real v11 = v3 * v10;   /* n64 mul */
-    real v12 = v2 * x46[i0];   /* n65 mul */
-    real v13 = v11 + v12;   /* n66 add */
-    y66[i0] = v13;
-  }
 }
 
 /* n71 = concat(n69, n70) axis 0
@@ -1230,7 +1065,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   for (int t = 0; t < T; t++) {   /* loop 1 */
     gen_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_add_2 + (t - 1) * 200);
     gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
-    gen_rnn_l0_cell(rnn_l0_add_2 + t * 200, rnn_l0_add + t * 600, rnn_l0_matmul_2, rnn_bias_hh_l0, rnn_l0_carry);
+    gen_rnn_cell(rnn_l0_add_2 + t * 200, rnn_l0_add + t * 600, rnn_l0_matmul_2, rnn_bias_hh_l0, rnn_l0_carry);
   }
   gen_rnn_slice_2(rnn_slice_2, hidden);
   gen_rnn_matmul(rnn_l1_matmul, rnn_l0_add_2, rnn_weight_ih_l1, c->threads, T);
@@ -1238,7 +1073,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   for (int t = 0; t < T; t++) {   /* loop 2 */
     gen_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_add_2 + (t - 1) * 200);
     gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
-    gen_rnn_l1_cell(rnn_l1_add_2 + t * 200, rnn_l1_add + t * 600, rnn_l1_matmul_2, rnn_bias_hh_l1, rnn_l1_carry);
+    gen_rnn_cell(rnn_l1_add_2 + t * 200, rnn_l1_add + t * 600, rnn_l1_matmul_2, rnn_bias_hh_l1, rnn_l1_carry);
   }
   gen_rnn_concat(rnn_concat, rnn_l0_add_2 + (T - 1) * 200, rnn_l1_add_2 + (T - 1) * 200);
   gen_decoder_matmul(decoder_matmul, rnn_l1_add_2 + (T - 1) * 200, decoder_weight, c->threads);

@@ -77,7 +77,8 @@ static void train_encoder_embedding(real *y, const real *w, const int32_t *ids, 
 /* n6 = dropout(n5) stream 0, p = slot 0
  *   (T, 20, 200) <- (T, 20, 200)
  *   graphs/lstm.lua:17
- *   shared by train_dropout, train_rnn_dropout, train_dropout_2 */
+ *   shared by train_dropout, train_rnn_dropout, train_dropout_2
+ *   (the nodes above are train_dropout's) */
 static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
@@ -88,7 +89,8 @@ static void train_dropout(real *y, const real *x, uint64_t key, double p, long i
 /* n7 = slice(n2) axis 0 from 0
  *   (1, 20, 200) <- (2, 20, 200)
  *   graphs/lstm.lua:18
- *   shared by train_rnn_slice, train_rnn_slice_2 */
+ *   shared by train_rnn_slice, train_rnn_slice_2
+ *   (the nodes above are train_rnn_slice's) */
 static void train_rnn_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
@@ -98,7 +100,8 @@ static void train_rnn_slice(real *y, const real *x)
 /* n16 = matmul_bias(n6, n11, n13) b^T
  *   (T, 20, 800) <- (T, 20, 200), (800, 200), (800)
  *   graphs/lstm.lua:18
- *   shared by train_rnn_l0_matmul_bias, train_rnn_l1_matmul_bias */
+ *   shared by train_rnn_l0_matmul_bias, train_rnn_l1_matmul_bias
+ *   (the nodes above are train_rnn_l0_matmul_bias's) */
 static void train_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -114,7 +117,8 @@ static void train_rnn_matmul_bias(real *y, const real *a, const real *b, const r
  *   shared by train_rnn_l0_carry, train_rnn_l0_carry_2, train_rnn_l1_carry,
  *             train_rnn_l1_carry_2, train_rnn_l1_carry_grad,
  *             train_rnn_l1_carry_grad_2, train_rnn_l0_carry_grad,
- *             train_rnn_l0_carry_grad_2 */
+ *             train_rnn_l0_carry_grad_2
+ *   (the nodes above are train_rnn_l0_carry's) */
 static void train_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 4000 * sizeof *y);
@@ -123,7 +127,8 @@ static void train_rnn_carry(real *y, const real *x)
 /* n20 = matmul(n18, n12) b^T
  *   per step: (20, 800) <- (20, 200), (800, 200)
  *   graphs/lstm.lua:18
- *   shared by train_rnn_l0_matmul, train_rnn_l1_matmul */
+ *   shared by train_rnn_l0_matmul, train_rnn_l1_matmul
+ *   (the nodes above are train_rnn_l0_matmul's) */
 static void train_rnn_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 20, 800, 200, a, 200, b, 200, 0, y, 800);
@@ -133,112 +138,69 @@ static void train_rnn_matmul(real *y, const real *a, const real *b, int nt)
  *   n21 = add(n17, n20) (20, 800)
  *   n22 = add(n21, n14) (20, 800)
  *   n23 = slice(n22) axis 1 from 0 (20, 200)
- *   n24 = sigmoid(n23) (20, 200), stored
+ *   n24 = sigmoid(n23) (20, 200), stored in y0
  *   n25 = slice(n22) axis 1 from 200 (20, 200)
- *   n26 = sigmoid(n25) (20, 200), stored
+ *   n26 = sigmoid(n25) (20, 200), stored in y1
  *   n27 = slice(n22) axis 1 from 400 (20, 200)
- *   n28 = tanh(n27) (20, 200), stored
+ *   n28 = tanh(n27) (20, 200), stored in y2
  *   n29 = slice(n22) axis 1 from 600 (20, 200)
- *   n30 = sigmoid(n29) (20, 200), stored
+ *   n30 = sigmoid(n29) (20, 200), stored in y3
  *   n31 = mul(n26, n19) (20, 200)
  *   n32 = mul(n24, n28) (20, 200)
- *   n33 = add(n31, n32) (20, 200), stored
- *   n34 = tanh(n33) (20, 200), stored
- *   n35 = mul(n30, n34) (20, 200), stored
- *   graphs/lstm.lua:18 */
-static void train_rnn_l0_cell(real *restrict y24, const real *x17, const real *x20, const real *x14, real *restrict y26, real *restrict y28, real *restrict y30, real *restrict y33, const real *x19, real *restrict y34, real *restrict y35)
+ *   n33 = add(n31, n32) (20, 200), stored in y4
+ *   n34 = tanh(n33) (20, 200), stored in y5
+ *   n35 = mul(n30, n34) (20, 200), stored in y6
+ *   reads x0 = n17, x1 = n20, x2 = n14, x3 = n19
+ *   graphs/lstm.lua:18
+ *   shared by train_rnn_l0_cell, train_rnn_l1_cell
+ *   (the nodes above are train_rnn_l0_cell's) */
+static void train_rnn_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, real *restrict y1, real *restrict y2, real *restrict y3, real *restrict y4, const real *x3, real *restrict y5, real *restrict y6)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x17[i0 * 800 + i1] + x20[i0 * 800 + i1];   /* n21 add */
-      real v1 = v0 + x14[i1];   /* n22 add */
-      real v2 = 1 / (1 + lmc_expf(-v1));   /* n24 sigmoid */
-      y24[i0 * 200 + i1] = v2;
-      real v3 = x17[200 + i0 * 800 + i1] + x20[200 + i0 * 800 + i1];   /* n21 add */
-      real v4 = v3 + x14[200 + i1];   /* n22 add */
-      real v5 = 1 / (1 + lmc_expf(-v4));   /* n26 sigmoid */
-      y26[i0 * 200 + i1] = v5;
-      real v6 = x17[400 + i0 * 800 + i1] + x20[400 + i0 * 800 + i1];   /* n21 add */
-      real v7 = v6 + x14[400 + i1];   /* n22 add */
-      real v8 = lmc_tanhf(v7);   /* n28 tanh */
-      y28[i0 * 200 + i1] = v8;
-      real v9 = x17[600 + i0 * 800 + i1] + x20[600 + i0 * 800 + i1];   /* n21 add */
-      real v10 = v9 + x14[600 + i1];   /* n22 add */
-      real v11 = 1 / (1 + lmc_expf(-v10));   /* n30 sigmoid */
-      y30[i0 * 200 + i1] = v11;
-      real v12 = v5 * x19[i0 * 200 + i1];   /* n31 mul */
-      real v13 = v2 * v8;   /* n32 mul */
-      real v14 = v12 + v13;   /* n33 add */
-      y33[i0 * 200 + i1] = v14;
-      real v15 = lmc_tanhf(v14);   /* n34 tanh */
-      y34[i0 * 200 + i1] = v15;
-      real v16 = v11 * v15;   /* n35 mul */
-      y35[i0 * 200 + i1] = v16;
+      real v0 = x0[i0 * 800 + i1] + x1[i0 * 800 + i1];   /* add */
+      real v1 = v0 + x2[i1];   /* add */
+      real v2 = 1 / (1 + lmc_expf(-v1));   /* sigmoid */
+      y0[i0 * 200 + i1] = v2;
+      real v3 = x0[200 + i0 * 800 + i1] + x1[200 + i0 * 800 + i1];   /* add */
+      real v4 = v3 + x2[200 + i1];   /* add */
+      real v5 = 1 / (1 + lmc_expf(-v4));   /* sigmoid */
+      y1[i0 * 200 + i1] = v5;
+      real v6 = x0[400 + i0 * 800 + i1] + x1[400 + i0 * 800 + i1];   /* add */
+      real v7 = v6 + x2[400 + i1];   /* add */
+      real v8 = lmc_tanhf(v7);   /* tanh */
+      y2[i0 * 200 + i1] = v8;
+      real v9 = x0[600 + i0 * 800 + i1] + x1[600 + i0 * 800 + i1];   /* add */
+      real v10 = v9 + x2[600 + i1];   /* add */
+      real v11 = 1 / (1 + lmc_expf(-v10));   /* sigmoid */
+      y3[i0 * 200 + i1] = v11;
+      real v12 = v5 * x3[i0 * 200 + i1];   /* mul */
+      real v13 = v2 * v8;   /* mul */
+      real v14 = v12 + v13;   /* add */
+      y4[i0 * 200 + i1] = v14;
+      real v15 = lmc_tanhf(v14);   /* tanh */
+      y5[i0 * 200 + i1] = v15;
+      real v16 = v11 * v15;   /* mul */
+      y6[i0 * 200 + i1] = v16;
     }
 }
 
 /* n40 = slice(n2) axis 0 from 1
  *   (1, 20, 200) <- (2, 20, 200)
  *   graphs/lstm.lua:18
- *   shared by train_rnn_slice_3, train_rnn_slice_4 */
+ *   shared by train_rnn_slice_3, train_rnn_slice_4
+ *   (the nodes above are train_rnn_slice_3's) */
 static void train_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = x[4000 + i0];
 }
 
-/* fused: 15 nodes in one loop over (20, 200) per step
- *   n54 = add(n50, n53) (20, 800)
- *   n55 = add(n54, n47) (20, 800)
- *   n56 = slice(n55) axis 1 from 0 (20, 200)
- *   n57 = sigmoid(n56) (20, 200), stored
- *   n58 = slice(n55) axis 1 from 200 (20, 200)
- *   n59 = sigmoid(n58) (20, 200), stored
- *   n60 = slice(n55) axis 1 from 400 (20, 200)
- *   n61 = tanh(n60) (20, 200), stored
- *   n62 = slice(n55) axis 1 from 600 (20, 200)
- *   n63 = sigmoid(n62) (20, 200), stored
- *   n64 = mul(n59, n52) (20, 200)
- *   n65 = mul(n57, n61) (20, 200)
- *   n66 = add(n64, n65) (20, 200), stored
- *   n67 = tanh(n66) (20, 200), stored
- *   n68 = mul(n63, n67) (20, 200), stored
- *   graphs/lstm.lua:18 */
-static void train_rnn_l1_cell(real *restrict y57, const real *x50, const real *x53, const real *x47, real *restrict y59, real *restrict y61, real *restrict y63, real *restrict y66, const real *x52, real *restrict y67, real *restrict y68)
-{
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x50[i0 * 800 + i1] + x53[i0 * 800 + i1];   /* n54 add */
-      real v1 = v0 + x47[i1];   /* n55 add */
-      real v2 = 1 / (1 + lmc_expf(-v1));   /* n57 sigmoid */
-      y57[i0 * 200 + i1] = v2;
-      real v3 = x50[200 + i0 * 800 + i1] + x53[200 + i0 * 800 + i1];   /* n54 add */
-      real v4 = v3 + x47[200 + i1];   /* n55 add */
-      real v5 = 1 / (1 + lmc_expf(-v4));   /* n59 sigmoid */
-      y59[i0 * 200 + i1] = v5;
-      real v6 = x50[400 + i0 * 800 + i1] + x53[400 + i0 * 800 + i1];   /* n54 add */
-      real v7 = v6 + x47[400 + i1];   /* n55 add */
-      real v8 = lmc_tanhf(v7);   /* n61 tanh */
-      y61[i0 * 200 + i1] = v8;
-      real v9 = x50[600 + i0 * 800 + i1] + x53[600 + i0 * 800 + i1];   /* n54 add */
-      real v10 = v9 + x47[600 + i1];   /* n55 add */
-      real v11 = 1 / (1 + lmc_expf(-v10));   /* n63 sigmoid */
-      y63[i0 * 200 + i1] = v11;
-      real v12 = v5 * x52[i0 * 200 + i1];   /* n64 mul */
-      real v13 = v2 * v8;   /* n65 mul */
-      real v14 = v12 + v13;   /* n66 add */
-      y66[i0 * 200 + i1] = v14;
-      real v15 = lmc_tanhf(v14);   /* n67 tanh */
-      y67[i0 * 200 + i1] = v15;
-      real v16 = v11 * v15;   /* n68 mul */
-      y68[i0 * 200 + i1] = v16;
-    }
-}
-
 /* n74 = concat(n72, n73) axis 0
  *   (2, 20, 200) <- (1, 20, 200), (1, 20, 200)
  *   graphs/lstm.lua:18
- *   shared by train_rnn_concat, train_rnn_concat_2 */
+ *   shared by train_rnn_concat, train_rnn_concat_2
+ *   (the nodes above are train_rnn_concat's) */
 static void train_rnn_concat(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 4000; i0++)
@@ -258,9 +220,10 @@ static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
 
 /* fused: 4 nodes in one loop over (T, 20, 33278)
  *   n82 = add(n80, n81) (T, 20, 33278)
- *   n83 = log_softmax(n82) (T, 20, 33278)
- *   n84 = nll_loss(n83, n1) (), stored
- *   n87 = nll_log_softmax_grad(n85, n83, n1) (T, 20, 33278), stored
+ *   n83 = log_softmax(n82) (T, 20, 33278), with nt
+ *   n84 = nll_loss(n83, n1) (), stored in loss
+ *   n87 = nll_log_softmax_grad(n85, n83, n1) (T, 20, 33278), stored in 
+ *   reads bias = n81, target = n1
  *   graphs/lstm.lua:21 */
 static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
@@ -343,7 +306,7 @@ static void train_rnn_l1_broadcast_grad(real *y, const real *x)
 }
 
 /* fused: 20 nodes in one loop over (20, 200) per step
- *   n118 = add_dropout(n115, n117) stream 2, p = slot 0 (20, 200)
+ *   n118 = add_dropout(n115, n117) stream 2, p = slot 0 (20, 200), with key_0, p_0, idx0_0
  *   n122 = mul(n118, n120) (20, 200)
  *   n123 = mul(n118, n119) (20, 200)
  *   n125 = tanh_grad(n123, n120) (20, 200)
@@ -351,7 +314,7 @@ static void train_rnn_l1_broadcast_grad(real *y, const real *x)
  *   n131 = mul(n126, n130) (20, 200)
  *   n132 = mul(n126, n129) (20, 200)
  *   n135 = mul(n126, n134) (20, 200)
- *   n136 = mul(n126, n133) (20, 200), stored
+ *   n136 = mul(n126, n133) (20, 200), stored in y0
  *   n138 = sigmoid_grad(n122, n119) (20, 200)
  *   n140 = pad(n138) axis 1 at 600 (20, 800)
  *   n142 = tanh_grad(n132, n130) (20, 200)
@@ -362,38 +325,43 @@ static void train_rnn_l1_broadcast_grad(real *y, const real *x)
  *   n148 = add(n144, n147) (20, 800)
  *   n150 = sigmoid_grad(n131, n129) (20, 200)
  *   n151 = pad(n150) axis 1 at 0 (20, 800)
- *   n152 = add(n148, n151) (20, 800), stored
- *   graphs/lstm.lua:18 */
-static void train_rnn_l1_cell_grad(real *restrict y136, const real *x116, const real *x115, const real *x117, uint64_t key_118, double p_118, long idx0_118, const real *x119, const real *x120, const real *x133, real *restrict y152, const real *x129, const real *x130, const real *x134)
+ *   n152 = add(n148, n151) (20, 800), stored in y1
+ *   reads x0 = n116, x1 = n115, x2 = n117, x3 = n119, x4 = n120, x5 = n133,
+ *         x6 = n129, x7 = n130, x8 = n134
+ *   graphs/lstm.lua:18
+ *   shared by train_rnn_l1_cell_grad, train_rnn_l0_cell_grad
+ *   (the nodes above are train_rnn_l1_cell_grad's) */
+static void train_rnn_cell_grad(real *restrict y0, const real *x0, const real *x1, const real *x2, uint64_t key_0, double p_0, long idx0_0, const real *x3, const real *x4, const real *x5, real *restrict y1, const real *x6, const real *x7, const real *x8)
 {
-  real scale_118 = p_118 < 1 ? (real)(1 / (1 - p_118)) : 0;
+  real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x115[i0 * 200 + i1] + (lmc_keep(key_118, (uint64_t)(idx0_118 + i0 * 200 + i1), p_118) ? x117[i0 * 200 + i1] * scale_118 : 0);   /* n118 add_dropout */
-      real v1 = v0 * x119[i0 * 200 + i1];   /* n123 mul */
-      real v2 = v1 * (1 - x120[i0 * 200 + i1] * x120[i0 * 200 + i1]);   /* n125 tanh_grad */
-      real v3 = x116[i0 * 200 + i1] + v2;   /* n126 add */
-      real v4 = v3 * x133[i0 * 200 + i1];   /* n136 mul */
-      y136[i0 * 200 + i1] = v4;
-      real v5 = v0 * x120[i0 * 200 + i1];   /* n122 mul */
-      real v6 = v5 * x119[i0 * 200 + i1] * (1 - x119[i0 * 200 + i1]);   /* n138 sigmoid_grad */
-      y152[600 + i0 * 800 + i1] = v6;   /* n140 pad at 600 */
-      real v7 = v3 * x129[i0 * 200 + i1];   /* n132 mul */
-      real v8 = v7 * (1 - x130[i0 * 200 + i1] * x130[i0 * 200 + i1]);   /* n142 tanh_grad */
-      y152[400 + i0 * 800 + i1] = v8;   /* n143 pad at 400 */
-      real v9 = v3 * x134[i0 * 200 + i1];   /* n135 mul */
-      real v10 = v9 * x133[i0 * 200 + i1] * (1 - x133[i0 * 200 + i1]);   /* n146 sigmoid_grad */
-      y152[200 + i0 * 800 + i1] = v10;   /* n147 pad at 200 */
-      real v11 = v3 * x130[i0 * 200 + i1];   /* n131 mul */
-      real v12 = v11 * x129[i0 * 200 + i1] * (1 - x129[i0 * 200 + i1]);   /* n150 sigmoid_grad */
-      y152[i0 * 800 + i1] = v12;   /* n151 pad at 0 */
+      real v0 = x1[i0 * 200 + i1] + (lmc_keep(key_0, (uint64_t)(idx0_0 + i0 * 200 + i1), p_0) ? x2[i0 * 200 + i1] * scale_0 : 0);   /* add_dropout */
+      real v1 = v0 * x3[i0 * 200 + i1];   /* mul */
+      real v2 = v1 * (1 - x4[i0 * 200 + i1] * x4[i0 * 200 + i1]);   /* tanh_grad */
+      real v3 = x0[i0 * 200 + i1] + v2;   /* add */
+      real v4 = v3 * x5[i0 * 200 + i1];   /* mul */
+      y0[i0 * 200 + i1] = v4;
+      real v5 = v0 * x4[i0 * 200 + i1];   /* mul */
+      real v6 = v5 * x3[i0 * 200 + i1] * (1 - x3[i0 * 200 + i1]);   /* sigmoid_grad */
+      y1[600 + i0 * 800 + i1] = v6;   /* pad at 600 */
+      real v7 = v3 * x6[i0 * 200 + i1];   /* mul */
+      real v8 = v7 * (1 - x7[i0 * 200 + i1] * x7[i0 * 200 + i1]);   /* tanh_grad */
+      y1[400 + i0 * 800 + i1] = v8;   /* pad at 400 */
+      real v9 = v3 * x8[i0 * 200 + i1];   /* mul */
+      real v10 = v9 * x5[i0 * 200 + i1] * (1 - x5[i0 * 200 + i1]);   /* sigmoid_grad */
+      y1[200 + i0 * 800 + i1] = v10;   /* pad at 200 */
+      real v11 = v3 * x7[i0 * 200 + i1];   /* mul */
+      real v12 = v11 * x6[i0 * 200 + i1] * (1 - x6[i0 * 200 + i1]);   /* sigmoid_grad */
+      y1[i0 * 800 + i1] = v12;   /* pad at 0 */
     }
 }
 
 /* n157 = matmul(n152, n45)
  *   per step: (20, 200) <- (20, 800), (800, 200)
  *   graphs/lstm.lua:18
- *   shared by train_rnn_l1_matmul_grad, train_rnn_l0_matmul_grad */
+ *   shared by train_rnn_l1_matmul_grad, train_rnn_l0_matmul_grad
+ *   (the nodes above are train_rnn_l1_matmul_grad's) */
 static void train_rnn_matmul_grad(real *y, const real *a, const real *b)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 800,
@@ -403,7 +371,8 @@ static void train_rnn_matmul_grad(real *y, const real *a, const real *b)
 /* n160 = sum(n158)
  *   (800) <- (T, 20, 800)
  *   graphs/lstm.lua:18
- *   shared by train_rnn_l1_sum_grad, train_rnn_l0_sum_grad */
+ *   shared by train_rnn_l1_sum_grad, train_rnn_l0_sum_grad
+ *   (the nodes above are train_rnn_l1_sum_grad's) */
 static void train_rnn_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 800 * sizeof *y);
@@ -416,7 +385,8 @@ static void train_rnn_sum_grad(real *y, const real *x, int T)
  *   (800, 200) <- (T, 20, 800), (T, 20, 200)
  *   graphs/lstm.lua:18
  *   shared by train_rnn_l1_matmul_grad_2, train_rnn_l1_matmul_grad_4,
- *             train_rnn_l0_matmul_grad_2, train_rnn_l0_matmul_grad_4 */
+ *             train_rnn_l0_matmul_grad_2, train_rnn_l0_matmul_grad_4
+ *   (the nodes above are train_rnn_l1_matmul_grad_2's) */
 static void train_rnn_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 800, 200, 20*T,
@@ -426,59 +396,12 @@ static void train_rnn_matmul_grad_2(real *y, const real *a, const real *b, int T
 /* n164 = matmul(n158, n44)
  *   (T, 20, 200) <- (T, 20, 800), (800, 200)
  *   graphs/lstm.lua:18
- *   shared by train_rnn_l1_matmul_grad_3, train_rnn_l0_matmul_grad_3 */
+ *   shared by train_rnn_l1_matmul_grad_3, train_rnn_l0_matmul_grad_3
+ *   (the nodes above are train_rnn_l1_matmul_grad_3's) */
 static void train_rnn_matmul_grad_3(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 800,
               1, a, 800, b, 200, 0, y, 200);
-}
-
-/* fused: 20 nodes in one loop over (20, 200) per step
- *   n193 = add_dropout(n190, n192) stream 1, p = slot 0 (20, 200)
- *   n197 = mul(n193, n195) (20, 200)
- *   n198 = mul(n193, n194) (20, 200)
- *   n200 = tanh_grad(n198, n195) (20, 200)
- *   n201 = add(n191, n200) (20, 200)
- *   n206 = mul(n201, n205) (20, 200)
- *   n207 = mul(n201, n204) (20, 200)
- *   n210 = mul(n201, n209) (20, 200)
- *   n211 = mul(n201, n208) (20, 200), stored
- *   n213 = sigmoid_grad(n197, n194) (20, 200)
- *   n215 = pad(n213) axis 1 at 600 (20, 800)
- *   n217 = tanh_grad(n207, n205) (20, 200)
- *   n218 = pad(n217) axis 1 at 400 (20, 800)
- *   n219 = add(n215, n218) (20, 800)
- *   n221 = sigmoid_grad(n210, n208) (20, 200)
- *   n222 = pad(n221) axis 1 at 200 (20, 800)
- *   n223 = add(n219, n222) (20, 800)
- *   n225 = sigmoid_grad(n206, n204) (20, 200)
- *   n226 = pad(n225) axis 1 at 0 (20, 800)
- *   n227 = add(n223, n226) (20, 800), stored
- *   graphs/lstm.lua:18 */
-static void train_rnn_l0_cell_grad(real *restrict y211, const real *x191, const real *x190, const real *x192, uint64_t key_193, double p_193, long idx0_193, const real *x194, const real *x195, const real *x208, real *restrict y227, const real *x204, const real *x205, const real *x209)
-{
-  real scale_193 = p_193 < 1 ? (real)(1 / (1 - p_193)) : 0;
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x190[i0 * 200 + i1] + (lmc_keep(key_193, (uint64_t)(idx0_193 + i0 * 200 + i1), p_193) ? x192[i0 * 200 + i1] * scale_193 : 0);   /* n193 add_dropout */
-      real v1 = v0 * x194[i0 * 200 + i1];   /* n198 mul */
-      real v2 = v1 * (1 - x195[i0 * 200 + i1] * x195[i0 * 200 + i1]);   /* n200 tanh_grad */
-      real v3 = x191[i0 * 200 + i1] + v2;   /* n201 add */
-      real v4 = v3 * x208[i0 * 200 + i1];   /* n211 mul */
-      y211[i0 * 200 + i1] = v4;
-      real v5 = v0 * x195[i0 * 200 + i1];   /* n197 mul */
-      real v6 = v5 * x194[i0 * 200 + i1] * (1 - x194[i0 * 200 + i1]);   /* n213 sigmoid_grad */
-      y227[600 + i0 * 800 + i1] = v6;   /* n215 pad at 600 */
-      real v7 = v3 * x204[i0 * 200 + i1];   /* n207 mul */
-      real v8 = v7 * (1 - x205[i0 * 200 + i1] * x205[i0 * 200 + i1]);   /* n217 tanh_grad */
-      y227[400 + i0 * 800 + i1] = v8;   /* n218 pad at 400 */
-      real v9 = v3 * x209[i0 * 200 + i1];   /* n210 mul */
-      real v10 = v9 * x208[i0 * 200 + i1] * (1 - x208[i0 * 200 + i1]);   /* n221 sigmoid_grad */
-      y227[200 + i0 * 800 + i1] = v10;   /* n222 pad at 200 */
-      real v11 = v3 * x205[i0 * 200 + i1];   /* n206 mul */
-      real v12 = v11 * x204[i0 * 200 + i1] * (1 - x204[i0 * 200 + i1]);   /* n225 sigmoid_grad */
-      y227[i0 * 800 + i1] = v12;   /* n226 pad at 0 */
-    }
 }
 
 /* n241 = dropout_grad(n239) stream 0, p = slot 0
@@ -607,7 +530,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnn_carry(rnn_l0_carry + t * 4000, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 4000);
     train_rnn_carry(rnn_l0_carry_2 + t * 4000, t == 0 ? rnn_slice_2 : rnn_l0_add);
     train_rnn_matmul(rnn_l0_matmul, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, c->threads);
-    train_rnn_l0_cell(rnn_l0_sigmoid + t * 4000, rnn_l0_matmul_bias + t * 16000, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_add, rnn_l0_carry_2 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_mul + t * 4000);
+    train_rnn_cell(rnn_l0_sigmoid + t * 4000, rnn_l0_matmul_bias + t * 16000, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_add, rnn_l0_carry_2 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_mul + t * 4000);
   }
   train_dropout(rnn_dropout, rnn_l0_mul, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
   train_rnn_slice_2(rnn_slice_3, hidden_h);
@@ -617,7 +540,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnn_carry(rnn_l1_carry + t * 4000, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 4000);
     train_rnn_carry(rnn_l1_carry_2 + t * 4000, t == 0 ? rnn_slice_4 : rnn_l1_add);
     train_rnn_matmul(rnn_l1_matmul, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, c->threads);
-    train_rnn_l1_cell(rnn_l1_sigmoid + t * 4000, rnn_l1_matmul_bias + t * 16000, rnn_l1_matmul, rnn_bias_hh_l1, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sigmoid_3 + t * 4000, rnn_l1_add, rnn_l1_carry_2 + t * 4000, rnn_l1_tanh_2 + t * 4000, rnn_l1_mul + t * 4000);
+    train_rnn_cell(rnn_l1_sigmoid + t * 4000, rnn_l1_matmul_bias + t * 16000, rnn_l1_matmul, rnn_bias_hh_l1, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sigmoid_3 + t * 4000, rnn_l1_add, rnn_l1_carry_2 + t * 4000, rnn_l1_tanh_2 + t * 4000, rnn_l1_mul + t * 4000);
   }
   train_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 4000, rnn_l1_mul + (T - 1) * 4000);
   train_rnn_concat(rnn_concat_2, rnn_l0_add, rnn_l1_add);
@@ -633,7 +556,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
     train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_matmul_grad);
     train_rnn_carry(rnn_l1_carry_grad_2, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_mul_grad);
-    train_rnn_l1_cell_grad(rnn_l1_mul_grad, rnn_l1_carry_grad_2, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, rnn_l1_sigmoid_3 + t * 4000, rnn_l1_tanh_2 + t * 4000, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_add_grad + t * 16000, rnn_l1_sigmoid + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_carry_2 + t * 4000);
+    train_rnn_cell_grad(rnn_l1_mul_grad, rnn_l1_carry_grad_2, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, rnn_l1_sigmoid_3 + t * 4000, rnn_l1_tanh_2 + t * 4000, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_add_grad + t * 16000, rnn_l1_sigmoid + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_carry_2 + t * 4000);
     train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_add_grad + t * 16000, rnn_weight_hh_l1);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_add_grad, T);
@@ -643,7 +566,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
     train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_matmul_grad);
     train_rnn_carry(rnn_l0_carry_grad_2, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_mul_grad);
-    train_rnn_l0_cell_grad(rnn_l0_mul_grad, rnn_l0_carry_grad_2, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_add_grad + t * 16000, rnn_l0_sigmoid + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_carry_2 + t * 4000);
+    train_rnn_cell_grad(rnn_l0_mul_grad, rnn_l0_carry_grad_2, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_add_grad + t * 16000, rnn_l0_sigmoid + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_carry_2 + t * 4000);
     train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_add_grad + t * 16000, rnn_weight_hh_l0);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_add_grad, T);
@@ -674,7 +597,8 @@ static void eval_encoder_embedding(real *y, const real *w, const int32_t *ids, i
 /* n6 = slice(n2) axis 0 from 0
  *   (1, 10, 200) <- (2, 10, 200)
  *   graphs/lstm.lua:18
- *   shared by eval_rnn_slice, eval_rnn_slice_2 */
+ *   shared by eval_rnn_slice, eval_rnn_slice_2
+ *   (the nodes above are eval_rnn_slice's) */
 static void eval_rnn_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 2000; i0++)
@@ -684,7 +608,8 @@ static void eval_rnn_slice(real *y, const real *x)
 /* n15 = matmul_bias(n5, n10, n12) b^T
  *   (T, 10, 800) <- (T, 10, 200), (800, 200), (800)
  *   graphs/lstm.lua:18
- *   shared by eval_rnn_l0_matmul_bias, eval_rnn_l1_matmul_bias */
+ *   shared by eval_rnn_l0_matmul_bias, eval_rnn_l1_matmul_bias
+ *   (the nodes above are eval_rnn_l0_matmul_bias's) */
 static void eval_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
@@ -698,7 +623,8 @@ static void eval_rnn_matmul_bias(real *y, const real *a, const real *b, const re
  *   per step: (10, 200) <- (10, 200), (10, 200)
  *   graphs/lstm.lua:18
  *   shared by eval_rnn_l0_carry, eval_rnn_l0_carry_2, eval_rnn_l1_carry,
- *             eval_rnn_l1_carry_2 */
+ *             eval_rnn_l1_carry_2
+ *   (the nodes above are eval_rnn_l0_carry's) */
 static void eval_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 2000 * sizeof *y);
@@ -707,7 +633,8 @@ static void eval_rnn_carry(real *y, const real *x)
 /* n19 = matmul(n17, n11) b^T
  *   per step: (10, 800) <- (10, 200), (800, 200)
  *   graphs/lstm.lua:18
- *   shared by eval_rnn_l0_matmul, eval_rnn_l1_matmul */
+ *   shared by eval_rnn_l0_matmul, eval_rnn_l1_matmul
+ *   (the nodes above are eval_rnn_l0_matmul's) */
 static void eval_rnn_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 10, 800, 200, a, 200, b, 200, 0, y, 800);
@@ -726,93 +653,55 @@ static void eval_rnn_matmul(real *y, const real *a, const real *b, int nt)
  *   n29 = sigmoid(n28) (10, 200)
  *   n30 = mul(n25, n18) (10, 200)
  *   n31 = mul(n23, n27) (10, 200)
- *   n32 = add(n30, n31) (10, 200), stored
+ *   n32 = add(n30, n31) (10, 200), stored in y0
  *   n33 = tanh(n32) (10, 200)
- *   n34 = mul(n29, n33) (10, 200), stored
- *   graphs/lstm.lua:18 */
-static void eval_rnn_l0_cell(real *restrict y32, const real *x16, const real *x19, const real *x13, const real *x18, real *restrict y34)
+ *   n34 = mul(n29, n33) (10, 200), stored in y1
+ *   reads x0 = n16, x1 = n19, x2 = n13, x3 = n18
+ *   graphs/lstm.lua:18
+ *   shared by eval_rnn_l0_cell, eval_rnn_l1_cell
+ *   (the nodes above are eval_rnn_l0_cell's) */
+static void eval_rnn_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, real *restrict y1)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x16[200 + i0 * 800 + i1] + x19[200 + i0 * 800 + i1];   /* n20 add */
-      real v1 = v0 + x13[200 + i1];   /* n21 add */
-      real v2 = 1 / (1 + lmc_expf(-v1));   /* n25 sigmoid */
-      real v3 = v2 * x18[i0 * 200 + i1];   /* n30 mul */
-      real v4 = x16[i0 * 800 + i1] + x19[i0 * 800 + i1];   /* n20 add */
-      real v5 = v4 + x13[i1];   /* n21 add */
-      real v6 = 1 / (1 + lmc_expf(-v5));   /* n23 sigmoid */
-      real v7 = x16[400 + i0 * 800 + i1] + x19[400 + i0 * 800 + i1];   /* n20 add */
-      real v8 = v7 + x13[400 + i1];   /* n21 add */
-      real v9 = lmc_tanhf(v8);   /* n27 tanh */
-      real v10 = v6 * v9;   /* n31 mul */
-      real v11 = v3 + v10;   /* n32 add */
-      y32[i0 * 200 + i1] = v11;
-      real v12 = x16[600 + i0 * 800 + i1] + x19[600 + i0 * 800 + i1];   /* n20 add */
-      real v13 = v12 + x13[600 + i1];   /* n21 add */
-      real v14 = 1 / (1 + lmc_expf(-v13));   /* n29 sigmoid */
-      real v15 = lmc_tanhf(v11);   /* n33 tanh */
-      real v16 = v14 * v15;   /* n34 mul */
-      y34[i0 * 200 + i1] = v16;
+      real v0 = x0[200 + i0 * 800 + i1] + x1[200 + i0 * 800 + i1];   /* add */
+      real v1 = v0 + x2[200 + i1];   /* add */
+      real v2 = 1 / (1 + lmc_expf(-v1));   /* sigmoid */
+      real v3 = v2 * x3[i0 * 200 + i1];   /* mul */
+      real v4 = x0[i0 * 800 + i1] + x1[i0 * 800 + i1];   /* add */
+      real v5 = v4 + x2[i1];   /* add */
+      real v6 = 1 / (1 + lmc_expf(-v5));   /* sigmoid */
+      real v7 = x0[400 + i0 * 800 + i1] + x1[400 + i0 * 800 + i1];   /* add */
+      real v8 = v7 + x2[400 + i1];   /* add */
+      real v9 = lmc_tanhf(v8);   /* tanh */
+      real v10 = v6 * v9;   /* mul */
+      real v11 = v3 + v10;   /* add */
+      y0[i0 * 200 + i1] = v11;
+      real v12 = x0[600 + i0 * 800 + i1] + x1[600 + i0 * 800 + i1];   /* add */
+      real v13 = v12 + x2[600 + i1];   /* add */
+      real v14 = 1 / (1 + lmc_expf(-v13));   /* sigmoid */
+      real v15 = lmc_tanhf(v11);   /* tanh */
+      real v16 = v14 * v15;   /* mul */
+      y1[i0 * 200 + i1] = v16;
     }
 }
 
 /* n38 = slice(n2) axis 0 from 1
  *   (1, 10, 200) <- (2, 10, 200)
  *   graphs/lstm.lua:18
- *   shared by eval_rnn_slice_3, eval_rnn_slice_4 */
+ *   shared by eval_rnn_slice_3, eval_rnn_slice_4
+ *   (the nodes above are eval_rnn_slice_3's) */
 static void eval_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 2000; i0++)
     y[i0] = x[2000 + i0];
 }
 
-/* fused: 15 nodes in one loop over (10, 200) per step
- *   n52 = add(n48, n51) (10, 800)
- *   n53 = add(n52, n45) (10, 800)
- *   n54 = slice(n53) axis 1 from 0 (10, 200)
- *   n55 = sigmoid(n54) (10, 200)
- *   n56 = slice(n53) axis 1 from 200 (10, 200)
- *   n57 = sigmoid(n56) (10, 200)
- *   n58 = slice(n53) axis 1 from 400 (10, 200)
- *   n59 = tanh(n58) (10, 200)
- *   n60 = slice(n53) axis 1 from 600 (10, 200)
- *   n61 = sigmoid(n60) (10, 200)
- *   n62 = mul(n57, n50) (10, 200)
- *   n63 = mul(n55, n59) (10, 200)
- *   n64 = add(n62, n63) (10, 200), stored
- *   n65 = tanh(n64) (10, 200)
- *   n66 = mul(n61, n65) (10, 200), stored
- *   graphs/lstm.lua:18 */
-static void eval_rnn_l1_cell(real *restrict y64, const real *x48, const real *x51, const real *x45, const real *x50, real *restrict y66)
-{
-  for (long i0 = 0; i0 < 10; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x48[200 + i0 * 800 + i1] + x51[200 + i0 * 800 + i1];   /* n52 add */
-      real v1 = v0 + x45[200 + i1];   /* n53 add */
-      real v2 = 1 / (1 + lmc_expf(-v1));   /* n57 sigmoid */
-      real v3 = v2 * x50[i0 * 200 + i1];   /* n62 mul */
-      real v4 = x48[i0 * 800 + i1] + x51[i0 * 800 + i1];   /* n52 add */
-      real v5 = v4 + x45[i1];   /* n53 add */
-      real v6 = 1 / (1 + lmc_expf(-v5));   /* n55 sigmoid */
-      real v7 = x48[400 + i0 * 800 + i1] + x51[400 + i0 * 800 + i1];   /* n52 add */
-      real v8 = v7 + x45[400 + i1];   /* n53 add */
-      real v9 = lmc_tanhf(v8);   /* n59 tanh */
-      real v10 = v6 * v9;   /* n63 mul */
-      real v11 = v3 + v10;   /* n64 add */
-      y64[i0 * 200 + i1] = v11;
-      real v12 = x48[600 + i0 * 800 + i1] + x51[600 + i0 * 800 + i1];   /* n52 add */
-      real v13 = v12 + x45[600 + i1];   /* n53 add */
-      real v14 = 1 / (1 + lmc_expf(-v13));   /* n61 sigmoid */
-      real v15 = lmc_tanhf(v11);   /* n65 tanh */
-      real v16 = v14 * v15;   /* n66 mul */
-      y66[i0 * 200 + i1] = v16;
-    }
-}
-
 /* n72 = concat(n70, n71) axis 0
  *   (2, 10, 200) <- (1, 10, 200), (1, 10, 200)
  *   graphs/lstm.lua:18
- *   shared by eval_rnn_concat, eval_rnn_concat_2 */
+ *   shared by eval_rnn_concat, eval_rnn_concat_2
+ *   (the nodes above are eval_rnn_concat's) */
 static void eval_rnn_concat(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 2000; i0++)
@@ -822,10 +711,11 @@ static void eval_rnn_concat(real *y, const real *a, const real *b)
 }
 
 /* fused: 4 nodes in one loop over (T, 10, 33278)
- *   n77 = matmul(n67, n76) b^T (T, 10, 33278)
+ *   n77 = matmul(n67, n76) b^T (T, 10, 33278), with 
  *   n79 = add(n77, n78) (T, 10, 33278)
- *   n80 = log_softmax(n79) (T, 10, 33278)
- *   n81 = nll_loss(n80, n1) (), stored
+ *   n80 = log_softmax(n79) (T, 10, 33278), with nt
+ *   n81 = nll_loss(n80, n1) (), stored in loss
+ *   reads h = n67, w = n76, bias = n78, target = n1
  *   graphs/lstm.lua:21 */
 static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
 {
@@ -912,7 +802,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
     eval_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 2000);
     eval_rnn_carry(rnn_l0_carry_2, t == 0 ? rnn_slice_2 : rnn_l0_add);
     eval_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
-    eval_rnn_l0_cell(rnn_l0_add, rnn_l0_matmul_bias + t * 8000, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_carry_2, rnn_l0_mul + t * 2000);
+    eval_rnn_cell(rnn_l0_add, rnn_l0_matmul_bias + t * 8000, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_carry_2, rnn_l0_mul + t * 2000);
   }
   eval_rnn_slice_2(rnn_slice_3, hidden_h);
   eval_rnn_slice_2(rnn_slice_4, hidden_c);
@@ -921,7 +811,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
     eval_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 2000);
     eval_rnn_carry(rnn_l1_carry_2, t == 0 ? rnn_slice_4 : rnn_l1_add);
     eval_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
-    eval_rnn_l1_cell(rnn_l1_add, rnn_l1_matmul_bias + t * 8000, rnn_l1_matmul, rnn_bias_hh_l1, rnn_l1_carry_2, rnn_l1_mul + t * 2000);
+    eval_rnn_cell(rnn_l1_add, rnn_l1_matmul_bias + t * 8000, rnn_l1_matmul, rnn_bias_hh_l1, rnn_l1_carry_2, rnn_l1_mul + t * 2000);
   }
   eval_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 2000, rnn_l1_mul + (T - 1) * 2000);
   eval_rnn_concat(rnn_concat_2, rnn_l0_add, rnn_l1_add);
@@ -945,7 +835,8 @@ static void gen_encoder_embedding(real *y, const real *w, const int32_t *ids, in
 /* n6 = slice(n2) axis 0 from 0
  *   (1, 1, 200) <- (2, 1, 200)
  *   graphs/lstm.lua:18
- *   shared by gen_rnn_slice, gen_rnn_slice_2 */
+ *   shared by gen_rnn_slice, gen_rnn_slice_2
+ *   (the nodes above are gen_rnn_slice's) */
 static void gen_rnn_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 200; i0++)
@@ -955,7 +846,8 @@ static void gen_rnn_slice(real *y, const real *x)
 /* n14 = matmul(n5, n10) b^T
  *   (T, 1, 800) <- (T, 1, 200), (800, 200)
  *   graphs/lstm.lua:18
- *   shared by gen_rnn_l0_matmul, gen_rnn_l1_matmul */
+ *   shared by gen_rnn_l0_matmul, gen_rnn_l1_matmul
+ *   (the nodes above are gen_rnn_l0_matmul's) */
 static void gen_rnn_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   lmc_sgemm_abt_mt(nt, T, 800, 200, a, 200, b, 200, 0, y, 800);
@@ -964,7 +856,8 @@ static void gen_rnn_matmul(real *y, const real *a, const real *b, int nt, int T)
 /* n15 = add(n14, n12)
  *   (T, 1, 800) <- (T, 1, 800), (800)
  *   graphs/lstm.lua:18
- *   shared by gen_rnn_l0_add, gen_rnn_l1_add */
+ *   shared by gen_rnn_l0_add, gen_rnn_l1_add
+ *   (the nodes above are gen_rnn_l0_add's) */
 static void gen_rnn_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -976,7 +869,8 @@ static void gen_rnn_add(real *y, const real *a, const real *b, int T)
  *   per step: (1, 200) <- (1, 200), (1, 200)
  *   graphs/lstm.lua:18
  *   shared by gen_rnn_l0_carry, gen_rnn_l0_carry_2, gen_rnn_l1_carry,
- *             gen_rnn_l1_carry_2 */
+ *             gen_rnn_l1_carry_2
+ *   (the nodes above are gen_rnn_l0_carry's) */
 static void gen_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 200 * sizeof *y);
@@ -985,7 +879,8 @@ static void gen_rnn_carry(real *y, const real *x)
 /* n19 = matmul(n17, n11) b^T
  *   per step: (1, 800) <- (1, 200), (800, 200)
  *   graphs/lstm.lua:18
- *   shared by gen_rnn_l0_matmul_2, gen_rnn_l1_matmul_2 */
+ *   shared by gen_rnn_l0_matmul_2, gen_rnn_l1_matmul_2
+ *   (the nodes above are gen_rnn_l0_matmul_2's) */
 static void gen_rnn_matmul_2(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 800, 200, a, 200, b, 200, 0, y, 800);
@@ -1004,93 +899,55 @@ static void gen_rnn_matmul_2(real *y, const real *a, const real *b, int nt)
  *   n29 = sigmoid(n28) (1, 200)
  *   n30 = mul(n25, n18) (1, 200)
  *   n31 = mul(n23, n27) (1, 200)
- *   n32 = add(n30, n31) (1, 200), stored
+ *   n32 = add(n30, n31) (1, 200), stored in y0
  *   n33 = tanh(n32) (1, 200)
- *   n34 = mul(n29, n33) (1, 200), stored
- *   graphs/lstm.lua:18 */
-static void gen_rnn_l0_cell(real *restrict y32, const real *x16, const real *x19, const real *x13, const real *x18, real *restrict y34)
+ *   n34 = mul(n29, n33) (1, 200), stored in y1
+ *   reads x0 = n16, x1 = n19, x2 = n13, x3 = n18
+ *   graphs/lstm.lua:18
+ *   shared by gen_rnn_l0_cell, gen_rnn_l1_cell
+ *   (the nodes above are gen_rnn_l0_cell's) */
+static void gen_rnn_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, real *restrict y1)
 {
   for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x16[200 + i0] + x19[200 + i0];   /* n20 add */
-    real v1 = v0 + x13[200 + i0];   /* n21 add */
-    real v2 = 1 / (1 + lmc_expf(-v1));   /* n25 sigmoid */
-    real v3 = v2 * x18[i0];   /* n30 mul */
-    real v4 = x16[i0] + x19[i0];   /* n20 add */
-    real v5 = v4 + x13[i0];   /* n21 add */
-    real v6 = 1 / (1 + lmc_expf(-v5));   /* n23 sigmoid */
-    real v7 = x16[400 + i0] + x19[400 + i0];   /* n20 add */
-    real v8 = v7 + x13[400 + i0];   /* n21 add */
-    real v9 = lmc_tanhf(v8);   /* n27 tanh */
-    real v10 = v6 * v9;   /* n31 mul */
-    real v11 = v3 + v10;   /* n32 add */
-    y32[i0] = v11;
-    real v12 = x16[600 + i0] + x19[600 + i0];   /* n20 add */
-    real v13 = v12 + x13[600 + i0];   /* n21 add */
-    real v14 = 1 / (1 + lmc_expf(-v13));   /* n29 sigmoid */
-    real v15 = v3 + v10;   /* n32 add */
-    real v16 = lmc_tanhf(v15);   /* n33 tanh */
-    real v17 = v14 * v16;   /* n34 mul */
-    y34[i0] = v17;
+    real v0 = x0[200 + i0] + x1[200 + i0];   /* add */
+    real v1 = v0 + x2[200 + i0];   /* add */
+    real v2 = 1 / (1 + lmc_expf(-v1));   /* sigmoid */
+    real v3 = v2 * x3[i0];   /* mul */
+    real v4 = x0[i0] + x1[i0];   /* add */
+    real v5 = v4 + x2[i0];   /* add */
+    real v6 = 1 / (1 + lmc_expf(-v5));   /* sigmoid */
+    real v7 = x0[400 + i0] + x1[400 + i0];   /* add */
+    real v8 = v7 + x2[400 + i0];   /* add */
+    real v9 = lmc_tanhf(v8);   /* tanh */
+    real v10 = v6 * v9;   /* mul */
+    real v11 = v3 + v10;   /* add */
+    y0[i0] = v11;
+    real v12 = x0[600 + i0] + x1[600 + i0];   /* add */
+    real v13 = v12 + x2[600 + i0];   /* add */
+    real v14 = 1 / (1 + lmc_expf(-v13));   /* sigmoid */
+    real v15 = v3 + v10;   /* add */
+    real v16 = lmc_tanhf(v15);   /* tanh */
+    real v17 = v14 * v16;   /* mul */
+    y1[i0] = v17;
   }
 }
 
 /* n38 = slice(n2) axis 0 from 1
  *   (1, 1, 200) <- (2, 1, 200)
  *   graphs/lstm.lua:18
- *   shared by gen_rnn_slice_3, gen_rnn_slice_4 */
+ *   shared by gen_rnn_slice_3, gen_rnn_slice_4
+ *   (the nodes above are gen_rnn_slice_3's) */
 static void gen_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 200; i0++)
     y[i0] = x[200 + i0];
 }
 
-/* fused: 15 nodes in one loop over (1, 200) per step
- *   n52 = add(n48, n51) (1, 800)
- *   n53 = add(n52, n45) (1, 800)
- *   n54 = slice(n53) axis 1 from 0 (1, 200)
- *   n55 = sigmoid(n54) (1, 200)
- *   n56 = slice(n53) axis 1 from 200 (1, 200)
- *   n57 = sigmoid(n56) (1, 200)
- *   n58 = slice(n53) axis 1 from 400 (1, 200)
- *   n59 = tanh(n58) (1, 200)
- *   n60 = slice(n53) axis 1 from 600 (1, 200)
- *   n61 = sigmoid(n60) (1, 200)
- *   n62 = mul(n57, n50) (1, 200)
- *   n63 = mul(n55, n59) (1, 200)
- *   n64 = add(n62, n63) (1, 200), stored
- *   n65 = tanh(n64) (1, 200)
- *   n66 = mul(n61, n65) (1, 200), stored
- *   graphs/lstm.lua:18 */
-static void gen_rnn_l1_cell(real *restrict y64, const real *x48, const real *x51, const real *x45, const real *x50, real *restrict y66)
-{
-  for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x48[200 + i0] + x51[200 + i0];   /* n52 add */
-    real v1 = v0 + x45[200 + i0];   /* n53 add */
-    real v2 = 1 / (1 + lmc_expf(-v1));   /* n57 sigmoid */
-    real v3 = v2 * x50[i0];   /* n62 mul */
-    real v4 = x48[i0] + x51[i0];   /* n52 add */
-    real v5 = v4 + x45[i0];   /* n53 add */
-    real v6 = 1 / (1 + lmc_expf(-v5));   /* n55 sigmoid */
-    real v7 = x48[400 + i0] + x51[400 + i0];   /* n52 add */
-    real v8 = v7 + x45[400 + i0];   /* n53 add */
-    real v9 = lmc_tanhf(v8);   /* n59 tanh */
-    real v10 = v6 * v9;   /* n63 mul */
-    real v11 = v3 + v10;   /* n64 add */
-    y64[i0] = v11;
-    real v12 = x48[600 + i0] + x51[600 + i0];   /* n52 add */
-    real v13 = v12 + x45[600 + i0];   /* n53 add */
-    real v14 = 1 / (1 + lmc_expf(-v13));   /* n61 sigmoid */
-    real v15 = v3 + v10;   /* n64 add */
-    real v16 = lmc_tanhf(v15);   /* n65 tanh */
-    real v17 = v14 * v16;   /* n66 mul */
-    y66[i0] = v17;
-  }
-}
-
 /* n72 = concat(n70, n71) axis 0
  *   (2, 1, 200) <- (1, 1, 200), (1, 1, 200)
  *   graphs/lstm.lua:18
- *   shared by gen_rnn_concat, gen_rnn_concat_2 */
+ *   shared by gen_rnn_concat, gen_rnn_concat_2
+ *   (the nodes above are gen_rnn_concat's) */
 static void gen_rnn_concat(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 200; i0++)
@@ -1193,7 +1050,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
     gen_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 200);
     gen_rnn_carry(rnn_l0_carry_2, t == 0 ? rnn_slice_2 : rnn_l0_add_2);
     gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
-    gen_rnn_l0_cell(rnn_l0_add_2, rnn_l0_add + t * 800, rnn_l0_matmul_2, rnn_bias_hh_l0, rnn_l0_carry_2, rnn_l0_mul + t * 200);
+    gen_rnn_cell(rnn_l0_add_2, rnn_l0_add + t * 800, rnn_l0_matmul_2, rnn_bias_hh_l0, rnn_l0_carry_2, rnn_l0_mul + t * 200);
   }
   gen_rnn_slice_2(rnn_slice_3, hidden_h);
   gen_rnn_slice_2(rnn_slice_4, hidden_c);
@@ -1203,7 +1060,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
     gen_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 200);
     gen_rnn_carry(rnn_l1_carry_2, t == 0 ? rnn_slice_4 : rnn_l1_add_2);
     gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
-    gen_rnn_l1_cell(rnn_l1_add_2, rnn_l1_add + t * 800, rnn_l1_matmul_2, rnn_bias_hh_l1, rnn_l1_carry_2, rnn_l1_mul + t * 200);
+    gen_rnn_cell(rnn_l1_add_2, rnn_l1_add + t * 800, rnn_l1_matmul_2, rnn_bias_hh_l1, rnn_l1_carry_2, rnn_l1_mul + t * 200);
   }
   gen_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 200, rnn_l1_mul + (T - 1) * 200);
   gen_rnn_concat(rnn_concat_2, rnn_l0_add_2, rnn_l1_add_2);

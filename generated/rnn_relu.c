@@ -77,7 +77,8 @@ static void train_encoder_embedding(real *y, const real *w, const int32_t *ids, 
 /* n5 = dropout(n4) stream 0, p = slot 0
  *   (T, 20, 200) <- (T, 20, 200)
  *   graphs/rnn_relu.lua:17
- *   shared by train_dropout, train_rnn_dropout, train_dropout_2 */
+ *   shared by train_dropout, train_rnn_dropout, train_dropout_2
+ *   (the nodes above are train_dropout's) */
 static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
@@ -97,7 +98,8 @@ static void train_rnn_slice(real *y, const real *x)
 /* n13 = matmul_bias(n5, n8, n10) b^T
  *   (T, 20, 200) <- (T, 20, 200), (200, 200), (200)
  *   graphs/rnn_relu.lua:18
- *   shared by train_rnn_l0_matmul_bias, train_rnn_l1_matmul_bias */
+ *   shared by train_rnn_l0_matmul_bias, train_rnn_l1_matmul_bias
+ *   (the nodes above are train_rnn_l0_matmul_bias's) */
 static void train_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -111,7 +113,8 @@ static void train_rnn_matmul_bias(real *y, const real *a, const real *b, const r
  *   per step: (20, 200) <- (20, 200), (20, 200)
  *   graphs/rnn_relu.lua:18
  *   shared by train_rnn_l0_carry, train_rnn_l1_carry, train_rnn_l1_carry_grad,
- *             train_rnn_l0_carry_grad */
+ *             train_rnn_l0_carry_grad
+ *   (the nodes above are train_rnn_l0_carry's) */
 static void train_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 4000 * sizeof *y);
@@ -120,7 +123,8 @@ static void train_rnn_carry(real *y, const real *x)
 /* n16 = matmul(n15, n9) b^T
  *   per step: (20, 200) <- (20, 200), (200, 200)
  *   graphs/rnn_relu.lua:18
- *   shared by train_rnn_l0_matmul, train_rnn_l1_matmul */
+ *   shared by train_rnn_l0_matmul, train_rnn_l1_matmul
+ *   (the nodes above are train_rnn_l0_matmul's) */
 static void train_rnn_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 20, 200, 200, a, 200, b, 200, 0, y, 200);
@@ -129,16 +133,19 @@ static void train_rnn_matmul(real *y, const real *a, const real *b, int nt)
 /* fused: 3 nodes in one loop over (20, 200) per step
  *   n17 = add(n14, n16) (20, 200)
  *   n18 = add(n17, n11) (20, 200)
- *   n19 = relu(n18) (20, 200), stored
- *   graphs/rnn_relu.lua:18 */
-static void train_rnn_l0_cell(real *restrict y19, const real *x14, const real *x16, const real *x11)
+ *   n19 = relu(n18) (20, 200), stored in y0
+ *   reads x0 = n14, x1 = n16, x2 = n11
+ *   graphs/rnn_relu.lua:18
+ *   shared by train_rnn_l0_cell, train_rnn_l1_cell
+ *   (the nodes above are train_rnn_l0_cell's) */
+static void train_rnn_cell(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x14[i0 * 200 + i1] + x16[i0 * 200 + i1];   /* n17 add */
-      real v1 = v0 + x11[i1];   /* n18 add */
-      real v2 = v1 > 0 ? v1 : 0;   /* n19 relu */
-      y19[i0 * 200 + i1] = v2;
+      real v0 = x0[i0 * 200 + i1] + x1[i0 * 200 + i1];   /* add */
+      real v1 = v0 + x2[i1];   /* add */
+      real v2 = v1 > 0 ? v1 : 0;   /* relu */
+      y0[i0 * 200 + i1] = v2;
     }
 }
 
@@ -149,22 +156,6 @@ static void train_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
     y[i0] = x[4000 + i0];
-}
-
-/* fused: 3 nodes in one loop over (20, 200) per step
- *   n34 = add(n31, n33) (20, 200)
- *   n35 = add(n34, n28) (20, 200)
- *   n36 = relu(n35) (20, 200), stored
- *   graphs/rnn_relu.lua:18 */
-static void train_rnn_l1_cell(real *restrict y36, const real *x31, const real *x33, const real *x28)
-{
-  for (long i0 = 0; i0 < 20; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x31[i0 * 200 + i1] + x33[i0 * 200 + i1];   /* n34 add */
-      real v1 = v0 + x28[i1];   /* n35 add */
-      real v2 = v1 > 0 ? v1 : 0;   /* n36 relu */
-      y36[i0 * 200 + i1] = v2;
-    }
 }
 
 /* n41 = concat(n39, n40) axis 0
@@ -189,9 +180,10 @@ static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
 
 /* fused: 4 nodes in one loop over (T, 20, 33278)
  *   n46 = add(n44, n45) (T, 20, 33278)
- *   n47 = log_softmax(n46) (T, 20, 33278)
- *   n48 = nll_loss(n47, n1) (), stored
- *   n51 = nll_log_softmax_grad(n49, n47, n1) (T, 20, 33278), stored
+ *   n47 = log_softmax(n46) (T, 20, 33278), with nt
+ *   n48 = nll_loss(n47, n1) (), stored in loss
+ *   n51 = nll_log_softmax_grad(n49, n47, n1) (T, 20, 33278), stored in 
+ *   reads bias = n45, target = n1
  *   graphs/rnn_relu.lua:21 */
 static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
@@ -274,23 +266,27 @@ static void train_rnn_l1_broadcast_grad(real *y, const real *x)
 }
 
 /* fused: 2 nodes in one loop over (20, 200) per step
- *   n66 = add_dropout(n64, n65) stream 2, p = slot 0 (20, 200)
- *   n69 = relu_grad(n66, n68) (20, 200), stored
- *   graphs/rnn_relu.lua:18 */
-static void train_rnn_l1_cell_grad(real *restrict y69, const real *x64, const real *x65, uint64_t key_66, double p_66, long idx0_66, const real *x68)
+ *   n66 = add_dropout(n64, n65) stream 2, p = slot 0 (20, 200), with key_0, p_0, idx0_0
+ *   n69 = relu_grad(n66, n68) (20, 200), stored in y0
+ *   reads x0 = n64, x1 = n65, x2 = n68
+ *   graphs/rnn_relu.lua:18
+ *   shared by train_rnn_l1_cell_grad, train_rnn_l0_cell_grad
+ *   (the nodes above are train_rnn_l1_cell_grad's) */
+static void train_rnn_cell_grad(real *restrict y0, const real *x0, const real *x1, uint64_t key_0, double p_0, long idx0_0, const real *x2)
 {
-  real scale_66 = p_66 < 1 ? (real)(1 / (1 - p_66)) : 0;
+  real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 4000; i0++) {
-    real v0 = x64[i0] + (lmc_keep(key_66, (uint64_t)(idx0_66 + i0), p_66) ? x65[i0] * scale_66 : 0);   /* n66 add_dropout */
-    real v1 = x68[i0] > 0 ? v0 : 0;   /* n69 relu_grad */
-    y69[i0] = v1;
+    real v0 = x0[i0] + (lmc_keep(key_0, (uint64_t)(idx0_0 + i0), p_0) ? x1[i0] * scale_0 : 0);   /* add_dropout */
+    real v1 = x2[i0] > 0 ? v0 : 0;   /* relu_grad */
+    y0[i0] = v1;
   }
 }
 
 /* n74 = matmul(n69, n26)
  *   per step: (20, 200) <- (20, 200), (200, 200)
  *   graphs/rnn_relu.lua:18
- *   shared by train_rnn_l1_matmul_grad, train_rnn_l0_matmul_grad */
+ *   shared by train_rnn_l1_matmul_grad, train_rnn_l0_matmul_grad
+ *   (the nodes above are train_rnn_l1_matmul_grad's) */
 static void train_rnn_matmul_grad(real *y, const real *a, const real *b)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 200,
@@ -300,7 +296,8 @@ static void train_rnn_matmul_grad(real *y, const real *a, const real *b)
 /* n77 = sum(n75)
  *   (200) <- (T, 20, 200)
  *   graphs/rnn_relu.lua:18
- *   shared by train_rnn_l1_sum_grad, train_rnn_l0_sum_grad */
+ *   shared by train_rnn_l1_sum_grad, train_rnn_l0_sum_grad
+ *   (the nodes above are train_rnn_l1_sum_grad's) */
 static void train_rnn_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 200 * sizeof *y);
@@ -313,7 +310,8 @@ static void train_rnn_sum_grad(real *y, const real *x, int T)
  *   (200, 200) <- (T, 20, 200), (T, 20, 200)
  *   graphs/rnn_relu.lua:18
  *   shared by train_rnn_l1_matmul_grad_2, train_rnn_l1_matmul_grad_4,
- *             train_rnn_l0_matmul_grad_2, train_rnn_l0_matmul_grad_4 */
+ *             train_rnn_l0_matmul_grad_2, train_rnn_l0_matmul_grad_4
+ *   (the nodes above are train_rnn_l1_matmul_grad_2's) */
 static void train_rnn_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
@@ -323,25 +321,12 @@ static void train_rnn_matmul_grad_2(real *y, const real *a, const real *b, int T
 /* n81 = matmul(n75, n25)
  *   (T, 20, 200) <- (T, 20, 200), (200, 200)
  *   graphs/rnn_relu.lua:18
- *   shared by train_rnn_l1_matmul_grad_3, train_rnn_l0_matmul_grad_3 */
+ *   shared by train_rnn_l1_matmul_grad_3, train_rnn_l0_matmul_grad_3
+ *   (the nodes above are train_rnn_l1_matmul_grad_3's) */
 static void train_rnn_matmul_grad_3(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 200,
               1, a, 200, b, 200, 0, y, 200);
-}
-
-/* fused: 2 nodes in one loop over (20, 200) per step
- *   n94 = add_dropout(n92, n93) stream 1, p = slot 0 (20, 200)
- *   n97 = relu_grad(n94, n96) (20, 200), stored
- *   graphs/rnn_relu.lua:18 */
-static void train_rnn_l0_cell_grad(real *restrict y97, const real *x92, const real *x93, uint64_t key_94, double p_94, long idx0_94, const real *x96)
-{
-  real scale_94 = p_94 < 1 ? (real)(1 / (1 - p_94)) : 0;
-  for (long i0 = 0; i0 < 4000; i0++) {
-    real v0 = x92[i0] + (lmc_keep(key_94, (uint64_t)(idx0_94 + i0), p_94) ? x93[i0] * scale_94 : 0);   /* n94 add_dropout */
-    real v1 = x96[i0] > 0 ? v0 : 0;   /* n97 relu_grad */
-    y97[i0] = v1;
-  }
 }
 
 /* n111 = dropout_grad(n109) stream 0, p = slot 0
@@ -445,7 +430,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = 0; t < T; t++) {   /* loop 1 */
     train_rnn_carry(rnn_l0_carry + t * 4000, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 4000);
     train_rnn_matmul(rnn_l0_matmul, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, c->threads);
-    train_rnn_l0_cell(rnn_l0_relu + t * 4000, rnn_l0_matmul_bias + t * 4000, rnn_l0_matmul, rnn_bias_hh_l0);
+    train_rnn_cell(rnn_l0_relu + t * 4000, rnn_l0_matmul_bias + t * 4000, rnn_l0_matmul, rnn_bias_hh_l0);
   }
   train_dropout(rnn_dropout, rnn_l0_relu, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
   train_rnn_slice_2(rnn_slice_2, hidden);
@@ -453,7 +438,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = 0; t < T; t++) {   /* loop 2 */
     train_rnn_carry(rnn_l1_carry + t * 4000, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 4000);
     train_rnn_matmul(rnn_l1_matmul, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, c->threads);
-    train_rnn_l1_cell(rnn_l1_relu + t * 4000, rnn_l1_matmul_bias + t * 4000, rnn_l1_matmul, rnn_bias_hh_l1);
+    train_rnn_cell(rnn_l1_relu + t * 4000, rnn_l1_matmul_bias + t * 4000, rnn_l1_matmul, rnn_bias_hh_l1);
   }
   train_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 4000, rnn_l1_relu + (T - 1) * 4000);
   train_dropout(dropout_2, rnn_l1_relu, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
@@ -467,7 +452,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_rnn_l1_broadcast_grad(rnn_l1_broadcast_grad, rnn_l1_const_grad);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
     train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_matmul_grad);
-    train_rnn_l1_cell_grad(rnn_l1_relu_grad + t * 4000, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, rnn_l1_relu + t * 4000);
+    train_rnn_cell_grad(rnn_l1_relu_grad + t * 4000, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, rnn_l1_relu + t * 4000);
     train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_relu_grad + t * 4000, rnn_weight_hh_l1);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_relu_grad, T);
@@ -476,7 +461,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_rnn_matmul_grad_2(d_rnn_weight_ih_l1, rnn_l1_relu_grad, rnn_dropout, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
     train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_matmul_grad);
-    train_rnn_l0_cell_grad(rnn_l0_relu_grad + t * 4000, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, rnn_l0_relu + t * 4000);
+    train_rnn_cell_grad(rnn_l0_relu_grad + t * 4000, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, rnn_l0_relu + t * 4000);
     train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_relu_grad + t * 4000, rnn_weight_hh_l0);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_relu_grad, T);
@@ -515,7 +500,8 @@ static void eval_rnn_slice(real *y, const real *x)
 /* n12 = matmul_bias(n4, n7, n9) b^T
  *   (T, 10, 200) <- (T, 10, 200), (200, 200), (200)
  *   graphs/rnn_relu.lua:18
- *   shared by eval_rnn_l0_matmul_bias, eval_rnn_l1_matmul_bias */
+ *   shared by eval_rnn_l0_matmul_bias, eval_rnn_l1_matmul_bias
+ *   (the nodes above are eval_rnn_l0_matmul_bias's) */
 static void eval_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
@@ -528,7 +514,8 @@ static void eval_rnn_matmul_bias(real *y, const real *a, const real *b, const re
 /* n14 = carry(n6, n18)
  *   per step: (10, 200) <- (10, 200), (10, 200)
  *   graphs/rnn_relu.lua:18
- *   shared by eval_rnn_l0_carry, eval_rnn_l1_carry */
+ *   shared by eval_rnn_l0_carry, eval_rnn_l1_carry
+ *   (the nodes above are eval_rnn_l0_carry's) */
 static void eval_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 2000 * sizeof *y);
@@ -537,7 +524,8 @@ static void eval_rnn_carry(real *y, const real *x)
 /* n15 = matmul(n14, n8) b^T
  *   per step: (10, 200) <- (10, 200), (200, 200)
  *   graphs/rnn_relu.lua:18
- *   shared by eval_rnn_l0_matmul, eval_rnn_l1_matmul */
+ *   shared by eval_rnn_l0_matmul, eval_rnn_l1_matmul
+ *   (the nodes above are eval_rnn_l0_matmul's) */
 static void eval_rnn_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 10, 200, 200, a, 200, b, 200, 0, y, 200);
@@ -546,16 +534,19 @@ static void eval_rnn_matmul(real *y, const real *a, const real *b, int nt)
 /* fused: 3 nodes in one loop over (10, 200) per step
  *   n16 = add(n13, n15) (10, 200)
  *   n17 = add(n16, n10) (10, 200)
- *   n18 = relu(n17) (10, 200), stored
- *   graphs/rnn_relu.lua:18 */
-static void eval_rnn_l0_cell(real *restrict y18, const real *x13, const real *x15, const real *x10)
+ *   n18 = relu(n17) (10, 200), stored in y0
+ *   reads x0 = n13, x1 = n15, x2 = n10
+ *   graphs/rnn_relu.lua:18
+ *   shared by eval_rnn_l0_cell, eval_rnn_l1_cell
+ *   (the nodes above are eval_rnn_l0_cell's) */
+static void eval_rnn_cell(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x13[i0 * 200 + i1] + x15[i0 * 200 + i1];   /* n16 add */
-      real v1 = v0 + x10[i1];   /* n17 add */
-      real v2 = v1 > 0 ? v1 : 0;   /* n18 relu */
-      y18[i0 * 200 + i1] = v2;
+      real v0 = x0[i0 * 200 + i1] + x1[i0 * 200 + i1];   /* add */
+      real v1 = v0 + x2[i1];   /* add */
+      real v2 = v1 > 0 ? v1 : 0;   /* relu */
+      y0[i0 * 200 + i1] = v2;
     }
 }
 
@@ -566,22 +557,6 @@ static void eval_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 2000; i0++)
     y[i0] = x[2000 + i0];
-}
-
-/* fused: 3 nodes in one loop over (10, 200) per step
- *   n32 = add(n29, n31) (10, 200)
- *   n33 = add(n32, n26) (10, 200)
- *   n34 = relu(n33) (10, 200), stored
- *   graphs/rnn_relu.lua:18 */
-static void eval_rnn_l1_cell(real *restrict y34, const real *x29, const real *x31, const real *x26)
-{
-  for (long i0 = 0; i0 < 10; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x29[i0 * 200 + i1] + x31[i0 * 200 + i1];   /* n32 add */
-      real v1 = v0 + x26[i1];   /* n33 add */
-      real v2 = v1 > 0 ? v1 : 0;   /* n34 relu */
-      y34[i0 * 200 + i1] = v2;
-    }
 }
 
 /* n39 = concat(n37, n38) axis 0
@@ -596,10 +571,11 @@ static void eval_rnn_concat(real *y, const real *a, const real *b)
 }
 
 /* fused: 4 nodes in one loop over (T, 10, 33278)
- *   n41 = matmul(n35, n40) b^T (T, 10, 33278)
+ *   n41 = matmul(n35, n40) b^T (T, 10, 33278), with 
  *   n43 = add(n41, n42) (T, 10, 33278)
- *   n44 = log_softmax(n43) (T, 10, 33278)
- *   n45 = nll_loss(n44, n1) (), stored
+ *   n44 = log_softmax(n43) (T, 10, 33278), with nt
+ *   n45 = nll_loss(n44, n1) (), stored in loss
+ *   reads h = n35, w = n40, bias = n42, target = n1
  *   graphs/rnn_relu.lua:21 */
 static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
 {
@@ -675,14 +651,14 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   for (int t = 0; t < T; t++) {   /* loop 1 */
     eval_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 2000);
     eval_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
-    eval_rnn_l0_cell(rnn_l0_relu + t * 2000, rnn_l0_matmul_bias + t * 2000, rnn_l0_matmul, rnn_bias_hh_l0);
+    eval_rnn_cell(rnn_l0_relu + t * 2000, rnn_l0_matmul_bias + t * 2000, rnn_l0_matmul, rnn_bias_hh_l0);
   }
   eval_rnn_slice_2(rnn_slice_2, hidden);
   eval_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_relu, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     eval_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 2000);
     eval_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
-    eval_rnn_l1_cell(rnn_l1_relu + t * 2000, rnn_l1_matmul_bias + t * 2000, rnn_l1_matmul, rnn_bias_hh_l1);
+    eval_rnn_cell(rnn_l1_relu + t * 2000, rnn_l1_matmul_bias + t * 2000, rnn_l1_matmul, rnn_bias_hh_l1);
   }
   eval_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 2000, rnn_l1_relu + (T - 1) * 2000);
   eval_log_softmax_nll(nll_loss, rnn_l1_relu, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
@@ -713,7 +689,8 @@ static void gen_rnn_slice(real *y, const real *x)
 /* n11 = matmul(n4, n7) b^T
  *   (T, 1, 200) <- (T, 1, 200), (200, 200)
  *   graphs/rnn_relu.lua:18
- *   shared by gen_rnn_l0_matmul, gen_rnn_l1_matmul */
+ *   shared by gen_rnn_l0_matmul, gen_rnn_l1_matmul
+ *   (the nodes above are gen_rnn_l0_matmul's) */
 static void gen_rnn_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
@@ -722,7 +699,8 @@ static void gen_rnn_matmul(real *y, const real *a, const real *b, int nt, int T)
 /* n12 = add(n11, n9)
  *   (T, 1, 200) <- (T, 1, 200), (200)
  *   graphs/rnn_relu.lua:18
- *   shared by gen_rnn_l0_add, gen_rnn_l1_add */
+ *   shared by gen_rnn_l0_add, gen_rnn_l1_add
+ *   (the nodes above are gen_rnn_l0_add's) */
 static void gen_rnn_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -733,7 +711,8 @@ static void gen_rnn_add(real *y, const real *a, const real *b, int T)
 /* n14 = carry(n6, n18)
  *   per step: (1, 200) <- (1, 200), (1, 200)
  *   graphs/rnn_relu.lua:18
- *   shared by gen_rnn_l0_carry, gen_rnn_l1_carry */
+ *   shared by gen_rnn_l0_carry, gen_rnn_l1_carry
+ *   (the nodes above are gen_rnn_l0_carry's) */
 static void gen_rnn_carry(real *y, const real *x)
 {
   memcpy(y, x, 200 * sizeof *y);
@@ -742,7 +721,8 @@ static void gen_rnn_carry(real *y, const real *x)
 /* n15 = matmul(n14, n8) b^T
  *   per step: (1, 200) <- (1, 200), (200, 200)
  *   graphs/rnn_relu.lua:18
- *   shared by gen_rnn_l0_matmul_2, gen_rnn_l1_matmul_2 */
+ *   shared by gen_rnn_l0_matmul_2, gen_rnn_l1_matmul_2
+ *   (the nodes above are gen_rnn_l0_matmul_2's) */
 static void gen_rnn_matmul_2(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
@@ -751,15 +731,18 @@ static void gen_rnn_matmul_2(real *y, const real *a, const real *b, int nt)
 /* fused: 3 nodes in one loop over (1, 200) per step
  *   n16 = add(n13, n15) (1, 200)
  *   n17 = add(n16, n10) (1, 200)
- *   n18 = relu(n17) (1, 200), stored
- *   graphs/rnn_relu.lua:18 */
-static void gen_rnn_l0_cell(real *restrict y18, const real *x13, const real *x15, const real *x10)
+ *   n18 = relu(n17) (1, 200), stored in y0
+ *   reads x0 = n13, x1 = n15, x2 = n10
+ *   graphs/rnn_relu.lua:18
+ *   shared by gen_rnn_l0_cell, gen_rnn_l1_cell
+ *   (the nodes above are gen_rnn_l0_cell's) */
+static void gen_rnn_cell(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x13[i0] + x15[i0];   /* n16 add */
-    real v1 = v0 + x10[i0];   /* n17 add */
-    real v2 = v1 > 0 ? v1 : 0;   /* n18 relu */
-    y18[i0] = v2;
+    real v0 = x0[i0] + x1[i0];   /* add */
+    real v1 = v0 + x2[i0];   /* add */
+    real v2 = v1 > 0 ? v1 : 0;   /* relu */
+    y0[i0] = v2;
   }
 }
 
@@ -770,21 +753,6 @@ static void gen_rnn_slice_2(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 200; i0++)
     y[i0] = x[200 + i0];
-}
-
-/* fused: 3 nodes in one loop over (1, 200) per step
- *   n32 = add(n29, n31) (1, 200)
- *   n33 = add(n32, n26) (1, 200)
- *   n34 = relu(n33) (1, 200), stored
- *   graphs/rnn_relu.lua:18 */
-static void gen_rnn_l1_cell(real *restrict y34, const real *x29, const real *x31, const real *x26)
-{
-  for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x29[i0] + x31[i0];   /* n32 add */
-    real v1 = v0 + x26[i0];   /* n33 add */
-    real v2 = v1 > 0 ? v1 : 0;   /* n34 relu */
-    y34[i0] = v2;
-  }
 }
 
 /* n39 = concat(n37, n38) axis 0
@@ -881,7 +849,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   for (int t = 0; t < T; t++) {   /* loop 1 */
     gen_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 200);
     gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
-    gen_rnn_l0_cell(rnn_l0_relu + t * 200, rnn_l0_add + t * 200, rnn_l0_matmul_2, rnn_bias_hh_l0);
+    gen_rnn_cell(rnn_l0_relu + t * 200, rnn_l0_add + t * 200, rnn_l0_matmul_2, rnn_bias_hh_l0);
   }
   gen_rnn_slice_2(rnn_slice_2, hidden);
   gen_rnn_matmul(rnn_l1_matmul, rnn_l0_relu, rnn_weight_ih_l1, c->threads, T);
@@ -889,7 +857,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   for (int t = 0; t < T; t++) {   /* loop 2 */
     gen_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 200);
     gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
-    gen_rnn_l1_cell(rnn_l1_relu + t * 200, rnn_l1_add + t * 200, rnn_l1_matmul_2, rnn_bias_hh_l1);
+    gen_rnn_cell(rnn_l1_relu + t * 200, rnn_l1_add + t * 200, rnn_l1_matmul_2, rnn_bias_hh_l1);
   }
   gen_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 200, rnn_l1_relu + (T - 1) * 200);
   gen_decoder_matmul(decoder_matmul, rnn_l1_relu + (T - 1) * 200, decoder_weight, c->threads);

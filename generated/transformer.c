@@ -1305,7 +1305,8 @@ static void train_input_emb_embedding(real *y, const real *w, const int32_t *ids
 /* n17 = const() value 14.142135623730951
  *   ()
  *   graphs/transformer.lua:23
- *   shared by train_const, eval_const, gen_const */
+ *   shared by train_const, eval_const, gen_const
+ *   (the nodes above are train_const's) */
 static void train_const(real *y)
 {
   y[0] = 14.142135623730951;
@@ -1313,24 +1314,26 @@ static void train_const(real *y)
 
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n18 = mul(n16, n17) (T, 20, 200)
- *   n22 = dropout_add(n18, n20) stream 0, p = slot 0 (T, 20, 200), stored
+ *   n22 = dropout_add(n18, n20) stream 0, p = slot 0 (T, 20, 200), stored in y0, with key_0, p_0, idx0_0
+ *   reads x0 = n16, x1 = n20
  *   graphs/transformer.lua:24 */
-static void train_fused(real *restrict y22, const real *x16, const real *x20, uint64_t key_22, double p_22, long idx0_22, int T)
+static void train_fused(real *restrict y0, const real *x0, const real *x1, uint64_t key_0, double p_0, long idx0_0, int T)
 {
-  real scale_22 = p_22 < 1 ? (real)(1 / (1 - p_22)) : 0;
+  real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 20; i1++)
       for (long i2 = 0; i2 < 200; i2++) {
-        real v0 = x16[i0 * 4000 + i1 * 200 + i2] * (real)14.142135623730951;   /* n18 mul */
-        real v1 = lmc_keep(key_22, (uint64_t)(idx0_22 + i0 * 4000 + i1 * 200 + i2), p_22) ? (v0 + x20[i0 * 200 + i2]) * scale_22 : 0;   /* n22 dropout_add */
-        y22[i0 * 4000 + i1 * 200 + i2] = v1;
+        real v0 = x0[i0 * 4000 + i1 * 200 + i2] * (real)14.142135623730951;   /* mul */
+        real v1 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0 * 4000 + i1 * 200 + i2), p_0) ? (v0 + x1[i0 * 200 + i2]) * scale_0 : 0;   /* dropout_add */
+        y0[i0 * 4000 + i1 * 200 + i2] = v1;
       }
 }
 
 /* n23 = triu_mask()
  *   (T, T)
  *   graphs/transformer.lua:26
- *   shared by train_triu_mask, eval_triu_mask, gen_triu_mask */
+ *   shared by train_triu_mask, eval_triu_mask, gen_triu_mask
+ *   (the nodes above are train_triu_mask's) */
 static void train_triu_mask(real *y, int T)
 {
   for (long i = 0; i < T; i++)
@@ -1342,7 +1345,8 @@ static void train_triu_mask(real *y, int T)
  *   (T, 20, 600) <- (T, 20, 200), (600, 200), (600)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_self_attn_matmul_bias,
- *             train_encoder_l1_self_attn_matmul_bias */
+ *             train_encoder_l1_self_attn_matmul_bias
+ *   (the nodes above are train_encoder_l0_self_attn_matmul_bias's) */
 static void train_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1356,7 +1360,8 @@ static void train_encoder_self_attn_matmul_bias(real *y, const real *a, const re
  *   (T, 20, 200) <- (T, 20, 600)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_self_attn_slice,
- *             train_encoder_l1_self_attn_slice */
+ *             train_encoder_l1_self_attn_slice
+ *   (the nodes above are train_encoder_l0_self_attn_slice's) */
 static void train_encoder_self_attn_slice(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1374,7 +1379,8 @@ static void train_encoder_self_attn_slice(real *y, const real *x, int T)
  *             train_encoder_l1_self_attn_transpose_2,
  *             train_encoder_l1_self_attn_transpose_3,
  *             train_encoder_l1_self_attn_transpose_grad,
- *             train_encoder_l0_self_attn_transpose_grad */
+ *             train_encoder_l0_self_attn_transpose_grad
+ *   (the nodes above are train_encoder_l0_self_attn_transpose's) */
 static void train_encoder_self_attn_transpose(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 40; i0++)
@@ -1387,7 +1393,8 @@ static void train_encoder_self_attn_transpose(real *y, const real *x, int T)
  *   ()
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_self_attn_const,
- *             eval_encoder_l0_self_attn_const, gen_encoder_l0_self_attn_const */
+ *             eval_encoder_l0_self_attn_const, gen_encoder_l0_self_attn_const
+ *   (the nodes above are train_encoder_l0_self_attn_const's) */
 static void train_encoder_l0_self_attn_const(real *y)
 {
   y[0] = 10.0;
@@ -1398,7 +1405,8 @@ static void train_encoder_l0_self_attn_const(real *y)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_self_attn_div, train_encoder_l1_self_attn_div,
  *             train_encoder_l1_self_attn_div_grad,
- *             train_encoder_l0_self_attn_div_grad */
+ *             train_encoder_l0_self_attn_div_grad
+ *   (the nodes above are train_encoder_l0_self_attn_div's) */
 static void train_encoder_self_attn_div(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 4000*T; i0++)
@@ -1409,7 +1417,8 @@ static void train_encoder_self_attn_div(real *y, const real *a, const real *b, i
  *   (T, 20, 200) <- (T, 20, 600)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_self_attn_slice_2,
- *             train_encoder_l1_self_attn_slice_2 */
+ *             train_encoder_l1_self_attn_slice_2
+ *   (the nodes above are train_encoder_l0_self_attn_slice_2's) */
 static void train_encoder_self_attn_slice_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1421,7 +1430,8 @@ static void train_encoder_self_attn_slice_2(real *y, const real *x, int T)
  *   (T, 20, 200) <- (T, 20, 600)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_self_attn_slice_3,
- *             train_encoder_l1_self_attn_slice_3 */
+ *             train_encoder_l1_self_attn_slice_3
+ *   (the nodes above are train_encoder_l0_self_attn_slice_3's) */
 static void train_encoder_self_attn_slice_3(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1434,7 +1444,8 @@ static void train_encoder_self_attn_slice_3(real *y, const real *x, int T)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_self_attn_bmm, train_encoder_l1_self_attn_bmm,
  *             train_encoder_l1_self_attn_bmm_grad,
- *             train_encoder_l0_self_attn_bmm_grad */
+ *             train_encoder_l0_self_attn_bmm_grad
+ *   (the nodes above are train_encoder_l0_self_attn_bmm's) */
 static void train_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 40; i++)
@@ -1445,7 +1456,8 @@ static void train_encoder_self_attn_bmm(real *y, const real *a, const real *b, i
 /* n40 = add(n39, n23)
  *   (20, 2, T, T) <- (20, 2, T, T), (T, T)
  *   graphs/transformer.lua:25
- *   shared by train_encoder_l0_self_attn_add, train_encoder_l1_self_attn_add */
+ *   shared by train_encoder_l0_self_attn_add, train_encoder_l1_self_attn_add
+ *   (the nodes above are train_encoder_l0_self_attn_add's) */
 static void train_encoder_self_attn_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 40; i0++)
@@ -1457,7 +1469,8 @@ static void train_encoder_self_attn_add(real *y, const real *a, const real *b, i
  *   (20, 2, T, T) <- (20, 2, T, T)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_self_attn_softmax,
- *             train_encoder_l1_self_attn_softmax */
+ *             train_encoder_l1_self_attn_softmax
+ *   (the nodes above are train_encoder_l0_self_attn_softmax's) */
 static void train_encoder_self_attn_softmax(real *y, const real *x, int T)
 {
   const long n = T;
@@ -1475,7 +1488,8 @@ static void train_encoder_self_attn_softmax(real *y, const real *x, int T)
  *   (20, 2, T, T) <- (20, 2, T, T)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_self_attn_dropout,
- *             train_encoder_l1_self_attn_dropout */
+ *             train_encoder_l1_self_attn_dropout
+ *   (the nodes above are train_encoder_l0_self_attn_dropout's) */
 static void train_encoder_self_attn_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
@@ -1489,7 +1503,8 @@ static void train_encoder_self_attn_dropout(real *y, const real *x, uint64_t key
  *   shared by train_encoder_l0_self_attn_bmm_2,
  *             train_encoder_l1_self_attn_bmm_2,
  *             train_encoder_l1_self_attn_bmm_grad_3,
- *             train_encoder_l0_self_attn_bmm_grad_3 */
+ *             train_encoder_l0_self_attn_bmm_grad_3
+ *   (the nodes above are train_encoder_l0_self_attn_bmm_2's) */
 static void train_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 40; i++)
@@ -1507,7 +1522,8 @@ static void train_encoder_self_attn_bmm_2(real *y, const real *a, const real *b,
  *             train_encoder_l1_self_attn_transpose_grad_4,
  *             train_encoder_l0_self_attn_transpose_grad_2,
  *             train_encoder_l0_self_attn_transpose_grad_3,
- *             train_encoder_l0_self_attn_transpose_grad_4 */
+ *             train_encoder_l0_self_attn_transpose_grad_4
+ *   (the nodes above are train_encoder_l0_self_attn_transpose_4's) */
 static void train_encoder_self_attn_transpose_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -1522,7 +1538,8 @@ static void train_encoder_self_attn_transpose_2(real *y, const real *x, int T)
  *   shared by train_encoder_l0_self_attn_out_proj_matmul,
  *             train_encoder_l0_linear2_matmul,
  *             train_encoder_l1_self_attn_out_proj_matmul,
- *             train_encoder_l1_linear2_matmul */
+ *             train_encoder_l1_linear2_matmul
+ *   (the nodes above are train_encoder_l0_self_attn_out_proj_matmul's) */
 static void train_encoder_matmul(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 200, 200,
@@ -1530,17 +1547,21 @@ static void train_encoder_matmul(real *y, const real *a, const real *b, int T)
 }
 
 /* fused: 2 nodes in one loop over (T, 20, 200)
- *   n50 = dropout_add(n47, n48) stream 2, p = slot 1 (T, 20, 200)
- *   n51 = add(n22, n50) (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l0_fused(real *restrict y51, const real *x22, const real *x47, const real *x48, uint64_t key_50, double p_50, long idx0_50, int T)
+ *   n50 = dropout_add(n47, n48) stream 2, p = slot 1 (T, 20, 200), with key_0, p_0, idx0_0
+ *   n51 = add(n22, n50) (T, 20, 200), stored in y0
+ *   reads x0 = n22, x1 = n47, x2 = n48
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_fused, train_encoder_l0_fused_3,
+ *             train_encoder_l1_fused, train_encoder_l1_fused_3
+ *   (the nodes above are train_encoder_l0_fused's) */
+static void train_encoder_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, uint64_t key_0, double p_0, long idx0_0, int T)
 {
-  real scale_50 = p_50 < 1 ? (real)(1 / (1 - p_50)) : 0;
+  real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = lmc_keep(key_50, (uint64_t)(idx0_50 + i0 * 200 + i1), p_50) ? (x47[i0 * 200 + i1] + x48[i1]) * scale_50 : 0;   /* n50 dropout_add */
-      real v1 = x22[i0 * 200 + i1] + v0;   /* n51 add */
-      y51[i0 * 200 + i1] = v1;
+      real v0 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0 * 200 + i1), p_0) ? (x1[i0 * 200 + i1] + x2[i1]) * scale_0 : 0;   /* dropout_add */
+      real v1 = x0[i0 * 200 + i1] + v0;   /* add */
+      y0[i0 * 200 + i1] = v1;
     }
 }
 
@@ -1550,7 +1571,8 @@ static void train_encoder_l0_fused(real *restrict y51, const real *x22, const re
  *   shared by train_encoder_l0_norm1_normalize,
  *             train_encoder_l0_norm2_normalize,
  *             train_encoder_l1_norm1_normalize,
- *             train_encoder_l1_norm2_normalize, train_encoder_norm_normalize */
+ *             train_encoder_l1_norm2_normalize, train_encoder_norm_normalize
+ *   (the nodes above are train_encoder_l0_norm1_normalize's) */
 static void train_encoder_normalize(real *y, const real *x, int T)
 {
   const long n = 200;
@@ -1570,15 +1592,20 @@ static void train_encoder_normalize(real *y, const real *x, int T)
 
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n55 = mul(n54, n52) (T, 20, 200)
- *   n56 = add(n55, n53) (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l0_norm1_fused(real *restrict y56, const real *x54, const real *x52, const real *x53, int T)
+ *   n56 = add(n55, n53) (T, 20, 200), stored in y0
+ *   reads x0 = n54, x1 = n52, x2 = n53
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_norm1_fused, train_encoder_l0_norm2_fused,
+ *             train_encoder_l1_norm1_fused, train_encoder_l1_norm2_fused,
+ *             train_encoder_norm_fused
+ *   (the nodes above are train_encoder_l0_norm1_fused's) */
+static void train_encoder_fused_2(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x54[i0 * 200 + i1] * x52[i1];   /* n55 mul */
-      real v1 = v0 + x53[i1];   /* n56 add */
-      y56[i0 * 200 + i1] = v1;
+      real v0 = x0[i0 * 200 + i1] * x1[i1];   /* mul */
+      real v1 = v0 + x2[i1];   /* add */
+      y0[i0 * 200 + i1] = v1;
     }
 }
 
@@ -1586,7 +1613,8 @@ static void train_encoder_l0_norm1_fused(real *restrict y56, const real *x54, co
  *   (T, 20, 200) <- (T, 20, 200), (200, 200), (200)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_linear1_matmul_bias,
- *             train_encoder_l1_linear1_matmul_bias */
+ *             train_encoder_l1_linear1_matmul_bias
+ *   (the nodes above are train_encoder_l0_linear1_matmul_bias's) */
 static void train_encoder_linear1_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1597,134 +1625,21 @@ static void train_encoder_linear1_matmul_bias(real *y, const real *a, const real
 }
 
 /* fused: 2 nodes in one loop over (T, 20, 200)
- *   n61 = relu(n60) (T, 20, 200), stored
- *   n62 = dropout(n61) stream 3, p = slot 1 (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l0_fused_2(real *restrict y61, const real *x60, real *restrict y62, uint64_t key_62, double p_62, long idx0_62, int T)
+ *   n61 = relu(n60) (T, 20, 200), stored in y0
+ *   n62 = dropout(n61) stream 3, p = slot 1 (T, 20, 200), stored in y1, with key_0, p_0, idx0_0
+ *   reads x0 = n60
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l0_fused_2, train_encoder_l1_fused_2
+ *   (the nodes above are train_encoder_l0_fused_2's) */
+static void train_encoder_fused_3(real *restrict y0, const real *x0, real *restrict y1, uint64_t key_0, double p_0, long idx0_0, int T)
 {
-  real scale_62 = p_62 < 1 ? (real)(1 / (1 - p_62)) : 0;
+  real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
-    real v0 = x60[i0] > 0 ? x60[i0] : 0;   /* n61 relu */
-    y61[i0] = v0;
-    real v1 = lmc_keep(key_62, (uint64_t)(idx0_62 + i0), p_62) ? v0 * scale_62 : 0;   /* n62 dropout */
-    y62[i0] = v1;
+    real v0 = x0[i0] > 0 ? x0[i0] : 0;   /* relu */
+    y0[i0] = v0;
+    real v1 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0), p_0) ? v0 * scale_0 : 0;   /* dropout */
+    y1[i0] = v1;
   }
-}
-
-/* fused: 2 nodes in one loop over (T, 20, 200)
- *   n67 = dropout_add(n64, n65) stream 4, p = slot 1 (T, 20, 200)
- *   n68 = add(n56, n67) (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l0_fused_3(real *restrict y68, const real *x56, const real *x64, const real *x65, uint64_t key_67, double p_67, long idx0_67, int T)
-{
-  real scale_67 = p_67 < 1 ? (real)(1 / (1 - p_67)) : 0;
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = lmc_keep(key_67, (uint64_t)(idx0_67 + i0 * 200 + i1), p_67) ? (x64[i0 * 200 + i1] + x65[i1]) * scale_67 : 0;   /* n67 dropout_add */
-      real v1 = x56[i0 * 200 + i1] + v0;   /* n68 add */
-      y68[i0 * 200 + i1] = v1;
-    }
-}
-
-/* fused: 2 nodes in one loop over (T, 20, 200)
- *   n72 = mul(n71, n69) (T, 20, 200)
- *   n73 = add(n72, n70) (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l0_norm2_fused(real *restrict y73, const real *x71, const real *x69, const real *x70, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x71[i0 * 200 + i1] * x69[i1];   /* n72 mul */
-      real v1 = v0 + x70[i1];   /* n73 add */
-      y73[i0 * 200 + i1] = v1;
-    }
-}
-
-/* fused: 2 nodes in one loop over (T, 20, 200)
- *   n100 = dropout_add(n97, n98) stream 6, p = slot 1 (T, 20, 200)
- *   n101 = add(n73, n100) (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l1_fused(real *restrict y101, const real *x73, const real *x97, const real *x98, uint64_t key_100, double p_100, long idx0_100, int T)
-{
-  real scale_100 = p_100 < 1 ? (real)(1 / (1 - p_100)) : 0;
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = lmc_keep(key_100, (uint64_t)(idx0_100 + i0 * 200 + i1), p_100) ? (x97[i0 * 200 + i1] + x98[i1]) * scale_100 : 0;   /* n100 dropout_add */
-      real v1 = x73[i0 * 200 + i1] + v0;   /* n101 add */
-      y101[i0 * 200 + i1] = v1;
-    }
-}
-
-/* fused: 2 nodes in one loop over (T, 20, 200)
- *   n105 = mul(n104, n102) (T, 20, 200)
- *   n106 = add(n105, n103) (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l1_norm1_fused(real *restrict y106, const real *x104, const real *x102, const real *x103, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x104[i0 * 200 + i1] * x102[i1];   /* n105 mul */
-      real v1 = v0 + x103[i1];   /* n106 add */
-      y106[i0 * 200 + i1] = v1;
-    }
-}
-
-/* fused: 2 nodes in one loop over (T, 20, 200)
- *   n111 = relu(n110) (T, 20, 200), stored
- *   n112 = dropout(n111) stream 7, p = slot 1 (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l1_fused_2(real *restrict y111, const real *x110, real *restrict y112, uint64_t key_112, double p_112, long idx0_112, int T)
-{
-  real scale_112 = p_112 < 1 ? (real)(1 / (1 - p_112)) : 0;
-  for (long i0 = 0; i0 < 4000*T; i0++) {
-    real v0 = x110[i0] > 0 ? x110[i0] : 0;   /* n111 relu */
-    y111[i0] = v0;
-    real v1 = lmc_keep(key_112, (uint64_t)(idx0_112 + i0), p_112) ? v0 * scale_112 : 0;   /* n112 dropout */
-    y112[i0] = v1;
-  }
-}
-
-/* fused: 2 nodes in one loop over (T, 20, 200)
- *   n117 = dropout_add(n114, n115) stream 8, p = slot 1 (T, 20, 200)
- *   n118 = add(n106, n117) (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l1_fused_3(real *restrict y118, const real *x106, const real *x114, const real *x115, uint64_t key_117, double p_117, long idx0_117, int T)
-{
-  real scale_117 = p_117 < 1 ? (real)(1 / (1 - p_117)) : 0;
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = lmc_keep(key_117, (uint64_t)(idx0_117 + i0 * 200 + i1), p_117) ? (x114[i0 * 200 + i1] + x115[i1]) * scale_117 : 0;   /* n117 dropout_add */
-      real v1 = x106[i0 * 200 + i1] + v0;   /* n118 add */
-      y118[i0 * 200 + i1] = v1;
-    }
-}
-
-/* fused: 2 nodes in one loop over (T, 20, 200)
- *   n122 = mul(n121, n119) (T, 20, 200)
- *   n123 = add(n122, n120) (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l1_norm2_fused(real *restrict y123, const real *x121, const real *x119, const real *x120, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x121[i0 * 200 + i1] * x119[i1];   /* n122 mul */
-      real v1 = v0 + x120[i1];   /* n123 add */
-      y123[i0 * 200 + i1] = v1;
-    }
-}
-
-/* fused: 2 nodes in one loop over (T, 20, 200)
- *   n127 = mul(n126, n124) (T, 20, 200)
- *   n128 = add(n127, n125) (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_norm_fused(real *restrict y128, const real *x126, const real *x124, const real *x125, int T)
-{
-  for (long i0 = 0; i0 < 20*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x126[i0 * 200 + i1] * x124[i1];   /* n127 mul */
-      real v1 = v0 + x125[i1];   /* n128 add */
-      y128[i0 * 200 + i1] = v1;
-    }
 }
 
 /* n130 = matmul(n128, n129) b^T
@@ -1738,9 +1653,10 @@ static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
 
 /* fused: 4 nodes in one loop over (T, 20, 33278)
  *   n132 = add(n130, n131) (T, 20, 33278)
- *   n133 = log_softmax(n132) (T, 20, 33278)
- *   n134 = nll_loss(n133, n1) (), stored
- *   n137 = nll_log_softmax_grad(n135, n133, n1) (T, 20, 33278), stored
+ *   n133 = log_softmax(n132) (T, 20, 33278), with nt
+ *   n134 = nll_loss(n133, n1) (), stored in loss
+ *   n137 = nll_log_softmax_grad(n135, n133, n1) (T, 20, 33278), stored in 
+ *   reads bias = n131, target = n1
  *   graphs/transformer.lua:29 */
 static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
@@ -1822,7 +1738,8 @@ static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, i
  *             train_encoder_l0_linear1_sum_grad,
  *             train_encoder_l0_norm1_sum_grad,
  *             train_encoder_l0_norm1_sum_grad_2,
- *             train_encoder_l0_self_attn_out_proj_sum_grad */
+ *             train_encoder_l0_self_attn_out_proj_sum_grad
+ *   (the nodes above are train_encoder_norm_sum_grad's) */
 static void train_encoder_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 200 * sizeof *y);
@@ -1836,7 +1753,8 @@ static void train_encoder_sum_grad(real *y, const real *x, int T)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_norm_mul_grad, train_encoder_l1_norm2_mul_grad,
  *             train_encoder_l1_norm1_mul_grad, train_encoder_l0_norm2_mul_grad,
- *             train_encoder_l0_norm1_mul_grad */
+ *             train_encoder_l0_norm1_mul_grad
+ *   (the nodes above are train_encoder_norm_mul_grad's) */
 static void train_encoder_mul_grad(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -1850,7 +1768,8 @@ static void train_encoder_mul_grad(real *y, const real *a, const real *b, int T)
  *   shared by train_encoder_norm_mul_grad_2, train_encoder_l1_norm2_mul_grad_2,
  *             train_encoder_l1_norm1_mul_grad_2,
  *             train_encoder_l0_norm2_mul_grad_2,
- *             train_encoder_l0_norm1_mul_grad_2 */
+ *             train_encoder_l0_norm1_mul_grad_2
+ *   (the nodes above are train_encoder_norm_mul_grad_2's) */
 static void train_encoder_mul_grad_2(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 4000*T; i0++)
@@ -1864,7 +1783,8 @@ static void train_encoder_mul_grad_2(real *y, const real *a, const real *b, int 
  *             train_encoder_l1_norm2_normalize_grad,
  *             train_encoder_l1_norm1_normalize_grad,
  *             train_encoder_l0_norm2_normalize_grad,
- *             train_encoder_l0_norm1_normalize_grad */
+ *             train_encoder_l0_norm1_normalize_grad
+ *   (the nodes above are train_encoder_norm_normalize_grad's) */
 static void train_encoder_normalize_grad(real *dx, const real *dy, const real *x, int T)
 {
   const long n = 200;
@@ -1894,7 +1814,8 @@ static void train_encoder_normalize_grad(real *dx, const real *dy, const real *x
  *   (T, 20, 200) <- (T, 20, 200)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l1_dropout_grad, train_encoder_l1_dropout_grad_2,
- *             train_encoder_l0_dropout_grad, train_encoder_l0_dropout_grad_2 */
+ *             train_encoder_l0_dropout_grad, train_encoder_l0_dropout_grad_2
+ *   (the nodes above are train_encoder_l1_dropout_grad's) */
 static void train_encoder_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
@@ -1910,7 +1831,8 @@ static void train_encoder_dropout_grad(real *dx, const real *dy, uint64_t key, d
  *             train_encoder_l1_self_attn_out_proj_matmul_grad,
  *             train_encoder_l0_linear2_matmul_grad,
  *             train_encoder_l0_linear1_matmul_grad,
- *             train_encoder_l0_self_attn_out_proj_matmul_grad */
+ *             train_encoder_l0_self_attn_out_proj_matmul_grad
+ *   (the nodes above are train_encoder_l1_linear2_matmul_grad's) */
 static void train_encoder_matmul_grad(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 200,
@@ -1925,7 +1847,8 @@ static void train_encoder_matmul_grad(real *y, const real *a, const real *b, int
  *             train_encoder_l1_self_attn_out_proj_matmul_grad_2,
  *             train_encoder_l0_linear2_matmul_grad_2,
  *             train_encoder_l0_linear1_matmul_grad_2,
- *             train_encoder_l0_self_attn_out_proj_matmul_grad_2 */
+ *             train_encoder_l0_self_attn_out_proj_matmul_grad_2
+ *   (the nodes above are train_encoder_l1_linear2_matmul_grad_2's) */
 static void train_encoder_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
@@ -1933,16 +1856,19 @@ static void train_encoder_matmul_grad_2(real *y, const real *a, const real *b, i
 }
 
 /* fused: 2 nodes in one loop over (T, 20, 200)
- *   n155 = dropout_grad(n153) stream 7, p = slot 1 (T, 20, 200)
- *   n156 = relu_grad(n155, n111) (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l1_fused_grad(real *restrict y156, const real *x153, uint64_t key_155, double p_155, long idx0_155, const real *x111, int T)
+ *   n155 = dropout_grad(n153) stream 7, p = slot 1 (T, 20, 200), with key_0, p_0, idx0_0
+ *   n156 = relu_grad(n155, n111) (T, 20, 200), stored in y0
+ *   reads x0 = n153, x1 = n111
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_fused_grad, train_encoder_l0_fused_grad
+ *   (the nodes above are train_encoder_l1_fused_grad's) */
+static void train_encoder_fused_grad(real *restrict y0, const real *x0, uint64_t key_0, double p_0, long idx0_0, const real *x1, int T)
 {
-  real scale_155 = p_155 < 1 ? (real)(1 / (1 - p_155)) : 0;
+  real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
-    real v0 = lmc_keep(key_155, (uint64_t)(idx0_155 + i0), p_155) ? x153[i0] * scale_155 : 0;   /* n155 dropout_grad */
-    real v1 = x111[i0] > 0 ? v0 : 0;   /* n156 relu_grad */
-    y156[i0] = v1;
+    real v0 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0), p_0) ? x0[i0] * scale_0 : 0;   /* dropout_grad */
+    real v1 = x1[i0] > 0 ? v0 : 0;   /* relu_grad */
+    y0[i0] = v1;
   }
 }
 
@@ -1951,7 +1877,8 @@ static void train_encoder_l1_fused_grad(real *restrict y156, const real *x153, u
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l1_linear1_add_grad,
  *             train_encoder_l1_self_attn_add_grad,
- *             train_encoder_l0_linear1_add_grad */
+ *             train_encoder_l0_linear1_add_grad
+ *   (the nodes above are train_encoder_l1_linear1_add_grad's) */
 static void train_encoder_add_grad(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 4000*T; i0++)
@@ -1964,7 +1891,8 @@ static void train_encoder_add_grad(real *y, const real *a, const real *b, int T)
  *   shared by train_encoder_l1_self_attn_bmm_grad_2,
  *             train_encoder_l1_self_attn_bmm_grad_4,
  *             train_encoder_l0_self_attn_bmm_grad_2,
- *             train_encoder_l0_self_attn_bmm_grad_4 */
+ *             train_encoder_l0_self_attn_bmm_grad_4
+ *   (the nodes above are train_encoder_l1_self_attn_bmm_grad_2's) */
 static void train_encoder_self_attn_bmm_grad(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 40; i++)
@@ -1976,7 +1904,8 @@ static void train_encoder_self_attn_bmm_grad(real *y, const real *a, const real 
  *   (20, 2, T, T) <- (20, 2, T, T)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l1_self_attn_dropout_grad,
- *             train_encoder_l0_self_attn_dropout_grad */
+ *             train_encoder_l0_self_attn_dropout_grad
+ *   (the nodes above are train_encoder_l1_self_attn_dropout_grad's) */
 static void train_encoder_self_attn_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
@@ -1988,7 +1917,8 @@ static void train_encoder_self_attn_dropout_grad(real *dx, const real *dy, uint6
  *   (20, 2, T, T) <- (20, 2, T, T), (20, 2, T, T)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l1_self_attn_softmax_grad,
- *             train_encoder_l0_self_attn_softmax_grad */
+ *             train_encoder_l0_self_attn_softmax_grad
+ *   (the nodes above are train_encoder_l1_self_attn_softmax_grad's) */
 static void train_encoder_self_attn_softmax_grad(real *dx, const real *dy, const real *y, int T)
 {
   const long n = T;
@@ -2007,7 +1937,8 @@ static void train_encoder_self_attn_softmax_grad(real *dx, const real *dy, const
  *   (T, 20, 600) <- (T, 20, 200)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l1_self_attn_pad_grad,
- *             train_encoder_l0_self_attn_pad_grad */
+ *             train_encoder_l0_self_attn_pad_grad
+ *   (the nodes above are train_encoder_l1_self_attn_pad_grad's) */
 static void train_encoder_self_attn_pad_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 12000*T * sizeof *y);
@@ -2020,7 +1951,8 @@ static void train_encoder_self_attn_pad_grad(real *y, const real *x, int T)
  *   (T, 20, 600) <- (T, 20, 200)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l1_self_attn_pad_grad_2,
- *             train_encoder_l0_self_attn_pad_grad_2 */
+ *             train_encoder_l0_self_attn_pad_grad_2
+ *   (the nodes above are train_encoder_l1_self_attn_pad_grad_2's) */
 static void train_encoder_self_attn_pad_grad_2(real *y, const real *x, int T)
 {
   memset(y, 0, 12000*T * sizeof *y);
@@ -2033,7 +1965,8 @@ static void train_encoder_self_attn_pad_grad_2(real *y, const real *x, int T)
  *   (T, 20, 600) <- (T, 20, 200)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l1_self_attn_pad_grad_3,
- *             train_encoder_l0_self_attn_pad_grad_3 */
+ *             train_encoder_l0_self_attn_pad_grad_3
+ *   (the nodes above are train_encoder_l1_self_attn_pad_grad_3's) */
 static void train_encoder_self_attn_pad_grad_3(real *y, const real *x, int T)
 {
   memset(y, 0, 12000*T * sizeof *y);
@@ -2044,14 +1977,18 @@ static void train_encoder_self_attn_pad_grad_3(real *y, const real *x, int T)
 
 /* fused: 2 nodes in one loop over (T, 20, 600)
  *   n184 = add(n180, n183) (T, 20, 600)
- *   n189 = add(n184, n188) (T, 20, 600), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l1_self_attn_fused_grad(real *restrict y189, const real *x180, const real *x183, const real *x188, int T)
+ *   n189 = add(n184, n188) (T, 20, 600), stored in y0
+ *   reads x0 = n180, x1 = n183, x2 = n188
+ *   graphs/transformer.lua:25
+ *   shared by train_encoder_l1_self_attn_fused_grad,
+ *             train_encoder_l0_self_attn_fused_grad
+ *   (the nodes above are train_encoder_l1_self_attn_fused_grad's) */
+static void train_encoder_self_attn_fused_grad(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
 {
   for (long i0 = 0; i0 < 12000*T; i0++) {
-    real v0 = x180[i0] + x183[i0];   /* n184 add */
-    real v1 = v0 + x188[i0];   /* n189 add */
-    y189[i0] = v1;
+    real v0 = x0[i0] + x1[i0];   /* add */
+    real v1 = v0 + x2[i0];   /* add */
+    y0[i0] = v1;
   }
 }
 
@@ -2059,7 +1996,8 @@ static void train_encoder_l1_self_attn_fused_grad(real *restrict y189, const rea
  *   (600) <- (T, 20, 600)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l1_self_attn_sum_grad,
- *             train_encoder_l0_self_attn_sum_grad */
+ *             train_encoder_l0_self_attn_sum_grad
+ *   (the nodes above are train_encoder_l1_self_attn_sum_grad's) */
 static void train_encoder_self_attn_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 600 * sizeof *y);
@@ -2072,7 +2010,8 @@ static void train_encoder_self_attn_sum_grad(real *y, const real *x, int T)
  *   (T, 20, 200) <- (T, 20, 600), (600, 200)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l1_self_attn_matmul_grad,
- *             train_encoder_l0_self_attn_matmul_grad */
+ *             train_encoder_l0_self_attn_matmul_grad
+ *   (the nodes above are train_encoder_l1_self_attn_matmul_grad's) */
 static void train_encoder_self_attn_matmul_grad(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 600,
@@ -2083,7 +2022,8 @@ static void train_encoder_self_attn_matmul_grad(real *y, const real *a, const re
  *   (600, 200) <- (T, 20, 600), (T, 20, 200)
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l1_self_attn_matmul_grad_2,
- *             train_encoder_l0_self_attn_matmul_grad_2 */
+ *             train_encoder_l0_self_attn_matmul_grad_2
+ *   (the nodes above are train_encoder_l1_self_attn_matmul_grad_2's) */
 static void train_encoder_self_attn_matmul_grad_2(real *y, const real *a, const real *b, int T)
 {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 600, 200, 20*T,
@@ -2091,43 +2031,17 @@ static void train_encoder_self_attn_matmul_grad_2(real *y, const real *a, const 
 }
 
 /* fused: 2 nodes in one loop over (T, 20, 200)
- *   n203 = dropout_grad(n201) stream 3, p = slot 1 (T, 20, 200)
- *   n204 = relu_grad(n203, n61) (T, 20, 200), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l0_fused_grad(real *restrict y204, const real *x201, uint64_t key_203, double p_203, long idx0_203, const real *x61, int T)
-{
-  real scale_203 = p_203 < 1 ? (real)(1 / (1 - p_203)) : 0;
-  for (long i0 = 0; i0 < 4000*T; i0++) {
-    real v0 = lmc_keep(key_203, (uint64_t)(idx0_203 + i0), p_203) ? x201[i0] * scale_203 : 0;   /* n203 dropout_grad */
-    real v1 = x61[i0] > 0 ? v0 : 0;   /* n204 relu_grad */
-    y204[i0] = v1;
-  }
-}
-
-/* fused: 2 nodes in one loop over (T, 20, 600)
- *   n232 = add(n228, n231) (T, 20, 600)
- *   n237 = add(n232, n236) (T, 20, 600), stored
- *   graphs/transformer.lua:25 */
-static void train_encoder_l0_self_attn_fused_grad(real *restrict y237, const real *x228, const real *x231, const real *x236, int T)
-{
-  for (long i0 = 0; i0 < 12000*T; i0++) {
-    real v0 = x228[i0] + x231[i0];   /* n232 add */
-    real v1 = v0 + x236[i0];   /* n237 add */
-    y237[i0] = v1;
-  }
-}
-
-/* fused: 2 nodes in one loop over (T, 20, 200)
- *   n242 = dropout_add(n213, n239) stream 0, p = slot 0 (T, 20, 200)
- *   n243 = mul(n242, n17) (T, 20, 200), stored
+ *   n242 = dropout_add(n213, n239) stream 0, p = slot 0 (T, 20, 200), with key_0, p_0, idx0_0
+ *   n243 = mul(n242, n17) (T, 20, 200), stored in y0
+ *   reads x0 = n213, x1 = n239
  *   graphs/transformer.lua:23 */
-static void train_fused_grad(real *restrict y243, const real *x213, const real *x239, uint64_t key_242, double p_242, long idx0_242, int T)
+static void train_fused_grad(real *restrict y0, const real *x0, const real *x1, uint64_t key_0, double p_0, long idx0_0, int T)
 {
-  real scale_242 = p_242 < 1 ? (real)(1 / (1 - p_242)) : 0;
+  real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
-    real v0 = lmc_keep(key_242, (uint64_t)(idx0_242 + i0), p_242) ? (x213[i0] + x239[i0]) * scale_242 : 0;   /* n242 dropout_add */
-    real v1 = v0 * (real)14.142135623730951;   /* n243 mul */
-    y243[i0] = v1;
+    real v0 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0), p_0) ? (x0[i0] + x1[i0]) * scale_0 : 0;   /* dropout_add */
+    real v1 = v0 * (real)14.142135623730951;   /* mul */
+    y0[i0] = v1;
   }
 }
 
@@ -2360,15 +2274,15 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_dropout, encoder_l0_self_attn_transpose_3, T);
   train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
   train_encoder_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, T);
-  train_encoder_l0_fused(encoder_l0_add, dropout_add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
+  train_encoder_fused(encoder_l0_add, dropout_add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
   train_encoder_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
-  train_encoder_l0_norm1_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  train_encoder_fused_2(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
   train_encoder_linear1_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, T);
-  train_encoder_l0_fused_2(encoder_l0_relu, encoder_l0_linear1_matmul_bias, encoder_l0_dropout, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, T);
+  train_encoder_fused_3(encoder_l0_relu, encoder_l0_linear1_matmul_bias, encoder_l0_dropout, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, T);
   train_encoder_matmul(encoder_l0_linear2_matmul, encoder_l0_dropout, encoder_l0_linear2_weight, T);
-  train_encoder_l0_fused_3(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
+  train_encoder_fused(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
   train_encoder_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
-  train_encoder_l0_norm2_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  train_encoder_fused_2(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
   train_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, T);
   train_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_matmul_bias, T);
   train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
@@ -2384,17 +2298,17 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_dropout, encoder_l1_self_attn_transpose_3, T);
   train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
   train_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_out_proj_weight, T);
-  train_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_add, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
+  train_encoder_fused(encoder_l1_add, encoder_l0_norm2_add, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
   train_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add, T);
-  train_encoder_l1_norm1_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias, T);
+  train_encoder_fused_2(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias, T);
   train_encoder_linear1_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, T);
-  train_encoder_l1_fused_2(encoder_l1_relu, encoder_l1_linear1_matmul_bias, encoder_l1_dropout, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, T);
+  train_encoder_fused_3(encoder_l1_relu, encoder_l1_linear1_matmul_bias, encoder_l1_dropout, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, T);
   train_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_dropout, encoder_l1_linear2_weight, T);
-  train_encoder_l1_fused_3(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
+  train_encoder_fused(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
   train_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2, T);
-  train_encoder_l1_norm2_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias, T);
+  train_encoder_fused_2(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias, T);
   train_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add, T);
-  train_encoder_norm_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias, T);
+  train_encoder_fused_2(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias, T);
   train_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, T);
   train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
   train_const_grad(const_grad);
@@ -2415,7 +2329,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_sum_grad(d_encoder_l1_linear2_bias, encoder_l1_dropout_grad, T);
   train_encoder_matmul_grad(encoder_l1_linear2_matmul_grad, encoder_l1_dropout_grad, encoder_l1_linear2_weight, T);
   train_encoder_matmul_grad_2(d_encoder_l1_linear2_weight, encoder_l1_dropout_grad, encoder_l1_dropout, T);
-  train_encoder_l1_fused_grad(encoder_l1_relu_grad, encoder_l1_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, encoder_l1_relu, T);
+  train_encoder_fused_grad(encoder_l1_relu_grad, encoder_l1_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, encoder_l1_relu, T);
   train_encoder_sum_grad(d_encoder_l1_linear1_bias, encoder_l1_relu_grad, T);
   train_encoder_matmul_grad(encoder_l1_linear1_matmul_grad, encoder_l1_relu_grad, encoder_l1_linear1_weight, T);
   train_encoder_add_grad(encoder_l1_linear1_add_grad, encoder_l1_norm2_normalize_grad, encoder_l1_linear1_matmul_grad, T);
@@ -2443,7 +2357,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_div(encoder_l1_self_attn_div_grad, encoder_l1_self_attn_bmm_grad_3, encoder_l0_self_attn_const, T);
   train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_grad_4, encoder_l1_self_attn_div_grad, T);
   train_encoder_self_attn_pad_grad_3(encoder_l1_self_attn_pad_grad_3, encoder_l1_self_attn_transpose_grad_4, T);
-  train_encoder_l1_self_attn_fused_grad(encoder_l1_self_attn_add_grad, encoder_l1_self_attn_pad_grad, encoder_l1_self_attn_pad_grad_2, encoder_l1_self_attn_pad_grad_3, T);
+  train_encoder_self_attn_fused_grad(encoder_l1_self_attn_add_grad, encoder_l1_self_attn_pad_grad, encoder_l1_self_attn_pad_grad_2, encoder_l1_self_attn_pad_grad_3, T);
   train_encoder_self_attn_sum_grad(d_encoder_l1_self_attn_in_proj_bias, encoder_l1_self_attn_add_grad, T);
   train_encoder_self_attn_matmul_grad(encoder_l1_self_attn_matmul_grad, encoder_l1_self_attn_add_grad, encoder_l1_self_attn_in_proj_weight, T);
   train_encoder_add_grad(encoder_l1_self_attn_add_grad_2, encoder_l1_norm1_normalize_grad, encoder_l1_self_attn_matmul_grad, T);
@@ -2457,7 +2371,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_sum_grad(d_encoder_l0_linear2_bias, encoder_l0_dropout_grad, T);
   train_encoder_matmul_grad(encoder_l0_linear2_matmul_grad, encoder_l0_dropout_grad, encoder_l0_linear2_weight, T);
   train_encoder_matmul_grad_2(d_encoder_l0_linear2_weight, encoder_l0_dropout_grad, encoder_l0_dropout, T);
-  train_encoder_l0_fused_grad(encoder_l0_relu_grad, encoder_l0_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, encoder_l0_relu, T);
+  train_encoder_fused_grad(encoder_l0_relu_grad, encoder_l0_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, encoder_l0_relu, T);
   train_encoder_sum_grad(d_encoder_l0_linear1_bias, encoder_l0_relu_grad, T);
   train_encoder_matmul_grad(encoder_l0_linear1_matmul_grad, encoder_l0_relu_grad, encoder_l0_linear1_weight, T);
   train_encoder_add_grad(encoder_l0_linear1_add_grad, encoder_l0_norm2_normalize_grad, encoder_l0_linear1_matmul_grad, T);
@@ -2485,7 +2399,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_div(encoder_l0_self_attn_div_grad, encoder_l0_self_attn_bmm_grad_3, encoder_l0_self_attn_const, T);
   train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_grad_4, encoder_l0_self_attn_div_grad, T);
   train_encoder_self_attn_pad_grad_3(encoder_l0_self_attn_pad_grad_3, encoder_l0_self_attn_transpose_grad_4, T);
-  train_encoder_l0_self_attn_fused_grad(encoder_l0_self_attn_add_grad, encoder_l0_self_attn_pad_grad, encoder_l0_self_attn_pad_grad_2, encoder_l0_self_attn_pad_grad_3, T);
+  train_encoder_self_attn_fused_grad(encoder_l0_self_attn_add_grad, encoder_l0_self_attn_pad_grad, encoder_l0_self_attn_pad_grad_2, encoder_l0_self_attn_pad_grad_3, T);
   train_encoder_self_attn_sum_grad(d_encoder_l0_self_attn_in_proj_bias, encoder_l0_self_attn_add_grad, T);
   train_encoder_self_attn_matmul_grad(encoder_l0_self_attn_matmul_grad, encoder_l0_self_attn_add_grad, encoder_l0_self_attn_in_proj_weight, T);
   train_encoder_self_attn_matmul_grad_2(d_encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_add_grad, dropout_add, T);
@@ -2508,16 +2422,17 @@ static void eval_input_emb_embedding(real *y, const real *w, const int32_t *ids,
 
 /* fused: 2 nodes in one loop over (T, 10, 200)
  *   n18 = mul(n16, n17) (T, 10, 200)
- *   n21 = add(n18, n20) (T, 10, 200), stored
+ *   n21 = add(n18, n20) (T, 10, 200), stored in y0
+ *   reads x0 = n16, x1 = n20
  *   graphs/transformer.lua:24 */
-static void eval_fused(real *restrict y21, const real *x16, const real *x20, int T)
+static void eval_fused(real *restrict y0, const real *x0, const real *x1, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 10; i1++)
       for (long i2 = 0; i2 < 200; i2++) {
-        real v0 = x16[i0 * 2000 + i1 * 200 + i2] * (real)14.142135623730951;   /* n18 mul */
-        real v1 = v0 + x20[i0 * 200 + i2];   /* n21 add */
-        y21[i0 * 2000 + i1 * 200 + i2] = v1;
+        real v0 = x0[i0 * 2000 + i1 * 200 + i2] * (real)14.142135623730951;   /* mul */
+        real v1 = v0 + x1[i0 * 200 + i2];   /* add */
+        y0[i0 * 2000 + i1 * 200 + i2] = v1;
       }
 }
 
@@ -2525,7 +2440,8 @@ static void eval_fused(real *restrict y21, const real *x16, const real *x20, int
  *   (T, 10, 600) <- (T, 10, 200), (600, 200), (600)
  *   graphs/transformer.lua:25
  *   shared by eval_encoder_l0_self_attn_matmul_bias,
- *             eval_encoder_l1_self_attn_matmul_bias */
+ *             eval_encoder_l1_self_attn_matmul_bias
+ *   (the nodes above are eval_encoder_l0_self_attn_matmul_bias's) */
 static void eval_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
@@ -2538,7 +2454,8 @@ static void eval_encoder_self_attn_matmul_bias(real *y, const real *a, const rea
 /* n27 = slice(n26) axis 2 from 0
  *   (T, 10, 200) <- (T, 10, 600)
  *   graphs/transformer.lua:25
- *   shared by eval_encoder_l0_self_attn_slice, eval_encoder_l1_self_attn_slice */
+ *   shared by eval_encoder_l0_self_attn_slice, eval_encoder_l1_self_attn_slice
+ *   (the nodes above are eval_encoder_l0_self_attn_slice's) */
 static void eval_encoder_self_attn_slice(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
@@ -2554,7 +2471,8 @@ static void eval_encoder_self_attn_slice(real *y, const real *x, int T)
  *             eval_encoder_l0_self_attn_transpose_3,
  *             eval_encoder_l1_self_attn_transpose,
  *             eval_encoder_l1_self_attn_transpose_2,
- *             eval_encoder_l1_self_attn_transpose_3 */
+ *             eval_encoder_l1_self_attn_transpose_3
+ *   (the nodes above are eval_encoder_l0_self_attn_transpose's) */
 static void eval_encoder_self_attn_transpose(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 20; i0++)
@@ -2566,7 +2484,8 @@ static void eval_encoder_self_attn_transpose(real *y, const real *x, int T)
 /* n31 = div(n29, n30)
  *   (10, 2, T, 100) <- (10, 2, T, 100), ()
  *   graphs/transformer.lua:25
- *   shared by eval_encoder_l0_self_attn_div, eval_encoder_l1_self_attn_div */
+ *   shared by eval_encoder_l0_self_attn_div, eval_encoder_l1_self_attn_div
+ *   (the nodes above are eval_encoder_l0_self_attn_div's) */
 static void eval_encoder_self_attn_div(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 2000*T; i0++)
@@ -2577,7 +2496,8 @@ static void eval_encoder_self_attn_div(real *y, const real *a, const real *b, in
  *   (T, 10, 200) <- (T, 10, 600)
  *   graphs/transformer.lua:25
  *   shared by eval_encoder_l0_self_attn_slice_2,
- *             eval_encoder_l1_self_attn_slice_2 */
+ *             eval_encoder_l1_self_attn_slice_2
+ *   (the nodes above are eval_encoder_l0_self_attn_slice_2's) */
 static void eval_encoder_self_attn_slice_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
@@ -2589,7 +2509,8 @@ static void eval_encoder_self_attn_slice_2(real *y, const real *x, int T)
  *   (T, 10, 200) <- (T, 10, 600)
  *   graphs/transformer.lua:25
  *   shared by eval_encoder_l0_self_attn_slice_3,
- *             eval_encoder_l1_self_attn_slice_3 */
+ *             eval_encoder_l1_self_attn_slice_3
+ *   (the nodes above are eval_encoder_l0_self_attn_slice_3's) */
 static void eval_encoder_self_attn_slice_3(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
@@ -2600,7 +2521,8 @@ static void eval_encoder_self_attn_slice_3(real *y, const real *x, int T)
 /* n38 = bmm(n31, n34) b^T
  *   (10, 2, T, T) <- (10, 2, T, 100), (10, 2, T, 100)
  *   graphs/transformer.lua:25
- *   shared by eval_encoder_l0_self_attn_bmm, eval_encoder_l1_self_attn_bmm */
+ *   shared by eval_encoder_l0_self_attn_bmm, eval_encoder_l1_self_attn_bmm
+ *   (the nodes above are eval_encoder_l0_self_attn_bmm's) */
 static void eval_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 20; i++)
@@ -2611,7 +2533,8 @@ static void eval_encoder_self_attn_bmm(real *y, const real *a, const real *b, in
 /* n39 = add(n38, n22)
  *   (10, 2, T, T) <- (10, 2, T, T), (T, T)
  *   graphs/transformer.lua:25
- *   shared by eval_encoder_l0_self_attn_add, eval_encoder_l1_self_attn_add */
+ *   shared by eval_encoder_l0_self_attn_add, eval_encoder_l1_self_attn_add
+ *   (the nodes above are eval_encoder_l0_self_attn_add's) */
 static void eval_encoder_self_attn_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 20; i0++)
@@ -2623,7 +2546,8 @@ static void eval_encoder_self_attn_add(real *y, const real *a, const real *b, in
  *   (10, 2, T, T) <- (10, 2, T, T)
  *   graphs/transformer.lua:25
  *   shared by eval_encoder_l0_self_attn_softmax,
- *             eval_encoder_l1_self_attn_softmax */
+ *             eval_encoder_l1_self_attn_softmax
+ *   (the nodes above are eval_encoder_l0_self_attn_softmax's) */
 static void eval_encoder_self_attn_softmax(real *y, const real *x, int T)
 {
   const long n = T;
@@ -2640,7 +2564,8 @@ static void eval_encoder_self_attn_softmax(real *y, const real *x, int T)
 /* n41 = bmm(n40, n37)
  *   (10, 2, T, 100) <- (10, 2, T, T), (10, 2, T, 100)
  *   graphs/transformer.lua:25
- *   shared by eval_encoder_l0_self_attn_bmm_2, eval_encoder_l1_self_attn_bmm_2 */
+ *   shared by eval_encoder_l0_self_attn_bmm_2, eval_encoder_l1_self_attn_bmm_2
+ *   (the nodes above are eval_encoder_l0_self_attn_bmm_2's) */
 static void eval_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 20; i++)
@@ -2652,7 +2577,8 @@ static void eval_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, 
  *   (T, 10, 2, 100) <- (10, 2, T, 100)
  *   graphs/transformer.lua:25
  *   shared by eval_encoder_l0_self_attn_transpose_4,
- *             eval_encoder_l1_self_attn_transpose_4 */
+ *             eval_encoder_l1_self_attn_transpose_4
+ *   (the nodes above are eval_encoder_l0_self_attn_transpose_4's) */
 static void eval_encoder_self_attn_transpose_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -2669,7 +2595,8 @@ static void eval_encoder_self_attn_transpose_2(real *y, const real *x, int T)
  *             eval_encoder_l0_linear2_matmul_bias,
  *             eval_encoder_l1_self_attn_out_proj_matmul_bias,
  *             eval_encoder_l1_linear1_matmul_bias,
- *             eval_encoder_l1_linear2_matmul_bias */
+ *             eval_encoder_l1_linear2_matmul_bias
+ *   (the nodes above are eval_encoder_l0_self_attn_out_proj_matmul_bias's) */
 static void eval_encoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
@@ -2683,7 +2610,8 @@ static void eval_encoder_matmul_bias(real *y, const real *a, const real *b, cons
  *   (T, 10, 200) <- (T, 10, 200), (T, 10, 200)
  *   graphs/transformer.lua:25
  *   shared by eval_encoder_l0_add, eval_encoder_l0_add_2, eval_encoder_l1_add,
- *             eval_encoder_l1_add_2 */
+ *             eval_encoder_l1_add_2
+ *   (the nodes above are eval_encoder_l0_add's) */
 static void eval_encoder_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 2000*T; i0++)
@@ -2695,7 +2623,8 @@ static void eval_encoder_add(real *y, const real *a, const real *b, int T)
  *   graphs/transformer.lua:25
  *   shared by eval_encoder_l0_norm1_normalize, eval_encoder_l0_norm2_normalize,
  *             eval_encoder_l1_norm1_normalize, eval_encoder_l1_norm2_normalize,
- *             eval_encoder_norm_normalize */
+ *             eval_encoder_norm_normalize
+ *   (the nodes above are eval_encoder_l0_norm1_normalize's) */
 static void eval_encoder_normalize(real *y, const real *x, int T)
 {
   const long n = 200;
@@ -2715,89 +2644,40 @@ static void eval_encoder_normalize(real *y, const real *x, int T)
 
 /* fused: 2 nodes in one loop over (T, 10, 200)
  *   n52 = mul(n51, n49) (T, 10, 200)
- *   n53 = add(n52, n50) (T, 10, 200), stored
- *   graphs/transformer.lua:25 */
-static void eval_encoder_l0_norm1_fused(real *restrict y53, const real *x51, const real *x49, const real *x50, int T)
+ *   n53 = add(n52, n50) (T, 10, 200), stored in y0
+ *   reads x0 = n51, x1 = n49, x2 = n50
+ *   graphs/transformer.lua:25
+ *   shared by eval_encoder_l0_norm1_fused, eval_encoder_l0_norm2_fused,
+ *             eval_encoder_l1_norm1_fused, eval_encoder_l1_norm2_fused,
+ *             eval_encoder_norm_fused
+ *   (the nodes above are eval_encoder_l0_norm1_fused's) */
+static void eval_encoder_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x51[i0 * 200 + i1] * x49[i1];   /* n52 mul */
-      real v1 = v0 + x50[i1];   /* n53 add */
-      y53[i0 * 200 + i1] = v1;
+      real v0 = x0[i0 * 200 + i1] * x1[i1];   /* mul */
+      real v1 = v0 + x2[i1];   /* add */
+      y0[i0 * 200 + i1] = v1;
     }
 }
 
 /* n58 = relu(n57)
  *   (T, 10, 200) <- (T, 10, 200)
  *   graphs/transformer.lua:25
- *   shared by eval_encoder_l0_relu, eval_encoder_l1_relu */
+ *   shared by eval_encoder_l0_relu, eval_encoder_l1_relu
+ *   (the nodes above are eval_encoder_l0_relu's) */
 static void eval_encoder_relu(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 2000*T; i0++)
     y[i0] = x[i0] > 0 ? x[i0] : 0;
 }
 
-/* fused: 2 nodes in one loop over (T, 10, 200)
- *   n67 = mul(n66, n64) (T, 10, 200)
- *   n68 = add(n67, n65) (T, 10, 200), stored
- *   graphs/transformer.lua:25 */
-static void eval_encoder_l0_norm2_fused(real *restrict y68, const real *x66, const real *x64, const real *x65, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x66[i0 * 200 + i1] * x64[i1];   /* n67 mul */
-      real v1 = v0 + x65[i1];   /* n68 add */
-      y68[i0 * 200 + i1] = v1;
-    }
-}
-
-/* fused: 2 nodes in one loop over (T, 10, 200)
- *   n98 = mul(n97, n95) (T, 10, 200)
- *   n99 = add(n98, n96) (T, 10, 200), stored
- *   graphs/transformer.lua:25 */
-static void eval_encoder_l1_norm1_fused(real *restrict y99, const real *x97, const real *x95, const real *x96, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x97[i0 * 200 + i1] * x95[i1];   /* n98 mul */
-      real v1 = v0 + x96[i1];   /* n99 add */
-      y99[i0 * 200 + i1] = v1;
-    }
-}
-
-/* fused: 2 nodes in one loop over (T, 10, 200)
- *   n113 = mul(n112, n110) (T, 10, 200)
- *   n114 = add(n113, n111) (T, 10, 200), stored
- *   graphs/transformer.lua:25 */
-static void eval_encoder_l1_norm2_fused(real *restrict y114, const real *x112, const real *x110, const real *x111, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x112[i0 * 200 + i1] * x110[i1];   /* n113 mul */
-      real v1 = v0 + x111[i1];   /* n114 add */
-      y114[i0 * 200 + i1] = v1;
-    }
-}
-
-/* fused: 2 nodes in one loop over (T, 10, 200)
- *   n118 = mul(n117, n115) (T, 10, 200)
- *   n119 = add(n118, n116) (T, 10, 200), stored
- *   graphs/transformer.lua:25 */
-static void eval_encoder_norm_fused(real *restrict y119, const real *x117, const real *x115, const real *x116, int T)
-{
-  for (long i0 = 0; i0 < 10*T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x117[i0 * 200 + i1] * x115[i1];   /* n118 mul */
-      real v1 = v0 + x116[i1];   /* n119 add */
-      y119[i0 * 200 + i1] = v1;
-    }
-}
-
 /* fused: 4 nodes in one loop over (T, 10, 33278)
- *   n121 = matmul(n119, n120) b^T (T, 10, 33278)
+ *   n121 = matmul(n119, n120) b^T (T, 10, 33278), with 
  *   n123 = add(n121, n122) (T, 10, 33278)
- *   n124 = log_softmax(n123) (T, 10, 33278)
- *   n125 = nll_loss(n124, n1) (), stored
+ *   n124 = log_softmax(n123) (T, 10, 33278), with nt
+ *   n125 = nll_loss(n124, n1) (), stored in loss
+ *   reads h = n119, w = n120, bias = n122, target = n1
  *   graphs/transformer.lua:29 */
 static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
 {
@@ -2942,13 +2822,13 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   eval_encoder_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, T);
   eval_encoder_add(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul_bias, T);
   eval_encoder_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
-  eval_encoder_l0_norm1_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  eval_encoder_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
   eval_encoder_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, T);
   eval_encoder_relu(encoder_l0_relu, encoder_l0_linear1_matmul_bias, T);
   eval_encoder_matmul_bias(encoder_l0_linear2_matmul_bias, encoder_l0_relu, encoder_l0_linear2_weight, encoder_l0_linear2_bias, T);
   eval_encoder_add(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul_bias, T);
   eval_encoder_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
-  eval_encoder_l0_norm2_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  eval_encoder_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
   eval_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, T);
   eval_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_matmul_bias, T);
   eval_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
@@ -2965,15 +2845,15 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   eval_encoder_matmul_bias(encoder_l1_self_attn_out_proj_matmul_bias, encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_bias, T);
   eval_encoder_add(encoder_l1_add, encoder_l0_norm2_add, encoder_l1_self_attn_out_proj_matmul_bias, T);
   eval_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add, T);
-  eval_encoder_l1_norm1_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias, T);
+  eval_encoder_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias, T);
   eval_encoder_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, T);
   eval_encoder_relu(encoder_l1_relu, encoder_l1_linear1_matmul_bias, T);
   eval_encoder_matmul_bias(encoder_l1_linear2_matmul_bias, encoder_l1_relu, encoder_l1_linear2_weight, encoder_l1_linear2_bias, T);
   eval_encoder_add(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul_bias, T);
   eval_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2, T);
-  eval_encoder_l1_norm2_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias, T);
+  eval_encoder_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias, T);
   eval_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add, T);
-  eval_encoder_norm_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias, T);
+  eval_encoder_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias, T);
   eval_log_softmax_nll(nll_loss, encoder_norm_add, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
   return have_targets ? nll_loss[0] : 0;
 }
@@ -2991,21 +2871,23 @@ static void gen_input_emb_embedding(real *y, const real *w, const int32_t *ids, 
 
 /* fused: 2 nodes in one loop over (T, 1, 200)
  *   n18 = mul(n16, n17) (T, 1, 200)
- *   n21 = add(n18, n20) (T, 1, 200), stored
+ *   n21 = add(n18, n20) (T, 1, 200), stored in y0
+ *   reads x0 = n16, x1 = n20
  *   graphs/transformer.lua:24 */
-static void gen_fused(real *restrict y21, const real *x16, const real *x20, int T)
+static void gen_fused(real *restrict y0, const real *x0, const real *x1, int T)
 {
   for (long i0 = 0; i0 < 200*T; i0++) {
-    real v0 = x16[i0] * (real)14.142135623730951;   /* n18 mul */
-    real v1 = v0 + x20[i0];   /* n21 add */
-    y21[i0] = v1;
+    real v0 = x0[i0] * (real)14.142135623730951;   /* mul */
+    real v1 = v0 + x1[i0];   /* add */
+    y0[i0] = v1;
   }
 }
 
 /* n25 = matmul(n21, n23) b^T
  *   (T, 1, 600) <- (T, 1, 200), (600, 200)
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_self_attn_matmul, gen_encoder_l1_self_attn_matmul */
+ *   shared by gen_encoder_l0_self_attn_matmul, gen_encoder_l1_self_attn_matmul
+ *   (the nodes above are gen_encoder_l0_self_attn_matmul's) */
 static void gen_encoder_self_attn_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   lmc_sgemm_abt_mt(nt, T, 600, 200, a, 200, b, 200, 0, y, 600);
@@ -3014,7 +2896,8 @@ static void gen_encoder_self_attn_matmul(real *y, const real *a, const real *b, 
 /* n26 = add(n25, n24)
  *   (T, 1, 600) <- (T, 1, 600), (600)
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_self_attn_add, gen_encoder_l1_self_attn_add */
+ *   shared by gen_encoder_l0_self_attn_add, gen_encoder_l1_self_attn_add
+ *   (the nodes above are gen_encoder_l0_self_attn_add's) */
 static void gen_encoder_self_attn_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -3025,7 +2908,8 @@ static void gen_encoder_self_attn_add(real *y, const real *a, const real *b, int
 /* n27 = slice(n26) axis 2 from 0
  *   (T, 1, 200) <- (T, 1, 600)
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_self_attn_slice, gen_encoder_l1_self_attn_slice */
+ *   shared by gen_encoder_l0_self_attn_slice, gen_encoder_l1_self_attn_slice
+ *   (the nodes above are gen_encoder_l0_self_attn_slice's) */
 static void gen_encoder_self_attn_slice(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -3041,7 +2925,8 @@ static void gen_encoder_self_attn_slice(real *y, const real *x, int T)
  *             gen_encoder_l0_self_attn_transpose_3,
  *             gen_encoder_l1_self_attn_transpose,
  *             gen_encoder_l1_self_attn_transpose_2,
- *             gen_encoder_l1_self_attn_transpose_3 */
+ *             gen_encoder_l1_self_attn_transpose_3
+ *   (the nodes above are gen_encoder_l0_self_attn_transpose's) */
 static void gen_encoder_self_attn_transpose(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 2; i0++)
@@ -3053,7 +2938,8 @@ static void gen_encoder_self_attn_transpose(real *y, const real *x, int T)
 /* n31 = div(n29, n30)
  *   (1, 2, T, 100) <- (1, 2, T, 100), ()
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_self_attn_div, gen_encoder_l1_self_attn_div */
+ *   shared by gen_encoder_l0_self_attn_div, gen_encoder_l1_self_attn_div
+ *   (the nodes above are gen_encoder_l0_self_attn_div's) */
 static void gen_encoder_self_attn_div(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 200*T; i0++)
@@ -3064,7 +2950,8 @@ static void gen_encoder_self_attn_div(real *y, const real *a, const real *b, int
  *   (T, 1, 200) <- (T, 1, 600)
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_self_attn_slice_2,
- *             gen_encoder_l1_self_attn_slice_2 */
+ *             gen_encoder_l1_self_attn_slice_2
+ *   (the nodes above are gen_encoder_l0_self_attn_slice_2's) */
 static void gen_encoder_self_attn_slice_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -3076,7 +2963,8 @@ static void gen_encoder_self_attn_slice_2(real *y, const real *x, int T)
  *   (T, 1, 200) <- (T, 1, 600)
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_self_attn_slice_3,
- *             gen_encoder_l1_self_attn_slice_3 */
+ *             gen_encoder_l1_self_attn_slice_3
+ *   (the nodes above are gen_encoder_l0_self_attn_slice_3's) */
 static void gen_encoder_self_attn_slice_3(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -3087,7 +2975,8 @@ static void gen_encoder_self_attn_slice_3(real *y, const real *x, int T)
 /* n38 = bmm(n31, n34) b^T
  *   (1, 2, T, T) <- (1, 2, T, 100), (1, 2, T, 100)
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_self_attn_bmm, gen_encoder_l1_self_attn_bmm */
+ *   shared by gen_encoder_l0_self_attn_bmm, gen_encoder_l1_self_attn_bmm
+ *   (the nodes above are gen_encoder_l0_self_attn_bmm's) */
 static void gen_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 2; i++)
@@ -3098,7 +2987,8 @@ static void gen_encoder_self_attn_bmm(real *y, const real *a, const real *b, int
 /* n39 = add(n38, n22)
  *   (1, 2, T, T) <- (1, 2, T, T), (T, T)
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_self_attn_add_2, gen_encoder_l1_self_attn_add_2 */
+ *   shared by gen_encoder_l0_self_attn_add_2, gen_encoder_l1_self_attn_add_2
+ *   (the nodes above are gen_encoder_l0_self_attn_add_2's) */
 static void gen_encoder_self_attn_add_2(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 2; i0++)
@@ -3110,7 +3000,8 @@ static void gen_encoder_self_attn_add_2(real *y, const real *a, const real *b, i
  *   (1, 2, T, T) <- (1, 2, T, T)
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_self_attn_softmax,
- *             gen_encoder_l1_self_attn_softmax */
+ *             gen_encoder_l1_self_attn_softmax
+ *   (the nodes above are gen_encoder_l0_self_attn_softmax's) */
 static void gen_encoder_self_attn_softmax(real *y, const real *x, int T)
 {
   const long n = T;
@@ -3127,7 +3018,8 @@ static void gen_encoder_self_attn_softmax(real *y, const real *x, int T)
 /* n41 = bmm(n40, n37)
  *   (1, 2, T, 100) <- (1, 2, T, T), (1, 2, T, 100)
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_self_attn_bmm_2, gen_encoder_l1_self_attn_bmm_2 */
+ *   shared by gen_encoder_l0_self_attn_bmm_2, gen_encoder_l1_self_attn_bmm_2
+ *   (the nodes above are gen_encoder_l0_self_attn_bmm_2's) */
 static void gen_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
 {
   for (long i = 0; i < 2; i++)
@@ -3139,7 +3031,8 @@ static void gen_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, i
  *   (T, 1, 2, 100) <- (1, 2, T, 100)
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_self_attn_transpose_4,
- *             gen_encoder_l1_self_attn_transpose_4 */
+ *             gen_encoder_l1_self_attn_transpose_4
+ *   (the nodes above are gen_encoder_l0_self_attn_transpose_4's) */
 static void gen_encoder_self_attn_transpose_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -3152,7 +3045,8 @@ static void gen_encoder_self_attn_transpose_2(real *y, const real *x, int T)
  *   (T, 1, 200) <- (T, 1, 200), (200, 200)
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_self_attn_out_proj_matmul,
- *             gen_encoder_l0_linear1_matmul, gen_encoder_l0_linear2_matmul */
+ *             gen_encoder_l0_linear1_matmul, gen_encoder_l0_linear2_matmul
+ *   (the nodes above are gen_encoder_l0_self_attn_out_proj_matmul's) */
 static void gen_encoder_l0_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
   lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
@@ -3160,22 +3054,26 @@ static void gen_encoder_l0_matmul(real *y, const real *a, const real *b, int nt,
 
 /* fused: 2 nodes in one loop over (T, 1, 200)
  *   n47 = add(n45, n46) (T, 1, 200)
- *   n48 = add(n21, n47) (T, 1, 200), stored
- *   graphs/transformer.lua:25 */
-static void gen_encoder_l0_fused(real *restrict y48, const real *x21, const real *x45, const real *x46, int T)
+ *   n48 = add(n21, n47) (T, 1, 200), stored in y0
+ *   reads x0 = n21, x1 = n45, x2 = n46
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_fused, gen_encoder_l0_fused_3
+ *   (the nodes above are gen_encoder_l0_fused's) */
+static void gen_encoder_l0_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x45[i0 * 200 + i1] + x46[i1];   /* n47 add */
-      real v1 = x21[i0 * 200 + i1] + v0;   /* n48 add */
-      y48[i0 * 200 + i1] = v1;
+      real v0 = x1[i0 * 200 + i1] + x2[i1];   /* add */
+      real v1 = x0[i0 * 200 + i1] + v0;   /* add */
+      y0[i0 * 200 + i1] = v1;
     }
 }
 
 /* n51 = normalize(n48) eps 1e-05
  *   (T, 1, 200) <- (T, 1, 200)
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_norm1_normalize, gen_encoder_l0_norm2_normalize */
+ *   shared by gen_encoder_l0_norm1_normalize, gen_encoder_l0_norm2_normalize
+ *   (the nodes above are gen_encoder_l0_norm1_normalize's) */
 static void gen_encoder_l0_normalize(real *y, const real *x, int T)
 {
   const long n = 200;
@@ -3195,57 +3093,33 @@ static void gen_encoder_l0_normalize(real *y, const real *x, int T)
 
 /* fused: 2 nodes in one loop over (T, 1, 200)
  *   n52 = mul(n51, n49) (T, 1, 200)
- *   n53 = add(n52, n50) (T, 1, 200), stored
- *   graphs/transformer.lua:25 */
-static void gen_encoder_l0_norm1_fused(real *restrict y53, const real *x51, const real *x49, const real *x50, int T)
+ *   n53 = add(n52, n50) (T, 1, 200), stored in y0
+ *   reads x0 = n51, x1 = n49, x2 = n50
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_norm1_fused, gen_encoder_l0_norm2_fused
+ *   (the nodes above are gen_encoder_l0_norm1_fused's) */
+static void gen_encoder_l0_fused_2(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x51[i0 * 200 + i1] * x49[i1];   /* n52 mul */
-      real v1 = v0 + x50[i1];   /* n53 add */
-      y53[i0 * 200 + i1] = v1;
+      real v0 = x0[i0 * 200 + i1] * x1[i1];   /* mul */
+      real v1 = v0 + x2[i1];   /* add */
+      y0[i0 * 200 + i1] = v1;
     }
 }
 
 /* fused: 2 nodes in one loop over (T, 1, 200)
  *   n57 = add(n55, n56) (T, 1, 200)
- *   n58 = relu(n57) (T, 1, 200), stored
+ *   n58 = relu(n57) (T, 1, 200), stored in y0
+ *   reads x0 = n55, x1 = n56
  *   graphs/transformer.lua:25 */
-static void gen_encoder_l0_fused_2(real *restrict y58, const real *x55, const real *x56, int T)
+static void gen_encoder_l0_fused_3(real *restrict y0, const real *x0, const real *x1, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x55[i0 * 200 + i1] + x56[i1];   /* n57 add */
-      real v1 = v0 > 0 ? v0 : 0;   /* n58 relu */
-      y58[i0 * 200 + i1] = v1;
-    }
-}
-
-/* fused: 2 nodes in one loop over (T, 1, 200)
- *   n62 = add(n60, n61) (T, 1, 200)
- *   n63 = add(n53, n62) (T, 1, 200), stored
- *   graphs/transformer.lua:25 */
-static void gen_encoder_l0_fused_3(real *restrict y63, const real *x53, const real *x60, const real *x61, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x60[i0 * 200 + i1] + x61[i1];   /* n62 add */
-      real v1 = x53[i0 * 200 + i1] + v0;   /* n63 add */
-      y63[i0 * 200 + i1] = v1;
-    }
-}
-
-/* fused: 2 nodes in one loop over (T, 1, 200)
- *   n67 = mul(n66, n64) (T, 1, 200)
- *   n68 = add(n67, n65) (T, 1, 200), stored
- *   graphs/transformer.lua:25 */
-static void gen_encoder_l0_norm2_fused(real *restrict y68, const real *x66, const real *x64, const real *x65, int T)
-{
-  for (long i0 = 0; i0 < T; i0++)
-    for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x66[i0 * 200 + i1] * x64[i1];   /* n67 mul */
-      real v1 = v0 + x65[i1];   /* n68 add */
-      y68[i0 * 200 + i1] = v1;
+      real v0 = x0[i0 * 200 + i1] + x1[i1];   /* add */
+      real v1 = v0 > 0 ? v0 : 0;   /* relu */
+      y0[i0 * 200 + i1] = v1;
     }
 }
 
@@ -3255,7 +3129,8 @@ static void gen_encoder_l0_norm2_fused(real *restrict y68, const real *x66, cons
  *   shared by gen_encoder_l0_self_attn_out_proj_matmul_2,
  *             gen_encoder_l0_linear1_matmul_2, gen_encoder_l0_linear2_matmul_2,
  *             gen_encoder_l1_self_attn_out_proj_matmul,
- *             gen_encoder_l1_linear1_matmul, gen_encoder_l1_linear2_matmul */
+ *             gen_encoder_l1_linear1_matmul, gen_encoder_l1_linear2_matmul
+ *   (the nodes above are gen_encoder_l0_self_attn_out_proj_matmul_2's) */
 static void gen_encoder_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
@@ -3265,16 +3140,17 @@ static void gen_encoder_matmul(real *y, const real *a, const real *b, int nt)
  *   n127 = mul(n126, n17) (1, 1, 200)
  *   n129 = add(n127, n128) (1, 1, 200)
  *   n132 = add(n131, n46) (1, 1, 200)
- *   n133 = add(n129, n132) (1, 1, 200), stored
+ *   n133 = add(n129, n132) (1, 1, 200), stored in y0
+ *   reads x0 = n126, x1 = n128, x2 = n131, x3 = n46
  *   graphs/transformer.lua:25 */
-static void gen_encoder_l0_fused_4(real *restrict y133, const real *x126, const real *x128, const real *x131, const real *x46)
+static void gen_encoder_l0_fused_4(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3)
 {
   for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x126[i0] * (real)14.142135623730951;   /* n127 mul */
-    real v1 = v0 + x128[i0];   /* n129 add */
-    real v2 = x131[i0] + x46[i0];   /* n132 add */
-    real v3 = v1 + v2;   /* n133 add */
-    y133[i0] = v3;
+    real v0 = x0[i0] * (real)14.142135623730951;   /* mul */
+    real v1 = v0 + x1[i0];   /* add */
+    real v2 = x2[i0] + x3[i0];   /* add */
+    real v3 = v1 + v2;   /* add */
+    y0[i0] = v3;
   }
 }
 
@@ -3283,7 +3159,8 @@ static void gen_encoder_l0_fused_4(real *restrict y133, const real *x126, const 
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_norm1_normalize_2,
  *             gen_encoder_l0_norm2_normalize_2, gen_encoder_l1_norm1_normalize,
- *             gen_encoder_l1_norm2_normalize, gen_encoder_norm_normalize */
+ *             gen_encoder_l1_norm2_normalize, gen_encoder_norm_normalize
+ *   (the nodes above are gen_encoder_l0_norm1_normalize_2's) */
 static void gen_encoder_normalize(real *y, const real *x)
 {
   const long n = 200;
@@ -3303,40 +3180,50 @@ static void gen_encoder_normalize(real *y, const real *x)
 
 /* fused: 2 nodes in one loop over (1, 1, 200)
  *   n135 = mul(n134, n49) (1, 1, 200)
- *   n136 = add(n135, n50) (1, 1, 200), stored
- *   graphs/transformer.lua:25 */
-static void gen_encoder_l0_norm1_fused_2(real *restrict y136, const real *x134, const real *x49, const real *x50)
+ *   n136 = add(n135, n50) (1, 1, 200), stored in y0
+ *   reads x0 = n134, x1 = n49, x2 = n50
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_norm1_fused_2, gen_encoder_l1_norm1_fused,
+ *             gen_encoder_l1_norm2_fused, gen_encoder_norm_fused
+ *   (the nodes above are gen_encoder_l0_norm1_fused_2's) */
+static void gen_encoder_fused(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x134[i0] * x49[i0];   /* n135 mul */
-    real v1 = v0 + x50[i0];   /* n136 add */
-    y136[i0] = v1;
+    real v0 = x0[i0] * x1[i0];   /* mul */
+    real v1 = v0 + x2[i0];   /* add */
+    y0[i0] = v1;
   }
 }
 
 /* fused: 2 nodes in one loop over (1, 1, 200)
  *   n138 = add(n137, n56) (1, 1, 200)
- *   n139 = relu(n138) (1, 1, 200), stored
- *   graphs/transformer.lua:25 */
-static void gen_encoder_l0_fused_5(real *restrict y139, const real *x137, const real *x56)
+ *   n139 = relu(n138) (1, 1, 200), stored in y0
+ *   reads x0 = n137, x1 = n56
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_fused_5, gen_encoder_l1_fused_2
+ *   (the nodes above are gen_encoder_l0_fused_5's) */
+static void gen_encoder_fused_2(real *restrict y0, const real *x0, const real *x1)
 {
   for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x137[i0] + x56[i0];   /* n138 add */
-    real v1 = v0 > 0 ? v0 : 0;   /* n139 relu */
-    y139[i0] = v1;
+    real v0 = x0[i0] + x1[i0];   /* add */
+    real v1 = v0 > 0 ? v0 : 0;   /* relu */
+    y0[i0] = v1;
   }
 }
 
 /* fused: 2 nodes in one loop over (1, 1, 200)
  *   n141 = add(n140, n61) (1, 1, 200)
- *   n142 = add(n136, n141) (1, 1, 200), stored
- *   graphs/transformer.lua:25 */
-static void gen_encoder_l0_fused_6(real *restrict y142, const real *x136, const real *x140, const real *x61)
+ *   n142 = add(n136, n141) (1, 1, 200), stored in y0
+ *   reads x0 = n136, x1 = n140, x2 = n61
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_fused_6, gen_encoder_l1_fused_3
+ *   (the nodes above are gen_encoder_l0_fused_6's) */
+static void gen_encoder_fused_3(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x140[i0] + x61[i0];   /* n141 add */
-    real v1 = x136[i0] + v0;   /* n142 add */
-    y142[i0] = v1;
+    real v0 = x1[i0] + x2[i0];   /* add */
+    real v1 = x0[i0] + v0;   /* add */
+    y0[i0] = v1;
   }
 }
 
@@ -3344,81 +3231,17 @@ static void gen_encoder_l0_fused_6(real *restrict y142, const real *x136, const 
  *   n144 = mul(n143, n64) (1, 1, 200)
  *   n145 = add(n144, n65) (1, 1, 200)
  *   n148 = add(n147, n92) (1, 1, 200)
- *   n149 = add(n145, n148) (1, 1, 200), stored
+ *   n149 = add(n145, n148) (1, 1, 200), stored in y0
+ *   reads x0 = n143, x1 = n64, x2 = n65, x3 = n147, x4 = n92
  *   graphs/transformer.lua:25 */
-static void gen_encoder_l1_fused(real *restrict y149, const real *x143, const real *x64, const real *x65, const real *x147, const real *x92)
+static void gen_encoder_l1_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, const real *x4)
 {
   for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x143[i0] * x64[i0];   /* n144 mul */
-    real v1 = v0 + x65[i0];   /* n145 add */
-    real v2 = x147[i0] + x92[i0];   /* n148 add */
-    real v3 = v1 + v2;   /* n149 add */
-    y149[i0] = v3;
-  }
-}
-
-/* fused: 2 nodes in one loop over (1, 1, 200)
- *   n151 = mul(n150, n95) (1, 1, 200)
- *   n152 = add(n151, n96) (1, 1, 200), stored
- *   graphs/transformer.lua:25 */
-static void gen_encoder_l1_norm1_fused(real *restrict y152, const real *x150, const real *x95, const real *x96)
-{
-  for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x150[i0] * x95[i0];   /* n151 mul */
-    real v1 = v0 + x96[i0];   /* n152 add */
-    y152[i0] = v1;
-  }
-}
-
-/* fused: 2 nodes in one loop over (1, 1, 200)
- *   n154 = add(n153, n102) (1, 1, 200)
- *   n155 = relu(n154) (1, 1, 200), stored
- *   graphs/transformer.lua:25 */
-static void gen_encoder_l1_fused_2(real *restrict y155, const real *x153, const real *x102)
-{
-  for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x153[i0] + x102[i0];   /* n154 add */
-    real v1 = v0 > 0 ? v0 : 0;   /* n155 relu */
-    y155[i0] = v1;
-  }
-}
-
-/* fused: 2 nodes in one loop over (1, 1, 200)
- *   n157 = add(n156, n107) (1, 1, 200)
- *   n158 = add(n152, n157) (1, 1, 200), stored
- *   graphs/transformer.lua:25 */
-static void gen_encoder_l1_fused_3(real *restrict y158, const real *x152, const real *x156, const real *x107)
-{
-  for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x156[i0] + x107[i0];   /* n157 add */
-    real v1 = x152[i0] + v0;   /* n158 add */
-    y158[i0] = v1;
-  }
-}
-
-/* fused: 2 nodes in one loop over (1, 1, 200)
- *   n160 = mul(n159, n110) (1, 1, 200)
- *   n161 = add(n160, n111) (1, 1, 200), stored
- *   graphs/transformer.lua:25 */
-static void gen_encoder_l1_norm2_fused(real *restrict y161, const real *x159, const real *x110, const real *x111)
-{
-  for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x159[i0] * x110[i0];   /* n160 mul */
-    real v1 = v0 + x111[i0];   /* n161 add */
-    y161[i0] = v1;
-  }
-}
-
-/* fused: 2 nodes in one loop over (1, 1, 200)
- *   n163 = mul(n162, n115) (1, 1, 200)
- *   n164 = add(n163, n116) (1, 1, 200), stored
- *   graphs/transformer.lua:25 */
-static void gen_encoder_norm_fused(real *restrict y164, const real *x162, const real *x115, const real *x116)
-{
-  for (long i0 = 0; i0 < 200; i0++) {
-    real v0 = x162[i0] * x115[i0];   /* n163 mul */
-    real v1 = v0 + x116[i0];   /* n164 add */
-    y164[i0] = v1;
+    real v0 = x0[i0] * x1[i0];   /* mul */
+    real v1 = v0 + x2[i0];   /* add */
+    real v2 = x3[i0] + x4[i0];   /* add */
+    real v3 = v1 + v2;   /* add */
+    y0[i0] = v3;
   }
 }
 
@@ -3582,13 +3405,13 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_encoder_l0_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, c->threads, T);
   gen_encoder_l0_fused(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, T);
   gen_encoder_l0_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
-  gen_encoder_l0_norm1_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  gen_encoder_l0_fused_2(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
   gen_encoder_l0_matmul(encoder_l0_linear1_matmul, encoder_l0_norm1_add, encoder_l0_linear1_weight, c->threads, T);
-  gen_encoder_l0_fused_2(encoder_l0_relu, encoder_l0_linear1_matmul, encoder_l0_linear1_bias, T);
+  gen_encoder_l0_fused_3(encoder_l0_relu, encoder_l0_linear1_matmul, encoder_l0_linear1_bias, T);
   gen_encoder_l0_matmul(encoder_l0_linear2_matmul, encoder_l0_relu, encoder_l0_linear2_weight, c->threads, T);
-  gen_encoder_l0_fused_3(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, T);
+  gen_encoder_l0_fused(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, T);
   gen_encoder_l0_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
-  gen_encoder_l0_norm2_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  gen_encoder_l0_fused_2(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
   gen_encoder_self_attn_matmul(encoder_l1_self_attn_matmul, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, c->threads, T);
   gen_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_matmul, encoder_l1_self_attn_in_proj_bias, T);
   gen_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_add, T);
@@ -3606,24 +3429,24 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_encoder_matmul(encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 200, encoder_l0_self_attn_out_proj_weight, c->threads);
   gen_encoder_l0_fused_4(encoder_l0_add_3, input_emb_embedding + (T - 1) * 200, lmc_const0 + (T - 1) * 200, encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_out_proj_bias);
   gen_encoder_normalize(encoder_l0_norm1_normalize_2, encoder_l0_add_3);
-  gen_encoder_l0_norm1_fused_2(encoder_l0_norm1_add_2, encoder_l0_norm1_normalize_2, encoder_l0_norm1_weight, encoder_l0_norm1_bias);
+  gen_encoder_fused(encoder_l0_norm1_add_2, encoder_l0_norm1_normalize_2, encoder_l0_norm1_weight, encoder_l0_norm1_bias);
   gen_encoder_matmul(encoder_l0_linear1_matmul_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, c->threads);
-  gen_encoder_l0_fused_5(encoder_l0_relu_2, encoder_l0_linear1_matmul_2, encoder_l0_linear1_bias);
+  gen_encoder_fused_2(encoder_l0_relu_2, encoder_l0_linear1_matmul_2, encoder_l0_linear1_bias);
   gen_encoder_matmul(encoder_l0_linear2_matmul_2, encoder_l0_relu_2, encoder_l0_linear2_weight, c->threads);
-  gen_encoder_l0_fused_6(encoder_l0_add_4, encoder_l0_norm1_add_2, encoder_l0_linear2_matmul_2, encoder_l0_linear2_bias);
+  gen_encoder_fused_3(encoder_l0_add_4, encoder_l0_norm1_add_2, encoder_l0_linear2_matmul_2, encoder_l0_linear2_bias);
   gen_encoder_normalize(encoder_l0_norm2_normalize_2, encoder_l0_add_4);
   gen_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4 + (T - 1) * 200, encoder_l1_self_attn_out_proj_weight, c->threads);
   gen_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_normalize_2, encoder_l0_norm2_weight, encoder_l0_norm2_bias, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias);
   gen_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add);
-  gen_encoder_l1_norm1_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias);
+  gen_encoder_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias);
   gen_encoder_matmul(encoder_l1_linear1_matmul, encoder_l1_norm1_add, encoder_l1_linear1_weight, c->threads);
-  gen_encoder_l1_fused_2(encoder_l1_relu, encoder_l1_linear1_matmul, encoder_l1_linear1_bias);
+  gen_encoder_fused_2(encoder_l1_relu, encoder_l1_linear1_matmul, encoder_l1_linear1_bias);
   gen_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_relu, encoder_l1_linear2_weight, c->threads);
-  gen_encoder_l1_fused_3(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias);
+  gen_encoder_fused_3(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias);
   gen_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2);
-  gen_encoder_l1_norm2_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias);
+  gen_encoder_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias);
   gen_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add);
-  gen_encoder_norm_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias);
+  gen_encoder_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias);
   gen_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, c->threads);
   gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
   gen_log_softmax(log_softmax, decoder_add);

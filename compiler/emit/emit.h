@@ -149,7 +149,6 @@ typedef struct {
   int *anchor;            /* per group: the member whose position runs the kernel, or -1 */
   int *member_start;      /* group k's live members, in node order: */
   int *member;            /* member[member_start[k] .. member_start[k + 1]) */
-  int *in_arg, *drop_arg; /* per node: the fused kernel (group) that has its pointer / dropout parameters */
 } Prog;
 
 /* The text being written, one kernel's body or run()'s, and what it

@@ -44,7 +44,25 @@ typedef struct {
   Map opnd[MAXOPND];      /* nest operands 1..: loads and mask indices */
   bool opnd_load[MAXOPND];
   int ntemp;
+  /* The nodes of the kernel's inputs x0, x1, ..., outputs y0, y1, ... and
+   * dropout members (key_0, p_0, idx0_0, ...), numbered in the order they
+   * become parameters, so that the text names no node and the same cell
+   * in two layers reads the same. */
+  int in[MAXARG], out[MAXARG], drop[MAXARG];
+  int nin, nout, ndrop;
 } Fused;
+
+/* The number of node `node` in list[0..*n), added at the end if absent. */
+static int param_number(int *list, int *n, int node)
+{
+  for (int i = 0; i < *n; i++)
+    if (list[i] == node)
+      return i;
+  if (*n == MAXARG)
+    die("too many kernel arguments");
+  list[*n] = node;
+  return (*n)++;
+}
 
 static bool map_eq(const Map *a, const Map *b, int rank)
 {
@@ -142,13 +160,12 @@ static char *fused_member(Fused *F, Node *m, const Map *map)
     x[k] = fused_value(F, &r);
   }
   Str sfx = {""}, idx = {""};
-  sprint(&sfx, "_%d", id);
   if (is_dropout_op(m->op)) {
     int shape = m->op == OP_ADD_DROPOUT ? m->in[1] : id;
-    if (p->drop_arg[id] != F->group) {
-      p->drop_arg[id] = F->group;
+    int ndrop = F->ndrop;
+    sprint(&sfx, "_%d", param_number(F->drop, &F->ndrop, id));
+    if (F->ndrop > ndrop)
       kdropout(F->k, &F->pro, m, shape, sfx.s);
-    }
     Map r = m->op == OP_ADD_DROPOUT ? map_input(p, m, map, m->in[1]) : *map;
     sprint(&idx, "%s", operand(F, &r, false));
   }
@@ -156,7 +173,7 @@ static char *fused_member(Fused *F, Node *m, const Map *map)
   indent(F->body, F->depth);
   bprintf(F->body, "real v%d = ", t);
   elem_expr(p->g, F->body, m->op, x[0], x[1], idx.s, sfx.s);
-  bprintf(F->body, ";   /* n%d %s */\n", id, op_info[m->op].name);
+  bprintf(F->body, ";   /* %s */\n", op_info[m->op].name);
   return xasprintf("v%d", t);
 }
 
@@ -177,11 +194,10 @@ static char *fused_value(Fused *F, const Map *map)
       v = xasprintf("%s", bstr(&lit));
       bfree(&lit);
     } else {
-      if (p->in_arg[map->node] != F->group) {
-        p->in_arg[map->node] = F->group;
-        karg(F->k, A_PTR, map->node, -1, "const real *x%d", map->node);
-      }
-      v = xasprintf("x%d[%s]", map->node, operand(F, map, true));
+      int nin = F->nin, j = param_number(F->in, &F->nin, map->node);
+      if (F->nin > nin)
+        karg(F->k, A_PTR, map->node, -1, "const real *x%d", j);
+      v = xasprintf("x%d[%s]", j, operand(F, map, true));
     }
   } else {
     v = fused_member(F, x, map);
@@ -206,8 +222,8 @@ static bool assembled(Prog *p, int group, int x)
   return n->op == OP_ADD && assembled(p, group, n->in[0]) && assembled(p, group, n->in[1]);
 }
 
-/* Stores the pads under assembled node x into y<root>, each pad's value at
- * its window. */
+/* Stores the pads under assembled node x into root's output, each pad's
+ * value at its window. */
 static void store_assembled(Fused *F, int root, int x)
 {
   Prog *p = F->k->p;
@@ -225,7 +241,8 @@ static void store_assembled(Fused *F, int root, int x)
   at.node = root;
   at.off[n->a.axis] = n->a.start;
   indent(F->body, F->depth);
-  bprintf(F->body, "y%d[%s] = %s;   /* n%d pad at %d */\n", root, operand(F, &at, true), val, x, n->a.start);
+  bprintf(F->body, "y%d[%s] = %s;   /* pad at %d */\n", param_number(F->out, &F->nout, root), operand(F, &at, true), val,
+          n->a.start);
 }
 
 /* One walk over the members the group stores, in node order; forgets
@@ -242,8 +259,9 @@ static void fused_walk(Fused *F)
      * with each other (plan.c), and saying so lets the compiler vectorise
      * loops with more operands than its run-time overlap checks cover
      * (an LSTM cell: four gate inputs, the carry, two outputs) */
-    if (!F->idx)
-      karg(F->k, A_PTR, i, -1, "real *restrict y%d", i);
+    int nout = F->nout, y = param_number(F->out, &F->nout, i);
+    if (F->nout > nout)
+      karg(F->k, A_PTR, i, -1, "real *restrict y%d", y);
     if (assembled(p, F->group, i)) {
       store_assembled(F, i, i);
       continue;
@@ -253,7 +271,7 @@ static void fused_walk(Fused *F)
       id.var[d] = d;
     char *v = fused_value(F, &id);
     indent(F->body, F->depth);
-    bprintf(F->body, "y%d[%s] = %s;\n", i, index_of(F, 0), v);
+    bprintf(F->body, "y%d[%s] = %s;\n", y, index_of(F, 0), v);
   }
   for (int i = 0; i < F->nmemo; i++)
     free(F->val[i]);

@@ -9,6 +9,7 @@
  * first of them in program and node order (Model.kernel), whose comment
  * names the others; their calls go to it.
  */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -127,9 +128,74 @@ static void node_comment(Prog *p, Buf *b, int id)
   free(attr);
 }
 
+enum { COMMENT_WIDTH = 80 };
+
+/* Writes item into a comma-separated list on a comment line, *col the
+ * column; the list wraps before COMMENT_WIDTH onto lines that start at
+ * column `start`. */
+static void list_item(Buf *b, size_t *col, size_t start, bool first, const char *item)
+{
+  size_t n = strlen(item) + 2;
+  if (!first)
+    bprintf(b, ",");
+  if (*col > start && *col + n > COMMENT_WIDTH) {
+    bprintf(b, "\n *%*s", (int)(start - 2), "");
+    *col = start;
+  }
+  bprintf(b, " %s", item);
+  *col += n;
+}
+
+/* The name a parameter's declaration ends with: y0 for "real *restrict y0". */
+static const char *arg_name(const char *decl)
+{
+  const char *s = decl + strlen(decl);
+  while (s > decl && (isalnum((unsigned char)s[-1]) || s[-1] == '_'))
+    s--;
+  return s;
+}
+
+/* The parameters of fused kernel id that member i has, after its line:
+ * " in y0" for its output, ", with key_0, p_0, idx0_0" for a dropout. */
+static void member_params(Prog *p, Buf *b, int id, int i)
+{
+  const Sig *s = &p->sig[id];
+  bool drop = false;
+  for (int a = 0; a < s->narg; a++) {
+    if (s->arg[a].node != i)
+      continue;
+    if (s->arg[a].kind == A_PTR)
+      bprintf(b, " in %s", arg_name(s->decl[a]));
+    else
+      bprintf(b, "%s%s", drop ? ", " : ", with ", arg_name(s->decl[a]));
+    drop |= s->arg[a].kind != A_PTR;
+  }
+}
+
+/* The line of fused kernel id's comment that names the node each input
+ * parameter loads: "reads x0 = n17, x1 = n20, ...". */
+static void inputs_line(Prog *p, Buf *b, int id)
+{
+  const Sig *s = &p->sig[id];
+  int group = N(p, id)->group;
+  size_t col = 10;
+  bool first = true;
+  bprintf(b, " *   reads");
+  for (int a = 0; a < s->narg; a++) {
+    if (s->arg[a].kind != A_PTR || N(p, s->arg[a].node)->group == group)
+      continue;
+    char item[64];
+    snprintf(item, sizeof item, "%s = n%d", arg_name(s->decl[a]), s->arg[a].node);
+    list_item(b, &col, 10, first, item);
+    first = false;
+  }
+  bprintf(b, "\n");
+}
+
 /* The comment above a kernel, left open: what it computes, its shapes (per
  * step in a loop body) and the Lua line that built it.  A fused kernel
- * lists its members, the shape of each and which it stores. */
+ * lists its members, the shape of each, which it stores and in which
+ * parameter, and the node each input parameter loads. */
 static void kernel_comment(Prog *p, Buf *b, int id)
 {
   Node *n = N(p, id);
@@ -142,8 +208,11 @@ static void kernel_comment(Prog *p, Buf *b, int id)
       int i = p->member[m];
       bprintf(b, " *   ");
       node_comment(p, b, i);
-      bprintf(b, " %s%s\n", shape_str(&g->node[i].shape), stored(p, i) ? ", stored" : "");
+      bprintf(b, " %s%s", shape_str(&g->node[i].shape), stored(p, i) ? ", stored" : "");
+      member_params(p, b, id, i);
+      bprintf(b, "\n");
     }
+    inputs_line(p, b, id);
   } else {
     bprintf(b, "/* ");
     node_comment(p, b, id);
@@ -221,25 +290,19 @@ void name_kernels(Model *m)
 
 enum { MAX_USES_SHOWN = 16 };
 
-/* The line of a shared kernel's comment that names the kernels it stands
- * for (the first MAX_USES_SHOWN, and how many more), wrapped before the
- * 80th column. */
+/* The lines of a shared kernel's comment that name the kernels it stands
+ * for (the first MAX_USES_SHOWN, and how many more), wrapped before
+ * COMMENT_WIDTH, and say whose nodes the comment names: the first's. */
 static void uses_line(Buf *out, const Kernel *k)
 {
   bprintf(out, "\n *   shared by");
   size_t col = 14;
   int shown = k->nuse > MAX_USES_SHOWN ? MAX_USES_SHOWN : k->nuse;
-  for (int u = 0; u < shown; u++) {
-    size_t n = strlen(k->use[u].own) + 2;
-    if (col > 14 && col + n > 80) {
-      bprintf(out, "\n *            ");
-      col = 14;
-    }
-    bprintf(out, " %s%s", k->use[u].own, u + 1 < k->nuse ? "," : "");
-    col += n;
-  }
+  for (int u = 0; u < shown; u++)
+    list_item(out, &col, 14, u == 0, k->use[u].own);
   if (shown < k->nuse)
-    bprintf(out, "%s and %d more", col + 16 > 80 ? "\n *            " : "", k->nuse - shown);
+    bprintf(out, ",%s and %d more", col + 16 > COMMENT_WIDTH ? "\n *            " : "", k->nuse - shown);
+  bprintf(out, "\n *   (the nodes above are %s's)", k->use[0].own);
 }
 
 /* The definitions of the kernels the section of program prog holds, in

@@ -301,8 +301,6 @@ Prog *open_program(Model *m, Graph *g, const char *prog, bool training)
   }
   p->anchor = group_anchors(g);
   group_members(p);
-  p->in_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
-  p->drop_arg = xcalloc((size_t)g->nnode + 1, sizeof(int));
   emit_kernels(p);
   return p;
 }
@@ -317,8 +315,6 @@ void emit_program(Prog *p, Buf *out, ProgInfo *pi)
   free(p->anchor);
   free(p->member_start);
   free(p->member);
-  free(p->in_arg);
-  free(p->drop_arg);
   free(p);
 }
 
