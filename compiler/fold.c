@@ -304,14 +304,15 @@ static bool expr_eval(const Expr *x, DType real, double u, double v, double *r)
   int sp = 0;
   for (int i = 0; i < x->n; i++) {
     const Ins *in = &x->code[i];
-    Val *top = &st[sp - 1];
     switch (in->op) {
     case C_ARG: st[sp++] = arg[in->arg]; break;
     case C_NUM: st[sp++] = in->num; break;
-    case C_NEG: top->v = -top->v; break;
-    case C_CALL:
+    case C_NEG: st[sp - 1].v = -st[sp - 1].v; break;
+    case C_CALL: {
+      Val *top = &st[sp - 1];
       *top = in->fn->f ? (Val){in->fn->f((float)top->v), T_FLOAT} : (Val){in->fn->d(convert(*top, T_DOUBLE).v), T_DOUBLE};
       break;
+    }
     case C_SEL: {
       Val c = st[sp - 3], a = st[sp - 2], b = st[sp - 1];
       CType t = a.t > b.t ? a.t : b.t;
