@@ -76,7 +76,7 @@ test-deps:
 	@sh tools/deps.sh test
 
 test: test-deps
-	@$(MAKE) --no-print-directory all $(CHECK_BIN)
+	@$(MAKE) --no-print-directory all $(CHECK_BIN) $(B)/bench/gencorpus
 	@sh tests/run.sh $(CHECK_BIN)
 
 # Every suite under AddressSanitizer (LeakSanitizer included) and UBSan,
@@ -141,6 +141,12 @@ bench: test-deps
 	@$(MAKE) --no-print-directory all
 	@CC="$(CC)" TRAINER_CFLAGS="$(TRAINER_CFLAGS)" BLAS_CFLAGS="$(BLAS_CFLAGS)" BLAS_LIBS="$(BLAS_LIBS)" \
 	  DATA="$(DATA)" NATIVE="$(NATIVE)" /usr/bin/python3 bench/bench.py
+
+# A synthetic corpus with WikiText-103's sizes (bench/README.md, "Large
+# corpora"): build/bench/gencorpus DIR.
+$(B)/bench/gencorpus: bench/gencorpus.c $(B)/liblmcrt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) $(WARN) -Iruntime -o $@ $< $(B)/liblmcrt.a -lm
 
 # A preloaded cblas_sgemm timer: the time and GFLOP/s of each product
 # shape a trainer runs (usage in bench/gemmtime.c).

@@ -19,6 +19,10 @@
  * with its line number; NUL bytes, which Python accepts but which C strings
  * cannot hold, are refused too.
  *
+ * A file is read in pieces of 1 MiB and only whole lines are tokenized,
+ * so memory is the token list (4 bytes a token) and the dictionary, not a
+ * copy of the text.  corpus_load (corpus_cache.c) adds the token cache.
+ *
  * batchify and get_batch are data.view(bsz, -1).t().contiguous() and
  * main.py's get_batch: the stream cut into bsz columns of nrows tokens,
  * read in windows of bptt rows, the last one shorter.
@@ -28,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -202,7 +207,7 @@ static void tokens_push(Tokens *t, size_t *cap, int32_t id)
  * is read. */
 #define CORPUS_MAX_BYTES ((size_t)8 << 30)
 
-static size_t corpus_max_bytes(void)
+size_t corpus_max_bytes(void)
 {
   const char *s = getenv("LMC_CORPUS_MAX_BYTES");
   if (s && *s) {
@@ -225,135 +230,200 @@ static const char *file_kind(mode_t m)
   return "not a regular file";
 }
 
-/* Reads the whole of the regular file at path into a malloc'd buffer.
+/* Opens the regular file at path for reading, its size and mtime in *st.
  * Opened without blocking, so that a FIFO is refused rather than waited on. */
-static char *read_file(const char *path, size_t *len, char *err)
+int corpus_open_text(const char *path, TextStamp *st, char *err)
 {
   int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     snprintf(err, ERRLEN, "%s: error: cannot open: %s", path, strerror(errno));
-    return NULL;
+    return -1;
   }
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
+  struct stat sb;
+  if (fstat(fd, &sb) != 0) {
     snprintf(err, ERRLEN, "%s: error: cannot read: %s", path, strerror(errno));
     close(fd);
-    return NULL;
+    return -1;
   }
-  if (!S_ISREG(st.st_mode)) {
-    snprintf(err, ERRLEN, "%s: error: not a regular file (it is %s)", path, file_kind(st.st_mode));
+  if (!S_ISREG(sb.st_mode)) {
+    snprintf(err, ERRLEN, "%s: error: not a regular file (it is %s)", path, file_kind(sb.st_mode));
     close(fd);
-    return NULL;
+    return -1;
   }
   size_t max = corpus_max_bytes();
-  if ((unsigned long long)st.st_size > max) {
+  if ((unsigned long long)sb.st_size > max) {
     snprintf(err, ERRLEN, "%s: error: %lld bytes, more than the %zu a corpus file may have (LMC_CORPUS_MAX_BYTES)",
-             path, (long long)st.st_size, max);
+             path, (long long)sb.st_size, max);
     close(fd);
-    return NULL;
+    return -1;
   }
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  FILE *f = fdopen(fd, "rb");
-  if (!f) {
-    snprintf(err, ERRLEN, "%s: error: cannot read: %s", path, strerror(errno));
-    close(fd);
-    return NULL;
-  }
-  /* up to one byte past the cap: a file that grew since fstat is refused */
-  size_t cap = (size_t)st.st_size + 1, n = 0;
-  char *buf = rt_malloc(cap, "a corpus file");
-  for (;;) {
-    n += fread(buf + n, 1, cap - n, f);
-    if (n < cap || ferror(f))
-      break;
-    if (n > max) {
-      snprintf(err, ERRLEN, "%s: error: more than the %zu bytes a corpus file may have (LMC_CORPUS_MAX_BYTES)",
-               path, max);
-      fclose(f);
-      free(buf);
-      return NULL;
-    }
-    cap = cap * 2 < max + 1 ? cap * 2 : max + 1;
-    buf = rt_realloc(buf, cap, "a corpus file");
-  }
-  if (ferror(f)) {
-    snprintf(err, ERRLEN, "%s: error: cannot read: %s", path, strerror(errno));
-    fclose(f);
-    free(buf);
-    return NULL;
-  }
-  fclose(f);
-  *len = n;
-  return buf;
+  *st = (TextStamp){ (uint64_t)sb.st_size, (int64_t)sb.st_mtim.tv_sec, (int64_t)sb.st_mtim.tv_nsec, 0 };
+  return fd;
 }
 
-int tokenize_file(Dict *d, const char *path, Tokens *out, char *err)
-{
-  size_t len;
-  char *buf = read_file(path, &len, err);
-  if (!buf)
-    return -1;
-  Tokens t = {0};
-  size_t cap = len / 4 + 16;   /* English text: about one token per 5 bytes */
-  t.id = rt_malloc(cap * sizeof *t.id, "a corpus's tokens");
-  /* <eos> gets its id when first seen: after the first line's words */
-  int eos = dict_find(d, "<eos>");
+/* One file's tokenization as it goes: the file is read in pieces, and
+ * only whole lines are tokenized, the rest kept for the next piece. */
+typedef struct {
+  Dict *d;
+  Tokens t;
+  size_t cap;
+  int eos;               /* <eos>'s id, -1 until seen */
+  int line;              /* of the next line, from 1 */
+  size_t base;           /* file offset of the buffer's first byte */
+  const char *path;
+} Scan;
 
-  const unsigned char *p = (const unsigned char *)buf, *e = p + len;
-  int line = 1;
-  while (p < e) {
+/* Where the whole lines of b[0, n) end: after the last line end, a \r
+ * at the very end excepted (it may be the first half of a \r\n). */
+static size_t lines_end(const unsigned char *b, size_t n)
+{
+  size_t q = n;
+  if (q && b[q - 1] == '\r')
+    q--;
+  while (q && b[q - 1] != '\n' && b[q - 1] != '\r')
+    q--;
+  return q;
+}
+
+/* Tokenizes the lines that start in [buf, lim), e being the end of the
+ * bytes read (the file's end when lim is). */
+static int scan_lines(Scan *s, const unsigned char *buf, const unsigned char *lim, const unsigned char *e, char *err)
+{
+  const unsigned char *p = buf;
+  Tokens t = s->t;   /* in locals: the dictionary's stores cannot alias them */
+  size_t cap = s->cap;
+  int line = s->line, rc = 0;
+  while (p < lim) {
     /* one line: words up to the line end, then <eos> */
     const unsigned char *w = NULL;   /* start of the current word */
     for (;;) {
       if (p == e || *p == '\n' || *p == '\r') {
-        if (w) tokens_push(&t, &cap, dict_add_n(d, (const char *)w, (size_t)(p - w)));
+        if (w) tokens_push(&t, &cap, dict_add_n(s->d, (const char *)w, (size_t)(p - w)));
         break;
       }
       if (*p == 0) {
-        snprintf(err, ERRLEN, "%s:%d: error: NUL byte in text", path, line);
-        goto fail;
+        snprintf(err, ERRLEN, "%s:%d: error: NUL byte in text", s->path, line);
+        rc = -1;
+        goto out;
       }
       int n = utf8_len(p, e);
       if (n == 0) {
-        snprintf(err, ERRLEN, "%s:%d: error: invalid UTF-8 (byte 0x%02x at offset %zu)", path, line,
-                 *p, (size_t)(p - (const unsigned char *)buf));
-        goto fail;
+        snprintf(err, ERRLEN, "%s:%d: error: invalid UTF-8 (byte 0x%02x at offset %zu)", s->path, line, *p,
+                 s->base + (size_t)(p - buf));
+        rc = -1;
+        goto out;
       }
       if (space_len(p, n)) {
-        if (w) tokens_push(&t, &cap, dict_add_n(d, (const char *)w, (size_t)(p - w)));
+        if (w) tokens_push(&t, &cap, dict_add_n(s->d, (const char *)w, (size_t)(p - w)));
         w = NULL;
       } else if (!w)
         w = p;
       p += n;
     }
-    if (eos < 0)
-      eos = dict_add(d, "<eos>");
-    tokens_push(&t, &cap, eos);
+    if (s->eos < 0)
+      s->eos = dict_add(s->d, "<eos>");
+    tokens_push(&t, &cap, s->eos);
     if (p < e && *p++ == '\r' && p < e && *p == '\n')
       p++;
     line++;
   }
-  free(buf);
-  *out = t;
-  return 0;
-fail:
-  free(buf);
-  free(t.id);
-  return -1;
+out:
+  s->t = t;
+  s->cap = cap;
+  s->line = line;
+  return rc;
 }
 
-int corpus_load(Corpus *c, const char *dir, char *err)
+/* Reads fd in pieces of 1 MiB (more for a longer line), hashing every
+ * byte into h, and tokenizes its lines. */
+static int scan_file(Scan *s, int fd, TextHash *h, char *err)
 {
-  static const char *const name[3] = { "train.txt", "valid.txt", "test.txt" };
+  size_t cap = (size_t)1 << 20, have = 0, total = 0, max = corpus_max_bytes();
+  unsigned char *buf = rt_malloc(cap, "a corpus file's buffer");
+  int rc = -1;
+  for (;;) {
+    if (have == cap)
+      buf = rt_realloc(buf, cap *= 2, "a corpus file's buffer");
+    ssize_t r = read(fd, buf + have, cap - have);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      snprintf(err, ERRLEN, "%s: error: cannot read: %s", s->path, strerror(errno));
+      break;
+    }
+    total += (size_t)r;
+    if (total > max) {   /* a file that grew since it was opened */
+      snprintf(err, ERRLEN, "%s: error: more than the %zu bytes a corpus file may have (LMC_CORPUS_MAX_BYTES)",
+               s->path, max);
+      break;
+    }
+    text_hash_update(h, buf + have, (size_t)r);
+    have += (size_t)r;
+    size_t lim = r == 0 ? have : lines_end(buf, have);
+    if (scan_lines(s, buf, buf + lim, buf + have, err) < 0)
+      break;
+    memmove(buf, buf + lim, have - lim);
+    s->base += lim;
+    have -= lim;
+    if (r == 0) {
+      rc = 0;
+      break;
+    }
+  }
+  free(buf);
+  return rc;
+}
+
+/* tokenize_file, and the file's size, mtime and text hash in *st. */
+static int tokenize_stamped(Dict *d, const char *path, Tokens *out, TextStamp *st, char *err)
+{
+  int fd = corpus_open_text(path, st, err);
+  if (fd < 0)
+    return -1;
+  /* English text: about one token per 5 bytes; the pages not used are
+   * never touched, and given back at the end */
+  Scan s = { .d = d, .cap = (size_t)st->size / 4 + 16, .line = 1, .path = path };
+  s.t.id = rt_malloc(s.cap * sizeof *s.t.id, "a corpus's tokens");
+  /* <eos> gets its id when first seen: after the first line's words */
+  s.eos = dict_find(d, "<eos>");
+  TextHash h;
+  text_hash_init(&h);
+  int rc = scan_file(&s, fd, &h, err);
+  close(fd);
+  if (rc < 0) {
+    free(s.t.id);
+    return -1;
+  }
+  st->hash = text_hash_final(&h);
+  s.t.id = rt_realloc(s.t.id, (s.t.n ? s.t.n : 1) * sizeof *s.t.id, "a corpus's tokens");
+  *out = s.t;
+  return 0;
+}
+
+int tokenize_file(Dict *d, const char *path, Tokens *out, char *err)
+{
+  TextStamp st;
+  return tokenize_stamped(d, path, out, &st, err);
+}
+
+void corpus_join(const char *dir, const char *name, char path[CORPUS_PATHLEN])
+{
+  size_t dl = strlen(dir);
+  snprintf(path, CORPUS_PATHLEN, "%s%s%s", dir, dl > 0 && dir[dl - 1] == '/' ? "" : "/", name);
+}
+
+const char *const corpus_file[3] = { "train.txt", "valid.txt", "test.txt" };
+
+int corpus_tokenize(Corpus *c, const char *dir, TextStamp stamp[3], char *err)
+{
   memset(c, 0, sizeof *c);
   dict_init(&c->dict);
   Tokens *split[3] = { &c->train, &c->valid, &c->test };
-  size_t dl = strlen(dir);
-  const char *sep = dl > 0 && dir[dl - 1] == '/' ? "" : "/";
   for (int i = 0; i < 3; i++) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s%s%s", dir, sep, name[i]);
-    if (tokenize_file(&c->dict, path, split[i], err) < 0) {
+    char path[CORPUS_PATHLEN];
+    corpus_join(dir, corpus_file[i], path);
+    if (tokenize_stamped(&c->dict, path, split[i], &stamp[i], err) < 0) {
       corpus_free(c);
       return -1;
     }
@@ -363,7 +433,11 @@ int corpus_load(Corpus *c, const char *dir, char *err)
 
 void tokens_free(Tokens *t)
 {
-  free(t->id);
+  if (t->mapped)
+    munmap(t->id, t->mapped);
+  else
+    free(t->id);
+  t->mapped = 0;
   t->id = NULL;
   t->n = 0;
 }

@@ -4,6 +4,7 @@
  *
  *   util.c         the program's name, messages, clock, paths, memory
  *   corpus.c       dictionary, tokenizer and batching with data.py's semantics
+ *   corpus_cache.c the binary token cache DIR/.lmc-tokens, and corpus_load
  *   json.c         the JSON of safetensors headers: a growing string, a reader
  *   safetensors.c  the safetensors format: writing, validating, reading tensors
  *   checkpoint.c   a model's parameters and optimizer state in safetensors
@@ -65,6 +66,7 @@ typedef struct {
 typedef struct {
   int32_t *id;           /* every word of the file, <eos> after each line */
   size_t n;
+  size_t mapped;         /* bytes mapped from the token cache; 0: malloc'd */
 } Tokens;
 
 typedef struct {
@@ -80,8 +82,37 @@ void dict_free(Dict *d);
 /* Tokenizes one file as data.py does (str.split() per line, then <eos>),
  * adding new words to d. */
 int tokenize_file(Dict *d, const char *path, Tokens *out, char *err);
-/* Loads DIR/train.txt, DIR/valid.txt, DIR/test.txt. */
+/* Loads DIR/train.txt, DIR/valid.txt, DIR/test.txt: from the token cache
+ * DIR/.lmc-tokens when it is that text's (corpus_cache.c), else by
+ * tokenizing them, then writing the cache. */
 int corpus_load(Corpus *c, const char *dir, char *err);
+
+/* What the token cache knows of a text file (corpus_cache.c). */
+typedef struct {
+  uint64_t size;
+  int64_t mtime_sec, mtime_nsec;
+  uint64_t hash;         /* text_hash of its bytes */
+} TextStamp;
+
+/* A fast 64-bit hash of a byte stream fed in pieces of any size. */
+typedef struct {
+  uint64_t h, tail, len;
+  unsigned ntail;
+} TextHash;
+
+void text_hash_init(TextHash *h);
+void text_hash_update(TextHash *h, const void *p, size_t n);
+uint64_t text_hash_final(const TextHash *h);
+
+#define CORPUS_PATHLEN 4096
+extern const char *const corpus_file[3];   /* "train.txt", "valid.txt", "test.txt" */
+void corpus_join(const char *dir, const char *name, char path[CORPUS_PATHLEN]);
+size_t corpus_max_bytes(void);   /* LMC_CORPUS_MAX_BYTES, default 8 GiB */
+/* The regular file at path opened for reading (an fd), its size and mtime
+ * in *st; else -1 and "PATH: error: ..." */
+int corpus_open_text(const char *path, TextStamp *st, char *err);
+/* corpus_load without the cache, each file's stamp in stamp[]. */
+int corpus_tokenize(Corpus *c, const char *dir, TextStamp stamp[3], char *err);
 void corpus_free(Corpus *c);
 void tokens_free(Tokens *t);   /* the list's memory; n = 0 */
 

@@ -8,6 +8,7 @@
  */
 #define _DEFAULT_SOURCE   /* mknod, makedev */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,9 +41,9 @@ static void setup(void)
 
 static void teardown(void)
 {
-  static const char *const f[] = { "train.txt", "valid.txt", "test.txt" };
+  static const char *const f[] = { "train.txt", "valid.txt", "test.txt", ".lmc-tokens", ".lmc-tokens.tmp" };
   char path[512];
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 5; i++) {
     snprintf(path, sizeof path, "%s/%s", tmpdir, f[i]);
     unlink(path);
   }
@@ -251,7 +252,7 @@ START_TEST(test_batchify)
   int32_t ids[23];
   for (int i = 0; i < 23; i++)
     ids[i] = i;
-  Tokens t = { ids, 23 };
+  Tokens t = { ids, 23, 0 };
   Batches b;
   batchify(&t, 4, &b);
   ck_assert_uint_eq(b.nrows, 5);
@@ -285,7 +286,7 @@ START_TEST(test_batchify)
   ck_assert_int_eq(get_batch(&b, 4, 3, &x, &y), 0);    /* no target row left */
   batches_free(&b);
 
-  Tokens few = { ids, 3 };                             /* fewer tokens than columns */
+  Tokens few = { ids, 3, 0 };                             /* fewer tokens than columns */
   batchify(&few, 4, &b);
   ck_assert_uint_eq(b.nrows, 0);
   ck_assert_int_eq(get_batch(&b, 0, 3, &x, &y), 0);
@@ -337,6 +338,194 @@ START_TEST(test_wikitext2)
 }
 END_TEST
 
+
+/* Files are read in pieces of 1 MiB: a first line longer than a piece,
+ * whose \r\n is split between the first piece and the next. */
+START_TEST(test_pieces)
+{
+  size_t n = ((size_t)1 << 20) + 8;
+  char *text = malloc(n);
+  ck_assert(text != NULL);
+  for (size_t i = 0; i < n; i++)
+    text[i] = i % 3 == 2 ? ' ' : 'a' + (char)(i % 3);
+  text[((size_t)1 << 20) - 1] = '\r';
+  text[(size_t)1 << 20] = '\n';
+  text[n - 1] = '\n';
+  write_file(tmpdir, "train.txt", text, n);
+  free(text);
+  Dict d;
+  Tokens t;
+  char err[ERRLEN] = "", path[512];
+  snprintf(path, sizeof path, "%s/train.txt", tmpdir);
+  dict_init(&d);
+  ck_assert_msg(tokenize_file(&d, path, &t, err) == 0, "%s", err);
+  int eos = dict_find(&d, "<eos>");
+  size_t neos = 0;
+  for (size_t i = 0; i < t.n; i++)
+    neos += t.id[i] == eos;
+  ck_assert_uint_eq(neos, 2);
+  for (int i = 0; i < d.nword; i++)
+    ck_assert_msg(!strchr(d.word[i], '\r') && !strchr(d.word[i], '\n'), "word %d", i);
+  ck_assert_uint_eq(t.n, 349525 + 1 + 2 + 1);   /* "ab" x 349525, <eos>, ... */
+  tokens_free(&t);
+  dict_free(&d);
+}
+END_TEST
+
+/* ------------------------------------------------------- token cache */
+
+static const char cache_train[] = "the cat sat\n\nthe dog\r\ncaf\xc3\xa9 z\n";
+
+static void write_corpus(void)
+{
+  WRITE(tmpdir, "train.txt", cache_train);
+  WRITE(tmpdir, "valid.txt", "the end\rcat\n");
+  WRITE(tmpdir, "test.txt", "sat dog\n\n");
+}
+
+static bool cache_exists(void)
+{
+  char path[512];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/.lmc-tokens", tmpdir);
+  return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static void same_tokens(const char *what, const Tokens *a, const Tokens *b)
+{
+  ck_assert_msg(a->n == b->n, "%s: %zu tokens, want %zu", what, a->n, b->n);
+  for (size_t i = 0; i < a->n; i++)
+    ck_assert_msg(a->id[i] == b->id[i], "%s: token %zu is %d, want %d", what, i, a->id[i], b->id[i]);
+}
+
+/* corpus_load (through the cache when there is one) against a fresh
+ * tokenization of the same folder. */
+static void check_against_fresh(void)
+{
+  Corpus c, f;
+  TextStamp st[3];
+  char err[ERRLEN] = "";
+  ck_assert_msg(corpus_load(&c, tmpdir, err) == 0, "%s", err);
+  ck_assert_msg(corpus_tokenize(&f, tmpdir, st, err) == 0, "%s", err);
+  ck_assert_int_eq(c.dict.nword, f.dict.nword);
+  for (int i = 0; i < c.dict.nword; i++)
+    ck_assert_str_eq(c.dict.word[i], f.dict.word[i]);
+  ck_assert(dict_hash(&c.dict) == dict_hash(&f.dict));
+  same_tokens("train", &c.train, &f.train);
+  same_tokens("valid", &c.valid, &f.valid);
+  same_tokens("test", &c.test, &f.test);
+  corpus_free(&c);
+  corpus_free(&f);
+}
+
+/* The first load writes the cache, the second maps it: both as fresh. */
+START_TEST(test_cache_same)
+{
+  write_corpus();
+  ck_assert(!cache_exists());
+  check_against_fresh();
+  ck_assert(cache_exists());
+  Corpus c;
+  char err[ERRLEN] = "";
+  ck_assert_msg(corpus_load(&c, tmpdir, err) == 0, "%s", err);
+  ck_assert_uint_ne(c.train.mapped, 0);   /* read from the cache */
+  corpus_free(&c);
+  check_against_fresh();
+}
+END_TEST
+
+/* A train.txt changed: other bytes of the same size, its mtime put back
+ * (only the hash tells); then a size change. */
+START_TEST(test_cache_stale)
+{
+  char path[512];
+  struct stat st;
+  write_corpus();
+  check_against_fresh();
+  snprintf(path, sizeof path, "%s/train.txt", tmpdir);
+  ck_assert_int_eq(stat(path, &st), 0);
+  char text[sizeof cache_train];
+  memcpy(text, cache_train, sizeof text);
+  memcpy(text, "THE", 3);
+  write_file(tmpdir, "train.txt", text, sizeof text - 1);
+  struct timespec t[2] = { st.st_atim, st.st_mtim };
+  ck_assert_int_eq(utimensat(AT_FDCWD, path, t, 0), 0);
+  check_against_fresh();
+  Corpus c;
+  char err[ERRLEN] = "";
+  ck_assert_msg(corpus_load(&c, tmpdir, err) == 0, "%s", err);
+  ck_assert_str_eq(c.dict.word[0], "THE");
+  corpus_free(&c);
+  WRITE(tmpdir, "valid.txt", "new words here\n");
+  check_against_fresh();
+  ck_assert_msg(corpus_load(&c, tmpdir, err) == 0, "%s", err);
+  ck_assert_int_eq(dict_find(&c.dict, "here"), c.dict.nword - 1);
+  corpus_free(&c);
+}
+END_TEST
+
+static size_t read_cache(char *buf, size_t cap)
+{
+  char path[512];
+  snprintf(path, sizeof path, "%s/.lmc-tokens", tmpdir);
+  FILE *f = fopen(path, "rb");
+  ck_assert(f != NULL);
+  size_t n = fread(buf, 1, cap, f);
+  fclose(f);
+  return n;
+}
+
+/* Corrupt caches: truncated anywhere, or a byte flipped in the magic, the
+ * version, the header's counts, the words, a token id: each one refused
+ * (the version: taken as another tokenizer's), rebuilt as it was. */
+START_TEST(test_cache_corrupt)
+{
+  static char good[1 << 18], bad[1 << 18];
+  write_corpus();
+  check_against_fresh();
+  size_t n = read_cache(good, sizeof good);
+  ck_assert_uint_gt(n, 200);
+  const size_t cut[] = { 0, 7, 100, 184, n - 1 };
+  for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
+    write_file(tmpdir, ".lmc-tokens", good, cut[i]);
+    check_against_fresh();
+    ck_assert_uint_eq(read_cache(bad, sizeof bad), n);   /* rebuilt whole */
+  }
+  const size_t flip[] = { 0, 8, 16, 24, 32, 40, 48, 186, 65536, n - 4 };
+  for (size_t i = 0; i < sizeof flip / sizeof flip[0]; i++) {
+    memcpy(bad, good, n);
+    bad[flip[i]] ^= 0x41;
+    write_file(tmpdir, ".lmc-tokens", bad, n);
+    check_against_fresh();
+    ck_assert_uint_eq(read_cache(bad, sizeof bad), n);
+    ck_assert(memcmp(bad, good, n) == 0);
+  }
+}
+END_TEST
+
+/* A folder that cannot take the cache (as root, only a non-regular file
+ * at its path refuses it): loads work, from the text, and it stays. */
+START_TEST(test_cache_unwritable)
+{
+  char path[512];
+  write_corpus();
+  snprintf(path, sizeof path, "%s/.lmc-tokens", tmpdir);
+  ck_assert_int_eq(mkdir(path, 0700), 0);
+  check_against_fresh();
+  check_against_fresh();
+  struct stat st;
+  ck_assert_int_eq(lstat(path, &st), 0);
+  ck_assert(S_ISDIR(st.st_mode));
+  rmdir(path);
+  if (geteuid() != 0) {
+    ck_assert_int_eq(chmod(tmpdir, 0500), 0);
+    check_against_fresh();
+    ck_assert(!cache_exists());
+    chmod(tmpdir, 0700);
+  }
+}
+END_TEST
+
 static Suite *corpus_suite(void)
 {
   Suite *s = suite_create("corpus");
@@ -353,6 +542,11 @@ static Suite *corpus_suite(void)
   tcase_add_test(tc, test_batchify);
   tcase_add_test(tc, test_tiny);
   tcase_add_test(tc, test_wikitext2);
+  tcase_add_test(tc, test_pieces);
+  tcase_add_test(tc, test_cache_same);
+  tcase_add_test(tc, test_cache_stale);
+  tcase_add_test(tc, test_cache_corrupt);
+  tcase_add_test(tc, test_cache_unwritable);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -173,7 +173,7 @@ def build_f64(c):
     run(["clang", "-std=c11", "-O0", *SAN, "-Wall", "-Wextra", "-Werror", "-D_POSIX_C_SOURCE=200809L",
          "-DLMC_REAL=double", "-Iruntime", "-o", exe, src, "tests/parity/driver.c",
          "runtime/checkpoint.c", "runtime/safetensors.c", "runtime/json.c", "runtime/util.c",
-         "runtime/outfile.c", "runtime/corpus.c", "runtime/optimizer.c", "-lopenblas", "-lm"])
+         "runtime/outfile.c", "runtime/corpus.c", "runtime/corpus_cache.c", "runtime/optimizer.c", "-lopenblas", "-lm"])
     return exe
 
 
