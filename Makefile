@@ -88,7 +88,7 @@ SAN_CHECKS := $(CHECK_SRC:tests/%.c=build/san/tests/%)
 sanitize:
 	@sh tools/deps.sh sanitize
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory B=build/san SAN="$(SANITIZERS)" CFLAGS="-O1 -g" all $(SAN_CHECKS)
+	@$(MAKE) --no-print-directory B=build/san SAN="$(SANITIZERS)" CFLAGS="-O1 -g" all $(SAN_CHECKS) build/san/bench/gencorpus
 	@B=build/san LMC=build/san/lmc SAN="$(SANITIZERS)" LMC_LIBDIR="$(CURDIR)/graphs/lib" \
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 sh tests/run.sh $(SAN_CHECKS)
 
