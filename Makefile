@@ -60,6 +60,7 @@ $(B)/obj/runtime/%.o: runtime/%.c runtime/lmc_rt.h $(wildcard runtime/*.h)
 	$(CC) $(CFLAGS) $(SAN) $(WARN) $(BLAS_CFLAGS) -Iruntime -c $< -o $@
 
 $(B)/obj/runtime/dist_mpi.o: runtime/dist.c runtime/lmc_rt.h $(wildcard runtime/*.h)
+	@command -v mpicc >/dev/null || { echo "MPI=1: mpicc not found (make deps MPI=1 installs Open MPI)" >&2; exit 1; }
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) $(WARN) -DLMC_MPI $(MPI_CFLAGS) -Iruntime -c $< -o $@
 
