@@ -23,6 +23,16 @@ OMP_CFLAGS := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -
 NATIVE   ?=
 TRAINER_CFLAGS ?= -O3 $(OMP_CFLAGS) $(if $(filter 1,$(NATIVE)),-march=native -mtune=generic)
 
+# MPI=1: `make trainer` links runtime/dist.c built over Open MPI (mpicc's
+# flags with $(CC)), for mpirun -np N; its object comes before the library,
+# whose one-rank dist.o is then not linked.
+MPI      ?=
+ifeq ($(MPI),1)
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+MPI_OBJ     = $(B)/obj/runtime/dist_mpi.o
+endif
+
 MODEL   ?= lstm
 DATA    ?= data/wikitext-2
 EPOCHS  ?= 6
@@ -49,6 +59,11 @@ $(B)/obj/runtime/%.o: runtime/%.c runtime/lmc_rt.h $(wildcard runtime/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) $(WARN) $(BLAS_CFLAGS) -Iruntime -c $< -o $@
 
+$(B)/obj/runtime/dist_mpi.o: runtime/dist.c runtime/lmc_rt.h $(wildcard runtime/*.h)
+	@command -v mpicc >/dev/null || { echo "MPI=1: mpicc not found (make deps MPI=1 installs Open MPI)" >&2; exit 1; }
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) $(WARN) -DLMC_MPI $(MPI_CFLAGS) -Iruntime -c $< -o $@
+
 $(B)/liblmc.a: $(COMPILER_OBJ)
 	@rm -f $@; ar rcs $@ $^
 
@@ -70,7 +85,7 @@ $(B)/tests/check_train: tests/check_train.c tests/fake_model.c $(B)/liblmcrt.a $
 	$(CC) $(CFLAGS) $(SAN) $(WARN) $(BLAS_CFLAGS) -Iruntime -Itests -DFAKE_TRAINER='"$(B)/tests/fake_trainer"' -o $@ $< tests/fake_model.c $(B)/liblmcrt.a $(CHECK_LIBS) $(BLAS_LIBS) -lm
 
 deps:
-	@sh tools/deps.sh build
+	@sh tools/deps.sh build $(if $(filter 1,$(MPI)),mpi)
 
 test-deps:
 	@sh tools/deps.sh test
@@ -117,14 +132,14 @@ generate: $(B)/lmc
 	  $(B)/lmc compile graphs/$$m.lua -o generated/$$m.c || exit 1; done
 
 # A trainer for MODEL compiled for the vocabulary of DATA.
-trainer: all
+trainer: all $(MPI_OBJ)
 	@mkdir -p $(B)/gen
 	@ntok=$$($(B)/lmc vocab $(DATA) | cut -f1) || exit 1; \
 	  flags=""; [ -f $(B)/tune/$(MODEL).flags ] && flags=$$(cat $(B)/tune/$(MODEL).flags); \
 	  echo "lmc compile graphs/$(MODEL).lua -D ntoken=$$ntok $$flags $(LMCFLAGS)"; \
 	  $(B)/lmc compile graphs/$(MODEL).lua -o $(B)/gen/$(MODEL).c -D ntoken=$$ntok $$flags $(LMCFLAGS) || exit 1
 	$(CC) $(TRAINER_CFLAGS) -std=c11 -Wall -Wextra -Werror $(BLAS_CFLAGS) -Iruntime -o $(B)/$(MODEL) \
-	  $(B)/gen/$(MODEL).c $(B)/obj/runtime/main.o $(B)/liblmcrt.a $(BLAS_LIBS) -lm
+	  $(B)/gen/$(MODEL).c $(B)/obj/runtime/main.o $(MPI_OBJ) $(B)/liblmcrt.a $(BLAS_LIBS) $(MPI_LIBS) -lm
 
 train: deps
 	@$(MAKE) --no-print-directory trainer

@@ -453,17 +453,23 @@ void corpus_free(Corpus *c)
 
 /* ------------------------------------------------------------ batching */
 
-void batchify(const Tokens *t, int bsz, Batches *out)
+void batchify_slice(const Tokens *t, int bsz, int slice, int nslice, Batches *out)
 {
   out->bsz = bsz;
-  out->nrows = bsz > 0 ? t->n / (size_t)bsz : 0;
+  out->nrows = bsz > 0 ? t->n / ((size_t)bsz * (size_t)nslice) : 0;
   out->data = NULL;
   if (out->nrows == 0)
     return;
   out->data = rt_malloc(out->nrows * (size_t)bsz * sizeof *out->data, "batches");
+  size_t first = (size_t)slice * (size_t)bsz;
   for (size_t i = 0; i < out->nrows; i++)
     for (int j = 0; j < bsz; j++)
-      out->data[i * (size_t)bsz + (size_t)j] = t->id[(size_t)j * out->nrows + i];
+      out->data[i * (size_t)bsz + (size_t)j] = t->id[(first + (size_t)j) * out->nrows + i];
+}
+
+void batchify(const Tokens *t, int bsz, Batches *out)
+{
+  batchify_slice(t, bsz, 0, 1, out);
 }
 
 void batches_free(Batches *b)

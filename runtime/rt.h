@@ -14,6 +14,7 @@
  *   train.c        main.py's training loop, checkpoints saved and resumed
  *   eval.c         main.py's evaluate() and the `eval` command
  *   generate.c     generate.py's sampling
+ *   dist.c         data-parallel training: ranks, reductions, broadcasts
  *   main.c         the command line of an emitted trainer
  *
  * Errors are reported as "file: error: ..." or "file:line: error: ..." into
@@ -125,6 +126,9 @@ typedef struct {
 } Batches;
 
 void batchify(const Tokens *t, int bsz, Batches *out);
+/* Columns [slice * bsz, (slice + 1) * bsz) of batchify(t, nslice * bsz):
+ * rank slice's share of a batch of nslice ranks (nslice 1: batchify). */
+void batchify_slice(const Tokens *t, int bsz, int slice, int nslice, Batches *out);
 void batches_free(Batches *b);
 /* get_batch(source, i): T = min(bptt, nrows - 1 - i); x = rows [i, i+T),
  * y = rows [i+1, i+1+T); returns T. */
@@ -336,6 +340,34 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
                  uint64_t seed, const char *prompt, const char *outf, int threads);
 /* one word drawn from exp(logp / temperature); u in [0, 1); w: n scratch */
 int sample_word(const real *logp, int n, double temperature, double u, real *w);
+
+/* -------------------------------------------------------------- dist.c */
+
+/* MPI_Init (a no-op in the default build) and MPI_Finalize; with several
+ * ranks rt_progname names the rank.  dist_end(rc) with rc != 0 and
+ * several ranks ends the whole job (MPI_Abort) and does not return. */
+void dist_begin(void);
+int dist_end(int rc);
+int dist_rank(void);   /* 0 in the default build */
+int dist_size(void);   /* 1 in the default build */
+double dist_mean(double x);          /* over the ranks; x itself with one */
+bool dist_any(bool x);               /* true on some rank */
+void dist_bcast(void *p, size_t bytes);   /* rank 0's bytes to every rank */
+
+/* The gradient the ranks step with. */
+typedef struct {
+  LmcModel dense;        /* the model, every gradient parameter-shaped */
+  LmcTensorDesc *table;  /* dense's parameter table */
+  real *grad;            /* (param_numel) the mean gradient */
+} DistGrad;
+
+void dist_grad_init(DistGrad *d, const LmcModel *m);   /* nothing held with one rank */
+void dist_grad_free(DistGrad *d);
+/* *m, *grad: the model and this rank's gradient block; with several ranks
+ * they become d->dense and the mean gradient over the ranks, else stay. */
+void dist_grad_mean(DistGrad *d, const LmcModel **m, real **grad);
+/* -1, said by rank 0, when the ranks' p differ (a hash of its bytes). */
+int dist_check_same(const real *p, size_t n, const char *when);
 
 /* ------------------------------------------------------------- train.c */
 

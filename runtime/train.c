@@ -24,6 +24,11 @@
  * step, optimizer, valid_loss.  AdamW's moments live in a companion file
  * FILE.optim so that the model file stays a plain state_dict; how the two
  * stay a pair through a kill at any moment is told at save_checkpoint.
+ *
+ * Under mpirun (dist.c) each rank trains its own columns of the global
+ * batch (batchify_slice) and steps with the mean gradient of all ranks;
+ * losses are means over the ranks; rank 0 alone prints, saves and reads a
+ * --resume checkpoint, whose contents it broadcasts.
  */
 #include <errno.h>
 #include <math.h>
@@ -40,7 +45,7 @@
 #include "outfile.h"
 #include "rt.h"
 
-enum { EVAL_DRY_WINDOWS = 3 };
+enum { EVAL_DRY_WINDOWS = 3, CHECK_EVERY = 100 /* steps between two dist_check_same */ };
 #define DEFAULT_SAVE "model.safetensors"
 #define FORMAT_VERSION "1"
 
@@ -58,6 +63,7 @@ typedef struct {
   Corpus corpus;
   Batches train, valid, test;
   Net net;
+  DistGrad dg;
   double lr;
   int epoch;             /* the one running, or the last done */
   bool has_best;
@@ -84,6 +90,7 @@ static void clear_progress(Trainer *t)
 
 static void out(Trainer *t, const char *fmt, ...)
 {
+  if (dist_rank() != 0) return;
   clear_progress(t);
   va_list ap;
   va_start(ap, fmt);
@@ -387,6 +394,25 @@ done:
   return rc;
 }
 
+/* The state a --resume gives, from rank 0 to every rank. */
+static void share_resume(Trainer *t)
+{
+  const LmcModel *m = t->m;
+  double s[5] = { t->lr, t->epoch, (double)t->net.train.step, t->has_best, t->best };
+  dist_bcast(s, sizeof s);
+  t->lr = s[0];
+  t->epoch = (int)s[1];
+  t->net.train.step = (uint64_t)s[2];
+  t->has_best = s[3] != 0;
+  t->best = s[4];
+  t->best_path = t->has_best ? t->o->resume : NULL;
+  dist_bcast(t->net.param, m->param_numel * sizeof(real));
+  if (t->o->adamw) {
+    dist_bcast(t->net.exp_avg, m->param_numel * sizeof(real));
+    dist_bcast(t->net.exp_avg_sq, m->param_numel * sizeof(real));
+  }
+}
+
 static void log_line(Trainer *t, long batch, long nbatch, double loss, double ms, double tps)
 {
   out(t, "| epoch %3d | %5ld/%5ld batches | lr %02.2f | ms/batch %5.2f | loss %5.2f | ppl %8.2f | tok/s %.0f\n",
@@ -414,35 +440,39 @@ static int train_epoch(Trainer *t)
   size_t tokens = 0;
   long batch = 0;
   for (size_t i = 0; batch < limit; batch++, i += (size_t)bptt) {
-    if (stop_requested) return 1;
+    if (dist_any(stop_requested)) return 1;
     const int32_t *x, *y;
     int T = get_batch(b, i, bptt, &x, &y);
     /* run() writes every gradient (a parameter the loss does not reach
      * gets zeros): no clearing pass over the block first */
-    double loss = m->train.run(c, x, y, T);
+    double loss = dist_mean(m->train.run(c, x, y, T));
     if (!isfinite(loss)) {
       clear_progress(t);
       fflush(stdout);
       rt_error("loss is %s at epoch %d batch %ld", isnan(loss) ? "nan" : "inf", t->epoch, batch);
       return -1;
     }
+    const LmcModel *om = m;   /* the optimizer's view: the mean gradient with several ranks */
+    real *g = c->grad;
+    dist_grad_mean(&t->dg, &om, &g);
     if (o->adamw) {
-      if (o->clip > 0) lmc_clip(m, c->grad, o->clip);
-      lmc_adamw(m, c->param, c->grad, t->net.exp_avg, t->net.exp_avg_sq, t->lr, 0.01, (long)c->step + 1);
+      if (o->clip > 0) lmc_clip(om, g, o->clip);
+      lmc_adamw(om, c->param, g, t->net.exp_avg, t->net.exp_avg_sq, t->lr, 0.01, (long)c->step + 1);
     } else {
       /* sgd: clip's scale folded into lr, one pass over the gradient less
        * (clip 0 only measures the norm; a NaN norm scales nothing, as
        * before); c->grad then holds the unclipped gradient */
       double lr = t->lr;
       if (o->clip > 0) {
-        double scale = o->clip / (lmc_clip(m, c->grad, 0) + 1e-6);   /* as lmc_clip */
+        double scale = o->clip / (lmc_clip(om, g, 0) + 1e-6);   /* as lmc_clip */
         if (scale < 1) lr *= scale;
       }
-      lmc_sgd(m, c->param, c->grad, lr);
+      lmc_sgd(om, c->param, g, lr);
     }
     c->step++;
+    if (c->step % CHECK_EVERY == 0 && dist_check_same(c->param, m->param_numel, "after a step") < 0) return -1;
     total_loss += loss;
-    tokens += (size_t)T * (size_t)b->bsz;
+    tokens += (size_t)T * (size_t)b->bsz * (size_t)dist_size();
     double tn = rt_now();
     if ((batch % o->log_interval == 0 && batch > 0) || (o->dry_run && batch == limit - 1)) {
       double elapsed = tn - start;
@@ -531,6 +561,7 @@ static int check_options(Trainer *t)
     rt_error("--save: the path is empty");
     return 1;
   }
+  if (dist_rank() != 0) return 0;   /* rank 0 alone writes files */
   if (o->dry_run && !o->save)
     t->save = t->tmp = temp_path();
   if (check_save_paths(t->save, o->adamw) < 0) return 1;
@@ -558,9 +589,10 @@ static int prepare(Trainer *t)
   openblas_set_num_threads(o->threads);
 
   if (vocab_load_corpus(m, &t->corpus, o->data) < 0) return -1;
-  batchify(&t->corpus.train, m->train.batch, &t->train);
-  batchify(&t->corpus.valid, m->eval.batch, &t->valid);
-  batchify(&t->corpus.test, m->eval.batch, &t->test);
+  int rank = dist_rank(), nrank = dist_size();
+  batchify_slice(&t->corpus.train, m->train.batch, rank, nrank, &t->train);
+  batchify_slice(&t->corpus.valid, m->eval.batch, rank, nrank, &t->valid);
+  batchify_slice(&t->corpus.test, m->eval.batch, rank, nrank, &t->test);
   /* from here on the batches are the corpus: the token lists go before the
    * model is allocated (8 MB of peak memory at WikiText-2) */
   tokens_free(&t->corpus.train);
@@ -572,15 +604,20 @@ static int prepare(Trainer *t)
                                           : NULL;
   if (tiny) {
     rt_error("%s/%s.txt is too small for batches of %d columns", o->data, tiny,
-             tiny[1] == 'r' ? m->train.batch : m->eval.batch);
+             (tiny[1] == 'r' ? m->train.batch : m->eval.batch) * nrank);
     return -1;
   }
   if (net_alloc(&t->net, m, USE_TRAIN | USE_EVAL | (o->adamw ? USE_ADAMW : 0), o->seed, o->threads,
                 o->dropout) < 0)
     return -1;
   init_params(m, t->net.param, o->seed);
-  if (o->resume && resume(t, o->lr > 0) < 0) return -1;
-  if (o->log_csv && open_csv(t) < 0) return -1;
+  dist_grad_init(&t->dg, m);
+  if (o->resume && rank == 0 && resume(t, o->lr > 0) < 0) return -1;
+  if (o->resume) share_resume(t);
+  if (o->log_csv && rank == 0 && open_csv(t) < 0) return -1;
+  if (nrank > 1)
+    out(t, "| data parallel | %d ranks | global batch %d (%d per rank)\n", nrank, m->train.batch * nrank,
+        m->train.batch);
   return 0;
 }
 
@@ -612,7 +649,7 @@ static int run_epochs(Trainer *t)
       stopped = true;
       break;
     }
-    double val_loss = eval_loss(&t->net.eval, &m->eval, &t->valid, m->bptt, t->eval_windows, NULL);
+    double val_loss = dist_mean(eval_loss(&t->net.eval, &m->eval, &t->valid, m->bptt, t->eval_windows, NULL));
     rule(t, '-');
     out(t, "| end of epoch %3d | time: %5.2fs | valid loss %5.2f | valid ppl %8.2f\n", epoch,
         rt_now() - epoch_start, val_loss, exp(val_loss));
@@ -621,14 +658,15 @@ static int run_epochs(Trainer *t)
       rt_error("valid loss is %s after epoch %d", isnan(val_loss) ? "nan" : "inf", epoch);
       return -1;
     }
+    if (dist_check_same(t->net.param, m->param_numel, "at the end of an epoch") < 0) return -1;
     if (!t->has_best || val_loss < t->best) {
-      if (save_checkpoint(t, t->save, val_loss) < 0) return -1;
+      if (dist_rank() == 0 && save_checkpoint(t, t->save, val_loss) < 0) return -1;
       t->has_best = true;
       t->best = val_loss;
       t->best_path = t->save;
     } else
       t->lr /= 4.0;
-    if (stop_requested) stopped = true;
+    if (dist_any(stop_requested)) stopped = true;
   }
   if (stopped) {
     rule(t, '-');
@@ -637,30 +675,34 @@ static int run_epochs(Trainer *t)
   return 0;
 }
 
-/* The best model reloaded, as main.py does, and its test loss: the exit
- * status. */
+/* Rank 0's reload of the best model, as main.py does: 0, or the exit status. */
+static int reload_best(Trainer *t)
+{
+  if (t->o->dry_run) return check_reload(t, t->best_path) < 0;
+  char err[ERRLEN];
+  MetaList meta = { 0 };
+  /* through the gradients and the arena (or AdamW's moments), unused
+   * from here on: no second copy of the model in memory at the end of
+   * training where they hold it; else through a block of its own */
+  int r = ckpt_load_via(t->best_path, t->m, t->net.param, t->net.spare, NULL, 0, &meta, err);
+  meta_free(&meta);
+  if (r < 0) {
+    fprintf(stderr, "%s\n", err);
+    return 1;
+  }
+  return 0;
+}
+
+/* The best model reloaded and its test loss: the exit status. */
 static int test_best(Trainer *t)
 {
   const LmcModel *m = t->m;
   if (t->best_path) {
-    if (t->o->dry_run) {
-      if (check_reload(t, t->best_path) < 0) return 1;
-    } else {
-      char err[ERRLEN];
-      MetaList meta = { 0 };
-      /* through the gradients and the arena (or AdamW's moments), unused
-       * from here on: no second copy of the model in memory at the end of
-       * training where they hold it; else through a block of its own */
-      int r = ckpt_load_via(t->best_path, m, t->net.param, t->net.spare, NULL, 0, &meta, err);
-      meta_free(&meta);
-      if (r < 0) {
-        fprintf(stderr, "%s\n", err);
-        return 1;
-      }
-    }
-  } else
+    if (dist_rank() == 0 && reload_best(t) != 0) return 1;
+    if (!t->o->dry_run) dist_bcast(t->net.param, m->param_numel * sizeof(real));
+  } else if (dist_rank() == 0)
     rt_warning("no model was saved; testing the current parameters");
-  double test_loss = eval_loss(&t->net.eval, &m->eval, &t->test, m->bptt, t->eval_windows, NULL);
+  double test_loss = dist_mean(eval_loss(&t->net.eval, &m->eval, &t->test, m->bptt, t->eval_windows, NULL));
   rule(t, '=');
   out(t, "| End of training | test loss %5.2f | test ppl %8.2f\n", test_loss, exp(test_loss));
   rule(t, '=');
@@ -680,6 +722,7 @@ static int trainer_end(Trainer *t, int rc)
     rc = 1;
   }
   net_free(&t->net);
+  dist_grad_free(&t->dg);
   batches_free(&t->train);
   batches_free(&t->valid);
   batches_free(&t->test);
@@ -698,9 +741,11 @@ static int trainer_end(Trainer *t, int rc)
 
 int run_train(const LmcModel *m, const TrainOptions *o)
 {
-  Trainer t = { .m = m, .o = o, .tty = isatty(STDERR_FILENO), .eval_windows = o->dry_run ? EVAL_DRY_WINDOWS : 0 };
+  dist_begin();
+  Trainer t = { .m = m, .o = o, .tty = isatty(STDERR_FILENO) && dist_rank() == 0,
+                .eval_windows = o->dry_run ? EVAL_DRY_WINDOWS : 0 };
   int rc = check_options(&t);
   if (rc == 0)
     rc = prepare(&t) < 0 || run_epochs(&t) < 0 ? 1 : test_best(&t);
-  return trainer_end(&t, rc);
+  return dist_end(trainer_end(&t, rc));
 }
