@@ -23,6 +23,7 @@ static const Case cases[] = {
   {"tests/grad/log_sqrt.lua", "", "", NULL, false},
   {"tests/grad/activations.lua", "", "", NULL, false},
   {"tests/grad/binary.lua", "", "", NULL, false},
+  {"tests/grad/pow_max.lua", "", "", NULL, false},
   {"tests/grad/matmul.lua", "", "", NULL, false},
   {"tests/grad/bmm.lua", "", "", NULL, false},
   {"tests/grad/embedding.lua", "-D bptt=3 -D batch_size=4", "2", NULL, false},

@@ -35,7 +35,8 @@ sequence lengths, a shorter last window):
                     torch's loss (rel. 1e-6)
          generate   `generate` writes the asked number of words
 
-and the elementwise ops torch has but no model uses (gelu, silu, erf:
+and the elementwise ops torch has but no model uses (gelu, gelu_tanh, silu, erf, pow,
+maximum, where, mean:
 activations.py), values and gradients.
 
 Every comparison prints its largest error next to its tolerance, and the
@@ -517,7 +518,7 @@ def main():
                 torch.set_default_dtype(torch.float32)
                 rep.check(f"{c.name} f32", False, str(e))
 
-    activations.check(rep, LMC, OUT, SAN)   # gelu, silu, erf against torch
+    activations.check(rep, LMC, OUT, SAN)   # the ops no model uses, against torch
 
     # The whole pickled models, converted by the tool in a fresh process in
     # which the reference's module `model` is not importable (as for a user
