@@ -59,6 +59,10 @@ static const Case cases[] = {
   {"graphs/transformer.lua",
    "-D ntoken=13 -D emsize=8 -D nhid=6 -D nhead=2 -D nlayers=2 -D bptt=4 -D batch_size=3 -D eval_batch_size=2",
    "3 0.2", NULL, false},
+  /* the nanoGPT-style GPT: learned positions, pre-norm blocks, exact GELU, tied head */
+  {"graphs/gpt.lua",
+   "-D ntoken=13 -D n_embd=8 -D n_head=2 -D n_layer=2 -D bptt=4 -D batch_size=3 -D eval_batch_size=2",
+   "3 0.2", NULL, false},
 };
 
 static int sh(const char *cmd)
