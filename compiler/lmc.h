@@ -644,6 +644,7 @@ struct Program {
   Graph *train;           /* batch_size, forward and backward */
   Graph *eval;            /* eval batch, forward only */
   Graph *gen;             /* batch 1, forward only */
+  Graph *sample;          /* SAMPLE_BATCH or the smaller eval batch, forward only: generate --samples N; or NULL */
   Hyper *hyper;
   int nhyper;
   const char *flags;      /* the lmc command line, for `info` and checkpoints */

@@ -4,9 +4,9 @@
  *   graph file --front_load--> IR --verify--> autodiff --> passes --> place --> emit_c
  *
  * The graph file is loaded once per specialisation (training at batch_size
- * with dropout, evaluation at eval_batch_size, generation at batch 1): three
- * runs of it.  Each goes through the same pipeline, and emit_c writes the
- * three into one C file sharing one parameter layout.
+ * with dropout, evaluation at eval_batch_size, generation at batch 1 and at
+ * SAMPLE_BATCH): four runs of it.  Each goes through the same pipeline, and
+ * emit_c writes the four into one C file sharing one parameter layout.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -95,6 +95,15 @@ static void optimize(Graph *g, const CompileOptions *o, bool primary)
  * graph that declared state in one specialisation only would still be
  * evaluated right, in windows of bptt). */
 enum { EVAL_SPAN = 2 };
+
+/* generate --samples N draws N independent samples SAMPLE_BATCH at a
+ * time, one column each, through a copy of the generation program at that
+ * batch: the per-word products read each weight once for all of them
+ * (one sample keeps the batch-1 program).  A smaller evaluation batch caps
+ * it, so that a model whose evaluation program fits has a sample program
+ * that fits; at 1 there is none, and the runtime runs the samples one at a
+ * time through the gen program. */
+enum { SAMPLE_BATCH = 8 };
 
 static bool has_state(const Graph *g)
 {
@@ -246,6 +255,12 @@ static int cmd_compile(int argc, char **argv)
   p.gen = load(&o, 1, false, 0, &hyper, &nhyper);
   ir_drop_output(p.gen, "loss");   /* generation samples from logp; see last_step.c */
   optimize(p.gen, &o, false);
+  int sample_batch = p.eval->batch < SAMPLE_BATCH ? p.eval->batch : SAMPLE_BATCH;
+  if (sample_batch > 1) {
+    p.sample = load(&o, sample_batch, false, 0, &hyper, &nhyper);
+    ir_drop_output(p.sample, "loss");
+    optimize(p.sample, &o, false);
+  }
   if (!strcmp(o.emit, "c"))
     place(&p);   /* where every value lives: the layout, each program's arena */
   FILE *f = open_output(o.out);

@@ -1305,7 +1305,7 @@ static void train_input_emb_embedding(real *y, const real *w, const int32_t *ids
 /* n17 = const() value 14.142135623730951
  *   ()
  *   graphs/transformer.lua:23
- *   shared by train_const, eval_const, gen_const
+ *   shared by train_const, eval_const, gen_const, sample_const
  *   (the nodes above are train_const's) */
 static void train_const(real *y)
 {
@@ -1332,7 +1332,7 @@ static void train_fused(real *restrict y0, const real *x0, const real *x1, uint6
 /* n23 = triu_mask()
  *   (T, T)
  *   graphs/transformer.lua:26
- *   shared by train_triu_mask, eval_triu_mask, gen_triu_mask
+ *   shared by train_triu_mask, eval_triu_mask, gen_triu_mask, sample_triu_mask
  *   (the nodes above are train_triu_mask's) */
 static void train_triu_mask(real *y, int T)
 {
@@ -1393,7 +1393,8 @@ static void train_encoder_self_attn_transpose(real *y, const real *x, int T)
  *   ()
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_self_attn_const,
- *             eval_encoder_l0_self_attn_const, gen_encoder_l0_self_attn_const
+ *             eval_encoder_l0_self_attn_const, gen_encoder_l0_self_attn_const,
+ *             sample_encoder_l0_self_attn_const
  *   (the nodes above are train_encoder_l0_self_attn_const's) */
 static void train_encoder_l0_self_attn_const(real *y)
 {
@@ -3453,6 +3454,575 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   return 0;
 }
 
+/* ---------------------------------------------------------------- sample: batch 8 */
+
+/* n16 = embedding(n15, n0)
+ *   (T, 8, 200) <- (33278, 200), (T, 8)
+ *   graphs/transformer.lua:23 */
+static void sample_input_emb_embedding(real *y, const real *w, const int32_t *ids, int T)
+{
+  for (long i = 0; i < 8*T; i++)
+    memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
+}
+
+/* fused: 2 nodes in one loop over (T, 8, 200)
+ *   n18 = mul(n16, n17) (T, 8, 200)
+ *   n21 = add(n18, n20) (T, 8, 200), stored in y0
+ *   reads x0 = n16, x1 = n20
+ *   graphs/transformer.lua:24 */
+static void sample_fused(real *restrict y0, const real *x0, const real *x1, int T)
+{
+  for (long i0 = 0; i0 < T; i0++)
+    for (long i1 = 0; i1 < 8; i1++)
+      for (long i2 = 0; i2 < 200; i2++) {
+        real v0 = x0[i0 * 1600 + i1 * 200 + i2] * (real)14.142135623730951;   /* mul */
+        real v1 = v0 + x1[i0 * 200 + i2];   /* add */
+        y0[i0 * 1600 + i1 * 200 + i2] = v1;
+      }
+}
+
+/* n26 = matmul_bias(n21, n23, n24) b^T
+ *   (T, 8, 600) <- (T, 8, 200), (600, 200), (600)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_matmul_bias,
+ *             sample_encoder_l1_self_attn_matmul_bias
+ *   (the nodes above are sample_encoder_l0_self_attn_matmul_bias's) */
+static void sample_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 600; i1++)
+      y[i0 * 600 + i1] = c[i1];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 600, 200,
+              1, a, 200, b, 200, 1, y, 600);
+}
+
+/* n27 = slice(n26) axis 2 from 0
+ *   (T, 8, 200) <- (T, 8, 600)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_slice,
+ *             sample_encoder_l1_self_attn_slice
+ *   (the nodes above are sample_encoder_l0_self_attn_slice's) */
+static void sample_encoder_self_attn_slice(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 200; i1++)
+      y[i0 * 200 + i1] = x[i0 * 600 + i1];
+}
+
+/* n29 = transpose(n28) perm 1 2 0 3
+ *   (8, 2, T, 100) <- (T, 8, 2, 100)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_transpose,
+ *             sample_encoder_l0_self_attn_transpose_2,
+ *             sample_encoder_l0_self_attn_transpose_3,
+ *             sample_encoder_l1_self_attn_transpose,
+ *             sample_encoder_l1_self_attn_transpose_2,
+ *             sample_encoder_l1_self_attn_transpose_3
+ *   (the nodes above are sample_encoder_l0_self_attn_transpose's) */
+static void sample_encoder_self_attn_transpose(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 16; i0++)
+    for (long i1 = 0; i1 < T; i1++)
+      for (long i2 = 0; i2 < 100; i2++)
+        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 1600 + i2];
+}
+
+/* n31 = div(n29, n30)
+ *   (8, 2, T, 100) <- (8, 2, T, 100), ()
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_div, sample_encoder_l1_self_attn_div
+ *   (the nodes above are sample_encoder_l0_self_attn_div's) */
+static void sample_encoder_self_attn_div(real *y, const real *a, const real *b, int T)
+{
+  for (long i0 = 0; i0 < 1600*T; i0++)
+    y[i0] = a[i0] / b[0];
+}
+
+/* n32 = slice(n26) axis 2 from 200
+ *   (T, 8, 200) <- (T, 8, 600)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_slice_2,
+ *             sample_encoder_l1_self_attn_slice_2
+ *   (the nodes above are sample_encoder_l0_self_attn_slice_2's) */
+static void sample_encoder_self_attn_slice_2(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 200; i1++)
+      y[i0 * 200 + i1] = x[200 + i0 * 600 + i1];
+}
+
+/* n35 = slice(n26) axis 2 from 400
+ *   (T, 8, 200) <- (T, 8, 600)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_slice_3,
+ *             sample_encoder_l1_self_attn_slice_3
+ *   (the nodes above are sample_encoder_l0_self_attn_slice_3's) */
+static void sample_encoder_self_attn_slice_3(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 200; i1++)
+      y[i0 * 200 + i1] = x[400 + i0 * 600 + i1];
+}
+
+/* n38 = bmm(n31, n34) b^T
+ *   (8, 2, T, T) <- (8, 2, T, 100), (8, 2, T, 100)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_bmm, sample_encoder_l1_self_attn_bmm
+ *   (the nodes above are sample_encoder_l0_self_attn_bmm's) */
+static void sample_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
+{
+  for (long i = 0; i < 16; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
+                1, a + i * 100*T, 100, b + i * 100*T, 100, 0, y + i * T*T, T);
+}
+
+/* n39 = add(n38, n22)
+ *   (8, 2, T, T) <- (8, 2, T, T), (T, T)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_add, sample_encoder_l1_self_attn_add
+ *   (the nodes above are sample_encoder_l0_self_attn_add's) */
+static void sample_encoder_self_attn_add(real *y, const real *a, const real *b, int T)
+{
+  for (long i0 = 0; i0 < 16; i0++)
+    for (long i1 = 0; i1 < T*T; i1++)
+      y[i0 * T*T + i1] = a[i0 * T*T + i1] + b[i1];
+}
+
+/* n40 = softmax(n39)
+ *   (8, 2, T, T) <- (8, 2, T, T)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_softmax,
+ *             sample_encoder_l1_self_attn_softmax
+ *   (the nodes above are sample_encoder_l0_self_attn_softmax's) */
+static void sample_encoder_self_attn_softmax(real *y, const real *x, int T)
+{
+  const long n = T;
+  for (long r = 0; r < 16*T; r++) {
+    const real *xr = x + r * n;
+    real *yr = y + r * n;
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
+    for (long i = 0; i < n; i++)
+      yr[i] = (real)(yr[i] / sum);
+  }
+}
+
+/* n41 = bmm(n40, n37)
+ *   (8, 2, T, 100) <- (8, 2, T, T), (8, 2, T, 100)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_bmm_2,
+ *             sample_encoder_l1_self_attn_bmm_2
+ *   (the nodes above are sample_encoder_l0_self_attn_bmm_2's) */
+static void sample_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
+{
+  for (long i = 0; i < 16; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
+                1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
+}
+
+/* n42 = transpose(n41) perm 2 0 1 3
+ *   (T, 8, 2, 100) <- (8, 2, T, 100)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_transpose_4,
+ *             sample_encoder_l1_self_attn_transpose_4
+ *   (the nodes above are sample_encoder_l0_self_attn_transpose_4's) */
+static void sample_encoder_self_attn_transpose_2(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < T; i0++)
+    for (long i1 = 0; i1 < 16; i1++)
+      for (long i2 = 0; i2 < 100; i2++)
+        y[i0 * 1600 + i1 * 100 + i2] = x[i0 * 100 + i1 * 100*T + i2];
+}
+
+/* n47 = matmul_bias(n43, n44, n46) b^T
+ *   (T, 8, 200) <- (T, 8, 200), (200, 200), (200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_out_proj_matmul_bias,
+ *             sample_encoder_l0_linear1_matmul_bias,
+ *             sample_encoder_l0_linear2_matmul_bias
+ *   (the nodes above are sample_encoder_l0_self_attn_out_proj_matmul_bias's) */
+static void sample_encoder_l0_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 200; i1++)
+      y[i0 * 200 + i1] = c[i1];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 200, 200,
+              1, a, 200, b, 200, 1, y, 200);
+}
+
+/* n48 = add(n21, n47)
+ *   (T, 8, 200) <- (T, 8, 200), (T, 8, 200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_add, sample_encoder_l0_add_2
+ *   (the nodes above are sample_encoder_l0_add's) */
+static void sample_encoder_l0_add(real *y, const real *a, const real *b, int T)
+{
+  for (long i0 = 0; i0 < 1600*T; i0++)
+    y[i0] = a[i0] + b[i0];
+}
+
+/* n51 = normalize(n48) eps 1e-05
+ *   (T, 8, 200) <- (T, 8, 200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_norm1_normalize,
+ *             sample_encoder_l0_norm2_normalize
+ *   (the nodes above are sample_encoder_l0_norm1_normalize's) */
+static void sample_encoder_l0_normalize(real *y, const real *x, int T)
+{
+  const long n = 200;
+  for (long r = 0; r < 8*T; r++) {
+    const real *xr = x + r * n;
+    double mean = 0, var = 0;
+    for (long i = 0; i < n; i++)
+      mean += xr[i];
+    mean /= n;
+    for (long i = 0; i < n; i++)
+      var += (xr[i] - mean) * (xr[i] - mean);
+    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
+    for (long i = 0; i < n; i++)
+      y[r * n + i] = (real)((xr[i] - mean) * rstd);
+  }
+}
+
+/* fused: 2 nodes in one loop over (T, 8, 200)
+ *   n52 = mul(n51, n49) (T, 8, 200)
+ *   n53 = add(n52, n50) (T, 8, 200), stored in y0
+ *   reads x0 = n51, x1 = n49, x2 = n50
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_norm1_fused, sample_encoder_l0_norm2_fused
+ *   (the nodes above are sample_encoder_l0_norm1_fused's) */
+static void sample_encoder_l0_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      real v0 = x0[i0 * 200 + i1] * x1[i1];   /* mul */
+      real v1 = v0 + x2[i1];   /* add */
+      y0[i0 * 200 + i1] = v1;
+    }
+}
+
+/* n58 = relu(n57)
+ *   (T, 8, 200) <- (T, 8, 200)
+ *   graphs/transformer.lua:25 */
+static void sample_encoder_l0_relu(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 1600*T; i0++)
+    y[i0] = x[i0] > 0 ? x[i0] : 0;
+}
+
+/* n132 = matmul_bias(n130, n44, n46) b^T
+ *   (1, 8, 200) <- (1, 8, 200), (200, 200), (200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_out_proj_matmul_bias_2,
+ *             sample_encoder_l0_linear1_matmul_bias_2,
+ *             sample_encoder_l0_linear2_matmul_bias_2,
+ *             sample_encoder_l1_self_attn_out_proj_matmul_bias,
+ *             sample_encoder_l1_linear1_matmul_bias,
+ *             sample_encoder_l1_linear2_matmul_bias
+ *   (the nodes above are sample_encoder_l0_self_attn_out_proj_matmul_bias_2's) */
+static void sample_encoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 200; i1++)
+      y[i0 * 200 + i1] = c[i1];
+  lmc_sgemm_abt_mt(nt, 8, 200, 200, a, 200, b, 200, 1, y, 200);
+}
+
+/* fused: 3 nodes in one loop over (1, 8, 200)
+ *   n127 = mul(n126, n17) (1, 8, 200)
+ *   n129 = add(n127, n128) (1, 8, 200)
+ *   n133 = add(n129, n132) (1, 8, 200), stored in y0
+ *   reads x0 = n126, x1 = n128, x2 = n132
+ *   graphs/transformer.lua:25 */
+static void sample_encoder_l0_fused_2(real *restrict y0, const real *x0, const real *x1, const real *x2)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      real v0 = x0[i0 * 200 + i1] * (real)14.142135623730951;   /* mul */
+      real v1 = v0 + x1[i1];   /* add */
+      real v2 = v1 + x2[i0 * 200 + i1];   /* add */
+      y0[i0 * 200 + i1] = v2;
+    }
+}
+
+/* n134 = normalize(n133) eps 1e-05
+ *   (1, 8, 200) <- (1, 8, 200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_norm1_normalize_2,
+ *             sample_encoder_l0_norm2_normalize_2,
+ *             sample_encoder_l1_norm1_normalize,
+ *             sample_encoder_l1_norm2_normalize, sample_encoder_norm_normalize
+ *   (the nodes above are sample_encoder_l0_norm1_normalize_2's) */
+static void sample_encoder_normalize(real *y, const real *x)
+{
+  const long n = 200;
+  for (long r = 0; r < 8; r++) {
+    const real *xr = x + r * n;
+    double mean = 0, var = 0;
+    for (long i = 0; i < n; i++)
+      mean += xr[i];
+    mean /= n;
+    for (long i = 0; i < n; i++)
+      var += (xr[i] - mean) * (xr[i] - mean);
+    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
+    for (long i = 0; i < n; i++)
+      y[r * n + i] = (real)((xr[i] - mean) * rstd);
+  }
+}
+
+/* fused: 2 nodes in one loop over (1, 8, 200)
+ *   n135 = mul(n134, n49) (1, 8, 200)
+ *   n136 = add(n135, n50) (1, 8, 200), stored in y0
+ *   reads x0 = n134, x1 = n49, x2 = n50
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_norm1_fused_2, sample_encoder_l1_norm1_fused,
+ *             sample_encoder_l1_norm2_fused, sample_encoder_norm_fused
+ *   (the nodes above are sample_encoder_l0_norm1_fused_2's) */
+static void sample_encoder_fused(real *restrict y0, const real *x0, const real *x1, const real *x2)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      real v0 = x0[i0 * 200 + i1] * x1[i1];   /* mul */
+      real v1 = v0 + x2[i1];   /* add */
+      y0[i0 * 200 + i1] = v1;
+    }
+}
+
+/* n139 = relu(n138)
+ *   (1, 8, 200) <- (1, 8, 200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_relu_2, sample_encoder_l1_relu
+ *   (the nodes above are sample_encoder_l0_relu_2's) */
+static void sample_encoder_relu(real *y, const real *x)
+{
+  for (long i0 = 0; i0 < 1600; i0++)
+    y[i0] = x[i0] > 0 ? x[i0] : 0;
+}
+
+/* n142 = add(n136, n141)
+ *   (1, 8, 200) <- (1, 8, 200), (1, 8, 200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_add_3, sample_encoder_l1_add
+ *   (the nodes above are sample_encoder_l0_add_3's) */
+static void sample_encoder_add(real *y, const real *a, const real *b)
+{
+  for (long i0 = 0; i0 < 1600; i0++)
+    y[i0] = a[i0] + b[i0];
+}
+
+/* fused: 3 nodes in one loop over (1, 8, 200)
+ *   n144 = mul(n143, n64) (1, 8, 200)
+ *   n145 = add(n144, n65) (1, 8, 200)
+ *   n149 = add(n145, n148) (1, 8, 200), stored in y0
+ *   reads x0 = n143, x1 = n64, x2 = n65, x3 = n148
+ *   graphs/transformer.lua:25 */
+static void sample_encoder_l1_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      real v0 = x0[i0 * 200 + i1] * x1[i1];   /* mul */
+      real v1 = v0 + x2[i1];   /* add */
+      real v2 = v1 + x3[i0 * 200 + i1];   /* add */
+      y0[i0 * 200 + i1] = v2;
+    }
+}
+
+/* n166 = matmul_bias(n164, n120, n122) b^T
+ *   (1, 8, 33278) <- (1, 8, 200), (33278, 200), (33278)
+ *   graphs/transformer.lua:27 */
+static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 33278; i1++)
+      y[i0 * 33278 + i1] = c[i1];
+  lmc_sgemm_abt_mt(nt, 8, 33278, 200, a, 200, b, 200, 1, y, 33278);
+}
+
+/* n167 = log_softmax(n166)
+ *   (1, 8, 33278) <- (1, 8, 33278)
+ *   graphs/transformer.lua:29 */
+static void sample_log_softmax(real *y, const real *x)
+{
+  const long n = 33278;
+  for (long r = 0; r < 8; r++) {
+    const real *xr = x + r * n;
+    real *yr = y + r * n;
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum(xr, n, max);
+    real lse = max + (real)log(sum);
+    for (long i = 0; i < n; i++)
+      yr[i] = xr[i] - lse;
+  }
+}
+
+static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
+{
+  real *w = c->work;
+  /* parameters */
+  const real *input_emb_weight = c->param;   /* input_emb.weight (33278, 200) */
+  const real *encoder_l0_self_attn_in_proj_weight = c->param + 6655600;   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l0_self_attn_in_proj_bias = c->param + 6775600;   /* encoder.layers.0.self_attn.in_proj_bias (600) */
+  const real *encoder_l0_self_attn_out_proj_weight = c->param + 6776200;   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l0_self_attn_out_proj_bias = c->param + 6816200;   /* encoder.layers.0.self_attn.out_proj.bias (200) */
+  const real *encoder_l0_norm1_weight = c->param + 6816400;   /* encoder.layers.0.norm1.weight (200) */
+  const real *encoder_l0_norm1_bias = c->param + 6816600;   /* encoder.layers.0.norm1.bias (200) */
+  const real *encoder_l0_linear1_weight = c->param + 6816800;   /* encoder.layers.0.linear1.weight (200, 200) */
+  const real *encoder_l0_linear1_bias = c->param + 6856800;   /* encoder.layers.0.linear1.bias (200) */
+  const real *encoder_l0_linear2_weight = c->param + 6857000;   /* encoder.layers.0.linear2.weight (200, 200) */
+  const real *encoder_l0_linear2_bias = c->param + 6897000;   /* encoder.layers.0.linear2.bias (200) */
+  const real *encoder_l0_norm2_weight = c->param + 6897200;   /* encoder.layers.0.norm2.weight (200) */
+  const real *encoder_l0_norm2_bias = c->param + 6897400;   /* encoder.layers.0.norm2.bias (200) */
+  const real *encoder_l1_self_attn_in_proj_weight = c->param + 6897600;   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l1_self_attn_in_proj_bias = c->param + 7017600;   /* encoder.layers.1.self_attn.in_proj_bias (600) */
+  const real *encoder_l1_self_attn_out_proj_weight = c->param + 7018200;   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l1_self_attn_out_proj_bias = c->param + 7058200;   /* encoder.layers.1.self_attn.out_proj.bias (200) */
+  const real *encoder_l1_norm1_weight = c->param + 7058400;   /* encoder.layers.1.norm1.weight (200) */
+  const real *encoder_l1_norm1_bias = c->param + 7058600;   /* encoder.layers.1.norm1.bias (200) */
+  const real *encoder_l1_linear1_weight = c->param + 7058800;   /* encoder.layers.1.linear1.weight (200, 200) */
+  const real *encoder_l1_linear1_bias = c->param + 7098800;   /* encoder.layers.1.linear1.bias (200) */
+  const real *encoder_l1_linear2_weight = c->param + 7099000;   /* encoder.layers.1.linear2.weight (200, 200) */
+  const real *encoder_l1_linear2_bias = c->param + 7139000;   /* encoder.layers.1.linear2.bias (200) */
+  const real *encoder_l1_norm2_weight = c->param + 7139200;   /* encoder.layers.1.norm2.weight (200) */
+  const real *encoder_l1_norm2_bias = c->param + 7139400;   /* encoder.layers.1.norm2.bias (200) */
+  const real *encoder_norm_weight = c->param + 7139600;   /* encoder.norm.weight (200) */
+  const real *encoder_norm_bias = c->param + 7139800;   /* encoder.norm.bias (200) */
+  const real *decoder_weight = c->param + 7140000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13795600;   /* decoder.bias (33278) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 532448;   /* read as targets when run() gets none */
+  real *input_emb_embedding = w + 168000;   /* (T, 8, 200), graphs/transformer.lua:23 */
+  real *const_2 = w + 449232;   /* (), graphs/transformer.lua:23 */
+  real *add = w + 224000;   /* (T, 8, 200), graphs/transformer.lua:24 */
+  real *triu_mask = w + 448000;   /* (T, T), graphs/transformer.lua:26 */
+  real *encoder_l0_self_attn_matmul_bias = w;   /* (T, 8, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice = w + 280000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose = w + 336000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_const = w + 449248;   /* (), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_div = w + 280000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_2 = w + 336000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_2 = w + 392000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_3 = w + 336000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_3 = w;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm = w + 56000;   /* (8, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add = w + 75600;   /* (8, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_softmax = w + 112000;   /* (8, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_2 = w + 56000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_4 = w + 280000;   /* (T, 8, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_bias = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add = w + 56000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add = w + 56000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_bias = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu = w + 112000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_bias = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_2 = w + 112000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_add = w + 224000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_matmul_bias = w;   /* (T, 8, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice = w + 224000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose = w + 336000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_div = w + 224000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_2 = w + 336000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_2 = w + 392000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_3 = w + 336000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_3 = w;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm = w + 56000;   /* (8, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add = w + 75600;   /* (8, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_softmax = w + 112000;   /* (8, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_2 = w + 56000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_4 = w;   /* (T, 8, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_bias_2 = w + 56000;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_3 = w + 57600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize_2 = w + 56000;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add_2 = w + 57600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_bias_2 = w + 56000;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu_2 = w + 59200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_bias_2 = w + 56000;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_4 = w + 59200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize_2 = w + 56000;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_out_proj_matmul_bias = w + 57600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_normalize = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_add = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_matmul_bias = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_relu = w + 3200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear2_matmul_bias = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add_2 = w + 3200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_normalize = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_add = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_normalize = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_add = w + 266224;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *decoder_matmul_bias = w;   /* (1, 8, 33278), graphs/transformer.lua:27 */
+  real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/transformer.lua:29 */
+  if (!targets)   /* no loss wanted: read zeros */
+    targets = memset(no_targets, 0, 280 * sizeof *targets);
+  sample_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
+  train_const(const_2);
+  sample_fused(add, input_emb_embedding, lmc_const0, T);
+  train_triu_mask(triu_mask, T);
+  sample_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, T);
+  sample_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
+  train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
+  sample_encoder_self_attn_div(encoder_l0_self_attn_div, encoder_l0_self_attn_transpose, encoder_l0_self_attn_const, T);
+  sample_encoder_self_attn_slice_2(encoder_l0_self_attn_slice_2, encoder_l0_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
+  sample_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
+  sample_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
+  sample_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_bmm, triu_mask, T);
+  sample_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add, T);
+  sample_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_transpose_3, T);
+  sample_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
+  sample_encoder_l0_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, T);
+  sample_encoder_l0_add(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul_bias, T);
+  sample_encoder_l0_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
+  sample_encoder_l0_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  sample_encoder_l0_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, T);
+  sample_encoder_l0_relu(encoder_l0_relu, encoder_l0_linear1_matmul_bias, T);
+  sample_encoder_l0_matmul_bias(encoder_l0_linear2_matmul_bias, encoder_l0_relu, encoder_l0_linear2_weight, encoder_l0_linear2_bias, T);
+  sample_encoder_l0_add(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul_bias, T);
+  sample_encoder_l0_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
+  sample_encoder_l0_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  sample_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, T);
+  sample_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
+  sample_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
+  sample_encoder_self_attn_slice_2(encoder_l1_self_attn_slice_2, encoder_l1_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
+  sample_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
+  sample_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
+  sample_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_bmm, triu_mask, T);
+  sample_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add, T);
+  sample_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_transpose_3, T);
+  sample_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
+  sample_encoder_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 1600, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, c->threads);
+  sample_encoder_l0_fused_2(encoder_l0_add_3, input_emb_embedding + (T - 1) * 1600, lmc_const0 + (T - 1) * 200, encoder_l0_self_attn_out_proj_matmul_bias_2);
+  sample_encoder_normalize(encoder_l0_norm1_normalize_2, encoder_l0_add_3);
+  sample_encoder_fused(encoder_l0_norm1_add_2, encoder_l0_norm1_normalize_2, encoder_l0_norm1_weight, encoder_l0_norm1_bias);
+  sample_encoder_matmul_bias(encoder_l0_linear1_matmul_bias_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, encoder_l0_linear1_bias, c->threads);
+  sample_encoder_relu(encoder_l0_relu_2, encoder_l0_linear1_matmul_bias_2);
+  sample_encoder_matmul_bias(encoder_l0_linear2_matmul_bias_2, encoder_l0_relu_2, encoder_l0_linear2_weight, encoder_l0_linear2_bias, c->threads);
+  sample_encoder_add(encoder_l0_add_4, encoder_l0_norm1_add_2, encoder_l0_linear2_matmul_bias_2);
+  sample_encoder_normalize(encoder_l0_norm2_normalize_2, encoder_l0_add_4);
+  sample_encoder_matmul_bias(encoder_l1_self_attn_out_proj_matmul_bias, encoder_l1_self_attn_transpose_4 + (T - 1) * 1600, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_bias, c->threads);
+  sample_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_normalize_2, encoder_l0_norm2_weight, encoder_l0_norm2_bias, encoder_l1_self_attn_out_proj_matmul_bias);
+  sample_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add);
+  sample_encoder_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias);
+  sample_encoder_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, c->threads);
+  sample_encoder_relu(encoder_l1_relu, encoder_l1_linear1_matmul_bias);
+  sample_encoder_matmul_bias(encoder_l1_linear2_matmul_bias, encoder_l1_relu, encoder_l1_linear2_weight, encoder_l1_linear2_bias, c->threads);
+  sample_encoder_add(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul_bias);
+  sample_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2);
+  sample_encoder_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias);
+  sample_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add);
+  sample_encoder_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias);
+  sample_decoder_matmul_bias(decoder_matmul_bias, encoder_norm_add, decoder_weight, decoder_bias, c->threads);
+  sample_log_softmax(log_softmax, decoder_matmul_bias);
+  return 0;
+}
+
 /* ---------------------------------------------------------------- the model */
 
 const LmcModel lmc_model = {
@@ -3507,6 +4077,19 @@ const LmcModel lmc_model = {
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 0,
+  },
+  .sample = {
+    .batch = 8,
+    .max_seq = 35,
+    .work_numel = 532736,
+    .state_numel = 0,
+    .nstate = 0,
+    .state = NULL,
+    .has_backward = 0,
+    .run = sample_run,
+    .has_logp = 1,
+    .logp_last = 1,
+    .logp_offset = 266224,
   },
   .fma = LMC_FMA,
 };

@@ -3,11 +3,13 @@
  *
  * Every C file that lmc emits includes it and defines `lmc_model`, an
  * LmcModel describing the compiled network: its parameters (names and
- * layouts as PyTorch's state_dict), its hidden state, and three programs,
+ * layouts as PyTorch's state_dict), its hidden state, and four programs,
  * each the network specialised to one batch size:
  *   train  batch_size (20), forward + backward, dropout on
  *   eval   eval batch (10), forward only, dropout off
  *   gen    batch 1, forward only, dropout off
+ *   sample batch 8 (the eval batch when smaller; none at 1), as gen:
+ *          generate --samples, a sample per column
  * The runtime (corpus, batching, training loop, evaluation, checkpoints,
  * generation, command line) drives those programs through LmcCtx.
  *
@@ -106,7 +108,7 @@ typedef struct LmcModel {
   size_t grad_numel;
   int ndropout;
   const LmcDropoutSlot *dropout;
-  LmcProgram train, eval, gen;
+  LmcProgram train, eval, gen, sample;   /* sample.run may be NULL: gen serves */
   int fma;               /* LMC_FMA where the emitted file was compiled */
 } LmcModel;
 
