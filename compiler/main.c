@@ -5,8 +5,10 @@
  *
  * The graph file is loaded once per specialisation (training at batch_size
  * with dropout, evaluation at eval_batch_size, generation at batch 1 and at
- * SAMPLE_BATCH): four runs of it.  Each goes through the same pipeline, and
- * emit_c writes the four into one C file sharing one parameter layout.
+ * SAMPLE_BATCH, and, for a graph whose positions meet only in causal
+ * attention, generation over key/value caches, kv_cache.c): up to five runs
+ * of it.  Each goes through the same pipeline, and emit_c writes them into
+ * one C file sharing one parameter layout.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -113,7 +115,8 @@ static bool has_state(const Graph *g)
   return false;
 }
 
-static Graph *load(const CompileOptions *o, int batch, bool training, int max_seq, Hyper **hyper, int *nhyper)
+static Graph *load(const CompileOptions *o, int batch, bool training, int max_seq, bool kv_cache, Hyper **hyper,
+                   int *nhyper)
 {
   FrontOptions fo = {
     .max_seq = max_seq,
@@ -123,6 +126,7 @@ static Graph *load(const CompileOptions *o, int batch, bool training, int max_se
     .ndef = o->ndef,
     .batch = batch,
     .training = training,
+    .kv_cache = kv_cache,
     .real = o->real,
     .mem_limit = 256u << 20,
     .instr_limit = 200000000,
@@ -234,7 +238,7 @@ static int cmd_compile(int argc, char **argv)
   Hyper *hyper;
   int nhyper;
   Program p = {.source = o.graph, .flags = join_args(argc, argv)};
-  p.train = load(&o, 0, true, 0, &p.hyper, &p.nhyper);
+  p.train = load(&o, 0, true, 0, false, &p.hyper, &p.nhyper);
   int eval_seq = has_state(p.train) ? EVAL_SPAN * p.train->max_seq : 0;   /* see EVAL_SPAN */
   if (!strcmp(o.emit, "c"))
     ir_drop_output(p.train, "logp");   /* only generation reads it */
@@ -249,17 +253,23 @@ static int cmd_compile(int argc, char **argv)
     arena_free_all();
     return 0;
   }
-  p.eval = load(&o, -1, false, eval_seq, &hyper, &nhyper);
+  p.eval = load(&o, -1, false, eval_seq, false, &hyper, &nhyper);
   ir_drop_output(p.eval, "logp");
   optimize(p.eval, &o, false);
-  p.gen = load(&o, 1, false, 0, &hyper, &nhyper);
+  p.gen = load(&o, 1, false, 0, false, &hyper, &nhyper);
   ir_drop_output(p.gen, "loss");   /* generation samples from logp; see last_step.c */
+  bool kv = kv_cacheable(p.gen);
   optimize(p.gen, &o, false);
   int sample_batch = p.eval->batch < SAMPLE_BATCH ? p.eval->batch : SAMPLE_BATCH;
   if (sample_batch > 1) {
-    p.sample = load(&o, sample_batch, false, 0, &hyper, &nhyper);
+    p.sample = load(&o, sample_batch, false, 0, false, &hyper, &nhyper);
     ir_drop_output(p.sample, "loss");
     optimize(p.sample, &o, false);
+  }
+  if (kv) {   /* generation over key/value caches: kv_cache.c */
+    p.step = load(&o, 1, false, 0, true, &hyper, &nhyper);
+    ir_drop_output(p.step, "loss");
+    optimize(p.step, &o, false);
   }
   if (!strcmp(o.emit, "c"))
     place(&p);   /* where every value lives: the layout, each program's arena */

@@ -1371,5 +1371,6 @@ const LmcModel lmc_model = {
     .logp_last = 1,
     .logp_offset = 266224,
   },
+  .step = { .run = NULL },
   .fma = LMC_FMA,
 };

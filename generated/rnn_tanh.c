@@ -1117,5 +1117,6 @@ const LmcModel lmc_model = {
     .logp_last = 1,
     .logp_offset = 266224,
   },
+  .step = { .run = NULL },
   .fma = LMC_FMA,
 };

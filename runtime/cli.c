@@ -66,6 +66,7 @@ void cli_help(FILE *f, const LmcModel *m, const char *prog, const char *which)
             "  --prompt TEXT       words to start from (a random word)\n"
             "  --prompt-file FILE  the words to start from, read from FILE\n"
             "  --samples N         N independent samples, apart by an empty line (1)\n"
+            "  --no-kv-cache       recompute the window for every word (where the model has a cache)\n"
             "  --outf FILE         output file, - for stdout (generated.txt)\n"
             "  --threads N         BLAS and kernel threads (1)\n",
             prog);
@@ -309,6 +310,7 @@ static void parse_generate(Args *a, CliOptions *out)
     else if (is(a, "--prompt-file")) o.prompt_file = path_value(a);
     else if (is(a, "--samples"))
       o.samples = (int)integer(a, 1, GEN_MAX_SAMPLES, "an integer in [1, 100000]");
+    else if (is(a, "--no-kv-cache")) no_value(a), o.no_kv_cache = true;
     else if (is(a, "--outf")) o.outf = path_value(a);
     else if (is(a, "--threads")) o.threads = (int)integer(a, 1, 4096, "a positive integer");
     else unknown(a);

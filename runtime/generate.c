@@ -22,13 +22,38 @@
 
 enum { GEN_LOG_INTERVAL = 100 };
 
-/* Runs program p on the history, B = p->batch columns: row k of hist
+/* The program that generation runs, and for the step program how many
+ * positions of the window its key/value caches hold. */
+typedef struct {
+  const LmcProgram *p;
+  bool step;
+  size_t cached;
+} Feed;
+
+/* The step program (batch 1) on the window of the last max_seq words of
+ * hist: only the words after the cached positions, from c->pos.  When the
+ * window slides (the history outgrows max_seq), every word moves to
+ * another position and the window is computed afresh from position 0, as
+ * the gen program computes it for every word. */
+static const real *step_feed(LmcCtx *c, Feed *f, const int32_t *hist, size_t len)
+{
+  size_t max = (size_t)f->p->max_seq, from = len <= max ? f->cached : len - max;
+  c->pos = len <= max ? (int)f->cached : 0;
+  int T = (int)(len - from);
+  f->p->run(c, hist + from, NULL, T);
+  f->cached = (size_t)c->pos + (size_t)T;
+  return c->work + f->p->logp_offset + (f->p->logp_last ? 0 : (size_t)(T - 1) * (size_t)c->m->ntoken);
+}
+
+/* Runs the program on the history, B = p->batch columns: row k of hist
  * holds word k of every column.  Returns the log-probabilities of the next
  * word of column 0; column b's follow at b * ntoken.  With a hidden state
  * (RNNs) only the newest n rows are fed; without one (Transformer) the
- * window of the last max_seq rows. */
-static const real *gen_feed(LmcCtx *c, const LmcProgram *p, const int32_t *hist, size_t len, size_t n)
+ * window of the last max_seq rows, or its new rows to the step program. */
+static const real *gen_feed(LmcCtx *c, Feed *f, const int32_t *hist, size_t len, size_t n)
 {
+  if (f->step) return step_feed(c, f, hist, len);
+  const LmcProgram *p = f->p;
   int T;
   size_t B = (size_t)p->batch;
   const int32_t *x;
@@ -141,21 +166,24 @@ typedef struct {
   Rng *r;                /* (B) */
   real *w;               /* (ntoken) the weights */
   SampleCand *cand;      /* (ntoken) */
+  FILE *logp;            /* test hook LMC_TEST_LOGP=FILE: column 0's log-probabilities, a word a line */
 } Sampler;
 
 /* words rows drawn after the history hist[0, len) (room for them), every
  * column of program p; a progress line every GEN_LOG_INTERVAL words. */
-static void draw_words(LmcCtx *c, const LmcProgram *p, int32_t *hist, size_t len, int words, Sampler *s)
+static void draw_words(LmcCtx *c, Feed *f, int32_t *hist, size_t len, int words, Sampler *s)
 {
-  int n = c->m->ntoken, B = p->batch;
-  const real *logp = gen_feed(c, p, hist, len, len);
+  int n = c->m->ntoken, B = f->p->batch;
+  const real *logp = gen_feed(c, f, hist, len, len);
   for (int i = 0; i < words; i++) {
+    for (int v = 0; s->logp && v < n; v++)
+      fprintf(s->logp, "%.9g%c", (double)logp[v], v + 1 < n ? ' ' : '\n');
     for (int b = 0; b < B; b++)
       hist[len * (size_t)B + (size_t)b] =
         sample_word(logp + (size_t)b * (size_t)n, n, &s->rule, rng_uniform(&s->r[b]), s->w, s->cand);
     if (i % GEN_LOG_INTERVAL == 0) fprintf(stderr, "| Generated %d/%d words\n", i, words);
     len++;
-    if (i + 1 < words) logp = gen_feed(c, p, hist, len, 1);
+    if (i + 1 < words) logp = gen_feed(c, f, hist, len, 1);
   }
 }
 
@@ -173,20 +201,22 @@ static void write_words(FILE *f, const Dict *d, const int32_t *hist, int B, int 
  * i of the seed (sample 0's is the stream of a one-sample run) and starts
  * from the prompt, or from a random word of its own stream.  Samples are
  * separated by an empty line. */
-static void draw_samples(LmcCtx *c, const LmcProgram *p, const Dict *d, const int32_t *prompt, size_t plen,
+static void draw_samples(LmcCtx *c, Feed *fd, const Dict *d, const int32_t *prompt, size_t plen,
                          const GenOptions *o, Sampler *s, int32_t *hist, FILE *f)
 {
+  const LmcProgram *p = fd->p;
   int B = p->batch;
   size_t start = plen ? plen : 1;
   for (int i0 = 0; i0 < o->samples; i0 += B) {
     memset(c->state, 0, p->state_numel * sizeof *c->state);   /* every sample from the zero state */
+    fd->cached = 0;
     for (int b = 0; b < B; b++) {
       s->r[b] = rng_new(o->seed, 0x67656e + (uint64_t)(i0 + b));   /* "gen" */
       for (size_t k = 0; k < plen; k++) hist[k * (size_t)B + (size_t)b] = prompt[k];
       if (!plen)   /* torch.randint(ntokens, (1, 1)) */
         hist[b] = (int32_t)(rng_next(&s->r[b]) % (uint64_t)c->m->ntoken);
     }
-    draw_words(c, p, hist, start, o->words, s);
+    draw_words(c, fd, hist, start, o->words, s);
     for (int b = 0; b < B && i0 + b < o->samples; b++) {
       if (i0 + b > 0) fputs(o->words % 20 ? "\n\n" : "\n", f);
       write_words(f, d, hist, B, b, start, o->words);
@@ -230,24 +260,25 @@ int run_generate(const LmcModel *m, const GenOptions *o)
   if (o->prompt_file && !(text = read_prompt_file(o->prompt_file))) return 1;
   const char *prompt = text ? text : o->prompt;
   const char *what = text ? "--prompt-file" : "--prompt";
-  /* one sample at batch 1; more, SAMPLE_BATCH columns at a time */
-  bool many = o->samples > 1 && m->sample.run;
-  const LmcProgram *p = many ? &m->sample : &m->gen;
-  size_t B = (size_t)p->batch;
+  /* one sample at batch 1, over key/value caches where the model has them;
+   * more, SAMPLE_BATCH columns at a time */
+  bool many = o->samples > 1 && m->sample.run, step = !many && m->step.run && !o->no_kv_cache;
+  Feed fd = { many ? &m->sample : step ? &m->step : &m->gen, step, 0 };
+  size_t B = (size_t)fd.p->batch;
   openblas_set_num_threads(o->threads);
   Net n;
   MetaList meta = { 0 };
   Dict d;
   dict_init(&d);
   int32_t *ids = NULL, *hist = NULL;
-  Sampler s = { o->rule, NULL, NULL, NULL };
+  Sampler s = { o->rule, NULL, NULL, NULL, NULL };
   FILE *f = NULL;
   OutFile of = { 0 };
-  if (net_alloc(&n, m, many ? USE_SAMPLE : USE_GEN, o->seed, o->threads, 0) < 0) {
+  if (net_alloc(&n, m, many ? USE_SAMPLE : step ? USE_STEP : USE_GEN, o->seed, o->threads, 0) < 0) {
     free(text);
     return 1;
   }
-  LmcCtx *c = many ? &n.sample : &n.gen;
+  LmcCtx *c = many ? &n.sample : step ? &n.step : &n.gen;
   /* straight into the parameters: on failure we stop */
   if (ckpt_load_via(o->checkpoint, m, n.param, n.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);
@@ -271,7 +302,12 @@ int run_generate(const LmcModel *m, const GenOptions *o)
     goto done;
   } else
     f = of.f;
-  draw_samples(c, p, &d, ids, plen, o, &s, hist, f);
+  const char *dump = getenv("LMC_TEST_LOGP");
+  if (dump && !(s.logp = fopen(dump, "w"))) {
+    rt_error("LMC_TEST_LOGP %s: cannot open: %s", dump, strerror(errno));
+    goto done;
+  }
+  draw_samples(c, &fd, &d, ids, plen, o, &s, hist, f);
   if (to_stdout ? fflush(f) != 0 || ferror(f) : outfile_commit(&of, false, err, sizeof err) < 0) {
     if (to_stdout) {
       rt_error("cannot write standard output: %s", strerror(errno));
@@ -283,6 +319,7 @@ int run_generate(const LmcModel *m, const GenOptions *o)
   rc = 0;
 done:
   outfile_abort(&of);
+  if (s.logp) fclose(s.logp);
   free(text);
   free(ids);
   free(hist);

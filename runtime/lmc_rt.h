@@ -10,6 +10,9 @@
  *   gen    batch 1, forward only, dropout off
  *   sample batch 8 (the eval batch when smaller; none at 1), as gen:
  *          generate --samples, a sample per column
+ *   step   batch 1, as gen but for the new positions only, from c->pos,
+ *          over key/value caches in its state (a graph whose positions
+ *          meet only in causal attention: the Transformer)
  * The runtime (corpus, batching, training loop, evaluation, checkpoints,
  * generation, command line) drives those programs through LmcCtx.
  *
@@ -108,7 +111,7 @@ typedef struct LmcModel {
   size_t grad_numel;
   int ndropout;
   const LmcDropoutSlot *dropout;
-  LmcProgram train, eval, gen, sample;   /* sample.run may be NULL: gen serves */
+  LmcProgram train, eval, gen, sample, step;   /* sample.run, step.run may be NULL: gen serves */
   int fma;               /* LMC_FMA where the emitted file was compiled */
 } LmcModel;
 
@@ -122,6 +125,7 @@ typedef struct LmcCtx {
                             other than train ignore them */
   uint64_t seed;         /* dropout masks depend on seed, step, stream, index */
   uint64_t step;         /* training steps taken: advanced by the runtime */
+  int pos;               /* the step program: the position of tokens[0] in the window */
   int threads;
 } LmcCtx;
 

@@ -61,6 +61,9 @@ int model_check(const LmcModel *m)
   else if (m->sample.run && (m->sample.batch < 1 || m->sample.max_seq != m->gen.max_seq || !m->sample.has_logp ||
                              (m->sample.nstate > 0) != (m->gen.nstate > 0)))
     why = "the sample program is not the gen program at another batch";
+  else if (m->step.run && (m->step.batch != 1 || m->step.max_seq != m->gen.max_seq || !m->step.has_logp ||
+                           m->step.nstate < 1 || m->gen.nstate > 0))
+    why = "the step program is not the gen program over key/value caches";
   else if (m->train.batch < 1 || m->eval.batch < 1) why = "a program has no batch";
   else if (m->grad_numel > m->param_numel) why = "the gradient block does not fit the parameters";
   for (int i = 0; !why && i < m->nparam; i++) {
@@ -98,10 +101,10 @@ static real *block_alloc(size_t bytes)
 
 int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, double dropout)
 {
-  enum { NPROG = 4 };
-  const LmcProgram *prog[NPROG] = { &m->train, &m->eval, &m->gen, &m->sample };
-  LmcCtx *ctx[NPROG] = { &n->train, &n->eval, &n->gen, &n->sample };
-  const int bit[NPROG] = { USE_TRAIN, USE_EVAL, USE_GEN, USE_SAMPLE };
+  enum { NPROG = 5 };
+  const LmcProgram *prog[NPROG] = { &m->train, &m->eval, &m->gen, &m->sample, &m->step };
+  LmcCtx *ctx[NPROG] = { &n->train, &n->eval, &n->gen, &n->sample, &n->step };
+  const int bit[NPROG] = { USE_TRAIN, USE_EVAL, USE_GEN, USE_SAMPLE, USE_STEP };
   memset(n, 0, sizeof *n);
   size_t total = pad(m->param_numel);
   if (use & USE_TRAIN) total += pad(m->grad_numel);

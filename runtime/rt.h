@@ -298,10 +298,10 @@ typedef struct {
   real *exp_avg, *exp_avg_sq;   /* (param_numel) each, AdamW only */
   real *spare;                  /* param_numel reals free once training ends, or NULL */
   double *dropout;              /* (ndropout) */
-  LmcCtx train, eval, gen, sample;
+  LmcCtx train, eval, gen, sample, step;
 } Net;
 
-enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8, USE_SAMPLE = 16 };
+enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8, USE_SAMPLE = 16, USE_STEP = 32 };
 
 /* The programs in use (USE_*) and their memory, zeroed; dropout < 0: the
  * compiled probabilities.  -1, said, when the block cannot be had. */
@@ -361,6 +361,7 @@ typedef struct {
   const char *prompt_file;  /* a file of words, or NULL (not both) */
   const char *outf;         /* "-": standard output */
   int words, samples, threads;
+  bool no_kv_cache;         /* the gen program on the window even where a step program exists */
   SampleRule rule;
   uint64_t seed;
 } GenOptions;

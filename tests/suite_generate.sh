@@ -16,6 +16,12 @@
 #    6  --prompt-file: the words of --prompt; unknown words as <unk>
 #    7  bad values refused: --top-k 0, --top-p 0 and 1.5, --samples 0 and
 #       100001, both prompts, a missing, empty, binary prompt file, a folder
+#    8  the Transformer's step program (key/value caches, compiler/kv_cache.c)
+#       and the window recomputed for every word (--no-kv-cache) draw the
+#       same words over 40 words, a window of 6 sliding 34 times, for three
+#       seeds and a prompt, their log-probabilities within 1e-5
+#       (LMC_TEST_LOGP); the LSTM has no step program, nor a Transformer
+#       whose attention is not causal (triu_mask() replaced by const(0))
 #
 # Environment: B (build folder, default build), LMC (default $B/lmc), SAN
 # (extra compiler flags for the trainers, as suite_trainer.sh).
@@ -156,6 +162,24 @@ for a in "--top-k 0|--top-k: expected a positive integer" "--top-p 0|--top-p: ex
 done
 [ $bad -eq 0 ]
 result 7 "bad generate values refused" "$((n - bad))/$n refused with their message, no output written" $?
+
+# ------------------------------------------------------ 8 key/value cache
+ok=0
+for args in "--seed 1" "--seed 2 --temperature 2" "--seed 3 --top-p 0.9 --prompt the"; do
+  gen "$X" "$tmp/x.st" "$tmp/c" --words 40 $args && gen "$X" "$tmp/x.st" "$tmp/u" --words 40 --no-kv-cache $args &&
+    cmp -s "$tmp/c" "$tmp/u" || ok=1
+done
+LMC_TEST_LOGP=$tmp/lc gen "$X" "$tmp/x.st" "$tmp/c" --words 40 --seed 4 &&
+  LMC_TEST_LOGP=$tmp/lu gen "$X" "$tmp/x.st" "$tmp/u" --words 40 --seed 4 --no-kv-cache || ok=1
+diff=$(paste -d' ' "$tmp/lc" "$tmp/lu" | awk '{ n = NF / 2; for (i = 1; i <= n; i++) { d = $i - $(i + n)
+  if (d < 0) d = -d; if (d > m) m = d } } END { printf "%.3g", m }')
+rows=$(awk 'END { print NR }' "$tmp/lc")
+sed 's/triu_mask()/const(0)/' graphs/transformer.lua >"$tmp/bidir.lua"
+"$LMC" compile "$tmp/bidir.lua" -D ntoken=20 -D emsize=8 -D nhid=8 -D bptt=4 -o "$tmp/bidir.c" 2>>"$tmp/err" || ok=1
+grep -q "step_run" "$tb/gen/transformer.c" && ! grep -q "step_run" "$tb/gen/lstm.c" && ! grep -q "step_run" "$tmp/bidir.c" ||
+  ok=1
+[ $ok -eq 0 ] && [ "$rows" -eq 40 ] && awk -v d="$diff" 'BEGIN { exit !(d + 0 <= 1e-5) }'
+result 8 "cached and uncached Transformer generation"   "$([ $ok -eq 0 ] && echo same || echo other) words (4 runs of 40, window 6); log-probabilities of $rows words: max |diff| $diff (tolerance 1e-5); step program only where causal" $?
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
