@@ -58,6 +58,7 @@ typedef struct {
   char **file;                 /* interned file names for node locations */
   int nfile, capfile;
   int in_scan;
+  int nkv;                     /* key/value caches made (FrontOptions.kv_cache) */
   StrMap scope_ids;            /* scope name -> index in scope_name */
   const char **scope_name;     /* interned scope names (arena) */
   int nscope_name, capscope_name, scope_depth;

@@ -611,7 +611,8 @@ static void infer(Graph *g, Node *n)
   const Shape *y = n->nin > 1 ? &g->node[n->in[1]].shape : NULL;
   n->dtype = g->real;
   if (!infer_elem(g, n, x, y) && !infer_leaf(g, n) && !infer_product(g, n, x, y) &&
-      !infer_rows(g, n, x, y) && !infer_shape_op(g, n, x, y) && !infer_loop_op(g, n, x))
+      !infer_rows(g, n, x, y) && !infer_shape_op(g, n, x, y) && !infer_loop_op(g, n, x) &&
+      !kv_infer(g, n, x, y))
     die("no shape rule for %s", op_info[n->op].name);
 }
 

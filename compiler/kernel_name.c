@@ -2,7 +2,7 @@
  * kernel_name.c: the C names of kernels, from the scopes of their nodes.
  *
  * A kernel is named  <prog>_<scope>_<what>  (or <prog>_<what> at top level):
- *   prog   the program: "train", "eval" or "gen";
+ *   prog   the program: "train", "eval", "gen" or "sample";
  *   scope  the node's scope (Node.scope, the layer that built it) as an
  *          identifier: dots become '_', a "layers.<k>" pair becomes "l<k>"
  *          as in the recurrent layers' "rnn.l0" (encoder.layers.0.self_attn

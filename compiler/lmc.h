@@ -231,6 +231,9 @@ typedef enum {
   X(PAD,          "pad",          1, 0, A_PAD, (NULL), NULL, (NULL)) /* inverse of slice: zeros around, shape a.shape */ \
   X(CONCAT,       "concat",       2, P_GRAD | P_FOLD, A_AXIS, (NULL), NULL, (NULL)) /* in[0], in[1] joined along a.axis */ \
   X(TRIU_MASK,    "triu_mask",    0, P_LEAF | P_FOLD, A_NONE, (NULL), NULL, (NULL)) /* (T, T): 0 on and below the diagonal, -inf above */ \
+  X(CAUSAL_MASK,  "causal_mask",  0, P_LEAF, A_NONE, (NULL), NULL, (NULL)) /* step program: (T, max_seq), 0 where column j <= pos + row i, -inf elsewhere */ \
+  X(SLICE_POS,    "slice_pos",    1, 0, A_AXIS, (NULL), NULL, (NULL)) /* step program: T rows from row pos along a.axis of a table */ \
+  X(KV_WRITE,     "kv_write",     2, 0, A_AXIS, (NULL), NULL, (NULL)) /* step program: cache in[0] with in[1]'s T rows written at pos along a.axis */ \
   X(LITERAL,      "literal",      0, P_LEAF | P_FOLD, A_LITERAL, (NULL), NULL, (NULL)) /* a.data: values folded at compile time, a static array */ \
   X(STEP,         "step",         1, P_LOOP | P_GRAD, A_NONE, (NULL), NULL, (NULL)) /* body: x[t] */ \
   X(CARRY,        "carry",        2, P_LOOP | P_GRAD | P_UNIQUE, A_NONE, (NULL), NULL, (NULL)) /* body: carried state (init, next) */ \
@@ -501,6 +504,7 @@ typedef struct {
   int batch;              /* batch() in the graph file */
   int max_seq;            /* bptt unless given by -D bptt= */
   bool training;          /* false: dropout is the identity */
+  bool kv_cache;          /* the step program: attention over key/value caches (kv_cache.c) */
   DType real;
   size_t mem_limit;       /* bytes of Lua heap */
   long instr_limit;       /* Lua VM instructions */
@@ -632,6 +636,18 @@ Param *find_param(const Layout *l, const char *name);
  * compiler bug it die()s with: a sequence-length dim, rank over 4). */
 int desc_rank(const Shape *s, const char *what, const char *name);
 
+/* ------------------------------------------------------------ kv_cache.c */
+
+/* Whether the positions of gen graph g (as the front end built it, loss
+ * dropped) meet only in causal attention, so that a step program with
+ * key/value caches computes what it computes. */
+bool kv_cacheable(const Graph *g);
+/* Under FrontOptions.kv_cache: bmm operand b, when its rows are the
+ * positions, as cache number k with b's rows written at pos; else b. */
+int kv_cache_rows(Graph *g, int b, int k);
+/* ir.c's shape rule for causal_mask, slice_pos and kv_write. */
+bool kv_infer(Graph *g, Node *n, const Shape *x, const Shape *y);
+
 /* --------------------------------------------------------------- stats.c */
 
 void print_stats(Program *p, FILE *f);
@@ -667,6 +683,8 @@ struct Program {
   Graph *train;           /* batch_size, forward and backward */
   Graph *eval;            /* eval batch, forward only */
   Graph *gen;             /* batch 1, forward only */
+  Graph *sample;          /* SAMPLE_BATCH or the smaller eval batch, forward only: generate --samples N; or NULL */
+  Graph *step;            /* batch 1, forward only, new positions over key/value caches (kv_cache.c); or NULL */
   Hyper *hyper;
   int nhyper;
   const char *flags;      /* the lmc command line, for `info` and checkpoints */

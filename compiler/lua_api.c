@@ -338,6 +338,11 @@ static int matmul_like(lua_State *L, Op op, const char *fn)
   check_opts(L, 3, fn, (const char *const[]){"ta", "tb", NULL});
   Attr at = {.ta = opt_bool(L, 3, fn, "ta"), .tb = opt_bool(L, 3, fn, "tb")};
   here(L);
+  if (op == OP_BMM && front(L)->o->kv_cache) {   /* keys and values from a cache (kv_cache.c) */
+    int w = kv_cache_rows(graph(L), b, front(L)->nkv);
+    front(L)->nkv += w != b;
+    b = w;
+  }
   return push_tensor(L, ir_op2(graph(L), op, a, b, &at));
 }
 
@@ -562,6 +567,12 @@ static int l_slice(lua_State *L)
     a.len = (int)len;
   }
   here(L);
+  if (front(L)->o->kv_cache && a.len == -1 && a.start == 0 && !ir_get(graph(L), x)->shape.seq) {
+    /* kv_cache.c: rows pos .. pos + T - 1 of the first max_seq, which
+     * fold-constants folds as it folds the gen program's slice */
+    int head = ir_op1(graph(L), OP_SLICE, x, &(Attr){.axis = a.axis, .len = graph(L)->max_seq});
+    return push_tensor(L, ir_op1(graph(L), OP_SLICE_POS, head, &(Attr){.axis = a.axis}));
+  }
   return push_tensor(L, ir_op1(graph(L), OP_SLICE, x, &a));
 }
 
@@ -620,7 +631,7 @@ static int l_arange(lua_State *L)
 static int l_triu_mask(lua_State *L)
 {
   here(L);
-  return push_tensor(L, ir_op(graph(L), OP_TRIU_MASK, 0, NULL, NULL));
+  return push_tensor(L, ir_op(graph(L), front(L)->o->kv_cache ? OP_CAUSAL_MASK : OP_TRIU_MASK, 0, NULL, NULL));
 }
 
 /* Reads list field `key` of the scan table (a tensor alone is a list of

@@ -4,9 +4,11 @@
  *   graph file --front_load--> IR --verify--> autodiff --> passes --> place --> emit_c
  *
  * The graph file is loaded once per specialisation (training at batch_size
- * with dropout, evaluation at eval_batch_size, generation at batch 1): three
- * runs of it.  Each goes through the same pipeline, and emit_c writes the
- * three into one C file sharing one parameter layout.
+ * with dropout, evaluation at eval_batch_size, generation at batch 1 and at
+ * SAMPLE_BATCH, and, for a graph whose positions meet only in causal
+ * attention, generation over key/value caches, kv_cache.c): up to five runs
+ * of it.  Each goes through the same pipeline, and emit_c writes them into
+ * one C file sharing one parameter layout.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -96,6 +98,15 @@ static void optimize(Graph *g, const CompileOptions *o, bool primary)
  * evaluated right, in windows of bptt). */
 enum { EVAL_SPAN = 2 };
 
+/* generate --samples N draws N independent samples SAMPLE_BATCH at a
+ * time, one column each, through a copy of the generation program at that
+ * batch: the per-word products read each weight once for all of them
+ * (one sample keeps the batch-1 program).  A smaller evaluation batch caps
+ * it, so that a model whose evaluation program fits has a sample program
+ * that fits; at 1 there is none, and the runtime runs the samples one at a
+ * time through the gen program. */
+enum { SAMPLE_BATCH = 8 };
+
 static bool has_state(const Graph *g)
 {
   for (int i = 0; i < g->nnode; i++)
@@ -104,7 +115,8 @@ static bool has_state(const Graph *g)
   return false;
 }
 
-static Graph *load(const CompileOptions *o, int batch, bool training, int max_seq, Hyper **hyper, int *nhyper)
+static Graph *load(const CompileOptions *o, int batch, bool training, int max_seq, bool kv_cache, Hyper **hyper,
+                   int *nhyper)
 {
   FrontOptions fo = {
     .max_seq = max_seq,
@@ -114,6 +126,7 @@ static Graph *load(const CompileOptions *o, int batch, bool training, int max_se
     .ndef = o->ndef,
     .batch = batch,
     .training = training,
+    .kv_cache = kv_cache,
     .real = o->real,
     .mem_limit = 256u << 20,
     .instr_limit = 200000000,
@@ -225,7 +238,7 @@ static int cmd_compile(int argc, char **argv)
   Hyper *hyper;
   int nhyper;
   Program p = {.source = o.graph, .flags = join_args(argc, argv)};
-  p.train = load(&o, 0, true, 0, &p.hyper, &p.nhyper);
+  p.train = load(&o, 0, true, 0, false, &p.hyper, &p.nhyper);
   int eval_seq = has_state(p.train) ? EVAL_SPAN * p.train->max_seq : 0;   /* see EVAL_SPAN */
   if (!strcmp(o.emit, "c"))
     ir_drop_output(p.train, "logp");   /* only generation reads it */
@@ -240,12 +253,24 @@ static int cmd_compile(int argc, char **argv)
     arena_free_all();
     return 0;
   }
-  p.eval = load(&o, -1, false, eval_seq, &hyper, &nhyper);
+  p.eval = load(&o, -1, false, eval_seq, false, &hyper, &nhyper);
   ir_drop_output(p.eval, "logp");
   optimize(p.eval, &o, false);
-  p.gen = load(&o, 1, false, 0, &hyper, &nhyper);
+  p.gen = load(&o, 1, false, 0, false, &hyper, &nhyper);
   ir_drop_output(p.gen, "loss");   /* generation samples from logp; see last_step.c */
+  bool kv = kv_cacheable(p.gen);
   optimize(p.gen, &o, false);
+  int sample_batch = p.eval->batch < SAMPLE_BATCH ? p.eval->batch : SAMPLE_BATCH;
+  if (sample_batch > 1) {
+    p.sample = load(&o, sample_batch, false, 0, false, &hyper, &nhyper);
+    ir_drop_output(p.sample, "loss");
+    optimize(p.sample, &o, false);
+  }
+  if (kv) {   /* generation over key/value caches: kv_cache.c */
+    p.step = load(&o, 1, false, 0, true, &hyper, &nhyper);
+    ir_drop_output(p.step, "loss");
+    optimize(p.step, &o, false);
+  }
   if (!strcmp(o.emit, "c"))
     place(&p);   /* where every value lives: the layout, each program's arena */
   FILE *f = open_output(o.out);

@@ -251,8 +251,8 @@ void place(Program *p)
   layout_params(l, p->train);
   layout_grads(l, p->train);
   p->layout = l;
-  Graph *gs[3] = {p->train, p->eval, p->gen};
-  for (int k = 0; k < 3; k++) {
+  Graph *gs[5] = {p->train, p->eval, p->gen, p->sample, p->step};
+  for (int k = 0; k < 5; k++) {
     if (!gs[k])
       continue;
     plan_arena(gs[k]);

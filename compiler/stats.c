@@ -143,9 +143,9 @@ void print_stats(Program *p, FILE *f)
   else
     fprintf(f, "gradients:          %.2f MB\n", mb(ngrad * real));
   fprintf(f, "optimizer state:    %.2f MB with AdamW (m and v), 0 with SGD\n", mb(2 * nparam * real));
-  Graph *gs[3] = {p->train, p->eval, p->gen};
-  static const char *const names[3] = {"train", "eval", "gen"};
-  for (int k = 0; k < 3; k++) {
+  Graph *gs[5] = {p->train, p->eval, p->gen, p->sample, p->step};
+  static const char *const names[5] = {"train", "eval", "gen", "sample", "step"};
+  for (int k = 0; k < 5; k++) {
     if (!gs[k])
       continue;
     Cost c = cost(gs[k]);

@@ -1072,6 +1072,237 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   return 0;
 }
 
+/* ---------------------------------------------------------------- sample: batch 8 */
+
+/* n5 = embedding(n4, n0)
+ *   (T, 8, 200) <- (33278, 200), (T, 8)
+ *   graphs/lstm.lua:17 */
+static void sample_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
+{
+  for (long i = 0; i < 8*T; i++)
+    memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
+}
+
+/* n6 = slice(n2) axis 0 from 0
+ *   (1, 8, 200) <- (2, 8, 200)
+ *   graphs/lstm.lua:18
+ *   shared by sample_rnn_slice, sample_rnn_slice_2
+ *   (the nodes above are sample_rnn_slice's) */
+static void sample_rnn_slice(real *y, const real *x)
+{
+  for (long i0 = 0; i0 < 1600; i0++)
+    y[i0] = x[i0];
+}
+
+/* n15 = matmul_bias(n5, n10, n12) b^T
+ *   (T, 8, 800) <- (T, 8, 200), (800, 200), (800)
+ *   graphs/lstm.lua:18
+ *   shared by sample_rnn_l0_matmul_bias, sample_rnn_l1_matmul_bias
+ *   (the nodes above are sample_rnn_l0_matmul_bias's) */
+static void sample_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 800; i1++)
+      y[i0 * 800 + i1] = c[i1];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 800, 200,
+              1, a, 200, b, 200, 1, y, 800);
+}
+
+/* n17 = carry(n7, n34)
+ *   per step: (8, 200) <- (8, 200), (8, 200)
+ *   graphs/lstm.lua:18
+ *   shared by sample_rnn_l0_carry, sample_rnn_l0_carry_2, sample_rnn_l1_carry,
+ *             sample_rnn_l1_carry_2
+ *   (the nodes above are sample_rnn_l0_carry's) */
+static void sample_rnn_carry(real *y, const real *x)
+{
+  memcpy(y, x, 1600 * sizeof *y);
+}
+
+/* n19 = matmul(n17, n11) b^T
+ *   per step: (8, 800) <- (8, 200), (800, 200)
+ *   graphs/lstm.lua:18
+ *   shared by sample_rnn_l0_matmul, sample_rnn_l1_matmul
+ *   (the nodes above are sample_rnn_l0_matmul's) */
+static void sample_rnn_matmul(real *y, const real *a, const real *b, int nt)
+{
+  lmc_sgemm_abt_mt(nt, 8, 800, 200, a, 200, b, 200, 0, y, 800);
+}
+
+/* fused: 15 nodes in one loop over (8, 200) per step
+ *   n20 = add(n16, n19) (8, 800)
+ *   n21 = add(n20, n13) (8, 800)
+ *   n22 = slice(n21) axis 1 from 0 (8, 200)
+ *   n23 = sigmoid(n22) (8, 200)
+ *   n24 = slice(n21) axis 1 from 200 (8, 200)
+ *   n25 = sigmoid(n24) (8, 200)
+ *   n26 = slice(n21) axis 1 from 400 (8, 200)
+ *   n27 = tanh(n26) (8, 200)
+ *   n28 = slice(n21) axis 1 from 600 (8, 200)
+ *   n29 = sigmoid(n28) (8, 200)
+ *   n30 = mul(n25, n18) (8, 200)
+ *   n31 = mul(n23, n27) (8, 200)
+ *   n32 = add(n30, n31) (8, 200), stored in y0
+ *   n33 = tanh(n32) (8, 200)
+ *   n34 = mul(n29, n33) (8, 200), stored in y1
+ *   reads x0 = n16, x1 = n19, x2 = n13, x3 = n18
+ *   graphs/lstm.lua:18
+ *   shared by sample_rnn_l0_cell, sample_rnn_l1_cell
+ *   (the nodes above are sample_rnn_l0_cell's) */
+static void sample_rnn_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, real *restrict y1)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      real v0 = x0[200 + i0 * 800 + i1] + x1[200 + i0 * 800 + i1];   /* add */
+      real v1 = v0 + x2[200 + i1];   /* add */
+      real v2 = 1 / (1 + lmc_expf(-v1));   /* sigmoid */
+      real v3 = v2 * x3[i0 * 200 + i1];   /* mul */
+      real v4 = x0[i0 * 800 + i1] + x1[i0 * 800 + i1];   /* add */
+      real v5 = v4 + x2[i1];   /* add */
+      real v6 = 1 / (1 + lmc_expf(-v5));   /* sigmoid */
+      real v7 = x0[400 + i0 * 800 + i1] + x1[400 + i0 * 800 + i1];   /* add */
+      real v8 = v7 + x2[400 + i1];   /* add */
+      real v9 = lmc_tanhf(v8);   /* tanh */
+      real v10 = v6 * v9;   /* mul */
+      real v11 = v3 + v10;   /* add */
+      y0[i0 * 200 + i1] = v11;
+      real v12 = x0[600 + i0 * 800 + i1] + x1[600 + i0 * 800 + i1];   /* add */
+      real v13 = v12 + x2[600 + i1];   /* add */
+      real v14 = 1 / (1 + lmc_expf(-v13));   /* sigmoid */
+      real v15 = lmc_tanhf(v11);   /* tanh */
+      real v16 = v14 * v15;   /* mul */
+      y1[i0 * 200 + i1] = v16;
+    }
+}
+
+/* n38 = slice(n2) axis 0 from 1
+ *   (1, 8, 200) <- (2, 8, 200)
+ *   graphs/lstm.lua:18
+ *   shared by sample_rnn_slice_3, sample_rnn_slice_4
+ *   (the nodes above are sample_rnn_slice_3's) */
+static void sample_rnn_slice_2(real *y, const real *x)
+{
+  for (long i0 = 0; i0 < 1600; i0++)
+    y[i0] = x[1600 + i0];
+}
+
+/* n72 = concat(n70, n71) axis 0
+ *   (2, 8, 200) <- (1, 8, 200), (1, 8, 200)
+ *   graphs/lstm.lua:18
+ *   shared by sample_rnn_concat, sample_rnn_concat_2
+ *   (the nodes above are sample_rnn_concat's) */
+static void sample_rnn_concat(real *y, const real *a, const real *b)
+{
+  for (long i0 = 0; i0 < 1600; i0++)
+    y[i0] = a[i0];
+  for (long i0 = 0; i0 < 1600; i0++)
+    y[1600 + i0] = b[i0];
+}
+
+/* n84 = matmul_bias(n82, n76, n78) b^T
+ *   (1, 8, 33278) <- (1, 8, 200), (33278, 200), (33278)
+ *   graphs/lstm.lua:19 */
+static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 33278; i1++)
+      y[i0 * 33278 + i1] = c[i1];
+  lmc_sgemm_abt_mt(nt, 8, 33278, 200, a, 200, b, 200, 1, y, 33278);
+}
+
+/* n85 = log_softmax(n84)
+ *   (1, 8, 33278) <- (1, 8, 33278)
+ *   graphs/lstm.lua:21 */
+static void sample_log_softmax(real *y, const real *x)
+{
+  const long n = 33278;
+  for (long r = 0; r < 8; r++) {
+    const real *xr = x + r * n;
+    real *yr = y + r * n;
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum(xr, n, max);
+    real lse = max + (real)log(sum);
+    for (long i = 0; i < n; i++)
+      yr[i] = xr[i] - lse;
+  }
+}
+
+static const LmcTensorDesc sample_state[] = {
+  { .name = "hidden.h", .rank = 3, .shape = { 2, 8, 200 }, .offset = 0, .numel = 3200, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "hidden.c", .rank = 3, .shape = { 2, 8, 200 }, .offset = 3200, .numel = 3200, .init = LMC_INIT_ZERO, .alias = -1 },
+};
+
+static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
+{
+  real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (800, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6975600;   /* rnn.bias_ih_l0 (800) */
+  const real *rnn_weight_hh_l0 = c->param + 6815600;   /* rnn.weight_hh_l0 (800, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6976400;   /* rnn.bias_hh_l0 (800) */
+  const real *rnn_weight_ih_l1 = c->param + 6977200;   /* rnn.weight_ih_l1 (800, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 7297200;   /* rnn.bias_ih_l1 (800) */
+  const real *rnn_weight_hh_l1 = c->param + 7137200;   /* rnn.weight_hh_l1 (800, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 7298000;   /* rnn.bias_hh_l1 (800) */
+  const real *decoder_weight = c->param + 7298800;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13954400;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden_h = c->state;   /* state hidden.h (2, 8, 200) */
+  real *hidden_c = c->state + 3200;   /* state hidden.c (2, 8, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 538848;   /* read as targets when run() gets none */
+  real *encoder_embedding = w + 224000;   /* (T, 8, 200), graphs/lstm.lua:17 */
+  real *rnn_slice = w + 286400;   /* (1, 8, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_2 = w + 288000;   /* (1, 8, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul_bias = w;   /* (T, 8, 800), graphs/lstm.lua:18 */
+  real *rnn_l0_carry = w + 289600;   /* (8, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_mul = w + 224000;   /* (8, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l0_carry_2 = w + 291200;   /* (8, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_add = w + 342400;   /* (8, 200), graphs/lstm.lua:18 */
+  real *rnn_l0_matmul = w + 280000;   /* (8, 800), graphs/lstm.lua:18 */
+  real *rnn_slice_3 = w + 344000;   /* (1, 8, 200), graphs/lstm.lua:18 */
+  real *rnn_slice_4 = w + 345600;   /* (1, 8, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul_bias = w;   /* (T, 8, 800), graphs/lstm.lua:18 */
+  real *rnn_l1_carry = w + 347200;   /* (8, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_mul = w + 280000;   /* (8, 200) per step, graphs/lstm.lua:18 */
+  real *rnn_l1_carry_2 = w + 348800;   /* (8, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_add = w + 350400;   /* (8, 200), graphs/lstm.lua:18 */
+  real *rnn_l1_matmul = w + 336000;   /* (8, 800), graphs/lstm.lua:18 */
+  real *rnn_concat = w + 532448;   /* (2, 8, 200), graphs/lstm.lua:18 */
+  real *rnn_concat_2 = w + 535648;   /* (2, 8, 200), graphs/lstm.lua:18 */
+  real *decoder_matmul_bias = w;   /* (1, 8, 33278), graphs/lstm.lua:19 */
+  real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/lstm.lua:21 */
+  if (!targets)   /* no loss wanted: read zeros */
+    targets = memset(no_targets, 0, 280 * sizeof *targets);
+  sample_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  sample_rnn_slice(rnn_slice, hidden_h);
+  sample_rnn_slice(rnn_slice_2, hidden_c);
+  sample_rnn_matmul_bias(rnn_l0_matmul_bias, encoder_embedding, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
+  for (int t = 0; t < T; t++) {   /* loop 1 */
+    sample_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 1600);
+    sample_rnn_carry(rnn_l0_carry_2, t == 0 ? rnn_slice_2 : rnn_l0_add);
+    sample_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    sample_rnn_cell(rnn_l0_add, rnn_l0_matmul_bias + t * 6400, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_carry_2, rnn_l0_mul + t * 1600);
+  }
+  sample_rnn_slice_2(rnn_slice_3, hidden_h);
+  sample_rnn_slice_2(rnn_slice_4, hidden_c);
+  sample_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_mul, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
+  for (int t = 0; t < T; t++) {   /* loop 2 */
+    sample_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 1600);
+    sample_rnn_carry(rnn_l1_carry_2, t == 0 ? rnn_slice_4 : rnn_l1_add);
+    sample_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    sample_rnn_cell(rnn_l1_add, rnn_l1_matmul_bias + t * 6400, rnn_l1_matmul, rnn_bias_hh_l1, rnn_l1_carry_2, rnn_l1_mul + t * 1600);
+  }
+  sample_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 1600, rnn_l1_mul + (T - 1) * 1600);
+  sample_rnn_concat(rnn_concat_2, rnn_l0_add, rnn_l1_add);
+  sample_decoder_matmul_bias(decoder_matmul_bias, rnn_l1_mul + (T - 1) * 1600, decoder_weight, decoder_bias, c->threads);
+  sample_log_softmax(log_softmax, decoder_matmul_bias);
+  memcpy(hidden_h, rnn_concat, 3200 * sizeof(real));   /* state hidden.h, detached */
+  memcpy(hidden_c, rnn_concat_2, 3200 * sizeof(real));   /* state hidden.c, detached */
+  return 0;
+}
+
 /* ---------------------------------------------------------------- the model */
 
 const LmcModel lmc_model = {
@@ -1127,5 +1358,19 @@ const LmcModel lmc_model = {
     .logp_last = 1,
     .logp_offset = 0,
   },
+  .sample = {
+    .batch = 8,
+    .max_seq = 35,
+    .work_numel = 539136,
+    .state_numel = 6400,
+    .nstate = 2,
+    .state = sample_state,
+    .has_backward = 0,
+    .run = sample_run,
+    .has_logp = 1,
+    .logp_last = 1,
+    .logp_offset = 266224,
+  },
+  .step = { .run = NULL },
   .fma = LMC_FMA,
 };

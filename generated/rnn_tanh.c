@@ -867,6 +867,188 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   return 0;
 }
 
+/* ---------------------------------------------------------------- sample: batch 8 */
+
+/* n4 = embedding(n3, n0)
+ *   (T, 8, 200) <- (33278, 200), (T, 8)
+ *   graphs/rnn_tanh.lua:17 */
+static void sample_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
+{
+  for (long i = 0; i < 8*T; i++)
+    memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
+}
+
+/* n5 = slice(n2) axis 0 from 0
+ *   (1, 8, 200) <- (2, 8, 200)
+ *   graphs/rnn_tanh.lua:18 */
+static void sample_rnn_slice(real *y, const real *x)
+{
+  for (long i0 = 0; i0 < 1600; i0++)
+    y[i0] = x[i0];
+}
+
+/* n12 = matmul_bias(n4, n7, n9) b^T
+ *   (T, 8, 200) <- (T, 8, 200), (200, 200), (200)
+ *   graphs/rnn_tanh.lua:18
+ *   shared by sample_rnn_l0_matmul_bias, sample_rnn_l1_matmul_bias
+ *   (the nodes above are sample_rnn_l0_matmul_bias's) */
+static void sample_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 200; i1++)
+      y[i0 * 200 + i1] = c[i1];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 200, 200,
+              1, a, 200, b, 200, 1, y, 200);
+}
+
+/* n14 = carry(n6, n18)
+ *   per step: (8, 200) <- (8, 200), (8, 200)
+ *   graphs/rnn_tanh.lua:18
+ *   shared by sample_rnn_l0_carry, sample_rnn_l1_carry
+ *   (the nodes above are sample_rnn_l0_carry's) */
+static void sample_rnn_carry(real *y, const real *x)
+{
+  memcpy(y, x, 1600 * sizeof *y);
+}
+
+/* n15 = matmul(n14, n8) b^T
+ *   per step: (8, 200) <- (8, 200), (200, 200)
+ *   graphs/rnn_tanh.lua:18
+ *   shared by sample_rnn_l0_matmul, sample_rnn_l1_matmul
+ *   (the nodes above are sample_rnn_l0_matmul's) */
+static void sample_rnn_matmul(real *y, const real *a, const real *b, int nt)
+{
+  lmc_sgemm_abt_mt(nt, 8, 200, 200, a, 200, b, 200, 0, y, 200);
+}
+
+/* fused: 3 nodes in one loop over (8, 200) per step
+ *   n16 = add(n13, n15) (8, 200)
+ *   n17 = add(n16, n10) (8, 200)
+ *   n18 = tanh(n17) (8, 200), stored in y0
+ *   reads x0 = n13, x1 = n15, x2 = n10
+ *   graphs/rnn_tanh.lua:18
+ *   shared by sample_rnn_l0_cell, sample_rnn_l1_cell
+ *   (the nodes above are sample_rnn_l0_cell's) */
+static void sample_rnn_cell(real *restrict y0, const real *x0, const real *x1, const real *x2)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      real v0 = x0[i0 * 200 + i1] + x1[i0 * 200 + i1];   /* add */
+      real v1 = v0 + x2[i1];   /* add */
+      real v2 = lmc_tanhf(v1);   /* tanh */
+      y0[i0 * 200 + i1] = v2;
+    }
+}
+
+/* n21 = slice(n2) axis 0 from 1
+ *   (1, 8, 200) <- (2, 8, 200)
+ *   graphs/rnn_tanh.lua:18 */
+static void sample_rnn_slice_2(real *y, const real *x)
+{
+  for (long i0 = 0; i0 < 1600; i0++)
+    y[i0] = x[1600 + i0];
+}
+
+/* n39 = concat(n37, n38) axis 0
+ *   (2, 8, 200) <- (1, 8, 200), (1, 8, 200)
+ *   graphs/rnn_tanh.lua:18 */
+static void sample_rnn_concat(real *y, const real *a, const real *b)
+{
+  for (long i0 = 0; i0 < 1600; i0++)
+    y[i0] = a[i0];
+  for (long i0 = 0; i0 < 1600; i0++)
+    y[1600 + i0] = b[i0];
+}
+
+/* n48 = matmul_bias(n46, n40, n42) b^T
+ *   (1, 8, 33278) <- (1, 8, 200), (33278, 200), (33278)
+ *   graphs/rnn_tanh.lua:19 */
+static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 33278; i1++)
+      y[i0 * 33278 + i1] = c[i1];
+  lmc_sgemm_abt_mt(nt, 8, 33278, 200, a, 200, b, 200, 1, y, 33278);
+}
+
+/* n49 = log_softmax(n48)
+ *   (1, 8, 33278) <- (1, 8, 33278)
+ *   graphs/rnn_tanh.lua:21 */
+static void sample_log_softmax(real *y, const real *x)
+{
+  const long n = 33278;
+  for (long r = 0; r < 8; r++) {
+    const real *xr = x + r * n;
+    real *yr = y + r * n;
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum(xr, n, max);
+    real lse = max + (real)log(sum);
+    for (long i = 0; i < n; i++)
+      yr[i] = xr[i] - lse;
+  }
+}
+
+static const LmcTensorDesc sample_state[] = {
+  { .name = "hidden", .rank = 3, .shape = { 2, 8, 200 }, .offset = 0, .numel = 3200, .init = LMC_INIT_ZERO, .alias = -1 },
+};
+
+static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
+{
+  real *w = c->work;
+  /* parameters */
+  const real *encoder_weight = c->param;   /* encoder.weight (33278, 200) */
+  const real *rnn_weight_ih_l0 = c->param + 6655600;   /* rnn.weight_ih_l0 (200, 200) */
+  const real *rnn_bias_ih_l0 = c->param + 6735600;   /* rnn.bias_ih_l0 (200) */
+  const real *rnn_weight_hh_l0 = c->param + 6695600;   /* rnn.weight_hh_l0 (200, 200) */
+  const real *rnn_bias_hh_l0 = c->param + 6735800;   /* rnn.bias_hh_l0 (200) */
+  const real *rnn_weight_ih_l1 = c->param + 6736000;   /* rnn.weight_ih_l1 (200, 200) */
+  const real *rnn_bias_ih_l1 = c->param + 6816000;   /* rnn.bias_ih_l1 (200) */
+  const real *rnn_weight_hh_l1 = c->param + 6776000;   /* rnn.weight_hh_l1 (200, 200) */
+  const real *rnn_bias_hh_l1 = c->param + 6816200;   /* rnn.bias_hh_l1 (200) */
+  const real *decoder_weight = c->param + 6816400;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13472000;   /* decoder.bias (33278) */
+  /* state */
+  real *hidden = c->state;   /* state hidden (2, 8, 200) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 535648;   /* read as targets when run() gets none */
+  real *encoder_embedding = w;   /* (T, 8, 200), graphs/rnn_tanh.lua:17 */
+  real *rnn_slice = w + 112000;   /* (1, 8, 200), graphs/rnn_tanh.lua:18 */
+  real *rnn_l0_matmul_bias = w + 56000;   /* (T, 8, 200), graphs/rnn_tanh.lua:18 */
+  real *rnn_l0_carry = w + 113600;   /* (8, 200), graphs/rnn_tanh.lua:18 */
+  real *rnn_l0_tanh = w;   /* (8, 200) per step, graphs/rnn_tanh.lua:18 */
+  real *rnn_l0_matmul = w + 115200;   /* (8, 200), graphs/rnn_tanh.lua:18 */
+  real *rnn_slice_2 = w + 112000;   /* (1, 8, 200), graphs/rnn_tanh.lua:18 */
+  real *rnn_l1_matmul_bias = w + 56000;   /* (T, 8, 200), graphs/rnn_tanh.lua:18 */
+  real *rnn_l1_carry = w + 113600;   /* (8, 200), graphs/rnn_tanh.lua:18 */
+  real *rnn_l1_tanh = w + 266224;   /* (8, 200) per step, graphs/rnn_tanh.lua:18 */
+  real *rnn_l1_matmul = w + 115200;   /* (8, 200), graphs/rnn_tanh.lua:18 */
+  real *rnn_concat = w + 532448;   /* (2, 8, 200), graphs/rnn_tanh.lua:18 */
+  real *decoder_matmul_bias = w;   /* (1, 8, 33278), graphs/rnn_tanh.lua:19 */
+  real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/rnn_tanh.lua:21 */
+  if (!targets)   /* no loss wanted: read zeros */
+    targets = memset(no_targets, 0, 280 * sizeof *targets);
+  sample_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
+  sample_rnn_slice(rnn_slice, hidden);
+  sample_rnn_matmul_bias(rnn_l0_matmul_bias, encoder_embedding, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
+  for (int t = 0; t < T; t++) {   /* loop 1 */
+    sample_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_tanh + (t - 1) * 1600);
+    sample_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    sample_rnn_cell(rnn_l0_tanh + t * 1600, rnn_l0_matmul_bias + t * 1600, rnn_l0_matmul, rnn_bias_hh_l0);
+  }
+  sample_rnn_slice_2(rnn_slice_2, hidden);
+  sample_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_tanh, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
+  for (int t = 0; t < T; t++) {   /* loop 2 */
+    sample_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_tanh + (t - 1) * 1600);
+    sample_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    sample_rnn_cell(rnn_l1_tanh + t * 1600, rnn_l1_matmul_bias + t * 1600, rnn_l1_matmul, rnn_bias_hh_l1);
+  }
+  sample_rnn_concat(rnn_concat, rnn_l0_tanh + (T - 1) * 1600, rnn_l1_tanh + (T - 1) * 1600);
+  sample_decoder_matmul_bias(decoder_matmul_bias, rnn_l1_tanh + (T - 1) * 1600, decoder_weight, decoder_bias, c->threads);
+  sample_log_softmax(log_softmax, decoder_matmul_bias);
+  memcpy(hidden, rnn_concat, 3200 * sizeof(real));   /* state hidden, detached */
+  return 0;
+}
+
 /* ---------------------------------------------------------------- the model */
 
 const LmcModel lmc_model = {
@@ -922,5 +1104,19 @@ const LmcModel lmc_model = {
     .logp_last = 1,
     .logp_offset = 0,
   },
+  .sample = {
+    .batch = 8,
+    .max_seq = 35,
+    .work_numel = 535936,
+    .state_numel = 3200,
+    .nstate = 1,
+    .state = sample_state,
+    .has_backward = 0,
+    .run = sample_run,
+    .has_logp = 1,
+    .logp_last = 1,
+    .logp_offset = 266224,
+  },
+  .step = { .run = NULL },
   .fma = LMC_FMA,
 };

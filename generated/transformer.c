@@ -1305,7 +1305,7 @@ static void train_input_emb_embedding(real *y, const real *w, const int32_t *ids
 /* n17 = const() value 14.142135623730951
  *   ()
  *   graphs/transformer.lua:23
- *   shared by train_const, eval_const, gen_const
+ *   shared by train_const, eval_const, gen_const, sample_const, step_const
  *   (the nodes above are train_const's) */
 static void train_const(real *y)
 {
@@ -1332,7 +1332,7 @@ static void train_fused(real *restrict y0, const real *x0, const real *x1, uint6
 /* n23 = triu_mask()
  *   (T, T)
  *   graphs/transformer.lua:26
- *   shared by train_triu_mask, eval_triu_mask, gen_triu_mask
+ *   shared by train_triu_mask, eval_triu_mask, gen_triu_mask, sample_triu_mask
  *   (the nodes above are train_triu_mask's) */
 static void train_triu_mask(real *y, int T)
 {
@@ -1393,7 +1393,9 @@ static void train_encoder_self_attn_transpose(real *y, const real *x, int T)
  *   ()
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_self_attn_const,
- *             eval_encoder_l0_self_attn_const, gen_encoder_l0_self_attn_const
+ *             eval_encoder_l0_self_attn_const, gen_encoder_l0_self_attn_const,
+ *             sample_encoder_l0_self_attn_const,
+ *             step_encoder_l0_self_attn_const
  *   (the nodes above are train_encoder_l0_self_attn_const's) */
 static void train_encoder_l0_self_attn_const(real *y)
 {
@@ -2862,7 +2864,9 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
 
 /* n16 = embedding(n15, n0)
  *   (T, 1, 200) <- (33278, 200), (T, 1)
- *   graphs/transformer.lua:23 */
+ *   graphs/transformer.lua:23
+ *   shared by gen_input_emb_embedding, step_input_emb_embedding
+ *   (the nodes above are gen_input_emb_embedding's) */
 static void gen_input_emb_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < T; i++)
@@ -2873,7 +2877,9 @@ static void gen_input_emb_embedding(real *y, const real *w, const int32_t *ids, 
  *   n18 = mul(n16, n17) (T, 1, 200)
  *   n21 = add(n18, n20) (T, 1, 200), stored in y0
  *   reads x0 = n16, x1 = n20
- *   graphs/transformer.lua:24 */
+ *   graphs/transformer.lua:24
+ *   shared by gen_fused, step_fused
+ *   (the nodes above are gen_fused's) */
 static void gen_fused(real *restrict y0, const real *x0, const real *x1, int T)
 {
   for (long i0 = 0; i0 < 200*T; i0++) {
@@ -2886,7 +2892,9 @@ static void gen_fused(real *restrict y0, const real *x0, const real *x1, int T)
 /* n25 = matmul(n21, n23) b^T
  *   (T, 1, 600) <- (T, 1, 200), (600, 200)
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_self_attn_matmul, gen_encoder_l1_self_attn_matmul
+ *   shared by gen_encoder_l0_self_attn_matmul, gen_encoder_l1_self_attn_matmul,
+ *             step_encoder_l0_self_attn_matmul,
+ *             step_encoder_l1_self_attn_matmul
  *   (the nodes above are gen_encoder_l0_self_attn_matmul's) */
 static void gen_encoder_self_attn_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
@@ -2896,7 +2904,8 @@ static void gen_encoder_self_attn_matmul(real *y, const real *a, const real *b, 
 /* n26 = add(n25, n24)
  *   (T, 1, 600) <- (T, 1, 600), (600)
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_self_attn_add, gen_encoder_l1_self_attn_add
+ *   shared by gen_encoder_l0_self_attn_add, gen_encoder_l1_self_attn_add,
+ *             step_encoder_l0_self_attn_add, step_encoder_l1_self_attn_add
  *   (the nodes above are gen_encoder_l0_self_attn_add's) */
 static void gen_encoder_self_attn_add(real *y, const real *a, const real *b, int T)
 {
@@ -2908,7 +2917,8 @@ static void gen_encoder_self_attn_add(real *y, const real *a, const real *b, int
 /* n27 = slice(n26) axis 2 from 0
  *   (T, 1, 200) <- (T, 1, 600)
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_self_attn_slice, gen_encoder_l1_self_attn_slice
+ *   shared by gen_encoder_l0_self_attn_slice, gen_encoder_l1_self_attn_slice,
+ *             step_encoder_l0_self_attn_slice, step_encoder_l1_self_attn_slice
  *   (the nodes above are gen_encoder_l0_self_attn_slice's) */
 static void gen_encoder_self_attn_slice(real *y, const real *x, int T)
 {
@@ -2925,7 +2935,13 @@ static void gen_encoder_self_attn_slice(real *y, const real *x, int T)
  *             gen_encoder_l0_self_attn_transpose_3,
  *             gen_encoder_l1_self_attn_transpose,
  *             gen_encoder_l1_self_attn_transpose_2,
- *             gen_encoder_l1_self_attn_transpose_3
+ *             gen_encoder_l1_self_attn_transpose_3,
+ *             step_encoder_l0_self_attn_transpose,
+ *             step_encoder_l0_self_attn_transpose_2,
+ *             step_encoder_l0_self_attn_transpose_3,
+ *             step_encoder_l1_self_attn_transpose,
+ *             step_encoder_l1_self_attn_transpose_2,
+ *             step_encoder_l1_self_attn_transpose_3
  *   (the nodes above are gen_encoder_l0_self_attn_transpose's) */
 static void gen_encoder_self_attn_transpose(real *y, const real *x, int T)
 {
@@ -2938,7 +2954,8 @@ static void gen_encoder_self_attn_transpose(real *y, const real *x, int T)
 /* n31 = div(n29, n30)
  *   (1, 2, T, 100) <- (1, 2, T, 100), ()
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_self_attn_div, gen_encoder_l1_self_attn_div
+ *   shared by gen_encoder_l0_self_attn_div, gen_encoder_l1_self_attn_div,
+ *             step_encoder_l0_self_attn_div, step_encoder_l1_self_attn_div
  *   (the nodes above are gen_encoder_l0_self_attn_div's) */
 static void gen_encoder_self_attn_div(real *y, const real *a, const real *b, int T)
 {
@@ -2950,7 +2967,9 @@ static void gen_encoder_self_attn_div(real *y, const real *a, const real *b, int
  *   (T, 1, 200) <- (T, 1, 600)
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_self_attn_slice_2,
- *             gen_encoder_l1_self_attn_slice_2
+ *             gen_encoder_l1_self_attn_slice_2,
+ *             step_encoder_l0_self_attn_slice_2,
+ *             step_encoder_l1_self_attn_slice_2
  *   (the nodes above are gen_encoder_l0_self_attn_slice_2's) */
 static void gen_encoder_self_attn_slice_2(real *y, const real *x, int T)
 {
@@ -2963,7 +2982,9 @@ static void gen_encoder_self_attn_slice_2(real *y, const real *x, int T)
  *   (T, 1, 200) <- (T, 1, 600)
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_self_attn_slice_3,
- *             gen_encoder_l1_self_attn_slice_3
+ *             gen_encoder_l1_self_attn_slice_3,
+ *             step_encoder_l0_self_attn_slice_3,
+ *             step_encoder_l1_self_attn_slice_3
  *   (the nodes above are gen_encoder_l0_self_attn_slice_3's) */
 static void gen_encoder_self_attn_slice_3(real *y, const real *x, int T)
 {
@@ -3031,7 +3052,9 @@ static void gen_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, i
  *   (T, 1, 2, 100) <- (1, 2, T, 100)
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_self_attn_transpose_4,
- *             gen_encoder_l1_self_attn_transpose_4
+ *             gen_encoder_l1_self_attn_transpose_4,
+ *             step_encoder_l0_self_attn_transpose_4,
+ *             step_encoder_l1_self_attn_transpose_4
  *   (the nodes above are gen_encoder_l0_self_attn_transpose_4's) */
 static void gen_encoder_self_attn_transpose_2(real *y, const real *x, int T)
 {
@@ -3045,7 +3068,9 @@ static void gen_encoder_self_attn_transpose_2(real *y, const real *x, int T)
  *   (T, 1, 200) <- (T, 1, 200), (200, 200)
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_self_attn_out_proj_matmul,
- *             gen_encoder_l0_linear1_matmul, gen_encoder_l0_linear2_matmul
+ *             gen_encoder_l0_linear1_matmul, gen_encoder_l0_linear2_matmul,
+ *             step_encoder_l0_self_attn_out_proj_matmul,
+ *             step_encoder_l0_linear1_matmul, step_encoder_l0_linear2_matmul
  *   (the nodes above are gen_encoder_l0_self_attn_out_proj_matmul's) */
 static void gen_encoder_l0_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
@@ -3057,7 +3082,8 @@ static void gen_encoder_l0_matmul(real *y, const real *a, const real *b, int nt,
  *   n48 = add(n21, n47) (T, 1, 200), stored in y0
  *   reads x0 = n21, x1 = n45, x2 = n46
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_fused, gen_encoder_l0_fused_3
+ *   shared by gen_encoder_l0_fused, gen_encoder_l0_fused_3,
+ *             step_encoder_l0_fused, step_encoder_l0_fused_3
  *   (the nodes above are gen_encoder_l0_fused's) */
 static void gen_encoder_l0_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
 {
@@ -3072,7 +3098,8 @@ static void gen_encoder_l0_fused(real *restrict y0, const real *x0, const real *
 /* n51 = normalize(n48) eps 1e-05
  *   (T, 1, 200) <- (T, 1, 200)
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_norm1_normalize, gen_encoder_l0_norm2_normalize
+ *   shared by gen_encoder_l0_norm1_normalize, gen_encoder_l0_norm2_normalize,
+ *             step_encoder_l0_norm1_normalize, step_encoder_l0_norm2_normalize
  *   (the nodes above are gen_encoder_l0_norm1_normalize's) */
 static void gen_encoder_l0_normalize(real *y, const real *x, int T)
 {
@@ -3096,7 +3123,8 @@ static void gen_encoder_l0_normalize(real *y, const real *x, int T)
  *   n53 = add(n52, n50) (T, 1, 200), stored in y0
  *   reads x0 = n51, x1 = n49, x2 = n50
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_norm1_fused, gen_encoder_l0_norm2_fused
+ *   shared by gen_encoder_l0_norm1_fused, gen_encoder_l0_norm2_fused,
+ *             step_encoder_l0_norm1_fused, step_encoder_l0_norm2_fused
  *   (the nodes above are gen_encoder_l0_norm1_fused's) */
 static void gen_encoder_l0_fused_2(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
 {
@@ -3112,7 +3140,9 @@ static void gen_encoder_l0_fused_2(real *restrict y0, const real *x0, const real
  *   n57 = add(n55, n56) (T, 1, 200)
  *   n58 = relu(n57) (T, 1, 200), stored in y0
  *   reads x0 = n55, x1 = n56
- *   graphs/transformer.lua:25 */
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_fused_2, step_encoder_l0_fused_2
+ *   (the nodes above are gen_encoder_l0_fused_2's) */
 static void gen_encoder_l0_fused_3(real *restrict y0, const real *x0, const real *x1, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -3129,7 +3159,12 @@ static void gen_encoder_l0_fused_3(real *restrict y0, const real *x0, const real
  *   shared by gen_encoder_l0_self_attn_out_proj_matmul_2,
  *             gen_encoder_l0_linear1_matmul_2, gen_encoder_l0_linear2_matmul_2,
  *             gen_encoder_l1_self_attn_out_proj_matmul,
- *             gen_encoder_l1_linear1_matmul, gen_encoder_l1_linear2_matmul
+ *             gen_encoder_l1_linear1_matmul, gen_encoder_l1_linear2_matmul,
+ *             step_encoder_l0_self_attn_out_proj_matmul_2,
+ *             step_encoder_l0_linear1_matmul_2,
+ *             step_encoder_l0_linear2_matmul_2,
+ *             step_encoder_l1_self_attn_out_proj_matmul,
+ *             step_encoder_l1_linear1_matmul, step_encoder_l1_linear2_matmul
  *   (the nodes above are gen_encoder_l0_self_attn_out_proj_matmul_2's) */
 static void gen_encoder_matmul(real *y, const real *a, const real *b, int nt)
 {
@@ -3142,7 +3177,9 @@ static void gen_encoder_matmul(real *y, const real *a, const real *b, int nt)
  *   n132 = add(n131, n46) (1, 1, 200)
  *   n133 = add(n129, n132) (1, 1, 200), stored in y0
  *   reads x0 = n126, x1 = n128, x2 = n131, x3 = n46
- *   graphs/transformer.lua:25 */
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l0_fused_4, step_encoder_l0_fused_4
+ *   (the nodes above are gen_encoder_l0_fused_4's) */
 static void gen_encoder_l0_fused_4(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3)
 {
   for (long i0 = 0; i0 < 200; i0++) {
@@ -3159,7 +3196,11 @@ static void gen_encoder_l0_fused_4(real *restrict y0, const real *x0, const real
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_norm1_normalize_2,
  *             gen_encoder_l0_norm2_normalize_2, gen_encoder_l1_norm1_normalize,
- *             gen_encoder_l1_norm2_normalize, gen_encoder_norm_normalize
+ *             gen_encoder_l1_norm2_normalize, gen_encoder_norm_normalize,
+ *             step_encoder_l0_norm1_normalize_2,
+ *             step_encoder_l0_norm2_normalize_2,
+ *             step_encoder_l1_norm1_normalize, step_encoder_l1_norm2_normalize,
+ *             step_encoder_norm_normalize
  *   (the nodes above are gen_encoder_l0_norm1_normalize_2's) */
 static void gen_encoder_normalize(real *y, const real *x)
 {
@@ -3184,7 +3225,9 @@ static void gen_encoder_normalize(real *y, const real *x)
  *   reads x0 = n134, x1 = n49, x2 = n50
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_norm1_fused_2, gen_encoder_l1_norm1_fused,
- *             gen_encoder_l1_norm2_fused, gen_encoder_norm_fused
+ *             gen_encoder_l1_norm2_fused, gen_encoder_norm_fused,
+ *             step_encoder_l0_norm1_fused_2, step_encoder_l1_norm1_fused,
+ *             step_encoder_l1_norm2_fused, step_encoder_norm_fused
  *   (the nodes above are gen_encoder_l0_norm1_fused_2's) */
 static void gen_encoder_fused(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
@@ -3200,7 +3243,8 @@ static void gen_encoder_fused(real *restrict y0, const real *x0, const real *x1,
  *   n139 = relu(n138) (1, 1, 200), stored in y0
  *   reads x0 = n137, x1 = n56
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_fused_5, gen_encoder_l1_fused_2
+ *   shared by gen_encoder_l0_fused_5, gen_encoder_l1_fused_2,
+ *             step_encoder_l0_fused_5, step_encoder_l1_fused_2
  *   (the nodes above are gen_encoder_l0_fused_5's) */
 static void gen_encoder_fused_2(real *restrict y0, const real *x0, const real *x1)
 {
@@ -3216,7 +3260,8 @@ static void gen_encoder_fused_2(real *restrict y0, const real *x0, const real *x
  *   n142 = add(n136, n141) (1, 1, 200), stored in y0
  *   reads x0 = n136, x1 = n140, x2 = n61
  *   graphs/transformer.lua:25
- *   shared by gen_encoder_l0_fused_6, gen_encoder_l1_fused_3
+ *   shared by gen_encoder_l0_fused_6, gen_encoder_l1_fused_3,
+ *             step_encoder_l0_fused_6, step_encoder_l1_fused_3
  *   (the nodes above are gen_encoder_l0_fused_6's) */
 static void gen_encoder_fused_3(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
@@ -3233,7 +3278,9 @@ static void gen_encoder_fused_3(real *restrict y0, const real *x0, const real *x
  *   n148 = add(n147, n92) (1, 1, 200)
  *   n149 = add(n145, n148) (1, 1, 200), stored in y0
  *   reads x0 = n143, x1 = n64, x2 = n65, x3 = n147, x4 = n92
- *   graphs/transformer.lua:25 */
+ *   graphs/transformer.lua:25
+ *   shared by gen_encoder_l1_fused, step_encoder_l1_fused
+ *   (the nodes above are gen_encoder_l1_fused's) */
 static void gen_encoder_l1_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, const real *x4)
 {
   for (long i0 = 0; i0 < 200; i0++) {
@@ -3247,7 +3294,9 @@ static void gen_encoder_l1_fused(real *restrict y0, const real *x0, const real *
 
 /* n165 = matmul(n164, n120) b^T
  *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
- *   graphs/transformer.lua:27 */
+ *   graphs/transformer.lua:27
+ *   shared by gen_decoder_matmul, step_decoder_matmul
+ *   (the nodes above are gen_decoder_matmul's) */
 static void gen_decoder_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
@@ -3255,7 +3304,9 @@ static void gen_decoder_matmul(real *y, const real *a, const real *b, int nt)
 
 /* n166 = add(n165, n122)
  *   (1, 1, 33278) <- (1, 1, 33278), (33278)
- *   graphs/transformer.lua:27 */
+ *   graphs/transformer.lua:27
+ *   shared by gen_decoder_add, step_decoder_add
+ *   (the nodes above are gen_decoder_add's) */
 static void gen_decoder_add(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 33278; i0++)
@@ -3264,7 +3315,9 @@ static void gen_decoder_add(real *y, const real *a, const real *b)
 
 /* n167 = log_softmax(n166)
  *   (1, 1, 33278) <- (1, 1, 33278)
- *   graphs/transformer.lua:29 */
+ *   graphs/transformer.lua:29
+ *   shared by gen_log_softmax, step_log_softmax
+ *   (the nodes above are gen_log_softmax's) */
 static void gen_log_softmax(real *y, const real *x)
 {
   const long n = 33278;
@@ -3453,6 +3506,866 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   return 0;
 }
 
+/* ---------------------------------------------------------------- sample: batch 8 */
+
+/* n16 = embedding(n15, n0)
+ *   (T, 8, 200) <- (33278, 200), (T, 8)
+ *   graphs/transformer.lua:23 */
+static void sample_input_emb_embedding(real *y, const real *w, const int32_t *ids, int T)
+{
+  for (long i = 0; i < 8*T; i++)
+    memcpy(y + i * 200, w + (long)ids[i] * 200, 200 * sizeof *y);
+}
+
+/* fused: 2 nodes in one loop over (T, 8, 200)
+ *   n18 = mul(n16, n17) (T, 8, 200)
+ *   n21 = add(n18, n20) (T, 8, 200), stored in y0
+ *   reads x0 = n16, x1 = n20
+ *   graphs/transformer.lua:24 */
+static void sample_fused(real *restrict y0, const real *x0, const real *x1, int T)
+{
+  for (long i0 = 0; i0 < T; i0++)
+    for (long i1 = 0; i1 < 8; i1++)
+      for (long i2 = 0; i2 < 200; i2++) {
+        real v0 = x0[i0 * 1600 + i1 * 200 + i2] * (real)14.142135623730951;   /* mul */
+        real v1 = v0 + x1[i0 * 200 + i2];   /* add */
+        y0[i0 * 1600 + i1 * 200 + i2] = v1;
+      }
+}
+
+/* n26 = matmul_bias(n21, n23, n24) b^T
+ *   (T, 8, 600) <- (T, 8, 200), (600, 200), (600)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_matmul_bias,
+ *             sample_encoder_l1_self_attn_matmul_bias
+ *   (the nodes above are sample_encoder_l0_self_attn_matmul_bias's) */
+static void sample_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 600; i1++)
+      y[i0 * 600 + i1] = c[i1];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 600, 200,
+              1, a, 200, b, 200, 1, y, 600);
+}
+
+/* n27 = slice(n26) axis 2 from 0
+ *   (T, 8, 200) <- (T, 8, 600)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_slice,
+ *             sample_encoder_l1_self_attn_slice
+ *   (the nodes above are sample_encoder_l0_self_attn_slice's) */
+static void sample_encoder_self_attn_slice(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 200; i1++)
+      y[i0 * 200 + i1] = x[i0 * 600 + i1];
+}
+
+/* n29 = transpose(n28) perm 1 2 0 3
+ *   (8, 2, T, 100) <- (T, 8, 2, 100)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_transpose,
+ *             sample_encoder_l0_self_attn_transpose_2,
+ *             sample_encoder_l0_self_attn_transpose_3,
+ *             sample_encoder_l1_self_attn_transpose,
+ *             sample_encoder_l1_self_attn_transpose_2,
+ *             sample_encoder_l1_self_attn_transpose_3
+ *   (the nodes above are sample_encoder_l0_self_attn_transpose's) */
+static void sample_encoder_self_attn_transpose(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 16; i0++)
+    for (long i1 = 0; i1 < T; i1++)
+      for (long i2 = 0; i2 < 100; i2++)
+        y[i0 * 100*T + i1 * 100 + i2] = x[i0 * 100 + i1 * 1600 + i2];
+}
+
+/* n31 = div(n29, n30)
+ *   (8, 2, T, 100) <- (8, 2, T, 100), ()
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_div, sample_encoder_l1_self_attn_div
+ *   (the nodes above are sample_encoder_l0_self_attn_div's) */
+static void sample_encoder_self_attn_div(real *y, const real *a, const real *b, int T)
+{
+  for (long i0 = 0; i0 < 1600*T; i0++)
+    y[i0] = a[i0] / b[0];
+}
+
+/* n32 = slice(n26) axis 2 from 200
+ *   (T, 8, 200) <- (T, 8, 600)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_slice_2,
+ *             sample_encoder_l1_self_attn_slice_2
+ *   (the nodes above are sample_encoder_l0_self_attn_slice_2's) */
+static void sample_encoder_self_attn_slice_2(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 200; i1++)
+      y[i0 * 200 + i1] = x[200 + i0 * 600 + i1];
+}
+
+/* n35 = slice(n26) axis 2 from 400
+ *   (T, 8, 200) <- (T, 8, 600)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_slice_3,
+ *             sample_encoder_l1_self_attn_slice_3
+ *   (the nodes above are sample_encoder_l0_self_attn_slice_3's) */
+static void sample_encoder_self_attn_slice_3(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 200; i1++)
+      y[i0 * 200 + i1] = x[400 + i0 * 600 + i1];
+}
+
+/* n38 = bmm(n31, n34) b^T
+ *   (8, 2, T, T) <- (8, 2, T, 100), (8, 2, T, 100)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_bmm, sample_encoder_l1_self_attn_bmm
+ *   (the nodes above are sample_encoder_l0_self_attn_bmm's) */
+static void sample_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
+{
+  for (long i = 0; i < 16; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
+                1, a + i * 100*T, 100, b + i * 100*T, 100, 0, y + i * T*T, T);
+}
+
+/* n39 = add(n38, n22)
+ *   (8, 2, T, T) <- (8, 2, T, T), (T, T)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_add, sample_encoder_l1_self_attn_add
+ *   (the nodes above are sample_encoder_l0_self_attn_add's) */
+static void sample_encoder_self_attn_add(real *y, const real *a, const real *b, int T)
+{
+  for (long i0 = 0; i0 < 16; i0++)
+    for (long i1 = 0; i1 < T*T; i1++)
+      y[i0 * T*T + i1] = a[i0 * T*T + i1] + b[i1];
+}
+
+/* n40 = softmax(n39)
+ *   (8, 2, T, T) <- (8, 2, T, T)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_softmax,
+ *             sample_encoder_l1_self_attn_softmax
+ *   (the nodes above are sample_encoder_l0_self_attn_softmax's) */
+static void sample_encoder_self_attn_softmax(real *y, const real *x, int T)
+{
+  const long n = T;
+  for (long r = 0; r < 16*T; r++) {
+    const real *xr = x + r * n;
+    real *yr = y + r * n;
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
+    for (long i = 0; i < n; i++)
+      yr[i] = (real)(yr[i] / sum);
+  }
+}
+
+/* n41 = bmm(n40, n37)
+ *   (8, 2, T, 100) <- (8, 2, T, T), (8, 2, T, 100)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_bmm_2,
+ *             sample_encoder_l1_self_attn_bmm_2
+ *   (the nodes above are sample_encoder_l0_self_attn_bmm_2's) */
+static void sample_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
+{
+  for (long i = 0; i < 16; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
+                1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
+}
+
+/* n42 = transpose(n41) perm 2 0 1 3
+ *   (T, 8, 2, 100) <- (8, 2, T, 100)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_transpose_4,
+ *             sample_encoder_l1_self_attn_transpose_4
+ *   (the nodes above are sample_encoder_l0_self_attn_transpose_4's) */
+static void sample_encoder_self_attn_transpose_2(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < T; i0++)
+    for (long i1 = 0; i1 < 16; i1++)
+      for (long i2 = 0; i2 < 100; i2++)
+        y[i0 * 1600 + i1 * 100 + i2] = x[i0 * 100 + i1 * 100*T + i2];
+}
+
+/* n47 = matmul_bias(n43, n44, n46) b^T
+ *   (T, 8, 200) <- (T, 8, 200), (200, 200), (200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_out_proj_matmul_bias,
+ *             sample_encoder_l0_linear1_matmul_bias,
+ *             sample_encoder_l0_linear2_matmul_bias
+ *   (the nodes above are sample_encoder_l0_self_attn_out_proj_matmul_bias's) */
+static void sample_encoder_l0_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 200; i1++)
+      y[i0 * 200 + i1] = c[i1];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 200, 200,
+              1, a, 200, b, 200, 1, y, 200);
+}
+
+/* n48 = add(n21, n47)
+ *   (T, 8, 200) <- (T, 8, 200), (T, 8, 200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_add, sample_encoder_l0_add_2
+ *   (the nodes above are sample_encoder_l0_add's) */
+static void sample_encoder_l0_add(real *y, const real *a, const real *b, int T)
+{
+  for (long i0 = 0; i0 < 1600*T; i0++)
+    y[i0] = a[i0] + b[i0];
+}
+
+/* n51 = normalize(n48) eps 1e-05
+ *   (T, 8, 200) <- (T, 8, 200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_norm1_normalize,
+ *             sample_encoder_l0_norm2_normalize
+ *   (the nodes above are sample_encoder_l0_norm1_normalize's) */
+static void sample_encoder_l0_normalize(real *y, const real *x, int T)
+{
+  const long n = 200;
+  for (long r = 0; r < 8*T; r++) {
+    const real *xr = x + r * n;
+    double mean = 0, var = 0;
+    for (long i = 0; i < n; i++)
+      mean += xr[i];
+    mean /= n;
+    for (long i = 0; i < n; i++)
+      var += (xr[i] - mean) * (xr[i] - mean);
+    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
+    for (long i = 0; i < n; i++)
+      y[r * n + i] = (real)((xr[i] - mean) * rstd);
+  }
+}
+
+/* fused: 2 nodes in one loop over (T, 8, 200)
+ *   n52 = mul(n51, n49) (T, 8, 200)
+ *   n53 = add(n52, n50) (T, 8, 200), stored in y0
+ *   reads x0 = n51, x1 = n49, x2 = n50
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_norm1_fused, sample_encoder_l0_norm2_fused
+ *   (the nodes above are sample_encoder_l0_norm1_fused's) */
+static void sample_encoder_l0_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      real v0 = x0[i0 * 200 + i1] * x1[i1];   /* mul */
+      real v1 = v0 + x2[i1];   /* add */
+      y0[i0 * 200 + i1] = v1;
+    }
+}
+
+/* n58 = relu(n57)
+ *   (T, 8, 200) <- (T, 8, 200)
+ *   graphs/transformer.lua:25 */
+static void sample_encoder_l0_relu(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 1600*T; i0++)
+    y[i0] = x[i0] > 0 ? x[i0] : 0;
+}
+
+/* n132 = matmul_bias(n130, n44, n46) b^T
+ *   (1, 8, 200) <- (1, 8, 200), (200, 200), (200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_self_attn_out_proj_matmul_bias_2,
+ *             sample_encoder_l0_linear1_matmul_bias_2,
+ *             sample_encoder_l0_linear2_matmul_bias_2,
+ *             sample_encoder_l1_self_attn_out_proj_matmul_bias,
+ *             sample_encoder_l1_linear1_matmul_bias,
+ *             sample_encoder_l1_linear2_matmul_bias
+ *   (the nodes above are sample_encoder_l0_self_attn_out_proj_matmul_bias_2's) */
+static void sample_encoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 200; i1++)
+      y[i0 * 200 + i1] = c[i1];
+  lmc_sgemm_abt_mt(nt, 8, 200, 200, a, 200, b, 200, 1, y, 200);
+}
+
+/* fused: 3 nodes in one loop over (1, 8, 200)
+ *   n127 = mul(n126, n17) (1, 8, 200)
+ *   n129 = add(n127, n128) (1, 8, 200)
+ *   n133 = add(n129, n132) (1, 8, 200), stored in y0
+ *   reads x0 = n126, x1 = n128, x2 = n132
+ *   graphs/transformer.lua:25 */
+static void sample_encoder_l0_fused_2(real *restrict y0, const real *x0, const real *x1, const real *x2)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      real v0 = x0[i0 * 200 + i1] * (real)14.142135623730951;   /* mul */
+      real v1 = v0 + x1[i1];   /* add */
+      real v2 = v1 + x2[i0 * 200 + i1];   /* add */
+      y0[i0 * 200 + i1] = v2;
+    }
+}
+
+/* n134 = normalize(n133) eps 1e-05
+ *   (1, 8, 200) <- (1, 8, 200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_norm1_normalize_2,
+ *             sample_encoder_l0_norm2_normalize_2,
+ *             sample_encoder_l1_norm1_normalize,
+ *             sample_encoder_l1_norm2_normalize, sample_encoder_norm_normalize
+ *   (the nodes above are sample_encoder_l0_norm1_normalize_2's) */
+static void sample_encoder_normalize(real *y, const real *x)
+{
+  const long n = 200;
+  for (long r = 0; r < 8; r++) {
+    const real *xr = x + r * n;
+    double mean = 0, var = 0;
+    for (long i = 0; i < n; i++)
+      mean += xr[i];
+    mean /= n;
+    for (long i = 0; i < n; i++)
+      var += (xr[i] - mean) * (xr[i] - mean);
+    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
+    for (long i = 0; i < n; i++)
+      y[r * n + i] = (real)((xr[i] - mean) * rstd);
+  }
+}
+
+/* fused: 2 nodes in one loop over (1, 8, 200)
+ *   n135 = mul(n134, n49) (1, 8, 200)
+ *   n136 = add(n135, n50) (1, 8, 200), stored in y0
+ *   reads x0 = n134, x1 = n49, x2 = n50
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_norm1_fused_2, sample_encoder_l1_norm1_fused,
+ *             sample_encoder_l1_norm2_fused, sample_encoder_norm_fused
+ *   (the nodes above are sample_encoder_l0_norm1_fused_2's) */
+static void sample_encoder_fused(real *restrict y0, const real *x0, const real *x1, const real *x2)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      real v0 = x0[i0 * 200 + i1] * x1[i1];   /* mul */
+      real v1 = v0 + x2[i1];   /* add */
+      y0[i0 * 200 + i1] = v1;
+    }
+}
+
+/* n139 = relu(n138)
+ *   (1, 8, 200) <- (1, 8, 200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_relu_2, sample_encoder_l1_relu
+ *   (the nodes above are sample_encoder_l0_relu_2's) */
+static void sample_encoder_relu(real *y, const real *x)
+{
+  for (long i0 = 0; i0 < 1600; i0++)
+    y[i0] = x[i0] > 0 ? x[i0] : 0;
+}
+
+/* n142 = add(n136, n141)
+ *   (1, 8, 200) <- (1, 8, 200), (1, 8, 200)
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_add_3, sample_encoder_l1_add
+ *   (the nodes above are sample_encoder_l0_add_3's) */
+static void sample_encoder_add(real *y, const real *a, const real *b)
+{
+  for (long i0 = 0; i0 < 1600; i0++)
+    y[i0] = a[i0] + b[i0];
+}
+
+/* fused: 3 nodes in one loop over (1, 8, 200)
+ *   n144 = mul(n143, n64) (1, 8, 200)
+ *   n145 = add(n144, n65) (1, 8, 200)
+ *   n149 = add(n145, n148) (1, 8, 200), stored in y0
+ *   reads x0 = n143, x1 = n64, x2 = n65, x3 = n148
+ *   graphs/transformer.lua:25 */
+static void sample_encoder_l1_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 200; i1++) {
+      real v0 = x0[i0 * 200 + i1] * x1[i1];   /* mul */
+      real v1 = v0 + x2[i1];   /* add */
+      real v2 = v1 + x3[i0 * 200 + i1];   /* add */
+      y0[i0 * 200 + i1] = v2;
+    }
+}
+
+/* n166 = matmul_bias(n164, n120, n122) b^T
+ *   (1, 8, 33278) <- (1, 8, 200), (33278, 200), (33278)
+ *   graphs/transformer.lua:27 */
+static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 33278; i1++)
+      y[i0 * 33278 + i1] = c[i1];
+  lmc_sgemm_abt_mt(nt, 8, 33278, 200, a, 200, b, 200, 1, y, 33278);
+}
+
+/* n167 = log_softmax(n166)
+ *   (1, 8, 33278) <- (1, 8, 33278)
+ *   graphs/transformer.lua:29 */
+static void sample_log_softmax(real *y, const real *x)
+{
+  const long n = 33278;
+  for (long r = 0; r < 8; r++) {
+    const real *xr = x + r * n;
+    real *yr = y + r * n;
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum(xr, n, max);
+    real lse = max + (real)log(sum);
+    for (long i = 0; i < n; i++)
+      yr[i] = xr[i] - lse;
+  }
+}
+
+static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
+{
+  real *w = c->work;
+  /* parameters */
+  const real *input_emb_weight = c->param;   /* input_emb.weight (33278, 200) */
+  const real *encoder_l0_self_attn_in_proj_weight = c->param + 6655600;   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l0_self_attn_in_proj_bias = c->param + 6775600;   /* encoder.layers.0.self_attn.in_proj_bias (600) */
+  const real *encoder_l0_self_attn_out_proj_weight = c->param + 6776200;   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l0_self_attn_out_proj_bias = c->param + 6816200;   /* encoder.layers.0.self_attn.out_proj.bias (200) */
+  const real *encoder_l0_norm1_weight = c->param + 6816400;   /* encoder.layers.0.norm1.weight (200) */
+  const real *encoder_l0_norm1_bias = c->param + 6816600;   /* encoder.layers.0.norm1.bias (200) */
+  const real *encoder_l0_linear1_weight = c->param + 6816800;   /* encoder.layers.0.linear1.weight (200, 200) */
+  const real *encoder_l0_linear1_bias = c->param + 6856800;   /* encoder.layers.0.linear1.bias (200) */
+  const real *encoder_l0_linear2_weight = c->param + 6857000;   /* encoder.layers.0.linear2.weight (200, 200) */
+  const real *encoder_l0_linear2_bias = c->param + 6897000;   /* encoder.layers.0.linear2.bias (200) */
+  const real *encoder_l0_norm2_weight = c->param + 6897200;   /* encoder.layers.0.norm2.weight (200) */
+  const real *encoder_l0_norm2_bias = c->param + 6897400;   /* encoder.layers.0.norm2.bias (200) */
+  const real *encoder_l1_self_attn_in_proj_weight = c->param + 6897600;   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l1_self_attn_in_proj_bias = c->param + 7017600;   /* encoder.layers.1.self_attn.in_proj_bias (600) */
+  const real *encoder_l1_self_attn_out_proj_weight = c->param + 7018200;   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l1_self_attn_out_proj_bias = c->param + 7058200;   /* encoder.layers.1.self_attn.out_proj.bias (200) */
+  const real *encoder_l1_norm1_weight = c->param + 7058400;   /* encoder.layers.1.norm1.weight (200) */
+  const real *encoder_l1_norm1_bias = c->param + 7058600;   /* encoder.layers.1.norm1.bias (200) */
+  const real *encoder_l1_linear1_weight = c->param + 7058800;   /* encoder.layers.1.linear1.weight (200, 200) */
+  const real *encoder_l1_linear1_bias = c->param + 7098800;   /* encoder.layers.1.linear1.bias (200) */
+  const real *encoder_l1_linear2_weight = c->param + 7099000;   /* encoder.layers.1.linear2.weight (200, 200) */
+  const real *encoder_l1_linear2_bias = c->param + 7139000;   /* encoder.layers.1.linear2.bias (200) */
+  const real *encoder_l1_norm2_weight = c->param + 7139200;   /* encoder.layers.1.norm2.weight (200) */
+  const real *encoder_l1_norm2_bias = c->param + 7139400;   /* encoder.layers.1.norm2.bias (200) */
+  const real *encoder_norm_weight = c->param + 7139600;   /* encoder.norm.weight (200) */
+  const real *encoder_norm_bias = c->param + 7139800;   /* encoder.norm.bias (200) */
+  const real *decoder_weight = c->param + 7140000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13795600;   /* decoder.bias (33278) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 532448;   /* read as targets when run() gets none */
+  real *input_emb_embedding = w + 168000;   /* (T, 8, 200), graphs/transformer.lua:23 */
+  real *const_2 = w + 449232;   /* (), graphs/transformer.lua:23 */
+  real *add = w + 224000;   /* (T, 8, 200), graphs/transformer.lua:24 */
+  real *triu_mask = w + 448000;   /* (T, T), graphs/transformer.lua:26 */
+  real *encoder_l0_self_attn_matmul_bias = w;   /* (T, 8, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice = w + 280000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose = w + 336000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_const = w + 449248;   /* (), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_div = w + 280000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_2 = w + 336000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_2 = w + 392000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_3 = w + 336000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_3 = w;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm = w + 56000;   /* (8, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add = w + 75600;   /* (8, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_softmax = w + 112000;   /* (8, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_2 = w + 56000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_4 = w + 280000;   /* (T, 8, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_bias = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add = w + 56000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add = w + 56000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_bias = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu = w + 112000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_bias = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_2 = w + 112000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_add = w + 224000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_matmul_bias = w;   /* (T, 8, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice = w + 224000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose = w + 336000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_div = w + 224000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_2 = w + 336000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_2 = w + 392000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_3 = w + 336000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_3 = w;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm = w + 56000;   /* (8, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add = w + 75600;   /* (8, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_softmax = w + 112000;   /* (8, 2, T, T), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_2 = w + 56000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_4 = w;   /* (T, 8, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_bias_2 = w + 56000;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_3 = w + 57600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize_2 = w + 56000;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add_2 = w + 57600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_bias_2 = w + 56000;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu_2 = w + 59200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_bias_2 = w + 56000;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_4 = w + 59200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize_2 = w + 56000;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_out_proj_matmul_bias = w + 57600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_normalize = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_add = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_matmul_bias = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_relu = w + 3200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear2_matmul_bias = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add_2 = w + 3200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_normalize = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_add = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_normalize = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_add = w + 266224;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *decoder_matmul_bias = w;   /* (1, 8, 33278), graphs/transformer.lua:27 */
+  real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/transformer.lua:29 */
+  if (!targets)   /* no loss wanted: read zeros */
+    targets = memset(no_targets, 0, 280 * sizeof *targets);
+  sample_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
+  train_const(const_2);
+  sample_fused(add, input_emb_embedding, lmc_const0, T);
+  train_triu_mask(triu_mask, T);
+  sample_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, T);
+  sample_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
+  train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
+  sample_encoder_self_attn_div(encoder_l0_self_attn_div, encoder_l0_self_attn_transpose, encoder_l0_self_attn_const, T);
+  sample_encoder_self_attn_slice_2(encoder_l0_self_attn_slice_2, encoder_l0_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
+  sample_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
+  sample_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
+  sample_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_bmm, triu_mask, T);
+  sample_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add, T);
+  sample_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_transpose_3, T);
+  sample_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
+  sample_encoder_l0_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, T);
+  sample_encoder_l0_add(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul_bias, T);
+  sample_encoder_l0_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
+  sample_encoder_l0_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  sample_encoder_l0_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, T);
+  sample_encoder_l0_relu(encoder_l0_relu, encoder_l0_linear1_matmul_bias, T);
+  sample_encoder_l0_matmul_bias(encoder_l0_linear2_matmul_bias, encoder_l0_relu, encoder_l0_linear2_weight, encoder_l0_linear2_bias, T);
+  sample_encoder_l0_add(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul_bias, T);
+  sample_encoder_l0_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
+  sample_encoder_l0_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  sample_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, T);
+  sample_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
+  sample_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
+  sample_encoder_self_attn_slice_2(encoder_l1_self_attn_slice_2, encoder_l1_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
+  sample_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
+  sample_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
+  sample_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_bmm, triu_mask, T);
+  sample_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add, T);
+  sample_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_transpose_3, T);
+  sample_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
+  sample_encoder_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 1600, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, c->threads);
+  sample_encoder_l0_fused_2(encoder_l0_add_3, input_emb_embedding + (T - 1) * 1600, lmc_const0 + (T - 1) * 200, encoder_l0_self_attn_out_proj_matmul_bias_2);
+  sample_encoder_normalize(encoder_l0_norm1_normalize_2, encoder_l0_add_3);
+  sample_encoder_fused(encoder_l0_norm1_add_2, encoder_l0_norm1_normalize_2, encoder_l0_norm1_weight, encoder_l0_norm1_bias);
+  sample_encoder_matmul_bias(encoder_l0_linear1_matmul_bias_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, encoder_l0_linear1_bias, c->threads);
+  sample_encoder_relu(encoder_l0_relu_2, encoder_l0_linear1_matmul_bias_2);
+  sample_encoder_matmul_bias(encoder_l0_linear2_matmul_bias_2, encoder_l0_relu_2, encoder_l0_linear2_weight, encoder_l0_linear2_bias, c->threads);
+  sample_encoder_add(encoder_l0_add_4, encoder_l0_norm1_add_2, encoder_l0_linear2_matmul_bias_2);
+  sample_encoder_normalize(encoder_l0_norm2_normalize_2, encoder_l0_add_4);
+  sample_encoder_matmul_bias(encoder_l1_self_attn_out_proj_matmul_bias, encoder_l1_self_attn_transpose_4 + (T - 1) * 1600, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_bias, c->threads);
+  sample_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_normalize_2, encoder_l0_norm2_weight, encoder_l0_norm2_bias, encoder_l1_self_attn_out_proj_matmul_bias);
+  sample_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add);
+  sample_encoder_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias);
+  sample_encoder_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, c->threads);
+  sample_encoder_relu(encoder_l1_relu, encoder_l1_linear1_matmul_bias);
+  sample_encoder_matmul_bias(encoder_l1_linear2_matmul_bias, encoder_l1_relu, encoder_l1_linear2_weight, encoder_l1_linear2_bias, c->threads);
+  sample_encoder_add(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul_bias);
+  sample_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2);
+  sample_encoder_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias);
+  sample_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add);
+  sample_encoder_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias);
+  sample_decoder_matmul_bias(decoder_matmul_bias, encoder_norm_add, decoder_weight, decoder_bias, c->threads);
+  sample_log_softmax(log_softmax, decoder_matmul_bias);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- step: batch 1 */
+
+/* n20 = slice_pos(n19) axis 0
+ *   (T, 200) <- (35, 200)
+ *   graphs/transformer.lua:24 */
+static void step_slice_pos(real *y, const real *x, int pos, int T)
+{
+  for (long o = 0; o < 1; o++)
+    memcpy(y + o * T * 200, x + (o * 35 + pos) * 200, T * 200 * sizeof *y);
+}
+
+/* n23 = causal_mask()
+ *   (T, 35)
+ *   graphs/transformer.lua:26 */
+static void step_causal_mask(real *y, int pos, int T)
+{
+  for (long i = 0; i < T; i++)
+    for (long j = 0; j < 35; j++)
+      y[i * 35 + j] = j > pos + i ? -INFINITY : 0;
+}
+
+/* n40 = kv_write(n39, n35) axis 2
+ *   (1, 2, 35, 100) <- (1, 2, 35, 100), (1, 2, T, 100)
+ *   graphs/transformer.lua:25
+ *   shared by step_encoder_l0_self_attn_kv_write,
+ *             step_encoder_l0_self_attn_kv_write_2,
+ *             step_encoder_l1_self_attn_kv_write,
+ *             step_encoder_l1_self_attn_kv_write_2
+ *   (the nodes above are step_encoder_l0_self_attn_kv_write's) */
+static void step_encoder_self_attn_kv_write(real *y, const real *x, const real *r, int pos, int T)
+{
+  memcpy(y, x, 7000 * sizeof *y);
+  for (long o = 0; o < 2; o++)
+    memcpy(y + (o * 35 + pos) * 100, r + o * T * 100, T * 100 * sizeof *y);
+}
+
+/* n41 = bmm(n32, n40) b^T
+ *   (1, 2, T, 35) <- (1, 2, T, 100), (1, 2, 35, 100)
+ *   graphs/transformer.lua:25
+ *   shared by step_encoder_l0_self_attn_bmm, step_encoder_l1_self_attn_bmm
+ *   (the nodes above are step_encoder_l0_self_attn_bmm's) */
+static void step_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
+{
+  for (long i = 0; i < 2; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 35, 100,
+                1, a + i * 100*T, 100, b + i * 3500, 100, 0, y + i * 35*T, 35);
+}
+
+/* n42 = add(n41, n23)
+ *   (1, 2, T, 35) <- (1, 2, T, 35), (T, 35)
+ *   graphs/transformer.lua:25
+ *   shared by step_encoder_l0_self_attn_add_2, step_encoder_l1_self_attn_add_2
+ *   (the nodes above are step_encoder_l0_self_attn_add_2's) */
+static void step_encoder_self_attn_add(real *y, const real *a, const real *b, int T)
+{
+  for (long i0 = 0; i0 < 2; i0++)
+    for (long i1 = 0; i1 < 35*T; i1++)
+      y[i0 * 35*T + i1] = a[i0 * 35*T + i1] + b[i1];
+}
+
+/* n43 = softmax(n42)
+ *   (1, 2, T, 35) <- (1, 2, T, 35)
+ *   graphs/transformer.lua:25
+ *   shared by step_encoder_l0_self_attn_softmax,
+ *             step_encoder_l1_self_attn_softmax
+ *   (the nodes above are step_encoder_l0_self_attn_softmax's) */
+static void step_encoder_self_attn_softmax(real *y, const real *x, int T)
+{
+  const long n = 35;
+  for (long r = 0; r < 2*T; r++) {
+    const real *xr = x + r * n;
+    real *yr = y + r * n;
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
+    for (long i = 0; i < n; i++)
+      yr[i] = (real)(yr[i] / sum);
+  }
+}
+
+/* n46 = bmm(n43, n45)
+ *   (1, 2, T, 100) <- (1, 2, T, 35), (1, 2, 35, 100)
+ *   graphs/transformer.lua:25
+ *   shared by step_encoder_l0_self_attn_bmm_2, step_encoder_l1_self_attn_bmm_2
+ *   (the nodes above are step_encoder_l0_self_attn_bmm_2's) */
+static void step_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
+{
+  for (long i = 0; i < 2; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, 35,
+                1, a + i * 35*T, 35, b + i * 3500, 100, 0, y + i * 100*T, 100);
+}
+
+static const LmcTensorDesc step_state[] = {
+  { .name = "kv_cache.0", .rank = 4, .shape = { 1, 2, 35, 100 }, .offset = 0, .numel = 7000, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.1", .rank = 4, .shape = { 1, 2, 35, 100 }, .offset = 7000, .numel = 7000, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.2", .rank = 4, .shape = { 1, 2, 35, 100 }, .offset = 14000, .numel = 7000, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.3", .rank = 4, .shape = { 1, 2, 35, 100 }, .offset = 21000, .numel = 7000, .init = LMC_INIT_ZERO, .alias = -1 },
+};
+
+static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
+{
+  real *w = c->work;
+  /* parameters */
+  const real *input_emb_weight = c->param;   /* input_emb.weight (33278, 200) */
+  const real *encoder_l0_self_attn_in_proj_weight = c->param + 6655600;   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l0_self_attn_in_proj_bias = c->param + 6775600;   /* encoder.layers.0.self_attn.in_proj_bias (600) */
+  const real *encoder_l0_self_attn_out_proj_weight = c->param + 6776200;   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l0_self_attn_out_proj_bias = c->param + 6816200;   /* encoder.layers.0.self_attn.out_proj.bias (200) */
+  const real *encoder_l0_norm1_weight = c->param + 6816400;   /* encoder.layers.0.norm1.weight (200) */
+  const real *encoder_l0_norm1_bias = c->param + 6816600;   /* encoder.layers.0.norm1.bias (200) */
+  const real *encoder_l0_linear1_weight = c->param + 6816800;   /* encoder.layers.0.linear1.weight (200, 200) */
+  const real *encoder_l0_linear1_bias = c->param + 6856800;   /* encoder.layers.0.linear1.bias (200) */
+  const real *encoder_l0_linear2_weight = c->param + 6857000;   /* encoder.layers.0.linear2.weight (200, 200) */
+  const real *encoder_l0_linear2_bias = c->param + 6897000;   /* encoder.layers.0.linear2.bias (200) */
+  const real *encoder_l0_norm2_weight = c->param + 6897200;   /* encoder.layers.0.norm2.weight (200) */
+  const real *encoder_l0_norm2_bias = c->param + 6897400;   /* encoder.layers.0.norm2.bias (200) */
+  const real *encoder_l1_self_attn_in_proj_weight = c->param + 6897600;   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l1_self_attn_in_proj_bias = c->param + 7017600;   /* encoder.layers.1.self_attn.in_proj_bias (600) */
+  const real *encoder_l1_self_attn_out_proj_weight = c->param + 7018200;   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l1_self_attn_out_proj_bias = c->param + 7058200;   /* encoder.layers.1.self_attn.out_proj.bias (200) */
+  const real *encoder_l1_norm1_weight = c->param + 7058400;   /* encoder.layers.1.norm1.weight (200) */
+  const real *encoder_l1_norm1_bias = c->param + 7058600;   /* encoder.layers.1.norm1.bias (200) */
+  const real *encoder_l1_linear1_weight = c->param + 7058800;   /* encoder.layers.1.linear1.weight (200, 200) */
+  const real *encoder_l1_linear1_bias = c->param + 7098800;   /* encoder.layers.1.linear1.bias (200) */
+  const real *encoder_l1_linear2_weight = c->param + 7099000;   /* encoder.layers.1.linear2.weight (200, 200) */
+  const real *encoder_l1_linear2_bias = c->param + 7139000;   /* encoder.layers.1.linear2.bias (200) */
+  const real *encoder_l1_norm2_weight = c->param + 7139200;   /* encoder.layers.1.norm2.weight (200) */
+  const real *encoder_l1_norm2_bias = c->param + 7139400;   /* encoder.layers.1.norm2.bias (200) */
+  const real *encoder_norm_weight = c->param + 7139600;   /* encoder.norm.weight (200) */
+  const real *encoder_norm_bias = c->param + 7139800;   /* encoder.norm.bias (200) */
+  const real *decoder_weight = c->param + 7140000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13795600;   /* decoder.bias (33278) */
+  /* state */
+  real *kv_cache_0 = c->state;   /* state kv_cache.0 (1, 2, 35, 100) */
+  real *kv_cache_1 = c->state + 7000;   /* state kv_cache.1 (1, 2, 35, 100) */
+  real *kv_cache_2 = c->state + 14000;   /* state kv_cache.2 (1, 2, 35, 100) */
+  real *kv_cache_3 = c->state + 21000;   /* state kv_cache.3 (1, 2, 35, 100) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 98096;   /* read as targets when run() gets none */
+  real *input_emb_embedding = w + 42016;   /* (T, 1, 200), graphs/transformer.lua:23 */
+  real *const_2 = w + 98080;   /* (), graphs/transformer.lua:23 */
+  real *slice_pos = w + 49024;   /* (T, 200), graphs/transformer.lua:24 */
+  real *add = w + 56032;   /* (T, 1, 200), graphs/transformer.lua:24 */
+  real *causal_mask = w + 91072;   /* (T, 35), graphs/transformer.lua:26 */
+  real *encoder_l0_self_attn_matmul = w;   /* (T, 1, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add = w + 21008;   /* (T, 1, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose = w + 7008;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_const = w + 84064;   /* (), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_div = w;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_2 = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_2 = w + 63040;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_3 = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_3 = w + 14016;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_kv_write = w + 70048;   /* (1, 2, 35, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm = w + 7008;   /* (1, 2, T, 35), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add_2 = w;   /* (1, 2, T, 35), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_softmax = w + 7008;   /* (1, 2, T, 35), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_kv_write_2 = w + 77056;   /* (1, 2, 35, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_2 = w;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_4 = w + 63040;   /* (T, 1, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu = w + 14016;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_2 = w + 14016;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_add = w + 21008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_matmul = w;   /* (T, 1, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add = w + 21008;   /* (T, 1, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice = w;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose = w + 7008;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_div = w;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_2 = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_2 = w + 56032;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_3 = w + 7008;   /* (T, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_3 = w + 14016;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_kv_write = w + 84064;   /* (1, 2, 35, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm = w + 7008;   /* (1, 2, T, 35), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add_2 = w;   /* (1, 2, T, 35), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_softmax = w + 7008;   /* (1, 2, T, 35), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_kv_write_2 = w + 91072;   /* (1, 2, 35, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_2 = w;   /* (1, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_4 = w + 7008;   /* (T, 1, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_3 = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add_2 = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu_2 = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_4 = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize_2 = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_out_proj_matmul = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_normalize = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_add = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_matmul = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_relu = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear2_matmul = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add_2 = w + 416;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_normalize = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_add = w + 208;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_normalize = w;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_add = w + 33280;   /* (1, 1, 200), graphs/transformer.lua:25 */
+  real *decoder_matmul = w;   /* (1, 1, 33278), graphs/transformer.lua:27 */
+  real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/transformer.lua:27 */
+  real *log_softmax = w;   /* (1, 1, 33278), graphs/transformer.lua:29 */
+  if (!targets)   /* no loss wanted: read zeros */
+    targets = memset(no_targets, 0, 35 * sizeof *targets);
+  gen_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
+  train_const(const_2);
+  step_slice_pos(slice_pos, lmc_const0, c->pos, T);
+  gen_fused(add, input_emb_embedding, slice_pos, T);
+  step_causal_mask(causal_mask, c->pos, T);
+  gen_encoder_self_attn_matmul(encoder_l0_self_attn_matmul, add, encoder_l0_self_attn_in_proj_weight, c->threads, T);
+  gen_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_matmul, encoder_l0_self_attn_in_proj_bias, T);
+  gen_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
+  train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
+  gen_encoder_self_attn_div(encoder_l0_self_attn_div, encoder_l0_self_attn_transpose, encoder_l0_self_attn_const, T);
+  gen_encoder_self_attn_slice_2(encoder_l0_self_attn_slice_2, encoder_l0_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
+  gen_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
+  step_encoder_self_attn_kv_write(encoder_l0_self_attn_kv_write, kv_cache_0, encoder_l0_self_attn_transpose_2, c->pos, T);
+  step_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_kv_write, T);
+  step_encoder_self_attn_add(encoder_l0_self_attn_add_2, encoder_l0_self_attn_bmm, causal_mask, T);
+  step_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add_2, T);
+  step_encoder_self_attn_kv_write(encoder_l0_self_attn_kv_write_2, kv_cache_1, encoder_l0_self_attn_transpose_3, c->pos, T);
+  step_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_kv_write_2, T);
+  gen_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
+  gen_encoder_l0_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, c->threads, T);
+  gen_encoder_l0_fused(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, T);
+  gen_encoder_l0_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
+  gen_encoder_l0_fused_2(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  gen_encoder_l0_matmul(encoder_l0_linear1_matmul, encoder_l0_norm1_add, encoder_l0_linear1_weight, c->threads, T);
+  gen_encoder_l0_fused_3(encoder_l0_relu, encoder_l0_linear1_matmul, encoder_l0_linear1_bias, T);
+  gen_encoder_l0_matmul(encoder_l0_linear2_matmul, encoder_l0_relu, encoder_l0_linear2_weight, c->threads, T);
+  gen_encoder_l0_fused(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, T);
+  gen_encoder_l0_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
+  gen_encoder_l0_fused_2(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  gen_encoder_self_attn_matmul(encoder_l1_self_attn_matmul, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, c->threads, T);
+  gen_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_matmul, encoder_l1_self_attn_in_proj_bias, T);
+  gen_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
+  gen_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
+  gen_encoder_self_attn_slice_2(encoder_l1_self_attn_slice_2, encoder_l1_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
+  gen_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_add, T);
+  gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
+  step_encoder_self_attn_kv_write(encoder_l1_self_attn_kv_write, kv_cache_2, encoder_l1_self_attn_transpose_2, c->pos, T);
+  step_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_kv_write, T);
+  step_encoder_self_attn_add(encoder_l1_self_attn_add_2, encoder_l1_self_attn_bmm, causal_mask, T);
+  step_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add_2, T);
+  step_encoder_self_attn_kv_write(encoder_l1_self_attn_kv_write_2, kv_cache_3, encoder_l1_self_attn_transpose_3, c->pos, T);
+  step_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_kv_write_2, T);
+  gen_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
+  gen_encoder_matmul(encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 200, encoder_l0_self_attn_out_proj_weight, c->threads);
+  gen_encoder_l0_fused_4(encoder_l0_add_3, input_emb_embedding + (T - 1) * 200, slice_pos + (T - 1) * 200, encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_out_proj_bias);
+  gen_encoder_normalize(encoder_l0_norm1_normalize_2, encoder_l0_add_3);
+  gen_encoder_fused(encoder_l0_norm1_add_2, encoder_l0_norm1_normalize_2, encoder_l0_norm1_weight, encoder_l0_norm1_bias);
+  gen_encoder_matmul(encoder_l0_linear1_matmul_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, c->threads);
+  gen_encoder_fused_2(encoder_l0_relu_2, encoder_l0_linear1_matmul_2, encoder_l0_linear1_bias);
+  gen_encoder_matmul(encoder_l0_linear2_matmul_2, encoder_l0_relu_2, encoder_l0_linear2_weight, c->threads);
+  gen_encoder_fused_3(encoder_l0_add_4, encoder_l0_norm1_add_2, encoder_l0_linear2_matmul_2, encoder_l0_linear2_bias);
+  gen_encoder_normalize(encoder_l0_norm2_normalize_2, encoder_l0_add_4);
+  gen_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4 + (T - 1) * 200, encoder_l1_self_attn_out_proj_weight, c->threads);
+  gen_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_normalize_2, encoder_l0_norm2_weight, encoder_l0_norm2_bias, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias);
+  gen_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add);
+  gen_encoder_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias);
+  gen_encoder_matmul(encoder_l1_linear1_matmul, encoder_l1_norm1_add, encoder_l1_linear1_weight, c->threads);
+  gen_encoder_fused_2(encoder_l1_relu, encoder_l1_linear1_matmul, encoder_l1_linear1_bias);
+  gen_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_relu, encoder_l1_linear2_weight, c->threads);
+  gen_encoder_fused_3(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias);
+  gen_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2);
+  gen_encoder_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias);
+  gen_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add);
+  gen_encoder_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias);
+  gen_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, c->threads);
+  gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
+  gen_log_softmax(log_softmax, decoder_add);
+  memcpy(kv_cache_0, encoder_l0_self_attn_kv_write, 7000 * sizeof(real));   /* state kv_cache.0, detached */
+  memcpy(kv_cache_1, encoder_l0_self_attn_kv_write_2, 7000 * sizeof(real));   /* state kv_cache.1, detached */
+  memcpy(kv_cache_2, encoder_l1_self_attn_kv_write, 7000 * sizeof(real));   /* state kv_cache.2, detached */
+  memcpy(kv_cache_3, encoder_l1_self_attn_kv_write_2, 7000 * sizeof(real));   /* state kv_cache.3, detached */
+  return 0;
+}
+
 /* ---------------------------------------------------------------- the model */
 
 const LmcModel lmc_model = {
@@ -3504,6 +4417,32 @@ const LmcModel lmc_model = {
     .state = NULL,
     .has_backward = 0,
     .run = gen_run,
+    .has_logp = 1,
+    .logp_last = 1,
+    .logp_offset = 0,
+  },
+  .sample = {
+    .batch = 8,
+    .max_seq = 35,
+    .work_numel = 532736,
+    .state_numel = 0,
+    .nstate = 0,
+    .state = NULL,
+    .has_backward = 0,
+    .run = sample_run,
+    .has_logp = 1,
+    .logp_last = 1,
+    .logp_offset = 266224,
+  },
+  .step = {
+    .batch = 1,
+    .max_seq = 35,
+    .work_numel = 98144,
+    .state_numel = 28000,
+    .nstate = 4,
+    .state = step_state,
+    .has_backward = 0,
+    .run = step_run,
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 0,

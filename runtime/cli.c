@@ -60,8 +60,13 @@ void cli_help(FILE *f, const LmcModel *m, const char *prog, const char *which)
             "  sample text, as word_language_model/generate.py\n"
             "  --words N           words to generate (1000)\n"
             "  --temperature F     higher is more diverse, at least 1e-3 (1.0)\n"
+            "  --top-k K           draw from the K most likely words only (all)\n"
+            "  --top-p P           then from the fewest whose probability reaches P, in (0, 1] (1)\n"
             "  --seed N            random seed (1111)\n"
             "  --prompt TEXT       words to start from (a random word)\n"
+            "  --prompt-file FILE  the words to start from, read from FILE\n"
+            "  --samples N         N independent samples, apart by an empty line (1)\n"
+            "  --no-kv-cache       recompute the window for every word (where the model has a cache)\n"
             "  --outf FILE         output file, - for stdout (generated.txt)\n"
             "  --threads N         BLAS and kernel threads (1)\n",
             prog);
@@ -292,28 +297,27 @@ static void parse_eval(Args *a, CliOptions *out)
 
 static void parse_generate(Args *a, CliOptions *out)
 {
-  const char *ckpt = NULL, *prompt = NULL, *outf = "generated.txt";
-  int words = 1000, threads = 1;
-  double temperature = 1.0;
-  uint64_t seed = 1111;
+  GenOptions o = { .outf = "generated.txt", .words = 1000, .samples = 1, .threads = 1, .seed = 1111,
+                   .rule = { .temperature = 1.0, .top_k = 0, .top_p = 1.0 } };
   while (next_option(a)) {
-    if (is(a, "--checkpoint")) ckpt = path_value(a);
-    else if (is(a, "--words")) words = (int)integer(a, 0, 1000000000, "a non-negative integer");
-    else if (is(a, "--temperature")) temperature = number(a, 1e-3, INFINITY, "a number >= 1e-3");
-    else if (is(a, "--seed")) seed = seed_value(a);
-    else if (is(a, "--prompt")) prompt = a->inline_val ? a->inline_val : a->i < a->argc ? a->argv[a->i++] : value(a);
-    else if (is(a, "--outf")) outf = path_value(a);
-    else if (is(a, "--threads")) threads = (int)integer(a, 1, 4096, "a positive integer");
+    if (is(a, "--checkpoint")) o.checkpoint = path_value(a);
+    else if (is(a, "--words")) o.words = (int)integer(a, 0, 1000000000, "a non-negative integer");
+    else if (is(a, "--temperature")) o.rule.temperature = number(a, 1e-3, INFINITY, "a number >= 1e-3");
+    else if (is(a, "--top-k")) o.rule.top_k = (int)integer(a, 1, 1000000000, "a positive integer");
+    else if (is(a, "--top-p")) o.rule.top_p = number(a, 0x1p-1074, 1, "a probability in (0, 1]");
+    else if (is(a, "--seed")) o.seed = seed_value(a);
+    else if (is(a, "--prompt")) o.prompt = a->inline_val ? a->inline_val : a->i < a->argc ? a->argv[a->i++] : value(a);
+    else if (is(a, "--prompt-file")) o.prompt_file = path_value(a);
+    else if (is(a, "--samples"))
+      o.samples = (int)integer(a, 1, GEN_MAX_SAMPLES, "an integer in [1, 100000]");
+    else if (is(a, "--no-kv-cache")) no_value(a), o.no_kv_cache = true;
+    else if (is(a, "--outf")) o.outf = path_value(a);
+    else if (is(a, "--threads")) o.threads = (int)integer(a, 1, 4096, "a positive integer");
     else unknown(a);
   }
-  if (!ckpt) usage_error(a, "generate: --checkpoint FILE is required");
-  out->gen.checkpoint = ckpt;
-  out->gen.prompt = prompt;
-  out->gen.outf = outf;
-  out->gen.words = words;
-  out->gen.threads = threads;
-  out->gen.temperature = temperature;
-  out->gen.seed = seed;
+  if (!o.checkpoint) usage_error(a, "generate: --checkpoint FILE is required");
+  if (o.prompt && o.prompt_file) usage_error(a, "generate: --prompt and --prompt-file exclude each other");
+  out->gen = o;
 }
 
 int cli_parse(const LmcModel *m, const char *prog, int argc, char **argv, CliOptions *o, char *err,

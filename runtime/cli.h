@@ -31,12 +31,7 @@ typedef struct {
     bool json;
     int threads;
   } eval;
-  struct {
-    const char *checkpoint, *prompt, *outf;
-    int words, threads;
-    double temperature;
-    uint64_t seed;
-  } gen;
+  GenOptions gen;
 } CliOptions;
 
 /* argv[0] is the program, argv[1] the command; prog names it in messages. */

@@ -1,64 +1,72 @@
 /*
  * generate.c: generate.py's sampling.  The gen program (batch 1) reads a
- * history, the prompt's words or one random word, and gives the
- * log-probabilities of the next; a word is drawn from them at the
- * temperature, written, and appended to the history.  Words go to --outf
- * through outfile.h, or to standard output, 20 a line; a progress line
- * every GEN_LOG_INTERVAL words on stderr.
+ * history, the prompt's words (--prompt, --prompt-file) or one random
+ * word, and gives the log-probabilities of the next; a word is drawn from
+ * them (sample.c: temperature, top-k, top-p) and appended to the history.
+ * --samples N draws N independent samples, a column each of the sample
+ * program (the gen program at a larger batch), as many at a time as it has
+ * columns, so that the weights are read once per word for all of them.
+ * Words go to --outf through outfile.h, or to standard output, 20 a line,
+ * samples apart by an empty line; a progress line every GEN_LOG_INTERVAL
+ * words on stderr.
  */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "outfile.h"
 #include "rt.h"
 
 enum { GEN_LOG_INTERVAL = 100 };
 
-/* torch.multinomial(exp(logp / temperature), 1) for one word: the first
- * index whose running sum of weights passes u (in [0, 1)) times their
- * total; w (n) holds the weights, exp((logp - max) / temperature), by the
- * softmax kernels' vectorised exp (libm's exp took a tenth of a word's
- * time).  Words of weight 0 are never drawn. */
-int sample_word(const real *logp, int n, double temperature, double u, real *w)
+/* The program that generation runs, and for the step program how many
+ * positions of the window its key/value caches hold. */
+typedef struct {
+  const LmcProgram *p;
+  bool step;
+  size_t cached;
+} Feed;
+
+/* The step program (batch 1) on the window of the last max_seq words of
+ * hist: only the words after the cached positions, from c->pos.  When the
+ * window slides (the history outgrows max_seq), every word moves to
+ * another position and the window is computed afresh from position 0, as
+ * the gen program computes it for every word. */
+static const real *step_feed(LmcCtx *c, Feed *f, const int32_t *hist, size_t len)
 {
-  real mx = lmc_row_max(logp, n);
-  double total;
-  if (temperature == 1)
-    total = lmc_exp_sum_to(w, logp, n, mx);
-  else {
-    for (int v = 0; v < n; v++) w[v] = (real)(logp[v] / temperature);
-    total = lmc_exp_sum_inplace(w, n, (real)(mx / temperature));
-  }
-  double at = u * total, acc = 0;
-  for (int v = 0; v < n; v++)
-    if ((acc += w[v]) > at && w[v] > 0)
-      return v;
-  for (int v = n - 1; v > 0; v--)   /* rounding: the last word of weight > 0 */
-    if (w[v] > 0)
-      return v;
-  return 0;
+  size_t max = (size_t)f->p->max_seq, from = len <= max ? f->cached : len - max;
+  c->pos = len <= max ? (int)f->cached : 0;
+  int T = (int)(len - from);
+  f->p->run(c, hist + from, NULL, T);
+  f->cached = (size_t)c->pos + (size_t)T;
+  return c->work + f->p->logp_offset + (f->p->logp_last ? 0 : (size_t)(T - 1) * (size_t)c->m->ntoken);
 }
 
-/* Runs the gen program on the history and returns the log-probabilities of
- * the next token.  With a hidden state (RNNs) only the newest n tokens are
- * fed; without one (Transformer) the window of the last max_seq tokens. */
-static const real *gen_feed(LmcCtx *c, const LmcProgram *p, const int32_t *hist, size_t len, size_t n)
+/* Runs the program on the history, B = p->batch columns: row k of hist
+ * holds word k of every column.  Returns the log-probabilities of the next
+ * word of column 0; column b's follow at b * ntoken.  With a hidden state
+ * (RNNs) only the newest n rows are fed; without one (Transformer) the
+ * window of the last max_seq rows, or its new rows to the step program. */
+static const real *gen_feed(LmcCtx *c, Feed *f, const int32_t *hist, size_t len, size_t n)
 {
+  if (f->step) return step_feed(c, f, hist, len);
+  const LmcProgram *p = f->p;
   int T;
+  size_t B = (size_t)p->batch;
   const int32_t *x;
   if (p->nstate > 0) {
-    for (size_t k = len - n; k + 1 < len; k++) p->run(c, hist + k, NULL, 1);
-    x = hist + len - 1;
+    for (size_t k = len - n; k + 1 < len; k++) p->run(c, hist + k * B, NULL, 1);
+    x = hist + (len - 1) * B;
     T = 1;
   } else {
     T = len < (size_t)p->max_seq ? (int)len : p->max_seq;
-    x = hist + len - (size_t)T;
+    x = hist + (len - (size_t)T) * B;
   }
   p->run(c, x, NULL, T);
-  return c->work + p->logp_offset + (p->logp_last ? 0 : (size_t)(T - 1) * (size_t)c->m->ntoken);
+  return c->work + p->logp_offset + (p->logp_last ? 0 : (size_t)(T - 1) * B * (size_t)c->m->ntoken);
 }
 
 /* Sampling needs finite weights: a NaN or infinite one is refused before
@@ -91,11 +99,13 @@ static size_t count_words(const char *s)
   return n;
 }
 
-/* The prompt's words as ids, appended to hist (room for them): <unk> for
- * a word the vocabulary lacks, said; refused when it has no <unk>. */
-static int prompt_ids(const Dict *d, const char *prompt, int32_t *hist, size_t *len)
+/* The prompt's words as ids into ids (room for them): <unk> for a word
+ * the vocabulary lacks, said; refused when it has no <unk>.  what names
+ * the prompt in messages. */
+static int prompt_ids(const Dict *d, const char *prompt, const char *what, int32_t *ids)
 {
   int unk = dict_find(d, "<unk>");
+  size_t len = 0;
   for (const char *p = prompt; *p;) {
     while (*p && strchr(" \t\n\r\v\f", *p)) p++;
     const char *s = p;
@@ -108,93 +118,196 @@ static int prompt_ids(const Dict *d, const char *prompt, int32_t *hist, size_t *
     int id = dict_find(d, word);
     if (id < 0) {
       if (unk < 0) {
-        rt_error("--prompt: '%s' is not in the vocabulary, which has no <unk>", word);
+        rt_error("%s: '%s' is not in the vocabulary, which has no <unk>", what, word);
         return -1;
       }
-      rt_warning("--prompt: '%s' is not in the vocabulary; using <unk>", word);
+      rt_warning("%s: '%s' is not in the vocabulary; using <unk>", what, word);
       id = unk;
     }
-    hist[(*len)++] = id;
+    ids[len++] = id;
   }
   return 0;
 }
 
+/* --prompt-file: a regular file of at most GEN_PROMPT_MAX_BYTES holding
+ * text (no NUL byte) with at least one word; malloc'd, or NULL, said. */
+static char *read_prompt_file(const char *path)
+{
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    rt_error("--prompt-file %s: cannot open: %s", path, strerror(errno));
+    return NULL;
+  }
+  struct stat st;
+  char *text = NULL;
+  const char *why = NULL;
+  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) why = "not a regular file";
+  else if (st.st_size > GEN_PROMPT_MAX_BYTES) why = "larger than 1 MiB";
+  else {
+    size_t n = (size_t)st.st_size;
+    text = rt_malloc(n + 1, "the prompt file");
+    if (fread(text, 1, n, f) != n || ferror(f)) why = "cannot read it";
+    else if (memchr(text, '\0', n)) why = "a binary file (it holds a NUL byte), not text";
+    else if (text[n] = '\0', !count_words(text)) why = "holds no words";
+  }
+  fclose(f);
+  if (why) {
+    rt_error("--prompt-file %s: %s", path, why);
+    free(text);
+    return NULL;
+  }
+  return text;
+}
+
+/* A round of samples: B columns, column b drawing from its own stream
+ * r[b]; hist (rows, B) the words so far. */
 typedef struct {
-  Rng r;
-  double temperature;
+  SampleRule rule;
+  Rng *r;                /* (B) */
   real *w;               /* (ntoken) the weights */
+  SampleCand *cand;      /* (ntoken) */
+  FILE *logp;            /* test hook LMC_TEST_LOGP=FILE: column 0's log-probabilities, a word a line */
 } Sampler;
 
-/* words words drawn after the history hist[0, len) (room for them), into
- * f, 20 a line. */
-static void draw_words(LmcCtx *c, const Dict *d, int32_t *hist, size_t len, int words, Sampler *s, FILE *f)
+/* words rows drawn after the history hist[0, len) (room for them), every
+ * column of program p; a progress line every GEN_LOG_INTERVAL words. */
+static void draw_words(LmcCtx *c, Feed *f, int32_t *hist, size_t len, int words, Sampler *s)
 {
-  const LmcModel *m = c->m;
-  const real *logp = gen_feed(c, &m->gen, hist, len, len);
+  int n = c->m->ntoken, B = f->p->batch;
+  const real *logp = gen_feed(c, f, hist, len, len);
   for (int i = 0; i < words; i++) {
-    int idx = sample_word(logp, m->ntoken, s->temperature, rng_uniform(&s->r), s->w);
-    fputs(d->word[idx], f);
-    fputc(i % 20 == 19 ? '\n' : ' ', f);
+    for (int v = 0; s->logp && v < n; v++)
+      fprintf(s->logp, "%.9g%c", (double)logp[v], v + 1 < n ? ' ' : '\n');
+    for (int b = 0; b < B; b++)
+      hist[len * (size_t)B + (size_t)b] =
+        sample_word(logp + (size_t)b * (size_t)n, n, &s->rule, rng_uniform(&s->r[b]), s->w, s->cand);
     if (i % GEN_LOG_INTERVAL == 0) fprintf(stderr, "| Generated %d/%d words\n", i, words);
-    hist[len++] = idx;
-    if (i + 1 < words) logp = gen_feed(c, &m->gen, hist, len, 1);
+    len++;
+    if (i + 1 < words) logp = gen_feed(c, f, hist, len, 1);
   }
 }
 
-int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature, uint64_t seed,
-                 const char *prompt, const char *outf, int threads)
+/* Column b's words rows [from, from + words) of hist (B columns), 20 a
+ * line as generate.py writes them. */
+static void write_words(FILE *f, const Dict *d, const int32_t *hist, int B, int b, size_t from, int words)
 {
-  if (model_check(m) < 0) return 1;
-  if (!(temperature >= 1e-3) || words < 0 || threads < 1) {
-    rt_error("--temperature must be at least 1e-3, --words non-negative and --threads positive");
+  for (int i = 0; i < words; i++) {
+    fputs(d->word[hist[(from + (size_t)i) * (size_t)B + (size_t)b]], f);
+    fputc(i % 20 == 19 ? '\n' : ' ', f);
+  }
+}
+
+/* The samples, a round of B columns at a time: sample i draws from stream
+ * i of the seed (sample 0's is the stream of a one-sample run) and starts
+ * from the prompt, or from a random word of its own stream.  Samples are
+ * separated by an empty line. */
+static void draw_samples(LmcCtx *c, Feed *fd, const Dict *d, const int32_t *prompt, size_t plen,
+                         const GenOptions *o, Sampler *s, int32_t *hist, FILE *f)
+{
+  const LmcProgram *p = fd->p;
+  int B = p->batch;
+  size_t start = plen ? plen : 1;
+  for (int i0 = 0; i0 < o->samples; i0 += B) {
+    memset(c->state, 0, p->state_numel * sizeof *c->state);   /* every sample from the zero state */
+    fd->cached = 0;
+    for (int b = 0; b < B; b++) {
+      s->r[b] = rng_new(o->seed, 0x67656e + (uint64_t)(i0 + b));   /* "gen" */
+      for (size_t k = 0; k < plen; k++) hist[k * (size_t)B + (size_t)b] = prompt[k];
+      if (!plen)   /* torch.randint(ntokens, (1, 1)) */
+        hist[b] = (int32_t)(rng_next(&s->r[b]) % (uint64_t)c->m->ntoken);
+    }
+    draw_words(c, fd, hist, start, o->words, s);
+    for (int b = 0; b < B && i0 + b < o->samples; b++) {
+      if (i0 + b > 0) fputs(o->words % 20 ? "\n\n" : "\n", f);
+      write_words(f, d, hist, B, b, start, o->words);
+    }
+  }
+}
+
+static int check_options(const GenOptions *o)
+{
+  const SampleRule *r = &o->rule;
+  if (!(r->temperature >= 1e-3) || o->words < 0 || o->threads < 1 || r->top_k < 0 || !(r->top_p > 0 && r->top_p <= 1) ||
+      o->samples < 1 || o->samples > GEN_MAX_SAMPLES || (o->prompt && o->prompt_file)) {
+    rt_error("--temperature must be at least 1e-3, --words non-negative, --threads positive, --top-k positive, "
+             "--top-p in (0, 1], --samples in [1, %d], and --prompt and --prompt-file are not given together",
+             GEN_MAX_SAMPLES);
     return 2;
   }
-  bool to_stdout = strcmp(outf, "-") == 0;
+  if (strcmp(o->outf, "-") != 0) {
+    char err[ERRLEN];
+    if (outfile_check(o->outf, err, sizeof err) < 0) {   /* before the checkpoint is read */
+      fprintf(stderr, "%s\n", err);
+      return 1;
+    }
+    if (rt_same_path(o->outf, o->checkpoint)) {
+      rt_error("--outf %s: that is the checkpoint; the text needs a file of its own", o->outf);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int run_generate(const LmcModel *m, const GenOptions *o)
+{
+  if (model_check(m) < 0) return 1;
+  int rc = check_options(o);
+  if (rc) return rc;
+  rc = 1;
+  bool to_stdout = strcmp(o->outf, "-") == 0;
   char err[ERRLEN];
-  if (!to_stdout && outfile_check(outf, err, sizeof err) < 0) {   /* before the checkpoint is read */
-    fprintf(stderr, "%s\n", err);
-    return 1;
-  }
-  if (!to_stdout && rt_same_path(outf, checkpoint)) {
-    rt_error("--outf %s: that is the checkpoint; the text needs a file of its own", outf);
-    return 1;
-  }
-  openblas_set_num_threads(threads);
-  int rc = 1;
+  char *text = NULL;
+  if (o->prompt_file && !(text = read_prompt_file(o->prompt_file))) return 1;
+  const char *prompt = text ? text : o->prompt;
+  const char *what = text ? "--prompt-file" : "--prompt";
+  /* one sample at batch 1, over key/value caches where the model has them;
+   * more, SAMPLE_BATCH columns at a time */
+  bool many = o->samples > 1 && m->sample.run, step = !many && m->step.run && !o->no_kv_cache;
+  Feed fd = { many ? &m->sample : step ? &m->step : &m->gen, step, 0 };
+  size_t B = (size_t)fd.p->batch;
+  openblas_set_num_threads(o->threads);
   Net n;
   MetaList meta = { 0 };
   Dict d;
   dict_init(&d);
-  int32_t *hist = NULL;
-  real *w = NULL;
+  int32_t *ids = NULL, *hist = NULL;
+  Sampler s = { o->rule, NULL, NULL, NULL, NULL };
   FILE *f = NULL;
   OutFile of = { 0 };
-  if (net_alloc(&n, m, USE_GEN, seed, threads, 0) < 0) return 1;
+  if (net_alloc(&n, m, many ? USE_SAMPLE : step ? USE_STEP : USE_GEN, o->seed, o->threads, 0) < 0) {
+    free(text);
+    return 1;
+  }
+  LmcCtx *c = many ? &n.sample : step ? &n.step : &n.gen;
   /* straight into the parameters: on failure we stop */
-  if (ckpt_load_via(checkpoint, m, n.param, n.param, NULL, 0, &meta, err) < 0) {
+  if (ckpt_load_via(o->checkpoint, m, n.param, n.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);
     goto done;
   }
-  if (check_finite(m, n.param, checkpoint) < 0) goto done;
-  if (vocab_for_generate(m, &meta, checkpoint, &d) < 0) goto done;
+  if (check_finite(m, n.param, o->checkpoint) < 0) goto done;
+  if (vocab_for_generate(m, &meta, o->checkpoint, &d) < 0) goto done;
 
   /* history: the prompt (or one random word), then what we generate */
-  size_t plen = count_words(prompt), len = 0;
-  hist = rt_malloc((16 + plen + (size_t)words) * sizeof *hist, "the history");
-  w = rt_malloc((size_t)m->ntoken * sizeof *w, "the sampling weights");
-  Sampler s = { rng_new(seed, 0x67656e), temperature, w };   /* "gen" */
-  if (!plen)
-    hist[len++] = (int32_t)(rng_next(&s.r) % (uint64_t)m->ntoken);   /* torch.randint(ntokens, (1, 1)) */
-  else if (prompt_ids(&d, prompt, hist, &len) < 0)
-    goto done;
+  size_t plen = count_words(prompt);
+  ids = rt_malloc((plen + 1) * sizeof *ids, "the prompt");
+  if (prompt_ids(&d, prompt ? prompt : "", what, ids) < 0) goto done;
+  hist = rt_malloc((plen + 1 + (size_t)o->words) * B * sizeof *hist, "the history");
+  s.r = rt_malloc(B * sizeof *s.r, "the samples' generators");
+  s.w = rt_malloc((size_t)m->ntoken * sizeof *s.w, "the sampling weights");
+  s.cand = rt_malloc((size_t)m->ntoken * sizeof *s.cand, "the sampling candidates");
 
   if (to_stdout) f = stdout;
-  else if (outfile_open(&of, outf, err, sizeof err) < 0) {
+  else if (outfile_open(&of, o->outf, err, sizeof err) < 0) {
     fprintf(stderr, "%s\n", err);
     goto done;
   } else
     f = of.f;
-  draw_words(&n.gen, &d, hist, len, words, &s, f);
+  const char *dump = getenv("LMC_TEST_LOGP");
+  if (dump && !(s.logp = fopen(dump, "w"))) {
+    rt_error("LMC_TEST_LOGP %s: cannot open: %s", dump, strerror(errno));
+    goto done;
+  }
+  draw_samples(c, &fd, &d, ids, plen, o, &s, hist, f);
   if (to_stdout ? fflush(f) != 0 || ferror(f) : outfile_commit(&of, false, err, sizeof err) < 0) {
     if (to_stdout) {
       rt_error("cannot write standard output: %s", strerror(errno));
@@ -206,8 +319,13 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
   rc = 0;
 done:
   outfile_abort(&of);
+  if (s.logp) fclose(s.logp);
+  free(text);
+  free(ids);
   free(hist);
-  free(w);
+  free(s.r);
+  free(s.w);
+  free(s.cand);
   dict_free(&d);
   meta_free(&meta);
   net_free(&n);

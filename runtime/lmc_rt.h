@@ -3,11 +3,16 @@
  *
  * Every C file that lmc emits includes it and defines `lmc_model`, an
  * LmcModel describing the compiled network: its parameters (names and
- * layouts as PyTorch's state_dict), its hidden state, and three programs,
+ * layouts as PyTorch's state_dict), its hidden state, and four programs,
  * each the network specialised to one batch size:
  *   train  batch_size (20), forward + backward, dropout on
  *   eval   eval batch (10), forward only, dropout off
  *   gen    batch 1, forward only, dropout off
+ *   sample batch 8 (the eval batch when smaller; none at 1), as gen:
+ *          generate --samples, a sample per column
+ *   step   batch 1, as gen but for the new positions only, from c->pos,
+ *          over key/value caches in its state (a graph whose positions
+ *          meet only in causal attention: the Transformer)
  * The runtime (corpus, batching, training loop, evaluation, checkpoints,
  * generation, command line) drives those programs through LmcCtx.
  *
@@ -107,7 +112,7 @@ typedef struct LmcModel {
   size_t grad_numel;
   int ndropout;
   const LmcDropoutSlot *dropout;
-  LmcProgram train, eval, gen;
+  LmcProgram train, eval, gen, sample, step;   /* sample.run, step.run may be NULL: gen serves */
   int fma;               /* LMC_FMA where the emitted file was compiled */
 } LmcModel;
 
@@ -121,6 +126,7 @@ typedef struct LmcCtx {
                             other than train ignore them */
   uint64_t seed;         /* dropout masks depend on seed, step, stream, index */
   uint64_t step;         /* training steps taken: advanced by the runtime */
+  int pos;               /* the step program: the position of tokens[0] in the window */
   int threads;
 } LmcCtx;
 

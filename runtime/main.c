@@ -59,8 +59,7 @@ int main(int argc, char **argv)
     return finish(prog, run_eval(&lmc_model, o.eval.checkpoint, o.eval.data, o.eval.split, o.eval.json,
                                  o.eval.threads));
   case CLI_GENERATE:
-    return finish(prog, run_generate(&lmc_model, o.gen.checkpoint, o.gen.words, o.gen.temperature, o.gen.seed,
-                                     o.gen.prompt, o.gen.outf, o.gen.threads));
+    return finish(prog, run_generate(&lmc_model, &o.gen));
   case CLI_INFO:
     run_info(&lmc_model);
     return finish(prog, 0);

@@ -58,6 +58,12 @@ int model_check(const LmcModel *m)
   else if (!m->train.has_backward) why = "the train program has no backward (the graph has no output loss)";
   else if (m->gen.batch != 1 || m->gen.max_seq < 1) why = "the gen program must have batch 1";
   else if (!m->gen.has_logp) why = "the gen program keeps no log-probabilities";
+  else if (m->sample.run && (m->sample.batch < 1 || m->sample.max_seq != m->gen.max_seq || !m->sample.has_logp ||
+                             (m->sample.nstate > 0) != (m->gen.nstate > 0)))
+    why = "the sample program is not the gen program at another batch";
+  else if (m->step.run && (m->step.batch != 1 || m->step.max_seq != m->gen.max_seq || !m->step.has_logp ||
+                           m->step.nstate < 1 || m->gen.nstate > 0))
+    why = "the step program is not the gen program over key/value caches";
   else if (m->train.batch < 1 || m->eval.batch < 1) why = "a program has no batch";
   else if (m->grad_numel > m->param_numel) why = "the gradient block does not fit the parameters";
   for (int i = 0; !why && i < m->nparam; i++) {
@@ -95,8 +101,10 @@ static real *block_alloc(size_t bytes)
 
 int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, double dropout)
 {
-  const LmcProgram *prog[3] = { &m->train, &m->eval, &m->gen };
-  LmcCtx *ctx[3] = { &n->train, &n->eval, &n->gen };
+  enum { NPROG = 5 };
+  const LmcProgram *prog[NPROG] = { &m->train, &m->eval, &m->gen, &m->sample, &m->step };
+  LmcCtx *ctx[NPROG] = { &n->train, &n->eval, &n->gen, &n->sample, &n->step };
+  const int bit[NPROG] = { USE_TRAIN, USE_EVAL, USE_GEN, USE_SAMPLE, USE_STEP };
   memset(n, 0, sizeof *n);
   size_t total = pad(m->param_numel);
   if (use & USE_TRAIN) total += pad(m->grad_numel);
@@ -105,8 +113,8 @@ int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, do
    * in it lives from one run() to the next, and the programs never run at
    * the same time (train and eval take turns); states stay apart */
   size_t work = 0;
-  for (int k = 0; k < 3; k++)
-    if (use & (1 << k)) {
+  for (int k = 0; k < NPROG; k++)
+    if (use & bit[k]) {
       if (prog[k]->work_numel > work) work = prog[k]->work_numel;
       total += pad(prog[k]->state_numel);
     }
@@ -138,8 +146,8 @@ int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, do
   }
   if (grad && pad(m->grad_numel) + pad(work) >= m->param_numel) n->spare = grad;
   else n->spare = n->exp_avg;
-  for (int k = 0; k < 3; k++) {
-    if (!(use & (1 << k))) continue;
+  for (int k = 0; k < NPROG; k++) {
+    if (!(use & bit[k])) continue;
     LmcCtx *c = ctx[k];
     c->m = m;
     c->param = n->param;

@@ -298,10 +298,10 @@ typedef struct {
   real *exp_avg, *exp_avg_sq;   /* (param_numel) each, AdamW only */
   real *spare;                  /* param_numel reals free once training ends, or NULL */
   double *dropout;              /* (ndropout) */
-  LmcCtx train, eval, gen;
+  LmcCtx train, eval, gen, sample, step;
 } Net;
 
-enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8 };
+enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8, USE_SAMPLE = 16, USE_STEP = 32 };
 
 /* The programs in use (USE_*) and their memory, zeroed; dropout < 0: the
  * compiled probabilities.  -1, said, when the block cannot be had. */
@@ -336,10 +336,39 @@ int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const 
 
 /* ---------------------------------------------------------- generate.c */
 
-int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature,
-                 uint64_t seed, const char *prompt, const char *outf, int threads);
-/* one word drawn from exp(logp / temperature); u in [0, 1); w: n scratch */
-int sample_word(const real *logp, int n, double temperature, double u, real *w);
+/* How a word is drawn (sample.c): the temperature, then the top_k most
+ * likely words (0: all), then the fewest of those whose probability,
+ * renormalised over them, reaches top_p (1: all); then a draw from what is
+ * left, renormalised. */
+typedef struct {
+  double temperature;    /* >= 1e-3 */
+  int top_k;             /* >= 0 */
+  double top_p;          /* (0, 1] */
+} SampleRule;
+
+typedef struct {
+  real w;
+  int32_t v;
+} SampleCand;
+
+/* One word drawn from logp (n) by rule r with u in [0, 1); w (n) and cand
+ * (n) are scratch. */
+int sample_word(const real *logp, int n, const SampleRule *r, double u, real *w, SampleCand *cand);
+
+typedef struct {
+  const char *checkpoint;
+  const char *prompt;       /* words, or NULL */
+  const char *prompt_file;  /* a file of words, or NULL (not both) */
+  const char *outf;         /* "-": standard output */
+  int words, samples, threads;
+  bool no_kv_cache;         /* the gen program on the window even where a step program exists */
+  SampleRule rule;
+  uint64_t seed;
+} GenOptions;
+
+enum { GEN_MAX_SAMPLES = 100000, GEN_PROMPT_MAX_BYTES = 1 << 20 };
+
+int run_generate(const LmcModel *m, const GenOptions *o);
 
 /* -------------------------------------------------------------- dist.c */
 

@@ -759,7 +759,9 @@ static char *generate(const LmcModel *m, const char *ckpt, int words, double tem
 {
   const char *outf = tmp("gen.txt");
   capture();
-  int rc = run_generate(m, ckpt, words, temp, seed, prompt, outf, 1);
+  GenOptions o = { .checkpoint = ckpt, .prompt = prompt, .outf = outf, .words = words, .samples = 1, .threads = 1,
+                   .rule = { temp, 0, 1.0 }, .seed = seed };
+  int rc = run_generate(m, &o);
   release();
   ck_assert_msg(rc == 0, "%s", err_text);
   return slurp(outf);
@@ -770,34 +772,74 @@ static char *generate(const LmcModel *m, const char *ckpt, int words, double tem
 START_TEST(test_sample_word)
 {
   real logp[37], w[37];
+  SampleCand cand[37];
   const double p[4] = { 0.1, 0.2, 0.3, 0.4 };
   for (int v = 0; v < 4; v++) logp[v] = (real)log(p[v]);
   /* temperature 1: boundaries at 0.1, 0.3, 0.6 */
   const double u1[] = { 0, 0.05, 0.099, 0.101, 0.299, 0.301, 0.599, 0.601, 0.999999 };
   const int want1[] = { 0, 0, 0, 1, 1, 2, 2, 3, 3 };
   for (size_t i = 0; i < sizeof u1 / sizeof u1[0]; i++)
-    ck_assert_int_eq(sample_word(logp, 4, 1.0, u1[i], w), want1[i]);
+    ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1.0, 0, 1 }, u1[i], w, cand), want1[i]);
   for (int v = 0; v < 4; v++)   /* the weights: p / max p, within 1e-6 */
     ck_assert_double_eq_tol(w[v], p[v] / 0.4, 1e-6);
   /* temperature 2: weights sqrt(p), boundaries at 0.1628, 0.3929, 0.6747 */
   double s = 0, cum[4];
   for (int v = 0; v < 4; v++) cum[v] = s += sqrt(p[v]);
   for (int v = 0; v < 3; v++) {
-    ck_assert_int_eq(sample_word(logp, 4, 2.0, cum[v] / s - 1e-4, w), v);
-    ck_assert_int_eq(sample_word(logp, 4, 2.0, cum[v] / s + 1e-4, w), v + 1);
+    ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 2.0, 0, 1 }, cum[v] / s - 1e-4, w, cand), v);
+    ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 2.0, 0, 1 }, cum[v] / s + 1e-4, w, cand), v + 1);
   }
   /* near-greedy: the most likely word whatever u */
   for (double u = 0; u < 1; u += 0.125)
-    ck_assert_int_eq(sample_word(logp, 4, 1e-3, u, w), 3);
+    ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1e-3, 0, 1 }, u, w, cand), 3);
   /* words of probability 0 are never drawn, at either end */
   logp[0] = logp[3] = -INFINITY;
   logp[1] = logp[2] = (real)log(0.5);
-  ck_assert_int_eq(sample_word(logp, 4, 1.0, 0, w), 1);
-  ck_assert_int_eq(sample_word(logp, 4, 1.0, 0.999999, w), 2);
+  ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1.0, 0, 1 }, 0, w, cand), 1);
+  ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1.0, 0, 1 }, 0.999999, w, cand), 2);
   /* a vocabulary not a multiple of the vector width, uniform */
   for (int v = 0; v < 37; v++) logp[v] = (real)log(1.0 / 37);
   for (int v = 0; v < 37; v++)
-    ck_assert_int_eq(sample_word(logp, 37, 1.0, (v + 0.5) / 37, w), v);
+    ck_assert_int_eq(sample_word(logp, 37, &(SampleRule){ 1.0, 0, 1 }, (v + 0.5) / 37, w, cand), v);
+  /* ties rank by id: top-k 1 is word 0, top-k 5 the first five */
+  ck_assert_int_eq(sample_word(logp, 37, &(SampleRule){ 1.0, 1, 1 }, 0.999, w, cand), 0);
+  ck_assert_int_eq(sample_word(logp, 37, &(SampleRule){ 1.0, 5, 1 }, 0.999, w, cand), 4);
+  ck_assert_int_eq(sample_word(logp, 37, &(SampleRule){ 1.0, 5, 1 }, 0.5, w, cand), 2);
+}
+END_TEST
+
+/* top-k, then top-p over the k renormalised, then a draw over what is
+ * left: p = 0.1, 0.2, 0.3, 0.4 for words 0..3 */
+START_TEST(test_sample_top)
+{
+  real logp[4], w[4];
+  SampleCand cand[4];
+  const double p[4] = { 0.1, 0.2, 0.3, 0.4 };
+  for (int v = 0; v < 4; v++) logp[v] = (real)log(p[v]);
+  /* top-k 1, or a tiny top-p: the argmax whatever the temperature and u */
+  for (double t = 0.5; t < 100; t *= 3)
+    for (double u = 0; u < 1; u += 0.125) {
+      ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ t, 1, 1 }, u, w, cand), 3);
+      ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ t, 0, 1e-9 }, u, w, cand), 3);
+    }
+  /* top-k 2: words 3 and 2, weights 4/7 and 3/7 */
+  ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1.0, 2, 1 }, 4.0 / 7 - 1e-4, w, cand), 3);
+  ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1.0, 2, 1 }, 4.0 / 7 + 1e-4, w, cand), 2);
+  ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1.0, 2, 1 }, 0.999999, w, cand), 2);
+  /* top-p 0.75: 0.4 + 0.3 < 0.75 <= 0.4 + 0.3 + 0.2, words 3, 2, 1 */
+  ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1.0, 0, 0.75 }, 0.999999, w, cand), 1);
+  ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1.0, 0, 0.75 }, 0.7 / 0.9 - 1e-4, w, cand), 2);
+  ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1.0, 0, 0.35 }, 0.999999, w, cand), 3);
+  /* top-k 3 then top-p 0.6 of their 0.9: 0.4 < 0.54 <= 0.7, words 3 and 2 */
+  ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1.0, 3, 0.6 }, 0.999999, w, cand), 2);
+  /* the temperature comes first: at 1e-3 the weights of 0..2 vanish, and
+   * top-p 0.99 keeps word 3 alone */
+  ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1e-3, 0, 0.99 }, 0.999999, w, cand), 3);
+  /* words of weight 0 are never kept */
+  logp[0] = logp[3] = -INFINITY;
+  logp[1] = logp[2] = (real)log(0.5);
+  ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1.0, 4, 1 }, 0.999999, w, cand), 2);
+  ck_assert_int_eq(sample_word(logp, 4, &(SampleRule){ 1.0, 3, 0.9 }, 0, w, cand), 1);
 }
 END_TEST
 
@@ -984,7 +1026,9 @@ START_TEST(test_eval_generate_threads)
   /* direct calls check it too */
   capture();
   int rc = run_eval(&lmc_model, o.save, DATA, "test", true, 0);
-  int rg = run_generate(&lmc_model, o.save, 5, 1.0, 7, NULL, tmp("gen0.txt"), 0);
+  GenOptions go = { .checkpoint = o.save, .outf = tmp("gen0.txt"), .words = 5, .samples = 1, .threads = 0,
+                    .rule = { 1.0, 0, 1.0 }, .seed = 7 };
+  int rg = run_generate(&lmc_model, &go);
   release();
   ck_assert_int_eq(rc, 2);
   ck_assert_int_eq(rg, 2);
@@ -1257,7 +1301,8 @@ static Suite *train_suite(void)
     { "interrupt", test_interrupt }, { "dry_run", test_dry_run },
     { "eval", test_eval_json }, { "threads", test_eval_generate_threads },
     { "vocab", test_vocab_mismatch },
-    { "sample", test_sample_word }, { "generate", test_generate }, { "cli_errors", test_cli_errors },
+    { "sample", test_sample_word }, { "sample_top", test_sample_top }, { "generate", test_generate },
+    { "cli_errors", test_cli_errors },
     { "cli", test_cli_commands }, { "plot", test_plot },
     { "ckpt_companion", test_ckpt_companion_from_own_path }, { "ckpt_other_run", test_ckpt_other_runs_moments },
     { "ckpt_killed", test_ckpt_killed_between_files }, { "ckpt_optimizer", test_ckpt_other_optimizer },

@@ -87,6 +87,7 @@ typedef enum {
   A_IDX0,                 /* t * numel of node `shape`: where this step's mask indices start */
   A_THREADS,              /* c->threads, for a kernel's parallel loop */
   A_SCRATCH,              /* the program's kernel scratch in c->work (Plan.scratch_off) */
+  A_POS,                  /* c->pos: the step program's first new position */
 } ArgKind;
 
 typedef struct {
@@ -262,6 +263,7 @@ void emit_kernel_defs(Model *m, const char *prog, Buf *out);
 void k_elementwise(Text *k, Buf *b, Node *n);   /* k_elementwise.c */
 void k_fill(Text *k, Buf *b, Node *n);
 void k_triu_mask(Text *k, Buf *b, Node *n);
+void k_kv(Text *k, Buf *b, Node *n);             /* k_kv.c: causal_mask, slice_pos, kv_write */
 void k_copy(Text *k, Buf *b, Node *n);
 void k_sum_broadcast(Text *k, Buf *b, Node *n);
 void k_shuffle(Text *k, Buf *b, Node *n);

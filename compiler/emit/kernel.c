@@ -69,6 +69,7 @@ void kdropout(Text *k, Buf *b, Node *n, int shape, const char *sfx)
 static void (*const kernel_of[NOPS])(Text *k, Buf *b, Node *n) = {
   [OP_CONST] = k_fill,             [OP_ARANGE] = k_fill,
   [OP_TRIU_MASK] = k_triu_mask,
+  [OP_CAUSAL_MASK] = k_kv,         [OP_SLICE_POS] = k_kv,             [OP_KV_WRITE] = k_kv,
   [OP_CARRY] = k_copy,             [OP_RESHAPE] = k_copy,
   [OP_MATMUL] = k_matmul,          [OP_MATMUL_BIAS] = k_matmul,       [OP_BMM] = k_matmul,
   [OP_EMBEDDING] = k_embedding,    [OP_EMBEDDING_GRAD] = k_embedding,

@@ -98,11 +98,11 @@ void emit_c(Program *p, FILE *f)
   bprintf(&out, "#include <math.h>\n#include <stdint.h>\n#include <string.h>\n\n#include <cblas.h>\n\n#include \"lmc_rt.h\"\n\n");
   emit_tables(&m, &out);
 
-  Graph *gs[3] = {p->train, p->eval, p->gen};
-  static const char *const names[3] = {"train", "eval", "gen"};
-  ProgInfo pi[3] = {{0}};
-  Prog *prog[3] = {NULL};
-  for (int i = 0; i < 3; i++) {
+  Graph *gs[5] = {p->train, p->eval, p->gen, p->sample, p->step};
+  static const char *const names[5] = {"train", "eval", "gen", "sample", "step"};
+  ProgInfo pi[5] = {{0}};
+  Prog *prog[5] = {NULL};
+  for (int i = 0; i < 5; i++) {
     if (!gs[i])
       continue;
     if (gs[i]->real != g->real)
@@ -113,7 +113,7 @@ void emit_c(Program *p, FILE *f)
   emit_const_tables(&m, &out);
   /* each program's section: the kernels it is the first to use, its
    * state table and run() */
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 5; i++) {
     if (!gs[i])
       continue;
     bprintf(&out, "/* ---------------------------------------------------------------- %s: batch %d */\n\n", names[i],
@@ -144,7 +144,7 @@ void emit_c(Program *p, FILE *f)
   bprintf(&out, "  .grad_numel = %zu,\n", m.lay->grad_numel);
   bprintf(&out, "  .ndropout = %d,\n", m.nslot);
   bprintf(&out, "  .dropout = %s,\n", m.nslot ? "lmc_dropout" : "NULL");
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 5; i++)
     emit_prog_struct(&out, names[i], gs[i], names[i], &pi[i]);
   bprintf(&out, "  .fma = LMC_FMA,\n");
   bprintf(&out, "};\n");

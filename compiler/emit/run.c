@@ -56,6 +56,10 @@ static void emit_call(Text *t, Buf *b, int id, int depth)
     case A_SCRATCH:
       bprintf(b, "%s", scratch_ptr(t));
       break;
+    case A_POS:
+      t->uses_c = true;
+      bprintf(b, "c->pos");
+      break;
     case A_IDX0:
       if (n->loop)
         bprintf(b, "t * %s", mstr(t, mnumel(&N(p, w->shape)->shape)).s);
