@@ -202,7 +202,7 @@ static void train_transformer_wte_embedding(real *y, const real *w, const int32_
 /* n5 = slice(n3) axis 0 from 0
  *   (T, 128) <- (64, 128)
  *   graphs/gpt.lua:81
- *   shared by train_slice, eval_slice, gen_slice
+ *   shared by train_slice, eval_slice, gen_slice, sample_slice
  *   (the nodes above are train_slice's) */
 static void train_slice(real *y, const real *x, int T)
 {
@@ -387,7 +387,9 @@ static void train_transformer_h_attn_bmm(real *y, const real *a, const real *b, 
  *   ()
  *   graphs/gpt.lua:56
  *   shared by train_transformer_h_0_attn_const,
- *             eval_transformer_h_0_attn_const, gen_transformer_h_0_attn_const
+ *             eval_transformer_h_0_attn_const, gen_transformer_h_0_attn_const,
+ *             sample_transformer_h_0_attn_const,
+ *             step_transformer_h_0_attn_const
  *   (the nodes above are train_transformer_h_0_attn_const's) */
 static void train_transformer_h_0_attn_const(real *y)
 {
@@ -399,7 +401,8 @@ static void train_transformer_h_0_attn_const(real *y)
  *   graphs/gpt.lua:56
  *   shared by train_transformer_h_0_attn_triu_mask,
  *             eval_transformer_h_0_attn_triu_mask,
- *             gen_transformer_h_0_attn_triu_mask
+ *             gen_transformer_h_0_attn_triu_mask,
+ *             sample_transformer_h_0_attn_triu_mask
  *   (the nodes above are train_transformer_h_0_attn_triu_mask's) */
 static void train_transformer_h_0_attn_triu_mask(real *y, int T)
 {
@@ -2390,7 +2393,9 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
 
 /* n4 = embedding(n2, n0)
  *   (T, 1, 128) <- (33278, 128), (T, 1)
- *   graphs/gpt.lua:80 */
+ *   graphs/gpt.lua:80
+ *   shared by gen_transformer_wte_embedding, step_transformer_wte_embedding
+ *   (the nodes above are gen_transformer_wte_embedding's) */
 static void gen_transformer_wte_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < T; i++)
@@ -2399,7 +2404,9 @@ static void gen_transformer_wte_embedding(real *y, const real *w, const int32_t 
 
 /* n7 = add(n4, n6)
  *   (T, 1, 128) <- (T, 1, 128), (T, 1, 128)
- *   graphs/gpt.lua:81 */
+ *   graphs/gpt.lua:81
+ *   shared by gen_add, step_add
+ *   (the nodes above are gen_add's) */
 static void gen_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 128*T; i0++)
@@ -2415,7 +2422,14 @@ static void gen_add(real *y, const real *a, const real *b, int T)
  *             gen_transformer_h_1_ln_2_normalize,
  *             gen_transformer_h_2_ln_1_normalize,
  *             gen_transformer_h_2_ln_2_normalize,
- *             gen_transformer_h_3_ln_1_normalize
+ *             gen_transformer_h_3_ln_1_normalize,
+ *             step_transformer_h_0_ln_1_normalize,
+ *             step_transformer_h_0_ln_2_normalize,
+ *             step_transformer_h_1_ln_1_normalize,
+ *             step_transformer_h_1_ln_2_normalize,
+ *             step_transformer_h_2_ln_1_normalize,
+ *             step_transformer_h_2_ln_2_normalize,
+ *             step_transformer_h_3_ln_1_normalize
  *   (the nodes above are gen_transformer_h_0_ln_1_normalize's) */
 static void gen_transformer_h_normalize(real *y, const real *x, int T)
 {
@@ -2442,7 +2456,10 @@ static void gen_transformer_h_normalize(real *y, const real *x, int T)
  *   shared by gen_transformer_h_0_ln_1_fused, gen_transformer_h_0_ln_2_fused,
  *             gen_transformer_h_1_ln_1_fused, gen_transformer_h_1_ln_2_fused,
  *             gen_transformer_h_2_ln_1_fused, gen_transformer_h_2_ln_2_fused,
- *             gen_transformer_h_3_ln_1_fused
+ *             gen_transformer_h_3_ln_1_fused, step_transformer_h_0_ln_1_fused,
+ *             step_transformer_h_0_ln_2_fused, step_transformer_h_1_ln_1_fused,
+ *             step_transformer_h_1_ln_2_fused, step_transformer_h_2_ln_1_fused,
+ *             step_transformer_h_2_ln_2_fused, step_transformer_h_3_ln_1_fused
  *   (the nodes above are gen_transformer_h_0_ln_1_fused's) */
 static void gen_transformer_h_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
 {
@@ -2460,7 +2477,11 @@ static void gen_transformer_h_fused(real *restrict y0, const real *x0, const rea
  *   shared by gen_transformer_h_0_attn_c_attn_matmul,
  *             gen_transformer_h_1_attn_c_attn_matmul,
  *             gen_transformer_h_2_attn_c_attn_matmul,
- *             gen_transformer_h_3_attn_c_attn_matmul
+ *             gen_transformer_h_3_attn_c_attn_matmul,
+ *             step_transformer_h_0_attn_c_attn_matmul,
+ *             step_transformer_h_1_attn_c_attn_matmul,
+ *             step_transformer_h_2_attn_c_attn_matmul,
+ *             step_transformer_h_3_attn_c_attn_matmul
  *   (the nodes above are gen_transformer_h_0_attn_c_attn_matmul's) */
 static void gen_transformer_h_attn_c_attn_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
@@ -2473,7 +2494,11 @@ static void gen_transformer_h_attn_c_attn_matmul(real *y, const real *a, const r
  *   shared by gen_transformer_h_0_attn_c_attn_add,
  *             gen_transformer_h_1_attn_c_attn_add,
  *             gen_transformer_h_2_attn_c_attn_add,
- *             gen_transformer_h_3_attn_c_attn_add
+ *             gen_transformer_h_3_attn_c_attn_add,
+ *             step_transformer_h_0_attn_c_attn_add,
+ *             step_transformer_h_1_attn_c_attn_add,
+ *             step_transformer_h_2_attn_c_attn_add,
+ *             step_transformer_h_3_attn_c_attn_add
  *   (the nodes above are gen_transformer_h_0_attn_c_attn_add's) */
 static void gen_transformer_h_attn_c_attn_add(real *y, const real *a, const real *b, int T)
 {
@@ -2486,7 +2511,9 @@ static void gen_transformer_h_attn_c_attn_add(real *y, const real *a, const real
  *   (T, 1, 128) <- (T, 1, 384)
  *   graphs/gpt.lua:53
  *   shared by gen_transformer_h_0_attn_slice, gen_transformer_h_1_attn_slice,
- *             gen_transformer_h_2_attn_slice, gen_transformer_h_3_attn_slice
+ *             gen_transformer_h_2_attn_slice, gen_transformer_h_3_attn_slice,
+ *             step_transformer_h_0_attn_slice, step_transformer_h_1_attn_slice,
+ *             step_transformer_h_2_attn_slice, step_transformer_h_3_attn_slice
  *   (the nodes above are gen_transformer_h_0_attn_slice's) */
 static void gen_transformer_h_attn_slice(real *y, const real *x, int T)
 {
@@ -2509,7 +2536,11 @@ static void gen_transformer_h_attn_slice(real *y, const real *x, int T)
  *             gen_transformer_h_2_attn_transpose_3,
  *             gen_transformer_h_3_attn_transpose,
  *             gen_transformer_h_3_attn_transpose_2,
- *             gen_transformer_h_3_attn_transpose_3
+ *             gen_transformer_h_3_attn_transpose_3,
+ *             step_transformer_h_0_attn_transpose,
+ *             step_transformer_h_0_attn_transpose_2,
+ *             step_transformer_h_0_attn_transpose_3,
+ *             step_transformer_h_1_attn_transpose, and 8 more
  *   (the nodes above are gen_transformer_h_0_attn_transpose's) */
 static void gen_transformer_h_attn_transpose(real *y, const real *x, int T)
 {
@@ -2525,7 +2556,11 @@ static void gen_transformer_h_attn_transpose(real *y, const real *x, int T)
  *   shared by gen_transformer_h_0_attn_slice_2,
  *             gen_transformer_h_1_attn_slice_2,
  *             gen_transformer_h_2_attn_slice_2,
- *             gen_transformer_h_3_attn_slice_2
+ *             gen_transformer_h_3_attn_slice_2,
+ *             step_transformer_h_0_attn_slice_2,
+ *             step_transformer_h_1_attn_slice_2,
+ *             step_transformer_h_2_attn_slice_2,
+ *             step_transformer_h_3_attn_slice_2
  *   (the nodes above are gen_transformer_h_0_attn_slice_2's) */
 static void gen_transformer_h_attn_slice_2(real *y, const real *x, int T)
 {
@@ -2540,7 +2575,11 @@ static void gen_transformer_h_attn_slice_2(real *y, const real *x, int T)
  *   shared by gen_transformer_h_0_attn_slice_3,
  *             gen_transformer_h_1_attn_slice_3,
  *             gen_transformer_h_2_attn_slice_3,
- *             gen_transformer_h_3_attn_slice_3
+ *             gen_transformer_h_3_attn_slice_3,
+ *             step_transformer_h_0_attn_slice_3,
+ *             step_transformer_h_1_attn_slice_3,
+ *             step_transformer_h_2_attn_slice_3,
+ *             step_transformer_h_3_attn_slice_3
  *   (the nodes above are gen_transformer_h_0_attn_slice_3's) */
 static void gen_transformer_h_attn_slice_3(real *y, const real *x, int T)
 {
@@ -2620,7 +2659,11 @@ static void gen_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, 
  *   shared by gen_transformer_h_0_attn_transpose_4,
  *             gen_transformer_h_1_attn_transpose_4,
  *             gen_transformer_h_2_attn_transpose_4,
- *             gen_transformer_h_3_attn_transpose_4
+ *             gen_transformer_h_3_attn_transpose_4,
+ *             step_transformer_h_0_attn_transpose_4,
+ *             step_transformer_h_1_attn_transpose_4,
+ *             step_transformer_h_2_attn_transpose_4,
+ *             step_transformer_h_3_attn_transpose_4
  *   (the nodes above are gen_transformer_h_0_attn_transpose_4's) */
 static void gen_transformer_h_attn_transpose_2(real *y, const real *x, int T)
 {
@@ -2635,7 +2678,10 @@ static void gen_transformer_h_attn_transpose_2(real *y, const real *x, int T)
  *   graphs/gpt.lua:59
  *   shared by gen_transformer_h_0_attn_c_proj_matmul,
  *             gen_transformer_h_1_attn_c_proj_matmul,
- *             gen_transformer_h_2_attn_c_proj_matmul
+ *             gen_transformer_h_2_attn_c_proj_matmul,
+ *             step_transformer_h_0_attn_c_proj_matmul,
+ *             step_transformer_h_1_attn_c_proj_matmul,
+ *             step_transformer_h_2_attn_c_proj_matmul
  *   (the nodes above are gen_transformer_h_0_attn_c_proj_matmul's) */
 static void gen_transformer_h_attn_c_proj_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
@@ -2649,7 +2695,10 @@ static void gen_transformer_h_attn_c_proj_matmul(real *y, const real *a, const r
  *   graphs/gpt.lua:71
  *   shared by gen_transformer_h_0_fused, gen_transformer_h_0_fused_2,
  *             gen_transformer_h_1_fused, gen_transformer_h_1_fused_2,
- *             gen_transformer_h_2_fused, gen_transformer_h_2_fused_2
+ *             gen_transformer_h_2_fused, gen_transformer_h_2_fused_2,
+ *             step_transformer_h_0_fused, step_transformer_h_0_fused_2,
+ *             step_transformer_h_1_fused, step_transformer_h_1_fused_2,
+ *             step_transformer_h_2_fused, step_transformer_h_2_fused_2
  *   (the nodes above are gen_transformer_h_0_fused's) */
 static void gen_transformer_h_fused_2(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
 {
@@ -2666,7 +2715,10 @@ static void gen_transformer_h_fused_2(real *restrict y0, const real *x0, const r
  *   graphs/gpt.lua:65
  *   shared by gen_transformer_h_0_mlp_c_fc_matmul,
  *             gen_transformer_h_1_mlp_c_fc_matmul,
- *             gen_transformer_h_2_mlp_c_fc_matmul
+ *             gen_transformer_h_2_mlp_c_fc_matmul,
+ *             step_transformer_h_0_mlp_c_fc_matmul,
+ *             step_transformer_h_1_mlp_c_fc_matmul,
+ *             step_transformer_h_2_mlp_c_fc_matmul
  *   (the nodes above are gen_transformer_h_0_mlp_c_fc_matmul's) */
 static void gen_transformer_h_mlp_c_fc_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
@@ -2679,7 +2731,8 @@ static void gen_transformer_h_mlp_c_fc_matmul(real *y, const real *a, const real
  *   reads x0 = n46, x1 = n47
  *   graphs/gpt.lua:65
  *   shared by gen_transformer_h_0_mlp_fused, gen_transformer_h_1_mlp_fused,
- *             gen_transformer_h_2_mlp_fused
+ *             gen_transformer_h_2_mlp_fused, step_transformer_h_0_mlp_fused,
+ *             step_transformer_h_1_mlp_fused, step_transformer_h_2_mlp_fused
  *   (the nodes above are gen_transformer_h_0_mlp_fused's) */
 static void gen_transformer_h_mlp_fused(real *restrict y0, const real *x0, const real *x1, int T)
 {
@@ -2696,7 +2749,10 @@ static void gen_transformer_h_mlp_fused(real *restrict y0, const real *x0, const
  *   graphs/gpt.lua:66
  *   shared by gen_transformer_h_0_mlp_c_proj_matmul,
  *             gen_transformer_h_1_mlp_c_proj_matmul,
- *             gen_transformer_h_2_mlp_c_proj_matmul
+ *             gen_transformer_h_2_mlp_c_proj_matmul,
+ *             step_transformer_h_0_mlp_c_proj_matmul,
+ *             step_transformer_h_1_mlp_c_proj_matmul,
+ *             step_transformer_h_2_mlp_c_proj_matmul
  *   (the nodes above are gen_transformer_h_0_mlp_c_proj_matmul's) */
 static void gen_transformer_h_mlp_c_proj_matmul(real *y, const real *a, const real *b, int nt, int T)
 {
@@ -2709,7 +2765,11 @@ static void gen_transformer_h_mlp_c_proj_matmul(real *y, const real *a, const re
  *   shared by gen_transformer_h_0_attn_c_proj_matmul_2,
  *             gen_transformer_h_1_attn_c_proj_matmul_2,
  *             gen_transformer_h_2_attn_c_proj_matmul_2,
- *             gen_transformer_h_3_attn_c_proj_matmul
+ *             gen_transformer_h_3_attn_c_proj_matmul,
+ *             step_transformer_h_0_attn_c_proj_matmul_2,
+ *             step_transformer_h_1_attn_c_proj_matmul_2,
+ *             step_transformer_h_2_attn_c_proj_matmul_2,
+ *             step_transformer_h_3_attn_c_proj_matmul
  *   (the nodes above are gen_transformer_h_0_attn_c_proj_matmul_2's) */
 static void gen_transformer_h_attn_c_proj_matmul_2(real *y, const real *a, const real *b, int nt)
 {
@@ -2721,7 +2781,9 @@ static void gen_transformer_h_attn_c_proj_matmul_2(real *y, const real *a, const
  *   n209 = add(n208, n37) (1, 1, 128)
  *   n210 = add(n206, n209) (1, 1, 128), stored in y0
  *   reads x0 = n204, x1 = n205, x2 = n208, x3 = n37
- *   graphs/gpt.lua:71 */
+ *   graphs/gpt.lua:71
+ *   shared by gen_transformer_h_0_fused_3, step_transformer_h_0_fused_3
+ *   (the nodes above are gen_transformer_h_0_fused_3's) */
 static void gen_transformer_h_0_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3)
 {
   for (long i0 = 0; i0 < 128; i0++) {
@@ -2739,7 +2801,12 @@ static void gen_transformer_h_0_fused(real *restrict y0, const real *x0, const r
  *             gen_transformer_h_1_ln_2_normalize_2,
  *             gen_transformer_h_2_ln_2_normalize_2,
  *             gen_transformer_h_3_ln_2_normalize,
- *             gen_transformer_ln_f_normalize
+ *             gen_transformer_ln_f_normalize,
+ *             step_transformer_h_0_ln_2_normalize_2,
+ *             step_transformer_h_1_ln_2_normalize_2,
+ *             step_transformer_h_2_ln_2_normalize_2,
+ *             step_transformer_h_3_ln_2_normalize,
+ *             step_transformer_ln_f_normalize
  *   (the nodes above are gen_transformer_h_0_ln_2_normalize_2's) */
 static void gen_transformer_normalize(real *y, const real *x)
 {
@@ -2766,7 +2833,10 @@ static void gen_transformer_normalize(real *y, const real *x)
  *   shared by gen_transformer_h_0_ln_2_fused_2,
  *             gen_transformer_h_1_ln_2_fused_2,
  *             gen_transformer_h_2_ln_2_fused_2, gen_transformer_h_3_ln_2_fused,
- *             gen_transformer_ln_f_fused
+ *             gen_transformer_ln_f_fused, step_transformer_h_0_ln_2_fused_2,
+ *             step_transformer_h_1_ln_2_fused_2,
+ *             step_transformer_h_2_ln_2_fused_2,
+ *             step_transformer_h_3_ln_2_fused, step_transformer_ln_f_fused
  *   (the nodes above are gen_transformer_h_0_ln_2_fused_2's) */
 static void gen_transformer_fused(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
@@ -2783,7 +2853,11 @@ static void gen_transformer_fused(real *restrict y0, const real *x0, const real 
  *   shared by gen_transformer_h_0_mlp_c_fc_matmul_2,
  *             gen_transformer_h_1_mlp_c_fc_matmul_2,
  *             gen_transformer_h_2_mlp_c_fc_matmul_2,
- *             gen_transformer_h_3_mlp_c_fc_matmul
+ *             gen_transformer_h_3_mlp_c_fc_matmul,
+ *             step_transformer_h_0_mlp_c_fc_matmul_2,
+ *             step_transformer_h_1_mlp_c_fc_matmul_2,
+ *             step_transformer_h_2_mlp_c_fc_matmul_2,
+ *             step_transformer_h_3_mlp_c_fc_matmul
  *   (the nodes above are gen_transformer_h_0_mlp_c_fc_matmul_2's) */
 static void gen_transformer_h_mlp_c_fc_matmul_2(real *y, const real *a, const real *b, int nt)
 {
@@ -2796,7 +2870,10 @@ static void gen_transformer_h_mlp_c_fc_matmul_2(real *y, const real *a, const re
  *   reads x0 = n214, x1 = n47
  *   graphs/gpt.lua:65
  *   shared by gen_transformer_h_0_mlp_fused_2, gen_transformer_h_1_mlp_fused_2,
- *             gen_transformer_h_2_mlp_fused_2, gen_transformer_h_3_mlp_fused
+ *             gen_transformer_h_2_mlp_fused_2, gen_transformer_h_3_mlp_fused,
+ *             step_transformer_h_0_mlp_fused_2,
+ *             step_transformer_h_1_mlp_fused_2,
+ *             step_transformer_h_2_mlp_fused_2, step_transformer_h_3_mlp_fused
  *   (the nodes above are gen_transformer_h_0_mlp_fused_2's) */
 static void gen_transformer_h_mlp_fused_2(real *restrict y0, const real *x0, const real *x1)
 {
@@ -2813,7 +2890,11 @@ static void gen_transformer_h_mlp_fused_2(real *restrict y0, const real *x0, con
  *   shared by gen_transformer_h_0_mlp_c_proj_matmul_2,
  *             gen_transformer_h_1_mlp_c_proj_matmul_2,
  *             gen_transformer_h_2_mlp_c_proj_matmul_2,
- *             gen_transformer_h_3_mlp_c_proj_matmul
+ *             gen_transformer_h_3_mlp_c_proj_matmul,
+ *             step_transformer_h_0_mlp_c_proj_matmul_2,
+ *             step_transformer_h_1_mlp_c_proj_matmul_2,
+ *             step_transformer_h_2_mlp_c_proj_matmul_2,
+ *             step_transformer_h_3_mlp_c_proj_matmul
  *   (the nodes above are gen_transformer_h_0_mlp_c_proj_matmul_2's) */
 static void gen_transformer_h_mlp_c_proj_matmul_2(real *y, const real *a, const real *b, int nt)
 {
@@ -2828,7 +2909,8 @@ static void gen_transformer_h_mlp_c_proj_matmul_2(real *y, const real *a, const 
  *   reads x0 = n210, x1 = n217, x2 = n52, x3 = n221, x4 = n84
  *   graphs/gpt.lua:71
  *   shared by gen_transformer_h_1_fused_3, gen_transformer_h_2_fused_3,
- *             gen_transformer_h_3_fused
+ *             gen_transformer_h_3_fused, step_transformer_h_1_fused_3,
+ *             step_transformer_h_2_fused_3, step_transformer_h_3_fused
  *   (the nodes above are gen_transformer_h_1_fused_3's) */
 static void gen_transformer_h_fused_3(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, const real *x4)
 {
@@ -2845,7 +2927,9 @@ static void gen_transformer_h_fused_3(real *restrict y0, const real *x0, const r
  *   n257 = add(n256, n193) (1, 1, 128)
  *   n258 = add(n249, n257) (1, 1, 128), stored in y0
  *   reads x0 = n249, x1 = n256, x2 = n193
- *   graphs/gpt.lua:72 */
+ *   graphs/gpt.lua:72
+ *   shared by gen_transformer_h_3_fused_2, step_transformer_h_3_fused_2
+ *   (the nodes above are gen_transformer_h_3_fused_2's) */
 static void gen_transformer_h_3_fused(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 128; i0++) {
@@ -2857,7 +2941,9 @@ static void gen_transformer_h_3_fused(real *restrict y0, const real *x0, const r
 
 /* n262 = matmul(n261, n2) b^T
  *   (1, 1, 33278) <- (1, 1, 128), (33278, 128)
- *   graphs/gpt.lua:86 */
+ *   graphs/gpt.lua:86
+ *   shared by gen_lm_head_matmul, step_lm_head_matmul
+ *   (the nodes above are gen_lm_head_matmul's) */
 static void gen_lm_head_matmul(real *y, const real *a, const real *b, int nt)
 {
   lmc_sgemm_abt_mt(nt, 1, 33278, 128, a, 128, b, 128, 0, y, 33278);
@@ -2865,7 +2951,9 @@ static void gen_lm_head_matmul(real *y, const real *a, const real *b, int nt)
 
 /* n263 = log_softmax(n262)
  *   (1, 1, 33278) <- (1, 1, 33278)
- *   graphs/gpt.lua:87 */
+ *   graphs/gpt.lua:87
+ *   shared by gen_log_softmax, step_log_softmax
+ *   (the nodes above are gen_log_softmax's) */
 static void gen_log_softmax(real *y, const real *x)
 {
   const long n = 33278;
@@ -3187,6 +3275,1263 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   return 0;
 }
 
+/* ---------------------------------------------------------------- sample: batch 8 */
+
+/* n4 = embedding(n2, n0)
+ *   (T, 8, 128) <- (33278, 128), (T, 8)
+ *   graphs/gpt.lua:80 */
+static void sample_transformer_wte_embedding(real *y, const real *w, const int32_t *ids, int T)
+{
+  for (long i = 0; i < 8*T; i++)
+    memcpy(y + i * 128, w + (long)ids[i] * 128, 128 * sizeof *y);
+}
+
+/* n7 = add(n4, n6)
+ *   (T, 8, 128) <- (T, 8, 128), (T, 1, 128)
+ *   graphs/gpt.lua:81 */
+static void sample_add(real *y, const real *a, const real *b, int T)
+{
+  for (long i0 = 0; i0 < T; i0++)
+    for (long i1 = 0; i1 < 8; i1++)
+      for (long i2 = 0; i2 < 128; i2++)
+        y[i0 * 1024 + i1 * 128 + i2] = a[i0 * 1024 + i1 * 128 + i2] + b[i0 * 128 + i2];
+}
+
+/* n10 = normalize(n7) eps 1e-05
+ *   (T, 8, 128) <- (T, 8, 128)
+ *   graphs/gpt.lua:71
+ *   shared by sample_transformer_h_0_ln_1_normalize,
+ *             sample_transformer_h_0_ln_2_normalize,
+ *             sample_transformer_h_1_ln_1_normalize,
+ *             sample_transformer_h_1_ln_2_normalize,
+ *             sample_transformer_h_2_ln_1_normalize,
+ *             sample_transformer_h_2_ln_2_normalize,
+ *             sample_transformer_h_3_ln_1_normalize
+ *   (the nodes above are sample_transformer_h_0_ln_1_normalize's) */
+static void sample_transformer_h_normalize(real *y, const real *x, int T)
+{
+  const long n = 128;
+  for (long r = 0; r < 8*T; r++) {
+    const real *xr = x + r * n;
+    double mean = 0, var = 0;
+    for (long i = 0; i < n; i++)
+      mean += xr[i];
+    mean /= n;
+    for (long i = 0; i < n; i++)
+      var += (xr[i] - mean) * (xr[i] - mean);
+    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
+    for (long i = 0; i < n; i++)
+      y[r * n + i] = (real)((xr[i] - mean) * rstd);
+  }
+}
+
+/* fused: 2 nodes in one loop over (T, 8, 128)
+ *   n11 = mul(n10, n8) (T, 8, 128)
+ *   n12 = add(n11, n9) (T, 8, 128), stored in y0
+ *   reads x0 = n10, x1 = n8, x2 = n9
+ *   graphs/gpt.lua:71
+ *   shared by sample_transformer_h_0_ln_1_fused,
+ *             sample_transformer_h_0_ln_2_fused,
+ *             sample_transformer_h_1_ln_1_fused,
+ *             sample_transformer_h_1_ln_2_fused,
+ *             sample_transformer_h_2_ln_1_fused,
+ *             sample_transformer_h_2_ln_2_fused,
+ *             sample_transformer_h_3_ln_1_fused
+ *   (the nodes above are sample_transformer_h_0_ln_1_fused's) */
+static void sample_transformer_h_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 128; i1++) {
+      real v0 = x0[i0 * 128 + i1] * x1[i1];   /* mul */
+      real v1 = v0 + x2[i1];   /* add */
+      y0[i0 * 128 + i1] = v1;
+    }
+}
+
+/* n16 = matmul_bias(n12, n13, n15) b^T
+ *   (T, 8, 384) <- (T, 8, 128), (384, 128), (384)
+ *   graphs/gpt.lua:51
+ *   shared by sample_transformer_h_0_attn_c_attn_matmul_bias,
+ *             sample_transformer_h_1_attn_c_attn_matmul_bias,
+ *             sample_transformer_h_2_attn_c_attn_matmul_bias,
+ *             sample_transformer_h_3_attn_c_attn_matmul_bias
+ *   (the nodes above are sample_transformer_h_0_attn_c_attn_matmul_bias's) */
+static void sample_transformer_h_attn_c_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 384; i1++)
+      y[i0 * 384 + i1] = c[i1];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 384, 128,
+              1, a, 128, b, 128, 1, y, 384);
+}
+
+/* n17 = slice(n16) axis 2 from 0
+ *   (T, 8, 128) <- (T, 8, 384)
+ *   graphs/gpt.lua:53
+ *   shared by sample_transformer_h_0_attn_slice,
+ *             sample_transformer_h_1_attn_slice,
+ *             sample_transformer_h_2_attn_slice,
+ *             sample_transformer_h_3_attn_slice
+ *   (the nodes above are sample_transformer_h_0_attn_slice's) */
+static void sample_transformer_h_attn_slice(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 128; i1++)
+      y[i0 * 128 + i1] = x[i0 * 384 + i1];
+}
+
+/* n19 = transpose(n18) perm 1 2 0 3
+ *   (8, 4, T, 32) <- (T, 8, 4, 32)
+ *   graphs/gpt.lua:53
+ *   shared by sample_transformer_h_0_attn_transpose,
+ *             sample_transformer_h_0_attn_transpose_2,
+ *             sample_transformer_h_0_attn_transpose_3,
+ *             sample_transformer_h_1_attn_transpose,
+ *             sample_transformer_h_1_attn_transpose_2,
+ *             sample_transformer_h_1_attn_transpose_3,
+ *             sample_transformer_h_2_attn_transpose,
+ *             sample_transformer_h_2_attn_transpose_2,
+ *             sample_transformer_h_2_attn_transpose_3,
+ *             sample_transformer_h_3_attn_transpose,
+ *             sample_transformer_h_3_attn_transpose_2,
+ *             sample_transformer_h_3_attn_transpose_3
+ *   (the nodes above are sample_transformer_h_0_attn_transpose's) */
+static void sample_transformer_h_attn_transpose(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 32; i0++)
+    for (long i1 = 0; i1 < T; i1++)
+      for (long i2 = 0; i2 < 32; i2++)
+        y[i0 * 32*T + i1 * 32 + i2] = x[i0 * 32 + i1 * 1024 + i2];
+}
+
+/* n20 = slice(n16) axis 2 from 128
+ *   (T, 8, 128) <- (T, 8, 384)
+ *   graphs/gpt.lua:53
+ *   shared by sample_transformer_h_0_attn_slice_2,
+ *             sample_transformer_h_1_attn_slice_2,
+ *             sample_transformer_h_2_attn_slice_2,
+ *             sample_transformer_h_3_attn_slice_2
+ *   (the nodes above are sample_transformer_h_0_attn_slice_2's) */
+static void sample_transformer_h_attn_slice_2(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 128; i1++)
+      y[i0 * 128 + i1] = x[128 + i0 * 384 + i1];
+}
+
+/* n23 = slice(n16) axis 2 from 256
+ *   (T, 8, 128) <- (T, 8, 384)
+ *   graphs/gpt.lua:53
+ *   shared by sample_transformer_h_0_attn_slice_3,
+ *             sample_transformer_h_1_attn_slice_3,
+ *             sample_transformer_h_2_attn_slice_3,
+ *             sample_transformer_h_3_attn_slice_3
+ *   (the nodes above are sample_transformer_h_0_attn_slice_3's) */
+static void sample_transformer_h_attn_slice_3(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 128; i1++)
+      y[i0 * 128 + i1] = x[256 + i0 * 384 + i1];
+}
+
+/* n26 = bmm(n19, n22) b^T
+ *   (8, 4, T, T) <- (8, 4, T, 32), (8, 4, T, 32)
+ *   graphs/gpt.lua:56
+ *   shared by sample_transformer_h_0_attn_bmm, sample_transformer_h_1_attn_bmm,
+ *             sample_transformer_h_2_attn_bmm, sample_transformer_h_3_attn_bmm
+ *   (the nodes above are sample_transformer_h_0_attn_bmm's) */
+static void sample_transformer_h_attn_bmm(real *y, const real *a, const real *b, int T)
+{
+  for (long i = 0; i < 32; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 32,
+                1, a + i * 32*T, 32, b + i * 32*T, 32, 0, y + i * T*T, T);
+}
+
+/* fused: 2 nodes in one loop over (8, 4, T, T)
+ *   n28 = mul(n26, n27) (8, 4, T, T)
+ *   n30 = add(n28, n29) (8, 4, T, T), stored in y0
+ *   reads x0 = n26, x1 = n29
+ *   graphs/gpt.lua:56
+ *   shared by sample_transformer_h_0_attn_fused,
+ *             sample_transformer_h_1_attn_fused,
+ *             sample_transformer_h_2_attn_fused,
+ *             sample_transformer_h_3_attn_fused
+ *   (the nodes above are sample_transformer_h_0_attn_fused's) */
+static void sample_transformer_h_attn_fused(real *restrict y0, const real *x0, const real *x1, int T)
+{
+  for (long i0 = 0; i0 < 32; i0++)
+    for (long i1 = 0; i1 < T*T; i1++) {
+      real v0 = x0[i0 * T*T + i1] * (real)0.17677669529663687;   /* mul */
+      real v1 = v0 + x1[i1];   /* add */
+      y0[i0 * T*T + i1] = v1;
+    }
+}
+
+/* n31 = softmax(n30)
+ *   (8, 4, T, T) <- (8, 4, T, T)
+ *   graphs/gpt.lua:57
+ *   shared by sample_transformer_h_0_attn_softmax,
+ *             sample_transformer_h_1_attn_softmax,
+ *             sample_transformer_h_2_attn_softmax,
+ *             sample_transformer_h_3_attn_softmax
+ *   (the nodes above are sample_transformer_h_0_attn_softmax's) */
+static void sample_transformer_h_attn_softmax(real *y, const real *x, int T)
+{
+  const long n = T;
+  for (long r = 0; r < 32*T; r++) {
+    const real *xr = x + r * n;
+    real *yr = y + r * n;
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
+    for (long i = 0; i < n; i++)
+      yr[i] = (real)(yr[i] / sum);
+  }
+}
+
+/* n32 = bmm(n31, n25)
+ *   (8, 4, T, 32) <- (8, 4, T, T), (8, 4, T, 32)
+ *   graphs/gpt.lua:58
+ *   shared by sample_transformer_h_0_attn_bmm_2,
+ *             sample_transformer_h_1_attn_bmm_2,
+ *             sample_transformer_h_2_attn_bmm_2,
+ *             sample_transformer_h_3_attn_bmm_2
+ *   (the nodes above are sample_transformer_h_0_attn_bmm_2's) */
+static void sample_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, int T)
+{
+  for (long i = 0; i < 32; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 32, T,
+                1, a + i * T*T, T, b + i * 32*T, 32, 0, y + i * 32*T, 32);
+}
+
+/* n33 = transpose(n32) perm 2 0 1 3
+ *   (T, 8, 4, 32) <- (8, 4, T, 32)
+ *   graphs/gpt.lua:58
+ *   shared by sample_transformer_h_0_attn_transpose_4,
+ *             sample_transformer_h_1_attn_transpose_4,
+ *             sample_transformer_h_2_attn_transpose_4,
+ *             sample_transformer_h_3_attn_transpose_4
+ *   (the nodes above are sample_transformer_h_0_attn_transpose_4's) */
+static void sample_transformer_h_attn_transpose_2(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < T; i0++)
+    for (long i1 = 0; i1 < 32; i1++)
+      for (long i2 = 0; i2 < 32; i2++)
+        y[i0 * 1024 + i1 * 32 + i2] = x[i0 * 32 + i1 * 32*T + i2];
+}
+
+/* n38 = matmul_bias(n34, n35, n37) b^T
+ *   (T, 8, 128) <- (T, 8, 128), (128, 128), (128)
+ *   graphs/gpt.lua:59
+ *   shared by sample_transformer_h_0_attn_c_proj_matmul_bias,
+ *             sample_transformer_h_1_attn_c_proj_matmul_bias,
+ *             sample_transformer_h_2_attn_c_proj_matmul_bias
+ *   (the nodes above are sample_transformer_h_0_attn_c_proj_matmul_bias's) */
+static void sample_transformer_h_attn_c_proj_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 128; i1++)
+      y[i0 * 128 + i1] = c[i1];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 128, 128,
+              1, a, 128, b, 128, 1, y, 128);
+}
+
+/* n39 = add(n7, n38)
+ *   (T, 8, 128) <- (T, 8, 128), (T, 8, 128)
+ *   graphs/gpt.lua:71
+ *   shared by sample_transformer_h_0_add, sample_transformer_h_0_add_2,
+ *             sample_transformer_h_1_add, sample_transformer_h_1_add_2,
+ *             sample_transformer_h_2_add, sample_transformer_h_2_add_2
+ *   (the nodes above are sample_transformer_h_0_add's) */
+static void sample_transformer_h_add(real *y, const real *a, const real *b, int T)
+{
+  for (long i0 = 0; i0 < 1024*T; i0++)
+    y[i0] = a[i0] + b[i0];
+}
+
+/* n48 = matmul_bias(n44, n45, n47) b^T
+ *   (T, 8, 512) <- (T, 8, 128), (512, 128), (512)
+ *   graphs/gpt.lua:65
+ *   shared by sample_transformer_h_0_mlp_c_fc_matmul_bias,
+ *             sample_transformer_h_1_mlp_c_fc_matmul_bias,
+ *             sample_transformer_h_2_mlp_c_fc_matmul_bias
+ *   (the nodes above are sample_transformer_h_0_mlp_c_fc_matmul_bias's) */
+static void sample_transformer_h_mlp_c_fc_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 512; i1++)
+      y[i0 * 512 + i1] = c[i1];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 512, 128,
+              1, a, 128, b, 128, 1, y, 512);
+}
+
+/* n49 = gelu(n48)
+ *   (T, 8, 512) <- (T, 8, 512)
+ *   graphs/gpt.lua:65
+ *   shared by sample_transformer_h_0_mlp_gelu, sample_transformer_h_1_mlp_gelu,
+ *             sample_transformer_h_2_mlp_gelu
+ *   (the nodes above are sample_transformer_h_0_mlp_gelu's) */
+static void sample_transformer_h_mlp_gelu(real *y, const real *x, int T)
+{
+  for (long i0 = 0; i0 < 4096*T; i0++)
+    y[i0] = 0.5f * x[i0] * (1 + erff(x[i0] * 0.7071067811865476f));
+}
+
+/* n53 = matmul_bias(n49, n50, n52) b^T
+ *   (T, 8, 128) <- (T, 8, 512), (128, 512), (128)
+ *   graphs/gpt.lua:66
+ *   shared by sample_transformer_h_0_mlp_c_proj_matmul_bias,
+ *             sample_transformer_h_1_mlp_c_proj_matmul_bias,
+ *             sample_transformer_h_2_mlp_c_proj_matmul_bias
+ *   (the nodes above are sample_transformer_h_0_mlp_c_proj_matmul_bias's) */
+static void sample_transformer_h_mlp_c_proj_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+{
+  for (long i0 = 0; i0 < 8*T; i0++)
+    for (long i1 = 0; i1 < 128; i1++)
+      y[i0 * 128 + i1] = c[i1];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 128, 512,
+              1, a, 512, b, 512, 1, y, 128);
+}
+
+/* n209 = matmul_bias(n207, n35, n37) b^T
+ *   (1, 8, 128) <- (1, 8, 128), (128, 128), (128)
+ *   graphs/gpt.lua:59
+ *   shared by sample_transformer_h_0_attn_c_proj_matmul_bias_2,
+ *             sample_transformer_h_1_attn_c_proj_matmul_bias_2,
+ *             sample_transformer_h_2_attn_c_proj_matmul_bias_2,
+ *             sample_transformer_h_3_attn_c_proj_matmul_bias
+ *   (the nodes above are sample_transformer_h_0_attn_c_proj_matmul_bias_2's) */
+static void sample_transformer_h_attn_c_proj_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 128; i1++)
+      y[i0 * 128 + i1] = c[i1];
+  lmc_sgemm_abt_mt(nt, 8, 128, 128, a, 128, b, 128, 1, y, 128);
+}
+
+/* fused: 2 nodes in one loop over (1, 8, 128)
+ *   n206 = add(n204, n205) (1, 8, 128)
+ *   n210 = add(n206, n209) (1, 8, 128), stored in y0
+ *   reads x0 = n204, x1 = n205, x2 = n209
+ *   graphs/gpt.lua:71 */
+static void sample_transformer_h_0_fused(real *restrict y0, const real *x0, const real *x1, const real *x2)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 128; i1++) {
+      real v0 = x0[i0 * 128 + i1] + x1[i1];   /* add */
+      real v1 = v0 + x2[i0 * 128 + i1];   /* add */
+      y0[i0 * 128 + i1] = v1;
+    }
+}
+
+/* n211 = normalize(n210) eps 1e-05
+ *   (1, 8, 128) <- (1, 8, 128)
+ *   graphs/gpt.lua:72
+ *   shared by sample_transformer_h_0_ln_2_normalize_2,
+ *             sample_transformer_h_1_ln_2_normalize_2,
+ *             sample_transformer_h_2_ln_2_normalize_2,
+ *             sample_transformer_h_3_ln_2_normalize,
+ *             sample_transformer_ln_f_normalize
+ *   (the nodes above are sample_transformer_h_0_ln_2_normalize_2's) */
+static void sample_transformer_normalize(real *y, const real *x)
+{
+  const long n = 128;
+  for (long r = 0; r < 8; r++) {
+    const real *xr = x + r * n;
+    double mean = 0, var = 0;
+    for (long i = 0; i < n; i++)
+      mean += xr[i];
+    mean /= n;
+    for (long i = 0; i < n; i++)
+      var += (xr[i] - mean) * (xr[i] - mean);
+    double rstd = 1 / sqrt(var / n + 1.0000000000000001e-05);
+    for (long i = 0; i < n; i++)
+      y[r * n + i] = (real)((xr[i] - mean) * rstd);
+  }
+}
+
+/* fused: 2 nodes in one loop over (1, 8, 128)
+ *   n212 = mul(n211, n40) (1, 8, 128)
+ *   n213 = add(n212, n41) (1, 8, 128), stored in y0
+ *   reads x0 = n211, x1 = n40, x2 = n41
+ *   graphs/gpt.lua:72
+ *   shared by sample_transformer_h_0_ln_2_fused_2,
+ *             sample_transformer_h_1_ln_2_fused_2,
+ *             sample_transformer_h_2_ln_2_fused_2,
+ *             sample_transformer_h_3_ln_2_fused, sample_transformer_ln_f_fused
+ *   (the nodes above are sample_transformer_h_0_ln_2_fused_2's) */
+static void sample_transformer_fused(real *restrict y0, const real *x0, const real *x1, const real *x2)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 128; i1++) {
+      real v0 = x0[i0 * 128 + i1] * x1[i1];   /* mul */
+      real v1 = v0 + x2[i1];   /* add */
+      y0[i0 * 128 + i1] = v1;
+    }
+}
+
+/* n215 = matmul_bias(n213, n45, n47) b^T
+ *   (1, 8, 512) <- (1, 8, 128), (512, 128), (512)
+ *   graphs/gpt.lua:65
+ *   shared by sample_transformer_h_0_mlp_c_fc_matmul_bias_2,
+ *             sample_transformer_h_1_mlp_c_fc_matmul_bias_2,
+ *             sample_transformer_h_2_mlp_c_fc_matmul_bias_2,
+ *             sample_transformer_h_3_mlp_c_fc_matmul_bias
+ *   (the nodes above are sample_transformer_h_0_mlp_c_fc_matmul_bias_2's) */
+static void sample_transformer_h_mlp_c_fc_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 512; i1++)
+      y[i0 * 512 + i1] = c[i1];
+  lmc_sgemm_abt_mt(nt, 8, 512, 128, a, 128, b, 128, 1, y, 512);
+}
+
+/* n216 = gelu(n215)
+ *   (1, 8, 512) <- (1, 8, 512)
+ *   graphs/gpt.lua:65
+ *   shared by sample_transformer_h_0_mlp_gelu_2,
+ *             sample_transformer_h_1_mlp_gelu_2,
+ *             sample_transformer_h_2_mlp_gelu_2,
+ *             sample_transformer_h_3_mlp_gelu
+ *   (the nodes above are sample_transformer_h_0_mlp_gelu_2's) */
+static void sample_transformer_h_mlp_gelu_2(real *y, const real *x)
+{
+  for (long i0 = 0; i0 < 4096; i0++)
+    y[i0] = 0.5f * x[i0] * (1 + erff(x[i0] * 0.7071067811865476f));
+}
+
+/* n218 = matmul_bias(n216, n50, n52) b^T
+ *   (1, 8, 128) <- (1, 8, 512), (128, 512), (128)
+ *   graphs/gpt.lua:66
+ *   shared by sample_transformer_h_0_mlp_c_proj_matmul_bias_2,
+ *             sample_transformer_h_1_mlp_c_proj_matmul_bias_2,
+ *             sample_transformer_h_2_mlp_c_proj_matmul_bias_2,
+ *             sample_transformer_h_3_mlp_c_proj_matmul_bias
+ *   (the nodes above are sample_transformer_h_0_mlp_c_proj_matmul_bias_2's) */
+static void sample_transformer_h_mlp_c_proj_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
+{
+  for (long i0 = 0; i0 < 8; i0++)
+    for (long i1 = 0; i1 < 128; i1++)
+      y[i0 * 128 + i1] = c[i1];
+  lmc_sgemm_abt_mt(nt, 8, 128, 512, a, 512, b, 512, 1, y, 128);
+}
+
+/* fused: 2 nodes in one loop over (1, 8, 128)
+ *   n219 = add(n210, n218) (1, 8, 128)
+ *   n223 = add(n219, n222) (1, 8, 128), stored in y0
+ *   reads x0 = n210, x1 = n218, x2 = n222
+ *   graphs/gpt.lua:71
+ *   shared by sample_transformer_h_1_fused, sample_transformer_h_2_fused,
+ *             sample_transformer_h_3_fused
+ *   (the nodes above are sample_transformer_h_1_fused's) */
+static void sample_transformer_h_fused_2(real *restrict y0, const real *x0, const real *x1, const real *x2)
+{
+  for (long i0 = 0; i0 < 1024; i0++) {
+    real v0 = x0[i0] + x1[i0];   /* add */
+    real v1 = v0 + x2[i0];   /* add */
+    y0[i0] = v1;
+  }
+}
+
+/* n258 = add(n249, n257)
+ *   (1, 8, 128) <- (1, 8, 128), (1, 8, 128)
+ *   graphs/gpt.lua:72 */
+static void sample_transformer_h_3_add(real *y, const real *a, const real *b)
+{
+  for (long i0 = 0; i0 < 1024; i0++)
+    y[i0] = a[i0] + b[i0];
+}
+
+/* n262 = matmul(n261, n2) b^T
+ *   (1, 8, 33278) <- (1, 8, 128), (33278, 128)
+ *   graphs/gpt.lua:86 */
+static void sample_lm_head_matmul(real *y, const real *a, const real *b, int nt)
+{
+  lmc_sgemm_abt_mt(nt, 8, 33278, 128, a, 128, b, 128, 0, y, 33278);
+}
+
+/* n263 = log_softmax(n262)
+ *   (1, 8, 33278) <- (1, 8, 33278)
+ *   graphs/gpt.lua:87 */
+static void sample_log_softmax(real *y, const real *x)
+{
+  const long n = 33278;
+  for (long r = 0; r < 8; r++) {
+    const real *xr = x + r * n;
+    real *yr = y + r * n;
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum(xr, n, max);
+    real lse = max + (real)log(sum);
+    for (long i = 0; i < n; i++)
+      yr[i] = xr[i] - lse;
+  }
+}
+
+static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
+{
+  real *w = c->work;
+  /* parameters */
+  const real *transformer_wte_weight = c->param;   /* transformer.wte.weight (33278, 128) */
+  const real *transformer_wpe_weight = c->param + 4259584;   /* transformer.wpe.weight (64, 128) */
+  const real *transformer_h_0_ln_1_weight = c->param + 4267776;   /* transformer.h.0.ln_1.weight (128) */
+  const real *transformer_h_0_ln_1_bias = c->param + 4267904;   /* transformer.h.0.ln_1.bias (128) */
+  const real *transformer_h_0_attn_c_attn_weight = c->param + 4268032;   /* transformer.h.0.attn.c_attn.weight (384, 128) */
+  const real *transformer_h_0_attn_c_attn_bias = c->param + 4317184;   /* transformer.h.0.attn.c_attn.bias (384) */
+  const real *transformer_h_0_attn_c_proj_weight = c->param + 4317568;   /* transformer.h.0.attn.c_proj.weight (128, 128) */
+  const real *transformer_h_0_attn_c_proj_bias = c->param + 4333952;   /* transformer.h.0.attn.c_proj.bias (128) */
+  const real *transformer_h_0_ln_2_weight = c->param + 4334080;   /* transformer.h.0.ln_2.weight (128) */
+  const real *transformer_h_0_ln_2_bias = c->param + 4334208;   /* transformer.h.0.ln_2.bias (128) */
+  const real *transformer_h_0_mlp_c_fc_weight = c->param + 4334336;   /* transformer.h.0.mlp.c_fc.weight (512, 128) */
+  const real *transformer_h_0_mlp_c_fc_bias = c->param + 4399872;   /* transformer.h.0.mlp.c_fc.bias (512) */
+  const real *transformer_h_0_mlp_c_proj_weight = c->param + 4400384;   /* transformer.h.0.mlp.c_proj.weight (128, 512) */
+  const real *transformer_h_0_mlp_c_proj_bias = c->param + 4465920;   /* transformer.h.0.mlp.c_proj.bias (128) */
+  const real *transformer_h_1_ln_1_weight = c->param + 4466048;   /* transformer.h.1.ln_1.weight (128) */
+  const real *transformer_h_1_ln_1_bias = c->param + 4466176;   /* transformer.h.1.ln_1.bias (128) */
+  const real *transformer_h_1_attn_c_attn_weight = c->param + 4466304;   /* transformer.h.1.attn.c_attn.weight (384, 128) */
+  const real *transformer_h_1_attn_c_attn_bias = c->param + 4515456;   /* transformer.h.1.attn.c_attn.bias (384) */
+  const real *transformer_h_1_attn_c_proj_weight = c->param + 4515840;   /* transformer.h.1.attn.c_proj.weight (128, 128) */
+  const real *transformer_h_1_attn_c_proj_bias = c->param + 4532224;   /* transformer.h.1.attn.c_proj.bias (128) */
+  const real *transformer_h_1_ln_2_weight = c->param + 4532352;   /* transformer.h.1.ln_2.weight (128) */
+  const real *transformer_h_1_ln_2_bias = c->param + 4532480;   /* transformer.h.1.ln_2.bias (128) */
+  const real *transformer_h_1_mlp_c_fc_weight = c->param + 4532608;   /* transformer.h.1.mlp.c_fc.weight (512, 128) */
+  const real *transformer_h_1_mlp_c_fc_bias = c->param + 4598144;   /* transformer.h.1.mlp.c_fc.bias (512) */
+  const real *transformer_h_1_mlp_c_proj_weight = c->param + 4598656;   /* transformer.h.1.mlp.c_proj.weight (128, 512) */
+  const real *transformer_h_1_mlp_c_proj_bias = c->param + 4664192;   /* transformer.h.1.mlp.c_proj.bias (128) */
+  const real *transformer_h_2_ln_1_weight = c->param + 4664320;   /* transformer.h.2.ln_1.weight (128) */
+  const real *transformer_h_2_ln_1_bias = c->param + 4664448;   /* transformer.h.2.ln_1.bias (128) */
+  const real *transformer_h_2_attn_c_attn_weight = c->param + 4664576;   /* transformer.h.2.attn.c_attn.weight (384, 128) */
+  const real *transformer_h_2_attn_c_attn_bias = c->param + 4713728;   /* transformer.h.2.attn.c_attn.bias (384) */
+  const real *transformer_h_2_attn_c_proj_weight = c->param + 4714112;   /* transformer.h.2.attn.c_proj.weight (128, 128) */
+  const real *transformer_h_2_attn_c_proj_bias = c->param + 4730496;   /* transformer.h.2.attn.c_proj.bias (128) */
+  const real *transformer_h_2_ln_2_weight = c->param + 4730624;   /* transformer.h.2.ln_2.weight (128) */
+  const real *transformer_h_2_ln_2_bias = c->param + 4730752;   /* transformer.h.2.ln_2.bias (128) */
+  const real *transformer_h_2_mlp_c_fc_weight = c->param + 4730880;   /* transformer.h.2.mlp.c_fc.weight (512, 128) */
+  const real *transformer_h_2_mlp_c_fc_bias = c->param + 4796416;   /* transformer.h.2.mlp.c_fc.bias (512) */
+  const real *transformer_h_2_mlp_c_proj_weight = c->param + 4796928;   /* transformer.h.2.mlp.c_proj.weight (128, 512) */
+  const real *transformer_h_2_mlp_c_proj_bias = c->param + 4862464;   /* transformer.h.2.mlp.c_proj.bias (128) */
+  const real *transformer_h_3_ln_1_weight = c->param + 4862592;   /* transformer.h.3.ln_1.weight (128) */
+  const real *transformer_h_3_ln_1_bias = c->param + 4862720;   /* transformer.h.3.ln_1.bias (128) */
+  const real *transformer_h_3_attn_c_attn_weight = c->param + 4862848;   /* transformer.h.3.attn.c_attn.weight (384, 128) */
+  const real *transformer_h_3_attn_c_attn_bias = c->param + 4912000;   /* transformer.h.3.attn.c_attn.bias (384) */
+  const real *transformer_h_3_attn_c_proj_weight = c->param + 4912384;   /* transformer.h.3.attn.c_proj.weight (128, 128) */
+  const real *transformer_h_3_attn_c_proj_bias = c->param + 4928768;   /* transformer.h.3.attn.c_proj.bias (128) */
+  const real *transformer_h_3_ln_2_weight = c->param + 4928896;   /* transformer.h.3.ln_2.weight (128) */
+  const real *transformer_h_3_ln_2_bias = c->param + 4929024;   /* transformer.h.3.ln_2.bias (128) */
+  const real *transformer_h_3_mlp_c_fc_weight = c->param + 4929152;   /* transformer.h.3.mlp.c_fc.weight (512, 128) */
+  const real *transformer_h_3_mlp_c_fc_bias = c->param + 4994688;   /* transformer.h.3.mlp.c_fc.bias (512) */
+  const real *transformer_h_3_mlp_c_proj_weight = c->param + 4995200;   /* transformer.h.3.mlp.c_proj.weight (128, 512) */
+  const real *transformer_h_3_mlp_c_proj_bias = c->param + 5060736;   /* transformer.h.3.mlp.c_proj.bias (128) */
+  const real *transformer_ln_f_weight = c->param + 5060864;   /* transformer.ln_f.weight (128) */
+  const real *transformer_ln_f_bias = c->param + 5060992;   /* transformer.ln_f.bias (128) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 864272;   /* read as targets when run() gets none */
+  real *transformer_wte_embedding = w + 524288;   /* (T, 8, 128), graphs/gpt.lua:80 */
+  real *slice = w + 851968;   /* (T, 128), graphs/gpt.lua:81 */
+  real *add = w + 262144;   /* (T, 8, 128), graphs/gpt.lua:81 */
+  real *transformer_h_0_ln_1_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_0_ln_1_add = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_0_attn_c_attn_matmul_bias = w;   /* (T, 8, 384), graphs/gpt.lua:51 */
+  real *transformer_h_0_attn_slice = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_transpose = w + 327680;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_slice_2 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_transpose_2 = w + 393216;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_slice_3 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_transpose_3 = w + 458752;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_bmm = w;   /* (8, 4, T, T), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_const = w + 864256;   /* (), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_triu_mask = w + 860160;   /* (T, T), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_add = w + 131072;   /* (8, 4, T, T), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_softmax = w;   /* (8, 4, T, T), graphs/gpt.lua:57 */
+  real *transformer_h_0_attn_bmm_2 = w + 131072;   /* (8, 4, T, 32), graphs/gpt.lua:58 */
+  real *transformer_h_0_attn_transpose_4 = w + 589824;   /* (T, 8, 4, 32), graphs/gpt.lua:58 */
+  real *transformer_h_0_attn_c_proj_matmul_bias = w;   /* (T, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_0_add = w + 655360;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_0_ln_2_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_0_ln_2_add = w + 262144;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_0_mlp_c_fc_matmul_bias = w;   /* (T, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_0_mlp_gelu = w + 262144;   /* (T, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_0_mlp_c_proj_matmul_bias = w;   /* (T, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_0_add_2 = w + 262144;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_ln_1_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_1_ln_1_add = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_1_attn_c_attn_matmul_bias = w;   /* (T, 8, 384), graphs/gpt.lua:51 */
+  real *transformer_h_1_attn_slice = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_transpose = w + 327680;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_slice_2 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_transpose_2 = w + 393216;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_slice_3 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_transpose_3 = w + 458752;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_bmm = w;   /* (8, 4, T, T), graphs/gpt.lua:56 */
+  real *transformer_h_1_attn_add = w + 131072;   /* (8, 4, T, T), graphs/gpt.lua:56 */
+  real *transformer_h_1_attn_softmax = w;   /* (8, 4, T, T), graphs/gpt.lua:57 */
+  real *transformer_h_1_attn_bmm_2 = w + 131072;   /* (8, 4, T, 32), graphs/gpt.lua:58 */
+  real *transformer_h_1_attn_transpose_4 = w + 655360;   /* (T, 8, 4, 32), graphs/gpt.lua:58 */
+  real *transformer_h_1_attn_c_proj_matmul_bias = w;   /* (T, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_1_add = w + 720896;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_1_ln_2_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_ln_2_add = w + 262144;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_mlp_c_fc_matmul_bias = w;   /* (T, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_1_mlp_gelu = w + 262144;   /* (T, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_1_mlp_c_proj_matmul_bias = w;   /* (T, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_1_add_2 = w + 262144;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_ln_1_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_2_ln_1_add = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_2_attn_c_attn_matmul_bias = w;   /* (T, 8, 384), graphs/gpt.lua:51 */
+  real *transformer_h_2_attn_slice = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_transpose = w + 327680;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_slice_2 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_transpose_2 = w + 393216;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_slice_3 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_transpose_3 = w + 458752;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_bmm = w;   /* (8, 4, T, T), graphs/gpt.lua:56 */
+  real *transformer_h_2_attn_add = w + 131072;   /* (8, 4, T, T), graphs/gpt.lua:56 */
+  real *transformer_h_2_attn_softmax = w;   /* (8, 4, T, T), graphs/gpt.lua:57 */
+  real *transformer_h_2_attn_bmm_2 = w + 131072;   /* (8, 4, T, 32), graphs/gpt.lua:58 */
+  real *transformer_h_2_attn_transpose_4 = w + 720896;   /* (T, 8, 4, 32), graphs/gpt.lua:58 */
+  real *transformer_h_2_attn_c_proj_matmul_bias = w;   /* (T, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_2_add = w + 786432;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_2_ln_2_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_ln_2_add = w + 262144;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_mlp_c_fc_matmul_bias = w;   /* (T, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_2_mlp_gelu = w + 262144;   /* (T, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_2_mlp_c_proj_matmul_bias = w;   /* (T, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_2_add_2 = w + 65536;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_3_ln_1_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_3_ln_1_add = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_3_attn_c_attn_matmul_bias = w;   /* (T, 8, 384), graphs/gpt.lua:51 */
+  real *transformer_h_3_attn_slice = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_transpose = w + 262144;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_slice_2 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_transpose_2 = w + 327680;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_slice_3 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_transpose_3 = w + 393216;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_bmm = w;   /* (8, 4, T, T), graphs/gpt.lua:56 */
+  real *transformer_h_3_attn_add = w + 131072;   /* (8, 4, T, T), graphs/gpt.lua:56 */
+  real *transformer_h_3_attn_softmax = w;   /* (8, 4, T, T), graphs/gpt.lua:57 */
+  real *transformer_h_3_attn_bmm_2 = w + 131072;   /* (8, 4, T, 32), graphs/gpt.lua:58 */
+  real *transformer_h_3_attn_transpose_4 = w;   /* (T, 8, 4, 32), graphs/gpt.lua:58 */
+  real *transformer_h_0_attn_c_proj_matmul_bias_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_0_add_3 = w + 73728;   /* (1, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_0_ln_2_normalize_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_0_ln_2_add_2 = w + 69632;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_0_mlp_c_fc_matmul_bias_2 = w + 65536;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_0_mlp_gelu_2 = w + 69632;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_0_mlp_c_proj_matmul_bias_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_1_attn_c_proj_matmul_bias_2 = w + 66560;   /* (1, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_1_add_3 = w + 74752;   /* (1, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_1_ln_2_normalize_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_ln_2_add_2 = w + 69632;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_mlp_c_fc_matmul_bias_2 = w + 65536;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_1_mlp_gelu_2 = w + 69632;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_1_mlp_c_proj_matmul_bias_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_2_attn_c_proj_matmul_bias_2 = w + 66560;   /* (1, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_2_add_3 = w + 73728;   /* (1, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_2_ln_2_normalize_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_ln_2_add_2 = w + 69632;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_mlp_c_fc_matmul_bias_2 = w + 65536;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_2_mlp_gelu_2 = w + 69632;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_2_mlp_c_proj_matmul_bias_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_3_attn_c_proj_matmul_bias = w + 66560;   /* (1, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_3_add = w + 8192;   /* (1, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_3_ln_2_normalize = w;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_3_ln_2_add = w + 4096;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_3_mlp_c_fc_matmul_bias = w;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_3_mlp_gelu = w + 4096;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_3_mlp_c_proj_matmul_bias = w;   /* (1, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_3_add_2 = w + 1024;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_ln_f_normalize = w;   /* (1, 8, 128), graphs/gpt.lua:85 */
+  real *transformer_ln_f_add = w + 266224;   /* (1, 8, 128), graphs/gpt.lua:85 */
+  real *lm_head_matmul = w;   /* (1, 8, 33278), graphs/gpt.lua:86 */
+  real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/gpt.lua:87 */
+  if (!targets)   /* no loss wanted: read zeros */
+    targets = memset(no_targets, 0, 512 * sizeof *targets);
+  sample_transformer_wte_embedding(transformer_wte_embedding, transformer_wte_weight, tokens, T);
+  train_slice(slice, transformer_wpe_weight, T);
+  sample_add(add, transformer_wte_embedding, slice, T);
+  sample_transformer_h_normalize(transformer_h_0_ln_1_normalize, add, T);
+  sample_transformer_h_fused(transformer_h_0_ln_1_add, transformer_h_0_ln_1_normalize, transformer_h_0_ln_1_weight, transformer_h_0_ln_1_bias, T);
+  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_0_attn_c_attn_matmul_bias, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_c_attn_bias, T);
+  sample_transformer_h_attn_slice(transformer_h_0_attn_slice, transformer_h_0_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_0_attn_transpose, transformer_h_0_attn_slice, T);
+  sample_transformer_h_attn_slice_2(transformer_h_0_attn_slice_2, transformer_h_0_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_0_attn_transpose_2, transformer_h_0_attn_slice_2, T);
+  sample_transformer_h_attn_slice_3(transformer_h_0_attn_slice_3, transformer_h_0_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_0_attn_transpose_3, transformer_h_0_attn_slice_3, T);
+  sample_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_transpose_2, T);
+  train_transformer_h_0_attn_const(transformer_h_0_attn_const);
+  train_transformer_h_0_attn_triu_mask(transformer_h_0_attn_triu_mask, T);
+  sample_transformer_h_attn_fused(transformer_h_0_attn_add, transformer_h_0_attn_bmm, transformer_h_0_attn_triu_mask, T);
+  sample_transformer_h_attn_softmax(transformer_h_0_attn_softmax, transformer_h_0_attn_add, T);
+  sample_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_softmax, transformer_h_0_attn_transpose_3, T);
+  sample_transformer_h_attn_transpose_2(transformer_h_0_attn_transpose_4, transformer_h_0_attn_bmm_2, T);
+  sample_transformer_h_attn_c_proj_matmul_bias(transformer_h_0_attn_c_proj_matmul_bias, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_bias, T);
+  sample_transformer_h_add(transformer_h_0_add, add, transformer_h_0_attn_c_proj_matmul_bias, T);
+  sample_transformer_h_normalize(transformer_h_0_ln_2_normalize, transformer_h_0_add, T);
+  sample_transformer_h_fused(transformer_h_0_ln_2_add, transformer_h_0_ln_2_normalize, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias, T);
+  sample_transformer_h_mlp_c_fc_matmul_bias(transformer_h_0_mlp_c_fc_matmul_bias, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, T);
+  sample_transformer_h_mlp_gelu(transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_fc_matmul_bias, T);
+  sample_transformer_h_mlp_c_proj_matmul_bias(transformer_h_0_mlp_c_proj_matmul_bias, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_bias, T);
+  sample_transformer_h_add(transformer_h_0_add_2, transformer_h_0_add, transformer_h_0_mlp_c_proj_matmul_bias, T);
+  sample_transformer_h_normalize(transformer_h_1_ln_1_normalize, transformer_h_0_add_2, T);
+  sample_transformer_h_fused(transformer_h_1_ln_1_add, transformer_h_1_ln_1_normalize, transformer_h_1_ln_1_weight, transformer_h_1_ln_1_bias, T);
+  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_1_attn_c_attn_matmul_bias, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_c_attn_bias, T);
+  sample_transformer_h_attn_slice(transformer_h_1_attn_slice, transformer_h_1_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_1_attn_transpose, transformer_h_1_attn_slice, T);
+  sample_transformer_h_attn_slice_2(transformer_h_1_attn_slice_2, transformer_h_1_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_1_attn_transpose_2, transformer_h_1_attn_slice_2, T);
+  sample_transformer_h_attn_slice_3(transformer_h_1_attn_slice_3, transformer_h_1_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_1_attn_transpose_3, transformer_h_1_attn_slice_3, T);
+  sample_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_transpose_2, T);
+  sample_transformer_h_attn_fused(transformer_h_1_attn_add, transformer_h_1_attn_bmm, transformer_h_0_attn_triu_mask, T);
+  sample_transformer_h_attn_softmax(transformer_h_1_attn_softmax, transformer_h_1_attn_add, T);
+  sample_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_softmax, transformer_h_1_attn_transpose_3, T);
+  sample_transformer_h_attn_transpose_2(transformer_h_1_attn_transpose_4, transformer_h_1_attn_bmm_2, T);
+  sample_transformer_h_attn_c_proj_matmul_bias(transformer_h_1_attn_c_proj_matmul_bias, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_bias, T);
+  sample_transformer_h_add(transformer_h_1_add, transformer_h_0_add_2, transformer_h_1_attn_c_proj_matmul_bias, T);
+  sample_transformer_h_normalize(transformer_h_1_ln_2_normalize, transformer_h_1_add, T);
+  sample_transformer_h_fused(transformer_h_1_ln_2_add, transformer_h_1_ln_2_normalize, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias, T);
+  sample_transformer_h_mlp_c_fc_matmul_bias(transformer_h_1_mlp_c_fc_matmul_bias, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, T);
+  sample_transformer_h_mlp_gelu(transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_fc_matmul_bias, T);
+  sample_transformer_h_mlp_c_proj_matmul_bias(transformer_h_1_mlp_c_proj_matmul_bias, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_bias, T);
+  sample_transformer_h_add(transformer_h_1_add_2, transformer_h_1_add, transformer_h_1_mlp_c_proj_matmul_bias, T);
+  sample_transformer_h_normalize(transformer_h_2_ln_1_normalize, transformer_h_1_add_2, T);
+  sample_transformer_h_fused(transformer_h_2_ln_1_add, transformer_h_2_ln_1_normalize, transformer_h_2_ln_1_weight, transformer_h_2_ln_1_bias, T);
+  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_2_attn_c_attn_matmul_bias, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_c_attn_bias, T);
+  sample_transformer_h_attn_slice(transformer_h_2_attn_slice, transformer_h_2_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_2_attn_transpose, transformer_h_2_attn_slice, T);
+  sample_transformer_h_attn_slice_2(transformer_h_2_attn_slice_2, transformer_h_2_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_2_attn_transpose_2, transformer_h_2_attn_slice_2, T);
+  sample_transformer_h_attn_slice_3(transformer_h_2_attn_slice_3, transformer_h_2_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_2_attn_transpose_3, transformer_h_2_attn_slice_3, T);
+  sample_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_transpose_2, T);
+  sample_transformer_h_attn_fused(transformer_h_2_attn_add, transformer_h_2_attn_bmm, transformer_h_0_attn_triu_mask, T);
+  sample_transformer_h_attn_softmax(transformer_h_2_attn_softmax, transformer_h_2_attn_add, T);
+  sample_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_softmax, transformer_h_2_attn_transpose_3, T);
+  sample_transformer_h_attn_transpose_2(transformer_h_2_attn_transpose_4, transformer_h_2_attn_bmm_2, T);
+  sample_transformer_h_attn_c_proj_matmul_bias(transformer_h_2_attn_c_proj_matmul_bias, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_bias, T);
+  sample_transformer_h_add(transformer_h_2_add, transformer_h_1_add_2, transformer_h_2_attn_c_proj_matmul_bias, T);
+  sample_transformer_h_normalize(transformer_h_2_ln_2_normalize, transformer_h_2_add, T);
+  sample_transformer_h_fused(transformer_h_2_ln_2_add, transformer_h_2_ln_2_normalize, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias, T);
+  sample_transformer_h_mlp_c_fc_matmul_bias(transformer_h_2_mlp_c_fc_matmul_bias, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, T);
+  sample_transformer_h_mlp_gelu(transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_fc_matmul_bias, T);
+  sample_transformer_h_mlp_c_proj_matmul_bias(transformer_h_2_mlp_c_proj_matmul_bias, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_bias, T);
+  sample_transformer_h_add(transformer_h_2_add_2, transformer_h_2_add, transformer_h_2_mlp_c_proj_matmul_bias, T);
+  sample_transformer_h_normalize(transformer_h_3_ln_1_normalize, transformer_h_2_add_2, T);
+  sample_transformer_h_fused(transformer_h_3_ln_1_add, transformer_h_3_ln_1_normalize, transformer_h_3_ln_1_weight, transformer_h_3_ln_1_bias, T);
+  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_3_attn_c_attn_matmul_bias, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_c_attn_bias, T);
+  sample_transformer_h_attn_slice(transformer_h_3_attn_slice, transformer_h_3_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_3_attn_transpose, transformer_h_3_attn_slice, T);
+  sample_transformer_h_attn_slice_2(transformer_h_3_attn_slice_2, transformer_h_3_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_3_attn_transpose_2, transformer_h_3_attn_slice_2, T);
+  sample_transformer_h_attn_slice_3(transformer_h_3_attn_slice_3, transformer_h_3_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_3_attn_transpose_3, transformer_h_3_attn_slice_3, T);
+  sample_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_transpose_2, T);
+  sample_transformer_h_attn_fused(transformer_h_3_attn_add, transformer_h_3_attn_bmm, transformer_h_0_attn_triu_mask, T);
+  sample_transformer_h_attn_softmax(transformer_h_3_attn_softmax, transformer_h_3_attn_add, T);
+  sample_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_softmax, transformer_h_3_attn_transpose_3, T);
+  sample_transformer_h_attn_transpose_2(transformer_h_3_attn_transpose_4, transformer_h_3_attn_bmm_2, T);
+  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_0_attn_c_proj_matmul_bias_2, transformer_h_0_attn_transpose_4 + (T - 1) * 1024, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_bias, c->threads);
+  sample_transformer_h_0_fused(transformer_h_0_add_3, transformer_wte_embedding + (T - 1) * 1024, slice + (T - 1) * 128, transformer_h_0_attn_c_proj_matmul_bias_2);
+  sample_transformer_normalize(transformer_h_0_ln_2_normalize_2, transformer_h_0_add_3);
+  sample_transformer_fused(transformer_h_0_ln_2_add_2, transformer_h_0_ln_2_normalize_2, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias);
+  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_0_mlp_c_fc_matmul_bias_2, transformer_h_0_ln_2_add_2, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, c->threads);
+  sample_transformer_h_mlp_gelu_2(transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_fc_matmul_bias_2);
+  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_0_mlp_c_proj_matmul_bias_2, transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_bias, c->threads);
+  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_1_attn_c_proj_matmul_bias_2, transformer_h_1_attn_transpose_4 + (T - 1) * 1024, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_bias, c->threads);
+  sample_transformer_h_fused_2(transformer_h_1_add_3, transformer_h_0_add_3, transformer_h_0_mlp_c_proj_matmul_bias_2, transformer_h_1_attn_c_proj_matmul_bias_2);
+  sample_transformer_normalize(transformer_h_1_ln_2_normalize_2, transformer_h_1_add_3);
+  sample_transformer_fused(transformer_h_1_ln_2_add_2, transformer_h_1_ln_2_normalize_2, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias);
+  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_1_mlp_c_fc_matmul_bias_2, transformer_h_1_ln_2_add_2, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, c->threads);
+  sample_transformer_h_mlp_gelu_2(transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_fc_matmul_bias_2);
+  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_1_mlp_c_proj_matmul_bias_2, transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_bias, c->threads);
+  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_2_attn_c_proj_matmul_bias_2, transformer_h_2_attn_transpose_4 + (T - 1) * 1024, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_bias, c->threads);
+  sample_transformer_h_fused_2(transformer_h_2_add_3, transformer_h_1_add_3, transformer_h_1_mlp_c_proj_matmul_bias_2, transformer_h_2_attn_c_proj_matmul_bias_2);
+  sample_transformer_normalize(transformer_h_2_ln_2_normalize_2, transformer_h_2_add_3);
+  sample_transformer_fused(transformer_h_2_ln_2_add_2, transformer_h_2_ln_2_normalize_2, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias);
+  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_2_mlp_c_fc_matmul_bias_2, transformer_h_2_ln_2_add_2, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, c->threads);
+  sample_transformer_h_mlp_gelu_2(transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_fc_matmul_bias_2);
+  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_2_mlp_c_proj_matmul_bias_2, transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_bias, c->threads);
+  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_3_attn_c_proj_matmul_bias, transformer_h_3_attn_transpose_4 + (T - 1) * 1024, transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_c_proj_bias, c->threads);
+  sample_transformer_h_fused_2(transformer_h_3_add, transformer_h_2_add_3, transformer_h_2_mlp_c_proj_matmul_bias_2, transformer_h_3_attn_c_proj_matmul_bias);
+  sample_transformer_normalize(transformer_h_3_ln_2_normalize, transformer_h_3_add);
+  sample_transformer_fused(transformer_h_3_ln_2_add, transformer_h_3_ln_2_normalize, transformer_h_3_ln_2_weight, transformer_h_3_ln_2_bias);
+  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_3_mlp_c_fc_matmul_bias, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_c_fc_bias, c->threads);
+  sample_transformer_h_mlp_gelu_2(transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_fc_matmul_bias);
+  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_3_mlp_c_proj_matmul_bias, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_c_proj_bias, c->threads);
+  sample_transformer_h_3_add(transformer_h_3_add_2, transformer_h_3_add, transformer_h_3_mlp_c_proj_matmul_bias);
+  sample_transformer_normalize(transformer_ln_f_normalize, transformer_h_3_add_2);
+  sample_transformer_fused(transformer_ln_f_add, transformer_ln_f_normalize, transformer_ln_f_weight, transformer_ln_f_bias);
+  sample_lm_head_matmul(lm_head_matmul, transformer_ln_f_add, transformer_wte_weight, c->threads);
+  sample_log_softmax(log_softmax, lm_head_matmul);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- step: batch 1 */
+
+/* n5 = slice(n3) axis 0 from 0
+ *   (64, 128) <- (64, 128)
+ *   graphs/gpt.lua:81 */
+static void step_slice(real *y, const real *x)
+{
+  for (long i0 = 0; i0 < 8192; i0++)
+    y[i0] = x[i0];
+}
+
+/* n6 = slice_pos(n5) axis 0
+ *   (T, 128) <- (64, 128)
+ *   graphs/gpt.lua:81 */
+static void step_slice_pos(real *y, const real *x, int pos, int T)
+{
+  for (long o = 0; o < 1; o++)
+    memcpy(y + o * T * 128, x + (o * 64 + pos) * 128, T * 128 * sizeof *y);
+}
+
+/* n28 = kv_write(n27, n23) axis 2
+ *   (1, 4, 64, 32) <- (1, 4, 64, 32), (1, 4, T, 32)
+ *   graphs/gpt.lua:56
+ *   shared by step_transformer_h_0_attn_kv_write,
+ *             step_transformer_h_0_attn_kv_write_2,
+ *             step_transformer_h_1_attn_kv_write,
+ *             step_transformer_h_1_attn_kv_write_2,
+ *             step_transformer_h_2_attn_kv_write,
+ *             step_transformer_h_2_attn_kv_write_2,
+ *             step_transformer_h_3_attn_kv_write,
+ *             step_transformer_h_3_attn_kv_write_2
+ *   (the nodes above are step_transformer_h_0_attn_kv_write's) */
+static void step_transformer_h_attn_kv_write(real *y, const real *x, const real *r, int pos, int T)
+{
+  memcpy(y, x, 8192 * sizeof *y);
+  for (long o = 0; o < 4; o++)
+    memcpy(y + (o * 64 + pos) * 32, r + o * T * 32, T * 32 * sizeof *y);
+}
+
+/* n29 = bmm(n20, n28) b^T
+ *   (1, 4, T, 64) <- (1, 4, T, 32), (1, 4, 64, 32)
+ *   graphs/gpt.lua:56
+ *   shared by step_transformer_h_0_attn_bmm, step_transformer_h_1_attn_bmm,
+ *             step_transformer_h_2_attn_bmm, step_transformer_h_3_attn_bmm
+ *   (the nodes above are step_transformer_h_0_attn_bmm's) */
+static void step_transformer_h_attn_bmm(real *y, const real *a, const real *b, int T)
+{
+  for (long i = 0; i < 4; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 64, 32,
+                1, a + i * 32*T, 32, b + i * 2048, 32, 0, y + i * 64*T, 64);
+}
+
+/* n32 = causal_mask()
+ *   (T, 64)
+ *   graphs/gpt.lua:56 */
+static void step_transformer_h_0_attn_causal_mask(real *y, int pos, int T)
+{
+  for (long i = 0; i < T; i++)
+    for (long j = 0; j < 64; j++)
+      y[i * 64 + j] = j > pos + i ? -INFINITY : 0;
+}
+
+/* fused: 2 nodes in one loop over (1, 4, T, 64)
+ *   n31 = mul(n29, n30) (1, 4, T, 64)
+ *   n33 = add(n31, n32) (1, 4, T, 64), stored in y0
+ *   reads x0 = n29, x1 = n32
+ *   graphs/gpt.lua:56
+ *   shared by step_transformer_h_0_attn_fused, step_transformer_h_1_attn_fused,
+ *             step_transformer_h_2_attn_fused, step_transformer_h_3_attn_fused
+ *   (the nodes above are step_transformer_h_0_attn_fused's) */
+static void step_transformer_h_attn_fused(real *restrict y0, const real *x0, const real *x1, int T)
+{
+  for (long i0 = 0; i0 < 4; i0++)
+    for (long i1 = 0; i1 < 64*T; i1++) {
+      real v0 = x0[i0 * 64*T + i1] * (real)0.17677669529663687;   /* mul */
+      real v1 = v0 + x1[i1];   /* add */
+      y0[i0 * 64*T + i1] = v1;
+    }
+}
+
+/* n34 = softmax(n33)
+ *   (1, 4, T, 64) <- (1, 4, T, 64)
+ *   graphs/gpt.lua:57
+ *   shared by step_transformer_h_0_attn_softmax,
+ *             step_transformer_h_1_attn_softmax,
+ *             step_transformer_h_2_attn_softmax,
+ *             step_transformer_h_3_attn_softmax
+ *   (the nodes above are step_transformer_h_0_attn_softmax's) */
+static void step_transformer_h_attn_softmax(real *y, const real *x, int T)
+{
+  const long n = 64;
+  for (long r = 0; r < 4*T; r++) {
+    const real *xr = x + r * n;
+    real *yr = y + r * n;
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
+    for (long i = 0; i < n; i++)
+      yr[i] = (real)(yr[i] / sum);
+  }
+}
+
+/* n37 = bmm(n34, n36)
+ *   (1, 4, T, 32) <- (1, 4, T, 64), (1, 4, 64, 32)
+ *   graphs/gpt.lua:58
+ *   shared by step_transformer_h_0_attn_bmm_2, step_transformer_h_1_attn_bmm_2,
+ *             step_transformer_h_2_attn_bmm_2, step_transformer_h_3_attn_bmm_2
+ *   (the nodes above are step_transformer_h_0_attn_bmm_2's) */
+static void step_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, int T)
+{
+  for (long i = 0; i < 4; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 32, 64,
+                1, a + i * 64*T, 64, b + i * 2048, 32, 0, y + i * 32*T, 32);
+}
+
+static const LmcTensorDesc step_state[] = {
+  { .name = "kv_cache.0", .rank = 4, .shape = { 1, 4, 64, 32 }, .offset = 0, .numel = 8192, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.1", .rank = 4, .shape = { 1, 4, 64, 32 }, .offset = 8192, .numel = 8192, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.2", .rank = 4, .shape = { 1, 4, 64, 32 }, .offset = 16384, .numel = 8192, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.3", .rank = 4, .shape = { 1, 4, 64, 32 }, .offset = 24576, .numel = 8192, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.4", .rank = 4, .shape = { 1, 4, 64, 32 }, .offset = 32768, .numel = 8192, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.5", .rank = 4, .shape = { 1, 4, 64, 32 }, .offset = 40960, .numel = 8192, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.6", .rank = 4, .shape = { 1, 4, 64, 32 }, .offset = 49152, .numel = 8192, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.7", .rank = 4, .shape = { 1, 4, 64, 32 }, .offset = 57344, .numel = 8192, .init = LMC_INIT_ZERO, .alias = -1 },
+};
+
+static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
+{
+  real *w = c->work;
+  /* parameters */
+  const real *transformer_wte_weight = c->param;   /* transformer.wte.weight (33278, 128) */
+  const real *transformer_wpe_weight = c->param + 4259584;   /* transformer.wpe.weight (64, 128) */
+  const real *transformer_h_0_ln_1_weight = c->param + 4267776;   /* transformer.h.0.ln_1.weight (128) */
+  const real *transformer_h_0_ln_1_bias = c->param + 4267904;   /* transformer.h.0.ln_1.bias (128) */
+  const real *transformer_h_0_attn_c_attn_weight = c->param + 4268032;   /* transformer.h.0.attn.c_attn.weight (384, 128) */
+  const real *transformer_h_0_attn_c_attn_bias = c->param + 4317184;   /* transformer.h.0.attn.c_attn.bias (384) */
+  const real *transformer_h_0_attn_c_proj_weight = c->param + 4317568;   /* transformer.h.0.attn.c_proj.weight (128, 128) */
+  const real *transformer_h_0_attn_c_proj_bias = c->param + 4333952;   /* transformer.h.0.attn.c_proj.bias (128) */
+  const real *transformer_h_0_ln_2_weight = c->param + 4334080;   /* transformer.h.0.ln_2.weight (128) */
+  const real *transformer_h_0_ln_2_bias = c->param + 4334208;   /* transformer.h.0.ln_2.bias (128) */
+  const real *transformer_h_0_mlp_c_fc_weight = c->param + 4334336;   /* transformer.h.0.mlp.c_fc.weight (512, 128) */
+  const real *transformer_h_0_mlp_c_fc_bias = c->param + 4399872;   /* transformer.h.0.mlp.c_fc.bias (512) */
+  const real *transformer_h_0_mlp_c_proj_weight = c->param + 4400384;   /* transformer.h.0.mlp.c_proj.weight (128, 512) */
+  const real *transformer_h_0_mlp_c_proj_bias = c->param + 4465920;   /* transformer.h.0.mlp.c_proj.bias (128) */
+  const real *transformer_h_1_ln_1_weight = c->param + 4466048;   /* transformer.h.1.ln_1.weight (128) */
+  const real *transformer_h_1_ln_1_bias = c->param + 4466176;   /* transformer.h.1.ln_1.bias (128) */
+  const real *transformer_h_1_attn_c_attn_weight = c->param + 4466304;   /* transformer.h.1.attn.c_attn.weight (384, 128) */
+  const real *transformer_h_1_attn_c_attn_bias = c->param + 4515456;   /* transformer.h.1.attn.c_attn.bias (384) */
+  const real *transformer_h_1_attn_c_proj_weight = c->param + 4515840;   /* transformer.h.1.attn.c_proj.weight (128, 128) */
+  const real *transformer_h_1_attn_c_proj_bias = c->param + 4532224;   /* transformer.h.1.attn.c_proj.bias (128) */
+  const real *transformer_h_1_ln_2_weight = c->param + 4532352;   /* transformer.h.1.ln_2.weight (128) */
+  const real *transformer_h_1_ln_2_bias = c->param + 4532480;   /* transformer.h.1.ln_2.bias (128) */
+  const real *transformer_h_1_mlp_c_fc_weight = c->param + 4532608;   /* transformer.h.1.mlp.c_fc.weight (512, 128) */
+  const real *transformer_h_1_mlp_c_fc_bias = c->param + 4598144;   /* transformer.h.1.mlp.c_fc.bias (512) */
+  const real *transformer_h_1_mlp_c_proj_weight = c->param + 4598656;   /* transformer.h.1.mlp.c_proj.weight (128, 512) */
+  const real *transformer_h_1_mlp_c_proj_bias = c->param + 4664192;   /* transformer.h.1.mlp.c_proj.bias (128) */
+  const real *transformer_h_2_ln_1_weight = c->param + 4664320;   /* transformer.h.2.ln_1.weight (128) */
+  const real *transformer_h_2_ln_1_bias = c->param + 4664448;   /* transformer.h.2.ln_1.bias (128) */
+  const real *transformer_h_2_attn_c_attn_weight = c->param + 4664576;   /* transformer.h.2.attn.c_attn.weight (384, 128) */
+  const real *transformer_h_2_attn_c_attn_bias = c->param + 4713728;   /* transformer.h.2.attn.c_attn.bias (384) */
+  const real *transformer_h_2_attn_c_proj_weight = c->param + 4714112;   /* transformer.h.2.attn.c_proj.weight (128, 128) */
+  const real *transformer_h_2_attn_c_proj_bias = c->param + 4730496;   /* transformer.h.2.attn.c_proj.bias (128) */
+  const real *transformer_h_2_ln_2_weight = c->param + 4730624;   /* transformer.h.2.ln_2.weight (128) */
+  const real *transformer_h_2_ln_2_bias = c->param + 4730752;   /* transformer.h.2.ln_2.bias (128) */
+  const real *transformer_h_2_mlp_c_fc_weight = c->param + 4730880;   /* transformer.h.2.mlp.c_fc.weight (512, 128) */
+  const real *transformer_h_2_mlp_c_fc_bias = c->param + 4796416;   /* transformer.h.2.mlp.c_fc.bias (512) */
+  const real *transformer_h_2_mlp_c_proj_weight = c->param + 4796928;   /* transformer.h.2.mlp.c_proj.weight (128, 512) */
+  const real *transformer_h_2_mlp_c_proj_bias = c->param + 4862464;   /* transformer.h.2.mlp.c_proj.bias (128) */
+  const real *transformer_h_3_ln_1_weight = c->param + 4862592;   /* transformer.h.3.ln_1.weight (128) */
+  const real *transformer_h_3_ln_1_bias = c->param + 4862720;   /* transformer.h.3.ln_1.bias (128) */
+  const real *transformer_h_3_attn_c_attn_weight = c->param + 4862848;   /* transformer.h.3.attn.c_attn.weight (384, 128) */
+  const real *transformer_h_3_attn_c_attn_bias = c->param + 4912000;   /* transformer.h.3.attn.c_attn.bias (384) */
+  const real *transformer_h_3_attn_c_proj_weight = c->param + 4912384;   /* transformer.h.3.attn.c_proj.weight (128, 128) */
+  const real *transformer_h_3_attn_c_proj_bias = c->param + 4928768;   /* transformer.h.3.attn.c_proj.bias (128) */
+  const real *transformer_h_3_ln_2_weight = c->param + 4928896;   /* transformer.h.3.ln_2.weight (128) */
+  const real *transformer_h_3_ln_2_bias = c->param + 4929024;   /* transformer.h.3.ln_2.bias (128) */
+  const real *transformer_h_3_mlp_c_fc_weight = c->param + 4929152;   /* transformer.h.3.mlp.c_fc.weight (512, 128) */
+  const real *transformer_h_3_mlp_c_fc_bias = c->param + 4994688;   /* transformer.h.3.mlp.c_fc.bias (512) */
+  const real *transformer_h_3_mlp_c_proj_weight = c->param + 4995200;   /* transformer.h.3.mlp.c_proj.weight (128, 512) */
+  const real *transformer_h_3_mlp_c_proj_bias = c->param + 5060736;   /* transformer.h.3.mlp.c_proj.bias (128) */
+  const real *transformer_ln_f_weight = c->param + 5060864;   /* transformer.ln_f.weight (128) */
+  const real *transformer_ln_f_bias = c->param + 5060992;   /* transformer.ln_f.bias (128) */
+  /* state */
+  real *kv_cache_0 = c->state;   /* state kv_cache.0 (1, 4, 64, 32) */
+  real *kv_cache_1 = c->state + 8192;   /* state kv_cache.1 (1, 4, 64, 32) */
+  real *kv_cache_2 = c->state + 16384;   /* state kv_cache.2 (1, 4, 64, 32) */
+  real *kv_cache_3 = c->state + 24576;   /* state kv_cache.3 (1, 4, 64, 32) */
+  real *kv_cache_4 = c->state + 32768;   /* state kv_cache.4 (1, 4, 64, 32) */
+  real *kv_cache_5 = c->state + 40960;   /* state kv_cache.5 (1, 4, 64, 32) */
+  real *kv_cache_6 = c->state + 49152;   /* state kv_cache.6 (1, 4, 64, 32) */
+  real *kv_cache_7 = c->state + 57344;   /* state kv_cache.7 (1, 4, 64, 32) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 172032;   /* read as targets when run() gets none */
+  real *transformer_wte_embedding = w + 65536;   /* (T, 1, 128), graphs/gpt.lua:80 */
+  real *slice = w;   /* (64, 128), graphs/gpt.lua:81 */
+  real *slice_pos = w + 73728;   /* (T, 128), graphs/gpt.lua:81 */
+  real *add = w + 49152;   /* (T, 1, 128), graphs/gpt.lua:81 */
+  real *transformer_h_0_ln_1_normalize = w;   /* (T, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_0_ln_1_add = w + 24576;   /* (T, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_0_attn_c_attn_matmul = w;   /* (T, 1, 384), graphs/gpt.lua:51 */
+  real *transformer_h_0_attn_c_attn_add = w + 24576;   /* (T, 1, 384), graphs/gpt.lua:51 */
+  real *transformer_h_0_attn_slice = w;   /* (T, 1, 128), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_transpose = w + 16384;   /* (1, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_slice_2 = w;   /* (T, 1, 128), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_transpose_2 = w + 8192;   /* (1, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_slice_3 = w;   /* (T, 1, 128), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_transpose_3 = w + 32768;   /* (1, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_kv_write = w + 81920;   /* (1, 4, 64, 32), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_bmm = w;   /* (1, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_const = w + 167936;   /* (), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_causal_mask = w + 163840;   /* (T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_add = w + 16384;   /* (1, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_softmax = w;   /* (1, 4, T, 64), graphs/gpt.lua:57 */
+  real *transformer_h_0_attn_kv_write_2 = w + 90112;   /* (1, 4, 64, 32), graphs/gpt.lua:58 */
+  real *transformer_h_0_attn_bmm_2 = w + 16384;   /* (1, 4, T, 32), graphs/gpt.lua:58 */
+  real *transformer_h_0_attn_transpose_4 = w + 98304;   /* (T, 1, 4, 32), graphs/gpt.lua:58 */
+  real *transformer_h_0_attn_c_proj_matmul = w;   /* (T, 1, 128), graphs/gpt.lua:59 */
+  real *transformer_h_0_add = w + 106496;   /* (T, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_0_ln_2_normalize = w;   /* (T, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_0_ln_2_add = w + 32768;   /* (T, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_0_mlp_c_fc_matmul = w;   /* (T, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_0_mlp_gelu = w + 32768;   /* (T, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_0_mlp_c_proj_matmul = w;   /* (T, 1, 128), graphs/gpt.lua:66 */
+  real *transformer_h_0_add_2 = w + 49152;   /* (T, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_ln_1_normalize = w;   /* (T, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_1_ln_1_add = w + 24576;   /* (T, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_1_attn_c_attn_matmul = w;   /* (T, 1, 384), graphs/gpt.lua:51 */
+  real *transformer_h_1_attn_c_attn_add = w + 24576;   /* (T, 1, 384), graphs/gpt.lua:51 */
+  real *transformer_h_1_attn_slice = w;   /* (T, 1, 128), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_transpose = w + 16384;   /* (1, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_slice_2 = w;   /* (T, 1, 128), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_transpose_2 = w + 8192;   /* (1, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_slice_3 = w;   /* (T, 1, 128), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_transpose_3 = w + 32768;   /* (1, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_kv_write = w + 106496;   /* (1, 4, 64, 32), graphs/gpt.lua:56 */
+  real *transformer_h_1_attn_bmm = w;   /* (1, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_1_attn_add = w + 16384;   /* (1, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_1_attn_softmax = w;   /* (1, 4, T, 64), graphs/gpt.lua:57 */
+  real *transformer_h_1_attn_kv_write_2 = w + 114688;   /* (1, 4, 64, 32), graphs/gpt.lua:58 */
+  real *transformer_h_1_attn_bmm_2 = w + 16384;   /* (1, 4, T, 32), graphs/gpt.lua:58 */
+  real *transformer_h_1_attn_transpose_4 = w + 122880;   /* (T, 1, 4, 32), graphs/gpt.lua:58 */
+  real *transformer_h_1_attn_c_proj_matmul = w;   /* (T, 1, 128), graphs/gpt.lua:59 */
+  real *transformer_h_1_add = w + 131072;   /* (T, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_1_ln_2_normalize = w;   /* (T, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_ln_2_add = w + 32768;   /* (T, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_mlp_c_fc_matmul = w;   /* (T, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_1_mlp_gelu = w + 32768;   /* (T, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_1_mlp_c_proj_matmul = w;   /* (T, 1, 128), graphs/gpt.lua:66 */
+  real *transformer_h_1_add_2 = w + 49152;   /* (T, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_ln_1_normalize = w;   /* (T, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_2_ln_1_add = w + 24576;   /* (T, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_2_attn_c_attn_matmul = w;   /* (T, 1, 384), graphs/gpt.lua:51 */
+  real *transformer_h_2_attn_c_attn_add = w + 24576;   /* (T, 1, 384), graphs/gpt.lua:51 */
+  real *transformer_h_2_attn_slice = w;   /* (T, 1, 128), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_transpose = w + 16384;   /* (1, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_slice_2 = w;   /* (T, 1, 128), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_transpose_2 = w + 8192;   /* (1, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_slice_3 = w;   /* (T, 1, 128), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_transpose_3 = w + 32768;   /* (1, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_kv_write = w + 131072;   /* (1, 4, 64, 32), graphs/gpt.lua:56 */
+  real *transformer_h_2_attn_bmm = w;   /* (1, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_2_attn_add = w + 16384;   /* (1, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_2_attn_softmax = w;   /* (1, 4, T, 64), graphs/gpt.lua:57 */
+  real *transformer_h_2_attn_kv_write_2 = w + 139264;   /* (1, 4, 64, 32), graphs/gpt.lua:58 */
+  real *transformer_h_2_attn_bmm_2 = w + 16384;   /* (1, 4, T, 32), graphs/gpt.lua:58 */
+  real *transformer_h_2_attn_transpose_4 = w + 147456;   /* (T, 1, 4, 32), graphs/gpt.lua:58 */
+  real *transformer_h_2_attn_c_proj_matmul = w;   /* (T, 1, 128), graphs/gpt.lua:59 */
+  real *transformer_h_2_add = w + 155648;   /* (T, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_2_ln_2_normalize = w;   /* (T, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_ln_2_add = w + 32768;   /* (T, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_mlp_c_fc_matmul = w;   /* (T, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_2_mlp_gelu = w + 32768;   /* (T, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_2_mlp_c_proj_matmul = w;   /* (T, 1, 128), graphs/gpt.lua:66 */
+  real *transformer_h_2_add_2 = w + 8192;   /* (T, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_3_ln_1_normalize = w;   /* (T, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_3_ln_1_add = w + 24576;   /* (T, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_3_attn_c_attn_matmul = w;   /* (T, 1, 384), graphs/gpt.lua:51 */
+  real *transformer_h_3_attn_c_attn_add = w + 24576;   /* (T, 1, 384), graphs/gpt.lua:51 */
+  real *transformer_h_3_attn_slice = w;   /* (T, 1, 128), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_transpose = w + 16384;   /* (1, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_slice_2 = w;   /* (T, 1, 128), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_transpose_2 = w + 8192;   /* (1, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_slice_3 = w;   /* (T, 1, 128), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_transpose_3 = w + 32768;   /* (1, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_kv_write = w + 155648;   /* (1, 4, 64, 32), graphs/gpt.lua:56 */
+  real *transformer_h_3_attn_bmm = w;   /* (1, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_3_attn_add = w + 16384;   /* (1, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_3_attn_softmax = w;   /* (1, 4, T, 64), graphs/gpt.lua:57 */
+  real *transformer_h_3_attn_kv_write_2 = w + 163840;   /* (1, 4, 64, 32), graphs/gpt.lua:58 */
+  real *transformer_h_3_attn_bmm_2 = w + 16384;   /* (1, 4, T, 32), graphs/gpt.lua:58 */
+  real *transformer_h_3_attn_transpose_4 = w;   /* (T, 1, 4, 32), graphs/gpt.lua:58 */
+  real *transformer_h_0_attn_c_proj_matmul_2 = w + 8192;   /* (1, 1, 128), graphs/gpt.lua:59 */
+  real *transformer_h_0_add_3 = w + 9216;   /* (1, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_0_ln_2_normalize_2 = w + 8192;   /* (1, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_0_ln_2_add_2 = w + 8704;   /* (1, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_0_mlp_c_fc_matmul_2 = w + 8192;   /* (1, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_0_mlp_gelu_2 = w + 8704;   /* (1, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_0_mlp_c_proj_matmul_2 = w + 8192;   /* (1, 1, 128), graphs/gpt.lua:66 */
+  real *transformer_h_1_attn_c_proj_matmul_2 = w + 8320;   /* (1, 1, 128), graphs/gpt.lua:59 */
+  real *transformer_h_1_add_3 = w + 9344;   /* (1, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_1_ln_2_normalize_2 = w + 8192;   /* (1, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_ln_2_add_2 = w + 8704;   /* (1, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_mlp_c_fc_matmul_2 = w + 8192;   /* (1, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_1_mlp_gelu_2 = w + 8704;   /* (1, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_1_mlp_c_proj_matmul_2 = w + 8192;   /* (1, 1, 128), graphs/gpt.lua:66 */
+  real *transformer_h_2_attn_c_proj_matmul_2 = w + 8320;   /* (1, 1, 128), graphs/gpt.lua:59 */
+  real *transformer_h_2_add_3 = w + 9216;   /* (1, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_2_ln_2_normalize_2 = w + 8192;   /* (1, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_ln_2_add_2 = w + 8704;   /* (1, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_mlp_c_fc_matmul_2 = w + 8192;   /* (1, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_2_mlp_gelu_2 = w + 8704;   /* (1, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_2_mlp_c_proj_matmul_2 = w + 8192;   /* (1, 1, 128), graphs/gpt.lua:66 */
+  real *transformer_h_3_attn_c_proj_matmul = w + 8320;   /* (1, 1, 128), graphs/gpt.lua:59 */
+  real *transformer_h_3_add = w + 1024;   /* (1, 1, 128), graphs/gpt.lua:71 */
+  real *transformer_h_3_ln_2_normalize = w;   /* (1, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_3_ln_2_add = w + 512;   /* (1, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_h_3_mlp_c_fc_matmul = w;   /* (1, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_3_mlp_gelu = w + 512;   /* (1, 1, 512), graphs/gpt.lua:65 */
+  real *transformer_h_3_mlp_c_proj_matmul = w;   /* (1, 1, 128), graphs/gpt.lua:66 */
+  real *transformer_h_3_add_2 = w + 128;   /* (1, 1, 128), graphs/gpt.lua:72 */
+  real *transformer_ln_f_normalize = w;   /* (1, 1, 128), graphs/gpt.lua:85 */
+  real *transformer_ln_f_add = w + 33280;   /* (1, 1, 128), graphs/gpt.lua:85 */
+  real *lm_head_matmul = w;   /* (1, 1, 33278), graphs/gpt.lua:86 */
+  real *log_softmax = w + 33280;   /* (1, 1, 33278), graphs/gpt.lua:87 */
+  if (!targets)   /* no loss wanted: read zeros */
+    targets = memset(no_targets, 0, 64 * sizeof *targets);
+  gen_transformer_wte_embedding(transformer_wte_embedding, transformer_wte_weight, tokens, T);
+  step_slice(slice, transformer_wpe_weight);
+  step_slice_pos(slice_pos, slice, c->pos, T);
+  gen_add(add, transformer_wte_embedding, slice_pos, T);
+  gen_transformer_h_normalize(transformer_h_0_ln_1_normalize, add, T);
+  gen_transformer_h_fused(transformer_h_0_ln_1_add, transformer_h_0_ln_1_normalize, transformer_h_0_ln_1_weight, transformer_h_0_ln_1_bias, T);
+  gen_transformer_h_attn_c_attn_matmul(transformer_h_0_attn_c_attn_matmul, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, c->threads, T);
+  gen_transformer_h_attn_c_attn_add(transformer_h_0_attn_c_attn_add, transformer_h_0_attn_c_attn_matmul, transformer_h_0_attn_c_attn_bias, T);
+  gen_transformer_h_attn_slice(transformer_h_0_attn_slice, transformer_h_0_attn_c_attn_add, T);
+  gen_transformer_h_attn_transpose(transformer_h_0_attn_transpose, transformer_h_0_attn_slice, T);
+  gen_transformer_h_attn_slice_2(transformer_h_0_attn_slice_2, transformer_h_0_attn_c_attn_add, T);
+  gen_transformer_h_attn_transpose(transformer_h_0_attn_transpose_2, transformer_h_0_attn_slice_2, T);
+  gen_transformer_h_attn_slice_3(transformer_h_0_attn_slice_3, transformer_h_0_attn_c_attn_add, T);
+  gen_transformer_h_attn_transpose(transformer_h_0_attn_transpose_3, transformer_h_0_attn_slice_3, T);
+  step_transformer_h_attn_kv_write(transformer_h_0_attn_kv_write, kv_cache_0, transformer_h_0_attn_transpose_2, c->pos, T);
+  step_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_kv_write, T);
+  train_transformer_h_0_attn_const(transformer_h_0_attn_const);
+  step_transformer_h_0_attn_causal_mask(transformer_h_0_attn_causal_mask, c->pos, T);
+  step_transformer_h_attn_fused(transformer_h_0_attn_add, transformer_h_0_attn_bmm, transformer_h_0_attn_causal_mask, T);
+  step_transformer_h_attn_softmax(transformer_h_0_attn_softmax, transformer_h_0_attn_add, T);
+  step_transformer_h_attn_kv_write(transformer_h_0_attn_kv_write_2, kv_cache_1, transformer_h_0_attn_transpose_3, c->pos, T);
+  step_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_softmax, transformer_h_0_attn_kv_write_2, T);
+  gen_transformer_h_attn_transpose_2(transformer_h_0_attn_transpose_4, transformer_h_0_attn_bmm_2, T);
+  gen_transformer_h_attn_c_proj_matmul(transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, c->threads, T);
+  gen_transformer_h_fused_2(transformer_h_0_add, add, transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_c_proj_bias, T);
+  gen_transformer_h_normalize(transformer_h_0_ln_2_normalize, transformer_h_0_add, T);
+  gen_transformer_h_fused(transformer_h_0_ln_2_add, transformer_h_0_ln_2_normalize, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias, T);
+  gen_transformer_h_mlp_c_fc_matmul(transformer_h_0_mlp_c_fc_matmul, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, c->threads, T);
+  gen_transformer_h_mlp_fused(transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_fc_matmul, transformer_h_0_mlp_c_fc_bias, T);
+  gen_transformer_h_mlp_c_proj_matmul(transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, c->threads, T);
+  gen_transformer_h_fused_2(transformer_h_0_add_2, transformer_h_0_add, transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_c_proj_bias, T);
+  gen_transformer_h_normalize(transformer_h_1_ln_1_normalize, transformer_h_0_add_2, T);
+  gen_transformer_h_fused(transformer_h_1_ln_1_add, transformer_h_1_ln_1_normalize, transformer_h_1_ln_1_weight, transformer_h_1_ln_1_bias, T);
+  gen_transformer_h_attn_c_attn_matmul(transformer_h_1_attn_c_attn_matmul, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, c->threads, T);
+  gen_transformer_h_attn_c_attn_add(transformer_h_1_attn_c_attn_add, transformer_h_1_attn_c_attn_matmul, transformer_h_1_attn_c_attn_bias, T);
+  gen_transformer_h_attn_slice(transformer_h_1_attn_slice, transformer_h_1_attn_c_attn_add, T);
+  gen_transformer_h_attn_transpose(transformer_h_1_attn_transpose, transformer_h_1_attn_slice, T);
+  gen_transformer_h_attn_slice_2(transformer_h_1_attn_slice_2, transformer_h_1_attn_c_attn_add, T);
+  gen_transformer_h_attn_transpose(transformer_h_1_attn_transpose_2, transformer_h_1_attn_slice_2, T);
+  gen_transformer_h_attn_slice_3(transformer_h_1_attn_slice_3, transformer_h_1_attn_c_attn_add, T);
+  gen_transformer_h_attn_transpose(transformer_h_1_attn_transpose_3, transformer_h_1_attn_slice_3, T);
+  step_transformer_h_attn_kv_write(transformer_h_1_attn_kv_write, kv_cache_2, transformer_h_1_attn_transpose_2, c->pos, T);
+  step_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_kv_write, T);
+  step_transformer_h_attn_fused(transformer_h_1_attn_add, transformer_h_1_attn_bmm, transformer_h_0_attn_causal_mask, T);
+  step_transformer_h_attn_softmax(transformer_h_1_attn_softmax, transformer_h_1_attn_add, T);
+  step_transformer_h_attn_kv_write(transformer_h_1_attn_kv_write_2, kv_cache_3, transformer_h_1_attn_transpose_3, c->pos, T);
+  step_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_softmax, transformer_h_1_attn_kv_write_2, T);
+  gen_transformer_h_attn_transpose_2(transformer_h_1_attn_transpose_4, transformer_h_1_attn_bmm_2, T);
+  gen_transformer_h_attn_c_proj_matmul(transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, c->threads, T);
+  gen_transformer_h_fused_2(transformer_h_1_add, transformer_h_0_add_2, transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_c_proj_bias, T);
+  gen_transformer_h_normalize(transformer_h_1_ln_2_normalize, transformer_h_1_add, T);
+  gen_transformer_h_fused(transformer_h_1_ln_2_add, transformer_h_1_ln_2_normalize, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias, T);
+  gen_transformer_h_mlp_c_fc_matmul(transformer_h_1_mlp_c_fc_matmul, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, c->threads, T);
+  gen_transformer_h_mlp_fused(transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_fc_matmul, transformer_h_1_mlp_c_fc_bias, T);
+  gen_transformer_h_mlp_c_proj_matmul(transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, c->threads, T);
+  gen_transformer_h_fused_2(transformer_h_1_add_2, transformer_h_1_add, transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_c_proj_bias, T);
+  gen_transformer_h_normalize(transformer_h_2_ln_1_normalize, transformer_h_1_add_2, T);
+  gen_transformer_h_fused(transformer_h_2_ln_1_add, transformer_h_2_ln_1_normalize, transformer_h_2_ln_1_weight, transformer_h_2_ln_1_bias, T);
+  gen_transformer_h_attn_c_attn_matmul(transformer_h_2_attn_c_attn_matmul, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, c->threads, T);
+  gen_transformer_h_attn_c_attn_add(transformer_h_2_attn_c_attn_add, transformer_h_2_attn_c_attn_matmul, transformer_h_2_attn_c_attn_bias, T);
+  gen_transformer_h_attn_slice(transformer_h_2_attn_slice, transformer_h_2_attn_c_attn_add, T);
+  gen_transformer_h_attn_transpose(transformer_h_2_attn_transpose, transformer_h_2_attn_slice, T);
+  gen_transformer_h_attn_slice_2(transformer_h_2_attn_slice_2, transformer_h_2_attn_c_attn_add, T);
+  gen_transformer_h_attn_transpose(transformer_h_2_attn_transpose_2, transformer_h_2_attn_slice_2, T);
+  gen_transformer_h_attn_slice_3(transformer_h_2_attn_slice_3, transformer_h_2_attn_c_attn_add, T);
+  gen_transformer_h_attn_transpose(transformer_h_2_attn_transpose_3, transformer_h_2_attn_slice_3, T);
+  step_transformer_h_attn_kv_write(transformer_h_2_attn_kv_write, kv_cache_4, transformer_h_2_attn_transpose_2, c->pos, T);
+  step_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_kv_write, T);
+  step_transformer_h_attn_fused(transformer_h_2_attn_add, transformer_h_2_attn_bmm, transformer_h_0_attn_causal_mask, T);
+  step_transformer_h_attn_softmax(transformer_h_2_attn_softmax, transformer_h_2_attn_add, T);
+  step_transformer_h_attn_kv_write(transformer_h_2_attn_kv_write_2, kv_cache_5, transformer_h_2_attn_transpose_3, c->pos, T);
+  step_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_softmax, transformer_h_2_attn_kv_write_2, T);
+  gen_transformer_h_attn_transpose_2(transformer_h_2_attn_transpose_4, transformer_h_2_attn_bmm_2, T);
+  gen_transformer_h_attn_c_proj_matmul(transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, c->threads, T);
+  gen_transformer_h_fused_2(transformer_h_2_add, transformer_h_1_add_2, transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_c_proj_bias, T);
+  gen_transformer_h_normalize(transformer_h_2_ln_2_normalize, transformer_h_2_add, T);
+  gen_transformer_h_fused(transformer_h_2_ln_2_add, transformer_h_2_ln_2_normalize, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias, T);
+  gen_transformer_h_mlp_c_fc_matmul(transformer_h_2_mlp_c_fc_matmul, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, c->threads, T);
+  gen_transformer_h_mlp_fused(transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_fc_matmul, transformer_h_2_mlp_c_fc_bias, T);
+  gen_transformer_h_mlp_c_proj_matmul(transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, c->threads, T);
+  gen_transformer_h_fused_2(transformer_h_2_add_2, transformer_h_2_add, transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_c_proj_bias, T);
+  gen_transformer_h_normalize(transformer_h_3_ln_1_normalize, transformer_h_2_add_2, T);
+  gen_transformer_h_fused(transformer_h_3_ln_1_add, transformer_h_3_ln_1_normalize, transformer_h_3_ln_1_weight, transformer_h_3_ln_1_bias, T);
+  gen_transformer_h_attn_c_attn_matmul(transformer_h_3_attn_c_attn_matmul, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, c->threads, T);
+  gen_transformer_h_attn_c_attn_add(transformer_h_3_attn_c_attn_add, transformer_h_3_attn_c_attn_matmul, transformer_h_3_attn_c_attn_bias, T);
+  gen_transformer_h_attn_slice(transformer_h_3_attn_slice, transformer_h_3_attn_c_attn_add, T);
+  gen_transformer_h_attn_transpose(transformer_h_3_attn_transpose, transformer_h_3_attn_slice, T);
+  gen_transformer_h_attn_slice_2(transformer_h_3_attn_slice_2, transformer_h_3_attn_c_attn_add, T);
+  gen_transformer_h_attn_transpose(transformer_h_3_attn_transpose_2, transformer_h_3_attn_slice_2, T);
+  gen_transformer_h_attn_slice_3(transformer_h_3_attn_slice_3, transformer_h_3_attn_c_attn_add, T);
+  gen_transformer_h_attn_transpose(transformer_h_3_attn_transpose_3, transformer_h_3_attn_slice_3, T);
+  step_transformer_h_attn_kv_write(transformer_h_3_attn_kv_write, kv_cache_6, transformer_h_3_attn_transpose_2, c->pos, T);
+  step_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_kv_write, T);
+  step_transformer_h_attn_fused(transformer_h_3_attn_add, transformer_h_3_attn_bmm, transformer_h_0_attn_causal_mask, T);
+  step_transformer_h_attn_softmax(transformer_h_3_attn_softmax, transformer_h_3_attn_add, T);
+  step_transformer_h_attn_kv_write(transformer_h_3_attn_kv_write_2, kv_cache_7, transformer_h_3_attn_transpose_3, c->pos, T);
+  step_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_softmax, transformer_h_3_attn_kv_write_2, T);
+  gen_transformer_h_attn_transpose_2(transformer_h_3_attn_transpose_4, transformer_h_3_attn_bmm_2, T);
+  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_0_attn_c_proj_matmul_2, transformer_h_0_attn_transpose_4 + (T - 1) * 128, transformer_h_0_attn_c_proj_weight, c->threads);
+  gen_transformer_h_0_fused(transformer_h_0_add_3, transformer_wte_embedding + (T - 1) * 128, slice_pos + (T - 1) * 128, transformer_h_0_attn_c_proj_matmul_2, transformer_h_0_attn_c_proj_bias);
+  gen_transformer_normalize(transformer_h_0_ln_2_normalize_2, transformer_h_0_add_3);
+  gen_transformer_fused(transformer_h_0_ln_2_add_2, transformer_h_0_ln_2_normalize_2, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias);
+  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_0_mlp_c_fc_matmul_2, transformer_h_0_ln_2_add_2, transformer_h_0_mlp_c_fc_weight, c->threads);
+  gen_transformer_h_mlp_fused_2(transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_fc_matmul_2, transformer_h_0_mlp_c_fc_bias);
+  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_0_mlp_c_proj_matmul_2, transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_proj_weight, c->threads);
+  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_1_attn_c_proj_matmul_2, transformer_h_1_attn_transpose_4 + (T - 1) * 128, transformer_h_1_attn_c_proj_weight, c->threads);
+  gen_transformer_h_fused_3(transformer_h_1_add_3, transformer_h_0_add_3, transformer_h_0_mlp_c_proj_matmul_2, transformer_h_0_mlp_c_proj_bias, transformer_h_1_attn_c_proj_matmul_2, transformer_h_1_attn_c_proj_bias);
+  gen_transformer_normalize(transformer_h_1_ln_2_normalize_2, transformer_h_1_add_3);
+  gen_transformer_fused(transformer_h_1_ln_2_add_2, transformer_h_1_ln_2_normalize_2, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias);
+  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_1_mlp_c_fc_matmul_2, transformer_h_1_ln_2_add_2, transformer_h_1_mlp_c_fc_weight, c->threads);
+  gen_transformer_h_mlp_fused_2(transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_fc_matmul_2, transformer_h_1_mlp_c_fc_bias);
+  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_1_mlp_c_proj_matmul_2, transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_proj_weight, c->threads);
+  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_2_attn_c_proj_matmul_2, transformer_h_2_attn_transpose_4 + (T - 1) * 128, transformer_h_2_attn_c_proj_weight, c->threads);
+  gen_transformer_h_fused_3(transformer_h_2_add_3, transformer_h_1_add_3, transformer_h_1_mlp_c_proj_matmul_2, transformer_h_1_mlp_c_proj_bias, transformer_h_2_attn_c_proj_matmul_2, transformer_h_2_attn_c_proj_bias);
+  gen_transformer_normalize(transformer_h_2_ln_2_normalize_2, transformer_h_2_add_3);
+  gen_transformer_fused(transformer_h_2_ln_2_add_2, transformer_h_2_ln_2_normalize_2, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias);
+  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_2_mlp_c_fc_matmul_2, transformer_h_2_ln_2_add_2, transformer_h_2_mlp_c_fc_weight, c->threads);
+  gen_transformer_h_mlp_fused_2(transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_fc_matmul_2, transformer_h_2_mlp_c_fc_bias);
+  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_2_mlp_c_proj_matmul_2, transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_proj_weight, c->threads);
+  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_transpose_4 + (T - 1) * 128, transformer_h_3_attn_c_proj_weight, c->threads);
+  gen_transformer_h_fused_3(transformer_h_3_add, transformer_h_2_add_3, transformer_h_2_mlp_c_proj_matmul_2, transformer_h_2_mlp_c_proj_bias, transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_c_proj_bias);
+  gen_transformer_normalize(transformer_h_3_ln_2_normalize, transformer_h_3_add);
+  gen_transformer_fused(transformer_h_3_ln_2_add, transformer_h_3_ln_2_normalize, transformer_h_3_ln_2_weight, transformer_h_3_ln_2_bias);
+  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_3_mlp_c_fc_matmul, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, c->threads);
+  gen_transformer_h_mlp_fused_2(transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_fc_matmul, transformer_h_3_mlp_c_fc_bias);
+  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, c->threads);
+  gen_transformer_h_3_fused(transformer_h_3_add_2, transformer_h_3_add, transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_c_proj_bias);
+  gen_transformer_normalize(transformer_ln_f_normalize, transformer_h_3_add_2);
+  gen_transformer_fused(transformer_ln_f_add, transformer_ln_f_normalize, transformer_ln_f_weight, transformer_ln_f_bias);
+  gen_lm_head_matmul(lm_head_matmul, transformer_ln_f_add, transformer_wte_weight, c->threads);
+  gen_log_softmax(log_softmax, lm_head_matmul);
+  memcpy(kv_cache_0, transformer_h_0_attn_kv_write, 8192 * sizeof(real));   /* state kv_cache.0, detached */
+  memcpy(kv_cache_1, transformer_h_0_attn_kv_write_2, 8192 * sizeof(real));   /* state kv_cache.1, detached */
+  memcpy(kv_cache_2, transformer_h_1_attn_kv_write, 8192 * sizeof(real));   /* state kv_cache.2, detached */
+  memcpy(kv_cache_3, transformer_h_1_attn_kv_write_2, 8192 * sizeof(real));   /* state kv_cache.3, detached */
+  memcpy(kv_cache_4, transformer_h_2_attn_kv_write, 8192 * sizeof(real));   /* state kv_cache.4, detached */
+  memcpy(kv_cache_5, transformer_h_2_attn_kv_write_2, 8192 * sizeof(real));   /* state kv_cache.5, detached */
+  memcpy(kv_cache_6, transformer_h_3_attn_kv_write, 8192 * sizeof(real));   /* state kv_cache.6, detached */
+  memcpy(kv_cache_7, transformer_h_3_attn_kv_write_2, 8192 * sizeof(real));   /* state kv_cache.7, detached */
+  return 0;
+}
+
 /* ---------------------------------------------------------------- the model */
 
 const LmcModel lmc_model = {
@@ -3238,6 +4583,32 @@ const LmcModel lmc_model = {
     .state = NULL,
     .has_backward = 0,
     .run = gen_run,
+    .has_logp = 1,
+    .logp_last = 1,
+    .logp_offset = 33280,
+  },
+  .sample = {
+    .batch = 8,
+    .max_seq = 64,
+    .work_numel = 864784,
+    .state_numel = 0,
+    .nstate = 0,
+    .state = NULL,
+    .has_backward = 0,
+    .run = sample_run,
+    .has_logp = 1,
+    .logp_last = 1,
+    .logp_offset = 266224,
+  },
+  .step = {
+    .batch = 1,
+    .max_seq = 64,
+    .work_numel = 172096,
+    .state_numel = 65536,
+    .nstate = 8,
+    .state = step_state,
+    .has_backward = 0,
+    .run = step_run,
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 33280,
