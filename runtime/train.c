@@ -26,7 +26,8 @@
  * stay a pair through a kill at any moment is told at save_checkpoint.
  *
  * Under mpirun (dist.c) each rank trains its own columns of the global
- * batch (batchify_slice) and steps with the mean gradient of all ranks;
+ * batch (batchify_slice), with those columns' dropout masks (LmcCtx.col0,
+ * col_rest), and steps with the mean gradient of all ranks;
  * losses are means over the ranks; rank 0 alone prints, saves and reads a
  * --resume checkpoint, whose contents it broadcasts.
  */
@@ -611,6 +612,9 @@ static int prepare(Trainer *t)
                 o->dropout) < 0)
     return -1;
   init_params(m, t->net.param, o->seed);
+  /* the masks of columns [rank * B, (rank + 1) * B) of the global batch */
+  t->net.train.col0 = (long)rank * m->train.batch;
+  t->net.train.col_rest = (long)(nrank - 1) * m->train.batch;
   dist_grad_init(&t->dg, m);
   if (o->resume && rank == 0 && resume(t, o->lr > 0) < 0) return -1;
   if (o->resume) share_resume(t);

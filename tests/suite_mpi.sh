@@ -1,7 +1,8 @@
 #!/bin/sh
 # Data-parallel training over Open MPI (runtime/dist.c, make trainer
 # MPI=1), from the repository root, at tiny sizes on tests/data/tiny with
-# dropout 0: two ranks at batch 4 against one process at batch 8.  Each
+# dropout 0.3 (the masks keyed on the global column): two ranks at batch 4
+# against one process at batch 8.  Each
 # check prints PASS or FAIL with its figure; the suite ends with "N passed,
 # N failed" (about 10 s).
 #
@@ -100,7 +101,7 @@ losses() {
 # ----------------------------------------------------- 2-3 np=2 against np=1
 n=2
 for opt in sgd adamw; do
-  flags="--data $data --epochs 1 --max-batches 21 --log-interval 1 --dropout 0 --seed 3 --threads 1"
+  flags="--data $data --epochs 1 --max-batches 21 --log-interval 1 --dropout 0.3 --seed 3 --threads 1"
   [ $opt = adamw ] && flags="$flags --optimizer adamw --clip 0.5"
   timeout 120 $mpirun "$tmp/lstm4" train $flags --save "$tmp/np2_$opt.st" --log-csv "$tmp/np2_$opt.csv" \
     >"$tmp/np2_$opt.log" 2>&1
@@ -126,7 +127,7 @@ done
 # --------------------------------------------------------------- 4 --resume
 # Rank 0 reads the AdamW checkpoints of 3 and broadcasts them: a second
 # epoch from each, np=2 against np=1.
-f="--data $data --epochs 2 --max-batches 21 --log-interval 1 --dropout 0 --seed 3 --threads 1 --optimizer adamw --clip 0.5"
+f="--data $data --epochs 2 --max-batches 21 --log-interval 1 --dropout 0.3 --seed 3 --threads 1 --optimizer adamw --clip 0.5"
 timeout 120 $mpirun "$tmp/lstm4" train $f --resume "$tmp/np2_adamw.st" --save "$tmp/np2_adamw.st" \
   --log-csv "$tmp/re2.csv" >"$tmp/re2.log" 2>&1
 r2=$?
