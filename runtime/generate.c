@@ -141,8 +141,8 @@ static void draw_words(LmcCtx *c, const Dict *d, int32_t *hist, size_t len, int 
   }
 }
 
-int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature, uint64_t seed,
-                 const char *prompt, const char *outf, int threads)
+static int generate(const LmcModel *m, const char *checkpoint, int words, double temperature, uint64_t seed,
+                    const char *prompt, const char *outf, int threads)
 {
   if (model_check(m) < 0) return 1;
   if (!(temperature >= 1e-3) || words < 0 || threads < 1) {
@@ -212,4 +212,15 @@ done:
   meta_free(&meta);
   net_free(&n);
   return rc;
+}
+
+/* Under mpirun rank 0 alone generates (one text, one --outf); the other
+ * ranks exit 0 at once, and a failure on rank 0 still ends the job
+ * non-zero (dist_end). */
+int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature, uint64_t seed,
+                 const char *prompt, const char *outf, int threads)
+{
+  dist_begin();
+  if (dist_rank() != 0) return dist_end(0);
+  return dist_end(generate(m, checkpoint, words, temperature, seed, prompt, outf, threads));
 }
