@@ -133,8 +133,10 @@ typedef enum {
  *            $v      "lmc_" in an f32 program, "" in an f64 one: the
  *                    vectorisable lmc_expf and lmc_tanhf of lmc_math.h
  *                    ($vexp$f, $vtanh$f) against libm's exp and tanh
- *            $i $s   dropout: the mask element's index, and the suffix
- *                    naming its key, p, scale and idx0 in a fused kernel
+ *            $i $s   dropout: the mask element's index (uint64_t, from
+ *                    the emitter's kmask_index: the global column's), and
+ *                    the suffix naming its key, p, scale and idx0 in a
+ *                    fused kernel
  *          The emitter writes it with operands substituted (op_c_expr) and
  *          fold-constants evaluates the same text, with C's types.
  *   grad   per input, the gradient the input gets, an expression over ops
@@ -192,7 +194,7 @@ typedef enum {
   X(KEEP_UNLESS,  "keep_unless",  2, P_ELEM | P_FOLD | P_GRAD | P_ROWS, A_NONE, ("c", "x"), "$0 != 0 ? -0.0$f : $1", \
     (NULL, "keep_unless($0, $dy)")) /* -0.0 + v is v for every v, infinities and -0.0 included */ \
   X(DROPOUT,      "dropout",      1, P_ELEM | P_GRAD, A_DROPOUT, ("x"), \
-    "lmc_keep(key$s, (uint64_t)(idx0$s + $i), p$s) ? $0 * scale$s : 0", \
+    "lmc_keep(key$s, $i, p$s) ? $0 * scale$s : 0", \
     ("dropout_grad($dy)")) /* a * mask / (1 - p); p is run-time slot a.id2 */ \
   X(TANH_GRAD,    "tanh_grad",    2, P_ELEM | P_ROWS, A_NONE, ("dy", "y"), "$0 * (1 - $1 * $1)", (NULL)) \
   X(SIGMOID_GRAD, "sigmoid_grad", 2, P_ELEM | P_ROWS, A_NONE, ("dy", "y"), "$0 * $1 * (1 - $1)", (NULL)) \
@@ -204,11 +206,11 @@ typedef enum {
     "$0 * (0.5$f * (1 + " GELU_TANH_OF("$1") ") + 0.5$f * $1 * (1 - " GELU_TANH_OF("$1") " * " GELU_TANH_OF("$1") ") * " \
     "0.7978845608028654$f * (1 + 0.134145$f * $1 * $1))", (NULL)) /* dy * gelu'(x), 0.134145 = 3 * 0.044715 */ \
   X(DROPOUT_GRAD, "dropout_grad", 1, P_ELEM, A_DROPOUT, ("dy"), \
-    "lmc_keep(key$s, (uint64_t)(idx0$s + $i), p$s) ? $0 * scale$s : 0", (NULL)) /* the mask redrawn */ \
+    "lmc_keep(key$s, $i, p$s) ? $0 * scale$s : 0", (NULL)) /* the mask redrawn */ \
   X(ADD_DROPOUT,  "add_dropout",  2, P_ELEM, A_DROPOUT, ("a", "b"), \
-    "$0 + (lmc_keep(key$s, (uint64_t)(idx0$s + $i), p$s) ? $1 * scale$s : 0)", (NULL)) /* a + dropout(b), fused; mask over b's elements */ \
+    "$0 + (lmc_keep(key$s, $i, p$s) ? $1 * scale$s : 0)", (NULL)) /* a + dropout(b), fused; mask over b's elements */ \
   X(DROPOUT_ADD,  "dropout_add",  2, P_ELEM, A_DROPOUT, ("a", "b"), \
-    "lmc_keep(key$s, (uint64_t)(idx0$s + $i), p$s) ? ($0 + $1) * scale$s : 0", (NULL)) /* dropout(a + b), fused; mask over y's elements */ \
+    "lmc_keep(key$s, $i, p$s) ? ($0 + $1) * scale$s : 0", (NULL)) /* dropout(a + b), fused; mask over y's elements */ \
   X(MATMUL,       "matmul",       2, P_GRAD, A_MATMUL, (NULL), NULL, (NULL)) /* a @ b, a.ta / a.tb transpose */ \
   X(MATMUL_BIAS,  "matmul_bias",  3, 0, A_MATMUL, (NULL), NULL, (NULL)) /* a @ b + c, c broadcast to y (a bias): gemm with beta 1 */ \
   X(BMM,          "bmm",          2, P_GRAD, A_MATMUL, (NULL), NULL, (NULL)) /* batched a @ b over leading dims */ \

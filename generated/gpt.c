@@ -213,13 +213,13 @@ static void train_slice(real *y, const real *x, int T)
 /* n8 = dropout_add(n4, n6) stream 0, p = slot 0
  *   (T, 20, 128) <- (T, 20, 128), (T, 1, 128)
  *   graphs/gpt.lua:81 */
-static void train_dropout_add(real *y, const real *a, const real *b, uint64_t key, double p, long idx0, int T)
+static void train_dropout_add(real *y, const real *a, const real *b, uint64_t key, double p, long idx0, long col0, long col_rest, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 20; i1++)
       for (long i2 = 0; i2 < 128; i2++)
-        y[i0 * 2560 + i1 * 128 + i2] = lmc_keep(key, (uint64_t)(idx0 + i0 * 2560 + i1 * 128 + i2), p) ? (a[i0 * 2560 + i1 * 128 + i2] + b[i0 * 128 + i2]) * scale : 0;
+        y[i0 * 2560 + i1 * 128 + i2] = lmc_keep(key, lmc_mask_index(idx0 + i0 * 2560 + i1 * 128 + i2, 128, 20, col0, col_rest), p) ? (a[i0 * 2560 + i1 * 128 + i2] + b[i0 * 128 + i2]) * scale : 0;
 }
 
 /* n11 = normalize(n8) eps 1e-05
@@ -460,11 +460,11 @@ static void train_transformer_h_attn_softmax(real *y, const real *x, int T)
  *             train_transformer_h_2_attn_dropout,
  *             train_transformer_h_3_attn_dropout
  *   (the nodes above are train_transformer_h_0_attn_dropout's) */
-static void train_transformer_h_attn_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
+static void train_transformer_h_attn_dropout(real *y, const real *x, uint64_t key, double p, long idx0, long col0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 80*T*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
+    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0 + 4*T*T * col0), p) ? x[i0] * scale : 0;
 }
 
 /* n34 = bmm(n33, n26)
@@ -529,7 +529,7 @@ static void train_transformer_h_attn_c_proj_matmul(real *y, const real *a, const
 }
 
 /* fused: 2 nodes in one loop over (T, 20, 128)
- *   n41 = dropout_add(n38, n39) stream 2, p = slot 0 (T, 20, 128), with key_0, p_0, idx0_0
+ *   n41 = dropout_add(n38, n39) stream 2, p = slot 0 (T, 20, 128), with key_0, p_0, idx0_0, col0, col_rest
  *   n42 = add(n8, n41) (T, 20, 128), stored in y0
  *   reads x0 = n8, x1 = n38, x2 = n39
  *   graphs/gpt.lua:71
@@ -538,12 +538,12 @@ static void train_transformer_h_attn_c_proj_matmul(real *y, const real *a, const
  *             train_transformer_h_2_fused, train_transformer_h_2_fused_2,
  *             train_transformer_h_3_fused, train_transformer_h_3_fused_2
  *   (the nodes above are train_transformer_h_0_fused's) */
-static void train_transformer_h_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, uint64_t key_0, double p_0, long idx0_0, int T)
+static void train_transformer_h_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, uint64_t key_0, double p_0, long idx0_0, long col0, long col_rest, int T)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 128; i1++) {
-      real v0 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0 * 128 + i1), p_0) ? (x1[i0 * 128 + i1] + x2[i1]) * scale_0 : 0;   /* dropout_add */
+      real v0 = lmc_keep(key_0, lmc_mask_index(idx0_0 + i0 * 128 + i1, 128, 20, col0, col_rest), p_0) ? (x1[i0 * 128 + i1] + x2[i1]) * scale_0 : 0;   /* dropout_add */
       real v1 = x0[i0 * 128 + i1] + v0;   /* add */
       y0[i0 * 128 + i1] = v1;
     }
@@ -767,11 +767,11 @@ static void train_transformer_normalize_grad(real *dx, const real *dy, const rea
 /* n227 = dropout_grad(n226) stream 12, p = slot 0
  *   (T, 20, 128) <- (T, 20, 128)
  *   graphs/gpt.lua:66 */
-static void train_transformer_h_3_mlp_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
+static void train_transformer_h_3_mlp_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, long col0, long col_rest, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 2560*T; i0++)
-    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? dy[i0] * scale : 0;
+    dx[i0] = lmc_keep(key, lmc_mask_index(idx0 + i0, 128, 20, col0, col_rest), p) ? dy[i0] * scale : 0;
 }
 
 /* n229 = matmul(n227, n203)
@@ -868,11 +868,11 @@ static void train_transformer_h_mlp_c_fc_matmul_grad_2(real *y, const real *a, c
  *             train_transformer_h_1_attn_dropout_add_grad,
  *             train_transformer_h_0_attn_dropout_add_grad
  *   (the nodes above are train_transformer_h_3_attn_dropout_add_grad's) */
-static void train_transformer_h_attn_dropout_add_grad(real *y, const real *a, const real *b, uint64_t key, double p, long idx0, int T)
+static void train_transformer_h_attn_dropout_add_grad(real *y, const real *a, const real *b, uint64_t key, double p, long idx0, long col0, long col_rest, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 2560*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? (a[i0] + b[i0]) * scale : 0;
+    y[i0] = lmc_keep(key, lmc_mask_index(idx0 + i0, 128, 20, col0, col_rest), p) ? (a[i0] + b[i0]) * scale : 0;
 }
 
 /* n243 = matmul(n241, n187)
@@ -930,11 +930,11 @@ static void train_transformer_h_attn_bmm_grad(real *y, const real *a, const real
  *             train_transformer_h_1_attn_dropout_grad,
  *             train_transformer_h_0_attn_dropout_grad
  *   (the nodes above are train_transformer_h_3_attn_dropout_grad's) */
-static void train_transformer_h_attn_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
+static void train_transformer_h_attn_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, long col0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 80*T*T; i0++)
-    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? dy[i0] * scale : 0;
+    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0 + 4*T*T * col0), p) ? dy[i0] * scale : 0;
 }
 
 /* n250 = softmax_grad(n249, n182)
@@ -1087,36 +1087,36 @@ static void train_transformer_h_attn_c_attn_matmul_grad_2(real *y, const real *a
 /* fused: 3 nodes in one loop over (T, 20, 128)
  *   n240 = add(n226, n239) (T, 20, 128)
  *   n273 = add(n240, n272) (T, 20, 128), stored in y0
- *   n274 = dropout_add(n240, n272) stream 9, p = slot 0 (T, 20, 128), stored in y1, with key_0, p_0, idx0_0
+ *   n274 = dropout_add(n240, n272) stream 9, p = slot 0 (T, 20, 128), stored in y1, with key_0, p_0, idx0_0, col0, col_rest
  *   reads x0 = n226, x1 = n239, x2 = n272
  *   graphs/gpt.lua:66
  *   shared by train_transformer_h_2_mlp_fused_grad,
  *             train_transformer_h_1_mlp_fused_grad,
  *             train_transformer_h_0_mlp_fused_grad
  *   (the nodes above are train_transformer_h_2_mlp_fused_grad's) */
-static void train_transformer_h_mlp_fused_grad(real *restrict y0, const real *x0, const real *x1, const real *x2, real *restrict y1, uint64_t key_0, double p_0, long idx0_0, int T)
+static void train_transformer_h_mlp_fused_grad(real *restrict y0, const real *x0, const real *x1, const real *x2, real *restrict y1, uint64_t key_0, double p_0, long idx0_0, long col0, long col_rest, int T)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 2560*T; i0++) {
     real v0 = x0[i0] + x1[i0];   /* add */
     real v1 = v0 + x2[i0];   /* add */
     y0[i0] = v1;
-    real v2 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0), p_0) ? (v0 + x2[i0]) * scale_0 : 0;   /* dropout_add */
+    real v2 = lmc_keep(key_0, lmc_mask_index(idx0_0 + i0, 128, 20, col0, col_rest), p_0) ? (v0 + x2[i0]) * scale_0 : 0;   /* dropout_add */
     y1[i0] = v2;
   }
 }
 
 /* fused: 2 nodes in one loop over (T, 20, 128)
  *   n381 = add(n367, n380) (T, 20, 128)
- *   n415 = dropout_add(n381, n413) stream 0, p = slot 0 (T, 20, 128), stored in y0, with key_0, p_0, idx0_0
+ *   n415 = dropout_add(n381, n413) stream 0, p = slot 0 (T, 20, 128), stored in y0, with key_0, p_0, idx0_0, col0, col_rest
  *   reads x0 = n367, x1 = n380, x2 = n413
  *   graphs/gpt.lua:81 */
-static void train_fused_grad(real *restrict y0, const real *x0, const real *x1, const real *x2, uint64_t key_0, double p_0, long idx0_0, int T)
+static void train_fused_grad(real *restrict y0, const real *x0, const real *x1, const real *x2, uint64_t key_0, double p_0, long idx0_0, long col0, long col_rest, int T)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 2560*T; i0++) {
     real v0 = x0[i0] + x1[i0];   /* add */
-    real v1 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0), p_0) ? (v0 + x2[i0]) * scale_0 : 0;   /* dropout_add */
+    real v1 = lmc_keep(key_0, lmc_mask_index(idx0_0 + i0, 128, 20, col0, col_rest), p_0) ? (v0 + x2[i0]) * scale_0 : 0;   /* dropout_add */
     y0[i0] = v1;
   }
 }
@@ -1506,7 +1506,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     targets = memset(no_targets, 0, 1280 * sizeof *targets);
   train_transformer_wte_embedding(transformer_wte_embedding, transformer_wte_weight, tokens, T);
   train_slice(slice, transformer_wpe_weight, T);
-  train_dropout_add(dropout_add, transformer_wte_embedding, slice, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_dropout_add(dropout_add, transformer_wte_embedding, slice, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_0_ln_1_normalize, dropout_add, T);
   train_transformer_fused(transformer_h_0_ln_1_add, transformer_h_0_ln_1_normalize, transformer_h_0_ln_1_weight, transformer_h_0_ln_1_bias, T);
   train_transformer_h_attn_c_attn_matmul_bias(transformer_h_0_attn_c_attn_matmul_bias, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_c_attn_bias, T);
@@ -1521,17 +1521,17 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_0_attn_triu_mask(transformer_h_0_attn_triu_mask, T);
   train_transformer_h_attn_fused(transformer_h_0_attn_add, transformer_h_0_attn_bmm, transformer_h_0_attn_triu_mask, T);
   train_transformer_h_attn_softmax(transformer_h_0_attn_softmax, transformer_h_0_attn_add, T);
-  train_transformer_h_attn_dropout(transformer_h_0_attn_dropout, transformer_h_0_attn_softmax, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
+  train_transformer_h_attn_dropout(transformer_h_0_attn_dropout, transformer_h_0_attn_softmax, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, c->col0, T);
   train_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_dropout, transformer_h_0_attn_transpose_3, T);
   train_transformer_h_attn_transpose_2(transformer_h_0_attn_transpose_4, transformer_h_0_attn_bmm_2, T);
   train_transformer_h_attn_c_proj_matmul(transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, T);
-  train_transformer_h_fused(transformer_h_0_add, dropout_add, transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_c_proj_bias, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
+  train_transformer_h_fused(transformer_h_0_add, dropout_add, transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_c_proj_bias, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_0_ln_2_normalize, transformer_h_0_add, T);
   train_transformer_fused(transformer_h_0_ln_2_add, transformer_h_0_ln_2_normalize, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias, T);
   train_transformer_h_mlp_c_fc_matmul_bias(transformer_h_0_mlp_c_fc_matmul_bias, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, T);
   train_transformer_h_mlp_gelu(transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_fc_matmul_bias, T);
   train_transformer_h_mlp_c_proj_matmul(transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, T);
-  train_transformer_h_fused(transformer_h_0_add_2, transformer_h_0_add, transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_c_proj_bias, lmc_dropout_key(c->seed, c->step, 3), c->dropout[0], 0, T);
+  train_transformer_h_fused(transformer_h_0_add_2, transformer_h_0_add, transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_c_proj_bias, lmc_dropout_key(c->seed, c->step, 3), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_1_ln_1_normalize, transformer_h_0_add_2, T);
   train_transformer_fused(transformer_h_1_ln_1_add, transformer_h_1_ln_1_normalize, transformer_h_1_ln_1_weight, transformer_h_1_ln_1_bias, T);
   train_transformer_h_attn_c_attn_matmul_bias(transformer_h_1_attn_c_attn_matmul_bias, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_c_attn_bias, T);
@@ -1544,17 +1544,17 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_transpose_2, T);
   train_transformer_h_attn_fused(transformer_h_1_attn_add, transformer_h_1_attn_bmm, transformer_h_0_attn_triu_mask, T);
   train_transformer_h_attn_softmax(transformer_h_1_attn_softmax, transformer_h_1_attn_add, T);
-  train_transformer_h_attn_dropout(transformer_h_1_attn_dropout, transformer_h_1_attn_softmax, lmc_dropout_key(c->seed, c->step, 4), c->dropout[0], 0, T);
+  train_transformer_h_attn_dropout(transformer_h_1_attn_dropout, transformer_h_1_attn_softmax, lmc_dropout_key(c->seed, c->step, 4), c->dropout[0], 0, c->col0, T);
   train_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_dropout, transformer_h_1_attn_transpose_3, T);
   train_transformer_h_attn_transpose_2(transformer_h_1_attn_transpose_4, transformer_h_1_attn_bmm_2, T);
   train_transformer_h_attn_c_proj_matmul(transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, T);
-  train_transformer_h_fused(transformer_h_1_add, transformer_h_0_add_2, transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_c_proj_bias, lmc_dropout_key(c->seed, c->step, 5), c->dropout[0], 0, T);
+  train_transformer_h_fused(transformer_h_1_add, transformer_h_0_add_2, transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_c_proj_bias, lmc_dropout_key(c->seed, c->step, 5), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_1_ln_2_normalize, transformer_h_1_add, T);
   train_transformer_fused(transformer_h_1_ln_2_add, transformer_h_1_ln_2_normalize, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias, T);
   train_transformer_h_mlp_c_fc_matmul_bias(transformer_h_1_mlp_c_fc_matmul_bias, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, T);
   train_transformer_h_mlp_gelu(transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_fc_matmul_bias, T);
   train_transformer_h_mlp_c_proj_matmul(transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, T);
-  train_transformer_h_fused(transformer_h_1_add_2, transformer_h_1_add, transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_c_proj_bias, lmc_dropout_key(c->seed, c->step, 6), c->dropout[0], 0, T);
+  train_transformer_h_fused(transformer_h_1_add_2, transformer_h_1_add, transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_c_proj_bias, lmc_dropout_key(c->seed, c->step, 6), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_2_ln_1_normalize, transformer_h_1_add_2, T);
   train_transformer_fused(transformer_h_2_ln_1_add, transformer_h_2_ln_1_normalize, transformer_h_2_ln_1_weight, transformer_h_2_ln_1_bias, T);
   train_transformer_h_attn_c_attn_matmul_bias(transformer_h_2_attn_c_attn_matmul_bias, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_c_attn_bias, T);
@@ -1567,17 +1567,17 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_transpose_2, T);
   train_transformer_h_attn_fused(transformer_h_2_attn_add, transformer_h_2_attn_bmm, transformer_h_0_attn_triu_mask, T);
   train_transformer_h_attn_softmax(transformer_h_2_attn_softmax, transformer_h_2_attn_add, T);
-  train_transformer_h_attn_dropout(transformer_h_2_attn_dropout, transformer_h_2_attn_softmax, lmc_dropout_key(c->seed, c->step, 7), c->dropout[0], 0, T);
+  train_transformer_h_attn_dropout(transformer_h_2_attn_dropout, transformer_h_2_attn_softmax, lmc_dropout_key(c->seed, c->step, 7), c->dropout[0], 0, c->col0, T);
   train_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_dropout, transformer_h_2_attn_transpose_3, T);
   train_transformer_h_attn_transpose_2(transformer_h_2_attn_transpose_4, transformer_h_2_attn_bmm_2, T);
   train_transformer_h_attn_c_proj_matmul(transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, T);
-  train_transformer_h_fused(transformer_h_2_add, transformer_h_1_add_2, transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_c_proj_bias, lmc_dropout_key(c->seed, c->step, 8), c->dropout[0], 0, T);
+  train_transformer_h_fused(transformer_h_2_add, transformer_h_1_add_2, transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_c_proj_bias, lmc_dropout_key(c->seed, c->step, 8), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_2_ln_2_normalize, transformer_h_2_add, T);
   train_transformer_fused(transformer_h_2_ln_2_add, transformer_h_2_ln_2_normalize, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias, T);
   train_transformer_h_mlp_c_fc_matmul_bias(transformer_h_2_mlp_c_fc_matmul_bias, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, T);
   train_transformer_h_mlp_gelu(transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_fc_matmul_bias, T);
   train_transformer_h_mlp_c_proj_matmul(transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, T);
-  train_transformer_h_fused(transformer_h_2_add_2, transformer_h_2_add, transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_c_proj_bias, lmc_dropout_key(c->seed, c->step, 9), c->dropout[0], 0, T);
+  train_transformer_h_fused(transformer_h_2_add_2, transformer_h_2_add, transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_c_proj_bias, lmc_dropout_key(c->seed, c->step, 9), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_3_ln_1_normalize, transformer_h_2_add_2, T);
   train_transformer_fused(transformer_h_3_ln_1_add, transformer_h_3_ln_1_normalize, transformer_h_3_ln_1_weight, transformer_h_3_ln_1_bias, T);
   train_transformer_h_attn_c_attn_matmul_bias(transformer_h_3_attn_c_attn_matmul_bias, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_c_attn_bias, T);
@@ -1590,17 +1590,17 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_transpose_2, T);
   train_transformer_h_attn_fused(transformer_h_3_attn_add, transformer_h_3_attn_bmm, transformer_h_0_attn_triu_mask, T);
   train_transformer_h_attn_softmax(transformer_h_3_attn_softmax, transformer_h_3_attn_add, T);
-  train_transformer_h_attn_dropout(transformer_h_3_attn_dropout, transformer_h_3_attn_softmax, lmc_dropout_key(c->seed, c->step, 10), c->dropout[0], 0, T);
+  train_transformer_h_attn_dropout(transformer_h_3_attn_dropout, transformer_h_3_attn_softmax, lmc_dropout_key(c->seed, c->step, 10), c->dropout[0], 0, c->col0, T);
   train_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_dropout, transformer_h_3_attn_transpose_3, T);
   train_transformer_h_attn_transpose_2(transformer_h_3_attn_transpose_4, transformer_h_3_attn_bmm_2, T);
   train_transformer_h_attn_c_proj_matmul(transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_transpose_4, transformer_h_3_attn_c_proj_weight, T);
-  train_transformer_h_fused(transformer_h_3_add, transformer_h_2_add_2, transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_c_proj_bias, lmc_dropout_key(c->seed, c->step, 11), c->dropout[0], 0, T);
+  train_transformer_h_fused(transformer_h_3_add, transformer_h_2_add_2, transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_c_proj_bias, lmc_dropout_key(c->seed, c->step, 11), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_3_ln_2_normalize, transformer_h_3_add, T);
   train_transformer_fused(transformer_h_3_ln_2_add, transformer_h_3_ln_2_normalize, transformer_h_3_ln_2_weight, transformer_h_3_ln_2_bias, T);
   train_transformer_h_mlp_c_fc_matmul_bias(transformer_h_3_mlp_c_fc_matmul_bias, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_c_fc_bias, T);
   train_transformer_h_mlp_gelu(transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_fc_matmul_bias, T);
   train_transformer_h_mlp_c_proj_matmul(transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, T);
-  train_transformer_h_fused(transformer_h_3_add_2, transformer_h_3_add, transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_c_proj_bias, lmc_dropout_key(c->seed, c->step, 12), c->dropout[0], 0, T);
+  train_transformer_h_fused(transformer_h_3_add_2, transformer_h_3_add, transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_c_proj_bias, lmc_dropout_key(c->seed, c->step, 12), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_ln_f_normalize, transformer_h_3_add_2, T);
   train_transformer_fused(transformer_ln_f_add, transformer_ln_f_normalize, transformer_ln_f_weight, transformer_ln_f_bias, T);
   train_lm_head_matmul(lm_head_matmul, transformer_ln_f_add, transformer_wte_weight, T);
@@ -1613,7 +1613,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_mul_grad_2(transformer_ln_f_mul_grad_2, lm_head_matmul_grad, transformer_ln_f_normalize, T);
   train_transformer_sum_grad(d_transformer_ln_f_weight, transformer_ln_f_mul_grad_2, T);
   train_transformer_normalize_grad(transformer_ln_f_normalize_grad, transformer_ln_f_mul_grad, transformer_h_3_add_2, T);
-  train_transformer_h_3_mlp_dropout_grad(transformer_h_3_mlp_dropout_grad, transformer_ln_f_normalize_grad, lmc_dropout_key(c->seed, c->step, 12), c->dropout[0], 0, T);
+  train_transformer_h_3_mlp_dropout_grad(transformer_h_3_mlp_dropout_grad, transformer_ln_f_normalize_grad, lmc_dropout_key(c->seed, c->step, 12), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_3_mlp_c_proj_bias, transformer_h_3_mlp_dropout_grad, T);
   train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_3_mlp_c_proj_matmul_grad, transformer_h_3_mlp_dropout_grad, transformer_h_3_mlp_c_proj_weight, T);
   train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_dropout_grad, transformer_h_3_mlp_gelu, T);
@@ -1626,14 +1626,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_mul_grad_2(transformer_h_3_ln_2_mul_grad_2, transformer_h_3_mlp_c_fc_matmul_grad, transformer_h_3_ln_2_normalize, T);
   train_transformer_sum_grad(d_transformer_h_3_ln_2_weight, transformer_h_3_ln_2_mul_grad_2, T);
   train_transformer_normalize_grad(transformer_h_3_ln_2_normalize_grad, transformer_h_3_ln_2_mul_grad, transformer_h_3_add, T);
-  train_transformer_h_attn_dropout_add_grad(transformer_h_3_attn_dropout_add_grad, transformer_ln_f_normalize_grad, transformer_h_3_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 11), c->dropout[0], 0, T);
+  train_transformer_h_attn_dropout_add_grad(transformer_h_3_attn_dropout_add_grad, transformer_ln_f_normalize_grad, transformer_h_3_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 11), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_3_attn_c_proj_bias, transformer_h_3_attn_dropout_add_grad, T);
   train_transformer_h_attn_c_proj_matmul_grad(transformer_h_3_attn_c_proj_matmul_grad, transformer_h_3_attn_dropout_add_grad, transformer_h_3_attn_c_proj_weight, T);
   train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_dropout_add_grad, transformer_h_3_attn_transpose_4, T);
   train_transformer_h_attn_transpose(transformer_h_3_attn_transpose_grad, transformer_h_3_attn_c_proj_matmul_grad, T);
   train_transformer_h_attn_bmm(transformer_h_3_attn_bmm_grad, transformer_h_3_attn_transpose_grad, transformer_h_3_attn_transpose_3, T);
   train_transformer_h_attn_bmm_grad(transformer_h_3_attn_bmm_grad_2, transformer_h_3_attn_dropout, transformer_h_3_attn_transpose_grad, T);
-  train_transformer_h_attn_dropout_grad(transformer_h_3_attn_dropout_grad, transformer_h_3_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 10), c->dropout[0], 0, T);
+  train_transformer_h_attn_dropout_grad(transformer_h_3_attn_dropout_grad, transformer_h_3_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 10), c->dropout[0], 0, c->col0, T);
   train_transformer_h_attn_softmax_grad(transformer_h_3_attn_softmax_grad, transformer_h_3_attn_dropout_grad, transformer_h_3_attn_softmax, T);
   train_transformer_h_attn_mul_grad(transformer_h_3_attn_mul_grad, transformer_h_3_attn_softmax_grad, transformer_h_0_attn_const, T);
   train_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_grad_3, transformer_h_3_attn_mul_grad, transformer_h_3_attn_transpose_2, T);
@@ -1653,7 +1653,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_mul_grad_2(transformer_h_3_ln_1_mul_grad_2, transformer_h_3_attn_c_attn_matmul_grad, transformer_h_3_ln_1_normalize, T);
   train_transformer_sum_grad(d_transformer_h_3_ln_1_weight, transformer_h_3_ln_1_mul_grad_2, T);
   train_transformer_normalize_grad(transformer_h_3_ln_1_normalize_grad, transformer_h_3_ln_1_mul_grad, transformer_h_2_add_2, T);
-  train_transformer_h_mlp_fused_grad(transformer_h_3_ln_1_add_grad, transformer_ln_f_normalize_grad, transformer_h_3_ln_2_normalize_grad, transformer_h_3_ln_1_normalize_grad, transformer_h_2_mlp_dropout_add_grad, lmc_dropout_key(c->seed, c->step, 9), c->dropout[0], 0, T);
+  train_transformer_h_mlp_fused_grad(transformer_h_3_ln_1_add_grad, transformer_ln_f_normalize_grad, transformer_h_3_ln_2_normalize_grad, transformer_h_3_ln_1_normalize_grad, transformer_h_2_mlp_dropout_add_grad, lmc_dropout_key(c->seed, c->step, 9), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_2_mlp_c_proj_bias, transformer_h_2_mlp_dropout_add_grad, T);
   train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_2_mlp_c_proj_matmul_grad, transformer_h_2_mlp_dropout_add_grad, transformer_h_2_mlp_c_proj_weight, T);
   train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_dropout_add_grad, transformer_h_2_mlp_gelu, T);
@@ -1666,14 +1666,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_mul_grad_2(transformer_h_2_ln_2_mul_grad_2, transformer_h_2_mlp_c_fc_matmul_grad, transformer_h_2_ln_2_normalize, T);
   train_transformer_sum_grad(d_transformer_h_2_ln_2_weight, transformer_h_2_ln_2_mul_grad_2, T);
   train_transformer_normalize_grad(transformer_h_2_ln_2_normalize_grad, transformer_h_2_ln_2_mul_grad, transformer_h_2_add, T);
-  train_transformer_h_attn_dropout_add_grad(transformer_h_2_attn_dropout_add_grad, transformer_h_3_ln_1_add_grad, transformer_h_2_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 8), c->dropout[0], 0, T);
+  train_transformer_h_attn_dropout_add_grad(transformer_h_2_attn_dropout_add_grad, transformer_h_3_ln_1_add_grad, transformer_h_2_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 8), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_2_attn_c_proj_bias, transformer_h_2_attn_dropout_add_grad, T);
   train_transformer_h_attn_c_proj_matmul_grad(transformer_h_2_attn_c_proj_matmul_grad, transformer_h_2_attn_dropout_add_grad, transformer_h_2_attn_c_proj_weight, T);
   train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_dropout_add_grad, transformer_h_2_attn_transpose_4, T);
   train_transformer_h_attn_transpose(transformer_h_2_attn_transpose_grad, transformer_h_2_attn_c_proj_matmul_grad, T);
   train_transformer_h_attn_bmm(transformer_h_2_attn_bmm_grad, transformer_h_2_attn_transpose_grad, transformer_h_2_attn_transpose_3, T);
   train_transformer_h_attn_bmm_grad(transformer_h_2_attn_bmm_grad_2, transformer_h_2_attn_dropout, transformer_h_2_attn_transpose_grad, T);
-  train_transformer_h_attn_dropout_grad(transformer_h_2_attn_dropout_grad, transformer_h_2_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 7), c->dropout[0], 0, T);
+  train_transformer_h_attn_dropout_grad(transformer_h_2_attn_dropout_grad, transformer_h_2_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 7), c->dropout[0], 0, c->col0, T);
   train_transformer_h_attn_softmax_grad(transformer_h_2_attn_softmax_grad, transformer_h_2_attn_dropout_grad, transformer_h_2_attn_softmax, T);
   train_transformer_h_attn_mul_grad(transformer_h_2_attn_mul_grad, transformer_h_2_attn_softmax_grad, transformer_h_0_attn_const, T);
   train_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_grad_3, transformer_h_2_attn_mul_grad, transformer_h_2_attn_transpose_2, T);
@@ -1693,7 +1693,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_mul_grad_2(transformer_h_2_ln_1_mul_grad_2, transformer_h_2_attn_c_attn_matmul_grad, transformer_h_2_ln_1_normalize, T);
   train_transformer_sum_grad(d_transformer_h_2_ln_1_weight, transformer_h_2_ln_1_mul_grad_2, T);
   train_transformer_normalize_grad(transformer_h_2_ln_1_normalize_grad, transformer_h_2_ln_1_mul_grad, transformer_h_1_add_2, T);
-  train_transformer_h_mlp_fused_grad(transformer_h_2_ln_1_add_grad, transformer_h_3_ln_1_add_grad, transformer_h_2_ln_2_normalize_grad, transformer_h_2_ln_1_normalize_grad, transformer_h_1_mlp_dropout_add_grad, lmc_dropout_key(c->seed, c->step, 6), c->dropout[0], 0, T);
+  train_transformer_h_mlp_fused_grad(transformer_h_2_ln_1_add_grad, transformer_h_3_ln_1_add_grad, transformer_h_2_ln_2_normalize_grad, transformer_h_2_ln_1_normalize_grad, transformer_h_1_mlp_dropout_add_grad, lmc_dropout_key(c->seed, c->step, 6), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_1_mlp_c_proj_bias, transformer_h_1_mlp_dropout_add_grad, T);
   train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_1_mlp_c_proj_matmul_grad, transformer_h_1_mlp_dropout_add_grad, transformer_h_1_mlp_c_proj_weight, T);
   train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_dropout_add_grad, transformer_h_1_mlp_gelu, T);
@@ -1706,14 +1706,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_mul_grad_2(transformer_h_1_ln_2_mul_grad_2, transformer_h_1_mlp_c_fc_matmul_grad, transformer_h_1_ln_2_normalize, T);
   train_transformer_sum_grad(d_transformer_h_1_ln_2_weight, transformer_h_1_ln_2_mul_grad_2, T);
   train_transformer_normalize_grad(transformer_h_1_ln_2_normalize_grad, transformer_h_1_ln_2_mul_grad, transformer_h_1_add, T);
-  train_transformer_h_attn_dropout_add_grad(transformer_h_1_attn_dropout_add_grad, transformer_h_2_ln_1_add_grad, transformer_h_1_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 5), c->dropout[0], 0, T);
+  train_transformer_h_attn_dropout_add_grad(transformer_h_1_attn_dropout_add_grad, transformer_h_2_ln_1_add_grad, transformer_h_1_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 5), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_1_attn_c_proj_bias, transformer_h_1_attn_dropout_add_grad, T);
   train_transformer_h_attn_c_proj_matmul_grad(transformer_h_1_attn_c_proj_matmul_grad, transformer_h_1_attn_dropout_add_grad, transformer_h_1_attn_c_proj_weight, T);
   train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_dropout_add_grad, transformer_h_1_attn_transpose_4, T);
   train_transformer_h_attn_transpose(transformer_h_1_attn_transpose_grad, transformer_h_1_attn_c_proj_matmul_grad, T);
   train_transformer_h_attn_bmm(transformer_h_1_attn_bmm_grad, transformer_h_1_attn_transpose_grad, transformer_h_1_attn_transpose_3, T);
   train_transformer_h_attn_bmm_grad(transformer_h_1_attn_bmm_grad_2, transformer_h_1_attn_dropout, transformer_h_1_attn_transpose_grad, T);
-  train_transformer_h_attn_dropout_grad(transformer_h_1_attn_dropout_grad, transformer_h_1_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 4), c->dropout[0], 0, T);
+  train_transformer_h_attn_dropout_grad(transformer_h_1_attn_dropout_grad, transformer_h_1_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 4), c->dropout[0], 0, c->col0, T);
   train_transformer_h_attn_softmax_grad(transformer_h_1_attn_softmax_grad, transformer_h_1_attn_dropout_grad, transformer_h_1_attn_softmax, T);
   train_transformer_h_attn_mul_grad(transformer_h_1_attn_mul_grad, transformer_h_1_attn_softmax_grad, transformer_h_0_attn_const, T);
   train_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_grad_3, transformer_h_1_attn_mul_grad, transformer_h_1_attn_transpose_2, T);
@@ -1733,7 +1733,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_mul_grad_2(transformer_h_1_ln_1_mul_grad_2, transformer_h_1_attn_c_attn_matmul_grad, transformer_h_1_ln_1_normalize, T);
   train_transformer_sum_grad(d_transformer_h_1_ln_1_weight, transformer_h_1_ln_1_mul_grad_2, T);
   train_transformer_normalize_grad(transformer_h_1_ln_1_normalize_grad, transformer_h_1_ln_1_mul_grad, transformer_h_0_add_2, T);
-  train_transformer_h_mlp_fused_grad(transformer_h_1_ln_1_add_grad, transformer_h_2_ln_1_add_grad, transformer_h_1_ln_2_normalize_grad, transformer_h_1_ln_1_normalize_grad, transformer_h_0_mlp_dropout_add_grad, lmc_dropout_key(c->seed, c->step, 3), c->dropout[0], 0, T);
+  train_transformer_h_mlp_fused_grad(transformer_h_1_ln_1_add_grad, transformer_h_2_ln_1_add_grad, transformer_h_1_ln_2_normalize_grad, transformer_h_1_ln_1_normalize_grad, transformer_h_0_mlp_dropout_add_grad, lmc_dropout_key(c->seed, c->step, 3), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_0_mlp_c_proj_bias, transformer_h_0_mlp_dropout_add_grad, T);
   train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_0_mlp_c_proj_matmul_grad, transformer_h_0_mlp_dropout_add_grad, transformer_h_0_mlp_c_proj_weight, T);
   train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_dropout_add_grad, transformer_h_0_mlp_gelu, T);
@@ -1746,14 +1746,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_mul_grad_2(transformer_h_0_ln_2_mul_grad_2, transformer_h_0_mlp_c_fc_matmul_grad, transformer_h_0_ln_2_normalize, T);
   train_transformer_sum_grad(d_transformer_h_0_ln_2_weight, transformer_h_0_ln_2_mul_grad_2, T);
   train_transformer_normalize_grad(transformer_h_0_ln_2_normalize_grad, transformer_h_0_ln_2_mul_grad, transformer_h_0_add, T);
-  train_transformer_h_attn_dropout_add_grad(transformer_h_0_attn_dropout_add_grad, transformer_h_1_ln_1_add_grad, transformer_h_0_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
+  train_transformer_h_attn_dropout_add_grad(transformer_h_0_attn_dropout_add_grad, transformer_h_1_ln_1_add_grad, transformer_h_0_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_0_attn_c_proj_bias, transformer_h_0_attn_dropout_add_grad, T);
   train_transformer_h_attn_c_proj_matmul_grad(transformer_h_0_attn_c_proj_matmul_grad, transformer_h_0_attn_dropout_add_grad, transformer_h_0_attn_c_proj_weight, T);
   train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_dropout_add_grad, transformer_h_0_attn_transpose_4, T);
   train_transformer_h_attn_transpose(transformer_h_0_attn_transpose_grad, transformer_h_0_attn_c_proj_matmul_grad, T);
   train_transformer_h_attn_bmm(transformer_h_0_attn_bmm_grad, transformer_h_0_attn_transpose_grad, transformer_h_0_attn_transpose_3, T);
   train_transformer_h_attn_bmm_grad(transformer_h_0_attn_bmm_grad_2, transformer_h_0_attn_dropout, transformer_h_0_attn_transpose_grad, T);
-  train_transformer_h_attn_dropout_grad(transformer_h_0_attn_dropout_grad, transformer_h_0_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
+  train_transformer_h_attn_dropout_grad(transformer_h_0_attn_dropout_grad, transformer_h_0_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, c->col0, T);
   train_transformer_h_attn_softmax_grad(transformer_h_0_attn_softmax_grad, transformer_h_0_attn_dropout_grad, transformer_h_0_attn_softmax, T);
   train_transformer_h_attn_mul_grad(transformer_h_0_attn_mul_grad, transformer_h_0_attn_softmax_grad, transformer_h_0_attn_const, T);
   train_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_grad_3, transformer_h_0_attn_mul_grad, transformer_h_0_attn_transpose_2, T);
@@ -1773,7 +1773,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_mul_grad_2(transformer_h_0_ln_1_mul_grad_2, transformer_h_0_attn_c_attn_matmul_grad, transformer_h_0_ln_1_normalize, T);
   train_transformer_sum_grad(d_transformer_h_0_ln_1_weight, transformer_h_0_ln_1_mul_grad_2, T);
   train_transformer_normalize_grad(transformer_h_0_ln_1_normalize_grad, transformer_h_0_ln_1_mul_grad, dropout_add, T);
-  train_fused_grad(dropout_add_grad, transformer_h_1_ln_1_add_grad, transformer_h_0_ln_2_normalize_grad, transformer_h_0_ln_1_normalize_grad, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_fused_grad(dropout_add_grad, transformer_h_1_ln_1_add_grad, transformer_h_0_ln_2_normalize_grad, transformer_h_0_ln_1_normalize_grad, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_sum_grad(sum_grad, dropout_add_grad, T);
   train_pad_grad(d_transformer_wpe_weight, sum_grad, T);
   train_transformer_wte_embedding_grad(transformer_wte_embedding_grad, dropout_add_grad, tokens, T);

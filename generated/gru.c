@@ -79,11 +79,11 @@ static void train_encoder_embedding(real *y, const real *w, const int32_t *ids, 
  *   graphs/gru.lua:17
  *   shared by train_dropout, train_rnn_dropout, train_dropout_2
  *   (the nodes above are train_dropout's) */
-static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
+static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, long col0, long col_rest, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
+    y[i0] = lmc_keep(key, lmc_mask_index(idx0 + i0, 200, 20, col0, col_rest), p) ? x[i0] * scale : 0;
 }
 
 /* n6 = slice(n2) axis 0 from 0
@@ -303,11 +303,11 @@ static void train_rnn_l1_broadcast_grad(real *y, const real *x)
  *   graphs/gru.lua:18
  *   shared by train_rnn_l1_add_dropout_grad, train_rnn_l0_add_dropout_grad
  *   (the nodes above are train_rnn_l1_add_dropout_grad's) */
-static void train_rnn_add_dropout_grad(real *y, const real *a, const real *b, uint64_t key, double p, long idx0)
+static void train_rnn_add_dropout_grad(real *y, const real *a, const real *b, uint64_t key, double p, long idx0, long col0, long col_rest)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000; i0++)
-    y[i0] = a[i0] + (lmc_keep(key, (uint64_t)(idx0 + i0), p) ? b[i0] * scale : 0);
+    y[i0] = a[i0] + (lmc_keep(key, lmc_mask_index(idx0 + i0, 200, 20, col0, col_rest), p) ? b[i0] * scale : 0);
 }
 
 /* fused: 2 nodes in one loop over (20, 200) per step
@@ -462,11 +462,11 @@ static void train_rnn_matmul_grad_3(real *y, const real *a, const real *b, int T
 /* n245 = dropout_grad(n243) stream 0, p = slot 0
  *   (T, 20, 200) <- (T, 20, 200)
  *   graphs/gru.lua:17 */
-static void train_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
+static void train_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, long col0, long col_rest, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
-    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? dy[i0] * scale : 0;
+    dx[i0] = lmc_keep(key, lmc_mask_index(idx0 + i0, 200, 20, col0, col_rest), p) ? dy[i0] * scale : 0;
 }
 
 /* n246 = embedding_grad(n245, n0)
@@ -576,7 +576,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 700 * sizeof *targets);
   train_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
-  train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_rnn_slice(rnn_slice, hidden);
   train_rnn_matmul_bias(rnn_l0_matmul_bias, dropout, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
   train_rnn_l0_const(rnn_l0_const);
@@ -585,7 +585,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, rnn_bias_hh_l0, c->threads);
     train_rnn_cell(rnn_l0_sigmoid + t * 4000, rnn_l0_matmul_bias + t * 12000, rnn_l0_matmul_bias_2, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_slice + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sub + t * 4000, rnn_l0_add + t * 4000, rnn_l0_carry + t * 4000);
   }
-  train_dropout(rnn_dropout, rnn_l0_add, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
+  train_dropout(rnn_dropout, rnn_l0_add, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_rnn_slice_2(rnn_slice_2, hidden);
   train_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_dropout, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
@@ -594,7 +594,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnn_cell(rnn_l1_sigmoid + t * 4000, rnn_l1_matmul_bias + t * 12000, rnn_l1_matmul_bias_2, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_slice + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sub + t * 4000, rnn_l1_add + t * 4000, rnn_l1_carry + t * 4000);
   }
   train_rnn_concat(rnn_concat, rnn_l0_add + (T - 1) * 4000, rnn_l1_add + (T - 1) * 4000);
-  train_dropout(dropout_2, rnn_l1_add, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
+  train_dropout(dropout_2, rnn_l1_add, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_decoder_matmul(decoder_matmul, dropout_2, decoder_weight, T);
   train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
   train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
@@ -604,7 +604,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_rnn_l1_broadcast_grad(rnn_l1_broadcast_grad, rnn_l1_const_grad);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
     train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_add_grad);
-    train_rnn_add_dropout_grad(rnn_l1_add_dropout_grad, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000);
+    train_rnn_add_dropout_grad(rnn_l1_add_dropout_grad, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, c->col0, c->col_rest);
     train_rnn_cell_grad(rnn_l1_tanh_grad, rnn_l1_add_dropout_grad, rnn_l1_sub + t * 4000, rnn_l1_tanh + t * 4000);
     train_rnn_cell_grad_2(rnn_l1_sigmoid_grad, rnn_l1_add_dropout_grad, rnn_l1_carry + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sigmoid_2 + t * 4000);
     train_rnn_cell_grad_3(rnn_l1_sigmoid_grad_2, rnn_l1_tanh_grad, rnn_l1_slice + t * 4000, rnn_l1_sigmoid + t * 4000, rnn_l1_add_grad_2 + t * 12000, rnn_l1_sigmoid_grad);
@@ -619,7 +619,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_rnn_matmul_grad_2(d_rnn_weight_ih_l1, rnn_l1_add_grad_3, rnn_dropout, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
     train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_add_grad);
-    train_rnn_add_dropout_grad(rnn_l0_add_dropout_grad, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000);
+    train_rnn_add_dropout_grad(rnn_l0_add_dropout_grad, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, c->col0, c->col_rest);
     train_rnn_cell_grad(rnn_l0_tanh_grad, rnn_l0_add_dropout_grad, rnn_l0_sub + t * 4000, rnn_l0_tanh + t * 4000);
     train_rnn_cell_grad_2(rnn_l0_sigmoid_grad, rnn_l0_add_dropout_grad, rnn_l0_carry + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sigmoid_2 + t * 4000);
     train_rnn_cell_grad_3(rnn_l0_sigmoid_grad_2, rnn_l0_tanh_grad, rnn_l0_slice + t * 4000, rnn_l0_sigmoid + t * 4000, rnn_l0_add_grad_2 + t * 12000, rnn_l0_sigmoid_grad);
@@ -632,7 +632,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_add_grad_3, T);
   train_rnn_matmul_grad_3(rnn_l0_matmul_grad_2, rnn_l0_add_grad_3, rnn_weight_ih_l0, T);
   train_rnn_matmul_grad_2(d_rnn_weight_ih_l0, rnn_l0_add_grad_3, dropout, T);
-  train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_encoder_embedding_grad(d_encoder_weight, dropout_grad, tokens, T);
   memcpy(hidden, rnn_concat, 8000 * sizeof(real));   /* state hidden, detached */
   /* gradients */

@@ -79,11 +79,11 @@ static void train_encoder_embedding(real *y, const real *w, const int32_t *ids, 
  *   graphs/lstm.lua:17
  *   shared by train_dropout, train_rnn_dropout, train_dropout_2
  *   (the nodes above are train_dropout's) */
-static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
+static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, long col0, long col_rest, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
+    y[i0] = lmc_keep(key, lmc_mask_index(idx0 + i0, 200, 20, col0, col_rest), p) ? x[i0] * scale : 0;
 }
 
 /* n7 = slice(n2) axis 0 from 0
@@ -306,7 +306,7 @@ static void train_rnn_l1_broadcast_grad(real *y, const real *x)
 }
 
 /* fused: 20 nodes in one loop over (20, 200) per step
- *   n118 = add_dropout(n115, n117) stream 2, p = slot 0 (20, 200), with key_0, p_0, idx0_0
+ *   n118 = add_dropout(n115, n117) stream 2, p = slot 0 (20, 200), with key_0, p_0, idx0_0, col0, col_rest
  *   n122 = mul(n118, n120) (20, 200)
  *   n123 = mul(n118, n119) (20, 200)
  *   n125 = tanh_grad(n123, n120) (20, 200)
@@ -331,12 +331,12 @@ static void train_rnn_l1_broadcast_grad(real *y, const real *x)
  *   graphs/lstm.lua:18
  *   shared by train_rnn_l1_cell_grad, train_rnn_l0_cell_grad
  *   (the nodes above are train_rnn_l1_cell_grad's) */
-static void train_rnn_cell_grad(real *restrict y0, const real *x0, const real *x1, const real *x2, uint64_t key_0, double p_0, long idx0_0, const real *x3, const real *x4, const real *x5, real *restrict y1, const real *x6, const real *x7, const real *x8)
+static void train_rnn_cell_grad(real *restrict y0, const real *x0, const real *x1, const real *x2, uint64_t key_0, double p_0, long idx0_0, long col0, long col_rest, const real *x3, const real *x4, const real *x5, real *restrict y1, const real *x6, const real *x7, const real *x8)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = x1[i0 * 200 + i1] + (lmc_keep(key_0, (uint64_t)(idx0_0 + i0 * 200 + i1), p_0) ? x2[i0 * 200 + i1] * scale_0 : 0);   /* add_dropout */
+      real v0 = x1[i0 * 200 + i1] + (lmc_keep(key_0, lmc_mask_index(idx0_0 + i0 * 200 + i1, 200, 20, col0, col_rest), p_0) ? x2[i0 * 200 + i1] * scale_0 : 0);   /* add_dropout */
       real v1 = v0 * x3[i0 * 200 + i1];   /* mul */
       real v2 = v1 * (1 - x4[i0 * 200 + i1] * x4[i0 * 200 + i1]);   /* tanh_grad */
       real v3 = x0[i0 * 200 + i1] + v2;   /* add */
@@ -407,11 +407,11 @@ static void train_rnn_matmul_grad_3(real *y, const real *a, const real *b, int T
 /* n241 = dropout_grad(n239) stream 0, p = slot 0
  *   (T, 20, 200) <- (T, 20, 200)
  *   graphs/lstm.lua:17 */
-static void train_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
+static void train_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, long col0, long col_rest, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
-    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? dy[i0] * scale : 0;
+    dx[i0] = lmc_keep(key, lmc_mask_index(idx0 + i0, 200, 20, col0, col_rest), p) ? dy[i0] * scale : 0;
 }
 
 /* n242 = embedding_grad(n241, n0)
@@ -522,7 +522,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 700 * sizeof *targets);
   train_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
-  train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_rnn_slice(rnn_slice, hidden_h);
   train_rnn_slice(rnn_slice_2, hidden_c);
   train_rnn_matmul_bias(rnn_l0_matmul_bias, dropout, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
@@ -532,7 +532,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnn_matmul(rnn_l0_matmul, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, c->threads);
     train_rnn_cell(rnn_l0_sigmoid + t * 4000, rnn_l0_matmul_bias + t * 16000, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_add, rnn_l0_carry_2 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_mul + t * 4000);
   }
-  train_dropout(rnn_dropout, rnn_l0_mul, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
+  train_dropout(rnn_dropout, rnn_l0_mul, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_rnn_slice_2(rnn_slice_3, hidden_h);
   train_rnn_slice_2(rnn_slice_4, hidden_c);
   train_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_dropout, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
@@ -544,7 +544,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   }
   train_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 4000, rnn_l1_mul + (T - 1) * 4000);
   train_rnn_concat(rnn_concat_2, rnn_l0_add, rnn_l1_add);
-  train_dropout(dropout_2, rnn_l1_mul, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
+  train_dropout(dropout_2, rnn_l1_mul, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_decoder_matmul(decoder_matmul, dropout_2, decoder_weight, T);
   train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
   train_const_grad(const_grad);
@@ -556,7 +556,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
     train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_matmul_grad);
     train_rnn_carry(rnn_l1_carry_grad_2, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_mul_grad);
-    train_rnn_cell_grad(rnn_l1_mul_grad, rnn_l1_carry_grad_2, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, rnn_l1_sigmoid_3 + t * 4000, rnn_l1_tanh_2 + t * 4000, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_add_grad + t * 16000, rnn_l1_sigmoid + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_carry_2 + t * 4000);
+    train_rnn_cell_grad(rnn_l1_mul_grad, rnn_l1_carry_grad_2, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, c->col0, c->col_rest, rnn_l1_sigmoid_3 + t * 4000, rnn_l1_tanh_2 + t * 4000, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_add_grad + t * 16000, rnn_l1_sigmoid + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_carry_2 + t * 4000);
     train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_add_grad + t * 16000, rnn_weight_hh_l1);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_add_grad, T);
@@ -566,14 +566,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
     train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_matmul_grad);
     train_rnn_carry(rnn_l0_carry_grad_2, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_mul_grad);
-    train_rnn_cell_grad(rnn_l0_mul_grad, rnn_l0_carry_grad_2, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_add_grad + t * 16000, rnn_l0_sigmoid + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_carry_2 + t * 4000);
+    train_rnn_cell_grad(rnn_l0_mul_grad, rnn_l0_carry_grad_2, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, c->col0, c->col_rest, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_add_grad + t * 16000, rnn_l0_sigmoid + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_carry_2 + t * 4000);
     train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_add_grad + t * 16000, rnn_weight_hh_l0);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_add_grad, T);
   train_rnn_matmul_grad_2(d_rnn_weight_hh_l0, rnn_l0_add_grad, rnn_l0_carry, T);
   train_rnn_matmul_grad_3(rnn_l0_matmul_grad_2, rnn_l0_add_grad, rnn_weight_ih_l0, T);
   train_rnn_matmul_grad_2(d_rnn_weight_ih_l0, rnn_l0_add_grad, dropout, T);
-  train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_encoder_embedding_grad(d_encoder_weight, dropout_grad, tokens, T);
   memcpy(hidden_h, rnn_concat, 8000 * sizeof(real));   /* state hidden.h, detached */
   memcpy(hidden_c, rnn_concat_2, 8000 * sizeof(real));   /* state hidden.c, detached */

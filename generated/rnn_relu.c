@@ -79,11 +79,11 @@ static void train_encoder_embedding(real *y, const real *w, const int32_t *ids, 
  *   graphs/rnn_relu.lua:17
  *   shared by train_dropout, train_rnn_dropout, train_dropout_2
  *   (the nodes above are train_dropout's) */
-static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
+static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, long col0, long col_rest, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
+    y[i0] = lmc_keep(key, lmc_mask_index(idx0 + i0, 200, 20, col0, col_rest), p) ? x[i0] * scale : 0;
 }
 
 /* n6 = slice(n2) axis 0 from 0
@@ -266,17 +266,17 @@ static void train_rnn_l1_broadcast_grad(real *y, const real *x)
 }
 
 /* fused: 2 nodes in one loop over (20, 200) per step
- *   n66 = add_dropout(n64, n65) stream 2, p = slot 0 (20, 200), with key_0, p_0, idx0_0
+ *   n66 = add_dropout(n64, n65) stream 2, p = slot 0 (20, 200), with key_0, p_0, idx0_0, col0, col_rest
  *   n69 = relu_grad(n66, n68) (20, 200), stored in y0
  *   reads x0 = n64, x1 = n65, x2 = n68
  *   graphs/rnn_relu.lua:18
  *   shared by train_rnn_l1_cell_grad, train_rnn_l0_cell_grad
  *   (the nodes above are train_rnn_l1_cell_grad's) */
-static void train_rnn_cell_grad(real *restrict y0, const real *x0, const real *x1, uint64_t key_0, double p_0, long idx0_0, const real *x2)
+static void train_rnn_cell_grad(real *restrict y0, const real *x0, const real *x1, uint64_t key_0, double p_0, long idx0_0, long col0, long col_rest, const real *x2)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 4000; i0++) {
-    real v0 = x0[i0] + (lmc_keep(key_0, (uint64_t)(idx0_0 + i0), p_0) ? x1[i0] * scale_0 : 0);   /* add_dropout */
+    real v0 = x0[i0] + (lmc_keep(key_0, lmc_mask_index(idx0_0 + i0, 200, 20, col0, col_rest), p_0) ? x1[i0] * scale_0 : 0);   /* add_dropout */
     real v1 = x2[i0] > 0 ? v0 : 0;   /* relu_grad */
     y0[i0] = v1;
   }
@@ -332,11 +332,11 @@ static void train_rnn_matmul_grad_3(real *y, const real *a, const real *b, int T
 /* n111 = dropout_grad(n109) stream 0, p = slot 0
  *   (T, 20, 200) <- (T, 20, 200)
  *   graphs/rnn_relu.lua:17 */
-static void train_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
+static void train_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, long col0, long col_rest, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
-    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? dy[i0] * scale : 0;
+    dx[i0] = lmc_keep(key, lmc_mask_index(idx0 + i0, 200, 20, col0, col_rest), p) ? dy[i0] * scale : 0;
 }
 
 /* n112 = embedding_grad(n111, n0)
@@ -424,7 +424,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 700 * sizeof *targets);
   train_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
-  train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_rnn_slice(rnn_slice, hidden);
   train_rnn_matmul_bias(rnn_l0_matmul_bias, dropout, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
@@ -432,7 +432,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnn_matmul(rnn_l0_matmul, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, c->threads);
     train_rnn_cell(rnn_l0_relu + t * 4000, rnn_l0_matmul_bias + t * 4000, rnn_l0_matmul, rnn_bias_hh_l0);
   }
-  train_dropout(rnn_dropout, rnn_l0_relu, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, T);
+  train_dropout(rnn_dropout, rnn_l0_relu, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_rnn_slice_2(rnn_slice_2, hidden);
   train_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_dropout, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
@@ -441,7 +441,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnn_cell(rnn_l1_relu + t * 4000, rnn_l1_matmul_bias + t * 4000, rnn_l1_matmul, rnn_bias_hh_l1);
   }
   train_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 4000, rnn_l1_relu + (T - 1) * 4000);
-  train_dropout(dropout_2, rnn_l1_relu, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, T);
+  train_dropout(dropout_2, rnn_l1_relu, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_decoder_matmul(decoder_matmul, dropout_2, decoder_weight, T);
   train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
   train_const_grad(const_grad);
@@ -452,7 +452,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_rnn_l1_broadcast_grad(rnn_l1_broadcast_grad, rnn_l1_const_grad);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
     train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_matmul_grad);
-    train_rnn_cell_grad(rnn_l1_relu_grad + t * 4000, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, rnn_l1_relu + t * 4000);
+    train_rnn_cell_grad(rnn_l1_relu_grad + t * 4000, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, c->col0, c->col_rest, rnn_l1_relu + t * 4000);
     train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_relu_grad + t * 4000, rnn_weight_hh_l1);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_relu_grad, T);
@@ -461,14 +461,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_rnn_matmul_grad_2(d_rnn_weight_ih_l1, rnn_l1_relu_grad, rnn_dropout, T);
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
     train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_matmul_grad);
-    train_rnn_cell_grad(rnn_l0_relu_grad + t * 4000, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, rnn_l0_relu + t * 4000);
+    train_rnn_cell_grad(rnn_l0_relu_grad + t * 4000, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, c->col0, c->col_rest, rnn_l0_relu + t * 4000);
     train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_relu_grad + t * 4000, rnn_weight_hh_l0);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_relu_grad, T);
   train_rnn_matmul_grad_2(d_rnn_weight_hh_l0, rnn_l0_relu_grad, rnn_l0_carry, T);
   train_rnn_matmul_grad_3(rnn_l0_matmul_grad_2, rnn_l0_relu_grad, rnn_weight_ih_l0, T);
   train_rnn_matmul_grad_2(d_rnn_weight_ih_l0, rnn_l0_relu_grad, dropout, T);
-  train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_encoder_embedding_grad(d_encoder_weight, dropout_grad, tokens, T);
   memcpy(hidden, rnn_concat, 8000 * sizeof(real));   /* state hidden, detached */
   /* gradients */

@@ -1314,17 +1314,17 @@ static void train_const(real *y)
 
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n18 = mul(n16, n17) (T, 20, 200)
- *   n22 = dropout_add(n18, n20) stream 0, p = slot 0 (T, 20, 200), stored in y0, with key_0, p_0, idx0_0
+ *   n22 = dropout_add(n18, n20) stream 0, p = slot 0 (T, 20, 200), stored in y0, with key_0, p_0, idx0_0, col0, col_rest
  *   reads x0 = n16, x1 = n20
  *   graphs/transformer.lua:24 */
-static void train_fused(real *restrict y0, const real *x0, const real *x1, uint64_t key_0, double p_0, long idx0_0, int T)
+static void train_fused(real *restrict y0, const real *x0, const real *x1, uint64_t key_0, double p_0, long idx0_0, long col0, long col_rest, int T)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < T; i0++)
     for (long i1 = 0; i1 < 20; i1++)
       for (long i2 = 0; i2 < 200; i2++) {
         real v0 = x0[i0 * 4000 + i1 * 200 + i2] * (real)14.142135623730951;   /* mul */
-        real v1 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0 * 4000 + i1 * 200 + i2), p_0) ? (v0 + x1[i0 * 200 + i2]) * scale_0 : 0;   /* dropout_add */
+        real v1 = lmc_keep(key_0, lmc_mask_index(idx0_0 + i0 * 4000 + i1 * 200 + i2, 200, 20, col0, col_rest), p_0) ? (v0 + x1[i0 * 200 + i2]) * scale_0 : 0;   /* dropout_add */
         y0[i0 * 4000 + i1 * 200 + i2] = v1;
       }
 }
@@ -1492,11 +1492,11 @@ static void train_encoder_self_attn_softmax(real *y, const real *x, int T)
  *   shared by train_encoder_l0_self_attn_dropout,
  *             train_encoder_l1_self_attn_dropout
  *   (the nodes above are train_encoder_l0_self_attn_dropout's) */
-static void train_encoder_self_attn_dropout(real *y, const real *x, uint64_t key, double p, long idx0, int T)
+static void train_encoder_self_attn_dropout(real *y, const real *x, uint64_t key, double p, long idx0, long col0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 40*T*T; i0++)
-    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? x[i0] * scale : 0;
+    y[i0] = lmc_keep(key, (uint64_t)(idx0 + i0 + 2*T*T * col0), p) ? x[i0] * scale : 0;
 }
 
 /* n43 = bmm(n42, n38)
@@ -1549,19 +1549,19 @@ static void train_encoder_matmul(real *y, const real *a, const real *b, int T)
 }
 
 /* fused: 2 nodes in one loop over (T, 20, 200)
- *   n50 = dropout_add(n47, n48) stream 2, p = slot 1 (T, 20, 200), with key_0, p_0, idx0_0
+ *   n50 = dropout_add(n47, n48) stream 2, p = slot 1 (T, 20, 200), with key_0, p_0, idx0_0, col0, col_rest
  *   n51 = add(n22, n50) (T, 20, 200), stored in y0
  *   reads x0 = n22, x1 = n47, x2 = n48
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_fused, train_encoder_l0_fused_3,
  *             train_encoder_l1_fused, train_encoder_l1_fused_3
  *   (the nodes above are train_encoder_l0_fused's) */
-static void train_encoder_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, uint64_t key_0, double p_0, long idx0_0, int T)
+static void train_encoder_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, uint64_t key_0, double p_0, long idx0_0, long col0, long col_rest, int T)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++) {
-      real v0 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0 * 200 + i1), p_0) ? (x1[i0 * 200 + i1] + x2[i1]) * scale_0 : 0;   /* dropout_add */
+      real v0 = lmc_keep(key_0, lmc_mask_index(idx0_0 + i0 * 200 + i1, 200, 20, col0, col_rest), p_0) ? (x1[i0 * 200 + i1] + x2[i1]) * scale_0 : 0;   /* dropout_add */
       real v1 = x0[i0 * 200 + i1] + v0;   /* add */
       y0[i0 * 200 + i1] = v1;
     }
@@ -1628,18 +1628,18 @@ static void train_encoder_linear1_matmul_bias(real *y, const real *a, const real
 
 /* fused: 2 nodes in one loop over (T, 20, 200)
  *   n61 = relu(n60) (T, 20, 200), stored in y0
- *   n62 = dropout(n61) stream 3, p = slot 1 (T, 20, 200), stored in y1, with key_0, p_0, idx0_0
+ *   n62 = dropout(n61) stream 3, p = slot 1 (T, 20, 200), stored in y1, with key_0, p_0, idx0_0, col0, col_rest
  *   reads x0 = n60
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l0_fused_2, train_encoder_l1_fused_2
  *   (the nodes above are train_encoder_l0_fused_2's) */
-static void train_encoder_fused_3(real *restrict y0, const real *x0, real *restrict y1, uint64_t key_0, double p_0, long idx0_0, int T)
+static void train_encoder_fused_3(real *restrict y0, const real *x0, real *restrict y1, uint64_t key_0, double p_0, long idx0_0, long col0, long col_rest, int T)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
     real v0 = x0[i0] > 0 ? x0[i0] : 0;   /* relu */
     y0[i0] = v0;
-    real v1 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0), p_0) ? v0 * scale_0 : 0;   /* dropout */
+    real v1 = lmc_keep(key_0, lmc_mask_index(idx0_0 + i0, 200, 20, col0, col_rest), p_0) ? v0 * scale_0 : 0;   /* dropout */
     y1[i0] = v1;
   }
 }
@@ -1818,11 +1818,11 @@ static void train_encoder_normalize_grad(real *dx, const real *dy, const real *x
  *   shared by train_encoder_l1_dropout_grad, train_encoder_l1_dropout_grad_2,
  *             train_encoder_l0_dropout_grad, train_encoder_l0_dropout_grad_2
  *   (the nodes above are train_encoder_l1_dropout_grad's) */
-static void train_encoder_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
+static void train_encoder_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, long col0, long col_rest, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++)
-    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? dy[i0] * scale : 0;
+    dx[i0] = lmc_keep(key, lmc_mask_index(idx0 + i0, 200, 20, col0, col_rest), p) ? dy[i0] * scale : 0;
 }
 
 /* n153 = matmul(n151, n113)
@@ -1858,17 +1858,17 @@ static void train_encoder_matmul_grad_2(real *y, const real *a, const real *b, i
 }
 
 /* fused: 2 nodes in one loop over (T, 20, 200)
- *   n155 = dropout_grad(n153) stream 7, p = slot 1 (T, 20, 200), with key_0, p_0, idx0_0
+ *   n155 = dropout_grad(n153) stream 7, p = slot 1 (T, 20, 200), with key_0, p_0, idx0_0, col0, col_rest
  *   n156 = relu_grad(n155, n111) (T, 20, 200), stored in y0
  *   reads x0 = n153, x1 = n111
  *   graphs/transformer.lua:25
  *   shared by train_encoder_l1_fused_grad, train_encoder_l0_fused_grad
  *   (the nodes above are train_encoder_l1_fused_grad's) */
-static void train_encoder_fused_grad(real *restrict y0, const real *x0, uint64_t key_0, double p_0, long idx0_0, const real *x1, int T)
+static void train_encoder_fused_grad(real *restrict y0, const real *x0, uint64_t key_0, double p_0, long idx0_0, long col0, long col_rest, const real *x1, int T)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
-    real v0 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0), p_0) ? x0[i0] * scale_0 : 0;   /* dropout_grad */
+    real v0 = lmc_keep(key_0, lmc_mask_index(idx0_0 + i0, 200, 20, col0, col_rest), p_0) ? x0[i0] * scale_0 : 0;   /* dropout_grad */
     real v1 = x1[i0] > 0 ? v0 : 0;   /* relu_grad */
     y0[i0] = v1;
   }
@@ -1908,11 +1908,11 @@ static void train_encoder_self_attn_bmm_grad(real *y, const real *a, const real 
  *   shared by train_encoder_l1_self_attn_dropout_grad,
  *             train_encoder_l0_self_attn_dropout_grad
  *   (the nodes above are train_encoder_l1_self_attn_dropout_grad's) */
-static void train_encoder_self_attn_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, int T)
+static void train_encoder_self_attn_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0, long col0, int T)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
   for (long i0 = 0; i0 < 40*T*T; i0++)
-    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0), p) ? dy[i0] * scale : 0;
+    dx[i0] = lmc_keep(key, (uint64_t)(idx0 + i0 + 2*T*T * col0), p) ? dy[i0] * scale : 0;
 }
 
 /* n175 = softmax_grad(n174, n91)
@@ -2033,15 +2033,15 @@ static void train_encoder_self_attn_matmul_grad_2(real *y, const real *a, const 
 }
 
 /* fused: 2 nodes in one loop over (T, 20, 200)
- *   n242 = dropout_add(n213, n239) stream 0, p = slot 0 (T, 20, 200), with key_0, p_0, idx0_0
+ *   n242 = dropout_add(n213, n239) stream 0, p = slot 0 (T, 20, 200), with key_0, p_0, idx0_0, col0, col_rest
  *   n243 = mul(n242, n17) (T, 20, 200), stored in y0
  *   reads x0 = n213, x1 = n239
  *   graphs/transformer.lua:23 */
-static void train_fused_grad(real *restrict y0, const real *x0, const real *x1, uint64_t key_0, double p_0, long idx0_0, int T)
+static void train_fused_grad(real *restrict y0, const real *x0, const real *x1, uint64_t key_0, double p_0, long idx0_0, long col0, long col_rest, int T)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
   for (long i0 = 0; i0 < 4000*T; i0++) {
-    real v0 = lmc_keep(key_0, (uint64_t)(idx0_0 + i0), p_0) ? (x0[i0] + x1[i0]) * scale_0 : 0;   /* dropout_add */
+    real v0 = lmc_keep(key_0, lmc_mask_index(idx0_0 + i0, 200, 20, col0, col_rest), p_0) ? (x0[i0] + x1[i0]) * scale_0 : 0;   /* dropout_add */
     real v1 = v0 * (real)14.142135623730951;   /* mul */
     y0[i0] = v1;
   }
@@ -2258,7 +2258,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     targets = memset(no_targets, 0, 700 * sizeof *targets);
   train_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
   train_const(const_2);
-  train_fused(dropout_add, input_emb_embedding, lmc_const0, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_fused(dropout_add, input_emb_embedding, lmc_const0, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_triu_mask(triu_mask, T);
   train_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, dropout_add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, T);
   train_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_matmul_bias, T);
@@ -2272,17 +2272,17 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
   train_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_bmm, triu_mask, T);
   train_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add, T);
-  train_encoder_self_attn_dropout(encoder_l0_self_attn_dropout, encoder_l0_self_attn_softmax, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
+  train_encoder_self_attn_dropout(encoder_l0_self_attn_dropout, encoder_l0_self_attn_softmax, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, c->col0, T);
   train_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_dropout, encoder_l0_self_attn_transpose_3, T);
   train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
   train_encoder_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, T);
-  train_encoder_fused(encoder_l0_add, dropout_add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
+  train_encoder_fused(encoder_l0_add, dropout_add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
   train_encoder_fused_2(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
   train_encoder_linear1_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, T);
-  train_encoder_fused_3(encoder_l0_relu, encoder_l0_linear1_matmul_bias, encoder_l0_dropout, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, T);
+  train_encoder_fused_3(encoder_l0_relu, encoder_l0_linear1_matmul_bias, encoder_l0_dropout, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_matmul(encoder_l0_linear2_matmul, encoder_l0_dropout, encoder_l0_linear2_weight, T);
-  train_encoder_fused(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
+  train_encoder_fused(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
   train_encoder_fused_2(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
   train_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, T);
@@ -2296,17 +2296,17 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
   train_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_bmm, triu_mask, T);
   train_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add, T);
-  train_encoder_self_attn_dropout(encoder_l1_self_attn_dropout, encoder_l1_self_attn_softmax, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
+  train_encoder_self_attn_dropout(encoder_l1_self_attn_dropout, encoder_l1_self_attn_softmax, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, c->col0, T);
   train_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_dropout, encoder_l1_self_attn_transpose_3, T);
   train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
   train_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_out_proj_weight, T);
-  train_encoder_fused(encoder_l1_add, encoder_l0_norm2_add, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
+  train_encoder_fused(encoder_l1_add, encoder_l0_norm2_add, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add, T);
   train_encoder_fused_2(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias, T);
   train_encoder_linear1_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, T);
-  train_encoder_fused_3(encoder_l1_relu, encoder_l1_linear1_matmul_bias, encoder_l1_dropout, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, T);
+  train_encoder_fused_3(encoder_l1_relu, encoder_l1_linear1_matmul_bias, encoder_l1_dropout, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_dropout, encoder_l1_linear2_weight, T);
-  train_encoder_fused(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
+  train_encoder_fused(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2, T);
   train_encoder_fused_2(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias, T);
   train_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add, T);
@@ -2327,11 +2327,11 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_mul_grad_2(encoder_l1_norm2_mul_grad_2, encoder_norm_normalize_grad, encoder_l1_norm2_normalize, T);
   train_encoder_sum_grad(d_encoder_l1_norm2_weight, encoder_l1_norm2_mul_grad_2, T);
   train_encoder_normalize_grad(encoder_l1_norm2_normalize_grad, encoder_l1_norm2_mul_grad, encoder_l1_add_2, T);
-  train_encoder_dropout_grad(encoder_l1_dropout_grad, encoder_l1_norm2_normalize_grad, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, T);
+  train_encoder_dropout_grad(encoder_l1_dropout_grad, encoder_l1_norm2_normalize_grad, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_sum_grad(d_encoder_l1_linear2_bias, encoder_l1_dropout_grad, T);
   train_encoder_matmul_grad(encoder_l1_linear2_matmul_grad, encoder_l1_dropout_grad, encoder_l1_linear2_weight, T);
   train_encoder_matmul_grad_2(d_encoder_l1_linear2_weight, encoder_l1_dropout_grad, encoder_l1_dropout, T);
-  train_encoder_fused_grad(encoder_l1_relu_grad, encoder_l1_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, encoder_l1_relu, T);
+  train_encoder_fused_grad(encoder_l1_relu_grad, encoder_l1_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, c->col0, c->col_rest, encoder_l1_relu, T);
   train_encoder_sum_grad(d_encoder_l1_linear1_bias, encoder_l1_relu_grad, T);
   train_encoder_matmul_grad(encoder_l1_linear1_matmul_grad, encoder_l1_relu_grad, encoder_l1_linear1_weight, T);
   train_encoder_add_grad(encoder_l1_linear1_add_grad, encoder_l1_norm2_normalize_grad, encoder_l1_linear1_matmul_grad, T);
@@ -2341,14 +2341,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_mul_grad_2(encoder_l1_norm1_mul_grad_2, encoder_l1_linear1_add_grad, encoder_l1_norm1_normalize, T);
   train_encoder_sum_grad(d_encoder_l1_norm1_weight, encoder_l1_norm1_mul_grad_2, T);
   train_encoder_normalize_grad(encoder_l1_norm1_normalize_grad, encoder_l1_norm1_mul_grad, encoder_l1_add, T);
-  train_encoder_dropout_grad(encoder_l1_dropout_grad_2, encoder_l1_norm1_normalize_grad, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, T);
+  train_encoder_dropout_grad(encoder_l1_dropout_grad_2, encoder_l1_norm1_normalize_grad, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_sum_grad(d_encoder_l1_self_attn_out_proj_bias, encoder_l1_dropout_grad_2, T);
   train_encoder_matmul_grad(encoder_l1_self_attn_out_proj_matmul_grad, encoder_l1_dropout_grad_2, encoder_l1_self_attn_out_proj_weight, T);
   train_encoder_matmul_grad_2(d_encoder_l1_self_attn_out_proj_weight, encoder_l1_dropout_grad_2, encoder_l1_self_attn_transpose_4, T);
   train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_grad, encoder_l1_self_attn_out_proj_matmul_grad, T);
   train_encoder_self_attn_bmm(encoder_l1_self_attn_bmm_grad, encoder_l1_self_attn_transpose_grad, encoder_l1_self_attn_transpose_3, T);
   train_encoder_self_attn_bmm_grad(encoder_l1_self_attn_bmm_grad_2, encoder_l1_self_attn_dropout, encoder_l1_self_attn_transpose_grad, T);
-  train_encoder_self_attn_dropout_grad(encoder_l1_self_attn_dropout_grad, encoder_l1_self_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, T);
+  train_encoder_self_attn_dropout_grad(encoder_l1_self_attn_dropout_grad, encoder_l1_self_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, c->col0, T);
   train_encoder_self_attn_softmax_grad(encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_dropout_grad, encoder_l1_self_attn_softmax, T);
   train_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_grad_3, encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_transpose_2, T);
   train_encoder_self_attn_bmm_grad(encoder_l1_self_attn_bmm_grad_4, encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_div, T);
@@ -2369,11 +2369,11 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_mul_grad_2(encoder_l0_norm2_mul_grad_2, encoder_l1_self_attn_add_grad_2, encoder_l0_norm2_normalize, T);
   train_encoder_sum_grad(d_encoder_l0_norm2_weight, encoder_l0_norm2_mul_grad_2, T);
   train_encoder_normalize_grad(encoder_l0_norm2_normalize_grad, encoder_l0_norm2_mul_grad, encoder_l0_add_2, T);
-  train_encoder_dropout_grad(encoder_l0_dropout_grad, encoder_l0_norm2_normalize_grad, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, T);
+  train_encoder_dropout_grad(encoder_l0_dropout_grad, encoder_l0_norm2_normalize_grad, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_sum_grad(d_encoder_l0_linear2_bias, encoder_l0_dropout_grad, T);
   train_encoder_matmul_grad(encoder_l0_linear2_matmul_grad, encoder_l0_dropout_grad, encoder_l0_linear2_weight, T);
   train_encoder_matmul_grad_2(d_encoder_l0_linear2_weight, encoder_l0_dropout_grad, encoder_l0_dropout, T);
-  train_encoder_fused_grad(encoder_l0_relu_grad, encoder_l0_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, encoder_l0_relu, T);
+  train_encoder_fused_grad(encoder_l0_relu_grad, encoder_l0_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, c->col0, c->col_rest, encoder_l0_relu, T);
   train_encoder_sum_grad(d_encoder_l0_linear1_bias, encoder_l0_relu_grad, T);
   train_encoder_matmul_grad(encoder_l0_linear1_matmul_grad, encoder_l0_relu_grad, encoder_l0_linear1_weight, T);
   train_encoder_add_grad(encoder_l0_linear1_add_grad, encoder_l0_norm2_normalize_grad, encoder_l0_linear1_matmul_grad, T);
@@ -2383,14 +2383,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_mul_grad_2(encoder_l0_norm1_mul_grad_2, encoder_l0_linear1_add_grad, encoder_l0_norm1_normalize, T);
   train_encoder_sum_grad(d_encoder_l0_norm1_weight, encoder_l0_norm1_mul_grad_2, T);
   train_encoder_normalize_grad(encoder_l0_norm1_normalize_grad, encoder_l0_norm1_mul_grad, encoder_l0_add, T);
-  train_encoder_dropout_grad(encoder_l0_dropout_grad_2, encoder_l0_norm1_normalize_grad, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, T);
+  train_encoder_dropout_grad(encoder_l0_dropout_grad_2, encoder_l0_norm1_normalize_grad, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_sum_grad(d_encoder_l0_self_attn_out_proj_bias, encoder_l0_dropout_grad_2, T);
   train_encoder_matmul_grad(encoder_l0_self_attn_out_proj_matmul_grad, encoder_l0_dropout_grad_2, encoder_l0_self_attn_out_proj_weight, T);
   train_encoder_matmul_grad_2(d_encoder_l0_self_attn_out_proj_weight, encoder_l0_dropout_grad_2, encoder_l0_self_attn_transpose_4, T);
   train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_grad, encoder_l0_self_attn_out_proj_matmul_grad, T);
   train_encoder_self_attn_bmm(encoder_l0_self_attn_bmm_grad, encoder_l0_self_attn_transpose_grad, encoder_l0_self_attn_transpose_3, T);
   train_encoder_self_attn_bmm_grad(encoder_l0_self_attn_bmm_grad_2, encoder_l0_self_attn_dropout, encoder_l0_self_attn_transpose_grad, T);
-  train_encoder_self_attn_dropout_grad(encoder_l0_self_attn_dropout_grad, encoder_l0_self_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, T);
+  train_encoder_self_attn_dropout_grad(encoder_l0_self_attn_dropout_grad, encoder_l0_self_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, c->col0, T);
   train_encoder_self_attn_softmax_grad(encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_dropout_grad, encoder_l0_self_attn_softmax, T);
   train_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_grad_3, encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_transpose_2, T);
   train_encoder_self_attn_bmm_grad(encoder_l0_self_attn_bmm_grad_4, encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_div, T);
@@ -2405,7 +2405,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_sum_grad(d_encoder_l0_self_attn_in_proj_bias, encoder_l0_self_attn_add_grad, T);
   train_encoder_self_attn_matmul_grad(encoder_l0_self_attn_matmul_grad, encoder_l0_self_attn_add_grad, encoder_l0_self_attn_in_proj_weight, T);
   train_encoder_self_attn_matmul_grad_2(d_encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_add_grad, dropout_add, T);
-  train_fused_grad(mul_grad, encoder_l0_norm1_normalize_grad, encoder_l0_self_attn_matmul_grad, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, T);
+  train_fused_grad(mul_grad, encoder_l0_norm1_normalize_grad, encoder_l0_self_attn_matmul_grad, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_input_emb_embedding_grad(d_input_emb_weight, mul_grad, tokens, T);
   /* gradients */
   return have_targets ? nll_loss[0] : 0;

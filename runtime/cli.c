@@ -43,7 +43,9 @@ void cli_help(FILE *f, const LmcModel *m, const char *prog, const char *which)
             "  --max-batches N     at most N batches per epoch\n"
             "  --threads N         BLAS and kernel threads (1)\n"
             "  --resume FILE       continue from a checkpoint: its lr, epoch and step\n"
-            "  --log-csv FILE      also write the log lines as CSV\n",
+            "  --log-csv FILE      also write the log lines as CSV\n"
+            "  --check-every N     under mpirun, steps between two checks that the ranks'\n"
+            "                      parameters agree (100; also at each epoch's end)\n",
             prog, m->kind);
   if (!which || strcmp(which, "eval") == 0)
     fprintf(f,
@@ -245,7 +247,7 @@ static void parse_train(Args *a, TrainOptions *out)
 {
   TrainOptions o = {
     .data = "data/wikitext-2", .lr = 0, .clip = 0.25, .epochs = 40, .seed = 1111, .dropout = -1,
-    .log_interval = 200, .save = NULL, .threads = 1,
+    .log_interval = 200, .save = NULL, .threads = 1, .check_every = 100,
   };
   while (next_option(a)) {
     if (is(a, "--data")) o.data = path_value(a);
@@ -266,6 +268,7 @@ static void parse_train(Args *a, TrainOptions *out)
     else if (is(a, "--threads")) o.threads = (int)integer(a, 1, 4096, "a positive integer");
     else if (is(a, "--resume")) o.resume = path_value(a);
     else if (is(a, "--log-csv")) o.log_csv = path_value(a);
+    else if (is(a, "--check-every")) o.check_every = (long)integer(a, 1, 1000000000000LL, "a positive integer");
     else unknown(a);
   }
   *out = o;

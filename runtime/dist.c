@@ -55,11 +55,10 @@ static void sum_doubles(double *v, int n)
   MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 }
 
-/* x's minimum and maximum over the ranks */
-static void min_max(uint64_t x, uint64_t *lo, uint64_t *hi)
+/* every rank's x, in rank order */
+static void gather(uint64_t x, uint64_t *all)
 {
-  MPI_Allreduce(&x, lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
-  MPI_Allreduce(&x, hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allgather(&x, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, MPI_COMM_WORLD);
 }
 
 /* MPI counts are int: a large block goes in chunks */
@@ -81,7 +80,7 @@ static void start(void) {}
 static void finish(void) {}
 static void abort_all(int rc) { (void)rc; }
 static void sum_doubles(double *v, int n) { (void)v, (void)n; }
-static void min_max(uint64_t x, uint64_t *lo, uint64_t *hi) { *lo = *hi = x; }
+static void gather(uint64_t x, uint64_t *all) { *all = x; }
 static void sum_reals(real *v, size_t n) { (void)v, (void)n; }
 static void bcast_bytes(void *p, size_t n) { (void)p, (void)n; }
 #endif
@@ -194,13 +193,19 @@ static uint64_t hash_reals(const real *p, size_t n)
   return h;
 }
 
-int dist_check_same(const real *p, size_t n, const char *when)
+int dist_check_same(const real *p, size_t n, uint64_t step)
 {
   if (nrank == 1) return 0;
-  uint64_t lo, hi;
-  min_max(hash_reals(p, n), &lo, &hi);
-  if (lo == hi) return 0;
-  if (my_rank == 0) rt_error("the ranks' parameters differ %s (hashes %016llx to %016llx)", when,
-                             (unsigned long long)lo, (unsigned long long)hi);
-  return -1;
+  uint64_t *all = rt_malloc((size_t)nrank * sizeof *all, "the ranks' hashes");
+  gather(hash_reals(p, n), all);
+  int ndiff = 0, first = 0;
+  for (int r = nrank - 1; r > 0; r--)
+    if (all[r] != all[0]) ndiff++, first = r;
+  if (ndiff && my_rank == 0)
+    rt_error("the ranks' parameters differ after step %llu: rank %d's hash is %016llx, rank 0's %016llx "
+             "(%d of %d ranks differ from rank 0)",
+             (unsigned long long)step, first, (unsigned long long)all[first], (unsigned long long)all[0], ndiff,
+             nrank);
+  free(all);
+  return ndiff ? -1 : 0;
 }

@@ -248,7 +248,7 @@ static int check_options(const GenOptions *o)
   return 0;
 }
 
-int run_generate(const LmcModel *m, const GenOptions *o)
+static int generate(const LmcModel *m, const GenOptions *o)
 {
   if (model_check(m) < 0) return 1;
   int rc = check_options(o);
@@ -330,4 +330,14 @@ done:
   meta_free(&meta);
   net_free(&n);
   return rc;
+}
+
+/* Under mpirun rank 0 alone generates (one text, one --outf); the other
+ * ranks exit 0 at once, and a failure on rank 0 still ends the job
+ * non-zero (dist_end). */
+int run_generate(const LmcModel *m, const GenOptions *o)
+{
+  dist_begin();
+  if (dist_rank() != 0) return dist_end(0);
+  return dist_end(generate(m, o));
 }

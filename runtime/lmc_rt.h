@@ -127,6 +127,10 @@ typedef struct LmcCtx {
   uint64_t seed;         /* dropout masks depend on seed, step, stream, index */
   uint64_t step;         /* training steps taken: advanced by the runtime */
   int pos;               /* the step program: the position of tokens[0] in the window */
+  /* Under mpirun each rank's batch is columns [col0, col0 + B) of a
+   * global batch of B + col_rest columns, and a mask's index counts the
+   * global column (lmc_mask_index); both 0 in one process. */
+  long col0, col_rest;
   int threads;
 } LmcCtx;
 
@@ -178,6 +182,16 @@ static inline uint64_t lmc_mix64(uint64_t z)
 static inline uint64_t lmc_dropout_key(uint64_t seed, uint64_t step, uint64_t stream)
 {
   return lmc_mix64(lmc_mix64(lmc_mix64(seed) ^ step) ^ (stream * 0xd1b54a32d192ed03ull));
+}
+
+/* Element i of a mask over (outer, batch, inner) elements, as one
+ * process at the global batch (batch + col_rest columns) numbers it when
+ * this batch is its columns [col0, col0 + batch): the index of element
+ * (o, b, r) is ((o * (batch + col_rest)) + col0 + b) * inner + r.  With
+ * col0 = col_rest = 0, i itself. */
+static inline uint64_t lmc_mask_index(uint64_t i, uint64_t inner, uint64_t batch, long col0, long col_rest)
+{
+  return i + inner * ((uint64_t)col0 + i / (inner * batch) * (uint64_t)col_rest);
 }
 
 /* 1 when element idx is kept with drop probability p. */

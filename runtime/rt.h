@@ -395,8 +395,9 @@ void dist_grad_free(DistGrad *d);
 /* *m, *grad: the model and this rank's gradient block; with several ranks
  * they become d->dense and the mean gradient over the ranks, else stay. */
 void dist_grad_mean(DistGrad *d, const LmcModel **m, real **grad);
-/* -1, said by rank 0, when the ranks' p differ (a hash of its bytes). */
-int dist_check_same(const real *p, size_t n, const char *when);
+/* -1, said by rank 0 naming the step and the ranks, when the ranks' p
+ * differ (a hash of its bytes) after step `step`. */
+int dist_check_same(const real *p, size_t n, uint64_t step);
 
 /* ------------------------------------------------------------- train.c */
 
@@ -415,6 +416,7 @@ typedef struct {
   int threads;
   const char *resume;
   const char *log_csv;
+  long check_every;      /* steps between two dist_check_same (mpirun); 0: at epoch ends only */
 } TrainOptions;
 
 int run_train(const LmcModel *m, const TrainOptions *o);

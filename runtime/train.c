@@ -26,9 +26,12 @@
  * stay a pair through a kill at any moment is told at save_checkpoint.
  *
  * Under mpirun (dist.c) each rank trains its own columns of the global
- * batch (batchify_slice) and steps with the mean gradient of all ranks;
- * losses are means over the ranks; rank 0 alone prints, saves and reads a
- * --resume checkpoint, whose contents it broadcasts.
+ * batch (batchify_slice), with those columns' dropout masks (LmcCtx.col0,
+ * col_rest), and steps with the mean gradient of all ranks; losses are
+ * means over the ranks; the ranks' parameters are compared every
+ * --check-every steps and after each epoch; rank 0 alone prints, saves
+ * (the metadata of one process at the global batch) and reads a --resume
+ * checkpoint, whose contents it broadcasts.
  */
 #include <errno.h>
 #include <math.h>
@@ -45,7 +48,7 @@
 #include "outfile.h"
 #include "rt.h"
 
-enum { EVAL_DRY_WINDOWS = 3, CHECK_EVERY = 100 /* steps between two dist_check_same */ };
+enum { EVAL_DRY_WINDOWS = 3 };
 #define DEFAULT_SAVE "model.safetensors"
 #define FORMAT_VERSION "1"
 
@@ -124,12 +127,18 @@ static void setf(MetaList *l, const char *key, const char *fmt, ...)
   meta_set(l, key, buf);
 }
 
-/* What every checkpoint says about the model and its vocabulary. */
+/* What every checkpoint says about the model and its vocabulary.  Under
+ * mpirun the batches are the global ones, as one process at the global
+ * batch writes them (lmc_flags still says how this trainer was built). */
 static void meta_model(MetaList *l, const LmcModel *m, const Dict *d, uint64_t seed)
 {
   meta_set(l, "format_version", FORMAT_VERSION);
   meta_set(l, "kind", m->kind);
   for (int i = 0; i < m->nhyper; i++) meta_set(l, m->hyper[i][0], m->hyper[i][1]);
+  if (dist_size() > 1) {
+    setf(l, "batch_size", "%d", m->train.batch * dist_size());
+    setf(l, "eval_batch_size", "%d", m->eval.batch * dist_size());
+  }
   setf(l, "ntoken", "%d", m->ntoken);
   setf(l, "bptt", "%d", m->bptt);
   char *v = vocab_join(d);
@@ -470,7 +479,9 @@ static int train_epoch(Trainer *t)
       lmc_sgd(om, c->param, g, lr);
     }
     c->step++;
-    if (c->step % CHECK_EVERY == 0 && dist_check_same(c->param, m->param_numel, "after a step") < 0) return -1;
+    if (o->check_every > 0 && c->step % (uint64_t)o->check_every == 0 &&
+        dist_check_same(c->param, m->param_numel, c->step) < 0)
+      return -1;
     total_loss += loss;
     tokens += (size_t)T * (size_t)b->bsz * (size_t)dist_size();
     double tn = rt_now();
@@ -611,6 +622,9 @@ static int prepare(Trainer *t)
                 o->dropout) < 0)
     return -1;
   init_params(m, t->net.param, o->seed);
+  /* the masks of columns [rank * B, (rank + 1) * B) of the global batch */
+  t->net.train.col0 = (long)rank * m->train.batch;
+  t->net.train.col_rest = (long)(nrank - 1) * m->train.batch;
   dist_grad_init(&t->dg, m);
   if (o->resume && rank == 0 && resume(t, o->lr > 0) < 0) return -1;
   if (o->resume) share_resume(t);
@@ -658,7 +672,7 @@ static int run_epochs(Trainer *t)
       rt_error("valid loss is %s after epoch %d", isnan(val_loss) ? "nan" : "inf", epoch);
       return -1;
     }
-    if (dist_check_same(t->net.param, m->param_numel, "at the end of an epoch") < 0) return -1;
+    if (dist_check_same(t->net.param, m->param_numel, t->net.train.step) < 0) return -1;
     if (!t->has_best || val_loss < t->best) {
       if (dist_rank() == 0 && save_checkpoint(t, t->save, val_loss) < 0) return -1;
       t->has_best = true;

@@ -85,6 +85,8 @@ typedef enum {
   A_KEY,                  /* dropout node's mask key */
   A_P,                    /* dropout node's probability */
   A_IDX0,                 /* t * numel of node `shape`: where this step's mask indices start */
+  A_COL0,                 /* c->col0: this rank's first column in the global batch */
+  A_COL_REST,             /* c->col_rest: the global batch's columns on the other ranks */
   A_THREADS,              /* c->threads, for a kernel's parallel loop */
   A_SCRATCH,              /* the program's kernel scratch in c->work (Plan.scratch_off) */
   A_POS,                  /* c->pos: the step program's first new position */
@@ -254,6 +256,7 @@ const char *out_name(Op op);
 void kout(Text *k, Node *n);
 void kin(Text *k, Node *n, int i, const char *name);
 void kdropout(Text *k, Buf *b, Node *n, int shape, const char *sfx);
+Str kmask_index(Text *k, Node *n, int shape, const char *idx, const char *sfx);
 void emit_kernels(Prog *p);
 void name_kernels(Model *m);
 void emit_kernel_defs(Model *m, const char *prog, Buf *out);

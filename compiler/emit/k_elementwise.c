@@ -18,16 +18,18 @@ void k_elementwise(Text *k, Buf *b, Node *n)
     nest_bcast(&ns, &IN(k->p, n, i)->shape);
   }
   /* the mask is over y's elements, or b's for a + dropout(b) */
-  int mask = n->op == OP_ADD_DROPOUT ? 2 : 0;
-  if (is_dropout_op(n->op))
-    kdropout(k, b, n, n->op == OP_ADD_DROPOUT ? n->in[1] : id_of(k->p, n), "");
+  int mask = n->op == OP_ADD_DROPOUT ? 2 : 0, shape = n->op == OP_ADD_DROPOUT ? n->in[1] : id_of(k->p, n);
+  bool drop = is_dropout_op(n->op);
+  if (drop)
+    kdropout(k, b, n, shape, "");
   int d = nest_open(k, b, &ns, 1, idx);
   sprint(&v[0], "%s[%s]", out_name(n->op), idx[0].s);
   for (int i = 0; i < n->nin; i++)
     sprint(&v[i + 1], "%s[%s]", elem_name(n->op, i), idx[i + 1].s);
   indent(b, d);
   bprintf(b, "%s = ", v[0].s);
-  elem_expr(k->p->g, b, n->op, v[1].s, n->nin > 1 ? v[2].s : NULL, idx[mask].s, "");
+  Str m = drop ? kmask_index(k, n, shape, idx[mask].s, "") : (Str){""};
+  elem_expr(k->p->g, b, n->op, v[1].s, n->nin > 1 ? v[2].s : NULL, m.s, "");
   bprintf(b, ";\n");
 }
 

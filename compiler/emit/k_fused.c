@@ -167,7 +167,7 @@ static char *fused_member(Fused *F, Node *m, const Map *map)
     if (F->ndrop > ndrop)
       kdropout(F->k, &F->pro, m, shape, sfx.s);
     Map r = m->op == OP_ADD_DROPOUT ? map_input(p, m, map, m->in[1]) : *map;
-    sprint(&idx, "%s", operand(F, &r, false));
+    idx = kmask_index(F->k, m, shape, operand(F, &r, false), sfx.s);
   }
   int t = F->ntemp++;
   indent(F->body, F->depth);

@@ -53,15 +53,70 @@ void kin(Text *k, Node *n, int i, const char *name)
     karg(k, A_PTR, n->in[i], -1, "const %s *%s", ctype(IN(k->p, n, i)->dtype), name);
 }
 
+/* The batch dimension of a mask over node `shape`: its first dimension
+ * whose size is the program's batch, -1 when none (a mask that every
+ * column shares). */
+static int mask_batch_dim(Text *k, int shape)
+{
+  const Shape *s = &N(k->p, shape)->shape;
+  for (int d = 0; d < s->rank; d++)
+    if (meq(mdim(s, d), mono(k->p->g->batch, 0)))
+      return d;
+  return -1;
+}
+
+/* Whether dropout node n's mask over node `shape` has dimensions outside
+ * its batch dimension: before it, or the loop's step. */
+static bool mask_has_outer(Text *k, Node *n, int shape)
+{
+  return mask_batch_dim(k, shape) > 0 || n->loop;
+}
+
+static bool has_arg(Text *k, ArgKind kind)
+{
+  for (int a = 0; a < k->sig->narg; a++)
+    if (k->sig->arg[a].kind == kind)
+      return true;
+  return false;
+}
+
 /* key, p and idx0 of dropout node n, its mask indices counted in the
- * elements of node `shape`; sfx tells several apart in a fused kernel. */
+ * elements of node `shape`; sfx tells several apart in a fused kernel.
+ * A mask with a batch dimension also takes the kernel's col0 and, with
+ * outer dimensions, col_rest (once, whatever its number of masks). */
 void kdropout(Text *k, Buf *b, Node *n, int shape, const char *sfx)
 {
   int id = id_of(k->p, n);
   karg(k, A_KEY, id, -1, "uint64_t key%s", sfx);
   karg(k, A_P, id, -1, "double p%s", sfx);
   karg(k, A_IDX0, id, shape, "long idx0%s", sfx);
+  if (mask_batch_dim(k, shape) >= 0 && !has_arg(k, A_COL0))
+    karg(k, A_COL0, id, -1, "long col0");
+  if (mask_batch_dim(k, shape) >= 0 && mask_has_outer(k, n, shape) && !has_arg(k, A_COL_REST))
+    karg(k, A_COL_REST, id, -1, "long col_rest");
   bprintf(b, "  real scale%s = p%s < 1 ? (real)(1 / (1 - p%s)) : 0;\n", sfx, sfx, sfx);
+}
+
+/* The mask index of element idx (C text over the loop variables) of
+ * dropout node n's mask over node `shape`, keyed on the global column
+ * (lmc_mask_index): a mask (outer, batch, inner), the loop's step the
+ * outermost of the outer dimensions, numbers its elements as one process
+ * at the global batch does, so that N ranks draw one process's masks. */
+Str kmask_index(Text *k, Node *n, int shape, const char *idx, const char *sfx)
+{
+  Str s = {""};
+  int d = mask_batch_dim(k, shape);
+  const Shape *sh = &N(k->p, shape)->shape;
+  Mono inner = mono(1, 0);
+  for (int i = d + 1; d >= 0 && i < sh->rank; i++)
+    inner = mmul(inner, mdim(sh, i));
+  if (d < 0)
+    sprint(&s, "(uint64_t)(idx0%s + %s)", sfx, idx);
+  else if (mask_has_outer(k, n, shape))
+    sprint(&s, "lmc_mask_index(idx0%s + %s, %s, %d, col0, col_rest)", sfx, idx, mstr(k, inner).s, k->p->g->batch);
+  else   /* the batch outermost: an offset */
+    sprint(&s, "(uint64_t)(idx0%s + %s + %s * col0)", sfx, idx, mstr(k, inner).s);
+  return s;
 }
 
 /* The kernel family of each op that is not elementwise and has a kernel

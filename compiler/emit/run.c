@@ -49,6 +49,11 @@ static void emit_call(Text *t, Buf *b, int id, int depth)
       else
         bprintf(b, "0");
       break;
+    case A_COL0:
+    case A_COL_REST:
+      t->uses_c = t->uses_c || p->training;
+      bprintf(b, "%s", !p->training ? "0" : w->kind == A_COL0 ? "c->col0" : "c->col_rest");
+      break;
     case A_THREADS:
       t->uses_c = true;
       bprintf(b, "c->threads");
