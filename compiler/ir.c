@@ -821,12 +821,24 @@ void ir_carry_next(Graph *g, int carry, int next)
   Node *c = ir_get(g, carry), *n = ir_get(g, next);
   if (c->op != OP_CARRY)
     die("ir_carry_next on %s", op_info[c->op].name);
-  if (n->loop != c->loop)
+  if (n->loop != c->loop && n->loop != 0)
     ir_error(g, "scan: the next state must be computed in the body");
   if (!shape_eq(&c->shape, &n->shape) || c->dtype != n->dtype)
     ir_error(g, "scan: state %d changes shape: %s at the start of a step, %s at its end",
              carry, shape_str(&c->shape), shape_str(&n->shape));
-  c->in[1] = next;
+  /* the one backward reference of the IR points forward to a body node:
+   * a value from outside the body, a step input or a carry before this
+   * one (or this one, unchanged) becomes a copy made in the body */
+  if (n->loop == 0 || next <= carry)
+    next = ir_body_copy(g, next);
+  g->node[carry].in[1] = next;
+}
+
+int ir_body_copy(Graph *g, int x)
+{
+  if (g->cur_loop == 0)
+    die("ir_body_copy outside a loop");
+  return ir_op1(g, OP_BROADCAST, x, &(Attr){.shape = g->node[x].shape});
 }
 
 void ir_loop_end(Graph *g)

@@ -433,7 +433,8 @@ int ir_find_param(Graph *g, const char *name);    /* node, or -1 */
 int ir_loop_begin(Graph *g, bool reverse);
 int ir_step(Graph *g, int seq_tensor);
 int ir_carry(Graph *g, int init);
-void ir_carry_next(Graph *g, int carry, int next);
+void ir_carry_next(Graph *g, int carry, int next);   /* copies a next value made before the carry */
+int ir_body_copy(Graph *g, int x);                   /* x copied by a node of the loop being built */
 void ir_loop_end(Graph *g);
 int ir_stack(Graph *g, int body_node);
 int ir_final(Graph *g, int carry);

@@ -626,6 +626,17 @@ static int body_list(lua_State *L, int idx, const char *what, int *ids, int max)
 
 enum { MAXSCAN = 32 };
 
+/* The loop a value the body returns (its `what` i) belongs to: its own
+ * loop, or 0 for a tensor built outside every body (a weight, the initial
+ * state, a constant); a tensor of another scan's body is an error. */
+static int body_value(lua_State *L, int loop, int id, const char *what, int i)
+{
+  int k = ir_get(front(L)->g, id)->loop;
+  if (k != 0 && k != loop)
+    ferr(L, "scan: %s %d of the body was computed in another scan's body", what, i + 1);
+  return k;
+}
+
 /* scan { xs = {...}, init = {...}, reverse = false, body = function(x..., s...)
  *        return {y...}, {s_next...} end }  ->  {Y...}, {s_final...} */
 static int l_scan(lua_State *L)
@@ -670,19 +681,24 @@ static int l_scan(lua_State *L)
   if (nn != ns)
     ferr(L, "scan: the body returned %d next state%s for %d initial state%s", nn,
          nn == 1 ? "" : "s", ns, ns == 1 ? "" : "s");
-  for (int i = 0; i < ny; i++)
-    if (ir_get(g, ys[i])->loop != loop)
-      ferr(L, "scan: output %d of the body is not computed in the body", i + 1);
+  here(L);
+  for (int i = 0; i < ny; i++) {
+    if (body_value(L, loop, ys[i], "output", i) != 0)
+      continue;
+    const Shape *s = &ir_get(g, ys[i])->shape;
+    if (s->seq)
+      ferr(L, "scan: output %d of the body is a tensor from outside the body whose shape %s "
+           "depends on the sequence; a per-step output cannot", i + 1, shape_str(s));
+    ys[i] = ir_body_copy(g, ys[i]);   /* the same value at every step */
+  }
   for (int i = 0; i < ns; i++) {
     Node *c = ir_get(g, carry[i]), *n = ir_get(g, next[i]);
-    if (n->loop != loop)
-      ferr(L, "scan: next state %d is not computed in the body", i + 1);
+    body_value(L, loop, next[i], "next state", i);
     if (!shape_eq(&c->shape, &n->shape))
       ferr(L, "scan: next state %d has shape %s, but its initial state has shape %s", i + 1,
            shape_str(&n->shape), shape_str(&c->shape));
     ir_carry_next(g, carry[i], next[i]);
   }
-  here(L);
   ir_loop_end(g);
   lua_createtable(L, ny, 0);
   for (int i = 0; i < ny; i++) {
