@@ -33,6 +33,7 @@ static const Case cases[] = {
   {"tests/grad/dropout.lua", "", "1 0.3", NULL, false},
   {"tests/grad/scan.lua", "", "4", NULL, false},
   {"tests/grad/scan_pass.lua", "", "4", NULL, false},
+  {"tests/grad/seq_slice.lua", "", "3", NULL, false},
   /* the whole LSTM language model, dropout on, a partial last window */
   {"graphs/lstm.lua",
    "-D ntoken=13 -D emsize=4 -D nhid=5 -D nlayers=2 -D bptt=4 -D batch_size=3 -D eval_batch_size=2",
