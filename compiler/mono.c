@@ -117,22 +117,33 @@ static bool shifted(const Shape *s)
  * level, and only ops that walk elements read it (elementwise ops, slice,
  * pad, sum, broadcast); the others, written for sizes c * T^k, refuse it
  * at the graph line, before their shape is inferred. */
-void mono_check_inputs(Graph *g, Op op, int nin, const int *in)
+static bool walks(Op op)
 {
-  bool walks = op_is(op, P_ELEM) || op == OP_SLICE || op == OP_PAD || op == OP_SUM || op == OP_BROADCAST;
-  for (int k = 0; k < nin; k++) {
-    const Shape *s = &g->node[in[k]].shape;
-    if (shifted(s) && !walks)
-      ir_error(g, "%s: takes no tensor with a shifted sequence dimension, as %s; elementwise ops, slice, "
-               "sum and broadcast do", op_info[op].name, shape_str(s));
-  }
+  return op_is(op, P_ELEM) || op == OP_SLICE || op == OP_PAD || op == OP_SUM || op == OP_BROADCAST;
 }
 
+static _Noreturn void refuse(Graph *g, Op op, const Shape *s)
+{
+  ir_error(g, "%s: takes no tensor with a shifted sequence dimension, as %s; elementwise ops, slice, "
+           "sum and broadcast do", op_info[op].name, shape_str(s));
+}
+
+void mono_check_inputs(Graph *g, Op op, int nin, const int *in)
+{
+  for (int k = 0; k < nin; k++)
+    if (shifted(&g->node[in[k]].shape) && !walks(op))
+      refuse(g, op, &g->node[in[k]].shape);
+}
+
+/* A leaf (an input) may have a shifted shape; any other op only if it
+ * walks elements (a reshape to { seq() - 1, 6 } does not). */
 void mono_check_node(Graph *g, Node *n)
 {
   const Shape *s = &n->shape;
   if (!shifted(s))
     return;
+  if (!walks(n->op) && !op_is(n->op, P_LEAF))
+    refuse(g, n->op, s);
   if (n->loop)
     ir_error(g, "%s: a tensor with a shifted sequence dimension, as %s, cannot be made in a scan body",
              op_info[n->op].name, shape_str(s));

@@ -732,6 +732,8 @@ START_TEST(tensor_seq_sizes)
         "g.lua:3: error: scan: xs[1] has shape (T-1, 2); its first dimension must be the sequence (T)");
   fails("local h = input('h', 'f32', { seq(), 2 })\nlocal d = slice(h, 0, 1, seq() - 1)\n"
         "local y = d * reshape(h, { 2, seq() })\n", "g.lua:3: error: mul: shapes");
+  fails("local h = input('h', 'f32', { seq(), 2, 3 })\nlocal y = reshape(h, { seq() - 1, 6 })\n",
+        "g.lua:2: error: reshape: takes no tensor with a shifted sequence dimension, as (T-1, 6)");
 }
 END_TEST
 
