@@ -35,6 +35,18 @@ sequence lengths, a shorter last window):
                     torch's loss (rel. 1e-6)
          generate   `generate` writes the asked number of words
 
+AWD-LSTM (graphs/awd_lstm.lua against awd_model.py, tied, 3 layers) runs
+the f64 checks with every dropout slot off: its training loss is the
+objective, the NLL plus AR and TAR (alpha 2, beta 1, their defaults), so
+the step losses and step-1 gradients check the regularisers' values and
+gradients; its evaluation and generation are the raw model.  And on their
+own: the same graph compiled with alpha = beta = 0 runs the same first
+step, and the differences of the two (the objective's loss and gradients
+less the NLL's) are AR + TAR and its gradients, against torch autograd of
+AR + TAR alone (rel. 1e-9 and norm-wise 1e-8: differences of f64 values).  Its f32
+checks are left out (tools/torch_to_safetensors.py knows only the five
+kinds).
+
 and the elementwise ops torch has but no model uses (gelu, silu, erf:
 activations.py), values and gradients.
 
@@ -59,6 +71,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import activations  # noqa: E402
+import awd_model  # noqa: E402
 import model as ref  # noqa: E402
 import safetensors_to_torch  # noqa: E402
 import torch_to_safetensors  # noqa: E402
@@ -79,8 +92,8 @@ TOL_F32 = 1e-6     # float32 trainer vs float64 torch: the errors seen are below
 
 
 class Case:
-    def __init__(self, name, graph, kind, emsize, nhid, nlayers=3, nhead=None, tied=False):
-        self.name, self.graph, self.kind = name, graph, kind
+    def __init__(self, name, graph, kind, emsize, nhid, nlayers=3, nhead=None, tied=False, f32=True, extra=()):
+        self.name, self.graph, self.kind, self.f32, self.extra = name, graph, kind, f32, list(extra)
         self.emsize, self.nhid, self.nlayers, self.nhead, self.tied = emsize, nhid, nlayers, nhead, tied
         self.bptt, self.batch, self.eval_batch = 7, 5, 3
 
@@ -90,9 +103,12 @@ class Case:
                  tied="true" if self.tied else "false")
         if self.nhead:
             d["nhead"] = self.nhead
-        return [a for k, v in d.items() for a in ("-D", f"{k}={v}")]
+        return [a for k, v in d.items() for a in ("-D", f"{k}={v}")] + self.extra
 
     def torch_model(self, ntoken, dropout=0.0, inner=0.0):
+        if self.kind == "AWD_LSTM":
+            return awd_model.AWDLSTM(ntoken, self.emsize, self.nhid, self.nlayers, self.tied, dropout,
+                                     dropout, dropout, dropout, dropout)
         if self.kind == "Transformer":
             return ref.TransformerModel(ntoken, self.emsize, self.nhead, self.nhid, self.nlayers, dropout,
                                         inner_dropout=inner, tie_weights=self.tied)
@@ -107,6 +123,7 @@ CASES = [
     Case("transformer", "graphs/transformer.lua", "Transformer", 16, 24, nhead=4),
     Case("gru_tied", "graphs/gru.lua", "GRU", 10, 10, nlayers=2, tied=True),
     Case("transformer_tied", "graphs/transformer.lua", "Transformer", 12, 20, nlayers=2, nhead=2, tied=True),
+    Case("awd_lstm", "graphs/awd_lstm.lua", "AWD_LSTM", 12, 10, tied=True, f32=False),
 ]
 NTOKEN = 251
 if os.environ.get("PARITY_ONLY"):      # e.g. PARITY_ONLY=lstm,gru_tied: only those cases
@@ -198,7 +215,7 @@ def get_batch(src, i, bptt):
 
 
 def detach(h):
-    return h.detach() if torch.is_tensor(h) else tuple(v.detach() for v in h)
+    return h.detach() if torch.is_tensor(h) else type(h)(detach(v) for v in h)
 
 
 def forward(model, x, hidden):
@@ -261,7 +278,7 @@ def train_steps(model, stream, bsz, bptt, steps, optimizer, lr, clip, wd):
         if hidden is not None:
             hidden = detach(hidden)
         out, hidden = forward(model, x, hidden)
-        loss = F.nll_loss(out, y)
+        loss = F.nll_loss(out, y) + getattr(model, "reg", 0.0)   # AWD-LSTM: plus AR and TAR
         loss.backward()
         if s == 0:
             grads = {k: p.grad.detach().clone() for k, p in named(model).items()}
@@ -289,6 +306,42 @@ def randomize(model, gen, scale=0.3):
 
 
 # ---------------------------------------------------------------- f64
+
+def awd_regularisers(rep, c, exe):
+    """AR + TAR of graphs/awd_lstm.lua at the weights f64_case wrote, on its
+    first training window: lmc's objective less the NLL (the graph built
+    with alpha = beta = 0) against torch's regularisers alone."""
+    torch.set_default_dtype(torch.float64)
+    bare = Case(c.name + "_noreg", c.graph, c.kind, c.emsize, c.nhid, c.nlayers, tied=c.tied,
+                extra=["-D", "alpha=0", "-D", "beta=0"])
+    weights, job = f"{OUT}/{c.name}_weights.safetensors", f"{OUT}/{c.name}_sgd.job"
+    got = {}
+    for name, e in ((c.name, exe), (bare.name, build_f64(bare))):
+        out = f"{OUT}/{name}_reg_out.safetensors"
+        got[name] = (json.loads(run([e, weights, job, out]))["losses"][0], load_file(out)[0])
+    model = c.torch_model(NTOKEN)
+    model.load_state_dict(load_file(weights)[0])
+    with open(job) as f:
+        tr = torch.tensor([int(v) for line in f if line.startswith("train ") for v in line.split()[2:]])
+    x, _ = get_batch(batchify(tr, c.batch), 0, c.bptt)
+    model.train()
+    model.zero_grad()
+    model(x, model.init_hidden(c.batch))
+    model.reg.backward()
+    # decoder.bias: AR and TAR do not depend on it (no gradient in torch)
+    want = {k: p.grad.detach().clone() for k, p in named(model).items() if p.grad is not None}
+    (loss, grads), (loss0, grads0) = got[c.name], got[bare.name]
+    e = rel_scalar(loss - loss0, float(model.reg))
+    rep.check(f"{c.name} f64 AR + TAR value (objective less NLL, first window)", e <= 1e-9,
+              f"lmc {loss - loss0:.15f} torch {float(model.reg):.15f} rel. error {e:.2e} (tolerance 1e-09)")
+    rep.tensors(f"{c.name} f64 AR + TAR gradients (objective's less NLL's)",
+                {k[5:]: v - grads0[k] for k, v in grads.items() if k.startswith("grad.")}, want, 1e-8)
+    rest = [k for k in named(model) if k not in want]
+    worst = max((float((grads["grad." + k] - grads0["grad." + k]).abs().max()) for k in rest), default=0.0)
+    rep.check(f"{c.name} f64 AR + TAR gradients of {', '.join(rest)}", worst <= 1e-12,
+              f"max |difference| {worst:.2e} (tolerance 1e-12; torch: none)")
+    torch.set_default_dtype(torch.float32)
+
 
 def f64_case(rep, c, exe):
     torch.set_default_dtype(torch.float64)
@@ -499,13 +552,15 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     d, streams = corpus(DATA)
     ntoken = len(d)
-    f32_cases = [c for c in CASES if not c.tied]
+    f32_cases = [c for c in CASES if not c.tied and c.f32]
     with ThreadPoolExecutor(max_workers=2) as pool:
         f64 = {c.name: pool.submit(build_f64, c) for c in CASES}
         f32 = {c.name: pool.submit(build_f32, c, ntoken) for c in f32_cases}
         for c in CASES:
             try:
                 f64_case(rep, c, f64[c.name].result())
+                if c.kind == "AWD_LSTM":
+                    awd_regularisers(rep, c, f64[c.name].result())
             except Exception as e:   # a build or run failure is one failed check, not the end
                 torch.set_default_dtype(torch.float32)
                 rep.check(f"{c.name} f64", False, str(e))
