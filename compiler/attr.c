@@ -19,6 +19,7 @@ static const char *init_name(Init i)
   case INIT_ONE: return "ones";
   case INIT_UNIFORM: return "uniform";
   case INIT_XAVIER: return "xavier";
+  case INIT_NORMAL: return "normal";
   }
   return "?";
 }
@@ -41,7 +42,7 @@ void attr_print(const Node *n, FILE *f)
     break;
   case A_PARAM:
     fprintf(f, " \"%s\" %s", a->name, init_name(a->init));
-    if (a->init == INIT_UNIFORM)
+    if (a->init == INIT_UNIFORM || a->init == INIT_NORMAL)
       fprintf(f, "(%.9g)", a->init_a);
     break;
   case A_CONST:

@@ -381,7 +381,8 @@ static void find_loop_outputs(Diff *d)
   }
 }
 
-/* needs[i]: node i depends on a parameter (only those get gradients). */
+/* needs[i]: node i depends on a parameter (only those get gradients)
+ * through ops that have one: a comparison's 0/1 stops it. */
 static bool *find_needs(Graph *g)
 {
   bool *needs = xcalloc((size_t)g->nnode, sizeof(bool));
@@ -394,7 +395,7 @@ static bool *find_needs(Graph *g)
       bool v = n->op == OP_PARAM;
       for (int k = 0; k < n->nin && !v; k++)
         v = needs[n->in[k]] && g->node[n->in[k]].dtype != DT_I32;
-      if (v && n->dtype != DT_I32) {
+      if (v && n->dtype != DT_I32 && (n->op == OP_PARAM || op_is(n->op, P_GRAD))) {
         needs[i] = true;
         changed = true;
       }

@@ -85,7 +85,7 @@ static void unravel(const Shape *s, int64_t flat, int *idx)
  * every operation are those of the emitted kernel, and the folded value
  * is the one the kernel computes.  The text is compiled once per node into
  * postfix code over the operands x0 and x1.  The C it understands: numbers,
- * x0, x1, calls of the functions below, unary -, * /, + -, < > <= >= ==
+ * x0, x1, calls of the functions below (one argument, or two for pow), unary -, * /, + -, < > <= >= ==
  * !=, ?: and parentheses; an op whose text is more is a compiler bug. */
 
 typedef enum { T_INT, T_FLOAT, T_DOUBLE } CType;
@@ -97,16 +97,18 @@ typedef struct {
 
 typedef struct {
   const char *name;
-  float (*f)(float);      /* one of the two */
+  float (*f)(float);      /* one of the four */
   double (*d)(double);
+  float (*f2)(float, float);
+  double (*d2)(double, double);
 } MathFn;
 
 static const MathFn math_fns[] = {
-  {"expf", expf, NULL},   {"exp", NULL, exp},     {"logf", logf, NULL},   {"log", NULL, log},
-  {"sqrtf", sqrtf, NULL}, {"sqrt", NULL, sqrt},   {"sinf", sinf, NULL},   {"sin", NULL, sin},
-  {"cosf", cosf, NULL},   {"cos", NULL, cos},     {"tanhf", tanhf, NULL}, {"tanh", NULL, tanh},
-  {"erff", erff, NULL},   {"erf", NULL, erf},     {"lmc_expf", lmc_expf, NULL},
-  {"lmc_tanhf", lmc_tanhf, NULL},
+  {"expf", .f = expf},   {"exp", .d = exp},     {"logf", .f = logf},   {"log", .d = log},
+  {"sqrtf", .f = sqrtf}, {"sqrt", .d = sqrt},   {"sinf", .f = sinf},   {"sin", .d = sin},
+  {"cosf", .f = cosf},   {"cos", .d = cos},     {"tanhf", .f = tanhf}, {"tanh", .d = tanh},
+  {"erff", .f = erff},   {"erf", .d = erf},     {"lmc_expf", .f = lmc_expf},
+  {"lmc_tanhf", .f = lmc_tanhf}, {"powf", .f2 = powf}, {"pow", .d2 = pow},
 };
 
 enum { C_ARG, C_NUM, C_CALL, C_NEG, C_SEL, C_MUL, C_DIV, C_ADD, C_SUB, C_LT, C_GT, C_LE, C_GE, C_EQ, C_NE };
@@ -193,9 +195,14 @@ static void parse_primary(Expr *x)
     if (!fn || !eat(x, "("))
       expr_fail(x);
     parse_cond(x);
+    bool two = fn->f2 || fn->d2;
+    if (two && !eat(x, ","))
+      expr_fail(x);
+    if (two)
+      parse_cond(x);
     if (!eat(x, ")"))
       expr_fail(x);
-    emit(x, (Ins){.op = C_CALL, .fn = fn}, 0);
+    emit(x, (Ins){.op = C_CALL, .fn = fn}, two ? -1 : 0);
   }
 }
 
@@ -309,8 +316,16 @@ static bool expr_eval(const Expr *x, DType real, double u, double v, double *r)
     case C_NUM: st[sp++] = in->num; break;
     case C_NEG: st[sp - 1].v = -st[sp - 1].v; break;
     case C_CALL: {
+      const MathFn *fn = in->fn;
+      if (fn->f2 || fn->d2) {
+        Val a = st[sp - 2], b = st[sp - 1];
+        st[sp - 2] = fn->f2 ? (Val){fn->f2((float)a.v, (float)b.v), T_FLOAT}
+                            : (Val){fn->d2(convert(a, T_DOUBLE).v, convert(b, T_DOUBLE).v), T_DOUBLE};
+        sp--;
+        break;
+      }
       Val *top = &st[sp - 1];
-      *top = in->fn->f ? (Val){in->fn->f((float)top->v), T_FLOAT} : (Val){in->fn->d(convert(*top, T_DOUBLE).v), T_DOUBLE};
+      *top = fn->f ? (Val){fn->f((float)top->v), T_FLOAT} : (Val){fn->d(convert(*top, T_DOUBLE).v), T_DOUBLE};
       break;
     }
     case C_SEL: {

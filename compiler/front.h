@@ -156,6 +156,18 @@ const char *dtype_text(DType t);
 bool opt_bool(lua_State *L, int arg, const char *fn, const char *key);
 void check_opts(lua_State *L, int arg, const char *fn, const char *const *keys);
 
+/* A function of the graph API: its name, its C function, the most
+ * arguments it takes (-1: any number) and its usage, shown when it gets
+ * more.  set_api sets each row's function in the table at the top of the
+ * stack, its argument count checked. */
+typedef struct {
+  const char *name;
+  lua_CFunction fn;
+  int max;
+  const char *usage;
+} Api;
+void set_api(lua_State *L, const Api *api);
+
 /* ------------------------------------------------------------- lua_api.c */
 
 /* The graph API as globals, tensor methods and metatables. */

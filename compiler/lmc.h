@@ -97,6 +97,8 @@ enum {
   P_UNIQUE = 1 << 8, /* its own value, never the same as another node's (cse) */
   /* a plain elementwise math op: a Lua function, folded, differentiated by its row */
   P_MATH = P_ELEM | P_FOLD | P_GRAD | P_ROWS | P_LUA,
+  /* a comparison: 1 or 0, a Lua function, folded, no gradient (it stops there) */
+  P_CMP = P_ELEM | P_FOLD | P_ROWS | P_LUA,
 };
 
 /* Which fields of Attr an op reads (attr.c prints, compares and hashes
@@ -146,7 +148,7 @@ typedef enum {
  * Ops with a gradient but no grad column (matmul, the shape ops, loops)
  * have their rule in autodiff.c's vjp(). */
 /* gelu's tanh(sqrt(2/pi) (x + 0.044715 x^3)) of operand x, for its value and its gradient */
-#define GELU_TANH(x) "$vtanh$f(0.7978845608028654$f * (" x " + 0.044715$f * (" x " * " x " * " x ")))"
+#define GELU_TANH_OF(x) "$vtanh$f(0.7978845608028654$f * (" x " + 0.044715$f * (" x " * " x " * " x ")))"
 #define OPS(X) \
   X(INPUT,        "input",        0, P_LEAF | P_UNIQUE, A_INPUT, (NULL), NULL, (NULL)) /* named run-time input: tokens, targets, state */ \
   X(PARAM,        "param",        0, P_LEAF | P_UNIQUE, A_PARAM, (NULL), NULL, (NULL)) /* trained parameter, named as PyTorch's state_dict */ \
@@ -161,8 +163,10 @@ typedef enum {
   X(TANH,         "tanh",         1, P_MATH, A_NONE, ("x"), "$vtanh$f($0)", ("tanh_grad($dy, $y)")) \
   X(SIGMOID,      "sigmoid",      1, P_MATH, A_NONE, ("x"), "1 / (1 + $vexp$f(-$0))", ("sigmoid_grad($dy, $y)")) \
   X(RELU,         "relu",         1, P_MATH, A_NONE, ("x"), "$0 > 0 ? $0 : 0", ("relu_grad($dy, $y)")) \
-  X(GELU,         "gelu",         1, P_MATH, A_NONE, ("x"), "0.5$f * $0 * (1 + " GELU_TANH("$0") ")", \
-    ("gelu_grad($dy, $0)")) /* tanh form, as torch.nn.GELU(approximate='tanh') */ \
+  X(GELU,         "gelu",         1, P_MATH, A_NONE, ("x"), "0.5$f * $0 * (1 + erf$f($0 * 0.7071067811865476$f))", \
+    ("gelu_grad($dy, $0)")) /* exact, x Phi(x), as torch.nn.GELU(); 0.7071067811865476 = 1/sqrt(2) */ \
+  X(GELU_TANH,    "gelu_tanh",    1, P_MATH, A_NONE, ("x"), "0.5$f * $0 * (1 + " GELU_TANH_OF("$0") ")", \
+    ("gelu_tanh_grad($dy, $0)")) /* tanh form, as torch.nn.GELU(approximate='tanh') */ \
   X(SILU,         "silu",         1, P_MATH, A_NONE, ("x"), "$0 / (1 + $vexp$f(-$0))", \
     ("mul($dy, add(sigmoid($0), mul($y, sub(1, sigmoid($0)))))")) /* x * sigmoid(x) */ \
   X(ERF,          "erf",          1, P_MATH, A_NONE, ("x"), "erf$f($0)", \
@@ -172,6 +176,21 @@ typedef enum {
   X(MUL,          "mul",          2, P_MATH, A_NONE, ("a", "b"), "$0 * $1", ("mul($dy, $1)", "mul($dy, $0)")) \
   X(DIV,          "div",          2, P_MATH, A_NONE, ("a", "b"), "$0 / $1", \
     ("div($dy, $1)", "neg(div(mul($dy, $y), $1))")) /* d(a/b)/db = -(a/b) / b */ \
+  X(POW,          "pow",          2, P_MATH, A_NONE, ("a", "b"), "pow$f($0, $1)", \
+    ("mul($dy, mul($1, pow($0, sub($1, 1))))", "mul($dy, mul($y, log($0)))")) /* a ^ b, torch.pow */ \
+  X(MAXIMUM,      "maximum",      2, P_MATH, A_NONE, ("a", "b"), "$1 != $1 ? $1 : ($0 < $1 ? $1 : $0)", \
+    ("mul($dy, mul(0.5, add(ge($0, $1), gt($0, $1))))", "mul($dy, mul(0.5, add(ge($1, $0), gt($1, $0))))")) \
+    /* torch.maximum: NaN if either is; a tie gives each input half of dy */ \
+  X(LT,           "lt",           2, P_CMP, A_NONE, ("a", "b"), "$0 < $1", (NULL, NULL)) /* 1 where a < b, else 0 */ \
+  X(LE,           "le",           2, P_CMP, A_NONE, ("a", "b"), "$0 <= $1", (NULL, NULL)) \
+  X(GT,           "gt",           2, P_CMP, A_NONE, ("a", "b"), "$0 > $1", (NULL, NULL)) \
+  X(GE,           "ge",           2, P_CMP, A_NONE, ("a", "b"), "$0 >= $1", (NULL, NULL)) \
+  X(EQ,           "eq",           2, P_CMP, A_NONE, ("a", "b"), "$0 == $1", (NULL, NULL)) \
+  X(NE,           "ne",           2, P_CMP, A_NONE, ("a", "b"), "$0 != $1", (NULL, NULL)) \
+  X(KEEP_IF,      "keep_if",      2, P_ELEM | P_FOLD | P_GRAD | P_ROWS, A_NONE, ("c", "x"), "$0 != 0 ? $1 : -0.0$f", \
+    (NULL, "keep_if($0, $dy)")) /* where(c, a, b) is keep_if(c, a) + keep_unless(c, b): */ \
+  X(KEEP_UNLESS,  "keep_unless",  2, P_ELEM | P_FOLD | P_GRAD | P_ROWS, A_NONE, ("c", "x"), "$0 != 0 ? -0.0$f : $1", \
+    (NULL, "keep_unless($0, $dy)")) /* -0.0 + v is v for every v, infinities and -0.0 included */ \
   X(DROPOUT,      "dropout",      1, P_ELEM | P_GRAD, A_DROPOUT, ("x"), \
     "lmc_keep(key$s, (uint64_t)(idx0$s + $i), p$s) ? $0 * scale$s : 0", \
     ("dropout_grad($dy)")) /* a * mask / (1 - p); p is run-time slot a.id2 */ \
@@ -179,7 +198,10 @@ typedef enum {
   X(SIGMOID_GRAD, "sigmoid_grad", 2, P_ELEM | P_ROWS, A_NONE, ("dy", "y"), "$0 * $1 * (1 - $1)", (NULL)) \
   X(RELU_GRAD,    "relu_grad",    2, P_ELEM | P_ROWS, A_NONE, ("dy", "y"), "$1 > 0 ? $0 : 0", (NULL)) \
   X(GELU_GRAD,    "gelu_grad",    2, P_ELEM | P_ROWS, A_NONE, ("dy", "x"), \
-    "$0 * (0.5$f * (1 + " GELU_TANH("$1") ") + 0.5$f * $1 * (1 - " GELU_TANH("$1") " * " GELU_TANH("$1") ") * " \
+    "$0 * (0.5$f * (1 + erf$f($1 * 0.7071067811865476$f)) + $1 * 0.3989422804014327$f * exp$f(-0.5$f * $1 * $1))", \
+    (NULL)) /* dy * (Phi(x) + x phi(x)), 0.3989422804014327 = 1/sqrt(2 pi) */ \
+  X(GELU_TANH_GRAD,"gelu_tanh_grad",2, P_ELEM | P_ROWS, A_NONE, ("dy", "x"), \
+    "$0 * (0.5$f * (1 + " GELU_TANH_OF("$1") ") + 0.5$f * $1 * (1 - " GELU_TANH_OF("$1") " * " GELU_TANH_OF("$1") ") * " \
     "0.7978845608028654$f * (1 + 0.134145$f * $1 * $1))", (NULL)) /* dy * gelu'(x), 0.134145 = 3 * 0.044715 */ \
   X(DROPOUT_GRAD, "dropout_grad", 1, P_ELEM, A_DROPOUT, ("dy"), \
     "lmc_keep(key$s, (uint64_t)(idx0$s + $i), p$s) ? $0 * scale$s : 0", (NULL)) /* the mask redrawn */ \
@@ -288,6 +310,7 @@ typedef enum {
   INIT_ONE,        /* ones */
   INIT_UNIFORM,    /* U(-init_a, init_a) */
   INIT_XAVIER,     /* xavier_uniform over the last two dims */
+  INIT_NORMAL,     /* N(0, init_a^2) */
 } Init;
 
 typedef struct {
@@ -300,7 +323,7 @@ typedef struct {
   double f, f2;           /* const value, arange start/step, dropout p, eps */
   const char *name;       /* input, param: state_dict name; dropout: hyper-parameter */
   Init init;              /* param */
-  double init_a;          /* param: uniform bound */
+  double init_a;          /* param: uniform bound, normal std */
   int id;                 /* dropout: stream number, stable across passes */
   int id2;                /* dropout: run-time probability slot */
   bool state;             /* input: carried across batches (hidden state) */

@@ -2,7 +2,7 @@
  * lua_api.c: the graph API a graph file calls (docs/graph-api.md).
  *
  * Tensors are full userdata holding a node index; their metatable gives
- * + - * / and unary minus, fields shape, rank, dtype, and every op as a
+ * + - * / ^ and unary minus, fields shape, rank, dtype, and every op as a
  * method (x:tanh()).  An op checks its arguments (lua_args.c), points the
  * graph at the user's line (here) and builds its node through ir_op() and
  * friends, which check the shapes.  scope() names the layer of the nodes
@@ -122,11 +122,6 @@ static void push_elementwise(lua_State *L, Op op, bool meta)
   lua_pushinteger(L, op);
   lua_pushboolean(L, meta);
   lua_pushcclosure(L, l_elementwise, 2);
-}
-
-static int l_pow(lua_State *L)
-{
-  ferr(L, "'^' is not defined on tensors; use mul, or exp and log");
 }
 
 static int l_tostring(lua_State *L)
@@ -310,19 +305,23 @@ static int l_param(lua_State *L)
     else if (!strcmp(i, "xavier"))
       init = INIT_XAVIER;
     else
-      ferr(L, "param '%s': unknown init %s (expected \"zeros\", \"ones\", \"xavier\" or "
-           "{ uniform = a })", name, shown_arg(L, 3));
+      ferr(L, "param '%s': unknown init %s (expected \"zeros\", \"ones\", \"xavier\", "
+           "{ uniform = a } or { normal = std })", name, shown_arg(L, 3));
   } else if (lua_istable(L, 3)) {
-    check_opts(L, 3, "param", (const char *const[]){"uniform", NULL});
+    check_opts(L, 3, "param", (const char *const[]){"uniform", "normal", NULL});
     lua_getfield(L, 3, "uniform");
-    if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) > 0))
-      ferr(L, "param '%s': { uniform = a } needs a positive number a", name);
-    init = INIT_UNIFORM;
-    a = lua_tonumber(L, -1);
-    lua_pop(L, 1);
+    lua_getfield(L, 3, "normal");
+    bool normal = !lua_isnil(L, -1);
+    if (normal == !lua_isnil(L, -2))
+      ferr(L, "param '%s': an init table holds one of uniform = a or normal = std", name);
+    if (lua_type(L, -1 - !normal) != LUA_TNUMBER || !(lua_tonumber(L, -1 - !normal) > 0))
+      ferr(L, "param '%s': %s needs a positive number", name, normal ? "{ normal = std }" : "{ uniform = a }");
+    init = normal ? INIT_NORMAL : INIT_UNIFORM;
+    a = lua_tonumber(L, -1 - !normal);
+    lua_pop(L, 2);
   } else {
-    ferr(L, "param '%s': init must be \"zeros\", \"ones\", \"xavier\" or { uniform = a }, got %s",
-         name, type_of(L, 3));
+    ferr(L, "param '%s': init must be \"zeros\", \"ones\", \"xavier\", { uniform = a } or "
+         "{ normal = std }, got %s", name, type_of(L, 3));
   }
   here(L);
   return push_tensor(L, ir_param(graph(L), arena_strdup(name), s, init, a));
@@ -497,6 +496,54 @@ static int check_axis(lua_State *L, int arg, const char *fn, int rank)
   return (int)(ax < 0 ? ax + rank : ax);
 }
 
+/* mean(x) over every element (a scalar), mean(x, dim [, keepdim]) over one
+ * dimension as torch.mean: sum(x) / n.  The sequence dimension's length is
+ * known only at run time, so it cannot be averaged over. */
+static int l_mean(lua_State *L)
+{
+  int x = check_tensor(L, 1, "mean");
+  Shape in = ir_get(graph(L), x)->shape, kept = in, out = {0};
+  int64_t n = 1;
+  bool all = lua_isnoneornil(L, 2);
+  int axis = all ? -1 : check_axis(L, 2, "mean", in.rank);
+  if (!lua_isnoneornil(L, 3) && !lua_isboolean(L, 3))
+    ferr(L, "mean: keepdim must be a boolean, got %s", type_of(L, 3));
+  if (all && !lua_isnoneornil(L, 3))
+    ferr(L, "mean: keepdim needs a dim");
+  for (int i = 0; i < in.rank; i++) {
+    if (!all && i != axis) {
+      out.dim[out.rank] = in.dim[i];
+      out.seq |= (in.seq >> i & 1u) << out.rank++;
+      continue;
+    }
+    if (in.seq >> i & 1)
+      ferr(L, "mean: cannot average over dimension %d of %s, the sequence (its length is known only at "
+           "run time)", i, shape_str(&in));
+    n *= in.dim[i];
+    kept.dim[i] = 1;
+  }
+  here(L);
+  int y = ir_op1(graph(L), OP_SUM, x, &(Attr){.shape = all ? out : kept});
+  y = ir_op2(graph(L), OP_DIV, y, ir_const(graph(L), (double)n), NULL);
+  if (!all && !lua_toboolean(L, 3))
+    y = ir_op1(graph(L), OP_RESHAPE, y, &(Attr){.shape = out});
+  return push_tensor(L, y);
+}
+
+/* where(cond, a, b): a where cond is not 0, else b, as torch.where (cond a
+ * 0/1 mask such as a comparison's); a, b tensors or numbers, broadcast.
+ * Built as keep_if(cond, a) + keep_unless(cond, b), exact for every value:
+ * the element not taken is -0.0.  cond gets no gradient. */
+static int l_where(lua_State *L)
+{
+  int c = check_tensor(L, 1, "where");
+  int a = tensor_or_number(L, 2, "where"), b = tensor_or_number(L, 3, "where");
+  here(L);
+  Graph *g = graph(L);
+  int y = ir_op2(g, OP_ADD, ir_op2(g, OP_KEEP_IF, c, a, NULL), ir_op2(g, OP_KEEP_UNLESS, c, b, NULL), NULL);
+  return push_tensor(L, y);
+}
+
 /* transpose(x, {perm}) permutes like torch.permute; transpose(x, i, j)
  * swaps two axes like torch.transpose.  Axes are 0-based. */
 static int l_transpose(lua_State *L)
@@ -505,6 +552,8 @@ static int l_transpose(lua_State *L)
   int rank = ir_get(graph(L), x)->shape.rank;
   Attr a = {0};
   if (lua_istable(L, 2)) {
+    if (lua_gettop(L) > 2)
+      ferr(L, "transpose: a permutation { perm } takes no further argument, got %d arguments", lua_gettop(L));
     if (luaL_len(L, 2) != rank)
       ferr(L, "transpose: permutation has %d entries for a tensor of rank %d",
            (int)luaL_len(L, 2), rank);
@@ -569,6 +618,8 @@ static int concat_entry(lua_State *L, lua_Integer i)
 static int l_concat(lua_State *L)
 {
   bool list = lua_istable(L, 1) && !luaL_testudata(L, 1, TENSOR);
+  if (list && lua_gettop(L) > 2)
+    ferr(L, "concat: a list { a, b, ... } takes only the axis after it, got %d arguments", lua_gettop(L));
   lua_Integer n = list ? luaL_len(L, 1) : 2;
   if (n < 1)
     ferr(L, "concat: expected a list of tensors, got an empty one");
@@ -754,22 +805,44 @@ static int l_scan(lua_State *L)
 
 /* The tensor ops, also methods of tensors; with them the P_LUA ops of the
  * op table (add_elementwise). */
-static const luaL_Reg tensor_ops[] = {
-  {"matmul", l_matmul}, {"bmm", l_bmm}, {"embedding", l_embedding},
-  {"dropout", l_dropout}, {"softmax", l_softmax}, {"log_softmax", l_log_softmax},
-  {"normalize", l_normalize}, {"nll_loss", l_nll_loss}, {"sum", l_sum},
-  {"broadcast", l_broadcast}, {"reshape", l_reshape}, {"transpose", l_transpose},
-  {"slice", l_slice}, {"concat", l_concat},
-  {NULL, NULL},
+static const Api tensor_ops[] = {
+  {"matmul", l_matmul, 3, "matmul(a, b [, { ta = bool, tb = bool }])"},
+  {"bmm", l_bmm, 3, "bmm(a, b [, { ta = bool, tb = bool }])"},
+  {"embedding", l_embedding, 2, "embedding(weight, indices)"},
+  {"dropout", l_dropout, 3, "dropout(x, p [, slot])"},
+  {"softmax", l_softmax, 1, "softmax(x), along the last dimension"},
+  {"log_softmax", l_log_softmax, 1, "log_softmax(x), along the last dimension"},
+  {"normalize", l_normalize, 2, "normalize(x [, eps]), along the last dimension"},
+  {"nll_loss", l_nll_loss, 2, "nll_loss(logp, targets)"},
+  {"sum", l_sum, 2, "sum(x, shape)"},
+  {"mean", l_mean, 3, "mean(x [, dim [, keepdim]])"},
+  {"broadcast", l_broadcast, 2, "broadcast(x, shape)"},
+  {"reshape", l_reshape, 2, "reshape(x, shape)"},
+  {"transpose", l_transpose, 3, "transpose(x, { perm }) or transpose(x, i, j)"},
+  {"slice", l_slice, 4, "slice(x, axis, start, len)"},
+  {"concat", l_concat, 3, "concat(a, b, axis) or concat({ a, b, ... }, axis)"},
+  {"where", l_where, 3, "where(cond, a, b)"},
+  {NULL, NULL, 0, NULL},
 };
 
-static const luaL_Reg graph_api[] = {
-  {"params", l_params}, {"kind", l_kind}, {"seq", l_seq}, {"batch", l_batch},
-  {"training", l_training}, {"input", l_input}, {"state", l_state},
-  {"param", l_param}, {"find_param", l_find_param}, {"alias", l_alias}, {"output", l_output},
-  {"const", l_const}, {"arange", l_arange}, {"triu_mask", l_triu_mask},
-  {"scan", l_scan}, {"scope", l_scope},
-  {NULL, NULL},
+static const Api graph_api[] = {
+  {"params", l_params, 1, "params { name = default, ... }"},
+  {"kind", l_kind, 1, "kind(name)"},
+  {"seq", l_seq, 0, "seq()"},
+  {"batch", l_batch, 0, "batch()"},
+  {"training", l_training, 0, "training()"},
+  {"input", l_input, 3, "input(name, dtype, shape)"},
+  {"state", l_state, 2, "state(name, shape)"},
+  {"param", l_param, 3, "param(name, shape, init)"},
+  {"find_param", l_find_param, 1, "find_param(name)"},
+  {"alias", l_alias, 2, "alias(name, param)"},
+  {"output", l_output, 2, "output(name, x)"},
+  {"const", l_const, 1, "const(value)"},
+  {"arange", l_arange, 3, "arange(n [, start [, step]])"},
+  {"triu_mask", l_triu_mask, 0, "triu_mask()"},
+  {"scan", l_scan, 1, "scan { xs = ..., init = ..., body = function ... end }"},
+  {"scope", l_scope, -1, "scope(name, fn, ...)"},
+  {NULL, NULL, 0, NULL},
 };
 
 /* The P_LUA ops as functions of their names in the table at -2 (the
@@ -789,20 +862,21 @@ static void add_elementwise(lua_State *L)
 void open_api(lua_State *L)
 {
   lua_pushglobaltable(L);
-  luaL_setfuncs(L, tensor_ops, 0);
-  luaL_setfuncs(L, graph_api, 0);
+  set_api(L, tensor_ops);
+  set_api(L, graph_api);
   lua_newtable(L);
-  luaL_setfuncs(L, tensor_ops, 0);
+  set_api(L, tensor_ops);
   add_elementwise(L);
   lua_setfield(L, LUA_REGISTRYINDEX, "lmc.methods");
   lua_pop(L, 1);
 
   static const luaL_Reg meta[] = {
-    {"__pow", l_pow}, {"__index", l_index}, {"__newindex", l_newindex},
+    {"__index", l_index}, {"__newindex", l_newindex},
     {"__tostring", l_tostring}, {NULL, NULL},
   };
   static const struct { const char *event; Op op; } arith[] = {
     {"__add", OP_ADD}, {"__sub", OP_SUB}, {"__mul", OP_MUL}, {"__div", OP_DIV}, {"__unm", OP_NEG},
+    {"__pow", OP_POW},
   };
   luaL_newmetatable(L, TENSOR);
   luaL_setfuncs(L, meta, 0);

@@ -295,3 +295,26 @@ void check_opts(lua_State *L, int arg, const char *fn, const char *const *keys)
       ferr(L, "%s: unknown option '%s'", fn, k ? safe_text(k) : luaL_typename(L, -1));
   }
 }
+
+/* ---------------------------------------------------- argument counts */
+
+/* An API function called through its Api row (upvalue 1): more arguments
+ * than the row allows is an error naming the function's usage, so that
+ * softmax(x, 0) is refused rather than read as softmax(x). */
+static int l_counted(lua_State *L)
+{
+  const Api *a = lua_touserdata(L, lua_upvalueindex(1));
+  if (a->max >= 0 && lua_gettop(L) > a->max)
+    ferr(L, "%s: takes at most %d argument%s, got %d (%s)", a->name, a->max, a->max == 1 ? "" : "s",
+         lua_gettop(L), a->usage);
+  return a->fn(L);
+}
+
+void set_api(lua_State *L, const Api *api)
+{
+  for (; api->name; api++) {
+    lua_pushlightuserdata(L, (void *)api);
+    lua_pushcclosure(L, l_counted, 1);
+    lua_setfield(L, -2, api->name);
+  }
+}

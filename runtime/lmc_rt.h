@@ -36,6 +36,7 @@ typedef enum {
   LMC_INIT_ONE,
   LMC_INIT_UNIFORM,      /* U(-init_a, init_a) */
   LMC_INIT_XAVIER,       /* U(-a, a), a = sqrt(6 / (fan_in + fan_out)) */
+  LMC_INIT_NORMAL,       /* N(0, init_a^2), Box-Muller over the init stream (runtime/model.c) */
 } LmcInit;
 
 typedef struct {

@@ -175,8 +175,9 @@ static double xavier_bound(const LmcTensorDesc *d)
   return sqrt(6.0 / (fan_in + fan_out));
 }
 
-/* Every tensor per its descriptor, in order, from one seeded stream;
- * an alias shares its target's storage and is skipped.  XAVIER uses
+/* Every tensor per its descriptor, in order, from one seeded stream (a
+ * NORMAL tensor draws two uniforms per pair of elements), so the same seed
+ * gives the same weights; an alias shares its target's storage and is skipped.  XAVIER uses
  * init_a when the compiler gave one, else the bound from the shape. */
 void init_params(const LmcModel *m, real *param, uint64_t seed)
 {
@@ -198,6 +199,15 @@ void init_params(const LmcModel *m, real *param, uint64_t seed)
       /* fall through */
     case LMC_INIT_UNIFORM:
       for (size_t j = 0; j < d->numel; j++) x[j] = (real)(a * (2 * rng_uniform(&r) - 1));
+      break;
+    case LMC_INIT_NORMAL:
+      /* Box-Muller: two uniforms give two normals, the second kept for
+       * the next element; 1 - u is in (0, 1], so its log is finite */
+      for (size_t j = 0; j < d->numel; j += 2) {
+        double rad = sqrt(-2 * log(1 - rng_uniform(&r))), th = 2 * M_PI * rng_uniform(&r);
+        x[j] = (real)(a * rad * cos(th));
+        if (j + 1 < d->numel) x[j + 1] = (real)(a * rad * sin(th));
+      }
       break;
     }
   }

@@ -561,7 +561,17 @@ START_TEST(errors_arguments)
   fails("local w = param('w', {2}, 'gaussian')\n", "unknown init \"gaussian\"");
   fails("local w = param('w', {2}, {uniform = -1})\n", "needs a positive number");
   fails("local x = input('x', 'f32', {2, 3})\nlocal y = matmul(x, x, {tc = true})\n", "matmul: unknown option 'tc'");
-  fails("local x = input('x', 'f32', {2, 3})\nlocal y = x ^ 2\n", "'^' is not defined on tensors");
+  fails("local x = input('x', 'f32', {2, 3})\nlocal y = x ^ 'a'\n", "pow: argument 2 must be a tensor or a number, got string");
+  fails("local x = input('x', 'f32', {2, 3})\nlocal y = mean(x, 1, 1)\n", "mean: keepdim must be a boolean, got number");
+  fails("local x = input('x', 'f32', {2, 3})\nlocal y = mean(x, nil, true)\n", "mean: keepdim needs a dim");
+  fails("local x = input('x', 'f32', {2, 3})\nlocal y = mean(x, 2)\n", "mean: axis 2 out of range");
+  fails("local x = input('x', 'f32', {2, 3})\nlocal y = where(x, x)\n", "where: argument 3 must be a tensor or a number, got no value");
+  fails("local x = input('x', 'f32', {2, 3})\nlocal y = where(1, x, x)\n", "where: argument 1 must be a tensor, got number");
+  fails("local x = input('x', 'f32', {2, 3})\nlocal y = gelu(x, 'tanh')\n", "gelu: takes 1 argument, got 2");
+  fails("local x = input('x', 'f32', {2, 3})\nlocal y = log_softmax(x, -1)\n", "log_softmax: takes at most 1 argument, got 2");
+  fails("local x = input('x', 'f32', {2, 3})\nlocal y = concat({x, x}, 0, 1)\n", "concat: a list { a, b, ... } takes only the axis");
+  fails("local x = triu_mask(1)\n", "triu_mask: takes at most 0 arguments, got 1 (triu_mask())");
+  fails("local w = param('w', {2}, 'zeros', 1)\n", "param: takes at most 3 arguments, got 4");
   fails("local x = input('x', 'f32', {2, 3})\nx.shape = 1\n", "tensors are read-only");
   fails("local x = input('x', 'f32', {2, 3})\nlocal y = x.size\n", "tensor has no field 'size'");
   fails("local x = input('x', 'f32', {2, 3})\nlocal y = slice(x, 2, 0, 1)\n", "slice: axis 2 out of range");

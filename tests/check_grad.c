@@ -23,6 +23,7 @@ static const Case cases[] = {
   {"tests/grad/log_sqrt.lua", "", "", NULL, false},
   {"tests/grad/activations.lua", "", "", NULL, false},
   {"tests/grad/binary.lua", "", "", NULL, false},
+  {"tests/grad/pow_max.lua", "", "", NULL, false},
   {"tests/grad/matmul.lua", "", "", NULL, false},
   {"tests/grad/bmm.lua", "", "", NULL, false},
   {"tests/grad/embedding.lua", "-D bptt=3 -D batch_size=4", "2", NULL, false},
@@ -63,6 +64,10 @@ static const Case cases[] = {
   /* the Transformer: attention over a run-time T, both dropout slots on */
   {"graphs/transformer.lua",
    "-D ntoken=13 -D emsize=8 -D nhid=6 -D nhead=2 -D nlayers=2 -D bptt=4 -D batch_size=3 -D eval_batch_size=2",
+   "3 0.2", NULL, false},
+  /* the nanoGPT-style GPT: learned positions, pre-norm blocks, exact GELU, tied head */
+  {"graphs/gpt.lua",
+   "-D ntoken=13 -D n_embd=8 -D n_head=2 -D n_layer=2 -D bptt=4 -D batch_size=3 -D eval_batch_size=2",
    "3 0.2", NULL, false},
 };
 

@@ -427,8 +427,10 @@ static const char *model(int i)
 static const char *tiny(const char *graph)
 {
   char *src = slurp(graph);
-  bool nhead = src && strstr(src, "nhead");
+  bool nhead = src && strstr(src, "nhead"), gpt = src && strstr(src, "n_embd");
   free(src);
+  if (gpt)   /* nanoGPT's names (graphs/gpt.lua) */
+    return "-D ntoken=13 -D n_embd=8 -D n_layer=2 -D n_head=2 -D bptt=5 -D batch_size=3 -D eval_batch_size=2";
   return nhead ? "-D ntoken=13 -D emsize=8 -D nhid=6 -D nlayers=2 -D nhead=2 -D bptt=5 -D batch_size=3 "
                  "-D eval_batch_size=2"
                : "-D ntoken=13 -D emsize=8 -D nhid=6 -D nlayers=2 -D bptt=5 -D batch_size=3 -D eval_batch_size=2";

@@ -15,7 +15,7 @@ static void emit_tables(Model *m, Buf *out)
   Graph *g = p->train;
   static const char *const init[] = {
     [INIT_ZERO] = "LMC_INIT_ZERO", [INIT_ONE] = "LMC_INIT_ONE",
-    [INIT_UNIFORM] = "LMC_INIT_UNIFORM", [INIT_XAVIER] = "LMC_INIT_XAVIER",
+    [INIT_UNIFORM] = "LMC_INIT_UNIFORM", [INIT_XAVIER] = "LMC_INIT_XAVIER", [INIT_NORMAL] = "LMC_INIT_NORMAL",
   };
   if (m->lay->nparam) {
     bprintf(out, "static const LmcTensorDesc lmc_param[] = {\n");
@@ -29,7 +29,7 @@ static void emit_tables(Model *m, Buf *out)
         bprintf(out, "%s %d", d ? "," : "", q->shape.dim[d]);
       if (!q->shape.rank)
         bprintf(out, " 0");
-      if ((unsigned)n->a.init > INIT_XAVIER)
+      if ((unsigned)n->a.init > INIT_NORMAL)
         die("parameter %s: unknown initialiser %d", q->name, (int)n->a.init);
       if (q->rows && q->row_len * (size_t)q->shape.dim[0] != q->numel)
         die("parameter %s: rows of %zu reals do not tile it", q->name, q->row_len);

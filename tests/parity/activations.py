@@ -1,18 +1,28 @@
-"""gelu (tanh form), silu and erf against torch, for tests/parity/parity.py.
+"""The elementwise ops no model uses against torch, for tests/parity/parity.py:
+gelu (exact), gelu_tanh, silu, erf, pow, maximum (ties included), where
+and mean.
 
 tests/parity/activations.lua is compiled in f64 and f32 and run once
 through tests/emit/driver.c, which prints the parameters it filled, the
-state outputs (each op's values over [-3, 3]) and the gradients; torch
-recomputes both from the printed parameters with
-torch.nn.GELU(approximate='tanh'), torch.nn.SiLU and torch.erf, in the same
-precision.  Errors are norm-wise relative, per tensor, against TOL."""
+state outputs (each op's values) and the gradients; torch recomputes both
+from the printed parameters with torch.nn.GELU(), torch.nn.GELU(approximate='tanh'),
+torch.nn.SiLU, torch.erf, torch.pow, torch.maximum, torch.where and
+torch.mean, in the same precision.  Errors are norm-wise relative, per tensor, against TOL."""
 import subprocess
 
 import torch
 
 GRAPH = "tests/parity/activations.lua"
 TOL = {"f64": 1e-13, "f32": 1e-6}
-TORCH = {"gelu": torch.nn.GELU(approximate="tanh"), "silu": torch.nn.SiLU(), "erf": torch.erf}
+UNARY = {"gelu": torch.nn.GELU(), "gelu_tanh": torch.nn.GELU(approximate="tanh"), "silu": torch.nn.SiLU(),
+         "erf": torch.erf}
+BINARY = {  # as tests/parity/activations.lua builds them
+    "pow": lambda x, y: torch.pow(x + 2, 3 * y),
+    "maximum": lambda x, y: torch.maximum(6 * x, 6 * y),
+    "maximum_tie": lambda x, y: torch.maximum(6 * x, 6 * x) + torch.maximum(y, torch.tensor(0.25, dtype=y.dtype)),
+    "where": lambda x, y: torch.where(x > y, 6 * x, 6 * y),
+    "mean": lambda x, y: (6 * x * y).reshape(8, 8).mean(1),
+}
 
 
 def run_driver(lmc, out, dtype, san):
@@ -41,13 +51,15 @@ def check(rep, lmc, out, san):
         def printed(kind, name):
             return torch.tensor(got[kind, name], dtype=torch.float64)
         values, want_values, grads, want_grads = {}, {}, {}, {}
-        for name, f in TORCH.items():
-            x = torch.tensor(got["param", f"x_{name}"], dtype=tdt, requires_grad=True)
-            y = f(6 * x)
-            (y * r).sum().backward()
+        for name, f in {**UNARY, **BINARY}.items():
+            leaves = ["x", "y"] if name in BINARY else ["x"]
+            xs = [torch.tensor(got["param", f"{v}_{name}"], dtype=tdt, requires_grad=True) for v in leaves]
+            y = f(*xs) if name in BINARY else f(6 * xs[0])
+            (y * r[:y.numel()]).sum().backward()
             values[name], want_values[name] = printed("newstate", name), y.detach()
-            grads[name], want_grads[name] = printed("grad", f"x_{name}"), x.grad
-        rep.tensors(f"activations {dtype}: gelu, silu, erf over [-3, 3] against torch", values, want_values,
+            for v, x in zip(leaves, xs):
+                grads[f"{v}_{name}"], want_grads[f"{v}_{name}"] = printed("grad", f"{v}_{name}"), x.grad
+        rep.tensors(f"activations {dtype}: {', '.join(values)} against torch", values, want_values,
                     TOL[dtype])
         rep.tensors(f"activations {dtype}: their gradients against torch autograd", grads, want_grads,
                     TOL[dtype])
