@@ -66,7 +66,7 @@ void attr_print(const Node *n, FILE *f)
   case A_SLICE:
     fprintf(f, " axis=%d start=%d len=", a->axis, a->start);
     if (a->len < 0)
-      fprintf(f, a->len == -1 ? "T" : "%d*T", -a->len);
+      fprintf(f, "%s", dim_str(&(Shape){.rank = 1, .dim = {-a->len}, .seq = 1, .off = {a->len_off}}, 0));
     else
       fprintf(f, "%d", a->len);
     if (a->view)
@@ -149,7 +149,8 @@ bool same_attr(const Node *x, const Node *y)
   case A_EPS:
     return a->f == b->f;
   case A_SLICE:
-    return a->axis == b->axis && a->start == b->start && a->len == b->len && a->view == b->view;
+    return a->axis == b->axis && a->start == b->start && a->len == b->len && a->len_off == b->len_off &&
+           a->view == b->view;
   case A_PAD:
     return a->axis == b->axis && a->start == b->start;
   case A_AXIS:

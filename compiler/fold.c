@@ -473,7 +473,7 @@ static void used_rows(Fold *F, Users *u, int i, int *lo, int *hi)
       continue;   /* folded too */
     if (s->op != OP_SLICE || s->a.axis != 0)
       return;
-    int len = s->a.len < 0 ? -s->a.len * g->max_seq : s->a.len;
+    int len = s->a.len < 0 ? -s->a.len * g->max_seq + s->a.len_off : s->a.len;
     l = s->a.start < l ? s->a.start : l;
     h = s->a.start + len > h ? s->a.start + len : h;
   }

@@ -135,7 +135,8 @@ typedef struct {
 } TensorUD;
 
 typedef struct {
-  int coef;                    /* the dimension is coef * T */
+  int coef;                    /* the dimension is coef * T + off */
+  int off;                     /* seq() - 1: coef 1, off -1 */
 } SeqUD;
 
 const char *shown(const char *s, size_t len);

@@ -43,7 +43,7 @@ bool shape_eq(const Shape *a, const Shape *b)
   if (a->rank != b->rank || a->seq != b->seq)
     return false;
   for (int i = 0; i < a->rank; i++)
-    if (a->dim[i] != b->dim[i])
+    if (a->dim[i] != b->dim[i] || a->off[i] != b->off[i])
       return false;
   return true;
 }
@@ -52,7 +52,7 @@ int64_t shape_numel(const Shape *s, int T)
 {
   int64_t n = 1;
   for (int i = 0; i < s->rank; i++)
-    n *= (int64_t)s->dim[i] * (s->seq >> i & 1 ? T : 1);
+    n *= s->seq >> i & 1 ? (int64_t)s->dim[i] * T + s->off[i] : s->dim[i];
   return n;
 }
 
@@ -63,7 +63,7 @@ int shape_seqpow(const Shape *s)
 
 static bool dim_eq(const Shape *a, int i, const Shape *b, int j)
 {
-  return a->dim[i] == b->dim[j] && (a->seq >> i & 1) == (b->seq >> j & 1);
+  return a->dim[i] == b->dim[j] && (a->seq >> i & 1) == (b->seq >> j & 1) && a->off[i] == b->off[j];
 }
 
 static bool dim_is_one(const Shape *s, int i)
@@ -82,6 +82,8 @@ const char *dim_str(const Shape *s, int i)
     snprintf(buf, 32, "T");
   else
     snprintf(buf, 32, "%d*T", s->dim[i]);
+  if (s->off[i])
+    snprintf(buf + strlen(buf), 32 - strlen(buf), "%+d", s->off[i]);
   return buf;
 }
 
@@ -98,6 +100,14 @@ const char *shape_str(const Shape *s)
   return buf;
 }
 
+/* Dimension i of s becomes dimension xi of x. */
+static void copy_dim(Shape *s, int i, const Shape *x, int xi)
+{
+  s->dim[i] = x->dim[xi];
+  s->seq = (s->seq & ~(1u << i)) | (x->seq >> xi & 1) << i;
+  s->off[i] = x->off[xi];
+}
+
 /* Right-aligned numpy broadcasting of a and b into *out; false if they do
  * not broadcast. */
 static bool broadcast_shapes(const Shape *a, const Shape *b, Shape *out)
@@ -106,18 +116,14 @@ static bool broadcast_shapes(const Shape *a, const Shape *b, Shape *out)
   Shape s = {.rank = r};
   for (int i = 0; i < r; i++) {
     int ia = i - (r - a->rank), ib = i - (r - b->rank);
-    if (ia < 0) {
-      s.dim[i] = b->dim[ib];
-      s.seq |= (b->seq >> ib & 1) << i;
-    } else if (ib < 0 || dim_eq(a, ia, b, ib) || dim_is_one(b, ib)) {
-      s.dim[i] = a->dim[ia];
-      s.seq |= (a->seq >> ia & 1) << i;
-    } else if (dim_is_one(a, ia)) {
-      s.dim[i] = b->dim[ib];
-      s.seq |= (b->seq >> ib & 1) << i;
-    } else {
+    if (ia < 0)
+      copy_dim(&s, i, b, ib);
+    else if (ib < 0 || dim_eq(a, ia, b, ib) || dim_is_one(b, ib))
+      copy_dim(&s, i, a, ia);
+    else if (dim_is_one(a, ia))
+      copy_dim(&s, i, b, ib);
+    else
       return false;
-    }
   }
   *out = s;
   return true;
@@ -221,10 +227,16 @@ static void need_int(Graph *g, Node *n, int k, const char *what)
              dtype_name(x->dtype));
 }
 
+/* Dimension i of s at sequence length T. */
+static int64_t dim_at(const Shape *s, int i, int T)
+{
+  return s->seq >> i & 1 ? (int64_t)s->dim[i] * T + s->off[i] : s->dim[i];
+}
+
 /* Dimension i of s at T = max_seq; below the size limit, as s is. */
 static int64_t dim_at_max(const Graph *g, const Shape *s, int i)
 {
-  return (int64_t)s->dim[i] * (s->seq >> i & 1 ? g->max_seq : 1);
+  return dim_at(s, i, g->max_seq);
 }
 
 /* A product's matrices go to the BLAS, whose sizes are ints: s as a
@@ -486,20 +498,27 @@ static void infer_transpose(Graph *g, Node *n, const Shape *x)
   n->shape = s;
 }
 
+/* The slice's [start, start + len) lies in its dimension at every run-time
+ * T, 1 <= T <= max_seq: both ends are linear in T, so at T = 1 and at
+ * max_seq.  Its length is a dimension (T - 1: len -1, len_off -1). */
 static void infer_slice(Graph *g, Node *n, const Shape *x)
 {
   int ax = n->a.axis = check_axis(g, n, n->a.axis, x->rank);
-  if (x->seq >> ax & 1)
-    ir_error(g, "slice: cannot slice the sequence dimension %s", shape_str(x));
-  int len = n->a.len;
-  int64_t maxlen = len < 0 ? -(int64_t)len * g->max_seq : len;
-  if (len == 0 || n->a.start < 0 || n->a.start + maxlen > x->dim[ax])
-    ir_error(g, "slice: [%d, %lld) out of range for dimension %d of %s", n->a.start,
-             (long long)(n->a.start + maxlen), ax, shape_str(x));
+  bool in_T = n->a.len < 0;
+  Shape len = {.rank = 1, .dim = {in_T ? -n->a.len : n->a.len}, .seq = in_T,
+               .off = {in_T ? n->a.len_off : 0}};
+  if (n->a.len == 0 || n->a.start < 0)
+    ir_error(g, "slice: the start must be at least 0 and the length positive");
+  int at[2] = {g->max_seq, 1};
+  Shape end = len;
+  if (__builtin_add_overflow(in_T ? end.off[0] : end.dim[0], n->a.start, in_T ? &end.off[0] : &end.dim[0]))
+    ir_error(g, "slice: start %d is too large", n->a.start);
+  for (int j = 0; j < 2; j++)
+    if (dim_at(&end, 0, at[j]) > dim_at(x, ax, at[j]))
+      ir_error(g, "slice: [%d, %s) out of range for dimension %d of %s%s", n->a.start, dim_str(&end, 0),
+               ax, shape_str(x), (x->seq >> ax & 1) || in_T ? arena_printf(" at T = %d", at[j]) : "");
   n->shape = *x;
-  n->shape.dim[ax] = len < 0 ? -len : len;
-  if (len < 0)
-    n->shape.seq |= 1u << ax;
+  copy_dim(&n->shape, ax, &len, 0);
 }
 
 static void infer_concat(Graph *g, Node *n, const Shape *x, const Shape *y)
@@ -563,7 +582,7 @@ static bool infer_loop_op(Graph *g, Node *n, const Shape *x)
   switch (n->op) {
   case OP_STEP:
     n->dtype = g->node[n->in[0]].dtype;
-    if (x->rank < 1 || !(x->seq & 1) || x->dim[0] != 1)
+    if (x->rank < 1 || !(x->seq & 1) || x->dim[0] != 1 || x->off[0])
       ir_error(g, "scan: sequence input %s must have the sequence (T) as its first dimension",
                shape_str(x));
     n->shape = *x;
@@ -594,7 +613,7 @@ static bool infer_loop_op(Graph *g, Node *n, const Shape *x)
     break;
   case OP_LAST_STEP:
     n->dtype = g->node[n->in[0]].dtype;
-    if (x->rank < 1 || !(x->seq & 1) || x->dim[0] != 1)
+    if (x->rank < 1 || !(x->seq & 1) || x->dim[0] != 1 || x->off[0])
       ir_error(g, "last_step: %s does not have the sequence (T) as its first dimension", shape_str(x));
     n->shape = *x;
     n->shape.seq &= ~1u;
@@ -623,11 +642,8 @@ static void check_size(Graph *g, Node *n)
 {
   int64_t numel = 1;
   bool wraps = false;
-  for (int i = 0; i < n->shape.rank; i++) {
-    wraps |= __builtin_mul_overflow(numel, n->shape.dim[i], &numel);
-    if (n->shape.seq >> i & 1)
-      wraps |= __builtin_mul_overflow(numel, g->max_seq, &numel);
-  }
+  for (int i = 0; i < n->shape.rank; i++)
+    wraps |= __builtin_mul_overflow(numel, dim_at_max(g, &n->shape, i), &numel);
   if (n->loop)
     wraps |= __builtin_mul_overflow(numel, g->max_seq, &numel);
   int64_t bytes;
@@ -694,8 +710,10 @@ int ir_op(Graph *g, Op op, int nin, const int *in, const Attr *a)
       ir_error(g, "%s: uses a value computed inside a scan body (return it from the body instead)",
                op_info[op].name);
   }
+  mono_check_inputs(g, op, nin, in);
   int id = append(g, op, nin, in, a);
   infer_checked(g, &g->node[id]);
+  mono_check_node(g, &g->node[id]);
   return id;
 }
 
@@ -822,12 +840,24 @@ void ir_carry_next(Graph *g, int carry, int next)
   Node *c = ir_get(g, carry), *n = ir_get(g, next);
   if (c->op != OP_CARRY)
     die("ir_carry_next on %s", op_info[c->op].name);
-  if (n->loop != c->loop)
+  if (n->loop != c->loop && n->loop != 0)
     ir_error(g, "scan: the next state must be computed in the body");
   if (!shape_eq(&c->shape, &n->shape) || c->dtype != n->dtype)
     ir_error(g, "scan: state %d changes shape: %s at the start of a step, %s at its end",
              carry, shape_str(&c->shape), shape_str(&n->shape));
-  c->in[1] = next;
+  /* the one backward reference of the IR points forward to a body node:
+   * a value from outside the body, a step input or a carry before this
+   * one (or this one, unchanged) becomes a copy made in the body */
+  if (n->loop == 0 || next <= carry)
+    next = ir_body_copy(g, next);
+  g->node[carry].in[1] = next;
+}
+
+int ir_body_copy(Graph *g, int x)
+{
+  if (g->cur_loop == 0)
+    die("ir_body_copy outside a loop");
+  return ir_op1(g, OP_BROADCAST, x, &(Attr){.shape = g->node[x].shape});
 }
 
 void ir_loop_end(Graph *g)

@@ -276,6 +276,8 @@ typedef struct {
   int rank;
   int dim[MAXRANK];   /* static size; times T where the seq bit is set */
   unsigned seq;       /* bit i: dim i scales with the sequence length */
+  int off[MAXRANK];   /* added to a sequence dim: dim[i]*T + off[i] (T - 1 of
+                         h[1:]); 0 where the seq bit is clear */
 } Shape;
 
 Shape shape_make(int rank, const int *dim, unsigned seq);
@@ -285,15 +287,18 @@ int shape_seqpow(const Shape *s);                /* power of T in the element co
 const char *shape_str(const Shape *s);           /* "(T, 20, 200)", static buffer ring */
 const char *dim_str(const Shape *s, int i);      /* "20", "T" or "20*T" */
 
-/* mono.c: the size algebra.  Every size and stride of a shape is a
- * monomial c * T^k in the run-time sequence length T. */
+/* mono.c: the size algebra.  Every size and stride of a shape is
+ * c * T^k + d in the run-time sequence length T: a monomial, shifted by d
+ * only where a sequence dimension is (T - 1 rows); d = 0 when k = 0. */
 typedef struct {
   int64_t c;
   int k;
+  int64_t d;
 } Mono;
 
 Mono mono(int64_t c, int k);
 Mono mmul(Mono a, Mono b);
+Mono madd(Mono a, Mono b);
 Mono mdiv(Mono a, Mono b);
 bool meq(Mono a, Mono b);
 bool mone(Mono a);
@@ -315,7 +320,8 @@ typedef enum {
 
 typedef struct {
   int axis;               /* softmax, slice, concat */
-  int start, len;         /* slice; len < 0 means -len * T */
+  int start, len;         /* slice; len < 0 means -len * T (+ len_off) */
+  int len_off;            /* slice: added to a length in T (T - 1: len -1, len_off -1) */
   int ta, tb;             /* matmul: transpose a, transpose b */
   int perm[MAXRANK];      /* transpose */
   Shape shape;            /* reshape, sum, broadcast, pad target; input/param shape */
@@ -447,6 +453,12 @@ Node *ir_get(Graph *g, int id);
  * not fit the op, and returns its index. */
 int ir_op(Graph *g, Op op, int nin, const int *in, const Attr *a);
 int ir_op1(Graph *g, Op op, int x, const Attr *a);
+/* mono.c, for ir_op: a user error at the graph line unless op may read
+ * in[0..nin) and node n's shape stays in the size algebra (a shifted
+ * sequence dimension: read by elementwise ops, slice, pad, sum and
+ * broadcast only; at top level; no other sequence dimension). */
+void mono_check_inputs(Graph *g, Op op, int nin, const int *in);
+void mono_check_node(Graph *g, Node *n);
 int ir_op2(Graph *g, Op op, int x, int y, const Attr *a);
 int ir_const(Graph *g, double v);
 int ir_input(Graph *g, const char *name, DType dt, Shape s, bool state);
@@ -461,7 +473,8 @@ int ir_find_param(Graph *g, const char *name);    /* node, or -1 */
 int ir_loop_begin(Graph *g, bool reverse);
 int ir_step(Graph *g, int seq_tensor);
 int ir_carry(Graph *g, int init);
-void ir_carry_next(Graph *g, int carry, int next);
+void ir_carry_next(Graph *g, int carry, int next);   /* copies a next value made before the carry */
+int ir_body_copy(Graph *g, int x);                   /* x copied by a node of the loop being built */
 void ir_loop_end(Graph *g);
 int ir_stack(Graph *g, int body_node);
 int ir_final(Graph *g, int carry);

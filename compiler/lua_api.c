@@ -168,42 +168,77 @@ static int l_index(lua_State *L)
 
 /* ------------------------------------------------------------ seq() marker */
 
-static int push_seq(lua_State *L, int coef)
+/* A size coef * T + off; it must not be negative at T = 1 (seq() - 1 is
+ * empty there, seq() - 2 is an error). */
+static int push_seq(lua_State *L, long long coef, long long off)
 {
+  if (coef < 1 || coef > INT_MAX || off < INT_MIN || off > INT_MAX)
+    ferr(L, "seq(): size %lld*T%+lld out of range", coef, off);
+  if (coef + off < 0)
+    ferr(L, "seq(): %s%lld is negative when T = 1", coef == 1 ? "T" : arena_printf("%lld*T", coef), off);
   SeqUD *s = lua_newuserdatauv(L, sizeof *s, 0);
-  s->coef = coef;
+  s->coef = (int)coef;
+  s->off = (int)off;
   luaL_setmetatable(L, SEQDIM);
   return 1;
 }
 
-static int l_seq_mul(lua_State *L)
+/* seq() and an integer, either way round, for the arithmetic of sizes:
+ * the integer's argument index in *other. */
+static SeqUD *seq_operands(lua_State *L, const char *op, long long *k)
 {
   SeqUD *s = luaL_testudata(L, 1, SEQDIM);
   int other = s ? 2 : 1;
   if (!s)
     s = luaL_testudata(L, 2, SEQDIM);
-  long long k = check_int(L, other, "seq()", "a multiplier of seq()");
   if (luaL_testudata(L, other, SEQDIM))
-    ferr(L, "seq() * seq(): a dimension can hold T only once");
-  if (k < 1 || k * s->coef > INT_MAX)
+    ferr(L, "seq() %s seq(): a dimension can hold T only once", op);
+  *k = check_int(L, other, "seq()", arena_printf("the other operand of %s", op));
+  return s;
+}
+
+static int l_seq_mul(lua_State *L)
+{
+  long long k;
+  SeqUD *s = seq_operands(L, "*", &k);
+  if (k < 1 || k > INT_MAX)
     ferr(L, "seq(): multiplier %lld out of range", k);
-  return push_seq(L, (int)(k * s->coef));
+  return push_seq(L, k * s->coef, k * s->off);
+}
+
+static int l_seq_add(lua_State *L)
+{
+  long long k;
+  SeqUD *s = seq_operands(L, "+", &k);
+  if (k < INT_MIN || k > INT_MAX)
+    ferr(L, "seq(): %lld out of range", k);
+  return push_seq(L, s->coef, s->off + k);
+}
+
+static int l_seq_sub(lua_State *L)
+{
+  if (!luaL_testudata(L, 1, SEQDIM))
+    ferr(L, "seq(): %s - seq() is not a size (seq() - k is)",
+         lua_type(L, 1) == LUA_TNUMBER ? lua_tostring(L, 1) : type_of(L, 1));
+  long long k;
+  SeqUD *s = seq_operands(L, "-", &k);
+  if (k < INT_MIN + 1LL || k > INT_MAX)
+    ferr(L, "seq(): %lld out of range", k);
+  return push_seq(L, s->coef, s->off - k);
 }
 
 static int l_seq_tostring(lua_State *L)
 {
   SeqUD *s = luaL_checkudata(L, 1, SEQDIM);
-  if (s->coef == 1)
-    lua_pushliteral(L, "T");
-  else
-    lua_pushfstring(L, "%d*T", s->coef);
+  Shape d = {.rank = 1, .dim = {s->coef}, .seq = 1, .off = {s->off}};
+  lua_pushstring(L, dim_str(&d, 0));
   return 1;
 }
 
 static int l_seq(lua_State *L)
 {
   front(L)->builtins_used = true;
-  return push_seq(L, 1);
+  return push_seq(L, 1, 0);
 }
 
 /* ------------------------------------------------------------ the graph API */
@@ -548,7 +583,8 @@ static int l_transpose(lua_State *L)
   return push_tensor(L, ir_op1(graph(L), OP_TRANSPOSE, x, &a));
 }
 
-/* slice(x, axis, start, len): len an integer or seq() (T, or k*T). */
+/* slice(x, axis, start, len): len an integer or a size in seq() (T, k*T,
+ * T - 1). */
 static int l_slice(lua_State *L)
 {
   int x = check_tensor(L, 1, "slice");
@@ -560,6 +596,7 @@ static int l_slice(lua_State *L)
   SeqUD *s = luaL_testudata(L, 4, SEQDIM);
   if (s) {
     a.len = -s->coef;
+    a.len_off = s->off;
   } else {
     long long len = check_int(L, 4, "slice", "the length (an integer or seq())");
     if (len < 1 || len > INT_MAX)
@@ -614,6 +651,8 @@ static int l_arange(lua_State *L)
   Attr a = {.shape = {.rank = 1}};
   SeqUD *s = luaL_testudata(L, 1, SEQDIM);
   if (s) {
+    if (s->off)
+      ferr(L, "arange: the length is seq() or k * seq(), not a shifted size");
     a.shape.dim[0] = s->coef;
     a.shape.seq = 1;
   } else {
@@ -688,6 +727,17 @@ static int body_list(lua_State *L, int idx, const char *what, int *ids, int max)
 
 enum { MAXSCAN = 32 };
 
+/* The loop a value the body returns (its `what` i) belongs to: its own
+ * loop, or 0 for a tensor built outside every body (a weight, the initial
+ * state, a constant); a tensor of another scan's body is an error. */
+static int body_value(lua_State *L, int loop, int id, const char *what, int i)
+{
+  int k = ir_get(front(L)->g, id)->loop;
+  if (k != 0 && k != loop)
+    ferr(L, "scan: %s %d of the body was computed in another scan's body", what, i + 1);
+  return k;
+}
+
 /* scan { xs = {...}, init = {...}, reverse = false, body = function(x..., s...)
  *        return {y...}, {s_next...} end }  ->  {Y...}, {s_final...} */
 static int l_scan(lua_State *L)
@@ -712,7 +762,7 @@ static int l_scan(lua_State *L)
     ferr(L, "scan: xs is empty; a scan needs at least one sequence input (T, ...)");
   for (int i = 0; i < nx; i++) {
     Node *n = ir_get(g, xs[i]);
-    if (n->shape.rank < 1 || !(n->shape.seq & 1) || n->shape.dim[0] != 1)
+    if (n->shape.rank < 1 || !(n->shape.seq & 1) || n->shape.dim[0] != 1 || n->shape.off[0])
       ferr(L, "scan: xs[%d] has shape %s; its first dimension must be the sequence (T)", i + 1,
            shape_str(&n->shape));
   }
@@ -732,19 +782,24 @@ static int l_scan(lua_State *L)
   if (nn != ns)
     ferr(L, "scan: the body returned %d next state%s for %d initial state%s", nn,
          nn == 1 ? "" : "s", ns, ns == 1 ? "" : "s");
-  for (int i = 0; i < ny; i++)
-    if (ir_get(g, ys[i])->loop != loop)
-      ferr(L, "scan: output %d of the body is not computed in the body", i + 1);
+  here(L);
+  for (int i = 0; i < ny; i++) {
+    if (body_value(L, loop, ys[i], "output", i) != 0)
+      continue;
+    const Shape *s = &ir_get(g, ys[i])->shape;
+    if (s->seq)
+      ferr(L, "scan: output %d of the body is a tensor from outside the body whose shape %s "
+           "depends on the sequence; a per-step output cannot", i + 1, shape_str(s));
+    ys[i] = ir_body_copy(g, ys[i]);   /* the same value at every step */
+  }
   for (int i = 0; i < ns; i++) {
     Node *c = ir_get(g, carry[i]), *n = ir_get(g, next[i]);
-    if (n->loop != loop)
-      ferr(L, "scan: next state %d is not computed in the body", i + 1);
+    body_value(L, loop, next[i], "next state", i);
     if (!shape_eq(&c->shape, &n->shape))
       ferr(L, "scan: next state %d has shape %s, but its initial state has shape %s", i + 1,
            shape_str(&n->shape), shape_str(&c->shape));
     ir_carry_next(g, carry[i], next[i]);
   }
-  here(L);
   ir_loop_end(g);
   lua_createtable(L, ny, 0);
   for (int i = 0; i < ny; i++) {
@@ -845,7 +900,8 @@ void open_api(lua_State *L)
   lua_pop(L, 1);
 
   static const luaL_Reg seqmeta[] = {
-    {"__mul", l_seq_mul}, {"__tostring", l_seq_tostring}, {NULL, NULL},
+    {"__mul", l_seq_mul}, {"__add", l_seq_add}, {"__sub", l_seq_sub},
+    {"__tostring", l_seq_tostring}, {NULL, NULL},
   };
   luaL_newmetatable(L, SEQDIM);
   luaL_setfuncs(L, seqmeta, 0);

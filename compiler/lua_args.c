@@ -176,13 +176,33 @@ const char *check_str(lua_State *L, int arg, const char *fn, const char *what)
   return lua_tostring(L, arg);
 }
 
-/* One dimension at stack index idx: an integer, seq() (times an integer),
- * or the strings "T" / "N*T" that t.shape shows. */
-static bool read_dim(lua_State *L, int idx, int *dim, bool *seq)
+/* "T", "N*T", "T-1", "N*T+K" as t.shape shows a sequence dimension. */
+static bool parse_seq_dim(const char *t, int *dim, int *off)
+{
+  int c = 1, d = 0, n = 0;
+  if (sscanf(t, "%d*%n", &c, &n) == 1)
+    t += n;
+  else
+    c = 1;
+  if (*t++ != 'T' || c < 1)
+    return false;
+  n = 0;
+  if (*t && (sscanf(t, "%d%n", &d, &n) != 1 || (t[0] != '+' && t[0] != '-') || t[n] || c + (long long)d < 0))
+    return false;
+  *dim = c;
+  *off = d;
+  return true;
+}
+
+/* One dimension at stack index idx: an integer, a size in seq() (k *
+ * seq(), seq() - 1), or the strings "T", "N*T", "T-1" that t.shape shows. */
+static bool read_dim(lua_State *L, int idx, int *dim, bool *seq, int *off)
 {
   SeqUD *s = luaL_testudata(L, idx, SEQDIM);
+  *off = 0;
   if (s) {
     *dim = s->coef;
+    *off = s->off;
     *seq = true;
     return true;
   }
@@ -195,14 +215,9 @@ static bool read_dim(lua_State *L, int idx, int *dim, bool *seq)
     *dim = (int)v;
     return true;
   }
-  if (lua_type(L, idx) == LUA_TSTRING) {
-    const char *t = lua_tostring(L, idx);
-    int c = 1, n = 0;
-    if (!strcmp(t, "T") || (sscanf(t, "%d*T%n", &c, &n) == 1 && t[n] == 0 && c > 0)) {
-      *dim = c;
-      *seq = true;
-      return true;
-    }
+  if (lua_type(L, idx) == LUA_TSTRING && parse_seq_dim(lua_tostring(L, idx), dim, off)) {
+    *seq = true;
+    return true;
   }
   return false;
 }
@@ -221,7 +236,7 @@ Shape check_shape(lua_State *L, int arg, const char *fn, bool allow_unknown)
   for (int i = 0; i < n; i++) {
     lua_geti(L, arg, i + 1);
     bool seq;
-    if (!read_dim(L, -1, &s.dim[i], &seq))
+    if (!read_dim(L, -1, &s.dim[i], &seq, &s.off[i]))
       ferr(L, "%s: shape entry %d must be a positive integer or seq(), got %s", fn, i + 1,
            lua_type(L, -1) == LUA_TNUMBER || lua_type(L, -1) == LUA_TSTRING
              ? lua_tostring(L, -1) : type_of(L, -1));
@@ -241,14 +256,10 @@ Shape check_shape(lua_State *L, int arg, const char *fn, bool allow_unknown)
 
 void push_dim(lua_State *L, const Shape *s, int i)
 {
-  if (s->seq >> i & 1) {
-    if (s->dim[i] == 1)
-      lua_pushliteral(L, "T");
-    else
-      lua_pushfstring(L, "%d*T", s->dim[i]);
-  } else {
+  if (s->seq >> i & 1)
+    lua_pushstring(L, dim_str(s, i));     /* "T", "20*T", "T-1" */
+  else
     lua_pushinteger(L, s->dim[i]);
-  }
 }
 
 const char *dtype_text(DType t)

@@ -717,6 +717,36 @@ START_TEST(tensor_fields)
 }
 END_TEST
 
+/* Sizes in T: seq() - 1, k * (seq() - 1), seq() + k; slices of the
+ * sequence dimension; t.shape shows and reads them back. */
+START_TEST(tensor_seq_sizes)
+{
+  loads("local h = input('h', 'f32', { seq(), 2, 3 })\n"
+        "assert(tostring(seq() - 1) == 'T-1' and tostring(2 * (seq() - 1)) == '2*T-2')\n"
+        "assert(tostring(seq() + 2) == 'T+2' and tostring(3 + seq()) == 'T+3')\n"
+        "local d = slice(h, 0, 1, seq() - 1) - slice(h, 0, 0, seq() - 1)\n"
+        "assert(d.shape[1] == 'T-1' and d.shape[2] == 2)\n"
+        "assert(broadcast(const(1), d.shape).shape[1] == 'T-1')\n"
+        "assert(slice(h, 0, 0, 1).shape[1] == 1)\n"
+        "assert(slice(input('pe', 'f32', { 40, 3 }), 0, 0, seq() + 5).shape[1] == 'T+5')\n");
+  fails("local h = input('h', 'f32', { seq(), 2 })\nlocal d = seq() - 2\n",
+        "g.lua:2: error: seq(): T-2 is negative when T = 1");
+  fails("local d = 5 - seq()\n", "g.lua:1: error: seq(): 5 - seq() is not a size (seq() - k is)");
+  fails("local d = seq() + seq()\n", "g.lua:1: error: seq() + seq(): a dimension can hold T only once");
+  fails("local h = input('h', 'f32', { seq(), 2 })\nlocal d = slice(h, 0, 1, seq() - 1)\n"
+        "local y = scan { xs = h, body = function(x) return { x * d } end }\n",
+        "g.lua:3: error: mul: a tensor with a shifted sequence dimension, as (T-1, 2), "
+        "cannot be made in a scan body");
+  fails("local h = input('h', 'f32', { seq(), 2 })\nlocal d = slice(h, 0, 1, seq() - 1)\n"
+        "local y = scan { xs = d, body = function(x) return { x } end }\n",
+        "g.lua:3: error: scan: xs[1] has shape (T-1, 2); its first dimension must be the sequence (T)");
+  fails("local h = input('h', 'f32', { seq(), 2 })\nlocal d = slice(h, 0, 1, seq() - 1)\n"
+        "local y = d * reshape(h, { 2, seq() })\n", "g.lua:3: error: mul: shapes");
+  fails("local h = input('h', 'f32', { seq(), 2, 3 })\nlocal y = reshape(h, { seq() - 1, 6 })\n",
+        "g.lua:2: error: reshape: takes no tensor with a shifted sequence dimension, as (T-1, 6)");
+}
+END_TEST
+
 START_TEST(tensor_numbers_become_consts)
 {
   Graph *g = load("local x = input('x', 'f32', {4})\noutput('y', 1 - x * 2)\n", NULL, 0, NULL, NULL);
@@ -882,7 +912,8 @@ START_TEST(scan_errors)
         "  return scan { xs = { x }, body = function(y) return {} end }\nend }\n",
         "g.lua:3: error: scan: a scan inside a scan body is not supported");
   fails("local x = input('x', 'f32', { seq(), 3 })\nlocal ys = scan { xs = { x }, body = function(x_t)\n"
-        "  return { x }\nend }\n", "g.lua:2: error: scan: output 1 of the body is not computed in the body");
+        "  return { x }\nend }\n", "g.lua:2: error: scan: output 1 of the body is a tensor from outside the body whose shape (T, 3) "
+        "depends on the sequence; a per-step output cannot");
   fails("local x = input('x', 'f32', { seq(), 3 })\nlocal ys = scan { xs = { x }, body = 3 }\n",
         "scan: body must be a function, got number");
   fails("local x = input('x', 'f32', { seq(), 3 })\nlocal ys = scan { xs = { x }, bodyy = 3 }\n",
@@ -1012,7 +1043,7 @@ int main(void)
     {"errors", {errors_lua, errors_arguments, errors_ir_location}},
     {"hyper", {hyper_defaults, hyper_overrides, hyper_number_from_integer_text, hyper_errors,
                hyper_builtin_defaults, hyper_batch_specialisations}},
-    {"tensor", {tensor_fields, tensor_numbers_become_consts, tensor_attributes, tensor_dropout,
+    {"tensor", {tensor_fields, tensor_seq_sizes, tensor_numbers_become_consts, tensor_attributes, tensor_dropout,
                 tensor_kind_and_alias}},
     {"scan", {scan_builds_loop, scan_reverse_and_methods, scan_errors}},
     {"location", {location_user_line, location_library_call}},

@@ -33,6 +33,8 @@ static const Case cases[] = {
   {"tests/grad/shape_ops.lua", "", "", NULL, false},
   {"tests/grad/dropout.lua", "", "1 0.3", NULL, false},
   {"tests/grad/scan.lua", "", "4", NULL, false},
+  {"tests/grad/scan_pass.lua", "", "4", NULL, false},
+  {"tests/grad/seq_slice.lua", "", "3", NULL, false},
   /* the whole LSTM language model, dropout on, a partial last window */
   {"graphs/lstm.lua",
    "-D ntoken=13 -D emsize=4 -D nhid=5 -D nlayers=2 -D bptt=4 -D batch_size=3 -D eval_batch_size=2",
@@ -55,6 +57,10 @@ static const Case cases[] = {
   {"graphs/gru.lua",
    "-D ntoken=11 -D emsize=5 -D nhid=4 -D nlayers=2 -D bptt=3 -D batch_size=2 -D eval_batch_size=2",
    "3 0.1", NULL, false},
+  /* AWD-LSTM: embedding, locked and weight dropout on, AR and TAR */
+  {"graphs/awd_lstm.lua",
+   "-D ntoken=13 -D emsize=4 -D nhid=5 -D nlayers=3 -D bptt=4 -D batch_size=3 -D eval_batch_size=2",
+   "3 0.2", NULL, false},
   /* the Transformer: attention over a run-time T, both dropout slots on */
   {"graphs/transformer.lua",
    "-D ntoken=13 -D emsize=8 -D nhid=6 -D nhead=2 -D nlayers=2 -D bptt=4 -D batch_size=3 -D eval_batch_size=2",

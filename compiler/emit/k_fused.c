@@ -118,10 +118,7 @@ static int fused_operand(Fused *F, const Map *map, bool load)
       stride[map->var[d]] = st[d];
     }
     if (map->off[d]) {
-      Mono o = mmul(mono(map->off[d], 0), st[d]);
-      if (base.c && base.k != o.k)
-        die("n%d: offset %s", map->node, "mixes sizes with and without T");
-      base = mono(base.c + o.c, o.k);
+      base = madd(base, mmul(mono(map->off[d], 0), st[d]));
     }
   }
   int j = F->ns.nop;

@@ -7,7 +7,7 @@
 
 #include "emit.h"
 
-/* A size as a C expression: 200, T, 20*T, 4*T*T. */
+/* A size as a C expression: 200, T, 20*T, 4*T*T, (20*T - 20). */
 Str mstr(Text *k, Mono m)
 {
   Str s = {""};
@@ -21,11 +21,15 @@ Str mstr(Text *k, Mono m)
     return s;
   }
   k->uses_T = true;
+  if (m.d)
+    sprint(&s, "(");
   if (m.c == 1 && !*l)
     sprint(&s, "T");
   else
     sprint(&s, "%" PRId64 "%s*T", m.c, l);
   for (int i = 1; i < m.k; i++)
     sprint(&s, "*T");
+  if (m.d)
+    sprint(&s, " %c %" PRId64 ")", m.d < 0 ? '-' : '+', m.d < 0 ? -m.d : m.d);
   return s;
 }

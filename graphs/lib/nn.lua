@@ -158,27 +158,37 @@ function nn.rnn(name, x, h0, nin, nhid, nlayers, nonlinearity, p)
   return y, finals[1]
 end
 
+-- lstm_layer(x (T, B, nin), h0, c0 (B, nhid), w_ih (4*nhid, nin),
+--            w_hh (4*nhid, nhid), b_ih, b_hh (4*nhid), nhid)
+--   -> (T, B, nhid), h, c (B, nhid)
+-- One layer of torch.nn.LSTM from its weights (tensors: a graph may pass
+-- a dropped w_hh, as AWD-LSTM's weight drop does), gates i, f, g, o.
+function nn.lstm_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, nhid)
+  local xw = matmul(x, w_ih, { tb = true }) + b_ih            -- (T, B, 4*nhid)
+  local ys, fin = scan {
+    xs = { xw }, init = { h0, c0 },
+    body = function(xw_t, h, c)
+      local gates = xw_t + matmul(h, w_hh, { tb = true }) + b_hh
+      local i = sigmoid(slice(gates, 1, 0, nhid))
+      local f = sigmoid(slice(gates, 1, nhid, nhid))
+      local g = tanh(slice(gates, 1, 2 * nhid, nhid))
+      local o = sigmoid(slice(gates, 1, 3 * nhid, nhid))
+      local c_next = f * c + i * g
+      local h_next = o * tanh(c_next)
+      return { h_next }, { h_next, c_next }
+    end,
+  }
+  return ys[1], fin[1], fin[2]
+end
+
 -- lstm(name, x (T, B, nin), { h = h0, c = c0 } (nlayers, B, nhid) each, nin,
 --      nhid, nlayers, dropout) -> (T, B, nhid), { h = ..., c = ... }
 -- torch.nn.LSTM, gates i, f, g, o in rows of W (4*nhid, .).
 function nn.lstm(name, x, s, nin, nhid, nlayers, p)
   local y, finals = stacked(name, x, { s.h, s.c }, nin, nhid, nlayers, p, function(l, x, nin, s0)
     local w_ih, w_hh, b_ih, b_hh = rnn_params(name, l, nin, nhid, 4)
-    local xw = matmul(x, w_ih, { tb = true }) + b_ih          -- (T, B, 4*nhid)
-    local ys, fin = scan {
-      xs = { xw }, init = s0,
-      body = function(xw_t, h, c)
-        local gates = xw_t + matmul(h, w_hh, { tb = true }) + b_hh
-        local i = sigmoid(slice(gates, 1, 0, nhid))
-        local f = sigmoid(slice(gates, 1, nhid, nhid))
-        local g = tanh(slice(gates, 1, 2 * nhid, nhid))
-        local o = sigmoid(slice(gates, 1, 3 * nhid, nhid))
-        local c_next = f * c + i * g
-        local h_next = o * tanh(c_next)
-        return { h_next }, { h_next, c_next }
-      end,
-    }
-    return ys[1], fin
+    local y, h, c = nn.lstm_layer(x, s0[1], s0[2], w_ih, w_hh, b_ih, b_hh, nhid)
+    return y, { h, c }
   end)
   return y, { h = finals[1], c = finals[2] }
 end

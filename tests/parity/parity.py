@@ -35,6 +35,17 @@ sequence lengths, a shorter last window):
                     torch's loss (rel. 1e-6)
          generate   `generate` writes the asked number of words
 
+AWD-LSTM (graphs/awd_lstm.lua against awd_model.py, tied, 3 layers) runs
+the f64 checks with every dropout slot off: its training loss is the
+objective, the NLL plus AR and TAR (alpha 2, beta 1, their defaults), so
+the step losses and step-1 gradients check the regularisers' values and
+gradients; its evaluation and generation are the raw model.  And on their
+own: the same graph compiled with alpha = beta = 0 runs the same first
+step, and the differences of the two (the objective's loss and gradients
+less the NLL's) are AR + TAR and its gradients, against torch autograd of
+AR + TAR alone (rel. 1e-9 and norm-wise 1e-8: differences of f64 values).
+Tied, it has no f32 checks, as the other tied cases.
+
 and the elementwise ops torch has but no model uses (gelu, gelu_tanh, silu, erf, pow,
 maximum, where, mean:
 activations.py), values and gradients.
@@ -60,6 +71,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import activations  # noqa: E402
+import awd_model  # noqa: E402
 import gpt  # noqa: E402
 import model as ref  # noqa: E402
 import safetensors_to_torch  # noqa: E402
@@ -125,6 +137,24 @@ class GPTCase(Case):
         return gpt.GPT(ntoken, self.bptt, self.nlayers, self.nhead, self.emsize, dropout, self.bias)
 
 
+class AWDCase(Case):
+    """graphs/awd_lstm.lua against tests/parity/awd_model.py, tied; alpha and
+    beta as given (their defaults 2 and 1; awd_regularisers builds it with
+    0 and 0 too).  Tied, so it has no f32 checks."""
+    tools = False
+
+    def __init__(self, name, emsize, nhid, nlayers=3, alpha=2.0, beta=1.0):
+        super().__init__(name, "graphs/awd_lstm.lua", "AWD_LSTM", emsize, nhid, nlayers, tied=True)
+        self.alpha, self.beta = alpha, beta
+
+    def defines(self, ntoken, eval_batch):
+        return super().defines(ntoken, eval_batch) + ["-D", f"alpha={self.alpha!r}", "-D", f"beta={self.beta!r}"]
+
+    def torch_model(self, ntoken, dropout=0.0, inner=0.0):
+        return awd_model.AWDLSTM(ntoken, self.emsize, self.nhid, self.nlayers, self.tied, dropout,
+                                 dropout, dropout, dropout, dropout, self.alpha, self.beta)
+
+
 CASES = [
     Case("rnn_tanh", "graphs/rnn_tanh.lua", "RNN_TANH", 12, 10),
     Case("rnn_relu", "graphs/rnn_relu.lua", "RNN_RELU", 12, 10),
@@ -135,6 +165,7 @@ CASES = [
     Case("transformer_tied", "graphs/transformer.lua", "Transformer", 12, 20, nlayers=2, nhead=2, tied=True),
     GPTCase("gpt", n_layer=2, n_head=4, n_embd=16),
     GPTCase("gpt_nobias", n_layer=3, n_head=2, n_embd=12, bias=False),
+    AWDCase("awd_lstm", 12, 10),
 ]
 NTOKEN = 251
 if os.environ.get("PARITY_ONLY"):      # e.g. PARITY_ONLY=lstm,gru_tied: only those cases
@@ -226,7 +257,7 @@ def get_batch(src, i, bptt):
 
 
 def detach(h):
-    return h.detach() if torch.is_tensor(h) else tuple(v.detach() for v in h)
+    return h.detach() if torch.is_tensor(h) else type(h)(detach(v) for v in h)
 
 
 def stateless(model):
@@ -295,7 +326,7 @@ def train_steps(model, stream, bsz, bptt, steps, optimizer, lr, clip, wd):
         if hidden is not None:
             hidden = detach(hidden)
         out, hidden = forward(model, x, hidden)
-        loss = F.nll_loss(out, y)
+        loss = F.nll_loss(out, y) + getattr(model, "reg", 0.0)   # AWD-LSTM: plus AR and TAR
         loss.backward()
         if s == 0:
             grads = {k: p.grad.detach().clone() for k, p in named(model).items()}
@@ -324,6 +355,41 @@ def randomize(model, gen, scale=0.3):
 
 
 # ---------------------------------------------------------------- f64
+
+def awd_regularisers(rep, c, exe):
+    """AR + TAR of graphs/awd_lstm.lua at the weights f64_case wrote, on its
+    first training window: lmc's objective less the NLL (the graph built
+    with alpha = beta = 0) against torch's regularisers alone."""
+    torch.set_default_dtype(torch.float64)
+    bare = AWDCase(c.name + "_noreg", c.emsize, c.nhid, c.nlayers, alpha=0.0, beta=0.0)
+    weights, job = f"{OUT}/{c.name}_weights.safetensors", f"{OUT}/{c.name}_sgd.job"
+    got = {}
+    for name, e in ((c.name, exe), (bare.name, build_f64(bare))):
+        out = f"{OUT}/{name}_reg_out.safetensors"
+        got[name] = (json.loads(run([e, weights, job, out]))["losses"][0], load_file(out)[0])
+    model = c.torch_model(NTOKEN)
+    model.load_state_dict(load_file(weights)[0])
+    with open(job) as f:
+        tr = torch.tensor([int(v) for line in f if line.startswith("train ") for v in line.split()[2:]])
+    x, _ = get_batch(batchify(tr, c.batch), 0, c.bptt)
+    model.train()
+    model.zero_grad()
+    model(x, model.init_hidden(c.batch))
+    model.reg.backward()
+    # decoder.bias: AR and TAR do not depend on it (no gradient in torch)
+    want = {k: p.grad.detach().clone() for k, p in named(model).items() if p.grad is not None}
+    (loss, grads), (loss0, grads0) = got[c.name], got[bare.name]
+    e = rel_scalar(loss - loss0, float(model.reg))
+    rep.check(f"{c.name} f64 AR + TAR value (objective less NLL, first window)", e <= 1e-9,
+              f"lmc {loss - loss0:.15f} torch {float(model.reg):.15f} rel. error {e:.2e} (tolerance 1e-09)")
+    rep.tensors(f"{c.name} f64 AR + TAR gradients (objective's less NLL's)",
+                {k[5:]: v - grads0[k] for k, v in grads.items() if k.startswith("grad.")}, want, 1e-8)
+    rest = [k for k in named(model) if k not in want]
+    worst = max((float((grads["grad." + k] - grads0["grad." + k]).abs().max()) for k in rest), default=0.0)
+    rep.check(f"{c.name} f64 AR + TAR gradients of {', '.join(rest)}", worst <= 1e-12,
+              f"max |difference| {worst:.2e} (tolerance 1e-12; torch: none)")
+    torch.set_default_dtype(torch.float32)
+
 
 def f64_case(rep, c, exe):
     torch.set_default_dtype(torch.float64)
@@ -585,6 +651,8 @@ def main():
         for c in CASES:
             try:
                 f64_case(rep, c, f64[c.name].result())
+                if c.kind == "AWD_LSTM":
+                    awd_regularisers(rep, c, f64[c.name].result())
             except Exception as e:   # a build or run failure is one failed check, not the end
                 torch.set_default_dtype(torch.float32)
                 rep.check(f"{c.name} f64", False, str(e))
