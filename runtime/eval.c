@@ -55,7 +55,7 @@ int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const 
   Batches b = { 0 };
   MetaList meta = { 0 };
   char err[ERRLEN];
-  if (net_alloc(&n, m, USE_EVAL, 0, threads, 0) < 0) goto done_corpus;
+  if (net_alloc(&n, m, USE_EVAL, 0, threads, NULL, 0) < 0) goto done_corpus;
   /* straight into the parameters: on failure we stop */
   if (ckpt_load_via(checkpoint, m, n.param, n.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);

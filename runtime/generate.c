@@ -169,7 +169,7 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
   real *w = NULL;
   FILE *f = NULL;
   OutFile of = { 0 };
-  if (net_alloc(&n, m, USE_GEN, seed, threads, 0) < 0) return 1;
+  if (net_alloc(&n, m, USE_GEN, seed, threads, NULL, 0) < 0) return 1;
   /* straight into the parameters: on failure we stop */
   if (ckpt_load_via(checkpoint, m, n.param, n.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);

@@ -2,7 +2,8 @@
  * rt.h: internal interfaces between the runtime's files (not for emitted
  * code, which sees only lmc_rt.h).
  *
- *   util.c         the program's name, messages, clock, paths, memory
+ *   util.c         the program's name, messages, "did you mean", clock,
+ *                  paths, memory
  *   corpus.c       dictionary, tokenizer and batching with data.py's semantics
  *   corpus_cache.c the binary token cache DIR/.lmc-tokens, and corpus_load
  *   json.c         the JSON of safetensors headers: a growing string, a reader
@@ -45,6 +46,16 @@ void rt_error(const char *fmt, ...);
 void rt_warning(const char *fmt, ...);
 /* Control bytes of s (tab too, unless keep_tab) and DEL to '?'. */
 void rt_printable(char *s, bool keep_tab);
+/* "did you mean": offer a misspelled name's candidates in turn; best is
+ * the closest (edit distance, adjacent swaps counting one) within
+ * 1 + strlen(want) / 3 edits and not want itself, the first offered of
+ * equals; NULL when none is that near. */
+typedef struct {
+  const char *want, *best;
+  int dist;
+} RtNear;
+RtNear rt_near_start(const char *want);
+void rt_near_offer(RtNear *n, const char *cand);
 double rt_now(void);                               /* seconds, monotonic */
 bool rt_same_path(const char *a, const char *b);   /* one file, existing or not yet */
 /* Never NULL: out of memory prints "PROG: error: out of memory (N bytes
@@ -303,9 +314,18 @@ typedef struct {
 
 enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8 };
 
-/* The programs in use (USE_*) and their memory, zeroed; dropout < 0: the
- * compiled probabilities.  -1, said, when the block cannot be had. */
-int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, double dropout);
+/* --dropout: slot (an index into LmcModel.dropout) gets probability p. */
+typedef struct {
+  int slot;
+  double p;
+} DropoutSet;
+
+enum { MAX_DROPOUT_SET = 64 };
+
+/* The programs in use (USE_*) and their memory, zeroed; the dropout
+ * probabilities the compiled ones, then set[0..nset) applied in order.
+ * -1, said, when the block cannot be had. */
+int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, const DropoutSet *set, int nset);
 void net_free(Net *n);   /* also of a zeroed or failed Net */
 /* Every tensor per its descriptor, from one stream of seed. */
 void init_params(const LmcModel *m, real *param, uint64_t seed);
@@ -377,7 +397,8 @@ typedef struct {
   double clip;           /* 0: no clipping */
   int epochs;
   uint64_t seed;
-  double dropout;        /* < 0: the compiled defaults */
+  int ndropout;          /* --dropout options given, in order (a later one for a slot wins) */
+  DropoutSet dropout[MAX_DROPOUT_SET];
   int log_interval;
   const char *save;      /* NULL: model.safetensors (a dry run then uses a temp file) */
   bool dry_run;

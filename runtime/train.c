@@ -19,7 +19,7 @@
  *
  * Checkpoints hold the model's state_dict, loadable by torch with
  * strict=True, and metadata: format_version, kind, every compiled
- * hyper-parameter, vocab (words joined by '\n' in id order), vocab_size,
+ * hyper-parameter (a dropout slot's as training ran it), vocab (words joined by '\n' in id order), vocab_size,
  * vocab_hash, seed, lmc_version, lmc_flags, and for --resume lr, epoch,
  * step, optimizer, valid_loss.  AdamW's moments live in a companion file
  * FILE.optim so that the model file stays a plain state_dict; how the two
@@ -124,12 +124,27 @@ static void setf(MetaList *l, const char *key, const char *fmt, ...)
   meta_set(l, key, buf);
 }
 
-/* What every checkpoint says about the model and its vocabulary. */
-static void meta_model(MetaList *l, const LmcModel *m, const Dict *d, uint64_t seed)
+/* v in the fewest digits that read back as v ("0.3", not 0.29999999999999999). */
+static void set_shortest(MetaList *l, const char *key, double v)
+{
+  char buf[32];
+  for (int prec = 1; prec <= 17; prec++) {
+    snprintf(buf, sizeof buf, "%.*g", prec, v);
+    if (strtod(buf, NULL) == v) break;
+  }
+  meta_set(l, key, buf);
+}
+
+/* What every checkpoint says about the model and its vocabulary; a
+ * dropout slot's key holds the probability training ran with (dropout,
+ * as --dropout set it), the compiled text when that is unchanged. */
+static void meta_model(MetaList *l, const LmcModel *m, const double *dropout, const Dict *d, uint64_t seed)
 {
   meta_set(l, "format_version", FORMAT_VERSION);
   meta_set(l, "kind", m->kind);
   for (int i = 0; i < m->nhyper; i++) meta_set(l, m->hyper[i][0], m->hyper[i][1]);
+  for (int i = 0; i < m->ndropout; i++)
+    if (dropout[i] != m->dropout[i].value) set_shortest(l, m->dropout[i].name, dropout[i]);
   setf(l, "ntoken", "%d", m->ntoken);
   setf(l, "bptt", "%d", m->bptt);
   char *v = vocab_join(d);
@@ -227,7 +242,7 @@ static int save_checkpoint(Trainer *t, const char *path, double val_loss)
   int rc = -1;
   char *opath = NULL, *prev = NULL;
   bool moved = false;
-  meta_model(&meta, m, &t->corpus.dict, t->o->seed);
+  meta_model(&meta, m, t->net.dropout, &t->corpus.dict, t->o->seed);
   setf(&meta, "lr", "%.17g", t->lr);
   setf(&meta, "epoch", "%d", t->epoch);
   setf(&meta, "step", "%llu", (unsigned long long)t->net.train.step);
@@ -608,7 +623,7 @@ static int prepare(Trainer *t)
     return -1;
   }
   if (net_alloc(&t->net, m, USE_TRAIN | USE_EVAL | (o->adamw ? USE_ADAMW : 0), o->seed, o->threads,
-                o->dropout) < 0)
+                o->dropout, o->ndropout) < 0)
     return -1;
   init_params(m, t->net.param, o->seed);
   dist_grad_init(&t->dg, m);

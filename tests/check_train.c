@@ -28,7 +28,7 @@
 extern long fake_calls[3], fake_fresh[3];
 extern int fake_last_T[3], fake_max_T[3];
 extern uint64_t fake_last_step;
-extern double fake_last_dropout;
+extern double fake_last_dropout[2];
 extern long fake_nan_at, fake_signal_at;
 extern double fake_eval_penalty[16];
 extern int fake_eval_nan;
@@ -153,7 +153,7 @@ static int trainer(const char *fmt, ...)
 static TrainOptions options(int epochs)
 {
   return (TrainOptions){
-    .data = DATA, .lr = 0, .clip = 0.25, .epochs = epochs, .seed = 1111, .dropout = -1,
+    .data = DATA, .lr = 0, .clip = 0.25, .epochs = epochs, .seed = 1111,
     .log_interval = 40, .save = tmp("model.safetensors"), .threads = 1,
   };
 }
@@ -245,7 +245,8 @@ START_TEST(test_train_lowers_loss)
   ck_assert_int_eq(fake_max_T[0], lmc_model.bptt);
   ck_assert_int_eq(fake_last_T[0], (int)((nrows - 1) % 8 ? (nrows - 1) % 8 : 8));
   ck_assert_uint_eq(fake_last_step, (uint64_t)(3 * nb - 1));
-  ck_assert_double_eq(fake_last_dropout, 0.2);   /* the compiled default */
+  ck_assert_double_eq(fake_last_dropout[0], 0.2);   /* the compiled defaults */
+  ck_assert_double_eq(fake_last_dropout[1], 0.25);
   MetaList meta = load_meta(o.save, NULL);
   ck_assert_int_eq(atoi(meta_get(&meta, "step")), 3 * nb);
   ck_assert_str_eq(meta_get(&meta, "format_version"), "1");
@@ -391,10 +392,31 @@ START_TEST(test_dropout_option)
 {
   TrainOptions o = options(1);
   o.max_batches = 2;
-  o.dropout = 0.5;
+  o.ndropout = 1;
+  o.dropout[0] = (DropoutSet){ 0, 0.5 };
   ck_assert_int_eq(train(&o), 0);
-  ck_assert_double_eq(fake_last_dropout, 0.5);
+  ck_assert_double_eq(fake_last_dropout[0], 0.5);
+  ck_assert_double_eq(fake_last_dropout[1], 0.25);   /* another slot keeps its value */
   ck_assert_int_eq(fake_calls[0], 2);
+  /* the checkpoint records the probabilities training ran with; an
+   * unchanged slot keeps the compiled text */
+  MetaList meta = load_meta(o.save, NULL);
+  ck_assert_str_eq(meta_get(&meta, "dropout"), "0.5");
+  ck_assert_str_eq(meta_get(&meta, "dropouth"), "0.25");
+  meta_free(&meta);
+  /* through the command line: plain P is the slot named dropout, NAME=P
+   * any slot, the last for a slot winning */
+  ck_assert_int_eq(trainer("train --data %s --max-batches 2 --epochs 1 --save %s --dropout dropouth=0.7 "
+                           "--dropout 0.3 --dropout=dropouth=0.125",
+                           DATA, tmp("slots.safetensors")),
+                   0);
+  meta = load_meta(tmp("slots.safetensors"), NULL);
+  ck_assert_str_eq(meta_get(&meta, "dropout"), "0.3");
+  ck_assert_str_eq(meta_get(&meta, "dropouth"), "0.125");
+  meta_free(&meta);
+  ck_assert_int_eq(trainer("info"), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "dropout       dropout = 0.2 (run time: --dropout P)\n"));
+  ck_assert_ptr_nonnull(strstr(out_text, "dropout       dropouth = 0.25 (run time: --dropout dropouth=P)\n"));
 }
 END_TEST
 
@@ -873,6 +895,16 @@ START_TEST(test_cli_errors)
   bad_args("train --epochs 2.5", "--epochs: expected a positive integer, got '2.5'\n");
   bad_args("train --clip x", "--clip: expected a number, got 'x'\n");
   bad_args("train --dropout 1", "--dropout: expected a probability in [0, 1), got '1'\n");
+  bad_args("train --dropout dropouth=-0.1", "--dropout: expected a probability in [0, 1), got '-0.1'\n");
+  bad_args("train --dropout dropouth=", "--dropout: expected a number, got ''\n");
+  bad_args("train --dropout dropouth_x=0.1",
+           "--dropout: no dropout slot 'dropouth_x' in this model; did you mean 'dropouth'? "
+           "(its slots: dropout, dropouth)\n");
+  bad_args("train --dropout dorpout=0.1",
+           "--dropout: no dropout slot 'dorpout' in this model; did you mean 'dropout'? "
+           "(its slots: dropout, dropouth)\n");
+  bad_args("train --dropout weight_drop=0.1",
+           "--dropout: no dropout slot 'weight_drop' in this model; its slots: dropout, dropouth\n");
   bad_args("train --seed -5", "--seed: expected a non-negative integer, got '-5'\n");
   bad_args("train --threads 0", "--threads: expected a positive integer, got '0'\n");
   bad_args("train --optimizer adam", "--optimizer: expected 'sgd' or 'adamw', got 'adam'\n");
