@@ -242,9 +242,11 @@ static int cmd_compile(int argc, char **argv)
   }
   p.eval = load(&o, -1, false, eval_seq, &hyper, &nhyper);
   ir_drop_output(p.eval, "logp");
+  ir_drop_output(p.eval, "objective");   /* evaluation reports the loss */
   optimize(p.eval, &o, false);
   p.gen = load(&o, 1, false, 0, &hyper, &nhyper);
   ir_drop_output(p.gen, "loss");   /* generation samples from logp; see last_step.c */
+  ir_drop_output(p.gen, "objective");
   optimize(p.gen, &o, false);
   if (!strcmp(o.emit, "c"))
     place(&p);   /* where every value lives: the layout, each program's arena */

@@ -108,6 +108,11 @@ typedef struct LmcModel {
   const LmcDropoutSlot *dropout;
   LmcProgram train, eval, gen;
   int fma;               /* LMC_FMA where the emitted file was compiled */
+  /* 1: training minimises the graph's "objective" (the loss and its
+   * regularisers): train's run() writes that objective's gradient, leaves
+   * its value in c->objective and returns the loss, which is what the
+   * runtime logs; the other programs compute the loss alone. */
+  int has_objective;
 } LmcModel;
 
 typedef struct LmcCtx {
@@ -121,6 +126,7 @@ typedef struct LmcCtx {
   uint64_t seed;         /* dropout masks depend on seed, step, stream, index */
   uint64_t step;         /* training steps taken: advanced by the runtime */
   int threads;
+  double objective;      /* train's run() of a model with has_objective: what it minimises */
 } LmcCtx;
 
 extern const LmcModel lmc_model;

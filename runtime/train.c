@@ -7,6 +7,8 @@
  *   - each epoch starts from a zero hidden state, carried (detached) from
  *     window to window; windows are get_batch(train, i) for i in
  *     range(0, nrows - 1, bptt), the last one shorter;
+ *   - each step minimises the graph's objective and logs its loss (they
+ *     differ when the graph declares an objective with regularisers);
  *   - after each step: clip the global gradient norm, sgd or adamw, then
  *     ctx.step++ (the dropout key); sgd takes the clip as a smaller lr;
  *   - a log line every log_interval batches (at batch % interval == 0,
@@ -461,10 +463,12 @@ static int train_epoch(Trainer *t)
     /* run() writes every gradient (a parameter the loss does not reach
      * gets zeros): no clearing pass over the block first */
     double loss = dist_mean(m->train.run(c, x, y, T));
-    if (!isfinite(loss)) {
+    double obj = m->has_objective && isfinite(loss) ? dist_mean(c->objective) : loss;
+    if (!isfinite(obj)) {
       clear_progress(t);
       fflush(stdout);
-      rt_error("loss is %s at epoch %d batch %ld", isnan(loss) ? "nan" : "inf", t->epoch, batch);
+      rt_error("%s is %s at epoch %d batch %ld", isfinite(loss) ? "the objective" : "loss", isnan(obj) ? "nan" : "inf",
+               t->epoch, batch);
       return -1;
     }
     const LmcModel *om = m;   /* the optimizer's view: the mean gradient with several ranks */

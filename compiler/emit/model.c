@@ -147,6 +147,8 @@ void emit_c(Program *p, FILE *f)
   for (int i = 0; i < 3; i++)
     emit_prog_struct(&out, names[i], gs[i], names[i], &pi[i]);
   bprintf(&out, "  .fma = LMC_FMA,\n");
+  if (pi[0].has_objective)   /* only then: a file without one reads as before */
+    bprintf(&out, "  .has_objective = 1,\n");
   bprintf(&out, "};\n");
 
   fwrite(out.s, 1, out.len, f);
