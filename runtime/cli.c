@@ -203,11 +203,8 @@ static void compiled_option(Args *a)
     { "--emsize", "emsize" }, { "--nhid", "nhid" }, { "--nlayers", "nlayers" },
     { "--nhead", "nhead" }, { "--tied", "tied" }, { "--ntoken", "ntoken" }, { "--model", "model" },
   };
-  char model[64];
-  size_t k = 0;
-  for (const char *p = m->kind; *p && k + 1 < sizeof model; p++)
-    model[k++] = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
-  model[k] = '\0';
+  char cmd[256];
+  bool make = rt_rebuild_command(m, cmd, sizeof cmd);
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
     if (!is(a, shapes[i][0])) continue;
     const char *h = shapes[i][1];
@@ -219,17 +216,16 @@ static void compiled_option(Args *a)
                   "  make trainer MODEL=%s",
                   m->kind, given ? given : "lstm");
     if (strcmp(h, "ntoken") == 0)
-      usage_error(a, "--ntoken: the vocabulary size is fixed at compile time (%d); recompile for a corpus:\n"
-                  "  make trainer MODEL=%s DATA=DIR",
-                  m->ntoken, model);
+      usage_error(a, "--ntoken: the vocabulary size is fixed at compile time (%d); recompile for a corpus:\n  %s%s",
+                  m->ntoken, cmd, make ? " DATA=DIR" : " -D ntoken=N (lmc vocab DIR says N)");
     const char *cur = hyper(m, h);
     char example[64];
     if (strcmp(h, "tied") == 0) snprintf(example, sizeof example, cur && strcmp(cur, "true") == 0 ? "false" : "true");
     else if (given) snprintf(example, sizeof example, "%.40s", given);
     else snprintf(example, sizeof example, "N");
-    usage_error(a, "%s: %s is fixed at compile time (this trainer: %s); recompile:\n"
-                "  make trainer MODEL=%s LMCFLAGS=\"-D %s=%s\"",
-                a->name, h, cur ? cur : "not a parameter of this model", model, h, example);
+    usage_error(a, "%s: %s is fixed at compile time (this trainer: %s); recompile:\n  %s %s-D %s=%s%s", a->name, h,
+                cur ? cur : "not a parameter of this model", cmd, make ? "LMCFLAGS=\"" : "", h, example,
+                make ? "\"" : "");
   }
 }
 

@@ -90,6 +90,7 @@ typedef struct LmcModel {
   const char *kind;      /* "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "Transformer" */
   const char *version;   /* lmc version */
   const char *flags;     /* lmc command line */
+  const char *graph;     /* the graph file it was compiled from, as lmc was given it: "graphs/lstm.lua" */
   int nhyper;
   const char *const (*hyper)[2];   /* name, value: every hyper-parameter */
   int ntoken, bptt;

@@ -1,7 +1,7 @@
 /*
  * util.c: what every file of the runtime shares: the program's name and
- * its messages, "did you mean" for a misspelled name, the clock, paths,
- * and memory.
+ * its messages, "did you mean" for a misspelled name, how to rebuild a
+ * trainer, the clock, paths, and memory.
  *
  * Messages go to stderr as "PROG: error: ..." or "PROG: warning: ...",
  * PROG being rt_progname (main sets it to the trainer's name; "lmc" in the
@@ -105,6 +105,29 @@ void rt_near_offer(RtNear *n, const char *cand)
     n->best = cand;
     n->dist = d;
   }
+}
+
+/* ------------------------------------------------------------ rebuild */
+
+bool rt_rebuild_command(const LmcModel *m, char *out, size_t len)
+{
+  const char *g = m->graph && *m->graph ? m->graph : NULL;
+  while (g && strncmp(g, "./", 2) == 0) g += 2;
+  size_t n = g ? strlen(g) : 0;
+  if (g && strncmp(g, "graphs/", 7) == 0 && n > 11 && strcmp(g + n - 4, ".lua") == 0 && !memchr(g + 7, '/', n - 11)) {
+    snprintf(out, len, "make trainer MODEL=%.*s", (int)(n - 11), g + 7);
+    return true;
+  }
+  if (g) {
+    snprintf(out, len, "lmc compile %s", g);
+    return false;
+  }
+  /* a file emitted before LmcModel.graph: the graph named after the kind */
+  size_t k = (size_t)snprintf(out, len, "make trainer MODEL=");
+  for (const char *p = m->kind; *p && k + 1 < len; p++)
+    out[k++] = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+  if (k < len) out[k] = '\0';
+  return true;
 }
 
 double rt_now(void)

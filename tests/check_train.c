@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "rt.h"
 #include "testutil.h"
 
@@ -936,6 +937,38 @@ START_TEST(test_cli_errors)
 }
 END_TEST
 
+/* The recompile hint names the graph file the trainer came from. */
+START_TEST(test_rebuild_hint)
+{
+  LmcModel m = lmc_model;
+  char err[1024], arg0[] = "awd", arg1[] = "train", arg2[] = "--bptt", arg3[] = "70";
+  char *argv[] = { arg0, arg1, arg2, arg3, NULL };
+  CliOptions o;
+  m.graph = "graphs/awd.lua";   /* kind LSTM: the hint once said MODEL=lstm */
+  ck_assert_int_eq(cli_parse(&m, "awd", 4, argv, &o, err, sizeof err), 2);
+  ck_assert_str_eq(err, "awd: error: --bptt: bptt is fixed at compile time (this trainer: 8); recompile:\n"
+                        "  make trainer MODEL=awd LMCFLAGS=\"-D bptt=70\"");
+  m.graph = "../models/awd.lua";   /* not one make trainer builds */
+  ck_assert_int_eq(cli_parse(&m, "awd", 4, argv, &o, err, sizeof err), 2);
+  ck_assert_str_eq(err, "awd: error: --bptt: bptt is fixed at compile time (this trainer: 8); recompile:\n"
+                        "  lmc compile ../models/awd.lua -D bptt=70");
+  /* a corpus of another vocabulary */
+  m.ntoken = 5;
+  Corpus c;
+  for (int k = 0; k < 2; k++) {
+    m.graph = k ? "./graphs/awd.lua" : "../models/awd.lua";
+    capture();
+    int rc = vocab_load_corpus(&m, &c, DATA);
+    release();
+    ck_assert_int_eq(rc, -1);
+    const char *want = k ? "recompile for it: make trainer MODEL=awd DATA=" DATA
+                           " (or: lmc compile ./graphs/awd.lua -D ntoken=22 ...)\n"
+                         : "recompile for it: lmc compile ../models/awd.lua -D ntoken=22 ...\n";
+    ck_assert_msg(strstr(err_text, want), "got %s, expected ...%s", err_text, want);
+  }
+}
+END_TEST
+
 START_TEST(test_cli_commands)
 {
   ck_assert_int_eq(trainer("--help"), 0);
@@ -1282,7 +1315,7 @@ static Suite *train_suite(void)
     const TTest *test;
   } tests[] = {
     { "train", test_train_lowers_loss }, { "log", test_log_format },
-    { "init", test_init_and_seed }, { "clip_sgd", test_clip_sgd }, { "dropout", test_dropout_option },
+    { "init", test_init_and_seed }, { "clip_sgd", test_clip_sgd }, { "dropout", test_dropout_option }, { "rebuild_hint", test_rebuild_hint },
     { "anneal", test_save_on_best_and_anneal }, { "resume_sgd", test_resume_sgd },
     { "resume_adamw", test_resume_adamw }, { "nan", test_nan_stops }, { "save_path", test_save_path_checked },
     { "descriptor", test_descriptor_checked },

@@ -134,6 +134,8 @@ void emit_c(Program *p, FILE *f)
   bquote(&out, LMC_VERSION);
   bprintf(&out, ",\n  .flags = ");
   bquote(&out, p->flags ? p->flags : "");
+  bprintf(&out, ",\n  .graph = ");
+  bquote(&out, p->source ? p->source : "");
   bprintf(&out, ",\n  .nhyper = %d,\n", p->nhyper);
   bprintf(&out, "  .hyper = %s,\n", p->nhyper ? "lmc_hyper" : "NULL");
   bprintf(&out, "  .ntoken = %ld,\n", strtol(ntoken, NULL, 10));
