@@ -242,8 +242,6 @@ const char *st_meta_get(const StFile *h, const char *key);   /* NULL if absent *
  * many keys costs no n^2 meta_set), else merged key by key. */
 void st_take_meta(StFile *h, MetaList *meta);
 const StEntry *st_find(const StFile *h, const char *name);   /* NULL if absent */
-/* "the file has 3 tensors: a, b, c" (shortened to fit len) */
-void st_file_has(const StFile *h, char *out, size_t len);
 /* Whether t can be the model's tensor d: dtype F32 or F64, d's shape. */
 int st_check_entry(const StEntry *t, const LmcTensorDesc *d, char *msg, size_t len);
 /* t's values into dst (numel reals), converted from F32 or F64. */

@@ -99,8 +99,9 @@ RtNear rt_near_start(const char *want)
 
 void rt_near_offer(RtNear *n, const char *cand)
 {
+  int limit = 1 + (int)strlen(n->want) / 3, dlen = (int)strlen(n->want) - (int)strnlen(cand, NEAR_MAXLEN + 1);
+  if (dlen > limit || -dlen > limit) return;   /* at least |dlen| edits apart */
   int d = osa_distance(n->want, cand);
-  int limit = 1 + (int)strlen(n->want) / 3;
   if (d > 0 && d <= limit && (n->dist < 0 || d < n->dist)) {
     n->best = cand;
     n->dist = d;
