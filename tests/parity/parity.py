@@ -36,7 +36,8 @@ sequence lengths, a shorter last window):
          generate   `generate` writes the asked number of words
 
 and the elementwise ops torch has but no model uses (gelu, silu, erf:
-activations.py), values and gradients.
+activations.py), values and gradients; and tools/torch_to_safetensors.py
+--trainer on a model of a kind of its own (anykind.py).
 
 Every comparison prints its largest error next to its tolerance, and the
 error of every tensor.  PARITY_ONLY=lstm,gru_tied runs only those cases.
@@ -59,6 +60,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import activations  # noqa: E402
+import anykind  # noqa: E402
 import model as ref  # noqa: E402
 import safetensors_to_torch  # noqa: E402
 import torch_to_safetensors  # noqa: E402
@@ -518,6 +520,7 @@ def main():
                 rep.check(f"{c.name} f32", False, str(e))
 
     activations.check(rep, LMC, OUT, SAN)   # gelu, silu, erf against torch
+    anykind.check(rep, LMC, B, OUT, SAN, DATA, streams, ntoken)   # the tool on a kind of a graph's own
 
     # The whole pickled models, converted by the tool in a fresh process in
     # which the reference's module `model` is not importable (as for a user
