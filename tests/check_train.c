@@ -33,6 +33,7 @@ extern double fake_last_dropout[2];
 extern long fake_nan_at, fake_signal_at;
 extern double fake_eval_penalty[16];
 extern int fake_eval_nan;
+extern double fake_objective_extra;
 extern const LmcModel fake_window_model;
 
 /* ------------------------------------------------------------ helpers */
@@ -51,6 +52,7 @@ static void fake_reset(void)
   memset(fake_eval_penalty, 0, sizeof fake_eval_penalty);
   fake_nan_at = fake_signal_at = -1;
   fake_eval_nan = 0;
+  fake_objective_extra = 0;
 }
 
 static void setup(void)
@@ -565,6 +567,34 @@ START_TEST(test_nan_stops)
   MetaList m = load_meta(o.save, NULL);
   ck_assert_str_eq(meta_get(&m, "epoch"), "1");
   meta_free(&m);
+}
+END_TEST
+
+/* A model whose objective is more than its loss (has_objective): the log
+ * shows the loss; a non-finite objective stops training as a loss would. */
+START_TEST(test_objective)
+{
+  TrainOptions o = options(1);
+  o.max_batches = 45;
+  LmcModel m = lmc_model;
+  m.has_objective = 1;
+  fake_objective_extra = 100;
+  capture();
+  int rc = run_train(&m, &o);
+  release();
+  ck_assert_int_eq(rc, 0);
+  double logged = number_after(out_text, "| loss ");
+  ck_assert_double_lt(logged, 10);   /* the loss (ln 22 = 3.09 untrained), not the objective (100 more) */
+  fake_reset();
+  fake_objective_extra = INFINITY;
+  capture();
+  rc = run_train(&m, &o);
+  release();
+  ck_assert_int_ne(rc, 0);
+  ck_assert_msg(strstr(err_text, "error: the objective is inf at epoch 1 batch 0\n"), "%s", err_text);
+  fake_reset();
+  fake_objective_extra = INFINITY;   /* ignored by a model without an objective */
+  ck_assert_int_eq(train(&o), 0);
 }
 END_TEST
 
@@ -1315,7 +1345,8 @@ static Suite *train_suite(void)
     const TTest *test;
   } tests[] = {
     { "train", test_train_lowers_loss }, { "log", test_log_format },
-    { "init", test_init_and_seed }, { "clip_sgd", test_clip_sgd }, { "dropout", test_dropout_option }, { "rebuild_hint", test_rebuild_hint },
+    { "init", test_init_and_seed }, { "clip_sgd", test_clip_sgd }, { "dropout", test_dropout_option },
+    { "rebuild_hint", test_rebuild_hint }, { "objective", test_objective },
     { "anneal", test_save_on_best_and_anneal }, { "resume_sgd", test_resume_sgd },
     { "resume_adamw", test_resume_adamw }, { "nan", test_nan_stops }, { "save_path", test_save_path_checked },
     { "descriptor", test_descriptor_checked },

@@ -39,6 +39,7 @@ long fake_nan_at = -1;       /* the train run (0-based) that returns NaN */
 long fake_signal_at = -1;    /* the train run (0-based) that raises SIGINT */
 double fake_eval_penalty[16];/* added to eval losses of the k-th evaluation (fake_fresh[1] == k) */
 int fake_eval_nan;           /* eval runs return NaN */
+double fake_objective_extra; /* train runs leave loss + this in c->objective */
 
 static const LmcTensorDesc params[] = {
   { "encoder.weight", 2, { V, V }, 0, (size_t)V * V, LMC_INIT_XAVIER, 0, -1, 0, 0 },
@@ -111,6 +112,7 @@ static double bigram(LmcCtx *c, int which, int B, int nstate, const int32_t *x, 
     raise(SIGINT);
   if (which == 0 && fake_nan_at >= 0 && fake_calls[0] - 1 == fake_nan_at)
     return NAN;
+  if (which == 0 && y) c->objective = loss / N + fake_objective_extra;
   if (which == 1 && y) {
     if (fake_eval_nan) return NAN;
     if (fake_fresh[1] < 16) loss += N * fake_eval_penalty[fake_fresh[1]];
