@@ -1,8 +1,10 @@
 /*
  * autodiff.c: reverse-mode differentiation on the IR.
  *
- * Appends to the graph the gradient of the scalar output "loss" with
- * respect to every parameter, as outputs "grad:<name>".  The backward nodes
+ * Appends to the graph the gradient of the scalar output "loss" (of
+ * "objective" when the graph declares one: the loss plus its
+ * regularisers) with respect to every parameter, as outputs
+ * "grad:<name>".  The backward nodes
  * live in the same graph as the forward ones, so every later pass (fusion,
  * memory planning) sees both.
  *
@@ -411,6 +413,12 @@ void autodiff(Graph *g)
     die("autodiff: no output named loss");
   if (g->node[loss].shape.rank != 0)
     ir_error_node(g, loss, "output 'loss' must be a scalar, got %s", shape_str(&g->node[loss].shape));
+  int objective = ir_find_output(g, "objective");
+  if (objective >= 0 && g->node[objective].shape.rank != 0)
+    ir_error_node(g, objective, "output 'objective' must be a scalar, got %s",
+                  shape_str(&g->node[objective].shape));
+  if (objective >= 0)
+    loss = objective;   /* what training minimises */
   int nfwd = g->backward_start = g->nnode;
   Diff d = {.g = g, .grad = xcalloc((size_t)nfwd, sizeof(int)), .needs = find_needs(g), .nfwd = nfwd};
   for (int i = 0; i < nfwd; i++)

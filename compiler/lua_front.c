@@ -276,6 +276,9 @@ Graph *front_load(const FrontOptions *o, Hyper **hyper, int *nhyper)
 
   load_file(L, o->path, NULL);
   call(L, 0, 0);
+  int objective = ir_find_output(F.g, "objective");
+  if (objective >= 0 && ir_find_output(F.g, "loss") < 0)
+    ir_error_node(F.g, objective, "output 'objective' needs an output 'loss', the loss to log and evaluate");
 
   check_defines_used(&F);
   lua_close(L);

@@ -255,20 +255,24 @@ static int cmd_compile(int argc, char **argv)
   }
   p.eval = load(&o, -1, false, eval_seq, false, &hyper, &nhyper);
   ir_drop_output(p.eval, "logp");
+  ir_drop_output(p.eval, "objective");   /* evaluation reports the loss */
   optimize(p.eval, &o, false);
   p.gen = load(&o, 1, false, 0, false, &hyper, &nhyper);
   ir_drop_output(p.gen, "loss");   /* generation samples from logp; see last_step.c */
+  ir_drop_output(p.gen, "objective");
   bool kv = kv_cacheable(p.gen);
   optimize(p.gen, &o, false);
   int sample_batch = p.eval->batch < SAMPLE_BATCH ? p.eval->batch : SAMPLE_BATCH;
   if (sample_batch > 1) {
     p.sample = load(&o, sample_batch, false, 0, false, &hyper, &nhyper);
     ir_drop_output(p.sample, "loss");
+    ir_drop_output(p.sample, "objective");
     optimize(p.sample, &o, false);
   }
   if (kv) {   /* generation over key/value caches: kv_cache.c */
     p.step = load(&o, 1, false, 0, true, &hyper, &nhyper);
     ir_drop_output(p.step, "loss");
+    ir_drop_output(p.step, "objective");
     optimize(p.step, &o, false);
   }
   if (!strcmp(o.emit, "c"))

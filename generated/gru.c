@@ -1299,6 +1299,7 @@ const LmcModel lmc_model = {
   .kind = "GRU",
   .version = "0.1.0",
   .flags = "graphs/gru.lua -o generated/gru.c",
+  .graph = "graphs/gru.lua",
   .nhyper = 9,
   .hyper = lmc_hyper,
   .ntoken = 33278,

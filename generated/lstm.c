@@ -1309,6 +1309,7 @@ const LmcModel lmc_model = {
   .kind = "LSTM",
   .version = "0.1.0",
   .flags = "graphs/lstm.lua -o generated/lstm.c",
+  .graph = "graphs/lstm.lua",
   .nhyper = 9,
   .hyper = lmc_hyper,
   .ntoken = 33278,

@@ -1055,6 +1055,7 @@ const LmcModel lmc_model = {
   .kind = "RNN_RELU",
   .version = "0.1.0",
   .flags = "graphs/rnn_relu.lua -o generated/rnn_relu.c",
+  .graph = "graphs/rnn_relu.lua",
   .nhyper = 9,
   .hyper = lmc_hyper,
   .ntoken = 33278,

@@ -1055,6 +1055,7 @@ const LmcModel lmc_model = {
   .kind = "RNN_TANH",
   .version = "0.1.0",
   .flags = "graphs/rnn_tanh.lua -o generated/rnn_tanh.c",
+  .graph = "graphs/rnn_tanh.lua",
   .nhyper = 9,
   .hyper = lmc_hyper,
   .ntoken = 33278,

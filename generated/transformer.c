@@ -4372,6 +4372,7 @@ const LmcModel lmc_model = {
   .kind = "Transformer",
   .version = "0.1.0",
   .flags = "graphs/transformer.lua -o generated/transformer.c",
+  .graph = "graphs/transformer.lua",
   .nhyper = 11,
   .hyper = lmc_hyper,
   .ntoken = 33278,

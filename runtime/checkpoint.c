@@ -11,9 +11,14 @@
  * A load trusts nothing.  st_open checks the whole format; then the
  * compiled model's names, dtypes and shapes are checked before one value
  * is copied into the caller's parameters, and the values go through a
- * scratch copy, so a refused file leaves param untouched.  Tensors the
- * model does not have are ignored, except inside a requested extra block,
- * whose names must all be parameters.  One Load owns what a load holds
+ * scratch copy, so a refused file leaves param untouched.  A tensor the
+ * model lacks is refused inside a requested extra block (whose names must
+ * all be parameters); elsewhere it is read past with a warning naming it,
+ * as Hugging Face's "weights not used" (PyTorch's strict load_state_dict
+ * refuses them, but a PyTorch state_dict holds buffers that lmc computes
+ * in the graph, such as the Transformer's pos_encoder.pe).  A missing
+ * tensor is refused, with "did you mean" for a near name among the file's
+ * tensors the model lacks.  One Load owns what a load holds
  * (the open file, the scratch copies) and its steps, each one job, run in
  * turn until one refuses:
  *
@@ -22,7 +27,8 @@
  *   load_params   every tensor of the model, in the descriptor's order:
  *                 its entries checked and read, a tied pair compared
  *   load_blocks   each extra block asked for: all of it, or none
- *   commit        the values, the blocks found and the metadata, out
+ *   commit        the values, the blocks found and the metadata, out;
+ *                 the tensors read past, said
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,17 +150,65 @@ static int check_kind(Load *L)
   return 0;
 }
 
-/* "missing tensor NAME (or its tied NAME); the file has ..." */
+/* Whether the file's tensor s is one the load reads: a parameter's name,
+ * or a name under the prefix of an extra block asked for. */
+static bool wanted(const LmcModel *m, const char *s, const ExtraBlock *extra, int nextra)
+{
+  for (int i = 0; i < m->nparam; i++)
+    if (strcmp(s, m->param[i].name) == 0) return true;
+  for (int k = 0; k < nextra; k++)
+    if (extra[k].data && strncmp(s, extra[k].prefix, strlen(extra[k].prefix)) == 0) return true;
+  return false;
+}
+
+/* The file's tensors the model lacks: "a, b, c" into out (cut short with
+ * "..." to fit len); returns how many. */
+static int unwanted(Load *L, const ExtraBlock *extra, int nextra, char *out, size_t len)
+{
+  int n = 0;
+  size_t k = 0;
+  out[0] = '\0';
+  for (int e = 0; e < L->st.nent; e++) {
+    const char *nm = L->st.ent[e].name;
+    if (wanted(L->m, nm, extra, nextra)) continue;
+    if (k < len && k + strlen(nm) + 8 > len) {
+      snprintf(out + k, len - k, "%s...", n ? ", " : "");
+      k = len;   /* full */
+    } else if (k < len)
+      k += (size_t)snprintf(out + k, len - k, "%s%s", n ? ", " : "", nm);
+    n++;
+  }
+  return n;
+}
+
+/* "missing tensor NAME (or its tied NAME); did you mean NEAR ...?", NEAR
+ * a near name among the file's tensors that the model lacks; else those
+ * tensors, or how many tensors the file has. */
 static int missing(Load *L, int i)
 {
   const LmcModel *m = L->m;
-  char has[ERRLEN / 2];
-  st_file_has(&L->st, has, sizeof has);
   const char *tied = NULL;
   for (int k = 0; k < m->nparam && !tied; k++)
     if (m->param[k].alias == i) tied = m->param[k].name;
-  snprintf(L->msg, sizeof L->msg, "missing tensor %s%s%s%s; %s", m->param[i].name, tied ? " (or its tied " : "",
-           tied ? tied : "", tied ? ")" : "", has);
+  RtNear near = rt_near_start(m->param[i].name), near_tied = rt_near_start(tied ? tied : "");
+  for (int e = 0; e < L->st.nent; e++)
+    if (!wanted(m, L->st.ent[e].name, NULL, 0)) {
+      rt_near_offer(&near, L->st.ent[e].name);
+      if (tied) rt_near_offer(&near_tied, L->st.ent[e].name);
+    }
+  if (!near.best || (near_tied.best && near_tied.dist < near.dist)) near = near_tied;
+  int k = snprintf(L->msg, sizeof L->msg, "missing tensor %s%s%s%s; ", m->param[i].name,
+                   tied ? " (or its tied " : "", tied ? tied : "", tied ? ")" : "");
+  size_t at = k > 0 && (size_t)k < sizeof L->msg ? (size_t)k : sizeof L->msg - 1;
+  char list[ERRLEN / 2];
+  int n = unwanted(L, NULL, 0, list, sizeof list);
+  if (near.best)
+    snprintf(L->msg + at, sizeof L->msg - at, "did you mean %s, which the file has?", near.best);
+  else if (n)
+    snprintf(L->msg + at, sizeof L->msg - at, "the file's tensor%s that the model lacks: %s", n == 1 ? "" : "s", list);
+  else
+    snprintf(L->msg + at, sizeof L->msg - at, "the file has %d tensor%s, none of that name", L->st.nent,
+             L->st.nent == 1 ? "" : "s");
   return -1;
 }
 
@@ -315,9 +369,13 @@ int ckpt_load_via(const char *path, const LmcModel *m, real *param, real *given,
   if (st_open(&L.st, path, err) < 0)
     return -1;
   int rc = check_kind(&L) < 0 || load_params(&L, param, given) < 0 || load_blocks(&L, extra, nextra) < 0 ? -1 : 0;
-  if (rc == 0)
+  if (rc == 0) {
+    char list[ERRLEN / 2];
+    int n = unwanted(&L, extra, nextra, list, sizeof list);
+    if (n)
+      rt_warning("%s: %d tensor%s that the model does not have, not read: %s", path, n, n == 1 ? "" : "s", list);
     commit(&L, param, extra, nextra, meta);
-  else
+  } else
     st_refuse(err, path, L.msg);
   load_free(&L);
   return rc;

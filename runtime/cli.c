@@ -35,7 +35,8 @@ void cli_help(FILE *f, const LmcModel *m, const char *prog, const char *which)
             "  --clip F            gradient norm clipping, 0 for none (0.25)\n"
             "  --epochs N          upper epoch limit (40)\n"
             "  --seed N            random seed (1111)\n"
-            "  --dropout F         dropout probability (the compiled default)\n"
+            "  --dropout P         the probability of the slot named dropout (the compiled default)\n"
+            "  --dropout NAME=P    that of any dropout slot (see '%s info'); repeatable\n"
             "  --log-interval N    batches between log lines (200)\n"
             "  --save FILE         where the best model goes (model.safetensors)\n"
             "  --dry-run           one batch, a few evaluation batches, one save and reload\n"
@@ -46,7 +47,7 @@ void cli_help(FILE *f, const LmcModel *m, const char *prog, const char *which)
             "  --log-csv FILE      also write the log lines as CSV\n"
             "  --check-every N     under mpirun, steps between two checks that the ranks'\n"
             "                      parameters agree (100; also at each epoch's end)\n",
-            prog, m->kind);
+            prog, m->kind, prog);
   if (!which || strcmp(which, "eval") == 0)
     fprintf(f,
             "usage: %s eval --checkpoint FILE [options]\n"
@@ -155,16 +156,20 @@ static void no_value(Args *a)
   if (a->inline_val) usage_error(a, "%s: takes no value, got '%s'", a->name, a->inline_val);
 }
 
-/* A finite number in [lo, hi]; what names the range in messages. */
-static double number(Args *a, double lo, double hi, const char *what)
+/* s as a finite number in [lo, hi]; what names the range in messages. */
+static double number_in(Args *a, const char *s, double lo, double hi, const char *what)
 {
-  const char *s = value(a);
   char *e;
   errno = 0;
   double v = strtod(s, &e);
   if (e == s || *e || !isfinite(v)) usage_error(a, "%s: expected a number, got '%s'", a->name, s);
   if (v < lo || v > hi) usage_error(a, "%s: expected %s, got '%s'", a->name, what, s);
   return v;
+}
+
+static double number(Args *a, double lo, double hi, const char *what)
+{
+  return number_in(a, value(a), lo, hi, what);
 }
 
 static long long integer(Args *a, long long lo, long long hi, const char *what)
@@ -205,11 +210,8 @@ static void compiled_option(Args *a)
     { "--emsize", "emsize" }, { "--nhid", "nhid" }, { "--nlayers", "nlayers" },
     { "--nhead", "nhead" }, { "--tied", "tied" }, { "--ntoken", "ntoken" }, { "--model", "model" },
   };
-  char model[64];
-  size_t k = 0;
-  for (const char *p = m->kind; *p && k + 1 < sizeof model; p++)
-    model[k++] = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
-  model[k] = '\0';
+  char cmd[256];
+  bool make = rt_rebuild_command(m, cmd, sizeof cmd);
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
     if (!is(a, shapes[i][0])) continue;
     const char *h = shapes[i][1];
@@ -221,17 +223,16 @@ static void compiled_option(Args *a)
                   "  make trainer MODEL=%s",
                   m->kind, given ? given : "lstm");
     if (strcmp(h, "ntoken") == 0)
-      usage_error(a, "--ntoken: the vocabulary size is fixed at compile time (%d); recompile for a corpus:\n"
-                  "  make trainer MODEL=%s DATA=DIR",
-                  m->ntoken, model);
+      usage_error(a, "--ntoken: the vocabulary size is fixed at compile time (%d); recompile for a corpus:\n  %s%s",
+                  m->ntoken, cmd, make ? " DATA=DIR" : " -D ntoken=N (lmc vocab DIR says N)");
     const char *cur = hyper(m, h);
     char example[64];
     if (strcmp(h, "tied") == 0) snprintf(example, sizeof example, cur && strcmp(cur, "true") == 0 ? "false" : "true");
     else if (given) snprintf(example, sizeof example, "%.40s", given);
     else snprintf(example, sizeof example, "N");
-    usage_error(a, "%s: %s is fixed at compile time (this trainer: %s); recompile:\n"
-                "  make trainer MODEL=%s LMCFLAGS=\"-D %s=%s\"",
-                a->name, h, cur ? cur : "not a parameter of this model", model, h, example);
+    usage_error(a, "%s: %s is fixed at compile time (this trainer: %s); recompile:\n  %s %s-D %s=%s%s", a->name, h,
+                cur ? cur : "not a parameter of this model", cmd, make ? "LMCFLAGS=\"" : "", h, example,
+                make ? "\"" : "");
   }
 }
 
@@ -241,12 +242,60 @@ static _Noreturn void unknown(Args *a)
   usage_error(a, "%s: unknown option '%s' (see '%s %s --help')", a->cmd, a->name, a->prog, a->cmd);
 }
 
+/* ------------------------------------------------------------ dropout */
+
+/* "its slots: dropout, dropouth" (cut short with "..." to fit out). */
+static void slot_list(const LmcModel *m, char *out, size_t len)
+{
+  size_t k = (size_t)snprintf(out, len, "its slot%s: ", m->ndropout == 1 ? "" : "s");
+  for (int i = 0; i < m->ndropout && k < len; i++) {
+    if (k + strlen(m->dropout[i].name) + 8 > len) {
+      snprintf(out + k, len - k, "...");
+      return;
+    }
+    k += (size_t)snprintf(out + k, len - k, "%s%s", i ? ", " : "", m->dropout[i].name);
+  }
+}
+
+static _Noreturn void unknown_slot(Args *a, const char *name, bool named)
+{
+  const LmcModel *m = a->m;
+  if (m->ndropout == 0) usage_error(a, "--dropout: this model has no dropout");
+  char list[512];
+  slot_list(m, list, sizeof list);
+  if (!named)
+    usage_error(a, "--dropout: this model has no slot named 'dropout'; %s (set one: --dropout NAME=P)", list);
+  RtNear near = rt_near_start(name);
+  for (int i = 0; i < m->ndropout; i++) rt_near_offer(&near, m->dropout[i].name);
+  if (near.best)
+    usage_error(a, "--dropout: no dropout slot '%s' in this model; did you mean '%s'? (%s)", name, near.best, list);
+  usage_error(a, "--dropout: no dropout slot '%s' in this model; %s", name, list);
+}
+
+/* --dropout P sets the slot named "dropout" (as the example's --dropout;
+ * the Transformer's dropout_inner keeps its value); --dropout NAME=P any
+ * slot the graph declares.  Repeatable, the last for a slot winning. */
+static void dropout_option(Args *a, TrainOptions *o)
+{
+  const LmcModel *m = a->m;
+  const char *v = value(a), *eq = strchr(v, '=');
+  char name[160];
+  snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - v) : 7, eq ? v : "dropout");
+  int slot = -1;
+  for (int i = 0; i < m->ndropout && slot < 0; i++)
+    if (strcmp(m->dropout[i].name, name) == 0) slot = i;
+  if (slot < 0) unknown_slot(a, name, eq != NULL);
+  double p = number_in(a, eq ? eq + 1 : v, 0, nextafter(1.0, 0.0), "a probability in [0, 1)");
+  if (o->ndropout == MAX_DROPOUT_SET) usage_error(a, "--dropout: at most %d of them", MAX_DROPOUT_SET);
+  o->dropout[o->ndropout++] = (DropoutSet){ slot, p };
+}
+
 /* ----------------------------------------------------------- commands */
 
 static void parse_train(Args *a, TrainOptions *out)
 {
   TrainOptions o = {
-    .data = "data/wikitext-2", .lr = 0, .clip = 0.25, .epochs = 40, .seed = 1111, .dropout = -1,
+    .data = "data/wikitext-2", .lr = 0, .clip = 0.25, .epochs = 40, .seed = 1111, 
     .log_interval = 200, .save = NULL, .threads = 1, .check_every = 100,
   };
   while (next_option(a)) {
@@ -255,7 +304,7 @@ static void parse_train(Args *a, TrainOptions *out)
     else if (is(a, "--clip")) o.clip = number(a, 0, INFINITY, "a non-negative number (0: no clipping)");
     else if (is(a, "--epochs")) o.epochs = (int)integer(a, 1, 1000000000, "a positive integer");
     else if (is(a, "--seed")) o.seed = seed_value(a);
-    else if (is(a, "--dropout")) o.dropout = number(a, 0, nextafter(1.0, 0.0), "a probability in [0, 1)");
+    else if (is(a, "--dropout")) dropout_option(a, &o);
     else if (is(a, "--log-interval")) o.log_interval = (int)integer(a, 1, 1000000000, "a positive integer");
     else if (is(a, "--save")) o.save = path_value(a);
     else if (is(a, "--dry-run")) no_value(a), o.dry_run = true;

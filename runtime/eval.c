@@ -94,7 +94,7 @@ static int eval_split(const LmcModel *m, const char *checkpoint, const char *dat
   int rc = 1;
   Net n;
   Batches b = { 0 };
-  if (net_alloc(&n, m, USE_EVAL, 0, threads, 0) < 0) goto done_corpus;
+  if (net_alloc(&n, m, USE_EVAL, 0, threads, NULL, 0) < 0) goto done_corpus;
   if (load_shared(m, &n, checkpoint, &c, data) < 0) goto done;
   batchify_slice(split[0] == 'v' ? &c.valid : &c.test, m->eval.batch, dist_rank(), dist_size(), &b);
   if (b.nrows < 2) {

@@ -274,7 +274,7 @@ static int generate(const LmcModel *m, const GenOptions *o)
   Sampler s = { o->rule, NULL, NULL, NULL, NULL };
   FILE *f = NULL;
   OutFile of = { 0 };
-  if (net_alloc(&n, m, many ? USE_SAMPLE : step ? USE_STEP : USE_GEN, o->seed, o->threads, 0) < 0) {
+  if (net_alloc(&n, m, many ? USE_SAMPLE : step ? USE_STEP : USE_GEN, o->seed, o->threads, NULL, 0) < 0) {
     free(text);
     return 1;
   }

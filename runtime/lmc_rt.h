@@ -96,6 +96,7 @@ typedef struct LmcModel {
   const char *kind;      /* "RNN_TANH", "RNN_RELU", "LSTM", "GRU", "Transformer" */
   const char *version;   /* lmc version */
   const char *flags;     /* lmc command line */
+  const char *graph;     /* the graph file it was compiled from, as lmc was given it: "graphs/lstm.lua" */
   int nhyper;
   const char *const (*hyper)[2];   /* name, value: every hyper-parameter */
   int ntoken, bptt;
@@ -114,6 +115,11 @@ typedef struct LmcModel {
   const LmcDropoutSlot *dropout;
   LmcProgram train, eval, gen, sample, step;   /* sample.run, step.run may be NULL: gen serves */
   int fma;               /* LMC_FMA where the emitted file was compiled */
+  /* 1: training minimises the graph's "objective" (the loss and its
+   * regularisers): train's run() writes that objective's gradient, leaves
+   * its value in c->objective and returns the loss, which is what the
+   * runtime logs; the other programs compute the loss alone. */
+  int has_objective;
 } LmcModel;
 
 typedef struct LmcCtx {
@@ -132,6 +138,7 @@ typedef struct LmcCtx {
    * global column (lmc_mask_index); both 0 in one process. */
   long col0, col_rest;
   int threads;
+  double objective;      /* train's run() of a model with has_objective: what it minimises */
 } LmcCtx;
 
 extern const LmcModel lmc_model;

@@ -99,7 +99,7 @@ static real *block_alloc(size_t bytes)
   return p;
 }
 
-int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, double dropout)
+int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, const DropoutSet *set, int nset)
 {
   enum { NPROG = 5 };
   const LmcProgram *prog[NPROG] = { &m->train, &m->eval, &m->gen, &m->sample, &m->step };
@@ -127,10 +127,10 @@ int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, do
   }
   n->dropout = rt_calloc((size_t)m->ndropout + 1, sizeof *n->dropout, "the dropout probabilities");
   memset(n->block, 0, total * sizeof(real));
-  /* --dropout sets the model's "dropout" slot, as the example's --dropout
-   * does; other slots (the Transformer's dropout_inner) keep their value. */
   for (int i = 0; i < m->ndropout; i++)
-    n->dropout[i] = dropout < 0 || strcmp(m->dropout[i].name, "dropout") ? m->dropout[i].value : dropout;
+    n->dropout[i] = m->dropout[i].value;
+  for (int k = 0; k < nset; k++)
+    if (set[k].slot >= 0 && set[k].slot < m->ndropout) n->dropout[set[k].slot] = set[k].p;
   /* parameters | gradients | arena | AdamW's moments | states: the
    * gradients and the arena together hold a copy of the parameters when
    * they are large enough (the best model reloaded at the end) */
@@ -232,9 +232,12 @@ void run_info(const LmcModel *m)
   printf("bptt          %d\n", m->bptt);
   printf("batch         train %d, eval %d, generate %d\n", m->train.batch, m->eval.batch, m->gen.batch);
   for (int i = 0; i < m->nhyper; i++) printf("  %-11s %s\n", m->hyper[i][0], m->hyper[i][1]);
-  for (int i = 0; i < m->ndropout; i++)
-    printf("dropout       %s = %g%s\n", m->dropout[i].name, m->dropout[i].value,
-           strcmp(m->dropout[i].name, "dropout") ? "" : " (run time: --dropout)");
+  for (int i = 0; i < m->ndropout; i++) {
+    const char *s = m->dropout[i].name;
+    bool plain = strcmp(s, "dropout") == 0;   /* what --dropout P sets */
+    printf("dropout       %s = %g (run time: --dropout %s%s)\n", s, m->dropout[i].value, plain ? "" : s,
+           plain ? "P" : "=P");
+  }
   printf("parameters    %zu\n", m->param_numel);
   for (int i = 0; i < m->nparam; i++) {
     const LmcTensorDesc *d = &m->param[i];

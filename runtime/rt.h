@@ -2,7 +2,8 @@
  * rt.h: internal interfaces between the runtime's files (not for emitted
  * code, which sees only lmc_rt.h).
  *
- *   util.c         the program's name, messages, clock, paths, memory
+ *   util.c         the program's name, messages, "did you mean", clock,
+ *                  paths, memory
  *   corpus.c       dictionary, tokenizer and batching with data.py's semantics
  *   corpus_cache.c the binary token cache DIR/.lmc-tokens, and corpus_load
  *   json.c         the JSON of safetensors headers: a growing string, a reader
@@ -45,6 +46,21 @@ void rt_error(const char *fmt, ...);
 void rt_warning(const char *fmt, ...);
 /* Control bytes of s (tab too, unless keep_tab) and DEL to '?'. */
 void rt_printable(char *s, bool keep_tab);
+/* "did you mean": offer a misspelled name's candidates in turn; best is
+ * the closest (edit distance, adjacent swaps counting one) within
+ * 1 + strlen(want) / 3 edits and not want itself, the first offered of
+ * equals; NULL when none is that near. */
+typedef struct {
+  const char *want, *best;
+  int dist;
+} RtNear;
+RtNear rt_near_start(const char *want);
+void rt_near_offer(RtNear *n, const char *cand);
+/* The start of the command that rebuilds this trainer with other compiled
+ * values, for the caller to finish: "make trainer MODEL=NAME" (returns
+ * true; make's DATA= or LMCFLAGS= follow) for a graph graphs/NAME.lua,
+ * else "lmc compile GRAPH" (false; lmc's -D follow). */
+bool rt_rebuild_command(const LmcModel *m, char *out, size_t len);
 double rt_now(void);                               /* seconds, monotonic */
 bool rt_same_path(const char *a, const char *b);   /* one file, existing or not yet */
 /* Never NULL: out of memory prints "PROG: error: out of memory (N bytes
@@ -226,8 +242,6 @@ const char *st_meta_get(const StFile *h, const char *key);   /* NULL if absent *
  * many keys costs no n^2 meta_set), else merged key by key. */
 void st_take_meta(StFile *h, MetaList *meta);
 const StEntry *st_find(const StFile *h, const char *name);   /* NULL if absent */
-/* "the file has 3 tensors: a, b, c" (shortened to fit len) */
-void st_file_has(const StFile *h, char *out, size_t len);
 /* Whether t can be the model's tensor d: dtype F32 or F64, d's shape. */
 int st_check_entry(const StEntry *t, const LmcTensorDesc *d, char *msg, size_t len);
 /* t's values into dst (numel reals), converted from F32 or F64. */
@@ -303,9 +317,18 @@ typedef struct {
 
 enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8, USE_SAMPLE = 16, USE_STEP = 32 };
 
-/* The programs in use (USE_*) and their memory, zeroed; dropout < 0: the
- * compiled probabilities.  -1, said, when the block cannot be had. */
-int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, double dropout);
+/* --dropout: slot (an index into LmcModel.dropout) gets probability p. */
+typedef struct {
+  int slot;
+  double p;
+} DropoutSet;
+
+enum { MAX_DROPOUT_SET = 64 };
+
+/* The programs in use (USE_*) and their memory, zeroed; the dropout
+ * probabilities the compiled ones, then set[0..nset) applied in order.
+ * -1, said, when the block cannot be had. */
+int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, const DropoutSet *set, int nset);
 void net_free(Net *n);   /* also of a zeroed or failed Net */
 /* Every tensor per its descriptor, from one stream of seed. */
 void init_params(const LmcModel *m, real *param, uint64_t seed);
@@ -407,7 +430,8 @@ typedef struct {
   double clip;           /* 0: no clipping */
   int epochs;
   uint64_t seed;
-  double dropout;        /* < 0: the compiled defaults */
+  int ndropout;          /* --dropout options given, in order (a later one for a slot wins) */
+  DropoutSet dropout[MAX_DROPOUT_SET];
   int log_interval;
   const char *save;      /* NULL: model.safetensors (a dry run then uses a temp file) */
   bool dry_run;

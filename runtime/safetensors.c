@@ -598,20 +598,6 @@ const StEntry *st_find(const StFile *h, const char *name)
   return NULL;
 }
 
-void st_file_has(const StFile *h, char *out, size_t len)
-{
-  size_t k = (size_t)snprintf(out, len, "the file has %d tensor%s%s", h->nent, h->nent == 1 ? "" : "s",
-                              h->nent ? ": " : "");
-  for (int i = 0; i < h->nent && k < len; i++) {
-    size_t need = strlen(h->ent[i].name) + 2;
-    if (k + need + 8 > len) {
-      snprintf(out + k, len - k, "...");
-      return;
-    }
-    k += (size_t)snprintf(out + k, len - k, "%s%s", i ? ", " : "", h->ent[i].name);
-  }
-}
-
 int st_check_entry(const StEntry *t, const LmcTensorDesc *d, char *msg, size_t len)
 {
   if (strcmp(t->dtype, "F32") != 0 && strcmp(t->dtype, "F64") != 0) {

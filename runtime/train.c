@@ -7,6 +7,8 @@
  *   - each epoch starts from a zero hidden state, carried (detached) from
  *     window to window; windows are get_batch(train, i) for i in
  *     range(0, nrows - 1, bptt), the last one shorter;
+ *   - each step minimises the graph's objective and logs its loss (they
+ *     differ when the graph declares an objective with regularisers);
  *   - after each step: clip the global gradient norm, sgd or adamw, then
  *     ctx.step++ (the dropout key); sgd takes the clip as a smaller lr;
  *   - a log line every log_interval batches (at batch % interval == 0,
@@ -19,7 +21,7 @@
  *
  * Checkpoints hold the model's state_dict, loadable by torch with
  * strict=True, and metadata: format_version, kind, every compiled
- * hyper-parameter, vocab (words joined by '\n' in id order), vocab_size,
+ * hyper-parameter (a dropout slot's as training ran it), vocab (words joined by '\n' in id order), vocab_size,
  * vocab_hash, seed, lmc_version, lmc_flags, and for --resume lr, epoch,
  * step, optimizer, valid_loss.  AdamW's moments live in a companion file
  * FILE.optim so that the model file stays a plain state_dict; how the two
@@ -127,10 +129,23 @@ static void setf(MetaList *l, const char *key, const char *fmt, ...)
   meta_set(l, key, buf);
 }
 
-/* What every checkpoint says about the model and its vocabulary.  Under
+/* v in the fewest digits that read back as v ("0.3", not 0.29999999999999999). */
+static void set_shortest(MetaList *l, const char *key, double v)
+{
+  char buf[32];
+  for (int prec = 1; prec <= 17; prec++) {
+    snprintf(buf, sizeof buf, "%.*g", prec, v);
+    if (strtod(buf, NULL) == v) break;
+  }
+  meta_set(l, key, buf);
+}
+
+/* What every checkpoint says about the model and its vocabulary; a
+ * dropout slot's key holds the probability training ran with (dropout,
+ * as --dropout set it), the compiled text when that is unchanged.  Under
  * mpirun the batches are the global ones, as one process at the global
  * batch writes them (lmc_flags still says how this trainer was built). */
-static void meta_model(MetaList *l, const LmcModel *m, const Dict *d, uint64_t seed)
+static void meta_model(MetaList *l, const LmcModel *m, const double *dropout, const Dict *d, uint64_t seed)
 {
   meta_set(l, "format_version", FORMAT_VERSION);
   meta_set(l, "kind", m->kind);
@@ -139,6 +154,8 @@ static void meta_model(MetaList *l, const LmcModel *m, const Dict *d, uint64_t s
     setf(l, "batch_size", "%d", m->train.batch * dist_size());
     setf(l, "eval_batch_size", "%d", m->eval.batch * dist_size());
   }
+  for (int i = 0; i < m->ndropout; i++)
+    if (dropout[i] != m->dropout[i].value) set_shortest(l, m->dropout[i].name, dropout[i]);
   setf(l, "ntoken", "%d", m->ntoken);
   setf(l, "bptt", "%d", m->bptt);
   char *v = vocab_join(d);
@@ -236,7 +253,7 @@ static int save_checkpoint(Trainer *t, const char *path, double val_loss)
   int rc = -1;
   char *opath = NULL, *prev = NULL;
   bool moved = false;
-  meta_model(&meta, m, &t->corpus.dict, t->o->seed);
+  meta_model(&meta, m, t->net.dropout, &t->corpus.dict, t->o->seed);
   setf(&meta, "lr", "%.17g", t->lr);
   setf(&meta, "epoch", "%d", t->epoch);
   setf(&meta, "step", "%llu", (unsigned long long)t->net.train.step);
@@ -455,10 +472,12 @@ static int train_epoch(Trainer *t)
     /* run() writes every gradient (a parameter the loss does not reach
      * gets zeros): no clearing pass over the block first */
     double loss = dist_mean(m->train.run(c, x, y, T));
-    if (!isfinite(loss)) {
+    double obj = m->has_objective && isfinite(loss) ? dist_mean(c->objective) : loss;
+    if (!isfinite(obj)) {
       clear_progress(t);
       fflush(stdout);
-      rt_error("loss is %s at epoch %d batch %ld", isnan(loss) ? "nan" : "inf", t->epoch, batch);
+      rt_error("%s is %s at epoch %d batch %ld", isfinite(loss) ? "the objective" : "loss", isnan(obj) ? "nan" : "inf",
+               t->epoch, batch);
       return -1;
     }
     const LmcModel *om = m;   /* the optimizer's view: the mean gradient with several ranks */
@@ -619,7 +638,7 @@ static int prepare(Trainer *t)
     return -1;
   }
   if (net_alloc(&t->net, m, USE_TRAIN | USE_EVAL | (o->adamw ? USE_ADAMW : 0), o->seed, o->threads,
-                o->dropout) < 0)
+                o->dropout, o->ndropout) < 0)
     return -1;
   init_params(m, t->net.param, o->seed);
   /* the masks of columns [rank * B, (rank + 1) * B) of the global batch */

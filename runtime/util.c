@@ -1,6 +1,7 @@
 /*
  * util.c: what every file of the runtime shares: the program's name and
- * its messages, the clock, paths, and memory.
+ * its messages, "did you mean" for a misspelled name, how to rebuild a
+ * trainer, the clock, paths, and memory.
  *
  * Messages go to stderr as "PROG: error: ..." or "PROG: warning: ...",
  * PROG being rt_progname (main sets it to the trainer's name; "lmc" in the
@@ -62,6 +63,72 @@ void rt_warning(const char *fmt, ...)
   va_start(ap, fmt);
   report("warning", fmt, ap);
   va_end(ap);
+}
+
+/* ------------------------------------------------------- did you mean */
+
+/* The optimal string alignment distance (Levenshtein with adjacent
+ * transpositions) of a and b, bytes; -1 when either is longer than
+ * NEAR_MAXLEN (no suggestion for names that long). */
+enum { NEAR_MAXLEN = 256 };
+
+static int osa_distance(const char *a, const char *b)
+{
+  int na = (int)strnlen(a, NEAR_MAXLEN + 1), nb = (int)strnlen(b, NEAR_MAXLEN + 1);
+  if (na > NEAR_MAXLEN || nb > NEAR_MAXLEN) return -1;
+  int row[3][NEAR_MAXLEN + 1];   /* rows i - 2, i - 1, i of the table, cyclically */
+  for (int j = 0; j <= nb; j++) row[0][j] = j;
+  for (int i = 1; i <= na; i++) {
+    int *cur = row[i % 3], *up = row[(i + 2) % 3], *up2 = row[(i + 1) % 3];
+    cur[0] = i;
+    for (int j = 1; j <= nb; j++) {
+      int d = up[j - 1] + (a[i - 1] != b[j - 1]);
+      if (up[j] + 1 < d) d = up[j] + 1;
+      if (cur[j - 1] + 1 < d) d = cur[j - 1] + 1;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && up2[j - 2] + 1 < d) d = up2[j - 2] + 1;
+      cur[j] = d;
+    }
+  }
+  return row[na % 3][nb];
+}
+
+RtNear rt_near_start(const char *want)
+{
+  return (RtNear){ .want = want, .best = NULL, .dist = -1 };
+}
+
+void rt_near_offer(RtNear *n, const char *cand)
+{
+  int limit = 1 + (int)strlen(n->want) / 3, dlen = (int)strlen(n->want) - (int)strnlen(cand, NEAR_MAXLEN + 1);
+  if (dlen > limit || -dlen > limit) return;   /* at least |dlen| edits apart */
+  int d = osa_distance(n->want, cand);
+  if (d > 0 && d <= limit && (n->dist < 0 || d < n->dist)) {
+    n->best = cand;
+    n->dist = d;
+  }
+}
+
+/* ------------------------------------------------------------ rebuild */
+
+bool rt_rebuild_command(const LmcModel *m, char *out, size_t len)
+{
+  const char *g = m->graph && *m->graph ? m->graph : NULL;
+  while (g && strncmp(g, "./", 2) == 0) g += 2;
+  size_t n = g ? strlen(g) : 0;
+  if (g && strncmp(g, "graphs/", 7) == 0 && n > 11 && strcmp(g + n - 4, ".lua") == 0 && !memchr(g + 7, '/', n - 11)) {
+    snprintf(out, len, "make trainer MODEL=%.*s", (int)(n - 11), g + 7);
+    return true;
+  }
+  if (g) {
+    snprintf(out, len, "lmc compile %s", g);
+    return false;
+  }
+  /* a file emitted before LmcModel.graph: the graph named after the kind */
+  size_t k = (size_t)snprintf(out, len, "make trainer MODEL=");
+  for (const char *p = m->kind; *p && k + 1 < len; p++)
+    out[k++] = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+  if (k < len) out[k] = '\0';
+  return true;
 }
 
 double rt_now(void)

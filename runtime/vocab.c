@@ -13,15 +13,6 @@
 
 #include "rt.h"
 
-/* "lstm" for LSTM: the graph file and make's MODEL name. */
-static void model_name(const LmcModel *m, char *buf, size_t n)
-{
-  size_t i = 0;
-  for (; m->kind[i] && i + 1 < n; i++)
-    buf[i] = (char)(m->kind[i] >= 'A' && m->kind[i] <= 'Z' ? m->kind[i] - 'A' + 'a' : m->kind[i]);
-  buf[i] = '\0';
-}
-
 int vocab_load_corpus(const LmcModel *m, Corpus *c, const char *dir)
 {
   char err[ERRLEN];
@@ -31,11 +22,14 @@ int vocab_load_corpus(const LmcModel *m, Corpus *c, const char *dir)
     return -1;
   }
   if (c->dict.nword != m->ntoken) {
-    char name[64];
-    model_name(m, name, sizeof name);
-    rt_error("%s has a vocabulary of %d words, but this trainer was compiled for %d; "
-             "recompile for it: make trainer MODEL=%s DATA=%s (or: lmc compile graphs/%s.lua -D ntoken=%d ...)",
-             dir, c->dict.nword, m->ntoken, name, dir, name, c->dict.nword);
+    char cmd[512];
+    if (rt_rebuild_command(m, cmd, sizeof cmd))
+      rt_error("%s has a vocabulary of %d words, but this trainer was compiled for %d; recompile for it: %s DATA=%s "
+               "(or: lmc compile %s -D ntoken=%d ...)", dir, c->dict.nword, m->ntoken, cmd, dir,
+               m->graph && *m->graph ? m->graph : "GRAPH.lua", c->dict.nword);
+    else
+      rt_error("%s has a vocabulary of %d words, but this trainer was compiled for %d; recompile for it: "
+               "%s -D ntoken=%d ...", dir, c->dict.nword, m->ntoken, cmd, c->dict.nword);
     corpus_free(c);
     return -1;
   }

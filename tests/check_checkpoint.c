@@ -120,6 +120,38 @@ static void write_raw(const char *json, const double *v, int n, int f64)
   free(b);
 }
 
+/* stderr into a file of dir while a load runs; stderr_text() reads it back. */
+static int saved_stderr = -1;
+static char stderr_buf[1 << 16];
+
+static void capture_stderr(void)
+{
+  char p[600];
+  snprintf(p, sizeof p, "%s/stderr.txt", dir);
+  fflush(stderr);
+  saved_stderr = dup(2);
+  FILE *f = fopen(p, "w");
+  ck_assert_ptr_nonnull(f);
+  dup2(fileno(f), 2);
+  fclose(f);
+}
+
+static const char *stderr_text(void)
+{
+  char p[600];
+  snprintf(p, sizeof p, "%s/stderr.txt", dir);
+  fflush(stderr);
+  dup2(saved_stderr, 2);
+  close(saved_stderr);
+  FILE *f = fopen(p, "r");
+  ck_assert_ptr_nonnull(f);
+  size_t n = fread(stderr_buf, 1, sizeof stderr_buf - 1, f);
+  stderr_buf[n] = '\0';
+  fclose(f);
+  unlink(p);
+  return stderr_buf;
+}
+
 /* Loads path expecting a refusal with message "PATH: error: want";
  * param must stay as it was. */
 static void refused(const char *want)
@@ -279,7 +311,15 @@ START_TEST(test_accepts)
                               "\"rnn.scale\":{\"dtype\":\"BF16\",\"shape\":[22],\"data_offsets\":[96,140]}");
   strcat(h, "    ");
   write_raw(h, v, DATA_BYTES / 4, 0);
-  ck_assert_msg(ckpt_load(path, &model, param, NULL, 0, NULL, err) == 0, "%s", err);
+  capture_stderr();
+  int rc = ckpt_load(path, &model, param, NULL, 0, NULL, err);
+  const char *said = stderr_text();
+  ck_assert_msg(rc == 0, "%s", err);
+  /* the tensors the model lacks are named, once */
+  char want[1024];
+  snprintf(want, sizeof want, "lmc: warning: %s: 2 tensors that the model does not have, not read: "
+           "extra.counter, rnn.scale\n", path);
+  ck_assert_str_eq(said, want);
   for (int i = 0; i < 15; i++)
     ck_assert(param[i] == (real)v[5 + i]);             /* encoder storage from decoder.weight */
   for (int i = 0; i < 12; i++)
@@ -298,7 +338,10 @@ START_TEST(test_accepts)
   v[7] = 0.1;
   v[22] = 0.1;
   write_raw(h64, v, DATA_BYTES / 4, 1);
-  ck_assert_msg(ckpt_load(path, &model, param, NULL, 0, NULL, err) == 0, "%s", err);
+  capture_stderr();
+  rc = ckpt_load(path, &model, param, NULL, 0, NULL, err);
+  ck_assert_str_eq(stderr_text(), "");   /* the model's tensors and no others: nothing said */
+  ck_assert_msg(rc == 0, "%s", err);
   ck_assert(param[2] == (real)0.1);
   ck_assert(param[27] == (real)v[35]);
 }
@@ -374,12 +417,24 @@ START_TEST(test_refuses_mismatches)
 
   header_with(h, sizeof h, 3, "\"rnn.bias_hh_l0\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[140,156]}");
   write_raw(h, v, DATA_BYTES / 4, 0);
-  refused("missing tensor rnn.bias_ih_l0; the file has 5 tensors: decoder.bias, decoder.weight, "
-          "encoder.weight, rnn.bias_hh_l0, rnn.weight_ih_l0");
+  refused("missing tensor rnn.bias_ih_l0; did you mean rnn.bias_hh_l0, which the file has?");
+  header_with(h, sizeof h, 3, "\"rnn.bais_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[140,156]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("missing tensor rnn.bias_ih_l0; did you mean rnn.bais_ih_l0, which the file has?");
+  /* nothing near: the tensors the model lacks, not the whole file */
+  header_with(h, sizeof h, 3, "\"head.b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[140,156]}");
+  write_raw(h, v, DATA_BYTES / 4, 0);
+  refused("missing tensor rnn.bias_ih_l0; the file's tensor that the model lacks: head.b");
   char h2[2048];
   snprintf(h2, sizeof h2, "{\"decoder.bias\":{\"dtype\":\"F32\",\"shape\":[5],\"data_offsets\":[0,20]}}");
   write_raw(h2, v, 5, 0);
-  refused("missing tensor encoder.weight (or its tied decoder.weight); the file has 1 tensor: decoder.bias");
+  refused("missing tensor encoder.weight (or its tied decoder.weight); the file has 1 tensor, none of that name");
+  /* near the tied name */
+  snprintf(h2, sizeof h2, "{\"decoder.bias\":{\"dtype\":\"F32\",\"shape\":[5],\"data_offsets\":[0,20]},"
+           "\"decoder.weigth\":{\"dtype\":\"F32\",\"shape\":[5,3],\"data_offsets\":[20,80]}}");
+  write_raw(h2, v, 20, 0);
+  refused("missing tensor encoder.weight (or its tied decoder.weight); did you mean decoder.weigth, which the file "
+          "has?");
 
   header_with(h, sizeof h, 4, "\"rnn.weight_ih_l0\":{\"dtype\":\"F32\",\"shape\":[4,2],\"data_offsets\":[156,188]}");
   write_raw(h, v, DATA_BYTES / 4 - 4, 0);
@@ -758,8 +813,13 @@ START_TEST(test_many_entries)
   real param[NUMEL];
   char err[ERRLEN];
   MetaList meta = { 0 };
-  ck_assert_msg(ckpt_load(path, &model, param, NULL, 0, &meta, err) == 0, "%s", err);
+  capture_stderr();
+  int rc = ckpt_load(path, &model, param, NULL, 0, &meta, err);
   double t1 = seconds();
+  const char *said = stderr_text();
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_msg(strstr(said, "200000 tensors that the model does not have, not read: t000000, t000001, ") &&
+                strstr(said, ", ...\n"), "%s", said);
   ck_assert_int_eq(meta.nmeta, MANY);
   ck_assert_str_eq(meta_get(&meta, "k199999"), "v");
   meta_free(&meta);

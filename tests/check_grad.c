@@ -35,6 +35,10 @@ static const Case cases[] = {
   {"tests/grad/scan.lua", "", "4", NULL, false},
   {"tests/grad/scan_pass.lua", "", "4", NULL, false},
   {"tests/grad/seq_slice.lua", "", "3", NULL, false},
+  /* an objective beyond the loss (L2): its gradient; the logged loss is
+   * the evaluated one; and with dropout on */
+  {"tests/grad/objective.lua", "-D bptt=3 -D batch_size=3 -D eval_batch_size=3", "3", NULL, false},
+  {"tests/grad/objective.lua", "-D bptt=3 -D batch_size=3 -D eval_batch_size=3", "2 0.3", "objective_drop", false},
   /* the whole LSTM language model, dropout on, a partial last window */
   {"graphs/lstm.lua",
    "-D ntoken=13 -D emsize=4 -D nhid=5 -D nlayers=2 -D bptt=4 -D batch_size=3 -D eval_batch_size=2",

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "rt.h"
 #include "testutil.h"
 
@@ -28,10 +29,11 @@
 extern long fake_calls[3], fake_fresh[3];
 extern int fake_last_T[3], fake_max_T[3];
 extern uint64_t fake_last_step;
-extern double fake_last_dropout;
+extern double fake_last_dropout[2];
 extern long fake_nan_at, fake_signal_at;
 extern double fake_eval_penalty[16];
 extern int fake_eval_nan;
+extern double fake_objective_extra;
 extern const LmcModel fake_window_model;
 
 /* ------------------------------------------------------------ helpers */
@@ -50,6 +52,7 @@ static void fake_reset(void)
   memset(fake_eval_penalty, 0, sizeof fake_eval_penalty);
   fake_nan_at = fake_signal_at = -1;
   fake_eval_nan = 0;
+  fake_objective_extra = 0;
 }
 
 static void setup(void)
@@ -153,7 +156,7 @@ static int trainer(const char *fmt, ...)
 static TrainOptions options(int epochs)
 {
   return (TrainOptions){
-    .data = DATA, .lr = 0, .clip = 0.25, .epochs = epochs, .seed = 1111, .dropout = -1,
+    .data = DATA, .lr = 0, .clip = 0.25, .epochs = epochs, .seed = 1111,
     .log_interval = 40, .save = tmp("model.safetensors"), .threads = 1,
   };
 }
@@ -245,7 +248,8 @@ START_TEST(test_train_lowers_loss)
   ck_assert_int_eq(fake_max_T[0], lmc_model.bptt);
   ck_assert_int_eq(fake_last_T[0], (int)((nrows - 1) % 8 ? (nrows - 1) % 8 : 8));
   ck_assert_uint_eq(fake_last_step, (uint64_t)(3 * nb - 1));
-  ck_assert_double_eq(fake_last_dropout, 0.2);   /* the compiled default */
+  ck_assert_double_eq(fake_last_dropout[0], 0.2);   /* the compiled defaults */
+  ck_assert_double_eq(fake_last_dropout[1], 0.25);
   MetaList meta = load_meta(o.save, NULL);
   ck_assert_int_eq(atoi(meta_get(&meta, "step")), 3 * nb);
   ck_assert_str_eq(meta_get(&meta, "format_version"), "1");
@@ -391,10 +395,31 @@ START_TEST(test_dropout_option)
 {
   TrainOptions o = options(1);
   o.max_batches = 2;
-  o.dropout = 0.5;
+  o.ndropout = 1;
+  o.dropout[0] = (DropoutSet){ 0, 0.5 };
   ck_assert_int_eq(train(&o), 0);
-  ck_assert_double_eq(fake_last_dropout, 0.5);
+  ck_assert_double_eq(fake_last_dropout[0], 0.5);
+  ck_assert_double_eq(fake_last_dropout[1], 0.25);   /* another slot keeps its value */
   ck_assert_int_eq(fake_calls[0], 2);
+  /* the checkpoint records the probabilities training ran with; an
+   * unchanged slot keeps the compiled text */
+  MetaList meta = load_meta(o.save, NULL);
+  ck_assert_str_eq(meta_get(&meta, "dropout"), "0.5");
+  ck_assert_str_eq(meta_get(&meta, "dropouth"), "0.25");
+  meta_free(&meta);
+  /* through the command line: plain P is the slot named dropout, NAME=P
+   * any slot, the last for a slot winning */
+  ck_assert_int_eq(trainer("train --data %s --max-batches 2 --epochs 1 --save %s --dropout dropouth=0.7 "
+                           "--dropout 0.3 --dropout=dropouth=0.125",
+                           DATA, tmp("slots.safetensors")),
+                   0);
+  meta = load_meta(tmp("slots.safetensors"), NULL);
+  ck_assert_str_eq(meta_get(&meta, "dropout"), "0.3");
+  ck_assert_str_eq(meta_get(&meta, "dropouth"), "0.125");
+  meta_free(&meta);
+  ck_assert_int_eq(trainer("info"), 0);
+  ck_assert_ptr_nonnull(strstr(out_text, "dropout       dropout = 0.2 (run time: --dropout P)\n"));
+  ck_assert_ptr_nonnull(strstr(out_text, "dropout       dropouth = 0.25 (run time: --dropout dropouth=P)\n"));
 }
 END_TEST
 
@@ -542,6 +567,34 @@ START_TEST(test_nan_stops)
   MetaList m = load_meta(o.save, NULL);
   ck_assert_str_eq(meta_get(&m, "epoch"), "1");
   meta_free(&m);
+}
+END_TEST
+
+/* A model whose objective is more than its loss (has_objective): the log
+ * shows the loss; a non-finite objective stops training as a loss would. */
+START_TEST(test_objective)
+{
+  TrainOptions o = options(1);
+  o.max_batches = 45;
+  LmcModel m = lmc_model;
+  m.has_objective = 1;
+  fake_objective_extra = 100;
+  capture();
+  int rc = run_train(&m, &o);
+  release();
+  ck_assert_int_eq(rc, 0);
+  double logged = number_after(out_text, "| loss ");
+  ck_assert_double_lt(logged, 10);   /* the loss (ln 22 = 3.09 untrained), not the objective (100 more) */
+  fake_reset();
+  fake_objective_extra = INFINITY;
+  capture();
+  rc = run_train(&m, &o);
+  release();
+  ck_assert_int_ne(rc, 0);
+  ck_assert_msg(strstr(err_text, "error: the objective is inf at epoch 1 batch 0\n"), "%s", err_text);
+  fake_reset();
+  fake_objective_extra = INFINITY;   /* ignored by a model without an objective */
+  ck_assert_int_eq(train(&o), 0);
 }
 END_TEST
 
@@ -915,6 +968,16 @@ START_TEST(test_cli_errors)
   bad_args("train --epochs 2.5", "--epochs: expected a positive integer, got '2.5'\n");
   bad_args("train --clip x", "--clip: expected a number, got 'x'\n");
   bad_args("train --dropout 1", "--dropout: expected a probability in [0, 1), got '1'\n");
+  bad_args("train --dropout dropouth=-0.1", "--dropout: expected a probability in [0, 1), got '-0.1'\n");
+  bad_args("train --dropout dropouth=", "--dropout: expected a number, got ''\n");
+  bad_args("train --dropout dropouth_x=0.1",
+           "--dropout: no dropout slot 'dropouth_x' in this model; did you mean 'dropouth'? "
+           "(its slots: dropout, dropouth)\n");
+  bad_args("train --dropout dorpout=0.1",
+           "--dropout: no dropout slot 'dorpout' in this model; did you mean 'dropout'? "
+           "(its slots: dropout, dropouth)\n");
+  bad_args("train --dropout weight_drop=0.1",
+           "--dropout: no dropout slot 'weight_drop' in this model; its slots: dropout, dropouth\n");
   bad_args("train --seed -5", "--seed: expected a non-negative integer, got '-5'\n");
   bad_args("train --threads 0", "--threads: expected a positive integer, got '0'\n");
   bad_args("train --optimizer adam", "--optimizer: expected 'sgd' or 'adamw', got 'adam'\n");
@@ -943,6 +1006,38 @@ START_TEST(test_cli_errors)
   bad_args("fit", "unknown command 'fit'");
   ck_assert_int_eq(trainer(""), 2);
   ck_assert_ptr_nonnull(strstr(err_text, "usage:"));
+}
+END_TEST
+
+/* The recompile hint names the graph file the trainer came from. */
+START_TEST(test_rebuild_hint)
+{
+  LmcModel m = lmc_model;
+  char err[1024], arg0[] = "awd", arg1[] = "train", arg2[] = "--bptt", arg3[] = "70";
+  char *argv[] = { arg0, arg1, arg2, arg3, NULL };
+  CliOptions o;
+  m.graph = "graphs/awd.lua";   /* kind LSTM: the hint once said MODEL=lstm */
+  ck_assert_int_eq(cli_parse(&m, "awd", 4, argv, &o, err, sizeof err), 2);
+  ck_assert_str_eq(err, "awd: error: --bptt: bptt is fixed at compile time (this trainer: 8); recompile:\n"
+                        "  make trainer MODEL=awd LMCFLAGS=\"-D bptt=70\"");
+  m.graph = "../models/awd.lua";   /* not one make trainer builds */
+  ck_assert_int_eq(cli_parse(&m, "awd", 4, argv, &o, err, sizeof err), 2);
+  ck_assert_str_eq(err, "awd: error: --bptt: bptt is fixed at compile time (this trainer: 8); recompile:\n"
+                        "  lmc compile ../models/awd.lua -D bptt=70");
+  /* a corpus of another vocabulary */
+  m.ntoken = 5;
+  Corpus c;
+  for (int k = 0; k < 2; k++) {
+    m.graph = k ? "./graphs/awd.lua" : "../models/awd.lua";
+    capture();
+    int rc = vocab_load_corpus(&m, &c, DATA);
+    release();
+    ck_assert_int_eq(rc, -1);
+    const char *want = k ? "recompile for it: make trainer MODEL=awd DATA=" DATA
+                           " (or: lmc compile ./graphs/awd.lua -D ntoken=22 ...)\n"
+                         : "recompile for it: lmc compile ../models/awd.lua -D ntoken=22 ...\n";
+    ck_assert_msg(strstr(err_text, want), "got %s, expected ...%s", err_text, want);
+  }
 }
 END_TEST
 
@@ -1295,6 +1390,7 @@ static Suite *train_suite(void)
   } tests[] = {
     { "train", test_train_lowers_loss }, { "log", test_log_format },
     { "init", test_init_and_seed }, { "clip_sgd", test_clip_sgd }, { "dropout", test_dropout_option },
+    { "rebuild_hint", test_rebuild_hint }, { "objective", test_objective },
     { "anneal", test_save_on_best_and_anneal }, { "resume_sgd", test_resume_sgd },
     { "resume_adamw", test_resume_adamw }, { "nan", test_nan_stops }, { "save_path", test_save_path_checked },
     { "descriptor", test_descriptor_checked },

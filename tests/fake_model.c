@@ -34,11 +34,12 @@ long fake_fresh[3];          /* runs that found the state zeroed */
 int fake_last_T[3];
 int fake_max_T[3];
 uint64_t fake_last_step;     /* c->step seen by the last train run */
-double fake_last_dropout;    /* c->dropout[0] seen by the last train run */
+double fake_last_dropout[2]; /* c->dropout[0..1] seen by the last train run */
 long fake_nan_at = -1;       /* the train run (0-based) that returns NaN */
 long fake_signal_at = -1;    /* the train run (0-based) that raises SIGINT */
 double fake_eval_penalty[16];/* added to eval losses of the k-th evaluation (fake_fresh[1] == k) */
 int fake_eval_nan;           /* eval runs return NaN */
+double fake_objective_extra; /* train runs leave loss + this in c->objective */
 
 static const LmcTensorDesc params[] = {
   { "encoder.weight", 2, { V, V }, 0, (size_t)V * V, LMC_INIT_XAVIER, 0, -1, 0, 0 },
@@ -52,10 +53,12 @@ static const LmcTensorDesc state[] = {
 
 static const char *const hyper[][2] = {
   { "ntoken", "22" }, { "emsize", "22" }, { "nhid", "22" }, { "nlayers", "1" },
-  { "bptt", "8" }, { "batch_size", "4" }, { "dropout", "0.2" }, { "tied", "true" },
+  { "bptt", "8" }, { "batch_size", "4" }, { "dropout", "0.2" }, { "dropouth", "0.25" },
+  { "tied", "true" },
 };
 
-static const LmcDropoutSlot dropout[] = { { "dropout", 0.2 } };
+/* two slots, as a model with dropouts of its own (AWD-LSTM's dropouth) */
+static const LmcDropoutSlot dropout[] = { { "dropout", 0.2 }, { "dropouth", 0.25 } };
 
 /* Forward (and backward when targets and grad are given) of one program. */
 static double bigram(LmcCtx *c, int which, int B, int nstate, const int32_t *x, const int32_t *y, int T,
@@ -72,7 +75,8 @@ static double bigram(LmcCtx *c, int which, int B, int nstate, const int32_t *x, 
   }
   if (which == 0) {
     fake_last_step = c->step;
-    fake_last_dropout = c->dropout[0];
+    fake_last_dropout[0] = c->dropout[0];
+    fake_last_dropout[1] = c->dropout[1];
   }
   real *gW = NULL, *gb = NULL;
   if (backward) {
@@ -108,6 +112,7 @@ static double bigram(LmcCtx *c, int which, int B, int nstate, const int32_t *x, 
     raise(SIGINT);
   if (which == 0 && fake_nan_at >= 0 && fake_calls[0] - 1 == fake_nan_at)
     return NAN;
+  if (which == 0 && y) c->objective = loss / N + fake_objective_extra;
   if (which == 1 && y) {
     if (fake_eval_nan) return NAN;
     if (fake_fresh[1] < 16) loss += N * fake_eval_penalty[fake_fresh[1]];
@@ -144,7 +149,7 @@ static double run_gen_window(LmcCtx *c, const int32_t *x, const int32_t *y, int 
     .nhyper = (int)(sizeof hyper / sizeof hyper[0]), .hyper = hyper,                \
     .ntoken = V, .bptt = BPTT, .nparam = 3, .param = params,                        \
     .param_numel = (size_t)V * V + V, .grad_numel = (size_t)V * V + V,              \
-    .ndropout = 1, .dropout = dropout,                                              \
+    .ndropout = 2, .dropout = dropout,                                              \
     .train = PROGRAM(TRAIN_B, BPTT, 1, 1, run_train),                               \
     .eval = PROGRAM(EVAL_B, BPTT, 1, 0, run_eval), .gen = GEN,                      \
   }

@@ -21,6 +21,10 @@
 #       --threads 0 and x refused
 #   11  row-grad (the embedding's gradient as the batch's rows) trains
 #       to the dense gradient's parameters, bit for bit, SGD and AdamW
+#   12  a graph of its own (tests/grad/objective.lua: an L2 penalty in its
+#       objective, a dropout slot named drop): the log shows the loss, not
+#       the objective; --dropout drop=P set and recorded, a plain
+#       --dropout refused; the recompile hint names the graph file
 #
 # Environment: B (build folder, default build), LMC (default $B/lmc), SAN
 # (extra compiler flags for the trainers, e.g. the sanitizers of `make
@@ -288,6 +292,43 @@ done
 [ $bad -eq 0 ] && [ $used -eq 0 ] && [ $same -eq 4 ]
 result 11 "row-grad: the same parameters as the dense gradient, with and without plan-memory" \
   "$same/4 (optimizer, build) pairs bit-identical after 6 clipped steps ($(wc -c <"$tmp/rg_rows_sgd.bin") bytes); $(grep "^gradients" "$tmp/stats_rows" | sed 's/ \{2,\}/ /g') against $(grep "^gradients" "$tmp/stats_dense" | sed 's/.*: *//')" $?
+
+# ---------------------------------------------- 12 objective, slots, hint
+# Two builds, the L2 penalty 0 and 5; at a learning rate too small to move
+# a weight, both log the same losses (the penalty is in what they
+# minimise, not in what they report) and the same valid loss.
+ok=0
+for l2 in 0 5; do
+  "$LMC" compile tests/grad/objective.lua -D ntoken=9 -D l2=$l2 -o "$tmp/l2_$l2.c" >"$tmp/out" 2>&1 &&
+    # shellcheck disable=SC2086
+    clang $TRAINER_CFLAGS -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags openblas 2>/dev/null) -Iruntime \
+      -o "$tmp/l2_$l2" "$tmp/l2_$l2.c" "$B/obj/runtime/main.o" "$B/liblmcrt.a" \
+      $(pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lm >>"$tmp/out" 2>&1 &&
+    "$tmp/l2_$l2" train --data tests/data/overfit --epochs 1 --lr 1e-30 --log-interval 1 \
+      --dropout drop=0 --save "$tmp/l2_$l2.safetensors" --log-csv "$tmp/l2_$l2.csv" >"$tmp/l2_$l2.log" 2>&1 ||
+    { ok=1; show "$tmp/out"; show "$tmp/l2_$l2.log"; }
+done
+tail -n +2 "$tmp/l2_0.csv" 2>/dev/null | cut -d, -f4 >"$tmp/l2_0.loss"
+tail -n +2 "$tmp/l2_5.csv" 2>/dev/null | cut -d, -f4 >"$tmp/l2_5.loss"
+[ $ok -eq 0 ] && [ "$(wc -l <"$tmp/l2_0.loss")" -eq 2 ] && cmp -s "$tmp/l2_0.loss" "$tmp/l2_5.loss" &&
+  [ "$(grep 'valid loss' "$tmp/l2_0.log" | sed 's/time: *[0-9.]*s//')" = \
+    "$(grep 'valid loss' "$tmp/l2_5.log" | sed 's/time: *[0-9.]*s//')" ]
+same=$?
+# the slot's probability in the checkpoint's metadata (compiled 0.1)
+grep -aq '"drop":"0"' "$tmp/l2_5.safetensors"
+rec=$?
+"$tmp/l2_5" train --data tests/data/overfit --dropout 0.2 >"$tmp/out" 2>"$tmp/plain"
+rc_plain=$?
+grep -q "no slot named 'dropout'; its slot: drop (set one: --dropout NAME=P)" "$tmp/plain"
+plain=$?
+"$tmp/l2_5" train --data tests/data/tiny --epochs 1 --save "$tmp/l2_other.safetensors" >"$tmp/out" 2>"$tmp/hint"
+grep -q "recompile for it: lmc compile tests/grad/objective.lua -D ntoken=751" "$tmp/hint"
+hint=$?
+[ $same -eq 0 ] && [ $rec -eq 0 ] && [ $rc_plain -eq 2 ] && [ $plain -eq 0 ] && [ $hint -eq 0 ]
+result 12 "a graph's own objective, dropout slot and file" \
+  "logged losses with L2 0 and 5: $(tr '\n' ' ' <"$tmp/l2_0.loss")/ $(tr '\n' ' ' <"$tmp/l2_5.loss")(same: $same); drop recorded: $rec; plain --dropout: exit $rc_plain; hint: $(grep -o 'lmc compile [^.]*.lua' "$tmp/hint")" $?
+[ $same -eq 0 ] && [ $rec -eq 0 ] && [ $plain -eq 0 ] && [ $hint -eq 0 ] ||
+  { show "$tmp/plain"; show "$tmp/hint"; }
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

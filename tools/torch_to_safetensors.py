@@ -3,6 +3,7 @@
 checkpoint (safetensors, float32, state_dict names).
 
   tools/torch_to_safetensors.py IN.pt OUT.safetensors [--data DIR] [--kind KIND]
+                                [--trainer build/MODEL]
 
 IN.pt is what the example's main.py writes with torch.save: the whole
 pickled model (RNNModel or TransformerModel), or a state_dict.  Unpickling a
@@ -20,16 +21,28 @@ pickled model, else guessed from the tensors; --kind overrides), the shapes
 the vocabulary of that corpus as data.py builds it (words in id order joined
 by newlines, vocab_size, vocab_hash), which lmc's eval and generate use.
 
+Any other model (a graph of your own: a GPT, an AWD-LSTM) is converted
+against its compiled trainer, --trainer build/MODEL: `build/MODEL info`
+gives the kind, the hyper-parameters and every tensor's name and shape.
+Each of the model's tensors must be in the state_dict with its shape
+(either name of a tied pair will do; a missing name is reported with the
+state_dict's nearest names); the state_dict's other tensors (buffers such
+as pos_encoder.pe, which lmc computes in the graph) are left out, and
+named; the metadata gets the trainer's kind and hyper-parameters.
+
 Needs only Python 3 and torch.  The functions load_file and save_file are
 the safetensors reader and writer of tools/safetensors_to_torch.py and of
 the parity tests.
 """
 import argparse
 import collections
+import difflib
 import json
 import math
 import os
+import re
 import struct
+import subprocess
 import sys
 import types
 
@@ -224,6 +237,65 @@ def shapes(sd, kind, model):
     return {k: str(int(v)) if not isinstance(v, str) else v for k, v in meta.items()}
 
 
+# ------------------------------------------------------ a compiled model
+
+def trainer_info(trainer):
+    """`TRAINER info` read back: (kind, {hyper-parameter: value}, [(name,
+    shape, tied-to name or None)])."""
+    try:
+        p = subprocess.run([trainer, "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except OSError as e:
+        raise SystemExit(f"{trainer}: {e.strerror}")
+    if p.returncode != 0:
+        raise SystemExit(f"{trainer} info: exit {p.returncode}\n{p.stderr}")
+    kind, hyper, params, section = None, {}, [], "head"
+    for line in p.stdout.splitlines():
+        if line.startswith("kind "):
+            kind = line[len("kind "):].strip() or None
+        elif line.startswith("parameters "):
+            section = "params"
+        elif line.startswith("  ") and section == "params":
+            m = re.fullmatch(r"  (\S+)\s+\(([0-9, ]*)\)(?: tied to (\S+))?", line)
+            if not m:
+                raise SystemExit(f"{trainer} info: cannot read the line {line!r}")
+            shape = tuple(int(x) for x in m.group(2).split(",") if x.strip())
+            params.append((m.group(1), shape, m.group(3)))
+        elif line.startswith("  ") and section == "head":
+            name, _, value = line.strip().partition(" ")
+            hyper[name] = value.strip()
+        elif not line.startswith(" ") and section == "params":
+            section = "tail"
+    if not params:
+        raise SystemExit(f"{trainer} info: no parameters listed")
+    return kind, hyper, params
+
+
+def match_model(sd, params, source):
+    """The tensors of sd that the compiled model has (params, as
+    trainer_info lists them), checked; the others are named on stderr and
+    left out."""
+    names = {n for n, _, _ in params}
+    out = collections.OrderedDict()
+    for name, shape, tied in params:
+        have = [n for n in (name, tied) if n and n in sd]
+        if not have and not any(t == name and n in sd for n, _, t in params):
+            spare = [k for k in sd if k not in names]
+            near = difflib.get_close_matches(name, spare, n=1, cutoff=0.75)
+            hint = f"; did you mean {near[0]}?" if near else (f"; its tensors the model lacks: {', '.join(spare[:8])}"
+                                                               f"{', ...' if len(spare) > 8 else ''}" if spare else "")
+            raise SystemExit(f"{source}: missing tensor {name}{hint}")
+        if name in sd:
+            if tuple(sd[name].shape) != shape:
+                raise SystemExit(f"{source}: {name}: shape {list(sd[name].shape)} in the state_dict, "
+                                 f"{list(shape)} compiled")
+            out[name] = sd[name]
+    extra = [k for k in sd if k not in names]
+    if extra:
+        print(f"{source}: note: left out {len(extra)} tensor{'s' if len(extra) != 1 else ''} that the compiled "
+              f"model does not have: {', '.join(extra)}", file=sys.stderr)
+    return out
+
+
 # ----------------------------------------------------------------- corpus
 
 def corpus_vocab(data_dir):
@@ -255,18 +327,28 @@ def main(argv=None):
     ap.add_argument("input", help="a torch.save file: the whole model or a state_dict")
     ap.add_argument("output", help="the safetensors file to write")
     ap.add_argument("--data", help="corpus folder whose vocabulary to record (data.py's dictionary)")
-    ap.add_argument("--kind", choices=KINDS, help="model kind, when the file does not tell")
+    ap.add_argument("--kind", help="model kind, when the file does not tell (RNN_TANH, ..., or a graph's own)")
+    ap.add_argument("--trainer", help="the compiled trainer (build/MODEL) whose tensors to take, for any model")
     a = ap.parse_args(argv)
+    if a.kind is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]{0,127}", a.kind):
+        raise SystemExit(f"--kind: expected a name (letters, digits, _ and .), got {a.kind!r}")
 
     sd, model = load_torch(a.input)
-    kind = a.kind or guess_kind(sd, model)
     meta = {"format_version": "1"}
+    if a.trainer:
+        tkind, hyper, params = trainer_info(a.trainer)
+        sd = match_model(sd, params, a.input)
+        kind = a.kind or tkind
+        meta.update(hyper)
+    else:
+        kind = a.kind or guess_kind(sd, model)
+        if kind in KINDS or (kind is None and "rnn.weight_hh_l0" in sd):   # the example's models
+            meta.update(shapes(sd, kind, model))
     if kind:
         meta["kind"] = kind
-    else:
-        print(f"{a.input}: warning: cannot tell RNN_TANH from RNN_RELU; no kind recorded "
-              "(give --kind)", file=sys.stderr)
-    meta.update(shapes(sd, kind, model))
+    elif not a.trainer:
+        print(f"{a.input}: warning: no kind recorded: not one of the example's models, or an RNN whose "
+              "nonlinearity a state_dict does not tell (give --kind, or --trainer for any model)", file=sys.stderr)
     if a.data:
         words = corpus_vocab(a.data)
         if "ntoken" in meta and int(meta["ntoken"]) != len(words):

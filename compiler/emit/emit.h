@@ -176,6 +176,7 @@ typedef struct {
   size_t state_numel;
   int nstate;
   bool has_backward;
+  bool has_objective;     /* run() leaves the objective in c->objective */
   bool has_logp, logp_last;
   size_t logp_offset;
 } ProgInfo;

@@ -134,6 +134,8 @@ void emit_c(Program *p, FILE *f)
   bquote(&out, LMC_VERSION);
   bprintf(&out, ",\n  .flags = ");
   bquote(&out, p->flags ? p->flags : "");
+  bprintf(&out, ",\n  .graph = ");
+  bquote(&out, p->source ? p->source : "");
   bprintf(&out, ",\n  .nhyper = %d,\n", p->nhyper);
   bprintf(&out, "  .hyper = %s,\n", p->nhyper ? "lmc_hyper" : "NULL");
   bprintf(&out, "  .ntoken = %ld,\n", strtol(ntoken, NULL, 10));
@@ -147,6 +149,8 @@ void emit_c(Program *p, FILE *f)
   for (int i = 0; i < 5; i++)
     emit_prog_struct(&out, names[i], gs[i], names[i], &pi[i]);
   bprintf(&out, "  .fma = LMC_FMA,\n");
+  if (pi[0].has_objective)   /* only then: a file without one reads as before */
+    bprintf(&out, "  .has_objective = 1,\n");
   bprintf(&out, "};\n");
 
   fwrite(out.s, 1, out.len, f);

@@ -164,8 +164,9 @@ static void emit_calls(Text *t, Buf *b)
   free(last);
 }
 
-/* The outputs: the loss as run()'s value (returned, NULL if none), logp's
- * place, and the gradients and detached state copied where the runtime
+/* The outputs: the loss as run()'s value (returned, NULL if none), the
+ * objective (when the graph has one) into c->objective, logp's place, and
+ * the gradients and detached state copied where the runtime
  * reads them (zeros for a parameter without a gradient output). */
 static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
 {
@@ -181,6 +182,11 @@ static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
     if (!strcmp(op->name, "loss")) {
       Str at = ptr(t, op->node, NULL);
       loss = xasprintf(strchr(at.s, ' ') ? "(%s)[0]" : "%s[0]", at.s);
+    } else if (!strcmp(op->name, "objective")) {
+      Str at = ptr(t, op->node, NULL);
+      bprintf(b, strchr(at.s, ' ') ? "  c->objective = (%s)[0];\n" : "  c->objective = %s[0];\n", at.s);
+      t->uses_c = true;
+      pi->has_objective = true;
     } else if (!strcmp(op->name, "logp")) {
       if (l->kind != L_WORK || l->stacked || l->last)
         die("logp is not a buffer in c->work");

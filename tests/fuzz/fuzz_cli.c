@@ -9,8 +9,8 @@
  * arguments.  Neither parser may crash, exit, write or open a file; a
  * refusal must be a "PROG: error: " message that fits its buffer.  The
  * model below stands in for an emitted trainer's lmc_model: the parser
- * reads only its kind, ntoken and hyper-parameters (for the messages about
- * compiled shapes).
+ * reads only its kind, ntoken, hyper-parameters (for the messages about
+ * compiled shapes) and dropout slots (--dropout NAME=P).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -25,8 +25,11 @@ static const char *const hyper[][2] = {
   { "emsize", "200" }, { "nhid", "200" }, { "nlayers", "2" }, { "bptt", "35" },
   { "batch_size", "20" }, { "tied", "false" }, { "dropout", "0.2" },
 };
+static const LmcDropoutSlot slots[] = { { "dropout", 0.2 }, { "dropouth", 0.3 } };
 static const LmcModel model = {
   .kind = "LSTM",
+  .ndropout = 2,
+  .dropout = slots,
   .nhyper = (int)(sizeof hyper / sizeof hyper[0]),
   .hyper = hyper,
   .ntoken = 33278,

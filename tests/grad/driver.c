@@ -9,6 +9,12 @@
  * norm-wise relative error ||g - fd|| / max(||fd||, 1e-12) and the
  * tolerance; exits 1 if any tensor is above it.
  *
+ * A graph with an "objective" output (LmcModel.has_objective) is checked
+ * against the objective's differences, which run() leaves in c->objective;
+ * and when its evaluation program has the training batch, the loss that
+ * run() returns (the one the trainer logs) must be the evaluation
+ * program's on the same tokens, at dropout 0.
+ *
  * usage: driver [T] [dropout-probability]
  */
 #define LMC_REAL double
@@ -24,6 +30,35 @@ static double uniform(void)   /* [-1, 1) */
 {
   rng = rng * 6364136223846793005ull + 1442695040888963407ull;
   return (double)(rng >> 11) * 0x1p-52 - 1;
+}
+
+/* What training minimises at the parameters in c: the objective, or the
+ * loss when the graph declares none. */
+static double minimised(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
+{
+  double loss = c->m->train.run(c, tokens, targets, T);
+  return c->m->has_objective ? c->objective : loss;
+}
+
+/* The logged loss (train's run()) against the evaluation program's; 0 when
+ * they agree or cannot be compared. */
+static int check_logged_loss(LmcCtx *c, const double *state0, const int32_t *tokens, const int32_t *targets, int T,
+                             double drop)
+{
+  const LmcModel *m = c->m;
+  if (!m->has_objective || m->eval.batch != m->train.batch || m->eval.state_numel || drop != 0)
+    return 0;
+  memcpy(c->state, state0, sizeof(double) * m->train.state_numel);
+  double loss = m->train.run(c, tokens, targets, T), objective = c->objective;
+  double *work = c->work;
+  c->work = calloc(m->eval.work_numel + 1, sizeof(double));
+  double eval = m->eval.run(c, tokens, targets, T);
+  free(c->work);
+  c->work = work;
+  double diff = fabs(loss - eval) / fmax(fabs(eval), 1e-300);
+  printf("logged loss %.12g, evaluated %.12g (rel. difference %.3g, tolerance 1e-12); objective %.12g\n", loss,
+         eval, diff, objective);
+  return !(diff <= 1e-12) || !(objective > loss);
 }
 
 int main(int argc, char **argv)
@@ -58,10 +93,10 @@ int main(int argc, char **argv)
   }
 
   memcpy(c.state, state0, sizeof(double) * p->state_numel);
-  double loss = p->run(&c, tokens, targets, T);
+  double loss = minimised(&c, tokens, targets, T);
   double *grad = malloc(sizeof(double) * (m->param_numel + 1));
   lmc_grad_dense(m, c.grad, grad);   /* rows gradients (row-grad) written out */
-  printf("T=%d B=%d loss=%.12g dropout=%g\n", T, p->batch, loss, drop);
+  printf("T=%d B=%d %s=%.12g dropout=%g\n", T, p->batch, m->has_objective ? "objective" : "loss", loss, drop);
 
   int bad = 0;
   for (int k = 0; k < m->nparam; k++) {
@@ -73,10 +108,10 @@ int main(int argc, char **argv)
       double *x = &c.param[d->offset + i], saved = *x;
       *x = saved + h;
       memcpy(c.state, state0, sizeof(double) * p->state_numel);
-      double lp = p->run(&c, tokens, targets, T);
+      double lp = minimised(&c, tokens, targets, T);
       *x = saved - h;
       memcpy(c.state, state0, sizeof(double) * p->state_numel);
-      double lm = p->run(&c, tokens, targets, T);
+      double lm = minimised(&c, tokens, targets, T);
       *x = saved;
       double fd = (lp - lm) / (2 * h), g = grad[d->offset + i];
       num += (g - fd) * (g - fd);
@@ -88,6 +123,7 @@ int main(int argc, char **argv)
     if (!(err <= tol))
       bad = 1;
   }
+  bad |= check_logged_loss(&c, state0, tokens, targets, T, drop);
   free(c.param);
   free(c.grad);
   free(c.work);

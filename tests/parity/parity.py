@@ -48,7 +48,8 @@ Tied, it has no f32 checks, as the other tied cases.
 
 and the elementwise ops torch has but no model uses (gelu, gelu_tanh, silu, erf, pow,
 maximum, where, mean:
-activations.py), values and gradients.
+activations.py), values and gradients; and tools/torch_to_safetensors.py
+--trainer on a model of a kind of its own (anykind.py).
 
 Every comparison prints its largest error next to its tolerance, and the
 error of every tensor.  PARITY_ONLY=lstm,gru_tied runs only those cases.
@@ -71,6 +72,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import activations  # noqa: E402
+import anykind  # noqa: E402
 import awd_model  # noqa: E402
 import gpt  # noqa: E402
 import model as ref  # noqa: E402
@@ -665,6 +667,7 @@ def main():
                 rep.check(f"{c.name} f32", False, str(e))
 
     activations.check(rep, LMC, OUT, SAN)   # the ops no model uses, against torch
+    anykind.check(rep, LMC, B, OUT, SAN, DATA, streams, ntoken)   # the tool on a kind of a graph's own
 
     # The whole pickled models, converted by the tool in a fresh process in
     # which the reference's module `model` is not importable (as for a user
