@@ -33,7 +33,14 @@ MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
 MPI_OBJ     = $(B)/obj/runtime/dist_mpi.o
 endif
 
+# GRAPH: the graph file `make trainer` compiles, graphs/MODEL.lua unless
+# given; a graph kept elsewhere names its trainer after the file
+# (GRAPH=docs/examples/tiny_gru.lua builds build/tiny_gru).
+ifdef GRAPH
+MODEL   ?= $(basename $(notdir $(GRAPH)))
+endif
 MODEL   ?= lstm
+GRAPH   ?= graphs/$(MODEL).lua
 DATA    ?= data/wikitext-2
 EPOCHS  ?= 6
 ARGS    ?=
@@ -131,13 +138,13 @@ generate: $(B)/lmc
 	@for m in $(MODELS); do echo "lmc compile graphs/$$m.lua -> generated/$$m.c"; \
 	  $(B)/lmc compile graphs/$$m.lua -o generated/$$m.c || exit 1; done
 
-# A trainer for MODEL compiled for the vocabulary of DATA.
+# A trainer for MODEL (the graph file GRAPH) compiled for the vocabulary of DATA.
 trainer: all $(MPI_OBJ)
 	@mkdir -p $(B)/gen
 	@ntok=$$($(B)/lmc vocab $(DATA) | cut -f1) || exit 1; \
 	  flags=""; [ -f $(B)/tune/$(MODEL).flags ] && flags=$$(cat $(B)/tune/$(MODEL).flags); \
-	  echo "lmc compile graphs/$(MODEL).lua -D ntoken=$$ntok $$flags $(LMCFLAGS)"; \
-	  $(B)/lmc compile graphs/$(MODEL).lua -o $(B)/gen/$(MODEL).c -D ntoken=$$ntok $$flags $(LMCFLAGS) || exit 1
+	  echo "lmc compile $(GRAPH) -D ntoken=$$ntok $$flags $(LMCFLAGS)"; \
+	  $(B)/lmc compile $(GRAPH) -o $(B)/gen/$(MODEL).c -D ntoken=$$ntok $$flags $(LMCFLAGS) || exit 1
 	$(CC) $(TRAINER_CFLAGS) -std=c11 -Wall -Wextra -Werror $(BLAS_CFLAGS) -Iruntime -o $(B)/$(MODEL) \
 	  $(B)/gen/$(MODEL).c $(B)/obj/runtime/main.o $(MPI_OBJ) $(B)/liblmcrt.a $(BLAS_LIBS) $(MPI_LIBS) -lm
 

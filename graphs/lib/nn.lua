@@ -297,16 +297,50 @@ function nn.transformer_encoder(name, x, d, nhead, nhid, nlayers, mask, p, slot)
   return nn.layer_norm(name .. ".norm", x, d)
 end
 
--- ------------------------------------------------------------------ scopes
+-- ------------------------------------------- argument counts and scopes
 --
+-- Every layer refuses arguments it does not take, as the C bindings do and
+-- in their words ("nn.gru: takes at most 7 arguments, got 8 (usage)"), at
+-- the graph line that called it: nn.gru(..., "tanh", p) copied from an
+-- nn.rnn call would otherwise read "tanh" as the dropout.  A trailing nil
+-- counts, as it does for the bindings.  Each layer has its row here.
+local usage = {
+  embedding = { 4, "nn.embedding(name, idx, ntoken, emsize)" },
+  linear = { 5, "nn.linear(name, x, nin, nout [, opts])" },
+  dropout = { 3, "nn.dropout(x, p [, slot])" },
+  layer_norm = { 4, "nn.layer_norm(name, x, d [, eps])" },
+  rnn_state = { 3, "nn.rnn_state(name, nlayers, nhid)" },
+  lstm_state = { 3, "nn.lstm_state(name, nlayers, nhid)" },
+  rnn = { 8, "nn.rnn(name, x, h0, nin, nhid, nlayers, nonlinearity, dropout)" },
+  lstm = { 7, "nn.lstm(name, x, { h = h0, c = c0 }, nin, nhid, nlayers, dropout)" },
+  gru = { 7, "nn.gru(name, x, h0, nin, nhid, nlayers, dropout)" },
+  positional_encoding = { 2, "nn.positional_encoding(d, max_len)" },
+  self_attention = { 7, "nn.self_attention(name, x, d, nhead, mask, p [, slot])" },
+  transformer_encoder_layer = { 8, "nn.transformer_encoder_layer(name, x, d, nhead, nhid, mask, p [, slot])" },
+  transformer_encoder = { 9, "nn.transformer_encoder(name, x, d, nhead, nhid, nlayers, mask, p [, slot])" },
+}
+
 -- Every layer that takes a name builds its nodes in scope(name, ...), so
 -- that each node knows the layer that made it ("decoder", "rnn.l0",
 -- "encoder.layers.0.self_attn"): kernels are named after it.  Layers that
 -- call layers (self_attention calls nn.linear) nest their scopes.
-for _, layer in ipairs { "embedding", "linear", "layer_norm", "rnn", "lstm", "gru", "self_attention",
-                         "transformer_encoder_layer", "transformer_encoder" } do
-  local build = nn[layer]
-  nn[layer] = function(name, ...) return scope(name, build, name, ...) end
+local named = { embedding = true, linear = true, layer_norm = true, rnn = true, lstm = true, gru = true,
+                self_attention = true, transformer_encoder_layer = true, transformer_encoder = true }
+
+for layer, build in pairs(nn) do
+  local u = usage[layer] or error(("nn.%s has no row in nn.lua's usage table"):format(layer))
+  local max, use = u[1], u[2]
+  if named[layer] then
+    local plain = build
+    build = function(name, ...) return scope(name, plain, name, ...) end
+  end
+  nn[layer] = function(...)
+    local n = select("#", ...)
+    if n > max then
+      error(("nn.%s: takes at most %d argument%s, got %d (%s)"):format(layer, max, max == 1 and "" or "s", n, use), 0)
+    end
+    return build(...)
+  end
 end
 
 return nn
