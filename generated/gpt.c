@@ -4538,6 +4538,7 @@ const LmcModel lmc_model = {
   .kind = "GPT",
   .version = "0.1.0",
   .flags = "graphs/gpt.lua -o generated/gpt.c",
+  .graph = "graphs/gpt.lua",
   .nhyper = 9,
   .hyper = lmc_hyper,
   .ntoken = 33278,

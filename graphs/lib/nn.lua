@@ -313,6 +313,7 @@ local usage = {
   lstm_state = { 3, "nn.lstm_state(name, nlayers, nhid)" },
   rnn = { 8, "nn.rnn(name, x, h0, nin, nhid, nlayers, nonlinearity, dropout)" },
   lstm = { 7, "nn.lstm(name, x, { h = h0, c = c0 }, nin, nhid, nlayers, dropout)" },
+  lstm_layer = { 8, "nn.lstm_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, nhid)" },
   gru = { 7, "nn.gru(name, x, h0, nin, nhid, nlayers, dropout)" },
   positional_encoding = { 2, "nn.positional_encoding(d, max_len)" },
   self_attention = { 7, "nn.self_attention(name, x, d, nhead, mask, p [, slot])" },
