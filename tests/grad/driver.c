@@ -7,7 +7,9 @@
  * analytic gradient, then compares every parameter element with the central
  * difference (L(p + h) - L(p - h)) / 2h.  Prints, per tensor, the
  * norm-wise relative error ||g - fd|| / max(||fd||, 1e-12) and the
- * tolerance; exits 1 if any tensor is above it.
+ * tolerance; exits 1 if any tensor is above it.  The first run also checks
+ * c->grad_ready (lmc_rt.h): every parameter announced once, its gradient
+ * then already what run() returns.
  *
  * usage: driver [T] [dropout-probability]
  */
@@ -24,6 +26,37 @@ static double uniform(void)   /* [-1, 1) */
 {
   rng = rng * 6364136223846793005ull + 1442695040888963407ull;
   return (double)(rng >> 11) * 0x1p-52 - 1;
+}
+
+/* grad_ready's view: each parameter's gradient when announced */
+static double *announced;
+static int *times;
+
+static void on_ready(LmcCtx *c, int q)
+{
+  times[q]++;
+  lmc_grad_dense_one(&c->m->param[q], c->grad, announced);
+}
+
+/* 0 when every parameter was announced once with its final gradient */
+static int check_ready(const LmcModel *m, const double *grad)
+{
+  int bad = 0, own = 0;
+  for (int k = 0; k < m->nparam; k++) {
+    const LmcTensorDesc *d = &m->param[k];
+    if (d->alias >= 0)
+      continue;
+    own++;
+    size_t n = d->numel * sizeof(double);
+    if (times[k] != 1 || memcmp(announced + d->offset, grad + d->offset, n)) {
+      printf("grad_ready: %s announced %d times, %s  FAIL\n", d->name, times[k],
+             memcmp(announced + d->offset, grad + d->offset, n) ? "not yet final" : "final");
+      bad = 1;
+    }
+  }
+  if (!bad)
+    printf("grad_ready: each of %d parameters announced once, its gradient final\n", own);
+  return bad;
 }
 
 int main(int argc, char **argv)
@@ -58,12 +91,16 @@ int main(int argc, char **argv)
   }
 
   memcpy(c.state, state0, sizeof(double) * p->state_numel);
+  announced = calloc(m->param_numel + 1, sizeof(double));
+  times = calloc((size_t)m->nparam + 1, sizeof(int));
+  c.grad_ready = on_ready;
   double loss = p->run(&c, tokens, targets, T);
+  c.grad_ready = NULL;
   double *grad = malloc(sizeof(double) * (m->param_numel + 1));
   lmc_grad_dense(m, c.grad, grad);   /* rows gradients (row-grad) written out */
   printf("T=%d B=%d loss=%.12g dropout=%g\n", T, p->batch, loss, drop);
 
-  int bad = 0;
+  int bad = check_ready(m, grad);
   for (int k = 0; k < m->nparam; k++) {
     const LmcTensorDesc *d = &m->param[k];
     if (d->alias >= 0)
@@ -97,5 +134,7 @@ int main(int argc, char **argv)
   free(tokens);
   free(targets);
   free(grad);
+  free(announced);
+  free(times);
   return bad;
 }
