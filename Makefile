@@ -55,7 +55,7 @@ CHECK_SRC    := $(wildcard tests/check_*.c)
 CHECK_BIN    := $(CHECK_SRC:tests/%.c=$(B)/tests/%)
 MODELS       := $(basename $(notdir $(wildcard graphs/*.lua)))
 
-.PHONY: all deps test test-deps generate trainer train clean sanitize fuzz bench tune plot graphs-png docs-png bench-passes
+.PHONY: all deps test test-deps generate trainer train clean sanitize fuzz bench bench-mpi tune plot graphs-png docs-png bench-passes
 all: $(B)/lmc $(B)/liblmcrt.a $(B)/obj/runtime/main.o
 
 $(B)/obj/compiler/%.o: compiler/%.c $(wildcard compiler/*.h compiler/emit/*.h) $(wildcard runtime/*.h)
@@ -163,6 +163,13 @@ bench: test-deps
 	@$(MAKE) --no-print-directory all
 	@CC="$(CC)" TRAINER_CFLAGS="$(TRAINER_CFLAGS)" BLAS_CFLAGS="$(BLAS_CFLAGS)" BLAS_LIBS="$(BLAS_LIBS)" \
 	  DATA="$(DATA)" NATIVE="$(NATIVE)" /usr/bin/python3 bench/bench.py
+
+# Data-parallel training speed: np=1 and np=2 against one process with two
+# threads, and a projection to more ranks (bench/README.md, "Data-parallel
+# training"; BENCH_QUICK=1 for a short run, the rest in bench/bench_mpi.py).
+bench-mpi: all
+	@$(MAKE) --no-print-directory deps MPI=1
+	@CC="$(CC)" DATA="$(DATA)" /usr/bin/python3 bench/bench_mpi.py
 
 # A synthetic corpus with WikiText-103's sizes (bench/README.md, "Large
 # corpora"): build/bench/gencorpus DIR.

@@ -1609,27 +1609,37 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_lm_head_matmul_grad(lm_head_matmul_grad, nll_log_softmax_grad, transformer_wte_weight, T);
   train_lm_head_matmul_grad_2(lm_head_matmul_grad_2, nll_log_softmax_grad, transformer_ln_f_add, T);
   train_transformer_sum_grad(d_transformer_ln_f_bias, lm_head_matmul_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 51);   /* transformer.ln_f.bias final */
   train_transformer_mul_grad(transformer_ln_f_mul_grad, lm_head_matmul_grad, transformer_ln_f_weight, T);
   train_transformer_mul_grad_2(transformer_ln_f_mul_grad_2, lm_head_matmul_grad, transformer_ln_f_normalize, T);
   train_transformer_sum_grad(d_transformer_ln_f_weight, transformer_ln_f_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 50);   /* transformer.ln_f.weight final */
   train_transformer_normalize_grad(transformer_ln_f_normalize_grad, transformer_ln_f_mul_grad, transformer_h_3_add_2, T);
   train_transformer_h_3_mlp_dropout_grad(transformer_h_3_mlp_dropout_grad, transformer_ln_f_normalize_grad, lmc_dropout_key(c->seed, c->step, 12), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_3_mlp_c_proj_bias, transformer_h_3_mlp_dropout_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 49);   /* transformer.h.3.mlp.c_proj.bias final */
   train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_3_mlp_c_proj_matmul_grad, transformer_h_3_mlp_dropout_grad, transformer_h_3_mlp_c_proj_weight, T);
   train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_dropout_grad, transformer_h_3_mlp_gelu, T);
+  if (c->grad_ready) c->grad_ready(c, 48);   /* transformer.h.3.mlp.c_proj.weight final */
   train_transformer_h_mlp_gelu_grad(transformer_h_3_mlp_gelu_grad, transformer_h_3_mlp_c_proj_matmul_grad, transformer_h_3_mlp_c_fc_matmul_bias, T);
   train_transformer_h_mlp_c_fc_sum_grad(d_transformer_h_3_mlp_c_fc_bias, transformer_h_3_mlp_gelu_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 47);   /* transformer.h.3.mlp.c_fc.bias final */
   train_transformer_h_mlp_c_fc_matmul_grad(transformer_h_3_mlp_c_fc_matmul_grad, transformer_h_3_mlp_gelu_grad, transformer_h_3_mlp_c_fc_weight, T);
   train_transformer_h_mlp_c_fc_matmul_grad_2(d_transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_gelu_grad, transformer_h_3_ln_2_add, T);
+  if (c->grad_ready) c->grad_ready(c, 46);   /* transformer.h.3.mlp.c_fc.weight final */
   train_transformer_sum_grad(d_transformer_h_3_ln_2_bias, transformer_h_3_mlp_c_fc_matmul_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 45);   /* transformer.h.3.ln_2.bias final */
   train_transformer_mul_grad(transformer_h_3_ln_2_mul_grad, transformer_h_3_mlp_c_fc_matmul_grad, transformer_h_3_ln_2_weight, T);
   train_transformer_mul_grad_2(transformer_h_3_ln_2_mul_grad_2, transformer_h_3_mlp_c_fc_matmul_grad, transformer_h_3_ln_2_normalize, T);
   train_transformer_sum_grad(d_transformer_h_3_ln_2_weight, transformer_h_3_ln_2_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 44);   /* transformer.h.3.ln_2.weight final */
   train_transformer_normalize_grad(transformer_h_3_ln_2_normalize_grad, transformer_h_3_ln_2_mul_grad, transformer_h_3_add, T);
   train_transformer_h_attn_dropout_add_grad(transformer_h_3_attn_dropout_add_grad, transformer_ln_f_normalize_grad, transformer_h_3_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 11), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_3_attn_c_proj_bias, transformer_h_3_attn_dropout_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 43);   /* transformer.h.3.attn.c_proj.bias final */
   train_transformer_h_attn_c_proj_matmul_grad(transformer_h_3_attn_c_proj_matmul_grad, transformer_h_3_attn_dropout_add_grad, transformer_h_3_attn_c_proj_weight, T);
   train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_dropout_add_grad, transformer_h_3_attn_transpose_4, T);
+  if (c->grad_ready) c->grad_ready(c, 42);   /* transformer.h.3.attn.c_proj.weight final */
   train_transformer_h_attn_transpose(transformer_h_3_attn_transpose_grad, transformer_h_3_attn_c_proj_matmul_grad, T);
   train_transformer_h_attn_bmm(transformer_h_3_attn_bmm_grad, transformer_h_3_attn_transpose_grad, transformer_h_3_attn_transpose_3, T);
   train_transformer_h_attn_bmm_grad(transformer_h_3_attn_bmm_grad_2, transformer_h_3_attn_dropout, transformer_h_3_attn_transpose_grad, T);
@@ -1646,30 +1656,42 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_pad_grad_3(transformer_h_3_attn_pad_grad_3, transformer_h_3_attn_transpose_grad_4, T);
   train_transformer_h_attn_fused_grad(transformer_h_3_attn_add_grad, transformer_h_3_attn_pad_grad, transformer_h_3_attn_pad_grad_2, transformer_h_3_attn_pad_grad_3, T);
   train_transformer_h_attn_c_attn_sum_grad(d_transformer_h_3_attn_c_attn_bias, transformer_h_3_attn_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 41);   /* transformer.h.3.attn.c_attn.bias final */
   train_transformer_h_attn_c_attn_matmul_grad(transformer_h_3_attn_c_attn_matmul_grad, transformer_h_3_attn_add_grad, transformer_h_3_attn_c_attn_weight, T);
   train_transformer_h_attn_c_attn_matmul_grad_2(d_transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_add_grad, transformer_h_3_ln_1_add, T);
+  if (c->grad_ready) c->grad_ready(c, 40);   /* transformer.h.3.attn.c_attn.weight final */
   train_transformer_sum_grad(d_transformer_h_3_ln_1_bias, transformer_h_3_attn_c_attn_matmul_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 39);   /* transformer.h.3.ln_1.bias final */
   train_transformer_mul_grad(transformer_h_3_ln_1_mul_grad, transformer_h_3_attn_c_attn_matmul_grad, transformer_h_3_ln_1_weight, T);
   train_transformer_mul_grad_2(transformer_h_3_ln_1_mul_grad_2, transformer_h_3_attn_c_attn_matmul_grad, transformer_h_3_ln_1_normalize, T);
   train_transformer_sum_grad(d_transformer_h_3_ln_1_weight, transformer_h_3_ln_1_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 38);   /* transformer.h.3.ln_1.weight final */
   train_transformer_normalize_grad(transformer_h_3_ln_1_normalize_grad, transformer_h_3_ln_1_mul_grad, transformer_h_2_add_2, T);
   train_transformer_h_mlp_fused_grad(transformer_h_3_ln_1_add_grad, transformer_ln_f_normalize_grad, transformer_h_3_ln_2_normalize_grad, transformer_h_3_ln_1_normalize_grad, transformer_h_2_mlp_dropout_add_grad, lmc_dropout_key(c->seed, c->step, 9), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_2_mlp_c_proj_bias, transformer_h_2_mlp_dropout_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 37);   /* transformer.h.2.mlp.c_proj.bias final */
   train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_2_mlp_c_proj_matmul_grad, transformer_h_2_mlp_dropout_add_grad, transformer_h_2_mlp_c_proj_weight, T);
   train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_dropout_add_grad, transformer_h_2_mlp_gelu, T);
+  if (c->grad_ready) c->grad_ready(c, 36);   /* transformer.h.2.mlp.c_proj.weight final */
   train_transformer_h_mlp_gelu_grad(transformer_h_2_mlp_gelu_grad, transformer_h_2_mlp_c_proj_matmul_grad, transformer_h_2_mlp_c_fc_matmul_bias, T);
   train_transformer_h_mlp_c_fc_sum_grad(d_transformer_h_2_mlp_c_fc_bias, transformer_h_2_mlp_gelu_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 35);   /* transformer.h.2.mlp.c_fc.bias final */
   train_transformer_h_mlp_c_fc_matmul_grad(transformer_h_2_mlp_c_fc_matmul_grad, transformer_h_2_mlp_gelu_grad, transformer_h_2_mlp_c_fc_weight, T);
   train_transformer_h_mlp_c_fc_matmul_grad_2(d_transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_gelu_grad, transformer_h_2_ln_2_add, T);
+  if (c->grad_ready) c->grad_ready(c, 34);   /* transformer.h.2.mlp.c_fc.weight final */
   train_transformer_sum_grad(d_transformer_h_2_ln_2_bias, transformer_h_2_mlp_c_fc_matmul_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 33);   /* transformer.h.2.ln_2.bias final */
   train_transformer_mul_grad(transformer_h_2_ln_2_mul_grad, transformer_h_2_mlp_c_fc_matmul_grad, transformer_h_2_ln_2_weight, T);
   train_transformer_mul_grad_2(transformer_h_2_ln_2_mul_grad_2, transformer_h_2_mlp_c_fc_matmul_grad, transformer_h_2_ln_2_normalize, T);
   train_transformer_sum_grad(d_transformer_h_2_ln_2_weight, transformer_h_2_ln_2_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 32);   /* transformer.h.2.ln_2.weight final */
   train_transformer_normalize_grad(transformer_h_2_ln_2_normalize_grad, transformer_h_2_ln_2_mul_grad, transformer_h_2_add, T);
   train_transformer_h_attn_dropout_add_grad(transformer_h_2_attn_dropout_add_grad, transformer_h_3_ln_1_add_grad, transformer_h_2_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 8), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_2_attn_c_proj_bias, transformer_h_2_attn_dropout_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 31);   /* transformer.h.2.attn.c_proj.bias final */
   train_transformer_h_attn_c_proj_matmul_grad(transformer_h_2_attn_c_proj_matmul_grad, transformer_h_2_attn_dropout_add_grad, transformer_h_2_attn_c_proj_weight, T);
   train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_dropout_add_grad, transformer_h_2_attn_transpose_4, T);
+  if (c->grad_ready) c->grad_ready(c, 30);   /* transformer.h.2.attn.c_proj.weight final */
   train_transformer_h_attn_transpose(transformer_h_2_attn_transpose_grad, transformer_h_2_attn_c_proj_matmul_grad, T);
   train_transformer_h_attn_bmm(transformer_h_2_attn_bmm_grad, transformer_h_2_attn_transpose_grad, transformer_h_2_attn_transpose_3, T);
   train_transformer_h_attn_bmm_grad(transformer_h_2_attn_bmm_grad_2, transformer_h_2_attn_dropout, transformer_h_2_attn_transpose_grad, T);
@@ -1686,30 +1708,42 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_pad_grad_3(transformer_h_2_attn_pad_grad_3, transformer_h_2_attn_transpose_grad_4, T);
   train_transformer_h_attn_fused_grad(transformer_h_2_attn_add_grad, transformer_h_2_attn_pad_grad, transformer_h_2_attn_pad_grad_2, transformer_h_2_attn_pad_grad_3, T);
   train_transformer_h_attn_c_attn_sum_grad(d_transformer_h_2_attn_c_attn_bias, transformer_h_2_attn_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 29);   /* transformer.h.2.attn.c_attn.bias final */
   train_transformer_h_attn_c_attn_matmul_grad(transformer_h_2_attn_c_attn_matmul_grad, transformer_h_2_attn_add_grad, transformer_h_2_attn_c_attn_weight, T);
   train_transformer_h_attn_c_attn_matmul_grad_2(d_transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_add_grad, transformer_h_2_ln_1_add, T);
+  if (c->grad_ready) c->grad_ready(c, 28);   /* transformer.h.2.attn.c_attn.weight final */
   train_transformer_sum_grad(d_transformer_h_2_ln_1_bias, transformer_h_2_attn_c_attn_matmul_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 27);   /* transformer.h.2.ln_1.bias final */
   train_transformer_mul_grad(transformer_h_2_ln_1_mul_grad, transformer_h_2_attn_c_attn_matmul_grad, transformer_h_2_ln_1_weight, T);
   train_transformer_mul_grad_2(transformer_h_2_ln_1_mul_grad_2, transformer_h_2_attn_c_attn_matmul_grad, transformer_h_2_ln_1_normalize, T);
   train_transformer_sum_grad(d_transformer_h_2_ln_1_weight, transformer_h_2_ln_1_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 26);   /* transformer.h.2.ln_1.weight final */
   train_transformer_normalize_grad(transformer_h_2_ln_1_normalize_grad, transformer_h_2_ln_1_mul_grad, transformer_h_1_add_2, T);
   train_transformer_h_mlp_fused_grad(transformer_h_2_ln_1_add_grad, transformer_h_3_ln_1_add_grad, transformer_h_2_ln_2_normalize_grad, transformer_h_2_ln_1_normalize_grad, transformer_h_1_mlp_dropout_add_grad, lmc_dropout_key(c->seed, c->step, 6), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_1_mlp_c_proj_bias, transformer_h_1_mlp_dropout_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 25);   /* transformer.h.1.mlp.c_proj.bias final */
   train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_1_mlp_c_proj_matmul_grad, transformer_h_1_mlp_dropout_add_grad, transformer_h_1_mlp_c_proj_weight, T);
   train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_dropout_add_grad, transformer_h_1_mlp_gelu, T);
+  if (c->grad_ready) c->grad_ready(c, 24);   /* transformer.h.1.mlp.c_proj.weight final */
   train_transformer_h_mlp_gelu_grad(transformer_h_1_mlp_gelu_grad, transformer_h_1_mlp_c_proj_matmul_grad, transformer_h_1_mlp_c_fc_matmul_bias, T);
   train_transformer_h_mlp_c_fc_sum_grad(d_transformer_h_1_mlp_c_fc_bias, transformer_h_1_mlp_gelu_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 23);   /* transformer.h.1.mlp.c_fc.bias final */
   train_transformer_h_mlp_c_fc_matmul_grad(transformer_h_1_mlp_c_fc_matmul_grad, transformer_h_1_mlp_gelu_grad, transformer_h_1_mlp_c_fc_weight, T);
   train_transformer_h_mlp_c_fc_matmul_grad_2(d_transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_gelu_grad, transformer_h_1_ln_2_add, T);
+  if (c->grad_ready) c->grad_ready(c, 22);   /* transformer.h.1.mlp.c_fc.weight final */
   train_transformer_sum_grad(d_transformer_h_1_ln_2_bias, transformer_h_1_mlp_c_fc_matmul_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 21);   /* transformer.h.1.ln_2.bias final */
   train_transformer_mul_grad(transformer_h_1_ln_2_mul_grad, transformer_h_1_mlp_c_fc_matmul_grad, transformer_h_1_ln_2_weight, T);
   train_transformer_mul_grad_2(transformer_h_1_ln_2_mul_grad_2, transformer_h_1_mlp_c_fc_matmul_grad, transformer_h_1_ln_2_normalize, T);
   train_transformer_sum_grad(d_transformer_h_1_ln_2_weight, transformer_h_1_ln_2_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 20);   /* transformer.h.1.ln_2.weight final */
   train_transformer_normalize_grad(transformer_h_1_ln_2_normalize_grad, transformer_h_1_ln_2_mul_grad, transformer_h_1_add, T);
   train_transformer_h_attn_dropout_add_grad(transformer_h_1_attn_dropout_add_grad, transformer_h_2_ln_1_add_grad, transformer_h_1_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 5), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_1_attn_c_proj_bias, transformer_h_1_attn_dropout_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 19);   /* transformer.h.1.attn.c_proj.bias final */
   train_transformer_h_attn_c_proj_matmul_grad(transformer_h_1_attn_c_proj_matmul_grad, transformer_h_1_attn_dropout_add_grad, transformer_h_1_attn_c_proj_weight, T);
   train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_dropout_add_grad, transformer_h_1_attn_transpose_4, T);
+  if (c->grad_ready) c->grad_ready(c, 18);   /* transformer.h.1.attn.c_proj.weight final */
   train_transformer_h_attn_transpose(transformer_h_1_attn_transpose_grad, transformer_h_1_attn_c_proj_matmul_grad, T);
   train_transformer_h_attn_bmm(transformer_h_1_attn_bmm_grad, transformer_h_1_attn_transpose_grad, transformer_h_1_attn_transpose_3, T);
   train_transformer_h_attn_bmm_grad(transformer_h_1_attn_bmm_grad_2, transformer_h_1_attn_dropout, transformer_h_1_attn_transpose_grad, T);
@@ -1726,30 +1760,42 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_pad_grad_3(transformer_h_1_attn_pad_grad_3, transformer_h_1_attn_transpose_grad_4, T);
   train_transformer_h_attn_fused_grad(transformer_h_1_attn_add_grad, transformer_h_1_attn_pad_grad, transformer_h_1_attn_pad_grad_2, transformer_h_1_attn_pad_grad_3, T);
   train_transformer_h_attn_c_attn_sum_grad(d_transformer_h_1_attn_c_attn_bias, transformer_h_1_attn_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 17);   /* transformer.h.1.attn.c_attn.bias final */
   train_transformer_h_attn_c_attn_matmul_grad(transformer_h_1_attn_c_attn_matmul_grad, transformer_h_1_attn_add_grad, transformer_h_1_attn_c_attn_weight, T);
   train_transformer_h_attn_c_attn_matmul_grad_2(d_transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_add_grad, transformer_h_1_ln_1_add, T);
+  if (c->grad_ready) c->grad_ready(c, 16);   /* transformer.h.1.attn.c_attn.weight final */
   train_transformer_sum_grad(d_transformer_h_1_ln_1_bias, transformer_h_1_attn_c_attn_matmul_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 15);   /* transformer.h.1.ln_1.bias final */
   train_transformer_mul_grad(transformer_h_1_ln_1_mul_grad, transformer_h_1_attn_c_attn_matmul_grad, transformer_h_1_ln_1_weight, T);
   train_transformer_mul_grad_2(transformer_h_1_ln_1_mul_grad_2, transformer_h_1_attn_c_attn_matmul_grad, transformer_h_1_ln_1_normalize, T);
   train_transformer_sum_grad(d_transformer_h_1_ln_1_weight, transformer_h_1_ln_1_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 14);   /* transformer.h.1.ln_1.weight final */
   train_transformer_normalize_grad(transformer_h_1_ln_1_normalize_grad, transformer_h_1_ln_1_mul_grad, transformer_h_0_add_2, T);
   train_transformer_h_mlp_fused_grad(transformer_h_1_ln_1_add_grad, transformer_h_2_ln_1_add_grad, transformer_h_1_ln_2_normalize_grad, transformer_h_1_ln_1_normalize_grad, transformer_h_0_mlp_dropout_add_grad, lmc_dropout_key(c->seed, c->step, 3), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_0_mlp_c_proj_bias, transformer_h_0_mlp_dropout_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 13);   /* transformer.h.0.mlp.c_proj.bias final */
   train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_0_mlp_c_proj_matmul_grad, transformer_h_0_mlp_dropout_add_grad, transformer_h_0_mlp_c_proj_weight, T);
   train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_dropout_add_grad, transformer_h_0_mlp_gelu, T);
+  if (c->grad_ready) c->grad_ready(c, 12);   /* transformer.h.0.mlp.c_proj.weight final */
   train_transformer_h_mlp_gelu_grad(transformer_h_0_mlp_gelu_grad, transformer_h_0_mlp_c_proj_matmul_grad, transformer_h_0_mlp_c_fc_matmul_bias, T);
   train_transformer_h_mlp_c_fc_sum_grad(d_transformer_h_0_mlp_c_fc_bias, transformer_h_0_mlp_gelu_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 11);   /* transformer.h.0.mlp.c_fc.bias final */
   train_transformer_h_mlp_c_fc_matmul_grad(transformer_h_0_mlp_c_fc_matmul_grad, transformer_h_0_mlp_gelu_grad, transformer_h_0_mlp_c_fc_weight, T);
   train_transformer_h_mlp_c_fc_matmul_grad_2(d_transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_gelu_grad, transformer_h_0_ln_2_add, T);
+  if (c->grad_ready) c->grad_ready(c, 10);   /* transformer.h.0.mlp.c_fc.weight final */
   train_transformer_sum_grad(d_transformer_h_0_ln_2_bias, transformer_h_0_mlp_c_fc_matmul_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 9);   /* transformer.h.0.ln_2.bias final */
   train_transformer_mul_grad(transformer_h_0_ln_2_mul_grad, transformer_h_0_mlp_c_fc_matmul_grad, transformer_h_0_ln_2_weight, T);
   train_transformer_mul_grad_2(transformer_h_0_ln_2_mul_grad_2, transformer_h_0_mlp_c_fc_matmul_grad, transformer_h_0_ln_2_normalize, T);
   train_transformer_sum_grad(d_transformer_h_0_ln_2_weight, transformer_h_0_ln_2_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 8);   /* transformer.h.0.ln_2.weight final */
   train_transformer_normalize_grad(transformer_h_0_ln_2_normalize_grad, transformer_h_0_ln_2_mul_grad, transformer_h_0_add, T);
   train_transformer_h_attn_dropout_add_grad(transformer_h_0_attn_dropout_add_grad, transformer_h_1_ln_1_add_grad, transformer_h_0_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_0_attn_c_proj_bias, transformer_h_0_attn_dropout_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 7);   /* transformer.h.0.attn.c_proj.bias final */
   train_transformer_h_attn_c_proj_matmul_grad(transformer_h_0_attn_c_proj_matmul_grad, transformer_h_0_attn_dropout_add_grad, transformer_h_0_attn_c_proj_weight, T);
   train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_dropout_add_grad, transformer_h_0_attn_transpose_4, T);
+  if (c->grad_ready) c->grad_ready(c, 6);   /* transformer.h.0.attn.c_proj.weight final */
   train_transformer_h_attn_transpose(transformer_h_0_attn_transpose_grad, transformer_h_0_attn_c_proj_matmul_grad, T);
   train_transformer_h_attn_bmm(transformer_h_0_attn_bmm_grad, transformer_h_0_attn_transpose_grad, transformer_h_0_attn_transpose_3, T);
   train_transformer_h_attn_bmm_grad(transformer_h_0_attn_bmm_grad_2, transformer_h_0_attn_dropout, transformer_h_0_attn_transpose_grad, T);
@@ -1766,18 +1812,24 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_pad_grad_3(transformer_h_0_attn_pad_grad_3, transformer_h_0_attn_transpose_grad_4, T);
   train_transformer_h_attn_fused_grad(transformer_h_0_attn_add_grad, transformer_h_0_attn_pad_grad, transformer_h_0_attn_pad_grad_2, transformer_h_0_attn_pad_grad_3, T);
   train_transformer_h_attn_c_attn_sum_grad(d_transformer_h_0_attn_c_attn_bias, transformer_h_0_attn_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 5);   /* transformer.h.0.attn.c_attn.bias final */
   train_transformer_h_attn_c_attn_matmul_grad(transformer_h_0_attn_c_attn_matmul_grad, transformer_h_0_attn_add_grad, transformer_h_0_attn_c_attn_weight, T);
   train_transformer_h_attn_c_attn_matmul_grad_2(d_transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_add_grad, transformer_h_0_ln_1_add, T);
+  if (c->grad_ready) c->grad_ready(c, 4);   /* transformer.h.0.attn.c_attn.weight final */
   train_transformer_sum_grad(d_transformer_h_0_ln_1_bias, transformer_h_0_attn_c_attn_matmul_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 3);   /* transformer.h.0.ln_1.bias final */
   train_transformer_mul_grad(transformer_h_0_ln_1_mul_grad, transformer_h_0_attn_c_attn_matmul_grad, transformer_h_0_ln_1_weight, T);
   train_transformer_mul_grad_2(transformer_h_0_ln_1_mul_grad_2, transformer_h_0_attn_c_attn_matmul_grad, transformer_h_0_ln_1_normalize, T);
   train_transformer_sum_grad(d_transformer_h_0_ln_1_weight, transformer_h_0_ln_1_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 2);   /* transformer.h.0.ln_1.weight final */
   train_transformer_normalize_grad(transformer_h_0_ln_1_normalize_grad, transformer_h_0_ln_1_mul_grad, dropout_add, T);
   train_fused_grad(dropout_add_grad, transformer_h_1_ln_1_add_grad, transformer_h_0_ln_2_normalize_grad, transformer_h_0_ln_1_normalize_grad, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_sum_grad(sum_grad, dropout_add_grad, T);
   train_pad_grad(d_transformer_wpe_weight, sum_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 1);   /* transformer.wpe.weight final */
   train_transformer_wte_embedding_grad(transformer_wte_embedding_grad, dropout_add_grad, tokens, T);
   train_transformer_wte_add_grad(d_transformer_wte_weight, lm_head_matmul_grad_2, transformer_wte_embedding_grad);
+  if (c->grad_ready) c->grad_ready(c, 0);   /* transformer.wte.weight final */
   /* gradients */
   return have_targets ? nll_loss[0] : 0;
 }

@@ -446,8 +446,10 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
   train_const_grad(const_grad);
   train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 10);   /* decoder.bias final */
   train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, T);
   train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, dropout_2, T);
+  if (c->grad_ready) c->grad_ready(c, 9);   /* decoder.weight final */
   train_rnn_l1_const_grad(rnn_l1_const_grad);
   train_rnn_l1_broadcast_grad(rnn_l1_broadcast_grad, rnn_l1_const_grad);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
@@ -456,24 +458,33 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_relu_grad + t * 4000, rnn_weight_hh_l1);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_relu_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 7);   /* rnn.bias_ih_l1 final */
   train_rnn_matmul_grad_2(d_rnn_weight_hh_l1, rnn_l1_relu_grad, rnn_l1_carry, T);
+  if (c->grad_ready) c->grad_ready(c, 6);   /* rnn.weight_hh_l1 final */
   train_rnn_matmul_grad_3(rnn_l1_matmul_grad_2, rnn_l1_relu_grad, rnn_weight_ih_l1, T);
   train_rnn_matmul_grad_2(d_rnn_weight_ih_l1, rnn_l1_relu_grad, rnn_dropout, T);
+  if (c->grad_ready) c->grad_ready(c, 5);   /* rnn.weight_ih_l1 final */
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
     train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_matmul_grad);
     train_rnn_cell_grad(rnn_l0_relu_grad + t * 4000, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, c->col0, c->col_rest, rnn_l0_relu + t * 4000);
     train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_relu_grad + t * 4000, rnn_weight_hh_l0);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_relu_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 3);   /* rnn.bias_ih_l0 final */
   train_rnn_matmul_grad_2(d_rnn_weight_hh_l0, rnn_l0_relu_grad, rnn_l0_carry, T);
+  if (c->grad_ready) c->grad_ready(c, 2);   /* rnn.weight_hh_l0 final */
   train_rnn_matmul_grad_3(rnn_l0_matmul_grad_2, rnn_l0_relu_grad, rnn_weight_ih_l0, T);
   train_rnn_matmul_grad_2(d_rnn_weight_ih_l0, rnn_l0_relu_grad, dropout, T);
+  if (c->grad_ready) c->grad_ready(c, 1);   /* rnn.weight_ih_l0 final */
   train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_encoder_embedding_grad(d_encoder_weight, dropout_grad, tokens, T);
+  if (c->grad_ready) c->grad_ready(c, 0);   /* encoder.weight final */
   memcpy(hidden, rnn_concat, 8000 * sizeof(real));   /* state hidden, detached */
   /* gradients */
   memcpy(d_rnn_bias_hh_l0, d_rnn_bias_ih_l0, 200 * sizeof(real));   /* rnn.bias_hh_l0 */
+  if (c->grad_ready) c->grad_ready(c, 4);   /* rnn.bias_hh_l0 final */
   memcpy(d_rnn_bias_hh_l1, d_rnn_bias_ih_l1, 200 * sizeof(real));   /* rnn.bias_hh_l1 */
+  if (c->grad_ready) c->grad_ready(c, 8);   /* rnn.bias_hh_l1 final */
   return have_targets ? nll_loss[0] : 0;
 }
 

@@ -2315,36 +2315,50 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
   train_const_grad(const_grad);
   train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 28);   /* decoder.bias final */
   train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, T);
   train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, encoder_norm_add, T);
+  if (c->grad_ready) c->grad_ready(c, 27);   /* decoder.weight final */
   train_encoder_sum_grad(d_encoder_norm_bias, decoder_matmul_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 26);   /* encoder.norm.bias final */
   train_encoder_mul_grad(encoder_norm_mul_grad, decoder_matmul_grad, encoder_norm_weight, T);
   train_encoder_mul_grad_2(encoder_norm_mul_grad_2, decoder_matmul_grad, encoder_norm_normalize, T);
   train_encoder_sum_grad(d_encoder_norm_weight, encoder_norm_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 25);   /* encoder.norm.weight final */
   train_encoder_normalize_grad(encoder_norm_normalize_grad, encoder_norm_mul_grad, encoder_l1_norm2_add, T);
   train_encoder_sum_grad(d_encoder_l1_norm2_bias, encoder_norm_normalize_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 24);   /* encoder.layers.1.norm2.bias final */
   train_encoder_mul_grad(encoder_l1_norm2_mul_grad, encoder_norm_normalize_grad, encoder_l1_norm2_weight, T);
   train_encoder_mul_grad_2(encoder_l1_norm2_mul_grad_2, encoder_norm_normalize_grad, encoder_l1_norm2_normalize, T);
   train_encoder_sum_grad(d_encoder_l1_norm2_weight, encoder_l1_norm2_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 23);   /* encoder.layers.1.norm2.weight final */
   train_encoder_normalize_grad(encoder_l1_norm2_normalize_grad, encoder_l1_norm2_mul_grad, encoder_l1_add_2, T);
   train_encoder_dropout_grad(encoder_l1_dropout_grad, encoder_l1_norm2_normalize_grad, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_sum_grad(d_encoder_l1_linear2_bias, encoder_l1_dropout_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 22);   /* encoder.layers.1.linear2.bias final */
   train_encoder_matmul_grad(encoder_l1_linear2_matmul_grad, encoder_l1_dropout_grad, encoder_l1_linear2_weight, T);
   train_encoder_matmul_grad_2(d_encoder_l1_linear2_weight, encoder_l1_dropout_grad, encoder_l1_dropout, T);
+  if (c->grad_ready) c->grad_ready(c, 21);   /* encoder.layers.1.linear2.weight final */
   train_encoder_fused_grad(encoder_l1_relu_grad, encoder_l1_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, c->col0, c->col_rest, encoder_l1_relu, T);
   train_encoder_sum_grad(d_encoder_l1_linear1_bias, encoder_l1_relu_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 20);   /* encoder.layers.1.linear1.bias final */
   train_encoder_matmul_grad(encoder_l1_linear1_matmul_grad, encoder_l1_relu_grad, encoder_l1_linear1_weight, T);
   train_encoder_add_grad(encoder_l1_linear1_add_grad, encoder_l1_norm2_normalize_grad, encoder_l1_linear1_matmul_grad, T);
   train_encoder_matmul_grad_2(d_encoder_l1_linear1_weight, encoder_l1_relu_grad, encoder_l1_norm1_add, T);
+  if (c->grad_ready) c->grad_ready(c, 19);   /* encoder.layers.1.linear1.weight final */
   train_encoder_sum_grad(d_encoder_l1_norm1_bias, encoder_l1_linear1_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 18);   /* encoder.layers.1.norm1.bias final */
   train_encoder_mul_grad(encoder_l1_norm1_mul_grad, encoder_l1_linear1_add_grad, encoder_l1_norm1_weight, T);
   train_encoder_mul_grad_2(encoder_l1_norm1_mul_grad_2, encoder_l1_linear1_add_grad, encoder_l1_norm1_normalize, T);
   train_encoder_sum_grad(d_encoder_l1_norm1_weight, encoder_l1_norm1_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 17);   /* encoder.layers.1.norm1.weight final */
   train_encoder_normalize_grad(encoder_l1_norm1_normalize_grad, encoder_l1_norm1_mul_grad, encoder_l1_add, T);
   train_encoder_dropout_grad(encoder_l1_dropout_grad_2, encoder_l1_norm1_normalize_grad, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_sum_grad(d_encoder_l1_self_attn_out_proj_bias, encoder_l1_dropout_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 16);   /* encoder.layers.1.self_attn.out_proj.bias final */
   train_encoder_matmul_grad(encoder_l1_self_attn_out_proj_matmul_grad, encoder_l1_dropout_grad_2, encoder_l1_self_attn_out_proj_weight, T);
   train_encoder_matmul_grad_2(d_encoder_l1_self_attn_out_proj_weight, encoder_l1_dropout_grad_2, encoder_l1_self_attn_transpose_4, T);
+  if (c->grad_ready) c->grad_ready(c, 15);   /* encoder.layers.1.self_attn.out_proj.weight final */
   train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_grad, encoder_l1_self_attn_out_proj_matmul_grad, T);
   train_encoder_self_attn_bmm(encoder_l1_self_attn_bmm_grad, encoder_l1_self_attn_transpose_grad, encoder_l1_self_attn_transpose_3, T);
   train_encoder_self_attn_bmm_grad(encoder_l1_self_attn_bmm_grad_2, encoder_l1_self_attn_dropout, encoder_l1_self_attn_transpose_grad, T);
@@ -2361,32 +2375,44 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_pad_grad_3(encoder_l1_self_attn_pad_grad_3, encoder_l1_self_attn_transpose_grad_4, T);
   train_encoder_self_attn_fused_grad(encoder_l1_self_attn_add_grad, encoder_l1_self_attn_pad_grad, encoder_l1_self_attn_pad_grad_2, encoder_l1_self_attn_pad_grad_3, T);
   train_encoder_self_attn_sum_grad(d_encoder_l1_self_attn_in_proj_bias, encoder_l1_self_attn_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 14);   /* encoder.layers.1.self_attn.in_proj_bias final */
   train_encoder_self_attn_matmul_grad(encoder_l1_self_attn_matmul_grad, encoder_l1_self_attn_add_grad, encoder_l1_self_attn_in_proj_weight, T);
   train_encoder_add_grad(encoder_l1_self_attn_add_grad_2, encoder_l1_norm1_normalize_grad, encoder_l1_self_attn_matmul_grad, T);
   train_encoder_self_attn_matmul_grad_2(d_encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_add_grad, encoder_l0_norm2_add, T);
+  if (c->grad_ready) c->grad_ready(c, 13);   /* encoder.layers.1.self_attn.in_proj_weight final */
   train_encoder_sum_grad(d_encoder_l0_norm2_bias, encoder_l1_self_attn_add_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 12);   /* encoder.layers.0.norm2.bias final */
   train_encoder_mul_grad(encoder_l0_norm2_mul_grad, encoder_l1_self_attn_add_grad_2, encoder_l0_norm2_weight, T);
   train_encoder_mul_grad_2(encoder_l0_norm2_mul_grad_2, encoder_l1_self_attn_add_grad_2, encoder_l0_norm2_normalize, T);
   train_encoder_sum_grad(d_encoder_l0_norm2_weight, encoder_l0_norm2_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 11);   /* encoder.layers.0.norm2.weight final */
   train_encoder_normalize_grad(encoder_l0_norm2_normalize_grad, encoder_l0_norm2_mul_grad, encoder_l0_add_2, T);
   train_encoder_dropout_grad(encoder_l0_dropout_grad, encoder_l0_norm2_normalize_grad, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_sum_grad(d_encoder_l0_linear2_bias, encoder_l0_dropout_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 10);   /* encoder.layers.0.linear2.bias final */
   train_encoder_matmul_grad(encoder_l0_linear2_matmul_grad, encoder_l0_dropout_grad, encoder_l0_linear2_weight, T);
   train_encoder_matmul_grad_2(d_encoder_l0_linear2_weight, encoder_l0_dropout_grad, encoder_l0_dropout, T);
+  if (c->grad_ready) c->grad_ready(c, 9);   /* encoder.layers.0.linear2.weight final */
   train_encoder_fused_grad(encoder_l0_relu_grad, encoder_l0_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, c->col0, c->col_rest, encoder_l0_relu, T);
   train_encoder_sum_grad(d_encoder_l0_linear1_bias, encoder_l0_relu_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 8);   /* encoder.layers.0.linear1.bias final */
   train_encoder_matmul_grad(encoder_l0_linear1_matmul_grad, encoder_l0_relu_grad, encoder_l0_linear1_weight, T);
   train_encoder_add_grad(encoder_l0_linear1_add_grad, encoder_l0_norm2_normalize_grad, encoder_l0_linear1_matmul_grad, T);
   train_encoder_matmul_grad_2(d_encoder_l0_linear1_weight, encoder_l0_relu_grad, encoder_l0_norm1_add, T);
+  if (c->grad_ready) c->grad_ready(c, 7);   /* encoder.layers.0.linear1.weight final */
   train_encoder_sum_grad(d_encoder_l0_norm1_bias, encoder_l0_linear1_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 6);   /* encoder.layers.0.norm1.bias final */
   train_encoder_mul_grad(encoder_l0_norm1_mul_grad, encoder_l0_linear1_add_grad, encoder_l0_norm1_weight, T);
   train_encoder_mul_grad_2(encoder_l0_norm1_mul_grad_2, encoder_l0_linear1_add_grad, encoder_l0_norm1_normalize, T);
   train_encoder_sum_grad(d_encoder_l0_norm1_weight, encoder_l0_norm1_mul_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 5);   /* encoder.layers.0.norm1.weight final */
   train_encoder_normalize_grad(encoder_l0_norm1_normalize_grad, encoder_l0_norm1_mul_grad, encoder_l0_add, T);
   train_encoder_dropout_grad(encoder_l0_dropout_grad_2, encoder_l0_norm1_normalize_grad, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_sum_grad(d_encoder_l0_self_attn_out_proj_bias, encoder_l0_dropout_grad_2, T);
+  if (c->grad_ready) c->grad_ready(c, 4);   /* encoder.layers.0.self_attn.out_proj.bias final */
   train_encoder_matmul_grad(encoder_l0_self_attn_out_proj_matmul_grad, encoder_l0_dropout_grad_2, encoder_l0_self_attn_out_proj_weight, T);
   train_encoder_matmul_grad_2(d_encoder_l0_self_attn_out_proj_weight, encoder_l0_dropout_grad_2, encoder_l0_self_attn_transpose_4, T);
+  if (c->grad_ready) c->grad_ready(c, 3);   /* encoder.layers.0.self_attn.out_proj.weight final */
   train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_grad, encoder_l0_self_attn_out_proj_matmul_grad, T);
   train_encoder_self_attn_bmm(encoder_l0_self_attn_bmm_grad, encoder_l0_self_attn_transpose_grad, encoder_l0_self_attn_transpose_3, T);
   train_encoder_self_attn_bmm_grad(encoder_l0_self_attn_bmm_grad_2, encoder_l0_self_attn_dropout, encoder_l0_self_attn_transpose_grad, T);
@@ -2403,10 +2429,13 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_pad_grad_3(encoder_l0_self_attn_pad_grad_3, encoder_l0_self_attn_transpose_grad_4, T);
   train_encoder_self_attn_fused_grad(encoder_l0_self_attn_add_grad, encoder_l0_self_attn_pad_grad, encoder_l0_self_attn_pad_grad_2, encoder_l0_self_attn_pad_grad_3, T);
   train_encoder_self_attn_sum_grad(d_encoder_l0_self_attn_in_proj_bias, encoder_l0_self_attn_add_grad, T);
+  if (c->grad_ready) c->grad_ready(c, 2);   /* encoder.layers.0.self_attn.in_proj_bias final */
   train_encoder_self_attn_matmul_grad(encoder_l0_self_attn_matmul_grad, encoder_l0_self_attn_add_grad, encoder_l0_self_attn_in_proj_weight, T);
   train_encoder_self_attn_matmul_grad_2(d_encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_add_grad, dropout_add, T);
+  if (c->grad_ready) c->grad_ready(c, 1);   /* encoder.layers.0.self_attn.in_proj_weight final */
   train_fused_grad(mul_grad, encoder_l0_norm1_normalize_grad, encoder_l0_self_attn_matmul_grad, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_input_emb_embedding_grad(d_input_emb_weight, mul_grad, tokens, T);
+  if (c->grad_ready) c->grad_ready(c, 0);   /* input_emb.weight final */
   /* gradients */
   return have_targets ? nll_loss[0] : 0;
 }

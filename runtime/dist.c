@@ -9,12 +9,27 @@
  * links that object before the library) over MPI_COMM_WORLD.  Only the
  * primitives below differ between the two; the rest is written once.
  *
- * A rank's gradient block may hold rows gradients (row-grad: the rows its
- * own batch read), which differ between ranks; with several ranks it is
- * written out parameter-shaped (lmc_grad_dense) before the reduction, and
- * the optimizer steps over that dense block through a copy of the
- * parameter table whose gradients are all parameter-shaped.
+ * The gradient is reduced in buckets while the backward still runs, as
+ * PyTorch's DDP does.  The buckets tile the dense gradient block (one
+ * parameter-shaped copy, as the optimizer reads it) from its end, 4 MiB
+ * each (LMC_BUCKET_KB), so that they follow the backward, which finishes
+ * the last parameters first.  run() calls grad_ready (LmcCtx) as each parameter's
+ * gradient is final: on_ready copies it into the dense block (a rows
+ * gradient, row-grad, which differs between ranks, written out
+ * parameter-shaped), and a bucket whose parameters are all there is
+ * started as a non-blocking sum (MPI_Iallreduce), in the buckets' fixed
+ * order, so every rank starts the same collectives in the same order.
+ * Each later call tests the outstanding ones, which is what moves them on
+ * (Open MPI progresses a non-blocking collective inside MPI calls);
+ * dist_grad_mean waits for the rest and scales by 1 / N.  The optimizer
+ * then steps over the dense block through a copy of the parameter table
+ * whose gradients are all parameter-shaped.  MPI never touches c->grad,
+ * which run() may still read after a parameter is ready.
+ *
+ * Every MPI call is timed: dist_comm_seconds, the time this rank spent
+ * in them, gives the log line's communication share.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,11 +40,14 @@
 #include "rt.h"
 
 static int my_rank, nrank = 1;
+static double comm_s;   /* seconds inside MPI calls */
 
 /* ---------------------------------------------------------- primitives */
 
 #ifdef LMC_MPI
 #define REAL_TYPE (sizeof(real) == sizeof(float) ? MPI_FLOAT : MPI_DOUBLE)
+#define TIMED(call) do { double t0_ = rt_now(); call; comm_s += rt_now() - t0_; } while (0)
+typedef MPI_Request Request;
 
 static void start(void)
 {
@@ -52,37 +70,57 @@ static void abort_all(int rc)
 
 static void sum_doubles(double *v, int n)
 {
-  MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  TIMED(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
 }
 
 /* every rank's x, in rank order */
 static void gather(uint64_t x, uint64_t *all)
 {
-  MPI_Allgather(&x, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, MPI_COMM_WORLD);
+  TIMED(MPI_Allgather(&x, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, MPI_COMM_WORLD));
 }
 
 /* MPI counts are int: a large block goes in chunks */
 enum { CHUNK = 1 << 28 };
 
-static void sum_reals(real *v, size_t n)
-{
-  for (size_t i = 0; i < n; i += CHUNK)
-    MPI_Allreduce(MPI_IN_PLACE, v + i, (int)(n - i < CHUNK ? n - i : CHUNK), REAL_TYPE, MPI_SUM, MPI_COMM_WORLD);
-}
-
 static void bcast_bytes(void *p, size_t n)
 {
   for (size_t i = 0; i < n; i += CHUNK)
-    MPI_Bcast((char *)p + i, (int)(n - i < CHUNK ? n - i : CHUNK), MPI_BYTE, 0, MPI_COMM_WORLD);
+    TIMED(MPI_Bcast((char *)p + i, (int)(n - i < CHUNK ? n - i : CHUNK), MPI_BYTE, 0, MPI_COMM_WORLD));
+}
+
+/* the sum of v (a bucket: n fits an int) over the ranks, in place, started */
+static void sum_start(real *v, size_t n, Request *r)
+{
+  TIMED(MPI_Iallreduce(MPI_IN_PLACE, v, (int)n, REAL_TYPE, MPI_SUM, MPI_COMM_WORLD, r));
+}
+
+static void sum_test(Request *r, int n)
+{
+  int done;
+  TIMED(MPI_Testall(n, r, &done, MPI_STATUSES_IGNORE));
+}
+
+static void sum_wait(Request *r, int n)
+{
+  TIMED(MPI_Waitall(n, r, MPI_STATUSES_IGNORE));
+}
+
+static void request_clear(Request *r)
+{
+  *r = MPI_REQUEST_NULL;
 }
 #else
+typedef int Request;
 static void start(void) {}
 static void finish(void) {}
 static void abort_all(int rc) { (void)rc; }
 static void sum_doubles(double *v, int n) { (void)v, (void)n; }
 static void gather(uint64_t x, uint64_t *all) { *all = x; }
-static void sum_reals(real *v, size_t n) { (void)v, (void)n; }
 static void bcast_bytes(void *p, size_t n) { (void)p, (void)n; }
+static void sum_start(real *v, size_t n, Request *r) { (void)v, (void)n, (void)r; }
+static void sum_test(Request *r, int n) { (void)r, (void)n; }
+static void sum_wait(Request *r, int n) { (void)r, (void)n; }
+static void request_clear(Request *r) { *r = 0; }
 #endif
 
 /* ------------------------------------------------------------ the ranks */
@@ -143,10 +181,96 @@ void dist_bcast(void *p, size_t bytes)
   bcast_bytes(p, bytes);
 }
 
-void dist_grad_init(DistGrad *d, const LmcModel *m)
+double dist_comm_seconds(void)
 {
-  memset(d, 0, sizeof *d);
-  if (nrank == 1) return;
+  return comm_s;
+}
+
+/* A bucket: reals [off, off + n) of the dense block, d->cap at most:
+ * LMC_BUCKET_KB KiB, 4 MiB unless set (as DDP's bucket_cap_mb). */
+enum { BUCKET_KB = 4096 };
+
+typedef struct {
+  size_t off, n;
+  int nparam;            /* the parameters it overlaps */
+  int waiting;           /* of those, not ready this step */
+} Bucket;
+
+struct DistGrad {
+  LmcModel dense;        /* the model, every gradient parameter-shaped */
+  LmcTensorDesc *table;  /* dense's parameter table */
+  real *grad;            /* (param_numel) the dense block: the mean gradient */
+  size_t cap;            /* reals a bucket holds at most */
+  int nbucket;
+  Bucket *bucket;        /* from the block's end down */
+  Request *request;      /* per bucket */
+  bool *ready;           /* per parameter, this step */
+  int started;           /* buckets started this step: 0 .. started - 1 */
+};
+
+static DistGrad *the_grad;   /* the one training context's, for on_ready */
+
+/* The buckets parameter q overlaps: first .. last (first <= last). */
+static void buckets_of(const DistGrad *d, const LmcTensorDesc *q, int *first, int *last)
+{
+  size_t top = d->dense.param_numel;
+  *first = (int)((top - (q->offset + q->numel)) / d->cap);
+  *last = (int)((top - 1 - q->offset) / d->cap);
+}
+
+static void next_step(DistGrad *d)
+{
+  for (int k = 0; k < d->nbucket; k++) {
+    d->bucket[k].waiting = d->bucket[k].nparam;
+    request_clear(&d->request[k]);
+  }
+  memset(d->ready, 0, (size_t)d->dense.nparam * sizeof *d->ready);
+  d->started = 0;
+}
+
+static void on_ready(LmcCtx *c, int q)
+{
+  DistGrad *d = the_grad;
+  const LmcTensorDesc *p = &c->m->param[q];
+  if (p->alias >= 0 || d->ready[q]) return;
+  d->ready[q] = true;
+  lmc_grad_dense_one(p, c->grad, d->grad);
+  int first, last;
+  buckets_of(d, p, &first, &last);
+  for (int k = first; k <= last; k++)
+    d->bucket[k].waiting--;
+  for (; d->started < d->nbucket && d->bucket[d->started].waiting == 0; d->started++) {
+    Bucket *b = &d->bucket[d->started];
+    sum_start(d->grad + b->off, b->n, &d->request[d->started]);
+  }
+  sum_test(d->request, d->started);
+}
+
+/* LMC_BUCKET_KB, or the default: reals per bucket; 0 for a bad value */
+static size_t bucket_cap(void)
+{
+  const char *s = getenv("LMC_BUCKET_KB");
+  unsigned long long kb = BUCKET_KB;
+  if (s) {
+    char *e;
+    errno = 0;
+    kb = strtoull(s, &e, 10);
+    if (!*s || *e || errno || strchr(s, '-') || kb == 0 || kb > (1ull << 20)) {
+      rt_error("LMC_BUCKET_KB is '%s': give the KiB of a gradient bucket, 1 to 1048576", s);
+      return 0;
+    }
+  }
+  return (size_t)(kb * 1024 / sizeof(real));
+}
+
+int dist_grad_init(DistGrad **out, LmcCtx *c)
+{
+  const LmcModel *m = c->m;
+  *out = NULL;
+  if (nrank == 1) return 0;
+  size_t cap = bucket_cap();
+  if (!cap) return -1;
+  DistGrad *d = rt_calloc(1, sizeof *d, "the reduced gradient");
   d->table = rt_malloc((size_t)m->nparam * sizeof *d->table, "a parameter table");
   memcpy(d->table, m->param, (size_t)m->nparam * sizeof *d->table);
   for (int q = 0; q < m->nparam; q++)
@@ -157,24 +281,56 @@ void dist_grad_init(DistGrad *d, const LmcModel *m)
   d->dense = *m;
   d->dense.param = d->table;
   d->dense.grad_numel = m->param_numel;
-  d->grad = rt_malloc(m->param_numel * sizeof(real), "the reduced gradient");
+  /* zeroed: the reals between parameters, if any, sum to zero */
+  d->grad = rt_calloc(m->param_numel, sizeof(real), "the reduced gradient");
+  d->cap = cap;
+  d->nbucket = (int)((m->param_numel + cap - 1) / cap);
+  d->bucket = rt_calloc((size_t)d->nbucket, sizeof *d->bucket, "the gradient buckets");
+  d->request = rt_calloc((size_t)d->nbucket, sizeof *d->request, "the gradient buckets");
+  d->ready = rt_calloc((size_t)m->nparam, sizeof *d->ready, "the gradient buckets");
+  for (int k = 0; k < d->nbucket; k++) {
+    size_t end = m->param_numel - (size_t)k * cap;
+    d->bucket[k].n = end < cap ? end : cap;
+    d->bucket[k].off = end - d->bucket[k].n;
+  }
+  for (int q = 0; q < m->nparam; q++) {
+    int first, last;
+    if (m->param[q].alias >= 0) continue;
+    buckets_of(d, &m->param[q], &first, &last);
+    for (int k = first; k <= last; k++)
+      d->bucket[k].nparam++;
+  }
+  next_step(d);
+  the_grad = d;
+  c->grad_ready = on_ready;
+  *out = d;
+  return 0;
 }
 
 void dist_grad_free(DistGrad *d)
 {
+  if (!d) return;
   free(d->table);
   free(d->grad);
-  memset(d, 0, sizeof *d);
+  free(d->bucket);
+  free(d->request);
+  free(d->ready);
+  free(d);
+  the_grad = NULL;
 }
 
-void dist_grad_mean(DistGrad *d, const LmcModel **m, real **grad)
+void dist_grad_mean(DistGrad *d, LmcCtx *c, const LmcModel **m, real **grad)
 {
-  if (nrank == 1) return;
-  lmc_grad_dense(*m, *grad, d->grad);
-  sum_reals(d->grad, (*m)->param_numel);
+  if (!d) return;
+  /* any parameter run() did not announce (a file lmc emits announces
+   * each), in order: every rank then starts every bucket */
+  for (int q = 0; q < c->m->nparam; q++)
+    on_ready(c, q);
+  sum_wait(d->request, d->nbucket);
   const real scale = (real)(1.0 / nrank);
-  for (size_t i = 0; i < (*m)->param_numel; i++)
+  for (size_t i = 0; i < c->m->param_numel; i++)
     d->grad[i] *= scale;
+  next_step(d);
   *m = &d->dense;
   *grad = d->grad;
 }

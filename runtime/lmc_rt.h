@@ -139,6 +139,12 @@ typedef struct LmcCtx {
   long col0, col_rest;
   int threads;
   double objective;      /* train's run() of a model with has_objective: what it minimises */
+  /* When set, a program with backward calls it once for every parameter
+   * (the index in m->param) as soon as that parameter's region of c->grad
+   * holds its final value, in an order fixed by the emitted file: under
+   * mpirun dist.c starts reducing it there, overlapped with the rest of
+   * the backward.  NULL in one process. */
+  void (*grad_ready)(struct LmcCtx *c, int param);
 } LmcCtx;
 
 extern const LmcModel lmc_model;
@@ -159,7 +165,8 @@ extern const LmcModel lmc_model;
  * PyTorch's AdamW with the moments exp_avg, exp_avg_sq (param_numel
  * each), betas 0.9/0.999, eps 1e-8, weight decay wd, step count t
  * (1-based); lmc_grad_dense writes the gradient block out
- * parameter-shaped (param_numel).  Built once per real type (the library
+ * parameter-shaped (param_numel), lmc_grad_dense_one tensor d's part of it
+ * (at d->offset).  Built once per real type (the library
  * holds float's; a double harness compiles runtime/optimizer.c with
  * -DLMC_REAL=double), their names carry it, so that a file of one
  * precision cannot link the other's. */
@@ -169,11 +176,13 @@ extern const LmcModel lmc_model;
 #define lmc_sgd LMC_CAT(lmc_sgd_, LMC_REAL)
 #define lmc_adamw LMC_CAT(lmc_adamw_, LMC_REAL)
 #define lmc_grad_dense LMC_CAT(lmc_grad_dense_, LMC_REAL)
+#define lmc_grad_dense_one LMC_CAT(lmc_grad_dense_one_, LMC_REAL)
 double lmc_clip(const LmcModel *m, real *grad, double clip);
 void lmc_sgd(const LmcModel *m, real *param, const real *grad, double lr);
 void lmc_adamw(const LmcModel *m, real *param, const real *grad, real *exp_avg, real *exp_avg_sq, double lr, double wd,
                long t);
 void lmc_grad_dense(const LmcModel *m, const real *grad, real *dense);
+void lmc_grad_dense_one(const LmcTensorDesc *d, const real *grad, real *dense);
 
 /* Counter-based dropout generator: a uniform float in [0, 1) from the key
  * (seed, step, stream) and the element index, so masks do not depend on

@@ -228,22 +228,24 @@ void lmc_adamw(const LmcModel *m, real *param, const real *grad, real *exp_avg, 
     adamw_base(m, param, grad, exp_avg, exp_avg_sq, lr, wd, t);
 }
 
+void lmc_grad_dense_one(const LmcTensorDesc *d, const real *grad, real *dense)
+{
+  const real *g = grad + d->grad_offset;
+  real *out = dense + d->offset;
+  if (!d->grad_rows) {
+    memcpy(out, g, d->numel * sizeof *out);
+    return;
+  }
+  const int32_t *row = row_ids(d, grad);
+  size_t len = row_len(d);
+  memset(out, 0, d->numel * sizeof *out);
+  for (long k = 0; k < row[d->grad_rows]; k++)
+    memcpy(out + (size_t)row[k] * len, g + k * len, len * sizeof *out);
+}
+
 void lmc_grad_dense(const LmcModel *m, const real *grad, real *dense)
 {
-  for (int q = 0; q < m->nparam; q++) {
-    const LmcTensorDesc *d = &m->param[q];
-    if (d->alias >= 0)
-      continue;
-    const real *g = grad + d->grad_offset;
-    real *out = dense + d->offset;
-    if (!d->grad_rows) {
-      memcpy(out, g, d->numel * sizeof *out);
-      continue;
-    }
-    const int32_t *row = row_ids(d, grad);
-    size_t len = row_len(d);
-    memset(out, 0, d->numel * sizeof *out);
-    for (long k = 0; k < row[d->grad_rows]; k++)
-      memcpy(out + (size_t)row[k] * len, g + k * len, len * sizeof *out);
-  }
+  for (int q = 0; q < m->nparam; q++)
+    if (m->param[q].alias < 0)
+      lmc_grad_dense_one(&m->param[q], grad, dense);
 }

@@ -406,18 +406,19 @@ double dist_mean(double x);          /* over the ranks; x itself with one */
 bool dist_any(bool x);               /* true on some rank */
 void dist_bcast(void *p, size_t bytes);   /* rank 0's bytes to every rank */
 
-/* The gradient the ranks step with. */
-typedef struct {
-  LmcModel dense;        /* the model, every gradient parameter-shaped */
-  LmcTensorDesc *table;  /* dense's parameter table */
-  real *grad;            /* (param_numel) the mean gradient */
-} DistGrad;
+/* The gradient the ranks step with, reduced in buckets as run() finishes
+ * each parameter's (dist.c). */
+typedef struct DistGrad DistGrad;
 
-void dist_grad_init(DistGrad *d, const LmcModel *m);   /* nothing held with one rank */
-void dist_grad_free(DistGrad *d);
-/* *m, *grad: the model and this rank's gradient block; with several ranks
- * they become d->dense and the mean gradient over the ranks, else stay. */
-void dist_grad_mean(DistGrad *d, const LmcModel **m, real **grad);
+/* With several ranks, *d for c (the training context), and sets
+ * c->grad_ready; NULL, and nothing set, with one.  -1, said, for a bad
+ * LMC_BUCKET_KB (the bucket size, dist.c). */
+int dist_grad_init(DistGrad **d, LmcCtx *c);
+void dist_grad_free(DistGrad *d);   /* d may be NULL */
+/* After c's run(): *m, *grad, the model and c's gradient block, become the
+ * dense model and the mean gradient over the ranks (d NULL: they stay). */
+void dist_grad_mean(DistGrad *d, LmcCtx *c, const LmcModel **m, real **grad);
+double dist_comm_seconds(void);   /* spent in MPI calls so far: 0 with one rank */
 /* -1, said by rank 0 naming the step and the ranks, when the ranks' p
  * differ (a hash of its bytes) after step `step`. */
 int dist_check_same(const real *p, size_t n, uint64_t step);

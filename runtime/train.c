@@ -29,11 +29,12 @@
  *
  * Under mpirun (dist.c) each rank trains its own columns of the global
  * batch (batchify_slice), with those columns' dropout masks (LmcCtx.col0,
- * col_rest), and steps with the mean gradient of all ranks; losses are
- * means over the ranks; the ranks' parameters are compared every
- * --check-every steps and after each epoch; rank 0 alone prints, saves
- * (the metadata of one process at the global batch) and reads a --resume
- * checkpoint, whose contents it broadcasts.
+ * col_rest), and steps with the mean gradient of all ranks (reduced while
+ * run() goes on, from c->grad_ready); losses are means over the ranks; the
+ * log line adds the share of the time spent in MPI; the ranks' parameters
+ * are compared every --check-every steps and after each epoch; rank 0
+ * alone prints, saves (the metadata of one process at the global batch)
+ * and reads a --resume checkpoint, whose contents it broadcasts.
  */
 #include <errno.h>
 #include <math.h>
@@ -68,7 +69,7 @@ typedef struct {
   Corpus corpus;
   Batches train, valid, test;
   Net net;
-  DistGrad dg;
+  DistGrad *dg;          /* NULL in one process */
   double lr;
   int epoch;             /* the one running, or the last done */
   bool has_best;
@@ -439,10 +440,14 @@ static void share_resume(Trainer *t)
   }
 }
 
-static void log_line(Trainer *t, long batch, long nbatch, double loss, double ms, double tps)
+/* comm: the share of the time spent in MPI calls, shown with several
+ * ranks */
+static void log_line(Trainer *t, long batch, long nbatch, double loss, double ms, double tps, double comm)
 {
-  out(t, "| epoch %3d | %5ld/%5ld batches | lr %02.2f | ms/batch %5.2f | loss %5.2f | ppl %8.2f | tok/s %.0f\n",
-      t->epoch, batch, nbatch, t->lr, ms, loss, exp(loss), tps);
+  char share[32] = "";
+  if (dist_size() > 1) snprintf(share, sizeof share, " | comm %.1f%%", 100 * comm);
+  out(t, "| epoch %3d | %5ld/%5ld batches | lr %02.2f | ms/batch %5.2f | loss %5.2f | ppl %8.2f | tok/s %.0f%s\n",
+      t->epoch, batch, nbatch, t->lr, ms, loss, exp(loss), tps, share);
   if (t->csv) {
     fprintf(t->csv, "%d,%ld,%.9g,%.9g,%.9g,%.6g,%.6g\n", t->epoch, batch, t->lr, loss, exp(loss), ms, tps);
     fflush(t->csv);
@@ -463,6 +468,7 @@ static int train_epoch(Trainer *t)
   if (o->max_batches > 0 && o->max_batches < limit) limit = o->max_batches;
   if (o->dry_run && limit > 1) limit = 1;
   double total_loss = 0, epoch_start = rt_now(), start = epoch_start, last_shown = 0;
+  double comm_start = dist_comm_seconds();
   size_t tokens = 0;
   long batch = 0;
   for (size_t i = 0; batch < limit; batch++, i += (size_t)bptt) {
@@ -482,7 +488,7 @@ static int train_epoch(Trainer *t)
     }
     const LmcModel *om = m;   /* the optimizer's view: the mean gradient with several ranks */
     real *g = c->grad;
-    dist_grad_mean(&t->dg, &om, &g);
+    dist_grad_mean(t->dg, c, &om, &g);
     if (o->adamw) {
       if (o->clip > 0) lmc_clip(om, g, o->clip);
       lmc_adamw(om, c->param, g, t->net.exp_avg, t->net.exp_avg_sq, t->lr, 0.01, (long)c->step + 1);
@@ -507,10 +513,13 @@ static int train_epoch(Trainer *t)
     if ((batch % o->log_interval == 0 && batch > 0) || (o->dry_run && batch == limit - 1)) {
       double elapsed = tn - start;
       double k = batch > 0 ? o->log_interval : 1;
-      log_line(t, batch, nbatch, total_loss / k, elapsed * 1000 / k, elapsed > 0 ? (double)tokens / elapsed : 0);
+      double comm = dist_comm_seconds();
+      log_line(t, batch, nbatch, total_loss / k, elapsed * 1000 / k, elapsed > 0 ? (double)tokens / elapsed : 0,
+               elapsed > 0 ? (comm - comm_start) / elapsed : 0);
       total_loss = 0;
       tokens = 0;
       start = tn;
+      comm_start = comm;
     } else if (t->tty && tn - last_shown > 0.2) {
       double el = tn - epoch_start;
       char eta[32];
@@ -644,7 +653,7 @@ static int prepare(Trainer *t)
   /* the masks of columns [rank * B, (rank + 1) * B) of the global batch */
   t->net.train.col0 = (long)rank * m->train.batch;
   t->net.train.col_rest = (long)(nrank - 1) * m->train.batch;
-  dist_grad_init(&t->dg, m);
+  if (dist_grad_init(&t->dg, &t->net.train) < 0) return -1;
   if (o->resume && rank == 0 && resume(t, o->lr > 0) < 0) return -1;
   if (o->resume) share_resume(t);
   if (o->log_csv && rank == 0 && open_csv(t) < 0) return -1;
@@ -755,7 +764,7 @@ static int trainer_end(Trainer *t, int rc)
     rc = 1;
   }
   net_free(&t->net);
-  dist_grad_free(&t->dg);
+  dist_grad_free(t->dg);
   batches_free(&t->train);
   batches_free(&t->valid);
   batches_free(&t->test);

@@ -28,6 +28,10 @@
 #       the ranks, and the job ends non-zero
 #   11  the Transformer (its attention masks keyed by an offset), dropout
 #       on: np=2 against np=1, losses and parameters within 1e-5
+#   12  the gradient reduced in 1 KiB buckets (LMC_BUCKET_KB=1: about 100,
+#       parameters split across them) gives 2's SGD parameters bit for bit;
+#       the log lines end in "| comm N.N%" under mpirun and one process's
+#       do not; a bad LMC_BUCKET_KB is refused
 #
 # Environment: B (build folder, default build), LMC (default $B/lmc).
 cd "$(dirname "$0")/.." || exit 1
@@ -281,6 +285,20 @@ dp=$(params "$tmp/t2.st" "$tmp/t1.st" 2>/dev/null)
 result 11 "Transformer, dropout on: np=2 at batch 4 against np=1 at batch 8" \
   "exit $r2/$r1; losses within $dl, parameters within $dp" $?
 [ $r2 -eq 0 ] && [ $r1 -eq 0 ] || { show "$tmp/t2.log"; show "$tmp/t1.log"; }
+
+# ----------------------------------------------------- 12 gradient buckets
+# Two ranks' sums are exact in any grouping, so the buckets change no bit.
+flags="--data $data --epochs 1 --max-batches 21 --log-interval 1 --dropout 0.3 --seed 3 --threads 1"
+LMC_BUCKET_KB=1 timeout 120 $mpirun "$tmp/lstm4" train $flags --save "$tmp/kb1.st" >"$tmp/kb1.log" 2>&1
+rc=$?
+dp=$(params "$tmp/kb1.st" "$tmp/np2_sgd.st" 2>/dev/null)
+LMC_BUCKET_KB=0 timeout 120 $mpirun "$tmp/lstm4" train $flags --save "$tmp/kb0.st" >"$tmp/kb0.log" 2>&1
+rc0=$?
+nc=$(grep -c "batches .* | tok/s [0-9]* | comm [0-9.]*%$" "$tmp/kb1.log")
+[ $rc -eq 0 ] && [ "$dp" = 0 ] && [ "$nc" -eq 20 ] && ! grep -q comm "$tmp/np1_sgd.log" && [ $rc0 -ne 0 ] &&
+  grep -q "LMC_BUCKET_KB is '0': give the KiB of a gradient bucket" "$tmp/kb0.log"
+result 12 "1 KiB gradient buckets against one" "exit $rc; parameters differ by $dp; $nc lines with comm; LMC_BUCKET_KB=0: exit $rc0" $?
+[ $rc -eq 0 ] || show "$tmp/kb1.log"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

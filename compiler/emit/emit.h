@@ -168,6 +168,11 @@ typedef struct {
   const char **node_ptr;  /* per node (a Loc's node): the pointer to its buffer, or NULL */
   const char **grad_ptr;  /* per parameter: the pointer to its gradient, or NULL */
   const char *scratch_ptr, *targets_ptr;
+  /* run() only: the parameters whose gradient node i's kernel finishes in
+   * c->grad, ready_head[i], ready_next[q], ... (-1 ends), and those that
+   * are ready since (each once; c->grad_ready, run.c) */
+  int *ready_head, *ready_next;
+  bool *announced;
 } Text;
 
 /* What the model's descriptor says about one program. */

@@ -6,6 +6,13 @@
  * loops, and then copies the outputs (gradients, detached state) where the
  * runtime reads them; and emit_prog_struct the program's entry in
  * lmc_model.
+ *
+ * run() tells the runtime when each parameter's gradient is final in
+ * c->grad (c->grad_ready, lmc_rt.h, which data-parallel training uses to
+ * start reducing it while the backward goes on): after the kernel that
+ * computes it there (a gradient output owns its region: no other kernel
+ * writes it, place.c), after the loop holding that kernel, or, for one
+ * copied or zeroed with the outputs, after its copy.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -114,7 +121,52 @@ static void emit_state_table(Prog *p, Buf *out, ProgInfo *pi)
     bprintf(out, "};\n\n");
 }
 
-/* The kernels' calls in node order, a loop as a C loop around its body's. */
+/* ready_head, ready_next: the gradients computed in place, by kernel. */
+static void ready_lists(Text *t)
+{
+  Prog *p = t->p;
+  Graph *g = p->g;
+  const Layout *lay = p->m->lay;
+  t->ready_head = xcalloc((size_t)g->nnode + 1, sizeof(int));
+  t->ready_next = xcalloc((size_t)lay->nparam + 1, sizeof(int));
+  t->announced = xcalloc((size_t)lay->nparam + 1, sizeof(bool));
+  for (int i = 0; i < g->nnode; i++)
+    t->ready_head[i] = -1;
+  for (int q = lay->nparam - 1; q >= 0; q--) {   /* pushed last first: each list ascends */
+    t->ready_next[q] = -1;
+    Str name = {""};
+    sprint(&name, "grad:%s", lay->param[q].name);
+    int out = ir_find_output(g, name.s);   /* the node */
+    Loc *l = out >= 0 ? &p->loc[out] : NULL;
+    if (!l || l->kind != L_GRAD || l->off != lay->param[q].goff)
+      continue;
+    Node *k = N(p, l->node);
+    int at = k->group ? p->anchor[k->group] : l->node;
+    t->ready_next[q] = t->ready_head[at];
+    t->ready_head[at] = q;
+  }
+}
+
+static void emit_ready(Text *t, Buf *b, int q, int depth)
+{
+  t->uses_c = true;
+  t->announced[q] = true;
+  indent(b, depth);
+  bprintf(b, "if (c->grad_ready) c->grad_ready(c, %d);   /* ", q);
+  bcomment(b, t->p->m->lay->param[q].name);
+  bprintf(b, " final */\n");
+}
+
+/* after node i's kernel, at depth */
+static void emit_ready_after(Text *t, Buf *b, int i, int depth)
+{
+  for (int q = t->ready_head[i]; q >= 0; q = t->ready_next[q])
+    emit_ready(t, b, q, depth);
+}
+
+/* The kernels' calls in node order, a loop as a C loop around its body's,
+ * each gradient's grad_ready after the kernel, or the loop, that
+ * finishes it. */
 static void emit_calls(Text *t, Buf *b)
 {
   Prog *p = t->p;
@@ -142,8 +194,10 @@ static void emit_calls(Text *t, Buf *b)
       cur = n->loop;
       for (int j = i + 1; j < last[cur]; j++) {
         Node *m = &g->node[j];
-        if (!m->dead && m->loop != cur && p->sig[j].has)
+        if (!m->dead && m->loop != cur && p->sig[j].has) {
           emit_call(t, b, j, 1);
+          emit_ready_after(t, b, j, 1);
+        }
       }
       if (g->loop[cur].reverse)
         bprintf(b, "  for (int t = T - 1; t >= 0; t--) {   /* loop %d, reverse */\n", cur);
@@ -155,8 +209,13 @@ static void emit_calls(Text *t, Buf *b)
       continue;   /* a leaf, computed before the loop */
     if (p->sig[i].has)
       emit_call(t, b, i, cur ? 2 : 1);
+    if (!cur)
+      emit_ready_after(t, b, i, 1);
     if (cur && i == last[cur]) {
       bprintf(b, "  }\n");
+      for (int j = first[cur]; j <= last[cur]; j++)
+        if (g->node[j].loop == cur)
+          emit_ready_after(t, b, j, 1);
       cur = 0;
     }
   }
@@ -211,6 +270,7 @@ static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
       bprintf(b, "  memcpy(%s, %s, %zu * sizeof(real));   /* ", grad_ptr(t, q), ptr(t, op->node, NULL).s, q->gnumel);
       bcomment(b, q->name);
       bprintf(b, " */\n");
+      emit_ready(t, b, (int)(q - p->m->lay->param), 1);
     } else if (find_state(g, op->name) >= 0) {
       int s = find_state(g, op->name);
       Node *sn = N(p, s);
@@ -235,7 +295,11 @@ static char *emit_outputs(Text *t, Buf *b, ProgInfo *pi)
               p->m->lay->param[q].numel);
       bcomment(b, p->m->lay->param[q].name);
       bprintf(b, ": no gradient */\n");
+      emit_ready(t, b, q, 1);
     }
+    for (int q = 0; q < p->m->lay->nparam; q++)
+      if (!t->announced[q])
+        die("the gradient of %s is never announced ready", p->m->lay->param[q].name);
   }
   return loss;
 }
@@ -247,6 +311,7 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
   Buf b = {0};
   Text t = {.p = p};
   pointers_init(&t);
+  ready_lists(&t);
   bool has_targets = g->plan->targets_off != SIZE_MAX;
   bool has_loss = ir_find_output(g, "loss") >= 0;
   if (has_targets) {
@@ -281,6 +346,9 @@ static void emit_run(Prog *p, Buf *out, ProgInfo *pi)
   bprintf(out, "%s}\n\n", body);
   bfree(&b);
   pointers_free(&t);
+  free(t.ready_head);
+  free(t.ready_next);
+  free(t.announced);
 }
 
 /* p->member: the live members of each fused kernel, so that emitting one

@@ -7,7 +7,9 @@
  * analytic gradient, then compares every parameter element with the central
  * difference (L(p + h) - L(p - h)) / 2h.  Prints, per tensor, the
  * norm-wise relative error ||g - fd|| / max(||fd||, 1e-12) and the
- * tolerance; exits 1 if any tensor is above it.
+ * tolerance; exits 1 if any tensor is above it.  The first run also checks
+ * c->grad_ready (lmc_rt.h): every parameter announced once, its gradient
+ * then already what run() returns.
  *
  * A graph with an "objective" output (LmcModel.has_objective) is checked
  * against the objective's differences, which run() leaves in c->objective;
@@ -61,6 +63,37 @@ static int check_logged_loss(LmcCtx *c, const double *state0, const int32_t *tok
   return !(diff <= 1e-12) || !(objective > loss);
 }
 
+/* grad_ready's view: each parameter's gradient when announced */
+static double *announced;
+static int *times;
+
+static void on_ready(LmcCtx *c, int q)
+{
+  times[q]++;
+  lmc_grad_dense_one(&c->m->param[q], c->grad, announced);
+}
+
+/* 0 when every parameter was announced once with its final gradient */
+static int check_ready(const LmcModel *m, const double *grad)
+{
+  int bad = 0, own = 0;
+  for (int k = 0; k < m->nparam; k++) {
+    const LmcTensorDesc *d = &m->param[k];
+    if (d->alias >= 0)
+      continue;
+    own++;
+    size_t n = d->numel * sizeof(double);
+    if (times[k] != 1 || memcmp(announced + d->offset, grad + d->offset, n)) {
+      printf("grad_ready: %s announced %d times, %s  FAIL\n", d->name, times[k],
+             memcmp(announced + d->offset, grad + d->offset, n) ? "not yet final" : "final");
+      bad = 1;
+    }
+  }
+  if (!bad)
+    printf("grad_ready: each of %d parameters announced once, its gradient final\n", own);
+  return bad;
+}
+
 int main(int argc, char **argv)
 {
   const LmcModel *m = &lmc_model;
@@ -93,12 +126,16 @@ int main(int argc, char **argv)
   }
 
   memcpy(c.state, state0, sizeof(double) * p->state_numel);
+  announced = calloc(m->param_numel + 1, sizeof(double));
+  times = calloc((size_t)m->nparam + 1, sizeof(int));
+  c.grad_ready = on_ready;
   double loss = minimised(&c, tokens, targets, T);
+  c.grad_ready = NULL;
   double *grad = malloc(sizeof(double) * (m->param_numel + 1));
   lmc_grad_dense(m, c.grad, grad);   /* rows gradients (row-grad) written out */
   printf("T=%d B=%d %s=%.12g dropout=%g\n", T, p->batch, m->has_objective ? "objective" : "loss", loss, drop);
 
-  int bad = 0;
+  int bad = check_ready(m, grad);
   for (int k = 0; k < m->nparam; k++) {
     const LmcTensorDesc *d = &m->param[k];
     if (d->alias >= 0)
@@ -133,5 +170,7 @@ int main(int argc, char **argv)
   free(tokens);
   free(targets);
   free(grad);
+  free(announced);
+  free(times);
   return bad;
 }
