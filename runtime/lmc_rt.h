@@ -382,4 +382,21 @@ static inline void lmc_sgemm_abt_mt(int nt, int M, int N, int K, const float *A,
   }
 }
 
+/* bf16 products (runtime/gemm_bf16.c), for --precision bf16: bf16
+ * operands, fp32 sums and output.  lmc_bf16 holds the top 16 bits of a
+ * float.  lmc_to_bf16 rounds to nearest even; NaN stays NaN (quieted), a
+ * denormal becomes a zero of its sign (as vcvtne2ps2bf16 does).
+ * lmc_gemm_bf16: y (M, N) = op(a) op(b) + beta y, op(a) (M, K) = a (M, K)
+ * row-major, or a^T when ta (a stored (K, M)); op(b) (K, N) = b (K, N),
+ * or b^T when tb (b stored (N, K)); leading dimensions in elements; beta 0
+ * or 1; on at most `threads` threads.  On a CPU with AVX512_BF16
+ * (lmc_cpu_has_bf16, checked once) the fast kernels run; elsewhere a
+ * portable loop (fp32 sums of the exact bf16 products, several times
+ * slower than sgemm). */
+typedef uint16_t lmc_bf16;
+int lmc_cpu_has_bf16(void);
+void lmc_to_bf16(const float *x, lmc_bf16 *y, size_t n);
+void lmc_gemm_bf16(int ta, int tb, int M, int N, int K, const lmc_bf16 *a, int lda, const lmc_bf16 *b, int ldb,
+                   float beta, float *y, int ldy, int threads);
+
 #endif
