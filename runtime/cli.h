@@ -28,7 +28,7 @@ typedef struct {
   TrainOptions train;
   struct {
     const char *checkpoint, *data, *split;
-    bool json;
+    bool json, bf16;
     int threads;
   } eval;
   struct {
@@ -36,6 +36,7 @@ typedef struct {
     int words, threads;
     double temperature;
     uint64_t seed;
+    bool bf16;
   } gen;
 } CliOptions;
 

@@ -36,7 +36,7 @@ double eval_loss(LmcCtx *c, const LmcProgram *p, const Batches *b, int bptt, lon
 }
 
 int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const char *split, bool json,
-             int threads)
+             int threads, bool bf16)
 {
   if (model_check(m) < 0) return 1;
   if (strcmp(split, "valid") != 0 && strcmp(split, "test") != 0) {
@@ -55,12 +55,13 @@ int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const 
   Batches b = { 0 };
   MetaList meta = { 0 };
   char err[ERRLEN];
-  if (net_alloc(&n, m, USE_EVAL, 0, threads, 0) < 0) goto done_corpus;
+  if (net_alloc(&n, m, USE_EVAL | net_precision(bf16), 0, threads, 0) < 0) goto done_corpus;
   /* straight into the parameters: on failure we stop */
   if (ckpt_load_via(checkpoint, m, n.param, n.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);
     goto done;
   }
+  net_round16(&n, m);
   if (vocab_check(&meta, &c.dict, checkpoint, data) < 0) goto done;
   batchify(split[0] == 'v' ? &c.valid : &c.test, m->eval.batch, &b);
   if (b.nrows < 2) {

@@ -142,7 +142,7 @@ static void draw_words(LmcCtx *c, const Dict *d, int32_t *hist, size_t len, int 
 }
 
 int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature, uint64_t seed,
-                 const char *prompt, const char *outf, int threads)
+                 const char *prompt, const char *outf, int threads, bool bf16)
 {
   if (model_check(m) < 0) return 1;
   if (!(temperature >= 1e-3) || words < 0 || threads < 1) {
@@ -169,12 +169,13 @@ int run_generate(const LmcModel *m, const char *checkpoint, int words, double te
   real *w = NULL;
   FILE *f = NULL;
   OutFile of = { 0 };
-  if (net_alloc(&n, m, USE_GEN, seed, threads, 0) < 0) return 1;
+  if (net_alloc(&n, m, USE_GEN | net_precision(bf16), seed, threads, 0) < 0) return 1;
   /* straight into the parameters: on failure we stop */
   if (ckpt_load_via(checkpoint, m, n.param, n.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);
     goto done;
   }
+  net_round16(&n, m);
   if (check_finite(m, n.param, checkpoint) < 0) goto done;
   if (vocab_for_generate(m, &meta, checkpoint, &d) < 0) goto done;
 

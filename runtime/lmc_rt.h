@@ -31,6 +31,8 @@ typedef LMC_REAL real;
 
 enum { LMC_MAXRANK = 4 };
 
+typedef uint16_t lmc_bf16;   /* bfloat16 bits: LmcCtx's bf16 blocks; the products are at the end */
+
 typedef enum {
   LMC_INIT_ZERO,
   LMC_INIT_ONE,
@@ -79,6 +81,7 @@ typedef struct {
   int has_logp;
   int logp_last;         /* the log-probabilities of step T - 1 only, (1, B, ntoken) */
   size_t logp_offset;
+  size_t work16_numel;   /* bf16 arena (--precision bf16): operands of products, in lmc_bf16 */
 } LmcProgram;
 
 typedef struct {
@@ -121,7 +124,20 @@ typedef struct LmcCtx {
   uint64_t seed;         /* dropout masks depend on seed, step, stream, index */
   uint64_t step;         /* training steps taken: advanced by the runtime */
   int threads;
+  /* --precision bf16: the parameters rounded to bf16 (param_numel, each
+   * at its parameter's offset; the optimizer writes them beside the
+   * parameters) and the program's bf16 arena (work16_numel).  NULL in
+   * fp32 mode, where every product runs as before. */
+  lmc_bf16 *param16;
+  lmc_bf16 *work16;
 } LmcCtx;
+
+/* base + off, or NULL when base is (fp32 mode): run()'s pointers into
+ * the bf16 blocks. */
+static inline lmc_bf16 *lmc_bf16_at(lmc_bf16 *base, size_t off)
+{
+  return base ? base + off : NULL;
+}
 
 extern const LmcModel lmc_model;
 
@@ -140,7 +156,9 @@ extern const LmcModel lmc_model;
  * returns the norm before clipping; lmc_sgd: p -= lr * g; lmc_adamw:
  * PyTorch's AdamW with the moments exp_avg, exp_avg_sq (param_numel
  * each), betas 0.9/0.999, eps 1e-8, weight decay wd, step count t
- * (1-based); lmc_grad_dense writes the gradient block out
+ * (1-based); both write the moved parameters' bf16 copy into param16
+ * too, at the parameters' offsets, unless it is NULL (fp32 mode; always
+ * NULL in double precision); lmc_grad_dense writes the gradient block out
  * parameter-shaped (param_numel).  Built once per real type (the library
  * holds float's; a double harness compiles runtime/optimizer.c with
  * -DLMC_REAL=double), their names carry it, so that a file of one
@@ -152,9 +170,9 @@ extern const LmcModel lmc_model;
 #define lmc_adamw LMC_CAT(lmc_adamw_, LMC_REAL)
 #define lmc_grad_dense LMC_CAT(lmc_grad_dense_, LMC_REAL)
 double lmc_clip(const LmcModel *m, real *grad, double clip);
-void lmc_sgd(const LmcModel *m, real *param, const real *grad, double lr);
-void lmc_adamw(const LmcModel *m, real *param, const real *grad, real *exp_avg, real *exp_avg_sq, double lr, double wd,
-               long t);
+void lmc_sgd(const LmcModel *m, real *param, lmc_bf16 *param16, const real *grad, double lr);
+void lmc_adamw(const LmcModel *m, real *param, lmc_bf16 *param16, const real *grad, real *exp_avg, real *exp_avg_sq,
+               double lr, double wd, long t);
 void lmc_grad_dense(const LmcModel *m, const real *grad, real *dense);
 
 /* Counter-based dropout generator: a uniform float in [0, 1) from the key

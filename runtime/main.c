@@ -57,10 +57,10 @@ int main(int argc, char **argv)
     return finish(prog, run_train(&lmc_model, &o.train));
   case CLI_EVAL:
     return finish(prog, run_eval(&lmc_model, o.eval.checkpoint, o.eval.data, o.eval.split, o.eval.json,
-                                 o.eval.threads));
+                                 o.eval.threads, o.eval.bf16));
   case CLI_GENERATE:
     return finish(prog, run_generate(&lmc_model, o.gen.checkpoint, o.gen.words, o.gen.temperature, o.gen.seed,
-                                     o.gen.prompt, o.gen.outf, o.gen.threads));
+                                     o.gen.prompt, o.gen.outf, o.gen.threads, o.gen.bf16));
   case CLI_INFO:
     run_info(&lmc_model);
     return finish(prog, 0);

@@ -298,15 +298,24 @@ typedef struct {
   real *exp_avg, *exp_avg_sq;   /* (param_numel) each, AdamW only */
   real *spare;                  /* param_numel reals free once training ends, or NULL */
   double *dropout;              /* (ndropout) */
+  /* USE_BF16 (--precision bf16): one more block, the parameters in bf16
+   * (param_numel) and the programs' bf16 arena; NULL otherwise */
+  lmc_bf16 *block16, *param16;
   LmcCtx train, eval, gen;
 } Net;
 
-enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8 };
+enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8, USE_BF16 = 16 };
 
 /* The programs in use (USE_*) and their memory, zeroed; dropout < 0: the
  * compiled probabilities.  -1, said, when the block cannot be had. */
 int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, double dropout);
 void net_free(Net *n);   /* also of a zeroed or failed Net */
+/* The bf16 copy from the parameters, after they are set other than by
+ * the optimizer (initialised, loaded, broadcast); nothing in fp32 mode. */
+void net_round16(Net *n, const LmcModel *m);
+/* USE_BF16 for --precision bf16 (said, with a warning, where the CPU
+ * has no bf16 products and the portable ones run), else 0. */
+int net_precision(bool bf16);
 /* Every tensor per its descriptor, from one stream of seed. */
 void init_params(const LmcModel *m, real *param, uint64_t seed);
 void run_info(const LmcModel *m);
@@ -332,12 +341,12 @@ int vocab_for_generate(const LmcModel *m, const MetaList *meta, const char *ckpt
 double eval_loss(LmcCtx *c, const LmcProgram *p, const Batches *b, int bptt, long max_windows, size_t *ntok);
 /* threads: BLAS and kernel threads (positive) */
 int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const char *split, bool json,
-             int threads);
+             int threads, bool bf16);
 
 /* ---------------------------------------------------------- generate.c */
 
 int run_generate(const LmcModel *m, const char *checkpoint, int words, double temperature,
-                 uint64_t seed, const char *prompt, const char *outf, int threads);
+                 uint64_t seed, const char *prompt, const char *outf, int threads, bool bf16);
 /* one word drawn from exp(logp / temperature); u in [0, 1); w: n scratch */
 int sample_word(const real *logp, int n, double temperature, double u, real *w);
 
@@ -384,6 +393,7 @@ typedef struct {
   bool adamw;
   long max_batches;      /* per epoch, 0: all */
   int threads;
+  bool bf16;             /* --precision bf16 */
   const char *resume;
   const char *log_csv;
 } TrainOptions;

@@ -34,6 +34,14 @@ void karg(Text *k, ArgKind kind, int node, int shape, const char *fmt, ...)
   s->arg[s->narg++] = (Arg){kind, node, shape};
 }
 
+void kthreads(Text *k, int node)
+{
+  for (int a = 0; a < k->sig->narg; a++)
+    if (k->sig->arg[a].kind == A_THREADS)
+      return;
+  karg(k, A_THREADS, node, -1, "int nt");
+}
+
 /* The output parameter: dx for the backward ops, y for the others. */
 const char *out_name(Op op)
 {
