@@ -237,7 +237,7 @@ static void train_decoder_matmul(real *y, const real *a, const real *b, const lm
  *   n78 = add(n76, n77) (T, 20, 33278)
  *   n79 = log_softmax(n78) (T, 20, 33278), with nt
  *   n80 = nll_loss(n79, n1) (), stored in loss
- *   n83 = nll_log_softmax_grad(n31, n79, n1) (T, 20, 33278), stored in , with dx16
+ *   n83 = nll_log_softmax_grad(n31, n79, n1) (T, 20, 33278), stored in dx, with dx16
  *   reads bias = n77, target = n1
  *   graphs/gru.lua:21 */
 static void train_log_softmax_nll(real *dx /* over x */, lmc_bf16 *dx16, real *loss, const real *bias, const int32_t *target, int nt, int T)
@@ -817,7 +817,7 @@ static void eval_rnn_concat(real *y, const real *a, const real *b)
 }
 
 /* fused: 4 nodes in one loop over (T, 10, 33278)
- *   n73 = matmul(n67, n72) b^T (T, 10, 33278), with , s16
+ *   n73 = matmul(n67, n72) b^T (T, 10, 33278), with block, s16
  *   n75 = add(n73, n74) (T, 10, 33278)
  *   n76 = log_softmax(n75) (T, 10, 33278), with nt
  *   n77 = nll_loss(n76, n1) (), stored in loss

@@ -237,7 +237,7 @@ static void train_decoder_matmul(real *y, const real *a, const real *b, const lm
  *   n82 = add(n80, n81) (T, 20, 33278)
  *   n83 = log_softmax(n82) (T, 20, 33278), with nt
  *   n84 = nll_loss(n83, n1) (), stored in loss
- *   n87 = nll_log_softmax_grad(n85, n83, n1) (T, 20, 33278), stored in , with dx16
+ *   n87 = nll_log_softmax_grad(n85, n83, n1) (T, 20, 33278), stored in dx, with dx16
  *   reads bias = n81, target = n1
  *   graphs/lstm.lua:21 */
 static void train_log_softmax_nll(real *dx /* over x */, lmc_bf16 *dx16, real *loss, const real *bias, const int32_t *target, int nt, int T)
@@ -771,7 +771,7 @@ static void eval_rnn_concat(real *y, const real *a, const real *b)
 }
 
 /* fused: 4 nodes in one loop over (T, 10, 33278)
- *   n77 = matmul(n67, n76) b^T (T, 10, 33278), with , s16
+ *   n77 = matmul(n67, n76) b^T (T, 10, 33278), with block, s16
  *   n79 = add(n77, n78) (T, 10, 33278)
  *   n80 = log_softmax(n79) (T, 10, 33278), with nt
  *   n81 = nll_loss(n80, n1) (), stored in loss

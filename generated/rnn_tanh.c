@@ -197,7 +197,7 @@ static void train_decoder_matmul(real *y, const real *a, const real *b, const lm
  *   n46 = add(n44, n45) (T, 20, 33278)
  *   n47 = log_softmax(n46) (T, 20, 33278), with nt
  *   n48 = nll_loss(n47, n1) (), stored in loss
- *   n51 = nll_log_softmax_grad(n49, n47, n1) (T, 20, 33278), stored in , with dx16
+ *   n51 = nll_log_softmax_grad(n49, n47, n1) (T, 20, 33278), stored in dx, with dx16
  *   reads bias = n45, target = n1
  *   graphs/rnn_tanh.lua:21 */
 static void train_log_softmax_nll(real *dx /* over x */, lmc_bf16 *dx16, real *loss, const real *bias, const int32_t *target, int nt, int T)
@@ -631,7 +631,7 @@ static void eval_rnn_concat(real *y, const real *a, const real *b)
 }
 
 /* fused: 4 nodes in one loop over (T, 10, 33278)
- *   n41 = matmul(n35, n40) b^T (T, 10, 33278), with , s16
+ *   n41 = matmul(n35, n40) b^T (T, 10, 33278), with block, s16
  *   n43 = add(n41, n42) (T, 10, 33278)
  *   n44 = log_softmax(n43) (T, 10, 33278), with nt
  *   n45 = nll_loss(n44, n1) (), stored in loss

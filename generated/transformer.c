@@ -1689,7 +1689,7 @@ static void train_decoder_matmul(real *y, const real *a, const real *b, const lm
  *   n132 = add(n130, n131) (T, 20, 33278)
  *   n133 = log_softmax(n132) (T, 20, 33278), with nt
  *   n134 = nll_loss(n133, n1) (), stored in loss
- *   n137 = nll_log_softmax_grad(n135, n133, n1) (T, 20, 33278), stored in , with dx16
+ *   n137 = nll_log_softmax_grad(n135, n133, n1) (T, 20, 33278), stored in dx, with dx16
  *   reads bias = n131, target = n1
  *   graphs/transformer.lua:29 */
 static void train_log_softmax_nll(real *dx /* over x */, lmc_bf16 *dx16, real *loss, const real *bias, const int32_t *target, int nt, int T)
@@ -2783,7 +2783,7 @@ static void eval_encoder_relu(real *y, const real *x, int T)
 }
 
 /* fused: 4 nodes in one loop over (T, 10, 33278)
- *   n121 = matmul(n119, n120) b^T (T, 10, 33278), with , s16
+ *   n121 = matmul(n119, n120) b^T (T, 10, 33278), with block, s16
  *   n123 = add(n121, n122) (T, 10, 33278)
  *   n124 = log_softmax(n123) (T, 10, 33278), with nt
  *   n125 = nll_loss(n124, n1) (), stored in loss

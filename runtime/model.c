@@ -192,7 +192,7 @@ int net_precision(bool bf16)
     return 0;
   if (!lmc_cpu_has_bf16())
     rt_warning("--precision bf16: this CPU has no AVX512_BF16; the products run in portable C, several times "
-               "slower than in fp32 (the numbers are the same)");
+               "slower than in fp32");
   return USE_BF16;
 }
 

@@ -154,13 +154,16 @@ static void list_item(Buf *b, size_t *col, size_t start, bool first, const char 
   *col += n;
 }
 
-/* The name a parameter's declaration ends with: y0 for "real *restrict y0". */
+/* The name a parameter's declaration ends with, before a comment if it
+ * has one: y0 for "real *restrict y0", block for the loss kernel's
+ * "real *block" and its comment. */
 static const char *arg_name(const char *decl)
 {
-  const char *s = decl + strlen(decl);
+  const char *c = strstr(decl, " /*");
+  const char *end = c ? c : decl + strlen(decl), *s = end;
   while (s > decl && (isalnum((unsigned char)s[-1]) || s[-1] == '_'))
     s--;
-  return s;
+  return arena_printf("%.*s", (int)(end - s), s);
 }
 
 /* The parameters of fused kernel id that member i has, after its line:
