@@ -15,7 +15,8 @@ void lmc_gemm_bf16_c(int ta, int tb, int M, int N, int K, const lmc_bf16 *a, int
                      float beta, float *y, int ldy);
 
 /* The product on oneDNN's matmul (runtime/gemm_dnnl.c): 0, or -1 where
- * oneDNN is not installed or refuses the shape (y then untouched). */
+ * oneDNN is not installed or refuses the shape (y then untouched: every
+ * primitive a call needs is made before y is written). */
 int lmc_gemm_bf16_dnnl(int ta, int tb, int M, int N, int K, const lmc_bf16 *a, int lda, const lmc_bf16 *b, int ldb,
                        float beta, float *y, int ldy, int threads);
 
