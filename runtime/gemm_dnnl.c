@@ -14,11 +14,11 @@
  * memory objects, whose data pointers are set per call: making one costs
  * milliseconds, a call at the recurrent shapes well under one.  The
  * operands are plain strided memory, so op(a) = a^T and op(b) = b^T are
- * strides, not copies; beta 1 is a sum post-op.  A long K (the decoder's
- * dx = dlogits W, K = 33278) goes as products of about KCHUNK terms each,
- * summed into y: on one core 72% of the bf16 peak in one call, 87% in
- * chunks of 2048 (bench/README.md).  oneDNN runs on OpenMP
- * threads: the thread count is set around each creation and call (the
+ * strides, not copies; beta 1 is a sum post-op.  A long K (over 2 KCHUNK:
+ * the decoder's dx = dlogits W, K = 33278) goes as products of about
+ * KCHUNK terms each, summed into y: on one core 72% of the bf16 peak in
+ * one call, 80-87% in chunks of 2048 (bench/README.md).  oneDNN runs on
+ * OpenMP threads: the thread count is set around each creation and call (the
  * process's OpenMP runtime, libgomp or the libomp of a trainer built with
  * clang -fopenmp, whose GOMP entry points oneDNN then binds to).
  * Called from one thread at a time.
@@ -186,7 +186,8 @@ int lmc_gemm_bf16_dnnl(int ta, int tb, int M, int N, int K, const lmc_bf16 *a, i
 {
   if (dnnl_open() < 0 || M <= 0 || N <= 0 || K <= 0)
     return -1;
-  int chunks = (K + KCHUNK - 1) / KCHUNK, kc = (K + chunks - 1) / chunks, last = K - (chunks - 1) * kc;
+  int chunks = K <= 2 * KCHUNK ? 1 : (K + KCHUNK - 1) / KCHUNK;   /* not the recurrent 2600 */
+  int kc = (K + chunks - 1) / chunks, last = K - (chunks - 1) * kc;
   int saved = dn.omp_get_max_threads(), nt = threads < 1 ? 1 : threads;
   dn.omp_set_num_threads(nt);
   /* every primitive made before the first writes y: the first chunk
