@@ -7,8 +7,8 @@
  * y = op(a) op(b) + beta y, in all four transpose combinations, odd sizes,
  * beta 0 and 1, leading dimensions wider than the rows, against a sum in
  * double of the same bf16 operands: the portable loop, then lmc_gemm_bf16
- * (the fast path where the CPU has AVX512_BF16) and oneDNN's matmul
- * (runtime/gemm_dnnl.c, where it is installed) at one and two threads,
+ * (the fast path where the CPU has AVX512_BF16), oneDNN's matmul
+ * (runtime/gemm_dnnl.c, where it is installed) and the few-row kernel,
  * each within the tolerance of a float sum of K + 1 terms in any order,
  * and the fast one against the portable one.
  */
@@ -228,6 +228,50 @@ START_TEST(test_dnnl)
   }
   ck_assert_msg(y == 1, "oneDNN: 1 x 1 = %g", y);
   check_all("oneDNN, 1 thread", dnnl, 1, 3);
+  /* a K over 4096 goes in chunks of about 2048 (runtime/gemm_dnnl.c):
+   * three, four, five, the last one shorter */
+  static const int longK[] = {4097, 6145, 8200};
+  Errors e = {0, 0};
+  for (int t = 0; t < 4; t++)
+    for (int k = 0; k < 3; k++)
+      for (int beta = 0; beta <= 1; beta++)
+        check_shape(dnnl, 2, t >> 1, t & 1, 5, 33, longK[k], (float)beta, &e);
+  printf("oneDNN, K 4097, 6145, 8200 in chunks: largest error %.3g of the tolerance, %.3g of it from the portable "
+         "loop\n", e.worst, e.apart);
+  ck_assert_msg(e.worst <= 1 && e.apart <= 2, "oneDNN, long K: error %.3g of the tolerance", e.worst);
+}
+END_TEST
+
+static void few(int ta, int tb, int M, int N, int K, const lmc_bf16 *a, int lda, const lmc_bf16 *b, int ldb,
+                float beta, float *y, int ldy, int threads)
+{
+  (void)threads;
+  ck_assert_msg(lmc_gemm_bf16_few(ta, tb, M, N, K, a, lda, b, ldb, beta, y, ldy) == 0,
+                "the few-row kernel refused M %d N %d K %d", M, N, K);
+}
+
+/* The few-row a b^T kernel: rows of a one and in pairs, rows of b in
+ * eights, sixes and the rest, K in 32s and the masked rest. */
+START_TEST(test_few)
+{
+  lmc_bf16 one = 0x3f80;
+  float y = 0;
+  if (lmc_gemm_bf16_few(0, 1, 1, 1, 1, &one, 1, &one, 1, 0, &y, 1) < 0) {
+    printf("few-row kernel: no AVX512_BF16 here, not checked\n");
+    return;
+  }
+  ck_assert_msg(lmc_gemm_bf16_few(1, 1, 1, 1, 1, &one, 1, &one, 1, 0, &y, 1) < 0, "a^T taken");
+  static const int fm[] = {1, 2, 3, 5, 6}, fn[] = {1, 7, 8, 9, 13, 100}, fk[] = {1, 31, 32, 33, 64, 650};
+  Errors e = {0, 0};
+  int n = 0;
+  for (int i = 0; i < 5; i++)
+    for (int j = 0; j < 6; j++)
+      for (int k = 0; k < 6; k++)
+        for (int beta = 0; beta <= 1; beta++, n++)
+          check_shape(few, 1, 0, 1, fm[i], fn[j], fk[k], (float)beta, &e);
+  printf("few-row kernel: %d products, largest error %.3g of the tolerance, %.3g of it from the portable loop\n", n,
+         e.worst, e.apart);
+  ck_assert_msg(e.worst <= 1 && e.apart <= 2, "few-row kernel: error %.3g of the tolerance", e.worst);
 }
 END_TEST
 
@@ -246,6 +290,7 @@ int main(void)
   tcase_add_test(tc, test_rounding);
   tcase_add_test(tc, test_portable);
   tcase_add_test(tc, test_dnnl);
+  tcase_add_test(tc, test_few);
   tcase_add_test(tc, test_fast);
   suite_add_tcase(s, tc);
   return run_suite(s);
