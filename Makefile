@@ -177,6 +177,12 @@ $(B)/bench/gencorpus: bench/gencorpus.c $(B)/liblmcrt.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) $(WARN) -Iruntime -o $@ $< $(B)/liblmcrt.a -lm
 
+# The fp32 and bf16 peaks of a core and the GFLOP/s of sgemm and
+# lmc_gemm_bf16 at the trainers' shapes (usage in bench/peak.c).
+$(B)/bench/peak: bench/peak.c $(B)/liblmcrt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) $(BLAS_CFLAGS) -Iruntime -o $@ $< $(B)/liblmcrt.a $(BLAS_LIBS) -lm
+
 # A preloaded cblas_sgemm timer: the time and GFLOP/s of each product
 # shape a trainer runs (usage in bench/gemmtime.c).
 $(B)/bench/gemmtime.so: bench/gemmtime.c

@@ -12,7 +12,10 @@ yet is skipped with a note) and every thread count (1 and 2):
   1. build/lmc compile the graph (timed, best of 3) and clang the trainer
      (timed) into build/bench/, as `make trainer` does, with
      build/tune/MODEL.flags when `make tune` wrote one;
-  2. run, alternating lmc and PyTorch, each in its own process under
+  2. run, alternating lmc and PyTorch, each in fp32 and in bf16 (lmc's
+     --precision bf16, where the trainer has it; PyTorch's forward passes
+     under torch.autocast("cpu", dtype=torch.bfloat16), torch_lm.py
+     --autocast), each in its own process under
      /usr/bin/time -v with OMP_NUM_THREADS and OPENBLAS_NUM_THREADS set (and
      --threads N for both):
        train      --epochs 1 --max-batches 2K+1 --log-interval K: the first
@@ -24,6 +27,10 @@ yet is skipped with a note) and every thread count (1 and 2):
   3. SGEMM at the decoder's shapes and the same thread count (bench/sgemm.c),
      before the first model that needs it and again at the end; the faster
      of the two is kept, so that a busy moment does not lower the yardstick.
+  4. the fp32 and bf16 peaks of one core and the products at the trainers'
+     shapes (bench/peak.c, one thread, timed on its CPU time), at the start;
+     each program's GFLOP/s is also given as a share of the peak of its
+     precision times the threads ("% peak").
 
 Figures: ms per training batch, training tokens/s (bptt * batch / time),
 evaluation tokens/s (lmc: the end-of-epoch time minus the logged training
@@ -75,6 +82,12 @@ CONFIGS = [
 ]
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+
+# The programs of a row: key, name in the tables, precision.
+PROGRAMS = [("lmc", "lmc", "fp32"), ("torch", "PyTorch", "fp32"), ("lmc_bf16", "lmc bf16", "bf16"),
+            ("torch_bf16", "PyTorch autocast", "bf16")]
+# lmc / PyTorch ratios: each lmc program against PyTorch in the same precision.
+PAIRS = [("lmc", "torch"), ("lmc_bf16", "torch_bf16")]
 
 
 def env_list(name, default):
@@ -234,6 +247,40 @@ def build(cfg, ntok, do_clang):
     return res
 
 
+def build_peak():
+    exe = f"{B}/peak"
+    cmd = ([CC, "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-D_POSIX_C_SOURCE=200809L"] + shlex.split(BLAS_CFLAGS)
+           + ["-Iruntime", "-o", exe, "bench/peak.c", "build/liblmcrt.a"] + shlex.split(BLAS_LIBS) + ["-lm"])
+    r = sh(cmd)
+    if r.returncode != 0:
+        die("building bench/peak.c failed:\n" + r.stderr)
+    return exe
+
+
+def peaks(exe):
+    """bench/peak.c at one thread: {"fp32", "bf16": GFLOP/s, "cpu", "flags",
+    "products": [shape line fields]}."""
+    r = subprocess.run([exe, "1", "0.25" if QUICK else "0.5"], capture_output=True, text=True, env=thread_env(1))
+    if r.returncode != 0:
+        die("peak failed: " + r.stderr)
+    out = {"products": []}
+    for line in r.stdout.splitlines():
+        f = line.split()
+        if f[0] == "peak":
+            out[f[1]] = float(f[2])
+        elif f[0] in ("cpu", "flags"):
+            out[f[0]] = line.partition(" ")[2]
+        elif len(f) == 9 and f[1].isdigit():
+            out["products"].append(f)
+    return out
+
+
+def lmc_has_bf16(exe):
+    """Whether the trainer takes --precision (its --help names it)."""
+    r = sh([exe, "--help"])
+    return "--precision" in r.stdout + r.stderr
+
+
 def build_sgemm():
     exe = f"{B}/sgemm"
     cmd = ([CC, "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-D_POSIX_C_SOURCE=200809L"] + shlex.split(BLAS_CFLAGS)
@@ -321,11 +368,12 @@ def train_lr(name):
     return ["--lr", str(LR[name])] if name in LR else []
 
 
-def run_lmc(exe, name, threads, rep, eval_tokens):
-    tag = f"{name}-t{threads}-r{rep}-lmc"
+def run_lmc(exe, name, threads, rep, eval_tokens, bf16):
+    tag = f"{name}-t{threads}-r{rep}-lmc" + ("-bf16" if bf16 else "")
     ck = f"{B}/run/{name}.safetensors"
+    prec = ["--precision", "bf16"] if bf16 else []
     cmd = [exe, "train", "--data", f"{B}/data", "--epochs", "1", "--max-batches", str(2 * K + 1), "--log-interval",
-           str(K), "--threads", str(threads), "--save", ck] + train_lr(name)
+           str(K), "--threads", str(threads), "--save", ck] + train_lr(name) + prec
     rc, lines, rss, _ = timed(cmd, threads, tag + "-train")
     if rc != 0:
         return {"error": f"train exited {rc}: " + " | ".join(lines[-4:])}
@@ -334,13 +382,13 @@ def run_lmc(exe, name, threads, rep, eval_tokens):
     # evaluation on its own: the same valid windows, timed by the trainer
     # around its evaluation loop ("seconds" of eval --json)
     cmd = [exe, "eval", "--checkpoint", ck, "--data", f"{B}/data", "--split", "valid", "--threads", str(threads),
-           "--json"]
+           "--json"] + prec
     rc, lines, _, _ = timed(cmd, threads, tag + "-eval")
     m = re.search(r'"tokens": (\d+), "seconds": ([0-9.eE+-]+)', "\n".join(lines))
     if rc == 0 and m and float(m.group(2)) > 0:
         r["eval_tok_s"] = int(m.group(1)) / float(m.group(2))
     cmd = [exe, "generate", "--checkpoint", ck, "--words", str(WORDS), "--outf", f"{B}/run/{tag}.gen.txt", "--threads",
-           str(threads)]
+           str(threads)] + prec
     rc, lines, rss, seen = timed(cmd, threads, tag + "-gen", GEN)
     if rc != 0:
         r["gen_error"] = f"generate exited {rc}: " + " | ".join(lines[-4:])
@@ -350,8 +398,8 @@ def run_lmc(exe, name, threads, rep, eval_tokens):
     return r
 
 
-def run_torch(h, name, threads, rep):
-    tag = f"{name}-t{threads}-r{rep}-torch"
+def run_torch(h, name, threads, rep, autocast):
+    tag = f"{name}-t{threads}-r{rep}-torch" + ("-bf16" if autocast else "")
     base = [PY, "bench/torch_lm.py", "--data", f"{B}/data", "--model", h["kind"], "--emsize", str(h["emsize"]),
             "--nhid", str(h["nhid"]), "--nlayers", str(h["nlayers"]), "--bptt", str(h["bptt"]),
             "--batch_size", str(h["batch"]), "--threads", str(threads)]
@@ -363,6 +411,8 @@ def run_torch(h, name, threads, rep):
         base += ["--inner-dropout", str(h["dropout_inner"])]
     if str(h.get("tied", "false")) == "true":
         base += ["--tied"]
+    if autocast:
+        base += ["--autocast"]
     cmd = base + ["--epochs", "1", "--max-batches", str(2 * K + 1), "--log-interval", str(K)] + train_lr(name)
     rc, lines, rss, _ = timed(cmd, threads, tag + "-train")
     if rc != 0:
@@ -458,7 +508,7 @@ def ratio(a, b):
 
 FIGS = [("ms_batch", "ms/batch", 1), ("train_tok_s", "train tok/s", 0), ("eval_tok_s", "eval tok/s", 0),
         ("gen_ms_word", "gen ms/word", 2), ("rss_train_mib", "RSS train MiB", 0), ("rss_gen_mib", "RSS gen MiB", 0),
-        ("gflops", "GFLOP/s", 1), ("pct_sgemm", "% SGEMM", 0)]
+        ("gflops", "GFLOP/s", 1), ("pct_sgemm", "% SGEMM", 0), ("pct_peak", "% peak", 0)]
 
 
 # The performance issue's targets at one thread: (figure, what, lmc / PyTorch
@@ -468,6 +518,9 @@ TARGETS = [("ms_batch", "ms per training batch", 0.65, False),
            ("gen_ms_word", "ms per generated word", 1 / 3, False),
            ("rss_train_mib", "peak RSS of training", 0.5, False)]
 TARGET_MODELS = ("lstm", "lstm-650", "transformer")
+# Mixed precision's targets (issue 17): lmc bf16 against PyTorch autocast.
+TARGETS_BF16 = [("ms_batch", "ms per training batch, bf16", 0.8, False),
+                ("eval_tok_s", "evaluation time per token, bf16", 0.8, True)]
 
 
 def targets(res, w):
@@ -475,14 +528,15 @@ def targets(res, w):
     rows = {(r["name"], r["threads"]): r for r in res["rows"]}
     w("## Targets\n")
     w("At one thread: lmc's figure over PyTorch's (for evaluation, time per token: PyTorch's tok/s over lmc's), "
-      "against the target.\n")
+      "against the target; in bf16, lmc's --precision bf16 over PyTorch under autocast.\n")
     w("| model | figure | lmc / PyTorch | target | |")
     w("| --- | --- | ---: | ---: | --- |")
-    for name in TARGET_MODELS:
+    for name, (x, y, tlist) in [(n, t) for t in (("lmc", "torch", TARGETS), ("lmc_bf16", "torch_bf16", TARGETS_BF16))
+                                for n in TARGET_MODELS]:
         r = rows.get((name, 1))
-        for key, what, limit, rate in TARGETS:
-            a = r and r.get("lmc") and r["lmc"].get(key)
-            b = r and r.get("torch") and r["torch"].get(key)
+        for key, what, limit, rate in tlist:
+            a = r and r.get(x) and r[x].get(key)
+            b = r and r.get(y) and r[y].get(key)
             if not a or not b:
                 w(f"| {name} | {what} | - | {limit:.2f} | not measured |")
                 continue
@@ -529,25 +583,44 @@ def report(res, meta):
             w(f"- **note**: {n}")
     w("")
     w("## Training, evaluation, generation\n")
-    w("Per model and thread count: lmc, PyTorch, and lmc / PyTorch for each figure (for ms and MiB lower is "
-      "better, so a ratio below 1 favours lmc; for tok/s, GFLOP/s and % SGEMM a ratio above 1 does).\n")
+    w("Per model and thread count: lmc, PyTorch, lmc --precision bf16, PyTorch under autocast bf16, and lmc / "
+      "PyTorch in each precision for each figure (for ms and MiB lower is better, so a ratio below 1 favours lmc; "
+      "for tok/s, GFLOP/s and % SGEMM a ratio above 1 does). % peak: GFLOP/s over the core's peak in the "
+      "program's precision times the threads.\n")
     w("| model | threads | | " + " | ".join(f[1] for f in FIGS) + " |")
     w("| --- | ---: | --- |" + " ---: |" * len(FIGS))
     for row in res["rows"]:
-        a, b = row.get("lmc"), row.get("torch")
         head = f"| {row['name']} | {row['threads']} |"
-        for who, d in (("lmc", a), ("PyTorch", b)):
+        for who, label, _ in PROGRAMS:
+            d = row.get(who)
             if d is None:
-                err = row.get(("lmc" if who == "lmc" else "torch") + "_error", "failed")
-                w(f"{head} {who} | failed: {err[:120].replace('|', '/')} |" + " |" * (len(FIGS) - 1))
+                err = row.get(who + "_error", "not run")
+                w(f"{head} {label} | {err[:120].replace('|', '/')} |" + " |" * (len(FIGS) - 1))
             else:
-                w(f"{head} {who} | " + " | ".join(fmt(d.get(k), nd) for k, _, nd in FIGS) + " |")
+                w(f"{head} {label} | " + " | ".join(fmt(d.get(k), nd) for k, _, nd in FIGS) + " |")
             head = "| | |"
-        w("| | | lmc / PyTorch | " + " | ".join(
-            ratio(a.get(k) if a else None, b.get(k) if b else None) for k, _, _ in FIGS) + " |")
+        for x, y in PAIRS:
+            a, b = row.get(x), row.get(y)
+            if a or b:
+                w(f"| | | {dict((p[0], p[1]) for p in PROGRAMS)[x]} / {dict((p[0], p[1]) for p in PROGRAMS)[y]} | "
+                  + " | ".join(ratio(a.get(k) if a else None, b.get(k) if b else None) for k, _, _ in FIGS) + " |")
     w("")
     w("![training, evaluation and generation throughput](chart.png)\n")
     targets(res, w)
+    pk = res.get("peak")
+    if pk:
+        w("## Peaks and products on one core\n")
+        w(f"`build/bench/peak 1` (bench/peak.c) on {pk.get('cpu', '?')} (flags:{pk.get('flags', '')}), timed on "
+          f"the thread's CPU time: fp32 peak (vfmadd231ps) **{pk.get('fp32', 0):.0f} GFLOP/s**, bf16 peak "
+          f"(vdpbf16ps) **{pk.get('bf16', 0):.0f} GFLOP/s**. GFLOP/s at the trainers' shapes, y (M, N) = "
+          "op(a) (M, K) op(b) (K, N), t = the transposes of a and b; sgemm is OpenBLAS in fp32, bf16 is "
+          "lmc_gemm_bf16 (the path the trainers run), dnnl oneDNN's matmul called directly; share = mean over "
+          "the peak of the precision.\n")
+        w("| shape | M | N | K | t | program | best | mean | share |")
+        w("| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |")
+        for f in pk["products"]:
+            w("| " + " | ".join(f) + " |")
+        w("")
     w("## SGEMM at the decoder's shapes\n")
     w("`build/bench/sgemm M K N THREADS` (bench/sgemm.c): cblas_sgemm on the decoder's three products of a "
       "training step, best of repeated calls, GFLOP/s, measured before the models and again after them (the "
@@ -621,10 +694,9 @@ def chart(res):
         return
     dat = f"{B}/chart.dat"
     with open(dat, "w") as f:
-        f.write("# config lmc_train torch_train lmc_eval torch_eval lmc_gen torch_gen\n")
+        f.write("# config, then train tok/s, eval tok/s, gen words/s of each of " + " ".join(p[0] for p in PROGRAMS)
+                + "\n")
         for row in res["rows"]:
-            a, b = row.get("lmc") or {}, row.get("torch") or {}
-
             def g(d, k):
                 v = d.get(k)
                 return f"{v:.3f}" if v else "NaN"
@@ -632,10 +704,20 @@ def chart(res):
             def wps(d):
                 v = d.get("gen_ms_word")
                 return f"{1000 / v:.3f}" if v else "NaN"
-            f.write(f"\"{row['name']} {row['threads']}t\" {g(a, 'train_tok_s')} {g(b, 'train_tok_s')} "
-                    f"{g(a, 'eval_tok_s')} {g(b, 'eval_tok_s')} {wps(a)} {wps(b)}\n")
+            cols = [g(row.get(p[0]) or {}, "train_tok_s") for p in PROGRAMS]
+            cols += [g(row.get(p[0]) or {}, "eval_tok_s") for p in PROGRAMS]
+            cols += [wps(row.get(p[0]) or {}) for p in PROGRAMS]
+            f.write(f"\"{row['name']} {row['threads']}t\" " + " ".join(cols) + "\n")
     out = os.path.join(OUT, "chart.png")
     n = len(res["rows"])
+    colours = ["#1f77b4", "#ff7f0e", "#aec7e8", "#ffbb78"]
+    plots = []
+    for i, what in enumerate(("training tokens/s", "evaluation tokens/s", "generated words/s")):
+        col = 2 + i * len(PROGRAMS)
+        series = [f"'{dat if j == 0 else ''}' using {col + j}{':xtic(1)' if j == 0 else ''} title '{p[1]}' "
+                  f"lc rgb '{colours[j]}'" for j, p in enumerate(PROGRAMS)]
+        plots.append(f"set ylabel '{what}'\nplot " + ", ".join(series))
+    plots = "\n".join(plots)
     gp = f"""
 set terminal pngcairo size {max(900, 110 * n + 200)},900 noenhanced font 'sans,10'
 set output '{out}'
@@ -650,12 +732,7 @@ set key top right horizontal
 set xtics rotate by -25 nomirror
 set yrange [0:*]
 set multiplot layout 3,1 title "lmc vs PyTorch ({res['cpu']}, higher is better)"
-set ylabel 'training tokens/s'
-plot '{dat}' using 2:xtic(1) title 'lmc' lc rgb '#1f77b4', '' using 3 title 'PyTorch' lc rgb '#ff7f0e'
-set ylabel 'evaluation tokens/s'
-plot '{dat}' using 4:xtic(1) title 'lmc' lc rgb '#1f77b4', '' using 5 title 'PyTorch' lc rgb '#ff7f0e'
-set ylabel 'generated words/s'
-plot '{dat}' using 6:xtic(1) title 'lmc' lc rgb '#1f77b4', '' using 7 title 'PyTorch' lc rgb '#ff7f0e'
+{plots}
 unset multiplot
 """
     r = subprocess.run(["gnuplot"], input=gp, capture_output=True, text=True)
@@ -723,7 +800,12 @@ def main():
                  f"{b['flops'] / 1e9:.2f} GFLOP per step ({b['flops_source']})")
 
     sg_exe = build_sgemm()
-    res = {"rows": [], "sgemm": {}, "builds": builds}
+    note("peaks and products on one core (bench/peak.c)")
+    res = {"rows": [], "sgemm": {}, "builds": builds, "peak": peaks(build_peak())}
+    bf16 = {name: lmc_has_bf16(builds[name]["exe"]) for name in hypers}
+    for name in [m for m in MODELS if m in hypers and not bf16[m]]:
+        notes.append(f"{name}: the trainer has no --precision; lmc bf16 not run")
+        note(notes[-1])
     for threads in THREADS:
         for name in [m for m in MODELS if m in hypers]:
             h = hypers[name]
@@ -734,33 +816,36 @@ def main():
             if key not in res["sgemm"]:
                 note(f"sgemm {shape[0]}x{shape[1]}x{shape[2]} at {threads} thread(s)")
                 res["sgemm"][key] = sgemm(sg_exe, *shape, threads)
-            lr, tr = [], []
+            runs = {p[0]: [] for p in PROGRAMS}
+            whos = [p[0] for p in PROGRAMS if p[0] != "lmc_bf16" or bf16[name]]
             reps = reps_for(name, threads)
             for rep in range(reps):
-                order = ("lmc", "torch") if (rep + len(res["rows"])) % 2 == 0 else ("torch", "lmc")
+                order = whos if (rep + len(res["rows"])) % 2 == 0 else whos[::-1]
                 for who in order:
                     note(f"{name} threads {threads} run {rep + 1}/{reps}: {who}")
-                    if who == "lmc":
-                        x = run_lmc(builds[name]["exe"], name, threads, rep, eval_tokens)
-                        lr.append(x)
+                    if who.startswith("lmc"):
+                        x = run_lmc(builds[name]["exe"], name, threads, rep, eval_tokens, who == "lmc_bf16")
                     else:
-                        x = run_torch(h, name, threads, rep)
-                        tr.append(x)
+                        x = run_torch(h, name, threads, rep, who == "torch_bf16")
+                    runs[who].append(x)
                     if "error" in x or "gen_error" in x:
                         note(f"  {who}: {x.get('error') or x.get('gen_error')}")
                     else:
                         note(f"  {who}: {x['ms_batch']:.1f} ms/batch, eval {fmt(x.get('eval_tok_s'), 0)} tok/s, "
                              f"gen {fmt(x.get('gen_ms_word'), 2)} ms/word, RSS {fmt(x.get('rss_train_mib'), 0)} MiB")
-            row = {"name": name, "threads": threads, "lmc_runs": lr, "torch_runs": tr}
+            row = {"name": name, "threads": threads}
             tokens = h["bptt"] * h["batch"]
-            for who, runs in (("lmc", lr), ("torch", tr)):
-                m = merge(runs)
+            for who, _, prec in PROGRAMS:
+                row[who + "_runs"] = runs[who]
+                m = merge(runs[who])
                 if m is None:
-                    row[who + "_error"] = runs[0].get("error", "failed") if runs else "not run"
+                    row[who + "_error"] = ("failed: " + runs[who][0].get("error", "?")) if runs[who] else "not run"
                     row[who] = None
                     continue
                 m["train_tok_s"] = tokens / (m["ms_batch"] / 1000)
                 m["gflops"] = builds[name]["flops"] / (m["ms_batch"] / 1000) / 1e9
+                if res["peak"].get(prec):
+                    m["pct_peak"] = 100 * m["gflops"] / (res["peak"][prec] * threads)
                 row[who] = m
             res["rows"].append(row)
     for key in res["sgemm"]:
@@ -772,7 +857,7 @@ def main():
         h = hypers[row["name"]]
         dec_k = h["emsize"] if h["kind"] == "Transformer" else h["nhid"]
         key = ",".join(map(str, (h["bptt"] * h["batch"], dec_k, h["ntoken"], row["threads"])))
-        for who in ("lmc", "torch"):
+        for who, _, _ in PROGRAMS:
             if row.get(who):
                 row[who]["pct_sgemm"] = 100 * row[who]["gflops"] / res["sgemm"][key]["total"]
     cpu, cores = machine()

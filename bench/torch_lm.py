@@ -33,6 +33,10 @@ step does not depend on the weights), printing "| Generated i/N words" on
 stderr every 100 words.  The Transformer is fed the last bptt words (lmc's
 generator does the same; the example's window grows without bound).
 
+--autocast runs every forward pass (training, evaluation, generation) and
+the loss under torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's mixed
+precision: bf16 matrix products, fp32 weights, gradients and optimizer.
+
 Uses Debian's python3-torch (CPU); --threads goes to torch.set_num_threads.
 """
 import argparse
@@ -175,6 +179,7 @@ def main():
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--outf", default="generated.txt", help="where --gen-words writes")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--autocast", action="store_true", help="forward passes under autocast bf16")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -192,9 +197,10 @@ def main():
         model = RNNModel(a.model, ntok, a.emsize, a.nhid, a.nlayers, a.dropout, a.tied)
 
     def run(x, hidden):
-        if transformer:
-            return model(x), None
-        return model(x, hidden)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast):
+            if transformer:
+                return model(x), None
+            return model(x, hidden)
 
     def init_hidden(bsz):
         return None if transformer else model.init_hidden(bsz)
@@ -217,7 +223,7 @@ def main():
                     break
                 x, y = get_batch(src, i)
                 out, hidden = run(x, hidden)
-                total += len(x) * F.nll_loss(out.view(-1, ntok), y).item()
+                total += len(x) * F.nll_loss(out.float().view(-1, ntok), y).item()
                 rows += len(x)
                 windows += 1
         return total / rows, windows, rows * src.size(1)
@@ -236,7 +242,7 @@ def main():
                 hidden = detach(hidden)
             model.zero_grad()
             out, hidden = run(x, hidden)
-            loss = F.nll_loss(out.view(-1, ntok), y)
+            loss = F.nll_loss(out.float().view(-1, ntok), y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
             with torch.no_grad():
@@ -272,16 +278,17 @@ def generate(a, model, d, transformer):
     model.eval()
     x = torch.randint(ntok, (1, 1), dtype=torch.long)
     hidden = None if transformer else model.init_hidden(1)
-    with open(a.outf, "w", encoding="utf8") as f, torch.no_grad():
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast)
+    with open(a.outf, "w", encoding="utf8") as f, torch.no_grad(), amp:
         for i in range(a.gen_words):
             if transformer:
                 out = model(x[-a.bptt :], False)
-                w = out[-1].squeeze().div(a.temperature).exp()
+                w = out[-1].squeeze().float().div(a.temperature).exp()
                 idx = torch.multinomial(w, 1)[0]
                 x = torch.cat([x, idx.view(1, 1)], 0)
             else:
                 out, hidden = model(x, hidden)
-                w = out.squeeze().div(a.temperature).exp()
+                w = out.squeeze().float().div(a.temperature).exp()
                 idx = torch.multinomial(w, 1)[0]
                 x.fill_(idx)
             f.write(words[idx] + ("\n" if i % 20 == 19 else " "))

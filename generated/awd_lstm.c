@@ -179,11 +179,16 @@ static void train_rnns_dropout(real *y, const real *x, uint64_t key, double p, l
 /* n20 = matmul_bias(n11, n12, n14) b^T
  *   (T, 20, 2400) <- (T, 20, 200), (2400, 200), (2400)
  *   graphs/awd_lstm.lua:70 */
-static void train_rnns_0_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void train_rnns_0_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 2400; i1++)
       y[i0 * 2400 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_gemm_bf16(0, 1, 20*T, 2400, 200, s16, 200, b16, 200, 1, y, 2400, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 2400, 200,
               1, a, 200, b, 200, 1, y, 2400);
 }
@@ -206,8 +211,14 @@ static void train_rnns_carry(real *y, const real *x)
  *   graphs/awd_lstm.lua:70
  *   shared by train_rnns_0_matmul, train_rnns_1_matmul
  *   (the nodes above are train_rnns_0_matmul's) */
-static void train_rnns_matmul(real *y, const real *a, const real *b, int nt)
+static void train_rnns_matmul(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 12000);
+    lmc_to_bf16(b, s16 + 12000, 1440000);
+    lmc_gemm_bf16(0, 1, 20, 2400, 600, s16, 600, s16 + 12000, 600, 0, y, 2400, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 20, 2400, 600, a, 600, b, 600, 0, y, 2400);
 }
 
@@ -292,11 +303,16 @@ static void train_mul_2(real *y, const real *a, const real *b, int T)
 /* n55 = matmul_bias(n46, n47, n49) b^T
  *   (T, 20, 2400) <- (T, 20, 600), (2400, 600), (2400)
  *   graphs/awd_lstm.lua:70 */
-static void train_rnns_1_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void train_rnns_1_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 2400; i1++)
       y[i0 * 2400 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 12000*T);
+    lmc_gemm_bf16(0, 1, 20*T, 2400, 600, s16, 600, b16, 600, 1, y, 2400, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 2400, 600,
               1, a, 600, b, 600, 1, y, 2400);
 }
@@ -324,11 +340,16 @@ static void train_rnns_2_dropout(real *y, const real *x, uint64_t key, double p,
 /* n90 = matmul_bias(n81, n82, n84) b^T
  *   (T, 20, 800) <- (T, 20, 600), (800, 600), (800)
  *   graphs/awd_lstm.lua:70 */
-static void train_rnns_2_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void train_rnns_2_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 800; i1++)
       y[i0 * 800 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 12000*T);
+    lmc_gemm_bf16(0, 1, 20*T, 800, 600, s16, 600, b16, 600, 1, y, 800, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 800, 600,
               1, a, 600, b, 600, 1, y, 800);
 }
@@ -347,8 +368,14 @@ static void train_rnns_2_carry(real *y, const real *x)
 /* n94 = matmul(n92, n88) b^T
  *   per step: (20, 800) <- (20, 200), (800, 200)
  *   graphs/awd_lstm.lua:70 */
-static void train_rnns_2_matmul(real *y, const real *a, const real *b, int nt)
+static void train_rnns_2_matmul(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000);
+    lmc_to_bf16(b, s16 + 4000, 160000);
+    lmc_gemm_bf16(0, 1, 20, 800, 200, s16, 200, s16 + 4000, 200, 0, y, 800, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 20, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
@@ -414,8 +441,13 @@ static void train_dropout_2(real *y, const real *x, uint64_t key, double p, long
 /* n117 = matmul(n116, n2) b^T
  *   (T, 20, 33278) <- (T, 20, 200), (33278, 200)
  *   graphs/awd_lstm.lua:80 */
-static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_gemm_bf16(0, 1, 20*T, 33278, 200, s16, 200, b16, 200, 0, y, 33278, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 33278, 200,
               1, a, 200, b, 200, 0, y, 33278);
 }
@@ -424,10 +456,10 @@ static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
  *   n119 = add(n117, n118) (T, 20, 33278)
  *   n120 = log_softmax(n119) (T, 20, 33278), with nt
  *   n121 = nll_loss(n120, n1) (), stored in loss
- *   n165 = nll_log_softmax_grad(n3, n120, n1) (T, 20, 33278), stored in 
+ *   n165 = nll_log_softmax_grad(n3, n120, n1) (T, 20, 33278), stored in dx, with dx16
  *   reads bias = n118, target = n1
  *   graphs/awd_lstm.lua:81 */
-static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
+static void train_log_softmax_nll(real *dx /* over x */, lmc_bf16 *dx16, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
   double nll_row[700];   /* summed in row order after the loop */
@@ -444,6 +476,8 @@ static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real 
     for (long i = 0; i < n; i++)
       dxr[i] = (real)(dxr[i] * q);
     dxr[target[r]] -= s;
+    if (dx16)   /* --precision bf16: the products read dx in bf16, this row while it is in cache */
+      lmc_to_bf16(dxr, dx16 + r * n, n);
     nll_row[r] = (real)(xt - lse);
   }
   double nll = 0;
@@ -640,8 +674,12 @@ static void train_decoder_sum_grad(real *y, const real *x, int T)
 /* n167 = matmul(n165, n2)
  *   (T, 20, 200) <- (T, 20, 33278), (33278, 200)
  *   graphs/awd_lstm.lua:80 */
-static void train_decoder_matmul_grad(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *a16, const lmc_bf16 *b16, int nt, int T)
 {
+  if (a16) {   /* --precision bf16 */
+    lmc_gemm_bf16(0, 0, 20*T, 200, 33278, a16, 33278, b16, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 33278,
               1, a, 33278, b, 200, 0, y, 200);
 }
@@ -649,8 +687,13 @@ static void train_decoder_matmul_grad(real *y, const real *a, const real *b, int
 /* n169 = matmul(n165, n116) a^T
  *   (33278, 200) <- (T, 20, 33278), (T, 20, 200)
  *   graphs/awd_lstm.lua:80 */
-static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, const lmc_bf16 *a16, lmc_bf16 *s16, int nt, int T)
 {
+  if (a16) {   /* --precision bf16 */
+    lmc_to_bf16(b, s16, 4000*T);
+    lmc_gemm_bf16(1, 0, 33278, 200, 20*T, a16, 33278, s16, 200, 0, y, 200, nt);
+    return;
+  }
   for (long r = 0; r < 33278; r += 1024)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 33278 ? 1024 : 33278 - r, 200, 20*T,
                 1, a + r, 33278, b, 200, 0, y + r * 200, 200);
@@ -749,8 +792,14 @@ static void train_rnns_2_cell_grad(real *restrict y0, const real *x0, const real
 /* n237 = matmul(n232, n88)
  *   per step: (20, 200) <- (20, 800), (800, 200)
  *   graphs/awd_lstm.lua:70 */
-static void train_rnns_2_matmul_grad(real *y, const real *a, const real *b)
+static void train_rnns_2_matmul_grad(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 16000);
+    lmc_to_bf16(b, s16 + 16000, 160000);
+    lmc_gemm_bf16(0, 0, 20, 200, 800, s16, 800, s16 + 16000, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 800,
               1, a, 800, b, 200, 0, y, 200);
 }
@@ -769,8 +818,14 @@ static void train_rnns_2_sum_grad(real *y, const real *x, int T)
 /* n242 = matmul(n238, n173) a^T
  *   (800, 200) <- (T, 20, 800), (T, 20, 200)
  *   graphs/awd_lstm.lua:70 */
-static void train_rnns_2_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_rnns_2_matmul_grad_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 16000*T);
+    lmc_to_bf16(b, s16 + 560000, 4000*T);
+    lmc_gemm_bf16(1, 0, 800, 200, 20*T, s16, 800, s16 + 560000, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 800, 200, 20*T,
               1, a, 800, b, 200, 0, y, 200);
 }
@@ -778,8 +833,13 @@ static void train_rnns_2_matmul_grad_2(real *y, const real *a, const real *b, in
 /* n244 = matmul(n238, n82)
  *   (T, 20, 600) <- (T, 20, 800), (800, 600)
  *   graphs/awd_lstm.lua:70 */
-static void train_rnns_2_matmul_grad_3(real *y, const real *a, const real *b, int T)
+static void train_rnns_2_matmul_grad_3(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 16000*T);
+    lmc_gemm_bf16(0, 0, 20*T, 600, 800, s16, 800, b16, 600, 0, y, 600, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 600, 800,
               1, a, 800, b, 600, 0, y, 600);
 }
@@ -787,8 +847,14 @@ static void train_rnns_2_matmul_grad_3(real *y, const real *a, const real *b, in
 /* n245 = matmul(n238, n81) a^T
  *   (800, 600) <- (T, 20, 800), (T, 20, 600)
  *   graphs/awd_lstm.lua:70 */
-static void train_rnns_2_matmul_grad_4(real *y, const real *a, const real *b, int T)
+static void train_rnns_2_matmul_grad_4(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 16000*T);
+    lmc_to_bf16(b, s16 + 560000, 12000*T);
+    lmc_gemm_bf16(1, 0, 800, 600, 20*T, s16, 800, s16 + 560000, 600, 0, y, 600, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 800, 600, 20*T,
               1, a, 800, b, 600, 0, y, 600);
 }
@@ -868,8 +934,14 @@ static void train_rnns_cell_grad(real *restrict y0, const real *x0, const real *
  *   graphs/awd_lstm.lua:70
  *   shared by train_rnns_1_matmul_grad, train_rnns_0_matmul_grad
  *   (the nodes above are train_rnns_1_matmul_grad's) */
-static void train_rnns_matmul_grad(real *y, const real *a, const real *b)
+static void train_rnns_matmul_grad(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 48000);
+    lmc_to_bf16(b, s16 + 48000, 1440000);
+    lmc_gemm_bf16(0, 0, 20, 600, 2400, s16, 2400, s16 + 48000, 600, 0, y, 600, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 600, 2400,
               1, a, 2400, b, 600, 0, y, 600);
 }
@@ -893,8 +965,14 @@ static void train_rnns_sum_grad(real *y, const real *x, int T)
  *   shared by train_rnns_1_matmul_grad_2, train_rnns_1_matmul_grad_4,
  *             train_rnns_0_matmul_grad_2
  *   (the nodes above are train_rnns_1_matmul_grad_2's) */
-static void train_rnns_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_rnns_matmul_grad_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 48000*T);
+    lmc_to_bf16(b, s16 + 1680000, 12000*T);
+    lmc_gemm_bf16(1, 0, 2400, 600, 20*T, s16, 2400, s16 + 1680000, 600, 0, y, 600, nt);
+    return;
+  }
   for (long r = 0; r < 2400; r += 1024)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 2400 ? 1024 : 2400 - r, 600, 20*T,
                 1, a + r, 2400, b, 600, 0, y + r * 600, 600);
@@ -903,8 +981,13 @@ static void train_rnns_matmul_grad_2(real *y, const real *a, const real *b, int 
 /* n320 = matmul(n314, n47)
  *   (T, 20, 600) <- (T, 20, 2400), (2400, 600)
  *   graphs/awd_lstm.lua:70 */
-static void train_rnns_1_matmul_grad(real *y, const real *a, const real *b, int T)
+static void train_rnns_1_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 48000*T);
+    lmc_gemm_bf16(0, 0, 20*T, 600, 2400, s16, 2400, b16, 600, 0, y, 600, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 600, 2400,
               1, a, 2400, b, 600, 0, y, 600);
 }
@@ -924,8 +1007,13 @@ static void train_rnns_dropout_grad(real *dx, const real *dy, uint64_t key, doub
 /* n396 = matmul(n390, n12)
  *   (T, 20, 200) <- (T, 20, 2400), (2400, 200)
  *   graphs/awd_lstm.lua:70 */
-static void train_rnns_0_matmul_grad(real *y, const real *a, const real *b, int T)
+static void train_rnns_0_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 48000*T);
+    lmc_gemm_bf16(0, 0, 20*T, 200, 2400, s16, 2400, b16, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 2400,
               1, a, 2400, b, 200, 0, y, 200);
 }
@@ -933,8 +1021,14 @@ static void train_rnns_0_matmul_grad(real *y, const real *a, const real *b, int 
 /* n397 = matmul(n390, n11) a^T
  *   (2400, 200) <- (T, 20, 2400), (T, 20, 200)
  *   graphs/awd_lstm.lua:70 */
-static void train_rnns_0_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_rnns_0_matmul_grad_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 48000*T);
+    lmc_to_bf16(b, s16 + 1680000, 4000*T);
+    lmc_gemm_bf16(1, 0, 2400, 200, 20*T, s16, 2400, s16 + 1680000, 200, 0, y, 200, nt);
+    return;
+  }
   for (long r = 0; r < 2400; r += 1024)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 2400 ? 1024 : 2400 - r, 200, 20*T,
                 1, a + r, 2400, b, 200, 0, y + r * 200, 200);
@@ -1121,6 +1215,13 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   real *d_rnns_0_module_bias_hh_l0 = c->grad + 8578000;   /* gradient of rnns.0.module.bias_hh_l0 (2400) */
   real *d_rnns_1_module_bias_hh_l0 = c->grad + 11462800;   /* gradient of rnns.1.module.bias_hh_l0 (2400) */
   real *d_rnns_2_module_bias_hh_l0 = c->grad + 12106000;   /* gradient of rnns.2.module.bias_hh_l0 (800) */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *rnns_0_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnns.0.module.weight_ih_l0 (2400, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 23294624);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *rnns_1_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 8580400);   /* rnns.1.module.weight_ih_l0 (2400, 600) in bf16 */
+  const lmc_bf16 *rnns_2_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 11465200);   /* rnns.2.module.weight_ih_l0 (800, 600) in bf16 */
+  const lmc_bf16 *encoder_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* encoder.weight (33278, 200) in bf16 */
+  lmc_bf16 *nll_log_softmax_grad_bf16 = lmc_bf16_at(c->work16, 0);   /* the value (T, 20, 33278) in bf16 */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 700 * sizeof *targets);
@@ -1131,37 +1232,37 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_fused(broadcast, dropout, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, c->col0, c->col_rest);
   train_mul(mul, encoder_embedding, dropout, T);
   train_rnns_dropout(rnns_0_dropout, rnns_0_module_weight_hh_l0_raw, lmc_dropout_key(c->seed, c->step, 2), c->dropout[2], 0);
-  train_rnns_0_matmul_bias(rnns_0_matmul_bias, mul, rnns_0_module_weight_ih_l0, rnns_0_module_bias_ih_l0, T);
+  train_rnns_0_matmul_bias(rnns_0_matmul_bias, mul, rnns_0_module_weight_ih_l0, rnns_0_module_bias_ih_l0, rnns_0_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     train_rnns_carry(rnns_0_carry + t * 12000, t == 0 ? hidden_0_h : rnns_0_mul + (t - 1) * 12000);
     train_rnns_carry(rnns_0_carry_2 + t * 12000, t == 0 ? hidden_0_c : rnns_0_add);
-    train_rnns_matmul(rnns_0_matmul, rnns_0_carry + t * 12000, rnns_0_dropout, c->threads);
+    train_rnns_matmul(rnns_0_matmul, rnns_0_carry + t * 12000, rnns_0_dropout, bf16_scratch, c->threads);
     train_rnns_cell(rnns_0_sigmoid + t * 12000, rnns_0_matmul_bias + t * 48000, rnns_0_matmul, rnns_0_module_bias_hh_l0, rnns_0_sigmoid_2 + t * 12000, rnns_0_tanh + t * 12000, rnns_0_sigmoid_3 + t * 12000, rnns_0_add, rnns_0_carry_2 + t * 12000, rnns_0_tanh_2 + t * 12000, rnns_0_mul + t * 12000);
   }
   train_fused_2(broadcast_2, dropout_2, lmc_dropout_key(c->seed, c->step, 3), c->dropout[3], 0, c->col0, c->col_rest);
   train_mul_2(mul_2, rnns_0_mul, dropout_2, T);
   train_rnns_dropout(rnns_1_dropout, rnns_1_module_weight_hh_l0_raw, lmc_dropout_key(c->seed, c->step, 4), c->dropout[2], 0);
-  train_rnns_1_matmul_bias(rnns_1_matmul_bias, mul_2, rnns_1_module_weight_ih_l0, rnns_1_module_bias_ih_l0, T);
+  train_rnns_1_matmul_bias(rnns_1_matmul_bias, mul_2, rnns_1_module_weight_ih_l0, rnns_1_module_bias_ih_l0, rnns_1_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     train_rnns_carry(rnns_1_carry + t * 12000, t == 0 ? hidden_1_h : rnns_1_mul + (t - 1) * 12000);
     train_rnns_carry(rnns_1_carry_2 + t * 12000, t == 0 ? hidden_1_c : rnns_1_add);
-    train_rnns_matmul(rnns_1_matmul, rnns_1_carry + t * 12000, rnns_1_dropout, c->threads);
+    train_rnns_matmul(rnns_1_matmul, rnns_1_carry + t * 12000, rnns_1_dropout, bf16_scratch, c->threads);
     train_rnns_cell(rnns_1_sigmoid + t * 12000, rnns_1_matmul_bias + t * 48000, rnns_1_matmul, rnns_1_module_bias_hh_l0, rnns_1_sigmoid_2 + t * 12000, rnns_1_tanh + t * 12000, rnns_1_sigmoid_3 + t * 12000, rnns_1_add, rnns_1_carry_2 + t * 12000, rnns_1_tanh_2 + t * 12000, rnns_1_mul + t * 12000);
   }
   train_dropout(dropout_3, broadcast_2, lmc_dropout_key(c->seed, c->step, 5), c->dropout[3], 0, c->col0, c->col_rest);
   train_mul_2(mul_3, rnns_1_mul, dropout_3, T);
   train_rnns_2_dropout(rnns_2_dropout, rnns_2_module_weight_hh_l0_raw, lmc_dropout_key(c->seed, c->step, 6), c->dropout[2], 0);
-  train_rnns_2_matmul_bias(rnns_2_matmul_bias, mul_3, rnns_2_module_weight_ih_l0, rnns_2_module_bias_ih_l0, T);
+  train_rnns_2_matmul_bias(rnns_2_matmul_bias, mul_3, rnns_2_module_weight_ih_l0, rnns_2_module_bias_ih_l0, rnns_2_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 3 */
     train_rnns_2_carry(rnns_2_carry + t * 4000, t == 0 ? hidden_2_h : rnns_2_mul + (t - 1) * 4000);
     train_rnns_2_carry(rnns_2_carry_2 + t * 4000, t == 0 ? hidden_2_c : rnns_2_add);
-    train_rnns_2_matmul(rnns_2_matmul, rnns_2_carry + t * 4000, rnns_2_dropout, c->threads);
+    train_rnns_2_matmul(rnns_2_matmul, rnns_2_carry + t * 4000, rnns_2_dropout, bf16_scratch, c->threads);
     train_rnns_2_cell(rnns_2_sigmoid + t * 4000, rnns_2_matmul_bias + t * 16000, rnns_2_matmul, rnns_2_module_bias_hh_l0, rnns_2_sigmoid_2 + t * 4000, rnns_2_tanh + t * 4000, rnns_2_sigmoid_3 + t * 4000, rnns_2_add, rnns_2_carry_2 + t * 4000, rnns_2_tanh_2 + t * 4000, rnns_2_mul + t * 4000);
   }
   train_dropout_2(dropout_4, broadcast, lmc_dropout_key(c->seed, c->step, 7), c->dropout[4], 0, c->col0, c->col_rest);
   train_mul(mul_4, rnns_2_mul, dropout_4, T);
-  train_decoder_matmul(decoder_matmul, mul_4, encoder_weight, T);
-  train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
+  train_decoder_matmul(decoder_matmul, mul_4, encoder_weight, encoder_weight_bf16, bf16_scratch, c->threads, T);
+  train_log_softmax_nll(nll_log_softmax_grad, nll_log_softmax_grad_bf16, nll_loss, decoder_bias, targets, c->threads, T);
   train_broadcast(broadcast_3, encoder_const, T);
   train_sum(sum, broadcast_3, T);
   train_const(const_2);
@@ -1180,8 +1281,8 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_div_grad(div_grad_2, lmc_const1, mul_7);
   train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
   if (c->grad_ready) c->grad_ready(c, 13);   /* decoder.bias final */
-  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, encoder_weight, T);
-  train_decoder_matmul_grad_2(decoder_matmul_grad_2, nll_log_softmax_grad, mul_4, T);
+  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, encoder_weight, nll_log_softmax_grad_bf16, encoder_weight_bf16, c->threads, T);
+  train_decoder_matmul_grad_2(decoder_matmul_grad_2, nll_log_softmax_grad, mul_4, nll_log_softmax_grad_bf16, bf16_scratch, c->threads, T);
   train_fused_grad_2(add_grad_2, pad_grad, pad_grad_2, div_grad_2, mul_4, decoder_matmul_grad, dropout_4, T);
   train_rnns_2_const_grad(rnns_2_const_grad);
   train_rnns_2_broadcast_grad(rnns_2_broadcast_grad, rnns_2_const_grad);
@@ -1189,13 +1290,13 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnns_2_carry(rnns_2_carry_grad, t == T - 1 ? rnns_2_broadcast_grad : rnns_2_matmul_grad);
     train_rnns_2_carry(rnns_2_carry_grad_2, t == T - 1 ? rnns_2_broadcast_grad : rnns_2_mul_grad);
     train_rnns_2_cell_grad(rnns_2_mul_grad, rnns_2_carry_grad_2, add_grad_2 + t * 4000, rnns_2_carry_grad, rnns_2_sigmoid_3 + t * 4000, rnns_2_tanh_2 + t * 4000, rnns_2_sigmoid_2 + t * 4000, rnns_2_add_grad + t * 16000, rnns_2_sigmoid + t * 4000, rnns_2_tanh + t * 4000, rnns_2_carry_2 + t * 4000);
-    train_rnns_2_matmul_grad(rnns_2_matmul_grad, rnns_2_add_grad + t * 16000, rnns_2_dropout);
+    train_rnns_2_matmul_grad(rnns_2_matmul_grad, rnns_2_add_grad + t * 16000, rnns_2_dropout, bf16_scratch, c->threads);
   }
   train_rnns_2_sum_grad(d_rnns_2_module_bias_ih_l0, rnns_2_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 11);   /* rnns.2.module.bias_ih_l0 final */
-  train_rnns_2_matmul_grad_2(rnns_2_matmul_grad_2, rnns_2_add_grad, rnns_2_carry, T);
-  train_rnns_2_matmul_grad_3(rnns_2_matmul_grad_3, rnns_2_add_grad, rnns_2_module_weight_ih_l0, T);
-  train_rnns_2_matmul_grad_4(d_rnns_2_module_weight_ih_l0, rnns_2_add_grad, mul_3, T);
+  train_rnns_2_matmul_grad_2(rnns_2_matmul_grad_2, rnns_2_add_grad, rnns_2_carry, bf16_scratch, c->threads, T);
+  train_rnns_2_matmul_grad_3(rnns_2_matmul_grad_3, rnns_2_add_grad, rnns_2_module_weight_ih_l0, rnns_2_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
+  train_rnns_2_matmul_grad_4(d_rnns_2_module_weight_ih_l0, rnns_2_add_grad, mul_3, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 9);   /* rnns.2.module.weight_ih_l0 final */
   train_rnns_2_dropout_grad(d_rnns_2_module_weight_hh_l0_raw, rnns_2_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 6), c->dropout[2], 0);
   if (c->grad_ready) c->grad_ready(c, 10);   /* rnns.2.module.weight_hh_l0_raw final */
@@ -1205,13 +1306,13 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnns_carry(rnns_1_carry_grad, t == T - 1 ? rnns_1_broadcast_grad : rnns_1_matmul_grad);
     train_rnns_carry(rnns_1_carry_grad_2, t == T - 1 ? rnns_1_broadcast_grad : rnns_1_mul_grad);
     train_rnns_cell_grad(rnns_1_mul_grad, rnns_1_carry_grad_2, mul_grad + t * 12000, rnns_1_carry_grad, rnns_1_sigmoid_3 + t * 12000, rnns_1_tanh_2 + t * 12000, rnns_1_sigmoid_2 + t * 12000, rnns_1_add_grad + t * 48000, rnns_1_sigmoid + t * 12000, rnns_1_tanh + t * 12000, rnns_1_carry_2 + t * 12000);
-    train_rnns_matmul_grad(rnns_1_matmul_grad, rnns_1_add_grad + t * 48000, rnns_1_dropout);
+    train_rnns_matmul_grad(rnns_1_matmul_grad, rnns_1_add_grad + t * 48000, rnns_1_dropout, bf16_scratch, c->threads);
   }
   train_rnns_sum_grad(d_rnns_1_module_bias_ih_l0, rnns_1_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 7);   /* rnns.1.module.bias_ih_l0 final */
-  train_rnns_matmul_grad_2(rnns_1_matmul_grad_2, rnns_1_add_grad, rnns_1_carry, T);
-  train_rnns_1_matmul_grad(rnns_1_matmul_grad_3, rnns_1_add_grad, rnns_1_module_weight_ih_l0, T);
-  train_rnns_matmul_grad_2(d_rnns_1_module_weight_ih_l0, rnns_1_add_grad, mul_2, T);
+  train_rnns_matmul_grad_2(rnns_1_matmul_grad_2, rnns_1_add_grad, rnns_1_carry, bf16_scratch, c->threads, T);
+  train_rnns_1_matmul_grad(rnns_1_matmul_grad_3, rnns_1_add_grad, rnns_1_module_weight_ih_l0, rnns_1_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
+  train_rnns_matmul_grad_2(d_rnns_1_module_weight_ih_l0, rnns_1_add_grad, mul_2, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 5);   /* rnns.1.module.weight_ih_l0 final */
   train_rnns_dropout_grad(d_rnns_1_module_weight_hh_l0_raw, rnns_1_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 4), c->dropout[2], 0);
   if (c->grad_ready) c->grad_ready(c, 6);   /* rnns.1.module.weight_hh_l0_raw final */
@@ -1220,13 +1321,13 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnns_carry(rnns_0_carry_grad, t == T - 1 ? rnns_1_broadcast_grad : rnns_0_matmul_grad);
     train_rnns_carry(rnns_0_carry_grad_2, t == T - 1 ? rnns_1_broadcast_grad : rnns_0_mul_grad);
     train_rnns_cell_grad(rnns_0_mul_grad, rnns_0_carry_grad_2, mul_grad_2 + t * 12000, rnns_0_carry_grad, rnns_0_sigmoid_3 + t * 12000, rnns_0_tanh_2 + t * 12000, rnns_0_sigmoid_2 + t * 12000, rnns_0_add_grad + t * 48000, rnns_0_sigmoid + t * 12000, rnns_0_tanh + t * 12000, rnns_0_carry_2 + t * 12000);
-    train_rnns_matmul_grad(rnns_0_matmul_grad, rnns_0_add_grad + t * 48000, rnns_0_dropout);
+    train_rnns_matmul_grad(rnns_0_matmul_grad, rnns_0_add_grad + t * 48000, rnns_0_dropout, bf16_scratch, c->threads);
   }
   train_rnns_sum_grad(d_rnns_0_module_bias_ih_l0, rnns_0_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 3);   /* rnns.0.module.bias_ih_l0 final */
-  train_rnns_matmul_grad_2(rnns_0_matmul_grad_2, rnns_0_add_grad, rnns_0_carry, T);
-  train_rnns_0_matmul_grad(rnns_0_matmul_grad_3, rnns_0_add_grad, rnns_0_module_weight_ih_l0, T);
-  train_rnns_0_matmul_grad_2(d_rnns_0_module_weight_ih_l0, rnns_0_add_grad, mul, T);
+  train_rnns_matmul_grad_2(rnns_0_matmul_grad_2, rnns_0_add_grad, rnns_0_carry, bf16_scratch, c->threads, T);
+  train_rnns_0_matmul_grad(rnns_0_matmul_grad_3, rnns_0_add_grad, rnns_0_module_weight_ih_l0, rnns_0_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
+  train_rnns_0_matmul_grad_2(d_rnns_0_module_weight_ih_l0, rnns_0_add_grad, mul, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 1);   /* rnns.0.module.weight_ih_l0 final */
   train_rnns_dropout_grad(d_rnns_0_module_weight_hh_l0_raw, rnns_0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 2), c->dropout[2], 0);
   if (c->grad_ready) c->grad_ready(c, 2);   /* rnns.0.module.weight_hh_l0_raw final */
@@ -1264,11 +1365,16 @@ static void eval_encoder_embedding(real *y, const real *w, const int32_t *ids, i
 /* n11 = matmul_bias(n3, n4, n6) b^T
  *   (T, 10, 2400) <- (T, 10, 200), (2400, 200), (2400)
  *   graphs/awd_lstm.lua:70 */
-static void eval_rnns_0_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_rnns_0_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 2400; i1++)
       y[i0 * 2400 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2000*T);
+    lmc_gemm_bf16(0, 1, 10*T, 2400, 200, s16, 200, b16, 200, 1, y, 2400, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 2400, 200,
               1, a, 200, b, 200, 1, y, 2400);
 }
@@ -1289,8 +1395,13 @@ static void eval_rnns_carry(real *y, const real *x)
  *   graphs/awd_lstm.lua:70
  *   shared by eval_rnns_0_matmul, eval_rnns_1_matmul
  *   (the nodes above are eval_rnns_0_matmul's) */
-static void eval_rnns_matmul(real *y, const real *a, const real *b, int nt)
+static void eval_rnns_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 6000);
+    lmc_gemm_bf16(0, 1, 10, 2400, 600, s16, 600, b16, 600, 0, y, 2400, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 10, 2400, 600, a, 600, b, 600, 0, y, 2400);
 }
 
@@ -1343,11 +1454,16 @@ static void eval_rnns_cell(real *restrict y0, const real *x0, const real *x1, co
 /* n41 = matmul_bias(n31, n34, n36) b^T
  *   (T, 10, 2400) <- (T, 10, 600), (2400, 600), (2400)
  *   graphs/awd_lstm.lua:70 */
-static void eval_rnns_1_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_rnns_1_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 2400; i1++)
       y[i0 * 2400 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 6000*T);
+    lmc_gemm_bf16(0, 1, 10*T, 2400, 600, s16, 600, b16, 600, 1, y, 2400, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 2400, 600,
               1, a, 600, b, 600, 1, y, 2400);
 }
@@ -1355,11 +1471,16 @@ static void eval_rnns_1_matmul_bias(real *y, const real *a, const real *b, const
 /* n71 = matmul_bias(n61, n64, n66) b^T
  *   (T, 10, 800) <- (T, 10, 600), (800, 600), (800)
  *   graphs/awd_lstm.lua:70 */
-static void eval_rnns_2_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_rnns_2_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 800; i1++)
       y[i0 * 800 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 6000*T);
+    lmc_gemm_bf16(0, 1, 10*T, 800, 600, s16, 600, b16, 600, 1, y, 800, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 800, 600,
               1, a, 600, b, 600, 1, y, 800);
 }
@@ -1377,8 +1498,13 @@ static void eval_rnns_2_carry(real *y, const real *x)
 /* n75 = matmul(n73, n65) b^T
  *   per step: (10, 800) <- (10, 200), (800, 200)
  *   graphs/awd_lstm.lua:70 */
-static void eval_rnns_2_matmul(real *y, const real *a, const real *b, int nt)
+static void eval_rnns_2_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2000);
+    lmc_gemm_bf16(0, 1, 10, 800, 200, s16, 200, b16, 200, 0, y, 800, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 10, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
@@ -1427,21 +1553,27 @@ static void eval_rnns_2_cell(real *restrict y0, const real *x0, const real *x1, 
 }
 
 /* fused: 4 nodes in one loop over (T, 10, 33278)
- *   n94 = matmul(n91, n2) b^T (T, 10, 33278), with 
+ *   n94 = matmul(n91, n2) b^T (T, 10, 33278), with block, s16
  *   n96 = add(n94, n95) (T, 10, 33278)
  *   n97 = log_softmax(n96) (T, 10, 33278), with nt
  *   n98 = nll_loss(n97, n1) (), stored in loss
  *   reads h = n91, w = n2, bias = n95, target = n1
  *   graphs/awd_lstm.lua:81 */
-static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
+static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, const lmc_bf16 *w16, lmc_bf16 *s16, int T)
 {
   real max[700];
   double sum[700], nll_row[700];
   const long n = 33278, rows = 10*T;
+  if (w16) {   /* --precision bf16 */
+    lmc_to_bf16(h, s16, 2000*T);
+  }
   for (long j0 = 0; j0 < n; j0 += 1024) {
     const long nb = n - j0 < 1024 ? n - j0 : 1024;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, 200,
-                1, h, 200, w + j0 * 200, 200, 0, block, nb);
+    if (w16)
+      lmc_gemm_bf16(0, 1, rows, nb, 200, s16, 200, w16 + j0 * 200, 200, 0, block, nb, nt);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, 200,
+                  1, h, 200, w + j0 * 200, 200, 0, block, nb);
     LMC_PARALLEL_FOR(nt)
     for (long r = 0; r < rows; r++) {
       real *xr = block + r * nb;
@@ -1518,32 +1650,41 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *rnns_2_matmul = w + 700000;   /* (10, 800), graphs/awd_lstm.lua:70 */
   real *nll_loss = w;   /* (), graphs/awd_lstm.lua:82 */
   real *logit_block = w + 2568704;   /* the loss kernel's logits, 1024 columns at a time */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *rnns_0_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnns.0.module.weight_ih_l0 (2400, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *rnns_0_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 7135600);   /* rnns.0.module.weight_hh_l0_raw (2400, 600) in bf16 */
+  const lmc_bf16 *rnns_1_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 8580400);   /* rnns.1.module.weight_ih_l0 (2400, 600) in bf16 */
+  const lmc_bf16 *rnns_1_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 10020400);   /* rnns.1.module.weight_hh_l0_raw (2400, 600) in bf16 */
+  const lmc_bf16 *rnns_2_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 11465200);   /* rnns.2.module.weight_ih_l0 (800, 600) in bf16 */
+  const lmc_bf16 *rnns_2_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 11945200);   /* rnns.2.module.weight_hh_l0_raw (800, 200) in bf16 */
+  const lmc_bf16 *encoder_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* encoder.weight (33278, 200) in bf16 */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 700 * sizeof *targets);
   eval_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
-  eval_rnns_0_matmul_bias(rnns_0_matmul_bias, encoder_embedding, rnns_0_module_weight_ih_l0, rnns_0_module_bias_ih_l0, T);
+  eval_rnns_0_matmul_bias(rnns_0_matmul_bias, encoder_embedding, rnns_0_module_weight_ih_l0, rnns_0_module_bias_ih_l0, rnns_0_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     eval_rnns_carry(rnns_0_carry, t == 0 ? hidden_0_h : rnns_0_mul + (t - 1) * 6000);
     eval_rnns_carry(rnns_0_carry_2, t == 0 ? hidden_0_c : rnns_0_add);
-    eval_rnns_matmul(rnns_0_matmul, rnns_0_carry, rnns_0_module_weight_hh_l0_raw, c->threads);
+    eval_rnns_matmul(rnns_0_matmul, rnns_0_carry, rnns_0_module_weight_hh_l0_raw, rnns_0_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
     eval_rnns_cell(rnns_0_add, rnns_0_matmul_bias + t * 24000, rnns_0_matmul, rnns_0_module_bias_hh_l0, rnns_0_carry_2, rnns_0_mul + t * 6000);
   }
-  eval_rnns_1_matmul_bias(rnns_1_matmul_bias, rnns_0_mul, rnns_1_module_weight_ih_l0, rnns_1_module_bias_ih_l0, T);
+  eval_rnns_1_matmul_bias(rnns_1_matmul_bias, rnns_0_mul, rnns_1_module_weight_ih_l0, rnns_1_module_bias_ih_l0, rnns_1_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     eval_rnns_carry(rnns_1_carry, t == 0 ? hidden_1_h : rnns_1_mul + (t - 1) * 6000);
     eval_rnns_carry(rnns_1_carry_2, t == 0 ? hidden_1_c : rnns_1_add);
-    eval_rnns_matmul(rnns_1_matmul, rnns_1_carry, rnns_1_module_weight_hh_l0_raw, c->threads);
+    eval_rnns_matmul(rnns_1_matmul, rnns_1_carry, rnns_1_module_weight_hh_l0_raw, rnns_1_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
     eval_rnns_cell(rnns_1_add, rnns_1_matmul_bias + t * 24000, rnns_1_matmul, rnns_1_module_bias_hh_l0, rnns_1_carry_2, rnns_1_mul + t * 6000);
   }
-  eval_rnns_2_matmul_bias(rnns_2_matmul_bias, rnns_1_mul, rnns_2_module_weight_ih_l0, rnns_2_module_bias_ih_l0, T);
+  eval_rnns_2_matmul_bias(rnns_2_matmul_bias, rnns_1_mul, rnns_2_module_weight_ih_l0, rnns_2_module_bias_ih_l0, rnns_2_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 3 */
     eval_rnns_2_carry(rnns_2_carry, t == 0 ? hidden_2_h : rnns_2_mul + (t - 1) * 2000);
     eval_rnns_2_carry(rnns_2_carry_2, t == 0 ? hidden_2_c : rnns_2_add);
-    eval_rnns_2_matmul(rnns_2_matmul, rnns_2_carry, rnns_2_module_weight_hh_l0_raw, c->threads);
+    eval_rnns_2_matmul(rnns_2_matmul, rnns_2_carry, rnns_2_module_weight_hh_l0_raw, rnns_2_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
     eval_rnns_2_cell(rnns_2_add, rnns_2_matmul_bias + t * 8000, rnns_2_matmul, rnns_2_module_bias_hh_l0, rnns_2_carry_2, rnns_2_mul + t * 2000);
   }
-  eval_log_softmax_nll(nll_loss, rnns_2_mul, encoder_weight, decoder_bias, targets, c->threads, logit_block, T);
+  eval_log_softmax_nll(nll_loss, rnns_2_mul, encoder_weight, decoder_bias, targets, c->threads, logit_block, encoder_weight_bf16, bf16_scratch, T);
   memcpy(hidden_0_h, rnns_0_mul + (T - 1) * 6000, 6000 * sizeof(real));   /* state hidden.0.h, detached */
   memcpy(hidden_0_c, rnns_0_add, 6000 * sizeof(real));   /* state hidden.0.c, detached */
   memcpy(hidden_1_h, rnns_1_mul + (T - 1) * 6000, 6000 * sizeof(real));   /* state hidden.1.h, detached */
@@ -1567,8 +1708,13 @@ static void gen_encoder_embedding(real *y, const real *w, const int32_t *ids, in
 /* n10 = matmul(n3, n4) b^T
  *   (T, 1, 2400) <- (T, 1, 200), (2400, 200)
  *   graphs/awd_lstm.lua:70 */
-static void gen_rnns_0_matmul(real *y, const real *a, const real *b, int nt, int T)
+static void gen_rnns_0_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 200*T);
+    lmc_gemm_bf16(0, 1, T, 2400, 200, s16, 200, b16, 200, 0, y, 2400, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, T, 2400, 200, a, 200, b, 200, 0, y, 2400);
 }
 
@@ -1600,8 +1746,13 @@ static void gen_rnns_carry(real *y, const real *x)
  *   graphs/awd_lstm.lua:70
  *   shared by gen_rnns_0_matmul_2, gen_rnns_1_matmul_2
  *   (the nodes above are gen_rnns_0_matmul_2's) */
-static void gen_rnns_matmul(real *y, const real *a, const real *b, int nt)
+static void gen_rnns_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 600);
+    lmc_gemm_bf16(0, 1, 1, 2400, 600, s16, 600, b16, 600, 0, y, 2400, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 1, 2400, 600, a, 600, b, 600, 0, y, 2400);
 }
 
@@ -1654,16 +1805,26 @@ static void gen_rnns_cell(real *restrict y0, const real *x0, const real *x1, con
 /* n40 = matmul(n31, n34) b^T
  *   (T, 1, 2400) <- (T, 1, 600), (2400, 600)
  *   graphs/awd_lstm.lua:70 */
-static void gen_rnns_1_matmul(real *y, const real *a, const real *b, int nt, int T)
+static void gen_rnns_1_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 600*T);
+    lmc_gemm_bf16(0, 1, T, 2400, 600, s16, 600, b16, 600, 0, y, 2400, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, T, 2400, 600, a, 600, b, 600, 0, y, 2400);
 }
 
 /* n70 = matmul(n61, n64) b^T
  *   (T, 1, 800) <- (T, 1, 600), (800, 600)
  *   graphs/awd_lstm.lua:70 */
-static void gen_rnns_2_matmul(real *y, const real *a, const real *b, int nt, int T)
+static void gen_rnns_2_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 600*T);
+    lmc_gemm_bf16(0, 1, T, 800, 600, s16, 600, b16, 600, 0, y, 800, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, T, 800, 600, a, 600, b, 600, 0, y, 800);
 }
 
@@ -1690,8 +1851,13 @@ static void gen_rnns_2_carry(real *y, const real *x)
 /* n75 = matmul(n73, n65) b^T
  *   per step: (1, 800) <- (1, 200), (800, 200)
  *   graphs/awd_lstm.lua:70 */
-static void gen_rnns_2_matmul_2(real *y, const real *a, const real *b, int nt)
+static void gen_rnns_2_matmul_2(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 200);
+    lmc_gemm_bf16(0, 1, 1, 800, 200, s16, 200, b16, 200, 0, y, 800, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 1, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
@@ -1742,8 +1908,13 @@ static void gen_rnns_2_cell(real *restrict y0, const real *x0, const real *x1, c
 /* n100 = matmul(n99, n2) b^T
  *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
  *   graphs/awd_lstm.lua:80 */
-static void gen_decoder_matmul(real *y, const real *a, const real *b, int nt)
+static void gen_decoder_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 200);
+    lmc_gemm_bf16(0, 1, 1, 33278, 200, s16, 200, b16, 200, 0, y, 33278, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
 }
 
@@ -1834,34 +2005,43 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   real *decoder_matmul = w;   /* (1, 1, 33278), graphs/awd_lstm.lua:80 */
   real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/awd_lstm.lua:80 */
   real *log_softmax = w;   /* (1, 1, 33278), graphs/awd_lstm.lua:81 */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *rnns_0_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnns.0.module.weight_ih_l0 (2400, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *rnns_0_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 7135600);   /* rnns.0.module.weight_hh_l0_raw (2400, 600) in bf16 */
+  const lmc_bf16 *rnns_1_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 8580400);   /* rnns.1.module.weight_ih_l0 (2400, 600) in bf16 */
+  const lmc_bf16 *rnns_1_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 10020400);   /* rnns.1.module.weight_hh_l0_raw (2400, 600) in bf16 */
+  const lmc_bf16 *rnns_2_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 11465200);   /* rnns.2.module.weight_ih_l0 (800, 600) in bf16 */
+  const lmc_bf16 *rnns_2_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 11945200);   /* rnns.2.module.weight_hh_l0_raw (800, 200) in bf16 */
+  const lmc_bf16 *encoder_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* encoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 35 * sizeof *targets);
   gen_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
-  gen_rnns_0_matmul(rnns_0_matmul, encoder_embedding, rnns_0_module_weight_ih_l0, c->threads, T);
+  gen_rnns_0_matmul(rnns_0_matmul, encoder_embedding, rnns_0_module_weight_ih_l0, rnns_0_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   gen_rnns_add(rnns_0_add, rnns_0_matmul, rnns_0_module_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     gen_rnns_carry(rnns_0_carry, t == 0 ? hidden_0_h : rnns_0_mul + (t - 1) * 600);
     gen_rnns_carry(rnns_0_carry_2, t == 0 ? hidden_0_c : rnns_0_add_2);
-    gen_rnns_matmul(rnns_0_matmul_2, rnns_0_carry, rnns_0_module_weight_hh_l0_raw, c->threads);
+    gen_rnns_matmul(rnns_0_matmul_2, rnns_0_carry, rnns_0_module_weight_hh_l0_raw, rnns_0_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
     gen_rnns_cell(rnns_0_add_2, rnns_0_add + t * 2400, rnns_0_matmul_2, rnns_0_module_bias_hh_l0, rnns_0_carry_2, rnns_0_mul + t * 600);
   }
-  gen_rnns_1_matmul(rnns_1_matmul, rnns_0_mul, rnns_1_module_weight_ih_l0, c->threads, T);
+  gen_rnns_1_matmul(rnns_1_matmul, rnns_0_mul, rnns_1_module_weight_ih_l0, rnns_1_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   gen_rnns_add(rnns_1_add, rnns_1_matmul, rnns_1_module_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     gen_rnns_carry(rnns_1_carry, t == 0 ? hidden_1_h : rnns_1_mul + (t - 1) * 600);
     gen_rnns_carry(rnns_1_carry_2, t == 0 ? hidden_1_c : rnns_1_add_2);
-    gen_rnns_matmul(rnns_1_matmul_2, rnns_1_carry, rnns_1_module_weight_hh_l0_raw, c->threads);
+    gen_rnns_matmul(rnns_1_matmul_2, rnns_1_carry, rnns_1_module_weight_hh_l0_raw, rnns_1_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
     gen_rnns_cell(rnns_1_add_2, rnns_1_add + t * 2400, rnns_1_matmul_2, rnns_1_module_bias_hh_l0, rnns_1_carry_2, rnns_1_mul + t * 600);
   }
-  gen_rnns_2_matmul(rnns_2_matmul, rnns_1_mul, rnns_2_module_weight_ih_l0, c->threads, T);
+  gen_rnns_2_matmul(rnns_2_matmul, rnns_1_mul, rnns_2_module_weight_ih_l0, rnns_2_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   gen_rnns_2_add(rnns_2_add, rnns_2_matmul, rnns_2_module_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 3 */
     gen_rnns_2_carry(rnns_2_carry, t == 0 ? hidden_2_h : rnns_2_mul + (t - 1) * 200);
     gen_rnns_2_carry(rnns_2_carry_2, t == 0 ? hidden_2_c : rnns_2_add_2);
-    gen_rnns_2_matmul_2(rnns_2_matmul_2, rnns_2_carry, rnns_2_module_weight_hh_l0_raw, c->threads);
+    gen_rnns_2_matmul_2(rnns_2_matmul_2, rnns_2_carry, rnns_2_module_weight_hh_l0_raw, rnns_2_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
     gen_rnns_2_cell(rnns_2_add_2, rnns_2_add + t * 800, rnns_2_matmul_2, rnns_2_module_bias_hh_l0, rnns_2_carry_2, rnns_2_mul + t * 200);
   }
-  gen_decoder_matmul(decoder_matmul, rnns_2_mul + (T - 1) * 200, encoder_weight, c->threads);
+  gen_decoder_matmul(decoder_matmul, rnns_2_mul + (T - 1) * 200, encoder_weight, encoder_weight_bf16, bf16_scratch, c->threads);
   gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
   gen_log_softmax(log_softmax, decoder_add);
   memcpy(hidden_0_h, rnns_0_mul + (T - 1) * 600, 600 * sizeof(real));   /* state hidden.0.h, detached */
@@ -1887,11 +2067,16 @@ static void sample_encoder_embedding(real *y, const real *w, const int32_t *ids,
 /* n11 = matmul_bias(n3, n4, n6) b^T
  *   (T, 8, 2400) <- (T, 8, 200), (2400, 200), (2400)
  *   graphs/awd_lstm.lua:70 */
-static void sample_rnns_0_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void sample_rnns_0_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
     for (long i1 = 0; i1 < 2400; i1++)
       y[i0 * 2400 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1600*T);
+    lmc_gemm_bf16(0, 1, 8*T, 2400, 200, s16, 200, b16, 200, 1, y, 2400, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 2400, 200,
               1, a, 200, b, 200, 1, y, 2400);
 }
@@ -1912,8 +2097,13 @@ static void sample_rnns_carry(real *y, const real *x)
  *   graphs/awd_lstm.lua:70
  *   shared by sample_rnns_0_matmul, sample_rnns_1_matmul
  *   (the nodes above are sample_rnns_0_matmul's) */
-static void sample_rnns_matmul(real *y, const real *a, const real *b, int nt)
+static void sample_rnns_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4800);
+    lmc_gemm_bf16(0, 1, 8, 2400, 600, s16, 600, b16, 600, 0, y, 2400, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 8, 2400, 600, a, 600, b, 600, 0, y, 2400);
 }
 
@@ -1966,11 +2156,16 @@ static void sample_rnns_cell(real *restrict y0, const real *x0, const real *x1, 
 /* n41 = matmul_bias(n31, n34, n36) b^T
  *   (T, 8, 2400) <- (T, 8, 600), (2400, 600), (2400)
  *   graphs/awd_lstm.lua:70 */
-static void sample_rnns_1_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void sample_rnns_1_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
     for (long i1 = 0; i1 < 2400; i1++)
       y[i0 * 2400 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4800*T);
+    lmc_gemm_bf16(0, 1, 8*T, 2400, 600, s16, 600, b16, 600, 1, y, 2400, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 2400, 600,
               1, a, 600, b, 600, 1, y, 2400);
 }
@@ -1978,11 +2173,16 @@ static void sample_rnns_1_matmul_bias(real *y, const real *a, const real *b, con
 /* n71 = matmul_bias(n61, n64, n66) b^T
  *   (T, 8, 800) <- (T, 8, 600), (800, 600), (800)
  *   graphs/awd_lstm.lua:70 */
-static void sample_rnns_2_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void sample_rnns_2_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
     for (long i1 = 0; i1 < 800; i1++)
       y[i0 * 800 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4800*T);
+    lmc_gemm_bf16(0, 1, 8*T, 800, 600, s16, 600, b16, 600, 1, y, 800, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 800, 600,
               1, a, 600, b, 600, 1, y, 800);
 }
@@ -2000,8 +2200,13 @@ static void sample_rnns_2_carry(real *y, const real *x)
 /* n75 = matmul(n73, n65) b^T
  *   per step: (8, 800) <- (8, 200), (800, 200)
  *   graphs/awd_lstm.lua:70 */
-static void sample_rnns_2_matmul(real *y, const real *a, const real *b, int nt)
+static void sample_rnns_2_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1600);
+    lmc_gemm_bf16(0, 1, 8, 800, 200, s16, 200, b16, 200, 0, y, 800, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 8, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
@@ -2052,11 +2257,16 @@ static void sample_rnns_2_cell(real *restrict y0, const real *x0, const real *x1
 /* n101 = matmul_bias(n99, n2, n95) b^T
  *   (1, 8, 33278) <- (1, 8, 200), (33278, 200), (33278)
  *   graphs/awd_lstm.lua:80 */
-static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
+static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   for (long i0 = 0; i0 < 8; i0++)
     for (long i1 = 0; i1 < 33278; i1++)
       y[i0 * 33278 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1600);
+    lmc_gemm_bf16(0, 1, 8, 33278, 200, s16, 200, b16, 200, 1, y, 33278, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 8, 33278, 200, a, 200, b, 200, 1, y, 33278);
 }
 
@@ -2134,31 +2344,40 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   real *rnns_2_matmul = w + 224000;   /* (8, 800), graphs/awd_lstm.lua:70 */
   real *decoder_matmul_bias = w;   /* (1, 8, 33278), graphs/awd_lstm.lua:80 */
   real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/awd_lstm.lua:81 */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *rnns_0_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnns.0.module.weight_ih_l0 (2400, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *rnns_0_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 7135600);   /* rnns.0.module.weight_hh_l0_raw (2400, 600) in bf16 */
+  const lmc_bf16 *rnns_1_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 8580400);   /* rnns.1.module.weight_ih_l0 (2400, 600) in bf16 */
+  const lmc_bf16 *rnns_1_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 10020400);   /* rnns.1.module.weight_hh_l0_raw (2400, 600) in bf16 */
+  const lmc_bf16 *rnns_2_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 11465200);   /* rnns.2.module.weight_ih_l0 (800, 600) in bf16 */
+  const lmc_bf16 *rnns_2_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 11945200);   /* rnns.2.module.weight_hh_l0_raw (800, 200) in bf16 */
+  const lmc_bf16 *encoder_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* encoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 280 * sizeof *targets);
   sample_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
-  sample_rnns_0_matmul_bias(rnns_0_matmul_bias, encoder_embedding, rnns_0_module_weight_ih_l0, rnns_0_module_bias_ih_l0, T);
+  sample_rnns_0_matmul_bias(rnns_0_matmul_bias, encoder_embedding, rnns_0_module_weight_ih_l0, rnns_0_module_bias_ih_l0, rnns_0_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     sample_rnns_carry(rnns_0_carry, t == 0 ? hidden_0_h : rnns_0_mul + (t - 1) * 4800);
     sample_rnns_carry(rnns_0_carry_2, t == 0 ? hidden_0_c : rnns_0_add);
-    sample_rnns_matmul(rnns_0_matmul, rnns_0_carry, rnns_0_module_weight_hh_l0_raw, c->threads);
+    sample_rnns_matmul(rnns_0_matmul, rnns_0_carry, rnns_0_module_weight_hh_l0_raw, rnns_0_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
     sample_rnns_cell(rnns_0_add, rnns_0_matmul_bias + t * 19200, rnns_0_matmul, rnns_0_module_bias_hh_l0, rnns_0_carry_2, rnns_0_mul + t * 4800);
   }
-  sample_rnns_1_matmul_bias(rnns_1_matmul_bias, rnns_0_mul, rnns_1_module_weight_ih_l0, rnns_1_module_bias_ih_l0, T);
+  sample_rnns_1_matmul_bias(rnns_1_matmul_bias, rnns_0_mul, rnns_1_module_weight_ih_l0, rnns_1_module_bias_ih_l0, rnns_1_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     sample_rnns_carry(rnns_1_carry, t == 0 ? hidden_1_h : rnns_1_mul + (t - 1) * 4800);
     sample_rnns_carry(rnns_1_carry_2, t == 0 ? hidden_1_c : rnns_1_add);
-    sample_rnns_matmul(rnns_1_matmul, rnns_1_carry, rnns_1_module_weight_hh_l0_raw, c->threads);
+    sample_rnns_matmul(rnns_1_matmul, rnns_1_carry, rnns_1_module_weight_hh_l0_raw, rnns_1_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
     sample_rnns_cell(rnns_1_add, rnns_1_matmul_bias + t * 19200, rnns_1_matmul, rnns_1_module_bias_hh_l0, rnns_1_carry_2, rnns_1_mul + t * 4800);
   }
-  sample_rnns_2_matmul_bias(rnns_2_matmul_bias, rnns_1_mul, rnns_2_module_weight_ih_l0, rnns_2_module_bias_ih_l0, T);
+  sample_rnns_2_matmul_bias(rnns_2_matmul_bias, rnns_1_mul, rnns_2_module_weight_ih_l0, rnns_2_module_bias_ih_l0, rnns_2_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 3 */
     sample_rnns_2_carry(rnns_2_carry, t == 0 ? hidden_2_h : rnns_2_mul + (t - 1) * 1600);
     sample_rnns_2_carry(rnns_2_carry_2, t == 0 ? hidden_2_c : rnns_2_add);
-    sample_rnns_2_matmul(rnns_2_matmul, rnns_2_carry, rnns_2_module_weight_hh_l0_raw, c->threads);
+    sample_rnns_2_matmul(rnns_2_matmul, rnns_2_carry, rnns_2_module_weight_hh_l0_raw, rnns_2_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
     sample_rnns_2_cell(rnns_2_add, rnns_2_matmul_bias + t * 6400, rnns_2_matmul, rnns_2_module_bias_hh_l0, rnns_2_carry_2, rnns_2_mul + t * 1600);
   }
-  sample_decoder_matmul_bias(decoder_matmul_bias, rnns_2_mul + (T - 1) * 1600, encoder_weight, decoder_bias, c->threads);
+  sample_decoder_matmul_bias(decoder_matmul_bias, rnns_2_mul + (T - 1) * 1600, encoder_weight, decoder_bias, encoder_weight_bf16, bf16_scratch, c->threads);
   sample_log_softmax(log_softmax, decoder_matmul_bias);
   memcpy(hidden_0_h, rnns_0_mul + (T - 1) * 4800, 4800 * sizeof(real));   /* state hidden.0.h, detached */
   memcpy(hidden_0_c, rnns_0_add, 4800 * sizeof(real));   /* state hidden.0.c, detached */
@@ -2198,6 +2417,7 @@ const LmcModel lmc_model = {
     .has_logp = 0,
     .logp_last = 0,
     .logp_offset = 0,
+    .work16_numel = 25394624,
   },
   .eval = {
     .batch = 10,
@@ -2211,6 +2431,7 @@ const LmcModel lmc_model = {
     .has_logp = 0,
     .logp_last = 0,
     .logp_offset = 0,
+    .work16_numel = 420000,
   },
   .gen = {
     .batch = 1,
@@ -2224,6 +2445,7 @@ const LmcModel lmc_model = {
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 0,
+    .work16_numel = 21024,
   },
   .sample = {
     .batch = 8,
@@ -2237,6 +2459,7 @@ const LmcModel lmc_model = {
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 266224,
+    .work16_numel = 168000,
   },
   .step = { .run = NULL },
   .fma = LMC_FMA,

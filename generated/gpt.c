@@ -284,11 +284,16 @@ static void train_transformer_fused(real *restrict y0, const real *x0, const rea
  *             train_transformer_h_2_attn_c_attn_matmul_bias,
  *             train_transformer_h_3_attn_c_attn_matmul_bias
  *   (the nodes above are train_transformer_h_0_attn_c_attn_matmul_bias's) */
-static void train_transformer_h_attn_c_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void train_transformer_h_attn_c_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 384; i1++)
       y[i0 * 384 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2560*T);
+    lmc_gemm_bf16(0, 1, 20*T, 384, 128, s16, 128, b16, 128, 1, y, 384, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 384, 128,
               1, a, 128, b, 128, 1, y, 384);
 }
@@ -376,8 +381,15 @@ static void train_transformer_h_attn_slice_3(real *y, const real *x, int T)
  *             train_transformer_h_1_attn_bmm_grad,
  *             train_transformer_h_0_attn_bmm_grad
  *   (the nodes above are train_transformer_h_0_attn_bmm's) */
-static void train_transformer_h_attn_bmm(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_attn_bmm(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2560*T);
+    lmc_to_bf16(b, s16 + 163840, 2560*T);
+    for (long i = 0; i < 80; i++)
+      lmc_gemm_bf16(0, 1, T, T, 32, s16 + i * 32*T, 32, s16 + 163840 + i * 32*T, 32, 0, y + i * T*T, T, nt);
+    return;
+  }
   for (long i = 0; i < 80; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 32,
                 1, a + i * 32*T, 32, b + i * 32*T, 32, 0, y + i * T*T, T);
@@ -479,8 +491,15 @@ static void train_transformer_h_attn_dropout(real *y, const real *x, uint64_t ke
  *             train_transformer_h_1_attn_bmm_grad_3,
  *             train_transformer_h_0_attn_bmm_grad_3
  *   (the nodes above are train_transformer_h_0_attn_bmm_2's) */
-static void train_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 80*T*T);
+    lmc_to_bf16(b, s16 + 327680, 2560*T);
+    for (long i = 0; i < 80; i++)
+      lmc_gemm_bf16(0, 0, T, 32, T, s16 + i * T*T, T, s16 + 327680 + i * 32*T, 32, 0, y + i * 32*T, 32, nt);
+    return;
+  }
   for (long i = 0; i < 80; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 32, T,
                 1, a + i * T*T, T, b + i * 32*T, 32, 0, y + i * 32*T, 32);
@@ -522,8 +541,13 @@ static void train_transformer_h_attn_transpose_2(real *y, const real *x, int T)
  *             train_transformer_h_2_attn_c_proj_matmul,
  *             train_transformer_h_3_attn_c_proj_matmul
  *   (the nodes above are train_transformer_h_0_attn_c_proj_matmul's) */
-static void train_transformer_h_attn_c_proj_matmul(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_attn_c_proj_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2560*T);
+    lmc_gemm_bf16(0, 1, 20*T, 128, 128, s16, 128, b16, 128, 0, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 128, 128,
               1, a, 128, b, 128, 0, y, 128);
 }
@@ -557,11 +581,16 @@ static void train_transformer_h_fused(real *restrict y0, const real *x0, const r
  *             train_transformer_h_2_mlp_c_fc_matmul_bias,
  *             train_transformer_h_3_mlp_c_fc_matmul_bias
  *   (the nodes above are train_transformer_h_0_mlp_c_fc_matmul_bias's) */
-static void train_transformer_h_mlp_c_fc_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void train_transformer_h_mlp_c_fc_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 512; i1++)
       y[i0 * 512 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2560*T);
+    lmc_gemm_bf16(0, 1, 20*T, 512, 128, s16, 128, b16, 128, 1, y, 512, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 512, 128,
               1, a, 128, b, 128, 1, y, 512);
 }
@@ -586,8 +615,13 @@ static void train_transformer_h_mlp_gelu(real *y, const real *x, int T)
  *             train_transformer_h_2_mlp_c_proj_matmul,
  *             train_transformer_h_3_mlp_c_proj_matmul
  *   (the nodes above are train_transformer_h_0_mlp_c_proj_matmul's) */
-static void train_transformer_h_mlp_c_proj_matmul(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_mlp_c_proj_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 10240*T);
+    lmc_gemm_bf16(0, 1, 20*T, 128, 512, s16, 512, b16, 512, 0, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 128, 512,
               1, a, 512, b, 512, 0, y, 128);
 }
@@ -595,8 +629,13 @@ static void train_transformer_h_mlp_c_proj_matmul(real *y, const real *a, const 
 /* n214 = matmul(n213, n2) b^T
  *   (T, 20, 33278) <- (T, 20, 128), (33278, 128)
  *   graphs/gpt.lua:86 */
-static void train_lm_head_matmul(real *y, const real *a, const real *b, int T)
+static void train_lm_head_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2560*T);
+    lmc_gemm_bf16(0, 1, 20*T, 33278, 128, s16, 128, b16, 128, 0, y, 33278, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 33278, 128,
               1, a, 128, b, 128, 0, y, 33278);
 }
@@ -604,10 +643,10 @@ static void train_lm_head_matmul(real *y, const real *a, const real *b, int T)
 /* fused: 3 nodes in one loop over (T, 20, 33278)
  *   n215 = log_softmax(n214) (T, 20, 33278), with nt
  *   n216 = nll_loss(n215, n1) (), stored in loss
- *   n219 = nll_log_softmax_grad(n217, n215, n1) (T, 20, 33278), stored in 
+ *   n219 = nll_log_softmax_grad(n217, n215, n1) (T, 20, 33278), stored in dx, with dx16
  *   reads target = n1
  *   graphs/gpt.lua:87 */
-static void train_log_softmax_nll(real *dx /* over x */, real *loss, const int32_t *target, int nt, int T)
+static void train_log_softmax_nll(real *dx /* over x */, lmc_bf16 *dx16, real *loss, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
   double nll_row[1280];   /* summed in row order after the loop */
@@ -624,6 +663,8 @@ static void train_log_softmax_nll(real *dx /* over x */, real *loss, const int32
     for (long i = 0; i < n; i++)
       dxr[i] = (real)(dxr[i] * q);
     dxr[target[r]] -= s;
+    if (dx16)   /* --precision bf16: the products read dx in bf16, this row while it is in cache */
+      lmc_to_bf16(dxr, dx16 + r * n, n);
     nll_row[r] = (real)(xt - lse);
   }
   double nll = 0;
@@ -643,8 +684,12 @@ static void train_const_grad(real *y)
 /* n220 = matmul(n219, n2)
  *   (T, 20, 128) <- (T, 20, 33278), (33278, 128)
  *   graphs/gpt.lua:86 */
-static void train_lm_head_matmul_grad(real *y, const real *a, const real *b, int T)
+static void train_lm_head_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *a16, const lmc_bf16 *b16, int nt, int T)
 {
+  if (a16) {   /* --precision bf16 */
+    lmc_gemm_bf16(0, 0, 20*T, 128, 33278, a16, 33278, b16, 128, 0, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 128, 33278,
               1, a, 33278, b, 128, 0, y, 128);
 }
@@ -652,8 +697,13 @@ static void train_lm_head_matmul_grad(real *y, const real *a, const real *b, int
 /* n221 = matmul(n219, n213) a^T
  *   (33278, 128) <- (T, 20, 33278), (T, 20, 128)
  *   graphs/gpt.lua:86 */
-static void train_lm_head_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_lm_head_matmul_grad_2(real *y, const real *a, const real *b, const lmc_bf16 *a16, lmc_bf16 *s16, int nt, int T)
 {
+  if (a16) {   /* --precision bf16 */
+    lmc_to_bf16(b, s16, 2560*T);
+    lmc_gemm_bf16(1, 0, 33278, 128, 20*T, a16, 33278, s16, 128, 0, y, 128, nt);
+    return;
+  }
   for (long r = 0; r < 33278; r += 1024)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 33278 ? 1024 : 33278 - r, 128, 20*T,
                 1, a + r, 33278, b, 128, 0, y + r * 128, 128);
@@ -782,8 +832,13 @@ static void train_transformer_h_3_mlp_dropout_grad(real *dx, const real *dy, uin
  *             train_transformer_h_1_mlp_c_proj_matmul_grad,
  *             train_transformer_h_0_mlp_c_proj_matmul_grad
  *   (the nodes above are train_transformer_h_3_mlp_c_proj_matmul_grad's) */
-static void train_transformer_h_mlp_c_proj_matmul_grad(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_mlp_c_proj_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2560*T);
+    lmc_gemm_bf16(0, 0, 20*T, 512, 128, s16, 128, b16, 512, 0, y, 512, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 512, 128,
               1, a, 128, b, 512, 0, y, 512);
 }
@@ -796,8 +851,14 @@ static void train_transformer_h_mlp_c_proj_matmul_grad(real *y, const real *a, c
  *             train_transformer_h_1_mlp_c_proj_matmul_grad_2,
  *             train_transformer_h_0_mlp_c_proj_matmul_grad_2
  *   (the nodes above are train_transformer_h_3_mlp_c_proj_matmul_grad_2's) */
-static void train_transformer_h_mlp_c_proj_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_mlp_c_proj_matmul_grad_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2560*T);
+    lmc_to_bf16(b, s16 + 163840, 10240*T);
+    lmc_gemm_bf16(1, 0, 128, 512, 20*T, s16, 128, s16 + 163840, 512, 0, y, 512, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 128, 512, 20*T,
               1, a, 128, b, 512, 0, y, 512);
 }
@@ -840,8 +901,13 @@ static void train_transformer_h_mlp_c_fc_sum_grad(real *y, const real *x, int T)
  *             train_transformer_h_1_mlp_c_fc_matmul_grad,
  *             train_transformer_h_0_mlp_c_fc_matmul_grad
  *   (the nodes above are train_transformer_h_3_mlp_c_fc_matmul_grad's) */
-static void train_transformer_h_mlp_c_fc_matmul_grad(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_mlp_c_fc_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 10240*T);
+    lmc_gemm_bf16(0, 0, 20*T, 128, 512, s16, 512, b16, 128, 0, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 128, 512,
               1, a, 512, b, 128, 0, y, 128);
 }
@@ -854,8 +920,14 @@ static void train_transformer_h_mlp_c_fc_matmul_grad(real *y, const real *a, con
  *             train_transformer_h_1_mlp_c_fc_matmul_grad_2,
  *             train_transformer_h_0_mlp_c_fc_matmul_grad_2
  *   (the nodes above are train_transformer_h_3_mlp_c_fc_matmul_grad_2's) */
-static void train_transformer_h_mlp_c_fc_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_mlp_c_fc_matmul_grad_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 10240*T);
+    lmc_to_bf16(b, s16 + 655360, 2560*T);
+    lmc_gemm_bf16(1, 0, 512, 128, 20*T, s16, 512, s16 + 655360, 128, 0, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 512, 128, 20*T,
               1, a, 512, b, 128, 0, y, 128);
 }
@@ -883,8 +955,13 @@ static void train_transformer_h_attn_dropout_add_grad(real *y, const real *a, co
  *             train_transformer_h_1_attn_c_proj_matmul_grad,
  *             train_transformer_h_0_attn_c_proj_matmul_grad
  *   (the nodes above are train_transformer_h_3_attn_c_proj_matmul_grad's) */
-static void train_transformer_h_attn_c_proj_matmul_grad(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_attn_c_proj_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2560*T);
+    lmc_gemm_bf16(0, 0, 20*T, 128, 128, s16, 128, b16, 128, 0, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 128, 128,
               1, a, 128, b, 128, 0, y, 128);
 }
@@ -897,8 +974,14 @@ static void train_transformer_h_attn_c_proj_matmul_grad(real *y, const real *a, 
  *             train_transformer_h_1_attn_c_proj_matmul_grad_2,
  *             train_transformer_h_0_attn_c_proj_matmul_grad_2
  *   (the nodes above are train_transformer_h_3_attn_c_proj_matmul_grad_2's) */
-static void train_transformer_h_attn_c_proj_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_attn_c_proj_matmul_grad_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2560*T);
+    lmc_to_bf16(b, s16 + 163840, 2560*T);
+    lmc_gemm_bf16(1, 0, 128, 128, 20*T, s16, 128, s16 + 163840, 128, 0, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 128, 128, 20*T,
               1, a, 128, b, 128, 0, y, 128);
 }
@@ -915,8 +998,15 @@ static void train_transformer_h_attn_c_proj_matmul_grad_2(real *y, const real *a
  *             train_transformer_h_0_attn_bmm_grad_2,
  *             train_transformer_h_0_attn_bmm_grad_4
  *   (the nodes above are train_transformer_h_3_attn_bmm_grad_2's) */
-static void train_transformer_h_attn_bmm_grad(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_attn_bmm_grad(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 80*T*T);
+    lmc_to_bf16(b, s16 + 327680, 2560*T);
+    for (long i = 0; i < 80; i++)
+      lmc_gemm_bf16(1, 0, T, 32, T, s16 + i * T*T, T, s16 + 327680 + i * 32*T, 32, 0, y + i * 32*T, 32, nt);
+    return;
+  }
   for (long i = 0; i < 80; i++)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, 32, T,
                 1, a + i * T*T, T, b + i * 32*T, 32, 0, y + i * 32*T, 32);
@@ -1064,8 +1154,13 @@ static void train_transformer_h_attn_c_attn_sum_grad(real *y, const real *x, int
  *             train_transformer_h_1_attn_c_attn_matmul_grad,
  *             train_transformer_h_0_attn_c_attn_matmul_grad
  *   (the nodes above are train_transformer_h_3_attn_c_attn_matmul_grad's) */
-static void train_transformer_h_attn_c_attn_matmul_grad(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_attn_c_attn_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 7680*T);
+    lmc_gemm_bf16(0, 0, 20*T, 128, 384, s16, 384, b16, 128, 0, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 128, 384,
               1, a, 384, b, 128, 0, y, 128);
 }
@@ -1078,8 +1173,14 @@ static void train_transformer_h_attn_c_attn_matmul_grad(real *y, const real *a, 
  *             train_transformer_h_1_attn_c_attn_matmul_grad_2,
  *             train_transformer_h_0_attn_c_attn_matmul_grad_2
  *   (the nodes above are train_transformer_h_3_attn_c_attn_matmul_grad_2's) */
-static void train_transformer_h_attn_c_attn_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_transformer_h_attn_c_attn_matmul_grad_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 7680*T);
+    lmc_to_bf16(b, s16 + 491520, 2560*T);
+    lmc_gemm_bf16(1, 0, 384, 128, 20*T, s16, 384, s16 + 491520, 128, 0, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 384, 128, 20*T,
               1, a, 384, b, 128, 0, y, 128);
 }
@@ -1500,6 +1601,26 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   real *d_transformer_h_0_ln_1_weight = c->grad + 4267776;   /* gradient of transformer.h.0.ln_1.weight (128) */
   real *d_transformer_wpe_weight = c->grad + 4259584;   /* gradient of transformer.wpe.weight (64, 128) */
   real *d_transformer_wte_weight = c->grad;   /* gradient of transformer.wte.weight (33278, 128) */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *transformer_h_0_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4268032);   /* transformer.h.0.attn.c_attn.weight (384, 128) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 42595840);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *transformer_h_0_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4317568);   /* transformer.h.0.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_0_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4334336);   /* transformer.h.0.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_0_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4400384);   /* transformer.h.0.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_1_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4466304);   /* transformer.h.1.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4515840);   /* transformer.h.1.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4532608);   /* transformer.h.1.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4598656);   /* transformer.h.1.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_2_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4664576);   /* transformer.h.2.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4714112);   /* transformer.h.2.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4730880);   /* transformer.h.2.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4796928);   /* transformer.h.2.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_3_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4862848);   /* transformer.h.3.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4912384);   /* transformer.h.3.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4929152);   /* transformer.h.3.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4995200);   /* transformer.h.3.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_wte_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* transformer.wte.weight (33278, 128) in bf16 */
+  lmc_bf16 *nll_log_softmax_grad_bf16 = lmc_bf16_at(c->work16, 0);   /* the value (T, 20, 33278) in bf16 */
   (void)T;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
@@ -1509,105 +1630,105 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_dropout_add(dropout_add, transformer_wte_embedding, slice, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_0_ln_1_normalize, dropout_add, T);
   train_transformer_fused(transformer_h_0_ln_1_add, transformer_h_0_ln_1_normalize, transformer_h_0_ln_1_weight, transformer_h_0_ln_1_bias, T);
-  train_transformer_h_attn_c_attn_matmul_bias(transformer_h_0_attn_c_attn_matmul_bias, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_c_attn_bias, T);
+  train_transformer_h_attn_c_attn_matmul_bias(transformer_h_0_attn_c_attn_matmul_bias, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_c_attn_bias, transformer_h_0_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_attn_slice(transformer_h_0_attn_slice, transformer_h_0_attn_c_attn_matmul_bias, T);
   train_transformer_h_attn_transpose(transformer_h_0_attn_transpose, transformer_h_0_attn_slice, T);
   train_transformer_h_attn_slice_2(transformer_h_0_attn_slice_2, transformer_h_0_attn_c_attn_matmul_bias, T);
   train_transformer_h_attn_transpose(transformer_h_0_attn_transpose_2, transformer_h_0_attn_slice_2, T);
   train_transformer_h_attn_slice_3(transformer_h_0_attn_slice_3, transformer_h_0_attn_c_attn_matmul_bias, T);
   train_transformer_h_attn_transpose(transformer_h_0_attn_transpose_3, transformer_h_0_attn_slice_3, T);
-  train_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_transpose_2, T);
+  train_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_transpose_2, bf16_scratch, c->threads, T);
   train_transformer_h_0_attn_const(transformer_h_0_attn_const);
   train_transformer_h_0_attn_triu_mask(transformer_h_0_attn_triu_mask, T);
   train_transformer_h_attn_fused(transformer_h_0_attn_add, transformer_h_0_attn_bmm, transformer_h_0_attn_triu_mask, T);
   train_transformer_h_attn_softmax(transformer_h_0_attn_softmax, transformer_h_0_attn_add, T);
   train_transformer_h_attn_dropout(transformer_h_0_attn_dropout, transformer_h_0_attn_softmax, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, c->col0, T);
-  train_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_dropout, transformer_h_0_attn_transpose_3, T);
+  train_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_dropout, transformer_h_0_attn_transpose_3, bf16_scratch, c->threads, T);
   train_transformer_h_attn_transpose_2(transformer_h_0_attn_transpose_4, transformer_h_0_attn_bmm_2, T);
-  train_transformer_h_attn_c_proj_matmul(transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, T);
+  train_transformer_h_attn_c_proj_matmul(transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_fused(transformer_h_0_add, dropout_add, transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_c_proj_bias, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_0_ln_2_normalize, transformer_h_0_add, T);
   train_transformer_fused(transformer_h_0_ln_2_add, transformer_h_0_ln_2_normalize, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias, T);
-  train_transformer_h_mlp_c_fc_matmul_bias(transformer_h_0_mlp_c_fc_matmul_bias, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, T);
+  train_transformer_h_mlp_c_fc_matmul_bias(transformer_h_0_mlp_c_fc_matmul_bias, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, transformer_h_0_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_mlp_gelu(transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_fc_matmul_bias, T);
-  train_transformer_h_mlp_c_proj_matmul(transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, T);
+  train_transformer_h_mlp_c_proj_matmul(transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_fused(transformer_h_0_add_2, transformer_h_0_add, transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_c_proj_bias, lmc_dropout_key(c->seed, c->step, 3), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_1_ln_1_normalize, transformer_h_0_add_2, T);
   train_transformer_fused(transformer_h_1_ln_1_add, transformer_h_1_ln_1_normalize, transformer_h_1_ln_1_weight, transformer_h_1_ln_1_bias, T);
-  train_transformer_h_attn_c_attn_matmul_bias(transformer_h_1_attn_c_attn_matmul_bias, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_c_attn_bias, T);
+  train_transformer_h_attn_c_attn_matmul_bias(transformer_h_1_attn_c_attn_matmul_bias, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_c_attn_bias, transformer_h_1_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_attn_slice(transformer_h_1_attn_slice, transformer_h_1_attn_c_attn_matmul_bias, T);
   train_transformer_h_attn_transpose(transformer_h_1_attn_transpose, transformer_h_1_attn_slice, T);
   train_transformer_h_attn_slice_2(transformer_h_1_attn_slice_2, transformer_h_1_attn_c_attn_matmul_bias, T);
   train_transformer_h_attn_transpose(transformer_h_1_attn_transpose_2, transformer_h_1_attn_slice_2, T);
   train_transformer_h_attn_slice_3(transformer_h_1_attn_slice_3, transformer_h_1_attn_c_attn_matmul_bias, T);
   train_transformer_h_attn_transpose(transformer_h_1_attn_transpose_3, transformer_h_1_attn_slice_3, T);
-  train_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_transpose_2, T);
+  train_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_transpose_2, bf16_scratch, c->threads, T);
   train_transformer_h_attn_fused(transformer_h_1_attn_add, transformer_h_1_attn_bmm, transformer_h_0_attn_triu_mask, T);
   train_transformer_h_attn_softmax(transformer_h_1_attn_softmax, transformer_h_1_attn_add, T);
   train_transformer_h_attn_dropout(transformer_h_1_attn_dropout, transformer_h_1_attn_softmax, lmc_dropout_key(c->seed, c->step, 4), c->dropout[0], 0, c->col0, T);
-  train_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_dropout, transformer_h_1_attn_transpose_3, T);
+  train_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_dropout, transformer_h_1_attn_transpose_3, bf16_scratch, c->threads, T);
   train_transformer_h_attn_transpose_2(transformer_h_1_attn_transpose_4, transformer_h_1_attn_bmm_2, T);
-  train_transformer_h_attn_c_proj_matmul(transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, T);
+  train_transformer_h_attn_c_proj_matmul(transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_fused(transformer_h_1_add, transformer_h_0_add_2, transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_c_proj_bias, lmc_dropout_key(c->seed, c->step, 5), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_1_ln_2_normalize, transformer_h_1_add, T);
   train_transformer_fused(transformer_h_1_ln_2_add, transformer_h_1_ln_2_normalize, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias, T);
-  train_transformer_h_mlp_c_fc_matmul_bias(transformer_h_1_mlp_c_fc_matmul_bias, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, T);
+  train_transformer_h_mlp_c_fc_matmul_bias(transformer_h_1_mlp_c_fc_matmul_bias, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, transformer_h_1_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_mlp_gelu(transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_fc_matmul_bias, T);
-  train_transformer_h_mlp_c_proj_matmul(transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, T);
+  train_transformer_h_mlp_c_proj_matmul(transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_fused(transformer_h_1_add_2, transformer_h_1_add, transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_c_proj_bias, lmc_dropout_key(c->seed, c->step, 6), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_2_ln_1_normalize, transformer_h_1_add_2, T);
   train_transformer_fused(transformer_h_2_ln_1_add, transformer_h_2_ln_1_normalize, transformer_h_2_ln_1_weight, transformer_h_2_ln_1_bias, T);
-  train_transformer_h_attn_c_attn_matmul_bias(transformer_h_2_attn_c_attn_matmul_bias, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_c_attn_bias, T);
+  train_transformer_h_attn_c_attn_matmul_bias(transformer_h_2_attn_c_attn_matmul_bias, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_c_attn_bias, transformer_h_2_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_attn_slice(transformer_h_2_attn_slice, transformer_h_2_attn_c_attn_matmul_bias, T);
   train_transformer_h_attn_transpose(transformer_h_2_attn_transpose, transformer_h_2_attn_slice, T);
   train_transformer_h_attn_slice_2(transformer_h_2_attn_slice_2, transformer_h_2_attn_c_attn_matmul_bias, T);
   train_transformer_h_attn_transpose(transformer_h_2_attn_transpose_2, transformer_h_2_attn_slice_2, T);
   train_transformer_h_attn_slice_3(transformer_h_2_attn_slice_3, transformer_h_2_attn_c_attn_matmul_bias, T);
   train_transformer_h_attn_transpose(transformer_h_2_attn_transpose_3, transformer_h_2_attn_slice_3, T);
-  train_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_transpose_2, T);
+  train_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_transpose_2, bf16_scratch, c->threads, T);
   train_transformer_h_attn_fused(transformer_h_2_attn_add, transformer_h_2_attn_bmm, transformer_h_0_attn_triu_mask, T);
   train_transformer_h_attn_softmax(transformer_h_2_attn_softmax, transformer_h_2_attn_add, T);
   train_transformer_h_attn_dropout(transformer_h_2_attn_dropout, transformer_h_2_attn_softmax, lmc_dropout_key(c->seed, c->step, 7), c->dropout[0], 0, c->col0, T);
-  train_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_dropout, transformer_h_2_attn_transpose_3, T);
+  train_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_dropout, transformer_h_2_attn_transpose_3, bf16_scratch, c->threads, T);
   train_transformer_h_attn_transpose_2(transformer_h_2_attn_transpose_4, transformer_h_2_attn_bmm_2, T);
-  train_transformer_h_attn_c_proj_matmul(transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, T);
+  train_transformer_h_attn_c_proj_matmul(transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_fused(transformer_h_2_add, transformer_h_1_add_2, transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_c_proj_bias, lmc_dropout_key(c->seed, c->step, 8), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_2_ln_2_normalize, transformer_h_2_add, T);
   train_transformer_fused(transformer_h_2_ln_2_add, transformer_h_2_ln_2_normalize, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias, T);
-  train_transformer_h_mlp_c_fc_matmul_bias(transformer_h_2_mlp_c_fc_matmul_bias, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, T);
+  train_transformer_h_mlp_c_fc_matmul_bias(transformer_h_2_mlp_c_fc_matmul_bias, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, transformer_h_2_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_mlp_gelu(transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_fc_matmul_bias, T);
-  train_transformer_h_mlp_c_proj_matmul(transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, T);
+  train_transformer_h_mlp_c_proj_matmul(transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_fused(transformer_h_2_add_2, transformer_h_2_add, transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_c_proj_bias, lmc_dropout_key(c->seed, c->step, 9), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_3_ln_1_normalize, transformer_h_2_add_2, T);
   train_transformer_fused(transformer_h_3_ln_1_add, transformer_h_3_ln_1_normalize, transformer_h_3_ln_1_weight, transformer_h_3_ln_1_bias, T);
-  train_transformer_h_attn_c_attn_matmul_bias(transformer_h_3_attn_c_attn_matmul_bias, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_c_attn_bias, T);
+  train_transformer_h_attn_c_attn_matmul_bias(transformer_h_3_attn_c_attn_matmul_bias, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_c_attn_bias, transformer_h_3_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_attn_slice(transformer_h_3_attn_slice, transformer_h_3_attn_c_attn_matmul_bias, T);
   train_transformer_h_attn_transpose(transformer_h_3_attn_transpose, transformer_h_3_attn_slice, T);
   train_transformer_h_attn_slice_2(transformer_h_3_attn_slice_2, transformer_h_3_attn_c_attn_matmul_bias, T);
   train_transformer_h_attn_transpose(transformer_h_3_attn_transpose_2, transformer_h_3_attn_slice_2, T);
   train_transformer_h_attn_slice_3(transformer_h_3_attn_slice_3, transformer_h_3_attn_c_attn_matmul_bias, T);
   train_transformer_h_attn_transpose(transformer_h_3_attn_transpose_3, transformer_h_3_attn_slice_3, T);
-  train_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_transpose_2, T);
+  train_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_transpose_2, bf16_scratch, c->threads, T);
   train_transformer_h_attn_fused(transformer_h_3_attn_add, transformer_h_3_attn_bmm, transformer_h_0_attn_triu_mask, T);
   train_transformer_h_attn_softmax(transformer_h_3_attn_softmax, transformer_h_3_attn_add, T);
   train_transformer_h_attn_dropout(transformer_h_3_attn_dropout, transformer_h_3_attn_softmax, lmc_dropout_key(c->seed, c->step, 10), c->dropout[0], 0, c->col0, T);
-  train_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_dropout, transformer_h_3_attn_transpose_3, T);
+  train_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_dropout, transformer_h_3_attn_transpose_3, bf16_scratch, c->threads, T);
   train_transformer_h_attn_transpose_2(transformer_h_3_attn_transpose_4, transformer_h_3_attn_bmm_2, T);
-  train_transformer_h_attn_c_proj_matmul(transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_transpose_4, transformer_h_3_attn_c_proj_weight, T);
+  train_transformer_h_attn_c_proj_matmul(transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_transpose_4, transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_fused(transformer_h_3_add, transformer_h_2_add_2, transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_c_proj_bias, lmc_dropout_key(c->seed, c->step, 11), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_h_3_ln_2_normalize, transformer_h_3_add, T);
   train_transformer_fused(transformer_h_3_ln_2_add, transformer_h_3_ln_2_normalize, transformer_h_3_ln_2_weight, transformer_h_3_ln_2_bias, T);
-  train_transformer_h_mlp_c_fc_matmul_bias(transformer_h_3_mlp_c_fc_matmul_bias, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_c_fc_bias, T);
+  train_transformer_h_mlp_c_fc_matmul_bias(transformer_h_3_mlp_c_fc_matmul_bias, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_c_fc_bias, transformer_h_3_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_mlp_gelu(transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_fc_matmul_bias, T);
-  train_transformer_h_mlp_c_proj_matmul(transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, T);
+  train_transformer_h_mlp_c_proj_matmul(transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_transformer_h_fused(transformer_h_3_add_2, transformer_h_3_add, transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_c_proj_bias, lmc_dropout_key(c->seed, c->step, 12), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_normalize(transformer_ln_f_normalize, transformer_h_3_add_2, T);
   train_transformer_fused(transformer_ln_f_add, transformer_ln_f_normalize, transformer_ln_f_weight, transformer_ln_f_bias, T);
-  train_lm_head_matmul(lm_head_matmul, transformer_ln_f_add, transformer_wte_weight, T);
-  train_log_softmax_nll(nll_log_softmax_grad, nll_loss, targets, c->threads, T);
+  train_lm_head_matmul(lm_head_matmul, transformer_ln_f_add, transformer_wte_weight, transformer_wte_weight_bf16, bf16_scratch, c->threads, T);
+  train_log_softmax_nll(nll_log_softmax_grad, nll_log_softmax_grad_bf16, nll_loss, targets, c->threads, T);
   train_const_grad(const_grad);
-  train_lm_head_matmul_grad(lm_head_matmul_grad, nll_log_softmax_grad, transformer_wte_weight, T);
-  train_lm_head_matmul_grad_2(lm_head_matmul_grad_2, nll_log_softmax_grad, transformer_ln_f_add, T);
+  train_lm_head_matmul_grad(lm_head_matmul_grad, nll_log_softmax_grad, transformer_wte_weight, nll_log_softmax_grad_bf16, transformer_wte_weight_bf16, c->threads, T);
+  train_lm_head_matmul_grad_2(lm_head_matmul_grad_2, nll_log_softmax_grad, transformer_ln_f_add, nll_log_softmax_grad_bf16, bf16_scratch, c->threads, T);
   train_transformer_sum_grad(d_transformer_ln_f_bias, lm_head_matmul_grad, T);
   if (c->grad_ready) c->grad_ready(c, 51);   /* transformer.ln_f.bias final */
   train_transformer_mul_grad(transformer_ln_f_mul_grad, lm_head_matmul_grad, transformer_ln_f_weight, T);
@@ -1618,14 +1739,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_3_mlp_dropout_grad(transformer_h_3_mlp_dropout_grad, transformer_ln_f_normalize_grad, lmc_dropout_key(c->seed, c->step, 12), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_3_mlp_c_proj_bias, transformer_h_3_mlp_dropout_grad, T);
   if (c->grad_ready) c->grad_ready(c, 49);   /* transformer.h.3.mlp.c_proj.bias final */
-  train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_3_mlp_c_proj_matmul_grad, transformer_h_3_mlp_dropout_grad, transformer_h_3_mlp_c_proj_weight, T);
-  train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_dropout_grad, transformer_h_3_mlp_gelu, T);
+  train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_3_mlp_c_proj_matmul_grad, transformer_h_3_mlp_dropout_grad, transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_dropout_grad, transformer_h_3_mlp_gelu, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 48);   /* transformer.h.3.mlp.c_proj.weight final */
   train_transformer_h_mlp_gelu_grad(transformer_h_3_mlp_gelu_grad, transformer_h_3_mlp_c_proj_matmul_grad, transformer_h_3_mlp_c_fc_matmul_bias, T);
   train_transformer_h_mlp_c_fc_sum_grad(d_transformer_h_3_mlp_c_fc_bias, transformer_h_3_mlp_gelu_grad, T);
   if (c->grad_ready) c->grad_ready(c, 47);   /* transformer.h.3.mlp.c_fc.bias final */
-  train_transformer_h_mlp_c_fc_matmul_grad(transformer_h_3_mlp_c_fc_matmul_grad, transformer_h_3_mlp_gelu_grad, transformer_h_3_mlp_c_fc_weight, T);
-  train_transformer_h_mlp_c_fc_matmul_grad_2(d_transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_gelu_grad, transformer_h_3_ln_2_add, T);
+  train_transformer_h_mlp_c_fc_matmul_grad(transformer_h_3_mlp_c_fc_matmul_grad, transformer_h_3_mlp_gelu_grad, transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_mlp_c_fc_matmul_grad_2(d_transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_gelu_grad, transformer_h_3_ln_2_add, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 46);   /* transformer.h.3.mlp.c_fc.weight final */
   train_transformer_sum_grad(d_transformer_h_3_ln_2_bias, transformer_h_3_mlp_c_fc_matmul_grad, T);
   if (c->grad_ready) c->grad_ready(c, 45);   /* transformer.h.3.ln_2.bias final */
@@ -1637,17 +1758,17 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_dropout_add_grad(transformer_h_3_attn_dropout_add_grad, transformer_ln_f_normalize_grad, transformer_h_3_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 11), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_3_attn_c_proj_bias, transformer_h_3_attn_dropout_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 43);   /* transformer.h.3.attn.c_proj.bias final */
-  train_transformer_h_attn_c_proj_matmul_grad(transformer_h_3_attn_c_proj_matmul_grad, transformer_h_3_attn_dropout_add_grad, transformer_h_3_attn_c_proj_weight, T);
-  train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_dropout_add_grad, transformer_h_3_attn_transpose_4, T);
+  train_transformer_h_attn_c_proj_matmul_grad(transformer_h_3_attn_c_proj_matmul_grad, transformer_h_3_attn_dropout_add_grad, transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_dropout_add_grad, transformer_h_3_attn_transpose_4, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 42);   /* transformer.h.3.attn.c_proj.weight final */
   train_transformer_h_attn_transpose(transformer_h_3_attn_transpose_grad, transformer_h_3_attn_c_proj_matmul_grad, T);
-  train_transformer_h_attn_bmm(transformer_h_3_attn_bmm_grad, transformer_h_3_attn_transpose_grad, transformer_h_3_attn_transpose_3, T);
-  train_transformer_h_attn_bmm_grad(transformer_h_3_attn_bmm_grad_2, transformer_h_3_attn_dropout, transformer_h_3_attn_transpose_grad, T);
+  train_transformer_h_attn_bmm(transformer_h_3_attn_bmm_grad, transformer_h_3_attn_transpose_grad, transformer_h_3_attn_transpose_3, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_bmm_grad(transformer_h_3_attn_bmm_grad_2, transformer_h_3_attn_dropout, transformer_h_3_attn_transpose_grad, bf16_scratch, c->threads, T);
   train_transformer_h_attn_dropout_grad(transformer_h_3_attn_dropout_grad, transformer_h_3_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 10), c->dropout[0], 0, c->col0, T);
   train_transformer_h_attn_softmax_grad(transformer_h_3_attn_softmax_grad, transformer_h_3_attn_dropout_grad, transformer_h_3_attn_softmax, T);
   train_transformer_h_attn_mul_grad(transformer_h_3_attn_mul_grad, transformer_h_3_attn_softmax_grad, transformer_h_0_attn_const, T);
-  train_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_grad_3, transformer_h_3_attn_mul_grad, transformer_h_3_attn_transpose_2, T);
-  train_transformer_h_attn_bmm_grad(transformer_h_3_attn_bmm_grad_4, transformer_h_3_attn_mul_grad, transformer_h_3_attn_transpose, T);
+  train_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_grad_3, transformer_h_3_attn_mul_grad, transformer_h_3_attn_transpose_2, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_bmm_grad(transformer_h_3_attn_bmm_grad_4, transformer_h_3_attn_mul_grad, transformer_h_3_attn_transpose, bf16_scratch, c->threads, T);
   train_transformer_h_attn_transpose_2(transformer_h_3_attn_transpose_grad_2, transformer_h_3_attn_bmm_grad_2, T);
   train_transformer_h_attn_pad_grad(transformer_h_3_attn_pad_grad, transformer_h_3_attn_transpose_grad_2, T);
   train_transformer_h_attn_transpose_2(transformer_h_3_attn_transpose_grad_3, transformer_h_3_attn_bmm_grad_4, T);
@@ -1657,8 +1778,8 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_fused_grad(transformer_h_3_attn_add_grad, transformer_h_3_attn_pad_grad, transformer_h_3_attn_pad_grad_2, transformer_h_3_attn_pad_grad_3, T);
   train_transformer_h_attn_c_attn_sum_grad(d_transformer_h_3_attn_c_attn_bias, transformer_h_3_attn_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 41);   /* transformer.h.3.attn.c_attn.bias final */
-  train_transformer_h_attn_c_attn_matmul_grad(transformer_h_3_attn_c_attn_matmul_grad, transformer_h_3_attn_add_grad, transformer_h_3_attn_c_attn_weight, T);
-  train_transformer_h_attn_c_attn_matmul_grad_2(d_transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_add_grad, transformer_h_3_ln_1_add, T);
+  train_transformer_h_attn_c_attn_matmul_grad(transformer_h_3_attn_c_attn_matmul_grad, transformer_h_3_attn_add_grad, transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_c_attn_matmul_grad_2(d_transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_add_grad, transformer_h_3_ln_1_add, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 40);   /* transformer.h.3.attn.c_attn.weight final */
   train_transformer_sum_grad(d_transformer_h_3_ln_1_bias, transformer_h_3_attn_c_attn_matmul_grad, T);
   if (c->grad_ready) c->grad_ready(c, 39);   /* transformer.h.3.ln_1.bias final */
@@ -1670,14 +1791,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_mlp_fused_grad(transformer_h_3_ln_1_add_grad, transformer_ln_f_normalize_grad, transformer_h_3_ln_2_normalize_grad, transformer_h_3_ln_1_normalize_grad, transformer_h_2_mlp_dropout_add_grad, lmc_dropout_key(c->seed, c->step, 9), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_2_mlp_c_proj_bias, transformer_h_2_mlp_dropout_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 37);   /* transformer.h.2.mlp.c_proj.bias final */
-  train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_2_mlp_c_proj_matmul_grad, transformer_h_2_mlp_dropout_add_grad, transformer_h_2_mlp_c_proj_weight, T);
-  train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_dropout_add_grad, transformer_h_2_mlp_gelu, T);
+  train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_2_mlp_c_proj_matmul_grad, transformer_h_2_mlp_dropout_add_grad, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_dropout_add_grad, transformer_h_2_mlp_gelu, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 36);   /* transformer.h.2.mlp.c_proj.weight final */
   train_transformer_h_mlp_gelu_grad(transformer_h_2_mlp_gelu_grad, transformer_h_2_mlp_c_proj_matmul_grad, transformer_h_2_mlp_c_fc_matmul_bias, T);
   train_transformer_h_mlp_c_fc_sum_grad(d_transformer_h_2_mlp_c_fc_bias, transformer_h_2_mlp_gelu_grad, T);
   if (c->grad_ready) c->grad_ready(c, 35);   /* transformer.h.2.mlp.c_fc.bias final */
-  train_transformer_h_mlp_c_fc_matmul_grad(transformer_h_2_mlp_c_fc_matmul_grad, transformer_h_2_mlp_gelu_grad, transformer_h_2_mlp_c_fc_weight, T);
-  train_transformer_h_mlp_c_fc_matmul_grad_2(d_transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_gelu_grad, transformer_h_2_ln_2_add, T);
+  train_transformer_h_mlp_c_fc_matmul_grad(transformer_h_2_mlp_c_fc_matmul_grad, transformer_h_2_mlp_gelu_grad, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_mlp_c_fc_matmul_grad_2(d_transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_gelu_grad, transformer_h_2_ln_2_add, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 34);   /* transformer.h.2.mlp.c_fc.weight final */
   train_transformer_sum_grad(d_transformer_h_2_ln_2_bias, transformer_h_2_mlp_c_fc_matmul_grad, T);
   if (c->grad_ready) c->grad_ready(c, 33);   /* transformer.h.2.ln_2.bias final */
@@ -1689,17 +1810,17 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_dropout_add_grad(transformer_h_2_attn_dropout_add_grad, transformer_h_3_ln_1_add_grad, transformer_h_2_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 8), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_2_attn_c_proj_bias, transformer_h_2_attn_dropout_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 31);   /* transformer.h.2.attn.c_proj.bias final */
-  train_transformer_h_attn_c_proj_matmul_grad(transformer_h_2_attn_c_proj_matmul_grad, transformer_h_2_attn_dropout_add_grad, transformer_h_2_attn_c_proj_weight, T);
-  train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_dropout_add_grad, transformer_h_2_attn_transpose_4, T);
+  train_transformer_h_attn_c_proj_matmul_grad(transformer_h_2_attn_c_proj_matmul_grad, transformer_h_2_attn_dropout_add_grad, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_dropout_add_grad, transformer_h_2_attn_transpose_4, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 30);   /* transformer.h.2.attn.c_proj.weight final */
   train_transformer_h_attn_transpose(transformer_h_2_attn_transpose_grad, transformer_h_2_attn_c_proj_matmul_grad, T);
-  train_transformer_h_attn_bmm(transformer_h_2_attn_bmm_grad, transformer_h_2_attn_transpose_grad, transformer_h_2_attn_transpose_3, T);
-  train_transformer_h_attn_bmm_grad(transformer_h_2_attn_bmm_grad_2, transformer_h_2_attn_dropout, transformer_h_2_attn_transpose_grad, T);
+  train_transformer_h_attn_bmm(transformer_h_2_attn_bmm_grad, transformer_h_2_attn_transpose_grad, transformer_h_2_attn_transpose_3, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_bmm_grad(transformer_h_2_attn_bmm_grad_2, transformer_h_2_attn_dropout, transformer_h_2_attn_transpose_grad, bf16_scratch, c->threads, T);
   train_transformer_h_attn_dropout_grad(transformer_h_2_attn_dropout_grad, transformer_h_2_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 7), c->dropout[0], 0, c->col0, T);
   train_transformer_h_attn_softmax_grad(transformer_h_2_attn_softmax_grad, transformer_h_2_attn_dropout_grad, transformer_h_2_attn_softmax, T);
   train_transformer_h_attn_mul_grad(transformer_h_2_attn_mul_grad, transformer_h_2_attn_softmax_grad, transformer_h_0_attn_const, T);
-  train_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_grad_3, transformer_h_2_attn_mul_grad, transformer_h_2_attn_transpose_2, T);
-  train_transformer_h_attn_bmm_grad(transformer_h_2_attn_bmm_grad_4, transformer_h_2_attn_mul_grad, transformer_h_2_attn_transpose, T);
+  train_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_grad_3, transformer_h_2_attn_mul_grad, transformer_h_2_attn_transpose_2, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_bmm_grad(transformer_h_2_attn_bmm_grad_4, transformer_h_2_attn_mul_grad, transformer_h_2_attn_transpose, bf16_scratch, c->threads, T);
   train_transformer_h_attn_transpose_2(transformer_h_2_attn_transpose_grad_2, transformer_h_2_attn_bmm_grad_2, T);
   train_transformer_h_attn_pad_grad(transformer_h_2_attn_pad_grad, transformer_h_2_attn_transpose_grad_2, T);
   train_transformer_h_attn_transpose_2(transformer_h_2_attn_transpose_grad_3, transformer_h_2_attn_bmm_grad_4, T);
@@ -1709,8 +1830,8 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_fused_grad(transformer_h_2_attn_add_grad, transformer_h_2_attn_pad_grad, transformer_h_2_attn_pad_grad_2, transformer_h_2_attn_pad_grad_3, T);
   train_transformer_h_attn_c_attn_sum_grad(d_transformer_h_2_attn_c_attn_bias, transformer_h_2_attn_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 29);   /* transformer.h.2.attn.c_attn.bias final */
-  train_transformer_h_attn_c_attn_matmul_grad(transformer_h_2_attn_c_attn_matmul_grad, transformer_h_2_attn_add_grad, transformer_h_2_attn_c_attn_weight, T);
-  train_transformer_h_attn_c_attn_matmul_grad_2(d_transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_add_grad, transformer_h_2_ln_1_add, T);
+  train_transformer_h_attn_c_attn_matmul_grad(transformer_h_2_attn_c_attn_matmul_grad, transformer_h_2_attn_add_grad, transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_c_attn_matmul_grad_2(d_transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_add_grad, transformer_h_2_ln_1_add, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 28);   /* transformer.h.2.attn.c_attn.weight final */
   train_transformer_sum_grad(d_transformer_h_2_ln_1_bias, transformer_h_2_attn_c_attn_matmul_grad, T);
   if (c->grad_ready) c->grad_ready(c, 27);   /* transformer.h.2.ln_1.bias final */
@@ -1722,14 +1843,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_mlp_fused_grad(transformer_h_2_ln_1_add_grad, transformer_h_3_ln_1_add_grad, transformer_h_2_ln_2_normalize_grad, transformer_h_2_ln_1_normalize_grad, transformer_h_1_mlp_dropout_add_grad, lmc_dropout_key(c->seed, c->step, 6), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_1_mlp_c_proj_bias, transformer_h_1_mlp_dropout_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 25);   /* transformer.h.1.mlp.c_proj.bias final */
-  train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_1_mlp_c_proj_matmul_grad, transformer_h_1_mlp_dropout_add_grad, transformer_h_1_mlp_c_proj_weight, T);
-  train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_dropout_add_grad, transformer_h_1_mlp_gelu, T);
+  train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_1_mlp_c_proj_matmul_grad, transformer_h_1_mlp_dropout_add_grad, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_dropout_add_grad, transformer_h_1_mlp_gelu, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 24);   /* transformer.h.1.mlp.c_proj.weight final */
   train_transformer_h_mlp_gelu_grad(transformer_h_1_mlp_gelu_grad, transformer_h_1_mlp_c_proj_matmul_grad, transformer_h_1_mlp_c_fc_matmul_bias, T);
   train_transformer_h_mlp_c_fc_sum_grad(d_transformer_h_1_mlp_c_fc_bias, transformer_h_1_mlp_gelu_grad, T);
   if (c->grad_ready) c->grad_ready(c, 23);   /* transformer.h.1.mlp.c_fc.bias final */
-  train_transformer_h_mlp_c_fc_matmul_grad(transformer_h_1_mlp_c_fc_matmul_grad, transformer_h_1_mlp_gelu_grad, transformer_h_1_mlp_c_fc_weight, T);
-  train_transformer_h_mlp_c_fc_matmul_grad_2(d_transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_gelu_grad, transformer_h_1_ln_2_add, T);
+  train_transformer_h_mlp_c_fc_matmul_grad(transformer_h_1_mlp_c_fc_matmul_grad, transformer_h_1_mlp_gelu_grad, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_mlp_c_fc_matmul_grad_2(d_transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_gelu_grad, transformer_h_1_ln_2_add, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 22);   /* transformer.h.1.mlp.c_fc.weight final */
   train_transformer_sum_grad(d_transformer_h_1_ln_2_bias, transformer_h_1_mlp_c_fc_matmul_grad, T);
   if (c->grad_ready) c->grad_ready(c, 21);   /* transformer.h.1.ln_2.bias final */
@@ -1741,17 +1862,17 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_dropout_add_grad(transformer_h_1_attn_dropout_add_grad, transformer_h_2_ln_1_add_grad, transformer_h_1_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 5), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_1_attn_c_proj_bias, transformer_h_1_attn_dropout_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 19);   /* transformer.h.1.attn.c_proj.bias final */
-  train_transformer_h_attn_c_proj_matmul_grad(transformer_h_1_attn_c_proj_matmul_grad, transformer_h_1_attn_dropout_add_grad, transformer_h_1_attn_c_proj_weight, T);
-  train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_dropout_add_grad, transformer_h_1_attn_transpose_4, T);
+  train_transformer_h_attn_c_proj_matmul_grad(transformer_h_1_attn_c_proj_matmul_grad, transformer_h_1_attn_dropout_add_grad, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_dropout_add_grad, transformer_h_1_attn_transpose_4, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 18);   /* transformer.h.1.attn.c_proj.weight final */
   train_transformer_h_attn_transpose(transformer_h_1_attn_transpose_grad, transformer_h_1_attn_c_proj_matmul_grad, T);
-  train_transformer_h_attn_bmm(transformer_h_1_attn_bmm_grad, transformer_h_1_attn_transpose_grad, transformer_h_1_attn_transpose_3, T);
-  train_transformer_h_attn_bmm_grad(transformer_h_1_attn_bmm_grad_2, transformer_h_1_attn_dropout, transformer_h_1_attn_transpose_grad, T);
+  train_transformer_h_attn_bmm(transformer_h_1_attn_bmm_grad, transformer_h_1_attn_transpose_grad, transformer_h_1_attn_transpose_3, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_bmm_grad(transformer_h_1_attn_bmm_grad_2, transformer_h_1_attn_dropout, transformer_h_1_attn_transpose_grad, bf16_scratch, c->threads, T);
   train_transformer_h_attn_dropout_grad(transformer_h_1_attn_dropout_grad, transformer_h_1_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 4), c->dropout[0], 0, c->col0, T);
   train_transformer_h_attn_softmax_grad(transformer_h_1_attn_softmax_grad, transformer_h_1_attn_dropout_grad, transformer_h_1_attn_softmax, T);
   train_transformer_h_attn_mul_grad(transformer_h_1_attn_mul_grad, transformer_h_1_attn_softmax_grad, transformer_h_0_attn_const, T);
-  train_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_grad_3, transformer_h_1_attn_mul_grad, transformer_h_1_attn_transpose_2, T);
-  train_transformer_h_attn_bmm_grad(transformer_h_1_attn_bmm_grad_4, transformer_h_1_attn_mul_grad, transformer_h_1_attn_transpose, T);
+  train_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_grad_3, transformer_h_1_attn_mul_grad, transformer_h_1_attn_transpose_2, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_bmm_grad(transformer_h_1_attn_bmm_grad_4, transformer_h_1_attn_mul_grad, transformer_h_1_attn_transpose, bf16_scratch, c->threads, T);
   train_transformer_h_attn_transpose_2(transformer_h_1_attn_transpose_grad_2, transformer_h_1_attn_bmm_grad_2, T);
   train_transformer_h_attn_pad_grad(transformer_h_1_attn_pad_grad, transformer_h_1_attn_transpose_grad_2, T);
   train_transformer_h_attn_transpose_2(transformer_h_1_attn_transpose_grad_3, transformer_h_1_attn_bmm_grad_4, T);
@@ -1761,8 +1882,8 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_fused_grad(transformer_h_1_attn_add_grad, transformer_h_1_attn_pad_grad, transformer_h_1_attn_pad_grad_2, transformer_h_1_attn_pad_grad_3, T);
   train_transformer_h_attn_c_attn_sum_grad(d_transformer_h_1_attn_c_attn_bias, transformer_h_1_attn_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 17);   /* transformer.h.1.attn.c_attn.bias final */
-  train_transformer_h_attn_c_attn_matmul_grad(transformer_h_1_attn_c_attn_matmul_grad, transformer_h_1_attn_add_grad, transformer_h_1_attn_c_attn_weight, T);
-  train_transformer_h_attn_c_attn_matmul_grad_2(d_transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_add_grad, transformer_h_1_ln_1_add, T);
+  train_transformer_h_attn_c_attn_matmul_grad(transformer_h_1_attn_c_attn_matmul_grad, transformer_h_1_attn_add_grad, transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_c_attn_matmul_grad_2(d_transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_add_grad, transformer_h_1_ln_1_add, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 16);   /* transformer.h.1.attn.c_attn.weight final */
   train_transformer_sum_grad(d_transformer_h_1_ln_1_bias, transformer_h_1_attn_c_attn_matmul_grad, T);
   if (c->grad_ready) c->grad_ready(c, 15);   /* transformer.h.1.ln_1.bias final */
@@ -1774,14 +1895,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_mlp_fused_grad(transformer_h_1_ln_1_add_grad, transformer_h_2_ln_1_add_grad, transformer_h_1_ln_2_normalize_grad, transformer_h_1_ln_1_normalize_grad, transformer_h_0_mlp_dropout_add_grad, lmc_dropout_key(c->seed, c->step, 3), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_0_mlp_c_proj_bias, transformer_h_0_mlp_dropout_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 13);   /* transformer.h.0.mlp.c_proj.bias final */
-  train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_0_mlp_c_proj_matmul_grad, transformer_h_0_mlp_dropout_add_grad, transformer_h_0_mlp_c_proj_weight, T);
-  train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_dropout_add_grad, transformer_h_0_mlp_gelu, T);
+  train_transformer_h_mlp_c_proj_matmul_grad(transformer_h_0_mlp_c_proj_matmul_grad, transformer_h_0_mlp_dropout_add_grad, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_mlp_c_proj_matmul_grad_2(d_transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_dropout_add_grad, transformer_h_0_mlp_gelu, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 12);   /* transformer.h.0.mlp.c_proj.weight final */
   train_transformer_h_mlp_gelu_grad(transformer_h_0_mlp_gelu_grad, transformer_h_0_mlp_c_proj_matmul_grad, transformer_h_0_mlp_c_fc_matmul_bias, T);
   train_transformer_h_mlp_c_fc_sum_grad(d_transformer_h_0_mlp_c_fc_bias, transformer_h_0_mlp_gelu_grad, T);
   if (c->grad_ready) c->grad_ready(c, 11);   /* transformer.h.0.mlp.c_fc.bias final */
-  train_transformer_h_mlp_c_fc_matmul_grad(transformer_h_0_mlp_c_fc_matmul_grad, transformer_h_0_mlp_gelu_grad, transformer_h_0_mlp_c_fc_weight, T);
-  train_transformer_h_mlp_c_fc_matmul_grad_2(d_transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_gelu_grad, transformer_h_0_ln_2_add, T);
+  train_transformer_h_mlp_c_fc_matmul_grad(transformer_h_0_mlp_c_fc_matmul_grad, transformer_h_0_mlp_gelu_grad, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_mlp_c_fc_matmul_grad_2(d_transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_gelu_grad, transformer_h_0_ln_2_add, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 10);   /* transformer.h.0.mlp.c_fc.weight final */
   train_transformer_sum_grad(d_transformer_h_0_ln_2_bias, transformer_h_0_mlp_c_fc_matmul_grad, T);
   if (c->grad_ready) c->grad_ready(c, 9);   /* transformer.h.0.ln_2.bias final */
@@ -1793,17 +1914,17 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_dropout_add_grad(transformer_h_0_attn_dropout_add_grad, transformer_h_1_ln_1_add_grad, transformer_h_0_ln_2_normalize_grad, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_transformer_sum_grad(d_transformer_h_0_attn_c_proj_bias, transformer_h_0_attn_dropout_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 7);   /* transformer.h.0.attn.c_proj.bias final */
-  train_transformer_h_attn_c_proj_matmul_grad(transformer_h_0_attn_c_proj_matmul_grad, transformer_h_0_attn_dropout_add_grad, transformer_h_0_attn_c_proj_weight, T);
-  train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_dropout_add_grad, transformer_h_0_attn_transpose_4, T);
+  train_transformer_h_attn_c_proj_matmul_grad(transformer_h_0_attn_c_proj_matmul_grad, transformer_h_0_attn_dropout_add_grad, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_c_proj_matmul_grad_2(d_transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_dropout_add_grad, transformer_h_0_attn_transpose_4, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 6);   /* transformer.h.0.attn.c_proj.weight final */
   train_transformer_h_attn_transpose(transformer_h_0_attn_transpose_grad, transformer_h_0_attn_c_proj_matmul_grad, T);
-  train_transformer_h_attn_bmm(transformer_h_0_attn_bmm_grad, transformer_h_0_attn_transpose_grad, transformer_h_0_attn_transpose_3, T);
-  train_transformer_h_attn_bmm_grad(transformer_h_0_attn_bmm_grad_2, transformer_h_0_attn_dropout, transformer_h_0_attn_transpose_grad, T);
+  train_transformer_h_attn_bmm(transformer_h_0_attn_bmm_grad, transformer_h_0_attn_transpose_grad, transformer_h_0_attn_transpose_3, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_bmm_grad(transformer_h_0_attn_bmm_grad_2, transformer_h_0_attn_dropout, transformer_h_0_attn_transpose_grad, bf16_scratch, c->threads, T);
   train_transformer_h_attn_dropout_grad(transformer_h_0_attn_dropout_grad, transformer_h_0_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, c->col0, T);
   train_transformer_h_attn_softmax_grad(transformer_h_0_attn_softmax_grad, transformer_h_0_attn_dropout_grad, transformer_h_0_attn_softmax, T);
   train_transformer_h_attn_mul_grad(transformer_h_0_attn_mul_grad, transformer_h_0_attn_softmax_grad, transformer_h_0_attn_const, T);
-  train_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_grad_3, transformer_h_0_attn_mul_grad, transformer_h_0_attn_transpose_2, T);
-  train_transformer_h_attn_bmm_grad(transformer_h_0_attn_bmm_grad_4, transformer_h_0_attn_mul_grad, transformer_h_0_attn_transpose, T);
+  train_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_grad_3, transformer_h_0_attn_mul_grad, transformer_h_0_attn_transpose_2, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_bmm_grad(transformer_h_0_attn_bmm_grad_4, transformer_h_0_attn_mul_grad, transformer_h_0_attn_transpose, bf16_scratch, c->threads, T);
   train_transformer_h_attn_transpose_2(transformer_h_0_attn_transpose_grad_2, transformer_h_0_attn_bmm_grad_2, T);
   train_transformer_h_attn_pad_grad(transformer_h_0_attn_pad_grad, transformer_h_0_attn_transpose_grad_2, T);
   train_transformer_h_attn_transpose_2(transformer_h_0_attn_transpose_grad_3, transformer_h_0_attn_bmm_grad_4, T);
@@ -1813,8 +1934,8 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_transformer_h_attn_fused_grad(transformer_h_0_attn_add_grad, transformer_h_0_attn_pad_grad, transformer_h_0_attn_pad_grad_2, transformer_h_0_attn_pad_grad_3, T);
   train_transformer_h_attn_c_attn_sum_grad(d_transformer_h_0_attn_c_attn_bias, transformer_h_0_attn_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 5);   /* transformer.h.0.attn.c_attn.bias final */
-  train_transformer_h_attn_c_attn_matmul_grad(transformer_h_0_attn_c_attn_matmul_grad, transformer_h_0_attn_add_grad, transformer_h_0_attn_c_attn_weight, T);
-  train_transformer_h_attn_c_attn_matmul_grad_2(d_transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_add_grad, transformer_h_0_ln_1_add, T);
+  train_transformer_h_attn_c_attn_matmul_grad(transformer_h_0_attn_c_attn_matmul_grad, transformer_h_0_attn_add_grad, transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
+  train_transformer_h_attn_c_attn_matmul_grad_2(d_transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_add_grad, transformer_h_0_ln_1_add, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 4);   /* transformer.h.0.attn.c_attn.weight final */
   train_transformer_sum_grad(d_transformer_h_0_ln_1_bias, transformer_h_0_attn_c_attn_matmul_grad, T);
   if (c->grad_ready) c->grad_ready(c, 3);   /* transformer.h.0.ln_1.bias final */
@@ -1915,11 +2036,16 @@ static void eval_transformer_fused(real *restrict y0, const real *x0, const real
  *             eval_transformer_h_2_attn_c_attn_matmul_bias,
  *             eval_transformer_h_3_attn_c_attn_matmul_bias
  *   (the nodes above are eval_transformer_h_0_attn_c_attn_matmul_bias's) */
-static void eval_transformer_h_attn_c_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_transformer_h_attn_c_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 384; i1++)
       y[i0 * 384 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1280*T);
+    lmc_gemm_bf16(0, 1, 10*T, 384, 128, s16, 128, b16, 128, 1, y, 384, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 384, 128,
               1, a, 128, b, 128, 1, y, 384);
 }
@@ -1997,8 +2123,15 @@ static void eval_transformer_h_attn_slice_3(real *y, const real *x, int T)
  *   shared by eval_transformer_h_0_attn_bmm, eval_transformer_h_1_attn_bmm,
  *             eval_transformer_h_2_attn_bmm, eval_transformer_h_3_attn_bmm
  *   (the nodes above are eval_transformer_h_0_attn_bmm's) */
-static void eval_transformer_h_attn_bmm(real *y, const real *a, const real *b, int T)
+static void eval_transformer_h_attn_bmm(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1280*T);
+    lmc_to_bf16(b, s16 + 81920, 1280*T);
+    for (long i = 0; i < 40; i++)
+      lmc_gemm_bf16(0, 1, T, T, 32, s16 + i * 32*T, 32, s16 + 81920 + i * 32*T, 32, 0, y + i * T*T, T, nt);
+    return;
+  }
   for (long i = 0; i < 40; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 32,
                 1, a + i * 32*T, 32, b + i * 32*T, 32, 0, y + i * T*T, T);
@@ -2049,8 +2182,15 @@ static void eval_transformer_h_attn_softmax(real *y, const real *x, int T)
  *   shared by eval_transformer_h_0_attn_bmm_2, eval_transformer_h_1_attn_bmm_2,
  *             eval_transformer_h_2_attn_bmm_2, eval_transformer_h_3_attn_bmm_2
  *   (the nodes above are eval_transformer_h_0_attn_bmm_2's) */
-static void eval_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, int T)
+static void eval_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 40*T*T);
+    lmc_to_bf16(b, s16 + 163840, 1280*T);
+    for (long i = 0; i < 40; i++)
+      lmc_gemm_bf16(0, 0, T, 32, T, s16 + i * T*T, T, s16 + 163840 + i * 32*T, 32, 0, y + i * 32*T, 32, nt);
+    return;
+  }
   for (long i = 0; i < 40; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 32, T,
                 1, a + i * T*T, T, b + i * 32*T, 32, 0, y + i * 32*T, 32);
@@ -2080,11 +2220,16 @@ static void eval_transformer_h_attn_transpose_2(real *y, const real *x, int T)
  *             eval_transformer_h_2_attn_c_proj_matmul_bias,
  *             eval_transformer_h_3_attn_c_proj_matmul_bias
  *   (the nodes above are eval_transformer_h_0_attn_c_proj_matmul_bias's) */
-static void eval_transformer_h_attn_c_proj_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_transformer_h_attn_c_proj_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 128; i1++)
       y[i0 * 128 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1280*T);
+    lmc_gemm_bf16(0, 1, 10*T, 128, 128, s16, 128, b16, 128, 1, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 128, 128,
               1, a, 128, b, 128, 1, y, 128);
 }
@@ -2111,11 +2256,16 @@ static void eval_transformer_h_add(real *y, const real *a, const real *b, int T)
  *             eval_transformer_h_2_mlp_c_fc_matmul_bias,
  *             eval_transformer_h_3_mlp_c_fc_matmul_bias
  *   (the nodes above are eval_transformer_h_0_mlp_c_fc_matmul_bias's) */
-static void eval_transformer_h_mlp_c_fc_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_transformer_h_mlp_c_fc_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 512; i1++)
       y[i0 * 512 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1280*T);
+    lmc_gemm_bf16(0, 1, 10*T, 512, 128, s16, 128, b16, 128, 1, y, 512, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 512, 128,
               1, a, 128, b, 128, 1, y, 512);
 }
@@ -2140,30 +2290,41 @@ static void eval_transformer_h_mlp_gelu(real *y, const real *x, int T)
  *             eval_transformer_h_2_mlp_c_proj_matmul_bias,
  *             eval_transformer_h_3_mlp_c_proj_matmul_bias
  *   (the nodes above are eval_transformer_h_0_mlp_c_proj_matmul_bias's) */
-static void eval_transformer_h_mlp_c_proj_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_transformer_h_mlp_c_proj_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 128; i1++)
       y[i0 * 128 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 5120*T);
+    lmc_gemm_bf16(0, 1, 10*T, 128, 512, s16, 512, b16, 512, 1, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 128, 512,
               1, a, 512, b, 512, 1, y, 128);
 }
 
 /* fused: 3 nodes in one loop over (T, 10, 33278)
- *   n201 = matmul(n200, n2) b^T (T, 10, 33278), with 
+ *   n201 = matmul(n200, n2) b^T (T, 10, 33278), with block, s16
  *   n202 = log_softmax(n201) (T, 10, 33278), with nt
  *   n203 = nll_loss(n202, n1) (), stored in loss
  *   reads h = n200, w = n2, target = n1
  *   graphs/gpt.lua:87 */
-static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
+static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, const lmc_bf16 *w16, lmc_bf16 *s16, int T)
 {
   real max[640];
   double sum[640], nll_row[640];
   const long n = 33278, rows = 10*T;
+  if (w16) {   /* --precision bf16 */
+    lmc_to_bf16(h, s16, 1280*T);
+  }
   for (long j0 = 0; j0 < n; j0 += 1024) {
     const long nb = n - j0 < 1024 ? n - j0 : 1024;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, 128,
-                1, h, 128, w + j0 * 128, 128, 0, block, nb);
+    if (w16)
+      lmc_gemm_bf16(0, 1, rows, nb, 128, s16, 128, w16 + j0 * 128, 128, 0, block, nb, nt);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, 128,
+                  1, h, 128, w + j0 * 128, 128, 0, block, nb);
     LMC_PARALLEL_FOR(nt)
     for (long r = 0; r < rows; r++) {
       real *xr = block + r * nb;
@@ -2338,6 +2499,25 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *transformer_ln_f_add = w + 81920;   /* (T, 10, 128), graphs/gpt.lua:85 */
   real *nll_loss = w;   /* (), graphs/gpt.lua:90 */
   real *logit_block = w + 742032;   /* the loss kernel's logits, 1024 columns at a time */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *transformer_h_0_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4268032);   /* transformer.h.0.attn.c_attn.weight (384, 128) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *transformer_h_0_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4317568);   /* transformer.h.0.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_0_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4334336);   /* transformer.h.0.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_0_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4400384);   /* transformer.h.0.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_1_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4466304);   /* transformer.h.1.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4515840);   /* transformer.h.1.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4532608);   /* transformer.h.1.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4598656);   /* transformer.h.1.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_2_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4664576);   /* transformer.h.2.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4714112);   /* transformer.h.2.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4730880);   /* transformer.h.2.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4796928);   /* transformer.h.2.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_3_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4862848);   /* transformer.h.3.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4912384);   /* transformer.h.3.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4929152);   /* transformer.h.3.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4995200);   /* transformer.h.3.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_wte_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* transformer.wte.weight (33278, 128) in bf16 */
   (void)T;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
@@ -2347,97 +2527,97 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   eval_add(add, transformer_wte_embedding, slice, T);
   eval_transformer_normalize(transformer_h_0_ln_1_normalize, add, T);
   eval_transformer_fused(transformer_h_0_ln_1_add, transformer_h_0_ln_1_normalize, transformer_h_0_ln_1_weight, transformer_h_0_ln_1_bias, T);
-  eval_transformer_h_attn_c_attn_matmul_bias(transformer_h_0_attn_c_attn_matmul_bias, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_c_attn_bias, T);
+  eval_transformer_h_attn_c_attn_matmul_bias(transformer_h_0_attn_c_attn_matmul_bias, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_c_attn_bias, transformer_h_0_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_attn_slice(transformer_h_0_attn_slice, transformer_h_0_attn_c_attn_matmul_bias, T);
   eval_transformer_h_attn_transpose(transformer_h_0_attn_transpose, transformer_h_0_attn_slice, T);
   eval_transformer_h_attn_slice_2(transformer_h_0_attn_slice_2, transformer_h_0_attn_c_attn_matmul_bias, T);
   eval_transformer_h_attn_transpose(transformer_h_0_attn_transpose_2, transformer_h_0_attn_slice_2, T);
   eval_transformer_h_attn_slice_3(transformer_h_0_attn_slice_3, transformer_h_0_attn_c_attn_matmul_bias, T);
   eval_transformer_h_attn_transpose(transformer_h_0_attn_transpose_3, transformer_h_0_attn_slice_3, T);
-  eval_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_transpose_2, T);
+  eval_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_transpose_2, bf16_scratch, c->threads, T);
   train_transformer_h_0_attn_const(transformer_h_0_attn_const);
   train_transformer_h_0_attn_triu_mask(transformer_h_0_attn_triu_mask, T);
   eval_transformer_h_attn_fused(transformer_h_0_attn_add, transformer_h_0_attn_bmm, transformer_h_0_attn_triu_mask, T);
   eval_transformer_h_attn_softmax(transformer_h_0_attn_softmax, transformer_h_0_attn_add, T);
-  eval_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_softmax, transformer_h_0_attn_transpose_3, T);
+  eval_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_softmax, transformer_h_0_attn_transpose_3, bf16_scratch, c->threads, T);
   eval_transformer_h_attn_transpose_2(transformer_h_0_attn_transpose_4, transformer_h_0_attn_bmm_2, T);
-  eval_transformer_h_attn_c_proj_matmul_bias(transformer_h_0_attn_c_proj_matmul_bias, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_bias, T);
+  eval_transformer_h_attn_c_proj_matmul_bias(transformer_h_0_attn_c_proj_matmul_bias, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_bias, transformer_h_0_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_add(transformer_h_0_add, add, transformer_h_0_attn_c_proj_matmul_bias, T);
   eval_transformer_normalize(transformer_h_0_ln_2_normalize, transformer_h_0_add, T);
   eval_transformer_fused(transformer_h_0_ln_2_add, transformer_h_0_ln_2_normalize, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias, T);
-  eval_transformer_h_mlp_c_fc_matmul_bias(transformer_h_0_mlp_c_fc_matmul_bias, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, T);
+  eval_transformer_h_mlp_c_fc_matmul_bias(transformer_h_0_mlp_c_fc_matmul_bias, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, transformer_h_0_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_mlp_gelu(transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_fc_matmul_bias, T);
-  eval_transformer_h_mlp_c_proj_matmul_bias(transformer_h_0_mlp_c_proj_matmul_bias, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_bias, T);
+  eval_transformer_h_mlp_c_proj_matmul_bias(transformer_h_0_mlp_c_proj_matmul_bias, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_bias, transformer_h_0_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_add(transformer_h_0_add_2, transformer_h_0_add, transformer_h_0_mlp_c_proj_matmul_bias, T);
   eval_transformer_normalize(transformer_h_1_ln_1_normalize, transformer_h_0_add_2, T);
   eval_transformer_fused(transformer_h_1_ln_1_add, transformer_h_1_ln_1_normalize, transformer_h_1_ln_1_weight, transformer_h_1_ln_1_bias, T);
-  eval_transformer_h_attn_c_attn_matmul_bias(transformer_h_1_attn_c_attn_matmul_bias, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_c_attn_bias, T);
+  eval_transformer_h_attn_c_attn_matmul_bias(transformer_h_1_attn_c_attn_matmul_bias, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_c_attn_bias, transformer_h_1_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_attn_slice(transformer_h_1_attn_slice, transformer_h_1_attn_c_attn_matmul_bias, T);
   eval_transformer_h_attn_transpose(transformer_h_1_attn_transpose, transformer_h_1_attn_slice, T);
   eval_transformer_h_attn_slice_2(transformer_h_1_attn_slice_2, transformer_h_1_attn_c_attn_matmul_bias, T);
   eval_transformer_h_attn_transpose(transformer_h_1_attn_transpose_2, transformer_h_1_attn_slice_2, T);
   eval_transformer_h_attn_slice_3(transformer_h_1_attn_slice_3, transformer_h_1_attn_c_attn_matmul_bias, T);
   eval_transformer_h_attn_transpose(transformer_h_1_attn_transpose_3, transformer_h_1_attn_slice_3, T);
-  eval_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_transpose_2, T);
+  eval_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_transpose_2, bf16_scratch, c->threads, T);
   eval_transformer_h_attn_fused(transformer_h_1_attn_add, transformer_h_1_attn_bmm, transformer_h_0_attn_triu_mask, T);
   eval_transformer_h_attn_softmax(transformer_h_1_attn_softmax, transformer_h_1_attn_add, T);
-  eval_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_softmax, transformer_h_1_attn_transpose_3, T);
+  eval_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_softmax, transformer_h_1_attn_transpose_3, bf16_scratch, c->threads, T);
   eval_transformer_h_attn_transpose_2(transformer_h_1_attn_transpose_4, transformer_h_1_attn_bmm_2, T);
-  eval_transformer_h_attn_c_proj_matmul_bias(transformer_h_1_attn_c_proj_matmul_bias, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_bias, T);
+  eval_transformer_h_attn_c_proj_matmul_bias(transformer_h_1_attn_c_proj_matmul_bias, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_bias, transformer_h_1_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_add(transformer_h_1_add, transformer_h_0_add_2, transformer_h_1_attn_c_proj_matmul_bias, T);
   eval_transformer_normalize(transformer_h_1_ln_2_normalize, transformer_h_1_add, T);
   eval_transformer_fused(transformer_h_1_ln_2_add, transformer_h_1_ln_2_normalize, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias, T);
-  eval_transformer_h_mlp_c_fc_matmul_bias(transformer_h_1_mlp_c_fc_matmul_bias, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, T);
+  eval_transformer_h_mlp_c_fc_matmul_bias(transformer_h_1_mlp_c_fc_matmul_bias, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, transformer_h_1_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_mlp_gelu(transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_fc_matmul_bias, T);
-  eval_transformer_h_mlp_c_proj_matmul_bias(transformer_h_1_mlp_c_proj_matmul_bias, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_bias, T);
+  eval_transformer_h_mlp_c_proj_matmul_bias(transformer_h_1_mlp_c_proj_matmul_bias, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_bias, transformer_h_1_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_add(transformer_h_1_add_2, transformer_h_1_add, transformer_h_1_mlp_c_proj_matmul_bias, T);
   eval_transformer_normalize(transformer_h_2_ln_1_normalize, transformer_h_1_add_2, T);
   eval_transformer_fused(transformer_h_2_ln_1_add, transformer_h_2_ln_1_normalize, transformer_h_2_ln_1_weight, transformer_h_2_ln_1_bias, T);
-  eval_transformer_h_attn_c_attn_matmul_bias(transformer_h_2_attn_c_attn_matmul_bias, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_c_attn_bias, T);
+  eval_transformer_h_attn_c_attn_matmul_bias(transformer_h_2_attn_c_attn_matmul_bias, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_c_attn_bias, transformer_h_2_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_attn_slice(transformer_h_2_attn_slice, transformer_h_2_attn_c_attn_matmul_bias, T);
   eval_transformer_h_attn_transpose(transformer_h_2_attn_transpose, transformer_h_2_attn_slice, T);
   eval_transformer_h_attn_slice_2(transformer_h_2_attn_slice_2, transformer_h_2_attn_c_attn_matmul_bias, T);
   eval_transformer_h_attn_transpose(transformer_h_2_attn_transpose_2, transformer_h_2_attn_slice_2, T);
   eval_transformer_h_attn_slice_3(transformer_h_2_attn_slice_3, transformer_h_2_attn_c_attn_matmul_bias, T);
   eval_transformer_h_attn_transpose(transformer_h_2_attn_transpose_3, transformer_h_2_attn_slice_3, T);
-  eval_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_transpose_2, T);
+  eval_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_transpose_2, bf16_scratch, c->threads, T);
   eval_transformer_h_attn_fused(transformer_h_2_attn_add, transformer_h_2_attn_bmm, transformer_h_0_attn_triu_mask, T);
   eval_transformer_h_attn_softmax(transformer_h_2_attn_softmax, transformer_h_2_attn_add, T);
-  eval_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_softmax, transformer_h_2_attn_transpose_3, T);
+  eval_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_softmax, transformer_h_2_attn_transpose_3, bf16_scratch, c->threads, T);
   eval_transformer_h_attn_transpose_2(transformer_h_2_attn_transpose_4, transformer_h_2_attn_bmm_2, T);
-  eval_transformer_h_attn_c_proj_matmul_bias(transformer_h_2_attn_c_proj_matmul_bias, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_bias, T);
+  eval_transformer_h_attn_c_proj_matmul_bias(transformer_h_2_attn_c_proj_matmul_bias, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_bias, transformer_h_2_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_add(transformer_h_2_add, transformer_h_1_add_2, transformer_h_2_attn_c_proj_matmul_bias, T);
   eval_transformer_normalize(transformer_h_2_ln_2_normalize, transformer_h_2_add, T);
   eval_transformer_fused(transformer_h_2_ln_2_add, transformer_h_2_ln_2_normalize, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias, T);
-  eval_transformer_h_mlp_c_fc_matmul_bias(transformer_h_2_mlp_c_fc_matmul_bias, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, T);
+  eval_transformer_h_mlp_c_fc_matmul_bias(transformer_h_2_mlp_c_fc_matmul_bias, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, transformer_h_2_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_mlp_gelu(transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_fc_matmul_bias, T);
-  eval_transformer_h_mlp_c_proj_matmul_bias(transformer_h_2_mlp_c_proj_matmul_bias, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_bias, T);
+  eval_transformer_h_mlp_c_proj_matmul_bias(transformer_h_2_mlp_c_proj_matmul_bias, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_bias, transformer_h_2_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_add(transformer_h_2_add_2, transformer_h_2_add, transformer_h_2_mlp_c_proj_matmul_bias, T);
   eval_transformer_normalize(transformer_h_3_ln_1_normalize, transformer_h_2_add_2, T);
   eval_transformer_fused(transformer_h_3_ln_1_add, transformer_h_3_ln_1_normalize, transformer_h_3_ln_1_weight, transformer_h_3_ln_1_bias, T);
-  eval_transformer_h_attn_c_attn_matmul_bias(transformer_h_3_attn_c_attn_matmul_bias, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_c_attn_bias, T);
+  eval_transformer_h_attn_c_attn_matmul_bias(transformer_h_3_attn_c_attn_matmul_bias, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_c_attn_bias, transformer_h_3_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_attn_slice(transformer_h_3_attn_slice, transformer_h_3_attn_c_attn_matmul_bias, T);
   eval_transformer_h_attn_transpose(transformer_h_3_attn_transpose, transformer_h_3_attn_slice, T);
   eval_transformer_h_attn_slice_2(transformer_h_3_attn_slice_2, transformer_h_3_attn_c_attn_matmul_bias, T);
   eval_transformer_h_attn_transpose(transformer_h_3_attn_transpose_2, transformer_h_3_attn_slice_2, T);
   eval_transformer_h_attn_slice_3(transformer_h_3_attn_slice_3, transformer_h_3_attn_c_attn_matmul_bias, T);
   eval_transformer_h_attn_transpose(transformer_h_3_attn_transpose_3, transformer_h_3_attn_slice_3, T);
-  eval_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_transpose_2, T);
+  eval_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_transpose_2, bf16_scratch, c->threads, T);
   eval_transformer_h_attn_fused(transformer_h_3_attn_add, transformer_h_3_attn_bmm, transformer_h_0_attn_triu_mask, T);
   eval_transformer_h_attn_softmax(transformer_h_3_attn_softmax, transformer_h_3_attn_add, T);
-  eval_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_softmax, transformer_h_3_attn_transpose_3, T);
+  eval_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_softmax, transformer_h_3_attn_transpose_3, bf16_scratch, c->threads, T);
   eval_transformer_h_attn_transpose_2(transformer_h_3_attn_transpose_4, transformer_h_3_attn_bmm_2, T);
-  eval_transformer_h_attn_c_proj_matmul_bias(transformer_h_3_attn_c_proj_matmul_bias, transformer_h_3_attn_transpose_4, transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_c_proj_bias, T);
+  eval_transformer_h_attn_c_proj_matmul_bias(transformer_h_3_attn_c_proj_matmul_bias, transformer_h_3_attn_transpose_4, transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_c_proj_bias, transformer_h_3_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_add(transformer_h_3_add, transformer_h_2_add_2, transformer_h_3_attn_c_proj_matmul_bias, T);
   eval_transformer_normalize(transformer_h_3_ln_2_normalize, transformer_h_3_add, T);
   eval_transformer_fused(transformer_h_3_ln_2_add, transformer_h_3_ln_2_normalize, transformer_h_3_ln_2_weight, transformer_h_3_ln_2_bias, T);
-  eval_transformer_h_mlp_c_fc_matmul_bias(transformer_h_3_mlp_c_fc_matmul_bias, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_c_fc_bias, T);
+  eval_transformer_h_mlp_c_fc_matmul_bias(transformer_h_3_mlp_c_fc_matmul_bias, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_c_fc_bias, transformer_h_3_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_mlp_gelu(transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_fc_matmul_bias, T);
-  eval_transformer_h_mlp_c_proj_matmul_bias(transformer_h_3_mlp_c_proj_matmul_bias, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_c_proj_bias, T);
+  eval_transformer_h_mlp_c_proj_matmul_bias(transformer_h_3_mlp_c_proj_matmul_bias, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_c_proj_bias, transformer_h_3_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   eval_transformer_h_add(transformer_h_3_add_2, transformer_h_3_add, transformer_h_3_mlp_c_proj_matmul_bias, T);
   eval_transformer_normalize(transformer_ln_f_normalize, transformer_h_3_add_2, T);
   eval_transformer_fused(transformer_ln_f_add, transformer_ln_f_normalize, transformer_ln_f_weight, transformer_ln_f_bias, T);
-  eval_log_softmax_nll(nll_loss, transformer_ln_f_add, transformer_wte_weight, targets, c->threads, logit_block, T);
+  eval_log_softmax_nll(nll_loss, transformer_ln_f_add, transformer_wte_weight, targets, c->threads, logit_block, transformer_wte_weight_bf16, bf16_scratch, T);
   return have_targets ? nll_loss[0] : 0;
 }
 
@@ -2535,8 +2715,13 @@ static void gen_transformer_h_fused(real *restrict y0, const real *x0, const rea
  *             step_transformer_h_2_attn_c_attn_matmul,
  *             step_transformer_h_3_attn_c_attn_matmul
  *   (the nodes above are gen_transformer_h_0_attn_c_attn_matmul's) */
-static void gen_transformer_h_attn_c_attn_matmul(real *y, const real *a, const real *b, int nt, int T)
+static void gen_transformer_h_attn_c_attn_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 128*T);
+    lmc_gemm_bf16(0, 1, T, 384, 128, s16, 128, b16, 128, 0, y, 384, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, T, 384, 128, a, 128, b, 128, 0, y, 384);
 }
 
@@ -2646,8 +2831,15 @@ static void gen_transformer_h_attn_slice_3(real *y, const real *x, int T)
  *   shared by gen_transformer_h_0_attn_bmm, gen_transformer_h_1_attn_bmm,
  *             gen_transformer_h_2_attn_bmm, gen_transformer_h_3_attn_bmm
  *   (the nodes above are gen_transformer_h_0_attn_bmm's) */
-static void gen_transformer_h_attn_bmm(real *y, const real *a, const real *b, int T)
+static void gen_transformer_h_attn_bmm(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 128*T);
+    lmc_to_bf16(b, s16 + 8192, 128*T);
+    for (long i = 0; i < 4; i++)
+      lmc_gemm_bf16(0, 1, T, T, 32, s16 + i * 32*T, 32, s16 + 8192 + i * 32*T, 32, 0, y + i * T*T, T, nt);
+    return;
+  }
   for (long i = 0; i < 4; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 32,
                 1, a + i * 32*T, 32, b + i * 32*T, 32, 0, y + i * T*T, T);
@@ -2698,8 +2890,15 @@ static void gen_transformer_h_attn_softmax(real *y, const real *x, int T)
  *   shared by gen_transformer_h_0_attn_bmm_2, gen_transformer_h_1_attn_bmm_2,
  *             gen_transformer_h_2_attn_bmm_2, gen_transformer_h_3_attn_bmm_2
  *   (the nodes above are gen_transformer_h_0_attn_bmm_2's) */
-static void gen_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, int T)
+static void gen_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4*T*T);
+    lmc_to_bf16(b, s16 + 16384, 128*T);
+    for (long i = 0; i < 4; i++)
+      lmc_gemm_bf16(0, 0, T, 32, T, s16 + i * T*T, T, s16 + 16384 + i * 32*T, 32, 0, y + i * 32*T, 32, nt);
+    return;
+  }
   for (long i = 0; i < 4; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 32, T,
                 1, a + i * T*T, T, b + i * 32*T, 32, 0, y + i * 32*T, 32);
@@ -2735,8 +2934,13 @@ static void gen_transformer_h_attn_transpose_2(real *y, const real *x, int T)
  *             step_transformer_h_1_attn_c_proj_matmul,
  *             step_transformer_h_2_attn_c_proj_matmul
  *   (the nodes above are gen_transformer_h_0_attn_c_proj_matmul's) */
-static void gen_transformer_h_attn_c_proj_matmul(real *y, const real *a, const real *b, int nt, int T)
+static void gen_transformer_h_attn_c_proj_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 128*T);
+    lmc_gemm_bf16(0, 1, T, 128, 128, s16, 128, b16, 128, 0, y, 128, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, T, 128, 128, a, 128, b, 128, 0, y, 128);
 }
 
@@ -2772,8 +2976,13 @@ static void gen_transformer_h_fused_2(real *restrict y0, const real *x0, const r
  *             step_transformer_h_1_mlp_c_fc_matmul,
  *             step_transformer_h_2_mlp_c_fc_matmul
  *   (the nodes above are gen_transformer_h_0_mlp_c_fc_matmul's) */
-static void gen_transformer_h_mlp_c_fc_matmul(real *y, const real *a, const real *b, int nt, int T)
+static void gen_transformer_h_mlp_c_fc_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 128*T);
+    lmc_gemm_bf16(0, 1, T, 512, 128, s16, 128, b16, 128, 0, y, 512, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, T, 512, 128, a, 128, b, 128, 0, y, 512);
 }
 
@@ -2806,8 +3015,13 @@ static void gen_transformer_h_mlp_fused(real *restrict y0, const real *x0, const
  *             step_transformer_h_1_mlp_c_proj_matmul,
  *             step_transformer_h_2_mlp_c_proj_matmul
  *   (the nodes above are gen_transformer_h_0_mlp_c_proj_matmul's) */
-static void gen_transformer_h_mlp_c_proj_matmul(real *y, const real *a, const real *b, int nt, int T)
+static void gen_transformer_h_mlp_c_proj_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 512*T);
+    lmc_gemm_bf16(0, 1, T, 128, 512, s16, 512, b16, 512, 0, y, 128, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, T, 128, 512, a, 512, b, 512, 0, y, 128);
 }
 
@@ -2823,8 +3037,13 @@ static void gen_transformer_h_mlp_c_proj_matmul(real *y, const real *a, const re
  *             step_transformer_h_2_attn_c_proj_matmul_2,
  *             step_transformer_h_3_attn_c_proj_matmul
  *   (the nodes above are gen_transformer_h_0_attn_c_proj_matmul_2's) */
-static void gen_transformer_h_attn_c_proj_matmul_2(real *y, const real *a, const real *b, int nt)
+static void gen_transformer_h_attn_c_proj_matmul_2(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 128);
+    lmc_gemm_bf16(0, 1, 1, 128, 128, s16, 128, b16, 128, 0, y, 128, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 1, 128, 128, a, 128, b, 128, 0, y, 128);
 }
 
@@ -2911,8 +3130,13 @@ static void gen_transformer_fused(real *restrict y0, const real *x0, const real 
  *             step_transformer_h_2_mlp_c_fc_matmul_2,
  *             step_transformer_h_3_mlp_c_fc_matmul
  *   (the nodes above are gen_transformer_h_0_mlp_c_fc_matmul_2's) */
-static void gen_transformer_h_mlp_c_fc_matmul_2(real *y, const real *a, const real *b, int nt)
+static void gen_transformer_h_mlp_c_fc_matmul_2(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 128);
+    lmc_gemm_bf16(0, 1, 1, 512, 128, s16, 128, b16, 128, 0, y, 512, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 1, 512, 128, a, 128, b, 128, 0, y, 512);
 }
 
@@ -2948,8 +3172,13 @@ static void gen_transformer_h_mlp_fused_2(real *restrict y0, const real *x0, con
  *             step_transformer_h_2_mlp_c_proj_matmul_2,
  *             step_transformer_h_3_mlp_c_proj_matmul
  *   (the nodes above are gen_transformer_h_0_mlp_c_proj_matmul_2's) */
-static void gen_transformer_h_mlp_c_proj_matmul_2(real *y, const real *a, const real *b, int nt)
+static void gen_transformer_h_mlp_c_proj_matmul_2(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 512);
+    lmc_gemm_bf16(0, 1, 1, 128, 512, s16, 512, b16, 512, 0, y, 128, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 1, 128, 512, a, 512, b, 512, 0, y, 128);
 }
 
@@ -2996,8 +3225,13 @@ static void gen_transformer_h_3_fused(real *restrict y0, const real *x0, const r
  *   graphs/gpt.lua:86
  *   shared by gen_lm_head_matmul, step_lm_head_matmul
  *   (the nodes above are gen_lm_head_matmul's) */
-static void gen_lm_head_matmul(real *y, const real *a, const real *b, int nt)
+static void gen_lm_head_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 128);
+    lmc_gemm_bf16(0, 1, 1, 33278, 128, s16, 128, b16, 128, 0, y, 33278, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 1, 33278, 128, a, 128, b, 128, 0, y, 33278);
 }
 
@@ -3200,6 +3434,25 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   real *transformer_ln_f_add = w + 33280;   /* (1, 1, 128), graphs/gpt.lua:85 */
   real *lm_head_matmul = w;   /* (1, 1, 33278), graphs/gpt.lua:86 */
   real *log_softmax = w + 33280;   /* (1, 1, 33278), graphs/gpt.lua:87 */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *transformer_h_0_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4268032);   /* transformer.h.0.attn.c_attn.weight (384, 128) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *transformer_h_0_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4317568);   /* transformer.h.0.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_0_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4334336);   /* transformer.h.0.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_0_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4400384);   /* transformer.h.0.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_1_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4466304);   /* transformer.h.1.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4515840);   /* transformer.h.1.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4532608);   /* transformer.h.1.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4598656);   /* transformer.h.1.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_2_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4664576);   /* transformer.h.2.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4714112);   /* transformer.h.2.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4730880);   /* transformer.h.2.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4796928);   /* transformer.h.2.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_3_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4862848);   /* transformer.h.3.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4912384);   /* transformer.h.3.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4929152);   /* transformer.h.3.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4995200);   /* transformer.h.3.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_wte_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* transformer.wte.weight (33278, 128) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 64 * sizeof *targets);
   gen_transformer_wte_embedding(transformer_wte_embedding, transformer_wte_weight, tokens, T);
@@ -3207,7 +3460,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_add(add, transformer_wte_embedding, slice, T);
   gen_transformer_h_normalize(transformer_h_0_ln_1_normalize, add, T);
   gen_transformer_h_fused(transformer_h_0_ln_1_add, transformer_h_0_ln_1_normalize, transformer_h_0_ln_1_weight, transformer_h_0_ln_1_bias, T);
-  gen_transformer_h_attn_c_attn_matmul(transformer_h_0_attn_c_attn_matmul, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, c->threads, T);
+  gen_transformer_h_attn_c_attn_matmul(transformer_h_0_attn_c_attn_matmul, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_c_attn_add(transformer_h_0_attn_c_attn_add, transformer_h_0_attn_c_attn_matmul, transformer_h_0_attn_c_attn_bias, T);
   gen_transformer_h_attn_slice(transformer_h_0_attn_slice, transformer_h_0_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_0_attn_transpose, transformer_h_0_attn_slice, T);
@@ -3215,24 +3468,24 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_transformer_h_attn_transpose(transformer_h_0_attn_transpose_2, transformer_h_0_attn_slice_2, T);
   gen_transformer_h_attn_slice_3(transformer_h_0_attn_slice_3, transformer_h_0_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_0_attn_transpose_3, transformer_h_0_attn_slice_3, T);
-  gen_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_transpose_2, T);
+  gen_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_transpose_2, bf16_scratch, c->threads, T);
   train_transformer_h_0_attn_const(transformer_h_0_attn_const);
   train_transformer_h_0_attn_triu_mask(transformer_h_0_attn_triu_mask, T);
   gen_transformer_h_attn_fused(transformer_h_0_attn_add, transformer_h_0_attn_bmm, transformer_h_0_attn_triu_mask, T);
   gen_transformer_h_attn_softmax(transformer_h_0_attn_softmax, transformer_h_0_attn_add, T);
-  gen_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_softmax, transformer_h_0_attn_transpose_3, T);
+  gen_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_softmax, transformer_h_0_attn_transpose_3, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_transpose_2(transformer_h_0_attn_transpose_4, transformer_h_0_attn_bmm_2, T);
-  gen_transformer_h_attn_c_proj_matmul(transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, c->threads, T);
+  gen_transformer_h_attn_c_proj_matmul(transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_fused_2(transformer_h_0_add, add, transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_c_proj_bias, T);
   gen_transformer_h_normalize(transformer_h_0_ln_2_normalize, transformer_h_0_add, T);
   gen_transformer_h_fused(transformer_h_0_ln_2_add, transformer_h_0_ln_2_normalize, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias, T);
-  gen_transformer_h_mlp_c_fc_matmul(transformer_h_0_mlp_c_fc_matmul, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, c->threads, T);
+  gen_transformer_h_mlp_c_fc_matmul(transformer_h_0_mlp_c_fc_matmul, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_mlp_fused(transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_fc_matmul, transformer_h_0_mlp_c_fc_bias, T);
-  gen_transformer_h_mlp_c_proj_matmul(transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, c->threads, T);
+  gen_transformer_h_mlp_c_proj_matmul(transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_fused_2(transformer_h_0_add_2, transformer_h_0_add, transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_c_proj_bias, T);
   gen_transformer_h_normalize(transformer_h_1_ln_1_normalize, transformer_h_0_add_2, T);
   gen_transformer_h_fused(transformer_h_1_ln_1_add, transformer_h_1_ln_1_normalize, transformer_h_1_ln_1_weight, transformer_h_1_ln_1_bias, T);
-  gen_transformer_h_attn_c_attn_matmul(transformer_h_1_attn_c_attn_matmul, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, c->threads, T);
+  gen_transformer_h_attn_c_attn_matmul(transformer_h_1_attn_c_attn_matmul, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_c_attn_add(transformer_h_1_attn_c_attn_add, transformer_h_1_attn_c_attn_matmul, transformer_h_1_attn_c_attn_bias, T);
   gen_transformer_h_attn_slice(transformer_h_1_attn_slice, transformer_h_1_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_1_attn_transpose, transformer_h_1_attn_slice, T);
@@ -3240,22 +3493,22 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_transformer_h_attn_transpose(transformer_h_1_attn_transpose_2, transformer_h_1_attn_slice_2, T);
   gen_transformer_h_attn_slice_3(transformer_h_1_attn_slice_3, transformer_h_1_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_1_attn_transpose_3, transformer_h_1_attn_slice_3, T);
-  gen_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_transpose_2, T);
+  gen_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_transpose_2, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_fused(transformer_h_1_attn_add, transformer_h_1_attn_bmm, transformer_h_0_attn_triu_mask, T);
   gen_transformer_h_attn_softmax(transformer_h_1_attn_softmax, transformer_h_1_attn_add, T);
-  gen_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_softmax, transformer_h_1_attn_transpose_3, T);
+  gen_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_softmax, transformer_h_1_attn_transpose_3, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_transpose_2(transformer_h_1_attn_transpose_4, transformer_h_1_attn_bmm_2, T);
-  gen_transformer_h_attn_c_proj_matmul(transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, c->threads, T);
+  gen_transformer_h_attn_c_proj_matmul(transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_fused_2(transformer_h_1_add, transformer_h_0_add_2, transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_c_proj_bias, T);
   gen_transformer_h_normalize(transformer_h_1_ln_2_normalize, transformer_h_1_add, T);
   gen_transformer_h_fused(transformer_h_1_ln_2_add, transformer_h_1_ln_2_normalize, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias, T);
-  gen_transformer_h_mlp_c_fc_matmul(transformer_h_1_mlp_c_fc_matmul, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, c->threads, T);
+  gen_transformer_h_mlp_c_fc_matmul(transformer_h_1_mlp_c_fc_matmul, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_mlp_fused(transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_fc_matmul, transformer_h_1_mlp_c_fc_bias, T);
-  gen_transformer_h_mlp_c_proj_matmul(transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, c->threads, T);
+  gen_transformer_h_mlp_c_proj_matmul(transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_fused_2(transformer_h_1_add_2, transformer_h_1_add, transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_c_proj_bias, T);
   gen_transformer_h_normalize(transformer_h_2_ln_1_normalize, transformer_h_1_add_2, T);
   gen_transformer_h_fused(transformer_h_2_ln_1_add, transformer_h_2_ln_1_normalize, transformer_h_2_ln_1_weight, transformer_h_2_ln_1_bias, T);
-  gen_transformer_h_attn_c_attn_matmul(transformer_h_2_attn_c_attn_matmul, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, c->threads, T);
+  gen_transformer_h_attn_c_attn_matmul(transformer_h_2_attn_c_attn_matmul, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_c_attn_add(transformer_h_2_attn_c_attn_add, transformer_h_2_attn_c_attn_matmul, transformer_h_2_attn_c_attn_bias, T);
   gen_transformer_h_attn_slice(transformer_h_2_attn_slice, transformer_h_2_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_2_attn_transpose, transformer_h_2_attn_slice, T);
@@ -3263,22 +3516,22 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_transformer_h_attn_transpose(transformer_h_2_attn_transpose_2, transformer_h_2_attn_slice_2, T);
   gen_transformer_h_attn_slice_3(transformer_h_2_attn_slice_3, transformer_h_2_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_2_attn_transpose_3, transformer_h_2_attn_slice_3, T);
-  gen_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_transpose_2, T);
+  gen_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_transpose_2, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_fused(transformer_h_2_attn_add, transformer_h_2_attn_bmm, transformer_h_0_attn_triu_mask, T);
   gen_transformer_h_attn_softmax(transformer_h_2_attn_softmax, transformer_h_2_attn_add, T);
-  gen_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_softmax, transformer_h_2_attn_transpose_3, T);
+  gen_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_softmax, transformer_h_2_attn_transpose_3, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_transpose_2(transformer_h_2_attn_transpose_4, transformer_h_2_attn_bmm_2, T);
-  gen_transformer_h_attn_c_proj_matmul(transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, c->threads, T);
+  gen_transformer_h_attn_c_proj_matmul(transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_fused_2(transformer_h_2_add, transformer_h_1_add_2, transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_c_proj_bias, T);
   gen_transformer_h_normalize(transformer_h_2_ln_2_normalize, transformer_h_2_add, T);
   gen_transformer_h_fused(transformer_h_2_ln_2_add, transformer_h_2_ln_2_normalize, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias, T);
-  gen_transformer_h_mlp_c_fc_matmul(transformer_h_2_mlp_c_fc_matmul, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, c->threads, T);
+  gen_transformer_h_mlp_c_fc_matmul(transformer_h_2_mlp_c_fc_matmul, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_mlp_fused(transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_fc_matmul, transformer_h_2_mlp_c_fc_bias, T);
-  gen_transformer_h_mlp_c_proj_matmul(transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, c->threads, T);
+  gen_transformer_h_mlp_c_proj_matmul(transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_fused_2(transformer_h_2_add_2, transformer_h_2_add, transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_c_proj_bias, T);
   gen_transformer_h_normalize(transformer_h_3_ln_1_normalize, transformer_h_2_add_2, T);
   gen_transformer_h_fused(transformer_h_3_ln_1_add, transformer_h_3_ln_1_normalize, transformer_h_3_ln_1_weight, transformer_h_3_ln_1_bias, T);
-  gen_transformer_h_attn_c_attn_matmul(transformer_h_3_attn_c_attn_matmul, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, c->threads, T);
+  gen_transformer_h_attn_c_attn_matmul(transformer_h_3_attn_c_attn_matmul, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_c_attn_add(transformer_h_3_attn_c_attn_add, transformer_h_3_attn_c_attn_matmul, transformer_h_3_attn_c_attn_bias, T);
   gen_transformer_h_attn_slice(transformer_h_3_attn_slice, transformer_h_3_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_3_attn_transpose, transformer_h_3_attn_slice, T);
@@ -3286,43 +3539,43 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_transformer_h_attn_transpose(transformer_h_3_attn_transpose_2, transformer_h_3_attn_slice_2, T);
   gen_transformer_h_attn_slice_3(transformer_h_3_attn_slice_3, transformer_h_3_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_3_attn_transpose_3, transformer_h_3_attn_slice_3, T);
-  gen_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_transpose_2, T);
+  gen_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_transpose_2, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_fused(transformer_h_3_attn_add, transformer_h_3_attn_bmm, transformer_h_0_attn_triu_mask, T);
   gen_transformer_h_attn_softmax(transformer_h_3_attn_softmax, transformer_h_3_attn_add, T);
-  gen_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_softmax, transformer_h_3_attn_transpose_3, T);
+  gen_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_softmax, transformer_h_3_attn_transpose_3, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_transpose_2(transformer_h_3_attn_transpose_4, transformer_h_3_attn_bmm_2, T);
-  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_0_attn_c_proj_matmul_2, transformer_h_0_attn_transpose_4 + (T - 1) * 128, transformer_h_0_attn_c_proj_weight, c->threads);
+  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_0_attn_c_proj_matmul_2, transformer_h_0_attn_transpose_4 + (T - 1) * 128, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_0_fused(transformer_h_0_add_3, transformer_wte_embedding + (T - 1) * 128, slice + (T - 1) * 128, transformer_h_0_attn_c_proj_matmul_2, transformer_h_0_attn_c_proj_bias);
   gen_transformer_normalize(transformer_h_0_ln_2_normalize_2, transformer_h_0_add_3);
   gen_transformer_fused(transformer_h_0_ln_2_add_2, transformer_h_0_ln_2_normalize_2, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias);
-  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_0_mlp_c_fc_matmul_2, transformer_h_0_ln_2_add_2, transformer_h_0_mlp_c_fc_weight, c->threads);
+  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_0_mlp_c_fc_matmul_2, transformer_h_0_ln_2_add_2, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_mlp_fused_2(transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_fc_matmul_2, transformer_h_0_mlp_c_fc_bias);
-  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_0_mlp_c_proj_matmul_2, transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_proj_weight, c->threads);
-  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_1_attn_c_proj_matmul_2, transformer_h_1_attn_transpose_4 + (T - 1) * 128, transformer_h_1_attn_c_proj_weight, c->threads);
+  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_0_mlp_c_proj_matmul_2, transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_1_attn_c_proj_matmul_2, transformer_h_1_attn_transpose_4 + (T - 1) * 128, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_fused_3(transformer_h_1_add_3, transformer_h_0_add_3, transformer_h_0_mlp_c_proj_matmul_2, transformer_h_0_mlp_c_proj_bias, transformer_h_1_attn_c_proj_matmul_2, transformer_h_1_attn_c_proj_bias);
   gen_transformer_normalize(transformer_h_1_ln_2_normalize_2, transformer_h_1_add_3);
   gen_transformer_fused(transformer_h_1_ln_2_add_2, transformer_h_1_ln_2_normalize_2, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias);
-  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_1_mlp_c_fc_matmul_2, transformer_h_1_ln_2_add_2, transformer_h_1_mlp_c_fc_weight, c->threads);
+  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_1_mlp_c_fc_matmul_2, transformer_h_1_ln_2_add_2, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_mlp_fused_2(transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_fc_matmul_2, transformer_h_1_mlp_c_fc_bias);
-  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_1_mlp_c_proj_matmul_2, transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_proj_weight, c->threads);
-  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_2_attn_c_proj_matmul_2, transformer_h_2_attn_transpose_4 + (T - 1) * 128, transformer_h_2_attn_c_proj_weight, c->threads);
+  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_1_mlp_c_proj_matmul_2, transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_2_attn_c_proj_matmul_2, transformer_h_2_attn_transpose_4 + (T - 1) * 128, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_fused_3(transformer_h_2_add_3, transformer_h_1_add_3, transformer_h_1_mlp_c_proj_matmul_2, transformer_h_1_mlp_c_proj_bias, transformer_h_2_attn_c_proj_matmul_2, transformer_h_2_attn_c_proj_bias);
   gen_transformer_normalize(transformer_h_2_ln_2_normalize_2, transformer_h_2_add_3);
   gen_transformer_fused(transformer_h_2_ln_2_add_2, transformer_h_2_ln_2_normalize_2, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias);
-  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_2_mlp_c_fc_matmul_2, transformer_h_2_ln_2_add_2, transformer_h_2_mlp_c_fc_weight, c->threads);
+  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_2_mlp_c_fc_matmul_2, transformer_h_2_ln_2_add_2, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_mlp_fused_2(transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_fc_matmul_2, transformer_h_2_mlp_c_fc_bias);
-  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_2_mlp_c_proj_matmul_2, transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_proj_weight, c->threads);
-  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_transpose_4 + (T - 1) * 128, transformer_h_3_attn_c_proj_weight, c->threads);
+  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_2_mlp_c_proj_matmul_2, transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_transpose_4 + (T - 1) * 128, transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_fused_3(transformer_h_3_add, transformer_h_2_add_3, transformer_h_2_mlp_c_proj_matmul_2, transformer_h_2_mlp_c_proj_bias, transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_c_proj_bias);
   gen_transformer_normalize(transformer_h_3_ln_2_normalize, transformer_h_3_add);
   gen_transformer_fused(transformer_h_3_ln_2_add, transformer_h_3_ln_2_normalize, transformer_h_3_ln_2_weight, transformer_h_3_ln_2_bias);
-  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_3_mlp_c_fc_matmul, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, c->threads);
+  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_3_mlp_c_fc_matmul, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_mlp_fused_2(transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_fc_matmul, transformer_h_3_mlp_c_fc_bias);
-  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, c->threads);
+  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_3_fused(transformer_h_3_add_2, transformer_h_3_add, transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_c_proj_bias);
   gen_transformer_normalize(transformer_ln_f_normalize, transformer_h_3_add_2);
   gen_transformer_fused(transformer_ln_f_add, transformer_ln_f_normalize, transformer_ln_f_weight, transformer_ln_f_bias);
-  gen_lm_head_matmul(lm_head_matmul, transformer_ln_f_add, transformer_wte_weight, c->threads);
+  gen_lm_head_matmul(lm_head_matmul, transformer_ln_f_add, transformer_wte_weight, transformer_wte_weight_bf16, bf16_scratch, c->threads);
   gen_log_softmax(log_softmax, lm_head_matmul);
   return 0;
 }
@@ -3408,11 +3661,16 @@ static void sample_transformer_h_fused(real *restrict y0, const real *x0, const 
  *             sample_transformer_h_2_attn_c_attn_matmul_bias,
  *             sample_transformer_h_3_attn_c_attn_matmul_bias
  *   (the nodes above are sample_transformer_h_0_attn_c_attn_matmul_bias's) */
-static void sample_transformer_h_attn_c_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void sample_transformer_h_attn_c_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
     for (long i1 = 0; i1 < 384; i1++)
       y[i0 * 384 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1024*T);
+    lmc_gemm_bf16(0, 1, 8*T, 384, 128, s16, 128, b16, 128, 1, y, 384, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 384, 128,
               1, a, 128, b, 128, 1, y, 384);
 }
@@ -3492,8 +3750,15 @@ static void sample_transformer_h_attn_slice_3(real *y, const real *x, int T)
  *   shared by sample_transformer_h_0_attn_bmm, sample_transformer_h_1_attn_bmm,
  *             sample_transformer_h_2_attn_bmm, sample_transformer_h_3_attn_bmm
  *   (the nodes above are sample_transformer_h_0_attn_bmm's) */
-static void sample_transformer_h_attn_bmm(real *y, const real *a, const real *b, int T)
+static void sample_transformer_h_attn_bmm(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1024*T);
+    lmc_to_bf16(b, s16 + 65536, 1024*T);
+    for (long i = 0; i < 32; i++)
+      lmc_gemm_bf16(0, 1, T, T, 32, s16 + i * 32*T, 32, s16 + 65536 + i * 32*T, 32, 0, y + i * T*T, T, nt);
+    return;
+  }
   for (long i = 0; i < 32; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 32,
                 1, a + i * 32*T, 32, b + i * 32*T, 32, 0, y + i * T*T, T);
@@ -3548,8 +3813,15 @@ static void sample_transformer_h_attn_softmax(real *y, const real *x, int T)
  *             sample_transformer_h_2_attn_bmm_2,
  *             sample_transformer_h_3_attn_bmm_2
  *   (the nodes above are sample_transformer_h_0_attn_bmm_2's) */
-static void sample_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, int T)
+static void sample_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 32*T*T);
+    lmc_to_bf16(b, s16 + 131072, 1024*T);
+    for (long i = 0; i < 32; i++)
+      lmc_gemm_bf16(0, 0, T, 32, T, s16 + i * T*T, T, s16 + 131072 + i * 32*T, 32, 0, y + i * 32*T, 32, nt);
+    return;
+  }
   for (long i = 0; i < 32; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 32, T,
                 1, a + i * T*T, T, b + i * 32*T, 32, 0, y + i * 32*T, 32);
@@ -3578,11 +3850,16 @@ static void sample_transformer_h_attn_transpose_2(real *y, const real *x, int T)
  *             sample_transformer_h_1_attn_c_proj_matmul_bias,
  *             sample_transformer_h_2_attn_c_proj_matmul_bias
  *   (the nodes above are sample_transformer_h_0_attn_c_proj_matmul_bias's) */
-static void sample_transformer_h_attn_c_proj_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void sample_transformer_h_attn_c_proj_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
     for (long i1 = 0; i1 < 128; i1++)
       y[i0 * 128 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1024*T);
+    lmc_gemm_bf16(0, 1, 8*T, 128, 128, s16, 128, b16, 128, 1, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 128, 128,
               1, a, 128, b, 128, 1, y, 128);
 }
@@ -3607,11 +3884,16 @@ static void sample_transformer_h_add(real *y, const real *a, const real *b, int 
  *             sample_transformer_h_1_mlp_c_fc_matmul_bias,
  *             sample_transformer_h_2_mlp_c_fc_matmul_bias
  *   (the nodes above are sample_transformer_h_0_mlp_c_fc_matmul_bias's) */
-static void sample_transformer_h_mlp_c_fc_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void sample_transformer_h_mlp_c_fc_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
     for (long i1 = 0; i1 < 512; i1++)
       y[i0 * 512 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1024*T);
+    lmc_gemm_bf16(0, 1, 8*T, 512, 128, s16, 128, b16, 128, 1, y, 512, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 512, 128,
               1, a, 128, b, 128, 1, y, 512);
 }
@@ -3635,11 +3917,16 @@ static void sample_transformer_h_mlp_gelu(real *y, const real *x, int T)
  *             sample_transformer_h_1_mlp_c_proj_matmul_bias,
  *             sample_transformer_h_2_mlp_c_proj_matmul_bias
  *   (the nodes above are sample_transformer_h_0_mlp_c_proj_matmul_bias's) */
-static void sample_transformer_h_mlp_c_proj_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void sample_transformer_h_mlp_c_proj_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
     for (long i1 = 0; i1 < 128; i1++)
       y[i0 * 128 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4096*T);
+    lmc_gemm_bf16(0, 1, 8*T, 128, 512, s16, 512, b16, 512, 1, y, 128, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 128, 512,
               1, a, 512, b, 512, 1, y, 128);
 }
@@ -3652,11 +3939,16 @@ static void sample_transformer_h_mlp_c_proj_matmul_bias(real *y, const real *a, 
  *             sample_transformer_h_2_attn_c_proj_matmul_bias_2,
  *             sample_transformer_h_3_attn_c_proj_matmul_bias
  *   (the nodes above are sample_transformer_h_0_attn_c_proj_matmul_bias_2's) */
-static void sample_transformer_h_attn_c_proj_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
+static void sample_transformer_h_attn_c_proj_matmul_bias_2(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   for (long i0 = 0; i0 < 8; i0++)
     for (long i1 = 0; i1 < 128; i1++)
       y[i0 * 128 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1024);
+    lmc_gemm_bf16(0, 1, 8, 128, 128, s16, 128, b16, 128, 1, y, 128, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 8, 128, 128, a, 128, b, 128, 1, y, 128);
 }
 
@@ -3729,11 +4021,16 @@ static void sample_transformer_fused(real *restrict y0, const real *x0, const re
  *             sample_transformer_h_2_mlp_c_fc_matmul_bias_2,
  *             sample_transformer_h_3_mlp_c_fc_matmul_bias
  *   (the nodes above are sample_transformer_h_0_mlp_c_fc_matmul_bias_2's) */
-static void sample_transformer_h_mlp_c_fc_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
+static void sample_transformer_h_mlp_c_fc_matmul_bias_2(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   for (long i0 = 0; i0 < 8; i0++)
     for (long i1 = 0; i1 < 512; i1++)
       y[i0 * 512 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1024);
+    lmc_gemm_bf16(0, 1, 8, 512, 128, s16, 128, b16, 128, 1, y, 512, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 8, 512, 128, a, 128, b, 128, 1, y, 512);
 }
 
@@ -3759,11 +4056,16 @@ static void sample_transformer_h_mlp_gelu_2(real *y, const real *x)
  *             sample_transformer_h_2_mlp_c_proj_matmul_bias_2,
  *             sample_transformer_h_3_mlp_c_proj_matmul_bias
  *   (the nodes above are sample_transformer_h_0_mlp_c_proj_matmul_bias_2's) */
-static void sample_transformer_h_mlp_c_proj_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
+static void sample_transformer_h_mlp_c_proj_matmul_bias_2(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   for (long i0 = 0; i0 < 8; i0++)
     for (long i1 = 0; i1 < 128; i1++)
       y[i0 * 128 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4096);
+    lmc_gemm_bf16(0, 1, 8, 128, 512, s16, 512, b16, 512, 1, y, 128, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 8, 128, 512, a, 512, b, 512, 1, y, 128);
 }
 
@@ -3796,8 +4098,13 @@ static void sample_transformer_h_3_add(real *y, const real *a, const real *b)
 /* n262 = matmul(n261, n2) b^T
  *   (1, 8, 33278) <- (1, 8, 128), (33278, 128)
  *   graphs/gpt.lua:86 */
-static void sample_lm_head_matmul(real *y, const real *a, const real *b, int nt)
+static void sample_lm_head_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1024);
+    lmc_gemm_bf16(0, 1, 8, 33278, 128, s16, 128, b16, 128, 0, y, 33278, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 8, 33278, 128, a, 128, b, 128, 0, y, 33278);
 }
 
@@ -3994,6 +4301,25 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   real *transformer_ln_f_add = w + 266224;   /* (1, 8, 128), graphs/gpt.lua:85 */
   real *lm_head_matmul = w;   /* (1, 8, 33278), graphs/gpt.lua:86 */
   real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/gpt.lua:87 */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *transformer_h_0_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4268032);   /* transformer.h.0.attn.c_attn.weight (384, 128) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *transformer_h_0_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4317568);   /* transformer.h.0.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_0_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4334336);   /* transformer.h.0.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_0_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4400384);   /* transformer.h.0.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_1_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4466304);   /* transformer.h.1.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4515840);   /* transformer.h.1.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4532608);   /* transformer.h.1.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4598656);   /* transformer.h.1.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_2_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4664576);   /* transformer.h.2.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4714112);   /* transformer.h.2.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4730880);   /* transformer.h.2.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4796928);   /* transformer.h.2.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_3_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4862848);   /* transformer.h.3.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4912384);   /* transformer.h.3.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4929152);   /* transformer.h.3.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4995200);   /* transformer.h.3.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_wte_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* transformer.wte.weight (33278, 128) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 512 * sizeof *targets);
   sample_transformer_wte_embedding(transformer_wte_embedding, transformer_wte_weight, tokens, T);
@@ -4001,118 +4327,118 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   sample_add(add, transformer_wte_embedding, slice, T);
   sample_transformer_h_normalize(transformer_h_0_ln_1_normalize, add, T);
   sample_transformer_h_fused(transformer_h_0_ln_1_add, transformer_h_0_ln_1_normalize, transformer_h_0_ln_1_weight, transformer_h_0_ln_1_bias, T);
-  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_0_attn_c_attn_matmul_bias, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_c_attn_bias, T);
+  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_0_attn_c_attn_matmul_bias, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_c_attn_bias, transformer_h_0_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_attn_slice(transformer_h_0_attn_slice, transformer_h_0_attn_c_attn_matmul_bias, T);
   sample_transformer_h_attn_transpose(transformer_h_0_attn_transpose, transformer_h_0_attn_slice, T);
   sample_transformer_h_attn_slice_2(transformer_h_0_attn_slice_2, transformer_h_0_attn_c_attn_matmul_bias, T);
   sample_transformer_h_attn_transpose(transformer_h_0_attn_transpose_2, transformer_h_0_attn_slice_2, T);
   sample_transformer_h_attn_slice_3(transformer_h_0_attn_slice_3, transformer_h_0_attn_c_attn_matmul_bias, T);
   sample_transformer_h_attn_transpose(transformer_h_0_attn_transpose_3, transformer_h_0_attn_slice_3, T);
-  sample_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_transpose_2, T);
+  sample_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_transpose_2, bf16_scratch, c->threads, T);
   train_transformer_h_0_attn_const(transformer_h_0_attn_const);
   train_transformer_h_0_attn_triu_mask(transformer_h_0_attn_triu_mask, T);
   sample_transformer_h_attn_fused(transformer_h_0_attn_add, transformer_h_0_attn_bmm, transformer_h_0_attn_triu_mask, T);
   sample_transformer_h_attn_softmax(transformer_h_0_attn_softmax, transformer_h_0_attn_add, T);
-  sample_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_softmax, transformer_h_0_attn_transpose_3, T);
+  sample_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_softmax, transformer_h_0_attn_transpose_3, bf16_scratch, c->threads, T);
   sample_transformer_h_attn_transpose_2(transformer_h_0_attn_transpose_4, transformer_h_0_attn_bmm_2, T);
-  sample_transformer_h_attn_c_proj_matmul_bias(transformer_h_0_attn_c_proj_matmul_bias, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_bias, T);
+  sample_transformer_h_attn_c_proj_matmul_bias(transformer_h_0_attn_c_proj_matmul_bias, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_bias, transformer_h_0_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_add(transformer_h_0_add, add, transformer_h_0_attn_c_proj_matmul_bias, T);
   sample_transformer_h_normalize(transformer_h_0_ln_2_normalize, transformer_h_0_add, T);
   sample_transformer_h_fused(transformer_h_0_ln_2_add, transformer_h_0_ln_2_normalize, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias, T);
-  sample_transformer_h_mlp_c_fc_matmul_bias(transformer_h_0_mlp_c_fc_matmul_bias, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, T);
+  sample_transformer_h_mlp_c_fc_matmul_bias(transformer_h_0_mlp_c_fc_matmul_bias, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, transformer_h_0_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_mlp_gelu(transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_fc_matmul_bias, T);
-  sample_transformer_h_mlp_c_proj_matmul_bias(transformer_h_0_mlp_c_proj_matmul_bias, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_bias, T);
+  sample_transformer_h_mlp_c_proj_matmul_bias(transformer_h_0_mlp_c_proj_matmul_bias, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_bias, transformer_h_0_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_add(transformer_h_0_add_2, transformer_h_0_add, transformer_h_0_mlp_c_proj_matmul_bias, T);
   sample_transformer_h_normalize(transformer_h_1_ln_1_normalize, transformer_h_0_add_2, T);
   sample_transformer_h_fused(transformer_h_1_ln_1_add, transformer_h_1_ln_1_normalize, transformer_h_1_ln_1_weight, transformer_h_1_ln_1_bias, T);
-  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_1_attn_c_attn_matmul_bias, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_c_attn_bias, T);
+  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_1_attn_c_attn_matmul_bias, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_c_attn_bias, transformer_h_1_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_attn_slice(transformer_h_1_attn_slice, transformer_h_1_attn_c_attn_matmul_bias, T);
   sample_transformer_h_attn_transpose(transformer_h_1_attn_transpose, transformer_h_1_attn_slice, T);
   sample_transformer_h_attn_slice_2(transformer_h_1_attn_slice_2, transformer_h_1_attn_c_attn_matmul_bias, T);
   sample_transformer_h_attn_transpose(transformer_h_1_attn_transpose_2, transformer_h_1_attn_slice_2, T);
   sample_transformer_h_attn_slice_3(transformer_h_1_attn_slice_3, transformer_h_1_attn_c_attn_matmul_bias, T);
   sample_transformer_h_attn_transpose(transformer_h_1_attn_transpose_3, transformer_h_1_attn_slice_3, T);
-  sample_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_transpose_2, T);
+  sample_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_transpose_2, bf16_scratch, c->threads, T);
   sample_transformer_h_attn_fused(transformer_h_1_attn_add, transformer_h_1_attn_bmm, transformer_h_0_attn_triu_mask, T);
   sample_transformer_h_attn_softmax(transformer_h_1_attn_softmax, transformer_h_1_attn_add, T);
-  sample_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_softmax, transformer_h_1_attn_transpose_3, T);
+  sample_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_softmax, transformer_h_1_attn_transpose_3, bf16_scratch, c->threads, T);
   sample_transformer_h_attn_transpose_2(transformer_h_1_attn_transpose_4, transformer_h_1_attn_bmm_2, T);
-  sample_transformer_h_attn_c_proj_matmul_bias(transformer_h_1_attn_c_proj_matmul_bias, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_bias, T);
+  sample_transformer_h_attn_c_proj_matmul_bias(transformer_h_1_attn_c_proj_matmul_bias, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_bias, transformer_h_1_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_add(transformer_h_1_add, transformer_h_0_add_2, transformer_h_1_attn_c_proj_matmul_bias, T);
   sample_transformer_h_normalize(transformer_h_1_ln_2_normalize, transformer_h_1_add, T);
   sample_transformer_h_fused(transformer_h_1_ln_2_add, transformer_h_1_ln_2_normalize, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias, T);
-  sample_transformer_h_mlp_c_fc_matmul_bias(transformer_h_1_mlp_c_fc_matmul_bias, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, T);
+  sample_transformer_h_mlp_c_fc_matmul_bias(transformer_h_1_mlp_c_fc_matmul_bias, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, transformer_h_1_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_mlp_gelu(transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_fc_matmul_bias, T);
-  sample_transformer_h_mlp_c_proj_matmul_bias(transformer_h_1_mlp_c_proj_matmul_bias, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_bias, T);
+  sample_transformer_h_mlp_c_proj_matmul_bias(transformer_h_1_mlp_c_proj_matmul_bias, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_bias, transformer_h_1_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_add(transformer_h_1_add_2, transformer_h_1_add, transformer_h_1_mlp_c_proj_matmul_bias, T);
   sample_transformer_h_normalize(transformer_h_2_ln_1_normalize, transformer_h_1_add_2, T);
   sample_transformer_h_fused(transformer_h_2_ln_1_add, transformer_h_2_ln_1_normalize, transformer_h_2_ln_1_weight, transformer_h_2_ln_1_bias, T);
-  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_2_attn_c_attn_matmul_bias, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_c_attn_bias, T);
+  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_2_attn_c_attn_matmul_bias, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_c_attn_bias, transformer_h_2_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_attn_slice(transformer_h_2_attn_slice, transformer_h_2_attn_c_attn_matmul_bias, T);
   sample_transformer_h_attn_transpose(transformer_h_2_attn_transpose, transformer_h_2_attn_slice, T);
   sample_transformer_h_attn_slice_2(transformer_h_2_attn_slice_2, transformer_h_2_attn_c_attn_matmul_bias, T);
   sample_transformer_h_attn_transpose(transformer_h_2_attn_transpose_2, transformer_h_2_attn_slice_2, T);
   sample_transformer_h_attn_slice_3(transformer_h_2_attn_slice_3, transformer_h_2_attn_c_attn_matmul_bias, T);
   sample_transformer_h_attn_transpose(transformer_h_2_attn_transpose_3, transformer_h_2_attn_slice_3, T);
-  sample_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_transpose_2, T);
+  sample_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_transpose_2, bf16_scratch, c->threads, T);
   sample_transformer_h_attn_fused(transformer_h_2_attn_add, transformer_h_2_attn_bmm, transformer_h_0_attn_triu_mask, T);
   sample_transformer_h_attn_softmax(transformer_h_2_attn_softmax, transformer_h_2_attn_add, T);
-  sample_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_softmax, transformer_h_2_attn_transpose_3, T);
+  sample_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_softmax, transformer_h_2_attn_transpose_3, bf16_scratch, c->threads, T);
   sample_transformer_h_attn_transpose_2(transformer_h_2_attn_transpose_4, transformer_h_2_attn_bmm_2, T);
-  sample_transformer_h_attn_c_proj_matmul_bias(transformer_h_2_attn_c_proj_matmul_bias, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_bias, T);
+  sample_transformer_h_attn_c_proj_matmul_bias(transformer_h_2_attn_c_proj_matmul_bias, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_bias, transformer_h_2_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_add(transformer_h_2_add, transformer_h_1_add_2, transformer_h_2_attn_c_proj_matmul_bias, T);
   sample_transformer_h_normalize(transformer_h_2_ln_2_normalize, transformer_h_2_add, T);
   sample_transformer_h_fused(transformer_h_2_ln_2_add, transformer_h_2_ln_2_normalize, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias, T);
-  sample_transformer_h_mlp_c_fc_matmul_bias(transformer_h_2_mlp_c_fc_matmul_bias, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, T);
+  sample_transformer_h_mlp_c_fc_matmul_bias(transformer_h_2_mlp_c_fc_matmul_bias, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, transformer_h_2_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_mlp_gelu(transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_fc_matmul_bias, T);
-  sample_transformer_h_mlp_c_proj_matmul_bias(transformer_h_2_mlp_c_proj_matmul_bias, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_bias, T);
+  sample_transformer_h_mlp_c_proj_matmul_bias(transformer_h_2_mlp_c_proj_matmul_bias, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_bias, transformer_h_2_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_add(transformer_h_2_add_2, transformer_h_2_add, transformer_h_2_mlp_c_proj_matmul_bias, T);
   sample_transformer_h_normalize(transformer_h_3_ln_1_normalize, transformer_h_2_add_2, T);
   sample_transformer_h_fused(transformer_h_3_ln_1_add, transformer_h_3_ln_1_normalize, transformer_h_3_ln_1_weight, transformer_h_3_ln_1_bias, T);
-  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_3_attn_c_attn_matmul_bias, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_c_attn_bias, T);
+  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_3_attn_c_attn_matmul_bias, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_c_attn_bias, transformer_h_3_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   sample_transformer_h_attn_slice(transformer_h_3_attn_slice, transformer_h_3_attn_c_attn_matmul_bias, T);
   sample_transformer_h_attn_transpose(transformer_h_3_attn_transpose, transformer_h_3_attn_slice, T);
   sample_transformer_h_attn_slice_2(transformer_h_3_attn_slice_2, transformer_h_3_attn_c_attn_matmul_bias, T);
   sample_transformer_h_attn_transpose(transformer_h_3_attn_transpose_2, transformer_h_3_attn_slice_2, T);
   sample_transformer_h_attn_slice_3(transformer_h_3_attn_slice_3, transformer_h_3_attn_c_attn_matmul_bias, T);
   sample_transformer_h_attn_transpose(transformer_h_3_attn_transpose_3, transformer_h_3_attn_slice_3, T);
-  sample_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_transpose_2, T);
+  sample_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_transpose_2, bf16_scratch, c->threads, T);
   sample_transformer_h_attn_fused(transformer_h_3_attn_add, transformer_h_3_attn_bmm, transformer_h_0_attn_triu_mask, T);
   sample_transformer_h_attn_softmax(transformer_h_3_attn_softmax, transformer_h_3_attn_add, T);
-  sample_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_softmax, transformer_h_3_attn_transpose_3, T);
+  sample_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_softmax, transformer_h_3_attn_transpose_3, bf16_scratch, c->threads, T);
   sample_transformer_h_attn_transpose_2(transformer_h_3_attn_transpose_4, transformer_h_3_attn_bmm_2, T);
-  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_0_attn_c_proj_matmul_bias_2, transformer_h_0_attn_transpose_4 + (T - 1) * 1024, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_bias, c->threads);
+  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_0_attn_c_proj_matmul_bias_2, transformer_h_0_attn_transpose_4 + (T - 1) * 1024, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_bias, transformer_h_0_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
   sample_transformer_h_0_fused(transformer_h_0_add_3, transformer_wte_embedding + (T - 1) * 1024, slice + (T - 1) * 128, transformer_h_0_attn_c_proj_matmul_bias_2);
   sample_transformer_normalize(transformer_h_0_ln_2_normalize_2, transformer_h_0_add_3);
   sample_transformer_fused(transformer_h_0_ln_2_add_2, transformer_h_0_ln_2_normalize_2, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias);
-  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_0_mlp_c_fc_matmul_bias_2, transformer_h_0_ln_2_add_2, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, c->threads);
+  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_0_mlp_c_fc_matmul_bias_2, transformer_h_0_ln_2_add_2, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, transformer_h_0_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
   sample_transformer_h_mlp_gelu_2(transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_fc_matmul_bias_2);
-  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_0_mlp_c_proj_matmul_bias_2, transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_bias, c->threads);
-  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_1_attn_c_proj_matmul_bias_2, transformer_h_1_attn_transpose_4 + (T - 1) * 1024, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_bias, c->threads);
+  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_0_mlp_c_proj_matmul_bias_2, transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_bias, transformer_h_0_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_1_attn_c_proj_matmul_bias_2, transformer_h_1_attn_transpose_4 + (T - 1) * 1024, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_bias, transformer_h_1_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
   sample_transformer_h_fused_2(transformer_h_1_add_3, transformer_h_0_add_3, transformer_h_0_mlp_c_proj_matmul_bias_2, transformer_h_1_attn_c_proj_matmul_bias_2);
   sample_transformer_normalize(transformer_h_1_ln_2_normalize_2, transformer_h_1_add_3);
   sample_transformer_fused(transformer_h_1_ln_2_add_2, transformer_h_1_ln_2_normalize_2, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias);
-  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_1_mlp_c_fc_matmul_bias_2, transformer_h_1_ln_2_add_2, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, c->threads);
+  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_1_mlp_c_fc_matmul_bias_2, transformer_h_1_ln_2_add_2, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, transformer_h_1_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
   sample_transformer_h_mlp_gelu_2(transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_fc_matmul_bias_2);
-  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_1_mlp_c_proj_matmul_bias_2, transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_bias, c->threads);
-  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_2_attn_c_proj_matmul_bias_2, transformer_h_2_attn_transpose_4 + (T - 1) * 1024, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_bias, c->threads);
+  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_1_mlp_c_proj_matmul_bias_2, transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_bias, transformer_h_1_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_2_attn_c_proj_matmul_bias_2, transformer_h_2_attn_transpose_4 + (T - 1) * 1024, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_bias, transformer_h_2_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
   sample_transformer_h_fused_2(transformer_h_2_add_3, transformer_h_1_add_3, transformer_h_1_mlp_c_proj_matmul_bias_2, transformer_h_2_attn_c_proj_matmul_bias_2);
   sample_transformer_normalize(transformer_h_2_ln_2_normalize_2, transformer_h_2_add_3);
   sample_transformer_fused(transformer_h_2_ln_2_add_2, transformer_h_2_ln_2_normalize_2, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias);
-  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_2_mlp_c_fc_matmul_bias_2, transformer_h_2_ln_2_add_2, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, c->threads);
+  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_2_mlp_c_fc_matmul_bias_2, transformer_h_2_ln_2_add_2, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, transformer_h_2_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
   sample_transformer_h_mlp_gelu_2(transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_fc_matmul_bias_2);
-  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_2_mlp_c_proj_matmul_bias_2, transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_bias, c->threads);
-  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_3_attn_c_proj_matmul_bias, transformer_h_3_attn_transpose_4 + (T - 1) * 1024, transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_c_proj_bias, c->threads);
+  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_2_mlp_c_proj_matmul_bias_2, transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_bias, transformer_h_2_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_3_attn_c_proj_matmul_bias, transformer_h_3_attn_transpose_4 + (T - 1) * 1024, transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_c_proj_bias, transformer_h_3_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
   sample_transformer_h_fused_2(transformer_h_3_add, transformer_h_2_add_3, transformer_h_2_mlp_c_proj_matmul_bias_2, transformer_h_3_attn_c_proj_matmul_bias);
   sample_transformer_normalize(transformer_h_3_ln_2_normalize, transformer_h_3_add);
   sample_transformer_fused(transformer_h_3_ln_2_add, transformer_h_3_ln_2_normalize, transformer_h_3_ln_2_weight, transformer_h_3_ln_2_bias);
-  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_3_mlp_c_fc_matmul_bias, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_c_fc_bias, c->threads);
+  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_3_mlp_c_fc_matmul_bias, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_c_fc_bias, transformer_h_3_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
   sample_transformer_h_mlp_gelu_2(transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_fc_matmul_bias);
-  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_3_mlp_c_proj_matmul_bias, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_c_proj_bias, c->threads);
+  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_3_mlp_c_proj_matmul_bias, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_c_proj_bias, transformer_h_3_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
   sample_transformer_h_3_add(transformer_h_3_add_2, transformer_h_3_add, transformer_h_3_mlp_c_proj_matmul_bias);
   sample_transformer_normalize(transformer_ln_f_normalize, transformer_h_3_add_2);
   sample_transformer_fused(transformer_ln_f_add, transformer_ln_f_normalize, transformer_ln_f_weight, transformer_ln_f_bias);
-  sample_lm_head_matmul(lm_head_matmul, transformer_ln_f_add, transformer_wte_weight, c->threads);
+  sample_lm_head_matmul(lm_head_matmul, transformer_ln_f_add, transformer_wte_weight, transformer_wte_weight_bf16, bf16_scratch, c->threads);
   sample_log_softmax(log_softmax, lm_head_matmul);
   return 0;
 }
@@ -4162,8 +4488,15 @@ static void step_transformer_h_attn_kv_write(real *y, const real *x, const real 
  *   shared by step_transformer_h_0_attn_bmm, step_transformer_h_1_attn_bmm,
  *             step_transformer_h_2_attn_bmm, step_transformer_h_3_attn_bmm
  *   (the nodes above are step_transformer_h_0_attn_bmm's) */
-static void step_transformer_h_attn_bmm(real *y, const real *a, const real *b, int T)
+static void step_transformer_h_attn_bmm(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 128*T);
+    lmc_to_bf16(b, s16 + 8192, 8192);
+    for (long i = 0; i < 4; i++)
+      lmc_gemm_bf16(0, 1, T, 64, 32, s16 + i * 32*T, 32, s16 + 8192 + i * 2048, 32, 0, y + i * 64*T, 64, nt);
+    return;
+  }
   for (long i = 0; i < 4; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 64, 32,
                 1, a + i * 32*T, 32, b + i * 2048, 32, 0, y + i * 64*T, 64);
@@ -4224,8 +4557,15 @@ static void step_transformer_h_attn_softmax(real *y, const real *x, int T)
  *   shared by step_transformer_h_0_attn_bmm_2, step_transformer_h_1_attn_bmm_2,
  *             step_transformer_h_2_attn_bmm_2, step_transformer_h_3_attn_bmm_2
  *   (the nodes above are step_transformer_h_0_attn_bmm_2's) */
-static void step_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, int T)
+static void step_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 256*T);
+    lmc_to_bf16(b, s16 + 16384, 8192);
+    for (long i = 0; i < 4; i++)
+      lmc_gemm_bf16(0, 0, T, 32, 64, s16 + i * 64*T, 64, s16 + 16384 + i * 2048, 32, 0, y + i * 32*T, 32, nt);
+    return;
+  }
   for (long i = 0; i < 4; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 32, 64,
                 1, a + i * 64*T, 64, b + i * 2048, 32, 0, y + i * 32*T, 32);
@@ -4440,6 +4780,25 @@ static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *transformer_ln_f_add = w + 33280;   /* (1, 1, 128), graphs/gpt.lua:85 */
   real *lm_head_matmul = w;   /* (1, 1, 33278), graphs/gpt.lua:86 */
   real *log_softmax = w + 33280;   /* (1, 1, 33278), graphs/gpt.lua:87 */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *transformer_h_0_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4268032);   /* transformer.h.0.attn.c_attn.weight (384, 128) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *transformer_h_0_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4317568);   /* transformer.h.0.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_0_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4334336);   /* transformer.h.0.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_0_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4400384);   /* transformer.h.0.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_1_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4466304);   /* transformer.h.1.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4515840);   /* transformer.h.1.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4532608);   /* transformer.h.1.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4598656);   /* transformer.h.1.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_2_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4664576);   /* transformer.h.2.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4714112);   /* transformer.h.2.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4730880);   /* transformer.h.2.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4796928);   /* transformer.h.2.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_3_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4862848);   /* transformer.h.3.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4912384);   /* transformer.h.3.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4929152);   /* transformer.h.3.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4995200);   /* transformer.h.3.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_wte_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* transformer.wte.weight (33278, 128) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 64 * sizeof *targets);
   gen_transformer_wte_embedding(transformer_wte_embedding, transformer_wte_weight, tokens, T);
@@ -4448,7 +4807,7 @@ static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   gen_add(add, transformer_wte_embedding, slice_pos, T);
   gen_transformer_h_normalize(transformer_h_0_ln_1_normalize, add, T);
   gen_transformer_h_fused(transformer_h_0_ln_1_add, transformer_h_0_ln_1_normalize, transformer_h_0_ln_1_weight, transformer_h_0_ln_1_bias, T);
-  gen_transformer_h_attn_c_attn_matmul(transformer_h_0_attn_c_attn_matmul, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, c->threads, T);
+  gen_transformer_h_attn_c_attn_matmul(transformer_h_0_attn_c_attn_matmul, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_c_attn_add(transformer_h_0_attn_c_attn_add, transformer_h_0_attn_c_attn_matmul, transformer_h_0_attn_c_attn_bias, T);
   gen_transformer_h_attn_slice(transformer_h_0_attn_slice, transformer_h_0_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_0_attn_transpose, transformer_h_0_attn_slice, T);
@@ -4457,25 +4816,25 @@ static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   gen_transformer_h_attn_slice_3(transformer_h_0_attn_slice_3, transformer_h_0_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_0_attn_transpose_3, transformer_h_0_attn_slice_3, T);
   step_transformer_h_attn_kv_write(transformer_h_0_attn_kv_write, kv_cache_0, transformer_h_0_attn_transpose_2, c->pos, T);
-  step_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_kv_write, T);
+  step_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_kv_write, bf16_scratch, c->threads, T);
   train_transformer_h_0_attn_const(transformer_h_0_attn_const);
   step_transformer_h_0_attn_causal_mask(transformer_h_0_attn_causal_mask, c->pos, T);
   step_transformer_h_attn_fused(transformer_h_0_attn_add, transformer_h_0_attn_bmm, transformer_h_0_attn_causal_mask, T);
   step_transformer_h_attn_softmax(transformer_h_0_attn_softmax, transformer_h_0_attn_add, T);
   step_transformer_h_attn_kv_write(transformer_h_0_attn_kv_write_2, kv_cache_1, transformer_h_0_attn_transpose_3, c->pos, T);
-  step_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_softmax, transformer_h_0_attn_kv_write_2, T);
+  step_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_softmax, transformer_h_0_attn_kv_write_2, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_transpose_2(transformer_h_0_attn_transpose_4, transformer_h_0_attn_bmm_2, T);
-  gen_transformer_h_attn_c_proj_matmul(transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, c->threads, T);
+  gen_transformer_h_attn_c_proj_matmul(transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_fused_2(transformer_h_0_add, add, transformer_h_0_attn_c_proj_matmul, transformer_h_0_attn_c_proj_bias, T);
   gen_transformer_h_normalize(transformer_h_0_ln_2_normalize, transformer_h_0_add, T);
   gen_transformer_h_fused(transformer_h_0_ln_2_add, transformer_h_0_ln_2_normalize, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias, T);
-  gen_transformer_h_mlp_c_fc_matmul(transformer_h_0_mlp_c_fc_matmul, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, c->threads, T);
+  gen_transformer_h_mlp_c_fc_matmul(transformer_h_0_mlp_c_fc_matmul, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_mlp_fused(transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_fc_matmul, transformer_h_0_mlp_c_fc_bias, T);
-  gen_transformer_h_mlp_c_proj_matmul(transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, c->threads, T);
+  gen_transformer_h_mlp_c_proj_matmul(transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_fused_2(transformer_h_0_add_2, transformer_h_0_add, transformer_h_0_mlp_c_proj_matmul, transformer_h_0_mlp_c_proj_bias, T);
   gen_transformer_h_normalize(transformer_h_1_ln_1_normalize, transformer_h_0_add_2, T);
   gen_transformer_h_fused(transformer_h_1_ln_1_add, transformer_h_1_ln_1_normalize, transformer_h_1_ln_1_weight, transformer_h_1_ln_1_bias, T);
-  gen_transformer_h_attn_c_attn_matmul(transformer_h_1_attn_c_attn_matmul, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, c->threads, T);
+  gen_transformer_h_attn_c_attn_matmul(transformer_h_1_attn_c_attn_matmul, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_c_attn_add(transformer_h_1_attn_c_attn_add, transformer_h_1_attn_c_attn_matmul, transformer_h_1_attn_c_attn_bias, T);
   gen_transformer_h_attn_slice(transformer_h_1_attn_slice, transformer_h_1_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_1_attn_transpose, transformer_h_1_attn_slice, T);
@@ -4484,23 +4843,23 @@ static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   gen_transformer_h_attn_slice_3(transformer_h_1_attn_slice_3, transformer_h_1_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_1_attn_transpose_3, transformer_h_1_attn_slice_3, T);
   step_transformer_h_attn_kv_write(transformer_h_1_attn_kv_write, kv_cache_2, transformer_h_1_attn_transpose_2, c->pos, T);
-  step_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_kv_write, T);
+  step_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_kv_write, bf16_scratch, c->threads, T);
   step_transformer_h_attn_fused(transformer_h_1_attn_add, transformer_h_1_attn_bmm, transformer_h_0_attn_causal_mask, T);
   step_transformer_h_attn_softmax(transformer_h_1_attn_softmax, transformer_h_1_attn_add, T);
   step_transformer_h_attn_kv_write(transformer_h_1_attn_kv_write_2, kv_cache_3, transformer_h_1_attn_transpose_3, c->pos, T);
-  step_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_softmax, transformer_h_1_attn_kv_write_2, T);
+  step_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_softmax, transformer_h_1_attn_kv_write_2, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_transpose_2(transformer_h_1_attn_transpose_4, transformer_h_1_attn_bmm_2, T);
-  gen_transformer_h_attn_c_proj_matmul(transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, c->threads, T);
+  gen_transformer_h_attn_c_proj_matmul(transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_fused_2(transformer_h_1_add, transformer_h_0_add_2, transformer_h_1_attn_c_proj_matmul, transformer_h_1_attn_c_proj_bias, T);
   gen_transformer_h_normalize(transformer_h_1_ln_2_normalize, transformer_h_1_add, T);
   gen_transformer_h_fused(transformer_h_1_ln_2_add, transformer_h_1_ln_2_normalize, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias, T);
-  gen_transformer_h_mlp_c_fc_matmul(transformer_h_1_mlp_c_fc_matmul, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, c->threads, T);
+  gen_transformer_h_mlp_c_fc_matmul(transformer_h_1_mlp_c_fc_matmul, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_mlp_fused(transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_fc_matmul, transformer_h_1_mlp_c_fc_bias, T);
-  gen_transformer_h_mlp_c_proj_matmul(transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, c->threads, T);
+  gen_transformer_h_mlp_c_proj_matmul(transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_fused_2(transformer_h_1_add_2, transformer_h_1_add, transformer_h_1_mlp_c_proj_matmul, transformer_h_1_mlp_c_proj_bias, T);
   gen_transformer_h_normalize(transformer_h_2_ln_1_normalize, transformer_h_1_add_2, T);
   gen_transformer_h_fused(transformer_h_2_ln_1_add, transformer_h_2_ln_1_normalize, transformer_h_2_ln_1_weight, transformer_h_2_ln_1_bias, T);
-  gen_transformer_h_attn_c_attn_matmul(transformer_h_2_attn_c_attn_matmul, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, c->threads, T);
+  gen_transformer_h_attn_c_attn_matmul(transformer_h_2_attn_c_attn_matmul, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_c_attn_add(transformer_h_2_attn_c_attn_add, transformer_h_2_attn_c_attn_matmul, transformer_h_2_attn_c_attn_bias, T);
   gen_transformer_h_attn_slice(transformer_h_2_attn_slice, transformer_h_2_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_2_attn_transpose, transformer_h_2_attn_slice, T);
@@ -4509,23 +4868,23 @@ static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   gen_transformer_h_attn_slice_3(transformer_h_2_attn_slice_3, transformer_h_2_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_2_attn_transpose_3, transformer_h_2_attn_slice_3, T);
   step_transformer_h_attn_kv_write(transformer_h_2_attn_kv_write, kv_cache_4, transformer_h_2_attn_transpose_2, c->pos, T);
-  step_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_kv_write, T);
+  step_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_kv_write, bf16_scratch, c->threads, T);
   step_transformer_h_attn_fused(transformer_h_2_attn_add, transformer_h_2_attn_bmm, transformer_h_0_attn_causal_mask, T);
   step_transformer_h_attn_softmax(transformer_h_2_attn_softmax, transformer_h_2_attn_add, T);
   step_transformer_h_attn_kv_write(transformer_h_2_attn_kv_write_2, kv_cache_5, transformer_h_2_attn_transpose_3, c->pos, T);
-  step_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_softmax, transformer_h_2_attn_kv_write_2, T);
+  step_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_softmax, transformer_h_2_attn_kv_write_2, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_transpose_2(transformer_h_2_attn_transpose_4, transformer_h_2_attn_bmm_2, T);
-  gen_transformer_h_attn_c_proj_matmul(transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, c->threads, T);
+  gen_transformer_h_attn_c_proj_matmul(transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_fused_2(transformer_h_2_add, transformer_h_1_add_2, transformer_h_2_attn_c_proj_matmul, transformer_h_2_attn_c_proj_bias, T);
   gen_transformer_h_normalize(transformer_h_2_ln_2_normalize, transformer_h_2_add, T);
   gen_transformer_h_fused(transformer_h_2_ln_2_add, transformer_h_2_ln_2_normalize, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias, T);
-  gen_transformer_h_mlp_c_fc_matmul(transformer_h_2_mlp_c_fc_matmul, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, c->threads, T);
+  gen_transformer_h_mlp_c_fc_matmul(transformer_h_2_mlp_c_fc_matmul, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_mlp_fused(transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_fc_matmul, transformer_h_2_mlp_c_fc_bias, T);
-  gen_transformer_h_mlp_c_proj_matmul(transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, c->threads, T);
+  gen_transformer_h_mlp_c_proj_matmul(transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_fused_2(transformer_h_2_add_2, transformer_h_2_add, transformer_h_2_mlp_c_proj_matmul, transformer_h_2_mlp_c_proj_bias, T);
   gen_transformer_h_normalize(transformer_h_3_ln_1_normalize, transformer_h_2_add_2, T);
   gen_transformer_h_fused(transformer_h_3_ln_1_add, transformer_h_3_ln_1_normalize, transformer_h_3_ln_1_weight, transformer_h_3_ln_1_bias, T);
-  gen_transformer_h_attn_c_attn_matmul(transformer_h_3_attn_c_attn_matmul, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, c->threads, T);
+  gen_transformer_h_attn_c_attn_matmul(transformer_h_3_attn_c_attn_matmul, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_c_attn_add(transformer_h_3_attn_c_attn_add, transformer_h_3_attn_c_attn_matmul, transformer_h_3_attn_c_attn_bias, T);
   gen_transformer_h_attn_slice(transformer_h_3_attn_slice, transformer_h_3_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_3_attn_transpose, transformer_h_3_attn_slice, T);
@@ -4534,44 +4893,44 @@ static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   gen_transformer_h_attn_slice_3(transformer_h_3_attn_slice_3, transformer_h_3_attn_c_attn_add, T);
   gen_transformer_h_attn_transpose(transformer_h_3_attn_transpose_3, transformer_h_3_attn_slice_3, T);
   step_transformer_h_attn_kv_write(transformer_h_3_attn_kv_write, kv_cache_6, transformer_h_3_attn_transpose_2, c->pos, T);
-  step_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_kv_write, T);
+  step_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_kv_write, bf16_scratch, c->threads, T);
   step_transformer_h_attn_fused(transformer_h_3_attn_add, transformer_h_3_attn_bmm, transformer_h_0_attn_causal_mask, T);
   step_transformer_h_attn_softmax(transformer_h_3_attn_softmax, transformer_h_3_attn_add, T);
   step_transformer_h_attn_kv_write(transformer_h_3_attn_kv_write_2, kv_cache_7, transformer_h_3_attn_transpose_3, c->pos, T);
-  step_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_softmax, transformer_h_3_attn_kv_write_2, T);
+  step_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_softmax, transformer_h_3_attn_kv_write_2, bf16_scratch, c->threads, T);
   gen_transformer_h_attn_transpose_2(transformer_h_3_attn_transpose_4, transformer_h_3_attn_bmm_2, T);
-  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_0_attn_c_proj_matmul_2, transformer_h_0_attn_transpose_4 + (T - 1) * 128, transformer_h_0_attn_c_proj_weight, c->threads);
+  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_0_attn_c_proj_matmul_2, transformer_h_0_attn_transpose_4 + (T - 1) * 128, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_0_fused(transformer_h_0_add_3, transformer_wte_embedding + (T - 1) * 128, slice_pos + (T - 1) * 128, transformer_h_0_attn_c_proj_matmul_2, transformer_h_0_attn_c_proj_bias);
   gen_transformer_normalize(transformer_h_0_ln_2_normalize_2, transformer_h_0_add_3);
   gen_transformer_fused(transformer_h_0_ln_2_add_2, transformer_h_0_ln_2_normalize_2, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias);
-  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_0_mlp_c_fc_matmul_2, transformer_h_0_ln_2_add_2, transformer_h_0_mlp_c_fc_weight, c->threads);
+  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_0_mlp_c_fc_matmul_2, transformer_h_0_ln_2_add_2, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_mlp_fused_2(transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_fc_matmul_2, transformer_h_0_mlp_c_fc_bias);
-  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_0_mlp_c_proj_matmul_2, transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_proj_weight, c->threads);
-  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_1_attn_c_proj_matmul_2, transformer_h_1_attn_transpose_4 + (T - 1) * 128, transformer_h_1_attn_c_proj_weight, c->threads);
+  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_0_mlp_c_proj_matmul_2, transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_1_attn_c_proj_matmul_2, transformer_h_1_attn_transpose_4 + (T - 1) * 128, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_fused_3(transformer_h_1_add_3, transformer_h_0_add_3, transformer_h_0_mlp_c_proj_matmul_2, transformer_h_0_mlp_c_proj_bias, transformer_h_1_attn_c_proj_matmul_2, transformer_h_1_attn_c_proj_bias);
   gen_transformer_normalize(transformer_h_1_ln_2_normalize_2, transformer_h_1_add_3);
   gen_transformer_fused(transformer_h_1_ln_2_add_2, transformer_h_1_ln_2_normalize_2, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias);
-  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_1_mlp_c_fc_matmul_2, transformer_h_1_ln_2_add_2, transformer_h_1_mlp_c_fc_weight, c->threads);
+  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_1_mlp_c_fc_matmul_2, transformer_h_1_ln_2_add_2, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_mlp_fused_2(transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_fc_matmul_2, transformer_h_1_mlp_c_fc_bias);
-  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_1_mlp_c_proj_matmul_2, transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_proj_weight, c->threads);
-  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_2_attn_c_proj_matmul_2, transformer_h_2_attn_transpose_4 + (T - 1) * 128, transformer_h_2_attn_c_proj_weight, c->threads);
+  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_1_mlp_c_proj_matmul_2, transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_2_attn_c_proj_matmul_2, transformer_h_2_attn_transpose_4 + (T - 1) * 128, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_fused_3(transformer_h_2_add_3, transformer_h_1_add_3, transformer_h_1_mlp_c_proj_matmul_2, transformer_h_1_mlp_c_proj_bias, transformer_h_2_attn_c_proj_matmul_2, transformer_h_2_attn_c_proj_bias);
   gen_transformer_normalize(transformer_h_2_ln_2_normalize_2, transformer_h_2_add_3);
   gen_transformer_fused(transformer_h_2_ln_2_add_2, transformer_h_2_ln_2_normalize_2, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias);
-  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_2_mlp_c_fc_matmul_2, transformer_h_2_ln_2_add_2, transformer_h_2_mlp_c_fc_weight, c->threads);
+  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_2_mlp_c_fc_matmul_2, transformer_h_2_ln_2_add_2, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_mlp_fused_2(transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_fc_matmul_2, transformer_h_2_mlp_c_fc_bias);
-  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_2_mlp_c_proj_matmul_2, transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_proj_weight, c->threads);
-  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_transpose_4 + (T - 1) * 128, transformer_h_3_attn_c_proj_weight, c->threads);
+  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_2_mlp_c_proj_matmul_2, transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  gen_transformer_h_attn_c_proj_matmul_2(transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_transpose_4 + (T - 1) * 128, transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_fused_3(transformer_h_3_add, transformer_h_2_add_3, transformer_h_2_mlp_c_proj_matmul_2, transformer_h_2_mlp_c_proj_bias, transformer_h_3_attn_c_proj_matmul, transformer_h_3_attn_c_proj_bias);
   gen_transformer_normalize(transformer_h_3_ln_2_normalize, transformer_h_3_add);
   gen_transformer_fused(transformer_h_3_ln_2_add, transformer_h_3_ln_2_normalize, transformer_h_3_ln_2_weight, transformer_h_3_ln_2_bias);
-  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_3_mlp_c_fc_matmul, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, c->threads);
+  gen_transformer_h_mlp_c_fc_matmul_2(transformer_h_3_mlp_c_fc_matmul, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_mlp_fused_2(transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_fc_matmul, transformer_h_3_mlp_c_fc_bias);
-  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, c->threads);
+  gen_transformer_h_mlp_c_proj_matmul_2(transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
   gen_transformer_h_3_fused(transformer_h_3_add_2, transformer_h_3_add, transformer_h_3_mlp_c_proj_matmul, transformer_h_3_mlp_c_proj_bias);
   gen_transformer_normalize(transformer_ln_f_normalize, transformer_h_3_add_2);
   gen_transformer_fused(transformer_ln_f_add, transformer_ln_f_normalize, transformer_ln_f_weight, transformer_ln_f_bias);
-  gen_lm_head_matmul(lm_head_matmul, transformer_ln_f_add, transformer_wte_weight, c->threads);
+  gen_lm_head_matmul(lm_head_matmul, transformer_ln_f_add, transformer_wte_weight, transformer_wte_weight_bf16, bf16_scratch, c->threads);
   gen_log_softmax(log_softmax, lm_head_matmul);
   memcpy(kv_cache_0, transformer_h_0_attn_kv_write, 8192 * sizeof(real));   /* state kv_cache.0, detached */
   memcpy(kv_cache_1, transformer_h_0_attn_kv_write_2, 8192 * sizeof(real));   /* state kv_cache.1, detached */
@@ -4613,6 +4972,7 @@ const LmcModel lmc_model = {
     .has_logp = 0,
     .logp_last = 0,
     .logp_offset = 0,
+    .work16_numel = 43415040,
   },
   .eval = {
     .batch = 10,
@@ -4626,6 +4986,7 @@ const LmcModel lmc_model = {
     .has_logp = 0,
     .logp_last = 0,
     .logp_offset = 0,
+    .work16_numel = 327680,
   },
   .gen = {
     .batch = 1,
@@ -4639,6 +5000,7 @@ const LmcModel lmc_model = {
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 33280,
+    .work16_numel = 32768,
   },
   .sample = {
     .batch = 8,
@@ -4652,6 +5014,7 @@ const LmcModel lmc_model = {
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 266224,
+    .work16_numel = 262144,
   },
   .step = {
     .batch = 1,
@@ -4665,6 +5028,7 @@ const LmcModel lmc_model = {
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 33280,
+    .work16_numel = 32768,
   },
   .fma = LMC_FMA,
 };

@@ -100,11 +100,16 @@ static void train_rnn_slice(real *y, const real *x)
  *   graphs/rnn_relu.lua:18
  *   shared by train_rnn_l0_matmul_bias, train_rnn_l1_matmul_bias
  *   (the nodes above are train_rnn_l0_matmul_bias's) */
-static void train_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void train_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_gemm_bf16(0, 1, 20*T, 200, 200, s16, 200, b16, 200, 1, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 200, 200,
               1, a, 200, b, 200, 1, y, 200);
 }
@@ -125,8 +130,13 @@ static void train_rnn_carry(real *y, const real *x)
  *   graphs/rnn_relu.lua:18
  *   shared by train_rnn_l0_matmul, train_rnn_l1_matmul
  *   (the nodes above are train_rnn_l0_matmul's) */
-static void train_rnn_matmul(real *y, const real *a, const real *b, int nt)
+static void train_rnn_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000);
+    lmc_gemm_bf16(0, 1, 20, 200, 200, s16, 200, b16, 200, 0, y, 200, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 20, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
@@ -172,8 +182,13 @@ static void train_rnn_concat(real *y, const real *a, const real *b)
 /* n44 = matmul(n42, n43) b^T
  *   (T, 20, 33278) <- (T, 20, 200), (33278, 200)
  *   graphs/rnn_relu.lua:19 */
-static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_gemm_bf16(0, 1, 20*T, 33278, 200, s16, 200, b16, 200, 0, y, 33278, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 33278, 200,
               1, a, 200, b, 200, 0, y, 33278);
 }
@@ -182,10 +197,10 @@ static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
  *   n46 = add(n44, n45) (T, 20, 33278)
  *   n47 = log_softmax(n46) (T, 20, 33278), with nt
  *   n48 = nll_loss(n47, n1) (), stored in loss
- *   n51 = nll_log_softmax_grad(n49, n47, n1) (T, 20, 33278), stored in 
+ *   n51 = nll_log_softmax_grad(n49, n47, n1) (T, 20, 33278), stored in dx, with dx16
  *   reads bias = n45, target = n1
  *   graphs/rnn_relu.lua:21 */
-static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
+static void train_log_softmax_nll(real *dx /* over x */, lmc_bf16 *dx16, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
   double nll_row[700];   /* summed in row order after the loop */
@@ -202,6 +217,8 @@ static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real 
     for (long i = 0; i < n; i++)
       dxr[i] = (real)(dxr[i] * q);
     dxr[target[r]] -= s;
+    if (dx16)   /* --precision bf16: the products read dx in bf16, this row while it is in cache */
+      lmc_to_bf16(dxr, dx16 + r * n, n);
     nll_row[r] = (real)(xt - lse);
   }
   double nll = 0;
@@ -232,8 +249,12 @@ static void train_decoder_sum_grad(real *y, const real *x, int T)
 /* n53 = matmul(n51, n43)
  *   (T, 20, 200) <- (T, 20, 33278), (33278, 200)
  *   graphs/rnn_relu.lua:19 */
-static void train_decoder_matmul_grad(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *a16, const lmc_bf16 *b16, int nt, int T)
 {
+  if (a16) {   /* --precision bf16 */
+    lmc_gemm_bf16(0, 0, 20*T, 200, 33278, a16, 33278, b16, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 33278,
               1, a, 33278, b, 200, 0, y, 200);
 }
@@ -241,8 +262,13 @@ static void train_decoder_matmul_grad(real *y, const real *a, const real *b, int
 /* n54 = matmul(n51, n42) a^T
  *   (33278, 200) <- (T, 20, 33278), (T, 20, 200)
  *   graphs/rnn_relu.lua:19 */
-static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, const lmc_bf16 *a16, lmc_bf16 *s16, int nt, int T)
 {
+  if (a16) {   /* --precision bf16 */
+    lmc_to_bf16(b, s16, 4000*T);
+    lmc_gemm_bf16(1, 0, 33278, 200, 20*T, a16, 33278, s16, 200, 0, y, 200, nt);
+    return;
+  }
   for (long r = 0; r < 33278; r += 1024)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 33278 ? 1024 : 33278 - r, 200, 20*T,
                 1, a + r, 33278, b, 200, 0, y + r * 200, 200);
@@ -287,8 +313,13 @@ static void train_rnn_cell_grad(real *restrict y0, const real *x0, const real *x
  *   graphs/rnn_relu.lua:18
  *   shared by train_rnn_l1_matmul_grad, train_rnn_l0_matmul_grad
  *   (the nodes above are train_rnn_l1_matmul_grad's) */
-static void train_rnn_matmul_grad(real *y, const real *a, const real *b)
+static void train_rnn_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000);
+    lmc_gemm_bf16(0, 0, 20, 200, 200, s16, 200, b16, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 200,
               1, a, 200, b, 200, 0, y, 200);
 }
@@ -312,8 +343,14 @@ static void train_rnn_sum_grad(real *y, const real *x, int T)
  *   shared by train_rnn_l1_matmul_grad_2, train_rnn_l1_matmul_grad_4,
  *             train_rnn_l0_matmul_grad_2, train_rnn_l0_matmul_grad_4
  *   (the nodes above are train_rnn_l1_matmul_grad_2's) */
-static void train_rnn_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_rnn_matmul_grad_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_to_bf16(b, s16 + 140000, 4000*T);
+    lmc_gemm_bf16(1, 0, 200, 200, 20*T, s16, 200, s16 + 140000, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
               1, a, 200, b, 200, 0, y, 200);
 }
@@ -323,8 +360,13 @@ static void train_rnn_matmul_grad_2(real *y, const real *a, const real *b, int T
  *   graphs/rnn_relu.lua:18
  *   shared by train_rnn_l1_matmul_grad_3, train_rnn_l0_matmul_grad_3
  *   (the nodes above are train_rnn_l1_matmul_grad_3's) */
-static void train_rnn_matmul_grad_3(real *y, const real *a, const real *b, int T)
+static void train_rnn_matmul_grad_3(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_gemm_bf16(0, 0, 20*T, 200, 200, s16, 200, b16, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 200,
               1, a, 200, b, 200, 0, y, 200);
 }
@@ -420,61 +462,69 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   real *d_encoder_weight = c->grad;   /* gradient of encoder.weight (33278, 200) */
   real *d_rnn_bias_hh_l0 = c->grad + 220904;   /* gradient of rnn.bias_hh_l0 (200) */
   real *d_rnn_bias_hh_l1 = c->grad + 301304;   /* gradient of rnn.bias_hh_l1 (200) */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *rnn_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnn.weight_ih_l0 (200, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 23294624);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *rnn_weight_hh_l0_bf16 = lmc_bf16_at(c->param16, 6695600);   /* rnn.weight_hh_l0 (200, 200) in bf16 */
+  const lmc_bf16 *rnn_weight_ih_l1_bf16 = lmc_bf16_at(c->param16, 6736000);   /* rnn.weight_ih_l1 (200, 200) in bf16 */
+  const lmc_bf16 *rnn_weight_hh_l1_bf16 = lmc_bf16_at(c->param16, 6776000);   /* rnn.weight_hh_l1 (200, 200) in bf16 */
+  const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 6816400);   /* decoder.weight (33278, 200) in bf16 */
+  lmc_bf16 *nll_log_softmax_grad_bf16 = lmc_bf16_at(c->work16, 0);   /* the value (T, 20, 33278) in bf16 */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 700 * sizeof *targets);
   train_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
   train_dropout(dropout, encoder_embedding, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_rnn_slice(rnn_slice, hidden);
-  train_rnn_matmul_bias(rnn_l0_matmul_bias, dropout, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
+  train_rnn_matmul_bias(rnn_l0_matmul_bias, dropout, rnn_weight_ih_l0, rnn_bias_ih_l0, rnn_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     train_rnn_carry(rnn_l0_carry + t * 4000, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 4000);
-    train_rnn_matmul(rnn_l0_matmul, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, c->threads);
+    train_rnn_matmul(rnn_l0_matmul, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
     train_rnn_cell(rnn_l0_relu + t * 4000, rnn_l0_matmul_bias + t * 4000, rnn_l0_matmul, rnn_bias_hh_l0);
   }
   train_dropout(rnn_dropout, rnn_l0_relu, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_rnn_slice_2(rnn_slice_2, hidden);
-  train_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_dropout, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
+  train_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_dropout, rnn_weight_ih_l1, rnn_bias_ih_l1, rnn_weight_ih_l1_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     train_rnn_carry(rnn_l1_carry + t * 4000, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 4000);
-    train_rnn_matmul(rnn_l1_matmul, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, c->threads);
+    train_rnn_matmul(rnn_l1_matmul, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
     train_rnn_cell(rnn_l1_relu + t * 4000, rnn_l1_matmul_bias + t * 4000, rnn_l1_matmul, rnn_bias_hh_l1);
   }
   train_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 4000, rnn_l1_relu + (T - 1) * 4000);
   train_dropout(dropout_2, rnn_l1_relu, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], 0, c->col0, c->col_rest, T);
-  train_decoder_matmul(decoder_matmul, dropout_2, decoder_weight, T);
-  train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
+  train_decoder_matmul(decoder_matmul, dropout_2, decoder_weight, decoder_weight_bf16, bf16_scratch, c->threads, T);
+  train_log_softmax_nll(nll_log_softmax_grad, nll_log_softmax_grad_bf16, nll_loss, decoder_bias, targets, c->threads, T);
   train_const_grad(const_grad);
   train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
   if (c->grad_ready) c->grad_ready(c, 10);   /* decoder.bias final */
-  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, T);
-  train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, dropout_2, T);
+  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, nll_log_softmax_grad_bf16, decoder_weight_bf16, c->threads, T);
+  train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, dropout_2, nll_log_softmax_grad_bf16, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 9);   /* decoder.weight final */
   train_rnn_l1_const_grad(rnn_l1_const_grad);
   train_rnn_l1_broadcast_grad(rnn_l1_broadcast_grad, rnn_l1_const_grad);
   for (int t = T - 1; t >= 0; t--) {   /* loop 3, reverse */
     train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_matmul_grad);
     train_rnn_cell_grad(rnn_l1_relu_grad + t * 4000, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, c->col0, c->col_rest, rnn_l1_relu + t * 4000);
-    train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_relu_grad + t * 4000, rnn_weight_hh_l1);
+    train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_relu_grad + t * 4000, rnn_weight_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_relu_grad, T);
   if (c->grad_ready) c->grad_ready(c, 7);   /* rnn.bias_ih_l1 final */
-  train_rnn_matmul_grad_2(d_rnn_weight_hh_l1, rnn_l1_relu_grad, rnn_l1_carry, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l1, rnn_l1_relu_grad, rnn_l1_carry, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 6);   /* rnn.weight_hh_l1 final */
-  train_rnn_matmul_grad_3(rnn_l1_matmul_grad_2, rnn_l1_relu_grad, rnn_weight_ih_l1, T);
-  train_rnn_matmul_grad_2(d_rnn_weight_ih_l1, rnn_l1_relu_grad, rnn_dropout, T);
+  train_rnn_matmul_grad_3(rnn_l1_matmul_grad_2, rnn_l1_relu_grad, rnn_weight_ih_l1, rnn_weight_ih_l1_bf16, bf16_scratch, c->threads, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l1, rnn_l1_relu_grad, rnn_dropout, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 5);   /* rnn.weight_ih_l1 final */
   for (int t = T - 1; t >= 0; t--) {   /* loop 4, reverse */
     train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_matmul_grad);
     train_rnn_cell_grad(rnn_l0_relu_grad + t * 4000, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, c->col0, c->col_rest, rnn_l0_relu + t * 4000);
-    train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_relu_grad + t * 4000, rnn_weight_hh_l0);
+    train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_relu_grad + t * 4000, rnn_weight_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_relu_grad, T);
   if (c->grad_ready) c->grad_ready(c, 3);   /* rnn.bias_ih_l0 final */
-  train_rnn_matmul_grad_2(d_rnn_weight_hh_l0, rnn_l0_relu_grad, rnn_l0_carry, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_hh_l0, rnn_l0_relu_grad, rnn_l0_carry, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 2);   /* rnn.weight_hh_l0 final */
-  train_rnn_matmul_grad_3(rnn_l0_matmul_grad_2, rnn_l0_relu_grad, rnn_weight_ih_l0, T);
-  train_rnn_matmul_grad_2(d_rnn_weight_ih_l0, rnn_l0_relu_grad, dropout, T);
+  train_rnn_matmul_grad_3(rnn_l0_matmul_grad_2, rnn_l0_relu_grad, rnn_weight_ih_l0, rnn_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
+  train_rnn_matmul_grad_2(d_rnn_weight_ih_l0, rnn_l0_relu_grad, dropout, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 1);   /* rnn.weight_ih_l0 final */
   train_dropout_grad(dropout_grad, rnn_l0_matmul_grad_2, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_encoder_embedding_grad(d_encoder_weight, dropout_grad, tokens, T);
@@ -513,11 +563,16 @@ static void eval_rnn_slice(real *y, const real *x)
  *   graphs/rnn_relu.lua:18
  *   shared by eval_rnn_l0_matmul_bias, eval_rnn_l1_matmul_bias
  *   (the nodes above are eval_rnn_l0_matmul_bias's) */
-static void eval_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2000*T);
+    lmc_gemm_bf16(0, 1, 10*T, 200, 200, s16, 200, b16, 200, 1, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 200, 200,
               1, a, 200, b, 200, 1, y, 200);
 }
@@ -537,8 +592,13 @@ static void eval_rnn_carry(real *y, const real *x)
  *   graphs/rnn_relu.lua:18
  *   shared by eval_rnn_l0_matmul, eval_rnn_l1_matmul
  *   (the nodes above are eval_rnn_l0_matmul's) */
-static void eval_rnn_matmul(real *y, const real *a, const real *b, int nt)
+static void eval_rnn_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2000);
+    lmc_gemm_bf16(0, 1, 10, 200, 200, s16, 200, b16, 200, 0, y, 200, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 10, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
@@ -582,21 +642,27 @@ static void eval_rnn_concat(real *y, const real *a, const real *b)
 }
 
 /* fused: 4 nodes in one loop over (T, 10, 33278)
- *   n41 = matmul(n35, n40) b^T (T, 10, 33278), with 
+ *   n41 = matmul(n35, n40) b^T (T, 10, 33278), with block, s16
  *   n43 = add(n41, n42) (T, 10, 33278)
  *   n44 = log_softmax(n43) (T, 10, 33278), with nt
  *   n45 = nll_loss(n44, n1) (), stored in loss
  *   reads h = n35, w = n40, bias = n42, target = n1
  *   graphs/rnn_relu.lua:21 */
-static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
+static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, const lmc_bf16 *w16, lmc_bf16 *s16, int T)
 {
   real max[700];
   double sum[700], nll_row[700];
   const long n = 33278, rows = 10*T;
+  if (w16) {   /* --precision bf16 */
+    lmc_to_bf16(h, s16, 2000*T);
+  }
   for (long j0 = 0; j0 < n; j0 += 1024) {
     const long nb = n - j0 < 1024 ? n - j0 : 1024;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, 200,
-                1, h, 200, w + j0 * 200, 200, 0, block, nb);
+    if (w16)
+      lmc_gemm_bf16(0, 1, rows, nb, 200, s16, 200, w16 + j0 * 200, 200, 0, block, nb, nt);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, 200,
+                  1, h, 200, w + j0 * 200, 200, 0, block, nb);
     LMC_PARALLEL_FOR(nt)
     for (long r = 0; r < rows; r++) {
       real *xr = block + r * nb;
@@ -653,26 +719,33 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *rnn_concat = w + 140000;   /* (2, 10, 200), graphs/rnn_relu.lua:18 */
   real *nll_loss = w;   /* (), graphs/rnn_relu.lua:24 */
   real *logit_block = w + 426704;   /* the loss kernel's logits, 1024 columns at a time */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *rnn_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnn.weight_ih_l0 (200, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *rnn_weight_hh_l0_bf16 = lmc_bf16_at(c->param16, 6695600);   /* rnn.weight_hh_l0 (200, 200) in bf16 */
+  const lmc_bf16 *rnn_weight_ih_l1_bf16 = lmc_bf16_at(c->param16, 6736000);   /* rnn.weight_ih_l1 (200, 200) in bf16 */
+  const lmc_bf16 *rnn_weight_hh_l1_bf16 = lmc_bf16_at(c->param16, 6776000);   /* rnn.weight_hh_l1 (200, 200) in bf16 */
+  const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 6816400);   /* decoder.weight (33278, 200) in bf16 */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 700 * sizeof *targets);
   eval_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
   eval_rnn_slice(rnn_slice, hidden);
-  eval_rnn_matmul_bias(rnn_l0_matmul_bias, encoder_embedding, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
+  eval_rnn_matmul_bias(rnn_l0_matmul_bias, encoder_embedding, rnn_weight_ih_l0, rnn_bias_ih_l0, rnn_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     eval_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 2000);
-    eval_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    eval_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
     eval_rnn_cell(rnn_l0_relu + t * 2000, rnn_l0_matmul_bias + t * 2000, rnn_l0_matmul, rnn_bias_hh_l0);
   }
   eval_rnn_slice_2(rnn_slice_2, hidden);
-  eval_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_relu, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
+  eval_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_relu, rnn_weight_ih_l1, rnn_bias_ih_l1, rnn_weight_ih_l1_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     eval_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 2000);
-    eval_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    eval_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
     eval_rnn_cell(rnn_l1_relu + t * 2000, rnn_l1_matmul_bias + t * 2000, rnn_l1_matmul, rnn_bias_hh_l1);
   }
   eval_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 2000, rnn_l1_relu + (T - 1) * 2000);
-  eval_log_softmax_nll(nll_loss, rnn_l1_relu, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
+  eval_log_softmax_nll(nll_loss, rnn_l1_relu, decoder_weight, decoder_bias, targets, c->threads, logit_block, decoder_weight_bf16, bf16_scratch, T);
   memcpy(hidden, rnn_concat, 4000 * sizeof(real));   /* state hidden, detached */
   return have_targets ? nll_loss[0] : 0;
 }
@@ -702,8 +775,13 @@ static void gen_rnn_slice(real *y, const real *x)
  *   graphs/rnn_relu.lua:18
  *   shared by gen_rnn_l0_matmul, gen_rnn_l1_matmul
  *   (the nodes above are gen_rnn_l0_matmul's) */
-static void gen_rnn_matmul(real *y, const real *a, const real *b, int nt, int T)
+static void gen_rnn_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 200*T);
+    lmc_gemm_bf16(0, 1, T, 200, 200, s16, 200, b16, 200, 0, y, 200, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
@@ -734,8 +812,13 @@ static void gen_rnn_carry(real *y, const real *x)
  *   graphs/rnn_relu.lua:18
  *   shared by gen_rnn_l0_matmul_2, gen_rnn_l1_matmul_2
  *   (the nodes above are gen_rnn_l0_matmul_2's) */
-static void gen_rnn_matmul_2(real *y, const real *a, const real *b, int nt)
+static void gen_rnn_matmul_2(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 200);
+    lmc_gemm_bf16(0, 1, 1, 200, 200, s16, 200, b16, 200, 0, y, 200, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
@@ -780,8 +863,13 @@ static void gen_rnn_concat(real *y, const real *a, const real *b)
 /* n47 = matmul(n46, n40) b^T
  *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
  *   graphs/rnn_relu.lua:19 */
-static void gen_decoder_matmul(real *y, const real *a, const real *b, int nt)
+static void gen_decoder_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 200);
+    lmc_gemm_bf16(0, 1, 1, 33278, 200, s16, 200, b16, 200, 0, y, 33278, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
 }
 
@@ -851,27 +939,34 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   real *decoder_matmul = w;   /* (1, 1, 33278), graphs/rnn_relu.lua:19 */
   real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/rnn_relu.lua:19 */
   real *log_softmax = w;   /* (1, 1, 33278), graphs/rnn_relu.lua:21 */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *rnn_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnn.weight_ih_l0 (200, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *rnn_weight_hh_l0_bf16 = lmc_bf16_at(c->param16, 6695600);   /* rnn.weight_hh_l0 (200, 200) in bf16 */
+  const lmc_bf16 *rnn_weight_ih_l1_bf16 = lmc_bf16_at(c->param16, 6736000);   /* rnn.weight_ih_l1 (200, 200) in bf16 */
+  const lmc_bf16 *rnn_weight_hh_l1_bf16 = lmc_bf16_at(c->param16, 6776000);   /* rnn.weight_hh_l1 (200, 200) in bf16 */
+  const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 6816400);   /* decoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 35 * sizeof *targets);
   gen_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
   gen_rnn_slice(rnn_slice, hidden);
-  gen_rnn_matmul(rnn_l0_matmul, encoder_embedding, rnn_weight_ih_l0, c->threads, T);
+  gen_rnn_matmul(rnn_l0_matmul, encoder_embedding, rnn_weight_ih_l0, rnn_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   gen_rnn_add(rnn_l0_add, rnn_l0_matmul, rnn_bias_ih_l0, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     gen_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 200);
-    gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
     gen_rnn_cell(rnn_l0_relu + t * 200, rnn_l0_add + t * 200, rnn_l0_matmul_2, rnn_bias_hh_l0);
   }
   gen_rnn_slice_2(rnn_slice_2, hidden);
-  gen_rnn_matmul(rnn_l1_matmul, rnn_l0_relu, rnn_weight_ih_l1, c->threads, T);
+  gen_rnn_matmul(rnn_l1_matmul, rnn_l0_relu, rnn_weight_ih_l1, rnn_weight_ih_l1_bf16, bf16_scratch, c->threads, T);
   gen_rnn_add(rnn_l1_add, rnn_l1_matmul, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     gen_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 200);
-    gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
     gen_rnn_cell(rnn_l1_relu + t * 200, rnn_l1_add + t * 200, rnn_l1_matmul_2, rnn_bias_hh_l1);
   }
   gen_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 200, rnn_l1_relu + (T - 1) * 200);
-  gen_decoder_matmul(decoder_matmul, rnn_l1_relu + (T - 1) * 200, decoder_weight, c->threads);
+  gen_decoder_matmul(decoder_matmul, rnn_l1_relu + (T - 1) * 200, decoder_weight, decoder_weight_bf16, bf16_scratch, c->threads);
   gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
   gen_log_softmax(log_softmax, decoder_add);
   memcpy(hidden, rnn_concat, 400 * sizeof(real));   /* state hidden, detached */
@@ -903,11 +998,16 @@ static void sample_rnn_slice(real *y, const real *x)
  *   graphs/rnn_relu.lua:18
  *   shared by sample_rnn_l0_matmul_bias, sample_rnn_l1_matmul_bias
  *   (the nodes above are sample_rnn_l0_matmul_bias's) */
-static void sample_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void sample_rnn_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1600*T);
+    lmc_gemm_bf16(0, 1, 8*T, 200, 200, s16, 200, b16, 200, 1, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 200, 200,
               1, a, 200, b, 200, 1, y, 200);
 }
@@ -927,8 +1027,13 @@ static void sample_rnn_carry(real *y, const real *x)
  *   graphs/rnn_relu.lua:18
  *   shared by sample_rnn_l0_matmul, sample_rnn_l1_matmul
  *   (the nodes above are sample_rnn_l0_matmul's) */
-static void sample_rnn_matmul(real *y, const real *a, const real *b, int nt)
+static void sample_rnn_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1600);
+    lmc_gemm_bf16(0, 1, 8, 200, 200, s16, 200, b16, 200, 0, y, 200, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 8, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
@@ -974,11 +1079,16 @@ static void sample_rnn_concat(real *y, const real *a, const real *b)
 /* n48 = matmul_bias(n46, n40, n42) b^T
  *   (1, 8, 33278) <- (1, 8, 200), (33278, 200), (33278)
  *   graphs/rnn_relu.lua:19 */
-static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
+static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   for (long i0 = 0; i0 < 8; i0++)
     for (long i1 = 0; i1 < 33278; i1++)
       y[i0 * 33278 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1600);
+    lmc_gemm_bf16(0, 1, 8, 33278, 200, s16, 200, b16, 200, 1, y, 33278, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 8, 33278, 200, a, 200, b, 200, 1, y, 33278);
 }
 
@@ -1036,25 +1146,32 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   real *rnn_concat = w + 532448;   /* (2, 8, 200), graphs/rnn_relu.lua:18 */
   real *decoder_matmul_bias = w;   /* (1, 8, 33278), graphs/rnn_relu.lua:19 */
   real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/rnn_relu.lua:21 */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *rnn_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnn.weight_ih_l0 (200, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *rnn_weight_hh_l0_bf16 = lmc_bf16_at(c->param16, 6695600);   /* rnn.weight_hh_l0 (200, 200) in bf16 */
+  const lmc_bf16 *rnn_weight_ih_l1_bf16 = lmc_bf16_at(c->param16, 6736000);   /* rnn.weight_ih_l1 (200, 200) in bf16 */
+  const lmc_bf16 *rnn_weight_hh_l1_bf16 = lmc_bf16_at(c->param16, 6776000);   /* rnn.weight_hh_l1 (200, 200) in bf16 */
+  const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 6816400);   /* decoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 280 * sizeof *targets);
   sample_encoder_embedding(encoder_embedding, encoder_weight, tokens, T);
   sample_rnn_slice(rnn_slice, hidden);
-  sample_rnn_matmul_bias(rnn_l0_matmul_bias, encoder_embedding, rnn_weight_ih_l0, rnn_bias_ih_l0, T);
+  sample_rnn_matmul_bias(rnn_l0_matmul_bias, encoder_embedding, rnn_weight_ih_l0, rnn_bias_ih_l0, rnn_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     sample_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_relu + (t - 1) * 1600);
-    sample_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
+    sample_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
     sample_rnn_cell(rnn_l0_relu + t * 1600, rnn_l0_matmul_bias + t * 1600, rnn_l0_matmul, rnn_bias_hh_l0);
   }
   sample_rnn_slice_2(rnn_slice_2, hidden);
-  sample_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_relu, rnn_weight_ih_l1, rnn_bias_ih_l1, T);
+  sample_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_relu, rnn_weight_ih_l1, rnn_bias_ih_l1, rnn_weight_ih_l1_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     sample_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_relu + (t - 1) * 1600);
-    sample_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
+    sample_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
     sample_rnn_cell(rnn_l1_relu + t * 1600, rnn_l1_matmul_bias + t * 1600, rnn_l1_matmul, rnn_bias_hh_l1);
   }
   sample_rnn_concat(rnn_concat, rnn_l0_relu + (T - 1) * 1600, rnn_l1_relu + (T - 1) * 1600);
-  sample_decoder_matmul_bias(decoder_matmul_bias, rnn_l1_relu + (T - 1) * 1600, decoder_weight, decoder_bias, c->threads);
+  sample_decoder_matmul_bias(decoder_matmul_bias, rnn_l1_relu + (T - 1) * 1600, decoder_weight, decoder_bias, decoder_weight_bf16, bf16_scratch, c->threads);
   sample_log_softmax(log_softmax, decoder_matmul_bias);
   memcpy(hidden, rnn_concat, 3200 * sizeof(real));   /* state hidden, detached */
   return 0;
@@ -1089,6 +1206,7 @@ const LmcModel lmc_model = {
     .has_logp = 0,
     .logp_last = 0,
     .logp_offset = 0,
+    .work16_numel = 23574624,
   },
   .eval = {
     .batch = 10,
@@ -1102,6 +1220,7 @@ const LmcModel lmc_model = {
     .has_logp = 0,
     .logp_last = 0,
     .logp_offset = 0,
+    .work16_numel = 140000,
   },
   .gen = {
     .batch = 1,
@@ -1115,6 +1234,7 @@ const LmcModel lmc_model = {
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 0,
+    .work16_numel = 7008,
   },
   .sample = {
     .batch = 8,
@@ -1128,6 +1248,7 @@ const LmcModel lmc_model = {
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 266224,
+    .work16_numel = 56000,
   },
   .step = { .run = NULL },
   .fma = LMC_FMA,

@@ -1347,11 +1347,16 @@ static void train_triu_mask(real *y, int T)
  *   shared by train_encoder_l0_self_attn_matmul_bias,
  *             train_encoder_l1_self_attn_matmul_bias
  *   (the nodes above are train_encoder_l0_self_attn_matmul_bias's) */
-static void train_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void train_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 600; i1++)
       y[i0 * 600 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_gemm_bf16(0, 1, 20*T, 600, 200, s16, 200, b16, 200, 1, y, 600, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 600, 200,
               1, a, 200, b, 200, 1, y, 600);
 }
@@ -1448,8 +1453,15 @@ static void train_encoder_self_attn_slice_3(real *y, const real *x, int T)
  *             train_encoder_l1_self_attn_bmm_grad,
  *             train_encoder_l0_self_attn_bmm_grad
  *   (the nodes above are train_encoder_l0_self_attn_bmm's) */
-static void train_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
+static void train_encoder_self_attn_bmm(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_to_bf16(b, s16 + 140000, 4000*T);
+    for (long i = 0; i < 40; i++)
+      lmc_gemm_bf16(0, 1, T, T, 100, s16 + i * 100*T, 100, s16 + 140000 + i * 100*T, 100, 0, y + i * T*T, T, nt);
+    return;
+  }
   for (long i = 0; i < 40; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
                 1, a + i * 100*T, 100, b + i * 100*T, 100, 0, y + i * T*T, T);
@@ -1507,8 +1519,15 @@ static void train_encoder_self_attn_dropout(real *y, const real *x, uint64_t key
  *             train_encoder_l1_self_attn_bmm_grad_3,
  *             train_encoder_l0_self_attn_bmm_grad_3
  *   (the nodes above are train_encoder_l0_self_attn_bmm_2's) */
-static void train_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
+static void train_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 40*T*T);
+    lmc_to_bf16(b, s16 + 49024, 4000*T);
+    for (long i = 0; i < 40; i++)
+      lmc_gemm_bf16(0, 0, T, 100, T, s16 + i * T*T, T, s16 + 49024 + i * 100*T, 100, 0, y + i * 100*T, 100, nt);
+    return;
+  }
   for (long i = 0; i < 40; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
                 1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
@@ -1542,8 +1561,13 @@ static void train_encoder_self_attn_transpose_2(real *y, const real *x, int T)
  *             train_encoder_l1_self_attn_out_proj_matmul,
  *             train_encoder_l1_linear2_matmul
  *   (the nodes above are train_encoder_l0_self_attn_out_proj_matmul's) */
-static void train_encoder_matmul(real *y, const real *a, const real *b, int T)
+static void train_encoder_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_gemm_bf16(0, 1, 20*T, 200, 200, s16, 200, b16, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 200, 200,
               1, a, 200, b, 200, 0, y, 200);
 }
@@ -1617,11 +1641,16 @@ static void train_encoder_fused_2(real *restrict y0, const real *x0, const real 
  *   shared by train_encoder_l0_linear1_matmul_bias,
  *             train_encoder_l1_linear1_matmul_bias
  *   (the nodes above are train_encoder_l0_linear1_matmul_bias's) */
-static void train_encoder_linear1_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void train_encoder_linear1_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_gemm_bf16(0, 1, 20*T, 200, 200, s16, 200, b16, 200, 1, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 200, 200,
               1, a, 200, b, 200, 1, y, 200);
 }
@@ -1647,8 +1676,13 @@ static void train_encoder_fused_3(real *restrict y0, const real *x0, real *restr
 /* n130 = matmul(n128, n129) b^T
  *   (T, 20, 33278) <- (T, 20, 200), (33278, 200)
  *   graphs/transformer.lua:27 */
-static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_gemm_bf16(0, 1, 20*T, 33278, 200, s16, 200, b16, 200, 0, y, 33278, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 20*T, 33278, 200,
               1, a, 200, b, 200, 0, y, 33278);
 }
@@ -1657,10 +1691,10 @@ static void train_decoder_matmul(real *y, const real *a, const real *b, int T)
  *   n132 = add(n130, n131) (T, 20, 33278)
  *   n133 = log_softmax(n132) (T, 20, 33278), with nt
  *   n134 = nll_loss(n133, n1) (), stored in loss
- *   n137 = nll_log_softmax_grad(n135, n133, n1) (T, 20, 33278), stored in 
+ *   n137 = nll_log_softmax_grad(n135, n133, n1) (T, 20, 33278), stored in dx, with dx16
  *   reads bias = n131, target = n1
  *   graphs/transformer.lua:29 */
-static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real *bias, const int32_t *target, int nt, int T)
+static void train_log_softmax_nll(real *dx /* over x */, lmc_bf16 *dx16, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
   double nll_row[700];   /* summed in row order after the loop */
@@ -1677,6 +1711,8 @@ static void train_log_softmax_nll(real *dx /* over x */, real *loss, const real 
     for (long i = 0; i < n; i++)
       dxr[i] = (real)(dxr[i] * q);
     dxr[target[r]] -= s;
+    if (dx16)   /* --precision bf16: the products read dx in bf16, this row while it is in cache */
+      lmc_to_bf16(dxr, dx16 + r * n, n);
     nll_row[r] = (real)(xt - lse);
   }
   double nll = 0;
@@ -1707,8 +1743,12 @@ static void train_decoder_sum_grad(real *y, const real *x, int T)
 /* n139 = matmul(n137, n129)
  *   (T, 20, 200) <- (T, 20, 33278), (33278, 200)
  *   graphs/transformer.lua:27 */
-static void train_decoder_matmul_grad(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *a16, const lmc_bf16 *b16, int nt, int T)
 {
+  if (a16) {   /* --precision bf16 */
+    lmc_gemm_bf16(0, 0, 20*T, 200, 33278, a16, 33278, b16, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 33278,
               1, a, 33278, b, 200, 0, y, 200);
 }
@@ -1716,8 +1756,13 @@ static void train_decoder_matmul_grad(real *y, const real *a, const real *b, int
 /* n140 = matmul(n137, n128) a^T
  *   (33278, 200) <- (T, 20, 33278), (T, 20, 200)
  *   graphs/transformer.lua:27 */
-static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, const lmc_bf16 *a16, lmc_bf16 *s16, int nt, int T)
 {
+  if (a16) {   /* --precision bf16 */
+    lmc_to_bf16(b, s16, 4000*T);
+    lmc_gemm_bf16(1, 0, 33278, 200, 20*T, a16, 33278, s16, 200, 0, y, 200, nt);
+    return;
+  }
   for (long r = 0; r < 33278; r += 1024)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r + 1024 <= 33278 ? 1024 : 33278 - r, 200, 20*T,
                 1, a + r, 33278, b, 200, 0, y + r * 200, 200);
@@ -1835,8 +1880,13 @@ static void train_encoder_dropout_grad(real *dx, const real *dy, uint64_t key, d
  *             train_encoder_l0_linear1_matmul_grad,
  *             train_encoder_l0_self_attn_out_proj_matmul_grad
  *   (the nodes above are train_encoder_l1_linear2_matmul_grad's) */
-static void train_encoder_matmul_grad(real *y, const real *a, const real *b, int T)
+static void train_encoder_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_gemm_bf16(0, 0, 20*T, 200, 200, s16, 200, b16, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 200,
               1, a, 200, b, 200, 0, y, 200);
 }
@@ -1851,8 +1901,14 @@ static void train_encoder_matmul_grad(real *y, const real *a, const real *b, int
  *             train_encoder_l0_linear1_matmul_grad_2,
  *             train_encoder_l0_self_attn_out_proj_matmul_grad_2
  *   (the nodes above are train_encoder_l1_linear2_matmul_grad_2's) */
-static void train_encoder_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_encoder_matmul_grad_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 4000*T);
+    lmc_to_bf16(b, s16 + 140000, 4000*T);
+    lmc_gemm_bf16(1, 0, 200, 200, 20*T, s16, 200, s16 + 140000, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 200, 200, 20*T,
               1, a, 200, b, 200, 0, y, 200);
 }
@@ -1895,8 +1951,15 @@ static void train_encoder_add_grad(real *y, const real *a, const real *b, int T)
  *             train_encoder_l0_self_attn_bmm_grad_2,
  *             train_encoder_l0_self_attn_bmm_grad_4
  *   (the nodes above are train_encoder_l1_self_attn_bmm_grad_2's) */
-static void train_encoder_self_attn_bmm_grad(real *y, const real *a, const real *b, int T)
+static void train_encoder_self_attn_bmm_grad(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 40*T*T);
+    lmc_to_bf16(b, s16 + 49024, 4000*T);
+    for (long i = 0; i < 40; i++)
+      lmc_gemm_bf16(1, 0, T, 100, T, s16 + i * T*T, T, s16 + 49024 + i * 100*T, 100, 0, y + i * 100*T, 100, nt);
+    return;
+  }
   for (long i = 0; i < 40; i++)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, 100, T,
                 1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
@@ -2014,8 +2077,13 @@ static void train_encoder_self_attn_sum_grad(real *y, const real *x, int T)
  *   shared by train_encoder_l1_self_attn_matmul_grad,
  *             train_encoder_l0_self_attn_matmul_grad
  *   (the nodes above are train_encoder_l1_self_attn_matmul_grad's) */
-static void train_encoder_self_attn_matmul_grad(real *y, const real *a, const real *b, int T)
+static void train_encoder_self_attn_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 12000*T);
+    lmc_gemm_bf16(0, 0, 20*T, 200, 600, s16, 600, b16, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20*T, 200, 600,
               1, a, 600, b, 200, 0, y, 200);
 }
@@ -2026,8 +2094,14 @@ static void train_encoder_self_attn_matmul_grad(real *y, const real *a, const re
  *   shared by train_encoder_l1_self_attn_matmul_grad_2,
  *             train_encoder_l0_self_attn_matmul_grad_2
  *   (the nodes above are train_encoder_l1_self_attn_matmul_grad_2's) */
-static void train_encoder_self_attn_matmul_grad_2(real *y, const real *a, const real *b, int T)
+static void train_encoder_self_attn_matmul_grad_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 12000*T);
+    lmc_to_bf16(b, s16 + 420000, 4000*T);
+    lmc_gemm_bf16(1, 0, 600, 200, 20*T, s16, 600, s16 + 420000, 200, 0, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 600, 200, 20*T,
               1, a, 600, b, 200, 0, y, 200);
 }
@@ -2252,6 +2326,18 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   real *d_encoder_l0_self_attn_in_proj_bias = c->grad + 260704;   /* gradient of encoder.layers.0.self_attn.in_proj_bias (600) */
   real *d_encoder_l0_self_attn_in_proj_weight = c->grad + 140704;   /* gradient of encoder.layers.0.self_attn.in_proj_weight (600, 200) */
   real *d_input_emb_weight = c->grad;   /* gradient of input_emb.weight (33278, 200) */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *encoder_l0_self_attn_in_proj_weight_bf16 = lmc_bf16_at(c->param16, 6655600);   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 23294624);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *encoder_l0_self_attn_out_proj_weight_bf16 = lmc_bf16_at(c->param16, 6776200);   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l0_linear1_weight_bf16 = lmc_bf16_at(c->param16, 6816800);   /* encoder.layers.0.linear1.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l0_linear2_weight_bf16 = lmc_bf16_at(c->param16, 6857000);   /* encoder.layers.0.linear2.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_self_attn_in_proj_weight_bf16 = lmc_bf16_at(c->param16, 6897600);   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_self_attn_out_proj_weight_bf16 = lmc_bf16_at(c->param16, 7018200);   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_linear1_weight_bf16 = lmc_bf16_at(c->param16, 7058800);   /* encoder.layers.1.linear1.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_linear2_weight_bf16 = lmc_bf16_at(c->param16, 7099000);   /* encoder.layers.1.linear2.weight (200, 200) in bf16 */
+  const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7140000);   /* decoder.weight (33278, 200) in bf16 */
+  lmc_bf16 *nll_log_softmax_grad_bf16 = lmc_bf16_at(c->work16, 0);   /* the value (T, 20, 33278) in bf16 */
   (void)T;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
@@ -2260,7 +2346,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_const(const_2);
   train_fused(dropout_add, input_emb_embedding, lmc_const0, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_triu_mask(triu_mask, T);
-  train_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, dropout_add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, T);
+  train_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, dropout_add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, encoder_l0_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_matmul_bias, T);
   train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
   train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
@@ -2269,23 +2355,23 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
   train_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_matmul_bias, T);
   train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
-  train_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
+  train_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, bf16_scratch, c->threads, T);
   train_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_bmm, triu_mask, T);
   train_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add, T);
   train_encoder_self_attn_dropout(encoder_l0_self_attn_dropout, encoder_l0_self_attn_softmax, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, c->col0, T);
-  train_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_dropout, encoder_l0_self_attn_transpose_3, T);
+  train_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_dropout, encoder_l0_self_attn_transpose_3, bf16_scratch, c->threads, T);
   train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
-  train_encoder_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, T);
+  train_encoder_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_encoder_fused(encoder_l0_add, dropout_add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
   train_encoder_fused_2(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
-  train_encoder_linear1_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, T);
+  train_encoder_linear1_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, encoder_l0_linear1_weight_bf16, bf16_scratch, c->threads, T);
   train_encoder_fused_3(encoder_l0_relu, encoder_l0_linear1_matmul_bias, encoder_l0_dropout, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, c->col0, c->col_rest, T);
-  train_encoder_matmul(encoder_l0_linear2_matmul, encoder_l0_dropout, encoder_l0_linear2_weight, T);
+  train_encoder_matmul(encoder_l0_linear2_matmul, encoder_l0_dropout, encoder_l0_linear2_weight, encoder_l0_linear2_weight_bf16, bf16_scratch, c->threads, T);
   train_encoder_fused(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
   train_encoder_fused_2(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
-  train_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, T);
+  train_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, encoder_l1_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_matmul_bias, T);
   train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
   train_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
@@ -2293,31 +2379,31 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
   train_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_matmul_bias, T);
   train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
-  train_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
+  train_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, bf16_scratch, c->threads, T);
   train_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_bmm, triu_mask, T);
   train_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add, T);
   train_encoder_self_attn_dropout(encoder_l1_self_attn_dropout, encoder_l1_self_attn_softmax, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, c->col0, T);
-  train_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_dropout, encoder_l1_self_attn_transpose_3, T);
+  train_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_dropout, encoder_l1_self_attn_transpose_3, bf16_scratch, c->threads, T);
   train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
-  train_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_out_proj_weight, T);
+  train_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_encoder_fused(encoder_l1_add, encoder_l0_norm2_add, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add, T);
   train_encoder_fused_2(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias, T);
-  train_encoder_linear1_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, T);
+  train_encoder_linear1_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, encoder_l1_linear1_weight_bf16, bf16_scratch, c->threads, T);
   train_encoder_fused_3(encoder_l1_relu, encoder_l1_linear1_matmul_bias, encoder_l1_dropout, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, c->col0, c->col_rest, T);
-  train_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_dropout, encoder_l1_linear2_weight, T);
+  train_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_dropout, encoder_l1_linear2_weight, encoder_l1_linear2_weight_bf16, bf16_scratch, c->threads, T);
   train_encoder_fused(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2, T);
   train_encoder_fused_2(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias, T);
   train_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add, T);
   train_encoder_fused_2(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias, T);
-  train_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, T);
-  train_log_softmax_nll(nll_log_softmax_grad, nll_loss, decoder_bias, targets, c->threads, T);
+  train_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, decoder_weight_bf16, bf16_scratch, c->threads, T);
+  train_log_softmax_nll(nll_log_softmax_grad, nll_log_softmax_grad_bf16, nll_loss, decoder_bias, targets, c->threads, T);
   train_const_grad(const_grad);
   train_decoder_sum_grad(d_decoder_bias, nll_log_softmax_grad, T);
   if (c->grad_ready) c->grad_ready(c, 28);   /* decoder.bias final */
-  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, T);
-  train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, encoder_norm_add, T);
+  train_decoder_matmul_grad(decoder_matmul_grad, nll_log_softmax_grad, decoder_weight, nll_log_softmax_grad_bf16, decoder_weight_bf16, c->threads, T);
+  train_decoder_matmul_grad_2(d_decoder_weight, nll_log_softmax_grad, encoder_norm_add, nll_log_softmax_grad_bf16, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 27);   /* decoder.weight final */
   train_encoder_sum_grad(d_encoder_norm_bias, decoder_matmul_grad, T);
   if (c->grad_ready) c->grad_ready(c, 26);   /* encoder.norm.bias final */
@@ -2336,15 +2422,15 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_dropout_grad(encoder_l1_dropout_grad, encoder_l1_norm2_normalize_grad, lmc_dropout_key(c->seed, c->step, 8), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_sum_grad(d_encoder_l1_linear2_bias, encoder_l1_dropout_grad, T);
   if (c->grad_ready) c->grad_ready(c, 22);   /* encoder.layers.1.linear2.bias final */
-  train_encoder_matmul_grad(encoder_l1_linear2_matmul_grad, encoder_l1_dropout_grad, encoder_l1_linear2_weight, T);
-  train_encoder_matmul_grad_2(d_encoder_l1_linear2_weight, encoder_l1_dropout_grad, encoder_l1_dropout, T);
+  train_encoder_matmul_grad(encoder_l1_linear2_matmul_grad, encoder_l1_dropout_grad, encoder_l1_linear2_weight, encoder_l1_linear2_weight_bf16, bf16_scratch, c->threads, T);
+  train_encoder_matmul_grad_2(d_encoder_l1_linear2_weight, encoder_l1_dropout_grad, encoder_l1_dropout, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 21);   /* encoder.layers.1.linear2.weight final */
   train_encoder_fused_grad(encoder_l1_relu_grad, encoder_l1_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 7), c->dropout[1], 0, c->col0, c->col_rest, encoder_l1_relu, T);
   train_encoder_sum_grad(d_encoder_l1_linear1_bias, encoder_l1_relu_grad, T);
   if (c->grad_ready) c->grad_ready(c, 20);   /* encoder.layers.1.linear1.bias final */
-  train_encoder_matmul_grad(encoder_l1_linear1_matmul_grad, encoder_l1_relu_grad, encoder_l1_linear1_weight, T);
+  train_encoder_matmul_grad(encoder_l1_linear1_matmul_grad, encoder_l1_relu_grad, encoder_l1_linear1_weight, encoder_l1_linear1_weight_bf16, bf16_scratch, c->threads, T);
   train_encoder_add_grad(encoder_l1_linear1_add_grad, encoder_l1_norm2_normalize_grad, encoder_l1_linear1_matmul_grad, T);
-  train_encoder_matmul_grad_2(d_encoder_l1_linear1_weight, encoder_l1_relu_grad, encoder_l1_norm1_add, T);
+  train_encoder_matmul_grad_2(d_encoder_l1_linear1_weight, encoder_l1_relu_grad, encoder_l1_norm1_add, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 19);   /* encoder.layers.1.linear1.weight final */
   train_encoder_sum_grad(d_encoder_l1_norm1_bias, encoder_l1_linear1_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 18);   /* encoder.layers.1.norm1.bias final */
@@ -2356,16 +2442,16 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_dropout_grad(encoder_l1_dropout_grad_2, encoder_l1_norm1_normalize_grad, lmc_dropout_key(c->seed, c->step, 6), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_sum_grad(d_encoder_l1_self_attn_out_proj_bias, encoder_l1_dropout_grad_2, T);
   if (c->grad_ready) c->grad_ready(c, 16);   /* encoder.layers.1.self_attn.out_proj.bias final */
-  train_encoder_matmul_grad(encoder_l1_self_attn_out_proj_matmul_grad, encoder_l1_dropout_grad_2, encoder_l1_self_attn_out_proj_weight, T);
-  train_encoder_matmul_grad_2(d_encoder_l1_self_attn_out_proj_weight, encoder_l1_dropout_grad_2, encoder_l1_self_attn_transpose_4, T);
+  train_encoder_matmul_grad(encoder_l1_self_attn_out_proj_matmul_grad, encoder_l1_dropout_grad_2, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads, T);
+  train_encoder_matmul_grad_2(d_encoder_l1_self_attn_out_proj_weight, encoder_l1_dropout_grad_2, encoder_l1_self_attn_transpose_4, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 15);   /* encoder.layers.1.self_attn.out_proj.weight final */
   train_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_grad, encoder_l1_self_attn_out_proj_matmul_grad, T);
-  train_encoder_self_attn_bmm(encoder_l1_self_attn_bmm_grad, encoder_l1_self_attn_transpose_grad, encoder_l1_self_attn_transpose_3, T);
-  train_encoder_self_attn_bmm_grad(encoder_l1_self_attn_bmm_grad_2, encoder_l1_self_attn_dropout, encoder_l1_self_attn_transpose_grad, T);
+  train_encoder_self_attn_bmm(encoder_l1_self_attn_bmm_grad, encoder_l1_self_attn_transpose_grad, encoder_l1_self_attn_transpose_3, bf16_scratch, c->threads, T);
+  train_encoder_self_attn_bmm_grad(encoder_l1_self_attn_bmm_grad_2, encoder_l1_self_attn_dropout, encoder_l1_self_attn_transpose_grad, bf16_scratch, c->threads, T);
   train_encoder_self_attn_dropout_grad(encoder_l1_self_attn_dropout_grad, encoder_l1_self_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 5), c->dropout[1], 0, c->col0, T);
   train_encoder_self_attn_softmax_grad(encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_dropout_grad, encoder_l1_self_attn_softmax, T);
-  train_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_grad_3, encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_transpose_2, T);
-  train_encoder_self_attn_bmm_grad(encoder_l1_self_attn_bmm_grad_4, encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_div, T);
+  train_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_grad_3, encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_transpose_2, bf16_scratch, c->threads, T);
+  train_encoder_self_attn_bmm_grad(encoder_l1_self_attn_bmm_grad_4, encoder_l1_self_attn_softmax_grad, encoder_l1_self_attn_div, bf16_scratch, c->threads, T);
   train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_grad_2, encoder_l1_self_attn_bmm_grad_2, T);
   train_encoder_self_attn_pad_grad(encoder_l1_self_attn_pad_grad, encoder_l1_self_attn_transpose_grad_2, T);
   train_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_grad_3, encoder_l1_self_attn_bmm_grad_4, T);
@@ -2376,9 +2462,9 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_fused_grad(encoder_l1_self_attn_add_grad, encoder_l1_self_attn_pad_grad, encoder_l1_self_attn_pad_grad_2, encoder_l1_self_attn_pad_grad_3, T);
   train_encoder_self_attn_sum_grad(d_encoder_l1_self_attn_in_proj_bias, encoder_l1_self_attn_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 14);   /* encoder.layers.1.self_attn.in_proj_bias final */
-  train_encoder_self_attn_matmul_grad(encoder_l1_self_attn_matmul_grad, encoder_l1_self_attn_add_grad, encoder_l1_self_attn_in_proj_weight, T);
+  train_encoder_self_attn_matmul_grad(encoder_l1_self_attn_matmul_grad, encoder_l1_self_attn_add_grad, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
   train_encoder_add_grad(encoder_l1_self_attn_add_grad_2, encoder_l1_norm1_normalize_grad, encoder_l1_self_attn_matmul_grad, T);
-  train_encoder_self_attn_matmul_grad_2(d_encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_add_grad, encoder_l0_norm2_add, T);
+  train_encoder_self_attn_matmul_grad_2(d_encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_add_grad, encoder_l0_norm2_add, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 13);   /* encoder.layers.1.self_attn.in_proj_weight final */
   train_encoder_sum_grad(d_encoder_l0_norm2_bias, encoder_l1_self_attn_add_grad_2, T);
   if (c->grad_ready) c->grad_ready(c, 12);   /* encoder.layers.0.norm2.bias final */
@@ -2390,15 +2476,15 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_dropout_grad(encoder_l0_dropout_grad, encoder_l0_norm2_normalize_grad, lmc_dropout_key(c->seed, c->step, 4), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_sum_grad(d_encoder_l0_linear2_bias, encoder_l0_dropout_grad, T);
   if (c->grad_ready) c->grad_ready(c, 10);   /* encoder.layers.0.linear2.bias final */
-  train_encoder_matmul_grad(encoder_l0_linear2_matmul_grad, encoder_l0_dropout_grad, encoder_l0_linear2_weight, T);
-  train_encoder_matmul_grad_2(d_encoder_l0_linear2_weight, encoder_l0_dropout_grad, encoder_l0_dropout, T);
+  train_encoder_matmul_grad(encoder_l0_linear2_matmul_grad, encoder_l0_dropout_grad, encoder_l0_linear2_weight, encoder_l0_linear2_weight_bf16, bf16_scratch, c->threads, T);
+  train_encoder_matmul_grad_2(d_encoder_l0_linear2_weight, encoder_l0_dropout_grad, encoder_l0_dropout, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 9);   /* encoder.layers.0.linear2.weight final */
   train_encoder_fused_grad(encoder_l0_relu_grad, encoder_l0_linear2_matmul_grad, lmc_dropout_key(c->seed, c->step, 3), c->dropout[1], 0, c->col0, c->col_rest, encoder_l0_relu, T);
   train_encoder_sum_grad(d_encoder_l0_linear1_bias, encoder_l0_relu_grad, T);
   if (c->grad_ready) c->grad_ready(c, 8);   /* encoder.layers.0.linear1.bias final */
-  train_encoder_matmul_grad(encoder_l0_linear1_matmul_grad, encoder_l0_relu_grad, encoder_l0_linear1_weight, T);
+  train_encoder_matmul_grad(encoder_l0_linear1_matmul_grad, encoder_l0_relu_grad, encoder_l0_linear1_weight, encoder_l0_linear1_weight_bf16, bf16_scratch, c->threads, T);
   train_encoder_add_grad(encoder_l0_linear1_add_grad, encoder_l0_norm2_normalize_grad, encoder_l0_linear1_matmul_grad, T);
-  train_encoder_matmul_grad_2(d_encoder_l0_linear1_weight, encoder_l0_relu_grad, encoder_l0_norm1_add, T);
+  train_encoder_matmul_grad_2(d_encoder_l0_linear1_weight, encoder_l0_relu_grad, encoder_l0_norm1_add, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 7);   /* encoder.layers.0.linear1.weight final */
   train_encoder_sum_grad(d_encoder_l0_norm1_bias, encoder_l0_linear1_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 6);   /* encoder.layers.0.norm1.bias final */
@@ -2410,16 +2496,16 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_dropout_grad(encoder_l0_dropout_grad_2, encoder_l0_norm1_normalize_grad, lmc_dropout_key(c->seed, c->step, 2), c->dropout[1], 0, c->col0, c->col_rest, T);
   train_encoder_sum_grad(d_encoder_l0_self_attn_out_proj_bias, encoder_l0_dropout_grad_2, T);
   if (c->grad_ready) c->grad_ready(c, 4);   /* encoder.layers.0.self_attn.out_proj.bias final */
-  train_encoder_matmul_grad(encoder_l0_self_attn_out_proj_matmul_grad, encoder_l0_dropout_grad_2, encoder_l0_self_attn_out_proj_weight, T);
-  train_encoder_matmul_grad_2(d_encoder_l0_self_attn_out_proj_weight, encoder_l0_dropout_grad_2, encoder_l0_self_attn_transpose_4, T);
+  train_encoder_matmul_grad(encoder_l0_self_attn_out_proj_matmul_grad, encoder_l0_dropout_grad_2, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads, T);
+  train_encoder_matmul_grad_2(d_encoder_l0_self_attn_out_proj_weight, encoder_l0_dropout_grad_2, encoder_l0_self_attn_transpose_4, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 3);   /* encoder.layers.0.self_attn.out_proj.weight final */
   train_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_grad, encoder_l0_self_attn_out_proj_matmul_grad, T);
-  train_encoder_self_attn_bmm(encoder_l0_self_attn_bmm_grad, encoder_l0_self_attn_transpose_grad, encoder_l0_self_attn_transpose_3, T);
-  train_encoder_self_attn_bmm_grad(encoder_l0_self_attn_bmm_grad_2, encoder_l0_self_attn_dropout, encoder_l0_self_attn_transpose_grad, T);
+  train_encoder_self_attn_bmm(encoder_l0_self_attn_bmm_grad, encoder_l0_self_attn_transpose_grad, encoder_l0_self_attn_transpose_3, bf16_scratch, c->threads, T);
+  train_encoder_self_attn_bmm_grad(encoder_l0_self_attn_bmm_grad_2, encoder_l0_self_attn_dropout, encoder_l0_self_attn_transpose_grad, bf16_scratch, c->threads, T);
   train_encoder_self_attn_dropout_grad(encoder_l0_self_attn_dropout_grad, encoder_l0_self_attn_bmm_grad, lmc_dropout_key(c->seed, c->step, 1), c->dropout[1], 0, c->col0, T);
   train_encoder_self_attn_softmax_grad(encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_dropout_grad, encoder_l0_self_attn_softmax, T);
-  train_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_grad_3, encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_transpose_2, T);
-  train_encoder_self_attn_bmm_grad(encoder_l0_self_attn_bmm_grad_4, encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_div, T);
+  train_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_grad_3, encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_transpose_2, bf16_scratch, c->threads, T);
+  train_encoder_self_attn_bmm_grad(encoder_l0_self_attn_bmm_grad_4, encoder_l0_self_attn_softmax_grad, encoder_l0_self_attn_div, bf16_scratch, c->threads, T);
   train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_grad_2, encoder_l0_self_attn_bmm_grad_2, T);
   train_encoder_self_attn_pad_grad(encoder_l0_self_attn_pad_grad, encoder_l0_self_attn_transpose_grad_2, T);
   train_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_grad_3, encoder_l0_self_attn_bmm_grad_4, T);
@@ -2430,8 +2516,8 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_encoder_self_attn_fused_grad(encoder_l0_self_attn_add_grad, encoder_l0_self_attn_pad_grad, encoder_l0_self_attn_pad_grad_2, encoder_l0_self_attn_pad_grad_3, T);
   train_encoder_self_attn_sum_grad(d_encoder_l0_self_attn_in_proj_bias, encoder_l0_self_attn_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 2);   /* encoder.layers.0.self_attn.in_proj_bias final */
-  train_encoder_self_attn_matmul_grad(encoder_l0_self_attn_matmul_grad, encoder_l0_self_attn_add_grad, encoder_l0_self_attn_in_proj_weight, T);
-  train_encoder_self_attn_matmul_grad_2(d_encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_add_grad, dropout_add, T);
+  train_encoder_self_attn_matmul_grad(encoder_l0_self_attn_matmul_grad, encoder_l0_self_attn_add_grad, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
+  train_encoder_self_attn_matmul_grad_2(d_encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_add_grad, dropout_add, bf16_scratch, c->threads, T);
   if (c->grad_ready) c->grad_ready(c, 1);   /* encoder.layers.0.self_attn.in_proj_weight final */
   train_fused_grad(mul_grad, encoder_l0_norm1_normalize_grad, encoder_l0_self_attn_matmul_grad, lmc_dropout_key(c->seed, c->step, 0), c->dropout[0], 0, c->col0, c->col_rest, T);
   train_input_emb_embedding_grad(d_input_emb_weight, mul_grad, tokens, T);
@@ -2473,11 +2559,16 @@ static void eval_fused(real *restrict y0, const real *x0, const real *x1, int T)
  *   shared by eval_encoder_l0_self_attn_matmul_bias,
  *             eval_encoder_l1_self_attn_matmul_bias
  *   (the nodes above are eval_encoder_l0_self_attn_matmul_bias's) */
-static void eval_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 600; i1++)
       y[i0 * 600 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2000*T);
+    lmc_gemm_bf16(0, 1, 10*T, 600, 200, s16, 200, b16, 200, 1, y, 600, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 600, 200,
               1, a, 200, b, 200, 1, y, 600);
 }
@@ -2554,8 +2645,15 @@ static void eval_encoder_self_attn_slice_3(real *y, const real *x, int T)
  *   graphs/transformer.lua:25
  *   shared by eval_encoder_l0_self_attn_bmm, eval_encoder_l1_self_attn_bmm
  *   (the nodes above are eval_encoder_l0_self_attn_bmm's) */
-static void eval_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
+static void eval_encoder_self_attn_bmm(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2000*T);
+    lmc_to_bf16(b, s16 + 70016, 2000*T);
+    for (long i = 0; i < 20; i++)
+      lmc_gemm_bf16(0, 1, T, T, 100, s16 + i * 100*T, 100, s16 + 70016 + i * 100*T, 100, 0, y + i * T*T, T, nt);
+    return;
+  }
   for (long i = 0; i < 20; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
                 1, a + i * 100*T, 100, b + i * 100*T, 100, 0, y + i * T*T, T);
@@ -2597,8 +2695,15 @@ static void eval_encoder_self_attn_softmax(real *y, const real *x, int T)
  *   graphs/transformer.lua:25
  *   shared by eval_encoder_l0_self_attn_bmm_2, eval_encoder_l1_self_attn_bmm_2
  *   (the nodes above are eval_encoder_l0_self_attn_bmm_2's) */
-static void eval_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
+static void eval_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 20*T*T);
+    lmc_to_bf16(b, s16 + 24512, 2000*T);
+    for (long i = 0; i < 20; i++)
+      lmc_gemm_bf16(0, 0, T, 100, T, s16 + i * T*T, T, s16 + 24512 + i * 100*T, 100, 0, y + i * 100*T, 100, nt);
+    return;
+  }
   for (long i = 0; i < 20; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
                 1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
@@ -2628,11 +2733,16 @@ static void eval_encoder_self_attn_transpose_2(real *y, const real *x, int T)
  *             eval_encoder_l1_linear1_matmul_bias,
  *             eval_encoder_l1_linear2_matmul_bias
  *   (the nodes above are eval_encoder_l0_self_attn_out_proj_matmul_bias's) */
-static void eval_encoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void eval_encoder_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2000*T);
+    lmc_gemm_bf16(0, 1, 10*T, 200, 200, s16, 200, b16, 200, 1, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 10*T, 200, 200,
               1, a, 200, b, 200, 1, y, 200);
 }
@@ -2704,21 +2814,27 @@ static void eval_encoder_relu(real *y, const real *x, int T)
 }
 
 /* fused: 4 nodes in one loop over (T, 10, 33278)
- *   n121 = matmul(n119, n120) b^T (T, 10, 33278), with 
+ *   n121 = matmul(n119, n120) b^T (T, 10, 33278), with block, s16
  *   n123 = add(n121, n122) (T, 10, 33278)
  *   n124 = log_softmax(n123) (T, 10, 33278), with nt
  *   n125 = nll_loss(n124, n1) (), stored in loss
  *   reads h = n119, w = n120, bias = n122, target = n1
  *   graphs/transformer.lua:29 */
-static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, int T)
+static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, const lmc_bf16 *w16, lmc_bf16 *s16, int T)
 {
   real max[350];
   double sum[350], nll_row[350];
   const long n = 33278, rows = 10*T;
+  if (w16) {   /* --precision bf16 */
+    lmc_to_bf16(h, s16, 2000*T);
+  }
   for (long j0 = 0; j0 < n; j0 += 1024) {
     const long nb = n - j0 < 1024 ? n - j0 : 1024;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, 200,
-                1, h, 200, w + j0 * 200, 200, 0, block, nb);
+    if (w16)
+      lmc_gemm_bf16(0, 1, rows, nb, 200, s16, 200, w16 + j0 * 200, 200, 0, block, nb, nt);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, 200,
+                  1, h, 200, w + j0 * 200, 200, 0, block, nb);
     LMC_PARALLEL_FOR(nt)
     for (long r = 0; r < rows; r++) {
       real *xr = block + r * nb;
@@ -2828,6 +2944,17 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *encoder_norm_add = w + 70000;   /* (T, 10, 200), graphs/transformer.lua:25 */
   real *nll_loss = w;   /* (), graphs/transformer.lua:32 */
   real *logit_block = w + 491600;   /* the loss kernel's logits, 1024 columns at a time */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *encoder_l0_self_attn_in_proj_weight_bf16 = lmc_bf16_at(c->param16, 6655600);   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *encoder_l0_self_attn_out_proj_weight_bf16 = lmc_bf16_at(c->param16, 6776200);   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l0_linear1_weight_bf16 = lmc_bf16_at(c->param16, 6816800);   /* encoder.layers.0.linear1.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l0_linear2_weight_bf16 = lmc_bf16_at(c->param16, 6857000);   /* encoder.layers.0.linear2.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_self_attn_in_proj_weight_bf16 = lmc_bf16_at(c->param16, 6897600);   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_self_attn_out_proj_weight_bf16 = lmc_bf16_at(c->param16, 7018200);   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_linear1_weight_bf16 = lmc_bf16_at(c->param16, 7058800);   /* encoder.layers.1.linear1.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_linear2_weight_bf16 = lmc_bf16_at(c->param16, 7099000);   /* encoder.layers.1.linear2.weight (200, 200) in bf16 */
+  const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7140000);   /* decoder.weight (33278, 200) in bf16 */
   (void)T;
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
@@ -2836,7 +2963,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   train_const(const_2);
   eval_fused(add, input_emb_embedding, lmc_const0, T);
   train_triu_mask(triu_mask, T);
-  eval_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, T);
+  eval_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, encoder_l0_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
   eval_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_matmul_bias, T);
   eval_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
   train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
@@ -2845,22 +2972,22 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   eval_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
   eval_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_matmul_bias, T);
   eval_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
-  eval_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
+  eval_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, bf16_scratch, c->threads, T);
   eval_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_bmm, triu_mask, T);
   eval_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add, T);
-  eval_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_transpose_3, T);
+  eval_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_transpose_3, bf16_scratch, c->threads, T);
   eval_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
-  eval_encoder_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, T);
+  eval_encoder_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, encoder_l0_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads, T);
   eval_encoder_add(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul_bias, T);
   eval_encoder_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
   eval_encoder_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
-  eval_encoder_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, T);
+  eval_encoder_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, encoder_l0_linear1_weight_bf16, bf16_scratch, c->threads, T);
   eval_encoder_relu(encoder_l0_relu, encoder_l0_linear1_matmul_bias, T);
-  eval_encoder_matmul_bias(encoder_l0_linear2_matmul_bias, encoder_l0_relu, encoder_l0_linear2_weight, encoder_l0_linear2_bias, T);
+  eval_encoder_matmul_bias(encoder_l0_linear2_matmul_bias, encoder_l0_relu, encoder_l0_linear2_weight, encoder_l0_linear2_bias, encoder_l0_linear2_weight_bf16, bf16_scratch, c->threads, T);
   eval_encoder_add(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul_bias, T);
   eval_encoder_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
   eval_encoder_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
-  eval_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, T);
+  eval_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, encoder_l1_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
   eval_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_matmul_bias, T);
   eval_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
   eval_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
@@ -2868,24 +2995,24 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   eval_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
   eval_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_matmul_bias, T);
   eval_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
-  eval_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
+  eval_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, bf16_scratch, c->threads, T);
   eval_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_bmm, triu_mask, T);
   eval_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add, T);
-  eval_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_transpose_3, T);
+  eval_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_transpose_3, bf16_scratch, c->threads, T);
   eval_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
-  eval_encoder_matmul_bias(encoder_l1_self_attn_out_proj_matmul_bias, encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_bias, T);
+  eval_encoder_matmul_bias(encoder_l1_self_attn_out_proj_matmul_bias, encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_bias, encoder_l1_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads, T);
   eval_encoder_add(encoder_l1_add, encoder_l0_norm2_add, encoder_l1_self_attn_out_proj_matmul_bias, T);
   eval_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add, T);
   eval_encoder_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias, T);
-  eval_encoder_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, T);
+  eval_encoder_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, encoder_l1_linear1_weight_bf16, bf16_scratch, c->threads, T);
   eval_encoder_relu(encoder_l1_relu, encoder_l1_linear1_matmul_bias, T);
-  eval_encoder_matmul_bias(encoder_l1_linear2_matmul_bias, encoder_l1_relu, encoder_l1_linear2_weight, encoder_l1_linear2_bias, T);
+  eval_encoder_matmul_bias(encoder_l1_linear2_matmul_bias, encoder_l1_relu, encoder_l1_linear2_weight, encoder_l1_linear2_bias, encoder_l1_linear2_weight_bf16, bf16_scratch, c->threads, T);
   eval_encoder_add(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul_bias, T);
   eval_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2, T);
   eval_encoder_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias, T);
   eval_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add, T);
   eval_encoder_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias, T);
-  eval_log_softmax_nll(nll_loss, encoder_norm_add, decoder_weight, decoder_bias, targets, c->threads, logit_block, T);
+  eval_log_softmax_nll(nll_loss, encoder_norm_add, decoder_weight, decoder_bias, targets, c->threads, logit_block, decoder_weight_bf16, bf16_scratch, T);
   return have_targets ? nll_loss[0] : 0;
 }
 
@@ -2925,8 +3052,13 @@ static void gen_fused(real *restrict y0, const real *x0, const real *x1, int T)
  *             step_encoder_l0_self_attn_matmul,
  *             step_encoder_l1_self_attn_matmul
  *   (the nodes above are gen_encoder_l0_self_attn_matmul's) */
-static void gen_encoder_self_attn_matmul(real *y, const real *a, const real *b, int nt, int T)
+static void gen_encoder_self_attn_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 200*T);
+    lmc_gemm_bf16(0, 1, T, 600, 200, s16, 200, b16, 200, 0, y, 600, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, T, 600, 200, a, 200, b, 200, 0, y, 600);
 }
 
@@ -3027,8 +3159,15 @@ static void gen_encoder_self_attn_slice_3(real *y, const real *x, int T)
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_self_attn_bmm, gen_encoder_l1_self_attn_bmm
  *   (the nodes above are gen_encoder_l0_self_attn_bmm's) */
-static void gen_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
+static void gen_encoder_self_attn_bmm(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 200*T);
+    lmc_to_bf16(b, s16 + 7008, 200*T);
+    for (long i = 0; i < 2; i++)
+      lmc_gemm_bf16(0, 1, T, T, 100, s16 + i * 100*T, 100, s16 + 7008 + i * 100*T, 100, 0, y + i * T*T, T, nt);
+    return;
+  }
   for (long i = 0; i < 2; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
                 1, a + i * 100*T, 100, b + i * 100*T, 100, 0, y + i * T*T, T);
@@ -3070,8 +3209,15 @@ static void gen_encoder_self_attn_softmax(real *y, const real *x, int T)
  *   graphs/transformer.lua:25
  *   shared by gen_encoder_l0_self_attn_bmm_2, gen_encoder_l1_self_attn_bmm_2
  *   (the nodes above are gen_encoder_l0_self_attn_bmm_2's) */
-static void gen_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
+static void gen_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2*T*T);
+    lmc_to_bf16(b, s16 + 2464, 200*T);
+    for (long i = 0; i < 2; i++)
+      lmc_gemm_bf16(0, 0, T, 100, T, s16 + i * T*T, T, s16 + 2464 + i * 100*T, 100, 0, y + i * 100*T, 100, nt);
+    return;
+  }
   for (long i = 0; i < 2; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
                 1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
@@ -3101,8 +3247,13 @@ static void gen_encoder_self_attn_transpose_2(real *y, const real *x, int T)
  *             step_encoder_l0_self_attn_out_proj_matmul,
  *             step_encoder_l0_linear1_matmul, step_encoder_l0_linear2_matmul
  *   (the nodes above are gen_encoder_l0_self_attn_out_proj_matmul's) */
-static void gen_encoder_l0_matmul(real *y, const real *a, const real *b, int nt, int T)
+static void gen_encoder_l0_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 200*T);
+    lmc_gemm_bf16(0, 1, T, 200, 200, s16, 200, b16, 200, 0, y, 200, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, T, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
@@ -3195,8 +3346,13 @@ static void gen_encoder_l0_fused_3(real *restrict y0, const real *x0, const real
  *             step_encoder_l1_self_attn_out_proj_matmul,
  *             step_encoder_l1_linear1_matmul, step_encoder_l1_linear2_matmul
  *   (the nodes above are gen_encoder_l0_self_attn_out_proj_matmul_2's) */
-static void gen_encoder_matmul(real *y, const real *a, const real *b, int nt)
+static void gen_encoder_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 200);
+    lmc_gemm_bf16(0, 1, 1, 200, 200, s16, 200, b16, 200, 0, y, 200, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 1, 200, 200, a, 200, b, 200, 0, y, 200);
 }
 
@@ -3326,8 +3482,13 @@ static void gen_encoder_l1_fused(real *restrict y0, const real *x0, const real *
  *   graphs/transformer.lua:27
  *   shared by gen_decoder_matmul, step_decoder_matmul
  *   (the nodes above are gen_decoder_matmul's) */
-static void gen_decoder_matmul(real *y, const real *a, const real *b, int nt)
+static void gen_decoder_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 200);
+    lmc_gemm_bf16(0, 1, 1, 33278, 200, s16, 200, b16, 200, 0, y, 33278, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
 }
 
@@ -3463,13 +3624,24 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   real *decoder_matmul = w;   /* (1, 1, 33278), graphs/transformer.lua:27 */
   real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/transformer.lua:27 */
   real *log_softmax = w;   /* (1, 1, 33278), graphs/transformer.lua:29 */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *encoder_l0_self_attn_in_proj_weight_bf16 = lmc_bf16_at(c->param16, 6655600);   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *encoder_l0_self_attn_out_proj_weight_bf16 = lmc_bf16_at(c->param16, 6776200);   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l0_linear1_weight_bf16 = lmc_bf16_at(c->param16, 6816800);   /* encoder.layers.0.linear1.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l0_linear2_weight_bf16 = lmc_bf16_at(c->param16, 6857000);   /* encoder.layers.0.linear2.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_self_attn_in_proj_weight_bf16 = lmc_bf16_at(c->param16, 6897600);   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_self_attn_out_proj_weight_bf16 = lmc_bf16_at(c->param16, 7018200);   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_linear1_weight_bf16 = lmc_bf16_at(c->param16, 7058800);   /* encoder.layers.1.linear1.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_linear2_weight_bf16 = lmc_bf16_at(c->param16, 7099000);   /* encoder.layers.1.linear2.weight (200, 200) in bf16 */
+  const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7140000);   /* decoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 35 * sizeof *targets);
   gen_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
   train_const(const_2);
   gen_fused(add, input_emb_embedding, lmc_const0, T);
   train_triu_mask(triu_mask, T);
-  gen_encoder_self_attn_matmul(encoder_l0_self_attn_matmul, add, encoder_l0_self_attn_in_proj_weight, c->threads, T);
+  gen_encoder_self_attn_matmul(encoder_l0_self_attn_matmul, add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_matmul, encoder_l0_self_attn_in_proj_bias, T);
   gen_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_add, T);
   gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
@@ -3479,22 +3651,22 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
   gen_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_add, T);
   gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
-  gen_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
+  gen_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, bf16_scratch, c->threads, T);
   gen_encoder_self_attn_add_2(encoder_l0_self_attn_add_2, encoder_l0_self_attn_bmm, triu_mask, T);
   gen_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add_2, T);
-  gen_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_transpose_3, T);
+  gen_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_transpose_3, bf16_scratch, c->threads, T);
   gen_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
-  gen_encoder_l0_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, c->threads, T);
+  gen_encoder_l0_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_encoder_l0_fused(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, T);
   gen_encoder_l0_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
   gen_encoder_l0_fused_2(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
-  gen_encoder_l0_matmul(encoder_l0_linear1_matmul, encoder_l0_norm1_add, encoder_l0_linear1_weight, c->threads, T);
+  gen_encoder_l0_matmul(encoder_l0_linear1_matmul, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_weight_bf16, bf16_scratch, c->threads, T);
   gen_encoder_l0_fused_3(encoder_l0_relu, encoder_l0_linear1_matmul, encoder_l0_linear1_bias, T);
-  gen_encoder_l0_matmul(encoder_l0_linear2_matmul, encoder_l0_relu, encoder_l0_linear2_weight, c->threads, T);
+  gen_encoder_l0_matmul(encoder_l0_linear2_matmul, encoder_l0_relu, encoder_l0_linear2_weight, encoder_l0_linear2_weight_bf16, bf16_scratch, c->threads, T);
   gen_encoder_l0_fused(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, T);
   gen_encoder_l0_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
   gen_encoder_l0_fused_2(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
-  gen_encoder_self_attn_matmul(encoder_l1_self_attn_matmul, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, c->threads, T);
+  gen_encoder_self_attn_matmul(encoder_l1_self_attn_matmul, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_matmul, encoder_l1_self_attn_in_proj_bias, T);
   gen_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_add, T);
   gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
@@ -3503,33 +3675,33 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
   gen_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_add, T);
   gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
-  gen_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
+  gen_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, bf16_scratch, c->threads, T);
   gen_encoder_self_attn_add_2(encoder_l1_self_attn_add_2, encoder_l1_self_attn_bmm, triu_mask, T);
   gen_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add_2, T);
-  gen_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_transpose_3, T);
+  gen_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_transpose_3, bf16_scratch, c->threads, T);
   gen_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
-  gen_encoder_matmul(encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 200, encoder_l0_self_attn_out_proj_weight, c->threads);
+  gen_encoder_matmul(encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 200, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads);
   gen_encoder_l0_fused_4(encoder_l0_add_3, input_emb_embedding + (T - 1) * 200, lmc_const0 + (T - 1) * 200, encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_out_proj_bias);
   gen_encoder_normalize(encoder_l0_norm1_normalize_2, encoder_l0_add_3);
   gen_encoder_fused(encoder_l0_norm1_add_2, encoder_l0_norm1_normalize_2, encoder_l0_norm1_weight, encoder_l0_norm1_bias);
-  gen_encoder_matmul(encoder_l0_linear1_matmul_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, c->threads);
+  gen_encoder_matmul(encoder_l0_linear1_matmul_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, encoder_l0_linear1_weight_bf16, bf16_scratch, c->threads);
   gen_encoder_fused_2(encoder_l0_relu_2, encoder_l0_linear1_matmul_2, encoder_l0_linear1_bias);
-  gen_encoder_matmul(encoder_l0_linear2_matmul_2, encoder_l0_relu_2, encoder_l0_linear2_weight, c->threads);
+  gen_encoder_matmul(encoder_l0_linear2_matmul_2, encoder_l0_relu_2, encoder_l0_linear2_weight, encoder_l0_linear2_weight_bf16, bf16_scratch, c->threads);
   gen_encoder_fused_3(encoder_l0_add_4, encoder_l0_norm1_add_2, encoder_l0_linear2_matmul_2, encoder_l0_linear2_bias);
   gen_encoder_normalize(encoder_l0_norm2_normalize_2, encoder_l0_add_4);
-  gen_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4 + (T - 1) * 200, encoder_l1_self_attn_out_proj_weight, c->threads);
+  gen_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4 + (T - 1) * 200, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads);
   gen_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_normalize_2, encoder_l0_norm2_weight, encoder_l0_norm2_bias, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias);
   gen_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add);
   gen_encoder_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias);
-  gen_encoder_matmul(encoder_l1_linear1_matmul, encoder_l1_norm1_add, encoder_l1_linear1_weight, c->threads);
+  gen_encoder_matmul(encoder_l1_linear1_matmul, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_weight_bf16, bf16_scratch, c->threads);
   gen_encoder_fused_2(encoder_l1_relu, encoder_l1_linear1_matmul, encoder_l1_linear1_bias);
-  gen_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_relu, encoder_l1_linear2_weight, c->threads);
+  gen_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_relu, encoder_l1_linear2_weight, encoder_l1_linear2_weight_bf16, bf16_scratch, c->threads);
   gen_encoder_fused_3(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias);
   gen_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2);
   gen_encoder_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias);
   gen_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add);
   gen_encoder_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias);
-  gen_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, c->threads);
+  gen_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, decoder_weight_bf16, bf16_scratch, c->threads);
   gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
   gen_log_softmax(log_softmax, decoder_add);
   return 0;
@@ -3568,11 +3740,16 @@ static void sample_fused(real *restrict y0, const real *x0, const real *x1, int 
  *   shared by sample_encoder_l0_self_attn_matmul_bias,
  *             sample_encoder_l1_self_attn_matmul_bias
  *   (the nodes above are sample_encoder_l0_self_attn_matmul_bias's) */
-static void sample_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void sample_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
     for (long i1 = 0; i1 < 600; i1++)
       y[i0 * 600 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1600*T);
+    lmc_gemm_bf16(0, 1, 8*T, 600, 200, s16, 200, b16, 200, 1, y, 600, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 600, 200,
               1, a, 200, b, 200, 1, y, 600);
 }
@@ -3650,8 +3827,15 @@ static void sample_encoder_self_attn_slice_3(real *y, const real *x, int T)
  *   graphs/transformer.lua:25
  *   shared by sample_encoder_l0_self_attn_bmm, sample_encoder_l1_self_attn_bmm
  *   (the nodes above are sample_encoder_l0_self_attn_bmm's) */
-static void sample_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
+static void sample_encoder_self_attn_bmm(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1600*T);
+    lmc_to_bf16(b, s16 + 56000, 1600*T);
+    for (long i = 0; i < 16; i++)
+      lmc_gemm_bf16(0, 1, T, T, 100, s16 + i * 100*T, 100, s16 + 56000 + i * 100*T, 100, 0, y + i * T*T, T, nt);
+    return;
+  }
   for (long i = 0; i < 16; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, 100,
                 1, a + i * 100*T, 100, b + i * 100*T, 100, 0, y + i * T*T, T);
@@ -3694,8 +3878,15 @@ static void sample_encoder_self_attn_softmax(real *y, const real *x, int T)
  *   shared by sample_encoder_l0_self_attn_bmm_2,
  *             sample_encoder_l1_self_attn_bmm_2
  *   (the nodes above are sample_encoder_l0_self_attn_bmm_2's) */
-static void sample_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
+static void sample_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 16*T*T);
+    lmc_to_bf16(b, s16 + 19616, 1600*T);
+    for (long i = 0; i < 16; i++)
+      lmc_gemm_bf16(0, 0, T, 100, T, s16 + i * T*T, T, s16 + 19616 + i * 100*T, 100, 0, y + i * 100*T, 100, nt);
+    return;
+  }
   for (long i = 0; i < 16; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, T,
                 1, a + i * T*T, T, b + i * 100*T, 100, 0, y + i * 100*T, 100);
@@ -3722,11 +3913,16 @@ static void sample_encoder_self_attn_transpose_2(real *y, const real *x, int T)
  *             sample_encoder_l0_linear1_matmul_bias,
  *             sample_encoder_l0_linear2_matmul_bias
  *   (the nodes above are sample_encoder_l0_self_attn_out_proj_matmul_bias's) */
-static void sample_encoder_l0_matmul_bias(real *y, const real *a, const real *b, const real *c, int T)
+static void sample_encoder_l0_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1600*T);
+    lmc_gemm_bf16(0, 1, 8*T, 200, 200, s16, 200, b16, 200, 1, y, 200, nt);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 8*T, 200, 200,
               1, a, 200, b, 200, 1, y, 200);
 }
@@ -3801,11 +3997,16 @@ static void sample_encoder_l0_relu(real *y, const real *x, int T)
  *             sample_encoder_l1_linear1_matmul_bias,
  *             sample_encoder_l1_linear2_matmul_bias
  *   (the nodes above are sample_encoder_l0_self_attn_out_proj_matmul_bias_2's) */
-static void sample_encoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
+static void sample_encoder_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   for (long i0 = 0; i0 < 8; i0++)
     for (long i1 = 0; i1 < 200; i1++)
       y[i0 * 200 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1600);
+    lmc_gemm_bf16(0, 1, 8, 200, 200, s16, 200, b16, 200, 1, y, 200, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 8, 200, 200, a, 200, b, 200, 1, y, 200);
 }
 
@@ -3911,11 +4112,16 @@ static void sample_encoder_l1_fused(real *restrict y0, const real *x0, const rea
 /* n166 = matmul_bias(n164, n120, n122) b^T
  *   (1, 8, 33278) <- (1, 8, 200), (33278, 200), (33278)
  *   graphs/transformer.lua:27 */
-static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, const real *c, int nt)
+static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   for (long i0 = 0; i0 < 8; i0++)
     for (long i1 = 0; i1 < 33278; i1++)
       y[i0 * 33278 + i1] = c[i1];
+  if (b16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1600);
+    lmc_gemm_bf16(0, 1, 8, 33278, 200, s16, 200, b16, 200, 1, y, 33278, nt);
+    return;
+  }
   lmc_sgemm_abt_mt(nt, 8, 33278, 200, a, 200, b, 200, 1, y, 33278);
 }
 
@@ -4035,13 +4241,24 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   real *encoder_norm_add = w + 266224;   /* (1, 8, 200), graphs/transformer.lua:25 */
   real *decoder_matmul_bias = w;   /* (1, 8, 33278), graphs/transformer.lua:27 */
   real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/transformer.lua:29 */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *encoder_l0_self_attn_in_proj_weight_bf16 = lmc_bf16_at(c->param16, 6655600);   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *encoder_l0_self_attn_out_proj_weight_bf16 = lmc_bf16_at(c->param16, 6776200);   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l0_linear1_weight_bf16 = lmc_bf16_at(c->param16, 6816800);   /* encoder.layers.0.linear1.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l0_linear2_weight_bf16 = lmc_bf16_at(c->param16, 6857000);   /* encoder.layers.0.linear2.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_self_attn_in_proj_weight_bf16 = lmc_bf16_at(c->param16, 6897600);   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_self_attn_out_proj_weight_bf16 = lmc_bf16_at(c->param16, 7018200);   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_linear1_weight_bf16 = lmc_bf16_at(c->param16, 7058800);   /* encoder.layers.1.linear1.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_linear2_weight_bf16 = lmc_bf16_at(c->param16, 7099000);   /* encoder.layers.1.linear2.weight (200, 200) in bf16 */
+  const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7140000);   /* decoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 280 * sizeof *targets);
   sample_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
   train_const(const_2);
   sample_fused(add, input_emb_embedding, lmc_const0, T);
   train_triu_mask(triu_mask, T);
-  sample_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, T);
+  sample_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, encoder_l0_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
   sample_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_matmul_bias, T);
   sample_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
   train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
@@ -4050,22 +4267,22 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   sample_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
   sample_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_matmul_bias, T);
   sample_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
-  sample_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, T);
+  sample_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_transpose_2, bf16_scratch, c->threads, T);
   sample_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_bmm, triu_mask, T);
   sample_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add, T);
-  sample_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_transpose_3, T);
+  sample_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_transpose_3, bf16_scratch, c->threads, T);
   sample_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
-  sample_encoder_l0_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, T);
+  sample_encoder_l0_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, encoder_l0_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads, T);
   sample_encoder_l0_add(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul_bias, T);
   sample_encoder_l0_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
   sample_encoder_l0_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
-  sample_encoder_l0_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, T);
+  sample_encoder_l0_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, encoder_l0_linear1_weight_bf16, bf16_scratch, c->threads, T);
   sample_encoder_l0_relu(encoder_l0_relu, encoder_l0_linear1_matmul_bias, T);
-  sample_encoder_l0_matmul_bias(encoder_l0_linear2_matmul_bias, encoder_l0_relu, encoder_l0_linear2_weight, encoder_l0_linear2_bias, T);
+  sample_encoder_l0_matmul_bias(encoder_l0_linear2_matmul_bias, encoder_l0_relu, encoder_l0_linear2_weight, encoder_l0_linear2_bias, encoder_l0_linear2_weight_bf16, bf16_scratch, c->threads, T);
   sample_encoder_l0_add(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul_bias, T);
   sample_encoder_l0_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
   sample_encoder_l0_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
-  sample_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, T);
+  sample_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, encoder_l1_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
   sample_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_matmul_bias, T);
   sample_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
   sample_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
@@ -4073,33 +4290,33 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   sample_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
   sample_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_matmul_bias, T);
   sample_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
-  sample_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, T);
+  sample_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_transpose_2, bf16_scratch, c->threads, T);
   sample_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_bmm, triu_mask, T);
   sample_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add, T);
-  sample_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_transpose_3, T);
+  sample_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_transpose_3, bf16_scratch, c->threads, T);
   sample_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
-  sample_encoder_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 1600, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, c->threads);
+  sample_encoder_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 1600, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, encoder_l0_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads);
   sample_encoder_l0_fused_2(encoder_l0_add_3, input_emb_embedding + (T - 1) * 1600, lmc_const0 + (T - 1) * 200, encoder_l0_self_attn_out_proj_matmul_bias_2);
   sample_encoder_normalize(encoder_l0_norm1_normalize_2, encoder_l0_add_3);
   sample_encoder_fused(encoder_l0_norm1_add_2, encoder_l0_norm1_normalize_2, encoder_l0_norm1_weight, encoder_l0_norm1_bias);
-  sample_encoder_matmul_bias(encoder_l0_linear1_matmul_bias_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, encoder_l0_linear1_bias, c->threads);
+  sample_encoder_matmul_bias(encoder_l0_linear1_matmul_bias_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, encoder_l0_linear1_bias, encoder_l0_linear1_weight_bf16, bf16_scratch, c->threads);
   sample_encoder_relu(encoder_l0_relu_2, encoder_l0_linear1_matmul_bias_2);
-  sample_encoder_matmul_bias(encoder_l0_linear2_matmul_bias_2, encoder_l0_relu_2, encoder_l0_linear2_weight, encoder_l0_linear2_bias, c->threads);
+  sample_encoder_matmul_bias(encoder_l0_linear2_matmul_bias_2, encoder_l0_relu_2, encoder_l0_linear2_weight, encoder_l0_linear2_bias, encoder_l0_linear2_weight_bf16, bf16_scratch, c->threads);
   sample_encoder_add(encoder_l0_add_4, encoder_l0_norm1_add_2, encoder_l0_linear2_matmul_bias_2);
   sample_encoder_normalize(encoder_l0_norm2_normalize_2, encoder_l0_add_4);
-  sample_encoder_matmul_bias(encoder_l1_self_attn_out_proj_matmul_bias, encoder_l1_self_attn_transpose_4 + (T - 1) * 1600, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_bias, c->threads);
+  sample_encoder_matmul_bias(encoder_l1_self_attn_out_proj_matmul_bias, encoder_l1_self_attn_transpose_4 + (T - 1) * 1600, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_bias, encoder_l1_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads);
   sample_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_normalize_2, encoder_l0_norm2_weight, encoder_l0_norm2_bias, encoder_l1_self_attn_out_proj_matmul_bias);
   sample_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add);
   sample_encoder_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias);
-  sample_encoder_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, c->threads);
+  sample_encoder_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, encoder_l1_linear1_weight_bf16, bf16_scratch, c->threads);
   sample_encoder_relu(encoder_l1_relu, encoder_l1_linear1_matmul_bias);
-  sample_encoder_matmul_bias(encoder_l1_linear2_matmul_bias, encoder_l1_relu, encoder_l1_linear2_weight, encoder_l1_linear2_bias, c->threads);
+  sample_encoder_matmul_bias(encoder_l1_linear2_matmul_bias, encoder_l1_relu, encoder_l1_linear2_weight, encoder_l1_linear2_bias, encoder_l1_linear2_weight_bf16, bf16_scratch, c->threads);
   sample_encoder_add(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul_bias);
   sample_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2);
   sample_encoder_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias);
   sample_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add);
   sample_encoder_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias);
-  sample_decoder_matmul_bias(decoder_matmul_bias, encoder_norm_add, decoder_weight, decoder_bias, c->threads);
+  sample_decoder_matmul_bias(decoder_matmul_bias, encoder_norm_add, decoder_weight, decoder_bias, decoder_weight_bf16, bf16_scratch, c->threads);
   sample_log_softmax(log_softmax, decoder_matmul_bias);
   return 0;
 }
@@ -4145,8 +4362,15 @@ static void step_encoder_self_attn_kv_write(real *y, const real *x, const real *
  *   graphs/transformer.lua:25
  *   shared by step_encoder_l0_self_attn_bmm, step_encoder_l1_self_attn_bmm
  *   (the nodes above are step_encoder_l0_self_attn_bmm's) */
-static void step_encoder_self_attn_bmm(real *y, const real *a, const real *b, int T)
+static void step_encoder_self_attn_bmm(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 200*T);
+    lmc_to_bf16(b, s16 + 7008, 7000);
+    for (long i = 0; i < 2; i++)
+      lmc_gemm_bf16(0, 1, T, 35, 100, s16 + i * 100*T, 100, s16 + 7008 + i * 3500, 100, 0, y + i * 35*T, 35, nt);
+    return;
+  }
   for (long i = 0; i < 2; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 35, 100,
                 1, a + i * 100*T, 100, b + i * 3500, 100, 0, y + i * 35*T, 35);
@@ -4188,8 +4412,15 @@ static void step_encoder_self_attn_softmax(real *y, const real *x, int T)
  *   graphs/transformer.lua:25
  *   shared by step_encoder_l0_self_attn_bmm_2, step_encoder_l1_self_attn_bmm_2
  *   (the nodes above are step_encoder_l0_self_attn_bmm_2's) */
-static void step_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, int T)
+static void step_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 70*T);
+    lmc_to_bf16(b, s16 + 2464, 7000);
+    for (long i = 0; i < 2; i++)
+      lmc_gemm_bf16(0, 0, T, 100, 35, s16 + i * 35*T, 35, s16 + 2464 + i * 3500, 100, 0, y + i * 100*T, 100, nt);
+    return;
+  }
   for (long i = 0; i < 2; i++)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, 35,
                 1, a + i * 35*T, 35, b + i * 3500, 100, 0, y + i * 100*T, 100);
@@ -4314,6 +4545,17 @@ static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *decoder_matmul = w;   /* (1, 1, 33278), graphs/transformer.lua:27 */
   real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/transformer.lua:27 */
   real *log_softmax = w;   /* (1, 1, 33278), graphs/transformer.lua:29 */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *encoder_l0_self_attn_in_proj_weight_bf16 = lmc_bf16_at(c->param16, 6655600);   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *encoder_l0_self_attn_out_proj_weight_bf16 = lmc_bf16_at(c->param16, 6776200);   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l0_linear1_weight_bf16 = lmc_bf16_at(c->param16, 6816800);   /* encoder.layers.0.linear1.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l0_linear2_weight_bf16 = lmc_bf16_at(c->param16, 6857000);   /* encoder.layers.0.linear2.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_self_attn_in_proj_weight_bf16 = lmc_bf16_at(c->param16, 6897600);   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_self_attn_out_proj_weight_bf16 = lmc_bf16_at(c->param16, 7018200);   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_linear1_weight_bf16 = lmc_bf16_at(c->param16, 7058800);   /* encoder.layers.1.linear1.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_linear2_weight_bf16 = lmc_bf16_at(c->param16, 7099000);   /* encoder.layers.1.linear2.weight (200, 200) in bf16 */
+  const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7140000);   /* decoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 35 * sizeof *targets);
   gen_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
@@ -4321,7 +4563,7 @@ static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   step_slice_pos(slice_pos, lmc_const0, c->pos, T);
   gen_fused(add, input_emb_embedding, slice_pos, T);
   step_causal_mask(causal_mask, c->pos, T);
-  gen_encoder_self_attn_matmul(encoder_l0_self_attn_matmul, add, encoder_l0_self_attn_in_proj_weight, c->threads, T);
+  gen_encoder_self_attn_matmul(encoder_l0_self_attn_matmul, add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_matmul, encoder_l0_self_attn_in_proj_bias, T);
   gen_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_add, T);
   gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
@@ -4332,23 +4574,23 @@ static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   gen_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_add, T);
   gen_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
   step_encoder_self_attn_kv_write(encoder_l0_self_attn_kv_write, kv_cache_0, encoder_l0_self_attn_transpose_2, c->pos, T);
-  step_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_kv_write, T);
+  step_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_kv_write, bf16_scratch, c->threads, T);
   step_encoder_self_attn_add(encoder_l0_self_attn_add_2, encoder_l0_self_attn_bmm, causal_mask, T);
   step_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add_2, T);
   step_encoder_self_attn_kv_write(encoder_l0_self_attn_kv_write_2, kv_cache_1, encoder_l0_self_attn_transpose_3, c->pos, T);
-  step_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_kv_write_2, T);
+  step_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_kv_write_2, bf16_scratch, c->threads, T);
   gen_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
-  gen_encoder_l0_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, c->threads, T);
+  gen_encoder_l0_matmul(encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_encoder_l0_fused(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul, encoder_l0_self_attn_out_proj_bias, T);
   gen_encoder_l0_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
   gen_encoder_l0_fused_2(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
-  gen_encoder_l0_matmul(encoder_l0_linear1_matmul, encoder_l0_norm1_add, encoder_l0_linear1_weight, c->threads, T);
+  gen_encoder_l0_matmul(encoder_l0_linear1_matmul, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_weight_bf16, bf16_scratch, c->threads, T);
   gen_encoder_l0_fused_3(encoder_l0_relu, encoder_l0_linear1_matmul, encoder_l0_linear1_bias, T);
-  gen_encoder_l0_matmul(encoder_l0_linear2_matmul, encoder_l0_relu, encoder_l0_linear2_weight, c->threads, T);
+  gen_encoder_l0_matmul(encoder_l0_linear2_matmul, encoder_l0_relu, encoder_l0_linear2_weight, encoder_l0_linear2_weight_bf16, bf16_scratch, c->threads, T);
   gen_encoder_l0_fused(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul, encoder_l0_linear2_bias, T);
   gen_encoder_l0_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
   gen_encoder_l0_fused_2(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
-  gen_encoder_self_attn_matmul(encoder_l1_self_attn_matmul, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, c->threads, T);
+  gen_encoder_self_attn_matmul(encoder_l1_self_attn_matmul, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
   gen_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_matmul, encoder_l1_self_attn_in_proj_bias, T);
   gen_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_add, T);
   gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
@@ -4358,34 +4600,34 @@ static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   gen_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_add, T);
   gen_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
   step_encoder_self_attn_kv_write(encoder_l1_self_attn_kv_write, kv_cache_2, encoder_l1_self_attn_transpose_2, c->pos, T);
-  step_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_kv_write, T);
+  step_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_kv_write, bf16_scratch, c->threads, T);
   step_encoder_self_attn_add(encoder_l1_self_attn_add_2, encoder_l1_self_attn_bmm, causal_mask, T);
   step_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add_2, T);
   step_encoder_self_attn_kv_write(encoder_l1_self_attn_kv_write_2, kv_cache_3, encoder_l1_self_attn_transpose_3, c->pos, T);
-  step_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_kv_write_2, T);
+  step_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_kv_write_2, bf16_scratch, c->threads, T);
   gen_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
-  gen_encoder_matmul(encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 200, encoder_l0_self_attn_out_proj_weight, c->threads);
+  gen_encoder_matmul(encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 200, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads);
   gen_encoder_l0_fused_4(encoder_l0_add_3, input_emb_embedding + (T - 1) * 200, slice_pos + (T - 1) * 200, encoder_l0_self_attn_out_proj_matmul_2, encoder_l0_self_attn_out_proj_bias);
   gen_encoder_normalize(encoder_l0_norm1_normalize_2, encoder_l0_add_3);
   gen_encoder_fused(encoder_l0_norm1_add_2, encoder_l0_norm1_normalize_2, encoder_l0_norm1_weight, encoder_l0_norm1_bias);
-  gen_encoder_matmul(encoder_l0_linear1_matmul_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, c->threads);
+  gen_encoder_matmul(encoder_l0_linear1_matmul_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, encoder_l0_linear1_weight_bf16, bf16_scratch, c->threads);
   gen_encoder_fused_2(encoder_l0_relu_2, encoder_l0_linear1_matmul_2, encoder_l0_linear1_bias);
-  gen_encoder_matmul(encoder_l0_linear2_matmul_2, encoder_l0_relu_2, encoder_l0_linear2_weight, c->threads);
+  gen_encoder_matmul(encoder_l0_linear2_matmul_2, encoder_l0_relu_2, encoder_l0_linear2_weight, encoder_l0_linear2_weight_bf16, bf16_scratch, c->threads);
   gen_encoder_fused_3(encoder_l0_add_4, encoder_l0_norm1_add_2, encoder_l0_linear2_matmul_2, encoder_l0_linear2_bias);
   gen_encoder_normalize(encoder_l0_norm2_normalize_2, encoder_l0_add_4);
-  gen_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4 + (T - 1) * 200, encoder_l1_self_attn_out_proj_weight, c->threads);
+  gen_encoder_matmul(encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_transpose_4 + (T - 1) * 200, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads);
   gen_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_normalize_2, encoder_l0_norm2_weight, encoder_l0_norm2_bias, encoder_l1_self_attn_out_proj_matmul, encoder_l1_self_attn_out_proj_bias);
   gen_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add);
   gen_encoder_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias);
-  gen_encoder_matmul(encoder_l1_linear1_matmul, encoder_l1_norm1_add, encoder_l1_linear1_weight, c->threads);
+  gen_encoder_matmul(encoder_l1_linear1_matmul, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_weight_bf16, bf16_scratch, c->threads);
   gen_encoder_fused_2(encoder_l1_relu, encoder_l1_linear1_matmul, encoder_l1_linear1_bias);
-  gen_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_relu, encoder_l1_linear2_weight, c->threads);
+  gen_encoder_matmul(encoder_l1_linear2_matmul, encoder_l1_relu, encoder_l1_linear2_weight, encoder_l1_linear2_weight_bf16, bf16_scratch, c->threads);
   gen_encoder_fused_3(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul, encoder_l1_linear2_bias);
   gen_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2);
   gen_encoder_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias);
   gen_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add);
   gen_encoder_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias);
-  gen_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, c->threads);
+  gen_decoder_matmul(decoder_matmul, encoder_norm_add, decoder_weight, decoder_weight_bf16, bf16_scratch, c->threads);
   gen_decoder_add(decoder_add, decoder_matmul, decoder_bias);
   gen_log_softmax(log_softmax, decoder_add);
   memcpy(kv_cache_0, encoder_l0_self_attn_kv_write, 7000 * sizeof(real));   /* state kv_cache.0, detached */
@@ -4424,6 +4666,7 @@ const LmcModel lmc_model = {
     .has_logp = 0,
     .logp_last = 0,
     .logp_offset = 0,
+    .work16_numel = 23854624,
   },
   .eval = {
     .batch = 10,
@@ -4437,6 +4680,7 @@ const LmcModel lmc_model = {
     .has_logp = 0,
     .logp_last = 0,
     .logp_offset = 0,
+    .work16_numel = 140032,
   },
   .gen = {
     .batch = 1,
@@ -4450,6 +4694,7 @@ const LmcModel lmc_model = {
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 0,
+    .work16_numel = 14016,
   },
   .sample = {
     .batch = 8,
@@ -4463,6 +4708,7 @@ const LmcModel lmc_model = {
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 266224,
+    .work16_numel = 112000,
   },
   .step = {
     .batch = 1,
@@ -4476,6 +4722,7 @@ const LmcModel lmc_model = {
     .has_logp = 1,
     .logp_last = 1,
     .logp_offset = 0,
+    .work16_numel = 14016,
   },
   .fma = LMC_FMA,
 };

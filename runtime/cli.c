@@ -43,6 +43,7 @@ void cli_help(FILE *f, const LmcModel *m, const char *prog, const char *which)
             "  --optimizer NAME    sgd or adamw (sgd)\n"
             "  --max-batches N     at most N batches per epoch\n"
             "  --threads N         BLAS and kernel threads (1)\n"
+            "  --precision P       fp32 or bf16: the matrix products' operands (fp32)\n"
             "  --resume FILE       continue from a checkpoint: its lr, epoch and step\n"
             "  --log-csv FILE      also write the log lines as CSV\n"
             "  --check-every N     under mpirun, steps between two checks that the ranks'\n"
@@ -55,7 +56,8 @@ void cli_help(FILE *f, const LmcModel *m, const char *prog, const char *which)
             "  --data DIR          corpus folder (data/wikitext-2)\n"
             "  --split NAME        valid or test (test)\n"
             "  --json              one line: {\"loss\": L, \"ppl\": P, \"tokens\": N, \"seconds\": S}\n"
-            "  --threads N         BLAS and kernel threads (1)\n",
+            "  --threads N         BLAS and kernel threads (1)\n"
+            "  --precision P       fp32 or bf16: the matrix products' operands (fp32)\n",
             prog);
   if (!which || strcmp(which, "generate") == 0)
     fprintf(f,
@@ -71,7 +73,8 @@ void cli_help(FILE *f, const LmcModel *m, const char *prog, const char *which)
             "  --samples N         N independent samples, apart by an empty line (1)\n"
             "  --no-kv-cache       recompute the window for every word (where the model has a cache)\n"
             "  --outf FILE         output file, - for stdout (generated.txt)\n"
-            "  --threads N         BLAS and kernel threads (1)\n",
+            "  --threads N         BLAS and kernel threads (1)\n"
+            "  --precision P       fp32 or bf16: the matrix products' operands (fp32)\n",
             prog);
   if (!which || strcmp(which, "info") == 0)
     fprintf(f,
@@ -192,6 +195,15 @@ static uint64_t seed_value(Args *a)
   if (e == s || *e || errno || strchr(s, '-'))
     usage_error(a, "%s: expected a non-negative integer, got '%s'", a->name, s);
   return (uint64_t)v;
+}
+
+/* --precision: true for bf16 */
+static bool precision(Args *a)
+{
+  const char *v = value(a);
+  if (strcmp(v, "bf16") != 0 && strcmp(v, "fp32") != 0)
+    usage_error(a, "--precision: expected 'fp32' or 'bf16', got '%s'", v);
+  return strcmp(v, "bf16") == 0;
 }
 
 static const char *hyper(const LmcModel *m, const char *name)
@@ -315,6 +327,7 @@ static void parse_train(Args *a, TrainOptions *out)
       else usage_error(a, "--optimizer: expected 'sgd' or 'adamw', got '%s'", v);
     } else if (is(a, "--max-batches")) o.max_batches = (long)integer(a, 1, 1000000000000LL, "a positive integer");
     else if (is(a, "--threads")) o.threads = (int)integer(a, 1, 4096, "a positive integer");
+    else if (is(a, "--precision")) o.bf16 = precision(a);
     else if (is(a, "--resume")) o.resume = path_value(a);
     else if (is(a, "--log-csv")) o.log_csv = path_value(a);
     else if (is(a, "--check-every")) o.check_every = (long)integer(a, 1, 1000000000000LL, "a positive integer");
@@ -326,7 +339,7 @@ static void parse_train(Args *a, TrainOptions *out)
 static void parse_eval(Args *a, CliOptions *out)
 {
   const char *ckpt = NULL, *data = "data/wikitext-2", *split = "test";
-  bool json = false;
+  bool json = false, bf16 = false;
   int threads = 1;
   while (next_option(a)) {
     if (is(a, "--checkpoint")) ckpt = path_value(a);
@@ -337,9 +350,11 @@ static void parse_eval(Args *a, CliOptions *out)
         usage_error(a, "--split: expected 'valid' or 'test', got '%s'", split);
     } else if (is(a, "--json")) no_value(a), json = true;
     else if (is(a, "--threads")) threads = (int)integer(a, 1, 4096, "a positive integer");
+    else if (is(a, "--precision")) bf16 = precision(a);
     else unknown(a);
   }
   if (!ckpt) usage_error(a, "eval: --checkpoint FILE is required");
+  out->eval.bf16 = bf16;
   out->eval.checkpoint = ckpt;
   out->eval.data = data;
   out->eval.split = split;
@@ -365,6 +380,7 @@ static void parse_generate(Args *a, CliOptions *out)
     else if (is(a, "--no-kv-cache")) no_value(a), o.no_kv_cache = true;
     else if (is(a, "--outf")) o.outf = path_value(a);
     else if (is(a, "--threads")) o.threads = (int)integer(a, 1, 4096, "a positive integer");
+    else if (is(a, "--precision")) o.bf16 = precision(a);
     else unknown(a);
   }
   if (!o.checkpoint) usage_error(a, "generate: --checkpoint FILE is required");

@@ -28,7 +28,7 @@ typedef struct {
   TrainOptions train;
   struct {
     const char *checkpoint, *data, *split;
-    bool json;
+    bool json, bf16;
     int threads;
   } eval;
   GenOptions gen;

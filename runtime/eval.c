@@ -77,7 +77,7 @@ static void print_result(const char *split, double loss, size_t ntok, double sec
 }
 
 static int eval_split(const LmcModel *m, const char *checkpoint, const char *data, const char *split, bool json,
-                      int threads)
+                      int threads, bool bf16)
 {
   if (model_check(m) < 0) return 1;
   if (strcmp(split, "valid") != 0 && strcmp(split, "test") != 0) {
@@ -94,8 +94,9 @@ static int eval_split(const LmcModel *m, const char *checkpoint, const char *dat
   int rc = 1;
   Net n;
   Batches b = { 0 };
-  if (net_alloc(&n, m, USE_EVAL, 0, threads, NULL, 0) < 0) goto done_corpus;
+  if (net_alloc(&n, m, USE_EVAL | net_precision(bf16), 0, threads, NULL, 0) < 0) goto done_corpus;
   if (load_shared(m, &n, checkpoint, &c, data) < 0) goto done;
+  net_round16(&n, m);
   batchify_slice(split[0] == 'v' ? &c.valid : &c.test, m->eval.batch, dist_rank(), dist_size(), &b);
   if (b.nrows < 2) {
     if (dist_rank() == 0)
@@ -119,8 +120,8 @@ done_corpus:
 }
 
 int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const char *split, bool json,
-             int threads)
+             int threads, bool bf16)
 {
   dist_begin();
-  return dist_end(eval_split(m, checkpoint, data, split, json, threads));
+  return dist_end(eval_split(m, checkpoint, data, split, json, threads, bf16));
 }

@@ -274,7 +274,8 @@ static int generate(const LmcModel *m, const GenOptions *o)
   Sampler s = { o->rule, NULL, NULL, NULL, NULL };
   FILE *f = NULL;
   OutFile of = { 0 };
-  if (net_alloc(&n, m, many ? USE_SAMPLE : step ? USE_STEP : USE_GEN, o->seed, o->threads, NULL, 0) < 0) {
+  int use = (many ? USE_SAMPLE : step ? USE_STEP : USE_GEN) | net_precision(o->bf16);
+  if (net_alloc(&n, m, use, o->seed, o->threads, NULL, 0) < 0) {
     free(text);
     return 1;
   }
@@ -284,6 +285,7 @@ static int generate(const LmcModel *m, const GenOptions *o)
     fprintf(stderr, "%s\n", err);
     goto done;
   }
+  net_round16(&n, m);
   if (check_finite(m, n.param, o->checkpoint) < 0) goto done;
   if (vocab_for_generate(m, &meta, o->checkpoint, &d) < 0) goto done;
 

@@ -36,6 +36,8 @@ typedef LMC_REAL real;
 
 enum { LMC_MAXRANK = 4 };
 
+typedef uint16_t lmc_bf16;   /* bfloat16 bits: LmcCtx's bf16 blocks; the products are at the end */
+
 typedef enum {
   LMC_INIT_ZERO,
   LMC_INIT_ONE,
@@ -85,6 +87,7 @@ typedef struct {
   int has_logp;
   int logp_last;         /* the log-probabilities of step T - 1 only, (1, B, ntoken) */
   size_t logp_offset;
+  size_t work16_numel;   /* bf16 arena (--precision bf16): operands of products, in lmc_bf16 */
 } LmcProgram;
 
 typedef struct {
@@ -145,7 +148,20 @@ typedef struct LmcCtx {
    * mpirun dist.c starts reducing it there, overlapped with the rest of
    * the backward.  NULL in one process. */
   void (*grad_ready)(struct LmcCtx *c, int param);
+  /* --precision bf16: the parameters rounded to bf16 (param_numel, each
+   * at its parameter's offset; the optimizer writes them beside the
+   * parameters) and the program's bf16 arena (work16_numel).  NULL in
+   * fp32 mode, where every product runs as before. */
+  lmc_bf16 *param16;
+  lmc_bf16 *work16;
 } LmcCtx;
+
+/* base + off, or NULL when base is (fp32 mode): run()'s pointers into
+ * the bf16 blocks. */
+static inline lmc_bf16 *lmc_bf16_at(lmc_bf16 *base, size_t off)
+{
+  return base ? base + off : NULL;
+}
 
 extern const LmcModel lmc_model;
 
@@ -164,7 +180,9 @@ extern const LmcModel lmc_model;
  * returns the norm before clipping; lmc_sgd: p -= lr * g; lmc_adamw:
  * PyTorch's AdamW with the moments exp_avg, exp_avg_sq (param_numel
  * each), betas 0.9/0.999, eps 1e-8, weight decay wd, step count t
- * (1-based); lmc_grad_dense writes the gradient block out
+ * (1-based); both write the moved parameters' bf16 copy into param16
+ * too, at the parameters' offsets, unless it is NULL (fp32 mode; always
+ * NULL in double precision); lmc_grad_dense writes the gradient block out
  * parameter-shaped (param_numel), lmc_grad_dense_one tensor d's part of it
  * (at d->offset).  Built once per real type (the library
  * holds float's; a double harness compiles runtime/optimizer.c with
@@ -178,9 +196,9 @@ extern const LmcModel lmc_model;
 #define lmc_grad_dense LMC_CAT(lmc_grad_dense_, LMC_REAL)
 #define lmc_grad_dense_one LMC_CAT(lmc_grad_dense_one_, LMC_REAL)
 double lmc_clip(const LmcModel *m, real *grad, double clip);
-void lmc_sgd(const LmcModel *m, real *param, const real *grad, double lr);
-void lmc_adamw(const LmcModel *m, real *param, const real *grad, real *exp_avg, real *exp_avg_sq, double lr, double wd,
-               long t);
+void lmc_sgd(const LmcModel *m, real *param, lmc_bf16 *param16, const real *grad, double lr);
+void lmc_adamw(const LmcModel *m, real *param, lmc_bf16 *param16, const real *grad, real *exp_avg, real *exp_avg_sq,
+               double lr, double wd, long t);
 void lmc_grad_dense(const LmcModel *m, const real *grad, real *dense);
 void lmc_grad_dense_one(const LmcTensorDesc *d, const real *grad, real *dense);
 
@@ -418,5 +436,22 @@ static inline void lmc_sgemm_abt_mt(int nt, int M, int N, int K, const float *A,
     lmc_sgemm_abt(M, n1 - n0, K, A, lda, B + (long)n0 * ldb, ldb, beta, C + n0, ldc);
   }
 }
+
+/* bf16 products (runtime/gemm_bf16.c), for --precision bf16: bf16
+ * operands, fp32 sums and output.  lmc_bf16 holds the top 16 bits of a
+ * float.  lmc_to_bf16 rounds to nearest even; NaN stays NaN (quieted), a
+ * denormal becomes a zero of its sign (as vcvtne2ps2bf16 does).
+ * lmc_gemm_bf16: y (M, N) = op(a) op(b) + beta y, op(a) (M, K) = a (M, K)
+ * row-major, or a^T when ta (a stored (K, M)); op(b) (K, N) = b (K, N),
+ * or b^T when tb (b stored (N, K)); leading dimensions in elements; beta 0
+ * or 1; on at most `threads` threads.  On a CPU with AVX512_BF16
+ * (lmc_cpu_has_bf16, checked once) the fast kernels run; elsewhere a
+ * portable loop (fp32 sums of the exact bf16 products, several times
+ * slower than sgemm). */
+typedef uint16_t lmc_bf16;
+int lmc_cpu_has_bf16(void);
+void lmc_to_bf16(const float *x, lmc_bf16 *y, size_t n);
+void lmc_gemm_bf16(int ta, int tb, int M, int N, int K, const lmc_bf16 *a, int lda, const lmc_bf16 *b, int ldb,
+                   float beta, float *y, int ldy, int threads);
 
 #endif

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
     return finish(prog, run_train(&lmc_model, &o.train));
   case CLI_EVAL:
     return finish(prog, run_eval(&lmc_model, o.eval.checkpoint, o.eval.data, o.eval.split, o.eval.json,
-                                 o.eval.threads));
+                                 o.eval.threads, o.eval.bf16));
   case CLI_GENERATE:
     return finish(prog, run_generate(&lmc_model, &o.gen));
   case CLI_INFO:

@@ -99,6 +99,30 @@ static real *block_alloc(size_t bytes)
   return p;
 }
 
+/* USE_BF16: the parameters' bf16 copy and one bf16 arena for the
+ * programs in use (scratch, as the fp32 one), in a block of their own so
+ * that fp32 mode's memory stays as it is. */
+static int alloc16(Net *n, const LmcModel *m, int use, const LmcProgram *const *prog, LmcCtx *const *ctx,
+                   const int *bit, int nprog)
+{
+  size_t work = 0, k16 = 64;   /* elements in 128 bytes */
+  for (int k = 0; k < nprog; k++)
+    if ((use & bit[k]) && prog[k]->work16_numel > work) work = prog[k]->work16_numel;
+  size_t np = (m->param_numel + k16 - 1) / k16 * k16, total = np + work;
+  n->block16 = (lmc_bf16 *)block_alloc(total * sizeof(lmc_bf16));
+  if (!n->block16) {
+    rt_error("out of memory (%.0f MiB for the bf16 copies)", (double)(total * sizeof(lmc_bf16)) / (1 << 20));
+    return -1;
+  }
+  n->param16 = n->block16;
+  for (int k = 0; k < nprog; k++)
+    if (use & bit[k]) {
+      ctx[k]->param16 = n->param16;
+      ctx[k]->work16 = n->block16 + np;
+    }
+  return 0;
+}
+
 int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, const DropoutSet *set, int nset)
 {
   enum { NPROG = 5 };
@@ -158,14 +182,31 @@ int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, co
     c->seed = seed;
     c->threads = threads;
   }
-  return 0;
+  return use & USE_BF16 ? alloc16(n, m, use, prog, ctx, bit, NPROG) : 0;
 }
 
 void net_free(Net *n)
 {
   free(n->block);
+  free(n->block16);
   free(n->dropout);
   memset(n, 0, sizeof *n);
+}
+
+int net_precision(bool bf16)
+{
+  if (!bf16)
+    return 0;
+  if (!lmc_cpu_has_bf16())
+    rt_warning("--precision bf16: this CPU has no AVX512_BF16; the products run in portable C, several times "
+               "slower than in fp32");
+  return USE_BF16;
+}
+
+void net_round16(Net *n, const LmcModel *m)
+{
+  if (n->param16)
+    lmc_to_bf16(n->param, n->param16, m->param_numel);
 }
 
 /* torch.nn.init.xavier_uniform_'s bound, from the shape. */

@@ -14,6 +14,12 @@
  * pairwise: the dense loops vectorise, and the norm has the same bits
  * whether a gradient is rows or not (zero rows add nothing).
  *
+ * --precision bf16: a step also writes the parameters' bf16 copy (param16,
+ * NULL in fp32 mode), a piece at a time while the piece is in cache, so
+ * the products read weights rounded from the ones just computed and no
+ * pass of its own walks the block.  Single precision only: a double
+ * build (the tests' harnesses) has no bf16 mode.
+ *
  * Rounding.  An element's update is a few expressions in `real`, and a
  * C compiler that contracts a * b + c into a fused multiply-add (clang on
  * a target with FMA) rounds them once where it would round twice.  The
@@ -34,6 +40,23 @@
 #else
 #define FMA
 #endif
+
+#define SINGLE_float 1
+#define SINGLE LMC_CAT(SINGLE_, LMC_REAL)   /* 1 for float, 0 for double */
+
+/* Elements a dense update moves before rounding them to bf16. */
+enum { PIECE = 4096 };
+
+/* p[0, n), the parameters at block offset at, into the bf16 copy. */
+INLINE void round16(lmc_bf16 *p16, size_t at, const real *p, size_t n)
+{
+#if SINGLE
+  if (p16)
+    lmc_to_bf16(p, p16 + at, n);
+#else
+  (void)p16, (void)at, (void)p, (void)n;
+#endif
+}
 
 static size_t row_len(const LmcTensorDesc *d)
 {
@@ -109,7 +132,7 @@ INLINE double clip_step(const LmcModel *m, real *grad, double clip)
 }
 
 /* p -= lr g; a rows gradient's other rows are zero and left alone. */
-INLINE void sgd_step(const LmcModel *m, real *param, const real *grad, double lr)
+INLINE void sgd_step(const LmcModel *m, real *param, lmc_bf16 *param16, const real *grad, double lr)
 {
   real r = (real)lr;
   for (int q = 0; q < m->nparam; q++) {
@@ -119,15 +142,22 @@ INLINE void sgd_step(const LmcModel *m, real *param, const real *grad, double lr
     real *p = param + d->offset;
     const real *g = grad + d->grad_offset;
     if (!d->grad_rows) {
-      for (size_t i = 0; i < d->numel; i++)
-        p[i] -= r * g[i];
+      for (size_t i0 = 0; i0 < d->numel; i0 += PIECE) {
+        size_t n = d->numel - i0 < PIECE ? d->numel - i0 : PIECE;
+        for (size_t i = i0; i < i0 + n; i++)
+          p[i] -= r * g[i];
+        round16(param16, d->offset + i0, p + i0, n);
+      }
       continue;
     }
     const int32_t *row = row_ids(d, grad);
     size_t len = row_len(d);
-    for (long k = 0; k < row[d->grad_rows]; k++)
+    for (long k = 0; k < row[d->grad_rows]; k++) {
+      real *pr = p + (size_t)row[k] * len;
       for (size_t j = 0; j < len; j++)
-        p[(size_t)row[k] * len + j] -= r * g[k * len + j];
+        pr[j] -= r * g[k * len + j];
+      round16(param16, d->offset + (size_t)row[k] * len, pr, len);
+    }
   }
 }
 
@@ -147,8 +177,8 @@ INLINE void adamw_one(const AdamW *a, real *param, real *m, real *v, size_t i, r
 }
 
 /* Every element moves, a rows gradient's other rows with gradient 0. */
-INLINE void adamw_step(const LmcModel *model, real *param, const real *grad, real *m, real *v, double lr, double wd,
-                       long t)
+INLINE void adamw_step(const LmcModel *model, real *param, lmc_bf16 *param16, const real *grad, real *m, real *v,
+                       double lr, double wd, long t)
 {
   const double b1 = 0.9, b2 = 0.999;
   AdamW a = { (real)(1 - lr * wd), (real)(lr / (1 - pow(b1, (double)t))), (real)sqrt(1 - pow(b2, (double)t)) };
@@ -159,8 +189,12 @@ INLINE void adamw_step(const LmcModel *model, real *param, const real *grad, rea
     if (!d->grad_rows) {
       real *p = param + d->offset, *pm = m + d->offset, *pv = v + d->offset;
       const real *g = grad + d->grad_offset;
-      for (size_t i = 0; i < d->numel; i++)
-        adamw_one(&a, p, pm, pv, i, g[i]);
+      for (size_t i0 = 0; i0 < d->numel; i0 += PIECE) {
+        size_t n = d->numel - i0 < PIECE ? d->numel - i0 : PIECE;
+        for (size_t i = i0; i < i0 + n; i++)
+          adamw_one(&a, p, pm, pv, i, g[i]);
+        round16(param16, d->offset + i0, p + i0, n);
+      }
       continue;
     }
     const int32_t *row = row_ids(d, grad);
@@ -169,6 +203,7 @@ INLINE void adamw_step(const LmcModel *model, real *param, const real *grad, rea
       const real *g = k < nrow && (size_t)row[k] == r ? grad + d->grad_offset + k++ * len : NULL;
       for (size_t j = 0, i = d->offset + r * len; j < len; j++, i++)
         adamw_one(&a, param, m, v, i, g ? g[j] : 0);
+      round16(param16, d->offset + r * len, param + d->offset + r * len, len);
     }
   }
 }
@@ -184,26 +219,26 @@ FMA static double clip_fma(const LmcModel *m, real *grad, double clip)
   return clip_step(m, grad, clip);
 }
 
-static void sgd_base(const LmcModel *m, real *param, const real *grad, double lr)
+static void sgd_base(const LmcModel *m, real *param, lmc_bf16 *param16, const real *grad, double lr)
 {
-  sgd_step(m, param, grad, lr);
+  sgd_step(m, param, param16, grad, lr);
 }
 
-FMA static void sgd_fma(const LmcModel *m, real *param, const real *grad, double lr)
+FMA static void sgd_fma(const LmcModel *m, real *param, lmc_bf16 *param16, const real *grad, double lr)
 {
-  sgd_step(m, param, grad, lr);
+  sgd_step(m, param, param16, grad, lr);
 }
 
-static void adamw_base(const LmcModel *m, real *param, const real *grad, real *exp_avg, real *exp_avg_sq, double lr,
-                       double wd, long t)
+static void adamw_base(const LmcModel *m, real *param, lmc_bf16 *param16, const real *grad, real *exp_avg,
+                       real *exp_avg_sq, double lr, double wd, long t)
 {
-  adamw_step(m, param, grad, exp_avg, exp_avg_sq, lr, wd, t);
+  adamw_step(m, param, param16, grad, exp_avg, exp_avg_sq, lr, wd, t);
 }
 
-FMA static void adamw_fma(const LmcModel *m, real *param, const real *grad, real *exp_avg, real *exp_avg_sq, double lr,
-                          double wd, long t)
+FMA static void adamw_fma(const LmcModel *m, real *param, lmc_bf16 *param16, const real *grad, real *exp_avg,
+                          real *exp_avg_sq, double lr, double wd, long t)
 {
-  adamw_step(m, param, grad, exp_avg, exp_avg_sq, lr, wd, t);
+  adamw_step(m, param, param16, grad, exp_avg, exp_avg_sq, lr, wd, t);
 }
 
 double lmc_clip(const LmcModel *m, real *grad, double clip)
@@ -211,21 +246,21 @@ double lmc_clip(const LmcModel *m, real *grad, double clip)
   return m->fma ? clip_fma(m, grad, clip) : clip_base(m, grad, clip);
 }
 
-void lmc_sgd(const LmcModel *m, real *param, const real *grad, double lr)
+void lmc_sgd(const LmcModel *m, real *param, lmc_bf16 *param16, const real *grad, double lr)
 {
   if (m->fma)
-    sgd_fma(m, param, grad, lr);
+    sgd_fma(m, param, param16, grad, lr);
   else
-    sgd_base(m, param, grad, lr);
+    sgd_base(m, param, param16, grad, lr);
 }
 
-void lmc_adamw(const LmcModel *m, real *param, const real *grad, real *exp_avg, real *exp_avg_sq, double lr, double wd,
-               long t)
+void lmc_adamw(const LmcModel *m, real *param, lmc_bf16 *param16, const real *grad, real *exp_avg, real *exp_avg_sq,
+               double lr, double wd, long t)
 {
   if (m->fma)
-    adamw_fma(m, param, grad, exp_avg, exp_avg_sq, lr, wd, t);
+    adamw_fma(m, param, param16, grad, exp_avg, exp_avg_sq, lr, wd, t);
   else
-    adamw_base(m, param, grad, exp_avg, exp_avg_sq, lr, wd, t);
+    adamw_base(m, param, param16, grad, exp_avg, exp_avg_sq, lr, wd, t);
 }
 
 void lmc_grad_dense_one(const LmcTensorDesc *d, const real *grad, real *dense)

@@ -312,10 +312,13 @@ typedef struct {
   real *exp_avg, *exp_avg_sq;   /* (param_numel) each, AdamW only */
   real *spare;                  /* param_numel reals free once training ends, or NULL */
   double *dropout;              /* (ndropout) */
+  /* USE_BF16 (--precision bf16): one more block, the parameters in bf16
+   * (param_numel) and the programs' bf16 arena; NULL otherwise */
+  lmc_bf16 *block16, *param16;
   LmcCtx train, eval, gen, sample, step;
 } Net;
 
-enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8, USE_SAMPLE = 16, USE_STEP = 32 };
+enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8, USE_SAMPLE = 16, USE_STEP = 32, USE_BF16 = 64 };
 
 /* --dropout: slot (an index into LmcModel.dropout) gets probability p. */
 typedef struct {
@@ -330,6 +333,12 @@ enum { MAX_DROPOUT_SET = 64 };
  * -1, said, when the block cannot be had. */
 int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, const DropoutSet *set, int nset);
 void net_free(Net *n);   /* also of a zeroed or failed Net */
+/* The bf16 copy from the parameters, after they are set other than by
+ * the optimizer (initialised, loaded, broadcast); nothing in fp32 mode. */
+void net_round16(Net *n, const LmcModel *m);
+/* USE_BF16 for --precision bf16 (said, with a warning, where the CPU
+ * has no bf16 products and the portable ones run), else 0. */
+int net_precision(bool bf16);
 /* Every tensor per its descriptor, from one stream of seed. */
 void init_params(const LmcModel *m, real *param, uint64_t seed);
 void run_info(const LmcModel *m);
@@ -355,7 +364,7 @@ int vocab_for_generate(const LmcModel *m, const MetaList *meta, const char *ckpt
 double eval_loss(LmcCtx *c, const LmcProgram *p, const Batches *b, int bptt, long max_windows, size_t *ntok);
 /* threads: BLAS and kernel threads (positive) */
 int run_eval(const LmcModel *m, const char *checkpoint, const char *data, const char *split, bool json,
-             int threads);
+             int threads, bool bf16);
 
 /* ---------------------------------------------------------- generate.c */
 
@@ -385,6 +394,7 @@ typedef struct {
   const char *outf;         /* "-": standard output */
   int words, samples, threads;
   bool no_kv_cache;         /* the gen program on the window even where a step program exists */
+  bool bf16;                /* --precision bf16 */
   SampleRule rule;
   uint64_t seed;
 } GenOptions;
@@ -439,6 +449,7 @@ typedef struct {
   bool adamw;
   long max_batches;      /* per epoch, 0: all */
   int threads;
+  bool bf16;             /* --precision bf16 */
   const char *resume;
   const char *log_csv;
   long check_every;      /* steps between two dist_check_same (mpirun); 0: at epoch ends only */

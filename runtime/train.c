@@ -491,7 +491,7 @@ static int train_epoch(Trainer *t)
     dist_grad_mean(t->dg, c, &om, &g);
     if (o->adamw) {
       if (o->clip > 0) lmc_clip(om, g, o->clip);
-      lmc_adamw(om, c->param, g, t->net.exp_avg, t->net.exp_avg_sq, t->lr, 0.01, (long)c->step + 1);
+      lmc_adamw(om, c->param, c->param16, g, t->net.exp_avg, t->net.exp_avg_sq, t->lr, 0.01, (long)c->step + 1);
     } else {
       /* sgd: clip's scale folded into lr, one pass over the gradient less
        * (clip 0 only measures the norm; a NaN norm scales nothing, as
@@ -501,7 +501,7 @@ static int train_epoch(Trainer *t)
         double scale = o->clip / (lmc_clip(om, g, 0) + 1e-6);   /* as lmc_clip */
         if (scale < 1) lr *= scale;
       }
-      lmc_sgd(om, c->param, g, lr);
+      lmc_sgd(om, c->param, c->param16, g, lr);
     }
     c->step++;
     if (o->check_every > 0 && c->step % (uint64_t)o->check_every == 0 &&
@@ -646,9 +646,8 @@ static int prepare(Trainer *t)
              (tiny[1] == 'r' ? m->train.batch : m->eval.batch) * nrank);
     return -1;
   }
-  if (net_alloc(&t->net, m, USE_TRAIN | USE_EVAL | (o->adamw ? USE_ADAMW : 0), o->seed, o->threads,
-                o->dropout, o->ndropout) < 0)
-    return -1;
+  int use = USE_TRAIN | USE_EVAL | (o->adamw ? USE_ADAMW : 0) | net_precision(o->bf16);
+  if (net_alloc(&t->net, m, use, o->seed, o->threads, o->dropout, o->ndropout) < 0) return -1;
   init_params(m, t->net.param, o->seed);
   /* the masks of columns [rank * B, (rank + 1) * B) of the global batch */
   t->net.train.col0 = (long)rank * m->train.batch;
@@ -656,6 +655,7 @@ static int prepare(Trainer *t)
   if (dist_grad_init(&t->dg, &t->net.train) < 0) return -1;
   if (o->resume && rank == 0 && resume(t, o->lr > 0) < 0) return -1;
   if (o->resume) share_resume(t);
+  net_round16(&t->net, m);   /* from here on the optimizer keeps it */
   if (o->log_csv && rank == 0 && open_csv(t) < 0) return -1;
   if (nrank > 1)
     out(t, "| data parallel | %d ranks | global batch %d (%d per rank)\n", nrank, m->train.batch * nrank,
@@ -742,6 +742,7 @@ static int test_best(Trainer *t)
   if (t->best_path) {
     if (dist_rank() == 0 && reload_best(t) != 0) return 1;
     if (!t->o->dry_run) dist_bcast(t->net.param, m->param_numel * sizeof(real));
+    net_round16(&t->net, m);
   } else if (dist_rank() == 0)
     rt_warning("no model was saved; testing the current parameters");
   double test_loss = dist_mean(eval_loss(&t->net.eval, &m->eval, &t->test, m->bptt, t->eval_windows, NULL));

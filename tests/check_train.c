@@ -456,7 +456,7 @@ START_TEST(test_save_on_best_and_anneal)
   ck_assert_int_eq(train(&o), 0);
   double end = number_after(out_text, "| End of training | test loss");
   capture();
-  ck_assert_int_eq(run_eval(&lmc_model, o.save, DATA, "test", true, 1), 0);
+  ck_assert_int_eq(run_eval(&lmc_model, o.save, DATA, "test", true, 1, false), 0);
   release();
   ck_assert_double_eq_tol(number_after(out_text, "\"loss\":"), end, 0.0051);
 }
@@ -721,7 +721,7 @@ START_TEST(test_eval_json)
   /* direct, with a broken model: null and a failure */
   fake_eval_nan = 1;
   capture();
-  int rc = run_eval(&lmc_model, o.save, DATA, "valid", true, 1);
+  int rc = run_eval(&lmc_model, o.save, DATA, "valid", true, 1, false);
   release();
   ck_assert_int_ne(rc, 0);
   ck_assert_msg(strncmp(out_text, "{\"loss\": null, \"ppl\": null, \"tokens\": ", 38) == 0, "'%s'", out_text);
@@ -760,7 +760,7 @@ START_TEST(test_vocab_mismatch)
   snprintf(cmd, sizeof cmd, "cp " DATA "/valid.txt " DATA "/test.txt '%s'", tmp("shuffled"));
   ck_assert_int_eq(system(cmd), 0);
   capture();
-  int rc = run_eval(&lmc_model, o.save, tmp("shuffled"), "valid", false, 1);
+  int rc = run_eval(&lmc_model, o.save, tmp("shuffled"), "valid", false, 1, false);
   release();
   ck_assert_int_ne(rc, 0);
   ck_assert_msg(strstr(err_text, "another vocabulary") && strstr(err_text, "word 0 is 'the' there, 'cat' here"), "%s",
@@ -772,7 +772,7 @@ START_TEST(test_vocab_mismatch)
            tmp("escape"));
   ck_assert_int_eq(system(cmd), 0);
   capture();
-  rc = run_eval(&lmc_model, o.save, tmp("escape"), "valid", false, 1);
+  rc = run_eval(&lmc_model, o.save, tmp("escape"), "valid", false, 1, false);
   release();
   ck_assert_int_ne(rc, 0);
   ck_assert_msg(strstr(err_text, "word 0 is 'the' there, '?[2J' here") && !strchr(err_text, '\x1b'), "%s", err_text);
@@ -1120,7 +1120,7 @@ START_TEST(test_eval_generate_threads)
   bad_args("generate --checkpoint x --threads=1.5", "--threads: expected a positive integer, got '1.5'\n");
   /* direct calls check it too */
   capture();
-  int rc = run_eval(&lmc_model, o.save, DATA, "test", true, 0);
+  int rc = run_eval(&lmc_model, o.save, DATA, "test", true, 0, false);
   GenOptions go = { .checkpoint = o.save, .outf = tmp("gen0.txt"), .words = 5, .samples = 1, .threads = 0,
                     .rule = { 1.0, 0, 1.0 }, .seed = 7 };
   int rg = run_generate(&lmc_model, &go);

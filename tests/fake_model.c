@@ -141,7 +141,7 @@ static double run_gen_window(LmcCtx *c, const int32_t *x, const int32_t *y, int 
 }
 
 #define PROGRAM(B, SEQ, NSTATE, BACKWARD, RUN) \
-  { B, SEQ, (size_t)(SEQ) * (B) * V, NSTATE, NSTATE, state, BACKWARD, RUN, 1, 0, 0 }
+  { B, SEQ, (size_t)(SEQ) * (B) * V, NSTATE, NSTATE, state, BACKWARD, RUN, 1, 0, 0, 0 }
 
 #define MODEL(GEN)                                                                  \
   {                                                                                 \

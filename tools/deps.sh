@@ -6,7 +6,7 @@
 #   deps.sh fuzz       what building needs, plus those runtimes, libFuzzer's among them (make fuzz)
 #   deps.sh build mpi  what building needs, plus Open MPI (make deps MPI=1); test includes it
 set -e
-pkgs="clang lua5.4 liblua5.4-dev check libopenblas-dev pkg-config libomp-dev time"
+pkgs="clang lua5.4 liblua5.4-dev check libopenblas-dev libdnnl-dev pkg-config libomp-dev time"
 case "$1" in
   test) pkgs="$pkgs python3-torch python3-numpy gnuplot-nox graphviz openmpi-bin libopenmpi-dev" ;;
   sanitize) pkgs="$pkgs python3-torch python3-numpy gnuplot-nox graphviz libclang-rt-dev" ;;

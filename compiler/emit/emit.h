@@ -90,6 +90,8 @@ typedef enum {
   A_THREADS,              /* c->threads, for a kernel's parallel loop */
   A_SCRATCH,              /* the program's kernel scratch in c->work (Plan.scratch_off) */
   A_POS,                  /* c->pos: the step program's first new position */
+  A_BF16,                 /* node's bf16 copy: a parameter's in c->param16, a shadow in c->work16; NULL in fp32 mode */
+  A_SCRATCH16,            /* the program's bf16 scratch in c->work16 (Prog.scratch16_off); NULL in fp32 mode */
 } ArgKind;
 
 typedef struct {
@@ -152,6 +154,13 @@ typedef struct {
   int *anchor;            /* per group: the member whose position runs the kernel, or -1 */
   int *member_start;      /* group k's live members, in node order: */
   int *member;            /* member[member_start[k] .. member_start[k + 1]) */
+  /* --precision bf16 (single-precision programs): c->work16 holds the
+   * shadows, bf16 copies that the kernel computing a value writes beside
+   * it (the logits' gradient), then the scratch into which a product's
+   * kernel rounds the operands that have no copy */
+  bool bf16;
+  size_t *shadow16;       /* per node: its shadow's offset in c->work16, or SIZE_MAX */
+  size_t scratch16_off, scratch16_numel;
 } Prog;
 
 /* The text being written, one kernel's body or run()'s, and what it
@@ -163,7 +172,7 @@ typedef struct {
   bool uses_T, uses_w, uses_c, uses_tokens;
   /* run() only: the pointers it declares (pointers.c), in order of first
    * use, by what they point to: parameters, state, c->work, gradients */
-  Buf decl[4];
+  Buf decl[5];            /* pointers.c's groups: parameters, state, work, gradients, bf16 */
   StrMap given, next;     /* names declared; base name -> next number to try */
   const char **node_ptr;  /* per node (a Loc's node): the pointer to its buffer, or NULL */
   const char **grad_ptr;  /* per parameter: the pointer to its gradient, or NULL */
@@ -173,6 +182,8 @@ typedef struct {
    * are ready since (each once; c->grad_ready, run.c) */
   int *ready_head, *ready_next;
   bool *announced;
+  const char **bf16_ptr;  /* per node: the pointer to its bf16 copy, or NULL */
+  const char *scratch16_ptr;
 } Text;
 
 /* What the model's descriptor says about one program. */
@@ -184,6 +195,7 @@ typedef struct {
   bool has_objective;     /* run() leaves the objective in c->objective */
   bool has_logp, logp_last;
   size_t logp_offset;
+  size_t work16_numel;
 } ProgInfo;
 
 static inline Node *N(Prog *p, int id)
@@ -225,6 +237,8 @@ Str ptr(Text *t, int id, const char *tsel);
 const char *grad_ptr(Text *t, const Param *q);
 const char *scratch_ptr(Text *t);
 const char *targets_ptr(Text *t);
+const char *bf16_ptr(Text *t, int id);
+const char *scratch16_ptr(Text *t);
 
 /* ------------------------------------------------------------ nest.c */
 
@@ -263,6 +277,7 @@ void kout(Text *k, Node *n);
 void kin(Text *k, Node *n, int i, const char *name);
 void kdropout(Text *k, Buf *b, Node *n, int shape, const char *sfx);
 Str kmask_index(Text *k, Node *n, int shape, const char *idx, const char *sfx);
+void kthreads(Text *k, int node);   /* int nt, once */
 void emit_kernels(Prog *p);
 void name_kernels(Model *m);
 void emit_kernel_defs(Model *m, const char *prog, Buf *out);
@@ -278,6 +293,7 @@ void k_sum_broadcast(Text *k, Buf *b, Node *n);
 void k_shuffle(Text *k, Buf *b, Node *n);
 void k_matmul(Text *k, Buf *b, Node *n);        /* k_matmul.c */
 void k_embedding(Text *k, Buf *b, Node *n);
+const char *bf16_operands(Text *k, Buf *conv, Node *n, int nop, const char *const name[], Str op[]);
 void k_softmax(Text *k, Buf *b, Node *n);       /* k_rows.c */
 void k_normalize(Text *k, Buf *b, Node *n);
 void k_nll(Text *k, Buf *b, Node *n);
@@ -289,5 +305,6 @@ void k_fused(Text *k, Buf *b, int group);       /* k_fused.c */
 Prog *open_program(Model *m, Graph *g, const char *prog, bool training);
 void emit_program(Prog *p, Buf *out, ProgInfo *pi);
 void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *prog, ProgInfo *pi);
+size_t shadow16_of(Prog *p, int id);   /* node id's shadow in c->work16 (through reshapes), or SIZE_MAX */
 
 #endif

@@ -2,6 +2,13 @@
  * k_matmul.c: the kernels that call BLAS or index rows: matmul, bmm and
  * matmul_bias as GEMM (or GEMV, or lmc_sgemm_abt_mt for few rows), and
  * embedding with its gradient, dense or as rows (row-grad).
+ *
+ * In single precision every product kernel also has a bf16 path, taken
+ * when run() passes it bf16 pointers (--precision bf16; NULL in fp32
+ * mode, where the fp32 call below runs as it always has): the operands
+ * in bf16, from their copies where they have one (a parameter's in
+ * c->param16, the logits' gradient's shadow) or rounded into the bf16
+ * scratch, and lmc_gemm_bf16, which sums in fp32.
  */
 #include "emit.h"
 
@@ -57,7 +64,7 @@ static bool gemm_few_rows(Text *k, Buf *b, Node *n, const Gemm *q)
   bool one_maybe = m.c == 1 && m.k == 1;
   if (k->p->g->real != DT_F32 || n->a.ta || !n->a.tb || !(few || one_maybe))
     return false;
-  karg(k, A_THREADS, id_of(k->p, n), -1, "int nt");
+  kthreads(k, id_of(k->p, n));
   const char *ind = "  ";
   if (!few) {
     bprintf(b, "  if (%s == 1)\n", mstr(k, m).s);
@@ -123,6 +130,73 @@ static void gemm_batched(Text *k, Buf *b, const Gemm *q, Mono batch, Mono sa, Mo
           mstr(k, q->bc).s, mstr(k, mmul(q->m, q->nn)).s, mstr(k, q->nn).s);
 }
 
+/* The bf16 forms of operands in[0, nop) of product n, whose fp32
+ * parameters are name[i]: const lmc_bf16 *name16 where the operand has a
+ * copy, else lines in conv that round it into the scratch, lmc_bf16 *s16
+ * (each operand at a multiple of 32 elements); op[i] gets each one's
+ * pointer.  Returns the one that is NULL in fp32 mode, for the kernel's
+ * test. */
+const char *bf16_operands(Text *k, Buf *conv, Node *n, int nop, const char *const name[], Str op[])
+{
+  Prog *p = k->p;
+  const char *test = NULL;
+  bool copy[2] = {0}, scratch = false;
+  for (int i = 0; i < nop; i++) {
+    copy[i] = p->loc[n->in[i]].kind == L_PARAM || shadow16_of(p, n->in[i]) != SIZE_MAX;
+    scratch |= !copy[i];
+    if (copy[i]) {
+      karg(k, A_BF16, n->in[i], -1, "const lmc_bf16 *%s16", name[i]);
+      op[i] = (Str){""};
+      sprint(&op[i], "%s16", name[i]);
+      test = test ? test : arena_strdup(op[i].s);
+    }
+  }
+  size_t at = 0;
+  if (scratch) {
+    karg(k, A_SCRATCH16, id_of(p, n), -1, "lmc_bf16 *s16");
+    test = test ? test : "s16";
+  }
+  for (int i = 0; i < nop; i++) {
+    if (copy[i])
+      continue;
+    Mono numel = mnumel(&IN(p, n, i)->shape);
+    op[i] = (Str){""};
+    sprint(&op[i], at ? "s16 + %zu" : "s16", at);
+    bprintf(conv, "    lmc_to_bf16(%s, %s, %s);\n", name[i], op[i].s, mstr(k, numel).s);
+    at += (mval(numel, p->g->max_seq) + 31) / 32 * 32;
+  }
+  if (at > p->scratch16_numel)
+    p->scratch16_numel = at;
+  kthreads(k, id_of(p, n));
+  return test;
+}
+
+/* The product in bf16, ahead of the fp32 one (the top of the file); a
+ * batch of products as gemm_batched. */
+static void gemm_bf16(Text *k, Buf *b, Node *n, const Gemm *q, Mono batch, Mono sa, Mono sb)
+{
+  static const char *const name[] = {"a", "b"};
+  Str op[2];
+  Buf conv = {0};
+  const char *test = bf16_operands(k, &conv, n, 2, name, op);
+  bprintf(b, "  if (%s) {   /* --precision bf16 */\n%s", test, bstr(&conv));
+  bfree(&conv);
+  Str m = mstr(k, q->m), nn = mstr(k, q->nn), kk = mstr(k, q->kk), ac = mstr(k, q->ac), bc = mstr(k, q->bc);
+  if (mone(batch)) {
+    bprintf(b, "    lmc_gemm_bf16(%d, %d, %s, %s, %s, %s, %s, %s, %s, %s, y, %s, nt);\n", n->a.ta, n->a.tb, m.s, nn.s,
+            kk.s, op[0].s, ac.s, op[1].s, bc.s, q->beta, nn.s);
+  } else {
+    if (sa.c)
+      sprint(&op[0], " + i * %s", mstr(k, sa).s);
+    if (sb.c)
+      sprint(&op[1], " + i * %s", mstr(k, sb).s);
+    bprintf(b, "    for (long i = 0; i < %s; i++)\n", mstr(k, batch).s);
+    bprintf(b, "      lmc_gemm_bf16(%d, %d, %s, %s, %s, %s, %s, %s, %s, 0, y + i * %s, %s, nt);\n", n->a.ta, n->a.tb,
+            m.s, nn.s, kk.s, op[0].s, ac.s, op[1].s, bc.s, mstr(k, mmul(q->m, q->nn)).s, nn.s);
+  }
+  bprintf(b, "    return;\n  }\n");
+}
+
 /* y = op(a) @ op(b); op transposes where a.ta / a.tb is set.  MATMUL: a and
  * b are matrices with leading dims flattened; BMM: batches of matrices
  * over the leading dims (an operand whose leading dims are all 1 is the
@@ -170,6 +244,8 @@ void k_matmul(Text *k, Buf *b, Node *n)
     die("n%d: matmul inner sizes differ", id_of(k->p, n));
   if (!meq(mmul(batch, mmul(q.m, q.nn)), mnumel(&n->shape)))
     die("n%d: matmul output %s does not hold the product", id_of(k->p, n), shape_str(&n->shape));
+  if (k->p->bf16)
+    gemm_bf16(k, b, n, &q, batch, sa, sb);
   if (!mone(batch))
     gemm_batched(k, b, &q, batch, sa, sb);
   else if (gemm_few_rows(k, b, n, &q))

@@ -172,13 +172,30 @@ static void k_logits_nll(Text *k, Buf *b, Node *lsm, Node *prod, Node *bias, Nod
   karg(k, A_PTR, nll->in[1], -1, "const int32_t *target");
   karg(k, A_THREADS, id_of(k->p, lsm), -1, "int nt");
   karg(k, A_SCRATCH, id_of(k->p, prod), -1, "real *block /* rows x 1024 logits, in cache */");
+  static const char *const name[] = {"h", "w"};
+  Str op[2];
+  const char *test = NULL;
+  Buf conv = {0};
+  if (k->p->bf16)
+    test = bf16_operands(k, &conv, prod, 2, name, op);
   bprintf(b, "  real max[%zu];\n  double sum[%zu], nll_row[%zu];\n", maxrows, maxrows, maxrows);
   bprintf(b, "  const long n = %s, rows = %s;\n", mstr(k, c).s, mstr(k, rows).s);
+  if (conv.len)
+    bprintf(b, "  if (%s) {   /* --precision bf16 */\n%s  }\n", test, bstr(&conv));
+  bfree(&conv);
   bprintf(b, "  for (long j0 = 0; j0 < n; j0 += %d) {\n", LOGIT_BLOCK);
   bprintf(b, "    const long nb = n - j0 < %d ? n - j0 : %d;\n", LOGIT_BLOCK, LOGIT_BLOCK);
   Str ks = mstr(k, kk);
-  bprintf(b, "    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, %s,\n", ks.s);
-  bprintf(b, "                1, h, %s, w + j0 * %s, %s, 0, block, nb);\n", ks.s, ks.s, ks.s);
+  const char *ind = "";
+  if (test) {
+    bprintf(b, "    if (%s)\n", test);
+    bprintf(b, "      lmc_gemm_bf16(0, 1, rows, nb, %s, %s, %s, %s + j0 * %s, %s, 0, block, nb, nt);\n", ks.s, op[0].s,
+            ks.s, op[1].s, ks.s, ks.s);
+    bprintf(b, "    else\n");
+    ind = "  ";
+  }
+  bprintf(b, "    %scblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, %s,\n", ind, ks.s);
+  bprintf(b, "    %s            1, h, %s, w + j0 * %s, %s, 0, block, nb);\n", ind, ks.s, ks.s, ks.s);
   bprintf(b, "    LMC_PARALLEL_FOR(nt)\n");
   bprintf(b, "    for (long r = 0; r < rows; r++) {\n");
   bprintf(b, "      real *xr = block + r * nb;\n");
@@ -220,6 +237,7 @@ typedef struct {
   Node *lsm, *grad, *nll, *bias, *prod;
   bool logp;              /* log_softmax's value is stored */
   bool inplace;           /* dx takes x's bytes */
+  bool shadow;            /* dx also in bf16, for the products that read it (--precision bf16) */
 } LsmGroup;
 
 static LsmGroup lsm_group(Prog *p, int group)
@@ -299,6 +317,10 @@ static void lsm_row(Buf *b, const LsmGroup *G)
   }
   if (grad)
     bprintf(b, "    dxr[target[r]] -= s;\n");
+  if (G->shadow) {
+    bprintf(b, "    if (dx16)   /* --precision bf16: the products read dx in bf16, this row while it is in cache */\n");
+    bprintf(b, "      lmc_to_bf16(dxr, dx16 + r * n, n);\n");
+  }
   if (nll)
     bprintf(b, "    nll_row[r] = (real)(xt - lse);\n");
 }
@@ -319,6 +341,9 @@ void k_log_softmax_nll(Text *k, Buf *b, int group)
     karg(k, A_PTR, id_of(p, lsm), -1, "real *logp");
   if (grad)
     karg(k, A_PTR, id_of(p, grad), -1, G.inplace ? "real *dx /* over x */" : "real *dx");
+  G.shadow = grad && shadow16_of(p, id_of(p, grad)) != SIZE_MAX;
+  if (G.shadow)
+    karg(k, A_BF16, id_of(p, grad), -1, "lmc_bf16 *dx16");
   if (nll)
     karg(k, A_PTR, id_of(p, nll), -1, "real *loss");
   if (!G.inplace)

@@ -34,6 +34,14 @@ void karg(Text *k, ArgKind kind, int node, int shape, const char *fmt, ...)
   s->arg[s->narg++] = (Arg){kind, node, shape};
 }
 
+void kthreads(Text *k, int node)
+{
+  for (int a = 0; a < k->sig->narg; a++)
+    if (k->sig->arg[a].kind == A_THREADS)
+      return;
+  karg(k, A_THREADS, node, -1, "int nt");
+}
+
 /* The output parameter: dx for the backward ops, y for the others. */
 const char *out_name(Op op)
 {
@@ -202,13 +210,16 @@ static void list_item(Buf *b, size_t *col, size_t start, bool first, const char 
   *col += n;
 }
 
-/* The name a parameter's declaration ends with: y0 for "real *restrict y0". */
+/* The name a parameter's declaration ends with, before a comment if it
+ * has one: y0 for "real *restrict y0", block for the loss kernel's
+ * "real *block" and its comment. */
 static const char *arg_name(const char *decl)
 {
-  const char *s = decl + strlen(decl);
+  const char *c = strstr(decl, " /*");
+  const char *end = c ? c : decl + strlen(decl), *s = end;
   while (s > decl && (isalnum((unsigned char)s[-1]) || s[-1] == '_'))
     s--;
-  return s;
+  return arena_printf("%.*s", (int)(end - s), s);
 }
 
 /* The parameters of fused kernel id that member i has, after its line:

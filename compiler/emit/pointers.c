@@ -44,11 +44,12 @@ void pointers_init(Text *t)
   Prog *p = t->p;
   t->node_ptr = xcalloc((size_t)p->g->nnode + 1, sizeof *t->node_ptr);
   t->grad_ptr = xcalloc((size_t)p->m->lay->nparam + 1, sizeof *t->grad_ptr);
+  t->bf16_ptr = xcalloc((size_t)p->g->nnode + 1, sizeof *t->bf16_ptr);
   for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++)
     strmap_put(&t->given, reserved[i], 1);
 }
 
-enum { D_PARAM, D_STATE, D_WORK, D_GRAD };
+enum { D_PARAM, D_STATE, D_WORK, D_GRAD, D_BF16, D_NGROUP };
 
 /* The declarations, a group at a time. */
 void pointers_write(Text *t, Buf *out)
@@ -56,8 +57,9 @@ void pointers_write(Text *t, Buf *out)
   static const char *const title[] = {
     [D_PARAM] = "parameters", [D_STATE] = "state",
     [D_WORK] = "values in c->work (values never live at once share bytes)", [D_GRAD] = "gradients",
+    [D_BF16] = "bf16 copies (--precision bf16; NULL in fp32 mode)",
   };
-  for (int d = 0; d < 4; d++)
+  for (int d = 0; d < D_NGROUP; d++)
     if (t->decl[d].len)
       bprintf(out, "  /* %s */\n%s", title[d], bstr(&t->decl[d]));
 }
@@ -66,7 +68,8 @@ void pointers_free(Text *t)
 {
   free(t->node_ptr);
   free(t->grad_ptr);
-  for (int d = 0; d < 4; d++)
+  free(t->bf16_ptr);
+  for (int d = 0; d < D_NGROUP; d++)
     bfree(&t->decl[d]);
 }
 
@@ -150,6 +153,42 @@ const char *targets_ptr(Text *t)
     t->targets_ptr = declare(t, D_WORK, "real *", "no_targets", at("w", t->p->g->plan->targets_off), "read as targets when run() gets none");
   }
   return t->targets_ptr;
+}
+
+/* The pointer to node id's bf16 copy: its shadow in c->work16, or a
+ * parameter's (or a view's into one) in c->param16. */
+const char *bf16_ptr(Text *t, int id)
+{
+  Prog *p = t->p;
+  Node *n = N(p, id);
+  if (t->bf16_ptr[id])
+    return t->bf16_ptr[id];
+  const Param *q = param_of(p, id);
+  const char *scope = kernel_scope(p->g, id), *what = value_what(p->g, id);
+  const char *base = q ? kernel_ident(q->name) : *scope ? arena_printf("%s_%s", scope, what) : what;
+  const char *comment = arena_printf("%s %s in bf16", q ? q->name : "the value", shape_str(q ? &q->shape : &n->shape));
+  size_t shadow = shadow16_of(p, id);
+  t->uses_c = true;
+  if (shadow != SIZE_MAX)
+    t->bf16_ptr[id] = declare(t, D_BF16, "lmc_bf16 *", arena_printf("%s_bf16", base),
+                              arena_printf("lmc_bf16_at(c->work16, %zu)", shadow), comment);
+  else if (p->loc[id].kind == L_PARAM)
+    t->bf16_ptr[id] = declare(t, D_BF16, "const lmc_bf16 *", arena_printf("%s_bf16", base),
+                              arena_printf("lmc_bf16_at(c->param16, %zu)", p->loc[id].off), comment);
+  else
+    die("n%d has no bf16 copy", id);
+  return t->bf16_ptr[id];
+}
+
+const char *scratch16_ptr(Text *t)
+{
+  if (!t->scratch16_ptr) {
+    t->uses_c = true;
+    t->scratch16_ptr = declare(t, D_BF16, "lmc_bf16 *", "bf16_scratch",
+                               arena_printf("lmc_bf16_at(c->work16, %zu)", t->p->scratch16_off),
+                               "products' operands rounded to bf16");
+  }
+  return t->scratch16_ptr;
 }
 
 /* The pointer to the buffer of node id (a Loc's node), declared at its

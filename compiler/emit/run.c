@@ -72,6 +72,12 @@ static void emit_call(Text *t, Buf *b, int id, int depth)
       t->uses_c = true;
       bprintf(b, "c->pos");
       break;
+    case A_BF16:
+      bprintf(b, "%s", bf16_ptr(t, w->node));
+      break;
+    case A_SCRATCH16:
+      bprintf(b, "%s", scratch16_ptr(t));
+      break;
     case A_IDX0:
       if (n->loop)
         bprintf(b, "t * %s", mstr(t, mnumel(&N(p, w->shape)->shape)).s);
@@ -368,6 +374,48 @@ static void group_members(Prog *p)
       p->member[p->member_start[g->node[i].group + 1]++] = i;
 }
 
+/* The node a chain of reshape views of id reads. */
+static int through_reshapes(Graph *g, int id)
+{
+  while (g->node[id].op == OP_RESHAPE && is_view(g, &g->node[id]))
+    id = g->node[id].in[0];
+  return id;
+}
+
+size_t shadow16_of(Prog *p, int id)
+{
+  return p->shadow16[through_reshapes(p->g, id)];
+}
+
+/* The bf16 paths of a single-precision program: a shadow for the
+ * gradient that a log_softmax group computes when a product reads it
+ * (the logits' gradient, the largest operand of all), so that no pass of
+ * its own rounds it; the scratch after the shadows. */
+static void plan_bf16(Prog *p)
+{
+  Graph *g = p->g;
+  p->bf16 = g->real == DT_F32;
+  p->shadow16 = xcalloc((size_t)g->nnode + 1, sizeof *p->shadow16);
+  for (int i = 0; i < g->nnode; i++)
+    p->shadow16[i] = SIZE_MAX;
+  size_t at = 0;
+  for (int i = 0; i < g->nnode && p->bf16; i++) {
+    Node *n = &g->node[i];
+    if (n->dead || p->skip[i] || (n->op != OP_MATMUL && n->op != OP_MATMUL_BIAS && n->op != OP_BMM))
+      continue;
+    for (int j = 0; j < 2; j++) {
+      int x = through_reshapes(g, n->in[j]);
+      Node *d = &g->node[x];
+      if (d->op != OP_NLL_LOG_SOFTMAX_GRAD || !d->group || p->anchor[d->group] < 0 ||
+          g->node[p->anchor[d->group]].op != OP_LOG_SOFTMAX || !stored(p, x) || p->shadow16[x] != SIZE_MAX)
+        continue;
+      p->shadow16[x] = at;
+      at += (mval(mnumel(&d->shape), g->max_seq) + 31) / 32 * 32;
+    }
+  }
+  p->scratch16_off = at;
+}
+
 Prog *open_program(Model *m, Graph *g, const char *prog, bool training)
 {
   Prog *p = xcalloc(1, sizeof *p);
@@ -384,6 +432,7 @@ Prog *open_program(Model *m, Graph *g, const char *prog, bool training)
   }
   p->anchor = group_anchors(g);
   group_members(p);
+  plan_bf16(p);
   emit_kernels(p);
   return p;
 }
@@ -392,9 +441,11 @@ void emit_program(Prog *p, Buf *out, ProgInfo *pi)
 {
   memset(pi, 0, sizeof *pi);
   pi->work_numel = p->g->plan->work_numel;
+  pi->work16_numel = p->scratch16_off + p->scratch16_numel;
   emit_state_table(p, out, pi);
   emit_run(p, out, pi);
   free(p->sig);
+  free(p->shadow16);
   free(p->anchor);
   free(p->member_start);
   free(p->member);
@@ -422,5 +473,6 @@ void emit_prog_struct(Buf *out, const char *field, Graph *g, const char *prog, P
   bprintf(out, "    .has_logp = %d,\n", pi->has_logp);
   bprintf(out, "    .logp_last = %d,\n", pi->logp_last);
   bprintf(out, "    .logp_offset = %zu,\n", pi->logp_offset);
+  bprintf(out, "    .work16_numel = %zu,\n", pi->work16_numel);
   bprintf(out, "  },\n");
 }

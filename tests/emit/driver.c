@@ -56,9 +56,9 @@ static int optimizer(const LmcModel *m)
   double norm = lmc_clip(m, g, 1.5);
   printf("norm - 1 %.17g\n", norm);
   print("clipped", "-", g, n);
-  lmc_sgd(m, p, g, 0.25);
+  lmc_sgd(m, p, NULL, g, 0.25);
   print("sgd", "-", p, n);
-  lmc_adamw(m, p, g, mm, v, 0.01, 0.1, 3);
+  lmc_adamw(m, p, NULL, g, mm, v, 0.01, 0.1, 3);
   print("adamw", "-", p, n);
   print("adamw_m", "-", mm, n);
   print("adamw_v", "-", v, n);

@@ -8,6 +8,7 @@ state outputs (each op's values) and the gradients; torch recomputes both
 from the printed parameters with torch.nn.GELU(), torch.nn.GELU(approximate='tanh'),
 torch.nn.SiLU, torch.erf, torch.pow, torch.maximum, torch.where and
 torch.mean, in the same precision.  Errors are norm-wise relative, per tensor, against TOL."""
+import os
 import subprocess
 
 import torch
@@ -28,9 +29,10 @@ BINARY = {  # as tests/parity/activations.lua builds them
 def run_driver(lmc, out, dtype, san):
     src, exe = f"{out}/activations_{dtype}.c", f"{out}/activations_{dtype}"
     subprocess.run([lmc, "compile", GRAPH, f"--dtype={dtype}", "-o", src], check=True)
-    subprocess.run(["clang", "-std=c11", "-O2", *san, "-Wall", "-Wextra", "-Werror", "-Iruntime",
-                    *(["-DLMC_REAL=double"] if dtype == "f64" else []), "-o", exe, src,
-                    "tests/emit/driver.c", "runtime/optimizer.c", "-lopenblas", "-lm"], check=True)
+    # f64: the optimizer alone, built for double; f32: the runtime (its bf16 products too), as check_emit links
+    rt = ["-DLMC_REAL=double", "runtime/optimizer.c"] if dtype == "f64" else [os.path.join(os.path.dirname(out), "liblmcrt.a")]
+    subprocess.run(["clang", "-std=c11", "-O2", *san, "-Wall", "-Wextra", "-Werror", "-Iruntime", "-o", exe, src,
+                    "tests/emit/driver.c", *rt, "-lopenblas", "-lm"], check=True)
     text = subprocess.run([exe, "train", "1", "0"], check=True, stdout=subprocess.PIPE, text=True).stdout
     arrays = {}
     for line in text.splitlines():

@@ -217,8 +217,8 @@ static void train(const LmcModel *m, real *param, double *dropout, const Job *j,
       free(dense);
     }
     norms[s] = lmc_clip(m, c.grad, j->clip);
-    if (j->adamw) lmc_adamw(m, param, c.grad, mom, vel, j->lr, j->wd, s + 1);
-    else lmc_sgd(m, param, c.grad, j->lr);
+    if (j->adamw) lmc_adamw(m, param, NULL, c.grad, mom, vel, j->lr, j->wd, s + 1);
+    else lmc_sgd(m, param, NULL, c.grad, j->lr);
     if (s == 0) out_params("step1.", m, param);
     fprintf(json, "%s%.17g", s ? ", " : "", loss);
   }
