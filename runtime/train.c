@@ -655,6 +655,7 @@ static int prepare(Trainer *t)
   if (dist_grad_init(&t->dg, &t->net.train) < 0) return -1;
   if (o->resume && rank == 0 && resume(t, o->lr > 0) < 0) return -1;
   if (o->resume) share_resume(t);
+  else dist_bcast(t->net.param, m->param_numel * sizeof(real));   /* every rank starts from rank 0's, as DDP does */
   net_round16(&t->net, m);   /* from here on the optimizer keeps it */
   if (o->log_csv && rank == 0 && open_csv(t) < 0) return -1;
   if (nrank > 1)

@@ -32,6 +32,8 @@
 #       parameters split across them) gives 2's SGD parameters bit for bit;
 #       the log lines end in "| comm N.N%" under mpirun and one process's
 #       do not; a bad LMC_BUCKET_KB is refused
+#   13  ranks given different --seed values start from rank 0's parameters
+#       (broadcast at the start) and agree at every step's check
 #
 # Environment: B (build folder, default build), LMC (default $B/lmc).
 cd "$(dirname "$0")/.." || exit 1
@@ -299,6 +301,18 @@ nc=$(grep -c "batches .* | tok/s [0-9]* | comm [0-9.]*%$" "$tmp/kb1.log")
   grep -q "LMC_BUCKET_KB is '0': give the KiB of a gradient bucket" "$tmp/kb0.log"
 result 12 "1 KiB gradient buckets against one" "exit $rc; parameters differ by $dp; $nc lines with comm; LMC_BUCKET_KB=0: exit $rc0" $?
 [ $rc -eq 0 ] || show "$tmp/kb1.log"
+
+# ------------------------------------------------- 13 rank 0's start
+# Every rank starts from rank 0's initial parameters (broadcast, as DDP
+# does): ranks given different --seed values, dropout off, stay the same
+# at every step's check.
+f="--data $data --epochs 1 --max-batches 4 --dropout 0 --threads 1 --check-every 1 --save $tmp/seeds.st"
+timeout 120 mpirun --oversubscribe -np 1 "$tmp/lstm4" train $f --seed 3 : -np 1 "$tmp/lstm4" train $f --seed 4 \
+  >"$tmp/seeds.log" 2>&1
+rc=$?
+[ $rc -eq 0 ] && ! grep -q "differ" "$tmp/seeds.log"
+result 13 "ranks with different seeds start from rank 0's parameters" "exit $rc" $?
+[ $rc -eq 0 ] || show "$tmp/seeds.log"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
