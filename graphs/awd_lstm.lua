@@ -18,8 +18,9 @@
 -- dropout is a slot the trainer sets with --dropout NAME=P.  "loss" is the
 -- raw cross-entropy, which training logs and evaluation reports; training
 -- minimises "objective", the loss plus AR and TAR.  TAR needs T >= 2
--- (T - 1 steps; at T = 1 it is 0/0).  Defaults are sized for a small CPU: emsize 200, nhid 600; the
--- paper's are -D emsize=400 -D nhid=1150 -D batch_size=80 -D bptt=70.
+-- (T - 1 steps; at T = 1 it is 0/0).  Defaults are sized for a small CPU:
+-- emsize 200, nhid 600; the paper's are -D emsize=400 -D nhid=1150
+-- -D batch_size=80 -D bptt=70.
 --   tokens, targets (T, B) -> logp (T, B, ntoken), loss, objective
 --   state hidden.{l}.h, hidden.{l}.c (B, H_l)
 local nn = require "nn"
