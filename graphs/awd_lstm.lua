@@ -14,12 +14,14 @@
 --   wdrop     weight drop (DropConnect) on each weight_hh_l0_raw
 --   alpha     AR:  alpha * mean(dropped output^2)
 --   beta      TAR: beta * mean((h[1:] - h[:-1])^2), h the last layer's raw output
--- A locked mask is one (1, B, H) draw for every step of the window.  The
--- regularisers are added to "loss" in training only: evaluation's loss is
--- the raw cross-entropy.  TAR needs T >= 2 (T - 1 steps; at T = 1 it is
--- 0/0).  Defaults are sized for a small CPU: emsize 200, nhid 600; the
--- paper's are -D emsize=400 -D nhid=1150 -D batch_size=80 -D bptt=70.
---   tokens, targets (T, B) -> logp (T, B, ntoken), loss
+-- A locked mask is one (1, B, H) draw for every step of the window.  Each
+-- dropout is a slot the trainer sets with --dropout NAME=P.  "loss" is the
+-- raw cross-entropy, which training logs and evaluation reports; training
+-- minimises "objective", the loss plus AR and TAR.  TAR needs T >= 2
+-- (T - 1 steps; at T = 1 it is 0/0).  Defaults are sized for a small CPU:
+-- emsize 200, nhid 600; the paper's are -D emsize=400 -D nhid=1150
+-- -D batch_size=80 -D bptt=70.
+--   tokens, targets (T, B) -> logp (T, B, ntoken), loss, objective
 --   state hidden.{l}.h, hidden.{l}.c (B, H_l)
 local nn = require "nn"
 
@@ -80,14 +82,12 @@ local out = locked_dropout(raw, hlast, p.dropout, "dropout")
 local logits = nn.linear("decoder", out, hlast, p.ntoken, { tie = p.tied and w_emb })
 local logp = log_softmax(logits)
 local loss = nll_loss(logp, targets)
-if training() then
-  local ones = function(n) return sum(broadcast(const(1), { n }), {}) end
-  local B = batch()
-  local ar = mean_square(out, ones(seq()) * (B * hlast))
-  local tar = mean_square(slice(raw, 0, 1, seq() - 1) - slice(raw, 0, 0, seq() - 1),
-                          ones(seq() - 1) * (B * hlast))
-  loss = loss + p.alpha * ar + p.beta * tar
-end
+local ones = function(n) return sum(broadcast(const(1), { n }), {}) end
+local B = batch()
+local ar = mean_square(out, ones(seq()) * (B * hlast))
+local tar = mean_square(slice(raw, 0, 1, seq() - 1) - slice(raw, 0, 0, seq() - 1),
+                        ones(seq() - 1) * (B * hlast))
 
 output("logp", logp)
 output("loss", loss)
+output("objective", loss + p.alpha * ar + p.beta * tar)

@@ -57,9 +57,11 @@ typedef struct {
 RtNear rt_near_start(const char *want);
 void rt_near_offer(RtNear *n, const char *cand);
 /* The start of the command that rebuilds this trainer with other compiled
- * values, for the caller to finish: "make trainer MODEL=NAME" (returns
- * true; make's DATA= or LMCFLAGS= follow) for a graph graphs/NAME.lua,
- * else "lmc compile GRAPH" (false; lmc's -D follow). */
+ * values, for the caller to finish: "make trainer MODEL=NAME" for a graph
+ * graphs/NAME.lua, "make trainer GRAPH=PATH" for one elsewhere (returns
+ * true; make's DATA= or LMCFLAGS= follow), "lmc compile 'PATH'" for a
+ * path make cannot take, one with a space or a shell character (false;
+ * lmc's -D follow). */
 bool rt_rebuild_command(const LmcModel *m, char *out, size_t len);
 double rt_now(void);                               /* seconds, monotonic */
 bool rt_same_path(const char *a, const char *b);   /* one file, existing or not yet */

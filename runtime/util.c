@@ -23,6 +23,7 @@
  * checkpoint's header (its length read from the file: a refusal of that
  * file, "out of memory for a header of N bytes").
  */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,17 +111,37 @@ void rt_near_offer(RtNear *n, const char *cand)
 
 /* ------------------------------------------------------------ rebuild */
 
+/* A path that make takes as GRAPH=PATH and the shell as one word. */
+static bool plain_path(const char *s)
+{
+  for (; *s; s++)
+    if (!isalnum((unsigned char)*s) && !strchr("._/+-", *s)) return false;
+  return true;
+}
+
 bool rt_rebuild_command(const LmcModel *m, char *out, size_t len)
 {
   const char *g = m->graph && *m->graph ? m->graph : NULL;
   while (g && strncmp(g, "./", 2) == 0) g += 2;
   size_t n = g ? strlen(g) : 0;
-  if (g && strncmp(g, "graphs/", 7) == 0 && n > 11 && strcmp(g + n - 4, ".lua") == 0 && !memchr(g + 7, '/', n - 11)) {
-    snprintf(out, len, "make trainer MODEL=%.*s", (int)(n - 11), g + 7);
+  if (g && plain_path(g)) {
+    if (strncmp(g, "graphs/", 7) == 0 && n > 11 && strcmp(g + n - 4, ".lua") == 0 && !memchr(g + 7, '/', n - 11))
+      snprintf(out, len, "make trainer MODEL=%.*s", (int)(n - 11), g + 7);
+    else
+      snprintf(out, len, "make trainer GRAPH=%s", g);
     return true;
   }
-  if (g) {
-    snprintf(out, len, "lmc compile %s", g);
+  if (g) {   /* single-quoted for the shell, each ' as '\'' */
+    size_t k = (size_t)snprintf(out, len, "lmc compile '");
+    for (const char *p = g; *p && k + 6 < len; p++) {
+      if (*p != '\'') {
+        out[k++] = *p;
+        continue;
+      }
+      memcpy(out + k, "'\\''", 4);
+      k += 4;
+    }
+    if (k + 2 <= len) memcpy(out + k, "'", 2);
     return false;
   }
   /* a file emitted before LmcModel.graph: the graph named after the kind */

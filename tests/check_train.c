@@ -1020,10 +1020,18 @@ START_TEST(test_rebuild_hint)
   ck_assert_int_eq(cli_parse(&m, "awd", 4, argv, &o, err, sizeof err), 2);
   ck_assert_str_eq(err, "awd: error: --bptt: bptt is fixed at compile time (this trainer: 8); recompile:\n"
                         "  make trainer MODEL=awd LMCFLAGS=\"-D bptt=70\"");
-  m.graph = "../models/awd.lua";   /* not one make trainer builds */
+  m.graph = "../models/awd.lua";   /* outside graphs/: make trainer GRAPH= */
   ck_assert_int_eq(cli_parse(&m, "awd", 4, argv, &o, err, sizeof err), 2);
   ck_assert_str_eq(err, "awd: error: --bptt: bptt is fixed at compile time (this trainer: 8); recompile:\n"
-                        "  lmc compile ../models/awd.lua -D bptt=70");
+                        "  make trainer GRAPH=../models/awd.lua LMCFLAGS=\"-D bptt=70\"");
+  m.graph = "graphs/lib/awd.lua";   /* in a folder of graphs/: not MODEL= */
+  ck_assert_int_eq(cli_parse(&m, "awd", 4, argv, &o, err, sizeof err), 2);
+  ck_assert_str_eq(err, "awd: error: --bptt: bptt is fixed at compile time (this trainer: 8); recompile:\n"
+                        "  make trainer GRAPH=graphs/lib/awd.lua LMCFLAGS=\"-D bptt=70\"");
+  m.graph = "my models/Bob's awd.lua";   /* make cannot take it: lmc, quoted */
+  ck_assert_int_eq(cli_parse(&m, "awd", 4, argv, &o, err, sizeof err), 2);
+  ck_assert_str_eq(err, "awd: error: --bptt: bptt is fixed at compile time (this trainer: 8); recompile:\n"
+                        "  lmc compile 'my models/Bob'\\''s awd.lua' -D bptt=70");
   /* a corpus of another vocabulary */
   m.ntoken = 5;
   Corpus c;
@@ -1035,7 +1043,8 @@ START_TEST(test_rebuild_hint)
     ck_assert_int_eq(rc, -1);
     const char *want = k ? "recompile for it: make trainer MODEL=awd DATA=" DATA
                            " (or: lmc compile ./graphs/awd.lua -D ntoken=22 ...)\n"
-                         : "recompile for it: lmc compile ../models/awd.lua -D ntoken=22 ...\n";
+                         : "recompile for it: make trainer GRAPH=../models/awd.lua DATA=" DATA
+                           " (or: lmc compile ../models/awd.lua -D ntoken=22 ...)\n";
     ck_assert_msg(strstr(err_text, want), "got %s, expected ...%s", err_text, want);
   }
 }

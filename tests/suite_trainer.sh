@@ -322,11 +322,11 @@ rc_plain=$?
 grep -q "no slot named 'dropout'; its slot: drop (set one: --dropout NAME=P)" "$tmp/plain"
 plain=$?
 "$tmp/l2_5" train --data tests/data/tiny --epochs 1 --save "$tmp/l2_other.safetensors" >"$tmp/out" 2>"$tmp/hint"
-grep -q "recompile for it: lmc compile tests/grad/objective.lua -D ntoken=751" "$tmp/hint"
+grep -q "recompile for it: make trainer GRAPH=tests/grad/objective.lua DATA=tests/data/tiny (or: lmc compile tests/grad/objective.lua -D ntoken=751" "$tmp/hint"
 hint=$?
 [ $same -eq 0 ] && [ $rec -eq 0 ] && [ $rc_plain -eq 2 ] && [ $plain -eq 0 ] && [ $hint -eq 0 ]
 result 12 "a graph's own objective, dropout slot and file" \
-  "logged losses with L2 0 and 5: $(tr '\n' ' ' <"$tmp/l2_0.loss")/ $(tr '\n' ' ' <"$tmp/l2_5.loss")(same: $same); drop recorded: $rec; plain --dropout: exit $rc_plain; hint: $(grep -o 'lmc compile [^.]*.lua' "$tmp/hint")" $?
+  "logged losses with L2 0 and 5: $(tr '\n' ' ' <"$tmp/l2_0.loss")/ $(tr '\n' ' ' <"$tmp/l2_5.loss")(same: $same); drop recorded: $rec; plain --dropout: exit $rc_plain; hint: $(grep -o 'make trainer GRAPH=[^ ]*' "$tmp/hint")" $?
 [ $same -eq 0 ] && [ $rec -eq 0 ] && [ $plain -eq 0 ] && [ $hint -eq 0 ] ||
   { show "$tmp/plain"; show "$tmp/hint"; }
 

@@ -26,8 +26,11 @@
  *                    with their state, the Transformer the window of the
  *                    last max_seq tokens)
  *
- * Prints one JSON line: {"eval_loss": L, "losses": [...], "norms": [...]}
- * (norms: the gradient norm before clipping, per step).  OUT holds F64
+ * Prints one JSON line: {"eval_loss": L, "losses": [...], "objectives":
+ * [...], "norms": [...]} (losses: what train's run() returns, the graph's
+ * "loss"; objectives: what the step minimised, the graph's "objective"
+ * where it declares one, else the loss; norms: the gradient norm before
+ * clipping, per step).  OUT holds F64
  * tensors: grad.<name> (the gradient of step 1, before clipping),
  * step1.<name> (the parameters after step 1), final.<name> (after the last
  * step) and gen_logp (N, ntoken).
@@ -199,6 +202,7 @@ static void train(const LmcModel *m, real *param, double *dropout, const Job *j,
   batchify(&j->train, p->batch, &b);
   size_t nwin = (b.nrows - 1 + (size_t)m->bptt - 1) / (size_t)m->bptt;
   double *norms = xcalloc((size_t)j->steps, sizeof(double));
+  double *objectives = xcalloc((size_t)j->steps, sizeof(double));
   fprintf(json, ", \"windows\": %zu, \"losses\": [", nwin);
   for (long s = 0; s < j->steps; s++) {
     size_t w = (size_t)s % nwin;
@@ -207,6 +211,7 @@ static void train(const LmcModel *m, real *param, double *dropout, const Job *j,
     int T = get_batch(&b, w * (size_t)m->bptt, m->bptt, &x, &y);
     c.step = (uint64_t)s;
     double loss = p->run(&c, x, y, T);
+    objectives[s] = m->has_objective ? c.objective : loss;
     if (s == 0) {
       real *dense = xcalloc(m->param_numel, sizeof(real));
       lmc_grad_dense(m, c.grad, dense);   /* rows gradients (row-grad) written out */
@@ -222,12 +227,15 @@ static void train(const LmcModel *m, real *param, double *dropout, const Job *j,
     if (s == 0) out_params("step1.", m, param);
     fprintf(json, "%s%.17g", s ? ", " : "", loss);
   }
+  fprintf(json, "], \"objectives\": [");
+  for (long s = 0; s < j->steps; s++) fprintf(json, "%s%.17g", s ? ", " : "", objectives[s]);
   fprintf(json, "], \"norms\": [");
   for (long s = 0; s < j->steps; s++) fprintf(json, "%s%.17g", s ? ", " : "", norms[s]);
   fprintf(json, "]");
   out_params("final.", m, param);
   batches_free(&b);
   free(norms);
+  free(objectives);
   free(mom);
   free(vel);
   free(c.work);

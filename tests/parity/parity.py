@@ -20,6 +20,7 @@ sequence lengths, a shorter last window):
                     ||a - b|| / ||b||, 1e-4 per tensor)
          sgd        20 steps of clipped SGD over the windows, the hidden state
                     carried and reset each epoch: every step's loss (rel. 1e-4)
+                    and the parameter updates (norm-wise 1e-4)
          adamw      5 steps (gpt: 20) of clipped AdamW against torch.optim.AdamW
                     (betas 0.9/0.999, eps 1e-8, weight decay 0.01): every
                     step's loss and the parameter updates (1e-4)
@@ -36,14 +37,17 @@ sequence lengths, a shorter last window):
          generate   `generate` writes the asked number of words
 
 AWD-LSTM (graphs/awd_lstm.lua against awd_model.py, tied, 3 layers) runs
-the f64 checks with every dropout slot off: its training loss is the
-objective, the NLL plus AR and TAR (alpha 2, beta 1, their defaults), so
-the step losses and step-1 gradients check the regularisers' values and
-gradients; its evaluation and generation are the raw model.  And on their
-own: the same graph compiled with alpha = beta = 0 runs the same first
-step, and the differences of the two (the objective's loss and gradients
-less the NLL's) are AR + TAR and its gradients, against torch autograd of
-AR + TAR alone (rel. 1e-9 and norm-wise 1e-8: differences of f64 values).
+the f64 checks with every dropout slot off.  Its graph declares "loss", the
+raw NLL, and "objective", the NLL plus AR and TAR (alpha 2, beta 1, their
+defaults): the eval loss and the 20 SGD steps' losses are the raw NLL's,
+the step-1 gradients and the parameter updates are the objective's
+(torch autograd of NLL + AR + TAR), and the 20 steps' objectives are
+checked too (rel. 1e-4).  And on their own: the same graph compiled with
+alpha = beta = 0 runs the same first step; it logs the same loss
+(exactly), and the objective less the loss and the difference of the two
+builds' gradients are AR + TAR and its gradients, against torch autograd
+of AR + TAR alone (rel. 1e-9 and norm-wise 1e-8: differences of f64
+values).
 Tied, it has no f32 checks, as the other tied cases.
 
 and the elementwise ops torch has but no model uses (gelu, gelu_tanh, silu, erf, pow,
@@ -96,6 +100,7 @@ TOL_F32 = 1e-6     # float32 trainer vs float64 torch: the errors seen are below
 
 class Case:
     tools = True          # tools/torch_to_safetensors.py and safetensors_to_torch.py know the kind
+    objective = False     # the graph declares an "objective" other than its "loss"
     adamw_steps = 5
 
     def __init__(self, name, graph, kind, emsize, nhid, nlayers=3, nhead=None, tied=False):
@@ -144,6 +149,7 @@ class AWDCase(Case):
     beta as given (their defaults 2 and 1; awd_regularisers builds it with
     0 and 0 too).  Tied, so it has no f32 checks."""
     tools = False
+    objective = True
 
     def __init__(self, name, emsize, nhid, nlayers=3, alpha=2.0, beta=1.0):
         super().__init__(name, "graphs/awd_lstm.lua", "AWD_LSTM", emsize, nhid, nlayers, tied=True)
@@ -317,7 +323,7 @@ def train_steps(model, stream, bsz, bptt, steps, optimizer, lr, clip, wd):
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd) \
         if optimizer == "adamw" else None
-    losses, norms, grads, step1 = [], [], None, None
+    losses, objectives, norms, grads, step1 = [], [], [], None, None
     hidden = None
     for s in range(steps):
         w = s % len(starts)
@@ -328,8 +334,9 @@ def train_steps(model, stream, bsz, bptt, steps, optimizer, lr, clip, wd):
         if hidden is not None:
             hidden = detach(hidden)
         out, hidden = forward(model, x, hidden)
-        loss = F.nll_loss(out, y) + getattr(model, "reg", 0.0)   # AWD-LSTM: plus AR and TAR
-        loss.backward()
+        loss = F.nll_loss(out, y)
+        objective = loss + getattr(model, "reg", 0.0)   # AWD-LSTM: plus AR and TAR
+        objective.backward()
         if s == 0:
             grads = {k: p.grad.detach().clone() for k, p in named(model).items()}
         norms.append(float(torch.nn.utils.clip_grad_norm_(params, clip)))
@@ -342,8 +349,9 @@ def train_steps(model, stream, bsz, bptt, steps, optimizer, lr, clip, wd):
         if s == 0:
             step1 = {k: p.detach().clone() for k, p in named(model).items()}
         losses.append(loss.item())
+        objectives.append(objective.item())
     final = {k: p.detach().clone() for k, p in named(model).items()}
-    return losses, norms, grads, step1, final
+    return losses, objectives, norms, grads, step1, final
 
 
 def randomize(model, gen, scale=0.3):
@@ -360,15 +368,18 @@ def randomize(model, gen, scale=0.3):
 
 def awd_regularisers(rep, c, exe):
     """AR + TAR of graphs/awd_lstm.lua at the weights f64_case wrote, on its
-    first training window: lmc's objective less the NLL (the graph built
-    with alpha = beta = 0) against torch's regularisers alone."""
+    first training window, against torch's regularisers alone: the value is
+    lmc's objective less its loss; the gradients are the objective's less
+    those of the graph built with alpha = beta = 0 (the NLL's), whose
+    logged loss must be the same raw NLL."""
     torch.set_default_dtype(torch.float64)
     bare = AWDCase(c.name + "_noreg", c.emsize, c.nhid, c.nlayers, alpha=0.0, beta=0.0)
     weights, job = f"{OUT}/{c.name}_weights.safetensors", f"{OUT}/{c.name}_sgd.job"
     got = {}
     for name, e in ((c.name, exe), (bare.name, build_f64(bare))):
         out = f"{OUT}/{name}_reg_out.safetensors"
-        got[name] = (json.loads(run([e, weights, job, out]))["losses"][0], load_file(out)[0])
+        res = json.loads(run([e, weights, job, out]))
+        got[name] = (res["losses"][0], res["objectives"][0], load_file(out)[0])
     model = c.torch_model(NTOKEN)
     model.load_state_dict(load_file(weights)[0])
     with open(job) as f:
@@ -380,10 +391,12 @@ def awd_regularisers(rep, c, exe):
     model.reg.backward()
     # decoder.bias: AR and TAR do not depend on it (no gradient in torch)
     want = {k: p.grad.detach().clone() for k, p in named(model).items() if p.grad is not None}
-    (loss, grads), (loss0, grads0) = got[c.name], got[bare.name]
-    e = rel_scalar(loss - loss0, float(model.reg))
-    rep.check(f"{c.name} f64 AR + TAR value (objective less NLL, first window)", e <= 1e-9,
-              f"lmc {loss - loss0:.15f} torch {float(model.reg):.15f} rel. error {e:.2e} (tolerance 1e-09)")
+    (loss, objective, grads), (loss0, _, grads0) = got[c.name], got[bare.name]
+    e = rel_scalar(objective - loss, float(model.reg))
+    rep.check(f"{c.name} f64 AR + TAR value (objective less loss, first window)", e <= 1e-9,
+              f"lmc {objective - loss:.15f} torch {float(model.reg):.15f} rel. error {e:.2e} (tolerance 1e-09)")
+    rep.check(f"{c.name} f64 logged loss without the regularisers (alpha, beta 2, 1 and 0, 0)", loss == loss0,
+              f"{loss:.17g} and {loss0:.17g}")
     rep.tensors(f"{c.name} f64 AR + TAR gradients (objective's less NLL's)",
                 {k[5:]: v - grads0[k] for k, v in grads.items() if k.startswith("grad.")}, want, 1e-8)
     rest = [k for k in named(model) if k not in want]
@@ -435,8 +448,10 @@ def f64_case(rep, c, exe):
     rep.tensors(f"{c.name} f64 generate log-probabilities ({len(hist)} tokens, bptt {c.bptt})",
                 {"logp": out["gen_logp"]}, {"logp": generate_logp(model, hist, c.bptt)}, TOL_GEN)
 
-    losses, norms, grads, step1, _ = train_steps(model, tr, c.batch, c.bptt, 20, "sgd", 0.5, 0.25, 0.01)
-    rep.tensors(f"{c.name} f64 step-1 gradients", prefixed(out, "grad."), grads, TOL_TENSOR)
+    losses, objectives, norms, grads, step1, final = train_steps(model, tr, c.batch, c.bptt, 20, "sgd",
+                                                                 0.5, 0.25, 0.01)
+    rep.tensors(f"{c.name} f64 step-1 gradients" + (" (of the objective)" if c.objective else ""),
+                prefixed(out, "grad."), grads, TOL_TENSOR)
     rep.tensors(f"{c.name} f64 step-1 parameter updates (clip + SGD; the parameters minus the initial ones)",
                 {k: v - init[k] for k, v in prefixed(out, "step1.").items() if k in init},
                 {k: v - init[k] for k, v in step1.items()}, TOL_TENSOR)
@@ -446,12 +461,21 @@ def f64_case(rep, c, exe):
               len(errs) == 20 and max(errs) <= TOL_LOSS,
               f"loss {losses[0]:.4f} -> {losses[-1]:.4f}, max rel. error {max(errs):.2e} "
               f"(tolerance {TOL_LOSS:.0e}); grad norms {min(norms):.3g} to {max(norms):.3g}")
+    if c.objective:
+        errs = [rel_scalar(a, b) for a, b in zip(res["objectives"], objectives)]
+        rep.check(f"{c.name} f64 20 SGD steps: objectives (the loss plus its regularisers)",
+                  len(errs) == 20 and max(errs) <= TOL_LOSS and min(o - l for o, l in zip(objectives, losses)) > 0,
+                  f"objective {objectives[0]:.4f} -> {objectives[-1]:.4f} (loss {losses[0]:.4f} -> "
+                  f"{losses[-1]:.4f}), max rel. error {max(errs):.2e} (tolerance {TOL_LOSS:.0e})")
+    rep.tensors(f"{c.name} f64 20 SGD steps: parameter updates",
+                {k: v - init[k] for k, v in prefixed(out, "final.").items() if k in init},
+                {k: v - init[k] for k, v in final.items()}, TOL_TENSOR)
 
     # AdamW steps from the same weights
     model.load_state_dict(init)
     na = c.adamw_steps
     res, out = lmc_run("adamw", na, 0.01, 0.2, False)
-    losses, norms, _, _, final = train_steps(model, tr, c.batch, c.bptt, na, "adamw", 0.01, 0.2, 0.01)
+    losses, _, norms, _, _, final = train_steps(model, tr, c.batch, c.bptt, na, "adamw", 0.01, 0.2, 0.01)
     errs = [rel_scalar(a, b) for a, b in zip(res["losses"], losses)]
     rep.check(f"{c.name} f64 {na} AdamW steps ({sum(n > 0.2 for n in norms)} clipped): losses",
               len(errs) == na and max(errs) <= TOL_LOSS,
