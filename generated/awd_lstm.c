@@ -98,7 +98,7 @@ static const real lmc_const1[1] = {
 
 /* n3 = const() value 1.0
  *   ()
- *   graphs/awd_lstm.lua:51 */
+ *   graphs/awd_lstm.lua:53 */
 static void train_encoder_const(real *y)
 {
   y[0] = 1.0;
@@ -108,7 +108,7 @@ static void train_encoder_const(real *y)
  *   n4 = broadcast(n3) (33278, 1)
  *   n5 = dropout(n4) stream 0, p = slot 0 (33278, 1), stored in y0, with key_0, p_0, idx0_0
  *   reads
- *   graphs/awd_lstm.lua:51 */
+ *   graphs/awd_lstm.lua:53 */
 static void train_encoder_fused(real *restrict y0, uint64_t key_0, double p_0, long idx0_0)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
@@ -120,7 +120,7 @@ static void train_encoder_fused(real *restrict y0, uint64_t key_0, double p_0, l
 
 /* n6 = mul(n2, n5)
  *   (33278, 200) <- (33278, 200), (33278, 1)
- *   graphs/awd_lstm.lua:51 */
+ *   graphs/awd_lstm.lua:53 */
 static void train_encoder_mul(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 33278; i0++)
@@ -130,7 +130,7 @@ static void train_encoder_mul(real *y, const real *a, const real *b)
 
 /* n7 = embedding(n6, n0)
  *   (T, 20, 200) <- (33278, 200), (T, 20)
- *   graphs/awd_lstm.lua:55 */
+ *   graphs/awd_lstm.lua:57 */
 static void train_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 20*T; i++)
@@ -141,7 +141,7 @@ static void train_encoder_embedding(real *y, const real *w, const int32_t *ids, 
  *   n9 = broadcast(n3) (1, 20, 200), stored in y0
  *   n10 = dropout(n9) stream 1, p = slot 1 (1, 20, 200), stored in y1, with key_0, p_0, idx0_0, col0, col_rest
  *   reads
- *   graphs/awd_lstm.lua:40 */
+ *   graphs/awd_lstm.lua:42 */
 static void train_fused(real *restrict y0, real *restrict y1, uint64_t key_0, double p_0, long idx0_0, long col0, long col_rest)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
@@ -154,7 +154,7 @@ static void train_fused(real *restrict y0, real *restrict y1, uint64_t key_0, do
 
 /* n11 = mul(n7, n10)
  *   (T, 20, 200) <- (T, 20, 200), (1, 20, 200)
- *   graphs/awd_lstm.lua:40
+ *   graphs/awd_lstm.lua:42
  *   shared by train_mul, train_mul_4, train_mul_grad_3
  *   (the nodes above are train_mul's) */
 static void train_mul(real *y, const real *a, const real *b, int T)
@@ -166,7 +166,7 @@ static void train_mul(real *y, const real *a, const real *b, int T)
 
 /* n18 = dropout(n13) stream 2, p = slot 2
  *   (2400, 600) <- (2400, 600)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by train_rnns_0_dropout, train_rnns_1_dropout
  *   (the nodes above are train_rnns_0_dropout's) */
 static void train_rnns_dropout(real *y, const real *x, uint64_t key, double p, long idx0)
@@ -178,7 +178,7 @@ static void train_rnns_dropout(real *y, const real *x, uint64_t key, double p, l
 
 /* n20 = matmul_bias(n11, n12, n14) b^T
  *   (T, 20, 2400) <- (T, 20, 200), (2400, 200), (2400)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_0_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -195,7 +195,7 @@ static void train_rnns_0_matmul_bias(real *y, const real *a, const real *b, cons
 
 /* n22 = carry(n16, n39)
  *   per step: (20, 600) <- (20, 600), (20, 600)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by train_rnns_0_carry, train_rnns_0_carry_2, train_rnns_1_carry,
  *             train_rnns_1_carry_2, train_rnns_1_carry_grad,
  *             train_rnns_1_carry_grad_2, train_rnns_0_carry_grad,
@@ -208,7 +208,7 @@ static void train_rnns_carry(real *y, const real *x)
 
 /* n24 = matmul(n22, n18) b^T
  *   per step: (20, 2400) <- (20, 600), (2400, 600)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by train_rnns_0_matmul, train_rnns_1_matmul
  *   (the nodes above are train_rnns_0_matmul's) */
 static void train_rnns_matmul(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt)
@@ -239,7 +239,7 @@ static void train_rnns_matmul(real *y, const real *a, const real *b, lmc_bf16 *s
  *   n38 = tanh(n37) (20, 600), stored in y5
  *   n39 = mul(n34, n38) (20, 600), stored in y6
  *   reads x0 = n21, x1 = n24, x2 = n15, x3 = n23
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by train_rnns_0_cell, train_rnns_1_cell
  *   (the nodes above are train_rnns_0_cell's) */
 static void train_rnns_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, real *restrict y1, real *restrict y2, real *restrict y3, real *restrict y4, const real *x3, real *restrict y5, real *restrict y6)
@@ -277,7 +277,7 @@ static void train_rnns_cell(real *restrict y0, const real *x0, const real *x1, c
  *   n44 = broadcast(n3) (1, 20, 600), stored in y0
  *   n45 = dropout(n44) stream 3, p = slot 3 (1, 20, 600), stored in y1, with key_0, p_0, idx0_0, col0, col_rest
  *   reads
- *   graphs/awd_lstm.lua:40 */
+ *   graphs/awd_lstm.lua:42 */
 static void train_fused_2(real *restrict y0, real *restrict y1, uint64_t key_0, double p_0, long idx0_0, long col0, long col_rest)
 {
   real scale_0 = p_0 < 1 ? (real)(1 / (1 - p_0)) : 0;
@@ -290,7 +290,7 @@ static void train_fused_2(real *restrict y0, real *restrict y1, uint64_t key_0, 
 
 /* n46 = mul(n40, n45)
  *   (T, 20, 600) <- (T, 20, 600), (1, 20, 600)
- *   graphs/awd_lstm.lua:40
+ *   graphs/awd_lstm.lua:42
  *   shared by train_mul_2, train_mul_3, train_mul_grad, train_mul_grad_2
  *   (the nodes above are train_mul_2's) */
 static void train_mul_2(real *y, const real *a, const real *b, int T)
@@ -302,7 +302,7 @@ static void train_mul_2(real *y, const real *a, const real *b, int T)
 
 /* n55 = matmul_bias(n46, n47, n49) b^T
  *   (T, 20, 2400) <- (T, 20, 600), (2400, 600), (2400)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_1_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -319,7 +319,7 @@ static void train_rnns_1_matmul_bias(real *y, const real *a, const real *b, cons
 
 /* n80 = dropout(n44) stream 5, p = slot 3
  *   (1, 20, 600) <- (1, 20, 600)
- *   graphs/awd_lstm.lua:40 */
+ *   graphs/awd_lstm.lua:42 */
 static void train_dropout(real *y, const real *x, uint64_t key, double p, long idx0, long col0, long col_rest)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
@@ -329,7 +329,7 @@ static void train_dropout(real *y, const real *x, uint64_t key, double p, long i
 
 /* n88 = dropout(n83) stream 6, p = slot 2
  *   (800, 200) <- (800, 200)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_dropout(real *y, const real *x, uint64_t key, double p, long idx0)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
@@ -339,7 +339,7 @@ static void train_rnns_2_dropout(real *y, const real *x, uint64_t key, double p,
 
 /* n90 = matmul_bias(n81, n82, n84) b^T
  *   (T, 20, 800) <- (T, 20, 600), (800, 600), (800)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 20*T; i0++)
@@ -356,7 +356,7 @@ static void train_rnns_2_matmul_bias(real *y, const real *a, const real *b, cons
 
 /* n92 = carry(n86, n109)
  *   per step: (20, 200) <- (20, 200), (20, 200)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by train_rnns_2_carry, train_rnns_2_carry_2,
  *             train_rnns_2_carry_grad, train_rnns_2_carry_grad_2
  *   (the nodes above are train_rnns_2_carry's) */
@@ -367,7 +367,7 @@ static void train_rnns_2_carry(real *y, const real *x)
 
 /* n94 = matmul(n92, n88) b^T
  *   per step: (20, 800) <- (20, 200), (800, 200)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_matmul(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt)
 {
   if (s16) {   /* --precision bf16 */
@@ -396,7 +396,7 @@ static void train_rnns_2_matmul(real *y, const real *a, const real *b, lmc_bf16 
  *   n108 = tanh(n107) (20, 200), stored in y5
  *   n109 = mul(n104, n108) (20, 200), stored in y6
  *   reads x0 = n91, x1 = n94, x2 = n85, x3 = n93
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, real *restrict y1, real *restrict y2, real *restrict y3, real *restrict y4, const real *x3, real *restrict y5, real *restrict y6)
 {
   for (long i0 = 0; i0 < 20; i0++)
@@ -430,7 +430,7 @@ static void train_rnns_2_cell(real *restrict y0, const real *x0, const real *x1,
 
 /* n115 = dropout(n9) stream 7, p = slot 4
  *   (1, 20, 200) <- (1, 20, 200)
- *   graphs/awd_lstm.lua:40 */
+ *   graphs/awd_lstm.lua:42 */
 static void train_dropout_2(real *y, const real *x, uint64_t key, double p, long idx0, long col0, long col_rest)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
@@ -440,7 +440,7 @@ static void train_dropout_2(real *y, const real *x, uint64_t key, double p, long
 
 /* n117 = matmul(n116, n2) b^T
  *   (T, 20, 33278) <- (T, 20, 200), (33278, 200)
- *   graphs/awd_lstm.lua:80 */
+ *   graphs/awd_lstm.lua:82 */
 static void train_decoder_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   if (b16) {   /* --precision bf16 */
@@ -458,7 +458,7 @@ static void train_decoder_matmul(real *y, const real *a, const real *b, const lm
  *   n121 = nll_loss(n120, n1) (), stored in loss
  *   n165 = nll_log_softmax_grad(n3, n120, n1) (T, 20, 33278), stored in dx, with dx16
  *   reads bias = n118, target = n1
- *   graphs/awd_lstm.lua:81 */
+ *   graphs/awd_lstm.lua:83 */
 static void train_log_softmax_nll(real *dx /* over x */, lmc_bf16 *dx16, real *loss, const real *bias, const int32_t *target, int nt, int T)
 {
   const real s = -(-(real)1.0 / (20*T));   /* dloss / rows */
@@ -488,7 +488,7 @@ static void train_log_softmax_nll(real *dx /* over x */, lmc_bf16 *dx16, real *l
 
 /* n123 = broadcast(n3)
  *   (T) <- ()
- *   graphs/awd_lstm.lua:84 */
+ *   graphs/awd_lstm.lua:85 */
 static void train_broadcast(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -497,7 +497,7 @@ static void train_broadcast(real *y, const real *x, int T)
 
 /* n124 = sum(n123)
  *   () <- (T)
- *   graphs/awd_lstm.lua:84 */
+ *   graphs/awd_lstm.lua:85 */
 static void train_sum(real *y, const real *x, int T)
 {
   memset(y, 0, 1 * sizeof *y);
@@ -507,7 +507,7 @@ static void train_sum(real *y, const real *x, int T)
 
 /* n125 = const() value 4000.0
  *   ()
- *   graphs/awd_lstm.lua:86 */
+ *   graphs/awd_lstm.lua:87 */
 static void train_const(real *y)
 {
   y[0] = 4000.0;
@@ -515,7 +515,7 @@ static void train_const(real *y)
 
 /* n127 = mul(n116, n116)
  *   (T, 20, 200) <- (T, 20, 200), (T, 20, 200)
- *   graphs/awd_lstm.lua:45 */
+ *   graphs/awd_lstm.lua:47 */
 static void train_mul_3(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < 4000*T; i0++)
@@ -524,7 +524,7 @@ static void train_mul_3(real *y, const real *a, const real *b, int T)
 
 /* n128 = sum(n127)
  *   () <- (T, 20, 200)
- *   graphs/awd_lstm.lua:45 */
+ *   graphs/awd_lstm.lua:47 */
 static void train_sum_2(real *y, const real *x, int T)
 {
   memset(y, 0, 1 * sizeof *y);
@@ -534,7 +534,7 @@ static void train_sum_2(real *y, const real *x, int T)
 
 /* n134 = broadcast(n3)
  *   (T-1) <- ()
- *   graphs/awd_lstm.lua:84 */
+ *   graphs/awd_lstm.lua:85 */
 static void train_broadcast_2(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < (T - 1); i0++)
@@ -543,7 +543,7 @@ static void train_broadcast_2(real *y, const real *x, int T)
 
 /* n135 = sum(n134)
  *   () <- (T-1)
- *   graphs/awd_lstm.lua:84 */
+ *   graphs/awd_lstm.lua:85 */
 static void train_sum_3(real *y, const real *x, int T)
 {
   memset(y, 0, 1 * sizeof *y);
@@ -557,7 +557,7 @@ static void train_sum_3(real *y, const real *x, int T)
  *   n132 = sub(n130, n131) (T-1, 20, 200), stored in y0
  *   n138 = mul(n132, n132) (T-1, 20, 200), stored in y1
  *   reads x0 = n110
- *   graphs/awd_lstm.lua:45 */
+ *   graphs/awd_lstm.lua:47 */
 static void train_fused_3(real *restrict y0, const real *x0, real *restrict y1, int T)
 {
   for (long i0 = 0; i0 < (4000*T - 4000); i0++) {
@@ -570,7 +570,7 @@ static void train_fused_3(real *restrict y0, const real *x0, real *restrict y1, 
 
 /* n139 = sum(n138)
  *   () <- (T-1, 20, 200)
- *   graphs/awd_lstm.lua:45 */
+ *   graphs/awd_lstm.lua:47 */
 static void train_sum_4(real *y, const real *x, int T)
 {
   memset(y, 0, 1 * sizeof *y);
@@ -580,7 +580,7 @@ static void train_sum_4(real *y, const real *x, int T)
 
 /* n141 = const() value 2.0
  *   ()
- *   graphs/awd_lstm.lua:89 */
+ *   graphs/awd_lstm.lua:93 */
 static void train_const_2(real *y)
 {
   y[0] = 2.0;
@@ -596,7 +596,7 @@ static void train_const_2(real *y)
  *   n145 = mul(n3, n140) ()
  *   n146 = add(n143, n145) (), stored in y2
  *   reads x0 = n124, x1 = n135, x2 = n121, x3 = n128, x4 = n139
- *   graphs/awd_lstm.lua:89 */
+ *   graphs/awd_lstm.lua:93 */
 static void train_fused_4(real *restrict y0, const real *x0, real *restrict y1, const real *x1, real *restrict y2, const real *x2, const real *x3, const real *x4)
 {
   real v0 = x0[0] * (real)4000.0;   /* mul */
@@ -614,7 +614,7 @@ static void train_fused_4(real *restrict y0, const real *x0, real *restrict y1, 
 
 /* n150 = div(n148, n137)
  *   () <- (), ()
- *   graphs/awd_lstm.lua:45
+ *   graphs/awd_lstm.lua:47
  *   shared by train_div_grad, train_div_grad_2
  *   (the nodes above are train_div_grad's) */
 static void train_div_grad(real *y, const real *a, const real *b)
@@ -628,7 +628,7 @@ static void train_div_grad(real *y, const real *a, const real *b)
  *   n154 = add(n152, n152) (T-1, 20, 200), stored in y0
  *   n155 = neg(n154) (T-1, 20, 200), stored in y1
  *   reads x0 = n150, x1 = n132
- *   graphs/awd_lstm.lua:87 */
+ *   graphs/awd_lstm.lua:88 */
 static void train_fused_grad(real *restrict y0, const real *x0, const real *x1, real *restrict y1, int T)
 {
   for (long i0 = 0; i0 < (4000*T - 4000); i0++) {
@@ -642,7 +642,7 @@ static void train_fused_grad(real *restrict y0, const real *x0, const real *x1, 
 
 /* n156 = pad(n155) axis 0 at 0
  *   (T, 20, 200) <- (T-1, 20, 200)
- *   graphs/awd_lstm.lua:87 */
+ *   graphs/awd_lstm.lua:88 */
 static void train_pad_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 4000*T * sizeof *y);
@@ -652,7 +652,7 @@ static void train_pad_grad(real *y, const real *x, int T)
 
 /* n157 = pad(n154) axis 0 at 1
  *   (T, 20, 200) <- (T-1, 20, 200)
- *   graphs/awd_lstm.lua:87 */
+ *   graphs/awd_lstm.lua:88 */
 static void train_pad_grad_2(real *y, const real *x, int T)
 {
   memset(y, 0, 4000*T * sizeof *y);
@@ -662,7 +662,7 @@ static void train_pad_grad_2(real *y, const real *x, int T)
 
 /* n166 = sum(n165)
  *   (33278) <- (T, 20, 33278)
- *   graphs/awd_lstm.lua:80 */
+ *   graphs/awd_lstm.lua:82 */
 static void train_decoder_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 33278 * sizeof *y);
@@ -673,7 +673,7 @@ static void train_decoder_sum_grad(real *y, const real *x, int T)
 
 /* n167 = matmul(n165, n2)
  *   (T, 20, 200) <- (T, 20, 33278), (33278, 200)
- *   graphs/awd_lstm.lua:80 */
+ *   graphs/awd_lstm.lua:82 */
 static void train_decoder_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *a16, const lmc_bf16 *b16, int nt, int T)
 {
   if (a16) {   /* --precision bf16 */
@@ -686,7 +686,7 @@ static void train_decoder_matmul_grad(real *y, const real *a, const real *b, con
 
 /* n169 = matmul(n165, n116) a^T
  *   (33278, 200) <- (T, 20, 33278), (T, 20, 200)
- *   graphs/awd_lstm.lua:80 */
+ *   graphs/awd_lstm.lua:82 */
 static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, const lmc_bf16 *a16, lmc_bf16 *s16, int nt, int T)
 {
   if (a16) {   /* --precision bf16 */
@@ -708,7 +708,7 @@ static void train_decoder_matmul_grad_2(real *y, const real *a, const real *b, c
  *   n170 = mul(n168, n115) (T, 20, 200)
  *   n171 = add(n158, n170) (T, 20, 200), stored in y0
  *   reads x0 = n156, x1 = n157, x2 = n159, x3 = n116, x4 = n167, x5 = n115
- *   graphs/awd_lstm.lua:40 */
+ *   graphs/awd_lstm.lua:42 */
 static void train_fused_grad_2(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, const real *x4, const real *x5, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -725,7 +725,7 @@ static void train_fused_grad_2(real *restrict y0, const real *x0, const real *x1
 
 /* n174 = const() value 0.0
  *   ()
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_const_grad(real *y)
 {
   y[0] = 0.0;
@@ -733,7 +733,7 @@ static void train_rnns_2_const_grad(real *y)
 
 /* n175 = broadcast(n174)
  *   (20, 200) <- ()
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_broadcast_grad(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 4000; i0++)
@@ -763,7 +763,7 @@ static void train_rnns_2_broadcast_grad(real *y, const real *x)
  *   n232 = add(n228, n231) (20, 800), stored in y1
  *   reads x0 = n196, x1 = n197, x2 = n195, x3 = n199, x4 = n200, x5 = n213,
  *         x6 = n209, x7 = n210, x8 = n214
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_cell_grad(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, const real *x4, const real *x5, real *restrict y1, const real *x6, const real *x7, const real *x8)
 {
   for (long i0 = 0; i0 < 20; i0++)
@@ -791,7 +791,7 @@ static void train_rnns_2_cell_grad(real *restrict y0, const real *x0, const real
 
 /* n237 = matmul(n232, n88)
  *   per step: (20, 200) <- (20, 800), (800, 200)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_matmul_grad(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt)
 {
   if (s16) {   /* --precision bf16 */
@@ -806,7 +806,7 @@ static void train_rnns_2_matmul_grad(real *y, const real *a, const real *b, lmc_
 
 /* n240 = sum(n238)
  *   (800) <- (T, 20, 800)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_sum_grad(real *y, const real *x, int T)
 {
   memset(y, 0, 800 * sizeof *y);
@@ -817,7 +817,7 @@ static void train_rnns_2_sum_grad(real *y, const real *x, int T)
 
 /* n242 = matmul(n238, n173) a^T
  *   (800, 200) <- (T, 20, 800), (T, 20, 200)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_matmul_grad_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
   if (s16) {   /* --precision bf16 */
@@ -832,7 +832,7 @@ static void train_rnns_2_matmul_grad_2(real *y, const real *a, const real *b, lm
 
 /* n244 = matmul(n238, n82)
  *   (T, 20, 600) <- (T, 20, 800), (800, 600)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_matmul_grad_3(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   if (b16) {   /* --precision bf16 */
@@ -846,7 +846,7 @@ static void train_rnns_2_matmul_grad_3(real *y, const real *a, const real *b, co
 
 /* n245 = matmul(n238, n81) a^T
  *   (800, 600) <- (T, 20, 800), (T, 20, 600)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_matmul_grad_4(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
   if (s16) {   /* --precision bf16 */
@@ -861,7 +861,7 @@ static void train_rnns_2_matmul_grad_4(real *y, const real *a, const real *b, lm
 
 /* n246 = dropout_grad(n242) stream 6, p = slot 2
  *   (800, 200) <- (800, 200)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_2_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0)
 {
   real scale = p < 1 ? (real)(1 / (1 - p)) : 0;
@@ -871,7 +871,7 @@ static void train_rnns_2_dropout_grad(real *dx, const real *dy, uint64_t key, do
 
 /* n251 = broadcast(n174)
  *   (20, 600) <- ()
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_1_broadcast_grad(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 12000; i0++)
@@ -901,7 +901,7 @@ static void train_rnns_1_broadcast_grad(real *y, const real *x)
  *   n308 = add(n304, n307) (20, 2400), stored in y1
  *   reads x0 = n272, x1 = n273, x2 = n271, x3 = n275, x4 = n276, x5 = n289,
  *         x6 = n285, x7 = n286, x8 = n290
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by train_rnns_1_cell_grad, train_rnns_0_cell_grad
  *   (the nodes above are train_rnns_1_cell_grad's) */
 static void train_rnns_cell_grad(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, const real *x4, const real *x5, real *restrict y1, const real *x6, const real *x7, const real *x8)
@@ -931,7 +931,7 @@ static void train_rnns_cell_grad(real *restrict y0, const real *x0, const real *
 
 /* n313 = matmul(n308, n53)
  *   per step: (20, 600) <- (20, 2400), (2400, 600)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by train_rnns_1_matmul_grad, train_rnns_0_matmul_grad
  *   (the nodes above are train_rnns_1_matmul_grad's) */
 static void train_rnns_matmul_grad(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt)
@@ -948,7 +948,7 @@ static void train_rnns_matmul_grad(real *y, const real *a, const real *b, lmc_bf
 
 /* n316 = sum(n314)
  *   (2400) <- (T, 20, 2400)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by train_rnns_1_sum_grad, train_rnns_0_sum_grad
  *   (the nodes above are train_rnns_1_sum_grad's) */
 static void train_rnns_sum_grad(real *y, const real *x, int T)
@@ -961,7 +961,7 @@ static void train_rnns_sum_grad(real *y, const real *x, int T)
 
 /* n318 = matmul(n314, n249) a^T
  *   (2400, 600) <- (T, 20, 2400), (T, 20, 600)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by train_rnns_1_matmul_grad_2, train_rnns_1_matmul_grad_4,
  *             train_rnns_0_matmul_grad_2
  *   (the nodes above are train_rnns_1_matmul_grad_2's) */
@@ -980,7 +980,7 @@ static void train_rnns_matmul_grad_2(real *y, const real *a, const real *b, lmc_
 
 /* n320 = matmul(n314, n47)
  *   (T, 20, 600) <- (T, 20, 2400), (2400, 600)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_1_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   if (b16) {   /* --precision bf16 */
@@ -994,7 +994,7 @@ static void train_rnns_1_matmul_grad(real *y, const real *a, const real *b, cons
 
 /* n322 = dropout_grad(n318) stream 4, p = slot 2
  *   (2400, 600) <- (2400, 600)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by train_rnns_1_dropout_grad, train_rnns_0_dropout_grad
  *   (the nodes above are train_rnns_1_dropout_grad's) */
 static void train_rnns_dropout_grad(real *dx, const real *dy, uint64_t key, double p, long idx0)
@@ -1006,7 +1006,7 @@ static void train_rnns_dropout_grad(real *dx, const real *dy, uint64_t key, doub
 
 /* n396 = matmul(n390, n12)
  *   (T, 20, 200) <- (T, 20, 2400), (2400, 200)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_0_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   if (b16) {   /* --precision bf16 */
@@ -1020,7 +1020,7 @@ static void train_rnns_0_matmul_grad(real *y, const real *a, const real *b, cons
 
 /* n397 = matmul(n390, n11) a^T
  *   (2400, 200) <- (T, 20, 2400), (T, 20, 200)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void train_rnns_0_matmul_grad_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
 {
   if (s16) {   /* --precision bf16 */
@@ -1036,7 +1036,7 @@ static void train_rnns_0_matmul_grad_2(real *y, const real *a, const real *b, lm
 
 /* n400 = embedding_grad(n399, n0)
  *   (33278, 200) <- (T, 20, 200), (T, 20)
- *   graphs/awd_lstm.lua:55 */
+ *   graphs/awd_lstm.lua:57 */
 static void train_encoder_embedding_grad(real *dx, const real *dy, const int32_t *ids, int T)
 {
   memset(dx, 0, 6655600 * sizeof *dx);
@@ -1049,7 +1049,7 @@ static void train_encoder_embedding_grad(real *dx, const real *dy, const int32_t
  *   n401 = mul(n400, n5) (33278, 200)
  *   n402 = add(n169, n401) (33278, 200), stored in y0
  *   reads x0 = n169, x1 = n400, x2 = n5
- *   graphs/awd_lstm.lua:51 */
+ *   graphs/awd_lstm.lua:53 */
 static void train_encoder_fused_grad(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 33278; i0++)
@@ -1095,111 +1095,111 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   real *hidden_2_h = c->state + 48000;   /* state hidden.2.h (20, 200) */
   real *hidden_2_c = c->state + 52000;   /* state hidden.2.c (20, 200) */
   /* values in c->work (values never live at once share bytes) */
-  real *no_targets = w + 42463520;   /* read as targets when run() gets none */
-  real *encoder_const = w + 23566608;   /* (), graphs/awd_lstm.lua:51 */
-  real *encoder_dropout = w + 42370208;   /* (33278, 1), graphs/awd_lstm.lua:51 */
-  real *encoder_mul = w;   /* (33278, 200), graphs/awd_lstm.lua:51 */
-  real *encoder_embedding = w + 6655600;   /* (T, 20, 200), graphs/awd_lstm.lua:55 */
-  real *broadcast = w + 1740000;   /* (1, 20, 200), graphs/awd_lstm.lua:40 */
-  real *dropout = w + 42451488;   /* (1, 20, 200), graphs/awd_lstm.lua:40 */
-  real *mul = w + 40550208;   /* (T, 20, 200), graphs/awd_lstm.lua:40 */
-  real *rnns_0_dropout = w + 29950208;   /* (2400, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_matmul_bias = w;   /* (T, 20, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_0_carry = w + 32830208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_0_mul = w + 35770208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_0_carry_2 = w + 33250208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_0_add = w + 42403488;   /* (20, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_matmul = w + 1680000;   /* (20, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_0_sigmoid = w + 33670208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_0_sigmoid_2 = w + 34090208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_0_tanh = w + 34510208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_0_sigmoid_3 = w + 34930208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_0_tanh_2 = w + 35350208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *broadcast_2 = w + 1728000;   /* (1, 20, 600), graphs/awd_lstm.lua:40 */
-  real *dropout_2 = w + 42415488;   /* (1, 20, 600), graphs/awd_lstm.lua:40 */
-  real *mul_2 = w + 36190208;   /* (T, 20, 600), graphs/awd_lstm.lua:40 */
-  real *rnns_1_dropout = w + 31390208;   /* (2400, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_matmul_bias = w;   /* (T, 20, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_1_carry = w + 36610208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_1_mul = w + 39550208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_1_carry_2 = w + 37030208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_1_add = w + 42427488;   /* (20, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_matmul = w + 1680000;   /* (20, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_1_sigmoid = w + 37450208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_1_sigmoid_2 = w + 37870208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_1_tanh = w + 38290208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_1_sigmoid_3 = w + 38710208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_1_tanh_2 = w + 39130208;   /* (20, 600) per step, graphs/awd_lstm.lua:70 */
-  real *dropout_3 = w + 42439488;   /* (1, 20, 600), graphs/awd_lstm.lua:40 */
-  real *mul_3 = w + 39970208;   /* (T, 20, 600), graphs/awd_lstm.lua:40 */
-  real *rnns_2_dropout = w + 40390208;   /* (800, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_matmul_bias = w;   /* (T, 20, 800), graphs/awd_lstm.lua:70 */
-  real *rnns_2_carry = w + 40690208;   /* (20, 200) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_2_mul = w + 41670208;   /* (20, 200) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_2_carry_2 = w + 40830208;   /* (20, 200) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_2_add = w + 42455488;   /* (20, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_matmul = w + 560000;   /* (20, 800), graphs/awd_lstm.lua:70 */
-  real *rnns_2_sigmoid = w + 40970208;   /* (20, 200) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_2_sigmoid_2 = w + 41110208;   /* (20, 200) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_2_tanh = w + 41250208;   /* (20, 200) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_2_sigmoid_3 = w + 41390208;   /* (20, 200) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_2_tanh_2 = w + 41530208;   /* (20, 200) per step, graphs/awd_lstm.lua:70 */
-  real *dropout_4 = w + 42459488;   /* (1, 20, 200), graphs/awd_lstm.lua:40 */
-  real *mul_4 = w + 41810208;   /* (T, 20, 200), graphs/awd_lstm.lua:40 */
-  real *decoder_matmul = w;   /* (T, 20, 33278), graphs/awd_lstm.lua:80 */
-  real *nll_log_softmax_grad = w;   /* (T, 20, 33278), graphs/awd_lstm.lua:81 */
-  real *nll_loss = w + 23566624;   /* (), graphs/awd_lstm.lua:82 */
-  real *broadcast_3 = w + 23294608;   /* (T), graphs/awd_lstm.lua:84 */
-  real *sum = w + 23566640;   /* (), graphs/awd_lstm.lua:84 */
-  real *const_2 = w + 23566656;   /* (), graphs/awd_lstm.lua:86 */
-  real *mul_5 = w + 23294608;   /* (T, 20, 200), graphs/awd_lstm.lua:45 */
-  real *sum_2 = w + 23566672;   /* (), graphs/awd_lstm.lua:45 */
-  real *broadcast_4 = w + 23294608;   /* (T-1), graphs/awd_lstm.lua:84 */
-  real *sum_3 = w + 23566688;   /* (), graphs/awd_lstm.lua:84 */
-  real *sub = w + 23294608;   /* (T-1, 20, 200), graphs/awd_lstm.lua:87 */
-  real *mul_6 = w + 23430608;   /* (T-1, 20, 200), graphs/awd_lstm.lua:45 */
-  real *sum_4 = w + 23566704;   /* (), graphs/awd_lstm.lua:45 */
-  real *const_3 = w + 23430624;   /* (), graphs/awd_lstm.lua:89 */
-  real *mul_7 = w + 23702608;   /* (), graphs/awd_lstm.lua:86 */
-  real *mul_8 = w + 23430608;   /* (), graphs/awd_lstm.lua:88 */
-  real *add = w + 42463488;   /* (), graphs/awd_lstm.lua:89 */
-  real *div_grad = w + 23702624;   /* (), graphs/awd_lstm.lua:45 */
-  real *add_grad = w + 23430608;   /* (T-1, 20, 200), graphs/awd_lstm.lua:45 */
-  real *neg_grad = w + 23566608;   /* (T-1, 20, 200), graphs/awd_lstm.lua:87 */
-  real *pad_grad = w + 41950208;   /* (T, 20, 200), graphs/awd_lstm.lua:87 */
-  real *pad_grad_2 = w + 42090208;   /* (T, 20, 200), graphs/awd_lstm.lua:87 */
-  real *div_grad_2 = w + 42463504;   /* (), graphs/awd_lstm.lua:45 */
-  real *decoder_matmul_grad = w + 42230208;   /* (T, 20, 200), graphs/awd_lstm.lua:80 */
-  real *decoder_matmul_grad_2 = w + 23294608;   /* (33278, 200), graphs/awd_lstm.lua:80 */
-  real *add_grad_2 = w + 560000;   /* (T, 20, 200), graphs/awd_lstm.lua:40 */
-  real *rnns_2_const_grad = w + 1140000;   /* (), graphs/awd_lstm.lua:70 */
-  real *rnns_2_broadcast_grad = w + 700000;   /* (20, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_carry_grad = w + 704000;   /* (20, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_matmul_grad = w + 716000;   /* (20, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_carry_grad_2 = w + 708000;   /* (20, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_mul_grad = w + 712000;   /* (20, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_add_grad = w;   /* (20, 800) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_2_matmul_grad_2 = w + 980000;   /* (800, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_matmul_grad_3 = w + 560000;   /* (T, 20, 600), graphs/awd_lstm.lua:70 */
-  real *mul_grad = w + 1680000;   /* (T, 20, 600), graphs/awd_lstm.lua:40 */
-  real *rnns_1_broadcast_grad = w + 3540000;   /* (20, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_carry_grad = w + 2100000;   /* (20, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_matmul_grad = w + 2136000;   /* (20, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_carry_grad_2 = w + 2112000;   /* (20, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_mul_grad = w + 2124000;   /* (20, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_add_grad = w;   /* (20, 2400) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_1_matmul_grad_2 = w + 1680000;   /* (2400, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_matmul_grad_3 = w + 3120000;   /* (T, 20, 600), graphs/awd_lstm.lua:70 */
-  real *mul_grad_2 = w + 1680000;   /* (T, 20, 600), graphs/awd_lstm.lua:40 */
-  real *rnns_0_carry_grad = w + 2100000;   /* (20, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_matmul_grad = w + 2136000;   /* (20, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_carry_grad_2 = w + 2112000;   /* (20, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_mul_grad = w + 2124000;   /* (20, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_add_grad = w;   /* (20, 2400) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_0_matmul_grad_2 = w + 1680000;   /* (2400, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_matmul_grad_3 = w + 3120000;   /* (T, 20, 200), graphs/awd_lstm.lua:70 */
-  real *mul_grad_3 = w + 6655600;   /* (T, 20, 200), graphs/awd_lstm.lua:40 */
-  real *encoder_embedding_grad = w;   /* (33278, 200), graphs/awd_lstm.lua:55 */
+  real *no_targets = w + 42463536;   /* read as targets when run() gets none */
+  real *encoder_const = w + 23566608;   /* (), graphs/awd_lstm.lua:53 */
+  real *encoder_dropout = w + 42370208;   /* (33278, 1), graphs/awd_lstm.lua:53 */
+  real *encoder_mul = w;   /* (33278, 200), graphs/awd_lstm.lua:53 */
+  real *encoder_embedding = w + 6655600;   /* (T, 20, 200), graphs/awd_lstm.lua:57 */
+  real *broadcast = w + 1740000;   /* (1, 20, 200), graphs/awd_lstm.lua:42 */
+  real *dropout = w + 42451488;   /* (1, 20, 200), graphs/awd_lstm.lua:42 */
+  real *mul = w + 40550208;   /* (T, 20, 200), graphs/awd_lstm.lua:42 */
+  real *rnns_0_dropout = w + 29950208;   /* (2400, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_matmul_bias = w;   /* (T, 20, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_0_carry = w + 32830208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_0_mul = w + 35770208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_0_carry_2 = w + 33250208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_0_add = w + 42403488;   /* (20, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_matmul = w + 1680000;   /* (20, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_0_sigmoid = w + 33670208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_0_sigmoid_2 = w + 34090208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_0_tanh = w + 34510208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_0_sigmoid_3 = w + 34930208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_0_tanh_2 = w + 35350208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *broadcast_2 = w + 1728000;   /* (1, 20, 600), graphs/awd_lstm.lua:42 */
+  real *dropout_2 = w + 42415488;   /* (1, 20, 600), graphs/awd_lstm.lua:42 */
+  real *mul_2 = w + 36190208;   /* (T, 20, 600), graphs/awd_lstm.lua:42 */
+  real *rnns_1_dropout = w + 31390208;   /* (2400, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_matmul_bias = w;   /* (T, 20, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_1_carry = w + 36610208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_1_mul = w + 39550208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_1_carry_2 = w + 37030208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_1_add = w + 42427488;   /* (20, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_matmul = w + 1680000;   /* (20, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_1_sigmoid = w + 37450208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_1_sigmoid_2 = w + 37870208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_1_tanh = w + 38290208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_1_sigmoid_3 = w + 38710208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_1_tanh_2 = w + 39130208;   /* (20, 600) per step, graphs/awd_lstm.lua:72 */
+  real *dropout_3 = w + 42439488;   /* (1, 20, 600), graphs/awd_lstm.lua:42 */
+  real *mul_3 = w + 39970208;   /* (T, 20, 600), graphs/awd_lstm.lua:42 */
+  real *rnns_2_dropout = w + 40390208;   /* (800, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_matmul_bias = w;   /* (T, 20, 800), graphs/awd_lstm.lua:72 */
+  real *rnns_2_carry = w + 40690208;   /* (20, 200) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_2_mul = w + 41670208;   /* (20, 200) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_2_carry_2 = w + 40830208;   /* (20, 200) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_2_add = w + 42455488;   /* (20, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_matmul = w + 560000;   /* (20, 800), graphs/awd_lstm.lua:72 */
+  real *rnns_2_sigmoid = w + 40970208;   /* (20, 200) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_2_sigmoid_2 = w + 41110208;   /* (20, 200) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_2_tanh = w + 41250208;   /* (20, 200) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_2_sigmoid_3 = w + 41390208;   /* (20, 200) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_2_tanh_2 = w + 41530208;   /* (20, 200) per step, graphs/awd_lstm.lua:72 */
+  real *dropout_4 = w + 42459488;   /* (1, 20, 200), graphs/awd_lstm.lua:42 */
+  real *mul_4 = w + 41810208;   /* (T, 20, 200), graphs/awd_lstm.lua:42 */
+  real *decoder_matmul = w;   /* (T, 20, 33278), graphs/awd_lstm.lua:82 */
+  real *nll_log_softmax_grad = w;   /* (T, 20, 33278), graphs/awd_lstm.lua:83 */
+  real *nll_loss = w + 42463488;   /* (), graphs/awd_lstm.lua:84 */
+  real *broadcast_3 = w + 23294608;   /* (T), graphs/awd_lstm.lua:85 */
+  real *sum = w + 23566624;   /* (), graphs/awd_lstm.lua:85 */
+  real *const_2 = w + 23566640;   /* (), graphs/awd_lstm.lua:87 */
+  real *mul_5 = w + 23294608;   /* (T, 20, 200), graphs/awd_lstm.lua:47 */
+  real *sum_2 = w + 23566656;   /* (), graphs/awd_lstm.lua:47 */
+  real *broadcast_4 = w + 23294608;   /* (T-1), graphs/awd_lstm.lua:85 */
+  real *sum_3 = w + 23566672;   /* (), graphs/awd_lstm.lua:85 */
+  real *sub = w + 23294608;   /* (T-1, 20, 200), graphs/awd_lstm.lua:88 */
+  real *mul_6 = w + 23430608;   /* (T-1, 20, 200), graphs/awd_lstm.lua:47 */
+  real *sum_4 = w + 23566688;   /* (), graphs/awd_lstm.lua:47 */
+  real *const_3 = w + 23430624;   /* (), graphs/awd_lstm.lua:93 */
+  real *mul_7 = w + 23702608;   /* (), graphs/awd_lstm.lua:87 */
+  real *mul_8 = w + 23430608;   /* (), graphs/awd_lstm.lua:89 */
+  real *add = w + 42463504;   /* (), graphs/awd_lstm.lua:93 */
+  real *div_grad = w + 23702624;   /* (), graphs/awd_lstm.lua:47 */
+  real *add_grad = w + 23430608;   /* (T-1, 20, 200), graphs/awd_lstm.lua:47 */
+  real *neg_grad = w + 23566608;   /* (T-1, 20, 200), graphs/awd_lstm.lua:88 */
+  real *pad_grad = w + 41950208;   /* (T, 20, 200), graphs/awd_lstm.lua:88 */
+  real *pad_grad_2 = w + 42090208;   /* (T, 20, 200), graphs/awd_lstm.lua:88 */
+  real *div_grad_2 = w + 42463520;   /* (), graphs/awd_lstm.lua:47 */
+  real *decoder_matmul_grad = w + 42230208;   /* (T, 20, 200), graphs/awd_lstm.lua:82 */
+  real *decoder_matmul_grad_2 = w + 23294608;   /* (33278, 200), graphs/awd_lstm.lua:82 */
+  real *add_grad_2 = w + 560000;   /* (T, 20, 200), graphs/awd_lstm.lua:42 */
+  real *rnns_2_const_grad = w + 1140000;   /* (), graphs/awd_lstm.lua:72 */
+  real *rnns_2_broadcast_grad = w + 700000;   /* (20, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_carry_grad = w + 704000;   /* (20, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_matmul_grad = w + 716000;   /* (20, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_carry_grad_2 = w + 708000;   /* (20, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_mul_grad = w + 712000;   /* (20, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_add_grad = w;   /* (20, 800) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_2_matmul_grad_2 = w + 980000;   /* (800, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_matmul_grad_3 = w + 560000;   /* (T, 20, 600), graphs/awd_lstm.lua:72 */
+  real *mul_grad = w + 1680000;   /* (T, 20, 600), graphs/awd_lstm.lua:42 */
+  real *rnns_1_broadcast_grad = w + 3540000;   /* (20, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_carry_grad = w + 2100000;   /* (20, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_matmul_grad = w + 2136000;   /* (20, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_carry_grad_2 = w + 2112000;   /* (20, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_mul_grad = w + 2124000;   /* (20, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_add_grad = w;   /* (20, 2400) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_1_matmul_grad_2 = w + 1680000;   /* (2400, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_matmul_grad_3 = w + 3120000;   /* (T, 20, 600), graphs/awd_lstm.lua:72 */
+  real *mul_grad_2 = w + 1680000;   /* (T, 20, 600), graphs/awd_lstm.lua:42 */
+  real *rnns_0_carry_grad = w + 2100000;   /* (20, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_matmul_grad = w + 2136000;   /* (20, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_carry_grad_2 = w + 2112000;   /* (20, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_mul_grad = w + 2124000;   /* (20, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_add_grad = w;   /* (20, 2400) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_0_matmul_grad_2 = w + 1680000;   /* (2400, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_matmul_grad_3 = w + 3120000;   /* (T, 20, 200), graphs/awd_lstm.lua:72 */
+  real *mul_grad_3 = w + 6655600;   /* (T, 20, 200), graphs/awd_lstm.lua:42 */
+  real *encoder_embedding_grad = w;   /* (33278, 200), graphs/awd_lstm.lua:57 */
   /* gradients */
   real *d_decoder_bias = c->grad + 12106800;   /* gradient of decoder.bias (33278) */
   real *d_rnns_2_module_bias_ih_l0 = c->grad + 12105200;   /* gradient of rnns.2.module.bias_ih_l0 (800) */
@@ -1341,6 +1341,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   memcpy(hidden_1_c, rnns_1_add, 12000 * sizeof(real));   /* state hidden.1.c, detached */
   memcpy(hidden_2_h, rnns_2_mul + (T - 1) * 4000, 4000 * sizeof(real));   /* state hidden.2.h, detached */
   memcpy(hidden_2_c, rnns_2_add, 4000 * sizeof(real));   /* state hidden.2.c, detached */
+  c->objective = add[0];
   /* gradients */
   memcpy(d_rnns_0_module_bias_hh_l0, d_rnns_0_module_bias_ih_l0, 2400 * sizeof(real));   /* rnns.0.module.bias_hh_l0 */
   if (c->grad_ready) c->grad_ready(c, 4);   /* rnns.0.module.bias_hh_l0 final */
@@ -1348,14 +1349,14 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   if (c->grad_ready) c->grad_ready(c, 8);   /* rnns.1.module.bias_hh_l0 final */
   memcpy(d_rnns_2_module_bias_hh_l0, d_rnns_2_module_bias_ih_l0, 800 * sizeof(real));   /* rnns.2.module.bias_hh_l0 */
   if (c->grad_ready) c->grad_ready(c, 12);   /* rnns.2.module.bias_hh_l0 final */
-  return have_targets ? add[0] : 0;
+  return have_targets ? nll_loss[0] : 0;
 }
 
 /* ---------------------------------------------------------------- eval: batch 10 */
 
 /* n3 = embedding(n2, n0)
  *   (T, 10, 200) <- (33278, 200), (T, 10)
- *   graphs/awd_lstm.lua:55 */
+ *   graphs/awd_lstm.lua:57 */
 static void eval_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 10*T; i++)
@@ -1364,7 +1365,7 @@ static void eval_encoder_embedding(real *y, const real *w, const int32_t *ids, i
 
 /* n11 = matmul_bias(n3, n4, n6) b^T
  *   (T, 10, 2400) <- (T, 10, 200), (2400, 200), (2400)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void eval_rnns_0_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
@@ -1381,7 +1382,7 @@ static void eval_rnns_0_matmul_bias(real *y, const real *a, const real *b, const
 
 /* n13 = carry(n8, n30)
  *   per step: (10, 600) <- (10, 600), (10, 600)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by eval_rnns_0_carry, eval_rnns_0_carry_2, eval_rnns_1_carry,
  *             eval_rnns_1_carry_2
  *   (the nodes above are eval_rnns_0_carry's) */
@@ -1392,7 +1393,7 @@ static void eval_rnns_carry(real *y, const real *x)
 
 /* n15 = matmul(n13, n5) b^T
  *   per step: (10, 2400) <- (10, 600), (2400, 600)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by eval_rnns_0_matmul, eval_rnns_1_matmul
  *   (the nodes above are eval_rnns_0_matmul's) */
 static void eval_rnns_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
@@ -1422,7 +1423,7 @@ static void eval_rnns_matmul(real *y, const real *a, const real *b, const lmc_bf
  *   n29 = tanh(n28) (10, 600)
  *   n30 = mul(n25, n29) (10, 600), stored in y1
  *   reads x0 = n12, x1 = n15, x2 = n7, x3 = n14
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by eval_rnns_0_cell, eval_rnns_1_cell
  *   (the nodes above are eval_rnns_0_cell's) */
 static void eval_rnns_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, real *restrict y1)
@@ -1453,7 +1454,7 @@ static void eval_rnns_cell(real *restrict y0, const real *x0, const real *x1, co
 
 /* n41 = matmul_bias(n31, n34, n36) b^T
  *   (T, 10, 2400) <- (T, 10, 600), (2400, 600), (2400)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void eval_rnns_1_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
@@ -1470,7 +1471,7 @@ static void eval_rnns_1_matmul_bias(real *y, const real *a, const real *b, const
 
 /* n71 = matmul_bias(n61, n64, n66) b^T
  *   (T, 10, 800) <- (T, 10, 600), (800, 600), (800)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void eval_rnns_2_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 10*T; i0++)
@@ -1487,7 +1488,7 @@ static void eval_rnns_2_matmul_bias(real *y, const real *a, const real *b, const
 
 /* n73 = carry(n68, n90)
  *   per step: (10, 200) <- (10, 200), (10, 200)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by eval_rnns_2_carry, eval_rnns_2_carry_2
  *   (the nodes above are eval_rnns_2_carry's) */
 static void eval_rnns_2_carry(real *y, const real *x)
@@ -1497,7 +1498,7 @@ static void eval_rnns_2_carry(real *y, const real *x)
 
 /* n75 = matmul(n73, n65) b^T
  *   per step: (10, 800) <- (10, 200), (800, 200)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void eval_rnns_2_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   if (b16) {   /* --precision bf16 */
@@ -1525,7 +1526,7 @@ static void eval_rnns_2_matmul(real *y, const real *a, const real *b, const lmc_
  *   n89 = tanh(n88) (10, 200)
  *   n90 = mul(n85, n89) (10, 200), stored in y1
  *   reads x0 = n72, x1 = n75, x2 = n67, x3 = n74
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void eval_rnns_2_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, real *restrict y1)
 {
   for (long i0 = 0; i0 < 10; i0++)
@@ -1558,7 +1559,7 @@ static void eval_rnns_2_cell(real *restrict y0, const real *x0, const real *x1, 
  *   n97 = log_softmax(n96) (T, 10, 33278), with nt
  *   n98 = nll_loss(n97, n1) (), stored in loss
  *   reads h = n91, w = n2, bias = n95, target = n1
- *   graphs/awd_lstm.lua:81 */
+ *   graphs/awd_lstm.lua:83 */
 static void eval_log_softmax_nll(real *loss, const real *h, const real *w, const real *bias, const int32_t *target, int nt, real *block /* rows x 1024 logits, in cache */, const lmc_bf16 *w16, lmc_bf16 *s16, int T)
 {
   real max[700];
@@ -1629,26 +1630,26 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   real *hidden_2_c = c->state + 26000;   /* state hidden.2.c (10, 200) */
   /* values in c->work (values never live at once share bytes) */
   real *no_targets = w + 2568000;   /* read as targets when run() gets none */
-  real *encoder_embedding = w + 1680000;   /* (T, 10, 200), graphs/awd_lstm.lua:55 */
-  real *rnns_0_matmul_bias = w;   /* (T, 10, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_0_carry = w + 2124000;   /* (10, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_mul = w + 1680000;   /* (10, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_0_carry_2 = w + 2130000;   /* (10, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_add = w + 2544000;   /* (10, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_matmul = w + 2100000;   /* (10, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_1_matmul_bias = w;   /* (T, 10, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_1_carry = w + 2550000;   /* (10, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_mul = w + 2100000;   /* (10, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_1_carry_2 = w + 2556000;   /* (10, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_add = w + 2562000;   /* (10, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_matmul = w + 2520000;   /* (10, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_2_matmul_bias = w;   /* (T, 10, 800), graphs/awd_lstm.lua:70 */
-  real *rnns_2_carry = w + 708000;   /* (10, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_mul = w + 560000;   /* (10, 200) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_2_carry_2 = w + 710000;   /* (10, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_add = w + 712000;   /* (10, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_matmul = w + 700000;   /* (10, 800), graphs/awd_lstm.lua:70 */
-  real *nll_loss = w;   /* (), graphs/awd_lstm.lua:82 */
+  real *encoder_embedding = w + 1680000;   /* (T, 10, 200), graphs/awd_lstm.lua:57 */
+  real *rnns_0_matmul_bias = w;   /* (T, 10, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_0_carry = w + 2124000;   /* (10, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_mul = w + 1680000;   /* (10, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_0_carry_2 = w + 2130000;   /* (10, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_add = w + 2544000;   /* (10, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_matmul = w + 2100000;   /* (10, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_1_matmul_bias = w;   /* (T, 10, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_1_carry = w + 2550000;   /* (10, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_mul = w + 2100000;   /* (10, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_1_carry_2 = w + 2556000;   /* (10, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_add = w + 2562000;   /* (10, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_matmul = w + 2520000;   /* (10, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_2_matmul_bias = w;   /* (T, 10, 800), graphs/awd_lstm.lua:72 */
+  real *rnns_2_carry = w + 708000;   /* (10, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_mul = w + 560000;   /* (10, 200) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_2_carry_2 = w + 710000;   /* (10, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_add = w + 712000;   /* (10, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_matmul = w + 700000;   /* (10, 800), graphs/awd_lstm.lua:72 */
+  real *nll_loss = w;   /* (), graphs/awd_lstm.lua:84 */
   real *logit_block = w + 2568704;   /* the loss kernel's logits, 1024 columns at a time */
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnns_0_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnns.0.module.weight_ih_l0 (2400, 200) in bf16 */
@@ -1698,7 +1699,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
 
 /* n3 = embedding(n2, n0)
  *   (T, 1, 200) <- (33278, 200), (T, 1)
- *   graphs/awd_lstm.lua:55 */
+ *   graphs/awd_lstm.lua:57 */
 static void gen_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < T; i++)
@@ -1707,7 +1708,7 @@ static void gen_encoder_embedding(real *y, const real *w, const int32_t *ids, in
 
 /* n10 = matmul(n3, n4) b^T
  *   (T, 1, 2400) <- (T, 1, 200), (2400, 200)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void gen_rnns_0_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   if (b16) {   /* --precision bf16 */
@@ -1720,7 +1721,7 @@ static void gen_rnns_0_matmul(real *y, const real *a, const real *b, const lmc_b
 
 /* n11 = add(n10, n6)
  *   (T, 1, 2400) <- (T, 1, 2400), (2400)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by gen_rnns_0_add, gen_rnns_1_add
  *   (the nodes above are gen_rnns_0_add's) */
 static void gen_rnns_add(real *y, const real *a, const real *b, int T)
@@ -1732,7 +1733,7 @@ static void gen_rnns_add(real *y, const real *a, const real *b, int T)
 
 /* n13 = carry(n8, n30)
  *   per step: (1, 600) <- (1, 600), (1, 600)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by gen_rnns_0_carry, gen_rnns_0_carry_2, gen_rnns_1_carry,
  *             gen_rnns_1_carry_2
  *   (the nodes above are gen_rnns_0_carry's) */
@@ -1743,7 +1744,7 @@ static void gen_rnns_carry(real *y, const real *x)
 
 /* n15 = matmul(n13, n5) b^T
  *   per step: (1, 2400) <- (1, 600), (2400, 600)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by gen_rnns_0_matmul_2, gen_rnns_1_matmul_2
  *   (the nodes above are gen_rnns_0_matmul_2's) */
 static void gen_rnns_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
@@ -1773,7 +1774,7 @@ static void gen_rnns_matmul(real *y, const real *a, const real *b, const lmc_bf1
  *   n29 = tanh(n28) (1, 600)
  *   n30 = mul(n25, n29) (1, 600), stored in y1
  *   reads x0 = n12, x1 = n15, x2 = n7, x3 = n14
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by gen_rnns_0_cell, gen_rnns_1_cell
  *   (the nodes above are gen_rnns_0_cell's) */
 static void gen_rnns_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, real *restrict y1)
@@ -1804,7 +1805,7 @@ static void gen_rnns_cell(real *restrict y0, const real *x0, const real *x1, con
 
 /* n40 = matmul(n31, n34) b^T
  *   (T, 1, 2400) <- (T, 1, 600), (2400, 600)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void gen_rnns_1_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   if (b16) {   /* --precision bf16 */
@@ -1817,7 +1818,7 @@ static void gen_rnns_1_matmul(real *y, const real *a, const real *b, const lmc_b
 
 /* n70 = matmul(n61, n64) b^T
  *   (T, 1, 800) <- (T, 1, 600), (800, 600)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void gen_rnns_2_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   if (b16) {   /* --precision bf16 */
@@ -1830,7 +1831,7 @@ static void gen_rnns_2_matmul(real *y, const real *a, const real *b, const lmc_b
 
 /* n71 = add(n70, n66)
  *   (T, 1, 800) <- (T, 1, 800), (800)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void gen_rnns_2_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -1840,7 +1841,7 @@ static void gen_rnns_2_add(real *y, const real *a, const real *b, int T)
 
 /* n73 = carry(n68, n90)
  *   per step: (1, 200) <- (1, 200), (1, 200)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by gen_rnns_2_carry, gen_rnns_2_carry_2
  *   (the nodes above are gen_rnns_2_carry's) */
 static void gen_rnns_2_carry(real *y, const real *x)
@@ -1850,7 +1851,7 @@ static void gen_rnns_2_carry(real *y, const real *x)
 
 /* n75 = matmul(n73, n65) b^T
  *   per step: (1, 800) <- (1, 200), (800, 200)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void gen_rnns_2_matmul_2(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   if (b16) {   /* --precision bf16 */
@@ -1878,7 +1879,7 @@ static void gen_rnns_2_matmul_2(real *y, const real *a, const real *b, const lmc
  *   n89 = tanh(n88) (1, 200)
  *   n90 = mul(n85, n89) (1, 200), stored in y1
  *   reads x0 = n72, x1 = n75, x2 = n67, x3 = n74
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void gen_rnns_2_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, real *restrict y1)
 {
   for (long i0 = 0; i0 < 200; i0++) {
@@ -1905,9 +1906,9 @@ static void gen_rnns_2_cell(real *restrict y0, const real *x0, const real *x1, c
   }
 }
 
-/* n100 = matmul(n99, n2) b^T
+/* n125 = matmul(n124, n2) b^T
  *   (1, 1, 33278) <- (1, 1, 200), (33278, 200)
- *   graphs/awd_lstm.lua:80 */
+ *   graphs/awd_lstm.lua:82 */
 static void gen_decoder_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   if (b16) {   /* --precision bf16 */
@@ -1918,18 +1919,18 @@ static void gen_decoder_matmul(real *y, const real *a, const real *b, const lmc_
   lmc_sgemm_abt_mt(nt, 1, 33278, 200, a, 200, b, 200, 0, y, 33278);
 }
 
-/* n101 = add(n100, n95)
+/* n126 = add(n125, n95)
  *   (1, 1, 33278) <- (1, 1, 33278), (33278)
- *   graphs/awd_lstm.lua:80 */
+ *   graphs/awd_lstm.lua:82 */
 static void gen_decoder_add(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 33278; i0++)
     y[i0] = a[i0] + b[i0];
 }
 
-/* n102 = log_softmax(n101)
+/* n127 = log_softmax(n126)
  *   (1, 1, 33278) <- (1, 1, 33278)
- *   graphs/awd_lstm.lua:81 */
+ *   graphs/awd_lstm.lua:83 */
 static void gen_log_softmax(real *y, const real *x)
 {
   const long n = 33278;
@@ -1980,31 +1981,31 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   real *hidden_2_c = c->state + 2600;   /* state hidden.2.c (1, 200) */
   /* values in c->work (values never live at once share bytes) */
   real *no_targets = w + 210624;   /* read as targets when run() gets none */
-  real *encoder_embedding = w + 84000;   /* (T, 1, 200), graphs/awd_lstm.lua:55 */
-  real *rnns_0_matmul = w;   /* (T, 1, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_0_add = w + 84000;   /* (T, 1, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_0_carry = w + 2400;   /* (1, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_mul = w + 168000;   /* (1, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_0_carry_2 = w + 3008;   /* (1, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_add_2 = w + 210016;   /* (1, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_matmul_2 = w;   /* (1, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_1_matmul = w;   /* (T, 1, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_1_add = w + 84000;   /* (T, 1, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_1_carry = w + 2400;   /* (1, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_mul = w + 189008;   /* (1, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_1_carry_2 = w + 3008;   /* (1, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_add_2 = w + 73568;   /* (1, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_matmul_2 = w;   /* (1, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_2_matmul = w;   /* (T, 1, 800), graphs/awd_lstm.lua:70 */
-  real *rnns_2_add = w + 28000;   /* (T, 1, 800), graphs/awd_lstm.lua:70 */
-  real *rnns_2_carry = w + 800;   /* (1, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_mul = w + 66560;   /* (1, 200) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_2_carry_2 = w + 1008;   /* (1, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_add_2 = w + 74176;   /* (1, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_matmul_2 = w;   /* (1, 800), graphs/awd_lstm.lua:70 */
-  real *decoder_matmul = w;   /* (1, 1, 33278), graphs/awd_lstm.lua:80 */
-  real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/awd_lstm.lua:80 */
-  real *log_softmax = w;   /* (1, 1, 33278), graphs/awd_lstm.lua:81 */
+  real *encoder_embedding = w + 84000;   /* (T, 1, 200), graphs/awd_lstm.lua:57 */
+  real *rnns_0_matmul = w;   /* (T, 1, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_0_add = w + 84000;   /* (T, 1, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_0_carry = w + 2400;   /* (1, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_mul = w + 168000;   /* (1, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_0_carry_2 = w + 3008;   /* (1, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_add_2 = w + 210016;   /* (1, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_matmul_2 = w;   /* (1, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_1_matmul = w;   /* (T, 1, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_1_add = w + 84000;   /* (T, 1, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_1_carry = w + 2400;   /* (1, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_mul = w + 189008;   /* (1, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_1_carry_2 = w + 3008;   /* (1, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_add_2 = w + 73568;   /* (1, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_matmul_2 = w;   /* (1, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_2_matmul = w;   /* (T, 1, 800), graphs/awd_lstm.lua:72 */
+  real *rnns_2_add = w + 28000;   /* (T, 1, 800), graphs/awd_lstm.lua:72 */
+  real *rnns_2_carry = w + 800;   /* (1, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_mul = w + 66560;   /* (1, 200) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_2_carry_2 = w + 1008;   /* (1, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_add_2 = w + 74176;   /* (1, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_matmul_2 = w;   /* (1, 800), graphs/awd_lstm.lua:72 */
+  real *decoder_matmul = w;   /* (1, 1, 33278), graphs/awd_lstm.lua:82 */
+  real *decoder_add = w + 33280;   /* (1, 1, 33278), graphs/awd_lstm.lua:82 */
+  real *log_softmax = w;   /* (1, 1, 33278), graphs/awd_lstm.lua:83 */
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnns_0_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnns.0.module.weight_ih_l0 (2400, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
@@ -2057,7 +2058,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
 
 /* n3 = embedding(n2, n0)
  *   (T, 8, 200) <- (33278, 200), (T, 8)
- *   graphs/awd_lstm.lua:55 */
+ *   graphs/awd_lstm.lua:57 */
 static void sample_encoder_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 8*T; i++)
@@ -2066,7 +2067,7 @@ static void sample_encoder_embedding(real *y, const real *w, const int32_t *ids,
 
 /* n11 = matmul_bias(n3, n4, n6) b^T
  *   (T, 8, 2400) <- (T, 8, 200), (2400, 200), (2400)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void sample_rnns_0_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
@@ -2083,7 +2084,7 @@ static void sample_rnns_0_matmul_bias(real *y, const real *a, const real *b, con
 
 /* n13 = carry(n8, n30)
  *   per step: (8, 600) <- (8, 600), (8, 600)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by sample_rnns_0_carry, sample_rnns_0_carry_2, sample_rnns_1_carry,
  *             sample_rnns_1_carry_2
  *   (the nodes above are sample_rnns_0_carry's) */
@@ -2094,7 +2095,7 @@ static void sample_rnns_carry(real *y, const real *x)
 
 /* n15 = matmul(n13, n5) b^T
  *   per step: (8, 2400) <- (8, 600), (2400, 600)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by sample_rnns_0_matmul, sample_rnns_1_matmul
  *   (the nodes above are sample_rnns_0_matmul's) */
 static void sample_rnns_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
@@ -2124,7 +2125,7 @@ static void sample_rnns_matmul(real *y, const real *a, const real *b, const lmc_
  *   n29 = tanh(n28) (8, 600)
  *   n30 = mul(n25, n29) (8, 600), stored in y1
  *   reads x0 = n12, x1 = n15, x2 = n7, x3 = n14
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by sample_rnns_0_cell, sample_rnns_1_cell
  *   (the nodes above are sample_rnns_0_cell's) */
 static void sample_rnns_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, real *restrict y1)
@@ -2155,7 +2156,7 @@ static void sample_rnns_cell(real *restrict y0, const real *x0, const real *x1, 
 
 /* n41 = matmul_bias(n31, n34, n36) b^T
  *   (T, 8, 2400) <- (T, 8, 600), (2400, 600), (2400)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void sample_rnns_1_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
@@ -2172,7 +2173,7 @@ static void sample_rnns_1_matmul_bias(real *y, const real *a, const real *b, con
 
 /* n71 = matmul_bias(n61, n64, n66) b^T
  *   (T, 8, 800) <- (T, 8, 600), (800, 600), (800)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void sample_rnns_2_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
   for (long i0 = 0; i0 < 8*T; i0++)
@@ -2189,7 +2190,7 @@ static void sample_rnns_2_matmul_bias(real *y, const real *a, const real *b, con
 
 /* n73 = carry(n68, n90)
  *   per step: (8, 200) <- (8, 200), (8, 200)
- *   graphs/awd_lstm.lua:70
+ *   graphs/awd_lstm.lua:72
  *   shared by sample_rnns_2_carry, sample_rnns_2_carry_2
  *   (the nodes above are sample_rnns_2_carry's) */
 static void sample_rnns_2_carry(real *y, const real *x)
@@ -2199,7 +2200,7 @@ static void sample_rnns_2_carry(real *y, const real *x)
 
 /* n75 = matmul(n73, n65) b^T
  *   per step: (8, 800) <- (8, 200), (800, 200)
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void sample_rnns_2_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   if (b16) {   /* --precision bf16 */
@@ -2227,7 +2228,7 @@ static void sample_rnns_2_matmul(real *y, const real *a, const real *b, const lm
  *   n89 = tanh(n88) (8, 200)
  *   n90 = mul(n85, n89) (8, 200), stored in y1
  *   reads x0 = n72, x1 = n75, x2 = n67, x3 = n74
- *   graphs/awd_lstm.lua:70 */
+ *   graphs/awd_lstm.lua:72 */
 static void sample_rnns_2_cell(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3, real *restrict y1)
 {
   for (long i0 = 0; i0 < 8; i0++)
@@ -2254,9 +2255,9 @@ static void sample_rnns_2_cell(real *restrict y0, const real *x0, const real *x1
     }
 }
 
-/* n101 = matmul_bias(n99, n2, n95) b^T
+/* n126 = matmul_bias(n124, n2, n95) b^T
  *   (1, 8, 33278) <- (1, 8, 200), (33278, 200), (33278)
- *   graphs/awd_lstm.lua:80 */
+ *   graphs/awd_lstm.lua:82 */
 static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   for (long i0 = 0; i0 < 8; i0++)
@@ -2270,9 +2271,9 @@ static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, co
   lmc_sgemm_abt_mt(nt, 8, 33278, 200, a, 200, b, 200, 1, y, 33278);
 }
 
-/* n102 = log_softmax(n101)
+/* n127 = log_softmax(n126)
  *   (1, 8, 33278) <- (1, 8, 33278)
- *   graphs/awd_lstm.lua:81 */
+ *   graphs/awd_lstm.lua:83 */
 static void sample_log_softmax(real *y, const real *x)
 {
   const long n = 33278;
@@ -2323,27 +2324,27 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   real *hidden_2_c = c->state + 20800;   /* state hidden.2.c (8, 200) */
   /* values in c->work (values never live at once share bytes) */
   real *no_targets = w + 1046400;   /* read as targets when run() gets none */
-  real *encoder_embedding = w + 672000;   /* (T, 8, 200), graphs/awd_lstm.lua:55 */
-  real *rnns_0_matmul_bias = w;   /* (T, 8, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_0_carry = w + 859200;   /* (8, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_mul = w + 672000;   /* (8, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_0_carry_2 = w + 864000;   /* (8, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_add = w + 1027200;   /* (8, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_0_matmul = w + 840000;   /* (8, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_1_matmul_bias = w;   /* (T, 8, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_1_carry = w + 1032000;   /* (8, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_mul = w + 840000;   /* (8, 600) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_1_carry_2 = w + 1036800;   /* (8, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_add = w + 1041600;   /* (8, 600), graphs/awd_lstm.lua:70 */
-  real *rnns_1_matmul = w + 1008000;   /* (8, 2400), graphs/awd_lstm.lua:70 */
-  real *rnns_2_matmul_bias = w;   /* (T, 8, 800), graphs/awd_lstm.lua:70 */
-  real *rnns_2_carry = w + 230400;   /* (8, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_mul = w + 532448;   /* (8, 200) per step, graphs/awd_lstm.lua:70 */
-  real *rnns_2_carry_2 = w + 232000;   /* (8, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_add = w + 588448;   /* (8, 200), graphs/awd_lstm.lua:70 */
-  real *rnns_2_matmul = w + 224000;   /* (8, 800), graphs/awd_lstm.lua:70 */
-  real *decoder_matmul_bias = w;   /* (1, 8, 33278), graphs/awd_lstm.lua:80 */
-  real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/awd_lstm.lua:81 */
+  real *encoder_embedding = w + 672000;   /* (T, 8, 200), graphs/awd_lstm.lua:57 */
+  real *rnns_0_matmul_bias = w;   /* (T, 8, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_0_carry = w + 859200;   /* (8, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_mul = w + 672000;   /* (8, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_0_carry_2 = w + 864000;   /* (8, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_add = w + 1027200;   /* (8, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_0_matmul = w + 840000;   /* (8, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_1_matmul_bias = w;   /* (T, 8, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_1_carry = w + 1032000;   /* (8, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_mul = w + 840000;   /* (8, 600) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_1_carry_2 = w + 1036800;   /* (8, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_add = w + 1041600;   /* (8, 600), graphs/awd_lstm.lua:72 */
+  real *rnns_1_matmul = w + 1008000;   /* (8, 2400), graphs/awd_lstm.lua:72 */
+  real *rnns_2_matmul_bias = w;   /* (T, 8, 800), graphs/awd_lstm.lua:72 */
+  real *rnns_2_carry = w + 230400;   /* (8, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_mul = w + 532448;   /* (8, 200) per step, graphs/awd_lstm.lua:72 */
+  real *rnns_2_carry_2 = w + 232000;   /* (8, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_add = w + 588448;   /* (8, 200), graphs/awd_lstm.lua:72 */
+  real *rnns_2_matmul = w + 224000;   /* (8, 800), graphs/awd_lstm.lua:72 */
+  real *decoder_matmul_bias = w;   /* (1, 8, 33278), graphs/awd_lstm.lua:82 */
+  real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/awd_lstm.lua:83 */
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnns_0_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnns.0.module.weight_ih_l0 (2400, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
@@ -2408,7 +2409,7 @@ const LmcModel lmc_model = {
   .train = {
     .batch = 20,
     .max_seq = 35,
-    .work_numel = 42464224,
+    .work_numel = 42464240,
     .state_numel = 56000,
     .nstate = 6,
     .state = train_state,
@@ -2463,4 +2464,5 @@ const LmcModel lmc_model = {
   },
   .step = { .run = NULL },
   .fma = LMC_FMA,
+  .has_objective = 1,
 };
