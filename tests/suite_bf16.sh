@@ -34,21 +34,7 @@ export LMC_LIBDIR OPENBLAS_NUM_THREADS
 DATA=tests/data/tiny_train
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/suite_bf16.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-
-# result N WHAT FIGURE STATUS: STATUS 0 passes
-result() {
-  if [ "$4" -eq 0 ]; then
-    echo "PASS $1 $2: $3"
-    passed=$((passed + 1))
-  else
-    echo "FAIL $1 $2: $3"
-    failed=$((failed + 1))
-  fi
-}
-
-show() { sed 's/^/    /' "$1" | tail -n 20; }
+. tests/result.sh   # passed, failed, result, show
 
 # within A B TOL: |A - B| <= TOL |B|, printing the relative difference
 rel() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; printf "%.3g", b ? d / (b < 0 ? -b : b) : d }'; }

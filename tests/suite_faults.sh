@@ -31,22 +31,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/suite_faults.XXXXXX")
 fs=$tmp/fs
 mounted=0
 trap '[ $mounted -eq 1 ] && umount "$fs"; rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-
-# result N WHAT FIGURE STATUS: STATUS 0 passes
-result() {
-  if [ "$4" -eq 0 ]; then
-    echo "PASS $1 $2: $3"
-    passed=$((passed + 1))
-  else
-    echo "FAIL $1 $2: $3"
-    failed=$((failed + 1))
-  fi
-}
-
-# show FILE: a failed check's evidence, indented
-show() { sed 's/^/    /' "$1" | tail -n 20; }
+. tests/result.sh   # passed, failed, result, show
 
 if [ ! -x "$T" ]; then
   echo "$T: error: not built (make $B/tests/check_train builds it)"

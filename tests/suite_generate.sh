@@ -36,21 +36,7 @@ OPENBLAS_NUM_THREADS=1
 export LMC_LIBDIR OPENBLAS_NUM_THREADS
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/suite_generate.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-
-# result N WHAT FIGURE STATUS: STATUS 0 passes
-result() {
-  if [ "$4" -eq 0 ]; then
-    echo "PASS $1 $2: $3"
-    passed=$((passed + 1))
-  else
-    echo "FAIL $1 $2: $3"
-    failed=$((failed + 1))
-  fi
-}
-
-show() { sed 's/^/    /' "$1" | tail -n 20; }
+. tests/result.sh   # passed, failed, result, show
 
 # ---------------------------------------------------------------- 1 build
 tb=$tmp/b

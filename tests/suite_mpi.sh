@@ -46,20 +46,7 @@ OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export LMC_LIBDIR OPENBLAS_NUM_THREADS OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/suite_mpi.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-
-result() {
-  if [ "$4" -eq 0 ]; then
-    echo "PASS $1 $2: $3"
-    passed=$((passed + 1))
-  else
-    echo "FAIL $1 $2: $3"
-    failed=$((failed + 1))
-  fi
-}
-
-show() { sed 's/^/    /' "$1" | tail -n 20; }
+. tests/result.sh   # passed, failed, result, show
 
 data=tests/data/tiny
 mpirun="mpirun --oversubscribe -np 2"
