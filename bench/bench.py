@@ -560,12 +560,28 @@ def targets(res, w):
     w("")
 
 
+# The line after which bench/README.md holds sections written by hand (runs
+# outside make bench, each with its command); report() keeps them.
+HAND_MARK = "<!-- Written by hand from here on; bench/bench.py keeps what follows. -->"
+
+
+def kept_sections(readme):
+    try:
+        with open(readme) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return ""
+    at = text.find(HAND_MARK)
+    return text[at:] if at >= 0 else ""
+
+
 def report(res, meta):
     os.makedirs(OUT, exist_ok=True)
     L = []
     w = L.append
     w("# Benchmark: lmc against PyTorch\n")
-    w("Written by `bench/bench.py` (`make bench`); do not edit by hand.\n")
+    w("Written by `bench/bench.py` (`make bench`) down to the sections written by hand, which it keeps; "
+      "do not edit the part above them.\n")
     w(f"- **run**: {meta['date']}, `{meta['command']}`{' (quick variant)' if QUICK else ''}, "
       f"{meta['wall_min']:.1f} min in all")
     w(f"- **machine**: {meta['cpu']}, {meta['cores']} cores; load average at the start {meta['load']}")
@@ -680,8 +696,13 @@ def report(res, meta):
     w("```\nmake bench                  # the full table, under 30 minutes\nmake bench NATIVE=1         # trainers built with -march=native (opt-in, not portable)\nBENCH_QUICK=1 make bench    "
       "# LSTM only, fewer batches, under 5 minutes\nBENCH_MODELS=lstm,gru BENCH_THREADS=1 make bench\n"
       "make tune MODEL=lstm        # pass configurations; the fastest goes to build/tune/lstm.flags\n```")
-    with open(os.path.join(OUT, "README.md"), "w") as f:
+    readme = os.path.join(OUT, "README.md")
+    kept = kept_sections(readme)
+    with open(readme + ".tmp", "w") as f:
         f.write("\n".join(L) + "\n")
+        if kept:
+            f.write("\n" + kept)
+    os.replace(readme + ".tmp", readme)
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump({"meta": meta, "results": res}, f, indent=1, sort_keys=True)
         f.write("\n")

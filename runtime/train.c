@@ -444,10 +444,12 @@ static void share_resume(Trainer *t)
  * ranks */
 static void log_line(Trainer *t, long batch, long nbatch, double loss, double ms, double tps, double comm)
 {
-  char share[32] = "";
+  char share[32] = "", lr[32];
   if (dist_size() > 1) snprintf(share, sizeof share, " | comm %.1f%%", 100 * comm);
-  out(t, "| epoch %3d | %5ld/%5ld batches | lr %02.2f | ms/batch %5.2f | loss %5.2f | ppl %8.2f | tok/s %.0f%s\n",
-      t->epoch, batch, nbatch, t->lr, ms, loss, exp(loss), tps, share);
+  /* main.py's two decimals, which would show AdamW's 1e-3 as 0.00 */
+  snprintf(lr, sizeof lr, t->lr >= 0.01 || t->lr == 0 ? "%02.2f" : "%.2e", t->lr);
+  out(t, "| epoch %3d | %5ld/%5ld batches | lr %s | ms/batch %5.2f | loss %5.2f | ppl %8.2f | tok/s %.0f%s\n",
+      t->epoch, batch, nbatch, lr, ms, loss, exp(loss), tps, share);
   if (t->csv) {
     fprintf(t->csv, "%d,%ld,%.9g,%.9g,%.9g,%.6g,%.6g\n", t->epoch, batch, t->lr, loss, exp(loss), ms, tps);
     fflush(t->csv);

@@ -526,7 +526,7 @@ START_TEST(test_resume_adamw)
   TrainOptions o = options(2);
   o.adamw = true;
   ck_assert_int_eq(train(&o), 0);
-  ck_assert_ptr_nonnull(strstr(out_text, "| lr 0.00 |"));   /* 0.001 as main.py prints it */
+  ck_assert_ptr_nonnull(strstr(out_text, "| lr 1.00e-03 |"));   /* main.py's %.2f would print 0.00 */
   real straight[22 * 22 + 22], resumed[22 * 22 + 22];
   MetaList m = load_meta(o.save, straight);
   ck_assert_str_eq(meta_get(&m, "optimizer"), "adamw");
@@ -1298,7 +1298,7 @@ START_TEST(test_ckpt_other_optimizer)
   ck_assert_ptr_nonnull(strstr(err_text, "sgd.safetensors was trained with sgd (lr 20); continuing with adamw at lr "
                                          "0.001 (its default), the moments from zero\n"));
   ck_assert_ptr_nonnull(strstr(out_text, "| epoch   2 |    40/"));
-  ck_assert_ptr_nonnull(strstr(strstr(out_text, "| epoch   2 |    40/"), "| lr 0.00 |"));
+  ck_assert_ptr_nonnull(strstr(strstr(out_text, "| epoch   2 |    40/"), "| lr 1.00e-03 |"));
   o.adamw = false;
   o.resume = tmp("adamw.safetensors");
   o.save = tmp("sgd2.safetensors");
