@@ -700,12 +700,20 @@ struct Program {
   Graph *gen;             /* batch 1, forward only */
   Graph *sample;          /* SAMPLE_BATCH or the smaller eval batch, forward only: generate --samples N; or NULL */
   Graph *step;            /* batch 1, forward only, new positions over key/value caches (kv_cache.c); or NULL */
+  Graph *steps;           /* the step program at the sample program's batch: generate --samples N; or NULL */
   Hyper *hyper;
   int nhyper;
   const char *flags;      /* the lmc command line, for `info` and checkpoints */
   const char *source;     /* graph file name */
   Layout *layout;         /* place() */
 };
+
+/* The programs in the order the emitted file defines them, and their
+ * names (each a prefix of its kernels' names, none a prefix of another
+ * followed by '_'). */
+enum { NPROGRAM = 6 };
+extern const char *const program_name[NPROGRAM];
+void program_graphs(const Program *p, Graph *gs[NPROGRAM]);
 
 void emit_c(Program *p, FILE *out);
 

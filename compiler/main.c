@@ -6,7 +6,8 @@
  * The graph file is loaded once per specialisation (training at batch_size
  * with dropout, evaluation at eval_batch_size, generation at batch 1 and at
  * SAMPLE_BATCH, and, for a graph whose positions meet only in causal
- * attention, generation over key/value caches, kv_cache.c): up to five runs
+ * attention, generation over key/value caches at batch 1 and at SAMPLE_BATCH,
+ * kv_cache.c): up to six runs
  * of it.  Each goes through the same pipeline, and emit_c writes them into
  * one C file sharing one parameter layout.
  */
@@ -274,6 +275,12 @@ static int cmd_compile(int argc, char **argv)
     ir_drop_output(p.step, "loss");
     ir_drop_output(p.step, "objective");
     optimize(p.step, &o, false);
+    if (sample_batch > 1) {   /* and the samples of --samples N, a column each */
+      p.steps = load(&o, sample_batch, false, 0, true, &hyper, &nhyper);
+      ir_drop_output(p.steps, "loss");
+      ir_drop_output(p.steps, "objective");
+      optimize(p.steps, &o, false);
+    }
   }
   if (!strcmp(o.emit, "c"))
     place(&p);   /* where every value lives: the layout, each program's arena */

@@ -251,8 +251,9 @@ void place(Program *p)
   layout_params(l, p->train);
   layout_grads(l, p->train);
   p->layout = l;
-  Graph *gs[5] = {p->train, p->eval, p->gen, p->sample, p->step};
-  for (int k = 0; k < 5; k++) {
+  Graph *gs[NPROGRAM];
+  program_graphs(p, gs);
+  for (int k = 0; k < NPROGRAM; k++) {
     if (!gs[k])
       continue;
     plan_arena(gs[k]);

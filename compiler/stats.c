@@ -143,9 +143,10 @@ void print_stats(Program *p, FILE *f)
   else
     fprintf(f, "gradients:          %.2f MB\n", mb(ngrad * real));
   fprintf(f, "optimizer state:    %.2f MB with AdamW (m and v), 0 with SGD\n", mb(2 * nparam * real));
-  Graph *gs[5] = {p->train, p->eval, p->gen, p->sample, p->step};
-  static const char *const names[5] = {"train", "eval", "gen", "sample", "step"};
-  for (int k = 0; k < 5; k++) {
+  Graph *gs[NPROGRAM];
+  program_graphs(p, gs);
+  const char *const *names = program_name;
+  for (int k = 0; k < NPROGRAM; k++) {
     if (!gs[k])
       continue;
     Cost c = cost(gs[k]);

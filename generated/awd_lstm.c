@@ -2463,6 +2463,7 @@ const LmcModel lmc_model = {
     .work16_numel = 168000,
   },
   .step = { .run = NULL },
+  .steps = { .run = NULL },
   .fma = LMC_FMA,
   .has_objective = 1,
 };

@@ -401,7 +401,8 @@ static void train_transformer_h_attn_bmm(real *y, const real *a, const real *b, 
  *   shared by train_transformer_h_0_attn_const,
  *             eval_transformer_h_0_attn_const, gen_transformer_h_0_attn_const,
  *             sample_transformer_h_0_attn_const,
- *             step_transformer_h_0_attn_const
+ *             step_transformer_h_0_attn_const,
+ *             steps_transformer_h_0_attn_const
  *   (the nodes above are train_transformer_h_0_attn_const's) */
 static void train_transformer_h_0_attn_const(real *y)
 {
@@ -3584,7 +3585,10 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
 
 /* n4 = embedding(n2, n0)
  *   (T, 8, 128) <- (33278, 128), (T, 8)
- *   graphs/gpt.lua:80 */
+ *   graphs/gpt.lua:80
+ *   shared by sample_transformer_wte_embedding,
+ *             steps_transformer_wte_embedding
+ *   (the nodes above are sample_transformer_wte_embedding's) */
 static void sample_transformer_wte_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 8*T; i++)
@@ -3593,7 +3597,9 @@ static void sample_transformer_wte_embedding(real *y, const real *w, const int32
 
 /* n7 = add(n4, n6)
  *   (T, 8, 128) <- (T, 8, 128), (T, 1, 128)
- *   graphs/gpt.lua:81 */
+ *   graphs/gpt.lua:81
+ *   shared by sample_add, steps_add
+ *   (the nodes above are sample_add's) */
 static void sample_add(real *y, const real *a, const real *b, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -3611,7 +3617,14 @@ static void sample_add(real *y, const real *a, const real *b, int T)
  *             sample_transformer_h_1_ln_2_normalize,
  *             sample_transformer_h_2_ln_1_normalize,
  *             sample_transformer_h_2_ln_2_normalize,
- *             sample_transformer_h_3_ln_1_normalize
+ *             sample_transformer_h_3_ln_1_normalize,
+ *             steps_transformer_h_0_ln_1_normalize,
+ *             steps_transformer_h_0_ln_2_normalize,
+ *             steps_transformer_h_1_ln_1_normalize,
+ *             steps_transformer_h_1_ln_2_normalize,
+ *             steps_transformer_h_2_ln_1_normalize,
+ *             steps_transformer_h_2_ln_2_normalize,
+ *             steps_transformer_h_3_ln_1_normalize
  *   (the nodes above are sample_transformer_h_0_ln_1_normalize's) */
 static void sample_transformer_h_normalize(real *y, const real *x, int T)
 {
@@ -3641,7 +3654,14 @@ static void sample_transformer_h_normalize(real *y, const real *x, int T)
  *             sample_transformer_h_1_ln_2_fused,
  *             sample_transformer_h_2_ln_1_fused,
  *             sample_transformer_h_2_ln_2_fused,
- *             sample_transformer_h_3_ln_1_fused
+ *             sample_transformer_h_3_ln_1_fused,
+ *             steps_transformer_h_0_ln_1_fused,
+ *             steps_transformer_h_0_ln_2_fused,
+ *             steps_transformer_h_1_ln_1_fused,
+ *             steps_transformer_h_1_ln_2_fused,
+ *             steps_transformer_h_2_ln_1_fused,
+ *             steps_transformer_h_2_ln_2_fused,
+ *             steps_transformer_h_3_ln_1_fused
  *   (the nodes above are sample_transformer_h_0_ln_1_fused's) */
 static void sample_transformer_h_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
 {
@@ -3659,7 +3679,11 @@ static void sample_transformer_h_fused(real *restrict y0, const real *x0, const 
  *   shared by sample_transformer_h_0_attn_c_attn_matmul_bias,
  *             sample_transformer_h_1_attn_c_attn_matmul_bias,
  *             sample_transformer_h_2_attn_c_attn_matmul_bias,
- *             sample_transformer_h_3_attn_c_attn_matmul_bias
+ *             sample_transformer_h_3_attn_c_attn_matmul_bias,
+ *             steps_transformer_h_0_attn_c_attn_matmul_bias,
+ *             steps_transformer_h_1_attn_c_attn_matmul_bias,
+ *             steps_transformer_h_2_attn_c_attn_matmul_bias,
+ *             steps_transformer_h_3_attn_c_attn_matmul_bias
  *   (the nodes above are sample_transformer_h_0_attn_c_attn_matmul_bias's) */
 static void sample_transformer_h_attn_c_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
@@ -3681,7 +3705,11 @@ static void sample_transformer_h_attn_c_attn_matmul_bias(real *y, const real *a,
  *   shared by sample_transformer_h_0_attn_slice,
  *             sample_transformer_h_1_attn_slice,
  *             sample_transformer_h_2_attn_slice,
- *             sample_transformer_h_3_attn_slice
+ *             sample_transformer_h_3_attn_slice,
+ *             steps_transformer_h_0_attn_slice,
+ *             steps_transformer_h_1_attn_slice,
+ *             steps_transformer_h_2_attn_slice,
+ *             steps_transformer_h_3_attn_slice
  *   (the nodes above are sample_transformer_h_0_attn_slice's) */
 static void sample_transformer_h_attn_slice(real *y, const real *x, int T)
 {
@@ -3704,7 +3732,11 @@ static void sample_transformer_h_attn_slice(real *y, const real *x, int T)
  *             sample_transformer_h_2_attn_transpose_3,
  *             sample_transformer_h_3_attn_transpose,
  *             sample_transformer_h_3_attn_transpose_2,
- *             sample_transformer_h_3_attn_transpose_3
+ *             sample_transformer_h_3_attn_transpose_3,
+ *             steps_transformer_h_0_attn_transpose,
+ *             steps_transformer_h_0_attn_transpose_2,
+ *             steps_transformer_h_0_attn_transpose_3,
+ *             steps_transformer_h_1_attn_transpose, and 8 more
  *   (the nodes above are sample_transformer_h_0_attn_transpose's) */
 static void sample_transformer_h_attn_transpose(real *y, const real *x, int T)
 {
@@ -3720,7 +3752,11 @@ static void sample_transformer_h_attn_transpose(real *y, const real *x, int T)
  *   shared by sample_transformer_h_0_attn_slice_2,
  *             sample_transformer_h_1_attn_slice_2,
  *             sample_transformer_h_2_attn_slice_2,
- *             sample_transformer_h_3_attn_slice_2
+ *             sample_transformer_h_3_attn_slice_2,
+ *             steps_transformer_h_0_attn_slice_2,
+ *             steps_transformer_h_1_attn_slice_2,
+ *             steps_transformer_h_2_attn_slice_2,
+ *             steps_transformer_h_3_attn_slice_2
  *   (the nodes above are sample_transformer_h_0_attn_slice_2's) */
 static void sample_transformer_h_attn_slice_2(real *y, const real *x, int T)
 {
@@ -3735,7 +3771,11 @@ static void sample_transformer_h_attn_slice_2(real *y, const real *x, int T)
  *   shared by sample_transformer_h_0_attn_slice_3,
  *             sample_transformer_h_1_attn_slice_3,
  *             sample_transformer_h_2_attn_slice_3,
- *             sample_transformer_h_3_attn_slice_3
+ *             sample_transformer_h_3_attn_slice_3,
+ *             steps_transformer_h_0_attn_slice_3,
+ *             steps_transformer_h_1_attn_slice_3,
+ *             steps_transformer_h_2_attn_slice_3,
+ *             steps_transformer_h_3_attn_slice_3
  *   (the nodes above are sample_transformer_h_0_attn_slice_3's) */
 static void sample_transformer_h_attn_slice_3(real *y, const real *x, int T)
 {
@@ -3833,7 +3873,11 @@ static void sample_transformer_h_attn_bmm_2(real *y, const real *a, const real *
  *   shared by sample_transformer_h_0_attn_transpose_4,
  *             sample_transformer_h_1_attn_transpose_4,
  *             sample_transformer_h_2_attn_transpose_4,
- *             sample_transformer_h_3_attn_transpose_4
+ *             sample_transformer_h_3_attn_transpose_4,
+ *             steps_transformer_h_0_attn_transpose_4,
+ *             steps_transformer_h_1_attn_transpose_4,
+ *             steps_transformer_h_2_attn_transpose_4,
+ *             steps_transformer_h_3_attn_transpose_4
  *   (the nodes above are sample_transformer_h_0_attn_transpose_4's) */
 static void sample_transformer_h_attn_transpose_2(real *y, const real *x, int T)
 {
@@ -3848,7 +3892,10 @@ static void sample_transformer_h_attn_transpose_2(real *y, const real *x, int T)
  *   graphs/gpt.lua:59
  *   shared by sample_transformer_h_0_attn_c_proj_matmul_bias,
  *             sample_transformer_h_1_attn_c_proj_matmul_bias,
- *             sample_transformer_h_2_attn_c_proj_matmul_bias
+ *             sample_transformer_h_2_attn_c_proj_matmul_bias,
+ *             steps_transformer_h_0_attn_c_proj_matmul_bias,
+ *             steps_transformer_h_1_attn_c_proj_matmul_bias,
+ *             steps_transformer_h_2_attn_c_proj_matmul_bias
  *   (the nodes above are sample_transformer_h_0_attn_c_proj_matmul_bias's) */
 static void sample_transformer_h_attn_c_proj_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
@@ -3869,7 +3916,10 @@ static void sample_transformer_h_attn_c_proj_matmul_bias(real *y, const real *a,
  *   graphs/gpt.lua:71
  *   shared by sample_transformer_h_0_add, sample_transformer_h_0_add_2,
  *             sample_transformer_h_1_add, sample_transformer_h_1_add_2,
- *             sample_transformer_h_2_add, sample_transformer_h_2_add_2
+ *             sample_transformer_h_2_add, sample_transformer_h_2_add_2,
+ *             steps_transformer_h_0_add, steps_transformer_h_0_add_2,
+ *             steps_transformer_h_1_add, steps_transformer_h_1_add_2,
+ *             steps_transformer_h_2_add, steps_transformer_h_2_add_2
  *   (the nodes above are sample_transformer_h_0_add's) */
 static void sample_transformer_h_add(real *y, const real *a, const real *b, int T)
 {
@@ -3882,7 +3932,10 @@ static void sample_transformer_h_add(real *y, const real *a, const real *b, int 
  *   graphs/gpt.lua:65
  *   shared by sample_transformer_h_0_mlp_c_fc_matmul_bias,
  *             sample_transformer_h_1_mlp_c_fc_matmul_bias,
- *             sample_transformer_h_2_mlp_c_fc_matmul_bias
+ *             sample_transformer_h_2_mlp_c_fc_matmul_bias,
+ *             steps_transformer_h_0_mlp_c_fc_matmul_bias,
+ *             steps_transformer_h_1_mlp_c_fc_matmul_bias,
+ *             steps_transformer_h_2_mlp_c_fc_matmul_bias
  *   (the nodes above are sample_transformer_h_0_mlp_c_fc_matmul_bias's) */
 static void sample_transformer_h_mlp_c_fc_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
@@ -3902,7 +3955,8 @@ static void sample_transformer_h_mlp_c_fc_matmul_bias(real *y, const real *a, co
  *   (T, 8, 512) <- (T, 8, 512)
  *   graphs/gpt.lua:65
  *   shared by sample_transformer_h_0_mlp_gelu, sample_transformer_h_1_mlp_gelu,
- *             sample_transformer_h_2_mlp_gelu
+ *             sample_transformer_h_2_mlp_gelu, steps_transformer_h_0_mlp_gelu,
+ *             steps_transformer_h_1_mlp_gelu, steps_transformer_h_2_mlp_gelu
  *   (the nodes above are sample_transformer_h_0_mlp_gelu's) */
 static void sample_transformer_h_mlp_gelu(real *y, const real *x, int T)
 {
@@ -3915,7 +3969,10 @@ static void sample_transformer_h_mlp_gelu(real *y, const real *x, int T)
  *   graphs/gpt.lua:66
  *   shared by sample_transformer_h_0_mlp_c_proj_matmul_bias,
  *             sample_transformer_h_1_mlp_c_proj_matmul_bias,
- *             sample_transformer_h_2_mlp_c_proj_matmul_bias
+ *             sample_transformer_h_2_mlp_c_proj_matmul_bias,
+ *             steps_transformer_h_0_mlp_c_proj_matmul_bias,
+ *             steps_transformer_h_1_mlp_c_proj_matmul_bias,
+ *             steps_transformer_h_2_mlp_c_proj_matmul_bias
  *   (the nodes above are sample_transformer_h_0_mlp_c_proj_matmul_bias's) */
 static void sample_transformer_h_mlp_c_proj_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
@@ -3937,7 +3994,11 @@ static void sample_transformer_h_mlp_c_proj_matmul_bias(real *y, const real *a, 
  *   shared by sample_transformer_h_0_attn_c_proj_matmul_bias_2,
  *             sample_transformer_h_1_attn_c_proj_matmul_bias_2,
  *             sample_transformer_h_2_attn_c_proj_matmul_bias_2,
- *             sample_transformer_h_3_attn_c_proj_matmul_bias
+ *             sample_transformer_h_3_attn_c_proj_matmul_bias,
+ *             steps_transformer_h_0_attn_c_proj_matmul_bias_2,
+ *             steps_transformer_h_1_attn_c_proj_matmul_bias_2,
+ *             steps_transformer_h_2_attn_c_proj_matmul_bias_2,
+ *             steps_transformer_h_3_attn_c_proj_matmul_bias
  *   (the nodes above are sample_transformer_h_0_attn_c_proj_matmul_bias_2's) */
 static void sample_transformer_h_attn_c_proj_matmul_bias_2(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
@@ -3956,7 +4017,9 @@ static void sample_transformer_h_attn_c_proj_matmul_bias_2(real *y, const real *
  *   n206 = add(n204, n205) (1, 8, 128)
  *   n210 = add(n206, n209) (1, 8, 128), stored in y0
  *   reads x0 = n204, x1 = n205, x2 = n209
- *   graphs/gpt.lua:71 */
+ *   graphs/gpt.lua:71
+ *   shared by sample_transformer_h_0_fused, steps_transformer_h_0_fused
+ *   (the nodes above are sample_transformer_h_0_fused's) */
 static void sample_transformer_h_0_fused(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 8; i0++)
@@ -3974,7 +4037,12 @@ static void sample_transformer_h_0_fused(real *restrict y0, const real *x0, cons
  *             sample_transformer_h_1_ln_2_normalize_2,
  *             sample_transformer_h_2_ln_2_normalize_2,
  *             sample_transformer_h_3_ln_2_normalize,
- *             sample_transformer_ln_f_normalize
+ *             sample_transformer_ln_f_normalize,
+ *             steps_transformer_h_0_ln_2_normalize_2,
+ *             steps_transformer_h_1_ln_2_normalize_2,
+ *             steps_transformer_h_2_ln_2_normalize_2,
+ *             steps_transformer_h_3_ln_2_normalize,
+ *             steps_transformer_ln_f_normalize
  *   (the nodes above are sample_transformer_h_0_ln_2_normalize_2's) */
 static void sample_transformer_normalize(real *y, const real *x)
 {
@@ -4001,7 +4069,11 @@ static void sample_transformer_normalize(real *y, const real *x)
  *   shared by sample_transformer_h_0_ln_2_fused_2,
  *             sample_transformer_h_1_ln_2_fused_2,
  *             sample_transformer_h_2_ln_2_fused_2,
- *             sample_transformer_h_3_ln_2_fused, sample_transformer_ln_f_fused
+ *             sample_transformer_h_3_ln_2_fused, sample_transformer_ln_f_fused,
+ *             steps_transformer_h_0_ln_2_fused_2,
+ *             steps_transformer_h_1_ln_2_fused_2,
+ *             steps_transformer_h_2_ln_2_fused_2,
+ *             steps_transformer_h_3_ln_2_fused, steps_transformer_ln_f_fused
  *   (the nodes above are sample_transformer_h_0_ln_2_fused_2's) */
 static void sample_transformer_fused(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
@@ -4019,7 +4091,11 @@ static void sample_transformer_fused(real *restrict y0, const real *x0, const re
  *   shared by sample_transformer_h_0_mlp_c_fc_matmul_bias_2,
  *             sample_transformer_h_1_mlp_c_fc_matmul_bias_2,
  *             sample_transformer_h_2_mlp_c_fc_matmul_bias_2,
- *             sample_transformer_h_3_mlp_c_fc_matmul_bias
+ *             sample_transformer_h_3_mlp_c_fc_matmul_bias,
+ *             steps_transformer_h_0_mlp_c_fc_matmul_bias_2,
+ *             steps_transformer_h_1_mlp_c_fc_matmul_bias_2,
+ *             steps_transformer_h_2_mlp_c_fc_matmul_bias_2,
+ *             steps_transformer_h_3_mlp_c_fc_matmul_bias
  *   (the nodes above are sample_transformer_h_0_mlp_c_fc_matmul_bias_2's) */
 static void sample_transformer_h_mlp_c_fc_matmul_bias_2(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
@@ -4040,7 +4116,10 @@ static void sample_transformer_h_mlp_c_fc_matmul_bias_2(real *y, const real *a, 
  *   shared by sample_transformer_h_0_mlp_gelu_2,
  *             sample_transformer_h_1_mlp_gelu_2,
  *             sample_transformer_h_2_mlp_gelu_2,
- *             sample_transformer_h_3_mlp_gelu
+ *             sample_transformer_h_3_mlp_gelu,
+ *             steps_transformer_h_0_mlp_gelu_2,
+ *             steps_transformer_h_1_mlp_gelu_2,
+ *             steps_transformer_h_2_mlp_gelu_2, steps_transformer_h_3_mlp_gelu
  *   (the nodes above are sample_transformer_h_0_mlp_gelu_2's) */
 static void sample_transformer_h_mlp_gelu_2(real *y, const real *x)
 {
@@ -4054,7 +4133,11 @@ static void sample_transformer_h_mlp_gelu_2(real *y, const real *x)
  *   shared by sample_transformer_h_0_mlp_c_proj_matmul_bias_2,
  *             sample_transformer_h_1_mlp_c_proj_matmul_bias_2,
  *             sample_transformer_h_2_mlp_c_proj_matmul_bias_2,
- *             sample_transformer_h_3_mlp_c_proj_matmul_bias
+ *             sample_transformer_h_3_mlp_c_proj_matmul_bias,
+ *             steps_transformer_h_0_mlp_c_proj_matmul_bias_2,
+ *             steps_transformer_h_1_mlp_c_proj_matmul_bias_2,
+ *             steps_transformer_h_2_mlp_c_proj_matmul_bias_2,
+ *             steps_transformer_h_3_mlp_c_proj_matmul_bias
  *   (the nodes above are sample_transformer_h_0_mlp_c_proj_matmul_bias_2's) */
 static void sample_transformer_h_mlp_c_proj_matmul_bias_2(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
@@ -4075,7 +4158,8 @@ static void sample_transformer_h_mlp_c_proj_matmul_bias_2(real *y, const real *a
  *   reads x0 = n210, x1 = n218, x2 = n222
  *   graphs/gpt.lua:71
  *   shared by sample_transformer_h_1_fused, sample_transformer_h_2_fused,
- *             sample_transformer_h_3_fused
+ *             sample_transformer_h_3_fused, steps_transformer_h_1_fused,
+ *             steps_transformer_h_2_fused, steps_transformer_h_3_fused
  *   (the nodes above are sample_transformer_h_1_fused's) */
 static void sample_transformer_h_fused_2(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
@@ -4088,7 +4172,9 @@ static void sample_transformer_h_fused_2(real *restrict y0, const real *x0, cons
 
 /* n258 = add(n249, n257)
  *   (1, 8, 128) <- (1, 8, 128), (1, 8, 128)
- *   graphs/gpt.lua:72 */
+ *   graphs/gpt.lua:72
+ *   shared by sample_transformer_h_3_add, steps_transformer_h_3_add
+ *   (the nodes above are sample_transformer_h_3_add's) */
 static void sample_transformer_h_3_add(real *y, const real *a, const real *b)
 {
   for (long i0 = 0; i0 < 1024; i0++)
@@ -4097,7 +4183,9 @@ static void sample_transformer_h_3_add(real *y, const real *a, const real *b)
 
 /* n262 = matmul(n261, n2) b^T
  *   (1, 8, 33278) <- (1, 8, 128), (33278, 128)
- *   graphs/gpt.lua:86 */
+ *   graphs/gpt.lua:86
+ *   shared by sample_lm_head_matmul, steps_lm_head_matmul
+ *   (the nodes above are sample_lm_head_matmul's) */
 static void sample_lm_head_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   if (b16) {   /* --precision bf16 */
@@ -4110,7 +4198,9 @@ static void sample_lm_head_matmul(real *y, const real *a, const real *b, const l
 
 /* n263 = log_softmax(n262)
  *   (1, 8, 33278) <- (1, 8, 33278)
- *   graphs/gpt.lua:87 */
+ *   graphs/gpt.lua:87
+ *   shared by sample_log_softmax, steps_log_softmax
+ *   (the nodes above are sample_log_softmax's) */
 static void sample_log_softmax(real *y, const real *x)
 {
   const long n = 33278;
@@ -4447,7 +4537,9 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
 
 /* n5 = slice(n3) axis 0 from 0
  *   (64, 128) <- (64, 128)
- *   graphs/gpt.lua:81 */
+ *   graphs/gpt.lua:81
+ *   shared by step_slice, steps_slice
+ *   (the nodes above are step_slice's) */
 static void step_slice(real *y, const real *x)
 {
   for (long i0 = 0; i0 < 8192; i0++)
@@ -4456,7 +4548,9 @@ static void step_slice(real *y, const real *x)
 
 /* n6 = slice_pos(n5) axis 0
  *   (T, 128) <- (64, 128)
- *   graphs/gpt.lua:81 */
+ *   graphs/gpt.lua:81
+ *   shared by step_slice_pos, steps_slice_pos
+ *   (the nodes above are step_slice_pos's) */
 static void step_slice_pos(real *y, const real *x, int pos, int T)
 {
   for (long o = 0; o < 1; o++)
@@ -4504,7 +4598,10 @@ static void step_transformer_h_attn_bmm(real *y, const real *a, const real *b, l
 
 /* n32 = causal_mask()
  *   (T, 64)
- *   graphs/gpt.lua:56 */
+ *   graphs/gpt.lua:56
+ *   shared by step_transformer_h_0_attn_causal_mask,
+ *             steps_transformer_h_0_attn_causal_mask
+ *   (the nodes above are step_transformer_h_0_attn_causal_mask's) */
 static void step_transformer_h_0_attn_causal_mask(real *y, int pos, int T)
 {
   for (long i = 0; i < T; i++)
@@ -4943,6 +5040,474 @@ static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   return 0;
 }
 
+/* ---------------------------------------------------------------- steps: batch 8 */
+
+/* n28 = kv_write(n27, n23) axis 2
+ *   (8, 4, 64, 32) <- (8, 4, 64, 32), (8, 4, T, 32)
+ *   graphs/gpt.lua:56
+ *   shared by steps_transformer_h_0_attn_kv_write,
+ *             steps_transformer_h_0_attn_kv_write_2,
+ *             steps_transformer_h_1_attn_kv_write,
+ *             steps_transformer_h_1_attn_kv_write_2,
+ *             steps_transformer_h_2_attn_kv_write,
+ *             steps_transformer_h_2_attn_kv_write_2,
+ *             steps_transformer_h_3_attn_kv_write,
+ *             steps_transformer_h_3_attn_kv_write_2
+ *   (the nodes above are steps_transformer_h_0_attn_kv_write's) */
+static void steps_transformer_h_attn_kv_write(real *y, const real *x, const real *r, int pos, int T)
+{
+  memcpy(y, x, 65536 * sizeof *y);
+  for (long o = 0; o < 32; o++)
+    memcpy(y + (o * 64 + pos) * 32, r + o * T * 32, T * 32 * sizeof *y);
+}
+
+/* n29 = bmm(n20, n28) b^T
+ *   (8, 4, T, 64) <- (8, 4, T, 32), (8, 4, 64, 32)
+ *   graphs/gpt.lua:56
+ *   shared by steps_transformer_h_0_attn_bmm, steps_transformer_h_1_attn_bmm,
+ *             steps_transformer_h_2_attn_bmm, steps_transformer_h_3_attn_bmm
+ *   (the nodes above are steps_transformer_h_0_attn_bmm's) */
+static void steps_transformer_h_attn_bmm(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
+{
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1024*T);
+    lmc_to_bf16(b, s16 + 65536, 65536);
+    for (long i = 0; i < 32; i++)
+      lmc_gemm_bf16(0, 1, T, 64, 32, s16 + i * 32*T, 32, s16 + 65536 + i * 2048, 32, 0, y + i * 64*T, 64, nt);
+    return;
+  }
+  for (long i = 0; i < 32; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 64, 32,
+                1, a + i * 32*T, 32, b + i * 2048, 32, 0, y + i * 64*T, 64);
+}
+
+/* fused: 2 nodes in one loop over (8, 4, T, 64)
+ *   n31 = mul(n29, n30) (8, 4, T, 64)
+ *   n33 = add(n31, n32) (8, 4, T, 64), stored in y0
+ *   reads x0 = n29, x1 = n32
+ *   graphs/gpt.lua:56
+ *   shared by steps_transformer_h_0_attn_fused,
+ *             steps_transformer_h_1_attn_fused,
+ *             steps_transformer_h_2_attn_fused,
+ *             steps_transformer_h_3_attn_fused
+ *   (the nodes above are steps_transformer_h_0_attn_fused's) */
+static void steps_transformer_h_attn_fused(real *restrict y0, const real *x0, const real *x1, int T)
+{
+  for (long i0 = 0; i0 < 32; i0++)
+    for (long i1 = 0; i1 < 64*T; i1++) {
+      real v0 = x0[i0 * 64*T + i1] * (real)0.17677669529663687;   /* mul */
+      real v1 = v0 + x1[i1];   /* add */
+      y0[i0 * 64*T + i1] = v1;
+    }
+}
+
+/* n34 = softmax(n33)
+ *   (8, 4, T, 64) <- (8, 4, T, 64)
+ *   graphs/gpt.lua:57
+ *   shared by steps_transformer_h_0_attn_softmax,
+ *             steps_transformer_h_1_attn_softmax,
+ *             steps_transformer_h_2_attn_softmax,
+ *             steps_transformer_h_3_attn_softmax
+ *   (the nodes above are steps_transformer_h_0_attn_softmax's) */
+static void steps_transformer_h_attn_softmax(real *y, const real *x, int T)
+{
+  const long n = 64;
+  for (long r = 0; r < 32*T; r++) {
+    const real *xr = x + r * n;
+    real *yr = y + r * n;
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
+    for (long i = 0; i < n; i++)
+      yr[i] = (real)(yr[i] / sum);
+  }
+}
+
+/* n37 = bmm(n34, n36)
+ *   (8, 4, T, 32) <- (8, 4, T, 64), (8, 4, 64, 32)
+ *   graphs/gpt.lua:58
+ *   shared by steps_transformer_h_0_attn_bmm_2,
+ *             steps_transformer_h_1_attn_bmm_2,
+ *             steps_transformer_h_2_attn_bmm_2,
+ *             steps_transformer_h_3_attn_bmm_2
+ *   (the nodes above are steps_transformer_h_0_attn_bmm_2's) */
+static void steps_transformer_h_attn_bmm_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
+{
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 2048*T);
+    lmc_to_bf16(b, s16 + 131072, 65536);
+    for (long i = 0; i < 32; i++)
+      lmc_gemm_bf16(0, 0, T, 32, 64, s16 + i * 64*T, 64, s16 + 131072 + i * 2048, 32, 0, y + i * 32*T, 32, nt);
+    return;
+  }
+  for (long i = 0; i < 32; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 32, 64,
+                1, a + i * 64*T, 64, b + i * 2048, 32, 0, y + i * 32*T, 32);
+}
+
+static const LmcTensorDesc steps_state[] = {
+  { .name = "kv_cache.0", .rank = 4, .shape = { 8, 4, 64, 32 }, .offset = 0, .numel = 65536, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.1", .rank = 4, .shape = { 8, 4, 64, 32 }, .offset = 65536, .numel = 65536, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.2", .rank = 4, .shape = { 8, 4, 64, 32 }, .offset = 131072, .numel = 65536, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.3", .rank = 4, .shape = { 8, 4, 64, 32 }, .offset = 196608, .numel = 65536, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.4", .rank = 4, .shape = { 8, 4, 64, 32 }, .offset = 262144, .numel = 65536, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.5", .rank = 4, .shape = { 8, 4, 64, 32 }, .offset = 327680, .numel = 65536, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.6", .rank = 4, .shape = { 8, 4, 64, 32 }, .offset = 393216, .numel = 65536, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.7", .rank = 4, .shape = { 8, 4, 64, 32 }, .offset = 458752, .numel = 65536, .init = LMC_INIT_ZERO, .alias = -1 },
+};
+
+static double steps_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
+{
+  real *w = c->work;
+  /* parameters */
+  const real *transformer_wte_weight = c->param;   /* transformer.wte.weight (33278, 128) */
+  const real *transformer_wpe_weight = c->param + 4259584;   /* transformer.wpe.weight (64, 128) */
+  const real *transformer_h_0_ln_1_weight = c->param + 4267776;   /* transformer.h.0.ln_1.weight (128) */
+  const real *transformer_h_0_ln_1_bias = c->param + 4267904;   /* transformer.h.0.ln_1.bias (128) */
+  const real *transformer_h_0_attn_c_attn_weight = c->param + 4268032;   /* transformer.h.0.attn.c_attn.weight (384, 128) */
+  const real *transformer_h_0_attn_c_attn_bias = c->param + 4317184;   /* transformer.h.0.attn.c_attn.bias (384) */
+  const real *transformer_h_0_attn_c_proj_weight = c->param + 4317568;   /* transformer.h.0.attn.c_proj.weight (128, 128) */
+  const real *transformer_h_0_attn_c_proj_bias = c->param + 4333952;   /* transformer.h.0.attn.c_proj.bias (128) */
+  const real *transformer_h_0_ln_2_weight = c->param + 4334080;   /* transformer.h.0.ln_2.weight (128) */
+  const real *transformer_h_0_ln_2_bias = c->param + 4334208;   /* transformer.h.0.ln_2.bias (128) */
+  const real *transformer_h_0_mlp_c_fc_weight = c->param + 4334336;   /* transformer.h.0.mlp.c_fc.weight (512, 128) */
+  const real *transformer_h_0_mlp_c_fc_bias = c->param + 4399872;   /* transformer.h.0.mlp.c_fc.bias (512) */
+  const real *transformer_h_0_mlp_c_proj_weight = c->param + 4400384;   /* transformer.h.0.mlp.c_proj.weight (128, 512) */
+  const real *transformer_h_0_mlp_c_proj_bias = c->param + 4465920;   /* transformer.h.0.mlp.c_proj.bias (128) */
+  const real *transformer_h_1_ln_1_weight = c->param + 4466048;   /* transformer.h.1.ln_1.weight (128) */
+  const real *transformer_h_1_ln_1_bias = c->param + 4466176;   /* transformer.h.1.ln_1.bias (128) */
+  const real *transformer_h_1_attn_c_attn_weight = c->param + 4466304;   /* transformer.h.1.attn.c_attn.weight (384, 128) */
+  const real *transformer_h_1_attn_c_attn_bias = c->param + 4515456;   /* transformer.h.1.attn.c_attn.bias (384) */
+  const real *transformer_h_1_attn_c_proj_weight = c->param + 4515840;   /* transformer.h.1.attn.c_proj.weight (128, 128) */
+  const real *transformer_h_1_attn_c_proj_bias = c->param + 4532224;   /* transformer.h.1.attn.c_proj.bias (128) */
+  const real *transformer_h_1_ln_2_weight = c->param + 4532352;   /* transformer.h.1.ln_2.weight (128) */
+  const real *transformer_h_1_ln_2_bias = c->param + 4532480;   /* transformer.h.1.ln_2.bias (128) */
+  const real *transformer_h_1_mlp_c_fc_weight = c->param + 4532608;   /* transformer.h.1.mlp.c_fc.weight (512, 128) */
+  const real *transformer_h_1_mlp_c_fc_bias = c->param + 4598144;   /* transformer.h.1.mlp.c_fc.bias (512) */
+  const real *transformer_h_1_mlp_c_proj_weight = c->param + 4598656;   /* transformer.h.1.mlp.c_proj.weight (128, 512) */
+  const real *transformer_h_1_mlp_c_proj_bias = c->param + 4664192;   /* transformer.h.1.mlp.c_proj.bias (128) */
+  const real *transformer_h_2_ln_1_weight = c->param + 4664320;   /* transformer.h.2.ln_1.weight (128) */
+  const real *transformer_h_2_ln_1_bias = c->param + 4664448;   /* transformer.h.2.ln_1.bias (128) */
+  const real *transformer_h_2_attn_c_attn_weight = c->param + 4664576;   /* transformer.h.2.attn.c_attn.weight (384, 128) */
+  const real *transformer_h_2_attn_c_attn_bias = c->param + 4713728;   /* transformer.h.2.attn.c_attn.bias (384) */
+  const real *transformer_h_2_attn_c_proj_weight = c->param + 4714112;   /* transformer.h.2.attn.c_proj.weight (128, 128) */
+  const real *transformer_h_2_attn_c_proj_bias = c->param + 4730496;   /* transformer.h.2.attn.c_proj.bias (128) */
+  const real *transformer_h_2_ln_2_weight = c->param + 4730624;   /* transformer.h.2.ln_2.weight (128) */
+  const real *transformer_h_2_ln_2_bias = c->param + 4730752;   /* transformer.h.2.ln_2.bias (128) */
+  const real *transformer_h_2_mlp_c_fc_weight = c->param + 4730880;   /* transformer.h.2.mlp.c_fc.weight (512, 128) */
+  const real *transformer_h_2_mlp_c_fc_bias = c->param + 4796416;   /* transformer.h.2.mlp.c_fc.bias (512) */
+  const real *transformer_h_2_mlp_c_proj_weight = c->param + 4796928;   /* transformer.h.2.mlp.c_proj.weight (128, 512) */
+  const real *transformer_h_2_mlp_c_proj_bias = c->param + 4862464;   /* transformer.h.2.mlp.c_proj.bias (128) */
+  const real *transformer_h_3_ln_1_weight = c->param + 4862592;   /* transformer.h.3.ln_1.weight (128) */
+  const real *transformer_h_3_ln_1_bias = c->param + 4862720;   /* transformer.h.3.ln_1.bias (128) */
+  const real *transformer_h_3_attn_c_attn_weight = c->param + 4862848;   /* transformer.h.3.attn.c_attn.weight (384, 128) */
+  const real *transformer_h_3_attn_c_attn_bias = c->param + 4912000;   /* transformer.h.3.attn.c_attn.bias (384) */
+  const real *transformer_h_3_attn_c_proj_weight = c->param + 4912384;   /* transformer.h.3.attn.c_proj.weight (128, 128) */
+  const real *transformer_h_3_attn_c_proj_bias = c->param + 4928768;   /* transformer.h.3.attn.c_proj.bias (128) */
+  const real *transformer_h_3_ln_2_weight = c->param + 4928896;   /* transformer.h.3.ln_2.weight (128) */
+  const real *transformer_h_3_ln_2_bias = c->param + 4929024;   /* transformer.h.3.ln_2.bias (128) */
+  const real *transformer_h_3_mlp_c_fc_weight = c->param + 4929152;   /* transformer.h.3.mlp.c_fc.weight (512, 128) */
+  const real *transformer_h_3_mlp_c_fc_bias = c->param + 4994688;   /* transformer.h.3.mlp.c_fc.bias (512) */
+  const real *transformer_h_3_mlp_c_proj_weight = c->param + 4995200;   /* transformer.h.3.mlp.c_proj.weight (128, 512) */
+  const real *transformer_h_3_mlp_c_proj_bias = c->param + 5060736;   /* transformer.h.3.mlp.c_proj.bias (128) */
+  const real *transformer_ln_f_weight = c->param + 5060864;   /* transformer.ln_f.weight (128) */
+  const real *transformer_ln_f_bias = c->param + 5060992;   /* transformer.ln_f.bias (128) */
+  /* state */
+  real *kv_cache_0 = c->state;   /* state kv_cache.0 (8, 4, 64, 32) */
+  real *kv_cache_1 = c->state + 65536;   /* state kv_cache.1 (8, 4, 64, 32) */
+  real *kv_cache_2 = c->state + 131072;   /* state kv_cache.2 (8, 4, 64, 32) */
+  real *kv_cache_3 = c->state + 196608;   /* state kv_cache.3 (8, 4, 64, 32) */
+  real *kv_cache_4 = c->state + 262144;   /* state kv_cache.4 (8, 4, 64, 32) */
+  real *kv_cache_5 = c->state + 327680;   /* state kv_cache.5 (8, 4, 64, 32) */
+  real *kv_cache_6 = c->state + 393216;   /* state kv_cache.6 (8, 4, 64, 32) */
+  real *kv_cache_7 = c->state + 458752;   /* state kv_cache.7 (8, 4, 64, 32) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 1318912;   /* read as targets when run() gets none */
+  real *transformer_wte_embedding = w + 524288;   /* (T, 8, 128), graphs/gpt.lua:80 */
+  real *slice = w;   /* (64, 128), graphs/gpt.lua:81 */
+  real *slice_pos = w + 1310720;   /* (T, 128), graphs/gpt.lua:81 */
+  real *add = w + 262144;   /* (T, 8, 128), graphs/gpt.lua:81 */
+  real *transformer_h_0_ln_1_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_0_ln_1_add = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_0_attn_c_attn_matmul_bias = w;   /* (T, 8, 384), graphs/gpt.lua:51 */
+  real *transformer_h_0_attn_slice = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_transpose = w + 327680;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_slice_2 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_transpose_2 = w + 393216;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_slice_3 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_transpose_3 = w + 458752;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_0_attn_kv_write = w + 589824;   /* (8, 4, 64, 32), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_bmm = w;   /* (8, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_const = w + 1249280;   /* (), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_causal_mask = w + 1245184;   /* (T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_add = w + 131072;   /* (8, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_0_attn_softmax = w;   /* (8, 4, T, 64), graphs/gpt.lua:57 */
+  real *transformer_h_0_attn_kv_write_2 = w + 655360;   /* (8, 4, 64, 32), graphs/gpt.lua:58 */
+  real *transformer_h_0_attn_bmm_2 = w + 131072;   /* (8, 4, T, 32), graphs/gpt.lua:58 */
+  real *transformer_h_0_attn_transpose_4 = w + 720896;   /* (T, 8, 4, 32), graphs/gpt.lua:58 */
+  real *transformer_h_0_attn_c_proj_matmul_bias = w;   /* (T, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_0_add = w + 786432;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_0_ln_2_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_0_ln_2_add = w + 262144;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_0_mlp_c_fc_matmul_bias = w;   /* (T, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_0_mlp_gelu = w + 262144;   /* (T, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_0_mlp_c_proj_matmul_bias = w;   /* (T, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_0_add_2 = w + 262144;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_ln_1_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_1_ln_1_add = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_1_attn_c_attn_matmul_bias = w;   /* (T, 8, 384), graphs/gpt.lua:51 */
+  real *transformer_h_1_attn_slice = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_transpose = w + 327680;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_slice_2 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_transpose_2 = w + 393216;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_slice_3 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_transpose_3 = w + 458752;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_1_attn_kv_write = w + 786432;   /* (8, 4, 64, 32), graphs/gpt.lua:56 */
+  real *transformer_h_1_attn_bmm = w;   /* (8, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_1_attn_add = w + 131072;   /* (8, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_1_attn_softmax = w;   /* (8, 4, T, 64), graphs/gpt.lua:57 */
+  real *transformer_h_1_attn_kv_write_2 = w + 851968;   /* (8, 4, 64, 32), graphs/gpt.lua:58 */
+  real *transformer_h_1_attn_bmm_2 = w + 131072;   /* (8, 4, T, 32), graphs/gpt.lua:58 */
+  real *transformer_h_1_attn_transpose_4 = w + 917504;   /* (T, 8, 4, 32), graphs/gpt.lua:58 */
+  real *transformer_h_1_attn_c_proj_matmul_bias = w;   /* (T, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_1_add = w + 983040;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_1_ln_2_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_ln_2_add = w + 262144;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_mlp_c_fc_matmul_bias = w;   /* (T, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_1_mlp_gelu = w + 262144;   /* (T, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_1_mlp_c_proj_matmul_bias = w;   /* (T, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_1_add_2 = w + 262144;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_ln_1_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_2_ln_1_add = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_2_attn_c_attn_matmul_bias = w;   /* (T, 8, 384), graphs/gpt.lua:51 */
+  real *transformer_h_2_attn_slice = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_transpose = w + 327680;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_slice_2 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_transpose_2 = w + 393216;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_slice_3 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_transpose_3 = w + 458752;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_2_attn_kv_write = w + 983040;   /* (8, 4, 64, 32), graphs/gpt.lua:56 */
+  real *transformer_h_2_attn_bmm = w;   /* (8, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_2_attn_add = w + 131072;   /* (8, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_2_attn_softmax = w;   /* (8, 4, T, 64), graphs/gpt.lua:57 */
+  real *transformer_h_2_attn_kv_write_2 = w + 1048576;   /* (8, 4, 64, 32), graphs/gpt.lua:58 */
+  real *transformer_h_2_attn_bmm_2 = w + 131072;   /* (8, 4, T, 32), graphs/gpt.lua:58 */
+  real *transformer_h_2_attn_transpose_4 = w + 1114112;   /* (T, 8, 4, 32), graphs/gpt.lua:58 */
+  real *transformer_h_2_attn_c_proj_matmul_bias = w;   /* (T, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_2_add = w + 1179648;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_2_ln_2_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_ln_2_add = w + 262144;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_mlp_c_fc_matmul_bias = w;   /* (T, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_2_mlp_gelu = w + 262144;   /* (T, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_2_mlp_c_proj_matmul_bias = w;   /* (T, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_2_add_2 = w + 65536;   /* (T, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_3_ln_1_normalize = w;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_3_ln_1_add = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_3_attn_c_attn_matmul_bias = w;   /* (T, 8, 384), graphs/gpt.lua:51 */
+  real *transformer_h_3_attn_slice = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_transpose = w + 262144;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_slice_2 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_transpose_2 = w + 327680;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_slice_3 = w + 196608;   /* (T, 8, 128), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_transpose_3 = w + 393216;   /* (8, 4, T, 32), graphs/gpt.lua:53 */
+  real *transformer_h_3_attn_kv_write = w + 1179648;   /* (8, 4, 64, 32), graphs/gpt.lua:56 */
+  real *transformer_h_3_attn_bmm = w;   /* (8, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_3_attn_add = w + 131072;   /* (8, 4, T, 64), graphs/gpt.lua:56 */
+  real *transformer_h_3_attn_softmax = w;   /* (8, 4, T, 64), graphs/gpt.lua:57 */
+  real *transformer_h_3_attn_kv_write_2 = w + 1245184;   /* (8, 4, 64, 32), graphs/gpt.lua:58 */
+  real *transformer_h_3_attn_bmm_2 = w + 131072;   /* (8, 4, T, 32), graphs/gpt.lua:58 */
+  real *transformer_h_3_attn_transpose_4 = w;   /* (T, 8, 4, 32), graphs/gpt.lua:58 */
+  real *transformer_h_0_attn_c_proj_matmul_bias_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_0_add_3 = w + 73728;   /* (1, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_0_ln_2_normalize_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_0_ln_2_add_2 = w + 69632;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_0_mlp_c_fc_matmul_bias_2 = w + 65536;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_0_mlp_gelu_2 = w + 69632;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_0_mlp_c_proj_matmul_bias_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_1_attn_c_proj_matmul_bias_2 = w + 66560;   /* (1, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_1_add_3 = w + 74752;   /* (1, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_1_ln_2_normalize_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_ln_2_add_2 = w + 69632;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_1_mlp_c_fc_matmul_bias_2 = w + 65536;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_1_mlp_gelu_2 = w + 69632;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_1_mlp_c_proj_matmul_bias_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_2_attn_c_proj_matmul_bias_2 = w + 66560;   /* (1, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_2_add_3 = w + 73728;   /* (1, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_2_ln_2_normalize_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_ln_2_add_2 = w + 69632;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_2_mlp_c_fc_matmul_bias_2 = w + 65536;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_2_mlp_gelu_2 = w + 69632;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_2_mlp_c_proj_matmul_bias_2 = w + 65536;   /* (1, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_3_attn_c_proj_matmul_bias = w + 66560;   /* (1, 8, 128), graphs/gpt.lua:59 */
+  real *transformer_h_3_add = w + 8192;   /* (1, 8, 128), graphs/gpt.lua:71 */
+  real *transformer_h_3_ln_2_normalize = w;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_3_ln_2_add = w + 4096;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_h_3_mlp_c_fc_matmul_bias = w;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_3_mlp_gelu = w + 4096;   /* (1, 8, 512), graphs/gpt.lua:65 */
+  real *transformer_h_3_mlp_c_proj_matmul_bias = w;   /* (1, 8, 128), graphs/gpt.lua:66 */
+  real *transformer_h_3_add_2 = w + 1024;   /* (1, 8, 128), graphs/gpt.lua:72 */
+  real *transformer_ln_f_normalize = w;   /* (1, 8, 128), graphs/gpt.lua:85 */
+  real *transformer_ln_f_add = w + 266224;   /* (1, 8, 128), graphs/gpt.lua:85 */
+  real *lm_head_matmul = w;   /* (1, 8, 33278), graphs/gpt.lua:86 */
+  real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/gpt.lua:87 */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *transformer_h_0_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4268032);   /* transformer.h.0.attn.c_attn.weight (384, 128) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *transformer_h_0_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4317568);   /* transformer.h.0.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_0_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4334336);   /* transformer.h.0.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_0_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4400384);   /* transformer.h.0.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_1_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4466304);   /* transformer.h.1.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4515840);   /* transformer.h.1.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4532608);   /* transformer.h.1.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_1_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4598656);   /* transformer.h.1.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_2_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4664576);   /* transformer.h.2.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4714112);   /* transformer.h.2.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4730880);   /* transformer.h.2.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_2_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4796928);   /* transformer.h.2.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_h_3_attn_c_attn_weight_bf16 = lmc_bf16_at(c->param16, 4862848);   /* transformer.h.3.attn.c_attn.weight (384, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_attn_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4912384);   /* transformer.h.3.attn.c_proj.weight (128, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_mlp_c_fc_weight_bf16 = lmc_bf16_at(c->param16, 4929152);   /* transformer.h.3.mlp.c_fc.weight (512, 128) in bf16 */
+  const lmc_bf16 *transformer_h_3_mlp_c_proj_weight_bf16 = lmc_bf16_at(c->param16, 4995200);   /* transformer.h.3.mlp.c_proj.weight (128, 512) in bf16 */
+  const lmc_bf16 *transformer_wte_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* transformer.wte.weight (33278, 128) in bf16 */
+  if (!targets)   /* no loss wanted: read zeros */
+    targets = memset(no_targets, 0, 512 * sizeof *targets);
+  sample_transformer_wte_embedding(transformer_wte_embedding, transformer_wte_weight, tokens, T);
+  step_slice(slice, transformer_wpe_weight);
+  step_slice_pos(slice_pos, slice, c->pos, T);
+  sample_add(add, transformer_wte_embedding, slice_pos, T);
+  sample_transformer_h_normalize(transformer_h_0_ln_1_normalize, add, T);
+  sample_transformer_h_fused(transformer_h_0_ln_1_add, transformer_h_0_ln_1_normalize, transformer_h_0_ln_1_weight, transformer_h_0_ln_1_bias, T);
+  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_0_attn_c_attn_matmul_bias, transformer_h_0_ln_1_add, transformer_h_0_attn_c_attn_weight, transformer_h_0_attn_c_attn_bias, transformer_h_0_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_attn_slice(transformer_h_0_attn_slice, transformer_h_0_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_0_attn_transpose, transformer_h_0_attn_slice, T);
+  sample_transformer_h_attn_slice_2(transformer_h_0_attn_slice_2, transformer_h_0_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_0_attn_transpose_2, transformer_h_0_attn_slice_2, T);
+  sample_transformer_h_attn_slice_3(transformer_h_0_attn_slice_3, transformer_h_0_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_0_attn_transpose_3, transformer_h_0_attn_slice_3, T);
+  steps_transformer_h_attn_kv_write(transformer_h_0_attn_kv_write, kv_cache_0, transformer_h_0_attn_transpose_2, c->pos, T);
+  steps_transformer_h_attn_bmm(transformer_h_0_attn_bmm, transformer_h_0_attn_transpose, transformer_h_0_attn_kv_write, bf16_scratch, c->threads, T);
+  train_transformer_h_0_attn_const(transformer_h_0_attn_const);
+  step_transformer_h_0_attn_causal_mask(transformer_h_0_attn_causal_mask, c->pos, T);
+  steps_transformer_h_attn_fused(transformer_h_0_attn_add, transformer_h_0_attn_bmm, transformer_h_0_attn_causal_mask, T);
+  steps_transformer_h_attn_softmax(transformer_h_0_attn_softmax, transformer_h_0_attn_add, T);
+  steps_transformer_h_attn_kv_write(transformer_h_0_attn_kv_write_2, kv_cache_1, transformer_h_0_attn_transpose_3, c->pos, T);
+  steps_transformer_h_attn_bmm_2(transformer_h_0_attn_bmm_2, transformer_h_0_attn_softmax, transformer_h_0_attn_kv_write_2, bf16_scratch, c->threads, T);
+  sample_transformer_h_attn_transpose_2(transformer_h_0_attn_transpose_4, transformer_h_0_attn_bmm_2, T);
+  sample_transformer_h_attn_c_proj_matmul_bias(transformer_h_0_attn_c_proj_matmul_bias, transformer_h_0_attn_transpose_4, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_bias, transformer_h_0_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_add(transformer_h_0_add, add, transformer_h_0_attn_c_proj_matmul_bias, T);
+  sample_transformer_h_normalize(transformer_h_0_ln_2_normalize, transformer_h_0_add, T);
+  sample_transformer_h_fused(transformer_h_0_ln_2_add, transformer_h_0_ln_2_normalize, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias, T);
+  sample_transformer_h_mlp_c_fc_matmul_bias(transformer_h_0_mlp_c_fc_matmul_bias, transformer_h_0_ln_2_add, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, transformer_h_0_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_mlp_gelu(transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_fc_matmul_bias, T);
+  sample_transformer_h_mlp_c_proj_matmul_bias(transformer_h_0_mlp_c_proj_matmul_bias, transformer_h_0_mlp_gelu, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_bias, transformer_h_0_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_add(transformer_h_0_add_2, transformer_h_0_add, transformer_h_0_mlp_c_proj_matmul_bias, T);
+  sample_transformer_h_normalize(transformer_h_1_ln_1_normalize, transformer_h_0_add_2, T);
+  sample_transformer_h_fused(transformer_h_1_ln_1_add, transformer_h_1_ln_1_normalize, transformer_h_1_ln_1_weight, transformer_h_1_ln_1_bias, T);
+  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_1_attn_c_attn_matmul_bias, transformer_h_1_ln_1_add, transformer_h_1_attn_c_attn_weight, transformer_h_1_attn_c_attn_bias, transformer_h_1_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_attn_slice(transformer_h_1_attn_slice, transformer_h_1_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_1_attn_transpose, transformer_h_1_attn_slice, T);
+  sample_transformer_h_attn_slice_2(transformer_h_1_attn_slice_2, transformer_h_1_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_1_attn_transpose_2, transformer_h_1_attn_slice_2, T);
+  sample_transformer_h_attn_slice_3(transformer_h_1_attn_slice_3, transformer_h_1_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_1_attn_transpose_3, transformer_h_1_attn_slice_3, T);
+  steps_transformer_h_attn_kv_write(transformer_h_1_attn_kv_write, kv_cache_2, transformer_h_1_attn_transpose_2, c->pos, T);
+  steps_transformer_h_attn_bmm(transformer_h_1_attn_bmm, transformer_h_1_attn_transpose, transformer_h_1_attn_kv_write, bf16_scratch, c->threads, T);
+  steps_transformer_h_attn_fused(transformer_h_1_attn_add, transformer_h_1_attn_bmm, transformer_h_0_attn_causal_mask, T);
+  steps_transformer_h_attn_softmax(transformer_h_1_attn_softmax, transformer_h_1_attn_add, T);
+  steps_transformer_h_attn_kv_write(transformer_h_1_attn_kv_write_2, kv_cache_3, transformer_h_1_attn_transpose_3, c->pos, T);
+  steps_transformer_h_attn_bmm_2(transformer_h_1_attn_bmm_2, transformer_h_1_attn_softmax, transformer_h_1_attn_kv_write_2, bf16_scratch, c->threads, T);
+  sample_transformer_h_attn_transpose_2(transformer_h_1_attn_transpose_4, transformer_h_1_attn_bmm_2, T);
+  sample_transformer_h_attn_c_proj_matmul_bias(transformer_h_1_attn_c_proj_matmul_bias, transformer_h_1_attn_transpose_4, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_bias, transformer_h_1_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_add(transformer_h_1_add, transformer_h_0_add_2, transformer_h_1_attn_c_proj_matmul_bias, T);
+  sample_transformer_h_normalize(transformer_h_1_ln_2_normalize, transformer_h_1_add, T);
+  sample_transformer_h_fused(transformer_h_1_ln_2_add, transformer_h_1_ln_2_normalize, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias, T);
+  sample_transformer_h_mlp_c_fc_matmul_bias(transformer_h_1_mlp_c_fc_matmul_bias, transformer_h_1_ln_2_add, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, transformer_h_1_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_mlp_gelu(transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_fc_matmul_bias, T);
+  sample_transformer_h_mlp_c_proj_matmul_bias(transformer_h_1_mlp_c_proj_matmul_bias, transformer_h_1_mlp_gelu, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_bias, transformer_h_1_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_add(transformer_h_1_add_2, transformer_h_1_add, transformer_h_1_mlp_c_proj_matmul_bias, T);
+  sample_transformer_h_normalize(transformer_h_2_ln_1_normalize, transformer_h_1_add_2, T);
+  sample_transformer_h_fused(transformer_h_2_ln_1_add, transformer_h_2_ln_1_normalize, transformer_h_2_ln_1_weight, transformer_h_2_ln_1_bias, T);
+  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_2_attn_c_attn_matmul_bias, transformer_h_2_ln_1_add, transformer_h_2_attn_c_attn_weight, transformer_h_2_attn_c_attn_bias, transformer_h_2_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_attn_slice(transformer_h_2_attn_slice, transformer_h_2_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_2_attn_transpose, transformer_h_2_attn_slice, T);
+  sample_transformer_h_attn_slice_2(transformer_h_2_attn_slice_2, transformer_h_2_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_2_attn_transpose_2, transformer_h_2_attn_slice_2, T);
+  sample_transformer_h_attn_slice_3(transformer_h_2_attn_slice_3, transformer_h_2_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_2_attn_transpose_3, transformer_h_2_attn_slice_3, T);
+  steps_transformer_h_attn_kv_write(transformer_h_2_attn_kv_write, kv_cache_4, transformer_h_2_attn_transpose_2, c->pos, T);
+  steps_transformer_h_attn_bmm(transformer_h_2_attn_bmm, transformer_h_2_attn_transpose, transformer_h_2_attn_kv_write, bf16_scratch, c->threads, T);
+  steps_transformer_h_attn_fused(transformer_h_2_attn_add, transformer_h_2_attn_bmm, transformer_h_0_attn_causal_mask, T);
+  steps_transformer_h_attn_softmax(transformer_h_2_attn_softmax, transformer_h_2_attn_add, T);
+  steps_transformer_h_attn_kv_write(transformer_h_2_attn_kv_write_2, kv_cache_5, transformer_h_2_attn_transpose_3, c->pos, T);
+  steps_transformer_h_attn_bmm_2(transformer_h_2_attn_bmm_2, transformer_h_2_attn_softmax, transformer_h_2_attn_kv_write_2, bf16_scratch, c->threads, T);
+  sample_transformer_h_attn_transpose_2(transformer_h_2_attn_transpose_4, transformer_h_2_attn_bmm_2, T);
+  sample_transformer_h_attn_c_proj_matmul_bias(transformer_h_2_attn_c_proj_matmul_bias, transformer_h_2_attn_transpose_4, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_bias, transformer_h_2_attn_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_add(transformer_h_2_add, transformer_h_1_add_2, transformer_h_2_attn_c_proj_matmul_bias, T);
+  sample_transformer_h_normalize(transformer_h_2_ln_2_normalize, transformer_h_2_add, T);
+  sample_transformer_h_fused(transformer_h_2_ln_2_add, transformer_h_2_ln_2_normalize, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias, T);
+  sample_transformer_h_mlp_c_fc_matmul_bias(transformer_h_2_mlp_c_fc_matmul_bias, transformer_h_2_ln_2_add, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, transformer_h_2_mlp_c_fc_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_mlp_gelu(transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_fc_matmul_bias, T);
+  sample_transformer_h_mlp_c_proj_matmul_bias(transformer_h_2_mlp_c_proj_matmul_bias, transformer_h_2_mlp_gelu, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_bias, transformer_h_2_mlp_c_proj_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_add(transformer_h_2_add_2, transformer_h_2_add, transformer_h_2_mlp_c_proj_matmul_bias, T);
+  sample_transformer_h_normalize(transformer_h_3_ln_1_normalize, transformer_h_2_add_2, T);
+  sample_transformer_h_fused(transformer_h_3_ln_1_add, transformer_h_3_ln_1_normalize, transformer_h_3_ln_1_weight, transformer_h_3_ln_1_bias, T);
+  sample_transformer_h_attn_c_attn_matmul_bias(transformer_h_3_attn_c_attn_matmul_bias, transformer_h_3_ln_1_add, transformer_h_3_attn_c_attn_weight, transformer_h_3_attn_c_attn_bias, transformer_h_3_attn_c_attn_weight_bf16, bf16_scratch, c->threads, T);
+  sample_transformer_h_attn_slice(transformer_h_3_attn_slice, transformer_h_3_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_3_attn_transpose, transformer_h_3_attn_slice, T);
+  sample_transformer_h_attn_slice_2(transformer_h_3_attn_slice_2, transformer_h_3_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_3_attn_transpose_2, transformer_h_3_attn_slice_2, T);
+  sample_transformer_h_attn_slice_3(transformer_h_3_attn_slice_3, transformer_h_3_attn_c_attn_matmul_bias, T);
+  sample_transformer_h_attn_transpose(transformer_h_3_attn_transpose_3, transformer_h_3_attn_slice_3, T);
+  steps_transformer_h_attn_kv_write(transformer_h_3_attn_kv_write, kv_cache_6, transformer_h_3_attn_transpose_2, c->pos, T);
+  steps_transformer_h_attn_bmm(transformer_h_3_attn_bmm, transformer_h_3_attn_transpose, transformer_h_3_attn_kv_write, bf16_scratch, c->threads, T);
+  steps_transformer_h_attn_fused(transformer_h_3_attn_add, transformer_h_3_attn_bmm, transformer_h_0_attn_causal_mask, T);
+  steps_transformer_h_attn_softmax(transformer_h_3_attn_softmax, transformer_h_3_attn_add, T);
+  steps_transformer_h_attn_kv_write(transformer_h_3_attn_kv_write_2, kv_cache_7, transformer_h_3_attn_transpose_3, c->pos, T);
+  steps_transformer_h_attn_bmm_2(transformer_h_3_attn_bmm_2, transformer_h_3_attn_softmax, transformer_h_3_attn_kv_write_2, bf16_scratch, c->threads, T);
+  sample_transformer_h_attn_transpose_2(transformer_h_3_attn_transpose_4, transformer_h_3_attn_bmm_2, T);
+  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_0_attn_c_proj_matmul_bias_2, transformer_h_0_attn_transpose_4 + (T - 1) * 1024, transformer_h_0_attn_c_proj_weight, transformer_h_0_attn_c_proj_bias, transformer_h_0_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_0_fused(transformer_h_0_add_3, transformer_wte_embedding + (T - 1) * 1024, slice_pos + (T - 1) * 128, transformer_h_0_attn_c_proj_matmul_bias_2);
+  sample_transformer_normalize(transformer_h_0_ln_2_normalize_2, transformer_h_0_add_3);
+  sample_transformer_fused(transformer_h_0_ln_2_add_2, transformer_h_0_ln_2_normalize_2, transformer_h_0_ln_2_weight, transformer_h_0_ln_2_bias);
+  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_0_mlp_c_fc_matmul_bias_2, transformer_h_0_ln_2_add_2, transformer_h_0_mlp_c_fc_weight, transformer_h_0_mlp_c_fc_bias, transformer_h_0_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_mlp_gelu_2(transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_fc_matmul_bias_2);
+  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_0_mlp_c_proj_matmul_bias_2, transformer_h_0_mlp_gelu_2, transformer_h_0_mlp_c_proj_weight, transformer_h_0_mlp_c_proj_bias, transformer_h_0_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_1_attn_c_proj_matmul_bias_2, transformer_h_1_attn_transpose_4 + (T - 1) * 1024, transformer_h_1_attn_c_proj_weight, transformer_h_1_attn_c_proj_bias, transformer_h_1_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_fused_2(transformer_h_1_add_3, transformer_h_0_add_3, transformer_h_0_mlp_c_proj_matmul_bias_2, transformer_h_1_attn_c_proj_matmul_bias_2);
+  sample_transformer_normalize(transformer_h_1_ln_2_normalize_2, transformer_h_1_add_3);
+  sample_transformer_fused(transformer_h_1_ln_2_add_2, transformer_h_1_ln_2_normalize_2, transformer_h_1_ln_2_weight, transformer_h_1_ln_2_bias);
+  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_1_mlp_c_fc_matmul_bias_2, transformer_h_1_ln_2_add_2, transformer_h_1_mlp_c_fc_weight, transformer_h_1_mlp_c_fc_bias, transformer_h_1_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_mlp_gelu_2(transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_fc_matmul_bias_2);
+  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_1_mlp_c_proj_matmul_bias_2, transformer_h_1_mlp_gelu_2, transformer_h_1_mlp_c_proj_weight, transformer_h_1_mlp_c_proj_bias, transformer_h_1_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_2_attn_c_proj_matmul_bias_2, transformer_h_2_attn_transpose_4 + (T - 1) * 1024, transformer_h_2_attn_c_proj_weight, transformer_h_2_attn_c_proj_bias, transformer_h_2_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_fused_2(transformer_h_2_add_3, transformer_h_1_add_3, transformer_h_1_mlp_c_proj_matmul_bias_2, transformer_h_2_attn_c_proj_matmul_bias_2);
+  sample_transformer_normalize(transformer_h_2_ln_2_normalize_2, transformer_h_2_add_3);
+  sample_transformer_fused(transformer_h_2_ln_2_add_2, transformer_h_2_ln_2_normalize_2, transformer_h_2_ln_2_weight, transformer_h_2_ln_2_bias);
+  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_2_mlp_c_fc_matmul_bias_2, transformer_h_2_ln_2_add_2, transformer_h_2_mlp_c_fc_weight, transformer_h_2_mlp_c_fc_bias, transformer_h_2_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_mlp_gelu_2(transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_fc_matmul_bias_2);
+  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_2_mlp_c_proj_matmul_bias_2, transformer_h_2_mlp_gelu_2, transformer_h_2_mlp_c_proj_weight, transformer_h_2_mlp_c_proj_bias, transformer_h_2_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_attn_c_proj_matmul_bias_2(transformer_h_3_attn_c_proj_matmul_bias, transformer_h_3_attn_transpose_4 + (T - 1) * 1024, transformer_h_3_attn_c_proj_weight, transformer_h_3_attn_c_proj_bias, transformer_h_3_attn_c_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_fused_2(transformer_h_3_add, transformer_h_2_add_3, transformer_h_2_mlp_c_proj_matmul_bias_2, transformer_h_3_attn_c_proj_matmul_bias);
+  sample_transformer_normalize(transformer_h_3_ln_2_normalize, transformer_h_3_add);
+  sample_transformer_fused(transformer_h_3_ln_2_add, transformer_h_3_ln_2_normalize, transformer_h_3_ln_2_weight, transformer_h_3_ln_2_bias);
+  sample_transformer_h_mlp_c_fc_matmul_bias_2(transformer_h_3_mlp_c_fc_matmul_bias, transformer_h_3_ln_2_add, transformer_h_3_mlp_c_fc_weight, transformer_h_3_mlp_c_fc_bias, transformer_h_3_mlp_c_fc_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_mlp_gelu_2(transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_fc_matmul_bias);
+  sample_transformer_h_mlp_c_proj_matmul_bias_2(transformer_h_3_mlp_c_proj_matmul_bias, transformer_h_3_mlp_gelu, transformer_h_3_mlp_c_proj_weight, transformer_h_3_mlp_c_proj_bias, transformer_h_3_mlp_c_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_transformer_h_3_add(transformer_h_3_add_2, transformer_h_3_add, transformer_h_3_mlp_c_proj_matmul_bias);
+  sample_transformer_normalize(transformer_ln_f_normalize, transformer_h_3_add_2);
+  sample_transformer_fused(transformer_ln_f_add, transformer_ln_f_normalize, transformer_ln_f_weight, transformer_ln_f_bias);
+  sample_lm_head_matmul(lm_head_matmul, transformer_ln_f_add, transformer_wte_weight, transformer_wte_weight_bf16, bf16_scratch, c->threads);
+  sample_log_softmax(log_softmax, lm_head_matmul);
+  memcpy(kv_cache_0, transformer_h_0_attn_kv_write, 65536 * sizeof(real));   /* state kv_cache.0, detached */
+  memcpy(kv_cache_1, transformer_h_0_attn_kv_write_2, 65536 * sizeof(real));   /* state kv_cache.1, detached */
+  memcpy(kv_cache_2, transformer_h_1_attn_kv_write, 65536 * sizeof(real));   /* state kv_cache.2, detached */
+  memcpy(kv_cache_3, transformer_h_1_attn_kv_write_2, 65536 * sizeof(real));   /* state kv_cache.3, detached */
+  memcpy(kv_cache_4, transformer_h_2_attn_kv_write, 65536 * sizeof(real));   /* state kv_cache.4, detached */
+  memcpy(kv_cache_5, transformer_h_2_attn_kv_write_2, 65536 * sizeof(real));   /* state kv_cache.5, detached */
+  memcpy(kv_cache_6, transformer_h_3_attn_kv_write, 65536 * sizeof(real));   /* state kv_cache.6, detached */
+  memcpy(kv_cache_7, transformer_h_3_attn_kv_write_2, 65536 * sizeof(real));   /* state kv_cache.7, detached */
+  return 0;
+}
+
 /* ---------------------------------------------------------------- the model */
 
 const LmcModel lmc_model = {
@@ -5029,6 +5594,20 @@ const LmcModel lmc_model = {
     .logp_last = 1,
     .logp_offset = 33280,
     .work16_numel = 32768,
+  },
+  .steps = {
+    .batch = 8,
+    .max_seq = 64,
+    .work_numel = 1319424,
+    .state_numel = 524288,
+    .nstate = 8,
+    .state = steps_state,
+    .has_backward = 0,
+    .run = steps_run,
+    .has_logp = 1,
+    .logp_last = 1,
+    .logp_offset = 266224,
+    .work16_numel = 262144,
   },
   .fma = LMC_FMA,
 };

@@ -1505,5 +1505,6 @@ const LmcModel lmc_model = {
     .work16_numel = 56000,
   },
   .step = { .run = NULL },
+  .steps = { .run = NULL },
   .fma = LMC_FMA,
 };

@@ -1305,7 +1305,8 @@ static void train_input_emb_embedding(real *y, const real *w, const int32_t *ids
 /* n17 = const() value 14.142135623730951
  *   ()
  *   graphs/transformer.lua:23
- *   shared by train_const, eval_const, gen_const, sample_const, step_const
+ *   shared by train_const, eval_const, gen_const, sample_const, step_const,
+ *             steps_const
  *   (the nodes above are train_const's) */
 static void train_const(real *y)
 {
@@ -1400,7 +1401,8 @@ static void train_encoder_self_attn_transpose(real *y, const real *x, int T)
  *   shared by train_encoder_l0_self_attn_const,
  *             eval_encoder_l0_self_attn_const, gen_encoder_l0_self_attn_const,
  *             sample_encoder_l0_self_attn_const,
- *             step_encoder_l0_self_attn_const
+ *             step_encoder_l0_self_attn_const,
+ *             steps_encoder_l0_self_attn_const
  *   (the nodes above are train_encoder_l0_self_attn_const's) */
 static void train_encoder_l0_self_attn_const(real *y)
 {
@@ -3711,7 +3713,9 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
 
 /* n16 = embedding(n15, n0)
  *   (T, 8, 200) <- (33278, 200), (T, 8)
- *   graphs/transformer.lua:23 */
+ *   graphs/transformer.lua:23
+ *   shared by sample_input_emb_embedding, steps_input_emb_embedding
+ *   (the nodes above are sample_input_emb_embedding's) */
 static void sample_input_emb_embedding(real *y, const real *w, const int32_t *ids, int T)
 {
   for (long i = 0; i < 8*T; i++)
@@ -3722,7 +3726,9 @@ static void sample_input_emb_embedding(real *y, const real *w, const int32_t *id
  *   n18 = mul(n16, n17) (T, 8, 200)
  *   n21 = add(n18, n20) (T, 8, 200), stored in y0
  *   reads x0 = n16, x1 = n20
- *   graphs/transformer.lua:24 */
+ *   graphs/transformer.lua:24
+ *   shared by sample_fused, steps_fused
+ *   (the nodes above are sample_fused's) */
 static void sample_fused(real *restrict y0, const real *x0, const real *x1, int T)
 {
   for (long i0 = 0; i0 < T; i0++)
@@ -3738,7 +3744,9 @@ static void sample_fused(real *restrict y0, const real *x0, const real *x1, int 
  *   (T, 8, 600) <- (T, 8, 200), (600, 200), (600)
  *   graphs/transformer.lua:25
  *   shared by sample_encoder_l0_self_attn_matmul_bias,
- *             sample_encoder_l1_self_attn_matmul_bias
+ *             sample_encoder_l1_self_attn_matmul_bias,
+ *             steps_encoder_l0_self_attn_matmul_bias,
+ *             steps_encoder_l1_self_attn_matmul_bias
  *   (the nodes above are sample_encoder_l0_self_attn_matmul_bias's) */
 static void sample_encoder_self_attn_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
@@ -3758,7 +3766,9 @@ static void sample_encoder_self_attn_matmul_bias(real *y, const real *a, const r
  *   (T, 8, 200) <- (T, 8, 600)
  *   graphs/transformer.lua:25
  *   shared by sample_encoder_l0_self_attn_slice,
- *             sample_encoder_l1_self_attn_slice
+ *             sample_encoder_l1_self_attn_slice,
+ *             steps_encoder_l0_self_attn_slice,
+ *             steps_encoder_l1_self_attn_slice
  *   (the nodes above are sample_encoder_l0_self_attn_slice's) */
 static void sample_encoder_self_attn_slice(real *y, const real *x, int T)
 {
@@ -3775,7 +3785,13 @@ static void sample_encoder_self_attn_slice(real *y, const real *x, int T)
  *             sample_encoder_l0_self_attn_transpose_3,
  *             sample_encoder_l1_self_attn_transpose,
  *             sample_encoder_l1_self_attn_transpose_2,
- *             sample_encoder_l1_self_attn_transpose_3
+ *             sample_encoder_l1_self_attn_transpose_3,
+ *             steps_encoder_l0_self_attn_transpose,
+ *             steps_encoder_l0_self_attn_transpose_2,
+ *             steps_encoder_l0_self_attn_transpose_3,
+ *             steps_encoder_l1_self_attn_transpose,
+ *             steps_encoder_l1_self_attn_transpose_2,
+ *             steps_encoder_l1_self_attn_transpose_3
  *   (the nodes above are sample_encoder_l0_self_attn_transpose's) */
 static void sample_encoder_self_attn_transpose(real *y, const real *x, int T)
 {
@@ -3788,7 +3804,8 @@ static void sample_encoder_self_attn_transpose(real *y, const real *x, int T)
 /* n31 = div(n29, n30)
  *   (8, 2, T, 100) <- (8, 2, T, 100), ()
  *   graphs/transformer.lua:25
- *   shared by sample_encoder_l0_self_attn_div, sample_encoder_l1_self_attn_div
+ *   shared by sample_encoder_l0_self_attn_div, sample_encoder_l1_self_attn_div,
+ *             steps_encoder_l0_self_attn_div, steps_encoder_l1_self_attn_div
  *   (the nodes above are sample_encoder_l0_self_attn_div's) */
 static void sample_encoder_self_attn_div(real *y, const real *a, const real *b, int T)
 {
@@ -3800,7 +3817,9 @@ static void sample_encoder_self_attn_div(real *y, const real *a, const real *b, 
  *   (T, 8, 200) <- (T, 8, 600)
  *   graphs/transformer.lua:25
  *   shared by sample_encoder_l0_self_attn_slice_2,
- *             sample_encoder_l1_self_attn_slice_2
+ *             sample_encoder_l1_self_attn_slice_2,
+ *             steps_encoder_l0_self_attn_slice_2,
+ *             steps_encoder_l1_self_attn_slice_2
  *   (the nodes above are sample_encoder_l0_self_attn_slice_2's) */
 static void sample_encoder_self_attn_slice_2(real *y, const real *x, int T)
 {
@@ -3813,7 +3832,9 @@ static void sample_encoder_self_attn_slice_2(real *y, const real *x, int T)
  *   (T, 8, 200) <- (T, 8, 600)
  *   graphs/transformer.lua:25
  *   shared by sample_encoder_l0_self_attn_slice_3,
- *             sample_encoder_l1_self_attn_slice_3
+ *             sample_encoder_l1_self_attn_slice_3,
+ *             steps_encoder_l0_self_attn_slice_3,
+ *             steps_encoder_l1_self_attn_slice_3
  *   (the nodes above are sample_encoder_l0_self_attn_slice_3's) */
 static void sample_encoder_self_attn_slice_3(real *y, const real *x, int T)
 {
@@ -3896,7 +3917,9 @@ static void sample_encoder_self_attn_bmm_2(real *y, const real *a, const real *b
  *   (T, 8, 2, 100) <- (8, 2, T, 100)
  *   graphs/transformer.lua:25
  *   shared by sample_encoder_l0_self_attn_transpose_4,
- *             sample_encoder_l1_self_attn_transpose_4
+ *             sample_encoder_l1_self_attn_transpose_4,
+ *             steps_encoder_l0_self_attn_transpose_4,
+ *             steps_encoder_l1_self_attn_transpose_4
  *   (the nodes above are sample_encoder_l0_self_attn_transpose_4's) */
 static void sample_encoder_self_attn_transpose_2(real *y, const real *x, int T)
 {
@@ -3911,7 +3934,10 @@ static void sample_encoder_self_attn_transpose_2(real *y, const real *x, int T)
  *   graphs/transformer.lua:25
  *   shared by sample_encoder_l0_self_attn_out_proj_matmul_bias,
  *             sample_encoder_l0_linear1_matmul_bias,
- *             sample_encoder_l0_linear2_matmul_bias
+ *             sample_encoder_l0_linear2_matmul_bias,
+ *             steps_encoder_l0_self_attn_out_proj_matmul_bias,
+ *             steps_encoder_l0_linear1_matmul_bias,
+ *             steps_encoder_l0_linear2_matmul_bias
  *   (the nodes above are sample_encoder_l0_self_attn_out_proj_matmul_bias's) */
 static void sample_encoder_l0_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt, int T)
 {
@@ -3930,7 +3956,8 @@ static void sample_encoder_l0_matmul_bias(real *y, const real *a, const real *b,
 /* n48 = add(n21, n47)
  *   (T, 8, 200) <- (T, 8, 200), (T, 8, 200)
  *   graphs/transformer.lua:25
- *   shared by sample_encoder_l0_add, sample_encoder_l0_add_2
+ *   shared by sample_encoder_l0_add, sample_encoder_l0_add_2,
+ *             steps_encoder_l0_add, steps_encoder_l0_add_2
  *   (the nodes above are sample_encoder_l0_add's) */
 static void sample_encoder_l0_add(real *y, const real *a, const real *b, int T)
 {
@@ -3942,7 +3969,9 @@ static void sample_encoder_l0_add(real *y, const real *a, const real *b, int T)
  *   (T, 8, 200) <- (T, 8, 200)
  *   graphs/transformer.lua:25
  *   shared by sample_encoder_l0_norm1_normalize,
- *             sample_encoder_l0_norm2_normalize
+ *             sample_encoder_l0_norm2_normalize,
+ *             steps_encoder_l0_norm1_normalize,
+ *             steps_encoder_l0_norm2_normalize
  *   (the nodes above are sample_encoder_l0_norm1_normalize's) */
 static void sample_encoder_l0_normalize(real *y, const real *x, int T)
 {
@@ -3966,7 +3995,8 @@ static void sample_encoder_l0_normalize(real *y, const real *x, int T)
  *   n53 = add(n52, n50) (T, 8, 200), stored in y0
  *   reads x0 = n51, x1 = n49, x2 = n50
  *   graphs/transformer.lua:25
- *   shared by sample_encoder_l0_norm1_fused, sample_encoder_l0_norm2_fused
+ *   shared by sample_encoder_l0_norm1_fused, sample_encoder_l0_norm2_fused,
+ *             steps_encoder_l0_norm1_fused, steps_encoder_l0_norm2_fused
  *   (the nodes above are sample_encoder_l0_norm1_fused's) */
 static void sample_encoder_l0_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, int T)
 {
@@ -3980,7 +4010,9 @@ static void sample_encoder_l0_fused(real *restrict y0, const real *x0, const rea
 
 /* n58 = relu(n57)
  *   (T, 8, 200) <- (T, 8, 200)
- *   graphs/transformer.lua:25 */
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_relu, steps_encoder_l0_relu
+ *   (the nodes above are sample_encoder_l0_relu's) */
 static void sample_encoder_l0_relu(real *y, const real *x, int T)
 {
   for (long i0 = 0; i0 < 1600*T; i0++)
@@ -3995,7 +4027,13 @@ static void sample_encoder_l0_relu(real *y, const real *x, int T)
  *             sample_encoder_l0_linear2_matmul_bias_2,
  *             sample_encoder_l1_self_attn_out_proj_matmul_bias,
  *             sample_encoder_l1_linear1_matmul_bias,
- *             sample_encoder_l1_linear2_matmul_bias
+ *             sample_encoder_l1_linear2_matmul_bias,
+ *             steps_encoder_l0_self_attn_out_proj_matmul_bias_2,
+ *             steps_encoder_l0_linear1_matmul_bias_2,
+ *             steps_encoder_l0_linear2_matmul_bias_2,
+ *             steps_encoder_l1_self_attn_out_proj_matmul_bias,
+ *             steps_encoder_l1_linear1_matmul_bias,
+ *             steps_encoder_l1_linear2_matmul_bias
  *   (the nodes above are sample_encoder_l0_self_attn_out_proj_matmul_bias_2's) */
 static void sample_encoder_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
@@ -4015,7 +4053,9 @@ static void sample_encoder_matmul_bias(real *y, const real *a, const real *b, co
  *   n129 = add(n127, n128) (1, 8, 200)
  *   n133 = add(n129, n132) (1, 8, 200), stored in y0
  *   reads x0 = n126, x1 = n128, x2 = n132
- *   graphs/transformer.lua:25 */
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l0_fused, steps_encoder_l0_fused
+ *   (the nodes above are sample_encoder_l0_fused's) */
 static void sample_encoder_l0_fused_2(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
   for (long i0 = 0; i0 < 8; i0++)
@@ -4033,7 +4073,11 @@ static void sample_encoder_l0_fused_2(real *restrict y0, const real *x0, const r
  *   shared by sample_encoder_l0_norm1_normalize_2,
  *             sample_encoder_l0_norm2_normalize_2,
  *             sample_encoder_l1_norm1_normalize,
- *             sample_encoder_l1_norm2_normalize, sample_encoder_norm_normalize
+ *             sample_encoder_l1_norm2_normalize, sample_encoder_norm_normalize,
+ *             steps_encoder_l0_norm1_normalize_2,
+ *             steps_encoder_l0_norm2_normalize_2,
+ *             steps_encoder_l1_norm1_normalize,
+ *             steps_encoder_l1_norm2_normalize, steps_encoder_norm_normalize
  *   (the nodes above are sample_encoder_l0_norm1_normalize_2's) */
 static void sample_encoder_normalize(real *y, const real *x)
 {
@@ -4058,7 +4102,9 @@ static void sample_encoder_normalize(real *y, const real *x)
  *   reads x0 = n134, x1 = n49, x2 = n50
  *   graphs/transformer.lua:25
  *   shared by sample_encoder_l0_norm1_fused_2, sample_encoder_l1_norm1_fused,
- *             sample_encoder_l1_norm2_fused, sample_encoder_norm_fused
+ *             sample_encoder_l1_norm2_fused, sample_encoder_norm_fused,
+ *             steps_encoder_l0_norm1_fused_2, steps_encoder_l1_norm1_fused,
+ *             steps_encoder_l1_norm2_fused, steps_encoder_norm_fused
  *   (the nodes above are sample_encoder_l0_norm1_fused_2's) */
 static void sample_encoder_fused(real *restrict y0, const real *x0, const real *x1, const real *x2)
 {
@@ -4073,7 +4119,8 @@ static void sample_encoder_fused(real *restrict y0, const real *x0, const real *
 /* n139 = relu(n138)
  *   (1, 8, 200) <- (1, 8, 200)
  *   graphs/transformer.lua:25
- *   shared by sample_encoder_l0_relu_2, sample_encoder_l1_relu
+ *   shared by sample_encoder_l0_relu_2, sample_encoder_l1_relu,
+ *             steps_encoder_l0_relu_2, steps_encoder_l1_relu
  *   (the nodes above are sample_encoder_l0_relu_2's) */
 static void sample_encoder_relu(real *y, const real *x)
 {
@@ -4084,7 +4131,8 @@ static void sample_encoder_relu(real *y, const real *x)
 /* n142 = add(n136, n141)
  *   (1, 8, 200) <- (1, 8, 200), (1, 8, 200)
  *   graphs/transformer.lua:25
- *   shared by sample_encoder_l0_add_3, sample_encoder_l1_add
+ *   shared by sample_encoder_l0_add_3, sample_encoder_l1_add,
+ *             steps_encoder_l0_add_3, steps_encoder_l1_add
  *   (the nodes above are sample_encoder_l0_add_3's) */
 static void sample_encoder_add(real *y, const real *a, const real *b)
 {
@@ -4097,7 +4145,9 @@ static void sample_encoder_add(real *y, const real *a, const real *b)
  *   n145 = add(n144, n65) (1, 8, 200)
  *   n149 = add(n145, n148) (1, 8, 200), stored in y0
  *   reads x0 = n143, x1 = n64, x2 = n65, x3 = n148
- *   graphs/transformer.lua:25 */
+ *   graphs/transformer.lua:25
+ *   shared by sample_encoder_l1_fused, steps_encoder_l1_fused
+ *   (the nodes above are sample_encoder_l1_fused's) */
 static void sample_encoder_l1_fused(real *restrict y0, const real *x0, const real *x1, const real *x2, const real *x3)
 {
   for (long i0 = 0; i0 < 8; i0++)
@@ -4111,7 +4161,9 @@ static void sample_encoder_l1_fused(real *restrict y0, const real *x0, const rea
 
 /* n166 = matmul_bias(n164, n120, n122) b^T
  *   (1, 8, 33278) <- (1, 8, 200), (33278, 200), (33278)
- *   graphs/transformer.lua:27 */
+ *   graphs/transformer.lua:27
+ *   shared by sample_decoder_matmul_bias, steps_decoder_matmul_bias
+ *   (the nodes above are sample_decoder_matmul_bias's) */
 static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
 {
   for (long i0 = 0; i0 < 8; i0++)
@@ -4127,7 +4179,9 @@ static void sample_decoder_matmul_bias(real *y, const real *a, const real *b, co
 
 /* n167 = log_softmax(n166)
  *   (1, 8, 33278) <- (1, 8, 33278)
- *   graphs/transformer.lua:29 */
+ *   graphs/transformer.lua:29
+ *   shared by sample_log_softmax, steps_log_softmax
+ *   (the nodes above are sample_log_softmax's) */
 static void sample_log_softmax(real *y, const real *x)
 {
   const long n = 33278;
@@ -4325,7 +4379,9 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
 
 /* n20 = slice_pos(n19) axis 0
  *   (T, 200) <- (35, 200)
- *   graphs/transformer.lua:24 */
+ *   graphs/transformer.lua:24
+ *   shared by step_slice_pos, steps_slice_pos
+ *   (the nodes above are step_slice_pos's) */
 static void step_slice_pos(real *y, const real *x, int pos, int T)
 {
   for (long o = 0; o < 1; o++)
@@ -4334,7 +4390,9 @@ static void step_slice_pos(real *y, const real *x, int pos, int T)
 
 /* n23 = causal_mask()
  *   (T, 35)
- *   graphs/transformer.lua:26 */
+ *   graphs/transformer.lua:26
+ *   shared by step_causal_mask, steps_causal_mask
+ *   (the nodes above are step_causal_mask's) */
 static void step_causal_mask(real *y, int pos, int T)
 {
   for (long i = 0; i < T; i++)
@@ -4637,6 +4695,298 @@ static double step_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   return 0;
 }
 
+/* ---------------------------------------------------------------- steps: batch 8 */
+
+/* n40 = kv_write(n39, n35) axis 2
+ *   (8, 2, 35, 100) <- (8, 2, 35, 100), (8, 2, T, 100)
+ *   graphs/transformer.lua:25
+ *   shared by steps_encoder_l0_self_attn_kv_write,
+ *             steps_encoder_l0_self_attn_kv_write_2,
+ *             steps_encoder_l1_self_attn_kv_write,
+ *             steps_encoder_l1_self_attn_kv_write_2
+ *   (the nodes above are steps_encoder_l0_self_attn_kv_write's) */
+static void steps_encoder_self_attn_kv_write(real *y, const real *x, const real *r, int pos, int T)
+{
+  memcpy(y, x, 56000 * sizeof *y);
+  for (long o = 0; o < 16; o++)
+    memcpy(y + (o * 35 + pos) * 100, r + o * T * 100, T * 100 * sizeof *y);
+}
+
+/* n41 = bmm(n32, n40) b^T
+ *   (8, 2, T, 35) <- (8, 2, T, 100), (8, 2, 35, 100)
+ *   graphs/transformer.lua:25
+ *   shared by steps_encoder_l0_self_attn_bmm, steps_encoder_l1_self_attn_bmm
+ *   (the nodes above are steps_encoder_l0_self_attn_bmm's) */
+static void steps_encoder_self_attn_bmm(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
+{
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 1600*T);
+    lmc_to_bf16(b, s16 + 56000, 56000);
+    for (long i = 0; i < 16; i++)
+      lmc_gemm_bf16(0, 1, T, 35, 100, s16 + i * 100*T, 100, s16 + 56000 + i * 3500, 100, 0, y + i * 35*T, 35, nt);
+    return;
+  }
+  for (long i = 0; i < 16; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, 35, 100,
+                1, a + i * 100*T, 100, b + i * 3500, 100, 0, y + i * 35*T, 35);
+}
+
+/* n42 = add(n41, n23)
+ *   (8, 2, T, 35) <- (8, 2, T, 35), (T, 35)
+ *   graphs/transformer.lua:25
+ *   shared by steps_encoder_l0_self_attn_add, steps_encoder_l1_self_attn_add
+ *   (the nodes above are steps_encoder_l0_self_attn_add's) */
+static void steps_encoder_self_attn_add(real *y, const real *a, const real *b, int T)
+{
+  for (long i0 = 0; i0 < 16; i0++)
+    for (long i1 = 0; i1 < 35*T; i1++)
+      y[i0 * 35*T + i1] = a[i0 * 35*T + i1] + b[i1];
+}
+
+/* n43 = softmax(n42)
+ *   (8, 2, T, 35) <- (8, 2, T, 35)
+ *   graphs/transformer.lua:25
+ *   shared by steps_encoder_l0_self_attn_softmax,
+ *             steps_encoder_l1_self_attn_softmax
+ *   (the nodes above are steps_encoder_l0_self_attn_softmax's) */
+static void steps_encoder_self_attn_softmax(real *y, const real *x, int T)
+{
+  const long n = 35;
+  for (long r = 0; r < 16*T; r++) {
+    const real *xr = x + r * n;
+    real *yr = y + r * n;
+    real max = lmc_row_max(xr, n);
+    double sum = lmc_exp_sum_to(yr, xr, n, max);   /* y and x are apart */
+    for (long i = 0; i < n; i++)
+      yr[i] = (real)(yr[i] / sum);
+  }
+}
+
+/* n46 = bmm(n43, n45)
+ *   (8, 2, T, 100) <- (8, 2, T, 35), (8, 2, 35, 100)
+ *   graphs/transformer.lua:25
+ *   shared by steps_encoder_l0_self_attn_bmm_2,
+ *             steps_encoder_l1_self_attn_bmm_2
+ *   (the nodes above are steps_encoder_l0_self_attn_bmm_2's) */
+static void steps_encoder_self_attn_bmm_2(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt, int T)
+{
+  if (s16) {   /* --precision bf16 */
+    lmc_to_bf16(a, s16, 560*T);
+    lmc_to_bf16(b, s16 + 19616, 56000);
+    for (long i = 0; i < 16; i++)
+      lmc_gemm_bf16(0, 0, T, 100, 35, s16 + i * 35*T, 35, s16 + 19616 + i * 3500, 100, 0, y + i * 100*T, 100, nt);
+    return;
+  }
+  for (long i = 0; i < 16; i++)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, 100, 35,
+                1, a + i * 35*T, 35, b + i * 3500, 100, 0, y + i * 100*T, 100);
+}
+
+static const LmcTensorDesc steps_state[] = {
+  { .name = "kv_cache.0", .rank = 4, .shape = { 8, 2, 35, 100 }, .offset = 0, .numel = 56000, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.1", .rank = 4, .shape = { 8, 2, 35, 100 }, .offset = 56000, .numel = 56000, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.2", .rank = 4, .shape = { 8, 2, 35, 100 }, .offset = 112000, .numel = 56000, .init = LMC_INIT_ZERO, .alias = -1 },
+  { .name = "kv_cache.3", .rank = 4, .shape = { 8, 2, 35, 100 }, .offset = 168000, .numel = 56000, .init = LMC_INIT_ZERO, .alias = -1 },
+};
+
+static double steps_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, int T)
+{
+  real *w = c->work;
+  /* parameters */
+  const real *input_emb_weight = c->param;   /* input_emb.weight (33278, 200) */
+  const real *encoder_l0_self_attn_in_proj_weight = c->param + 6655600;   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l0_self_attn_in_proj_bias = c->param + 6775600;   /* encoder.layers.0.self_attn.in_proj_bias (600) */
+  const real *encoder_l0_self_attn_out_proj_weight = c->param + 6776200;   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l0_self_attn_out_proj_bias = c->param + 6816200;   /* encoder.layers.0.self_attn.out_proj.bias (200) */
+  const real *encoder_l0_norm1_weight = c->param + 6816400;   /* encoder.layers.0.norm1.weight (200) */
+  const real *encoder_l0_norm1_bias = c->param + 6816600;   /* encoder.layers.0.norm1.bias (200) */
+  const real *encoder_l0_linear1_weight = c->param + 6816800;   /* encoder.layers.0.linear1.weight (200, 200) */
+  const real *encoder_l0_linear1_bias = c->param + 6856800;   /* encoder.layers.0.linear1.bias (200) */
+  const real *encoder_l0_linear2_weight = c->param + 6857000;   /* encoder.layers.0.linear2.weight (200, 200) */
+  const real *encoder_l0_linear2_bias = c->param + 6897000;   /* encoder.layers.0.linear2.bias (200) */
+  const real *encoder_l0_norm2_weight = c->param + 6897200;   /* encoder.layers.0.norm2.weight (200) */
+  const real *encoder_l0_norm2_bias = c->param + 6897400;   /* encoder.layers.0.norm2.bias (200) */
+  const real *encoder_l1_self_attn_in_proj_weight = c->param + 6897600;   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) */
+  const real *encoder_l1_self_attn_in_proj_bias = c->param + 7017600;   /* encoder.layers.1.self_attn.in_proj_bias (600) */
+  const real *encoder_l1_self_attn_out_proj_weight = c->param + 7018200;   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) */
+  const real *encoder_l1_self_attn_out_proj_bias = c->param + 7058200;   /* encoder.layers.1.self_attn.out_proj.bias (200) */
+  const real *encoder_l1_norm1_weight = c->param + 7058400;   /* encoder.layers.1.norm1.weight (200) */
+  const real *encoder_l1_norm1_bias = c->param + 7058600;   /* encoder.layers.1.norm1.bias (200) */
+  const real *encoder_l1_linear1_weight = c->param + 7058800;   /* encoder.layers.1.linear1.weight (200, 200) */
+  const real *encoder_l1_linear1_bias = c->param + 7098800;   /* encoder.layers.1.linear1.bias (200) */
+  const real *encoder_l1_linear2_weight = c->param + 7099000;   /* encoder.layers.1.linear2.weight (200, 200) */
+  const real *encoder_l1_linear2_bias = c->param + 7139000;   /* encoder.layers.1.linear2.bias (200) */
+  const real *encoder_l1_norm2_weight = c->param + 7139200;   /* encoder.layers.1.norm2.weight (200) */
+  const real *encoder_l1_norm2_bias = c->param + 7139400;   /* encoder.layers.1.norm2.bias (200) */
+  const real *encoder_norm_weight = c->param + 7139600;   /* encoder.norm.weight (200) */
+  const real *encoder_norm_bias = c->param + 7139800;   /* encoder.norm.bias (200) */
+  const real *decoder_weight = c->param + 7140000;   /* decoder.weight (33278, 200) */
+  const real *decoder_bias = c->param + 13795600;   /* decoder.bias (33278) */
+  /* state */
+  real *kv_cache_0 = c->state;   /* state kv_cache.0 (8, 2, 35, 100) */
+  real *kv_cache_1 = c->state + 56000;   /* state kv_cache.1 (8, 2, 35, 100) */
+  real *kv_cache_2 = c->state + 112000;   /* state kv_cache.2 (8, 2, 35, 100) */
+  real *kv_cache_3 = c->state + 168000;   /* state kv_cache.3 (8, 2, 35, 100) */
+  /* values in c->work (values never live at once share bytes) */
+  real *no_targets = w + 756448;   /* read as targets when run() gets none */
+  real *input_emb_embedding = w + 168000;   /* (T, 8, 200), graphs/transformer.lua:23 */
+  real *const_2 = w + 456240;   /* (), graphs/transformer.lua:23 */
+  real *slice_pos = w + 448000;   /* (T, 200), graphs/transformer.lua:24 */
+  real *add = w + 224000;   /* (T, 8, 200), graphs/transformer.lua:24 */
+  real *causal_mask = w + 455008;   /* (T, 35), graphs/transformer.lua:26 */
+  real *encoder_l0_self_attn_matmul_bias = w;   /* (T, 8, 600), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice = w + 280000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose = w + 336000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_const = w + 456256;   /* (), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_div = w + 280000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_2 = w + 336000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_2 = w + 392000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_slice_3 = w + 336000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_3 = w;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_kv_write = w + 532448;   /* (8, 2, 35, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm = w + 56000;   /* (8, 2, T, 35), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_add = w + 75600;   /* (8, 2, T, 35), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_softmax = w + 56000;   /* (8, 2, T, 35), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_kv_write_2 = w + 588448;   /* (8, 2, 35, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_bmm_2 = w;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_transpose_4 = w + 280000;   /* (T, 8, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_bias = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add = w + 56000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add = w + 56000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_bias = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu = w + 112000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_bias = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_2 = w + 112000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize = w;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_add = w + 224000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_matmul_bias = w;   /* (T, 8, 600), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice = w + 224000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose = w + 336000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_div = w + 224000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_2 = w + 336000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_2 = w + 392000;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_slice_3 = w + 336000;   /* (T, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_3 = w;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_kv_write = w + 644448;   /* (8, 2, 35, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm = w + 56000;   /* (8, 2, T, 35), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_add = w + 75600;   /* (8, 2, T, 35), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_softmax = w + 56000;   /* (8, 2, T, 35), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_kv_write_2 = w + 700448;   /* (8, 2, 35, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_bmm_2 = w;   /* (8, 2, T, 100), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_transpose_4 = w + 56000;   /* (T, 8, 2, 100), graphs/transformer.lua:25 */
+  real *encoder_l0_self_attn_out_proj_matmul_bias_2 = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_3 = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_normalize_2 = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm1_add_2 = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear1_matmul_bias_2 = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_relu_2 = w + 3200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_linear2_matmul_bias_2 = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_add_4 = w + 3200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l0_norm2_normalize_2 = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_self_attn_out_proj_matmul_bias = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add = w + 3200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_normalize = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm1_add = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear1_matmul_bias = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_relu = w + 3200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_linear2_matmul_bias = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_add_2 = w + 3200;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_normalize = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_l1_norm2_add = w + 1600;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_normalize = w;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *encoder_norm_add = w + 266224;   /* (1, 8, 200), graphs/transformer.lua:25 */
+  real *decoder_matmul_bias = w;   /* (1, 8, 33278), graphs/transformer.lua:27 */
+  real *log_softmax = w + 266224;   /* (1, 8, 33278), graphs/transformer.lua:29 */
+  /* bf16 copies (--precision bf16; NULL in fp32 mode) */
+  const lmc_bf16 *encoder_l0_self_attn_in_proj_weight_bf16 = lmc_bf16_at(c->param16, 6655600);   /* encoder.layers.0.self_attn.in_proj_weight (600, 200) in bf16 */
+  lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
+  const lmc_bf16 *encoder_l0_self_attn_out_proj_weight_bf16 = lmc_bf16_at(c->param16, 6776200);   /* encoder.layers.0.self_attn.out_proj.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l0_linear1_weight_bf16 = lmc_bf16_at(c->param16, 6816800);   /* encoder.layers.0.linear1.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l0_linear2_weight_bf16 = lmc_bf16_at(c->param16, 6857000);   /* encoder.layers.0.linear2.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_self_attn_in_proj_weight_bf16 = lmc_bf16_at(c->param16, 6897600);   /* encoder.layers.1.self_attn.in_proj_weight (600, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_self_attn_out_proj_weight_bf16 = lmc_bf16_at(c->param16, 7018200);   /* encoder.layers.1.self_attn.out_proj.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_linear1_weight_bf16 = lmc_bf16_at(c->param16, 7058800);   /* encoder.layers.1.linear1.weight (200, 200) in bf16 */
+  const lmc_bf16 *encoder_l1_linear2_weight_bf16 = lmc_bf16_at(c->param16, 7099000);   /* encoder.layers.1.linear2.weight (200, 200) in bf16 */
+  const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7140000);   /* decoder.weight (33278, 200) in bf16 */
+  if (!targets)   /* no loss wanted: read zeros */
+    targets = memset(no_targets, 0, 280 * sizeof *targets);
+  sample_input_emb_embedding(input_emb_embedding, input_emb_weight, tokens, T);
+  train_const(const_2);
+  step_slice_pos(slice_pos, lmc_const0, c->pos, T);
+  sample_fused(add, input_emb_embedding, slice_pos, T);
+  step_causal_mask(causal_mask, c->pos, T);
+  sample_encoder_self_attn_matmul_bias(encoder_l0_self_attn_matmul_bias, add, encoder_l0_self_attn_in_proj_weight, encoder_l0_self_attn_in_proj_bias, encoder_l0_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
+  sample_encoder_self_attn_slice(encoder_l0_self_attn_slice, encoder_l0_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l0_self_attn_transpose, encoder_l0_self_attn_slice, T);
+  train_encoder_l0_self_attn_const(encoder_l0_self_attn_const);
+  sample_encoder_self_attn_div(encoder_l0_self_attn_div, encoder_l0_self_attn_transpose, encoder_l0_self_attn_const, T);
+  sample_encoder_self_attn_slice_2(encoder_l0_self_attn_slice_2, encoder_l0_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_2, encoder_l0_self_attn_slice_2, T);
+  sample_encoder_self_attn_slice_3(encoder_l0_self_attn_slice_3, encoder_l0_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l0_self_attn_transpose_3, encoder_l0_self_attn_slice_3, T);
+  steps_encoder_self_attn_kv_write(encoder_l0_self_attn_kv_write, kv_cache_0, encoder_l0_self_attn_transpose_2, c->pos, T);
+  steps_encoder_self_attn_bmm(encoder_l0_self_attn_bmm, encoder_l0_self_attn_div, encoder_l0_self_attn_kv_write, bf16_scratch, c->threads, T);
+  steps_encoder_self_attn_add(encoder_l0_self_attn_add, encoder_l0_self_attn_bmm, causal_mask, T);
+  steps_encoder_self_attn_softmax(encoder_l0_self_attn_softmax, encoder_l0_self_attn_add, T);
+  steps_encoder_self_attn_kv_write(encoder_l0_self_attn_kv_write_2, kv_cache_1, encoder_l0_self_attn_transpose_3, c->pos, T);
+  steps_encoder_self_attn_bmm_2(encoder_l0_self_attn_bmm_2, encoder_l0_self_attn_softmax, encoder_l0_self_attn_kv_write_2, bf16_scratch, c->threads, T);
+  sample_encoder_self_attn_transpose_2(encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_bmm_2, T);
+  sample_encoder_l0_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias, encoder_l0_self_attn_transpose_4, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, encoder_l0_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads, T);
+  sample_encoder_l0_add(encoder_l0_add, add, encoder_l0_self_attn_out_proj_matmul_bias, T);
+  sample_encoder_l0_normalize(encoder_l0_norm1_normalize, encoder_l0_add, T);
+  sample_encoder_l0_fused(encoder_l0_norm1_add, encoder_l0_norm1_normalize, encoder_l0_norm1_weight, encoder_l0_norm1_bias, T);
+  sample_encoder_l0_matmul_bias(encoder_l0_linear1_matmul_bias, encoder_l0_norm1_add, encoder_l0_linear1_weight, encoder_l0_linear1_bias, encoder_l0_linear1_weight_bf16, bf16_scratch, c->threads, T);
+  sample_encoder_l0_relu(encoder_l0_relu, encoder_l0_linear1_matmul_bias, T);
+  sample_encoder_l0_matmul_bias(encoder_l0_linear2_matmul_bias, encoder_l0_relu, encoder_l0_linear2_weight, encoder_l0_linear2_bias, encoder_l0_linear2_weight_bf16, bf16_scratch, c->threads, T);
+  sample_encoder_l0_add(encoder_l0_add_2, encoder_l0_norm1_add, encoder_l0_linear2_matmul_bias, T);
+  sample_encoder_l0_normalize(encoder_l0_norm2_normalize, encoder_l0_add_2, T);
+  sample_encoder_l0_fused(encoder_l0_norm2_add, encoder_l0_norm2_normalize, encoder_l0_norm2_weight, encoder_l0_norm2_bias, T);
+  sample_encoder_self_attn_matmul_bias(encoder_l1_self_attn_matmul_bias, encoder_l0_norm2_add, encoder_l1_self_attn_in_proj_weight, encoder_l1_self_attn_in_proj_bias, encoder_l1_self_attn_in_proj_weight_bf16, bf16_scratch, c->threads, T);
+  sample_encoder_self_attn_slice(encoder_l1_self_attn_slice, encoder_l1_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l1_self_attn_transpose, encoder_l1_self_attn_slice, T);
+  sample_encoder_self_attn_div(encoder_l1_self_attn_div, encoder_l1_self_attn_transpose, encoder_l0_self_attn_const, T);
+  sample_encoder_self_attn_slice_2(encoder_l1_self_attn_slice_2, encoder_l1_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_2, encoder_l1_self_attn_slice_2, T);
+  sample_encoder_self_attn_slice_3(encoder_l1_self_attn_slice_3, encoder_l1_self_attn_matmul_bias, T);
+  sample_encoder_self_attn_transpose(encoder_l1_self_attn_transpose_3, encoder_l1_self_attn_slice_3, T);
+  steps_encoder_self_attn_kv_write(encoder_l1_self_attn_kv_write, kv_cache_2, encoder_l1_self_attn_transpose_2, c->pos, T);
+  steps_encoder_self_attn_bmm(encoder_l1_self_attn_bmm, encoder_l1_self_attn_div, encoder_l1_self_attn_kv_write, bf16_scratch, c->threads, T);
+  steps_encoder_self_attn_add(encoder_l1_self_attn_add, encoder_l1_self_attn_bmm, causal_mask, T);
+  steps_encoder_self_attn_softmax(encoder_l1_self_attn_softmax, encoder_l1_self_attn_add, T);
+  steps_encoder_self_attn_kv_write(encoder_l1_self_attn_kv_write_2, kv_cache_3, encoder_l1_self_attn_transpose_3, c->pos, T);
+  steps_encoder_self_attn_bmm_2(encoder_l1_self_attn_bmm_2, encoder_l1_self_attn_softmax, encoder_l1_self_attn_kv_write_2, bf16_scratch, c->threads, T);
+  sample_encoder_self_attn_transpose_2(encoder_l1_self_attn_transpose_4, encoder_l1_self_attn_bmm_2, T);
+  sample_encoder_matmul_bias(encoder_l0_self_attn_out_proj_matmul_bias_2, encoder_l0_self_attn_transpose_4 + (T - 1) * 1600, encoder_l0_self_attn_out_proj_weight, encoder_l0_self_attn_out_proj_bias, encoder_l0_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_encoder_l0_fused_2(encoder_l0_add_3, input_emb_embedding + (T - 1) * 1600, slice_pos + (T - 1) * 200, encoder_l0_self_attn_out_proj_matmul_bias_2);
+  sample_encoder_normalize(encoder_l0_norm1_normalize_2, encoder_l0_add_3);
+  sample_encoder_fused(encoder_l0_norm1_add_2, encoder_l0_norm1_normalize_2, encoder_l0_norm1_weight, encoder_l0_norm1_bias);
+  sample_encoder_matmul_bias(encoder_l0_linear1_matmul_bias_2, encoder_l0_norm1_add_2, encoder_l0_linear1_weight, encoder_l0_linear1_bias, encoder_l0_linear1_weight_bf16, bf16_scratch, c->threads);
+  sample_encoder_relu(encoder_l0_relu_2, encoder_l0_linear1_matmul_bias_2);
+  sample_encoder_matmul_bias(encoder_l0_linear2_matmul_bias_2, encoder_l0_relu_2, encoder_l0_linear2_weight, encoder_l0_linear2_bias, encoder_l0_linear2_weight_bf16, bf16_scratch, c->threads);
+  sample_encoder_add(encoder_l0_add_4, encoder_l0_norm1_add_2, encoder_l0_linear2_matmul_bias_2);
+  sample_encoder_normalize(encoder_l0_norm2_normalize_2, encoder_l0_add_4);
+  sample_encoder_matmul_bias(encoder_l1_self_attn_out_proj_matmul_bias, encoder_l1_self_attn_transpose_4 + (T - 1) * 1600, encoder_l1_self_attn_out_proj_weight, encoder_l1_self_attn_out_proj_bias, encoder_l1_self_attn_out_proj_weight_bf16, bf16_scratch, c->threads);
+  sample_encoder_l1_fused(encoder_l1_add, encoder_l0_norm2_normalize_2, encoder_l0_norm2_weight, encoder_l0_norm2_bias, encoder_l1_self_attn_out_proj_matmul_bias);
+  sample_encoder_normalize(encoder_l1_norm1_normalize, encoder_l1_add);
+  sample_encoder_fused(encoder_l1_norm1_add, encoder_l1_norm1_normalize, encoder_l1_norm1_weight, encoder_l1_norm1_bias);
+  sample_encoder_matmul_bias(encoder_l1_linear1_matmul_bias, encoder_l1_norm1_add, encoder_l1_linear1_weight, encoder_l1_linear1_bias, encoder_l1_linear1_weight_bf16, bf16_scratch, c->threads);
+  sample_encoder_relu(encoder_l1_relu, encoder_l1_linear1_matmul_bias);
+  sample_encoder_matmul_bias(encoder_l1_linear2_matmul_bias, encoder_l1_relu, encoder_l1_linear2_weight, encoder_l1_linear2_bias, encoder_l1_linear2_weight_bf16, bf16_scratch, c->threads);
+  sample_encoder_add(encoder_l1_add_2, encoder_l1_norm1_add, encoder_l1_linear2_matmul_bias);
+  sample_encoder_normalize(encoder_l1_norm2_normalize, encoder_l1_add_2);
+  sample_encoder_fused(encoder_l1_norm2_add, encoder_l1_norm2_normalize, encoder_l1_norm2_weight, encoder_l1_norm2_bias);
+  sample_encoder_normalize(encoder_norm_normalize, encoder_l1_norm2_add);
+  sample_encoder_fused(encoder_norm_add, encoder_norm_normalize, encoder_norm_weight, encoder_norm_bias);
+  sample_decoder_matmul_bias(decoder_matmul_bias, encoder_norm_add, decoder_weight, decoder_bias, decoder_weight_bf16, bf16_scratch, c->threads);
+  sample_log_softmax(log_softmax, decoder_matmul_bias);
+  memcpy(kv_cache_0, encoder_l0_self_attn_kv_write, 56000 * sizeof(real));   /* state kv_cache.0, detached */
+  memcpy(kv_cache_1, encoder_l0_self_attn_kv_write_2, 56000 * sizeof(real));   /* state kv_cache.1, detached */
+  memcpy(kv_cache_2, encoder_l1_self_attn_kv_write, 56000 * sizeof(real));   /* state kv_cache.2, detached */
+  memcpy(kv_cache_3, encoder_l1_self_attn_kv_write_2, 56000 * sizeof(real));   /* state kv_cache.3, detached */
+  return 0;
+}
+
 /* ---------------------------------------------------------------- the model */
 
 const LmcModel lmc_model = {
@@ -4723,6 +5073,20 @@ const LmcModel lmc_model = {
     .logp_last = 1,
     .logp_offset = 0,
     .work16_numel = 14016,
+  },
+  .steps = {
+    .batch = 8,
+    .max_seq = 35,
+    .work_numel = 756736,
+    .state_numel = 224000,
+    .nstate = 4,
+    .state = steps_state,
+    .has_backward = 0,
+    .run = steps_run,
+    .has_logp = 1,
+    .logp_last = 1,
+    .logp_offset = 266224,
+    .work16_numel = 112000,
   },
   .fma = LMC_FMA,
 };

@@ -5,7 +5,8 @@
  * them (sample.c: temperature, top-k, top-p) and appended to the history.
  * --samples N draws N independent samples, a column each of the sample
  * program (the gen program at a larger batch), as many at a time as it has
- * columns, so that the weights are read once per word for all of them.
+ * columns, so that the weights are read once per word for all of them; the
+ * step and steps programs do the same over key/value caches.
  * Words go to --outf through outfile.h, or to standard output, 20 a line,
  * samples apart by an empty line; a progress line every GEN_LOG_INTERVAL
  * words on stderr.
@@ -30,8 +31,10 @@ typedef struct {
   size_t cached;
 } Feed;
 
-/* The step program (batch 1) on the window of the last max_seq words of
- * hist: only the words after the cached positions, from c->pos.  When the
+/* The step program (batch 1, or steps at the sample batch B, hist (rows,
+ * B) as gen_feed's) on the window of the last max_seq words of hist: only
+ * the words after the cached positions, from c->pos.  Every column holds
+ * as many words, so they share the positions.  When the
  * window slides (the history outgrows max_seq), every word moves to
  * another position and the window is computed afresh from position 0, as
  * the gen program computes it for every word. */
@@ -40,9 +43,10 @@ static const real *step_feed(LmcCtx *c, Feed *f, const int32_t *hist, size_t len
   size_t max = (size_t)f->p->max_seq, from = len <= max ? f->cached : len - max;
   c->pos = len <= max ? (int)f->cached : 0;
   int T = (int)(len - from);
-  f->p->run(c, hist + from, NULL, T);
+  size_t B = (size_t)f->p->batch;
+  f->p->run(c, hist + from * B, NULL, T);
   f->cached = (size_t)c->pos + (size_t)T;
-  return c->work + f->p->logp_offset + (f->p->logp_last ? 0 : (size_t)(T - 1) * (size_t)c->m->ntoken);
+  return c->work + f->p->logp_offset + (f->p->logp_last ? 0 : (size_t)(T - 1) * B * (size_t)c->m->ntoken);
 }
 
 /* Runs the program on the history, B = p->batch columns: row k of hist
@@ -260,10 +264,12 @@ static int generate(const LmcModel *m, const GenOptions *o)
   if (o->prompt_file && !(text = read_prompt_file(o->prompt_file))) return 1;
   const char *prompt = text ? text : o->prompt;
   const char *what = text ? "--prompt-file" : "--prompt";
-  /* one sample at batch 1, over key/value caches where the model has them;
-   * more, SAMPLE_BATCH columns at a time */
-  bool many = o->samples > 1 && m->sample.run, step = !many && m->step.run && !o->no_kv_cache;
-  Feed fd = { many ? &m->sample : step ? &m->step : &m->gen, step, 0 };
+  /* one sample at batch 1, more SAMPLE_BATCH columns at a time; each over
+   * key/value caches where the model has them */
+  bool many = o->samples > 1 && m->sample.run, cache = !o->no_kv_cache;
+  bool step = cache && (many ? m->steps.run != NULL : m->step.run != NULL);
+  const LmcProgram *prog = many ? (step ? &m->steps : &m->sample) : step ? &m->step : &m->gen;
+  Feed fd = { prog, step, 0 };
   size_t B = (size_t)fd.p->batch;
   openblas_set_num_threads(o->threads);
   Net n;
@@ -274,12 +280,12 @@ static int generate(const LmcModel *m, const GenOptions *o)
   Sampler s = { o->rule, NULL, NULL, NULL, NULL };
   FILE *f = NULL;
   OutFile of = { 0 };
-  int use = (many ? USE_SAMPLE : step ? USE_STEP : USE_GEN) | net_precision(o->bf16);
+  int use = (many ? (step ? USE_STEPS : USE_SAMPLE) : step ? USE_STEP : USE_GEN) | net_precision(o->bf16);
   if (net_alloc(&n, m, use, o->seed, o->threads, NULL, 0) < 0) {
     free(text);
     return 1;
   }
-  LmcCtx *c = many ? &n.sample : step ? &n.step : &n.gen;
+  LmcCtx *c = many ? (step ? &n.steps : &n.sample) : step ? &n.step : &n.gen;
   /* straight into the parameters: on failure we stop */
   if (ckpt_load_via(o->checkpoint, m, n.param, n.param, NULL, 0, &meta, err) < 0) {
     fprintf(stderr, "%s\n", err);

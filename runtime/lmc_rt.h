@@ -3,7 +3,7 @@
  *
  * Every C file that lmc emits includes it and defines `lmc_model`, an
  * LmcModel describing the compiled network: its parameters (names and
- * layouts as PyTorch's state_dict), its hidden state, and four programs,
+ * layouts as PyTorch's state_dict), its hidden state, and up to six programs,
  * each the network specialised to one batch size:
  *   train  batch_size (20), forward + backward, dropout on
  *   eval   eval batch (10), forward only, dropout off
@@ -13,6 +13,8 @@
  *   step   batch 1, as gen but for the new positions only, from c->pos,
  *          over key/value caches in its state (a graph whose positions
  *          meet only in causal attention: the Transformer)
+ *   steps  the sample program's batch, as step: generate --samples over
+ *          key/value caches
  * The runtime (corpus, batching, training loop, evaluation, checkpoints,
  * generation, command line) drives those programs through LmcCtx.
  *
@@ -116,7 +118,8 @@ typedef struct LmcModel {
   size_t grad_numel;
   int ndropout;
   const LmcDropoutSlot *dropout;
-  LmcProgram train, eval, gen, sample, step;   /* sample.run, step.run may be NULL: gen serves */
+  /* sample.run, step.run, steps.run may be NULL: gen serves */
+  LmcProgram train, eval, gen, sample, step, steps;
   int fma;               /* LMC_FMA where the emitted file was compiled */
   /* 1: training minimises the graph's "objective" (the loss and its
    * regularisers): train's run() writes that objective's gradient, leaves

@@ -64,6 +64,9 @@ int model_check(const LmcModel *m)
   else if (m->step.run && (m->step.batch != 1 || m->step.max_seq != m->gen.max_seq || !m->step.has_logp ||
                            m->step.nstate < 1 || m->gen.nstate > 0))
     why = "the step program is not the gen program over key/value caches";
+  else if (m->steps.run && (!m->step.run || !m->sample.run || m->steps.batch != m->sample.batch ||
+                            m->steps.max_seq != m->gen.max_seq || !m->steps.has_logp || m->steps.nstate != m->step.nstate))
+    why = "the steps program is not the step program at the sample program's batch";
   else if (m->train.batch < 1 || m->eval.batch < 1) why = "a program has no batch";
   else if (m->grad_numel > m->param_numel) why = "the gradient block does not fit the parameters";
   for (int i = 0; !why && i < m->nparam; i++) {
@@ -125,10 +128,10 @@ static int alloc16(Net *n, const LmcModel *m, int use, const LmcProgram *const *
 
 int net_alloc(Net *n, const LmcModel *m, int use, uint64_t seed, int threads, const DropoutSet *set, int nset)
 {
-  enum { NPROG = 5 };
-  const LmcProgram *prog[NPROG] = { &m->train, &m->eval, &m->gen, &m->sample, &m->step };
-  LmcCtx *ctx[NPROG] = { &n->train, &n->eval, &n->gen, &n->sample, &n->step };
-  const int bit[NPROG] = { USE_TRAIN, USE_EVAL, USE_GEN, USE_SAMPLE, USE_STEP };
+  enum { NPROG = 6 };
+  const LmcProgram *prog[NPROG] = { &m->train, &m->eval, &m->gen, &m->sample, &m->step, &m->steps };
+  LmcCtx *ctx[NPROG] = { &n->train, &n->eval, &n->gen, &n->sample, &n->step, &n->steps };
+  const int bit[NPROG] = { USE_TRAIN, USE_EVAL, USE_GEN, USE_SAMPLE, USE_STEP, USE_STEPS };
   memset(n, 0, sizeof *n);
   size_t total = pad(m->param_numel);
   if (use & USE_TRAIN) total += pad(m->grad_numel);

@@ -317,10 +317,11 @@ typedef struct {
   /* USE_BF16 (--precision bf16): one more block, the parameters in bf16
    * (param_numel) and the programs' bf16 arena; NULL otherwise */
   lmc_bf16 *block16, *param16;
-  LmcCtx train, eval, gen, sample, step;
+  LmcCtx train, eval, gen, sample, step, steps;
 } Net;
 
-enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8, USE_SAMPLE = 16, USE_STEP = 32, USE_BF16 = 64 };
+enum { USE_TRAIN = 1, USE_EVAL = 2, USE_GEN = 4, USE_ADAMW = 8, USE_SAMPLE = 16, USE_STEP = 32, USE_BF16 = 64,
+       USE_STEPS = 128 };
 
 /* --dropout: slot (an index into LmcModel.dropout) gets probability p. */
 typedef struct {

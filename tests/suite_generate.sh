@@ -19,7 +19,9 @@
 #    8  the Transformer's step program (key/value caches, compiler/kv_cache.c)
 #       and the window recomputed for every word (--no-kv-cache) draw the
 #       same words over 40 words, a window of 6 sliding 34 times, for four
-#       seeds, a prompt of one word and one of 9, their log-probabilities within 1e-5
+#       seeds, a prompt of one word and one of 9, and --samples 10 and 3 (the
+#       steps program against the sample program, batch 8: two rounds, and
+#       one round partly filled), their log-probabilities within 1e-5
 #       (LMC_TEST_LOGP); the LSTM has no step program, nor a Transformer
 #       whose attention is not causal (triu_mask() replaced by const(0))
 #
@@ -152,7 +154,8 @@ result 7 "bad generate values refused" "$((n - bad))/$n refused with their messa
 # ------------------------------------------------------ 8 key/value cache
 ok=0
 echo "the game is a new game of the year" >"$tmp/long"   # 9 words: the window slides at once
-for args in "--seed 1" "--seed 2 --temperature 2" "--seed 3 --top-p 0.9 --prompt the" "--seed 4 --prompt-file $tmp/long"; do
+for args in "--seed 1" "--seed 2 --temperature 2" "--seed 3 --top-p 0.9 --prompt the" "--seed 4 --prompt-file $tmp/long" \
+  "--seed 5 --samples 10" "--seed 6 --samples 3 --prompt-file $tmp/long"; do
   gen "$X" "$tmp/x.st" "$tmp/c" --words 40 $args && gen "$X" "$tmp/x.st" "$tmp/u" --words 40 --no-kv-cache $args &&
     cmp -s "$tmp/c" "$tmp/u" || ok=1
 done
@@ -163,11 +166,11 @@ diff=$(paste -d' ' "$tmp/lc" "$tmp/lu" | awk '{ n = NF / 2; for (i = 1; i <= n; 
 rows=$(awk 'END { print NR }' "$tmp/lc")
 sed 's/triu_mask()/const(0)/' graphs/transformer.lua >"$tmp/bidir.lua"
 "$LMC" compile "$tmp/bidir.lua" -D ntoken=20 -D emsize=8 -D nhid=8 -D bptt=4 -o "$tmp/bidir.c" 2>>"$tmp/err" || ok=1
-grep -q "step_run" "$tb/gen/transformer.c" && ! grep -q "step_run" "$tb/gen/lstm.c" && ! grep -q "step_run" "$tmp/bidir.c" ||
-  ok=1
+grep -q "step_run" "$tb/gen/transformer.c" && grep -q "steps_run" "$tb/gen/transformer.c" &&
+  ! grep -q "step_run" "$tb/gen/lstm.c" && ! grep -q "step_run" "$tmp/bidir.c" || ok=1
 [ $ok -eq 0 ] && [ "$rows" -eq 40 ] && awk -v d="$diff" 'BEGIN { exit !(d + 0 <= 1e-5) }'
 result 8 "cached and uncached Transformer generation" \
-  "$([ $ok -eq 0 ] && echo same || echo other) words (5 runs of 40, window 6); log-probabilities of $rows words: max |diff| $diff (tolerance 1e-5); step program only where causal" $?
+  "$([ $ok -eq 0 ] && echo same || echo other) words (7 runs of 40, window 6, two of them 10 and 3 samples at batch 8); log-probabilities of $rows words: max |diff| $diff (tolerance 1e-5); step program only where causal" $?
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -9,6 +9,14 @@
 
 #include "emit.h"
 
+const char *const program_name[NPROGRAM] = {"train", "eval", "gen", "sample", "step", "steps"};
+
+void program_graphs(const Program *p, Graph *gs[NPROGRAM])
+{
+  Graph *all[NPROGRAM] = {p->train, p->eval, p->gen, p->sample, p->step, p->steps};
+  memcpy(gs, all, sizeof all);
+}
+
 static void emit_tables(Model *m, Buf *out)
 {
   Program *p = m->p;
@@ -98,11 +106,12 @@ void emit_c(Program *p, FILE *f)
   bprintf(&out, "#include <math.h>\n#include <stdint.h>\n#include <string.h>\n\n#include <cblas.h>\n\n#include \"lmc_rt.h\"\n\n");
   emit_tables(&m, &out);
 
-  Graph *gs[5] = {p->train, p->eval, p->gen, p->sample, p->step};
-  static const char *const names[5] = {"train", "eval", "gen", "sample", "step"};
-  ProgInfo pi[5] = {{0}};
-  Prog *prog[5] = {NULL};
-  for (int i = 0; i < 5; i++) {
+  Graph *gs[NPROGRAM];
+  program_graphs(p, gs);
+  const char *const *names = program_name;
+  ProgInfo pi[NPROGRAM] = {{0}};
+  Prog *prog[NPROGRAM] = {NULL};
+  for (int i = 0; i < NPROGRAM; i++) {
     if (!gs[i])
       continue;
     if (gs[i]->real != g->real)
@@ -113,7 +122,7 @@ void emit_c(Program *p, FILE *f)
   emit_const_tables(&m, &out);
   /* each program's section: the kernels it is the first to use, its
    * state table and run() */
-  for (int i = 0; i < 5; i++) {
+  for (int i = 0; i < NPROGRAM; i++) {
     if (!gs[i])
       continue;
     bprintf(&out, "/* ---------------------------------------------------------------- %s: batch %d */\n\n", names[i],
@@ -146,7 +155,7 @@ void emit_c(Program *p, FILE *f)
   bprintf(&out, "  .grad_numel = %zu,\n", m.lay->grad_numel);
   bprintf(&out, "  .ndropout = %d,\n", m.nslot);
   bprintf(&out, "  .dropout = %s,\n", m.nslot ? "lmc_dropout" : "NULL");
-  for (int i = 0; i < 5; i++)
+  for (int i = 0; i < NPROGRAM; i++)
     emit_prog_struct(&out, names[i], gs[i], names[i], &pi[i]);
   bprintf(&out, "  .fma = LMC_FMA,\n");
   if (pi[0].has_objective)   /* only then: a file without one reads as before */

@@ -37,7 +37,7 @@ static const char *const reserved[] = {
 };
 
 /* Prefixes of other names of the file: kernels, tables, the runtime. */
-static const char *const reserved_prefix[] = {"train_", "eval_", "gen_", "sample_", "step_", "lmc_", "cblas_"};
+static const char *const reserved_prefix[] = {"train_", "eval_", "gen_", "sample_", "step_", "steps_", "lmc_", "cblas_"};
 
 void pointers_init(Text *t)
 {
