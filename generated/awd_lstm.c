@@ -211,14 +211,8 @@ static void train_rnns_carry(real *y, const real *x)
  *   graphs/awd_lstm.lua:72
  *   shared by train_rnns_0_matmul, train_rnns_1_matmul
  *   (the nodes above are train_rnns_0_matmul's) */
-static void train_rnns_matmul(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt)
+static void train_rnns_matmul(real *y, const real *a, const real *b, int nt)
 {
-  if (s16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 12000);
-    lmc_to_bf16(b, s16 + 12000, 1440000);
-    lmc_gemm_bf16(0, 1, 20, 2400, 600, s16, 600, s16 + 12000, 600, 0, y, 2400, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 20, 2400, 600, a, 600, b, 600, 0, y, 2400);
 }
 
@@ -368,14 +362,8 @@ static void train_rnns_2_carry(real *y, const real *x)
 /* n94 = matmul(n92, n88) b^T
  *   per step: (20, 800) <- (20, 200), (800, 200)
  *   graphs/awd_lstm.lua:72 */
-static void train_rnns_2_matmul(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt)
+static void train_rnns_2_matmul(real *y, const real *a, const real *b, int nt)
 {
-  if (s16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 4000);
-    lmc_to_bf16(b, s16 + 4000, 160000);
-    lmc_gemm_bf16(0, 1, 20, 800, 200, s16, 200, s16 + 4000, 200, 0, y, 800, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 20, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
@@ -792,14 +780,8 @@ static void train_rnns_2_cell_grad(real *restrict y0, const real *x0, const real
 /* n237 = matmul(n232, n88)
  *   per step: (20, 200) <- (20, 800), (800, 200)
  *   graphs/awd_lstm.lua:72 */
-static void train_rnns_2_matmul_grad(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt)
+static void train_rnns_2_matmul_grad(real *y, const real *a, const real *b)
 {
-  if (s16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 16000);
-    lmc_to_bf16(b, s16 + 16000, 160000);
-    lmc_gemm_bf16(0, 0, 20, 200, 800, s16, 800, s16 + 16000, 200, 0, y, 200, nt);
-    return;
-  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 800,
               1, a, 800, b, 200, 0, y, 200);
 }
@@ -934,14 +916,8 @@ static void train_rnns_cell_grad(real *restrict y0, const real *x0, const real *
  *   graphs/awd_lstm.lua:72
  *   shared by train_rnns_1_matmul_grad, train_rnns_0_matmul_grad
  *   (the nodes above are train_rnns_1_matmul_grad's) */
-static void train_rnns_matmul_grad(real *y, const real *a, const real *b, lmc_bf16 *s16, int nt)
+static void train_rnns_matmul_grad(real *y, const real *a, const real *b)
 {
-  if (s16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 48000);
-    lmc_to_bf16(b, s16 + 48000, 1440000);
-    lmc_gemm_bf16(0, 0, 20, 600, 2400, s16, 2400, s16 + 48000, 600, 0, y, 600, nt);
-    return;
-  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 600, 2400,
               1, a, 2400, b, 600, 0, y, 600);
 }
@@ -1236,7 +1212,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = 0; t < T; t++) {   /* loop 1 */
     train_rnns_carry(rnns_0_carry + t * 12000, t == 0 ? hidden_0_h : rnns_0_mul + (t - 1) * 12000);
     train_rnns_carry(rnns_0_carry_2 + t * 12000, t == 0 ? hidden_0_c : rnns_0_add);
-    train_rnns_matmul(rnns_0_matmul, rnns_0_carry + t * 12000, rnns_0_dropout, bf16_scratch, c->threads);
+    train_rnns_matmul(rnns_0_matmul, rnns_0_carry + t * 12000, rnns_0_dropout, c->threads);
     train_rnns_cell(rnns_0_sigmoid + t * 12000, rnns_0_matmul_bias + t * 48000, rnns_0_matmul, rnns_0_module_bias_hh_l0, rnns_0_sigmoid_2 + t * 12000, rnns_0_tanh + t * 12000, rnns_0_sigmoid_3 + t * 12000, rnns_0_add, rnns_0_carry_2 + t * 12000, rnns_0_tanh_2 + t * 12000, rnns_0_mul + t * 12000);
   }
   train_fused_2(broadcast_2, dropout_2, lmc_dropout_key(c->seed, c->step, 3), c->dropout[3], 0, c->col0, c->col_rest);
@@ -1246,7 +1222,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = 0; t < T; t++) {   /* loop 2 */
     train_rnns_carry(rnns_1_carry + t * 12000, t == 0 ? hidden_1_h : rnns_1_mul + (t - 1) * 12000);
     train_rnns_carry(rnns_1_carry_2 + t * 12000, t == 0 ? hidden_1_c : rnns_1_add);
-    train_rnns_matmul(rnns_1_matmul, rnns_1_carry + t * 12000, rnns_1_dropout, bf16_scratch, c->threads);
+    train_rnns_matmul(rnns_1_matmul, rnns_1_carry + t * 12000, rnns_1_dropout, c->threads);
     train_rnns_cell(rnns_1_sigmoid + t * 12000, rnns_1_matmul_bias + t * 48000, rnns_1_matmul, rnns_1_module_bias_hh_l0, rnns_1_sigmoid_2 + t * 12000, rnns_1_tanh + t * 12000, rnns_1_sigmoid_3 + t * 12000, rnns_1_add, rnns_1_carry_2 + t * 12000, rnns_1_tanh_2 + t * 12000, rnns_1_mul + t * 12000);
   }
   train_dropout(dropout_3, broadcast_2, lmc_dropout_key(c->seed, c->step, 5), c->dropout[3], 0, c->col0, c->col_rest);
@@ -1256,7 +1232,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = 0; t < T; t++) {   /* loop 3 */
     train_rnns_2_carry(rnns_2_carry + t * 4000, t == 0 ? hidden_2_h : rnns_2_mul + (t - 1) * 4000);
     train_rnns_2_carry(rnns_2_carry_2 + t * 4000, t == 0 ? hidden_2_c : rnns_2_add);
-    train_rnns_2_matmul(rnns_2_matmul, rnns_2_carry + t * 4000, rnns_2_dropout, bf16_scratch, c->threads);
+    train_rnns_2_matmul(rnns_2_matmul, rnns_2_carry + t * 4000, rnns_2_dropout, c->threads);
     train_rnns_2_cell(rnns_2_sigmoid + t * 4000, rnns_2_matmul_bias + t * 16000, rnns_2_matmul, rnns_2_module_bias_hh_l0, rnns_2_sigmoid_2 + t * 4000, rnns_2_tanh + t * 4000, rnns_2_sigmoid_3 + t * 4000, rnns_2_add, rnns_2_carry_2 + t * 4000, rnns_2_tanh_2 + t * 4000, rnns_2_mul + t * 4000);
   }
   train_dropout_2(dropout_4, broadcast, lmc_dropout_key(c->seed, c->step, 7), c->dropout[4], 0, c->col0, c->col_rest);
@@ -1290,7 +1266,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnns_2_carry(rnns_2_carry_grad, t == T - 1 ? rnns_2_broadcast_grad : rnns_2_matmul_grad);
     train_rnns_2_carry(rnns_2_carry_grad_2, t == T - 1 ? rnns_2_broadcast_grad : rnns_2_mul_grad);
     train_rnns_2_cell_grad(rnns_2_mul_grad, rnns_2_carry_grad_2, add_grad_2 + t * 4000, rnns_2_carry_grad, rnns_2_sigmoid_3 + t * 4000, rnns_2_tanh_2 + t * 4000, rnns_2_sigmoid_2 + t * 4000, rnns_2_add_grad + t * 16000, rnns_2_sigmoid + t * 4000, rnns_2_tanh + t * 4000, rnns_2_carry_2 + t * 4000);
-    train_rnns_2_matmul_grad(rnns_2_matmul_grad, rnns_2_add_grad + t * 16000, rnns_2_dropout, bf16_scratch, c->threads);
+    train_rnns_2_matmul_grad(rnns_2_matmul_grad, rnns_2_add_grad + t * 16000, rnns_2_dropout);
   }
   train_rnns_2_sum_grad(d_rnns_2_module_bias_ih_l0, rnns_2_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 11);   /* rnns.2.module.bias_ih_l0 final */
@@ -1306,7 +1282,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnns_carry(rnns_1_carry_grad, t == T - 1 ? rnns_1_broadcast_grad : rnns_1_matmul_grad);
     train_rnns_carry(rnns_1_carry_grad_2, t == T - 1 ? rnns_1_broadcast_grad : rnns_1_mul_grad);
     train_rnns_cell_grad(rnns_1_mul_grad, rnns_1_carry_grad_2, mul_grad + t * 12000, rnns_1_carry_grad, rnns_1_sigmoid_3 + t * 12000, rnns_1_tanh_2 + t * 12000, rnns_1_sigmoid_2 + t * 12000, rnns_1_add_grad + t * 48000, rnns_1_sigmoid + t * 12000, rnns_1_tanh + t * 12000, rnns_1_carry_2 + t * 12000);
-    train_rnns_matmul_grad(rnns_1_matmul_grad, rnns_1_add_grad + t * 48000, rnns_1_dropout, bf16_scratch, c->threads);
+    train_rnns_matmul_grad(rnns_1_matmul_grad, rnns_1_add_grad + t * 48000, rnns_1_dropout);
   }
   train_rnns_sum_grad(d_rnns_1_module_bias_ih_l0, rnns_1_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 7);   /* rnns.1.module.bias_ih_l0 final */
@@ -1321,7 +1297,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnns_carry(rnns_0_carry_grad, t == T - 1 ? rnns_1_broadcast_grad : rnns_0_matmul_grad);
     train_rnns_carry(rnns_0_carry_grad_2, t == T - 1 ? rnns_1_broadcast_grad : rnns_0_mul_grad);
     train_rnns_cell_grad(rnns_0_mul_grad, rnns_0_carry_grad_2, mul_grad_2 + t * 12000, rnns_0_carry_grad, rnns_0_sigmoid_3 + t * 12000, rnns_0_tanh_2 + t * 12000, rnns_0_sigmoid_2 + t * 12000, rnns_0_add_grad + t * 48000, rnns_0_sigmoid + t * 12000, rnns_0_tanh + t * 12000, rnns_0_carry_2 + t * 12000);
-    train_rnns_matmul_grad(rnns_0_matmul_grad, rnns_0_add_grad + t * 48000, rnns_0_dropout, bf16_scratch, c->threads);
+    train_rnns_matmul_grad(rnns_0_matmul_grad, rnns_0_add_grad + t * 48000, rnns_0_dropout);
   }
   train_rnns_sum_grad(d_rnns_0_module_bias_ih_l0, rnns_0_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 3);   /* rnns.0.module.bias_ih_l0 final */
@@ -1396,13 +1372,8 @@ static void eval_rnns_carry(real *y, const real *x)
  *   graphs/awd_lstm.lua:72
  *   shared by eval_rnns_0_matmul, eval_rnns_1_matmul
  *   (the nodes above are eval_rnns_0_matmul's) */
-static void eval_rnns_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void eval_rnns_matmul(real *y, const real *a, const real *b, int nt)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 6000);
-    lmc_gemm_bf16(0, 1, 10, 2400, 600, s16, 600, b16, 600, 0, y, 2400, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 10, 2400, 600, a, 600, b, 600, 0, y, 2400);
 }
 
@@ -1499,13 +1470,8 @@ static void eval_rnns_2_carry(real *y, const real *x)
 /* n75 = matmul(n73, n65) b^T
  *   per step: (10, 800) <- (10, 200), (800, 200)
  *   graphs/awd_lstm.lua:72 */
-static void eval_rnns_2_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void eval_rnns_2_matmul(real *y, const real *a, const real *b, int nt)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 2000);
-    lmc_gemm_bf16(0, 1, 10, 800, 200, s16, 200, b16, 200, 0, y, 800, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 10, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
@@ -1654,11 +1620,8 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnns_0_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnns.0.module.weight_ih_l0 (2400, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
-  const lmc_bf16 *rnns_0_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 7135600);   /* rnns.0.module.weight_hh_l0_raw (2400, 600) in bf16 */
   const lmc_bf16 *rnns_1_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 8580400);   /* rnns.1.module.weight_ih_l0 (2400, 600) in bf16 */
-  const lmc_bf16 *rnns_1_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 10020400);   /* rnns.1.module.weight_hh_l0_raw (2400, 600) in bf16 */
   const lmc_bf16 *rnns_2_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 11465200);   /* rnns.2.module.weight_ih_l0 (800, 600) in bf16 */
-  const lmc_bf16 *rnns_2_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 11945200);   /* rnns.2.module.weight_hh_l0_raw (800, 200) in bf16 */
   const lmc_bf16 *encoder_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* encoder.weight (33278, 200) in bf16 */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
@@ -1668,21 +1631,21 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   for (int t = 0; t < T; t++) {   /* loop 1 */
     eval_rnns_carry(rnns_0_carry, t == 0 ? hidden_0_h : rnns_0_mul + (t - 1) * 6000);
     eval_rnns_carry(rnns_0_carry_2, t == 0 ? hidden_0_c : rnns_0_add);
-    eval_rnns_matmul(rnns_0_matmul, rnns_0_carry, rnns_0_module_weight_hh_l0_raw, rnns_0_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
+    eval_rnns_matmul(rnns_0_matmul, rnns_0_carry, rnns_0_module_weight_hh_l0_raw, c->threads);
     eval_rnns_cell(rnns_0_add, rnns_0_matmul_bias + t * 24000, rnns_0_matmul, rnns_0_module_bias_hh_l0, rnns_0_carry_2, rnns_0_mul + t * 6000);
   }
   eval_rnns_1_matmul_bias(rnns_1_matmul_bias, rnns_0_mul, rnns_1_module_weight_ih_l0, rnns_1_module_bias_ih_l0, rnns_1_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     eval_rnns_carry(rnns_1_carry, t == 0 ? hidden_1_h : rnns_1_mul + (t - 1) * 6000);
     eval_rnns_carry(rnns_1_carry_2, t == 0 ? hidden_1_c : rnns_1_add);
-    eval_rnns_matmul(rnns_1_matmul, rnns_1_carry, rnns_1_module_weight_hh_l0_raw, rnns_1_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
+    eval_rnns_matmul(rnns_1_matmul, rnns_1_carry, rnns_1_module_weight_hh_l0_raw, c->threads);
     eval_rnns_cell(rnns_1_add, rnns_1_matmul_bias + t * 24000, rnns_1_matmul, rnns_1_module_bias_hh_l0, rnns_1_carry_2, rnns_1_mul + t * 6000);
   }
   eval_rnns_2_matmul_bias(rnns_2_matmul_bias, rnns_1_mul, rnns_2_module_weight_ih_l0, rnns_2_module_bias_ih_l0, rnns_2_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 3 */
     eval_rnns_2_carry(rnns_2_carry, t == 0 ? hidden_2_h : rnns_2_mul + (t - 1) * 2000);
     eval_rnns_2_carry(rnns_2_carry_2, t == 0 ? hidden_2_c : rnns_2_add);
-    eval_rnns_2_matmul(rnns_2_matmul, rnns_2_carry, rnns_2_module_weight_hh_l0_raw, rnns_2_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
+    eval_rnns_2_matmul(rnns_2_matmul, rnns_2_carry, rnns_2_module_weight_hh_l0_raw, c->threads);
     eval_rnns_2_cell(rnns_2_add, rnns_2_matmul_bias + t * 8000, rnns_2_matmul, rnns_2_module_bias_hh_l0, rnns_2_carry_2, rnns_2_mul + t * 2000);
   }
   eval_log_softmax_nll(nll_loss, rnns_2_mul, encoder_weight, decoder_bias, targets, c->threads, logit_block, encoder_weight_bf16, bf16_scratch, T);
@@ -1747,13 +1710,8 @@ static void gen_rnns_carry(real *y, const real *x)
  *   graphs/awd_lstm.lua:72
  *   shared by gen_rnns_0_matmul_2, gen_rnns_1_matmul_2
  *   (the nodes above are gen_rnns_0_matmul_2's) */
-static void gen_rnns_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void gen_rnns_matmul(real *y, const real *a, const real *b, int nt)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 600);
-    lmc_gemm_bf16(0, 1, 1, 2400, 600, s16, 600, b16, 600, 0, y, 2400, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 1, 2400, 600, a, 600, b, 600, 0, y, 2400);
 }
 
@@ -1852,13 +1810,8 @@ static void gen_rnns_2_carry(real *y, const real *x)
 /* n75 = matmul(n73, n65) b^T
  *   per step: (1, 800) <- (1, 200), (800, 200)
  *   graphs/awd_lstm.lua:72 */
-static void gen_rnns_2_matmul_2(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void gen_rnns_2_matmul_2(real *y, const real *a, const real *b, int nt)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 200);
-    lmc_gemm_bf16(0, 1, 1, 800, 200, s16, 200, b16, 200, 0, y, 800, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 1, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
@@ -2009,11 +1962,8 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnns_0_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnns.0.module.weight_ih_l0 (2400, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
-  const lmc_bf16 *rnns_0_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 7135600);   /* rnns.0.module.weight_hh_l0_raw (2400, 600) in bf16 */
   const lmc_bf16 *rnns_1_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 8580400);   /* rnns.1.module.weight_ih_l0 (2400, 600) in bf16 */
-  const lmc_bf16 *rnns_1_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 10020400);   /* rnns.1.module.weight_hh_l0_raw (2400, 600) in bf16 */
   const lmc_bf16 *rnns_2_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 11465200);   /* rnns.2.module.weight_ih_l0 (800, 600) in bf16 */
-  const lmc_bf16 *rnns_2_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 11945200);   /* rnns.2.module.weight_hh_l0_raw (800, 200) in bf16 */
   const lmc_bf16 *encoder_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* encoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 35 * sizeof *targets);
@@ -2023,7 +1973,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   for (int t = 0; t < T; t++) {   /* loop 1 */
     gen_rnns_carry(rnns_0_carry, t == 0 ? hidden_0_h : rnns_0_mul + (t - 1) * 600);
     gen_rnns_carry(rnns_0_carry_2, t == 0 ? hidden_0_c : rnns_0_add_2);
-    gen_rnns_matmul(rnns_0_matmul_2, rnns_0_carry, rnns_0_module_weight_hh_l0_raw, rnns_0_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
+    gen_rnns_matmul(rnns_0_matmul_2, rnns_0_carry, rnns_0_module_weight_hh_l0_raw, c->threads);
     gen_rnns_cell(rnns_0_add_2, rnns_0_add + t * 2400, rnns_0_matmul_2, rnns_0_module_bias_hh_l0, rnns_0_carry_2, rnns_0_mul + t * 600);
   }
   gen_rnns_1_matmul(rnns_1_matmul, rnns_0_mul, rnns_1_module_weight_ih_l0, rnns_1_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
@@ -2031,7 +1981,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   for (int t = 0; t < T; t++) {   /* loop 2 */
     gen_rnns_carry(rnns_1_carry, t == 0 ? hidden_1_h : rnns_1_mul + (t - 1) * 600);
     gen_rnns_carry(rnns_1_carry_2, t == 0 ? hidden_1_c : rnns_1_add_2);
-    gen_rnns_matmul(rnns_1_matmul_2, rnns_1_carry, rnns_1_module_weight_hh_l0_raw, rnns_1_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
+    gen_rnns_matmul(rnns_1_matmul_2, rnns_1_carry, rnns_1_module_weight_hh_l0_raw, c->threads);
     gen_rnns_cell(rnns_1_add_2, rnns_1_add + t * 2400, rnns_1_matmul_2, rnns_1_module_bias_hh_l0, rnns_1_carry_2, rnns_1_mul + t * 600);
   }
   gen_rnns_2_matmul(rnns_2_matmul, rnns_1_mul, rnns_2_module_weight_ih_l0, rnns_2_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
@@ -2039,7 +1989,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   for (int t = 0; t < T; t++) {   /* loop 3 */
     gen_rnns_2_carry(rnns_2_carry, t == 0 ? hidden_2_h : rnns_2_mul + (t - 1) * 200);
     gen_rnns_2_carry(rnns_2_carry_2, t == 0 ? hidden_2_c : rnns_2_add_2);
-    gen_rnns_2_matmul_2(rnns_2_matmul_2, rnns_2_carry, rnns_2_module_weight_hh_l0_raw, rnns_2_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
+    gen_rnns_2_matmul_2(rnns_2_matmul_2, rnns_2_carry, rnns_2_module_weight_hh_l0_raw, c->threads);
     gen_rnns_2_cell(rnns_2_add_2, rnns_2_add + t * 800, rnns_2_matmul_2, rnns_2_module_bias_hh_l0, rnns_2_carry_2, rnns_2_mul + t * 200);
   }
   gen_decoder_matmul(decoder_matmul, rnns_2_mul + (T - 1) * 200, encoder_weight, encoder_weight_bf16, bf16_scratch, c->threads);
@@ -2098,13 +2048,8 @@ static void sample_rnns_carry(real *y, const real *x)
  *   graphs/awd_lstm.lua:72
  *   shared by sample_rnns_0_matmul, sample_rnns_1_matmul
  *   (the nodes above are sample_rnns_0_matmul's) */
-static void sample_rnns_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void sample_rnns_matmul(real *y, const real *a, const real *b, int nt)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 4800);
-    lmc_gemm_bf16(0, 1, 8, 2400, 600, s16, 600, b16, 600, 0, y, 2400, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 8, 2400, 600, a, 600, b, 600, 0, y, 2400);
 }
 
@@ -2201,13 +2146,8 @@ static void sample_rnns_2_carry(real *y, const real *x)
 /* n75 = matmul(n73, n65) b^T
  *   per step: (8, 800) <- (8, 200), (800, 200)
  *   graphs/awd_lstm.lua:72 */
-static void sample_rnns_2_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void sample_rnns_2_matmul(real *y, const real *a, const real *b, int nt)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 1600);
-    lmc_gemm_bf16(0, 1, 8, 800, 200, s16, 200, b16, 200, 0, y, 800, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 8, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
@@ -2348,11 +2288,8 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnns_0_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnns.0.module.weight_ih_l0 (2400, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
-  const lmc_bf16 *rnns_0_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 7135600);   /* rnns.0.module.weight_hh_l0_raw (2400, 600) in bf16 */
   const lmc_bf16 *rnns_1_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 8580400);   /* rnns.1.module.weight_ih_l0 (2400, 600) in bf16 */
-  const lmc_bf16 *rnns_1_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 10020400);   /* rnns.1.module.weight_hh_l0_raw (2400, 600) in bf16 */
   const lmc_bf16 *rnns_2_module_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 11465200);   /* rnns.2.module.weight_ih_l0 (800, 600) in bf16 */
-  const lmc_bf16 *rnns_2_module_weight_hh_l0_raw_bf16 = lmc_bf16_at(c->param16, 11945200);   /* rnns.2.module.weight_hh_l0_raw (800, 200) in bf16 */
   const lmc_bf16 *encoder_weight_bf16 = lmc_bf16_at(c->param16, 0);   /* encoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 280 * sizeof *targets);
@@ -2361,21 +2298,21 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   for (int t = 0; t < T; t++) {   /* loop 1 */
     sample_rnns_carry(rnns_0_carry, t == 0 ? hidden_0_h : rnns_0_mul + (t - 1) * 4800);
     sample_rnns_carry(rnns_0_carry_2, t == 0 ? hidden_0_c : rnns_0_add);
-    sample_rnns_matmul(rnns_0_matmul, rnns_0_carry, rnns_0_module_weight_hh_l0_raw, rnns_0_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
+    sample_rnns_matmul(rnns_0_matmul, rnns_0_carry, rnns_0_module_weight_hh_l0_raw, c->threads);
     sample_rnns_cell(rnns_0_add, rnns_0_matmul_bias + t * 19200, rnns_0_matmul, rnns_0_module_bias_hh_l0, rnns_0_carry_2, rnns_0_mul + t * 4800);
   }
   sample_rnns_1_matmul_bias(rnns_1_matmul_bias, rnns_0_mul, rnns_1_module_weight_ih_l0, rnns_1_module_bias_ih_l0, rnns_1_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     sample_rnns_carry(rnns_1_carry, t == 0 ? hidden_1_h : rnns_1_mul + (t - 1) * 4800);
     sample_rnns_carry(rnns_1_carry_2, t == 0 ? hidden_1_c : rnns_1_add);
-    sample_rnns_matmul(rnns_1_matmul, rnns_1_carry, rnns_1_module_weight_hh_l0_raw, rnns_1_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
+    sample_rnns_matmul(rnns_1_matmul, rnns_1_carry, rnns_1_module_weight_hh_l0_raw, c->threads);
     sample_rnns_cell(rnns_1_add, rnns_1_matmul_bias + t * 19200, rnns_1_matmul, rnns_1_module_bias_hh_l0, rnns_1_carry_2, rnns_1_mul + t * 4800);
   }
   sample_rnns_2_matmul_bias(rnns_2_matmul_bias, rnns_1_mul, rnns_2_module_weight_ih_l0, rnns_2_module_bias_ih_l0, rnns_2_module_weight_ih_l0_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 3 */
     sample_rnns_2_carry(rnns_2_carry, t == 0 ? hidden_2_h : rnns_2_mul + (t - 1) * 1600);
     sample_rnns_2_carry(rnns_2_carry_2, t == 0 ? hidden_2_c : rnns_2_add);
-    sample_rnns_2_matmul(rnns_2_matmul, rnns_2_carry, rnns_2_module_weight_hh_l0_raw, rnns_2_module_weight_hh_l0_raw_bf16, bf16_scratch, c->threads);
+    sample_rnns_2_matmul(rnns_2_matmul, rnns_2_carry, rnns_2_module_weight_hh_l0_raw, c->threads);
     sample_rnns_2_cell(rnns_2_add, rnns_2_matmul_bias + t * 6400, rnns_2_matmul, rnns_2_module_bias_hh_l0, rnns_2_carry_2, rnns_2_mul + t * 1600);
   }
   sample_decoder_matmul_bias(decoder_matmul_bias, rnns_2_mul + (T - 1) * 1600, encoder_weight, decoder_bias, encoder_weight_bf16, bf16_scratch, c->threads);

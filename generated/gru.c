@@ -130,16 +130,11 @@ static void train_rnn_carry(real *y, const real *x)
  *   graphs/gru.lua:18
  *   shared by train_rnn_l0_matmul_bias_2, train_rnn_l1_matmul_bias_2
  *   (the nodes above are train_rnn_l0_matmul_bias_2's) */
-static void train_rnn_matmul_bias_2(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void train_rnn_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
 {
   for (long i0 = 0; i0 < 20; i0++)
     for (long i1 = 0; i1 < 600; i1++)
       y[i0 * 600 + i1] = c[i1];
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 4000);
-    lmc_gemm_bf16(0, 1, 20, 600, 200, s16, 200, b16, 200, 1, y, 600, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 20, 600, 200, a, 200, b, 200, 1, y, 600);
 }
 
@@ -426,13 +421,8 @@ static void train_rnn_cell_grad_4(real *restrict y0, const real *x0, const real 
  *   graphs/gru.lua:18
  *   shared by train_rnn_l1_matmul_grad, train_rnn_l0_matmul_grad
  *   (the nodes above are train_rnn_l1_matmul_grad's) */
-static void train_rnn_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void train_rnn_matmul_grad(real *y, const real *a, const real *b)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 12000);
-    lmc_gemm_bf16(0, 0, 20, 200, 600, s16, 600, b16, 200, 0, y, 200, nt);
-    return;
-  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 600,
               1, a, 600, b, 200, 0, y, 200);
 }
@@ -617,9 +607,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnn_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnn.weight_ih_l0 (600, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 23294624);   /* products' operands rounded to bf16 */
-  const lmc_bf16 *rnn_weight_hh_l0_bf16 = lmc_bf16_at(c->param16, 6775600);   /* rnn.weight_hh_l0 (600, 200) in bf16 */
   const lmc_bf16 *rnn_weight_ih_l1_bf16 = lmc_bf16_at(c->param16, 6896800);   /* rnn.weight_ih_l1 (600, 200) in bf16 */
-  const lmc_bf16 *rnn_weight_hh_l1_bf16 = lmc_bf16_at(c->param16, 7016800);   /* rnn.weight_hh_l1 (600, 200) in bf16 */
   const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7138000);   /* decoder.weight (33278, 200) in bf16 */
   lmc_bf16 *nll_log_softmax_grad_bf16 = lmc_bf16_at(c->work16, 0);   /* the value (T, 20, 33278) in bf16 */
   const int have_targets = targets != NULL;
@@ -632,7 +620,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_rnn_l0_const(rnn_l0_const);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     train_rnn_carry(rnn_l0_carry + t * 4000, t == 0 ? rnn_slice : rnn_l0_add + (t - 1) * 4000);
-    train_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, rnn_bias_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
+    train_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, rnn_bias_hh_l0, c->threads);
     train_rnn_cell(rnn_l0_sigmoid + t * 4000, rnn_l0_matmul_bias + t * 12000, rnn_l0_matmul_bias_2, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_slice + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sub + t * 4000, rnn_l0_add + t * 4000, rnn_l0_carry + t * 4000);
   }
   train_dropout(rnn_dropout, rnn_l0_add, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, c->col0, c->col_rest, T);
@@ -640,7 +628,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   train_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_dropout, rnn_weight_ih_l1, rnn_bias_ih_l1, rnn_weight_ih_l1_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     train_rnn_carry(rnn_l1_carry + t * 4000, t == 0 ? rnn_slice_2 : rnn_l1_add + (t - 1) * 4000);
-    train_rnn_matmul_bias_2(rnn_l1_matmul_bias_2, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, rnn_bias_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
+    train_rnn_matmul_bias_2(rnn_l1_matmul_bias_2, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, rnn_bias_hh_l1, c->threads);
     train_rnn_cell(rnn_l1_sigmoid + t * 4000, rnn_l1_matmul_bias + t * 12000, rnn_l1_matmul_bias_2, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_slice + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sub + t * 4000, rnn_l1_add + t * 4000, rnn_l1_carry + t * 4000);
   }
   train_rnn_concat(rnn_concat, rnn_l0_add + (T - 1) * 4000, rnn_l1_add + (T - 1) * 4000);
@@ -661,7 +649,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnn_cell_grad_2(rnn_l1_sigmoid_grad, rnn_l1_add_dropout_grad, rnn_l1_carry + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sigmoid_2 + t * 4000);
     train_rnn_cell_grad_3(rnn_l1_sigmoid_grad_2, rnn_l1_tanh_grad, rnn_l1_slice + t * 4000, rnn_l1_sigmoid + t * 4000, rnn_l1_add_grad_2 + t * 12000, rnn_l1_sigmoid_grad);
     train_rnn_cell_grad_4(rnn_l1_add_grad_3 + t * 12000, rnn_l1_tanh_grad, rnn_l1_sigmoid_grad, rnn_l1_sigmoid_grad_2);
-    train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_add_grad_2 + t * 12000, rnn_weight_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
+    train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_add_grad_2 + t * 12000, rnn_weight_hh_l1);
     train_rnn_cell_grad_5(rnn_l1_add_grad, rnn_l1_add_dropout_grad, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_matmul_grad);
   }
   train_rnn_sum_grad(d_rnn_bias_hh_l1, rnn_l1_add_grad_2, T);
@@ -680,7 +668,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnn_cell_grad_2(rnn_l0_sigmoid_grad, rnn_l0_add_dropout_grad, rnn_l0_carry + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sigmoid_2 + t * 4000);
     train_rnn_cell_grad_3(rnn_l0_sigmoid_grad_2, rnn_l0_tanh_grad, rnn_l0_slice + t * 4000, rnn_l0_sigmoid + t * 4000, rnn_l0_add_grad_2 + t * 12000, rnn_l0_sigmoid_grad);
     train_rnn_cell_grad_4(rnn_l0_add_grad_3 + t * 12000, rnn_l0_tanh_grad, rnn_l0_sigmoid_grad, rnn_l0_sigmoid_grad_2);
-    train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_add_grad_2 + t * 12000, rnn_weight_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
+    train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_add_grad_2 + t * 12000, rnn_weight_hh_l0);
     train_rnn_cell_grad_5(rnn_l0_add_grad, rnn_l0_add_dropout_grad, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_matmul_grad);
   }
   train_rnn_sum_grad(d_rnn_bias_hh_l0, rnn_l0_add_grad_2, T);
@@ -754,16 +742,11 @@ static void eval_rnn_carry(real *y, const real *x)
  *   graphs/gru.lua:18
  *   shared by eval_rnn_l0_matmul_bias_2, eval_rnn_l1_matmul_bias_2
  *   (the nodes above are eval_rnn_l0_matmul_bias_2's) */
-static void eval_rnn_matmul_bias_2(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void eval_rnn_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
 {
   for (long i0 = 0; i0 < 10; i0++)
     for (long i1 = 0; i1 < 600; i1++)
       y[i0 * 600 + i1] = c[i1];
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 2000);
-    lmc_gemm_bf16(0, 1, 10, 600, 200, s16, 200, b16, 200, 1, y, 600, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 10, 600, 200, a, 200, b, 200, 1, y, 600);
 }
 
@@ -910,9 +893,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnn_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnn.weight_ih_l0 (600, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
-  const lmc_bf16 *rnn_weight_hh_l0_bf16 = lmc_bf16_at(c->param16, 6775600);   /* rnn.weight_hh_l0 (600, 200) in bf16 */
   const lmc_bf16 *rnn_weight_ih_l1_bf16 = lmc_bf16_at(c->param16, 6896800);   /* rnn.weight_ih_l1 (600, 200) in bf16 */
-  const lmc_bf16 *rnn_weight_hh_l1_bf16 = lmc_bf16_at(c->param16, 7016800);   /* rnn.weight_hh_l1 (600, 200) in bf16 */
   const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7138000);   /* decoder.weight (33278, 200) in bf16 */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
@@ -923,14 +904,14 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   train_rnn_l0_const(rnn_l0_const);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     eval_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_add + (t - 1) * 2000);
-    eval_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry, rnn_weight_hh_l0, rnn_bias_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
+    eval_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry, rnn_weight_hh_l0, rnn_bias_hh_l0, c->threads);
     eval_rnn_cell(rnn_l0_add + t * 2000, rnn_l0_matmul_bias + t * 6000, rnn_l0_matmul_bias_2, rnn_l0_carry);
   }
   eval_rnn_slice_2(rnn_slice_2, hidden);
   eval_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_add, rnn_weight_ih_l1, rnn_bias_ih_l1, rnn_weight_ih_l1_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     eval_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_add + (t - 1) * 2000);
-    eval_rnn_matmul_bias_2(rnn_l1_matmul_bias_2, rnn_l1_carry, rnn_weight_hh_l1, rnn_bias_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
+    eval_rnn_matmul_bias_2(rnn_l1_matmul_bias_2, rnn_l1_carry, rnn_weight_hh_l1, rnn_bias_hh_l1, c->threads);
     eval_rnn_cell(rnn_l1_add + t * 2000, rnn_l1_matmul_bias + t * 6000, rnn_l1_matmul_bias_2, rnn_l1_carry);
   }
   eval_rnn_concat(rnn_concat, rnn_l0_add + (T - 1) * 2000, rnn_l1_add + (T - 1) * 2000);
@@ -1001,13 +982,8 @@ static void gen_rnn_carry(real *y, const real *x)
  *   graphs/gru.lua:18
  *   shared by gen_rnn_l0_matmul_2, gen_rnn_l1_matmul_2
  *   (the nodes above are gen_rnn_l0_matmul_2's) */
-static void gen_rnn_matmul_2(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void gen_rnn_matmul_2(real *y, const real *a, const real *b, int nt)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 200);
-    lmc_gemm_bf16(0, 1, 1, 600, 200, s16, 200, b16, 200, 0, y, 600, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 1, 600, 200, a, 200, b, 200, 0, y, 600);
 }
 
@@ -1158,9 +1134,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnn_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnn.weight_ih_l0 (600, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
-  const lmc_bf16 *rnn_weight_hh_l0_bf16 = lmc_bf16_at(c->param16, 6775600);   /* rnn.weight_hh_l0 (600, 200) in bf16 */
   const lmc_bf16 *rnn_weight_ih_l1_bf16 = lmc_bf16_at(c->param16, 6896800);   /* rnn.weight_ih_l1 (600, 200) in bf16 */
-  const lmc_bf16 *rnn_weight_hh_l1_bf16 = lmc_bf16_at(c->param16, 7016800);   /* rnn.weight_hh_l1 (600, 200) in bf16 */
   const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7138000);   /* decoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 35 * sizeof *targets);
@@ -1171,7 +1145,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   train_rnn_l0_const(rnn_l0_const);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     gen_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_add_2 + (t - 1) * 200);
-    gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
+    gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
     gen_rnn_cell(rnn_l0_add_2 + t * 200, rnn_l0_add + t * 600, rnn_l0_matmul_2, rnn_bias_hh_l0, rnn_l0_carry);
   }
   gen_rnn_slice_2(rnn_slice_2, hidden);
@@ -1179,7 +1153,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   gen_rnn_add(rnn_l1_add, rnn_l1_matmul, rnn_bias_ih_l1, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     gen_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_add_2 + (t - 1) * 200);
-    gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
+    gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
     gen_rnn_cell(rnn_l1_add_2 + t * 200, rnn_l1_add + t * 600, rnn_l1_matmul_2, rnn_bias_hh_l1, rnn_l1_carry);
   }
   gen_rnn_concat(rnn_concat, rnn_l0_add_2 + (T - 1) * 200, rnn_l1_add_2 + (T - 1) * 200);
@@ -1244,16 +1218,11 @@ static void sample_rnn_carry(real *y, const real *x)
  *   graphs/gru.lua:18
  *   shared by sample_rnn_l0_matmul_bias_2, sample_rnn_l1_matmul_bias_2
  *   (the nodes above are sample_rnn_l0_matmul_bias_2's) */
-static void sample_rnn_matmul_bias_2(real *y, const real *a, const real *b, const real *c, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void sample_rnn_matmul_bias_2(real *y, const real *a, const real *b, const real *c, int nt)
 {
   for (long i0 = 0; i0 < 8; i0++)
     for (long i1 = 0; i1 < 600; i1++)
       y[i0 * 600 + i1] = c[i1];
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 1600);
-    lmc_gemm_bf16(0, 1, 8, 600, 200, s16, 200, b16, 200, 1, y, 600, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 8, 600, 200, a, 200, b, 200, 1, y, 600);
 }
 
@@ -1392,9 +1361,7 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnn_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnn.weight_ih_l0 (600, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
-  const lmc_bf16 *rnn_weight_hh_l0_bf16 = lmc_bf16_at(c->param16, 6775600);   /* rnn.weight_hh_l0 (600, 200) in bf16 */
   const lmc_bf16 *rnn_weight_ih_l1_bf16 = lmc_bf16_at(c->param16, 6896800);   /* rnn.weight_ih_l1 (600, 200) in bf16 */
-  const lmc_bf16 *rnn_weight_hh_l1_bf16 = lmc_bf16_at(c->param16, 7016800);   /* rnn.weight_hh_l1 (600, 200) in bf16 */
   const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7138000);   /* decoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 280 * sizeof *targets);
@@ -1404,14 +1371,14 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   train_rnn_l0_const(rnn_l0_const);
   for (int t = 0; t < T; t++) {   /* loop 1 */
     sample_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_add + (t - 1) * 1600);
-    sample_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry, rnn_weight_hh_l0, rnn_bias_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
+    sample_rnn_matmul_bias_2(rnn_l0_matmul_bias_2, rnn_l0_carry, rnn_weight_hh_l0, rnn_bias_hh_l0, c->threads);
     sample_rnn_cell(rnn_l0_add + t * 1600, rnn_l0_matmul_bias + t * 4800, rnn_l0_matmul_bias_2, rnn_l0_carry);
   }
   sample_rnn_slice_2(rnn_slice_2, hidden);
   sample_rnn_matmul_bias(rnn_l1_matmul_bias, rnn_l0_add, rnn_weight_ih_l1, rnn_bias_ih_l1, rnn_weight_ih_l1_bf16, bf16_scratch, c->threads, T);
   for (int t = 0; t < T; t++) {   /* loop 2 */
     sample_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_2 : rnn_l1_add + (t - 1) * 1600);
-    sample_rnn_matmul_bias_2(rnn_l1_matmul_bias_2, rnn_l1_carry, rnn_weight_hh_l1, rnn_bias_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
+    sample_rnn_matmul_bias_2(rnn_l1_matmul_bias_2, rnn_l1_carry, rnn_weight_hh_l1, rnn_bias_hh_l1, c->threads);
     sample_rnn_cell(rnn_l1_add + t * 1600, rnn_l1_matmul_bias + t * 4800, rnn_l1_matmul_bias_2, rnn_l1_carry);
   }
   sample_rnn_concat(rnn_concat, rnn_l0_add + (T - 1) * 1600, rnn_l1_add + (T - 1) * 1600);

@@ -134,13 +134,8 @@ static void train_rnn_carry(real *y, const real *x)
  *   graphs/lstm.lua:18
  *   shared by train_rnn_l0_matmul, train_rnn_l1_matmul
  *   (the nodes above are train_rnn_l0_matmul's) */
-static void train_rnn_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void train_rnn_matmul(real *y, const real *a, const real *b, int nt)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 4000);
-    lmc_gemm_bf16(0, 1, 20, 800, 200, s16, 200, b16, 200, 0, y, 800, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 20, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
@@ -388,13 +383,8 @@ static void train_rnn_cell_grad(real *restrict y0, const real *x0, const real *x
  *   graphs/lstm.lua:18
  *   shared by train_rnn_l1_matmul_grad, train_rnn_l0_matmul_grad
  *   (the nodes above are train_rnn_l1_matmul_grad's) */
-static void train_rnn_matmul_grad(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void train_rnn_matmul_grad(real *y, const real *a, const real *b)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 16000);
-    lmc_gemm_bf16(0, 0, 20, 200, 800, s16, 800, b16, 200, 0, y, 200, nt);
-    return;
-  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 20, 200, 800,
               1, a, 800, b, 200, 0, y, 200);
 }
@@ -563,9 +553,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnn_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnn.weight_ih_l0 (800, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 23294624);   /* products' operands rounded to bf16 */
-  const lmc_bf16 *rnn_weight_hh_l0_bf16 = lmc_bf16_at(c->param16, 6815600);   /* rnn.weight_hh_l0 (800, 200) in bf16 */
   const lmc_bf16 *rnn_weight_ih_l1_bf16 = lmc_bf16_at(c->param16, 6977200);   /* rnn.weight_ih_l1 (800, 200) in bf16 */
-  const lmc_bf16 *rnn_weight_hh_l1_bf16 = lmc_bf16_at(c->param16, 7137200);   /* rnn.weight_hh_l1 (800, 200) in bf16 */
   const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7298800);   /* decoder.weight (33278, 200) in bf16 */
   lmc_bf16 *nll_log_softmax_grad_bf16 = lmc_bf16_at(c->work16, 0);   /* the value (T, 20, 33278) in bf16 */
   const int have_targets = targets != NULL;
@@ -579,7 +567,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = 0; t < T; t++) {   /* loop 1 */
     train_rnn_carry(rnn_l0_carry + t * 4000, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 4000);
     train_rnn_carry(rnn_l0_carry_2 + t * 4000, t == 0 ? rnn_slice_2 : rnn_l0_add);
-    train_rnn_matmul(rnn_l0_matmul, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
+    train_rnn_matmul(rnn_l0_matmul, rnn_l0_carry + t * 4000, rnn_weight_hh_l0, c->threads);
     train_rnn_cell(rnn_l0_sigmoid + t * 4000, rnn_l0_matmul_bias + t * 16000, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_add, rnn_l0_carry_2 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_mul + t * 4000);
   }
   train_dropout(rnn_dropout, rnn_l0_mul, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], 0, c->col0, c->col_rest, T);
@@ -589,7 +577,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
   for (int t = 0; t < T; t++) {   /* loop 2 */
     train_rnn_carry(rnn_l1_carry + t * 4000, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 4000);
     train_rnn_carry(rnn_l1_carry_2 + t * 4000, t == 0 ? rnn_slice_4 : rnn_l1_add);
-    train_rnn_matmul(rnn_l1_matmul, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
+    train_rnn_matmul(rnn_l1_matmul, rnn_l1_carry + t * 4000, rnn_weight_hh_l1, c->threads);
     train_rnn_cell(rnn_l1_sigmoid + t * 4000, rnn_l1_matmul_bias + t * 16000, rnn_l1_matmul, rnn_bias_hh_l1, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_sigmoid_3 + t * 4000, rnn_l1_add, rnn_l1_carry_2 + t * 4000, rnn_l1_tanh_2 + t * 4000, rnn_l1_mul + t * 4000);
   }
   train_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 4000, rnn_l1_mul + (T - 1) * 4000);
@@ -609,7 +597,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnn_carry(rnn_l1_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_matmul_grad);
     train_rnn_carry(rnn_l1_carry_grad_2, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l1_mul_grad);
     train_rnn_cell_grad(rnn_l1_mul_grad, rnn_l1_carry_grad_2, rnn_l1_carry_grad, decoder_matmul_grad + t * 4000, lmc_dropout_key(c->seed, c->step, 2), c->dropout[0], t * 4000, c->col0, c->col_rest, rnn_l1_sigmoid_3 + t * 4000, rnn_l1_tanh_2 + t * 4000, rnn_l1_sigmoid_2 + t * 4000, rnn_l1_add_grad + t * 16000, rnn_l1_sigmoid + t * 4000, rnn_l1_tanh + t * 4000, rnn_l1_carry_2 + t * 4000);
-    train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_add_grad + t * 16000, rnn_weight_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
+    train_rnn_matmul_grad(rnn_l1_matmul_grad, rnn_l1_add_grad + t * 16000, rnn_weight_hh_l1);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l1, rnn_l1_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 7);   /* rnn.bias_ih_l1 final */
@@ -622,7 +610,7 @@ static double train_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets
     train_rnn_carry(rnn_l0_carry_grad, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_matmul_grad);
     train_rnn_carry(rnn_l0_carry_grad_2, t == T - 1 ? rnn_l1_broadcast_grad : rnn_l0_mul_grad);
     train_rnn_cell_grad(rnn_l0_mul_grad, rnn_l0_carry_grad_2, rnn_l0_carry_grad, rnn_l1_matmul_grad_2 + t * 4000, lmc_dropout_key(c->seed, c->step, 1), c->dropout[0], t * 4000, c->col0, c->col_rest, rnn_l0_sigmoid_3 + t * 4000, rnn_l0_tanh_2 + t * 4000, rnn_l0_sigmoid_2 + t * 4000, rnn_l0_add_grad + t * 16000, rnn_l0_sigmoid + t * 4000, rnn_l0_tanh + t * 4000, rnn_l0_carry_2 + t * 4000);
-    train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_add_grad + t * 16000, rnn_weight_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
+    train_rnn_matmul_grad(rnn_l0_matmul_grad, rnn_l0_add_grad + t * 16000, rnn_weight_hh_l0);
   }
   train_rnn_sum_grad(d_rnn_bias_ih_l0, rnn_l0_add_grad, T);
   if (c->grad_ready) c->grad_ready(c, 3);   /* rnn.bias_ih_l0 final */
@@ -701,13 +689,8 @@ static void eval_rnn_carry(real *y, const real *x)
  *   graphs/lstm.lua:18
  *   shared by eval_rnn_l0_matmul, eval_rnn_l1_matmul
  *   (the nodes above are eval_rnn_l0_matmul's) */
-static void eval_rnn_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void eval_rnn_matmul(real *y, const real *a, const real *b, int nt)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 2000);
-    lmc_gemm_bf16(0, 1, 10, 800, 200, s16, 200, b16, 200, 0, y, 800, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 10, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
@@ -871,9 +854,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnn_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnn.weight_ih_l0 (800, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
-  const lmc_bf16 *rnn_weight_hh_l0_bf16 = lmc_bf16_at(c->param16, 6815600);   /* rnn.weight_hh_l0 (800, 200) in bf16 */
   const lmc_bf16 *rnn_weight_ih_l1_bf16 = lmc_bf16_at(c->param16, 6977200);   /* rnn.weight_ih_l1 (800, 200) in bf16 */
-  const lmc_bf16 *rnn_weight_hh_l1_bf16 = lmc_bf16_at(c->param16, 7137200);   /* rnn.weight_hh_l1 (800, 200) in bf16 */
   const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7298800);   /* decoder.weight (33278, 200) in bf16 */
   const int have_targets = targets != NULL;
   if (!targets)   /* no loss wanted: read zeros */
@@ -885,7 +866,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   for (int t = 0; t < T; t++) {   /* loop 1 */
     eval_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 2000);
     eval_rnn_carry(rnn_l0_carry_2, t == 0 ? rnn_slice_2 : rnn_l0_add);
-    eval_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
+    eval_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
     eval_rnn_cell(rnn_l0_add, rnn_l0_matmul_bias + t * 8000, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_carry_2, rnn_l0_mul + t * 2000);
   }
   eval_rnn_slice_2(rnn_slice_3, hidden_h);
@@ -894,7 +875,7 @@ static double eval_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets,
   for (int t = 0; t < T; t++) {   /* loop 2 */
     eval_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 2000);
     eval_rnn_carry(rnn_l1_carry_2, t == 0 ? rnn_slice_4 : rnn_l1_add);
-    eval_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
+    eval_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
     eval_rnn_cell(rnn_l1_add, rnn_l1_matmul_bias + t * 8000, rnn_l1_matmul, rnn_bias_hh_l1, rnn_l1_carry_2, rnn_l1_mul + t * 2000);
   }
   eval_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 2000, rnn_l1_mul + (T - 1) * 2000);
@@ -970,13 +951,8 @@ static void gen_rnn_carry(real *y, const real *x)
  *   graphs/lstm.lua:18
  *   shared by gen_rnn_l0_matmul_2, gen_rnn_l1_matmul_2
  *   (the nodes above are gen_rnn_l0_matmul_2's) */
-static void gen_rnn_matmul_2(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void gen_rnn_matmul_2(real *y, const real *a, const real *b, int nt)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 200);
-    lmc_gemm_bf16(0, 1, 1, 800, 200, s16, 200, b16, 200, 0, y, 800, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 1, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
@@ -1141,9 +1117,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnn_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnn.weight_ih_l0 (800, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
-  const lmc_bf16 *rnn_weight_hh_l0_bf16 = lmc_bf16_at(c->param16, 6815600);   /* rnn.weight_hh_l0 (800, 200) in bf16 */
   const lmc_bf16 *rnn_weight_ih_l1_bf16 = lmc_bf16_at(c->param16, 6977200);   /* rnn.weight_ih_l1 (800, 200) in bf16 */
-  const lmc_bf16 *rnn_weight_hh_l1_bf16 = lmc_bf16_at(c->param16, 7137200);   /* rnn.weight_hh_l1 (800, 200) in bf16 */
   const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7298800);   /* decoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 35 * sizeof *targets);
@@ -1155,7 +1129,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   for (int t = 0; t < T; t++) {   /* loop 1 */
     gen_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 200);
     gen_rnn_carry(rnn_l0_carry_2, t == 0 ? rnn_slice_2 : rnn_l0_add_2);
-    gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
+    gen_rnn_matmul_2(rnn_l0_matmul_2, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
     gen_rnn_cell(rnn_l0_add_2, rnn_l0_add + t * 800, rnn_l0_matmul_2, rnn_bias_hh_l0, rnn_l0_carry_2, rnn_l0_mul + t * 200);
   }
   gen_rnn_slice_2(rnn_slice_3, hidden_h);
@@ -1165,7 +1139,7 @@ static double gen_run(LmcCtx *c, const int32_t *tokens, const int32_t *targets, 
   for (int t = 0; t < T; t++) {   /* loop 2 */
     gen_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 200);
     gen_rnn_carry(rnn_l1_carry_2, t == 0 ? rnn_slice_4 : rnn_l1_add_2);
-    gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
+    gen_rnn_matmul_2(rnn_l1_matmul_2, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
     gen_rnn_cell(rnn_l1_add_2, rnn_l1_add + t * 800, rnn_l1_matmul_2, rnn_bias_hh_l1, rnn_l1_carry_2, rnn_l1_mul + t * 200);
   }
   gen_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 200, rnn_l1_mul + (T - 1) * 200);
@@ -1235,13 +1209,8 @@ static void sample_rnn_carry(real *y, const real *x)
  *   graphs/lstm.lua:18
  *   shared by sample_rnn_l0_matmul, sample_rnn_l1_matmul
  *   (the nodes above are sample_rnn_l0_matmul's) */
-static void sample_rnn_matmul(real *y, const real *a, const real *b, const lmc_bf16 *b16, lmc_bf16 *s16, int nt)
+static void sample_rnn_matmul(real *y, const real *a, const real *b, int nt)
 {
-  if (b16) {   /* --precision bf16 */
-    lmc_to_bf16(a, s16, 1600);
-    lmc_gemm_bf16(0, 1, 8, 800, 200, s16, 200, b16, 200, 0, y, 800, nt);
-    return;
-  }
   lmc_sgemm_abt_mt(nt, 8, 800, 200, a, 200, b, 200, 0, y, 800);
 }
 
@@ -1397,9 +1366,7 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   /* bf16 copies (--precision bf16; NULL in fp32 mode) */
   const lmc_bf16 *rnn_weight_ih_l0_bf16 = lmc_bf16_at(c->param16, 6655600);   /* rnn.weight_ih_l0 (800, 200) in bf16 */
   lmc_bf16 *bf16_scratch = lmc_bf16_at(c->work16, 0);   /* products' operands rounded to bf16 */
-  const lmc_bf16 *rnn_weight_hh_l0_bf16 = lmc_bf16_at(c->param16, 6815600);   /* rnn.weight_hh_l0 (800, 200) in bf16 */
   const lmc_bf16 *rnn_weight_ih_l1_bf16 = lmc_bf16_at(c->param16, 6977200);   /* rnn.weight_ih_l1 (800, 200) in bf16 */
-  const lmc_bf16 *rnn_weight_hh_l1_bf16 = lmc_bf16_at(c->param16, 7137200);   /* rnn.weight_hh_l1 (800, 200) in bf16 */
   const lmc_bf16 *decoder_weight_bf16 = lmc_bf16_at(c->param16, 7298800);   /* decoder.weight (33278, 200) in bf16 */
   if (!targets)   /* no loss wanted: read zeros */
     targets = memset(no_targets, 0, 280 * sizeof *targets);
@@ -1410,7 +1377,7 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   for (int t = 0; t < T; t++) {   /* loop 1 */
     sample_rnn_carry(rnn_l0_carry, t == 0 ? rnn_slice : rnn_l0_mul + (t - 1) * 1600);
     sample_rnn_carry(rnn_l0_carry_2, t == 0 ? rnn_slice_2 : rnn_l0_add);
-    sample_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, rnn_weight_hh_l0_bf16, bf16_scratch, c->threads);
+    sample_rnn_matmul(rnn_l0_matmul, rnn_l0_carry, rnn_weight_hh_l0, c->threads);
     sample_rnn_cell(rnn_l0_add, rnn_l0_matmul_bias + t * 6400, rnn_l0_matmul, rnn_bias_hh_l0, rnn_l0_carry_2, rnn_l0_mul + t * 1600);
   }
   sample_rnn_slice_2(rnn_slice_3, hidden_h);
@@ -1419,7 +1386,7 @@ static double sample_run(LmcCtx *c, const int32_t *tokens, const int32_t *target
   for (int t = 0; t < T; t++) {   /* loop 2 */
     sample_rnn_carry(rnn_l1_carry, t == 0 ? rnn_slice_3 : rnn_l1_mul + (t - 1) * 1600);
     sample_rnn_carry(rnn_l1_carry_2, t == 0 ? rnn_slice_4 : rnn_l1_add);
-    sample_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, rnn_weight_hh_l1_bf16, bf16_scratch, c->threads);
+    sample_rnn_matmul(rnn_l1_matmul, rnn_l1_carry, rnn_weight_hh_l1, c->threads);
     sample_rnn_cell(rnn_l1_add, rnn_l1_matmul_bias + t * 6400, rnn_l1_matmul, rnn_bias_hh_l1, rnn_l1_carry_2, rnn_l1_mul + t * 1600);
   }
   sample_rnn_concat(rnn_concat, rnn_l0_mul + (T - 1) * 1600, rnn_l1_mul + (T - 1) * 1600);
