@@ -55,9 +55,9 @@ for m in $models; do
   for r in $(seq 1 "$rounds"); do
     [ "$(losses "$tmp/before.$m.$r")" = "$(losses "$tmp/after.$m.$r")" ] || same=DIFFER
   done
-  b=$(for r in $(seq 1 "$rounds"); do ms "$tmp/before.$m.$r"; done | sort -n)
-  a=$(for r in $(seq 1 "$rounds"); do ms "$tmp/after.$m.$r"; done | sort -n)
-  echo "$b" "|" "$a" | awk -v m="$m" -v same="$same" -v n="$rounds" '{
+  b=$(for r in $(seq 1 "$rounds"); do ms "$tmp/before.$m.$r"; done | sort -n | tr "\n" " ")
+  a=$(for r in $(seq 1 "$rounds"); do ms "$tmp/after.$m.$r"; done | sort -n | tr "\n" " ")
+  echo "$b | $a" | awk -v m="$m" -v same="$same" -v n="$rounds" '{
     for (i = 1; i <= n; i++) bb[i] = $i; for (i = 1; i <= n; i++) aa[i] = $(n + 1 + i);
     mb = n % 2 ? bb[(n + 1) / 2] : (bb[n / 2] + bb[n / 2 + 1]) / 2;
     ma = n % 2 ? aa[(n + 1) / 2] : (aa[n / 2] + aa[n / 2 + 1]) / 2;
